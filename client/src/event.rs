@@ -1,0 +1,222 @@
+//! Building events: a generic builder and one typed constructor for each
+//! well-known event type of the sales-automation orchestrator.
+
+use serde_json::{Map, Value, json};
+
+use crate::Error;
+use crate::pb;
+
+/// An event to log. Build it with [`NewEvent::new`] for any type, or with the
+/// constructor of a well-known type, then add fields:
+///
+/// ```
+/// use auditlog_client::NewEvent;
+/// let event = NewEvent::email_sent("LEAD-7", "ana@example.com", "Welcome")
+///     .workflow("onboarding")
+///     .actor("mailer")
+///     .idempotency_key("mail-7-welcome");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    event_type: String,
+    actor: String,
+    lead_id: String,
+    workflow: String,
+    details: Value,
+    idempotency_key: String,
+}
+
+impl NewEvent {
+    /// An event of any type (lower_snake_case, at most 64 characters).
+    pub fn new(event_type: impl Into<String>) -> NewEvent {
+        NewEvent {
+            event_type: event_type.into(),
+            actor: String::new(),
+            lead_id: String::new(),
+            workflow: String::new(),
+            details: Value::Object(Map::new()),
+            idempotency_key: String::new(),
+        }
+    }
+
+    /// Who did it (default "system").
+    pub fn actor(mut self, actor: impl Into<String>) -> NewEvent {
+        self.actor = actor.into();
+        self
+    }
+
+    /// The lead the event is about.
+    pub fn lead(mut self, lead_id: impl Into<String>) -> NewEvent {
+        self.lead_id = lead_id.into();
+        self
+    }
+
+    /// The workflow the event belongs to.
+    pub fn workflow(mut self, workflow: impl Into<String>) -> NewEvent {
+        self.workflow = workflow.into();
+        self
+    }
+
+    /// Replaces the details with `details`, which must be a JSON object.
+    pub fn details(mut self, details: Value) -> NewEvent {
+        self.details = details;
+        self
+    }
+
+    /// Sets one detail field.
+    pub fn detail(mut self, key: impl Into<String>, value: impl Into<Value>) -> NewEvent {
+        if let Value::Object(map) = &mut self.details {
+            map.insert(key.into(), value.into());
+        }
+        self
+    }
+
+    /// Makes retries safe: the server writes the event once per key and
+    /// answers repeats with the original receipt.
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> NewEvent {
+        self.idempotency_key = key.into();
+        self
+    }
+
+    /// The event's type.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The request message for this event.
+    pub fn into_input(self) -> Result<pb::EventInput, Error> {
+        let details = match &self.details {
+            Value::Object(map) => auditlog_proto::json::json_to_struct(map),
+            Value::Null => Default::default(),
+            Value::Bool(_) => return Err(Error::DetailsNotObject("a boolean")),
+            Value::Number(_) => return Err(Error::DetailsNotObject("a number")),
+            Value::String(_) => return Err(Error::DetailsNotObject("a string")),
+            Value::Array(_) => return Err(Error::DetailsNotObject("an array")),
+        };
+        Ok(pb::EventInput {
+            event_type: self.event_type,
+            actor: self.actor,
+            lead_id: self.lead_id,
+            workflow: self.workflow,
+            details: Some(details),
+            idempotency_key: self.idempotency_key,
+        })
+    }
+
+    /// A lead entered the pipeline from `source` (web form, import, API...).
+    pub fn lead_ingested(lead_id: impl Into<String>, source: &str) -> NewEvent {
+        NewEvent::new("lead_ingested")
+            .lead(lead_id)
+            .details(json!({ "source": source }))
+    }
+
+    /// A lead was scored; `qualified` says whether it passed.
+    pub fn lead_qualified(lead_id: impl Into<String>, score: f64, qualified: bool) -> NewEvent {
+        NewEvent::new("lead_qualified")
+            .lead(lead_id)
+            .details(json!({ "score": score, "qualified": qualified }))
+    }
+
+    /// A lead was routed to an owner, team or sequence.
+    pub fn lead_routed(lead_id: impl Into<String>, routed_to: &str) -> NewEvent {
+        NewEvent::new("lead_routed")
+            .lead(lead_id)
+            .details(json!({ "routed_to": routed_to }))
+    }
+
+    /// A CRM record was created for the lead.
+    pub fn crm_create(lead_id: impl Into<String>, crm: &str, record_id: &str) -> NewEvent {
+        NewEvent::new("crm_create")
+            .lead(lead_id)
+            .details(json!({ "crm": crm, "record_id": record_id }))
+    }
+
+    /// A CRM record was updated; `fields` names what changed.
+    pub fn crm_update(
+        lead_id: impl Into<String>,
+        crm: &str,
+        record_id: &str,
+        fields: &[&str],
+    ) -> NewEvent {
+        NewEvent::new("crm_update")
+            .lead(lead_id)
+            .details(json!({ "crm": crm, "record_id": record_id, "fields": fields }))
+    }
+
+    /// An email was sent to the lead.
+    pub fn email_sent(lead_id: impl Into<String>, to: &str, subject: &str) -> NewEvent {
+        NewEvent::new("email_sent")
+            .lead(lead_id)
+            .details(json!({ "to": to, "subject": subject }))
+    }
+
+    /// An email was scheduled for `send_at` (RFC 3339).
+    pub fn email_scheduled(lead_id: impl Into<String>, template: &str, send_at: &str) -> NewEvent {
+        NewEvent::new("email_scheduled")
+            .lead(lead_id)
+            .details(json!({ "template": template, "send_at": send_at }))
+    }
+
+    /// A scheduled email was cancelled.
+    pub fn email_cancelled(lead_id: impl Into<String>, reason: &str) -> NewEvent {
+        NewEvent::new("email_cancelled")
+            .lead(lead_id)
+            .details(json!({ "reason": reason }))
+    }
+
+    /// A workflow started.
+    pub fn workflow_started(workflow: impl Into<String>) -> NewEvent {
+        NewEvent::new("workflow_started").workflow(workflow)
+    }
+
+    /// A workflow stopped, with why.
+    pub fn workflow_stopped(workflow: impl Into<String>, reason: &str) -> NewEvent {
+        NewEvent::new("workflow_stopped")
+            .workflow(workflow)
+            .details(json!({ "reason": reason }))
+    }
+
+    /// Something failed. Add a traceback with [`NewEvent::traceback`].
+    pub fn error(error_type: &str, error_message: &str) -> NewEvent {
+        NewEvent::new("error")
+            .details(json!({ "error_type": error_type, "error_message": error_message }))
+    }
+
+    /// Adds a traceback to an error event.
+    pub fn traceback(self, traceback: &str) -> NewEvent {
+        self.detail("traceback", traceback)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typed_constructors_fill_type_lead_and_details() {
+        let input = NewEvent::crm_update("L1", "hubspot", "42", &["stage"])
+            .workflow("sales")
+            .into_input()
+            .unwrap();
+        assert_eq!(input.event_type, "crm_update");
+        assert_eq!(input.lead_id, "L1");
+        assert_eq!(input.workflow, "sales");
+        let details = auditlog_proto::json::struct_to_json(&input.details.unwrap()).unwrap();
+        assert_eq!(
+            Value::Object(details),
+            json!({"crm": "hubspot", "record_id": "42", "fields": ["stage"]})
+        );
+        let err = NewEvent::error("Timeout", "CRM did not answer").traceback("at x");
+        let details = err.into_input().unwrap().details.unwrap();
+        assert!(details.fields.contains_key("traceback"));
+    }
+
+    #[test]
+    fn details_must_be_an_object() {
+        let err = NewEvent::new("x")
+            .details(json!([1]))
+            .into_input()
+            .unwrap_err();
+        assert!(matches!(err, Error::DetailsNotObject("an array")));
+    }
+}

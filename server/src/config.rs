@@ -1,0 +1,282 @@
+//! The server's configuration: defaults, then a TOML file (`--config`), then
+//! `AUDITLOG_*` environment variables, then command-line flags, each layer
+//! overriding the one before.
+//!
+//! Every key `foo_bar` is also `AUDITLOG_FOO_BAR`; a nested key
+//! (`[alerts.smtp] host`) is `AUDITLOG_ALERTS__SMTP__HOST`. Unknown keys are
+//! rejected, naming the key and where it came from. Secrets are never printed:
+//! they are wrapped in [`Secret`], whose `Debug` is redacted.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format as _, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Durability;
+
+/// Client-side variables (the CLI's) that may be set in the same shell and
+/// are not server configuration.
+const CLIENT_VARS: &[&str] = &["server", "token", "ca_cert", "client_cert", "client_key"];
+
+/// The server configuration. Every field documents its default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The address gRPC is served on. Default `127.0.0.1:50051`.
+    pub listen: SocketAddr,
+    /// Where the log, its quarantine and the generated key live. Default
+    /// `./data`.
+    pub data_dir: PathBuf,
+    /// The HMAC key records are signed with: at least 32 bytes, used as the
+    /// bytes of the string. Default: none, in which case a random key is
+    /// generated once into `<data_dir>/hmac.key` and reused.
+    pub hmac_key: Option<Secret>,
+    /// A file holding the HMAC key (trailing whitespace ignored); an
+    /// alternative to `hmac_key`. Default: none.
+    pub hmac_key_file: Option<PathBuf>,
+    /// The id recorded in each record's `key_id`, naming the key that signed
+    /// it. Default `k1`.
+    pub hmac_key_id: String,
+    /// When an acknowledged event is on stable storage: `fsync` (default;
+    /// `fdatasync` before every acknowledgement, shared by all callers of a
+    /// group commit) or `os_buffered` (acknowledged once in the OS page cache;
+    /// survives a server crash but not a power loss).
+    pub durability: Durability,
+    /// How long shutdown waits for in-flight calls before giving up, in
+    /// seconds. Default 10.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            data_dir: PathBuf::from("data"),
+            hmac_key: None,
+            hmac_key_file: None,
+            hmac_key_id: "k1".to_owned(),
+            durability: Durability::Fsync,
+            shutdown_grace_secs: 10,
+        }
+    }
+}
+
+/// A secret string: deserialised like a string, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}
+
+/// Values given as command-line flags; they override everything else.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(Box<figment::Error>),
+    #[error("configuration file {0} does not exist")]
+    NoFile(String),
+    #[error("configuration key {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Loads defaults, then `file`, then the environment, then `overrides`,
+    /// and validates the result.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> Result<Config, ConfigError> {
+        Config::load_from(file, Env::prefixed("AUDITLOG_"), overrides)
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        env: Env,
+        overrides: Overrides,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::NoFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let config: Config = figment
+            .merge(env.split("__").ignore(CLIENT_VARS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.hmac_key.is_some() && self.hmac_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "hmac_key",
+                reason: "set either hmac_key or hmac_key_file, not both".into(),
+            });
+        }
+        if let Some(key) = &self.hmac_key
+            && key.expose().len() < crate::integrity::MIN_KEY_LEN
+        {
+            return Err(ConfigError::Invalid {
+                key: "hmac_key",
+                reason: format!(
+                    "the key is {} bytes long; use at least {} (e.g. `openssl rand -hex 32`)",
+                    key.expose().len(),
+                    crate::integrity::MIN_KEY_LEN
+                ),
+            });
+        }
+        let id_ok = !self.hmac_key_id.is_empty()
+            && self.hmac_key_id.len() <= 32
+            && self
+                .hmac_key_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok {
+            return Err(ConfigError::Invalid {
+                key: "hmac_key_id",
+                reason: format!(
+                    "{:?} is not 1 to 32 letters, digits, '-' or '_'",
+                    self.hmac_key_id
+                ),
+            });
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "data_dir",
+                reason: "must not be empty".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The configured HMAC key's bytes, read from `hmac_key_file` if that is
+    /// how it was given; `None` means "generate or reuse the key file".
+    pub fn hmac_key_bytes(&self) -> Result<Option<Vec<u8>>, ConfigError> {
+        if let Some(k) = &self.hmac_key {
+            return Ok(Some(k.expose().as_bytes().to_vec()));
+        }
+        let Some(path) = &self.hmac_key_file else {
+            return Ok(None);
+        };
+        let mut bytes = std::fs::read(path).map_err(|e| ConfigError::Invalid {
+            key: "hmac_key_file",
+            reason: format!("cannot read {}: {e}", path.display()),
+        })?;
+        while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+            bytes.pop();
+        }
+        Ok(Some(bytes))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's own test API
+mod tests {
+    use super::*;
+
+    /// Loads a config inside a figment `Jail`: a temporary working
+    /// directory and environment, restored afterwards.
+    fn load(
+        toml: Option<&str>,
+        env: &[(&str, &str)],
+        overrides: Overrides,
+    ) -> Result<Config, String> {
+        let mut out = Err(String::new());
+        figment::Jail::expect_with(|jail| {
+            if let Some(t) = toml {
+                jail.create_file("auditlog.toml", t)?;
+            }
+            for (k, v) in env {
+                jail.set_env(format!("AUDITLOG_{k}"), v);
+            }
+            out = Config::load(toml.map(|_| Path::new("auditlog.toml")), overrides.clone())
+                .map_err(|e| e.to_string());
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn defaults_serve_on_loopback_with_local_data() {
+        let c = load(None, &[], Overrides::default()).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let toml =
+            "listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\nhmac_key_id = \"file\"\n";
+        let c = load(
+            Some(toml),
+            &[("DATA_DIR", "/from/env"), ("DURABILITY", "os_buffered")],
+            Overrides {
+                listen: Some("127.0.0.1:2000".parse().unwrap()),
+                data_dir: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 2000);
+        assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(c.hmac_key_id, "file");
+        assert_eq!(c.durability, Durability::OsBuffered);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = load(Some("listn = \"x\"\n"), &[], Overrides::default()).unwrap_err();
+        assert!(err.contains("listn"), "{err}");
+        let err = load(None, &[("DATA_DIRR", "x")], Overrides::default()).unwrap_err();
+        assert!(err.contains("data_dirr"), "{err}");
+    }
+
+    #[test]
+    fn short_keys_and_bad_ids_are_rejected() {
+        let err = load(Some("hmac_key = \"short\"\n"), &[], Overrides::default()).unwrap_err();
+        assert!(
+            err.contains("hmac_key") && err.contains("at least 32"),
+            "{err}"
+        );
+        let err = load(Some("hmac_key_id = \"a b\"\n"), &[], Overrides::default()).unwrap_err();
+        assert!(err.contains("hmac_key_id"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let c = Config {
+            hmac_key: Some(Secret::from("super secret key material 0123456789")),
+            ..Config::default()
+        };
+        assert!(!format!("{c:?}").contains("super secret"));
+    }
+}

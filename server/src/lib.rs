@@ -1,0 +1,176 @@
+//! auditlog-server: a tamper-evident, append-only audit log served over gRPC.
+//!
+//! Bird's-eye view: [`service`] turns gRPC calls into store calls; the
+//! [`store`] owns the log file through a single writer thread (group commit,
+//! one `fdatasync` per group), an in-memory index, and recovery; [`integrity`]
+//! signs records and verifies the chain; [`hub`] turns committed groups into
+//! gap-free live streams. [`config`] is loaded once and passed by value.
+//!
+//! [`run`] takes the listener and the shutdown signal as plain values, so tests
+//! bind `127.0.0.1:0` and drive shutdown themselves.
+
+pub mod config;
+pub mod hub;
+pub mod integrity;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use auditlog_proto::v1::audit_service_server::AuditServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+pub use config::Config;
+
+use integrity::Keyring;
+use service::AuditSvc;
+use store::{Store, StoreConfig};
+
+/// Why the server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("recovery task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Serves the audit log on `listener` until `shutdown` completes.
+///
+/// Health reports NOT_SERVING while the log is being recovered and again once
+/// shutdown begins. On shutdown: follow streams end, in-flight calls finish
+/// (up to `shutdown_grace_secs`), the writer commits and syncs what it was
+/// given, and the function returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let key = config.hmac_key_bytes()?;
+    let cancel = CancellationToken::new();
+    let cell: Arc<OnceLock<Arc<Store>>> = Arc::new(OnceLock::new());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    health
+        .set_not_serving::<AuditServiceServer<AuditSvc>>()
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(auditlog_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(auditlog_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let svc = AuditSvc::new(Arc::clone(&cell), cancel.clone());
+    let addr = listener.local_addr().ok();
+
+    // Recover in the background while health (NOT_SERVING) and reflection
+    // already answer.
+    let store_config = StoreConfig {
+        data_dir: config.data_dir.clone(),
+        durability: config.durability,
+    };
+    let key_id = config.hmac_key_id.clone();
+    let opening = {
+        let cell = Arc::clone(&cell);
+        let health = health.clone();
+        tokio::spawn(async move {
+            let store = tokio::task::spawn_blocking(move || {
+                let keyring = Keyring::load(&key_id, key.as_deref(), &store_config.data_dir)?;
+                Store::open(store_config, keyring)
+            })
+            .await??;
+            tracing::info!(head = store.head(), dir = %store.dir().display(), "log recovered");
+            let _ = cell.set(Arc::new(store));
+            health.set_service_status("", ServingStatus::Serving).await;
+            health.set_serving::<AuditServiceServer<AuditSvc>>().await;
+            Ok::<_, ServerError>(())
+        })
+    };
+
+    let signal = {
+        let cancel = cancel.clone();
+        let health = health.clone();
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight calls");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<AuditServiceServer<AuditSvc>>()
+                .await;
+            cancel.cancel();
+        }
+    };
+
+    tracing::info!(addr = ?addr, "serving auditlog.v1.AuditService");
+    let serve = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AuditServiceServer::new(svc))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+
+    // A failed recovery stops the server; so does a stopped transport.
+    tokio::pin!(serve);
+    let mut opening = opening;
+    let served = tokio::select! {
+        opened = &mut opening => {
+            opened??;
+            serve_until_done(&mut serve, config.shutdown_grace_secs, &cancel).await
+        }
+        served = &mut serve => {
+            // Stopped before recovery finished: let it finish so the store
+            // below is shut down cleanly.
+            opening.await??;
+            served.map_err(ServerError::from)
+        }
+    };
+
+    if let Some(store) = cell.get().cloned() {
+        tokio::task::spawn_blocking(move || store.shutdown()).await?;
+    }
+    tracing::info!("stopped");
+    served
+}
+
+/// Runs the transport; once shutdown has begun, waits at most `grace_secs`
+/// for in-flight calls.
+async fn serve_until_done(
+    mut serve: impl Future<Output = Result<(), tonic::transport::Error>> + Unpin,
+    grace_secs: u64,
+    cancel: &CancellationToken,
+) -> Result<(), ServerError> {
+    tokio::select! {
+        r = &mut serve => return r.map_err(ServerError::from),
+        _ = cancel.cancelled() => {}
+    }
+    match tokio::time::timeout(Duration::from_secs(grace_secs), serve).await {
+        Ok(r) => r.map_err(ServerError::from),
+        Err(_) => {
+            tracing::warn!(
+                grace_secs,
+                "in-flight calls did not finish in time; stopping anyway"
+            );
+            Ok(())
+        }
+    }
+}

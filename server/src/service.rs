@@ -1,0 +1,528 @@
+//! The gRPC handlers of `auditlog.v1.AuditService`: thin. Each validates and
+//! translates its request, calls the store, and translates the answer back.
+//! Handlers never touch files; every store error becomes a status in one
+//! place, [`status_of`].
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+
+use auditlog_proto::json::struct_to_json;
+use auditlog_proto::v1::{self as pb, audit_service_server::AuditService};
+use prost_types::Timestamp;
+use sha2::Digest as _;
+use tokio_stream::Stream;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::hub;
+use crate::integrity::FindingKind;
+use crate::store::{self, Filter, NewEvent, Order, Record, Store, StoreError};
+
+/// The most events one LogBatch may carry.
+pub const MAX_BATCH: usize = 1000;
+/// The most bytes `details` may take once encoded as JSON.
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+/// The longest `event_type`.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// The longest actor, lead id, workflow or idempotency key.
+pub const MAX_FIELD_LEN: usize = 256;
+/// The most events one Query page returns.
+pub const MAX_QUERY_LIMIT: u32 = 1000;
+/// The page size when the caller gives none.
+pub const DEFAULT_QUERY_LIMIT: u32 = 100;
+
+/// The AuditService implementation.
+#[derive(Clone)]
+pub struct AuditSvc {
+    /// Set once recovery has finished; until then calls are UNAVAILABLE.
+    store: Arc<OnceLock<Arc<Store>>>,
+    /// Fires on shutdown so open follow streams end themselves.
+    shutdown: CancellationToken,
+}
+
+impl AuditSvc {
+    pub fn new(store: Arc<OnceLock<Arc<Store>>>, shutdown: CancellationToken) -> AuditSvc {
+        AuditSvc { store, shutdown }
+    }
+
+    fn store(&self) -> Result<Arc<Store>, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Status::unavailable(
+                "the server is shutting down; retry against another instance or after restart",
+            ));
+        }
+        self.store.get().cloned().ok_or_else(|| {
+            Status::unavailable("the server is still recovering its log; retry shortly")
+        })
+    }
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AuditService for AuditSvc {
+    async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
+        let input = req
+            .into_inner()
+            .event
+            .ok_or_else(|| invalid("event", "is required"))?;
+        let event = validate_event(input, "event")?;
+        let store = self.store()?;
+        let mut receipts = store.append(vec![event]).await.map_err(status_of)?;
+        let receipt = receipts.pop().map(receipt_pb);
+        Ok(Response::new(pb::LogResponse { receipt }))
+    }
+
+    async fn log_batch(
+        &self,
+        req: Request<pb::LogBatchRequest>,
+    ) -> Result<Response<pb::LogBatchResponse>, Status> {
+        let inputs = req.into_inner().events;
+        if inputs.is_empty() {
+            return Err(invalid("events", "must hold at least one event"));
+        }
+        if inputs.len() > MAX_BATCH {
+            return Err(invalid(
+                "events",
+                &format!(
+                    "holds {} events; a batch holds at most {MAX_BATCH}, split it",
+                    inputs.len()
+                ),
+            ));
+        }
+        let mut details = ErrorDetails::new();
+        let mut events = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            match validate_event(input, &format!("events[{i}]")) {
+                Ok(e) => events.push(e),
+                Err(violations) => {
+                    for v in violations
+                        .get_error_details()
+                        .bad_request()
+                        .map(|b| b.field_violations.clone())
+                        .unwrap_or_default()
+                    {
+                        details.add_bad_request_violation(v.field, v.description);
+                    }
+                }
+            }
+        }
+        if details.has_bad_request_violations() {
+            return Err(Status::with_error_details(
+                Code::InvalidArgument,
+                "the batch has invalid events; nothing was written (see the field violations)",
+                details,
+            ));
+        }
+        let store = self.store()?;
+        let receipts = store.append(events).await.map_err(status_of)?;
+        Ok(Response::new(pb::LogBatchResponse {
+            receipts: receipts.into_iter().map(receipt_pb).collect(),
+        }))
+    }
+
+    async fn query(
+        &self,
+        req: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let req = req.into_inner();
+        let filter = filter_of(req.filter)?;
+        let limit = match req.limit {
+            0 => DEFAULT_QUERY_LIMIT,
+            n if n > MAX_QUERY_LIMIT => {
+                return Err(invalid(
+                    "limit",
+                    &format!("is {n}; at most {MAX_QUERY_LIMIT} per page, use page_token for more"),
+                ));
+            }
+            n => n,
+        } as usize;
+        let order = if req.oldest_first {
+            Order::OldestFirst
+        } else {
+            Order::NewestFirst
+        };
+        let fingerprint = PageToken::fingerprint(&filter, order);
+        let cursor = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(PageToken::decode(&req.page_token, fingerprint)?)
+        };
+        let store = self.store()?;
+        let (records, more) = tokio::task::spawn_blocking(move || {
+            let mut metas = store.select(&filter, order, cursor, u64::MAX, limit + 1);
+            let more = metas.len() > limit;
+            metas.truncate(limit);
+            store.read(&metas).map(|r| (r, more))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("query task failed: {e}")))?
+        .map_err(status_of)?;
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => PageToken::encode(last.seq, fingerprint),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::QueryResponse {
+            events: records.into_iter().map(event_pb).collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        req: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let req = req.into_inner();
+        let sub = hub::Subscription {
+            filter: filter_of(req.filter)?,
+            from_seq: req.from_seq,
+            follow: req.follow,
+        };
+        let store = self.store()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(hub::run(store, sub, self.shutdown.clone(), tx));
+        let stream = ReceiverStream::new(rx).map(|item| {
+            item.map(|record| pb::StreamEventsResponse {
+                event: Some(event_pb(record)),
+            })
+            .map_err(status_of)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn verify_integrity(
+        &self,
+        req: Request<pb::VerifyIntegrityRequest>,
+    ) -> Result<Response<pb::VerifyIntegrityResponse>, Status> {
+        let req = req.into_inner();
+        if req.to_seq != 0 && req.from_seq > req.to_seq {
+            return Err(invalid(
+                "to_seq",
+                &format!(
+                    "is {} but from_seq is {}; to_seq must not be below it",
+                    req.to_seq, req.from_seq
+                ),
+            ));
+        }
+        let checkpoints: Vec<store::Checkpoint> = req
+            .checkpoints
+            .into_iter()
+            .map(|c| store::Checkpoint {
+                seq: c.seq,
+                signature: c.signature,
+            })
+            .collect();
+        let store = self.store()?;
+        let started = std::time::Instant::now();
+        let report = tokio::task::spawn_blocking(move || {
+            store.verify(req.from_seq, req.to_seq, &checkpoints)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
+        .map_err(status_of)?;
+        Ok(Response::new(pb::VerifyIntegrityResponse {
+            ok: report.findings.is_empty(),
+            events_checked: report.events_checked,
+            head_seq: report.head_seq,
+            head_signature: report.head_signature,
+            problems: report
+                .findings
+                .into_iter()
+                .map(|f| pb::Problem {
+                    kind: problem_kind(f.kind) as i32,
+                    seq: f.seq,
+                    line: f.line,
+                    file: f.file,
+                    message: f.message,
+                })
+                .collect(),
+            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }))
+    }
+
+    async fn get_stats(
+        &self,
+        req: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let workflow = non_empty(req.into_inner().workflow);
+        let store = self.store()?;
+        let stats = tokio::task::spawn_blocking(move || store.stats(workflow.as_deref()))
+            .await
+            .map_err(|e| Status::internal(format!("stats task failed: {e}")))?;
+        Ok(Response::new(pb::GetStatsResponse {
+            total_events: stats.total_events,
+            by_type: stats.by_type.into_iter().collect(),
+            by_workflow: stats.by_workflow.into_iter().collect(),
+            leads_processed: stats.leads_processed,
+            error_count: stats.error_count,
+            first_event: stats.first_timestamp.map(timestamp_pb),
+            last_event: stats.last_timestamp.map(timestamp_pb),
+            head_seq: stats.head_seq,
+        }))
+    }
+}
+
+/// Maps a store error to the status a caller sees.
+pub fn status_of(e: StoreError) -> Status {
+    let code = match &e {
+        StoreError::DiskFull(_) => Code::ResourceExhausted,
+        StoreError::Write(_) | StoreError::Poisoned(_) | StoreError::Closed => Code::Unavailable,
+        StoreError::Corrupt { .. } => Code::DataLoss,
+        StoreError::Read(_) | StoreError::Open { .. } | StoreError::Key(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// An INVALID_ARGUMENT status with one field violation.
+fn invalid(field: &str, reason: &str) -> Status {
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field} {reason}"),
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Checks one event; `path` names it in violations (`event`, `events[3]`).
+fn validate_event(input: pb::EventInput, path: &str) -> Result<NewEvent, Status> {
+    let mut violations = ErrorDetails::new();
+    let mut violate = |field: &str, reason: String| {
+        violations.add_bad_request_violation(format!("{path}.{field}"), reason);
+    };
+    let t = &input.event_type;
+    if t.is_empty() {
+        violate("event_type", "is required".into());
+    } else if t.len() > MAX_EVENT_TYPE_LEN {
+        violate(
+            "event_type",
+            format!("is {} characters; at most {MAX_EVENT_TYPE_LEN}", t.len()),
+        );
+    } else if !is_snake_case(t) {
+        violate(
+            "event_type",
+            format!("{t:?} is not lower_snake_case (a-z first, then a-z, 0-9 or _)"),
+        );
+    }
+    for (field, value) in [
+        ("actor", &input.actor),
+        ("lead_id", &input.lead_id),
+        ("workflow", &input.workflow),
+        ("idempotency_key", &input.idempotency_key),
+    ] {
+        if value.chars().count() > MAX_FIELD_LEN {
+            violate(
+                field,
+                format!(
+                    "is {} characters; at most {MAX_FIELD_LEN}",
+                    value.chars().count()
+                ),
+            );
+        }
+    }
+    let details = match input.details.as_ref().map(struct_to_json).transpose() {
+        Ok(d) => d.unwrap_or_default(),
+        Err(e) => {
+            violate(&format!("details.{}", e.path), e.reason.to_owned());
+            Default::default()
+        }
+    };
+    let size = serde_json::to_vec(&details).map_or(0, |v| v.len());
+    if size > MAX_DETAILS_BYTES {
+        violate(
+            "details",
+            format!("is {size} bytes as JSON; at most {MAX_DETAILS_BYTES}"),
+        );
+    }
+    if violations.has_bad_request_violations() {
+        let summary = violations
+            .bad_request()
+            .map(|b| {
+                b.field_violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        return Err(Status::with_error_details(
+            Code::InvalidArgument,
+            summary,
+            violations,
+        ));
+    }
+    Ok(NewEvent {
+        event_type: input.event_type,
+        actor: non_empty(input.actor).unwrap_or_else(|| "system".to_owned()),
+        lead_id: non_empty(input.lead_id),
+        workflow: non_empty(input.workflow),
+        details,
+        idempotency_key: non_empty(input.idempotency_key),
+    })
+}
+
+fn is_snake_case(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn filter_of(f: Option<pb::EventFilter>) -> Result<Filter, Status> {
+    let f = f.unwrap_or_default();
+    let since = f.since.map(|t| micros_of(&t, "filter.since")).transpose()?;
+    let until = f.until.map(|t| micros_of(&t, "filter.until")).transpose()?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        return Err(invalid(
+            "filter.until",
+            "must be after filter.since (the range is since <= time < until)",
+        ));
+    }
+    Ok(Filter {
+        event_types: f
+            .event_types
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect(),
+        lead_id: non_empty(f.lead_id),
+        workflow: non_empty(f.workflow),
+        actor: non_empty(f.actor),
+        since,
+        until,
+    })
+}
+
+fn micros_of(t: &Timestamp, field: &str) -> Result<i64, Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(invalid(field, "has nanos outside 0..1e9"));
+    }
+    t.seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos / 1000)))
+        .ok_or_else(|| invalid(field, "is out of range"))
+}
+
+fn timestamp_pb(micros: i64) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+fn receipt_pb(r: store::Receipt) -> pb::Receipt {
+    pb::Receipt {
+        seq: r.seq,
+        id: r.id,
+        timestamp: Some(timestamp_pb(r.timestamp)),
+        signature: r.signature,
+        duplicate: r.duplicate,
+    }
+}
+
+fn event_pb(r: Record) -> pb::Event {
+    pb::Event {
+        seq: r.seq,
+        id: r.id,
+        timestamp: Some(timestamp_pb(r.timestamp)),
+        event_type: r.event_type,
+        actor: r.actor,
+        lead_id: r.lead_id.unwrap_or_default(),
+        workflow: r.workflow.unwrap_or_default(),
+        details: Some(auditlog_proto::json::json_to_struct(&r.details)),
+        idempotency_key: r.idempotency_key.unwrap_or_default(),
+        key_id: r.key_id,
+        prev: r.prev,
+        signature: r.signature,
+    }
+}
+
+fn problem_kind(k: FindingKind) -> pb::ProblemKind {
+    match k {
+        FindingKind::Malformed => pb::ProblemKind::Malformed,
+        FindingKind::BadSignature => pb::ProblemKind::BadSignature,
+        FindingKind::ChainBreak => pb::ProblemKind::ChainBreak,
+        FindingKind::SeqGap => pb::ProblemKind::SeqGap,
+        FindingKind::SeqOutOfOrder => pb::ProblemKind::SeqOutOfOrder,
+        FindingKind::Truncated => pb::ProblemKind::Truncated,
+        FindingKind::UnknownKey => pb::ProblemKind::UnknownKey,
+        FindingKind::CheckpointMismatch => pb::ProblemKind::CheckpointMismatch,
+    }
+}
+
+/// The opaque `page_token`: the last seq returned and a fingerprint of the
+/// filter and order it belongs to, so a token is not silently reused with a
+/// different query.
+struct PageToken;
+
+impl PageToken {
+    fn fingerprint(filter: &Filter, order: Order) -> u64 {
+        let digest = sha2::Sha256::digest(format!("{filter:?}{order:?}").as_bytes());
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    }
+
+    fn encode(seq: u64, fingerprint: u64) -> String {
+        format!("p1{seq:016x}{fingerprint:016x}")
+    }
+
+    fn decode(token: &str, fingerprint: u64) -> Result<u64, Status> {
+        let bad = || {
+            invalid(
+                "page_token",
+                "is not a token this server issued; pass next_page_token unchanged",
+            )
+        };
+        let rest = token
+            .strip_prefix("p1")
+            .filter(|r| r.len() == 32)
+            .ok_or_else(bad)?;
+        let seq = u64::from_str_radix(&rest[..16], 16).map_err(|_| bad())?;
+        let fp = u64::from_str_radix(&rest[16..], 16).map_err(|_| bad())?;
+        if fp != fingerprint {
+            return Err(invalid(
+                "page_token",
+                "belongs to a query with a different filter or order; start again without it",
+            ));
+        }
+        Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_rule() {
+        for ok in ["error", "lead_ingested", "a1_b2", "x"] {
+            assert!(is_snake_case(ok), "{ok}");
+        }
+        for bad in ["", "Error", "1abc", "_x", "a-b", "a b", "é"] {
+            assert!(!is_snake_case(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_are_bound_to_their_query() {
+        let f = Filter::default();
+        let fp = PageToken::fingerprint(&f, Order::NewestFirst);
+        let token = PageToken::encode(42, fp);
+        assert_eq!(PageToken::decode(&token, fp).unwrap(), 42);
+        let other = PageToken::fingerprint(&f, Order::OldestFirst);
+        assert_eq!(
+            PageToken::decode(&token, other).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert!(PageToken::decode("garbage", fp).is_err());
+        assert!(PageToken::decode("p1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", fp).is_err());
+    }
+}

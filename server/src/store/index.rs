@@ -1,0 +1,504 @@
+//! The in-memory index: for every committed record its position in the file
+//! and the fields queries filter on, plus posting lists by lead, type and
+//! workflow and the idempotency keys.
+//!
+//! It is rebuilt from the file on start and kept current by the writer, which
+//! adds records only after they are durable, so a reader never sees an event
+//! that could still be lost. Seqs in the index are strictly increasing
+//! (a damaged file's out-of-order records are left out; verification reports
+//! them), and timestamps never decrease, so seq and time ranges are both
+//! binary searches.
+
+use std::collections::HashMap;
+
+use super::record::Record;
+
+/// A filter over events; every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub event_types: Vec<String>,
+    pub lead_id: Option<String>,
+    pub workflow: Option<String>,
+    pub actor: Option<String>,
+    /// Inclusive, microseconds since the epoch.
+    pub since: Option<i64>,
+    /// Exclusive, microseconds since the epoch.
+    pub until: Option<i64>,
+}
+
+impl Filter {
+    /// Whether `record` passes the filter.
+    pub fn matches(&self, record: &Record) -> bool {
+        (self.event_types.is_empty() || self.event_types.contains(&record.event_type))
+            && self
+                .lead_id
+                .as_ref()
+                .is_none_or(|l| record.lead_id.as_ref() == Some(l))
+            && self
+                .workflow
+                .as_ref()
+                .is_none_or(|w| record.workflow.as_ref() == Some(w))
+            && self.actor.as_ref().is_none_or(|a| &record.actor == a)
+            && self.since.is_none_or(|t| record.timestamp >= t)
+            && self.until.is_none_or(|t| record.timestamp < t)
+    }
+}
+
+/// Where a record is and what queries need to know about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub seq: u64,
+    pub offset: u64,
+    pub len: u32,
+    pub timestamp: i64,
+    event_type: u32,
+    actor: u32,
+    /// 0 means none; otherwise the interned id + 1.
+    lead: u32,
+    workflow: u32,
+}
+
+/// Strings seen in one field, each given a small id.
+#[derive(Debug, Default)]
+struct Interner {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(s.into());
+        self.ids.insert(s.into(), id);
+        id
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |s| s)
+    }
+}
+
+/// Aggregates over the index for GetStats.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub total_events: u64,
+    pub by_type: HashMap<String, u64>,
+    pub by_workflow: HashMap<String, u64>,
+    pub leads_processed: u64,
+    pub error_count: u64,
+    pub first_timestamp: Option<i64>,
+    pub last_timestamp: Option<i64>,
+    pub head_seq: u64,
+}
+
+/// Which way a query walks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    OldestFirst,
+    NewestFirst,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    metas: Vec<Meta>,
+    types: Interner,
+    actors: Interner,
+    leads: Interner,
+    workflows: Interner,
+    by_type: Vec<Vec<u64>>,
+    by_lead: Vec<Vec<u64>>,
+    by_workflow: Vec<Vec<u64>>,
+    idempotency: HashMap<String, u64>,
+}
+
+/// Posting lists grow with ids; this adds `seq` to list `id`.
+fn post(lists: &mut Vec<Vec<u64>>, id: u32, seq: u64) {
+    let id = id as usize;
+    if lists.len() <= id {
+        lists.resize_with(id + 1, Vec::new);
+    }
+    lists[id].push(seq);
+}
+
+impl Index {
+    /// Adds a committed record stored at `offset` with `len` bytes (newline
+    /// included). A record whose seq is not above the last one is ignored.
+    pub fn add(&mut self, record: &Record, offset: u64, len: u32) {
+        if self.metas.last().is_some_and(|m| m.seq >= record.seq) {
+            return;
+        }
+        let seq = record.seq;
+        let event_type = self.types.intern(&record.event_type);
+        post(&mut self.by_type, event_type, seq);
+        let actor = self.actors.intern(&record.actor);
+        let lead = match &record.lead_id {
+            Some(l) => {
+                let id = self.leads.intern(l);
+                post(&mut self.by_lead, id, seq);
+                id + 1
+            }
+            None => 0,
+        };
+        let workflow = match &record.workflow {
+            Some(w) => {
+                let id = self.workflows.intern(w);
+                post(&mut self.by_workflow, id, seq);
+                id + 1
+            }
+            None => 0,
+        };
+        if let Some(key) = &record.idempotency_key {
+            self.idempotency.entry(key.clone()).or_insert(seq);
+        }
+        // Timestamps never decrease along seq; clamp a damaged file's
+        // backwards step so binary searches stay valid.
+        let timestamp = self
+            .metas
+            .last()
+            .map_or(record.timestamp, |m| m.timestamp.max(record.timestamp));
+        self.metas.push(Meta {
+            seq,
+            offset,
+            len,
+            timestamp,
+            event_type,
+            actor,
+            lead,
+            workflow,
+        });
+    }
+
+    /// The last indexed record.
+    pub fn last(&self) -> Option<&Meta> {
+        self.metas.last()
+    }
+
+    /// The seq written with idempotency key `key`.
+    pub fn idempotent_seq(&self, key: &str) -> Option<u64> {
+        self.idempotency.get(key).copied()
+    }
+
+    /// The position of the record with `seq`.
+    pub fn get(&self, seq: u64) -> Option<&Meta> {
+        self.position(seq).ok().map(|i| &self.metas[i])
+    }
+
+    /// Index into `metas` of `seq`, or where it would be.
+    fn position(&self, seq: u64) -> Result<usize, usize> {
+        // Fast path: seqs are contiguous in an undamaged log.
+        if let Some(first) = self.metas.first()
+            && seq >= first.seq
+            && let Some(m) = self.metas.get((seq - first.seq) as usize)
+            && m.seq == seq
+        {
+            return Ok((seq - first.seq) as usize);
+        }
+        self.metas.binary_search_by_key(&seq, |m| m.seq)
+    }
+
+    /// Up to `limit` records matching `filter` with seq strictly after
+    /// `after` (oldest first) or strictly before `before` (newest first), and
+    /// never above `max_seq`.
+    pub fn select(
+        &self,
+        filter: &Filter,
+        order: Order,
+        cursor: Option<u64>,
+        max_seq: u64,
+        limit: usize,
+    ) -> Vec<Meta> {
+        let Some(resolved) = self.resolve(filter) else {
+            return Vec::new();
+        };
+        // The window of positions in `metas` that time, cursor and max_seq allow.
+        let mut lo = filter
+            .since
+            .map_or(0, |t| self.metas.partition_point(|m| m.timestamp < t));
+        let mut hi = filter
+            .until
+            .map_or(self.metas.len(), |t| {
+                self.metas.partition_point(|m| m.timestamp < t)
+            })
+            .min(self.metas.partition_point(|m| m.seq <= max_seq));
+        match (order, cursor) {
+            (Order::OldestFirst, Some(after)) => {
+                lo = lo.max(self.metas.partition_point(|m| m.seq <= after));
+            }
+            (Order::NewestFirst, Some(before)) => {
+                hi = hi.min(self.metas.partition_point(|m| m.seq < before));
+            }
+            _ => {}
+        }
+        if lo >= hi {
+            return Vec::new();
+        }
+        let (lo_seq, hi_seq) = (self.metas[lo].seq, self.metas[hi - 1].seq);
+        let matches = |m: &&Meta| resolved.matches(m);
+        let mut out = Vec::with_capacity(limit.min(1024));
+        match self.postings(&resolved) {
+            // Walk the shortest posting list that applies, within the window.
+            Some(list) => {
+                let start = list.partition_point(|&s| s < lo_seq);
+                let end = list.partition_point(|&s| s <= hi_seq);
+                let seqs = &list[start..end];
+                let pick = |s: &u64| self.get(*s).filter(matches).copied();
+                match order {
+                    Order::OldestFirst => out.extend(seqs.iter().filter_map(pick).take(limit)),
+                    Order::NewestFirst => {
+                        out.extend(seqs.iter().rev().filter_map(pick).take(limit))
+                    }
+                }
+            }
+            None => {
+                let window = &self.metas[lo..hi];
+                match order {
+                    Order::OldestFirst => {
+                        out.extend(window.iter().filter(matches).take(limit).copied())
+                    }
+                    Order::NewestFirst => {
+                        out.extend(window.iter().rev().filter(matches).take(limit).copied())
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Looks the filter's strings up; `None` when one names a value that
+    /// never occurs, so nothing can match.
+    fn resolve(&self, filter: &Filter) -> Option<Resolved> {
+        let types: Vec<u32> = filter
+            .event_types
+            .iter()
+            .filter_map(|t| self.types.get(t))
+            .collect();
+        if !filter.event_types.is_empty() && types.is_empty() {
+            return None;
+        }
+        let lookup = |interner: &Interner, value: &Option<String>, offset: u32| match value {
+            None => Some(None),
+            Some(v) => interner.get(v).map(|id| Some(id + offset)),
+        };
+        Some(Resolved {
+            types,
+            lead: lookup(&self.leads, &filter.lead_id, 1)?,
+            workflow: lookup(&self.workflows, &filter.workflow, 1)?,
+            actor: lookup(&self.actors, &filter.actor, 0)?,
+        })
+    }
+
+    /// The shortest posting list among the filter's fields, if any has one.
+    fn postings(&self, r: &Resolved) -> Option<&[u64]> {
+        fn list(lists: &[Vec<u64>], id: u32) -> &[u64] {
+            lists.get(id as usize).map_or(&[], |l| l.as_slice())
+        }
+        let mut candidates: Vec<&[u64]> = Vec::new();
+        if let Some(lead) = r.lead {
+            candidates.push(list(&self.by_lead, lead - 1));
+        }
+        if let Some(wf) = r.workflow {
+            candidates.push(list(&self.by_workflow, wf - 1));
+        }
+        if let [t] = r.types[..] {
+            candidates.push(list(&self.by_type, t));
+        }
+        candidates.into_iter().min_by_key(|l| l.len())
+    }
+
+    /// Aggregates over all records, or one workflow's.
+    pub fn stats(&self, workflow: Option<&str>) -> Stats {
+        let head_seq = self.metas.last().map_or(0, |m| m.seq);
+        let mut stats = Stats {
+            head_seq,
+            ..Stats::default()
+        };
+        let metas: Box<dyn Iterator<Item = &Meta>> = match workflow {
+            None => Box::new(self.metas.iter()),
+            Some(w) => match self.workflows.get(w) {
+                None => return stats,
+                Some(id) => Box::new(
+                    self.by_workflow
+                        .get(id as usize)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|&s| self.get(s)),
+                ),
+            },
+        };
+        let mut per_type = vec![0u64; self.types.names.len()];
+        let mut per_workflow = vec![0u64; self.workflows.names.len()];
+        let mut seen_leads = vec![false; self.leads.names.len()];
+        for m in metas {
+            stats.total_events += 1;
+            per_type[m.event_type as usize] += 1;
+            if m.workflow > 0 {
+                per_workflow[m.workflow as usize - 1] += 1;
+            }
+            if m.lead > 0 && !seen_leads[m.lead as usize - 1] {
+                seen_leads[m.lead as usize - 1] = true;
+                stats.leads_processed += 1;
+            }
+            stats.first_timestamp.get_or_insert(m.timestamp);
+            stats.last_timestamp = Some(m.timestamp);
+        }
+        let named = |interner: &Interner, counts: Vec<u64>| {
+            counts
+                .into_iter()
+                .enumerate()
+                .filter(|(_, n)| *n > 0)
+                .map(|(id, n)| (interner.name(id as u32).to_owned(), n))
+                .collect::<HashMap<_, _>>()
+        };
+        stats.by_type = named(&self.types, per_type);
+        stats.by_workflow = named(&self.workflows, per_workflow);
+        stats.error_count = stats.by_type.get("error").copied().unwrap_or(0);
+        stats
+    }
+}
+
+/// A filter with its strings replaced by interned ids.
+#[derive(Debug)]
+struct Resolved {
+    types: Vec<u32>,
+    lead: Option<u32>,
+    workflow: Option<u32>,
+    actor: Option<u32>,
+}
+
+impl Resolved {
+    fn matches(&self, m: &Meta) -> bool {
+        (self.types.is_empty() || self.types.contains(&m.event_type))
+            && self.lead.is_none_or(|l| m.lead == l)
+            && self.workflow.is_none_or(|w| m.workflow == w)
+            && self.actor.is_none_or(|a| m.actor == a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(seq: u64, ty: &str, lead: Option<&str>, wf: Option<&str>, ts: i64) -> Record {
+        Record {
+            seq,
+            id: String::new(),
+            timestamp: ts,
+            event_type: ty.into(),
+            actor: if seq.is_multiple_of(2) { "even" } else { "odd" }.into(),
+            lead_id: lead.map(Into::into),
+            workflow: wf.map(Into::into),
+            details: Default::default(),
+            idempotency_key: Some(format!("key{seq}")),
+            batch: None,
+            key_id: String::new(),
+            prev: String::new(),
+            signature: String::new(),
+        }
+    }
+
+    fn index() -> Index {
+        let mut idx = Index::default();
+        for seq in 1..=100u64 {
+            let ty = if seq % 10 == 0 { "error" } else { "email_sent" };
+            let lead = format!("L{}", seq % 7);
+            let wf = if seq % 3 == 0 { Some("sales") } else { None };
+            idx.add(
+                &record(seq, ty, Some(&lead), wf, seq as i64 * 10),
+                seq * 100,
+                100,
+            );
+        }
+        idx
+    }
+
+    fn seqs(metas: &[Meta]) -> Vec<u64> {
+        metas.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn select_by_lead_in_both_orders_with_cursor() {
+        let idx = index();
+        let f = Filter {
+            lead_id: Some("L3".into()),
+            ..Filter::default()
+        };
+        let all = seqs(&idx.select(&f, Order::OldestFirst, None, u64::MAX, 1000));
+        let reference: Vec<u64> = (1..=100).filter(|s| s % 7 == 3).collect();
+        assert_eq!(all, reference);
+        let page = seqs(&idx.select(&f, Order::NewestFirst, Some(80), u64::MAX, 3));
+        assert_eq!(page, vec![73, 66, 59]);
+        let page = seqs(&idx.select(&f, Order::OldestFirst, Some(10), 50, 100));
+        assert_eq!(page, vec![17, 24, 31, 38, 45]);
+    }
+
+    #[test]
+    fn select_combines_every_field_and_time_range() {
+        let idx = index();
+        let f = Filter {
+            event_types: vec!["error".into(), "email_sent".into()],
+            workflow: Some("sales".into()),
+            actor: Some("even".into()),
+            since: Some(300),
+            until: Some(600),
+            ..Filter::default()
+        };
+        let got = seqs(&idx.select(&f, Order::OldestFirst, None, u64::MAX, 1000));
+        let want: Vec<u64> = (30..60).filter(|s| s % 3 == 0 && s % 2 == 0).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unknown_values_match_nothing() {
+        let idx = index();
+        for f in [
+            Filter {
+                lead_id: Some("nobody".into()),
+                ..Filter::default()
+            },
+            Filter {
+                event_types: vec!["nothing".into()],
+                ..Filter::default()
+            },
+        ] {
+            assert!(
+                idx.select(&f, Order::OldestFirst, None, u64::MAX, 10)
+                    .is_empty()
+            );
+        }
+    }
+
+    #[test]
+    fn stats_whole_and_per_workflow() {
+        let idx = index();
+        let s = idx.stats(None);
+        assert_eq!(s.total_events, 100);
+        assert_eq!(s.error_count, 10);
+        assert_eq!(s.leads_processed, 7);
+        assert_eq!(s.by_workflow.get("sales"), Some(&33));
+        assert_eq!(
+            (s.first_timestamp, s.last_timestamp),
+            (Some(10), Some(1000))
+        );
+        let s = idx.stats(Some("sales"));
+        assert_eq!(s.total_events, 33);
+        assert_eq!(s.error_count, 3);
+        assert_eq!(s.first_timestamp, Some(30));
+        assert_eq!(idx.stats(Some("none")).total_events, 0);
+    }
+
+    #[test]
+    fn out_of_order_records_are_skipped_and_keys_remembered() {
+        let mut idx = index();
+        idx.add(&record(50, "error", None, None, 0), 0, 1);
+        assert_eq!(idx.last().map(|m| m.seq), Some(100));
+        assert_eq!(idx.idempotent_seq("key42"), Some(42));
+        assert_eq!(idx.get(77).map(|m| m.offset), Some(7700));
+    }
+}

@@ -1,0 +1,386 @@
+//! The record format: one event per line of UTF-8 JSON, fields always in this
+//! order, the signature always last:
+//!
+//! ```text
+//! {"seq":42,"id":"…","timestamp":"2026-02-04T20:30:45.123456Z","event_type":"lead_ingested",
+//!  "actor":"system","lead_id":"LEAD-001","workflow":"sales","details":{…},
+//!  "idempotency_key":"…","batch":3,"key_id":"k1","prev":"<64 hex>","signature":"<64 hex>"}
+//! ```
+//!
+//! - `lead_id` and `workflow` are `null` when the event has none.
+//! - `idempotency_key` is present only when the caller gave one.
+//! - `batch` is present only on the first record of a multi-event `LogBatch`
+//!   and gives the number of records the batch wrote; recovery uses it to cut
+//!   a batch that a crash left half written.
+//! - `signature` = HMAC-SHA256 (key `key_id`) over the line's exact bytes with
+//!   `,"signature":"<64 hex>"` removed, i.e. everything before that suffix
+//!   followed by `}`. The MAC covers the bytes on disk, so checking it needs no
+//!   JSON canonicalisation and any changed byte is caught.
+//! - `prev` = the previous record's `signature`, 64 zeros for the first record.
+//! - Timestamps are UTC with microseconds and never decrease along `seq`.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::integrity::Keyring;
+
+/// `prev` of the very first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The bytes every line ends with after the signature's 64 hex digits.
+const SIG_TAIL: &[u8] = b"\"}";
+/// The bytes before the signature's hex digits.
+const SIG_HEAD: &[u8] = b",\"signature\":\"";
+/// Length of `,"signature":"<64 hex>"}`.
+const SIG_SUFFIX_LEN: usize = SIG_HEAD.len() + 64 + SIG_TAIL.len();
+
+/// An event as a caller gives it, validated by the service layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub event_type: String,
+    pub actor: String,
+    pub lead_id: Option<String>,
+    pub workflow: Option<String>,
+    pub details: Map<String, Value>,
+    pub idempotency_key: Option<String>,
+}
+
+/// A stored event, decoded from its line.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub seq: u64,
+    pub id: String,
+    #[serde(with = "timestamp_format")]
+    pub timestamp: i64,
+    pub event_type: String,
+    pub actor: String,
+    pub lead_id: Option<String>,
+    pub workflow: Option<String>,
+    pub details: Map<String, Value>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub batch: Option<u32>,
+    pub key_id: String,
+    pub prev: String,
+    pub signature: String,
+}
+
+/// Why a line is not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("the line does not end with a signature field")]
+    NoSignature,
+    #[error("the line is not a valid record: {0}")]
+    Json(String),
+    #[error("the signature field does not match the record's signature")]
+    SignatureMismatch,
+}
+
+/// Whether a record's MAC matches its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MacCheck {
+    Valid,
+    Invalid,
+    UnknownKey,
+}
+
+impl Record {
+    /// Builds the line for `event` at `seq`, signs it with the keyring's active
+    /// key, and returns the record with its line (ending in `\n`).
+    pub fn seal(
+        event: NewEvent,
+        seq: u64,
+        id: String,
+        timestamp: i64,
+        batch: Option<u32>,
+        prev: &str,
+        keyring: &Keyring,
+    ) -> (Record, Vec<u8>) {
+        let mut line = Vec::with_capacity(256 + event.details.len() * 32);
+        line.extend_from_slice(b"{\"seq\":");
+        line.extend_from_slice(seq.to_string().as_bytes());
+        push_field(&mut line, "id", &id);
+        push_field(&mut line, "timestamp", &format_timestamp(timestamp));
+        push_field(&mut line, "event_type", &event.event_type);
+        push_field(&mut line, "actor", &event.actor);
+        push_opt_field(&mut line, "lead_id", event.lead_id.as_deref());
+        push_opt_field(&mut line, "workflow", event.workflow.as_deref());
+        line.extend_from_slice(b",\"details\":");
+        push_json(&mut line, &event.details);
+        if let Some(key) = &event.idempotency_key {
+            push_field(&mut line, "idempotency_key", key);
+        }
+        if let Some(n) = batch {
+            line.extend_from_slice(b",\"batch\":");
+            line.extend_from_slice(n.to_string().as_bytes());
+        }
+        let (key_id, key) = keyring.active();
+        push_field(&mut line, "key_id", key_id);
+        push_field(&mut line, "prev", prev);
+        let signature = hex::encode(key.sign(&line));
+        line.extend_from_slice(SIG_HEAD);
+        line.extend_from_slice(signature.as_bytes());
+        line.extend_from_slice(SIG_TAIL);
+        line.push(b'\n');
+        let record = Record {
+            seq,
+            id,
+            timestamp,
+            event_type: event.event_type,
+            actor: event.actor,
+            lead_id: event.lead_id,
+            workflow: event.workflow,
+            details: event.details,
+            idempotency_key: event.idempotency_key,
+            batch,
+            key_id: key_id.to_owned(),
+            prev: prev.to_owned(),
+            signature,
+        };
+        (record, line)
+    }
+
+    /// Decodes one line (without its trailing newline).
+    pub fn parse(line: &[u8]) -> Result<Record, LineError> {
+        let hex_sig = signature_of(line).ok_or(LineError::NoSignature)?;
+        let record: Record =
+            serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+        // The parsed signature must be the trailing one the MAC check reads,
+        // or a line with two signature fields could show one and check another.
+        if record.signature.as_bytes() != hex_sig {
+            return Err(LineError::SignatureMismatch);
+        }
+        Ok(record)
+    }
+
+    /// Checks the record's MAC over `line`, the exact bytes it was parsed from.
+    pub fn check_mac(&self, line: &[u8], keyring: &Keyring) -> MacCheck {
+        let Some(key) = keyring.get(&self.key_id) else {
+            return MacCheck::UnknownKey;
+        };
+        let Ok(sig) = hex::decode(&self.signature) else {
+            return MacCheck::Invalid;
+        };
+        let signed = &line[..line.len().saturating_sub(SIG_SUFFIX_LEN)];
+        if key.verify(signed, &sig) {
+            MacCheck::Valid
+        } else {
+            MacCheck::Invalid
+        }
+    }
+}
+
+/// The 64 hex digits of the line's trailing signature field, if it has one.
+fn signature_of(line: &[u8]) -> Option<&[u8]> {
+    if line.len() < SIG_SUFFIX_LEN + 2 || !line.ends_with(SIG_TAIL) {
+        return None;
+    }
+    let suffix = &line[line.len() - SIG_SUFFIX_LEN..];
+    if !suffix.starts_with(SIG_HEAD) {
+        return None;
+    }
+    let hex = &suffix[SIG_HEAD.len()..SIG_HEAD.len() + 64];
+    hex.iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        .then_some(hex)
+}
+
+fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) {
+    // Serialising strings and JSON maps into a Vec cannot fail: every key of a
+    // `Map` is a string and no `Value` holds a non-finite number.
+    if serde_json::to_writer(&mut *line, value).is_err() {
+        line.extend_from_slice(b"null");
+    }
+}
+
+fn push_field(line: &mut Vec<u8>, name: &str, value: &str) {
+    line.extend_from_slice(b",\"");
+    line.extend_from_slice(name.as_bytes());
+    line.extend_from_slice(b"\":");
+    push_json(line, value);
+}
+
+fn push_opt_field(line: &mut Vec<u8>, name: &str, value: Option<&str>) {
+    match value {
+        Some(v) => push_field(line, name, v),
+        None => {
+            line.extend_from_slice(b",\"");
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(b"\":null");
+        }
+    }
+}
+
+/// Formats microseconds since the Unix epoch as `2026-02-04T20:30:45.123456Z`.
+pub fn format_timestamp(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    match OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            frac
+        ),
+        Err(_) => "1970-01-01T00:00:00.000000Z".to_owned(),
+    }
+}
+
+/// Parses an RFC 3339 timestamp into microseconds since the Unix epoch.
+pub fn parse_timestamp(s: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+/// The current time in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
+}
+
+mod timestamp_format {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+        let s = <&str>::deserialize(d)?;
+        super::parse_timestamp(s)
+            .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn keyring() -> Keyring {
+        Keyring::new("k1", b"0123456789abcdef0123456789abcdef".to_vec())
+    }
+
+    fn event() -> NewEvent {
+        let Value::Object(details) =
+            json!({"source": "web", "score": 7, "nested": {"a": [1, "b\n\"c"]}})
+        else {
+            unreachable!()
+        };
+        NewEvent {
+            event_type: "lead_ingested".into(),
+            actor: "system".into(),
+            lead_id: Some("LEAD-001".into()),
+            workflow: None,
+            details,
+            idempotency_key: Some("k-1".into()),
+        }
+    }
+
+    fn sealed() -> (Record, Vec<u8>) {
+        Record::seal(
+            event(),
+            42,
+            "id-1".into(),
+            1_770_237_045_123_456,
+            Some(3),
+            GENESIS,
+            &keyring(),
+        )
+    }
+
+    #[test]
+    fn sealed_line_has_the_documented_field_order() {
+        let (_, line) = sealed();
+        let text = String::from_utf8(line).unwrap();
+        let expected_prefix = concat!(
+            r#"{"seq":42,"id":"id-1","timestamp":"2026-02-04T20:30:45.123456Z","#,
+            r#""event_type":"lead_ingested","actor":"system","lead_id":"LEAD-001","#,
+            r#""workflow":null,"details":{"nested":{"a":[1,"b\n\"c"]},"score":7,"source":"web"},"#,
+            r#""idempotency_key":"k-1","batch":3,"key_id":"k1","prev":""#
+        );
+        assert!(text.starts_with(expected_prefix), "{text}");
+        assert!(text.ends_with("\"}\n"));
+    }
+
+    #[test]
+    fn round_trip_and_mac_is_valid() {
+        let (record, line) = sealed();
+        let body = &line[..line.len() - 1];
+        let parsed = Record::parse(body).unwrap();
+        assert_eq!(parsed, record);
+        assert_eq!(parsed.check_mac(body, &keyring()), MacCheck::Valid);
+    }
+
+    #[test]
+    fn the_signature_is_the_hmac_of_the_line_without_it() {
+        use hmac::Mac as _;
+        let (record, line) = sealed();
+        let text = std::str::from_utf8(&line).unwrap().trim_end();
+        let unsigned = text.replace(&format!(",\"signature\":\"{}\"", record.signature), "");
+        let mut mac =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(b"0123456789abcdef0123456789abcdef")
+                .unwrap();
+        mac.update(unsigned.as_bytes());
+        assert_eq!(hex::encode(mac.finalize().into_bytes()), record.signature);
+    }
+
+    #[test]
+    fn other_key_is_invalid_and_unknown_key_is_reported() {
+        let (record, line) = sealed();
+        let body = &line[..line.len() - 1];
+        let other = Keyring::new("k1", b"another key another key another!!".to_vec());
+        assert_eq!(record.check_mac(body, &other), MacCheck::Invalid);
+        let unknown = Keyring::new("k2", b"0123456789abcdef0123456789abcdef".to_vec());
+        assert_eq!(record.check_mac(body, &unknown), MacCheck::UnknownKey);
+    }
+
+    #[test]
+    fn a_line_without_trailing_signature_is_rejected() {
+        assert_eq!(Record::parse(b"{\"seq\":1}"), Err(LineError::NoSignature));
+        assert_eq!(Record::parse(b""), Err(LineError::NoSignature));
+    }
+
+    #[test]
+    fn timestamps_format_and_parse() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000000Z");
+        let t = 1_770_237_045_123_456;
+        assert_eq!(parse_timestamp(&format_timestamp(t)), Some(t));
+        assert_eq!(
+            parse_timestamp("2026-02-04T21:30:45.5+01:00"),
+            Some(1_770_237_045_500_000)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_flipped_byte_is_detected(pos in 0usize..10_000, bit in 0u8..8) {
+            let (_, line) = sealed();
+            let body = &line[..line.len() - 1];
+            let mut tampered = body.to_vec();
+            let pos = pos % tampered.len();
+            tampered[pos] ^= 1 << bit;
+            let detected = match Record::parse(&tampered) {
+                Err(_) => true,
+                Ok(r) => r.check_mac(&tampered, &keyring()) != MacCheck::Valid,
+            };
+            prop_assert!(detected, "flip at {} not detected", pos);
+        }
+
+        #[test]
+        fn any_strings_round_trip(t in "\\PC{0,40}", lead in proptest::option::of("\\PC{0,20}"), v in "\\PC{0,40}") {
+            let mut details = Map::new();
+            details.insert(v.clone(), Value::String(v));
+            let ev = NewEvent { event_type: t, actor: "a".into(), lead_id: lead, workflow: None, details, idempotency_key: None };
+            let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
+            let body = &line[..line.len() - 1];
+            let parsed = Record::parse(body).unwrap();
+            prop_assert_eq!(parsed.check_mac(body, &keyring()), MacCheck::Valid);
+            prop_assert_eq!(parsed, record);
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! The auditlog gRPC API, `auditlog.v1`, generated at build time from
+//! `proto/auditlog/v1/audit.proto`, the one source of truth for every
+//! language. Nothing generated is committed.
+//!
+//! The proto's comments are the API reference; they are carried over into the
+//! doc comments of the generated types.
+
+/// The generated messages, client and server of package `auditlog.v1`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("auditlog.v1");
+}
+
+/// The encoded `FileDescriptorSet` of the API (with its imports), for gRPC
+/// server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/auditlog_descriptor.bin"));
+
+/// Conversions between `google.protobuf.Struct` (how `details` travels) and
+/// JSON (how it is stored and how Rust callers build it).
+pub mod json {
+    use prost_types::value::Kind;
+    use prost_types::{ListValue, Struct, Value};
+    use serde_json::{Map, Number, Value as Json};
+
+    /// Why a `Struct` cannot be represented as JSON.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct NotJson {
+        /// Where in the struct, as a dotted path (`a.b[2]`).
+        pub path: String,
+        /// What is wrong there.
+        pub reason: &'static str,
+    }
+
+    /// Converts a protobuf `Struct` to a JSON object. A number without a
+    /// fractional part within ±2^53 becomes a JSON integer, so `7` stays `7`
+    /// on disk rather than `7.0`. NaN and infinities have no JSON form and are
+    /// rejected.
+    pub fn struct_to_json(s: &Struct) -> Result<Map<String, Json>, NotJson> {
+        let mut map = Map::new();
+        for (k, v) in &s.fields {
+            map.insert(k.clone(), value_to_json(v, k)?);
+        }
+        Ok(map)
+    }
+
+    fn value_to_json(v: &Value, path: &str) -> Result<Json, NotJson> {
+        Ok(match &v.kind {
+            None | Some(Kind::NullValue(_)) => Json::Null,
+            Some(Kind::BoolValue(b)) => Json::Bool(*b),
+            Some(Kind::StringValue(s)) => Json::String(s.clone()),
+            Some(Kind::NumberValue(n)) => {
+                const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+                if !n.is_finite() {
+                    return Err(NotJson {
+                        path: path.to_owned(),
+                        reason: "NaN and infinity cannot be stored as JSON",
+                    });
+                }
+                if n.fract() == 0.0 && n.abs() <= EXACT {
+                    Json::Number(Number::from(*n as i64))
+                } else {
+                    Number::from_f64(*n).map_or(Json::Null, Json::Number)
+                }
+            }
+            Some(Kind::StructValue(s)) => {
+                let mut map = Map::new();
+                for (k, v) in &s.fields {
+                    map.insert(k.clone(), value_to_json(v, &format!("{path}.{k}"))?);
+                }
+                Json::Object(map)
+            }
+            Some(Kind::ListValue(l)) => Json::Array(
+                l.values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| value_to_json(v, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    /// Converts a JSON object to a protobuf `Struct`. Numbers become doubles,
+    /// as `Struct` has no integer type: integers beyond ±2^53 lose precision,
+    /// so send such ids as strings.
+    pub fn json_to_struct(map: &Map<String, Json>) -> Struct {
+        Struct {
+            fields: map
+                .iter()
+                .map(|(k, v)| (k.clone(), json_to_value(v)))
+                .collect(),
+        }
+    }
+
+    /// Converts any JSON value to a protobuf `Value`.
+    pub fn json_to_value(v: &Json) -> Value {
+        let kind = match v {
+            Json::Null => Kind::NullValue(0),
+            Json::Bool(b) => Kind::BoolValue(*b),
+            Json::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+            Json::String(s) => Kind::StringValue(s.clone()),
+            Json::Array(a) => Kind::ListValue(ListValue {
+                values: a.iter().map(json_to_value).collect(),
+            }),
+            Json::Object(m) => Kind::StructValue(json_to_struct(m)),
+        };
+        Value { kind: Some(kind) }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn round_trip_keeps_integers_integers() {
+            let Json::Object(map) =
+                serde_json::json!({"n": 7, "f": 1.5, "s": "x", "l": [null, true, {"d": -3}]})
+            else {
+                unreachable!()
+            };
+            let back = struct_to_json(&json_to_struct(&map)).unwrap();
+            assert_eq!(back, map);
+            assert_eq!(
+                serde_json::to_string(&back).unwrap(),
+                r#"{"f":1.5,"l":[null,true,{"d":-3}],"n":7,"s":"x"}"#
+            );
+        }
+
+        #[test]
+        fn non_finite_numbers_are_rejected_with_their_path() {
+            let mut inner = Struct::default();
+            inner.fields.insert(
+                "x".into(),
+                Value {
+                    kind: Some(Kind::NumberValue(f64::NAN)),
+                },
+            );
+            let mut outer = Struct::default();
+            outer.fields.insert(
+                "a".into(),
+                Value {
+                    kind: Some(Kind::StructValue(inner)),
+                },
+            );
+            assert_eq!(struct_to_json(&outer).unwrap_err().path, "a.x");
+        }
+    }
+}

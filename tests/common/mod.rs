@@ -1,0 +1,203 @@
+//! Shared helpers for the end-to-end tests: a real server on 127.0.0.1 port 0
+//! with its data in a temp dir, reached through the real client.
+//!
+//! [`TestServer`] runs the server in-process (clean stop, restart on the same
+//! directory); [`ServerProcess`] runs the `auditlog-server` binary, for tests
+//! that kill it with SIGKILL.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use auditlog_client::Client;
+use auditlog_server::Config;
+use tokio::sync::oneshot;
+
+/// A 32-byte test key, so tests can also check signatures themselves.
+pub const TEST_KEY: &str = "test-key-0123456789abcdef0123456789";
+
+/// A server running in this process.
+pub struct TestServer {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    /// Owns the temp dir unless the test supplied its own directory.
+    _temp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), auditlog_server::ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh temp dir with the default config.
+    pub async fn start() -> TestServer {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut server = TestServer::start_in(&dir, |_| {}).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on `dir`, letting the test adjust the config.
+    pub async fn start_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(auditlog_server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let server = TestServer {
+            url: format!("http://{addr}"),
+            addr,
+            data_dir: dir.to_path_buf(),
+            _temp: None,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    /// Waits until the log is recovered and calls are served.
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(client) = Client::connect(&self.url).await
+                && client.stats(None).await.is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server at {} did not become ready", self.url);
+    }
+
+    /// A client connected to this server.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url).await.unwrap()
+    }
+
+    /// Stops the server cleanly and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops the server and starts a new one on the same directory (and temp
+    /// dir ownership), with the same config adjustment.
+    pub async fn restart(mut self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        self.stop().await;
+        let temp = self._temp.take();
+        let mut next = TestServer::start_in(&self.data_dir, adjust).await;
+        next._temp = temp;
+        next
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("audit.log")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The path of a workspace binary, built on demand when the test runs
+/// without it (e.g. `cargo test -p auditlog-proto`).
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    // Test binaries live in target/<profile>/deps; binaries one level up.
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", package, "--bin", name])
+            .status()
+            .unwrap();
+        assert!(status.success(), "building {name} failed");
+    }
+    path
+}
+
+/// The `auditlog-server` binary running as a child process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `dir` and a free port, waiting until it serves.
+    pub async fn spawn(dir: &Path) -> ServerProcess {
+        let bin = workspace_bin("auditlog-server", "auditlog-server");
+        // Find a free port: bind port 0, note it, release it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .env("AUDITLOG_HMAC_KEY", TEST_KEY)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let process = ServerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: dir.to_path_buf(),
+        };
+        for _ in 0..400 {
+            if let Ok(client) = Client::connect(&process.url).await
+                && client.stats(None).await.is_ok()
+            {
+                return process;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("auditlog-server at {} did not become ready", process.url);
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
