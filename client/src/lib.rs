@@ -21,13 +21,17 @@ mod event;
 
 use std::time::Duration;
 
-use futures::{Stream, StreamExt as _};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use tonic::transport::{Channel, Endpoint};
 
 pub use auditlog_proto::v1 as pb;
 pub use event::NewEvent;
 
 use pb::audit_service_client::AuditServiceClient;
+
+/// The events of [`Client::stream`], in seq order.
+pub type EventStream = BoxStream<'static, Result<pb::Event, Error>>;
 
 /// What went wrong talking to the server.
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +264,7 @@ impl Client {
         query: Query,
         from_seq: u64,
         follow: bool,
-    ) -> Result<impl Stream<Item = Result<pb::Event, Error>> + use<>, Error> {
+    ) -> Result<EventStream, Error> {
         let request = pb::StreamEventsRequest {
             filter: query.request.filter,
             from_seq,
@@ -272,12 +276,14 @@ impl Client {
             .stream_events(request)
             .await?
             .into_inner();
-        Ok(stream.filter_map(|item| async move {
-            match item {
-                Ok(msg) => msg.event.map(Ok),
-                Err(status) => Some(Err(Error::Rpc(status))),
-            }
-        }))
+        Ok(stream
+            .filter_map(|item| {
+                std::future::ready(match item {
+                    Ok(msg) => msg.event.map(Ok),
+                    Err(status) => Some(Err(Error::Rpc(status))),
+                })
+            })
+            .boxed())
     }
 
     /// Verifies the whole log.
