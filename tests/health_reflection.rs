@@ -8,9 +8,9 @@ mod common;
 use common::TestServer;
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
 
 async fn channel(server: &TestServer) -> Channel {
     Channel::from_shared(server.url.clone())
@@ -97,7 +97,10 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     for expected in ["auditlog.v1.AuditService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
     }
 
     let request = v1alpha::ServerReflectionRequest {
@@ -108,12 +111,11 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
             ),
         ),
     };
-    let mut responses =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(ch)
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-            .unwrap()
-            .into_inner();
+    let mut responses = v1alpha::server_reflection_client::ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
     let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
         responses.next().await.unwrap().unwrap().message_response
     else {
@@ -126,6 +128,13 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
     let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
     assert_eq!(
         methods,
-        ["Log", "LogBatch", "Query", "StreamEvents", "VerifyIntegrity", "GetStats"]
+        [
+            "Log",
+            "LogBatch",
+            "Query",
+            "StreamEvents",
+            "VerifyIntegrity",
+            "GetStats"
+        ]
     );
 }

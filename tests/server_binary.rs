@@ -36,11 +36,17 @@ fn configuration_errors_name_the_key_and_where_it_came_from() {
 
     let (code, err) = run_server(&[], &[("AUDITLOG_DATA_DIRR", "x")], dir.path());
     assert_ne!(code, 0);
-    assert!(err.contains("DATA_DIRR") && err.contains("AUDITLOG_"), "{err}");
+    assert!(
+        err.contains("DATA_DIRR") && err.contains("AUDITLOG_"),
+        "{err}"
+    );
 
     let (code, err) = run_server(&[], &[("AUDITLOG_HMAC_KEY", "short")], dir.path());
     assert_ne!(code, 0);
-    assert!(err.contains("hmac_key") && err.contains("at least 32"), "{err}");
+    assert!(
+        err.contains("hmac_key") && err.contains("at least 32"),
+        "{err}"
+    );
 
     let (code, err) = run_server(&["--config", "missing.toml"], &[], dir.path());
     assert_ne!(code, 0);
@@ -103,7 +109,10 @@ async fn sigterm_under_load_keeps_every_acknowledged_event_and_exits_0() {
     drop(server);
 
     let acked = acked.lock().unwrap().clone();
-    assert!(!acked.is_empty(), "no write was acknowledged before SIGTERM");
+    assert!(
+        !acked.is_empty(),
+        "no write was acknowledged before SIGTERM"
+    );
     let restarted = ServerProcess::spawn(dir.path()).await;
     let client = Client::connect(&restarted.url).await.unwrap();
     let events = client
@@ -113,7 +122,11 @@ async fn sigterm_under_load_keeps_every_acknowledged_event_and_exits_0() {
     let stored: std::collections::HashMap<u64, String> =
         events.into_iter().map(|e| (e.seq, e.signature)).collect();
     for (seq, signature) in &acked {
-        assert_eq!(stored.get(seq), Some(signature), "acknowledged seq {seq} lost");
+        assert_eq!(
+            stored.get(seq),
+            Some(signature),
+            "acknowledged seq {seq} lost"
+        );
     }
     let report = client.verify().await.unwrap();
     assert!(report.ok, "{:?}", report.problems);
