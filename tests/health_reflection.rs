@@ -3,6 +3,8 @@
 //! what grpcurl, Postman and the Python reflection client need to work
 //! without the proto file.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
 mod common;
 
 use common::TestServer;

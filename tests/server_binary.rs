@@ -2,6 +2,8 @@
 //! name the offending key, and SIGTERM under load loses nothing that was
 //! acknowledged.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
 mod common;
 
 use std::process::Command;

@@ -1,5 +1,7 @@
 //! The quick start of the README, as a test: log an event and read it back.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
 mod common;
 
 use auditlog_client::{NewEvent, Query};

@@ -93,6 +93,11 @@ pub async fn run(
         let health = health.clone();
         tokio::spawn(async move {
             let store = tokio::task::spawn_blocking(move || {
+                let dir = &store_config.data_dir;
+                std::fs::create_dir_all(dir).map_err(|source| store::StoreError::Open {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
                 let keyring = Keyring::load(&key_id, key.as_deref(), &store_config.data_dir)?;
                 Store::open(store_config, keyring)
             })

@@ -40,7 +40,16 @@ async fn main() -> std::process::ExitCode {
     match serve(Args::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("auditlog-server: {e:#}");
+            // One line: the error and those of its causes it does not
+            // already spell out.
+            let mut line = e.to_string();
+            for cause in e.chain().skip(1) {
+                let text = cause.to_string();
+                if !line.contains(&text) {
+                    line = format!("{line}: {text}");
+                }
+            }
+            eprintln!("auditlog-server: {line}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -300,7 +300,7 @@ mod tests {
         let expected_prefix = concat!(
             r#"{"seq":42,"id":"id-1","timestamp":"2026-02-04T20:30:45.123456Z","#,
             r#""event_type":"lead_ingested","actor":"system","lead_id":"LEAD-001","#,
-            r#""workflow":null,"details":{"nested":{"a":[1,"b\n\"c"]},"score":7,"source":"web"},"#,
+            r#""workflow":null,"details":{"source":"web","score":7,"nested":{"a":[1,"b\n\"c"]}},"#,
             r#""idempotency_key":"k-1","batch":3,"key_id":"k1","prev":""#
         );
         assert!(text.starts_with(expected_prefix), "{text}");

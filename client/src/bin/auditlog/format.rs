@@ -1,0 +1,219 @@
+//! How the CLI shows things: events and reports as JSON, aligned tables,
+//! timestamps, and the times it accepts.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use auditlog_client::pb;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A protobuf timestamp as RFC 3339 UTC with microseconds; empty when unset.
+pub fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
+    let Some(t) = t else { return String::new() };
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(dt) => {
+            let micros = dt.microsecond();
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+                dt.year(),
+                u8::from(dt.month()),
+                dt.day(),
+                dt.hour(),
+                dt.minute(),
+                dt.second()
+            )
+        }
+        Err(_) => format!("{}s", t.seconds),
+    }
+}
+
+/// Parses RFC 3339 (`2026-11-22T08:00:00Z`) or a date (`2026-11-22`,
+/// midnight UTC).
+pub fn parse_time(s: &str) -> Result<SystemTime, String> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t.into());
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, &date_format) {
+        return Ok(d.midnight().assume_utc().into());
+    }
+    Err(format!(
+        "{s:?} is not a time; use RFC 3339 (2026-11-22T08:00:00Z) or a date (2026-11-22)"
+    ))
+}
+
+/// The event's details as compact JSON.
+pub fn details_text(e: &pb::Event) -> String {
+    details_json(e).to_string()
+}
+
+fn details_json(e: &pb::Event) -> Value {
+    e.details
+        .as_ref()
+        .and_then(|d| auditlog_proto::json::struct_to_json(d).ok())
+        .map_or(Value::Object(Default::default()), Value::Object)
+}
+
+/// One string field of the details, empty when absent.
+pub fn detail_str(e: &pb::Event, key: &str) -> String {
+    match details_json(e).get(key) {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// An event as a JSON object, fields in the log's order.
+pub fn event_json(e: &pb::Event) -> Value {
+    let opt = |s: &str| {
+        if s.is_empty() {
+            Value::Null
+        } else {
+            Value::String(s.to_owned())
+        }
+    };
+    json!({
+        "seq": e.seq,
+        "id": e.id,
+        "timestamp": timestamp_text(e.timestamp.as_ref()),
+        "event_type": e.event_type,
+        "actor": e.actor,
+        "lead_id": opt(&e.lead_id),
+        "workflow": opt(&e.workflow),
+        "details": details_json(e),
+        "idempotency_key": opt(&e.idempotency_key),
+        "key_id": e.key_id,
+        "prev": e.prev,
+        "signature": e.signature,
+    })
+}
+
+/// A receipt as JSON.
+pub fn receipt_json(r: &pb::Receipt) -> Value {
+    json!({
+        "seq": r.seq,
+        "id": r.id,
+        "timestamp": timestamp_text(r.timestamp.as_ref()),
+        "signature": r.signature,
+        "duplicate": r.duplicate,
+    })
+}
+
+/// Statistics as JSON.
+pub fn stats_json(s: &pb::GetStatsResponse) -> Value {
+    json!({
+        "total_events": s.total_events,
+        "by_type": s.by_type,
+        "by_workflow": s.by_workflow,
+        "leads_processed": s.leads_processed,
+        "error_count": s.error_count,
+        "first_event": s.first_event.as_ref().map(|t| timestamp_text(Some(t))),
+        "last_event": s.last_event.as_ref().map(|t| timestamp_text(Some(t))),
+        "head_seq": s.head_seq,
+    })
+}
+
+/// A problem kind as the proto names it, without the prefix.
+pub fn problem_kind_text(kind: i32) -> &'static str {
+    pb::ProblemKind::try_from(kind)
+        .map(|k| {
+            k.as_str_name()
+                .strip_prefix("PROBLEM_KIND_")
+                .unwrap_or("UNSPECIFIED")
+        })
+        .unwrap_or("UNKNOWN")
+}
+
+/// A verification report as JSON.
+pub fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
+    json!({
+        "ok": r.ok,
+        "events_checked": r.events_checked,
+        "head_seq": r.head_seq,
+        "head_signature": r.head_signature,
+        "elapsed_ms": r.elapsed_ms,
+        "problems": r.problems.iter().map(|p| json!({
+            "kind": problem_kind_text(p.kind),
+            "seq": p.seq,
+            "line": p.line,
+            "file": p.file,
+            "message": p.message,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A plain-text table with aligned columns.
+pub struct Table {
+    headers: Vec<&'static str>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: Vec<&'static str>) -> Table {
+        Table {
+            headers,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let last = cells.len().saturating_sub(1);
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == last {
+                        (*c).to_owned()
+                    } else {
+                        format!("{c:<w$}", w = widths[i])
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("  ")
+        };
+        writeln!(out, "{}", line(self.headers.clone()))?;
+        for row in &self.rows {
+            writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_rfc3339_or_dates() {
+        let t = parse_time("2026-11-22T08:00:00Z").unwrap();
+        let d = parse_time("2026-11-22").unwrap();
+        assert_eq!(t.duration_since(d).unwrap().as_secs(), 8 * 3600);
+        assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(vec!["A", "BB"]);
+        t.row(vec!["long value".into(), "x".into()]);
+        let mut out = Vec::new();
+        t.print(&mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "A           BB\nlong value  x\n"
+        );
+    }
+}
