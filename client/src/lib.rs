@@ -28,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 pub use auditlog_proto::v1 as pb;
 pub use event::NewEvent;
 
+use pb::admin_service_client::AdminServiceClient;
 use pb::audit_service_client::AuditServiceClient;
 
 /// The events of [`Client::stream`], in seq order.
@@ -171,6 +172,7 @@ impl Query {
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: AuditServiceClient<Channel>,
+    admin: AdminServiceClient<Channel>,
 }
 
 impl Client {
@@ -195,7 +197,8 @@ impl Client {
     /// Wraps an existing channel (for TLS or custom settings).
     pub fn from_channel(channel: Channel) -> Client {
         Client {
-            inner: AuditServiceClient::new(channel),
+            inner: AuditServiceClient::new(channel.clone()),
+            admin: AdminServiceClient::new(channel),
         }
     }
 
@@ -301,6 +304,28 @@ impl Client {
             .inner
             .clone()
             .verify_integrity(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Seals the active segment now and has it compressed; with `wait`,
+    /// answers once the compressed segment is in the manifest.
+    pub async fn rotate(&self, wait: bool) -> Result<pb::RotateResponse, Error> {
+        Ok(self
+            .admin
+            .clone()
+            .rotate(pb::RotateRequest { wait })
+            .await?
+            .into_inner())
+    }
+
+    /// Runs retention now: purges the segments older than the retention
+    /// period (the purge is itself logged).
+    pub async fn apply_retention(&self) -> Result<pb::ApplyRetentionResponse, Error> {
+        Ok(self
+            .admin
+            .clone()
+            .apply_retention(pb::ApplyRetentionRequest {})
             .await?
             .into_inner())
     }

@@ -47,6 +47,14 @@ pub struct Config {
     /// How long shutdown waits for in-flight calls before giving up, in
     /// seconds. Default 10.
     pub shutdown_grace_secs: u64,
+    /// Seal the active segment and start a new one once it passes this size,
+    /// in MiB (fractions allowed). Default 50.
+    pub max_file_size_mb: f64,
+    /// Delete compressed segments whose newest event is older than this many
+    /// days (fractions allowed); 0 keeps everything. Default 90.
+    pub retention_days: f64,
+    /// How often the retention task runs, in seconds. Default 3600.
+    pub retention_check_secs: u64,
 }
 
 impl Default for Config {
@@ -59,6 +67,9 @@ impl Default for Config {
             hmac_key_id: "k1".to_owned(),
             durability: Durability::Fsync,
             shutdown_grace_secs: 10,
+            max_file_size_mb: 50.0,
+            retention_days: 90.0,
+            retention_check_secs: 3600,
         }
     }
 }
@@ -170,6 +181,30 @@ impl Config {
                 ),
             });
         }
+        if !(self.max_file_size_mb > 0.0 && self.max_file_size_mb.is_finite()) {
+            return Err(ConfigError::Invalid {
+                key: "max_file_size_mb",
+                reason: format!(
+                    "is {}; it must be a positive number of MiB",
+                    self.max_file_size_mb
+                ),
+            });
+        }
+        if !(self.retention_days >= 0.0 && self.retention_days.is_finite()) {
+            return Err(ConfigError::Invalid {
+                key: "retention_days",
+                reason: format!(
+                    "is {}; it must be 0 (keep everything) or a positive number of days",
+                    self.retention_days
+                ),
+            });
+        }
+        if self.retention_check_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "retention_check_secs",
+                reason: "must be at least 1".into(),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -177,6 +212,17 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The size at which the active segment is sealed, in bytes.
+    pub fn max_segment_bytes(&self) -> u64 {
+        (self.max_file_size_mb * 1024.0 * 1024.0).max(1.0) as u64
+    }
+
+    /// The retention period; `None` when retention is off.
+    pub fn retention(&self) -> Option<std::time::Duration> {
+        (self.retention_days > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.retention_days * 86_400.0))
     }
 
     /// The configured HMAC key's bytes, read from `hmac_key_file` if that is

@@ -20,7 +20,7 @@ use std::path::Path;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
-use crate::store::record::{GENESIS, LineError, MacCheck, Record};
+use crate::store::record::{LineError, MacCheck, Record, RecordHead};
 
 /// The name of the generated key file in the data directory.
 pub const KEY_FILE: &str = "hmac.key";
@@ -178,6 +178,11 @@ pub enum FindingKind {
     Truncated,
     UnknownKey,
     CheckpointMismatch,
+    SegmentMissing,
+    SegmentModified,
+    SegmentUnreadable,
+    SegmentUnlisted,
+    ManifestModified,
 }
 
 /// One problem, located.
@@ -190,133 +195,258 @@ pub struct Finding {
     pub message: String,
 }
 
-/// The outcome of a verification.
+/// The outcome of a verification (of the whole log, or of one segment).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
     pub events_checked: u64,
+    /// The first record read: its seq and its `prev`.
+    pub first: Option<(u64, String)>,
     pub head_seq: u64,
     pub head_signature: String,
     pub findings: Vec<Finding>,
+    /// Checkpoint seqs found in the log with the signature given.
+    pub checkpoints_found: Vec<u64>,
+    /// How many segment files were read.
+    pub segments_checked: u64,
 }
 
-/// Walks the lines of the log in order, checking each record's MAC, its seq
-/// against the one expected, and its `prev` against the signature of the
-/// record before it.
+impl Report {
+    /// Adds the findings and counts of `other`, a later part of the log.
+    pub fn absorb(&mut self, other: Report) {
+        self.events_checked += other.events_checked;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+        if other.head_seq >= self.head_seq && !other.head_signature.is_empty() {
+            self.head_seq = other.head_seq;
+            self.head_signature = other.head_signature;
+        }
+        self.findings.extend(other.findings);
+        self.checkpoints_found.extend(other.checkpoints_found);
+        self.segments_checked += other.segments_checked;
+    }
+
+    /// Reports every checkpoint not found.
+    pub fn check_checkpoints(&mut self, checkpoints: &HashMap<u64, String>, file: &str) {
+        let mut missing: Vec<_> = checkpoints
+            .iter()
+            .filter(|(seq, _)| !self.checkpoints_found.contains(seq))
+            .collect();
+        missing.sort();
+        for (seq, signature) in missing {
+            self.findings.push(Finding {
+                kind: FindingKind::CheckpointMismatch,
+                seq: *seq,
+                line: 0,
+                file: file.to_owned(),
+                message: format!(
+                    "checkpoint seq {seq} with signature {signature} is not in the log as given: \
+                     the record was modified or removed, or the receipt is not from this log"
+                ),
+            });
+        }
+    }
+
+    /// Reports a log that ends before `acknowledged_head`, the highest seq
+    /// the server acknowledged.
+    pub fn check_truncation(&mut self, acknowledged_head: u64, file: &str) {
+        if self.head_seq < acknowledged_head {
+            let first_missing = self.head_seq + 1;
+            self.findings.push(Finding {
+                kind: FindingKind::Truncated,
+                seq: first_missing,
+                line: 0,
+                file: file.to_owned(),
+                message: format!(
+                    "the log ends at seq {} but the server acknowledged events up to seq \
+                     {acknowledged_head}: seqs {first_missing}..={acknowledged_head} were cut from \
+                     the end",
+                    self.head_seq
+                ),
+            });
+        }
+    }
+}
+
+/// Walks the lines of one stretch of the log in order, checking each
+/// record's MAC, its seq against the one expected, and its `prev` against the
+/// signature of the record before it.
 #[derive(Debug)]
 pub struct Verifier<'k> {
     keyring: &'k Keyring,
+    checkpoints: &'k HashMap<u64, String>,
     /// The signature the next record's `prev` must equal.
     prev: String,
-    /// The seq the next record must have.
+    /// The seq the next record must have; `None` until the first record,
+    /// when the verifier was told to take the first record as it is.
     expected: u64,
+    /// Only records in this range are counted and reported; the others are
+    /// still read, to check the chain into the range.
+    range: std::ops::RangeInclusive<u64>,
+    /// True until the first record when no starting point was given.
+    unanchored: bool,
     report: Report,
 }
 
 impl<'k> Verifier<'k> {
     /// A verifier for records starting at `first_seq`, whose first `prev` must
-    /// be `prev` (64 zeros at the start of the log).
-    pub fn new(keyring: &'k Keyring, first_seq: u64, prev: &str) -> Verifier<'k> {
+    /// be `prev` (64 zeros at the start of the log). Checkpoints found are
+    /// noted in the report.
+    pub fn new(
+        keyring: &'k Keyring,
+        checkpoints: &'k HashMap<u64, String>,
+        first_seq: u64,
+        prev: &str,
+    ) -> Verifier<'k> {
         Verifier {
             keyring,
+            checkpoints,
             prev: prev.to_owned(),
             expected: first_seq,
+            range: 0..=u64::MAX,
+            unanchored: false,
             report: Report::default(),
         }
     }
 
-    /// A verifier for the whole log.
-    pub fn from_genesis(keyring: &'k Keyring) -> Verifier<'k> {
-        Verifier::new(keyring, 1, GENESIS)
+    /// A verifier for one stretch of the log whose starting point is checked
+    /// by the caller: its first record's seq and `prev` are taken as they are
+    /// (and returned in [`Report::first`]).
+    pub fn unanchored(keyring: &'k Keyring, checkpoints: &'k HashMap<u64, String>) -> Verifier<'k> {
+        Verifier {
+            unanchored: true,
+            ..Verifier::new(keyring, checkpoints, 0, "")
+        }
+    }
+
+    /// Counts and reports only records whose seq is in `range`.
+    pub fn with_range(mut self, range: std::ops::RangeInclusive<u64>) -> Verifier<'k> {
+        self.range = range;
+        self
+    }
+
+    fn find(&mut self, kind: FindingKind, seq: u64, file: &str, line: u64, message: String) {
+        if !self.range.contains(&seq) {
+            return;
+        }
+        self.report.findings.push(Finding {
+            kind,
+            seq,
+            line,
+            file: file.to_owned(),
+            message,
+        });
     }
 
     /// Checks one line (without its newline) at 1-based `line_no` of `file`.
-    /// Returns the record when it could be parsed.
-    pub fn check_line(&mut self, file: &str, line_no: u64, line: &[u8]) -> Option<Record> {
-        let mut find = |kind, seq, message: String| {
-            self.report.findings.push(Finding {
-                kind,
-                seq,
-                line: line_no,
-                file: file.to_owned(),
-                message,
-            })
-        };
-        let record = match Record::parse(line) {
-            Ok(r) => r,
-            Err(e) => {
-                let what = match e {
-                    LineError::NoSignature => "has no trailing signature field".to_owned(),
-                    LineError::SignatureMismatch => {
-                        "has a signature field that is not its last field".to_owned()
-                    }
-                    LineError::Json(msg) => format!("is not a valid record ({msg})"),
-                };
-                find(
-                    FindingKind::Malformed,
-                    self.expected,
-                    format!(
-                        "line {line_no} of {file} {what}: it was modified or corrupted; \
-                         seq {} was expected here",
-                        self.expected
-                    ),
-                );
-                // Keep expecting the seq after this one so a single damaged
-                // line is not also reported as a gap in the next record.
-                self.expected += 1;
-                return None;
-            }
-        };
-        let seq = record.seq;
-        match record.check_mac(line, self.keyring) {
-            MacCheck::Valid => {}
-            MacCheck::Invalid => find(
-                FindingKind::BadSignature,
-                seq,
+    /// Returns the record's seq when it could be read.
+    pub fn check_line(&mut self, file: &str, line_no: u64, line: &[u8]) -> Option<u64> {
+        let Some(head) = RecordHead::peek(line) else {
+            let what = match Record::parse(line) {
+                Err(LineError::NoSignature) => "has no trailing signature field".to_owned(),
+                Err(LineError::SignatureMismatch) => {
+                    "has a signature field that is not its last field".to_owned()
+                }
+                Err(LineError::Json(msg)) => format!("is not a valid record ({msg})"),
+                Ok(_) => "does not have the record layout (fields out of order)".to_owned(),
+            };
+            let expected = self.expected;
+            self.find(
+                FindingKind::Malformed,
+                expected,
+                file,
+                line_no,
                 format!(
-                    "seq {seq} (line {line_no} of {file}): the signature does not match the \
-                     record's bytes: the record was modified"
+                    "line {line_no} of {file} {what}: it was modified or corrupted; seq \
+                     {expected} was expected here"
                 ),
-            ),
-            MacCheck::UnknownKey => find(
+            );
+            // Keep expecting the seq after this one so a single damaged line
+            // is not also reported as a gap in the next record.
+            self.expected += 1;
+            return None;
+        };
+        let seq = head.seq;
+        if self.unanchored {
+            self.unanchored = false;
+            self.expected = seq;
+            head.prev.clone_into(&mut self.prev);
+        }
+        let mac = head.check_mac(line, self.keyring);
+        match mac {
+            MacCheck::Valid => {}
+            // The slow, full parse only runs on damage, to say which kind.
+            MacCheck::Invalid => match Record::parse(line) {
+                Ok(_) => self.find(
+                    FindingKind::BadSignature,
+                    seq,
+                    file,
+                    line_no,
+                    format!(
+                        "seq {seq} (line {line_no} of {file}): the signature does not match the \
+                         record's bytes: the record was modified"
+                    ),
+                ),
+                Err(e) => self.find(
+                    FindingKind::Malformed,
+                    seq,
+                    file,
+                    line_no,
+                    format!(
+                        "seq {seq} (line {line_no} of {file}) is not a valid record ({e}): it \
+                         was modified or corrupted"
+                    ),
+                ),
+            },
+            MacCheck::UnknownKey => self.find(
                 FindingKind::UnknownKey,
                 seq,
+                file,
+                line_no,
                 format!(
                     "seq {seq} (line {line_no} of {file}) is signed with key {:?}, which this \
                      server does not hold, so it cannot be checked",
-                    record.key_id
+                    head.key_id
                 ),
             ),
         }
-        if seq > self.expected {
-            let missing = if seq - self.expected == 1 {
-                format!("seq {} is", self.expected)
+        let expected = self.expected;
+        if seq > expected {
+            let missing = if seq - expected == 1 {
+                format!("seq {expected} is")
             } else {
-                format!("seqs {}..={} are", self.expected, seq - 1)
+                format!("seqs {expected}..={} are", seq - 1)
             };
-            find(
+            self.find(
                 FindingKind::SeqGap,
                 seq,
+                file,
+                line_no,
                 format!(
                     "seq {seq} (line {line_no} of {file}) follows seq {}: {missing} missing \
                      (deleted, or moved further down)",
-                    self.expected - 1
+                    expected - 1
                 ),
             );
-        } else if seq < self.expected {
-            find(
+        } else if seq < expected {
+            self.find(
                 FindingKind::SeqOutOfOrder,
                 seq,
+                file,
+                line_no,
                 format!(
                     "seq {seq} (line {line_no} of {file}) comes after seq {}: a record was \
                      inserted, duplicated or moved",
-                    self.expected - 1
+                    expected - 1
                 ),
             );
         }
-        if record.prev != self.prev {
-            find(
+        if head.prev != self.prev {
+            self.find(
                 FindingKind::ChainBreak,
                 seq,
+                file,
+                line_no,
                 format!(
                     "seq {seq} (line {line_no} of {file}) does not chain to the record before \
                      it (its prev is not that record's signature): records were deleted, \
@@ -324,47 +454,66 @@ impl<'k> Verifier<'k> {
                 ),
             );
         }
-        self.report.events_checked += 1;
-        self.expected = self.expected.max(seq + 1);
-        self.prev = record.signature.clone();
-        if seq >= self.report.head_seq {
-            self.report.head_seq = seq;
-            self.report.head_signature = record.signature.clone();
+        // A checkpoint is proven only by a record whose bytes are intact.
+        if mac == MacCheck::Valid
+            && let Some(sig) = self.checkpoints.get(&seq)
+            && sig == head.signature
+        {
+            self.report.checkpoints_found.push(seq);
         }
-        Some(record)
+        let report = &mut self.report;
+        if report.first.is_none() {
+            report.first = Some((seq, head.prev.to_owned()));
+        }
+        if self.range.contains(&seq) {
+            report.events_checked += 1;
+            if seq >= report.head_seq {
+                report.head_seq = seq;
+                report.head_signature.clear();
+                report.head_signature.push_str(head.signature);
+            }
+        }
+        self.expected = self.expected.max(seq + 1);
+        self.prev.clear();
+        self.prev.push_str(head.signature);
+        Some(seq)
+    }
+
+    /// Reports a problem that is not about one line (an unreadable file),
+    /// located at the seq expected next.
+    pub fn problem(&mut self, kind: FindingKind, file: &str, message: String) {
+        let seq = self.expected;
+        self.report.findings.push(Finding {
+            kind,
+            seq,
+            line: 0,
+            file: file.to_owned(),
+            message,
+        });
     }
 
     /// Reports a torn line (bytes after the last newline) at the end of `file`.
     pub fn torn_tail(&mut self, file: &str, line_no: u64, len: usize) {
-        self.report.findings.push(Finding {
-            kind: FindingKind::Malformed,
-            seq: self.expected,
-            line: line_no,
-            file: file.to_owned(),
-            message: format!(
+        let expected = self.expected;
+        self.find(
+            FindingKind::Malformed,
+            expected,
+            file,
+            line_no,
+            format!(
                 "line {line_no} of {file} is an incomplete record of {len} bytes without a \
                  newline: the file was cut or is being written outside the server"
             ),
-        });
+        );
     }
 
-    /// Ends the walk. `acknowledged_head` is the highest seq the server has
-    /// acknowledged; a log ending before it was truncated.
-    pub fn finish(mut self, acknowledged_head: u64, file: &str) -> Report {
-        if self.expected <= acknowledged_head {
-            let last = self.expected - 1;
-            self.report.findings.push(Finding {
-                kind: FindingKind::Truncated,
-                seq: self.expected,
-                line: 0,
-                file: file.to_owned(),
-                message: format!(
-                    "the log ends at seq {last} but the server acknowledged events up to seq \
-                     {acknowledged_head}: seqs {}..={acknowledged_head} were cut from the end",
-                    self.expected
-                ),
-            });
-        }
+    /// Counts one more segment file read.
+    pub fn segment_read(&mut self) {
+        self.report.segments_checked += 1;
+    }
+
+    /// Ends the walk.
+    pub fn finish(self) -> Report {
         self.report
     }
 
@@ -377,7 +526,7 @@ impl<'k> Verifier<'k> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::record::NewEvent;
+    use crate::store::record::{GENESIS, NewEvent};
 
     fn keyring() -> Keyring {
         Keyring::new("k1", vec![7u8; 32])
@@ -410,11 +559,14 @@ mod tests {
     /// returns (kind, seq, line) of each finding.
     fn check(lines: &[Vec<u8>], head: u64) -> Vec<(FindingKind, u64, u64)> {
         let keys = keyring();
-        let mut v = Verifier::from_genesis(&keys);
+        let none = HashMap::new();
+        let mut v = Verifier::new(&keys, &none, 1, GENESIS);
         for (i, line) in lines.iter().enumerate() {
             v.check_line("audit.log", i as u64 + 1, line);
         }
-        v.finish(head, "audit.log")
+        let mut report = v.finish();
+        report.check_truncation(head, "audit.log");
+        report
             .findings
             .iter()
             .map(|f| (f.kind, f.seq, f.line))
@@ -428,11 +580,12 @@ mod tests {
         let lines = log(10);
         assert_eq!(check(&lines, 10), vec![]);
         let keys = keyring();
-        let mut v = Verifier::from_genesis(&keys);
+        let none = HashMap::new();
+        let mut v = Verifier::new(&keys, &none, 1, GENESIS);
         for (i, l) in lines.iter().enumerate() {
             v.check_line("f", i as u64 + 1, l);
         }
-        let report = v.finish(10, "f");
+        let report = v.finish();
         assert_eq!(report.events_checked, 10);
         assert_eq!(report.head_seq, 10);
     }

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use auditlog_proto::v1::admin_service_server::AdminServiceServer;
 use auditlog_proto::v1::audit_service_server::AuditServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -28,7 +29,7 @@ use tonic_health::ServingStatus;
 pub use config::Config;
 
 use integrity::Keyring;
-use service::AuditSvc;
+use service::{AdminSvc, AuditSvc};
 use store::{Store, StoreConfig};
 
 /// Why the server stopped with an error.
@@ -79,6 +80,7 @@ pub async fn run(
         .build_v1alpha()?;
 
     let svc = AuditSvc::new(Arc::clone(&cell), cancel.clone());
+    let admin = AdminSvc::new(svc.clone(), config.retention());
     let addr = listener.local_addr().ok();
 
     // Recover in the background while health (NOT_SERVING) and reflection
@@ -86,11 +88,15 @@ pub async fn run(
     let store_config = StoreConfig {
         data_dir: config.data_dir.clone(),
         durability: config.durability,
+        max_segment_bytes: config.max_segment_bytes(),
     };
     let key_id = config.hmac_key_id.clone();
+    let retention = config.retention();
+    let check_every = Duration::from_secs(config.retention_check_secs);
     let opening = {
         let cell = Arc::clone(&cell);
         let health = health.clone();
+        let cancel = cancel.clone();
         tokio::spawn(async move {
             let store = tokio::task::spawn_blocking(move || {
                 let dir = &store_config.data_dir;
@@ -103,7 +109,11 @@ pub async fn run(
             })
             .await??;
             tracing::info!(head = store.head(), dir = %store.dir().display(), "log recovered");
-            let _ = cell.set(Arc::new(store));
+            let store = Arc::new(store);
+            let _ = cell.set(Arc::clone(&store));
+            if let Some(max_age) = retention {
+                tokio::spawn(retention_task(store, max_age, check_every, cancel));
+            }
             health.set_service_status("", ServingStatus::Serving).await;
             health.set_serving::<AuditServiceServer<AuditSvc>>().await;
             Ok::<_, ServerError>(())
@@ -132,6 +142,7 @@ pub async fn run(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuditServiceServer::new(svc))
+        .add_service(AdminServiceServer::new(admin))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
 
     // A failed recovery stops the server; so does a stopped transport.
@@ -155,6 +166,25 @@ pub async fn run(
     }
     tracing::info!("stopped");
     served
+}
+
+/// Applies retention at start and then every `every`, until shutdown.
+async fn retention_task(
+    store: Arc<Store>,
+    max_age: Duration,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = store.apply_retention(max_age).await {
+            tracing::error!(error = %e, "retention failed; retrying at the next check");
+        }
+    }
 }
 
 /// Runs the transport; once shutdown has begun, waits at most `grace_secs`

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use auditlog_proto::json::struct_to_json;
+use auditlog_proto::v1::admin_service_server::AdminService;
 use auditlog_proto::v1::{self as pb, audit_service_server::AuditService};
 use prost_types::Timestamp;
 use sha2::Digest as _;
@@ -225,7 +226,10 @@ impl AuditService for AuditSvc {
         .await
         .map_err(|e| Status::internal(format!("verification task failed: {e}")))?
         .map_err(status_of)?;
+        let elapsed = started.elapsed();
         Ok(Response::new(pb::VerifyIntegrityResponse {
+            events_per_second: report.events_checked as f64 / elapsed.as_secs_f64().max(1e-9),
+            segments_checked: report.segments_checked,
             ok: report.findings.is_empty(),
             events_checked: report.events_checked,
             head_seq: report.head_seq,
@@ -241,7 +245,7 @@ impl AuditService for AuditSvc {
                     message: f.message,
                 })
                 .collect(),
-            elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
         }))
     }
 
@@ -267,13 +271,76 @@ impl AuditService for AuditSvc {
     }
 }
 
+/// The AdminService implementation: rotation and retention on demand.
+#[derive(Clone)]
+pub struct AdminSvc {
+    audit: AuditSvc,
+    /// The retention period; `None` keeps everything.
+    retention: Option<std::time::Duration>,
+}
+
+impl AdminSvc {
+    pub fn new(audit: AuditSvc, retention: Option<std::time::Duration>) -> AdminSvc {
+        AdminSvc { audit, retention }
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    async fn rotate(
+        &self,
+        req: Request<pb::RotateRequest>,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        let store = self.audit.store()?;
+        let sealed = store
+            .rotate(req.into_inner().wait)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(match sealed {
+            Some(s) => pb::RotateResponse {
+                rotated: true,
+                file: s.file,
+                first_seq: s.first_seq,
+                last_seq: s.last_seq,
+            },
+            None => pb::RotateResponse::default(),
+        }))
+    }
+
+    async fn apply_retention(
+        &self,
+        _req: Request<pb::ApplyRetentionRequest>,
+    ) -> Result<Response<pb::ApplyRetentionResponse>, Status> {
+        let Some(max_age) = self.retention else {
+            return Err(Status::failed_precondition(
+                "retention is off (retention_days = 0); set retention_days to purge old segments",
+            ));
+        };
+        let store = self.audit.store()?;
+        let purge = store.apply_retention(max_age).await.map_err(status_of)?;
+        Ok(Response::new(match purge {
+            Some(p) => pb::ApplyRetentionResponse {
+                segments: p.segments,
+                first_seq: p.first_seq,
+                through_seq: p.through_seq,
+                event_seq: p.event_seq,
+            },
+            None => pb::ApplyRetentionResponse::default(),
+        }))
+    }
+}
+
 /// Maps a store error to the status a caller sees.
 pub fn status_of(e: StoreError) -> Status {
     let code = match &e {
         StoreError::DiskFull(_) => Code::ResourceExhausted,
         StoreError::Write(_) | StoreError::Poisoned(_) | StoreError::Closed => Code::Unavailable,
         StoreError::Corrupt { .. } => Code::DataLoss,
-        StoreError::Read(_) | StoreError::Open { .. } | StoreError::Key(_) => Code::Internal,
+        StoreError::Read(_)
+        | StoreError::Open { .. }
+        | StoreError::Key(_)
+        | StoreError::Rotate(_)
+        | StoreError::Manifest(_) => Code::Internal,
     };
     Status::new(code, e.to_string())
 }
@@ -454,6 +521,11 @@ fn problem_kind(k: FindingKind) -> pb::ProblemKind {
         FindingKind::Truncated => pb::ProblemKind::Truncated,
         FindingKind::UnknownKey => pb::ProblemKind::UnknownKey,
         FindingKind::CheckpointMismatch => pb::ProblemKind::CheckpointMismatch,
+        FindingKind::SegmentMissing => pb::ProblemKind::SegmentMissing,
+        FindingKind::SegmentModified => pb::ProblemKind::SegmentModified,
+        FindingKind::SegmentUnreadable => pb::ProblemKind::SegmentUnreadable,
+        FindingKind::SegmentUnlisted => pb::ProblemKind::SegmentUnlisted,
+        FindingKind::ManifestModified => pb::ProblemKind::ManifestModified,
     }
 }
 

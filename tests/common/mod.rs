@@ -201,3 +201,145 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+// Helpers for the tests that edit the data directory behind the server's
+// back (integrity.rs, recovery.rs).
+
+impl TestServer {
+    /// Starts a server on a fresh temp dir it owns, letting the test adjust
+    /// the config.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = TestServer::start_in(temp.path(), adjust).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Stops the server, lets `edit` change the files in its data directory
+    /// while nothing runs, then starts a new server on the same directory (and
+    /// temp dir ownership) with `adjust`.
+    pub async fn restart_after(
+        mut self,
+        edit: impl FnOnce(&Path),
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        self.stop().await;
+        edit(&self.data_dir);
+        let temp = self._temp.take();
+        let mut next = TestServer::start_in(&self.data_dir, adjust).await;
+        next._temp = temp;
+        next
+    }
+}
+
+/// Every event in the log in seq order: StreamEvents from seq 1 without
+/// `follow`, the export path.
+pub async fn all_events(client: &Client) -> Vec<auditlog_client::pb::Event> {
+    use futures::StreamExt as _;
+    let stream = client
+        .stream(auditlog_client::Query::new(), 1, false)
+        .await
+        .unwrap();
+    stream.map(|e| e.unwrap()).collect().await
+}
+
+/// The lines of a log file, without their newlines.
+pub fn read_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Rewrites the log file at `path` as someone with write access to the data
+/// directory would: `edit` changes its lines (without newlines), and the file
+/// is rewritten in place with what is left, each line ending in a newline.
+pub fn tamper(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+    let mut lines = read_lines(path);
+    edit(&mut lines);
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// `line` with the first `from` replaced by `to`; panics when `from` is not
+/// there, so an edit that misses cannot pass unnoticed.
+pub fn edit_line(line: &str, from: &str, to: &str) -> String {
+    assert!(line.contains(from), "{from:?} is not in {line}");
+    line.replacen(from, to, 1)
+}
+
+/// `(kind, seq, line)` of every problem a verification reported, in order.
+pub fn problems(
+    report: &auditlog_client::pb::VerifyIntegrityResponse,
+) -> Vec<(auditlog_client::pb::ProblemKind, u64, u64)> {
+    report
+        .problems
+        .iter()
+        .map(|p| (p.kind(), p.seq, p.line))
+        .collect()
+}
+
+/// A string field of a record line, e.g. `"signature"` or `"prev"`.
+pub fn field(line: &str, name: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(line).unwrap();
+    value[name].as_str().unwrap().to_owned()
+}
+
+/// The trailing `,"signature":"` of a record line, before its 64 hex digits.
+const SIG_HEAD: &str = ",\"signature\":\"";
+
+/// The bytes a record's signature covers, by the documented rule: the line
+/// with `,"signature":"<64 hex>"` removed.
+pub fn unsigned_part(line: &str) -> String {
+    let suffix_len = SIG_HEAD.len() + 64 + "\"}".len();
+    let cut = line.len() - suffix_len;
+    assert_eq!(&line[cut..cut + SIG_HEAD.len()], SIG_HEAD, "{line}");
+    format!("{}}}", &line[..cut])
+}
+
+/// HMAC-SHA256 of `data` under `key`, as 64 lowercase hex characters.
+pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(data);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The record line whose signature covers `unsigned` and is `signature`.
+fn signed(unsigned: &str, signature: &str) -> String {
+    let body = unsigned.strip_suffix('}').unwrap();
+    format!("{body}{SIG_HEAD}{signature}\"}}")
+}
+
+/// `line` with its signature replaced by `signature`.
+pub fn with_signature(line: &str, signature: &str) -> String {
+    signed(&unsigned_part(line), signature)
+}
+
+/// `line` signed anew with `key`, as someone holding the key would.
+pub fn resign(line: &str, key: &[u8]) -> String {
+    let unsigned = unsigned_part(line);
+    signed(&unsigned, &hmac_hex(key, unsigned.as_bytes()))
+}
+
+/// A record line the server could have written: `seq` at `timestamp`,
+/// chained to `prev`, signed with `key` as key `k1`.
+pub fn record_line(seq: u64, timestamp: &str, prev: &str, key: &[u8]) -> String {
+    let unsigned = format!(
+        concat!(
+            r#"{{"seq":{seq},"id":"00000000-0000-7000-8000-{seq:012}","timestamp":"{ts}","#,
+            r#""event_type":"crm_update","actor":"system","lead_id":"LEAD-X","#,
+            r#""workflow":null,"details":{{"fields":["stage"]}},"key_id":"k1","prev":"{prev}"}}"#
+        ),
+        seq = seq,
+        ts = timestamp,
+        prev = prev,
+    );
+    signed(&unsigned, &hmac_hex(key, unsigned.as_bytes()))
+}
+
+/// A config adjustment: sign with [`TEST_KEY`], so the test can sign too.
+pub fn with_test_key(config: &mut Config) {
+    config.hmac_key = Some(TEST_KEY.into());
+}

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 
 use super::record::Record;
+use super::segment::SegmentIndex;
 
 /// A filter over events; every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,8 +49,12 @@ impl Filter {
 #[derive(Debug, Clone, Copy)]
 pub struct Meta {
     pub seq: u64,
+    /// In a plain segment, the byte offset of the line; in a compressed one,
+    /// `chunk << 32 | offset in the chunk`.
     pub offset: u64,
     pub len: u32,
+    /// Which segment holds the record (an id of the store's segment table).
+    pub segment: u32,
     pub timestamp: i64,
     event_type: u32,
     actor: u32,
@@ -128,17 +133,82 @@ fn post(lists: &mut Vec<Vec<u64>>, id: u32, seq: u64) {
 }
 
 impl Index {
-    /// Adds a committed record stored at `offset` with `len` bytes (newline
-    /// included). A record whose seq is not above the last one is ignored.
-    pub fn add(&mut self, record: &Record, offset: u64, len: u32) {
-        if self.metas.last().is_some_and(|m| m.seq >= record.seq) {
+    /// Adds a committed record stored in `segment` at `offset` with `len`
+    /// bytes (newline included). A record whose seq is not above the last one
+    /// is ignored.
+    pub fn add(&mut self, record: &Record, segment: u32, offset: u64, len: u32) {
+        let fields = Fields {
+            event_type: &record.event_type,
+            actor: &record.actor,
+            lead: record.lead_id.as_deref(),
+            workflow: record.workflow.as_deref(),
+            idempotency_key: record.idempotency_key.as_deref(),
+        };
+        self.push(record.seq, record.timestamp, fields, segment, offset, len);
+    }
+
+    /// Adds every record of a sealed segment from its index file.
+    pub fn add_sealed(&mut self, segment: u32, index: &SegmentIndex) {
+        for row in &index.rows {
+            let s = |id: u32| index.strings.get(id as usize).map_or("", String::as_str);
+            let fields = Fields {
+                event_type: s(row.event_type),
+                actor: s(row.actor),
+                lead: index.opt(row.lead),
+                workflow: index.opt(row.workflow),
+                idempotency_key: index.opt(row.idempotency_key),
+            };
+            let offset = u64::from(row.chunk) << 32 | u64::from(row.offset);
+            self.push(row.seq, row.timestamp, fields, segment, offset, row.len);
+        }
+    }
+
+    /// Points the records of a segment just compressed at their new place.
+    pub fn relocate(&mut self, from: u32, to: u32, index: &SegmentIndex) {
+        for row in &index.rows {
+            if let Ok(i) = self.position(row.seq)
+                && self.metas[i].segment == from
+            {
+                let m = &mut self.metas[i];
+                m.segment = to;
+                m.offset = u64::from(row.chunk) << 32 | u64::from(row.offset);
+                m.len = row.len;
+            }
+        }
+    }
+
+    /// Forgets every record up to and including `seq` (a retention purge).
+    pub fn purge_through(&mut self, seq: u64) {
+        let cut = self.metas.partition_point(|m| m.seq <= seq);
+        self.metas.drain(..cut);
+        for list in self
+            .by_type
+            .iter_mut()
+            .chain(self.by_lead.iter_mut())
+            .chain(self.by_workflow.iter_mut())
+        {
+            let cut = list.partition_point(|&s| s <= seq);
+            list.drain(..cut);
+        }
+        self.idempotency.retain(|_, s| *s > seq);
+    }
+
+    fn push(
+        &mut self,
+        seq: u64,
+        timestamp: i64,
+        fields: Fields<'_>,
+        segment: u32,
+        offset: u64,
+        len: u32,
+    ) {
+        if self.metas.last().is_some_and(|m| m.seq >= seq) {
             return;
         }
-        let seq = record.seq;
-        let event_type = self.types.intern(&record.event_type);
+        let event_type = self.types.intern(fields.event_type);
         post(&mut self.by_type, event_type, seq);
-        let actor = self.actors.intern(&record.actor);
-        let lead = match &record.lead_id {
+        let actor = self.actors.intern(fields.actor);
+        let lead = match fields.lead {
             Some(l) => {
                 let id = self.leads.intern(l);
                 post(&mut self.by_lead, id, seq);
@@ -146,7 +216,7 @@ impl Index {
             }
             None => 0,
         };
-        let workflow = match &record.workflow {
+        let workflow = match fields.workflow {
             Some(w) => {
                 let id = self.workflows.intern(w);
                 post(&mut self.by_workflow, id, seq);
@@ -154,25 +224,31 @@ impl Index {
             }
             None => 0,
         };
-        if let Some(key) = &record.idempotency_key {
-            self.idempotency.entry(key.clone()).or_insert(seq);
+        if let Some(key) = fields.idempotency_key {
+            self.idempotency.entry(key.to_owned()).or_insert(seq);
         }
         // Timestamps never decrease along seq; clamp a damaged file's
         // backwards step so binary searches stay valid.
         let timestamp = self
             .metas
             .last()
-            .map_or(record.timestamp, |m| m.timestamp.max(record.timestamp));
+            .map_or(timestamp, |m| m.timestamp.max(timestamp));
         self.metas.push(Meta {
             seq,
             offset,
             len,
+            segment,
             timestamp,
             event_type,
             actor,
             lead,
             workflow,
         });
+    }
+
+    /// The first indexed record.
+    pub fn first(&self) -> Option<&Meta> {
+        self.metas.first()
     }
 
     /// The last indexed record.
@@ -363,6 +439,15 @@ impl Index {
     }
 }
 
+/// The string fields of one record, borrowed from wherever they were read.
+struct Fields<'a> {
+    event_type: &'a str,
+    actor: &'a str,
+    lead: Option<&'a str>,
+    workflow: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+}
+
 /// A filter with its strings replaced by interned ids.
 #[derive(Debug)]
 struct Resolved {
@@ -411,6 +496,7 @@ mod tests {
             let wf = if seq % 3 == 0 { Some("sales") } else { None };
             idx.add(
                 &record(seq, ty, Some(&lead), wf, seq as i64 * 10),
+                0,
                 seq * 100,
                 100,
             );
@@ -496,9 +582,24 @@ mod tests {
     #[test]
     fn out_of_order_records_are_skipped_and_keys_remembered() {
         let mut idx = index();
-        idx.add(&record(50, "error", None, None, 0), 0, 1);
+        idx.add(&record(50, "error", None, None, 0), 0, 0, 1);
         assert_eq!(idx.last().map(|m| m.seq), Some(100));
         assert_eq!(idx.idempotent_seq("key42"), Some(42));
         assert_eq!(idx.get(77).map(|m| m.offset), Some(7700));
+    }
+
+    #[test]
+    fn purge_forgets_the_prefix_everywhere() {
+        let mut idx = index();
+        idx.purge_through(60);
+        assert_eq!(idx.first().map(|m| m.seq), Some(61));
+        let f = Filter {
+            lead_id: Some("L3".into()),
+            ..Filter::default()
+        };
+        let got = seqs(&idx.select(&f, Order::OldestFirst, None, u64::MAX, 1000));
+        assert_eq!(got, vec![66, 73, 80, 87, 94]);
+        assert_eq!(idx.idempotent_seq("key42"), None);
+        assert_eq!(idx.stats(None).total_events, 40);
     }
 }

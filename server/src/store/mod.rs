@@ -1,27 +1,40 @@
-//! The store: the append-only log file, its single writer, the index over it,
-//! and recovery.
+//! The store: the log's segment files, their single writer, the index over
+//! them, recovery, rotation and retention.
 //!
 //! Layout of the data directory:
 //!
-//! - `audit.log`: the log, one record per line (format in [`record`]).
+//! - `audit.log`: the active segment, one record per line (format in
+//!   [`record`]).
+//! - `audit.<UTC time>.log`: a sealed segment waiting to be compressed.
+//! - `audit.<UTC time>.log.gz` + `audit.<UTC time>.idx`: a compressed
+//!   segment and its index (see [`segment`]).
+//! - `manifest.json`: the signed list of compressed segments ([`manifest`]).
 //! - `audit.log.quarantine`: bytes recovery cut from the end of the log (a
 //!   torn last line, a half-written batch), kept for inspection.
 //! - `hmac.key`: the generated HMAC key, when none is configured.
 //!
-//! Invariants: only the writer thread appends to the log; a record enters the
-//! index, reaches subscribers and is acknowledged only after it is durable
-//! (under the default [`Durability::Fsync`]); a failed write leaves the file
-//! as it was before the write. The store never sees protobuf types.
+//! Invariants: only the writer thread appends, and only to `audit.log`; a
+//! record enters the index, reaches subscribers and is acknowledged only
+//! after it is durable (under the default [`Durability::Fsync`]); a failed
+//! write leaves the file as it was before the write; the chain runs on
+//! across segments (the first record of a segment has as `prev` the last
+//! signature of the one before). The store never sees protobuf types.
 
 pub mod index;
+pub mod manifest;
 pub mod record;
 mod recovery;
+mod retention;
+mod sealer;
+pub mod segment;
+mod verify;
 mod writer;
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 
@@ -30,11 +43,16 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use index::{Filter, Meta, Order, Stats};
 pub use record::{NewEvent, Record};
+pub use retention::{PURGE_EVENT_TYPE, Purge};
+pub use sealer::Sealed;
+pub use verify::Checkpoint;
 
-use crate::integrity::{Keyring, Report, Verifier};
+use crate::integrity::{Keyring, Report};
 use index::Index;
+use manifest::Manifest;
+use segment::SegmentFile;
 
-/// The log file's name in the data directory.
+/// The active segment's name in the data directory.
 pub const LOG_FILE: &str = "audit.log";
 /// Where recovery moves bytes it cuts from the end of the log.
 pub const QUARANTINE_FILE: &str = "audit.log.quarantine";
@@ -58,6 +76,8 @@ pub enum Durability {
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     pub durability: Durability,
+    /// Seal the active segment once it holds at least this many bytes.
+    pub max_segment_bytes: u64,
 }
 
 /// What the server returns for a durably written event.
@@ -69,13 +89,6 @@ pub struct Receipt {
     pub signature: String,
     /// True when an idempotency key matched an earlier event.
     pub duplicate: bool,
-}
-
-/// A receipt a caller kept, to be checked against the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checkpoint {
-    pub seq: u64,
-    pub signature: String,
 }
 
 /// Why a store operation failed.
@@ -102,6 +115,10 @@ pub enum StoreError {
     Read(std::io::Error),
     #[error("the log is damaged at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error("rotating the log failed: {0}")]
+    Rotate(String),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
     #[error(transparent)]
     Key(#[from] crate::integrity::KeyError),
 }
@@ -113,22 +130,33 @@ pub type Committed = Arc<[Record]>;
 pub struct Store {
     shared: Arc<Shared>,
     /// Taken on shutdown, which ends the writer once it has drained.
-    sender: Mutex<Option<mpsc::Sender<writer::Append>>>,
+    sender: Mutex<Option<mpsc::Sender<writer::Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    sealer: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// State the writer and the readers share.
+/// State the writer, the sealer and the readers share.
 struct Shared {
     dir: PathBuf,
-    /// A read-only handle on the log for positional reads.
-    reader: File,
     index: RwLock<Index>,
+    /// Open segment files by id. Lock order: `index` before `segments`. A
+    /// segment is added before any meta points at it and removed only after
+    /// none does.
+    segments: RwLock<HashMap<u32, Arc<SegmentFile>>>,
+    next_segment: AtomicU32,
     keyring: Keyring,
     hub: broadcast::Sender<Committed>,
     /// Set when an fsync failed: the page cache can no longer be trusted, so
     /// no further write is accepted until a restart recovers from disk.
     poisoned: AtomicBool,
     poison_reason: Mutex<String>,
+    /// The manifest as last written; every change goes through this lock.
+    manifest: Mutex<Manifest>,
+    cache: Mutex<ChunkCache>,
+    /// Tells the sealer to stop between chunks (shutdown).
+    stop: AtomicBool,
+    /// The committed length of the active file, kept by the writer.
+    active_len: AtomicU64,
 }
 
 /// How many committed groups a slow subscriber may fall behind before it
@@ -136,10 +164,13 @@ struct Shared {
 const HUB_CAPACITY: usize = 1024;
 /// How many append requests may wait for the writer.
 const QUEUE_DEPTH: usize = 4096;
+/// How many bytes of decompressed chunks reads keep.
+const CACHE_BYTES: usize = 32 << 20;
 
 impl Store {
-    /// Opens (or creates) the store in `config.data_dir`, recovers the log's
-    /// tail, rebuilds the index and starts the writer.
+    /// Opens (or creates) the store in `config.data_dir`: recovers the
+    /// segments and the active file, rebuilds the index, starts the writer
+    /// and the sealer (which finishes any rotation a crash interrupted).
     pub fn open(config: StoreConfig, keyring: Keyring) -> Result<Store, StoreError> {
         let dir = config.data_dir.clone();
         let open_err = |source| StoreError::Open {
@@ -147,23 +178,43 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(&dir).map_err(open_err)?;
-        let recovered = recovery::recover(&dir)?;
-        let reader = File::open(dir.join(LOG_FILE)).map_err(open_err)?;
+        let recovered = recovery::recover(&dir, &keyring)?;
         let (hub, _) = broadcast::channel(HUB_CAPACITY);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
-            reader,
             index: RwLock::new(recovered.index),
+            segments: RwLock::new(recovered.segments),
+            next_segment: AtomicU32::new(recovered.next_segment),
             keyring,
             hub,
             poisoned: AtomicBool::new(false),
             poison_reason: Mutex::new(String::new()),
+            manifest: Mutex::new(recovered.manifest),
+            cache: Mutex::new(ChunkCache::default()),
+            stop: AtomicBool::new(false),
+            active_len: AtomicU64::new(recovered.len),
         });
+        let (jobs, job_rx) = std::sync::mpsc::channel();
+        for pending in recovered.pending {
+            // The receiver is alive: it is handed to the sealer below.
+            let _ = jobs.send(pending);
+        }
+        let sealer_shared = Arc::clone(&shared);
+        let sealer = std::thread::Builder::new()
+            .name("auditlog-sealer".into())
+            .spawn(move || sealer::run(&sealer_shared, &job_rx))
+            .map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let state = writer::Writer::new(
-            recovered.file,
-            recovered.len,
+            writer::Active {
+                file: recovered.file,
+                len: recovered.len,
+                segment: recovered.active_segment,
+                first_seq: recovered.active_first_seq,
+            },
             config.durability,
+            config.max_segment_bytes,
+            jobs,
             Arc::clone(&shared),
         );
         let handle = std::thread::Builder::new()
@@ -174,7 +225,16 @@ impl Store {
             shared,
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            sealer: Mutex::new(Some(sealer)),
         })
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<writer::Command>, StoreError> {
+        self.sender
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)
     }
 
     /// Appends `events` atomically and returns their receipts once durable.
@@ -182,15 +242,21 @@ impl Store {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(self.shared.poison_error());
         }
-        let sender = self
-            .sender
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .clone()
-            .ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(writer::Append { events, reply })
+        self.sender()?
+            .send(writer::Command::Append(writer::Append { events, reply }))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Seals the active segment now (if it holds anything) and has it
+    /// compressed. With `wait`, returns once the segment is compressed and in
+    /// the manifest; otherwise once it is sealed.
+    pub async fn rotate(&self, wait: bool) -> Result<Option<Sealed>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender()?
+            .send(writer::Command::Rotate { wait, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -214,7 +280,7 @@ impl Store {
         self.index().select(filter, order, cursor, max_seq, limit)
     }
 
-    /// Reads the records at `metas` from the file. Blocking.
+    /// Reads the records at `metas`. Blocking.
     pub fn read(&self, metas: &[Meta]) -> Result<Vec<Record>, StoreError> {
         metas.iter().map(|m| self.shared.read_record(m)).collect()
     }
@@ -234,108 +300,45 @@ impl Store {
         self.shared.poisoned.load(Ordering::Acquire)
     }
 
-    /// Re-reads the log and checks every record between `from_seq` and
-    /// `to_seq` (0: the head), and each checkpoint. Blocking.
+    /// Re-reads every segment and checks every record, the chain across
+    /// segments, the manifest, and each checkpoint. Blocking.
     pub fn verify(
         &self,
         from_seq: u64,
         to_seq: u64,
         checkpoints: &[Checkpoint],
     ) -> Result<Report, StoreError> {
-        let (head, start, end) = {
-            let index = self.index();
-            let head = index.last().map_or(0, |m| m.seq);
-            let to = if to_seq == 0 { head } else { to_seq.min(head) };
-            let end = index.get(to).map_or(0, |m| m.offset + u64::from(m.len));
-            let start = match from_seq {
-                0 | 1 => None,
-                s => index.get(s - 1).copied(),
-            };
-            (to, start, end)
-        };
-        let keyring = &self.shared.keyring;
-        let (mut verifier, offset, first_line) = match start {
-            None => (Verifier::from_genesis(keyring), 0, 1),
-            Some(before) => {
-                let rec = self.shared.read_record(&before)?;
-                let line = line_number(&self.shared.reader, before.offset)?;
-                (
-                    Verifier::new(keyring, before.seq + 1, &rec.signature),
-                    before.offset + u64::from(before.len),
-                    line + 1,
-                )
-            }
-        };
-        // Read the file by its path rather than through the open handle, so a
-        // log replaced behind the server's back (an editor's save) is what is
-        // checked.
-        let mut file = File::open(self.shared.dir.join(LOG_FILE)).map_err(StoreError::Read)?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset))
-            .map_err(StoreError::Read)?;
-        let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
-        let mut pos = offset;
-        let mut buf = Vec::with_capacity(4096);
-        let mut line_no = first_line;
-        let mut checkpoint_found = vec![false; checkpoints.len()];
-        loop {
-            buf.clear();
-            let n = std::io::BufRead::read_until(&mut reader, b'\n', &mut buf)
-                .map_err(StoreError::Read)?;
-            if n == 0 {
-                break;
-            }
-            pos += n as u64;
-            if buf.last() != Some(&b'\n') {
-                // Past the committed end this is a write in progress, not damage.
-                if pos <= end {
-                    verifier.torn_tail(LOG_FILE, line_no, buf.len());
-                }
-                break;
-            }
-            buf.pop();
-            if let Some(record) = verifier.check_line(LOG_FILE, line_no, &buf) {
-                for (i, c) in checkpoints.iter().enumerate() {
-                    if c.seq == record.seq && c.signature == record.signature {
-                        checkpoint_found[i] = true;
-                    }
-                }
-                if record.seq >= head && verifier.expected() > head {
-                    break;
-                }
-            }
-            line_no += 1;
-        }
-        let mut report = verifier.finish(head, LOG_FILE);
-        for (c, found) in checkpoints.iter().zip(checkpoint_found) {
-            if !found {
-                report.findings.push(crate::integrity::Finding {
-                    kind: crate::integrity::FindingKind::CheckpointMismatch,
-                    seq: c.seq,
-                    line: 0,
-                    file: LOG_FILE.to_owned(),
-                    message: format!(
-                        "checkpoint seq {} with signature {} is not in the log as given: the \
-                         record was modified, removed, or the receipt is not from this log",
-                        c.seq, c.signature
-                    ),
-                });
-            }
-        }
-        Ok(report)
+        verify::verify(&self.shared, from_seq, to_seq, checkpoints)
+    }
+
+    /// Purges every sealed segment whose newest event is older than `max_age`
+    /// (logging the purge as an event first). Returns what was purged.
+    pub async fn apply_retention(
+        &self,
+        max_age: std::time::Duration,
+    ) -> Result<Option<Purge>, StoreError> {
+        retention::apply(self, max_age).await
     }
 
     /// Stops the writer after it has committed every request already queued,
-    /// and waits for it. Appends after this fail with [`StoreError::Closed`].
+    /// then the sealer (an interrupted compression is redone at the next
+    /// start), and waits for both. Appends after this fail with
+    /// [`StoreError::Closed`].
     pub fn shutdown(&self) {
         if let Ok(mut sender) = self.sender.lock() {
             sender.take();
         }
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(handle) = handle
-            && handle.join().is_err()
-        {
-            tracing::error!("the writer thread panicked");
-        }
+        let join = |slot: &Mutex<Option<JoinHandle<()>>>, what: &str| {
+            let handle = slot.lock().ok().and_then(|mut w| w.take());
+            if let Some(handle) = handle
+                && handle.join().is_err()
+            {
+                tracing::error!("the {what} thread panicked");
+            }
+        };
+        join(&self.writer, "writer");
+        self.shared.stop.store(true, Ordering::Relaxed);
+        join(&self.sealer, "sealer");
     }
 
     /// The data directory.
@@ -344,9 +347,7 @@ impl Store {
     }
 
     fn index(&self) -> RwLockReadGuard<'_, Index> {
-        // A poisoned lock means a reader panicked mid-read; the index itself
-        // is only changed by the writer between whole records, so it is sound.
-        self.shared.index.read().unwrap_or_else(|e| e.into_inner())
+        self.shared.index()
     }
 }
 
@@ -357,15 +358,96 @@ impl Drop for Store {
 }
 
 impl Shared {
-    fn read_record(&self, meta: &Meta) -> Result<Record, StoreError> {
-        let mut buf = vec![0u8; meta.len as usize];
-        self.reader
-            .read_exact_at(&mut buf, meta.offset)
-            .map_err(StoreError::Read)?;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
+    fn index(&self) -> RwLockReadGuard<'_, Index> {
+        // A poisoned lock means a reader panicked mid-read; the index itself
+        // is only changed between whole records, so it is sound.
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn segments(&self) -> RwLockReadGuard<'_, HashMap<u32, Arc<SegmentFile>>> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_segment(&self, segment: SegmentFile) -> u32 {
+        let id = self.next_segment.fetch_add(1, Ordering::Relaxed);
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(segment));
+        id
+    }
+
+    /// The segment holding `meta`, and `meta` as it is now: the sealer may
+    /// have moved the record into a compressed segment since `meta` was read.
+    fn locate(&self, meta: &Meta) -> Result<(Arc<SegmentFile>, Meta), StoreError> {
+        if let Some(seg) = self.segments().get(&meta.segment) {
+            return Ok((Arc::clone(seg), *meta));
         }
-        let record = Record::parse(&buf).map_err(|e| StoreError::Corrupt {
+        let current = self.index().get(meta.seq).copied();
+        current
+            .and_then(|m| self.segments().get(&m.segment).map(|s| (Arc::clone(s), m)))
+            .ok_or_else(|| {
+                StoreError::Read(std::io::Error::other(format!(
+                    "seq {} is no longer stored (purged by retention)",
+                    meta.seq
+                )))
+            })
+    }
+
+    /// The line of the record at `meta` (without its newline).
+    fn read_line(&self, meta: &Meta) -> Result<Vec<u8>, StoreError> {
+        let (segment, meta) = self.locate(meta)?;
+        let mut line = match &*segment {
+            SegmentFile::Plain { file, .. } => {
+                let mut buf = vec![0u8; meta.len as usize];
+                file.read_exact_at(&mut buf, meta.offset)
+                    .map_err(StoreError::Read)?;
+                buf
+            }
+            SegmentFile::Gzip { file, chunks, .. } => {
+                let chunk_no = (meta.offset >> 32) as u32;
+                let inner = (meta.offset & 0xffff_ffff) as usize;
+                let chunk = self.chunk(meta.segment, chunk_no, file, chunks)?;
+                chunk
+                    .get(inner..inner + meta.len as usize)
+                    .ok_or_else(|| StoreError::Corrupt {
+                        seq: meta.seq,
+                        reason: "the segment index points outside its chunk".into(),
+                    })?
+                    .to_vec()
+            }
+        };
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        Ok(line)
+    }
+
+    /// A decompressed chunk, from the cache or the file.
+    fn chunk(
+        &self,
+        segment: u32,
+        chunk_no: u32,
+        file: &File,
+        chunks: &[segment::Chunk],
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
+        let key = (segment, chunk_no);
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key)) {
+            return Ok(hit);
+        }
+        let chunk = chunks
+            .get(chunk_no as usize)
+            .ok_or_else(|| StoreError::Read(std::io::Error::other("chunk out of range")))?;
+        let plain = Arc::new(segment::read_chunk(file, chunk).map_err(StoreError::Read)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(key, Arc::clone(&plain));
+        }
+        Ok(plain)
+    }
+
+    fn read_record(&self, meta: &Meta) -> Result<Record, StoreError> {
+        let line = self.read_line(meta)?;
+        let record = Record::parse(&line).map_err(|e| StoreError::Corrupt {
             seq: meta.seq,
             reason: format!("{e}; run VerifyIntegrity to locate the damage"),
         })?;
@@ -400,23 +482,34 @@ impl Shared {
     }
 }
 
-/// The 1-based line number of the line starting at `offset`. Blocking.
-fn line_number(file: &File, offset: u64) -> Result<u64, StoreError> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut pos = 0u64;
-    let mut lines = 1u64;
-    while pos < offset {
-        let want = buf.len().min((offset - pos) as usize);
-        let n = file
-            .read_at(&mut buf[..want], pos)
-            .map_err(StoreError::Read)?;
-        if n == 0 {
-            break;
-        }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-        pos += n as u64;
+/// Decompressed chunks, evicted oldest first past [`CACHE_BYTES`].
+#[derive(Default)]
+struct ChunkCache {
+    map: HashMap<(u32, u32), Arc<Vec<u8>>>,
+    order: VecDeque<(u32, u32)>,
+    bytes: usize,
+}
+
+impl ChunkCache {
+    fn get(&self, key: (u32, u32)) -> Option<Arc<Vec<u8>>> {
+        self.map.get(&key).cloned()
     }
-    Ok(lines)
+
+    fn put(&mut self, key: (u32, u32), chunk: Arc<Vec<u8>>) {
+        self.bytes += chunk.len();
+        match self.map.insert(key, chunk) {
+            Some(old) => self.bytes -= old.len(),
+            None => self.order.push_back(key),
+        }
+        while self.bytes > CACHE_BYTES {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(c) = self.map.remove(&old) {
+                self.bytes -= c.len();
+            }
+        }
+    }
 }
 
 /// Makes a directory entry change (a created or renamed file) durable.

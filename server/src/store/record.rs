@@ -159,19 +159,79 @@ impl Record {
 
     /// Checks the record's MAC over `line`, the exact bytes it was parsed from.
     pub fn check_mac(&self, line: &[u8], keyring: &Keyring) -> MacCheck {
-        let Some(key) = keyring.get(&self.key_id) else {
-            return MacCheck::UnknownKey;
-        };
-        let Ok(sig) = hex::decode(&self.signature) else {
-            return MacCheck::Invalid;
-        };
-        let signed = &line[..line.len().saturating_sub(SIG_SUFFIX_LEN)];
-        if key.verify(signed, &sig) {
-            MacCheck::Valid
-        } else {
-            MacCheck::Invalid
-        }
+        check_mac(line, &self.key_id, &self.signature, keyring)
     }
+}
+
+/// The fields verification needs, read by their fixed positions (`seq`
+/// first; `key_id`, `prev`, `signature` last) without parsing the rest of the
+/// line. Sound because verification then checks the MAC over the whole line:
+/// a line with a valid MAC is exactly what the server wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead<'a> {
+    pub seq: u64,
+    pub key_id: &'a str,
+    pub prev: &'a str,
+    pub signature: &'a str,
+}
+
+impl<'a> RecordHead<'a> {
+    /// Reads the head of `line` (without its newline); `None` if the line
+    /// does not have the record layout.
+    pub fn peek(line: &'a [u8]) -> Option<RecordHead<'a>> {
+        let rest = line.strip_prefix(b"{\"seq\":")?;
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 20 || rest.get(digits) != Some(&b',') {
+            return None;
+        }
+        let seq = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+        let signature = std::str::from_utf8(signature_of(line)?).ok()?;
+        // What precedes the signature ends with `,"key_id":"<id>","prev":"<64 hex>"`.
+        let body = &line[..line.len() - SIG_SUFFIX_LEN];
+        let body = body.strip_suffix(b"\"")?;
+        let prev = body.get(body.len().checked_sub(64)?..)?;
+        if !is_lower_hex(prev) {
+            return None;
+        }
+        let body = body[..body.len() - 64].strip_suffix(b",\"prev\":\"")?;
+        let body = body.strip_suffix(b"\"")?;
+        let start = body.iter().rposition(|&b| b == b'"')? + 1;
+        let key_id = &body[start..];
+        body[..start].strip_suffix(b",\"key_id\":\"")?;
+        Some(RecordHead {
+            seq,
+            key_id: std::str::from_utf8(key_id).ok()?,
+            prev: std::str::from_utf8(prev).ok()?,
+            signature,
+        })
+    }
+
+    /// Checks the MAC of `line`, the bytes this head was read from.
+    pub fn check_mac(&self, line: &[u8], keyring: &Keyring) -> MacCheck {
+        check_mac(line, self.key_id, self.signature, keyring)
+    }
+}
+
+fn check_mac(line: &[u8], key_id: &str, signature: &str, keyring: &Keyring) -> MacCheck {
+    let Some(key) = keyring.get(key_id) else {
+        return MacCheck::UnknownKey;
+    };
+    let mut sig = [0u8; 32];
+    if hex::decode_to_slice(signature, &mut sig).is_err() {
+        return MacCheck::Invalid;
+    }
+    let signed = &line[..line.len().saturating_sub(SIG_SUFFIX_LEN)];
+    if key.verify(signed, &sig) {
+        MacCheck::Valid
+    } else {
+        MacCheck::Invalid
+    }
+}
+
+fn is_lower_hex(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// The 64 hex digits of the line's trailing signature field, if it has one.
@@ -184,9 +244,7 @@ fn signature_of(line: &[u8]) -> Option<&[u8]> {
         return None;
     }
     let hex = &suffix[SIG_HEAD.len()..SIG_HEAD.len() + 64];
-    hex.iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-        .then_some(hex)
+    is_lower_hex(hex).then_some(hex)
 }
 
 fn push_json<T: serde::Serialize + ?Sized>(line: &mut Vec<u8>, value: &T) {
@@ -337,6 +395,20 @@ mod tests {
         assert_eq!(record.check_mac(body, &other), MacCheck::Invalid);
         let unknown = Keyring::new("k2", b"0123456789abcdef0123456789abcdef".to_vec());
         assert_eq!(record.check_mac(body, &unknown), MacCheck::UnknownKey);
+    }
+
+    #[test]
+    fn head_peek_reads_the_fixed_fields() {
+        let (record, line) = sealed();
+        let body = &line[..line.len() - 1];
+        let head = RecordHead::peek(body).unwrap();
+        assert_eq!(head.seq, 42);
+        assert_eq!(head.key_id, "k1");
+        assert_eq!(head.prev, GENESIS);
+        assert_eq!(head.signature, record.signature);
+        assert_eq!(head.check_mac(body, &keyring()), MacCheck::Valid);
+        assert_eq!(RecordHead::peek(b"{\"seq\":x}"), None);
+        assert_eq!(RecordHead::peek(&body[1..]), None);
     }
 
     #[test]

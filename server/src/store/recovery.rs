@@ -18,21 +18,37 @@
 //! Only the end of the log is ever cut, and only what no caller was told was
 //! written: the writer acknowledges a batch after all of it is durable.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read as _, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
 
 use super::index::Index;
+use super::manifest::{Manifest, SegmentEntry};
 use super::record::Record;
+use super::sealer::{self, Job};
+use super::segment::{Chunk, SegmentFile, SegmentIndex};
 use super::{LOG_FILE, QUARANTINE_FILE, StoreError, sync_dir};
+use crate::integrity::Keyring;
 
-/// The log after recovery.
+/// The store as recovery found (and finished) it.
 pub(super) struct Recovered {
-    /// The log, opened for appending.
+    /// The active segment, opened for appending.
     pub file: File,
     /// Its length after any cut.
     pub len: u64,
+    /// Its id in `segments`, and the seq of its first record (0: empty).
+    pub active_segment: u32,
+    pub active_first_seq: u64,
     pub index: Index,
+    pub segments: HashMap<u32, Arc<SegmentFile>>,
+    pub next_segment: u32,
+    pub manifest: Manifest,
+    /// Sealed segments whose compression a crash interrupted.
+    pub pending: Vec<Job>,
 }
 
 /// A batch whose records are still being read.
@@ -42,7 +58,213 @@ struct OpenBatch {
     records: Vec<(Record, u64, u32)>,
 }
 
-pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
+/// Brings the data directory to a consistent state and indexes it: the
+/// manifest's compressed segments (from their index files), sealed segments
+/// still waiting for compression, then the active file.
+pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreError> {
+    let io = |source| StoreError::Open {
+        path: dir.display().to_string(),
+        source,
+    };
+    let loaded = Manifest::load(dir, keyring)?;
+    if !loaded.authentic {
+        tracing::error!(
+            "{} does not match its MAC: it was edited outside the server; VerifyIntegrity \
+             reports it",
+            super::manifest::MANIFEST_FILE
+        );
+    }
+    let manifest = loaded.manifest;
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    // Leftovers of an interrupted step: always rewritten from scratch.
+    for tmp in names.iter().filter(|n| n.ends_with(".tmp")) {
+        std::fs::remove_file(dir.join(tmp)).map_err(io)?;
+    }
+
+    let mut index = Index::default();
+    let mut segments = HashMap::new();
+    let mut next_segment = 0u32;
+    fn add(segments: &mut HashMap<u32, Arc<SegmentFile>>, next: &mut u32, seg: SegmentFile) -> u32 {
+        let id = *next;
+        *next += 1;
+        segments.insert(id, Arc::new(seg));
+        id
+    }
+
+    for entry in &manifest.segments {
+        let path = dir.join(&entry.file);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(file = %entry.file, error = %e, "a segment in the manifest is missing; VerifyIntegrity reports it");
+                continue;
+            }
+        };
+        let seg_index = load_index(dir, entry, &file).map_err(io)?;
+        let id = add(
+            &mut segments,
+            &mut next_segment,
+            SegmentFile::Gzip {
+                name: entry.file.clone(),
+                file,
+                chunks: seg_index.chunks.clone(),
+            },
+        );
+        index.add_sealed(id, &seg_index);
+    }
+
+    let recorded: Vec<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    let mut pending = Vec::new();
+    for plain in names.iter().filter(|n| is_sealed_plain(n)) {
+        let (gz, _) = sealer::names(plain);
+        if recorded.contains(&gz.as_str()) {
+            // Crashed before step 4: the compressed copy is recorded.
+            sealer::delete(dir, plain).map_err(io)?;
+            continue;
+        }
+        let file = File::open(dir.join(plain)).map_err(io)?;
+        let id = add(
+            &mut segments,
+            &mut next_segment,
+            SegmentFile::Plain {
+                name: plain.clone(),
+                file: file.try_clone().map_err(io)?,
+            },
+        );
+        scan(&file, &mut index, id).map_err(io)?;
+        tracing::info!(file = %plain, "a sealed segment was not compressed yet; compressing it");
+        pending.push(Job {
+            segment: id,
+            plain: plain.clone(),
+            done: None,
+        });
+    }
+
+    let before = index.last().map(|m| m.seq);
+    let (file, len, active_segment) = {
+        let (file, len) = recover_active(dir, &mut index, next_segment)?;
+        let reader = file.try_clone().map_err(io)?;
+        let id = add(
+            &mut segments,
+            &mut next_segment,
+            SegmentFile::Plain {
+                name: LOG_FILE.to_owned(),
+                file: reader,
+            },
+        );
+        (file, len, id)
+    };
+    let active_first_seq = match index.last() {
+        Some(m) if Some(m.seq) != before && m.segment == active_segment => index
+            .select(
+                &Default::default(),
+                super::Order::OldestFirst,
+                before,
+                u64::MAX,
+                1,
+            )
+            .first()
+            .map_or(0, |m| m.seq),
+        _ => 0,
+    };
+    Ok(Recovered {
+        file,
+        len,
+        active_segment,
+        active_first_seq,
+        index,
+        segments,
+        next_segment,
+        manifest,
+        pending,
+    })
+}
+
+/// `audit.<time>.log`, a sealed segment not yet compressed.
+fn is_sealed_plain(name: &str) -> bool {
+    name != LOG_FILE && name.starts_with("audit.") && name.ends_with(".log")
+}
+
+/// A compressed segment's index: its `.idx` when that matches the manifest,
+/// otherwise rebuilt from the `.gz` and rewritten.
+fn load_index(dir: &Path, entry: &SegmentEntry, gz: &File) -> std::io::Result<SegmentIndex> {
+    let idx_path = dir.join(&entry.index);
+    if let Ok(bytes) = std::fs::read(&idx_path)
+        && hex::encode(Sha256::digest(&bytes)) == entry.index_sha256
+        && let Ok(index) = SegmentIndex::decode(&bytes)
+    {
+        return Ok(index);
+    }
+    tracing::warn!(file = %entry.index, "segment index missing or damaged; rebuilding it from the segment");
+    let index = rebuild_index(gz)?;
+    let tmp = dir.join(format!("{}.tmp", entry.index));
+    let mut f = File::create(&tmp)?;
+    f.write_all(&index.encode())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &idx_path)?;
+    sync_dir(dir)?;
+    Ok(index)
+}
+
+/// Reads a compressed segment member by member to rebuild its index.
+fn rebuild_index(gz: &File) -> std::io::Result<SegmentIndex> {
+    let mut bytes = Vec::new();
+    (&*gz).seek(SeekFrom::Start(0))?;
+    (&*gz).read_to_end(&mut bytes)?;
+    let mut builder = super::segment::IndexBuilder::default();
+    let mut rest = bytes.as_slice();
+    let mut offset = 0u64;
+    while !rest.is_empty() {
+        let mut decoder = flate2::bufread::GzDecoder::new(rest);
+        let mut plain = Vec::new();
+        decoder.read_to_end(&mut plain)?;
+        let left = decoder.into_inner();
+        let compressed = (rest.len() - left.len()) as u64;
+        let chunk_no = builder.index.chunks.len() as u32;
+        let mut pos = 0usize;
+        for line in plain.split_inclusive(|&b| b == b'\n') {
+            if let Ok(record) = Record::parse(line.strip_suffix(b"\n").unwrap_or(line)) {
+                builder.row(&record, chunk_no, pos as u32, line.len() as u32);
+            }
+            pos += line.len();
+        }
+        builder.index.chunks.push(Chunk {
+            offset,
+            compressed: compressed as u32,
+            plain: plain.len() as u32,
+        });
+        offset += compressed;
+        rest = left;
+    }
+    Ok(builder.index)
+}
+
+/// Indexes the complete records of a sealed plain segment.
+fn scan(file: &File, index: &mut Index, segment: u32) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut offset = 0u64;
+    let mut line = Vec::with_capacity(4096);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            return Ok(());
+        }
+        if let Ok(record) = Record::parse(&line[..n - 1]) {
+            index.add(&record, segment, offset, n as u32);
+        }
+        offset += n as u64;
+    }
+}
+
+/// Recovers the active file (creating it if there is none): indexes its
+/// records as segment `segment`, and cuts and quarantines an unacknowledged
+/// tail. Returns the file, opened for appending, and its kept length.
+fn recover_active(dir: &Path, index: &mut Index, segment: u32) -> Result<(File, u64), StoreError> {
     let path = dir.join(LOG_FILE);
     let io = |source| StoreError::Open {
         path: path.display().to_string(),
@@ -59,7 +281,6 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
         sync_dir(dir).map_err(io)?;
     }
 
-    let mut index = Index::default();
     let mut reader = BufReader::with_capacity(1 << 20, &file);
     let mut offset = 0u64;
     let mut line = Vec::with_capacity(4096);
@@ -82,7 +303,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
                 if open.remaining == 0 {
                     if let Some(done) = batch.take() {
                         for (r, o, l) in &done.records {
-                            index.add(r, *o, *l);
+                            index.add(r, segment, *o, *l);
                         }
                     }
                     keep = offset + len;
@@ -97,7 +318,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
                     });
                 }
                 _ => {
-                    index.add(&record, offset, len32);
+                    index.add(&record, segment, offset, len32);
                     keep = offset + len;
                 }
             },
@@ -109,7 +330,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
                 if open.remaining == 0 {
                     if let Some(done) = batch.take() {
                         for (r, o, l) in &done.records {
-                            index.add(r, *o, *l);
+                            index.add(r, segment, *o, *l);
                         }
                     }
                     keep = offset + len;
@@ -133,11 +354,7 @@ pub(super) fn recover(dir: &Path) -> Result<Recovered, StoreError> {
     if keep < total {
         quarantine(&mut file, dir, keep, total).map_err(io)?;
     }
-    Ok(Recovered {
-        file,
-        len: keep,
-        index,
-    })
+    Ok((file, keep))
 }
 
 /// Appends bytes `keep..total` of the log to the quarantine file, makes that
@@ -198,7 +415,7 @@ mod tests {
     fn scenario(content: &[u8]) -> (tempfile::TempDir, Recovered) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(LOG_FILE), content).unwrap();
-        let r = recover(dir.path()).unwrap();
+        let r = recover(dir.path(), &Keyring::new("k1", vec![1; 32])).unwrap();
         (dir, r)
     }
 

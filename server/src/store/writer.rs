@@ -7,6 +7,12 @@
 //! answers every caller. One fsync serves everyone who arrived while the
 //! previous one ran, so durability costs little under load.
 //!
+//! Rotation: after a commit leaves the active segment at or past the size
+//! limit (or on request), the writer seals it (renames `audit.log` to
+//! `audit.<UTC time>.log`, creates a new `audit.log`, syncs the directory)
+//! and hands the sealed file to the sealer thread to compress. Callers wait
+//! only for the renames, never for the compression.
+//!
 //! Failure rules: a failed `write` is cut back off the file (`set_len`) and
 //! fails the group with nothing written and no seq consumed. A failed
 //! `fdatasync` poisons the store: after it the page cache cannot be trusted,
@@ -22,12 +28,36 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot};
 
 use super::record::{GENESIS, NewEvent, Record, now_micros};
-use super::{Durability, Receipt, Shared, StoreError};
+use super::sealer::{self, Job, Sealed};
+use super::segment::SegmentFile;
+use super::{Durability, LOG_FILE, Receipt, Shared, StoreError};
+
+/// What the writer is asked to do.
+pub(super) enum Command {
+    Append(Append),
+    /// Seal the active segment now; with `wait`, answer once it is
+    /// compressed.
+    Rotate {
+        wait: bool,
+        reply: oneshot::Sender<Result<Option<Sealed>, StoreError>>,
+    },
+}
 
 /// One caller's request: its events are written together or not at all.
 pub(super) struct Append {
     pub events: Vec<NewEvent>,
     pub reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+}
+
+/// The active segment as the writer holds it.
+pub(super) struct Active {
+    pub file: File,
+    /// The length of its durable part.
+    pub len: u64,
+    /// Its id in the segment table.
+    pub segment: u32,
+    /// The seq of its first record; 0 while it is empty.
+    pub first_seq: u64,
 }
 
 /// The most events one group commit takes.
@@ -39,7 +69,12 @@ pub(super) struct Writer {
     file: File,
     /// The length of the durable part of the file.
     len: u64,
+    segment: u32,
+    /// The seq of the active segment's first record; 0 while it is empty.
+    segment_first: u64,
     durability: Durability,
+    max_segment_bytes: u64,
+    sealer: std::sync::mpsc::Sender<Job>,
     shared: Arc<Shared>,
     next_seq: u64,
     prev: String,
@@ -53,24 +88,40 @@ struct Staged {
 }
 
 impl Writer {
-    pub fn new(file: File, len: u64, durability: Durability, shared: Arc<Shared>) -> Writer {
-        let (next_seq, prev, last_timestamp) = {
-            let index = shared.index.read().unwrap_or_else(|e| e.into_inner());
-            match index.last() {
-                Some(m) => {
-                    let prev = shared
-                        .read_record(m)
-                        .map(|r| r.signature)
-                        .unwrap_or_else(|_| GENESIS.to_owned());
-                    (m.seq + 1, prev, m.timestamp)
+    pub fn new(
+        active: Active,
+        durability: Durability,
+        max_segment_bytes: u64,
+        sealer: std::sync::mpsc::Sender<Job>,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        let last = shared.index().last().copied();
+        let (next_seq, prev, last_timestamp) = match last {
+            Some(m) => {
+                let prev = shared
+                    .read_record(&m)
+                    .map(|r| r.signature)
+                    .unwrap_or_else(|_| GENESIS.to_owned());
+                (m.seq + 1, prev, m.timestamp)
+            }
+            // After a purge of everything sealed, the chain continues from
+            // the last purged record.
+            None => {
+                let purged = shared.manifest.lock().ok().and_then(|m| m.purged.clone());
+                match purged {
+                    Some(p) => (p.through_seq + 1, p.last_signature, 0),
+                    None => (1, GENESIS.to_owned(), 0),
                 }
-                None => (1, GENESIS.to_owned(), 0),
             }
         };
         Writer {
-            file,
-            len,
+            file: active.file,
+            len: active.len,
+            segment: active.segment,
+            segment_first: active.first_seq,
             durability,
+            max_segment_bytes,
+            sealer,
             shared,
             next_seq,
             prev,
@@ -79,24 +130,106 @@ impl Writer {
     }
 
     /// Serves requests until every sender is gone, then returns.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(first) = rx.blocking_recv() {
-            let mut group = vec![first];
-            let mut events = group[0].events.len();
-            while events < MAX_GROUP_EVENTS {
-                match rx.try_recv() {
-                    Ok(next) => {
-                        events += next.events.len();
-                        group.push(next);
+            let mut group = Vec::new();
+            let mut rotations = Vec::new();
+            let mut events = 0;
+            let mut next = Some(first);
+            while let Some(command) = next.take() {
+                match command {
+                    Command::Append(a) => {
+                        events += a.events.len();
+                        group.push(a);
                     }
-                    Err(_) => break,
+                    Command::Rotate { wait, reply } => rotations.push((wait, reply)),
+                }
+                if events < MAX_GROUP_EVENTS {
+                    next = rx.try_recv().ok();
                 }
             }
-            self.commit(group);
+            if !group.is_empty() {
+                self.commit(group);
+            }
+            if self.len >= self.max_segment_bytes
+                && let Err(e) = self.rotate(None)
+            {
+                tracing::error!(error = %e, "automatic rotation failed; writing on");
+            }
+            for (wait, reply) in rotations {
+                self.rotate_on_request(wait, reply);
+            }
         }
         if let Err(e) = self.file.sync_data() {
             tracing::error!(error = %e, "final sync of the log failed");
         }
+    }
+
+    fn rotate_on_request(
+        &mut self,
+        wait: bool,
+        reply: oneshot::Sender<Result<Option<Sealed>, StoreError>>,
+    ) {
+        if self.len == 0 {
+            let _ = reply.send(Ok(None));
+            return;
+        }
+        if wait {
+            if let Err(e) = self.rotate(Some(reply)) {
+                tracing::error!(error = %e, "requested rotation failed");
+            }
+        } else {
+            let sealed = self.rotate(None);
+            let _ = reply.send(sealed.map(Some));
+        }
+    }
+
+    /// Seals the active segment and starts a new one; the sealer compresses
+    /// the sealed file and, if given, answers `done` when it has.
+    fn rotate(
+        &mut self,
+        done: Option<oneshot::Sender<Result<Option<Sealed>, StoreError>>>,
+    ) -> Result<Sealed, StoreError> {
+        let (first_seq, last_seq) = (self.segment_first, self.next_seq - 1);
+        let dir = self.shared.dir.clone();
+        let result = sealer::seal(&dir).and_then(|(plain_name, file)| {
+            let segment = self.shared.add_segment(SegmentFile::Plain {
+                name: LOG_FILE.to_owned(),
+                file: file.try_clone()?,
+            });
+            Ok((plain_name, file, segment))
+        });
+        let (plain_name, file, segment) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let err = StoreError::Rotate(e.to_string());
+                if let Some(done) = done {
+                    let _ = done.send(Err(StoreError::Rotate(e.to_string())));
+                }
+                return Err(err);
+            }
+        };
+        let sealed = Sealed {
+            file: plain_name.clone(),
+            first_seq,
+            last_seq,
+        };
+        let job = Job {
+            segment: self.segment,
+            plain: plain_name,
+            done,
+        };
+        self.file = file;
+        self.len = 0;
+        self.shared.active_len.store(0, Ordering::Release);
+        self.segment = segment;
+        self.segment_first = 0;
+        tracing::info!(file = %sealed.file, first_seq, last_seq, "sealed a segment");
+        if let Err(e) = self.sealer.send(job) {
+            // The sealer only stops at shutdown; the next start compresses it.
+            tracing::warn!(error = %e, "sealer is gone; compression left for the next start");
+        }
+        Ok(sealed)
     }
 
     fn commit(&mut self, group: Vec<Append>) {
@@ -187,11 +320,16 @@ impl Writer {
             Ok(()) => {
                 {
                     let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
+
                     for (record, (offset, len)) in records.iter().zip(&positions) {
-                        index.add(record, *offset, *len);
+                        index.add(record, self.segment, *offset, *len);
                     }
                 }
                 self.len += buf.len() as u64;
+                self.shared.active_len.store(self.len, Ordering::Release);
+                if self.segment_first == 0 {
+                    self.segment_first = records.first().map_or(0, |r| r.seq);
+                }
                 self.next_seq = seq;
                 self.prev = prev;
                 self.last_timestamp = timestamp;

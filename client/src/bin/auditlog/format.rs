@@ -135,6 +135,8 @@ pub fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
         "head_seq": r.head_seq,
         "head_signature": r.head_signature,
         "elapsed_ms": r.elapsed_ms,
+        "events_per_second": r.events_per_second,
+        "segments_checked": r.segments_checked,
         "problems": r.problems.iter().map(|p| json!({
             "kind": problem_kind_text(p.kind),
             "seq": p.seq,

@@ -20,7 +20,7 @@ use format::{Table, event_json, parse_time, receipt_json, timestamp_text};
 
 /// Record, query, stream and verify events in an auditlog server.
 #[derive(Debug, Parser)]
-#[command(name = "auditlog", version, about, propagate_version = true)]
+#[command(name = "auditlog", version, propagate_version = true)]
 struct Cli {
     /// The server's URL.
     #[arg(
@@ -107,6 +107,18 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Seal the active segment now and compress it (admin).
+    #[command(
+        after_help = "Examples:\n  auditlog rotate\n  auditlog rotate --wait   # until the .gz is in the manifest"
+    )]
+    Rotate {
+        /// Wait until the sealed segment is compressed and in the manifest.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Purge segments older than the retention period now (admin).
+    #[command(after_help = "Example:\n  auditlog retention")]
+    Retention,
     /// gRPC health check with grpc_health_probe's exit codes.
     #[command(
         after_help = "Exit codes: 0 serving, 1 bad arguments, 2 connection failed, 3 RPC failed, 4 not serving.\nExample:\n  auditlog health --service auditlog.v1.AuditService --rpc-timeout 2s"
@@ -307,6 +319,40 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
             verbose,
         } => tail(client, &filter, from_seq, verbose, json).await,
         Command::Bench(args) => bench::run(client, args, json).await,
+        Command::Rotate { wait } => {
+            let r = client.rotate(wait).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"rotated": r.rotated, "file": r.file, "first_seq": r.first_seq, "last_seq": r.last_seq})
+                );
+            } else if r.rotated {
+                println!("sealed {} (seqs {}..={})", r.file, r.first_seq, r.last_seq);
+            } else {
+                println!("nothing to rotate: the active segment is empty");
+            }
+            Ok(())
+        }
+        Command::Retention => {
+            let r = client.apply_retention().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"segments": r.segments, "first_seq": r.first_seq, "through_seq": r.through_seq, "event_seq": r.event_seq})
+                );
+            } else if r.segments.is_empty() {
+                println!("nothing to purge: no segment is older than the retention period");
+            } else {
+                println!(
+                    "purged {} segment(s), seqs {}..={}; recorded as event seq {}",
+                    r.segments.len(),
+                    r.first_seq,
+                    r.through_seq,
+                    r.event_seq
+                );
+            }
+            Ok(())
+        }
         Command::Health(_) => unreachable!("handled before connecting"),
     }
 }
@@ -534,8 +580,14 @@ async fn integrity(
         println!("{}", format::report_json(&report));
     } else if report.ok {
         println!(
-            "OK: {} events verified in {} ms; head seq {} signature {}",
-            report.events_checked, report.elapsed_ms, report.head_seq, report.head_signature
+            "OK: {} events in {} segment file(s) verified in {} ms ({:.0} events/s); head seq {} \
+             signature {}",
+            report.events_checked,
+            report.segments_checked,
+            report.elapsed_ms,
+            report.events_per_second,
+            report.head_seq,
+            report.head_signature
         );
     } else {
         println!(

@@ -1,0 +1,258 @@
+//! The manifest: `manifest.json`, the list of sealed segments in seq order.
+//!
+//! Each entry records the segment's file and index names, seq and time
+//! ranges, event count, first `prev` and last `signature`, the SHA-256 of the
+//! `.gz` and of the `.idx`, and a summary (counts by type and workflow,
+//! distinct leads). `purged` records the last retention purge.
+//!
+//! The file is one line of JSON signed like a record: its last field is
+//! `"mac":"<64 hex>"`, an HMAC-SHA256 under `key_id` of the bytes before
+//! `,"mac":…` followed by `}`. An edit made without the key (say, dropping an
+//! entry to hide a deleted segment) is therefore detected.
+//!
+//! It is replaced atomically: written to `manifest.json.tmp`, fsynced,
+//! renamed over `manifest.json`, and the directory fsynced. A crash leaves
+//! either the old or the new manifest, never a mix.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::record::{format_timestamp, parse_timestamp};
+use super::segment::SealedInfo;
+use super::sync_dir;
+use crate::integrity::Keyring;
+
+pub const MANIFEST_FILE: &str = "manifest.json";
+const MANIFEST_TMP: &str = "manifest.json.tmp";
+const MAC_HEAD: &[u8] = b",\"mac\":\"";
+
+/// The list of sealed segments.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub version: u32,
+    pub segments: Vec<SegmentEntry>,
+    #[serde(default)]
+    pub purged: Option<Purged>,
+    /// The key the MAC is made with.
+    #[serde(default)]
+    pub key_id: String,
+}
+
+/// One sealed segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentEntry {
+    pub file: String,
+    pub index: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_timestamp: String,
+    pub last_timestamp: String,
+    pub events: u64,
+    pub first_prev: String,
+    pub last_signature: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub index_sha256: String,
+    pub summary: Summary,
+}
+
+/// What occurs in a segment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub event_types: BTreeMap<String, u64>,
+    pub workflows: BTreeMap<String, u64>,
+    pub leads: u64,
+}
+
+/// The last retention purge.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purged {
+    /// Every seq up to this one is gone.
+    pub through_seq: u64,
+    /// The signature of that last purged record: the `prev` of the first
+    /// record kept.
+    pub last_signature: String,
+}
+
+/// A manifest as read from disk.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    pub manifest: Manifest,
+    /// False when the MAC does not match: the file was edited.
+    pub authentic: bool,
+}
+
+/// Why the manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {MANIFEST_FILE}: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{MANIFEST_FILE} is not a valid manifest: {0}")]
+    Invalid(String),
+}
+
+impl SegmentEntry {
+    /// The entry for a segment just compressed.
+    pub fn new(file: String, index: String, info: &SealedInfo) -> SegmentEntry {
+        SegmentEntry {
+            file,
+            index,
+            first_seq: info.first_seq,
+            last_seq: info.last_seq,
+            first_timestamp: format_timestamp(info.first_timestamp),
+            last_timestamp: format_timestamp(info.last_timestamp),
+            events: info.events,
+            first_prev: info.first_prev.clone(),
+            last_signature: info.last_signature.clone(),
+            sha256: info.sha256.clone(),
+            bytes: info.bytes,
+            index_sha256: info.index_sha256.clone(),
+            summary: Summary {
+                event_types: info.event_types.clone(),
+                workflows: info.workflows.clone(),
+                leads: info.leads,
+            },
+        }
+    }
+
+    /// The time of the newest event, in microseconds.
+    pub fn last_micros(&self) -> Option<i64> {
+        parse_timestamp(&self.last_timestamp)
+    }
+}
+
+impl Manifest {
+    /// Reads the manifest in `dir`; an absent one is empty (and authentic).
+    pub fn load(dir: &Path, keyring: &Keyring) -> Result<Loaded, ManifestError> {
+        let bytes = match std::fs::read(dir.join(MANIFEST_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Loaded {
+                    manifest: Manifest {
+                        version: 1,
+                        ..Manifest::default()
+                    },
+                    authentic: true,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let Some((content, mac)) = split_mac(text) else {
+            return Err(ManifestError::Invalid(
+                "it has no trailing mac field".into(),
+            ));
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        if let Some(map) = value.as_object_mut() {
+            map.remove("mac");
+        }
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        let authentic = keyring
+            .get(&manifest.key_id)
+            .is_some_and(|key| hex::decode(mac).is_ok_and(|m| key.verify(content, &m)));
+        Ok(Loaded {
+            manifest,
+            authentic,
+        })
+    }
+
+    /// Replaces the manifest in `dir` atomically, signed with the active key.
+    pub fn store(&mut self, dir: &Path, keyring: &Keyring) -> std::io::Result<()> {
+        let (key_id, key) = keyring.active();
+        key_id.clone_into(&mut self.key_id);
+        let mut bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        // Drop the closing brace, sign what is left, and close with the MAC.
+        bytes.pop();
+        let mac = hex::encode(key.sign(&bytes));
+        bytes.extend_from_slice(MAC_HEAD);
+        bytes.extend_from_slice(mac.as_bytes());
+        bytes.extend_from_slice(b"\"}\n");
+        let tmp = dir.join(MANIFEST_TMP);
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
+        sync_dir(dir)
+    }
+
+    /// The entry whose segment file is `file`.
+    pub fn entry(&self, file: &str) -> Option<&SegmentEntry> {
+        self.segments.iter().find(|s| s.file == file)
+    }
+}
+
+/// Splits `…,"mac":"<64 hex>"}` into the signed content and the MAC.
+fn split_mac(text: &[u8]) -> Option<(&[u8], &str)> {
+    let body = text.strip_suffix(b"\"}")?;
+    let mac = body.get(body.len().checked_sub(64)?..)?;
+    let content = body[..body.len() - 64].strip_suffix(MAC_HEAD)?;
+    Some((content, std::str::from_utf8(mac).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring() -> Keyring {
+        Keyring::new("k1", vec![9; 32])
+    }
+
+    fn sample() -> Manifest {
+        Manifest {
+            version: 1,
+            segments: vec![SegmentEntry {
+                file: "audit.x.log.gz".into(),
+                first_seq: 1,
+                last_seq: 10,
+                ..SegmentEntry::default()
+            }],
+            purged: None,
+            key_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn stored_manifest_loads_back_authentic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = sample();
+        m.store(dir.path(), &keyring()).unwrap();
+        let loaded = Manifest::load(dir.path(), &keyring()).unwrap();
+        assert!(loaded.authentic);
+        assert_eq!(loaded.manifest, m);
+        assert!(!dir.path().join(MANIFEST_TMP).exists());
+    }
+
+    #[test]
+    fn an_edited_manifest_is_not_authentic() {
+        let dir = tempfile::tempdir().unwrap();
+        sample().store(dir.path(), &keyring()).unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"last_seq\":10", "\"last_seq\":11")).unwrap();
+        let loaded = Manifest::load(dir.path(), &keyring()).unwrap();
+        assert!(!loaded.authentic);
+        assert_eq!(loaded.manifest.segments[0].last_seq, 11);
+        let other = Keyring::new("k1", vec![1; 32]);
+        std::fs::write(&path, text).unwrap();
+        assert!(!Manifest::load(dir.path(), &other).unwrap().authentic);
+    }
+
+    #[test]
+    fn a_missing_manifest_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = Manifest::load(dir.path(), &keyring()).unwrap();
+        assert!(loaded.authentic && loaded.manifest.segments.is_empty());
+    }
+}

@@ -1,0 +1,192 @@
+//! Rotation, step by step, and the sealer thread that runs the slow steps.
+//!
+//! 1. **Seal** (writer, [`seal`]): rename `audit.log` to
+//!    `audit.<UTC time>.log`, create a new empty `audit.log`, fsync the
+//!    directory.
+//! 2. **Compress** (sealer, [`compress`]): write `<name>.log.gz.tmp` and
+//!    `<name>.idx.tmp`, fsync them, rename both to their final names, fsync
+//!    the directory.
+//! 3. **Record** (sealer, [`record`]): add the segment to the manifest
+//!    (atomic replace), then point the index at the compressed file.
+//! 4. **Delete** (sealer, [`delete`]): remove the plain sealed file, fsync the
+//!    directory.
+//!
+//! A crash between any two steps leaves a state recovery finishes: a plain
+//! sealed file not in the manifest is compressed again from the start (its
+//! `.tmp` files or an unrecorded `.gz` are simply replaced); one already in
+//! the manifest is just deleted. Nothing is lost because the plain file goes
+//! only after the manifest names its compressed copy.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+
+use tokio::sync::oneshot;
+
+use super::manifest::SegmentEntry;
+use super::record::format_timestamp;
+use super::segment::{self, SegmentFile, SegmentIndex};
+use super::{LOG_FILE, Shared, StoreError, sync_dir};
+
+/// A sealed segment, as reported to whoever asked for the rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The sealed file's name (`audit.<UTC time>.log`); once compressed it
+    /// is this name with `.gz`.
+    pub file: String,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// A sealed segment waiting for the sealer.
+pub(super) struct Job {
+    /// The segment's id in the segment table (its plain file).
+    pub segment: u32,
+    /// The plain sealed file's name.
+    pub plain: String,
+    /// Answered once the segment is compressed and recorded.
+    pub done: Option<oneshot::Sender<Result<Option<Sealed>, StoreError>>>,
+}
+
+/// Step 1: renames the active file to `audit.<UTC time>.log` and creates a
+/// new one. Returns the sealed name and the new active file (opened for
+/// appending and reading).
+pub(super) fn seal(dir: &Path) -> std::io::Result<(String, File)> {
+    // The time of sealing names the file; a name already taken (two seals in
+    // one microsecond, or a clock stepped back) moves on to the next.
+    let mut micros = super::record::now_micros();
+    let name = loop {
+        let stamp = format_timestamp(micros).replace(['-', ':'], "");
+        let name = format!("audit.{stamp}.log");
+        if !dir.join(&name).exists() && !dir.join(names(&name).0).exists() {
+            break name;
+        }
+        micros += 1;
+    };
+    std::fs::rename(dir.join(LOG_FILE), dir.join(&name))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create_new(true)
+        .open(dir.join(LOG_FILE))?;
+    sync_dir(dir)?;
+    Ok((name, file))
+}
+
+/// The names of a segment's files, from its plain sealed name.
+pub(super) fn names(plain: &str) -> (String, String) {
+    let stem = plain.strip_suffix(".log").unwrap_or(plain);
+    (format!("{stem}.log.gz"), format!("{stem}.idx"))
+}
+
+/// Step 2: compresses the plain sealed file into its final `.gz` and `.idx`.
+pub(super) fn compress(
+    shared: &Shared,
+    plain: &str,
+) -> Result<(segment::SealedInfo, SegmentIndex), segment::SegmentError> {
+    let dir = &shared.dir;
+    let (gz, idx) = names(plain);
+    let (gz_tmp, idx_tmp) = (format!("{gz}.tmp"), format!("{idx}.tmp"));
+    let out = segment::compress(
+        &dir.join(plain),
+        &dir.join(&gz_tmp),
+        &dir.join(&idx_tmp),
+        &shared.stop,
+    )?;
+    std::fs::rename(dir.join(&gz_tmp), dir.join(&gz))?;
+    std::fs::rename(dir.join(&idx_tmp), dir.join(&idx))?;
+    sync_dir(dir)?;
+    Ok(out)
+}
+
+/// Step 3: adds the compressed segment to the manifest, then moves the
+/// segment's records in the index from `plain_segment` to the `.gz`.
+pub(super) fn record(
+    shared: &Shared,
+    plain: &str,
+    plain_segment: u32,
+    info: &segment::SealedInfo,
+    index: &SegmentIndex,
+) -> Result<(), StoreError> {
+    let (gz, idx) = names(plain);
+    let io = |e: std::io::Error| StoreError::Rotate(format!("{gz}: {e}"));
+    {
+        let mut manifest = shared.manifest.lock().map_err(|_| StoreError::Closed)?;
+        if manifest.entry(&gz).is_none() {
+            manifest
+                .segments
+                .push(SegmentEntry::new(gz.clone(), idx, info));
+            manifest.segments.sort_by_key(|s| s.first_seq);
+            manifest.store(&shared.dir, &shared.keyring).map_err(io)?;
+        }
+    }
+    let file = File::open(shared.dir.join(&gz)).map_err(io)?;
+    let gz_segment = shared.add_segment(SegmentFile::Gzip {
+        name: gz,
+        file,
+        chunks: index.chunks.clone(),
+    });
+    shared
+        .index
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .relocate(plain_segment, gz_segment, index);
+    shared
+        .segments
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&plain_segment);
+    Ok(())
+}
+
+/// Step 4: removes the plain sealed file.
+pub(super) fn delete(dir: &Path, plain: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(plain)) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs jobs until every sender is gone or shutdown stops it.
+pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let result = steps(shared, &job);
+        match &result {
+            Ok(sealed) => tracing::info!(
+                file = %sealed.file,
+                first_seq = sealed.first_seq,
+                last_seq = sealed.last_seq,
+                "compressed a sealed segment"
+            ),
+            Err(e) => tracing::error!(
+                file = %job.plain,
+                error = %e,
+                "compressing a sealed segment failed; it stays readable as it is and is \
+                 retried at the next start"
+            ),
+        }
+        if let Some(done) = job.done {
+            let _ = done.send(result.map(Some));
+        }
+    }
+}
+
+fn steps(shared: &Shared, job: &Job) -> Result<Sealed, StoreError> {
+    let (info, index) = compress(shared, &job.plain)
+        .map_err(|e| StoreError::Rotate(format!("compressing {}: {e}", job.plain)))?;
+    record(shared, &job.plain, job.segment, &info, &index)?;
+    delete(&shared.dir, &job.plain)
+        .map_err(|e| StoreError::Rotate(format!("deleting {}: {e}", job.plain)))?;
+    let (gz, _) = names(&job.plain);
+    Ok(Sealed {
+        file: gz,
+        first_seq: info.first_seq,
+        last_seq: info.last_seq,
+    })
+}

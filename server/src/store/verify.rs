@@ -1,0 +1,534 @@
+//! Verification across segments.
+//!
+//! Verification takes a snapshot of the data directory as it is on disk (the
+//! manifest, the segment files, opened so later rotations cannot pull them
+//! away), checks each segment on its own, in parallel, and then stitches the
+//! segments together: each segment's first record must carry the seq and
+//! `prev` that follow the segment before it. The log starts at seq 1 with
+//! `prev` = 64 zeros, or after the last retention purge recorded *in the
+//! log* (a purge event is signed and chained like any other, so a deleted
+//! segment cannot pass for a purged one).
+//!
+//! Checked besides every record: the manifest's MAC; each compressed
+//! segment's SHA-256, first `prev`, last signature and event count against
+//! the manifest; its index file's SHA-256; gzip data that ends early; segment
+//! files the manifest does not list.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+
+use super::manifest::{MANIFEST_FILE, Manifest, SegmentEntry};
+use super::record::GENESIS;
+use super::retention::purge_point;
+use super::sealer::names;
+use super::{LOG_FILE, Shared, StoreError};
+use crate::integrity::{Finding, FindingKind, Keyring, Report, Verifier};
+
+/// A receipt a caller kept, to be checked against the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub signature: String,
+}
+
+/// One file to check, opened at snapshot time.
+enum Item {
+    /// A compressed segment the manifest lists.
+    Gzip { entry: SegmentEntry, file: File },
+    /// Listed in the manifest but not on disk.
+    Missing { entry: SegmentEntry },
+    /// Outside the range asked for: not read; the next segment chains on
+    /// from the manifest's record of it.
+    Skip { entry: SegmentEntry },
+    /// A sealed segment not yet compressed, or the active file.
+    Plain { name: String, file: File },
+}
+
+/// The directory as verification sees it.
+struct Snapshot {
+    authentic: bool,
+    items: Vec<Item>,
+    unlisted: Vec<String>,
+}
+
+/// One item's result, with what stitching needs.
+struct Checked {
+    report: Report,
+    /// The last record read (any seq): where the next item must chain on.
+    last: Option<(u64, String)>,
+    /// Set for a missing segment: the manifest's word for where it ended.
+    skip_to: Option<(u64, String)>,
+}
+
+pub(super) fn verify(
+    shared: &Shared,
+    from_seq: u64,
+    to_seq: u64,
+    checkpoints: &[Checkpoint],
+) -> Result<Report, StoreError> {
+    let started = Instant::now();
+    let head = shared.index().last().map_or(0, |m| m.seq);
+    let range = from_seq..=if to_seq == 0 { u64::MAX } else { to_seq };
+    let wanted: HashMap<u64, String> = checkpoints
+        .iter()
+        .map(|c| (c.seq, c.signature.clone()))
+        .collect();
+    let (start_seq, start_prev) = purge_point(shared)?.unwrap_or((1, GENESIS.to_owned()));
+    let snapshot = snapshot(&shared.dir, &shared.keyring)?;
+
+    // Drop what a purge removed; skip (without reading) compressed segments
+    // outside the range. Plain files are always read: their span is unknown.
+    let items: Vec<Item> = snapshot
+        .items
+        .into_iter()
+        .filter_map(|item| match item {
+            Item::Gzip { ref entry, .. }
+            | Item::Missing { ref entry }
+            | Item::Skip { ref entry } => {
+                if entry.last_seq < start_seq {
+                    None
+                } else if entry.last_seq < *range.start() || entry.first_seq > *range.end() {
+                    Some(Item::Skip {
+                        entry: entry.clone(),
+                    })
+                } else {
+                    Some(item)
+                }
+            }
+            Item::Plain { .. } => Some(item),
+        })
+        .collect();
+
+    let active_end = shared.active_len.load(Ordering::Acquire);
+    let checked = check_all(&items, active_end, &shared.keyring, &wanted, &range);
+
+    let mut total = Report::default();
+    let mut expected = (start_seq, start_prev);
+    for (item, c) in items.iter().zip(checked) {
+        if let Some((seq, prev)) = &c.report.first
+            && range.contains(seq)
+        {
+            stitch(&mut total, item.name(), &expected, *seq, prev);
+        }
+        total.absorb(c.report);
+        if let Some(skip) = c.skip_to {
+            expected = skip;
+        } else if let Some((seq, sig)) = c.last {
+            expected = (seq + 1, sig);
+        }
+    }
+    if to_seq == 0 || to_seq >= head {
+        total.check_truncation(head.min(*range.end()), LOG_FILE);
+    }
+    total.check_checkpoints(&wanted, LOG_FILE);
+    if !snapshot.authentic {
+        total.findings.push(Finding {
+            kind: FindingKind::ManifestModified,
+            seq: 0,
+            line: 0,
+            file: MANIFEST_FILE.to_owned(),
+            message: format!(
+                "{MANIFEST_FILE} does not match its MAC: it was edited outside the server (for \
+                 example to hide a deleted segment)"
+            ),
+        });
+    }
+    for name in snapshot.unlisted {
+        total.findings.push(Finding {
+            kind: FindingKind::SegmentUnlisted,
+            seq: 0,
+            line: 0,
+            file: name.clone(),
+            message: format!(
+                "{name} is a segment file the manifest does not list: it was added or \
+                 renamed outside the server, or the manifest lost its entry"
+            ),
+        });
+    }
+    tracing::debug!(
+        events = total.events_checked,
+        ms = started.elapsed().as_millis() as u64,
+        "verified"
+    );
+    Ok(total)
+}
+
+/// Reports where a segment does not follow on from the one before it.
+fn stitch(total: &mut Report, file: &str, expected: &(u64, String), seq: u64, prev: &str) {
+    let mut find = |kind, message| {
+        total.findings.push(Finding {
+            kind,
+            seq,
+            line: 1,
+            file: file.to_owned(),
+            message,
+        })
+    };
+    if seq > expected.0 {
+        find(
+            FindingKind::SeqGap,
+            format!(
+                "{file} starts at seq {seq} but seq {} was expected: seqs {}..={} are missing \
+                 (a segment or records were deleted)",
+                expected.0,
+                expected.0,
+                seq - 1
+            ),
+        );
+    } else if seq < expected.0 {
+        find(
+            FindingKind::SeqOutOfOrder,
+            format!(
+                "{file} starts at seq {seq} but seq {} was expected: segments overlap or are \
+                 out of order",
+                expected.0
+            ),
+        );
+    }
+    if prev != expected.1 {
+        find(
+            FindingKind::ChainBreak,
+            format!(
+                "{file} does not chain to the segment before it (the prev of seq {seq} is not \
+                 the last signature before it): segments were deleted, replaced or reordered"
+            ),
+        );
+    }
+}
+
+/// Checks every item, on as many threads as the machine has cores.
+fn check_all(
+    items: &[Item],
+    active_end: u64,
+    keyring: &Keyring,
+    wanted: &HashMap<u64, String>,
+    range: &std::ops::RangeInclusive<u64>,
+) -> Vec<Checked> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len().max(1));
+    let next = AtomicUsize::new(0);
+    let mut results: Vec<Option<Checked>> = (0..items.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else {
+                            return done;
+                        };
+                        done.push((i, check(item, active_end, keyring, wanted, range)));
+                    }
+                })
+            })
+            .collect();
+        for worker in workers {
+            // A worker only panics on a bug; its items stay unreported.
+            if let Ok(done) = worker.join() {
+                for (i, c) in done {
+                    results[i] = Some(c);
+                }
+            }
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(Checked {
+                report: Report::default(),
+                last: None,
+                skip_to: None,
+            })
+        })
+        .collect()
+}
+
+fn check(
+    item: &Item,
+    active_end: u64,
+    keyring: &Keyring,
+    wanted: &HashMap<u64, String>,
+    range: &std::ops::RangeInclusive<u64>,
+) -> Checked {
+    let mut v = Verifier::unanchored(keyring, wanted).with_range(range.clone());
+    match item {
+        Item::Skip { entry } => Checked {
+            report: Report::default(),
+            last: None,
+            skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+        },
+        Item::Missing { entry } => {
+            v.problem(
+                FindingKind::SegmentMissing,
+                &entry.file,
+                format!(
+                    "{} (seqs {}..={}) is listed in the manifest but missing, and no purge \
+                     recorded in the log covers it: it was deleted",
+                    entry.file, entry.first_seq, entry.last_seq
+                ),
+            );
+            let mut report = v.finish();
+            for f in &mut report.findings {
+                f.seq = entry.first_seq;
+            }
+            Checked {
+                report,
+                last: None,
+                skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+            }
+        }
+        Item::Plain { name, file } => {
+            v.segment_read();
+            // Past the committed end of the active file, an incomplete line
+            // is a write in progress, not damage.
+            let live_end = (name == LOG_FILE).then_some(active_end);
+            let reader = BufReader::with_capacity(1 << 20, file);
+            let last = read_lines(&mut v, name, reader, live_end).last;
+            Checked {
+                report: v.finish(),
+                last,
+                skip_to: None,
+            }
+        }
+        Item::Gzip { entry, file } => check_gzip(v, entry, file),
+    }
+}
+
+/// What reading a file's lines found.
+struct Lines {
+    last: Option<(u64, String)>,
+    count: u64,
+    error: Option<std::io::Error>,
+}
+
+/// Feeds every line of `reader` to the verifier. A torn last line is
+/// reported; a read error is returned for the caller to report.
+fn read_lines(
+    v: &mut Verifier<'_>,
+    file: &str,
+    mut reader: impl BufRead,
+    live_end: Option<u64>,
+) -> Lines {
+    let mut out = Lines {
+        last: None,
+        count: 0,
+        error: None,
+    };
+    let mut line = Vec::with_capacity(4096);
+    let mut line_no = 0u64;
+    let mut pos = 0u64;
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => return out,
+            Ok(n) => pos += n as u64,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        }
+        line_no += 1;
+        if line.last() != Some(&b'\n') {
+            let start = pos - line.len() as u64;
+            if live_end.is_none_or(|end| start < end) {
+                v.torn_tail(file, line_no, line.len());
+            }
+            return out;
+        }
+        line.pop();
+        out.count += 1;
+        if let Some(seq) = v.check_line(file, line_no, &line)
+            && let Some(head) = super::record::RecordHead::peek(&line)
+        {
+            out.last = Some((seq, head.signature.to_owned()));
+        }
+    }
+}
+
+fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: &File) -> Checked {
+    v.segment_read();
+    let name = &entry.file;
+    let mut hashing = Hashing {
+        inner: file,
+        hasher: Sha256::new(),
+    };
+    let decoder = flate2::read::MultiGzDecoder::new(&mut hashing);
+    let lines = read_lines(
+        &mut v,
+        name,
+        BufReader::with_capacity(1 << 20, decoder),
+        None,
+    );
+    if let Some(e) = &lines.error {
+        v.problem(
+            FindingKind::SegmentUnreadable,
+            name,
+            format!(
+                "{name} cannot be decompressed after {} lines ({e}): the file was truncated or \
+                 corrupted",
+                lines.count
+            ),
+        );
+    }
+    // Hash whatever the decoder did not need (a damaged file's tail).
+    let _ = std::io::copy(&mut hashing, &mut std::io::sink());
+    let sha = hex::encode(hashing.hasher.finalize());
+    let mut report = v.finish();
+    let mut modified = Vec::new();
+    if sha != entry.sha256 {
+        modified.push("its SHA-256 is not the one recorded when it was sealed".to_owned());
+    }
+    if let Some((seq, prev)) = &report.first
+        && (*seq != entry.first_seq || *prev != entry.first_prev)
+    {
+        modified.push(format!(
+            "it starts at seq {seq}, the manifest says seq {}",
+            entry.first_seq
+        ));
+    }
+    if let Some((seq, sig)) = &lines.last
+        && lines.error.is_none()
+        && (*seq != entry.last_seq || *sig != entry.last_signature)
+    {
+        modified.push(format!(
+            "it ends at seq {seq}, the manifest says seq {}",
+            entry.last_seq
+        ));
+    }
+    if !modified.is_empty() {
+        report.findings.push(Finding {
+            kind: FindingKind::SegmentModified,
+            seq: entry.first_seq,
+            line: 0,
+            file: name.clone(),
+            message: format!(
+                "{name} (seqs {}..={}) was changed after it was sealed: {}",
+                entry.first_seq,
+                entry.last_seq,
+                modified.join("; ")
+            ),
+        });
+    }
+    Checked {
+        report,
+        last: lines.last,
+        skip_to: None,
+    }
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<'a> {
+    inner: &'a File,
+    hasher: Sha256,
+}
+
+impl Read for Hashing<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl Item {
+    fn name(&self) -> &str {
+        match self {
+            Item::Gzip { entry, .. } | Item::Missing { entry } | Item::Skip { entry } => {
+                &entry.file
+            }
+            Item::Plain { name, .. } => name,
+        }
+    }
+}
+
+/// Opens every file of the log, in order. Retries when a rotation changed
+/// the directory while it looked, so the snapshot is consistent.
+fn snapshot(dir: &Path, keyring: &Keyring) -> Result<Snapshot, StoreError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (before, listed) = (load(dir, keyring), list(dir)?);
+        let items = open_items(dir, &before.0, &listed);
+        let (after, relisted) = (load(dir, keyring), list(dir)?);
+        if (before.0 == after.0 && listed == relisted) || attempts >= 5 {
+            let recorded: Vec<&str> = before.0.segments.iter().map(|s| s.file.as_str()).collect();
+            let unlisted = listed
+                .iter()
+                .filter(|n| n.ends_with(".log.gz") && !recorded.contains(&n.as_str()))
+                // Compressed but not yet recorded: the sealer is between
+                // steps 2 and 3; its plain file is still there and checked.
+                .filter(|n| {
+                    let plain = n.trim_end_matches(".gz");
+                    !listed.iter().any(|l| l == plain)
+                })
+                .cloned()
+                .collect();
+            return Ok(Snapshot {
+                authentic: before.1,
+                items: items?,
+                unlisted,
+            });
+        }
+    }
+}
+
+fn load(dir: &Path, keyring: &Keyring) -> (Manifest, bool) {
+    match Manifest::load(dir, keyring) {
+        Ok(l) => (l.manifest, l.authentic),
+        // An unreadable manifest is reported like an edited one.
+        Err(e) => {
+            tracing::error!(error = %e, "manifest unreadable during verification");
+            (Manifest::default(), false)
+        }
+    }
+}
+
+fn list(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(StoreError::Read)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("audit.") && !n.ends_with(".tmp"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn open_items(dir: &Path, manifest: &Manifest, listed: &[String]) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    for entry in &manifest.segments {
+        items.push(match File::open(dir.join(&entry.file)) {
+            Ok(file) => Item::Gzip {
+                entry: entry.clone(),
+                file,
+            },
+            Err(_) => Item::Missing {
+                entry: entry.clone(),
+            },
+        });
+    }
+    let recorded: Vec<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    for name in listed {
+        let sealed_plain = name != LOG_FILE && name.ends_with(".log");
+        if sealed_plain && !recorded.contains(&names(name).0.as_str()) {
+            let file = File::open(dir.join(name)).map_err(StoreError::Read)?;
+            items.push(Item::Plain {
+                name: name.clone(),
+                file,
+            });
+        }
+    }
+    let file = File::open(dir.join(LOG_FILE)).map_err(StoreError::Read)?;
+    items.push(Item::Plain {
+        name: LOG_FILE.to_owned(),
+        file,
+    });
+    Ok(items)
+}

@@ -1,0 +1,395 @@
+//! Crash recovery: what the server does with the log it finds on start.
+//!
+//! - SIGKILL under concurrent load, several times over, loses no acknowledged
+//!   event, leaves no gap and no half batch, and retries with the same
+//!   idempotency key never write twice (the real `auditlog-server` binary).
+//! - A torn last line, and a batch cut in the middle by a crash, are moved to
+//!   `audit.log.quarantine` and the chain continues from the last complete
+//!   write; a complete last record is kept even though no caller was told of
+//!   it (the files are edited while the server is stopped).
+//! - An idempotency key returns the original receipt after a clean restart
+//!   and after SIGKILL.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use auditlog_client::pb;
+use auditlog_client::{Client, NewEvent};
+use common::{
+    ServerProcess, TEST_KEY, TestServer, all_events, field, read_lines, record_line, with_test_key,
+};
+
+const LOG: &str = "audit.log";
+const QUARANTINE: &str = "audit.log.quarantine";
+
+/// The same event for the same idempotency key, so a retry is a true retry.
+fn keyed(key: &str) -> NewEvent {
+    NewEvent::crm_update("LEAD-7", "hubspot", key, &["stage"]).idempotency_key(key)
+}
+
+/// Asserts the log is whole: seqs 1..=head without a gap, every receipt in
+/// `acked` at its seq with its id and signature, verification clean, and the
+/// statistics agreeing. Returns the events.
+async fn assert_whole(client: &Client, acked: &[pb::Receipt]) -> Vec<pb::Event> {
+    let events = all_events(client).await;
+    let head = events.len() as u64;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=head).collect::<Vec<_>>(),
+        "seqs are not contiguous"
+    );
+    for r in acked {
+        let e = events
+            .get(usize::try_from(r.seq).unwrap() - 1)
+            .unwrap_or_else(|| panic!("acknowledged seq {} is gone (head {head})", r.seq));
+        assert_eq!(
+            (&e.id, &e.signature),
+            (&r.id, &r.signature),
+            "seq {}",
+            r.seq
+        );
+    }
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!((report.events_checked, report.head_seq), (head, head));
+    let stats = client.stats(None).await.unwrap();
+    assert_eq!((stats.total_events, stats.head_seq), (head, head));
+    events
+}
+
+// ---------------------------------------------------------------------------
+// kill -9 under load
+
+/// One writer's part of a round: what it got acknowledged, and the keys of
+/// the call it was waiting on when the server died.
+#[derive(Default)]
+struct Written {
+    acked: Vec<pb::Receipt>,
+    pending: Vec<String>,
+}
+
+/// Logs calls of `size` events (one `Log`, or a `LogBatch` above 1) with
+/// fresh idempotency keys until the server stops answering, counting acked
+/// events in `count`.
+async fn write_until_killed(
+    client: Client,
+    name: String,
+    size: usize,
+    count: Arc<AtomicUsize>,
+) -> Written {
+    let mut written = Written::default();
+    for call in 0.. {
+        let keys: Vec<String> = (0..size).map(|k| format!("{name}-{call}-{k}")).collect();
+        match send(&client, &keys).await {
+            Ok(receipts) => {
+                count.fetch_add(receipts.len(), Ordering::Relaxed);
+                written.acked.extend(receipts);
+            }
+            Err(_) => {
+                written.pending = keys;
+                break;
+            }
+        }
+    }
+    written
+}
+
+/// Logs one event per key: with `Log` for one key, `LogBatch` for more.
+async fn send(
+    client: &Client,
+    keys: &[String],
+) -> Result<Vec<pb::Receipt>, auditlog_client::Error> {
+    match keys {
+        [key] => Ok(vec![client.log(keyed(key)).await?]),
+        _ => client.log_batch(keys.iter().map(|k| keyed(k))).await,
+    }
+}
+
+/// Waits until `count` reaches `n`, failing the test after 10 s.
+async fn wait_for(count: &AtomicUsize, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::Relaxed) < n {
+        assert!(tokio::time::Instant::now() < deadline, "writers stalled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Every idempotency key appears once, and every batch of `keys` (named
+/// `<writer>-<call>-<k>`) is either wholly in the log, on consecutive seqs,
+/// or not at all.
+fn assert_keys_once_and_batches_whole(events: &[pb::Event]) {
+    let mut seen = HashSet::new();
+    let mut calls: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for e in events {
+        assert!(
+            seen.insert(&e.idempotency_key),
+            "key {} written twice",
+            e.idempotency_key
+        );
+        let (call, _) = e.idempotency_key.rsplit_once('-').unwrap();
+        calls.entry(call).or_default().push(e.seq);
+    }
+    for (call, seqs) in calls {
+        if call.starts_with("batch") {
+            let first = seqs[0];
+            assert_eq!(seqs, (first..first + 3).collect::<Vec<_>>(), "batch {call}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_events_survive_repeated_kill_9() {
+    const ROUNDS: usize = 5;
+    const PER_ROUND: usize = 150;
+    /// Writers by name and events per call.
+    const WRITERS: [(&str, usize); 4] = [
+        ("single-a", 1),
+        ("single-b", 1),
+        ("batch-a", 3),
+        ("batch-b", 3),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: Vec<pb::Receipt> = Vec::new();
+    let mut pending: Vec<Vec<String>> = Vec::new();
+    for round in 0..ROUNDS {
+        let mut server = ServerProcess::spawn(dir.path()).await;
+        let client = Client::connect(&server.url).await.unwrap();
+        assert_whole(&client, &acked).await;
+        // Retrying what was in flight at the crash writes it at most once.
+        for keys in pending.drain(..) {
+            acked.extend(send(&client, &keys).await.unwrap());
+        }
+
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut writers = Vec::new();
+        for (name, size) in WRITERS {
+            // A connection each, so the calls really race.
+            let client = Client::connect(&server.url).await.unwrap();
+            let name = format!("{name}{round}");
+            let count = Arc::clone(&count);
+            writers.push(tokio::spawn(write_until_killed(client, name, size, count)));
+        }
+        wait_for(&count, PER_ROUND).await;
+        server.kill9();
+        for writer in writers {
+            let written = writer.await.unwrap();
+            acked.extend(written.acked);
+            pending.push(written.pending);
+        }
+    }
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    for keys in pending.drain(..) {
+        acked.extend(send(&client, &keys).await.unwrap());
+    }
+    let events = assert_whole(&client, &acked).await;
+    assert!(events.len() >= ROUNDS * PER_ROUND);
+    assert_keys_once_and_batches_whole(&events);
+}
+
+// ---------------------------------------------------------------------------
+// Torn writes, edited in while the server is stopped
+
+/// Appends `bytes` to the log in `dir`.
+fn append(dir: &Path, bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(LOG))
+        .unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+/// Cuts the log in `dir` to its first `keep` bytes.
+fn cut(dir: &Path, keep: usize) {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(LOG))
+        .unwrap();
+    file.set_len(keep as u64).unwrap();
+}
+
+/// Logs `n` single events.
+async fn log_singles(client: &Client, n: u64) -> Vec<pb::Receipt> {
+    let mut receipts = Vec::new();
+    for i in 0..n {
+        receipts.push(
+            client
+                .log(NewEvent::lead_ingested(format!("L{i}"), "web"))
+                .await
+                .unwrap(),
+        );
+    }
+    receipts
+}
+
+/// Logs one more event and asserts it continues the chain after `last`.
+async fn assert_chain_continues(client: &Client, last: &pb::Receipt) {
+    let next = client
+        .log(NewEvent::workflow_started("after"))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, last.seq + 1);
+    let events = all_events(client).await;
+    assert_eq!(events.last().unwrap().prev, last.signature);
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.head_seq, next.seq);
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_quarantined_and_the_chain_continues() {
+    let server = TestServer::start_with(with_test_key).await;
+    let receipts = log_singles(&server.client().await, 5).await;
+    let log = server.log_path();
+    let before = std::fs::read(&log).unwrap();
+    // The first half of what would have been seq 6.
+    let head = read_lines(&log).pop().unwrap();
+    let next = record_line(
+        6,
+        &field(&head, "timestamp"),
+        &field(&head, "signature"),
+        TEST_KEY.as_bytes(),
+    );
+    let torn = &next.as_bytes()[..next.len() / 2];
+
+    let server = server
+        .restart_after(|dir| append(dir, torn), with_test_key)
+        .await;
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        before,
+        "the log keeps its complete records"
+    );
+    let quarantined = std::fs::read(server.data_dir.join(QUARANTINE)).unwrap();
+    assert!(
+        quarantined.starts_with(torn),
+        "{}",
+        String::from_utf8_lossy(&quarantined)
+    );
+    let client = server.client().await;
+    assert_whole(&client, &receipts).await;
+    assert_chain_continues(&client, &receipts[4]).await;
+}
+
+#[tokio::test]
+async fn a_half_written_batch_is_cut_whole() {
+    let server = TestServer::start_with(with_test_key).await;
+    let client = server.client().await;
+    let before = log_singles(&client, 3).await;
+    let batch = client
+        .log_batch((0..5).map(|i| NewEvent::email_sent(format!("B{i}"), "b@example.com", "Hi")))
+        .await
+        .unwrap();
+    assert_eq!(batch[0].seq, 4);
+    let lines = read_lines(&server.log_path());
+    let len = |n: usize| lines[..n].iter().map(|l| l.len() + 1).sum::<usize>();
+    // A crash in the middle of the batch's 4th record: seqs 4, 5, 6 complete,
+    // half of 7, nothing of 8.
+    let keep = len(6) + lines[6].len() / 2;
+
+    let server = server
+        .restart_after(|dir| cut(dir, keep), with_test_key)
+        .await;
+    let log = std::fs::read_to_string(server.log_path()).unwrap();
+    assert_eq!(
+        log,
+        lines[..3]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    );
+    let quarantined = std::fs::read_to_string(server.data_dir.join(QUARANTINE)).unwrap();
+    assert!(
+        quarantined.starts_with(&format!("{}\n", lines[3])),
+        "{quarantined}"
+    );
+    let client = server.client().await;
+    assert_eq!(assert_whole(&client, &before).await.len(), 3);
+    assert_chain_continues(&client, &before[2]).await;
+}
+
+#[tokio::test]
+async fn a_complete_last_record_is_kept_though_never_acknowledged() {
+    let server = TestServer::start_with(with_test_key).await;
+    let receipts = log_singles(&server.client().await, 5).await;
+    let log = server.log_path();
+    // What the writer had on disk when it died before answering.
+    let head = read_lines(&log).pop().unwrap();
+    let last = record_line(
+        6,
+        &field(&head, "timestamp"),
+        &field(&head, "signature"),
+        TEST_KEY.as_bytes(),
+    );
+    let line = format!("{last}\n");
+    let mut expected = std::fs::read(&log).unwrap();
+    expected.extend_from_slice(line.as_bytes());
+
+    let server = server
+        .restart_after(|dir| append(dir, line.as_bytes()), with_test_key)
+        .await;
+    assert_eq!(std::fs::read(&log).unwrap(), expected);
+    assert!(!server.data_dir.join(QUARANTINE).exists());
+    let client = server.client().await;
+    let events = assert_whole(&client, &receipts).await;
+    assert_eq!(events.len(), 6);
+    assert_eq!(events[5].signature, field(&last, "signature"));
+    let kept = pb::Receipt {
+        seq: 6,
+        signature: events[5].signature.clone(),
+        ..Default::default()
+    };
+    assert_chain_continues(&client, &kept).await;
+}
+
+// ---------------------------------------------------------------------------
+// Idempotency across restarts
+
+/// Logs a few events around one with `key`; returns its receipt and the total.
+async fn log_around_key(client: &Client, key: &str) -> (pb::Receipt, u64) {
+    log_singles(client, 2).await;
+    let first = client.log(keyed(key)).await.unwrap();
+    assert!(!first.duplicate);
+    log_singles(client, 2).await;
+    (first, 5)
+}
+
+/// Repeats `key` and asserts the answer is `first` again, marked duplicate,
+/// with nothing written.
+async fn assert_repeat_is_original(client: &Client, key: &str, first: &pb::Receipt, total: u64) {
+    let again = client.log(keyed(key)).await.unwrap();
+    assert!(again.duplicate, "{again:?}");
+    let fields = |r: &pb::Receipt| (r.seq, r.id.clone(), r.signature.clone(), r.timestamp);
+    assert_eq!(fields(&again), fields(first));
+    assert_eq!(client.stats(None).await.unwrap().total_events, total);
+    assert_eq!(all_events(client).await.len() as u64, total);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_original_receipt_after_a_clean_restart() {
+    let server = TestServer::start().await;
+    let (first, total) = log_around_key(&server.client().await, "mail-1").await;
+    let server = server.restart(|_| {}).await;
+    assert_repeat_is_original(&server.client().await, "mail-1", &first, total).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_returns_the_original_receipt_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::spawn(dir.path()).await;
+    let (first, total) =
+        log_around_key(&Client::connect(&server.url).await.unwrap(), "mail-1").await;
+    server.kill9();
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    assert_repeat_is_original(&client, "mail-1", &first, total).await;
+}
