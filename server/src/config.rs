@@ -14,7 +14,9 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+use crate::alerts::AlertsConfig;
 use crate::store::Durability;
+use crate::webhooks::WebhookConfig;
 
 /// Client-side variables (the CLI's) that may be set in the same shell and
 /// are not server configuration.
@@ -55,6 +57,12 @@ pub struct Config {
     pub retention_days: f64,
     /// How often the retention task runs, in seconds. Default 3600.
     pub retention_check_secs: u64,
+    /// Alert rules and channels (`[alerts]`, `[[alerts.rules]]`,
+    /// `[alerts.email]`, `[alerts.slack]`, ...). Default: the `errors` rule,
+    /// hourly verification, no channel (alerts are only logged).
+    pub alerts: AlertsConfig,
+    /// Outgoing webhook endpoints (`[[webhooks]]`). Default: none.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Default for Config {
@@ -70,6 +78,8 @@ impl Default for Config {
             max_file_size_mb: 50.0,
             retention_days: 90.0,
             retention_check_secs: 3600,
+            alerts: AlertsConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -204,6 +214,19 @@ impl Config {
                 key: "retention_check_secs",
                 reason: "must be at least 1".into(),
             });
+        }
+        self.alerts
+            .validate()
+            .map_err(|reason| ConfigError::Invalid {
+                key: "alerts",
+                reason,
+            })?;
+        for (i, w) in self.webhooks.iter().enumerate() {
+            w.validate(i, &self.webhooks)
+                .map_err(|e| ConfigError::Invalid {
+                    key: "webhooks",
+                    reason: e.to_string(),
+                })?;
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {

@@ -9,11 +9,13 @@
 //! [`run`] takes the listener and the shutdown signal as plain values, so tests
 //! bind `127.0.0.1:0` and drive shutdown themselves.
 
+pub mod alerts;
 pub mod config;
 pub mod hub;
 pub mod integrity;
 pub mod service;
 pub mod store;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -28,9 +30,19 @@ use tonic_health::ServingStatus;
 
 pub use config::Config;
 
+use alerts::Alerts;
 use integrity::Keyring;
 use service::{AdminSvc, AuditSvc};
 use store::{Store, StoreConfig};
+use webhooks::Webhooks;
+
+/// What runs once the log is recovered; handlers reach it through a cell
+/// that is empty while recovery runs.
+pub struct Running {
+    pub store: Arc<Store>,
+    pub alerts: Alerts,
+    pub webhooks: Webhooks,
+}
 
 /// Why the server stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +72,11 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let key = config.hmac_key_bytes()?;
     let cancel = CancellationToken::new();
-    let cell: Arc<OnceLock<Arc<Store>>> = Arc::new(OnceLock::new());
+    let cell: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
+    // One crypto provider for every TLS client (webhooks, alerts), installed
+    // before any is built, so no dependency can pick another and make the
+    // first handshake fail. An error means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -93,6 +109,8 @@ pub async fn run(
     let key_id = config.hmac_key_id.clone();
     let retention = config.retention();
     let check_every = Duration::from_secs(config.retention_check_secs);
+    let alerts_config = config.alerts.clone();
+    let webhooks_config = config.webhooks.clone();
     let opening = {
         let cell = Arc::clone(&cell);
         let health = health.clone();
@@ -110,7 +128,23 @@ pub async fn run(
             .await??;
             tracing::info!(head = store.head(), dir = %store.dir().display(), "log recovered");
             let store = Arc::new(store);
-            let _ = cell.set(Arc::clone(&store));
+            let alerts = Alerts::start(alerts_config, Arc::clone(&store), cancel.clone()).map_err(
+                |reason| config::ConfigError::Invalid {
+                    key: "alerts",
+                    reason,
+                },
+            )?;
+            let webhooks = Webhooks::start(
+                webhooks_config,
+                Arc::clone(&store),
+                store.dir(),
+                cancel.clone(),
+            );
+            let _ = cell.set(Running {
+                store: Arc::clone(&store),
+                alerts,
+                webhooks,
+            });
             if let Some(max_age) = retention {
                 tokio::spawn(retention_task(store, max_age, check_every, cancel));
             }
@@ -161,7 +195,7 @@ pub async fn run(
         }
     };
 
-    if let Some(store) = cell.get().cloned() {
+    if let Some(store) = cell.get().map(|r| Arc::clone(&r.store)) {
         tokio::task::spawn_blocking(move || store.shutdown()).await?;
     }
     tracing::info!("stopped");

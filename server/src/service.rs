@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
+use crate::Running;
 use crate::hub;
 use crate::integrity::FindingKind;
 use crate::store::{self, Filter, NewEvent, Order, Record, Store, StoreError};
@@ -39,25 +40,46 @@ pub const DEFAULT_QUERY_LIMIT: u32 = 100;
 #[derive(Clone)]
 pub struct AuditSvc {
     /// Set once recovery has finished; until then calls are UNAVAILABLE.
-    store: Arc<OnceLock<Arc<Store>>>,
+    running: Arc<OnceLock<Running>>,
     /// Fires on shutdown so open follow streams end themselves.
     shutdown: CancellationToken,
 }
 
 impl AuditSvc {
-    pub fn new(store: Arc<OnceLock<Arc<Store>>>, shutdown: CancellationToken) -> AuditSvc {
-        AuditSvc { store, shutdown }
+    pub fn new(running: Arc<OnceLock<Running>>, shutdown: CancellationToken) -> AuditSvc {
+        AuditSvc { running, shutdown }
     }
 
-    fn store(&self) -> Result<Arc<Store>, Status> {
+    fn running(&self) -> Result<&Running, Status> {
         if self.shutdown.is_cancelled() {
             return Err(Status::unavailable(
                 "the server is shutting down; retry against another instance or after restart",
             ));
         }
-        self.store.get().cloned().ok_or_else(|| {
+        self.running.get().ok_or_else(|| {
             Status::unavailable("the server is still recovering its log; retry shortly")
         })
+    }
+
+    fn store(&self) -> Result<Arc<Store>, Status> {
+        self.running().map(|r| Arc::clone(&r.store))
+    }
+
+    /// Appends, and raises a store alert when the write itself failed.
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<store::Receipt>, Status> {
+        let running = self.running()?;
+        match running.store.append(events).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                if matches!(
+                    e,
+                    StoreError::DiskFull(_) | StoreError::Write(_) | StoreError::Poisoned(_)
+                ) {
+                    running.alerts.store_failed(&e);
+                }
+                Err(status_of(e))
+            }
+        }
     }
 }
 
@@ -71,8 +93,7 @@ impl AuditService for AuditSvc {
             .event
             .ok_or_else(|| invalid("event", "is required"))?;
         let event = validate_event(input, "event")?;
-        let store = self.store()?;
-        let mut receipts = store.append(vec![event]).await.map_err(status_of)?;
+        let mut receipts = self.append(vec![event]).await?;
         let receipt = receipts.pop().map(receipt_pb);
         Ok(Response::new(pb::LogResponse { receipt }))
     }
@@ -112,14 +133,14 @@ impl AuditService for AuditSvc {
             }
         }
         if details.has_bad_request_violations() {
+            let summary = violation_summary(&details);
             return Err(Status::with_error_details(
                 Code::InvalidArgument,
-                "the batch has invalid events; nothing was written (see the field violations)",
+                format!("the batch has invalid events, nothing was written: {summary}"),
                 details,
             ));
         }
-        let store = self.store()?;
-        let receipts = store.append(events).await.map_err(status_of)?;
+        let receipts = self.append(events).await?;
         Ok(Response::new(pb::LogBatchResponse {
             receipts: receipts.into_iter().map(receipt_pb).collect(),
         }))
@@ -328,6 +349,78 @@ impl AdminService for AdminSvc {
             None => pb::ApplyRetentionResponse::default(),
         }))
     }
+
+    async fn test_alerts(
+        &self,
+        _req: Request<pb::TestAlertsRequest>,
+    ) -> Result<Response<pb::TestAlertsResponse>, Status> {
+        let results = self.audit.running()?.alerts.test().await;
+        Ok(Response::new(pb::TestAlertsResponse {
+            channels: results
+                .into_iter()
+                .map(|(channel, r)| pb::ChannelResult {
+                    channel,
+                    ok: r.is_ok(),
+                    error: r.err().unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_alert_status(
+        &self,
+        _req: Request<pb::GetAlertStatusRequest>,
+    ) -> Result<Response<pb::GetAlertStatusResponse>, Status> {
+        let (channels, rules, dropped, missed) = self.audit.running()?.alerts.status();
+        Ok(Response::new(pb::GetAlertStatusResponse {
+            channels: channels
+                .into_iter()
+                .map(|c| pb::AlertChannelStatus {
+                    channel: c.channel,
+                    sent: c.sent,
+                    failed: c.failed,
+                    last_error: c.last_error,
+                })
+                .collect(),
+            rules: rules
+                .into_iter()
+                .map(|r| pb::AlertRuleStatus {
+                    name: r.name,
+                    in_window: r.in_window,
+                    fired: r.fired,
+                    last_fired: (r.last_fired > 0).then(|| timestamp_pb(r.last_fired)),
+                })
+                .collect(),
+            dropped,
+            missed,
+        }))
+    }
+
+    async fn get_webhook_status(
+        &self,
+        _req: Request<pb::GetWebhookStatusRequest>,
+    ) -> Result<Response<pb::GetWebhookStatusResponse>, Status> {
+        let running = self.audit.running()?;
+        let head = running.store.head();
+        Ok(Response::new(pb::GetWebhookStatusResponse {
+            endpoints: running
+                .webhooks
+                .status()
+                .into_iter()
+                .map(|w| pb::WebhookStatus {
+                    behind: head.saturating_sub(w.delivered_seq),
+                    name: w.name,
+                    url: w.url,
+                    delivered_seq: w.delivered_seq,
+                    delivered: w.delivered,
+                    failures: w.failures,
+                    consecutive_failures: w.consecutive_failures,
+                    last_error: w.last_error,
+                    last_error_at: (w.last_error_at > 0).then(|| timestamp_pb(w.last_error_at)),
+                })
+                .collect(),
+        }))
+    }
 }
 
 /// Maps a store error to the status a caller sees.
@@ -409,16 +502,7 @@ fn validate_event(input: pb::EventInput, path: &str) -> Result<NewEvent, Status>
         );
     }
     if violations.has_bad_request_violations() {
-        let summary = violations
-            .bad_request()
-            .map(|b| {
-                b.field_violations
-                    .iter()
-                    .map(|v| format!("{} {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            })
-            .unwrap_or_default();
+        let summary = violation_summary(&violations);
         return Err(Status::with_error_details(
             Code::InvalidArgument,
             summary,
@@ -433,6 +517,20 @@ fn validate_event(input: pb::EventInput, path: &str) -> Result<NewEvent, Status>
         details,
         idempotency_key: non_empty(input.idempotency_key),
     })
+}
+
+/// "field reason; field reason" for a status message.
+fn violation_summary(details: &ErrorDetails) -> String {
+    details
+        .bad_request()
+        .map(|b| {
+            b.field_violations
+                .iter()
+                .map(|v| format!("{} {}", v.field, v.description))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
 }
 
 fn is_snake_case(s: &str) -> bool {

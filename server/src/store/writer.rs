@@ -261,10 +261,24 @@ impl Writer {
             // Which events of this request are new; duplicates are answered
             // with the original receipt and not written.
             let mut fresh = Vec::with_capacity(events.len());
+            // A key repeated within this request: (position, position of its
+            // first use), answered once the first is sealed.
+            let mut repeats = Vec::new();
+            let mut keys_here: HashMap<String, usize> = HashMap::new();
             for (i, event) in events.into_iter().enumerate() {
+                if let Some(key) = &event.idempotency_key
+                    && let Some(&first) = keys_here.get(key)
+                {
+                    receipts.push(None);
+                    repeats.push((i, first));
+                    continue;
+                }
                 match self.duplicate_of(event.idempotency_key.as_deref(), &new_keys) {
                     Ok(Some(receipt)) => receipts.push(Some(receipt)),
                     Ok(None) => {
+                        if let Some(key) = &event.idempotency_key {
+                            keys_here.insert(key.clone(), i);
+                        }
                         receipts.push(None);
                         fresh.push((i, event));
                     }
@@ -308,6 +322,12 @@ impl Writer {
                 prev.clone_from(&record.signature);
                 records.push(record);
                 seq += 1;
+            }
+            for (i, first) in repeats {
+                receipts[i] = receipts[first].clone().map(|r| Receipt {
+                    duplicate: true,
+                    ..r
+                });
             }
             staged.push(Staged {
                 reply,

@@ -1,0 +1,261 @@
+//! Where alerts go: email over SMTP (lettre), Slack and Discord incoming
+//! webhooks, and a generic JSON webhook. Each is optional; several can be on
+//! at once. Sending is retried with backoff, then logged and counted.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lettre::message::{Mailbox, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::Alert;
+use crate::config::Secret;
+
+/// SMTP settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server. Required.
+    pub host: String,
+    /// Its port. Default: 587 for `starttls`, 465 for `tls`, 25 for `none`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `starttls` (the default), `tls` (implicit TLS) or `none`.
+    #[serde(default)]
+    pub security: Security,
+    /// Login name, if the server wants one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password; better given as `AUDITLOG_ALERTS__EMAIL__PASSWORD` or in
+    /// `password_file` than written in the config file.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// The sender address. Required.
+    pub from: String,
+    /// The recipients. Required, at least one.
+    pub to: Vec<String>,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Security {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+/// An incoming-webhook URL (Slack, Discord, or a generic JSON receiver).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HookConfig {
+    /// Where to POST. Required.
+    pub url: Secret,
+}
+
+/// What happened to one channel's last attempts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelStatus {
+    pub channel: String,
+    pub sent: u64,
+    pub failed: u64,
+    pub last_error: String,
+}
+
+/// A configured channel, ready to send.
+pub(super) struct Channel {
+    pub name: &'static str,
+    kind: Kind,
+    pub status: Arc<Mutex<ChannelStatus>>,
+}
+
+struct Email {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+enum Kind {
+    Email(Box<Email>),
+    Slack(String),
+    Discord(String),
+    Webhook(String),
+}
+
+/// How many times a send is tried before it counts as failed.
+const ATTEMPTS: u32 = 3;
+
+impl EmailConfig {
+    /// Checks addresses and builds the transport.
+    pub(super) fn build(&self) -> Result<Channel, String> {
+        let from: Mailbox = self
+            .from
+            .parse()
+            .map_err(|e| format!("alerts.email.from {:?}: {e}", self.from))?;
+        if self.to.is_empty() {
+            return Err("alerts.email.to needs at least one address".into());
+        }
+        let to = self
+            .to
+            .iter()
+            .map(|t| t.parse().map_err(|e| format!("alerts.email.to {t:?}: {e}")))
+            .collect::<Result<Vec<Mailbox>, _>>()?;
+        let builder = match self.security {
+            Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&self.host),
+            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&self.host),
+            Security::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+                &self.host,
+            )),
+        }
+        .map_err(|e| format!("alerts.email.host {:?}: {e}", self.host))?;
+        let port = self.port.unwrap_or(match self.security {
+            Security::Starttls => 587,
+            Security::Tls => 465,
+            Security::None => 25,
+        });
+        let mut builder = builder.port(port).timeout(Some(Duration::from_secs(10)));
+        let password = match (&self.password, &self.password_file) {
+            (Some(p), _) => Some(p.expose().to_owned()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("alerts.email.password_file {}: {e}", path.display()))?
+                    .trim_end()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(user) = &self.username {
+            builder =
+                builder.credentials(Credentials::new(user.clone(), password.unwrap_or_default()));
+        }
+        Ok(Channel::new(
+            "email",
+            Kind::Email(Box::new(Email {
+                transport: builder.build(),
+                from,
+                to,
+            })),
+        ))
+    }
+}
+
+impl Channel {
+    fn new(name: &'static str, kind: Kind) -> Channel {
+        Channel {
+            name,
+            kind,
+            status: Arc::new(Mutex::new(ChannelStatus {
+                channel: name.to_owned(),
+                ..ChannelStatus::default()
+            })),
+        }
+    }
+
+    pub(super) fn slack(c: &HookConfig) -> Channel {
+        Channel::new("slack", Kind::Slack(c.url.expose().to_owned()))
+    }
+
+    pub(super) fn discord(c: &HookConfig) -> Channel {
+        Channel::new("discord", Kind::Discord(c.url.expose().to_owned()))
+    }
+
+    pub(super) fn webhook(c: &HookConfig) -> Channel {
+        Channel::new("webhook", Kind::Webhook(c.url.expose().to_owned()))
+    }
+
+    /// Sends `alert`, retrying with backoff; counts and logs the outcome.
+    pub(super) async fn send(
+        &self,
+        http: &reqwest::Client,
+        alert: &Alert,
+        retries: bool,
+    ) -> Result<(), String> {
+        let attempts = if retries { ATTEMPTS } else { 1 };
+        let mut backoff = Duration::from_millis(500);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match self.send_once(http, alert).await {
+                Ok(()) => {
+                    if let Ok(mut s) = self.status.lock() {
+                        s.sent += 1;
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(channel = self.name, attempt, error = %e, "sending an alert failed");
+                    last = e;
+                }
+            }
+            if attempt < attempts {
+                tokio::time::sleep(backoff).await;
+                backoff *= 2;
+            }
+        }
+        tracing::error!(channel = self.name, rule = %alert.rule, error = %last, "alert not delivered");
+        if let Ok(mut s) = self.status.lock() {
+            s.failed += 1;
+            s.last_error.clone_from(&last);
+        }
+        Err(last)
+    }
+
+    async fn send_once(&self, http: &reqwest::Client, alert: &Alert) -> Result<(), String> {
+        let text = alert.text();
+        match &self.kind {
+            Kind::Email(email) => {
+                let Email {
+                    transport,
+                    from,
+                    to,
+                } = &**email;
+                let mut message = Message::builder().from(from.clone());
+                for t in to {
+                    message = message.to(t.clone());
+                }
+                let email = message
+                    .subject(alert.subject())
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(text)
+                    .map_err(|e| e.to_string())?;
+                transport
+                    .send(email)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            Kind::Slack(url) => post(http, url, &json!({ "text": text })).await,
+            // Discord rejects content over 2,000 characters.
+            Kind::Discord(url) => {
+                let content: String = text.chars().take(2000).collect();
+                post(http, url, &json!({ "content": content })).await
+            }
+            Kind::Webhook(url) => post(http, url, &alert.json()).await,
+        }
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<(), String> {
+    let response = http.post(url).json(body).send().await.map_err(|e| {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    })?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("HTTP {}", response.status()))
+    }
+}

@@ -1,0 +1,488 @@
+//! Outgoing webhooks: every committed event, POSTed to each configured
+//! endpoint in seq order, signed the way the Standard Webhooks specification
+//! says, so receivers verify it with the `standardwebhooks` libraries.
+//!
+//! Each endpoint has its own task, which reads the log through an ordinary
+//! subscription ([`crate::hub`]): history from the endpoint's position, then
+//! live events. So delivery never blocks ingest and its queue never grows
+//! without bound: while an endpoint is down its task waits, its subscription
+//! falls behind, and when the endpoint is back it catches up from the log
+//! itself. The position (the last seq delivered) is saved in
+//! `<data_dir>/webhooks/<name>.pos` after each delivery, so delivery resumes
+//! where it stopped after a restart. Delivery is at least once: an event
+//! whose delivery was cut short by a crash is sent again, with the same
+//! `webhook-id` (the event's id) and `seq`, which receivers can deduplicate.
+//!
+//! Signing: `webhook-signature: v1,<base64 HMAC-SHA256(secret,
+//! "<webhook-id>.<webhook-timestamp>.<body>")>` with the secret given as
+//! `whsec_<base64>`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::{Hmac, Mac as _};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Secret;
+use crate::hub::{self, Subscription};
+use crate::store::record::{format_timestamp, now_micros};
+use crate::store::{Filter, Record, Store};
+
+/// One endpoint, as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// A name for status and logs; unique. Required.
+    pub name: String,
+    /// Where to POST (`http://` or `https://`). Required.
+    pub url: String,
+    /// Only these event types; empty (the default) means all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Only events of these workflows; empty (the default) means all.
+    #[serde(default)]
+    pub workflows: Vec<String>,
+    /// Sent as `Authorization: Bearer <token>`. Default: none.
+    #[serde(default)]
+    pub bearer_token: Option<Secret>,
+    /// The Standard Webhooks signing secret, `whsec_<base64>`. Required
+    /// (here or in `secret_file`).
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// A file holding the signing secret.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Where a new endpoint starts: `now` (the default: events from its
+    /// first start on) or `beginning` (the whole log).
+    #[serde(default)]
+    pub start: Start,
+    /// Per-request timeout in seconds. Default 10.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// The longest wait between retries, in seconds. Default 60.
+    #[serde(default = "default_backoff")]
+    pub max_backoff_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    10
+}
+
+fn default_backoff() -> u64 {
+    60
+}
+
+/// Where a new endpoint's delivery starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    #[default]
+    Now,
+    Beginning,
+}
+
+/// What an endpoint's delivery looks like now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EndpointStatus {
+    pub name: String,
+    pub url: String,
+    /// The last seq delivered (0: none yet).
+    pub delivered_seq: u64,
+    pub delivered: u64,
+    /// Failed attempts (errors and non-2xx answers), all told.
+    pub failures: u64,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: u64,
+    pub last_error: String,
+    /// When the last error happened (µs since the epoch; 0: never).
+    pub last_error_at: i64,
+}
+
+/// The running webhooks, for status.
+#[derive(Debug, Clone, Default)]
+pub struct Webhooks {
+    endpoints: Vec<Arc<Mutex<EndpointStatus>>>,
+}
+
+/// Why the webhook configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("webhooks[{index}] ({name}): {reason}")]
+pub struct WebhookConfigError {
+    pub index: usize,
+    pub name: String,
+    pub reason: String,
+}
+
+impl WebhookConfig {
+    /// Checks the endpoint and decodes its secret.
+    pub fn validate(
+        &self,
+        index: usize,
+        all: &[WebhookConfig],
+    ) -> Result<Vec<u8>, WebhookConfigError> {
+        let fail = |reason: String| WebhookConfigError {
+            index,
+            name: self.name.clone(),
+            reason,
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(fail("name must be letters, digits, '-' or '_'".into()));
+        }
+        if all.iter().filter(|w| w.name == self.name).count() > 1 {
+            return Err(fail("name is used by another webhook".into()));
+        }
+        let url = reqwest::Url::parse(&self.url).map_err(|e| fail(format!("url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(fail("url must be http:// or https://".into()));
+        }
+        let secret = match (&self.secret, &self.secret_file) {
+            (Some(s), None) => s.expose().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("secret_file {}: {e}", path.display())))?
+                .trim()
+                .to_owned(),
+            (Some(_), Some(_)) => return Err(fail("set secret or secret_file, not both".into())),
+            (None, None) => {
+                return Err(fail(
+                    "a signing secret is required (secret = \"whsec_<base64>\" or secret_file)"
+                        .into(),
+                ));
+            }
+        };
+        let encoded = secret.strip_prefix("whsec_").unwrap_or(&secret);
+        let key = BASE64
+            .decode(encoded)
+            .map_err(|e| fail(format!("secret is not whsec_<base64>: {e}")))?;
+        if key.len() < 16 {
+            return Err(fail("secret must hold at least 16 bytes".into()));
+        }
+        Ok(key)
+    }
+}
+
+impl Webhooks {
+    /// Starts one delivery task per endpoint. Endpoints are validated by
+    /// [`crate::config::Config::validate`] first.
+    pub fn start(
+        configs: Vec<WebhookConfig>,
+        store: Arc<Store>,
+        data_dir: &Path,
+        cancel: CancellationToken,
+    ) -> Webhooks {
+        let dir = data_dir.join("webhooks");
+        let mut endpoints = Vec::new();
+        for (i, config) in configs.iter().enumerate() {
+            let key = match config.validate(i, &configs) {
+                Ok(k) => k,
+                Err(e) => {
+                    tracing::error!(error = %e, "webhook not started");
+                    continue;
+                }
+            };
+            let status = Arc::new(Mutex::new(EndpointStatus {
+                name: config.name.clone(),
+                url: config.url.clone(),
+                ..EndpointStatus::default()
+            }));
+            endpoints.push(Arc::clone(&status));
+            let endpoint = Endpoint {
+                config: config.clone(),
+                key,
+                position: dir.join(format!("{}.pos", config.name)),
+                status,
+            };
+            tokio::spawn(endpoint.run(Arc::clone(&store), cancel.clone()));
+        }
+        Webhooks { endpoints }
+    }
+
+    /// Every endpoint's status.
+    pub fn status(&self) -> Vec<EndpointStatus> {
+        self.endpoints
+            .iter()
+            .map(|s| s.lock().map(|s| s.clone()).unwrap_or_default())
+            .collect()
+    }
+}
+
+struct Endpoint {
+    config: WebhookConfig,
+    key: Vec<u8>,
+    position: PathBuf,
+    status: Arc<Mutex<EndpointStatus>>,
+}
+
+impl Endpoint {
+    async fn run(self, store: Arc<Store>, cancel: CancellationToken) {
+        let name = self.config.name.clone();
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_secs(self.config.timeout_secs))
+            .user_agent(concat!("auditlog/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(webhook = %name, error = %e, "cannot build the HTTP client");
+                return;
+            }
+        };
+        let delivered = match self.load_position(&store) {
+            Ok(seq) => seq,
+            Err(e) => {
+                tracing::error!(webhook = %name, error = %e, "cannot read or write the delivery position; not delivering");
+                return;
+            }
+        };
+        self.update(|s| s.delivered_seq = delivered);
+        let filter = Filter {
+            event_types: self.config.event_types.clone(),
+            ..Filter::default()
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let sub = Subscription {
+            filter,
+            from_seq: delivered + 1,
+            follow: true,
+        };
+        tokio::spawn(hub::run(Arc::clone(&store), sub, cancel.clone(), tx));
+        tracing::info!(webhook = %name, from_seq = delivered + 1, "webhook delivery started");
+        while let Some(item) = rx.recv().await {
+            let record = match item {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(webhook = %name, error = %e, "reading the log for delivery failed; delivery stops until restart");
+                    return;
+                }
+            };
+            let wanted = self.config.workflows.is_empty()
+                || record
+                    .workflow
+                    .as_ref()
+                    .is_some_and(|w| self.config.workflows.contains(w));
+            if wanted && !self.deliver(&client, &record, &cancel).await {
+                return;
+            }
+            if let Err(e) = self.save_position(record.seq) {
+                tracing::warn!(webhook = %name, error = %e, "could not save the delivery position");
+            }
+            self.update(|s| s.delivered_seq = record.seq);
+        }
+    }
+
+    /// Delivers one event, retrying with exponential backoff until it is
+    /// accepted. False when shutdown interrupted it.
+    async fn deliver(
+        &self,
+        client: &reqwest::Client,
+        record: &Record,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let body = payload(record).to_string();
+        let mut backoff = Duration::from_millis(500);
+        let max = Duration::from_secs(self.config.max_backoff_secs.max(1));
+        loop {
+            let result = self.post(client, record, &body).await;
+            match result {
+                Ok(()) => {
+                    self.update(|s| {
+                        s.delivered += 1;
+                        s.consecutive_failures = 0;
+                    });
+                    return true;
+                }
+                Err(error) => {
+                    tracing::warn!(webhook = %self.config.name, seq = record.seq, %error, retry_in = ?backoff, "webhook delivery failed");
+                    self.update(|s| {
+                        s.failures += 1;
+                        s.consecutive_failures += 1;
+                        s.last_error = error;
+                        s.last_error_at = now_micros();
+                    });
+                }
+            }
+            // Up to a quarter more, so many endpoints do not retry in step.
+            let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(backoff + jitter) => {}
+            }
+            backoff = (backoff * 2).min(max);
+        }
+    }
+
+    async fn post(
+        &self,
+        client: &reqwest::Client,
+        record: &Record,
+        body: &str,
+    ) -> Result<(), String> {
+        let timestamp = (now_micros() / 1_000_000).to_string();
+        let signature = sign(&self.key, &record.id, &timestamp, body);
+        let mut request = client
+            .post(&self.config.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &record.id)
+            .header("webhook-timestamp", &timestamp)
+            .header("webhook-signature", signature)
+            .body(body.to_owned());
+        if let Some(token) = &self.config.bearer_token {
+            request = request.bearer_auth(token.expose());
+        }
+        let response = request.send().await.map_err(|e| error_chain(&e))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("the endpoint answered HTTP {status}"))
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
+        if let Ok(mut s) = self.status.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// The last seq delivered; for a new endpoint, where it starts (saved at
+    /// once so a restart does not move it).
+    fn load_position(&self, store: &Store) -> std::io::Result<u64> {
+        match std::fs::read_to_string(&self.position) {
+            Ok(text) => text.trim().parse().map_err(|_| {
+                std::io::Error::other(format!(
+                    "{} does not hold a seq number",
+                    self.position.display()
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let start = match self.config.start {
+                    Start::Now => store.head(),
+                    Start::Beginning => 0,
+                };
+                self.save_position(start)?;
+                Ok(start)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn save_position(&self, seq: u64) -> std::io::Result<()> {
+        if let Some(dir) = self.position.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.position.with_extension("pos.tmp");
+        std::fs::write(&tmp, format!("{seq}\n"))?;
+        std::fs::rename(&tmp, &self.position)
+    }
+}
+
+/// The JSON body: the Standard Webhooks envelope around the event.
+pub fn payload(record: &Record) -> Value {
+    json!({
+        "type": "auditlog.event",
+        "timestamp": format_timestamp(record.timestamp),
+        "data": {
+            "seq": record.seq,
+            "id": record.id,
+            "timestamp": format_timestamp(record.timestamp),
+            "event_type": record.event_type,
+            "actor": record.actor,
+            "lead_id": record.lead_id,
+            "workflow": record.workflow,
+            "details": record.details,
+            "key_id": record.key_id,
+            "prev": record.prev,
+            "signature": record.signature,
+        }
+    })
+}
+
+/// The `webhook-signature` header value.
+pub fn sign(key: &[u8], id: &str, timestamp: &str, body: &str) -> String {
+    // HMAC takes keys of any length.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_the_standard_webhooks_example() {
+        // The example of the Standard Webhooks specification.
+        let key = BASE64.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let body = r#"{"test": 2432232314}"#;
+        assert_eq!(
+            sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn config_requires_a_valid_secret_and_unique_names() {
+        let base = WebhookConfig {
+            name: "crm".into(),
+            url: "http://127.0.0.1:9/hook".into(),
+            event_types: vec![],
+            workflows: vec![],
+            bearer_token: None,
+            secret: Some(Secret::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")),
+            secret_file: None,
+            start: Start::Now,
+            timeout_secs: 10,
+            max_backoff_secs: 60,
+        };
+        assert!(base.validate(0, std::slice::from_ref(&base)).is_ok());
+        let no_secret = WebhookConfig {
+            secret: None,
+            ..base.clone()
+        };
+        assert!(
+            no_secret
+                .validate(0, &[])
+                .unwrap_err()
+                .reason
+                .contains("secret")
+        );
+        let bad_url = WebhookConfig {
+            url: "ftp://x".into(),
+            ..base.clone()
+        };
+        assert!(bad_url.validate(0, &[]).is_err());
+        let twice = [base.clone(), base.clone()];
+        assert!(
+            base.validate(0, &twice)
+                .unwrap_err()
+                .reason
+                .contains("another")
+        );
+    }
+}

@@ -1,0 +1,824 @@
+//! Writing and reading the log through the real client: `Log`, `LogBatch`,
+//! `Query` (filters, order, pages), `GetStats`, and idempotency keys.
+//!
+//! Filter tests log a varied sample one event at a time and keep a model of
+//! what they logged; each query must return exactly the model's matching
+//! seqs, in the requested order. Every page-token, batch and idempotency
+//! test checks what was written (head, totals, the chain), not only what the
+//! call answered.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
+
+use auditlog_client::{Client, Error, NewEvent, Query, pb};
+use common::TestServer;
+use prost_types::Timestamp;
+use serde_json::json;
+use tonic::Code;
+
+/// `prev` of the first record.
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What a test knows about an event it logged, as the server should store it.
+#[derive(Debug, Clone)]
+struct Logged {
+    seq: u64,
+    micros: i64,
+    event_type: String,
+    lead: String,
+    workflow: String,
+    actor: String,
+}
+
+/// A timestamp in microseconds since the epoch.
+fn micros(ts: &Option<Timestamp>) -> i64 {
+    let ts = ts.as_ref().expect("a timestamp");
+    ts.seconds * 1_000_000 + i64::from(ts.nanos / 1000)
+}
+
+/// A receipt's timestamp as the `SystemTime` the client's filters take.
+fn time_of(receipt: &pb::Receipt) -> SystemTime {
+    SystemTime::try_from(receipt.timestamp.unwrap()).unwrap()
+}
+
+fn seqs(events: &[pb::Event]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// Sample event `i` of the filter tests: four types, two leads and none,
+/// two workflows and none, two actors (one of them the default).
+fn sample(i: usize) -> NewEvent {
+    const TYPES: [&str; 4] = ["lead_ingested", "email_sent", "crm_update", "error"];
+    const LEADS: [&str; 3] = ["LEAD-A", "LEAD-B", ""];
+    const WORKFLOWS: [&str; 5] = ["sales", "onboarding", "", "sales", ""];
+    let actor = if i % 7 < 3 { "mailer" } else { "" };
+    NewEvent::new(TYPES[i % 4])
+        .lead(LEADS[i % 3])
+        .workflow(WORKFLOWS[i % 5])
+        .actor(actor)
+        .detail("i", i as u64)
+}
+
+/// Logs `n` sample events one call at a time (so they get distinct
+/// timestamps) and returns their receipts and the model of what was stored.
+async fn log_samples(client: &Client, n: usize) -> (Vec<pb::Receipt>, Vec<Logged>) {
+    let mut receipts = Vec::new();
+    let mut model = Vec::new();
+    for i in 0..n {
+        let event = sample(i);
+        let input = event.clone().into_input().unwrap();
+        let receipt = client.log(event).await.unwrap();
+        model.push(Logged {
+            seq: receipt.seq,
+            micros: micros(&receipt.timestamp),
+            event_type: input.event_type,
+            lead: input.lead_id,
+            workflow: input.workflow,
+            actor: if input.actor.is_empty() {
+                "system".into()
+            } else {
+                input.actor
+            },
+        });
+        receipts.push(receipt);
+    }
+    (receipts, model)
+}
+
+/// The seqs of the model's events that `matches`, oldest first.
+fn expected(model: &[Logged], matches: impl Fn(&Logged) -> bool) -> Vec<u64> {
+    model.iter().filter(|e| matches(e)).map(|e| e.seq).collect()
+}
+
+/// Reads `query` page by page, checking the token rules: every page but the
+/// last is full and has a token, the last has none. Returns the pages' seqs.
+async fn pages(client: &Client, mut query: Query) -> Vec<Vec<u64>> {
+    let limit = query.request.limit as usize;
+    let mut out = Vec::new();
+    loop {
+        let page = client.query(query.clone()).await.unwrap();
+        assert!(page.events.len() <= limit, "page longer than the limit");
+        let done = page.next_page_token.is_empty();
+        if !done {
+            assert_eq!(page.events.len(), limit, "a page before the last is short");
+        }
+        out.push(seqs(&page.events));
+        if done {
+            return out;
+        }
+        query = query.page_token(page.next_page_token);
+    }
+}
+
+fn assert_invalid_argument(err: &Error, field: &str) {
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    let fields: Vec<String> = err.field_violations().into_iter().map(|v| v.0).collect();
+    assert_eq!(fields, [field], "{err}");
+}
+
+#[tokio::test]
+async fn filters_select_exactly_the_matching_events_in_both_orders() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (receipts, model) = log_samples(&client, 30).await;
+    let (t10, t20) = (&receipts[10], &receipts[20]);
+    let (m10, m20) = (micros(&t10.timestamp), micros(&t20.timestamp));
+
+    type Case = (&'static str, Query, Box<dyn Fn(&Logged) -> bool>);
+    let cases: Vec<Case> = vec![
+        ("no filter", Query::new(), Box::new(|_| true)),
+        (
+            "lead",
+            Query::new().lead("LEAD-A"),
+            Box::new(|e| e.lead == "LEAD-A"),
+        ),
+        (
+            "one type",
+            Query::new().event_type("error"),
+            Box::new(|e| e.event_type == "error"),
+        ),
+        (
+            "several types",
+            Query::new().event_type("error").event_type("email_sent"),
+            Box::new(|e| e.event_type == "error" || e.event_type == "email_sent"),
+        ),
+        (
+            "a known and an unknown type",
+            Query::new().event_type("error").event_type("never_logged"),
+            Box::new(|e| e.event_type == "error"),
+        ),
+        (
+            "workflow",
+            Query::new().workflow("sales"),
+            Box::new(|e| e.workflow == "sales"),
+        ),
+        (
+            "actor",
+            Query::new().actor("mailer"),
+            Box::new(|e| e.actor == "mailer"),
+        ),
+        (
+            "default actor",
+            Query::new().actor("system"),
+            Box::new(|e| e.actor == "system"),
+        ),
+        (
+            "since (inclusive)",
+            Query::new().since(time_of(t10)),
+            Box::new(move |e| e.micros >= m10),
+        ),
+        (
+            "until (exclusive)",
+            Query::new().until(time_of(t20)),
+            Box::new(move |e| e.micros < m20),
+        ),
+        (
+            "since and until",
+            Query::new().since(time_of(t10)).until(time_of(t20)),
+            Box::new(move |e| e.micros >= m10 && e.micros < m20),
+        ),
+        (
+            "lead, type and workflow",
+            Query::new()
+                .lead("LEAD-B")
+                .event_type("email_sent")
+                .workflow("sales"),
+            Box::new(|e| {
+                e.lead == "LEAD-B" && e.event_type == "email_sent" && e.workflow == "sales"
+            }),
+        ),
+        (
+            "actor, several types and a time range",
+            Query::new()
+                .actor("system")
+                .event_type("crm_update")
+                .event_type("lead_ingested")
+                .since(time_of(t10)),
+            Box::new(move |e| {
+                e.actor == "system"
+                    && (e.event_type == "crm_update" || e.event_type == "lead_ingested")
+                    && e.micros >= m10
+            }),
+        ),
+        (
+            "unknown lead",
+            Query::new().lead("nobody"),
+            Box::new(|_| false),
+        ),
+        (
+            "unknown workflow",
+            Query::new().workflow("nowhere"),
+            Box::new(|_| false),
+        ),
+    ];
+    for (name, query, matches) in cases {
+        let want = expected(&model, matches);
+        // Only the unknown values may match nothing, and no filter but the
+        // empty one everything; otherwise the case would prove little.
+        assert_eq!(want.is_empty(), name.starts_with("unknown"), "{name}");
+        assert_eq!(want.len() == model.len(), name == "no filter", "{name}");
+        let oldest = client
+            .query_all(query.clone().oldest_first())
+            .await
+            .unwrap();
+        assert_eq!(seqs(&oldest), want, "{name}, oldest first");
+        let newest = client.query_all(query).await.unwrap();
+        let mut want_newest = want.clone();
+        want_newest.reverse();
+        assert_eq!(
+            seqs(&newest),
+            want_newest,
+            "{name}, newest first (the default)"
+        );
+    }
+    // The range ends are the receipts' own events: since takes it, until not.
+    let range = client
+        .query_all(Query::new().since(time_of(t10)).until(time_of(t20)))
+        .await
+        .unwrap();
+    assert!(seqs(&range).contains(&t10.seq));
+    assert!(!seqs(&range).contains(&t20.seq));
+}
+
+#[tokio::test]
+async fn pages_visit_every_match_once_in_order() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let (_, model) = log_samples(&client, 30).await;
+    let all = expected(&model, |_| true);
+    let lead_a = expected(&model, |e| e.lead == "LEAD-A");
+    let reversed = |v: &[u64]| v.iter().rev().copied().collect::<Vec<_>>();
+
+    let cases = [
+        ("newest first by 7", Query::new().limit(7), reversed(&all)),
+        (
+            "oldest first by 7",
+            Query::new().limit(7).oldest_first(),
+            all.clone(),
+        ),
+        (
+            "a multiple of the limit",
+            Query::new().limit(10).oldest_first(),
+            all.clone(),
+        ),
+        ("a page of one", Query::new().limit(1), reversed(&all)),
+        (
+            "one lead by 3",
+            Query::new().lead("LEAD-A").limit(3).oldest_first(),
+            lead_a.clone(),
+        ),
+        (
+            "one lead newest first by 4",
+            Query::new().lead("LEAD-A").limit(4),
+            reversed(&lead_a),
+        ),
+        (
+            "everything on one page",
+            Query::new().limit(1000),
+            reversed(&all),
+        ),
+    ];
+    for (name, query, want) in cases {
+        let limit = query.request.limit as usize;
+        let got = pages(&client, query).await;
+        assert_eq!(got.concat(), want, "{name}");
+        assert_eq!(
+            got.len(),
+            want.len().div_ceil(limit).max(1),
+            "{name}: page count"
+        );
+    }
+}
+
+#[tokio::test]
+async fn limit_zero_means_a_page_of_one_hundred() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .log_batch((0..150).map(|i| NewEvent::new("email_sent").detail("i", i)))
+        .await
+        .unwrap();
+    let page = client.query(Query::new()).await.unwrap();
+    assert_eq!(page.events.len(), 100);
+    assert_eq!(page.events[0].seq, 150);
+    assert!(!page.next_page_token.is_empty());
+    let rest = client
+        .query(Query::new().page_token(page.next_page_token))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&rest.events), (1..=50).rev().collect::<Vec<_>>());
+    assert!(rest.next_page_token.is_empty());
+}
+
+#[tokio::test]
+async fn a_page_token_only_continues_its_own_query() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    log_samples(&client, 30).await;
+    let first = client.query(Query::new().limit(5)).await.unwrap();
+    let token = first.next_page_token;
+    assert!(!token.is_empty());
+
+    let misuses = [
+        ("another filter", Query::new().lead("LEAD-A").limit(5)),
+        (
+            "another type filter",
+            Query::new().event_type("error").limit(5),
+        ),
+        ("the other order", Query::new().limit(5).oldest_first()),
+    ];
+    for (name, query) in misuses {
+        let err = client.query(query.page_token(&token)).await.unwrap_err();
+        assert_invalid_argument(&err, "page_token");
+        assert!(err.to_string().contains("page_token"), "{name}: {err}");
+    }
+    for garbage in [
+        "garbage",
+        "p1",
+        "p1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz",
+        &token[..token.len() - 1],
+    ] {
+        let err = client
+            .query(Query::new().limit(5).page_token(garbage))
+            .await
+            .unwrap_err();
+        assert_invalid_argument(&err, "page_token");
+    }
+    // The same filter and order may continue with another page size.
+    let next = client
+        .query(Query::new().limit(10).page_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&next.events), (16..=25).rev().collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn lead_history_is_the_whole_timeline_oldest_first_across_pages() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // Four batches of 500; three events in four are LEAD-BIG's: 1,500 in all.
+    let mut want = Vec::new();
+    for batch in 0..4u64 {
+        let events = (0..500u64).map(|i| {
+            let n = batch * 500 + i;
+            let lead = if n % 4 == 3 { "LEAD-OTHER" } else { "LEAD-BIG" };
+            NewEvent::crm_update(lead, "hubspot", &n.to_string(), &["stage"]).detail("n", n)
+        });
+        let receipts = client.log_batch(events).await.unwrap();
+        want.extend(
+            receipts
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 4 != 3)
+                .map(|(_, r)| r.seq),
+        );
+    }
+    let history = client.lead_history("LEAD-BIG").await.unwrap();
+    assert_eq!(history.len(), 1500);
+    assert_eq!(seqs(&history), want);
+    assert!(history.iter().all(|e| e.lead_id == "LEAD-BIG"));
+    let other = client.lead_history("LEAD-OTHER").await.unwrap();
+    assert_eq!(other.len(), 500);
+    assert!(client.lead_history("LEAD-NONE").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn details_come_back_as_given() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let details = json!({
+        "nested": {"deeper": {"list": [1, "two", 3.25, false, null, {"k": "v"}]}},
+        "empty_object": {},
+        "empty_list": [],
+        "unicode": "héllo wörld — 日本語 🚀",
+        "quotes": "she said \"hi\", 'bye' and \\ once",
+        "newlines": "line 1\nline 2\r\n\ttabbed",
+        "control": "\u{0001}\u{001f}",
+        "yes": true,
+        "no": false,
+        "nothing": null,
+        "integer": 42,
+        "negative": -17,
+        "largest_exact": 9_007_199_254_740_991_i64,
+        "float": 0.1,
+        "negative_float": -2.5e-7,
+        "huge": 1.5e300,
+    });
+    let single = client
+        .log(NewEvent::new("crm_update").details(details.clone()))
+        .await
+        .unwrap();
+    let batched = client
+        .log_batch(vec![
+            NewEvent::new("crm_update").details(details.clone());
+            2
+        ])
+        .await
+        .unwrap();
+    let events = client.query_all(Query::new().oldest_first()).await.unwrap();
+    assert_eq!(seqs(&events), [single.seq, batched[0].seq, batched[1].seq]);
+    for event in &events {
+        let back = auditlog_proto::json::struct_to_json(event.details.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(back),
+            details,
+            "seq {}",
+            event.seq
+        );
+    }
+}
+
+#[tokio::test]
+async fn actor_defaults_to_system_and_absent_fields_stay_empty() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.log(NewEvent::new("workflow_started")).await.unwrap();
+    // A raw request without details at all.
+    let raw = pb::LogRequest {
+        event: Some(pb::EventInput {
+            event_type: "workflow_stopped".into(),
+            ..Default::default()
+        }),
+    };
+    client.raw().log(raw).await.unwrap();
+    let events = client.query_all(Query::new().oldest_first()).await.unwrap();
+    assert_eq!(events.len(), 2);
+    for e in &events {
+        assert_eq!(e.actor, "system", "seq {}", e.seq);
+        assert_eq!((e.lead_id.as_str(), e.workflow.as_str()), ("", ""));
+        assert_eq!(e.idempotency_key, "");
+        assert!(e.details.as_ref().is_none_or(|d| d.fields.is_empty()));
+        assert_eq!(e.id.len(), 36, "a UUID: {}", e.id);
+        assert_eq!(e.key_id, "k1");
+    }
+    let explicit = client
+        .log(
+            NewEvent::new("email_sent")
+                .actor("mailer")
+                .lead("L1")
+                .workflow("sales"),
+        )
+        .await
+        .unwrap();
+    let e = &client.query(Query::new().limit(1)).await.unwrap().events[0];
+    assert_eq!(e.seq, explicit.seq);
+    assert_eq!(
+        (e.actor.as_str(), e.lead_id.as_str(), e.workflow.as_str()),
+        ("mailer", "L1", "sales")
+    );
+}
+
+#[tokio::test]
+async fn a_batch_with_one_invalid_event_writes_nothing() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    log_samples(&client, 2).await;
+    let before = client.stats(None).await.unwrap();
+    let head = client.verify().await.unwrap();
+
+    let events = (0..6).map(|i| {
+        if i == 3 {
+            NewEvent::new("Not-Snake-Case")
+        } else {
+            sample(i)
+        }
+    });
+    let err = client.log_batch(events).await.unwrap_err();
+    assert_invalid_argument(&err, "events[3].event_type");
+
+    let after = client.stats(None).await.unwrap();
+    assert_eq!((after.total_events, after.head_seq), (2, 2));
+    assert_eq!(after, before);
+    let verified = client.verify().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
+    assert_eq!(
+        (verified.head_seq, &verified.head_signature),
+        (head.head_seq, &head.head_signature)
+    );
+    // The next write continues the log where it was.
+    assert_eq!(client.log(sample(0)).await.unwrap().seq, 3);
+}
+
+#[tokio::test]
+async fn a_batch_gets_consecutive_seqs_in_order_and_matches_what_is_stored() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    log_samples(&client, 2).await;
+    let inputs: Vec<NewEvent> = (0..10).map(sample).collect();
+    let receipts = client.log_batch(inputs.clone()).await.unwrap();
+    assert_eq!(
+        receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (3..=12).collect::<Vec<_>>()
+    );
+    assert!(
+        receipts
+            .iter()
+            .all(|r| !r.duplicate && r.signature.len() == 64)
+    );
+    let ids: HashSet<&str> = receipts.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids.len(), 10, "ids are unique");
+    assert!(
+        receipts
+            .windows(2)
+            .all(|w| micros(&w[0].timestamp) <= micros(&w[1].timestamp))
+    );
+
+    let stored = client.query_all(Query::new().oldest_first()).await.unwrap();
+    assert_eq!(seqs(&stored), (1..=12).collect::<Vec<_>>());
+    for ((receipt, event), input) in receipts.iter().zip(&stored[2..]).zip(inputs) {
+        let input = input.into_input().unwrap();
+        assert_eq!(
+            (
+                receipt.seq,
+                &receipt.id,
+                &receipt.timestamp,
+                &receipt.signature
+            ),
+            (event.seq, &event.id, &event.timestamp, &event.signature)
+        );
+        assert_eq!(
+            (&event.event_type, &event.lead_id),
+            (&input.event_type, &input.lead_id)
+        );
+    }
+    assert_chained(&stored);
+}
+
+/// Every event's `prev` is the signature of the one before it.
+fn assert_chained(events: &[pb::Event]) {
+    let mut prev = GENESIS.to_owned();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "gapless seqs");
+        assert_eq!(e.prev, prev, "prev of seq {}", e.seq);
+        prev.clone_from(&e.signature);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_get_gapless_unique_seqs_and_one_chain() {
+    const TASKS: u64 = 8;
+    const PER_TASK: u64 = 500;
+    let server = TestServer::start().await;
+    let mut writers = Vec::new();
+    for task in 0..TASKS {
+        let client = server.client().await;
+        writers.push(tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for i in 0..PER_TASK {
+                let event = NewEvent::new("email_sent")
+                    .lead(format!("LEAD-{task}"))
+                    .detail("i", i);
+                receipts.push(client.log(event).await.unwrap());
+            }
+            receipts
+        }));
+    }
+    let mut receipts = Vec::new();
+    for w in writers {
+        receipts.extend(w.await.unwrap());
+    }
+    let total = TASKS * PER_TASK;
+    let mut got: Vec<u64> = receipts.iter().map(|r| r.seq).collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=total).collect::<Vec<_>>(), "no gap, no duplicate");
+
+    let client = server.client().await;
+    assert_eq!(client.stats(None).await.unwrap().total_events, total);
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.events_checked, total);
+
+    let stored = client
+        .query_all(Query::new().oldest_first().limit(1000))
+        .await
+        .unwrap();
+    assert_chained(&stored);
+    let signatures: HashMap<u64, &str> = receipts
+        .iter()
+        .map(|r| (r.seq, r.signature.as_str()))
+        .collect();
+    assert!(stored.iter().all(|e| signatures[&e.seq] == e.signature));
+    // Each writer's events are in the order it wrote them.
+    for task in 0..TASKS {
+        let history = client.lead_history(&format!("LEAD-{task}")).await.unwrap();
+        let order: Vec<f64> = history
+            .iter()
+            .map(|e| match e.details.as_ref().unwrap().fields["i"].kind {
+                Some(prost_types::value::Kind::NumberValue(n)) => n,
+                ref other => panic!("detail i is {other:?}"),
+            })
+            .collect();
+        assert_eq!(order, (0..PER_TASK).map(|i| i as f64).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_returns_the_original_receipt() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let event = NewEvent::email_sent("LEAD-1", "a@example.com", "Hi").idempotency_key("mail-1");
+    let first = client.log(event.clone()).await.unwrap();
+    assert!(!first.duplicate);
+    let again = client.log(event).await.unwrap();
+    assert_eq!(
+        again,
+        pb::Receipt {
+            duplicate: true,
+            ..first.clone()
+        }
+    );
+    // A different event under the same key is answered the same way.
+    let other = client
+        .log(NewEvent::new("error").idempotency_key("mail-1"))
+        .await
+        .unwrap();
+    assert_eq!(other, again);
+
+    let stats = client.stats(None).await.unwrap();
+    assert_eq!((stats.total_events, stats.head_seq), (1, 1));
+    let stored = client.query_all(Query::new()).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (
+            stored[0].event_type.as_str(),
+            stored[0].idempotency_key.as_str()
+        ),
+        ("email_sent", "mail-1")
+    );
+    // Another key is another event.
+    assert_eq!(
+        client
+            .log(NewEvent::new("error").idempotency_key("mail-2"))
+            .await
+            .unwrap()
+            .seq,
+        2
+    );
+}
+
+/// An event carrying idempotency key `key`, told apart by detail `i`.
+fn keyed(key: &str, i: u64) -> NewEvent {
+    NewEvent::new("crm_update")
+        .detail("i", i)
+        .idempotency_key(key)
+}
+
+#[tokio::test]
+async fn a_key_repeated_inside_one_batch_is_written_once() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let receipts = client
+        .log_batch([
+            keyed("a", 0),
+            NewEvent::new("crm_create"),
+            keyed("a", 2),
+            keyed("b", 3),
+        ])
+        .await
+        .unwrap();
+    let stored = client.query_all(Query::new().oldest_first()).await.unwrap();
+    let keys: Vec<&str> = stored.iter().map(|e| e.idempotency_key.as_str()).collect();
+    assert_eq!(keys, ["a", "", "b"], "the second \"a\" must not be written");
+    assert_eq!(
+        receipts.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        [1, 2, 1, 3]
+    );
+    assert_eq!(
+        receipts[2],
+        pb::Receipt {
+            duplicate: true,
+            ..receipts[0].clone()
+        }
+    );
+    assert!(!receipts[0].duplicate && !receipts[1].duplicate && !receipts[3].duplicate);
+    assert_chained(&stored);
+}
+
+#[tokio::test]
+async fn a_batch_naming_a_logged_key_writes_only_its_new_events() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let first = client.log(keyed("b", 0)).await.unwrap();
+    let next = client
+        .log_batch([keyed("b", 1), keyed("c", 2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        next[0],
+        pb::Receipt {
+            duplicate: true,
+            ..first
+        }
+    );
+    assert_eq!((next[1].seq, next[1].duplicate), (2, false));
+
+    let stored = client.query_all(Query::new().oldest_first()).await.unwrap();
+    assert_eq!(seqs(&stored), [1, 2]);
+    assert_chained(&stored);
+    assert!(client.verify().await.unwrap().ok);
+}
+
+#[tokio::test]
+async fn idempotency_keys_survive_a_restart() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let event = NewEvent::lead_ingested("LEAD-1", "webform").idempotency_key("ingest-LEAD-1");
+    let first = client.log(event.clone()).await.unwrap();
+    client.log(NewEvent::new("email_sent")).await.unwrap();
+
+    let server = server.restart(|_| {}).await;
+    let client = server.client().await;
+    let again = client.log(event).await.unwrap();
+    assert_eq!(
+        again,
+        pb::Receipt {
+            duplicate: true,
+            ..first
+        }
+    );
+    assert_eq!(client.stats(None).await.unwrap().head_seq, 2);
+    assert_eq!(
+        client.log(NewEvent::new("email_sent")).await.unwrap().seq,
+        3
+    );
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}
+
+#[tokio::test]
+async fn stats_count_the_whole_log_or_one_workflow() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let empty = client.stats(None).await.unwrap();
+    assert_eq!(empty, pb::GetStatsResponse::default(), "an empty log");
+
+    let events = [
+        NewEvent::lead_ingested("L1", "webform").workflow("sales"),
+        NewEvent::lead_qualified("L1", 0.9, true).workflow("sales"),
+        NewEvent::crm_update("L3", "hubspot", "7", &["stage"]).workflow("support"),
+        NewEvent::email_sent("L2", "b@example.com", "Hi").workflow("sales"),
+        NewEvent::error("Timeout", "CRM did not answer").workflow("sales"),
+        NewEvent::error("Bounce", "mailbox full")
+            .lead("L1")
+            .workflow("support"),
+        NewEvent::email_sent("L2", "b@example.com", "Again"),
+        NewEvent::lead_ingested("L4", "import"),
+    ];
+    let mut receipts = Vec::new();
+    for e in events {
+        receipts.push(client.log(e).await.unwrap());
+    }
+    let counts = |pairs: &[(&str, u64)]| -> HashMap<String, u64> {
+        pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+    };
+
+    let all = client.stats(None).await.unwrap();
+    let want_all = pb::GetStatsResponse {
+        total_events: 8,
+        by_type: counts(&[
+            ("lead_ingested", 2),
+            ("lead_qualified", 1),
+            ("crm_update", 1),
+            ("email_sent", 2),
+            ("error", 2),
+        ]),
+        by_workflow: counts(&[("sales", 4), ("support", 2)]),
+        leads_processed: 4,
+        error_count: 2,
+        first_event: receipts[0].timestamp,
+        last_event: receipts[7].timestamp,
+        head_seq: 8,
+    };
+    assert_eq!(all, want_all);
+
+    let sales = client.stats(Some("sales")).await.unwrap();
+    let want_sales = pb::GetStatsResponse {
+        total_events: 4,
+        by_type: counts(&[
+            ("lead_ingested", 1),
+            ("lead_qualified", 1),
+            ("email_sent", 1),
+            ("error", 1),
+        ]),
+        by_workflow: counts(&[("sales", 4)]),
+        leads_processed: 2,
+        error_count: 1,
+        first_event: receipts[0].timestamp,
+        last_event: receipts[4].timestamp,
+        head_seq: 8,
+    };
+    assert_eq!(sales, want_sales);
+
+    let none = client.stats(Some("nowhere")).await.unwrap();
+    assert_eq!(
+        none,
+        pb::GetStatsResponse {
+            head_seq: 8,
+            ..Default::default()
+        }
+    );
+}
