@@ -330,6 +330,38 @@ impl Client {
             .into_inner())
     }
 
+    /// Sends a test alert to every configured channel; one result each.
+    pub async fn test_alerts(&self) -> Result<Vec<pb::ChannelResult>, Error> {
+        Ok(self
+            .admin
+            .clone()
+            .test_alerts(pb::TestAlertsRequest {})
+            .await?
+            .into_inner()
+            .channels)
+    }
+
+    /// Alert channels' and rules' counters.
+    pub async fn alert_status(&self) -> Result<pb::GetAlertStatusResponse, Error> {
+        Ok(self
+            .admin
+            .clone()
+            .get_alert_status(pb::GetAlertStatusRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Each outgoing webhook endpoint's delivery state.
+    pub async fn webhook_status(&self) -> Result<Vec<pb::WebhookStatus>, Error> {
+        Ok(self
+            .admin
+            .clone()
+            .get_webhook_status(pb::GetWebhookStatusRequest {})
+            .await?
+            .into_inner()
+            .endpoints)
+    }
+
     /// Statistics for the whole log, or one workflow's.
     pub async fn stats(&self, workflow: Option<&str>) -> Result<pb::GetStatsResponse, Error> {
         let request = pb::GetStatsRequest {

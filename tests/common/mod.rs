@@ -116,22 +116,26 @@ impl Drop for TestServer {
     }
 }
 
-/// The path of a workspace binary, built on demand when the test runs
-/// without it (e.g. `cargo test -p auditlog-proto`).
-pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
+/// The path of a workspace binary. The workspace's binaries are built (or
+/// found up to date) once per test process, so a test never runs a stale
+/// binary, also when run alone (`cargo test --test cli` does not build the
+/// other packages' binaries by itself).
+pub fn workspace_bin(_package: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     // Test binaries live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(name);
-    if !path.exists() {
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", package, "--bin", name])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name} failed");
-    }
-    path
+        let mut build = Command::new(cargo);
+        build.args(["build", "-q", "--workspace", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().unwrap();
+        assert!(status.success(), "building the workspace binaries failed");
+    });
+    dir.join(name)
 }
 
 /// The `auditlog-server` binary running as a child process.

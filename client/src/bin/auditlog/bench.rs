@@ -151,7 +151,7 @@ fn report(args: &BenchArgs, mut total: TaskResult, json: bool) -> Result<(), Cli
     );
     let max = total.latencies.last().copied().unwrap_or_default();
     if json {
-        println!(
+        say!(
             "{}",
             json!({
                 "concurrency": args.concurrency,
@@ -166,14 +166,14 @@ fn report(args: &BenchArgs, mut total: TaskResult, json: bool) -> Result<(), Cli
             })
         );
     } else {
-        println!("calls:      {calls} ({:.0}/s)", calls as f64 / secs);
-        println!(
+        say!("calls:      {calls} ({:.0}/s)", calls as f64 / secs);
+        say!(
             "events:     {} ({:.0}/s)",
             total.events,
             total.events as f64 / secs
         );
-        println!("errors:     {}", total.errors);
-        println!(
+        say!("errors:     {}", total.errors);
+        say!(
             "latency ms: p50 {:.3}  p95 {:.3}  p99 {:.3}  max {:.3}",
             ms(p50),
             ms(p95),

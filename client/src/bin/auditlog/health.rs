@@ -66,12 +66,12 @@ pub async fn run(url: &str, args: HealthArgs, json: bool) -> Result<(), CliError
     let status = response.into_inner().status();
     let name = status.as_str_name();
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::json!({ "service": args.service, "status": name })
         );
     } else {
-        println!("status: {name}");
+        say!("status: {name}");
     }
     if status == ServingStatus::Serving {
         Ok(())

@@ -4,6 +4,16 @@
 //! a readable form by default and JSON with `--json`, and on failure prints
 //! one line to stderr and exits non-zero.
 
+/// `println!` that returns an error instead of panicking when stdout is
+/// gone (`auditlog query | head`); `main` treats a broken pipe as success.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?;
+    }};
+}
+
+mod admin;
 mod bench;
 mod export;
 mod format;
@@ -68,8 +78,8 @@ enum Command {
     /// Recent error events with their type and message.
     #[command(after_help = "Examples:\n  auditlog errors\n  auditlog errors --limit 5 --verbose")]
     Errors {
-        /// How many.
-        #[arg(long, default_value_t = 20)]
+        /// How many (1 to 1,000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         /// Also print each traceback.
         #[arg(long, short)]
@@ -116,6 +126,15 @@ enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Alerts: send a test alert to every channel, or show counters (admin).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  auditlog alerts test\n  auditlog alerts status"
+    )]
+    Alerts(AlertsCommand),
+    /// Outgoing webhooks: delivery status per endpoint (admin).
+    #[command(subcommand, after_help = "Example:\n  auditlog webhooks status")]
+    Webhooks(WebhooksCommand),
     /// Purge segments older than the retention period now (admin).
     #[command(after_help = "Example:\n  auditlog retention")]
     Retention,
@@ -129,6 +148,24 @@ enum Command {
         after_help = "Examples:\n  auditlog bench --concurrency 64 --duration 10s\n  auditlog bench --concurrency 8 --batch 100"
     )]
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Send a test alert to every configured channel and report each result;
+    /// exits 1 if any channel failed.
+    #[command(after_help = "Example:\n  auditlog alerts test")]
+    Test,
+    /// Alerts sent and failed per channel; rules' windows and firings.
+    #[command(after_help = "Example:\n  auditlog alerts status --json")]
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Last seq delivered, failures and last error per endpoint.
+    #[command(after_help = "Example:\n  auditlog webhooks status")]
+    Status,
 }
 
 #[derive(Debug, Args)]
@@ -220,7 +257,7 @@ struct QueryArgs {
     #[command(flatten)]
     filter: FilterArgs,
     /// At most this many events (1 to 1,000).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
     limit: u32,
     /// Oldest first instead of newest first.
     #[arg(long)]
@@ -322,28 +359,31 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         Command::Rotate { wait } => {
             let r = client.rotate(wait).await?;
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({"rotated": r.rotated, "file": r.file, "first_seq": r.first_seq, "last_seq": r.last_seq})
                 );
             } else if r.rotated {
-                println!("sealed {} (seqs {}..={})", r.file, r.first_seq, r.last_seq);
+                say!("sealed {} (seqs {}..={})", r.file, r.first_seq, r.last_seq);
             } else {
-                println!("nothing to rotate: the active segment is empty");
+                say!("nothing to rotate: the active segment is empty");
             }
             Ok(())
         }
+        Command::Alerts(AlertsCommand::Test) => admin::alerts_test(client, json).await,
+        Command::Alerts(AlertsCommand::Status) => admin::alerts_status(client, json).await,
+        Command::Webhooks(WebhooksCommand::Status) => admin::webhooks_status(client, json).await,
         Command::Retention => {
             let r = client.apply_retention().await?;
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({"segments": r.segments, "first_seq": r.first_seq, "through_seq": r.through_seq, "event_seq": r.event_seq})
                 );
             } else if r.segments.is_empty() {
-                println!("nothing to purge: no segment is older than the retention period");
+                say!("nothing to purge: no segment is older than the retention period");
             } else {
-                println!(
+                say!(
                     "purged {} segment(s), seqs {}..={}; recorded as event seq {}",
                     r.segments.len(),
                     r.first_seq,
@@ -383,14 +423,14 @@ async fn log(client: &Client, args: LogArgs, json: bool) -> Result<(), CliError>
     }
     let receipt = client.log(event).await?;
     if json {
-        println!("{}", receipt_json(&receipt));
+        say!("{}", receipt_json(&receipt));
     } else {
         let dup = if receipt.duplicate {
             "  (duplicate: already logged with this idempotency key)"
         } else {
             ""
         };
-        println!(
+        say!(
             "seq {}  id {}  time {}\nsignature {}{dup}",
             receipt.seq,
             receipt.id,
@@ -415,7 +455,7 @@ async fn query(client: &Client, args: QueryArgs, json: bool) -> Result<(), CliEr
             "events": page.events.iter().map(event_json).collect::<Vec<_>>(),
             "next_page_token": page.next_page_token,
         });
-        println!("{value}");
+        say!("{value}");
         return Ok(());
     }
     if page.events.is_empty() {
@@ -466,7 +506,7 @@ fn print_events(events: &[pb::Event], json: bool, verbose: bool) -> Result<(), C
 async fn stats(client: &Client, workflow: Option<&str>, json: bool) -> Result<(), CliError> {
     let s = client.stats(workflow).await?;
     if json {
-        println!("{}", format::stats_json(&s));
+        say!("{}", format::stats_json(&s));
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
@@ -509,7 +549,7 @@ async fn errors(client: &Client, limit: u32, verbose: bool, json: bool) -> Resul
         .await?;
     if json {
         let all: Vec<_> = page.events.iter().map(event_json).collect();
-        println!("{}", serde_json::Value::Array(all));
+        say!("{}", serde_json::Value::Array(all));
         return Ok(());
     }
     if page.events.is_empty() {
@@ -577,9 +617,9 @@ async fn integrity(
         })
         .await?;
     if json {
-        println!("{}", format::report_json(&report));
+        say!("{}", format::report_json(&report));
     } else if report.ok {
-        println!(
+        say!(
             "OK: {} events in {} segment file(s) verified in {} ms ({:.0} events/s); head seq {} \
              signature {}",
             report.events_checked,
@@ -590,13 +630,13 @@ async fn integrity(
             report.head_signature
         );
     } else {
-        println!(
+        say!(
             "FAILED: {} problem(s) in {} events checked",
             report.problems.len(),
             report.events_checked
         );
         for p in &report.problems {
-            println!(
+            say!(
                 "  {:<20} seq {:<8} line {:<8} {}",
                 format::problem_kind_text(p.kind),
                 p.seq,
