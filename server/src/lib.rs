@@ -24,7 +24,6 @@ use std::time::Duration;
 use auditlog_proto::v1::admin_service_server::AdminServiceServer;
 use auditlog_proto::v1::audit_service_server::AuditServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -171,13 +170,16 @@ pub async fn run(
     };
 
     tracing::info!(addr = ?addr, "serving auditlog.v1.AuditService");
+    // Nagle's algorithm would hold back a response's last small write until
+    // the peer's delayed ACK: tens of milliseconds per call.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AuditServiceServer::new(svc))
         .add_service(AdminServiceServer::new(admin))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(incoming, signal);
 
     // A failed recovery stops the server; so does a stopped transport.
     tokio::pin!(serve);

@@ -417,10 +417,13 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: &File) -> Checked
             ),
         });
     }
+    // The next segment chains on from what the (signed) manifest says this
+    // one holds, not from what was read: a damaged or misplaced segment is
+    // reported once, here, not again at the untouched segment after it.
     Checked {
         report,
         last: lines.last,
-        skip_to: None,
+        skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
     }
 }
 
