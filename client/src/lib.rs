@@ -167,43 +167,112 @@ impl Query {
     }
 }
 
+/// How to reach a server beyond its URL: a bearer token, and TLS settings
+/// for `https://` URLs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Sent as `authorization: Bearer <token>` with every call.
+    pub token: Option<String>,
+    /// The CA certificate (PEM) the server's certificate must chain to;
+    /// without it, the public web roots are used.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// A client certificate and key (PEM), for servers that require mutual
+    /// TLS.
+    pub identity_pem: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the server's certificate must carry, when it is not the
+    /// URL's host.
+    pub domain: Option<String>,
+}
+
+/// Adds the bearer token to every call.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.token {
+            req.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// The generated clients, with credentials.
+type Channeled = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
+
 /// A connection to an auditlog server. Cheap to clone; clones share the
 /// connection.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: AuditServiceClient<Channel>,
-    admin: AdminServiceClient<Channel>,
+    inner: AuditServiceClient<Channeled>,
+    admin: AdminServiceClient<Channeled>,
 }
 
 impl Client {
     /// Connects to `url` (e.g. `http://127.0.0.1:50051`), failing fast when
     /// nothing answers there.
     pub async fn connect(url: impl Into<String>) -> Result<Client, Error> {
+        Client::connect_with(url, Options::default()).await
+    }
+
+    /// Connects with a token and TLS settings.
+    pub async fn connect_with(url: impl Into<String>, options: Options) -> Result<Client, Error> {
         let url = url.into();
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::InvalidUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: url.clone(),
+            reason,
+        };
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| invalid(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        if url.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new();
+            tls = match &options.ca_cert_pem {
+                Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                None => tls.with_webpki_roots(),
+            };
+            if let Some((cert, key)) = &options.identity_pem {
+                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            if let Some(domain) = &options.domain {
+                tls = tls.domain_name(domain.clone());
+            }
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| invalid(source_chain(&e)))?;
+        }
         let channel = endpoint.connect().await.map_err(|e| Error::Connect {
             url: url.clone(),
             reason: source_chain(&e),
         })?;
-        Ok(Client::from_channel(channel))
+        let token = match options.token {
+            Some(t) => Some(
+                format!("Bearer {t}")
+                    .parse()
+                    .map_err(|_| invalid("the token holds characters a header cannot".into()))?,
+            ),
+            None => None,
+        };
+        Ok(Client::from_channel_with(channel, Credentials { token }))
     }
 
-    /// Wraps an existing channel (for TLS or custom settings).
+    /// Wraps an existing channel (for custom settings).
     pub fn from_channel(channel: Channel) -> Client {
+        Client::from_channel_with(channel, Credentials::default())
+    }
+
+    fn from_channel_with(channel: Channel, credentials: Credentials) -> Client {
         Client {
-            inner: AuditServiceClient::new(channel.clone()),
-            admin: AdminServiceClient::new(channel),
+            inner: AuditServiceClient::with_interceptor(channel.clone(), credentials.clone()),
+            admin: AdminServiceClient::with_interceptor(channel, credentials),
         }
     }
 
     /// The generated client, for calls this wrapper does not cover.
-    pub fn raw(&self) -> AuditServiceClient<Channel> {
+    pub fn raw(&self) -> AuditServiceClient<Channeled> {
         self.inner.clone()
     }
 

@@ -15,6 +15,7 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::AlertsConfig;
+use crate::auth::TokenConfig;
 use crate::store::Durability;
 use crate::webhooks::WebhookConfig;
 
@@ -63,6 +64,29 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// Outgoing webhook endpoints (`[[webhooks]]`). Default: none.
     pub webhooks: Vec<WebhookConfig>,
+    /// TLS (`[tls]`): certificate and key files, and optionally a client CA
+    /// for mutual TLS. Default: none (plaintext).
+    pub tls: Option<TlsConfig>,
+    /// Bearer tokens with roles (`[[tokens]]`), by SHA-256. Default: none, and
+    /// then every call is allowed.
+    pub tokens: Vec<TokenConfig>,
+    /// Serve a non-loopback address without both TLS and tokens. Default
+    /// false: such a server refuses to start.
+    pub allow_insecure: bool,
+}
+
+/// The `[tls]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The server certificate chain, PEM. Required.
+    pub cert_file: PathBuf,
+    /// Its private key, PEM. Required.
+    pub key_file: PathBuf,
+    /// With this CA (PEM), clients must present a certificate it signed
+    /// (mutual TLS). Default: none.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -80,6 +104,9 @@ impl Default for Config {
             retention_check_secs: 3600,
             alerts: AlertsConfig::default(),
             webhooks: Vec::new(),
+            tls: None,
+            tokens: Vec::new(),
+            allow_insecure: false,
         }
     }
 }
@@ -228,6 +255,28 @@ impl Config {
                     reason: e.to_string(),
                 })?;
         }
+        for (i, t) in self.tokens.iter().enumerate() {
+            t.validate(i, &self.tokens)
+                .map_err(|reason| ConfigError::Invalid {
+                    key: "tokens",
+                    reason,
+                })?;
+        }
+        if !self.listen.ip().is_loopback()
+            && (self.tls.is_none() || self.tokens.is_empty())
+            && !self.allow_insecure
+        {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                reason: format!(
+                    "{} is reachable from the network, but TLS and tokens are not both \
+                     configured, so anyone there could read and write the log; configure [tls] \
+                     and [[tokens]], listen on 127.0.0.1, or set allow_insecure = true to accept \
+                     that risk",
+                    self.listen
+                ),
+            });
+        }
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "data_dir",
@@ -338,6 +387,26 @@ mod tests {
         );
         let err = load(Some("hmac_key_id = \"a b\"\n"), &[], Overrides::default()).unwrap_err();
         assert!(err.contains("hmac_key_id"), "{err}");
+    }
+
+    #[test]
+    fn a_network_address_needs_tls_and_tokens_or_an_explicit_opt_in() {
+        let err = load(
+            Some("listen = \"0.0.0.0:50051\"\n"),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("listen") && err.contains("allow_insecure"),
+            "{err}"
+        );
+        let ok = load(
+            Some("listen = \"0.0.0.0:50051\"\nallow_insecure = true\n"),
+            &[],
+            Overrides::default(),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! bind `127.0.0.1:0` and drive shutdown themselves.
 
 pub mod alerts;
+pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod integrity;
@@ -169,11 +170,29 @@ pub async fn run(
         }
     };
 
-    tracing::info!(addr = ?addr, "serving auditlog.v1.AuditService");
+    let secure = config.tls.is_some() && !config.tokens.is_empty();
+    if !secure && addr.is_some_and(|a| !a.ip().is_loopback()) {
+        tracing::warn!(
+            addr = ?addr,
+            "allow_insecure: serving a network address without both TLS and tokens; anyone who \
+             can reach it can read and write the log"
+        );
+    }
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls_config(tls)?)?;
+    }
+    tracing::info!(
+        addr = ?addr,
+        tls = config.tls.is_some(),
+        tokens = config.tokens.len(),
+        "serving auditlog.v1.AuditService"
+    );
     // Nagle's algorithm would hold back a response's last small write until
     // the peer's delayed ACK: tens of milliseconds per call.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let serve = tonic::transport::Server::builder()
+    let serve = builder
+        .layer(auth::AuthLayer::new(&config.tokens))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -202,6 +221,28 @@ pub async fn run(
     }
     tracing::info!("stopped");
     served
+}
+
+/// The server's TLS settings from its files.
+fn tls_config(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
+    let read = |key: &'static str, path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| config::ConfigError::Invalid {
+            key,
+            reason: format!("cannot read {}: {e}", path.display()),
+        })
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read("tls.cert_file", &tls.cert_file)?,
+        read("tls.key_file", &tls.key_file)?,
+    );
+    let mut out = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        out = out.client_ca_root(tonic::transport::Certificate::from_pem(read(
+            "tls.client_ca_file",
+            ca,
+        )?));
+    }
+    Ok(out)
 }
 
 /// Applies retention at start and then every `every`, until shutdown.

@@ -88,11 +88,12 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, St
 #[tonic::async_trait]
 impl AuditService for AuditSvc {
     async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
+        let actor = default_actor(&req);
         let input = req
             .into_inner()
             .event
             .ok_or_else(|| invalid("event", "is required"))?;
-        let event = validate_event(input, "event")?;
+        let event = validate_event(input, "event", &actor)?;
         let mut receipts = self.append(vec![event]).await?;
         let receipt = receipts.pop().map(receipt_pb);
         Ok(Response::new(pb::LogResponse { receipt }))
@@ -102,6 +103,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
+        let actor = default_actor(&req);
         let inputs = req.into_inner().events;
         if inputs.is_empty() {
             return Err(invalid("events", "must hold at least one event"));
@@ -118,7 +120,7 @@ impl AuditService for AuditSvc {
         let mut details = ErrorDetails::new();
         let mut events = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.into_iter().enumerate() {
-            match validate_event(input, &format!("events[{i}]")) {
+            match validate_event(input, &format!("events[{i}]"), &actor) {
                 Ok(e) => events.push(e),
                 Err(violations) => {
                     for v in violations
@@ -451,8 +453,20 @@ fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// The actor of events that name none: the calling token's name, or
+/// "system" when the server has no tokens.
+fn default_actor<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<crate::auth::Caller>()
+        .map_or_else(|| "system".to_owned(), |c| c.name.clone())
+}
+
 /// Checks one event; `path` names it in violations (`event`, `events[3]`).
-fn validate_event(input: pb::EventInput, path: &str) -> Result<NewEvent, Status> {
+fn validate_event(
+    input: pb::EventInput,
+    path: &str,
+    default_actor: &str,
+) -> Result<NewEvent, Status> {
     let mut violations = ErrorDetails::new();
     let mut violate = |field: &str, reason: String| {
         violations.add_bad_request_violation(format!("{path}.{field}"), reason);
@@ -511,7 +525,7 @@ fn validate_event(input: pb::EventInput, path: &str) -> Result<NewEvent, Status>
     }
     Ok(NewEvent {
         event_type: input.event_type,
-        actor: non_empty(input.actor).unwrap_or_else(|| "system".to_owned()),
+        actor: non_empty(input.actor).unwrap_or_else(|| default_actor.to_owned()),
         lead_id: non_empty(input.lead_id),
         workflow: non_empty(input.workflow),
         details,

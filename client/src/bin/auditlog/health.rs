@@ -31,15 +31,33 @@ const EXIT_CONNECTION: u8 = 2;
 const EXIT_RPC: u8 = 3;
 const EXIT_UNHEALTHY: u8 = 4;
 
-pub async fn run(url: &str, args: HealthArgs, json: bool) -> Result<(), CliError> {
+pub async fn run(
+    url: &str,
+    options: &auditlog_client::Options,
+    args: HealthArgs,
+    json: bool,
+) -> Result<(), CliError> {
     let fail = |code: u8, msg: String| {
         eprintln!("auditlog: {msg}");
         CliError::Exit(code)
     };
-    let endpoint = Endpoint::from_shared(url.to_owned())
+    let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| fail(EXIT_BAD_ARGS, format!("invalid server URL {url:?}: {e}")))?
         .connect_timeout(args.connect_timeout)
         .timeout(args.rpc_timeout);
+    if url.starts_with("https://") {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        tls = match &options.ca_cert_pem {
+            Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            None => tls.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &options.identity_pem {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| fail(EXIT_BAD_ARGS, format!("TLS settings: {e}")))?;
+    }
     let channel = tokio::time::timeout(args.connect_timeout, endpoint.connect())
         .await
         .map_err(|_| {

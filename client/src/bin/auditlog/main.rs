@@ -43,8 +43,55 @@ struct Cli {
     /// Print machine-readable JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token for servers that require one.
+    #[arg(long, global = true, env = "AUDITLOG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) for an https:// server with a private CA.
+    #[arg(long, global = true, env = "AUDITLOG_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for servers that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLOG_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLOG_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    client_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+impl Cli {
+    /// Token and TLS settings from the flags, with the files read.
+    fn options(&self) -> Result<auditlog_client::Options, CliError> {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
+        };
+        Ok(auditlog_client::Options {
+            token: self.token.clone(),
+            ca_cert_pem: self
+                .ca_cert
+                .as_deref()
+                .map(|p| read("--ca-cert", p))
+                .transpose()?,
+            identity_pem: match (&self.client_cert, &self.client_key) {
+                (Some(c), Some(k)) => Some((read("--client-cert", c)?, read("--client-key", k)?)),
+                _ => None,
+            },
+            domain: None,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -295,6 +342,8 @@ impl From<std::io::Error> for CliError {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
+    // The one TLS crypto provider, installed before any connection.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // Help and version go to stdout and succeed; a usage error exits 1,
@@ -322,10 +371,11 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
+    let options = cli.options()?;
     match cli.command {
-        Command::Health(args) => health::run(&cli.server, args, json).await,
+        Command::Health(args) => health::run(&cli.server, &options, args, json).await,
         command => {
-            let client = Client::connect(&cli.server).await?;
+            let client = Client::connect_with(&cli.server, options).await?;
             dispatch(&client, command, json).await
         }
     }

@@ -1,0 +1,327 @@
+//! Who gets in: bearer tokens with roles, checked for every call before it
+//! reaches a handler.
+//!
+//! The config holds each token's SHA-256, never the token. A call carries
+//! `authorization: Bearer <token>`; the layer hashes it, compares it with
+//! every known hash in constant time, and checks the token's roles against
+//! the method:
+//!
+//! | role | may call |
+//! |---|---|
+//! | `writer` | Log, LogBatch |
+//! | `reader` | Query, StreamEvents, GetStats |
+//! | `auditor` | VerifyIntegrity, StreamEvents (export) |
+//! | `admin` | everything, including AdminService |
+//!
+//! Missing or unknown token: UNAUTHENTICATED. Known but not allowed:
+//! PERMISSION_DENIED. Health and reflection stay open (probes cannot send
+//! tokens). With no token configured, every call is allowed: that is the
+//! loopback-only default (see `Config::validate`). The token's name reaches
+//! the handler as a [`Caller`] and is recorded as the actor of events it
+//! writes unless the caller names one.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Writer,
+    Reader,
+    Auditor,
+    Admin,
+}
+
+/// One token, as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Names the token in logs and as the actor of its events. Required.
+    pub name: String,
+    /// The token's SHA-256, 64 hex characters (`printf %s "$TOKEN" |
+    /// sha256sum`). Required; the token itself is never configured.
+    pub sha256: String,
+    /// What it may do. Required, at least one.
+    pub roles: Vec<Role>,
+}
+
+impl TokenConfig {
+    /// Checks one token entry.
+    pub fn validate(&self, index: usize, all: &[TokenConfig]) -> Result<(), String> {
+        let at = format!("tokens[{index}] ({})", self.name);
+        if self.name.is_empty() {
+            return Err(format!("tokens[{index}].name is required"));
+        }
+        if all.iter().filter(|t| t.name == self.name).count() > 1 {
+            return Err(format!("{at}: the name is used by another token"));
+        }
+        let hex_ok = self.sha256.len() == 64
+            && self
+                .sha256
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b.to_ascii_lowercase()));
+        if !hex_ok {
+            return Err(format!(
+                "{at}: sha256 must be the token's SHA-256 as 64 hex characters (printf %s \"$TOKEN\" | sha256sum)"
+            ));
+        }
+        if self.roles.is_empty() {
+            return Err(format!(
+                "{at}: roles must name at least one of writer, reader, auditor, admin"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The token a call was made with, for the handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+}
+
+#[derive(Debug)]
+struct Known {
+    name: String,
+    hash: [u8; 32],
+    roles: Vec<Role>,
+}
+
+/// The token check, as a tower layer over the whole router.
+#[derive(Debug, Clone, Default)]
+pub struct AuthLayer {
+    tokens: Arc<Vec<Known>>,
+}
+
+impl AuthLayer {
+    /// A layer checking `tokens`; with none, it lets every call through.
+    pub fn new(tokens: &[TokenConfig]) -> AuthLayer {
+        let tokens = tokens
+            .iter()
+            .map(|t| {
+                let mut hash = [0u8; 32];
+                // Validated to be 64 hex characters at start.
+                let _ = hex::decode_to_slice(t.sha256.to_ascii_lowercase(), &mut hash);
+                Known {
+                    name: t.name.clone(),
+                    hash,
+                    roles: t.roles.clone(),
+                }
+            })
+            .collect();
+        AuthLayer {
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// Decides one call: `Ok(Some(caller))` to go on with a known token,
+    /// `Ok(None)` for an open method or when auth is off, `Err` to refuse.
+    fn check(
+        &self,
+        path: &str,
+        authorization: Option<&[u8]>,
+    ) -> Result<Option<Caller>, tonic::Status> {
+        if self.tokens.is_empty() || is_open(path) {
+            return Ok(None);
+        }
+        let presented = authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .map(|t| Sha256::digest(t.trim_ascii()));
+        // Compare with every known hash, all the way, so timing says nothing.
+        let known = presented.and_then(|hash| {
+            let mut found = None;
+            for k in self.tokens.iter() {
+                let diff = k
+                    .hash
+                    .iter()
+                    .zip(hash.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                if diff == 0 {
+                    found = Some(k);
+                }
+            }
+            found
+        });
+        let Some(known) = known else {
+            return Err(tonic::Status::unauthenticated(
+                "missing or unknown token: send the metadata `authorization: Bearer <token>` \
+                 with a token configured on the server",
+            ));
+        };
+        let needed = required_roles(path);
+        if known.roles.contains(&Role::Admin) || needed.iter().any(|r| known.roles.contains(r)) {
+            tracing::info!(token = %known.name, method = path, "call");
+            return Ok(Some(Caller {
+                name: known.name.clone(),
+            }));
+        }
+        let needed_names: Vec<&str> = needed
+            .iter()
+            .map(|r| match r {
+                Role::Writer => "writer",
+                Role::Reader => "reader",
+                Role::Auditor => "auditor",
+                Role::Admin => "admin",
+            })
+            .chain(std::iter::once("admin"))
+            .collect();
+        tracing::warn!(token = %known.name, method = path, "call refused: role missing");
+        Err(tonic::Status::permission_denied(format!(
+            "token {:?} may not call {path}: it needs the role {}",
+            known.name,
+            needed_names.join(" or ")
+        )))
+    }
+}
+
+/// Health and reflection answer without a token.
+fn is_open(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.v1.ServerReflection/")
+        || path.starts_with("/grpc.reflection.v1alpha.ServerReflection/")
+}
+
+/// The roles (besides admin) that may call `path`.
+fn required_roles(path: &str) -> &'static [Role] {
+    match path.rsplit('/').next().unwrap_or("") {
+        _ if path.starts_with("/auditlog.v1.AdminService/") => &[],
+        "Log" | "LogBatch" | "TrackPerformance" => &[Role::Writer],
+        "Query" | "GetStats" | "GetPerformanceStats" => &[Role::Reader],
+        "StreamEvents" => &[Role::Reader, Role::Auditor],
+        "VerifyIntegrity" | "ExportSubject" => &[Role::Auditor],
+        _ => &[],
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = Auth<S>;
+
+    fn layer(&self, inner: S) -> Auth<S> {
+        Auth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`AuthLayer`] wraps around the router.
+#[derive(Debug, Clone)]
+pub struct Auth<S> {
+    inner: S,
+    layer: AuthLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Auth<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        S::Future,
+        std::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let header = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match self.layer.check(req.uri().path(), header) {
+            Ok(caller) => {
+                if let Some(caller) = caller {
+                    req.extensions_mut().insert(caller);
+                }
+                futures::future::Either::Left(self.inner.call(req))
+            }
+            Err(status) => {
+                futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str, secret: &str, roles: &[Role]) -> TokenConfig {
+        TokenConfig {
+            name: name.into(),
+            sha256: hex::encode(Sha256::digest(secret.as_bytes())),
+            roles: roles.to_vec(),
+        }
+    }
+
+    fn layer() -> AuthLayer {
+        AuthLayer::new(&[
+            token("svc", "writer-secret", &[Role::Writer]),
+            token("ops", "admin-secret", &[Role::Admin]),
+            token("audit", "auditor-secret", &[Role::Auditor, Role::Reader]),
+        ])
+    }
+
+    fn code(layer: &AuthLayer, path: &str, token: Option<&str>) -> Result<String, tonic::Code> {
+        let header = token.map(|t| format!("Bearer {t}"));
+        layer
+            .check(path, header.as_deref().map(str::as_bytes))
+            .map(|c| c.map(|c| c.name).unwrap_or_default())
+            .map_err(|s| s.code())
+    }
+
+    #[test]
+    fn every_role_gets_exactly_its_methods() {
+        use tonic::Code::{PermissionDenied as Denied, Unauthenticated as Unauth};
+        let l = layer();
+        let log = "/auditlog.v1.AuditService/Log";
+        let verify = "/auditlog.v1.AuditService/VerifyIntegrity";
+        let rotate = "/auditlog.v1.AdminService/Rotate";
+        assert_eq!(code(&l, log, Some("writer-secret")), Ok("svc".into()));
+        assert_eq!(code(&l, verify, Some("writer-secret")), Err(Denied));
+        assert_eq!(code(&l, verify, Some("auditor-secret")), Ok("audit".into()));
+        assert_eq!(code(&l, log, Some("auditor-secret")), Err(Denied));
+        assert_eq!(code(&l, rotate, Some("auditor-secret")), Err(Denied));
+        assert_eq!(code(&l, rotate, Some("admin-secret")), Ok("ops".into()));
+        assert_eq!(code(&l, log, Some("admin-secret")), Ok("ops".into()));
+        assert_eq!(code(&l, log, None), Err(Unauth));
+        assert_eq!(code(&l, log, Some("wrong")), Err(Unauth));
+        assert_eq!(
+            code(&l, "/grpc.health.v1.Health/Check", None),
+            Ok(String::new())
+        );
+    }
+
+    #[test]
+    fn without_tokens_everything_is_open() {
+        let l = AuthLayer::new(&[]);
+        assert_eq!(
+            code(&l, "/auditlog.v1.AdminService/Rotate", None),
+            Ok(String::new())
+        );
+    }
+
+    #[test]
+    fn token_config_is_checked() {
+        let good = token("a", "s", &[Role::Reader]);
+        assert!(good.validate(0, std::slice::from_ref(&good)).is_ok());
+        let short = TokenConfig {
+            sha256: "abc".into(),
+            ..good.clone()
+        };
+        assert!(short.validate(0, &[]).unwrap_err().contains("sha256"));
+        let none = TokenConfig {
+            roles: vec![],
+            ..good.clone()
+        };
+        assert!(none.validate(0, &[]).unwrap_err().contains("roles"));
+    }
+}
