@@ -154,7 +154,7 @@ impl AuthLayer {
         };
         let needed = required_roles(path);
         if known.roles.contains(&Role::Admin) || needed.iter().any(|r| known.roles.contains(r)) {
-            tracing::info!(token = %known.name, method = path, "call");
+            tracing::debug!(token = %known.name, method = path, "call");
             return Ok(Some(Caller {
                 name: known.name.clone(),
             }));
