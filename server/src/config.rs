@@ -73,6 +73,17 @@ pub struct Config {
     /// Serve a non-loopback address without both TLS and tokens. Default
     /// false: such a server refuses to start.
     pub allow_insecure: bool,
+    /// Calls in flight across the server before new ones are refused with
+    /// RESOURCE_EXHAUSTED (health and reflection exempt). Default 1024.
+    pub max_in_flight: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection. Default 256.
+    pub max_streams_per_connection: u32,
+    /// HTTP/2 keepalive ping interval in seconds; a peer that does not answer
+    /// within 20 s more is dropped. Default 30.
+    pub keepalive_secs: u64,
+    /// How long a call may take before it is cancelled with DEADLINE_EXCEEDED
+    /// (a stream: until it starts). Default 60.
+    pub handler_timeout_secs: u64,
 }
 
 /// The `[tls]` section.
@@ -107,6 +118,10 @@ impl Default for Config {
             tls: None,
             tokens: Vec::new(),
             allow_insecure: false,
+            max_in_flight: 1024,
+            max_streams_per_connection: 256,
+            keepalive_secs: 30,
+            handler_timeout_secs: 60,
         }
     }
 }
@@ -235,6 +250,22 @@ impl Config {
                     self.retention_days
                 ),
             });
+        }
+        for (key, value) in [
+            ("max_in_flight", self.max_in_flight as u64),
+            (
+                "max_streams_per_connection",
+                u64::from(self.max_streams_per_connection),
+            ),
+            ("keepalive_secs", self.keepalive_secs),
+            ("handler_timeout_secs", self.handler_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: "must be at least 1".into(),
+                });
+            }
         }
         if self.retention_check_secs == 0 {
             return Err(ConfigError::Invalid {

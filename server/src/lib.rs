@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod integrity;
+pub mod limits;
 pub mod service;
 pub mod store;
 pub mod webhooks;
@@ -178,7 +179,12 @@ pub async fn run(
              can reach it can read and write the log"
         );
     }
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(config.max_streams_per_connection))
+        .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .tcp_keepalive(Some(Duration::from_secs(config.keepalive_secs)))
+        .timeout(Duration::from_secs(config.handler_timeout_secs));
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
     }
@@ -192,6 +198,7 @@ pub async fn run(
     // the peer's delayed ACK: tens of milliseconds per call.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = builder
+        .layer(limits::ShedLayer::new(config.max_in_flight))
         .layer(auth::AuthLayer::new(&config.tokens))
         .add_service(health_service)
         .add_service(reflection_v1)
