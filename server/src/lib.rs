@@ -147,10 +147,20 @@ pub async fn run(
                 webhooks,
             });
             if let Some(max_age) = retention {
-                tokio::spawn(retention_task(store, max_age, check_every, cancel));
+                tokio::spawn(retention_task(
+                    Arc::clone(&store),
+                    max_age,
+                    check_every,
+                    cancel.clone(),
+                ));
             }
             health.set_service_status("", ServingStatus::Serving).await;
             health.set_serving::<AuditServiceServer<AuditSvc>>().await;
+            tokio::spawn(watch_store(
+                Arc::clone(&store),
+                health.clone(),
+                cancel.clone(),
+            ));
             Ok::<_, ServerError>(())
         })
     };
@@ -250,6 +260,32 @@ fn tls_config(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConf
         )?));
     }
     Ok(out)
+}
+
+/// Turns health NOT_SERVING once the store refuses writes (after a failed
+/// fsync), so load balancers and probes stop sending traffic here.
+async fn watch_store(
+    store: Arc<Store>,
+    health: tonic_health::server::HealthReporter,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if store.is_poisoned() {
+            tracing::error!("the store refuses writes; health is NOT_SERVING until a restart");
+            health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            health
+                .set_not_serving::<AuditServiceServer<AuditSvc>>()
+                .await;
+            return;
+        }
+    }
 }
 
 /// Applies retention at start and then every `every`, until shutdown.
