@@ -110,3 +110,74 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     // Stopped before the tmpfs goes, so nothing holds it busy.
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_writes_turns_health_off_and_a_restart_recovers() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(client.log(event(i)).await.unwrap());
+    }
+    // The fault-injection feature (on for tests) fails the next fdatasync.
+    std::fs::write(server.data_dir.join("FAIL_NEXT_FSYNC"), b"").unwrap();
+    let e = client.log(event(10)).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+    assert!(e.to_string().contains("fsync"), "{e}");
+    // Never retried as if nothing happened: every later write is refused.
+    let e = client.log(event(11)).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+
+    let channel = tonic::transport::Channel::from_shared(server.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let status = health
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status();
+        if status == ServingStatus::NotServing {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health stayed {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Reads still work.
+    assert_eq!(client.stats(None).await.unwrap().head_seq, 10);
+
+    // A restart recovers from what is on disk: every acknowledged event, and
+    // the chain verifies; writes work again.
+    let server = server.restart(|_| {}).await;
+    let client = server.client().await;
+    for r in &acked {
+        let page = client
+            .query(Query::new().oldest_first().limit(1000))
+            .await
+            .unwrap();
+        assert!(
+            page.events
+                .iter()
+                .any(|e| e.seq == r.seq && e.signature == r.signature),
+            "acknowledged seq {} lost",
+            r.seq
+        );
+    }
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    client.log(event(99)).await.unwrap();
+}

@@ -425,13 +425,28 @@ impl Writer {
             return Err(err);
         }
         if self.durability == Durability::Fsync
-            && let Err(e) = self.file.sync_data()
+            && let Err(e) = self.sync()
         {
             let reason = format!("fdatasync of the log failed: {e}");
             self.shared.poison(reason.clone());
             return Err(StoreError::Poisoned(reason));
         }
         Ok(())
+    }
+}
+
+impl Writer {
+    fn sync(&self) -> std::io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        {
+            let trigger = self.shared.dir.join("FAIL_NEXT_FSYNC");
+            if std::fs::remove_file(&trigger).is_ok() {
+                return Err(std::io::Error::other(
+                    "injected fsync failure (fault-injection)",
+                ));
+            }
+        }
+        self.file.sync_data()
     }
 }
 
