@@ -412,6 +412,16 @@ async fn a_range_is_verified_and_counted_alone() {
 }
 
 #[tokio::test]
+async fn a_range_past_the_head_is_clean_not_truncated() {
+    let log = Logged::new().await;
+    for request in [range(N + 1, 0), range(N + 5, N + 10)] {
+        let report = log.client.verify_with(request).await.unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.events_checked, 0);
+    }
+}
+
+#[tokio::test]
 async fn a_range_is_chained_to_the_record_before_it() {
     let log = Logged::new().await;
     // Seq 20 now shows another signature than the one seq 21 chains to.

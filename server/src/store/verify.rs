@@ -123,8 +123,11 @@ pub(super) fn verify(
             expected = (seq + 1, sig);
         }
     }
-    if to_seq == 0 || to_seq >= head {
-        total.check_truncation(head.min(*range.end()), LOG_FILE);
+    // The range must reach as far as the acknowledged head allows; a range
+    // that starts past the head asks about nothing yet.
+    let required = head.min(*range.end());
+    if required >= from_seq.max(1) {
+        total.check_truncation(required, LOG_FILE);
     }
     total.check_checkpoints(&wanted, LOG_FILE);
     if !snapshot.authentic {
