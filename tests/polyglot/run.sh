@@ -91,13 +91,26 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+hook_secret="whsec_$(python3 -c 'import base64, os; print(base64.b64encode(os.urandom(24)).decode())')"
+
 # A port picked free can be taken before the server binds it: try again.
 for attempt in 1 2 3; do
   port="$(free_port)"
   addr="127.0.0.1:$port"
   rm -rf "$tmp/data"
   step "starting auditlog-server on $addr (data in $tmp/data)"
-  NO_COLOR=1 "$server_bin" --listen "$addr" --data-dir "$tmp/data" >"$tmp/server.log" 2>&1 </dev/null &
+  hook_port="$(free_port)"
+  # Every event goes out as a signed webhook to test_webhooks.py's receiver.
+  cat >"$tmp/server.toml" <<TOML
+[[webhooks]]
+name = "python"
+url = "http://127.0.0.1:$hook_port/hook"
+secret = "$hook_secret"
+start = "beginning"
+max_backoff_secs = 1
+TOML
+  NO_COLOR=1 "$server_bin" --config "$tmp/server.toml" --listen "$addr" --data-dir "$tmp/data" \
+    >"$tmp/server.log" 2>&1 </dev/null &
   server_pid=$!
   if "$py" "$here/test_client.py" --target "$addr" --wait-healthy 60 --pid "$server_pid"; then
     break
@@ -130,6 +143,8 @@ run() {
 run "Python client (test_client.py)" "$py" "$here/test_client.py" --target "$addr"
 run "Node client (test_client.mjs)" env AUDITLOG_TARGET="$addr" POLYGLOT_NODE_DIR="$node_dir" \
   node "$here/test_client.mjs"
+run "Webhooks verified in Python (test_webhooks.py)" "$py" "$here/test_webhooks.py" \
+  --target "$addr" --hook-port "$hook_port" --secret "$hook_secret"
 
 # --- stop the server: SIGTERM must end it with exit code 0 --------------------
 step "stopping the server (SIGTERM)"
