@@ -147,8 +147,10 @@ fn assert_keys_once_and_batches_whole(events: &[pb::Event]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_events_survive_repeated_kill_9() {
-    const ROUNDS: usize = 5;
-    const PER_ROUND: usize = 150;
+    const ROUNDS: usize = 20;
+    /// At least this many events per round; the kill comes after a random
+    /// number more, so it lands at a different point of the write each time.
+    const PER_ROUND: usize = 50;
     /// Writers by name and events per call.
     const WRITERS: [(&str, usize); 4] = [
         ("single-a", 1),
@@ -177,7 +179,12 @@ async fn acknowledged_events_survive_repeated_kill_9() {
             let count = Arc::clone(&count);
             writers.push(tokio::spawn(write_until_killed(client, name, size, count)));
         }
-        wait_for(&count, PER_ROUND).await;
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as usize
+            % 200;
+        wait_for(&count, PER_ROUND + jitter).await;
         server.kill9();
         for writer in writers {
             let written = writer.await.unwrap();
