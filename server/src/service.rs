@@ -508,7 +508,7 @@ fn validate_event(
             Default::default()
         }
     };
-    let size = serde_json::to_vec(&details).map_or(0, |v| v.len());
+    let size = json_len(&details);
     if size > MAX_DETAILS_BYTES {
         violate(
             "details",
@@ -545,6 +545,24 @@ fn violation_summary(details: &ErrorDetails) -> String {
                 .join("; ")
         })
         .unwrap_or_default()
+}
+
+/// The length of `value` as JSON, counted without building the text.
+fn json_len(value: &serde_json::Map<String, serde_json::Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a JSON map into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn is_snake_case(s: &str) -> bool {

@@ -69,6 +69,37 @@ pub struct Record {
     pub signature: String,
 }
 
+/// The fields an index needs, parsed without building `details`: what the
+/// sealer reads from each record (several times faster than [`Record`]).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct IndexFields<'a> {
+    pub seq: u64,
+    #[serde(with = "timestamp_format")]
+    pub timestamp: i64,
+    #[serde(borrow)]
+    pub event_type: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub actor: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub lead_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub workflow: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub idempotency_key: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    pub prev: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    pub signature: std::borrow::Cow<'a, str>,
+    details: serde::de::IgnoredAny,
+}
+
+impl<'a> IndexFields<'a> {
+    /// Reads the indexed fields of one line (without its newline).
+    pub fn parse(line: &'a [u8]) -> Option<IndexFields<'a>> {
+        serde_json::from_slice(line).ok()
+    }
+}
+
 /// Why a line is not a valid record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
@@ -274,7 +305,22 @@ fn push_opt_field(line: &mut Vec<u8>, name: &str, value: Option<&str>) {
 }
 
 /// Formats microseconds since the Unix epoch as `2026-02-04T20:30:45.123456Z`.
+/// The last result is kept per thread: the writer stamps a whole group with
+/// one timestamp and formats it once.
 pub fn format_timestamp(micros: i64) -> String {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != micros {
+            *last = (micros, format_timestamp_uncached(micros));
+        }
+        last.1.clone()
+    })
+}
+
+fn format_timestamp_uncached(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
     match OffsetDateTime::from_unix_timestamp(secs) {

@@ -227,7 +227,9 @@ fn rebuild_index(gz: &File) -> std::io::Result<SegmentIndex> {
         let chunk_no = builder.index.chunks.len() as u32;
         let mut pos = 0usize;
         for line in plain.split_inclusive(|&b| b == b'\n') {
-            if let Ok(record) = Record::parse(line.strip_suffix(b"\n").unwrap_or(line)) {
+            if let Some(record) =
+                super::record::IndexFields::parse(line.strip_suffix(b"\n").unwrap_or(line))
+            {
                 builder.row(&record, chunk_no, pos as u32, line.len() as u32);
             }
             pos += line.len();

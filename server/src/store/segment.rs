@@ -39,7 +39,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use sha2::{Digest as _, Sha256};
 
-use super::record::Record;
+use super::record::IndexFields;
 
 /// Plain bytes per gzip member: small enough that reading one record
 /// decompresses little, large enough to compress well.
@@ -140,7 +140,7 @@ pub fn compress(
             // bytes anyway so verification sees exactly what was there.
             line.push(b'\n');
         }
-        if let Ok(record) = Record::parse(&line[..line.len() - 1]) {
+        if let Some(record) = IndexFields::parse(&line[..line.len() - 1]) {
             let chunk_no = builder.index.chunks.len() as u32;
             builder.row(&record, chunk_no, chunk.len() as u32, line.len() as u32);
             info.note(&record, &mut leads);
@@ -177,7 +177,7 @@ fn write_member(
     offset: u64,
     builder: &mut IndexBuilder,
 ) -> std::io::Result<u64> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(plain.len() / 3), Compression::new(6));
+    let mut enc = GzEncoder::new(Vec::with_capacity(plain.len() / 3), Compression::new(3));
     enc.write_all(plain)?;
     let member = enc.finish()?;
     out.write_all(&member)?;
@@ -191,24 +191,27 @@ fn write_member(
 }
 
 impl SealedInfo {
-    fn note(&mut self, r: &Record, leads: &mut HashSet<String>) {
+    fn note(&mut self, r: &IndexFields<'_>, leads: &mut HashSet<String>) {
         if self.events == 0 {
             self.first_seq = r.seq;
             self.first_timestamp = r.timestamp;
-            self.first_prev.clone_from(&r.prev);
+            r.prev.as_ref().clone_into(&mut self.first_prev);
         }
         self.events += 1;
         self.last_seq = r.seq;
         self.last_timestamp = r.timestamp;
-        self.last_signature.clone_from(&r.signature);
-        *self.event_types.entry(r.event_type.clone()).or_default() += 1;
-        if let Some(w) = &r.workflow {
-            *self.workflows.entry(w.clone()).or_default() += 1;
+        r.signature.as_ref().clone_into(&mut self.last_signature);
+        *self
+            .event_types
+            .entry(r.event_type.to_string())
+            .or_default() += 1;
+        if let Some(w) = r.workflow.as_deref() {
+            *self.workflows.entry(w.to_owned()).or_default() += 1;
         }
-        if let Some(l) = &r.lead_id
+        if let Some(l) = r.lead_id.as_deref()
             && !leads.contains(l)
         {
-            leads.insert(l.clone());
+            leads.insert(l.to_owned());
         }
     }
 }
@@ -235,7 +238,7 @@ impl IndexBuilder {
         s.map_or(0, |s| self.string(s) + 1)
     }
 
-    pub fn row(&mut self, r: &Record, chunk: u32, offset: u32, len: u32) {
+    pub fn row(&mut self, r: &IndexFields<'_>, chunk: u32, offset: u32, len: u32) {
         let row = Row {
             seq: r.seq,
             timestamp: r.timestamp,
@@ -452,7 +455,7 @@ pub fn sha256_file(path: &Path) -> std::io::Result<String> {
 mod tests {
     use super::*;
     use crate::integrity::Keyring;
-    use crate::store::record::{GENESIS, NewEvent};
+    use crate::store::record::{GENESIS, NewEvent, Record};
 
     fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
         let keys = Keyring::new("k1", vec![3; 32]);

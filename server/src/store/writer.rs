@@ -79,6 +79,9 @@ pub(super) struct Writer {
     next_seq: u64,
     prev: String,
     last_timestamp: i64,
+    /// Randomness for event ids: a user-space CSPRNG seeded once, rather
+    /// than a getrandom syscall per event.
+    rng: rand::rngs::StdRng,
 }
 
 /// A request's outcome while its group is being built.
@@ -126,6 +129,7 @@ impl Writer {
             next_seq,
             prev,
             last_timestamp,
+            rng: rand::SeedableRng::from_os_rng(),
         }
     }
 
@@ -294,7 +298,7 @@ impl Writer {
                 let (record, line) = Record::seal(
                     event,
                     seq,
-                    uuid::Uuid::now_v7().to_string(),
+                    event_id(timestamp, &mut self.rng),
                     timestamp,
                     if n == 0 { batch } else { None },
                     &prev,
@@ -448,6 +452,16 @@ impl Writer {
         }
         self.file.sync_data()
     }
+}
+
+/// A UUIDv7 for an event accepted at `timestamp` (µs since the epoch).
+fn event_id(timestamp: i64, rng: &mut rand::rngs::StdRng) -> String {
+    let mut random = [0u8; 10];
+    rand::RngCore::fill_bytes(rng, &mut random);
+    let millis = u64::try_from(timestamp / 1000).unwrap_or(0);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random)
+        .into_uuid()
+        .to_string()
 }
 
 fn is_disk_full(e: &std::io::Error) -> bool {
