@@ -184,6 +184,24 @@ pub struct Options {
     pub domain: Option<String>,
 }
 
+impl Options {
+    /// The TLS settings for an `https://` endpoint.
+    pub fn tls(&self) -> tonic::transport::ClientTlsConfig {
+        let mut tls = tonic::transport::ClientTlsConfig::new();
+        tls = match &self.ca_cert_pem {
+            Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+            None => tls.with_webpki_roots(),
+        };
+        if let Some((cert, key)) = &self.identity_pem {
+            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        tls
+    }
+}
+
 /// Adds the bearer token to every call.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
@@ -229,19 +247,8 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         if url.starts_with("https://") {
-            let mut tls = tonic::transport::ClientTlsConfig::new();
-            tls = match &options.ca_cert_pem {
-                Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-                None => tls.with_webpki_roots(),
-            };
-            if let Some((cert, key)) = &options.identity_pem {
-                tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-            }
-            if let Some(domain) = &options.domain {
-                tls = tls.domain_name(domain.clone());
-            }
             endpoint = endpoint
-                .tls_config(tls)
+                .tls_config(options.tls())
                 .map_err(|e| invalid(source_chain(&e)))?;
         }
         let channel = endpoint.connect().await.map_err(|e| Error::Connect {

@@ -299,8 +299,13 @@ fn recover_active(dir: &Path, index: &mut Index, segment: u32) -> Result<(File, 
         let parsed = Record::parse(&line[..n - 1]).ok();
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         match (parsed, batch.as_mut()) {
-            (Some(record), Some(open)) => {
-                open.records.push((record, offset, len32));
+            // A damaged line inside the log is kept, not indexed. Inside an
+            // open batch it counts as one of the batch's records, so a
+            // damaged batch is not mistaken for a torn one.
+            (parsed, Some(open)) => {
+                if let Some(record) = parsed {
+                    open.records.push((record, offset, len32));
+                }
                 open.remaining -= 1;
                 if open.remaining == 0 {
                     if let Some(done) = batch.take() {
@@ -324,20 +329,6 @@ fn recover_active(dir: &Path, index: &mut Index, segment: u32) -> Result<(File, 
                     keep = offset + len;
                 }
             },
-            // A damaged line inside the log: kept, not indexed. Inside an
-            // open batch it counts as one of the batch's records, so a damaged
-            // batch is not mistaken for a torn one.
-            (None, Some(open)) => {
-                open.remaining -= 1;
-                if open.remaining == 0 {
-                    if let Some(done) = batch.take() {
-                        for (r, o, l) in &done.records {
-                            index.add(r, segment, *o, *l);
-                        }
-                    }
-                    keep = offset + len;
-                }
-            }
             (None, None) => keep = offset + len,
         }
         offset += len;

@@ -46,16 +46,8 @@ pub async fn run(
         .connect_timeout(args.connect_timeout)
         .timeout(args.rpc_timeout);
     if url.starts_with("https://") {
-        let mut tls = tonic::transport::ClientTlsConfig::new();
-        tls = match &options.ca_cert_pem {
-            Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(ca)),
-            None => tls.with_webpki_roots(),
-        };
-        if let Some((cert, key)) = &options.identity_pem {
-            tls = tls.identity(tonic::transport::Identity::from_pem(cert, key));
-        }
         endpoint = endpoint
-            .tls_config(tls)
+            .tls_config(options.tls())
             .map_err(|e| fail(EXIT_BAD_ARGS, format!("TLS settings: {e}")))?;
     }
     let channel = tokio::time::timeout(args.connect_timeout, endpoint.connect())
