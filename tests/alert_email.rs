@@ -212,59 +212,10 @@ async fn a_test_alert_reports_each_channel() {
     );
 }
 
-/// A minimal HTTP/1.1 receiver on 127.0.0.1: records each request's path
-/// and JSON body and answers 200.
-async fn http_receiver() -> (u16, Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
-    use tokio::io::AsyncReadExt as _;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let store = Arc::clone(&got);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let mut chunk = [0u8; 4096];
-                    let n = match socket.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    buf.extend_from_slice(&chunk[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_string();
-                    let length: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            let (k, v) = l.split_once(':')?;
-                            k.eq_ignore_ascii_case("content-length")
-                                .then(|| v.trim().parse().ok())?
-                        })
-                        .unwrap_or(0);
-                    if buf.len() < end + 4 + length {
-                        continue;
-                    }
-                    let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
-                    let body = serde_json::from_slice(&buf[end + 4..end + 4 + length])
-                        .unwrap_or(serde_json::Value::Null);
-                    store.lock().unwrap().push((path, body));
-                    buf.drain(..end + 4 + length);
-                    let _ = socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                }
-            });
-        }
-    });
-    (port, got)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slack_discord_and_json_webhooks_get_their_shapes() {
-    let (port, got) = http_receiver().await;
+    let receiver = common::receivers::HttpReceiver::start().await;
+    let (port, got) = (receiver.port, Arc::clone(&receiver.requests));
     let url = |path: &str| format!("http://127.0.0.1:{port}/{path}");
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), |c| {
@@ -293,7 +244,12 @@ async fn slack_discord_and_json_webhooks_get_their_shapes() {
     while got.lock().unwrap().len() < 3 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let got = got.lock().unwrap().clone();
+    let got: Vec<(String, serde_json::Value)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.path.clone(), r.json.clone()))
+        .collect();
     let body = |path: &str| {
         got.iter()
             .find(|(p, _)| p == path)
