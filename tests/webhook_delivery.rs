@@ -82,9 +82,9 @@ fn assert_in_order_and_chained(receiver: &HttpReceiver) {
     let mut firsts = Vec::new();
     for r in receiver.received() {
         let seq = r.json["data"]["seq"].as_u64().unwrap();
-        if !seen.contains_key(&seq) {
+        if let std::collections::btree_map::Entry::Vacant(e) = seen.entry(seq) {
             firsts.push(seq);
-            seen.insert(seq, r.json["data"].clone());
+            e.insert(r.json["data"].clone());
         }
     }
     assert!(
