@@ -277,3 +277,43 @@ async fn slack_discord_and_json_webhooks_get_their_shapes() {
     assert_eq!(json["count"], 3);
     assert_eq!(json["messages"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_verification_that_finds_tampering_alerts() {
+    let receiver = common::receivers::HttpReceiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), |c| {
+        c.alerts.verify_interval_secs = 1;
+        c.alerts.webhook = Some(auditlog_server::alerts::HookConfig {
+            url: format!("http://127.0.0.1:{}/integrity", receiver.port)
+                .as_str()
+                .into(),
+        });
+    })
+    .await;
+    let client = server.client().await;
+    for i in 0..5 {
+        client
+            .log(NewEvent::lead_ingested(format!("LEAD-{i}"), "web"))
+            .await
+            .unwrap();
+    }
+    // Nothing to report while the log is intact.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+    // Change a byte of seq 3 behind the server's back.
+    let path = server.log_path();
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replacen("LEAD-2", "LEAD-9", 1)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while receiver.received().is_empty() {
+        assert!(Instant::now() < deadline, "no integrity alert");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let alert = &receiver.received()[0].json;
+    assert_eq!(alert["kind"], "integrity", "{alert}");
+    assert!(
+        alert["messages"][0].as_str().unwrap().contains("seq 3"),
+        "{alert}"
+    );
+}
