@@ -246,10 +246,9 @@ impl Endpoint {
             }
         };
         self.update(|s| s.delivered_seq = delivered);
-        let filter = Filter {
-            event_types: self.config.event_types.clone(),
-            ..Filter::default()
-        };
+        // Unfiltered: events this endpoint skips must still advance its
+        // position, or it would be reported behind for ever.
+        let filter = Filter::default();
         let (tx, mut rx) = mpsc::channel(64);
         let sub = Subscription {
             filter,
@@ -266,16 +265,22 @@ impl Endpoint {
                     return;
                 }
             };
-            let wanted = self.config.workflows.is_empty()
-                || record
-                    .workflow
-                    .as_ref()
-                    .is_some_and(|w| self.config.workflows.contains(w));
+            let wanted = (self.config.event_types.is_empty()
+                || self.config.event_types.contains(&record.event_type))
+                && (self.config.workflows.is_empty()
+                    || record
+                        .workflow
+                        .as_ref()
+                        .is_some_and(|w| self.config.workflows.contains(w)));
             if wanted && !self.deliver(&client, &record, &cancel).await {
                 return;
             }
-            if let Err(e) = self.save_position(record.seq) {
-                tracing::warn!(webhook = %name, error = %e, "could not save the delivery position");
+            // A skipped event is saved only when no more are queued, so a
+            // run of skipped events costs one write, not one each.
+            if wanted || rx.is_empty() {
+                if let Err(e) = self.save_position(record.seq) {
+                    tracing::warn!(webhook = %name, error = %e, "could not save the delivery position");
+                }
             }
             self.update(|s| s.delivered_seq = record.seq);
         }

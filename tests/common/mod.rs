@@ -7,8 +7,6 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-pub mod receivers;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -349,3 +347,7 @@ pub fn record_line(seq: u64, timestamp: &str, prev: &str, key: &[u8]) -> String 
 pub fn with_test_key(config: &mut Config) {
     config.hmac_key = Some(TEST_KEY.into());
 }
+
+/// SMTP and HTTP endpoints that can fail, go down and come back (alerts.rs,
+/// webhooks.rs).
+pub mod endpoints;

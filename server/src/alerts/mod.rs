@@ -421,6 +421,7 @@ impl Alerts {
             .iter()
             .map(|c| c.status.lock().map(|s| s.clone()).unwrap_or_default())
             .collect();
+        let now = now_micros();
         let rules = self
             .inner
             .rules
@@ -430,7 +431,7 @@ impl Alerts {
                     .iter()
                     .map(|r| RuleStatus {
                         name: r.config.name.clone(),
-                        in_window: r.window.len() as u64,
+                        in_window: r.in_window(now),
                         fired: r.fired,
                         last_fired: r.last_fired_at,
                     })
@@ -556,6 +557,17 @@ impl Alerts {
 }
 
 impl RuleState {
+    fn window_micros(&self) -> i64 {
+        i64::try_from(self.config.window_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX)
+    }
+
+    /// Matching events still inside the window at `now` (the window itself
+    /// is trimmed only when the next matching event arrives).
+    fn in_window(&self, now: i64) -> u64 {
+        let from = now.saturating_sub(self.window_micros());
+        self.window.iter().filter(|(t, _)| *t >= from).count() as u64
+    }
+
     /// Adds `record` to the window if it matches; returns an alert when the
     /// threshold is reached outside the cooldown.
     fn count(&mut self, record: &Record) -> Option<Alert> {
@@ -567,7 +579,7 @@ impl RuleState {
         if !matches {
             return None;
         }
-        let window_us = i64::try_from(c.window_secs.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        let window_us = self.window_micros();
         self.window
             .push_back((record.timestamp, message_of(record)));
         while self
