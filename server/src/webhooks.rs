@@ -277,10 +277,10 @@ impl Endpoint {
             }
             // A skipped event is saved only when no more are queued, so a
             // run of skipped events costs one write, not one each.
-            if wanted || rx.is_empty() {
-                if let Err(e) = self.save_position(record.seq) {
-                    tracing::warn!(webhook = %name, error = %e, "could not save the delivery position");
-                }
+            if (wanted || rx.is_empty())
+                && let Err(e) = self.save_position(record.seq)
+            {
+                tracing::warn!(webhook = %name, error = %e, "could not save the delivery position");
             }
             self.update(|s| s.delivered_seq = record.seq);
         }
