@@ -410,6 +410,29 @@ impl AuditService for EmptyService {
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
         Err(Status::unimplemented("the empty service only logs"))
     }
+
+    async fn track_performance(
+        &self,
+        _: Request<pb::TrackPerformanceRequest>,
+    ) -> Result<Response<pb::TrackPerformanceResponse>, Status> {
+        Err(Status::unimplemented("the empty service only logs"))
+    }
+
+    async fn get_performance_stats(
+        &self,
+        _: Request<pb::GetPerformanceStatsRequest>,
+    ) -> Result<Response<pb::GetPerformanceStatsResponse>, Status> {
+        Err(Status::unimplemented("the empty service only logs"))
+    }
+
+    type ExportSubjectStream = futures::stream::Empty<Result<pb::ExportSubjectResponse, Status>>;
+
+    async fn export_subject(
+        &self,
+        _: Request<pb::ExportSubjectRequest>,
+    ) -> Result<Response<Self::ExportSubjectStream>, Status> {
+        Err(Status::unimplemented("the empty service only logs"))
+    }
 }
 
 /// `n` HTTP/2 connections to `url`, each established before measuring.

@@ -792,6 +792,7 @@ async fn stats_count_the_whole_log_or_one_workflow() {
         first_event: receipts[0].timestamp,
         last_event: receipts[7].timestamp,
         head_seq: 8,
+        ..pb::GetStatsResponse::default()
     };
     assert_eq!(all, want_all);
 
@@ -810,6 +811,7 @@ async fn stats_count_the_whole_log_or_one_workflow() {
         first_event: receipts[0].timestamp,
         last_event: receipts[4].timestamp,
         head_seq: 8,
+        ..pb::GetStatsResponse::default()
     };
     assert_eq!(sales, want_sales);
 

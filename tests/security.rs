@@ -270,7 +270,7 @@ const CALLERS: [(&str, Option<&str>); 7] = [
 
 /// Every RPC and what each caller of [`CALLERS`] gets, in that order.
 #[rustfmt::skip]
-const MATRIX: [(&str, [Outcome; 7]); 11] = [
+const MATRIX: [(&str, [Outcome; 7]); 14] = [
     //                                 writer  reader  auditor admin  w+r     none    unknown
     ("AuditService/Log",              [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/LogBatch",         [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
@@ -278,6 +278,9 @@ const MATRIX: [(&str, [Outcome; 7]); 11] = [
     ("AuditService/StreamEvents",     [DENIED, OK,     OK,     OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/VerifyIntegrity",  [DENIED, DENIED, OK,     OK,    DENIED, UNAUTH, UNAUTH]),
     ("AuditService/GetStats",         [DENIED, OK,     DENIED, OK,    OK,     UNAUTH, UNAUTH]),
+    ("AuditService/TrackPerformance", [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
+    ("AuditService/GetPerformanceStats", [DENIED, OK,  DENIED, OK,    OK,     UNAUTH, UNAUTH]),
+    ("AuditService/ExportSubject",    [DENIED, DENIED, OK,     OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/Rotate",           [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/ApplyRetention",   [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/TestAlerts",       [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
@@ -351,6 +354,25 @@ async fn call(ch: &Channel, rpc: &str, authorization: Option<String>) -> Result<
         "AuditService/GetStats" => {
             let m = pb::GetStatsRequest::default();
             audit.get_stats(authed(m, t)).await.map(|_| ())
+        }
+        "AuditService/TrackPerformance" => {
+            let m = pb::TrackPerformanceRequest {
+                operation: "matrix_check".into(),
+                duration_ms: 1.5,
+                ..Default::default()
+            };
+            audit.track_performance(authed(m, t)).await.map(|_| ())
+        }
+        "AuditService/GetPerformanceStats" => {
+            let m = pb::GetPerformanceStatsRequest::default();
+            audit.get_performance_stats(authed(m, t)).await.map(|_| ())
+        }
+        "AuditService/ExportSubject" => {
+            let m = pb::ExportSubjectRequest {
+                identifier: "jane@example.com".into(),
+            };
+            let mut stream = audit.export_subject(authed(m, t)).await?.into_inner();
+            stream.message().await.map(|_| ())
         }
         "AdminService/Rotate" => {
             let m = pb::RotateRequest { wait: false };

@@ -442,8 +442,91 @@ impl Client {
     pub async fn stats(&self, workflow: Option<&str>) -> Result<pb::GetStatsResponse, Error> {
         let request = pb::GetStatsRequest {
             workflow: workflow.unwrap_or_default().to_owned(),
+            ..pb::GetStatsRequest::default()
         };
+        self.stats_with(request).await
+    }
+
+    /// Statistics with a time range, a timeline, error types or a lead
+    /// funnel.
+    pub async fn stats_with(
+        &self,
+        request: pb::GetStatsRequest,
+    ) -> Result<pb::GetStatsResponse, Error> {
         Ok(self.inner.clone().get_stats(request).await?.into_inner())
+    }
+
+    /// Records how long `operation` took; logged as a `performance` event.
+    pub async fn track_performance(
+        &self,
+        operation: &str,
+        duration: Duration,
+        workflow: Option<&str>,
+    ) -> Result<pb::Receipt, Error> {
+        self.track_performance_with(pb::TrackPerformanceRequest {
+            operation: operation.to_owned(),
+            duration_ms: duration.as_secs_f64() * 1000.0,
+            workflow: workflow.unwrap_or_default().to_owned(),
+            ..pb::TrackPerformanceRequest::default()
+        })
+        .await
+    }
+
+    /// TrackPerformance with every field.
+    pub async fn track_performance_with(
+        &self,
+        request: pb::TrackPerformanceRequest,
+    ) -> Result<pb::Receipt, Error> {
+        self.inner
+            .clone()
+            .track_performance(request)
+            .await?
+            .into_inner()
+            .receipt
+            .ok_or_else(|| Error::Rpc(tonic::Status::internal("the server sent no receipt")))
+    }
+
+    /// Per-operation duration figures over the recent windows (all
+    /// operations, or the one named).
+    pub async fn performance_stats(
+        &self,
+        operation: Option<&str>,
+    ) -> Result<pb::GetPerformanceStatsResponse, Error> {
+        self.performance_stats_with(pb::GetPerformanceStatsRequest {
+            operation: operation.unwrap_or_default().to_owned(),
+            ..pb::GetPerformanceStatsRequest::default()
+        })
+        .await
+    }
+
+    /// GetPerformanceStats with every field (a time range, say).
+    pub async fn performance_stats_with(
+        &self,
+        request: pb::GetPerformanceStatsRequest,
+    ) -> Result<pb::GetPerformanceStatsResponse, Error> {
+        Ok(self
+            .inner
+            .clone()
+            .get_performance_stats(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Every event about one data subject, in seq order, with where the
+    /// subject appears in each.
+    pub async fn export_subject(
+        &self,
+        identifier: &str,
+    ) -> Result<BoxStream<'static, Result<pb::ExportSubjectResponse, Error>>, Error> {
+        let stream = self
+            .inner
+            .clone()
+            .export_subject(pb::ExportSubjectRequest {
+                identifier: identifier.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(stream.map(|item| item.map_err(Error::Rpc)).boxed())
     }
 }
 

@@ -8,9 +8,9 @@
 //!
 //! | role | may call |
 //! |---|---|
-//! | `writer` | Log, LogBatch |
-//! | `reader` | Query, StreamEvents, GetStats |
-//! | `auditor` | VerifyIntegrity, StreamEvents (export) |
+//! | `writer` | Log, LogBatch, TrackPerformance |
+//! | `reader` | Query, StreamEvents, GetStats, GetPerformanceStats |
+//! | `auditor` | VerifyIntegrity, ExportSubject, StreamEvents (export) |
 //! | `admin` | everything, including AdminService |
 //!
 //! Missing or unknown token: UNAUTHENTICATED. Known but not allowed:

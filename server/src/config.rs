@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::alerts::AlertsConfig;
 use crate::auth::TokenConfig;
+use crate::compliance::ComplianceConfig;
+use crate::performance::PerformanceConfig;
 use crate::store::Durability;
 use crate::webhooks::WebhookConfig;
 
@@ -84,6 +86,11 @@ pub struct Config {
     /// How long a call may take before it is cancelled with DEADLINE_EXCEEDED
     /// (a stream: until it starts). Default 60.
     pub handler_timeout_secs: u64,
+    /// Compliance mode (`[compliance]`): PII pseudonymisation. Default off.
+    pub compliance: ComplianceConfig,
+    /// Performance tracking (`[performance]`, `[performance.degradation]`):
+    /// window size, server RPC timing, degradation alerts.
+    pub performance: PerformanceConfig,
 }
 
 /// The `[tls]` section.
@@ -122,6 +129,8 @@ impl Default for Config {
             max_streams_per_connection: 256,
             keepalive_secs: 30,
             handler_timeout_secs: 60,
+            compliance: ComplianceConfig::default(),
+            performance: PerformanceConfig::default(),
         }
     }
 }
@@ -218,6 +227,10 @@ impl Config {
                 ),
             });
         }
+        self.compliance
+            .validate(self.hmac_key.as_ref())
+            .and_then(|()| self.performance.validate())
+            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         let id_ok = !self.hmac_key_id.is_empty()
             && self.hmac_key_id.len() <= 32
             && self

@@ -76,12 +76,12 @@ pub enum KeyError {
         "the HMAC key is {0} bytes long; it must be at least {MIN_KEY_LEN} (set hmac_key or AUDITLOG_HMAC_KEY to a longer secret)"
     )]
     TooShort(usize),
-    #[error("cannot read HMAC key file {path}: {source}")]
+    #[error("cannot read key file {path}: {source}")]
     Read {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot create HMAC key file {path}: {source}")]
+    #[error("cannot create key file {path}: {source}")]
     Create {
         path: String,
         source: std::io::Error,
@@ -108,7 +108,7 @@ impl Keyring {
     ) -> Result<Keyring, KeyError> {
         let key = match configured {
             Some(k) => k.to_vec(),
-            None => load_or_generate(&data_dir.join(KEY_FILE))?,
+            None => load_or_generate(&data_dir.join(KEY_FILE), "HMAC")?,
         };
         if key.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort(key.len()));
@@ -128,7 +128,10 @@ impl Keyring {
     }
 }
 
-fn load_or_generate(path: &Path) -> Result<Vec<u8>, KeyError> {
+/// The key in `path` (trailing whitespace ignored), or 32 random bytes as
+/// 64 hex characters written there with mode 0600 when the file does not
+/// exist. `what` names the key in the log line.
+pub(crate) fn load_or_generate(path: &Path, what: &str) -> Result<Vec<u8>, KeyError> {
     match std::fs::read(path) {
         Ok(mut bytes) => {
             while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
@@ -157,7 +160,7 @@ fn load_or_generate(path: &Path) -> Result<Vec<u8>, KeyError> {
             if let Some(dir) = path.parent() {
                 crate::store::sync_dir(dir).map_err(create)?;
             }
-            tracing::info!(path = %path.display(), "generated a new HMAC key");
+            tracing::info!(path = %path.display(), "generated a new {what} key");
             Ok(key)
         }
         Err(e) => Err(KeyError::Read {

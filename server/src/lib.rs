@@ -11,10 +11,12 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod compliance;
 pub mod config;
 pub mod hub;
 pub mod integrity;
 pub mod limits;
+pub mod performance;
 pub mod service;
 pub mod store;
 pub mod webhooks;
@@ -32,7 +34,9 @@ use tonic_health::ServingStatus;
 pub use config::Config;
 
 use alerts::Alerts;
+use compliance::Compliance;
 use integrity::Keyring;
+use performance::Performance;
 use service::{AdminSvc, AuditSvc};
 use store::{Store, StoreConfig};
 use webhooks::Webhooks;
@@ -43,6 +47,8 @@ pub struct Running {
     pub store: Arc<Store>,
     pub alerts: Alerts,
     pub webhooks: Webhooks,
+    pub compliance: Arc<Compliance>,
+    pub performance: Arc<Performance>,
 }
 
 /// Why the server stopped with an error.
@@ -56,6 +62,8 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Key(#[from] integrity::KeyError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -112,11 +120,15 @@ pub async fn run(
     let check_every = Duration::from_secs(config.retention_check_secs);
     let alerts_config = config.alerts.clone();
     let webhooks_config = config.webhooks.clone();
+    let compliance_config = config.compliance.clone();
+    let performance = Performance::new(config.performance.clone());
     let opening = {
+        let performance = Arc::clone(&performance);
         let cell = Arc::clone(&cell);
         let health = health.clone();
         let cancel = cancel.clone();
         tokio::spawn(async move {
+            let rebuilding = Arc::clone(&performance);
             let store = tokio::task::spawn_blocking(move || {
                 let dir = &store_config.data_dir;
                 std::fs::create_dir_all(dir).map_err(|source| store::StoreError::Open {
@@ -124,9 +136,14 @@ pub async fn run(
                     source,
                 })?;
                 let keyring = Keyring::load(&key_id, key.as_deref(), &store_config.data_dir)?;
-                Store::open(store_config, keyring)
+                let compliance = Compliance::load(&compliance_config, &store_config.data_dir)?;
+                let store = Store::open(store_config, keyring)?;
+                let rebuilt = rebuilding.rebuild(&store)?;
+                tracing::debug!(events = rebuilt, "performance windows rebuilt from the log");
+                Ok::<_, ServerError>((store, compliance))
             })
             .await??;
+            let (store, compliance) = store;
             tracing::info!(head = store.head(), dir = %store.dir().display(), "log recovered");
             let store = Arc::new(store);
             let alerts = Alerts::start(alerts_config, Arc::clone(&store), cancel.clone()).map_err(
@@ -141,10 +158,13 @@ pub async fn run(
                 store.dir(),
                 cancel.clone(),
             );
+            performance.set_alerts(alerts.clone());
             let _ = cell.set(Running {
                 store: Arc::clone(&store),
                 alerts,
                 webhooks,
+                compliance: Arc::new(compliance),
+                performance,
             });
             if let Some(max_age) = retention {
                 tokio::spawn(retention_task(
@@ -210,6 +230,7 @@ pub async fn run(
     let serve = builder
         .layer(limits::ShedLayer::new(config.max_in_flight))
         .layer(auth::AuthLayer::new(&config.tokens))
+        .layer(performance::TimingLayer::new(&performance))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

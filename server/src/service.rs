@@ -19,9 +19,11 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::Running;
+use crate::compliance::Subject;
 use crate::hub;
 use crate::integrity::FindingKind;
-use crate::store::{self, Filter, NewEvent, Order, Record, Store, StoreError};
+use crate::performance::{self, Source};
+use crate::store::{self, Filter, NewEvent, Order, Record, StatsQuery, Store, StoreError};
 
 /// The most events one LogBatch may carry.
 pub const MAX_BATCH: usize = 1000;
@@ -61,15 +63,44 @@ impl AuditSvc {
         })
     }
 
+    /// Looks for the pseudonym of a lead id when compliance mode replaces
+    /// every lead id by its token.
+    fn lead_filter(&self, mut filter: Filter) -> Result<Filter, Status> {
+        if let Some(lead) = filter.lead_id.take() {
+            filter.lead_id = Some(self.running()?.compliance.lead_filter(lead));
+        }
+        Ok(filter)
+    }
+
     fn store(&self) -> Result<Arc<Store>, Status> {
         self.running().map(|r| Arc::clone(&r.store))
     }
 
     /// Appends, and raises a store alert when the write itself failed.
-    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<store::Receipt>, Status> {
+    /// Compliance mode pseudonymises each event first; `performance` events
+    /// feed the performance windows once written.
+    async fn append(&self, mut events: Vec<NewEvent>) -> Result<Vec<store::Receipt>, Status> {
         let running = self.running()?;
+        for event in &mut events {
+            running.compliance.apply(event);
+        }
+        let measured: Vec<Option<(String, f64)>> = if events
+            .iter()
+            .any(|e| e.event_type == performance::EVENT_TYPE)
+        {
+            events.iter().map(measurement_of).collect()
+        } else {
+            Vec::new()
+        };
         match running.store.append(events).await {
-            Ok(r) => Ok(r),
+            Ok(receipts) => {
+                for (m, r) in measured.into_iter().zip(&receipts) {
+                    if let (Some((op, ms)), false) = (m, r.duplicate) {
+                        running.performance.record(Source::Tracked, &op, ms);
+                    }
+                }
+                Ok(receipts)
+            }
             Err(e) => {
                 if matches!(
                     e,
@@ -153,7 +184,7 @@ impl AuditService for AuditSvc {
         req: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
         let req = req.into_inner();
-        let filter = filter_of(req.filter)?;
+        let filter = self.lead_filter(filter_of(req.filter)?)?;
         let limit = match req.limit {
             0 => DEFAULT_QUERY_LIMIT,
             n if n > MAX_QUERY_LIMIT => {
@@ -203,7 +234,7 @@ impl AuditService for AuditSvc {
     ) -> Result<Response<EventStream>, Status> {
         let req = req.into_inner();
         let sub = hub::Subscription {
-            filter: filter_of(req.filter)?,
+            filter: self.lead_filter(filter_of(req.filter)?)?,
             from_seq: req.from_seq,
             follow: req.follow,
         };
@@ -276,11 +307,43 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        let workflow = non_empty(req.into_inner().workflow);
+        let req = req.into_inner();
+        let since = req.since.map(|t| micros_of(&t, "since")).transpose()?;
+        let until = req.until.map(|t| micros_of(&t, "until")).transpose()?;
+        if let (Some(s), Some(u)) = (since, until)
+            && s >= u
+        {
+            return Err(invalid(
+                "until",
+                "must be after since (the range is since <= time < until)",
+            ));
+        }
+        let query = StatsQuery {
+            workflow: non_empty(req.workflow),
+            since,
+            until,
+            bucket_micros: (req.bucket_seconds > 0)
+                .then(|| i64::from(req.bucket_seconds) * 1_000_000),
+            leads_by_type: req.leads_by_type,
+        };
+        let error_types = req.error_types;
         let store = self.store()?;
-        let stats = tokio::task::spawn_blocking(move || store.stats(workflow.as_deref()))
-            .await
-            .map_err(|e| Status::internal(format!("stats task failed: {e}")))?;
+        let (stats, errors_by_type) = tokio::task::spawn_blocking(move || {
+            let stats = store.stats(&query).map_err(|e| {
+                invalid(
+                    "bucket_seconds",
+                    &format!("{e}: narrow since/until or use wider buckets"),
+                )
+            })?;
+            let errors = if error_types {
+                count_error_types(&store, &query).map_err(status_of)?
+            } else {
+                Default::default()
+            };
+            Ok::<_, Status>((stats, errors))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("stats task failed: {e}")))??;
         Ok(Response::new(pb::GetStatsResponse {
             total_events: stats.total_events,
             by_type: stats.by_type.into_iter().collect(),
@@ -290,7 +353,174 @@ impl AuditService for AuditSvc {
             first_event: stats.first_timestamp.map(timestamp_pb),
             last_event: stats.last_timestamp.map(timestamp_pb),
             head_seq: stats.head_seq,
+            timeline: stats
+                .timeline
+                .into_iter()
+                .map(|b| pb::TimeBucket {
+                    start: Some(timestamp_pb(b.start)),
+                    events: b.events,
+                    errors: b.errors,
+                })
+                .collect(),
+            errors_by_type,
+            leads_by_type: stats.leads_by_type.into_iter().collect(),
         }))
+    }
+
+    async fn track_performance(
+        &self,
+        req: Request<pb::TrackPerformanceRequest>,
+    ) -> Result<Response<pb::TrackPerformanceResponse>, Status> {
+        let actor = default_actor(&req);
+        let req = req.into_inner();
+        let mut violations = ErrorDetails::new();
+        if let Err(reason) = check_operation(&req.operation) {
+            violations.add_bad_request_violation("operation", reason);
+        }
+        let ms = req.duration_ms;
+        if !(ms.is_finite() && (0.0..=MAX_DURATION_MS).contains(&ms)) {
+            violations.add_bad_request_violation(
+                "duration_ms",
+                format!("is {ms}; it must be a number of milliseconds from 0 to 86400000 (a day)"),
+            );
+        }
+        if violations.has_bad_request_violations() {
+            let summary = violation_summary(&violations);
+            return Err(Status::with_error_details(
+                Code::InvalidArgument,
+                summary,
+                violations,
+            ));
+        }
+        let mut details = req.details.unwrap_or_default();
+        for (key, value) in [
+            (
+                "operation",
+                prost_types::value::Kind::StringValue(req.operation),
+            ),
+            ("duration_ms", prost_types::value::Kind::NumberValue(ms)),
+        ] {
+            details
+                .fields
+                .insert(key.to_owned(), prost_types::Value { kind: Some(value) });
+        }
+        let input = pb::EventInput {
+            event_type: performance::EVENT_TYPE.to_owned(),
+            actor: req.actor,
+            lead_id: req.lead_id,
+            workflow: req.workflow,
+            details: Some(details),
+            idempotency_key: req.idempotency_key,
+        };
+        let event = validate_event(input, "request", &actor)?;
+        let mut receipts = self.append(vec![event]).await?;
+        Ok(Response::new(pb::TrackPerformanceResponse {
+            receipt: receipts.pop().map(receipt_pb),
+        }))
+    }
+
+    async fn get_performance_stats(
+        &self,
+        req: Request<pb::GetPerformanceStatsRequest>,
+    ) -> Result<Response<pb::GetPerformanceStatsResponse>, Status> {
+        let req = req.into_inner();
+        let operation = non_empty(req.operation);
+        let since = req.since.map(|t| micros_of(&t, "since")).transpose()?;
+        let until = req.until.map(|t| micros_of(&t, "until")).transpose()?;
+        let running = self.running()?;
+        let (stats, window) = if since.is_none() && until.is_none() {
+            (
+                running.performance.stats(operation.as_deref()),
+                u32::try_from(running.performance.window()).unwrap_or(u32::MAX),
+            )
+        } else {
+            let store = Arc::clone(&running.store);
+            let stats = tokio::task::spawn_blocking(move || {
+                performance::stats_from_log(&store, operation.as_deref(), since, until)
+            })
+            .await
+            .map_err(|e| Status::internal(format!("performance task failed: {e}")))?
+            .map_err(status_of)?;
+            (stats, 0)
+        };
+        Ok(Response::new(pb::GetPerformanceStatsResponse {
+            operations: stats
+                .into_iter()
+                .map(|s| pb::OperationStats {
+                    operation: s.operation,
+                    source: match s.source {
+                        Source::Tracked => pb::PerformanceSource::Tracked,
+                        Source::Server => pb::PerformanceSource::Server,
+                    } as i32,
+                    count: s.summary.count,
+                    min_ms: s.summary.min,
+                    max_ms: s.summary.max,
+                    avg_ms: s.summary.avg,
+                    p50_ms: s.summary.p50,
+                    p95_ms: s.summary.p95,
+                    p99_ms: s.summary.p99,
+                })
+                .collect(),
+            window,
+        }))
+    }
+
+    type ExportSubjectStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ExportSubjectResponse, Status>> + Send>>;
+
+    async fn export_subject(
+        &self,
+        req: Request<pb::ExportSubjectRequest>,
+    ) -> Result<Response<Self::ExportSubjectStream>, Status> {
+        let identifier = req.into_inner().identifier;
+        if identifier.trim().is_empty() {
+            return Err(invalid(
+                "identifier",
+                "is required: the subject's email, phone number, lead id or name",
+            ));
+        }
+        if identifier.chars().count() > MAX_FIELD_LEN {
+            return Err(invalid(
+                "identifier",
+                &format!("is longer than {MAX_FIELD_LEN} characters"),
+            ));
+        }
+        let running = self.running()?;
+        let subject = Subject::new(&identifier, &running.compliance);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let sub = hub::Subscription {
+            filter: Filter::default(),
+            from_seq: 1,
+            follow: false,
+        };
+        tokio::spawn(hub::run(
+            Arc::clone(&running.store),
+            sub,
+            self.shutdown.clone(),
+            tx,
+        ));
+        let (out, out_rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                let message = match item {
+                    Ok(record) => {
+                        let matched_fields = subject.matches(&record);
+                        if matched_fields.is_empty() {
+                            continue;
+                        }
+                        Ok(pb::ExportSubjectResponse {
+                            event: Some(event_pb(record)),
+                            matched_fields,
+                        })
+                    }
+                    Err(e) => Err(status_of(e)),
+                };
+                if out.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 }
 
@@ -531,6 +761,70 @@ fn validate_event(
         details,
         idempotency_key: non_empty(input.idempotency_key),
     })
+}
+
+/// The longest duration TrackPerformance accepts: a day.
+const MAX_DURATION_MS: f64 = 86_400_000.0;
+
+/// An operation name: 1 to 128 of letters, digits and `_ . : / -`.
+fn check_operation(op: &str) -> Result<(), String> {
+    if op.is_empty() {
+        return Err("is required, e.g. crm.create_record".into());
+    }
+    if op.len() > 128 {
+        return Err(format!("is {} characters; at most 128", op.len()));
+    }
+    if let Some(c) = op
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-')))
+    {
+        return Err(format!(
+            "{op:?} contains {c:?}; use letters, digits and _ . : / -"
+        ));
+    }
+    Ok(())
+}
+
+/// The measurement a `performance` event will carry.
+fn measurement_of(event: &NewEvent) -> Option<(String, f64)> {
+    if event.event_type != performance::EVENT_TYPE {
+        return None;
+    }
+    let op = event.details.get("operation")?.as_str()?;
+    let ms = event.details.get("duration_ms")?.as_f64()?;
+    (ms.is_finite() && ms >= 0.0 && check_operation(op).is_ok()).then(|| (op.to_owned(), ms))
+}
+
+/// `error` events of the query's range and workflow per `details.error_type`.
+fn count_error_types(
+    store: &Store,
+    query: &StatsQuery,
+) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+    let filter = Filter {
+        event_types: vec!["error".to_owned()],
+        workflow: query.workflow.clone(),
+        since: query.since,
+        until: query.until,
+        ..Filter::default()
+    };
+    let mut counts = std::collections::HashMap::new();
+    let mut cursor = None;
+    loop {
+        let metas = store.select(&filter, Order::OldestFirst, cursor, u64::MAX, 1000);
+        let Some(last) = metas.last() else {
+            return Ok(counts);
+        };
+        cursor = Some(last.seq);
+        for record in store.read(&metas)? {
+            let kind = record
+                .details
+                .get("error_type")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown");
+            *counts.entry(kind.to_owned()).or_default() += 1;
+        }
+    }
 }
 
 /// "field reason; field reason" for a status message.

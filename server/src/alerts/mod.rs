@@ -155,6 +155,8 @@ pub enum AlertKind {
     Threshold,
     Integrity,
     StoreFailure,
+    /// An operation's recent p95 rose well above its longer-run p95.
+    Performance,
     Test,
 }
 
@@ -192,6 +194,7 @@ impl Alert {
                 self.count
             ),
             AlertKind::StoreFailure => "[auditlog] store: writes are failing".to_owned(),
+            AlertKind::Performance => format!("[auditlog] performance: {} is slower", self.rule),
             AlertKind::Test => "[auditlog] test alert".to_owned(),
         }
     }
@@ -221,6 +224,11 @@ impl Alert {
                  fixed."
                     .to_owned()
             }
+            AlertKind::Performance => format!(
+                "The recent durations of {:?} have degraded. Run `auditlog performance \
+                 --operation {}` for the figures.",
+                self.rule, self.rule
+            ),
             AlertKind::Test => {
                 "This is a test alert sent by `auditlog alerts test`; this channel works."
                     .to_owned()

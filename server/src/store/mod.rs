@@ -41,7 +41,7 @@ use std::thread::JoinHandle;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use index::{Filter, Meta, Order, Stats};
+pub use index::{Bucket, Filter, MAX_BUCKETS, Meta, Order, Stats, StatsQuery, TooManyBuckets};
 pub use record::{NewEvent, Record};
 pub use retention::{PURGE_EVENT_TYPE, Purge};
 pub use sealer::Sealed;
@@ -286,8 +286,8 @@ impl Store {
     }
 
     /// Aggregates for GetStats.
-    pub fn stats(&self, workflow: Option<&str>) -> Stats {
-        self.index().stats(workflow)
+    pub fn stats(&self, query: &StatsQuery) -> Result<Stats, TooManyBuckets> {
+        self.index().stats(query)
     }
 
     /// A receiver of every group committed from now on.
