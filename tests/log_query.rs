@@ -824,3 +824,102 @@ async fn stats_count_the_whole_log_or_one_workflow() {
         }
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_for_a_time_range_with_timeline_error_types_and_funnel() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let events = vec![
+        NewEvent::lead_ingested("L1", "web"),
+        NewEvent::lead_ingested("L2", "web"),
+        NewEvent::lead_ingested("L3", "web"),
+        NewEvent::lead_qualified("L1", 0.9, true),
+        NewEvent::lead_qualified("L1", 0.95, true),
+        NewEvent::lead_qualified("L2", 0.7, true),
+        NewEvent::email_sent("L1", "a@b.c", "Hi"),
+        NewEvent::error("Timeout", "CRM did not answer"),
+        NewEvent::error("Timeout", "again"),
+        NewEvent::error("AuthError", "bad token"),
+        NewEvent::new("error").detail("error_message", "no type"),
+    ];
+    let receipts = client.log_batch(events).await.unwrap();
+    let at = receipts[0].timestamp.unwrap().seconds;
+    let hour = at - at.rem_euclid(3600);
+    let ts = |seconds: i64| Some(Timestamp { seconds, nanos: 0 });
+    let stats = client
+        .stats_with(pb::GetStatsRequest {
+            since: ts(hour),
+            until: ts(hour + 3600),
+            bucket_seconds: 60,
+            error_types: true,
+            leads_by_type: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.total_events, 11);
+    assert_eq!(
+        stats.timeline.len(),
+        60,
+        "one bucket per minute of the hour"
+    );
+    assert_eq!(stats.timeline[0].start, ts(hour));
+    assert_eq!(stats.timeline.iter().map(|b| b.events).sum::<u64>(), 11);
+    assert_eq!(stats.timeline.iter().map(|b| b.errors).sum::<u64>(), 4);
+    let minute = ((at - hour) / 60) as usize;
+    assert!(stats.timeline[minute].events > 0);
+    let counts = |pairs: &[(&str, u64)]| -> HashMap<String, u64> {
+        pairs.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect()
+    };
+    assert_eq!(
+        stats.errors_by_type,
+        counts(&[("Timeout", 2), ("AuthError", 1), ("unknown", 1)])
+    );
+    // Distinct leads, not events: L1 was qualified twice.
+    assert_eq!(
+        stats.leads_by_type,
+        counts(&[
+            ("lead_ingested", 3),
+            ("lead_qualified", 2),
+            ("email_sent", 1)
+        ])
+    );
+    // A range before the events counts nothing, with every bucket present.
+    let before = client
+        .stats_with(pb::GetStatsRequest {
+            since: ts(hour - 7200),
+            until: ts(hour - 3600),
+            bucket_seconds: 3600,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(before.total_events, 0);
+    assert_eq!(before.timeline.len(), 1);
+    assert_eq!(before.timeline[0].events, 0);
+    // Refusals name the field.
+    for (request, field) in [
+        (
+            pb::GetStatsRequest {
+                since: ts(hour),
+                until: ts(hour),
+                ..Default::default()
+            },
+            "until",
+        ),
+        (
+            pb::GetStatsRequest {
+                since: ts(0),
+                until: ts(hour),
+                bucket_seconds: 60,
+                ..Default::default()
+            },
+            "bucket_seconds",
+        ),
+    ] {
+        let err = client.stats_with(request).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+        let fields: Vec<String> = err.field_violations().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, [field], "{err}");
+    }
+}

@@ -13,8 +13,9 @@
 //!
 //! Degradation: every `recent / 5` samples, an operation whose window holds at
 //! least `min_samples` is checked; when the p95 of its last `recent` samples
-//! exceeds `factor` times the p95 of the whole window, an alert is raised
-//! (once per `cooldown_secs` per operation).
+//! exceeds `factor` times the p95 of the samples before them in the window,
+//! and by at least `min_increase_ms`, an alert is raised (once per
+//! `cooldown_secs` per operation).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -65,6 +66,10 @@ pub struct DegradationConfig {
     pub recent: usize,
     /// How many samples the window needs before it is judged. Default 200.
     pub min_samples: usize,
+    /// And only when the recent p95 is also at least this many milliseconds
+    /// above the baseline's, so sub-millisecond jitter (a fast RPC going
+    /// from 0.7 to 3 ms) does not page anyone. Default 10.
+    pub min_increase_ms: f64,
     /// Quiet time per operation after an alert, in seconds. Default 900.
     pub cooldown_secs: u64,
 }
@@ -76,6 +81,7 @@ impl Default for DegradationConfig {
             factor: 2.0,
             recent: 50,
             min_samples: 200,
+            min_increase_ms: 10.0,
             cooldown_secs: 900,
         }
     }
@@ -95,6 +101,15 @@ impl PerformanceConfig {
             return Err((
                 "performance.degradation.factor",
                 format!("is {}; it must be a number above 1", d.factor),
+            ));
+        }
+        if !(d.min_increase_ms >= 0.0 && d.min_increase_ms.is_finite()) {
+            return Err((
+                "performance.degradation.min_increase_ms",
+                format!(
+                    "is {}; it must be 0 or a positive number of milliseconds",
+                    d.min_increase_ms
+                ),
             ));
         }
         if d.recent == 0 || d.recent >= self.window {
@@ -280,11 +295,13 @@ impl Performance {
         if w.last_alert.is_some_and(|t| t.elapsed() < cooldown) {
             return None;
         }
+        // The baseline is the window before the recent samples, so a burst
+        // of slow calls does not raise the figure it is compared with.
         let mut all: Vec<f64> = w.samples.iter().copied().collect();
-        let mut recent: Vec<f64> = all[all.len() - d.recent..].to_vec();
+        let mut recent = all.split_off(all.len() - d.recent);
         let long = summarize(&mut all)?.p95;
         let now = summarize(&mut recent)?.p95;
-        if now <= long * d.factor {
+        if now <= long * d.factor || now - long < d.min_increase_ms {
             return None;
         }
         w.last_alert = Some(Instant::now());
@@ -300,7 +317,7 @@ impl Performance {
             workflow: None,
             messages: vec![format!(
                 "{what} {operation}: p95 of the last {} calls is {now:.1} ms, {:.1}x the p95 of \
-                 the last {} ({long:.1} ms); threshold {}x",
+                 the {} calls before them ({long:.1} ms); threshold {}x",
                 d.recent,
                 now / long.max(f64::MIN_POSITIVE),
                 all.len(),
@@ -558,6 +575,7 @@ mod tests {
                     factor: 2.0,
                     recent: 10,
                     min_samples: 50,
+                    min_increase_ms: 10.0,
                     cooldown_secs: 3600,
                     enabled: true,
                 },

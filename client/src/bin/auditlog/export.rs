@@ -4,7 +4,7 @@
 //! interrupted export never leaves a file that looks whole.
 
 use std::io::{BufWriter, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use auditlog_client::{Client, pb};
 use clap::{Args, ValueEnum};
@@ -67,7 +67,58 @@ pub async fn run(client: &Client, args: ExportArgs) -> Result<(), CliError> {
         .progress_chars("=> "),
     );
 
-    let (target, partial): (Box<dyn Write>, Option<PathBuf>) = match &args.output {
+    let (out, partial) = open_output(args.output.as_deref())?;
+    let mut sink = Sink::begin(args.format, out, false)?;
+    let mut stream = client.stream(query, from, false).await?;
+    let mut count = 0u64;
+    while let Some(event) = stream.next().await {
+        let event = event?;
+        sink.write(&event, None, count == 0)?;
+        count += 1;
+        progress.set_position(event.seq.saturating_sub(from - 1));
+    }
+    sink.finish(count == 0)?;
+    progress.finish_and_clear();
+    complete(partial, args.output.as_deref(), count)
+}
+
+#[derive(Debug, Args)]
+pub struct SubjectArgs {
+    /// The subject's identifier: an email address, phone number, lead id or
+    /// name, as callers log it.
+    identifier: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+/// `auditlog subject export`: every event about one data subject, with the
+/// fields where the subject appears.
+pub async fn subject(client: &Client, args: SubjectArgs) -> Result<(), CliError> {
+    let (out, partial) = open_output(args.output.as_deref())?;
+    let mut sink = Sink::begin(args.format, out, true)?;
+    let mut stream = client.export_subject(&args.identifier).await?;
+    let mut count = 0u64;
+    while let Some(item) = stream.next().await {
+        let item = item?;
+        let Some(event) = item.event else { continue };
+        sink.write(&event, Some(&item.matched_fields), count == 0)?;
+        count += 1;
+    }
+    sink.finish(count == 0)?;
+    complete(partial, args.output.as_deref(), count)?;
+    if args.output.is_none() {
+        eprintln!("{count} event(s) about {:?}", args.identifier);
+    }
+    Ok(())
+}
+
+/// The file's `.partial` twin (or standard output), buffered.
+fn open_output(path: Option<&Path>) -> Result<(Out, Option<PathBuf>), CliError> {
+    let (target, partial): (Box<dyn Write>, Option<PathBuf>) = match path {
         Some(path) => {
             let mut name = path.as_os_str().to_owned();
             name.push(".partial");
@@ -78,19 +129,12 @@ pub async fn run(client: &Client, args: ExportArgs) -> Result<(), CliError> {
         }
         None => (Box::new(std::io::stdout().lock()), None),
     };
-    let out = BufWriter::with_capacity(1 << 16, target);
-    let mut sink = Sink::begin(args.format, out)?;
-    let mut stream = client.stream(query, from, false).await?;
-    let mut count = 0u64;
-    while let Some(event) = stream.next().await {
-        let event = event?;
-        sink.write(&event, count == 0)?;
-        count += 1;
-        progress.set_position(event.seq.saturating_sub(from - 1));
-    }
-    sink.finish(count == 0)?;
-    progress.finish_and_clear();
-    if let (Some(partial), Some(path)) = (partial, &args.output) {
+    Ok((BufWriter::with_capacity(1 << 16, target), partial))
+}
+
+/// Renames a finished `.partial` file to its name.
+fn complete(partial: Option<PathBuf>, path: Option<&Path>, count: u64) -> Result<(), CliError> {
+    if let (Some(partial), Some(path)) = (partial, path) {
         std::fs::rename(&partial, path)
             .map_err(|e| CliError::Io(format!("cannot rename to {}: {e}", path.display())))?;
         eprintln!("exported {count} events to {}", path.display());
@@ -108,11 +152,16 @@ enum Sink {
 }
 
 impl Sink {
-    fn begin(format: Format, mut out: Out) -> Result<Sink, CliError> {
+    /// With `matched`, each row also says where the subject was found.
+    fn begin(format: Format, mut out: Out, matched: bool) -> Result<Sink, CliError> {
         Ok(match format {
             Format::Csv => {
                 let mut w = csv::Writer::from_writer(out);
-                w.write_record(CSV_HEADER).map_err(csv_err)?;
+                let mut header = CSV_HEADER.to_vec();
+                if matched {
+                    header.push("matched_fields");
+                }
+                w.write_record(header).map_err(csv_err)?;
                 Sink::Csv(Box::new(w))
             }
             Format::Json => {
@@ -123,15 +172,25 @@ impl Sink {
         })
     }
 
-    fn write(&mut self, event: &pb::Event, first: bool) -> Result<(), CliError> {
-        let json = event_json(event);
+    fn write(
+        &mut self,
+        event: &pb::Event,
+        matched: Option<&[String]>,
+        first: bool,
+    ) -> Result<(), CliError> {
+        let mut json = event_json(event);
+        if let Some(fields) = matched {
+            json["matched_fields"] = serde_json::json!(fields);
+        }
         match self {
             Sink::Csv(w) => {
                 let details = json["details"].to_string();
-                w.write_record([
-                    event.seq.to_string().as_str(),
+                let seq = event.seq.to_string();
+                let time = timestamp_text(event.timestamp.as_ref());
+                let mut row = vec![
+                    seq.as_str(),
                     &event.id,
-                    &timestamp_text(event.timestamp.as_ref()),
+                    &time,
                     &event.event_type,
                     &event.actor,
                     &event.lead_id,
@@ -141,8 +200,12 @@ impl Sink {
                     &event.key_id,
                     &event.prev,
                     &event.signature,
-                ])
-                .map_err(csv_err)?;
+                ];
+                let fields = matched.map(|f| f.join(" "));
+                if let Some(f) = &fields {
+                    row.push(f);
+                }
+                w.write_record(row).map_err(csv_err)?;
             }
             Sink::Json(out) => {
                 out.write_all(if first { b"\n" } else { b",\n" })?;

@@ -195,6 +195,38 @@ enum Command {
         after_help = "Examples:\n  auditlog bench --concurrency 64 --duration 10s\n  auditlog bench --concurrency 8 --batch 100"
     )]
     Bench(bench::BenchArgs),
+    /// Duration figures per operation: count, min, avg, p50, p95, p99, max.
+    #[command(
+        after_help = "Examples:\n  auditlog performance\n  auditlog performance --operation crm.create_record --json\n  auditlog performance --since 2026-11-01 --until 2026-11-08"
+    )]
+    Performance {
+        /// Only this operation.
+        #[arg(long)]
+        operation: Option<String>,
+        /// From the log's performance events at or after this time, instead
+        /// of the recent windows (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// ... and before this time.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+    },
+    /// Data-subject requests: every event about one person (auditor).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  auditlog subject export jane@example.com --format csv --output jane.csv"
+    )]
+    Subject(SubjectCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SubjectCommand {
+    /// Export every event whose lead id or details hold the identifier (or,
+    /// in compliance mode, its pseudonym), as JSON, JSON Lines or CSV.
+    #[command(
+        after_help = "Examples:\n  auditlog subject export jane@example.com\n  auditlog subject export '+1 555 010 9999' --format csv --output subject.csv"
+    )]
+    Export(export::SubjectArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -443,8 +475,100 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
             }
             Ok(())
         }
+        Command::Performance {
+            operation,
+            since,
+            until,
+        } => performance(client, operation, since, until, json).await,
+        Command::Subject(SubjectCommand::Export(args)) => export::subject(client, args).await,
         Command::Health(_) => unreachable!("handled before connecting"),
     }
+}
+
+async fn performance(
+    client: &Client,
+    operation: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let time = |flag: &str, s: Option<String>| {
+        s.map(|s| {
+            parse_time(&s)
+                .map(prost_types::Timestamp::from)
+                .map_err(|e| CliError::Usage(format!("{flag}: {e}")))
+        })
+        .transpose()
+    };
+    let response = client
+        .performance_stats_with(pb::GetPerformanceStatsRequest {
+            operation: operation.clone().unwrap_or_default(),
+            since: time("--since", since)?,
+            until: time("--until", until)?,
+        })
+        .await?;
+    let source = |s: i32| match pb::PerformanceSource::try_from(s) {
+        Ok(pb::PerformanceSource::Server) => "server",
+        _ => "tracked",
+    };
+    if json {
+        let ops: Vec<serde_json::Value> = response
+            .operations
+            .iter()
+            .map(|o| {
+                serde_json::json!({
+                    "operation": o.operation, "source": source(o.source), "count": o.count,
+                    "min_ms": o.min_ms, "max_ms": o.max_ms, "avg_ms": o.avg_ms,
+                    "p50_ms": o.p50_ms, "p95_ms": o.p95_ms, "p99_ms": o.p99_ms,
+                })
+            })
+            .collect();
+        say!(
+            "{}",
+            serde_json::json!({"window": response.window, "operations": ops})
+        );
+        return Ok(());
+    }
+    if response.operations.is_empty() {
+        match operation {
+            Some(op) => say!("no measurements of {op:?}"),
+            None => say!("no measurements yet"),
+        }
+        return Ok(());
+    }
+    let ms = |v: f64| format!("{v:.2}");
+    let mut table = Table::new(vec![
+        "OPERATION",
+        "SOURCE",
+        "COUNT",
+        "MIN ms",
+        "AVG ms",
+        "P50 ms",
+        "P95 ms",
+        "P99 ms",
+        "MAX ms",
+    ]);
+    for o in &response.operations {
+        table.row(vec![
+            o.operation.clone(),
+            source(o.source).to_owned(),
+            o.count.to_string(),
+            ms(o.min_ms),
+            ms(o.avg_ms),
+            ms(o.p50_ms),
+            ms(o.p95_ms),
+            ms(o.p99_ms),
+            ms(o.max_ms),
+        ]);
+    }
+    table.print(&mut std::io::stdout().lock())?;
+    if response.window > 0 {
+        say!(
+            "(over each operation's last {} samples; server RPCs since the server started)",
+            response.window
+        );
+    }
+    Ok(())
 }
 
 async fn log(client: &Client, args: LogArgs, json: bool) -> Result<(), CliError> {
