@@ -343,6 +343,34 @@ class AuditLogFromPython(unittest.TestCase):
         self.assertGreaterEqual(whole.total_events, len(self.receipts), "whole-log total")
         self.assertGreaterEqual(whole.head_seq, self.receipts[-1].seq, "head_seq")
 
+    def test_track_performance_and_percentiles(self):
+        durations = [12.5, 3.0, 7.25, 40.0, 9.0]
+        for ms in durations:
+            resp = self.stub.TrackPerformance(
+                pb.TrackPerformanceRequest(operation="py.enrich_lead", duration_ms=ms, workflow="perf-py"),
+                timeout=TIMEOUT)
+            self.assertGreater(resp.receipt.seq, 0, f"no receipt: {resp}")
+        stats = self.stub.GetPerformanceStats(pb.GetPerformanceStatsRequest(operation="py.enrich_lead"), timeout=TIMEOUT)
+        tracked = [o for o in stats.operations if o.source == pb.PERFORMANCE_SOURCE_TRACKED]
+        self.assertEqual(len(tracked), 1, f"one tracked operation expected: {stats}")
+        o = tracked[0]
+        # Nearest rank over [3, 7.25, 9, 12.5, 40]: p50 is the 3rd, p95 and p99 the 5th.
+        self.assertEqual((o.count, o.min_ms, o.max_ms, o.p50_ms, o.p95_ms, o.p99_ms),
+                         (5, 3.0, 40.0, 9.0, 40.0, 40.0), f"figures: {o}")
+        self.assertAlmostEqual(o.avg_ms, sum(durations) / 5)
+        with self.assertRaises(grpc.RpcError) as ctx:
+            self.stub.TrackPerformance(pb.TrackPerformanceRequest(operation="bad name", duration_ms=1), timeout=TIMEOUT)
+        self.assertEqual(ctx.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+
+    def test_export_subject(self):
+        items = list(self.stub.ExportSubject(pb.ExportSubjectRequest(identifier=LEAD), timeout=TIMEOUT))
+        self.assertGreaterEqual(len(items), len(self.receipts), "every event of the lead")
+        for item in items:
+            self.assertEqual(item.event.lead_id, LEAD, f"an event of another subject: {item}")
+            self.assertIn("lead_id", list(item.matched_fields))
+        seqs = [i.event.seq for i in items]
+        self.assertEqual(seqs, sorted(seqs), "in seq order")
+
     # -- errors ---------------------------------------------------------------
 
     def test_invalid_event_type_field_violation(self):
@@ -405,7 +433,8 @@ class AuditLogFromPython(unittest.TestCase):
         pool = DescriptorPool(db)
         svc = pool.FindServiceByName("auditlog.v1.AuditService")
         methods = sorted(m.name for m in svc.methods)
-        self.assertEqual(methods, sorted(["Log", "LogBatch", "Query", "StreamEvents", "VerifyIntegrity", "GetStats"]),
+        self.assertEqual(methods, sorted(["Log", "LogBatch", "Query", "StreamEvents", "VerifyIntegrity", "GetStats",
+                                          "TrackPerformance", "GetPerformanceStats", "ExportSubject"]),
                          "AuditService methods through reflection")
         self.assertTrue(svc.methods_by_name["StreamEvents"].server_streaming, "StreamEvents is server streaming")
         log_in = svc.methods_by_name["Log"].input_type
