@@ -136,7 +136,10 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
             "Query",
             "StreamEvents",
             "VerifyIntegrity",
-            "GetStats"
+            "GetStats",
+            "TrackPerformance",
+            "GetPerformanceStats",
+            "ExportSubject"
         ]
     );
 }
