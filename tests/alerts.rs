@@ -684,10 +684,12 @@ async fn alert_status_shows_each_rules_window_and_firings() {
     let server = TestServer::start_with(|c| {
         c.alerts.rules = Some(vec![
             // Fires on the 2nd, 3rd and 4th error: no cooldown.
-            rule("eager", &["error"], 2, 60, 0, None),
+            // Windows of an hour, so a slow machine cannot see the errors
+            // leave the window before the CLI reads the status.
+            rule("eager", &["error"], 2, 3600, 0, None),
             // Fires once on the 3rd.
-            rule("patient", &["error"], 3, 60, 300, None),
-            rule("quiet", &["crm_update"], 1, 60, 300, None),
+            rule("patient", &["error"], 3, 3600, 300, None),
+            rule("quiet", &["crm_update"], 1, 3600, 300, None),
         ]);
         c.alerts.webhook = hook(&receiver.url("/alerts"));
     })

@@ -132,6 +132,7 @@ pub struct Store {
     /// Taken on shutdown, which ends the writer once it has drained.
     sender: Mutex<Option<mpsc::Sender<writer::Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    syncer: Mutex<Option<JoinHandle<()>>>,
     sealer: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -155,8 +156,10 @@ struct Shared {
     cache: Mutex<ChunkCache>,
     /// Tells the sealer to stop between chunks (shutdown).
     stop: AtomicBool,
-    /// The committed length of the active file, kept by the writer.
+    /// The committed length of the active file, kept by the syncer.
     active_len: AtomicU64,
+    /// The highest seq in the index, kept by the syncer.
+    indexed_seq: AtomicU64,
 }
 
 /// How many committed groups a slow subscriber may fall behind before it
@@ -166,6 +169,10 @@ const HUB_CAPACITY: usize = 1024;
 const QUEUE_DEPTH: usize = 4096;
 /// How many bytes of decompressed chunks reads keep.
 const CACHE_BYTES: usize = 32 << 20;
+/// Reads of at least this many records are split over threads.
+const PARALLEL_READ_MIN: usize = 48;
+/// The most threads one read uses.
+const MAX_READ_THREADS: usize = 4;
 
 impl Store {
     /// Opens (or creates) the store in `config.data_dir`: recovers the
@@ -179,6 +186,7 @@ impl Store {
         };
         std::fs::create_dir_all(&dir).map_err(open_err)?;
         let recovered = recovery::recover(&dir, &keyring)?;
+        let indexed_seq = recovered.index.last().map_or(0, |m| m.seq);
         let (hub, _) = broadcast::channel(HUB_CAPACITY);
         let shared = Arc::new(Shared {
             dir: dir.clone(),
@@ -193,6 +201,7 @@ impl Store {
             cache: Mutex::new(ChunkCache::default()),
             stop: AtomicBool::new(false),
             active_len: AtomicU64::new(recovered.len),
+            indexed_seq: AtomicU64::new(indexed_seq),
         });
         let (jobs, job_rx) = std::sync::mpsc::channel();
         for pending in recovered.pending {
@@ -203,6 +212,12 @@ impl Store {
         let sealer = std::thread::Builder::new()
             .name("auditlog-sealer".into())
             .spawn(move || sealer::run(&sealer_shared, &job_rx))
+            .map_err(open_err)?;
+        let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel(writer::SYNC_QUEUE);
+        let syncer = writer::Syncer::new(Arc::clone(&shared), config.durability);
+        let syncer = std::thread::Builder::new()
+            .name("auditlog-syncer".into())
+            .spawn(move || syncer.run(&syncer_rx))
             .map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let state = writer::Writer::new(
@@ -215,6 +230,7 @@ impl Store {
             config.durability,
             config.max_segment_bytes,
             jobs,
+            to_syncer,
             Arc::clone(&shared),
         );
         let handle = std::thread::Builder::new()
@@ -225,6 +241,7 @@ impl Store {
             shared,
             sender: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            syncer: Mutex::new(Some(syncer)),
             sealer: Mutex::new(Some(sealer)),
         })
     }
@@ -280,9 +297,33 @@ impl Store {
         self.index().select(filter, order, cursor, max_seq, limit)
     }
 
-    /// Reads the records at `metas`. Blocking.
+    /// Reads the records at `metas`, in their order. Blocking. A large read
+    /// is split over a few threads: a lead's history in sealed segments
+    /// touches one compressed chunk per record, and inflating them is most
+    /// of its cost.
     pub fn read(&self, metas: &[Meta]) -> Result<Vec<Record>, StoreError> {
-        metas.iter().map(|m| self.shared.read_record(m)).collect()
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_READ_THREADS);
+        if threads <= 1 || metas.len() < PARALLEL_READ_MIN {
+            return self.shared.read_records(metas);
+        }
+        let per_thread = metas.len().div_ceil(threads);
+        let shared = &self.shared;
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = metas
+                .chunks(per_thread)
+                .map(|part| scope.spawn(move || shared.read_records(part)))
+                .collect();
+            let mut records = Vec::with_capacity(metas.len());
+            for part in parts {
+                let part = part.join().map_err(|_| {
+                    StoreError::Read(std::io::Error::other("a read thread panicked"))
+                })??;
+                records.extend(part);
+            }
+            Ok(records)
+        })
     }
 
     /// Aggregates for GetStats.
@@ -337,6 +378,7 @@ impl Store {
             }
         };
         join(&self.writer, "writer");
+        join(&self.syncer, "syncer");
         self.shared.stop.store(true, Ordering::Relaxed);
         join(&self.sealer, "sealer");
     }
@@ -394,10 +436,49 @@ impl Shared {
             })
     }
 
+    /// The records at `metas`, in order, on this thread. Each compressed
+    /// chunk is inflated once, only as far as the last record read from it.
+    fn read_records(&self, metas: &[Meta]) -> Result<Vec<Record>, StoreError> {
+        let located = metas
+            .iter()
+            .map(|m| self.locate(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut reach: HashMap<(u32, u32), usize> = HashMap::new();
+        for (segment, meta) in &located {
+            if let SegmentFile::Gzip { .. } = **segment {
+                let (chunk, end) = chunk_reach(meta);
+                let r = reach.entry((meta.segment, chunk)).or_default();
+                *r = (*r).max(end);
+            }
+        }
+        located
+            .iter()
+            .map(|(segment, meta)| {
+                let need = reach
+                    .get(&(meta.segment, chunk_reach(meta).0))
+                    .copied()
+                    .unwrap_or(0);
+                let line = self.line_in(segment, meta, need)?;
+                parse_at(&line, meta)
+            })
+            .collect()
+    }
+
     /// The line of the record at `meta` (without its newline).
     fn read_line(&self, meta: &Meta) -> Result<Vec<u8>, StoreError> {
         let (segment, meta) = self.locate(meta)?;
-        let mut line = match &*segment {
+        self.line_in(&segment, &meta, chunk_reach(&meta).1)
+    }
+
+    /// The line of the record at `meta` in `segment`; for a compressed
+    /// segment, its chunk is inflated to at least `need` bytes.
+    fn line_in(
+        &self,
+        segment: &SegmentFile,
+        meta: &Meta,
+        need: usize,
+    ) -> Result<Vec<u8>, StoreError> {
+        let mut line = match segment {
             SegmentFile::Plain { file, .. } => {
                 let mut buf = vec![0u8; meta.len as usize];
                 file.read_exact_at(&mut buf, meta.offset)
@@ -405,11 +486,11 @@ impl Shared {
                 buf
             }
             SegmentFile::Gzip { file, chunks, .. } => {
-                let chunk_no = (meta.offset >> 32) as u32;
-                let inner = (meta.offset & 0xffff_ffff) as usize;
-                let chunk = self.chunk(meta.segment, chunk_no, file, chunks)?;
+                let (chunk_no, end) = chunk_reach(meta);
+                let inner = end - meta.len as usize;
+                let chunk = self.chunk(meta.segment, chunk_no, file, chunks, need.max(end))?;
                 chunk
-                    .get(inner..inner + meta.len as usize)
+                    .get(inner..end)
                     .ok_or_else(|| StoreError::Corrupt {
                         seq: meta.seq,
                         reason: "the segment index points outside its chunk".into(),
@@ -423,22 +504,25 @@ impl Shared {
         Ok(line)
     }
 
-    /// A decompressed chunk, from the cache or the file.
+    /// A decompressed chunk, at least its first `need` bytes, from the cache
+    /// or the file.
     fn chunk(
         &self,
         segment: u32,
         chunk_no: u32,
         file: &File,
         chunks: &[segment::Chunk],
+        need: usize,
     ) -> Result<Arc<Vec<u8>>, StoreError> {
         let key = (segment, chunk_no);
-        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key)) {
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key, need)) {
             return Ok(hit);
         }
         let chunk = chunks
             .get(chunk_no as usize)
             .ok_or_else(|| StoreError::Read(std::io::Error::other("chunk out of range")))?;
-        let plain = Arc::new(segment::read_chunk(file, chunk).map_err(StoreError::Read)?);
+        let plain =
+            Arc::new(segment::read_chunk_prefix(file, chunk, need).map_err(StoreError::Read)?);
         if let Ok(mut cache) = self.cache.lock() {
             cache.put(key, Arc::clone(&plain));
         }
@@ -446,22 +530,7 @@ impl Shared {
     }
 
     fn read_record(&self, meta: &Meta) -> Result<Record, StoreError> {
-        let line = self.read_line(meta)?;
-        let record = Record::parse(&line).map_err(|e| StoreError::Corrupt {
-            seq: meta.seq,
-            reason: format!("{e}; run VerifyIntegrity to locate the damage"),
-        })?;
-        if record.seq != meta.seq {
-            return Err(StoreError::Corrupt {
-                seq: meta.seq,
-                reason: format!(
-                    "the record at its position has seq {}; the file was changed outside the \
-                     server, run VerifyIntegrity",
-                    record.seq
-                ),
-            });
-        }
-        Ok(record)
+        parse_at(&self.read_line(meta)?, meta)
     }
 
     fn poison(&self, reason: String) {
@@ -491,8 +560,9 @@ struct ChunkCache {
 }
 
 impl ChunkCache {
-    fn get(&self, key: (u32, u32)) -> Option<Arc<Vec<u8>>> {
-        self.map.get(&key).cloned()
+    /// The cached chunk, if it holds at least its first `need` bytes.
+    fn get(&self, key: (u32, u32), need: usize) -> Option<Arc<Vec<u8>>> {
+        self.map.get(&key).filter(|c| c.len() >= need).cloned()
     }
 
     fn put(&mut self, key: (u32, u32), chunk: Arc<Vec<u8>>) {
@@ -510,6 +580,33 @@ impl ChunkCache {
             }
         }
     }
+}
+
+/// For a record in a compressed segment: its chunk and where its line ends
+/// in it.
+fn chunk_reach(meta: &Meta) -> (u32, usize) {
+    let chunk = (meta.offset >> 32) as u32;
+    let inner = (meta.offset & 0xffff_ffff) as usize;
+    (chunk, inner + meta.len as usize)
+}
+
+/// Decodes the line read for `meta` and checks it is the record expected.
+fn parse_at(line: &[u8], meta: &Meta) -> Result<Record, StoreError> {
+    let record = Record::parse(line).map_err(|e| StoreError::Corrupt {
+        seq: meta.seq,
+        reason: format!("{e}; run VerifyIntegrity to locate the damage"),
+    })?;
+    if record.seq != meta.seq {
+        return Err(StoreError::Corrupt {
+            seq: meta.seq,
+            reason: format!(
+                "the record at its position has seq {}; the file was changed outside the \
+                 server, run VerifyIntegrity",
+                record.seq
+            ),
+        });
+    }
+    Ok(record)
 }
 
 /// Makes a directory entry change (a created or renamed file) durable.

@@ -150,8 +150,20 @@ pub(super) fn delete(dir: &Path, plain: &str) -> std::io::Result<()> {
     }
 }
 
+/// Compression is background work: at the lowest scheduling priority (nice
+/// 19, this thread only) it runs on CPU that ingest and queries leave idle,
+/// and under a burst it waits rather than slowing writers. A sealed segment
+/// not yet compressed is read like any other meanwhile.
+fn lower_priority() {
+    let this_thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(this_thread), 19) {
+        tracing::debug!(error = %e, "could not lower the sealer's priority");
+    }
+}
+
 /// Runs jobs until every sender is gone or shutdown stops it.
 pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
+    lower_priority();
     while let Ok(job) = jobs.recv() {
         if shared.stop.load(Ordering::Relaxed) {
             break;

@@ -419,11 +419,38 @@ impl SegmentFile {
 
 /// Reads and decompresses one chunk of a sealed segment.
 pub fn read_chunk(file: &File, chunk: &Chunk) -> std::io::Result<Vec<u8>> {
+    read_chunk_prefix(file, chunk, chunk.plain as usize)
+}
+
+/// Decompresses the start of a chunk, at least its first `need` bytes: a
+/// record's line is complete once the decompressor has passed its end, so
+/// reading one record stops there rather than inflating the whole member.
+/// With `need` at or past the chunk's length, the whole chunk is read and its
+/// length checked against the index.
+pub fn read_chunk_prefix(file: &File, chunk: &Chunk, need: usize) -> std::io::Result<Vec<u8>> {
+    let whole = chunk.plain as usize;
     let mut compressed = vec![0u8; chunk.compressed as usize];
     file.read_exact_at(&mut compressed, chunk.offset)?;
-    let mut plain = Vec::with_capacity(chunk.plain as usize);
-    GzDecoder::new(compressed.as_slice()).read_to_end(&mut plain)?;
-    if plain.len() != chunk.plain as usize {
+    let mut decoder = GzDecoder::new(compressed.as_slice());
+    let mut plain = Vec::with_capacity(need.min(whole));
+    if need >= whole {
+        decoder.read_to_end(&mut plain)?;
+    } else {
+        // Inflate in steps until `need` bytes are out; a step size of 4 KiB
+        // wastes little past the record while keeping calls few.
+        let mut step = [0u8; 4096];
+        while plain.len() < need {
+            let n = decoder.read(&mut step)?;
+            if n == 0 {
+                break;
+            }
+            plain.extend_from_slice(&step[..n]);
+        }
+        if plain.len() >= need {
+            return Ok(plain);
+        }
+    }
+    if plain.len() != whole {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(

@@ -2,10 +2,14 @@
 //!
 //! It runs on its own thread, fed by a bounded channel. Each turn it takes
 //! every request waiting (group commit), assigns seqs, timestamps, `prev` and
-//! signatures, writes the whole group with one `write`, makes it durable with
-//! one `fdatasync`, then updates the index, publishes to subscribers and
-//! answers every caller. One fsync serves everyone who arrived while the
-//! previous one ran, so durability costs little under load.
+//! signatures, and writes the whole group with one `write`. It then hands the
+//! group to the syncer thread and goes on with the next one: the syncer makes
+//! every group written so far durable with one `fdatasync`, then updates the
+//! index, publishes to subscribers and answers the callers, group by group in
+//! seq order. So building and writing group N+1 overlaps the sync of group N
+//! (a pipelined group commit), and one fsync serves everyone who arrived while
+//! the previous one ran. Nothing is visible to readers or acknowledged before
+//! it is durable.
 //!
 //! Rotation: after a commit leaves the active segment at or past the size
 //! limit (or on request), the writer seals it (renames `audit.log` to
@@ -14,16 +18,18 @@
 //! only for the renames, never for the compression.
 //!
 //! Failure rules: a failed `write` is cut back off the file (`set_len`) and
-//! fails the group with nothing written and no seq consumed. A failed
+//! fails the group with nothing written and no seq consumed (groups written
+//! before it and still being synced are whole and unaffected). A failed
 //! `fdatasync` poisons the store: after it the page cache cannot be trusted,
 //! so the data is never re-synced as if nothing happened; every later write
 //! fails until a restart recovers from what is on disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,10 +70,31 @@ pub(super) struct Active {
 const MAX_GROUP_EVENTS: usize = 16 * 1024;
 /// The most bytes one group commit writes, checked between requests.
 const MAX_GROUP_BYTES: usize = 16 << 20;
+/// How many written groups may wait for the syncer before the writer waits.
+pub(super) const SYNC_QUEUE: usize = 2;
+
+/// What the writer hands the syncer.
+pub(super) enum ToSyncer {
+    /// A group written to `file`, to be made durable and then acknowledged.
+    Group(Written),
+    /// Answer once every group sent before is durable and acknowledged.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// A group commit written but not yet durable.
+pub(super) struct Written {
+    file: Arc<File>,
+    /// The active file's length once this group is in it.
+    end: u64,
+    segment: u32,
+    records: Vec<Record>,
+    positions: Vec<(u64, u32)>,
+    staged: Vec<Staged>,
+}
 
 pub(super) struct Writer {
-    file: File,
-    /// The length of the durable part of the file.
+    file: Arc<File>,
+    /// The length of the written part of the file (durable, or being synced).
     len: u64,
     segment: u32,
     /// The seq of the active segment's first record; 0 while it is empty.
@@ -75,7 +102,13 @@ pub(super) struct Writer {
     durability: Durability,
     max_segment_bytes: u64,
     sealer: std::sync::mpsc::Sender<Job>,
+    syncer: SyncSender<ToSyncer>,
     shared: Arc<Shared>,
+    /// Idempotency keys written in groups the syncer has not indexed yet,
+    /// with the last seq of their group: a repeat must find them although
+    /// the index does not have them yet.
+    pending_keys: HashMap<String, Receipt>,
+    pending_groups: VecDeque<(u64, Vec<String>)>,
     next_seq: u64,
     prev: String,
     last_timestamp: i64,
@@ -96,6 +129,7 @@ impl Writer {
         durability: Durability,
         max_segment_bytes: u64,
         sealer: std::sync::mpsc::Sender<Job>,
+        syncer: SyncSender<ToSyncer>,
         shared: Arc<Shared>,
     ) -> Writer {
         let last = shared.index().last().copied();
@@ -118,14 +152,17 @@ impl Writer {
             }
         };
         Writer {
-            file: active.file,
+            file: Arc::new(active.file),
             len: active.len,
             segment: active.segment,
             segment_first: active.first_seq,
             durability,
             max_segment_bytes,
             sealer,
+            syncer,
             shared,
+            pending_keys: HashMap::new(),
+            pending_groups: VecDeque::new(),
             next_seq,
             prev,
             last_timestamp,
@@ -164,8 +201,36 @@ impl Writer {
                 self.rotate_on_request(wait, reply);
             }
         }
-        if let Err(e) = self.file.sync_data() {
+        self.flush();
+        if self.durability == Durability::Fsync
+            && !self.shared.poisoned.load(Ordering::Acquire)
+            && let Err(e) = self.file.sync_data()
+        {
             tracing::error!(error = %e, "final sync of the log failed");
+        }
+    }
+
+    /// Waits until every group written is durable and acknowledged.
+    fn flush(&mut self) {
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.syncer.send(ToSyncer::Flush(ack)).is_ok() {
+            // An error means the syncer is gone, so nothing is pending.
+            let _ = done.recv();
+        }
+        self.prune_pending();
+    }
+
+    /// Forgets pending idempotency keys the index now holds.
+    fn prune_pending(&mut self) {
+        let indexed = self.shared.indexed_seq.load(Ordering::Acquire);
+        while let Some((last, _)) = self.pending_groups.front()
+            && *last <= indexed
+        {
+            if let Some((_, keys)) = self.pending_groups.pop_front() {
+                for key in keys {
+                    self.pending_keys.remove(&key);
+                }
+            }
         }
     }
 
@@ -194,6 +259,9 @@ impl Writer {
         &mut self,
         done: Option<oneshot::Sender<Result<Option<Sealed>, StoreError>>>,
     ) -> Result<Sealed, StoreError> {
+        // The sealed file must be whole and durable, and indexed, before the
+        // sealer reads it.
+        self.flush();
         let (first_seq, last_seq) = (self.segment_first, self.next_seq - 1);
         let dir = self.shared.dir.clone();
         let result = sealer::seal(&dir).and_then(|(plain_name, file)| {
@@ -223,7 +291,7 @@ impl Writer {
             plain: plain_name,
             done,
         };
-        self.file = file;
+        self.file = Arc::new(file);
         self.len = 0;
         self.shared.active_len.store(0, Ordering::Release);
         self.segment = segment;
@@ -243,6 +311,7 @@ impl Writer {
             }
             return;
         }
+        self.prune_pending();
         let timestamp = now_micros().max(self.last_timestamp);
         let mut buf = Vec::with_capacity(group.len() * 512);
         let mut records = Vec::with_capacity(group.len());
@@ -339,30 +408,36 @@ impl Writer {
             });
         }
 
-        let result = self.write_durably(&buf);
-        match result {
+        match self.write(&buf) {
             Ok(()) => {
-                {
-                    let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
-
-                    for (record, (offset, len)) in records.iter().zip(&positions) {
-                        index.add(record, self.segment, *offset, *len);
-                    }
-                }
                 self.len += buf.len() as u64;
-                self.shared.active_len.store(self.len, Ordering::Release);
                 if self.segment_first == 0 {
                     self.segment_first = records.first().map_or(0, |r| r.seq);
                 }
                 self.next_seq = seq;
                 self.prev = prev;
                 self.last_timestamp = timestamp;
-                if !records.is_empty() {
-                    // No subscriber is not an error.
-                    let _ = self.shared.hub.send(records.into());
+                if !new_keys.is_empty() {
+                    let keys = new_keys.keys().cloned().collect();
+                    self.pending_groups.push_back((seq - 1, keys));
+                    self.pending_keys.extend(new_keys);
                 }
-                for s in staged {
-                    let _ = s.reply.send(Ok(s.receipts));
+                // Sent even when nothing was written: a duplicate may point
+                // at an event still being synced, and is answered after it.
+                let written = Written {
+                    file: Arc::clone(&self.file),
+                    end: self.len,
+                    segment: self.segment,
+                    records,
+                    positions,
+                    staged,
+                };
+                if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
+                    self.syncer.send(ToSyncer::Group(written))
+                {
+                    for s in w.staged {
+                        let _ = s.reply.send(Err(StoreError::Closed));
+                    }
                 }
             }
             Err(e) => {
@@ -384,7 +459,7 @@ impl Writer {
         new_keys: &HashMap<String, Receipt>,
     ) -> Result<Option<Receipt>, StoreError> {
         let Some(key) = key else { return Ok(None) };
-        if let Some(r) = new_keys.get(key) {
+        if let Some(r) = new_keys.get(key).or_else(|| self.pending_keys.get(key)) {
             return Ok(Some(r.clone()));
         }
         let meta = {
@@ -407,12 +482,13 @@ impl Writer {
         }))
     }
 
-    /// Writes `buf` at the end of the log and makes it durable per policy.
-    fn write_durably(&mut self, buf: &[u8]) -> Result<(), StoreError> {
+    /// Writes `buf` at the end of the log (not yet durable: the syncer does
+    /// that).
+    fn write(&mut self, buf: &[u8]) -> Result<(), StoreError> {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(buf) {
+        if let Err(e) = (&*self.file).write_all(buf) {
             let err = if is_disk_full(&e) {
                 StoreError::DiskFull(e)
             } else {
@@ -428,19 +504,116 @@ impl Writer {
             tracing::warn!(error = %err, "append failed");
             return Err(err);
         }
-        if self.durability == Durability::Fsync
-            && let Err(e) = self.sync()
-        {
-            let reason = format!("fdatasync of the log failed: {e}");
-            self.shared.poison(reason.clone());
-            return Err(StoreError::Poisoned(reason));
-        }
         Ok(())
     }
 }
 
-impl Writer {
-    fn sync(&self) -> std::io::Result<()> {
+/// The syncer: makes written groups durable, then indexes, publishes and
+/// acknowledges them, in the order they were written.
+pub(super) struct Syncer {
+    shared: Arc<Shared>,
+    durability: Durability,
+}
+
+impl Syncer {
+    pub fn new(shared: Arc<Shared>, durability: Durability) -> Syncer {
+        Syncer { shared, durability }
+    }
+
+    /// Serves the writer until it hangs up.
+    pub fn run(self, rx: &Receiver<ToSyncer>) {
+        while let Ok(first) = rx.recv() {
+            let mut groups = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    ToSyncer::Group(g) => groups.push(g),
+                    ToSyncer::Flush(ack) => flushes.push(ack),
+                }
+                next = rx.try_recv().ok();
+            }
+            if !groups.is_empty() {
+                self.complete(groups);
+            }
+            for ack in flushes {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    /// One fsync for every group waiting, then their acknowledgements.
+    fn complete(&self, groups: Vec<Written>) {
+        let synced = if self.shared.poisoned.load(Ordering::Acquire) {
+            Err(self.shared.poison_error())
+        } else {
+            self.sync_all(&groups)
+        };
+        if let Err(e) = synced {
+            for s in groups.into_iter().flat_map(|g| g.staged) {
+                let _ = s.reply.send(Err(clone_error(&e)));
+            }
+            return;
+        }
+        let Some(end) = groups.last().map(|g| g.end) else {
+            return;
+        };
+        let mut published = Vec::new();
+        let mut last_seq = None;
+        {
+            let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
+            for g in &groups {
+                for (record, (offset, len)) in g.records.iter().zip(&g.positions) {
+                    index.add(record, g.segment, *offset, *len);
+                }
+            }
+        }
+        self.shared.active_len.store(end, Ordering::Release);
+        let mut replies = Vec::new();
+        for g in groups {
+            if let Some(r) = g.records.last() {
+                last_seq = Some(r.seq);
+            }
+            published.extend(g.records);
+            replies.extend(g.staged);
+        }
+        if let Some(seq) = last_seq {
+            self.shared.indexed_seq.store(seq, Ordering::Release);
+        }
+        if !published.is_empty() {
+            // No subscriber is not an error.
+            let _ = self.shared.hub.send(published.into());
+        }
+        for s in replies {
+            let _ = s.reply.send(Ok(s.receipts));
+        }
+    }
+
+    /// Makes every group durable per policy. A failure poisons the store:
+    /// the page cache can no longer be trusted, so the data is never synced
+    /// again as if nothing happened.
+    fn sync_all(&self, groups: &[Written]) -> Result<(), StoreError> {
+        if self.durability != Durability::Fsync {
+            return Ok(());
+        }
+        let mut last: Option<&Arc<File>> = None;
+        // Groups are in write order; a rotation flushes first, so they share
+        // one file unless a flush raced ahead. Sync each file once.
+        for g in groups.iter().rev() {
+            if last.is_some_and(|f| Arc::ptr_eq(f, &g.file)) || g.records.is_empty() {
+                continue;
+            }
+            last = Some(&g.file);
+            if let Err(e) = self.sync(&g.file) {
+                let reason = format!("fdatasync of the log failed: {e}");
+                self.shared.poison(reason.clone());
+                return Err(StoreError::Poisoned(reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self, file: &File) -> std::io::Result<()> {
         #[cfg(feature = "fault-injection")]
         {
             let trigger = self.shared.dir.join("FAIL_NEXT_FSYNC");
@@ -450,7 +623,7 @@ impl Writer {
                 ));
             }
         }
-        self.file.sync_data()
+        file.sync_data()
     }
 }
 
@@ -483,5 +656,90 @@ fn clone_error(e: &StoreError) -> StoreError {
             reason: reason.clone(),
         },
         other => StoreError::Write(std::io::Error::other(other.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::integrity::Keyring;
+    use crate::store::{Durability, Filter, NewEvent, Order, Store, StoreConfig};
+
+    fn event(key: Option<String>) -> NewEvent {
+        NewEvent {
+            event_type: "email_sent".into(),
+            actor: "test".into(),
+            lead_id: None,
+            workflow: None,
+            details: Default::default(),
+            idempotency_key: key,
+        }
+    }
+
+    /// With groups written while earlier ones are still being synced, a
+    /// repeated key must still find its first event (not yet in the index)
+    /// and be answered only once that event is durable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn repeated_keys_across_pipelined_groups_write_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            Store::open(
+                StoreConfig {
+                    data_dir: dir.path().to_path_buf(),
+                    durability: Durability::Fsync,
+                    max_segment_bytes: u64::MAX,
+                },
+                Keyring::new("k1", vec![7; 32]),
+            )
+            .unwrap(),
+        );
+        const KEYS: usize = 40;
+        const CALLERS: usize = 16;
+        let mut tasks = Vec::new();
+        for caller in 0..CALLERS {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let mut receipts = Vec::new();
+                for k in 0..KEYS {
+                    // Unkeyed events between keep groups small and many.
+                    store.append(vec![event(None)]).await.unwrap();
+                    let key = format!("key-{}", (k + caller) % KEYS);
+                    let r = store.append(vec![event(Some(key.clone()))]).await.unwrap();
+                    receipts.push((key, r[0].clone()));
+                }
+                receipts
+            }));
+        }
+        let mut by_key: std::collections::HashMap<String, (u64, String)> = Default::default();
+        for task in tasks {
+            for (key, r) in task.await.unwrap() {
+                let first = by_key
+                    .entry(key.clone())
+                    .or_insert((r.seq, r.signature.clone()));
+                assert_eq!(*first, (r.seq, r.signature.clone()), "{key}");
+                // Answered only once durable, so it is already in the index.
+                assert!(store.head() >= r.seq);
+            }
+        }
+        assert_eq!(by_key.len(), KEYS);
+        let total = CALLERS * KEYS + KEYS;
+        assert_eq!(store.head(), total as u64);
+        let metas = store.select(
+            &Filter::default(),
+            Order::OldestFirst,
+            None,
+            u64::MAX,
+            total,
+        );
+        let keyed = store
+            .read(&metas)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.idempotency_key.is_some())
+            .count();
+        assert_eq!(keyed, KEYS);
+        let report = store.verify(0, 0, &[]).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
     }
 }
