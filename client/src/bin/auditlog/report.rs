@@ -36,10 +36,10 @@ pub struct ReportArgs {
     #[arg(long)]
     weekly: bool,
     /// The day of a daily report, YYYY-MM-DD (default: today, UTC).
-    #[arg(long, value_name = "DATE", requires = "daily")]
+    #[arg(long, value_name = "DATE", conflicts_with = "weekly")]
     date: Option<String>,
     /// Any day of the week of a weekly report, YYYY-MM-DD (default: today).
-    #[arg(long, value_name = "DATE", requires = "weekly")]
+    #[arg(long, value_name = "DATE", conflicts_with = "daily")]
     week_of: Option<String>,
     /// The directory to write the report into (created if missing).
     #[arg(long, short, value_name = "DIR", default_value = ".")]

@@ -510,7 +510,7 @@ fn errors(out: &mut String, d: &Data) -> fmt::Result {
             percent(ratio(s.error_count, s.total_events))
         ),
     )?;
-    writeln!(out, r#"<div class="columns">"#)?;
+    writeln!(out, r#"<div class="columns wide-right">"#)?;
     count_table(
         out,
         "By error type",
@@ -685,6 +685,7 @@ main.page { padding-top: 22px; padding-bottom: 8px; }
 .block h3 { margin: 4px 0 8px; font-size: 15px; color: var(--muted); }
 .intro { margin: 4px 0 14px; color: var(--muted); font-size: 14px; }
 .columns { display: grid; grid-template-columns: 1fr 1fr; gap: 28px; }
+.columns.wide-right { grid-template-columns: 2fr 3fr; }
 table { width: 100%; border-collapse: collapse; font-size: 14px; }
 th { text-align: left; font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600; border-bottom: 2px solid var(--line); padding: 6px 8px; }
 td { border-bottom: 1px solid var(--line); padding: 7px 8px; vertical-align: top; }
@@ -725,11 +726,12 @@ tbody tr:nth-child(even) td { background: #fafafa; }
 .pill { display: inline-block; padding: 1px 8px; border-radius: 10px; background: var(--accent-soft); color: #1e40af; font-size: 12.5px; white-space: nowrap; }
 tr.is-error .pill { background: var(--err-soft); color: #991b1b; }
 .details { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12px; color: #4b5563; overflow-wrap: anywhere; }
-.where { overflow-wrap: anywhere; }
+.where { overflow-wrap: anywhere; min-width: 120px; }
+th { white-space: nowrap; }
 footer.page { color: var(--muted); font-size: 12.5px; padding-top: 4px; padding-bottom: 28px; }
 @media (max-width: 820px) {
   .cards { grid-template-columns: 1fr 1fr; }
-  .columns { grid-template-columns: 1fr; }
+  .columns, .columns.wide-right { grid-template-columns: 1fr; }
 }
 @page { size: A4; margin: 12mm; }
 @media print {
