@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::chart::{self, Bar};
 use super::period::{Period, minute_text};
-use crate::format::{detail_str, details_text};
+use crate::format::detail_str;
 
 /// The lead funnel: event type and the stage's name, in pipeline order.
 pub const FUNNEL: [(&str, &str); 5] = [
@@ -288,13 +288,28 @@ fn highlights(out: &mut String, d: &Data) -> fmt::Result {
             count(b.events)
         ));
     }
-    if let Some((kind, n)) = ranked(&s.errors_by_type).first() {
-        items.push(format!(
-            "Most frequent error: <strong>{}</strong> ({} of {}).",
-            esc(kind),
-            count(*n),
-            count(s.error_count)
-        ));
+    let kinds = ranked(&s.errors_by_type);
+    if let Some((_, top)) = kinds.first() {
+        let tied: Vec<String> = kinds
+            .iter()
+            .filter(|(_, n)| n == top)
+            .map(|(kind, _)| format!("<strong>{}</strong>", esc(kind)))
+            .collect();
+        items.push(if tied.len() == 1 {
+            format!(
+                "Most frequent error: {} ({} of {}).",
+                tied.join(""),
+                count(*top),
+                count(s.error_count)
+            )
+        } else {
+            format!(
+                "Most frequent errors: {} ({} each of {}).",
+                tied.join(", "),
+                count(*top),
+                count(s.error_count)
+            )
+        });
     } else if s.total_events > 0 {
         items.push("No errors were logged.".to_owned());
     }
@@ -549,6 +564,25 @@ fn errors(out: &mut String, d: &Data) -> fmt::Result {
     writeln!(out, "</div></div></section>")
 }
 
+/// The details as `key: value · key: value` (strings unquoted, anything
+/// else as JSON); empty when there are none.
+fn details_summary(e: &pb::Event) -> String {
+    let Some(map) = e
+        .details
+        .as_ref()
+        .and_then(|d| auditlog_proto::json::struct_to_json(d).ok())
+    else {
+        return String::new();
+    };
+    map.iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k}: {s}"),
+            other => format!("{k}: {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// The workflow and lead of an event, escaped, for a table cell.
 fn where_text(e: &pb::Event) -> Result<String, fmt::Error> {
     let mut s = String::new();
@@ -637,7 +671,7 @@ fn recent(out: &mut String, d: &Data) -> fmt::Result {
             esc(&truncate(&e.event_type, 64)),
             where_text(e)?,
             esc(&truncate(&e.actor, 40)),
-            esc(&truncate(&details_text(e), 160)),
+            esc(&truncate(&details_summary(e), 160)),
         )?;
     }
     writeln!(out, "</tbody></table></section>")
@@ -726,7 +760,8 @@ tbody tr:nth-child(even) td { background: #fafafa; }
 .pill { display: inline-block; padding: 1px 8px; border-radius: 10px; background: var(--accent-soft); color: #1e40af; font-size: 12.5px; white-space: nowrap; }
 tr.is-error .pill { background: var(--err-soft); color: #991b1b; }
 .details { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12px; color: #4b5563; overflow-wrap: anywhere; }
-.where { overflow-wrap: anywhere; min-width: 120px; }
+.where { overflow-wrap: anywhere; min-width: 100px; }
+.recent .details { width: 36%; }
 th { white-space: nowrap; }
 footer.page { color: var(--muted); font-size: 12.5px; padding-top: 4px; padding-bottom: 28px; }
 @media (max-width: 820px) {
@@ -735,16 +770,19 @@ footer.page { color: var(--muted); font-size: 12.5px; padding-top: 4px; padding-
 }
 @page { size: A4; margin: 12mm; }
 @media print {
-  html { background: #fff; font-size: 12px; }
+  html { background: #fff; font-size: 11.5px; }
   .page { max-width: none; padding: 0; }
   header.top { background: #fff; color: var(--ink); padding: 0 0 10px; border-bottom: 3px solid #0f172a; }
   header.top .eyebrow { color: var(--accent); }
   header.top .sub { color: var(--muted); }
-  .cards { margin-top: 12px; }
-  .card, .highlights, .block { box-shadow: none; break-inside: avoid; }
-  .block { padding: 10px 0; border: 0; border-top: 1px solid var(--line); border-radius: 0; }
-  #recent, #errors { break-inside: auto; }
-  tr, .chart { break-inside: avoid; }
+  .cards { grid-template-columns: repeat(4, 1fr); gap: 10px; margin-top: 12px; }
+  .card .value { font-size: 24px; }
+  .columns { grid-template-columns: 1fr 1fr; gap: 18px; }
+  .columns.wide-right { grid-template-columns: 2fr 3fr; }
+  .card, .highlights, .block { box-shadow: none; }
+  .block { padding: 10px 0; margin: 10px 0; border: 0; border-top: 1px solid var(--line); border-radius: 0; }
+  .card, .highlights, #activity, #funnel, tr, .chart { break-inside: avoid; }
+  h2, h3, .intro { break-after: avoid; }
   thead { display: table-header-group; }
 }
 "#;
