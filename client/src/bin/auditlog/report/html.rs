@@ -255,9 +255,10 @@ fn summary(out: &mut String, d: &Data) -> fmt::Result {
         "conversion-rate",
         &percent(ratio(converted, ingested)),
         &format!(
-            "of new leads reached “{}” ({})",
+            "{} leads reached “{}”, for {} new leads",
+            count(converted),
             esc(last_name),
-            count(converted)
+            count(ingested)
         ),
     )?;
     writeln!(out, "</section>")?;
