@@ -18,6 +18,7 @@ mod bench;
 mod export;
 mod format;
 mod health;
+mod report;
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -217,6 +218,11 @@ enum Command {
         after_help = "Example:\n  auditlog subject export jane@example.com --format csv --output jane.csv"
     )]
     Subject(SubjectCommand),
+    /// A daily or weekly activity report as one self-contained HTML file.
+    #[command(
+        after_help = "Examples:\n  auditlog report --daily --output reports/           # today (UTC)\n  auditlog report --daily --date 2026-11-28 --output reports/\n  auditlog report --weekly --week-of 2026-11-25 --output reports/  # ISO week 2026-W48\n\nWrites auditlog-daily-YYYY-MM-DD.html or auditlog-weekly-YYYY-Www.html into the\ndirectory and prints its path."
+    )]
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -406,6 +412,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let options = cli.options()?;
     match cli.command {
         Command::Health(args) => health::run(&cli.server, &options, args, json).await,
+        Command::Report(args) => report::run(&cli.server, options, args, json).await,
         command => {
             let client = Client::connect_with(&cli.server, options).await?;
             dispatch(&client, command, json).await
@@ -481,7 +488,7 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
             until,
         } => performance(client, operation, since, until, json).await,
         Command::Subject(SubjectCommand::Export(args)) => export::subject(client, args).await,
-        Command::Health(_) => unreachable!("handled before connecting"),
+        Command::Health(_) | Command::Report(_) => unreachable!("handled before connecting"),
     }
 }
 
