@@ -138,9 +138,13 @@ impl PerformanceConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
     /// Reported by a caller.
-    Tracked,
+    Tracked = 0,
     /// The server timing its own RPC.
-    Server,
+    Server = 1,
+}
+
+impl Source {
+    const ALL: [Source; 2] = [Source::Tracked, Source::Server];
 }
 
 /// Figures over a set of durations, in milliseconds.
@@ -166,7 +170,8 @@ pub struct OperationStats {
 /// The windows, shared by the handlers and the timing layer.
 pub struct Performance {
     config: PerformanceConfig,
-    windows: Mutex<HashMap<(Source, String), Window>>,
+    /// Per source (indexed by `Source as usize`), per operation.
+    windows: Mutex<[HashMap<String, Window>; 2]>,
     /// Set once alerting runs (after recovery).
     alerts: OnceLock<Alerts>,
 }
@@ -183,7 +188,7 @@ impl Performance {
     pub fn new(config: PerformanceConfig) -> Arc<Performance> {
         Arc::new(Performance {
             config,
-            windows: Mutex::new(HashMap::new()),
+            windows: Mutex::new([HashMap::new(), HashMap::new()]),
             alerts: OnceLock::new(),
         })
     }
@@ -200,25 +205,53 @@ impl Performance {
 
     /// Adds one duration.
     pub fn record(&self, source: Source, operation: &str, duration_ms: f64) {
-        if !duration_ms.is_finite() || duration_ms < 0.0 {
-            return;
+        if let (Some(alert), Some(alerts)) =
+            (self.push(source, operation, duration_ms), self.alerts.get())
+        {
+            alerts.raise(alert);
         }
-        let alert = {
+    }
+
+    /// Adds one measurement; returns the degradation alert it triggers, if
+    /// any (at most one per cooldown).
+    fn push(&self, source: Source, operation: &str, duration_ms: f64) -> Option<Alert> {
+        if !duration_ms.is_finite() || duration_ms < 0.0 {
+            return None;
+        }
+        // Under the lock only the push and, now and then, a copy of the
+        // window; the degradation check runs on the copy after the lock is
+        // released, so callers on other threads never wait for it.
+        let check = {
             let Ok(mut windows) = self.windows.lock() else {
-                return;
+                return None;
             };
-            let key = (source, operation.to_owned());
-            let w = windows.entry(key).or_default();
+            let by_op = &mut windows[source as usize];
+            let w = match by_op.get_mut(operation) {
+                Some(w) => w,
+                None => by_op.entry(operation.to_owned()).or_default(),
+            };
             if w.samples.len() == self.config.window {
                 w.samples.pop_front();
             }
             w.samples.push_back(duration_ms);
             w.added += 1;
-            self.degraded(w, operation, source)
+            self.due_for_check(w)
+                .then(|| w.samples.iter().copied().collect::<Vec<f64>>())
         };
-        if let (Some(alert), Some(alerts)) = (alert, self.alerts.get()) {
-            alerts.raise(alert);
-        }
+        let alert = self.degraded(check?, operation, source)?;
+        // Cooldown: claim the alert under the lock, so two threads that found
+        // the same degradation raise it once.
+        let claimed = self.windows.lock().ok().is_some_and(|mut windows| {
+            let cooldown = Duration::from_secs(self.config.degradation.cooldown_secs);
+            match windows[source as usize].get_mut(operation) {
+                Some(w) if !w.last_alert.is_some_and(|t| t.elapsed() < cooldown) => {
+                    w.last_alert = Some(Instant::now());
+                    true
+                }
+                _ => false,
+            }
+        });
+        claimed.then_some(alert)
     }
 
     /// Adds the measurement a `performance` event carries, if it carries one.
@@ -251,7 +284,7 @@ impl Performance {
         let read = newest_first.len() as u64;
         if let Ok(mut windows) = self.windows.lock() {
             for (op, ms) in newest_first.into_iter().rev() {
-                let w = windows.entry((Source::Tracked, op)).or_default();
+                let w = windows[Source::Tracked as usize].entry(op).or_default();
                 if w.samples.len() == self.config.window {
                     w.samples.pop_front();
                 }
@@ -264,10 +297,16 @@ impl Performance {
     /// Figures per operation (all, or the one named), sorted by operation.
     pub fn stats(&self, operation: Option<&str>) -> Vec<OperationStats> {
         let snapshot: Vec<((Source, String), Vec<f64>)> = match self.windows.lock() {
-            Ok(windows) => windows
-                .iter()
-                .filter(|((_, op), _)| operation.is_none_or(|o| o == op))
-                .map(|(k, w)| (k.clone(), w.samples.iter().copied().collect()))
+            Ok(windows) => Source::ALL
+                .into_iter()
+                .flat_map(|source| {
+                    windows[source as usize]
+                        .iter()
+                        .filter(|(op, _)| operation.is_none_or(|o| o == op.as_str()))
+                        .map(move |(op, w)| {
+                            ((source, op.clone()), w.samples.iter().copied().collect())
+                        })
+                })
                 .collect(),
             Err(_) => Vec::new(),
         };
@@ -285,26 +324,35 @@ impl Performance {
         out
     }
 
-    fn degraded(&self, w: &mut Window, operation: &str, source: Source) -> Option<Alert> {
+    /// Whether this sample is one at which degradation is checked: every
+    /// fifth of `recent` samples, once the window is big enough, outside the
+    /// cooldown.
+    fn due_for_check(&self, w: &Window) -> bool {
         let d = &self.config.degradation;
         let every = (d.recent / 5).max(1) as u64;
-        if !d.enabled || w.samples.len() < d.min_samples || !w.added.is_multiple_of(every) {
-            return None;
-        }
-        let cooldown = Duration::from_secs(d.cooldown_secs);
-        if w.last_alert.is_some_and(|t| t.elapsed() < cooldown) {
+        d.enabled
+            && w.samples.len() >= d.min_samples
+            && w.added.is_multiple_of(every)
+            && !w
+                .last_alert
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(d.cooldown_secs))
+    }
+
+    /// The alert, if the recent samples' p95 is past the baseline's by the
+    /// configured factor and margin. `all` is the window, oldest first.
+    fn degraded(&self, mut all: Vec<f64>, operation: &str, source: Source) -> Option<Alert> {
+        let d = &self.config.degradation;
+        if all.len() <= d.recent {
             return None;
         }
         // The baseline is the window before the recent samples, so a burst
         // of slow calls does not raise the figure it is compared with.
-        let mut all: Vec<f64> = w.samples.iter().copied().collect();
         let mut recent = all.split_off(all.len() - d.recent);
-        let long = summarize(&mut all)?.p95;
-        let now = summarize(&mut recent)?.p95;
+        let long = p95(&mut all)?;
+        let now = p95(&mut recent)?;
         if now <= long * d.factor || now - long < d.min_increase_ms {
             return None;
         }
-        w.last_alert = Some(Instant::now());
         let what = match source {
             Source::Tracked => "operation",
             Source::Server => "server RPC",
@@ -379,6 +427,17 @@ pub fn stats_from_log(
 }
 
 /// Exact figures over `samples` (sorted in place); `None` when empty.
+/// The nearest-rank p95 of `samples` (reordered), as [`summarize`] gives it,
+/// by selection rather than a full sort.
+fn p95(samples: &mut [f64]) -> Option<f64> {
+    let n = samples.len();
+    if n == 0 {
+        return None;
+    }
+    let k = ((0.95 * n as f64).ceil() as usize).clamp(1, n) - 1;
+    Some(*samples.select_nth_unstable_by(k, f64::total_cmp).1)
+}
+
 pub fn summarize(samples: &mut [f64]) -> Option<Summary> {
     if samples.is_empty() {
         return None;
@@ -526,6 +585,11 @@ mod tests {
             assert_eq!(s.count, n as u64);
             assert_eq!(s.p50, reference(&samples, 50.0), "p50 of {n}");
             assert_eq!(s.p95, reference(&samples, 95.0), "p95 of {n}");
+            assert_eq!(
+                p95(&mut samples.clone()),
+                Some(s.p95),
+                "selected p95 of {n}"
+            );
             assert_eq!(s.p99, reference(&samples, 99.0), "p99 of {n}");
             let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
             let max = samples.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -582,19 +646,13 @@ mod tests {
                 ..PerformanceConfig::default()
             }
         });
-        let mut w = Window::default();
         let mut fired = Vec::new();
         for i in 0..100u32 {
-            w.samples.push_back(10.0 + f64::from(i % 3));
-            w.added += 1;
-            fired.extend(p.degraded(&mut w, "crm", Source::Tracked));
+            fired.extend(p.push(Source::Tracked, "crm", 10.0 + f64::from(i % 3)));
         }
         assert!(fired.is_empty(), "steady durations must not alert");
         for _ in 0..20 {
-            w.samples.pop_front();
-            w.samples.push_back(100.0);
-            w.added += 1;
-            fired.extend(p.degraded(&mut w, "crm", Source::Tracked));
+            fired.extend(p.push(Source::Tracked, "crm", 100.0));
         }
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert_eq!(fired[0].kind, AlertKind::Performance);
