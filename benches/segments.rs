@@ -388,8 +388,11 @@ async fn prepare_data(settings: &Settings) -> Result<Data, BoxError> {
         });
     }
     let key = format!(
-        "segments-v{DATA_VERSION}-{}ev-{}leads-{}mb",
-        settings.events, settings.leads, settings.segment_mb
+        "segments-v{DATA_VERSION}-{}ev-{}leads-{}mb-{}kchunks",
+        settings.events,
+        settings.leads,
+        settings.segment_mb,
+        segment::CHUNK_BYTES / 1024
     );
     let root = target_dir()?.join("bench-data").join(key);
     let (dir, done) = (root.join("data"), root.join("complete"));

@@ -88,11 +88,23 @@ fn describe(s: &tonic::Status) -> String {
         }
         name.push(c.to_ascii_uppercase());
     }
-    if s.message().is_empty() {
+    let mut text = if s.message().is_empty() {
         name
     } else {
         format!("{name}: {}", s.message())
+    };
+    // A failed connection (TLS refused, connection reset) arrives as
+    // "transport error" with the reason in its sources: name the reason.
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
     }
+    text
 }
 
 /// A filter and page request for [`Client::query`]; the same filter serves

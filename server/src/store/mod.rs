@@ -134,6 +134,7 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
     syncer: Mutex<Option<JoinHandle<()>>>,
     sealer: Mutex<Option<JoinHandle<()>>>,
+    readers: Readers,
 }
 
 /// State the writer, the sealer and the readers share.
@@ -171,8 +172,94 @@ const QUEUE_DEPTH: usize = 4096;
 const CACHE_BYTES: usize = 32 << 20;
 /// Reads of at least this many records are split over threads.
 const PARALLEL_READ_MIN: usize = 48;
-/// The most threads one read uses.
+/// The most threads one read uses, the caller's included.
 const MAX_READ_THREADS: usize = 4;
+
+/// A few long-lived threads that read parts of large reads (long-lived, so
+/// the allocator's per-thread arenas are reused rather than multiplied).
+struct Readers {
+    jobs: Mutex<Option<std::sync::mpsc::Sender<ReadJob>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    count: usize,
+}
+
+type ReadAnswer = std::sync::mpsc::Receiver<Result<Vec<Record>, StoreError>>;
+
+struct ReadJob {
+    shared: Arc<Shared>,
+    metas: Vec<Meta>,
+    reply: std::sync::mpsc::Sender<Result<Vec<Record>, StoreError>>,
+}
+
+impl Readers {
+    fn start() -> Readers {
+        let count = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_READ_THREADS)
+            - 1;
+        let (tx, rx) = std::sync::mpsc::channel::<ReadJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..count {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("auditlog-reader-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        let _ = job.reply.send(job.shared.read_records(&job.metas));
+                    }
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => tracing::warn!(error = %e, "could not start a reader thread"),
+            }
+        }
+        Readers {
+            count: threads.len(),
+            jobs: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Hands `metas` to a reader thread; the answer comes on the receiver.
+    fn read(&self, shared: &Arc<Shared>, metas: Vec<Meta>) -> ReadAnswer {
+        let (reply, answer) = std::sync::mpsc::channel();
+        let job = ReadJob {
+            shared: Arc::clone(shared),
+            metas,
+            reply,
+        };
+        let sent = self
+            .jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| jobs.as_ref().map(|tx| tx.send(job)));
+        if let Some(Err(std::sync::mpsc::SendError(job))) = sent {
+            // No reader left: answer on this thread.
+            let _ = job.reply.send(job.shared.read_records(&job.metas));
+        }
+        answer
+    }
+
+    fn stop(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t));
+        for t in threads.unwrap_or_default() {
+            let _ = t.join();
+        }
+    }
+}
 
 impl Store {
     /// Opens (or creates) the store in `config.data_dir`: recovers the
@@ -243,6 +330,7 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             syncer: Mutex::new(Some(syncer)),
             sealer: Mutex::new(Some(sealer)),
+            readers: Readers::start(),
         })
     }
 
@@ -302,28 +390,24 @@ impl Store {
     /// touches one compressed chunk per record, and inflating them is most
     /// of its cost.
     pub fn read(&self, metas: &[Meta]) -> Result<Vec<Record>, StoreError> {
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(MAX_READ_THREADS);
-        if threads <= 1 || metas.len() < PARALLEL_READ_MIN {
+        let helpers = self.readers.len();
+        if helpers == 0 || metas.len() < PARALLEL_READ_MIN {
             return self.shared.read_records(metas);
         }
-        let per_thread = metas.len().div_ceil(threads);
-        let shared = &self.shared;
-        std::thread::scope(|scope| {
-            let parts: Vec<_> = metas
-                .chunks(per_thread)
-                .map(|part| scope.spawn(move || shared.read_records(part)))
-                .collect();
-            let mut records = Vec::with_capacity(metas.len());
-            for part in parts {
-                let part = part.join().map_err(|_| {
-                    StoreError::Read(std::io::Error::other("a read thread panicked"))
-                })??;
-                records.extend(part);
-            }
-            Ok(records)
-        })
+        let per_part = metas.len().div_ceil(helpers + 1);
+        let mut parts = metas.chunks(per_part);
+        let mine = parts.next().unwrap_or_default();
+        let handed: Vec<_> = parts
+            .map(|part| self.readers.read(&self.shared, part.to_vec()))
+            .collect();
+        let mut records = self.shared.read_records(mine)?;
+        for answer in handed {
+            let part = answer.recv().map_err(|_| {
+                StoreError::Read(std::io::Error::other("a reader thread stopped"))
+            })??;
+            records.extend(part);
+        }
+        Ok(records)
     }
 
     /// Aggregates for GetStats.
@@ -379,6 +463,7 @@ impl Store {
         };
         join(&self.writer, "writer");
         join(&self.syncer, "syncer");
+        self.readers.stop();
         self.shared.stop.store(true, Ordering::Relaxed);
         join(&self.sealer, "sealer");
     }

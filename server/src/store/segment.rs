@@ -34,16 +34,18 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use flate2::Compression;
 use flate2::read::GzDecoder;
-use flate2::write::GzEncoder;
+use flate2::{Compress, Compression, Crc, Decompress, FlushCompress, FlushDecompress, Status};
 use sha2::{Digest as _, Sha256};
 
 use super::record::IndexFields;
 
 /// Plain bytes per gzip member: small enough that reading one record
-/// decompresses little, large enough to compress well.
-pub const CHUNK_BYTES: usize = 16 * 1024;
+/// decompresses little, large enough to compress well. A lead's history
+/// touches one member per record (a lead's events are spread over the log),
+/// so this sets its cost: on realistic records 4 KiB members compress about
+/// 3.1x and inflate in about a quarter of the time of 16 KiB ones (4.0x).
+pub const CHUNK_BYTES: usize = 4 * 1024;
 
 const IDX_MAGIC: &[u8; 8] = b"ALIDX001";
 
@@ -129,6 +131,7 @@ pub fn compress(
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut offset = 0u64;
     let mut line = Vec::with_capacity(4096);
+    let mut member = Member::new();
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line)?;
@@ -150,12 +153,12 @@ pub fn compress(
             if stop.load(Ordering::Relaxed) {
                 return Err(SegmentError::Stopped);
             }
-            offset += write_member(&mut out, &mut hasher, &chunk, offset, &mut builder)?;
+            offset += member.write(&mut out, &mut hasher, &chunk, offset, &mut builder)?;
             chunk.clear();
         }
     }
     if !chunk.is_empty() {
-        offset += write_member(&mut out, &mut hasher, &chunk, offset, &mut builder)?;
+        offset += member.write(&mut out, &mut hasher, &chunk, offset, &mut builder)?;
     }
     out.flush()?;
     out.get_ref().sync_all()?;
@@ -170,24 +173,63 @@ pub fn compress(
     Ok((info, builder.index))
 }
 
-fn write_member(
-    out: &mut impl Write,
-    hasher: &mut Sha256,
-    plain: &[u8],
-    offset: u64,
-    builder: &mut IndexBuilder,
-) -> std::io::Result<u64> {
-    let mut enc = GzEncoder::new(Vec::with_capacity(plain.len() / 3), Compression::new(3));
-    enc.write_all(plain)?;
-    let member = enc.finish()?;
-    out.write_all(&member)?;
-    hasher.update(&member);
-    builder.index.chunks.push(Chunk {
-        offset,
-        compressed: member.len() as u32,
-        plain: plain.len() as u32,
-    });
-    Ok(member.len() as u64)
+/// Writes gzip members, reusing one deflate state (a fresh encoder per
+/// member would allocate and clear its tables every few KiB).
+struct Member {
+    deflate: Compress,
+    buf: Vec<u8>,
+}
+
+/// The fixed header of every member written: gzip, deflate, no flags, no
+/// time, fastest-compression hint absent, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl Member {
+    fn new() -> Member {
+        Member {
+            deflate: Compress::new(Compression::new(3), false),
+            buf: Vec::with_capacity(CHUNK_BYTES * 2),
+        }
+    }
+
+    fn write(
+        &mut self,
+        out: &mut impl Write,
+        hasher: &mut Sha256,
+        plain: &[u8],
+        offset: u64,
+        builder: &mut IndexBuilder,
+    ) -> std::io::Result<u64> {
+        self.deflate.reset();
+        self.buf.clear();
+        self.buf.extend_from_slice(&GZIP_HEADER);
+        loop {
+            let consumed = self.deflate.total_in() as usize;
+            if self.buf.capacity() - self.buf.len() < 64 {
+                self.buf.reserve(plain.len() / 2 + 64);
+            }
+            let status = self
+                .deflate
+                .compress_vec(&plain[consumed..], &mut self.buf, FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+        let mut crc = Crc::new();
+        crc.update(plain);
+        self.buf.extend_from_slice(&crc.sum().to_le_bytes());
+        self.buf
+            .extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        out.write_all(&self.buf)?;
+        hasher.update(&self.buf);
+        builder.index.chunks.push(Chunk {
+            offset,
+            compressed: self.buf.len() as u32,
+            plain: plain.len() as u32,
+        });
+        Ok(self.buf.len() as u64)
+    }
 }
 
 impl SealedInfo {
@@ -425,41 +467,87 @@ pub fn read_chunk(file: &File, chunk: &Chunk) -> std::io::Result<Vec<u8>> {
 /// Decompresses the start of a chunk, at least its first `need` bytes: a
 /// record's line is complete once the decompressor has passed its end, so
 /// reading one record stops there rather than inflating the whole member.
-/// With `need` at or past the chunk's length, the whole chunk is read and its
-/// length checked against the index.
+/// With `need` at or past the chunk's length, the whole chunk is read and
+/// checked (length and CRC).
 pub fn read_chunk_prefix(file: &File, chunk: &Chunk, need: usize) -> std::io::Result<Vec<u8>> {
     let whole = chunk.plain as usize;
     let mut compressed = vec![0u8; chunk.compressed as usize];
     file.read_exact_at(&mut compressed, chunk.offset)?;
-    let mut decoder = GzDecoder::new(compressed.as_slice());
+    let bad = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("chunk at offset {}: {what}", chunk.offset),
+        )
+    };
+    // Members this server wrote have the fixed 10-byte header; anything
+    // else (another tool recompressed the file) goes through the general
+    // decoder.
+    let Some(deflated) = compressed
+        .strip_prefix(&GZIP_HEADER[..4])
+        .and_then(|_| compressed.get(10..compressed.len().checked_sub(8)?))
+    else {
+        return read_member_general(&compressed, whole, need).map_err(|e| bad(e.to_string()));
+    };
+    let limit = if need >= whole { whole } else { need };
+    let mut plain = vec![0u8; limit];
+    let status = INFLATE.with(|cell| {
+        let mut inflate = cell.borrow_mut();
+        inflate.reset(false);
+        let status = inflate.decompress(deflated, &mut plain, FlushDecompress::None);
+        (status, inflate.total_out() as usize)
+    });
+    let (status, out) = status;
+    let status = status.map_err(|e| bad(format!("not valid deflate data ({e})")))?;
+    if limit < whole {
+        if out < limit {
+            return Err(bad(format!("holds {out} bytes, the index says {whole}")));
+        }
+        return Ok(plain);
+    }
+    if status != Status::StreamEnd || out != whole {
+        return Err(bad(format!(
+            "holds more or fewer bytes than the {whole} the index says"
+        )));
+    }
+    let trailer = &compressed[compressed.len() - 8..];
+    let mut crc = Crc::new();
+    crc.update(&plain);
+    if trailer[..4] != crc.sum().to_le_bytes() || trailer[4..] != (whole as u32).to_le_bytes() {
+        return Err(bad("its CRC or length does not match its contents".into()));
+    }
+    Ok(plain)
+}
+
+thread_local! {
+    /// One raw inflate state per reading thread, reset per member.
+    static INFLATE: std::cell::RefCell<Decompress> =
+        std::cell::RefCell::new(Decompress::new(false));
+}
+
+/// Any gzip member, through the general decoder.
+fn read_member_general(compressed: &[u8], whole: usize, need: usize) -> std::io::Result<Vec<u8>> {
+    let mut decoder = GzDecoder::new(compressed);
     let mut plain = Vec::with_capacity(need.min(whole));
     if need >= whole {
         decoder.read_to_end(&mut plain)?;
-    } else {
-        // Inflate in steps until `need` bytes are out; a step size of 4 KiB
-        // wastes little past the record while keeping calls few.
-        let mut step = [0u8; 4096];
-        while plain.len() < need {
-            let n = decoder.read(&mut step)?;
-            if n == 0 {
-                break;
-            }
-            plain.extend_from_slice(&step[..n]);
+        if plain.len() != whole {
+            return Err(std::io::Error::other(format!(
+                "holds {} bytes, the index says {whole}",
+                plain.len()
+            )));
         }
-        if plain.len() >= need {
-            return Ok(plain);
-        }
+        return Ok(plain);
     }
-    if plain.len() != whole {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "chunk at offset {} holds {} bytes, the index says {}",
-                chunk.offset,
-                plain.len(),
-                chunk.plain
-            ),
-        ));
+    let mut step = [0u8; 4096];
+    while plain.len() < need {
+        let n = decoder.read(&mut step)?;
+        if n == 0 {
+            return Err(std::io::Error::other(format!(
+                "holds {} bytes, the index says {whole}",
+                plain.len()
+            )));
+        }
+        plain.extend_from_slice(&step[..n]);
     }
     Ok(plain)
 }
@@ -543,6 +631,73 @@ mod tests {
             assert_eq!(line, lines[(row.seq - 1) as usize].as_slice());
         }
         assert_eq!(index.opt(index.rows[2].idempotency_key), Some("key3"));
+    }
+
+    /// Every row read through a prefix just long enough for it, through the
+    /// whole member, and through a member another gzip writer made (with a
+    /// file name in its header) gives the line; a flipped byte is an error.
+    #[test]
+    fn chunks_read_whole_or_in_part_and_damage_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, gz, idx) = (
+            dir.path().join("s.log"),
+            dir.path().join("s.log.gz"),
+            dir.path().join("s.idx"),
+        );
+        let lines = write_plain(&plain, 300);
+        let (_, index) = compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
+        let file = File::open(&gz).unwrap();
+        for row in &index.rows {
+            let chunk = &index.chunks[row.chunk as usize];
+            let end = (row.offset + row.len) as usize;
+            let part = read_chunk_prefix(&file, chunk, end).unwrap();
+            assert!(part.len() >= end);
+            assert_eq!(
+                &part[row.offset as usize..end],
+                lines[(row.seq - 1) as usize].as_slice()
+            );
+            let whole = read_chunk(&file, chunk).unwrap();
+            assert_eq!(whole.len(), chunk.plain as usize);
+            assert_eq!(&whole[..end], &part[..end]);
+        }
+
+        // A member with a file name in its header (as `gzip` writes one).
+        let member_plain = lines[..5].concat();
+        let mut enc = flate2::GzBuilder::new()
+            .filename("x.log")
+            .write(Vec::new(), Compression::default());
+        enc.write_all(&member_plain).unwrap();
+        let foreign = enc.finish().unwrap();
+        let path = dir.path().join("foreign.gz");
+        std::fs::write(&path, &foreign).unwrap();
+        let foreign_chunk = Chunk {
+            offset: 0,
+            compressed: foreign.len() as u32,
+            plain: member_plain.len() as u32,
+        };
+        let f = File::open(&path).unwrap();
+        assert_eq!(read_chunk(&f, &foreign_chunk).unwrap(), member_plain);
+        assert_eq!(
+            &read_chunk_prefix(&f, &foreign_chunk, 10).unwrap()[..10],
+            &member_plain[..10]
+        );
+
+        // A flipped byte in the deflate data or the CRC is an error, never
+        // wrong bytes or a panic.
+        let mut bytes = std::fs::read(&gz).unwrap();
+        let first = index.chunks[0];
+        let last_byte = (first.offset + u64::from(first.compressed) - 5) as usize;
+        bytes[last_byte] ^= 0x40;
+        std::fs::write(&gz, &bytes).unwrap();
+        let file = File::open(&gz).unwrap();
+        assert!(read_chunk(&file, &first).is_err());
+        // The index claiming more bytes than the member holds.
+        let longer = Chunk {
+            plain: index.chunks[1].plain + 1,
+            ..index.chunks[1]
+        };
+        assert!(read_chunk(&file, &longer).is_err());
+        assert!(read_chunk_prefix(&file, &longer, longer.plain as usize - 1).is_ok());
     }
 
     #[test]
