@@ -244,7 +244,7 @@ impl Performance {
         let claimed = self.windows.lock().ok().is_some_and(|mut windows| {
             let cooldown = Duration::from_secs(self.config.degradation.cooldown_secs);
             match windows[source as usize].get_mut(operation) {
-                Some(w) if !w.last_alert.is_some_and(|t| t.elapsed() < cooldown) => {
+                Some(w) if w.last_alert.is_none_or(|t| t.elapsed() >= cooldown) => {
                     w.last_alert = Some(Instant::now());
                     true
                 }
@@ -333,9 +333,8 @@ impl Performance {
         d.enabled
             && w.samples.len() >= d.min_samples
             && w.added.is_multiple_of(every)
-            && !w
-                .last_alert
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(d.cooldown_secs))
+            && w.last_alert
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(d.cooldown_secs))
     }
 
     /// The alert, if the recent samples' p95 is past the baseline's by the
