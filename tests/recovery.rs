@@ -23,7 +23,8 @@ use std::time::Duration;
 use auditlog_client::pb;
 use auditlog_client::{Client, NewEvent};
 use common::{
-    ServerProcess, TEST_KEY, TestServer, all_events, field, read_lines, record_line, with_test_key,
+    ServerProcess, TEST_KEY, TestServer, all_events, assert_whole, field, read_lines, record_line,
+    with_test_key,
 };
 
 const LOG: &str = "audit.log";
@@ -32,37 +33,6 @@ const QUARANTINE: &str = "audit.log.quarantine";
 /// The same event for the same idempotency key, so a retry is a true retry.
 fn keyed(key: &str) -> NewEvent {
     NewEvent::crm_update("LEAD-7", "hubspot", key, &["stage"]).idempotency_key(key)
-}
-
-/// Asserts the log is whole: seqs 1..=head without a gap, every receipt in
-/// `acked` at its seq with its id and signature, verification clean, and the
-/// statistics agreeing. Returns the events.
-async fn assert_whole(client: &Client, acked: &[pb::Receipt]) -> Vec<pb::Event> {
-    let events = all_events(client).await;
-    let head = events.len() as u64;
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(
-        seqs,
-        (1..=head).collect::<Vec<_>>(),
-        "seqs are not contiguous"
-    );
-    for r in acked {
-        let e = events
-            .get(usize::try_from(r.seq).unwrap() - 1)
-            .unwrap_or_else(|| panic!("acknowledged seq {} is gone (head {head})", r.seq));
-        assert_eq!(
-            (&e.id, &e.signature),
-            (&r.id, &r.signature),
-            "seq {}",
-            r.seq
-        );
-    }
-    let report = client.verify().await.unwrap();
-    assert!(report.ok, "{report:?}");
-    assert_eq!((report.events_checked, report.head_seq), (head, head));
-    let stats = client.stats(None).await.unwrap();
-    assert_eq!((stats.total_events, stats.head_seq), (head, head));
-    events
 }
 
 // ---------------------------------------------------------------------------

@@ -94,6 +94,8 @@ fn token_configs() -> Vec<TokenConfig> {
             name: t.name.into(),
             sha256: sha256_hex(t.secret),
             roles: t.roles.to_vec(),
+            rate_per_sec: None,
+            burst: None,
         })
         .collect()
 }

@@ -37,7 +37,7 @@ pub enum Role {
 }
 
 /// One token, as configured.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Names the token in logs and as the actor of its events. Required.
@@ -47,6 +47,16 @@ pub struct TokenConfig {
     pub sha256: String,
     /// What it may do. Required, at least one.
     pub roles: Vec<Role>,
+    /// Calls per second the token may make on average (fractions allowed,
+    /// e.g. 0.5 for one call every two seconds); each call counts as one,
+    /// a LogBatch too. Default: none, no rate limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_sec: Option<f64>,
+    /// Calls the token may make at once after being idle, on top of the
+    /// rate. Needs `rate_per_sec`. Default: `rate_per_sec` rounded up (at
+    /// least 1), i.e. one second's worth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
 }
 
 impl TokenConfig {
@@ -74,7 +84,36 @@ impl TokenConfig {
                 "{at}: roles must name at least one of writer, reader, auditor, admin"
             ));
         }
+        match (self.rate_per_sec, self.burst) {
+            (Some(rate), _) if !(rate > 0.0 && rate.is_finite()) => {
+                return Err(format!(
+                    "{at}: rate_per_sec is {rate}; it must be a positive, finite number of \
+                     calls per second"
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{at}: burst needs rate_per_sec (the rate its bucket refills at)"
+                ));
+            }
+            (_, Some(0)) => {
+                return Err(format!(
+                    "{at}: burst is 0; it must be at least 1, or no call could ever pass"
+                ));
+            }
+            _ => {}
+        }
         Ok(())
+    }
+
+    /// The bucket size of a rate-limited token: `burst`, or one second's
+    /// worth of calls (at least 1).
+    pub fn effective_burst(&self) -> u32 {
+        self.burst.unwrap_or_else(|| {
+            let second = self.rate_per_sec.unwrap_or(1.0).ceil();
+            // Validated positive and finite; a huge rate saturates.
+            (second as u32).max(1)
+        })
     }
 }
 
@@ -259,6 +298,8 @@ mod tests {
             name: name.into(),
             sha256: hex::encode(Sha256::digest(secret.as_bytes())),
             roles: roles.to_vec(),
+            rate_per_sec: None,
+            burst: None,
         }
     }
 
@@ -323,5 +364,28 @@ mod tests {
             ..good.clone()
         };
         assert!(none.validate(0, &[]).unwrap_err().contains("roles"));
+    }
+
+    #[test]
+    fn rate_limits_are_checked() {
+        let good = token("a", "s", &[Role::Writer]);
+        let with = |rate: Option<f64>, burst: Option<u32>| TokenConfig {
+            rate_per_sec: rate,
+            burst,
+            ..good.clone()
+        };
+        assert!(with(Some(0.5), None).validate(0, &[]).is_ok());
+        assert!(with(Some(100.0), Some(1)).validate(0, &[]).is_ok());
+        for rate in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let err = with(Some(rate), Some(5)).validate(0, &[]).unwrap_err();
+            assert!(err.contains("rate_per_sec"), "{rate}: {err}");
+        }
+        let err = with(None, Some(5)).validate(0, &[]).unwrap_err();
+        assert!(err.contains("burst needs rate_per_sec"), "{err}");
+        let err = with(Some(1.0), Some(0)).validate(0, &[]).unwrap_err();
+        assert!(err.contains("burst is 0"), "{err}");
+        assert_eq!(with(Some(0.5), None).effective_burst(), 1);
+        assert_eq!(with(Some(2.5), None).effective_burst(), 3);
+        assert_eq!(with(Some(2.5), Some(7)).effective_burst(), 7);
     }
 }

@@ -230,6 +230,7 @@ pub async fn run(
     let serve = builder
         .layer(limits::ShedLayer::new(config.max_in_flight))
         .layer(auth::AuthLayer::new(&config.tokens))
+        .layer(limits::RateLayer::new(&config.tokens))
         .layer(performance::TimingLayer::new(&performance))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -1,16 +1,34 @@
-//! Load shedding: a cap on calls in flight across the server. A call over
-//! the cap is answered at once with RESOURCE_EXHAUSTED (never queued, never
-//! left hanging), so an overload degrades into fast, retryable refusals.
-//! Health and reflection are exempt, so probes still see the truth.
+//! Load shedding and rate limits.
+//!
+//! - A cap on calls in flight across the server ([`ShedLayer`]). A call over
+//!   the cap is answered at once with RESOURCE_EXHAUSTED (never queued, never
+//!   left hanging), so an overload degrades into fast, retryable refusals.
+//! - An optional rate limit per token ([`RateLayer`]): a token bucket for
+//!   each `[[tokens]]` entry with `rate_per_sec`, checked after the token was
+//!   authenticated and its role allowed the call. Every call counts as one,
+//!   whatever it carries: a LogBatch of 1,000 events is one group commit, the
+//!   cost the limit guards, and opening a StreamEvents is one call however
+//!   long it runs. A call over the limit is answered at once with
+//!   RESOURCE_EXHAUSTED, a message naming the limit and when to retry, and a
+//!   `google.rpc.RetryInfo` detail holding that delay.
+//!
+//! Health and reflection are exempt from both, so probes still see the
+//! truth. Each bucket has a lock of its own, held for a few arithmetic
+//! operations: tokens never wait for each other.
 //!
 //! The other limits are the transport's, set in `lib.rs` from the config:
 //! concurrent streams per connection, HTTP/2 keepalive (dead peers are
 //! reaped), and a timeout for unary handlers.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::auth::{Caller, TokenConfig};
 
 /// The in-flight cap, as a tower layer over the whole router.
 #[derive(Debug, Clone)]
@@ -63,9 +81,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let path = req.uri().path();
-        let exempt = path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.");
-        let permit: Option<OwnedSemaphorePermit> = if exempt {
+        let permit: Option<OwnedSemaphorePermit> = if is_exempt(req.uri().path()) {
             None
         } else {
             match Arc::clone(&self.layer.permits).try_acquire_owned() {
@@ -87,6 +103,183 @@ where
             drop(permit);
             response
         })
+    }
+}
+
+/// Health and reflection: never shed, never rate limited.
+fn is_exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")
+}
+
+/// A token bucket: holds up to `burst` calls, refilled at `rate_per_sec`.
+/// A call takes one whole token or is refused with the time until one is
+/// there.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate_per_sec: f64,
+    burst: f64,
+    state: Mutex<Level>,
+}
+
+/// How full a bucket was at a moment.
+#[derive(Debug)]
+struct Level {
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket. `rate_per_sec` must be positive and finite and `burst`
+    /// at least 1 (`TokenConfig::validate` sees to both).
+    pub fn new(rate_per_sec: f64, burst: u32, now: Instant) -> TokenBucket {
+        let burst = f64::from(burst.max(1));
+        TokenBucket {
+            rate_per_sec,
+            burst,
+            state: Mutex::new(Level {
+                tokens: burst,
+                at: now,
+            }),
+        }
+    }
+
+    /// Takes one token at `now`, or says how long until one is there.
+    pub fn take(&self, now: Instant) -> Result<(), Duration> {
+        // Only arithmetic runs under the lock, so a poisoned one still holds
+        // a consistent level.
+        let mut level = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A clock read before another caller's later one counts as no time.
+        let elapsed = now.saturating_duration_since(level.at).as_secs_f64();
+        level.tokens = (level.tokens + elapsed * self.rate_per_sec).min(self.burst);
+        level.at = level.at.max(now);
+        if level.tokens >= 1.0 {
+            level.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - level.tokens) / self.rate_per_sec;
+            // Rounded up to the millisecond, so a caller that waits exactly
+            // this long finds its token there.
+            Err(Duration::from_millis((wait * 1000.0).ceil() as u64))
+        }
+    }
+}
+
+/// One rate-limited token.
+#[derive(Debug)]
+struct Limited {
+    bucket: TokenBucket,
+    rate_per_sec: f64,
+    burst: u32,
+}
+
+/// The per-token rate limits, as a tower layer over the router, inside the
+/// token check (it reads the [`Caller`] that check leaves on the request).
+#[derive(Debug, Clone, Default)]
+pub struct RateLayer {
+    /// By token name; only tokens with a rate. Built once, never changed, so
+    /// looking a token up takes no lock.
+    tokens: Arc<HashMap<String, Limited>>,
+}
+
+impl RateLayer {
+    /// Buckets for the tokens that have `rate_per_sec`.
+    pub fn new(tokens: &[TokenConfig]) -> RateLayer {
+        let now = Instant::now();
+        let tokens = tokens
+            .iter()
+            .filter_map(|t| {
+                let rate_per_sec = t.rate_per_sec?;
+                let burst = t.effective_burst();
+                Some((
+                    t.name.clone(),
+                    Limited {
+                        bucket: TokenBucket::new(rate_per_sec, burst, now),
+                        rate_per_sec,
+                        burst,
+                    },
+                ))
+            })
+            .collect();
+        RateLayer {
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// Decides one call: `Err` with the refusal when the caller's token is
+    /// over its limit.
+    fn check(&self, path: &str, caller: Option<&Caller>) -> Result<(), tonic::Status> {
+        if self.tokens.is_empty() || is_exempt(path) {
+            return Ok(());
+        }
+        let Some((caller, limited)) = caller.and_then(|c| self.tokens.get(&c.name).map(|l| (c, l)))
+        else {
+            return Ok(());
+        };
+        limited.bucket.take(Instant::now()).map_err(|wait| {
+            tracing::debug!(token = %caller.name, method = path, ?wait, "call refused: rate limit");
+            tonic::Status::with_error_details(
+                tonic::Code::ResourceExhausted,
+                format!(
+                    "token {:?} is over its rate limit of {} calls per second (burst {}); \
+                     retry in {} ms",
+                    caller.name,
+                    limited.rate_per_sec,
+                    limited.burst,
+                    wait.as_millis().max(1)
+                ),
+                ErrorDetails::with_retry_info(Some(wait)),
+            )
+        })
+    }
+}
+
+impl<S> tower::Layer<S> for RateLayer {
+    type Service = RateLimit<S>;
+
+    fn layer(&self, inner: S) -> RateLimit<S> {
+        RateLimit {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`RateLayer`] wraps around the router.
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    layer: RateLayer,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for RateLimit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        S::Future,
+        std::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        match self
+            .layer
+            .check(req.uri().path(), req.extensions().get::<Caller>())
+        {
+            Ok(()) => futures::future::Either::Left(self.inner.call(req)),
+            Err(status) => {
+                futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
+            }
+        }
     }
 }
 
@@ -150,5 +343,85 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(code(&again), None);
+    }
+
+    #[test]
+    fn a_bucket_gives_its_burst_then_one_call_per_refill() {
+        let start = Instant::now();
+        let bucket = TokenBucket::new(2.0, 3, start);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(start), Ok(()));
+        }
+        // Empty: one token comes back every 500 ms.
+        assert_eq!(bucket.take(start), Err(Duration::from_millis(500)));
+        let later = start + Duration::from_millis(200);
+        assert_eq!(bucket.take(later), Err(Duration::from_millis(300)));
+        let refilled = start + Duration::from_millis(500);
+        assert_eq!(bucket.take(refilled), Ok(()));
+        assert!(bucket.take(refilled).is_err());
+        // Idle for long: full again, never more than the burst.
+        let idle = refilled + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(bucket.take(idle), Ok(()));
+        }
+        assert!(bucket.take(idle).is_err());
+        // A clock read from before the last one counts as no time passing.
+        assert!(bucket.take(start).is_err());
+    }
+
+    fn limited(name: &str, rate: f64, burst: u32) -> TokenConfig {
+        TokenConfig {
+            name: name.into(),
+            sha256: "0".repeat(64),
+            roles: vec![crate::auth::Role::Writer],
+            rate_per_sec: Some(rate),
+            burst: Some(burst),
+        }
+    }
+
+    #[test]
+    fn only_the_limited_token_is_refused_and_probes_pass() {
+        let layer = RateLayer::new(&[
+            limited("slow", 0.001, 2),
+            TokenConfig {
+                rate_per_sec: None,
+                burst: None,
+                ..limited("free", 1.0, 1)
+            },
+        ]);
+        let log = "/auditlog.v1.AuditService/Log";
+        let slow = Caller {
+            name: "slow".into(),
+        };
+        let free = Caller {
+            name: "free".into(),
+        };
+        assert!(layer.check(log, Some(&slow)).is_ok());
+        assert!(layer.check(log, Some(&slow)).is_ok());
+        let refused = layer.check(log, Some(&slow)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("\"slow\"")
+                && refused
+                    .message()
+                    .contains("0.001 calls per second (burst 2)")
+                && refused.message().contains("retry in"),
+            "{}",
+            refused.message()
+        );
+        let delay = refused
+            .get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .unwrap();
+        assert!(delay > Duration::from_secs(900), "{delay:?}");
+        for _ in 0..10 {
+            assert!(layer.check(log, Some(&free)).is_ok());
+            assert!(layer.check(log, None).is_ok());
+            assert!(
+                layer
+                    .check("/grpc.health.v1.Health/Check", Some(&slow))
+                    .is_ok()
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use auditlog_server::config::{Config, Overrides};
@@ -30,8 +31,11 @@ struct Args {
     print_config: bool,
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// How long the exit waits for blocking work still running once the server
+/// has stopped and the store is synced and closed.
+const LEFTOVER_WAIT: Duration = Duration::from_secs(1);
+
+fn main() -> std::process::ExitCode {
     // Logs go to stderr, like every diagnostic of the server, with colour
     // only on a terminal.
     tracing_subscriber::fmt()
@@ -41,7 +45,25 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    match serve(Args::parse()).await {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("auditlog-server: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let served = runtime.block_on(serve(args));
+    // Every acknowledged event is synced and the store is closed. Blocking
+    // work may still run: a verification of a large log that was in flight
+    // when the grace ran out, which only reads. Dropping the runtime would
+    // wait for it without limit, deaf to a second signal (its listener is a
+    // task, dropped with the runtime): the drain would not be bounded.
+    runtime.shutdown_timeout(LEFTOVER_WAIT);
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // One line: the error and those of its causes it does not
@@ -76,27 +98,35 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM. A second signal exits at once.
+/// Resolves on the first SIGINT or SIGTERM. A second one, while the server
+/// drains, exits at once with the shell's status for a process that signal
+/// killed (130 for SIGINT, 143 for SIGTERM): nothing more is synced, and a
+/// restart recovers as after a crash.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
+    // Both listen from the start and keep listening, so a second signal
+    // sent right after the first is not missed.
+    let (mut int, mut term) = match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(int), Ok(term)) => (int, term),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot listen for SIGINT and SIGTERM");
             std::future::pending::<()>().await;
             return;
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = int.recv() => {}
         _ = term.recv() => {}
     }
     tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        eprintln!("auditlog-server: second signal, exiting now");
-        std::process::exit(130);
+        let (name, status) = tokio::select! {
+            _ = int.recv() => ("SIGINT", 130),
+            _ = term.recv() => ("SIGTERM", 143),
+        };
+        eprintln!("auditlog-server: second signal ({name}), exiting now");
+        std::process::exit(status);
     });
 }

@@ -46,6 +46,7 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
+        let protected = !config.tokens.is_empty();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -60,17 +61,24 @@ impl TestServer {
             stop: Some(stop),
             task: Some(task),
         };
-        server.wait_ready().await;
+        server.wait_ready(protected).await;
         server
     }
 
-    /// Waits until the log is recovered and calls are served.
-    async fn wait_ready(&self) {
+    /// Waits until the log is recovered and calls are served. A server with
+    /// tokens refuses an anonymous GetStats, so there health, which needs no
+    /// token and turns SERVING at the same moment, tells.
+    async fn wait_ready(&self, protected: bool) {
         for _ in 0..200 {
-            if let Ok(client) = Client::connect(&self.url).await
-                && client.stats(None).await.is_ok()
-            {
-                return;
+            if let Ok(client) = Client::connect(&self.url).await {
+                let ready = if protected {
+                    serving(&self.url).await
+                } else {
+                    client.stats(None).await.is_ok()
+                };
+                if ready {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -116,6 +124,24 @@ impl Drop for TestServer {
     }
 }
 
+/// Whether the server at `url` reports SERVING through the health service.
+pub async fn serving(url: &str) -> bool {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+    else {
+        return false;
+    };
+    HealthClient::new(channel)
+        .check(HealthCheckRequest::default())
+        .await
+        .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+}
+
 /// The path of a workspace binary. The workspace's binaries are built (or
 /// found up to date) once per test process, so a test never runs a stale
 /// binary, also when run alone (`cargo test --test cli` does not build the
@@ -148,6 +174,12 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `dir` and a free port, waiting until it serves.
     pub async fn spawn(dir: &Path) -> ServerProcess {
+        ServerProcess::spawn_with(dir, &[]).await
+    }
+
+    /// [`ServerProcess::spawn`] with more environment variables, e.g.
+    /// `("AUDITLOG_SHUTDOWN_GRACE_SECS", "5")`.
+    pub async fn spawn_with(dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
         let bin = workspace_bin("auditlog-server", "auditlog-server");
         // Find a free port: bind port 0, note it, release it.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -162,6 +194,7 @@ impl ServerProcess {
             .arg(dir)
             .env("AUDITLOG_HMAC_KEY", TEST_KEY)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -191,11 +224,39 @@ impl ServerProcess {
 
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        self.signal("TERM");
         self.child.wait().unwrap()
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the process to exit, failing the test when it is still
+    /// running after `limit`.
+    pub async fn wait_exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "auditlog-server is still running {limit:?} later"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -245,6 +306,40 @@ pub async fn all_events(client: &Client) -> Vec<auditlog_client::pb::Event> {
         .await
         .unwrap();
     stream.map(|e| e.unwrap()).collect().await
+}
+
+/// Asserts the log is whole: seqs 1..=head without a gap, every receipt in
+/// `acked` at its seq with its id and signature, verification clean, and the
+/// statistics agreeing. Returns the events.
+pub async fn assert_whole(
+    client: &Client,
+    acked: &[auditlog_client::pb::Receipt],
+) -> Vec<auditlog_client::pb::Event> {
+    let events = all_events(client).await;
+    let head = events.len() as u64;
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=head).collect::<Vec<_>>(),
+        "seqs are not contiguous"
+    );
+    for r in acked {
+        let e = events
+            .get(usize::try_from(r.seq).unwrap() - 1)
+            .unwrap_or_else(|| panic!("acknowledged seq {} is gone (head {head})", r.seq));
+        assert_eq!(
+            (&e.id, &e.signature),
+            (&r.id, &r.signature),
+            "seq {}",
+            r.seq
+        );
+    }
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!((report.events_checked, report.head_seq), (head, head));
+    let stats = client.stats(None).await.unwrap();
+    assert_eq!((stats.total_events, stats.head_seq), (head, head));
+    events
 }
 
 /// The lines of a log file, without their newlines.

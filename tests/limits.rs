@@ -1,0 +1,321 @@
+//! Rate limits per token, through a real server on 127.0.0.1 and real
+//! clients.
+//!
+//! - A token with a small burst is refused with RESOURCE_EXHAUSTED once its
+//!   burst is spent, with a message naming its limit and a
+//!   `google.rpc.RetryInfo` saying when to retry; other tokens, limited or
+//!   not, and health probes are unaffected; once its bucket refills, the
+//!   token is served again. Waits poll for the refill with a generous
+//!   deadline, never assert a duration.
+//! - A LogBatch counts as one call, however many events it carries.
+//! - Bad limits in the config file stop the `auditlog-server` binary with an
+//!   error naming the token and the key.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use auditlog_client::{Client, NewEvent, Options};
+use auditlog_server::auth::{Role, TokenConfig};
+use common::endpoints::wait_until;
+use common::{TestServer, workspace_bin};
+use sha2::Digest as _;
+use tonic_types::StatusExt as _;
+
+/// A token of the test server: its name, the secret a caller sends, and its
+/// limit (calls per second, burst).
+struct Token {
+    name: &'static str,
+    secret: &'static str,
+    limit: Option<(f64, u32)>,
+}
+
+/// One call every five seconds on average, three at once.
+const LIMITED: Token = Token {
+    name: "crm-sync",
+    secret: "lim-0b7e4c2a9d-secret",
+    limit: Some((0.2, 3)),
+};
+/// The same limit in a bucket of its own.
+const NEIGHBOUR: Token = Token {
+    name: "webform",
+    secret: "nbr-6f1d0a83c5-secret",
+    limit: Some((0.2, 3)),
+};
+/// One call every ten seconds, two at once: for batches.
+const BATCHER: Token = Token {
+    name: "importer",
+    secret: "bat-2c9e7b4f10-secret",
+    limit: Some((0.1, 2)),
+};
+/// No limit.
+const FREE: Token = Token {
+    name: "ops",
+    secret: "fre-93a5d2e7b8-secret",
+    limit: None,
+};
+
+fn token_config(t: &Token) -> TokenConfig {
+    TokenConfig {
+        name: t.name.into(),
+        sha256: hex::encode(sha2::Sha256::digest(t.secret.as_bytes())),
+        roles: vec![Role::Admin],
+        rate_per_sec: t.limit.map(|(rate, _)| rate),
+        burst: t.limit.map(|(_, burst)| burst),
+    }
+}
+
+async fn server() -> TestServer {
+    TestServer::start_with(|c| {
+        c.tokens = [&LIMITED, &NEIGHBOUR, &BATCHER, &FREE]
+            .into_iter()
+            .map(token_config)
+            .collect();
+    })
+    .await
+}
+
+async fn client(server: &TestServer, token: &Token) -> Client {
+    let options = Options {
+        token: Some(token.secret.into()),
+        ..Options::default()
+    };
+    Client::connect_with(&server.url, options).await.unwrap()
+}
+
+fn event(i: usize) -> NewEvent {
+    NewEvent::lead_ingested(format!("LEAD-{i}"), "webform")
+}
+
+/// The status of a refused call.
+fn status(error: auditlog_client::Error) -> tonic::Status {
+    match error {
+        auditlog_client::Error::Rpc(status) => status,
+        other => panic!("not a refusal from the server: {other}"),
+    }
+}
+
+/// Logs with `client` until a call is refused; the number of calls served
+/// before it, and the refusal.
+async fn spend(client: &Client) -> (usize, tonic::Status) {
+    for served in 0..100 {
+        if let Err(e) = client.log(event(served)).await {
+            return (served, status(e));
+        }
+    }
+    panic!("100 calls in a row were served despite the rate limit");
+}
+
+/// The most calls a bucket of `limit` that was full at `since` can have
+/// served by now: its burst, and what refilled meanwhile. A slow machine
+/// earns more calls, never a failed test.
+fn most_served(limit: (f64, u32), since: Instant) -> usize {
+    let (rate, burst) = limit;
+    burst as usize + (since.elapsed().as_secs_f64() * rate).floor() as usize
+}
+
+/// The RetryInfo delay of a refusal.
+fn retry_delay(refused: &tonic::Status) -> Duration {
+    refused
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .unwrap_or_else(|| panic!("no RetryInfo in {refused:?}"))
+}
+
+/// Health, asked with `token`'s credentials.
+async fn health_with(server: &TestServer, token: &Token) -> Result<(), tonic::Status> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = tonic::transport::Endpoint::from_shared(server.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.secret).parse().unwrap(),
+    );
+    let status = HealthClient::new(channel).check(request).await?;
+    assert_eq!(status.into_inner().status(), ServingStatus::Serving);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_over_its_burst_waits_for_its_bucket_and_no_one_else_does() {
+    let server = server().await;
+    let limited = client(&server, &LIMITED).await;
+    let neighbour = client(&server, &NEIGHBOUR).await;
+    let free = client(&server, &FREE).await;
+    let limit = LIMITED.limit.unwrap();
+    let (rate, burst) = limit;
+
+    // The burst is served, then a call is refused. (The bucket has been
+    // full since the server started.)
+    let started = Instant::now();
+    let (served, refused) = spend(&limited).await;
+    assert!(
+        served >= burst as usize && served <= most_served(limit, started),
+        "{served} calls served"
+    );
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    let message = refused.message();
+    for part in [
+        "\"crm-sync\"",
+        "rate limit of 0.2 calls per second (burst 3)",
+        "retry in",
+    ] {
+        assert!(message.contains(part), "{part:?} is not in {message:?}");
+    }
+    assert!(!message.contains(LIMITED.secret), "{message}");
+    // When to retry, readable from any language: google.rpc.RetryInfo. The
+    // bucket holds less than one call, so less than one refill's time.
+    let delay = retry_delay(&refused);
+    assert!(
+        delay > Duration::ZERO && delay <= Duration::from_secs_f64(1.0 / rate),
+        "{delay:?}"
+    );
+
+    // Reads count against the same bucket: refused too, unless the machine
+    // took the whole delay (less the millisecond it is rounded up by) to ask.
+    let read = limited.stats(None).await;
+    if started.elapsed() + Duration::from_millis(1) < delay {
+        let e = status(read.unwrap_err());
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+    }
+
+    // Nobody else is affected: another token with the same limit has its
+    // whole burst, an unlimited one is never refused, and health answers
+    // even with the limited token's credentials, as often as it is asked.
+    for i in 0..burst as usize {
+        neighbour.log(event(i)).await.unwrap();
+    }
+    for i in 0..20 {
+        free.log(event(i)).await.unwrap();
+    }
+    for _ in 0..20 {
+        health_with(&server, &LIMITED).await.unwrap();
+    }
+
+    // The bucket refills: waiting as told, the token is served again.
+    let limited = &limited;
+    let receipt = wait_until("the limited token to be served again", || async move {
+        match limited.log(event(1000)).await {
+            Ok(receipt) => Ok(receipt),
+            Err(e) => {
+                let e = status(e);
+                assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+                tokio::time::sleep(retry_delay(&e)).await;
+                Err(e.message().to_owned())
+            }
+        }
+    })
+    .await;
+    assert_eq!(receipt.seq, free.stats(None).await.unwrap().head_seq);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_one_call_however_many_events_it_carries() {
+    let server = server().await;
+    let batcher = client(&server, &BATCHER).await;
+    let limit = BATCHER.limit.unwrap();
+    let (_, burst) = limit;
+    // A burst of two calls: two batches of 500 events each.
+    let started = Instant::now();
+    let mut written = 0;
+    for call in 0..burst as usize {
+        let receipts = batcher
+            .log_batch((0..500).map(|i| event(call * 500 + i)))
+            .await
+            .unwrap();
+        written += receipts.len();
+    }
+    assert_eq!(written, 1000);
+    // Then the bucket is empty, however many events went through it.
+    let (served, refused) = spend(&batcher).await;
+    assert!(
+        burst as usize + served <= most_served(limit, started),
+        "{served} calls more served"
+    );
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+}
+
+// ---------------------------------------------------------------------------
+// Bad limits in the config file
+
+/// Runs `auditlog-server --config <toml> --print-config`: the exit code and
+/// stderr.
+fn check_config(toml: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("auditlog.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = std::process::Command::new(workspace_bin("auditlog-server", "auditlog-server"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--print-config")
+        .env_remove("AUDITLOG_HMAC_KEY")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// A `[[tokens]]` entry with `extra` lines.
+fn token_toml(extra: &str) -> String {
+    format!(
+        "[[tokens]]\nname = \"crm-sync\"\nsha256 = \"{}\"\nroles = [\"writer\"]\n{extra}\n",
+        "ab".repeat(32)
+    )
+}
+
+#[test]
+fn bad_rate_limits_are_refused_naming_the_token_and_the_key() {
+    let (code, out) = check_config(&token_toml("rate_per_sec = 2.5\nburst = 10"));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("rate_per_sec: Some(") && out.contains("2.5") && out.contains("burst: Some("),
+        "{out}"
+    );
+    let (code, out) = check_config(&token_toml("rate_per_sec = 0.5"));
+    assert_eq!(code, Some(0), "{out}");
+
+    // Values validation refuses, named with the entry.
+    for (extra, expected) in [
+        ("rate_per_sec = 0", "rate_per_sec is 0;"),
+        ("rate_per_sec = -2", "rate_per_sec is -2;"),
+        ("rate_per_sec = nan", "rate_per_sec is NaN;"),
+        ("rate_per_sec = inf", "rate_per_sec is inf;"),
+        ("rate_per_sec = 5\nburst = 0", "burst is 0;"),
+        ("burst = 5", "burst needs rate_per_sec"),
+    ] {
+        let (code, out) = check_config(&token_toml(extra));
+        assert_eq!(code, Some(1), "{extra}: {out}");
+        let expected = format!("configuration key tokens: tokens[0] (crm-sync): {expected}");
+        assert!(
+            out.contains(&expected),
+            "{extra}: {expected:?} not in {out}"
+        );
+    }
+    // Values of the wrong type, and unknown keys, named by their place.
+    for (extra, key) in [
+        ("rate_per_sec = 5\nburst = -1", "tokens.0.burst"),
+        ("rate_per_sec = 5\nburst = 2.5", "tokens.0.burst"),
+        ("rate_per_sec = \"fast\"", "tokens.0.rate_per_sec"),
+        ("rate = 5", "tokens.0.rate\""),
+    ] {
+        let (code, out) = check_config(&token_toml(extra));
+        assert_eq!(code, Some(1), "{extra}: {out}");
+        assert!(out.contains(key), "{extra}: {key:?} not in {out}");
+    }
+}
