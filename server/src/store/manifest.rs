@@ -145,7 +145,12 @@ impl Manifest {
             }
             Err(e) => return Err(e.into()),
         };
-        let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        Manifest::parse(&bytes, keyring)
+    }
+
+    /// Decodes the bytes of a manifest file and checks its MAC.
+    pub fn parse(bytes: &[u8], keyring: &Keyring) -> Result<Loaded, ManifestError> {
+        let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let Some((content, mac)) = split_mac(text) else {
             return Err(ManifestError::Invalid(
                 "it has no trailing mac field".into(),
@@ -169,6 +174,19 @@ impl Manifest {
 
     /// Replaces the manifest in `dir` atomically, signed with the active key.
     pub fn store(&mut self, dir: &Path, keyring: &Keyring) -> std::io::Result<()> {
+        let bytes = self.to_bytes(keyring)?;
+        let tmp = dir.join(MANIFEST_TMP);
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
+        sync_dir(dir)
+    }
+
+    /// The file's bytes: the manifest signed with the keyring's active key,
+    /// which it then names.
+    pub fn to_bytes(&mut self, keyring: &Keyring) -> std::io::Result<Vec<u8>> {
         let (key_id, key) = keyring.active();
         key_id.clone_into(&mut self.key_id);
         let mut bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
@@ -178,13 +196,7 @@ impl Manifest {
         bytes.extend_from_slice(MAC_HEAD);
         bytes.extend_from_slice(mac.as_bytes());
         bytes.extend_from_slice(b"\"}\n");
-        let tmp = dir.join(MANIFEST_TMP);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
-        sync_dir(dir)
+        Ok(bytes)
     }
 
     /// The entry whose segment file is `file`.

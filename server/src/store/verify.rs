@@ -356,7 +356,24 @@ fn read_lines(
     }
 }
 
-fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: &File) -> Checked {
+/// Verifies `bytes` as a log of its own from seq 1, the way [`verify`]
+/// reads a plain segment: the fuzzing entry point.
+pub(crate) fn check_log_bytes(bytes: &[u8], keyring: &Keyring) -> Report {
+    let none = HashMap::new();
+    let mut v = Verifier::new(keyring, &none, 1, GENESIS);
+    v.segment_read();
+    read_lines(&mut v, LOG_FILE, bytes, None);
+    v.finish()
+}
+
+/// Verifies `bytes` as the compressed segment `entry` describes: the
+/// fuzzing entry point.
+pub(crate) fn check_gzip_bytes(bytes: &[u8], entry: &SegmentEntry, keyring: &Keyring) -> Report {
+    let none = HashMap::new();
+    check_gzip(Verifier::unanchored(keyring, &none), entry, bytes).report
+}
+
+fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Checked {
     v.segment_read();
     let name = &entry.file;
     let mut hashing = Hashing {
@@ -431,12 +448,12 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: &File) -> Checked
 }
 
 /// A reader that hashes what passes through it.
-struct Hashing<'a> {
-    inner: &'a File,
+struct Hashing<R> {
+    inner: R,
     hasher: Sha256,
 }
 
-impl Read for Hashing<'_> {
+impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);

@@ -1,0 +1,17 @@
+//! Tail recovery on a log of arbitrary bytes in a temporary directory,
+//! asserting that it only cuts what was never acknowledged.
+
+#![no_main]
+
+use std::sync::OnceLock;
+
+/// One directory per process, emptied by the entry point before each input.
+static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let dir = DIR.get_or_init(|| match tempfile::tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("cannot create a temporary directory: {e}"),
+    });
+    auditlog_server::fuzzing::recovery(dir.path(), data);
+});
