@@ -123,6 +123,33 @@ impl SegmentEntry {
         }
     }
 
+    /// Checks that the entry names its files the way the sealer does:
+    /// `audit.<stamp>.log.gz` and `audit.<stamp>.idx`, the stamp of ASCII
+    /// letters, digits and dots. Recovery opens and rewrites these files and
+    /// retention deletes them, all relative to the data directory, so a name
+    /// with a `/` or `..`, or naming another file there (`hmac.key`), must
+    /// never get that far, signed or not.
+    fn check_names(&self) -> Result<(), String> {
+        let stem = self
+            .file
+            .strip_prefix("audit.")
+            .and_then(|s| s.strip_suffix(".log.gz"))
+            .filter(|s| {
+                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
+            });
+        match stem {
+            None => Err(format!(
+                "segment file {:?} is not a name the server gives (audit.<stamp>.log.gz)",
+                self.file
+            )),
+            Some(stem) if self.index != format!("audit.{stem}.idx") => Err(format!(
+                "segment {:?} has index file {:?}, not audit.{stem}.idx",
+                self.file, self.index
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// The time of the newest event, in microseconds.
     pub fn last_micros(&self) -> Option<i64> {
         parse_timestamp(&self.last_timestamp)
@@ -163,6 +190,9 @@ impl Manifest {
         }
         let manifest: Manifest =
             serde_json::from_value(value).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        for entry in &manifest.segments {
+            entry.check_names().map_err(ManifestError::Invalid)?;
+        }
         let authentic = keyring
             .get(&manifest.key_id)
             .is_some_and(|key| hex::decode(mac).is_ok_and(|m| key.verify(content, &m)));
@@ -226,6 +256,7 @@ mod tests {
             version: 1,
             segments: vec![SegmentEntry {
                 file: "audit.x.log.gz".into(),
+                index: "audit.x.idx".into(),
                 first_seq: 1,
                 last_seq: 10,
                 ..SegmentEntry::default()
@@ -259,6 +290,36 @@ mod tests {
         let other = Keyring::new("k1", vec![1; 32]);
         std::fs::write(&path, text).unwrap();
         assert!(!Manifest::load(dir.path(), &other).unwrap().authentic);
+    }
+
+    #[test]
+    fn only_names_the_sealer_gives_are_accepted() {
+        // Found by the manifest fuzz target: any name loaded, so a manifest
+        // edited to name `../x` or `/etc/x` (or `hmac.key`) sent recovery's
+        // index rebuild and retention's deletes outside the segments.
+        let keys = keyring();
+        let cases = [
+            ("audit.x.log.gz", "audit.x.idx", true),
+            ("audit.20260101T000000.000000Z.log.gz", "audit.20260101T000000.000000Z.idx", true),
+            ("audit.x.log.gz", "audit.y.idx", false),
+            ("audit.x.log.gz", "../audit.x.idx", false),
+            ("audit.x.log.gz", "audit.x/../../a.idx", false),
+            ("/etc/audit.x.log.gz", "audit.x.idx", false),
+            ("audit.a/b.log.gz", "audit.a/b.idx", false),
+            ("audit...log.gz", "audit...idx", true),
+            ("audit..log.gz", "audit..idx", false),
+            ("audit.log.gz", "audit.idx", false),
+            ("hmac.key", "hmac.key", false),
+            ("", "", false),
+        ];
+        for (file, index, ok) in cases {
+            let mut m = sample();
+            m.segments[0].file = file.into();
+            m.segments[0].index = index.into();
+            let bytes = m.to_bytes(&keys).unwrap();
+            let loaded = Manifest::parse(&bytes, &keys);
+            assert_eq!(loaded.is_ok(), ok, "{file} {index}: {loaded:?}");
+        }
     }
 
     #[test]
