@@ -134,9 +134,7 @@ impl SegmentEntry {
             .file
             .strip_prefix("audit.")
             .and_then(|s| s.strip_suffix(".log.gz"))
-            .filter(|s| {
-                !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.')
-            });
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
         match stem {
             None => Err(format!(
                 "segment file {:?} is not a name the server gives (audit.<stamp>.log.gz)",
@@ -300,7 +298,11 @@ mod tests {
         let keys = keyring();
         let cases = [
             ("audit.x.log.gz", "audit.x.idx", true),
-            ("audit.20260101T000000.000000Z.log.gz", "audit.20260101T000000.000000Z.idx", true),
+            (
+                "audit.20260101T000000.000000Z.log.gz",
+                "audit.20260101T000000.000000Z.idx",
+                true,
+            ),
             ("audit.x.log.gz", "audit.y.idx", false),
             ("audit.x.log.gz", "../audit.x.idx", false),
             ("audit.x.log.gz", "audit.x/../../a.idx", false),
