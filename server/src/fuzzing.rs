@@ -275,21 +275,23 @@ pub fn verify(data: &[u8]) {
     }
 }
 
-/// `recovery`: `data` as the active log in `dir`, recovered as on start.
-/// `dir` is emptied first; it must hold nothing else of value.
+/// `recovery`: `data` as the active log in `dir`, recovered as on start,
+/// then the store opened on it and one event appended. `dir` is emptied
+/// first; it must hold nothing else of value.
 ///
 /// Properties: recovery succeeds; it only cuts the end of the log, at a
 /// line boundary, and moves exactly what it cut to the quarantine file; it
 /// never drops a complete line with a valid MAC, except the records of a
 /// batch the log ends inside of (the cut then starts at that batch's first
-/// record, valid and announcing more records than follow); and a second
-/// recovery keeps the result whole.
+/// record, valid and announcing more records than follow). The store then
+/// opens without cutting more, and appends a valid record after what it
+/// kept, with the seq after the last one indexed and chained to it.
 pub fn recovery(dir: &Path, data: &[u8]) {
     let keys = keyring();
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
     clear(dir);
     write(dir, LOG_FILE, data);
-    let (len, _) = store::recover_summary(dir, &keys)
+    let (len, last) = store::recover_summary(dir, &keys)
         .unwrap_or_else(|e| panic!("recovery failed on a readable directory: {e}"));
     let kept = read(LOG_FILE);
     assert_eq!(len, kept.len() as u64, "the length recovery reports");
@@ -330,10 +332,72 @@ pub fn recovery(dir: &Path, data: &[u8]) {
             complete.len()
         );
     }
-    let (again, _) = store::recover_summary(dir, &keys)
-        .unwrap_or_else(|e| panic!("a second recovery failed: {e}"));
-    assert_eq!(again, len, "a second recovery cut more");
-    assert_eq!(read(QUARANTINE_FILE), quarantined, "a second recovery cut");
+    append_after_recovery(dir, keys, last);
+    let log = read(LOG_FILE);
+    assert!(log.starts_with(&kept), "opening the store cut more");
+    assert_eq!(read(QUARANTINE_FILE), quarantined, "opening the store cut");
+}
+
+/// Opens the store on a recovered `dir` (recovering it again), appends one
+/// event, and checks the record it wrote.
+fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("no tokio runtime: {e}"))
+    });
+    let config = store::StoreConfig {
+        data_dir: dir.to_path_buf(),
+        durability: store::Durability::Fsync,
+        max_segment_bytes: u64::MAX,
+    };
+    let store = store::Store::open(config, keys.clone())
+        .unwrap_or_else(|e| panic!("the store does not open on a recovered log: {e}"));
+    let head = store.head();
+    assert_eq!(
+        last.unwrap_or(0),
+        head,
+        "the store indexes what recovery did"
+    );
+    let newest = store.select(
+        &store::Filter::default(),
+        Order::NewestFirst,
+        None,
+        u64::MAX,
+        1,
+    );
+    let prev = match store.read(&newest) {
+        Ok(records) => records
+            .last()
+            .map_or(GENESIS.to_owned(), |r| r.signature.clone()),
+        Err(e) => panic!("the last indexed record cannot be read: {e}"),
+    };
+    let before = std::fs::read(dir.join(LOG_FILE)).unwrap_or_default();
+    let event = NewEvent {
+        event_type: "error".into(),
+        actor: "fuzz".into(),
+        lead_id: None,
+        workflow: None,
+        details: Default::default(),
+        idempotency_key: None,
+    };
+    let receipts = runtime
+        .block_on(store.append(vec![event]))
+        .unwrap_or_else(|e| panic!("appending after recovery failed: {e}"));
+    store.shutdown();
+    let seq = receipts.first().map(|r| r.seq);
+    assert_eq!(seq, Some(head + 1), "the seq after the last indexed one");
+    let after = std::fs::read(dir.join(LOG_FILE)).unwrap_or_default();
+    let line = after
+        .strip_prefix(before.as_slice())
+        .and_then(|l| l.strip_suffix(b"\n"))
+        .unwrap_or_else(|| panic!("the append is not one line after the log"));
+    let record = is_valid(line, &keys).unwrap_or_else(|| panic!("the appended record is invalid"));
+    assert_eq!(
+        record.prev, prev,
+        "the appended record chains to the last one"
+    );
 }
 
 /// `manifest`: a manifest file's bytes through the parser.
@@ -530,6 +594,9 @@ mod tests {
         let lines: Vec<&[u8]> = log.split_inclusive(|&b| b == b'\n').collect();
         let dir = tempfile::tempdir().unwrap();
         recovery(dir.path(), &lines[..3].concat());
-        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), lines[0]);
+        let quarantined = std::fs::read(dir.path().join(QUARANTINE_FILE)).unwrap();
+        assert_eq!(quarantined, lines[1..3].concat());
+        let log = std::fs::read(dir.path().join(LOG_FILE)).unwrap();
+        assert!(log.starts_with(lines[0]) && log[lines[0].len()..].starts_with(b"{\"seq\":2,"));
     }
 }

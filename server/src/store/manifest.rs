@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{format_timestamp, parse_timestamp};
+use super::record::{MAX_SEQ, format_timestamp, parse_timestamp};
 use super::segment::SealedInfo;
 use super::sync_dir;
 use crate::integrity::Keyring;
@@ -191,6 +191,18 @@ impl Manifest {
         for entry in &manifest.segments {
             entry.check_names().map_err(ManifestError::Invalid)?;
         }
+        let seqs = manifest
+            .segments
+            .iter()
+            .flat_map(|s| [s.first_seq, s.last_seq]);
+        if let Some(seq) = seqs
+            .chain(manifest.purged.as_ref().map(|p| p.through_seq))
+            .find(|&seq| seq > MAX_SEQ)
+        {
+            return Err(ManifestError::Invalid(format!(
+                "it names seq {seq}, above the highest seq a record can have"
+            )));
+        }
         let authentic = keyring
             .get(&manifest.key_id)
             .is_some_and(|key| hex::decode(mac).is_ok_and(|m| key.verify(content, &m)));
@@ -322,6 +334,24 @@ mod tests {
             let loaded = Manifest::parse(&bytes, &keys);
             assert_eq!(loaded.is_ok(), ok, "{file} {index}: {loaded:?}");
         }
+    }
+
+    #[test]
+    fn seqs_past_max_seq_are_refused() {
+        // The writer continues at the purge's through_seq + 1, which must
+        // exist.
+        let keys = keyring();
+        let mut m = sample();
+        m.purged = Some(Purged {
+            through_seq: u64::MAX,
+            last_signature: String::new(),
+        });
+        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_err());
+        let mut m = sample();
+        m.segments[0].last_seq = MAX_SEQ + 1;
+        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_err());
+        m.segments[0].last_seq = MAX_SEQ;
+        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_ok());
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //!   followed by `}`. The MAC covers the bytes on disk, so checking it needs no
 //!   JSON canonicalisation and any changed byte is caught.
 //! - `prev` = the previous record's `signature`, 64 zeros for the first record.
+//! - `seq` starts at 1 and never exceeds [`MAX_SEQ`] (2^63 - 1).
 //! - Timestamps are UTC with microseconds and never decrease along `seq`.
 
 use serde::Deserialize;
@@ -28,6 +29,13 @@ use crate::integrity::Keyring;
 
 /// `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The highest seq a record can have, 2^63 - 1: beyond anything the writer
+/// reaches (292,000 years at a million events a second) and still a signed
+/// 64-bit integer for callers whose languages have no unsigned one. A line
+/// claiming a higher seq is damaged or forged, and is left out of the index,
+/// so that the seq after the last indexed one always exists.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// The bytes every line ends with after the signature's 64 hex digits.
 const SIG_TAIL: &[u8] = b"\"}";

@@ -4,9 +4,9 @@
 //!
 //! 1. Every complete line (ending in a newline) is kept, and every record
 //!    that parses is indexed. A line that does not parse, or whose seq does
-//!    not follow the last indexed one, is left where it is and left out of the
-//!    index: damage inside the log is not repaired here but reported by
-//!    verification.
+//!    not follow the last indexed one or is above `MAX_SEQ`, is left where it
+//!    is and left out of the index: damage inside the log is not repaired
+//!    here but reported by verification.
 //! 2. Bytes after the last newline are a torn write (the process or machine
 //!    died mid-`write`). They were never acknowledged: they are appended to
 //!    `audit.log.quarantine` (made durable first) and cut from the log.

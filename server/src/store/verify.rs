@@ -120,7 +120,7 @@ pub(super) fn verify(
         if let Some(skip) = c.skip_to {
             expected = skip;
         } else if let Some((seq, sig)) = c.last {
-            expected = (seq + 1, sig);
+            expected = (seq.saturating_add(1), sig);
         }
     }
     // The range must reach as far as the acknowledged head allows; a range
@@ -266,7 +266,10 @@ fn check(
         Item::Skip { entry } => Checked {
             report: Report::default(),
             last: None,
-            skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+            skip_to: Some((
+                entry.last_seq.saturating_add(1),
+                entry.last_signature.clone(),
+            )),
         },
         Item::Missing { entry } => {
             v.problem(
@@ -285,7 +288,10 @@ fn check(
             Checked {
                 report,
                 last: None,
-                skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+                skip_to: Some((
+                    entry.last_seq.saturating_add(1),
+                    entry.last_signature.clone(),
+                )),
             }
         }
         Item::Plain { name, file } => {
@@ -443,7 +449,10 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Che
     Checked {
         report,
         last: lines.last,
-        skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+        skip_to: Some((
+            entry.last_seq.saturating_add(1),
+            entry.last_signature.clone(),
+        )),
     }
 }
 
