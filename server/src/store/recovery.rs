@@ -498,6 +498,22 @@ mod tests {
     }
 
     #[test]
+    fn a_line_claiming_seq_u64_max_is_not_indexed() {
+        // The writer continues after the last indexed seq; indexing this
+        // damaged line made that seq + 1 overflow when the store opened.
+        let ls = lines(3, None);
+        let forged = String::from_utf8(ls[2].clone()).unwrap().replacen(
+            "{\"seq\":3,",
+            &format!("{{\"seq\":{},", u64::MAX),
+            1,
+        );
+        let content = [ls[0].as_slice(), &ls[1], forged.as_bytes()].concat();
+        let (dir, r) = scenario(&content);
+        assert_eq!(r.index.last().map(|m| m.seq), Some(2));
+        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), content);
+    }
+
+    #[test]
     fn damage_inside_the_log_is_not_repaired() {
         let ls = lines(5, None);
         let mut content = ls[..2].concat();
