@@ -167,7 +167,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         }),
         limit: 50,
         oldest_first: true,
-        page_token: PageToken::encode(7, 1).into(),
+        page_token: PageToken::encode(7, 1),
     };
     seeds.push((
         "validation",
