@@ -366,7 +366,7 @@ impl<'k> Verifier<'k> {
             );
             // Keep expecting the seq after this one so a single damaged line
             // is not also reported as a gap in the next record.
-            self.expected += 1;
+            self.expected = self.expected.saturating_add(1);
             return None;
         };
         let seq = head.seq;
@@ -476,7 +476,8 @@ impl<'k> Verifier<'k> {
                 report.head_signature.push_str(head.signature);
             }
         }
-        self.expected = self.expected.max(seq + 1);
+        // Saturating: a damaged line may claim seq u64::MAX.
+        self.expected = self.expected.max(seq.saturating_add(1));
         self.prev.clear();
         self.prev.push_str(head.signature);
         Some(seq)
@@ -636,6 +637,22 @@ mod tests {
         let mut lines = log(10);
         lines.truncate(7);
         assert_eq!(check(&lines, 10), vec![(Truncated, 8, 0)]);
+    }
+
+    #[test]
+    fn a_line_claiming_the_last_u64_seq_is_reported_without_overflow() {
+        // `seq + 1` overflowed on a line with seq u64::MAX (a panic with
+        // overflow checks); the line and a damaged one after it are findings.
+        let mut lines = log(2);
+        let text = String::from_utf8(lines[1].clone()).unwrap();
+        lines[1] = text
+            .replacen("{\"seq\":2,", &format!("{{\"seq\":{},", u64::MAX), 1)
+            .into_bytes();
+        lines.push(b"garbage".to_vec());
+        let found = check(&lines, 2);
+        assert!(found.contains(&(BadSignature, u64::MAX, 2)), "{found:?}");
+        assert!(found.contains(&(SeqGap, u64::MAX, 2)), "{found:?}");
+        assert!(found.contains(&(Malformed, u64::MAX, 3)), "{found:?}");
     }
 
     #[test]

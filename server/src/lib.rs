@@ -13,6 +13,8 @@ pub mod alerts;
 pub mod auth;
 pub mod compliance;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod integrity;
 pub mod limits;

@@ -120,11 +120,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, St
 impl AuditService for AuditSvc {
     async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
         let actor = default_actor(&req);
-        let input = req
-            .into_inner()
-            .event
-            .ok_or_else(|| invalid("event", "is required"))?;
-        let event = validate_event(input, "event", &actor)?;
+        let event = validate_log(req.into_inner(), &actor)?;
         let mut receipts = self.append(vec![event]).await?;
         let receipt = receipts.pop().map(receipt_pb);
         Ok(Response::new(pb::LogResponse { receipt }))
@@ -135,44 +131,7 @@ impl AuditService for AuditSvc {
         req: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
         let actor = default_actor(&req);
-        let inputs = req.into_inner().events;
-        if inputs.is_empty() {
-            return Err(invalid("events", "must hold at least one event"));
-        }
-        if inputs.len() > MAX_BATCH {
-            return Err(invalid(
-                "events",
-                &format!(
-                    "holds {} events; a batch holds at most {MAX_BATCH}, split it",
-                    inputs.len()
-                ),
-            ));
-        }
-        let mut details = ErrorDetails::new();
-        let mut events = Vec::with_capacity(inputs.len());
-        for (i, input) in inputs.into_iter().enumerate() {
-            match validate_event(input, &format!("events[{i}]"), &actor) {
-                Ok(e) => events.push(e),
-                Err(violations) => {
-                    for v in violations
-                        .get_error_details()
-                        .bad_request()
-                        .map(|b| b.field_violations.clone())
-                        .unwrap_or_default()
-                    {
-                        details.add_bad_request_violation(v.field, v.description);
-                    }
-                }
-            }
-        }
-        if details.has_bad_request_violations() {
-            let summary = violation_summary(&details);
-            return Err(Status::with_error_details(
-                Code::InvalidArgument,
-                format!("the batch has invalid events, nothing was written: {summary}"),
-                details,
-            ));
-        }
+        let events = validate_batch(req.into_inner().events, &actor)?;
         let receipts = self.append(events).await?;
         Ok(Response::new(pb::LogBatchResponse {
             receipts: receipts.into_iter().map(receipt_pb).collect(),
@@ -183,29 +142,13 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
-        let req = req.into_inner();
-        let filter = self.lead_filter(filter_of(req.filter)?)?;
-        let limit = match req.limit {
-            0 => DEFAULT_QUERY_LIMIT,
-            n if n > MAX_QUERY_LIMIT => {
-                return Err(invalid(
-                    "limit",
-                    &format!("is {n}; at most {MAX_QUERY_LIMIT} per page, use page_token for more"),
-                ));
-            }
-            n => n,
-        } as usize;
-        let order = if req.oldest_first {
-            Order::OldestFirst
-        } else {
-            Order::NewestFirst
-        };
-        let fingerprint = PageToken::fingerprint(&filter, order);
-        let cursor = if req.page_token.is_empty() {
-            None
-        } else {
-            Some(PageToken::decode(&req.page_token, fingerprint)?)
-        };
+        let QueryPlan {
+            filter,
+            order,
+            limit,
+            cursor,
+            fingerprint,
+        } = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
         let store = self.store()?;
         let (records, more) = tokio::task::spawn_blocking(move || {
             let mut metas = store.select(&filter, order, cursor, u64::MAX, limit + 1);
@@ -691,6 +634,108 @@ fn default_actor<T>(req: &Request<T>) -> String {
         .map_or_else(|| "system".to_owned(), |c| c.name.clone())
 }
 
+/// A Query request, checked: what to select and where to resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueryPlan {
+    pub filter: Filter,
+    pub order: Order,
+    /// Records per page, 1 to [`MAX_QUERY_LIMIT`].
+    pub limit: usize,
+    /// The seq the page token resumes after (oldest first) or before.
+    pub cursor: Option<u64>,
+    /// Binds the next page token to this filter and order.
+    pub fingerprint: u64,
+}
+
+/// Checks a Log request.
+pub(crate) fn validate_log(req: pb::LogRequest, default_actor: &str) -> Result<NewEvent, Status> {
+    let input = req.event.ok_or_else(|| invalid("event", "is required"))?;
+    validate_event(input, "event", default_actor)
+}
+
+/// Checks a LogBatch request's events: all of them are valid or none is
+/// written, and every violation of every event is reported.
+pub(crate) fn validate_batch(
+    inputs: Vec<pb::EventInput>,
+    default_actor: &str,
+) -> Result<Vec<NewEvent>, Status> {
+    if inputs.is_empty() {
+        return Err(invalid("events", "must hold at least one event"));
+    }
+    if inputs.len() > MAX_BATCH {
+        return Err(invalid(
+            "events",
+            &format!(
+                "holds {} events; a batch holds at most {MAX_BATCH}, split it",
+                inputs.len()
+            ),
+        ));
+    }
+    let mut details = ErrorDetails::new();
+    let mut events = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        match validate_event(input, &format!("events[{i}]"), default_actor) {
+            Ok(e) => events.push(e),
+            Err(violations) => {
+                for v in violations
+                    .get_error_details()
+                    .bad_request()
+                    .map(|b| b.field_violations.clone())
+                    .unwrap_or_default()
+                {
+                    details.add_bad_request_violation(v.field, v.description);
+                }
+            }
+        }
+    }
+    if details.has_bad_request_violations() {
+        let summary = violation_summary(&details);
+        return Err(Status::with_error_details(
+            Code::InvalidArgument,
+            format!("the batch has invalid events, nothing was written: {summary}"),
+            details,
+        ));
+    }
+    Ok(events)
+}
+
+/// Checks a Query request. `lead_filter` maps the filter before the page
+/// token is bound to it (compliance mode swaps a lead id for its token).
+pub(crate) fn plan_query(
+    req: pb::QueryRequest,
+    lead_filter: impl FnOnce(Filter) -> Result<Filter, Status>,
+) -> Result<QueryPlan, Status> {
+    let filter = lead_filter(filter_of(req.filter)?)?;
+    let limit = match req.limit {
+        0 => DEFAULT_QUERY_LIMIT,
+        n if n > MAX_QUERY_LIMIT => {
+            return Err(invalid(
+                "limit",
+                &format!("is {n}; at most {MAX_QUERY_LIMIT} per page, use page_token for more"),
+            ));
+        }
+        n => n,
+    } as usize;
+    let order = if req.oldest_first {
+        Order::OldestFirst
+    } else {
+        Order::NewestFirst
+    };
+    let fingerprint = PageToken::fingerprint(&filter, order);
+    let cursor = if req.page_token.is_empty() {
+        None
+    } else {
+        Some(PageToken::decode(&req.page_token, fingerprint)?)
+    };
+    Ok(QueryPlan {
+        filter,
+        order,
+        limit,
+        cursor,
+        fingerprint,
+    })
+}
+
 /// Checks one event; `path` names it in violations (`event`, `events[3]`).
 fn validate_event(
     input: pb::EventInput,
@@ -956,33 +1001,28 @@ fn problem_kind(k: FindingKind) -> pb::ProblemKind {
 /// The opaque `page_token`: the last seq returned and a fingerprint of the
 /// filter and order it belongs to, so a token is not silently reused with a
 /// different query.
-struct PageToken;
+pub(crate) struct PageToken;
 
 impl PageToken {
-    fn fingerprint(filter: &Filter, order: Order) -> u64 {
+    pub(crate) fn fingerprint(filter: &Filter, order: Order) -> u64 {
         let digest = sha2::Sha256::digest(format!("{filter:?}{order:?}").as_bytes());
         let mut first = [0u8; 8];
         first.copy_from_slice(&digest[..8]);
         u64::from_be_bytes(first)
     }
 
-    fn encode(seq: u64, fingerprint: u64) -> String {
+    pub(crate) fn encode(seq: u64, fingerprint: u64) -> String {
         format!("p1{seq:016x}{fingerprint:016x}")
     }
 
-    fn decode(token: &str, fingerprint: u64) -> Result<u64, Status> {
-        let bad = || {
+    /// The seq a token resumes from, if it was issued for `fingerprint`.
+    pub(crate) fn decode(token: &str, fingerprint: u64) -> Result<u64, Status> {
+        let (seq, fp) = PageToken::parse(token).ok_or_else(|| {
             invalid(
                 "page_token",
                 "is not a token this server issued; pass next_page_token unchanged",
             )
-        };
-        let rest = token
-            .strip_prefix("p1")
-            .filter(|r| r.len() == 32)
-            .ok_or_else(bad)?;
-        let seq = u64::from_str_radix(&rest[..16], 16).map_err(|_| bad())?;
-        let fp = u64::from_str_radix(&rest[16..], 16).map_err(|_| bad())?;
+        })?;
         if fp != fingerprint {
             return Err(invalid(
                 "page_token",
@@ -990,6 +1030,19 @@ impl PageToken {
             ));
         }
         Ok(seq)
+    }
+
+    /// The seq and fingerprint a token holds, if it has the token layout.
+    pub(crate) fn parse(token: &str) -> Option<(u64, u64)> {
+        // Only the lowercase hex digits `encode` writes: `from_str_radix`
+        // alone would also take `A-F` and a leading `+`, and slicing at byte
+        // 16 of a non-ASCII string can split a character, which panics.
+        let rest = token.strip_prefix("p1").filter(|r| {
+            r.len() == 32 && r.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })?;
+        let seq = u64::from_str_radix(&rest[..16], 16).ok()?;
+        let fp = u64::from_str_radix(&rest[16..], 16).ok()?;
+        Some((seq, fp))
     }
 }
 
@@ -1020,5 +1073,22 @@ mod tests {
         );
         assert!(PageToken::decode("garbage", fp).is_err());
         assert!(PageToken::decode("p1zzzzzzzzzzzzzzzzzzzzzzzzzzzzzzzz", fp).is_err());
+    }
+
+    #[test]
+    fn page_tokens_are_only_what_encode_writes() {
+        // Found by the page_token fuzz target: a multi-byte character across
+        // byte 16 panicked the slice, and uppercase hex was accepted.
+        let split = format!("p1{}é{}", "0".repeat(15), "0".repeat(15));
+        assert_eq!(split.len(), 34);
+        assert_eq!(PageToken::parse(&split), None);
+        let token = PageToken::encode(0xab, 0xcd);
+        assert_eq!(PageToken::parse(&token), Some((0xab, 0xcd)));
+        assert_eq!(
+            PageToken::parse(&token.to_uppercase().replacen("P1", "p1", 1)),
+            None
+        );
+        let plus = format!("p1+{}", &token[3..]);
+        assert_eq!(PageToken::parse(&plus), None);
     }
 }

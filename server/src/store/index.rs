@@ -4,14 +4,14 @@
 //!
 //! It is rebuilt from the file on start and kept current by the writer, which
 //! adds records only after they are durable, so a reader never sees an event
-//! that could still be lost. Seqs in the index are strictly increasing
-//! (a damaged file's out-of-order records are left out; verification reports
-//! them), and timestamps never decrease, so seq and time ranges are both
-//! binary searches.
+//! that could still be lost. Seqs in the index are strictly increasing and at
+//! most [`MAX_SEQ`] (a damaged file's out-of-order or out-of-range records
+//! are left out; verification reports them), and timestamps never decrease,
+//! so seq and time ranges are both binary searches.
 
 use std::collections::HashMap;
 
-use super::record::Record;
+use super::record::{MAX_SEQ, Record};
 use super::segment::SegmentIndex;
 
 /// A filter over events; every set field must match.
@@ -169,8 +169,8 @@ fn post(lists: &mut Vec<Vec<u64>>, id: u32, seq: u64) {
 
 impl Index {
     /// Adds a committed record stored in `segment` at `offset` with `len`
-    /// bytes (newline included). A record whose seq is not above the last one
-    /// is ignored.
+    /// bytes (newline included). A record whose seq is not above the last one,
+    /// or is above [`MAX_SEQ`], is ignored.
     pub fn add(&mut self, record: &Record, segment: u32, offset: u64, len: u32) {
         let fields = Fields {
             event_type: &record.event_type,
@@ -237,7 +237,7 @@ impl Index {
         offset: u64,
         len: u32,
     ) {
-        if self.metas.last().is_some_and(|m| m.seq >= seq) {
+        if seq > MAX_SEQ || self.metas.last().is_some_and(|m| m.seq >= seq) {
             return;
         }
         let event_type = self.types.intern(fields.event_type);
@@ -598,6 +598,16 @@ mod tests {
 
     fn seqs(metas: &[Meta]) -> Vec<u64> {
         metas.iter().map(|m| m.seq).collect()
+    }
+
+    #[test]
+    fn a_seq_above_max_seq_is_left_out() {
+        let mut idx = index();
+        idx.add(&record(u64::MAX, "x", None, None, 2000), 0, 0, 1);
+        idx.add(&record(MAX_SEQ + 1, "x", None, None, 2000), 0, 0, 1);
+        assert_eq!(idx.last().map(|m| m.seq), Some(100));
+        idx.add(&record(MAX_SEQ, "x", None, None, 2000), 0, 0, 1);
+        assert_eq!(idx.last().map(|m| m.seq), Some(MAX_SEQ));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{format_timestamp, parse_timestamp};
+use super::record::{MAX_SEQ, format_timestamp, parse_timestamp};
 use super::segment::SealedInfo;
 use super::sync_dir;
 use crate::integrity::Keyring;
@@ -123,6 +123,31 @@ impl SegmentEntry {
         }
     }
 
+    /// Checks that the entry names its files the way the sealer does:
+    /// `audit.<stamp>.log.gz` and `audit.<stamp>.idx`, the stamp of ASCII
+    /// letters, digits and dots. Recovery opens and rewrites these files and
+    /// retention deletes them, all relative to the data directory, so a name
+    /// with a `/` or `..`, or naming another file there (`hmac.key`), must
+    /// never get that far, signed or not.
+    fn check_names(&self) -> Result<(), String> {
+        let stem = self
+            .file
+            .strip_prefix("audit.")
+            .and_then(|s| s.strip_suffix(".log.gz"))
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.'));
+        match stem {
+            None => Err(format!(
+                "segment file {:?} is not a name the server gives (audit.<stamp>.log.gz)",
+                self.file
+            )),
+            Some(stem) if self.index != format!("audit.{stem}.idx") => Err(format!(
+                "segment {:?} has index file {:?}, not audit.{stem}.idx",
+                self.file, self.index
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// The time of the newest event, in microseconds.
     pub fn last_micros(&self) -> Option<i64> {
         parse_timestamp(&self.last_timestamp)
@@ -145,7 +170,12 @@ impl Manifest {
             }
             Err(e) => return Err(e.into()),
         };
-        let text = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        Manifest::parse(&bytes, keyring)
+    }
+
+    /// Decodes the bytes of a manifest file and checks its MAC.
+    pub fn parse(bytes: &[u8], keyring: &Keyring) -> Result<Loaded, ManifestError> {
+        let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let Some((content, mac)) = split_mac(text) else {
             return Err(ManifestError::Invalid(
                 "it has no trailing mac field".into(),
@@ -158,6 +188,21 @@ impl Manifest {
         }
         let manifest: Manifest =
             serde_json::from_value(value).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        for entry in &manifest.segments {
+            entry.check_names().map_err(ManifestError::Invalid)?;
+        }
+        let seqs = manifest
+            .segments
+            .iter()
+            .flat_map(|s| [s.first_seq, s.last_seq]);
+        if let Some(seq) = seqs
+            .chain(manifest.purged.as_ref().map(|p| p.through_seq))
+            .find(|&seq| seq > MAX_SEQ)
+        {
+            return Err(ManifestError::Invalid(format!(
+                "it names seq {seq}, above the highest seq a record can have"
+            )));
+        }
         let authentic = keyring
             .get(&manifest.key_id)
             .is_some_and(|key| hex::decode(mac).is_ok_and(|m| key.verify(content, &m)));
@@ -169,6 +214,19 @@ impl Manifest {
 
     /// Replaces the manifest in `dir` atomically, signed with the active key.
     pub fn store(&mut self, dir: &Path, keyring: &Keyring) -> std::io::Result<()> {
+        let bytes = self.to_bytes(keyring)?;
+        let tmp = dir.join(MANIFEST_TMP);
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
+        sync_dir(dir)
+    }
+
+    /// The file's bytes: the manifest signed with the keyring's active key,
+    /// which it then names.
+    pub fn to_bytes(&mut self, keyring: &Keyring) -> std::io::Result<Vec<u8>> {
         let (key_id, key) = keyring.active();
         key_id.clone_into(&mut self.key_id);
         let mut bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
@@ -178,13 +236,7 @@ impl Manifest {
         bytes.extend_from_slice(MAC_HEAD);
         bytes.extend_from_slice(mac.as_bytes());
         bytes.extend_from_slice(b"\"}\n");
-        let tmp = dir.join(MANIFEST_TMP);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
-        sync_dir(dir)
+        Ok(bytes)
     }
 
     /// The entry whose segment file is `file`.
@@ -214,6 +266,7 @@ mod tests {
             version: 1,
             segments: vec![SegmentEntry {
                 file: "audit.x.log.gz".into(),
+                index: "audit.x.idx".into(),
                 first_seq: 1,
                 last_seq: 10,
                 ..SegmentEntry::default()
@@ -247,6 +300,58 @@ mod tests {
         let other = Keyring::new("k1", vec![1; 32]);
         std::fs::write(&path, text).unwrap();
         assert!(!Manifest::load(dir.path(), &other).unwrap().authentic);
+    }
+
+    #[test]
+    fn only_names_the_sealer_gives_are_accepted() {
+        // Found by the manifest fuzz target: any name loaded, so a manifest
+        // edited to name `../x` or `/etc/x` (or `hmac.key`) sent recovery's
+        // index rebuild and retention's deletes outside the segments.
+        let keys = keyring();
+        let cases = [
+            ("audit.x.log.gz", "audit.x.idx", true),
+            (
+                "audit.20260101T000000.000000Z.log.gz",
+                "audit.20260101T000000.000000Z.idx",
+                true,
+            ),
+            ("audit.x.log.gz", "audit.y.idx", false),
+            ("audit.x.log.gz", "../audit.x.idx", false),
+            ("audit.x.log.gz", "audit.x/../../a.idx", false),
+            ("/etc/audit.x.log.gz", "audit.x.idx", false),
+            ("audit.a/b.log.gz", "audit.a/b.idx", false),
+            ("audit...log.gz", "audit...idx", true),
+            ("audit..log.gz", "audit..idx", false),
+            ("audit.log.gz", "audit.idx", false),
+            ("hmac.key", "hmac.key", false),
+            ("", "", false),
+        ];
+        for (file, index, ok) in cases {
+            let mut m = sample();
+            m.segments[0].file = file.into();
+            m.segments[0].index = index.into();
+            let bytes = m.to_bytes(&keys).unwrap();
+            let loaded = Manifest::parse(&bytes, &keys);
+            assert_eq!(loaded.is_ok(), ok, "{file} {index}: {loaded:?}");
+        }
+    }
+
+    #[test]
+    fn seqs_past_max_seq_are_refused() {
+        // The writer continues at the purge's through_seq + 1, which must
+        // exist.
+        let keys = keyring();
+        let mut m = sample();
+        m.purged = Some(Purged {
+            through_seq: u64::MAX,
+            last_signature: String::new(),
+        });
+        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_err());
+        let mut m = sample();
+        m.segments[0].last_seq = MAX_SEQ + 1;
+        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_err());
+        m.segments[0].last_seq = MAX_SEQ;
+        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_ok());
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub use record::{NewEvent, Record};
 pub use retention::{PURGE_EVENT_TYPE, Purge};
 pub use sealer::Sealed;
 pub use verify::Checkpoint;
+// Reached only by `crate::fuzzing`.
+pub(crate) use recovery::recover_summary;
+pub(crate) use verify::{check_gzip_bytes, check_log_bytes};
 
 use crate::integrity::{Keyring, Report};
 use index::Index;

@@ -17,6 +17,7 @@
 //!   followed by `}`. The MAC covers the bytes on disk, so checking it needs no
 //!   JSON canonicalisation and any changed byte is caught.
 //! - `prev` = the previous record's `signature`, 64 zeros for the first record.
+//! - `seq` starts at 1 and never exceeds [`MAX_SEQ`] (2^63 - 1).
 //! - Timestamps are UTC with microseconds and never decrease along `seq`.
 
 use serde::Deserialize;
@@ -28,6 +29,13 @@ use crate::integrity::Keyring;
 
 /// `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The highest seq a record can have, 2^63 - 1: beyond anything the writer
+/// reaches (292,000 years at a million events a second) and still a signed
+/// 64-bit integer for callers whose languages have no unsigned one. A line
+/// claiming a higher seq is damaged or forged, and is left out of the index,
+/// so that the seq after the last indexed one always exists.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// The bytes every line ends with after the signature's 64 hex digits.
 const SIG_TAIL: &[u8] = b"\"}";
@@ -474,7 +482,30 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_number_in_details_reads_back_exactly() {
+        // Found by the validation fuzz target: without serde_json's
+        // float_roundtrip the parser read this back one ulp off, so Query
+        // returned another number than Log was given.
+        let mut details = Map::new();
+        details.insert("x".into(), json!(6.057227193438319e-269));
+        let ev = NewEvent { details, ..event() };
+        let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
+        let parsed = Record::parse(&line[..line.len() - 1]).unwrap();
+        assert_eq!(parsed.details, record.details);
+    }
+
     proptest! {
+        #[test]
+        fn any_finite_number_reads_back_exactly(x in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            let mut details = Map::new();
+            details.insert("x".into(), json!(x));
+            let ev = NewEvent { details, ..event() };
+            let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
+            let parsed = Record::parse(&line[..line.len() - 1]).unwrap();
+            prop_assert_eq!(parsed.details, record.details);
+        }
+
         #[test]
         fn any_flipped_byte_is_detected(pos in 0usize..10_000, bit in 0u8..8) {
             let (_, line) = sealed();

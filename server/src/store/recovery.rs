@@ -4,16 +4,19 @@
 //!
 //! 1. Every complete line (ending in a newline) is kept, and every record
 //!    that parses is indexed. A line that does not parse, or whose seq does
-//!    not follow the last indexed one, is left where it is and left out of the
-//!    index: damage inside the log is not repaired here but reported by
-//!    verification.
+//!    not follow the last indexed one or is above `MAX_SEQ`, is left where it
+//!    is and left out of the index: damage inside the log is not repaired
+//!    here but reported by verification.
 //! 2. Bytes after the last newline are a torn write (the process or machine
 //!    died mid-`write`). They were never acknowledged: they are appended to
 //!    `audit.log.quarantine` (made durable first) and cut from the log.
 //! 3. A batch is all or nothing: the first record of a multi-event batch
 //!    carries `"batch":N`. If the log ends before all N records of its last
 //!    batch, that batch was never acknowledged either, and its records are
-//!    quarantined and cut the same way.
+//!    quarantined and cut the same way. Only a first record whose MAC is
+//!    valid opens a batch: a damaged or forged `"batch":N` could otherwise
+//!    cut acknowledged records after it, so such a line is kept like any
+//!    damaged line, for verification to report.
 //!
 //! Only the end of the log is ever cut, and only what no caller was told was
 //! written: the writer acknowledges a batch after all of it is durable.
@@ -28,7 +31,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::index::Index;
 use super::manifest::{Manifest, SegmentEntry};
-use super::record::Record;
+use super::record::{MacCheck, Record};
 use super::sealer::{self, Job};
 use super::segment::{Chunk, SegmentFile, SegmentIndex};
 use super::{LOG_FILE, QUARANTINE_FILE, StoreError, sync_dir};
@@ -146,7 +149,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
 
     let before = index.last().map(|m| m.seq);
     let (file, len, active_segment) = {
-        let (file, len) = recover_active(dir, &mut index, next_segment)?;
+        let (file, len) = recover_active(dir, &mut index, next_segment, keyring)?;
         let reader = file.try_clone().map_err(io)?;
         let id = add(
             &mut segments,
@@ -182,6 +185,16 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
         manifest,
         pending,
     })
+}
+
+/// Recovers `dir` as [`recover`] does and returns the kept length of the
+/// active file and the highest seq indexed: the fuzzing entry point.
+pub(crate) fn recover_summary(
+    dir: &Path,
+    keyring: &Keyring,
+) -> Result<(u64, Option<u64>), StoreError> {
+    let recovered = recover(dir, keyring)?;
+    Ok((recovered.len, recovered.index.last().map(|m| m.seq)))
 }
 
 /// `audit.<time>.log`, a sealed segment not yet compressed.
@@ -266,7 +279,12 @@ fn scan(file: &File, index: &mut Index, segment: u32) -> std::io::Result<()> {
 /// Recovers the active file (creating it if there is none): indexes its
 /// records as segment `segment`, and cuts and quarantines an unacknowledged
 /// tail. Returns the file, opened for appending, and its kept length.
-fn recover_active(dir: &Path, index: &mut Index, segment: u32) -> Result<(File, u64), StoreError> {
+fn recover_active(
+    dir: &Path,
+    index: &mut Index,
+    segment: u32,
+    keyring: &Keyring,
+) -> Result<(File, u64), StoreError> {
     let path = dir.join(LOG_FILE);
     let io = |source| StoreError::Open {
         path: path.display().to_string(),
@@ -317,7 +335,9 @@ fn recover_active(dir: &Path, index: &mut Index, segment: u32) -> Result<(File, 
                 }
             }
             (Some(record), None) => match record.batch {
-                Some(size) if size > 1 => {
+                Some(size)
+                    if size > 1 && record.check_mac(&line[..n - 1], keyring) == MacCheck::Valid =>
+                {
                     batch = Some(OpenBatch {
                         offset,
                         remaining: size - 1,
@@ -456,6 +476,41 @@ mod tests {
         let ls = lines(6, Some((3, 4)));
         let (_dir, r) = scenario(&ls.concat());
         assert_eq!(r.index.last().map(|m| m.seq), Some(6));
+    }
+
+    #[test]
+    fn a_damaged_batch_head_does_not_cut_what_follows() {
+        // Found by the recovery fuzz target: a batch's first record whose
+        // bytes changed (MAC invalid) still opened the batch, so the log
+        // ending early cut the records after it, valid ones included.
+        let ls = lines(5, Some((3, 4)));
+        let mut head = ls[2].clone();
+        let at = head.len() - 10;
+        head[at] = if head[at] == b'a' { b'b' } else { b'a' };
+        let mut content = ls[..2].concat();
+        content.extend_from_slice(&head);
+        content.extend_from_slice(&ls[3..].concat());
+        let (dir, r) = scenario(&content);
+        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), content);
+        assert_eq!(r.len, content.len() as u64);
+        assert!(!dir.path().join(QUARANTINE_FILE).exists());
+        assert_eq!(r.index.last().map(|m| m.seq), Some(5));
+    }
+
+    #[test]
+    fn a_line_claiming_seq_u64_max_is_not_indexed() {
+        // The writer continues after the last indexed seq; indexing this
+        // damaged line made that seq + 1 overflow when the store opened.
+        let ls = lines(3, None);
+        let forged = String::from_utf8(ls[2].clone()).unwrap().replacen(
+            "{\"seq\":3,",
+            &format!("{{\"seq\":{},", u64::MAX),
+            1,
+        );
+        let content = [ls[0].as_slice(), &ls[1], forged.as_bytes()].concat();
+        let (dir, r) = scenario(&content);
+        assert_eq!(r.index.last().map(|m| m.seq), Some(2));
+        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), content);
     }
 
     #[test]

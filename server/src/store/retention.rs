@@ -158,7 +158,7 @@ pub(super) fn purge_point(shared: &Shared) -> Result<Option<(u64, String)>, Stor
     let signature =
         field(&record.details, "last_signature").and_then(|v| v.as_str().map(str::to_owned));
     match (through, signature) {
-        (Some(t), Some(s)) => Ok(Some((t + 1, s))),
+        (Some(t), Some(s)) => Ok(Some((t.saturating_add(1), s))),
         _ => Err(StoreError::Corrupt {
             seq: record.seq,
             reason: "a purge record lacks through_seq or last_signature".into(),

@@ -120,7 +120,7 @@ pub(super) fn verify(
         if let Some(skip) = c.skip_to {
             expected = skip;
         } else if let Some((seq, sig)) = c.last {
-            expected = (seq + 1, sig);
+            expected = (seq.saturating_add(1), sig);
         }
     }
     // The range must reach as far as the acknowledged head allows; a range
@@ -266,7 +266,10 @@ fn check(
         Item::Skip { entry } => Checked {
             report: Report::default(),
             last: None,
-            skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+            skip_to: Some((
+                entry.last_seq.saturating_add(1),
+                entry.last_signature.clone(),
+            )),
         },
         Item::Missing { entry } => {
             v.problem(
@@ -285,7 +288,10 @@ fn check(
             Checked {
                 report,
                 last: None,
-                skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+                skip_to: Some((
+                    entry.last_seq.saturating_add(1),
+                    entry.last_signature.clone(),
+                )),
             }
         }
         Item::Plain { name, file } => {
@@ -356,7 +362,24 @@ fn read_lines(
     }
 }
 
-fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: &File) -> Checked {
+/// Verifies `bytes` as a log of its own from seq 1, the way [`verify`]
+/// reads a plain segment: the fuzzing entry point.
+pub(crate) fn check_log_bytes(bytes: &[u8], keyring: &Keyring) -> Report {
+    let none = HashMap::new();
+    let mut v = Verifier::new(keyring, &none, 1, GENESIS);
+    v.segment_read();
+    read_lines(&mut v, LOG_FILE, bytes, None);
+    v.finish()
+}
+
+/// Verifies `bytes` as the compressed segment `entry` describes: the
+/// fuzzing entry point.
+pub(crate) fn check_gzip_bytes(bytes: &[u8], entry: &SegmentEntry, keyring: &Keyring) -> Report {
+    let none = HashMap::new();
+    check_gzip(Verifier::unanchored(keyring, &none), entry, bytes).report
+}
+
+fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Checked {
     v.segment_read();
     let name = &entry.file;
     let mut hashing = Hashing {
@@ -426,17 +449,20 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: &File) -> Checked
     Checked {
         report,
         last: lines.last,
-        skip_to: Some((entry.last_seq + 1, entry.last_signature.clone())),
+        skip_to: Some((
+            entry.last_seq.saturating_add(1),
+            entry.last_signature.clone(),
+        )),
     }
 }
 
 /// A reader that hashes what passes through it.
-struct Hashing<'a> {
-    inner: &'a File,
+struct Hashing<R> {
+    inner: R,
     hasher: Sha256,
 }
 
-impl Read for Hashing<'_> {
+impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
