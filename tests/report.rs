@@ -9,7 +9,7 @@
 //! `target/report-screenshots/` for a person to look at.
 //!
 //! Without `/usr/bin/chromium` the rendering tests print why they did not
-//! run, unless `AUDITLOG_REQUIRE_CHROMIUM=1` (CI), where that is a failure.
+//! run, unless `REQUIRE_CHROMIUM=1` (CI), where that is a failure.
 //! The CLI's argument errors are checked without a browser.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
@@ -128,12 +128,12 @@ fn chromium() -> Option<PathBuf> {
         return Some(PathBuf::from(CHROMIUM));
     }
     assert!(
-        std::env::var("AUDITLOG_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
-        "AUDITLOG_REQUIRE_CHROMIUM=1 but {CHROMIUM} is missing (apt-get install chromium)"
+        std::env::var("REQUIRE_CHROMIUM").as_deref() != Ok("1"),
+        "REQUIRE_CHROMIUM=1 but {CHROMIUM} is missing (apt-get install chromium)"
     );
     eprintln!(
         "SKIPPED: {CHROMIUM} is not installed, so the reports were not rendered \
-         (apt-get install chromium; set AUDITLOG_REQUIRE_CHROMIUM=1 to make this a failure)"
+         (apt-get install chromium; set REQUIRE_CHROMIUM=1 to make this a failure)"
     );
     None
 }
