@@ -41,11 +41,14 @@ use sha2::{Digest as _, Sha256};
 use super::record::IndexFields;
 
 /// Plain bytes per gzip member: small enough that reading one record
-/// decompresses little, large enough to compress well. A lead's history
-/// touches one member per record (a lead's events are spread over the log),
-/// so this sets its cost: on realistic records 4 KiB members compress about
-/// 3.1x and inflate in about a quarter of the time of 16 KiB ones (4.0x).
-pub const CHUNK_BYTES: usize = 4 * 1024;
+/// decompresses little, large enough to compress well and inflate fast. A
+/// lead's history touches one member per record (a lead's events are spread
+/// over the log), while verification inflates every member: on realistic
+/// records, 16 KiB members compress 4.3x but make a history of 190 events
+/// cost about 8 ms; 4 KiB ones compress 3.2x and inflate at half the speed
+/// (verification fell to 0.9 M events/s); 8 KiB compress 3.8x and keep
+/// verification over 1 M events/s (BENCHMARKS.md).
+pub const CHUNK_BYTES: usize = 8 * 1024;
 
 const IDX_MAGIC: &[u8; 8] = b"ALIDX001";
 
@@ -552,6 +555,191 @@ fn read_member_general(compressed: &[u8], whole: usize, need: usize) -> std::io:
     Ok(plain)
 }
 
+/// Reads a multi-member gzip stream as one stream of plain bytes, as
+/// `zcat` does (and `flate2`'s `MultiGzDecoder`), with one raw inflate state
+/// reused for every member: a sealed segment holds a member per few KiB of
+/// lines, so per-member setup would otherwise be a large part of reading it.
+/// Each member's CRC and length are checked; a stream that ends inside a
+/// member is an error.
+pub struct Members<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    inflate: Decompress,
+    in_member: bool,
+    crc: Crc,
+}
+
+impl<R: Read> Members<R> {
+    pub fn new(inner: R) -> Members<R> {
+        Members {
+            inner,
+            buf: vec![0u8; 256 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            inflate: Decompress::new(false),
+            in_member: false,
+            crc: Crc::new(),
+        }
+    }
+
+    /// The reader it was built on.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Makes at least `k` unread bytes available; false at the end of the
+    /// input with fewer.
+    fn fill(&mut self, k: usize) -> std::io::Result<bool> {
+        while self.end - self.start < k {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                // Only a header field longer than the buffer gets here.
+                return Err(invalid("a gzip header field is too long"));
+            }
+            let n = self.inner.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.end += n;
+        }
+        Ok(true)
+    }
+
+    /// Skips a zero-terminated header field.
+    fn skip_zero_terminated(&mut self) -> std::io::Result<()> {
+        loop {
+            if !self.fill(1)? {
+                return Err(truncated());
+            }
+            let b = self.buf[self.start];
+            self.start += 1;
+            if b == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads a member header; false at a clean end of the stream.
+    fn header(&mut self) -> std::io::Result<bool> {
+        if !self.fill(10)? {
+            return if self.start == self.end {
+                Ok(false)
+            } else {
+                Err(truncated())
+            };
+        }
+        let h = &self.buf[self.start..self.start + 10];
+        if h[..3] != GZIP_HEADER[..3] {
+            return Err(invalid("not a gzip member"));
+        }
+        let flags = h[3];
+        self.start += 10;
+        if flags & 0x04 != 0 {
+            // FEXTRA: two bytes of length, then that many bytes.
+            if !self.fill(2)? {
+                return Err(truncated());
+            }
+            let len = usize::from(u16::from_le_bytes([
+                self.buf[self.start],
+                self.buf[self.start + 1],
+            ]));
+            self.start += 2;
+            if !self.fill(len)? {
+                return Err(truncated());
+            }
+            self.start += len;
+        }
+        if flags & 0x08 != 0 {
+            self.skip_zero_terminated()?; // FNAME
+        }
+        if flags & 0x10 != 0 {
+            self.skip_zero_terminated()?; // FCOMMENT
+        }
+        if flags & 0x02 != 0 {
+            // FHCRC
+            if !self.fill(2)? {
+                return Err(truncated());
+            }
+            self.start += 2;
+        }
+        self.inflate.reset(false);
+        self.crc.reset();
+        self.in_member = true;
+        Ok(true)
+    }
+
+    fn trailer(&mut self) -> std::io::Result<()> {
+        if !self.fill(8)? {
+            return Err(truncated());
+        }
+        let t = &self.buf[self.start..self.start + 8];
+        let crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+        let size = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
+        if crc != self.crc.sum() || size != self.crc.amount() {
+            return Err(invalid(
+                "a gzip member's CRC or length does not match its contents",
+            ));
+        }
+        self.start += 8;
+        self.in_member = false;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Members<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_member && !self.header()? {
+                return Ok(0);
+            }
+            if self.start == self.end && !self.fill(1)? {
+                return Err(truncated());
+            }
+            let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
+            let status = self
+                .inflate
+                .decompress(&self.buf[self.start..self.end], out, FlushDecompress::None)
+                .map_err(|e| invalid(&format!("not valid deflate data ({e})")))?;
+            let used = (self.inflate.total_in() - in_before) as usize;
+            let n = (self.inflate.total_out() - out_before) as usize;
+            self.start += used;
+            self.crc.update(&out[..n]);
+            if status == Status::StreamEnd {
+                self.trailer()?;
+            } else if used == 0 && n == 0 {
+                // The inflater wants more input than is buffered.
+                let have = self.end - self.start;
+                if !self.fill(have + 1)? {
+                    return Err(truncated());
+                }
+            }
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+}
+
+fn truncated() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the gzip stream ends inside a member",
+    )
+}
+
 /// SHA-256 of a file, as hex.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
@@ -698,6 +886,67 @@ mod tests {
         };
         assert!(read_chunk(&file, &longer).is_err());
         assert!(read_chunk_prefix(&file, &longer, longer.plain as usize - 1).is_ok());
+    }
+
+    /// The member reader gives what `zcat` gives, whatever the read sizes,
+    /// also across members with header fields; a cut or a bad CRC is an
+    /// error, never short or wrong data.
+    #[test]
+    fn members_read_like_zcat_and_refuse_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, gz, idx) = (
+            dir.path().join("s.log"),
+            dir.path().join("s.log.gz"),
+            dir.path().join("s.idx"),
+        );
+        let lines = write_plain(&plain, 400);
+        compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
+        let mut bytes = std::fs::read(&gz).unwrap();
+        // A member from another writer, with a name and a comment.
+        let mut enc = flate2::GzBuilder::new()
+            .filename("x.log")
+            .comment("c")
+            .extra(vec![1, 2, 3])
+            .write(Vec::new(), Compression::default());
+        enc.write_all(b"{\"more\":1}\n").unwrap();
+        bytes.extend(enc.finish().unwrap());
+        let mut expected = lines.concat();
+        expected.extend_from_slice(b"{\"more\":1}\n");
+
+        for step in [1usize, 7, 4096, 1 << 20] {
+            let mut r = Members::new(bytes.as_slice());
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; step];
+            loop {
+                let n = r.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert_eq!(got, expected, "read {step} at a time");
+        }
+
+        for cut in [1, 9, 30, bytes.len() / 2, bytes.len() - 1] {
+            let mut out = Vec::new();
+            let r = Members::new(&bytes[..cut]).read_to_end(&mut out);
+            assert!(r.is_err(), "cut at {cut} read as whole");
+        }
+        let mut bad_crc = std::fs::read(&gz).unwrap();
+        let n = bad_crc.len();
+        bad_crc[n - 6] ^= 1;
+        let mut out = Vec::new();
+        assert!(
+            Members::new(bad_crc.as_slice())
+                .read_to_end(&mut out)
+                .is_err()
+        );
+        let mut out = Vec::new();
+        assert!(
+            Members::new(&b"not gzip at all"[..])
+                .read_to_end(&mut out)
+                .is_err()
+        );
     }
 
     #[test]

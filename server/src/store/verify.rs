@@ -386,7 +386,7 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Che
         inner: file,
         hasher: Sha256::new(),
     };
-    let decoder = flate2::read::MultiGzDecoder::new(&mut hashing);
+    let decoder = super::segment::Members::new(&mut hashing);
     let lines = read_lines(
         &mut v,
         name,
