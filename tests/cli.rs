@@ -20,13 +20,11 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, pb};
-use common::{TestServer, edit_line, read_lines, tamper, workspace_bin};
+use common::{TestServer, cli_bin, edit_line, read_all, read_lines, run_to_end, tamper};
 use serde_json::{Value, json};
 
 /// How long one run of the CLI may take before the test fails as a hang.
@@ -40,21 +38,7 @@ const DEAD_URL: &str = "http://127.0.0.1:1";
 // Running the binary
 // ---------------------------------------------------------------------------
 
-/// The `auditlog` binary. `cargo test --workspace` builds every member's
-/// binaries before running tests, so it is current; run alone, the test
-/// builds it if it is missing.
-fn cli_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("auditlog-client", "auditlog"))
-}
-
-/// What one run of the CLI did.
-#[derive(Debug)]
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use common::Finished as Output;
 
 impl Output {
     /// Asserts success and parses stdout as one JSON value.
@@ -109,41 +93,7 @@ async fn auditlog_at(url: &str, args: &[&str]) -> Output {
 /// Runs the binary with exactly `args` and the extra `env`, in a blocking
 /// task so the in-process server keeps serving.
 async fn run_cli(args: Vec<String>, env: Vec<(String, String)>) -> Output {
-    let bin = cli_bin();
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(bin)
-            .args(&args)
-            .env_remove("AUDITLOG_SERVER")
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LOG")
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = read_all(child.stdout.take().unwrap());
-        let stderr = read_all(child.stderr.take().unwrap());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > RUN_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("auditlog {args:?} did not exit within {RUN_DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        Output {
-            code: status.code().unwrap_or(-1),
-            stdout: stdout.join().unwrap(),
-            stderr: stderr.join().unwrap(),
-        }
-    })
-    .await
-    .unwrap()
+    run_to_end(cli_bin().to_path_buf(), args, env, RUN_DEADLINE).await
 }
 
 /// Runs `auditlog --server <server> ARGS | head -c 100`: reads the first
@@ -191,14 +141,6 @@ async fn auditlog_into_closed_pipe(server: &TestServer, args: &[&str]) -> Output
 }
 
 /// Reads a pipe to its end on a thread.
-fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
 /// A long-running `auditlog` (tail): its stdout and stderr arrive line by
 /// line; dropping it kills the process.
 struct Running {

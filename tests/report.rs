@@ -18,12 +18,11 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, pb};
-use common::{TEST_KEY, TestServer, hmac_hex, with_test_key, workspace_bin};
+use auditlog_server::store::record::format_timestamp;
+use common::{TEST_KEY, TestServer, cli_bin, hmac_hex, run_to_end, signed, with_test_key};
 use time::OffsetDateTime;
 
 /// How long one run of the CLI or the browser may take before the test fails
@@ -44,64 +43,11 @@ const HOSTILE_MESSAGE: &str = "</td></tr></table><script>alert(4)</script><a hre
 // Running the CLI and the browser
 // ---------------------------------------------------------------------------
 
-fn cli_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| workspace_bin("auditlog-client", "auditlog"))
-}
+use common::Finished as Output;
 
-#[derive(Debug)]
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `program ARGS` to its end (in a blocking task, so an in-process
-/// server keeps serving), failing the test if it outlives the deadline.
+/// Runs `program ARGS` to its end, failing the test if it hangs.
 async fn run(program: PathBuf, args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(&program)
-            .args(&args)
-            .env_remove("AUDITLOG_SERVER")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-        let stdout = read_all(child.stdout.take().unwrap());
-        let stderr = read_all(child.stderr.take().unwrap());
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > RUN_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{} {args:?} did not exit within {RUN_DEADLINE:?}",
-                    program.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Output {
-            code: status.code().unwrap_or(-1),
-            stdout: stdout.join().unwrap(),
-            stderr: stderr.join().unwrap(),
-        }
-    })
-    .await
-    .unwrap()
-}
-
-fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    run_to_end(program, args, Vec::new(), RUN_DEADLINE).await
 }
 
 /// Runs `auditlog --server URL ARGS`.
@@ -1007,15 +953,15 @@ fn write_log(path: &Path, events: &[Past]) -> Vec<Logged> {
         let seq = i as u64 + 1;
         let unsigned = format!(
             r#"{{"seq":{seq},"id":"00000000-0000-7000-8000-{seq:012}","timestamp":"{}","event_type":"{}","actor":"system","lead_id":{},"workflow":{},"details":{},"key_id":"k1","prev":"{prev}"}}"#,
-            micros_text(e.at),
+            format_timestamp((e.at.unix_timestamp_nanos() / 1000) as i64),
             e.event_type,
             opt(&e.lead),
             opt(e.workflow),
             e.details,
         );
         let signature = hmac_hex(TEST_KEY.as_bytes(), unsigned.as_bytes());
-        let body = unsigned.strip_suffix('}').unwrap();
-        text.push_str(&format!("{body},\"signature\":\"{signature}\"}}\n"));
+        text.push_str(&signed(&unsigned, &signature));
+        text.push('\n');
         prev = signature;
         logged.push(Logged {
             seq,
@@ -1030,20 +976,6 @@ fn write_log(path: &Path, events: &[Past]) -> Vec<Logged> {
     }
     std::fs::write(path, text).unwrap();
     logged
-}
-
-/// `2026-11-09T08:00:00.000000Z`.
-fn micros_text(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.microsecond()
-    )
 }
 
 /// A log written over a past week: the weekly report puts each event on

@@ -32,7 +32,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::ops::Range;
@@ -45,7 +45,7 @@ use std::time::Duration;
 use auditlog_client::pb::{self, ProblemKind};
 use auditlog_client::{Client, NewEvent, Query};
 use auditlog_server::Config;
-use common::{ServerProcess, TEST_KEY, TestServer, all_events, workspace_bin};
+use common::{ServerProcess, TEST_KEY, TestServer, all_events, assert_whole, workspace_bin};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::time::timeout;
@@ -1265,24 +1265,9 @@ async fn kill_9_during_rotations_loses_nothing_and_finishes_them_on_start() {
 
     let server = spawn_tiny(dir).await;
     let client = Client::connect(&server.url).await.unwrap();
-    let events = all_events(&client).await;
-    let head = events.len() as u64;
-    assert_eq!(seqs(&events), (1..=head).collect::<Vec<_>>());
-    let by_seq: HashMap<u64, &pb::Event> = events.iter().map(|e| (e.seq, e)).collect();
-    for r in &acked {
-        let e = by_seq
-            .get(&r.seq)
-            .unwrap_or_else(|| panic!("acknowledged seq {} is gone (head {head})", r.seq));
-        assert_eq!(
-            (&e.id, &e.signature),
-            (&r.id, &r.signature),
-            "seq {}",
-            r.seq
-        );
-    }
-    let report = client.verify().await.unwrap();
-    assert!(report.ok, "{:?}", report.problems);
-    assert_eq!(report.events_checked, head);
+    // Contiguous seqs, every acknowledged receipt in place, verification
+    // clean.
+    let head = assert_whole(&client, &acked).await.len() as u64;
 
     // The sealer finishes what the crash interrupted, leaving no temporary
     // file behind (those of the crash are removed on start; the sealer's own

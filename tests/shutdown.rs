@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, Query, pb};
-use common::{ServerProcess, assert_whole};
+use common::{ServerProcess, assert_whole, small_window_client};
 use futures::StreamExt as _;
 use tokio::task::JoinHandle;
 
@@ -217,19 +217,6 @@ async fn sigterm_under_load_drains_and_exits_0_with_every_acknowledged_event_dur
         }
         assert!(seen.len() <= events.len());
     }
-}
-
-/// A client whose HTTP/2 windows are the protocol's smallest default, so a
-/// stream it does not read stops the server's sending after 64 KiB.
-async fn small_window_client(url: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    Client::from_channel(channel)
 }
 
 /// The scenario of a second signal: a drain held open by an export nobody

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use auditlog_client::{Client, EventStream, NewEvent, Query, pb};
 use auditlog_server::store::Durability;
-use common::TestServer;
+use common::{TestServer, small_window_client};
 use futures::StreamExt as _;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -224,20 +224,6 @@ async fn follow_sends_history_then_live_with_no_gap_or_duplicate_while_writers_r
         matching(&client, Query::new()).await,
         (1..=sentinel.seq).collect::<Vec<_>>()
     );
-}
-
-/// A client whose HTTP/2 flow-control window is small (64 KiB), so that an
-/// unread stream backs up into the server after a few hundred events
-/// instead of the 2 MiB the default window would first absorb.
-async fn small_window_client(url: &str) -> Client {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .unwrap()
-        .initial_stream_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .connect()
-        .await
-        .unwrap();
-    Client::from_channel(channel)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

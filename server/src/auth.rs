@@ -21,10 +21,11 @@
 //! writes unless the caller names one.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+
+use crate::gate::{Admit, Gate};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -237,55 +238,24 @@ fn required_roles(path: &str) -> &'static [Role] {
 }
 
 impl<S> tower::Layer<S> for AuthLayer {
-    type Service = Auth<S>;
+    type Service = Gate<S, AuthLayer>;
 
-    fn layer(&self, inner: S) -> Auth<S> {
-        Auth {
-            inner,
-            layer: self.clone(),
-        }
+    fn layer(&self, inner: S) -> Gate<S, AuthLayer> {
+        Gate::new(inner, self.clone())
     }
 }
 
-/// The service [`AuthLayer`] wraps around the router.
-#[derive(Debug, Clone)]
-pub struct Auth<S> {
-    inner: S,
-    layer: AuthLayer,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for Auth<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = futures::future::Either<
-        S::Future,
-        std::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+impl Admit for AuthLayer {
+    /// Checks the bearer token and leaves the [`Caller`] on the request.
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
         let header = req
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        match self.layer.check(req.uri().path(), header) {
-            Ok(caller) => {
-                if let Some(caller) = caller {
-                    req.extensions_mut().insert(caller);
-                }
-                futures::future::Either::Left(self.inner.call(req))
-            }
-            Err(status) => {
-                futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
-            }
+        if let Some(caller) = self.check(req.uri().path(), header)? {
+            req.extensions_mut().insert(caller);
         }
+        Ok(())
     }
 }
 

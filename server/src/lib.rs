@@ -15,6 +15,7 @@ pub mod compliance;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod gate;
 pub mod hub;
 pub mod integrity;
 pub mod limits;

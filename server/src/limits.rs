@@ -29,6 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::auth::{Caller, TokenConfig};
+use crate::gate::{Admit, Gate};
 
 /// The in-flight cap, as a tower layer over the whole router.
 #[derive(Debug, Clone)]
@@ -237,49 +238,16 @@ impl RateLayer {
 }
 
 impl<S> tower::Layer<S> for RateLayer {
-    type Service = RateLimit<S>;
+    type Service = Gate<S, RateLayer>;
 
-    fn layer(&self, inner: S) -> RateLimit<S> {
-        RateLimit {
-            inner,
-            layer: self.clone(),
-        }
+    fn layer(&self, inner: S) -> Gate<S, RateLayer> {
+        Gate::new(inner, self.clone())
     }
 }
 
-/// The service [`RateLayer`] wraps around the router.
-#[derive(Debug, Clone)]
-pub struct RateLimit<S> {
-    inner: S,
-    layer: RateLayer,
-}
-
-impl<S, B> tower::Service<http::Request<B>> for RateLimit<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = futures::future::Either<
-        S::Future,
-        std::future::Ready<Result<http::Response<tonic::body::Body>, S::Error>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        match self
-            .layer
-            .check(req.uri().path(), req.extensions().get::<Caller>())
-        {
-            Ok(()) => futures::future::Either::Left(self.inner.call(req)),
-            Err(status) => {
-                futures::future::Either::Right(std::future::ready(Ok(status.into_http())))
-            }
-        }
+impl Admit for RateLayer {
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
+        self.check(req.uri().path(), req.extensions().get::<Caller>())
     }
 }
 

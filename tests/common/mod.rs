@@ -406,7 +406,7 @@ pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
 }
 
 /// The record line whose signature covers `unsigned` and is `signature`.
-fn signed(unsigned: &str, signature: &str) -> String {
+pub fn signed(unsigned: &str, signature: &str) -> String {
     let body = unsigned.strip_suffix('}').unwrap();
     format!("{body}{SIG_HEAD}{signature}\"}}")
 }
@@ -446,3 +446,89 @@ pub fn with_test_key(config: &mut Config) {
 /// SMTP and HTTP endpoints that can fail, go down and come back (alerts.rs,
 /// webhooks.rs).
 pub mod endpoints;
+
+/// The `auditlog` CLI binary (built if missing, as [`workspace_bin`] does).
+pub fn cli_bin() -> &'static Path {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("auditlog-client", "auditlog"))
+}
+
+/// What one run of a program did.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `program ARGS` with `env` added to its end (in a blocking task, so an
+/// in-process server keeps serving), failing the test as a hang if it
+/// outlives `deadline`. `AUDITLOG_SERVER`, `RUST_BACKTRACE` and `RUST_LOG`
+/// are not passed on, so the caller's shell cannot change what is tested.
+pub async fn run_to_end(
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    deadline: Duration,
+) -> Finished {
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(&program)
+            .args(&args)
+            .env_remove("AUDITLOG_SERVER")
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LOG")
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let stdout = read_all(child.stdout.take().unwrap());
+        let stderr = read_all(child.stderr.take().unwrap());
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} {args:?} did not exit within {deadline:?}",
+                    program.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        Finished {
+            code: status.code().unwrap_or(-1),
+            stdout: stdout.join().unwrap(),
+            stderr: stderr.join().unwrap(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Reads a pipe to its end on a thread of its own.
+pub fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// A client whose HTTP/2 flow-control windows are the protocol's smallest
+/// default (64 KiB), so a stream it does not read backs up into the server
+/// after a few hundred events instead of the 2 MiB a default window absorbs.
+pub async fn small_window_client(url: &str) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    Client::from_channel(channel)
+}

@@ -44,10 +44,11 @@ use super::record::IndexFields;
 /// decompresses little, large enough to compress well and inflate fast. A
 /// lead's history touches one member per record (a lead's events are spread
 /// over the log), while verification inflates every member: on realistic
-/// records, 16 KiB members compress 4.3x but make a history of 190 events
-/// cost about 8 ms; 4 KiB ones compress 3.2x and inflate at half the speed
-/// (verification fell to 0.9 M events/s); 8 KiB compress 3.8x and keep
-/// verification over 1 M events/s (BENCHMARKS.md).
+/// records, 16 KiB members compress 4.3x (a history of 190 events took about
+/// 8 ms then, when reads still inflated whole members on one thread); 4 KiB
+/// ones compress 3.2x, inflate at half the speed and were no faster for
+/// histories (verification fell to 0.9 M events/s); 8 KiB compress 3.8x and
+/// keep verification over 1 M events/s (BENCHMARKS.md).
 pub const CHUNK_BYTES: usize = 8 * 1024;
 
 const IDX_MAGIC: &[u8; 8] = b"ALIDX001";
@@ -785,16 +786,46 @@ mod tests {
         lines
     }
 
-    #[test]
-    fn compressed_segment_keeps_every_byte_and_indexes_every_record() {
+    /// `n` records written plain and compressed in a temp dir.
+    struct Compressed {
+        /// Holds the files: bind it, or they are gone.
+        dir: tempfile::TempDir,
+        gz: std::path::PathBuf,
+        idx: std::path::PathBuf,
+        lines: Vec<Vec<u8>>,
+        info: SealedInfo,
+        index: SegmentIndex,
+    }
+
+    fn compressed(n: u64) -> Compressed {
         let dir = tempfile::tempdir().unwrap();
         let (plain, gz, idx) = (
             dir.path().join("s.log"),
             dir.path().join("s.log.gz"),
             dir.path().join("s.idx"),
         );
-        let lines = write_plain(&plain, 500);
+        let lines = write_plain(&plain, n);
         let (info, index) = compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
+        Compressed {
+            dir,
+            gz,
+            idx,
+            lines,
+            info,
+            index,
+        }
+    }
+
+    #[test]
+    fn compressed_segment_keeps_every_byte_and_indexes_every_record() {
+        let Compressed {
+            dir: _dir,
+            gz,
+            idx,
+            lines,
+            info,
+            index,
+        } = compressed(500);
         assert!(index.chunks.len() > 1, "expected several gzip members");
         assert_eq!((info.first_seq, info.last_seq, info.events), (1, 500, 500));
         assert_eq!(info.first_prev, GENESIS);
@@ -826,14 +857,13 @@ mod tests {
     /// file name in its header) gives the line; a flipped byte is an error.
     #[test]
     fn chunks_read_whole_or_in_part_and_damage_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let (plain, gz, idx) = (
-            dir.path().join("s.log"),
-            dir.path().join("s.log.gz"),
-            dir.path().join("s.idx"),
-        );
-        let lines = write_plain(&plain, 300);
-        let (_, index) = compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
+        let Compressed {
+            dir,
+            gz,
+            lines,
+            index,
+            ..
+        } = compressed(300);
         let file = File::open(&gz).unwrap();
         for row in &index.rows {
             let chunk = &index.chunks[row.chunk as usize];
@@ -893,14 +923,12 @@ mod tests {
     /// error, never short or wrong data.
     #[test]
     fn members_read_like_zcat_and_refuse_damage() {
-        let dir = tempfile::tempdir().unwrap();
-        let (plain, gz, idx) = (
-            dir.path().join("s.log"),
-            dir.path().join("s.log.gz"),
-            dir.path().join("s.idx"),
-        );
-        let lines = write_plain(&plain, 400);
-        compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
+        let Compressed {
+            dir: _dir,
+            gz,
+            lines,
+            ..
+        } = compressed(400);
         let mut bytes = std::fs::read(&gz).unwrap();
         // A member from another writer, with a name and a comment.
         let mut enc = flate2::GzBuilder::new()

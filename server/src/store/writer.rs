@@ -24,7 +24,7 @@
 //! so the data is never re-synced as if nothing happened; every later write
 //! fails until a restart recovers from what is on disk.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -104,11 +104,9 @@ pub(super) struct Writer {
     sealer: std::sync::mpsc::Sender<Job>,
     syncer: SyncSender<ToSyncer>,
     shared: Arc<Shared>,
-    /// Idempotency keys written in groups the syncer has not indexed yet,
-    /// with the last seq of their group: a repeat must find them although
-    /// the index does not have them yet.
+    /// Idempotency keys written in groups the syncer has not indexed yet: a
+    /// repeat must find them although the index does not have them yet.
     pending_keys: HashMap<String, Receipt>,
-    pending_groups: VecDeque<(u64, Vec<String>)>,
     next_seq: u64,
     prev: String,
     last_timestamp: i64,
@@ -162,7 +160,6 @@ impl Writer {
             syncer,
             shared,
             pending_keys: HashMap::new(),
-            pending_groups: VecDeque::new(),
             next_seq,
             prev,
             last_timestamp,
@@ -222,16 +219,11 @@ impl Writer {
 
     /// Forgets pending idempotency keys the index now holds.
     fn prune_pending(&mut self) {
-        let indexed = self.shared.indexed_seq.load(Ordering::Acquire);
-        while let Some((last, _)) = self.pending_groups.front()
-            && *last <= indexed
-        {
-            if let Some((_, keys)) = self.pending_groups.pop_front() {
-                for key in keys {
-                    self.pending_keys.remove(&key);
-                }
-            }
+        if self.pending_keys.is_empty() {
+            return;
         }
+        let indexed = self.shared.indexed_seq.load(Ordering::Acquire);
+        self.pending_keys.retain(|_, r| r.seq > indexed);
     }
 
     fn rotate_on_request(
@@ -417,11 +409,7 @@ impl Writer {
                 self.next_seq = seq;
                 self.prev = prev;
                 self.last_timestamp = timestamp;
-                if !new_keys.is_empty() {
-                    let keys = new_keys.keys().cloned().collect();
-                    self.pending_groups.push_back((seq - 1, keys));
-                    self.pending_keys.extend(new_keys);
-                }
+                self.pending_keys.extend(new_keys);
                 // Sent even when nothing was written: a duplicate may point
                 // at an event still being synced, and is answered after it.
                 let written = Written {
