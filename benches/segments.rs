@@ -917,18 +917,25 @@ fn server_binary(settings: &Settings) -> Result<PathBuf, BoxError> {
     if let Some(bin) = &settings.server_bin {
         return Ok(bin.clone());
     }
+    // Its own target dir: built alone, the server resolves its dependencies'
+    // features differently from this bench (which enables test hooks), so
+    // sharing one dir would rebuild half the tree on every run.
+    let target = target_dir()?.join("bench-server");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    println!("building the server: cargo build --release -p auditlog-server");
+    println!(
+        "building the server: cargo build --release -p auditlog-server --target-dir {}",
+        target.display()
+    );
     let status = Command::new(cargo)
         .args(["build", "--release", "--quiet", "-p", "auditlog-server"])
-        .arg("--bin")
-        .arg("auditlog-server")
+        .args(["--bin", "auditlog-server", "--target-dir"])
+        .arg(&target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()?;
     if !status.success() {
         return Err(format!("building auditlog-server failed ({status})").into());
     }
-    let bin = target_dir()?.join("release").join("auditlog-server");
+    let bin = target.join("release").join("auditlog-server");
     if !bin.exists() {
         return Err(format!("{} does not exist after building it", bin.display()).into());
     }

@@ -154,17 +154,17 @@ impl AuditService for AuditSvc {
             let mut metas = store.select(&filter, order, cursor, u64::MAX, limit + 1);
             let more = metas.len() > limit;
             metas.truncate(limit);
-            store.read(&metas).map(|r| (r, more))
+            store.read_as::<EventRow>(&metas).map(|r| (r, more))
         })
         .await
         .map_err(|e| Status::internal(format!("query task failed: {e}")))?
         .map_err(status_of)?;
         let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => PageToken::encode(last.seq, fingerprint),
+            (true, Some(last)) => PageToken::encode(last.0.seq, fingerprint),
             _ => String::new(),
         };
         Ok(Response::new(pb::QueryResponse {
-            events: records.into_iter().map(event_pb).collect(),
+            events: records.into_iter().map(|r| r.0).collect(),
             next_page_token,
         }))
     }
@@ -980,6 +980,63 @@ fn event_pb(r: Record) -> pb::Event {
     }
 }
 
+/// An event decoded from its stored line straight into its protobuf form,
+/// `details` included, with no [`Record`] or JSON tree in between: what a
+/// Query page is made of. Reads every field [`Record`] reads, with the same
+/// meaning (the `event_pb_of_row_is_event_pb_of_record` test holds them
+/// together).
+struct EventRow(pb::Event);
+
+impl<'de> serde::Deserialize<'de> for EventRow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Line {
+            seq: u64,
+            id: String,
+            #[serde(deserialize_with = "store::record::deserialize_timestamp")]
+            timestamp: i64,
+            event_type: String,
+            actor: String,
+            lead_id: Option<String>,
+            workflow: Option<String>,
+            details: auditlog_proto::json::StructFromJson,
+            #[serde(default)]
+            idempotency_key: Option<String>,
+            #[serde(default, rename = "batch")]
+            _batch: Option<u32>,
+            key_id: String,
+            prev: String,
+            signature: String,
+        }
+        let l = Line::deserialize(d)?;
+        Ok(EventRow(pb::Event {
+            seq: l.seq,
+            id: l.id,
+            timestamp: Some(timestamp_pb(l.timestamp)),
+            event_type: l.event_type,
+            actor: l.actor,
+            lead_id: l.lead_id.unwrap_or_default(),
+            workflow: l.workflow.unwrap_or_default(),
+            details: Some(l.details.0),
+            idempotency_key: l.idempotency_key.unwrap_or_default(),
+            key_id: l.key_id,
+            prev: l.prev,
+            signature: l.signature,
+        }))
+    }
+}
+
+impl store::Row for EventRow {
+    fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
+    fn signature(&self) -> &str {
+        &self.0.signature
+    }
+}
+
 fn problem_kind(k: FindingKind) -> pb::ProblemKind {
     match k {
         FindingKind::Malformed => pb::ProblemKind::Malformed,
@@ -1057,6 +1114,75 @@ mod tests {
         }
         for bad in ["", "Error", "1abc", "_x", "a-b", "a b", "é"] {
             assert!(!is_snake_case(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_pb_of_row_is_event_pb_of_record() {
+        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+        let serde_json::Value::Object(details) = serde_json::json!({
+            "score": 7, "ratio": 0.1, "big": 9_007_199_254_740_993_u64, "ok": true,
+            "none": null, "text": "é\n\"q\"", "list": [1, "a", [], {"x": -2.5}], "obj": {}
+        }) else {
+            unreachable!()
+        };
+        let with_all = NewEvent {
+            event_type: "crm_create".into(),
+            actor: "crm-sync".into(),
+            lead_id: Some("LEAD-7".into()),
+            workflow: Some("nurture".into()),
+            details,
+            idempotency_key: Some("idem-1".into()),
+        };
+        let bare = NewEvent {
+            lead_id: None,
+            workflow: None,
+            details: serde_json::Map::new(),
+            idempotency_key: None,
+            ..with_all.clone()
+        };
+        for (event, batch) in [(with_all, Some(3)), (bare, None)] {
+            let (_, line) = Record::seal(
+                event,
+                42,
+                "id-1".into(),
+                1_770_237_045_123_456,
+                batch,
+                store::record::GENESIS,
+                &keyring,
+            );
+            let body = &line[..line.len() - 1];
+            let row: EventRow = store::record::parse_row(body).unwrap();
+            let record: Record = store::record::parse_row(body).unwrap();
+            assert_eq!(row.0, event_pb(record));
+        }
+    }
+
+    #[test]
+    fn event_rows_refuse_what_records_refuse() {
+        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+        let event = NewEvent {
+            event_type: "error".into(),
+            actor: "a".into(),
+            lead_id: None,
+            workflow: None,
+            details: serde_json::Map::new(),
+            idempotency_key: None,
+        };
+        let (_, line) = Record::seal(event, 1, "i".into(), 0, None, "p", &keyring);
+        let text = std::str::from_utf8(&line[..line.len() - 1]).unwrap();
+        let broken = [
+            text.replacen("\"actor\"", "\"extra\":1,\"actor\"", 1),
+            text.replacen("\"actor\":\"a\",", "", 1),
+            text.replacen("1970-01-01T00:00:00.000000Z", "yesterday", 1),
+            text.replacen("\"details\":{}", "\"details\":[]", 1),
+            text.replacen("\"key_id\"", "\"signature\":\"x\",\"key_id\"", 1),
+        ];
+        for line in broken {
+            assert_ne!(line, text);
+            let record = store::record::parse_row::<Record>(line.as_bytes());
+            let row = store::record::parse_row::<EventRow>(line.as_bytes());
+            assert!(record.is_err() && row.is_err(), "{line}");
         }
     }
 

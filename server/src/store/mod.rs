@@ -42,7 +42,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use index::{Bucket, Filter, MAX_BUCKETS, Meta, Order, Stats, StatsQuery, TooManyBuckets};
-pub use record::{NewEvent, Record};
+pub use record::{NewEvent, Record, Row};
 pub use retention::{PURGE_EVENT_TYPE, Purge};
 pub use sealer::Sealed;
 pub use verify::Checkpoint;
@@ -186,13 +186,10 @@ struct Readers {
     count: usize,
 }
 
-type ReadAnswer = std::sync::mpsc::Receiver<Result<Vec<Record>, StoreError>>;
+type ReadAnswer<T> = std::sync::mpsc::Receiver<Result<Vec<T>, StoreError>>;
 
-struct ReadJob {
-    shared: Arc<Shared>,
-    metas: Vec<Meta>,
-    reply: std::sync::mpsc::Sender<Result<Vec<Record>, StoreError>>,
-}
+/// A part of a read, run on a reader thread; it sends its own answer.
+type ReadJob = Box<dyn FnOnce() + Send>;
 
 impl Readers {
     fn start() -> Readers {
@@ -214,7 +211,7 @@ impl Readers {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        let _ = job.reply.send(job.shared.read_records(&job.metas));
+                        job();
                     }
                 });
             match spawned {
@@ -234,21 +231,22 @@ impl Readers {
     }
 
     /// Hands `metas` to a reader thread; the answer comes on the receiver.
-    fn read(&self, shared: &Arc<Shared>, metas: Vec<Meta>) -> ReadAnswer {
+    fn read<T: Row>(&self, shared: &Arc<Shared>, metas: Vec<Meta>) -> ReadAnswer<T> {
         let (reply, answer) = std::sync::mpsc::channel();
-        let job = ReadJob {
-            shared: Arc::clone(shared),
-            metas,
-            reply,
-        };
+        let shared = Arc::clone(shared);
+        let job: ReadJob = Box::new(move || {
+            let _ = reply.send(shared.read_records::<T>(&metas));
+        });
         let sent = self
             .jobs
             .lock()
             .ok()
             .and_then(|jobs| jobs.as_ref().map(|tx| tx.send(job)));
-        if let Some(Err(std::sync::mpsc::SendError(job))) = sent {
+        match sent {
+            Some(Ok(())) => {}
             // No reader left: answer on this thread.
-            let _ = job.reply.send(job.shared.read_records(&job.metas));
+            Some(Err(std::sync::mpsc::SendError(job))) => job(),
+            None => {}
         }
         answer
     }
@@ -393,6 +391,12 @@ impl Store {
     /// touches one compressed chunk per record, and inflating them is most
     /// of its cost.
     pub fn read(&self, metas: &[Meta]) -> Result<Vec<Record>, StoreError> {
+        self.read_as(metas)
+    }
+
+    /// [`Store::read`] into another form of the record, decoded straight
+    /// from each line.
+    pub fn read_as<T: Row>(&self, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
         let helpers = self.readers.len();
         if helpers == 0 || metas.len() < PARALLEL_READ_MIN {
             return self.shared.read_records(metas);
@@ -403,7 +407,7 @@ impl Store {
         let handed: Vec<_> = parts
             .map(|part| self.readers.read(&self.shared, part.to_vec()))
             .collect();
-        let mut records = self.shared.read_records(mine)?;
+        let mut records = self.shared.read_records::<T>(mine)?;
         for answer in handed {
             let part = answer.recv().map_err(|_| {
                 StoreError::Read(std::io::Error::other("a reader thread stopped"))
@@ -526,7 +530,7 @@ impl Shared {
 
     /// The records at `metas`, in order, on this thread. Each compressed
     /// chunk is inflated once, only as far as the last record read from it.
-    fn read_records(&self, metas: &[Meta]) -> Result<Vec<Record>, StoreError> {
+    fn read_records<T: Row>(&self, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
         let located = metas
             .iter()
             .map(|m| self.locate(m))
@@ -546,8 +550,7 @@ impl Shared {
                     .get(&(meta.segment, chunk_reach(meta).0))
                     .copied()
                     .unwrap_or(0);
-                let line = self.line_in(segment, meta, need)?;
-                parse_at(&line, meta)
+                self.parse_in(segment, meta, need)
             })
             .collect()
     }
@@ -555,41 +558,50 @@ impl Shared {
     /// The line of the record at `meta` (without its newline).
     fn read_line(&self, meta: &Meta) -> Result<Vec<u8>, StoreError> {
         let (segment, meta) = self.locate(meta)?;
-        self.line_in(&segment, &meta, chunk_reach(&meta).1)
+        self.with_line(&segment, &meta, chunk_reach(&meta).1, |line| {
+            Ok(line.to_vec())
+        })
     }
 
-    /// The line of the record at `meta` in `segment`; for a compressed
-    /// segment, its chunk is inflated to at least `need` bytes.
-    fn line_in(
+    /// The record at `meta` in `segment`, decoded as `T`.
+    fn parse_in<T: Row>(
         &self,
         segment: &SegmentFile,
         meta: &Meta,
         need: usize,
-    ) -> Result<Vec<u8>, StoreError> {
-        let mut line = match segment {
+    ) -> Result<T, StoreError> {
+        self.with_line(segment, meta, need, |line| parse_at(line, meta))
+    }
+
+    /// Calls `f` with the line of the record at `meta` in `segment` (without
+    /// its newline); for a compressed segment, its chunk is inflated to at
+    /// least `need` bytes.
+    fn with_line<R>(
+        &self,
+        segment: &SegmentFile,
+        meta: &Meta,
+        need: usize,
+        f: impl FnOnce(&[u8]) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let strip =
+            |line: &[u8]| -> Result<R, StoreError> { f(line.strip_suffix(b"\n").unwrap_or(line)) };
+        match segment {
             SegmentFile::Plain { file, .. } => {
                 let mut buf = vec![0u8; meta.len as usize];
                 file.read_exact_at(&mut buf, meta.offset)
                     .map_err(StoreError::Read)?;
-                buf
+                strip(&buf)
             }
             SegmentFile::Gzip { file, chunks, .. } => {
                 let (chunk_no, end) = chunk_reach(meta);
                 let inner = end - meta.len as usize;
                 let chunk = self.chunk(meta.segment, chunk_no, file, chunks, need.max(end))?;
-                chunk
-                    .get(inner..end)
-                    .ok_or_else(|| StoreError::Corrupt {
-                        seq: meta.seq,
-                        reason: "the segment index points outside its chunk".into(),
-                    })?
-                    .to_vec()
+                strip(chunk.get(inner..end).ok_or_else(|| StoreError::Corrupt {
+                    seq: meta.seq,
+                    reason: "the segment index points outside its chunk".into(),
+                })?)
             }
-        };
-        if line.last() == Some(&b'\n') {
-            line.pop();
         }
-        Ok(line)
     }
 
     /// A decompressed chunk, at least its first `need` bytes, from the cache
@@ -679,18 +691,18 @@ fn chunk_reach(meta: &Meta) -> (u32, usize) {
 }
 
 /// Decodes the line read for `meta` and checks it is the record expected.
-fn parse_at(line: &[u8], meta: &Meta) -> Result<Record, StoreError> {
-    let record = Record::parse(line).map_err(|e| StoreError::Corrupt {
+fn parse_at<T: Row>(line: &[u8], meta: &Meta) -> Result<T, StoreError> {
+    let record: T = record::parse_row(line).map_err(|e| StoreError::Corrupt {
         seq: meta.seq,
         reason: format!("{e}; run VerifyIntegrity to locate the damage"),
     })?;
-    if record.seq != meta.seq {
+    if record.seq() != meta.seq {
         return Err(StoreError::Corrupt {
             seq: meta.seq,
             reason: format!(
                 "the record at its position has seq {}; the file was changed outside the \
                  server, run VerifyIntegrity",
-                record.seq
+                record.seq()
             ),
         });
     }

@@ -77,6 +77,43 @@ pub struct Record {
     pub signature: String,
 }
 
+/// A form a stored line is read into: [`Record`], or a reader's own type
+/// decoded straight from the line's JSON (the service reads events into
+/// their protobuf form this way). It must read the record's fields with the
+/// same meaning and deny unknown ones, as [`Record`] does.
+pub trait Row: serde::de::DeserializeOwned + Send + 'static {
+    fn seq(&self) -> u64;
+    fn signature(&self) -> &str;
+}
+
+impl Row for Record {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+}
+
+/// Decodes one line (without its trailing newline) into `T`.
+pub fn parse_row<T: Row>(line: &[u8]) -> Result<T, LineError> {
+    let hex_sig = signature_of(line).ok_or(LineError::NoSignature)?;
+    let row: T = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+    // The parsed signature must be the trailing one the MAC check reads,
+    // or a line with two signature fields could show one and check another.
+    if row.signature().as_bytes() != hex_sig {
+        return Err(LineError::SignatureMismatch);
+    }
+    Ok(row)
+}
+
+/// Reads a record's `timestamp` field (RFC 3339) as microseconds since the
+/// Unix epoch; for `#[serde(deserialize_with)]`.
+pub fn deserialize_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    timestamp_format::deserialize(d)
+}
+
 /// The fields an index needs, parsed without building `details`: what the
 /// sealer reads from each record (several times faster than [`Record`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -185,15 +222,7 @@ impl Record {
 
     /// Decodes one line (without its trailing newline).
     pub fn parse(line: &[u8]) -> Result<Record, LineError> {
-        let hex_sig = signature_of(line).ok_or(LineError::NoSignature)?;
-        let record: Record =
-            serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
-        // The parsed signature must be the trailing one the MAC check reads,
-        // or a line with two signature fields could show one and check another.
-        if record.signature.as_bytes() != hex_sig {
-            return Err(LineError::SignatureMismatch);
-        }
-        Ok(record)
+        parse_row(line)
     }
 
     /// Checks the record's MAC over `line`, the exact bytes it was parsed from.
