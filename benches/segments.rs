@@ -86,7 +86,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long rotation and compression of the last segment may take.
 const SEAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bumped when the generated log changes, so stale cached logs are rebuilt.
-const DATA_VERSION: u32 = 1;
+const DATA_VERSION: u32 = 2;
 /// The key id the server signs with by default.
 const KEY_ID: &str = "k1";
 
@@ -710,6 +710,8 @@ struct Layout {
     segments: Vec<SegmentFiles>,
     gz_bytes: u64,
     idx_bytes: u64,
+    /// The lead copies (`.leads.gz` and `.leads.idx`).
+    copy_bytes: u64,
     plain_bytes: u64,
     records: u64,
     /// Per lead: (events, distinct chunks holding them).
@@ -727,6 +729,7 @@ impl Layout {
             segments: Vec::new(),
             gz_bytes: 0,
             idx_bytes: 0,
+            copy_bytes: 0,
             plain_bytes: 0,
             records: 0,
             leads: HashMap::new(),
@@ -740,6 +743,9 @@ impl Layout {
             let index = SegmentIndex::decode(&idx_bytes)?;
             layout.gz_bytes += std::fs::metadata(&gz)?.len();
             layout.idx_bytes += idx_bytes.len() as u64;
+            for copy in [format!("{stem}.leads.gz"), format!("{stem}.leads.idx")] {
+                layout.copy_bytes += std::fs::metadata(dir.join(copy)).map_or(0, |m| m.len());
+            }
             layout.plain_bytes += index.chunks.iter().map(|c| u64::from(c.plain)).sum::<u64>();
             layout.records += index.rows.len() as u64;
             for row in &index.rows {
@@ -796,6 +802,12 @@ impl Layout {
             self.plain_bytes as f64 / self.gz_bytes.max(1) as f64,
             mb(self.idx_bytes),
             self.idx_bytes as f64 / self.records.max(1) as f64,
+        );
+        println!(
+            "lead copies (records grouped by lead, for histories) {} ({:.2}x the compressed \
+             segments)",
+            mb(self.copy_bytes),
+            self.copy_bytes as f64 / self.gz_bytes.max(1) as f64,
         );
         let n = self.leads.len().max(1) as f64;
         let events: f64 = self.leads.values().map(|s| f64::from(s.0)).sum();

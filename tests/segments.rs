@@ -612,6 +612,7 @@ async fn a_segmented_log_answers_like_a_single_file() {
     assert_same("follow", &live.iter().map(same).collect::<Vec<_>>(), &want);
     assert_eq!(live[0].prev, history[4].signature);
     drop(follow);
+    wait_compressed(&dir).await;
     assert!(
         gz_files(&dir).len() > gz.len(),
         "no rotation while following"
@@ -987,6 +988,18 @@ async fn retention_purges_old_segments_and_logs_the_purge() {
     wait_compressed(&dir).await;
     let sealed = gz_files(&dir);
     assert!(sealed.len() >= 3, "{sealed:?}");
+    let stem = |gz: &str| gz.strip_suffix(".log.gz").unwrap().to_owned();
+    let copies: Vec<String> = sealed
+        .iter()
+        .flat_map(|gz| {
+            [
+                format!("{}.leads.gz", stem(gz)),
+                format!("{}.leads.idx", stem(gz)),
+            ]
+        })
+        .collect();
+    let before = files(&dir);
+    assert!(copies.iter().all(|c| before.contains(c)), "{before:?}");
     let through = old.last().unwrap();
     assert_eq!(through.seq, 300);
 
@@ -1000,6 +1013,9 @@ async fn retention_purges_old_segments_and_logs_the_purge() {
     for name in &sealed {
         assert!(!left.contains(name), "{name} still there: {left:?}");
         assert!(!left.contains(&idx_of(name)), "{name}'s index still there");
+    }
+    for copy in &copies {
+        assert!(!left.contains(copy), "{copy} still there: {left:?}");
     }
     assert!(manifest(&dir).is_empty());
 

@@ -55,6 +55,11 @@ pub struct Config {
     /// Seal the active segment and start a new one once it passes this size,
     /// in MiB (fractions allowed). Default 50.
     pub max_file_size_mb: f64,
+    /// Write a lead copy beside each compressed segment: the records that
+    /// name a lead, grouped by lead, so a lead's history inflates a few KiB
+    /// per segment instead of one gzip member per event. Costs about as much
+    /// disk again as the compressed segments. Default true.
+    pub lead_copies: bool,
     /// Delete compressed segments whose newest event is older than this many
     /// days (fractions allowed); 0 keeps everything. Default 90.
     pub retention_days: f64,
@@ -118,6 +123,7 @@ impl Default for Config {
             durability: Durability::Fsync,
             shutdown_grace_secs: 10,
             max_file_size_mb: 50.0,
+            lead_copies: true,
             retention_days: 90.0,
             retention_check_secs: 3600,
             alerts: AlertsConfig::default(),

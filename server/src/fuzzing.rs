@@ -351,6 +351,7 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         data_dir: dir.to_path_buf(),
         durability: store::Durability::Fsync,
         max_segment_bytes: u64::MAX,
+        lead_copies: true,
     };
     let store = store::Store::open(config, keys.clone())
         .unwrap_or_else(|e| panic!("the store does not open on a recovered log: {e}"));

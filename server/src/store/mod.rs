@@ -21,6 +21,7 @@
 //! signature of the one before). The store never sees protobuf types.
 
 pub mod index;
+mod leads;
 pub mod manifest;
 pub mod record;
 mod recovery;
@@ -42,6 +43,7 @@ use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use index::{Bucket, Filter, MAX_BUCKETS, Meta, Order, Stats, StatsQuery, TooManyBuckets};
+use record::{MacCheck, RecordHead};
 pub use record::{NewEvent, Record, Row};
 pub use retention::{PURGE_EVENT_TYPE, Purge};
 pub use sealer::Sealed;
@@ -81,6 +83,8 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Seal the active segment once it holds at least this many bytes.
     pub max_segment_bytes: u64,
+    /// Write a lead copy (`leads.rs`) beside each compressed segment.
+    pub lead_copies: bool,
 }
 
 /// What the server returns for a durably written event.
@@ -160,6 +164,8 @@ struct Shared {
     cache: Mutex<ChunkCache>,
     /// Tells the sealer to stop between chunks (shutdown).
     stop: AtomicBool,
+    /// Whether compression writes lead copies.
+    lead_copies: bool,
     /// The committed length of the active file, kept by the syncer.
     active_len: AtomicU64,
     /// The highest seq in the index, kept by the syncer.
@@ -173,6 +179,9 @@ const HUB_CAPACITY: usize = 1024;
 const QUEUE_DEPTH: usize = 4096;
 /// How many bytes of decompressed chunks reads keep.
 const CACHE_BYTES: usize = 32 << 20;
+/// Marks a lead copy's members in the chunk cache (segment ids stay far below).
+const LEAD_COPY: u32 = 1 << 31;
+
 /// Reads of at least this many records are split over threads.
 const PARALLEL_READ_MIN: usize = 48;
 /// The most threads one read uses, the caller's included.
@@ -190,6 +199,9 @@ type ReadAnswer<T> = std::sync::mpsc::Receiver<Result<Vec<T>, StoreError>>;
 
 /// A part of a read, run on a reader thread; it sends its own answer.
 type ReadJob = Box<dyn FnOnce() + Send>;
+
+/// How one part of a read is read.
+type PartReader<T> = Arc<dyn Fn(&Shared, &[Meta]) -> Result<Vec<T>, StoreError> + Send + Sync>;
 
 impl Readers {
     fn start() -> Readers {
@@ -231,11 +243,16 @@ impl Readers {
     }
 
     /// Hands `metas` to a reader thread; the answer comes on the receiver.
-    fn read<T: Row>(&self, shared: &Arc<Shared>, metas: Vec<Meta>) -> ReadAnswer<T> {
+    fn read<T: Row>(
+        &self,
+        shared: &Arc<Shared>,
+        metas: Vec<Meta>,
+        part: PartReader<T>,
+    ) -> ReadAnswer<T> {
         let (reply, answer) = std::sync::mpsc::channel();
         let shared = Arc::clone(shared);
         let job: ReadJob = Box::new(move || {
-            let _ = reply.send(shared.read_records::<T>(&metas));
+            let _ = reply.send(part(&shared, &metas));
         });
         let sent = self
             .jobs
@@ -288,6 +305,7 @@ impl Store {
             manifest: Mutex::new(recovered.manifest),
             cache: Mutex::new(ChunkCache::default()),
             stop: AtomicBool::new(false),
+            lead_copies: config.lead_copies,
             active_len: AtomicU64::new(recovered.len),
             indexed_seq: AtomicU64::new(indexed_seq),
         });
@@ -397,17 +415,40 @@ impl Store {
     /// [`Store::read`] into another form of the record, decoded straight
     /// from each line.
     pub fn read_as<T: Row>(&self, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
+        self.read_parts(metas, Arc::new(|shared, part| shared.read_records(part)))
+    }
+
+    /// [`Store::read_as`] for records that all name `lead` (a page of its
+    /// history): each segment's lead copy is read where it has one, which
+    /// inflates a few KiB per segment instead of one member per record.
+    pub fn read_lead_as<T: Row>(&self, lead: &str, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
+        let lead: Arc<str> = lead.into();
+        self.read_parts(
+            metas,
+            Arc::new(move |shared, part| shared.read_lead_records(&lead, part)),
+        )
+    }
+
+    /// Reads `metas` with `read`, split over the reader threads when large.
+    fn read_parts<T: Row>(
+        &self,
+        metas: &[Meta],
+        read: PartReader<T>,
+    ) -> Result<Vec<T>, StoreError> {
         let helpers = self.readers.len();
         if helpers == 0 || metas.len() < PARALLEL_READ_MIN {
-            return self.shared.read_records(metas);
+            return read(&self.shared, metas);
         }
         let per_part = metas.len().div_ceil(helpers + 1);
         let mut parts = metas.chunks(per_part);
         let mine = parts.next().unwrap_or_default();
         let handed: Vec<_> = parts
-            .map(|part| self.readers.read(&self.shared, part.to_vec()))
+            .map(|part| {
+                self.readers
+                    .read(&self.shared, part.to_vec(), Arc::clone(&read))
+            })
             .collect();
-        let mut records = self.shared.read_records::<T>(mine)?;
+        let mut records = read(&self.shared, mine)?;
         for answer in handed {
             let part = answer.recv().map_err(|_| {
                 StoreError::Read(std::io::Error::other("a reader thread stopped"))
@@ -553,6 +594,108 @@ impl Shared {
                 self.parse_in(segment, meta, need)
             })
             .collect()
+    }
+
+    /// The records at `metas`, all of lead `lead`, in order, on this
+    /// thread: from each segment's lead copy where it has one and the line
+    /// there passes its MAC and seq checks, from the segment otherwise.
+    fn read_lead_records<T: Row>(&self, lead: &str, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
+        let located = metas
+            .iter()
+            .map(|m| self.locate(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows: Vec<Option<T>> = std::iter::repeat_with(|| None).take(metas.len()).collect();
+        // Positions in `metas`, by segment, for segments with a copy of `lead`.
+        let mut by_segment: Vec<(u32, Vec<usize>)> = Vec::new();
+        for (i, (segment, meta)) in located.iter().enumerate() {
+            let SegmentFile::Gzip {
+                leads: Some(copy), ..
+            } = &**segment
+            else {
+                continue;
+            };
+            if !copy.spans.contains_key(lead) {
+                continue;
+            }
+            match by_segment.last_mut() {
+                Some((id, positions)) if *id == meta.segment => positions.push(i),
+                _ => by_segment.push((meta.segment, vec![i])),
+            }
+        }
+        for (id, positions) in by_segment {
+            let segment = &located[positions[0]].0;
+            let SegmentFile::Gzip {
+                leads: Some(copy), ..
+            } = &**segment
+            else {
+                continue;
+            };
+            let lines = match self.lead_lines(id, copy, lead) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    tracing::warn!(segment = %segment.name(), error = %e, "lead copy unreadable; reading the segment");
+                    continue;
+                }
+            };
+            let (chunk, range) = lines;
+            let by_seq: HashMap<u64, &[u8]> = chunk[range]
+                .split(|b| *b == b'\n')
+                .filter_map(|line| Some((RecordHead::peek(line)?.seq, line)))
+                .collect();
+            for i in positions {
+                let meta = &located[i].1;
+                let checked = by_seq.get(&meta.seq).filter(|line| {
+                    RecordHead::peek(line)
+                        .is_some_and(|h| h.check_mac(line, &self.keyring) == MacCheck::Valid)
+                });
+                match checked.map(|line| parse_at::<T>(line, meta)) {
+                    Some(Ok(row)) => rows[i] = Some(row),
+                    _ => tracing::warn!(
+                        segment = %segment.name(),
+                        seq = meta.seq,
+                        "a record's line in the lead copy is missing or fails its checks; reading the segment"
+                    ),
+                }
+            }
+        }
+        let missing: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_none()).collect();
+        if !missing.is_empty() {
+            let metas: Vec<Meta> = missing.iter().map(|&i| metas[i]).collect();
+            for (i, row) in missing.into_iter().zip(self.read_records::<T>(&metas)?) {
+                rows[i] = Some(row);
+            }
+        }
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    /// The inflated member of `copy` holding `lead`'s lines, and where they
+    /// are in it.
+    fn lead_lines(
+        &self,
+        segment: u32,
+        copy: &leads::LeadCopy,
+        lead: &str,
+    ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), StoreError> {
+        let span = copy
+            .spans
+            .get(lead)
+            .ok_or_else(|| StoreError::Read(std::io::Error::other("no such lead in the copy")))?;
+        let start = span.offset as usize;
+        let end = start + span.bytes as usize;
+        // Cached beside the segment's own chunks, under a key they never use.
+        let chunk = self.chunk(
+            segment | LEAD_COPY,
+            span.chunk,
+            &copy.file,
+            &copy.chunks,
+            end,
+        )?;
+        if chunk.len() < end {
+            return Err(StoreError::Read(std::io::Error::other(
+                "the lead copy's member is shorter than its index says",
+            )));
+        }
+        Ok((chunk, start..end))
     }
 
     /// The line of the record at `meta` (without its newline).

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use sha2::{Digest as _, Sha256};
 
 use super::index::Index;
+use super::leads;
 use super::manifest::{Manifest, SegmentEntry};
 use super::record::{MacCheck, Record};
 use super::sealer::{self, Job};
@@ -87,6 +88,18 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
     for tmp in names.iter().filter(|n| n.ends_with(".tmp")) {
         std::fs::remove_file(dir.join(tmp)).map_err(io)?;
     }
+    // Lead copies of segments the manifest does not hold: left by a crash
+    // during retention, or by one before a compression is recorded (which is
+    // redone, copy included).
+    for copy in names.iter().filter(|n| leads::is_copy_file(n)) {
+        let recorded = manifest
+            .segments
+            .iter()
+            .any(|s| leads::names(&s.file).0 == *copy || leads::names(&s.file).1 == *copy);
+        if !recorded {
+            std::fs::remove_file(dir.join(copy)).map_err(io)?;
+        }
+    }
 
     let mut index = Index::default();
     let mut segments = HashMap::new();
@@ -115,6 +128,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
                 name: entry.file.clone(),
                 file,
                 chunks: seg_index.chunks.clone(),
+                leads: leads::open(dir, &entry.file),
             },
         );
         index.add_sealed(id, &seg_index);

@@ -11,7 +11,7 @@
 //!    crash is logged once.
 //! 2. **Manifest.** The segments leave the manifest, which records the purge.
 //! 3. **Index.** The purged records leave the in-memory index.
-//! 4. **Delete** the `.gz` and `.idx` files.
+//! 4. **Delete** the `.gz` and `.idx` files, and the segment's lead copy.
 //!
 //! Verification starts after the newest purge event: at `through_seq + 1`,
 //! whose `prev` must be `last_signature`.
@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::leads;
 use super::manifest::{Purged, SegmentEntry};
 use super::record::now_micros;
 use super::segment::SegmentFile;
@@ -129,7 +130,15 @@ fn remove(shared: &Shared, purge: &Purge) -> Result<(), StoreError> {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|_, seg| !matches!(&**seg, SegmentFile::Gzip { name, .. } if purge.segments.contains(name)));
-    for name in purge.segments.iter().chain(&indexes) {
+    let copies: Vec<String> = purge
+        .segments
+        .iter()
+        .flat_map(|s| {
+            let (gz, idx) = leads::names(s);
+            [gz, idx]
+        })
+        .collect();
+    for name in purge.segments.iter().chain(&indexes).chain(&copies) {
         match std::fs::remove_file(shared.dir.join(name)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -4,8 +4,9 @@
 //!    `audit.<UTC time>.log`, create a new empty `audit.log`, fsync the
 //!    directory.
 //! 2. **Compress** (sealer, [`compress`]): write `<name>.log.gz.tmp` and
-//!    `<name>.idx.tmp`, fsync them, rename both to their final names, fsync
-//!    the directory.
+//!    `<name>.idx.tmp`, and the segment's lead copy (`<name>.leads.gz.tmp`,
+//!    `<name>.leads.idx.tmp`, see `leads`), fsync them, rename all to their
+//!    final names, fsync the directory.
 //! 3. **Record** (sealer, [`record`]): add the segment to the manifest
 //!    (atomic replace), then point the index at the compressed file.
 //! 4. **Delete** (sealer, [`delete`]): remove the plain sealed file, fsync the
@@ -25,6 +26,7 @@ use std::sync::mpsc::Receiver;
 
 use tokio::sync::oneshot;
 
+use super::leads;
 use super::manifest::SegmentEntry;
 use super::record::format_timestamp;
 use super::segment::{self, SegmentFile, SegmentIndex};
@@ -86,17 +88,31 @@ pub(super) fn compress(
     dir: &Path,
     plain: &str,
     stop: &AtomicBool,
+    lead_copy: bool,
 ) -> Result<(segment::SealedInfo, SegmentIndex), segment::SegmentError> {
     let (gz, idx) = names(plain);
-    let (gz_tmp, idx_tmp) = (format!("{gz}.tmp"), format!("{idx}.tmp"));
+    let (leads_gz, leads_idx) = leads::names(plain);
+    let tmp = |name: &str| format!("{name}.tmp");
     let out = segment::compress(
         &dir.join(plain),
-        &dir.join(&gz_tmp),
-        &dir.join(&idx_tmp),
+        &dir.join(tmp(&gz)),
+        &dir.join(tmp(&idx)),
         stop,
     )?;
-    std::fs::rename(dir.join(&gz_tmp), dir.join(&gz))?;
-    std::fs::rename(dir.join(&idx_tmp), dir.join(&idx))?;
+    let mut done = vec![gz, idx];
+    if lead_copy {
+        leads::write(
+            &dir.join(plain),
+            &out.1,
+            &dir.join(tmp(&leads_gz)),
+            &dir.join(tmp(&leads_idx)),
+            stop,
+        )?;
+        done.extend([leads_gz, leads_idx]);
+    }
+    for name in &done {
+        std::fs::rename(dir.join(tmp(name)), dir.join(name))?;
+    }
     sync_dir(dir)?;
     Ok(out)
 }
@@ -123,10 +139,12 @@ pub(super) fn record(
         }
     }
     let file = File::open(shared.dir.join(&gz)).map_err(io)?;
+    let leads = leads::open(&shared.dir, &gz);
     let gz_segment = shared.add_segment(SegmentFile::Gzip {
         name: gz,
         file,
         chunks: index.chunks.clone(),
+        leads,
     });
     shared
         .index
@@ -190,7 +208,7 @@ pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
 }
 
 fn steps(shared: &Shared, job: &Job) -> Result<Sealed, StoreError> {
-    let (info, index) = compress(&shared.dir, &job.plain, &shared.stop)
+    let (info, index) = compress(&shared.dir, &job.plain, &shared.stop, shared.lead_copies)
         .map_err(|e| StoreError::Rotate(format!("compressing {}: {e}", job.plain)))?;
     record(shared, &job.plain, job.segment, &info, &index)?;
     delete(&shared.dir, &job.plain)
@@ -213,7 +231,7 @@ mod tests {
     use super::*;
     use crate::integrity::Keyring;
     use crate::store::manifest::Manifest;
-    use crate::store::{Durability, Filter, NewEvent, Order, Store, StoreConfig};
+    use crate::store::{Durability, Filter, NewEvent, Order, Record, Store, StoreConfig};
 
     const N: u64 = 300;
 
@@ -226,6 +244,7 @@ mod tests {
             data_dir: dir.to_path_buf(),
             durability: Durability::Fsync,
             max_segment_bytes: u64::MAX,
+            lead_copies: true,
         };
         Store::open(config, keyring()).unwrap()
     }
@@ -356,7 +375,7 @@ mod tests {
     async fn crash_after_compression_before_the_manifest() {
         let dir = build().await;
         let (plain, _) = seal(dir.path()).unwrap();
-        compress(dir.path(), &plain, &AtomicBool::new(false)).unwrap();
+        compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
         check_recovers(dir.path()).await;
     }
 
@@ -364,7 +383,7 @@ mod tests {
     async fn crash_during_the_manifest_write() {
         let dir = build().await;
         let (plain, _) = seal(dir.path()).unwrap();
-        compress(dir.path(), &plain, &AtomicBool::new(false)).unwrap();
+        compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
         std::fs::write(
             dir.path().join("manifest.json.tmp"),
             b"{\"version\":1,\"segm",
@@ -377,7 +396,7 @@ mod tests {
     async fn crash_after_the_manifest_before_the_delete() {
         let dir = build().await;
         let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false)).unwrap();
+        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
         record_in_manifest(dir.path(), &plain, &info);
         check_recovers(dir.path()).await;
     }
@@ -386,17 +405,119 @@ mod tests {
     async fn a_completed_rotation_reopens_as_it_is() {
         let dir = build().await;
         let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false)).unwrap();
+        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
         record_in_manifest(dir.path(), &plain, &info);
         delete(dir.path(), &plain).unwrap();
         check_recovers(dir.path()).await;
+    }
+
+    /// A rotation done by hand, all four steps; returns the plain name.
+    async fn rotated() -> (tempfile::TempDir, String, SegmentIndex) {
+        let dir = build().await;
+        let (plain, _) = seal(dir.path()).unwrap();
+        let (info, index) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
+        record_in_manifest(dir.path(), &plain, &info);
+        (dir, plain, index)
+    }
+
+    fn lead_filter(lead: &str) -> Filter {
+        Filter {
+            lead_id: Some(lead.into()),
+            ..Filter::default()
+        }
+    }
+
+    fn expected_seqs(lead: u64) -> Vec<u64> {
+        (1..=N).filter(|i| i % 9 == lead).collect()
+    }
+
+    #[tokio::test]
+    async fn a_lead_history_is_read_from_the_lead_copy() {
+        let (dir, plain, _) = rotated().await;
+        delete(dir.path(), &plain).unwrap();
+        let (gz, _) = names(&plain);
+        let (copy_gz, copy_idx) = leads::names(&plain);
+        assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
+        // Spoil the segment itself, keeping its length: only reads that do
+        // not touch it still work.
+        let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
+        std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
+        let store = open(dir.path());
+        let metas = store.select(&lead_filter("L3"), Order::NewestFirst, None, u64::MAX, 1000);
+        let history = store.read_lead_as::<Record>("L3", &metas).unwrap();
+        let mut want = expected_seqs(3);
+        want.reverse();
+        assert_eq!(history.iter().map(|r| r.seq).collect::<Vec<_>>(), want);
+        assert!(history.iter().all(|r| r.lead_id.as_deref() == Some("L3")));
+        assert!(store.read(&metas).is_err(), "the segment was spoiled");
+        store.shutdown();
+    }
+
+    #[tokio::test]
+    async fn without_a_lead_copy_a_history_reads_the_segment() {
+        let dir = build().await;
+        let (plain, _) = seal(dir.path()).unwrap();
+        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), false).unwrap();
+        record_in_manifest(dir.path(), &plain, &info);
+        delete(dir.path(), &plain).unwrap();
+        let names = files(dir.path());
+        assert!(!names.iter().any(|n| leads::is_copy_file(n)), "{names:?}");
+        let store = open(dir.path());
+        let metas = store.select(&lead_filter("L4"), Order::OldestFirst, None, u64::MAX, 1000);
+        let history = store.read_lead_as::<Record>("L4", &metas).unwrap();
+        let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, expected_seqs(4));
+        store.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_forged_lead_copy_is_not_served() {
+        let (dir, plain, index) = rotated().await;
+        // A copy built from altered lines of the same lengths: well formed,
+        // every member and span where the index says, every MAC wrong.
+        let text = std::fs::read_to_string(dir.path().join(&plain)).unwrap();
+        let forged = dir.path().join("forged.txt");
+        std::fs::write(&forged, text.replace("email_sent", "email_sEnt")).unwrap();
+        let (copy_gz, copy_idx) = leads::names(&plain);
+        let stop = AtomicBool::new(false);
+        let (to_gz, to_idx) = (dir.path().join(copy_gz), dir.path().join(copy_idx));
+        leads::write(&forged, &index, &to_gz, &to_idx, &stop).unwrap();
+        std::fs::remove_file(&forged).unwrap();
+        delete(dir.path(), &plain).unwrap();
+        let store = open(dir.path());
+        let metas = store.select(&lead_filter("L5"), Order::OldestFirst, None, u64::MAX, 1000);
+        let history = store.read_lead_as::<Record>("L5", &metas).unwrap();
+        assert_eq!(
+            history.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            expected_seqs(5)
+        );
+        assert!(history.iter().all(|r| r.event_type == "email_sent"));
+        store.shutdown();
+    }
+
+    #[tokio::test]
+    async fn lead_copies_without_a_recorded_segment_are_removed() {
+        let (dir, plain, _) = rotated().await;
+        delete(dir.path(), &plain).unwrap();
+        let orphan = leads::names("audit.20200101T000000.000000Z.log");
+        for name in [&orphan.0, &orphan.1] {
+            std::fs::write(dir.path().join(name), b"left by a crash").unwrap();
+        }
+        let store = open(dir.path());
+        let names = files(dir.path());
+        assert!(
+            !names.contains(&orphan.0) && !names.contains(&orphan.1),
+            "{names:?}"
+        );
+        assert!(names.contains(&leads::names(&plain).0), "{names:?}");
+        store.shutdown();
     }
 
     #[tokio::test]
     async fn a_damaged_index_file_is_rebuilt_from_the_segment() {
         let dir = build().await;
         let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false)).unwrap();
+        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
         record_in_manifest(dir.path(), &plain, &info);
         delete(dir.path(), &plain).unwrap();
         let (_, idx) = names(&plain);

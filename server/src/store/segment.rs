@@ -26,6 +26,8 @@
 //!
 //! (`+1` fields use 0 for "none"; the others are indexes into the strings.)
 //! Its SHA-256 is in the manifest, so an edited index is noticed and rebuilt.
+//!
+//! Beside them, compression writes the segment's lead copy (`leads.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
@@ -62,6 +64,23 @@ pub struct Chunk {
     pub compressed: u32,
     /// The length of the lines it holds.
     pub plain: u32,
+}
+
+impl Chunk {
+    /// Its entry in an index file: `u64 offset, u32 compressed, u32 plain`.
+    pub(super) fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.compressed.to_le_bytes());
+        out.extend_from_slice(&self.plain.to_le_bytes());
+    }
+
+    pub(super) fn decode_from(c: &mut Cursor<'_>) -> Result<Chunk, SegmentError> {
+        Ok(Chunk {
+            offset: c.u64()?,
+            compressed: c.u32()?,
+            plain: c.u32()?,
+        })
+    }
 }
 
 /// One record's entry in a segment index.
@@ -157,12 +176,16 @@ pub fn compress(
             if stop.load(Ordering::Relaxed) {
                 return Err(SegmentError::Stopped);
             }
-            offset += member.write(&mut out, &mut hasher, &chunk, offset, &mut builder)?;
+            let written = member.write(&mut out, &mut hasher, &chunk, offset)?;
+            offset += u64::from(written.compressed);
+            builder.index.chunks.push(written);
             chunk.clear();
         }
     }
     if !chunk.is_empty() {
-        offset += member.write(&mut out, &mut hasher, &chunk, offset, &mut builder)?;
+        let written = member.write(&mut out, &mut hasher, &chunk, offset)?;
+        offset += u64::from(written.compressed);
+        builder.index.chunks.push(written);
     }
     out.flush()?;
     out.get_ref().sync_all()?;
@@ -179,7 +202,7 @@ pub fn compress(
 
 /// Writes gzip members, reusing one deflate state (a fresh encoder per
 /// member would allocate and clear its tables every few KiB).
-struct Member {
+pub(super) struct Member {
     deflate: Compress,
     buf: Vec<u8>,
 }
@@ -189,21 +212,22 @@ struct Member {
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
 impl Member {
-    fn new() -> Member {
+    pub(super) fn new() -> Member {
         Member {
             deflate: Compress::new(Compression::new(3), false),
             buf: Vec::with_capacity(CHUNK_BYTES * 2),
         }
     }
 
-    fn write(
+    /// Writes `plain` as one member at `offset` of `out` (hashing it into
+    /// `hasher`), and returns where it is.
+    pub(super) fn write(
         &mut self,
         out: &mut impl Write,
         hasher: &mut Sha256,
         plain: &[u8],
         offset: u64,
-        builder: &mut IndexBuilder,
-    ) -> std::io::Result<u64> {
+    ) -> std::io::Result<Chunk> {
         self.deflate.reset();
         self.buf.clear();
         self.buf.extend_from_slice(&GZIP_HEADER);
@@ -227,12 +251,11 @@ impl Member {
             .extend_from_slice(&(plain.len() as u32).to_le_bytes());
         out.write_all(&self.buf)?;
         hasher.update(&self.buf);
-        builder.index.chunks.push(Chunk {
+        Ok(Chunk {
             offset,
             compressed: self.buf.len() as u32,
             plain: plain.len() as u32,
-        });
-        Ok(self.buf.len() as u64)
+        })
     }
 }
 
@@ -313,9 +336,7 @@ impl SegmentIndex {
         }
         out.extend_from_slice(&(self.chunks.len() as u32).to_le_bytes());
         for c in &self.chunks {
-            out.extend_from_slice(&c.offset.to_le_bytes());
-            out.extend_from_slice(&c.compressed.to_le_bytes());
-            out.extend_from_slice(&c.plain.to_le_bytes());
+            c.encode_into(&mut out);
         }
         out.extend_from_slice(&(self.rows.len() as u64).to_le_bytes());
         for r in &self.rows {
@@ -339,7 +360,7 @@ impl SegmentIndex {
 
     /// Decodes `.idx` bytes, checking every length and reference.
     pub fn decode(bytes: &[u8]) -> Result<SegmentIndex, SegmentError> {
-        let mut c = Cursor { bytes, pos: 0 };
+        let mut c = Cursor::new(bytes);
         if c.take(8)? != IDX_MAGIC {
             return Err(SegmentError::BadIndex("not a segment index file".into()));
         }
@@ -354,11 +375,7 @@ impl SegmentIndex {
         let n = c.u32()? as usize;
         let mut chunks = Vec::with_capacity(n.min(bytes.len() / 16));
         for _ in 0..n {
-            chunks.push(Chunk {
-                offset: c.u64()?,
-                compressed: c.u32()?,
-                plain: c.u32()?,
-            });
+            chunks.push(Chunk::decode_from(&mut c)?);
         }
         let n = usize::try_from(c.u64()?)
             .map_err(|_| SegmentError::BadIndex("too many rows".into()))?;
@@ -393,7 +410,7 @@ impl SegmentIndex {
             }
             rows.push(row);
         }
-        if c.pos != bytes.len() {
+        if !c.is_done() {
             return Err(SegmentError::BadIndex("trailing bytes".into()));
         }
         Ok(SegmentIndex {
@@ -411,13 +428,23 @@ impl SegmentIndex {
     }
 }
 
-struct Cursor<'a> {
+/// Reads the little-endian fields of an index file.
+pub(super) struct Cursor<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], SegmentError> {
+    pub(super) fn new(bytes: &'a [u8]) -> Cursor<'a> {
+        Cursor { bytes, pos: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub(super) fn is_done(&self) -> bool {
+        self.pos == self.bytes.len()
+    }
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], SegmentError> {
         let end = self
             .pos
             .checked_add(n)
@@ -428,12 +455,12 @@ impl<'a> Cursor<'a> {
         Ok(out)
     }
 
-    fn u32(&mut self) -> Result<u32, SegmentError> {
+    pub(super) fn u32(&mut self) -> Result<u32, SegmentError> {
         let b = self.take(4)?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self) -> Result<u64, SegmentError> {
+    pub(super) fn u64(&mut self) -> Result<u64, SegmentError> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
@@ -446,11 +473,13 @@ impl<'a> Cursor<'a> {
 pub enum SegmentFile {
     /// The active segment, or a sealed one not yet compressed.
     Plain { name: String, file: File },
-    /// A compressed segment and its chunk table.
+    /// A compressed segment, its chunk table, and its lead copy if it has
+    /// one.
     Gzip {
         name: String,
         file: File,
         chunks: Vec<Chunk>,
+        leads: Option<super::leads::LeadCopy>,
     },
 }
 

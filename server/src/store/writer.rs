@@ -677,6 +677,7 @@ mod tests {
                     data_dir: dir.path().to_path_buf(),
                     durability: Durability::Fsync,
                     max_segment_bytes: u64::MAX,
+                    lead_copies: true,
                 },
                 Keyring::new("k1", vec![7; 32]),
             )

@@ -1,0 +1,289 @@
+//! The lead copy of a sealed segment: the records that name a lead, grouped
+//! by lead, so that a lead's history inflates one small stretch per segment
+//! instead of one member per event.
+//!
+//! A lead's events are spread over the log (a lead comes in, is qualified,
+//! routed, mailed and followed up over weeks), so in the segment file, which
+//! keeps seq order, each of them sits in a different gzip member: a history
+//! of 200 events inflated about 200 members. The copy holds the same lines,
+//! byte for byte, ordered by lead and then by seq, in gzip members of about
+//! [`CHUNK_BYTES`] that never split a lead (a lead with more lines than that
+//! gets a member of its own):
+//!
+//! - `audit.<UTC time>.leads.gz`: the members; `zcat` reads it as JSON Lines;
+//! - `audit.<UTC time>.leads.idx`, little-endian:
+//!
+//! ```text
+//! "ALLEAD01"
+//! u32 n_chunks, then n_chunks × (u64 offset, u32 compressed, u32 plain)
+//! u32 n_leads,  then n_leads  × (u32 len, lead bytes, u32 chunk,
+//!                                u32 offset in the chunk, u32 bytes)
+//! ```
+//!
+//! The copy is derived data, written with the segment during compression
+//! (step 2 of a rotation) and deleted with it. It is not in the manifest, and
+//! nothing read from it is trusted: every line is checked against its MAC and
+//! its seq before it is served, and whatever is missing or fails is read from
+//! the segment itself. A segment without a copy (older data directories, or a
+//! copy that was damaged) is read the usual way.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::Sha256;
+
+use super::segment::{CHUNK_BYTES, Chunk, Cursor, Member, SegmentError, SegmentIndex};
+
+const MAGIC: &[u8; 8] = b"ALLEAD01";
+
+/// Where one lead's lines are in the copy: `bytes` bytes from `offset` of
+/// member `chunk`, in seq order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub chunk: u32,
+    pub offset: u32,
+    pub bytes: u32,
+}
+
+/// An open lead copy.
+#[derive(Debug)]
+pub struct LeadCopy {
+    pub file: File,
+    pub chunks: Vec<Chunk>,
+    pub spans: HashMap<Box<str>, Span>,
+}
+
+/// The copy's file names (`.leads.gz`, `.leads.idx`) for a segment, from its
+/// plain or compressed name.
+pub fn names(segment: &str) -> (String, String) {
+    let stem = segment
+        .strip_suffix(".gz")
+        .unwrap_or(segment)
+        .strip_suffix(".log")
+        .unwrap_or(segment);
+    (format!("{stem}.leads.gz"), format!("{stem}.leads.idx"))
+}
+
+/// Whether `name` is a lead copy file.
+pub fn is_copy_file(name: &str) -> bool {
+    name.starts_with("audit.") && (name.ends_with(".leads.gz") || name.ends_with(".leads.idx"))
+}
+
+/// Writes the lead copy of the plain sealed file `plain`, whose index is
+/// `index`, to `gz` and `idx` (both made durable). Checks `stop` between
+/// leads.
+pub fn write(
+    plain: &Path,
+    index: &SegmentIndex,
+    gz: &Path,
+    idx: &Path,
+    stop: &AtomicBool,
+) -> Result<(), SegmentError> {
+    let source = File::open(plain)?;
+    let mut starts = Vec::with_capacity(index.chunks.len());
+    let mut at = 0u64;
+    for c in &index.chunks {
+        starts.push(at);
+        at += u64::from(c.plain);
+    }
+    let mut rows: Vec<_> = index.rows.iter().filter(|r| r.lead != 0).collect();
+    // Stable: each lead's rows stay in seq order.
+    rows.sort_by_key(|r| r.lead);
+
+    let mut out = BufWriter::with_capacity(1 << 20, File::create(gz)?);
+    let mut member = Member::new();
+    let mut hasher = Sha256::default();
+    let mut chunks = Vec::new();
+    let mut spans = Vec::new();
+    let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
+    let mut offset = 0u64;
+    for group in rows.chunk_by(|a, b| a.lead == b.lead) {
+        if stop.load(Ordering::Relaxed) {
+            return Err(SegmentError::Stopped);
+        }
+        let bytes: usize = group.iter().map(|r| r.len as usize).sum();
+        if !buf.is_empty() && buf.len() + bytes > CHUNK_BYTES {
+            let chunk = member.write(&mut out, &mut hasher, &buf, offset)?;
+            offset += u64::from(chunk.compressed);
+            chunks.push(chunk);
+            buf.clear();
+        }
+        let start = buf.len();
+        for r in group {
+            let pos = starts
+                .get(r.chunk as usize)
+                .ok_or_else(|| SegmentError::BadIndex("a row names no chunk".into()))?
+                + u64::from(r.offset);
+            let end = buf.len() + r.len as usize;
+            buf.resize(end, 0);
+            source.read_exact_at(&mut buf[end - r.len as usize..], pos)?;
+        }
+        let lead = index
+            .opt(group[0].lead)
+            .ok_or_else(|| SegmentError::BadIndex("a row names no lead".into()))?;
+        spans.push((
+            lead,
+            Span {
+                chunk: chunks.len() as u32,
+                offset: start as u32,
+                bytes: (buf.len() - start) as u32,
+            },
+        ));
+    }
+    if !buf.is_empty() {
+        chunks.push(member.write(&mut out, &mut hasher, &buf, offset)?);
+    }
+    out.flush()?;
+    out.get_ref().sync_all()?;
+    let encoded = encode(&chunks, &spans);
+    let mut f = File::create(idx)?;
+    f.write_all(&encoded)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Opens the lead copy of the segment `segment` in `dir`; `None` if it has
+/// none or it cannot be used (said in the log).
+pub fn open(dir: &Path, segment: &str) -> Option<LeadCopy> {
+    let (gz, idx) = names(segment);
+    let opened = std::fs::read(dir.join(&idx)).and_then(|bytes| {
+        let (chunks, spans) = decode(&bytes).map_err(std::io::Error::other)?;
+        Ok(LeadCopy {
+            file: File::open(dir.join(&gz))?,
+            chunks,
+            spans,
+        })
+    });
+    match opened {
+        Ok(copy) => Some(copy),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            tracing::warn!(file = %idx, error = %e, "lead copy unusable; lead histories read the segment itself");
+            None
+        }
+    }
+}
+
+fn encode(chunks: &[Chunk], spans: &[(&str, Span)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + chunks.len() * 16 + spans.len() * 32);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
+    for c in chunks {
+        c.encode_into(&mut out);
+    }
+    out.extend_from_slice(&(spans.len() as u32).to_le_bytes());
+    for (lead, s) in spans {
+        out.extend_from_slice(&(lead.len() as u32).to_le_bytes());
+        out.extend_from_slice(lead.as_bytes());
+        for v in [s.chunk, s.offset, s.bytes] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    out
+}
+
+type Decoded = (Vec<Chunk>, HashMap<Box<str>, Span>);
+
+fn decode(bytes: &[u8]) -> Result<Decoded, SegmentError> {
+    let bad = |what: &str| SegmentError::BadIndex(format!("lead copy index: {what}"));
+    let mut c = Cursor::new(bytes);
+    if c.take(8)? != MAGIC {
+        return Err(bad("not a lead copy index"));
+    }
+    let n = c.u32()? as usize;
+    let mut chunks = Vec::with_capacity(n.min(bytes.len() / 16));
+    for _ in 0..n {
+        chunks.push(Chunk::decode_from(&mut c)?);
+    }
+    let n = c.u32()? as usize;
+    let mut spans = HashMap::with_capacity(n.min(bytes.len() / 16));
+    for _ in 0..n {
+        let len = c.u32()? as usize;
+        let lead = std::str::from_utf8(c.take(len)?).map_err(|_| bad("a lead is not UTF-8"))?;
+        let span = Span {
+            chunk: c.u32()?,
+            offset: c.u32()?,
+            bytes: c.u32()?,
+        };
+        let fits = chunks.get(span.chunk as usize).is_some_and(|ch| {
+            u64::from(span.offset) + u64::from(span.bytes) <= u64::from(ch.plain)
+        });
+        if !fits {
+            return Err(bad("a lead's span points outside its chunk"));
+        }
+        spans.insert(lead.into(), span);
+    }
+    if !c.is_done() {
+        return Err(bad("trailing bytes"));
+    }
+    Ok((chunks, spans))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_segment() {
+        let want = (
+            "audit.20260101T000000.000000Z.leads.gz".to_owned(),
+            "audit.20260101T000000.000000Z.leads.idx".to_owned(),
+        );
+        assert_eq!(names("audit.20260101T000000.000000Z.log"), want);
+        assert_eq!(names("audit.20260101T000000.000000Z.log.gz"), want);
+        assert!(is_copy_file(&want.0) && is_copy_file(&want.1));
+        assert!(!is_copy_file("audit.20260101T000000.000000Z.log.gz"));
+    }
+
+    #[test]
+    fn the_index_round_trips_and_refuses_damage() {
+        let chunks = vec![
+            Chunk {
+                offset: 0,
+                compressed: 100,
+                plain: 500,
+            },
+            Chunk {
+                offset: 100,
+                compressed: 50,
+                plain: 200,
+            },
+        ];
+        let spans = vec![
+            (
+                "LEAD-1",
+                Span {
+                    chunk: 0,
+                    offset: 0,
+                    bytes: 500,
+                },
+            ),
+            (
+                "LEAD-é",
+                Span {
+                    chunk: 1,
+                    offset: 20,
+                    bytes: 180,
+                },
+            ),
+        ];
+        let bytes = encode(&chunks, &spans);
+        let (c, s) = decode(&bytes).unwrap();
+        assert_eq!(c, chunks);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s["LEAD-é"], spans[1].1);
+        for cut in 0..bytes.len() {
+            assert!(decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut outside = spans.clone();
+        outside[1].1.bytes = 181;
+        assert!(decode(&encode(&chunks, &outside)).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
+    }
+}
