@@ -642,6 +642,7 @@ impl Shared {
                 .split(|b| *b == b'\n')
                 .filter_map(|line| Some((RecordHead::peek(line)?.seq, line)))
                 .collect();
+            let mut failed = Vec::new();
             for i in positions {
                 let meta = &located[i].1;
                 let checked = by_seq.get(&meta.seq).filter(|line| {
@@ -650,12 +651,16 @@ impl Shared {
                 });
                 match checked.map(|line| parse_at::<T>(line, meta)) {
                     Some(Ok(row)) => rows[i] = Some(row),
-                    _ => tracing::warn!(
-                        segment = %segment.name(),
-                        seq = meta.seq,
-                        "a record's line in the lead copy is missing or fails its checks; reading the segment"
-                    ),
+                    _ => failed.push(meta.seq),
                 }
+            }
+            if let Some(first) = failed.first() {
+                tracing::warn!(
+                    segment = %segment.name(),
+                    records = failed.len(),
+                    first_seq = first,
+                    "lines in the lead copy are missing or fail their MAC or seq check; reading them from the segment"
+                );
             }
         }
         let missing: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_none()).collect();
