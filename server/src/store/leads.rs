@@ -24,8 +24,10 @@
 //! (step 2 of a rotation) and deleted with it. It is not in the manifest, and
 //! nothing read from it is trusted: every line is checked against its MAC and
 //! its seq before it is served, and whatever is missing or fails is read from
-//! the segment itself. A segment without a copy (older data directories, or a
-//! copy that was damaged) is read the usual way.
+//! the segment itself. A segment without a usable copy (sealed by an older
+//! version or with `lead_copies` off, or whose copy was damaged) is read the
+//! usual way, and the sealer writes its copy from the segment at the next
+//! start.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -19,6 +19,7 @@
 //! only after the manifest names its compressed copy.
 
 use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Write as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -179,9 +180,11 @@ fn lower_priority() {
     }
 }
 
-/// Runs jobs until every sender is gone or shutdown stops it.
+/// Runs jobs until every sender is gone or shutdown stops it; first writes
+/// the lead copies that compressed segments lack.
 pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
     lower_priority();
+    backfill_lead_copies(shared);
     while let Ok(job) = jobs.recv() {
         if shared.stop.load(Ordering::Relaxed) {
             break;
@@ -205,6 +208,88 @@ pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
             let _ = done.send(result.map(Some));
         }
     }
+}
+
+/// Writes the lead copies that compressed segments lack (sealed by a version
+/// without them, or with `lead_copies` off, or whose copy was unusable),
+/// from the segments themselves. Stops early on shutdown; what is left is
+/// done at the next start.
+fn backfill_lead_copies(shared: &Shared) {
+    if !shared.lead_copies {
+        return;
+    }
+    let mut missing: Vec<(u32, String)> = shared
+        .segments()
+        .iter()
+        .filter_map(|(id, segment)| match &**segment {
+            SegmentFile::Gzip {
+                name, leads: None, ..
+            } => Some((*id, name.clone())),
+            _ => None,
+        })
+        .collect();
+    missing.sort_by(|a, b| a.1.cmp(&b.1));
+    for (id, gz) in missing {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match backfill_lead_copy(shared, id, &gz) {
+            Ok(()) => tracing::info!(file = %gz, "wrote the segment's lead copy"),
+            Err(e) => tracing::warn!(
+                file = %gz,
+                error = %e,
+                "could not write the segment's lead copy; its lead histories read the segment"
+            ),
+        }
+    }
+}
+
+/// Writes the lead copy of the compressed segment `gz` (segment `id`) from
+/// its `.gz` and `.idx`, and gives it to readers.
+fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment::SegmentError> {
+    let dir = &shared.dir;
+    let (_, idx) = names(gz.strip_suffix(".gz").unwrap_or(gz));
+    let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
+    let (copy_gz, copy_idx) = leads::names(gz);
+    let tmp = |name: &str| dir.join(format!("{name}.tmp"));
+    // The segment's lines, as the plain file they were compressed from.
+    let source = tmp(&format!("{copy_gz}.lines"));
+    let written = (|| {
+        let mut lines = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
+        let mut out = BufWriter::new(File::create(&source)?);
+        std::io::copy(&mut lines, &mut out)?;
+        out.flush()?;
+        drop(out);
+        leads::write(
+            &source,
+            &index,
+            &tmp(&copy_gz),
+            &tmp(&copy_idx),
+            &shared.stop,
+        )
+    })();
+    let _ = std::fs::remove_file(&source);
+    written?;
+    std::fs::rename(tmp(&copy_gz), dir.join(&copy_gz))?;
+    std::fs::rename(tmp(&copy_idx), dir.join(&copy_idx))?;
+    sync_dir(dir)?;
+    let copy = leads::open(dir, gz)
+        .ok_or_else(|| std::io::Error::other("the copy just written does not open"))?;
+    let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
+    // Unless retention purged the segment meanwhile.
+    if let Some(slot) = segments.get_mut(&id)
+        && let SegmentFile::Gzip {
+            name, file, chunks, ..
+        } = &**slot
+    {
+        *slot = Arc::new(SegmentFile::Gzip {
+            name: name.clone(),
+            file: file.try_clone()?,
+            chunks: chunks.clone(),
+            leads: Some(copy),
+        });
+    }
+    Ok(())
 }
 
 fn steps(shared: &Shared, job: &Job) -> Result<Sealed, StoreError> {
@@ -240,11 +325,15 @@ mod tests {
     }
 
     fn open(dir: &Path) -> Store {
+        open_with(dir, true)
+    }
+
+    fn open_with(dir: &Path, lead_copies: bool) -> Store {
         let config = StoreConfig {
             data_dir: dir.to_path_buf(),
             durability: Durability::Fsync,
             max_segment_bytes: u64::MAX,
-            lead_copies: true,
+            lead_copies,
         };
         Store::open(config, keyring()).unwrap()
     }
@@ -460,13 +549,43 @@ mod tests {
         let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), false).unwrap();
         record_in_manifest(dir.path(), &plain, &info);
         delete(dir.path(), &plain).unwrap();
-        let names = files(dir.path());
-        assert!(!names.iter().any(|n| leads::is_copy_file(n)), "{names:?}");
-        let store = open(dir.path());
+        let store = open_with(dir.path(), false);
         let metas = store.select(&lead_filter("L4"), Order::OldestFirst, None, u64::MAX, 1000);
         let history = store.read_lead_as::<Record>("L4", &metas).unwrap();
         let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, expected_seqs(4));
+        store.shutdown();
+        let names = files(dir.path());
+        assert!(!names.iter().any(|n| leads::is_copy_file(n)), "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_segment_without_a_lead_copy_gets_one_at_start() {
+        let dir = build().await;
+        let (plain, _) = seal(dir.path()).unwrap();
+        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), false).unwrap();
+        record_in_manifest(dir.path(), &plain, &info);
+        delete(dir.path(), &plain).unwrap();
+        let (copy_gz, copy_idx) = leads::names(&plain);
+        let store = open(dir.path());
+        for _ in 0..400 {
+            if dir.path().join(&copy_idx).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
+        store.shutdown();
+        assert!(!files(dir.path()).iter().any(|n| n.ends_with(".tmp")));
+        // The copy is whole: with the segment spoiled, histories still read.
+        let (gz, _) = names(&plain);
+        let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
+        std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
+        let store = open(dir.path());
+        let metas = store.select(&lead_filter("L2"), Order::OldestFirst, None, u64::MAX, 1000);
+        let history = store.read_lead_as::<Record>("L2", &metas).unwrap();
+        let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, expected_seqs(2));
         store.shutdown();
     }
 
