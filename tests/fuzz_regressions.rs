@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 
 use auditlog_server::fuzzing;
 
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "record",
     "verify",
     "recovery",
     "manifest",
+    "lead_index",
     "page_token",
     "validation",
 ];
@@ -55,6 +56,7 @@ fn run(target: &str, data: &[u8]) {
             fuzzing::recovery(dir.path(), data);
         }
         "manifest" => fuzzing::manifest(data),
+        "lead_index" => fuzzing::lead_index(data),
         "page_token" => fuzzing::page_token(data),
         "validation" => fuzzing::validation(data),
         other => panic!("no fuzz target {other}"),

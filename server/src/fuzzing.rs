@@ -118,6 +118,27 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     if let Ok(bytes) = manifest.to_bytes(&keyring()) {
         seeds.push(("manifest", "signed", bytes));
     }
+    let chunk = |offset, plain| store::segment::Chunk {
+        offset,
+        compressed: 100,
+        plain,
+    };
+    let span = |chunk, offset, bytes| store::leads::Span {
+        chunk,
+        offset,
+        bytes,
+    };
+    seeds.push((
+        "lead_index",
+        "two_leads",
+        store::leads::encode(
+            &[chunk(0, 900), chunk(100, 400)],
+            &[
+                ("LEAD-001", span(0, 0, 900)),
+                ("LEAD-002", span(1, 120, 280)),
+            ],
+        ),
+    ));
     let fingerprint = PageToken::fingerprint(&Default::default(), Order::NewestFirst);
     seeds.push((
         "page_token",
@@ -432,6 +453,30 @@ pub fn manifest(data: &[u8]) {
         .unwrap_or_else(|e| panic!("a written manifest does not load: {e}"));
     assert!(again.authentic, "a written manifest is not authentic");
     assert_eq!(again.manifest, manifest, "the manifest changed on the way");
+}
+
+/// `lead_index`: a lead copy's `.leads.idx` bytes through its decoder.
+///
+/// Properties: a decoded index has every span inside its chunk, and encoded
+/// again it decodes to the same chunks and spans.
+pub fn lead_index(data: &[u8]) {
+    let Ok((chunks, spans)) = store::leads::decode(data) else {
+        return;
+    };
+    for (lead, span) in &spans {
+        let chunk = chunks
+            .get(span.chunk as usize)
+            .unwrap_or_else(|| panic!("{lead:?} names chunk {} of {}", span.chunk, chunks.len()));
+        assert!(
+            u64::from(span.offset) + u64::from(span.bytes) <= u64::from(chunk.plain),
+            "{lead:?}'s span runs past its chunk"
+        );
+    }
+    let listed: Vec<(&str, store::leads::Span)> =
+        spans.iter().map(|(l, s)| (l.as_ref(), *s)).collect();
+    let again = store::leads::decode(&store::leads::encode(&chunks, &listed))
+        .unwrap_or_else(|e| panic!("an index written back does not decode: {e}"));
+    assert_eq!(again, (chunks, spans), "the index changed on the way");
 }
 
 /// `page_token`: a Query `page_token` as a caller may send it.

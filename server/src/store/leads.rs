@@ -170,7 +170,7 @@ pub fn open(dir: &Path, segment: &str) -> Option<LeadCopy> {
     }
 }
 
-fn encode(chunks: &[Chunk], spans: &[(&str, Span)]) -> Vec<u8> {
+pub(crate) fn encode(chunks: &[Chunk], spans: &[(&str, Span)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + chunks.len() * 16 + spans.len() * 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(chunks.len() as u32).to_le_bytes());
@@ -188,9 +188,11 @@ fn encode(chunks: &[Chunk], spans: &[(&str, Span)]) -> Vec<u8> {
     out
 }
 
-type Decoded = (Vec<Chunk>, HashMap<Box<str>, Span>);
+pub(crate) type Decoded = (Vec<Chunk>, HashMap<Box<str>, Span>);
 
-fn decode(bytes: &[u8]) -> Result<Decoded, SegmentError> {
+/// Decodes a `.leads.idx`, checking every length and that every span lies
+/// inside its chunk.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded, SegmentError> {
     let bad = |what: &str| SegmentError::BadIndex(format!("lead copy index: {what}"));
     let mut c = Cursor::new(bytes);
     if c.take(8)? != MAGIC {

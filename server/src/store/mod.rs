@@ -21,7 +21,7 @@
 //! signature of the one before). The store never sees protobuf types.
 
 pub mod index;
-mod leads;
+pub(crate) mod leads;
 pub mod manifest;
 pub mod record;
 mod recovery;
