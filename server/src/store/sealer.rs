@@ -483,28 +483,24 @@ mod tests {
 
     #[tokio::test]
     async fn crash_after_the_manifest_before_the_delete() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
-        record_in_manifest(dir.path(), &plain, &info);
+        let (dir, _, _) = rotated(true).await;
         check_recovers(dir.path()).await;
     }
 
     #[tokio::test]
     async fn a_completed_rotation_reopens_as_it_is() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
-        record_in_manifest(dir.path(), &plain, &info);
+        let (dir, plain, _) = rotated(true).await;
         delete(dir.path(), &plain).unwrap();
         check_recovers(dir.path()).await;
     }
 
-    /// A rotation done by hand, all four steps; returns the plain name.
-    async fn rotated() -> (tempfile::TempDir, String, SegmentIndex) {
+    /// A rotation done by hand up to the manifest (steps 1 to 3, the plain
+    /// file still there); returns the plain name and the segment's index.
+    async fn rotated(lead_copy: bool) -> (tempfile::TempDir, String, SegmentIndex) {
         let dir = build().await;
         let (plain, _) = seal(dir.path()).unwrap();
-        let (info, index) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
+        let stop = AtomicBool::new(false);
+        let (info, index) = compress(dir.path(), &plain, &stop, lead_copy).unwrap();
         record_in_manifest(dir.path(), &plain, &info);
         (dir, plain, index)
     }
@@ -522,7 +518,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_lead_history_is_read_from_the_lead_copy() {
-        let (dir, plain, _) = rotated().await;
+        let (dir, plain, _) = rotated(true).await;
         delete(dir.path(), &plain).unwrap();
         let (gz, _) = names(&plain);
         let (copy_gz, copy_idx) = leads::names(&plain);
@@ -544,10 +540,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_lead_copy_a_history_reads_the_segment() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), false).unwrap();
-        record_in_manifest(dir.path(), &plain, &info);
+        let (dir, plain, _) = rotated(false).await;
         delete(dir.path(), &plain).unwrap();
         let store = open_with(dir.path(), false);
         let metas = store.select(&lead_filter("L4"), Order::OldestFirst, None, u64::MAX, 1000);
@@ -561,10 +554,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_segment_without_a_lead_copy_gets_one_at_start() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), false).unwrap();
-        record_in_manifest(dir.path(), &plain, &info);
+        let (dir, plain, _) = rotated(false).await;
         delete(dir.path(), &plain).unwrap();
         let (copy_gz, copy_idx) = leads::names(&plain);
         let store = open(dir.path());
@@ -591,7 +581,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_forged_lead_copy_is_not_served() {
-        let (dir, plain, index) = rotated().await;
+        let (dir, plain, index) = rotated(true).await;
         // A copy built from altered lines of the same lengths: well formed,
         // every member and span where the index says, every MAC wrong.
         let text = std::fs::read_to_string(dir.path().join(&plain)).unwrap();
@@ -616,7 +606,7 @@ mod tests {
 
     #[tokio::test]
     async fn lead_copies_without_a_recorded_segment_are_removed() {
-        let (dir, plain, _) = rotated().await;
+        let (dir, plain, _) = rotated(true).await;
         delete(dir.path(), &plain).unwrap();
         let orphan = leads::names("audit.20200101T000000.000000Z.log");
         for name in [&orphan.0, &orphan.1] {
@@ -634,10 +624,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_damaged_index_file_is_rebuilt_from_the_segment() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        let (info, _) = compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
-        record_in_manifest(dir.path(), &plain, &info);
+        let (dir, plain, _) = rotated(true).await;
         delete(dir.path(), &plain).unwrap();
         let (_, idx) = names(&plain);
         let original = std::fs::read(dir.path().join(&idx)).unwrap();
