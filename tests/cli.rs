@@ -20,11 +20,14 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, pb};
-use common::{TestServer, cli_bin, edit_line, read_all, read_lines, run_to_end, tamper};
+use common::{
+    Finished as Output, TestServer, cli_bin, edit_line, piped_command, read_all, read_lines,
+    run_to_end, tamper, wait_or_kill,
+};
 use serde_json::{Value, json};
 
 /// How long one run of the CLI may take before the test fails as a hang.
@@ -37,8 +40,6 @@ const DEAD_URL: &str = "http://127.0.0.1:1";
 // ---------------------------------------------------------------------------
 // Running the binary
 // ---------------------------------------------------------------------------
-
-use common::Finished as Output;
 
 impl Output {
     /// Asserts success and parses stdout as one JSON value.
@@ -103,33 +104,16 @@ async fn auditlog_into_closed_pipe(server: &TestServer, args: &[&str]) -> Output
     let mut all = vec!["--server".to_owned(), server.url.clone()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(bin)
-            .args(&all)
-            .env_remove("AUDITLOG_SERVER")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = piped_command(bin).args(&all).spawn().unwrap();
         let stderr = read_all(child.stderr.take().unwrap());
         let mut head = [0u8; 100];
         std::io::Read::read_exact(&mut child.stdout.take().unwrap(), &mut head).unwrap();
         // The pipe is closed here, with most of the output unread.
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > RUN_DEADLINE {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "auditlog {all:?} did not exit within {RUN_DEADLINE:?} after its reader left"
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let status = wait_or_kill(
+            &mut child,
+            RUN_DEADLINE,
+            format!("auditlog {all:?}, its reader gone,"),
+        );
         Output {
             code: status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&head).into_owned(),
@@ -140,7 +124,6 @@ async fn auditlog_into_closed_pipe(server: &TestServer, args: &[&str]) -> Output
     .unwrap()
 }
 
-/// Reads a pipe to its end on a thread.
 /// A long-running `auditlog` (tail): its stdout and stderr arrive line by
 /// line; dropping it kills the process.
 struct Running {
@@ -151,15 +134,10 @@ struct Running {
 
 impl Running {
     fn spawn(server: &TestServer, args: &[&str]) -> Running {
-        let mut child = Command::new(cli_bin())
+        let mut child = piped_command(cli_bin())
             .arg("--server")
             .arg(&server.url)
             .args(args)
-            .env_remove("AUDITLOG_SERVER")
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         Running {

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 use auditlog_client::{Client, NewEvent, Options};
 use auditlog_server::auth::{Role, TokenConfig};
 use common::endpoints::wait_until;
-use common::{TestServer, workspace_bin};
+use common::{TestServer, health, workspace_bin};
 use sha2::Digest as _;
+use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt as _;
 
 /// A token of the test server: its name, the secret a caller sends, and its
@@ -124,26 +125,6 @@ fn retry_delay(refused: &tonic::Status) -> Duration {
         .unwrap_or_else(|| panic!("no RetryInfo in {refused:?}"))
 }
 
-/// Health, asked with `token`'s credentials.
-async fn health_with(server: &TestServer, token: &Token) -> Result<(), tonic::Status> {
-    use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
-    let channel = tonic::transport::Endpoint::from_shared(server.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut request = tonic::Request::new(HealthCheckRequest::default());
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {}", token.secret).parse().unwrap(),
-    );
-    let status = HealthClient::new(channel).check(request).await?;
-    assert_eq!(status.into_inner().status(), ServingStatus::Serving);
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_over_its_burst_waits_for_its_bucket_and_no_one_else_does() {
     let server = server().await;
@@ -201,7 +182,10 @@ async fn a_token_over_its_burst_waits_for_its_bucket_and_no_one_else_does() {
         free.log(event(i)).await.unwrap();
     }
     for _ in 0..20 {
-        health_with(&server, &LIMITED).await.unwrap();
+        assert_eq!(
+            health(&server.url, Some(LIMITED.secret)).await.unwrap(),
+            ServingStatus::Serving
+        );
     }
 
     // The bucket refills: waiting as told, the token is served again.

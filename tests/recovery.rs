@@ -16,81 +16,19 @@ mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use auditlog_client::pb;
 use auditlog_client::{Client, NewEvent};
 use common::{
-    ServerProcess, TEST_KEY, TestServer, all_events, assert_whole, field, read_lines, record_line,
-    with_test_key,
+    ServerProcess, TEST_KEY, TestServer, Writers, all_events, assert_whole, field, keyed,
+    read_lines, record_line, send, with_test_key,
 };
 
 const LOG: &str = "audit.log";
 const QUARANTINE: &str = "audit.log.quarantine";
 
-/// The same event for the same idempotency key, so a retry is a true retry.
-fn keyed(key: &str) -> NewEvent {
-    NewEvent::crm_update("LEAD-7", "hubspot", key, &["stage"]).idempotency_key(key)
-}
-
 // ---------------------------------------------------------------------------
 // kill -9 under load
-
-/// One writer's part of a round: what it got acknowledged, and the keys of
-/// the call it was waiting on when the server died.
-#[derive(Default)]
-struct Written {
-    acked: Vec<pb::Receipt>,
-    pending: Vec<String>,
-}
-
-/// Logs calls of `size` events (one `Log`, or a `LogBatch` above 1) with
-/// fresh idempotency keys until the server stops answering, counting acked
-/// events in `count`.
-async fn write_until_killed(
-    client: Client,
-    name: String,
-    size: usize,
-    count: Arc<AtomicUsize>,
-) -> Written {
-    let mut written = Written::default();
-    for call in 0.. {
-        let keys: Vec<String> = (0..size).map(|k| format!("{name}-{call}-{k}")).collect();
-        match send(&client, &keys).await {
-            Ok(receipts) => {
-                count.fetch_add(receipts.len(), Ordering::Relaxed);
-                written.acked.extend(receipts);
-            }
-            Err(_) => {
-                written.pending = keys;
-                break;
-            }
-        }
-    }
-    written
-}
-
-/// Logs one event per key: with `Log` for one key, `LogBatch` for more.
-async fn send(
-    client: &Client,
-    keys: &[String],
-) -> Result<Vec<pb::Receipt>, auditlog_client::Error> {
-    match keys {
-        [key] => Ok(vec![client.log(keyed(key)).await?]),
-        _ => client.log_batch(keys.iter().map(|k| keyed(k))).await,
-    }
-}
-
-/// Waits until `count` reaches `n`, failing the test after 10 s.
-async fn wait_for(count: &AtomicUsize, n: usize) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while count.load(Ordering::Relaxed) < n {
-        assert!(tokio::time::Instant::now() < deadline, "writers stalled");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
 
 /// Every idempotency key appears once, and every batch of `keys` (named
 /// `<writer>-<call>-<k>`) is either wholly in the log, on consecutive seqs,
@@ -140,27 +78,18 @@ async fn acknowledged_events_survive_repeated_kill_9() {
             acked.extend(send(&client, &keys).await.unwrap());
         }
 
-        let count = Arc::new(AtomicUsize::new(0));
-        let mut writers = Vec::new();
-        for (name, size) in WRITERS {
-            // A connection each, so the calls really race.
-            let client = Client::connect(&server.url).await.unwrap();
-            let name = format!("{name}{round}");
-            let count = Arc::clone(&count);
-            writers.push(tokio::spawn(write_until_killed(client, name, size, count)));
-        }
+        let names = WRITERS.map(|(name, size)| (format!("{name}{round}"), size));
+        let writers = Writers::start(&server.url, names).await;
         let jitter = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos() as usize
             % 200;
-        wait_for(&count, PER_ROUND + jitter).await;
+        writers.wait_for(PER_ROUND + jitter).await;
         server.kill9();
-        for writer in writers {
-            let written = writer.await.unwrap();
-            acked.extend(written.acked);
-            pending.push(written.pending);
-        }
+        let (more, in_flight) = writers.finish().await;
+        acked.extend(more);
+        pending.extend(in_flight);
     }
     let server = ServerProcess::spawn(dir.path()).await;
     let client = Client::connect(&server.url).await.unwrap();

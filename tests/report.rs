@@ -555,7 +555,7 @@ fn check_figures(
     let mut per_bucket: BTreeMap<String, u64> = BTreeMap::new();
     for e in &inside {
         let start = since + bucket * ((e.at - since).whole_seconds() / width) as i32;
-        *per_bucket.entry(rfc3339(start)).or_default() += 1;
+        *per_bucket.entry(stamp(start)).or_default() += 1;
     }
     for (key, values) in &buckets {
         let shown: u64 = values[0].parse().unwrap();
@@ -612,17 +612,53 @@ fn check_figures(
     );
 }
 
-/// `2026-11-28T14:00:00.000000Z`, as the report keys buckets.
-fn rfc3339(t: OffsetDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+/// `t` as the server writes timestamps, `2026-11-28T14:00:00.000000Z`,
+/// which is also how the report keys buckets.
+fn stamp(t: OffsetDateTime) -> String {
+    format_timestamp((t.unix_timestamp_nanos() / 1000) as i64)
+}
+
+/// `2026-11-28`, as `--date` takes it and the daily report is named.
+fn iso_date(d: time::Date) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// A report's period (`since <= at < until`) and its timeline buckets' width.
+type Span = ((OffsetDateTime, OffsetDateTime), time::Duration);
+
+/// The daily and the weekly report's periods for `day`.
+fn day_and_week(day: time::Date) -> [Span; 2] {
+    let day_start = day.midnight().assume_utc();
+    let monday = day - time::Duration::days(i64::from(day.weekday().number_days_from_monday()));
+    let week_start = monday.midnight().assume_utc();
+    [
+        (
+            (day_start, day_start + time::Duration::DAY),
+            time::Duration::HOUR,
+        ),
+        (
+            (week_start, week_start + time::Duration::WEEK),
+            time::Duration::DAY,
+        ),
+    ]
+}
+
+/// Renders the report `file` with Chromium, checks that it is safe and
+/// self-contained and shows the figures of `logged` for its period, and
+/// saves its screenshot as `name`. Returns the rendered DOM.
+async fn check_report(
+    browser: &Path,
+    name: &str,
+    file: &Path,
+    logged: &[Logged],
+    (range, bucket): Span,
+) -> String {
+    let html = std::fs::read_to_string(file).unwrap();
+    let dom = rendered_dom(browser, file).await;
+    check_safe_and_self_contained(name, &html, &dom);
+    check_figures(name, &dom, logged, range, bucket);
+    screenshot(browser, file, name).await;
+    dom
 }
 
 /// The page is ours alone: only the elements the report writes, no
@@ -709,12 +745,7 @@ async fn reports_rendered_in_a_browser_show_the_figures_of_the_log() {
     // The day (and week) of the first event; events that a midnight between
     // them pushed into the next day are simply outside the period.
     let day = logged[0].at.date();
-    let day_arg = format!(
-        "{:04}-{:02}-{:02}",
-        day.year(),
-        u8::from(day.month()),
-        day.day()
-    );
+    let day_arg = iso_date(day);
     let daily = report(
         &server.url,
         &["report", "--daily", "--date", &day_arg, "--output", dir_arg],
@@ -742,37 +773,21 @@ async fn reports_rendered_in_a_browser_show_the_figures_of_the_log() {
         format!("auditlog-weekly-{iso_year:04}-W{iso_week:02}.html")
     );
 
-    let day_start = day.midnight().assume_utc();
-    let monday = day - time::Duration::days(i64::from(day.weekday().number_days_from_monday()));
-    let week_start = monday.midnight().assume_utc();
+    let [day_span, week_span] = day_and_week(day);
+    let daily_dom = check_report(&browser, "daily", &daily, &logged, day_span).await;
+    let weekly_dom = check_report(&browser, "weekly", &weekly, &logged, week_span).await;
     let cases = [
-        (
-            "daily",
-            &daily,
-            (day_start, day_start + time::Duration::DAY),
-            time::Duration::HOUR,
-        ),
+        ("daily", daily_dom, day_arg),
         (
             "weekly",
-            &weekly,
-            (week_start, week_start + time::Duration::WEEK),
-            time::Duration::DAY,
+            weekly_dom,
+            format!("{iso_year:04}-W{iso_week:02}"),
         ),
     ];
-    for (name, file, range, bucket) in cases {
-        let html = std::fs::read_to_string(file).unwrap();
-        let dom = rendered_dom(&browser, file).await;
-        check_safe_and_self_contained(name, &html, &dom);
+    for (name, dom, label) in cases {
         check_hostile_strings_are_text(name, &dom);
-        check_figures(name, &dom, &logged, range, bucket);
         let m = Metrics::of(&elements(&dom));
-        let label = if name == "daily" {
-            day_arg.clone()
-        } else {
-            format!("{iso_year:04}-W{iso_week:02}")
-        };
         assert_eq!(m.all("period").into_keys().collect::<Vec<_>>(), vec![label]);
-        screenshot(&browser, file, name).await;
     }
 }
 
@@ -953,7 +968,7 @@ fn write_log(path: &Path, events: &[Past]) -> Vec<Logged> {
         let seq = i as u64 + 1;
         let unsigned = format!(
             r#"{{"seq":{seq},"id":"00000000-0000-7000-8000-{seq:012}","timestamp":"{}","event_type":"{}","actor":"system","lead_id":{},"workflow":{},"details":{},"key_id":"k1","prev":"{prev}"}}"#,
-            format_timestamp((e.at.unix_timestamp_nanos() / 1000) as i64),
+            stamp(e.at),
             e.event_type,
             opt(&e.lead),
             opt(e.workflow),
@@ -1023,31 +1038,12 @@ async fn a_past_week_is_drawn_day_by_day_and_hour_by_hour() {
         "{}",
         weekly.display()
     );
-    let wednesday = time::macros::datetime!(2026-11-11 0:00 UTC);
-    let monday = time::macros::datetime!(2026-11-09 0:00 UTC);
-    let cases = [
-        (
-            "past-daily",
-            &daily,
-            (wednesday, wednesday + time::Duration::DAY),
-            time::Duration::HOUR,
-        ),
-        (
-            "past-weekly",
-            &weekly,
-            (monday, monday + time::Duration::WEEK),
-            time::Duration::DAY,
-        ),
-    ];
-    for (name, file, range, bucket) in cases {
-        let html = std::fs::read_to_string(file).unwrap();
-        let dom = rendered_dom(&browser, file).await;
-        check_safe_and_self_contained(name, &html, &dom);
-        check_figures(name, &dom, &logged, range, bucket);
-        screenshot(&browser, file, name).await;
-    }
-    let dom = rendered_dom(&browser, &weekly).await;
-    let m = Metrics::of(&elements(&dom));
+    // Wednesday 11 November and its week, Monday 9 to Sunday 15.
+    let wednesday = time::macros::date!(2026 - 11 - 11);
+    let [day_span, week_span] = day_and_week(wednesday);
+    check_report(&browser, "past-daily", &daily, &logged, day_span).await;
+    let weekly_dom = check_report(&browser, "past-weekly", &weekly, &logged, week_span).await;
+    let m = Metrics::of(&elements(&weekly_dom));
     // More than one day has events, and the lead from before the week
     // counts at the stage it reached in it.
     let busy_days = m
@@ -1079,8 +1075,10 @@ async fn defaults_json_output_and_an_empty_period() {
     assert_eq!(out.code, 0, "{out:?}");
     let value: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let period = value["period"].as_str().unwrap().to_owned();
-    let name = |d: time::Date| format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day());
-    assert!(period == name(before) || period == name(after), "{out:?}");
+    assert!(
+        period == iso_date(before) || period == iso_date(after),
+        "{out:?}"
+    );
     assert_eq!(value["total_events"], 0);
     let path = PathBuf::from(value["path"].as_str().unwrap());
     assert_eq!(

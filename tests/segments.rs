@@ -498,6 +498,18 @@ async fn answers(
         "errors streamed from 500".into(),
         errors.iter().map(same).collect(),
     ));
+    // A lead's history streamed reads the lead copies, as Query does.
+    let lead_stream = streamed(client, Query::new().lead("LEAD-007"), 1).await;
+    let want: Vec<u64> = all
+        .iter()
+        .filter(|e| e.lead_id == "LEAD-007")
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs(&lead_stream), want, "LEAD-007 streamed from 1");
+    out.push((
+        "LEAD-007 streamed from 1".into(),
+        lead_stream.iter().map(same).collect(),
+    ));
     out
 }
 
@@ -988,14 +1000,12 @@ async fn retention_purges_old_segments_and_logs_the_purge() {
     wait_compressed(&dir).await;
     let sealed = gz_files(&dir);
     assert!(sealed.len() >= 3, "{sealed:?}");
-    let stem = |gz: &str| gz.strip_suffix(".log.gz").unwrap().to_owned();
+    // Each segment's lead copy and its index, which the purge removes too.
     let copies: Vec<String> = sealed
         .iter()
         .flat_map(|gz| {
-            [
-                format!("{}.leads.gz", stem(gz)),
-                format!("{}.leads.idx", stem(gz)),
-            ]
+            let stem = gz.strip_suffix(".log.gz").unwrap();
+            [format!("{stem}.leads.gz"), format!("{stem}.leads.idx")]
         })
         .collect();
     let before = files(&dir);

@@ -57,8 +57,9 @@ pub struct Config {
     pub max_file_size_mb: f64,
     /// Write a lead copy beside each compressed segment: the records that
     /// name a lead, grouped by lead, so a lead's history inflates a few KiB
-    /// per segment instead of one gzip member per event. Costs about as much
-    /// disk again as the compressed segments. Default true.
+    /// per segment instead of one gzip member per event. In the benchmark log
+    /// the copies took 1.3 times the space of the compressed segments.
+    /// Default true.
     pub lead_copies: bool,
     /// Delete compressed segments whose newest event is older than this many
     /// days (fractions allowed); 0 keeps everything. Default 90.

@@ -120,7 +120,7 @@ async fn catch_up(
         let f = filter.clone();
         let page = tokio::task::spawn_blocking(move || {
             let metas = reader.select(&f, Order::OldestFirst, cursor, until, PAGE);
-            reader.read(&metas)
+            reader.read_selected::<Record>(&f, &metas)
         })
         .await;
         let records = match page {

@@ -168,21 +168,13 @@ impl TokenBucket {
     }
 }
 
-/// One rate-limited token.
-#[derive(Debug)]
-struct Limited {
-    bucket: TokenBucket,
-    rate_per_sec: f64,
-    burst: u32,
-}
-
 /// The per-token rate limits, as a tower layer over the router, inside the
 /// token check (it reads the [`Caller`] that check leaves on the request).
 #[derive(Debug, Clone, Default)]
 pub struct RateLayer {
     /// By token name; only tokens with a rate. Built once, never changed, so
     /// looking a token up takes no lock.
-    tokens: Arc<HashMap<String, Limited>>,
+    tokens: Arc<HashMap<String, TokenBucket>>,
 }
 
 impl RateLayer {
@@ -192,16 +184,8 @@ impl RateLayer {
         let tokens = tokens
             .iter()
             .filter_map(|t| {
-                let rate_per_sec = t.rate_per_sec?;
-                let burst = t.effective_burst();
-                Some((
-                    t.name.clone(),
-                    Limited {
-                        bucket: TokenBucket::new(rate_per_sec, burst, now),
-                        rate_per_sec,
-                        burst,
-                    },
-                ))
+                let bucket = TokenBucket::new(t.rate_per_sec?, t.effective_burst(), now);
+                Some((t.name.clone(), bucket))
             })
             .collect();
         RateLayer {
@@ -215,11 +199,11 @@ impl RateLayer {
         if self.tokens.is_empty() || is_exempt(path) {
             return Ok(());
         }
-        let Some((caller, limited)) = caller.and_then(|c| self.tokens.get(&c.name).map(|l| (c, l)))
+        let Some((caller, bucket)) = caller.and_then(|c| self.tokens.get(&c.name).map(|b| (c, b)))
         else {
             return Ok(());
         };
-        limited.bucket.take(Instant::now()).map_err(|wait| {
+        bucket.take(Instant::now()).map_err(|wait| {
             tracing::debug!(token = %caller.name, method = path, ?wait, "call refused: rate limit");
             tonic::Status::with_error_details(
                 tonic::Code::ResourceExhausted,
@@ -227,8 +211,8 @@ impl RateLayer {
                     "token {:?} is over its rate limit of {} calls per second (burst {}); \
                      retry in {} ms",
                     caller.name,
-                    limited.rate_per_sec,
-                    limited.burst,
+                    bucket.rate_per_sec,
+                    bucket.burst,
                     wait.as_millis().max(1)
                 ),
                 ErrorDetails::with_retry_info(Some(wait)),

@@ -242,9 +242,8 @@ impl Performance {
         // Cooldown: claim the alert under the lock, so two threads that found
         // the same degradation raise it once.
         let claimed = self.windows.lock().ok().is_some_and(|mut windows| {
-            let cooldown = Duration::from_secs(self.config.degradation.cooldown_secs);
             match windows[source as usize].get_mut(operation) {
-                Some(w) if w.last_alert.is_none_or(|t| t.elapsed() >= cooldown) => {
+                Some(w) if self.cooled_down(w) => {
                     w.last_alert = Some(Instant::now());
                     true
                 }
@@ -333,8 +332,13 @@ impl Performance {
         d.enabled
             && w.samples.len() >= d.min_samples
             && w.added.is_multiple_of(every)
-            && w.last_alert
-                .is_none_or(|t| t.elapsed() >= Duration::from_secs(d.cooldown_secs))
+            && self.cooled_down(w)
+    }
+
+    /// Whether the window's last alert, if any, is past the cooldown.
+    fn cooled_down(&self, w: &Window) -> bool {
+        let cooldown = Duration::from_secs(self.config.degradation.cooldown_secs);
+        w.last_alert.is_none_or(|t| t.elapsed() >= cooldown)
     }
 
     /// The alert, if the recent samples' p95 is past the baseline's by the
@@ -425,29 +429,31 @@ pub fn stats_from_log(
         .collect())
 }
 
-/// Exact figures over `samples` (sorted in place); `None` when empty.
-/// The nearest-rank p95 of `samples` (reordered), as [`summarize`] gives it,
-/// by selection rather than a full sort.
+/// Where the nearest-rank `p`th percentile of `n` sorted samples is: the
+/// ceil(p/100 * n)-th smallest, as a 0-based index. `n` must not be 0.
+fn nearest_rank(p: f64, n: usize) -> usize {
+    let k = ((p / 100.0) * n as f64).ceil() as usize;
+    k.clamp(1, n) - 1
+}
+
+/// The p95 of `samples` (reordered), as [`summarize`] gives it, by
+/// selection rather than a full sort.
 fn p95(samples: &mut [f64]) -> Option<f64> {
-    let n = samples.len();
-    if n == 0 {
+    if samples.is_empty() {
         return None;
     }
-    let k = ((0.95 * n as f64).ceil() as usize).clamp(1, n) - 1;
+    let k = nearest_rank(95.0, samples.len());
     Some(*samples.select_nth_unstable_by(k, f64::total_cmp).1)
 }
 
+/// Exact figures over `samples` (sorted in place); `None` when empty.
 pub fn summarize(samples: &mut [f64]) -> Option<Summary> {
     if samples.is_empty() {
         return None;
     }
     samples.sort_by(f64::total_cmp);
     let n = samples.len();
-    let rank = |p: f64| {
-        // Nearest rank: the ceil(p/100 * n)-th smallest, 1-based.
-        let k = ((p / 100.0) * n as f64).ceil() as usize;
-        samples[k.clamp(1, n) - 1]
-    };
+    let rank = |p: f64| samples[nearest_rank(p, n)];
     Some(Summary {
         count: n as u64,
         min: samples[0],

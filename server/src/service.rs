@@ -154,11 +154,9 @@ impl AuditService for AuditSvc {
             let mut metas = store.select(&filter, order, cursor, u64::MAX, limit + 1);
             let more = metas.len() > limit;
             metas.truncate(limit);
-            match &filter.lead_id {
-                Some(lead) => store.read_lead_as::<EventRow>(lead, &metas),
-                None => store.read_as::<EventRow>(&metas),
-            }
-            .map(|r| (r, more))
+            store
+                .read_selected::<EventRow>(&filter, &metas)
+                .map(|r| (r, more))
         })
         .await
         .map_err(|e| Status::internal(format!("query task failed: {e}")))?

@@ -124,22 +124,34 @@ impl Drop for TestServer {
     }
 }
 
-/// Whether the server at `url` reports SERVING through the health service.
-pub async fn serving(url: &str) -> bool {
+/// Asks the health service at `url` how the server is, sending `token` as a
+/// bearer token if one is given. A server that cannot be reached is
+/// UNAVAILABLE.
+pub async fn health(
+    url: &str,
+    token: Option<&str>,
+) -> Result<tonic_health::pb::health_check_response::ServingStatus, tonic::Status> {
     use tonic_health::pb::HealthCheckRequest;
-    use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
-    let Ok(channel) = tonic::transport::Endpoint::from_shared(url.to_owned())
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .unwrap()
         .connect()
         .await
-    else {
-        return false;
-    };
-    HealthClient::new(channel)
-        .check(HealthCheckRequest::default())
-        .await
-        .is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut request = tonic::Request::new(HealthCheckRequest::default());
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let response = HealthClient::new(channel).check(request).await?;
+    Ok(response.into_inner().status())
+}
+
+/// Whether the server at `url` reports SERVING through the health service.
+pub async fn serving(url: &str) -> bool {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    matches!(health(url, None).await, Ok(ServingStatus::Serving))
 }
 
 /// The path of a workspace binary. The workspace's binaries are built (or
@@ -220,12 +232,6 @@ impl ServerProcess {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        self.child.wait().unwrap()
     }
 
     /// Sends the signal `name` (`TERM`, `INT`) with kill(1).
@@ -340,6 +346,100 @@ pub async fn assert_whole(
     let stats = client.stats(None).await.unwrap();
     assert_eq!((stats.total_events, stats.head_seq), (head, head));
     events
+}
+
+/// The same event for the same idempotency key, so a retry is a true retry.
+pub fn keyed(key: &str) -> auditlog_client::NewEvent {
+    auditlog_client::NewEvent::crm_update("LEAD-7", "hubspot", key, &["stage"]).idempotency_key(key)
+}
+
+/// Logs one [`keyed`] event per key: with `Log` for one key, `LogBatch` for
+/// more.
+pub async fn send(
+    client: &Client,
+    keys: &[String],
+) -> Result<Vec<auditlog_client::pb::Receipt>, auditlog_client::Error> {
+    match keys {
+        [key] => Ok(vec![client.log(keyed(key)).await?]),
+        _ => client.log_batch(keys.iter().map(|k| keyed(k))).await,
+    }
+}
+
+/// Writers racing on connections of their own until the server stops
+/// answering (recovery.rs, shutdown.rs). Each logs calls of its size (one
+/// `Log`, or a `LogBatch` above 1) of [`keyed`] events with fresh keys
+/// `<name>-<call>-<k>`.
+pub struct Writers {
+    tasks: Vec<tokio::task::JoinHandle<Written>>,
+    /// Events acknowledged so far, by all writers.
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One writer's part: what it got acknowledged, and the keys of the call it
+/// was waiting on when the server stopped answering.
+#[derive(Default)]
+struct Written {
+    acked: Vec<auditlog_client::pb::Receipt>,
+    pending: Vec<String>,
+}
+
+impl Writers {
+    /// Starts a writer for each `(name, events per call)`.
+    pub async fn start(url: &str, writers: impl IntoIterator<Item = (String, usize)>) -> Writers {
+        use std::sync::atomic::Ordering;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for (name, size) in writers {
+            let client = Client::connect(url).await.unwrap();
+            let count = std::sync::Arc::clone(&count);
+            tasks.push(tokio::spawn(async move {
+                let mut written = Written::default();
+                for call in 0.. {
+                    let keys: Vec<String> =
+                        (0..size).map(|k| format!("{name}-{call}-{k}")).collect();
+                    match send(&client, &keys).await {
+                        Ok(receipts) => {
+                            count.fetch_add(receipts.len(), Ordering::Relaxed);
+                            written.acked.extend(receipts);
+                        }
+                        Err(_) => {
+                            written.pending = keys;
+                            break;
+                        }
+                    }
+                }
+                written
+            }));
+        }
+        Writers { tasks, count }
+    }
+
+    /// Waits until `n` events are acknowledged in all, failing the test
+    /// after 30 s.
+    pub async fn wait_for(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.count.load(std::sync::atomic::Ordering::Relaxed) < n {
+            assert!(tokio::time::Instant::now() < deadline, "writers stalled");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Once the server has stopped: every writer's receipts, and the keys of
+    /// each call that was in flight (to retry with [`send`]). Fails the test
+    /// when a writer is still going 20 s later.
+    pub async fn finish(self) -> (Vec<auditlog_client::pb::Receipt>, Vec<Vec<String>>) {
+        let mut acked = Vec::new();
+        let mut pending = Vec::new();
+        for task in self.tasks {
+            let written = tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("a writer kept going after the server stopped")
+                .unwrap();
+            acked.extend(written.acked);
+            pending.push(written.pending);
+        }
+        (acked, pending)
+    }
 }
 
 /// The lines of a log file, without their newlines.
@@ -461,10 +561,45 @@ pub struct Finished {
     pub stderr: String,
 }
 
-/// Runs `program ARGS` with `env` added to its end (in a blocking task, so an
-/// in-process server keeps serving), failing the test as a hang if it
-/// outlives `deadline`. `AUDITLOG_SERVER`, `RUST_BACKTRACE` and `RUST_LOG`
-/// are not passed on, so the caller's shell cannot change what is tested.
+/// `program` with its stdout and stderr piped, stdin empty, and without
+/// `AUDITLOG_SERVER`, `RUST_BACKTRACE` and `RUST_LOG`, so the caller's shell
+/// cannot change what is tested.
+pub fn piped_command(program: &Path) -> Command {
+    let mut command = Command::new(program);
+    command
+        .env_remove("AUDITLOG_SERVER")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Waits for `child` to exit; kills it and fails the test as a hang, naming
+/// it `what`, when it outlives `deadline`. Blocks the thread.
+pub fn wait_or_kill(
+    child: &mut Child,
+    deadline: Duration,
+    what: impl std::fmt::Display,
+) -> std::process::ExitStatus {
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `program ARGS` with `env` added to its end (a [`piped_command`], in
+/// a blocking task, so an in-process server keeps serving), failing the test
+/// as a hang if it outlives `deadline`.
 pub async fn run_to_end(
     program: PathBuf,
     args: Vec<String>,
@@ -472,34 +607,15 @@ pub async fn run_to_end(
     deadline: Duration,
 ) -> Finished {
     tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(&program)
+        let mut child = piped_command(&program)
             .args(&args)
-            .env_remove("AUDITLOG_SERVER")
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LOG")
             .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
         let stdout = read_all(child.stdout.take().unwrap());
         let stderr = read_all(child.stderr.take().unwrap());
-        let started = std::time::Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if started.elapsed() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{} {args:?} did not exit within {deadline:?}",
-                    program.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let what = format!("{} {args:?}", program.display());
+        let status = wait_or_kill(&mut child, deadline, what);
         Finished {
             code: status.code().unwrap_or(-1),
             stdout: stdout.join().unwrap(),

@@ -36,8 +36,6 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sha2::Sha256;
-
 use super::segment::{CHUNK_BYTES, Chunk, Cursor, Member, SegmentError, SegmentIndex};
 
 const MAGIC: &[u8; 8] = b"ALLEAD01";
@@ -98,20 +96,16 @@ pub fn write(
 
     let mut out = BufWriter::with_capacity(1 << 20, File::create(gz)?);
     let mut member = Member::new();
-    let mut hasher = Sha256::default();
     let mut chunks = Vec::new();
     let mut spans = Vec::new();
     let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
-    let mut offset = 0u64;
     for group in rows.chunk_by(|a, b| a.lead == b.lead) {
         if stop.load(Ordering::Relaxed) {
             return Err(SegmentError::Stopped);
         }
         let bytes: usize = group.iter().map(|r| r.len as usize).sum();
         if !buf.is_empty() && buf.len() + bytes > CHUNK_BYTES {
-            let chunk = member.write(&mut out, &mut hasher, &buf, offset)?;
-            offset += u64::from(chunk.compressed);
-            chunks.push(chunk);
+            chunks.push(member.write(&mut out, None, &buf)?);
             buf.clear();
         }
         let start = buf.len();
@@ -137,7 +131,7 @@ pub fn write(
         ));
     }
     if !buf.is_empty() {
-        chunks.push(member.write(&mut out, &mut hasher, &buf, offset)?);
+        chunks.push(member.write(&mut out, None, &buf)?);
     }
     out.flush()?;
     out.get_ref().sync_all()?;

@@ -333,7 +333,6 @@ impl Store {
                 segment: recovered.active_segment,
                 first_seq: recovered.active_first_seq,
             },
-            config.durability,
             config.max_segment_bytes,
             jobs,
             to_syncer,
@@ -416,6 +415,19 @@ impl Store {
     /// from each line.
     pub fn read_as<T: Row>(&self, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
         self.read_parts(metas, Arc::new(|shared, part| shared.read_records(part)))
+    }
+
+    /// The records `select(filter, ..)` returned, as `T`: through the lead
+    /// copies when `filter` names a lead, as [`Store::read_as`] otherwise.
+    pub fn read_selected<T: Row>(
+        &self,
+        filter: &Filter,
+        metas: &[Meta],
+    ) -> Result<Vec<T>, StoreError> {
+        match &filter.lead_id {
+            Some(lead) => self.read_lead_as(lead, metas),
+            None => self.read_as(metas),
+        }
     }
 
     /// [`Store::read_as`] for records that all name `lead` (a page of its
@@ -605,8 +617,9 @@ impl Shared {
             .map(|m| self.locate(m))
             .collect::<Result<Vec<_>, _>>()?;
         let mut rows: Vec<Option<T>> = std::iter::repeat_with(|| None).take(metas.len()).collect();
-        // Positions in `metas`, by segment, for segments with a copy of `lead`.
-        let mut by_segment: Vec<(u32, Vec<usize>)> = Vec::new();
+        // Positions in `metas`, by segment, for segments with a copy of
+        // `lead`, with that copy and `lead`'s span in it.
+        let mut by_segment: Vec<(u32, &leads::LeadCopy, leads::Span, Vec<usize>)> = Vec::new();
         for (i, (segment, meta)) in located.iter().enumerate() {
             let SegmentFile::Gzip {
                 leads: Some(copy), ..
@@ -614,42 +627,34 @@ impl Shared {
             else {
                 continue;
             };
-            if !copy.spans.contains_key(lead) {
-                continue;
-            }
-            match by_segment.last_mut() {
-                Some((id, positions)) if *id == meta.segment => positions.push(i),
-                _ => by_segment.push((meta.segment, vec![i])),
-            }
-        }
-        for (id, positions) in by_segment {
-            let segment = &located[positions[0]].0;
-            let SegmentFile::Gzip {
-                leads: Some(copy), ..
-            } = &**segment
-            else {
+            let Some(&span) = copy.spans.get(lead) else {
                 continue;
             };
-            let lines = match self.lead_lines(id, copy, lead) {
+            match by_segment.last_mut() {
+                Some((id, .., positions)) if *id == meta.segment => positions.push(i),
+                _ => by_segment.push((meta.segment, copy, span, vec![i])),
+            }
+        }
+        for (id, copy, span, positions) in by_segment {
+            let segment = &located[positions[0]].0;
+            let (chunk, range) = match self.lead_lines(id, copy, span) {
                 Ok(lines) => lines,
                 Err(e) => {
                     tracing::warn!(segment = %segment.name(), error = %e, "lead copy unreadable; reading the segment");
                     continue;
                 }
             };
-            let (chunk, range) = lines;
-            let by_seq: HashMap<u64, &[u8]> = chunk[range]
+            let by_seq: HashMap<u64, (RecordHead<'_>, &[u8])> = chunk[range]
                 .split(|b| *b == b'\n')
-                .filter_map(|line| Some((RecordHead::peek(line)?.seq, line)))
+                .filter_map(|line| RecordHead::peek(line).map(|head| (head.seq, (head, line))))
                 .collect();
             let mut failed = Vec::new();
             for i in positions {
                 let meta = &located[i].1;
-                let checked = by_seq.get(&meta.seq).filter(|line| {
-                    RecordHead::peek(line)
-                        .is_some_and(|h| h.check_mac(line, &self.keyring) == MacCheck::Valid)
-                });
-                match checked.map(|line| parse_at::<T>(line, meta)) {
+                let checked = by_seq
+                    .get(&meta.seq)
+                    .filter(|(head, line)| head.check_mac(line, &self.keyring) == MacCheck::Valid);
+                match checked.map(|(_, line)| parse_at::<T>(line, meta)) {
                     Some(Ok(row)) => rows[i] = Some(row),
                     _ => failed.push(meta.seq),
                 }
@@ -673,18 +678,14 @@ impl Shared {
         Ok(rows.into_iter().flatten().collect())
     }
 
-    /// The inflated member of `copy` holding `lead`'s lines, and where they
-    /// are in it.
+    /// The inflated member of `copy` holding a lead's lines, at `span`, and
+    /// where they are in it.
     fn lead_lines(
         &self,
         segment: u32,
         copy: &leads::LeadCopy,
-        lead: &str,
+        span: leads::Span,
     ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), StoreError> {
-        let span = copy
-            .spans
-            .get(lead)
-            .ok_or_else(|| StoreError::Read(std::io::Error::other("no such lead in the copy")))?;
         let start = span.offset as usize;
         let end = start + span.bytes as usize;
         // Cached beside the segment's own chunks, under a key they never use.
@@ -701,14 +702,6 @@ impl Shared {
             )));
         }
         Ok((chunk, start..end))
-    }
-
-    /// The line of the record at `meta` (without its newline).
-    fn read_line(&self, meta: &Meta) -> Result<Vec<u8>, StoreError> {
-        let (segment, meta) = self.locate(meta)?;
-        self.with_line(&segment, &meta, chunk_reach(&meta).1, |line| {
-            Ok(line.to_vec())
-        })
     }
 
     /// The record at `meta` in `segment`, decoded as `T`.
@@ -778,7 +771,9 @@ impl Shared {
     }
 
     fn read_record(&self, meta: &Meta) -> Result<Record, StoreError> {
-        parse_at(&self.read_line(meta)?, meta)
+        let (segment, meta) = self.locate(meta)?;
+        // `need` 0: inflate only as far as this record's own line.
+        self.parse_in(&segment, &meta, 0)
     }
 
     fn poison(&self, reason: String) {

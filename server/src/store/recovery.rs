@@ -21,7 +21,7 @@
 //! Only the end of the log is ever cut, and only what no caller was told was
 //! written: the writer acknowledges a batch after all of it is durable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read as _, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -91,12 +91,13 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
     // Lead copies of segments the manifest does not hold: left by a crash
     // during retention, or by one before a compression is recorded (which is
     // redone, copy included).
+    let recorded: HashSet<String> = manifest
+        .segments
+        .iter()
+        .flat_map(|s| <[String; 2]>::from(leads::names(&s.file)))
+        .collect();
     for copy in names.iter().filter(|n| leads::is_copy_file(n)) {
-        let recorded = manifest
-            .segments
-            .iter()
-            .any(|s| leads::names(&s.file).0 == *copy || leads::names(&s.file).1 == *copy);
-        if !recorded {
+        if !recorded.contains(copy) {
             std::fs::remove_file(dir.join(copy)).map_err(io)?;
         }
     }

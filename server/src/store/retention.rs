@@ -133,10 +133,7 @@ fn remove(shared: &Shared, purge: &Purge) -> Result<(), StoreError> {
     let copies: Vec<String> = purge
         .segments
         .iter()
-        .flat_map(|s| {
-            let (gz, idx) = leads::names(s);
-            [gz, idx]
-        })
+        .flat_map(|s| <[String; 2]>::from(leads::names(s)))
         .collect();
     for name in purge.segments.iter().chain(&indexes).chain(&copies) {
         match std::fs::remove_file(shared.dir.join(name)) {

@@ -93,7 +93,6 @@ pub(super) fn compress(
 ) -> Result<(segment::SealedInfo, SegmentIndex), segment::SegmentError> {
     let (gz, idx) = names(plain);
     let (leads_gz, leads_idx) = leads::names(plain);
-    let tmp = |name: &str| format!("{name}.tmp");
     let out = segment::compress(
         &dir.join(plain),
         &dir.join(tmp(&gz)),
@@ -111,11 +110,21 @@ pub(super) fn compress(
         )?;
         done.extend([leads_gz, leads_idx]);
     }
-    for name in &done {
+    publish(dir, &done)?;
+    Ok(out)
+}
+
+/// `<name>.tmp`: where a file is written before it is renamed into place.
+fn tmp(name: &str) -> String {
+    format!("{name}.tmp")
+}
+
+/// Renames each `<name>.tmp` in `dir` to `name`, then makes that durable.
+fn publish(dir: &Path, names: &[String]) -> std::io::Result<()> {
+    for name in names {
         std::fs::rename(dir.join(tmp(name)), dir.join(name))?;
     }
-    sync_dir(dir)?;
-    Ok(out)
+    sync_dir(dir)
 }
 
 /// Step 3: adds the compressed segment to the manifest, then moves the
@@ -251,9 +260,8 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
     let (_, idx) = names(gz.strip_suffix(".gz").unwrap_or(gz));
     let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
     let (copy_gz, copy_idx) = leads::names(gz);
-    let tmp = |name: &str| dir.join(format!("{name}.tmp"));
     // The segment's lines, as the plain file they were compressed from.
-    let source = tmp(&format!("{copy_gz}.lines"));
+    let source = dir.join(tmp(&format!("{copy_gz}.lines")));
     let written = (|| {
         let mut lines = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
         let mut out = BufWriter::new(File::create(&source)?);
@@ -263,16 +271,14 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
         leads::write(
             &source,
             &index,
-            &tmp(&copy_gz),
-            &tmp(&copy_idx),
+            &dir.join(tmp(&copy_gz)),
+            &dir.join(tmp(&copy_idx)),
             &shared.stop,
         )
     })();
     let _ = std::fs::remove_file(&source);
     written?;
-    std::fs::rename(tmp(&copy_gz), dir.join(&copy_gz))?;
-    std::fs::rename(tmp(&copy_idx), dir.join(&copy_idx))?;
-    sync_dir(dir)?;
+    publish(dir, &[copy_gz, copy_idx])?;
     let copy = leads::open(dir, gz)
         .ok_or_else(|| std::io::Error::other("the copy just written does not open"))?;
     let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());

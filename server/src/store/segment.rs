@@ -152,7 +152,6 @@ pub fn compress(
     let mut info = SealedInfo::default();
     let mut leads = HashSet::new();
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
-    let mut offset = 0u64;
     let mut line = Vec::with_capacity(4096);
     let mut member = Member::new();
     loop {
@@ -176,21 +175,19 @@ pub fn compress(
             if stop.load(Ordering::Relaxed) {
                 return Err(SegmentError::Stopped);
             }
-            let written = member.write(&mut out, &mut hasher, &chunk, offset)?;
-            offset += u64::from(written.compressed);
+            let written = member.write(&mut out, Some(&mut hasher), &chunk)?;
             builder.index.chunks.push(written);
             chunk.clear();
         }
     }
     if !chunk.is_empty() {
-        let written = member.write(&mut out, &mut hasher, &chunk, offset)?;
-        offset += u64::from(written.compressed);
+        let written = member.write(&mut out, Some(&mut hasher), &chunk)?;
         builder.index.chunks.push(written);
     }
     out.flush()?;
     out.get_ref().sync_all()?;
     info.sha256 = hex::encode(hasher.finalize());
-    info.bytes = offset;
+    info.bytes = member.end();
     info.leads = leads.len() as u64;
     let encoded = builder.index.encode();
     info.index_sha256 = hex::encode(Sha256::digest(&encoded));
@@ -200,11 +197,14 @@ pub fn compress(
     Ok((info, builder.index))
 }
 
-/// Writes gzip members, reusing one deflate state (a fresh encoder per
-/// member would allocate and clear its tables every few KiB).
+/// Writes gzip members one after another, reusing one deflate state (a
+/// fresh encoder per member would allocate and clear its tables every few
+/// KiB).
 pub(super) struct Member {
     deflate: Compress,
     buf: Vec<u8>,
+    /// The bytes written so far: where the next member starts.
+    end: u64,
 }
 
 /// The fixed header of every member written: gzip, deflate, no flags, no
@@ -216,17 +216,22 @@ impl Member {
         Member {
             deflate: Compress::new(Compression::new(3), false),
             buf: Vec::with_capacity(CHUNK_BYTES * 2),
+            end: 0,
         }
     }
 
-    /// Writes `plain` as one member at `offset` of `out` (hashing it into
-    /// `hasher`), and returns where it is.
+    /// The bytes written so far.
+    pub(super) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Writes `plain` as the next member to `out` (hashing it into `hasher`
+    /// if given), and returns where it is.
     pub(super) fn write(
         &mut self,
         out: &mut impl Write,
-        hasher: &mut Sha256,
+        hasher: Option<&mut Sha256>,
         plain: &[u8],
-        offset: u64,
     ) -> std::io::Result<Chunk> {
         self.deflate.reset();
         self.buf.clear();
@@ -250,12 +255,16 @@ impl Member {
         self.buf
             .extend_from_slice(&(plain.len() as u32).to_le_bytes());
         out.write_all(&self.buf)?;
-        hasher.update(&self.buf);
-        Ok(Chunk {
-            offset,
+        if let Some(hasher) = hasher {
+            hasher.update(&self.buf);
+        }
+        let chunk = Chunk {
+            offset: self.end,
             compressed: self.buf.len() as u32,
             plain: plain.len() as u32,
-        })
+        };
+        self.end += self.buf.len() as u64;
+        Ok(chunk)
     }
 }
 
@@ -521,15 +530,14 @@ pub fn read_chunk_prefix(file: &File, chunk: &Chunk, need: usize) -> std::io::Re
     else {
         return read_member_general(&compressed, whole, need).map_err(|e| bad(e.to_string()));
     };
-    let limit = if need >= whole { whole } else { need };
+    let limit = need.min(whole);
     let mut plain = vec![0u8; limit];
-    let status = INFLATE.with(|cell| {
+    let (status, out) = INFLATE.with(|cell| {
         let mut inflate = cell.borrow_mut();
         inflate.reset(false);
         let status = inflate.decompress(deflated, &mut plain, FlushDecompress::None);
         (status, inflate.total_out() as usize)
     });
-    let (status, out) = status;
     let status = status.map_err(|e| bad(format!("not valid deflate data ({e})")))?;
     if limit < whole {
         if out < limit {

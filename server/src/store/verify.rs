@@ -266,10 +266,7 @@ fn check(
         Item::Skip { entry } => Checked {
             report: Report::default(),
             last: None,
-            skip_to: Some((
-                entry.last_seq.saturating_add(1),
-                entry.last_signature.clone(),
-            )),
+            skip_to: Some(after(entry)),
         },
         Item::Missing { entry } => {
             v.problem(
@@ -288,10 +285,7 @@ fn check(
             Checked {
                 report,
                 last: None,
-                skip_to: Some((
-                    entry.last_seq.saturating_add(1),
-                    entry.last_signature.clone(),
-                )),
+                skip_to: Some(after(entry)),
             }
         }
         Item::Plain { name, file } => {
@@ -449,11 +443,17 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Che
     Checked {
         report,
         last: lines.last,
-        skip_to: Some((
-            entry.last_seq.saturating_add(1),
-            entry.last_signature.clone(),
-        )),
+        skip_to: Some(after(entry)),
     }
+}
+
+/// Where the chain goes on after the segment `entry`, as its (signed)
+/// manifest entry says: the next seq and the `prev` it must have.
+fn after(entry: &SegmentEntry) -> (u64, String) {
+    (
+        entry.last_seq.saturating_add(1),
+        entry.last_signature.clone(),
+    )
 }
 
 /// A reader that hashes what passes through it.

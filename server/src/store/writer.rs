@@ -99,7 +99,6 @@ pub(super) struct Writer {
     segment: u32,
     /// The seq of the active segment's first record; 0 while it is empty.
     segment_first: u64,
-    durability: Durability,
     max_segment_bytes: u64,
     sealer: std::sync::mpsc::Sender<Job>,
     syncer: SyncSender<ToSyncer>,
@@ -124,7 +123,6 @@ struct Staged {
 impl Writer {
     pub fn new(
         active: Active,
-        durability: Durability,
         max_segment_bytes: u64,
         sealer: std::sync::mpsc::Sender<Job>,
         syncer: SyncSender<ToSyncer>,
@@ -154,7 +152,6 @@ impl Writer {
             len: active.len,
             segment: active.segment,
             segment_first: active.first_seq,
-            durability,
             max_segment_bytes,
             sealer,
             syncer,
@@ -199,8 +196,9 @@ impl Writer {
             }
         }
         self.flush();
-        if self.durability == Durability::Fsync
-            && !self.shared.poisoned.load(Ordering::Acquire)
+        // Under `Fsync` every group is already synced; under `OsBuffered`
+        // this makes a clean stop durable.
+        if !self.shared.poisoned.load(Ordering::Acquire)
             && let Err(e) = self.file.sync_data()
         {
             tracing::error!(error = %e, "final sync of the log failed");
@@ -546,8 +544,6 @@ impl Syncer {
         let Some(end) = groups.last().map(|g| g.end) else {
             return;
         };
-        let mut published = Vec::new();
-        let mut last_seq = None;
         {
             let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
             for g in &groups {
@@ -557,16 +553,14 @@ impl Syncer {
             }
         }
         self.shared.active_len.store(end, Ordering::Release);
+        let mut published = Vec::new();
         let mut replies = Vec::new();
         for g in groups {
-            if let Some(r) = g.records.last() {
-                last_seq = Some(r.seq);
-            }
             published.extend(g.records);
             replies.extend(g.staged);
         }
-        if let Some(seq) = last_seq {
-            self.shared.indexed_seq.store(seq, Ordering::Release);
+        if let Some(r) = published.last() {
+            self.shared.indexed_seq.store(r.seq, Ordering::Release);
         }
         if !published.is_empty() {
             // No subscriber is not an error.

@@ -9,12 +9,17 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// A protobuf timestamp as a UTC date-time, if representable.
+pub fn datetime(t: &prost_types::Timestamp) -> Option<OffsetDateTime> {
+    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
 /// A protobuf timestamp as RFC 3339 UTC with microseconds; empty when unset.
 pub fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
     let Some(t) = t else { return String::new() };
-    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
-    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-        Ok(dt) => {
+    match datetime(t) {
+        Some(dt) => {
             let micros = dt.microsecond();
             format!(
                 "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z",
@@ -26,7 +31,7 @@ pub fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
                 dt.second()
             )
         }
-        Err(_) => format!("{}s", t.seconds),
+        None => format!("{}s", t.seconds),
     }
 }
 
@@ -36,8 +41,7 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t.into());
     }
-    let date_format = time::macros::format_description!("[year]-[month]-[day]");
-    if let Ok(d) = time::Date::parse(s, &date_format) {
+    if let Some(d) = parse_date(s) {
         return Ok(d.midnight().assume_utc().into());
     }
     Err(format!(
@@ -45,12 +49,19 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
     ))
 }
 
+/// Parses a date, `YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Option<time::Date> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &format).ok()
+}
+
 /// The event's details as compact JSON.
 pub fn details_text(e: &pb::Event) -> String {
     details_json(e).to_string()
 }
 
-fn details_json(e: &pb::Event) -> Value {
+/// The event's details as a JSON object (empty when there are none).
+pub fn details_json(e: &pb::Event) -> Value {
     e.details
         .as_ref()
         .and_then(|d| auditlog_proto::json::struct_to_json(d).ok())
@@ -114,6 +125,13 @@ pub fn stats_json(s: &pb::GetStatsResponse) -> Value {
         "last_event": s.last_event.as_ref().map(|t| timestamp_text(Some(t))),
         "head_seq": s.head_seq,
     })
+}
+
+/// A map's entries, largest count first, then by name.
+pub fn ranked(map: &std::collections::HashMap<String, u64>) -> Vec<(&str, u64)> {
+    let mut rows: Vec<(&str, u64)> = map.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    rows
 }
 
 /// A problem kind as the proto names it, without the prefix.
@@ -205,6 +223,17 @@ mod tests {
         let d = parse_time("2026-11-22").unwrap();
         assert_eq!(t.duration_since(d).unwrap().as_secs(), 8 * 3600);
         assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn dates_parse_strictly() {
+        assert_eq!(
+            parse_date("2026-11-28"),
+            Some(time::macros::date!(2026 - 11 - 28))
+        );
+        for bad in ["2026-13-01", "2026-02-30", "28/11/2026", "yesterday", ""] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -713,11 +713,9 @@ async fn stats(client: &Client, workflow: Option<&str>, json: bool) -> Result<()
             continue;
         }
         writeln!(out, "\n{title}:")?;
-        let mut rows: Vec<_> = map.iter().collect();
-        rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         let mut table = Table::new(vec!["NAME", "EVENTS"]);
-        for (name, n) in rows {
-            table.row(vec![name.clone(), n.to_string()]);
+        for (name, n) in format::ranked(map) {
+            table.row(vec![name.to_owned(), n.to_string()]);
         }
         table.print(&mut out)?;
     }

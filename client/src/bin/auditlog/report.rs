@@ -19,7 +19,8 @@ use clap::{ArgGroup, Args};
 use time::OffsetDateTime;
 
 use crate::CliError;
-use period::{Period, iso_date, parse_date};
+use crate::format::{parse_date, timestamp_text};
+use period::{Period, iso_date};
 
 /// How many of the latest errors the report lists.
 const LATEST_ERRORS: u32 = 10;
@@ -58,18 +59,18 @@ pub async fn run(
     let period = period_of(&args, now)?;
     let client = Client::connect_with(server, options).await?;
     let (since, until): (SystemTime, SystemTime) = (period.start().into(), period.end().into());
-    let range = (Some(since.into()), Some(until.into()));
+    let (start, end) = (Some(since.into()), Some(until.into()));
     let stats = client.stats_with(pb::GetStatsRequest {
-        since: range.0,
-        until: range.1,
+        since: start,
+        until: end,
         bucket_seconds: period.bucket_seconds(),
         error_types: true,
         leads_by_type: true,
         ..pb::GetStatsRequest::default()
     });
     let performance = client.performance_stats_with(pb::GetPerformanceStatsRequest {
-        since: range.0,
-        until: range.1,
+        since: start,
+        until: end,
         ..pb::GetPerformanceStatsRequest::default()
     });
     let in_period = Query::new().since(since).until(until);
@@ -96,8 +97,8 @@ pub async fn run(
             serde_json::json!({
                 "path": path.display().to_string(),
                 "period": period.label(),
-                "since": crate::format::timestamp_text(Some(&since.into())),
-                "until": crate::format::timestamp_text(Some(&until.into())),
+                "since": timestamp_text(start.as_ref()),
+                "until": timestamp_text(end.as_ref()),
                 "total_events": data.stats.total_events,
             })
         );
@@ -116,7 +117,7 @@ fn period_of(args: &ReportArgs, now: OffsetDateTime) -> Result<Period, CliError>
     };
     let date = match given {
         None => now.date(),
-        Some(s) => parse_date(s).ok_or_else(|| {
+        Some(s) => parse_date(s.trim()).ok_or_else(|| {
             CliError::Usage(format!(
                 "{flag} {s:?} is not a date; use YYYY-MM-DD, e.g. {}",
                 iso_date(now.date())

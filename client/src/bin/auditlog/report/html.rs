@@ -7,7 +7,6 @@
 //! (and `data-key` for one row of a breakdown) so tests read them from the
 //! rendered DOM.
 
-use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 
 use auditlog_client::pb;
@@ -15,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::chart::{self, Bar};
 use super::period::{Period, minute_text};
-use crate::format::detail_str;
+use crate::format::{datetime, detail_str, details_json, ranked, timestamp_text};
 
 /// The lead funnel: event type and the stage's name, in pipeline order.
 pub const FUNNEL: [(&str, &str); 5] = [
@@ -110,7 +109,7 @@ pub fn millis(v: f64) -> String {
 
 /// A timestamp as `2026-11-28 20:14:03`; empty when unset or out of range.
 fn time_text(t: Option<&prost_types::Timestamp>) -> String {
-    let full = crate::format::timestamp_text(t);
+    let full = timestamp_text(t);
     // `2026-11-28T20:14:03.123456Z` -> `2026-11-28 20:14:03`.
     match (full.get(..10), full.get(11..19)) {
         (Some(d), Some(t)) if full.len() >= 19 => format!("{d} {t}"),
@@ -124,20 +123,6 @@ fn truncate(s: &str, max: usize) -> String {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
     }
-}
-
-/// A map's entries, largest count first, then by name.
-fn ranked(map: &HashMap<String, u64>) -> Vec<(&str, u64)> {
-    let mut rows: Vec<(&str, u64)> = map.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    rows
-}
-
-/// A prost timestamp as a UTC date-time, if representable.
-fn datetime(t: Option<&prost_types::Timestamp>) -> Option<OffsetDateTime> {
-    let t = t?;
-    let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
 }
 
 /// Renders the page.
@@ -277,14 +262,11 @@ fn highlights(out: &mut String, d: &Data) -> fmt::Result {
         .iter()
         .filter(|b| b.events > 0)
         .max_by(|a, b| a.events.cmp(&b.events).then(b_start(b).cmp(&b_start(a))))
-        && let Some(start) = datetime(b.start.as_ref())
+        && let Some(start) = b.start.as_ref().and_then(datetime)
     {
-        let unit = match d.period {
-            Period::Day(_) => "hour",
-            Period::Week(_) => "day",
-        };
         items.push(format!(
-            "Busiest {unit}: <strong>{}</strong> with {} events.",
+            "Busiest {}: <strong>{}</strong> with {} events.",
+            d.period.unit(),
             esc(&d.period.bucket_span(start)),
             count(b.events)
         ));
@@ -296,21 +278,17 @@ fn highlights(out: &mut String, d: &Data) -> fmt::Result {
             .filter(|(_, n)| n == top)
             .map(|(kind, _)| format!("<strong>{}</strong>", esc(kind)))
             .collect();
-        items.push(if tied.len() == 1 {
-            format!(
-                "Most frequent error: {} ({} of {}).",
-                tied.join(""),
-                count(*top),
-                count(s.error_count)
-            )
+        let (noun, each) = if tied.len() == 1 {
+            ("error", "")
         } else {
-            format!(
-                "Most frequent errors: {} ({} each of {}).",
-                tied.join(", "),
-                count(*top),
-                count(s.error_count)
-            )
-        });
+            ("errors", " each")
+        };
+        items.push(format!(
+            "Most frequent {noun}: {} ({}{each} of {}).",
+            tied.join(", "),
+            count(*top),
+            count(s.error_count)
+        ));
     } else if s.total_events > 0 {
         items.push("No errors were logged.".to_owned());
     }
@@ -351,16 +329,13 @@ fn section_head(out: &mut String, id: &str, title: &str, intro: &str) -> fmt::Re
 
 fn timeline(out: &mut String, d: &Data) -> fmt::Result {
     let p = d.period;
-    let (unit, intro) = match p {
-        Period::Day(_) => ("hour", "Events logged per hour"),
-        Period::Week(_) => ("day", "Events logged per day"),
-    };
+    let unit = p.unit();
     section_head(
         out,
         "activity",
         "Activity",
         &format!(
-            r#"{intro}; errors in red. Peak: {} events in one {unit}."#,
+            r#"Events logged per {unit}; errors in red. Peak: {} events in one {unit}."#,
             count(d.stats.timeline.iter().map(|b| b.events).max().unwrap_or(0))
         ),
     )?;
@@ -369,11 +344,11 @@ fn timeline(out: &mut String, d: &Data) -> fmt::Result {
         .timeline
         .iter()
         .map(|b| {
-            let start = datetime(b.start.as_ref());
+            let start = b.start.as_ref().and_then(datetime);
             Bar {
                 label: start.map(|s| p.bucket_label(s)).unwrap_or_default(),
                 span: start.map(|s| p.bucket_span(s)).unwrap_or_default(),
-                key: crate::format::timestamp_text(b.start.as_ref()),
+                key: timestamp_text(b.start.as_ref()),
                 events: b.events,
                 errors: b.errors,
             }
@@ -568,14 +543,11 @@ fn errors(out: &mut String, d: &Data) -> fmt::Result {
 /// The details as `key: value · key: value` (strings unquoted, anything
 /// else as JSON); empty when there are none.
 fn details_summary(e: &pb::Event) -> String {
-    let Some(map) = e
-        .details
-        .as_ref()
-        .and_then(|d| auditlog_proto::json::struct_to_json(d).ok())
-    else {
-        return String::new();
-    };
-    map.iter()
+    let details = details_json(e);
+    details
+        .as_object()
+        .into_iter()
+        .flatten()
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => format!("{k}: {s}"),
             other => format!("{k}: {other}"),
