@@ -8,15 +8,22 @@
 //!   (`durability = fsync`: every acknowledgement waits for `fdatasync`);
 //! - starts an empty `AuditService` (handlers return default responses at
 //!   once) on another 127.0.0.1 port 0: the cost of gRPC itself on this
-//!   machine, the baseline;
-//! - drives both through the generated tonic client with exactly the same
-//!   pre-built requests (realistic events with a small `details` struct),
-//!   `Log` with 1, 16 and 64 calls in flight and `LogBatch` of 100 events with
-//!   4 and 8 in flight, alternating ours/empty in ABBA order to cancel drift;
+//!   machine, the baseline the targets are ratios of;
+//! - starts the same empty service in a durable variant, the "floor": each
+//!   call is answered only once as many bytes as its events take in the log
+//!   are appended to a file and `fdatasync`ed, one sync per group of waiting
+//!   calls, and nothing else is done (no validation, signing or index). It
+//!   shows what answering after `fdatasync` costs by itself on this machine;
+//! - drives all three through the generated tonic client with exactly the
+//!   same pre-built requests (realistic events with a small `details`
+//!   struct), `Log` with 1, 16 and 64 calls in flight and `LogBatch` of 100
+//!   events with 4 and 8 in flight, alternating the order of the servers
+//!   round by round (ABC, CBA) to cancel drift;
 //! - prints events/s, per-call p50/p95/p99 latency, the group commits
 //!   (fdatasyncs) per second that served the calls, the CPU this process
 //!   used per event and the CPU other processes used meanwhile (a noisy
-//!   neighbour shows), and our/empty ratios, then checks the targets;
+//!   neighbour shows), and the ratios to the empty service, then checks the
+//!   targets;
 //! - waits before each round until the process is idle, so background work a
 //!   round leaves behind (compressing a sealed segment) is not charged to the
 //!   next one;
@@ -33,8 +40,8 @@
 //!
 //! - `AUDITLOG_BENCH_SECS`: measured seconds per scenario and server (5),
 //!   split over the rounds;
-//! - `AUDITLOG_BENCH_ROUNDS`: rounds per scenario, run in ABBA order
-//!   (ours, empty, empty, ours, ...) (2);
+//! - `AUDITLOG_BENCH_ROUNDS`: rounds per scenario; the servers' order
+//!   reverses every round (2);
 //! - `AUDITLOG_BENCH_WARMUP_SECS`: unmeasured warm-up before each round (0.5);
 //! - `AUDITLOG_BENCH_CHANNELS`: HTTP/2 connections the in-flight calls share
 //!   round-robin (4);
@@ -52,8 +59,8 @@ use std::error::Error;
 use std::fs::File;
 use std::future::Future;
 use std::io::Write as _;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use auditlog_proto::v1 as pb;
@@ -73,6 +80,12 @@ type BoxError = Box<dyn Error + Send + Sync>;
 
 /// Events per `LogBatch` call.
 const BATCH_SIZE: usize = 100;
+/// Bytes the floor service appends per event: about what one of these
+/// events takes as a stored record line.
+const RECORD_BYTES: usize = 450;
+/// The floor service starts a new file after this many bytes, as the real
+/// server starts a new segment (its default is 50 MB).
+const FLOOR_FILE_BYTES: usize = 50 * 1024 * 1024;
 /// Distinct pre-built events the requests cycle through.
 const EVENT_POOL: usize = 4096;
 
@@ -228,38 +241,51 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     }
     println!();
 
-    let ours = Server::auditlog(servers, &data.path().join("auditlog")).await?;
-    let empty = Server::empty(servers)?;
-    let ours_channels = connect(&ours.url, settings.channels).await?;
-    let empty_channels = connect(&empty.url, settings.channels).await?;
+    // In the order of a row: ours, the floor, the empty service.
+    let servers = [
+        Server::auditlog(servers, &data.path().join("auditlog")).await?,
+        Server::empty(servers, Some(data.path().join("floor")))?,
+        Server::empty(servers, None)?,
+    ];
+    let mut channels = Vec::new();
+    for server in &servers {
+        channels.push(connect(&server.url, settings.channels).await?);
+    }
     let requests = Arc::new(Requests::build());
 
     let mut rows = Vec::new();
     for scenario in &settings.scenarios {
         eprintln!("running {} ...", scenario.label);
-        // Rounds in ABBA order (ours, empty, empty, ours, ...), so slow drift
-        // of a noisy machine does not favour either side.
-        let mut o = Measurement::default();
-        let mut e = Measurement::default();
+        // The order reverses every round (ours, floor, empty, then empty,
+        // floor, ours, ...), so slow drift of a noisy machine favours none.
+        let mut row: [Measurement; 3] = Default::default();
         for round in 0..settings.rounds {
-            if round % 2 == 0 {
-                o.absorb(measure(&ours_channels, scenario, &requests, &settings).await?);
-                e.absorb(measure(&empty_channels, scenario, &requests, &settings).await?);
-            } else {
-                e.absorb(measure(&empty_channels, scenario, &requests, &settings).await?);
-                o.absorb(measure(&ours_channels, scenario, &requests, &settings).await?);
+            let mut order = [0, 1, 2];
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                row[i].absorb(measure(&channels[i], scenario, &requests, &settings).await?);
             }
         }
-        o.latencies.sort_unstable();
-        e.latencies.sort_unstable();
-        rows.push((*scenario, o, e));
+        let [ours, floor, empty] = row.map(|mut m| {
+            m.latencies.sort_unstable();
+            m
+        });
+        rows.push(Row {
+            scenario: *scenario,
+            ours,
+            floor,
+            empty,
+        });
     }
 
     print_table(&rows);
     print_targets(&rows);
 
-    ours.stop().await?;
-    empty.stop().await?;
+    for server in servers {
+        server.stop().await?;
+    }
     println!();
     println!(
         "total time {:.0} s",
@@ -300,8 +326,12 @@ impl Server {
         Ok(Server { url, stop, task })
     }
 
-    /// The empty baseline service.
-    fn empty(runtime: &Handle) -> Result<Server, BoxError> {
+    /// The empty baseline service; with a `durable` dir, the floor service
+    /// (see [`EmptyService`]) with its file there.
+    fn empty(runtime: &Handle, durable: Option<PathBuf>) -> Result<Server, BoxError> {
+        let service = EmptyService {
+            commits: durable.map(|dir| GroupCommit::start(&dir)).transpose()?,
+        };
         let (listener, url) = bind()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(async move {
@@ -314,7 +344,7 @@ impl Server {
                     Ok::<_, std::io::Error>(stream)
                 });
             tonic::transport::Server::builder()
-                .add_service(AuditServiceServer::new(EmptyService))
+                .add_service(AuditServiceServer::new(service))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.await;
                 })
@@ -360,12 +390,82 @@ async fn wait_until_serving(url: &str) -> Result<(), BoxError> {
     }
 }
 
-/// The baseline: every handler answers at once, doing nothing.
-struct EmptyService;
+/// The baseline: every handler answers at once, doing nothing. With
+/// `commits` it is the floor: `Log` and `LogBatch` answer only once their
+/// events' bytes are durable.
+struct EmptyService {
+    commits: Option<GroupCommit>,
+}
+
+impl EmptyService {
+    /// Waits until `events` events' worth of bytes are durable (at once for
+    /// the empty service).
+    async fn commit(&self, events: usize) -> Result<(), Status> {
+        let Some(commits) = &self.commits else {
+            return Ok(());
+        };
+        let (done, durable) = oneshot::channel();
+        commits
+            .tx
+            .send((events, done))
+            .map_err(|_| Status::unavailable("the floor's commit thread stopped"))?;
+        durable
+            .await
+            .map_err(|_| Status::unavailable("the floor's commit thread stopped"))
+    }
+}
+
+/// The floor's group commit: one thread appends the bytes of every call
+/// waiting, `fdatasync`s once and answers them all, as the real server's
+/// writer does, without building any record.
+struct GroupCommit {
+    tx: mpsc::Sender<(usize, oneshot::Sender<()>)>,
+}
+
+impl GroupCommit {
+    fn start(dir: &Path) -> Result<GroupCommit, BoxError> {
+        std::fs::create_dir_all(dir)?;
+        let (tx, rx) = mpsc::channel::<(usize, oneshot::Sender<()>)>();
+        let dir = dir.to_path_buf();
+        std::thread::Builder::new()
+            .name("floor-commit".to_owned())
+            .spawn(move || {
+                if let Err(e) = GroupCommit::run(&dir, &rx) {
+                    eprintln!("the floor service's log in {} failed: {e}", dir.display());
+                }
+            })?;
+        Ok(GroupCommit { tx })
+    }
+
+    fn run(dir: &Path, rx: &mpsc::Receiver<(usize, oneshot::Sender<()>)>) -> std::io::Result<()> {
+        let path = dir.join("floor.log");
+        let mut file = File::create(&path)?;
+        let mut written = 0;
+        let mut bytes = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            group.extend(rx.try_iter());
+            let len = group.iter().map(|(events, _)| events * RECORD_BYTES).sum();
+            bytes.resize(len, b'x');
+            if written + len > FLOOR_FILE_BYTES {
+                file = File::create(&path)?;
+                written = 0;
+            }
+            file.write_all(&bytes)?;
+            file.sync_data()?;
+            written += len;
+            for (_, done) in group {
+                let _ = done.send(());
+            }
+        }
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl AuditService for EmptyService {
     async fn log(&self, _: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
+        self.commit(1).await?;
         Ok(Response::new(pb::LogResponse {
             receipt: Some(pb::Receipt::default()),
         }))
@@ -376,6 +476,7 @@ impl AuditService for EmptyService {
         req: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
         let n = req.get_ref().events.len();
+        self.commit(n).await?;
         Ok(Response::new(pb::LogBatchResponse {
             receipts: vec![pb::Receipt::default(); n],
         }))
@@ -857,9 +958,17 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn print_table(rows: &[(Scenario, Measurement, Measurement)]) {
+/// One scenario's measurements.
+struct Row {
+    scenario: Scenario,
+    ours: Measurement,
+    floor: Measurement,
+    empty: Measurement,
+}
+
+fn print_table(rows: &[Row]) {
     println!(
-        "{:<26} {:<8} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>6} {:>8} {:>6}",
+        "{:<26} {:<11} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>6} {:>8} {:>6}",
         "scenario",
         "server",
         "events/s",
@@ -873,9 +982,14 @@ fn print_table(rows: &[(Scenario, Measurement, Measurement)]) {
         "cpu us/ev",
         "others"
     );
-    println!("{}", "-".repeat(124));
-    for (scenario, ours, empty) in rows {
-        for (name, m, label) in [("auditlog", ours, scenario.label), ("empty", empty, "")] {
+    println!("{}", "-".repeat(127));
+    for row in rows {
+        let servers = [
+            ("auditlog", &row.ours, row.scenario.label),
+            ("floor", &row.floor, ""),
+            ("empty", &row.empty, ""),
+        ];
+        for (name, m, label) in servers {
             let secs = m.window.as_secs_f64();
             let (commits, per_commit) = if m.commits > 0 {
                 (
@@ -894,7 +1008,7 @@ fn print_table(rows: &[(Scenario, Measurement, Measurement)]) {
                 None => ("?".to_owned(), "?".to_owned(), "?".to_owned()),
             };
             println!(
-                "{:<26} {:<8} {:>9.0} {:>8.0} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>6} {:>8} {:>6}",
+                "{:<26} {:<11} {:>9.0} {:>8.0} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>6} {:>8} {:>6}",
                 label,
                 name,
                 m.events_per_sec(),
@@ -910,7 +1024,7 @@ fn print_table(rows: &[(Scenario, Measurement, Measurement)]) {
             );
             if m.settle > Duration::from_secs(1) {
                 println!(
-                    "{:<26} {:<8} (before its rounds: {:.1} s of leftover background work)",
+                    "{:<26} {:<11} (before its rounds: {:.1} s of leftover background work)",
                     "",
                     "",
                     m.settle.as_secs_f64()
@@ -918,7 +1032,7 @@ fn print_table(rows: &[(Scenario, Measurement, Measurement)]) {
             }
             if m.errors > 0 {
                 println!(
-                    "{:<26} {:<8} {} failed calls, last: {}",
+                    "{:<26} {:<11} {} failed calls, last: {}",
                     "",
                     "",
                     m.errors,
@@ -926,54 +1040,69 @@ fn print_table(rows: &[(Scenario, Measurement, Measurement)]) {
                 );
             }
         }
-        println!(
-            "{:<26} {:<8} {:>9.2} {:>8} {:>7.2} {:>7.2} {:>7.2}",
-            "",
-            "ratio",
-            ours.events_per_sec() / empty.events_per_sec(),
-            "",
-            ms(ours.percentile(50.0)) / ms(empty.percentile(50.0)),
-            ms(ours.percentile(95.0)) / ms(empty.percentile(95.0)),
-            ms(ours.percentile(99.0)) / ms(empty.percentile(99.0)),
-        );
+        let ratios = [
+            ("ours/empty", &row.ours, &row.empty),
+            ("floor/empty", &row.floor, &row.empty),
+            ("ours/floor", &row.ours, &row.floor),
+        ];
+        for (name, a, b) in ratios {
+            println!(
+                "{:<26} {:<11} {:>9.2} {:>8} {:>7.2} {:>7.2} {:>7.2}",
+                "",
+                name,
+                a.events_per_sec() / b.events_per_sec(),
+                "",
+                ms(a.percentile(50.0)) / ms(b.percentile(50.0)),
+                ms(a.percentile(95.0)) / ms(b.percentile(95.0)),
+                ms(a.percentile(99.0)) / ms(b.percentile(99.0)),
+            );
+        }
     }
     println!();
-    println!("ratio: auditlog / empty (events/s: higher is better; latency: lower is better)");
+    println!("auditlog: the real server, default config (durable: fdatasync before each answer)");
+    println!("floor: the empty service answering after a group fdatasync of the events' bytes");
+    println!("empty: the empty service; the targets are ratios to it");
+    println!("ratios: events/s higher is better; latencies lower is better");
     println!("commits/s, ev/commit: group commits (one fdatasync each) that served the calls");
-    println!("cores: CPU this process used (client + both servers + writer), in cores");
+    println!("cores: CPU this process used (client + all servers + their threads), in cores");
     println!("cpu us/ev: that CPU time per event; others: cores used by other processes");
 }
 
-fn print_targets(rows: &[(Scenario, Measurement, Measurement)]) {
-    let find = |key: &str| rows.iter().find(|(s, _, _)| s.key == key);
+fn print_targets(rows: &[Row]) {
+    let find = |key: &str| rows.iter().find(|r| r.scenario.key == key);
     let verdict = |met: bool| if met { "MET" } else { "MISSED" };
     println!();
     println!("targets:");
-    if let Some((_, ours, empty)) = find("log64") {
-        let ratio = ours.events_per_sec() / empty.events_per_sec();
+    if let Some(row) = find("log64") {
+        let ratio = row.ours.events_per_sec() / row.empty.events_per_sec();
         println!(
-            "  Log, 64 in flight: events/s {:.2} of empty (target >= {TARGET_LOG64_RATIO}): {}",
+            "  Log, 64 in flight: events/s {:.2} of empty (target >= {TARGET_LOG64_RATIO}; \
+             the floor: {:.2}): {}",
             ratio,
+            row.floor.events_per_sec() / row.empty.events_per_sec(),
             verdict(ratio >= TARGET_LOG64_RATIO)
         );
     }
     for key in ["batch4", "batch8"] {
-        if let Some((s, ours, empty)) = find(key) {
-            let ratio = ours.events_per_sec() / empty.events_per_sec();
+        if let Some(row) = find(key) {
+            let ratio = row.ours.events_per_sec() / row.empty.events_per_sec();
             println!(
-                "  {}: events/s {:.2} of empty (target >= {TARGET_BATCH_RATIO}): {}",
-                s.label,
+                "  {}: events/s {:.2} of empty (target >= {TARGET_BATCH_RATIO}; the floor: \
+                 {:.2}): {}",
+                row.scenario.label,
                 ratio,
+                row.floor.events_per_sec() / row.empty.events_per_sec(),
                 verdict(ratio >= TARGET_BATCH_RATIO)
             );
         }
     }
-    if let Some((_, ours, _)) = find("log1") {
-        let p50 = ours.percentile(50.0);
+    if let Some(row) = find("log1") {
+        let p50 = row.ours.percentile(50.0);
         println!(
-            "  Log, 1 in flight: p50 {:.3} ms (target <= {:.1} ms): {}",
+            "  Log, 1 in flight: p50 {:.3} ms (target <= {:.1} ms; the floor: {:.3} ms): {}",
             ms(p50),
             ms(TARGET_LOG1_P50),
+            ms(row.floor.percentile(50.0)),
             verdict(p50 <= TARGET_LOG1_P50)
         );
     }
