@@ -41,44 +41,72 @@ pub mod json {
     /// on disk rather than `7.0`. NaN and infinities have no JSON form and are
     /// rejected.
     pub fn struct_to_json(s: &Struct) -> Result<Map<String, Json>, NotJson> {
+        struct_into_json(s.clone())
+    }
+
+    /// [`struct_to_json`] taking the `Struct`: its keys and strings move into
+    /// the JSON object instead of being copied (the server's ingest path).
+    pub fn struct_into_json(s: Struct) -> Result<Map<String, Json>, NotJson> {
         let mut map = Map::new();
-        for (k, v) in &s.fields {
-            map.insert(k.clone(), value_to_json(v, k)?);
+        for (k, v) in s.fields {
+            match value_into_json(v) {
+                Ok(v) => {
+                    map.insert(k, v);
+                }
+                Err(e) => return Err(e.under_key(&k)),
+            }
         }
         Ok(map)
     }
 
-    fn value_to_json(v: &Value, path: &str) -> Result<Json, NotJson> {
-        Ok(match &v.kind {
+    impl NotJson {
+        /// This error, found in the value under `key` of an object.
+        fn under_key(mut self, key: &str) -> NotJson {
+            self.path = match self.path.chars().next() {
+                None => key.to_owned(),
+                Some('[') => format!("{key}{}", self.path),
+                Some(_) => format!("{key}.{}", self.path),
+            };
+            self
+        }
+
+        /// This error, found in item `i` of a list.
+        fn under_item(mut self, i: usize) -> NotJson {
+            self.path = match self.path.chars().next() {
+                None | Some('[') => format!("[{i}]{}", self.path),
+                Some(_) => format!("[{i}].{}", self.path),
+            };
+            self
+        }
+    }
+
+    /// The path of an error is built on the way out, so a valid value (the
+    /// common case) costs no path strings.
+    fn value_into_json(v: Value) -> Result<Json, NotJson> {
+        Ok(match v.kind {
             None | Some(Kind::NullValue(_)) => Json::Null,
-            Some(Kind::BoolValue(b)) => Json::Bool(*b),
-            Some(Kind::StringValue(s)) => Json::String(s.clone()),
+            Some(Kind::BoolValue(b)) => Json::Bool(b),
+            Some(Kind::StringValue(s)) => Json::String(s),
             Some(Kind::NumberValue(n)) => {
                 const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
                 if !n.is_finite() {
                     return Err(NotJson {
-                        path: path.to_owned(),
+                        path: String::new(),
                         reason: "NaN and infinity cannot be stored as JSON",
                     });
                 }
                 if n.fract() == 0.0 && n.abs() <= EXACT {
-                    Json::Number(Number::from(*n as i64))
+                    Json::Number(Number::from(n as i64))
                 } else {
-                    Number::from_f64(*n).map_or(Json::Null, Json::Number)
+                    Number::from_f64(n).map_or(Json::Null, Json::Number)
                 }
             }
-            Some(Kind::StructValue(s)) => {
-                let mut map = Map::new();
-                for (k, v) in &s.fields {
-                    map.insert(k.clone(), value_to_json(v, &format!("{path}.{k}"))?);
-                }
-                Json::Object(map)
-            }
+            Some(Kind::StructValue(s)) => Json::Object(struct_into_json(s)?),
             Some(Kind::ListValue(l)) => Json::Array(
                 l.values
-                    .iter()
+                    .into_iter()
                     .enumerate()
-                    .map(|(i, v)| value_to_json(v, &format!("{path}[{i}]")))
+                    .map(|(i, v)| value_into_json(v).map_err(|e| e.under_item(i)))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -256,6 +284,32 @@ pub mod json {
                 },
             );
             assert_eq!(struct_to_json(&outer).unwrap_err().path, "a.x");
+        }
+
+        #[test]
+        fn error_paths_name_keys_and_list_items() {
+            let nan = || Value {
+                kind: Some(Kind::NumberValue(f64::INFINITY)),
+            };
+            let list = |values| Value {
+                kind: Some(Kind::ListValue(ListValue { values })),
+            };
+            let object = |key: &str, v| Value {
+                kind: Some(Kind::StructValue(Struct {
+                    fields: [(key.to_owned(), v)].into(),
+                })),
+            };
+            let at = |v| {
+                let s = Struct {
+                    fields: [("top".to_owned(), v)].into(),
+                };
+                struct_into_json(s).unwrap_err().path
+            };
+            assert_eq!(at(nan()), "top");
+            assert_eq!(at(list(vec![Value::default(), nan()])), "top[1]");
+            assert_eq!(at(list(vec![list(vec![nan()])])), "top[0][0]");
+            assert_eq!(at(list(vec![object("x", nan())])), "top[0].x");
+            assert_eq!(at(object("x", list(vec![nan()]))), "top.x[0]");
         }
     }
 }

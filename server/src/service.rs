@@ -6,7 +6,7 @@
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
-use auditlog_proto::json::struct_to_json;
+use auditlog_proto::json::struct_into_json;
 use auditlog_proto::v1::admin_service_server::AdminService;
 use auditlog_proto::v1::{self as pb, audit_service_server::AuditService};
 use prost_types::Timestamp;
@@ -740,7 +740,7 @@ pub(crate) fn plan_query(
 
 /// Checks one event; `path` names it in violations (`event`, `events[3]`).
 fn validate_event(
-    input: pb::EventInput,
+    mut input: pb::EventInput,
     path: &str,
     default_actor: &str,
 ) -> Result<NewEvent, Status> {
@@ -778,7 +778,7 @@ fn validate_event(
             );
         }
     }
-    let details = match input.details.as_ref().map(struct_to_json).transpose() {
+    let details = match input.details.take().map(struct_into_json).transpose() {
         Ok(d) => d.unwrap_or_default(),
         Err(e) => {
             violate(&format!("details.{}", e.path), e.reason.to_owned());

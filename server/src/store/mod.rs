@@ -131,7 +131,7 @@ pub enum StoreError {
 }
 
 /// One group of records the writer committed, in seq order.
-pub type Committed = Arc<[Record]>;
+pub type Committed = Arc<Vec<Record>>;
 
 /// The public handle of the store; cheap to share behind an `Arc`.
 pub struct Store {

@@ -556,7 +556,12 @@ impl Syncer {
         let mut published = Vec::new();
         let mut replies = Vec::new();
         for g in groups {
-            published.extend(g.records);
+            // Usually one group: its records are published without a copy.
+            if published.is_empty() {
+                published = g.records;
+            } else {
+                published.extend(g.records);
+            }
             replies.extend(g.staged);
         }
         if let Some(r) = published.last() {
@@ -564,7 +569,7 @@ impl Syncer {
         }
         if !published.is_empty() {
             // No subscriber is not an error.
-            let _ = self.shared.hub.send(published.into());
+            let _ = self.shared.hub.send(Arc::new(published));
         }
         for s in replies {
             let _ = s.reply.send(Ok(s.receipts));
