@@ -77,27 +77,11 @@ async fn health_watch_sees_not_serving_when_shutdown_begins() {
 /// audit service, health, and reflection itself.
 #[tokio::test]
 async fn reflection_lists_services_in_v1_and_v1alpha() {
-    use tonic_reflection::pb::{v1, v1alpha};
+    use tonic_reflection::pb::v1alpha;
     let server = TestServer::start().await;
     let ch = channel(&server).await;
 
-    let request = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    };
-    let mut responses = v1::server_reflection_client::ServerReflectionClient::new(ch.clone())
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        responses.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("v1 reflection did not list services");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = common::reflection_v1_services(ch.clone()).await;
     for expected in ["auditlog.v1.AuditService", "grpc.health.v1.Health"] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -105,21 +89,8 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
         );
     }
 
-    let request = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "auditlog.v1.AuditService".into(),
-            ),
-        ),
-    };
-    let mut responses = v1alpha::server_reflection_client::ServerReflectionClient::new(ch)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
     let Some(v1alpha::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) =
-        responses.next().await.unwrap().unwrap().message_response
+        common::reflection_v1alpha_file(ch, "auditlog.v1.AuditService").await
     else {
         panic!("v1alpha reflection did not return the file");
     };

@@ -462,7 +462,7 @@ async fn every_caller_gets_exactly_the_rpcs_of_its_roles() {
 
 #[tokio::test]
 async fn health_and_reflection_need_no_token_on_a_protected_server() {
-    use tonic_reflection::pb::{v1, v1alpha};
+    use tonic_reflection::pb::v1alpha;
     let server = Server::with_tokens().await;
     let ch = channel(server.addr, None).await.unwrap();
 
@@ -488,41 +488,12 @@ async fn health_and_reflection_need_no_token_on_a_protected_server() {
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()));
     assert_eq!(stale, Ok(ServingStatus::Serving));
 
-    let request = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    };
-    let mut responses = v1::server_reflection_client::ServerReflectionClient::new(ch.clone())
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        responses.message().await.unwrap().unwrap().message_response
-    else {
-        panic!("v1 reflection did not list services without a token");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    let names = common::reflection_v1_services(ch.clone()).await;
     for expected in ["auditlog.v1.AuditService", "auditlog.v1.AdminService"] {
         assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
     }
 
-    let request = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                "auditlog.v1.AuditService".into(),
-            ),
-        ),
-    };
-    let mut responses = v1alpha::server_reflection_client::ServerReflectionClient::new(ch)
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let answer = responses.message().await.unwrap().unwrap().message_response;
+    let answer = common::reflection_v1alpha_file(ch, "auditlog.v1.AuditService").await;
     assert!(
         matches!(
             answer,

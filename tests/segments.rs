@@ -38,14 +38,14 @@ use std::io::{Read as _, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use auditlog_client::pb::{self, ProblemKind};
 use auditlog_client::{Client, NewEvent, Query};
 use auditlog_server::Config;
-use common::{ServerProcess, TEST_KEY, TestServer, all_events, assert_whole, workspace_bin};
+use common::{ServerProcess, TestServer, all_events, assert_whole, workspace_bin};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::time::timeout;
@@ -1101,48 +1101,13 @@ async fn retention_purges_old_segments_and_logs_the_purge() {
 // Rotation from the CLI
 // ---------------------------------------------------------------------------
 
-/// The CLI and server binaries, built from the current sources once per run.
-fn binaries() -> (PathBuf, PathBuf) {
-    static BINS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    BINS.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args([
-            "build",
-            "-p",
-            "auditlog-client",
-            "--bin",
-            "auditlog",
-            "-p",
-            "auditlog-server",
-            "--bin",
-            "auditlog-server",
-        ]);
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        assert!(
-            build.status().unwrap().success(),
-            "building the binaries failed"
-        );
-        (
-            workspace_bin("auditlog-client", "auditlog"),
-            workspace_bin("auditlog-server", "auditlog-server"),
-        )
-    })
-    .clone()
-}
-
 /// Runs `auditlog --server <url> ARGS` in a blocking task (the server runs in
 /// this process), asserts it succeeded, and returns its stdout.
 async fn auditlog(url: &str, args: &[&str]) -> String {
     let mut all = vec!["--server".to_owned(), url.to_owned()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
     let out = tokio::task::spawn_blocking(move || {
-        let (bin, _) = binaries();
-        Command::new(bin)
+        Command::new(workspace_bin("auditlog-client", "auditlog"))
             .args(&all)
             .env_remove("AUDITLOG_SERVER")
             .stdin(Stdio::null())
@@ -1189,42 +1154,10 @@ async fn the_cli_rotates_and_says_when_there_is_nothing_to_rotate() {
 // kill -9 while rotating
 // ---------------------------------------------------------------------------
 
-/// The server binary on `dir` with tiny segments, as [`ServerProcess::spawn`]
-/// starts it otherwise.
+/// The server binary on `dir` with tiny segments.
 async fn spawn_tiny(dir: &Path) -> ServerProcess {
-    let (_, bin) = binaries();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir)
-        .env("AUDITLOG_HMAC_KEY", TEST_KEY)
-        .env("AUDITLOG_MAX_FILE_SIZE_MB", TINY_MB.to_string())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let process = ServerProcess {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        data_dir: dir.to_path_buf(),
-    };
-    for _ in 0..400 {
-        if let Ok(client) = Client::connect(&process.url).await
-            && client.stats(None).await.is_ok()
-        {
-            return process;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("auditlog-server at {} did not become ready", process.url);
+    let tiny = TINY_MB.to_string();
+    ServerProcess::spawn_with(dir, &[("AUDITLOG_MAX_FILE_SIZE_MB", &tiny)]).await
 }
 
 /// Logs calls of `size` events until the server stops answering; returns

@@ -648,3 +648,48 @@ pub async fn small_window_client(url: &str) -> Client {
         .unwrap();
     Client::from_channel(channel)
 }
+
+/// The service names reflection `v1` lists on `ch`.
+pub async fn reflection_v1_services(ch: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1;
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut responses = v1::server_reflection_client::ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    match responses.message().await.unwrap().unwrap().message_response {
+        Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("reflection v1 answered ListServices with {other:?}"),
+    }
+}
+
+/// What reflection `v1alpha` answers on `ch` to `FileContainingSymbol`
+/// for `symbol`.
+pub async fn reflection_v1alpha_file(
+    ch: tonic::transport::Channel,
+    symbol: &str,
+) -> Option<tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse> {
+    use tonic_reflection::pb::v1alpha;
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                symbol.to_owned(),
+            ),
+        ),
+    };
+    let mut responses = v1alpha::server_reflection_client::ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner();
+    responses.message().await.unwrap().unwrap().message_response
+}
