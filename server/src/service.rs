@@ -329,14 +329,7 @@ impl AuditService for AuditSvc {
                 format!("is {ms}; it must be a number of milliseconds from 0 to 86400000 (a day)"),
             );
         }
-        if violations.has_bad_request_violations() {
-            let summary = violation_summary(&violations);
-            return Err(Status::with_error_details(
-                Code::InvalidArgument,
-                summary,
-                violations,
-            ));
-        }
+        check_violations(violations, "")?;
         let mut details = req.details.unwrap_or_default();
         for (key, value) in [
             (
@@ -690,14 +683,10 @@ pub(crate) fn validate_batch(
             }
         }
     }
-    if details.has_bad_request_violations() {
-        let summary = violation_summary(&details);
-        return Err(Status::with_error_details(
-            Code::InvalidArgument,
-            format!("the batch has invalid events, nothing was written: {summary}"),
-            details,
-        ));
-    }
+    check_violations(
+        details,
+        "the batch has invalid events, nothing was written: ",
+    )?;
     Ok(events)
 }
 
@@ -792,14 +781,7 @@ fn validate_event(
             format!("is {size} bytes as JSON; at most {MAX_DETAILS_BYTES}"),
         );
     }
-    if violations.has_bad_request_violations() {
-        let summary = violation_summary(&violations);
-        return Err(Status::with_error_details(
-            Code::InvalidArgument,
-            summary,
-            violations,
-        ));
-    }
+    check_violations(violations, "")?;
     Ok(NewEvent {
         event_type: input.event_type,
         actor: non_empty(input.actor).unwrap_or_else(|| default_actor.to_owned()),
@@ -875,17 +857,26 @@ fn count_error_types(
 }
 
 /// "field reason; field reason" for a status message.
-fn violation_summary(details: &ErrorDetails) -> String {
-    details
+/// `INVALID_ARGUMENT` carrying `violations` as field violations, with a
+/// message of `prefix` and every violation; `Ok` when there are none.
+fn check_violations(violations: ErrorDetails, prefix: &str) -> Result<(), Status> {
+    let Some(bad) = violations
         .bad_request()
-        .map(|b| {
-            b.field_violations
-                .iter()
-                .map(|v| format!("{} {}", v.field, v.description))
-                .collect::<Vec<_>>()
-                .join("; ")
-        })
-        .unwrap_or_default()
+        .filter(|b| !b.field_violations.is_empty())
+    else {
+        return Ok(());
+    };
+    let summary = bad
+        .field_violations
+        .iter()
+        .map(|v| format!("{} {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{prefix}{summary}"),
+        violations,
+    ))
 }
 
 /// The length of `value` as JSON, counted without building the text.
