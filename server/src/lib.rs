@@ -91,12 +91,7 @@ pub async fn run(
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    health
-        .set_not_serving::<AuditServiceServer<AuditSvc>>()
-        .await;
+    set_serving(&health, false).await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(auditlog_proto::FILE_DESCRIPTOR_SET)
@@ -178,8 +173,7 @@ pub async fn run(
                     cancel.clone(),
                 ));
             }
-            health.set_service_status("", ServingStatus::Serving).await;
-            health.set_serving::<AuditServiceServer<AuditSvc>>().await;
+            set_serving(&health, true).await;
             tokio::spawn(watch_store(
                 Arc::clone(&store),
                 health.clone(),
@@ -195,12 +189,7 @@ pub async fn run(
         async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight calls");
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<AuditServiceServer<AuditSvc>>()
-                .await;
+            set_serving(&health, false).await;
             cancel.cancel();
         }
     };
@@ -288,6 +277,23 @@ fn tls_config(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConf
     Ok(out)
 }
 
+/// Sets the health of the whole server (`""`) and of the audit service
+/// together, the two names probes ask for.
+async fn set_serving(health: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status(
+            <AuditServiceServer<AuditSvc> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+}
+
 /// Turns health NOT_SERVING once the store refuses writes (after a failed
 /// fsync), so load balancers and probes stop sending traffic here.
 async fn watch_store(
@@ -303,12 +309,7 @@ async fn watch_store(
         }
         if store.is_poisoned() {
             tracing::error!("the store refuses writes; health is NOT_SERVING until a restart");
-            health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            health
-                .set_not_serving::<AuditServiceServer<AuditSvc>>()
-                .await;
+            set_serving(&health, false).await;
             return;
         }
     }
