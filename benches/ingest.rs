@@ -47,6 +47,10 @@
 //!   round-robin (4);
 //! - `AUDITLOG_BENCH_SCENARIOS`: a comma-separated subset of `log1`, `log16`,
 //!   `log64`, `batch4`, `batch8` (all);
+//! - `AUDITLOG_BENCH_FLOOR_FSYNC`: `0` makes the floor service skip its
+//!   `fdatasync` (it still writes and answers from its thread), to separate
+//!   the cost of answering from another thread from that of waiting for the
+//!   disk (1);
 //! - `AUDITLOG_BENCH_DIR`: where the temp data dir is created (the system
 //!   temp dir).
 //!
@@ -121,6 +125,8 @@ struct Settings {
     channels: usize,
     scenarios: Vec<Scenario>,
     parent_dir: std::path::PathBuf,
+    /// Whether the floor service `fdatasync`s (it always writes).
+    floor_fsync: bool,
 }
 
 impl Settings {
@@ -158,6 +164,19 @@ impl Settings {
         };
         let parent_dir = std::env::var_os("AUDITLOG_BENCH_DIR")
             .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
+        let floor_fsync = match std::env::var("AUDITLOG_BENCH_FLOOR_FSYNC") {
+            Ok(v) => match v.trim() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                other => {
+                    return Err(format!(
+                        "AUDITLOG_BENCH_FLOOR_FSYNC={other:?}: use 1 (the default) or 0"
+                    )
+                    .into());
+                }
+            },
+            Err(_) => true,
+        };
         Ok(Settings {
             measure: secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
             rounds,
@@ -165,6 +184,7 @@ impl Settings {
             channels,
             scenarios,
             parent_dir,
+            floor_fsync,
         })
     }
 }
@@ -244,7 +264,10 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     // In the order of a row: ours, the floor, the empty service.
     let servers = [
         Server::auditlog(servers, &data.path().join("auditlog")).await?,
-        Server::empty(servers, Some(data.path().join("floor")))?,
+        Server::empty(
+            servers,
+            Some((data.path().join("floor"), settings.floor_fsync)),
+        )?,
         Server::empty(servers, None)?,
     ];
     let mut channels = Vec::new();
@@ -281,6 +304,9 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     }
 
     print_table(&rows);
+    if !settings.floor_fsync {
+        println!("floor: ran WITHOUT its fdatasync (AUDITLOG_BENCH_FLOOR_FSYNC=0)");
+    }
     print_targets(&rows);
 
     for server in servers {
@@ -326,11 +352,13 @@ impl Server {
         Ok(Server { url, stop, task })
     }
 
-    /// The empty baseline service; with a `durable` dir, the floor service
-    /// (see [`EmptyService`]) with its file there.
-    fn empty(runtime: &Handle, durable: Option<PathBuf>) -> Result<Server, BoxError> {
+    /// The empty baseline service; with a `floor` dir, the floor service
+    /// (see [`EmptyService`]) with its file there, and whether it syncs.
+    fn empty(runtime: &Handle, floor: Option<(PathBuf, bool)>) -> Result<Server, BoxError> {
         let service = EmptyService {
-            commits: durable.map(|dir| GroupCommit::start(&dir)).transpose()?,
+            commits: floor
+                .map(|(dir, fsync)| GroupCommit::start(&dir, fsync))
+                .transpose()?,
         };
         let (listener, url) = bind()?;
         let (stop, stopped) = oneshot::channel::<()>();
@@ -423,21 +451,25 @@ struct GroupCommit {
 }
 
 impl GroupCommit {
-    fn start(dir: &Path) -> Result<GroupCommit, BoxError> {
+    fn start(dir: &Path, fsync: bool) -> Result<GroupCommit, BoxError> {
         std::fs::create_dir_all(dir)?;
         let (tx, rx) = mpsc::channel::<(usize, oneshot::Sender<()>)>();
         let dir = dir.to_path_buf();
         std::thread::Builder::new()
             .name("floor-commit".to_owned())
             .spawn(move || {
-                if let Err(e) = GroupCommit::run(&dir, &rx) {
+                if let Err(e) = GroupCommit::run(&dir, fsync, &rx) {
                     eprintln!("the floor service's log in {} failed: {e}", dir.display());
                 }
             })?;
         Ok(GroupCommit { tx })
     }
 
-    fn run(dir: &Path, rx: &mpsc::Receiver<(usize, oneshot::Sender<()>)>) -> std::io::Result<()> {
+    fn run(
+        dir: &Path,
+        fsync: bool,
+        rx: &mpsc::Receiver<(usize, oneshot::Sender<()>)>,
+    ) -> std::io::Result<()> {
         let path = dir.join("floor.log");
         let mut file = File::create(&path)?;
         let mut written = 0;
@@ -452,7 +484,9 @@ impl GroupCommit {
                 written = 0;
             }
             file.write_all(&bytes)?;
-            file.sync_data()?;
+            if fsync {
+                file.sync_data()?;
+            }
             written += len;
             for (_, done) in group {
                 let _ = done.send(());
