@@ -262,7 +262,7 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     println!();
 
     // In the order of a row: ours, the floor, the empty service.
-    let servers = [
+    let under_test = [
         Server::auditlog(servers, &data.path().join("auditlog")).await?,
         Server::empty(
             servers,
@@ -271,7 +271,7 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
         Server::empty(servers, None)?,
     ];
     let mut channels = Vec::new();
-    for server in &servers {
+    for server in &under_test {
         channels.push(connect(&server.url, settings.channels).await?);
     }
     let requests = Arc::new(Requests::build());
@@ -309,7 +309,7 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     }
     print_targets(&rows);
 
-    for server in servers {
+    for server in under_test {
         server.stop().await?;
     }
     println!();
