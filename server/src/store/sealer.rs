@@ -16,14 +16,16 @@
 //! sealed file not in the manifest is compressed again from the start (its
 //! `.tmp` files or an unrecorded `.gz` are simply replaced); one already in
 //! the manifest is just deleted. Nothing is lost because the plain file goes
-//! only after the manifest names its compressed copy.
+//! only after the manifest names its compressed copy. A step that fails
+//! while the server runs is tried again from that step ([`run`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Write as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -189,34 +191,102 @@ fn lower_priority() {
     }
 }
 
+/// How long the sealer first waits before it tries a failed segment again
+/// (unless a new job comes first); the wait doubles while retries keep
+/// failing, up to [`MAX_RETRY_AFTER`].
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// One segment's way through steps 2 to 4, resumable after a failure.
+struct Attempt {
+    segment: u32,
+    plain: String,
+    /// Set once the manifest and the index name the compressed file: only
+    /// step 4 is left.
+    recorded: Option<Sealed>,
+}
+
 /// Runs jobs until every sender is gone or shutdown stops it; first writes
-/// the lead copies that compressed segments lack.
+/// the lead copies that compressed segments lack. A segment whose steps
+/// failed (a full disk, say) stays readable as it is and is tried again,
+/// from the step that failed, before the next job and whenever the retry
+/// wait runs out, so space comes back once the cause is gone, without a
+/// restart.
 pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
     lower_priority();
     backfill_lead_copies(shared);
-    while let Ok(job) = jobs.recv() {
+    let mut failed: Vec<Attempt> = Vec::new();
+    let mut retry_after = RETRY_AFTER;
+    loop {
+        let job = if failed.is_empty() {
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            }
+        } else {
+            match jobs.recv_timeout(retry_after) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        };
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
-        let result = steps(shared, &job);
-        match &result {
-            Ok(sealed) => tracing::info!(
-                file = %sealed.file,
-                first_seq = sealed.first_seq,
-                last_seq = sealed.last_seq,
-                "compressed a sealed segment"
-            ),
-            Err(e) => tracing::error!(
-                file = %job.plain,
-                error = %e,
-                "compressing a sealed segment failed; it stays readable as it is and is \
-                 retried at the next start"
-            ),
+        // Earlier failures first, in the order they were sealed.
+        let retries = std::mem::take(&mut failed);
+        let tried = retries.len();
+        for mut attempt in retries {
+            if attempt_steps(shared, &mut attempt, retry_after).is_err() {
+                failed.push(attempt);
+            }
         }
-        if let Some(done) = job.done {
-            let _ = done.send(result.map(Some));
+        retry_after = if tried > 0 && failed.len() == tried {
+            (retry_after * 2).min(MAX_RETRY_AFTER)
+        } else {
+            RETRY_AFTER
+        };
+        if let Some(job) = job {
+            let mut attempt = Attempt {
+                segment: job.segment,
+                plain: job.plain,
+                recorded: None,
+            };
+            let result = attempt_steps(shared, &mut attempt, retry_after);
+            if result.is_err() {
+                failed.push(attempt);
+            }
+            if let Some(done) = job.done {
+                let _ = done.send(result.map(Some));
+            }
         }
     }
+}
+
+/// [`steps`], logged.
+fn attempt_steps(
+    shared: &Shared,
+    attempt: &mut Attempt,
+    retry_after: Duration,
+) -> Result<Sealed, StoreError> {
+    let result = steps(shared, attempt);
+    match &result {
+        Ok(sealed) => tracing::info!(
+            file = %sealed.file,
+            first_seq = sealed.first_seq,
+            last_seq = sealed.last_seq,
+            "compressed a sealed segment"
+        ),
+        Err(_) if shared.stop.load(Ordering::Relaxed) => {}
+        Err(e) => tracing::error!(
+            file = %attempt.plain,
+            error = %e,
+            retry_in_secs = retry_after.as_secs(),
+            "compressing a sealed segment failed; it stays readable as it is and is \
+             tried again later (and at the next start)"
+        ),
+    }
+    result
 }
 
 /// Writes the lead copies that compressed segments lack (sealed by a version
@@ -298,18 +368,54 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
     Ok(())
 }
 
-fn steps(shared: &Shared, job: &Job) -> Result<Sealed, StoreError> {
-    let (info, index) = compress(&shared.dir, &job.plain, &shared.stop, shared.lead_copies)
-        .map_err(|e| StoreError::Rotate(format!("compressing {}: {e}", job.plain)))?;
-    record(shared, &job.plain, job.segment, &info, &index)?;
-    delete(&shared.dir, &job.plain)
-        .map_err(|e| StoreError::Rotate(format!("deleting {}: {e}", job.plain)))?;
-    let (gz, _) = names(&job.plain);
-    Ok(Sealed {
-        file: gz,
-        first_seq: info.first_seq,
-        last_seq: info.last_seq,
-    })
+/// Steps 2 to 4 for one segment, from where `attempt` left off. Steps 2
+/// and 3 can be run again after a failure part-way (the `.tmp` files are
+/// rewritten, the manifest entry is added once); step 3 cannot after it
+/// succeeded, so a failed step 4 is retried alone.
+fn steps(shared: &Shared, attempt: &mut Attempt) -> Result<Sealed, StoreError> {
+    let sealed = match &attempt.recorded {
+        Some(sealed) => sealed.clone(),
+        None => {
+            injected_failure(shared, "compress")?;
+            let (info, index) = compress(
+                &shared.dir,
+                &attempt.plain,
+                &shared.stop,
+                shared.lead_copies,
+            )
+            .map_err(|e| StoreError::Rotate(format!("compressing {}: {e}", attempt.plain)))?;
+            record(shared, &attempt.plain, attempt.segment, &info, &index)?;
+            let sealed = Sealed {
+                file: names(&attempt.plain).0,
+                first_seq: info.first_seq,
+                last_seq: info.last_seq,
+            };
+            attempt.recorded = Some(sealed.clone());
+            sealed
+        }
+    };
+    injected_failure(shared, "delete")?;
+    delete(&shared.dir, &attempt.plain)
+        .map_err(|e| StoreError::Rotate(format!("deleting {}: {e}", attempt.plain)))?;
+    Ok(sealed)
+}
+
+/// Tests and `fault-injection` builds: a file `FAIL_SEALING` in the data
+/// dir holding `compress` or `delete` fails that step, for as long as it is
+/// there.
+#[cfg(any(test, feature = "fault-injection"))]
+fn injected_failure(shared: &Shared, step: &str) -> Result<(), StoreError> {
+    match std::fs::read_to_string(shared.dir.join("FAIL_SEALING")) {
+        Ok(wanted) if wanted.trim() == step => Err(StoreError::Rotate(format!(
+            "injected failure of the {step} step (FAIL_SEALING in the data dir)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(not(any(test, feature = "fault-injection")))]
+fn injected_failure(_: &Shared, _: &str) -> Result<(), StoreError> {
+    Ok(())
 }
 
 /// Crash scenarios: each test builds a log, performs the rotation steps by
@@ -626,6 +732,88 @@ mod tests {
         );
         assert!(names.contains(&leads::names(&plain).0), "{names:?}");
         store.shutdown();
+    }
+
+    fn one_event(n: u64) -> Vec<NewEvent> {
+        vec![NewEvent {
+            event_type: "email_sent".into(),
+            actor: "test".into(),
+            lead_id: Some(format!("L{}", n % 9)),
+            workflow: None,
+            details: Default::default(),
+            idempotency_key: None,
+        }]
+    }
+
+    /// Every seq of the store, read back.
+    fn all_seqs(store: &Store) -> Vec<u64> {
+        let metas = store.select(&Filter::default(), Order::OldestFirst, None, u64::MAX, 1000);
+        store.read(&metas).unwrap().iter().map(|r| r.seq).collect()
+    }
+
+    /// A segment whose sealing fails at `step` stays readable, is tried again
+    /// before each later job, and is compressed, recorded once and deleted
+    /// once the cause is gone, with no restart.
+    async fn failed_sealing_is_tried_again(step: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let trigger = dir.path().join("FAIL_SEALING");
+        std::fs::write(&trigger, step).unwrap();
+        store.append(one_event(1)).await.unwrap();
+        let failed = store.rotate(true).await;
+        assert!(
+            matches!(&failed, Err(StoreError::Rotate(m)) if m.contains(step)),
+            "{failed:?}"
+        );
+        let plain: Vec<String> = files(dir.path())
+            .into_iter()
+            .filter(|n| n.ends_with(".log") && n != LOG_FILE)
+            .collect();
+        assert_eq!(plain.len(), 1, "{:?}", files(dir.path()));
+        let gz = names(&plain[0]).0;
+        // Still failing: the retry before the next job fails too, and the
+        // next job itself fails for the same reason.
+        store.append(one_event(2)).await.unwrap();
+        assert!(store.rotate(true).await.is_err());
+        assert_eq!(all_seqs(&store), [1, 2]);
+
+        std::fs::remove_file(&trigger).unwrap();
+        store.append(one_event(3)).await.unwrap();
+        let third = store.rotate(true).await.unwrap().unwrap();
+        let left = files(dir.path());
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.ends_with(".tmp") || (n.ends_with(".log") && n != LOG_FILE)),
+            "left over: {left:?}"
+        );
+        let manifest = Manifest::load(dir.path(), &keyring()).unwrap().manifest;
+        let recorded: Vec<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+        assert_eq!(recorded.len(), 3, "{recorded:?}");
+        assert_eq!(recorded[0], gz);
+        assert_eq!(recorded[2], third.file);
+        assert_eq!(all_seqs(&store), [1, 2, 3]);
+        let report = store.verify(0, 0, &[]).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        // Three compressed segments and the active file, none twice.
+        assert_eq!(store.shared.segments().len(), 4);
+        store.shutdown();
+        // And a restart finds the same.
+        let store = open(dir.path());
+        assert_eq!(all_seqs(&store), [1, 2, 3]);
+        assert!(store.verify(0, 0, &[]).unwrap().findings.is_empty());
+        assert_eq!(store.shared.segments().len(), 4);
+        store.shutdown();
+    }
+
+    #[tokio::test]
+    async fn a_failed_compression_is_tried_again_without_a_restart() {
+        failed_sealing_is_tried_again("compress").await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_delete_is_tried_again_alone() {
+        failed_sealing_is_tried_again("delete").await;
     }
 
     #[tokio::test]
