@@ -181,3 +181,68 @@ async fn a_failed_fsync_stops_writes_turns_health_off_and_a_restart_recovers() {
     assert!(report.ok, "{:?}", report.problems);
     client.log(event(99)).await.unwrap();
 }
+
+/// A full disk while a rotation compresses its segment: the rotation fails
+/// with a clear status, every event stays readable and verifiable from the
+/// sealed file, and once space comes back the segment is compressed by the
+/// server itself, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compression_a_full_disk_stopped_finishes_once_space_is_back() {
+    let fs = match Tmpfs::mount("1m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            println!(
+                "SKIPPED a_compression_a_full_disk_stopped_finishes_once_space_is_back: {why}"
+            );
+            return;
+        }
+    };
+    let data = fs.path.join("data");
+    let mut server = TestServer::start_in(&data, |_| {}).await;
+    let client = server.client().await;
+    for i in 0..300 {
+        client.log(event(i)).await.unwrap();
+    }
+    // Take every byte left, then rotate: the seal (a rename and an empty
+    // file) fits, the compressed copy does not.
+    let filler = fs.path.join("filler");
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 4096]).is_ok() {}
+    }
+    let error = client.rotate(true).await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("No space left") && message.contains("compressed again later"),
+        "{message}"
+    );
+    let sealed = |dir: &std::path::Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("audit.") && n.ends_with(".log") && n != "audit.log")
+            .collect()
+    };
+    assert_eq!(sealed(&data).len(), 1, "the sealed file stays as it is");
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.events_checked, 300);
+    assert_eq!(
+        client.lead_history("LEAD-7").await.unwrap().len(),
+        1,
+        "a lead's history reads the sealed file"
+    );
+
+    // Space comes back; the next rotation first finishes the one that failed.
+    std::fs::remove_file(&filler).unwrap();
+    client.log(event(300)).await.unwrap();
+    client.rotate(true).await.unwrap();
+    assert!(sealed(&data).is_empty(), "{:?}", sealed(&data));
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.events_checked, 301);
+    assert_eq!(report.segments_checked, 3);
+    drop(client);
+    server.stop().await;
+}

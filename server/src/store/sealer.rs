@@ -383,7 +383,13 @@ fn steps(shared: &Shared, attempt: &mut Attempt) -> Result<Sealed, StoreError> {
                 &shared.stop,
                 shared.lead_copies,
             )
-            .map_err(|e| StoreError::Rotate(format!("compressing {}: {e}", attempt.plain)))?;
+            .map_err(|e| {
+                StoreError::Rotate(format!(
+                    "compressing {}: {e}; the sealed file stays readable as it is and is \
+                     compressed again later",
+                    attempt.plain
+                ))
+            })?;
             record(shared, &attempt.plain, attempt.segment, &info, &index)?;
             let sealed = Sealed {
                 file: names(&attempt.plain).0,
@@ -395,8 +401,12 @@ fn steps(shared: &Shared, attempt: &mut Attempt) -> Result<Sealed, StoreError> {
         }
     };
     injected_failure(shared, "delete")?;
-    delete(&shared.dir, &attempt.plain)
-        .map_err(|e| StoreError::Rotate(format!("deleting {}: {e}", attempt.plain)))?;
+    delete(&shared.dir, &attempt.plain).map_err(|e| {
+        StoreError::Rotate(format!(
+            "deleting {} after compressing it: {e}; it is tried again later",
+            attempt.plain
+        ))
+    })?;
     Ok(sealed)
 }
 
