@@ -40,6 +40,15 @@ impl Tmpfs {
     }
 }
 
+impl Tmpfs {
+    /// [`Tmpfs::mount`], or `None` after saying why `test` does not run.
+    fn mount_or_skip(size: &str, test: &str) -> Option<Tmpfs> {
+        Tmpfs::mount(size)
+            .inspect_err(|why| println!("SKIPPED {test}: {why}"))
+            .ok()
+    }
+}
+
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.path).status();
@@ -53,14 +62,11 @@ fn event(i: u64) -> NewEvent {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
-    let fs = match Tmpfs::mount("512k") {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!(
-                "SKIPPED a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself: {why}"
-            );
-            return;
-        }
+    let Some(fs) = Tmpfs::mount_or_skip(
+        "512k",
+        "a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself",
+    ) else {
+        return;
     };
     // Space to give back later: a file beside the data directory.
     let filler = fs.path.join("filler");
@@ -188,14 +194,11 @@ async fn a_failed_fsync_stops_writes_turns_health_off_and_a_restart_recovers() {
 /// server itself, without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compression_a_full_disk_stopped_finishes_once_space_is_back() {
-    let fs = match Tmpfs::mount("1m") {
-        Ok(fs) => fs,
-        Err(why) => {
-            println!(
-                "SKIPPED a_compression_a_full_disk_stopped_finishes_once_space_is_back: {why}"
-            );
-            return;
-        }
+    let Some(fs) = Tmpfs::mount_or_skip(
+        "1m",
+        "a_compression_a_full_disk_stopped_finishes_once_space_is_back",
+    ) else {
+        return;
     };
     let data = fs.path.join("data");
     let mut server = TestServer::start_in(&data, |_| {}).await;
