@@ -193,7 +193,7 @@ enum Command {
     Health(health::HealthArgs),
     /// Load generator: events/s and latency percentiles against a server.
     #[command(
-        after_help = "Examples:\n  auditlog bench --concurrency 64 --duration 10s\n  auditlog bench --concurrency 8 --batch 100"
+        after_help = "Every event it sends stays in the server's log for good (an audit log has no delete): point it at a test server, not production.\n\nExamples:\n  auditlog bench --concurrency 64 --duration 10s\n  auditlog bench --concurrency 8 --batch 100"
     )]
     Bench(bench::BenchArgs),
     /// Duration figures per operation: count, min, avg, p50, p95, p99, max.
