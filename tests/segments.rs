@@ -487,29 +487,32 @@ async fn answers(
         format!("stream from {middle}"),
         from_middle.iter().map(same).collect(),
     ));
-    let errors = streamed(client, Query::new().event_type("error"), 500).await;
-    let want: Vec<u64> = all
-        .iter()
-        .filter(|e| e.seq >= 500 && e.event_type == "error")
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs(&errors), want, "errors streamed from 500");
-    out.push((
-        "errors streamed from 500".into(),
-        errors.iter().map(same).collect(),
-    ));
     // A lead's history streamed reads the lead copies, as Query does.
-    let lead_stream = streamed(client, Query::new().lead("LEAD-007"), 1).await;
-    let want: Vec<u64> = all
-        .iter()
-        .filter(|e| e.lead_id == "LEAD-007")
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs(&lead_stream), want, "LEAD-007 streamed from 1");
-    out.push((
-        "LEAD-007 streamed from 1".into(),
-        lead_stream.iter().map(same).collect(),
-    ));
+    type Wanted = fn(&pb::Event) -> bool;
+    let filtered: [(&str, Query, u64, Wanted); 2] = [
+        (
+            "errors streamed from 500",
+            Query::new().event_type("error"),
+            500,
+            |e| e.event_type == "error",
+        ),
+        (
+            "LEAD-007 streamed from 1",
+            Query::new().lead("LEAD-007"),
+            1,
+            |e| e.lead_id == "LEAD-007",
+        ),
+    ];
+    for (name, query, from, wanted) in filtered {
+        let got = streamed(client, query, from).await;
+        let want: Vec<u64> = all
+            .iter()
+            .filter(|e| e.seq >= from && wanted(e))
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs(&got), want, "{name}");
+        out.push((name.into(), got.iter().map(same).collect()));
+    }
     out
 }
 

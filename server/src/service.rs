@@ -669,19 +669,8 @@ pub(crate) fn validate_batch(
     let mut details = ErrorDetails::new();
     let mut events = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
-        match validate_event(input, &format!("events[{i}]"), default_actor) {
-            Ok(e) => events.push(e),
-            Err(violations) => {
-                for v in violations
-                    .get_error_details()
-                    .bad_request()
-                    .map(|b| b.field_violations.clone())
-                    .unwrap_or_default()
-                {
-                    details.add_bad_request_violation(v.field, v.description);
-                }
-            }
-        }
+        let path = || format!("events[{i}]");
+        events.extend(check_event(input, &path, default_actor, &mut details));
     }
     check_violations(
         details,
@@ -727,15 +716,31 @@ pub(crate) fn plan_query(
     })
 }
 
-/// Checks one event; `path` names it in violations (`event`, `events[3]`).
+/// Checks one event; `path` names it in violations (`event`, `request`).
 fn validate_event(
-    mut input: pb::EventInput,
+    input: pb::EventInput,
     path: &str,
     default_actor: &str,
 ) -> Result<NewEvent, Status> {
     let mut violations = ErrorDetails::new();
+    let event = check_event(input, &|| path.to_owned(), default_actor, &mut violations);
+    check_violations(violations, "")?;
+    event.ok_or_else(|| Status::internal("an invalid event without a violation"))
+}
+
+/// Checks one event, adding each violation to `violations` under the name
+/// `path` gives it (built only when there is one: `events[3]`); the event
+/// once it has none.
+fn check_event(
+    mut input: pb::EventInput,
+    path: &dyn Fn() -> String,
+    default_actor: &str,
+    violations: &mut ErrorDetails,
+) -> Option<NewEvent> {
+    let mut valid = true;
     let mut violate = |field: &str, reason: String| {
-        violations.add_bad_request_violation(format!("{path}.{field}"), reason);
+        valid = false;
+        violations.add_bad_request_violation(format!("{}.{field}", path()), reason);
     };
     let t = &input.event_type;
     if t.is_empty() {
@@ -781,8 +786,7 @@ fn validate_event(
             format!("is {size} bytes as JSON; at most {MAX_DETAILS_BYTES}"),
         );
     }
-    check_violations(violations, "")?;
-    Ok(NewEvent {
+    valid.then(|| NewEvent {
         event_type: input.event_type,
         actor: non_empty(input.actor).unwrap_or_else(|| default_actor.to_owned()),
         lead_id: non_empty(input.lead_id),
@@ -856,7 +860,6 @@ fn count_error_types(
     }
 }
 
-/// "field reason; field reason" for a status message.
 /// `INVALID_ARGUMENT` carrying `violations` as field violations, with a
 /// message of `prefix` and every violation; `Ok` when there are none.
 fn check_violations(violations: ErrorDetails, prefix: &str) -> Result<(), Status> {

@@ -200,8 +200,9 @@ pub fn compress(
 /// The deflate level of sealed segments and lead copies. On the ingest
 /// benchmark's log, in 8 KiB members, zlib-rs at level 2 deflates 220 to 240
 /// MB/s at 4.35x against level 3's 167 to 184 MB/s at 4.40x, and level 1's
-/// 467 MB/s at only 3.05x (BENCHMARKS.md): level 2 costs 1% of disk for a
-/// quarter less CPU in the background work every event pays for twice.
+/// 467 MB/s at only 3.05x (BENCHMARKS.md): level 2 costs 1% of disk for
+/// about a quarter less CPU in the background work every event pays for
+/// twice.
 const DEFLATE_LEVEL: u32 = 2;
 
 /// Writes gzip members one after another, reusing one deflate state (a
