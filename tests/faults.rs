@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use auditlog_client::{NewEvent, Query};
-use common::TestServer;
+use common::{TestServer, plain_sealed};
 
 /// A tmpfs of `size` mounted on a temp dir, unmounted on drop.
 struct Tmpfs {
@@ -19,6 +19,13 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
+    /// [`Tmpfs::mount`], or `None` after saying why `test` does not run.
+    fn mount_or_skip(size: &str, test: &str) -> Option<Tmpfs> {
+        Tmpfs::mount(size)
+            .inspect_err(|why| println!("SKIPPED {test}: {why}"))
+            .ok()
+    }
+
     /// Mounts one, or says why it cannot.
     fn mount(size: &str) -> Result<Tmpfs, String> {
         let dir = tempfile::tempdir().unwrap();
@@ -37,15 +44,6 @@ impl Tmpfs {
             path: dir.path().to_path_buf(),
             _dir: dir,
         })
-    }
-}
-
-impl Tmpfs {
-    /// [`Tmpfs::mount`], or `None` after saying why `test` does not run.
-    fn mount_or_skip(size: &str, test: &str) -> Option<Tmpfs> {
-        Tmpfs::mount(size)
-            .inspect_err(|why| println!("SKIPPED {test}: {why}"))
-            .ok()
     }
 }
 
@@ -220,14 +218,11 @@ async fn a_compression_a_full_disk_stopped_finishes_once_space_is_back() {
         message.contains("No space left") && message.contains("compressed again later"),
         "{message}"
     );
-    let sealed = |dir: &std::path::Path| -> Vec<String> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("audit.") && n.ends_with(".log") && n != "audit.log")
-            .collect()
-    };
-    assert_eq!(sealed(&data).len(), 1, "the sealed file stays as it is");
+    assert_eq!(
+        plain_sealed(&data).len(),
+        1,
+        "the sealed file stays as it is"
+    );
     let report = client.verify().await.unwrap();
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!(report.events_checked, 300);
@@ -241,7 +236,7 @@ async fn a_compression_a_full_disk_stopped_finishes_once_space_is_back() {
     std::fs::remove_file(&filler).unwrap();
     client.log(event(300)).await.unwrap();
     client.rotate(true).await.unwrap();
-    assert!(sealed(&data).is_empty(), "{:?}", sealed(&data));
+    assert!(plain_sealed(&data).is_empty(), "{:?}", plain_sealed(&data));
     let report = client.verify().await.unwrap();
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!(report.events_checked, 301);

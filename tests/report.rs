@@ -395,8 +395,7 @@ async fn seed(client: &Client) -> Vec<Logged> {
     }
     for event in seed_events() {
         let input = event.clone().into_input().unwrap();
-        let details =
-            auditlog_proto::json::struct_to_json(input.details.as_ref().unwrap()).unwrap();
+        let details = auditlog_proto::json::struct_into_json(input.details.unwrap()).unwrap();
         let receipt = client.log(event).await.unwrap();
         logged.push(Logged {
             seq: receipt.seq,

@@ -37,7 +37,6 @@ use std::fs::File;
 use std::io::{Read as _, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -45,7 +44,9 @@ use std::time::Duration;
 use auditlog_client::pb::{self, ProblemKind};
 use auditlog_client::{Client, NewEvent, Query};
 use auditlog_server::Config;
-use common::{ServerProcess, TestServer, all_events, assert_whole, workspace_bin};
+use common::{
+    ServerProcess, TestServer, all_events, assert_whole, cli_bin, files, plain_sealed, run_to_end,
+};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio::time::timeout;
@@ -159,29 +160,11 @@ async fn write(client: &Client, calls: &[Range<u64>]) -> Vec<pb::Receipt> {
 // The data directory
 // ---------------------------------------------------------------------------
 
-/// The names in `dir`, sorted.
-fn files(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
-}
-
 /// The compressed segments in `dir`, in name (= seq) order.
 fn gz_files(dir: &Path) -> Vec<String> {
     files(dir)
         .into_iter()
         .filter(|n| n.starts_with("audit.") && n.ends_with(".log.gz"))
-        .collect()
-}
-
-/// Sealed segments not compressed yet: `audit.*.log` other than `audit.log`.
-fn plain_sealed(dir: &Path) -> Vec<String> {
-    files(dir)
-        .into_iter()
-        .filter(|n| n.starts_with("audit.") && n.ends_with(".log") && n != "audit.log")
         .collect()
 }
 
@@ -285,7 +268,7 @@ fn logged(seq: u64) -> Same {
         workflow: input.workflow,
         idempotency_key: input.idempotency_key,
         details: Value::Object(
-            auditlog_proto::json::struct_to_json(&input.details.unwrap()).unwrap(),
+            auditlog_proto::json::struct_into_json(input.details.unwrap()).unwrap(),
         ),
     }
 }
@@ -487,7 +470,8 @@ async fn answers(
         format!("stream from {middle}"),
         from_middle.iter().map(same).collect(),
     ));
-    // A lead's history streamed reads the lead copies, as Query does.
+    // Filtered streams; the one for a lead reads the lead copies, as Query
+    // does.
     type Wanted = fn(&pb::Event) -> bool;
     let filtered: [(&str, Query, u64, Wanted); 2] = [
         (
@@ -510,6 +494,7 @@ async fn answers(
             .filter(|e| e.seq >= from && wanted(e))
             .map(|e| e.seq)
             .collect();
+        assert!(!want.is_empty(), "{name}: the log holds nothing to stream");
         assert_eq!(seqs(&got), want, "{name}");
         out.push((name.into(), got.iter().map(same).collect()));
     }
@@ -1109,25 +1094,19 @@ async fn retention_purges_old_segments_and_logs_the_purge() {
 async fn auditlog(url: &str, args: &[&str]) -> String {
     let mut all = vec!["--server".to_owned(), url.to_owned()];
     all.extend(args.iter().map(|a| (*a).to_owned()));
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(workspace_bin("auditlog-client", "auditlog"))
-            .args(&all)
-            .env_remove("AUDITLOG_SERVER")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    });
-    let out = timeout(Duration::from_secs(120), out)
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        out.status.success(),
-        "auditlog {args:?} failed: {}{stdout}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_to_end(
+        cli_bin().to_path_buf(),
+        all,
+        vec![],
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(
+        out.code, 0,
+        "auditlog {args:?} failed: {}{}",
+        out.stderr, out.stdout
     );
-    stdout
+    out.stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

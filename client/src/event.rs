@@ -201,7 +201,7 @@ mod tests {
         assert_eq!(input.event_type, "crm_update");
         assert_eq!(input.lead_id, "L1");
         assert_eq!(input.workflow, "sales");
-        let details = auditlog_proto::json::struct_to_json(&input.details.unwrap()).unwrap();
+        let details = auditlog_proto::json::struct_into_json(input.details.unwrap()).unwrap();
         assert_eq!(
             Value::Object(details),
             json!({"crm": "hubspot", "record_id": "42", "fields": ["stage"]})

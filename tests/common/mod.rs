@@ -693,3 +693,21 @@ pub async fn reflection_v1alpha_file(
         .into_inner();
     responses.message().await.unwrap().unwrap().message_response
 }
+
+/// The names of the files in `dir`, sorted.
+pub fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Sealed segments not compressed yet: `audit.*.log` other than `audit.log`.
+pub fn plain_sealed(dir: &Path) -> Vec<String> {
+    files(dir)
+        .into_iter()
+        .filter(|n| n.starts_with("audit.") && n.ends_with(".log") && n != "audit.log")
+        .collect()
+}
