@@ -246,8 +246,10 @@ impl<S> tower::Layer<S> for AuthLayer {
 }
 
 impl Admit for AuthLayer {
+    type Pass = ();
+
     /// Checks the bearer token and leaves the [`Caller`] on the request.
-    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Option<()>, tonic::Status> {
         let header = req
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -255,7 +257,7 @@ impl Admit for AuthLayer {
         if let Some(caller) = self.check(req.uri().path(), header)? {
             req.extensions_mut().insert(caller);
         }
-        Ok(())
+        Ok(None)
     }
 }
 

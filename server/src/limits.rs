@@ -22,7 +22,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,62 +47,32 @@ impl ShedLayer {
 }
 
 impl<S> tower::Layer<S> for ShedLayer {
-    type Service = Shed<S>;
+    type Service = Gate<S, ShedLayer>;
 
-    fn layer(&self, inner: S) -> Shed<S> {
-        Shed {
-            inner,
-            layer: self.clone(),
+    fn layer(&self, inner: S) -> Gate<S, ShedLayer> {
+        Gate::new(inner, self.clone())
+    }
+}
+
+impl Admit for ShedLayer {
+    /// Held until the handler has answered (for a stream: until it has
+    /// started).
+    type Pass = OwnedSemaphorePermit;
+
+    fn admit<B>(
+        &self,
+        req: &mut http::Request<B>,
+    ) -> Result<Option<OwnedSemaphorePermit>, tonic::Status> {
+        if is_exempt(req.uri().path()) {
+            return Ok(None);
         }
-    }
-}
-
-/// The service [`ShedLayer`] wraps around the router.
-#[derive(Debug, Clone)]
-pub struct Shed<S> {
-    inner: S,
-    layer: ShedLayer,
-}
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
-impl<S, B> tower::Service<http::Request<B>> for Shed<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let permit: Option<OwnedSemaphorePermit> = if is_exempt(req.uri().path()) {
-            None
-        } else {
-            match Arc::clone(&self.layer.permits).try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    let status = tonic::Status::resource_exhausted(format!(
-                        "the server is at its limit of {} calls in flight; retry with backoff",
-                        self.layer.max
-                    ));
-                    return Box::pin(std::future::ready(Ok(status.into_http())));
-                }
-            }
-        };
-        let future = self.inner.call(req);
-        Box::pin(async move {
-            // Held until the handler has answered (for a stream: until it
-            // has started).
-            let response = future.await;
-            drop(permit);
-            response
-        })
+        match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => Err(tonic::Status::resource_exhausted(format!(
+                "the server is at its limit of {} calls in flight; retry with backoff",
+                self.max
+            ))),
+        }
     }
 }
 
@@ -230,8 +199,11 @@ impl<S> tower::Layer<S> for RateLayer {
 }
 
 impl Admit for RateLayer {
-    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), tonic::Status> {
+    type Pass = ();
+
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Option<()>, tonic::Status> {
         self.check(req.uri().path(), req.extensions().get::<Caller>())
+            .map(|()| None)
     }
 }
 

@@ -19,14 +19,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, AlertKind, Alerts};
+use crate::gate::{Admit, Gate};
 use crate::store::record::now_micros;
-use crate::store::{Filter, Order, Record, Store};
+use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
 
 /// The event type performance measurements are logged as.
 pub const EVENT_TYPE: &str = "performance";
@@ -465,6 +465,71 @@ pub fn summarize(samples: &mut [f64]) -> Option<Summary> {
     })
 }
 
+/// The longest duration TrackPerformance accepts: a day.
+const MAX_DURATION_MS: f64 = 86_400_000.0;
+
+/// An operation name: 1 to 128 of letters, digits and `_ . : / -`.
+pub(crate) fn check_operation(op: &str) -> Result<(), String> {
+    if op.is_empty() {
+        return Err("is required, e.g. crm.create_record".into());
+    }
+    if op.len() > 128 {
+        return Err(format!("is {} characters; at most 128", op.len()));
+    }
+    if let Some(c) = op
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-')))
+    {
+        return Err(format!(
+            "{op:?} contains {c:?}; use letters, digits and _ . : / -"
+        ));
+    }
+    Ok(())
+}
+
+/// A duration TrackPerformance accepts: 0 to a day, in milliseconds.
+pub(crate) fn check_duration(ms: f64) -> Result<(), String> {
+    if ms.is_finite() && (0.0..=MAX_DURATION_MS).contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "is {ms}; it must be a number of milliseconds from 0 to 86400000 (a day)"
+        ))
+    }
+}
+
+/// What the `performance` events of a group about to be appended measure,
+/// one entry per event; recorded only once the group is written, and not
+/// for an event that was a duplicate of one already counted.
+pub(crate) struct Measurements(Vec<Option<(String, f64)>>);
+
+impl Measurements {
+    pub(crate) fn of(events: &[NewEvent]) -> Measurements {
+        if !events.iter().any(|e| e.event_type == EVENT_TYPE) {
+            return Measurements(Vec::new());
+        }
+        Measurements(events.iter().map(Self::measurement_of).collect())
+    }
+
+    /// Records what the written events measure.
+    pub(crate) fn written(self, performance: &Performance, receipts: &[Receipt]) {
+        for (m, r) in self.0.into_iter().zip(receipts) {
+            if let (Some((op, ms)), false) = (m, r.duplicate) {
+                performance.record(Source::Tracked, &op, ms);
+            }
+        }
+    }
+
+    fn measurement_of(event: &NewEvent) -> Option<(String, f64)> {
+        if event.event_type != EVENT_TYPE {
+            return None;
+        }
+        let op = event.details.get("operation")?.as_str()?;
+        let ms = event.details.get("duration_ms")?.as_f64()?;
+        (ms.is_finite() && ms >= 0.0 && check_operation(op).is_ok()).then(|| (op.to_owned(), ms))
+    }
+}
+
 /// Times every AuditService and AdminService call, from request to response
 /// headers (for a stream: until it starts).
 #[derive(Clone)]
@@ -484,58 +549,39 @@ impl TimingLayer {
 }
 
 impl<S> tower::Layer<S> for TimingLayer {
-    type Service = Timing<S>;
+    type Service = Gate<S, TimingLayer>;
 
-    fn layer(&self, inner: S) -> Timing<S> {
-        Timing {
-            inner,
-            performance: self.performance.clone(),
-        }
+    fn layer(&self, inner: S) -> Gate<S, TimingLayer> {
+        Gate::new(inner, self.clone())
     }
 }
 
-/// The service [`TimingLayer`] wraps around the router.
-#[derive(Clone)]
-pub struct Timing<S> {
-    inner: S,
-    performance: Option<Arc<Performance>>,
+/// One RPC being timed.
+pub(crate) struct Timer {
+    performance: Arc<Performance>,
+    rpc: &'static str,
+    started: Instant,
 }
 
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+impl Admit for TimingLayer {
+    type Pass = Timer;
 
-impl<S, B> tower::Service<http::Request<B>> for Timing<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<Self::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
+    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Option<Timer>, tonic::Status> {
+        Ok(self.performance.as_ref().and_then(|p| {
+            rpc_name(req.uri().path()).map(|rpc| Timer {
+                performance: Arc::clone(p),
+                rpc,
+                started: Instant::now(),
+            })
+        }))
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let rpc = self
-            .performance
-            .as_ref()
-            .and_then(|p| rpc_name(req.uri().path()).map(|name| (Arc::clone(p), name)));
-        let future = self.inner.call(req);
-        let Some((performance, name)) = rpc else {
-            return Box::pin(future);
-        };
-        let started = Instant::now();
-        Box::pin(async move {
-            let response = future.await;
-            performance.record(
-                Source::Server,
-                name,
-                started.elapsed().as_secs_f64() * 1000.0,
-            );
-            response
-        })
+    fn answered(timer: Timer) {
+        timer.performance.record(
+            Source::Server,
+            timer.rpc,
+            timer.started.elapsed().as_secs_f64() * 1000.0,
+        );
     }
 }
 

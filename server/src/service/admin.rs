@@ -1,0 +1,80 @@
+//! The AdminService handlers: rotation and retention on demand, and the
+//! state of the alert channels and webhook endpoints.
+
+use auditlog_proto::v1::admin_service_server::AdminService;
+use auditlog_proto::v1::{self as pb};
+use tonic::{Request, Response, Status};
+
+use super::AuditSvc;
+use super::edge::{self, status_of};
+
+/// The AdminService implementation.
+#[derive(Clone)]
+pub struct AdminSvc {
+    audit: AuditSvc,
+    /// The retention period; `None` keeps everything.
+    retention: Option<std::time::Duration>,
+}
+
+impl AdminSvc {
+    pub fn new(audit: AuditSvc, retention: Option<std::time::Duration>) -> AdminSvc {
+        AdminSvc { audit, retention }
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminSvc {
+    async fn rotate(
+        &self,
+        req: Request<pb::RotateRequest>,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        let store = self.audit.store()?;
+        let sealed = store
+            .rotate(req.into_inner().wait)
+            .await
+            .map_err(status_of)?;
+        Ok(Response::new(edge::rotate_pb(sealed)))
+    }
+
+    async fn apply_retention(
+        &self,
+        _req: Request<pb::ApplyRetentionRequest>,
+    ) -> Result<Response<pb::ApplyRetentionResponse>, Status> {
+        let Some(max_age) = self.retention else {
+            return Err(Status::failed_precondition(
+                "retention is off (retention_days = 0); set retention_days to purge old segments",
+            ));
+        };
+        let store = self.audit.store()?;
+        let purge = store.apply_retention(max_age).await.map_err(status_of)?;
+        Ok(Response::new(edge::retention_pb(purge)))
+    }
+
+    async fn test_alerts(
+        &self,
+        _req: Request<pb::TestAlertsRequest>,
+    ) -> Result<Response<pb::TestAlertsResponse>, Status> {
+        let results = self.audit.running()?.alerts.test().await;
+        Ok(Response::new(edge::test_alerts_pb(results)))
+    }
+
+    async fn get_alert_status(
+        &self,
+        _req: Request<pb::GetAlertStatusRequest>,
+    ) -> Result<Response<pb::GetAlertStatusResponse>, Status> {
+        let status = self.audit.running()?.alerts.status();
+        Ok(Response::new(edge::alert_status_pb(status)))
+    }
+
+    async fn get_webhook_status(
+        &self,
+        _req: Request<pb::GetWebhookStatusRequest>,
+    ) -> Result<Response<pb::GetWebhookStatusResponse>, Status> {
+        let running = self.audit.running()?;
+        let head = running.store.head();
+        Ok(Response::new(edge::webhook_status_pb(
+            running.webhooks.status(),
+            head,
+        )))
+    }
+}

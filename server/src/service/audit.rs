@@ -1,0 +1,281 @@
+//! The AuditService handlers: each checks its request (`validate`, `query`),
+//! calls the store or a feature, and hands the answer to `edge` to become
+//! protobuf.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use auditlog_proto::v1::{self as pb, audit_service_server::AuditService};
+use tokio_stream::Stream;
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::AuditSvc;
+use super::edge::{self, EventRow, blocking, event_pb, micros_of, receipt_pb, status_of};
+use super::page_token::PageToken;
+use super::query::{QueryPlan, plan_query};
+use super::validate::{self, validate_batch, validate_log};
+use crate::compliance::Subject;
+use crate::hub;
+use crate::performance;
+use crate::store::{Filter, Order, StatsQuery, Store, StoreError};
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AuditService for AuditSvc {
+    async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
+        let actor = default_actor(&req);
+        let event = validate_log(req.into_inner(), &actor)?;
+        let mut receipts = self.append(vec![event]).await?;
+        let receipt = receipts.pop().map(receipt_pb);
+        Ok(Response::new(pb::LogResponse { receipt }))
+    }
+
+    async fn log_batch(
+        &self,
+        req: Request<pb::LogBatchRequest>,
+    ) -> Result<Response<pb::LogBatchResponse>, Status> {
+        let actor = default_actor(&req);
+        let events = validate_batch(req.into_inner().events, &actor)?;
+        let receipts = self.append(events).await?;
+        Ok(Response::new(pb::LogBatchResponse {
+            receipts: receipts.into_iter().map(receipt_pb).collect(),
+        }))
+    }
+
+    async fn query(
+        &self,
+        req: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        let QueryPlan {
+            filter,
+            order,
+            limit,
+            cursor,
+            fingerprint,
+        } = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
+        let store = self.store()?;
+        let (records, more) = blocking("query", move || {
+            let mut metas = store.select(&filter, order, cursor, u64::MAX, limit + 1);
+            let more = metas.len() > limit;
+            metas.truncate(limit);
+            store
+                .read_selected::<EventRow>(&filter, &metas)
+                .map(|r| (r, more))
+                .map_err(status_of)
+        })
+        .await?;
+        let next_page_token = match (more, records.last()) {
+            (true, Some(last)) => PageToken::encode(last.0.seq, fingerprint),
+            _ => String::new(),
+        };
+        Ok(Response::new(pb::QueryResponse {
+            events: records.into_iter().map(|r| r.0).collect(),
+            next_page_token,
+        }))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        req: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let req = req.into_inner();
+        let sub = hub::Subscription {
+            filter: self.lead_filter(validate::filter_of(req.filter)?)?,
+            from_seq: req.from_seq,
+            follow: req.follow,
+        };
+        let store = self.store()?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        tokio::spawn(hub::run(store, sub, self.shutdown.clone(), tx));
+        let stream = ReceiverStream::new(rx).map(|item| {
+            item.map(|record| pb::StreamEventsResponse {
+                event: Some(event_pb(record)),
+            })
+            .map_err(status_of)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn verify_integrity(
+        &self,
+        req: Request<pb::VerifyIntegrityRequest>,
+    ) -> Result<Response<pb::VerifyIntegrityResponse>, Status> {
+        let req = req.into_inner();
+        validate::check_verify(&req)?;
+        let checkpoints: Vec<crate::store::Checkpoint> = req
+            .checkpoints
+            .into_iter()
+            .map(|c| crate::store::Checkpoint {
+                seq: c.seq,
+                signature: c.signature,
+            })
+            .collect();
+        let store = self.store()?;
+        let started = std::time::Instant::now();
+        let report = blocking("verification", move || {
+            store
+                .verify(req.from_seq, req.to_seq, &checkpoints)
+                .map_err(status_of)
+        })
+        .await?;
+        Ok(Response::new(edge::verify_pb(report, started.elapsed())))
+    }
+
+    async fn get_stats(
+        &self,
+        req: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let req = req.into_inner();
+        let query = validate::stats_query_of(&req)?;
+        let error_types = req.error_types;
+        let store = self.store()?;
+        let (stats, errors_by_type) = blocking("stats", move || {
+            let stats = store.stats(&query).map_err(|e| {
+                edge::invalid(
+                    "bucket_seconds",
+                    &format!("{e}: narrow since/until or use wider buckets"),
+                )
+            })?;
+            let errors = if error_types {
+                count_error_types(&store, &query).map_err(status_of)?
+            } else {
+                Default::default()
+            };
+            Ok((stats, errors))
+        })
+        .await?;
+        Ok(Response::new(edge::stats_pb(stats, errors_by_type)))
+    }
+
+    async fn track_performance(
+        &self,
+        req: Request<pb::TrackPerformanceRequest>,
+    ) -> Result<Response<pb::TrackPerformanceResponse>, Status> {
+        let actor = default_actor(&req);
+        let event = validate::validate_track(req.into_inner(), &actor)?;
+        let mut receipts = self.append(vec![event]).await?;
+        Ok(Response::new(pb::TrackPerformanceResponse {
+            receipt: receipts.pop().map(receipt_pb),
+        }))
+    }
+
+    async fn get_performance_stats(
+        &self,
+        req: Request<pb::GetPerformanceStatsRequest>,
+    ) -> Result<Response<pb::GetPerformanceStatsResponse>, Status> {
+        let req = req.into_inner();
+        let operation = validate::non_empty(req.operation);
+        // No order check here: an empty range reports no operations.
+        let since = req.since.map(|t| micros_of(&t, "since")).transpose()?;
+        let until = req.until.map(|t| micros_of(&t, "until")).transpose()?;
+        let running = self.running()?;
+        let (stats, window) = if since.is_none() && until.is_none() {
+            (
+                running.performance.stats(operation.as_deref()),
+                u32::try_from(running.performance.window()).unwrap_or(u32::MAX),
+            )
+        } else {
+            let store = Arc::clone(&running.store);
+            let stats = blocking("performance", move || {
+                performance::stats_from_log(&store, operation.as_deref(), since, until)
+                    .map_err(status_of)
+            })
+            .await?;
+            (stats, 0)
+        };
+        Ok(Response::new(edge::performance_pb(stats, window)))
+    }
+
+    type ExportSubjectStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ExportSubjectResponse, Status>> + Send>>;
+
+    async fn export_subject(
+        &self,
+        req: Request<pb::ExportSubjectRequest>,
+    ) -> Result<Response<Self::ExportSubjectStream>, Status> {
+        let identifier = req.into_inner().identifier;
+        validate::check_identifier(&identifier)?;
+        let running = self.running()?;
+        let subject = Subject::new(&identifier, &running.compliance);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+        let sub = hub::Subscription {
+            filter: Filter::default(),
+            from_seq: 1,
+            follow: false,
+        };
+        tokio::spawn(hub::run(
+            Arc::clone(&running.store),
+            sub,
+            self.shutdown.clone(),
+            tx,
+        ));
+        let (out, out_rx) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Some(item) = rx.recv().await {
+                let message = match item {
+                    Ok(record) => {
+                        let matched_fields = subject.matches(&record);
+                        if matched_fields.is_empty() {
+                            continue;
+                        }
+                        Ok(pb::ExportSubjectResponse {
+                            event: Some(event_pb(record)),
+                            matched_fields,
+                        })
+                    }
+                    Err(e) => Err(status_of(e)),
+                };
+                if out.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+/// The actor of events that name none: the calling token's name, or
+/// "system" when the server has no tokens.
+fn default_actor<T>(req: &Request<T>) -> String {
+    req.extensions()
+        .get::<crate::auth::Caller>()
+        .map_or_else(|| "system".to_owned(), |c| c.name.clone())
+}
+
+/// `error` events of the query's range and workflow per `details.error_type`.
+fn count_error_types(
+    store: &Store,
+    query: &StatsQuery,
+) -> Result<HashMap<String, u64>, StoreError> {
+    let filter = Filter {
+        event_types: vec!["error".to_owned()],
+        workflow: query.workflow.clone(),
+        since: query.since,
+        until: query.until,
+        ..Filter::default()
+    };
+    let mut counts = HashMap::new();
+    let mut cursor = None;
+    loop {
+        let metas = store.select(&filter, Order::OldestFirst, cursor, u64::MAX, 1000);
+        let Some(last) = metas.last() else {
+            return Ok(counts);
+        };
+        cursor = Some(last.seq);
+        for record in store.read(&metas)? {
+            let kind = record
+                .details
+                .get("error_type")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .unwrap_or("unknown");
+            *counts.entry(kind.to_owned()).or_default() += 1;
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The edge between the domain and the wire: the only place that builds a
+//! `tonic::Status` or a protobuf value from the server's own types.
+//!
+//! Every store error becomes a status in one function, [`status_of`], and
+//! every piece of blocking store work runs through [`blocking`], which maps
+//! a failed task the same way each time. Handlers and validation call these
+//! instead of writing statuses or messages of their own.
+
+use std::collections::HashMap;
+
+use auditlog_proto::v1 as pb;
+use prost_types::Timestamp;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt as _};
+
+use crate::alerts::{ChannelStatus, RuleStatus};
+use crate::integrity::{FindingKind, Report};
+use crate::performance::{OperationStats, Source};
+use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
+use crate::webhooks::EndpointStatus;
+
+/// Maps a store error to the status a caller sees.
+pub fn status_of(e: StoreError) -> Status {
+    let code = match &e {
+        StoreError::DiskFull(_) => Code::ResourceExhausted,
+        StoreError::Write(_) | StoreError::Poisoned(_) | StoreError::Closed => Code::Unavailable,
+        StoreError::Corrupt { .. } => Code::DataLoss,
+        StoreError::Read(_)
+        | StoreError::Open { .. }
+        | StoreError::Key(_)
+        | StoreError::Rotate(_)
+        | StoreError::Manifest(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// Runs blocking work (reading or verifying the log) off the async
+/// runtime. A task that panicked answers INTERNAL naming `what` it was.
+pub(super) async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Status::internal(format!("{what} task failed: {e}")))?
+}
+
+/// An INVALID_ARGUMENT status with one field violation.
+pub(super) fn invalid(field: &str, reason: &str) -> Status {
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field} {reason}"),
+        ErrorDetails::with_bad_request_violation(field, reason),
+    )
+}
+
+/// `INVALID_ARGUMENT` carrying `violations` as field violations, with a
+/// message of `prefix` and every violation; `Ok` when there are none.
+pub(super) fn check_violations(violations: ErrorDetails, prefix: &str) -> Result<(), Status> {
+    let Some(bad) = violations
+        .bad_request()
+        .filter(|b| !b.field_violations.is_empty())
+    else {
+        return Ok(());
+    };
+    let summary = bad
+        .field_violations
+        .iter()
+        .map(|v| format!("{} {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{prefix}{summary}"),
+        violations,
+    ))
+}
+
+/// Microseconds since the epoch of a request's timestamp; `field` names it
+/// in the refusal.
+pub(super) fn micros_of(t: &Timestamp, field: &str) -> Result<i64, Status> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(invalid(field, "has nanos outside 0..1e9"));
+    }
+    t.seconds
+        .checked_mul(1_000_000)
+        .and_then(|s| s.checked_add(i64::from(t.nanos / 1000)))
+        .ok_or_else(|| invalid(field, "is out of range"))
+}
+
+pub(super) fn timestamp_pb(micros: i64) -> Timestamp {
+    Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1000) as i32,
+    }
+}
+
+pub(super) fn receipt_pb(r: store::Receipt) -> pb::Receipt {
+    pb::Receipt {
+        seq: r.seq,
+        id: r.id,
+        timestamp: Some(timestamp_pb(r.timestamp)),
+        signature: r.signature,
+        duplicate: r.duplicate,
+    }
+}
+
+pub(super) fn event_pb(r: Record) -> pb::Event {
+    pb::Event {
+        seq: r.seq,
+        id: r.id,
+        timestamp: Some(timestamp_pb(r.timestamp)),
+        event_type: r.event_type,
+        actor: r.actor,
+        lead_id: r.lead_id.unwrap_or_default(),
+        workflow: r.workflow.unwrap_or_default(),
+        details: Some(auditlog_proto::json::json_to_struct(&r.details)),
+        idempotency_key: r.idempotency_key.unwrap_or_default(),
+        key_id: r.key_id,
+        prev: r.prev,
+        signature: r.signature,
+    }
+}
+
+/// An event decoded from its stored line straight into its protobuf form,
+/// `details` included, with no [`Record`] or JSON tree in between: what a
+/// Query page is made of. Reads every field [`Record`] reads, with the same
+/// meaning (the `event_pb_of_row_is_event_pb_of_record` test holds them
+/// together).
+pub(super) struct EventRow(pub(super) pb::Event);
+
+impl<'de> serde::Deserialize<'de> for EventRow {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Line {
+            seq: u64,
+            id: String,
+            #[serde(deserialize_with = "store::record::deserialize_timestamp")]
+            timestamp: i64,
+            event_type: String,
+            actor: String,
+            lead_id: Option<String>,
+            workflow: Option<String>,
+            details: auditlog_proto::json::StructFromJson,
+            #[serde(default)]
+            idempotency_key: Option<String>,
+            #[serde(default, rename = "batch")]
+            _batch: Option<u32>,
+            key_id: String,
+            prev: String,
+            signature: String,
+        }
+        let l = Line::deserialize(d)?;
+        Ok(EventRow(pb::Event {
+            seq: l.seq,
+            id: l.id,
+            timestamp: Some(timestamp_pb(l.timestamp)),
+            event_type: l.event_type,
+            actor: l.actor,
+            lead_id: l.lead_id.unwrap_or_default(),
+            workflow: l.workflow.unwrap_or_default(),
+            details: Some(l.details.0),
+            idempotency_key: l.idempotency_key.unwrap_or_default(),
+            key_id: l.key_id,
+            prev: l.prev,
+            signature: l.signature,
+        }))
+    }
+}
+
+impl store::Row for EventRow {
+    fn seq(&self) -> u64 {
+        self.0.seq
+    }
+
+    fn signature(&self) -> &str {
+        &self.0.signature
+    }
+}
+
+/// A verification report as VerifyIntegrity answers it; `elapsed` is how
+/// long the walk took.
+pub(super) fn verify_pb(
+    report: Report,
+    elapsed: std::time::Duration,
+) -> pb::VerifyIntegrityResponse {
+    pb::VerifyIntegrityResponse {
+        events_per_second: report.events_checked as f64 / elapsed.as_secs_f64().max(1e-9),
+        segments_checked: report.segments_checked,
+        ok: report.findings.is_empty(),
+        events_checked: report.events_checked,
+        head_seq: report.head_seq,
+        head_signature: report.head_signature,
+        problems: report
+            .findings
+            .into_iter()
+            .map(|f| pb::Problem {
+                kind: problem_kind(f.kind) as i32,
+                seq: f.seq,
+                line: f.line,
+                file: f.file,
+                message: f.message,
+            })
+            .collect(),
+        elapsed_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+fn problem_kind(k: FindingKind) -> pb::ProblemKind {
+    match k {
+        FindingKind::Malformed => pb::ProblemKind::Malformed,
+        FindingKind::BadSignature => pb::ProblemKind::BadSignature,
+        FindingKind::ChainBreak => pb::ProblemKind::ChainBreak,
+        FindingKind::SeqGap => pb::ProblemKind::SeqGap,
+        FindingKind::SeqOutOfOrder => pb::ProblemKind::SeqOutOfOrder,
+        FindingKind::Truncated => pb::ProblemKind::Truncated,
+        FindingKind::UnknownKey => pb::ProblemKind::UnknownKey,
+        FindingKind::CheckpointMismatch => pb::ProblemKind::CheckpointMismatch,
+        FindingKind::SegmentMissing => pb::ProblemKind::SegmentMissing,
+        FindingKind::SegmentModified => pb::ProblemKind::SegmentModified,
+        FindingKind::SegmentUnreadable => pb::ProblemKind::SegmentUnreadable,
+        FindingKind::SegmentUnlisted => pb::ProblemKind::SegmentUnlisted,
+        FindingKind::ManifestModified => pb::ProblemKind::ManifestModified,
+    }
+}
+
+/// The index's aggregates, with the `error` counts per type when asked for.
+pub(super) fn stats_pb(stats: Stats, errors_by_type: HashMap<String, u64>) -> pb::GetStatsResponse {
+    pb::GetStatsResponse {
+        total_events: stats.total_events,
+        by_type: stats.by_type.into_iter().collect(),
+        by_workflow: stats.by_workflow.into_iter().collect(),
+        leads_processed: stats.leads_processed,
+        error_count: stats.error_count,
+        first_event: stats.first_timestamp.map(timestamp_pb),
+        last_event: stats.last_timestamp.map(timestamp_pb),
+        head_seq: stats.head_seq,
+        timeline: stats
+            .timeline
+            .into_iter()
+            .map(|b| pb::TimeBucket {
+                start: Some(timestamp_pb(b.start)),
+                events: b.events,
+                errors: b.errors,
+            })
+            .collect(),
+        errors_by_type,
+        leads_by_type: stats.leads_by_type.into_iter().collect(),
+    }
+}
+
+pub(super) fn performance_pb(
+    stats: Vec<OperationStats>,
+    window: u32,
+) -> pb::GetPerformanceStatsResponse {
+    pb::GetPerformanceStatsResponse {
+        operations: stats
+            .into_iter()
+            .map(|s| pb::OperationStats {
+                operation: s.operation,
+                source: match s.source {
+                    Source::Tracked => pb::PerformanceSource::Tracked,
+                    Source::Server => pb::PerformanceSource::Server,
+                } as i32,
+                count: s.summary.count,
+                min_ms: s.summary.min,
+                max_ms: s.summary.max,
+                avg_ms: s.summary.avg,
+                p50_ms: s.summary.p50,
+                p95_ms: s.summary.p95,
+                p99_ms: s.summary.p99,
+            })
+            .collect(),
+        window,
+    }
+}
+
+pub(super) fn rotate_pb(sealed: Option<Sealed>) -> pb::RotateResponse {
+    match sealed {
+        Some(s) => pb::RotateResponse {
+            rotated: true,
+            file: s.file,
+            first_seq: s.first_seq,
+            last_seq: s.last_seq,
+        },
+        None => pb::RotateResponse::default(),
+    }
+}
+
+pub(super) fn retention_pb(purge: Option<Purge>) -> pb::ApplyRetentionResponse {
+    match purge {
+        Some(p) => pb::ApplyRetentionResponse {
+            segments: p.segments,
+            first_seq: p.first_seq,
+            through_seq: p.through_seq,
+            event_seq: p.event_seq,
+        },
+        None => pb::ApplyRetentionResponse::default(),
+    }
+}
+
+pub(super) fn test_alerts_pb(results: Vec<(String, Result<(), String>)>) -> pb::TestAlertsResponse {
+    pb::TestAlertsResponse {
+        channels: results
+            .into_iter()
+            .map(|(channel, r)| pb::ChannelResult {
+                channel,
+                ok: r.is_ok(),
+                error: r.err().unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
+pub(super) fn alert_status_pb(
+    (channels, rules, dropped, missed): (Vec<ChannelStatus>, Vec<RuleStatus>, u64, u64),
+) -> pb::GetAlertStatusResponse {
+    pb::GetAlertStatusResponse {
+        channels: channels
+            .into_iter()
+            .map(|c| pb::AlertChannelStatus {
+                channel: c.channel,
+                sent: c.sent,
+                failed: c.failed,
+                last_error: c.last_error,
+            })
+            .collect(),
+        rules: rules
+            .into_iter()
+            .map(|r| pb::AlertRuleStatus {
+                name: r.name,
+                in_window: r.in_window,
+                fired: r.fired,
+                last_fired: (r.last_fired > 0).then(|| timestamp_pb(r.last_fired)),
+            })
+            .collect(),
+        dropped,
+        missed,
+    }
+}
+
+/// Each endpoint's delivery state, with how far it is behind `head`.
+pub(super) fn webhook_status_pb(
+    endpoints: Vec<EndpointStatus>,
+    head: u64,
+) -> pb::GetWebhookStatusResponse {
+    pb::GetWebhookStatusResponse {
+        endpoints: endpoints
+            .into_iter()
+            .map(|w| pb::WebhookStatus {
+                behind: head.saturating_sub(w.delivered_seq),
+                name: w.name,
+                url: w.url,
+                delivered_seq: w.delivered_seq,
+                delivered: w.delivered,
+                failures: w.failures,
+                consecutive_failures: w.consecutive_failures,
+                last_error: w.last_error,
+                last_error_at: (w.last_error_at > 0).then(|| timestamp_pb(w.last_error_at)),
+            })
+            .collect(),
+    }
+}

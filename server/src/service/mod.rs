@@ -1,0 +1,171 @@
+//! The gRPC services, `auditlog.v1.AuditService` and `AdminService`: thin.
+//! Each handler checks and translates its request, calls the store or a
+//! feature, and translates the answer back. Handlers never touch files.
+//!
+//! - `audit.rs`, `admin.rs`: the handlers of each service;
+//! - `validate.rs`: the limits on events and the translation of requests
+//!   into the store's terms; `query.rs`: Query planning; `page_token.rs`:
+//!   the opaque page token;
+//! - `edge.rs`: the only builder of `Status` and protobuf values, with the
+//!   one mapping from store errors to statuses ([`status_of`]) and the one
+//!   runner of blocking store work.
+
+mod admin;
+mod audit;
+mod edge;
+mod page_token;
+mod query;
+mod validate;
+
+use std::sync::{Arc, OnceLock};
+
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::Running;
+use crate::performance::Measurements;
+use crate::store::{self, Filter, NewEvent, Store};
+
+pub use admin::AdminSvc;
+pub use edge::status_of;
+pub(crate) use page_token::PageToken;
+pub(crate) use query::plan_query;
+pub use query::{DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT};
+pub use validate::{MAX_BATCH, MAX_DETAILS_BYTES, MAX_EVENT_TYPE_LEN, MAX_FIELD_LEN};
+pub(crate) use validate::{validate_batch, validate_log};
+
+/// The AuditService implementation.
+#[derive(Clone)]
+pub struct AuditSvc {
+    /// Set once recovery has finished; until then calls are UNAVAILABLE.
+    running: Arc<OnceLock<Running>>,
+    /// Fires on shutdown so open follow streams end themselves.
+    shutdown: CancellationToken,
+}
+
+impl AuditSvc {
+    pub fn new(running: Arc<OnceLock<Running>>, shutdown: CancellationToken) -> AuditSvc {
+        AuditSvc { running, shutdown }
+    }
+
+    fn running(&self) -> Result<&Running, Status> {
+        if self.shutdown.is_cancelled() {
+            return Err(Status::unavailable(
+                "the server is shutting down; retry against another instance or after restart",
+            ));
+        }
+        self.running.get().ok_or_else(|| {
+            Status::unavailable("the server is still recovering its log; retry shortly")
+        })
+    }
+
+    /// Looks for the pseudonym of a lead id when compliance mode replaces
+    /// every lead id by its token.
+    fn lead_filter(&self, mut filter: Filter) -> Result<Filter, Status> {
+        if let Some(lead) = filter.lead_id.take() {
+            filter.lead_id = Some(self.running()?.compliance.lead_filter(lead));
+        }
+        Ok(filter)
+    }
+
+    fn store(&self) -> Result<Arc<Store>, Status> {
+        self.running().map(|r| Arc::clone(&r.store))
+    }
+
+    /// Appends: compliance mode pseudonymises each event first;
+    /// `performance` events feed the performance windows once written; a
+    /// write that failed tells the alerts, which decide whether it deserves
+    /// one.
+    async fn append(&self, mut events: Vec<NewEvent>) -> Result<Vec<store::Receipt>, Status> {
+        let running = self.running()?;
+        for event in &mut events {
+            running.compliance.apply(event);
+        }
+        let measured = Measurements::of(&events);
+        match running.store.append(events).await {
+            Ok(receipts) => {
+                measured.written(&running.performance, &receipts);
+                Ok(receipts)
+            }
+            Err(e) => {
+                running.alerts.append_failed(&e);
+                Err(status_of(e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edge::{EventRow, event_pb};
+    use crate::store::{self, NewEvent, Record};
+
+    #[test]
+    fn event_pb_of_row_is_event_pb_of_record() {
+        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+        let serde_json::Value::Object(details) = serde_json::json!({
+            "score": 7, "ratio": 0.1, "big": 9_007_199_254_740_993_u64, "ok": true,
+            "none": null, "text": "é\n\"q\"", "list": [1, "a", [], {"x": -2.5}], "obj": {}
+        }) else {
+            unreachable!()
+        };
+        let with_all = NewEvent {
+            event_type: "crm_create".into(),
+            actor: "crm-sync".into(),
+            lead_id: Some("LEAD-7".into()),
+            workflow: Some("nurture".into()),
+            details,
+            idempotency_key: Some("idem-1".into()),
+        };
+        let bare = NewEvent {
+            lead_id: None,
+            workflow: None,
+            details: serde_json::Map::new(),
+            idempotency_key: None,
+            ..with_all.clone()
+        };
+        for (event, batch) in [(with_all, Some(3)), (bare, None)] {
+            let (_, line) = Record::seal(
+                event,
+                42,
+                "id-1".into(),
+                1_770_237_045_123_456,
+                batch,
+                store::record::GENESIS,
+                &keyring,
+            );
+            let body = &line[..line.len() - 1];
+            let row: EventRow = store::record::parse_row(body).unwrap();
+            let record: Record = store::record::parse_row(body).unwrap();
+            assert_eq!(row.0, event_pb(record));
+        }
+    }
+
+    #[test]
+    fn event_rows_refuse_what_records_refuse() {
+        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+        let event = NewEvent {
+            event_type: "error".into(),
+            actor: "a".into(),
+            lead_id: None,
+            workflow: None,
+            details: serde_json::Map::new(),
+            idempotency_key: None,
+        };
+        let (_, line) = Record::seal(event, 1, "i".into(), 0, None, "p", &keyring);
+        let text = std::str::from_utf8(&line[..line.len() - 1]).unwrap();
+        let broken = [
+            text.replacen("\"actor\"", "\"extra\":1,\"actor\"", 1),
+            text.replacen("\"actor\":\"a\",", "", 1),
+            text.replacen("1970-01-01T00:00:00.000000Z", "yesterday", 1),
+            text.replacen("\"details\":{}", "\"details\":[]", 1),
+            text.replacen("\"key_id\"", "\"signature\":\"x\",\"key_id\"", 1),
+        ];
+        for line in broken {
+            assert_ne!(line, text);
+            let record = store::record::parse_row::<Record>(line.as_bytes());
+            let row = store::record::parse_row::<EventRow>(line.as_bytes());
+            assert!(record.is_err() && row.is_err(), "{line}");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Checking requests before anything is written or read: the limits on an
+//! event and a batch, and the translation of each request into the store's
+//! terms ([`NewEvent`], [`Filter`], [`StatsQuery`]).
+//!
+//! A batch is all valid or refused whole, and its refusal names every
+//! violation of every event (`events[3].event_type ...`), so a caller fixes
+//! everything in one round.
+
+use auditlog_proto::json::struct_into_json;
+use auditlog_proto::v1 as pb;
+use tonic::Status;
+use tonic_types::ErrorDetails;
+
+use super::edge::{check_violations, invalid, micros_of};
+use crate::performance;
+use crate::store::{Filter, NewEvent, StatsQuery};
+
+/// The most events one LogBatch may carry.
+pub const MAX_BATCH: usize = 1000;
+/// The most bytes `details` may take once encoded as JSON.
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+/// The longest `event_type`.
+pub const MAX_EVENT_TYPE_LEN: usize = 64;
+/// The longest actor, lead id, workflow or idempotency key.
+pub const MAX_FIELD_LEN: usize = 256;
+
+/// Checks a Log request.
+pub(crate) fn validate_log(req: pb::LogRequest, default_actor: &str) -> Result<NewEvent, Status> {
+    let input = req.event.ok_or_else(|| invalid("event", "is required"))?;
+    validate_event(input, "event", default_actor)
+}
+
+/// Checks a LogBatch request's events: all of them are valid or none is
+/// written, and every violation of every event is reported.
+pub(crate) fn validate_batch(
+    inputs: Vec<pb::EventInput>,
+    default_actor: &str,
+) -> Result<Vec<NewEvent>, Status> {
+    if inputs.is_empty() {
+        return Err(invalid("events", "must hold at least one event"));
+    }
+    if inputs.len() > MAX_BATCH {
+        return Err(invalid(
+            "events",
+            &format!(
+                "holds {} events; a batch holds at most {MAX_BATCH}, split it",
+                inputs.len()
+            ),
+        ));
+    }
+    let mut details = ErrorDetails::new();
+    let mut events = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let path = || format!("events[{i}]");
+        events.extend(check_event(input, &path, default_actor, &mut details));
+    }
+    check_violations(
+        details,
+        "the batch has invalid events, nothing was written: ",
+    )?;
+    Ok(events)
+}
+
+/// Checks a TrackPerformance request and turns it into the `performance`
+/// event it records.
+pub(super) fn validate_track(
+    req: pb::TrackPerformanceRequest,
+    default_actor: &str,
+) -> Result<NewEvent, Status> {
+    let mut violations = ErrorDetails::new();
+    if let Err(reason) = performance::check_operation(&req.operation) {
+        violations.add_bad_request_violation("operation", reason);
+    }
+    let ms = req.duration_ms;
+    if let Err(reason) = performance::check_duration(ms) {
+        violations.add_bad_request_violation("duration_ms", reason);
+    }
+    check_violations(violations, "")?;
+    let mut details = req.details.unwrap_or_default();
+    for (key, value) in [
+        (
+            "operation",
+            prost_types::value::Kind::StringValue(req.operation),
+        ),
+        ("duration_ms", prost_types::value::Kind::NumberValue(ms)),
+    ] {
+        details
+            .fields
+            .insert(key.to_owned(), prost_types::Value { kind: Some(value) });
+    }
+    let input = pb::EventInput {
+        event_type: performance::EVENT_TYPE.to_owned(),
+        actor: req.actor,
+        lead_id: req.lead_id,
+        workflow: req.workflow,
+        details: Some(details),
+        idempotency_key: req.idempotency_key,
+    };
+    validate_event(input, "request", default_actor)
+}
+
+/// Checks one event; `path` names it in violations (`event`, `request`).
+fn validate_event(
+    input: pb::EventInput,
+    path: &str,
+    default_actor: &str,
+) -> Result<NewEvent, Status> {
+    let mut violations = ErrorDetails::new();
+    let event = check_event(input, &|| path.to_owned(), default_actor, &mut violations);
+    check_violations(violations, "")?;
+    event.ok_or_else(|| Status::internal("an invalid event without a violation"))
+}
+
+/// Checks one event, adding each violation to `violations` under the name
+/// `path` gives it (built only when there is one: `events[3]`); the event
+/// once it has none.
+fn check_event(
+    mut input: pb::EventInput,
+    path: &dyn Fn() -> String,
+    default_actor: &str,
+    violations: &mut ErrorDetails,
+) -> Option<NewEvent> {
+    let mut valid = true;
+    let mut violate = |field: &str, reason: String| {
+        valid = false;
+        violations.add_bad_request_violation(format!("{}.{field}", path()), reason);
+    };
+    let t = &input.event_type;
+    if t.is_empty() {
+        violate("event_type", "is required".into());
+    } else if t.len() > MAX_EVENT_TYPE_LEN {
+        violate(
+            "event_type",
+            format!("is {} characters; at most {MAX_EVENT_TYPE_LEN}", t.len()),
+        );
+    } else if !is_snake_case(t) {
+        violate(
+            "event_type",
+            format!("{t:?} is not lower_snake_case (a-z first, then a-z, 0-9 or _)"),
+        );
+    }
+    for (field, value) in [
+        ("actor", &input.actor),
+        ("lead_id", &input.lead_id),
+        ("workflow", &input.workflow),
+        ("idempotency_key", &input.idempotency_key),
+    ] {
+        if value.chars().count() > MAX_FIELD_LEN {
+            violate(
+                field,
+                format!(
+                    "is {} characters; at most {MAX_FIELD_LEN}",
+                    value.chars().count()
+                ),
+            );
+        }
+    }
+    let details = match input.details.take().map(struct_into_json).transpose() {
+        Ok(d) => d.unwrap_or_default(),
+        Err(e) => {
+            violate(&format!("details.{}", e.path), e.reason.to_owned());
+            Default::default()
+        }
+    };
+    let size = json_len(&details);
+    if size > MAX_DETAILS_BYTES {
+        violate(
+            "details",
+            format!("is {size} bytes as JSON; at most {MAX_DETAILS_BYTES}"),
+        );
+    }
+    valid.then(|| NewEvent {
+        event_type: input.event_type,
+        actor: non_empty(input.actor).unwrap_or_else(|| default_actor.to_owned()),
+        lead_id: non_empty(input.lead_id),
+        workflow: non_empty(input.workflow),
+        details,
+        idempotency_key: non_empty(input.idempotency_key),
+    })
+}
+
+/// Checks a GetStats request's range and buckets.
+pub(super) fn stats_query_of(req: &pb::GetStatsRequest) -> Result<StatsQuery, Status> {
+    let (since, until) = range_of(req.since.as_ref(), req.until.as_ref(), "")?;
+    Ok(StatsQuery {
+        workflow: non_empty(req.workflow.clone()),
+        since,
+        until,
+        bucket_micros: (req.bucket_seconds > 0).then(|| i64::from(req.bucket_seconds) * 1_000_000),
+        leads_by_type: req.leads_by_type,
+    })
+}
+
+/// Checks a VerifyIntegrity request's seq range.
+pub(super) fn check_verify(req: &pb::VerifyIntegrityRequest) -> Result<(), Status> {
+    if req.to_seq != 0 && req.from_seq > req.to_seq {
+        return Err(invalid(
+            "to_seq",
+            &format!(
+                "is {} but from_seq is {}; to_seq must not be below it",
+                req.to_seq, req.from_seq
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an ExportSubject request's identifier.
+pub(super) fn check_identifier(identifier: &str) -> Result<(), Status> {
+    if identifier.trim().is_empty() {
+        return Err(invalid(
+            "identifier",
+            "is required: the subject's email, phone number, lead id or name",
+        ));
+    }
+    if identifier.chars().count() > MAX_FIELD_LEN {
+        return Err(invalid(
+            "identifier",
+            &format!("is longer than {MAX_FIELD_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The filter of a Query or StreamEvents request.
+pub(super) fn filter_of(f: Option<pb::EventFilter>) -> Result<Filter, Status> {
+    let f = f.unwrap_or_default();
+    let (since, until) = range_of(f.since.as_ref(), f.until.as_ref(), "filter.")?;
+    Ok(Filter {
+        event_types: f
+            .event_types
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect(),
+        lead_id: non_empty(f.lead_id),
+        workflow: non_empty(f.workflow),
+        actor: non_empty(f.actor),
+        since,
+        until,
+    })
+}
+
+/// A `since <= time < until` range in microseconds; the fields are named
+/// `{prefix}since` and `{prefix}until` in refusals.
+pub(super) fn range_of(
+    since: Option<&prost_types::Timestamp>,
+    until: Option<&prost_types::Timestamp>,
+    prefix: &str,
+) -> Result<(Option<i64>, Option<i64>), Status> {
+    let since = since
+        .map(|t| micros_of(t, &format!("{prefix}since")))
+        .transpose()?;
+    let until = until
+        .map(|t| micros_of(t, &format!("{prefix}until")))
+        .transpose()?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        return Err(invalid(
+            &format!("{prefix}until"),
+            &format!("must be after {prefix}since (the range is since <= time < until)"),
+        ));
+    }
+    Ok((since, until))
+}
+
+/// `None` for the empty string protobuf sends for an unset field.
+pub(super) fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The length of `value` as JSON, counted without building the text.
+fn json_len(value: &serde_json::Map<String, serde_json::Value>) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a JSON map into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+fn is_snake_case(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_rule() {
+        for ok in ["error", "lead_ingested", "a1_b2", "x"] {
+            assert!(is_snake_case(ok), "{ok}");
+        }
+        for bad in ["", "Error", "1abc", "_x", "a-b", "a b", "é"] {
+            assert!(!is_snake_case(bad), "{bad}");
+        }
+    }
+}
