@@ -18,13 +18,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, pb};
 use auditlog_server::alerts::{EmailConfig, HookConfig, RuleConfig, Security};
-use common::TestServer;
-use common::endpoints::{HttpEndpoint, Mail, SmtpServer, closed_port, wait_until};
+use common::endpoints::{HttpEndpoint, Mail, SmtpServer, closed_port};
+use common::{TestServer, cli, wait_until};
 use serde_json::Value;
 
 const FROM: &str = "auditlog@example.com";
@@ -150,25 +149,6 @@ fn assert_latest_messages(messages: &[String], errors: &[(u64, String)]) {
             "expected seq {seq} ({text}) in {message:?}; all: {messages:?}"
         );
     }
-}
-
-/// Runs the `auditlog` CLI; returns (exit code, stdout, stderr).
-async fn cli(server: &TestServer, args: &[&str]) -> (i32, String, String) {
-    let bin = common::workspace_bin("auditlog-client", "auditlog");
-    let mut command = Command::new(bin);
-    command
-        .arg("--server")
-        .arg(&server.url)
-        .args(args)
-        .env_remove("AUDITLOG_TOKEN");
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 /// The mail's recipients as its header and its envelope name them.
@@ -547,7 +527,7 @@ async fn the_test_alert_reports_each_channel_through_the_rpc_and_the_cli() {
     );
 
     // The CLI: one line per channel, exit code 1 because two failed.
-    let (code, stdout, stderr) = cli(&server, &["alerts", "test"]).await;
+    let (code, stdout, stderr) = cli(&server.url, &["alerts", "test"]).await;
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     let line = |name: &str| {
         stdout
@@ -564,7 +544,7 @@ async fn the_test_alert_reports_each_channel_through_the_rpc_and_the_cli() {
         "{stdout}"
     );
     assert!(stderr.contains("2 of 4"), "{stderr}");
-    let (code, stdout, stderr) = cli(&server, &["alerts", "test", "--json"]).await;
+    let (code, stdout, stderr) = cli(&server.url, &["alerts", "test", "--json"]).await;
     assert_eq!(code, 1, "stdout: {stdout}\nstderr: {stderr}");
     let json: Value = serde_json::from_str(&stdout).unwrap();
     let ok = |name: &str| {
@@ -589,7 +569,7 @@ async fn the_test_alert_reports_each_channel_through_the_rpc_and_the_cli() {
         c.alerts.slack = hook(&slack.url("/slack"));
     })
     .await;
-    let (code, stdout, stderr) = cli(&all_good, &["alerts", "test"]).await;
+    let (code, stdout, stderr) = cli(&all_good.url, &["alerts", "test"]).await;
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
     assert!(
         stdout.contains("email") && stdout.contains("slack"),
@@ -600,7 +580,7 @@ async fn the_test_alert_reports_each_channel_through_the_rpc_and_the_cli() {
     // With none configured, the RPC reports none and the CLI says so.
     let none = TestServer::start_with(|_| {}).await;
     assert!(none.client().await.test_alerts().await.unwrap().is_empty());
-    let (code, stdout, _) = cli(&none, &["alerts", "test"]).await;
+    let (code, stdout, _) = cli(&none.url, &["alerts", "test"]).await;
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("no alert channel"), "{stdout}");
 }
@@ -653,7 +633,7 @@ async fn unreachable_channels_never_fail_log_and_are_counted_as_failed() {
     assert!(status.dropped > 0, "{status:?}");
 
     // The CLI shows the same.
-    let (code, stdout, stderr) = cli(&server, &["alerts", "status", "--json"]).await;
+    let (code, stdout, stderr) = cli(&server.url, &["alerts", "status", "--json"]).await;
     assert_eq!(code, 0, "{stderr}");
     let json: Value = serde_json::from_str(&stdout).unwrap();
     let email = json["channels"]
@@ -750,7 +730,7 @@ async fn alert_status_shows_each_rules_window_and_firings() {
     assert_eq!((status.dropped, status.missed), (0, 0));
 
     // The CLI's view agrees.
-    let (code, stdout, stderr) = cli(&server, &["alerts", "status", "--json"]).await;
+    let (code, stdout, stderr) = cli(&server.url, &["alerts", "status", "--json"]).await;
     assert_eq!(code, 0, "{stderr}");
     let json: Value = serde_json::from_str(&stdout).unwrap();
     let rules = json["rules"].as_array().unwrap();
@@ -759,7 +739,7 @@ async fn alert_status_shows_each_rules_window_and_firings() {
     assert_eq!(rules[0]["fired"], 3);
     assert_eq!(rules[1]["fired"], 1);
     assert!(rules[2]["last_fired"].is_null(), "{json}");
-    let (code, stdout, stderr) = cli(&server, &["alerts", "status"]).await;
+    let (code, stdout, stderr) = cli(&server.url, &["alerts", "status"]).await;
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains("eager") && stdout.contains("webhook"),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use auditlog_client::{NewEvent, Query};
-use common::{TestServer, plain_sealed};
+use common::{TestServer, health_of, plain_sealed};
 
 /// A tmpfs of `size` mounted on a temp dir, unmounted on drop.
 struct Tmpfs {
@@ -117,9 +117,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_stops_writes_turns_health_off_and_a_restart_recovers() {
-    use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::health_client::HealthClient;
 
     let server = TestServer::start().await;
     let client = server.client().await;
@@ -136,22 +134,10 @@ async fn a_failed_fsync_stops_writes_turns_health_off_and_a_restart_recovers() {
     let e = client.log(event(11)).await.unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
 
-    let channel = tonic::transport::Channel::from_shared(server.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = HealthClient::new(channel);
+    let channel = server.channel().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let status = health
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status();
+        let status = health_of(&channel, "").await.unwrap();
         if status == ServingStatus::NotServing {
             break;
         }

@@ -7,47 +7,29 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, health_of};
 use tokio_stream::StreamExt as _;
-use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-async fn channel(server: &TestServer) -> Channel {
-    Channel::from_shared(server.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
-async fn health(channel: &Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
-    let response = HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await?;
-    Ok(response.into_inner().status())
-}
-
 #[tokio::test]
 async fn health_reports_serving_for_the_server_and_the_audit_service() {
     let server = TestServer::start().await;
-    let ch = channel(&server).await;
-    assert_eq!(health(&ch, "").await.unwrap(), ServingStatus::Serving);
+    let ch = server.channel().await;
+    assert_eq!(health_of(&ch, "").await.unwrap(), ServingStatus::Serving);
     assert_eq!(
-        health(&ch, "auditlog.v1.AuditService").await.unwrap(),
+        health_of(&ch, "auditlog.v1.AuditService").await.unwrap(),
         ServingStatus::Serving
     );
-    let unknown = health(&ch, "no.such.Service").await.unwrap_err();
+    let unknown = health_of(&ch, "no.such.Service").await.unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
 
 #[tokio::test]
 async fn health_watch_sees_not_serving_when_shutdown_begins() {
     let mut server = TestServer::start().await;
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
     let mut watch = HealthClient::new(ch)
         .watch(HealthCheckRequest {
             service: "auditlog.v1.AuditService".into(),
@@ -79,7 +61,7 @@ async fn health_watch_sees_not_serving_when_shutdown_begins() {
 async fn reflection_lists_services_in_v1_and_v1alpha() {
     use tonic_reflection::pb::v1alpha;
     let server = TestServer::start().await;
-    let ch = channel(&server).await;
+    let ch = server.channel().await;
 
     let names = common::reflection_v1_services(ch.clone()).await;
     for expected in ["auditlog.v1.AuditService", "grpc.health.v1.Health"] {

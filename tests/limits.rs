@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, Options};
 use auditlog_server::auth::{Role, TokenConfig};
-use common::endpoints::wait_until;
-use common::{TestServer, health, workspace_bin};
+use common::{TestServer, health, wait_until, workspace_bin};
 use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt as _;

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use auditlog_client::{Client, Error, NewEvent, Query, pb};
-use common::TestServer;
+use common::{TestServer, seqs};
 use prost_types::Timestamp;
 use serde_json::json;
 use tonic::Code;
@@ -43,10 +43,6 @@ fn micros(ts: &Option<Timestamp>) -> i64 {
 /// A receipt's timestamp as the `SystemTime` the client's filters take.
 fn time_of(receipt: &pb::Receipt) -> SystemTime {
     SystemTime::try_from(receipt.timestamp.unwrap()).unwrap()
-}
-
-fn seqs(events: &[pb::Event]) -> Vec<u64> {
-    events.iter().map(|e| e.seq).collect()
 }
 
 /// Sample event `i` of the filter tests: four types, two leads and none,

@@ -225,12 +225,8 @@ async fn channel(
 /// Health of `service` ("" for the server), or the refusal's code and
 /// message.
 async fn health(ch: &Channel, service: &str) -> Result<ServingStatus, String> {
-    HealthClient::new(ch.clone())
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
+    common::health_of(ch, service)
         .await
-        .map(|r| r.into_inner().status())
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }
 

@@ -46,6 +46,7 @@ use auditlog_client::{Client, NewEvent, Query};
 use auditlog_server::Config;
 use common::{
     ServerProcess, TestServer, all_events, assert_whole, cli_bin, files, plain_sealed, run_to_end,
+    seqs,
 };
 use futures::StreamExt as _;
 use serde_json::{Value, json};
@@ -284,10 +285,6 @@ fn assert_same(label: &str, a: &[Same], b: &[Same]) {
         );
     }
     assert_eq!(a.len(), b.len(), "{label}: different lengths");
-}
-
-fn seqs(events: &[pb::Event]) -> Vec<u64> {
-    events.iter().map(|e| e.seq).collect()
 }
 
 /// Reads the next `n` events of a stream, failing on a hang or an error.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use auditlog_client::{Client, EventStream, NewEvent, Query, pb};
 use auditlog_server::store::Durability;
-use common::{TestServer, small_window_client};
+use common::{TestServer, seqs, small_window_client};
 use futures::StreamExt as _;
 use tokio::sync::watch;
 use tokio::time::timeout;
@@ -38,10 +38,6 @@ fn sample(i: u64) -> NewEvent {
 /// Logs `n` sample events in one batch.
 async fn log_samples(client: &Client, n: u64) -> Vec<pb::Receipt> {
     client.log_batch((0..n).map(sample)).await.unwrap()
-}
-
-fn seqs(events: &[pb::Event]) -> Vec<u64> {
-    events.iter().map(|e| e.seq).collect()
 }
 
 /// Reads a stream that must end by itself, to its end.

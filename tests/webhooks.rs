@@ -19,7 +19,6 @@ mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auditlog_client::{Client, NewEvent, pb};
@@ -27,8 +26,8 @@ use auditlog_server::config::Secret;
 use auditlog_server::webhooks::{Start, WebhookConfig};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::endpoints::{Check, HttpEndpoint, Request, closed_port, wait_until, wait_until_within};
-use common::{ServerProcess, TEST_KEY, TestServer};
+use common::endpoints::{Check, HttpEndpoint, Request, closed_port};
+use common::{ServerProcess, TEST_KEY, TestServer, cli, wait_until, wait_until_within};
 use hmac::Mac as _;
 use serde_json::Value;
 
@@ -265,25 +264,6 @@ async fn status_when(
         }
     })
     .await
-}
-
-/// Runs the `auditlog` CLI; returns (exit code, stdout, stderr).
-async fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
-    let bin = common::workspace_bin("auditlog-client", "auditlog");
-    let mut command = Command::new(bin);
-    command
-        .arg("--server")
-        .arg(url)
-        .args(args)
-        .env_remove("AUDITLOG_TOKEN");
-    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 /// `auditlog webhooks status --json`, endpoint `name`.
@@ -669,34 +649,8 @@ async fn events_logged_while_the_receiver_is_down_arrive_after_a_restart() {
 
 /// The server binary with a config file holding `[[webhooks]]`.
 async fn spawn_server(dir: &Path, config_file: &Path) -> ServerProcess {
-    let port = closed_port();
-    let child = Command::new(common::workspace_bin("auditlog-server", "auditlog-server"))
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--config")
-        .arg(config_file)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let process = ServerProcess {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        data_dir: dir.to_path_buf(),
-    };
-    let url = &process.url;
-    wait_until("the server binary to serve", || async move {
-        match Client::connect(url).await {
-            Ok(c) => c.stats(None).await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await;
-    process
+    let args = [Path::new("--config"), config_file];
+    ServerProcess::spawn_args(dir, args, &[("RUST_LOG", "error")]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

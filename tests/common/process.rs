@@ -1,0 +1,119 @@
+//! [`ServerProcess`]: the built `auditlog-server` binary as a child process
+//! on a free port. Use it instead of `TestServer` when the test needs a real
+//! process: SIGKILL, signals, exit codes, a config file.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use auditlog_client::Client;
+
+use super::endpoints::closed_port;
+use super::runs::workspace_bin;
+use super::server::TEST_KEY;
+use super::wait::wait_until;
+
+/// The `auditlog-server` binary running as a child process.
+pub struct ServerProcess {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the binary on `dir` and a free port, waiting until it serves.
+    pub async fn spawn(dir: &Path) -> ServerProcess {
+        ServerProcess::spawn_with(dir, &[]).await
+    }
+
+    /// [`ServerProcess::spawn`] with more environment variables, e.g.
+    /// `("AUDITLOG_SHUTDOWN_GRACE_SECS", "5")`.
+    pub async fn spawn_with(dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
+        ServerProcess::spawn_args(dir, [] as [&OsStr; 0], env).await
+    }
+
+    /// [`ServerProcess::spawn_with`] with more arguments after `--listen`
+    /// and `--data-dir`, e.g. `--config <file>`. It signs with [`TEST_KEY`]
+    /// and logs at `warn` unless `env` says otherwise.
+    pub async fn spawn_args(
+        dir: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
+        let bin = workspace_bin("auditlog-server", "auditlog-server");
+        let port = closed_port();
+        let child = Command::new(bin)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args(args)
+            .env("AUDITLOG_HMAC_KEY", TEST_KEY)
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let process = ServerProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: dir.to_path_buf(),
+        };
+        let url = &process.url;
+        wait_until("auditlog-server to serve", || async move {
+            match Client::connect(url).await {
+                Ok(c) => c.stats(None).await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        process
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the process to exit, failing the test when it is still
+    /// running after `limit`.
+    pub async fn wait_exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "auditlog-server is still running {limit:?} later"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

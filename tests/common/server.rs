@@ -1,0 +1,168 @@
+//! [`TestServer`]: the server running in this process on 127.0.0.1 port 0,
+//! its data in a temp dir, reached through the real client. The default for
+//! an end-to-end test; it stops cleanly and restarts on the same directory,
+//! optionally after the test edits the files in between.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use auditlog_client::Client;
+use auditlog_server::Config;
+use tokio::sync::oneshot;
+
+use super::health_reflection::serving;
+
+/// A 32-byte test key, so tests can also check signatures themselves.
+pub const TEST_KEY: &str = "test-key-0123456789abcdef0123456789";
+
+/// A config adjustment: sign with [`TEST_KEY`], so the test can sign too.
+pub fn with_test_key(config: &mut Config) {
+    config.hmac_key = Some(TEST_KEY.into());
+}
+
+/// A server running in this process.
+pub struct TestServer {
+    pub url: String,
+    pub addr: std::net::SocketAddr,
+    pub data_dir: PathBuf,
+    /// Owns the temp dir unless the test supplied its own directory.
+    _temp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), auditlog_server::ServerError>>>,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh temp dir with the default config.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// Starts a server on a fresh temp dir it owns, letting the test adjust
+    /// the config.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let temp = tempfile::tempdir().unwrap();
+        let mut server = TestServer::start_in(temp.path(), adjust).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on `dir`, letting the test adjust the config.
+    pub async fn start_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let mut config = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let protected = !config.tokens.is_empty();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(auditlog_server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let server = TestServer {
+            url: format!("http://{addr}"),
+            addr,
+            data_dir: dir.to_path_buf(),
+            _temp: None,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        server.wait_ready(protected).await;
+        server
+    }
+
+    /// Waits until the log is recovered and calls are served. A server with
+    /// tokens refuses an anonymous GetStats, so there health, which needs no
+    /// token and turns SERVING at the same moment, tells.
+    async fn wait_ready(&self, protected: bool) {
+        for _ in 0..200 {
+            if let Ok(client) = Client::connect(&self.url).await {
+                let ready = if protected {
+                    serving(&self.url).await
+                } else {
+                    client.stats(None).await.is_ok()
+                };
+                if ready {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server at {} did not become ready", self.url);
+    }
+
+    /// A client connected to this server.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url).await.unwrap()
+    }
+
+    /// A plain gRPC channel to this server, for the services the client
+    /// does not wrap (health, reflection).
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Channel::from_shared(self.url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Stops the server cleanly and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops the server and starts a new one on the same directory (and temp
+    /// dir ownership), with the same config adjustment.
+    pub async fn restart(self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+        self.restart_after(|_| {}, adjust).await
+    }
+
+    /// Stops the server, lets `edit` change the files in its data directory
+    /// while nothing runs, then starts a new server on the same directory (and
+    /// temp dir ownership) with `adjust`.
+    pub async fn restart_after(
+        mut self,
+        edit: impl FnOnce(&Path),
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
+        self.stop().await;
+        edit(&self.data_dir);
+        let temp = self._temp.take();
+        let mut next = TestServer::start_in(&self.data_dir, adjust).await;
+        next._temp = temp;
+        next
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("audit.log")
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A client whose HTTP/2 flow-control windows are the protocol's smallest
+/// default (64 KiB), so a stream it does not read backs up into the server
+/// after a few hundred events instead of the 2 MiB a default window absorbs.
+pub async fn small_window_client(url: &str) -> Client {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    Client::from_channel(channel)
+}

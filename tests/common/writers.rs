@@ -1,0 +1,102 @@
+//! Load that races the server: [`Writers`] keep logging on connections of
+//! their own until the server stops answering, and report what was
+//! acknowledged and what was in flight. Use them for crash, kill and shutdown
+//! tests, then check the log with `assert_whole`.
+
+use std::time::Duration;
+
+use auditlog_client::Client;
+
+/// The same event for the same idempotency key, so a retry is a true retry.
+pub fn keyed(key: &str) -> auditlog_client::NewEvent {
+    auditlog_client::NewEvent::crm_update("LEAD-7", "hubspot", key, &["stage"]).idempotency_key(key)
+}
+
+/// Logs one [`keyed`] event per key: with `Log` for one key, `LogBatch` for
+/// more.
+pub async fn send(
+    client: &Client,
+    keys: &[String],
+) -> Result<Vec<auditlog_client::pb::Receipt>, auditlog_client::Error> {
+    match keys {
+        [key] => Ok(vec![client.log(keyed(key)).await?]),
+        _ => client.log_batch(keys.iter().map(|k| keyed(k))).await,
+    }
+}
+
+/// Writers racing on connections of their own until the server stops
+/// answering (recovery.rs, shutdown.rs). Each logs calls of its size (one
+/// `Log`, or a `LogBatch` above 1) of [`keyed`] events with fresh keys
+/// `<name>-<call>-<k>`.
+pub struct Writers {
+    tasks: Vec<tokio::task::JoinHandle<Written>>,
+    /// Events acknowledged so far, by all writers.
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One writer's part: what it got acknowledged, and the keys of the call it
+/// was waiting on when the server stopped answering.
+#[derive(Default)]
+struct Written {
+    acked: Vec<auditlog_client::pb::Receipt>,
+    pending: Vec<String>,
+}
+
+impl Writers {
+    /// Starts a writer for each `(name, events per call)`.
+    pub async fn start(url: &str, writers: impl IntoIterator<Item = (String, usize)>) -> Writers {
+        use std::sync::atomic::Ordering;
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for (name, size) in writers {
+            let client = Client::connect(url).await.unwrap();
+            let count = std::sync::Arc::clone(&count);
+            tasks.push(tokio::spawn(async move {
+                let mut written = Written::default();
+                for call in 0.. {
+                    let keys: Vec<String> =
+                        (0..size).map(|k| format!("{name}-{call}-{k}")).collect();
+                    match send(&client, &keys).await {
+                        Ok(receipts) => {
+                            count.fetch_add(receipts.len(), Ordering::Relaxed);
+                            written.acked.extend(receipts);
+                        }
+                        Err(_) => {
+                            written.pending = keys;
+                            break;
+                        }
+                    }
+                }
+                written
+            }));
+        }
+        Writers { tasks, count }
+    }
+
+    /// Waits until `n` events are acknowledged in all, failing the test
+    /// after 30 s.
+    pub async fn wait_for(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.count.load(std::sync::atomic::Ordering::Relaxed) < n {
+            assert!(tokio::time::Instant::now() < deadline, "writers stalled");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Once the server has stopped: every writer's receipts, and the keys of
+    /// each call that was in flight (to retry with [`send`]). Fails the test
+    /// when a writer is still going 20 s later.
+    pub async fn finish(self) -> (Vec<auditlog_client::pb::Receipt>, Vec<Vec<String>>) {
+        let mut acked = Vec::new();
+        let mut pending = Vec::new();
+        for task in self.tasks {
+            let written = tokio::time::timeout(Duration::from_secs(20), task)
+                .await
+                .expect("a writer kept going after the server stopped")
+                .unwrap();
+            acked.extend(written.acked);
+            pending.push(written.pending);
+        }
+        (acked, pending)
+    }
+}
