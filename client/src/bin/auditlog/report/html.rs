@@ -17,7 +17,7 @@ use super::period::{Period, minute_text};
 use crate::format::{datetime, detail_str, details_json, ranked, timestamp_text};
 
 /// The lead funnel: event type and the stage's name, in pipeline order.
-pub const FUNNEL: [(&str, &str); 5] = [
+pub(crate) const FUNNEL: [(&str, &str); 5] = [
     ("lead_ingested", "Ingested"),
     ("lead_qualified", "Qualified (scored)"),
     ("lead_routed", "Routed"),
@@ -26,27 +26,27 @@ pub const FUNNEL: [(&str, &str); 5] = [
 ];
 
 /// What the page shows, as the server computed it.
-pub struct Data {
-    pub period: Period,
-    pub generated: OffsetDateTime,
-    pub server: String,
+pub(crate) struct Data {
+    pub(crate) period: Period,
+    pub(crate) generated: OffsetDateTime,
+    pub(crate) server: String,
     /// GetStats over the period, with timeline, error types and funnel.
-    pub stats: pb::GetStatsResponse,
+    pub(crate) stats: pb::GetStatsResponse,
     /// GetPerformanceStats over the period.
-    pub performance: pb::GetPerformanceStatsResponse,
+    pub(crate) performance: pb::GetPerformanceStatsResponse,
     /// The period's newest `error` events, newest first.
-    pub latest_errors: Vec<pb::Event>,
+    pub(crate) latest_errors: Vec<pb::Event>,
     /// The period's newest events, newest first.
-    pub recent: Vec<pb::Event>,
+    pub(crate) recent: Vec<pb::Event>,
 }
 
 /// `s` with `& < > " '` as character references, for text and attributes.
-pub fn esc(s: &str) -> Esc<'_> {
+pub(crate) fn esc(s: &str) -> Esc<'_> {
     Esc(s)
 }
 
 /// A string that is escaped as it is written.
-pub struct Esc<'a>(&'a str);
+pub(crate) struct Esc<'a>(&'a str);
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -67,7 +67,7 @@ impl fmt::Display for Esc<'_> {
 }
 
 /// `1234567` as `1,234,567`.
-pub fn count(n: u64) -> String {
+pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -80,12 +80,12 @@ pub fn count(n: u64) -> String {
 }
 
 /// `part` as a percentage of `whole`; `None` when `whole` is 0.
-pub fn ratio(part: u64, whole: u64) -> Option<f64> {
+pub(crate) fn ratio(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| 100.0 * part as f64 / whole as f64)
 }
 
 /// A percentage with one decimal (`42.9%`), or `n/a`.
-pub fn percent(p: Option<f64>) -> String {
+pub(crate) fn percent(p: Option<f64>) -> String {
     match p {
         Some(p) if p.is_finite() => format!("{p:.1}%"),
         _ => "n/a".to_owned(),
@@ -93,7 +93,7 @@ pub fn percent(p: Option<f64>) -> String {
 }
 
 /// A duration in milliseconds, with as many decimals as are useful.
-pub fn millis(v: f64) -> String {
+pub(crate) fn millis(v: f64) -> String {
     if !v.is_finite() {
         "n/a".to_owned()
     } else if v >= 10_000.0 {
@@ -126,7 +126,7 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 /// Renders the page.
-pub fn render(d: &Data) -> Result<String, fmt::Error> {
+pub(crate) fn render(d: &Data) -> Result<String, fmt::Error> {
     let mut out = String::with_capacity(64 * 1024);
     let p = d.period;
     let title = format!(
