@@ -1,4 +1,5 @@
-//! The admin subcommands that report on alerting and webhooks.
+//! The admin subcommands: rotate and retention, which act on the log's
+//! segments, and those that report on alerting and webhooks.
 
 use auditlog_client::Client;
 use serde_json::json;
@@ -6,7 +7,45 @@ use serde_json::json;
 use crate::CliError;
 use crate::format::{Table, timestamp_text};
 
-pub async fn alerts_test(client: &Client, json: bool) -> Result<(), CliError> {
+/// `auditlog rotate`: seals the active segment now.
+pub(crate) async fn rotate(client: &Client, wait: bool, json: bool) -> Result<(), CliError> {
+    let r = client.rotate(wait).await?;
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({"rotated": r.rotated, "file": r.file, "first_seq": r.first_seq, "last_seq": r.last_seq})
+        );
+    } else if r.rotated {
+        say!("sealed {} (seqs {}..={})", r.file, r.first_seq, r.last_seq);
+    } else {
+        say!("nothing to rotate: the active segment is empty");
+    }
+    Ok(())
+}
+
+/// `auditlog retention`: purges the segments older than the retention period.
+pub(crate) async fn retention(client: &Client, json: bool) -> Result<(), CliError> {
+    let r = client.apply_retention().await?;
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({"segments": r.segments, "first_seq": r.first_seq, "through_seq": r.through_seq, "event_seq": r.event_seq})
+        );
+    } else if r.segments.is_empty() {
+        say!("nothing to purge: no segment is older than the retention period");
+    } else {
+        say!(
+            "purged {} segment(s), seqs {}..={}; recorded as event seq {}",
+            r.segments.len(),
+            r.first_seq,
+            r.through_seq,
+            r.event_seq
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn alerts_test(client: &Client, json: bool) -> Result<(), CliError> {
     let results = client.test_alerts().await?;
     if json {
         let all: Vec<_> = results
@@ -37,7 +76,7 @@ pub async fn alerts_test(client: &Client, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-pub async fn alerts_status(client: &Client, json: bool) -> Result<(), CliError> {
+pub(crate) async fn alerts_status(client: &Client, json: bool) -> Result<(), CliError> {
     let s = client.alert_status().await?;
     if json {
         let value = json!({
@@ -85,7 +124,7 @@ pub async fn alerts_status(client: &Client, json: bool) -> Result<(), CliError> 
     Ok(())
 }
 
-pub async fn webhooks_status(client: &Client, json: bool) -> Result<(), CliError> {
+pub(crate) async fn webhooks_status(client: &Client, json: bool) -> Result<(), CliError> {
     let endpoints = client.webhook_status().await?;
     if json {
         let all: Vec<_> = endpoints

@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::CliError;
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Calls in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -39,7 +39,7 @@ struct TaskResult {
     last_error: Option<String>,
 }
 
-pub async fn run(client: &Client, args: BenchArgs, json: bool) -> Result<(), CliError> {
+pub(crate) async fn run(client: &Client, args: BenchArgs, json: bool) -> Result<(), CliError> {
     if args.concurrency == 0 || args.batch == 0 || args.batch > 1000 {
         return Err(CliError::Usage(
             "--concurrency must be at least 1 and --batch between 1 and 1000".into(),

@@ -11,11 +11,12 @@ use clap::{Args, ValueEnum};
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::CliError;
+use crate::cli::FilterArgs;
 use crate::format::{event_json, timestamp_text};
-use crate::{CliError, FilterArgs};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// Comma-separated values with a header row; details as a JSON column.
     Csv,
     /// One JSON array of events.
@@ -25,7 +26,7 @@ pub enum Format {
 }
 
 #[derive(Debug, Args)]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// Output format.
     #[arg(long, value_enum)]
     format: Format,
@@ -54,7 +55,7 @@ const CSV_HEADER: [&str; 12] = [
     "signature",
 ];
 
-pub async fn run(client: &Client, args: ExportArgs) -> Result<(), CliError> {
+pub(crate) async fn run(client: &Client, args: ExportArgs) -> Result<(), CliError> {
     let query = args.filter.query()?;
     let head = client.stats(None).await?.head_seq;
     let from = args.from_seq.max(1);
@@ -83,7 +84,7 @@ pub async fn run(client: &Client, args: ExportArgs) -> Result<(), CliError> {
 }
 
 #[derive(Debug, Args)]
-pub struct SubjectArgs {
+pub(crate) struct SubjectArgs {
     /// The subject's identifier: an email address, phone number, lead id or
     /// name, as callers log it.
     identifier: String,
@@ -97,7 +98,7 @@ pub struct SubjectArgs {
 
 /// `auditlog subject export`: every event about one data subject, with the
 /// fields where the subject appears.
-pub async fn subject(client: &Client, args: SubjectArgs) -> Result<(), CliError> {
+pub(crate) async fn subject(client: &Client, args: SubjectArgs) -> Result<(), CliError> {
     let (out, partial) = open_output(args.output.as_deref())?;
     let mut sink = Sink::begin(args.format, out, true)?;
     let mut stream = client.export_subject(&args.identifier).await?;

@@ -10,13 +10,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A protobuf timestamp as a UTC date-time, if representable.
-pub fn datetime(t: &prost_types::Timestamp) -> Option<OffsetDateTime> {
+pub(crate) fn datetime(t: &prost_types::Timestamp) -> Option<OffsetDateTime> {
     let nanos = i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos);
     OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
 }
 
 /// A protobuf timestamp as RFC 3339 UTC with microseconds; empty when unset.
-pub fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
+pub(crate) fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
     let Some(t) = t else { return String::new() };
     match datetime(t) {
         Some(dt) => {
@@ -37,7 +37,7 @@ pub fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
 
 /// Parses RFC 3339 (`2026-11-22T08:00:00Z`) or a date (`2026-11-22`,
 /// midnight UTC).
-pub fn parse_time(s: &str) -> Result<SystemTime, String> {
+pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t.into());
     }
@@ -50,18 +50,18 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
 }
 
 /// Parses a date, `YYYY-MM-DD`.
-pub fn parse_date(s: &str) -> Option<time::Date> {
+pub(crate) fn parse_date(s: &str) -> Option<time::Date> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(s, &format).ok()
 }
 
 /// The event's details as compact JSON.
-pub fn details_text(e: &pb::Event) -> String {
+pub(crate) fn details_text(e: &pb::Event) -> String {
     details_json(e).to_string()
 }
 
 /// The event's details as a JSON object (empty when there are none).
-pub fn details_json(e: &pb::Event) -> Value {
+pub(crate) fn details_json(e: &pb::Event) -> Value {
     e.details
         .as_ref()
         .and_then(|d| auditlog_proto::json::struct_to_json(d).ok())
@@ -69,7 +69,7 @@ pub fn details_json(e: &pb::Event) -> Value {
 }
 
 /// One string field of the details, empty when absent.
-pub fn detail_str(e: &pb::Event, key: &str) -> String {
+pub(crate) fn detail_str(e: &pb::Event, key: &str) -> String {
     match details_json(e).get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -78,7 +78,7 @@ pub fn detail_str(e: &pb::Event, key: &str) -> String {
 }
 
 /// An event as a JSON object, fields in the log's order.
-pub fn event_json(e: &pb::Event) -> Value {
+pub(crate) fn event_json(e: &pb::Event) -> Value {
     let opt = |s: &str| {
         if s.is_empty() {
             Value::Null
@@ -103,7 +103,7 @@ pub fn event_json(e: &pb::Event) -> Value {
 }
 
 /// A receipt as JSON.
-pub fn receipt_json(r: &pb::Receipt) -> Value {
+pub(crate) fn receipt_json(r: &pb::Receipt) -> Value {
     json!({
         "seq": r.seq,
         "id": r.id,
@@ -114,7 +114,7 @@ pub fn receipt_json(r: &pb::Receipt) -> Value {
 }
 
 /// Statistics as JSON.
-pub fn stats_json(s: &pb::GetStatsResponse) -> Value {
+pub(crate) fn stats_json(s: &pb::GetStatsResponse) -> Value {
     json!({
         "total_events": s.total_events,
         "by_type": s.by_type,
@@ -128,14 +128,14 @@ pub fn stats_json(s: &pb::GetStatsResponse) -> Value {
 }
 
 /// A map's entries, largest count first, then by name.
-pub fn ranked(map: &std::collections::HashMap<String, u64>) -> Vec<(&str, u64)> {
+pub(crate) fn ranked(map: &std::collections::HashMap<String, u64>) -> Vec<(&str, u64)> {
     let mut rows: Vec<(&str, u64)> = map.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     rows
 }
 
 /// A problem kind as the proto names it, without the prefix.
-pub fn problem_kind_text(kind: i32) -> &'static str {
+pub(crate) fn problem_kind_text(kind: i32) -> &'static str {
     pb::ProblemKind::try_from(kind)
         .map(|k| {
             k.as_str_name()
@@ -146,7 +146,7 @@ pub fn problem_kind_text(kind: i32) -> &'static str {
 }
 
 /// A verification report as JSON.
-pub fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
+pub(crate) fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
     json!({
         "ok": r.ok,
         "events_checked": r.events_checked,
@@ -166,24 +166,24 @@ pub fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
 }
 
 /// A plain-text table with aligned columns.
-pub struct Table {
+pub(crate) struct Table {
     headers: Vec<&'static str>,
     rows: Vec<Vec<String>>,
 }
 
 impl Table {
-    pub fn new(headers: Vec<&'static str>) -> Table {
+    pub(crate) fn new(headers: Vec<&'static str>) -> Table {
         Table {
             headers,
             rows: Vec::new(),
         }
     }
 
-    pub fn row(&mut self, row: Vec<String>) {
+    pub(crate) fn row(&mut self, row: Vec<String>) {
         self.rows.push(row);
     }
 
-    pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
+    pub(crate) fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.len()).collect();
         for row in &self.rows {
             for (w, cell) in widths.iter_mut().zip(row) {

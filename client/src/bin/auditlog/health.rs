@@ -14,7 +14,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::CliError;
 
 #[derive(Debug, Args)]
-pub struct HealthArgs {
+pub(crate) struct HealthArgs {
     /// The service to check; empty means the server as a whole.
     #[arg(long, default_value = "")]
     service: String,
@@ -31,7 +31,7 @@ const EXIT_CONNECTION: u8 = 2;
 const EXIT_RPC: u8 = 3;
 const EXIT_UNHEALTHY: u8 = 4;
 
-pub async fn run(
+pub(crate) async fn run(
     url: &str,
     options: &auditlog_client::Options,
     args: HealthArgs,

@@ -29,7 +29,7 @@ const RECENT_EVENTS: u32 = 25;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("period").required(true).args(["daily", "weekly"])))]
-pub struct ReportArgs {
+pub(crate) struct ReportArgs {
     /// One UTC day, hour by hour.
     #[arg(long)]
     daily: bool,
@@ -48,7 +48,7 @@ pub struct ReportArgs {
 }
 
 /// Checks the flags, connects, writes the report and prints its path.
-pub async fn run(
+pub(crate) async fn run(
     server: &str,
     options: auditlog_client::Options,
     args: ReportArgs,

@@ -7,17 +7,17 @@ use std::fmt::{self, Write as _};
 use super::html::esc;
 
 /// One bucket of the timeline.
-pub struct Bar {
+pub(crate) struct Bar {
     /// The x-axis label (`14`, `Mon 23`).
-    pub label: String,
+    pub(crate) label: String,
     /// What the bucket covers, for the tooltip.
-    pub span: String,
+    pub(crate) span: String,
     /// The bucket's start as RFC 3339, for `data-key`.
-    pub key: String,
+    pub(crate) key: String,
     /// All events in the bucket, errors included.
-    pub events: u64,
+    pub(crate) events: u64,
     /// The `error` events among them.
-    pub errors: u64,
+    pub(crate) errors: u64,
 }
 
 // The drawing's coordinate system; the SVG scales to the page's width.
@@ -30,7 +30,7 @@ const BOTTOM: f64 = 58.0;
 
 /// A round top for the y axis at or above `max`, and the step between its
 /// gridlines: at most four steps of 1, 2 or 5 times a power of ten.
-pub fn scale(max: u64) -> (u64, u64) {
+pub(crate) fn scale(max: u64) -> (u64, u64) {
     let mut magnitude: u64 = 1;
     loop {
         for m in [1u64, 2, 5] {
@@ -45,7 +45,7 @@ pub fn scale(max: u64) -> (u64, u64) {
 }
 
 /// Writes the chart for `bars` with `x_title` under the x axis.
-pub fn timeline(out: &mut String, bars: &[Bar], x_title: &str) -> fmt::Result {
+pub(crate) fn timeline(out: &mut String, bars: &[Bar], x_title: &str) -> fmt::Result {
     let max = bars.iter().map(|b| b.events).max().unwrap_or(0);
     let (top, step) = scale(max);
     let plot_w = WIDTH - LEFT - RIGHT;

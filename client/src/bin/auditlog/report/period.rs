@@ -5,7 +5,7 @@ use time::{Date, Duration, OffsetDateTime, Time, Weekday};
 
 /// What a report covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
+pub(crate) enum Period {
     /// One UTC day, shown hour by hour.
     Day(Date),
     /// The ISO week starting on this Monday, shown day by day.
@@ -14,32 +14,32 @@ pub enum Period {
 
 impl Period {
     /// The UTC day `date`.
-    pub fn day(date: Date) -> Period {
+    pub(crate) fn day(date: Date) -> Period {
         Period::Day(date)
     }
 
     /// The ISO week (Monday to Sunday) that contains `date`.
-    pub fn week_of(date: Date) -> Period {
+    pub(crate) fn week_of(date: Date) -> Period {
         let back = i64::from(date.weekday().number_days_from_monday());
         // Only the first days of year -9999 have no Monday before them.
         Period::Week(date.checked_sub(Duration::days(back)).unwrap_or(date))
     }
 
     /// The first day of the period.
-    pub fn first_day(self) -> Date {
+    pub(crate) fn first_day(self) -> Date {
         match self {
             Period::Day(d) | Period::Week(d) => d,
         }
     }
 
     /// The period's first instant (inclusive).
-    pub fn start(self) -> OffsetDateTime {
+    pub(crate) fn start(self) -> OffsetDateTime {
         self.first_day().with_time(Time::MIDNIGHT).assume_utc()
     }
 
     /// The instant after the period (exclusive). Saturates at the last
     /// representable day, which [`super::run`] never lets through.
-    pub fn end(self) -> OffsetDateTime {
+    pub(crate) fn end(self) -> OffsetDateTime {
         let start = self.start();
         start
             .checked_add(Duration::days(self.days()))
@@ -47,7 +47,7 @@ impl Period {
     }
 
     /// How many days it spans.
-    pub fn days(self) -> i64 {
+    pub(crate) fn days(self) -> i64 {
         match self {
             Period::Day(_) => 1,
             Period::Week(_) => 7,
@@ -55,7 +55,7 @@ impl Period {
     }
 
     /// A timeline bucket in words: `hour` for a day, `day` for a week.
-    pub fn unit(self) -> &'static str {
+    pub(crate) fn unit(self) -> &'static str {
         match self {
             Period::Day(_) => "hour",
             Period::Week(_) => "day",
@@ -63,7 +63,7 @@ impl Period {
     }
 
     /// The timeline's bucket width: hours for a day, days for a week.
-    pub fn bucket_seconds(self) -> u32 {
+    pub(crate) fn bucket_seconds(self) -> u32 {
         match self {
             Period::Day(_) => 3600,
             Period::Week(_) => 86_400,
@@ -71,7 +71,7 @@ impl Period {
     }
 
     /// `daily` or `weekly`.
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Period::Day(_) => "daily",
             Period::Week(_) => "weekly",
@@ -79,7 +79,7 @@ impl Period {
     }
 
     /// `2026-11-28` for a day, `2026-W48` (the ISO year and week) for a week.
-    pub fn label(self) -> String {
+    pub(crate) fn label(self) -> String {
         match self {
             Period::Day(d) => iso_date(d),
             Period::Week(monday) => {
@@ -91,12 +91,12 @@ impl Period {
 
     /// The report's file name: `auditlog-daily-2026-11-28.html`,
     /// `auditlog-weekly-2026-W48.html`.
-    pub fn file_name(self) -> String {
+    pub(crate) fn file_name(self) -> String {
         format!("auditlog-{}-{}.html", self.kind(), self.label())
     }
 
     /// The heading: `Saturday 28 November 2026` or `Week 48 of 2026`.
-    pub fn title(self) -> String {
+    pub(crate) fn title(self) -> String {
         match self {
             Period::Day(d) => long_date(d),
             Period::Week(monday) => {
@@ -108,7 +108,7 @@ impl Period {
 
     /// The span in words: `00:00 to 24:00 UTC` or `Monday 23 November to
     /// Sunday 29 November 2026 (UTC)`.
-    pub fn span(self) -> String {
+    pub(crate) fn span(self) -> String {
         match self {
             Period::Day(_) => "00:00 to 24:00 UTC".to_owned(),
             Period::Week(monday) => {
@@ -126,7 +126,7 @@ impl Period {
 
     /// A timeline bucket's axis label: the hour (`14`) for a day, the
     /// weekday and date (`Mon 23`) for a week.
-    pub fn bucket_label(self, start: OffsetDateTime) -> String {
+    pub(crate) fn bucket_label(self, start: OffsetDateTime) -> String {
         match self {
             Period::Day(_) => format!("{:02}", start.hour()),
             Period::Week(_) => format!("{} {}", short_weekday(start.weekday()), start.day()),
@@ -135,7 +135,7 @@ impl Period {
 
     /// A bucket's span for its tooltip: `14:00 to 15:00` or `Monday 23
     /// November 2026`.
-    pub fn bucket_span(self, start: OffsetDateTime) -> String {
+    pub(crate) fn bucket_span(self, start: OffsetDateTime) -> String {
         match self {
             Period::Day(_) => format!(
                 "{:02}:00 to {:02}:00 UTC",
@@ -147,7 +147,7 @@ impl Period {
     }
 
     /// The timeline's x-axis title.
-    pub fn axis_title(self) -> &'static str {
+    pub(crate) fn axis_title(self) -> &'static str {
         match self {
             Period::Day(_) => "Hour of the day (UTC)",
             Period::Week(_) => "Day of the week (UTC)",
@@ -156,17 +156,17 @@ impl Period {
 }
 
 /// `2026-11-28`.
-pub fn iso_date(d: Date) -> String {
+pub(crate) fn iso_date(d: Date) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
 }
 
 /// `Saturday 28 November 2026`.
-pub fn long_date(d: Date) -> String {
+pub(crate) fn long_date(d: Date) -> String {
     format!("{} {} {} {}", d.weekday(), d.day(), d.month(), d.year())
 }
 
 /// `2026-11-28 20:15 UTC`.
-pub fn minute_text(t: OffsetDateTime) -> String {
+pub(crate) fn minute_text(t: OffsetDateTime) -> String {
     format!(
         "{} {:02}:{:02} UTC",
         iso_date(t.date()),

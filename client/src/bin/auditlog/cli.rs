@@ -1,0 +1,336 @@
+//! The command line: the global flags ([`Cli`]), the subcommands and their
+//! arguments, and the filter flags that query, export and tail share. The
+//! arguments of export, bench, health and report are defined beside the code
+//! that reads them, in their own modules.
+
+use auditlog_client::Query;
+use clap::{Args, Parser, Subcommand};
+
+use crate::format::parse_time;
+use crate::{CliError, bench, export, health, report};
+
+/// Record, query, stream and verify events in an auditlog server.
+#[derive(Debug, Parser)]
+#[command(name = "auditlog", version, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLOG_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub(crate) server: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// Bearer token for servers that require one.
+    #[arg(long, global = true, env = "AUDITLOG_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// CA certificate (PEM) for an https:// server with a private CA.
+    #[arg(long, global = true, env = "AUDITLOG_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for servers that require mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLOG_CLIENT_CERT",
+        value_name = "FILE",
+        requires = "client_key"
+    )]
+    client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "AUDITLOG_CLIENT_KEY",
+        value_name = "FILE",
+        requires = "client_cert"
+    )]
+    client_key: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+impl Cli {
+    /// Token and TLS settings from the flags, with the files read.
+    pub(crate) fn options(&self) -> Result<auditlog_client::Options, CliError> {
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
+        };
+        Ok(auditlog_client::Options {
+            token: self.token.clone(),
+            ca_cert_pem: self
+                .ca_cert
+                .as_deref()
+                .map(|p| read("--ca-cert", p))
+                .transpose()?,
+            identity_pem: match (&self.client_cert, &self.client_key) {
+                (Some(c), Some(k)) => Some((read("--client-cert", c)?, read("--client-key", k)?)),
+                _ => None,
+            },
+            domain: None,
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Log one event and print its receipt.
+    #[command(
+        after_help = "Examples:\n  auditlog log lead_ingested --lead LEAD-001 --workflow sales --details '{\"source\":\"webform\"}'\n  auditlog log error --details '{\"error_type\":\"Timeout\",\"error_message\":\"CRM did not answer\"}'"
+    )]
+    Log(LogArgs),
+    /// Query events: a table, newest first.
+    #[command(
+        after_help = "Examples:\n  auditlog query --type error --last 24h\n  auditlog query --lead LEAD-001 --oldest-first --verbose\n  auditlog query --workflow sales --since 2026-11-01 --until 2026-11-08 --limit 500"
+    )]
+    Query(QueryArgs),
+    /// A lead's full timeline, oldest first.
+    #[command(after_help = "Example:\n  auditlog history LEAD-001")]
+    History {
+        /// The lead id.
+        lead: String,
+        /// Show each event's details.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Totals by type and workflow, leads, errors, first and last event.
+    #[command(after_help = "Examples:\n  auditlog stats\n  auditlog stats --workflow sales --json")]
+    Stats {
+        /// Only this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+    },
+    /// Recent error events with their type and message.
+    #[command(after_help = "Examples:\n  auditlog errors\n  auditlog errors --limit 5 --verbose")]
+    Errors {
+        /// How many (1 to 1,000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Also print each traceback.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Verify the log's signatures and chain; exits 1 when anything is wrong.
+    #[command(
+        after_help = "Examples:\n  auditlog integrity\n  auditlog integrity --checkpoint 1200:3f9a…  # a receipt you kept"
+    )]
+    Integrity {
+        /// Start at this seq.
+        #[arg(long, default_value_t = 0)]
+        from_seq: u64,
+        /// Stop at this seq.
+        #[arg(long, default_value_t = 0)]
+        to_seq: u64,
+        /// A receipt to prove present, as SEQ:SIGNATURE (repeatable).
+        #[arg(long, value_name = "SEQ:SIGNATURE")]
+        checkpoint: Vec<String>,
+    },
+    /// Export events as CSV, a JSON array or JSON Lines, in constant memory.
+    #[command(
+        after_help = "Examples:\n  auditlog export --format csv --output audit.csv\n  auditlog export --format jsonl --lead LEAD-001 > lead.jsonl"
+    )]
+    Export(export::ExportArgs),
+    /// Follow live events until Ctrl-C.
+    #[command(after_help = "Examples:\n  auditlog tail\n  auditlog tail --type error --from-seq 1")]
+    Tail {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Start at this seq instead of at the next new event.
+        #[arg(long)]
+        from_seq: Option<u64>,
+        /// Show each event's details.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Seal the active segment now and compress it (admin).
+    #[command(
+        after_help = "Examples:\n  auditlog rotate\n  auditlog rotate --wait   # until the .gz is in the manifest"
+    )]
+    Rotate {
+        /// Wait until the sealed segment is compressed and in the manifest.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Alerts: send a test alert to every channel, or show counters (admin).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  auditlog alerts test\n  auditlog alerts status"
+    )]
+    Alerts(AlertsCommand),
+    /// Outgoing webhooks: delivery status per endpoint (admin).
+    #[command(subcommand, after_help = "Example:\n  auditlog webhooks status")]
+    Webhooks(WebhooksCommand),
+    /// Purge segments older than the retention period now (admin).
+    #[command(after_help = "Example:\n  auditlog retention")]
+    Retention,
+    /// gRPC health check with grpc_health_probe's exit codes.
+    #[command(
+        after_help = "Exit codes: 0 serving, 1 bad arguments, 2 connection failed, 3 RPC failed, 4 not serving.\nExample:\n  auditlog health --service auditlog.v1.AuditService --rpc-timeout 2s"
+    )]
+    Health(health::HealthArgs),
+    /// Load generator: events/s and latency percentiles against a server.
+    #[command(
+        after_help = "Every event it sends stays in the server's log for good (an audit log has no delete): point it at a test server, not production.\n\nExamples:\n  auditlog bench --concurrency 64 --duration 10s\n  auditlog bench --concurrency 8 --batch 100"
+    )]
+    Bench(bench::BenchArgs),
+    /// Duration figures per operation: count, min, avg, p50, p95, p99, max.
+    #[command(
+        after_help = "Examples:\n  auditlog performance\n  auditlog performance --operation crm.create_record --json\n  auditlog performance --since 2026-11-01 --until 2026-11-08"
+    )]
+    Performance {
+        /// Only this operation.
+        #[arg(long)]
+        operation: Option<String>,
+        /// From the log's performance events at or after this time, instead
+        /// of the recent windows (RFC 3339 or YYYY-MM-DD, UTC).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// ... and before this time.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+    },
+    /// Data-subject requests: every event about one person (auditor).
+    #[command(
+        subcommand,
+        after_help = "Example:\n  auditlog subject export jane@example.com --format csv --output jane.csv"
+    )]
+    Subject(SubjectCommand),
+    /// A daily or weekly activity report as one self-contained HTML file.
+    #[command(
+        after_help = "Examples:\n  auditlog report --daily --output reports/           # today (UTC)\n  auditlog report --daily --date 2026-11-28 --output reports/\n  auditlog report --weekly --week-of 2026-11-25 --output reports/  # ISO week 2026-W48\n\nWrites auditlog-daily-YYYY-MM-DD.html or auditlog-weekly-YYYY-Www.html into the\ndirectory and prints its path."
+    )]
+    Report(report::ReportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SubjectCommand {
+    /// Export every event whose lead id or details hold the identifier (or,
+    /// in compliance mode, its pseudonym), as JSON, JSON Lines or CSV.
+    #[command(
+        after_help = "Examples:\n  auditlog subject export jane@example.com\n  auditlog subject export '+1 555 010 9999' --format csv --output subject.csv"
+    )]
+    Export(export::SubjectArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AlertsCommand {
+    /// Send a test alert to every configured channel and report each result;
+    /// exits 1 if any channel failed.
+    #[command(after_help = "Example:\n  auditlog alerts test")]
+    Test,
+    /// Alerts sent and failed per channel; rules' windows and firings.
+    #[command(after_help = "Example:\n  auditlog alerts status --json")]
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WebhooksCommand {
+    /// Last seq delivered, failures and last error per endpoint.
+    #[command(after_help = "Example:\n  auditlog webhooks status")]
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// The event type (lower_snake_case).
+    pub(crate) event_type: String,
+    /// The lead the event is about.
+    #[arg(long)]
+    pub(crate) lead: Option<String>,
+    /// The workflow it belongs to.
+    #[arg(long)]
+    pub(crate) workflow: Option<String>,
+    /// Who did it (default: system).
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+    /// Details as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) details: Option<String>,
+    /// Write the event once per key; repeats return the first receipt.
+    #[arg(long)]
+    pub(crate) idempotency_key: Option<String>,
+}
+
+/// The filters shared by query, export and tail.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct FilterArgs {
+    /// Only this event type (repeatable: any of them).
+    #[arg(long = "type", value_name = "TYPE")]
+    types: Vec<String>,
+    /// Only this lead.
+    #[arg(long)]
+    lead: Option<String>,
+    /// Only this workflow.
+    #[arg(long)]
+    workflow: Option<String>,
+    /// Only this actor.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only the last period: 30m, 24h, 7d, 1w.
+    #[arg(long, value_name = "PERIOD", conflicts_with = "since")]
+    last: Option<String>,
+    /// Only events at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Only events before this time (RFC 3339 or YYYY-MM-DD, UTC).
+    #[arg(long, value_name = "TIME")]
+    until: Option<String>,
+}
+
+impl FilterArgs {
+    /// The filter as a query.
+    pub(crate) fn query(&self) -> Result<Query, CliError> {
+        let mut q = Query::new();
+        for t in &self.types {
+            q = q.event_type(t);
+        }
+        if let Some(l) = &self.lead {
+            q = q.lead(l);
+        }
+        if let Some(w) = &self.workflow {
+            q = q.workflow(w);
+        }
+        if let Some(a) = &self.actor {
+            q = q.actor(a);
+        }
+        if let Some(period) = &self.last {
+            let d = humantime::parse_duration(period).map_err(|e| {
+                CliError::Usage(format!(
+                    "--last {period:?}: {e} (use e.g. 30m, 24h, 7d, 1w)"
+                ))
+            })?;
+            let since = std::time::SystemTime::now()
+                .checked_sub(d)
+                .ok_or_else(|| CliError::Usage(format!("--last {period:?} is too long")))?;
+            q = q.since(since);
+        }
+        if let Some(s) = &self.since {
+            q = q.since(parse_time(s).map_err(|e| CliError::Usage(format!("--since: {e}")))?);
+        }
+        if let Some(u) = &self.until {
+            q = q.until(parse_time(u).map_err(|e| CliError::Usage(format!("--until: {e}")))?);
+        }
+        Ok(q)
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct QueryArgs {
+    #[command(flatten)]
+    pub(crate) filter: FilterArgs,
+    /// At most this many events (1 to 1,000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub(crate) limit: u32,
+    /// Oldest first instead of newest first.
+    #[arg(long)]
+    pub(crate) oldest_first: bool,
+    /// Continue a previous query (printed when there are more events).
+    #[arg(long)]
+    pub(crate) page_token: Option<String>,
+    /// Show each event's details.
+    #[arg(long, short)]
+    pub(crate) verbose: bool,
+}

@@ -1,0 +1,76 @@
+//! `auditlog integrity`: has the server verify the log's signatures and
+//! chain (and any receipts kept as checkpoints); a finding prints and
+//! exits 1.
+
+use auditlog_client::{Client, pb};
+
+use crate::CliError;
+use crate::format;
+
+pub(crate) async fn run(
+    client: &Client,
+    from_seq: u64,
+    to_seq: u64,
+    checkpoints: &[String],
+    json: bool,
+) -> Result<(), CliError> {
+    let checkpoints = checkpoints
+        .iter()
+        .map(|c| {
+            let (seq, sig) = c.split_once(':').ok_or_else(|| {
+                CliError::Usage(format!("--checkpoint {c:?} is not SEQ:SIGNATURE"))
+            })?;
+            let seq = seq.parse().map_err(|_| {
+                CliError::Usage(format!("--checkpoint {c:?}: {seq:?} is not a seq number"))
+            })?;
+            Ok(pb::Checkpoint {
+                seq,
+                signature: sig.to_owned(),
+            })
+        })
+        .collect::<Result<Vec<_>, CliError>>()?;
+    let report = client
+        .verify_with(pb::VerifyIntegrityRequest {
+            from_seq,
+            to_seq,
+            checkpoints,
+        })
+        .await?;
+    if json {
+        say!("{}", format::report_json(&report));
+    } else if report.ok {
+        say!(
+            "OK: {} events in {} segment file(s) verified in {} ms ({:.0} events/s); head seq {} \
+             signature {}",
+            report.events_checked,
+            report.segments_checked,
+            report.elapsed_ms,
+            report.events_per_second,
+            report.head_seq,
+            report.head_signature
+        );
+    } else {
+        say!(
+            "FAILED: {} problem(s) in {} events checked",
+            report.problems.len(),
+            report.events_checked
+        );
+        for p in &report.problems {
+            say!(
+                "  {:<20} seq {:<8} line {:<8} {}",
+                format::problem_kind_text(p.kind),
+                p.seq,
+                p.line,
+                p.message
+            );
+        }
+    }
+    if report.ok {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "integrity check failed: {} problem(s) found",
+            report.problems.len()
+        )))
+    }
+}

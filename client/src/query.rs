@@ -1,0 +1,76 @@
+//! [`Query`]: the filter and page request of Query and StreamEvents, built
+//! one condition at a time.
+
+use crate::pb;
+
+/// A filter and page request for [`Client::query`](crate::Client::query); the same filter serves
+/// [`Client::stream`](crate::Client::stream).
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub request: pb::QueryRequest,
+}
+
+impl Query {
+    /// Every event, newest first, 100 per page.
+    pub fn new() -> Query {
+        Query::default()
+    }
+
+    fn filter(&mut self) -> &mut pb::EventFilter {
+        self.request.filter.get_or_insert_with(Default::default)
+    }
+
+    /// Also match events of `event_type` (any of the types given).
+    pub fn event_type(mut self, event_type: impl Into<String>) -> Query {
+        self.filter().event_types.push(event_type.into());
+        self
+    }
+
+    /// Only this lead's events.
+    pub fn lead(mut self, lead_id: impl Into<String>) -> Query {
+        self.filter().lead_id = lead_id.into();
+        self
+    }
+
+    /// Only this workflow's events.
+    pub fn workflow(mut self, workflow: impl Into<String>) -> Query {
+        self.filter().workflow = workflow.into();
+        self
+    }
+
+    /// Only this actor's events.
+    pub fn actor(mut self, actor: impl Into<String>) -> Query {
+        self.filter().actor = actor.into();
+        self
+    }
+
+    /// Only events at or after this time.
+    pub fn since(mut self, t: std::time::SystemTime) -> Query {
+        self.filter().since = Some(t.into());
+        self
+    }
+
+    /// Only events strictly before this time.
+    pub fn until(mut self, t: std::time::SystemTime) -> Query {
+        self.filter().until = Some(t.into());
+        self
+    }
+
+    /// At most `n` events per page (1 to 1,000).
+    pub fn limit(mut self, n: u32) -> Query {
+        self.request.limit = n;
+        self
+    }
+
+    /// Oldest first instead of newest first.
+    pub fn oldest_first(mut self) -> Query {
+        self.request.oldest_first = true;
+        self
+    }
+
+    /// Continue after a previous page.
+    pub fn page_token(mut self, token: impl Into<String>) -> Query {
+        self.request.page_token = token.into();
+        self
+    }
+}
