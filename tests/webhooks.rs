@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auditlog_client::{Client, NewEvent, pb};
-use auditlog_server::config::Secret;
+use auditlog_server::keys::Secret;
 use auditlog_server::webhooks::{Start, WebhookConfig};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -14,8 +14,9 @@ use auditlog_proto::v1 as pb;
 use prost::Message as _;
 use tonic::Code;
 
-use crate::integrity::{Keyring, Verifier};
+use crate::keys::Keyring;
 use crate::service::{self, MAX_BATCH, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, PageToken};
+use crate::store::chain::Verifier;
 use crate::store::manifest::{Manifest, SegmentEntry};
 use crate::store::record::{GENESIS, IndexFields, MacCheck, NewEvent, Record, RecordHead};
 use crate::store::{self, LOG_FILE, Order, QUARANTINE_FILE};
@@ -115,7 +116,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         }),
         key_id: String::new(),
     };
-    if let Ok(bytes) = manifest.to_bytes(&keyring()) {
+    if let Ok(bytes) = manifest.signed_bytes(&keyring()) {
         seeds.push(("manifest", "signed", bytes));
     }
     let chunk = |offset, plain| store::segment::Chunk {
@@ -382,15 +383,16 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         head,
         "the store indexes what recovery did"
     );
-    let newest = store.select(
+    let newest: Result<store::Page, _> = store.page(
         &store::Filter::default(),
         Order::NewestFirst,
         None,
         u64::MAX,
         1,
     );
-    let prev = match store.read(&newest) {
-        Ok(records) => records
+    let prev = match newest {
+        Ok(page) => page
+            .records
             .last()
             .map_or(GENESIS.to_owned(), |r| r.signature.clone()),
         Err(e) => panic!("the last indexed record cannot be read: {e}"),
@@ -447,7 +449,7 @@ pub fn manifest(data: &[u8]) {
     }
     let mut manifest = loaded.manifest;
     let bytes = manifest
-        .to_bytes(&keys)
+        .signed_bytes(&keys)
         .unwrap_or_else(|e| panic!("a loaded manifest cannot be written: {e}"));
     let again = Manifest::parse(&bytes, &keys)
         .unwrap_or_else(|e| panic!("a written manifest does not load: {e}"));

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, AlertKind, Alerts};
-use crate::store::record::now_micros;
+use crate::clock::now_micros;
 use crate::store::{Filter, Order, Record, Store};
 
 /// The event type performance measurements are logged as.
@@ -268,17 +268,28 @@ impl Performance {
             ..Filter::default()
         };
         let budget = self.config.window.saturating_mul(100);
+        use std::ops::ControlFlow;
         let mut newest_first: Vec<(String, f64)> = Vec::new();
-        let mut cursor = None;
-        while newest_first.len() < budget {
-            let metas = store.select(&filter, Order::NewestFirst, cursor, u64::MAX, 1000);
-            let Some(last) = metas.last() else { break };
-            cursor = Some(last.seq);
-            for record in store.read(&metas)? {
-                if let Some((op, ms)) = measurement(&record) {
-                    newest_first.push((op.to_owned(), ms));
-                }
-            }
+        if budget > 0 {
+            store.scan(
+                &filter,
+                Order::NewestFirst,
+                None,
+                u64::MAX,
+                1000,
+                |records: Vec<Record>| {
+                    for record in &records {
+                        if let Some((op, ms)) = measurement(record) {
+                            newest_first.push((op.to_owned(), ms));
+                        }
+                    }
+                    if newest_first.len() < budget {
+                        ControlFlow::Continue(())
+                    } else {
+                        ControlFlow::Break(())
+                    }
+                },
+            )?;
         }
         let read = newest_first.len() as u64;
         if let Ok(mut windows) = self.windows.lock() {
@@ -403,20 +414,25 @@ pub fn stats_from_log(
         until,
         ..Filter::default()
     };
+    use std::ops::ControlFlow;
     let mut samples: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    let mut cursor = None;
-    loop {
-        let metas = store.select(&filter, Order::OldestFirst, cursor, u64::MAX, 1000);
-        let Some(last) = metas.last() else { break };
-        cursor = Some(last.seq);
-        for record in store.read(&metas)? {
-            if let Some((op, ms)) = measurement(&record)
-                && operation.is_none_or(|o| o == op)
-            {
-                samples.entry(op.to_owned()).or_default().push(ms);
+    store.scan(
+        &filter,
+        Order::OldestFirst,
+        None,
+        u64::MAX,
+        1000,
+        |records: Vec<Record>| {
+            for record in &records {
+                if let Some((op, ms)) = measurement(record)
+                    && operation.is_none_or(|o| o == op)
+                {
+                    samples.entry(op.to_owned()).or_default().push(ms);
+                }
             }
-        }
-    }
+            ControlFlow::Continue(())
+        },
+    )?;
     Ok(samples
         .into_iter()
         .filter_map(|(operation, mut v)| {

@@ -21,8 +21,8 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use crate::Running;
 use crate::compliance::Subject;
 use crate::hub;
-use crate::integrity::FindingKind;
 use crate::performance::{self, Source};
+use crate::store::FindingKind;
 use crate::store::{self, Filter, NewEvent, Order, Record, StatsQuery, Store, StoreError};
 
 /// The most events one LogBatch may carry.
@@ -1115,7 +1115,7 @@ mod tests {
 
     #[test]
     fn event_pb_of_row_is_event_pb_of_record() {
-        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+        let keyring = crate::keys::Keyring::new("k1", vec![7; 32]);
         let serde_json::Value::Object(details) = serde_json::json!({
             "score": 7, "ratio": 0.1, "big": 9_007_199_254_740_993_u64, "ok": true,
             "none": null, "text": "é\n\"q\"", "list": [1, "a", [], {"x": -2.5}], "obj": {}
@@ -1156,7 +1156,7 @@ mod tests {
 
     #[test]
     fn event_rows_refuse_what_records_refuse() {
-        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+        let keyring = crate::keys::Keyring::new("k1", vec![7; 32]);
         let event = NewEvent {
             event_type: "error".into(),
             actor: "a".into(),

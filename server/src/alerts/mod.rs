@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use channels::{ChannelStatus, EmailConfig, HookConfig, Security};
 
-use crate::store::record::{format_timestamp, now_micros};
+use crate::clock::{format_timestamp, now_micros};
 use crate::store::{Record, Store, StoreError};
 use channels::Channel;
 

@@ -281,11 +281,6 @@ impl Index {
         });
     }
 
-    /// The first indexed record.
-    pub fn first(&self) -> Option<&Meta> {
-        self.metas.first()
-    }
-
     /// The last indexed record.
     pub fn last(&self) -> Option<&Meta> {
         self.metas.last()
@@ -752,7 +747,7 @@ mod tests {
     fn purge_forgets_the_prefix_everywhere() {
         let mut idx = index();
         idx.purge_through(60);
-        assert_eq!(idx.first().map(|m| m.seq), Some(61));
+        assert_eq!(idx.metas.first().map(|m| m.seq), Some(61));
         let f = Filter {
             lead_id: Some("L3".into()),
             ..Filter::default()

@@ -29,11 +29,13 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::error::StoreError;
 use super::leads;
 use super::manifest::SegmentEntry;
-use super::record::format_timestamp;
-use super::segment::{self, SegmentFile, SegmentIndex};
-use super::{LOG_FILE, Shared, StoreError, sync_dir};
+use super::segment::{self, Compressed, SegmentFile, SegmentIndex};
+use super::shared::{LOG_FILE, Shared};
+use crate::clock::{format_timestamp, now_micros};
+use crate::durable::{self, sync_dir};
 
 /// A sealed segment, as reported to whoever asked for the rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub(super) struct Job {
 pub(super) fn seal(dir: &Path) -> std::io::Result<(String, File)> {
     // The time of sealing names the file; a name already taken (two seals in
     // one microsecond, or a clock stepped back) moves on to the next.
-    let mut micros = super::record::now_micros();
+    let mut micros = now_micros();
     let name = loop {
         let stamp = format_timestamp(micros).replace(['-', ':'], "");
         let name = format!("audit.{stamp}.log");
@@ -86,7 +88,9 @@ pub(super) fn names(plain: &str) -> (String, String) {
     (format!("{stem}.log.gz"), format!("{stem}.idx"))
 }
 
-/// Step 2: compresses the plain sealed file into its final `.gz` and `.idx`.
+/// Step 2: compresses the plain sealed file into its final `.gz` and `.idx`
+/// (and its lead copy): all four are staged first, then put in place
+/// together with one directory fsync.
 pub(super) fn compress(
     dir: &Path,
     plain: &str,
@@ -95,38 +99,22 @@ pub(super) fn compress(
 ) -> Result<(segment::SealedInfo, SegmentIndex), segment::SegmentError> {
     let (gz, idx) = names(plain);
     let (leads_gz, leads_idx) = leads::names(plain);
-    let out = segment::compress(
-        &dir.join(plain),
-        &dir.join(tmp(&gz)),
-        &dir.join(tmp(&idx)),
-        stop,
-    )?;
-    let mut done = vec![gz, idx];
+    let Compressed {
+        info,
+        index,
+        mut staged,
+    } = segment::compress(&dir.join(plain), &dir.join(gz), &dir.join(idx), stop)?;
     if lead_copy {
-        leads::write(
+        staged.extend(leads::write(
             &dir.join(plain),
-            &out.1,
-            &dir.join(tmp(&leads_gz)),
-            &dir.join(tmp(&leads_idx)),
+            &index,
+            &dir.join(leads_gz),
+            &dir.join(leads_idx),
             stop,
-        )?;
-        done.extend([leads_gz, leads_idx]);
+        )?);
     }
-    publish(dir, &done)?;
-    Ok(out)
-}
-
-/// `<name>.tmp`: where a file is written before it is renamed into place.
-fn tmp(name: &str) -> String {
-    format!("{name}.tmp")
-}
-
-/// Renames each `<name>.tmp` in `dir` to `name`, then makes that durable.
-fn publish(dir: &Path, names: &[String]) -> std::io::Result<()> {
-    for name in names {
-        std::fs::rename(dir.join(tmp(name)), dir.join(name))?;
-    }
-    sync_dir(dir)
+    durable::publish(staged)?;
+    Ok((info, index))
 }
 
 /// Step 3: adds the compressed segment to the manifest, then moves the
@@ -331,7 +319,7 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
     let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
     let (copy_gz, copy_idx) = leads::names(gz);
     // The segment's lines, as the plain file they were compressed from.
-    let source = dir.join(tmp(&format!("{copy_gz}.lines")));
+    let source = durable::tmp_path(&dir.join(format!("{copy_gz}.lines")));
     let written = (|| {
         let mut lines = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
         let mut out = BufWriter::new(File::create(&source)?);
@@ -341,14 +329,13 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
         leads::write(
             &source,
             &index,
-            &dir.join(tmp(&copy_gz)),
-            &dir.join(tmp(&copy_idx)),
+            &dir.join(copy_gz),
+            &dir.join(copy_idx),
             &shared.stop,
         )
     })();
     let _ = std::fs::remove_file(&source);
-    written?;
-    publish(dir, &[copy_gz, copy_idx])?;
+    durable::publish(written?)?;
     let copy = leads::open(dir, gz)
         .ok_or_else(|| std::io::Error::other("the copy just written does not open"))?;
     let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
@@ -436,9 +423,10 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::integrity::Keyring;
+    use crate::keys::Keyring;
     use crate::store::manifest::Manifest;
     use crate::store::{Durability, Filter, NewEvent, Order, Record, Store, StoreConfig};
+    use serde_json::{Map, Value};
 
     const N: u64 = 300;
 
@@ -498,14 +486,16 @@ mod tests {
     async fn check_recovers(dir: &Path) {
         let store = open(dir);
         assert_eq!(store.head(), N);
-        let metas = store.select(
-            &Filter::default(),
-            Order::OldestFirst,
-            None,
-            u64::MAX,
-            10_000,
-        );
-        let records = store.read(&metas).unwrap();
+        let records = store
+            .page::<Map<String, Value>>(
+                &Filter::default(),
+                Order::OldestFirst,
+                None,
+                u64::MAX,
+                10_000,
+            )
+            .unwrap()
+            .records;
         assert_eq!(
             records.iter().map(|r| r.seq).collect::<Vec<_>>(),
             (1..=N).collect::<Vec<_>>()
@@ -634,6 +624,14 @@ mod tests {
         }
     }
 
+    /// A lead's whole history, read through `Store::page` as Query reads it.
+    fn lead_history(store: &Store, lead: &str, order: Order) -> Vec<Record> {
+        store
+            .page(&lead_filter(lead), order, None, u64::MAX, 1000)
+            .unwrap()
+            .records
+    }
+
     fn expected_seqs(lead: u64) -> Vec<u64> {
         (1..=N).filter(|i| i % 9 == lead).collect()
     }
@@ -650,13 +648,19 @@ mod tests {
         let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
         std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
         let store = open(dir.path());
-        let metas = store.select(&lead_filter("L3"), Order::NewestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L3", &metas).unwrap();
+        let history = lead_history(&store, "L3", Order::NewestFirst);
         let mut want = expected_seqs(3);
         want.reverse();
         assert_eq!(history.iter().map(|r| r.seq).collect::<Vec<_>>(), want);
         assert!(history.iter().all(|r| r.lead_id.as_deref() == Some("L3")));
-        assert!(store.read(&metas).is_err(), "the segment was spoiled");
+        let whole = store.page::<Map<String, Value>>(
+            &Filter::default(),
+            Order::OldestFirst,
+            None,
+            u64::MAX,
+            1000,
+        );
+        assert!(whole.is_err(), "the segment was spoiled");
         store.shutdown();
     }
 
@@ -665,8 +669,7 @@ mod tests {
         let (dir, plain, _) = rotated(false).await;
         delete(dir.path(), &plain).unwrap();
         let store = open_with(dir.path(), false);
-        let metas = store.select(&lead_filter("L4"), Order::OldestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L4", &metas).unwrap();
+        let history = lead_history(&store, "L4", Order::OldestFirst);
         let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, expected_seqs(4));
         store.shutdown();
@@ -694,8 +697,7 @@ mod tests {
         let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
         std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
         let store = open(dir.path());
-        let metas = store.select(&lead_filter("L2"), Order::OldestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L2", &metas).unwrap();
+        let history = lead_history(&store, "L2", Order::OldestFirst);
         let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
         assert_eq!(seqs, expected_seqs(2));
         store.shutdown();
@@ -712,12 +714,11 @@ mod tests {
         let (copy_gz, copy_idx) = leads::names(&plain);
         let stop = AtomicBool::new(false);
         let (to_gz, to_idx) = (dir.path().join(copy_gz), dir.path().join(copy_idx));
-        leads::write(&forged, &index, &to_gz, &to_idx, &stop).unwrap();
+        durable::publish(leads::write(&forged, &index, &to_gz, &to_idx, &stop).unwrap()).unwrap();
         std::fs::remove_file(&forged).unwrap();
         delete(dir.path(), &plain).unwrap();
         let store = open(dir.path());
-        let metas = store.select(&lead_filter("L5"), Order::OldestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L5", &metas).unwrap();
+        let history = lead_history(&store, "L5", Order::OldestFirst);
         assert_eq!(
             history.iter().map(|r| r.seq).collect::<Vec<_>>(),
             expected_seqs(5)
@@ -757,8 +758,14 @@ mod tests {
 
     /// Every seq of the store, read back.
     fn all_seqs(store: &Store) -> Vec<u64> {
-        let metas = store.select(&Filter::default(), Order::OldestFirst, None, u64::MAX, 1000);
-        store.read(&metas).unwrap().iter().map(|r| r.seq).collect()
+        let page = store.page::<Map<String, Value>>(
+            &Filter::default(),
+            Order::OldestFirst,
+            None,
+            u64::MAX,
+            1000,
+        );
+        page.unwrap().records.iter().map(|r| r.seq).collect()
     }
 
     /// A segment whose sealing fails at `step` stays readable, is tried again

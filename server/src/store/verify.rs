@@ -23,12 +23,14 @@ use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 
+use super::chain::{Finding, FindingKind, Report, Verifier};
+use super::error::StoreError;
 use super::manifest::{MANIFEST_FILE, Manifest, SegmentEntry};
 use super::record::GENESIS;
 use super::retention::purge_point;
 use super::sealer::names;
-use super::{LOG_FILE, Shared, StoreError};
-use crate::integrity::{Finding, FindingKind, Keyring, Report, Verifier};
+use super::shared::{LOG_FILE, Shared};
+use crate::keys::Keyring;
 
 /// A receipt a caller kept, to be checked against the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
