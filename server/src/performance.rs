@@ -268,28 +268,18 @@ impl Performance {
             ..Filter::default()
         };
         let budget = self.config.window.saturating_mul(100);
-        use std::ops::ControlFlow;
         let mut newest_first: Vec<(String, f64)> = Vec::new();
+        let page = |records: Vec<Record>| {
+            let found = records.iter().filter_map(measurement);
+            newest_first.extend(found.map(|(op, ms)| (op.to_owned(), ms)));
+            if newest_first.len() < budget {
+                std::ops::ControlFlow::Continue(())
+            } else {
+                std::ops::ControlFlow::Break(())
+            }
+        };
         if budget > 0 {
-            store.scan(
-                &filter,
-                Order::NewestFirst,
-                None,
-                u64::MAX,
-                1000,
-                |records: Vec<Record>| {
-                    for record in &records {
-                        if let Some((op, ms)) = measurement(record) {
-                            newest_first.push((op.to_owned(), ms));
-                        }
-                    }
-                    if newest_first.len() < budget {
-                        ControlFlow::Continue(())
-                    } else {
-                        ControlFlow::Break(())
-                    }
-                },
-            )?;
+            store.scan(&filter, Order::NewestFirst, None, u64::MAX, page)?;
         }
         let read = newest_first.len() as u64;
         if let Ok(mut windows) = self.windows.lock() {
@@ -414,25 +404,16 @@ pub fn stats_from_log(
         until,
         ..Filter::default()
     };
-    use std::ops::ControlFlow;
     let mut samples: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    store.scan(
-        &filter,
-        Order::OldestFirst,
-        None,
-        u64::MAX,
-        1000,
-        |records: Vec<Record>| {
-            for record in &records {
-                if let Some((op, ms)) = measurement(record)
-                    && operation.is_none_or(|o| o == op)
-                {
-                    samples.entry(op.to_owned()).or_default().push(ms);
-                }
+    let page = |records: Vec<Record>| {
+        for (op, ms) in records.iter().filter_map(measurement) {
+            if operation.is_none_or(|o| o == op) {
+                samples.entry(op.to_owned()).or_default().push(ms);
             }
-            ControlFlow::Continue(())
-        },
-    )?;
+        }
+        std::ops::ControlFlow::Continue(())
+    };
+    store.scan(&filter, Order::OldestFirst, None, u64::MAX, page)?;
     Ok(samples
         .into_iter()
         .filter_map(|(operation, mut v)| {

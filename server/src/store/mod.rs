@@ -123,6 +123,9 @@ pub struct Store {
 const HUB_CAPACITY: usize = 1024;
 /// How many append requests may wait for the writer.
 const QUEUE_DEPTH: usize = 4096;
+/// Records per page of [`Store::scan`]: enough that a page is split over
+/// the reader threads, few enough that a page's records are held briefly.
+pub const SCAN_PAGE: usize = 1000;
 
 impl Store {
     /// Opens (or creates) the store in `config.data_dir`: recovers the
@@ -260,21 +263,20 @@ impl Store {
     }
 
     /// Every record matching `filter` after `from` (as `cursor` in
-    /// [`Store::page`]) and never above `max_seq`, page by page of at most
-    /// `page` records, each handed to `each` until it breaks or none is
-    /// left. Blocking.
+    /// [`Store::page`]) and never above `max_seq`, read as [`Store::page`]
+    /// reads them, a page of [`SCAN_PAGE`] at a time, each page handed to
+    /// `each` until it breaks or none is left. Blocking.
     pub fn scan<D: Details>(
         &self,
         filter: &Filter,
         order: Order,
         from: Option<u64>,
         max_seq: u64,
-        page: usize,
         mut each: impl FnMut(Vec<Record<D>>) -> ControlFlow<()>,
     ) -> Result<(), StoreError> {
         let mut cursor = from;
         loop {
-            let Page { records, next } = self.page(filter, order, cursor, max_seq, page)?;
+            let Page { records, next } = self.page(filter, order, cursor, max_seq, SCAN_PAGE)?;
             if records.is_empty() || each(records).is_break() {
                 return Ok(());
             }
