@@ -29,6 +29,7 @@
 //! the manifest, recovery, retention, and verification (`verify` walks the
 //! files, `chain` the lines).
 
+mod cache;
 pub(crate) mod chain;
 mod error;
 pub(crate) mod index;
@@ -68,7 +69,8 @@ pub(crate) use recovery::recover_summary;
 pub(crate) use verify::{check_gzip_bytes, check_log_bytes};
 
 use crate::keys::Keyring;
-use read::{ChunkCache, Readers};
+use cache::ChunkCache;
+use read::Readers;
 use shared::Shared;
 
 /// When an acknowledged event is on stable storage.

@@ -1,6 +1,6 @@
 //! The read path: records by position, from the active file with one
 //! `pread`, from a compressed segment by inflating its gzip member only as
-//! far as the record, through a cache of decompressed chunks; a lead's
+//! far as the record, through the cache of decompressed chunks (`cache`); a lead's
 //! history through each sealed segment's lead copy; large reads split over
 //! a few long-lived reader threads. [`Page`] is what a page of a selection
 //! reads as.
@@ -11,7 +11,7 @@
 //! copy is served before its MAC and seq are checked, and whatever the copy
 //! lacks or gets wrong is read from the segment itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex};
@@ -26,8 +26,6 @@ use super::record::{Decoded, Details, MacCheck, Record, RecordHead, parse_row};
 use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
 use super::shared::Shared;
 
-/// How many bytes of decompressed chunks reads keep.
-const CACHE_BYTES: usize = 32 << 20;
 /// Marks a lead copy's members in the chunk cache (segment ids stay far below).
 const LEAD_COPY: u32 = 1 << 31;
 
@@ -427,37 +425,6 @@ impl Shared {
         let (segment, meta) = self.locate(meta)?;
         // `need` 0: inflate only as far as this record's own line.
         self.parse_in(&segment, &meta, 0)
-    }
-}
-
-/// Decompressed chunks, evicted oldest first past [`CACHE_BYTES`].
-#[derive(Default)]
-pub(super) struct ChunkCache {
-    map: HashMap<(u32, u32), Arc<Vec<u8>>>,
-    order: VecDeque<(u32, u32)>,
-    bytes: usize,
-}
-
-impl ChunkCache {
-    /// The cached chunk, if it holds at least its first `need` bytes.
-    fn get(&self, key: (u32, u32), need: usize) -> Option<Arc<Vec<u8>>> {
-        self.map.get(&key).filter(|c| c.len() >= need).cloned()
-    }
-
-    fn put(&mut self, key: (u32, u32), chunk: Arc<Vec<u8>>) {
-        self.bytes += chunk.len();
-        match self.map.insert(key, chunk) {
-            Some(old) => self.bytes -= old.len(),
-            None => self.order.push_back(key),
-        }
-        while self.bytes > CACHE_BYTES {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(c) = self.map.remove(&old) {
-                self.bytes -= c.len();
-            }
-        }
     }
 }
 

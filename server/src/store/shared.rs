@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use tokio::sync::broadcast;
 
+use super::cache::ChunkCache;
 use super::error::StoreError;
 use super::index::Index;
 use super::manifest::Manifest;
-use super::read::ChunkCache;
 use super::record::Record;
 use super::segment::SegmentFile;
 use crate::keys::Keyring;
