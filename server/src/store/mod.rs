@@ -4,11 +4,11 @@
 //! Layout of the data directory:
 //!
 //! - `audit.log`: the active segment, one record per line (format in
-//!   [`record`]).
+//!   `record`).
 //! - `audit.<UTC time>.log`: a sealed segment waiting to be compressed.
 //! - `audit.<UTC time>.log.gz` + `audit.<UTC time>.idx`: a compressed
-//!   segment and its index (see [`segment`]).
-//! - `manifest.json`: the signed list of compressed segments ([`manifest`]).
+//!   segment and its index (see `segment`).
+//! - `manifest.json`: the signed list of compressed segments (`manifest`).
 //! - `audit.log.quarantine`: bytes recovery cut from the end of the log (a
 //!   torn last line, a half-written batch), kept for inspection.
 //! - `hmac.key`: the generated HMAC key, when none is configured.
@@ -291,7 +291,7 @@ impl Store {
 
     // Superseded by Store::page; removed once service uses it.
     /// Positions of up to `limit` records matching `filter`; see
-    /// [`index::Index::select`].
+    /// `Index::select`.
     pub fn select(
         &self,
         filter: &Filter,
