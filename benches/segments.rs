@@ -62,9 +62,9 @@ use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, Query};
 use auditlog_server::Config;
-use auditlog_server::integrity::Keyring;
-use auditlog_server::store::record::{MacCheck, Record, RecordHead};
-use auditlog_server::store::segment::{self, Chunk, SegmentIndex};
+use auditlog_server::bench::{
+    CHUNK_BYTES, Chunk, Keyring, MacCheck, Record, RecordHead, SegmentIndex, read_chunk,
+};
 use futures::StreamExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -392,7 +392,7 @@ async fn prepare_data(settings: &Settings) -> Result<Data, BoxError> {
         settings.events,
         settings.leads,
         settings.segment_mb,
-        segment::CHUNK_BYTES / 1024
+        CHUNK_BYTES / 1024
     );
     let root = target_dir()?.join("bench-data").join(key);
     let (dir, done) = (root.join("data"), root.join("complete"));
@@ -856,7 +856,7 @@ impl CostModel {
                     continue;
                 }
                 let t = Instant::now();
-                let plain = segment::read_chunk(&file, chunk)?;
+                let plain = read_chunk(&file, chunk)?;
                 model.gunzip += t.elapsed();
                 model.chunks += 1;
                 model.plain_bytes += plain.len() as u64;

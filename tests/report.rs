@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, pb};
-use auditlog_server::store::record::format_timestamp;
+use auditlog_server::clock::format_timestamp;
 use common::{TEST_KEY, TestServer, cli_bin, hmac_hex, run_to_end, signed, with_test_key};
 use time::OffsetDateTime;
 

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auditlog_client::{Client, NewEvent, pb};
-use auditlog_server::config::Secret;
+use auditlog_server::keys::Secret;
 use auditlog_server::webhooks::{Start, WebhookConfig};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -27,8 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::Sha256;
 
-use crate::config::Secret;
-use crate::integrity::{KeyError, MIN_KEY_LEN, load_or_generate};
+use crate::keys::{KeyError, MIN_KEY_LEN, Secret, load_or_generate};
 use crate::store::{NewEvent, Record};
 
 /// The prefix of every pseudonym token.

@@ -5,7 +5,7 @@
 //! Every key `foo_bar` is also `AUDITLOG_FOO_BAR`; a nested key
 //! (`[alerts.smtp] host`) is `AUDITLOG_ALERTS__SMTP__HOST`. Unknown keys are
 //! rejected, naming the key and where it came from. Secrets are never printed:
-//! they are wrapped in [`Secret`], whose `Debug` is redacted.
+//! they are wrapped in [`Secret`] (from `keys`), whose `Debug` is redacted.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::alerts::AlertsConfig;
 use crate::auth::TokenConfig;
 use crate::compliance::ComplianceConfig;
+use crate::keys::{MIN_KEY_LEN, Secret};
 use crate::performance::PerformanceConfig;
 use crate::store::Durability;
 use crate::webhooks::WebhookConfig;
@@ -142,30 +143,6 @@ impl Default for Config {
     }
 }
 
-/// A secret string: deserialised like a string, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret's value.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(s: &str) -> Secret {
-        Secret(s.to_owned())
-    }
-}
-
 /// Values given as command-line flags; they override everything else.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Overrides {
@@ -223,14 +200,14 @@ impl Config {
             });
         }
         if let Some(key) = &self.hmac_key
-            && key.expose().len() < crate::integrity::MIN_KEY_LEN
+            && key.expose().len() < MIN_KEY_LEN
         {
             return Err(ConfigError::Invalid {
                 key: "hmac_key",
                 reason: format!(
                     "the key is {} bytes long; use at least {} (e.g. `openssl rand -hex 32`)",
                     key.expose().len(),
-                    crate::integrity::MIN_KEY_LEN
+                    MIN_KEY_LEN
                 ),
             });
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Filter, Order, Record, Store, StoreError};
+use crate::store::{Filter, Order, Page, Record, Store, StoreError};
 
 /// How many records one history read takes from the file.
 const PAGE: usize = 256;
@@ -114,17 +114,19 @@ async fn catch_up(
     until: u64,
     out: &Out<'_>,
 ) -> bool {
+    let mut cursor = Some(*next - 1);
     while *next <= until {
-        let cursor = Some(*next - 1);
         let reader = Arc::clone(store);
         let f = filter.clone();
         let page = tokio::task::spawn_blocking(move || {
-            let metas = reader.select(&f, Order::OldestFirst, cursor, until, PAGE);
-            reader.read_selected::<Record>(&f, &metas)
+            reader.page(&f, Order::OldestFirst, cursor, until, PAGE)
         })
         .await;
-        let records = match page {
-            Ok(Ok(records)) => records,
+        let Page {
+            records,
+            next: more,
+        }: Page = match page {
+            Ok(Ok(page)) => page,
             Ok(Err(e)) => {
                 out.send(Err(e)).await;
                 return false;
@@ -137,16 +139,19 @@ async fn catch_up(
                 return false;
             }
         };
-        let Some(last) = records.last().map(|r| r.seq) else {
-            // Nothing more matches up to `until`.
-            break;
-        };
         for record in records {
             if !out.send(Ok(record)).await {
                 return false;
             }
         }
-        *next = last + 1;
+        match more {
+            Some(last) => {
+                *next = last + 1;
+                cursor = Some(last);
+            }
+            // Nothing more matches up to `until`.
+            None => break,
+        }
     }
     *next = (*next).max(until + 1);
     true

@@ -2,22 +2,29 @@
 //!
 //! Bird's-eye view: [`service`] turns gRPC calls into store calls; the
 //! [`store`] owns the log file through a single writer thread (group commit,
-//! one `fdatasync` per group), an in-memory index, and recovery; [`integrity`]
-//! signs records and verifies the chain; [`hub`] turns committed groups into
-//! gap-free live streams. [`config`] is loaded once and passed by value.
+//! one `fdatasync` per group), an in-memory index, recovery, and the
+//! verification of the chain; [`hub`] turns committed groups into gap-free
+//! live streams. [`config`] is loaded once and passed by value. The ground
+//! floor, which imports nothing from the crate above it: [`keys`] (HMAC keys
+//! and secrets), [`clock`] (the log's timestamps) and `durable` (replacing a
+//! file whole and durably).
 //!
 //! [`run`] takes the listener and the shutdown signal as plain values, so tests
 //! bind `127.0.0.1:0` and drive shutdown themselves.
 
 pub mod alerts;
 pub mod auth;
+#[doc(hidden)]
+pub mod bench;
+pub mod clock;
 pub mod compliance;
 pub mod config;
+mod durable;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gate;
 pub mod hub;
-pub mod integrity;
+pub mod keys;
 pub mod limits;
 pub mod performance;
 pub mod service;
@@ -38,7 +45,7 @@ pub use config::Config;
 
 use alerts::Alerts;
 use compliance::Compliance;
-use integrity::Keyring;
+use keys::Keyring;
 use performance::Performance;
 use service::{AdminSvc, AuditSvc};
 use store::{Store, StoreConfig};
@@ -66,7 +73,7 @@ pub enum ServerError {
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
-    Key(#[from] integrity::KeyError),
+    Key(#[from] keys::KeyError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::alerts::{Alert, AlertKind, Alerts};
+use crate::clock::now_micros;
 use crate::gate::{Admit, Gate};
-use crate::store::record::now_micros;
 use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
 
 /// The event type performance measurements are logged as.
@@ -269,16 +269,17 @@ impl Performance {
         };
         let budget = self.config.window.saturating_mul(100);
         let mut newest_first: Vec<(String, f64)> = Vec::new();
-        let mut cursor = None;
-        while newest_first.len() < budget {
-            let metas = store.select(&filter, Order::NewestFirst, cursor, u64::MAX, 1000);
-            let Some(last) = metas.last() else { break };
-            cursor = Some(last.seq);
-            for record in store.read(&metas)? {
-                if let Some((op, ms)) = measurement(&record) {
-                    newest_first.push((op.to_owned(), ms));
-                }
+        let page = |records: Vec<Record>| {
+            let found = records.iter().filter_map(measurement);
+            newest_first.extend(found.map(|(op, ms)| (op.to_owned(), ms)));
+            if newest_first.len() < budget {
+                std::ops::ControlFlow::Continue(())
+            } else {
+                std::ops::ControlFlow::Break(())
             }
+        };
+        if budget > 0 {
+            store.scan(&filter, Order::NewestFirst, None, u64::MAX, page)?;
         }
         let read = newest_first.len() as u64;
         if let Ok(mut windows) = self.windows.lock() {
@@ -404,19 +405,15 @@ pub fn stats_from_log(
         ..Filter::default()
     };
     let mut samples: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    let mut cursor = None;
-    loop {
-        let metas = store.select(&filter, Order::OldestFirst, cursor, u64::MAX, 1000);
-        let Some(last) = metas.last() else { break };
-        cursor = Some(last.seq);
-        for record in store.read(&metas)? {
-            if let Some((op, ms)) = measurement(&record)
-                && operation.is_none_or(|o| o == op)
-            {
+    let page = |records: Vec<Record>| {
+        for (op, ms) in records.iter().filter_map(measurement) {
+            if operation.is_none_or(|o| o == op) {
                 samples.entry(op.to_owned()).or_default().push(ms);
             }
         }
-    }
+        std::ops::ControlFlow::Continue(())
+    };
+    store.scan(&filter, Order::OldestFirst, None, u64::MAX, page)?;
     Ok(samples
         .into_iter()
         .filter_map(|(operation, mut v)| {

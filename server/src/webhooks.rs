@@ -8,8 +8,9 @@
 //! without bound: while an endpoint is down its task waits, its subscription
 //! falls behind, and when the endpoint is back it catches up from the log
 //! itself. The position (the last seq delivered) is saved in
-//! `<data_dir>/webhooks/<name>.pos` after each delivery, so delivery resumes
-//! where it stopped after a restart. Delivery is at least once: an event
+//! `<data_dir>/webhooks/<name>.pos` after each delivery, replaced whole and
+//! durably (`crate::durable`), so delivery resumes where it stopped after a
+//! restart, even one of the machine. Delivery is at least once: an event
 //! whose delivery was cut short by a crash is sent again, with the same
 //! `webhook-id` (the event's id) and `seq`, which receivers can deduplicate.
 //!
@@ -30,9 +31,10 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Secret;
+use crate::clock::{format_timestamp, now_micros};
+use crate::durable;
 use crate::hub::{self, Subscription};
-use crate::store::record::{format_timestamp, now_micros};
+use crate::keys::Secret;
 use crate::store::{Filter, Record, Store};
 
 /// One endpoint, as configured.
@@ -174,7 +176,7 @@ impl WebhookConfig {
 
 impl Webhooks {
     /// Starts one delivery task per endpoint. Endpoints are validated by
-    /// [`crate::config::Config::validate`] first.
+    /// the server's `Config::validate` first.
     pub fn start(
         configs: Vec<WebhookConfig>,
         store: Arc<Store>,
@@ -386,9 +388,7 @@ impl Endpoint {
         if let Some(dir) = self.position.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let tmp = self.position.with_extension("pos.tmp");
-        std::fs::write(&tmp, format!("{seq}\n"))?;
-        std::fs::rename(&tmp, &self.position)
+        durable::replace(&self.position, format!("{seq}\n").as_bytes())
     }
 }
 

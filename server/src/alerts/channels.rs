@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Alert;
-use crate::config::Secret;
+use crate::keys::Secret;
 
 /// SMTP settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

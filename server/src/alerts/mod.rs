@@ -32,7 +32,7 @@ pub use channels::{ChannelStatus, EmailConfig, HookConfig, Security};
 pub use config::{AlertsConfig, RuleConfig};
 pub use rules::RuleStatus;
 
-use crate::store::record::now_micros;
+use crate::clock::now_micros;
 use crate::store::{Record, Store, StoreError};
 use channels::Channel;
 use rules::RuleState;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::config::RuleConfig;
 use super::{Alert, AlertKind, MESSAGES};
 use crate::store::Record;
-use crate::store::record::now_micros;
+use crate::clock::now_micros;
 
 /// A rule's state, for status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -3,9 +3,11 @@
 //! protobuf.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use auditlog_proto::json::StructFromJson;
 use auditlog_proto::v1::{self as pb, audit_service_server::AuditService};
 use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
@@ -13,14 +15,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
-use super::edge::{self, EventRow, blocking, event_pb, micros_of, receipt_pb, status_of};
+use super::edge::{self, blocking, event_pb, micros_of, receipt_pb, status_of};
 use super::page_token::PageToken;
 use super::query::{QueryPlan, plan_query};
 use super::validate::{self, validate_batch, validate_log};
 use crate::compliance::Subject;
 use crate::hub;
 use crate::performance;
-use crate::store::{Filter, Order, StatsQuery, Store, StoreError};
+use crate::store::{Filter, Order, Page, Record, StatsQuery, Store, StoreError};
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
 
@@ -58,22 +60,18 @@ impl AuditService for AuditSvc {
             fingerprint,
         } = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
         let store = self.store()?;
-        let (records, more) = blocking("query", move || {
-            let mut metas = store.select(&filter, order, cursor, u64::MAX, limit + 1);
-            let more = metas.len() > limit;
-            metas.truncate(limit);
+        let page: Page<StructFromJson> = blocking("query", move || {
             store
-                .read_selected::<EventRow>(&filter, &metas)
-                .map(|r| (r, more))
+                .page(&filter, order, cursor, u64::MAX, limit)
                 .map_err(status_of)
         })
         .await?;
-        let next_page_token = match (more, records.last()) {
-            (true, Some(last)) => PageToken::encode(last.0.seq, fingerprint),
-            _ => String::new(),
-        };
+        let next_page_token = page
+            .next
+            .map(|seq| PageToken::encode(seq, fingerprint))
+            .unwrap_or_default();
         Ok(Response::new(pb::QueryResponse {
-            events: records.into_iter().map(|r| r.0).collect(),
+            events: page.records.into_iter().map(event_pb).collect(),
             next_page_token,
         }))
     }
@@ -261,21 +259,23 @@ fn count_error_types(
         ..Filter::default()
     };
     let mut counts = HashMap::new();
-    let mut cursor = None;
-    loop {
-        let metas = store.select(&filter, Order::OldestFirst, cursor, u64::MAX, 1000);
-        let Some(last) = metas.last() else {
-            return Ok(counts);
-        };
-        cursor = Some(last.seq);
-        for record in store.read(&metas)? {
-            let kind = record
-                .details
-                .get("error_type")
-                .and_then(|v| v.as_str())
-                .filter(|s| !s.is_empty())
-                .unwrap_or("unknown");
-            *counts.entry(kind.to_owned()).or_default() += 1;
-        }
-    }
+    store.scan(
+        &filter,
+        Order::OldestFirst,
+        None,
+        u64::MAX,
+        |records: Vec<Record>| {
+            for record in records {
+                let kind = record
+                    .details
+                    .get("error_type")
+                    .and_then(|v| v.as_str())
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("unknown");
+                *counts.entry(kind.to_owned()).or_default() += 1;
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    Ok(counts)
 }

@@ -8,13 +8,14 @@
 
 use std::collections::HashMap;
 
+use auditlog_proto::json::StructFromJson;
 use auditlog_proto::v1 as pb;
 use prost_types::Timestamp;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::alerts::{ChannelStatus, RuleStatus};
-use crate::integrity::{FindingKind, Report};
+use crate::store::{FindingKind, Report};
 use crate::performance::{OperationStats, Source};
 use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
 use crate::webhooks::EndpointStatus;
@@ -105,7 +106,9 @@ pub(super) fn receipt_pb(r: store::Receipt) -> pb::Receipt {
     }
 }
 
-pub(super) fn event_pb(r: Record) -> pb::Event {
+/// A record as the protobuf event every reader gets, whichever form its
+/// `details` were decoded into.
+pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
     pb::Event {
         seq: r.seq,
         id: r.id,
@@ -114,7 +117,7 @@ pub(super) fn event_pb(r: Record) -> pb::Event {
         actor: r.actor,
         lead_id: r.lead_id.unwrap_or_default(),
         workflow: r.workflow.unwrap_or_default(),
-        details: Some(auditlog_proto::json::json_to_struct(&r.details)),
+        details: Some(r.details.into_struct()),
         idempotency_key: r.idempotency_key.unwrap_or_default(),
         key_id: r.key_id,
         prev: r.prev,
@@ -122,60 +125,23 @@ pub(super) fn event_pb(r: Record) -> pb::Event {
     }
 }
 
-/// An event decoded from its stored line straight into its protobuf form,
-/// `details` included, with no [`Record`] or JSON tree in between: what a
-/// Query page is made of. Reads every field [`Record`] reads, with the same
-/// meaning (the `event_pb_of_row_is_event_pb_of_record` test holds them
-/// together).
-pub(super) struct EventRow(pub(super) pb::Event);
+/// A form of `details` that becomes a `google.protobuf.Struct`: the JSON
+/// object of a record the writer built, or a Struct decoded straight from
+/// the stored line (what a Query page is read as, with no JSON tree in
+/// between).
+pub(super) trait DetailsPb {
+    fn into_struct(self) -> prost_types::Struct;
+}
 
-impl<'de> serde::Deserialize<'de> for EventRow {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Line {
-            seq: u64,
-            id: String,
-            #[serde(deserialize_with = "store::record::deserialize_timestamp")]
-            timestamp: i64,
-            event_type: String,
-            actor: String,
-            lead_id: Option<String>,
-            workflow: Option<String>,
-            details: auditlog_proto::json::StructFromJson,
-            #[serde(default)]
-            idempotency_key: Option<String>,
-            #[serde(default, rename = "batch")]
-            _batch: Option<u32>,
-            key_id: String,
-            prev: String,
-            signature: String,
-        }
-        let l = Line::deserialize(d)?;
-        Ok(EventRow(pb::Event {
-            seq: l.seq,
-            id: l.id,
-            timestamp: Some(timestamp_pb(l.timestamp)),
-            event_type: l.event_type,
-            actor: l.actor,
-            lead_id: l.lead_id.unwrap_or_default(),
-            workflow: l.workflow.unwrap_or_default(),
-            details: Some(l.details.0),
-            idempotency_key: l.idempotency_key.unwrap_or_default(),
-            key_id: l.key_id,
-            prev: l.prev,
-            signature: l.signature,
-        }))
+impl DetailsPb for serde_json::Map<String, serde_json::Value> {
+    fn into_struct(self) -> prost_types::Struct {
+        auditlog_proto::json::json_to_struct(&self)
     }
 }
 
-impl store::Row for EventRow {
-    fn seq(&self) -> u64 {
-        self.0.seq
-    }
-
-    fn signature(&self) -> &str {
-        &self.0.signature
+impl DetailsPb for StructFromJson {
+    fn into_struct(self) -> prost_types::Struct {
+        self.0
     }
 }
 

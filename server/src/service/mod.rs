@@ -97,12 +97,14 @@ impl AuditSvc {
 
 #[cfg(test)]
 mod tests {
-    use super::edge::{EventRow, event_pb};
+    use auditlog_proto::json::StructFromJson;
+
+    use super::edge::event_pb;
     use crate::store::{self, NewEvent, Record};
 
     #[test]
-    fn event_pb_of_row_is_event_pb_of_record() {
-        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+    fn details_decoded_as_struct_give_the_event_decoded_as_json() {
+        let keyring = crate::keys::Keyring::new("k1", vec![7; 32]);
         let serde_json::Value::Object(details) = serde_json::json!({
             "score": 7, "ratio": 0.1, "big": 9_007_199_254_740_993_u64, "ok": true,
             "none": null, "text": "é\n\"q\"", "list": [1, "a", [], {"x": -2.5}], "obj": {}
@@ -135,15 +137,15 @@ mod tests {
                 &keyring,
             );
             let body = &line[..line.len() - 1];
-            let row: EventRow = store::record::parse_row(body).unwrap();
+            let direct: Record<StructFromJson> = store::record::parse_row(body).unwrap();
             let record: Record = store::record::parse_row(body).unwrap();
-            assert_eq!(row.0, event_pb(record));
+            assert_eq!(event_pb(direct), event_pb(record));
         }
     }
 
     #[test]
-    fn event_rows_refuse_what_records_refuse() {
-        let keyring = crate::integrity::Keyring::new("k1", vec![7; 32]);
+    fn details_as_struct_refuse_what_details_as_json_refuse() {
+        let keyring = crate::keys::Keyring::new("k1", vec![7; 32]);
         let event = NewEvent {
             event_type: "error".into(),
             actor: "a".into(),
@@ -164,7 +166,7 @@ mod tests {
         for line in broken {
             assert_ne!(line, text);
             let record = store::record::parse_row::<Record>(line.as_bytes());
-            let row = store::record::parse_row::<EventRow>(line.as_bytes());
+            let row = store::record::parse_row::<Record<StructFromJson>>(line.as_bytes());
             assert!(record.is_err() && row.is_err(), "{line}");
         }
     }

@@ -36,7 +36,9 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::segment::{CHUNK_BYTES, Chunk, Cursor, Member, SegmentError, SegmentIndex};
+use super::segment::idx::{Cursor, SegmentError, SegmentIndex};
+use super::segment::members::{CHUNK_BYTES, Chunk, Member};
+use crate::durable::{self, Staged};
 
 const MAGIC: &[u8; 8] = b"ALLEAD01";
 
@@ -74,15 +76,16 @@ pub fn is_copy_file(name: &str) -> bool {
 }
 
 /// Writes the lead copy of the plain sealed file `plain`, whose index is
-/// `index`, to `gz` and `idx` (both made durable). Checks `stop` between
-/// leads.
+/// `index`, to `gz` and `idx`, both staged (written and fsynced under their
+/// `.tmp` names, see `crate::durable`) for the caller to publish. Checks
+/// `stop` between leads.
 pub fn write(
     plain: &Path,
     index: &SegmentIndex,
     gz: &Path,
     idx: &Path,
     stop: &AtomicBool,
-) -> Result<(), SegmentError> {
+) -> Result<Vec<Staged>, SegmentError> {
     let source = File::open(plain)?;
     let mut starts = Vec::with_capacity(index.chunks.len());
     let mut at = 0u64;
@@ -94,52 +97,52 @@ pub fn write(
     // Stable: each lead's rows stay in seq order.
     rows.sort_by_key(|r| r.lead);
 
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(gz)?);
-    let mut member = Member::new();
-    let mut chunks = Vec::new();
-    let mut spans = Vec::new();
-    let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
-    for group in rows.chunk_by(|a, b| a.lead == b.lead) {
-        if stop.load(Ordering::Relaxed) {
-            return Err(SegmentError::Stopped);
+    let (gz, (chunks, spans)) = durable::stage(gz, |file| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut member = Member::new();
+        let mut chunks = Vec::new();
+        let mut spans = Vec::new();
+        let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
+        for group in rows.chunk_by(|a, b| a.lead == b.lead) {
+            if stop.load(Ordering::Relaxed) {
+                return Err(SegmentError::Stopped);
+            }
+            let bytes: usize = group.iter().map(|r| r.len as usize).sum();
+            if !buf.is_empty() && buf.len() + bytes > CHUNK_BYTES {
+                chunks.push(member.write(&mut out, None, &buf)?);
+                buf.clear();
+            }
+            let start = buf.len();
+            for r in group {
+                let pos = starts
+                    .get(r.chunk as usize)
+                    .ok_or_else(|| SegmentError::BadIndex("a row names no chunk".into()))?
+                    + u64::from(r.offset);
+                let end = buf.len() + r.len as usize;
+                buf.resize(end, 0);
+                source.read_exact_at(&mut buf[end - r.len as usize..], pos)?;
+            }
+            let lead = index
+                .opt(group[0].lead)
+                .ok_or_else(|| SegmentError::BadIndex("a row names no lead".into()))?;
+            spans.push((
+                lead,
+                Span {
+                    chunk: chunks.len() as u32,
+                    offset: start as u32,
+                    bytes: (buf.len() - start) as u32,
+                },
+            ));
         }
-        let bytes: usize = group.iter().map(|r| r.len as usize).sum();
-        if !buf.is_empty() && buf.len() + bytes > CHUNK_BYTES {
+        if !buf.is_empty() {
             chunks.push(member.write(&mut out, None, &buf)?);
-            buf.clear();
         }
-        let start = buf.len();
-        for r in group {
-            let pos = starts
-                .get(r.chunk as usize)
-                .ok_or_else(|| SegmentError::BadIndex("a row names no chunk".into()))?
-                + u64::from(r.offset);
-            let end = buf.len() + r.len as usize;
-            buf.resize(end, 0);
-            source.read_exact_at(&mut buf[end - r.len as usize..], pos)?;
-        }
-        let lead = index
-            .opt(group[0].lead)
-            .ok_or_else(|| SegmentError::BadIndex("a row names no lead".into()))?;
-        spans.push((
-            lead,
-            Span {
-                chunk: chunks.len() as u32,
-                offset: start as u32,
-                bytes: (buf.len() - start) as u32,
-            },
-        ));
-    }
-    if !buf.is_empty() {
-        chunks.push(member.write(&mut out, None, &buf)?);
-    }
-    out.flush()?;
-    out.get_ref().sync_all()?;
+        out.flush()?;
+        Ok((chunks, spans))
+    })?;
     let encoded = encode(&chunks, &spans);
-    let mut f = File::create(idx)?;
-    f.write_all(&encoded)?;
-    f.sync_all()?;
-    Ok(())
+    let (idx, ()) = durable::stage(idx, |f| f.write_all(&encoded))?;
+    Ok(vec![gz, idx])
 }
 
 /// Opens the lead copy of the segment `segment` in `dir`; `None` if it has

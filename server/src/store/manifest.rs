@@ -10,24 +10,23 @@
 //! `,"mac":…` followed by `}`. An edit made without the key (say, dropping an
 //! entry to hide a deleted segment) is therefore detected.
 //!
-//! It is replaced atomically: written to `manifest.json.tmp`, fsynced,
-//! renamed over `manifest.json`, and the directory fsynced. A crash leaves
+//! It is replaced atomically (`crate::durable`): written to
+//! `manifest.json.tmp`, fsynced, renamed over `manifest.json`, and the
+//! directory fsynced. A crash leaves
 //! either the old or the new manifest, never a mix.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write as _;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{MAX_SEQ, format_timestamp, parse_timestamp};
+use super::record::MAX_SEQ;
 use super::segment::SealedInfo;
-use super::sync_dir;
-use crate::integrity::Keyring;
+use crate::clock::{format_timestamp, parse_timestamp};
+use crate::durable;
+use crate::keys::Keyring;
 
 pub const MANIFEST_FILE: &str = "manifest.json";
-const MANIFEST_TMP: &str = "manifest.json.tmp";
 const MAC_HEAD: &[u8] = b",\"mac\":\"";
 
 /// The list of sealed segments.
@@ -214,19 +213,13 @@ impl Manifest {
 
     /// Replaces the manifest in `dir` atomically, signed with the active key.
     pub fn store(&mut self, dir: &Path, keyring: &Keyring) -> std::io::Result<()> {
-        let bytes = self.to_bytes(keyring)?;
-        let tmp = dir.join(MANIFEST_TMP);
-        let mut f = File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, dir.join(MANIFEST_FILE))?;
-        sync_dir(dir)
+        let bytes = self.signed_bytes(keyring)?;
+        durable::replace(&dir.join(MANIFEST_FILE), &bytes)
     }
 
     /// The file's bytes: the manifest signed with the keyring's active key,
     /// which it then names.
-    pub fn to_bytes(&mut self, keyring: &Keyring) -> std::io::Result<Vec<u8>> {
+    pub fn signed_bytes(&mut self, keyring: &Keyring) -> std::io::Result<Vec<u8>> {
         let (key_id, key) = keyring.active();
         key_id.clone_into(&mut self.key_id);
         let mut bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
@@ -284,7 +277,7 @@ mod tests {
         let loaded = Manifest::load(dir.path(), &keyring()).unwrap();
         assert!(loaded.authentic);
         assert_eq!(loaded.manifest, m);
-        assert!(!dir.path().join(MANIFEST_TMP).exists());
+        assert!(!dir.path().join("manifest.json.tmp").exists());
     }
 
     #[test]
@@ -330,7 +323,7 @@ mod tests {
             let mut m = sample();
             m.segments[0].file = file.into();
             m.segments[0].index = index.into();
-            let bytes = m.to_bytes(&keys).unwrap();
+            let bytes = m.signed_bytes(&keys).unwrap();
             let loaded = Manifest::parse(&bytes, &keys);
             assert_eq!(loaded.is_ok(), ok, "{file} {index}: {loaded:?}");
         }
@@ -346,12 +339,12 @@ mod tests {
             through_seq: u64::MAX,
             last_signature: String::new(),
         });
-        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_err());
+        assert!(Manifest::parse(&m.signed_bytes(&keys).unwrap(), &keys).is_err());
         let mut m = sample();
         m.segments[0].last_seq = MAX_SEQ + 1;
-        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_err());
+        assert!(Manifest::parse(&m.signed_bytes(&keys).unwrap(), &keys).is_err());
         m.segments[0].last_seq = MAX_SEQ;
-        assert!(Manifest::parse(&m.to_bytes(&keys).unwrap(), &keys).is_ok());
+        assert!(Manifest::parse(&m.signed_bytes(&keys).unwrap(), &keys).is_ok());
     }
 
     #[test]

@@ -20,12 +20,11 @@
 //! - `seq` starts at 1 and never exceeds [`MAX_SEQ`] (2^63 - 1).
 //! - Timestamps are UTC with microseconds and never decrease along `seq`.
 
+use crate::clock::format_timestamp;
+use crate::keys::Keyring;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
-
-use crate::integrity::Keyring;
 
 /// `prev` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -55,10 +54,13 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
 }
 
-/// A stored event, decoded from its line.
+/// A stored event, decoded from its line, with `details` as `D`: a JSON
+/// object by default, or any form a reader decodes it into straight from
+/// the line (the service's protobuf `Struct`). This struct is the one
+/// definition of the fields a line has, for the writer and every reader.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Record {
+pub struct Record<D = Map<String, Value>> {
     pub seq: u64,
     pub id: String,
     #[serde(with = "timestamp_format")]
@@ -67,7 +69,7 @@ pub struct Record {
     pub actor: String,
     pub lead_id: Option<String>,
     pub workflow: Option<String>,
-    pub details: Map<String, Value>,
+    pub details: D,
     #[serde(default)]
     pub idempotency_key: Option<String>,
     #[serde(default)]
@@ -77,16 +79,20 @@ pub struct Record {
     pub signature: String,
 }
 
-/// A form a stored line is read into: [`Record`], or a reader's own type
-/// decoded straight from the line's JSON (the service reads events into
-/// their protobuf form this way). It must read the record's fields with the
-/// same meaning and deny unknown ones, as [`Record`] does.
-pub trait Row: serde::de::DeserializeOwned + Send + 'static {
+/// A form of `details` a stored line can be decoded into: a JSON object,
+/// or a reader's own type (the service decodes it into protobuf).
+pub trait Details: DeserializeOwned + Send + 'static {}
+
+impl<D: DeserializeOwned + Send + 'static> Details for D {}
+
+/// What the read path decodes a line into; it checks the seq and the
+/// signature of what it decoded against what it expected.
+pub(crate) trait Decoded: DeserializeOwned + Send + 'static {
     fn seq(&self) -> u64;
     fn signature(&self) -> &str;
 }
 
-impl Row for Record {
+impl<D: Details> Decoded for Record<D> {
     fn seq(&self) -> u64 {
         self.seq
     }
@@ -97,7 +103,7 @@ impl Row for Record {
 }
 
 /// Decodes one line (without its trailing newline) into `T`.
-pub fn parse_row<T: Row>(line: &[u8]) -> Result<T, LineError> {
+pub(crate) fn parse_row<T: Decoded>(line: &[u8]) -> Result<T, LineError> {
     let hex_sig = signature_of(line).ok_or(LineError::NoSignature)?;
     let row: T = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
     // The parsed signature must be the trailing one the MAC check reads,
@@ -108,14 +114,9 @@ pub fn parse_row<T: Row>(line: &[u8]) -> Result<T, LineError> {
     Ok(row)
 }
 
-/// Reads a record's `timestamp` field (RFC 3339) as microseconds since the
-/// Unix epoch; for `#[serde(deserialize_with)]`.
-pub fn deserialize_timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    timestamp_format::deserialize(d)
-}
-
 /// The fields an index needs, parsed without building `details`: what the
-/// sealer reads from each record (several times faster than [`Record`]).
+/// sealer reads from each record. `details` is most of a parse, so skipping
+/// it makes the sealer's pass over a segment much cheaper.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct IndexFields<'a> {
     pub seq: u64,
@@ -224,7 +225,9 @@ impl Record {
     pub fn parse(line: &[u8]) -> Result<Record, LineError> {
         parse_row(line)
     }
+}
 
+impl<D> Record<D> {
     /// Checks the record's MAC over `line`, the exact bytes it was parsed from.
     pub fn check_mac(&self, line: &[u8], keyring: &Keyring) -> MacCheck {
         check_mac(line, &self.key_id, &self.signature, keyring)
@@ -341,57 +344,12 @@ fn push_opt_field(line: &mut Vec<u8>, name: &str, value: Option<&str>) {
     }
 }
 
-/// Formats microseconds since the Unix epoch as `2026-02-04T20:30:45.123456Z`.
-/// The last result is kept per thread: the writer stamps a whole group with
-/// one timestamp and formats it once.
-pub fn format_timestamp(micros: i64) -> String {
-    thread_local! {
-        static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
-    }
-    LAST.with(|last| {
-        let mut last = last.borrow_mut();
-        if last.0 != micros {
-            *last = (micros, format_timestamp_uncached(micros));
-        }
-        last.1.clone()
-    })
-}
-
-fn format_timestamp_uncached(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    match OffsetDateTime::from_unix_timestamp(secs) {
-        Ok(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            frac
-        ),
-        Err(_) => "1970-01-01T00:00:00.000000Z".to_owned(),
-    }
-}
-
-/// Parses an RFC 3339 timestamp into microseconds since the Unix epoch.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
-    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
-}
-
-/// The current time in microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
-    i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
-}
-
 mod timestamp_format {
     use serde::{Deserialize, Deserializer};
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         let s = <&str>::deserialize(d)?;
-        super::parse_timestamp(s)
+        crate::clock::parse_timestamp(s)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
     }
 }
@@ -498,17 +456,6 @@ mod tests {
     fn a_line_without_trailing_signature_is_rejected() {
         assert_eq!(Record::parse(b"{\"seq\":1}"), Err(LineError::NoSignature));
         assert_eq!(Record::parse(b""), Err(LineError::NoSignature));
-    }
-
-    #[test]
-    fn timestamps_format_and_parse() {
-        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00.000000Z");
-        let t = 1_770_237_045_123_456;
-        assert_eq!(parse_timestamp(&format_timestamp(t)), Some(t));
-        assert_eq!(
-            parse_timestamp("2026-02-04T21:30:45.5+01:00"),
-            Some(1_770_237_045_500_000)
-        );
     }
 
     #[test]

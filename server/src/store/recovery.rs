@@ -29,14 +29,16 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
+use super::error::StoreError;
 use super::index::Index;
 use super::leads;
 use super::manifest::{Manifest, SegmentEntry};
 use super::record::{MacCheck, Record};
 use super::sealer::{self, Job};
 use super::segment::{Chunk, SegmentFile, SegmentIndex};
-use super::{LOG_FILE, QUARANTINE_FILE, StoreError, sync_dir};
-use crate::integrity::Keyring;
+use super::shared::{LOG_FILE, QUARANTINE_FILE};
+use crate::durable::{self, sync_dir};
+use crate::keys::Keyring;
 
 /// The store as recovery found (and finished) it.
 pub(super) struct Recovered {
@@ -229,12 +231,7 @@ fn load_index(dir: &Path, entry: &SegmentEntry, gz: &File) -> std::io::Result<Se
     }
     tracing::warn!(file = %entry.index, "segment index missing or damaged; rebuilding it from the segment");
     let index = rebuild_index(gz)?;
-    let tmp = dir.join(format!("{}.tmp", entry.index));
-    let mut f = File::create(&tmp)?;
-    f.write_all(&index.encode())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &idx_path)?;
-    sync_dir(dir)?;
+    durable::replace(&idx_path, &index.encode())?;
     Ok(index)
 }
 
@@ -243,7 +240,7 @@ fn rebuild_index(gz: &File) -> std::io::Result<SegmentIndex> {
     let mut bytes = Vec::new();
     (&*gz).seek(SeekFrom::Start(0))?;
     (&*gz).read_to_end(&mut bytes)?;
-    let mut builder = super::segment::IndexBuilder::default();
+    let mut builder = super::segment::idx::IndexBuilder::default();
     let mut rest = bytes.as_slice();
     let mut offset = 0u64;
     while !rest.is_empty() {
@@ -416,7 +413,7 @@ fn quarantine(file: &mut File, dir: &Path, keep: u64, total: u64) -> std::io::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::integrity::Keyring;
+    use crate::keys::Keyring;
     use crate::store::record::{GENESIS, NewEvent};
 
     fn lines(n: u64, batch_at: Option<(u64, u32)>) -> Vec<Vec<u8>> {

@@ -21,11 +21,17 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use super::Store;
+use super::error::StoreError;
+use super::index::{Filter, Order};
 use super::leads;
 use super::manifest::{Purged, SegmentEntry};
-use super::record::now_micros;
+use super::read::Page;
+use super::record::NewEvent;
 use super::segment::SegmentFile;
-use super::{Filter, NewEvent, Order, Shared, Store, StoreError, sync_dir};
+use super::shared::Shared;
+use crate::clock::now_micros;
+use crate::durable::sync_dir;
 
 /// The event type of a purge record.
 pub const PURGE_EVENT_TYPE: &str = "auditlog.purge";
@@ -152,13 +158,10 @@ pub(super) fn purge_point(shared: &Shared) -> Result<Option<(u64, String)>, Stor
         event_types: vec![PURGE_EVENT_TYPE.to_owned()],
         ..Filter::default()
     };
-    let newest = shared
-        .index()
-        .select(&filter, Order::NewestFirst, None, u64::MAX, 1);
-    let Some(meta) = newest.first() else {
+    let newest: Page = shared.page(&filter, Order::NewestFirst, None, u64::MAX, 1)?;
+    let Some(record) = newest.records.into_iter().next() else {
         return Ok(None);
     };
-    let record = shared.read_record(meta)?;
     let field = |map: &Map<String, Value>, key: &str| map.get(key).cloned();
     let through = field(&record.details, "through_seq").and_then(|v| v.as_u64());
     let signature =

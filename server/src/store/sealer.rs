@@ -29,11 +29,13 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
+use super::error::StoreError;
 use super::leads;
 use super::manifest::SegmentEntry;
-use super::record::format_timestamp;
-use super::segment::{self, SegmentFile, SegmentIndex};
-use super::{LOG_FILE, Shared, StoreError, sync_dir};
+use super::segment::{self, Compressed, SegmentFile, SegmentIndex};
+use super::shared::{LOG_FILE, Shared};
+use crate::clock::{format_timestamp, now_micros};
+use crate::durable::{self, sync_dir};
 
 /// A sealed segment, as reported to whoever asked for the rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +63,7 @@ pub(super) struct Job {
 pub(super) fn seal(dir: &Path) -> std::io::Result<(String, File)> {
     // The time of sealing names the file; a name already taken (two seals in
     // one microsecond, or a clock stepped back) moves on to the next.
-    let mut micros = super::record::now_micros();
+    let mut micros = now_micros();
     let name = loop {
         let stamp = format_timestamp(micros).replace(['-', ':'], "");
         let name = format!("audit.{stamp}.log");
@@ -86,7 +88,9 @@ pub(super) fn names(plain: &str) -> (String, String) {
     (format!("{stem}.log.gz"), format!("{stem}.idx"))
 }
 
-/// Step 2: compresses the plain sealed file into its final `.gz` and `.idx`.
+/// Step 2: compresses the plain sealed file into its final `.gz` and `.idx`
+/// (and its lead copy): all four are staged first, then put in place
+/// together with one directory fsync.
 pub(super) fn compress(
     dir: &Path,
     plain: &str,
@@ -95,38 +99,22 @@ pub(super) fn compress(
 ) -> Result<(segment::SealedInfo, SegmentIndex), segment::SegmentError> {
     let (gz, idx) = names(plain);
     let (leads_gz, leads_idx) = leads::names(plain);
-    let out = segment::compress(
-        &dir.join(plain),
-        &dir.join(tmp(&gz)),
-        &dir.join(tmp(&idx)),
-        stop,
-    )?;
-    let mut done = vec![gz, idx];
+    let Compressed {
+        info,
+        index,
+        mut staged,
+    } = segment::compress(&dir.join(plain), &dir.join(gz), &dir.join(idx), stop)?;
     if lead_copy {
-        leads::write(
+        staged.extend(leads::write(
             &dir.join(plain),
-            &out.1,
-            &dir.join(tmp(&leads_gz)),
-            &dir.join(tmp(&leads_idx)),
+            &index,
+            &dir.join(leads_gz),
+            &dir.join(leads_idx),
             stop,
-        )?;
-        done.extend([leads_gz, leads_idx]);
+        )?);
     }
-    publish(dir, &done)?;
-    Ok(out)
-}
-
-/// `<name>.tmp`: where a file is written before it is renamed into place.
-fn tmp(name: &str) -> String {
-    format!("{name}.tmp")
-}
-
-/// Renames each `<name>.tmp` in `dir` to `name`, then makes that durable.
-fn publish(dir: &Path, names: &[String]) -> std::io::Result<()> {
-    for name in names {
-        std::fs::rename(dir.join(tmp(name)), dir.join(name))?;
-    }
-    sync_dir(dir)
+    durable::publish(staged)?;
+    Ok((info, index))
 }
 
 /// Step 3: adds the compressed segment to the manifest, then moves the
@@ -331,7 +319,7 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
     let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
     let (copy_gz, copy_idx) = leads::names(gz);
     // The segment's lines, as the plain file they were compressed from.
-    let source = dir.join(tmp(&format!("{copy_gz}.lines")));
+    let source = durable::tmp_path(&dir.join(format!("{copy_gz}.lines")));
     let written = (|| {
         let mut lines = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
         let mut out = BufWriter::new(File::create(&source)?);
@@ -341,14 +329,13 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
         leads::write(
             &source,
             &index,
-            &dir.join(tmp(&copy_gz)),
-            &dir.join(tmp(&copy_idx)),
+            &dir.join(copy_gz),
+            &dir.join(copy_idx),
             &shared.stop,
         )
     })();
     let _ = std::fs::remove_file(&source);
-    written?;
-    publish(dir, &[copy_gz, copy_idx])?;
+    durable::publish(written?)?;
     let copy = leads::open(dir, gz)
         .ok_or_else(|| std::io::Error::other("the copy just written does not open"))?;
     let mut segments = shared.segments.write().unwrap_or_else(|e| e.into_inner());
@@ -432,409 +419,4 @@ fn injected_failure(_: &Shared, _: &str) -> Result<(), StoreError> {
 /// hand up to a crash point (stopping there is the crash), reopens the store
 /// and checks that it is consistent and lost nothing.
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::integrity::Keyring;
-    use crate::store::manifest::Manifest;
-    use crate::store::{Durability, Filter, NewEvent, Order, Record, Store, StoreConfig};
-
-    const N: u64 = 300;
-
-    fn keyring() -> Keyring {
-        Keyring::new("k1", vec![5; 32])
-    }
-
-    fn open(dir: &Path) -> Store {
-        open_with(dir, true)
-    }
-
-    fn open_with(dir: &Path, lead_copies: bool) -> Store {
-        let config = StoreConfig {
-            data_dir: dir.to_path_buf(),
-            durability: Durability::Fsync,
-            max_segment_bytes: u64::MAX,
-            lead_copies,
-        };
-        Store::open(config, keyring()).unwrap()
-    }
-
-    /// A store holding `N` events in `audit.log`, closed.
-    async fn build() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        for chunk in (1..=N).collect::<Vec<_>>().chunks(50) {
-            let events = chunk
-                .iter()
-                .map(|i| NewEvent {
-                    event_type: "email_sent".into(),
-                    actor: "test".into(),
-                    lead_id: Some(format!("L{}", i % 9)),
-                    workflow: None,
-                    details: Default::default(),
-                    idempotency_key: None,
-                })
-                .collect();
-            store.append(events).await.unwrap();
-        }
-        store.shutdown();
-        dir
-    }
-
-    fn files(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
-    /// Reopens the store after the "crash" and checks it: every event is
-    /// there and readable, verification is clean, and once the sealer has
-    /// finished the interrupted rotation, the segment is compressed, in the
-    /// manifest, and no plain or temporary file is left.
-    async fn check_recovers(dir: &Path) {
-        let store = open(dir);
-        assert_eq!(store.head(), N);
-        let metas = store.select(
-            &Filter::default(),
-            Order::OldestFirst,
-            None,
-            u64::MAX,
-            10_000,
-        );
-        let records = store.read(&metas).unwrap();
-        assert_eq!(
-            records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            (1..=N).collect::<Vec<_>>()
-        );
-        for _ in 0..200 {
-            let names = files(dir);
-            let settled = !names
-                .iter()
-                .any(|n| n.ends_with(".tmp") || (n.ends_with(".log") && n != LOG_FILE));
-            if settled {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        let names = files(dir);
-        assert!(
-            !names
-                .iter()
-                .any(|n| n.ends_with(".tmp") || (n.ends_with(".log") && n != LOG_FILE)),
-            "left over: {names:?}"
-        );
-        let manifest = Manifest::load(dir, &keyring()).unwrap();
-        assert!(manifest.authentic);
-        assert_eq!(manifest.manifest.segments.len(), 1, "{names:?}");
-        assert_eq!(manifest.manifest.segments[0].last_seq, N);
-        let report = store.verify(0, 0, &[]).unwrap();
-        assert!(report.findings.is_empty(), "{:?}", report.findings);
-        assert_eq!(report.events_checked, N);
-        // The chain goes on in the new active file.
-        let receipt = store.append(vec![NewEvent {
-            event_type: "after".into(),
-            actor: "test".into(),
-            lead_id: None,
-            workflow: None,
-            details: Default::default(),
-            idempotency_key: None,
-        }]);
-        assert_eq!(receipt.await.unwrap()[0].seq, N + 1);
-        assert!(store.verify(0, 0, &[]).unwrap().findings.is_empty());
-        store.shutdown();
-    }
-
-    /// Step 3's manifest half, by hand.
-    fn record_in_manifest(dir: &Path, plain: &str, info: &segment::SealedInfo) {
-        let (gz, idx) = names(plain);
-        let mut manifest = Manifest::load(dir, &keyring()).unwrap().manifest;
-        manifest.segments.push(SegmentEntry::new(gz, idx, info));
-        manifest.store(dir, &keyring()).unwrap();
-    }
-
-    #[tokio::test]
-    async fn crash_after_the_rename_before_the_new_file() {
-        let dir = build().await;
-        let plain = "audit.20260101T000000.000000Z.log";
-        std::fs::rename(dir.path().join(LOG_FILE), dir.path().join(plain)).unwrap();
-        check_recovers(dir.path()).await;
-    }
-
-    #[tokio::test]
-    async fn crash_after_seal() {
-        let dir = build().await;
-        seal(dir.path()).unwrap();
-        check_recovers(dir.path()).await;
-    }
-
-    #[tokio::test]
-    async fn crash_during_compression() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        let (gz, idx) = names(&plain);
-        // Half a gzip file and no index, under their temporary names.
-        std::fs::write(dir.path().join(format!("{gz}.tmp")), [0x1f, 0x8b, 8, 0]).unwrap();
-        std::fs::write(dir.path().join(format!("{idx}.tmp")), b"ALIDX").unwrap();
-        check_recovers(dir.path()).await;
-    }
-
-    #[tokio::test]
-    async fn crash_after_compression_before_the_manifest() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
-        check_recovers(dir.path()).await;
-    }
-
-    #[tokio::test]
-    async fn crash_during_the_manifest_write() {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
-        std::fs::write(
-            dir.path().join("manifest.json.tmp"),
-            b"{\"version\":1,\"segm",
-        )
-        .unwrap();
-        check_recovers(dir.path()).await;
-    }
-
-    #[tokio::test]
-    async fn crash_after_the_manifest_before_the_delete() {
-        let (dir, _, _) = rotated(true).await;
-        check_recovers(dir.path()).await;
-    }
-
-    #[tokio::test]
-    async fn a_completed_rotation_reopens_as_it_is() {
-        let (dir, plain, _) = rotated(true).await;
-        delete(dir.path(), &plain).unwrap();
-        check_recovers(dir.path()).await;
-    }
-
-    /// A rotation done by hand up to the manifest (steps 1 to 3, the plain
-    /// file still there); returns the plain name and the segment's index.
-    async fn rotated(lead_copy: bool) -> (tempfile::TempDir, String, SegmentIndex) {
-        let dir = build().await;
-        let (plain, _) = seal(dir.path()).unwrap();
-        let stop = AtomicBool::new(false);
-        let (info, index) = compress(dir.path(), &plain, &stop, lead_copy).unwrap();
-        record_in_manifest(dir.path(), &plain, &info);
-        (dir, plain, index)
-    }
-
-    fn lead_filter(lead: &str) -> Filter {
-        Filter {
-            lead_id: Some(lead.into()),
-            ..Filter::default()
-        }
-    }
-
-    fn expected_seqs(lead: u64) -> Vec<u64> {
-        (1..=N).filter(|i| i % 9 == lead).collect()
-    }
-
-    #[tokio::test]
-    async fn a_lead_history_is_read_from_the_lead_copy() {
-        let (dir, plain, _) = rotated(true).await;
-        delete(dir.path(), &plain).unwrap();
-        let (gz, _) = names(&plain);
-        let (copy_gz, copy_idx) = leads::names(&plain);
-        assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
-        // Spoil the segment itself, keeping its length: only reads that do
-        // not touch it still work.
-        let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
-        std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
-        let store = open(dir.path());
-        let metas = store.select(&lead_filter("L3"), Order::NewestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L3", &metas).unwrap();
-        let mut want = expected_seqs(3);
-        want.reverse();
-        assert_eq!(history.iter().map(|r| r.seq).collect::<Vec<_>>(), want);
-        assert!(history.iter().all(|r| r.lead_id.as_deref() == Some("L3")));
-        assert!(store.read(&metas).is_err(), "the segment was spoiled");
-        store.shutdown();
-    }
-
-    #[tokio::test]
-    async fn without_a_lead_copy_a_history_reads_the_segment() {
-        let (dir, plain, _) = rotated(false).await;
-        delete(dir.path(), &plain).unwrap();
-        let store = open_with(dir.path(), false);
-        let metas = store.select(&lead_filter("L4"), Order::OldestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L4", &metas).unwrap();
-        let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, expected_seqs(4));
-        store.shutdown();
-        let names = files(dir.path());
-        assert!(!names.iter().any(|n| leads::is_copy_file(n)), "{names:?}");
-    }
-
-    #[tokio::test]
-    async fn a_segment_without_a_lead_copy_gets_one_at_start() {
-        let (dir, plain, _) = rotated(false).await;
-        delete(dir.path(), &plain).unwrap();
-        let (copy_gz, copy_idx) = leads::names(&plain);
-        let store = open(dir.path());
-        for _ in 0..400 {
-            if dir.path().join(&copy_idx).exists() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
-        store.shutdown();
-        assert!(!files(dir.path()).iter().any(|n| n.ends_with(".tmp")));
-        // The copy is whole: with the segment spoiled, histories still read.
-        let (gz, _) = names(&plain);
-        let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
-        std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
-        let store = open(dir.path());
-        let metas = store.select(&lead_filter("L2"), Order::OldestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L2", &metas).unwrap();
-        let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, expected_seqs(2));
-        store.shutdown();
-    }
-
-    #[tokio::test]
-    async fn a_forged_lead_copy_is_not_served() {
-        let (dir, plain, index) = rotated(true).await;
-        // A copy built from altered lines of the same lengths: well formed,
-        // every member and span where the index says, every MAC wrong.
-        let text = std::fs::read_to_string(dir.path().join(&plain)).unwrap();
-        let forged = dir.path().join("forged.txt");
-        std::fs::write(&forged, text.replace("email_sent", "email_sEnt")).unwrap();
-        let (copy_gz, copy_idx) = leads::names(&plain);
-        let stop = AtomicBool::new(false);
-        let (to_gz, to_idx) = (dir.path().join(copy_gz), dir.path().join(copy_idx));
-        leads::write(&forged, &index, &to_gz, &to_idx, &stop).unwrap();
-        std::fs::remove_file(&forged).unwrap();
-        delete(dir.path(), &plain).unwrap();
-        let store = open(dir.path());
-        let metas = store.select(&lead_filter("L5"), Order::OldestFirst, None, u64::MAX, 1000);
-        let history = store.read_lead_as::<Record>("L5", &metas).unwrap();
-        assert_eq!(
-            history.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            expected_seqs(5)
-        );
-        assert!(history.iter().all(|r| r.event_type == "email_sent"));
-        store.shutdown();
-    }
-
-    #[tokio::test]
-    async fn lead_copies_without_a_recorded_segment_are_removed() {
-        let (dir, plain, _) = rotated(true).await;
-        delete(dir.path(), &plain).unwrap();
-        let orphan = leads::names("audit.20200101T000000.000000Z.log");
-        for name in [&orphan.0, &orphan.1] {
-            std::fs::write(dir.path().join(name), b"left by a crash").unwrap();
-        }
-        let store = open(dir.path());
-        let names = files(dir.path());
-        assert!(
-            !names.contains(&orphan.0) && !names.contains(&orphan.1),
-            "{names:?}"
-        );
-        assert!(names.contains(&leads::names(&plain).0), "{names:?}");
-        store.shutdown();
-    }
-
-    fn one_event(n: u64) -> Vec<NewEvent> {
-        vec![NewEvent {
-            event_type: "email_sent".into(),
-            actor: "test".into(),
-            lead_id: Some(format!("L{}", n % 9)),
-            workflow: None,
-            details: Default::default(),
-            idempotency_key: None,
-        }]
-    }
-
-    /// Every seq of the store, read back.
-    fn all_seqs(store: &Store) -> Vec<u64> {
-        let metas = store.select(&Filter::default(), Order::OldestFirst, None, u64::MAX, 1000);
-        store.read(&metas).unwrap().iter().map(|r| r.seq).collect()
-    }
-
-    /// A segment whose sealing fails at `step` stays readable, is tried again
-    /// before each later job, and is compressed, recorded once and deleted
-    /// once the cause is gone, with no restart.
-    async fn failed_sealing_is_tried_again(step: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
-        let trigger = dir.path().join("FAIL_SEALING");
-        std::fs::write(&trigger, step).unwrap();
-        store.append(one_event(1)).await.unwrap();
-        let failed = store.rotate(true).await;
-        assert!(
-            matches!(&failed, Err(StoreError::Rotate(m)) if m.contains(step)),
-            "{failed:?}"
-        );
-        let plain: Vec<String> = files(dir.path())
-            .into_iter()
-            .filter(|n| n.ends_with(".log") && n != LOG_FILE)
-            .collect();
-        assert_eq!(plain.len(), 1, "{:?}", files(dir.path()));
-        let gz = names(&plain[0]).0;
-        // Still failing: the retry before the next job fails too, and the
-        // next job itself fails for the same reason.
-        store.append(one_event(2)).await.unwrap();
-        assert!(store.rotate(true).await.is_err());
-        assert_eq!(all_seqs(&store), [1, 2]);
-
-        std::fs::remove_file(&trigger).unwrap();
-        store.append(one_event(3)).await.unwrap();
-        let third = store.rotate(true).await.unwrap().unwrap();
-        let left = files(dir.path());
-        assert!(
-            !left
-                .iter()
-                .any(|n| n.ends_with(".tmp") || (n.ends_with(".log") && n != LOG_FILE)),
-            "left over: {left:?}"
-        );
-        let manifest = Manifest::load(dir.path(), &keyring()).unwrap().manifest;
-        let recorded: Vec<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
-        assert_eq!(recorded.len(), 3, "{recorded:?}");
-        assert_eq!(recorded[0], gz);
-        assert_eq!(recorded[2], third.file);
-        assert_eq!(all_seqs(&store), [1, 2, 3]);
-        let report = store.verify(0, 0, &[]).unwrap();
-        assert!(report.findings.is_empty(), "{:?}", report.findings);
-        // Three compressed segments and the active file, none twice.
-        assert_eq!(store.shared.segments().len(), 4);
-        store.shutdown();
-        // And a restart finds the same.
-        let store = open(dir.path());
-        assert_eq!(all_seqs(&store), [1, 2, 3]);
-        assert!(store.verify(0, 0, &[]).unwrap().findings.is_empty());
-        assert_eq!(store.shared.segments().len(), 4);
-        store.shutdown();
-    }
-
-    #[tokio::test]
-    async fn a_failed_compression_is_tried_again_without_a_restart() {
-        failed_sealing_is_tried_again("compress").await;
-    }
-
-    #[tokio::test]
-    async fn a_failed_delete_is_tried_again_alone() {
-        failed_sealing_is_tried_again("delete").await;
-    }
-
-    #[tokio::test]
-    async fn a_damaged_index_file_is_rebuilt_from_the_segment() {
-        let (dir, plain, _) = rotated(true).await;
-        delete(dir.path(), &plain).unwrap();
-        let (_, idx) = names(&plain);
-        let original = std::fs::read(dir.path().join(&idx)).unwrap();
-        std::fs::write(dir.path().join(&idx), b"garbage").unwrap();
-        check_recovers(dir.path()).await;
-        // Rebuilt byte for byte.
-        assert_eq!(std::fs::read(dir.path().join(&idx)).unwrap(), original);
-    }
-}
+mod tests;

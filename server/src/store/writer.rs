@@ -29,14 +29,18 @@ use std::fs::File;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::mpsc::SyncSender;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::record::{GENESIS, NewEvent, Record, now_micros};
+use super::Receipt;
+use super::error::StoreError;
+use super::record::{GENESIS, NewEvent, Record};
 use super::sealer::{self, Job, Sealed};
 use super::segment::SegmentFile;
-use super::{Durability, LOG_FILE, Receipt, Shared, StoreError};
+use super::shared::{LOG_FILE, Shared};
+use super::syncer::{Staged, ToSyncer, Written};
+use crate::clock::now_micros;
 
 /// What the writer is asked to do.
 pub(super) enum Command {
@@ -70,28 +74,6 @@ pub(super) struct Active {
 const MAX_GROUP_EVENTS: usize = 16 * 1024;
 /// The most bytes one group commit writes, checked between requests.
 const MAX_GROUP_BYTES: usize = 16 << 20;
-/// How many written groups may wait for the syncer before the writer waits.
-pub(super) const SYNC_QUEUE: usize = 2;
-
-/// What the writer hands the syncer.
-pub(super) enum ToSyncer {
-    /// A group written to `file`, to be made durable and then acknowledged.
-    Group(Written),
-    /// Answer once every group sent before is durable and acknowledged.
-    Flush(std::sync::mpsc::Sender<()>),
-}
-
-/// A group commit written but not yet durable.
-pub(super) struct Written {
-    file: Arc<File>,
-    /// The active file's length once this group is in it.
-    end: u64,
-    segment: u32,
-    records: Vec<Record>,
-    positions: Vec<(u64, u32)>,
-    staged: Vec<Staged>,
-}
-
 pub(super) struct Writer {
     file: Arc<File>,
     /// The length of the written part of the file (durable, or being synced).
@@ -112,12 +94,6 @@ pub(super) struct Writer {
     /// Randomness for event ids: a user-space CSPRNG seeded once, rather
     /// than a getrandom syscall per event.
     rng: rand::rngs::StdRng,
-}
-
-/// A request's outcome while its group is being built.
-struct Staged {
-    reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
-    receipts: Vec<Receipt>,
 }
 
 impl Writer {
@@ -429,7 +405,7 @@ impl Writer {
             Err(e) => {
                 // Nothing of this group was kept: seq and prev stay as they were.
                 for s in staged {
-                    let _ = s.reply.send(Err(clone_error(&e)));
+                    let _ = s.reply.send(Err(e.duplicate()));
                 }
             }
         }
@@ -494,126 +470,6 @@ impl Writer {
     }
 }
 
-/// The syncer: makes written groups durable, then indexes, publishes and
-/// acknowledges them, in the order they were written.
-pub(super) struct Syncer {
-    shared: Arc<Shared>,
-    durability: Durability,
-}
-
-impl Syncer {
-    pub fn new(shared: Arc<Shared>, durability: Durability) -> Syncer {
-        Syncer { shared, durability }
-    }
-
-    /// Serves the writer until it hangs up.
-    pub fn run(self, rx: &Receiver<ToSyncer>) {
-        while let Ok(first) = rx.recv() {
-            let mut groups = Vec::new();
-            let mut flushes = Vec::new();
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    ToSyncer::Group(g) => groups.push(g),
-                    ToSyncer::Flush(ack) => flushes.push(ack),
-                }
-                next = rx.try_recv().ok();
-            }
-            if !groups.is_empty() {
-                self.complete(groups);
-            }
-            for ack in flushes {
-                let _ = ack.send(());
-            }
-        }
-    }
-
-    /// One fsync for every group waiting, then their acknowledgements.
-    fn complete(&self, groups: Vec<Written>) {
-        let synced = if self.shared.poisoned.load(Ordering::Acquire) {
-            Err(self.shared.poison_error())
-        } else {
-            self.sync_all(&groups)
-        };
-        if let Err(e) = synced {
-            for s in groups.into_iter().flat_map(|g| g.staged) {
-                let _ = s.reply.send(Err(clone_error(&e)));
-            }
-            return;
-        }
-        let Some(end) = groups.last().map(|g| g.end) else {
-            return;
-        };
-        {
-            let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
-            for g in &groups {
-                for (record, (offset, len)) in g.records.iter().zip(&g.positions) {
-                    index.add(record, g.segment, *offset, *len);
-                }
-            }
-        }
-        self.shared.active_len.store(end, Ordering::Release);
-        let mut published = Vec::new();
-        let mut replies = Vec::new();
-        for g in groups {
-            // Usually one group: its records are published without a copy.
-            if published.is_empty() {
-                published = g.records;
-            } else {
-                published.extend(g.records);
-            }
-            replies.extend(g.staged);
-        }
-        if let Some(r) = published.last() {
-            self.shared.indexed_seq.store(r.seq, Ordering::Release);
-        }
-        if !published.is_empty() {
-            // No subscriber is not an error.
-            let _ = self.shared.hub.send(Arc::new(published));
-        }
-        for s in replies {
-            let _ = s.reply.send(Ok(s.receipts));
-        }
-    }
-
-    /// Makes every group durable per policy. A failure poisons the store:
-    /// the page cache can no longer be trusted, so the data is never synced
-    /// again as if nothing happened.
-    fn sync_all(&self, groups: &[Written]) -> Result<(), StoreError> {
-        if self.durability != Durability::Fsync {
-            return Ok(());
-        }
-        let mut last: Option<&Arc<File>> = None;
-        // Groups are in write order; a rotation flushes first, so they share
-        // one file unless a flush raced ahead. Sync each file once.
-        for g in groups.iter().rev() {
-            if last.is_some_and(|f| Arc::ptr_eq(f, &g.file)) || g.records.is_empty() {
-                continue;
-            }
-            last = Some(&g.file);
-            if let Err(e) = self.sync(&g.file) {
-                let reason = format!("fdatasync of the log failed: {e}");
-                self.shared.poison(reason.clone());
-                return Err(StoreError::Poisoned(reason));
-            }
-        }
-        Ok(())
-    }
-
-    fn sync(&self, file: &File) -> std::io::Result<()> {
-        #[cfg(feature = "fault-injection")]
-        {
-            let trigger = self.shared.dir.join("FAIL_NEXT_FSYNC");
-            if std::fs::remove_file(&trigger).is_ok() {
-                return Err(std::io::Error::other(
-                    "injected fsync failure (fault-injection)",
-                ));
-            }
-        }
-        file.sync_data()
-    }
-}
-
 /// A UUIDv7 for an event accepted at `timestamp` (µs since the epoch).
 fn event_id(timestamp: i64, rng: &mut rand::rngs::StdRng) -> String {
     let mut random = [0u8; 10];
@@ -629,28 +485,13 @@ fn is_disk_full(e: &std::io::Error) -> bool {
         || e.kind() == std::io::ErrorKind::StorageFull
 }
 
-/// `StoreError` holds `io::Error`, which is not `Clone`; every caller of a
-/// failed group gets an equivalent error.
-fn clone_error(e: &StoreError) -> StoreError {
-    let io = |src: &std::io::Error| std::io::Error::new(src.kind(), src.to_string());
-    match e {
-        StoreError::DiskFull(src) => StoreError::DiskFull(io(src)),
-        StoreError::Write(src) => StoreError::Write(io(src)),
-        StoreError::Poisoned(r) => StoreError::Poisoned(r.clone()),
-        StoreError::Read(src) => StoreError::Read(io(src)),
-        StoreError::Corrupt { seq, reason } => StoreError::Corrupt {
-            seq: *seq,
-            reason: reason.clone(),
-        },
-        other => StoreError::Write(std::io::Error::other(other.to_string())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use crate::integrity::Keyring;
+    use serde_json::{Map, Value};
+
+    use crate::keys::Keyring;
     use crate::store::{Durability, Filter, NewEvent, Order, Store, StoreConfig};
 
     fn event(key: Option<String>) -> NewEvent {
@@ -713,16 +554,16 @@ mod tests {
         assert_eq!(by_key.len(), KEYS);
         let total = CALLERS * KEYS + KEYS;
         assert_eq!(store.head(), total as u64);
-        let metas = store.select(
-            &Filter::default(),
-            Order::OldestFirst,
-            None,
-            u64::MAX,
-            total,
-        );
         let keyed = store
-            .read(&metas)
+            .page::<Map<String, Value>>(
+                &Filter::default(),
+                Order::OldestFirst,
+                None,
+                u64::MAX,
+                total,
+            )
             .unwrap()
+            .records
             .into_iter()
             .filter(|r| r.idempotency_key.is_some())
             .count();

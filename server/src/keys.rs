@@ -1,0 +1,198 @@
+//! Keys and secrets: the HMAC keys records and the manifest are signed
+//! with, the keyring that names them, and [`Secret`], the configured string
+//! that is never printed. The ground floor of the server: nothing here
+//! knows the store, the service or the configuration.
+//!
+//! Every record is signed with HMAC-SHA256 under the key its `key_id` names
+//! (the record format is in `store::record`). The active key comes from
+//! config (`hmac_key`, `hmac_key_file`, or `AUDITLOG_HMAC_KEY`); where none
+//! is given, 32 random bytes are generated once into `<data_dir>/hmac.key`
+//! (as 64 hex characters, mode 0600) and reused on every start. A key is the
+//! bytes of its string, at least [`MIN_KEY_LEN`] of them.
+//!
+//! Invariant: no key or secret reaches a log line or a `Debug` output: [`Key`]
+//! and [`Secret`] print as redacted.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+
+use hmac::{Hmac, Mac as _};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::durable::sync_dir;
+
+/// The name of the generated key file in the data directory.
+pub const KEY_FILE: &str = "hmac.key";
+/// The shortest key accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 32;
+
+/// One HMAC-SHA256 key.
+#[derive(Clone)]
+pub struct Key(Hmac<Sha256>);
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Key(<redacted>)")
+    }
+}
+
+impl Key {
+    fn new(bytes: &[u8]) -> Key {
+        // HMAC accepts keys of any length, so this cannot fail.
+        Key(Hmac::<Sha256>::new_from_slice(bytes).unwrap_or_else(|_| unreachable!()))
+    }
+
+    /// The MAC of `unsigned` followed by a closing `}`: the record's bytes as
+    /// they are with the signature field removed.
+    pub fn sign(&self, unsigned: &[u8]) -> [u8; 32] {
+        let mut mac = self.0.clone();
+        mac.update(unsigned);
+        mac.update(b"}");
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Checks `sig` against [`Key::sign`] of `unsigned`, in constant time.
+    pub fn verify(&self, unsigned: &[u8], sig: &[u8]) -> bool {
+        let mut mac = self.0.clone();
+        mac.update(unsigned);
+        mac.update(b"}");
+        mac.verify_slice(sig).is_ok()
+    }
+}
+
+/// The keys records can be signed with, by `key_id`, and the one new records
+/// are signed with.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    active: String,
+    keys: HashMap<String, Key>,
+}
+
+/// Why the key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(
+        "the HMAC key is {0} bytes long; it must be at least {MIN_KEY_LEN} (set hmac_key or AUDITLOG_HMAC_KEY to a longer secret)"
+    )]
+    TooShort(usize),
+    #[error("cannot read key file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create key file {path}: {source}")]
+    Create {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+impl Keyring {
+    /// A keyring holding one key, which is the active one.
+    pub fn new(key_id: &str, key: Vec<u8>) -> Keyring {
+        let mut keys = HashMap::new();
+        keys.insert(key_id.to_owned(), Key::new(&key));
+        Keyring {
+            active: key_id.to_owned(),
+            keys,
+        }
+    }
+
+    /// Loads the active key: `configured` when given, otherwise the key file in
+    /// `data_dir`, generated on first use.
+    pub fn load(
+        key_id: &str,
+        configured: Option<&[u8]>,
+        data_dir: &Path,
+    ) -> Result<Keyring, KeyError> {
+        let key = match configured {
+            Some(k) => k.to_vec(),
+            None => load_or_generate(&data_dir.join(KEY_FILE), "HMAC")?,
+        };
+        if key.len() < MIN_KEY_LEN {
+            return Err(KeyError::TooShort(key.len()));
+        }
+        Ok(Keyring::new(key_id, key))
+    }
+
+    /// The id and key new records are signed with.
+    pub fn active(&self) -> (&str, &Key) {
+        let key = &self.keys[&self.active];
+        (&self.active, key)
+    }
+
+    /// The key named `key_id`.
+    pub fn get(&self, key_id: &str) -> Option<&Key> {
+        self.keys.get(key_id)
+    }
+}
+
+/// The key in `path` (trailing whitespace ignored), or 32 random bytes as
+/// 64 hex characters written there with mode 0600 when the file does not
+/// exist. `what` names the key in the log line.
+pub(crate) fn load_or_generate(path: &Path, what: &str) -> Result<Vec<u8>, KeyError> {
+    match std::fs::read(path) {
+        Ok(mut bytes) => {
+            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                bytes.pop();
+            }
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut raw = [0u8; 32];
+            rand::fill(&mut raw);
+            let key = hex::encode(raw).into_bytes();
+            let create = |e| KeyError::Create {
+                path: path.display().to_string(),
+                source: e,
+            };
+            // create_new: two servers starting on one directory never
+            // overwrite each other's key.
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(create)?;
+            file.write_all(&key).map_err(create)?;
+            file.sync_all().map_err(create)?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir).map_err(create)?;
+            }
+            tracing::info!(path = %path.display(), "generated a new {what} key");
+            Ok(key)
+        }
+        Err(e) => Err(KeyError::Read {
+            path: path.display().to_string(),
+            source: e,
+        }),
+    }
+}
+
+/// A secret string: deserialised like a string, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret's value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_owned())
+    }
+}

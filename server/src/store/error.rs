@@ -1,0 +1,59 @@
+//! The store's one error type: every way a store operation can fail, each
+//! saying what was (or was not) written and what to do about it.
+//!
+//! Invariant: a write that fails with any of these left nothing behind
+//! (`DiskFull`, `Write`), or left the store refusing further writes
+//! (`Poisoned`); a verification finding is never one of them.
+
+use super::manifest;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the disk holding the data directory is full ({0}); nothing was written, free space and retry"
+    )]
+    DiskFull(std::io::Error),
+    #[error("writing the log failed ({0}); nothing was written")]
+    Write(std::io::Error),
+    #[error(
+        "the store stopped accepting writes after an fsync failure ({0}); restart the server to recover from what is on disk"
+    )]
+    Poisoned(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("cannot open the data directory {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("reading the log failed: {0}")]
+    Read(std::io::Error),
+    #[error("the log is damaged at seq {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+    #[error("rotating the log failed: {0}")]
+    Rotate(String),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
+impl StoreError {
+    /// An equivalent error: `StoreError` holds `io::Error`, which is not
+    /// `Clone`, and every caller of a failed group gets one.
+    pub(super) fn duplicate(&self) -> StoreError {
+        let io = |src: &std::io::Error| std::io::Error::new(src.kind(), src.to_string());
+        match self {
+            StoreError::DiskFull(src) => StoreError::DiskFull(io(src)),
+            StoreError::Write(src) => StoreError::Write(io(src)),
+            StoreError::Poisoned(r) => StoreError::Poisoned(r.clone()),
+            StoreError::Read(src) => StoreError::Read(io(src)),
+            StoreError::Corrupt { seq, reason } => StoreError::Corrupt {
+                seq: *seq,
+                reason: reason.clone(),
+            },
+            other => StoreError::Write(std::io::Error::other(other.to_string())),
+        }
+    }
+}

@@ -1,0 +1,622 @@
+//! The read path: records by position, from the active file with one
+//! `pread`, from a compressed segment by inflating its gzip member only as
+//! far as the record, through the cache of decompressed chunks (`cache`); a lead's
+//! history through each sealed segment's lead copy; large reads split over
+//! a few long-lived reader threads. [`Page`] is what a page of a selection
+//! reads as.
+//!
+//! Invariants: every line read is checked to be the record the index
+//! expects (its seq) before it is returned, and a mismatch is an error
+//! naming VerifyIntegrity, never another record; nothing read from a lead
+//! copy is served before its MAC and seq are checked, and whatever the copy
+//! lacks or gets wrong is read from the segment itself.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde_json::{Map, Value};
+
+use super::error::StoreError;
+use super::index::{Filter, Meta, Order};
+use super::leads;
+use super::record::{Decoded, Details, MacCheck, Record, RecordHead, parse_row};
+use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
+use super::shared::Shared;
+
+/// Marks a lead copy's members in the chunk cache (segment ids stay far below).
+const LEAD_COPY: u32 = 1 << 31;
+
+/// Reads of at least this many records are split over threads.
+const PARALLEL_READ_MIN: usize = 48;
+/// The most threads one read uses, the caller's included.
+const MAX_READ_THREADS: usize = 4;
+
+/// One page of the records a filter selects, read, with `details` as `D`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<D = Map<String, Value>> {
+    /// The records, in the order asked for.
+    pub records: Vec<Record<D>>,
+    /// The cursor of the next page (the seq of the last record here) when
+    /// more records match; `None` when this page is the last.
+    pub next: Option<u64>,
+}
+
+/// A few long-lived threads that read parts of large reads (long-lived, so
+/// the allocator's per-thread arenas are reused rather than multiplied).
+pub(super) struct Readers {
+    jobs: Mutex<Option<std::sync::mpsc::Sender<ReadJob>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    count: usize,
+}
+
+type ReadAnswer<T> = std::sync::mpsc::Receiver<Result<Vec<T>, StoreError>>;
+
+/// A part of a read, run on a reader thread; it sends its own answer.
+type ReadJob = Box<dyn FnOnce() + Send>;
+
+/// How one part of a read is read.
+type PartReader<T> = Arc<dyn Fn(&Shared, &[Meta]) -> Result<Vec<T>, StoreError> + Send + Sync>;
+
+impl Readers {
+    pub(super) fn start() -> Readers {
+        let count = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(MAX_READ_THREADS)
+            - 1;
+        let (tx, rx) = std::sync::mpsc::channel::<ReadJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..count {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("auditlog-reader-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(job) = job else { return };
+                        job();
+                    }
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => tracing::warn!(error = %e, "could not start a reader thread"),
+            }
+        }
+        Readers {
+            count: threads.len(),
+            jobs: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+        }
+    }
+
+    /// The records at `metas`, in their order, decoded as `T`; through the
+    /// lead copies when `lead` is given (every record at `metas` names it).
+    /// Blocking. A large read is split over the reader threads: a lead's
+    /// history in sealed segments touches one compressed chunk per record,
+    /// and inflating them is most of its cost.
+    pub(super) fn read<T: Decoded>(
+        &self,
+        shared: &Arc<Shared>,
+        lead: Option<&str>,
+        metas: &[Meta],
+    ) -> Result<Vec<T>, StoreError> {
+        let read: PartReader<T> = match lead {
+            Some(lead) => {
+                let lead: Arc<str> = lead.into();
+                Arc::new(move |shared, part| shared.read_lead_records(&lead, part))
+            }
+            None => Arc::new(|shared, part| shared.read_records(part)),
+        };
+        let helpers = self.count;
+        if helpers == 0 || metas.len() < PARALLEL_READ_MIN {
+            return read(shared, metas);
+        }
+        let per_part = metas.len().div_ceil(helpers + 1);
+        let mut parts = metas.chunks(per_part);
+        let mine = parts.next().unwrap_or_default();
+        let handed: Vec<_> = parts
+            .map(|part| self.hand(shared, part.to_vec(), Arc::clone(&read)))
+            .collect();
+        let mut records = read(shared, mine)?;
+        for answer in handed {
+            let part = answer.recv().map_err(|_| {
+                StoreError::Read(std::io::Error::other("a reader thread stopped"))
+            })??;
+            records.extend(part);
+        }
+        Ok(records)
+    }
+
+    /// Hands `metas` to a reader thread; the answer comes on the receiver.
+    fn hand<T: Decoded>(
+        &self,
+        shared: &Arc<Shared>,
+        metas: Vec<Meta>,
+        part: PartReader<T>,
+    ) -> ReadAnswer<T> {
+        let (reply, answer) = std::sync::mpsc::channel();
+        let shared = Arc::clone(shared);
+        let job: ReadJob = Box::new(move || {
+            let _ = reply.send(part(&shared, &metas));
+        });
+        let sent = self
+            .jobs
+            .lock()
+            .ok()
+            .and_then(|jobs| jobs.as_ref().map(|tx| tx.send(job)));
+        match sent {
+            Some(Ok(())) => {}
+            // No reader left: answer on this thread.
+            Some(Err(std::sync::mpsc::SendError(job))) => job(),
+            None => {}
+        }
+        answer
+    }
+
+    pub(super) fn stop(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let threads = self.threads.lock().map(|mut t| std::mem::take(&mut *t));
+        for t in threads.unwrap_or_default() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Shared {
+    /// Positions of up to `limit` records matching `filter` (see
+    /// [`super::index::Index::select`]), and the cursor of the page after
+    /// them: one more is selected to know whether there is one.
+    pub(super) fn select_page(
+        &self,
+        filter: &Filter,
+        order: Order,
+        cursor: Option<u64>,
+        max_seq: u64,
+        limit: usize,
+    ) -> (Vec<Meta>, Option<u64>) {
+        let mut metas =
+            self.index()
+                .select(filter, order, cursor, max_seq, limit.saturating_add(1));
+        let next = if metas.len() > limit {
+            metas.truncate(limit);
+            metas.last().map(|m| m.seq)
+        } else {
+            None
+        };
+        (metas, next)
+    }
+
+    /// `Store::page` on this thread.
+    pub(super) fn page<D: Details>(
+        &self,
+        filter: &Filter,
+        order: Order,
+        cursor: Option<u64>,
+        max_seq: u64,
+        limit: usize,
+    ) -> Result<Page<D>, StoreError> {
+        let (metas, next) = self.select_page(filter, order, cursor, max_seq, limit);
+        let records = match filter.lead_id.as_deref() {
+            Some(lead) => self.read_lead_records(lead, &metas)?,
+            None => self.read_records(&metas)?,
+        };
+        Ok(Page { records, next })
+    }
+
+    /// The segment holding `meta`, and `meta` as it is now: the sealer may
+    /// have moved the record into a compressed segment since `meta` was read.
+    fn locate(&self, meta: &Meta) -> Result<(Arc<SegmentFile>, Meta), StoreError> {
+        if let Some(seg) = self.segments().get(&meta.segment) {
+            return Ok((Arc::clone(seg), *meta));
+        }
+        let current = self.index().get(meta.seq).copied();
+        current
+            .and_then(|m| self.segments().get(&m.segment).map(|s| (Arc::clone(s), m)))
+            .ok_or_else(|| {
+                StoreError::Read(std::io::Error::other(format!(
+                    "seq {} is no longer stored (purged by retention)",
+                    meta.seq
+                )))
+            })
+    }
+
+    /// The records at `metas`, in order, on this thread. Each compressed
+    /// chunk is inflated once, only as far as the last record read from it.
+    pub(super) fn read_records<T: Decoded>(&self, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
+        let located = metas
+            .iter()
+            .map(|m| self.locate(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut reach: HashMap<(u32, u32), usize> = HashMap::new();
+        for (segment, meta) in &located {
+            if let SegmentFile::Gzip { .. } = **segment {
+                let (chunk, end) = chunk_reach(meta);
+                let r = reach.entry((meta.segment, chunk)).or_default();
+                *r = (*r).max(end);
+            }
+        }
+        located
+            .iter()
+            .map(|(segment, meta)| {
+                let need = reach
+                    .get(&(meta.segment, chunk_reach(meta).0))
+                    .copied()
+                    .unwrap_or(0);
+                self.parse_in(segment, meta, need)
+            })
+            .collect()
+    }
+
+    /// The records at `metas`, all of lead `lead`, in order, on this
+    /// thread: from each segment's lead copy where it has one and the line
+    /// there passes its MAC and seq checks, from the segment otherwise.
+    pub(super) fn read_lead_records<T: Decoded>(
+        &self,
+        lead: &str,
+        metas: &[Meta],
+    ) -> Result<Vec<T>, StoreError> {
+        let located = metas
+            .iter()
+            .map(|m| self.locate(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows: Vec<Option<T>> = std::iter::repeat_with(|| None).take(metas.len()).collect();
+        // Positions in `metas`, by segment, for segments with a copy of
+        // `lead`, with that copy and `lead`'s span in it.
+        let mut by_segment: Vec<(u32, &leads::LeadCopy, leads::Span, Vec<usize>)> = Vec::new();
+        for (i, (segment, meta)) in located.iter().enumerate() {
+            let SegmentFile::Gzip {
+                leads: Some(copy), ..
+            } = &**segment
+            else {
+                continue;
+            };
+            let Some(&span) = copy.spans.get(lead) else {
+                continue;
+            };
+            match by_segment.last_mut() {
+                Some((id, .., positions)) if *id == meta.segment => positions.push(i),
+                _ => by_segment.push((meta.segment, copy, span, vec![i])),
+            }
+        }
+        for (id, copy, span, positions) in by_segment {
+            let segment = &located[positions[0]].0;
+            let (chunk, range) = match self.lead_lines(id, copy, span) {
+                Ok(lines) => lines,
+                Err(e) => {
+                    tracing::warn!(segment = %segment.name(), error = %e, "lead copy unreadable; reading the segment");
+                    continue;
+                }
+            };
+            let by_seq: HashMap<u64, (RecordHead<'_>, &[u8])> = chunk[range]
+                .split(|b| *b == b'\n')
+                .filter_map(|line| RecordHead::peek(line).map(|head| (head.seq, (head, line))))
+                .collect();
+            let mut failed = Vec::new();
+            for i in positions {
+                let meta = &located[i].1;
+                let checked = by_seq
+                    .get(&meta.seq)
+                    .filter(|(head, line)| head.check_mac(line, &self.keyring) == MacCheck::Valid);
+                match checked.map(|(_, line)| parse_at::<T>(line, meta)) {
+                    Some(Ok(row)) => rows[i] = Some(row),
+                    _ => failed.push(meta.seq),
+                }
+            }
+            if let Some(first) = failed.first() {
+                tracing::warn!(
+                    segment = %segment.name(),
+                    records = failed.len(),
+                    first_seq = first,
+                    "lines in the lead copy are missing or fail their MAC or seq check; reading them from the segment"
+                );
+            }
+        }
+        let missing: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_none()).collect();
+        if !missing.is_empty() {
+            let metas: Vec<Meta> = missing.iter().map(|&i| metas[i]).collect();
+            for (i, row) in missing.into_iter().zip(self.read_records::<T>(&metas)?) {
+                rows[i] = Some(row);
+            }
+        }
+        Ok(rows.into_iter().flatten().collect())
+    }
+
+    /// The inflated member of `copy` holding a lead's lines, at `span`, and
+    /// where they are in it.
+    fn lead_lines(
+        &self,
+        segment: u32,
+        copy: &leads::LeadCopy,
+        span: leads::Span,
+    ) -> Result<(Arc<Vec<u8>>, std::ops::Range<usize>), StoreError> {
+        let start = span.offset as usize;
+        let end = start + span.bytes as usize;
+        // Cached beside the segment's own chunks, under a key they never use.
+        let chunk = self.chunk(
+            segment | LEAD_COPY,
+            span.chunk,
+            &copy.file,
+            &copy.chunks,
+            end,
+        )?;
+        if chunk.len() < end {
+            return Err(StoreError::Read(std::io::Error::other(
+                "the lead copy's member is shorter than its index says",
+            )));
+        }
+        Ok((chunk, start..end))
+    }
+
+    /// The record at `meta` in `segment`, decoded as `T`.
+    fn parse_in<T: Decoded>(
+        &self,
+        segment: &SegmentFile,
+        meta: &Meta,
+        need: usize,
+    ) -> Result<T, StoreError> {
+        self.with_line(segment, meta, need, |line| parse_at(line, meta))
+    }
+
+    /// Calls `f` with the line of the record at `meta` in `segment` (without
+    /// its newline); for a compressed segment, its chunk is inflated to at
+    /// least `need` bytes.
+    fn with_line<R>(
+        &self,
+        segment: &SegmentFile,
+        meta: &Meta,
+        need: usize,
+        f: impl FnOnce(&[u8]) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let strip =
+            |line: &[u8]| -> Result<R, StoreError> { f(line.strip_suffix(b"\n").unwrap_or(line)) };
+        match segment {
+            SegmentFile::Plain { file, .. } => {
+                let mut buf = vec![0u8; meta.len as usize];
+                file.read_exact_at(&mut buf, meta.offset)
+                    .map_err(StoreError::Read)?;
+                strip(&buf)
+            }
+            SegmentFile::Gzip { file, chunks, .. } => {
+                let (chunk_no, end) = chunk_reach(meta);
+                let inner = end - meta.len as usize;
+                let chunk = self.chunk(meta.segment, chunk_no, file, chunks, need.max(end))?;
+                strip(chunk.get(inner..end).ok_or_else(|| StoreError::Corrupt {
+                    seq: meta.seq,
+                    reason: "the segment index points outside its chunk".into(),
+                })?)
+            }
+        }
+    }
+
+    /// A decompressed chunk, at least its first `need` bytes, from the cache
+    /// or the file.
+    fn chunk(
+        &self,
+        segment: u32,
+        chunk_no: u32,
+        file: &File,
+        chunks: &[Chunk],
+        need: usize,
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
+        let key = (segment, chunk_no);
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key, need)) {
+            return Ok(hit);
+        }
+        let chunk = chunks
+            .get(chunk_no as usize)
+            .ok_or_else(|| StoreError::Read(std::io::Error::other("chunk out of range")))?;
+        let plain = Arc::new(read_chunk_prefix(file, chunk, need).map_err(StoreError::Read)?);
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(key, Arc::clone(&plain));
+        }
+        Ok(plain)
+    }
+
+    /// The record at `meta`, inflating only as far as its own line.
+    pub(super) fn read_record(&self, meta: &Meta) -> Result<Record, StoreError> {
+        let (segment, meta) = self.locate(meta)?;
+        // `need` 0: inflate only as far as this record's own line.
+        self.parse_in(&segment, &meta, 0)
+    }
+}
+
+/// For a record in a compressed segment: its chunk and where its line ends
+/// in it.
+fn chunk_reach(meta: &Meta) -> (u32, usize) {
+    let chunk = (meta.offset >> 32) as u32;
+    let inner = (meta.offset & 0xffff_ffff) as usize;
+    (chunk, inner + meta.len as usize)
+}
+
+/// Decodes the line read for `meta` and checks it is the record expected.
+fn parse_at<T: Decoded>(line: &[u8], meta: &Meta) -> Result<T, StoreError> {
+    let record: T = parse_row(line).map_err(|e| StoreError::Corrupt {
+        seq: meta.seq,
+        reason: format!("{e}; run VerifyIntegrity to locate the damage"),
+    })?;
+    if record.seq() != meta.seq {
+        return Err(StoreError::Corrupt {
+            seq: meta.seq,
+            reason: format!(
+                "the record at its position has seq {}; the file was changed outside the \
+                 server, run VerifyIntegrity",
+                record.seq()
+            ),
+        });
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::ControlFlow;
+
+    use serde::Deserialize;
+    use serde_json::{Value, json};
+
+    use crate::keys::Keyring;
+    use crate::store::{Durability, Filter, NewEvent, Order, Page, Record, Store, StoreConfig};
+
+    /// A store of `n` events, lead `L<seq % 3>`, rotated after the first half
+    /// so that reads cross a compressed segment (and its lead copy) and the
+    /// active file.
+    async fn store(n: u64) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            durability: Durability::Fsync,
+            max_segment_bytes: u64::MAX,
+            lead_copies: true,
+        };
+        let store = Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap();
+        for seq in 1..=n {
+            let Value::Object(details) = json!({"n": seq, "tags": ["a", seq]}) else {
+                unreachable!()
+            };
+            let event = NewEvent {
+                event_type: "email_sent".into(),
+                actor: "test".into(),
+                lead_id: Some(format!("L{}", seq % 3)),
+                workflow: None,
+                details,
+                idempotency_key: None,
+            };
+            store.append(vec![event]).await.unwrap();
+            if seq == n / 2 {
+                store.rotate(true).await.unwrap();
+            }
+        }
+        (dir, store)
+    }
+
+    fn seqs<D>(records: &[Record<D>]) -> Vec<u64> {
+        records.iter().map(|r| r.seq).collect()
+    }
+
+    /// Pages follow one another by their `next` cursor, in both orders and
+    /// through the lead copies, and together are the whole selection.
+    #[tokio::test]
+    async fn pages_chain_by_their_cursor_to_the_whole_selection() {
+        let (_dir, store) = store(40).await;
+        for (filter, want) in [
+            (Filter::default(), (1..=40).collect::<Vec<u64>>()),
+            (
+                Filter {
+                    lead_id: Some("L1".into()),
+                    ..Filter::default()
+                },
+                (1..=40).filter(|s| s % 3 == 1).collect(),
+            ),
+        ] {
+            for order in [Order::OldestFirst, Order::NewestFirst] {
+                let mut got = Vec::new();
+                let mut cursor = None;
+                loop {
+                    let page: Page = store.page(&filter, order, cursor, u64::MAX, 7).unwrap();
+                    assert!(page.records.len() <= 7);
+                    got.extend(seqs(&page.records));
+                    match page.next {
+                        Some(next) => {
+                            assert_eq!(Some(next), got.last().copied());
+                            cursor = Some(next);
+                        }
+                        None => break,
+                    }
+                }
+                let mut want = want.clone();
+                if order == Order::NewestFirst {
+                    want.reverse();
+                }
+                assert_eq!(got, want, "{filter:?} {order:?}");
+            }
+        }
+        let last: Page = store
+            .page(
+                &Filter::default(),
+                Order::OldestFirst,
+                Some(33),
+                u64::MAX,
+                7,
+            )
+            .unwrap();
+        assert_eq!(
+            (seqs(&last.records), last.next),
+            ((34..=40).collect(), None)
+        );
+        store.shutdown();
+    }
+
+    /// `details` in another form, decoded straight from the line, with every
+    /// other field as the default form reads it.
+    #[tokio::test]
+    async fn details_decode_into_the_form_the_reader_chooses() {
+        #[derive(Debug, Clone, PartialEq, Deserialize)]
+        struct Counted {
+            n: u64,
+            tags: Vec<Value>,
+        }
+        let (_dir, store) = store(12).await;
+        let filter = Filter::default();
+        let plain: Page = store
+            .page(&filter, Order::OldestFirst, None, u64::MAX, 100)
+            .unwrap();
+        let counted: Page<Counted> = store
+            .page(&filter, Order::OldestFirst, None, u64::MAX, 100)
+            .unwrap();
+        assert_eq!(plain.records.len(), 12);
+        for (p, c) in plain.records.iter().zip(&counted.records) {
+            assert_eq!(c.details.n, p.seq);
+            assert_eq!(Value::Array(c.details.tags.clone()), p.details["tags"]);
+            assert_eq!(
+                (&c.id, c.timestamp, &c.lead_id, &c.prev, &c.signature),
+                (&p.id, p.timestamp, &p.lead_id, &p.prev, &p.signature)
+            );
+        }
+        store.shutdown();
+    }
+
+    /// A scan hands over pages until the caller breaks, and `max_seq` bounds
+    /// it.
+    #[tokio::test]
+    async fn a_scan_stops_where_the_caller_or_max_seq_says() {
+        let (_dir, store) = store(30).await;
+        let mut seen = Vec::new();
+        let all = Filter::default();
+        store
+            .scan(
+                &all,
+                Order::OldestFirst,
+                Some(5),
+                25,
+                |records: Vec<Record>| {
+                    seen.extend(seqs(&records));
+                    ControlFlow::Continue(())
+                },
+            )
+            .unwrap();
+        assert_eq!(seen, (6..=25).collect::<Vec<_>>());
+        let mut pages = 0;
+        store
+            .scan(
+                &all,
+                Order::NewestFirst,
+                None,
+                u64::MAX,
+                |_: Vec<Record>| {
+                    pages += 1;
+                    ControlFlow::Break(())
+                },
+            )
+            .unwrap();
+        assert_eq!(pages, 1);
+        store.shutdown();
+    }
+}

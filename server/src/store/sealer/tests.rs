@@ -1,0 +1,424 @@
+use std::time::Duration;
+
+use super::*;
+use crate::keys::Keyring;
+use crate::store::manifest::Manifest;
+use crate::store::{Durability, Filter, NewEvent, Order, Record, Store, StoreConfig};
+use serde_json::{Map, Value};
+
+const N: u64 = 300;
+
+fn keyring() -> Keyring {
+    Keyring::new("k1", vec![5; 32])
+}
+
+fn open(dir: &Path) -> Store {
+    open_with(dir, true)
+}
+
+fn open_with(dir: &Path, lead_copies: bool) -> Store {
+    let config = StoreConfig {
+        data_dir: dir.to_path_buf(),
+        durability: Durability::Fsync,
+        max_segment_bytes: u64::MAX,
+        lead_copies,
+    };
+    Store::open(config, keyring()).unwrap()
+}
+
+/// A store holding `N` events in `audit.log`, closed.
+async fn build() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for chunk in (1..=N).collect::<Vec<_>>().chunks(50) {
+        let events = chunk
+            .iter()
+            .map(|i| NewEvent {
+                event_type: "email_sent".into(),
+                actor: "test".into(),
+                lead_id: Some(format!("L{}", i % 9)),
+                workflow: None,
+                details: Default::default(),
+                idempotency_key: None,
+            })
+            .collect();
+        store.append(events).await.unwrap();
+    }
+    store.shutdown();
+    dir
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Reopens the store after the "crash" and checks it: every event is
+/// there and readable, verification is clean, and once the sealer has
+/// finished the interrupted rotation, the segment is compressed, in the
+/// manifest, and no plain or temporary file is left.
+async fn check_recovers(dir: &Path) {
+    let store = open(dir);
+    assert_eq!(store.head(), N);
+    let records = store
+        .page::<Map<String, Value>>(
+            &Filter::default(),
+            Order::OldestFirst,
+            None,
+            u64::MAX,
+            10_000,
+        )
+        .unwrap()
+        .records;
+    assert_eq!(
+        records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=N).collect::<Vec<_>>()
+    );
+    for _ in 0..200 {
+        let names = files(dir);
+        let settled = !names
+            .iter()
+            .any(|n| n.ends_with(".tmp") || (n.ends_with(".log") && n != LOG_FILE));
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let names = files(dir);
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.ends_with(".tmp") || (n.ends_with(".log") && n != LOG_FILE)),
+        "left over: {names:?}"
+    );
+    let manifest = Manifest::load(dir, &keyring()).unwrap();
+    assert!(manifest.authentic);
+    assert_eq!(manifest.manifest.segments.len(), 1, "{names:?}");
+    assert_eq!(manifest.manifest.segments[0].last_seq, N);
+    let report = store.verify(0, 0, &[]).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.events_checked, N);
+    // The chain goes on in the new active file.
+    let receipt = store.append(vec![NewEvent {
+        event_type: "after".into(),
+        actor: "test".into(),
+        lead_id: None,
+        workflow: None,
+        details: Default::default(),
+        idempotency_key: None,
+    }]);
+    assert_eq!(receipt.await.unwrap()[0].seq, N + 1);
+    assert!(store.verify(0, 0, &[]).unwrap().findings.is_empty());
+    store.shutdown();
+}
+
+/// Step 3's manifest half, by hand.
+fn record_in_manifest(dir: &Path, plain: &str, info: &segment::SealedInfo) {
+    let (gz, idx) = names(plain);
+    let mut manifest = Manifest::load(dir, &keyring()).unwrap().manifest;
+    manifest.segments.push(SegmentEntry::new(gz, idx, info));
+    manifest.store(dir, &keyring()).unwrap();
+}
+
+#[tokio::test]
+async fn crash_after_the_rename_before_the_new_file() {
+    let dir = build().await;
+    let plain = "audit.20260101T000000.000000Z.log";
+    std::fs::rename(dir.path().join(LOG_FILE), dir.path().join(plain)).unwrap();
+    check_recovers(dir.path()).await;
+}
+
+#[tokio::test]
+async fn crash_after_seal() {
+    let dir = build().await;
+    seal(dir.path()).unwrap();
+    check_recovers(dir.path()).await;
+}
+
+#[tokio::test]
+async fn crash_during_compression() {
+    let dir = build().await;
+    let (plain, _) = seal(dir.path()).unwrap();
+    let (gz, idx) = names(&plain);
+    // Half a gzip file and no index, under their temporary names.
+    std::fs::write(dir.path().join(format!("{gz}.tmp")), [0x1f, 0x8b, 8, 0]).unwrap();
+    std::fs::write(dir.path().join(format!("{idx}.tmp")), b"ALIDX").unwrap();
+    check_recovers(dir.path()).await;
+}
+
+#[tokio::test]
+async fn crash_after_compression_before_the_manifest() {
+    let dir = build().await;
+    let (plain, _) = seal(dir.path()).unwrap();
+    compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
+    check_recovers(dir.path()).await;
+}
+
+#[tokio::test]
+async fn crash_during_the_manifest_write() {
+    let dir = build().await;
+    let (plain, _) = seal(dir.path()).unwrap();
+    compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
+    std::fs::write(
+        dir.path().join("manifest.json.tmp"),
+        b"{\"version\":1,\"segm",
+    )
+    .unwrap();
+    check_recovers(dir.path()).await;
+}
+
+#[tokio::test]
+async fn crash_after_the_manifest_before_the_delete() {
+    let (dir, _, _) = rotated(true).await;
+    check_recovers(dir.path()).await;
+}
+
+#[tokio::test]
+async fn a_completed_rotation_reopens_as_it_is() {
+    let (dir, plain, _) = rotated(true).await;
+    delete(dir.path(), &plain).unwrap();
+    check_recovers(dir.path()).await;
+}
+
+/// A rotation done by hand up to the manifest (steps 1 to 3, the plain
+/// file still there); returns the plain name and the segment's index.
+async fn rotated(lead_copy: bool) -> (tempfile::TempDir, String, SegmentIndex) {
+    let dir = build().await;
+    let (plain, _) = seal(dir.path()).unwrap();
+    let stop = AtomicBool::new(false);
+    let (info, index) = compress(dir.path(), &plain, &stop, lead_copy).unwrap();
+    record_in_manifest(dir.path(), &plain, &info);
+    (dir, plain, index)
+}
+
+fn lead_filter(lead: &str) -> Filter {
+    Filter {
+        lead_id: Some(lead.into()),
+        ..Filter::default()
+    }
+}
+
+/// A lead's whole history, read through `Store::page` as Query reads it.
+fn lead_history(store: &Store, lead: &str, order: Order) -> Vec<Record> {
+    store
+        .page(&lead_filter(lead), order, None, u64::MAX, 1000)
+        .unwrap()
+        .records
+}
+
+fn expected_seqs(lead: u64) -> Vec<u64> {
+    (1..=N).filter(|i| i % 9 == lead).collect()
+}
+
+#[tokio::test]
+async fn a_lead_history_is_read_from_the_lead_copy() {
+    let (dir, plain, _) = rotated(true).await;
+    delete(dir.path(), &plain).unwrap();
+    let (gz, _) = names(&plain);
+    let (copy_gz, copy_idx) = leads::names(&plain);
+    assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
+    // Spoil the segment itself, keeping its length: only reads that do
+    // not touch it still work.
+    let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
+    std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
+    let store = open(dir.path());
+    let history = lead_history(&store, "L3", Order::NewestFirst);
+    let mut want = expected_seqs(3);
+    want.reverse();
+    assert_eq!(history.iter().map(|r| r.seq).collect::<Vec<_>>(), want);
+    assert!(history.iter().all(|r| r.lead_id.as_deref() == Some("L3")));
+    let whole = store.page::<Map<String, Value>>(
+        &Filter::default(),
+        Order::OldestFirst,
+        None,
+        u64::MAX,
+        1000,
+    );
+    assert!(whole.is_err(), "the segment was spoiled");
+    store.shutdown();
+}
+
+#[tokio::test]
+async fn without_a_lead_copy_a_history_reads_the_segment() {
+    let (dir, plain, _) = rotated(false).await;
+    delete(dir.path(), &plain).unwrap();
+    let store = open_with(dir.path(), false);
+    let history = lead_history(&store, "L4", Order::OldestFirst);
+    let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, expected_seqs(4));
+    store.shutdown();
+    let names = files(dir.path());
+    assert!(!names.iter().any(|n| leads::is_copy_file(n)), "{names:?}");
+}
+
+#[tokio::test]
+async fn a_segment_without_a_lead_copy_gets_one_at_start() {
+    let (dir, plain, _) = rotated(false).await;
+    delete(dir.path(), &plain).unwrap();
+    let (copy_gz, copy_idx) = leads::names(&plain);
+    let store = open(dir.path());
+    for _ in 0..400 {
+        if dir.path().join(&copy_idx).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
+    store.shutdown();
+    assert!(!files(dir.path()).iter().any(|n| n.ends_with(".tmp")));
+    // The copy is whole: with the segment spoiled, histories still read.
+    let (gz, _) = names(&plain);
+    let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
+    std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
+    let store = open(dir.path());
+    let history = lead_history(&store, "L2", Order::OldestFirst);
+    let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, expected_seqs(2));
+    store.shutdown();
+}
+
+#[tokio::test]
+async fn a_forged_lead_copy_is_not_served() {
+    let (dir, plain, index) = rotated(true).await;
+    // A copy built from altered lines of the same lengths: well formed,
+    // every member and span where the index says, every MAC wrong.
+    let text = std::fs::read_to_string(dir.path().join(&plain)).unwrap();
+    let forged = dir.path().join("forged.txt");
+    std::fs::write(&forged, text.replace("email_sent", "email_sEnt")).unwrap();
+    let (copy_gz, copy_idx) = leads::names(&plain);
+    let stop = AtomicBool::new(false);
+    let (to_gz, to_idx) = (dir.path().join(copy_gz), dir.path().join(copy_idx));
+    durable::publish(leads::write(&forged, &index, &to_gz, &to_idx, &stop).unwrap()).unwrap();
+    std::fs::remove_file(&forged).unwrap();
+    delete(dir.path(), &plain).unwrap();
+    let store = open(dir.path());
+    let history = lead_history(&store, "L5", Order::OldestFirst);
+    assert_eq!(
+        history.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        expected_seqs(5)
+    );
+    assert!(history.iter().all(|r| r.event_type == "email_sent"));
+    store.shutdown();
+}
+
+#[tokio::test]
+async fn lead_copies_without_a_recorded_segment_are_removed() {
+    let (dir, plain, _) = rotated(true).await;
+    delete(dir.path(), &plain).unwrap();
+    let orphan = leads::names("audit.20200101T000000.000000Z.log");
+    for name in [&orphan.0, &orphan.1] {
+        std::fs::write(dir.path().join(name), b"left by a crash").unwrap();
+    }
+    let store = open(dir.path());
+    let names = files(dir.path());
+    assert!(
+        !names.contains(&orphan.0) && !names.contains(&orphan.1),
+        "{names:?}"
+    );
+    assert!(names.contains(&leads::names(&plain).0), "{names:?}");
+    store.shutdown();
+}
+
+fn one_event(n: u64) -> Vec<NewEvent> {
+    vec![NewEvent {
+        event_type: "email_sent".into(),
+        actor: "test".into(),
+        lead_id: Some(format!("L{}", n % 9)),
+        workflow: None,
+        details: Default::default(),
+        idempotency_key: None,
+    }]
+}
+
+/// Every seq of the store, read back.
+fn all_seqs(store: &Store) -> Vec<u64> {
+    let page = store.page::<Map<String, Value>>(
+        &Filter::default(),
+        Order::OldestFirst,
+        None,
+        u64::MAX,
+        1000,
+    );
+    page.unwrap().records.iter().map(|r| r.seq).collect()
+}
+
+/// A segment whose sealing fails at `step` stays readable, is tried again
+/// before each later job, and is compressed, recorded once and deleted
+/// once the cause is gone, with no restart.
+async fn failed_sealing_is_tried_again(step: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let trigger = dir.path().join("FAIL_SEALING");
+    std::fs::write(&trigger, step).unwrap();
+    store.append(one_event(1)).await.unwrap();
+    let failed = store.rotate(true).await;
+    assert!(
+        matches!(&failed, Err(StoreError::Rotate(m)) if m.contains(step)),
+        "{failed:?}"
+    );
+    let plain: Vec<String> = files(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".log") && n != LOG_FILE)
+        .collect();
+    assert_eq!(plain.len(), 1, "{:?}", files(dir.path()));
+    let gz = names(&plain[0]).0;
+    // Still failing: the retry before the next job fails too, and the
+    // next job itself fails for the same reason.
+    store.append(one_event(2)).await.unwrap();
+    assert!(store.rotate(true).await.is_err());
+    assert_eq!(all_seqs(&store), [1, 2]);
+
+    std::fs::remove_file(&trigger).unwrap();
+    store.append(one_event(3)).await.unwrap();
+    let third = store.rotate(true).await.unwrap().unwrap();
+    let left = files(dir.path());
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.ends_with(".tmp") || (n.ends_with(".log") && n != LOG_FILE)),
+        "left over: {left:?}"
+    );
+    let manifest = Manifest::load(dir.path(), &keyring()).unwrap().manifest;
+    let recorded: Vec<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    assert_eq!(recorded[0], gz);
+    assert_eq!(recorded[2], third.file);
+    assert_eq!(all_seqs(&store), [1, 2, 3]);
+    let report = store.verify(0, 0, &[]).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    // Three compressed segments and the active file, none twice.
+    assert_eq!(store.shared.segments().len(), 4);
+    store.shutdown();
+    // And a restart finds the same.
+    let store = open(dir.path());
+    assert_eq!(all_seqs(&store), [1, 2, 3]);
+    assert!(store.verify(0, 0, &[]).unwrap().findings.is_empty());
+    assert_eq!(store.shared.segments().len(), 4);
+    store.shutdown();
+}
+
+#[tokio::test]
+async fn a_failed_compression_is_tried_again_without_a_restart() {
+    failed_sealing_is_tried_again("compress").await;
+}
+
+#[tokio::test]
+async fn a_failed_delete_is_tried_again_alone() {
+    failed_sealing_is_tried_again("delete").await;
+}
+
+#[tokio::test]
+async fn a_damaged_index_file_is_rebuilt_from_the_segment() {
+    let (dir, plain, _) = rotated(true).await;
+    delete(dir.path(), &plain).unwrap();
+    let (_, idx) = names(&plain);
+    let original = std::fs::read(dir.path().join(&idx)).unwrap();
+    std::fs::write(dir.path().join(&idx), b"garbage").unwrap();
+    check_recovers(dir.path()).await;
+    // Rebuilt byte for byte.
+    assert_eq!(std::fs::read(dir.path().join(&idx)).unwrap(), original);
+}

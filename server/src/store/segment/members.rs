@@ -1,0 +1,390 @@
+//! Gzip members: how a sealed segment and its lead copy are compressed and
+//! read back.
+//!
+//! A compressed file is a multi-member gzip file: lines grouped into chunks
+//! of about [`CHUNK_BYTES`] (whole lines only), each compressed as its own
+//! member. `zcat` and `gzip -d` read it as one stream, so `zcat file | jq`
+//! works; the server inflates only the member that holds a record, and only
+//! as far as the record ([`read_chunk_prefix`]). [`Members`] reads the whole
+//! stream as `zcat` does, for verification and rebuilding.
+//!
+//! Invariant: what is read back is exactly the bytes that were compressed,
+//! or an error: a whole member read is checked against its CRC and length,
+//! and damage is never returned as wrong bytes or a panic.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::FileExt as _;
+
+use flate2::read::GzDecoder;
+use flate2::{Compress, Compression, Crc, Decompress, FlushCompress, FlushDecompress, Status};
+use sha2::{Digest as _, Sha256};
+
+/// Plain bytes per gzip member: small enough that reading one record
+/// decompresses little, large enough to compress well and inflate fast. A
+/// lead's history touches one member per record (a lead's events are spread
+/// over the log), while verification inflates every member: larger members
+/// make histories slower, smaller ones compress worse and slow verification
+/// down without making histories faster. The measured trade-off of 4, 8 and
+/// 16 KiB is in BENCHMARKS.md.
+pub const CHUNK_BYTES: usize = 8 * 1024;
+
+/// One gzip member of a sealed segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Chunk {
+    /// Where the member starts in the `.gz` file.
+    pub offset: u64,
+    /// Its compressed length.
+    pub compressed: u32,
+    /// The length of the lines it holds.
+    pub plain: u32,
+}
+
+/// The deflate level of sealed segments and lead copies: level 2 costs
+/// about 1% of disk against level 3 for markedly less CPU in background work
+/// every event pays for twice, while level 1 compresses much worse (the
+/// figures per level are in BENCHMARKS.md).
+const DEFLATE_LEVEL: u32 = 2;
+
+/// Writes gzip members one after another, reusing one deflate state (a
+/// fresh encoder per member would allocate and clear its tables every few
+/// KiB).
+pub(crate) struct Member {
+    deflate: Compress,
+    buf: Vec<u8>,
+    /// The bytes written so far: where the next member starts.
+    end: u64,
+}
+
+/// The fixed header of every member written: gzip, deflate, no flags, no
+/// time, fastest-compression hint absent, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+impl Member {
+    pub(crate) fn new() -> Member {
+        Member {
+            deflate: Compress::new(Compression::new(DEFLATE_LEVEL), false),
+            buf: Vec::with_capacity(CHUNK_BYTES * 2),
+            end: 0,
+        }
+    }
+
+    /// The bytes written so far.
+    pub(crate) fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Writes `plain` as the next member to `out` (hashing it into `hasher`
+    /// if given), and returns where it is.
+    pub(crate) fn write(
+        &mut self,
+        out: &mut impl Write,
+        hasher: Option<&mut Sha256>,
+        plain: &[u8],
+    ) -> std::io::Result<Chunk> {
+        self.deflate.reset();
+        self.buf.clear();
+        self.buf.extend_from_slice(&GZIP_HEADER);
+        loop {
+            let consumed = self.deflate.total_in() as usize;
+            if self.buf.capacity() - self.buf.len() < 64 {
+                self.buf.reserve(plain.len() / 2 + 64);
+            }
+            let status = self
+                .deflate
+                .compress_vec(&plain[consumed..], &mut self.buf, FlushCompress::Finish)
+                .map_err(std::io::Error::other)?;
+            if status == Status::StreamEnd {
+                break;
+            }
+        }
+        let mut crc = Crc::new();
+        crc.update(plain);
+        self.buf.extend_from_slice(&crc.sum().to_le_bytes());
+        self.buf
+            .extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        out.write_all(&self.buf)?;
+        if let Some(hasher) = hasher {
+            hasher.update(&self.buf);
+        }
+        let chunk = Chunk {
+            offset: self.end,
+            compressed: self.buf.len() as u32,
+            plain: plain.len() as u32,
+        };
+        self.end += self.buf.len() as u64;
+        Ok(chunk)
+    }
+}
+
+/// Reads and decompresses one chunk of a sealed segment.
+pub fn read_chunk(file: &File, chunk: &Chunk) -> std::io::Result<Vec<u8>> {
+    read_chunk_prefix(file, chunk, chunk.plain as usize)
+}
+
+/// Decompresses the start of a chunk, at least its first `need` bytes: a
+/// record's line is complete once the decompressor has passed its end, so
+/// reading one record stops there rather than inflating the whole member.
+/// With `need` at or past the chunk's length, the whole chunk is read and
+/// checked (length and CRC).
+pub fn read_chunk_prefix(file: &File, chunk: &Chunk, need: usize) -> std::io::Result<Vec<u8>> {
+    let whole = chunk.plain as usize;
+    let mut compressed = vec![0u8; chunk.compressed as usize];
+    file.read_exact_at(&mut compressed, chunk.offset)?;
+    let bad = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("chunk at offset {}: {what}", chunk.offset),
+        )
+    };
+    // Members this server wrote have the fixed 10-byte header; anything
+    // else (another tool recompressed the file) goes through the general
+    // decoder.
+    let Some(deflated) = compressed
+        .strip_prefix(&GZIP_HEADER[..4])
+        .and_then(|_| compressed.get(10..compressed.len().checked_sub(8)?))
+    else {
+        return read_member_general(&compressed, whole, need).map_err(|e| bad(e.to_string()));
+    };
+    let limit = need.min(whole);
+    let mut plain = vec![0u8; limit];
+    let (status, out) = INFLATE.with(|cell| {
+        let mut inflate = cell.borrow_mut();
+        inflate.reset(false);
+        let status = inflate.decompress(deflated, &mut plain, FlushDecompress::None);
+        (status, inflate.total_out() as usize)
+    });
+    let status = status.map_err(|e| bad(format!("not valid deflate data ({e})")))?;
+    if limit < whole {
+        if out < limit {
+            return Err(bad(format!("holds {out} bytes, the index says {whole}")));
+        }
+        return Ok(plain);
+    }
+    if status != Status::StreamEnd || out != whole {
+        return Err(bad(format!(
+            "holds more or fewer bytes than the {whole} the index says"
+        )));
+    }
+    let trailer = &compressed[compressed.len() - 8..];
+    let mut crc = Crc::new();
+    crc.update(&plain);
+    if trailer[..4] != crc.sum().to_le_bytes() || trailer[4..] != (whole as u32).to_le_bytes() {
+        return Err(bad("its CRC or length does not match its contents".into()));
+    }
+    Ok(plain)
+}
+
+thread_local! {
+    /// One raw inflate state per reading thread, reset per member.
+    static INFLATE: std::cell::RefCell<Decompress> =
+        std::cell::RefCell::new(Decompress::new(false));
+}
+
+/// Any gzip member, through the general decoder.
+fn read_member_general(compressed: &[u8], whole: usize, need: usize) -> std::io::Result<Vec<u8>> {
+    let mut decoder = GzDecoder::new(compressed);
+    let mut plain = Vec::with_capacity(need.min(whole));
+    if need >= whole {
+        decoder.read_to_end(&mut plain)?;
+        if plain.len() != whole {
+            return Err(std::io::Error::other(format!(
+                "holds {} bytes, the index says {whole}",
+                plain.len()
+            )));
+        }
+        return Ok(plain);
+    }
+    let mut step = [0u8; 4096];
+    while plain.len() < need {
+        let n = decoder.read(&mut step)?;
+        if n == 0 {
+            return Err(std::io::Error::other(format!(
+                "holds {} bytes, the index says {whole}",
+                plain.len()
+            )));
+        }
+        plain.extend_from_slice(&step[..n]);
+    }
+    Ok(plain)
+}
+
+/// Reads a multi-member gzip stream as one stream of plain bytes, as
+/// `zcat` does (and `flate2`'s `MultiGzDecoder`), with one raw inflate state
+/// reused for every member: a sealed segment holds a member per few KiB of
+/// lines, so per-member setup would otherwise be a large part of reading it.
+/// Each member's CRC and length are checked; a stream that ends inside a
+/// member is an error.
+pub struct Members<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    inflate: Decompress,
+    in_member: bool,
+    crc: Crc,
+}
+
+impl<R: Read> Members<R> {
+    pub fn new(inner: R) -> Members<R> {
+        Members {
+            inner,
+            buf: vec![0u8; 256 * 1024].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            inflate: Decompress::new(false),
+            in_member: false,
+            crc: Crc::new(),
+        }
+    }
+
+    /// Makes at least `k` unread bytes available; false at the end of the
+    /// input with fewer.
+    fn fill(&mut self, k: usize) -> std::io::Result<bool> {
+        while self.end - self.start < k {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                // Only a header field longer than the buffer gets here.
+                return Err(invalid("a gzip header field is too long"));
+            }
+            let n = self.inner.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            self.end += n;
+        }
+        Ok(true)
+    }
+
+    /// Skips a zero-terminated header field.
+    fn skip_zero_terminated(&mut self) -> std::io::Result<()> {
+        loop {
+            if !self.fill(1)? {
+                return Err(truncated());
+            }
+            let b = self.buf[self.start];
+            self.start += 1;
+            if b == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads a member header; false at a clean end of the stream.
+    fn header(&mut self) -> std::io::Result<bool> {
+        if !self.fill(10)? {
+            return if self.start == self.end {
+                Ok(false)
+            } else {
+                Err(truncated())
+            };
+        }
+        let h = &self.buf[self.start..self.start + 10];
+        if h[..3] != GZIP_HEADER[..3] {
+            return Err(invalid("not a gzip member"));
+        }
+        let flags = h[3];
+        self.start += 10;
+        if flags & 0x04 != 0 {
+            // FEXTRA: two bytes of length, then that many bytes.
+            if !self.fill(2)? {
+                return Err(truncated());
+            }
+            let len = usize::from(u16::from_le_bytes([
+                self.buf[self.start],
+                self.buf[self.start + 1],
+            ]));
+            self.start += 2;
+            if !self.fill(len)? {
+                return Err(truncated());
+            }
+            self.start += len;
+        }
+        if flags & 0x08 != 0 {
+            self.skip_zero_terminated()?; // FNAME
+        }
+        if flags & 0x10 != 0 {
+            self.skip_zero_terminated()?; // FCOMMENT
+        }
+        if flags & 0x02 != 0 {
+            // FHCRC
+            if !self.fill(2)? {
+                return Err(truncated());
+            }
+            self.start += 2;
+        }
+        self.inflate.reset(false);
+        self.crc.reset();
+        self.in_member = true;
+        Ok(true)
+    }
+
+    fn trailer(&mut self) -> std::io::Result<()> {
+        if !self.fill(8)? {
+            return Err(truncated());
+        }
+        let t = &self.buf[self.start..self.start + 8];
+        let crc = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+        let size = u32::from_le_bytes([t[4], t[5], t[6], t[7]]);
+        if crc != self.crc.sum() || size != self.crc.amount() {
+            return Err(invalid(
+                "a gzip member's CRC or length does not match its contents",
+            ));
+        }
+        self.start += 8;
+        self.in_member = false;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for Members<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_member && !self.header()? {
+                return Ok(0);
+            }
+            if self.start == self.end && !self.fill(1)? {
+                return Err(truncated());
+            }
+            let (in_before, out_before) = (self.inflate.total_in(), self.inflate.total_out());
+            let status = self
+                .inflate
+                .decompress(&self.buf[self.start..self.end], out, FlushDecompress::None)
+                .map_err(|e| invalid(&format!("not valid deflate data ({e})")))?;
+            let used = (self.inflate.total_in() - in_before) as usize;
+            let n = (self.inflate.total_out() - out_before) as usize;
+            self.start += used;
+            self.crc.update(&out[..n]);
+            if status == Status::StreamEnd {
+                self.trailer()?;
+            } else if used == 0 && n == 0 {
+                // The inflater wants more input than is buffered.
+                let have = self.end - self.start;
+                if !self.fill(have + 1)? {
+                    return Err(truncated());
+                }
+            }
+            if n > 0 {
+                return Ok(n);
+            }
+        }
+    }
+}
+
+fn invalid(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned())
+}
+
+fn truncated() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the gzip stream ends inside a member",
+    )
+}

@@ -1,0 +1,183 @@
+//! Segments: the files the log is split into.
+//!
+//! - The **active** segment is `audit.log`, plain JSON Lines, appended to by
+//!   the writer.
+//! - When it passes `max_file_size_mb` the writer **seals** it by renaming it
+//!   to `audit.<UTC time>.log` and starts a new `audit.log`.
+//! - In the background the sealed file is **compressed** to
+//!   `audit.<UTC time>.log.gz` with a sidecar index `audit.<UTC time>.idx`.
+//!
+//! The `.gz` is a multi-member gzip file of whole lines ([`members`]); the
+//! server decompresses only the member that holds a record. The `.idx` file
+//! ([`idx`]) lets start-up rebuild the in-memory index without decompressing
+//! anything. Beside them, compression writes the segment's lead copy
+//! (`leads.rs`).
+//!
+//! Invariant: compression keeps every byte of every line (a stray torn tail
+//! included, so verification sees exactly what was there), and its files are
+//! only staged (`crate::durable`): the caller puts them in place together.
+
+pub mod idx;
+pub mod members;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use sha2::{Digest as _, Sha256};
+
+pub use idx::{SegmentError, SegmentIndex};
+pub use members::{Chunk, Members, read_chunk_prefix};
+
+use super::leads::LeadCopy;
+use super::record::IndexFields;
+use crate::durable::{self, Staged};
+use idx::IndexBuilder;
+use members::{CHUNK_BYTES, Member};
+
+/// What sealing learned about a segment, for the manifest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealedInfo {
+    pub events: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub first_timestamp: i64,
+    pub last_timestamp: i64,
+    pub first_prev: String,
+    pub last_signature: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub index_sha256: String,
+    pub event_types: BTreeMap<String, u64>,
+    pub workflows: BTreeMap<String, u64>,
+    pub leads: u64,
+}
+
+/// A sealed segment, compressed: what sealing learned, its index, and its
+/// `.gz` and `.idx`, staged for the caller to publish.
+pub(crate) struct Compressed {
+    pub info: SealedInfo,
+    pub index: SegmentIndex,
+    pub staged: Vec<Staged>,
+}
+
+/// Compresses the sealed plain segment `plain` into `gz` and its index into
+/// `idx`, keeping every byte of every line. Both are staged (written and
+/// fsynced under their `.tmp` names) for the caller to publish. Checks
+/// `stop` between chunks.
+pub(crate) fn compress(
+    plain: &Path,
+    gz: &Path,
+    idx: &Path,
+    stop: &AtomicBool,
+) -> Result<Compressed, SegmentError> {
+    let mut reader = BufReader::with_capacity(1 << 20, File::open(plain)?);
+    let (gz, (mut info, index)) = durable::stage(gz, |file| {
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = Sha256::new();
+        let mut builder = IndexBuilder::default();
+        let mut info = SealedInfo::default();
+        let mut leads = HashSet::new();
+        let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
+        let mut line = Vec::with_capacity(4096);
+        let mut member = Member::new();
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            if line.last() != Some(&b'\n') {
+                // A sealed segment always ends with a whole line; keep stray
+                // bytes anyway so verification sees exactly what was there.
+                line.push(b'\n');
+            }
+            if let Some(record) = IndexFields::parse(&line[..line.len() - 1]) {
+                let chunk_no = builder.index.chunks.len() as u32;
+                builder.row(&record, chunk_no, chunk.len() as u32, line.len() as u32);
+                info.note(&record, &mut leads);
+            }
+            chunk.extend_from_slice(&line);
+            if chunk.len() >= CHUNK_BYTES {
+                if stop.load(Ordering::Relaxed) {
+                    return Err(SegmentError::Stopped);
+                }
+                let written = member.write(&mut out, Some(&mut hasher), &chunk)?;
+                builder.index.chunks.push(written);
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            let written = member.write(&mut out, Some(&mut hasher), &chunk)?;
+            builder.index.chunks.push(written);
+        }
+        out.flush()?;
+        info.sha256 = hex::encode(hasher.finalize());
+        info.bytes = member.end();
+        info.leads = leads.len() as u64;
+        Ok((info, builder.index))
+    })?;
+    let encoded = index.encode();
+    info.index_sha256 = hex::encode(Sha256::digest(&encoded));
+    let (idx, ()) = durable::stage(idx, |f| f.write_all(&encoded))?;
+    Ok(Compressed {
+        info,
+        index,
+        staged: vec![gz, idx],
+    })
+}
+
+impl SealedInfo {
+    fn note(&mut self, r: &IndexFields<'_>, leads: &mut HashSet<String>) {
+        if self.events == 0 {
+            self.first_seq = r.seq;
+            self.first_timestamp = r.timestamp;
+            r.prev.as_ref().clone_into(&mut self.first_prev);
+        }
+        self.events += 1;
+        self.last_seq = r.seq;
+        self.last_timestamp = r.timestamp;
+        r.signature.as_ref().clone_into(&mut self.last_signature);
+        *self
+            .event_types
+            .entry(r.event_type.to_string())
+            .or_default() += 1;
+        if let Some(w) = r.workflow.as_deref() {
+            *self.workflows.entry(w.to_owned()).or_default() += 1;
+        }
+        if let Some(l) = r.lead_id.as_deref()
+            && !leads.contains(l)
+        {
+            leads.insert(l.to_owned());
+        }
+    }
+}
+
+/// An open segment file, for reading records by position.
+#[derive(Debug)]
+pub enum SegmentFile {
+    /// The active segment, or a sealed one not yet compressed.
+    Plain { name: String, file: File },
+    /// A compressed segment, its chunk table, and its lead copy if it has
+    /// one.
+    Gzip {
+        name: String,
+        file: File,
+        chunks: Vec<Chunk>,
+        leads: Option<LeadCopy>,
+    },
+}
+
+impl SegmentFile {
+    /// The file's name in the data directory (when it was opened).
+    pub fn name(&self) -> &str {
+        match self {
+            SegmentFile::Plain { name, .. } | SegmentFile::Gzip { name, .. } => name,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+use std::io::Read;
+
+use flate2::Compression;
+
+use super::members::read_chunk;
+use super::*;
+use crate::keys::Keyring;
+use crate::store::record::{GENESIS, NewEvent, Record};
+
+fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
+    let keys = Keyring::new("k1", vec![3; 32]);
+    let mut prev = GENESIS.to_owned();
+    let lines: Vec<Vec<u8>> = (1..=n)
+        .map(|seq| {
+            let mut details = serde_json::Map::new();
+            details.insert("n".into(), seq.into());
+            let ev = NewEvent {
+                event_type: if seq % 5 == 0 { "error" } else { "email_sent" }.into(),
+                actor: "a".into(),
+                lead_id: Some(format!("L{}", seq % 7)),
+                workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
+                details,
+                idempotency_key: (seq == 3).then(|| "key3".to_owned()),
+            };
+            let (r, line) =
+                Record::seal(ev, seq, format!("id{seq}"), seq as i64, None, &prev, &keys);
+            prev = r.signature;
+            line
+        })
+        .collect();
+    std::fs::write(path, lines.concat()).unwrap();
+    lines
+}
+
+/// `n` records written plain and compressed in a temp dir.
+struct Fixture {
+    /// Holds the files: bind it, or they are gone.
+    dir: tempfile::TempDir,
+    gz: std::path::PathBuf,
+    idx: std::path::PathBuf,
+    lines: Vec<Vec<u8>>,
+    info: SealedInfo,
+    index: SegmentIndex,
+}
+
+fn compressed(n: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, gz, idx) = (
+        dir.path().join("s.log"),
+        dir.path().join("s.log.gz"),
+        dir.path().join("s.idx"),
+    );
+    let lines = write_plain(&plain, n);
+    let Compressed {
+        info,
+        index,
+        staged,
+    } = compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
+    durable::publish(staged).unwrap();
+    Fixture {
+        dir,
+        gz,
+        idx,
+        lines,
+        info,
+        index,
+    }
+}
+
+#[test]
+fn compressed_segment_keeps_every_byte_and_indexes_every_record() {
+    let Fixture {
+        dir: _dir,
+        gz,
+        idx,
+        lines,
+        info,
+        index,
+    } = compressed(500);
+    assert!(index.chunks.len() > 1, "expected several gzip members");
+    assert_eq!((info.first_seq, info.last_seq, info.events), (1, 500, 500));
+    assert_eq!(info.first_prev, GENESIS);
+    assert_eq!(info.event_types["error"], 100);
+    assert_eq!(info.leads, 7);
+    assert_eq!(info.sha256, sha256_file(&gz).unwrap());
+
+    // The whole file decompresses (as zcat would) to the original bytes.
+    let mut all = Vec::new();
+    flate2::read::MultiGzDecoder::new(File::open(&gz).unwrap())
+        .read_to_end(&mut all)
+        .unwrap();
+    assert_eq!(all, lines.concat());
+
+    // Each row points at its line; the idx round-trips.
+    let decoded = SegmentIndex::decode(&std::fs::read(&idx).unwrap()).unwrap();
+    assert_eq!(decoded, index);
+    let file = File::open(&gz).unwrap();
+    for row in [&index.rows[0], &index.rows[250], &index.rows[499]] {
+        let chunk = read_chunk(&file, &index.chunks[row.chunk as usize]).unwrap();
+        let line = &chunk[row.offset as usize..(row.offset + row.len) as usize];
+        assert_eq!(line, lines[(row.seq - 1) as usize].as_slice());
+    }
+    assert_eq!(index.opt(index.rows[2].idempotency_key), Some("key3"));
+}
+
+/// Every row read through a prefix just long enough for it, through the
+/// whole member, and through a member another gzip writer made (with a
+/// file name in its header) gives the line; a flipped byte is an error.
+#[test]
+fn chunks_read_whole_or_in_part_and_damage_is_an_error() {
+    let Fixture {
+        dir,
+        gz,
+        lines,
+        index,
+        ..
+    } = compressed(300);
+    let file = File::open(&gz).unwrap();
+    for row in &index.rows {
+        let chunk = &index.chunks[row.chunk as usize];
+        let end = (row.offset + row.len) as usize;
+        let part = read_chunk_prefix(&file, chunk, end).unwrap();
+        assert!(part.len() >= end);
+        assert_eq!(
+            &part[row.offset as usize..end],
+            lines[(row.seq - 1) as usize].as_slice()
+        );
+        let whole = read_chunk(&file, chunk).unwrap();
+        assert_eq!(whole.len(), chunk.plain as usize);
+        assert_eq!(&whole[..end], &part[..end]);
+    }
+
+    // A member with a file name in its header (as `gzip` writes one).
+    let member_plain = lines[..5].concat();
+    let mut enc = flate2::GzBuilder::new()
+        .filename("x.log")
+        .write(Vec::new(), Compression::default());
+    enc.write_all(&member_plain).unwrap();
+    let foreign = enc.finish().unwrap();
+    let path = dir.path().join("foreign.gz");
+    std::fs::write(&path, &foreign).unwrap();
+    let foreign_chunk = Chunk {
+        offset: 0,
+        compressed: foreign.len() as u32,
+        plain: member_plain.len() as u32,
+    };
+    let f = File::open(&path).unwrap();
+    assert_eq!(read_chunk(&f, &foreign_chunk).unwrap(), member_plain);
+    assert_eq!(
+        &read_chunk_prefix(&f, &foreign_chunk, 10).unwrap()[..10],
+        &member_plain[..10]
+    );
+
+    // A flipped byte in the deflate data or the CRC is an error, never
+    // wrong bytes or a panic.
+    let mut bytes = std::fs::read(&gz).unwrap();
+    let first = index.chunks[0];
+    let last_byte = (first.offset + u64::from(first.compressed) - 5) as usize;
+    bytes[last_byte] ^= 0x40;
+    std::fs::write(&gz, &bytes).unwrap();
+    let file = File::open(&gz).unwrap();
+    assert!(read_chunk(&file, &first).is_err());
+    // The index claiming more bytes than the member holds.
+    let longer = Chunk {
+        plain: index.chunks[1].plain + 1,
+        ..index.chunks[1]
+    };
+    assert!(read_chunk(&file, &longer).is_err());
+    assert!(read_chunk_prefix(&file, &longer, longer.plain as usize - 1).is_ok());
+}
+
+/// The member reader gives what `zcat` gives, whatever the read sizes,
+/// also across members with header fields; a cut or a bad CRC is an
+/// error, never short or wrong data.
+#[test]
+fn members_read_like_zcat_and_refuse_damage() {
+    let Fixture {
+        dir: _dir,
+        gz,
+        lines,
+        ..
+    } = compressed(400);
+    let mut bytes = std::fs::read(&gz).unwrap();
+    // A member from another writer, with a name and a comment.
+    let mut enc = flate2::GzBuilder::new()
+        .filename("x.log")
+        .comment("c")
+        .extra(vec![1, 2, 3])
+        .write(Vec::new(), Compression::default());
+    enc.write_all(b"{\"more\":1}\n").unwrap();
+    bytes.extend(enc.finish().unwrap());
+    let mut expected = lines.concat();
+    expected.extend_from_slice(b"{\"more\":1}\n");
+
+    for step in [1usize, 7, 4096, 1 << 20] {
+        let mut r = Members::new(bytes.as_slice());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; step];
+        loop {
+            let n = r.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, expected, "read {step} at a time");
+    }
+
+    for cut in [1, 9, 30, bytes.len() / 2, bytes.len() - 1] {
+        let mut out = Vec::new();
+        let r = Members::new(&bytes[..cut]).read_to_end(&mut out);
+        assert!(r.is_err(), "cut at {cut} read as whole");
+    }
+    let mut bad_crc = std::fs::read(&gz).unwrap();
+    let n = bad_crc.len();
+    bad_crc[n - 6] ^= 1;
+    let mut out = Vec::new();
+    assert!(
+        Members::new(bad_crc.as_slice())
+            .read_to_end(&mut out)
+            .is_err()
+    );
+    let mut out = Vec::new();
+    assert!(
+        Members::new(&b"not gzip at all"[..])
+            .read_to_end(&mut out)
+            .is_err()
+    );
+}
+
+/// SHA-256 of a file, as hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        hasher.update(&buf[..n]);
+    }
+}

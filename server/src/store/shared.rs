@@ -1,0 +1,98 @@
+//! The state the store's threads share: the writer, the syncer, the
+//! sealer, retention and every reader reach the index, the segment table,
+//! the manifest and the poison flag through one [`Shared`], and the names of
+//! the files every one of them works on are here.
+//!
+//! Invariants (each field says its own): lock order is `index` before
+//! `segments`; a segment is in the table before any index entry points at
+//! it and leaves only after none does; once `poisoned` is set it is never
+//! cleared in this process.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+
+use tokio::sync::broadcast;
+
+use super::cache::ChunkCache;
+use super::error::StoreError;
+use super::index::Index;
+use super::manifest::Manifest;
+use super::record::Record;
+use super::segment::SegmentFile;
+use crate::keys::Keyring;
+
+/// The active segment's name in the data directory.
+pub const LOG_FILE: &str = "audit.log";
+/// Where recovery moves bytes it cuts from the end of the log.
+pub const QUARANTINE_FILE: &str = "audit.log.quarantine";
+
+/// One group of records the writer committed, in seq order.
+pub type Committed = Arc<Vec<Record>>;
+
+/// State the writer, the sealer and the readers share.
+pub(super) struct Shared {
+    pub(super) dir: PathBuf,
+    pub(super) index: RwLock<Index>,
+    /// Open segment files by id. Lock order: `index` before `segments`. A
+    /// segment is added before any meta points at it and removed only after
+    /// none does.
+    pub(super) segments: RwLock<HashMap<u32, Arc<SegmentFile>>>,
+    pub(super) next_segment: AtomicU32,
+    pub(super) keyring: Keyring,
+    pub(super) hub: broadcast::Sender<Committed>,
+    /// Set when an fsync failed: the page cache can no longer be trusted, so
+    /// no further write is accepted until a restart recovers from disk.
+    pub(super) poisoned: AtomicBool,
+    pub(super) poison_reason: Mutex<String>,
+    /// The manifest as last written; every change goes through this lock.
+    pub(super) manifest: Mutex<Manifest>,
+    pub(super) cache: Mutex<ChunkCache>,
+    /// Tells the sealer to stop between chunks (shutdown).
+    pub(super) stop: AtomicBool,
+    /// Whether compression writes lead copies.
+    pub(super) lead_copies: bool,
+    /// The committed length of the active file, kept by the syncer.
+    pub(super) active_len: AtomicU64,
+    /// The highest seq in the index, kept by the syncer.
+    pub(super) indexed_seq: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn index(&self) -> RwLockReadGuard<'_, Index> {
+        // A poisoned lock means a reader panicked mid-read; the index itself
+        // is only changed between whole records, so it is sound.
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn segments(&self) -> RwLockReadGuard<'_, HashMap<u32, Arc<SegmentFile>>> {
+        self.segments.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn add_segment(&self, segment: SegmentFile) -> u32 {
+        let id = self.next_segment.fetch_add(1, Ordering::Relaxed);
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(segment));
+        id
+    }
+
+    pub(super) fn poison(&self, reason: String) {
+        tracing::error!(%reason, "store refuses further writes");
+        if let Ok(mut r) = self.poison_reason.lock() {
+            *r = reason;
+        }
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    pub(super) fn poison_error(&self) -> StoreError {
+        let reason = self
+            .poison_reason
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        StoreError::Poisoned(reason)
+    }
+}

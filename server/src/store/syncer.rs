@@ -1,0 +1,169 @@
+//! The syncer: the second half of the pipelined group commit (see
+//! `writer`). It makes every group written so far durable with one
+//! `fdatasync`, then adds the groups to the index, publishes them to
+//! subscribers and answers their callers, group by group in seq order;
+//! meanwhile the writer builds and writes the next group.
+//!
+//! Invariant: nothing is indexed, published or acknowledged before its
+//! `fdatasync` returned (under the default durability); a failed one
+//! poisons the store, and every group waiting fails with it.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+
+use tokio::sync::oneshot;
+
+use super::error::StoreError;
+use super::record::Record;
+use super::shared::Shared;
+use super::{Durability, Receipt};
+
+/// How many written groups may wait for the syncer before the writer waits.
+pub(super) const SYNC_QUEUE: usize = 2;
+
+/// What the writer hands the syncer.
+pub(super) enum ToSyncer {
+    /// A group written to `file`, to be made durable and then acknowledged.
+    Group(Written),
+    /// Answer once every group sent before is durable and acknowledged.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
+/// A group commit written but not yet durable.
+pub(super) struct Written {
+    pub(super) file: Arc<File>,
+    /// The active file's length once this group is in it.
+    pub(super) end: u64,
+    pub(super) segment: u32,
+    pub(super) records: Vec<Record>,
+    pub(super) positions: Vec<(u64, u32)>,
+    pub(super) staged: Vec<Staged>,
+}
+
+/// A request's outcome while its group is being built.
+pub(super) struct Staged {
+    pub(super) reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+    pub(super) receipts: Vec<Receipt>,
+}
+
+/// The syncer: makes written groups durable, then indexes, publishes and
+/// acknowledges them, in the order they were written.
+pub(super) struct Syncer {
+    shared: Arc<Shared>,
+    durability: Durability,
+}
+
+impl Syncer {
+    pub fn new(shared: Arc<Shared>, durability: Durability) -> Syncer {
+        Syncer { shared, durability }
+    }
+
+    /// Serves the writer until it hangs up.
+    pub fn run(self, rx: &Receiver<ToSyncer>) {
+        while let Ok(first) = rx.recv() {
+            let mut groups = Vec::new();
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    ToSyncer::Group(g) => groups.push(g),
+                    ToSyncer::Flush(ack) => flushes.push(ack),
+                }
+                next = rx.try_recv().ok();
+            }
+            if !groups.is_empty() {
+                self.complete(groups);
+            }
+            for ack in flushes {
+                let _ = ack.send(());
+            }
+        }
+    }
+
+    /// One fsync for every group waiting, then their acknowledgements.
+    fn complete(&self, groups: Vec<Written>) {
+        let synced = if self.shared.poisoned.load(Ordering::Acquire) {
+            Err(self.shared.poison_error())
+        } else {
+            self.sync_all(&groups)
+        };
+        if let Err(e) = synced {
+            for s in groups.into_iter().flat_map(|g| g.staged) {
+                let _ = s.reply.send(Err(e.duplicate()));
+            }
+            return;
+        }
+        let Some(end) = groups.last().map(|g| g.end) else {
+            return;
+        };
+        {
+            let mut index = self.shared.index.write().unwrap_or_else(|e| e.into_inner());
+            for g in &groups {
+                for (record, (offset, len)) in g.records.iter().zip(&g.positions) {
+                    index.add(record, g.segment, *offset, *len);
+                }
+            }
+        }
+        self.shared.active_len.store(end, Ordering::Release);
+        let mut published = Vec::new();
+        let mut replies = Vec::new();
+        for g in groups {
+            // Usually one group: its records are published without a copy.
+            if published.is_empty() {
+                published = g.records;
+            } else {
+                published.extend(g.records);
+            }
+            replies.extend(g.staged);
+        }
+        if let Some(r) = published.last() {
+            self.shared.indexed_seq.store(r.seq, Ordering::Release);
+        }
+        if !published.is_empty() {
+            // No subscriber is not an error.
+            let _ = self.shared.hub.send(Arc::new(published));
+        }
+        for s in replies {
+            let _ = s.reply.send(Ok(s.receipts));
+        }
+    }
+
+    /// Makes every group durable per policy. A failure poisons the store:
+    /// the page cache can no longer be trusted, so the data is never synced
+    /// again as if nothing happened.
+    fn sync_all(&self, groups: &[Written]) -> Result<(), StoreError> {
+        if self.durability != Durability::Fsync {
+            return Ok(());
+        }
+        let mut last: Option<&Arc<File>> = None;
+        // Groups are in write order; a rotation flushes first, so they share
+        // one file unless a flush raced ahead. Sync each file once.
+        for g in groups.iter().rev() {
+            if last.is_some_and(|f| Arc::ptr_eq(f, &g.file)) || g.records.is_empty() {
+                continue;
+            }
+            last = Some(&g.file);
+            if let Err(e) = self.sync(&g.file) {
+                let reason = format!("fdatasync of the log failed: {e}");
+                self.shared.poison(reason.clone());
+                return Err(StoreError::Poisoned(reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self, file: &File) -> std::io::Result<()> {
+        #[cfg(feature = "fault-injection")]
+        {
+            let trigger = self.shared.dir.join("FAIL_NEXT_FSYNC");
+            if std::fs::remove_file(&trigger).is_ok() {
+                return Err(std::io::Error::other(
+                    "injected fsync failure (fault-injection)",
+                ));
+            }
+        }
+        file.sync_data()
+    }
+}

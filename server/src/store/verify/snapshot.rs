@@ -1,0 +1,130 @@
+//! The data directory as verification sees it: the manifest and every
+//! segment file, opened at one moment so that later rotations, compressions
+//! and purges cannot pull a file away mid-check.
+//!
+//! Invariant: the snapshot is consistent: if the directory changed while it
+//! was being listed and opened, it is taken again.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::keys::Keyring;
+use crate::store::error::StoreError;
+use crate::store::manifest::{Manifest, SegmentEntry};
+use crate::store::sealer::names;
+use crate::store::shared::LOG_FILE;
+
+/// One file to check, opened at snapshot time.
+pub(super) enum Item {
+    /// A compressed segment the manifest lists.
+    Gzip { entry: SegmentEntry, file: File },
+    /// Listed in the manifest but not on disk.
+    Missing { entry: SegmentEntry },
+    /// Outside the range asked for: not read; the next segment chains on
+    /// from the manifest's record of it.
+    Skip { entry: SegmentEntry },
+    /// A sealed segment not yet compressed, or the active file.
+    Plain { name: String, file: File },
+}
+
+/// The directory as verification sees it.
+pub(super) struct Snapshot {
+    pub(super) authentic: bool,
+    pub(super) items: Vec<Item>,
+    pub(super) unlisted: Vec<String>,
+}
+
+impl Item {
+    pub(super) fn name(&self) -> &str {
+        match self {
+            Item::Gzip { entry, .. } | Item::Missing { entry } | Item::Skip { entry } => {
+                &entry.file
+            }
+            Item::Plain { name, .. } => name,
+        }
+    }
+}
+
+/// Opens every file of the log, in order. Retries when a rotation changed
+/// the directory while it looked, so the snapshot is consistent.
+pub(super) fn snapshot(dir: &Path, keyring: &Keyring) -> Result<Snapshot, StoreError> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let (before, listed) = (load(dir, keyring), list(dir)?);
+        let items = open_items(dir, &before.0, &listed);
+        let (after, relisted) = (load(dir, keyring), list(dir)?);
+        if (before.0 == after.0 && listed == relisted) || attempts >= 5 {
+            let recorded: Vec<&str> = before.0.segments.iter().map(|s| s.file.as_str()).collect();
+            let unlisted = listed
+                .iter()
+                .filter(|n| n.ends_with(".log.gz") && !recorded.contains(&n.as_str()))
+                // Compressed but not yet recorded: the sealer is between
+                // steps 2 and 3; its plain file is still there and checked.
+                .filter(|n| {
+                    let plain = n.trim_end_matches(".gz");
+                    !listed.iter().any(|l| l == plain)
+                })
+                .cloned()
+                .collect();
+            return Ok(Snapshot {
+                authentic: before.1,
+                items: items?,
+                unlisted,
+            });
+        }
+    }
+}
+
+fn load(dir: &Path, keyring: &Keyring) -> (Manifest, bool) {
+    match Manifest::load(dir, keyring) {
+        Ok(l) => (l.manifest, l.authentic),
+        // An unreadable manifest is reported like an edited one.
+        Err(e) => {
+            tracing::error!(error = %e, "manifest unreadable during verification");
+            (Manifest::default(), false)
+        }
+    }
+}
+
+fn list(dir: &Path) -> Result<Vec<String>, StoreError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(StoreError::Read)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("audit.") && !n.ends_with(".tmp"))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn open_items(dir: &Path, manifest: &Manifest, listed: &[String]) -> Result<Vec<Item>, StoreError> {
+    let mut items = Vec::new();
+    for entry in &manifest.segments {
+        items.push(match File::open(dir.join(&entry.file)) {
+            Ok(file) => Item::Gzip {
+                entry: entry.clone(),
+                file,
+            },
+            Err(_) => Item::Missing {
+                entry: entry.clone(),
+            },
+        });
+    }
+    let recorded: Vec<&str> = manifest.segments.iter().map(|s| s.file.as_str()).collect();
+    for name in listed {
+        let sealed_plain = name != LOG_FILE && name.ends_with(".log");
+        if sealed_plain && !recorded.contains(&names(name).0.as_str()) {
+            let file = File::open(dir.join(name)).map_err(StoreError::Read)?;
+            items.push(Item::Plain {
+                name: name.clone(),
+                file,
+            });
+        }
+    }
+    let file = File::open(dir.join(LOG_FILE)).map_err(StoreError::Read)?;
+    items.push(Item::Plain {
+        name: LOG_FILE.to_owned(),
+        file,
+    });
+    Ok(items)
+}
