@@ -21,7 +21,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, pb};
-use auditlog_server::alerts::{EmailConfig, HookConfig, RuleConfig, Security};
+use auditlog_server::config::{EmailConfig, HookConfig, RuleConfig, Security};
 use common::endpoints::{HttpEndpoint, Mail, SmtpServer, closed_port};
 use common::{TestServer, cli, wait_until};
 use serde_json::Value;

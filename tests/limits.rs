@@ -18,7 +18,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, Options};
-use auditlog_server::auth::{Role, TokenConfig};
+use auditlog_server::config::{Role, TokenConfig};
 use common::{TestServer, health, wait_until, workspace_bin};
 use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -279,7 +279,7 @@ async fn a_degraded_operation_raises_an_alert() {
         // server's own TrackPerformance timings can degrade too, and raise
         // an alert of their own.
         c.performance.track_server = false;
-        c.alerts.webhook = Some(auditlog_server::alerts::HookConfig {
+        c.alerts.webhook = Some(auditlog_server::config::HookConfig {
             url: url.as_str().into(),
         });
     })

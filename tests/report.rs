@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, pb};
-use auditlog_server::clock::format_timestamp;
 use common::{TEST_KEY, TestServer, cli_bin, hmac_hex, run_to_end, signed, with_test_key};
 use time::OffsetDateTime;
 
@@ -614,7 +613,12 @@ fn check_figures(
 /// `t` as the server writes timestamps, `2026-11-28T14:00:00.000000Z`,
 /// which is also how the report keys buckets.
 fn stamp(t: OffsetDateTime) -> String {
-    format_timestamp((t.unix_timestamp_nanos() / 1000) as i64)
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&format)
+        .expect("a UTC time formats")
 }
 
 /// `2026-11-28`, as `--date` takes it and the daily report is named.

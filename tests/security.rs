@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, Options, Query, pb};
 use auditlog_server::Config;
-use auditlog_server::auth::{Role, TokenConfig};
 use auditlog_server::config::TlsConfig;
+use auditlog_server::config::{Role, TokenConfig};
 use common::{TEST_KEY, workspace_bin};
 use pb::admin_service_client::AdminServiceClient;
 use pb::audit_service_client::AuditServiceClient;

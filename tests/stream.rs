@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use auditlog_client::{Client, EventStream, NewEvent, Query, pb};
-use auditlog_server::store::Durability;
+use auditlog_server::config::Durability;
 use common::{TestServer, seqs, small_window_client};
 use futures::StreamExt as _;
 use tokio::sync::watch;

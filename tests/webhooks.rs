@@ -22,8 +22,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use auditlog_client::{Client, NewEvent, pb};
-use auditlog_server::keys::Secret;
-use auditlog_server::webhooks::{Start, WebhookConfig};
+use auditlog_server::config::Secret;
+use auditlog_server::config::{Start, WebhookConfig};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::endpoints::{Check, HttpEndpoint, Request, closed_port};

@@ -120,7 +120,7 @@ impl TokenConfig {
 
 /// The token a call was made with, for the handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub name: String,
 }
 
@@ -133,13 +133,13 @@ struct Known {
 
 /// The token check, as a tower layer over the whole router.
 #[derive(Debug, Clone, Default)]
-pub struct AuthLayer {
+pub(crate) struct AuthLayer {
     tokens: Arc<Vec<Known>>,
 }
 
 impl AuthLayer {
     /// A layer checking `tokens`; with none, it lets every call through.
-    pub fn new(tokens: &[TokenConfig]) -> AuthLayer {
+    pub(crate) fn new(tokens: &[TokenConfig]) -> AuthLayer {
         let tokens = tokens
             .iter()
             .map(|t| {

@@ -12,7 +12,7 @@ use time::format_description::well_known::Rfc3339;
 /// Formats microseconds since the Unix epoch as `2026-02-04T20:30:45.123456Z`.
 /// The last result is kept per thread: the writer stamps a whole group with
 /// one timestamp and formats it once.
-pub fn format_timestamp(micros: i64) -> String {
+pub(crate) fn format_timestamp(micros: i64) -> String {
     thread_local! {
         static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
@@ -44,13 +44,13 @@ fn format_timestamp_uncached(micros: i64) -> String {
 }
 
 /// Parses an RFC 3339 timestamp into microseconds since the Unix epoch.
-pub fn parse_timestamp(s: &str) -> Option<i64> {
+pub(crate) fn parse_timestamp(s: &str) -> Option<i64> {
     let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
     i64::try_from(t.unix_timestamp_nanos() / 1000).ok()
 }
 
 /// The current time in microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
+pub(crate) fn now_micros() -> i64 {
     i64::try_from(OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000).unwrap_or(i64::MAX)
 }
 

@@ -31,9 +31,9 @@ use crate::keys::{KeyError, MIN_KEY_LEN, Secret, load_or_generate};
 use crate::store::{NewEvent, Record};
 
 /// The prefix of every pseudonym token.
-pub const TOKEN_PREFIX: &str = "pii:hmac:";
+pub(crate) const TOKEN_PREFIX: &str = "pii:hmac:";
 /// The generated pseudonymisation key's file in the data directory.
-pub const KEY_FILE: &str = "pseudonym.key";
+pub(crate) const KEY_FILE: &str = "pseudonym.key";
 
 /// The `[compliance]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,13 +273,13 @@ impl Compliance {
 /// What a subject export looks for: the identifier, normalised, and its
 /// token when compliance mode has a key.
 #[derive(Debug, Clone)]
-pub struct Subject {
+pub(crate) struct Subject {
     plain: String,
     token: Option<String>,
 }
 
 impl Subject {
-    pub fn new(identifier: &str, compliance: &Compliance) -> Subject {
+    pub(crate) fn new(identifier: &str, compliance: &Compliance) -> Subject {
         Subject {
             plain: normalise(identifier),
             token: compliance.has_key.then(|| compliance.token(identifier)),
@@ -287,7 +287,7 @@ impl Subject {
     }
 
     /// Where the subject appears in `record`: `lead_id` and `details` paths.
-    pub fn matches(&self, record: &Record) -> Vec<String> {
+    pub(crate) fn matches(&self, record: &Record) -> Vec<String> {
         let mut found = Vec::new();
         if record.lead_id.as_deref().is_some_and(|l| self.is(l)) {
             found.push("lead_id".to_owned());
@@ -327,7 +327,7 @@ impl Subject {
 }
 
 /// Trimmed and lower-cased; phone numbers without their punctuation.
-pub fn normalise(value: &str) -> String {
+pub(crate) fn normalise(value: &str) -> String {
     let v = value.trim();
     let digits = v.bytes().filter(u8::is_ascii_digit).count();
     let phone_like = digits >= 7

@@ -3,7 +3,7 @@
 //! overriding the one before.
 //!
 //! Every key `foo_bar` is also `AUDITLOG_FOO_BAR`; a nested key
-//! (`[alerts.smtp] host`) is `AUDITLOG_ALERTS__SMTP__HOST`. Unknown keys are
+//! (`[alerts.email] host`) is `AUDITLOG_ALERTS__EMAIL__HOST`. Unknown keys are
 //! rejected, naming the key and where it came from. Secrets are never printed:
 //! they are wrapped in [`Secret`] (from `keys`), whose `Debug` is redacted.
 
@@ -14,13 +14,17 @@ use figment::Figment;
 use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::alerts::AlertsConfig;
-use crate::auth::TokenConfig;
-use crate::compliance::ComplianceConfig;
-use crate::keys::{MIN_KEY_LEN, Secret};
-use crate::performance::PerformanceConfig;
-use crate::store::Durability;
-use crate::webhooks::WebhookConfig;
+use crate::keys::MIN_KEY_LEN;
+
+// The sections of a `Config` and the types of their values, for whoever
+// builds one in code (an embedding program, the tests).
+pub use crate::alerts::{AlertsConfig, EmailConfig, HookConfig, RuleConfig, Security};
+pub use crate::auth::{Role, TokenConfig};
+pub use crate::compliance::ComplianceConfig;
+pub use crate::keys::Secret;
+pub use crate::performance::{DegradationConfig, PerformanceConfig};
+pub use crate::store::Durability;
+pub use crate::webhooks::{Start, WebhookConfig};
 
 /// Client-side variables (the CLI's) that may be set in the same shell and
 /// are not server configuration.

@@ -26,7 +26,7 @@ pub(crate) trait Admit: Clone {
 
 /// The service a check's layer wraps around the router.
 #[derive(Debug, Clone)]
-pub struct Gate<S, A> {
+pub(crate) struct Gate<S, A> {
     inner: S,
     admit: A,
 }

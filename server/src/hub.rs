@@ -20,7 +20,7 @@ const PAGE: usize = 256;
 
 /// What one subscription asks for.
 #[derive(Debug, Clone)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub filter: Filter,
     /// The first seq to send (1 for the start of the log).
     pub from_seq: u64,
@@ -30,7 +30,7 @@ pub struct Subscription {
 
 /// Sends the events of `sub` into `tx` until the history is done (without
 /// `follow`), the receiver goes away, or `cancel` fires (server shutdown).
-pub async fn run(
+pub(crate) async fn run(
     store: Arc<Store>,
     sub: Subscription,
     cancel: CancellationToken,

@@ -26,9 +26,9 @@ use sha2::Sha256;
 use crate::durable::sync_dir;
 
 /// The name of the generated key file in the data directory.
-pub const KEY_FILE: &str = "hmac.key";
+pub(crate) const KEY_FILE: &str = "hmac.key";
 /// The shortest key accepted, in bytes.
-pub const MIN_KEY_LEN: usize = 32;
+pub(crate) const MIN_KEY_LEN: usize = 32;
 
 /// One HMAC-SHA256 key.
 #[derive(Clone)]

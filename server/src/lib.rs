@@ -12,24 +12,24 @@
 //! [`run`] takes the listener and the shutdown signal as plain values, so tests
 //! bind `127.0.0.1:0` and drive shutdown themselves.
 
-pub mod alerts;
-pub mod auth;
+mod alerts;
+mod auth;
 #[doc(hidden)]
 pub mod bench;
-pub mod clock;
-pub mod compliance;
+mod clock;
+mod compliance;
 pub mod config;
 mod durable;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gate;
-pub mod hub;
-pub mod keys;
-pub mod limits;
-pub mod performance;
-pub mod service;
-pub mod store;
-pub mod webhooks;
+mod gate;
+mod hub;
+mod keys;
+mod limits;
+mod performance;
+mod service;
+mod store;
+mod webhooks;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};

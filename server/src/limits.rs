@@ -32,13 +32,13 @@ use crate::gate::{Admit, Gate};
 
 /// The in-flight cap, as a tower layer over the whole router.
 #[derive(Debug, Clone)]
-pub struct ShedLayer {
+pub(crate) struct ShedLayer {
     permits: Arc<Semaphore>,
     max: usize,
 }
 
 impl ShedLayer {
-    pub fn new(max_in_flight: usize) -> ShedLayer {
+    pub(crate) fn new(max_in_flight: usize) -> ShedLayer {
         ShedLayer {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max: max_in_flight,
@@ -85,7 +85,7 @@ fn is_exempt(path: &str) -> bool {
 /// A call takes one whole token or is refused with the time until one is
 /// there.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate_per_sec: f64,
     burst: f64,
     state: Mutex<Level>,
@@ -101,7 +101,7 @@ struct Level {
 impl TokenBucket {
     /// A full bucket. `rate_per_sec` must be positive and finite and `burst`
     /// at least 1 (`TokenConfig::validate` sees to both).
-    pub fn new(rate_per_sec: f64, burst: u32, now: Instant) -> TokenBucket {
+    pub(crate) fn new(rate_per_sec: f64, burst: u32, now: Instant) -> TokenBucket {
         let burst = f64::from(burst.max(1));
         TokenBucket {
             rate_per_sec,
@@ -114,7 +114,7 @@ impl TokenBucket {
     }
 
     /// Takes one token at `now`, or says how long until one is there.
-    pub fn take(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn take(&self, now: Instant) -> Result<(), Duration> {
         // Only arithmetic runs under the lock, so a poisoned one still holds
         // a consistent level.
         let mut level = self
@@ -140,7 +140,7 @@ impl TokenBucket {
 /// The per-token rate limits, as a tower layer over the router, inside the
 /// token check (it reads the [`Caller`] that check leaves on the request).
 #[derive(Debug, Clone, Default)]
-pub struct RateLayer {
+pub(crate) struct RateLayer {
     /// By token name; only tokens with a rate. Built once, never changed, so
     /// looking a token up takes no lock.
     tokens: Arc<HashMap<String, TokenBucket>>,
@@ -148,7 +148,7 @@ pub struct RateLayer {
 
 impl RateLayer {
     /// Buckets for the tokens that have `rate_per_sec`.
-    pub fn new(tokens: &[TokenConfig]) -> RateLayer {
+    pub(crate) fn new(tokens: &[TokenConfig]) -> RateLayer {
         let now = Instant::now();
         let tokens = tokens
             .iter()

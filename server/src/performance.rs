@@ -29,7 +29,7 @@ use crate::gate::{Admit, Gate};
 use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
 
 /// The event type performance measurements are logged as.
-pub const EVENT_TYPE: &str = "performance";
+pub(crate) const EVENT_TYPE: &str = "performance";
 
 /// The `[performance]` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -381,7 +381,7 @@ impl Performance {
 }
 
 /// The operation and duration a `performance` event carries.
-pub fn measurement(record: &Record) -> Option<(&str, f64)> {
+pub(crate) fn measurement(record: &Record) -> Option<(&str, f64)> {
     if record.event_type != EVENT_TYPE {
         return None;
     }
@@ -392,7 +392,7 @@ pub fn measurement(record: &Record) -> Option<(&str, f64)> {
 
 /// Figures per tracked operation from the `performance` events of a time
 /// range (every one of them, not a window), sorted by operation.
-pub fn stats_from_log(
+pub(crate) fn stats_from_log(
     store: &Store,
     operation: Option<&str>,
     since: Option<i64>,
@@ -444,7 +444,7 @@ fn p95(samples: &mut [f64]) -> Option<f64> {
 }
 
 /// Exact figures over `samples` (sorted in place); `None` when empty.
-pub fn summarize(samples: &mut [f64]) -> Option<Summary> {
+pub(crate) fn summarize(samples: &mut [f64]) -> Option<Summary> {
     if samples.is_empty() {
         return None;
     }
@@ -530,12 +530,12 @@ impl Measurements {
 /// Times every AuditService and AdminService call, from request to response
 /// headers (for a stream: until it starts).
 #[derive(Clone)]
-pub struct TimingLayer {
+pub(crate) struct TimingLayer {
     performance: Option<Arc<Performance>>,
 }
 
 impl TimingLayer {
-    pub fn new(performance: &Arc<Performance>) -> TimingLayer {
+    pub(crate) fn new(performance: &Arc<Performance>) -> TimingLayer {
         TimingLayer {
             performance: performance
                 .config

@@ -393,7 +393,7 @@ impl Endpoint {
 }
 
 /// The JSON body: the Standard Webhooks envelope around the event.
-pub fn payload(record: &Record) -> Value {
+pub(crate) fn payload(record: &Record) -> Value {
     json!({
         "type": "auditlog.event",
         "timestamp": format_timestamp(record.timestamp),
@@ -414,7 +414,7 @@ pub fn payload(record: &Record) -> Value {
 }
 
 /// The `webhook-signature` header value.
-pub fn sign(key: &[u8], id: &str, timestamp: &str, body: &str) -> String {
+pub(crate) fn sign(key: &[u8], id: &str, timestamp: &str, body: &str) -> String {
     // HMAC takes keys of any length.
     let mut mac = Hmac::<Sha256>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(id.as_bytes());

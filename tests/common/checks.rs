@@ -7,7 +7,7 @@ use auditlog_client::Client;
 
 /// Every event in the log in seq order: StreamEvents from seq 1 without
 /// `follow`, the export path.
-pub async fn all_events(client: &Client) -> Vec<auditlog_client::pb::Event> {
+pub(crate) async fn all_events(client: &Client) -> Vec<auditlog_client::pb::Event> {
     use futures::StreamExt as _;
     let stream = client
         .stream(auditlog_client::Query::new(), 1, false)
@@ -19,7 +19,7 @@ pub async fn all_events(client: &Client) -> Vec<auditlog_client::pb::Event> {
 /// Asserts the log is whole: seqs 1..=head without a gap, every receipt in
 /// `acked` at its seq with its id and signature, verification clean, and the
 /// statistics agreeing. Returns the events.
-pub async fn assert_whole(
+pub(crate) async fn assert_whole(
     client: &Client,
     acked: &[auditlog_client::pb::Receipt],
 ) -> Vec<auditlog_client::pb::Event> {
@@ -51,7 +51,7 @@ pub async fn assert_whole(
 }
 
 /// `(kind, seq, line)` of every problem a verification reported, in order.
-pub fn problems(
+pub(crate) fn problems(
     report: &auditlog_client::pb::VerifyIntegrityResponse,
 ) -> Vec<(auditlog_client::pb::ProblemKind, u64, u64)> {
     report
@@ -62,6 +62,6 @@ pub fn problems(
 }
 
 /// The seqs of `events`, in their order.
-pub fn seqs(events: &[auditlog_client::pb::Event]) -> Vec<u64> {
+pub(crate) fn seqs(events: &[auditlog_client::pb::Event]) -> Vec<u64> {
     events.iter().map(|e| e.seq).collect()
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 /// The lines of a log file, without their newlines.
-pub fn read_lines(path: &Path) -> Vec<String> {
+pub(crate) fn read_lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap()
         .lines()
@@ -17,7 +17,7 @@ pub fn read_lines(path: &Path) -> Vec<String> {
 /// Rewrites the log file at `path` as someone with write access to the data
 /// directory would: `edit` changes its lines (without newlines), and the file
 /// is rewritten in place with what is left, each line ending in a newline.
-pub fn tamper(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
+pub(crate) fn tamper(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
     let mut lines = read_lines(path);
     edit(&mut lines);
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
@@ -26,13 +26,13 @@ pub fn tamper(path: &Path, edit: impl FnOnce(&mut Vec<String>)) {
 
 /// `line` with the first `from` replaced by `to`; panics when `from` is not
 /// there, so an edit that misses cannot pass unnoticed.
-pub fn edit_line(line: &str, from: &str, to: &str) -> String {
+pub(crate) fn edit_line(line: &str, from: &str, to: &str) -> String {
     assert!(line.contains(from), "{from:?} is not in {line}");
     line.replacen(from, to, 1)
 }
 
 /// A string field of a record line, e.g. `"signature"` or `"prev"`.
-pub fn field(line: &str, name: &str) -> String {
+pub(crate) fn field(line: &str, name: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(line).unwrap();
     value[name].as_str().unwrap().to_owned()
 }
@@ -42,7 +42,7 @@ const SIG_HEAD: &str = ",\"signature\":\"";
 
 /// The bytes a record's signature covers, by the documented rule: the line
 /// with `,"signature":"<64 hex>"` removed.
-pub fn unsigned_part(line: &str) -> String {
+pub(crate) fn unsigned_part(line: &str) -> String {
     let suffix_len = SIG_HEAD.len() + 64 + "\"}".len();
     let cut = line.len() - suffix_len;
     assert_eq!(&line[cut..cut + SIG_HEAD.len()], SIG_HEAD, "{line}");
@@ -50,7 +50,7 @@ pub fn unsigned_part(line: &str) -> String {
 }
 
 /// HMAC-SHA256 of `data` under `key`, as 64 lowercase hex characters.
-pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+pub(crate) fn hmac_hex(key: &[u8], data: &[u8]) -> String {
     use hmac::Mac as _;
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
     mac.update(data);
@@ -58,25 +58,25 @@ pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
 }
 
 /// The record line whose signature covers `unsigned` and is `signature`.
-pub fn signed(unsigned: &str, signature: &str) -> String {
+pub(crate) fn signed(unsigned: &str, signature: &str) -> String {
     let body = unsigned.strip_suffix('}').unwrap();
     format!("{body}{SIG_HEAD}{signature}\"}}")
 }
 
 /// `line` with its signature replaced by `signature`.
-pub fn with_signature(line: &str, signature: &str) -> String {
+pub(crate) fn with_signature(line: &str, signature: &str) -> String {
     signed(&unsigned_part(line), signature)
 }
 
 /// `line` signed anew with `key`, as someone holding the key would.
-pub fn resign(line: &str, key: &[u8]) -> String {
+pub(crate) fn resign(line: &str, key: &[u8]) -> String {
     let unsigned = unsigned_part(line);
     signed(&unsigned, &hmac_hex(key, unsigned.as_bytes()))
 }
 
 /// A record line the server could have written: `seq` at `timestamp`,
 /// chained to `prev`, signed with `key` as key `k1`.
-pub fn record_line(seq: u64, timestamp: &str, prev: &str, key: &[u8]) -> String {
+pub(crate) fn record_line(seq: u64, timestamp: &str, prev: &str, key: &[u8]) -> String {
     let unsigned = format!(
         concat!(
             r#"{{"seq":{seq},"id":"00000000-0000-7000-8000-{seq:012}","timestamp":"{ts}","#,
@@ -91,7 +91,7 @@ pub fn record_line(seq: u64, timestamp: &str, prev: &str, key: &[u8]) -> String 
 }
 
 /// The names of the files in `dir`, sorted.
-pub fn files(dir: &Path) -> Vec<String> {
+pub(crate) fn files(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -101,7 +101,7 @@ pub fn files(dir: &Path) -> Vec<String> {
 }
 
 /// Sealed segments not compressed yet: `audit.*.log` other than `audit.log`.
-pub fn plain_sealed(dir: &Path) -> Vec<String> {
+pub(crate) fn plain_sealed(dir: &Path) -> Vec<String> {
     files(dir)
         .into_iter()
         .filter(|n| n.starts_with("audit.") && n.ends_with(".log") && n != "audit.log")

@@ -10,7 +10,7 @@ use tonic_health::pb::health_client::HealthClient;
 /// Asks the health service at `url` how the server is, sending `token` as a
 /// bearer token if one is given. A server that cannot be reached is
 /// UNAVAILABLE.
-pub async fn health(url: &str, token: Option<&str>) -> Result<ServingStatus, tonic::Status> {
+pub(crate) async fn health(url: &str, token: Option<&str>) -> Result<ServingStatus, tonic::Status> {
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .unwrap()
         .connect()
@@ -20,12 +20,15 @@ pub async fn health(url: &str, token: Option<&str>) -> Result<ServingStatus, ton
 }
 
 /// Health of `service` (`""` for the whole server) on `channel`.
-pub async fn health_of(channel: &Channel, service: &str) -> Result<ServingStatus, tonic::Status> {
+pub(crate) async fn health_of(
+    channel: &Channel,
+    service: &str,
+) -> Result<ServingStatus, tonic::Status> {
     check(channel.clone(), service, None).await
 }
 
 /// Whether the server at `url` reports SERVING through the health service.
-pub async fn serving(url: &str) -> bool {
+pub(crate) async fn serving(url: &str) -> bool {
     matches!(health(url, None).await, Ok(ServingStatus::Serving))
 }
 
@@ -49,7 +52,7 @@ async fn check(
 }
 
 /// The service names reflection `v1` lists on `ch`.
-pub async fn reflection_v1_services(ch: Channel) -> Vec<String> {
+pub(crate) async fn reflection_v1_services(ch: Channel) -> Vec<String> {
     use tonic_reflection::pb::v1;
     let request = v1::ServerReflectionRequest {
         host: String::new(),
@@ -72,7 +75,7 @@ pub async fn reflection_v1_services(ch: Channel) -> Vec<String> {
 
 /// What reflection `v1alpha` answers on `ch` to `FileContainingSymbol`
 /// for `symbol`.
-pub async fn reflection_v1alpha_file(
+pub(crate) async fn reflection_v1alpha_file(
     ch: Channel,
     symbol: &str,
 ) -> Option<tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse> {

@@ -22,7 +22,7 @@
 
 mod checks;
 mod disk;
-pub mod endpoints;
+pub(crate) mod endpoints;
 mod health_reflection;
 mod process;
 mod runs;
@@ -30,18 +30,18 @@ mod server;
 mod wait;
 mod writers;
 
-pub use checks::{all_events, assert_whole, problems, seqs};
-pub use disk::{
+pub(crate) use checks::{all_events, assert_whole, problems, seqs};
+pub(crate) use disk::{
     edit_line, field, files, hmac_hex, plain_sealed, read_lines, record_line, resign, signed,
     tamper, unsigned_part, with_signature,
 };
-pub use health_reflection::{
+pub(crate) use health_reflection::{
     health, health_of, reflection_v1_services, reflection_v1alpha_file, serving,
 };
-pub use process::ServerProcess;
-pub use runs::{
+pub(crate) use process::ServerProcess;
+pub(crate) use runs::{
     Finished, cli, cli_bin, piped_command, read_all, run_to_end, wait_or_kill, workspace_bin,
 };
-pub use server::{TEST_KEY, TestServer, small_window_client, with_test_key};
-pub use wait::{DEADLINE, wait_until, wait_until_within};
-pub use writers::{Writers, keyed, send};
+pub(crate) use server::{TEST_KEY, TestServer, small_window_client, with_test_key};
+pub(crate) use wait::{DEADLINE, wait_until, wait_until_within};
+pub(crate) use writers::{Writers, keyed, send};

@@ -15,7 +15,7 @@ use super::server::TEST_KEY;
 use super::wait::wait_until;
 
 /// The `auditlog-server` binary running as a child process.
-pub struct ServerProcess {
+pub(crate) struct ServerProcess {
     pub child: Child,
     pub url: String,
     pub data_dir: PathBuf,
@@ -23,20 +23,20 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts the binary on `dir` and a free port, waiting until it serves.
-    pub async fn spawn(dir: &Path) -> ServerProcess {
+    pub(crate) async fn spawn(dir: &Path) -> ServerProcess {
         ServerProcess::spawn_with(dir, &[]).await
     }
 
     /// [`ServerProcess::spawn`] with more environment variables, e.g.
     /// `("AUDITLOG_SHUTDOWN_GRACE_SECS", "5")`.
-    pub async fn spawn_with(dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
+    pub(crate) async fn spawn_with(dir: &Path, env: &[(&str, &str)]) -> ServerProcess {
         ServerProcess::spawn_args(dir, [] as [&OsStr; 0], env).await
     }
 
     /// [`ServerProcess::spawn_with`] with more arguments after `--listen`
     /// and `--data-dir`, e.g. `--config <file>`. It signs with [`TEST_KEY`]
     /// and logs at `warn` unless `env` says otherwise.
-    pub async fn spawn_args(
+    pub(crate) async fn spawn_args(
         dir: &Path,
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         env: &[(&str, &str)],
@@ -74,13 +74,13 @@ impl ServerProcess {
     }
 
     /// SIGKILL: no chance to flush or clean up.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Sends the signal `name` (`TERM`, `INT`) with kill(1).
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
@@ -90,13 +90,13 @@ impl ServerProcess {
     }
 
     /// The exit status, if the process has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
     }
 
     /// Waits for the process to exit, failing the test when it is still
     /// running after `limit`.
-    pub async fn wait_exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) async fn wait_exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.exited() {

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// found up to date) once per test process, so a test never runs a stale
 /// binary, also when run alone (`cargo test --test cli` does not build the
 /// other packages' binaries by itself).
-pub fn workspace_bin(_package: &str, name: &str) -> PathBuf {
+pub(crate) fn workspace_bin(_package: &str, name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     // Test binaries live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().unwrap();
@@ -30,14 +30,14 @@ pub fn workspace_bin(_package: &str, name: &str) -> PathBuf {
 }
 
 /// The `auditlog` CLI binary (built if missing, as [`workspace_bin`] does).
-pub fn cli_bin() -> &'static Path {
+pub(crate) fn cli_bin() -> &'static Path {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BIN.get_or_init(|| workspace_bin("auditlog-client", "auditlog"))
 }
 
 /// What one run of a program did.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
@@ -46,7 +46,7 @@ pub struct Finished {
 /// `program` with its stdout and stderr piped, stdin empty, and without
 /// `AUDITLOG_SERVER`, `RUST_BACKTRACE` and `RUST_LOG`, so the caller's shell
 /// cannot change what is tested.
-pub fn piped_command(program: &Path) -> Command {
+pub(crate) fn piped_command(program: &Path) -> Command {
     let mut command = Command::new(program);
     command
         .env_remove("AUDITLOG_SERVER")
@@ -60,7 +60,7 @@ pub fn piped_command(program: &Path) -> Command {
 
 /// Waits for `child` to exit; kills it and fails the test as a hang, naming
 /// it `what`, when it outlives `deadline`. Blocks the thread.
-pub fn wait_or_kill(
+pub(crate) fn wait_or_kill(
     child: &mut Child,
     deadline: Duration,
     what: impl std::fmt::Display,
@@ -82,7 +82,7 @@ pub fn wait_or_kill(
 /// Runs `program ARGS` with `env` added to its end (a [`piped_command`], in
 /// a blocking task, so an in-process server keeps serving), failing the test
 /// as a hang if it outlives `deadline`.
-pub async fn run_to_end(
+pub(crate) async fn run_to_end(
     program: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -109,7 +109,9 @@ pub async fn run_to_end(
 }
 
 /// Reads a pipe to its end on a thread of its own.
-pub fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+pub(crate) fn read_all(
+    mut pipe: impl std::io::Read + Send + 'static,
+) -> std::thread::JoinHandle<String> {
     std::thread::spawn(move || {
         let mut bytes = Vec::new();
         let _ = pipe.read_to_end(&mut bytes);
@@ -120,7 +122,7 @@ pub fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::J
 /// Runs `auditlog --server <url> ARGS` without `AUDITLOG_TOKEN`, in a
 /// blocking task so an in-process server keeps serving; returns (exit code,
 /// stdout, stderr), both of which must be UTF-8.
-pub async fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) async fn cli(url: &str, args: &[&str]) -> (i32, String, String) {
     let mut command = Command::new(cli_bin());
     command
         .arg("--server")

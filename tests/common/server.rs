@@ -13,15 +13,15 @@ use tokio::sync::oneshot;
 use super::health_reflection::serving;
 
 /// A 32-byte test key, so tests can also check signatures themselves.
-pub const TEST_KEY: &str = "test-key-0123456789abcdef0123456789";
+pub(crate) const TEST_KEY: &str = "test-key-0123456789abcdef0123456789";
 
 /// A config adjustment: sign with [`TEST_KEY`], so the test can sign too.
-pub fn with_test_key(config: &mut Config) {
+pub(crate) fn with_test_key(config: &mut Config) {
     config.hmac_key = Some(TEST_KEY.into());
 }
 
 /// A server running in this process.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub url: String,
     pub addr: std::net::SocketAddr,
     pub data_dir: PathBuf,
@@ -33,13 +33,13 @@ pub struct TestServer {
 
 impl TestServer {
     /// Starts a server on a fresh temp dir with the default config.
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         TestServer::start_with(|_| {}).await
     }
 
     /// Starts a server on a fresh temp dir it owns, letting the test adjust
     /// the config.
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
         let temp = tempfile::tempdir().unwrap();
         let mut server = TestServer::start_in(temp.path(), adjust).await;
         server._temp = Some(temp);
@@ -47,7 +47,7 @@ impl TestServer {
     }
 
     /// Starts a server on `dir`, letting the test adjust the config.
-    pub async fn start_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn start_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config {
             data_dir: dir.to_path_buf(),
             ..Config::default()
@@ -93,13 +93,13 @@ impl TestServer {
     }
 
     /// A client connected to this server.
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(&self.url).await.unwrap()
     }
 
     /// A plain gRPC channel to this server, for the services the client
     /// does not wrap (health, reflection).
-    pub async fn channel(&self) -> tonic::transport::Channel {
+    pub(crate) async fn channel(&self) -> tonic::transport::Channel {
         tonic::transport::Channel::from_shared(self.url.clone())
             .unwrap()
             .connect()
@@ -108,7 +108,7 @@ impl TestServer {
     }
 
     /// Stops the server cleanly and waits for it.
-    pub async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -119,14 +119,14 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same directory (and temp
     /// dir ownership), with the same config adjustment.
-    pub async fn restart(self, adjust: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn restart(self, adjust: impl FnOnce(&mut Config)) -> TestServer {
         self.restart_after(|_| {}, adjust).await
     }
 
     /// Stops the server, lets `edit` change the files in its data directory
     /// while nothing runs, then starts a new server on the same directory (and
     /// temp dir ownership) with `adjust`.
-    pub async fn restart_after(
+    pub(crate) async fn restart_after(
         mut self,
         edit: impl FnOnce(&Path),
         adjust: impl FnOnce(&mut Config),
@@ -140,7 +140,7 @@ impl TestServer {
     }
 
     /// The log file.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.data_dir.join("audit.log")
     }
 }
@@ -156,7 +156,7 @@ impl Drop for TestServer {
 /// A client whose HTTP/2 flow-control windows are the protocol's smallest
 /// default (64 KiB), so a stream it does not read backs up into the server
 /// after a few hundred events instead of the 2 MiB a default window absorbs.
-pub async fn small_window_client(url: &str) -> Client {
+pub(crate) async fn small_window_client(url: &str) -> Client {
     let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
         .unwrap()
         .initial_stream_window_size(65_535)

@@ -6,11 +6,11 @@
 use std::time::{Duration, Instant};
 
 /// How long [`wait_until`] waits before failing the test.
-pub const DEADLINE: Duration = Duration::from_secs(20);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(20);
 
 /// Polls `probe` every 25 ms until it returns `Ok`, failing the test with
 /// `what` (and the state the last `Err` described) after [`DEADLINE`].
-pub async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
+pub(crate) async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
@@ -20,7 +20,7 @@ where
 
 /// [`wait_until`] with its own time limit, for waits that should end long
 /// before [`DEADLINE`].
-pub async fn wait_until_within<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
+pub(crate) async fn wait_until_within<T, F, Fut>(limit: Duration, what: &str, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,

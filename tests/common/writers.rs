@@ -8,13 +8,13 @@ use std::time::Duration;
 use auditlog_client::Client;
 
 /// The same event for the same idempotency key, so a retry is a true retry.
-pub fn keyed(key: &str) -> auditlog_client::NewEvent {
+pub(crate) fn keyed(key: &str) -> auditlog_client::NewEvent {
     auditlog_client::NewEvent::crm_update("LEAD-7", "hubspot", key, &["stage"]).idempotency_key(key)
 }
 
 /// Logs one [`keyed`] event per key: with `Log` for one key, `LogBatch` for
 /// more.
-pub async fn send(
+pub(crate) async fn send(
     client: &Client,
     keys: &[String],
 ) -> Result<Vec<auditlog_client::pb::Receipt>, auditlog_client::Error> {
@@ -28,7 +28,7 @@ pub async fn send(
 /// answering (recovery.rs, shutdown.rs). Each logs calls of its size (one
 /// `Log`, or a `LogBatch` above 1) of [`keyed`] events with fresh keys
 /// `<name>-<call>-<k>`.
-pub struct Writers {
+pub(crate) struct Writers {
     tasks: Vec<tokio::task::JoinHandle<Written>>,
     /// Events acknowledged so far, by all writers.
     count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -44,7 +44,10 @@ struct Written {
 
 impl Writers {
     /// Starts a writer for each `(name, events per call)`.
-    pub async fn start(url: &str, writers: impl IntoIterator<Item = (String, usize)>) -> Writers {
+    pub(crate) async fn start(
+        url: &str,
+        writers: impl IntoIterator<Item = (String, usize)>,
+    ) -> Writers {
         use std::sync::atomic::Ordering;
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut tasks = Vec::new();
@@ -75,7 +78,7 @@ impl Writers {
 
     /// Waits until `n` events are acknowledged in all, failing the test
     /// after 30 s.
-    pub async fn wait_for(&self, n: usize) {
+    pub(crate) async fn wait_for(&self, n: usize) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while self.count.load(std::sync::atomic::Ordering::Relaxed) < n {
             assert!(tokio::time::Instant::now() < deadline, "writers stalled");
@@ -86,7 +89,7 @@ impl Writers {
     /// Once the server has stopped: every writer's receipts, and the keys of
     /// each call that was in flight (to retry with [`send`]). Fails the test
     /// when a writer is still going 20 s later.
-    pub async fn finish(self) -> (Vec<auditlog_client::pb::Receipt>, Vec<Vec<String>>) {
+    pub(crate) async fn finish(self) -> (Vec<auditlog_client::pb::Receipt>, Vec<Vec<String>>) {
         let mut acked = Vec::new();
         let mut pending = Vec::new();
         for task in self.tasks {

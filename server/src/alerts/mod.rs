@@ -27,10 +27,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-pub use alert::{Alert, AlertKind};
-pub use channels::{ChannelStatus, EmailConfig, HookConfig, Security};
+pub(crate) use alert::{Alert, AlertKind};
+pub(crate) use channels::ChannelStatus;
+pub use channels::{EmailConfig, HookConfig, Security};
 pub use config::{AlertsConfig, RuleConfig};
-pub use rules::RuleStatus;
+pub(crate) use rules::RuleStatus;
 
 use crate::clock::now_micros;
 use crate::store::{Record, Store, StoreError};

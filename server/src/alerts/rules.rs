@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::config::RuleConfig;
 use super::{Alert, AlertKind, MESSAGES};
-use crate::store::Record;
 use crate::clock::now_micros;
+use crate::store::Record;
 
 /// A rule's state, for status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

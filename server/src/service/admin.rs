@@ -10,14 +10,14 @@ use super::edge::{self, status_of};
 
 /// The AdminService implementation.
 #[derive(Clone)]
-pub struct AdminSvc {
+pub(crate) struct AdminSvc {
     audit: AuditSvc,
     /// The retention period; `None` keeps everything.
     retention: Option<std::time::Duration>,
 }
 
 impl AdminSvc {
-    pub fn new(audit: AuditSvc, retention: Option<std::time::Duration>) -> AdminSvc {
+    pub(crate) fn new(audit: AuditSvc, retention: Option<std::time::Duration>) -> AdminSvc {
         AdminSvc { audit, retention }
     }
 }

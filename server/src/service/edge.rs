@@ -15,13 +15,13 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::alerts::{ChannelStatus, RuleStatus};
-use crate::store::{FindingKind, Report};
 use crate::performance::{OperationStats, Source};
 use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
+use crate::store::{FindingKind, Report};
 use crate::webhooks::EndpointStatus;
 
 /// Maps a store error to the status a caller sees.
-pub fn status_of(e: StoreError) -> Status {
+pub(crate) fn status_of(e: StoreError) -> Status {
     let code = match &e {
         StoreError::DiskFull(_) => Code::ResourceExhausted,
         StoreError::Write(_) | StoreError::Poisoned(_) | StoreError::Closed => Code::Unavailable,

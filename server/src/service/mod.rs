@@ -26,17 +26,17 @@ use crate::Running;
 use crate::performance::Measurements;
 use crate::store::{self, Filter, NewEvent, Store};
 
-pub use admin::AdminSvc;
-pub use edge::status_of;
+pub(crate) use admin::AdminSvc;
+pub(crate) use edge::status_of;
 pub(crate) use page_token::PageToken;
+pub(crate) use query::MAX_QUERY_LIMIT;
 pub(crate) use query::plan_query;
-pub use query::{DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT};
-pub use validate::{MAX_BATCH, MAX_DETAILS_BYTES, MAX_EVENT_TYPE_LEN, MAX_FIELD_LEN};
+pub(crate) use validate::{MAX_BATCH, MAX_DETAILS_BYTES, MAX_EVENT_TYPE_LEN, MAX_FIELD_LEN};
 pub(crate) use validate::{validate_batch, validate_log};
 
 /// The AuditService implementation.
 #[derive(Clone)]
-pub struct AuditSvc {
+pub(crate) struct AuditSvc {
     /// Set once recovery has finished; until then calls are UNAVAILABLE.
     running: Arc<OnceLock<Running>>,
     /// Fires on shutdown so open follow streams end themselves.
@@ -44,7 +44,7 @@ pub struct AuditSvc {
 }
 
 impl AuditSvc {
-    pub fn new(running: Arc<OnceLock<Running>>, shutdown: CancellationToken) -> AuditSvc {
+    pub(crate) fn new(running: Arc<OnceLock<Running>>, shutdown: CancellationToken) -> AuditSvc {
         AuditSvc { running, shutdown }
     }
 

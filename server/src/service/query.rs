@@ -10,9 +10,9 @@ use super::validate::filter_of;
 use crate::store::{Filter, Order};
 
 /// The most events one Query page returns.
-pub const MAX_QUERY_LIMIT: u32 = 1000;
+pub(crate) const MAX_QUERY_LIMIT: u32 = 1000;
 /// The page size when the caller gives none.
-pub const DEFAULT_QUERY_LIMIT: u32 = 100;
+pub(crate) const DEFAULT_QUERY_LIMIT: u32 = 100;
 
 /// A Query request, checked: what to select and where to resume.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,13 +16,13 @@ use crate::performance;
 use crate::store::{Filter, NewEvent, StatsQuery};
 
 /// The most events one LogBatch may carry.
-pub const MAX_BATCH: usize = 1000;
+pub(crate) const MAX_BATCH: usize = 1000;
 /// The most bytes `details` may take once encoded as JSON.
-pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_DETAILS_BYTES: usize = 64 * 1024;
 /// The longest `event_type`.
-pub const MAX_EVENT_TYPE_LEN: usize = 64;
+pub(crate) const MAX_EVENT_TYPE_LEN: usize = 64;
 /// The longest actor, lead id, workflow or idempotency key.
-pub const MAX_FIELD_LEN: usize = 256;
+pub(crate) const MAX_FIELD_LEN: usize = 256;
 
 /// Checks a Log request.
 pub(crate) fn validate_log(req: pb::LogRequest, default_actor: &str) -> Result<NewEvent, Status> {

@@ -121,7 +121,7 @@ impl Report {
 /// record's MAC, its seq against the one expected, and its `prev` against the
 /// signature of the record before it.
 #[derive(Debug)]
-pub struct Verifier<'k> {
+pub(crate) struct Verifier<'k> {
     keyring: &'k Keyring,
     checkpoints: &'k HashMap<u64, String>,
     /// The signature the next record's `prev` must equal.
@@ -141,7 +141,7 @@ impl<'k> Verifier<'k> {
     /// A verifier for records starting at `first_seq`, whose first `prev` must
     /// be `prev` (64 zeros at the start of the log). Checkpoints found are
     /// noted in the report.
-    pub fn new(
+    pub(crate) fn new(
         keyring: &'k Keyring,
         checkpoints: &'k HashMap<u64, String>,
         first_seq: u64,
@@ -161,7 +161,10 @@ impl<'k> Verifier<'k> {
     /// A verifier for one stretch of the log whose starting point is checked
     /// by the caller: its first record's seq and `prev` are taken as they are
     /// (and returned in [`Report::first`]).
-    pub fn unanchored(keyring: &'k Keyring, checkpoints: &'k HashMap<u64, String>) -> Verifier<'k> {
+    pub(crate) fn unanchored(
+        keyring: &'k Keyring,
+        checkpoints: &'k HashMap<u64, String>,
+    ) -> Verifier<'k> {
         Verifier {
             unanchored: true,
             ..Verifier::new(keyring, checkpoints, 0, "")
@@ -169,7 +172,7 @@ impl<'k> Verifier<'k> {
     }
 
     /// Counts and reports only records whose seq is in `range`.
-    pub fn with_range(mut self, range: std::ops::RangeInclusive<u64>) -> Verifier<'k> {
+    pub(crate) fn with_range(mut self, range: std::ops::RangeInclusive<u64>) -> Verifier<'k> {
         self.range = range;
         self
     }
@@ -189,7 +192,7 @@ impl<'k> Verifier<'k> {
 
     /// Checks one line (without its newline) at 1-based `line_no` of `file`.
     /// Returns the record's seq when it could be read.
-    pub fn check_line(&mut self, file: &str, line_no: u64, line: &[u8]) -> Option<u64> {
+    pub(crate) fn check_line(&mut self, file: &str, line_no: u64, line: &[u8]) -> Option<u64> {
         let Some(head) = RecordHead::peek(line) else {
             let what = match Record::parse(line) {
                 Err(LineError::NoSignature) => "has no trailing signature field".to_owned(),
@@ -331,7 +334,7 @@ impl<'k> Verifier<'k> {
 
     /// Reports a problem that is not about one line (an unreadable file),
     /// located at the seq expected next.
-    pub fn problem(&mut self, kind: FindingKind, file: &str, message: String) {
+    pub(crate) fn problem(&mut self, kind: FindingKind, file: &str, message: String) {
         let seq = self.expected;
         self.report.findings.push(Finding {
             kind,
@@ -343,7 +346,7 @@ impl<'k> Verifier<'k> {
     }
 
     /// Reports a torn line (bytes after the last newline) at the end of `file`.
-    pub fn torn_tail(&mut self, file: &str, line_no: u64, len: usize) {
+    pub(crate) fn torn_tail(&mut self, file: &str, line_no: u64, len: usize) {
         let expected = self.expected;
         self.find(
             FindingKind::Malformed,
@@ -358,12 +361,12 @@ impl<'k> Verifier<'k> {
     }
 
     /// Counts one more segment file read.
-    pub fn segment_read(&mut self) {
+    pub(crate) fn segment_read(&mut self) {
         self.report.segments_checked += 1;
     }
 
     /// Ends the walk.
-    pub fn finish(self) -> Report {
+    pub(crate) fn finish(self) -> Report {
         self.report
     }
 }

@@ -16,7 +16,7 @@ mod stats;
 use super::record::{MAX_SEQ, Record};
 use super::segment::SegmentIndex;
 
-pub use stats::{Bucket, MAX_BUCKETS, Stats, StatsQuery, TooManyBuckets};
+pub(crate) use stats::{Stats, StatsQuery, TooManyBuckets};
 
 /// A filter over events; every set field must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl Filter {
 
 /// Where a record is and what queries need to know about it.
 #[derive(Debug, Clone, Copy)]
-pub struct Meta {
+pub(crate) struct Meta {
     pub seq: u64,
     /// In a plain segment, the byte offset of the line; in a compressed one,
     /// `chunk << 32 | offset in the chunk`.
@@ -102,7 +102,7 @@ pub enum Order {
 }
 
 #[derive(Debug, Default)]
-pub struct Index {
+pub(crate) struct Index {
     metas: Vec<Meta>,
     types: Interner,
     actors: Interner,
@@ -127,7 +127,7 @@ impl Index {
     /// Adds a committed record stored in `segment` at `offset` with `len`
     /// bytes (newline included). A record whose seq is not above the last one,
     /// or is above [`MAX_SEQ`], is ignored.
-    pub fn add(&mut self, record: &Record, segment: u32, offset: u64, len: u32) {
+    pub(crate) fn add(&mut self, record: &Record, segment: u32, offset: u64, len: u32) {
         let fields = Fields {
             event_type: &record.event_type,
             actor: &record.actor,
@@ -139,7 +139,7 @@ impl Index {
     }
 
     /// Adds every record of a sealed segment from its index file.
-    pub fn add_sealed(&mut self, segment: u32, index: &SegmentIndex) {
+    pub(crate) fn add_sealed(&mut self, segment: u32, index: &SegmentIndex) {
         for row in &index.rows {
             let s = |id: u32| index.strings.get(id as usize).map_or("", String::as_str);
             let fields = Fields {
@@ -155,7 +155,7 @@ impl Index {
     }
 
     /// Points the records of a segment just compressed at their new place.
-    pub fn relocate(&mut self, from: u32, to: u32, index: &SegmentIndex) {
+    pub(crate) fn relocate(&mut self, from: u32, to: u32, index: &SegmentIndex) {
         for row in &index.rows {
             if let Ok(i) = self.position(row.seq)
                 && self.metas[i].segment == from
@@ -169,7 +169,7 @@ impl Index {
     }
 
     /// Forgets every record up to and including `seq` (a retention purge).
-    pub fn purge_through(&mut self, seq: u64) {
+    pub(crate) fn purge_through(&mut self, seq: u64) {
         let cut = self.metas.partition_point(|m| m.seq <= seq);
         self.metas.drain(..cut);
         for list in self
@@ -238,17 +238,17 @@ impl Index {
     }
 
     /// The last indexed record.
-    pub fn last(&self) -> Option<&Meta> {
+    pub(crate) fn last(&self) -> Option<&Meta> {
         self.metas.last()
     }
 
     /// The seq written with idempotency key `key`.
-    pub fn idempotent_seq(&self, key: &str) -> Option<u64> {
+    pub(crate) fn idempotent_seq(&self, key: &str) -> Option<u64> {
         self.idempotency.get(key).copied()
     }
 
     /// The position of the record with `seq`.
-    pub fn get(&self, seq: u64) -> Option<&Meta> {
+    pub(crate) fn get(&self, seq: u64) -> Option<&Meta> {
         self.position(seq).ok().map(|i| &self.metas[i])
     }
 
@@ -268,7 +268,7 @@ impl Index {
     /// Up to `limit` records matching `filter` with seq strictly after
     /// `after` (oldest first) or strictly before `before` (newest first), and
     /// never above `max_seq`.
-    pub fn select(
+    pub(crate) fn select(
         &self,
         filter: &Filter,
         order: Order,

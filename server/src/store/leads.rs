@@ -45,7 +45,7 @@ const MAGIC: &[u8; 8] = b"ALLEAD01";
 /// Where one lead's lines are in the copy: `bytes` bytes from `offset` of
 /// member `chunk`, in seq order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span {
+pub(crate) struct Span {
     pub chunk: u32,
     pub offset: u32,
     pub bytes: u32,
@@ -53,7 +53,7 @@ pub struct Span {
 
 /// An open lead copy.
 #[derive(Debug)]
-pub struct LeadCopy {
+pub(crate) struct LeadCopy {
     pub file: File,
     pub chunks: Vec<Chunk>,
     pub spans: HashMap<Box<str>, Span>,
@@ -61,7 +61,7 @@ pub struct LeadCopy {
 
 /// The copy's file names (`.leads.gz`, `.leads.idx`) for a segment, from its
 /// plain or compressed name.
-pub fn names(segment: &str) -> (String, String) {
+pub(crate) fn names(segment: &str) -> (String, String) {
     let stem = segment
         .strip_suffix(".gz")
         .unwrap_or(segment)
@@ -71,7 +71,7 @@ pub fn names(segment: &str) -> (String, String) {
 }
 
 /// Whether `name` is a lead copy file.
-pub fn is_copy_file(name: &str) -> bool {
+pub(crate) fn is_copy_file(name: &str) -> bool {
     name.starts_with("audit.") && (name.ends_with(".leads.gz") || name.ends_with(".leads.idx"))
 }
 
@@ -79,7 +79,7 @@ pub fn is_copy_file(name: &str) -> bool {
 /// `index`, to `gz` and `idx`, both staged (written and fsynced under their
 /// `.tmp` names, see `crate::durable`) for the caller to publish. Checks
 /// `stop` between leads.
-pub fn write(
+pub(crate) fn write(
     plain: &Path,
     index: &SegmentIndex,
     gz: &Path,
@@ -147,7 +147,7 @@ pub fn write(
 
 /// Opens the lead copy of the segment `segment` in `dir`; `None` if it has
 /// none or it cannot be used (said in the log).
-pub fn open(dir: &Path, segment: &str) -> Option<LeadCopy> {
+pub(crate) fn open(dir: &Path, segment: &str) -> Option<LeadCopy> {
     let (gz, idx) = names(segment);
     let opened = std::fs::read(dir.join(&idx)).and_then(|bytes| {
         let (chunks, spans) = decode(&bytes).map_err(std::io::Error::other)?;

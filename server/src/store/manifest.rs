@@ -26,13 +26,13 @@ use crate::clock::{format_timestamp, parse_timestamp};
 use crate::durable;
 use crate::keys::Keyring;
 
-pub const MANIFEST_FILE: &str = "manifest.json";
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
 const MAC_HEAD: &[u8] = b",\"mac\":\"";
 
 /// The list of sealed segments.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Manifest {
+pub(crate) struct Manifest {
     pub version: u32,
     pub segments: Vec<SegmentEntry>,
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct Manifest {
 /// One sealed segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SegmentEntry {
+pub(crate) struct SegmentEntry {
     pub file: String,
     pub index: String,
     pub first_seq: u64,
@@ -64,7 +64,7 @@ pub struct SegmentEntry {
 /// What occurs in a segment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub event_types: BTreeMap<String, u64>,
     pub workflows: BTreeMap<String, u64>,
     pub leads: u64,
@@ -73,7 +73,7 @@ pub struct Summary {
 /// The last retention purge.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Purged {
+pub(crate) struct Purged {
     /// Every seq up to this one is gone.
     pub through_seq: u64,
     /// The signature of that last purged record: the `prev` of the first
@@ -83,7 +83,7 @@ pub struct Purged {
 
 /// A manifest as read from disk.
 #[derive(Debug, Clone, Default)]
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub manifest: Manifest,
     /// False when the MAC does not match: the file was edited.
     pub authentic: bool,
@@ -100,7 +100,7 @@ pub enum ManifestError {
 
 impl SegmentEntry {
     /// The entry for a segment just compressed.
-    pub fn new(file: String, index: String, info: &SealedInfo) -> SegmentEntry {
+    pub(crate) fn new(file: String, index: String, info: &SealedInfo) -> SegmentEntry {
         SegmentEntry {
             file,
             index,
@@ -148,14 +148,14 @@ impl SegmentEntry {
     }
 
     /// The time of the newest event, in microseconds.
-    pub fn last_micros(&self) -> Option<i64> {
+    pub(crate) fn last_micros(&self) -> Option<i64> {
         parse_timestamp(&self.last_timestamp)
     }
 }
 
 impl Manifest {
     /// Reads the manifest in `dir`; an absent one is empty (and authentic).
-    pub fn load(dir: &Path, keyring: &Keyring) -> Result<Loaded, ManifestError> {
+    pub(crate) fn load(dir: &Path, keyring: &Keyring) -> Result<Loaded, ManifestError> {
         let bytes = match std::fs::read(dir.join(MANIFEST_FILE)) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -173,7 +173,7 @@ impl Manifest {
     }
 
     /// Decodes the bytes of a manifest file and checks its MAC.
-    pub fn parse(bytes: &[u8], keyring: &Keyring) -> Result<Loaded, ManifestError> {
+    pub(crate) fn parse(bytes: &[u8], keyring: &Keyring) -> Result<Loaded, ManifestError> {
         let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let Some((content, mac)) = split_mac(text) else {
             return Err(ManifestError::Invalid(
@@ -212,14 +212,14 @@ impl Manifest {
     }
 
     /// Replaces the manifest in `dir` atomically, signed with the active key.
-    pub fn store(&mut self, dir: &Path, keyring: &Keyring) -> std::io::Result<()> {
+    pub(crate) fn store(&mut self, dir: &Path, keyring: &Keyring) -> std::io::Result<()> {
         let bytes = self.signed_bytes(keyring)?;
         durable::replace(&dir.join(MANIFEST_FILE), &bytes)
     }
 
     /// The file's bytes: the manifest signed with the keyring's active key,
     /// which it then names.
-    pub fn signed_bytes(&mut self, keyring: &Keyring) -> std::io::Result<Vec<u8>> {
+    pub(crate) fn signed_bytes(&mut self, keyring: &Keyring) -> std::io::Result<Vec<u8>> {
         let (key_id, key) = keyring.active();
         key_id.clone_into(&mut self.key_id);
         let mut bytes = serde_json::to_vec(self).map_err(std::io::Error::other)?;
@@ -233,7 +233,7 @@ impl Manifest {
     }
 
     /// The entry whose segment file is `file`.
-    pub fn entry(&self, file: &str) -> Option<&SegmentEntry> {
+    pub(crate) fn entry(&self, file: &str) -> Option<&SegmentEntry> {
         self.segments.iter().find(|s| s.file == file)
     }
 }

@@ -55,15 +55,15 @@ use std::thread::JoinHandle;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-pub use chain::{Finding, FindingKind, Report};
-pub use error::StoreError;
-pub use index::{Bucket, Filter, MAX_BUCKETS, Meta, Order, Stats, StatsQuery, TooManyBuckets};
-pub use read::Page;
-pub use record::{Details, NewEvent, Record};
-pub use retention::{PURGE_EVENT_TYPE, Purge};
-pub use sealer::Sealed;
-pub use shared::{Committed, LOG_FILE, QUARANTINE_FILE};
-pub use verify::Checkpoint;
+pub(crate) use chain::{FindingKind, Report};
+pub(crate) use error::StoreError;
+pub(crate) use index::{Filter, Order, Stats, StatsQuery, TooManyBuckets};
+pub(crate) use read::Page;
+pub(crate) use record::{Details, NewEvent, Record};
+pub(crate) use retention::Purge;
+pub(crate) use sealer::Sealed;
+pub(crate) use shared::{Committed, LOG_FILE, QUARANTINE_FILE};
+pub(crate) use verify::Checkpoint;
 // Reached only by `crate::fuzzing`.
 pub(crate) use recovery::recover_summary;
 pub(crate) use verify::{check_gzip_bytes, check_log_bytes};
@@ -127,7 +127,7 @@ const HUB_CAPACITY: usize = 1024;
 const QUEUE_DEPTH: usize = 4096;
 /// Records per page of [`Store::scan`]: enough that a page is split over
 /// the reader threads, few enough that a page's records are held briefly.
-pub const SCAN_PAGE: usize = 1000;
+pub(crate) const SCAN_PAGE: usize = 1000;
 
 impl Store {
     /// Opens (or creates) the store in `config.data_dir`: recovers the

@@ -27,14 +27,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 /// `prev` of the very first record.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// The highest seq a record can have, 2^63 - 1: beyond anything the writer
 /// reaches (292,000 years at a million events a second) and still a signed
 /// 64-bit integer for callers whose languages have no unsigned one. A line
 /// claiming a higher seq is damaged or forged, and is left out of the index,
 /// so that the seq after the last indexed one always exists.
-pub const MAX_SEQ: u64 = i64::MAX as u64;
+pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 
 /// The bytes every line ends with after the signature's 64 hex digits.
 const SIG_TAIL: &[u8] = b"\"}";
@@ -118,7 +118,7 @@ pub(crate) fn parse_row<T: Decoded>(line: &[u8]) -> Result<T, LineError> {
 /// sealer reads from each record. `details` is most of a parse, so skipping
 /// it makes the sealer's pass over a segment much cheaper.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct IndexFields<'a> {
+pub(crate) struct IndexFields<'a> {
     pub seq: u64,
     #[serde(with = "timestamp_format")]
     pub timestamp: i64,
@@ -141,7 +141,7 @@ pub struct IndexFields<'a> {
 
 impl<'a> IndexFields<'a> {
     /// Reads the indexed fields of one line (without its newline).
-    pub fn parse(line: &'a [u8]) -> Option<IndexFields<'a>> {
+    pub(crate) fn parse(line: &'a [u8]) -> Option<IndexFields<'a>> {
         serde_json::from_slice(line).ok()
     }
 }
@@ -347,7 +347,7 @@ fn push_opt_field(line: &mut Vec<u8>, name: &str, value: Option<&str>) {
 mod timestamp_format {
     use serde::{Deserialize, Deserializer};
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         let s = <&str>::deserialize(d)?;
         crate::clock::parse_timestamp(s)
             .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))

@@ -34,7 +34,7 @@ use crate::clock::now_micros;
 use crate::durable::sync_dir;
 
 /// The event type of a purge record.
-pub const PURGE_EVENT_TYPE: &str = "auditlog.purge";
+pub(crate) const PURGE_EVENT_TYPE: &str = "auditlog.purge";
 
 /// What a purge removed.
 #[derive(Debug, Clone, PartialEq, Eq)]

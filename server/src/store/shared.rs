@@ -24,12 +24,12 @@ use super::segment::SegmentFile;
 use crate::keys::Keyring;
 
 /// The active segment's name in the data directory.
-pub const LOG_FILE: &str = "audit.log";
+pub(crate) const LOG_FILE: &str = "audit.log";
 /// Where recovery moves bytes it cuts from the end of the log.
-pub const QUARANTINE_FILE: &str = "audit.log.quarantine";
+pub(crate) const QUARANTINE_FILE: &str = "audit.log.quarantine";
 
 /// One group of records the writer committed, in seq order.
-pub type Committed = Arc<Vec<Record>>;
+pub(crate) type Committed = Arc<Vec<Record>>;
 
 /// State the writer, the sealer and the readers share.
 pub(super) struct Shared {

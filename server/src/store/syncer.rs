@@ -56,12 +56,12 @@ pub(super) struct Syncer {
 }
 
 impl Syncer {
-    pub fn new(shared: Arc<Shared>, durability: Durability) -> Syncer {
+    pub(super) fn new(shared: Arc<Shared>, durability: Durability) -> Syncer {
         Syncer { shared, durability }
     }
 
     /// Serves the writer until it hangs up.
-    pub fn run(self, rx: &Receiver<ToSyncer>) {
+    pub(super) fn run(self, rx: &Receiver<ToSyncer>) {
         while let Ok(first) = rx.recv() {
             let mut groups = Vec::new();
             let mut flushes = Vec::new();

@@ -97,7 +97,7 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub fn new(
+    pub(super) fn new(
         active: Active,
         max_segment_bytes: u64,
         sealer: std::sync::mpsc::Sender<Job>,
@@ -141,7 +141,7 @@ impl Writer {
     }
 
     /// Serves requests until every sender is gone, then returns.
-    pub fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         while let Some(first) = rx.blocking_recv() {
             let mut group = Vec::new();
             let mut rotations = Vec::new();

@@ -16,7 +16,7 @@ use crate::common::wait::wait_until;
 
 /// One HTTP request as received.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub method: String,
     pub path: String,
     /// Header names in lower case.
@@ -29,7 +29,7 @@ pub struct Request {
 }
 
 /// Checks one request; `Err` makes the endpoint answer 400 and record why.
-pub type Check = Box<dyn Fn(&Request) -> Result<(), String> + Send + Sync>;
+pub(crate) type Check = Box<dyn Fn(&Request) -> Result<(), String> + Send + Sync>;
 
 struct Shared {
     /// The status to answer requests that pass the check.
@@ -43,7 +43,7 @@ struct Shared {
 }
 
 /// A minimal HTTP/1.1 server on 127.0.0.1.
-pub struct HttpEndpoint {
+pub(crate) struct HttpEndpoint {
     pub port: u16,
     shared: Arc<Shared>,
     /// Cancels the listener and its connections while up.
@@ -52,12 +52,12 @@ pub struct HttpEndpoint {
 
 impl HttpEndpoint {
     /// Starts one that answers 200 and checks nothing.
-    pub async fn start() -> HttpEndpoint {
+    pub(crate) async fn start() -> HttpEndpoint {
         HttpEndpoint::start_checked(None).await
     }
 
     /// Starts one that runs `check` on every request.
-    pub async fn start_checked(check: Option<Check>) -> HttpEndpoint {
+    pub(crate) async fn start_checked(check: Option<Check>) -> HttpEndpoint {
         let listener = listen(0).unwrap();
         let port = listener.local_addr().unwrap().port();
         let endpoint = HttpEndpoint {
@@ -76,7 +76,7 @@ impl HttpEndpoint {
     }
 
     /// Its URL for `path` (which starts with `/`).
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -105,20 +105,20 @@ impl HttpEndpoint {
     }
 
     /// From now on, answer requests that pass the check with `status`.
-    pub fn answer(&self, status: u16) {
+    pub(crate) fn answer(&self, status: u16) {
         self.shared.status.store(status, Ordering::SeqCst);
     }
 
     /// Closes the port and cuts every open connection: senders get
     /// "connection refused" (or a reset) until [`HttpEndpoint::come_up`].
-    pub fn go_down(&self) {
+    pub(crate) fn go_down(&self) {
         if let Some(token) = self.up.lock().unwrap().take() {
             token.cancel();
         }
     }
 
     /// Listens again on the same port.
-    pub async fn come_up(&self) {
+    pub(crate) async fn come_up(&self) {
         // The old listener closes asynchronously; retry briefly.
         let listener = wait_until("the port to be free again", || async move {
             listen(self.port).map_err(|e| e.to_string())
@@ -128,12 +128,12 @@ impl HttpEndpoint {
     }
 
     /// Every request so far, in arrival order, whatever it was answered.
-    pub fn requests(&self) -> Vec<Request> {
+    pub(crate) fn requests(&self) -> Vec<Request> {
         self.shared.requests.lock().unwrap().clone()
     }
 
     /// The requests answered with 2xx, in arrival order.
-    pub fn accepted(&self) -> Vec<Request> {
+    pub(crate) fn accepted(&self) -> Vec<Request> {
         self.requests()
             .into_iter()
             .filter(|r| (200..300).contains(&r.status))
@@ -141,17 +141,17 @@ impl HttpEndpoint {
     }
 
     /// Why requests failed the check.
-    pub fn rejected(&self) -> Vec<String> {
+    pub(crate) fn rejected(&self) -> Vec<String> {
         self.shared.rejected.lock().unwrap().clone()
     }
 
     /// How many requests arrived, whatever they were answered.
-    pub fn attempts(&self) -> u64 {
+    pub(crate) fn attempts(&self) -> u64 {
         self.shared.attempts.load(Ordering::SeqCst)
     }
 
     /// Waits until at least `n` requests were accepted; returns them.
-    pub async fn wait_for(&self, n: usize) -> Vec<Request> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Request> {
         wait_until(&format!("{n} accepted request(s)"), || async move {
             let got = self.accepted();
             if got.len() >= n {

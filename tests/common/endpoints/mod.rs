@@ -7,11 +7,11 @@
 mod http;
 mod smtp;
 
-pub use http::{Check, HttpEndpoint, Request};
-pub use smtp::{Mail, SmtpServer};
+pub(crate) use http::{Check, HttpEndpoint, Request};
+pub(crate) use smtp::{Mail, SmtpServer};
 
 /// A port nothing listens on: bound, noted, released.
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

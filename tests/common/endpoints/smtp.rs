@@ -13,7 +13,7 @@ use crate::common::wait::wait_until;
 
 /// One message as the SMTP server received it.
 #[derive(Debug, Clone)]
-pub struct Mail {
+pub(crate) struct Mail {
     /// The envelope sender (`MAIL FROM`), without angle brackets.
     pub mail_from: String,
     /// The envelope recipients (`RCPT TO`), without angle brackets.
@@ -24,7 +24,7 @@ pub struct Mail {
 
 impl Mail {
     /// The header fields, unfolded, names in lower case, in order.
-    pub fn headers(&self) -> Vec<(String, String)> {
+    pub(crate) fn headers(&self) -> Vec<(String, String)> {
         let head = self.data.split("\r\n\r\n").next().unwrap_or("");
         let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
         unfolded
@@ -37,7 +37,7 @@ impl Mail {
     }
 
     /// The value of header `name` (any case); panics when it is missing.
-    pub fn header(&self, name: &str) -> String {
+    pub(crate) fn header(&self, name: &str) -> String {
         let name = name.to_ascii_lowercase();
         self.headers()
             .into_iter()
@@ -48,7 +48,7 @@ impl Mail {
 
     /// The body, decoded from its Content-Transfer-Encoding (7bit,
     /// quoted-printable or base64), with CRLF turned into LF.
-    pub fn body(&self) -> String {
+    pub(crate) fn body(&self) -> String {
         let raw = self
             .data
             .split_once("\r\n\r\n")
@@ -98,13 +98,13 @@ fn quoted_printable(raw: &str) -> String {
 }
 
 /// A minimal SMTP server on 127.0.0.1 that accepts every message.
-pub struct SmtpServer {
+pub(crate) struct SmtpServer {
     pub port: u16,
     mails: Arc<Mutex<Vec<Mail>>>,
 }
 
 impl SmtpServer {
-    pub async fn start() -> SmtpServer {
+    pub(crate) async fn start() -> SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mails = Arc::new(Mutex::new(Vec::new()));
@@ -118,12 +118,12 @@ impl SmtpServer {
     }
 
     /// Every message received so far.
-    pub fn mails(&self) -> Vec<Mail> {
+    pub(crate) fn mails(&self) -> Vec<Mail> {
         self.mails.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` messages have arrived; returns them all.
-    pub async fn wait_for(&self, n: usize) -> Vec<Mail> {
+    pub(crate) async fn wait_for(&self, n: usize) -> Vec<Mail> {
         wait_until(&format!("{n} mail(s)"), || async move {
             let got = self.mails();
             if got.len() >= n {

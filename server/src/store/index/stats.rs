@@ -51,7 +51,7 @@ pub struct Bucket {
 }
 
 /// The most buckets one timeline may have.
-pub const MAX_BUCKETS: i64 = 10_000;
+pub(crate) const MAX_BUCKETS: i64 = 10_000;
 
 /// A timeline would need this many buckets, more than [`MAX_BUCKETS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +60,7 @@ pub struct TooManyBuckets(pub i64);
 
 impl Index {
     /// Aggregates over the records `q` selects.
-    pub fn stats(&self, q: &StatsQuery) -> Result<Stats, TooManyBuckets> {
+    pub(crate) fn stats(&self, q: &StatsQuery) -> Result<Stats, TooManyBuckets> {
         let head_seq = self.metas.last().map_or(0, |m| m.seq);
         let mut stats = Stats {
             head_seq,

@@ -100,7 +100,7 @@ impl IndexBuilder {
         s.map_or(0, |s| self.string(s) + 1)
     }
 
-    pub fn row(&mut self, r: &IndexFields<'_>, chunk: u32, offset: u32, len: u32) {
+    pub(crate) fn row(&mut self, r: &IndexFields<'_>, chunk: u32, offset: u32, len: u32) {
         let row = Row {
             seq: r.seq,
             timestamp: r.timestamp,

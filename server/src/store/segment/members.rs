@@ -127,7 +127,11 @@ pub fn read_chunk(file: &File, chunk: &Chunk) -> std::io::Result<Vec<u8>> {
 /// reading one record stops there rather than inflating the whole member.
 /// With `need` at or past the chunk's length, the whole chunk is read and
 /// checked (length and CRC).
-pub fn read_chunk_prefix(file: &File, chunk: &Chunk, need: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_chunk_prefix(
+    file: &File,
+    chunk: &Chunk,
+    need: usize,
+) -> std::io::Result<Vec<u8>> {
     let whole = chunk.plain as usize;
     let mut compressed = vec![0u8; chunk.compressed as usize];
     file.read_exact_at(&mut compressed, chunk.offset)?;
@@ -215,7 +219,7 @@ fn read_member_general(compressed: &[u8], whole: usize, need: usize) -> std::io:
 /// lines, so per-member setup would otherwise be a large part of reading it.
 /// Each member's CRC and length are checked; a stream that ends inside a
 /// member is an error.
-pub struct Members<R> {
+pub(crate) struct Members<R> {
     inner: R,
     buf: Box<[u8]>,
     start: usize,
@@ -226,7 +230,7 @@ pub struct Members<R> {
 }
 
 impl<R: Read> Members<R> {
-    pub fn new(inner: R) -> Members<R> {
+    pub(crate) fn new(inner: R) -> Members<R> {
         Members {
             inner,
             buf: vec![0u8; 256 * 1024].into_boxed_slice(),

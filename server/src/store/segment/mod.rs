@@ -17,8 +17,8 @@
 //! included, so verification sees exactly what was there), and its files are
 //! only staged (`crate::durable`): the caller puts them in place together.
 
-pub mod idx;
-pub mod members;
+pub(crate) mod idx;
+pub(crate) mod members;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -28,8 +28,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest as _, Sha256};
 
-pub use idx::{SegmentError, SegmentIndex};
-pub use members::{Chunk, Members, read_chunk_prefix};
+pub(crate) use idx::SegmentError;
+pub use idx::SegmentIndex;
+pub(crate) use members::{Chunk, Members, read_chunk_prefix};
 
 use super::leads::LeadCopy;
 use super::record::IndexFields;
@@ -39,7 +40,7 @@ use members::{CHUNK_BYTES, Member};
 
 /// What sealing learned about a segment, for the manifest.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SealedInfo {
+pub(crate) struct SealedInfo {
     pub events: u64,
     pub first_seq: u64,
     pub last_seq: u64,
@@ -157,7 +158,7 @@ impl SealedInfo {
 
 /// An open segment file, for reading records by position.
 #[derive(Debug)]
-pub enum SegmentFile {
+pub(crate) enum SegmentFile {
     /// The active segment, or a sealed one not yet compressed.
     Plain { name: String, file: File },
     /// A compressed segment, its chunk table, and its lead copy if it has
@@ -172,7 +173,7 @@ pub enum SegmentFile {
 
 impl SegmentFile {
     /// The file's name in the data directory (when it was opened).
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         match self {
             SegmentFile::Plain { name, .. } | SegmentFile::Gzip { name, .. } => name,
         }

@@ -229,7 +229,7 @@ fn members_read_like_zcat_and_refuse_damage() {
 }
 
 /// SHA-256 of a file, as hex.
-pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+pub(super) fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = File::open(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
