@@ -5,7 +5,7 @@
 //! logged event of type `performance` with `details.operation` and
 //! `details.duration_ms`); those are events in the log, so the windows are
 //! rebuilt from the log at start. The server also times its own RPCs through
-//! [`TimingLayer`]; those are not written to the log (that would double every
+//! `TimingLayer` (`timing.rs`); those are not written to the log (that would double every
 //! write) and start empty after a restart.
 //!
 //! Percentiles are exact, by nearest rank over a sorted copy of the window:
@@ -17,122 +17,27 @@
 //! and by at least `min_increase_ms`, an alert is raised (once per
 //! `cooldown_secs` per operation).
 
+mod config;
+mod percentiles;
+mod timing;
+mod tracked;
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::alerts::{Alert, AlertKind, Alerts};
 use crate::clock::now_micros;
-use crate::gate::{Admit, Gate};
-use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
+use crate::store::{Filter, Order, Record, Store};
+
+pub use config::{DegradationConfig, PerformanceConfig};
+use percentiles::{p95, summarize};
+pub(crate) use timing::TimingLayer;
+use tracked::measurement;
+pub(crate) use tracked::{Measurements, check_duration, check_operation, stats_from_log};
 
 /// The event type performance measurements are logged as.
 pub(crate) const EVENT_TYPE: &str = "performance";
-
-/// The `[performance]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PerformanceConfig {
-    /// How many recent durations each operation keeps. Default 1000.
-    pub window: usize,
-    /// Time the server's own RPCs. Default true.
-    pub track_server: bool,
-    /// Degradation alerts (`[performance.degradation]`).
-    pub degradation: DegradationConfig,
-}
-
-impl Default for PerformanceConfig {
-    fn default() -> PerformanceConfig {
-        PerformanceConfig {
-            window: 1000,
-            track_server: true,
-            degradation: DegradationConfig::default(),
-        }
-    }
-}
-
-/// The `[performance.degradation]` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DegradationConfig {
-    /// Raise degradation alerts. Default true.
-    pub enabled: bool,
-    /// Alert when the recent p95 exceeds the window's p95 by this factor.
-    /// Default 2.0.
-    pub factor: f64,
-    /// How many of the latest samples are "recent". Default 50.
-    pub recent: usize,
-    /// How many samples the window needs before it is judged. Default 200.
-    pub min_samples: usize,
-    /// And only when the recent p95 is also at least this many milliseconds
-    /// above the baseline's, so sub-millisecond jitter (a fast RPC going
-    /// from 0.7 to 3 ms) does not page anyone. Default 10.
-    pub min_increase_ms: f64,
-    /// Quiet time per operation after an alert, in seconds. Default 900.
-    pub cooldown_secs: u64,
-}
-
-impl Default for DegradationConfig {
-    fn default() -> DegradationConfig {
-        DegradationConfig {
-            enabled: true,
-            factor: 2.0,
-            recent: 50,
-            min_samples: 200,
-            min_increase_ms: 10.0,
-            cooldown_secs: 900,
-        }
-    }
-}
-
-impl PerformanceConfig {
-    /// Checks what types alone cannot; the error names the key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.window == 0 || self.window > 1_000_000 {
-            return Err((
-                "performance.window",
-                format!("is {}; it must be from 1 to 1,000,000", self.window),
-            ));
-        }
-        let d = &self.degradation;
-        if !(d.factor > 1.0 && d.factor.is_finite()) {
-            return Err((
-                "performance.degradation.factor",
-                format!("is {}; it must be a number above 1", d.factor),
-            ));
-        }
-        if !(d.min_increase_ms >= 0.0 && d.min_increase_ms.is_finite()) {
-            return Err((
-                "performance.degradation.min_increase_ms",
-                format!(
-                    "is {}; it must be 0 or a positive number of milliseconds",
-                    d.min_increase_ms
-                ),
-            ));
-        }
-        if d.recent == 0 || d.recent >= self.window {
-            return Err((
-                "performance.degradation.recent",
-                format!(
-                    "is {}; it must be at least 1 and below performance.window ({})",
-                    d.recent, self.window
-                ),
-            ));
-        }
-        if d.min_samples < d.recent || d.min_samples > self.window {
-            return Err((
-                "performance.degradation.min_samples",
-                format!(
-                    "is {}; it must be from degradation.recent ({}) to performance.window ({})",
-                    d.min_samples, d.recent, self.window
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// Where a measurement comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -380,234 +285,6 @@ impl Performance {
     }
 }
 
-/// The operation and duration a `performance` event carries.
-pub(crate) fn measurement(record: &Record) -> Option<(&str, f64)> {
-    if record.event_type != EVENT_TYPE {
-        return None;
-    }
-    let op = record.details.get("operation")?.as_str()?;
-    let ms = record.details.get("duration_ms")?.as_f64()?;
-    (ms.is_finite() && ms >= 0.0 && !op.is_empty()).then_some((op, ms))
-}
-
-/// Figures per tracked operation from the `performance` events of a time
-/// range (every one of them, not a window), sorted by operation.
-pub(crate) fn stats_from_log(
-    store: &Store,
-    operation: Option<&str>,
-    since: Option<i64>,
-    until: Option<i64>,
-) -> Result<Vec<OperationStats>, crate::store::StoreError> {
-    let filter = Filter {
-        event_types: vec![EVENT_TYPE.to_owned()],
-        since,
-        until,
-        ..Filter::default()
-    };
-    let mut samples: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-    let page = |records: Vec<Record>| {
-        for (op, ms) in records.iter().filter_map(measurement) {
-            if operation.is_none_or(|o| o == op) {
-                samples.entry(op.to_owned()).or_default().push(ms);
-            }
-        }
-        std::ops::ControlFlow::Continue(())
-    };
-    store.scan(&filter, Order::OldestFirst, None, u64::MAX, page)?;
-    Ok(samples
-        .into_iter()
-        .filter_map(|(operation, mut v)| {
-            summarize(&mut v).map(|summary| OperationStats {
-                operation,
-                source: Source::Tracked,
-                summary,
-            })
-        })
-        .collect())
-}
-
-/// Where the nearest-rank `p`th percentile of `n` sorted samples is: the
-/// ceil(p/100 * n)-th smallest, as a 0-based index. `n` must not be 0.
-fn nearest_rank(p: f64, n: usize) -> usize {
-    let k = ((p / 100.0) * n as f64).ceil() as usize;
-    k.clamp(1, n) - 1
-}
-
-/// The p95 of `samples` (reordered), as [`summarize`] gives it, by
-/// selection rather than a full sort.
-fn p95(samples: &mut [f64]) -> Option<f64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let k = nearest_rank(95.0, samples.len());
-    Some(*samples.select_nth_unstable_by(k, f64::total_cmp).1)
-}
-
-/// Exact figures over `samples` (sorted in place); `None` when empty.
-pub(crate) fn summarize(samples: &mut [f64]) -> Option<Summary> {
-    if samples.is_empty() {
-        return None;
-    }
-    samples.sort_by(f64::total_cmp);
-    let n = samples.len();
-    let rank = |p: f64| samples[nearest_rank(p, n)];
-    Some(Summary {
-        count: n as u64,
-        min: samples[0],
-        max: samples[n - 1],
-        avg: samples.iter().sum::<f64>() / n as f64,
-        p50: rank(50.0),
-        p95: rank(95.0),
-        p99: rank(99.0),
-    })
-}
-
-/// The longest duration TrackPerformance accepts: a day.
-const MAX_DURATION_MS: f64 = 86_400_000.0;
-
-/// An operation name: 1 to 128 of letters, digits and `_ . : / -`.
-pub(crate) fn check_operation(op: &str) -> Result<(), String> {
-    if op.is_empty() {
-        return Err("is required, e.g. crm.create_record".into());
-    }
-    if op.len() > 128 {
-        return Err(format!("is {} characters; at most 128", op.len()));
-    }
-    if let Some(c) = op
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-')))
-    {
-        return Err(format!(
-            "{op:?} contains {c:?}; use letters, digits and _ . : / -"
-        ));
-    }
-    Ok(())
-}
-
-/// A duration TrackPerformance accepts: 0 to a day, in milliseconds.
-pub(crate) fn check_duration(ms: f64) -> Result<(), String> {
-    if ms.is_finite() && (0.0..=MAX_DURATION_MS).contains(&ms) {
-        Ok(())
-    } else {
-        Err(format!(
-            "is {ms}; it must be a number of milliseconds from 0 to 86400000 (a day)"
-        ))
-    }
-}
-
-/// What the `performance` events of a group about to be appended measure,
-/// one entry per event; recorded only once the group is written, and not
-/// for an event that was a duplicate of one already counted.
-pub(crate) struct Measurements(Vec<Option<(String, f64)>>);
-
-impl Measurements {
-    pub(crate) fn of(events: &[NewEvent]) -> Measurements {
-        if !events.iter().any(|e| e.event_type == EVENT_TYPE) {
-            return Measurements(Vec::new());
-        }
-        Measurements(events.iter().map(Self::measurement_of).collect())
-    }
-
-    /// Records what the written events measure.
-    pub(crate) fn written(self, performance: &Performance, receipts: &[Receipt]) {
-        for (m, r) in self.0.into_iter().zip(receipts) {
-            if let (Some((op, ms)), false) = (m, r.duplicate) {
-                performance.record(Source::Tracked, &op, ms);
-            }
-        }
-    }
-
-    fn measurement_of(event: &NewEvent) -> Option<(String, f64)> {
-        if event.event_type != EVENT_TYPE {
-            return None;
-        }
-        let op = event.details.get("operation")?.as_str()?;
-        let ms = event.details.get("duration_ms")?.as_f64()?;
-        (ms.is_finite() && ms >= 0.0 && check_operation(op).is_ok()).then(|| (op.to_owned(), ms))
-    }
-}
-
-/// Times every AuditService and AdminService call, from request to response
-/// headers (for a stream: until it starts).
-#[derive(Clone)]
-pub(crate) struct TimingLayer {
-    performance: Option<Arc<Performance>>,
-}
-
-impl TimingLayer {
-    pub(crate) fn new(performance: &Arc<Performance>) -> TimingLayer {
-        TimingLayer {
-            performance: performance
-                .config
-                .track_server
-                .then(|| Arc::clone(performance)),
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for TimingLayer {
-    type Service = Gate<S, TimingLayer>;
-
-    fn layer(&self, inner: S) -> Gate<S, TimingLayer> {
-        Gate::new(inner, self.clone())
-    }
-}
-
-/// One RPC being timed.
-pub(crate) struct Timer {
-    performance: Arc<Performance>,
-    rpc: &'static str,
-    started: Instant,
-}
-
-impl Admit for TimingLayer {
-    type Pass = Timer;
-
-    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Option<Timer>, tonic::Status> {
-        Ok(self.performance.as_ref().and_then(|p| {
-            rpc_name(req.uri().path()).map(|rpc| Timer {
-                performance: Arc::clone(p),
-                rpc,
-                started: Instant::now(),
-            })
-        }))
-    }
-
-    fn answered(timer: Timer) {
-        timer.performance.record(
-            Source::Server,
-            timer.rpc,
-            timer.started.elapsed().as_secs_f64() * 1000.0,
-        );
-    }
-}
-
-/// The method name of an auditlog RPC path, e.g. `Log` for
-/// `/auditlog.v1.AuditService/Log`; `None` for health, reflection and
-/// unknown paths (which must not grow the table).
-fn rpc_name(path: &str) -> Option<&'static str> {
-    const RPCS: &[&str] = &[
-        "Log",
-        "LogBatch",
-        "Query",
-        "StreamEvents",
-        "VerifyIntegrity",
-        "GetStats",
-        "TrackPerformance",
-        "GetPerformanceStats",
-        "ExportSubject",
-        "Rotate",
-        "ApplyRetention",
-        "TestAlerts",
-        "GetAlertStatus",
-        "GetWebhookStatus",
-    ];
-    let method = path
-        .strip_prefix("/auditlog.v1.AuditService/")
-        .or_else(|| path.strip_prefix("/auditlog.v1.AdminService/"))?;
-    RPCS.iter().copied().find(|r| *r == method)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,13 +382,5 @@ mod tests {
         assert_eq!(fired.len(), 1, "{fired:?}");
         assert_eq!(fired[0].kind, AlertKind::Performance);
         assert!(fired[0].messages[0].contains("crm"), "{:?}", fired[0]);
-    }
-
-    #[test]
-    fn only_auditlog_rpcs_are_timed() {
-        assert_eq!(rpc_name("/auditlog.v1.AuditService/Log"), Some("Log"));
-        assert_eq!(rpc_name("/auditlog.v1.AdminService/Rotate"), Some("Rotate"));
-        assert_eq!(rpc_name("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(rpc_name("/auditlog.v1.AuditService/Nope"), None);
     }
 }

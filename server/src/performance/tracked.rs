@@ -1,0 +1,117 @@
+//! Durations callers report, as `performance` events in the log: checking
+//! them, recording them once written, and reading them back for a time
+//! range.
+
+use super::{EVENT_TYPE, OperationStats, Performance, Source, summarize};
+use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
+
+/// The operation and duration a `performance` event carries.
+pub(crate) fn measurement(record: &Record) -> Option<(&str, f64)> {
+    if record.event_type != EVENT_TYPE {
+        return None;
+    }
+    let op = record.details.get("operation")?.as_str()?;
+    let ms = record.details.get("duration_ms")?.as_f64()?;
+    (ms.is_finite() && ms >= 0.0 && !op.is_empty()).then_some((op, ms))
+}
+
+/// Figures per tracked operation from the `performance` events of a time
+/// range (every one of them, not a window), sorted by operation.
+pub(crate) fn stats_from_log(
+    store: &Store,
+    operation: Option<&str>,
+    since: Option<i64>,
+    until: Option<i64>,
+) -> Result<Vec<OperationStats>, crate::store::StoreError> {
+    let filter = Filter {
+        event_types: vec![EVENT_TYPE.to_owned()],
+        since,
+        until,
+        ..Filter::default()
+    };
+    let mut samples: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    let page = |records: Vec<Record>| {
+        for (op, ms) in records.iter().filter_map(measurement) {
+            if operation.is_none_or(|o| o == op) {
+                samples.entry(op.to_owned()).or_default().push(ms);
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    };
+    store.scan(&filter, Order::OldestFirst, None, u64::MAX, page)?;
+    Ok(samples
+        .into_iter()
+        .filter_map(|(operation, mut v)| {
+            summarize(&mut v).map(|summary| OperationStats {
+                operation,
+                source: Source::Tracked,
+                summary,
+            })
+        })
+        .collect())
+}
+
+/// The longest duration TrackPerformance accepts: a day.
+const MAX_DURATION_MS: f64 = 86_400_000.0;
+
+/// An operation name: 1 to 128 of letters, digits and `_ . : / -`.
+pub(crate) fn check_operation(op: &str) -> Result<(), String> {
+    if op.is_empty() {
+        return Err("is required, e.g. crm.create_record".into());
+    }
+    if op.len() > 128 {
+        return Err(format!("is {} characters; at most 128", op.len()));
+    }
+    if let Some(c) = op
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '/' | '-')))
+    {
+        return Err(format!(
+            "{op:?} contains {c:?}; use letters, digits and _ . : / -"
+        ));
+    }
+    Ok(())
+}
+
+/// A duration TrackPerformance accepts: 0 to a day, in milliseconds.
+pub(crate) fn check_duration(ms: f64) -> Result<(), String> {
+    if ms.is_finite() && (0.0..=MAX_DURATION_MS).contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "is {ms}; it must be a number of milliseconds from 0 to 86400000 (a day)"
+        ))
+    }
+}
+
+/// What the `performance` events of a group about to be appended measure,
+/// one entry per event; recorded only once the group is written, and not
+/// for an event that was a duplicate of one already counted.
+pub(crate) struct Measurements(Vec<Option<(String, f64)>>);
+
+impl Measurements {
+    pub(crate) fn of(events: &[NewEvent]) -> Measurements {
+        if !events.iter().any(|e| e.event_type == EVENT_TYPE) {
+            return Measurements(Vec::new());
+        }
+        Measurements(events.iter().map(Self::measurement_of).collect())
+    }
+
+    /// Records what the written events measure.
+    pub(crate) fn written(self, performance: &Performance, receipts: &[Receipt]) {
+        for (m, r) in self.0.into_iter().zip(receipts) {
+            if let (Some((op, ms)), false) = (m, r.duplicate) {
+                performance.record(Source::Tracked, &op, ms);
+            }
+        }
+    }
+
+    fn measurement_of(event: &NewEvent) -> Option<(String, f64)> {
+        if event.event_type != EVENT_TYPE {
+            return None;
+        }
+        let op = event.details.get("operation")?.as_str()?;
+        let ms = event.details.get("duration_ms")?.as_f64()?;
+        (ms.is_finite() && ms >= 0.0 && check_operation(op).is_ok()).then(|| (op.to_owned(), ms))
+    }
+}
