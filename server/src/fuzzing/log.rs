@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use super::{is_valid, keyring};
+use super::sample::{is_valid, keyring};
 use crate::keys::Keyring;
 use crate::store::chain::Verifier;
 use crate::store::manifest::{Manifest, SegmentEntry};

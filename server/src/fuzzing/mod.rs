@@ -8,67 +8,24 @@
 //! only reaches into them through `pub(crate)` hooks. One file per floor:
 //! `log` for what is read from the data directory (a record line, a log or
 //! segment file, recovery, the manifest, a lead copy's index), `requests`
-//! for what callers send (validation, page tokens); this module holds the
-//! key, the sample log and the seeds they share.
+//! for what callers send (validation, page tokens), `sample` the key and
+//! the sample log they share; this module holds the seeds.
 
 mod log;
 mod requests;
+mod sample;
 
 use auditlog_proto::v1 as pb;
 use prost::Message as _;
 
 pub use log::{lead_index, manifest, record, recovery, verify};
 pub use requests::{page_token, validation};
+pub use sample::{KEY, KEY_ID, keyring, sample_log};
 
-use crate::keys::Keyring;
 use crate::service::PageToken;
 use crate::store::manifest::{Manifest, SegmentEntry};
-use crate::store::record::{GENESIS, MacCheck, NewEvent, Record};
+use crate::store::record::GENESIS;
 use crate::store::{self, Order};
-
-/// The id of the key every target signs and checks with.
-pub const KEY_ID: &str = "k1";
-/// The key itself: seeds signed with it carry valid MACs.
-pub const KEY: &[u8] = b"auditlog fuzzing key, not a secret";
-
-/// The keyring the targets use.
-pub fn keyring() -> Keyring {
-    Keyring::new(KEY_ID, KEY.to_vec())
-}
-
-/// `n` chained records from seq 1, signed with [`KEY`], as a log file. With
-/// `batch = Some((seq, size))` the record at `seq` opens a batch of `size`.
-pub fn sample_log(n: u64, batch: Option<(u64, u32)>) -> Vec<u8> {
-    let keys = keyring();
-    let mut prev = GENESIS.to_owned();
-    let mut log = Vec::new();
-    for seq in 1..=n {
-        let mut details = serde_json::Map::new();
-        details.insert("n".into(), serde_json::Value::from(seq));
-        let event = NewEvent {
-            event_type: "lead_ingested".into(),
-            actor: "system".into(),
-            lead_id: Some(format!("LEAD-{seq:03}")),
-            workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
-            details,
-            idempotency_key: None,
-        };
-        let size = batch.filter(|b| b.0 == seq).map(|b| b.1);
-        let timestamp = 1_770_000_000_000_000 + seq as i64;
-        let (record, line) = Record::seal(
-            event,
-            seq,
-            format!("id-{seq}"),
-            timestamp,
-            size,
-            &prev,
-            &keys,
-        );
-        prev = record.signature;
-        log.extend_from_slice(&line);
-    }
-    log
-}
 
 /// The seed inputs of every target, as `(target, name, bytes)`: valid
 /// inputs the fuzzer starts from and mutates (records signed with [`KEY`],
@@ -212,13 +169,6 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         [&[2u8][..], &query.encode_to_vec()].concat(),
     ));
     seeds
-}
-
-/// Whether `line` is a record the server could have written: it parses and
-/// its MAC is valid under [`KEY`].
-fn is_valid(line: &[u8], keys: &Keyring) -> Option<Record> {
-    let record = Record::parse(line).ok()?;
-    (record.check_mac(line, keys) == MacCheck::Valid).then_some(record)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use auditlog_proto::v1 as pb;
 use prost::Message as _;
 use tonic::Code;
 
-use super::keyring;
+use super::sample::keyring;
 use crate::service::{self, MAX_BATCH, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, PageToken};
 use crate::store::Order;
 use crate::store::record::{GENESIS, MacCheck, NewEvent, Record, RecordHead};

@@ -1,0 +1,57 @@
+//! What every target shares: the key they sign and check with, a sample
+//! log signed with it, and the check that a line is one the server could
+//! have written.
+
+use crate::keys::Keyring;
+use crate::store::record::{GENESIS, MacCheck, NewEvent, Record};
+
+/// The id of the key every target signs and checks with.
+pub const KEY_ID: &str = "k1";
+/// The key itself: seeds signed with it carry valid MACs.
+pub const KEY: &[u8] = b"auditlog fuzzing key, not a secret";
+
+/// The keyring the targets use.
+pub fn keyring() -> Keyring {
+    Keyring::new(KEY_ID, KEY.to_vec())
+}
+
+/// `n` chained records from seq 1, signed with [`KEY`], as a log file. With
+/// `batch = Some((seq, size))` the record at `seq` opens a batch of `size`.
+pub fn sample_log(n: u64, batch: Option<(u64, u32)>) -> Vec<u8> {
+    let keys = keyring();
+    let mut prev = GENESIS.to_owned();
+    let mut log = Vec::new();
+    for seq in 1..=n {
+        let mut details = serde_json::Map::new();
+        details.insert("n".into(), serde_json::Value::from(seq));
+        let event = NewEvent {
+            event_type: "lead_ingested".into(),
+            actor: "system".into(),
+            lead_id: Some(format!("LEAD-{seq:03}")),
+            workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
+            details,
+            idempotency_key: None,
+        };
+        let size = batch.filter(|b| b.0 == seq).map(|b| b.1);
+        let timestamp = 1_770_000_000_000_000 + seq as i64;
+        let (record, line) = Record::seal(
+            event,
+            seq,
+            format!("id-{seq}"),
+            timestamp,
+            size,
+            &prev,
+            &keys,
+        );
+        prev = record.signature;
+        log.extend_from_slice(&line);
+    }
+    log
+}
+
+/// Whether `line` is a record the server could have written: it parses and
+/// its MAC is valid under [`KEY`].
+pub(super) fn is_valid(line: &[u8], keys: &Keyring) -> Option<Record> {
+    let record = Record::parse(line).ok()?;
+    (record.check_mac(line, keys) == MacCheck::Valid).then_some(record)
+}
