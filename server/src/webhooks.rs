@@ -280,7 +280,7 @@ impl Endpoint {
             // A skipped event is saved only when no more are queued, so a
             // run of skipped events costs one write, not one each.
             if (wanted || rx.is_empty())
-                && let Err(e) = self.save_position(record.seq)
+                && let Err(e) = self.save_position_async(record.seq).await
             {
                 tracing::warn!(webhook = %name, error = %e, "could not save the delivery position");
             }
@@ -385,11 +385,26 @@ impl Endpoint {
     }
 
     fn save_position(&self, seq: u64) -> std::io::Result<()> {
-        if let Some(dir) = self.position.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        durable::replace(&self.position, format!("{seq}\n").as_bytes())
+        save_position(&self.position, seq)
     }
+
+    /// [`Self::save_position`] off the runtime's workers: it waits for two
+    /// fsyncs, which must not hold up the gRPC handlers sharing them.
+    async fn save_position_async(&self, seq: u64) -> std::io::Result<()> {
+        let path = self.position.clone();
+        tokio::task::spawn_blocking(move || save_position(&path, seq))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+}
+
+/// Replaces the position file at `path` with `seq`, durably: a crash leaves
+/// the old position or the new one, never an empty file.
+fn save_position(path: &std::path::Path, seq: u64) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    durable::replace(path, format!("{seq}\n").as_bytes())
 }
 
 /// The JSON body: the Standard Webhooks envelope around the event.
