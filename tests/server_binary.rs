@@ -7,8 +7,9 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
-use common::workspace_bin;
+use common::{ServerProcess, TEST_KEY, run_to_end, workspace_bin};
 
 /// Runs the binary with `args` and `env` and returns (exit code, stderr).
 fn run_server(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, String) {
@@ -51,4 +52,38 @@ fn configuration_errors_name_the_key_and_where_it_came_from() {
     assert!(err.contains("missing.toml"), "{err}");
     // No data directory was created by a server that refused to start.
     assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let mut first = ServerProcess::spawn(&data).await;
+    let pid = first.child.id();
+
+    // Without the lock this second server would serve: the deadline makes
+    // that a failure rather than a hang.
+    let second = run_to_end(
+        workspace_bin("auditlog-server", "auditlog-server"),
+        ["--listen", "127.0.0.1:0", "--data-dir", data_arg]
+            .map(String::from)
+            .to_vec(),
+        vec![("AUDITLOG_HMAC_KEY".to_owned(), TEST_KEY.to_owned())],
+        Duration::from_secs(30),
+    )
+    .await;
+    let (code, err) = (second.code, second.stderr);
+    assert_ne!(code, 0, "{err}");
+    let refusal: Vec<&str> = err.lines().filter(|l| l.contains("in use")).collect();
+    assert_eq!(refusal.len(), 1, "{err}");
+    assert!(
+        refusal[0].contains(data_arg) && refusal[0].contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    assert!(first.exited().is_none(), "the first server stopped");
+
+    // The OS releases the lock of a process that died: no stale lock.
+    first.kill9();
+    let _second = ServerProcess::spawn(&data).await;
 }

@@ -26,6 +26,7 @@ mod gate;
 mod hub;
 mod keys;
 mod limits;
+mod lock;
 mod performance;
 mod service;
 mod store;
@@ -74,6 +75,8 @@ pub enum ServerError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -90,6 +93,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let key = config.hmac_key_bytes()?;
+    // Before anything in the data directory is read or written; held until
+    // this function returns (or the process ends).
+    let _lock = lock::DirLock::acquire(&config.data_dir)?;
     let cancel = CancellationToken::new();
     let cell: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
     // One crypto provider for every TLS client (webhooks, alerts), installed

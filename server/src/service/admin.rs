@@ -41,9 +41,7 @@ impl AdminService for AdminSvc {
         _req: Request<pb::ApplyRetentionRequest>,
     ) -> Result<Response<pb::ApplyRetentionResponse>, Status> {
         let Some(max_age) = self.retention else {
-            return Err(Status::failed_precondition(
-                "retention is off (retention_days = 0); set retention_days to purge old segments",
-            ));
+            return Err(edge::retention_off());
         };
         let store = self.audit.store()?;
         let purge = store.apply_retention(max_age).await.map_err(status_of)?;

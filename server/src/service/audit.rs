@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
-use super::edge::{self, blocking, event_pb, micros_of, receipt_pb, status_of};
+use super::edge::{self, blocking, micros_of, status_of};
 use super::page_token::PageToken;
 use super::query::{QueryPlan, plan_query};
 use super::validate::{self, validate_batch, validate_log};
@@ -32,8 +32,7 @@ impl AuditService for AuditSvc {
         let actor = default_actor(&req);
         let event = validate_log(req.into_inner(), &actor)?;
         let mut receipts = self.append(vec![event]).await?;
-        let receipt = receipts.pop().map(receipt_pb);
-        Ok(Response::new(pb::LogResponse { receipt }))
+        Ok(Response::new(edge::log_pb(receipts.pop())))
     }
 
     async fn log_batch(
@@ -43,9 +42,7 @@ impl AuditService for AuditSvc {
         let actor = default_actor(&req);
         let events = validate_batch(req.into_inner().events, &actor)?;
         let receipts = self.append(events).await?;
-        Ok(Response::new(pb::LogBatchResponse {
-            receipts: receipts.into_iter().map(receipt_pb).collect(),
-        }))
+        Ok(Response::new(edge::log_batch_pb(receipts)))
     }
 
     async fn query(
@@ -70,10 +67,7 @@ impl AuditService for AuditSvc {
             .next
             .map(|seq| PageToken::encode(seq, fingerprint))
             .unwrap_or_default();
-        Ok(Response::new(pb::QueryResponse {
-            events: page.records.into_iter().map(event_pb).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(edge::query_pb(page.records, next_page_token)))
     }
 
     type StreamEventsStream = EventStream;
@@ -91,12 +85,8 @@ impl AuditService for AuditSvc {
         let store = self.store()?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(hub::run(store, sub, self.shutdown.clone(), tx));
-        let stream = ReceiverStream::new(rx).map(|item| {
-            item.map(|record| pb::StreamEventsResponse {
-                event: Some(event_pb(record)),
-            })
-            .map_err(status_of)
-        });
+        let stream =
+            ReceiverStream::new(rx).map(|item| item.map(edge::stream_item_pb).map_err(status_of));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -158,9 +148,7 @@ impl AuditService for AuditSvc {
         let actor = default_actor(&req);
         let event = validate::validate_track(req.into_inner(), &actor)?;
         let mut receipts = self.append(vec![event]).await?;
-        Ok(Response::new(pb::TrackPerformanceResponse {
-            receipt: receipts.pop().map(receipt_pb),
-        }))
+        Ok(Response::new(edge::track_pb(receipts.pop())))
     }
 
     async fn get_performance_stats(
@@ -222,10 +210,7 @@ impl AuditService for AuditSvc {
                         if matched_fields.is_empty() {
                             continue;
                         }
-                        Ok(pb::ExportSubjectResponse {
-                            event: Some(event_pb(record)),
-                            matched_fields,
-                        })
+                        Ok(edge::export_item_pb(record, matched_fields))
                     }
                     Err(e) => Err(status_of(e)),
                 };

@@ -46,6 +46,30 @@ pub(super) async fn blocking<T: Send + 'static>(
         .map_err(|e| Status::internal(format!("{what} task failed: {e}")))?
 }
 
+/// UNAVAILABLE once shutdown has begun.
+pub(super) fn shutting_down() -> Status {
+    Status::unavailable(
+        "the server is shutting down; retry against another instance or after restart",
+    )
+}
+
+/// UNAVAILABLE while the log is being recovered at start.
+pub(super) fn recovering() -> Status {
+    Status::unavailable("the server is still recovering its log; retry shortly")
+}
+
+/// FAILED_PRECONDITION for ApplyRetention on a server that keeps everything.
+pub(super) fn retention_off() -> Status {
+    Status::failed_precondition(
+        "retention is off (retention_days = 0); set retention_days to purge old segments",
+    )
+}
+
+/// INTERNAL for a state the code rules out: `what` says which.
+pub(super) fn internal(what: &str) -> Status {
+    Status::internal(what.to_owned())
+}
+
 /// An INVALID_ARGUMENT status with one field violation.
 pub(super) fn invalid(field: &str, reason: &str) -> Status {
     Status::with_error_details(
@@ -103,6 +127,50 @@ pub(super) fn receipt_pb(r: store::Receipt) -> pb::Receipt {
         timestamp: Some(timestamp_pb(r.timestamp)),
         signature: r.signature,
         duplicate: r.duplicate,
+    }
+}
+
+pub(super) fn log_pb(receipt: Option<store::Receipt>) -> pb::LogResponse {
+    pb::LogResponse {
+        receipt: receipt.map(receipt_pb),
+    }
+}
+
+pub(super) fn log_batch_pb(receipts: Vec<store::Receipt>) -> pb::LogBatchResponse {
+    pb::LogBatchResponse {
+        receipts: receipts.into_iter().map(receipt_pb).collect(),
+    }
+}
+
+pub(super) fn track_pb(receipt: Option<store::Receipt>) -> pb::TrackPerformanceResponse {
+    pb::TrackPerformanceResponse {
+        receipt: receipt.map(receipt_pb),
+    }
+}
+
+pub(super) fn query_pb<D: DetailsPb>(
+    records: Vec<Record<D>>,
+    next_page_token: String,
+) -> pb::QueryResponse {
+    pb::QueryResponse {
+        events: records.into_iter().map(event_pb).collect(),
+        next_page_token,
+    }
+}
+
+pub(super) fn stream_item_pb(record: Record) -> pb::StreamEventsResponse {
+    pb::StreamEventsResponse {
+        event: Some(event_pb(record)),
+    }
+}
+
+pub(super) fn export_item_pb(
+    record: Record,
+    matched_fields: Vec<String>,
+) -> pb::ExportSubjectResponse {
+    pb::ExportSubjectResponse {
+        event: Some(event_pb(record)),
+        matched_fields,
     }
 }
 

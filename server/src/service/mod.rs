@@ -50,13 +50,9 @@ impl AuditSvc {
 
     fn running(&self) -> Result<&Running, Status> {
         if self.shutdown.is_cancelled() {
-            return Err(Status::unavailable(
-                "the server is shutting down; retry against another instance or after restart",
-            ));
+            return Err(edge::shutting_down());
         }
-        self.running.get().ok_or_else(|| {
-            Status::unavailable("the server is still recovering its log; retry shortly")
-        })
+        self.running.get().ok_or_else(edge::recovering)
     }
 
     /// Looks for the pseudonym of a lead id when compliance mode replaces

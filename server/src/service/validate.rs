@@ -11,7 +11,7 @@ use auditlog_proto::v1 as pb;
 use tonic::Status;
 use tonic_types::ErrorDetails;
 
-use super::edge::{check_violations, invalid, micros_of};
+use super::edge::{self, check_violations, invalid, micros_of};
 use crate::performance;
 use crate::store::{Filter, NewEvent, StatsQuery};
 
@@ -108,7 +108,7 @@ fn validate_event(
     let mut violations = ErrorDetails::new();
     let event = check_event(input, &|| path.to_owned(), default_actor, &mut violations);
     check_violations(violations, "")?;
-    event.ok_or_else(|| Status::internal("an invalid event without a violation"))
+    event.ok_or_else(|| edge::internal("an invalid event without a violation"))
 }
 
 /// Checks one event, adding each violation to `violations` under the name
