@@ -8,8 +8,10 @@
 //! by line against the log on disk; tampering found by `integrity`; `tail`
 //! ending on Ctrl-C and when the server stops; exit codes; one-line errors
 //! without panics; a reader that closes the pipe early (`| head`); the
-//! documented `--limit` range; `AUDITLOG_SERVER`; and `--help` with an
-//! example for every subcommand the top-level help lists.
+//! documented `--limit` range and paging past 1,000 events; `stats` and
+//! `errors` filters and timelines; `AUDITLOG_SERVER` and a `--server`
+//! without a scheme; times without a zone; and `--help` with an example
+//! for every subcommand the top-level help lists.
 //!
 //! Every run of the binary has a generous deadline, so a hang fails the test
 //! instead of blocking it.
@@ -720,6 +722,40 @@ async fn query_pages_through_next_page_token() {
     assert!(!out.stderr.contains("--page-token"), "{out:?}");
 }
 
+/// `--limit` past the server's page of 1,000: the CLI pages by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_pages_by_itself_up_to_the_limit() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for part in 0..5u64 {
+        let events = (0..500).map(|i| NewEvent::new("crm_update").detail("i", part * 500 + i));
+        client.log_batch(events).await.unwrap();
+    }
+
+    let page = auditlog(&server, &["--json", "query", "--limit", "2200"])
+        .await
+        .json();
+    let got = seqs(&page["events"]);
+    assert_eq!(got, (301..=2500).rev().collect::<Vec<u64>>());
+    // The token continues right after the last event shown.
+    let token = page["next_page_token"].as_str().unwrap();
+    assert!(!token.is_empty(), "{}", page["next_page_token"]);
+    let rest = auditlog(
+        &server,
+        &["--json", "query", "--limit", "10000", "--page-token", token],
+    )
+    .await;
+    assert_eq!(query_seqs(&rest), (1..=300).rev().collect::<Vec<u64>>());
+
+    // Text: one table of every event, and no next page to offer.
+    let out = auditlog(&server, &["query", "--limit", "10000", "--oldest-first"]).await;
+    let rows = table_rows(out.ok());
+    assert_eq!(rows.len(), 2500, "{}", out.stderr);
+    assert_eq!(rows[0][1], "1");
+    assert_eq!(rows[2499][1], "2500");
+    assert!(!out.stderr.contains("--page-token"), "{}", out.stderr);
+}
+
 // ---------------------------------------------------------------------------
 // history, stats, errors
 // ---------------------------------------------------------------------------
@@ -758,8 +794,9 @@ async fn history_shows_one_lead_oldest_first() {
     let history = auditlog(&server, &["--json", "history", "LEAD-A"])
         .await
         .json();
-    assert_eq!(seqs(&history), want, "{history}");
-    for e in history.as_array().unwrap() {
+    assert_eq!(seqs(&history["events"]), want, "{history}");
+    assert_eq!(history["next_page_token"], "", "{history}");
+    for e in history["events"].as_array().unwrap() {
         assert_eq!(e["lead_id"], "LEAD-A", "{e}");
     }
 
@@ -786,20 +823,23 @@ async fn history_shows_one_lead_oldest_first() {
     let big = auditlog(&server, &["--json", "history", "BIG"])
         .await
         .json();
-    let big_seqs = seqs(&big);
+    let big = &big["events"];
+    let big_seqs = seqs(big);
     assert_eq!(big_seqs.len(), 1500);
     assert!(big_seqs.windows(2).all(|w| w[0] < w[1]), "oldest first");
     assert_eq!(big[0]["details"]["i"], 0);
     assert_eq!(big[1499]["details"]["i"], 1499);
 
-    // A lead with no events: success, and an empty array in JSON.
+    // A lead with no events: success, a note on stderr and no empty table,
+    // and no events in JSON.
     let out = auditlog(&server, &["history", "NOBODY"]).await;
     assert_eq!(out.code, 0, "{out:?}");
     assert!(out.stderr.contains("NOBODY"), "{out:?}");
+    assert_eq!(out.stdout, "", "{out:?}");
     let empty = auditlog(&server, &["--json", "history", "NOBODY"])
         .await
         .json();
-    assert_eq!(empty, json!([]));
+    assert_eq!(empty, json!({ "events": [], "next_page_token": "" }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -988,11 +1028,212 @@ async fn errors_show_type_message_and_traceback() {
         assert!(text.contains(want), "{want:?} missing: {out:?}");
     }
 
+    // The same JSON shape as query's: events, then the token to go on.
     let out = auditlog(&server, &["--json", "errors", "--limit", "1"]).await;
     let errors = out.json();
-    assert_eq!(seqs(&errors), [3], "{out:?}");
-    assert_eq!(errors[0]["details"]["error_type"], "ValueError");
-    assert_eq!(errors[0]["event_type"], "error");
+    assert_eq!(seqs(&errors["events"]), [3], "{out:?}");
+    assert_eq!(errors["events"][0]["details"]["error_type"], "ValueError");
+    assert_eq!(errors["events"][0]["event_type"], "error");
+    let token = errors["next_page_token"].as_str().unwrap();
+    let rest = auditlog(
+        &server,
+        &["--json", "query", "--type", "error", "--page-token", token],
+    )
+    .await
+    .json();
+    assert_eq!(seqs(&rest["events"]), [1], "{rest}");
+}
+
+/// A receipt's time as a user types it: no fraction, no zone (read as UTC),
+/// rounded up to the next whole second.
+fn zoneless_after(receipt: &pb::Receipt) -> String {
+    let t = receipt.timestamp.as_ref().unwrap();
+    let secs = t.seconds + i64::from(t.nanos > 0);
+    let text = time::OffsetDateTime::from_unix_timestamp(secs)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    text.strip_suffix('Z').unwrap().to_owned()
+}
+
+/// Waits until the server's clock has passed the second after `receipt`.
+async fn next_second(receipt: &pb::Receipt) {
+    let t = receipt.timestamp.as_ref().unwrap();
+    let next = std::time::UNIX_EPOCH + Duration::from_secs(t.seconds as u64 + 1);
+    if let Ok(wait) = next.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    }
+}
+
+/// `auditlog --json CMD ARGS`, parsed.
+async fn json_of(server: &TestServer, cmd: &str, args: &[&str]) -> Value {
+    let mut all = vec!["--json", cmd];
+    all.extend(args);
+    auditlog(server, &all).await.json()
+}
+
+/// `stats` and `errors` take the time range, workflow and type filters,
+/// `stats` a timeline; `stats` shows timings apart from the business
+/// events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_and_errors_take_filters_and_a_timeline() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let ingest =
+        |lead: &str, workflow: &str| NewEvent::lead_ingested(lead, "webform").workflow(workflow);
+    // Before: 3 leads, 1 error and 2 timings.
+    client
+        .log_batch([
+            ingest("A1", "sales"),
+            ingest("A2", "sales"),
+            ingest("A3", "sales"),
+            NewEvent::error("TimeoutError", "CRM slow").workflow("sales"),
+        ])
+        .await
+        .unwrap();
+    client
+        .track_performance("crm.push", Duration::from_millis(120), Some("sales"))
+        .await
+        .unwrap();
+    let last_before = client
+        .track_performance("crm.push", Duration::from_millis(80), None)
+        .await
+        .unwrap();
+    next_second(&last_before).await;
+    let cut = zoneless_after(&last_before);
+    // After: 3 leads, 2 errors and 1 timing.
+    client
+        .log_batch([
+            ingest("B1", "sales"),
+            ingest("B2", "sales"),
+            ingest("B3", "support"),
+            NewEvent::error("ValueError", "bad phone").workflow("support"),
+            NewEvent::error("TimeoutError", "CRM slow").workflow("sales"),
+        ])
+        .await
+        .unwrap();
+    client
+        .track_performance("crm.push", Duration::from_millis(90), Some("sales"))
+        .await
+        .unwrap();
+
+    let s = json_of(&server, "stats", &["--type", "lead_ingested"]).await;
+    assert_eq!(s["total_events"], 6, "{s}");
+    assert_eq!(s["by_type"], json!({ "lead_ingested": 6 }), "{s}");
+    let s = json_of(
+        &server,
+        "stats",
+        &["--type", "lead_ingested", "--type", "error"],
+    )
+    .await;
+    assert_eq!(s["total_events"], 9, "{s}");
+    assert_eq!(s["error_count"], 3, "{s}");
+    // A time without a zone is UTC.
+    let s = json_of(&server, "stats", &["--since", &cut]).await;
+    assert_eq!(s["total_events"], 6, "{s}");
+    let s = json_of(&server, "stats", &["--until", &cut]).await;
+    assert_eq!(s["total_events"], 6, "{s}");
+    let s = json_of(&server, "stats", &["--last", "1h", "--workflow", "support"]).await;
+    assert_eq!(s["total_events"], 2, "{s}");
+    let s = json_of(
+        &server,
+        "stats",
+        &["--last", "1h", "--workflow", "sales", "--type", "error"],
+    )
+    .await;
+    assert_eq!(s["total_events"], 2, "{s}");
+
+    // Daily lead volume: one command.
+    let s = json_of(
+        &server,
+        "stats",
+        &["--type", "lead_ingested", "--by", "day"],
+    )
+    .await;
+    let timeline = s["timeline"].as_array().unwrap();
+    assert!(!timeline.is_empty(), "{s}");
+    let total: u64 = timeline.iter().map(|b| b["events"].as_u64().unwrap()).sum();
+    assert_eq!(total, 6, "{s}");
+    for b in timeline {
+        assert!(
+            b["start"].as_str().unwrap().ends_with("T00:00:00.000000Z"),
+            "{s}"
+        );
+    }
+    let out = auditlog(&server, &["stats", "--last", "2h", "--by", "hour"]).await;
+    let text = out.ok();
+    let section = text
+        .split("per hour (UTC):")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{text}"));
+    let rows = table_rows(section.trim_start());
+    assert!((2..=3).contains(&rows.len()), "{text}");
+    // Timings are not among the hourly business events.
+    let hourly: u64 = rows.iter().map(|r| r[1].parse::<u64>().unwrap()).sum();
+    assert_eq!(hourly, 9, "{text}");
+    let out = auditlog(&server, &["stats", "--by", "week"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("week"), "{out:?}");
+
+    // Timings apart from the business figures.
+    let out = auditlog(&server, &["stats"]).await;
+    let text = out.ok();
+    let value = |label: &str| -> String {
+        text.lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label:?} line: {text}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(value("events:"), "9", "{text}");
+    assert!(
+        value("performance:").starts_with("3 timing events"),
+        "{text}"
+    );
+    let by_type = text
+        .split("by type:")
+        .nth(1)
+        .unwrap()
+        .split("by workflow:")
+        .next()
+        .unwrap();
+    assert!(!by_type.contains("performance"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    // sales: 5 leads and 2 errors, without its 2 timings.
+    assert!(rows.iter().any(|r| r.join(" ") == "sales 7"), "{text}");
+    let s = json_of(&server, "stats", &[]).await;
+    assert_eq!(s["total_events"], 12, "{s}");
+    assert_eq!(s["by_type"]["performance"], 3, "{s}");
+
+    // errors: by error type, workflow and time.
+    let types = |v: &Value| -> Vec<String> {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["details"]["error_type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let e = json_of(&server, "errors", &["--type", "TimeoutError"]).await;
+    assert_eq!(types(&e), ["TimeoutError", "TimeoutError"], "{e}");
+    let e = json_of(&server, "errors", &["--workflow", "support"]).await;
+    assert_eq!(types(&e), ["ValueError"], "{e}");
+    let e = json_of(&server, "errors", &["--since", &cut]).await;
+    assert_eq!(types(&e), ["TimeoutError", "ValueError"], "{e}");
+    let e = json_of(&server, "errors", &["--until", &cut, "--last", "1h"]).await;
+    assert_eq!(types(&e), ["TimeoutError"], "{e}");
+    let e = json_of(
+        &server,
+        "errors",
+        &["--type", "TimeoutError", "--limit", "1"],
+    )
+    .await;
+    assert_eq!(seqs(&e["events"]).len(), 1, "{e}");
+    let out = auditlog(&server, &["errors", "--type", "KeyError"]).await;
+    assert_eq!(out.ok(), "", "{out:?}");
 }
 
 // ---------------------------------------------------------------------------
@@ -1761,22 +2002,17 @@ async fn bad_input_is_one_line_naming_what_is_wrong() {
     assert!(out.stderr.contains("xml"), "{out:?}");
 }
 
-/// `--limit` is documented as 1 to 1,000: outside that range is an error
-/// naming the limit, not some other number of events.
+/// `--limit` is at least 1: 0 is an error naming the limit, not some other
+/// number of events; a limit past the server's page of 1,000 works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_limit_outside_1_to_1000_is_rejected() {
+async fn a_limit_of_0_is_rejected_and_any_other_works() {
     let server = TestServer::start().await;
     let client = server.client().await;
     client
         .log_batch((0..120).map(|i| NewEvent::error("E", &format!("error {i}"))))
         .await
         .unwrap();
-    let cases: &[&[&str]] = &[
-        &["query", "--limit", "0"],
-        &["query", "--limit", "5000"],
-        &["errors", "--limit", "0"],
-        &["errors", "--limit", "5000"],
-    ];
+    let cases: &[&[&str]] = &[&["query", "--limit", "0"], &["errors", "--limit", "0"]];
     let runs = cases.iter().map(|args| auditlog(&server, args));
     let mut failures = Vec::new();
     for (args, out) in cases.iter().zip(futures::future::join_all(runs).await) {
@@ -1799,6 +2035,8 @@ async fn a_limit_outside_1_to_1000_is_rejected() {
     assert_eq!(query_seqs(&out), [120]);
     let out = auditlog(&server, &["--json", "query", "--limit", "1000"]).await;
     assert_eq!(query_seqs(&out).len(), 120);
+    let out = auditlog(&server, &["--json", "errors", "--limit", "5000"]).await;
+    assert_eq!(seqs(&out.json()["events"]).len(), 120);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1833,6 +2071,74 @@ async fn the_server_url_comes_from_auditlog_server() {
     // And a dead server from the environment is the one reported.
     let out = run_cli(args(&["stats"]), dead).await;
     assert!(out.one_line_error().contains("127.0.0.1:1"), "{out:?}");
+}
+
+/// `--server HOST:PORT` without a scheme is http://, and `--help` says
+/// how times without a zone are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_and_times_as_people_type_them() {
+    let server = TestServer::start().await;
+    server
+        .client()
+        .await
+        .log(NewEvent::new("crm_update"))
+        .await
+        .unwrap();
+    let bare = server.url.strip_prefix("http://").unwrap();
+    let out = auditlog_at(bare, &["--json", "stats"]).await;
+    assert_eq!(out.json()["total_events"], 1, "{out:?}");
+    let out = auditlog_at(bare, &["health"]).await;
+    assert!(out.ok().contains("SERVING"), "{out:?}");
+
+    let out = auditlog_at(bare, &["--json", "query", "--since", "2000-01-01T00:00:00"]).await;
+    assert_eq!(query_seqs(&out), [1]);
+    let out = auditlog_at(bare, &["--json", "query", "--until", "2000-01-01 00:00:00"]).await;
+    assert_eq!(query_seqs(&out), Vec::<u64>::new());
+
+    let help = run_cli(vec!["--help".to_owned()], Vec::new()).await;
+    assert!(help.ok().contains("without a zone"), "{help:?}");
+    for sub in ["query", "stats", "errors"] {
+        let help = run_cli(vec![sub.to_owned(), "--help".to_owned()], Vec::new()).await;
+        assert!(help.ok().contains("read as UTC"), "{sub}: {help:?}");
+    }
+}
+
+/// `log error` without `error_type` or `error_message` is logged, with a
+/// warning saying what `errors` will miss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_without_type_or_message_is_logged_with_a_warning() {
+    let server = TestServer::start().await;
+    let out = auditlog(
+        &server,
+        &["log", "error", "--details", r#"{"error_type":"Timeout"}"#],
+    )
+    .await;
+    out.ok();
+    assert!(
+        out.stderr.contains("warning") && out.stderr.contains("error_message"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("error_type or"), "{out:?}");
+    let out = auditlog(&server, &["log", "error"]).await;
+    out.ok();
+    assert!(
+        out.stderr.contains("error_type or error_message"),
+        "{out:?}"
+    );
+    let out = auditlog(
+        &server,
+        &[
+            "log",
+            "error",
+            "--details",
+            r#"{"error_type":"T","error_message":"m"}"#,
+        ],
+    )
+    .await;
+    assert_eq!(out.ok().lines().count(), 2, "{out:?}");
+    assert_eq!(out.stderr, "", "{out:?}");
+    let all = auditlog(&server, &["--json", "query"]).await;
+    assert_eq!(query_seqs(&all), [3, 2, 1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

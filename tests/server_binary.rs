@@ -1,5 +1,5 @@
 //! The `auditlog-server` binary as an operator runs it: configuration errors
-//! name the offending key. (SIGTERM under load, and a second signal, are
+//! name the offending key; `--listen` takes a host name. (SIGTERM under load, and a second signal, are
 //! `shutdown.rs`.)
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
@@ -9,7 +9,9 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ServerProcess, TEST_KEY, run_to_end, workspace_bin};
+use auditlog_client::Client;
+use common::endpoints::closed_port;
+use common::{ServerProcess, TEST_KEY, run_to_end, wait_until, workspace_bin};
 
 /// Runs the binary with `args` and `env` and returns (exit code, stderr).
 fn run_server(args: &[&str], env: &[(&str, &str)], dir: &std::path::Path) -> (i32, String) {
@@ -86,4 +88,40 @@ async fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
     // The OS releases the lock of a process that died: no stale lock.
     first.kill9();
     let _second = ServerProcess::spawn(&data).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_takes_a_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let child = Command::new(workspace_bin("auditlog-server", "auditlog-server"))
+        .args(["--listen", &format!("localhost:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("AUDITLOG_HMAC_KEY", TEST_KEY)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Dropped at the end: kills the child.
+    let _server = ServerProcess {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        data_dir: dir.path().to_path_buf(),
+    };
+    // localhost is served on its IPv4 address.
+    let url = format!("http://127.0.0.1:{port}");
+    let url = &url;
+    wait_until("the server on localhost to serve", || async move {
+        match Client::connect(url).await {
+            Ok(c) => c.stats(None).await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+
+    // A name that does not resolve is one line naming the key.
+    let (code, err) = run_server(&["--listen", "no-such-host.invalid:1"], &[], dir.path());
+    assert_ne!(code, 0);
+    assert!(err.contains("listen") && err.contains("HOST:PORT"), "{err}");
 }

@@ -34,7 +34,10 @@ const CLIENT_VARS: &[&str] = &["server", "token", "ca_cert", "client_cert", "cli
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The address gRPC is served on. Default `127.0.0.1:50051`.
+    /// The address gRPC is served on, `IP:PORT` or `HOST:PORT`; a host name
+    /// (`localhost:50051`) is resolved once, at start, to its first IPv4
+    /// address, else its first address. Default `127.0.0.1:50051`.
+    #[serde(deserialize_with = "listen_addr")]
     pub listen: SocketAddr,
     /// Where the log, its quarantine and the generated key live. Default
     /// `./data`.
@@ -150,8 +153,9 @@ impl Default for Config {
 /// Values given as command-line flags; they override everything else.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Overrides {
+    /// `IP:PORT` or `HOST:PORT`, resolved as the `listen` key is.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
 }
@@ -165,6 +169,31 @@ pub enum ConfigError {
     NoFile(String),
     #[error("configuration key {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+}
+
+/// Reads `listen` as `IP:PORT`, or as `HOST:PORT` with the host resolved.
+fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// `IP:PORT` as it is; `HOST:PORT` resolved to the host's first IPv4
+/// address, else its first address (`localhost` is 127.0.0.1 wherever it
+/// also names ::1, as clients that try IPv4 first expect).
+fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let hint = "use IP:PORT or HOST:PORT, e.g. 127.0.0.1:50051 or localhost:50051";
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| format!("{text:?} is not an address ({e}); {hint}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address; {hint}"))
 }
 
 impl Config {
@@ -391,7 +420,7 @@ mod tests {
             Some(toml),
             &[("DATA_DIR", "/from/env"), ("DURABILITY", "os_buffered")],
             Overrides {
-                listen: Some("127.0.0.1:2000".parse().unwrap()),
+                listen: Some("127.0.0.1:2000".into()),
                 data_dir: None,
             },
         )
@@ -400,6 +429,27 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/from/env"));
         assert_eq!(c.hmac_key_id, "file");
         assert_eq!(c.durability, Durability::OsBuffered);
+    }
+
+    #[test]
+    fn listen_takes_a_host_name_and_names_a_bad_one() {
+        let c = load(
+            Some("listen = \"localhost:4000\"\n"),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
+        let err = load(
+            None,
+            &[],
+            Overrides {
+                listen: Some("localhost".into()),
+                data_dir: None,
+            },
+        )
+        .unwrap_err();
+        assert!(err.contains("listen") && err.contains("HOST:PORT"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `auditlog-server`: parses flags, loads the configuration, and calls
 //! [`auditlog_server::run`] until SIGINT or SIGTERM.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,9 +19,11 @@ struct Args {
     /// A TOML configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The address to serve on [env: AUDITLOG_LISTEN] [default: 127.0.0.1:50051].
+    /// The address to serve on, IP:PORT or HOST:PORT (a host name is
+    /// resolved at start, IPv4 first) [env: AUDITLOG_LISTEN] [default:
+    /// 127.0.0.1:50051].
     #[arg(long, value_name = "ADDR")]
-    listen: Option<SocketAddr>,
+    listen: Option<String>,
     /// The data directory [env: AUDITLOG_DATA_DIR] [default: ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,

@@ -236,6 +236,10 @@ fn count_error_types(
     store: &Store,
     query: &StatsQuery,
 ) -> Result<HashMap<String, u64>, StoreError> {
+    // Types asked for without `error`: there are no error events to count.
+    if !query.event_types.is_empty() && !query.event_types.iter().any(|t| t == "error") {
+        return Ok(HashMap::new());
+    }
     let filter = Filter {
         event_types: vec!["error".to_owned()],
         workflow: query.workflow.clone(),

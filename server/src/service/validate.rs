@@ -188,6 +188,7 @@ pub(super) fn stats_query_of(req: &pb::GetStatsRequest) -> Result<StatsQuery, St
         until,
         bucket_micros: (req.bucket_seconds > 0).then(|| i64::from(req.bucket_seconds) * 1_000_000),
         leads_by_type: req.leads_by_type,
+        event_types: req.event_types.clone(),
     })
 }
 

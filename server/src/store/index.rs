@@ -534,6 +534,31 @@ mod tests {
     }
 
     #[test]
+    fn stats_of_some_event_types() {
+        let idx = index();
+        let of = |types: &[&str]| {
+            idx.stats(&StatsQuery {
+                event_types: types.iter().map(|t| (*t).to_owned()).collect(),
+                bucket_micros: Some(1000),
+                ..StatsQuery::default()
+            })
+            .unwrap()
+        };
+        let all = of(&[]);
+        let errors = of(&["error"]);
+        assert_eq!(errors.total_events, 10);
+        assert_eq!(errors.error_count, 10);
+        assert_eq!(errors.by_type.len(), 1);
+        assert_eq!(errors.timeline.iter().map(|b| b.events).sum::<u64>(), 10);
+        let two = of(&["error", "email_sent"]);
+        assert_eq!(
+            two.total_events,
+            all.by_type["error"] + all.by_type["email_sent"]
+        );
+        assert_eq!(of(&["never_logged"]).total_events, 0);
+    }
+
+    #[test]
     fn stats_in_a_time_range_with_a_timeline() {
         let idx = index();
         // seq 10..=49 (timestamps 100..=490), buckets of 100 µs.

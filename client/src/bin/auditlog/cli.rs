@@ -1,19 +1,23 @@
 //! The command line: the global flags ([`Cli`]), the subcommands and their
-//! arguments, and the filter flags that query, export and tail share. The
-//! arguments of export, bench, health and report are defined beside the code
-//! that reads them, in their own modules.
+//! arguments, the filter flags that query, export and tail share, and the
+//! time range flags that stats and errors share with them. The arguments of
+//! stats, errors, export, bench, health and report are defined beside the
+//! code that reads them, in their own modules.
 
 use auditlog_client::Query;
 use clap::{Args, Parser, Subcommand};
 
 use crate::format::parse_time;
-use crate::{CliError, bench, export, health, report};
+use crate::{CliError, bench, errors, export, health, report, stats};
 
 /// Record, query, stream and verify events in an auditlog server.
+///
+/// Times are RFC 3339 (2026-12-02T18:41:56Z), a date and time without a zone
+/// (2026-12-02T18:41:56), read as UTC, or a date (2026-12-02), midnight UTC.
 #[derive(Debug, Parser)]
 #[command(name = "auditlog", version, propagate_version = true)]
 pub(crate) struct Cli {
-    /// The server's URL.
+    /// The server's URL; without a scheme (127.0.0.1:50051) it is http://.
     #[arg(
         long,
         global = true,
@@ -53,6 +57,15 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
+    /// The server's URL, with `http://` added when it names no scheme.
+    pub(crate) fn server_url(&self) -> String {
+        if self.server.contains("://") {
+            self.server.clone()
+        } else {
+            format!("http://{}", self.server)
+        }
+    }
+
     /// Token and TLS settings from the flags, with the files read.
     pub(crate) fn options(&self) -> Result<auditlog_client::Options, CliError> {
         let read = |flag: &str, path: &std::path::Path| {
@@ -84,7 +97,7 @@ pub(crate) enum Command {
     Log(LogArgs),
     /// Query events: a table, newest first.
     #[command(
-        after_help = "Examples:\n  auditlog query --type error --last 24h\n  auditlog query --lead LEAD-001 --oldest-first --verbose\n  auditlog query --workflow sales --since 2026-11-01 --until 2026-11-08 --limit 500"
+        after_help = "Examples:\n  auditlog query --type error --last 24h\n  auditlog query --lead LEAD-001 --oldest-first --verbose\n  auditlog query --workflow sales --since 2026-11-01 --until 2026-11-08 --limit 10000"
     )]
     Query(QueryArgs),
     /// A lead's full timeline, oldest first.
@@ -96,23 +109,17 @@ pub(crate) enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
-    /// Totals by type and workflow, leads, errors, first and last event.
-    #[command(after_help = "Examples:\n  auditlog stats\n  auditlog stats --workflow sales --json")]
-    Stats {
-        /// Only this workflow.
-        #[arg(long)]
-        workflow: Option<String>,
-    },
+    /// Totals by type and workflow, leads, errors, first and last event,
+    /// and a timeline per hour or day; performance events apart.
+    #[command(
+        after_help = "Examples:\n  auditlog stats\n  auditlog stats --workflow sales --last 24h --json\n  auditlog stats --type lead_ingested --by day --last 30d   # daily lead volume"
+    )]
+    Stats(stats::StatsArgs),
     /// Recent error events with their type and message.
-    #[command(after_help = "Examples:\n  auditlog errors\n  auditlog errors --limit 5 --verbose")]
-    Errors {
-        /// How many (1 to 1,000).
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        limit: u32,
-        /// Also print each traceback.
-        #[arg(long, short)]
-        verbose: bool,
-    },
+    #[command(
+        after_help = "Examples:\n  auditlog errors\n  auditlog errors --limit 5 --verbose\n  auditlog errors --type TimeoutError --workflow sales --last 24h"
+    )]
+    Errors(errors::ErrorsArgs),
     /// Verify the log's signatures and chain; exits 1 when anything is wrong.
     #[command(
         after_help = "Examples:\n  auditlog integrity\n  auditlog integrity --checkpoint 1200:3f9a…  # a receipt you kept"
@@ -185,7 +192,8 @@ pub(crate) enum Command {
         #[arg(long)]
         operation: Option<String>,
         /// From the log's performance events at or after this time, instead
-        /// of the recent windows (RFC 3339 or YYYY-MM-DD, UTC).
+        /// of the recent windows (RFC 3339, or YYYY-MM-DD[THH:MM:SS] read as
+        /// UTC).
         #[arg(long, value_name = "TIME")]
         since: Option<String>,
         /// ... and before this time.
@@ -269,15 +277,54 @@ pub(crate) struct FilterArgs {
     /// Only this actor.
     #[arg(long)]
     actor: Option<String>,
+    #[command(flatten)]
+    range: RangeArgs,
+}
+
+/// A time range: the filters' `--last`, `--since` and `--until`.
+#[derive(Debug, Args, Clone, Default)]
+pub(crate) struct RangeArgs {
     /// Only the last period: 30m, 24h, 7d, 1w.
     #[arg(long, value_name = "PERIOD", conflicts_with = "since")]
     last: Option<String>,
-    /// Only events at or after this time (RFC 3339 or YYYY-MM-DD, UTC).
+    /// Only events at or after this time (RFC 3339, or YYYY-MM-DD[THH:MM:SS]
+    /// read as UTC).
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
-    /// Only events before this time (RFC 3339 or YYYY-MM-DD, UTC).
+    /// Only events before this time (RFC 3339, or YYYY-MM-DD[THH:MM:SS] read
+    /// as UTC).
     #[arg(long, value_name = "TIME")]
     until: Option<String>,
+}
+
+impl RangeArgs {
+    /// The range as (since, until), each open when not given.
+    pub(crate) fn times(
+        &self,
+    ) -> Result<(Option<std::time::SystemTime>, Option<std::time::SystemTime>), CliError> {
+        let mut since = None;
+        if let Some(period) = &self.last {
+            let d = humantime::parse_duration(period).map_err(|e| {
+                CliError::Usage(format!(
+                    "--last {period:?}: {e} (use e.g. 30m, 24h, 7d, 1w)"
+                ))
+            })?;
+            since = Some(
+                std::time::SystemTime::now()
+                    .checked_sub(d)
+                    .ok_or_else(|| CliError::Usage(format!("--last {period:?} is too long")))?,
+            );
+        }
+        if let Some(s) = &self.since {
+            since = Some(parse_time(s).map_err(|e| CliError::Usage(format!("--since: {e}")))?);
+        }
+        let until = self
+            .until
+            .as_deref()
+            .map(|u| parse_time(u).map_err(|e| CliError::Usage(format!("--until: {e}"))))
+            .transpose()?;
+        Ok((since, until))
+    }
 }
 
 impl FilterArgs {
@@ -296,22 +343,12 @@ impl FilterArgs {
         if let Some(a) = &self.actor {
             q = q.actor(a);
         }
-        if let Some(period) = &self.last {
-            let d = humantime::parse_duration(period).map_err(|e| {
-                CliError::Usage(format!(
-                    "--last {period:?}: {e} (use e.g. 30m, 24h, 7d, 1w)"
-                ))
-            })?;
-            let since = std::time::SystemTime::now()
-                .checked_sub(d)
-                .ok_or_else(|| CliError::Usage(format!("--last {period:?} is too long")))?;
-            q = q.since(since);
+        let (since, until) = self.range.times()?;
+        if let Some(t) = since {
+            q = q.since(t);
         }
-        if let Some(s) = &self.since {
-            q = q.since(parse_time(s).map_err(|e| CliError::Usage(format!("--since: {e}")))?);
-        }
-        if let Some(u) = &self.until {
-            q = q.until(parse_time(u).map_err(|e| CliError::Usage(format!("--until: {e}")))?);
+        if let Some(t) = until {
+            q = q.until(t);
         }
         Ok(q)
     }
@@ -321,8 +358,9 @@ impl FilterArgs {
 pub(crate) struct QueryArgs {
     #[command(flatten)]
     pub(crate) filter: FilterArgs,
-    /// At most this many events (1 to 1,000).
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    /// At most this many events (at least 1); more than 1,000 are fetched
+    /// a page of 1,000 at a time.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) limit: u32,
     /// Oldest first instead of newest first.
     #[arg(long)]

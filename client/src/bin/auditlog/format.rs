@@ -35,17 +35,25 @@ pub(crate) fn timestamp_text(t: Option<&prost_types::Timestamp>) -> String {
     }
 }
 
-/// Parses RFC 3339 (`2026-11-22T08:00:00Z`) or a date (`2026-11-22`,
-/// midnight UTC).
+/// Parses RFC 3339 (`2026-11-22T08:00:00Z`), a date and time without a
+/// zone (`2026-11-22T08:00:00`, or with a space for the `T`), read as UTC,
+/// or a date (`2026-11-22`, midnight UTC).
 pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t.into());
+    }
+    let zoneless = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute][optional [:[second][optional [.[subsecond]]]]]"
+    );
+    if let Ok(t) = time::PrimitiveDateTime::parse(&s.replacen(' ', "T", 1), &zoneless) {
+        return Ok(t.assume_utc().into());
     }
     if let Some(d) = parse_date(s) {
         return Ok(d.midnight().assume_utc().into());
     }
     Err(format!(
-        "{s:?} is not a time; use RFC 3339 (2026-11-22T08:00:00Z) or a date (2026-11-22)"
+        "{s:?} is not a time; use RFC 3339 (2026-11-22T08:00:00Z), a time read as UTC \
+         (2026-11-22T08:00:00) or a date (2026-11-22)"
     ))
 }
 
@@ -223,6 +231,21 @@ mod tests {
         let d = parse_time("2026-11-22").unwrap();
         assert_eq!(t.duration_since(d).unwrap().as_secs(), 8 * 3600);
         assert!(parse_time("yesterday").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn times_without_a_zone_are_utc() {
+        let utc = parse_time("2026-12-02T18:41:56Z").unwrap();
+        for s in [
+            "2026-12-02T18:41:56",
+            "2026-12-02 18:41:56",
+            "2026-12-02T18:41:56.000",
+        ] {
+            assert_eq!(parse_time(s), Ok(utc), "{s}");
+        }
+        let minute = parse_time("2026-12-02T18:41").unwrap();
+        assert_eq!(utc.duration_since(minute).unwrap().as_secs(), 56);
+        assert!(parse_time("2026-12-02T25:00:00").is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::cli::LogArgs;
 use crate::format::{receipt_json, timestamp_text};
 
 pub(crate) async fn run(client: &Client, args: LogArgs, json: bool) -> Result<(), CliError> {
+    let event_type = args.event_type.clone();
     let mut event = NewEvent::new(args.event_type);
     if let Some(l) = args.lead {
         event = event.lead(l);
@@ -20,15 +21,31 @@ pub(crate) async fn run(client: &Client, args: LogArgs, json: bool) -> Result<()
     if let Some(k) = args.idempotency_key {
         event = event.idempotency_key(k);
     }
+    let mut details = serde_json::Map::new();
     if let Some(d) = args.details {
         let value: serde_json::Value = serde_json::from_str(&d)
             .map_err(|e| CliError::Usage(format!("--details is not valid JSON: {e}")))?;
-        if !value.is_object() {
+        let serde_json::Value::Object(map) = value else {
             return Err(CliError::Usage(
                 "--details must be a JSON object, like '{\"key\": \"value\"}'".into(),
             ));
+        };
+        details = map;
+        event = event.details(serde_json::Value::Object(details.clone()));
+    }
+    if event_type == "error" {
+        let missing: Vec<&str> = ["error_type", "error_message"]
+            .into_iter()
+            .filter(|k| details.get(*k).is_none_or(|v| v.is_null() || v == ""))
+            .collect();
+        if !missing.is_empty() {
+            // Logged all the same: an audit log keeps what it is given.
+            eprintln!(
+                "auditlog: warning: this error event has no {} in --details, so `auditlog errors` \
+                 shows it blank; pass e.g. --details '{{\"error_type\":\"Timeout\",\"error_message\":\"CRM did not answer\"}}'",
+                missing.join(" or ")
+            );
         }
-        event = event.details(value);
     }
     let receipt = client.log(event).await?;
     if json {

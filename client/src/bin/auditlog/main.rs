@@ -90,11 +90,12 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), CliError> {
     let json = cli.json;
     let options = cli.options()?;
+    let server = cli.server_url();
     match cli.command {
-        Command::Health(args) => health::run(&cli.server, &options, args, json).await,
-        Command::Report(args) => report::run(&cli.server, options, args, json).await,
+        Command::Health(args) => health::run(&server, &options, args, json).await,
+        Command::Report(args) => report::run(&server, options, args, json).await,
         command => {
-            let client = Client::connect_with(&cli.server, options).await?;
+            let client = Client::connect_with(&server, options).await?;
             dispatch(&client, command, json).await
         }
     }
@@ -105,8 +106,8 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         Command::Log(args) => log::run(client, args, json).await,
         Command::Query(args) => query::run(client, args, json).await,
         Command::History { lead, verbose } => query::history(client, &lead, verbose, json).await,
-        Command::Stats { workflow } => stats::run(client, workflow.as_deref(), json).await,
-        Command::Errors { limit, verbose } => errors::run(client, limit, verbose, json).await,
+        Command::Stats(args) => stats::run(client, args, json).await,
+        Command::Errors(args) => errors::run(client, args, json).await,
         Command::Integrity {
             from_seq,
             to_seq,

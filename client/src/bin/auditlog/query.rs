@@ -1,36 +1,37 @@
-//! `auditlog query` and `auditlog history`: pages of events, printed as
-//! one table (or as JSON).
+//! `auditlog query` and `auditlog history`: events read a page at a time
+//! up to the limit asked for, printed as one table (or as JSON).
+//!
+//! The JSON of `query`, `history` and `errors` is one shape:
+//! `{"events": [...], "next_page_token": "..."}`, the token empty when
+//! nothing more matches.
 
-use std::io::Write as _;
-
-use auditlog_client::{Client, pb};
+use auditlog_client::{Client, Query, pb};
 
 use crate::CliError;
 use crate::cli::QueryArgs;
 use crate::format::{self, Table, event_json, timestamp_text};
 
+/// The most events one Query call returns.
+const PAGE: u32 = 1000;
+
 pub(crate) async fn run(client: &Client, args: QueryArgs, json: bool) -> Result<(), CliError> {
-    let mut q = args.filter.query()?.limit(args.limit);
+    let mut q = args.filter.query()?;
     if args.oldest_first {
         q = q.oldest_first();
     }
     if let Some(t) = args.page_token {
         q = q.page_token(t);
     }
-    let page = client.query(q).await?;
+    let page = fetch(client, q, args.limit, None).await?;
     if json {
-        let value = serde_json::json!({
-            "events": page.events.iter().map(event_json).collect::<Vec<_>>(),
-            "next_page_token": page.next_page_token,
-        });
-        say!("{value}");
+        say!("{}", events_json(&page));
         return Ok(());
     }
     if page.events.is_empty() {
         eprintln!("no matching events");
         return Ok(());
     }
-    print_events(&page.events, false, args.verbose)?;
+    print_events(&page.events, args.verbose)?;
     if !page.next_page_token.is_empty() {
         eprintln!(
             "more events: add --page-token {} for the next page",
@@ -38,6 +39,42 @@ pub(crate) async fn run(client: &Client, args: QueryArgs, json: bool) -> Result<
         );
     }
     Ok(())
+}
+
+/// Up to `limit` events matching `query` (and `keep`, when given), one
+/// Query call of at most 1,000 after another.
+///
+/// Without `keep` each call asks for exactly what is still missing, so the
+/// returned `next_page_token` continues right after the last event
+/// returned. With `keep`, which filters on the client, pages are full and
+/// the token continues after the last page read.
+pub(crate) async fn fetch(
+    client: &Client,
+    mut query: Query,
+    limit: u32,
+    keep: Option<&dyn Fn(&pb::Event) -> bool>,
+) -> Result<pb::QueryResponse, CliError> {
+    let mut out = pb::QueryResponse::default();
+    loop {
+        let missing = limit.saturating_sub(out.events.len() as u32);
+        query.request.limit = match keep {
+            None => missing.clamp(1, PAGE),
+            Some(_) => PAGE,
+        };
+        let page = client.query(query.clone()).await?;
+        match keep {
+            None => out.events.extend(page.events),
+            Some(keep) => out
+                .events
+                .extend(page.events.into_iter().filter(|e| keep(e))),
+        }
+        out.next_page_token = page.next_page_token;
+        if out.next_page_token.is_empty() || out.events.len() >= limit as usize {
+            out.events.truncate(limit as usize);
+            return Ok(out);
+        }
+        query.request.page_token.clone_from(&out.next_page_token);
+    }
 }
 
 /// `auditlog history`: a lead's full timeline, oldest first.
@@ -48,20 +85,32 @@ pub(crate) async fn history(
     json: bool,
 ) -> Result<(), CliError> {
     let events = client.lead_history(lead).await?;
-    if events.is_empty() && !json {
-        eprintln!("no events for lead {lead:?}");
-    }
-    print_events(&events, json, verbose)
-}
-
-/// Prints events as a table, or as a JSON array.
-fn print_events(events: &[pb::Event], json: bool, verbose: bool) -> Result<(), CliError> {
-    let mut out = std::io::stdout().lock();
     if json {
-        let all: Vec<_> = events.iter().map(event_json).collect();
-        writeln!(out, "{}", serde_json::Value::Array(all))?;
+        let page = pb::QueryResponse {
+            events,
+            next_page_token: String::new(),
+        };
+        say!("{}", events_json(&page));
         return Ok(());
     }
+    if events.is_empty() {
+        eprintln!("no events for lead {lead:?}");
+        return Ok(());
+    }
+    print_events(&events, verbose)
+}
+
+/// Events and the token that continues after them, as the JSON of query,
+/// history and errors.
+pub(crate) fn events_json(page: &pb::QueryResponse) -> serde_json::Value {
+    serde_json::json!({
+        "events": page.events.iter().map(event_json).collect::<Vec<_>>(),
+        "next_page_token": page.next_page_token,
+    })
+}
+
+/// Prints events as a table.
+fn print_events(events: &[pb::Event], verbose: bool) -> Result<(), CliError> {
     let mut headers = vec!["TIME", "SEQ", "TYPE", "LEAD", "WORKFLOW", "ACTOR"];
     if verbose {
         headers.push("DETAILS");
@@ -81,6 +130,6 @@ fn print_events(events: &[pb::Event], json: bool, verbose: bool) -> Result<(), C
         }
         table.row(row);
     }
-    table.print(&mut out)?;
+    table.print(&mut std::io::stdout().lock())?;
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct StatsQuery {
     pub bucket_micros: Option<i64>,
     /// Count distinct leads per event type.
     pub leads_by_type: bool,
+    /// Only events of these types; empty means every type.
+    pub event_types: Vec<String>,
 }
 
 /// The events of one time bucket.
@@ -92,6 +94,15 @@ impl Index {
                 }
             },
         };
+        // The wanted types as interned ids; a name never interned matches
+        // nothing.
+        let wanted: Option<Vec<u32>> = (!q.event_types.is_empty()).then(|| {
+            q.event_types
+                .iter()
+                .filter_map(|t| self.types.get(t))
+                .collect()
+        });
+        let metas = metas.filter(|m| wanted.as_ref().is_none_or(|w| w.contains(&m.event_type)));
         let error_type = self.types.get("error");
         let mut per_type = vec![0u64; self.types.names.len()];
         let mut per_workflow = vec![0u64; self.workflows.names.len()];
