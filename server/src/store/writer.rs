@@ -268,8 +268,12 @@ impl Writer {
     }
 
     /// How long until the active segment is due to be sealed by age (zero:
-    /// now); `None` when it never is.
+    /// now); `None` when it never is. A poisoned store seals nothing: the
+    /// page cache it would compress from can no longer be trusted.
     fn due_in(&self) -> Option<Duration> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
         let due = age_due_in(
             self.segment_first_timestamp,
             self.max_segment_age,
