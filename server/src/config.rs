@@ -30,6 +30,11 @@ pub use crate::webhooks::{Start, WebhookConfig};
 /// are not server configuration.
 const CLIENT_VARS: &[&str] = &["server", "token", "ca_cert", "client_cert", "client_key"];
 
+/// The longest `max_segment_age_secs` accepted: 100 years, far past any
+/// retention, and small enough that the age in microseconds cannot
+/// overflow.
+const MAX_SEGMENT_AGE_SECS: u64 = 100 * 366 * 86_400;
+
 /// The server configuration. Every field documents its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,6 +68,12 @@ pub struct Config {
     /// Seal the active segment and start a new one once it passes this size,
     /// in MiB (fractions allowed). Default 50.
     pub max_file_size_mb: f64,
+    /// Seal the active segment once its first record is this many seconds
+    /// old, even if nothing more is written; 0 seals by size only. Retention
+    /// deletes only sealed segments, so an event is purged at the latest
+    /// `retention_days` + this + `retention_check_secs` after it was logged.
+    /// Default 86400 (one day).
+    pub max_segment_age_secs: u64,
     /// Write a lead copy beside each compressed segment: the records that
     /// name a lead, grouped by lead, so a lead's history inflates a few KiB
     /// per segment instead of one gzip member per event. In the benchmark log
@@ -132,6 +143,7 @@ impl Default for Config {
             durability: Durability::Fsync,
             shutdown_grace_secs: 10,
             max_file_size_mb: 50.0,
+            max_segment_age_secs: 86_400,
             lead_copies: true,
             retention_days: 90.0,
             retention_check_secs: 3600,
@@ -272,6 +284,16 @@ impl Config {
                 ),
             });
         }
+        if self.max_segment_age_secs > MAX_SEGMENT_AGE_SECS {
+            return Err(ConfigError::Invalid {
+                key: "max_segment_age_secs",
+                reason: format!(
+                    "is {}; it must be 0 (seal by size only) or a number of seconds up to {} \
+                     (100 years)",
+                    self.max_segment_age_secs, MAX_SEGMENT_AGE_SECS
+                ),
+            });
+        }
         if !(self.retention_days >= 0.0 && self.retention_days.is_finite()) {
             return Err(ConfigError::Invalid {
                 key: "retention_days",
@@ -350,6 +372,13 @@ impl Config {
     /// The size at which the active segment is sealed, in bytes.
     pub fn max_segment_bytes(&self) -> u64 {
         (self.max_file_size_mb * 1024.0 * 1024.0).max(1.0) as u64
+    }
+
+    /// How old the active segment's first record may get before the segment
+    /// is sealed; `None` when only its size seals it.
+    pub fn max_segment_age(&self) -> Option<std::time::Duration> {
+        (self.max_segment_age_secs > 0)
+            .then(|| std::time::Duration::from_secs(self.max_segment_age_secs))
     }
 
     /// The retention period; `None` when retention is off.
@@ -489,6 +518,33 @@ mod tests {
             Overrides::default(),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn segment_age_defaults_to_a_day_and_0_turns_it_off() {
+        let c = load(None, &[], Overrides::default()).unwrap();
+        assert_eq!(
+            c.max_segment_age(),
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        let c = load(None, &[("MAX_SEGMENT_AGE_SECS", "0")], Overrides::default()).unwrap();
+        assert_eq!(c.max_segment_age(), None);
+        let c = load(
+            Some("max_segment_age_secs = 3600\n"),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.max_segment_age_secs, 3600);
+        for bad in ["-1", "1.5", "soon", "99999999999"] {
+            let err =
+                load(None, &[("MAX_SEGMENT_AGE_SECS", bad)], Overrides::default()).unwrap_err();
+            // The environment names it in capitals.
+            assert!(
+                err.to_lowercase().contains("max_segment_age_secs"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -125,6 +125,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         durability: config.durability,
         max_segment_bytes: config.max_segment_bytes(),
+        max_segment_age: config.max_segment_age(),
         lead_copies: config.lead_copies,
     };
     let key_id = config.hmac_key_id.clone();

@@ -168,6 +168,7 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         data_dir: dir.to_path_buf(),
         durability: store::Durability::Fsync,
         max_segment_bytes: u64::MAX,
+        max_segment_age: None,
         lead_copies: true,
     };
     let store = store::Store::open(config, keys.clone())

@@ -94,6 +94,9 @@ pub struct StoreConfig {
     pub durability: Durability,
     /// Seal the active segment once it holds at least this many bytes.
     pub max_segment_bytes: u64,
+    /// Seal the active segment once its first record is this old, written
+    /// to or not; `None`: never by age.
+    pub max_segment_age: Option<std::time::Duration>,
     /// Write a lead copy (`leads.rs`) beside each compressed segment.
     pub lead_copies: bool,
 }
@@ -184,6 +187,7 @@ impl Store {
                 first_seq: recovered.active_first_seq,
             },
             config.max_segment_bytes,
+            config.max_segment_age,
             jobs,
             to_syncer,
             Arc::clone(&shared),

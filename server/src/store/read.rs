@@ -474,6 +474,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             durability: Durability::Fsync,
             max_segment_bytes: u64::MAX,
+            max_segment_age: None,
             lead_copies: true,
         };
         let store = Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap();

@@ -1,6 +1,8 @@
 //! Rotation, step by step, and the sealer thread that runs the slow steps.
 //!
-//! 1. **Seal** (writer, [`seal`]): rename `audit.log` to
+//! 1. **Seal** (writer, [`seal`]), when the active segment is full, when its
+//!    first record is as old as the segment age limit, or on request (see
+//!    `writer`; never an empty one): rename `audit.log` to
 //!    `audit.<UTC time>.log`, create a new empty `audit.log`, fsync the
 //!    directory.
 //! 2. **Compress** (sealer, [`compress`]): write `<name>.log.gz.tmp` and

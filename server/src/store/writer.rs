@@ -12,10 +12,21 @@
 //! it is durable.
 //!
 //! Rotation: after a commit leaves the active segment at or past the size
-//! limit (or on request), the writer seals it (renames `audit.log` to
+//! limit, once its first record is older than the segment age limit, or on
+//! request, the writer seals it (renames `audit.log` to
 //! `audit.<UTC time>.log`, creates a new `audit.log`, syncs the directory)
 //! and hands the sealed file to the sealer thread to compress. Callers wait
-//! only for the renames, never for the compression.
+//! only for the renames, never for the compression. An empty active segment
+//! is never sealed.
+//!
+//! The age of the active segment is the age of its first record (after a
+//! restart, the first record recovery indexed in `audit.log`). It is checked
+//! before every wait for requests, and an idle writer waits no longer than
+//! until the segment falls due (a timed receive on a clock of its own), so a
+//! log that nobody writes to is sealed on time too: retention deletes only
+//! sealed, compressed segments, and this is what bounds how long an event
+//! can outlive the retention period. A seal by age that fails is tried again
+//! [`AGE_RETRY`] later rather than on every turn.
 //!
 //! Failure rules: a failed `write` is cut back off the file (`set_len`) and
 //! fails the group with nothing written and no seq consumed (groups written
@@ -30,6 +41,7 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -70,10 +82,22 @@ pub(super) struct Active {
     pub first_seq: u64,
 }
 
+/// What the writer's wait for a request ended with.
+enum Received {
+    Command(Command),
+    /// The active segment fell due for sealing by age first.
+    Due,
+    /// Every sender is gone: shutdown.
+    Closed,
+}
+
 /// The most events one group commit takes.
 const MAX_GROUP_EVENTS: usize = 16 * 1024;
 /// The most bytes one group commit writes, checked between requests.
 const MAX_GROUP_BYTES: usize = 16 << 20;
+/// How long after a failed seal by age the writer tries again.
+const AGE_RETRY: Duration = Duration::from_secs(30);
+
 pub(super) struct Writer {
     file: Arc<File>,
     /// The length of the written part of the file (durable, or being synced).
@@ -81,7 +105,15 @@ pub(super) struct Writer {
     segment: u32,
     /// The seq of the active segment's first record; 0 while it is empty.
     segment_first: u64,
+    /// The timestamp of the active segment's first record; `None` while it
+    /// is empty.
+    segment_first_timestamp: Option<i64>,
     max_segment_bytes: u64,
+    /// Seal the active segment once its first record is this old; `None`:
+    /// never by age.
+    max_segment_age: Option<Duration>,
+    /// After a failed seal by age, not before this.
+    age_retry_at: Option<Instant>,
     sealer: std::sync::mpsc::Sender<Job>,
     syncer: SyncSender<ToSyncer>,
     shared: Arc<Shared>,
@@ -100,6 +132,7 @@ impl Writer {
     pub(super) fn new(
         active: Active,
         max_segment_bytes: u64,
+        max_segment_age: Option<Duration>,
         sealer: std::sync::mpsc::Sender<Job>,
         syncer: SyncSender<ToSyncer>,
         shared: Arc<Shared>,
@@ -123,12 +156,21 @@ impl Writer {
                 }
             }
         };
+        // After a restart the active segment's age is that of its first
+        // record, not of this start.
+        let segment_first_timestamp = match active.first_seq {
+            0 => None,
+            seq => shared.index().get(seq).map(|m| m.timestamp),
+        };
         Writer {
             file: Arc::new(active.file),
             len: active.len,
             segment: active.segment,
             segment_first: active.first_seq,
+            segment_first_timestamp,
             max_segment_bytes,
+            max_segment_age,
+            age_retry_at: None,
             sealer,
             syncer,
             shared,
@@ -142,7 +184,31 @@ impl Writer {
 
     /// Serves requests until every sender is gone, then returns.
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        while let Some(first) = rx.blocking_recv() {
+        // The clock the idle writer waits on when the active segment must be
+        // sealed by age: a runtime of this thread's own, with only a timer.
+        let clock = match self.max_segment_age {
+            None => None,
+            Some(_) => match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        "no timer for sealing by age; an idle log is sealed at its next write"
+                    );
+                    None
+                }
+            },
+        };
+        loop {
+            self.seal_if_due();
+            let first = match self.receive(&mut rx, clock.as_ref()) {
+                Received::Command(c) => c,
+                Received::Due => continue,
+                Received::Closed => break,
+            };
             let mut group = Vec::new();
             let mut rotations = Vec::new();
             let mut events = 0;
@@ -178,6 +244,62 @@ impl Writer {
             && let Err(e) = self.file.sync_data()
         {
             tracing::error!(error = %e, "final sync of the log failed");
+        }
+    }
+
+    /// Waits for the next request, but when the active segment must be
+    /// sealed by age, no longer than until it falls due.
+    fn receive(
+        &self,
+        rx: &mut mpsc::Receiver<Command>,
+        clock: Option<&tokio::runtime::Runtime>,
+    ) -> Received {
+        let wait = clock.zip(self.due_in());
+        let next = match wait {
+            Some((clock, wait)) => {
+                match clock.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                    Ok(next) => next,
+                    Err(_) => return Received::Due,
+                }
+            }
+            None => rx.blocking_recv(),
+        };
+        next.map_or(Received::Closed, Received::Command)
+    }
+
+    /// How long until the active segment is due to be sealed by age (zero:
+    /// now); `None` when it never is. A poisoned store seals nothing: the
+    /// page cache it would compress from can no longer be trusted.
+    fn due_in(&self) -> Option<Duration> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return None;
+        }
+        let due = age_due_in(
+            self.segment_first_timestamp,
+            self.max_segment_age,
+            now_micros(),
+        )?;
+        let retry = self.age_retry_at.map_or(Duration::ZERO, |at| {
+            at.saturating_duration_since(Instant::now())
+        });
+        Some(due.max(retry))
+    }
+
+    /// Seals the active segment if its first record is old enough.
+    fn seal_if_due(&mut self) {
+        if self.due_in() != Some(Duration::ZERO) {
+            return;
+        }
+        match self.rotate(None) {
+            Ok(_) => self.age_retry_at = None,
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    retry_secs = AGE_RETRY.as_secs(),
+                    "rotation by age failed; writing on"
+                );
+                self.age_retry_at = Some(Instant::now() + AGE_RETRY);
+            }
         }
     }
 
@@ -262,6 +384,7 @@ impl Writer {
         self.shared.active_len.store(0, Ordering::Release);
         self.segment = segment;
         self.segment_first = 0;
+        self.segment_first_timestamp = None;
         tracing::info!(file = %sealed.file, first_seq, last_seq, "sealed a segment");
         if let Err(e) = self.sealer.send(job) {
             // The sealer only stops at shutdown; the next start compresses it.
@@ -377,8 +500,11 @@ impl Writer {
         match self.write(&buf) {
             Ok(()) => {
                 self.len += buf.len() as u64;
-                if self.segment_first == 0 {
-                    self.segment_first = records.first().map_or(0, |r| r.seq);
+                if self.segment_first == 0
+                    && let Some(first) = records.first()
+                {
+                    self.segment_first = first.seq;
+                    self.segment_first_timestamp = Some(first.timestamp);
                 }
                 self.next_seq = seq;
                 self.prev = prev;
@@ -480,6 +606,21 @@ fn event_id(timestamp: i64, rng: &mut rand::rngs::StdRng) -> String {
         .to_string()
 }
 
+/// How long until a segment whose first record has `first_timestamp` (µs
+/// since the epoch; `None`: the segment is empty) is `max_age` old at `now`:
+/// zero when it is already, `None` when it never falls due (empty, or
+/// `max_age` is `None`). A clock stepped back makes the segment younger,
+/// never negative.
+fn age_due_in(
+    first_timestamp: Option<i64>,
+    max_age: Option<Duration>,
+    now: i64,
+) -> Option<Duration> {
+    let (first, max_age) = (first_timestamp?, max_age?);
+    let age = u64::try_from(now.saturating_sub(first)).unwrap_or(0);
+    Some(max_age.saturating_sub(Duration::from_micros(age)))
+}
+
 fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
         || e.kind() == std::io::ErrorKind::StorageFull
@@ -488,11 +629,38 @@ fn is_disk_full(e: &std::io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use serde_json::{Map, Value};
 
     use crate::keys::Keyring;
     use crate::store::{Durability, Filter, NewEvent, Order, Store, StoreConfig};
+
+    #[test]
+    fn a_segment_falls_due_once_its_first_record_is_old_enough() {
+        let day = Some(Duration::from_secs(86_400));
+        let t = 1_000_000_000_000;
+        let due = |first, max_age, now| super::age_due_in(first, max_age, now);
+        // Empty, or age sealing off: never.
+        assert_eq!(due(None, day, t), None);
+        assert_eq!(due(Some(t), None, t + 1), None);
+        // Counted from the first record, to the microsecond.
+        assert_eq!(due(Some(t), day, t), Some(Duration::from_secs(86_400)));
+        assert_eq!(
+            due(Some(t), day, t + 86_400_000_000 - 1),
+            Some(Duration::from_micros(1))
+        );
+        assert_eq!(due(Some(t), day, t + 86_400_000_000), Some(Duration::ZERO));
+        assert_eq!(
+            due(Some(t), day, t + 10 * 86_400_000_000),
+            Some(Duration::ZERO)
+        );
+        // A clock stepped back before the first record: a full age to go.
+        assert_eq!(
+            due(Some(t), day, t - 5_000_000),
+            Some(Duration::from_secs(86_400))
+        );
+    }
 
     fn event(key: Option<String>) -> NewEvent {
         NewEvent {
@@ -517,6 +685,7 @@ mod tests {
                     data_dir: dir.path().to_path_buf(),
                     durability: Durability::Fsync,
                     max_segment_bytes: u64::MAX,
+                    max_segment_age: None,
                     lead_copies: true,
                 },
                 Keyring::new("k1", vec![7; 32]),

@@ -21,6 +21,7 @@ fn open_with(dir: &Path, lead_copies: bool) -> Store {
         data_dir: dir.to_path_buf(),
         durability: Durability::Fsync,
         max_segment_bytes: u64::MAX,
+        max_segment_age: None,
         lead_copies,
     };
     Store::open(config, keyring()).unwrap()

@@ -2,8 +2,9 @@
 //!
 //! - The **active** segment is `audit.log`, plain JSON Lines, appended to by
 //!   the writer.
-//! - When it passes `max_file_size_mb` the writer **seals** it by renaming it
-//!   to `audit.<UTC time>.log` and starts a new `audit.log`.
+//! - When it passes `max_file_size_mb`, or its first record is
+//!   `max_segment_age_secs` old, the writer **seals** it by renaming it to
+//!   `audit.<UTC time>.log` and starts a new `audit.log`.
 //! - In the background the sealed file is **compressed** to
 //!   `audit.<UTC time>.log.gz` with a sidecar index `audit.<UTC time>.idx`.
 //!
