@@ -3,7 +3,8 @@
 //! stdout (text and `--json`, parsed back) and its stderr.
 //!
 //! Covered: every subcommand's happy path (`log`, `query`, `history`,
-//! `stats`, `errors`, `integrity`, `export`, `tail`, `health`, `bench`);
+//! `stats`, `errors`, `integrity`, `export`, `tail`, `health`, `bench`,
+//! `track`);
 //! filters, ordering and pagination; exports of 10,000 events checked line
 //! by line against the log on disk; tampering found by `integrity`; `tail`
 //! ending on Ctrl-C and when the server stops; exit codes; one-line errors
@@ -2182,4 +2183,87 @@ async fn every_subcommand_has_help_with_an_example() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_records_a_duration_typed_in_ms_s_or_plain_seconds() {
+    let server = TestServer::start().await;
+    for duration in ["250ms", "0.25s", "1.5"] {
+        let out = auditlog(&server, &["track", "crm.create_record", duration]).await;
+        assert!(
+            word_after(out.ok(), "seq").parse::<u64>().is_ok(),
+            "{out:?}"
+        );
+    }
+    let receipt = auditlog(
+        &server,
+        &[
+            "--json",
+            "track",
+            "lead_scoring",
+            "2m",
+            "--lead",
+            "LEAD-7",
+            "--workflow",
+            "sales",
+            "--actor",
+            "scorer",
+            "--details",
+            r#"{"model":"v2"}"#,
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(receipt["seq"], 4, "{receipt}");
+
+    // Counted, in milliseconds.
+    let stats = auditlog(&server, &["--json", "performance"]).await.json();
+    let op = |name: &str| {
+        stats["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["operation"] == name && o["source"] == "tracked")
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+            .clone()
+    };
+    let crm = op("crm.create_record");
+    assert_eq!(
+        (
+            crm["count"].as_u64(),
+            crm["min_ms"].as_f64(),
+            crm["max_ms"].as_f64()
+        ),
+        (Some(3), Some(250.0), Some(1500.0)),
+        "{crm}"
+    );
+    assert_eq!(op("lead_scoring")["max_ms"].as_f64(), Some(120_000.0));
+    // And written as a performance event with every field given.
+    let events = server.client().await.lead_history("LEAD-7").await.unwrap();
+    let event = &events[0];
+    assert_eq!(event.event_type, "performance", "{event:?}");
+    assert_eq!(
+        (event.workflow.as_str(), event.actor.as_str()),
+        ("sales", "scorer"),
+        "{event:?}"
+    );
+    let details = auditlog_proto::json::struct_to_json(event.details.as_ref().unwrap()).unwrap();
+    assert_eq!(details["duration_ms"], 120_000.0, "{details:?}");
+    assert_eq!(details["model"], "v2", "{details:?}");
+
+    // A duration that is not one, and one the server refuses: one line each.
+    for (args, words) in [
+        (["track", "x", "fast"], vec!["fast", "250ms"]),
+        (["track", "x", "3d"], vec!["unit", "0.25s"]),
+        (["track", "has space", "1"], vec!["operation"]),
+        (["track", "x", "25h"], vec!["duration_ms", "a day"]),
+    ] {
+        let out = auditlog(&server, &args).await;
+        let line = out.one_line_error();
+        for word in words {
+            assert!(line.contains(word), "{args:?}: {line}");
+        }
+    }
+    let stats = auditlog(&server, &["--json", "stats"]).await.json();
+    assert_eq!(stats["total_events"], 4, "{stats}");
 }

@@ -308,3 +308,51 @@ async fn a_degraded_operation_raises_an_alert() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(hook.requests().len(), 1, "{:?}", hook.requests());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_old_loggers_duration_in_seconds_counts_and_is_rebuilt_after_a_restart() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // What the Python logger's `track_performance` wrote: `duration` in
+    // seconds.
+    for seconds in [0.25, 1.5, 0.125] {
+        client
+            .log(
+                NewEvent::new("performance")
+                    .detail("operation", "crm.sync")
+                    .detail("duration", seconds),
+            )
+            .await
+            .unwrap();
+    }
+    // `duration_ms` wins when both are given.
+    client
+        .log(
+            NewEvent::new("performance")
+                .detail("operation", "crm.sync")
+                .detail("duration_ms", 40.0)
+                .detail("duration", 99.0),
+        )
+        .await
+        .unwrap();
+    let expect = |stats: &pb::GetPerformanceStatsResponse| {
+        let s = tracked(stats, "crm.sync");
+        assert_eq!(s.count, 4, "{s:?}");
+        assert_eq!((s.min_ms, s.max_ms), (40.0, 1500.0), "{s:?}");
+        assert_eq!(s.p50_ms, 125.0, "{s:?}");
+    };
+    expect(&client.performance_stats(Some("crm.sync")).await.unwrap());
+    // From the log over a time range, and from the windows rebuilt at start.
+    let ranged = client
+        .performance_stats_with(pb::GetPerformanceStatsRequest {
+            operation: "crm.sync".into(),
+            since: Some(prost_types::Timestamp::default()),
+            until: None,
+        })
+        .await
+        .unwrap();
+    expect(&ranged);
+    let server = server.restart(|_| {}).await;
+    let client = server.client().await;
+    expect(&client.performance_stats(Some("crm.sync")).await.unwrap());
+}

@@ -268,7 +268,7 @@ const CALLERS: [(&str, Option<&str>); 7] = [
 
 /// Every RPC and what each caller of [`CALLERS`] gets, in that order.
 #[rustfmt::skip]
-const MATRIX: [(&str, [Outcome; 7]); 14] = [
+const MATRIX: [(&str, [Outcome; 7]); 15] = [
     //                                 writer  reader  auditor admin  w+r     none    unknown
     ("AuditService/Log",              [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/LogBatch",         [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
@@ -284,6 +284,7 @@ const MATRIX: [(&str, [Outcome; 7]); 14] = [
     ("AdminService/TestAlerts",       [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/GetAlertStatus",   [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/GetWebhookStatus", [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
+    ("AdminService/GetWebhookSecret", [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
 ];
 
 /// `Service/Method` of every RPC in the `auditlog.v1` package, from the
@@ -392,6 +393,10 @@ async fn call(ch: &Channel, rpc: &str, authorization: Option<String>) -> Result<
             let m = pb::GetWebhookStatusRequest {};
             admin.get_webhook_status(authed(m, t)).await.map(|_| ())
         }
+        "AdminService/GetWebhookSecret" => {
+            let m = pb::GetWebhookSecretRequest { name: "crm".into() };
+            admin.get_webhook_secret(authed(m, t)).await.map(|_| ())
+        }
         other => panic!("the test cannot call {other}: add it to `call`"),
     }
 }
@@ -409,8 +414,8 @@ async fn every_caller_gets_exactly_the_rpcs_of_its_roles() {
          {stale:?}"
     );
 
-    // Retention 0 (off): ApplyRetention answers FAILED_PRECONDITION, which
-    // still counts as allowed.
+    // Retention 0 (off): ApplyRetention answers FAILED_PRECONDITION, and
+    // GetWebhookSecret NOT_FOUND (no webhook), which still count as allowed.
     let server = Server::start(
         |c| {
             c.tokens = token_configs();

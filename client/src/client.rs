@@ -236,6 +236,20 @@ impl Client {
             .endpoints)
     }
 
+    /// The signing secret the server generated for webhook endpoint `name`
+    /// (one configured without a secret), to set its receiver up with.
+    pub async fn webhook_secret(&self, name: &str) -> Result<String, Error> {
+        Ok(self
+            .admin
+            .clone()
+            .get_webhook_secret(pb::GetWebhookSecretRequest {
+                name: name.to_owned(),
+            })
+            .await?
+            .into_inner()
+            .secret)
+    }
+
     /// Statistics for the whole log, or one workflow's.
     pub async fn stats(&self, workflow: Option<&str>) -> Result<pb::GetStatsResponse, Error> {
         let request = pb::GetStatsRequest {

@@ -135,6 +135,20 @@ impl Keyring {
 /// 64 hex characters written there with mode 0600 when the file does not
 /// exist. `what` names the key in the log line.
 pub(crate) fn load_or_generate(path: &Path, what: &str) -> Result<Vec<u8>, KeyError> {
+    load_or_generate_with(path, what, || {
+        let mut raw = [0u8; 32];
+        rand::fill(&mut raw);
+        hex::encode(raw).into_bytes()
+    })
+}
+
+/// [`load_or_generate`] with `generate` making a new file's contents (a
+/// webhook's `whsec_` secret, say).
+pub(crate) fn load_or_generate_with(
+    path: &Path,
+    what: &str,
+    generate: impl FnOnce() -> Vec<u8>,
+) -> Result<Vec<u8>, KeyError> {
     match std::fs::read(path) {
         Ok(mut bytes) => {
             while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
@@ -143,9 +157,7 @@ pub(crate) fn load_or_generate(path: &Path, what: &str) -> Result<Vec<u8>, KeyEr
             Ok(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut raw = [0u8; 32];
-            rand::fill(&mut raw);
-            let key = hex::encode(raw).into_bytes();
+            let key = generate();
             let create = |e| KeyError::Create {
                 path: path.display().to_string(),
                 source: e,

@@ -150,13 +150,19 @@ pub async fn run(
                 })?;
                 let keyring = Keyring::load(&key_id, key.as_deref(), &store_config.data_dir)?;
                 let compliance = Compliance::load(&compliance_config, &store_config.data_dir)?;
+                let webhook_keys = webhooks::signing_keys(&webhooks_config, dir).map_err(|e| {
+                    config::ConfigError::Invalid {
+                        key: "webhooks",
+                        reason: e.to_string(),
+                    }
+                })?;
                 let store = Store::open(store_config, keyring)?;
                 let rebuilt = rebuilding.rebuild(&store)?;
                 tracing::debug!(events = rebuilt, "performance windows rebuilt from the log");
-                Ok::<_, ServerError>((store, compliance))
+                Ok::<_, ServerError>((store, compliance, webhooks_config, webhook_keys))
             })
             .await??;
-            let (store, compliance) = store;
+            let (store, compliance, webhooks_config, webhook_keys) = store;
             tracing::info!(head = store.head(), dir = %store.dir().display(), "log recovered");
             let store = Arc::new(store);
             let alerts = Alerts::start(alerts_config, Arc::clone(&store), cancel.clone()).map_err(
@@ -167,6 +173,7 @@ pub async fn run(
             )?;
             let webhooks = Webhooks::start(
                 webhooks_config,
+                webhook_keys,
                 Arc::clone(&store),
                 store.dir(),
                 cancel.clone(),

@@ -16,7 +16,12 @@
 //!
 //! Signing: `webhook-signature: v1,<base64 HMAC-SHA256(secret,
 //! "<webhook-id>.<webhook-timestamp>.<body>")>` with the secret given as
-//! `whsec_<base64>`.
+//! `whsec_<base64>`. An endpoint configured without a secret (a URL alone,
+//! as the old logger's `add_webhook(url)` took) signs with one the server
+//! generates on its first start: 32 random bytes, written as
+//! `whsec_<base64>` to `<data_dir>/webhooks/<name>.secret` with mode 0600
+//! and read back on every later start, so the receiver's copy stays valid.
+//! GetWebhookSecret (admin) shows it; a configured secret is never shown.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -34,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{format_timestamp, now_micros};
 use crate::durable;
 use crate::hub::{self, Subscription};
-use crate::keys::Secret;
+use crate::keys::{self, Secret};
 use crate::store::{Filter, Record, Store};
 
 /// One endpoint, as configured.
@@ -54,8 +59,10 @@ pub struct WebhookConfig {
     /// Sent as `Authorization: Bearer <token>`. Default: none.
     #[serde(default)]
     pub bearer_token: Option<Secret>,
-    /// The Standard Webhooks signing secret, `whsec_<base64>`. Required
-    /// (here or in `secret_file`).
+    /// The Standard Webhooks signing secret, `whsec_<base64>` of 16 bytes
+    /// or more. Default: none, and the server generates one, kept in
+    /// `<data_dir>/webhooks/<name>.secret` (`auditlog webhooks secret NAME`
+    /// shows it).
     #[serde(default)]
     pub secret: Option<Secret>,
     /// A file holding the signing secret.
@@ -105,12 +112,32 @@ pub struct EndpointStatus {
     pub last_error: String,
     /// When the last error happened (µs since the epoch; 0: never).
     pub last_error_at: i64,
+    /// True when it signs with a secret the server generated.
+    pub secret_generated: bool,
 }
 
 /// The running webhooks, for status.
 #[derive(Debug, Clone, Default)]
 pub struct Webhooks {
     endpoints: Vec<Arc<Mutex<EndpointStatus>>>,
+    /// Each endpoint's name and, when the server generated its secret, that
+    /// secret.
+    secrets: Vec<(String, Option<Secret>)>,
+}
+
+/// An endpoint's signing key, and its secret when the server generated it.
+pub(crate) struct SigningKey {
+    key: Vec<u8>,
+    generated: Option<Secret>,
+}
+
+/// Why GetWebhookSecret has no secret to show.
+#[derive(Debug)]
+pub(crate) enum NoSecret {
+    /// No endpoint has this name; the names there are.
+    Unknown(Vec<String>),
+    /// The endpoint's secret comes from its config, which is not shown.
+    Configured,
 }
 
 /// Why the webhook configuration is unusable.
@@ -122,13 +149,23 @@ pub struct WebhookConfigError {
     pub reason: String,
 }
 
+/// The bytes of a random secret the server generates.
+const GENERATED_SECRET_BYTES: usize = 32;
+/// The fewest bytes a signing secret may hold.
+const MIN_SECRET_BYTES: usize = 16;
+/// What a signing secret is, for every refusal of one.
+const SECRET_FORM: &str = "a Standard Webhooks secret is whsec_ followed by the standard \
+    base64 (A-Z, a-z, 0-9, + and /, padded with =) of at least 16 random bytes, \
+    e.g. whsec_$(openssl rand -base64 32); or leave secret out and the server generates one";
+
 impl WebhookConfig {
-    /// Checks the endpoint and decodes its secret.
+    /// Checks the endpoint and decodes its secret; `None` when none is
+    /// configured (the server generates one, see [`signing_keys`]).
     pub fn validate(
         &self,
         index: usize,
         all: &[WebhookConfig],
-    ) -> Result<Vec<u8>, WebhookConfigError> {
+    ) -> Result<Option<Vec<u8>>, WebhookConfigError> {
         let fail = |reason: String| WebhookConfigError {
             index,
             name: self.name.clone(),
@@ -149,65 +186,158 @@ impl WebhookConfig {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(fail("url must be http:// or https://".into()));
         }
-        let secret = match (&self.secret, &self.secret_file) {
-            (Some(s), None) => s.expose().to_owned(),
-            (None, Some(path)) => std::fs::read_to_string(path)
-                .map_err(|e| fail(format!("secret_file {}: {e}", path.display())))?
-                .trim()
-                .to_owned(),
-            (Some(_), Some(_)) => return Err(fail("set secret or secret_file, not both".into())),
-            (None, None) => {
-                return Err(fail(
-                    "a signing secret is required (secret = \"whsec_<base64>\" or secret_file)"
-                        .into(),
-                ));
+        let (secret, from) = match (&self.secret, &self.secret_file) {
+            (Some(s), None) => (s.expose().to_owned(), "secret".to_owned()),
+            (None, Some(path)) => {
+                let from = format!("secret_file {}", path.display());
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| fail(format!("{from}: {e}")))?;
+                (text.trim().to_owned(), from)
             }
+            (Some(_), Some(_)) => return Err(fail("set secret or secret_file, not both".into())),
+            (None, None) => return Ok(None),
         };
-        let encoded = secret.strip_prefix("whsec_").unwrap_or(&secret);
-        let key = BASE64
-            .decode(encoded)
-            .map_err(|e| fail(format!("secret is not whsec_<base64>: {e}")))?;
-        if key.len() < 16 {
-            return Err(fail("secret must hold at least 16 bytes".into()));
-        }
-        Ok(key)
+        decode_secret(&secret)
+            .map(Some)
+            .map_err(|reason| fail(format!("{from} {reason}")))
     }
 }
 
+/// The key a `whsec_<base64>` secret holds (the prefix may be left out), or
+/// what is wrong with it, in words. The secret itself is never repeated.
+fn decode_secret(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    let key = BASE64.decode(encoded).map_err(|e| {
+        let wrong = match e {
+            base64::DecodeError::InvalidByte(at, b @ (b'-' | b'_')) => format!(
+                "has {:?} at character {} of its base64 part: that is URL-safe base64, \
+                 write + for - and / for _",
+                char::from(b),
+                at + 1
+            ),
+            base64::DecodeError::InvalidByte(at, b) => format!(
+                "has {} at character {} of its base64 part, which is not a base64 character",
+                if b.is_ascii_graphic() {
+                    format!("{:?}", char::from(b))
+                } else {
+                    format!("byte {b:#04x}")
+                },
+                at + 1
+            ),
+            base64::DecodeError::InvalidLength(n) => format!(
+                "has a base64 part of {n} characters, which no padded base64 text has \
+                 (a multiple of 4, ending in = or == if need be): is it cut short?"
+            ),
+            base64::DecodeError::InvalidLastSymbol(at, _) => format!(
+                "has a base64 part whose last character (character {}) does not end \
+                 base64 text: is it cut short or mistyped?",
+                at + 1
+            ),
+            base64::DecodeError::InvalidPadding => {
+                "has a base64 part with the = padding in the wrong place or missing".to_owned()
+            }
+        };
+        format!("is not a whsec_ secret: it {wrong}; {SECRET_FORM}")
+    })?;
+    if key.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "is too short: it holds {} bytes, and at least {MIN_SECRET_BYTES} bytes are needed; \
+             {SECRET_FORM}",
+            key.len()
+        ));
+    }
+    Ok(key)
+}
+
+/// Each endpoint's signing key, in config order: its configured secret, or
+/// the one generated for it in `<data_dir>/webhooks/<name>.secret` (made on
+/// the first start, mode 0600, then read back). Fails, naming the endpoint
+/// and the file, when a secret is unusable or the file cannot be made.
+pub(crate) fn signing_keys(
+    configs: &[WebhookConfig],
+    data_dir: &Path,
+) -> Result<Vec<SigningKey>, WebhookConfigError> {
+    let dir = data_dir.join("webhooks");
+    let mut keys = Vec::with_capacity(configs.len());
+    for (index, config) in configs.iter().enumerate() {
+        let fail = |reason: String| WebhookConfigError {
+            index,
+            name: config.name.clone(),
+            reason,
+        };
+        if let Some(key) = config.validate(index, configs)? {
+            keys.push(SigningKey {
+                key,
+                generated: None,
+            });
+            continue;
+        }
+        let path = dir.join(format!("{}.secret", config.name));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+        let text = keys::load_or_generate_with(&path, "webhook signing", || {
+            let mut raw = [0u8; GENERATED_SECRET_BYTES];
+            rand::fill(&mut raw);
+            format!("whsec_{}", BASE64.encode(raw)).into_bytes()
+        })
+        .map_err(|e| fail(e.to_string()))?;
+        let text = String::from_utf8(text).unwrap_or_default();
+        let key = decode_secret(&text).map_err(|reason| {
+            fail(format!(
+                "the generated secret in {} {reason} (delete the file to have a new one \
+                 generated, then set the receiver up with it again)",
+                path.display()
+            ))
+        })?;
+        keys.push(SigningKey {
+            key,
+            generated: Some(Secret::from(text.as_str())),
+        });
+    }
+    Ok(keys)
+}
+
 impl Webhooks {
-    /// Starts one delivery task per endpoint. Endpoints are validated by
-    /// the server's `Config::validate` first.
-    pub fn start(
+    /// Starts one delivery task per endpoint, signing with `keys` (from
+    /// [`signing_keys`], one per endpoint, in order).
+    pub(crate) fn start(
         configs: Vec<WebhookConfig>,
+        keys: Vec<SigningKey>,
         store: Arc<Store>,
         data_dir: &Path,
         cancel: CancellationToken,
     ) -> Webhooks {
         let dir = data_dir.join("webhooks");
-        let mut endpoints = Vec::new();
-        for (i, config) in configs.iter().enumerate() {
-            let key = match config.validate(i, &configs) {
-                Ok(k) => k,
-                Err(e) => {
-                    tracing::error!(error = %e, "webhook not started");
-                    continue;
-                }
-            };
+        let mut webhooks = Webhooks::default();
+        for (config, SigningKey { key, generated }) in configs.into_iter().zip(keys) {
             let status = Arc::new(Mutex::new(EndpointStatus {
                 name: config.name.clone(),
                 url: config.url.clone(),
+                secret_generated: generated.is_some(),
                 ..EndpointStatus::default()
             }));
-            endpoints.push(Arc::clone(&status));
+            webhooks.endpoints.push(Arc::clone(&status));
+            webhooks.secrets.push((config.name.clone(), generated));
             let endpoint = Endpoint {
-                config: config.clone(),
-                key,
                 position: dir.join(format!("{}.pos", config.name)),
+                config,
+                key,
                 status,
             };
             tokio::spawn(endpoint.run(Arc::clone(&store), cancel.clone()));
         }
-        Webhooks { endpoints }
+        webhooks
+    }
+
+    /// The secret the server generated for endpoint `name`.
+    pub(crate) fn generated_secret(&self, name: &str) -> Result<&Secret, NoSecret> {
+        match self.secrets.iter().find(|(n, _)| n == name) {
+            Some((_, Some(secret))) => Ok(secret),
+            Some((_, None)) => Err(NoSecret::Configured),
+            None => Err(NoSecret::Unknown(
+                self.secrets.iter().map(|(n, _)| n.clone()).collect(),
+            )),
+        }
     }
 
     /// Every endpoint's status.
@@ -485,13 +615,8 @@ mod tests {
             secret: None,
             ..base.clone()
         };
-        assert!(
-            no_secret
-                .validate(0, &[])
-                .unwrap_err()
-                .reason
-                .contains("secret")
-        );
+        // No secret: the server generates one.
+        assert_eq!(no_secret.validate(0, &[]).unwrap(), None);
         let bad_url = WebhookConfig {
             url: "ftp://x".into(),
             ..base.clone()
@@ -503,6 +628,34 @@ mod tests {
                 .unwrap_err()
                 .reason
                 .contains("another")
+        );
+    }
+
+    #[test]
+    fn a_malformed_secret_is_explained_in_words() {
+        for (secret, words) in [
+            // URL-safe base64: "Invalid symbol 45, offset 2" before.
+            (
+                "whsec_ab-cdefghijklmnopqrstuvw",
+                &["'-'", "character 3", "URL-safe"][..],
+            ),
+            (
+                "whsec_abc$defghijklmnopqrstuvw",
+                &["'$'", "character 4", "not a base64"],
+            ),
+            ("whsec_abcde", &["5 characters", "cut short"]),
+            ("whsec_c2hvcnQ=", &["too short", "5 bytes", "at least 16"]),
+        ] {
+            let reason = decode_secret(secret).unwrap_err();
+            for word in words.iter().chain(&["whsec_", "base64", "openssl rand"]) {
+                assert!(reason.contains(word), "{secret}: {word:?} not in {reason}");
+            }
+            assert!(!reason.contains(secret), "{reason}");
+        }
+        let generated = format!("whsec_{}", BASE64.encode([7u8; GENERATED_SECRET_BYTES]));
+        assert_eq!(
+            decode_secret(&generated).unwrap(),
+            [7u8; GENERATED_SECRET_BYTES]
         );
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Two sources feed it. Callers report durations (TrackPerformance, or any
 //! logged event of type `performance` with `details.operation` and
-//! `details.duration_ms`); those are events in the log, so the windows are
+//! `details.duration_ms`, or `details.duration` in seconds, see
+//! `tracked.rs`); those are events in the log, so the windows are
 //! rebuilt from the log at start. The server also times its own RPCs through
 //! `TimingLayer` (`timing.rs`); those are not written to the log (that would double every
 //! write) and start empty after a restart.

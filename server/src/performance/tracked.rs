@@ -1,6 +1,12 @@
 //! Durations callers report, as `performance` events in the log: checking
 //! them, recording them once written, and reading them back for a time
 //! range.
+//!
+//! An event's duration is `details.duration_ms`, or, when that is absent,
+//! `details.duration` in seconds: the field the Python logger this service
+//! replaces wrote. Both are read the same way when an event is written and
+//! when the windows are rebuilt from the log, so events a migrated service
+//! logged before (or still logs) count as soon as they are read.
 
 use super::{EVENT_TYPE, OperationStats, Performance, Source, summarize};
 use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
@@ -11,8 +17,17 @@ pub(crate) fn measurement(record: &Record) -> Option<(&str, f64)> {
         return None;
     }
     let op = record.details.get("operation")?.as_str()?;
-    let ms = record.details.get("duration_ms")?.as_f64()?;
+    let ms = duration_ms(&record.details)?;
     (ms.is_finite() && ms >= 0.0 && !op.is_empty()).then_some((op, ms))
+}
+
+/// The duration `details` give, in milliseconds: `duration_ms`, or else
+/// `duration` in seconds (the old logger's field).
+fn duration_ms(details: &serde_json::Map<String, serde_json::Value>) -> Option<f64> {
+    match details.get("duration_ms") {
+        Some(ms) => ms.as_f64(),
+        None => details.get("duration")?.as_f64().map(|s| s * 1000.0),
+    }
 }
 
 /// Figures per tracked operation from the `performance` events of a time
@@ -111,7 +126,7 @@ impl Measurements {
             return None;
         }
         let op = event.details.get("operation")?.as_str()?;
-        let ms = event.details.get("duration_ms")?.as_f64()?;
+        let ms = duration_ms(&event.details)?;
         (ms.is_finite() && ms >= 0.0 && check_operation(op).is_ok()).then(|| (op.to_owned(), ms))
     }
 }

@@ -1,5 +1,6 @@
-//! The AdminService handlers: rotation and retention on demand, and the
-//! state of the alert channels and webhook endpoints.
+//! The AdminService handlers: rotation and retention on demand, the state
+//! of the alert channels and webhook endpoints, and the webhook secrets the
+//! server generated.
 
 use auditlog_proto::v1::admin_service_server::AdminService;
 use auditlog_proto::v1::{self as pb};
@@ -74,5 +75,14 @@ impl AdminService for AdminSvc {
             running.webhooks.status(),
             head,
         )))
+    }
+
+    async fn get_webhook_secret(
+        &self,
+        req: Request<pb::GetWebhookSecretRequest>,
+    ) -> Result<Response<pb::GetWebhookSecretResponse>, Status> {
+        let name = req.into_inner().name;
+        let running = self.audit.running()?;
+        edge::webhook_secret_pb(&name, running.webhooks.generated_secret(&name)).map(Response::new)
     }
 }

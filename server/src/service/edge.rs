@@ -15,10 +15,11 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::alerts::{ChannelStatus, RuleStatus};
+use crate::keys::Secret;
 use crate::performance::{OperationStats, Source};
 use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
 use crate::store::{FindingKind, Report};
-use crate::webhooks::EndpointStatus;
+use crate::webhooks::{EndpointStatus, NoSecret};
 
 /// Maps a store error to the status a caller sees.
 pub(crate) fn status_of(e: StoreError) -> Status {
@@ -392,7 +393,34 @@ pub(super) fn webhook_status_pb(
                 consecutive_failures: w.consecutive_failures,
                 last_error: w.last_error,
                 last_error_at: (w.last_error_at > 0).then(|| timestamp_pb(w.last_error_at)),
+                secret_generated: w.secret_generated,
             })
             .collect(),
+    }
+}
+
+/// GetWebhookSecret's answer: the generated secret of endpoint `name`, or
+/// why there is none to show.
+pub(super) fn webhook_secret_pb(
+    name: &str,
+    secret: Result<&Secret, NoSecret>,
+) -> Result<pb::GetWebhookSecretResponse, Status> {
+    match secret {
+        Ok(secret) => Ok(pb::GetWebhookSecretResponse {
+            name: name.to_owned(),
+            secret: secret.expose().to_owned(),
+        }),
+        Err(NoSecret::Unknown(names)) if names.is_empty() => Err(Status::not_found(format!(
+            "no webhook named {name:?}: none is configured ([[webhooks]] in the server config)"
+        ))),
+        Err(NoSecret::Unknown(names)) => Err(Status::not_found(format!(
+            "no webhook named {name:?}; the configured ones are {}",
+            names.join(", ")
+        ))),
+        Err(NoSecret::Configured) => Err(Status::failed_precondition(format!(
+            "webhook {name:?} signs with the secret set in the server config (secret or \
+             secret_file), which is not shown; read it there. Only a secret the server \
+             generated (for a webhook configured without one) is shown"
+        ))),
     }
 }

@@ -136,6 +136,7 @@ pub(crate) async fn webhooks_status(client: &Client, json: bool) -> Result<(), C
                     "consecutive_failures": w.consecutive_failures, "behind": w.behind,
                     "last_error": w.last_error,
                     "last_error_at": w.last_error_at.as_ref().map(|t| timestamp_text(Some(t))),
+                    "secret_generated": w.secret_generated,
                 })
             })
             .collect();
@@ -174,5 +175,28 @@ pub(crate) async fn webhooks_status(client: &Client, json: bool) -> Result<(), C
         ]);
     }
     table.print(&mut std::io::stdout().lock())?;
+    for w in endpoints.iter().filter(|w| w.secret_generated) {
+        say!(
+            "{} signs with a generated secret: `auditlog webhooks secret {}` shows it",
+            w.name,
+            w.name
+        );
+    }
+    Ok(())
+}
+
+/// `auditlog webhooks secret NAME`: the generated signing secret, alone on
+/// its line (or `{"name", "secret"}` with `--json`).
+pub(crate) async fn webhook_secret(
+    client: &Client,
+    name: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let secret = client.webhook_secret(name).await?;
+    if json {
+        say!("{}", json!({"name": name, "secret": secret}));
+    } else {
+        say!("{secret}");
+    }
     Ok(())
 }

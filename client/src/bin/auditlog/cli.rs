@@ -167,8 +167,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  auditlog alerts test\n  auditlog alerts status"
     )]
     Alerts(AlertsCommand),
-    /// Outgoing webhooks: delivery status per endpoint (admin).
-    #[command(subcommand, after_help = "Example:\n  auditlog webhooks status")]
+    /// Outgoing webhooks: delivery status per endpoint, generated secrets (admin).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  auditlog webhooks status\n  auditlog webhooks secret crm"
+    )]
     Webhooks(WebhooksCommand),
     /// Purge segments older than the retention period now (admin).
     #[command(after_help = "Example:\n  auditlog retention")]
@@ -200,6 +203,11 @@ pub(crate) enum Command {
         #[arg(long, value_name = "TIME")]
         until: Option<String>,
     },
+    /// Record how long an operation took, as a `performance` event.
+    #[command(
+        after_help = "DURATION is seconds (1.5, 0.25s) or milliseconds (250ms); 2m and 1h work too.\n\nExamples:\n  auditlog track crm.create_record 250ms\n  auditlog track lead_scoring 1.5 --workflow sales --lead LEAD-001"
+    )]
+    Track(TrackArgs),
     /// Data-subject requests: every event about one person (auditor).
     #[command(
         subcommand,
@@ -239,6 +247,15 @@ pub(crate) enum WebhooksCommand {
     /// Last seq delivered, failures and last error per endpoint.
     #[command(after_help = "Example:\n  auditlog webhooks status")]
     Status,
+    /// Print the signing secret the server generated for an endpoint
+    /// configured without one, to set its receiver up with.
+    #[command(
+        after_help = "The receiver verifies each delivery's webhook-signature with it (Standard Webhooks).\n\nExample:\n  auditlog webhooks secret crm"
+    )]
+    Secret {
+        /// The endpoint's name, as in [[webhooks]].
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +277,26 @@ pub(crate) struct LogArgs {
     /// Write the event once per key; repeats return the first receipt.
     #[arg(long)]
     pub(crate) idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TrackArgs {
+    /// What was timed, e.g. crm.create_record (letters, digits and _ . : / -).
+    pub(crate) operation: String,
+    /// How long it took: 250ms, 0.25s, or a plain number of seconds (1.5).
+    pub(crate) duration: String,
+    /// The lead it was for.
+    #[arg(long)]
+    pub(crate) lead: Option<String>,
+    /// The workflow it ran in.
+    #[arg(long)]
+    pub(crate) workflow: Option<String>,
+    /// Who ran it (default: the token's name, or system).
+    #[arg(long)]
+    pub(crate) actor: Option<String>,
+    /// More to keep with the measurement, as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    pub(crate) details: Option<String>,
 }
 
 /// The filters shared by query, export and tail.

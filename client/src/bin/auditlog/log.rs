@@ -1,6 +1,6 @@
 //! `auditlog log`: appends one event and prints its receipt.
 
-use auditlog_client::{Client, NewEvent};
+use auditlog_client::{Client, NewEvent, pb};
 
 use crate::CliError;
 use crate::cli::LogArgs;
@@ -23,14 +23,7 @@ pub(crate) async fn run(client: &Client, args: LogArgs, json: bool) -> Result<()
     }
     let mut details = serde_json::Map::new();
     if let Some(d) = args.details {
-        let value: serde_json::Value = serde_json::from_str(&d)
-            .map_err(|e| CliError::Usage(format!("--details is not valid JSON: {e}")))?;
-        let serde_json::Value::Object(map) = value else {
-            return Err(CliError::Usage(
-                "--details must be a JSON object, like '{\"key\": \"value\"}'".into(),
-            ));
-        };
-        details = map;
+        details = details_of(&d)?;
         event = event.details(serde_json::Value::Object(details.clone()));
     }
     if event_type == "error" {
@@ -48,8 +41,26 @@ pub(crate) async fn run(client: &Client, args: LogArgs, json: bool) -> Result<()
         }
     }
     let receipt = client.log(event).await?;
+    print_receipt(&receipt, json)
+}
+
+/// The `--details` flag's JSON object.
+pub(crate) fn details_of(
+    text: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, CliError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(CliError::Usage(
+            "--details must be a JSON object, like '{\"key\": \"value\"}'".into(),
+        )),
+        Err(e) => Err(CliError::Usage(format!("--details is not valid JSON: {e}"))),
+    }
+}
+
+/// A receipt as text, or as JSON with `--json`.
+pub(crate) fn print_receipt(receipt: &pb::Receipt, json: bool) -> Result<(), CliError> {
     if json {
-        say!("{}", receipt_json(&receipt));
+        say!("{}", receipt_json(receipt));
     } else {
         let dup = if receipt.duplicate {
             "  (duplicate: already logged with this idempotency key)"

@@ -124,12 +124,16 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         Command::Alerts(AlertsCommand::Test) => admin::alerts_test(client, json).await,
         Command::Alerts(AlertsCommand::Status) => admin::alerts_status(client, json).await,
         Command::Webhooks(WebhooksCommand::Status) => admin::webhooks_status(client, json).await,
+        Command::Webhooks(WebhooksCommand::Secret { name }) => {
+            admin::webhook_secret(client, &name, json).await
+        }
         Command::Retention => admin::retention(client, json).await,
         Command::Performance {
             operation,
             since,
             until,
         } => performance::run(client, operation, since, until, json).await,
+        Command::Track(args) => performance::track(client, args, json).await,
         Command::Subject(SubjectCommand::Export(args)) => export::subject(client, args).await,
         Command::Health(_) | Command::Report(_) => unreachable!("handled before connecting"),
     }
