@@ -225,16 +225,15 @@ fn periods_of(args: &ReportArgs, now: OffsetDateTime) -> Result<Vec<Period>, Cli
             iso_date(date)
         )));
     }
-    let kinds: [(bool, fn(time::Date) -> Period); 4] = [
-        (args.daily, Period::day),
-        (args.weekly, Period::week_of),
-        (args.last_7_days, Period::last_7_days),
-        (args.monthly, Period::month_of),
+    let asked = [
+        (args.daily, Period::day(date)),
+        (args.weekly, Period::week_of(date)),
+        (args.last_7_days, Period::last_7_days(date)),
+        (args.monthly, Period::month_of(date)),
     ];
-    Ok(kinds
+    Ok(asked
         .into_iter()
-        .filter(|(asked, _)| *asked)
-        .map(|(_, period)| period(date))
+        .filter_map(|(asked, period)| asked.then_some(period))
         .collect())
 }
 
