@@ -1149,8 +1149,17 @@ async fn one_command_writes_every_kind_and_a_stable_name() {
         ("last-7-days", seven, "2026-11-05..2026-11-11"),
         ("monthly", month, "2026-11"),
     ];
+    // Rendered too where Chromium is installed (the other tests require it
+    // under REQUIRE_CHROMIUM=1).
+    let browser = Path::new(CHROMIUM)
+        .exists()
+        .then(|| PathBuf::from(CHROMIUM));
     for (i, (kind, span, label)) in cases.into_iter().enumerate() {
         let html = check_written(kind, &printed[2 * i], &logged, span);
+        if let Some(browser) = &browser {
+            let name = format!("all-{kind}");
+            check_report(browser, &name, &printed[2 * i], &logged, span).await;
+        }
         let m = Metrics::of(&elements(&html));
         assert_eq!(
             m.all("period").into_keys().collect::<Vec<_>>(),
