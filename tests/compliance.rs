@@ -86,6 +86,59 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
     hay.contains(&needle.to_lowercase())
 }
 
+/// The client's helpers write the old logger's detail keys, and compliance
+/// mode's default fields pseudonymise the address a mail went to, whether
+/// under the helper's `recipient` or another client's `to`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helpers_keep_the_old_keys_and_mail_addresses_are_pii_by_default() {
+    let server = TestServer::start_with(|c| c.compliance.enabled = true).await;
+    let client = server.client().await;
+    let events = vec![
+        NewEvent::email_sent("LEAD-1", "ana@example.com", "Welcome").step("welcome-1"),
+        NewEvent::new("email_sent")
+            .lead("LEAD-2")
+            .detail("to", "bo@example.com"),
+        NewEvent::lead_routed("LEAD-1", "team-a")
+            .reason("score above 80")
+            .condition("score > 80"),
+        NewEvent::crm_create("LEAD-1", "hubspot", "R1"),
+        NewEvent::email_cancelled("LEAD-1", "replied").condition("lead replied"),
+    ];
+    client.log_batch(events).await.unwrap();
+    let stored = client
+        .query(Query::new().oldest_first().limit(10))
+        .await
+        .unwrap()
+        .events;
+    let details: Vec<Value> = stored
+        .iter()
+        .map(|e| {
+            let map = auditlog_proto::json::struct_into_json(e.details.clone().unwrap()).unwrap();
+            Value::Object(map)
+        })
+        .collect();
+    for (i, key) in [(0, "recipient"), (1, "to")] {
+        let value = details[i][key].as_str().unwrap_or_default();
+        assert!(value.starts_with("pii:hmac:"), "{key}: {:?}", details[i]);
+    }
+    assert_eq!(details[0]["subject"], "Welcome");
+    assert_eq!(details[0]["step"], "welcome-1");
+    assert_eq!(
+        details[2],
+        json!({"destination": "team-a", "reason": "score above 80", "condition": "score > 80"})
+    );
+    assert_eq!(details[3], json!({"crm": "hubspot", "crm_id": "R1"}));
+    assert_eq!(
+        details[4],
+        json!({"reason": "replied", "condition": "lead replied"})
+    );
+    for (name, bytes) in everything_stored(&server.data_dir) {
+        for plain in ["ana@example.com", "bo@example.com"] {
+            assert!(!contains(&bytes, plain), "{plain:?} is stored in {name}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_plain_pii_value_reaches_the_data_directory() {
     let server = TestServer::start_with(compliance_on).await;

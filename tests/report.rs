@@ -464,14 +464,21 @@ fn check_figures(
     let m = Metrics::of(&elements);
     let total = inside.len() as u64;
     assert!(total > 0, "{page}: nothing was logged in the period");
+    // Timing samples are counted apart from the business events.
+    let business: Vec<&&Logged> = inside
+        .iter()
+        .filter(|e| e.event_type != "performance")
+        .collect();
+    let samples = total - business.len() as u64;
 
     // Summary cards.
     let errors: Vec<&&Logged> = inside.iter().filter(|e| e.event_type == "error").collect();
-    assert_eq!(m.count("total-events", ""), total, "{page}");
+    assert_eq!(m.count("total-events", ""), business.len() as u64, "{page}");
+    assert_eq!(m.count("performance-events", ""), samples, "{page}");
     assert_eq!(m.count("error-count", ""), errors.len() as u64, "{page}");
     assert_eq!(
         m.get("error-rate", ""),
-        percent(errors.len() as u64, total),
+        percent(errors.len() as u64, business.len() as u64),
         "{page}"
     );
     let leads: BTreeSet<&str> = inside
@@ -484,7 +491,7 @@ fn check_figures(
     // Counts per type, workflow and error type.
     assert_eq!(
         m.counts("type-count"),
-        count_by(inside.iter().map(|e| e.event_type.as_str())),
+        count_by(business.iter().map(|e| e.event_type.as_str())),
         "{page}"
     );
     assert_eq!(
@@ -603,11 +610,7 @@ fn check_figures(
             .collect()
     };
     assert_eq!(rows("latest-error"), newest(errors.clone(), 10), "{page}");
-    assert_eq!(
-        rows("recent-event"),
-        newest(inside.iter().collect(), 25),
-        "{page}"
-    );
+    assert_eq!(rows("recent-event"), newest(business.clone(), 25), "{page}");
 }
 
 /// `t` as the server writes timestamps, `2026-11-28T14:00:00.000000Z`,
@@ -1061,6 +1064,162 @@ async fn a_past_week_is_drawn_day_by_day_and_hour_by_hour() {
     );
 }
 
+/// The figures of `file` as written (no browser needed: the report's own
+/// markup parses like the serialised DOM), checked against `logged`.
+fn check_written(name: &str, file: &Path, logged: &[Logged], span: Span) -> String {
+    let html = std::fs::read_to_string(file).unwrap();
+    check_safe_and_self_contained(name, &html, &html);
+    check_figures(name, &html, logged, span.0, span.1);
+    html
+}
+
+/// The span of the seven days ending with `last`, and of its month.
+fn seven_days_and_month(last: time::Date) -> [Span; 2] {
+    let end = (last + time::Duration::DAY).midnight().assume_utc();
+    let first = last.replace_day(1).unwrap().midnight().assume_utc();
+    let next_month = time::Date::from_calendar_date(last.year(), last.month().next(), 1)
+        .unwrap()
+        .midnight()
+        .assume_utc();
+    [
+        ((end - time::Duration::WEEK, end), time::Duration::DAY),
+        ((first, next_month), time::Duration::DAY),
+    ]
+}
+
+/// One command makes the daily, weekly, last-7-days and monthly reports of
+/// one date, each showing the figures of its own period with the timing
+/// samples counted apart from the business event types; `--latest` keeps
+/// a dated-free copy per kind that the next run replaces; `--output
+/// x.html` writes that file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_command_writes_every_kind_and_a_stable_name() {
+    let data = tempfile::tempdir().unwrap();
+    let logged = write_log(&data.path().join("audit.log"), &past_week());
+    let server = TestServer::start_in(data.path(), with_test_key).await;
+    let out_dir = tempfile::tempdir().unwrap();
+    let dir = out_dir.path().join("dash");
+    let dir_arg = dir.to_str().unwrap();
+    let args = [
+        "report",
+        "--daily",
+        "--weekly",
+        "--last-7-days",
+        "--monthly",
+        "--date",
+        "2026-11-11",
+        "--latest",
+        "--output",
+        dir_arg,
+    ];
+    let out = auditlog(&server.url, &args).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let names = [
+        "auditlog-daily-2026-11-11.html",
+        "auditlog-daily-latest.html",
+        "auditlog-weekly-2026-W46.html",
+        "auditlog-weekly-latest.html",
+        "auditlog-last-7-days-2026-11-11.html",
+        "auditlog-last-7-days-latest.html",
+        "auditlog-monthly-2026-11.html",
+        "auditlog-monthly-latest.html",
+    ];
+    let printed: Vec<PathBuf> = out.stdout.lines().map(PathBuf::from).collect();
+    assert_eq!(
+        printed,
+        names.iter().map(|n| dir.join(n)).collect::<Vec<_>>(),
+        "{out:?}"
+    );
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    on_disk.sort();
+    let mut expected: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    expected.sort();
+    assert_eq!(on_disk, expected);
+
+    let wednesday = time::macros::date!(2026 - 11 - 11);
+    let [day, week] = day_and_week(wednesday);
+    let [seven, month] = seven_days_and_month(wednesday);
+    let cases = [
+        ("daily", day, "2026-11-11"),
+        ("weekly", week, "2026-W46"),
+        ("last-7-days", seven, "2026-11-05..2026-11-11"),
+        ("monthly", month, "2026-11"),
+    ];
+    // Rendered too where Chromium is installed (the other tests require it
+    // under REQUIRE_CHROMIUM=1).
+    let browser = Path::new(CHROMIUM)
+        .exists()
+        .then(|| PathBuf::from(CHROMIUM));
+    for (i, (kind, span, label)) in cases.into_iter().enumerate() {
+        let html = check_written(kind, &printed[2 * i], &logged, span);
+        if let Some(browser) = &browser {
+            let name = format!("all-{kind}");
+            check_report(browser, &name, &printed[2 * i], &logged, span).await;
+        }
+        let m = Metrics::of(&elements(&html));
+        assert_eq!(
+            m.all("period").into_keys().collect::<Vec<_>>(),
+            vec![label],
+            "{kind}"
+        );
+        // The timing samples are there, but not among the event types.
+        assert!(m.count("performance-events", "") > 0, "{kind}");
+        assert!(
+            !m.counts("type-count").contains_key("performance"),
+            "{kind}"
+        );
+        let latest = std::fs::read_to_string(&printed[2 * i + 1]).unwrap();
+        assert_eq!(latest, html, "{kind}: the latest copy differs");
+    }
+
+    // The next day's run replaces the latest daily copy.
+    let out = auditlog(
+        &server.url,
+        &[
+            "report",
+            "--daily",
+            "--date",
+            "2026-11-12",
+            "--latest",
+            "--output",
+            dir_arg,
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let latest = std::fs::read_to_string(dir.join("auditlog-daily-latest.html")).unwrap();
+    let m = Metrics::of(&elements(&latest));
+    assert_eq!(
+        m.all("period").into_keys().collect::<Vec<_>>(),
+        vec!["2026-11-12"]
+    );
+    let [day12, _] = day_and_week(time::macros::date!(2026 - 11 - 12));
+    check_figures("latest", &latest, &logged, day12.0, day12.1);
+
+    // `--output x.html` is the file, in a directory made for it.
+    let file = out_dir.path().join("new").join("x.html");
+    let written = report(
+        &server.url,
+        &[
+            "report",
+            "--monthly",
+            "--date",
+            "2026-11-30",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(written, file);
+    check_written("x.html", &file, &logged, month);
+    let files: Vec<_> = std::fs::read_dir(file.parent().unwrap()).unwrap().collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+}
+
 /// Without a date the report is today's (UTC); `--json` prints the path and
 /// the period; an empty period is a valid page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1130,13 +1289,8 @@ async fn bad_arguments_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let dir_arg = dir.path().to_str().unwrap();
     let clap_errors: &[(&[&str], &str)] = &[
-        (&["report", "--daily", "--weekly"], "cannot be used with"),
         (&["report", "--output", "x"], "required"),
-        (&["report", "--weekly", "--date", "2026-11-28"], "--date"),
-        (
-            &["report", "--daily", "--week-of", "2026-11-28"],
-            "--week-of",
-        ),
+        (&["report", "--daily", "--date"], "--date"),
     ];
     for (args, word) in clap_errors {
         let out = auditlog(DEAD_URL, args).await;
@@ -1144,6 +1298,7 @@ async fn bad_arguments_are_clear_errors() {
         assert!(out.stderr.contains(word), "{args:?}: {out:?}");
         assert!(!out.stderr.contains("panicked"), "{out:?}");
     }
+    // `--week-of` is another name for `--date`.
     for (flag, period) in [("--date", "--daily"), ("--week-of", "--weekly")] {
         for bad in ["2026-13-01", "2026-02-30", "28/11/2026", "tomorrow"] {
             // Against a dead URL: the date is checked before connecting.
@@ -1156,12 +1311,31 @@ async fn bad_arguments_are_clear_errors() {
             assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
             assert!(
                 out.stderr.starts_with(&format!(
-                    "auditlog: invalid argument: {flag} \"{bad}\" is not a date; use YYYY-MM-DD"
+                    "auditlog: invalid argument: --date \"{bad}\" is not a date; use YYYY-MM-DD"
                 )),
                 "{out:?}"
             );
-            assert!(out.stdout.is_empty(), "{out:?}");
+            assert!(out.stdout.is_empty(), "{out:?}, {flag}");
         }
+    }
+    // One file cannot hold several reports, and names itself.
+    let file_arg = dir.path().join("x.html");
+    let file_arg = file_arg.to_str().unwrap();
+    let usage: &[(&[&str], &str)] = &[
+        (
+            &["report", "--daily", "--weekly", "--output", file_arg],
+            "names one file, but 2 reports were asked for; give a directory instead",
+        ),
+        (
+            &["report", "--monthly", "--latest", "--output", file_arg],
+            "--latest writes auditlog-<kind>-latest.html into a directory",
+        ),
+    ];
+    for (args, message) in usage {
+        let out = auditlog(DEAD_URL, args).await;
+        assert_eq!(out.code, 1, "{out:?}");
+        assert_eq!(out.stderr.lines().count(), 1, "{out:?}");
+        assert!(out.stderr.contains(message), "{args:?}: {out:?}");
     }
     let out = auditlog(DEAD_URL, &["report", "--daily", "--output", dir_arg]).await;
     assert_eq!(out.code, 1, "{out:?}");

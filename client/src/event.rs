@@ -117,37 +117,41 @@ impl NewEvent {
             .details(json!({ "score": score, "qualified": qualified }))
     }
 
-    /// A lead was routed to an owner, team or sequence.
-    pub fn lead_routed(lead_id: impl Into<String>, routed_to: &str) -> NewEvent {
+    /// A lead was routed to `destination`: an owner, team or sequence
+    /// (detail `destination`, as the old logger wrote it). Add why with
+    /// [`NewEvent::reason`].
+    pub fn lead_routed(lead_id: impl Into<String>, destination: &str) -> NewEvent {
         NewEvent::new("lead_routed")
             .lead(lead_id)
-            .details(json!({ "routed_to": routed_to }))
+            .details(json!({ "destination": destination }))
     }
 
-    /// A CRM record was created for the lead.
-    pub fn crm_create(lead_id: impl Into<String>, crm: &str, record_id: &str) -> NewEvent {
+    /// A CRM record `crm_id` was created for the lead in `crm` (details
+    /// `crm` and `crm_id`, as the old logger wrote them).
+    pub fn crm_create(lead_id: impl Into<String>, crm: &str, crm_id: &str) -> NewEvent {
         NewEvent::new("crm_create")
             .lead(lead_id)
-            .details(json!({ "crm": crm, "record_id": record_id }))
+            .details(json!({ "crm": crm, "crm_id": crm_id }))
     }
 
-    /// A CRM record was updated; `fields` names what changed.
+    /// The CRM record `crm_id` was updated; `fields` names what changed.
     pub fn crm_update(
         lead_id: impl Into<String>,
         crm: &str,
-        record_id: &str,
+        crm_id: &str,
         fields: &[&str],
     ) -> NewEvent {
         NewEvent::new("crm_update")
             .lead(lead_id)
-            .details(json!({ "crm": crm, "record_id": record_id, "fields": fields }))
+            .details(json!({ "crm": crm, "crm_id": crm_id, "fields": fields }))
     }
 
-    /// An email was sent to the lead.
-    pub fn email_sent(lead_id: impl Into<String>, to: &str, subject: &str) -> NewEvent {
+    /// An email was sent to `recipient` (detail `recipient`, as the old
+    /// logger wrote it; compliance mode's default fields pseudonymise it).
+    pub fn email_sent(lead_id: impl Into<String>, recipient: &str, subject: &str) -> NewEvent {
         NewEvent::new("email_sent")
             .lead(lead_id)
-            .details(json!({ "to": to, "subject": subject }))
+            .details(json!({ "recipient": recipient, "subject": subject }))
     }
 
     /// An email was scheduled for `send_at` (RFC 3339).
@@ -186,6 +190,23 @@ impl NewEvent {
     pub fn traceback(self, traceback: &str) -> NewEvent {
         self.detail("traceback", traceback)
     }
+
+    /// Adds why it happened (detail `reason`, the old logger's optional
+    /// parameter of routing, qualification and cancellation).
+    pub fn reason(self, reason: &str) -> NewEvent {
+        self.detail("reason", reason)
+    }
+
+    /// Adds the condition that decided it (detail `condition`), such as the
+    /// rule a lead matched or the one that cancelled an email.
+    pub fn condition(self, condition: &str) -> NewEvent {
+        self.detail("condition", condition)
+    }
+
+    /// Adds the workflow step it belongs to (detail `step`).
+    pub fn step(self, step: &str) -> NewEvent {
+        self.detail("step", step)
+    }
 }
 
 #[cfg(test)]
@@ -204,7 +225,7 @@ mod tests {
         let details = auditlog_proto::json::struct_into_json(input.details.unwrap()).unwrap();
         assert_eq!(
             Value::Object(details),
-            json!({"crm": "hubspot", "record_id": "42", "fields": ["stage"]})
+            json!({"crm": "hubspot", "crm_id": "42", "fields": ["stage"]})
         );
         let err = NewEvent::error("Timeout", "CRM did not answer").traceback("at x");
         let details = err.into_input().unwrap().details.unwrap();

@@ -43,7 +43,8 @@ pub struct ComplianceConfig {
     pub enabled: bool,
     /// Field names whose values are PII, matched case-insensitively against
     /// `details` keys at any depth. Default `email`, `phone`, `name`,
-    /// `address`, `ssn`.
+    /// `address`, `ssn`, and `to` and `recipient` (where the client's
+    /// `email_sent` and the old logger put the address a mail went to).
     pub fields: Vec<String>,
     /// Pseudonymise `lead_id` too (for lead ids that are emails or phone
     /// numbers). Default false.
@@ -63,9 +64,17 @@ impl Default for ComplianceConfig {
     fn default() -> ComplianceConfig {
         ComplianceConfig {
             enabled: false,
-            fields: ["email", "phone", "name", "address", "ssn"]
-                .map(String::from)
-                .to_vec(),
+            fields: [
+                "email",
+                "phone",
+                "name",
+                "address",
+                "ssn",
+                "to",
+                "recipient",
+            ]
+            .map(String::from)
+            .to_vec(),
             lead_id: false,
             workflows: Vec::new(),
             pseudonym_key: None,

@@ -214,9 +214,10 @@ pub(crate) enum Command {
         after_help = "Example:\n  auditlog subject export jane@example.com --format csv --output jane.csv"
     )]
     Subject(SubjectCommand),
-    /// A daily or weekly activity report as one self-contained HTML file.
+    /// Daily, weekly, last-7-days or monthly activity reports, each one
+    /// self-contained HTML file.
     #[command(
-        after_help = "Examples:\n  auditlog report --daily --output reports/           # today (UTC)\n  auditlog report --daily --date 2026-11-28 --output reports/\n  auditlog report --weekly --week-of 2026-11-25 --output reports/  # ISO week 2026-W48\n\nWrites auditlog-daily-YYYY-MM-DD.html or auditlog-weekly-YYYY-Www.html into the\ndirectory and prints its path."
+        after_help = "Examples:\n  auditlog report --daily --weekly --output reports/    # both, for today (UTC)\n  auditlog report --daily --date 2026-11-28 --output reports/\n  auditlog report --weekly --last-7-days --monthly --date 2026-11-25 --output reports/\n  auditlog report --daily --latest --output /var/www/audit/  # also auditlog-daily-latest.html\n  auditlog report --daily --output today.html\n\nWrites auditlog-daily-YYYY-MM-DD.html, auditlog-weekly-YYYY-Www.html (ISO week),\nauditlog-last-7-days-YYYY-MM-DD.html (named by its last day) or\nauditlog-monthly-YYYY-MM.html into the directory and prints each path."
     )]
     Report(report::ReportArgs),
 }

@@ -1,11 +1,19 @@
-//! `auditlog report`: a daily or weekly activity report as one
-//! self-contained HTML file (inline CSS and SVG, no script, nothing fetched).
+//! `auditlog report`: daily, weekly, last-7-days and monthly activity
+//! reports, each one self-contained HTML file (inline CSS and SVG, no
+//! script, nothing fetched). One run makes every kind it is asked for, for
+//! the periods that hold one date.
 //!
 //! The figures are aggregated by the server: GetStats over the period (with
 //! its timeline, error types and lead funnel) and GetPerformanceStats over
 //! the same range; only the latest errors and the newest events are read as
-//! events, one small page each. Nothing else of the log is pulled to the
+//! events, a few small pages each. Nothing else of the log is pulled to the
 //! client, so a report costs the same for ten events or ten million.
+//!
+//! `--output` is a directory (the files are named by kind and period, and
+//! `--latest` also writes a copy named by kind alone that every run
+//! replaces, for a dashboard's link), or one file ending in `.html` when one
+//! report is asked for. Every file is written under a temporary name and
+//! renamed, so a reader never sees half a report.
 
 mod chart;
 mod html;
@@ -25,29 +33,56 @@ use period::{Period, iso_date};
 /// How many of the latest errors the report lists.
 const LATEST_ERRORS: u32 = 10;
 /// How many of the newest events the report lists.
-const RECENT_EVENTS: u32 = 25;
+const RECENT_EVENTS: usize = 25;
+/// The page size, and the most pages, read for the newest events: timing
+/// samples are skipped, so more than [`RECENT_EVENTS`] may have to be read.
+const RECENT_PAGE: u32 = 100;
+const RECENT_PAGES: usize = 5;
 
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("period").required(true).args(["daily", "weekly"])))]
+#[command(group(
+    ArgGroup::new("kinds")
+        .required(true)
+        .multiple(true)
+        .args(["daily", "weekly", "last_7_days", "monthly"])
+))]
 pub(crate) struct ReportArgs {
     /// One UTC day, hour by hour.
     #[arg(long)]
     daily: bool,
-    /// One ISO week (Monday to Sunday, UTC), day by day.
+    /// The ISO week (Monday to Sunday, UTC) of the date, day by day.
     #[arg(long)]
     weekly: bool,
-    /// The day of a daily report, YYYY-MM-DD (default: today, UTC).
-    #[arg(long, value_name = "DATE", conflicts_with = "weekly")]
+    /// The seven days ending with the date (a rolling week), day by day.
+    #[arg(long = "last-7-days")]
+    last_7_days: bool,
+    /// The calendar month of the date, day by day.
+    #[arg(long)]
+    monthly: bool,
+    /// The day the reports are about, YYYY-MM-DD (default: today, UTC): the
+    /// daily report's day, and the day whose week, last seven days or month
+    /// the others cover.
+    #[arg(long, value_name = "DATE", visible_alias = "week-of")]
     date: Option<String>,
-    /// Any day of the week of a weekly report, YYYY-MM-DD (default: today).
-    #[arg(long, value_name = "DATE", conflicts_with = "daily")]
-    week_of: Option<String>,
-    /// The directory to write the report into (created if missing).
-    #[arg(long, short, value_name = "DIR", default_value = ".")]
+    /// The directory to write the reports into (created if missing), or, for
+    /// a single report, the file to write (a name ending in .html).
+    #[arg(long, short, value_name = "DIR|FILE.html", default_value = ".")]
     output: PathBuf,
+    /// Also write each report as auditlog-<kind>-latest.html in the
+    /// directory, replaced by every run: a stable name for a dashboard link.
+    #[arg(long)]
+    latest: bool,
 }
 
-/// Checks the flags, connects, writes the report and prints its path.
+/// Where the reports go.
+enum Target {
+    /// A directory: each report under its own name (and its latest copy).
+    Dir(PathBuf),
+    /// One file, for one report.
+    File(PathBuf),
+}
+
+/// Checks the flags, connects, writes each report and prints its path.
 pub(crate) async fn run(
     server: &str,
     options: auditlog_client::Options,
@@ -55,9 +90,62 @@ pub(crate) async fn run(
     json: bool,
 ) -> Result<(), CliError> {
     let now = OffsetDateTime::now_utc();
-    // A bad date is reported before any connection is tried.
-    let period = period_of(&args, now)?;
+    // Bad flags are reported before any connection is tried.
+    let periods = periods_of(&args, now)?;
+    let target = target_of(&args, periods.len())?;
     let client = Client::connect_with(server, options).await?;
+    for period in periods {
+        let data = fetch(&client, server, period, now).await?;
+        let page = html::render(&data)
+            .map_err(|_| CliError::Failed("could not render the report".into()))?;
+        let (path, latest) = match &target {
+            Target::File(path) => {
+                let dir = path.parent().unwrap_or(Path::new(""));
+                write_file(dir, path, page.as_bytes())?;
+                (path.clone(), None)
+            }
+            Target::Dir(dir) => {
+                let path = dir.join(period.file_name());
+                write_file(dir, &path, page.as_bytes())?;
+                let latest = dir.join(period.latest_file_name());
+                if args.latest {
+                    write_file(dir, &latest, page.as_bytes())?;
+                }
+                (path, args.latest.then_some(latest))
+            }
+        };
+        if json {
+            let (since, until): (SystemTime, SystemTime) =
+                (period.start().into(), period.end().into());
+            let mut value = serde_json::json!({
+                "path": path.display().to_string(),
+                "kind": period.kind(),
+                "period": period.label(),
+                "since": timestamp_text(Some(&since.into())),
+                "until": timestamp_text(Some(&until.into())),
+                "total_events": data.stats.total_events,
+            });
+            if let Some(latest) = &latest {
+                value["latest"] = latest.display().to_string().into();
+            }
+            say!("{value}");
+        } else {
+            say!("{}", path.display());
+            if let Some(latest) = &latest {
+                say!("{}", latest.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads what one report shows from the server.
+async fn fetch(
+    client: &Client,
+    server: &str,
+    period: Period,
+    now: OffsetDateTime,
+) -> Result<html::Data, CliError> {
     let (since, until): (SystemTime, SystemTime) = (period.start().into(), period.end().into());
     let (start, end) = (Some(since.into()), Some(until.into()));
     let stats = client.stats_with(pb::GetStatsRequest {
@@ -75,51 +163,56 @@ pub(crate) async fn run(
     });
     let in_period = Query::new().since(since).until(until);
     let errors = client.query(in_period.clone().event_type("error").limit(LATEST_ERRORS));
-    let recent = client.query(in_period.limit(RECENT_EVENTS));
+    let recent = recent_events(client, in_period);
     let (stats, performance, errors, recent) =
         tokio::try_join!(stats, performance, errors, recent)?;
-    let data = html::Data {
+    Ok(html::Data {
         period,
         generated: now,
         server: server.to_owned(),
         stats,
         performance,
         latest_errors: errors.events,
-        recent: recent.events,
-    };
-    let page =
-        html::render(&data).map_err(|_| CliError::Failed("could not render the report".into()))?;
-    let path = args.output.join(period.file_name());
-    write_file(&args.output, &path, page.as_bytes())?;
-    if json {
-        say!(
-            "{}",
-            serde_json::json!({
-                "path": path.display().to_string(),
-                "period": period.label(),
-                "since": timestamp_text(start.as_ref()),
-                "until": timestamp_text(end.as_ref()),
-                "total_events": data.stats.total_events,
-            })
-        );
-    } else {
-        say!("{}", path.display());
-    }
-    Ok(())
+        recent,
+    })
 }
 
-/// The period the flags ask for; the date defaults to today (UTC).
-fn period_of(args: &ReportArgs, now: OffsetDateTime) -> Result<Period, CliError> {
-    let (flag, given) = if args.weekly {
-        ("--week-of", args.week_of.as_deref())
-    } else {
-        ("--date", args.date.as_deref())
-    };
-    let date = match given {
+/// The period's newest events but timing samples, newest first: at most
+/// [`RECENT_EVENTS`], from at most [`RECENT_PAGES`] pages.
+async fn recent_events(
+    client: &Client,
+    in_period: Query,
+) -> Result<Vec<pb::Event>, auditlog_client::Error> {
+    let mut events = Vec::new();
+    let mut token = String::new();
+    for _ in 0..RECENT_PAGES {
+        let mut query = in_period.clone().limit(RECENT_PAGE);
+        if !token.is_empty() {
+            query = query.page_token(token);
+        }
+        let page = client.query(query).await?;
+        events.extend(
+            page.events
+                .into_iter()
+                .filter(|e| e.event_type != html::PERFORMANCE),
+        );
+        if events.len() >= RECENT_EVENTS || page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    events.truncate(RECENT_EVENTS);
+    Ok(events)
+}
+
+/// The periods the flags ask for, in the order daily, weekly, last 7 days,
+/// monthly; the date defaults to today (UTC).
+fn periods_of(args: &ReportArgs, now: OffsetDateTime) -> Result<Vec<Period>, CliError> {
+    let date = match args.date.as_deref() {
         None => now.date(),
         Some(s) => parse_date(s.trim()).ok_or_else(|| {
             CliError::Usage(format!(
-                "{flag} {s:?} is not a date; use YYYY-MM-DD, e.g. {}",
+                "--date {s:?} is not a date; use YYYY-MM-DD, e.g. {}",
                 iso_date(now.date())
             ))
         })?,
@@ -128,27 +221,65 @@ fn period_of(args: &ReportArgs, now: OffsetDateTime) -> Result<Period, CliError>
     // and the year 9999 leaves no room for a whole week after it.
     if !(1970..=9998).contains(&date.year()) {
         return Err(CliError::Usage(format!(
-            "{flag} {}: the year must be between 1970 and 9998",
+            "--date {}: the year must be between 1970 and 9998",
             iso_date(date)
         )));
     }
-    Ok(if args.weekly {
-        Period::week_of(date)
-    } else {
-        Period::day(date)
-    })
+    let asked = [
+        (args.daily, Period::day(date)),
+        (args.weekly, Period::week_of(date)),
+        (args.last_7_days, Period::last_7_days(date)),
+        (args.monthly, Period::month_of(date)),
+    ];
+    Ok(asked
+        .into_iter()
+        .filter_map(|(asked, period)| asked.then_some(period))
+        .collect())
+}
+
+/// Where the reports go: a path ending in `.html` that is not a directory
+/// is the file of a single report; anything else a directory.
+fn target_of(args: &ReportArgs, reports: usize) -> Result<Target, CliError> {
+    let out = &args.output;
+    let is_file = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("html"))
+        && !out.is_dir();
+    if !is_file {
+        return Ok(Target::Dir(out.clone()));
+    }
+    if reports > 1 {
+        return Err(CliError::Usage(format!(
+            "--output {} names one file, but {reports} reports were asked for; \
+             give a directory instead",
+            out.display()
+        )));
+    }
+    if args.latest {
+        return Err(CliError::Usage(format!(
+            "--latest writes auditlog-<kind>-latest.html into a directory; \
+             --output {} already names the file, so drop one of them",
+            out.display()
+        )));
+    }
+    Ok(Target::File(out.clone()))
 }
 
 /// Writes `bytes` to `path` under a temporary name first, so an interrupted
-/// run never leaves a half report that looks whole.
+/// run never leaves a half report that looks whole, and a dashboard reading
+/// a latest copy sees the old page or the new one.
 fn write_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), CliError> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    if !dir.as_os_str().is_empty() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::Io(format!("cannot create {}: {e}", dir.display())))?;
+    }
     let partial = path.with_extension("html.partial");
     std::fs::write(&partial, bytes)
         .map_err(|e| CliError::Io(format!("cannot write {}: {e}", partial.display())))?;
-    std::fs::rename(&partial, path)
-        .map_err(|e| CliError::Io(format!("cannot rename to {}: {e}", path.display())))
+    std::fs::rename(&partial, path).map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        CliError::Io(format!("cannot rename to {}: {e}", path.display()))
+    })
 }
 
 #[cfg(test)]
@@ -161,9 +292,11 @@ mod tests {
         ReportArgs {
             daily,
             weekly: !daily,
-            date: date.filter(|_| daily).map(str::to_owned),
-            week_of: date.filter(|_| !daily).map(str::to_owned),
+            last_7_days: false,
+            monthly: false,
+            date: date.map(str::to_owned),
             output: PathBuf::from("."),
+            latest: false,
         }
     }
 
@@ -171,20 +304,36 @@ mod tests {
     fn the_period_defaults_to_today_and_rejects_bad_dates() {
         let now = datetime!(2026-11-28 20:15 UTC);
         assert_eq!(
-            period_of(&args(true, None), now).unwrap(),
-            Period::day(date!(2026 - 11 - 28))
+            periods_of(&args(true, None), now).unwrap(),
+            [Period::day(date!(2026 - 11 - 28))]
         );
         assert_eq!(
-            period_of(&args(false, Some("2026-11-25")), now).unwrap(),
-            Period::week_of(date!(2026 - 11 - 28))
+            periods_of(&args(false, Some("2026-11-25")), now).unwrap(),
+            [Period::week_of(date!(2026 - 11 - 28))]
         );
-        let err = period_of(&args(true, Some("2026-02-30")), now).unwrap_err();
+        let every = ReportArgs {
+            last_7_days: true,
+            monthly: true,
+            daily: true,
+            ..args(false, Some("2026-11-25"))
+        };
+        let day = date!(2026 - 11 - 25);
+        assert_eq!(
+            periods_of(&every, now).unwrap(),
+            [
+                Period::day(day),
+                Period::week_of(day),
+                Period::last_7_days(day),
+                Period::month_of(day)
+            ]
+        );
+        let err = periods_of(&args(true, Some("2026-02-30")), now).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid argument: --date \"2026-02-30\" is not a date; use YYYY-MM-DD, e.g. 2026-11-28"
         );
-        let err = period_of(&args(false, Some("1969-12-31")), now).unwrap_err();
-        assert!(err.to_string().contains("--week-of 1969-12-31"), "{err}");
+        let err = periods_of(&args(false, Some("1969-12-31")), now).unwrap_err();
+        assert!(err.to_string().contains("--date 1969-12-31"), "{err}");
     }
 
     fn event(seq: u64, event_type: &str, details: serde_json::Value) -> pb::Event {

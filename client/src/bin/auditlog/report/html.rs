@@ -34,6 +34,12 @@ pub(crate) const FUNNEL: [(&str, &str); 5] = [
     ("email_sent", "Email sent"),
 ];
 
+/// The event type of timing samples. They are shown apart from the
+/// business event types (they can be nearly half of a day's events): the
+/// key figures and the table by type leave them out, the Performance block
+/// counts them.
+pub(crate) const PERFORMANCE: &str = "performance";
+
 /// What the page shows, as the server computed it.
 pub(crate) struct Data {
     pub(crate) period: Period,
@@ -134,6 +140,16 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
+/// How many timing samples (`performance` events) the period holds.
+fn timing_samples(s: &pb::GetStatsResponse) -> u64 {
+    s.by_type.get(PERFORMANCE).copied().unwrap_or(0)
+}
+
+/// How many events the period holds, timing samples left out.
+fn business_events(s: &pb::GetStatsResponse) -> u64 {
+    s.total_events.saturating_sub(timing_samples(s))
+}
+
 fn stage_leads(s: &pb::GetStatsResponse, event_type: &str) -> u64 {
     s.leads_by_type.get(event_type).copied().unwrap_or(0)
 }
@@ -155,7 +171,7 @@ pub(crate) fn render(d: &Data) -> Result<String, fmt::Error> {
         p.kind(),
         match p {
             Period::Day(_) => p.label(),
-            Period::Week(_) => p.title(),
+            _ => p.title(),
         }
     );
     writeln!(out, "<!DOCTYPE html>")?;
@@ -188,10 +204,7 @@ pub(crate) fn render(d: &Data) -> Result<String, fmt::Error> {
 
 fn header(out: &mut String, d: &Data) -> fmt::Result {
     let p = d.period;
-    let kind = match p {
-        Period::Day(_) => "Daily activity report",
-        Period::Week(_) => "Weekly activity report",
-    };
+    let kind = p.kind_title();
     writeln!(out, r#"<header class="top"><div class="page">"#)?;
     writeln!(out, r#"<div class="eyebrow">Audit log · {kind}</div>"#)?;
     writeln!(

@@ -7,8 +7,8 @@ use std::fmt::{self, Write as _};
 use auditlog_client::pb;
 
 use super::{
-    Data, FUNNEL, count, esc, millis, percent, ratio, section_head, stage_leads, time_text,
-    truncate,
+    Data, FUNNEL, PERFORMANCE, business_events, count, esc, millis, percent, ratio, section_head,
+    stage_leads, time_text, timing_samples, truncate,
 };
 use crate::format::{datetime, detail_str, details_json, ranked, timestamp_text};
 use crate::report::chart::{self, Bar};
@@ -21,7 +21,7 @@ pub(super) fn timeline(out: &mut String, d: &Data) -> fmt::Result {
         "activity",
         "Activity",
         &format!(
-            r#"Events logged per {unit}; errors in red. Peak: {} events in one {unit}."#,
+            r#"Events logged per {unit}, timing samples included; errors in red. Peak: {} events in one {unit}."#,
             count(d.stats.timeline.iter().map(|b| b.events).max().unwrap_or(0))
         ),
     )?;
@@ -150,16 +150,23 @@ pub(super) fn breakdowns(out: &mut String, d: &Data) -> fmt::Result {
         out,
         "breakdown",
         "Events by type and workflow",
-        "What was logged, and in which workflow.",
+        &format!(
+            "What was logged, and in which workflow. The {} timing samples \
+             (<code>performance</code> events) are left out of the types and \
+             counted under Performance; the workflows include them.",
+            count(timing_samples(s))
+        ),
     )?;
     writeln!(out, r#"<div class="columns">"#)?;
+    let mut types = ranked(&s.by_type);
+    types.retain(|(t, _)| *t != PERFORMANCE);
     count_table(
         out,
         "By event type",
         "Event type",
         "type-count",
-        &ranked(&s.by_type),
-        s.total_events,
+        &types,
+        business_events(s),
         None,
     )?;
     let in_workflows: u64 = s.by_workflow.values().sum();
@@ -182,9 +189,9 @@ pub(super) fn errors(out: &mut String, d: &Data) -> fmt::Result {
         "errors",
         "Errors",
         &format!(
-            "{} error events, {} of all events, by <code>error_type</code>; then the latest ones.",
+            "{} error events, {} of the events (timing samples left out), by <code>error_type</code>; then the latest ones.",
             count(s.error_count),
-            percent(ratio(s.error_count, s.total_events))
+            percent(ratio(s.error_count, business_events(s)))
         ),
     )?;
     writeln!(out, r#"<div class="columns wide-right">"#)?;
@@ -264,8 +271,12 @@ pub(super) fn performance(out: &mut String, d: &Data) -> fmt::Result {
         out,
         "performance",
         "Performance",
-        "How long tracked operations took in this period (from the log's \
-         <code>performance</code> events): exact percentiles, nearest rank.",
+        &format!(
+            "How long tracked operations took in this period, from the log's \
+             {} timing samples (<code>performance</code> events): exact \
+             percentiles, nearest rank.",
+            count(timing_samples(&d.stats))
+        ),
     )?;
     if ops.is_empty() {
         writeln!(
@@ -300,7 +311,7 @@ pub(super) fn recent(out: &mut String, d: &Data) -> fmt::Result {
         "recent",
         "Recent events",
         &format!(
-            "The {} newest events of the period, newest first.",
+            "The {} newest events of the period, newest first; timing samples are left out.",
             d.recent.len()
         ),
     )?;

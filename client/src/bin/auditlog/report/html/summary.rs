@@ -1,11 +1,17 @@
 //! The top of the page: four cards with the period's key figures, and a
-//! few sentences a reader takes away without reading the tables.
+//! few sentences a reader takes away without reading the tables. The
+//! figures leave timing samples (`performance` events) out: the event count
+//! and the error rate are of the business events, and the number of
+//! samples is said beside them.
 
 use std::fmt::{self, Write as _};
 
 use auditlog_client::pb;
 
-use super::{Data, FUNNEL, count, esc, millis, percent, ratio, stage_leads};
+use super::{
+    Data, FUNNEL, PERFORMANCE, business_events, count, esc, millis, percent, ratio, stage_leads,
+    timing_samples,
+};
 use crate::format::{datetime, ranked};
 
 fn card(out: &mut String, label: &str, metric: &str, value: &str, note: &str) -> fmt::Result {
@@ -22,13 +28,19 @@ pub(super) fn summary(out: &mut String, d: &Data) -> fmt::Result {
     let ingested = stage_leads(s, FUNNEL[0].0);
     let (last_type, last_name) = FUNNEL[FUNNEL.len() - 1];
     let converted = stage_leads(s, last_type);
+    let events = business_events(s);
+    let types = s.by_type.keys().filter(|t| *t != PERFORMANCE).count();
     writeln!(out, r#"<section class="cards">"#)?;
     card(
         out,
         "Events",
         "total-events",
-        &count(s.total_events),
-        &format!("across {} event types", esc(&count(s.by_type.len() as u64))),
+        &count(events),
+        &format!(
+            r#"across {} event types, besides <span data-metric="performance-events">{}</span> timing samples"#,
+            count(types as u64),
+            count(timing_samples(s))
+        ),
     )?;
     card(
         out,
@@ -36,8 +48,8 @@ pub(super) fn summary(out: &mut String, d: &Data) -> fmt::Result {
         "error-count",
         &count(s.error_count),
         &format!(
-            r#"<span data-metric="error-rate">{}</span> of all events"#,
-            percent(ratio(s.error_count, s.total_events))
+            r#"<span data-metric="error-rate">{}</span> of the events"#,
+            percent(ratio(s.error_count, events))
         ),
     )?;
     card(
@@ -72,6 +84,8 @@ fn highlights(out: &mut String, d: &Data) -> fmt::Result {
     let mut items: Vec<String> = Vec::new();
     if s.total_events == 0 {
         items.push("No events were logged in this period.".to_owned());
+    } else if business_events(s) == 0 {
+        items.push("Only timing samples were logged in this period.".to_owned());
     }
     if let Some(b) = s
         .timeline
@@ -105,7 +119,7 @@ fn highlights(out: &mut String, d: &Data) -> fmt::Result {
             count(*top),
             count(s.error_count)
         ));
-    } else if s.total_events > 0 {
+    } else if business_events(s) > 0 {
         items.push("No errors were logged.".to_owned());
     }
     if let Some(slowest) = d
