@@ -27,6 +27,7 @@ mod hub;
 mod keys;
 mod limits;
 mod performance;
+mod redaction;
 mod service;
 mod store;
 mod webhooks;

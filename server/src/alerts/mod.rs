@@ -31,6 +31,7 @@ pub(crate) use alert::{Alert, AlertKind};
 pub(crate) use channels::ChannelStatus;
 pub use channels::{EmailConfig, HookConfig, Security};
 pub use config::{AlertsConfig, RuleConfig};
+pub(crate) use config::new_place_of;
 pub(crate) use rules::RuleStatus;
 
 use crate::clock::now_micros;
