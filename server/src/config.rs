@@ -441,11 +441,31 @@ mod tests {
     #[test]
     fn the_old_loggers_alert_keys_name_their_new_place() {
         for (toml, old, new) in [
-            ("[alerts]\nerror_threshold = 5\n", "error_threshold", "threshold"),
-            ("[alerts]\ncooldown_seconds = 60\n", "cooldown_seconds", "cooldown_secs"),
-            ("slack_webhook = \"https://x\"\n", "slack_webhook", "[alerts.slack]"),
-            ("[alerts]\nsmtp_server = \"mx\"\n", "smtp_server", "`host` under [alerts.email]"),
-            ("[alerts.email]\nfrom_email = \"a@b\"\n", "from_email", "`from`"),
+            (
+                "[alerts]\nerror_threshold = 5\n",
+                "error_threshold",
+                "threshold",
+            ),
+            (
+                "[alerts]\ncooldown_seconds = 60\n",
+                "cooldown_seconds",
+                "cooldown_secs",
+            ),
+            (
+                "slack_webhook = \"https://x\"\n",
+                "slack_webhook",
+                "[alerts.slack]",
+            ),
+            (
+                "[alerts]\nsmtp_server = \"mx\"\n",
+                "smtp_server",
+                "`host` under [alerts.email]",
+            ),
+            (
+                "[alerts.email]\nfrom_email = \"a@b\"\n",
+                "from_email",
+                "`from`",
+            ),
         ] {
             let err = load(Some(toml), &[], Overrides::default()).unwrap_err();
             assert!(
@@ -459,7 +479,8 @@ mod tests {
 
     #[test]
     fn email_to_is_one_address_or_a_list() {
-        let email = "[alerts.email]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"a@example.com\"\n";
+        let email =
+            "[alerts.email]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"a@example.com\"\n";
         let one = load(
             Some(&format!("{email}to = \"ops@example.com\"\n")),
             &[],
@@ -468,7 +489,9 @@ mod tests {
         .unwrap();
         assert_eq!(one.alerts.email.unwrap().to, ["ops@example.com"]);
         let many = load(
-            Some(&format!("{email}to = [\"ops@example.com\", \"b@example.com\"]\n")),
+            Some(&format!(
+                "{email}to = [\"ops@example.com\", \"b@example.com\"]\n"
+            )),
             &[],
             Overrides::default(),
         )
@@ -484,12 +507,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(env.alerts.email.unwrap().to, ["ops@example.com"]);
-        let err = load(
-            Some(&format!("{email}to = 5\n")),
-            &[],
-            Overrides::default(),
-        )
-        .unwrap_err();
+        let err = load(Some(&format!("{email}to = 5\n")), &[], Overrides::default()).unwrap_err();
         assert!(err.contains("a list of addresses"), "{err}");
     }
 

@@ -58,7 +58,10 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
         fn visit_str<E: serde::de::Error>(self, address: &str) -> Result<Vec<String>, E> {
             Ok(vec![address.to_owned()])
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<String>, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
             let mut addresses = Vec::new();
             while let Some(address) = seq.next_element()? {
                 addresses.push(address);

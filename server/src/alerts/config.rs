@@ -69,14 +69,20 @@ pub struct RuleConfig {
 /// The old Python logger's alert keys and where each lives now. Its config
 /// was flat; here rules, email and each webhook have their own table.
 const OLD_KEYS: &[(&str, &str)] = &[
-    ("error_threshold", "`threshold` in an [[alerts.rules]] entry"),
+    (
+        "error_threshold",
+        "`threshold` in an [[alerts.rules]] entry",
+    ),
     (
         "cooldown_seconds",
         "`cooldown_secs` in an [[alerts.rules]] entry (`integrity_cooldown_secs` under [alerts] \
          for integrity alerts)",
     ),
     ("time_window", "`window_secs` in an [[alerts.rules]] entry"),
-    ("window_seconds", "`window_secs` in an [[alerts.rules]] entry"),
+    (
+        "window_seconds",
+        "`window_secs` in an [[alerts.rules]] entry",
+    ),
     ("slack_webhook", "`url` under [alerts.slack]"),
     ("slack_webhook_url", "`url` under [alerts.slack]"),
     ("discord_webhook", "`url` under [alerts.discord]"),
@@ -99,10 +105,19 @@ const OLD_KEYS: &[(&str, &str)] = &[
         "smtp_use_tls",
         "`security` under [alerts.email] (\"starttls\", \"tls\" or \"none\")",
     ),
-    ("use_tls", "`security` under [alerts.email] (\"starttls\", \"tls\" or \"none\")"),
+    (
+        "use_tls",
+        "`security` under [alerts.email] (\"starttls\", \"tls\" or \"none\")",
+    ),
     ("from_email", "`from` under [alerts.email]"),
-    ("to_email", "`to` under [alerts.email] (one address or a list)"),
-    ("to_emails", "`to` under [alerts.email] (one address or a list)"),
+    (
+        "to_email",
+        "`to` under [alerts.email] (one address or a list)",
+    ),
+    (
+        "to_emails",
+        "`to` under [alerts.email] (one address or a list)",
+    ),
 ];
 
 /// Where the old logger's `key` lives now, if it is one of its alert keys.
