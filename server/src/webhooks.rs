@@ -17,6 +17,9 @@
 //! Signing: `webhook-signature: v1,<base64 HMAC-SHA256(secret,
 //! "<webhook-id>.<webhook-timestamp>.<body>")>` with the secret given as
 //! `whsec_<base64>`.
+//!
+//! The URL may carry a credential (user info, a token in the query string):
+//! statuses, log lines and `Debug` show it through `crate::redaction`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,10 @@
 //! Where alerts go: email over SMTP (lettre), Slack and Discord incoming
 //! webhooks, and a generic JSON webhook. Each is optional; several can be on
 //! at once. Sending is retried with backoff, then logged and counted.
+//!
+//! A Slack, Discord or webhook URL is the channel's credential: an error
+//! from sending to one is passed through `crate::redaction` before it is
+//! logged, counted in the status or answered to `TestAlerts`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
