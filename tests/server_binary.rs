@@ -125,3 +125,122 @@ async fn listen_takes_a_host_name() {
     assert_ne!(code, 0);
     assert!(err.contains("listen") && err.contains("HOST:PORT"), "{err}");
 }
+
+#[test]
+fn the_old_loggers_alert_keys_are_refused_naming_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (toml, old, new) in [
+        (
+            "[alerts]\nerror_threshold = 5\n",
+            "error_threshold",
+            "`threshold` in an [[alerts.rules]] entry",
+        ),
+        (
+            "[alerts]\ncooldown_seconds = 60\n",
+            "cooldown_seconds",
+            "`cooldown_secs`",
+        ),
+        (
+            "[alerts]\nslack_webhook = \"https://hooks.slack.com/services/x\"\n",
+            "slack_webhook",
+            "`url` under [alerts.slack]",
+        ),
+        (
+            "[alerts]\ndiscord_webhook = \"https://discord.com/api/webhooks/x\"\n",
+            "discord_webhook",
+            "`url` under [alerts.discord]",
+        ),
+        (
+            "[alerts]\nsmtp_server = \"mx.example.com\"\n",
+            "smtp_server",
+            "`host` under [alerts.email]",
+        ),
+        (
+            "[alerts]\nsmtp_port = 587\n",
+            "smtp_port",
+            "`port` under [alerts.email]",
+        ),
+        (
+            "[alerts]\nfrom_email = \"a@example.com\"\n",
+            "from_email",
+            "`from` under [alerts.email]",
+        ),
+        (
+            "[alerts]\nto_email = \"b@example.com\"\n",
+            "to_email",
+            "`to` under [alerts.email]",
+        ),
+        (
+            "[alerts]\nsmtp_password = \"x\"\n",
+            "smtp_password",
+            "`password` under [alerts.email]",
+        ),
+    ] {
+        std::fs::write(dir.path().join("old.toml"), toml).unwrap();
+        let (code, err) = run_server(&["--config", "old.toml", "--print-config"], &[], dir.path());
+        assert_ne!(code, 0, "{toml}");
+        assert!(
+            err.contains(&format!("`{old}` is the old logger's key")) && err.contains(new),
+            "{toml}: {err}"
+        );
+        // The value (here a would-be secret URL) is not echoed.
+        assert!(!err.contains("hooks.slack.com"), "{err}");
+    }
+    // From the environment too.
+    let (code, err) = run_server(
+        &["--print-config"],
+        &[("AUDITLOG_ALERTS__SMTP_USERNAME", "auditlog")],
+        dir.path(),
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("`username` under [alerts.email]"), "{err}");
+}
+
+#[test]
+fn smtp_to_is_one_address_or_a_list_and_a_password_needs_a_username() {
+    let dir = tempfile::tempdir().unwrap();
+    let email = "[alerts.email]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"auditlog@example.com\"\n";
+    let print = |toml: String, env: &[(&str, &str)]| {
+        std::fs::write(dir.path().join("mail.toml"), toml).unwrap();
+        let out = Command::new(workspace_bin("auditlog-server", "auditlog-server"))
+            .args(["--config", "mail.toml", "--print-config"])
+            .envs(env.iter().copied())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = print(format!("{email}to = \"ops@example.com\"\n"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"ops@example.com\""), "{out}");
+    let (code, out, err) = print(
+        format!("{email}to = [\"ops@example.com\", \"oncall@example.net\"]\n"),
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("\"oncall@example.net\""), "{out}");
+
+    // A password without a username would never be sent: refused, naming
+    // both keys and suggesting the sender address, without the password.
+    let (code, _, err) = print(
+        format!("{email}to = \"ops@example.com\"\n"),
+        &[("AUDITLOG_ALERTS__EMAIL__PASSWORD", "hunter22-secret")],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("alerts.email.password")
+            && err.contains("alerts.email.username")
+            && err.contains("auditlog@example.com"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter22-secret"), "{err}");
+    let (code, _, err) = print(
+        format!("{email}to = \"ops@example.com\"\nusername = \"auditlog@example.com\"\n"),
+        &[("AUDITLOG_ALERTS__EMAIL__PASSWORD", "hunter22-secret")],
+    );
+    assert_eq!(code, 0, "{err}");
+}

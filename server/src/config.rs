@@ -177,6 +177,14 @@ pub struct Overrides {
 pub enum ConfigError {
     #[error("configuration: {0}")]
     Parse(Box<figment::Error>),
+    /// An unknown key the old Python logger used: the error says what to
+    /// write instead.
+    #[error("configuration: {error}; `{key}` is the old logger's key: use {instead}")]
+    OldKey {
+        error: Box<figment::Error>,
+        key: String,
+        instead: &'static str,
+    },
     #[error("configuration file {0} does not exist")]
     NoFile(String),
     #[error("configuration key {key}: {reason}")]
@@ -208,6 +216,26 @@ fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text:?} resolves to no address; {hint}"))
 }
 
+impl ConfigError {
+    /// A figment error; one naming an old logger's key says what replaced it.
+    fn parse(error: figment::Error) -> ConfigError {
+        let old = error.clone().into_iter().find_map(|e| match e.kind {
+            figment::error::Kind::UnknownField(key, _) => {
+                crate::alerts::new_place_of(&key).map(|instead| (key, instead))
+            }
+            _ => None,
+        });
+        match old {
+            Some((key, instead)) => ConfigError::OldKey {
+                error: Box::new(error),
+                key,
+                instead,
+            },
+            None => ConfigError::Parse(Box::new(error)),
+        }
+    }
+}
+
 impl Config {
     /// Loads defaults, then `file`, then the environment, then `overrides`,
     /// and validates the result.
@@ -231,7 +259,7 @@ impl Config {
             .merge(env.split("__").ignore(CLIENT_VARS))
             .merge(Serialized::defaults(overrides))
             .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+            .map_err(ConfigError::parse)?;
         config.validate()?;
         Ok(config)
     }
@@ -487,6 +515,126 @@ mod tests {
         assert!(err.contains("listn"), "{err}");
         let err = load(None, &[("DATA_DIRR", "x")], Overrides::default()).unwrap_err();
         assert!(err.contains("data_dirr"), "{err}");
+    }
+
+    #[test]
+    fn the_old_loggers_alert_keys_name_their_new_place() {
+        for (toml, old, new) in [
+            (
+                "[alerts]\nerror_threshold = 5\n",
+                "error_threshold",
+                "threshold",
+            ),
+            (
+                "[alerts]\ncooldown_seconds = 60\n",
+                "cooldown_seconds",
+                "cooldown_secs",
+            ),
+            (
+                "slack_webhook = \"https://x\"\n",
+                "slack_webhook",
+                "[alerts.slack]",
+            ),
+            (
+                "[alerts]\nsmtp_server = \"mx\"\n",
+                "smtp_server",
+                "`host` under [alerts.email]",
+            ),
+            (
+                "[alerts.email]\nfrom_email = \"a@b\"\n",
+                "from_email",
+                "`from`",
+            ),
+        ] {
+            let err = load(Some(toml), &[], Overrides::default()).unwrap_err();
+            assert!(
+                err.contains(&format!("`{old}` is the old logger's key")) && err.contains(new),
+                "{err}"
+            );
+        }
+        let err = load(None, &[("ALERTS__TO_EMAIL", "a@b")], Overrides::default()).unwrap_err();
+        assert!(err.contains("`to` under [alerts.email]"), "{err}");
+    }
+
+    #[test]
+    fn email_to_is_one_address_or_a_list() {
+        let email =
+            "[alerts.email]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"a@example.com\"\n";
+        let one = load(
+            Some(&format!("{email}to = \"ops@example.com\"\n")),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(one.alerts.email.unwrap().to, ["ops@example.com"]);
+        let many = load(
+            Some(&format!(
+                "{email}to = [\"ops@example.com\", \"b@example.com\"]\n"
+            )),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            many.alerts.email.unwrap().to,
+            ["ops@example.com", "b@example.com"]
+        );
+        let env = load(
+            Some(email),
+            &[("ALERTS__EMAIL__TO", "ops@example.com")],
+            Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(env.alerts.email.unwrap().to, ["ops@example.com"]);
+        let err = load(Some(&format!("{email}to = 5\n")), &[], Overrides::default()).unwrap_err();
+        assert!(err.contains("a list of addresses"), "{err}");
+    }
+
+    #[test]
+    fn an_smtp_password_without_a_username_is_refused() {
+        let email = "[alerts.email]\nhost = \"127.0.0.1\"\nfrom = \"a@example.com\"\nto = \"b@example.com\"\n";
+        let err = load(
+            Some(email),
+            &[("ALERTS__EMAIL__PASSWORD", "hunter22")],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("alerts.email.username") && err.contains("a@example.com"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter22"), "{err}");
+        let ok = load(
+            Some(&format!("{email}username = \"a@example.com\"\n")),
+            &[("ALERTS__EMAIL__PASSWORD", "hunter22")],
+            Overrides::default(),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn webhook_urls_are_redacted_in_debug() {
+        let c = Config {
+            webhooks: vec![WebhookConfig {
+                name: "crm".into(),
+                url: "https://bob:hunter22@crm.example.com/hook?token=tok123456".into(),
+                event_types: vec![],
+                workflows: vec![],
+                bearer_token: None,
+                secret: None,
+                secret_file: None,
+                start: Start::Now,
+                timeout_secs: 10,
+                max_backoff_secs: 60,
+            }],
+            ..Config::default()
+        };
+        let shown = format!("{c:#?}");
+        assert!(
+            !shown.contains("hunter22") && !shown.contains("tok123456"),
+            "{shown}"
+        );
+        assert!(shown.contains("crm.example.com/hook"), "{shown}");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod keys;
 mod limits;
 mod lock;
 mod performance;
+mod redaction;
 mod service;
 mod store;
 mod webhooks;

@@ -22,6 +22,9 @@
 //! `whsec_<base64>` to `<data_dir>/webhooks/<name>.secret` with mode 0600
 //! and read back on every later start, so the receiver's copy stays valid.
 //! GetWebhookSecret (admin) shows it; a configured secret is never shown.
+//!
+//! The URL may carry a credential (user info, a token in the query string):
+//! statuses, log lines and `Debug` show it through `crate::redaction`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -40,10 +43,12 @@ use crate::clock::{format_timestamp, now_micros};
 use crate::durable;
 use crate::hub::{self, Subscription};
 use crate::keys::{self, Secret};
+use crate::redaction::{self, PathIs};
 use crate::store::{Filter, Record, Store};
 
-/// One endpoint, as configured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One endpoint, as configured. Its `Debug` shows the URL redacted
+/// (`crate::redaction`): user info and query values may be credentials.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// A name for status and logs; unique. Required.
@@ -97,10 +102,40 @@ pub enum Start {
     Beginning,
 }
 
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let WebhookConfig {
+            name,
+            url,
+            event_types,
+            workflows,
+            bearer_token,
+            secret,
+            secret_file,
+            start,
+            timeout_secs,
+            max_backoff_secs,
+        } = self;
+        f.debug_struct("WebhookConfig")
+            .field("name", name)
+            .field("url", &redaction::url(url, PathIs::Shown))
+            .field("event_types", event_types)
+            .field("workflows", workflows)
+            .field("bearer_token", bearer_token)
+            .field("secret", secret)
+            .field("secret_file", secret_file)
+            .field("start", start)
+            .field("timeout_secs", timeout_secs)
+            .field("max_backoff_secs", max_backoff_secs)
+            .finish()
+    }
+}
+
 /// What an endpoint's delivery looks like now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EndpointStatus {
     pub name: String,
+    /// The URL as it may be shown (`crate::redaction::url`).
     pub url: String,
     /// The last seq delivered (0: none yet).
     pub delivered_seq: u64,
@@ -312,7 +347,7 @@ impl Webhooks {
         for (config, SigningKey { key, generated }) in configs.into_iter().zip(keys) {
             let status = Arc::new(Mutex::new(EndpointStatus {
                 name: config.name.clone(),
-                url: config.url.clone(),
+                url: redaction::url(&config.url, PathIs::Shown),
                 secret_generated: generated.is_some(),
                 ..EndpointStatus::default()
             }));
@@ -477,7 +512,11 @@ impl Endpoint {
         if let Some(token) = &self.config.bearer_token {
             request = request.bearer_auth(token.expose());
         }
-        let response = request.send().await.map_err(|e| error_chain(&e))?;
+        // reqwest's error names the URL, which may hold a credential.
+        let response = request
+            .send()
+            .await
+            .map_err(|e| redaction::send_error(e, &self.config.url, PathIs::Shown))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -568,17 +607,6 @@ pub(crate) fn sign(key: &[u8], id: &str, timestamp: &str, body: &str) -> String 
     mac.update(b".");
     mac.update(body.as_bytes());
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,6 +1,10 @@
 //! Where alerts go: email over SMTP (lettre), Slack and Discord incoming
 //! webhooks, and a generic JSON webhook. Each is optional; several can be on
 //! at once. Sending is retried with backoff, then logged and counted.
+//!
+//! A Slack, Discord or webhook URL is the channel's credential: an error
+//! from sending to one is passed through `crate::redaction` before it is
+//! logged, counted in the status or answered to `TestAlerts`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,7 @@ use serde_json::json;
 
 use super::Alert;
 use crate::keys::Secret;
+use crate::redaction::{self, PathIs};
 
 /// SMTP settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,11 +32,12 @@ pub struct EmailConfig {
     /// `starttls` (the default), `tls` (implicit TLS) or `none`.
     #[serde(default)]
     pub security: Security,
-    /// Login name, if the server wants one.
+    /// Login name, if the server wants one. Default: none (no login).
     #[serde(default)]
     pub username: Option<String>,
     /// Password; better given as `AUDITLOG_ALERTS__EMAIL__PASSWORD` or in
-    /// `password_file` than written in the config file.
+    /// `password_file` than written in the config file. Needs `username`:
+    /// a password without one is refused at start.
     #[serde(default)]
     pub password: Option<Secret>,
     /// A file holding the password.
@@ -39,8 +45,35 @@ pub struct EmailConfig {
     pub password_file: Option<PathBuf>,
     /// The sender address. Required.
     pub from: String,
-    /// The recipients. Required, at least one.
+    /// The recipients: one address (`to = "ops@example.com"`) or a list.
+    /// Required, at least one.
+    #[serde(deserialize_with = "one_or_many")]
     pub to: Vec<String>,
+}
+
+/// `to` as written: one address or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct Addresses;
+    impl<'de> serde::de::Visitor<'de> for Addresses {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an address (\"ops@example.com\") or a list of addresses")
+        }
+        fn visit_str<E: serde::de::Error>(self, address: &str) -> Result<Vec<String>, E> {
+            Ok(vec![address.to_owned()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut addresses = Vec::new();
+            while let Some(address) = seq.next_element()? {
+                addresses.push(address);
+            }
+            Ok(addresses)
+        }
+    }
+    d.deserialize_any(Addresses)
 }
 
 /// How the SMTP connection is protected.
@@ -100,6 +133,18 @@ impl EmailConfig {
             .from
             .parse()
             .map_err(|e| format!("alerts.email.from {:?}: {e}", self.from))?;
+        // A password is only ever sent with a login name. Taking `from` as
+        // that name would be a guess, and a wrong one for many relays (SES,
+        // SendGrid, Mailgun log in with a key id or `apikey`); it would show
+        // only as a failed login at the first alert. So refuse at start.
+        if self.username.is_none() && (self.password.is_some() || self.password_file.is_some()) {
+            return Err(format!(
+                "alerts.email.password is set but alerts.email.username is not, so the password \
+                 would never be sent; set username to the SMTP login (often the sender address, \
+                 username = {:?}), or remove the password if the server needs no login",
+                self.from
+            ));
+        }
         if self.to.is_empty() {
             return Err("alerts.email.to needs at least one address".into());
         }
@@ -243,16 +288,13 @@ impl Channel {
 }
 
 async fn post(http: &reqwest::Client, url: &str, body: &serde_json::Value) -> Result<(), String> {
-    let response = http.post(url).json(body).send().await.map_err(|e| {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
-    })?;
+    // reqwest's error names the URL, which is the channel's credential.
+    let response = http
+        .post(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| redaction::send_error(e, url, PathIs::Secret))?;
     if response.status().is_success() {
         Ok(())
     } else {

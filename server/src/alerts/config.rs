@@ -1,5 +1,7 @@
 //! The `[alerts]` section: threshold rules, the integrity cooldown and the
 //! channels, each field with its default; `validate` names the key at fault.
+//! The old Python logger's alert keys are listed with their new places
+//! ([`new_place_of`]), so refusing one can say what to write instead.
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +64,68 @@ pub struct RuleConfig {
     /// After firing, the rule stays quiet this many seconds. Default 300.
     #[serde(default = "default_secs")]
     pub cooldown_secs: u64,
+}
+
+/// The old Python logger's alert keys and where each lives now. Its config
+/// was flat; here rules, email and each webhook have their own table.
+const OLD_KEYS: &[(&str, &str)] = &[
+    (
+        "error_threshold",
+        "`threshold` in an [[alerts.rules]] entry",
+    ),
+    (
+        "cooldown_seconds",
+        "`cooldown_secs` in an [[alerts.rules]] entry (`integrity_cooldown_secs` under [alerts] \
+         for integrity alerts)",
+    ),
+    ("time_window", "`window_secs` in an [[alerts.rules]] entry"),
+    (
+        "window_seconds",
+        "`window_secs` in an [[alerts.rules]] entry",
+    ),
+    ("slack_webhook", "`url` under [alerts.slack]"),
+    ("slack_webhook_url", "`url` under [alerts.slack]"),
+    ("discord_webhook", "`url` under [alerts.discord]"),
+    ("discord_webhook_url", "`url` under [alerts.discord]"),
+    (
+        "webhook_url",
+        "`url` under [alerts.webhook] for alerts, or in a [[webhooks]] entry for every event",
+    ),
+    ("smtp_server", "`host` under [alerts.email]"),
+    ("smtp_host", "`host` under [alerts.email]"),
+    ("smtp_port", "`port` under [alerts.email]"),
+    ("smtp_username", "`username` under [alerts.email]"),
+    ("smtp_user", "`username` under [alerts.email]"),
+    (
+        "smtp_password",
+        "`password` under [alerts.email] (or AUDITLOG_ALERTS__EMAIL__PASSWORD, or \
+         `password_file`)",
+    ),
+    (
+        "smtp_use_tls",
+        "`security` under [alerts.email] (\"starttls\", \"tls\" or \"none\")",
+    ),
+    (
+        "use_tls",
+        "`security` under [alerts.email] (\"starttls\", \"tls\" or \"none\")",
+    ),
+    ("from_email", "`from` under [alerts.email]"),
+    (
+        "to_email",
+        "`to` under [alerts.email] (one address or a list)",
+    ),
+    (
+        "to_emails",
+        "`to` under [alerts.email] (one address or a list)",
+    ),
+];
+
+/// Where the old logger's `key` lives now, if it is one of its alert keys.
+pub(crate) fn new_place_of(key: &str) -> Option<&'static str> {
+    OLD_KEYS
+        .iter()
+        .find(|(old, _)| old.eq_ignore_ascii_case(key))
+        .map(|(_, new)| *new)
 }
 
 fn default_types() -> Vec<String> {

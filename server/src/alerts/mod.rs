@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) use alert::{Alert, AlertKind};
 pub(crate) use channels::ChannelStatus;
 pub use channels::{EmailConfig, HookConfig, Security};
+pub(crate) use config::new_place_of;
 pub use config::{AlertsConfig, RuleConfig};
 pub(crate) use rules::RuleStatus;
 
