@@ -1,0 +1,260 @@
+use super::*;
+
+/// Loads a config inside a figment `Jail`: a temporary working
+/// directory and environment, restored afterwards.
+fn load(toml: Option<&str>, env: &[(&str, &str)], overrides: Overrides) -> Result<Config, String> {
+    let mut out = Err(String::new());
+    figment::Jail::expect_with(|jail| {
+        if let Some(t) = toml {
+            jail.create_file("auditlog.toml", t)?;
+        }
+        for (k, v) in env {
+            jail.set_env(format!("AUDITLOG_{k}"), v);
+        }
+        out = Config::load(toml.map(|_| Path::new("auditlog.toml")), overrides.clone())
+            .map_err(|e| e.to_string());
+        Ok(())
+    });
+    out
+}
+
+#[test]
+fn defaults_serve_on_loopback_with_local_data() {
+    let c = load(None, &[], Overrides::default()).unwrap();
+    assert_eq!(c, Config::default());
+    assert_eq!(c.listen.to_string(), "127.0.0.1:50051");
+}
+
+#[test]
+fn layers_override_in_order() {
+    let toml = "listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\nhmac_key_id = \"file\"\n";
+    let c = load(
+        Some(toml),
+        &[("DATA_DIR", "/from/env"), ("DURABILITY", "os_buffered")],
+        Overrides {
+            listen: Some("127.0.0.1:2000".into()),
+            data_dir: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 2000);
+    assert_eq!(c.data_dir, PathBuf::from("/from/env"));
+    assert_eq!(c.hmac_key_id, "file");
+    assert_eq!(c.durability, Durability::OsBuffered);
+}
+
+#[test]
+fn listen_takes_a_host_name_and_names_a_bad_one() {
+    let c = load(
+        Some("listen = \"localhost:4000\"\n"),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:4000");
+    let err = load(
+        None,
+        &[],
+        Overrides {
+            listen: Some("localhost".into()),
+            data_dir: None,
+        },
+    )
+    .unwrap_err();
+    assert!(err.contains("listen") && err.contains("HOST:PORT"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_rejected_by_name() {
+    let err = load(Some("listn = \"x\"\n"), &[], Overrides::default()).unwrap_err();
+    assert!(err.contains("listn"), "{err}");
+    let err = load(None, &[("DATA_DIRR", "x")], Overrides::default()).unwrap_err();
+    assert!(err.contains("data_dirr"), "{err}");
+}
+
+#[test]
+fn the_old_loggers_alert_keys_name_their_new_place() {
+    for (toml, old, new) in [
+        (
+            "[alerts]\nerror_threshold = 5\n",
+            "error_threshold",
+            "threshold",
+        ),
+        (
+            "[alerts]\ncooldown_seconds = 60\n",
+            "cooldown_seconds",
+            "cooldown_secs",
+        ),
+        (
+            "slack_webhook = \"https://x\"\n",
+            "slack_webhook",
+            "[alerts.slack]",
+        ),
+        (
+            "[alerts]\nsmtp_server = \"mx\"\n",
+            "smtp_server",
+            "`host` under [alerts.email]",
+        ),
+        (
+            "[alerts.email]\nfrom_email = \"a@b\"\n",
+            "from_email",
+            "`from`",
+        ),
+    ] {
+        let err = load(Some(toml), &[], Overrides::default()).unwrap_err();
+        assert!(
+            err.contains(&format!("`{old}` is the old logger's key")) && err.contains(new),
+            "{err}"
+        );
+    }
+    let err = load(None, &[("ALERTS__TO_EMAIL", "a@b")], Overrides::default()).unwrap_err();
+    assert!(err.contains("`to` under [alerts.email]"), "{err}");
+}
+
+#[test]
+fn email_to_is_one_address_or_a_list() {
+    let email =
+        "[alerts.email]\nhost = \"127.0.0.1\"\nsecurity = \"none\"\nfrom = \"a@example.com\"\n";
+    let one = load(
+        Some(&format!("{email}to = \"ops@example.com\"\n")),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(one.alerts.email.unwrap().to, ["ops@example.com"]);
+    let many = load(
+        Some(&format!(
+            "{email}to = [\"ops@example.com\", \"b@example.com\"]\n"
+        )),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        many.alerts.email.unwrap().to,
+        ["ops@example.com", "b@example.com"]
+    );
+    let env = load(
+        Some(email),
+        &[("ALERTS__EMAIL__TO", "ops@example.com")],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(env.alerts.email.unwrap().to, ["ops@example.com"]);
+    let err = load(Some(&format!("{email}to = 5\n")), &[], Overrides::default()).unwrap_err();
+    assert!(err.contains("a list of addresses"), "{err}");
+}
+
+#[test]
+fn an_smtp_password_without_a_username_is_refused() {
+    let email =
+        "[alerts.email]\nhost = \"127.0.0.1\"\nfrom = \"a@example.com\"\nto = \"b@example.com\"\n";
+    let err = load(
+        Some(email),
+        &[("ALERTS__EMAIL__PASSWORD", "hunter22")],
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("alerts.email.username") && err.contains("a@example.com"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter22"), "{err}");
+    let ok = load(
+        Some(&format!("{email}username = \"a@example.com\"\n")),
+        &[("ALERTS__EMAIL__PASSWORD", "hunter22")],
+        Overrides::default(),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn webhook_urls_are_redacted_in_debug() {
+    let c = Config {
+        webhooks: vec![WebhookConfig {
+            name: "crm".into(),
+            url: "https://bob:hunter22@crm.example.com/hook?token=tok123456".into(),
+            event_types: vec![],
+            workflows: vec![],
+            bearer_token: None,
+            secret: None,
+            secret_file: None,
+            start: Start::Now,
+            timeout_secs: 10,
+            max_backoff_secs: 60,
+        }],
+        ..Config::default()
+    };
+    let shown = format!("{c:#?}");
+    assert!(
+        !shown.contains("hunter22") && !shown.contains("tok123456"),
+        "{shown}"
+    );
+    assert!(shown.contains("crm.example.com/hook"), "{shown}");
+}
+
+#[test]
+fn short_keys_and_bad_ids_are_rejected() {
+    let err = load(Some("hmac_key = \"short\"\n"), &[], Overrides::default()).unwrap_err();
+    assert!(
+        err.contains("hmac_key") && err.contains("at least 32"),
+        "{err}"
+    );
+    let err = load(Some("hmac_key_id = \"a b\"\n"), &[], Overrides::default()).unwrap_err();
+    assert!(err.contains("hmac_key_id"), "{err}");
+}
+
+#[test]
+fn a_network_address_needs_tls_and_tokens_or_an_explicit_opt_in() {
+    let err = load(
+        Some("listen = \"0.0.0.0:50051\"\n"),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("listen") && err.contains("allow_insecure"),
+        "{err}"
+    );
+    let ok = load(
+        Some("listen = \"0.0.0.0:50051\"\nallow_insecure = true\n"),
+        &[],
+        Overrides::default(),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+}
+
+#[test]
+fn segment_age_defaults_to_a_day_and_0_turns_it_off() {
+    let c = load(None, &[], Overrides::default()).unwrap();
+    assert_eq!(
+        c.max_segment_age(),
+        Some(std::time::Duration::from_secs(86_400))
+    );
+    let c = load(None, &[("MAX_SEGMENT_AGE_SECS", "0")], Overrides::default()).unwrap();
+    assert_eq!(c.max_segment_age(), None);
+    let c = load(
+        Some("max_segment_age_secs = 3600\n"),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.max_segment_age_secs, 3600);
+    for bad in ["-1", "1.5", "soon", "99999999999"] {
+        let err = load(None, &[("MAX_SEGMENT_AGE_SECS", bad)], Overrides::default()).unwrap_err();
+        // The environment names it in capitals.
+        assert!(
+            err.to_lowercase().contains("max_segment_age_secs"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn secrets_are_redacted_in_debug() {
+    let c = Config {
+        hmac_key: Some(Secret::from("super secret key material 0123456789")),
+        ..Config::default()
+    };
+    assert!(!format!("{c:?}").contains("super secret"));
+}
