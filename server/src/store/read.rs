@@ -106,13 +106,9 @@ impl Readers {
         lead: Option<&str>,
         metas: &[Meta],
     ) -> Result<Vec<T>, StoreError> {
-        let read: PartReader<T> = match lead {
-            Some(lead) => {
-                let lead: Arc<str> = lead.into();
-                Arc::new(move |shared, part| shared.read_lead_records(&lead, part))
-            }
-            None => Arc::new(|shared, part| shared.read_records(part)),
-        };
+        let lead: Option<Arc<str>> = lead.map(Into::into);
+        let read: PartReader<T> =
+            Arc::new(move |shared, part| shared.read_part(lead.as_deref(), part));
         let helpers = self.count;
         if helpers == 0 || metas.len() < PARALLEL_READ_MIN {
             return read(shared, metas);
@@ -204,11 +200,21 @@ impl Shared {
         limit: usize,
     ) -> Result<Page<D>, StoreError> {
         let (metas, next) = self.select_page(filter, order, cursor, max_seq, limit);
-        let records = match filter.lead_id.as_deref() {
-            Some(lead) => self.read_lead_records(lead, &metas)?,
-            None => self.read_records(&metas)?,
-        };
+        let records = self.read_part(filter.lead_id.as_deref(), &metas)?;
         Ok(Page { records, next })
+    }
+
+    /// The records at `metas` on this thread: through the lead copies when
+    /// `lead` is given (every record at `metas` names it).
+    fn read_part<T: Decoded>(
+        &self,
+        lead: Option<&str>,
+        metas: &[Meta],
+    ) -> Result<Vec<T>, StoreError> {
+        match lead {
+            Some(lead) => self.read_lead_records(lead, metas),
+            None => self.read_records(metas),
+        }
     }
 
     /// The segment holding `meta`, and `meta` as it is now: the sealer may

@@ -253,6 +253,13 @@ impl Writer {
         rx: &mut mpsc::Receiver<Command>,
         clock: Option<&tokio::runtime::Runtime>,
     ) -> Received {
+        // A request already waiting is taken without the clock: the timed
+        // wait is only for a writer with nothing to do.
+        match rx.try_recv() {
+            Ok(command) => return Received::Command(command),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Received::Closed,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
         let wait = clock.zip(self.due_in());
         let next = match wait {
             Some((clock, wait)) => {
