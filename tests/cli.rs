@@ -1520,6 +1520,40 @@ async fn export_writes_every_event_as_the_log_has_it() {
     assert_eq!(empty, json!([]));
 }
 
+/// An export that fails leaves nothing behind: not the file, and not its
+/// `.partial` twin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_leaves_no_partial_file() {
+    let server = TestServer::start().await;
+    server
+        .client()
+        .await
+        .log(NewEvent::new("lead_created").lead("LEAD-1"))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let as_dir = format!("{}/", dir.path().display());
+    for (cmd, output) in [
+        (vec!["export", "--format", "json"], as_dir.as_str()),
+        (vec!["subject", "export", "LEAD-1"], as_dir.as_str()),
+        (
+            vec!["export", "--format", "csv"],
+            dir.path().to_str().unwrap(),
+        ),
+    ] {
+        let mut args = cmd.clone();
+        args.extend(["--output", output]);
+        let out = auditlog(&server, &args).await;
+        let line = out.one_line_error();
+        assert!(
+            line.contains("is a directory") && line.contains("name a file"),
+            "{args:?}: {line}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left {left:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_applies_type_workflow_and_from_seq_filters() {
     let server = TestServer::start().await;
@@ -2143,7 +2177,7 @@ async fn an_error_without_type_or_message_is_logged_with_a_warning() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_subcommand_has_help_with_an_example() {
+async fn every_subcommand_has_help_with_its_own_options_first_and_an_example() {
     // The subcommands the top-level help lists, so new ones are covered too.
     let out = run_cli(vec!["--help".to_owned()], Vec::new()).await;
     let listed: Vec<String> = out
@@ -2175,9 +2209,21 @@ async fn every_subcommand_has_help_with_an_example() {
         .map(|cmd| run_cli(vec![cmd.clone(), "--help".to_owned()], Vec::new()));
     let mut failures = Vec::new();
     for (cmd, out) in listed.iter().zip(futures::future::join_all(runs).await) {
+        // Its own options first, the connection flags every command takes
+        // after them under their own heading.
+        let own_first = match (
+            out.stdout.find("Options:"),
+            out.stdout.find("Global options:"),
+        ) {
+            (Some(own), Some(global)) => {
+                own < global && out.stdout.find("--server").is_some_and(|s| s > global)
+            }
+            _ => false,
+        };
         if out.code != 0
             || !out.stdout.contains("Example")
             || !out.stdout.contains(&format!("Usage: auditlog {cmd}"))
+            || !own_first
         {
             failures.push(format!("auditlog {cmd} --help: {out:?}"));
         }

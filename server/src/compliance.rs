@@ -84,6 +84,35 @@ impl Default for ComplianceConfig {
 }
 
 impl ComplianceConfig {
+    /// With compliance on, what a likely mistake leaves in plain text: a
+    /// default PII field taken out of `fields`, or `lead_id` kept as given.
+    pub(crate) fn plain_pii_warning(&self) -> Option<String> {
+        if !self.enabled {
+            return None;
+        }
+        let missing: Vec<String> = ComplianceConfig::default()
+            .fields
+            .into_iter()
+            .filter(|f| !self.fields.iter().any(|c| c.eq_ignore_ascii_case(f)))
+            .collect();
+        let mut gaps = Vec::new();
+        if !missing.is_empty() {
+            gaps.push(format!(
+                "the details fields {} are written in plain text (they are not in \
+                 compliance.fields)",
+                missing.join(", ")
+            ));
+        }
+        if !self.lead_id {
+            gaps.push(
+                "lead_id is written as given (set compliance.lead_id = true if lead ids are \
+                 email addresses or phone numbers)"
+                    .to_owned(),
+            );
+        }
+        (!gaps.is_empty()).then(|| format!("compliance mode is on, but {}", gaps.join("; and ")))
+    }
+
     /// Checks what types alone cannot; the error names the key.
     pub fn validate(&self, hmac_key: Option<&Secret>) -> Result<(), (&'static str, String)> {
         if self.pseudonym_key.is_some() && self.pseudonym_key_file.is_some() {
@@ -181,6 +210,9 @@ impl Compliance {
         };
         if config.enabled && key.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort(key.len()));
+        }
+        if let Some(warning) = config.plain_pii_warning() {
+            tracing::warn!("{warning}");
         }
         Ok(Compliance {
             enabled: config.enabled,
@@ -479,6 +511,29 @@ mod tests {
         c.apply(&mut e);
         assert_eq!(e.details["email"], "a@b.c");
         assert!(!dir.path().join(KEY_FILE).exists());
+    }
+
+    #[test]
+    fn turning_compliance_on_with_pii_left_plain_is_warned_about() {
+        let off = ComplianceConfig::default();
+        assert_eq!(off.plain_pii_warning(), None);
+        let on = ComplianceConfig {
+            enabled: true,
+            lead_id: true,
+            ..ComplianceConfig::default()
+        };
+        assert_eq!(on.plain_pii_warning(), None);
+        let narrowed = ComplianceConfig {
+            fields: vec!["Email".into(), "phone".into(), "name".into()],
+            lead_id: false,
+            ..on
+        };
+        let warning = narrowed.plain_pii_warning().unwrap();
+        assert!(
+            warning.contains("address, ssn, to, recipient are written in plain text")
+                && warning.contains("compliance.lead_id = true"),
+            "{warning}"
+        );
     }
 
     #[test]

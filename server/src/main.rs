@@ -89,7 +89,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     };
     let config = Config::load(args.config.as_deref(), overrides)?;
     if args.print_config {
-        println!("{config:#?}");
+        print!("{}", config.to_toml().map_err(anyhow::Error::msg)?);
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -141,7 +141,8 @@ fn default_secs() -> u64 {
 }
 
 impl RuleConfig {
-    pub(super) fn default_errors() -> RuleConfig {
+    /// The rule that applies when none is configured.
+    pub(crate) fn default_errors() -> RuleConfig {
         RuleConfig {
             name: "errors".into(),
             event_types: default_types(),

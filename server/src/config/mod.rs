@@ -15,6 +15,7 @@ use figment::providers::{Env, Format as _, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::keys::MIN_KEY_LEN;
+use crate::redaction::{self, PathIs};
 
 // The sections of a `Config` and the types of their values, for whoever
 // builds one in code (an embedding program, the tests).
@@ -219,6 +220,7 @@ fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
 impl ConfigError {
     /// A figment error; one naming an old logger's key says what replaced it.
     fn parse(error: figment::Error) -> ConfigError {
+        let error = without_urls(error);
         let old = error.clone().into_iter().find_map(|e| match e.kind {
             figment::error::Kind::UnknownField(key, _) => {
                 crate::alerts::new_place_of(&key).map(|instead| (key, instead))
@@ -234,6 +236,33 @@ impl ConfigError {
             None => ConfigError::Parse(Box::new(error)),
         }
     }
+}
+
+/// `error` with every URL it quotes shown as `redaction::url` shows a
+/// secret one: a value of the wrong type (a Slack URL where a table belongs)
+/// is echoed by serde, and a URL in the config may be a credential.
+fn without_urls(error: figment::Error) -> figment::Error {
+    use figment::error::{Actual, Kind};
+    let errors: Vec<figment::Error> = error
+        .into_iter()
+        .map(|mut e| {
+            if let Kind::InvalidType(Actual::Str(value), _)
+            | Kind::InvalidValue(Actual::Str(value), _)
+            | Kind::Unsupported(Actual::Str(value))
+            | Kind::UnsupportedKey(Actual::Str(value), _) = &mut e.kind
+                && value.contains("://")
+            {
+                *value = redaction::url(value, PathIs::Secret);
+            }
+            e
+        })
+        .collect();
+    // `into_iter` yields the newest first; `chain` puts its argument first.
+    errors
+        .into_iter()
+        .rev()
+        .reduce(|older, newer| older.chain(newer))
+        .unwrap_or_else(|| figment::Error::from("invalid configuration"))
 }
 
 impl Config {
@@ -434,6 +463,8 @@ impl Config {
         Ok(Some(bytes))
     }
 }
+
+mod print;
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment's own test API

@@ -258,3 +258,124 @@ fn secrets_are_redacted_in_debug() {
     };
     assert!(!format!("{c:?}").contains("super secret"));
 }
+
+/// A config with every secret set, and every kind of URL.
+fn with_secrets() -> &'static str {
+    "hmac_key = \"0123456789abcdef0123456789abcdef-KEYSECRET\"\n\
+     [alerts.email]\n\
+     host = \"smtp.example.com\"\n\
+     from = \"auditlog@example.com\"\n\
+     to = \"ops@example.com\"\n\
+     username = \"auditlog\"\n\
+     password = \"MAILSECRET\"\n\
+     [alerts.slack]\n\
+     url = \"https://hooks.slack.com/services/T0/B0/SLACKSECRET\"\n\
+     [compliance]\n\
+     pseudonym_key = \"0123456789abcdef0123456789abcdef-PSEUDOSECRET\"\n\
+     [[webhooks]]\n\
+     name = \"crm\"\n\
+     url = \"https://crm:HOOKPASS@crm.example.com/hook?key=QUERYSECRET\"\n\
+     bearer_token = \"BEARERSECRET\"\n\
+     secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n\
+     [[webhooks]]\n\
+     name = \"plain\"\n\
+     url = \"https://plain.example.com/hook\"\n"
+}
+
+#[test]
+fn printed_config_loads_back_the_same_without_its_secrets() {
+    let config = load(Some(with_secrets()), &[], Overrides::default()).unwrap();
+    let printed = config.to_toml().unwrap();
+    for secret in [
+        "KEYSECRET",
+        "MAILSECRET",
+        "SLACKSECRET",
+        "PSEUDOSECRET",
+        "HOOKPASS",
+        "QUERYSECRET",
+        "BEARERSECRET",
+        "whsec_",
+    ] {
+        assert!(!printed.contains(secret), "{secret} in\n{printed}");
+    }
+    // Each hidden one is named, a URL by its printable form.
+    for named in [
+        "#   hmac_key\n",
+        "#   alerts.email.password\n",
+        "#   alerts.slack.url (https://hooks.slack.com/<redacted>)\n",
+        "#   compliance.pseudonym_key\n",
+        "#   webhooks[0] (crm).bearer_token\n",
+        "#   webhooks[0] (crm).secret\n",
+        "#   webhooks[0] (crm).url (https://<redacted>@crm.example.com/hook?key=<redacted>)\n",
+    ] {
+        assert!(printed.contains(named), "{named:?} not in\n{printed}");
+    }
+    // The default alert rule is written out.
+    assert!(
+        printed.contains("[[alerts.rules]]\nname = \"errors\""),
+        "{printed}"
+    );
+
+    // Pasted back with the secrets given again, it is the same config.
+    let secrets = "hmac_key = \"0123456789abcdef0123456789abcdef-KEYSECRET\"\n";
+    let mut pasted = printed.replacen("\n\n", &format!("\n\n{secrets}"), 1);
+    pasted = pasted.replace(
+        "[alerts.slack]\n",
+        "[alerts.slack]\nurl = \"https://hooks.slack.com/services/T0/B0/SLACKSECRET\"\n",
+    );
+    pasted = pasted.replace(
+        "username = \"auditlog\"\n",
+        "username = \"auditlog\"\npassword = \"MAILSECRET\"\n",
+    );
+    pasted = pasted.replace(
+        "name = \"crm\"\n",
+        "name = \"crm\"\nurl = \"https://crm:HOOKPASS@crm.example.com/hook?key=QUERYSECRET\"\n\
+         bearer_token = \"BEARERSECRET\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n",
+    );
+    pasted = pasted.replace(
+        "[compliance]\n",
+        "[compliance]\npseudonym_key = \"0123456789abcdef0123456789abcdef-PSEUDOSECRET\"\n",
+    );
+    let reloaded = load(Some(&pasted), &[], Overrides::default()).unwrap();
+    let mut expected = config.clone();
+    expected.alerts.rules = Some(vec![RuleConfig::default_errors()]);
+    assert_eq!(reloaded, expected, "pasted:\n{pasted}");
+
+    // The defaults alone print and load back as they are.
+    let defaults = Config::default();
+    let reloaded = load(
+        Some(&defaults.to_toml().unwrap()),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        reloaded.alerts.rules,
+        Some(vec![RuleConfig::default_errors()])
+    );
+    assert_eq!(
+        Config {
+            alerts: AlertsConfig {
+                rules: None,
+                ..reloaded.alerts.clone()
+            },
+            ..reloaded
+        },
+        defaults
+    );
+}
+
+#[test]
+fn a_url_of_the_wrong_type_is_not_echoed() {
+    for toml in [
+        "[alerts]\nslack = \"https://hooks.slack.com/services/T0/B0/SLACKSECRET\"\n",
+        "[[webhooks]]\nname = \"a\"\nurl = \"https://a.example.com/\"\ntimeout_secs = \"https://u:PASS@a.example.com/\"\n",
+    ] {
+        let err = load(Some(toml), &[], Overrides::default()).unwrap_err();
+        assert!(!err.contains("SECRET") && !err.contains("PASS"), "{err}");
+        assert!(
+            err.contains("invalid type") && err.contains("<redacted>"),
+            "{err}"
+        );
+    }
+}

@@ -15,7 +15,12 @@ use crate::{CliError, bench, errors, export, health, report, stats};
 /// Times are RFC 3339 (2026-12-02T18:41:56Z), a date and time without a zone
 /// (2026-12-02T18:41:56), read as UTC, or a date (2026-12-02), midnight UTC.
 #[derive(Debug, Parser)]
-#[command(name = "auditlog", version, propagate_version = true)]
+#[command(
+    name = "auditlog",
+    version,
+    propagate_version = true,
+    next_help_heading = "Global options"
+)]
 pub(crate) struct Cli {
     /// The server's URL; without a scheme (127.0.0.1:50051) it is http://.
     #[arg(

@@ -9,11 +9,10 @@ use std::path::{Path, PathBuf};
 use auditlog_client::{Client, pb};
 use clap::{Args, ValueEnum};
 use futures::StreamExt as _;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::CliError;
 use crate::cli::FilterArgs;
 use crate::format::{event_json, timestamp_text};
+use crate::{CliError, progress};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Format {
@@ -59,14 +58,7 @@ pub(crate) async fn run(client: &Client, args: ExportArgs) -> Result<(), CliErro
     let query = args.filter.query()?;
     let head = client.stats(None).await?.head_seq;
     let from = args.from_seq.max(1);
-    let progress = ProgressBar::new(head.saturating_sub(from - 1));
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} exporting [{bar:30}] {pos}/{len} seqs, {per_sec}, eta {eta}",
-        )
-        .map_err(|e| CliError::Io(e.to_string()))?
-        .progress_chars("=> "),
-    );
+    let progress = progress::bar(head.saturating_sub(from - 1), "exporting");
 
     let (out, partial) = open_output(args.output.as_deref())?;
     let mut sink = Sink::begin(args.format, out, false)?;
@@ -102,14 +94,17 @@ pub(crate) async fn subject(client: &Client, args: SubjectArgs) -> Result<(), Cl
     let (out, partial) = open_output(args.output.as_deref())?;
     let mut sink = Sink::begin(args.format, out, true)?;
     let mut stream = client.export_subject(&args.identifier).await?;
+    let progress = progress::counter("exporting");
     let mut count = 0u64;
     while let Some(item) = stream.next().await {
         let item = item?;
         let Some(event) = item.event else { continue };
         sink.write(&event, Some(&item.matched_fields), count == 0)?;
         count += 1;
+        progress.set_position(count);
     }
     sink.finish(count == 0)?;
+    progress.finish_and_clear();
     complete(partial, args.output.as_deref(), count)?;
     if args.output.is_none() {
         eprintln!("{count} event(s) about {:?}", args.identifier);
@@ -118,26 +113,52 @@ pub(crate) async fn subject(client: &Client, args: SubjectArgs) -> Result<(), Cl
 }
 
 /// The file's `.partial` twin (or standard output), buffered.
-fn open_output(path: Option<&Path>) -> Result<(Out, Option<PathBuf>), CliError> {
-    let (target, partial): (Box<dyn Write>, Option<PathBuf>) = match path {
+fn open_output(path: Option<&Path>) -> Result<(Out, Option<Partial>), CliError> {
+    let (target, partial): (Box<dyn Write>, Option<Partial>) = match path {
         Some(path) => {
+            if path.is_dir() || path.as_os_str().to_string_lossy().ends_with('/') {
+                return Err(CliError::Usage(format!(
+                    "--output {} is a directory: name a file in it, such as {}",
+                    path.display(),
+                    path.join("events.json").display()
+                )));
+            }
             let mut name = path.as_os_str().to_owned();
             name.push(".partial");
             let partial = PathBuf::from(name);
             let file = std::fs::File::create(&partial)
                 .map_err(|e| CliError::Io(format!("cannot create {}: {e}", partial.display())))?;
-            (Box::new(file), Some(partial))
+            (Box::new(file), Some(Partial(Some(partial))))
         }
         None => (Box::new(std::io::stdout().lock()), None),
     };
     Ok((BufWriter::with_capacity(1 << 16, target), partial))
 }
 
+/// A `.partial` file that is removed unless it was completed: an export
+/// that fails leaves nothing behind but its error line.
+struct Partial(Option<PathBuf>);
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Renames a finished `.partial` file to its name.
-fn complete(partial: Option<PathBuf>, path: Option<&Path>, count: u64) -> Result<(), CliError> {
-    if let (Some(partial), Some(path)) = (partial, path) {
-        std::fs::rename(&partial, path)
-            .map_err(|e| CliError::Io(format!("cannot rename to {}: {e}", path.display())))?;
+fn complete(partial: Option<Partial>, path: Option<&Path>, count: u64) -> Result<(), CliError> {
+    if let (Some(mut partial), Some(path)) = (partial, path)
+        && let Some(from) = partial.0.take()
+    {
+        if let Err(e) = std::fs::rename(&from, path) {
+            partial.0 = Some(from);
+            return Err(CliError::Io(format!(
+                "cannot rename to {}: {e}",
+                path.display()
+            )));
+        }
         eprintln!("exported {count} events to {}", path.display());
     }
     Ok(())

@@ -4,8 +4,7 @@
 
 use auditlog_client::{Client, pb};
 
-use crate::CliError;
-use crate::format;
+use crate::{CliError, format, progress};
 
 pub(crate) async fn run(
     client: &Client,
@@ -29,13 +28,16 @@ pub(crate) async fn run(
             })
         })
         .collect::<Result<Vec<_>, CliError>>()?;
+    let progress = progress::step("verifying the log's signatures and chain".to_owned());
     let report = client
         .verify_with(pb::VerifyIntegrityRequest {
             from_seq,
             to_seq,
             checkpoints,
         })
-        .await?;
+        .await;
+    progress.finish_and_clear();
+    let report = report?;
     if json {
         say!("{}", format::report_json(&report));
     } else if report.ok {

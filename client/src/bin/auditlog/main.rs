@@ -23,6 +23,7 @@ mod health;
 mod integrity;
 mod log;
 mod performance;
+mod progress;
 mod query;
 mod report;
 mod stats;

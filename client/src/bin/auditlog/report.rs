@@ -26,8 +26,8 @@ use auditlog_client::{Client, Query, pb};
 use clap::{ArgGroup, Args};
 use time::OffsetDateTime;
 
-use crate::CliError;
 use crate::format::{parse_date, timestamp_text};
+use crate::{CliError, progress};
 use period::{Period, iso_date};
 
 /// How many of the latest errors the report lists.
@@ -95,7 +95,10 @@ pub(crate) async fn run(
     let target = target_of(&args, periods.len())?;
     let client = Client::connect_with(server, options).await?;
     for period in periods {
-        let data = fetch(&client, server, period, now).await?;
+        let progress = progress::step(format!("gathering the {} report", period.label()));
+        let data = fetch(&client, server, period, now).await;
+        progress.finish_and_clear();
+        let data = data?;
         let page = html::render(&data)
             .map_err(|_| CliError::Failed("could not render the report".into()))?;
         let (path, latest) = match &target {
