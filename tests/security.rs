@@ -268,7 +268,7 @@ const CALLERS: [(&str, Option<&str>); 7] = [
 
 /// Every RPC and what each caller of [`CALLERS`] gets, in that order.
 #[rustfmt::skip]
-const MATRIX: [(&str, [Outcome; 7]); 15] = [
+const MATRIX: [(&str, [Outcome; 7]); 16] = [
     //                                 writer  reader  auditor admin  w+r     none    unknown
     ("AuditService/Log",              [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/LogBatch",         [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
@@ -285,6 +285,7 @@ const MATRIX: [(&str, [Outcome; 7]); 15] = [
     ("AdminService/GetAlertStatus",   [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/GetWebhookStatus", [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/GetWebhookSecret", [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
+    ("AdminService/MailReport",       [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
 ];
 
 /// `Service/Method` of every RPC in the `auditlog.v1` package, from the
@@ -397,6 +398,10 @@ async fn call(ch: &Channel, rpc: &str, authorization: Option<String>) -> Result<
             let m = pb::GetWebhookSecretRequest { name: "crm".into() };
             admin.get_webhook_secret(authed(m, t)).await.map(|_| ())
         }
+        "AdminService/MailReport" => {
+            let m = pb::MailReportRequest::default();
+            admin.mail_report(authed(m, t)).await.map(|_| ())
+        }
         other => panic!("the test cannot call {other}: add it to `call`"),
     }
 }
@@ -415,7 +420,8 @@ async fn every_caller_gets_exactly_the_rpcs_of_its_roles() {
     );
 
     // Retention 0 (off): ApplyRetention answers FAILED_PRECONDITION, and
-    // GetWebhookSecret NOT_FOUND (no webhook), which still count as allowed.
+    // GetWebhookSecret NOT_FOUND (no webhook), and MailReport INVALID_ARGUMENT
+    // (an empty request), which still count as allowed.
     let server = Server::start(
         |c| {
             c.tokens = token_configs();

@@ -250,6 +250,28 @@ impl Client {
             .secret)
     }
 
+    /// Mails `html` (with `text` as its plain alternative) to the server's
+    /// alert email recipients through its SMTP settings (admin); the number
+    /// of recipients the mail went to.
+    pub async fn mail_report(
+        &self,
+        subject: &str,
+        html: String,
+        text: String,
+    ) -> Result<u32, Error> {
+        Ok(self
+            .admin
+            .clone()
+            .mail_report(pb::MailReportRequest {
+                subject: subject.to_owned(),
+                html,
+                text,
+            })
+            .await?
+            .into_inner()
+            .recipients)
+    }
+
     /// Statistics for the whole log, or one workflow's.
     pub async fn stats(&self, workflow: Option<&str>) -> Result<pb::GetStatsResponse, Error> {
         let request = pb::GetStatsRequest {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::{Mailbox, MultiPart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
@@ -250,6 +250,49 @@ impl Channel {
             s.last_error.clone_from(&last);
         }
         Err(last)
+    }
+
+    /// Mails an HTML page (a report) with its plain-text summary as the
+    /// alternative part, once; `None` when this is not the email channel.
+    pub(super) async fn mail_page(
+        &self,
+        subject: &str,
+        html: String,
+        text: String,
+    ) -> Option<Result<usize, String>> {
+        let Kind::Email(email) = &self.kind else {
+            return None;
+        };
+        let Email {
+            transport,
+            from,
+            to,
+        } = &**email;
+        let mut message = Message::builder().from(from.clone());
+        for t in to {
+            message = message.to(t.clone());
+        }
+        let sent = match message
+            .subject(subject)
+            .multipart(MultiPart::alternative_plain_html(text, html))
+        {
+            Ok(message) => transport
+                .send(message)
+                .await
+                .map(|_| to.len())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Ok(mut s) = self.status.lock() {
+            match &sent {
+                Ok(_) => s.sent += 1,
+                Err(e) => {
+                    s.failed += 1;
+                    s.last_error.clone_from(e);
+                }
+            }
+        }
+        Some(sent)
     }
 
     async fn send_once(&self, http: &reqwest::Client, alert: &Alert) -> Result<(), String> {

@@ -182,6 +182,23 @@ impl Alerts {
         futures::future::join_all(sends).await
     }
 
+    /// Mails a page (an HTML report, with `text` as its plain alternative)
+    /// through the email channel, once: the number of recipients, or why
+    /// not. `None` when no email channel is configured.
+    pub async fn mail_page(
+        &self,
+        subject: &str,
+        html: String,
+        text: String,
+    ) -> Option<Result<usize, String>> {
+        let email = self.inner.channels.iter().find(|c| c.name == "email")?;
+        let sent = email.mail_page(subject, html, text).await?;
+        if let Err(e) = &sent {
+            tracing::warn!(channel = "email", error = %e, "mailing a report failed");
+        }
+        Some(sent)
+    }
+
     /// Channels, rules, and how many alerts were dropped (full queue) or
     /// events missed (the watcher fell behind the writer).
     pub fn status(&self) -> (Vec<ChannelStatus>, Vec<RuleStatus>, u64, u64) {

@@ -1,6 +1,6 @@
 //! The AdminService handlers: rotation and retention on demand, the state
-//! of the alert channels and webhook endpoints, and the webhook secrets the
-//! server generated.
+//! of the alert channels and webhook endpoints, the webhook secrets the
+//! server generated, and reports mailed through the alert email channel.
 
 use auditlog_proto::v1::admin_service_server::AdminService;
 use auditlog_proto::v1::{self as pb};
@@ -84,5 +84,19 @@ impl AdminService for AdminSvc {
         let name = req.into_inner().name;
         let running = self.audit.running()?;
         edge::webhook_secret_pb(&name, running.webhooks.generated_secret(&name)).map(Response::new)
+    }
+
+    async fn mail_report(
+        &self,
+        req: Request<pb::MailReportRequest>,
+    ) -> Result<Response<pb::MailReportResponse>, Status> {
+        let req = req.into_inner();
+        super::validate::check_mail(&req)?;
+        let running = self.audit.running()?;
+        let sent = running
+            .alerts
+            .mail_page(&req.subject, req.html, req.text)
+            .await;
+        edge::mail_report_pb(sent).map(Response::new)
     }
 }

@@ -424,3 +424,22 @@ pub(super) fn webhook_secret_pb(
         ))),
     }
 }
+
+/// What mailing a report came to: how many recipients took it, or why none.
+pub(super) fn mail_report_pb(
+    sent: Option<Result<usize, String>>,
+) -> Result<pb::MailReportResponse, Status> {
+    match sent {
+        Some(Ok(recipients)) => Ok(pb::MailReportResponse {
+            recipients: u32::try_from(recipients).unwrap_or(u32::MAX),
+        }),
+        Some(Err(e)) => Err(Status::unavailable(format!(
+            "the SMTP server did not take the mail: {e}; check [alerts.email] (auditlog alerts \
+             test sends a test mail)"
+        ))),
+        None => Err(Status::failed_precondition(
+            "no email channel is configured: set [alerts.email] (host, from, to) in the server \
+             config to mail reports",
+        )),
+    }
+}

@@ -224,6 +224,35 @@ pub(super) fn check_identifier(identifier: &str) -> Result<(), Status> {
 }
 
 /// The filter of a Query or StreamEvents request.
+/// The largest page MailReport mails, and its plain-text alternative.
+const MAX_MAIL_HTML: usize = 3 << 20;
+const MAX_MAIL_TEXT: usize = 64 << 10;
+
+/// Checks a MailReport request: a short subject without control characters
+/// (it becomes a mail header), a page, and sizes a mail relay takes.
+pub(super) fn check_mail(req: &pb::MailReportRequest) -> Result<(), Status> {
+    let subject_len = req.subject.chars().count();
+    if subject_len == 0 || subject_len > 200 {
+        return Err(invalid("subject", "must be 1 to 200 characters"));
+    }
+    if req.subject.chars().any(char::is_control) {
+        return Err(invalid(
+            "subject",
+            "must not hold control characters (line breaks, tabs)",
+        ));
+    }
+    if req.html.is_empty() {
+        return Err(invalid("html", "is empty: send the page to mail"));
+    }
+    if req.html.len() > MAX_MAIL_HTML {
+        return Err(invalid("html", "is over 3 MiB: mail a shorter period"));
+    }
+    if req.text.len() > MAX_MAIL_TEXT {
+        return Err(invalid("text", "is over 64 KiB"));
+    }
+    Ok(())
+}
+
 pub(super) fn filter_of(f: Option<pb::EventFilter>) -> Result<Filter, Status> {
     let f = f.unwrap_or_default();
     let (since, until) = range_of(f.since.as_ref(), f.until.as_ref(), "filter.")?;

@@ -75,6 +75,27 @@ impl Mail {
         };
         decoded.replace("\r\n", "\n")
     }
+
+    /// The parts of a multipart message, each as a `Mail` of its own (its
+    /// headers and body), so `header` and `body` read them; empty for a
+    /// message of one part.
+    pub(crate) fn parts(&self) -> Vec<Mail> {
+        let content_type = self.header("content-type");
+        let Some((_, boundary)) = content_type.split_once("boundary=") else {
+            return Vec::new();
+        };
+        let boundary = format!("--{}", boundary.trim_matches('"'));
+        let body = self.data.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        body.split(boundary.as_str())
+            .skip(1)
+            .filter(|part| !part.starts_with("--"))
+            .map(|part| Mail {
+                mail_from: self.mail_from.clone(),
+                rcpt_to: self.rcpt_to.clone(),
+                data: part.trim_start_matches("\r\n").to_owned(),
+            })
+            .collect()
+    }
 }
 
 fn quoted_printable(raw: &str) -> String {

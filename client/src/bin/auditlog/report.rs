@@ -72,6 +72,11 @@ pub(crate) struct ReportArgs {
     /// directory, replaced by every run: a stable name for a dashboard link.
     #[arg(long)]
     latest: bool,
+    /// Also mail each report to the server's alert email recipients,
+    /// through its [alerts.email] SMTP settings (needs an admin token when
+    /// the server has tokens).
+    #[arg(long)]
+    mail: bool,
 }
 
 /// Where the reports go.
@@ -117,6 +122,16 @@ pub(crate) async fn run(
                 (path, args.latest.then_some(latest))
             }
         };
+        let mailed = if args.mail {
+            let subject = format!("auditlog {} report {}", period.kind(), period.label());
+            let text = format!(
+                "{subject}: {} events. The report is the HTML part of this mail.",
+                data.stats.total_events
+            );
+            Some(client.mail_report(&subject, page, text).await?)
+        } else {
+            None
+        };
         if json {
             let (since, until): (SystemTime, SystemTime) =
                 (period.start().into(), period.end().into());
@@ -131,11 +146,17 @@ pub(crate) async fn run(
             if let Some(latest) = &latest {
                 value["latest"] = latest.display().to_string().into();
             }
+            if let Some(recipients) = mailed {
+                value["mailed_to"] = recipients.into();
+            }
             say!("{value}");
         } else {
             say!("{}", path.display());
             if let Some(latest) = &latest {
                 say!("{}", latest.display());
+            }
+            if let Some(recipients) = mailed {
+                say!("mailed to {recipients} recipient(s)");
             }
         }
     }
@@ -300,6 +321,7 @@ mod tests {
             date: date.map(str::to_owned),
             output: PathBuf::from("."),
             latest: false,
+            mail: false,
         }
     }
 
