@@ -126,6 +126,77 @@ async fn listen_takes_a_host_name() {
     assert!(err.contains("listen") && err.contains("HOST:PORT"), "{err}");
 }
 
+/// `--log-format json`: every line the server writes to stderr is one JSON
+/// object a log shipper can read, with level, target and message, from the
+/// start to the end of a run (a logged event and a clean shutdown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let stderr_path = dir.path().join("stderr");
+    let child = Command::new(workspace_bin("auditlog-server", "auditlog-server"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("AUDITLOG_HMAC_KEY", TEST_KEY)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut server = ServerProcess {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        data_dir: dir.path().join("data"),
+    };
+    let url = server.url.clone();
+    let url = &url;
+    let client = wait_until("the server to serve", || async move {
+        let client = Client::connect(url).await.map_err(|e| e.to_string())?;
+        client.stats(None).await.map_err(|e| e.to_string())?;
+        Ok(client)
+    })
+    .await;
+    client
+        .log(auditlog_client::NewEvent::new("lead_created"))
+        .await
+        .unwrap();
+    server.signal("TERM");
+    assert!(
+        server
+            .wait_exit_within(Duration::from_secs(60))
+            .await
+            .success()
+    );
+
+    let text = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(!text.is_empty(), "nothing was logged");
+    let mut messages = Vec::new();
+    for line in text.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        for key in ["timestamp", "level", "target"] {
+            assert!(value[key].is_string(), "no {key} in {line}");
+        }
+        messages.push(
+            value["fields"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("serving")),
+        "no start-up line in {messages:?}"
+    );
+}
+
 #[test]
 fn the_old_loggers_alert_keys_are_refused_naming_the_new_key() {
     let dir = tempfile::tempdir().unwrap();

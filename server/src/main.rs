@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use auditlog_server::config::{Config, Overrides};
+use auditlog_server::config::{Config, LogFormat, Overrides};
 use clap::Parser;
 
 /// The auditlog server: a tamper-evident audit log over gRPC.
@@ -27,7 +27,12 @@ struct Args {
     /// The data directory [env: AUDITLOG_DATA_DIR] [default: ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Print the effective configuration (secrets redacted) and exit.
+    /// How the server logs to stderr: text lines, or one JSON object per
+    /// line [env: AUDITLOG_LOG_FORMAT] [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+    /// Print the effective configuration as TOML (secrets left out) and
+    /// exit.
     #[arg(long)]
     print_config: bool,
 }
@@ -37,16 +42,26 @@ struct Args {
 const LEFTOVER_WAIT: Duration = Duration::from_secs(1);
 
 fn main() -> std::process::ExitCode {
-    // Logs go to stderr, like every diagnostic of the server, with colour
-    // only on a terminal.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let args = Args::parse();
+    let overrides = Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        log_format: args.log_format,
+    };
+    let config = match Config::load(args.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(e) => return fail(&anyhow::Error::new(e)),
+    };
+    if args.print_config {
+        return match config.to_toml() {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail(&anyhow::Error::msg(e)),
+        };
+    }
+    init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,7 +72,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let served = runtime.block_on(serve(args));
+    let served = runtime.block_on(serve(config));
     // Every acknowledged event is synced and the store is closed. Blocking
     // work may still run: a verification of a large log that was in flight
     // when the grace ran out, which only reads. Dropping the runtime would
@@ -66,32 +81,45 @@ fn main() -> std::process::ExitCode {
     runtime.shutdown_timeout(LEFTOVER_WAIT);
     match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            // One line: the error and those of its causes it does not
-            // already spell out.
-            let mut line = e.to_string();
-            for cause in e.chain().skip(1) {
-                let text = cause.to_string();
-                if !line.contains(&text) {
-                    line = format!("{line}: {text}");
-                }
-            }
-            eprintln!("auditlog-server: {line}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => fail(&e),
     }
 }
 
-async fn serve(args: Args) -> anyhow::Result<()> {
-    let overrides = Overrides {
-        listen: args.listen,
-        data_dir: args.data_dir,
-    };
-    let config = Config::load(args.config.as_deref(), overrides)?;
-    if args.print_config {
-        print!("{}", config.to_toml().map_err(anyhow::Error::msg)?);
-        return Ok(());
+/// Logs go to stderr, like every diagnostic of the server: text with colour
+/// only on a terminal, or JSON lines.
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
+}
+
+/// Prints `e` as one line, with those of its causes it does not already
+/// spell out, and fails.
+fn fail(e: &anyhow::Error) -> std::process::ExitCode {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line = format!("{line}: {text}");
+        }
+    }
+    eprintln!("auditlog-server: {line}");
+    std::process::ExitCode::FAILURE
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -117,6 +117,23 @@ pub struct Config {
     /// Performance tracking (`[performance]`, `[performance.degradation]`):
     /// window size, server RPC timing, degradation alerts.
     pub performance: PerformanceConfig,
+    /// How the server's own log (stderr) is written: `text`, one readable
+    /// line per event, or `json`, one JSON object per line for a log
+    /// shipper. Default `text`. Which lines are written is `RUST_LOG`'s
+    /// (default `info`).
+    pub log_format: LogFormat,
+}
+
+/// The format of the server's own log.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`, `fields`
+    /// (with `message`), and `span`/`spans` for the spans it happened in.
+    Json,
 }
 
 /// The `[tls]` section.
@@ -159,6 +176,7 @@ impl Default for Config {
             handler_timeout_secs: 60,
             compliance: ComplianceConfig::default(),
             performance: PerformanceConfig::default(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -171,6 +189,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
 }
 
 /// Why the configuration could not be loaded.

@@ -33,7 +33,7 @@ fn layers_override_in_order() {
         &[("DATA_DIR", "/from/env"), ("DURABILITY", "os_buffered")],
         Overrides {
             listen: Some("127.0.0.1:2000".into()),
-            data_dir: None,
+            ..Overrides::default()
         },
     )
     .unwrap();
@@ -57,7 +57,7 @@ fn listen_takes_a_host_name_and_names_a_bad_one() {
         &[],
         Overrides {
             listen: Some("localhost".into()),
-            data_dir: None,
+            ..Overrides::default()
         },
     )
     .unwrap_err();
@@ -378,4 +378,24 @@ fn a_url_of_the_wrong_type_is_not_echoed() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn the_log_format_is_text_or_json_from_any_layer() {
+    let c = load(None, &[], Overrides::default()).unwrap();
+    assert_eq!(c.log_format, LogFormat::Text);
+    let c = load(Some("log_format = \"json\"\n"), &[], Overrides::default()).unwrap();
+    assert_eq!(c.log_format, LogFormat::Json);
+    let c = load(
+        Some("log_format = \"json\"\n"),
+        &[],
+        Overrides {
+            log_format: Some(LogFormat::Text),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.log_format, LogFormat::Text);
+    let err = load(None, &[("LOG_FORMAT", "xml")], Overrides::default()).unwrap_err();
+    assert!(err.contains("LOG_FORMAT") && err.contains("json"), "{err}");
 }
