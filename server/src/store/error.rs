@@ -3,7 +3,8 @@
 //!
 //! Invariant: a write that fails with any of these left nothing behind
 //! (`DiskFull`, `Write`), or left the store refusing further writes
-//! (`Poisoned`); a verification finding is never one of them.
+//! (`Poisoned`, `ActiveFileGone`, `SealBroken`); a verification finding is
+//! never one of them.
 
 use super::manifest;
 
@@ -20,6 +21,17 @@ pub enum StoreError {
         "the store stopped accepting writes after an fsync failure ({0}); restart the server to recover from what is on disk"
     )]
     Poisoned(String),
+    #[error(
+        "writes are refused: {0}, while the server ran, so it no longer holds what was written \
+         to it; nothing more is acknowledged into a file that is not on disk. Restore the file \
+         if a copy exists, then restart the server and run VerifyIntegrity"
+    )]
+    ActiveFileGone(String),
+    #[error(
+        "writes are refused: {0}; restart the server, which finishes the seal from what is on \
+         disk"
+    )]
+    SealBroken(String),
     #[error("the store is shutting down")]
     Closed,
     #[error("cannot open the data directory {path}: {source}")]
@@ -48,6 +60,9 @@ impl StoreError {
             StoreError::DiskFull(src) => StoreError::DiskFull(io(src)),
             StoreError::Write(src) => StoreError::Write(io(src)),
             StoreError::Poisoned(r) => StoreError::Poisoned(r.clone()),
+            StoreError::ActiveFileGone(r) => StoreError::ActiveFileGone(r.clone()),
+            StoreError::SealBroken(r) => StoreError::SealBroken(r.clone()),
+            StoreError::Rotate(r) => StoreError::Rotate(r.clone()),
             StoreError::Read(src) => StoreError::Read(io(src)),
             StoreError::Corrupt { seq, reason } => StoreError::Corrupt {
                 seq: *seq,
