@@ -31,7 +31,7 @@ pub(crate) fn status_of(e: StoreError) -> Status {
         | StoreError::Closed => Code::Unavailable,
         // Retrying is no use until someone restores the file or restarts.
         StoreError::ActiveFileGone(_) => Code::FailedPrecondition,
-        StoreError::Corrupt { .. } => Code::DataLoss,
+        StoreError::Corrupt { .. } | StoreError::SegmentDamaged { .. } => Code::DataLoss,
         StoreError::Read(_)
         | StoreError::Open { .. }
         | StoreError::Key(_)

@@ -43,6 +43,18 @@ pub enum StoreError {
     Read(std::io::Error),
     #[error("the log is damaged at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error(
+        "the sealed segment {file}, which holds seqs {first_seq} to {last_seq}, cannot be read \
+         ({reason}); run VerifyIntegrity to locate the damage, and read on after it from seq \
+         {resume_from}"
+    )]
+    SegmentDamaged {
+        file: String,
+        first_seq: u64,
+        last_seq: u64,
+        resume_from: u64,
+        reason: String,
+    },
     #[error("rotating the log failed: {0}")]
     Rotate(String),
     #[error(transparent)]
@@ -63,6 +75,19 @@ impl StoreError {
             StoreError::ActiveFileGone(r) => StoreError::ActiveFileGone(r.clone()),
             StoreError::SealBroken(r) => StoreError::SealBroken(r.clone()),
             StoreError::Rotate(r) => StoreError::Rotate(r.clone()),
+            StoreError::SegmentDamaged {
+                file,
+                first_seq,
+                last_seq,
+                resume_from,
+                reason,
+            } => StoreError::SegmentDamaged {
+                file: file.clone(),
+                first_seq: *first_seq,
+                last_seq: *last_seq,
+                resume_from: *resume_from,
+                reason: reason.clone(),
+            },
             StoreError::Read(src) => StoreError::Read(io(src)),
             StoreError::Corrupt { seq, reason } => StoreError::Corrupt {
                 seq: *seq,
