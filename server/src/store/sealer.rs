@@ -125,9 +125,7 @@ pub(super) fn seal(dir: &Path) -> Result<(String, NewActive), SealError> {
         let _ = std::fs::remove_file(&next);
         return Err(SealError::Unchanged(e));
     }
-    let installed = injected_failure(dir, "install")
-        .map_err(|e| std::io::Error::other(e.to_string()))
-        .and_then(|()| std::fs::rename(&next, &active));
+    let installed = injected_io(dir, "install").and_then(|()| std::fs::rename(&next, &active));
     if let Err(error) = installed {
         let mut undo = std::fs::rename(&sealed, &active);
         for _ in 1..UNDO_TRIES {
@@ -167,7 +165,7 @@ fn prepare(next: &Path) -> std::io::Result<NewActive> {
         Err(e) => return Err(e),
     }
     if let Some(dir) = next.parent() {
-        injected_failure(dir, "create").map_err(|e| std::io::Error::other(e.to_string()))?;
+        injected_io(dir, "create")?;
     }
     let file = OpenOptions::new()
         .read(true)
@@ -510,6 +508,14 @@ fn injected_failure(dir: &Path, step: &str) -> Result<(), StoreError> {
 #[cfg(not(any(test, feature = "fault-injection")))]
 fn injected_failure(_: &Path, _: &str) -> Result<(), StoreError> {
     Ok(())
+}
+
+/// [`injected_failure`] as the I/O error of the step it fails.
+fn injected_io(dir: &Path, step: &str) -> std::io::Result<()> {
+    injected_failure(dir, step).map_err(|e| match e {
+        StoreError::Rotate(reason) => std::io::Error::other(reason),
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 /// Crash scenarios: each test builds a log, performs the rotation steps by

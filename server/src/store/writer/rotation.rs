@@ -27,8 +27,8 @@ impl Writer {
     fn seal_failed(&mut self, failure: SealError) -> StoreError {
         match failure {
             SealError::Unchanged(e) => StoreError::Rotate(format!(
-                "{e}; nothing changed: the log is still written to {LOG_FILE}, and sealing is \
-                 tried again later"
+                "{e}; nothing changed: the log is still written to {LOG_FILE}; rotate again once \
+                 the cause is fixed (a seal by size or age is tried again by itself)"
             )),
             SealError::Broken {
                 sealed,
