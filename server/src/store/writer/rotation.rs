@@ -151,8 +151,13 @@ impl Writer {
         &mut self,
         done: Option<oneshot::Sender<Result<Option<Sealed>, StoreError>>>,
     ) -> Result<Sealed, StoreError> {
-        // A poisoned store renames nothing: what it holds is for a restart
-        // to recover.
+        // The sealed file must be whole and durable, and indexed, before the
+        // sealer reads it.
+        self.flush();
+        // A poisoned store renames nothing (what it holds is for a restart to
+        // recover), and neither does a writer whose file is no longer the one
+        // at `audit.log`.
+        self.check_in_place();
         if self.shared.poisoned.load(Ordering::Acquire) {
             let err = self.shared.poison_error();
             if let Some(done) = done {
@@ -160,9 +165,6 @@ impl Writer {
             }
             return Err(err);
         }
-        // The sealed file must be whole and durable, and indexed, before the
-        // sealer reads it.
-        self.flush();
         let (first_seq, last_seq) = (self.segment_first, self.next_seq - 1);
         let dir = self.shared.dir.clone();
         let (plain_name, new) = match sealer::seal(&dir) {
