@@ -128,6 +128,15 @@ async fn catch_up(
         }: Page = match page {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
+                // Everything before a damaged segment is sent before the
+                // error, so an export holds all it could read, and the error
+                // says where to read on.
+                if let StoreError::SegmentDamaged { first_seq, .. } = &e
+                    && *first_seq > *next
+                    && !Box::pin(catch_up(store, filter, next, first_seq - 1, out)).await
+                {
+                    return false;
+                }
                 out.send(Err(e)).await;
                 return false;
             }

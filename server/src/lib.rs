@@ -300,40 +300,61 @@ fn tls_config(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConf
 }
 
 /// Sets the health of the whole server (`""`) and of the audit service
-/// together, the two names probes ask for.
+/// together, the two names probes ask for: both are NOT_SERVING while the
+/// log is recovered and once shutdown begins.
 async fn set_serving(health: &tonic_health::server::HealthReporter, serving: bool) {
-    let status = if serving {
-        ServingStatus::Serving
-    } else {
-        ServingStatus::NotServing
-    };
-    health.set_service_status("", status).await;
+    health.set_service_status("", status_of(serving)).await;
     health
-        .set_service_status(
-            <AuditServiceServer<AuditSvc> as tonic::server::NamedService>::NAME,
-            status,
-        )
+        .set_service_status(AUDIT_SERVICE, status_of(serving))
         .await;
 }
 
-/// Turns health NOT_SERVING once the store refuses writes (after a failed
-/// fsync), so load balancers and probes stop sending traffic here.
+fn status_of(serving: bool) -> ServingStatus {
+    if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+/// The name health reports the write path under.
+const AUDIT_SERVICE: &str = <AuditServiceServer<AuditSvc> as tonic::server::NamedService>::NAME;
+
+/// How often the health of writes is looked at.
+const WRITE_HEALTH_EVERY: Duration = Duration::from_millis(250);
+
+/// Keeps the health of `auditlog.v1.AuditService` in step with the write
+/// path: NOT_SERVING while the store cannot write (it refuses writes until
+/// a restart, or found the disk full and no space came back), SERVING again
+/// once it can, so load balancers stop sending writes here meanwhile. The
+/// server-wide `""` stays SERVING: reads are still served.
 async fn watch_store(
     store: Arc<Store>,
     health: tonic_health::server::HealthReporter,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(WRITE_HEALTH_EVERY);
+    let mut refusing = false;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if store.is_poisoned() {
-            tracing::error!("the store refuses writes; health is NOT_SERVING until a restart");
-            set_serving(&health, false).await;
-            return;
+        let refusal = store.write_refusal();
+        if refusal.is_some() == refusing || cancel.is_cancelled() {
+            continue;
         }
+        refusing = refusal.is_some();
+        match refusal {
+            Some(reason) => tracing::error!(
+                error = %reason,
+                "the store cannot write: health of {AUDIT_SERVICE} is NOT_SERVING"
+            ),
+            None => tracing::info!("the store writes again: health of {AUDIT_SERVICE} is SERVING"),
+        }
+        health
+            .set_service_status(AUDIT_SERVICE, status_of(!refusing))
+            .await;
     }
 }
 

@@ -27,6 +27,17 @@ pub(crate) async fn health_of(
     check(channel.clone(), service, None).await
 }
 
+/// Waits until health of `service` on `channel` is `want`.
+pub(crate) async fn wait_for_health(channel: &Channel, service: &str, want: ServingStatus) {
+    super::wait_until(&format!("health of {service:?} {want:?}"), || async {
+        match health_of(channel, service).await {
+            Ok(status) if status == want => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 /// Whether the server at `url` reports SERVING through the health service.
 pub(crate) async fn serving(url: &str) -> bool {
     matches!(health(url, None).await, Ok(ServingStatus::Serving))

@@ -36,7 +36,7 @@ pub(crate) use disk::{
     tamper, unsigned_part, with_signature,
 };
 pub(crate) use health_reflection::{
-    health, health_of, reflection_v1_services, reflection_v1alpha_file, serving,
+    health, health_of, reflection_v1_services, reflection_v1alpha_file, serving, wait_for_health,
 };
 pub(crate) use process::ServerProcess;
 pub(crate) use runs::{

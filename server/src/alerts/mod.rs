@@ -143,7 +143,11 @@ impl Alerts {
         // or the writer failing deserves someone's attention.
         let the_store_failed = matches!(
             error,
-            StoreError::DiskFull(_) | StoreError::Write(_) | StoreError::Poisoned(_)
+            StoreError::DiskFull(_)
+                | StoreError::Write(_)
+                | StoreError::Poisoned(_)
+                | StoreError::ActiveFileGone(_)
+                | StoreError::SealBroken(_)
         );
         if the_store_failed && self.cooled_down(&self.inner.last_store) {
             self.raise(Alert {

@@ -25,8 +25,13 @@ use crate::webhooks::{EndpointStatus, NoSecret};
 pub(crate) fn status_of(e: StoreError) -> Status {
     let code = match &e {
         StoreError::DiskFull(_) => Code::ResourceExhausted,
-        StoreError::Write(_) | StoreError::Poisoned(_) | StoreError::Closed => Code::Unavailable,
-        StoreError::Corrupt { .. } => Code::DataLoss,
+        StoreError::Write(_)
+        | StoreError::Poisoned(_)
+        | StoreError::SealBroken(_)
+        | StoreError::Closed => Code::Unavailable,
+        // Retrying is no use until someone restores the file or restarts.
+        StoreError::ActiveFileGone(_) => Code::FailedPrecondition,
+        StoreError::Corrupt { .. } | StoreError::SegmentDamaged { .. } => Code::DataLoss,
         StoreError::Read(_)
         | StoreError::Open { .. }
         | StoreError::Key(_)

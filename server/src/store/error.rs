@@ -3,7 +3,8 @@
 //!
 //! Invariant: a write that fails with any of these left nothing behind
 //! (`DiskFull`, `Write`), or left the store refusing further writes
-//! (`Poisoned`); a verification finding is never one of them.
+//! (`Poisoned`, `ActiveFileGone`, `SealBroken`); a verification finding is
+//! never one of them.
 
 use super::manifest;
 
@@ -20,6 +21,17 @@ pub enum StoreError {
         "the store stopped accepting writes after an fsync failure ({0}); restart the server to recover from what is on disk"
     )]
     Poisoned(String),
+    #[error(
+        "writes are refused: {0}, while the server ran, so it no longer holds what was written \
+         to it; nothing more is acknowledged into a file that is not on disk. Restore the file \
+         if a copy exists, then restart the server and run VerifyIntegrity"
+    )]
+    ActiveFileGone(String),
+    #[error(
+        "writes are refused: {0}; restart the server, which finishes the seal from what is on \
+         disk"
+    )]
+    SealBroken(String),
     #[error("the store is shutting down")]
     Closed,
     #[error("cannot open the data directory {path}: {source}")]
@@ -31,6 +43,18 @@ pub enum StoreError {
     Read(std::io::Error),
     #[error("the log is damaged at seq {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    #[error(
+        "the sealed segment {file}, which holds seqs {first_seq} to {last_seq}, cannot be read \
+         ({reason}); run VerifyIntegrity to locate the damage, and read on after it from seq \
+         {resume_from}"
+    )]
+    SegmentDamaged {
+        file: String,
+        first_seq: u64,
+        last_seq: u64,
+        resume_from: u64,
+        reason: String,
+    },
     #[error("rotating the log failed: {0}")]
     Rotate(String),
     #[error(transparent)]
@@ -48,6 +72,22 @@ impl StoreError {
             StoreError::DiskFull(src) => StoreError::DiskFull(io(src)),
             StoreError::Write(src) => StoreError::Write(io(src)),
             StoreError::Poisoned(r) => StoreError::Poisoned(r.clone()),
+            StoreError::ActiveFileGone(r) => StoreError::ActiveFileGone(r.clone()),
+            StoreError::SealBroken(r) => StoreError::SealBroken(r.clone()),
+            StoreError::Rotate(r) => StoreError::Rotate(r.clone()),
+            StoreError::SegmentDamaged {
+                file,
+                first_seq,
+                last_seq,
+                resume_from,
+                reason,
+            } => StoreError::SegmentDamaged {
+                file: file.clone(),
+                first_seq: *first_seq,
+                last_seq: *last_seq,
+                resume_from: *resume_from,
+                reason: reason.clone(),
+            },
             StoreError::Read(src) => StoreError::Read(io(src)),
             StoreError::Corrupt { seq, reason } => StoreError::Corrupt {
                 seq: *seq,

@@ -38,6 +38,7 @@ pub(crate) mod manifest;
 mod read;
 pub(crate) mod record;
 mod recovery;
+mod refusals;
 mod retention;
 mod sealer;
 pub(crate) mod segment;
@@ -71,6 +72,7 @@ pub(crate) use verify::{check_gzip_bytes, check_log_bytes};
 use crate::keys::Keyring;
 use cache::ChunkCache;
 use read::Readers;
+use refusals::Refusals;
 use shared::Shared;
 
 /// When an acknowledged event is on stable storage.
@@ -128,6 +130,9 @@ pub struct Store {
 const HUB_CAPACITY: usize = 1024;
 /// How many append requests may wait for the writer.
 const QUEUE_DEPTH: usize = 4096;
+/// Free bytes on the data directory's disk after which a store that found
+/// it full counts as able to write again: a few large group commits.
+pub(crate) const FREE_TO_RESUME: u64 = 64 * 1024;
 /// Records per page of [`Store::scan`]: enough that a page is split over
 /// the reader threads, few enough that a page's records are held briefly.
 pub(crate) const SCAN_PAGE: usize = 1000;
@@ -154,7 +159,8 @@ impl Store {
             keyring,
             hub,
             poisoned: AtomicBool::new(false),
-            poison_reason: Mutex::new(String::new()),
+            poison_cause: Mutex::new(None),
+            refusals: Refusals::default(),
             manifest: Mutex::new(recovered.manifest),
             cache: Mutex::new(ChunkCache::default()),
             stop: AtomicBool::new(false),
@@ -216,6 +222,15 @@ impl Store {
 
     /// Appends `events` atomically and returns their receipts once durable.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>, StoreError> {
+        let result = self.append_once(events).await;
+        match &result {
+            Ok(_) => self.shared.refusals.written(),
+            Err(e) => self.shared.refusals.refused(e),
+        }
+        result
+    }
+
+    async fn append_once(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>, StoreError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(self.shared.poison_error());
         }
@@ -306,6 +321,22 @@ impl Store {
     /// Whether the store refuses writes after an fsync failure.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Why the store cannot write now, if it cannot: it refuses writes
+    /// until a restart (a failed fsync, the active file gone, a broken
+    /// seal), or its last append found the disk full and there is still
+    /// less than [`FREE_TO_RESUME`] free (so health turns back once space is
+    /// freed, before anyone writes again).
+    pub fn write_refusal(&self) -> Option<String> {
+        if self.is_poisoned() {
+            return Some(self.shared.poison_error().to_string());
+        }
+        let full = self.shared.refusals.disk_full()?;
+        match rustix::fs::statvfs(&self.shared.dir) {
+            Ok(fs) if fs.f_bavail.saturating_mul(fs.f_frsize) >= FREE_TO_RESUME => None,
+            _ => Some(full),
+        }
     }
 
     /// Re-reads every segment and checks every record, the chain across

@@ -7,7 +7,9 @@
 //!
 //! Invariants: every line read is checked to be the record the index
 //! expects (its seq) before it is returned, and a mismatch is an error
-//! naming VerifyIntegrity, never another record; nothing read from a lead
+//! naming VerifyIntegrity, never another record; a compressed segment that
+//! cannot be inflated is an error naming the segment and its seqs, so a
+//! reader can go on after it; nothing read from a lead
 //! copy is served before its MAC and seq are checked, and whatever the copy
 //! lacks or gets wrong is read from the segment itself.
 
@@ -390,15 +392,37 @@ impl Shared {
                     .map_err(StoreError::Read)?;
                 strip(&buf)
             }
-            SegmentFile::Gzip { file, chunks, .. } => {
+            SegmentFile::Gzip {
+                name, file, chunks, ..
+            } => {
                 let (chunk_no, end) = chunk_reach(meta);
                 let inner = end - meta.len as usize;
-                let chunk = self.chunk(meta.segment, chunk_no, file, chunks, need.max(end))?;
-                strip(chunk.get(inner..end).ok_or_else(|| StoreError::Corrupt {
-                    seq: meta.seq,
-                    reason: "the segment index points outside its chunk".into(),
+                let chunk = self
+                    .chunk(meta.segment, chunk_no, file, chunks, need.max(end))
+                    .map_err(|e| self.damaged(name, meta, &e))?;
+                strip(chunk.get(inner..end).ok_or_else(|| {
+                    self.damaged(name, meta, &"the segment index points outside its chunk")
                 })?)
             }
+        }
+    }
+
+    /// The error for a compressed segment `name` that cannot be read where
+    /// `meta` is: it names the segment and its seqs (from the manifest), so
+    /// a caller can read on after it.
+    fn damaged(&self, name: &str, meta: &Meta, reason: &dyn std::fmt::Display) -> StoreError {
+        let span = self
+            .manifest
+            .lock()
+            .ok()
+            .and_then(|m| m.entry(name).map(|e| (e.first_seq, e.last_seq)));
+        let (first_seq, last_seq) = span.unwrap_or((meta.seq, meta.seq));
+        StoreError::SegmentDamaged {
+            file: name.to_owned(),
+            first_seq,
+            last_seq,
+            resume_from: last_seq.saturating_add(1),
+            reason: reason.to_string(),
         }
     }
 

@@ -2,9 +2,12 @@
 //!
 //! 1. **Seal** (writer, [`seal`]), when the active segment is full, when its
 //!    first record is as old as the segment age limit, or on request (see
-//!    `writer`; never an empty one): rename `audit.log` to
-//!    `audit.<UTC time>.log`, create a new empty `audit.log`, fsync the
-//!    directory.
+//!    `writer`; never an empty one): create the new active file as
+//!    `audit.log.tmp`, rename `audit.log` to `audit.<UTC time>.log`, rename
+//!    `audit.log.tmp` to `audit.log`, fsync the directory. What can fail for
+//!    want of an inode or a descriptor fails before anything is renamed, and
+//!    a failed second rename is undone, so a seal that fails leaves
+//!    `audit.log` where it was, and the writer writes on into it.
 //! 2. **Compress** (sealer, [`compress`]): write `<name>.log.gz.tmp` and
 //!    `<name>.idx.tmp`, and the segment's lead copy (`<name>.leads.gz.tmp`,
 //!    `<name>.leads.idx.tmp`, see `leads`), fsync them, rename all to their
@@ -14,7 +17,9 @@
 //! 4. **Delete** (sealer, [`delete`]): remove the plain sealed file, fsync the
 //!    directory.
 //!
-//! A crash between any two steps leaves a state recovery finishes: a plain
+//! A crash between any two steps leaves a state recovery finishes (a stray
+//! `audit.log.tmp` is removed, a sealed file without `audit.log` gets a new
+//! one); a plain
 //! sealed file not in the manifest is compressed again from the start (its
 //! `.tmp` files or an unrecorded `.gz` are simply replaced); one already in
 //! the manifest is just deleted. Nothing is lost because the plain file goes
@@ -59,10 +64,46 @@ pub(super) struct Job {
     pub done: Option<oneshot::Sender<Result<Option<Sealed>, StoreError>>>,
 }
 
-/// Step 1: renames the active file to `audit.<UTC time>.log` and creates a
-/// new one. Returns the sealed name and the new active file (opened for
-/// appending and reading).
-pub(super) fn seal(dir: &Path) -> std::io::Result<(String, File)> {
+/// How step 1 ended when it did not seal.
+#[derive(Debug)]
+pub(super) enum SealError {
+    /// Nothing changed on disk: the writer's file is still `audit.log`.
+    Unchanged(std::io::Error),
+    /// The active file was renamed to `sealed` and neither the new file
+    /// could be put in its place nor the old one put back: no `audit.log`.
+    Broken {
+        sealed: String,
+        error: std::io::Error,
+        undo: std::io::Error,
+    },
+    /// Both renames are done (`sealed` and the new file `active`), but the
+    /// directory fsync that makes them durable failed.
+    Unsynced {
+        sealed: String,
+        active: NewActive,
+        error: std::io::Error,
+    },
+}
+
+/// The new active file: one handle for the writer, one for the readers.
+#[derive(Debug)]
+pub(super) struct NewActive {
+    pub(super) file: File,
+    pub(super) reader: File,
+}
+
+/// How many times step 1 tries to rename the sealed file back after the new
+/// file could not be put in place.
+const UNDO_TRIES: usize = 3;
+
+/// Step 1: renames the active file to `audit.<UTC time>.log` and puts a new
+/// empty one in its place. Everything that can fail for want of a resource
+/// (a free inode, a file descriptor) happens first, on a file of its own
+/// (`audit.log.tmp`), while nothing else has changed; then the two renames,
+/// and a failed second rename is undone. So the writer's file is at
+/// `audit.log` unless this returns the new one, or [`SealError::Broken`].
+/// Returns the sealed name and the new active file.
+pub(super) fn seal(dir: &Path) -> Result<(String, NewActive), SealError> {
     // The time of sealing names the file; a name already taken (two seals in
     // one microsecond, or a clock stepped back) moves on to the next.
     let mut micros = now_micros();
@@ -74,14 +115,65 @@ pub(super) fn seal(dir: &Path) -> std::io::Result<(String, File)> {
         }
         micros += 1;
     };
-    std::fs::rename(dir.join(LOG_FILE), dir.join(&name))?;
+    let (active, sealed) = (dir.join(LOG_FILE), dir.join(&name));
+    let next = durable::tmp_path(&active);
+    let new = prepare(&next).map_err(|e| {
+        let _ = std::fs::remove_file(&next);
+        SealError::Unchanged(e)
+    })?;
+    if let Err(e) = std::fs::rename(&active, &sealed) {
+        let _ = std::fs::remove_file(&next);
+        return Err(SealError::Unchanged(e));
+    }
+    let installed = injected_io(dir, "install").and_then(|()| std::fs::rename(&next, &active));
+    if let Err(error) = installed {
+        let mut undo = std::fs::rename(&sealed, &active);
+        for _ in 1..UNDO_TRIES {
+            if undo.is_ok() {
+                break;
+            }
+            undo = std::fs::rename(&sealed, &active);
+        }
+        let _ = std::fs::remove_file(&next);
+        return match undo {
+            // Whichever of the two names a crash leaves on disk, recovery
+            // reads the same file; no directory fsync is needed.
+            Ok(()) => Err(SealError::Unchanged(error)),
+            Err(undo) => Err(SealError::Broken {
+                sealed: name,
+                error,
+                undo,
+            }),
+        };
+    }
+    if let Err(error) = sync_dir(dir) {
+        return Err(SealError::Unsynced {
+            sealed: name,
+            active: new,
+            error,
+        });
+    }
+    Ok((name, new))
+}
+
+/// Creates the new active file at `next` (a leftover from a seal that failed
+/// or crashed there is replaced), with its second handle.
+fn prepare(next: &Path) -> std::io::Result<NewActive> {
+    match std::fs::remove_file(next) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(dir) = next.parent() {
+        injected_io(dir, "create")?;
+    }
     let file = OpenOptions::new()
         .read(true)
         .append(true)
         .create_new(true)
-        .open(dir.join(LOG_FILE))?;
-    sync_dir(dir)?;
-    Ok((name, file))
+        .open(next)?;
+    let reader = file.try_clone()?;
+    Ok(NewActive { file, reader })
 }
 
 /// The names of a segment's files, from its plain sealed name.
@@ -365,7 +457,7 @@ fn steps(shared: &Shared, attempt: &mut Attempt) -> Result<Sealed, StoreError> {
     let sealed = match &attempt.recorded {
         Some(sealed) => sealed.clone(),
         None => {
-            injected_failure(shared, "compress")?;
+            injected_failure(&shared.dir, "compress")?;
             let (info, index) = compress(
                 &shared.dir,
                 &attempt.plain,
@@ -389,7 +481,7 @@ fn steps(shared: &Shared, attempt: &mut Attempt) -> Result<Sealed, StoreError> {
             sealed
         }
     };
-    injected_failure(shared, "delete")?;
+    injected_failure(&shared.dir, "delete")?;
     delete(&shared.dir, &attempt.plain).map_err(|e| {
         StoreError::Rotate(format!(
             "deleting {} after compressing it: {e}; it is tried again later",
@@ -400,11 +492,12 @@ fn steps(shared: &Shared, attempt: &mut Attempt) -> Result<Sealed, StoreError> {
 }
 
 /// Tests and `fault-injection` builds: a file `FAIL_SEALING` in the data
-/// dir holding `compress` or `delete` fails that step, for as long as it is
-/// there.
+/// dir holding `create` (the new active file), `install` (its rename to
+/// `audit.log`), `compress` or `delete` fails that step, for as long as it
+/// is there.
 #[cfg(any(test, feature = "fault-injection"))]
-fn injected_failure(shared: &Shared, step: &str) -> Result<(), StoreError> {
-    match std::fs::read_to_string(shared.dir.join("FAIL_SEALING")) {
+fn injected_failure(dir: &Path, step: &str) -> Result<(), StoreError> {
+    match std::fs::read_to_string(dir.join("FAIL_SEALING")) {
         Ok(wanted) if wanted.trim() == step => Err(StoreError::Rotate(format!(
             "injected failure of the {step} step (FAIL_SEALING in the data dir)"
         ))),
@@ -413,8 +506,16 @@ fn injected_failure(shared: &Shared, step: &str) -> Result<(), StoreError> {
 }
 
 #[cfg(not(any(test, feature = "fault-injection")))]
-fn injected_failure(_: &Shared, _: &str) -> Result<(), StoreError> {
+fn injected_failure(_: &Path, _: &str) -> Result<(), StoreError> {
     Ok(())
+}
+
+/// [`injected_failure`] as the I/O error of the step it fails.
+fn injected_io(dir: &Path, step: &str) -> std::io::Result<()> {
+    injected_failure(dir, step).map_err(|e| match e {
+        StoreError::Rotate(reason) => std::io::Error::other(reason),
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 /// Crash scenarios: each test builds a log, performs the rotation steps by

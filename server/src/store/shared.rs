@@ -9,6 +9,8 @@
 //! cleared in this process.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
@@ -20,6 +22,7 @@ use super::error::StoreError;
 use super::index::Index;
 use super::manifest::Manifest;
 use super::record::Record;
+use super::refusals::Refusals;
 use super::segment::SegmentFile;
 use crate::keys::Keyring;
 
@@ -30,6 +33,17 @@ pub(crate) const QUARANTINE_FILE: &str = "audit.log.quarantine";
 
 /// One group of records the writer committed, in seq order.
 pub(crate) type Committed = Arc<Vec<Record>>;
+
+/// Why the store refuses every write until a restart.
+#[derive(Debug, Clone)]
+pub(super) enum Poison {
+    /// An fsync failed.
+    Fsync(String),
+    /// The active file is no longer at `audit.log`.
+    FileGone(String),
+    /// A seal left no `audit.log`.
+    SealBroken(String),
+}
 
 /// State the writer, the sealer and the readers share.
 pub(super) struct Shared {
@@ -42,10 +56,14 @@ pub(super) struct Shared {
     pub(super) next_segment: AtomicU32,
     pub(super) keyring: Keyring,
     pub(super) hub: broadcast::Sender<Committed>,
-    /// Set when an fsync failed: the page cache can no longer be trusted, so
-    /// no further write is accepted until a restart recovers from disk.
+    /// Set when an fsync failed (the page cache can no longer be trusted),
+    /// when the active file is no longer at its path, or when a seal left no
+    /// `audit.log`: no further write is accepted until a restart recovers
+    /// from disk. `poison_cause` says which.
     pub(super) poisoned: AtomicBool,
-    pub(super) poison_reason: Mutex<String>,
+    pub(super) poison_cause: Mutex<Option<Poison>>,
+    /// Refused appends, for the log lines and the health of writes.
+    pub(super) refusals: Refusals,
     /// The manifest as last written; every change goes through this lock.
     pub(super) manifest: Mutex<Manifest>,
     pub(super) cache: Mutex<ChunkCache>,
@@ -79,20 +97,50 @@ impl Shared {
         id
     }
 
+    /// Refuses every later write after a failed fsync.
     pub(super) fn poison(&self, reason: String) {
-        tracing::error!(%reason, "store refuses further writes");
-        if let Ok(mut r) = self.poison_reason.lock() {
-            *r = reason;
+        self.poison_with(Poison::Fsync(reason));
+    }
+
+    /// Refuses every later write, for `cause`; the first cause is kept.
+    pub(super) fn poison_with(&self, cause: Poison) {
+        if let Ok(mut kept) = self.poison_cause.lock() {
+            if kept.is_some() {
+                return;
+            }
+            *kept = Some(cause);
         }
         self.poisoned.store(true, Ordering::Release);
+        tracing::error!(error = %self.poison_error(), "the store stopped accepting writes");
     }
 
     pub(super) fn poison_error(&self) -> StoreError {
-        let reason = self
-            .poison_reason
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default();
-        StoreError::Poisoned(reason)
+        let cause = self.poison_cause.lock().ok().and_then(|c| c.clone());
+        match cause {
+            Some(Poison::FileGone(r)) => StoreError::ActiveFileGone(r),
+            Some(Poison::SealBroken(r)) => StoreError::SealBroken(r),
+            Some(Poison::Fsync(r)) => StoreError::Poisoned(r),
+            None => StoreError::Poisoned(String::new()),
+        }
+    }
+
+    /// Whether `file`, the writer's active file, is still the file at
+    /// `audit.log`: same device and inode, and not unlinked. An `Err` says
+    /// what became of it.
+    pub(super) fn check_in_place(&self, file: &File) -> Result<(), String> {
+        let open = file
+            .metadata()
+            .map_err(|e| format!("the open active file cannot be examined ({e})"))?;
+        if open.nlink() == 0 {
+            return Err(format!("{LOG_FILE} was deleted"));
+        }
+        match std::fs::metadata(self.dir.join(LOG_FILE)) {
+            Ok(on_disk) if (on_disk.dev(), on_disk.ino()) == (open.dev(), open.ino()) => Ok(()),
+            Ok(_) => Err(format!("{LOG_FILE} was replaced by another file")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(format!("{LOG_FILE} was moved away"))
+            }
+            Err(e) => Err(format!("{LOG_FILE} cannot be examined ({e})")),
+        }
     }
 }

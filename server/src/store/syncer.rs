@@ -5,8 +5,10 @@
 //! meanwhile the writer builds and writes the next group.
 //!
 //! Invariant: nothing is indexed, published or acknowledged before its
-//! `fdatasync` returned (under the default durability); a failed one
-//! poisons the store, and every group waiting fails with it.
+//! `fdatasync` returned (under the default durability) and the file it
+//! went to was found still at `audit.log` (same device and inode, not
+//! unlinked); a failed fsync or a file gone poisons the store, and every
+//! group waiting fails with it.
 
 use std::fs::File;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::record::Record;
-use super::shared::Shared;
+use super::shared::{Poison, Shared};
 use super::{Durability, Receipt};
 
 /// How many written groups may wait for the syncer before the writer waits.
@@ -87,7 +89,7 @@ impl Syncer {
         let synced = if self.shared.poisoned.load(Ordering::Acquire) {
             Err(self.shared.poison_error())
         } else {
-            self.sync_all(&groups)
+            self.sync_all(&groups).and_then(|()| self.in_place(&groups))
         };
         if let Err(e) = synced {
             for s in groups.into_iter().flat_map(|g| g.staged) {
@@ -152,6 +154,19 @@ impl Syncer {
             }
         }
         Ok(())
+    }
+
+    /// Whether the file the groups went to is still `audit.log`: what is
+    /// written to a file deleted or replaced under the server is not on
+    /// disk, and is never acknowledged. A file gone poisons the store.
+    fn in_place(&self, groups: &[Written]) -> Result<(), StoreError> {
+        let Some(last) = groups.iter().rev().find(|g| !g.records.is_empty()) else {
+            return Ok(());
+        };
+        self.shared.check_in_place(&last.file).map_err(|reason| {
+            self.shared.poison_with(Poison::FileGone(reason));
+            self.shared.poison_error()
+        })
     }
 
     fn sync(&self, file: &File) -> std::io::Result<()> {

@@ -140,6 +140,43 @@ async fn crash_after_seal() {
     check_recovers(dir.path()).await;
 }
 
+/// A seal failing at either of its steps that can fail for want of a
+/// resource leaves `audit.log` the same file, whole, and no stray file; a
+/// crash between the two renames recovers.
+#[tokio::test]
+async fn a_failed_seal_leaves_the_active_file_in_place() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    let dir = build().await;
+    let active = dir.path().join(LOG_FILE);
+    let before = (
+        std::fs::read(&active).unwrap(),
+        active.metadata().unwrap().ino(),
+    );
+    for step in ["create", "install"] {
+        std::fs::write(dir.path().join("FAIL_SEALING"), step).unwrap();
+        match seal(dir.path()) {
+            Err(SealError::Unchanged(e)) => assert!(e.to_string().contains(step), "{e}"),
+            other => panic!("{step}: {other:?}"),
+        }
+        let after = (
+            std::fs::read(&active).unwrap(),
+            active.metadata().unwrap().ino(),
+        );
+        assert!(after == before, "{step}: audit.log changed");
+        assert_eq!(files(dir.path()), ["FAIL_SEALING", LOG_FILE], "{step}");
+    }
+    std::fs::remove_file(dir.path().join("FAIL_SEALING")).unwrap();
+    // A crash between the two renames: the new file is only a leftover.
+    std::fs::write(durable::tmp_path(&active), b"").unwrap();
+    std::fs::rename(
+        &active,
+        dir.path().join("audit.20260101T000000.000000Z.log"),
+    )
+    .unwrap();
+    check_recovers(dir.path()).await;
+}
+
 #[tokio::test]
 async fn crash_during_compression() {
     let dir = build().await;

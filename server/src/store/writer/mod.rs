@@ -25,15 +25,23 @@
 //! until the segment falls due (a timed receive on a clock of its own), so a
 //! log that nobody writes to is sealed on time too: retention deletes only
 //! sealed, compressed segments, and this is what bounds how long an event
-//! can outlive the retention period. A seal by age that fails is tried again
-//! `AGE_RETRY` later rather than on every turn (`rotation.rs`).
+//! can outlive the retention period. A seal by size or by age that fails is
+//! tried again `SEAL_RETRY` later rather than on every turn (`rotation.rs`),
+//! and a failed seal never leaves the writer writing to a file that is not
+//! at `audit.log` (see `sealer::seal`).
+//!
+//! The file must stay at `audit.log`: the syncer checks it at each sync,
+//! and an idle writer every `IDLE_CHECK`; a file deleted, moved or replaced
+//! under the server poisons the store, so nothing written after it is
+//! acknowledged.
 //!
 //! Failure rules: a failed `write` is cut back off the file (`set_len`) and
 //! fails the group with nothing written and no seq consumed (groups written
 //! before it and still being synced are whole and unaffected). A failed
 //! `fdatasync` poisons the store: after it the page cache cannot be trusted,
 //! so the data is never re-synced as if nothing happened; every later write
-//! fails until a restart recovers from what is on disk.
+//! fails until a restart recovers from what is on disk. Refused appends are
+//! logged rate limited (`refusals.rs`), not one line each.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -86,12 +94,17 @@ pub(super) struct Active {
 /// What the writer's wait for a request ended with.
 enum Received {
     Command(Command),
-    /// The active segment fell due for sealing by age first.
-    Due,
+    /// Nothing came before the segment fell due for sealing by age, or
+    /// before [`IDLE_CHECK`].
+    Idle,
     /// Every sender is gone: shutdown.
     Closed,
 }
 
+/// How often an idle writer checks that its file is still `audit.log` (the
+/// syncer checks at every sync), so a file deleted under an idle server is
+/// reported before anyone writes.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The most events one group commit takes.
 const MAX_GROUP_EVENTS: usize = 16 * 1024;
 /// The most bytes one group commit writes, checked between requests.
@@ -111,8 +124,8 @@ pub(super) struct Writer {
     /// Seal the active segment once its first record is this old; `None`:
     /// never by age.
     max_segment_age: Option<Duration>,
-    /// After a failed seal by age, not before this.
-    age_retry_at: Option<Instant>,
+    /// After a failed seal (by size or by age), not before this.
+    seal_retry_at: Option<Instant>,
     sealer: std::sync::mpsc::Sender<Job>,
     syncer: SyncSender<ToSyncer>,
     shared: Arc<Shared>,
@@ -169,7 +182,7 @@ impl Writer {
             segment_first_timestamp,
             max_segment_bytes,
             max_segment_age,
-            age_retry_at: None,
+            seal_retry_at: None,
             sealer,
             syncer,
             shared,
@@ -183,29 +196,30 @@ impl Writer {
 
     /// Serves requests until every sender is gone, then returns.
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        // The clock the idle writer waits on when the active segment must be
-        // sealed by age: a runtime of this thread's own, with only a timer.
-        let clock = match self.max_segment_age {
-            None => None,
-            Some(_) => match tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-            {
-                Ok(rt) => Some(rt),
-                Err(e) => {
-                    tracing::error!(
-                        error = %e,
-                        "no timer for sealing by age; an idle log is sealed at its next write"
-                    );
-                    None
-                }
-            },
+        // The clock the idle writer waits on: a runtime of this thread's own,
+        // with only a timer.
+        let clock = match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::error!(
+                    error = %e,
+                    "no timer for the idle writer; an idle log is sealed, and a deleted \
+                     audit.log noticed, at the next write"
+                );
+                None
+            }
         };
         loop {
             self.seal_if_due();
             let first = match self.receive(&mut rx, clock.as_ref()) {
                 Received::Command(c) => c,
-                Received::Due => continue,
+                Received::Idle => {
+                    self.check_in_place();
+                    continue;
+                }
                 Received::Closed => break,
             };
             let mut group = Vec::new();
@@ -227,11 +241,7 @@ impl Writer {
             if !group.is_empty() {
                 self.commit(group);
             }
-            if self.len >= self.max_segment_bytes
-                && let Err(e) = self.rotate(None)
-            {
-                tracing::error!(error = %e, "automatic rotation failed; writing on");
-            }
+            self.seal_if_full();
             for (wait, reply) in rotations {
                 self.rotate_on_request(wait, reply);
             }
@@ -246,8 +256,8 @@ impl Writer {
         }
     }
 
-    /// Waits for the next request, but when the active segment must be
-    /// sealed by age, no longer than until it falls due.
+    /// Waits for the next request, but no longer than [`IDLE_CHECK`], or
+    /// until the active segment falls due for sealing by age.
     fn receive(
         &self,
         rx: &mut mpsc::Receiver<Command>,
@@ -260,12 +270,12 @@ impl Writer {
             Err(mpsc::error::TryRecvError::Disconnected) => return Received::Closed,
             Err(mpsc::error::TryRecvError::Empty) => {}
         }
-        let wait = clock.zip(self.due_in());
-        let next = match wait {
-            Some((clock, wait)) => {
+        let wait = self.due_in().map_or(IDLE_CHECK, |due| due.min(IDLE_CHECK));
+        let next = match clock {
+            Some(clock) => {
                 match clock.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
                     Ok(next) => next,
-                    Err(_) => return Received::Due,
+                    Err(_) => return Received::Idle,
                 }
             }
             None => rx.blocking_recv(),
@@ -488,7 +498,7 @@ impl Writer {
                     "a write failed ({err}) and cutting it back failed too ({cut})"
                 ));
             }
-            tracing::warn!(error = %err, "append failed");
+            // Logged, rate limited, where the refusal is counted (`refusals`).
             return Err(err);
         }
         Ok(())

@@ -11,14 +11,59 @@ use tokio::sync::oneshot;
 use super::Writer;
 use crate::clock::now_micros;
 use crate::store::error::StoreError;
-use crate::store::sealer::{self, Job, Sealed};
+use crate::store::sealer::{self, Job, SealError, Sealed};
 use crate::store::segment::SegmentFile;
-use crate::store::shared::LOG_FILE;
+use crate::store::shared::{LOG_FILE, Poison};
 
-/// How long after a failed seal by age the writer tries again.
-const AGE_RETRY: Duration = Duration::from_secs(30);
+/// How long after a failed seal by size or by age the writer tries again.
+const SEAL_RETRY: Duration = Duration::from_secs(30);
 
 impl Writer {
+    /// What a failed seal leaves: the writer's idea of its file follows the
+    /// disk. Unchanged, it writes on; with the new file in place but the
+    /// directory not synced, it takes the new file and the store refuses
+    /// writes (as after any failed fsync); with no `audit.log` at all, the
+    /// store refuses writes until a restart finishes the seal.
+    fn seal_failed(&mut self, failure: SealError) -> StoreError {
+        match failure {
+            SealError::Unchanged(e) => StoreError::Rotate(format!(
+                "{e}; nothing changed: the log is still written to {LOG_FILE}; rotate again once \
+                 the cause is fixed (a seal by size or age is tried again by itself)"
+            )),
+            SealError::Broken {
+                sealed,
+                error,
+                undo,
+            } => {
+                let reason = format!(
+                    "sealing renamed {LOG_FILE} to {sealed}, then could neither put a new \
+                     {LOG_FILE} in place ({error}) nor rename {sealed} back ({undo})"
+                );
+                self.shared.poison_with(Poison::SealBroken(reason));
+                self.shared.poison_error()
+            }
+            SealError::Unsynced {
+                sealed,
+                active,
+                error,
+            } => {
+                self.file = Arc::new(active.file);
+                self.len = 0;
+                self.shared.active_len.store(0, Ordering::Release);
+                self.segment = self.shared.add_segment(SegmentFile::Plain {
+                    name: LOG_FILE.to_owned(),
+                    file: active.reader,
+                });
+                self.segment_first = 0;
+                self.segment_first_timestamp = None;
+                let reason =
+                    format!("fsync of the data directory failed after sealing {sealed} ({error})");
+                self.shared.poison_with(Poison::Fsync(reason));
+                self.shared.poison_error()
+            }
+        }
+    }
+
     /// How long until the active segment is due to be sealed by age (zero:
     /// now); `None` when it never is. A poisoned store seals nothing: the
     /// page cache it would compress from can no longer be trusted.
@@ -31,7 +76,7 @@ impl Writer {
             self.max_segment_age,
             now_micros(),
         )?;
-        let retry = self.age_retry_at.map_or(Duration::ZERO, |at| {
+        let retry = self.seal_retry_at.map_or(Duration::ZERO, |at| {
             at.saturating_duration_since(Instant::now())
         });
         Some(due.max(retry))
@@ -39,19 +84,45 @@ impl Writer {
 
     /// Seals the active segment if its first record is old enough.
     pub(super) fn seal_if_due(&mut self) {
-        if self.due_in() != Some(Duration::ZERO) {
-            return;
+        if self.due_in() == Some(Duration::ZERO) {
+            self.seal_on_schedule("age");
         }
+    }
+
+    /// Seals the active segment if it is full, unless a seal failed less
+    /// than [`SEAL_RETRY`] ago.
+    pub(super) fn seal_if_full(&mut self) {
+        let waiting = self.seal_retry_at.is_some_and(|at| Instant::now() < at);
+        if self.len >= self.max_segment_bytes
+            && !waiting
+            && !self.shared.poisoned.load(Ordering::Acquire)
+        {
+            self.seal_on_schedule("size");
+        }
+    }
+
+    /// An automatic seal; after a failure, the next is [`SEAL_RETRY`] later.
+    fn seal_on_schedule(&mut self, by: &str) {
         match self.rotate(None) {
-            Ok(_) => self.age_retry_at = None,
+            Ok(_) => self.seal_retry_at = None,
             Err(e) => {
                 tracing::error!(
                     error = %e,
-                    retry_secs = AGE_RETRY.as_secs(),
-                    "rotation by age failed; writing on"
+                    retry_secs = SEAL_RETRY.as_secs(),
+                    "rotation by {by} failed"
                 );
-                self.age_retry_at = Some(Instant::now() + AGE_RETRY);
+                self.seal_retry_at = Some(Instant::now() + SEAL_RETRY);
             }
+        }
+    }
+
+    /// Poisons the store if its file is no longer `audit.log`.
+    pub(super) fn check_in_place(&self) {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return;
+        }
+        if let Err(reason) = self.shared.check_in_place(&self.file) {
+            self.shared.poison_with(Poison::FileGone(reason));
         }
     }
 
@@ -83,25 +154,34 @@ impl Writer {
         // The sealed file must be whole and durable, and indexed, before the
         // sealer reads it.
         self.flush();
+        // A poisoned store renames nothing (what it holds is for a restart to
+        // recover), and neither does a writer whose file is no longer the one
+        // at `audit.log`.
+        self.check_in_place();
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            let err = self.shared.poison_error();
+            if let Some(done) = done {
+                let _ = done.send(Err(err.duplicate()));
+            }
+            return Err(err);
+        }
         let (first_seq, last_seq) = (self.segment_first, self.next_seq - 1);
         let dir = self.shared.dir.clone();
-        let result = sealer::seal(&dir).and_then(|(plain_name, file)| {
-            let segment = self.shared.add_segment(SegmentFile::Plain {
-                name: LOG_FILE.to_owned(),
-                file: file.try_clone()?,
-            });
-            Ok((plain_name, file, segment))
-        });
-        let (plain_name, file, segment) = match result {
-            Ok(r) => r,
-            Err(e) => {
-                let err = StoreError::Rotate(e.to_string());
+        let (plain_name, new) = match sealer::seal(&dir) {
+            Ok(sealed) => sealed,
+            Err(failure) => {
+                let err = self.seal_failed(failure);
                 if let Some(done) = done {
-                    let _ = done.send(Err(StoreError::Rotate(e.to_string())));
+                    let _ = done.send(Err(err.duplicate()));
                 }
                 return Err(err);
             }
         };
+        let segment = self.shared.add_segment(SegmentFile::Plain {
+            name: LOG_FILE.to_owned(),
+            file: new.reader,
+        });
+        let file = new.file;
         let sealed = Sealed {
             file: plain_name.clone(),
             first_seq,

@@ -1,0 +1,120 @@
+//! Faults on the write path while the server runs: a seal that fails part
+//! way, the active file deleted under the server, and what health says
+//! meanwhile. Faults are injected through files in the data directory (the
+//! `fault-injection` feature, on for tests) or made for real.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use auditlog_client::NewEvent;
+use common::{
+    TestServer, assert_whole, field, health_of, plain_sealed, read_lines, wait_for_health,
+};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// The service name a load balancer probes for writes.
+const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
+
+fn event(i: u64) -> NewEvent {
+    NewEvent::email_sent(format!("LEAD-{i}"), "someone@example.com", "hello")
+}
+
+/// A seal whose new active file cannot be created, or cannot be put in
+/// place, changes nothing on disk: writes go on into the file at
+/// `audit.log`, verification stays clean, and once the fault is gone the
+/// next rotation seals everything written meanwhile, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seal_failing_part_way_leaves_audit_log_in_place_and_a_later_one_succeeds() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.push(client.log(event(i)).await.unwrap());
+    }
+    let trigger = server.data_dir.join("FAIL_SEALING");
+    for step in ["create", "install"] {
+        std::fs::write(&trigger, step).unwrap();
+        let e = client.rotate(false).await.unwrap_err();
+        assert!(e.to_string().contains("injected failure"), "{step}: {e}");
+        for i in 0..5 {
+            acked.push(client.log(event(i)).await.unwrap());
+        }
+        // The writer wrote where the disk says the active file is.
+        let lines = read_lines(&server.log_path());
+        assert_eq!(lines.len(), acked.len(), "{step}");
+        assert_eq!(
+            field(lines.last().unwrap(), "signature"),
+            acked.last().unwrap().signature,
+            "{step}"
+        );
+        assert!(plain_sealed(&server.data_dir).is_empty(), "{step}");
+        let report = client.verify().await.unwrap();
+        assert!(report.ok, "{step}: {:?}", report.problems);
+        let channel = server.channel().await;
+        assert_eq!(
+            health_of(&channel, AUDIT_SERVICE).await.unwrap(),
+            ServingStatus::Serving,
+            "{step}: nothing stops writes"
+        );
+    }
+
+    std::fs::remove_file(&trigger).unwrap();
+    let sealed = client.rotate(true).await.unwrap();
+    assert!(sealed.rotated, "{sealed:?}");
+    assert_eq!((sealed.first_seq, sealed.last_seq), (1, 15));
+    acked.push(client.log(event(99)).await.unwrap());
+    assert_eq!(read_lines(&server.log_path()).len(), 1);
+    assert_whole(&client, &acked).await;
+}
+
+/// `audit.log` deleted under a running server: what is written after it
+/// would only be in a file no longer on disk, so nothing is acknowledged,
+/// every write fails with a status that says what happened and what to do,
+/// and health of writes turns NOT_SERVING while reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_active_file_stops_acknowledgements_and_health_of_writes() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for i in 0..5 {
+        client.log(event(i)).await.unwrap();
+    }
+    let channel = server.channel().await;
+    assert_eq!(
+        health_of(&channel, AUDIT_SERVICE).await.unwrap(),
+        ServingStatus::Serving
+    );
+    std::fs::remove_file(server.log_path()).unwrap();
+
+    for i in 5..10 {
+        let e = client.log(event(i)).await.unwrap_err();
+        assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+        let message = e.to_string();
+        assert!(
+            message.contains("audit.log was deleted") && message.contains("restart"),
+            "{message}"
+        );
+    }
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
+    assert_eq!(
+        health_of(&channel, "").await.unwrap(),
+        ServingStatus::Serving
+    );
+    assert_eq!(client.stats(None).await.unwrap().head_seq, 5);
+    let e = client.rotate(false).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+}
+
+/// Deleted under an idle server: health of writes says so before anyone
+/// writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_active_file_is_noticed_by_an_idle_server() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.log(event(0)).await.unwrap();
+    std::fs::remove_file(server.log_path()).unwrap();
+    let channel = server.channel().await;
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
+    let e = client.log(event(1)).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+}
