@@ -347,7 +347,10 @@ async fn a_token_at_its_in_flight_cap_is_refused_and_another_is_served() {
         c.max_in_flight_per_token = 1;
     })
     .await;
-    let (busy, other) = (client(&server, &FREE).await, client(&server, &NEIGHBOUR).await);
+    let (busy, other) = (
+        client(&server, &FREE).await,
+        client(&server, &NEIGHBOUR).await,
+    );
     busy.log(event(0)).await.unwrap();
     let hold = server.data_dir.join("HOLD_VERIFICATION");
     std::fs::write(&hold, b"").unwrap();
@@ -384,7 +387,11 @@ async fn verifications_run_one_at_a_time_at_low_priority_and_a_crowd_is_refused(
     };
     let first = verify();
     let tid = one_held(&server.data_dir).await;
-    assert_eq!(nice_of(tid), 19, "the verification runs at the lowest priority");
+    assert_eq!(
+        nice_of(tid),
+        19,
+        "the verification runs at the lowest priority"
+    );
 
     // One more may wait; of two more, one is refused at once. Were both let
     // in, a second would be held beside the first.

@@ -233,7 +233,6 @@ pub async fn run(
         .max_concurrent_streams(Some(config.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_keepalive(Some(Duration::from_secs(config.keepalive_secs)))
         .timeout(Duration::from_secs(config.handler_timeout_secs));
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
@@ -249,6 +248,7 @@ pub async fn run(
         listener,
         max_connections,
         Duration::from_secs(config.handshake_timeout_secs),
+        Duration::from_secs(config.keepalive_secs),
     );
     let serve = builder
         .layer(limits::ShedLayer::new(

@@ -221,9 +221,7 @@ mod tests {
 
     fn request(path: &str, token: &str) -> http::Request<()> {
         let mut req = http::Request::builder().uri(path).body(()).unwrap();
-        req.extensions_mut().insert(Caller {
-            name: token.into(),
-        });
+        req.extensions_mut().insert(Caller { name: token.into() });
         req
     }
 

@@ -11,6 +11,9 @@
 //!   TLS ClientHello. A connection that sends nothing would otherwise stay
 //!   open for ever: the HTTP/2 keepalive pings only start once the handshake
 //!   is done. After that, keepalive reaps peers that stop answering.
+//! - Each gets TCP_NODELAY (Nagle's algorithm would hold back a response's
+//!   last small write until the peer's delayed ACK) and TCP keepalive after
+//!   `keepalive_secs` idle.
 //! - At start the soft limit on open files is raised to the hard limit, and
 //!   the connection cap is lowered if the limit leaves fewer than
 //!   [`RESERVED_FDS`] descriptors beside it.
@@ -50,6 +53,7 @@ pub(crate) struct Incoming {
     slots: Arc<Semaphore>,
     max: usize,
     handshake_timeout: Duration,
+    keepalive: socket2::TcpKeepalive,
     /// Set while accepting pauses after an error.
     pause: Option<Pin<Box<Sleep>>>,
     /// Connections closed for want of a slot since the last warning, and when
@@ -59,17 +63,20 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
-    /// Accepts on `listener`, at most `max_connections` open at a time.
+    /// Accepts on `listener`, at most `max_connections` open at a time, with
+    /// TCP keepalive probes after `keepalive` idle.
     pub(crate) fn new(
         listener: TcpListener,
         max_connections: usize,
         handshake_timeout: Duration,
+        keepalive: Duration,
     ) -> Incoming {
         Incoming {
             listener,
             slots: Arc::new(Semaphore::new(max_connections)),
             max: max_connections,
             handshake_timeout,
+            keepalive: socket2::TcpKeepalive::new().with_time(keepalive),
             pause: None,
             refused: 0,
             warned: None,
@@ -116,11 +123,11 @@ impl futures::Stream for Incoming {
                 self.note_refused();
                 continue;
             };
-            // Nagle's algorithm would hold back a response's last small
-            // write until the peer's delayed ACK: tens of milliseconds per
-            // call.
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+            if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&self.keepalive) {
+                tracing::debug!(error = %e, "could not set TCP keepalive");
             }
             return Poll::Ready(Some(Ok(Conn {
                 stream,

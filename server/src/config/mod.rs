@@ -366,7 +366,10 @@ impl Config {
             ("request_read_timeout_secs", self.request_read_timeout_secs),
             ("handshake_timeout_secs", self.handshake_timeout_secs),
             ("max_connections", self.max_connections as u64),
-            ("max_in_flight_per_token", self.max_in_flight_per_token as u64),
+            (
+                "max_in_flight_per_token",
+                self.max_in_flight_per_token as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

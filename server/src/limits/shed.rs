@@ -122,9 +122,7 @@ where
             };
             // Held until the handler has answered (for a stream: until it
             // has started).
-            let response = inner
-                .call(http::Request::from_parts(parts, body))
-                .await;
+            let response = inner.call(http::Request::from_parts(parts, body)).await;
             drop(permit);
             response
         }))
@@ -214,7 +212,13 @@ mod tests {
         let log = "/auditlog.v1.AuditService/Log";
         let first = tokio::spawn(shed.ready().await.unwrap().call(request(log)));
         first_entered.recv().await.unwrap();
-        let refused = shed.ready().await.unwrap().call(request(log)).await.unwrap();
+        let refused = shed
+            .ready()
+            .await
+            .unwrap()
+            .call(request(log))
+            .await
+            .unwrap();
         assert_eq!(code(&refused), Some(tonic::Code::ResourceExhausted));
         let probe = shed
             .ready()
@@ -225,7 +229,13 @@ mod tests {
         assert_eq!(code(&probe.await.unwrap()), None);
         assert_eq!(code(&first.await.unwrap().unwrap()), None);
         // The slot is back.
-        let again = shed.ready().await.unwrap().call(request(log)).await.unwrap();
+        let again = shed
+            .ready()
+            .await
+            .unwrap()
+            .call(request(log))
+            .await
+            .unwrap();
         assert_eq!(code(&again), None);
     }
 
