@@ -14,9 +14,13 @@
 //! first changes nothing for them: tonic too waits for the end of the request
 //! before it calls the handler.
 //!
-//! What a call costs before its slot is bounded elsewhere: streams per
-//! connection (`max_streams_per_connection`), connections
-//! (`max_connections`, `listener.rs`), and the read timeout.
+//! The bytes buffered at once are bounded as before, when at most
+//! `max_in_flight` calls decoded their message: by `max_in_flight` times
+//! [`MAX_REQUEST_BYTES`]. A chunk that would pass that budget is refused with
+//! RESOURCE_EXHAUSTED; headers alone take none of it. What else a call costs
+//! before its slot is bounded elsewhere: streams per connection
+//! (`max_streams_per_connection`), connections (`max_connections`,
+//! `listener.rs`), and the read timeout.
 //!
 //! Health and reflection (a bidirectional stream) are passed through as they
 //! come, so probes still see the truth.
@@ -27,7 +31,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt as _;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 
 use super::is_exempt;
@@ -43,6 +47,8 @@ pub(crate) struct ShedLayer {
     permits: Arc<Semaphore>,
     max: usize,
     read_timeout: Duration,
+    /// The request bytes that may be buffered at once, one permit a byte.
+    buffered: Arc<Semaphore>,
 }
 
 impl ShedLayer {
@@ -51,6 +57,11 @@ impl ShedLayer {
             permits: Arc::new(Semaphore::new(max_in_flight)),
             max: max_in_flight,
             read_timeout,
+            buffered: Arc::new(Semaphore::new(
+                max_in_flight
+                    .saturating_mul(MAX_REQUEST_BYTES)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
         }
     }
 
@@ -112,8 +123,9 @@ where
         let layer = self.layer.clone();
         futures::future::Either::Right(Box::pin(async move {
             let (parts, body) = req.into_parts();
-            let body = match read_whole(body, layer.read_timeout).await {
-                Ok(body) => body,
+            let budget = Arc::clone(&layer.buffered);
+            let (body, bytes) = match read_whole(body, layer.read_timeout, budget).await {
+                Ok(read) => read,
                 Err(status) => return Ok(status.into_http()),
             };
             let permit = match layer.admit() {
@@ -123,15 +135,20 @@ where
             // Held until the handler has answered (for a stream: until it
             // has started).
             let response = inner.call(http::Request::from_parts(parts, body)).await;
-            drop(permit);
+            drop((permit, bytes));
             response
         }))
     }
 }
 
 /// Reads a request body to its end within `limit`, and gives it back as a
-/// body that is all there.
-async fn read_whole(mut body: Body, limit: Duration) -> Result<Body, tonic::Status> {
+/// body that is all there, with its bytes' share of `budget`.
+async fn read_whole(
+    mut body: Body,
+    limit: Duration,
+    budget: Arc<Semaphore>,
+) -> Result<(Body, Option<OwnedSemaphorePermit>), tonic::Status> {
+    let mut taken: Option<OwnedSemaphorePermit> = None;
     let read = async {
         let mut data = BytesMut::new();
         let mut trailers = None;
@@ -147,6 +164,19 @@ async fn read_whole(mut body: Body, limit: Duration) -> Result<Body, tonic::Stat
                              message may be; send fewer events per LogBatch"
                         )));
                     }
+                    let share = u32::try_from(chunk.len())
+                        .ok()
+                        .and_then(|n| Arc::clone(&budget).try_acquire_many_owned(n).ok())
+                        .ok_or_else(|| {
+                            tonic::Status::resource_exhausted(
+                                "the server is buffering as many request bytes as it may; \
+                                 retry with backoff",
+                            )
+                        })?;
+                    match &mut taken {
+                        Some(t) => t.merge(share),
+                        None => taken = Some(share),
+                    }
                     data.extend_from_slice(&chunk);
                 }
                 Err(frame) => trailers = frame.into_trailers().ok(),
@@ -161,7 +191,7 @@ async fn read_whole(mut body: Body, limit: Duration) -> Result<Body, tonic::Stat
             limit.as_secs()
         ))
     })??;
-    Ok(whole_body(data, trailers))
+    Ok((whole_body(data, trailers), taken))
 }
 
 /// A body of `data`, then `trailers` if the request had any.
@@ -229,6 +259,55 @@ mod tests {
         assert_eq!(code(&probe.await.unwrap()), None);
         assert_eq!(code(&first.await.unwrap().unwrap()), None);
         // The slot is back.
+        let again = shed
+            .ready()
+            .await
+            .unwrap()
+            .call(request(log))
+            .await
+            .unwrap();
+        assert_eq!(code(&again), None);
+    }
+
+    #[tokio::test]
+    async fn buffered_bytes_are_bounded_until_the_handler_answers() {
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let (entered, mut first_entered) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let held = Arc::new(tokio::sync::Mutex::new(Some(held)));
+        let inner = tower::service_fn(move |_req: http::Request<Body>| {
+            let held = Arc::clone(&held);
+            let entered = entered.clone();
+            async move {
+                if let Some(rx) = held.lock().await.take() {
+                    let _ = entered.send(());
+                    let _ = rx.await;
+                }
+                Ok::<_, std::convert::Infallible>(http::Response::new(Body::empty()))
+            }
+        });
+        // One slot: a budget of one largest message.
+        let mut shed = ShedLayer::new(1, Duration::from_secs(10)).layer(inner);
+        let log = "/auditlog.v1.AuditService/Log";
+        let largest = whole_body(Bytes::from(vec![0u8; MAX_REQUEST_BYTES]), None);
+        let largest = http::Request::builder().uri(log).body(largest).unwrap();
+        let first = tokio::spawn(shed.ready().await.unwrap().call(largest));
+        first_entered.recv().await.unwrap();
+        let refused = shed
+            .ready()
+            .await
+            .unwrap()
+            .call(request(log))
+            .await
+            .unwrap();
+        let status = tonic::Status::from_header_map(refused.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            status.message().contains("buffering"),
+            "{}",
+            status.message()
+        );
+        let _ = release.send(());
+        assert_eq!(code(&first.await.unwrap().unwrap()), None);
         let again = shed
             .ready()
             .await
