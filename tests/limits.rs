@@ -8,6 +8,12 @@
 //!   token is served again. Waits poll for the refill with a generous
 //!   deadline, never assert a duration.
 //! - A LogBatch counts as one call, however many events it carries.
+//! - A token at `max_in_flight_per_token` is refused while another token is
+//!   served; a verification held open by the `HOLD_VERIFICATION` test hook
+//!   keeps the slot.
+//! - Verifications run one at a time, at nice 19, with at most
+//!   `max_queued_verifications` waiting; one more is refused with
+//!   RESOURCE_EXHAUSTED at once.
 //! - Bad limits in the config file stop the `auditlog-server` binary with an
 //!   error naming the token and the key.
 
@@ -301,4 +307,117 @@ fn bad_rate_limits_are_refused_naming_the_token_and_the_key() {
         assert_eq!(code, Some(1), "{extra}: {out}");
         assert!(out.contains(key), "{extra}: {key:?} not in {out}");
     }
+}
+
+/// How many verifications are inside the `HOLD_VERIFICATION` hook, and the
+/// thread ids of their markers.
+fn held_verifications(dir: &std::path::Path) -> Vec<u32> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_prefix("VERIFYING.")?.parse().ok()
+        })
+        .collect()
+}
+
+/// Waits until exactly one verification is held, and returns its thread id.
+async fn one_held(dir: &std::path::Path) -> u32 {
+    wait_until("a verification to be held", || async move {
+        match held_verifications(dir)[..] {
+            [tid] => Ok(tid),
+            ref other => Err(format!("{} held", other.len())),
+        }
+    })
+    .await
+}
+
+/// The nice value of a thread of this process.
+fn nice_of(tid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // The fields after the command name in parentheses; nice is field 19.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(16).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_at_its_in_flight_cap_is_refused_and_another_is_served() {
+    let server = TestServer::start_with(|c| {
+        c.tokens = [&FREE, &NEIGHBOUR].into_iter().map(token_config).collect();
+        c.max_in_flight_per_token = 1;
+    })
+    .await;
+    let (busy, other) = (
+        client(&server, &FREE).await,
+        client(&server, &NEIGHBOUR).await,
+    );
+    busy.log(event(0)).await.unwrap();
+    let hold = server.data_dir.join("HOLD_VERIFICATION");
+    std::fs::write(&hold, b"").unwrap();
+    let verifying = tokio::spawn({
+        let busy = busy.clone();
+        async move { busy.verify().await }
+    });
+    one_held(&server.data_dir).await;
+    let refused = status(busy.log(event(1)).await.unwrap_err());
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("max_in_flight_per_token"),
+        "{}",
+        refused.message()
+    );
+    other.log(event(2)).await.unwrap();
+    std::fs::remove_file(&hold).unwrap();
+    assert!(verifying.await.unwrap().unwrap().ok);
+    busy.log(event(3)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verifications_run_one_at_a_time_at_low_priority_and_a_crowd_is_refused() {
+    let server = TestServer::start_with(|c| c.max_queued_verifications = 1).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    for i in 0..5 {
+        client.log(event(i)).await.unwrap();
+    }
+    let hold = server.data_dir.join("HOLD_VERIFICATION");
+    std::fs::write(&hold, b"").unwrap();
+    let verify = || {
+        let client = client.clone();
+        tokio::spawn(async move { client.verify().await })
+    };
+    let first = verify();
+    let tid = one_held(&server.data_dir).await;
+    assert_eq!(
+        nice_of(tid),
+        19,
+        "the verification runs at the lowest priority"
+    );
+
+    // One more may wait; of two more, one is refused at once. Were both let
+    // in, a second would be held beside the first.
+    let (mut second, mut third) = (verify(), verify());
+    let dir = &server.data_dir;
+    let two_held = wait_until("two verifications to be held at once", || async move {
+        match held_verifications(dir).len() {
+            2.. => Ok(()),
+            n => Err(format!("{n} held")),
+        }
+    });
+    let (refused, waiting) = tokio::select! {
+        answer = &mut second => (answer, third),
+        answer = &mut third => (answer, second),
+        () = two_held => panic!("two verifications ran at once"),
+    };
+    let refused = status(refused.unwrap().unwrap_err());
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        refused.message().contains("a verification is running")
+            && refused.message().contains("max_queued_verifications"),
+        "{}",
+        refused.message()
+    );
+    std::fs::remove_file(&hold).unwrap();
+    assert!(first.await.unwrap().unwrap().ok);
+    assert!(waiting.await.unwrap().unwrap().ok);
+    assert!(client.verify().await.unwrap().ok);
 }

@@ -26,6 +26,7 @@ mod gate;
 mod hub;
 mod keys;
 mod limits;
+mod listener;
 mod lock;
 mod performance;
 mod redaction;
@@ -116,7 +117,11 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let svc = AuditSvc::new(Arc::clone(&cell), cancel.clone());
+    let svc = AuditSvc::new(
+        Arc::clone(&cell),
+        cancel.clone(),
+        config.max_queued_verifications,
+    );
     let admin = AdminSvc::new(svc.clone(), config.retention());
     let addr = listener.local_addr().ok();
 
@@ -228,7 +233,6 @@ pub async fn run(
         .max_concurrent_streams(Some(config.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .tcp_keepalive(Some(Duration::from_secs(config.keepalive_secs)))
         .timeout(Duration::from_secs(config.handler_timeout_secs));
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
@@ -239,13 +243,23 @@ pub async fn run(
         tokens = config.tokens.len(),
         "serving auditlog.v1.AuditService"
     );
-    // Nagle's algorithm would hold back a response's last small write until
-    // the peer's delayed ACK: tens of milliseconds per call.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let max_connections = listener::raise_fd_limit(config.max_connections);
+    let incoming = listener::Incoming::new(
+        listener,
+        max_connections,
+        Duration::from_secs(config.handshake_timeout_secs),
+        Duration::from_secs(config.keepalive_secs),
+    );
     let serve = builder
-        .layer(limits::ShedLayer::new(config.max_in_flight))
+        .layer(limits::ShedLayer::new(
+            config.max_in_flight,
+            Duration::from_secs(config.request_read_timeout_secs),
+        ))
         .layer(auth::AuthLayer::new(&config.tokens))
-        .layer(limits::RateLayer::new(&config.tokens))
+        .layer(limits::RateLayer::new(
+            &config.tokens,
+            config.max_in_flight_per_token,
+        ))
         .layer(performance::TimingLayer::new(&performance))
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -1,8 +1,9 @@
 //! Load shedding and rate limits.
 //!
-//! - A cap on calls in flight across the server ([`ShedLayer`]). A call over
-//!   the cap is answered at once with RESOURCE_EXHAUSTED (never queued, never
-//!   left hanging), so an overload degrades into fast, retryable refusals.
+//! - A cap on calls in flight across the server ([`ShedLayer`], in
+//!   `limits/shed.rs`), taken once the call's message has arrived.
+//! - A cap on calls in flight per token (`max_in_flight_per_token`), checked
+//!   with the rate limit, so one token cannot take every slot of the first.
 //! - An optional rate limit per token ([`RateLayer`]): a token bucket for
 //!   each `[[tokens]]` entry with `rate_per_sec`, checked after the token was
 //!   authenticated and its role allowed the call. Every call counts as one,
@@ -18,7 +19,8 @@
 //!
 //! The other limits are the transport's, set in `lib.rs` from the config:
 //! concurrent streams per connection, HTTP/2 keepalive (dead peers are
-//! reaped), and a timeout for unary handlers.
+//! reaped), and a timeout for unary handlers; and the connections'
+//! (`listener.rs`): how many, and how soon each must start talking.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,51 +32,9 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use crate::auth::{Caller, TokenConfig};
 use crate::gate::{Admit, Gate};
 
-/// The in-flight cap, as a tower layer over the whole router.
-#[derive(Debug, Clone)]
-pub(crate) struct ShedLayer {
-    permits: Arc<Semaphore>,
-    max: usize,
-}
+mod shed;
 
-impl ShedLayer {
-    pub(crate) fn new(max_in_flight: usize) -> ShedLayer {
-        ShedLayer {
-            permits: Arc::new(Semaphore::new(max_in_flight)),
-            max: max_in_flight,
-        }
-    }
-}
-
-impl<S> tower::Layer<S> for ShedLayer {
-    type Service = Gate<S, ShedLayer>;
-
-    fn layer(&self, inner: S) -> Gate<S, ShedLayer> {
-        Gate::new(inner, self.clone())
-    }
-}
-
-impl Admit for ShedLayer {
-    /// Held until the handler has answered (for a stream: until it has
-    /// started).
-    type Pass = OwnedSemaphorePermit;
-
-    fn admit<B>(
-        &self,
-        req: &mut http::Request<B>,
-    ) -> Result<Option<OwnedSemaphorePermit>, tonic::Status> {
-        if is_exempt(req.uri().path()) {
-            return Ok(None);
-        }
-        match Arc::clone(&self.permits).try_acquire_owned() {
-            Ok(permit) => Ok(Some(permit)),
-            Err(_) => Err(tonic::Status::resource_exhausted(format!(
-                "the server is at its limit of {} calls in flight; retry with backoff",
-                self.max
-            ))),
-        }
-    }
-}
+pub(crate) use shed::ShedLayer;
 
 /// Health and reflection: never shed, never rate limited.
 fn is_exempt(path: &str) -> bool {
@@ -144,12 +104,22 @@ pub(crate) struct RateLayer {
     /// By token name; only tokens with a rate. Built once, never changed, so
     /// looking a token up takes no lock.
     tokens: Arc<HashMap<String, TokenBucket>>,
+    /// By token name, every token: its slots of calls in flight. Built once,
+    /// like `tokens`.
+    slots: Arc<HashMap<String, Arc<Semaphore>>>,
+    /// The slots each token has (`max_in_flight_per_token`).
+    per_token: usize,
 }
 
 impl RateLayer {
-    /// Buckets for the tokens that have `rate_per_sec`.
-    pub(crate) fn new(tokens: &[TokenConfig]) -> RateLayer {
+    /// Buckets for the tokens that have `rate_per_sec`, and `per_token`
+    /// slots of calls in flight for every token.
+    pub(crate) fn new(tokens: &[TokenConfig], per_token: usize) -> RateLayer {
         let now = Instant::now();
+        let slots = tokens
+            .iter()
+            .map(|t| (t.name.clone(), Arc::new(Semaphore::new(per_token))))
+            .collect();
         let tokens = tokens
             .iter()
             .filter_map(|t| {
@@ -159,6 +129,36 @@ impl RateLayer {
             .collect();
         RateLayer {
             tokens: Arc::new(tokens),
+            slots: Arc::new(slots),
+            per_token,
+        }
+    }
+
+    /// A slot among the caller's token's calls in flight, held until the
+    /// call is answered; `Err` with the refusal when the token has none
+    /// left. A call without a token (none configured) takes none.
+    fn take_slot(
+        &self,
+        path: &str,
+        caller: Option<&Caller>,
+    ) -> Result<Option<OwnedSemaphorePermit>, tonic::Status> {
+        let Some((caller, slots)) = caller.and_then(|c| self.slots.get(&c.name).map(|s| (c, s)))
+        else {
+            return Ok(None);
+        };
+        if is_exempt(path) {
+            return Ok(None);
+        }
+        match Arc::clone(slots).try_acquire_owned() {
+            Ok(permit) => Ok(Some(permit)),
+            Err(_) => {
+                tracing::debug!(token = %caller.name, method = path, "call refused: token in-flight cap");
+                Err(tonic::Status::resource_exhausted(format!(
+                    "token {:?} has {} calls in flight, its limit (max_in_flight_per_token); \
+                     wait for some to finish, then retry",
+                    caller.name, self.per_token
+                )))
+            }
         }
     }
 
@@ -199,74 +199,59 @@ impl<S> tower::Layer<S> for RateLayer {
 }
 
 impl Admit for RateLayer {
-    type Pass = ();
+    /// The token's slot, held until the handler has answered (for a stream:
+    /// until it has started).
+    type Pass = OwnedSemaphorePermit;
 
-    fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Option<()>, tonic::Status> {
-        self.check(req.uri().path(), req.extensions().get::<Caller>())
-            .map(|()| None)
+    fn admit<B>(
+        &self,
+        req: &mut http::Request<B>,
+    ) -> Result<Option<OwnedSemaphorePermit>, tonic::Status> {
+        let (path, caller) = (req.uri().path(), req.extensions().get::<Caller>());
+        // A call refused by the rate limit gives its slot back at once.
+        let slot = self.take_slot(path, caller)?;
+        self.check(path, caller)?;
+        Ok(slot)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tower::{Layer as _, Service as _, ServiceExt as _};
 
-    fn request(path: &str) -> http::Request<()> {
-        http::Request::builder().uri(path).body(()).unwrap()
+    fn request(path: &str, token: &str) -> http::Request<()> {
+        let mut req = http::Request::builder().uri(path).body(()).unwrap();
+        req.extensions_mut().insert(Caller { name: token.into() });
+        req
     }
 
-    fn code(response: &http::Response<tonic::body::Body>) -> Option<tonic::Code> {
-        tonic::Status::from_header_map(response.headers()).map(|s| s.code())
-    }
-
-    #[tokio::test]
-    async fn a_call_over_the_cap_is_refused_at_once_and_probes_pass() {
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let held = Arc::new(tokio::sync::Mutex::new(Some(held)));
-        let inner = tower::service_fn(move |_req: http::Request<()>| {
-            let held = Arc::clone(&held);
-            async move {
-                // The first call waits until released; later ones answer.
-                if let Some(rx) = held.lock().await.take() {
-                    let _ = rx.await;
-                }
-                Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
-            }
-        });
-        let mut shed = ShedLayer::new(1).layer(inner);
-        let first = shed
-            .ready()
-            .await
-            .unwrap()
-            .call(request("/auditlog.v1.AuditService/Log"));
-        let first = tokio::spawn(first);
-        tokio::task::yield_now().await;
-        let refused = shed
-            .ready()
-            .await
-            .unwrap()
-            .call(request("/auditlog.v1.AuditService/Log"))
-            .await
-            .unwrap();
-        assert_eq!(code(&refused), Some(tonic::Code::ResourceExhausted));
-        let probe = shed
-            .ready()
-            .await
-            .unwrap()
-            .call(request("/grpc.health.v1.Health/Check"));
-        let _ = release.send(());
-        assert_eq!(code(&probe.await.unwrap()), None);
-        assert_eq!(code(&first.await.unwrap().unwrap()), None);
-        // The permit is back.
-        let again = shed
-            .ready()
-            .await
-            .unwrap()
-            .call(request("/auditlog.v1.AuditService/Log"))
-            .await
-            .unwrap();
-        assert_eq!(code(&again), None);
+    #[test]
+    fn a_token_at_its_in_flight_cap_is_refused_and_others_pass() {
+        let free = |name: &str| TokenConfig {
+            rate_per_sec: None,
+            burst: None,
+            ..limited(name, 1.0, 1)
+        };
+        let layer = RateLayer::new(&[free("busy"), free("other")], 2);
+        let log = "/auditlog.v1.AuditService/Log";
+        let first = layer.admit(&mut request(log, "busy")).unwrap();
+        let second = layer.admit(&mut request(log, "busy")).unwrap();
+        assert!(first.is_some() && second.is_some());
+        let refused = layer.admit(&mut request(log, "busy")).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("\"busy\" has 2 calls in flight")
+                && refused.message().contains("max_in_flight_per_token"),
+            "{}",
+            refused.message()
+        );
+        // Another token, and probes, are not held back.
+        assert!(layer.admit(&mut request(log, "other")).unwrap().is_some());
+        let probe = "/grpc.health.v1.Health/Check";
+        assert!(layer.admit(&mut request(probe, "busy")).unwrap().is_none());
+        // A call answered gives its slot back.
+        drop(first);
+        assert!(layer.admit(&mut request(log, "busy")).is_ok());
     }
 
     #[test]
@@ -305,14 +290,17 @@ mod tests {
 
     #[test]
     fn only_the_limited_token_is_refused_and_probes_pass() {
-        let layer = RateLayer::new(&[
-            limited("slow", 0.001, 2),
-            TokenConfig {
-                rate_per_sec: None,
-                burst: None,
-                ..limited("free", 1.0, 1)
-            },
-        ]);
+        let layer = RateLayer::new(
+            &[
+                limited("slow", 0.001, 2),
+                TokenConfig {
+                    rate_per_sec: None,
+                    burst: None,
+                    ..limited("free", 1.0, 1)
+                },
+            ],
+            256,
+        );
         let log = "/auditlog.v1.AuditService/Log";
         let slow = Caller {
             name: "slow".into(),

@@ -112,6 +112,25 @@ pub struct Config {
     /// How long a call may take before it is cancelled with DEADLINE_EXCEEDED
     /// (a stream: until it starts). Default 60.
     pub handler_timeout_secs: u64,
+    /// How long a call's request message may take to arrive after its
+    /// headers before the call is answered DEADLINE_EXCEEDED. A call holds no
+    /// slot of `max_in_flight` until its message is read. Default 10.
+    pub request_read_timeout_secs: u64,
+    /// How long a new connection may take to send its first 33 bytes (the
+    /// HTTP/2 preface and SETTINGS, or a TLS ClientHello) before it is
+    /// closed. Default 10.
+    pub handshake_timeout_secs: u64,
+    /// Open client connections; one more is closed as soon as it is
+    /// accepted. Lowered at start to leave 256 file descriptors for the log
+    /// when the process's limit is tighter. Default 4096.
+    pub max_connections: usize,
+    /// Calls in flight for any one token (with `[[tokens]]`), so one token
+    /// cannot take every slot of `max_in_flight`. Default 256.
+    pub max_in_flight_per_token: usize,
+    /// VerifyIntegrity calls that may wait while one runs; one more is
+    /// refused with RESOURCE_EXHAUSTED. Verifications run one at a time at
+    /// the lowest CPU priority. Default 2.
+    pub max_queued_verifications: usize,
     /// Compliance mode (`[compliance]`): PII pseudonymisation. Default off.
     pub compliance: ComplianceConfig,
     /// Performance tracking (`[performance]`, `[performance.degradation]`):
@@ -174,6 +193,11 @@ impl Default for Config {
             max_streams_per_connection: 256,
             keepalive_secs: 30,
             handler_timeout_secs: 60,
+            request_read_timeout_secs: 10,
+            handshake_timeout_secs: 10,
+            max_connections: 4096,
+            max_in_flight_per_token: 256,
+            max_queued_verifications: 2,
             compliance: ComplianceConfig::default(),
             performance: PerformanceConfig::default(),
             log_format: LogFormat::Text,
@@ -388,6 +412,13 @@ impl Config {
             ),
             ("keepalive_secs", self.keepalive_secs),
             ("handler_timeout_secs", self.handler_timeout_secs),
+            ("request_read_timeout_secs", self.request_read_timeout_secs),
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+            (
+                "max_in_flight_per_token",
+                self.max_in_flight_per_token as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid {

@@ -399,3 +399,33 @@ fn the_log_format_is_text_or_json_from_any_layer() {
     let err = load(None, &[("LOG_FORMAT", "xml")], Overrides::default()).unwrap_err();
     assert!(err.contains("LOG_FORMAT") && err.contains("json"), "{err}");
 }
+
+#[test]
+fn connection_and_call_limits_load_and_zero_is_refused_by_name() {
+    let toml = "max_connections = 64\nhandshake_timeout_secs = 3\n\
+                request_read_timeout_secs = 4\nmax_in_flight_per_token = 5\n\
+                max_queued_verifications = 0\n";
+    let c = load(Some(toml), &[], Overrides::default()).unwrap();
+    assert_eq!(
+        (
+            c.max_connections,
+            c.handshake_timeout_secs,
+            c.request_read_timeout_secs,
+            c.max_in_flight_per_token,
+            c.max_queued_verifications
+        ),
+        (64, 3, 4, 5, 0)
+    );
+    for key in [
+        "max_connections",
+        "handshake_timeout_secs",
+        "request_read_timeout_secs",
+        "max_in_flight_per_token",
+    ] {
+        let err = load(Some(&format!("{key} = 0\n")), &[], Overrides::default()).unwrap_err();
+        assert!(
+            err.contains(key) && err.contains("at least 1"),
+            "{key}: {err}"
+        );
+    }
+}

@@ -106,12 +106,10 @@ impl AuditService for AuditSvc {
             .collect();
         let store = self.store()?;
         let started = std::time::Instant::now();
-        let report = blocking("verification", move || {
-            store
-                .verify(req.from_seq, req.to_seq, &checkpoints)
-                .map_err(status_of)
-        })
-        .await?;
+        let report = self
+            .verifications
+            .verify(store, req.from_seq, req.to_seq, checkpoints)
+            .await?;
         Ok(Response::new(edge::verify_pb(report, started.elapsed())))
     }
 

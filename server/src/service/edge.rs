@@ -64,6 +64,15 @@ pub(super) fn recovering() -> Status {
     Status::unavailable("the server is still recovering its log; retry shortly")
 }
 
+/// RESOURCE_EXHAUSTED for a VerifyIntegrity while one runs and
+/// `max_queued` more wait for it.
+pub(super) fn verification_busy(max_queued: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "a verification is running and {max_queued} more are waiting for it \
+         (max_queued_verifications); retry once it has finished"
+    ))
+}
+
 /// FAILED_PRECONDITION for ApplyRetention on a server that keeps everything.
 pub(super) fn retention_off() -> Status {
     Status::failed_precondition(

@@ -5,7 +5,8 @@
 //! - `audit.rs`, `admin.rs`: the handlers of each service;
 //! - `validate.rs`: the limits on events and the translation of requests
 //!   into the store's terms; `query.rs`: Query planning; `page_token.rs`:
-//!   the opaque page token;
+//!   the opaque page token; `verification.rs`: VerifyIntegrity one at a
+//!   time, at low priority;
 //! - `edge.rs`: the only builder of `Status` and protobuf values, with the
 //!   one mapping from store errors to statuses ([`status_of`]) and the one
 //!   runner of blocking store work.
@@ -16,6 +17,7 @@ mod edge;
 mod page_token;
 mod query;
 mod validate;
+mod verification;
 
 use std::sync::{Arc, OnceLock};
 
@@ -41,11 +43,23 @@ pub(crate) struct AuditSvc {
     running: Arc<OnceLock<Running>>,
     /// Fires on shutdown so open follow streams end themselves.
     shutdown: CancellationToken,
+    /// VerifyIntegrity's turns.
+    verifications: verification::Verifications,
 }
 
 impl AuditSvc {
-    pub(crate) fn new(running: Arc<OnceLock<Running>>, shutdown: CancellationToken) -> AuditSvc {
-        AuditSvc { running, shutdown }
+    /// `max_queued_verifications` VerifyIntegrity calls may wait while one
+    /// runs.
+    pub(crate) fn new(
+        running: Arc<OnceLock<Running>>,
+        shutdown: CancellationToken,
+        max_queued_verifications: usize,
+    ) -> AuditSvc {
+        AuditSvc {
+            running,
+            shutdown,
+            verifications: verification::Verifications::new(max_queued_verifications),
+        }
     }
 
     fn running(&self) -> Result<&Running, Status> {

@@ -1,0 +1,102 @@
+//! VerifyIntegrity calls, one at a time and behind the writes.
+//!
+//! A verification reads and hashes the whole range it checks; several at once
+//! compete with the writer for the disk and the CPU (8 in parallel on 273 k
+//! events once raised Log's median tenfold). So one runs at a time, up to
+//! `max_queued_verifications` wait for it, and one more is refused at once
+//! with RESOURCE_EXHAUSTED. Each runs on a thread of its own at the lowest
+//! CPU priority (nice 19, that thread only), like the sealer: a priority once
+//! lowered cannot be raised again without privileges, so a thread shared
+//! with other work could not be used.
+//!
+//! A caller that gives up does not stop a verification that has started: it
+//! keeps its turn until it ends, so the bound holds whatever callers do.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+
+use super::edge::{self, status_of};
+use crate::store::{Checkpoint, Report, Store};
+
+/// The turns of the verifications.
+#[derive(Debug, Clone)]
+pub(crate) struct Verifications {
+    /// The one running turn.
+    running: Arc<Semaphore>,
+    /// The running one and those waiting for it.
+    admitted: Arc<Semaphore>,
+    max_queued: usize,
+}
+
+impl Verifications {
+    pub(crate) fn new(max_queued: usize) -> Verifications {
+        Verifications {
+            running: Arc::new(Semaphore::new(1)),
+            admitted: Arc::new(Semaphore::new(1 + max_queued)),
+            max_queued,
+        }
+    }
+
+    /// Verifies `from_seq..=to_seq` of `store` once it is this call's turn,
+    /// or refuses at once when too many are waiting.
+    pub(crate) async fn verify(
+        &self,
+        store: Arc<Store>,
+        from_seq: u64,
+        to_seq: u64,
+        checkpoints: Vec<Checkpoint>,
+    ) -> Result<Report, Status> {
+        let admitted = Arc::clone(&self.admitted)
+            .try_acquire_owned()
+            .map_err(|_| edge::verification_busy(self.max_queued))?;
+        let running = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| edge::shutting_down())?;
+        let (answer, report) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("verify".into())
+            .spawn(move || {
+                let turn: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (admitted, running);
+                lower_priority();
+                #[cfg(feature = "fault-injection")]
+                hold_if_asked(store.dir());
+                let report = store.verify(from_seq, to_seq, &checkpoints);
+                drop(turn);
+                let _ = answer.send(report);
+            })
+            .map_err(|e| edge::internal(&format!("cannot start a verification thread: {e}")))?;
+        report
+            .await
+            .map_err(|_| edge::internal("the verification thread ended without a report"))?
+            .map_err(status_of)
+    }
+}
+
+/// Nice 19 for the calling thread only.
+fn lower_priority() {
+    let this_thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(this_thread), 19) {
+        tracing::debug!(error = %e, "could not lower the verification's priority");
+    }
+}
+
+/// A test hook: while `<data_dir>/HOLD_VERIFICATION` exists, a verification
+/// waits before it starts, marked by a file `VERIFYING.<thread id>` holding
+/// nothing, so a test can see how many run at once and at what priority.
+#[cfg(feature = "fault-injection")]
+fn hold_if_asked(dir: &std::path::Path) {
+    let hold = dir.join("HOLD_VERIFICATION");
+    if !hold.exists() {
+        return;
+    }
+    let tid = rustix::thread::gettid().as_raw_nonzero();
+    let marker = dir.join(format!("VERIFYING.{tid}"));
+    let _ = std::fs::write(&marker, b"");
+    while hold.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(marker);
+}

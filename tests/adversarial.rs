@@ -1,0 +1,196 @@
+//! Attacks from the outside against the `auditlog-server` binary, each
+//! showing that the callers who play by the rules are still served. The
+//! numbers are small, and the server's limits are set as small in its
+//! environment, so an attack takes tens of connections, not thousands.
+//!
+//! - Slow body: unary calls whose HTTP/2 HEADERS arrive but whose message
+//!   never does, sent with a raw HTTP/2 client (`h2`). They take no slot of
+//!   `max_in_flight` while they wait, so an ordinary Log is served while
+//!   twice as many hang; and each is answered DEADLINE_EXCEEDED once
+//!   `request_read_timeout_secs` has passed.
+//! - Idle connections: raw TCP connections that send nothing. Those past
+//!   `max_connections` are closed at once, the rest after
+//!   `handshake_timeout_secs`; a client already connected is served
+//!   meanwhile, and a new one afterwards.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use auditlog_client::{Client, NewEvent};
+use bytes::Bytes;
+use common::{ServerProcess, wait_until};
+use futures::FutureExt as _;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+
+/// The server's address, from its URL.
+fn addr_of(server: &ServerProcess) -> SocketAddr {
+    server.url.trim_start_matches("http://").parse().unwrap()
+}
+
+/// One call that sent its headers and nothing more: the response to come,
+/// and the stream kept open (dropping it would cancel the call).
+struct HangingCall {
+    response: h2::client::ResponseFuture,
+    _body: h2::SendStream<Bytes>,
+}
+
+/// Opens a raw HTTP/2 connection and starts `calls` Log calls on it that
+/// never send their message. Returns once the server has answered a PING
+/// sent after them, so it has read their headers.
+async fn hanging_calls(addr: SocketAddr, calls: usize) -> Vec<HangingCall> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (client, mut connection) = h2::client::handshake(tcp).await.unwrap();
+    let mut ping_pong = connection.ping_pong().unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut started = Vec::new();
+    for _ in 0..calls {
+        let mut client = client.clone().ready().await.unwrap();
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/auditlog.v1.AuditService/Log"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, body) = client.send_request(request, false).unwrap();
+        started.push(HangingCall {
+            response,
+            _body: body,
+        });
+    }
+    ping_pong.ping(h2::Ping::opaque()).await.unwrap();
+    started
+}
+
+fn event(i: usize) -> NewEvent {
+    NewEvent::lead_ingested(format!("LEAD-{i}"), "webform")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_that_never_send_their_message_leave_the_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn_with(
+        dir.path(),
+        &[
+            ("AUDITLOG_MAX_IN_FLIGHT", "8"),
+            ("AUDITLOG_MAX_STREAMS_PER_CONNECTION", "4"),
+            // Long enough that the attack holds for the whole test.
+            ("AUDITLOG_REQUEST_READ_TIMEOUT_SECS", "120"),
+        ],
+    )
+    .await;
+    let addr = addr_of(&server);
+    // Twice as many calls as there are slots, four per connection.
+    let mut attack = Vec::new();
+    for _ in 0..4 {
+        attack.extend(hanging_calls(addr, 4).await);
+    }
+    let client = Client::connect(&server.url).await.unwrap();
+    for i in 0..3 {
+        client
+            .log(event(i))
+            .await
+            .expect("an ordinary Log is served while 16 calls wait for their message");
+    }
+    // The attack still holds: not one of its calls has been answered.
+    for call in &mut attack {
+        assert!(
+            (&mut call.response).now_or_never().is_none(),
+            "a call without its message was answered before its read timeout"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_never_comes_is_answered_after_the_read_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn_with(
+        dir.path(),
+        &[
+            ("AUDITLOG_REQUEST_READ_TIMEOUT_SECS", "1"),
+            ("AUDITLOG_HANDLER_TIMEOUT_SECS", "120"),
+        ],
+    )
+    .await;
+    let mut calls = hanging_calls(addr_of(&server), 2).await;
+    for call in calls.drain(..) {
+        let response = call.response.await.unwrap();
+        let status = tonic::Status::from_header_map(response.headers())
+            .expect("the answer is a gRPC status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        assert!(
+            status.message().contains("request_read_timeout_secs"),
+            "{}",
+            status.message()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_and_the_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn_with(
+        dir.path(),
+        &[
+            ("AUDITLOG_MAX_CONNECTIONS", "16"),
+            ("AUDITLOG_HANDSHAKE_TIMEOUT_SECS", "3"),
+        ],
+    )
+    .await;
+    let addr = addr_of(&server);
+    let client = Client::connect(&server.url).await.unwrap();
+    client.log(event(0)).await.unwrap();
+
+    // 24 connections that send nothing, each watched until the server
+    // closes it; those it closes before sending anything were refused at
+    // once, the others met the handshake timeout.
+    const IDLE: usize = 24;
+    let closed = Arc::new(AtomicUsize::new(0));
+    let closed_unanswered = Arc::new(AtomicUsize::new(0));
+    for _ in 0..IDLE {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let closed = Arc::clone(&closed);
+        let closed_unanswered = Arc::clone(&closed_unanswered);
+        tokio::spawn(async move {
+            let mut received = 0;
+            let mut buf = [0u8; 1024];
+            while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+                received += n;
+            }
+            if received == 0 {
+                closed_unanswered.fetch_add(1, Ordering::SeqCst);
+            }
+            closed.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    client
+        .log(event(1))
+        .await
+        .expect("a connected client is served while idle connections fill the rest");
+    let closed = &closed;
+    wait_until("the server to close every idle connection", || async move {
+        match closed.load(Ordering::SeqCst) {
+            IDLE => Ok(()),
+            n => Err(format!("{n} of {IDLE} closed")),
+        }
+    })
+    .await;
+    // At most 16 open at once, one of them the client's: the rest of the 24
+    // were closed as soon as they were accepted.
+    assert!(
+        closed_unanswered.load(Ordering::SeqCst) >= IDLE - 15,
+        "only {} connections were refused at once",
+        closed_unanswered.load(Ordering::SeqCst)
+    );
+    let fresh = Client::connect(&server.url).await.unwrap();
+    fresh.log(event(2)).await.unwrap();
+    client.log(event(3)).await.unwrap();
+}
