@@ -18,11 +18,49 @@
 
 mod common;
 
-use auditlog_client::NewEvent;
+use std::path::Path;
+use std::time::Duration;
+
 use auditlog_client::pb::ProblemKind;
-use common::{TestServer, all_events, edit_line, problems, seqs, tamper, with_test_key};
+use auditlog_client::{Client, NewEvent};
+use common::endpoints::closed_port;
+use common::{
+    Finished, ServerProcess, TEST_KEY, TestServer, all_events, edit_line, problems, run_to_end,
+    seqs, tamper, with_test_key, workspace_bin,
+};
 
 const LOG: &str = "audit.log";
+const MANIFEST: &str = "manifest.json";
+const KEY_FILE: &str = "hmac.key";
+
+/// Runs the `auditlog-server` binary on `dir` with `env` until it exits
+/// (failing the test if it is still running after 30 s), at the default
+/// `info` log level, so whatever it announced is in the output.
+async fn start_to_end(dir: &Path, env: &[(&str, &str)]) -> Finished {
+    let args = vec![
+        "--listen".to_owned(),
+        format!("127.0.0.1:{}", closed_port()),
+        "--data-dir".to_owned(),
+        dir.display().to_string(),
+    ];
+    let env = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let bin = workspace_bin("auditlog-server", "auditlog-server");
+    run_to_end(bin, args, env, Duration::from_secs(30)).await
+}
+
+/// Asserts the server refused to start: it exited non-zero before it
+/// announced that it serves, with an error naming `names`.
+#[track_caller]
+fn assert_refused(run: &Finished, names: &[&str]) {
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("serving"), "announced first: {run:?}");
+    for name in names {
+        assert!(run.stderr.contains(name), "{name} not named: {run:?}");
+    }
+}
 
 async fn log_n(client: &auditlog_client::Client, n: usize) -> Vec<u64> {
     let mut out = Vec::new();
@@ -58,4 +96,57 @@ async fn a_forged_seq_does_not_steer_the_next_write() {
         found.contains(&(ProblemKind::BadSignature, 1003, 3)),
         "{found:?}"
     );
+}
+
+#[tokio::test]
+async fn a_pretty_printed_manifest_is_read_and_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    log_n(&client, 3).await;
+    client.rotate(true).await.unwrap();
+    log_n(&client, 2).await;
+    server.signal("TERM");
+    assert!(
+        server
+            .wait_exit_within(Duration::from_secs(30))
+            .await
+            .success()
+    );
+    let path = dir.path().join(MANIFEST);
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    assert_eq!(seqs(&all_events(&client).await), vec![1, 2, 3, 4, 5]);
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+}
+
+#[tokio::test]
+async fn an_unreadable_manifest_refuses_the_start_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    log_n(&client, 2).await;
+    client.rotate(true).await.unwrap();
+    server.kill9();
+    std::fs::write(dir.path().join(MANIFEST), "{\"version\":1,\"segments\":[").unwrap();
+    let run = start_to_end(dir.path(), &[("AUDITLOG_HMAC_KEY", TEST_KEY)]).await;
+    assert_refused(&run, &[MANIFEST, "restore it from a backup"]);
+}
+
+#[tokio::test]
+async fn a_missing_key_file_refuses_the_start() {
+    // No key configured: the server generates hmac.key on first start.
+    let server = TestServer::start().await;
+    log_n(&server.client().await, 3).await;
+    let mut server = server;
+    server.stop().await;
+    let key = server.data_dir.join(KEY_FILE);
+    std::fs::remove_file(&key).unwrap();
+    let run = start_to_end(&server.data_dir, &[]).await;
+    assert_refused(&run, &[KEY_FILE, "restore"]);
+    assert!(!key.exists(), "a new key was generated");
 }

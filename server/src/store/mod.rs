@@ -43,6 +43,7 @@ mod sealer;
 pub(crate) mod segment;
 mod shared;
 mod syncer;
+mod trust;
 mod verify;
 mod writer;
 
@@ -63,6 +64,7 @@ pub(crate) use record::{Details, NewEvent, Record};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 pub(crate) use shared::{Committed, LOG_FILE, QUARANTINE_FILE};
+pub(crate) use trust::{check_before_start, holds_log};
 pub(crate) use verify::Checkpoint;
 // Reached only by `crate::fuzzing`.
 pub(crate) use recovery::recover_summary;
