@@ -150,3 +150,33 @@ async fn a_missing_key_file_refuses_the_start() {
     assert_refused(&run, &[KEY_FILE, "restore"]);
     assert!(!key.exists(), "a new key was generated");
 }
+
+#[tokio::test]
+async fn a_replaced_key_is_refused_at_start_and_reported_as_a_wrong_key() {
+    const OTHER_KEY: &str = "another-key-0123456789abcdef01234567";
+    let server = TestServer::start_with(with_test_key).await;
+    log_n(&server.client().await, 4).await;
+    let mut server = server;
+    server.stop().await;
+    let run = start_to_end(&server.data_dir, &[("AUDITLOG_HMAC_KEY", OTHER_KEY)]).await;
+    assert_refused(&run, &["replaced or wrong", "configure the original key"]);
+
+    // A log whose every MAC fails while the chain holds, seen by
+    // verification (of a copy, since the start refuses it).
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::copy(server.data_dir.join(LOG), copy.path().join(LOG)).unwrap();
+    let server = TestServer::start_in(copy.path(), with_test_key).await;
+    let client = server.client().await;
+    // The same log as a server holding OTHER_KEY would have written it.
+    tamper(&copy.path().join(LOG), |lines| {
+        let mut prev = "0".repeat(64);
+        for line in lines.iter_mut() {
+            let old = format!("\"prev\":\"{}\"", common::field(line, "prev"));
+            let new = format!("\"prev\":\"{prev}\"");
+            *line = common::resign(&edit_line(line, &old, &new), OTHER_KEY.as_bytes());
+            prev = common::field(line, "signature");
+        }
+    });
+    let found = problems(&client.verify().await.unwrap());
+    assert_eq!(found, vec![(ProblemKind::WrongKey, 1, 0)]);
+}

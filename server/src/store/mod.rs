@@ -164,6 +164,7 @@ impl Store {
             active_len: AtomicU64::new(recovered.len),
             indexed_seq: AtomicU64::new(indexed_seq),
         });
+        trust::check_key(&shared, recovered.manifest_authentic)?;
         let (jobs, job_rx) = std::sync::mpsc::channel();
         for pending in recovered.pending {
             // The receiver is alive: it is handed to the sealer below.

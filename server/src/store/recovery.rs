@@ -61,6 +61,8 @@ pub(super) struct Recovered {
     pub segments: HashMap<u32, Arc<SegmentFile>>,
     pub next_segment: u32,
     pub manifest: Manifest,
+    /// False when a manifest exists and fails its MAC.
+    pub manifest_authentic: bool,
     /// Sealed segments whose compression a crash interrupted.
     pub pending: Vec<Job>,
 }
@@ -119,6 +121,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
         );
     }
     let manifest = loaded.manifest;
+    let manifest_authentic = loaded.authentic;
     // The first seq of the log, where nothing indexed says otherwise.
     let start = manifest
         .purged
@@ -243,6 +246,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
         segments,
         next_segment,
         manifest,
+        manifest_authentic,
         pending,
     })
 }

@@ -10,14 +10,25 @@
 //! refused as a wrong or replaced key. One record alone cannot tell a wrong
 //! key from a modified record unless the manifest (signed with the same key)
 //! fails too; a tampered record among records that verify is left to
-//! verification, as all damage is.
+//! verification, as all damage is. The check runs twice: before recovery
+//! on the end of the active file, so the common case is refused before the
+//! server announces anything, and after recovery on the newest records the
+//! index holds, which may be in a sealed segment.
 
+use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use super::error::StoreError;
+use super::index::{Filter, Order};
 use super::manifest::{MANIFEST_FILE, Manifest};
-use super::shared::LOG_FILE;
+use super::record::{MacCheck, RecordHead};
+use super::shared::{LOG_FILE, Shared};
 use crate::keys::Keyring;
+
+/// How many of the newest records the key check reads at most.
+const KEY_WITNESSES: usize = 8;
+/// How much of the end of the active file the check before recovery reads.
+const TAIL_BYTES: u64 = 256 << 10;
 
 /// Whether `dir` already holds a log: records in the active file, a
 /// manifest, or a sealed segment.
@@ -49,8 +60,98 @@ pub(crate) fn holds_log(dir: &Path) -> Result<bool, StoreError> {
 
 /// The checks made before the server announces that it serves: the
 /// manifest must be readable (its MAC is left to verification), since
-/// recovery cannot go on without it.
+/// recovery cannot go on without it, and the newest records of the active
+/// file must not show a wrong key.
 pub(crate) fn check_before_start(dir: &Path, keyring: &Keyring) -> Result<(), StoreError> {
-    Manifest::load(dir, keyring)?;
+    let loaded = Manifest::load(dir, keyring)?;
+    check_key_in_active_file(dir, keyring, loaded.authentic)
+}
+
+/// Refuses a key that is not the one the log was written with, from the
+/// newest records in the index (sealed segments included): see
+/// [`wrong_key`]. Run once recovery has indexed the log.
+pub(super) fn check_key(shared: &Shared, manifest_authentic: bool) -> Result<(), StoreError> {
+    let metas = shared.index().select(
+        &Filter::default(),
+        Order::NewestFirst,
+        None,
+        u64::MAX,
+        KEY_WITNESSES,
+    );
+    let mut lines = Vec::with_capacity(metas.len());
+    for meta in &metas {
+        lines.push(shared.read_line(meta)?);
+    }
+    wrong_key(&lines, &shared.keyring, manifest_authentic)
+}
+
+/// [`check_key`] before recovery, from the complete lines at the end of the
+/// active file alone, so that the common case is refused before the server
+/// announces anything.
+fn check_key_in_active_file(
+    dir: &Path,
+    keyring: &Keyring,
+    manifest_authentic: bool,
+) -> Result<(), StoreError> {
+    let path = dir.join(LOG_FILE);
+    let io = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let len = file.metadata().map_err(io)?.len();
+    let from = len.saturating_sub(TAIL_BYTES);
+    file.seek(SeekFrom::Start(from)).map_err(io)?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).map_err(io)?;
+    let mut pieces: Vec<&[u8]> = tail.split(|&b| b == b'\n').collect();
+    // What follows the last newline is torn (or empty); what precedes the
+    // first one may be the end of a line begun before the tail.
+    pieces.pop();
+    if from > 0 && !pieces.is_empty() {
+        pieces.remove(0);
+    }
+    let lines: Vec<Vec<u8>> = pieces
+        .iter()
+        .rev()
+        .take(KEY_WITNESSES)
+        .map(|l| l.to_vec())
+        .collect();
+    wrong_key(&lines, keyring, manifest_authentic)
+}
+
+/// The rule: `lines` are the newest records, newest first. A wrong or
+/// replaced key when every one fails its MAC while each one's signature is
+/// the `prev` of the one after it, and there are two of them, or one and a
+/// manifest that fails its MAC too.
+fn wrong_key(
+    lines: &[Vec<u8>],
+    keyring: &Keyring,
+    manifest_authentic: bool,
+) -> Result<(), StoreError> {
+    let mut failed = 0usize;
+    // The `prev` of the newer record just read: this one's signature.
+    let mut newer_prev: Option<&str> = None;
+    for line in lines {
+        let Some(head) = RecordHead::peek(line) else {
+            return Ok(());
+        };
+        let linked = newer_prev.is_none_or(|p| p == head.signature);
+        if !linked || head.check_mac(line, keyring) != MacCheck::Invalid {
+            return Ok(());
+        }
+        newer_prev = Some(head.prev);
+        failed += 1;
+    }
+    if failed >= 2 || (failed == 1 && !manifest_authentic) {
+        return Err(StoreError::WrongKey {
+            key_id: keyring.active().0.to_owned(),
+            checked: failed,
+        });
+    }
     Ok(())
 }

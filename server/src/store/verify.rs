@@ -112,6 +112,7 @@ pub(super) fn verify(
         total.check_truncation(required, LOG_FILE);
     }
     total.check_checkpoints(&wanted, LOG_FILE);
+    total.check_key(shared.keyring.active().0, LOG_FILE);
     if !snapshot.authentic {
         total.findings.push(Finding {
             kind: FindingKind::ManifestModified,
