@@ -180,3 +180,29 @@ async fn a_replaced_key_is_refused_at_start_and_reported_as_a_wrong_key() {
     let found = problems(&client.verify().await.unwrap());
     assert_eq!(found, vec![(ProblemKind::WrongKey, 1, 0)]);
 }
+
+#[tokio::test]
+async fn a_tail_cut_while_down_is_reported_against_the_persisted_head_for_good() {
+    let server = TestServer::start_with(with_test_key).await;
+    log_n(&server.client().await, 5).await;
+    let cut = |dir: &Path| tamper(&dir.join(LOG), |lines| lines.truncate(3));
+    let server = server.restart_after(cut, with_test_key).await;
+    let client = server.client().await;
+    let truncated = (ProblemKind::Truncated, 4, 0);
+    assert!(problems(&client.verify().await.unwrap()).contains(&truncated));
+    // Writes go on after the last acknowledged seq, chained to seq 3.
+    assert_eq!(log_n(&client, 2).await, vec![6, 7]);
+    assert_eq!(seqs(&all_events(&client).await), vec![1, 2, 3, 6, 7]);
+
+    // Still reported after a restart, though the head has moved on since.
+    let server = server.restart(with_test_key).await;
+    let client = server.client().await;
+    assert!(problems(&client.verify().await.unwrap()).contains(&truncated));
+
+    // audit.log deleted while the server was down.
+    let delete = |dir: &Path| std::fs::remove_file(dir.join(LOG)).unwrap();
+    let server = server.restart_after(delete, with_test_key).await;
+    let found = problems(&server.client().await.verify().await.unwrap());
+    assert!(found.contains(&truncated), "{found:?}");
+    assert!(found.contains(&(ProblemKind::Truncated, 1, 0)), "{found:?}");
+}

@@ -259,6 +259,7 @@ fn problem_kind(k: FindingKind) -> pb::ProblemKind {
         FindingKind::SegmentUnlisted => pb::ProblemKind::SegmentUnlisted,
         FindingKind::ManifestModified => pb::ProblemKind::ManifestModified,
         FindingKind::WrongKey => pb::ProblemKind::WrongKey,
+        FindingKind::HeadModified => pb::ProblemKind::HeadModified,
     }
 }
 

@@ -33,6 +33,7 @@ pub enum FindingKind {
     SegmentUnlisted,
     ManifestModified,
     WrongKey,
+    HeadModified,
 }
 
 /// One problem, located.

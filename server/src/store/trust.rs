@@ -19,6 +19,7 @@ use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use super::error::StoreError;
+use super::head::HEAD_FILE;
 use super::index::{Filter, Order};
 use super::manifest::{MANIFEST_FILE, Manifest};
 use super::record::{MacCheck, RecordHead};
@@ -31,7 +32,7 @@ const KEY_WITNESSES: usize = 8;
 const TAIL_BYTES: u64 = 256 << 10;
 
 /// Whether `dir` already holds a log: records in the active file, a
-/// manifest, or a sealed segment.
+/// manifest, a persisted head, or a sealed segment.
 pub(crate) fn holds_log(dir: &Path) -> Result<bool, StoreError> {
     let io = |source| StoreError::Open {
         path: dir.display().to_string(),
@@ -48,7 +49,7 @@ pub(crate) fn holds_log(dir: &Path) -> Result<bool, StoreError> {
         let Some(name) = name.to_str() else { continue };
         let found = match name {
             LOG_FILE => entry.metadata().map_err(io)?.len() > 0,
-            MANIFEST_FILE => true,
+            MANIFEST_FILE | HEAD_FILE => true,
             _ => name.starts_with("audit.") && (name.ends_with(".log") || name.ends_with(".gz")),
         };
         if found {
