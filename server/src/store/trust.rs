@@ -5,9 +5,11 @@
 //! loaded key is the one the log was written with.
 //!
 //! The key check reads the newest records (at most [`KEY_WITNESSES`]): when
-//! every one of them fails its MAC while their `prev` links hold, the bytes
-//! are as the server wrote them and only the key differs, so the start is
-//! refused as a wrong or replaced key. One record alone cannot tell a wrong
+//! every one of them fails its MAC while their `prev` links hold, and the
+//! oldest record fails too, the bytes are as the server wrote them and only
+//! the key differs, so the start is refused as a wrong or replaced key (an
+//! oldest record that verifies proves the key right: the newest were
+//! modified, which is verification's to report). One record alone cannot tell a wrong
 //! key from a modified record unless the manifest (signed with the same key)
 //! fails too; a tampered record among records that verify is left to
 //! verification, as all damage is. The check runs twice: before recovery
@@ -15,7 +17,7 @@
 //! server announces anything, and after recovery on the newest records the
 //! index holds, which may be in a sealed segment.
 
-use std::io::{Read as _, Seek as _, SeekFrom};
+use std::io::{BufRead as _, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
 
 use super::error::StoreError;
@@ -83,7 +85,25 @@ pub(super) fn check_key(shared: &Shared, manifest_authentic: bool) -> Result<(),
     for meta in &metas {
         lines.push(shared.read_line(meta)?);
     }
+    let oldest = shared
+        .index()
+        .select(&Filter::default(), Order::OldestFirst, None, u64::MAX, 1);
+    let oldest = match oldest.first() {
+        Some(meta) => Some(shared.read_line(meta)?),
+        None => None,
+    };
+    if verifies(oldest.as_deref(), &shared.keyring) {
+        return Ok(());
+    }
     wrong_key(&lines, &shared.keyring, manifest_authentic)
+}
+
+/// Whether `line` is a record whose MAC verifies: then the key is right,
+/// whatever happened to the newest records.
+fn verifies(line: Option<&[u8]>, keyring: &Keyring) -> bool {
+    line.and_then(RecordHead::peek)
+        .zip(line)
+        .is_some_and(|(head, line)| head.check_mac(line, keyring) == MacCheck::Valid)
 }
 
 /// [`check_key`] before recovery, from the complete lines at the end of the
@@ -104,6 +124,13 @@ fn check_key_in_active_file(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(e)),
     };
+    let mut first = Vec::new();
+    std::io::BufReader::new(&file)
+        .read_until(b'\n', &mut first)
+        .map_err(io)?;
+    if first.pop() == Some(b'\n') && verifies(Some(&first), keyring) {
+        return Ok(());
+    }
     let len = file.metadata().map_err(io)?.len();
     let from = len.saturating_sub(TAIL_BYTES);
     file.seek(SeekFrom::Start(from)).map_err(io)?;
@@ -155,4 +182,50 @@ fn wrong_key(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::record::{GENESIS, NewEvent, Record};
+
+    fn log(keys: &Keyring, n: u64) -> Vec<String> {
+        let mut prev = GENESIS.to_owned();
+        (1..=n)
+            .map(|seq| {
+                let ev = NewEvent {
+                    event_type: "crm_update".into(),
+                    actor: "a".into(),
+                    lead_id: Some(format!("L{seq}")),
+                    workflow: None,
+                    details: Default::default(),
+                    idempotency_key: None,
+                };
+                let (r, line) = Record::seal(ev, seq, format!("i{seq}"), 1, None, &prev, keys);
+                prev = r.signature;
+                String::from_utf8(line).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_wrong_key_is_told_from_modified_records() {
+        let right = Keyring::new("k1", vec![1; 32]);
+        let wrong = Keyring::new("k1", vec![2; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut lines = log(&right, 12);
+        std::fs::write(dir.path().join(LOG_FILE), lines.concat()).unwrap();
+        assert!(check_before_start(dir.path(), &right).is_ok());
+        let refused = check_before_start(dir.path(), &wrong);
+        assert!(
+            matches!(refused, Err(StoreError::WrongKey { checked: 8, .. })),
+            "{refused:?}"
+        );
+        // Every newest record modified: the oldest still proves the key.
+        for line in &mut lines[4..] {
+            *line = line.replacen("crm_update", "crm_delete", 1);
+        }
+        std::fs::write(dir.path().join(LOG_FILE), lines.concat()).unwrap();
+        assert!(check_before_start(dir.path(), &right).is_ok());
+    }
 }
