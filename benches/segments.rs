@@ -836,7 +836,7 @@ struct CostModel {
 
 impl CostModel {
     fn measure(dir: &Path, layout: &Layout) -> Result<CostModel, BoxError> {
-        let keyring = Keyring::load(KEY_ID, None, dir)?;
+        let keyring = Keyring::load(KEY_ID, None, dir, true)?;
         let total = layout.chunks();
         let stride = (total / COST_SAMPLE_CHUNKS).max(1);
         let mut model = CostModel {

@@ -8,7 +8,10 @@
 //! config (`hmac_key`, `hmac_key_file`, or `AUDITLOG_HMAC_KEY`); where none
 //! is given, 32 random bytes are generated once into `<data_dir>/hmac.key`
 //! (as 64 hex characters, mode 0600) and reused on every start. A key is the
-//! bytes of its string, at least [`MIN_KEY_LEN`] of them.
+//! bytes of its string, at least [`MIN_KEY_LEN`] of them. The key file is
+//! generated only for a data directory that holds no log yet: a new key
+//! beside records signed with a lost one would make every record fail its
+//! check, so a missing key file there refuses the start instead.
 //!
 //! Invariant: no key or secret reaches a log line or a `Debug` output: [`Key`]
 //! and [`Secret`] print as redacted.
@@ -84,6 +87,13 @@ pub enum KeyError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the key file {path} is missing but the data directory already holds a log signed with \
+         it; restore {path} from a backup, or configure the key the log was written with \
+         (hmac_key_file, hmac_key or AUDITLOG_HMAC_KEY): a new key would make every existing \
+         record fail verification"
+    )]
+    Missing { path: String },
     #[error("cannot create key file {path}: {source}")]
     Create {
         path: String,
@@ -103,15 +113,23 @@ impl Keyring {
     }
 
     /// Loads the active key: `configured` when given, otherwise the key file in
-    /// `data_dir`, generated on first use.
+    /// `data_dir`, generated on first use, that is, only while `holds_log` is
+    /// false (the directory has no records and no manifest yet).
     pub fn load(
         key_id: &str,
         configured: Option<&[u8]>,
         data_dir: &Path,
+        holds_log: bool,
     ) -> Result<Keyring, KeyError> {
+        let path = data_dir.join(KEY_FILE);
         let key = match configured {
             Some(k) => k.to_vec(),
-            None => load_or_generate(&data_dir.join(KEY_FILE), "HMAC")?,
+            None if holds_log && !path.exists() => {
+                return Err(KeyError::Missing {
+                    path: path.display().to_string(),
+                });
+            }
+            None => load_or_generate(&path, "HMAC")?,
         };
         if key.len() < MIN_KEY_LEN {
             return Err(KeyError::TooShort(key.len()));

@@ -98,6 +98,18 @@ pub async fn run(
     // Before anything in the data directory is read or written; held until
     // this function returns (or the process ends).
     let _lock = lock::DirLock::acquire(&config.data_dir)?;
+    // What can be known about the data directory without recovering it is
+    // checked before anything is announced: the key, and the manifest.
+    let keyring = {
+        let dir = config.data_dir.clone();
+        let key_id = config.hmac_key_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let keyring = Keyring::load(&key_id, key.as_deref(), &dir, store::holds_log(&dir)?)?;
+            store::check_before_start(&dir, &keyring)?;
+            Ok::<_, ServerError>(keyring)
+        })
+        .await??
+    };
     let cancel = CancellationToken::new();
     let cell: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
     // One crypto provider for every TLS client (webhooks, alerts), installed
@@ -134,7 +146,6 @@ pub async fn run(
         max_segment_age: config.max_segment_age(),
         lead_copies: config.lead_copies,
     };
-    let key_id = config.hmac_key_id.clone();
     let retention = config.retention();
     let check_every = Duration::from_secs(config.retention_check_secs);
     let alerts_config = config.alerts.clone();
@@ -154,7 +165,6 @@ pub async fn run(
                     path: dir.display().to_string(),
                     source,
                 })?;
-                let keyring = Keyring::load(&key_id, key.as_deref(), &store_config.data_dir)?;
                 let compliance = Compliance::load(&compliance_config, &store_config.data_dir)?;
                 let webhook_keys = webhooks::signing_keys(&webhooks_config, dir).map_err(|e| {
                     config::ConfigError::Invalid {

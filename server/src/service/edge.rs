@@ -35,6 +35,7 @@ pub(crate) fn status_of(e: StoreError) -> Status {
         StoreError::Read(_)
         | StoreError::Open { .. }
         | StoreError::Key(_)
+        | StoreError::WrongKey { .. }
         | StoreError::Rotate(_)
         | StoreError::Manifest(_) => Code::Internal,
     };
@@ -271,6 +272,8 @@ fn problem_kind(k: FindingKind) -> pb::ProblemKind {
         FindingKind::SegmentUnreadable => pb::ProblemKind::SegmentUnreadable,
         FindingKind::SegmentUnlisted => pb::ProblemKind::SegmentUnlisted,
         FindingKind::ManifestModified => pb::ProblemKind::ManifestModified,
+        FindingKind::WrongKey => pb::ProblemKind::WrongKey,
+        FindingKind::HeadModified => pb::ProblemKind::HeadModified,
     }
 }
 

@@ -32,6 +32,8 @@ pub enum FindingKind {
     SegmentUnreadable,
     SegmentUnlisted,
     ManifestModified,
+    WrongKey,
+    HeadModified,
 }
 
 /// One problem, located.
@@ -94,6 +96,51 @@ impl Report {
                 ),
             });
         }
+    }
+
+    /// Replaces the findings of a log whose every record checked fails its
+    /// MAC while the chain holds (no record out of place, no `prev` that
+    /// misses) by one [`FindingKind::WrongKey`]: the bytes are as the server
+    /// wrote them and only the key differs, so this is a wrong or replaced
+    /// key, not every record modified. One record alone cannot tell.
+    pub fn check_key(&mut self, key_id: &str, file: &str) {
+        let bad = |k: FindingKind| k == FindingKind::BadSignature;
+        let sound = |k: FindingKind| {
+            !matches!(
+                k,
+                FindingKind::ChainBreak
+                    | FindingKind::SeqGap
+                    | FindingKind::SeqOutOfOrder
+                    | FindingKind::Malformed
+            )
+        };
+        let failed = self.findings.iter().filter(|f| bad(f.kind)).count() as u64;
+        if self.events_checked < 2
+            || failed != self.events_checked
+            || !self.findings.iter().all(|f| sound(f.kind))
+        {
+            return;
+        }
+        let first = self
+            .findings
+            .iter()
+            .find(|f| bad(f.kind))
+            .map_or(0, |f| f.seq);
+        self.findings.retain(|f| !bad(f.kind));
+        self.findings.insert(
+            0,
+            Finding {
+                kind: FindingKind::WrongKey,
+                seq: first,
+                line: 0,
+                file: file.to_owned(),
+                message: format!(
+                    "all {failed} records checked fail their MAC under key {key_id:?} while the \
+                     chain holds: the server holds a wrong or replaced key, not {failed} \
+                     modified records; configure the key the log was written with"
+                ),
+            },
+        );
     }
 
     /// Reports a log that ends before `acknowledged_head`, the highest seq
@@ -497,6 +544,35 @@ mod tests {
         assert!(found.contains(&(BadSignature, u64::MAX, 2)), "{found:?}");
         assert!(found.contains(&(SeqGap, u64::MAX, 2)), "{found:?}");
         assert!(found.contains(&(Malformed, u64::MAX, 3)), "{found:?}");
+    }
+
+    #[test]
+    fn a_wrong_key_is_one_finding_not_every_record_modified() {
+        let lines = log(4);
+        let other = Keyring::new("k1", vec![8u8; 32]);
+        let none = HashMap::new();
+        let mut v = Verifier::new(&other, &none, 1, GENESIS);
+        for (i, line) in lines.iter().enumerate() {
+            v.check_line("audit.log", i as u64 + 1, line);
+        }
+        let mut report = v.finish();
+        report.check_key("k1", "audit.log");
+        let kinds: Vec<_> = report.findings.iter().map(|f| (f.kind, f.seq)).collect();
+        assert_eq!(kinds, vec![(WrongKey, 1)]);
+        // A modified record among records that verify stays a bad signature.
+        let mut lines = lines;
+        lines[1] = String::from_utf8(lines[1].clone())
+            .unwrap()
+            .replace("L2", "L9")
+            .into_bytes();
+        let keys = keyring();
+        let mut v = Verifier::new(&keys, &none, 1, GENESIS);
+        for (i, line) in lines.iter().enumerate() {
+            v.check_line("audit.log", i as u64 + 1, line);
+        }
+        let mut report = v.finish();
+        report.check_key("k1", "audit.log");
+        assert_eq!(report.findings[0].kind, BadSignature);
     }
 
     #[test]

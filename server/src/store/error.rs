@@ -61,6 +61,13 @@ pub enum StoreError {
     Manifest(#[from] manifest::ManifestError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error(
+        "the newest {checked} records all fail their MAC under key {key_id:?} while their chain \
+         holds: the HMAC key is not the one the log was written with (replaced or wrong); \
+         configure the original key (hmac_key_file, hmac_key, AUDITLOG_HMAC_KEY, or \
+         <data_dir>/hmac.key) and start again"
+    )]
+    WrongKey { key_id: String, checked: usize },
 }
 
 impl StoreError {

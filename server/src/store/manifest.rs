@@ -5,10 +5,13 @@
 //! `.gz` and of the `.idx`, and a summary (counts by type and workflow,
 //! distinct leads). `purged` records the last retention purge.
 //!
-//! The file is one line of JSON signed like a record: its last field is
-//! `"mac":"<64 hex>"`, an HMAC-SHA256 under `key_id` of the bytes before
-//! `,"mac":…` followed by `}`. An edit made without the key (say, dropping an
-//! entry to hide a deleted segment) is therefore detected.
+//! The server writes it as one line of JSON signed like a record: its last
+//! field is `"mac":"<64 hex>"`, an HMAC-SHA256 under `key_id` of the bytes
+//! before `,"mac":…` followed by `}`. An edit made without the key (say,
+//! dropping an entry to hide a deleted segment) is therefore detected. A
+//! reader checks the MAC over that canonical form of the content it decoded,
+//! so the same manifest laid out another way (pretty-printed, keys
+//! reordered) still verifies, and a changed value never does.
 //!
 //! It is replaced atomically (`crate::durable`): written to
 //! `manifest.json.tmp`, fsynced, renamed over `manifest.json`, and the
@@ -94,7 +97,10 @@ pub(crate) struct Loaded {
 pub enum ManifestError {
     #[error("cannot read {MANIFEST_FILE}: {0}")]
     Io(#[from] std::io::Error),
-    #[error("{MANIFEST_FILE} is not a valid manifest: {0}")]
+    #[error(
+        "{MANIFEST_FILE} is not a valid manifest ({0}); it lists the compressed segments, so the \
+         server does not start without it: restore it from a backup"
+    )]
     Invalid(String),
 }
 
@@ -172,19 +178,21 @@ impl Manifest {
         Manifest::parse(&bytes, keyring)
     }
 
-    /// Decodes the bytes of a manifest file and checks its MAC.
+    /// Decodes the bytes of a manifest file and checks its MAC. Any JSON
+    /// layout of the object is read (say, pretty-printed by hand): the MAC
+    /// is checked over the manifest's canonical form, the compact one the
+    /// server writes, so it vouches for the content whatever the spacing.
     pub(crate) fn parse(bytes: &[u8], keyring: &Keyring) -> Result<Loaded, ManifestError> {
-        let text = bytes.strip_suffix(b"\n").unwrap_or(bytes);
-        let Some((content, mac)) = split_mac(text) else {
-            return Err(ManifestError::Invalid(
-                "it has no trailing mac field".into(),
-            ));
-        };
         let mut value: serde_json::Value =
-            serde_json::from_slice(text).map_err(|e| ManifestError::Invalid(e.to_string()))?;
-        if let Some(map) = value.as_object_mut() {
-            map.remove("mac");
-        }
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Invalid(e.to_string()))?;
+        let mac = match value.as_object_mut().and_then(|map| map.remove("mac")) {
+            Some(serde_json::Value::String(mac)) => mac,
+            _ => {
+                return Err(ManifestError::Invalid(
+                    "it has no \"mac\" string field".into(),
+                ));
+            }
+        };
         let manifest: Manifest =
             serde_json::from_value(value).map_err(|e| ManifestError::Invalid(e.to_string()))?;
         for entry in &manifest.segments {
@@ -202,9 +210,12 @@ impl Manifest {
                 "it names seq {seq}, above the highest seq a record can have"
             )));
         }
+        let mut content = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
+        // The MAC covers the canonical bytes without their closing brace.
+        content.pop();
         let authentic = keyring
             .get(&manifest.key_id)
-            .is_some_and(|key| hex::decode(mac).is_ok_and(|m| key.verify(content, &m)));
+            .is_some_and(|key| hex::decode(mac).is_ok_and(|m| key.verify(&content, &m)));
         Ok(Loaded {
             manifest,
             authentic,
@@ -236,14 +247,6 @@ impl Manifest {
     pub(crate) fn entry(&self, file: &str) -> Option<&SegmentEntry> {
         self.segments.iter().find(|s| s.file == file)
     }
-}
-
-/// Splits `…,"mac":"<64 hex>"}` into the signed content and the MAC.
-fn split_mac(text: &[u8]) -> Option<(&[u8], &str)> {
-    let body = text.strip_suffix(b"\"}")?;
-    let mac = body.get(body.len().checked_sub(64)?..)?;
-    let content = body[..body.len() - 64].strip_suffix(MAC_HEAD)?;
-    Some((content, std::str::from_utf8(mac).ok()?))
 }
 
 #[cfg(test)]
@@ -345,6 +348,23 @@ mod tests {
         assert!(Manifest::parse(&m.signed_bytes(&keys).unwrap(), &keys).is_err());
         m.segments[0].last_seq = MAX_SEQ;
         assert!(Manifest::parse(&m.signed_bytes(&keys).unwrap(), &keys).is_ok());
+    }
+
+    #[test]
+    fn any_layout_of_a_signed_manifest_verifies() {
+        // A pretty-printed manifest stopped the server: the MAC was looked
+        // for at the end of the raw bytes.
+        let keys = keyring();
+        let bytes = sample().signed_bytes(&keys).unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let pretty = serde_json::to_vec_pretty(&value).unwrap();
+        let loaded = Manifest::parse(&pretty, &keys).unwrap();
+        assert!(loaded.authentic);
+        let edited = String::from_utf8(pretty)
+            .unwrap()
+            .replace("\"last_seq\": 10", "\"last_seq\": 11");
+        assert!(!Manifest::parse(edited.as_bytes(), &keys).unwrap().authentic);
+        assert!(Manifest::parse(b"{\"version\":1}", &keys).is_err());
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - `audit.log.quarantine`: bytes recovery cut from the end of the log (a
 //!   torn last line, a half-written batch), kept for inspection.
 //! - `hmac.key`: the generated HMAC key, when none is configured.
+//! - `head`: the last acknowledged seq and signature, signed, and the cuts
+//!   a start found (`head`).
 //!
 //! Invariants: only the writer thread appends, and only to `audit.log`; a
 //! record enters the index, reaches subscribers and is acknowledged only
@@ -32,6 +34,7 @@
 mod cache;
 pub(crate) mod chain;
 mod error;
+mod head;
 pub(crate) mod index;
 pub(crate) mod leads;
 pub(crate) mod manifest;
@@ -44,6 +47,7 @@ mod sealer;
 pub(crate) mod segment;
 mod shared;
 mod syncer;
+mod trust;
 mod verify;
 mod writer;
 
@@ -64,6 +68,7 @@ pub(crate) use record::{Details, NewEvent, Record};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 pub(crate) use shared::{Committed, LOG_FILE, QUARANTINE_FILE};
+pub(crate) use trust::{check_before_start, holds_log};
 pub(crate) use verify::Checkpoint;
 // Reached only by `crate::fuzzing`.
 pub(crate) use recovery::recover_summary;
@@ -122,6 +127,9 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
     syncer: Mutex<Option<JoinHandle<()>>>,
     sealer: Mutex<Option<JoinHandle<()>>>,
+    /// The thread that persists the head (`head`), and what ends it.
+    head: Mutex<Option<JoinHandle<()>>>,
+    head_wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     readers: Readers,
 }
 
@@ -167,7 +175,23 @@ impl Store {
             lead_copies: config.lead_copies,
             active_len: AtomicU64::new(recovered.len),
             indexed_seq: AtomicU64::new(indexed_seq),
+            head: Mutex::new(head::Head::default()),
         });
+        trust::check_key(&shared, recovered.manifest_authentic)?;
+        let last = shared.index().last().copied();
+        let last = last.map(|m| {
+            let signature = shared.read_record(&m).map(|r| r.signature);
+            (m.seq, signature.unwrap_or_default())
+        });
+        let head = head::at_start(&dir, &shared.keyring, last).map_err(open_err)?;
+        *shared.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
+        let (head_wake, head_rx) = std::sync::mpsc::channel();
+        let head_shared = Arc::clone(&shared);
+        let groups = shared.hub.subscribe();
+        let head_thread = std::thread::Builder::new()
+            .name("auditlog-head".into())
+            .spawn(move || head::run(&head_shared, groups, &head_rx))
+            .map_err(open_err)?;
         let (jobs, job_rx) = std::sync::mpsc::channel();
         for pending in recovered.pending {
             // The receiver is alive: it is handed to the sealer below.
@@ -208,6 +232,8 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             syncer: Mutex::new(Some(syncer)),
             sealer: Mutex::new(Some(sealer)),
+            head: Mutex::new(Some(head_thread)),
+            head_wake: Mutex::new(Some(head_wake)),
             readers: Readers::start(),
         })
     }
@@ -377,6 +403,11 @@ impl Store {
         };
         join(&self.writer, "writer");
         join(&self.syncer, "syncer");
+        // Every group is published now: the head thread writes the last.
+        if let Ok(mut wake) = self.head_wake.lock() {
+            wake.take();
+        }
+        join(&self.head, "head");
         self.readers.stop();
         self.shared.stop.store(true, Ordering::Relaxed);
         join(&self.sealer, "sealer");

@@ -450,6 +450,12 @@ impl Shared {
         Ok(plain)
     }
 
+    /// The line of the record at `meta` as stored, without its newline.
+    pub(super) fn read_line(&self, meta: &Meta) -> Result<Vec<u8>, StoreError> {
+        let (segment, meta) = self.locate(meta)?;
+        self.with_line(&segment, &meta, 0, |line| Ok(line.to_vec()))
+    }
+
     /// The record at `meta`, inflating only as far as its own line.
     pub(super) fn read_record(&self, meta: &Meta) -> Result<Record, StoreError> {
         let (segment, meta) = self.locate(meta)?;

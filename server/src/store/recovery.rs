@@ -18,6 +18,14 @@
 //!    cut acknowledged records after it, so such a line is kept like any
 //!    damaged line, for verification to report.
 //!
+//! 4. A record is indexed without a MAC check only when its seq is the one
+//!    after the last record indexed. Any other seq (a jump, the first record
+//!    of the log) is indexed only if its MAC verifies: the writer continues
+//!    from the last indexed seq, so a record whose seq was raised by hand
+//!    (its MAC then fails) must not steer it past the records that follow,
+//!    which would hide them. Such a record is left in place for verification
+//!    to report.
+//!
 //! Only the end of the log is ever cut, and only what no caller was told was
 //! written: the writer acknowledges a batch after all of it is durable.
 
@@ -33,7 +41,7 @@ use super::error::StoreError;
 use super::index::Index;
 use super::leads;
 use super::manifest::{Manifest, SegmentEntry};
-use super::record::{MacCheck, Record};
+use super::record::{MAX_SEQ, MacCheck, Record};
 use super::sealer::{self, Job};
 use super::segment::{Chunk, SegmentFile, SegmentIndex};
 use super::shared::{LOG_FILE, QUARANTINE_FILE};
@@ -53,8 +61,40 @@ pub(super) struct Recovered {
     pub segments: HashMap<u32, Arc<SegmentFile>>,
     pub next_segment: u32,
     pub manifest: Manifest,
+    /// False when a manifest exists and fails its MAC.
+    pub manifest_authentic: bool,
     /// Sealed segments whose compression a crash interrupted.
     pub pending: Vec<Job>,
+}
+
+/// Which records recovery indexes (rule 4): the next seq expected, and the
+/// keys to check a record that does not have it.
+struct Admit<'k> {
+    next: u64,
+    keyring: &'k Keyring,
+}
+
+impl<'k> Admit<'k> {
+    /// Expects the seq after the last one in `index`, or `start` (1, or the
+    /// one after the last purge) when it is empty.
+    fn after(index: &Index, start: u64, keyring: &'k Keyring) -> Admit<'k> {
+        Admit {
+            next: index.last().map_or(start, |m| m.seq + 1),
+            keyring,
+        }
+    }
+
+    /// Whether `record`, read from `line` (without its newline), is indexed.
+    fn admit(&mut self, record: &Record, line: &[u8]) -> bool {
+        let ok = record.seq <= MAX_SEQ
+            && (record.seq == self.next
+                || (record.seq > self.next
+                    && record.check_mac(line, self.keyring) == MacCheck::Valid));
+        if ok {
+            self.next = record.seq + 1;
+        }
+        ok
+    }
 }
 
 /// A batch whose records are still being read.
@@ -81,6 +121,12 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
         );
     }
     let manifest = loaded.manifest;
+    let manifest_authentic = loaded.authentic;
+    // The first seq of the log, where nothing indexed says otherwise.
+    let start = manifest
+        .purged
+        .as_ref()
+        .map_or(1, |p| p.through_seq.saturating_add(1));
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map_err(io)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -155,7 +201,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
                 file: file.try_clone().map_err(io)?,
             },
         );
-        scan(&file, &mut index, id).map_err(io)?;
+        scan(&file, &mut index, id, start, keyring).map_err(io)?;
         tracing::info!(file = %plain, "a sealed segment was not compressed yet; compressing it");
         pending.push(Job {
             segment: id,
@@ -166,7 +212,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
 
     let before = index.last().map(|m| m.seq);
     let (file, len, active_segment) = {
-        let (file, len) = recover_active(dir, &mut index, next_segment, keyring)?;
+        let (file, len) = recover_active(dir, &mut index, next_segment, start, keyring)?;
         let reader = file.try_clone().map_err(io)?;
         let id = add(
             &mut segments,
@@ -200,6 +246,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
         segments,
         next_segment,
         manifest,
+        manifest_authentic,
         pending,
     })
 }
@@ -271,7 +318,14 @@ fn rebuild_index(gz: &File) -> std::io::Result<SegmentIndex> {
 }
 
 /// Indexes the complete records of a sealed plain segment.
-fn scan(file: &File, index: &mut Index, segment: u32) -> std::io::Result<()> {
+fn scan(
+    file: &File,
+    index: &mut Index,
+    segment: u32,
+    start: u64,
+    keyring: &Keyring,
+) -> std::io::Result<()> {
+    let mut admit = Admit::after(index, start, keyring);
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut offset = 0u64;
     let mut line = Vec::with_capacity(4096);
@@ -281,7 +335,9 @@ fn scan(file: &File, index: &mut Index, segment: u32) -> std::io::Result<()> {
         if n == 0 || line.last() != Some(&b'\n') {
             return Ok(());
         }
-        if let Ok(record) = Record::parse(&line[..n - 1]) {
+        if let Ok(record) = Record::parse(&line[..n - 1])
+            && admit.admit(&record, &line[..n - 1])
+        {
             index.add(&record, segment, offset, n as u32);
         }
         offset += n as u64;
@@ -295,6 +351,7 @@ fn recover_active(
     dir: &Path,
     index: &mut Index,
     segment: u32,
+    start: u64,
     keyring: &Keyring,
 ) -> Result<(File, u64), StoreError> {
     let path = dir.join(LOG_FILE);
@@ -313,6 +370,7 @@ fn recover_active(
         sync_dir(dir).map_err(io)?;
     }
 
+    let mut admit = Admit::after(index, start, keyring);
     let mut reader = BufReader::with_capacity(1 << 20, &file);
     let mut offset = 0u64;
     let mut line = Vec::with_capacity(4096);
@@ -327,13 +385,18 @@ fn recover_active(
         }
         let len = n as u64;
         let parsed = Record::parse(&line[..n - 1]).ok();
+        // A record recovery may not index (rule 4) is kept like a damaged
+        // line, but it may still open a batch (below, by its own MAC).
+        let admitted = parsed
+            .as_ref()
+            .is_some_and(|r| admit.admit(r, &line[..n - 1]));
         let len32 = u32::try_from(len).unwrap_or(u32::MAX);
         match (parsed, batch.as_mut()) {
             // A damaged line inside the log is kept, not indexed. Inside an
             // open batch it counts as one of the batch's records, so a
             // damaged batch is not mistaken for a torn one.
             (parsed, Some(open)) => {
-                if let Some(record) = parsed {
+                if let Some(record) = parsed.filter(|_| admitted) {
                     open.records.push((record, offset, len32));
                 }
                 open.remaining -= 1;
@@ -353,11 +416,17 @@ fn recover_active(
                     batch = Some(OpenBatch {
                         offset,
                         remaining: size - 1,
-                        records: vec![(record, offset, len32)],
+                        records: if admitted {
+                            vec![(record, offset, len32)]
+                        } else {
+                            Vec::new()
+                        },
                     });
                 }
                 _ => {
-                    index.add(&record, segment, offset, len32);
+                    if admitted {
+                        index.add(&record, segment, offset, len32);
+                    }
                     keep = offset + len;
                 }
             },
@@ -523,6 +592,34 @@ mod tests {
         let (dir, r) = scenario(&content);
         assert_eq!(r.index.last().map(|m| m.seq), Some(2));
         assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), content);
+    }
+
+    #[test]
+    fn a_forged_seq_with_a_bad_mac_does_not_steer_the_next_seq() {
+        // A record whose seq was raised by 1000 (its MAC now fails) was
+        // indexed, the records after it were not, and the writer went on
+        // from seq 1003, hiding them.
+        let ls = lines(5, None);
+        let forged =
+            String::from_utf8(ls[2].clone())
+                .unwrap()
+                .replacen("{\"seq\":3,", "{\"seq\":1003,", 1);
+        let content = [&ls[0], &ls[1], forged.as_bytes(), &ls[3], &ls[4]].concat();
+        let (dir, r) = scenario(&content);
+        assert_eq!(r.index.last().map(|m| m.seq), Some(5));
+        assert!(r.index.get(1003).is_none() && r.index.get(4).is_some());
+        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), content);
+    }
+
+    #[test]
+    fn a_seq_jump_with_a_valid_mac_is_indexed() {
+        // Records after a damaged line (or after the last purge) follow a
+        // gap in seqs; their MAC vouches for them.
+        let ls = lines(5, None);
+        let content = [&ls[0][..], b"garbage\n", &ls[2], &ls[3], &ls[4]].concat();
+        let (_dir, r) = scenario(&content);
+        assert_eq!(r.index.last().map(|m| m.seq), Some(5));
+        assert!(r.index.get(3).is_some());
     }
 
     #[test]

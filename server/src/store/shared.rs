@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 
 use super::cache::ChunkCache;
 use super::error::StoreError;
+use super::head::Head;
 use super::index::Index;
 use super::manifest::Manifest;
 use super::record::Record;
@@ -75,6 +76,8 @@ pub(super) struct Shared {
     pub(super) active_len: AtomicU64,
     /// The highest seq in the index, kept by the syncer.
     pub(super) indexed_seq: AtomicU64,
+    /// The head as last persisted (`head`), with the cuts found at start.
+    pub(super) head: Mutex<Head>,
 }
 
 impl Shared {

@@ -25,6 +25,7 @@ mod snapshot;
 
 use super::chain::{Finding, FindingKind, Report, Verifier};
 use super::error::StoreError;
+use super::head::HEAD_FILE;
 use super::manifest::{MANIFEST_FILE, SegmentEntry};
 use super::record::GENESIS;
 use super::retention::purge_point;
@@ -111,7 +112,9 @@ pub(super) fn verify(
     if required >= from_seq.max(1) {
         total.check_truncation(required, LOG_FILE);
     }
+    report_head(shared, &mut total, &range, start_seq);
     total.check_checkpoints(&wanted, LOG_FILE);
+    total.check_key(shared.keyring.active().0, LOG_FILE);
     if !snapshot.authentic {
         total.findings.push(Finding {
             kind: FindingKind::ManifestModified,
@@ -142,6 +145,48 @@ pub(super) fn verify(
         "verified"
     );
     Ok(total)
+}
+
+/// Reports what a start found against the persisted head: each cut of
+/// acknowledged seqs (in `range`, and not purged since), and a head file
+/// changed outside the server.
+fn report_head(
+    shared: &Shared,
+    total: &mut Report,
+    range: &std::ops::RangeInclusive<u64>,
+    start_seq: u64,
+) {
+    let head = shared.head.lock().map(|h| h.clone()).unwrap_or_default();
+    for cut in &head.cuts {
+        if cut.last < start_seq || cut.first > *range.end() || cut.last < *range.start() {
+            continue;
+        }
+        total.findings.push(Finding {
+            kind: FindingKind::Truncated,
+            seq: cut.first,
+            line: 0,
+            file: LOG_FILE.to_owned(),
+            message: format!(
+                "seqs {}..={} were acknowledged but missing from the log when the server \
+                 started: they were cut (or {LOG_FILE} deleted) while it was down; later events \
+                 go on after seq {}",
+                cut.first, cut.last, cut.last
+            ),
+        });
+    }
+    if head.edited {
+        total.findings.push(Finding {
+            kind: FindingKind::HeadModified,
+            seq: 0,
+            line: 0,
+            file: HEAD_FILE.to_owned(),
+            message: format!(
+                "{HEAD_FILE} (the last acknowledged seq, kept outside the log) was changed or \
+                 damaged outside the server when it started: a cut of the log's tail made while \
+                 it was down cannot be ruled out"
+            ),
+        });
+    }
 }
 
 /// Reports where a segment does not follow on from the one before it.

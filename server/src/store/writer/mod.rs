@@ -168,6 +168,10 @@ impl Writer {
                 }
             }
         };
+        // After a cut found at start (`head`), seqs go on after the last
+        // one acknowledged, so none is given twice.
+        let acknowledged = shared.head.lock().map_or(0, |h| h.seq);
+        let next_seq = next_seq.max(acknowledged.saturating_add(1));
         // After a restart the active segment's age is that of its first
         // record, not of this start.
         let segment_first_timestamp = match active.first_seq {

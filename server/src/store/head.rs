@@ -1,0 +1,278 @@
+//! The acknowledged head, kept outside the log: `<data_dir>/head`.
+//!
+//! Format: one line of JSON, `{"seq":N,"signature":"<64 hex>","cuts":[…],
+//! "edited":false,"key_id":"k1","mac":"<64 hex>"}`, signed like the
+//! manifest: the MAC is an HMAC-SHA256 under `key_id` of the canonical
+//! (compact) form without its closing brace. `seq` and `signature` are those
+//! of a record the server acknowledged; `cuts` the ranges of acknowledged
+//! seqs that a start found missing from the log; `edited` that a start found
+//! this file changed outside the server. The file is only ever replaced
+//! whole (`durable`).
+//!
+//! When it is written: at start, when it is absent, behind the log, or a
+//! start found something; then by the head thread, at most once every
+//! [`EVERY`], with the newest group the syncer published (that is, made
+//! durable and acknowledged), and once more at shutdown. Never on the write
+//! path: a group commit does not wait for it.
+//!
+//! What a start does with it: when the log ends before `seq` (its tail was
+//! cut, or `audit.log` deleted, while the server was down), the missing
+//! range joins `cuts`, the file is rewritten at once, and the writer goes on
+//! after `seq`, chained to the last record present, so no acknowledged seq
+//! is ever given twice. `cuts` and `edited` are only ever added to, so a
+//! finding is reported by every verification after it, across restarts,
+//! and no later write of the head heals it.
+//!
+//! The bound: a cut made while the server is down is detected down to the
+//! last head written, so it can hide at most the events acknowledged in the
+//! last [`EVERY`] before a crash (none after a clean shutdown), and, if the
+//! head file itself is deleted or replaced by an older signed copy, the
+//! events after the head that copy holds. Only a receipt kept by the caller
+//! (a checkpoint) proves more.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::{self, error::TryRecvError};
+
+use super::record::MAX_SEQ;
+use super::shared::{Committed, Shared};
+use crate::durable;
+use crate::keys::Keyring;
+
+/// The head file's name in the data directory.
+pub(crate) const HEAD_FILE: &str = "head";
+/// How often at most the head thread replaces the head file.
+pub(super) const EVERY: Duration = Duration::from_secs(1);
+
+/// The persisted head.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Head {
+    pub seq: u64,
+    pub signature: String,
+    /// Acknowledged seqs a start found missing from the log, oldest first.
+    #[serde(default)]
+    pub cuts: Vec<Cut>,
+    /// A start found this file changed outside the server.
+    #[serde(default)]
+    pub edited: bool,
+    #[serde(default)]
+    pub key_id: String,
+}
+
+/// Seqs `first..=last`, acknowledged and then missing at a start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cut {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl Head {
+    /// Reads the head file in `dir`: `None` when there is none (or it names
+    /// a key this server does not hold); `Err` with a reason when it cannot
+    /// be read or does not match its MAC.
+    fn load(dir: &Path, keyring: &Keyring) -> Result<Option<Head>, String> {
+        let bytes = match std::fs::read(dir.join(HEAD_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot be read ({e})")),
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("is not JSON ({e})"))?;
+        let mac = value
+            .as_object_mut()
+            .and_then(|m| m.remove("mac"))
+            .and_then(|m| m.as_str().and_then(|m| hex::decode(m).ok()))
+            .ok_or("has no mac")?;
+        let head: Head =
+            serde_json::from_value(value).map_err(|e| format!("is not a head ({e})"))?;
+        let Some(key) = keyring.get(&head.key_id) else {
+            // Signed with a key this server does not hold (`hmac_key_id`
+            // changed): no evidence either way, like no head at all; the
+            // records say the same as UNKNOWN_KEY.
+            tracing::warn!(
+                key_id = %head.key_id,
+                "{HEAD_FILE} is signed with a key this server does not hold; starting a new one"
+            );
+            return Ok(None);
+        };
+        if !key.verify(&head.content(), &mac) || head.seq > MAX_SEQ {
+            return Err("does not match its MAC".into());
+        }
+        Ok(Some(head))
+    }
+
+    /// The canonical bytes the MAC covers: the compact JSON without its
+    /// closing brace.
+    fn content(&self) -> Vec<u8> {
+        // A struct of strings and integers always serialises.
+        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes.pop();
+        bytes
+    }
+
+    /// Replaces the head file in `dir`, signed with the active key.
+    fn store(&mut self, dir: &Path, keyring: &Keyring) -> std::io::Result<()> {
+        let (key_id, key) = keyring.active();
+        key_id.clone_into(&mut self.key_id);
+        let mut bytes = self.content();
+        let mac = hex::encode(key.sign(&bytes));
+        bytes.extend_from_slice(format!(",\"mac\":\"{mac}\"}}\n").as_bytes());
+        durable::replace(&dir.join(HEAD_FILE), &bytes)
+    }
+}
+
+/// Compares the head file with the log recovery found, whose newest record
+/// is `last` (seq and signature): records a cut or an edited file, rewrites
+/// the file when it is absent, behind or has news, and returns the head the
+/// store goes on from.
+pub(super) fn at_start(
+    dir: &Path,
+    keyring: &Keyring,
+    last: Option<(u64, String)>,
+) -> std::io::Result<Head> {
+    let end = last.as_ref().map_or(0, |l| l.0);
+    let (mut head, mut dirty) = match Head::load(dir, keyring) {
+        Ok(Some(head)) => (head, false),
+        Ok(None) => (Head::default(), true),
+        Err(reason) => {
+            tracing::error!(
+                "{HEAD_FILE} {reason}: it was changed outside the server, so a cut of the log's \
+                 tail cannot be ruled out; VerifyIntegrity reports it"
+            );
+            let head = Head {
+                edited: true,
+                ..Head::default()
+            };
+            (head, true)
+        }
+    };
+    if end < head.seq {
+        let cut = Cut {
+            first: end + 1,
+            last: head.seq,
+        };
+        tracing::error!(
+            first = cut.first,
+            last = cut.last,
+            "the log ends at seq {end} but the server acknowledged events up to seq {}: they were \
+             cut while the server was down; VerifyIntegrity reports it, and new events go on \
+             after seq {}",
+            head.seq,
+            head.seq
+        );
+        // A cut already known at this head (a restart without writes since)
+        // only grows.
+        match head.cuts.last_mut() {
+            Some(known) if known.last == cut.last => known.first = known.first.min(cut.first),
+            _ => head.cuts.push(cut),
+        }
+        dirty = true;
+    } else if let Some((seq, signature)) = last
+        && seq > head.seq
+    {
+        head.seq = seq;
+        head.signature = signature;
+        dirty = true;
+    }
+    if dirty {
+        head.store(dir, keyring)?;
+    }
+    Ok(head)
+}
+
+/// The head thread: every [`EVERY`] at most, the newest group published
+/// since the last write becomes the head; once `wake` is closed (shutdown,
+/// after the syncer has published its last group), a last write, then it
+/// returns.
+pub(super) fn run(
+    shared: &Shared,
+    mut groups: broadcast::Receiver<Committed>,
+    wake: &Receiver<()>,
+) {
+    let mut failing = false;
+    loop {
+        let stopping = matches!(
+            wake.recv_timeout(EVERY),
+            Err(RecvTimeoutError::Disconnected)
+        );
+        let mut newest = None;
+        loop {
+            match groups.try_recv() {
+                Ok(group) => newest = group.last().map(|r| (r.seq, r.signature.clone())),
+                Err(TryRecvError::Lagged(_)) => {}
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+            }
+        }
+        if let Some((seq, signature)) = newest {
+            let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
+            head.seq = seq;
+            head.signature = signature;
+            match head.store(&shared.dir, &shared.keyring) {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("{HEAD_FILE} is written again");
+                }
+                Ok(()) => {}
+                // One line per run of failures; the next group retries.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot write {HEAD_FILE}; retrying with the next events");
+                }
+                Err(_) => {}
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys() -> Keyring {
+        Keyring::new("k1", vec![3; 32])
+    }
+
+    #[test]
+    fn a_cut_is_recorded_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys();
+        let head = at_start(dir.path(), &k, Some((10, "s10".into()))).unwrap();
+        assert_eq!((head.seq, head.cuts.len()), (10, 0));
+        // The tail was cut to seq 7 while the server was down.
+        let head = at_start(dir.path(), &k, Some((7, "s7".into()))).unwrap();
+        assert_eq!(head.cuts, vec![Cut { first: 8, last: 10 }]);
+        // Restarted again without writes, then cut further.
+        let head = at_start(dir.path(), &k, Some((7, "s7".into()))).unwrap();
+        assert_eq!(head.cuts, vec![Cut { first: 8, last: 10 }]);
+        let head = at_start(dir.path(), &k, Some((5, "s5".into()))).unwrap();
+        assert_eq!(head.cuts, vec![Cut { first: 6, last: 10 }]);
+        // Writes went on after seq 10: the cut stays.
+        let head = at_start(dir.path(), &k, Some((12, "s12".into()))).unwrap();
+        assert_eq!((head.seq, head.cuts.len()), (12, 1));
+    }
+
+    #[test]
+    fn an_edited_head_is_noted_for_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys();
+        at_start(dir.path(), &k, Some((10, "s10".into()))).unwrap();
+        let path = dir.path().join(HEAD_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("\"seq\":10", "\"seq\":3")).unwrap();
+        let head = at_start(dir.path(), &k, Some((10, "s10".into()))).unwrap();
+        assert!(head.edited);
+        assert!(
+            at_start(dir.path(), &k, Some((10, "s10".into())))
+                .unwrap()
+                .edited
+        );
+    }
+}
