@@ -81,17 +81,16 @@ pub(super) fn check_key(shared: &Shared, manifest_authentic: bool) -> Result<(),
         u64::MAX,
         KEY_WITNESSES,
     );
-    let mut lines = Vec::with_capacity(metas.len());
-    for meta in &metas {
-        lines.push(shared.read_line(meta)?);
-    }
+    // A record that cannot be read (a damaged segment) is no witness either
+    // way: damage is verification's to report, and must not stop the start.
+    let lines: Vec<Vec<u8>> = metas
+        .iter()
+        .filter_map(|meta| shared.read_line(meta).ok())
+        .collect();
     let oldest = shared
         .index()
         .select(&Filter::default(), Order::OldestFirst, None, u64::MAX, 1);
-    let oldest = match oldest.first() {
-        Some(meta) => Some(shared.read_line(meta)?),
-        None => None,
-    };
+    let oldest = oldest.first().and_then(|meta| shared.read_line(meta).ok());
     if verifies(oldest.as_deref(), &shared.keyring) {
         return Ok(());
     }
