@@ -43,6 +43,7 @@ mod sealer;
 pub(crate) mod segment;
 mod shared;
 mod syncer;
+pub(crate) mod tree;
 mod verify;
 mod writer;
 
@@ -120,6 +121,7 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
     syncer: Mutex<Option<JoinHandle<()>>>,
     sealer: Mutex<Option<JoinHandle<()>>>,
+    tree: Mutex<Option<JoinHandle<()>>>,
     readers: Readers,
 }
 
@@ -161,6 +163,7 @@ impl Store {
             lead_copies: config.lead_copies,
             active_len: AtomicU64::new(recovered.len),
             indexed_seq: AtomicU64::new(indexed_seq),
+            tree: tree::Tree::new(),
         });
         let (jobs, job_rx) = std::sync::mpsc::channel();
         for pending in recovered.pending {
@@ -177,6 +180,11 @@ impl Store {
         let syncer = std::thread::Builder::new()
             .name("auditlog-syncer".into())
             .spawn(move || syncer.run(&syncer_rx))
+            .map_err(open_err)?;
+        let tree_shared = Arc::clone(&shared);
+        let tree = std::thread::Builder::new()
+            .name("auditlog-tree".into())
+            .spawn(move || tree::run(&tree_shared))
             .map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let state = writer::Writer::new(
@@ -202,6 +210,7 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             syncer: Mutex::new(Some(syncer)),
             sealer: Mutex::new(Some(sealer)),
+            tree: Mutex::new(Some(tree)),
             readers: Readers::start(),
         })
     }
@@ -346,9 +355,16 @@ impl Store {
         };
         join(&self.writer, "writer");
         join(&self.syncer, "syncer");
+        self.shared.tree.stop();
+        join(&self.tree, "tree");
         self.readers.stop();
         self.shared.stop.store(true, Ordering::Relaxed);
         join(&self.sealer, "sealer");
+    }
+
+    /// The Merkle tree over the log (`tree`).
+    pub(crate) fn tree(&self) -> &tree::Tree {
+        &self.shared.tree
     }
 
     /// The data directory.

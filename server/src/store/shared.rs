@@ -57,6 +57,8 @@ pub(super) struct Shared {
     pub(super) active_len: AtomicU64,
     /// The highest seq in the index, kept by the syncer.
     pub(super) indexed_seq: AtomicU64,
+    /// The Merkle tree over the log, which the syncer wakes.
+    pub(super) tree: super::tree::Tree,
 }
 
 impl Shared {
