@@ -16,8 +16,8 @@ pub mod merkle;
 pub mod note;
 
 pub use merkle::{
-    Hash, MemoryTree, Nodes, ProofError, consistency_proof, empty_root, inclusion_proof, leaf_hash,
-    node_hash, root_of, verify_consistency, verify_inclusion,
+    Hash, MemoryTree, Nodes, ProofError, RootBuilder, consistency_proof, empty_root,
+    inclusion_proof, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion,
 };
 pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey};
 

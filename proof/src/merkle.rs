@@ -306,6 +306,49 @@ pub fn verify_consistency(
     Ok(())
 }
 
+/// The root of a stream of leaves, kept in O(log n) memory: the roots of
+/// the complete subtrees the leaves so far split into, largest first.
+#[derive(Debug, Clone, Default)]
+pub struct RootBuilder {
+    /// (height, hash) of each complete subtree, heights decreasing.
+    peaks: Vec<(u32, Hash)>,
+    size: u64,
+}
+
+impl RootBuilder {
+    /// Adds the next leaf hash.
+    pub fn push(&mut self, leaf: Hash) {
+        let (mut height, mut hash) = (0, leaf);
+        while let Some(&(h, left)) = self.peaks.last() {
+            if h != height {
+                break;
+            }
+            self.peaks.pop();
+            hash = node_hash(&left, &hash);
+            height += 1;
+        }
+        self.peaks.push((height, hash));
+        self.size += 1;
+    }
+
+    /// The number of leaves pushed.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root of the leaves pushed so far.
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(&(_, mut root)) = peaks.next() else {
+            return empty_root();
+        };
+        for (_, left) in peaks {
+            root = node_hash(left, &root);
+        }
+        root
+    }
+}
+
 /// A tree held in memory, for tests and small callers: every level of
 /// complete subtrees.
 #[derive(Debug, Clone, Default)]

@@ -30,6 +30,10 @@ struct Args {
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
+    /// Print the verifier key of the signed checkpoints (generating the
+    /// signing key into the data directory if there is none) and exit.
+    #[arg(long)]
+    print_verifier_key: bool,
 }
 
 /// How long the exit waits for blocking work still running once the server
@@ -90,6 +94,10 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref(), overrides)?;
     if args.print_config {
         println!("{config:#?}");
+        return Ok(());
+    }
+    if args.print_verifier_key {
+        println!("{}", auditlog_server::verifier_key(&config)?);
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(config.listen)

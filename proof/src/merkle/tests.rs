@@ -68,6 +68,18 @@ fn roots_match_the_reference() {
 }
 
 #[test]
+fn the_streaming_root_is_the_rfc_root_at_every_size() {
+    let (_, leaves) = synthetic(70);
+    let mut builder = RootBuilder::default();
+    assert_eq!(builder.root(), empty_root());
+    for (n, leaf) in leaves.iter().enumerate() {
+        builder.push(*leaf);
+        assert_eq!(builder.size(), n as u64 + 1);
+        assert_eq!(builder.root(), root_of(&leaves[..=n]), "size {}", n + 1);
+    }
+}
+
+#[test]
 fn inclusion_proofs_match_the_reference() {
     let tree = reference_tree();
     let cases: [(u64, u64, &[&str]); 4] = [

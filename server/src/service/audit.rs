@@ -105,11 +105,19 @@ impl AuditService for AuditSvc {
             })
             .collect();
         let store = self.store()?;
+        let latest = self.running()?.checkpoints.latest();
+        let whole = req.from_seq <= 1 && req.to_seq == 0;
         let started = std::time::Instant::now();
         let report = blocking("verification", move || {
-            store
+            let mut report = store
                 .verify(req.from_seq, req.to_seq, &checkpoints)
-                .map_err(status_of)
+                .map_err(status_of)?;
+            if whole {
+                let latest = latest.map(|l| (l.size, l.root, crate::checkpoint::NOTE_FILE));
+                let findings = store.check_tree(latest).map_err(status_of)?;
+                report.findings.extend(findings);
+            }
+            Ok(report)
         })
         .await?;
         Ok(Response::new(edge::verify_pb(report, started.elapsed())))
@@ -220,6 +228,33 @@ impl AuditService for AuditSvc {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn get_checkpoint(
+        &self,
+        req: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        self.get_checkpoint_impl(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        req: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        self.get_inclusion_proof_impl(req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        req: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        self.get_consistency_proof_impl(req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -6,6 +6,8 @@
 //! - `validate.rs`: the limits on events and the translation of requests
 //!   into the store's terms; `query.rs`: Query planning; `page_token.rs`:
 //!   the opaque page token;
+//! - `proofs.rs`: the checkpoint and proof RPCs over the store's Merkle
+//!   tree and the signed checkpoints;
 //! - `edge.rs`: the only builder of `Status` and protobuf values, with the
 //!   one mapping from store errors to statuses ([`status_of`]) and the one
 //!   runner of blocking store work.
@@ -14,6 +16,7 @@ mod admin;
 mod audit;
 mod edge;
 mod page_token;
+mod proofs;
 mod query;
 mod validate;
 

@@ -32,6 +32,7 @@ pub enum FindingKind {
     SegmentUnreadable,
     SegmentUnlisted,
     ManifestModified,
+    TreeMismatch,
 }
 
 /// One problem, located.

@@ -367,6 +367,23 @@ impl Store {
         &self.shared.tree
     }
 
+    /// The stored line of `seq` without its newline, checked to be the
+    /// record the server wrote; `None` when the log no longer holds it.
+    /// Blocking.
+    pub(crate) fn stored_line(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        tree::stored_line(&self.shared, seq)
+    }
+
+    /// The log against its Merkle tree and the latest signed checkpoint
+    /// (`latest`: its tree size, root, and the file it is kept in): what
+    /// disagrees. Blocking.
+    pub(crate) fn check_tree(
+        &self,
+        latest: Option<(u64, auditlog_proof::Hash, &str)>,
+    ) -> Result<Vec<chain::Finding>, StoreError> {
+        tree::check(&self.shared, latest)
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.shared.dir

@@ -23,6 +23,7 @@ mod health;
 mod integrity;
 mod log;
 mod performance;
+mod proofs;
 mod query;
 mod report;
 mod stats;
@@ -135,6 +136,8 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         } => performance::run(client, operation, since, until, json).await,
         Command::Track(args) => performance::track(client, args, json).await,
         Command::Subject(SubjectCommand::Export(args)) => export::subject(client, args).await,
+        Command::Checkpoint(args) => proofs::checkpoint(client, args, json).await,
+        Command::Proof(command) => proofs::run(client, command, json).await,
         Command::Health(_) | Command::Report(_) => unreachable!("handled before connecting"),
     }
 }

@@ -16,6 +16,7 @@
 //! records go on working.
 
 mod builder;
+mod check;
 mod levels;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,12 +25,15 @@ use std::time::Duration;
 
 use auditlog_proof::{Hash, Nodes};
 
-pub(super) use builder::run;
+pub(super) use builder::{run, stored_line};
+pub(super) use check::check;
 use levels::Levels;
 
 /// Why the tree cannot answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum TreeError {
+    #[error("the Merkle tree is still being read or rebuilt from the log; retry shortly")]
+    Building,
     #[error("the Merkle tree is not available: {0}")]
     Unavailable(String),
     #[error(
@@ -100,9 +104,9 @@ impl Tree {
         let guard = self.levels.read().unwrap_or_else(|e| e.into_inner());
         let tree = self.size();
         let Some(levels) = guard.as_ref() else {
-            return Err(TreeError::Unavailable(self.trouble().unwrap_or_else(
-                || "it is still being read or rebuilt from the log; retry shortly".into(),
-            )));
+            return Err(self
+                .trouble()
+                .map_or(TreeError::Building, TreeError::Unavailable));
         };
         if size > tree {
             return Err(TreeError::TooLarge { size, tree });
