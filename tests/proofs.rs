@@ -304,3 +304,54 @@ async fn verification_finds_a_rewrite_the_hmac_key_holder_made_after_a_checkpoin
         report.problems
     );
 }
+
+#[tokio::test]
+async fn readers_and_auditors_may_ask_for_proofs_and_writers_may_not() {
+    use auditlog_server::config::{Role, TokenConfig};
+    use sha2::Digest as _;
+    let tokens = [
+        ("w", "writer-token-0123456789", Role::Writer),
+        ("r", "reader-token-0123456789", Role::Reader),
+        ("a", "auditor-token-0123456789", Role::Auditor),
+    ];
+    let server = TestServer::start_with(|c| {
+        c.tokens = tokens
+            .iter()
+            .map(|(name, secret, role)| TokenConfig {
+                name: (*name).into(),
+                sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+                roles: vec![*role],
+                rate_per_sec: None,
+                burst: None,
+            })
+            .collect();
+    })
+    .await;
+    let as_token = |secret: &str| {
+        let options = auditlog_client::Options {
+            token: Some(secret.into()),
+            ..auditlog_client::Options::default()
+        };
+        Client::connect_with(server.url.clone(), options)
+    };
+    let writer = as_token(tokens[0].1).await.unwrap();
+    log_n(&writer, 1, 2).await;
+    for (_, secret, role) in tokens {
+        let client = as_token(secret).await.unwrap();
+        let got = wait_until("a checkpoint or a refusal", || async {
+            match client.checkpoint(true).await {
+                Err(e) if e.code() == Some(Code::FailedPrecondition) => Err(e.to_string()),
+                other => Ok(other),
+            }
+        })
+        .await;
+        let proof = client.inclusion_proof(1, 0).await;
+        if role == Role::Writer {
+            assert_eq!(got.unwrap_err().code(), Some(Code::PermissionDenied));
+            assert_eq!(proof.unwrap_err().code(), Some(Code::PermissionDenied));
+        } else {
+            assert!(got.is_ok(), "{role:?}: {got:?}");
+            assert!(proof.is_ok(), "{role:?}: {proof:?}");
+        }
+    }
+}

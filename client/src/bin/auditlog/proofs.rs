@@ -58,7 +58,7 @@ pub(crate) enum ProofCommand {
 async fn key_of(client: &Client, args: &KeyArgs) -> Result<(VerifierKey, bool), CliError> {
     let (text, trusted) = match &args.key {
         Some(k) => (k.clone(), true),
-        None => (client.checkpoint(false).await?.verifier_key, false),
+        None => (client.checkpoint(true).await?.verifier_key, false),
     };
     let key = VerifierKey::parse(&text).map_err(|e| CliError::Usage(format!("--key: {e}")))?;
     Ok((key, trusted))

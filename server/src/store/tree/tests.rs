@@ -138,3 +138,43 @@ async fn the_tree_is_the_rfc_tree_of_the_stored_lines_across_rotation_and_restar
         assert_eq!(store.tree().leaf(seq).unwrap(), leaves[seq as usize - 1]);
     }
 }
+
+#[tokio::test]
+async fn a_purged_prefix_keeps_its_hashes_and_proofs_after_it_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, 1, 12, Some(8)).await;
+    wait_for(&store, 12).await;
+    let before = leaves_from_files(dir.path());
+    let purge = store
+        .apply_retention(Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(purge.through_seq, 8);
+    wait_for(&store, 13).await;
+    drop(store);
+    let store = open(dir.path());
+    append(&store, 14, 15, None).await;
+    wait_for(&store, 15).await;
+    // The files now hold seqs 9 to 15; the tree still has 1 to 8.
+    let after = leaves_from_files(dir.path());
+    assert_eq!(after.len(), 7);
+    let leaves: Vec<Hash> = before[..8].iter().chain(&after).copied().collect();
+    let root = root_of(&leaves);
+    assert_eq!(store.tree().root(15).unwrap(), root);
+    for seq in [3, 8, 9, 15] {
+        let proof = store.tree().inclusion(seq, 15).unwrap();
+        verify_inclusion(seq - 1, 15, &leaves[seq as usize - 1], &proof, &root).unwrap();
+    }
+    assert_eq!(store.stored_line(3).unwrap(), None);
+    assert!(store.stored_line(9).unwrap().is_some());
+    let findings = store
+        .check_tree(Some((12, root_of(&leaves[..12]), "checkpoint.note")))
+        .unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    let findings = store
+        .check_tree(Some((12, root_of(&leaves[..11]), "checkpoint.note")))
+        .unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+}
