@@ -21,6 +21,7 @@ use auditlog_client::proof::{
 use auditlog_client::{Client, NewEvent, VerifiedCheckpoint};
 use common::{
     TEST_KEY, TestServer, cli, edit_line, read_lines, resign, tamper, wait_until, with_test_key,
+    workspace_bin,
 };
 use tonic::Code;
 
@@ -354,4 +355,50 @@ async fn readers_and_auditors_may_ask_for_proofs_and_writers_may_not() {
             assert!(proof.is_ok(), "{role:?}: {proof:?}");
         }
     }
+}
+
+#[tokio::test]
+async fn the_server_binary_prints_the_verifier_key_the_server_signs_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = common::workspace_bin("auditlog-server", "auditlog-server");
+    let print = |origin: Option<&str>| {
+        let mut command = std::process::Command::new(&bin);
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--print-verifier-key")
+            .env_remove("RUST_LOG");
+        if let Some(origin) = origin {
+            command.env("AUDITLOG_CHECKPOINT_ORIGIN", origin);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let printed = print(Some("auditlog/test-log"));
+    assert_eq!(
+        print(Some("auditlog/test-log")),
+        printed,
+        "generated once, then kept"
+    );
+    assert!(printed.starts_with("auditlog/test-log+"), "{printed}");
+    let key = VerifierKey::parse(&printed).unwrap();
+    let bad = std::process::Command::new(&bin)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--print-verifier-key")
+        .env("AUDITLOG_CHECKPOINT_ORIGIN", "has space")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("checkpoint_origin"));
+
+    let server = TestServer::start_in(dir.path(), |c| {
+        c.checkpoint_origin = Some("auditlog/test-log".into());
+    })
+    .await;
+    let client = server.client().await;
+    log_n(&client, 1, 2).await;
+    let checkpoint = checkpoint_of(&client, &key, 2).await;
+    assert!(checkpoint.note.starts_with("auditlog/test-log\n2\n"));
 }

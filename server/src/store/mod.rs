@@ -12,6 +12,7 @@
 //! - `audit.log.quarantine`: bytes recovery cut from the end of the log (a
 //!   torn last line, a half-written batch), kept for inspection.
 //! - `hmac.key`: the generated HMAC key, when none is configured.
+//! - `tree/`: the Merkle tree over the log, derived from it (`tree`).
 //!
 //! Invariants: only the writer thread appends, and only to `audit.log`; a
 //! record enters the index, reaches subscribers and is acknowledged only

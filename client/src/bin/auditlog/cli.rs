@@ -228,7 +228,10 @@ pub(crate) enum Command {
     Checkpoint(proofs::CheckpointArgs),
     /// Proofs checked here: a record's inclusion, the log's consistency
     /// with a checkpoint kept earlier.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  auditlog proof inclusion 42 --key \"$(cat log.vkey)\"\n  auditlog proof consistency kept.note --key \"$(cat log.vkey)\""
+    )]
     Proof(proofs::ProofCommand),
 }
 
