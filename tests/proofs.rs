@@ -360,7 +360,7 @@ async fn readers_and_auditors_may_ask_for_proofs_and_writers_may_not() {
 #[tokio::test]
 async fn the_server_binary_prints_the_verifier_key_the_server_signs_with() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = common::workspace_bin("auditlog-server", "auditlog-server");
+    let bin = workspace_bin("auditlog-server", "auditlog-server");
     let print = |origin: Option<&str>| {
         let mut command = std::process::Command::new(&bin);
         command
