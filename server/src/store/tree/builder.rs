@@ -59,10 +59,15 @@ pub(in crate::store) fn run(shared: &Shared) {
     }
     tracing::debug!(size = tree.size(), "Merkle tree opened");
     while !tree.stopped() {
-        if let Err(why) = catch_up(shared) {
-            tree.set_trouble(Some(why));
-        } else if tree.trouble().is_some() {
-            tree.set_trouble(None);
+        match catch_up(shared) {
+            Ok(()) if tree.trouble().is_some() => tree.set_trouble(None),
+            Ok(()) => {}
+            Err(Stuck::Lasting(why)) => tree.set_trouble(Some(why)),
+            // A full disk, say: the next turn retries, and the tree only
+            // lags (no checkpoint is signed past it meanwhile).
+            Err(Stuck::Passing(why)) => {
+                tracing::warn!(reason = %why, "the Merkle tree is behind the log; retrying");
+            }
         }
         tree.wait(IDLE);
     }
@@ -110,7 +115,13 @@ fn open(shared: &Shared) -> Result<Levels, StoreError> {
 
 /// Appends every indexed record after the tree's last leaf; the reason
 /// when the tree cannot grow.
-fn catch_up(shared: &Shared) -> Result<(), String> {
+/// Why the tree could not grow: until someone acts, or for now.
+enum Stuck {
+    Lasting(String),
+    Passing(String),
+}
+
+fn catch_up(shared: &Shared) -> Result<(), Stuck> {
     let tree = &shared.tree;
     loop {
         let size = tree.size();
@@ -133,25 +144,30 @@ fn catch_up(shared: &Shared) -> Result<(), String> {
             .count();
         metas.truncate(contiguous);
         if metas.is_empty() {
-            return Err(format!(
+            return Err(Stuck::Lasting(format!(
                 "seq {} is not in the log (purged by retention before the tree held it, or \
                  damaged), so the tree cannot go past {size}; run VerifyIntegrity, and restore \
                  the data directory's tree/ from a backup if it was deleted",
                 size + 1
-            ));
+            )));
         }
         let hashes = leaf_hashes(shared, &metas, true).map_err(|e| {
-            format!("{e}; the tree stays at {size} records until the record reads back whole")
+            let why =
+                format!("{e}; the tree stays at {size} records until the record reads back whole");
+            match e {
+                StoreError::Corrupt { .. } => Stuck::Lasting(why),
+                _ => Stuck::Passing(why),
+            }
         })?;
         let mut guard = tree.levels.write().unwrap_or_else(|e| e.into_inner());
         let Some(levels) = guard.as_mut() else {
-            return Err("the tree's files are not open".into());
+            return Err(Stuck::Lasting("the tree's files are not open".into()));
         };
         let added = hashes.len() as u64;
         if let Err(e) = levels.append(hashes) {
             // Cut back whatever part was written; the next turn retries.
             let _ = levels.truncate(size).and_then(|()| levels.repair());
-            return Err(format!("appending to the tree failed: {e}"));
+            return Err(Stuck::Passing(format!("appending to the tree failed: {e}")));
         }
         tree.size.store(size + added, Ordering::Release);
     }
