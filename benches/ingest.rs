@@ -568,6 +568,27 @@ impl AuditService for EmptyService {
     ) -> Result<Response<Self::ExportSubjectStream>, Status> {
         Err(Status::unimplemented("the empty service only logs"))
     }
+
+    async fn get_checkpoint(
+        &self,
+        _: Request<pb::GetCheckpointRequest>,
+    ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
+        Err(Status::unimplemented("the empty service only logs"))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        _: Request<pb::GetInclusionProofRequest>,
+    ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
+        Err(Status::unimplemented("the empty service only logs"))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        _: Request<pb::GetConsistencyProofRequest>,
+    ) -> Result<Response<pb::GetConsistencyProofResponse>, Status> {
+        Err(Status::unimplemented("the empty service only logs"))
+    }
 }
 
 /// `n` HTTP/2 connections to `url`, each established before measuring.

@@ -92,7 +92,10 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
             "GetStats",
             "TrackPerformance",
             "GetPerformanceStats",
-            "ExportSubject"
+            "ExportSubject",
+            "GetCheckpoint",
+            "GetInclusionProof",
+            "GetConsistencyProof"
         ]
     );
 }

@@ -7,6 +7,10 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use tonic::transport::{Channel, Endpoint};
 
+mod proofs;
+
+pub use proofs::{ProvenRecord, VerifiedCheckpoint};
+
 use crate::error::source_chain;
 use crate::{Credentials, Error, NewEvent, Options, Query, pb};
 use pb::admin_service_client::AdminServiceClient;

@@ -16,6 +16,9 @@ pub enum Error {
     /// `details` was not a JSON object.
     #[error("details must be a JSON object, not {0}")]
     DetailsNotObject(&'static str),
+    /// A checkpoint or a proof did not verify; says which and why.
+    #[error("{0}")]
+    Proof(String),
 }
 
 impl Error {

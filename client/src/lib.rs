@@ -23,8 +23,9 @@ mod event;
 mod options;
 mod query;
 
+pub use auditlog_proof as proof;
 pub use auditlog_proto::v1 as pb;
-pub use client::{Client, EventStream};
+pub use client::{Client, EventStream, ProvenRecord, VerifiedCheckpoint};
 pub use error::Error;
 pub use event::NewEvent;
 pub use options::{Credentials, Options};

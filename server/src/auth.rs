@@ -9,8 +9,8 @@
 //! | role | may call |
 //! |---|---|
 //! | `writer` | Log, LogBatch, TrackPerformance |
-//! | `reader` | Query, StreamEvents, GetStats, GetPerformanceStats |
-//! | `auditor` | VerifyIntegrity, ExportSubject, StreamEvents (export) |
+//! | `reader` | Query, StreamEvents, GetStats, GetPerformanceStats, GetCheckpoint, GetInclusionProof, GetConsistencyProof |
+//! | `auditor` | VerifyIntegrity, ExportSubject, StreamEvents (export), GetCheckpoint, GetInclusionProof, GetConsistencyProof |
 //! | `admin` | everything, including AdminService |
 //!
 //! Missing or unknown token: UNAUTHENTICATED. Known but not allowed:
@@ -231,7 +231,9 @@ fn required_roles(path: &str) -> &'static [Role] {
         _ if path.starts_with("/auditlog.v1.AdminService/") => &[],
         "Log" | "LogBatch" | "TrackPerformance" => &[Role::Writer],
         "Query" | "GetStats" | "GetPerformanceStats" => &[Role::Reader],
-        "StreamEvents" => &[Role::Reader, Role::Auditor],
+        "StreamEvents" | "GetCheckpoint" | "GetInclusionProof" | "GetConsistencyProof" => {
+            &[Role::Reader, Role::Auditor]
+        }
         "VerifyIntegrity" | "ExportSubject" => &[Role::Auditor],
         _ => &[],
     }

@@ -16,6 +16,7 @@ mod alerts;
 mod auth;
 #[doc(hidden)]
 pub mod bench;
+mod checkpoint;
 mod clock;
 mod compliance;
 pub mod config;
@@ -47,6 +48,7 @@ use tonic_health::ServingStatus;
 pub use config::Config;
 
 use alerts::Alerts;
+use checkpoint::Checkpoints;
 use compliance::Compliance;
 use keys::Keyring;
 use performance::Performance;
@@ -62,6 +64,7 @@ pub struct Running {
     pub webhooks: Webhooks,
     pub compliance: Arc<Compliance>,
     pub performance: Arc<Performance>,
+    pub checkpoints: Arc<Checkpoints>,
 }
 
 /// Why the server stopped with an error.
@@ -146,6 +149,8 @@ pub async fn run(
         max_segment_age: config.max_segment_age(),
         lead_copies: config.lead_copies,
     };
+    let origin = config.checkpoint_origin();
+    let checkpoint_key = config.checkpoint_key_file.clone();
     let retention = config.retention();
     let check_every = Duration::from_secs(config.retention_check_secs);
     let alerts_config = config.alerts.clone();
@@ -172,15 +177,30 @@ pub async fn run(
                         reason: e.to_string(),
                     }
                 })?;
+                let checkpoints =
+                    Checkpoints::load(&origin, checkpoint_key.as_deref(), &store_config.data_dir)?;
                 let store = Store::open(store_config, keyring)?;
                 let rebuilt = rebuilding.rebuild(&store)?;
                 tracing::debug!(events = rebuilt, "performance windows rebuilt from the log");
-                Ok::<_, ServerError>((store, compliance, webhooks_config, webhook_keys))
+                Ok::<_, ServerError>((
+                    store,
+                    compliance,
+                    webhooks_config,
+                    webhook_keys,
+                    checkpoints,
+                ))
             })
             .await??;
-            let (store, compliance, webhooks_config, webhook_keys) = store;
+            let (store, compliance, webhooks_config, webhook_keys, checkpoints) = store;
+
             tracing::info!(head = store.head(), dir = %store.dir().display(), "log recovered");
             let store = Arc::new(store);
+            let checkpoints = Arc::new(checkpoints);
+            tokio::spawn(checkpoint::run(
+                Arc::clone(&checkpoints),
+                Arc::clone(&store),
+                cancel.clone(),
+            ));
             let alerts = Alerts::start(alerts_config, Arc::clone(&store), cancel.clone()).map_err(
                 |reason| config::ConfigError::Invalid {
                     key: "alerts",
@@ -201,6 +221,7 @@ pub async fn run(
                 webhooks,
                 compliance: Arc::new(compliance),
                 performance,
+                checkpoints,
             });
             if let Some(max_age) = retention {
                 tokio::spawn(retention_task(
@@ -299,6 +320,22 @@ pub async fn run(
     }
     tracing::info!("stopped");
     served
+}
+
+/// The verifier key of the server's signed checkpoints for `config`
+/// (`auditlog-server --print-verifier-key`); generates the signing key into
+/// the data directory when there is none yet.
+pub fn verifier_key(config: &Config) -> Result<String, ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| store::StoreError::Open {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let checkpoints = Checkpoints::load(
+        &config.checkpoint_origin(),
+        config.checkpoint_key_file.as_deref(),
+        &config.data_dir,
+    )?;
+    Ok(checkpoints.verifier_key())
 }
 
 /// The server's TLS settings from its files.

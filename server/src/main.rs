@@ -35,6 +35,10 @@ struct Args {
     /// exit.
     #[arg(long)]
     print_config: bool,
+    /// Print the verifier key of the signed checkpoints (generating the
+    /// signing key into the data directory if there is none) and exit.
+    #[arg(long)]
+    print_verifier_key: bool,
 }
 
 /// How long the exit waits for blocking work still running once the server
@@ -59,6 +63,15 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => fail(&anyhow::Error::msg(e)),
+        };
+    }
+    if args.print_verifier_key {
+        return match auditlog_server::verifier_key(&config) {
+            Ok(key) => {
+                println!("{key}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail(&anyhow::Error::new(e)),
         };
     }
     init_logging(config.log_format);

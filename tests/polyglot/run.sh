@@ -145,6 +145,11 @@ run "Node client (test_client.mjs)" env AUDITLOG_TARGET="$addr" POLYGLOT_NODE_DI
   node "$here/test_client.mjs"
 run "Webhooks verified in Python (test_webhooks.py)" "$py" "$here/test_webhooks.py" \
   --target "$addr" --hook-port "$hook_port" --secret "$hook_secret"
+# The verifier key as an operator hands it out, from the data directory.
+verifier_key="$("$server_bin" --config "$tmp/server.toml" --data-dir "$tmp/data" \
+  --print-verifier-key 2>/dev/null)"
+run "Checkpoints and proofs verified in Python (test_proofs.py)" "$py" "$here/test_proofs.py" \
+  --target "$addr" --data-dir "$tmp/data" --verifier-key "$verifier_key"
 
 # --- stop the server: SIGTERM must end it with exit code 0 --------------------
 step "stopping the server (SIGTERM)"

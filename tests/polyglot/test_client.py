@@ -434,7 +434,8 @@ class AuditLogFromPython(unittest.TestCase):
         svc = pool.FindServiceByName("auditlog.v1.AuditService")
         methods = sorted(m.name for m in svc.methods)
         self.assertEqual(methods, sorted(["Log", "LogBatch", "Query", "StreamEvents", "VerifyIntegrity", "GetStats",
-                                          "TrackPerformance", "GetPerformanceStats", "ExportSubject"]),
+                                          "TrackPerformance", "GetPerformanceStats", "ExportSubject",
+                                          "GetCheckpoint", "GetInclusionProof", "GetConsistencyProof"]),
                          "AuditService methods through reflection")
         self.assertTrue(svc.methods_by_name["StreamEvents"].server_streaming, "StreamEvents is server streaming")
         log_in = svc.methods_by_name["Log"].input_type

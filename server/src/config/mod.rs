@@ -136,6 +136,13 @@ pub struct Config {
     /// Performance tracking (`[performance]`, `[performance.degradation]`):
     /// window size, server RPC timing, degradation alerts.
     pub performance: PerformanceConfig,
+    /// The origin line of the signed checkpoints, also the name of their
+    /// signing key: no spaces or `+`. Default `auditlog/<host name>`.
+    pub checkpoint_origin: Option<String>,
+    /// A file holding the checkpoint signing key (an Ed25519 private key
+    /// as 64 hex characters), generated there if missing. Default:
+    /// `<data_dir>/checkpoint.key`, generated on first start.
+    pub checkpoint_key_file: Option<PathBuf>,
     /// How the server's own log (stderr) is written: `text`, one readable
     /// line per event, or `json`, one JSON object per line for a log
     /// shipper. Default `text`. Which lines are written is `RUST_LOG`'s
@@ -201,6 +208,8 @@ impl Default for Config {
             compliance: ComplianceConfig::default(),
             performance: PerformanceConfig::default(),
             log_format: LogFormat::Text,
+            checkpoint_origin: None,
+            checkpoint_key_file: None,
         }
     }
 }
@@ -337,6 +346,13 @@ impl Config {
         Ok(config)
     }
 
+    /// The checkpoints' origin: `checkpoint_origin` or the default.
+    pub fn checkpoint_origin(&self) -> String {
+        self.checkpoint_origin
+            .clone()
+            .unwrap_or_else(crate::checkpoint::default_origin)
+    }
+
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.hmac_key.is_some() && self.hmac_key_file.is_some() {
@@ -373,6 +389,17 @@ impl Config {
                 reason: format!(
                     "{:?} is not 1 to 32 letters, digits, '-' or '_'",
                     self.hmac_key_id
+                ),
+            });
+        }
+        if let Some(origin) = &self.checkpoint_origin
+            && (origin.is_empty() || origin.contains(|c: char| c.is_whitespace() || c == '+'))
+        {
+            return Err(ConfigError::Invalid {
+                key: "checkpoint_origin",
+                reason: format!(
+                    "{origin:?} is not a key name: it must be non-empty, without spaces or '+' \
+                     (e.g. auditlog/example.com)"
                 ),
             });
         }

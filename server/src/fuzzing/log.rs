@@ -277,13 +277,19 @@ pub fn lead_index(data: &[u8]) {
     assert_eq!(again, (chunks, spans), "the index changed on the way");
 }
 
-/// Removes every file in `dir`.
+/// Removes every file in `dir`, and the directories a store makes there
+/// (its Merkle tree's).
 fn clear(dir: &Path) {
     let entries =
         std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
     for entry in entries.flatten() {
         let path = entry.path();
-        if let Err(e) = std::fs::remove_file(&path) {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
             panic!("cannot remove {}: {e}", path.display());
         }
     }

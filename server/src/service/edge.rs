@@ -8,6 +8,12 @@
 
 use std::collections::HashMap;
 
+mod proofs;
+pub(crate) use proofs::tree_status;
+pub(super) use proofs::{
+    beyond_head, checkpoint_pb, consistency_pb, inclusion_pb, no_checkpoint, not_covered,
+};
+
 use auditlog_proto::json::StructFromJson;
 use auditlog_proto::v1 as pb;
 use prost_types::Timestamp;
@@ -274,6 +280,7 @@ fn problem_kind(k: FindingKind) -> pb::ProblemKind {
         FindingKind::ManifestModified => pb::ProblemKind::ManifestModified,
         FindingKind::WrongKey => pb::ProblemKind::WrongKey,
         FindingKind::HeadModified => pb::ProblemKind::HeadModified,
+        FindingKind::TreeMismatch => pb::ProblemKind::TreeMismatch,
     }
 }
 

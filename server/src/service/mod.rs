@@ -7,6 +7,8 @@
 //!   into the store's terms; `query.rs`: Query planning; `page_token.rs`:
 //!   the opaque page token; `verification.rs`: VerifyIntegrity one at a
 //!   time, at low priority;
+//! - `proofs.rs`: the checkpoint and proof RPCs over the store's Merkle
+//!   tree and the signed checkpoints;
 //! - `edge.rs`: the only builder of `Status` and protobuf values, with the
 //!   one mapping from store errors to statuses ([`status_of`]) and the one
 //!   runner of blocking store work.
@@ -15,6 +17,7 @@ mod admin;
 mod audit;
 mod edge;
 mod page_token;
+mod proofs;
 mod query;
 mod validate;
 mod verification;

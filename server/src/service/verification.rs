@@ -20,6 +20,9 @@ use tonic::Status;
 use super::edge::{self, status_of};
 use crate::store::{Checkpoint, Report, Store};
 
+/// The latest signed checkpoint's size and root, and the file it is in.
+type TreeHead = (u64, auditlog_proof::Hash, &'static str);
+
 /// The turns of the verifications.
 #[derive(Debug, Clone)]
 pub(crate) struct Verifications {
@@ -40,13 +43,16 @@ impl Verifications {
     }
 
     /// Verifies `from_seq..=to_seq` of `store` once it is this call's turn,
-    /// or refuses at once when too many are waiting.
+    /// or refuses at once when too many are waiting. With `tree`, a clean
+    /// report also checks the Merkle tree and the latest signed checkpoint
+    /// (if any) against the log.
     pub(crate) async fn verify(
         &self,
         store: Arc<Store>,
         from_seq: u64,
         to_seq: u64,
         checkpoints: Vec<Checkpoint>,
+        tree: Option<Option<TreeHead>>,
     ) -> Result<Report, Status> {
         let admitted = Arc::clone(&self.admitted)
             .try_acquire_owned()
@@ -63,7 +69,16 @@ impl Verifications {
                 lower_priority();
                 #[cfg(feature = "fault-injection")]
                 hold_if_asked(store.dir());
-                let report = store.verify(from_seq, to_seq, &checkpoints);
+                let report = store
+                    .verify(from_seq, to_seq, &checkpoints)
+                    .and_then(|mut report| {
+                        if let Some(latest) = tree
+                            && report.findings.is_empty()
+                        {
+                            report.findings.extend(store.check_tree(latest)?);
+                        }
+                        Ok(report)
+                    });
                 drop(turn);
                 let _ = answer.send(report);
             })

@@ -34,6 +34,7 @@ pub enum FindingKind {
     ManifestModified,
     WrongKey,
     HeadModified,
+    TreeMismatch,
 }
 
 /// One problem, located.

@@ -14,6 +14,7 @@
 //! - `hmac.key`: the generated HMAC key, when none is configured.
 //! - `head`: the last acknowledged seq and signature, signed, and the cuts
 //!   a start found (`head`).
+//! - `tree/`: the Merkle tree over the log, derived from it (`tree`).
 //!
 //! Invariants: only the writer thread appends, and only to `audit.log`; a
 //! record enters the index, reaches subscribers and is acknowledged only
@@ -47,6 +48,7 @@ mod sealer;
 pub(crate) mod segment;
 mod shared;
 mod syncer;
+pub(crate) mod tree;
 mod trust;
 mod verify;
 mod writer;
@@ -130,6 +132,7 @@ pub struct Store {
     /// The thread that persists the head (`head`), and what ends it.
     head: Mutex<Option<JoinHandle<()>>>,
     head_wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    tree: Mutex<Option<JoinHandle<()>>>,
     readers: Readers,
 }
 
@@ -176,6 +179,7 @@ impl Store {
             active_len: AtomicU64::new(recovered.len),
             indexed_seq: AtomicU64::new(indexed_seq),
             head: Mutex::new(head::Head::default()),
+            tree: tree::Tree::new(),
         });
         trust::check_key(&shared, recovered.manifest_authentic)?;
         let last = shared.index().last().copied();
@@ -208,6 +212,11 @@ impl Store {
             .name("auditlog-syncer".into())
             .spawn(move || syncer.run(&syncer_rx))
             .map_err(open_err)?;
+        let tree_shared = Arc::clone(&shared);
+        let tree = std::thread::Builder::new()
+            .name("auditlog-tree".into())
+            .spawn(move || tree::run(&tree_shared))
+            .map_err(open_err)?;
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let state = writer::Writer::new(
             writer::Active {
@@ -234,6 +243,7 @@ impl Store {
             sealer: Mutex::new(Some(sealer)),
             head: Mutex::new(Some(head_thread)),
             head_wake: Mutex::new(Some(head_wake)),
+            tree: Mutex::new(Some(tree)),
             readers: Readers::start(),
         })
     }
@@ -408,9 +418,33 @@ impl Store {
             wake.take();
         }
         join(&self.head, "head");
+        self.shared.tree.stop();
+        join(&self.tree, "tree");
         self.readers.stop();
         self.shared.stop.store(true, Ordering::Relaxed);
         join(&self.sealer, "sealer");
+    }
+
+    /// The Merkle tree over the log (`tree`).
+    pub(crate) fn tree(&self) -> &tree::Tree {
+        &self.shared.tree
+    }
+
+    /// The stored line of `seq` without its newline, checked to be the
+    /// record the server wrote; `None` when the log no longer holds it.
+    /// Blocking.
+    pub(crate) fn stored_line(&self, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        tree::stored_line(&self.shared, seq)
+    }
+
+    /// The log against its Merkle tree and the latest signed checkpoint
+    /// (`latest`: its tree size, root, and the file it is kept in): what
+    /// disagrees. Blocking.
+    pub(crate) fn check_tree(
+        &self,
+        latest: Option<(u64, auditlog_proof::Hash, &str)>,
+    ) -> Result<Vec<chain::Finding>, StoreError> {
+        tree::check(&self.shared, latest)
     }
 
     /// The data directory.

@@ -221,7 +221,7 @@ impl Shared {
 
     /// The segment holding `meta`, and `meta` as it is now: the sealer may
     /// have moved the record into a compressed segment since `meta` was read.
-    fn locate(&self, meta: &Meta) -> Result<(Arc<SegmentFile>, Meta), StoreError> {
+    pub(super) fn locate(&self, meta: &Meta) -> Result<(Arc<SegmentFile>, Meta), StoreError> {
         if let Some(seg) = self.segments().get(&meta.segment) {
             return Ok((Arc::clone(seg), *meta));
         }
@@ -376,7 +376,7 @@ impl Shared {
     /// Calls `f` with the line of the record at `meta` in `segment` (without
     /// its newline); for a compressed segment, its chunk is inflated to at
     /// least `need` bytes.
-    fn with_line<R>(
+    pub(super) fn with_line<R>(
         &self,
         segment: &SegmentFile,
         meta: &Meta,
@@ -466,7 +466,7 @@ impl Shared {
 
 /// For a record in a compressed segment: its chunk and where its line ends
 /// in it.
-fn chunk_reach(meta: &Meta) -> (u32, usize) {
+pub(super) fn chunk_reach(meta: &Meta) -> (u32, usize) {
     let chunk = (meta.offset >> 32) as u32;
     let inner = (meta.offset & 0xffff_ffff) as usize;
     (chunk, inner + meta.len as usize)

@@ -78,6 +78,8 @@ pub(super) struct Shared {
     pub(super) indexed_seq: AtomicU64,
     /// The head as last persisted (`head`), with the cuts found at start.
     pub(super) head: Mutex<Head>,
+    /// The Merkle tree over the log, which the syncer wakes.
+    pub(super) tree: super::tree::Tree,
 }
 
 impl Shared {

@@ -122,6 +122,7 @@ impl Syncer {
         }
         if let Some(r) = published.last() {
             self.shared.indexed_seq.store(r.seq, Ordering::Release);
+            self.shared.tree.notify();
         }
         if !published.is_empty() {
             // No subscriber is not an error.

@@ -8,7 +8,7 @@ use auditlog_client::Query;
 use clap::{Args, Parser, Subcommand};
 
 use crate::format::parse_time;
-use crate::{CliError, bench, errors, export, health, report, stats};
+use crate::{CliError, bench, errors, export, health, proofs, report, stats};
 
 /// Record, query, stream and verify events in an auditlog server.
 ///
@@ -225,6 +225,19 @@ pub(crate) enum Command {
         after_help = "Examples:\n  auditlog report --daily --weekly --output reports/    # both, for today (UTC)\n  auditlog report --daily --date 2026-11-28 --output reports/\n  auditlog report --weekly --last-7-days --monthly --date 2026-11-25 --output reports/\n  auditlog report --daily --latest --output /var/www/audit/  # also auditlog-daily-latest.html\n  auditlog report --daily --output today.html\n\nWrites auditlog-daily-YYYY-MM-DD.html, auditlog-weekly-YYYY-Www.html (ISO week),\nauditlog-last-7-days-YYYY-MM-DD.html (named by its last day) or\nauditlog-monthly-YYYY-MM.html into the directory and prints each path."
     )]
     Report(report::ReportArgs),
+    /// The log's latest signed checkpoint, its signature checked here
+    /// against --key.
+    #[command(
+        after_help = "Example:\n  auditlog checkpoint --key \"$(auditlog-server --print-verifier-key)\""
+    )]
+    Checkpoint(proofs::CheckpointArgs),
+    /// Proofs checked here: a record's inclusion, the log's consistency
+    /// with a checkpoint kept earlier.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  auditlog proof inclusion 42 --key \"$(cat log.vkey)\"\n  auditlog proof consistency kept.note --key \"$(cat log.vkey)\""
+    )]
+    Proof(proofs::ProofCommand),
 }
 
 #[derive(Debug, Subcommand)]

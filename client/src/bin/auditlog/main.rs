@@ -24,6 +24,7 @@ mod integrity;
 mod log;
 mod performance;
 mod progress;
+mod proofs;
 mod query;
 mod report;
 mod stats;
@@ -136,6 +137,8 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         } => performance::run(client, operation, since, until, json).await,
         Command::Track(args) => performance::track(client, args, json).await,
         Command::Subject(SubjectCommand::Export(args)) => export::subject(client, args).await,
+        Command::Checkpoint(args) => proofs::checkpoint(client, args, json).await,
+        Command::Proof(command) => proofs::run(client, command, json).await,
         Command::Health(_) | Command::Report(_) => unreachable!("handled before connecting"),
     }
 }

@@ -166,7 +166,12 @@ async fn a_failed_seal_leaves_the_active_file_in_place() {
         assert!(after == before, "{step}: audit.log changed");
         assert_eq!(
             files(dir.path()),
-            ["FAIL_SEALING", LOG_FILE, crate::store::head::HEAD_FILE],
+            [
+                "FAIL_SEALING",
+                LOG_FILE,
+                crate::store::head::HEAD_FILE,
+                "tree"
+            ],
             "{step}"
         );
     }

@@ -1,0 +1,27 @@
+//! auditlog-proof: everything needed to check auditlog's proofs without the
+//! server and without its HMAC key, shared by the server (which builds the
+//! proofs) and the CLI (which checks them).
+//!
+//! - [`merkle`]: RFC 6962 tree hashing, inclusion and consistency proofs and
+//!   their verification (RFC 9162 §2.1.3.2, §2.1.4.2).
+//! - [`note`]: C2SP tlog-checkpoint bodies and C2SP signed notes with
+//!   Ed25519: signing, verifier keys, verification.
+//!
+//! The tree is over auditlog's records in seq order: the leaf of a record is
+//! its stored line exactly as it is in the log file, without the newline,
+//! and its leaf index is its seq minus one (seqs start at 1 and have no
+//! gaps). See docs/proofs.md.
+
+pub mod merkle;
+pub mod note;
+
+pub use merkle::{
+    Hash, MemoryTree, Nodes, ProofError, RootBuilder, consistency_proof, empty_root,
+    inclusion_proof, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion,
+};
+pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey};
+
+/// The leaf index of the record with seq `seq` (seqs start at 1).
+pub fn leaf_index(seq: u64) -> Option<u64> {
+    seq.checked_sub(1)
+}

@@ -1,0 +1,234 @@
+//! The RFC 6962 reference vectors (the leaves, roots and proofs published
+//! with Certificate Transparency and transparency-dev/merkle), then every
+//! proof of every small tree against an in-memory recomputation.
+
+use super::*;
+
+/// The reference leaves.
+const LEAVES: [&str; 8] = [
+    "",
+    "00",
+    "10",
+    "2021",
+    "3031",
+    "40414243",
+    "5051525354555657",
+    "606162636465666768696a6b6c6d6e6f",
+];
+
+/// The root of the first `n` reference leaves, for `n` in 0..=8.
+const ROOTS: [&str; 9] = [
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+];
+
+fn h(s: &str) -> Hash {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).unwrap();
+    out
+}
+
+fn reference_tree() -> MemoryTree {
+    let mut tree = MemoryTree::default();
+    for leaf in LEAVES {
+        tree.push(leaf_hash(&hex::decode(leaf).unwrap()));
+    }
+    tree
+}
+
+fn ok<T>(r: Result<Result<T, ProofError>, std::convert::Infallible>) -> T {
+    match r {
+        Ok(inner) => inner.unwrap(),
+        Err(never) => match never {},
+    }
+}
+
+#[test]
+fn roots_match_the_reference() {
+    let tree = reference_tree();
+    for (n, want) in ROOTS.iter().enumerate() {
+        let got = match root(&tree, n as u64) {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        assert_eq!(hex::encode(got), *want, "root of {n} leaves");
+        let leaves: Vec<Hash> = LEAVES[..n]
+            .iter()
+            .map(|l| leaf_hash(&hex::decode(l).unwrap()))
+            .collect();
+        assert_eq!(hex::encode(root_of(&leaves)), *want);
+    }
+}
+
+#[test]
+fn the_streaming_root_is_the_rfc_root_at_every_size() {
+    let (_, leaves) = synthetic(70);
+    let mut builder = RootBuilder::default();
+    assert_eq!(builder.root(), empty_root());
+    for (n, leaf) in leaves.iter().enumerate() {
+        builder.push(*leaf);
+        assert_eq!(builder.size(), n as u64 + 1);
+        assert_eq!(builder.root(), root_of(&leaves[..=n]), "size {}", n + 1);
+    }
+}
+
+#[test]
+fn inclusion_proofs_match_the_reference() {
+    let tree = reference_tree();
+    let cases: [(u64, u64, &[&str]); 4] = [
+        (0, 1, &[]),
+        (
+            0,
+            8,
+            &[
+                "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            5,
+            8,
+            &[
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            2,
+            3,
+            &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
+        ),
+    ];
+    for (index, size, want) in cases {
+        let got = ok(inclusion_proof(&tree, index, size));
+        let got: Vec<String> = got.iter().map(hex::encode).collect();
+        assert_eq!(got, want, "inclusion of {index} in {size}");
+        let proof: Vec<Hash> = want.iter().map(|s| h(s)).collect();
+        let leaf = leaf_hash(&hex::decode(LEAVES[index as usize]).unwrap());
+        verify_inclusion(index, size, &leaf, &proof, &h(ROOTS[size as usize])).unwrap();
+    }
+}
+
+#[test]
+fn consistency_proofs_match_the_reference() {
+    let tree = reference_tree();
+    let cases: [(u64, u64, &[&str]); 4] = [
+        (1, 1, &[]),
+        (
+            2,
+            8,
+            &[
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+            ],
+        ),
+        (
+            6,
+            8,
+            &[
+                "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+                "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
+                "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+            ],
+        ),
+        (
+            2,
+            5,
+            &[
+                "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+                "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            ],
+        ),
+    ];
+    for (first, second, want) in cases {
+        let got = ok(consistency_proof(&tree, first, second));
+        let got: Vec<String> = got.iter().map(hex::encode).collect();
+        assert_eq!(got, want, "consistency of {first} and {second}");
+        let proof: Vec<Hash> = want.iter().map(|s| h(s)).collect();
+        verify_consistency(
+            first,
+            second,
+            &h(ROOTS[first as usize]),
+            &h(ROOTS[second as usize]),
+            &proof,
+        )
+        .unwrap();
+    }
+}
+
+/// A tree of `n` leaves whose leaf `i` is the two bytes `[i, 7i]`.
+fn synthetic(n: u64) -> (MemoryTree, Vec<Hash>) {
+    let mut tree = MemoryTree::default();
+    let leaves: Vec<Hash> = (0..n)
+        .map(|i| leaf_hash(&[i as u8, (i * 7) as u8]))
+        .collect();
+    for l in &leaves {
+        tree.push(*l);
+    }
+    (tree, leaves)
+}
+
+#[test]
+fn every_inclusion_proof_of_small_trees_verifies_and_a_changed_one_does_not() {
+    let (tree, leaves) = synthetic(40);
+    for size in 1..=40u64 {
+        let root = root_of(&leaves[..size as usize]);
+        for index in 0..size {
+            let proof = ok(inclusion_proof(&tree, index, size));
+            assert_eq!(proof.len(), inclusion_len(index, size));
+            let leaf = &leaves[index as usize];
+            verify_inclusion(index, size, leaf, &proof, &root).unwrap();
+            if let Some(other) = leaves.get(index as usize + 1) {
+                assert!(verify_inclusion(index, size, other, &proof, &root).is_err());
+            }
+            if !proof.is_empty() {
+                let mut bad = proof.clone();
+                bad[0][5] ^= 1;
+                assert!(verify_inclusion(index, size, leaf, &bad, &root).is_err());
+                assert!(
+                    verify_inclusion(index, size, leaf, &proof[1..], &root).is_err(),
+                    "short proof {index}/{size}"
+                );
+            }
+            let mut long = proof.clone();
+            long.push([0xab; 32]);
+            assert!(verify_inclusion(index, size, leaf, &long, &root).is_err());
+        }
+        assert!(verify_inclusion(size, size, &leaves[0], &[], &root).is_err());
+    }
+}
+
+#[test]
+fn every_consistency_proof_of_small_trees_verifies_and_a_changed_one_does_not() {
+    let (tree, leaves) = synthetic(40);
+    let roots: Vec<Hash> = (0..=40).map(|n| root_of(&leaves[..n])).collect();
+    for second in 0..=40u64 {
+        for first in 0..=second {
+            let proof = ok(consistency_proof(&tree, first, second));
+            let (r1, r2) = (&roots[first as usize], &roots[second as usize]);
+            verify_consistency(first, second, r1, r2, &proof)
+                .unwrap_or_else(|e| panic!("{first} -> {second}: {e}"));
+            if first > 0 && first < second {
+                let mut bad = proof.clone();
+                bad[0][3] ^= 0x80;
+                assert!(verify_consistency(first, second, r1, r2, &bad).is_err());
+                assert!(verify_consistency(first, second, r1, r2, &proof[1..]).is_err());
+                let wrong_old = &roots[first as usize - 1];
+                assert!(verify_consistency(first, second, wrong_old, r2, &proof).is_err());
+                let wrong_new = &roots[second as usize - 1];
+                assert!(verify_consistency(first, second, r1, wrong_new, &proof).is_err());
+            }
+        }
+    }
+    assert!(verify_consistency(5, 4, &roots[5], &roots[4], &[]).is_err());
+    assert!(verify_consistency(4, 4, &roots[4], &roots[5], &[]).is_err());
+}

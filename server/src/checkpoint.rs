@@ -1,0 +1,215 @@
+//! Signed checkpoints of the log's Merkle tree: a C2SP tlog-checkpoint body
+//! (origin, tree size, root hash) signed as a C2SP signed note with Ed25519
+//! (formats in the `auditlog-proof` crate; the trust model in
+//! docs/proofs.md).
+//!
+//! The signing key is 32 random bytes generated once into
+//! `<data_dir>/checkpoint.key` (64 hex characters, mode 0600), or the file
+//! `checkpoint_key_file` names. Its name is the log's origin,
+//! `checkpoint_origin`, by default `auditlog/<host name>`. The latest
+//! checkpoint is kept in `<data_dir>/checkpoint.note`, replaced whole, so a
+//! restart serves it again and verification can check it against the log.
+//!
+//! Invariants: a checkpoint is signed off the request path (a task, at most
+//! every [`EVERY`] while the tree grows) or on demand, never by the writer;
+//! a checkpoint is only ever signed for a tree that extends the latest one
+//! (its root at the latest one's size is the latest one's root), so the
+//! server never signs two views of its log that a witness would see as a
+//! fork. Key rotation is not supported yet: one key per data directory.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use auditlog_proof::{Checkpoint, Hash, NoteSigner, VerifierKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::keys::{KeyError, load_or_generate};
+use crate::store::Store;
+use crate::store::tree::{Tree, TreeError};
+
+/// The generated signing key's file in the data directory.
+pub(crate) const KEY_FILE: &str = "checkpoint.key";
+/// The latest signed checkpoint's file in the data directory.
+pub(crate) const NOTE_FILE: &str = "checkpoint.note";
+/// How often the tree is looked at for a new checkpoint.
+pub(crate) const EVERY: Duration = Duration::from_millis(500);
+
+/// A signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Signed {
+    pub(crate) size: u64,
+    pub(crate) root: Hash,
+    /// The signed note, exactly as signed.
+    pub(crate) note: String,
+}
+
+/// The signer and the latest checkpoint.
+pub struct Checkpoints {
+    signer: NoteSigner,
+    origin: String,
+    note_path: PathBuf,
+    latest: Mutex<Option<Signed>>,
+}
+
+/// The default origin: `auditlog/<host name>`.
+pub(crate) fn default_origin() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(|c: char| c.is_whitespace() || c == '+'))
+        .unwrap_or_else(|| "localhost".into());
+    format!("auditlog/{host}")
+}
+
+/// The signing key: `key_file` or `<data_dir>/checkpoint.key`, generated
+/// when it does not exist.
+fn load_seed(key_file: Option<&Path>, data_dir: &Path) -> Result<[u8; 32], KeyError> {
+    let path = key_file.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
+    let hex_text = load_or_generate(&path, "checkpoint signing")?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(&hex_text, &mut seed).map_err(|_| KeyError::Read {
+        path: path.display().to_string(),
+        source: std::io::Error::other(
+            "a checkpoint signing key file holds 64 hex characters (32 bytes)",
+        ),
+    })?;
+    Ok(seed)
+}
+
+impl Checkpoints {
+    /// Loads (or generates) the signing key and the latest checkpoint kept
+    /// in `data_dir`.
+    pub(crate) fn load(
+        origin: &str,
+        key_file: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<Checkpoints, KeyError> {
+        let seed = load_seed(key_file, data_dir)?;
+        let bad_origin = |e: auditlog_proof::NoteError| KeyError::Read {
+            path: "checkpoint_origin".into(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let signer = NoteSigner::new(origin, &seed).map_err(bad_origin)?;
+        let verifier = VerifierKey::parse(&signer.verifier_key()).map_err(bad_origin)?;
+        let note_path = data_dir.join(NOTE_FILE);
+        let latest = std::fs::read_to_string(&note_path).ok().and_then(|note| {
+            match verifier.open_checkpoint(&note) {
+                Ok(c) => Some(Signed {
+                    size: c.size,
+                    root: c.root,
+                    note,
+                }),
+                Err(e) => {
+                    tracing::warn!(path = %note_path.display(), error = %e, "the kept checkpoint does not verify with this key; ignoring it");
+                    None
+                }
+            }
+        });
+        Ok(Checkpoints {
+            signer,
+            origin: origin.to_owned(),
+            note_path,
+            latest: Mutex::new(latest),
+        })
+    }
+
+    /// The verifier key, `name+keyid+base64(0x01 ‖ key)`.
+    pub(crate) fn verifier_key(&self) -> String {
+        self.signer.verifier_key()
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The latest signed checkpoint, if any was ever signed.
+    pub(crate) fn latest(&self) -> Option<Signed> {
+        self.latest.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// Signs the tree as it is now if it is larger than the latest
+    /// checkpoint (or there is none), and returns the latest. Blocking (it
+    /// reads the tree and replaces the kept note).
+    pub(crate) fn sign(&self, tree: &Tree) -> Result<Option<Signed>, TreeError> {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        let size = tree.size();
+        let newer = latest.as_ref().is_none_or(|l| size > l.size);
+        // An empty tree is not signed: there is nothing to vouch for yet.
+        if !newer || size == 0 {
+            return Ok(latest.clone());
+        }
+        if let Some(prev) = latest.as_ref()
+            && tree.root(prev.size)? != prev.root
+        {
+            return Err(TreeError::Unavailable(format!(
+                "the log no longer matches the latest signed checkpoint (tree size {}): it was \
+                 changed or rolled back, so no new checkpoint is signed; run VerifyIntegrity",
+                prev.size
+            )));
+        }
+        let root = tree.root(size)?;
+        let note = self.signer.sign_checkpoint(&Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root,
+        });
+        if let Err(e) = crate::durable::replace(&self.note_path, note.as_bytes()) {
+            // Still served: only the copy for the next start is missing.
+            tracing::warn!(path = %self.note_path.display(), error = %e, "cannot keep the latest checkpoint");
+        }
+        let signed = Signed { size, root, note };
+        *latest = Some(signed.clone());
+        Ok(Some(signed))
+    }
+}
+
+/// Signs a checkpoint whenever the tree has grown, looking every [`EVERY`],
+/// until shutdown.
+pub(crate) async fn run(
+    checkpoints: Arc<Checkpoints>,
+    store: Arc<Store>,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let grown = checkpoints
+            .latest()
+            .is_none_or(|l| store.tree().size() > l.size);
+        if !grown {
+            continue;
+        }
+        let (c, s) = (Arc::clone(&checkpoints), Arc::clone(&store));
+        match tokio::task::spawn_blocking(move || c.sign(s.tree())).await {
+            Ok(Ok(_)) => failing = false,
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::error!(error = %e, "cannot sign a checkpoint");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_generated_once_and_the_kept_checkpoint_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Checkpoints::load("auditlog/test", None, dir.path()).unwrap();
+        let b = Checkpoints::load("auditlog/test", None, dir.path()).unwrap();
+        assert_eq!(a.verifier_key(), b.verifier_key());
+        assert!(a.verifier_key().starts_with("auditlog/test+"));
+        let other = Checkpoints::load("auditlog/other", None, dir.path()).unwrap();
+        assert_ne!(a.verifier_key(), other.verifier_key());
+        assert!(Checkpoints::load("bad name", None, dir.path()).is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! The tree's builder: one thread that opens the tree's files at start,
+//! checks them against the log, and then appends every record the syncer
+//! has made durable and indexed, reading its line back from the log.
+//!
+//! Start-up rules, in order:
+//! 1. A torn hash at the end of a level file is cut (`levels`).
+//! 2. A tree with more leaves than the log has records (a copy of the data
+//!    directory with a newer tree, or records lost under `os_buffered`
+//!    durability) is cut back to the log's head.
+//! 3. The last [`CHECKED_LEAVES`] leaves still in the log are recomputed
+//!    from their lines; the tree is cut back to the first that disagrees.
+//! 4. Every level above is brought in line with the one below (`levels`).
+//! 5. The records after the tree's last leaf are appended from the log.
+//!
+//! A tree that is missing leaves the log no longer has (the tree directory
+//! deleted after retention purged a prefix) cannot be rebuilt: the builder
+//! says so in [`super::Tree::trouble`] and the proofs are refused, naming
+//! the cause. So is a record whose line fails its MAC check: no checkpoint
+//! is ever signed over a line the server did not write.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use auditlog_proof::{Hash, leaf_hash};
+
+use super::levels::Levels;
+use crate::store::error::StoreError;
+use crate::store::index::Meta;
+use crate::store::read::chunk_reach;
+use crate::store::record::{MacCheck, RecordHead};
+use crate::store::segment::SegmentFile;
+use crate::store::shared::Shared;
+use crate::store::{Filter, Order};
+
+/// How many of the tree's last leaves are checked against the log at start.
+const CHECKED_LEAVES: u64 = 256;
+/// Records read from the log per append.
+const BATCH: usize = 4096;
+/// How long the builder sleeps when nothing wakes it: it also retries after
+/// a failed read this often.
+const IDLE: Duration = Duration::from_secs(1);
+
+/// The builder thread's body: runs until the store shuts down.
+pub(in crate::store) fn run(shared: &Shared) {
+    let tree = &shared.tree;
+    match open(shared) {
+        Ok(levels) => {
+            tree.size.store(levels.leaves(), Ordering::Release);
+            *tree.levels.write().unwrap_or_else(|e| e.into_inner()) = Some(levels);
+        }
+        Err(e) => {
+            tree.set_trouble(Some(format!(
+                "its files in {} cannot be opened or repaired ({e}); fix or delete the directory and restart",
+                shared.dir.join("tree").display()
+            )));
+            return;
+        }
+    }
+    tracing::debug!(size = tree.size(), "Merkle tree opened");
+    while !tree.stopped() {
+        match catch_up(shared) {
+            Ok(()) if tree.trouble().is_some() => tree.set_trouble(None),
+            Ok(()) => {}
+            Err(Stuck::Lasting(why)) => tree.set_trouble(Some(why)),
+            // A full disk, say: the next turn retries, and the tree only
+            // lags (no checkpoint is signed past it meanwhile).
+            Err(Stuck::Passing(why)) => {
+                tracing::warn!(reason = %why, "the Merkle tree is behind the log; retrying");
+            }
+        }
+        tree.wait(IDLE);
+    }
+}
+
+/// Start-up rules 1 to 4.
+fn open(shared: &Shared) -> Result<Levels, StoreError> {
+    let io = StoreError::Read;
+    let mut levels = Levels::open(&shared.dir.join("tree")).map_err(io)?;
+    let head = shared.indexed_seq.load(Ordering::Acquire);
+    if levels.leaves() > head {
+        tracing::warn!(
+            tree = levels.leaves(),
+            log = head,
+            "the Merkle tree is ahead of the log; cutting it back"
+        );
+        levels.truncate(head).map_err(io)?;
+    }
+    let n = levels.leaves();
+    let from = n.saturating_sub(CHECKED_LEAVES);
+    let (metas, _) = shared.select_page(
+        &Filter::default(),
+        Order::OldestFirst,
+        Some(from),
+        n,
+        CHECKED_LEAVES as usize,
+    );
+    let hashes = leaf_hashes(shared, &metas, true);
+    // A record that cannot be read is left to catch_up to report.
+    if let Ok(hashes) = hashes {
+        for (meta, hash) in metas.iter().zip(hashes) {
+            if levels.read(0, meta.seq - 1).map_err(io)? != hash {
+                tracing::warn!(
+                    seq = meta.seq,
+                    "the Merkle tree disagrees with the log; rebuilding it from there"
+                );
+                levels.truncate(meta.seq - 1).map_err(io)?;
+                break;
+            }
+        }
+    }
+    levels.repair().map_err(io)?;
+    Ok(levels)
+}
+
+/// Appends every indexed record after the tree's last leaf; the reason
+/// when the tree cannot grow.
+/// Why the tree could not grow: until someone acts, or for now.
+enum Stuck {
+    Lasting(String),
+    Passing(String),
+}
+
+fn catch_up(shared: &Shared) -> Result<(), Stuck> {
+    let tree = &shared.tree;
+    loop {
+        let size = tree.size();
+        let head = shared.indexed_seq.load(Ordering::Acquire);
+        if size >= head {
+            return Ok(());
+        }
+        let (mut metas, _) = shared.select_page(
+            &Filter::default(),
+            Order::OldestFirst,
+            Some(size),
+            head,
+            BATCH,
+        );
+        // Only the records that continue the tree without a gap.
+        let contiguous = metas
+            .iter()
+            .zip(size + 1..)
+            .take_while(|(m, seq)| m.seq == *seq)
+            .count();
+        metas.truncate(contiguous);
+        if metas.is_empty() {
+            return Err(Stuck::Lasting(format!(
+                "seq {} is not in the log (purged by retention before the tree held it, or \
+                 damaged), so the tree cannot go past {size}; run VerifyIntegrity, and restore \
+                 the data directory's tree/ from a backup if it was deleted",
+                size + 1
+            )));
+        }
+        let hashes = leaf_hashes(shared, &metas, true).map_err(|e| {
+            let why =
+                format!("{e}; the tree stays at {size} records until the record reads back whole");
+            match e {
+                StoreError::Corrupt { .. } => Stuck::Lasting(why),
+                _ => Stuck::Passing(why),
+            }
+        })?;
+        let mut guard = tree.levels.write().unwrap_or_else(|e| e.into_inner());
+        let Some(levels) = guard.as_mut() else {
+            return Err(Stuck::Lasting("the tree's files are not open".into()));
+        };
+        let added = hashes.len() as u64;
+        if let Err(e) = levels.append(hashes) {
+            // Cut back whatever part was written; the next turn retries.
+            let _ = levels.truncate(size).and_then(|()| levels.repair());
+            return Err(Stuck::Passing(format!("appending to the tree failed: {e}")));
+        }
+        tree.size.store(size + added, Ordering::Release);
+    }
+}
+
+/// The stored line of `seq` (without its newline), checked as
+/// [`leaf_hashes`] checks it; `None` when the log no longer holds it.
+pub(in crate::store) fn stored_line(
+    shared: &Shared,
+    seq: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let Some(meta) = shared.index().get(seq).copied() else {
+        return Ok(None);
+    };
+    let (segment, meta) = shared.locate(&meta)?;
+    shared.with_line(&segment, &meta, 0, |line| {
+        let head = RecordHead::peek(line).filter(|h| h.seq == seq);
+        match head.map(|h| h.check_mac(line, &shared.keyring)) {
+            Some(MacCheck::Valid) => Ok(Some(line.to_vec())),
+            _ => Err(StoreError::Corrupt {
+                seq,
+                reason: "its line is not the record the server wrote (wrong seq or MAC); run \
+                         VerifyIntegrity to locate the damage"
+                    .into(),
+            }),
+        }
+    })
+}
+
+/// The leaf hashes of the records at `metas`, read back from the log, each
+/// line checked to be the record expected and to pass its MAC check when
+/// `strict` (verification hashes lines as they are). Each compressed chunk
+/// is inflated once, as far as the last record read from it.
+pub(in crate::store) fn leaf_hashes(
+    shared: &Shared,
+    metas: &[Meta],
+    strict: bool,
+) -> Result<Vec<Hash>, StoreError> {
+    let located = metas
+        .iter()
+        .map(|m| shared.locate(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut reach: HashMap<(u32, u32), usize> = HashMap::new();
+    for (segment, meta) in &located {
+        if let SegmentFile::Gzip { .. } = **segment {
+            let (chunk, end) = chunk_reach(meta);
+            let r = reach.entry((meta.segment, chunk)).or_default();
+            *r = (*r).max(end);
+        }
+    }
+    located
+        .iter()
+        .map(|(segment, meta)| {
+            let need = reach
+                .get(&(meta.segment, chunk_reach(meta).0))
+                .copied()
+                .unwrap_or(0);
+            shared.with_line(segment, meta, need, |line| {
+                if !strict {
+                    return Ok(leaf_hash(line));
+                }
+                let head = RecordHead::peek(line).filter(|h| h.seq == meta.seq);
+                match head.map(|h| h.check_mac(line, &shared.keyring)) {
+                    Some(MacCheck::Valid) => Ok(leaf_hash(line)),
+                    _ => Err(StoreError::Corrupt {
+                        seq: meta.seq,
+                        reason: "its line is not the record the server wrote (wrong seq or \
+                                 MAC); run VerifyIntegrity to locate the damage"
+                            .into(),
+                    }),
+                }
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,192 @@
+//! The Merkle tree over the log (RFC 6962, hashing and proofs in the
+//! `auditlog-proof` crate): derived data, kept beside the segments in
+//! `<data_dir>/tree/` (format in `levels`), built by its own thread from
+//! what the log holds (`builder`), never trusted over the log.
+//!
+//! The leaves are the records in seq order: the leaf of the record with seq
+//! `s` is its stored line without the newline, at leaf index `s - 1` (seqs
+//! start at 1 and have no gaps), so a tree of size `n` holds seqs `1..=n`.
+//!
+//! Invariants: a leaf enters the tree only after its record is durable and
+//! indexed, and after its line was read back from the log and passed its MAC
+//! check; the writer never waits for the tree (the syncer only wakes the
+//! builder); [`Tree::size`] is published only once every level holds the
+//! subtrees it completes, so a reader never reads a node that is not
+//! written; retention purges records, never the tree, so proofs for later
+//! records go on working.
+
+mod builder;
+mod check;
+mod levels;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Duration;
+
+use auditlog_proof::{Hash, Nodes};
+
+pub(super) use builder::{run, stored_line};
+pub(super) use check::check;
+use levels::Levels;
+
+/// Why the tree cannot answer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TreeError {
+    #[error("the Merkle tree is still being read or rebuilt from the log; retry shortly")]
+    Building,
+    #[error("the Merkle tree is not available: {0}")]
+    Unavailable(String),
+    #[error(
+        "tree size {size} is beyond the tree, which holds {tree} records; ask for a size up to {tree} (0 for the latest)"
+    )]
+    TooLarge { size: u64, tree: u64 },
+    #[error(
+        "seq {seq} is not in the tree of size {size} (it holds seqs 1 to {size}); ask against a later checkpoint once it covers seq {seq}"
+    )]
+    NotInTree { seq: u64, size: u64 },
+    #[error("tree size {first} is larger than tree size {second}; give the older size first")]
+    Order { first: u64, second: u64 },
+    #[error("reading the Merkle tree failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The tree's handle, shared by its builder and the readers of proofs.
+pub(crate) struct Tree {
+    /// `None` until the builder has opened and repaired the files.
+    levels: RwLock<Option<Levels>>,
+    /// Leaves in the tree, published after every level is written.
+    size: AtomicU64,
+    /// Why the tree stopped growing, when it did.
+    trouble: Mutex<Option<String>>,
+    wake: Mutex<bool>,
+    woken: Condvar,
+    stop: AtomicBool,
+}
+
+/// The level files as a source of complete subtrees.
+struct Reader<'a>(&'a Levels);
+
+impl Nodes for Reader<'_> {
+    type Error = std::io::Error;
+    fn node(&self, level: u32, index: u64) -> std::io::Result<Hash> {
+        self.0.read(level, index)
+    }
+}
+
+impl Tree {
+    pub(super) fn new() -> Tree {
+        Tree {
+            levels: RwLock::new(None),
+            size: AtomicU64::new(0),
+            trouble: Mutex::new(None),
+            wake: Mutex::new(false),
+            woken: Condvar::new(),
+            stop: AtomicBool::new(false),
+        }
+    }
+
+    /// The number of records in the tree: seqs `1..=size`.
+    pub(crate) fn size(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Why the tree stopped growing, if it did.
+    pub(crate) fn trouble(&self) -> Option<String> {
+        self.trouble.lock().ok().and_then(|t| t.clone())
+    }
+
+    /// Runs `f` over the level files, for a tree of at least `size` leaves.
+    fn with<R>(
+        &self,
+        size: u64,
+        f: impl FnOnce(Reader<'_>) -> Result<R, TreeError>,
+    ) -> Result<R, TreeError> {
+        let guard = self.levels.read().unwrap_or_else(|e| e.into_inner());
+        let tree = self.size();
+        let Some(levels) = guard.as_ref() else {
+            return Err(self
+                .trouble()
+                .map_or(TreeError::Building, TreeError::Unavailable));
+        };
+        if size > tree {
+            return Err(TreeError::TooLarge { size, tree });
+        }
+        f(Reader(levels))
+    }
+
+    /// The root hash of the tree of the first `size` records.
+    pub(crate) fn root(&self, size: u64) -> Result<Hash, TreeError> {
+        self.with(size, |r| Ok(auditlog_proof::merkle::root(&r, size)?))
+    }
+
+    /// The leaf hash of the record `seq`, as the tree holds it.
+    pub(crate) fn leaf(&self, seq: u64) -> Result<Hash, TreeError> {
+        self.with(seq, |r| Ok(r.0.read(0, seq - 1)?))
+    }
+
+    /// The inclusion proof of the record `seq` in the tree of `size`.
+    pub(crate) fn inclusion(&self, seq: u64, size: u64) -> Result<Vec<Hash>, TreeError> {
+        if seq == 0 || seq > size {
+            return Err(TreeError::NotInTree { seq, size });
+        }
+        self.with(size, |r| {
+            auditlog_proof::inclusion_proof(&r, seq - 1, size)?
+                .map_err(|_| TreeError::NotInTree { seq, size })
+        })
+    }
+
+    /// The consistency proof between the trees of `first` and `second`.
+    pub(crate) fn consistency(&self, first: u64, second: u64) -> Result<Vec<Hash>, TreeError> {
+        if first > second {
+            return Err(TreeError::Order { first, second });
+        }
+        self.with(second, |r| {
+            auditlog_proof::consistency_proof(&r, first, second)?
+                .map_err(|_| TreeError::Order { first, second })
+        })
+    }
+
+    /// Wakes the builder: more records are durable and indexed.
+    pub(super) fn notify(&self) {
+        if let Ok(mut w) = self.wake.lock() {
+            *w = true;
+            self.woken.notify_one();
+        }
+    }
+
+    /// Ends the builder (shutdown).
+    pub(super) fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Acquire)
+    }
+
+    /// Waits until woken, stopped, or `at_most` has passed.
+    fn wait(&self, at_most: Duration) {
+        let Ok(mut w) = self.wake.lock() else {
+            return;
+        };
+        if !*w && !self.stopped() {
+            w = match self.woken.wait_timeout(w, at_most) {
+                Ok((w, _)) => w,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        *w = false;
+    }
+
+    fn set_trouble(&self, why: Option<String>) {
+        if let Some(why) = &why {
+            tracing::error!(reason = %why, "the Merkle tree stopped growing");
+        }
+        if let Ok(mut t) = self.trouble.lock() {
+            *t = why;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The tree against the log's files read independently: across rotation
+//! and compression, after a restart, and after the tree's files were
+//! deleted, torn or changed.
+
+use std::io::Read as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use auditlog_proof::{Hash, leaf_hash, root_of, verify_consistency, verify_inclusion};
+use serde_json::json;
+
+use crate::keys::Keyring;
+use crate::store::{Durability, NewEvent, Store, StoreConfig};
+
+fn open(dir: &Path) -> Store {
+    let config = StoreConfig {
+        data_dir: dir.to_path_buf(),
+        durability: Durability::Fsync,
+        max_segment_bytes: u64::MAX,
+        max_segment_age: None,
+        lead_copies: false,
+    };
+    Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap()
+}
+
+async fn append(store: &Store, from: u64, to: u64, rotate_at: Option<u64>) {
+    for n in from..=to {
+        let serde_json::Value::Object(details) = json!({"n": n}) else {
+            unreachable!()
+        };
+        let event = NewEvent {
+            event_type: "email_sent".into(),
+            actor: "test".into(),
+            lead_id: None,
+            workflow: None,
+            details,
+            idempotency_key: None,
+        };
+        store.append(vec![event]).await.unwrap();
+        if Some(n) == rotate_at {
+            store.rotate(true).await.unwrap();
+        }
+    }
+}
+
+/// Polls (without holding anything) until the tree holds `size` records.
+async fn wait_for(store: &Store, size: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.tree().size() != size {
+        assert!(
+            Instant::now() < deadline,
+            "the tree stayed at {} of {size}; trouble: {:?}",
+            store.tree().size(),
+            store.tree().trouble()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The leaf hashes of every line in the data directory, in seq order, read
+/// straight from the files (plain and gzip) without the store.
+fn leaves_from_files(dir: &Path) -> Vec<Hash> {
+    let mut lines: Vec<(u64, Vec<u8>)> = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = if name.ends_with(".log.gz") {
+            let mut out = Vec::new();
+            flate2::read::MultiGzDecoder::new(std::fs::File::open(&path).unwrap())
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        } else if name.ends_with(".log") {
+            std::fs::read(&path).unwrap()
+        } else {
+            continue;
+        };
+        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            lines.push((v["seq"].as_u64().unwrap(), line.to_vec()));
+        }
+    }
+    lines.sort();
+    lines.iter().map(|(_, l)| leaf_hash(l)).collect()
+}
+
+#[tokio::test]
+async fn the_tree_is_the_rfc_tree_of_the_stored_lines_across_rotation_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, 1, 40, Some(17)).await;
+    wait_for(&store, 40).await;
+    let leaves = leaves_from_files(dir.path());
+    assert_eq!(leaves.len(), 40);
+    let tree = store.tree();
+    for size in [1, 17, 31, 40] {
+        assert_eq!(tree.root(size).unwrap(), root_of(&leaves[..size as usize]));
+    }
+    for seq in [1, 16, 17, 18, 40] {
+        let proof = tree.inclusion(seq, 40).unwrap();
+        let root = root_of(&leaves);
+        verify_inclusion(seq - 1, 40, &leaves[seq as usize - 1], &proof, &root).unwrap();
+    }
+    let proof = tree.consistency(13, 40).unwrap();
+    verify_consistency(13, 40, &root_of(&leaves[..13]), &root_of(&leaves), &proof).unwrap();
+    assert!(tree.inclusion(41, 40).is_err());
+    assert!(tree.root(41).is_err());
+    drop(store);
+
+    // A restart keeps the tree and goes on from it.
+    let store = open(dir.path());
+    append(&store, 41, 45, None).await;
+    wait_for(&store, 45).await;
+    let leaves = leaves_from_files(dir.path());
+    assert_eq!(store.tree().root(45).unwrap(), root_of(&leaves));
+    drop(store);
+
+    // Deleted: rebuilt from the log.
+    std::fs::remove_dir_all(dir.path().join("tree")).unwrap();
+    let store = open(dir.path());
+    wait_for(&store, 45).await;
+    assert_eq!(store.tree().root(45).unwrap(), root_of(&leaves));
+    drop(store);
+
+    // A torn leaf and a changed leaf near the end: cut back and refilled.
+    let level0 = dir.path().join("tree/level-00");
+    let mut bytes = std::fs::read(&level0).unwrap();
+    bytes[32 * 43 + 4] ^= 0xff;
+    bytes.extend_from_slice(&[9; 7]);
+    std::fs::write(&level0, bytes).unwrap();
+    let level1 = dir.path().join("tree/level-01");
+    let bytes = std::fs::read(&level1).unwrap();
+    std::fs::write(&level1, &bytes[..32 * 5]).unwrap();
+    let store = open(dir.path());
+    wait_for(&store, 45).await;
+    assert_eq!(store.tree().root(45).unwrap(), root_of(&leaves));
+    for seq in 1..=45 {
+        assert_eq!(store.tree().leaf(seq).unwrap(), leaves[seq as usize - 1]);
+    }
+}
+
+#[tokio::test]
+async fn a_purged_prefix_keeps_its_hashes_and_proofs_after_it_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, 1, 12, Some(8)).await;
+    wait_for(&store, 12).await;
+    let before = leaves_from_files(dir.path());
+    let purge = store
+        .apply_retention(Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(purge.through_seq, 8);
+    wait_for(&store, 13).await;
+    drop(store);
+    let store = open(dir.path());
+    append(&store, 14, 15, None).await;
+    wait_for(&store, 15).await;
+    // The files now hold seqs 9 to 15; the tree still has 1 to 8.
+    let after = leaves_from_files(dir.path());
+    assert_eq!(after.len(), 7);
+    let leaves: Vec<Hash> = before[..8].iter().chain(&after).copied().collect();
+    let root = root_of(&leaves);
+    assert_eq!(store.tree().root(15).unwrap(), root);
+    for seq in [3, 8, 9, 15] {
+        let proof = store.tree().inclusion(seq, 15).unwrap();
+        verify_inclusion(seq - 1, 15, &leaves[seq as usize - 1], &proof, &root).unwrap();
+    }
+    assert_eq!(store.stored_line(3).unwrap(), None);
+    assert!(store.stored_line(9).unwrap().is_some());
+    let findings = store
+        .check_tree(Some((12, root_of(&leaves[..12]), "checkpoint.note")))
+        .unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    let findings = store
+        .check_tree(Some((12, root_of(&leaves[..11]), "checkpoint.note")))
+        .unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+}

@@ -1,0 +1,404 @@
+//! Proofs anyone can check: the signed checkpoint and the inclusion and
+//! consistency proofs, over gRPC and through the CLI, checked with the
+//! verifier key alone against leaf hashes computed here from the lines in
+//! `audit.log`.
+//!
+//! Covered: a checkpoint verifies with the key `--print-verifier-key`
+//! gives and names the log's size and root, which match the RFC 6962 root
+//! of the file's lines; every record's inclusion proof verifies; a
+//! consistency proof between two checkpoints verifies; a wrong key, another
+//! log's checkpoint, a changed proof are refused; the statuses of bad
+//! requests; the kept checkpoint and the tree across a restart; the CLI.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use auditlog_client::pb::ProblemKind;
+use auditlog_client::proof::{
+    Hash, NoteError, VerifierKey, leaf_hash, root_of, verify_consistency, verify_inclusion,
+};
+use auditlog_client::{Client, NewEvent, VerifiedCheckpoint};
+use common::{
+    TEST_KEY, TestServer, cli, edit_line, read_lines, resign, tamper, wait_until, with_test_key,
+    workspace_bin,
+};
+use tonic::Code;
+
+async fn log_n(client: &Client, from: u64, to: u64) {
+    for n in from..=to {
+        client
+            .log(NewEvent::lead_ingested(format!("LEAD-{n}"), "webform"))
+            .await
+            .unwrap();
+    }
+}
+
+/// The verifier key of the server on `dir`, as `--print-verifier-key`
+/// prints it.
+fn trusted_key(dir: &std::path::Path) -> VerifierKey {
+    let config = auditlog_server::Config {
+        data_dir: dir.to_path_buf(),
+        ..auditlog_server::Config::default()
+    };
+    VerifierKey::parse(&auditlog_server::verifier_key(&config).unwrap()).unwrap()
+}
+
+/// A checkpoint, checked with `key`, once one covers `size` records.
+async fn checkpoint_of(client: &Client, key: &VerifierKey, size: u64) -> VerifiedCheckpoint {
+    wait_until(&format!("a checkpoint of {size} records"), || async {
+        let c = client.verified_checkpoint(key, true).await;
+        match c {
+            Ok(c) if c.checkpoint.size == size => Ok(c),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+/// The leaf hashes of the lines in `audit.log`, computed here.
+fn file_leaves(server: &TestServer) -> Vec<Hash> {
+    read_lines(&server.log_path())
+        .iter()
+        .map(|l| leaf_hash(l.as_bytes()))
+        .collect()
+}
+
+#[tokio::test]
+async fn records_are_proved_with_the_verifier_key_alone() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let key = trusted_key(&server.data_dir);
+    log_n(&client, 1, 10).await;
+    let old = checkpoint_of(&client, &key, 10).await;
+    log_n(&client, 11, 23).await;
+    let new = checkpoint_of(&client, &key, 23).await;
+
+    let leaves = file_leaves(&server);
+    assert_eq!(leaves.len(), 23);
+    assert_eq!(old.checkpoint.root, root_of(&leaves[..10]));
+    assert_eq!(new.checkpoint.root, root_of(&leaves));
+    assert!(new.note.starts_with(&format!("{}\n23\n", key.name)));
+
+    for seq in 1..=23u64 {
+        let proven = client.prove_inclusion(seq, &key).await.unwrap();
+        assert_eq!(leaf_hash(&proven.line), leaves[seq as usize - 1]);
+        let proof = client.inclusion_proof(seq, 23).await.unwrap();
+        let hashes: Vec<Hash> = proof
+            .hashes
+            .iter()
+            .map(|h| h.as_slice().try_into().unwrap())
+            .collect();
+        verify_inclusion(
+            seq - 1,
+            23,
+            &leaves[seq as usize - 1],
+            &hashes,
+            &new.checkpoint.root,
+        )
+        .unwrap();
+        // Another record's line does not verify with this proof.
+        let other = leaves[(seq as usize) % 23];
+        assert!(verify_inclusion(seq - 1, 23, &other, &hashes, &new.checkpoint.root).is_err());
+    }
+
+    let proof = client.consistency_proof(10, 0).await.unwrap();
+    assert_eq!(proof.second_size, 23);
+    let hashes: Vec<Hash> = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into().unwrap())
+        .collect();
+    verify_consistency(10, 23, &old.checkpoint.root, &new.checkpoint.root, &hashes).unwrap();
+    let mut bad = hashes.clone();
+    bad[0][0] ^= 1;
+    assert!(verify_consistency(10, 23, &old.checkpoint.root, &new.checkpoint.root, &bad).is_err());
+}
+
+#[tokio::test]
+async fn a_wrong_key_or_another_logs_checkpoint_is_refused() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    log_n(&client, 1, 3).await;
+    let key = trusted_key(&server.data_dir);
+    checkpoint_of(&client, &key, 3).await;
+
+    // Another log with its own key, under the same origin.
+    let other = TestServer::start().await;
+    let other_key = trusted_key(&other.data_dir);
+    assert_ne!(key, other_key);
+    let err = client
+        .verified_checkpoint(&other_key, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no signature by key"), "{err}");
+
+    // Another log signing under another origin, checked with its own key
+    // but as if it were ours: the origin is named.
+    let renamed =
+        TestServer::start_with(|c| c.checkpoint_origin = Some("auditlog/elsewhere".into())).await;
+    let renamed_client = renamed.client().await;
+    log_n(&renamed_client, 1, 1).await;
+    let note = wait_until("the renamed log's first checkpoint", || async {
+        renamed_client
+            .checkpoint(true)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    assert!(note.verifier_key.starts_with("auditlog/elsewhere+"));
+    let err = key
+        .open_checkpoint(&note.checkpoint.unwrap().note)
+        .unwrap_err();
+    assert!(matches!(err, NoteError::NoSignature { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_statuses_that_say_what_to_fix() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let err = client.checkpoint(false).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
+    log_n(&client, 1, 5).await;
+    let key = trusted_key(&server.data_dir);
+    checkpoint_of(&client, &key, 5).await;
+
+    let cases: [(u64, u64, Code, &str); 4] = [
+        (0, 0, Code::InvalidArgument, "seq"),
+        (6, 0, Code::OutOfRange, "last seq is 5"),
+        (3, 9, Code::OutOfRange, "beyond the tree"),
+        (4, 3, Code::InvalidArgument, "beyond tree_size 3"),
+    ];
+    for (seq, size, code, says) in cases {
+        let err = client.inclusion_proof(seq, size).await.unwrap_err();
+        assert_eq!(err.code(), Some(code), "{seq}/{size}: {err}");
+        assert!(err.to_string().contains(says), "{seq}/{size}: {err}");
+    }
+    let err = client.consistency_proof(4, 2).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    let err = client.consistency_proof(2, 8).await.unwrap_err();
+    assert_eq!(err.code(), Some(Code::OutOfRange), "{err}");
+}
+
+#[tokio::test]
+async fn the_checkpoint_and_tree_survive_a_restart_and_rotation() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let key = trusted_key(&server.data_dir);
+    log_n(&client, 1, 7).await;
+    client.rotate(true).await.unwrap();
+    log_n(&client, 8, 9).await;
+    let before = checkpoint_of(&client, &key, 9).await;
+    let server = server.restart(|_| {}).await;
+    let client = server.client().await;
+    let kept = client.verified_checkpoint(&key, false).await.unwrap();
+    assert_eq!(kept, before);
+    log_n(&client, 10, 12).await;
+    let after = checkpoint_of(&client, &key, 12).await;
+    for seq in [1, 7, 8, 12] {
+        client.prove_inclusion(seq, &key).await.unwrap();
+    }
+    let proof = client.consistency_proof(9, 12).await.unwrap();
+    let hashes: Vec<Hash> = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into().unwrap())
+        .collect();
+    verify_consistency(
+        9,
+        12,
+        &before.checkpoint.root,
+        &after.checkpoint.root,
+        &hashes,
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_cli_checks_checkpoints_and_proofs_against_the_key() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    log_n(&client, 1, 4).await;
+    let key = trusted_key(&server.data_dir);
+    checkpoint_of(&client, &key, 4).await;
+    let key_text = auditlog_server::verifier_key(&auditlog_server::Config {
+        data_dir: server.data_dir.clone(),
+        ..auditlog_server::Config::default()
+    })
+    .unwrap();
+
+    let (code, out, err) = cli(&server.url, &["checkpoint", "--key", &key_text]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("OK: checkpoint of"), "{out}");
+    assert!(out.contains("tree size: 4"), "{out}");
+
+    let (code, out, err) = cli(
+        &server.url,
+        &["proof", "inclusion", "3", "--key", &key_text],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("OK: seq 3 is in"), "{out}");
+    assert!(out.contains("\"seq\":3"), "{out}");
+
+    let (code, out, err) = cli(&server.url, &["checkpoint", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let old = server.data_dir.join("old.note");
+    std::fs::write(&old, json["note"].as_str().unwrap()).unwrap();
+    log_n(&client, 5, 6).await;
+    checkpoint_of(&client, &key, 6).await;
+    let old_path = old.to_str().unwrap();
+    let (code, out, err) = cli(
+        &server.url,
+        &["proof", "consistency", old_path, "--key", &key_text],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("extends the kept checkpoint of size 4"),
+        "{out}"
+    );
+
+    // A key of another log: one line, exit non-zero.
+    let other = TestServer::start().await;
+    let other_key = auditlog_server::verifier_key(&auditlog_server::Config {
+        data_dir: other.data_dir.clone(),
+        ..auditlog_server::Config::default()
+    })
+    .unwrap();
+    let (code, out, err) = cli(
+        &server.url,
+        &["proof", "inclusion", "3", "--key", &other_key],
+    )
+    .await;
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no signature by key"), "{err}");
+}
+
+#[tokio::test]
+async fn verification_finds_a_rewrite_the_hmac_key_holder_made_after_a_checkpoint() {
+    let server = TestServer::start_with(with_test_key).await;
+    let client = server.client().await;
+    log_n(&client, 1, 5).await;
+    let key = trusted_key(&server.data_dir);
+    checkpoint_of(&client, &key, 5).await;
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+
+    // The last record rewritten and signed again with the HMAC key: the
+    // chain still checks out, the signed checkpoint does not.
+    tamper(&server.log_path(), |lines| {
+        let last = lines.last_mut().unwrap();
+        *last = resign(&edit_line(last, "LEAD-5", "LEAD-9"), TEST_KEY.as_bytes());
+    });
+    let report = client.verify().await.unwrap();
+    assert!(!report.ok);
+    let kinds: Vec<ProblemKind> = report.problems.iter().map(|p| p.kind()).collect();
+    assert_eq!(kinds, [ProblemKind::TreeMismatch], "{:?}", report.problems);
+    assert!(
+        report.problems[0]
+            .message
+            .contains("latest signed checkpoint"),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn readers_and_auditors_may_ask_for_proofs_and_writers_may_not() {
+    use auditlog_server::config::{Role, TokenConfig};
+    use sha2::Digest as _;
+    let tokens = [
+        ("w", "writer-token-0123456789", Role::Writer),
+        ("r", "reader-token-0123456789", Role::Reader),
+        ("a", "auditor-token-0123456789", Role::Auditor),
+    ];
+    let server = TestServer::start_with(|c| {
+        c.tokens = tokens
+            .iter()
+            .map(|(name, secret, role)| TokenConfig {
+                name: (*name).into(),
+                sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+                roles: vec![*role],
+                rate_per_sec: None,
+                burst: None,
+            })
+            .collect();
+    })
+    .await;
+    let as_token = |secret: &str| {
+        let options = auditlog_client::Options {
+            token: Some(secret.into()),
+            ..auditlog_client::Options::default()
+        };
+        Client::connect_with(server.url.clone(), options)
+    };
+    let writer = as_token(tokens[0].1).await.unwrap();
+    log_n(&writer, 1, 2).await;
+    for (_, secret, role) in tokens {
+        let client = as_token(secret).await.unwrap();
+        let got = wait_until("a checkpoint or a refusal", || async {
+            match client.checkpoint(true).await {
+                Err(e) if e.code() == Some(Code::FailedPrecondition) => Err(e.to_string()),
+                other => Ok(other),
+            }
+        })
+        .await;
+        let proof = client.inclusion_proof(1, 0).await;
+        if role == Role::Writer {
+            assert_eq!(got.unwrap_err().code(), Some(Code::PermissionDenied));
+            assert_eq!(proof.unwrap_err().code(), Some(Code::PermissionDenied));
+        } else {
+            assert!(got.is_ok(), "{role:?}: {got:?}");
+            assert!(proof.is_ok(), "{role:?}: {proof:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_server_binary_prints_the_verifier_key_the_server_signs_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = workspace_bin("auditlog-server", "auditlog-server");
+    let print = |origin: Option<&str>| {
+        let mut command = std::process::Command::new(&bin);
+        command
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--print-verifier-key")
+            .env_remove("RUST_LOG");
+        if let Some(origin) = origin {
+            command.env("AUDITLOG_CHECKPOINT_ORIGIN", origin);
+        }
+        let out = command.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let printed = print(Some("auditlog/test-log"));
+    assert_eq!(
+        print(Some("auditlog/test-log")),
+        printed,
+        "generated once, then kept"
+    );
+    assert!(printed.starts_with("auditlog/test-log+"), "{printed}");
+    let key = VerifierKey::parse(&printed).unwrap();
+    let bad = std::process::Command::new(&bin)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--print-verifier-key")
+        .env("AUDITLOG_CHECKPOINT_ORIGIN", "has space")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("checkpoint_origin"));
+
+    let server = TestServer::start_in(dir.path(), |c| {
+        c.checkpoint_origin = Some("auditlog/test-log".into());
+    })
+    .await;
+    let client = server.client().await;
+    log_n(&client, 1, 2).await;
+    let checkpoint = checkpoint_of(&client, &key, 2).await;
+    assert!(checkpoint.note.starts_with("auditlog/test-log\n2\n"));
+}
