@@ -300,6 +300,7 @@ mod tests {
             roles: vec![crate::auth::Role::Writer],
             rate_per_sec: Some(rate),
             burst: Some(burst),
+            actors: None,
         }
     }
 
@@ -316,9 +317,11 @@ mod tests {
         let log = "/auditlog.v1.AuditService/Log";
         let slow = Caller {
             name: "slow".into(),
+            actors: None,
         };
         let free = Caller {
             name: "free".into(),
+            actors: None,
         };
         assert!(layer.check(log, Some(&slow)).is_ok());
         assert!(layer.check(log, Some(&slow)).is_ok());
