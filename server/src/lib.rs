@@ -32,6 +32,7 @@ mod redaction;
 mod service;
 mod store;
 mod webhooks;
+mod wire;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -229,7 +230,9 @@ pub async fn run(
         .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .tcp_keepalive(Some(Duration::from_secs(config.keepalive_secs)))
-        .timeout(Duration::from_secs(config.handler_timeout_secs));
+        .timeout(Duration::from_secs(config.handler_timeout_secs))
+        // HTTP/1 only to answer it with a readable refusal (`wire.rs`).
+        .accept_http1(true);
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
     }
@@ -243,6 +246,7 @@ pub async fn run(
     // the peer's delayed ACK: tens of milliseconds per call.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = builder
+        .layer(wire::WireLayer)
         .layer(limits::ShedLayer::new(config.max_in_flight))
         .layer(auth::AuthLayer::new(&config.tokens))
         .layer(limits::RateLayer::new(&config.tokens))
