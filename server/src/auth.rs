@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `writer` | Log, LogBatch, TrackPerformance |
 //! | `reader` | Query, StreamEvents, GetStats, GetPerformanceStats |
-//! | `auditor` | VerifyIntegrity, ExportSubject, StreamEvents (export) |
+//! | `auditor` | VerifyIntegrity, ExportSubject, StreamEvents (history and live) |
 //! | `admin` | everything, including AdminService |
 //!
 //! Missing or unknown token: UNAUTHENTICATED. Known but not allowed:

@@ -204,7 +204,6 @@ pub(crate) fn printable(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, st
 
 /// A plain-text table with aligned columns; cells are shown through
 /// [`printable`].
-
 pub(crate) struct Table {
     headers: Vec<&'static str>,
     rows: Vec<Vec<String>>,
