@@ -177,11 +177,13 @@ pub(crate) struct AuthLayer {
     refusals: Refusals,
 }
 
-/// A refused call: the status the caller gets, and the reason the log gets.
+/// A refused call: the status the caller gets, the reason the log gets,
+/// and the known token it was made with, if any.
 #[derive(Debug)]
 struct Refused {
     status: tonic::Status,
     reason: String,
+    token: Option<String>,
 }
 
 impl AuthLayer {
@@ -242,6 +244,7 @@ impl AuthLayer {
                      <token>` with a token configured on the server",
                 ),
                 reason: reason.to_owned(),
+                token: None,
             });
         };
         let needed = required_roles(path);
@@ -269,6 +272,7 @@ impl AuthLayer {
                 known.name,
             )),
             reason: format!("token {:?} lacks the role {needed}", known.name),
+            token: Some(known.name.clone()),
         })
     }
 }
@@ -327,11 +331,14 @@ impl Admit for AuthLayer {
             }
             Ok(None) => {}
             Err(refused) => {
-                self.refusals.refused(Refusal {
-                    peer: peer_of(req),
-                    method: req.uri().path().to_owned(),
-                    reason: refused.reason,
-                });
+                self.refusals.refused(
+                    refused.token.as_deref(),
+                    Refusal {
+                        peer: peer_of(req),
+                        method: req.uri().path().to_owned(),
+                        reason: refused.reason,
+                    },
+                );
                 return Err(refused.status);
             }
         }

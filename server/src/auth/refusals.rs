@@ -6,13 +6,18 @@
 //! interval ([`INTERVAL`]) the first refusal is logged in full and the rest
 //! are only counted; when the interval ends, one summary line gives their
 //! number and the last of them. An interval without refusals logs nothing.
+//! Callers without a valid token are counted together, and each known
+//! token apart, so a flood of bad tokens never hides that a real token was
+//! refused a role; the tokens are configured, so the lines stay bounded.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 /// How often the refusals counted but not logged are summarised; the most
-/// refusal lines the server writes is two per interval.
+/// refusal lines the server writes is two per interval for calls without a
+/// valid token, and two for each token.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(60);
 
 /// One refusal, as logged.
@@ -44,10 +49,14 @@ enum Line {
     Summary { count: u64, last: Refusal },
 }
 
+/// Each caller's window: `None` for calls without a valid token, else the
+/// token's name.
+type Windows = HashMap<Option<String>, Window>;
+
 /// The shared, rate-limited refusal log of one server.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Refusals {
-    window: Arc<Mutex<Window>>,
+    windows: Arc<Mutex<Windows>>,
 }
 
 impl Refusals {
@@ -57,20 +66,22 @@ impl Refusals {
     pub(crate) fn new() -> Refusals {
         let refusals = Refusals::default();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(summarise(Arc::downgrade(&refusals.window)));
+            runtime.spawn(summarise(Arc::downgrade(&refusals.windows)));
         }
         refusals
     }
 
-    /// Notes one refusal, logging it if it is the interval's first.
-    pub(crate) fn refused(&self, refusal: Refusal) {
-        if let Some(line) = self.note(refusal) {
+    /// Notes one refusal of a call made with the known token `token` (or
+    /// none), logging it if it is that caller's first in the interval.
+    pub(crate) fn refused(&self, token: Option<&str>, refusal: Refusal) {
+        if let Some(line) = self.note(token, refusal) {
             write(line);
         }
     }
 
-    fn note(&self, refusal: Refusal) -> Option<Line> {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+    fn note(&self, token: Option<&str>, refusal: Refusal) -> Option<Line> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        let w = windows.entry(token.map(str::to_owned)).or_default();
         if !w.logged {
             w.logged = true;
             return Some(Line::Full(refusal));
@@ -80,29 +91,34 @@ impl Refusals {
         None
     }
 
-    /// Ends the interval: the summary of what was counted, if anything.
-    fn end_interval(&self) -> Option<Line> {
-        let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let w = std::mem::take(&mut *w);
-        Some(Line::Summary {
-            count: w.unlogged,
-            last: w.last?,
-        })
+    /// Ends the interval: the summary of what was counted, per caller.
+    fn end_interval(&self) -> Vec<Line> {
+        let mut windows = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *windows)
+            .into_values()
+            .filter_map(|w| {
+                Some(Line::Summary {
+                    count: w.unlogged,
+                    last: w.last?,
+                })
+            })
+            .collect()
     }
 }
 
 /// Writes the summaries until the log is dropped.
-async fn summarise(window: Weak<Mutex<Window>>) {
+async fn summarise(windows: Weak<Mutex<Windows>>) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let Some(window) = window.upgrade() else {
+        let Some(windows) = windows.upgrade() else {
             return;
         };
-        if let Some(line) = (Refusals { window }).end_interval() {
-            write(line);
-        }
+        (Refusals { windows })
+            .end_interval()
+            .into_iter()
+            .for_each(write);
     }
 }
 
@@ -146,21 +162,38 @@ mod tests {
     #[test]
     fn the_first_refusal_of_an_interval_is_logged_and_the_rest_summarised() {
         let log = Refusals::default();
-        assert_eq!(log.end_interval(), None, "a quiet interval logs nothing");
-        assert_eq!(log.note(refusal(0)), Some(Line::Full(refusal(0))));
+        assert_eq!(log.end_interval(), [], "a quiet interval logs nothing");
+        assert_eq!(log.note(None, refusal(0)), Some(Line::Full(refusal(0))));
         for i in 1..=500 {
-            assert_eq!(log.note(refusal(i)), None);
+            assert_eq!(log.note(None, refusal(i)), None);
         }
+        // A known token refused a role is not lost in the flood.
         assert_eq!(
-            log.end_interval(),
-            Some(Line::Summary {
-                count: 500,
-                last: refusal(500)
-            })
+            log.note(Some("dashboard"), refusal(7)),
+            Some(Line::Full(refusal(7)))
+        );
+        assert_eq!(log.note(Some("dashboard"), refusal(8)), None);
+        let mut summaries = log.end_interval();
+        summaries.sort_by_key(|l| match l {
+            Line::Summary { count, .. } => *count,
+            Line::Full(_) => 0,
+        });
+        assert_eq!(
+            summaries,
+            [
+                Line::Summary {
+                    count: 1,
+                    last: refusal(8)
+                },
+                Line::Summary {
+                    count: 500,
+                    last: refusal(500)
+                }
+            ]
         );
         // The next interval starts afresh.
-        assert_eq!(log.end_interval(), None);
-        assert_eq!(log.note(refusal(9)), Some(Line::Full(refusal(9))));
-        assert_eq!(log.end_interval(), None, "one refusal, logged in full");
+        assert_eq!(log.end_interval(), []);
+        assert_eq!(log.note(None, refusal(9)), Some(Line::Full(refusal(9))));
+        assert_eq!(log.end_interval(), [], "one refusal, logged in full");
     }
 }
