@@ -316,7 +316,9 @@ fn csv_row_json(headers: &csv::StringRecord, row: &csv::StringRecord) -> Value {
             "seq" => json!(value.parse::<u64>().unwrap()),
             "details" => serde_json::from_str(value)
                 .unwrap_or_else(|e| panic!("details column is not JSON ({e}): {value:?}")),
-            "lead_id" | "workflow" | "idempotency_key" if value.is_empty() => Value::Null,
+            "caller" | "lead_id" | "workflow" | "idempotency_key" if value.is_empty() => {
+                Value::Null
+            }
             _ => json!(value),
         };
         map.insert(name.to_owned(), v);
