@@ -288,6 +288,7 @@ fn assert_same_event(record: &Value, got: &Value, context: &str) {
         "timestamp",
         "event_type",
         "actor",
+        "caller",
         "lead_id",
         "workflow",
         "details",
@@ -315,7 +316,9 @@ fn csv_row_json(headers: &csv::StringRecord, row: &csv::StringRecord) -> Value {
             "seq" => json!(value.parse::<u64>().unwrap()),
             "details" => serde_json::from_str(value)
                 .unwrap_or_else(|e| panic!("details column is not JSON ({e}): {value:?}")),
-            "lead_id" | "workflow" | "idempotency_key" if value.is_empty() => Value::Null,
+            "caller" | "lead_id" | "workflow" | "idempotency_key" if value.is_empty() => {
+                Value::Null
+            }
             _ => json!(value),
         };
         map.insert(name.to_owned(), v);
@@ -1473,6 +1476,7 @@ async fn export_writes_every_event_as_the_log_has_it() {
             "timestamp",
             "event_type",
             "actor",
+            "caller",
             "lead_id",
             "workflow",
             "details",

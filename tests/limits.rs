@@ -70,6 +70,7 @@ fn token_config(t: &Token) -> TokenConfig {
         roles: vec![Role::Admin],
         rate_per_sec: t.limit.map(|(rate, _)| rate),
         burst: t.limit.map(|(_, burst)| burst),
+        actors: None,
     }
 }
 

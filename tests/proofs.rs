@@ -324,6 +324,7 @@ async fn readers_and_auditors_may_ask_for_proofs_and_writers_may_not() {
                 roles: vec![*role],
                 rate_per_sec: None,
                 burst: None,
+                actors: None,
             })
             .collect();
     })

@@ -96,6 +96,7 @@ fn token_configs() -> Vec<TokenConfig> {
             roles: t.roles.to_vec(),
             rate_per_sec: None,
             burst: None,
+            actors: None,
         })
         .collect()
 }

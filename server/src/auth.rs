@@ -10,15 +10,19 @@
 //! |---|---|
 //! | `writer` | Log, LogBatch, TrackPerformance |
 //! | `reader` | Query, StreamEvents, GetStats, GetPerformanceStats, GetCheckpoint, GetInclusionProof, GetConsistencyProof |
-//! | `auditor` | VerifyIntegrity, ExportSubject, StreamEvents (export), GetCheckpoint, GetInclusionProof, GetConsistencyProof |
+//! | `auditor` | VerifyIntegrity, ExportSubject, StreamEvents (history and live), GetCheckpoint, GetInclusionProof, GetConsistencyProof |
 //! | `admin` | everything, including AdminService |
 //!
 //! Missing or unknown token: UNAUTHENTICATED. Known but not allowed:
-//! PERMISSION_DENIED. Health and reflection stay open (probes cannot send
-//! tokens). With no token configured, every call is allowed: that is the
-//! loopback-only default (see `Config::validate`). The token's name reaches
-//! the handler as a [`Caller`] and is recorded as the actor of events it
-//! writes unless the caller names one.
+//! PERMISSION_DENIED. Every refusal of this check is logged, rate limited and without the
+//! token (`refusals.rs`). Health and reflection stay open (probes cannot
+//! send tokens). With no token configured, every call is allowed: that is
+//! the loopback-only default (see `Config::validate`). The token's name
+//! reaches the handler as a [`Caller`]: it is recorded, signed, as the
+//! `caller` of every event the token writes, and as the actor unless the
+//! caller names one (from the token's `actors`, when it has that list).
+
+mod refusals;
 
 use std::sync::Arc;
 
@@ -26,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::gate::{Admit, Gate};
+use refusals::{Refusal, Refusals};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -58,6 +63,12 @@ pub struct TokenConfig {
     /// least 1), i.e. one second's worth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+    /// The actors the token may log as (each at most 256 characters, no
+    /// control characters). An event naming another actor is refused with
+    /// PERMISSION_DENIED; one naming none gets the token's name, which must
+    /// then be in the list too. Default: none, any actor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actors: Option<Vec<String>>,
 }
 
 impl TokenConfig {
@@ -104,6 +115,22 @@ impl TokenConfig {
             }
             _ => {}
         }
+        if let Some(actors) = &self.actors {
+            if actors.is_empty() {
+                return Err(format!(
+                    "{at}: actors is empty, so the token could log nothing; list the actors it \
+                     may log as, or leave actors out to allow any"
+                ));
+            }
+            if let Some(bad) = actors.iter().find(|a| {
+                a.is_empty() || a.chars().count() > 256 || a.chars().any(char::is_control)
+            }) {
+                return Err(format!(
+                    "{at}: actors holds {bad:?}; an actor is 1 to 256 characters without \
+                     control characters"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -122,6 +149,17 @@ impl TokenConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Caller {
     pub name: String,
+    /// The actors it may log as; `None` for any.
+    pub actors: Option<Arc<[String]>>,
+}
+
+impl Caller {
+    /// Whether the token may log an event as `actor`.
+    pub(crate) fn may_act_as(&self, actor: &str) -> bool {
+        self.actors
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|a| a == actor))
+    }
 }
 
 #[derive(Debug)]
@@ -129,12 +167,23 @@ struct Known {
     name: String,
     hash: [u8; 32],
     roles: Vec<Role>,
+    actors: Option<Arc<[String]>>,
 }
 
 /// The token check, as a tower layer over the whole router.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct AuthLayer {
     tokens: Arc<Vec<Known>>,
+    refusals: Refusals,
+}
+
+/// A refused call: the status the caller gets, the reason the log gets,
+/// and the known token it was made with, if any.
+#[derive(Debug)]
+struct Refused {
+    status: tonic::Status,
+    reason: String,
+    token: Option<String>,
 }
 
 impl AuthLayer {
@@ -150,27 +199,24 @@ impl AuthLayer {
                     name: t.name.clone(),
                     hash,
                     roles: t.roles.clone(),
+                    actors: t.actors.as_deref().map(Arc::from),
                 }
             })
             .collect();
         AuthLayer {
             tokens: Arc::new(tokens),
+            refusals: Refusals::new(),
         }
     }
 
     /// Decides one call: `Ok(Some(caller))` to go on with a known token,
     /// `Ok(None)` for an open method or when auth is off, `Err` to refuse.
-    fn check(
-        &self,
-        path: &str,
-        authorization: Option<&[u8]>,
-    ) -> Result<Option<Caller>, tonic::Status> {
+    fn check(&self, path: &str, authorization: Option<&[u8]>) -> Result<Option<Caller>, Refused> {
         if self.tokens.is_empty() || is_open(path) {
             return Ok(None);
         }
-        let presented = authorization
-            .and_then(|v| v.strip_prefix(b"Bearer "))
-            .map(|t| Sha256::digest(t.trim_ascii()));
+        let bearer = authorization.and_then(|v| v.strip_prefix(b"Bearer "));
+        let presented = bearer.map(|t| Sha256::digest(t.trim_ascii()));
         // Compare with every known hash, all the way, so timing says nothing.
         let known = presented.and_then(|hash| {
             let mut found = None;
@@ -187,16 +233,26 @@ impl AuthLayer {
             found
         });
         let Some(known) = known else {
-            return Err(tonic::Status::unauthenticated(
-                "missing or unknown token: send the metadata `authorization: Bearer <token>` \
-                 with a token configured on the server",
-            ));
+            let reason = match (authorization, bearer) {
+                (None, _) => "no authorization header",
+                (Some(_), None) => "the authorization header is not `Bearer <token>`",
+                (Some(_), Some(_)) => "unknown token",
+            };
+            return Err(Refused {
+                status: tonic::Status::unauthenticated(
+                    "missing or unknown token: send the metadata `authorization: Bearer \
+                     <token>` with a token configured on the server",
+                ),
+                reason: reason.to_owned(),
+                token: None,
+            });
         };
         let needed = required_roles(path);
         if known.roles.contains(&Role::Admin) || needed.iter().any(|r| known.roles.contains(r)) {
             tracing::debug!(token = %known.name, method = path, "call");
             return Ok(Some(Caller {
                 name: known.name.clone(),
+                actors: known.actors.clone(),
             }));
         }
         let needed_names: Vec<&str> = needed
@@ -209,13 +265,28 @@ impl AuthLayer {
             })
             .chain(std::iter::once("admin"))
             .collect();
-        tracing::warn!(token = %known.name, method = path, "call refused: role missing");
-        Err(tonic::Status::permission_denied(format!(
-            "token {:?} may not call {path}: it needs the role {}",
-            known.name,
-            needed_names.join(" or ")
-        )))
+        let needed = needed_names.join(" or ");
+        Err(Refused {
+            status: tonic::Status::permission_denied(format!(
+                "token {:?} may not call {path}: it needs the role {needed}",
+                known.name,
+            )),
+            reason: format!("token {:?} lacks the role {needed}", known.name),
+            token: Some(known.name.clone()),
+        })
     }
+}
+
+/// The caller's address, over plain TCP or TLS.
+fn peer_of<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let ext = req.extensions();
+    ext.get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            ext.get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|t| t.get_ref().remote_addr())
+        })
 }
 
 /// Health and reflection answer without a token.
@@ -256,8 +327,22 @@ impl Admit for AuthLayer {
             .headers()
             .get(http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        if let Some(caller) = self.check(req.uri().path(), header)? {
-            req.extensions_mut().insert(caller);
+        match self.check(req.uri().path(), header) {
+            Ok(Some(caller)) => {
+                req.extensions_mut().insert(caller);
+            }
+            Ok(None) => {}
+            Err(refused) => {
+                self.refusals.refused(
+                    refused.token.as_deref(),
+                    Refusal {
+                        peer: peer_of(req),
+                        method: req.uri().path().to_owned(),
+                        reason: refused.reason,
+                    },
+                );
+                return Err(refused.status);
+            }
         }
         Ok(None)
     }
@@ -274,6 +359,7 @@ mod tests {
             roles: roles.to_vec(),
             rate_per_sec: None,
             burst: None,
+            actors: None,
         }
     }
 
@@ -290,7 +376,7 @@ mod tests {
         layer
             .check(path, header.as_deref().map(str::as_bytes))
             .map(|c| c.map(|c| c.name).unwrap_or_default())
-            .map_err(|s| s.code())
+            .map_err(|r| r.status.code())
     }
 
     #[test]
@@ -338,6 +424,23 @@ mod tests {
             ..good.clone()
         };
         assert!(none.validate(0, &[]).unwrap_err().contains("roles"));
+        for (actors, says) in [
+            (vec![], "actors is empty"),
+            (vec!["ok".to_owned(), String::new()], "actors holds \"\""),
+            (vec!["a\nb".to_owned()], "control characters"),
+        ] {
+            let bad = TokenConfig {
+                actors: Some(actors),
+                ..good.clone()
+            };
+            let err = bad.validate(0, &[]).unwrap_err();
+            assert!(err.contains(says), "{err}");
+        }
+        let listed = TokenConfig {
+            actors: Some(vec!["crm-sync".into()]),
+            ..good.clone()
+        };
+        assert!(listed.validate(0, &[]).is_ok());
     }
 
     #[test]

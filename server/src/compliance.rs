@@ -408,6 +408,7 @@ mod tests {
         NewEvent {
             event_type: "lead_ingested".into(),
             actor: "system".into(),
+            caller: None,
             lead_id: Some("jane@example.com".into()),
             workflow: workflow.map(String::from),
             details: details.as_object().unwrap().clone(),

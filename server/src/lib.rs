@@ -34,6 +34,7 @@ mod redaction;
 mod service;
 mod store;
 mod webhooks;
+mod wire;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -264,7 +265,9 @@ pub async fn run(
         .max_concurrent_streams(Some(config.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .timeout(Duration::from_secs(config.handler_timeout_secs));
+        .timeout(Duration::from_secs(config.handler_timeout_secs))
+        // HTTP/1 only to answer it with a readable refusal (`wire.rs`).
+        .accept_http1(true);
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
     }
@@ -282,6 +285,7 @@ pub async fn run(
         Duration::from_secs(config.keepalive_secs),
     );
     let serve = builder
+        .layer(wire::WireLayer)
         .layer(limits::ShedLayer::new(
             config.max_in_flight,
             Duration::from_secs(config.request_read_timeout_secs),

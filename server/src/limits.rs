@@ -221,7 +221,10 @@ mod tests {
 
     fn request(path: &str, token: &str) -> http::Request<()> {
         let mut req = http::Request::builder().uri(path).body(()).unwrap();
-        req.extensions_mut().insert(Caller { name: token.into() });
+        req.extensions_mut().insert(Caller {
+            name: token.into(),
+            actors: None,
+        });
         req
     }
 
@@ -285,6 +288,7 @@ mod tests {
             roles: vec![crate::auth::Role::Writer],
             rate_per_sec: Some(rate),
             burst: Some(burst),
+            actors: None,
         }
     }
 
@@ -304,9 +308,11 @@ mod tests {
         let log = "/auditlog.v1.AuditService/Log";
         let slow = Caller {
             name: "slow".into(),
+            actors: None,
         };
         let free = Caller {
             name: "free".into(),
+            actors: None,
         };
         assert!(layer.check(log, Some(&slow)).is_ok());
         assert!(layer.check(log, Some(&slow)).is_ok());

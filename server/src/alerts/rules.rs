@@ -132,6 +132,7 @@ mod tests {
             timestamp: ts_secs * 1_000_000,
             event_type: "error".into(),
             actor: "a".into(),
+            caller: None,
             lead_id: None,
             workflow: workflow.map(Into::into),
             details,

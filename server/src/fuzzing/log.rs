@@ -197,6 +197,7 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
     let event = NewEvent {
         event_type: "error".into(),
         actor: "fuzz".into(),
+        caller: None,
         lead_id: None,
         workflow: None,
         details: Default::default(),

@@ -44,7 +44,7 @@ pub fn validation(data: &[u8]) {
             let Ok(req) = pb::LogRequest::decode(bytes) else {
                 return;
             };
-            match service::validate_log(req, "system") {
+            match service::validate_log(req, None) {
                 Ok(event) => accepted_event(event),
                 Err(status) => rejected(&status),
             }
@@ -53,7 +53,7 @@ pub fn validation(data: &[u8]) {
             let Ok(req) = pb::LogBatchRequest::decode(bytes) else {
                 return;
             };
-            match service::validate_batch(req.events, "system") {
+            match service::validate_batch(req.events, None) {
                 Ok(events) => {
                     assert!((1..=MAX_BATCH).contains(&events.len()));
                     events.into_iter().for_each(accepted_event);
@@ -105,6 +105,10 @@ fn accepted_event(event: NewEvent) {
     .flatten()
     {
         assert!(!value.is_empty() && value.chars().count() <= service::MAX_FIELD_LEN);
+        assert!(
+            !value.chars().any(char::is_control),
+            "{value:?} holds a control"
+        );
     }
     let details = serde_json::to_vec(&event.details).map_or(usize::MAX, |d| d.len());
     assert!(details <= MAX_DETAILS_BYTES, "details of {details} bytes");

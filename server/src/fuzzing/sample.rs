@@ -27,6 +27,7 @@ pub fn sample_log(n: u64, batch: Option<(u64, u32)>) -> Vec<u8> {
         let event = NewEvent {
             event_type: "lead_ingested".into(),
             actor: "system".into(),
+            caller: None,
             lead_id: Some(format!("LEAD-{seq:03}")),
             workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
             details,

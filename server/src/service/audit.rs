@@ -15,10 +15,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
-use super::edge::{self, blocking, micros_of, status_of};
+use super::edge::{self, blocking, status_of};
 use super::page_token::PageToken;
 use super::query::{QueryPlan, plan_query};
 use super::validate::{self, validate_batch, validate_log};
+use crate::auth::Caller;
 use crate::compliance::Subject;
 use crate::hub;
 use crate::performance;
@@ -29,8 +30,8 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, St
 #[tonic::async_trait]
 impl AuditService for AuditSvc {
     async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
-        let actor = default_actor(&req);
-        let event = validate_log(req.into_inner(), &actor)?;
+        let caller = req.extensions().get::<Caller>().cloned();
+        let event = validate_log(req.into_inner(), caller.as_ref())?;
         let mut receipts = self.append(vec![event]).await?;
         Ok(Response::new(edge::log_pb(receipts.pop())))
     }
@@ -39,8 +40,8 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
-        let actor = default_actor(&req);
-        let events = validate_batch(req.into_inner().events, &actor)?;
+        let caller = req.extensions().get::<Caller>().cloned();
+        let events = validate_batch(req.into_inner().events, caller.as_ref())?;
         let receipts = self.append(events).await?;
         Ok(Response::new(edge::log_batch_pb(receipts)))
     }
@@ -149,8 +150,8 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::TrackPerformanceRequest>,
     ) -> Result<Response<pb::TrackPerformanceResponse>, Status> {
-        let actor = default_actor(&req);
-        let event = validate::validate_track(req.into_inner(), &actor)?;
+        let caller = req.extensions().get::<Caller>().cloned();
+        let event = validate::validate_track(req.into_inner(), caller.as_ref())?;
         let mut receipts = self.append(vec![event]).await?;
         Ok(Response::new(edge::track_pb(receipts.pop())))
     }
@@ -161,9 +162,7 @@ impl AuditService for AuditSvc {
     ) -> Result<Response<pb::GetPerformanceStatsResponse>, Status> {
         let req = req.into_inner();
         let operation = validate::non_empty(req.operation);
-        // No order check here: an empty range reports no operations.
-        let since = req.since.map(|t| micros_of(&t, "since")).transpose()?;
-        let until = req.until.map(|t| micros_of(&t, "until")).transpose()?;
+        let (since, until) = validate::range_of(req.since.as_ref(), req.until.as_ref(), "")?;
         let running = self.running()?;
         let (stats, window) = if since.is_none() && until.is_none() {
             (
@@ -252,14 +251,6 @@ impl AuditService for AuditSvc {
             .await
             .map(Response::new)
     }
-}
-
-/// The actor of events that name none: the calling token's name, or
-/// "system" when the server has no tokens.
-fn default_actor<T>(req: &Request<T>) -> String {
-    req.extensions()
-        .get::<crate::auth::Caller>()
-        .map_or_else(|| "system".to_owned(), |c| c.name.clone())
 }
 
 /// `error` events of the query's range and workflow per `details.error_type`.

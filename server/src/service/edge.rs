@@ -101,6 +101,21 @@ pub(super) fn invalid(field: &str, reason: &str) -> Status {
     )
 }
 
+/// PERMISSION_DENIED for an event whose actor (the field `field`) the
+/// token `token` may not claim: it may log only as one of `allowed`.
+pub(super) fn actor_denied(field: &str, actor: &str, token: &str, allowed: &[String]) -> Status {
+    Status::permission_denied(format!(
+        "{field} is {actor:?}, which token {token:?} may not log as: it may log only as {} \
+         (its actors in the server config); name one of them, or leave the actor empty if \
+         the token's own name is among them",
+        allowed
+            .iter()
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
 /// `INVALID_ARGUMENT` carrying `violations` as field violations, with a
 /// message of `prefix` and every violation; `Ok` when there are none.
 pub(super) fn check_violations(violations: ErrorDetails, prefix: &str) -> Result<(), Status> {
@@ -205,6 +220,7 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
         timestamp: Some(timestamp_pb(r.timestamp)),
         event_type: r.event_type,
         actor: r.actor,
+        caller: r.caller.unwrap_or_default(),
         lead_id: r.lead_id.unwrap_or_default(),
         workflow: r.workflow.unwrap_or_default(),
         details: Some(r.details.into_struct()),

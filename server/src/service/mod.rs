@@ -127,12 +127,14 @@ mod tests {
         let with_all = NewEvent {
             event_type: "crm_create".into(),
             actor: "crm-sync".into(),
+            caller: Some("pipeline".into()),
             lead_id: Some("LEAD-7".into()),
             workflow: Some("nurture".into()),
             details,
             idempotency_key: Some("idem-1".into()),
         };
         let bare = NewEvent {
+            caller: None,
             lead_id: None,
             workflow: None,
             details: serde_json::Map::new(),
@@ -162,6 +164,7 @@ mod tests {
         let event = NewEvent {
             event_type: "error".into(),
             actor: "a".into(),
+            caller: None,
             lead_id: None,
             workflow: None,
             details: serde_json::Map::new(),

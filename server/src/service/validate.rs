@@ -12,6 +12,7 @@ use tonic::Status;
 use tonic_types::ErrorDetails;
 
 use super::edge::{self, check_violations, invalid, micros_of};
+use crate::auth::Caller;
 use crate::performance;
 use crate::store::{Filter, NewEvent, StatsQuery};
 
@@ -24,17 +25,20 @@ pub(crate) const MAX_EVENT_TYPE_LEN: usize = 64;
 /// The longest actor, lead id, workflow or idempotency key.
 pub(crate) const MAX_FIELD_LEN: usize = 256;
 
-/// Checks a Log request.
-pub(crate) fn validate_log(req: pb::LogRequest, default_actor: &str) -> Result<NewEvent, Status> {
+/// Checks a Log request made by `caller` (`None` when auth is off).
+pub(crate) fn validate_log(
+    req: pb::LogRequest,
+    caller: Option<&Caller>,
+) -> Result<NewEvent, Status> {
     let input = req.event.ok_or_else(|| invalid("event", "is required"))?;
-    validate_event(input, "event", default_actor)
+    validate_event(input, "event", caller)
 }
 
 /// Checks a LogBatch request's events: all of them are valid or none is
 /// written, and every violation of every event is reported.
 pub(crate) fn validate_batch(
     inputs: Vec<pb::EventInput>,
-    default_actor: &str,
+    caller: Option<&Caller>,
 ) -> Result<Vec<NewEvent>, Status> {
     if inputs.is_empty() {
         return Err(invalid("events", "must hold at least one event"));
@@ -52,12 +56,15 @@ pub(crate) fn validate_batch(
     let mut events = Vec::with_capacity(inputs.len());
     for (i, input) in inputs.into_iter().enumerate() {
         let path = || format!("events[{i}]");
-        events.extend(check_event(input, &path, default_actor, &mut details));
+        events.extend(check_event(input, &path, caller, &mut details));
     }
     check_violations(
         details,
         "the batch has invalid events, nothing was written: ",
     )?;
+    for (i, event) in events.iter().enumerate() {
+        check_actor(event, &format!("events[{i}]"), caller)?;
+    }
     Ok(events)
 }
 
@@ -65,7 +72,7 @@ pub(crate) fn validate_batch(
 /// event it records.
 pub(super) fn validate_track(
     req: pb::TrackPerformanceRequest,
-    default_actor: &str,
+    caller: Option<&Caller>,
 ) -> Result<NewEvent, Status> {
     let mut violations = ErrorDetails::new();
     if let Err(reason) = performance::check_operation(&req.operation) {
@@ -96,19 +103,34 @@ pub(super) fn validate_track(
         details: Some(details),
         idempotency_key: req.idempotency_key,
     };
-    validate_event(input, "request", default_actor)
+    validate_event(input, "request", caller)
 }
 
 /// Checks one event; `path` names it in violations (`event`, `request`).
 fn validate_event(
     input: pb::EventInput,
     path: &str,
-    default_actor: &str,
+    caller: Option<&Caller>,
 ) -> Result<NewEvent, Status> {
     let mut violations = ErrorDetails::new();
-    let event = check_event(input, &|| path.to_owned(), default_actor, &mut violations);
+    let event = check_event(input, &|| path.to_owned(), caller, &mut violations);
     check_violations(violations, "")?;
-    event.ok_or_else(|| edge::internal("an invalid event without a violation"))
+    let event = event.ok_or_else(|| edge::internal("an invalid event without a violation"))?;
+    check_actor(&event, path, caller)?;
+    Ok(event)
+}
+
+/// PERMISSION_DENIED when the token may not log as the event's actor.
+fn check_actor(event: &NewEvent, path: &str, caller: Option<&Caller>) -> Result<(), Status> {
+    match caller {
+        Some(c) if !c.may_act_as(&event.actor) => Err(edge::actor_denied(
+            &format!("{path}.actor"),
+            &event.actor,
+            &c.name,
+            c.actors.as_deref().unwrap_or_default(),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Checks one event, adding each violation to `violations` under the name
@@ -117,7 +139,7 @@ fn validate_event(
 fn check_event(
     mut input: pb::EventInput,
     path: &dyn Fn() -> String,
-    default_actor: &str,
+    caller: Option<&Caller>,
     violations: &mut ErrorDetails,
 ) -> Option<NewEvent> {
     let mut valid = true;
@@ -153,6 +175,8 @@ fn check_event(
                     value.chars().count()
                 ),
             );
+        } else if let Some(reason) = control_in(value) {
+            violate(field, reason);
         }
     }
     let details = match input.details.take().map(struct_into_json).transpose() {
@@ -171,7 +195,11 @@ fn check_event(
     }
     valid.then(|| NewEvent {
         event_type: input.event_type,
-        actor: non_empty(input.actor).unwrap_or_else(|| default_actor.to_owned()),
+        // Without a name the event is the token's own, or the system's
+        // when auth is off.
+        actor: non_empty(input.actor)
+            .unwrap_or_else(|| caller.map_or_else(|| "system".to_owned(), |c| c.name.clone())),
+        caller: caller.map(|c| c.name.clone()),
         lead_id: non_empty(input.lead_id),
         workflow: non_empty(input.workflow),
         details,
@@ -219,6 +247,9 @@ pub(super) fn check_identifier(identifier: &str) -> Result<(), Status> {
             "identifier",
             &format!("is longer than {MAX_FIELD_LEN} characters"),
         ));
+    }
+    if let Some(reason) = control_in(identifier) {
+        return Err(invalid("identifier", &reason));
     }
     Ok(())
 }
@@ -317,6 +348,19 @@ fn json_len(value: &serde_json::Map<String, serde_json::Value>) -> usize {
     count.0
 }
 
+/// Why `value` is refused if it holds a control character (C0, DEL or
+/// C1: `\n`, `\r`, `\0`, ESC, ...), which would let a short field forge a
+/// row or pass a terminal escape to whoever reads it; `None` if it holds
+/// none. Details may hold any text: they are JSON, escaped wherever shown.
+pub(super) fn control_in(value: &str) -> Option<String> {
+    let (at, c) = value.chars().enumerate().find(|(_, c)| c.is_control())?;
+    Some(format!(
+        "holds the control character U+{:04X} at character {at}; control characters \
+         (newlines, tabs, escapes, NUL) are not allowed in short fields, put such text in details",
+        u32::from(c)
+    ))
+}
+
 fn is_snake_case(s: &str) -> bool {
     let mut bytes = s.bytes();
     bytes.next().is_some_and(|b| b.is_ascii_lowercase())
@@ -334,6 +378,25 @@ mod tests {
         }
         for bad in ["", "Error", "1abc", "_x", "a-b", "a b", "é"] {
             assert!(!is_snake_case(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_found_and_placed() {
+        for ok in ["", "crm-sync", "Zoë O'Brien", "LEAD-001", "a b\u{a0}c"] {
+            assert_eq!(control_in(ok), None, "{ok:?}");
+        }
+        for (bad, code, at) in [
+            ("a\nb", "U+000A", 1),
+            ("\r", "U+000D", 0),
+            ("x\0", "U+0000", 1),
+            ("ab\u{1b}[2J", "U+001B", 2),
+            ("\u{7f}", "U+007F", 0),
+            ("é\u{9b}", "U+009B", 1),
+        ] {
+            let reason = control_in(bad).unwrap();
+            assert!(reason.contains(code), "{bad:?}: {reason}");
+            assert!(reason.contains(&format!("at character {at}")), "{reason}");
         }
     }
 }

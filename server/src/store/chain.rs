@@ -437,6 +437,7 @@ mod tests {
                 let ev = NewEvent {
                     event_type: "email_sent".into(),
                     actor: "system".into(),
+                    caller: None,
                     lead_id: Some(format!("L{seq}")),
                     workflow: None,
                     details: Default::default(),

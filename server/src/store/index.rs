@@ -413,6 +413,7 @@ mod tests {
             timestamp: ts,
             event_type: ty.into(),
             actor: if seq.is_multiple_of(2) { "even" } else { "odd" }.into(),
+            caller: None,
             lead_id: lead.map(Into::into),
             workflow: wf.map(Into::into),
             details: Default::default(),

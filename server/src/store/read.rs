@@ -521,6 +521,7 @@ mod tests {
             let event = NewEvent {
                 event_type: "email_sent".into(),
                 actor: "test".into(),
+                caller: None,
                 lead_id: Some(format!("L{}", seq % 3)),
                 workflow: None,
                 details,

@@ -3,10 +3,15 @@
 //!
 //! ```text
 //! {"seq":42,"id":"…","timestamp":"2026-02-04T20:30:45.123456Z","event_type":"lead_ingested",
-//!  "actor":"system","lead_id":"LEAD-001","workflow":"sales","details":{…},
+//!  "actor":"system","caller":"crm-sync","lead_id":"LEAD-001","workflow":"sales","details":{…},
 //!  "idempotency_key":"…","batch":3,"key_id":"k1","prev":"<64 hex>","signature":"<64 hex>"}
 //! ```
 //!
+//! - `caller` is the name of the token the server authenticated the write
+//!   with, present only when the server has tokens configured: the caller
+//!   chooses `actor`, the server vouches for `caller`. Lines without it
+//!   (written without tokens, or before the field existed) read and verify
+//!   as they always did; like every field it is covered by the MAC.
 //! - `lead_id` and `workflow` are `null` when the event has none.
 //! - `idempotency_key` is present only when the caller gave one.
 //! - `batch` is present only on the first record of a multi-event `LogBatch`
@@ -48,6 +53,8 @@ const SIG_SUFFIX_LEN: usize = SIG_HEAD.len() + 64 + SIG_TAIL.len();
 pub struct NewEvent {
     pub event_type: String,
     pub actor: String,
+    /// The authenticated token's name; `None` when auth is off.
+    pub caller: Option<String>,
     pub lead_id: Option<String>,
     pub workflow: Option<String>,
     pub details: Map<String, Value>,
@@ -67,6 +74,8 @@ pub struct Record<D = Map<String, Value>> {
     pub timestamp: i64,
     pub event_type: String,
     pub actor: String,
+    #[serde(default)]
+    pub caller: Option<String>,
     pub lead_id: Option<String>,
     pub workflow: Option<String>,
     pub details: D,
@@ -184,6 +193,9 @@ impl Record {
         push_field(&mut line, "timestamp", &format_timestamp(timestamp));
         push_field(&mut line, "event_type", &event.event_type);
         push_field(&mut line, "actor", &event.actor);
+        if let Some(caller) = &event.caller {
+            push_field(&mut line, "caller", caller);
+        }
         push_opt_field(&mut line, "lead_id", event.lead_id.as_deref());
         push_opt_field(&mut line, "workflow", event.workflow.as_deref());
         line.extend_from_slice(b",\"details\":");
@@ -209,6 +221,7 @@ impl Record {
             timestamp,
             event_type: event.event_type,
             actor: event.actor,
+            caller: event.caller,
             lead_id: event.lead_id,
             workflow: event.workflow,
             details: event.details,
@@ -373,6 +386,7 @@ mod tests {
         NewEvent {
             event_type: "lead_ingested".into(),
             actor: "system".into(),
+            caller: None,
             lead_id: Some("LEAD-001".into()),
             workflow: None,
             details,
@@ -453,6 +467,43 @@ mod tests {
     }
 
     #[test]
+    fn the_caller_follows_the_actor_and_is_signed() {
+        let ev = NewEvent {
+            caller: Some("crm-sync".into()),
+            ..event()
+        };
+        let (record, line) = Record::seal(ev, 7, "i".into(), 5, None, GENESIS, &keyring());
+        let body = &line[..line.len() - 1];
+        let text = std::str::from_utf8(body).unwrap();
+        assert!(
+            text.contains(r#""actor":"system","caller":"crm-sync","lead_id":"#),
+            "{text}"
+        );
+        let parsed = Record::parse(body).unwrap();
+        assert_eq!(parsed, record);
+        assert_eq!(parsed.caller.as_deref(), Some("crm-sync"));
+        assert_eq!(parsed.check_mac(body, &keyring()), MacCheck::Valid);
+        // Dropped or renamed, the caller breaks the MAC.
+        for forged in [
+            text.replacen(r#","caller":"crm-sync""#, "", 1),
+            text.replacen("crm-sync", "ops", 1),
+        ] {
+            let r = Record::parse(forged.as_bytes()).unwrap();
+            assert_eq!(
+                r.check_mac(forged.as_bytes(), &keyring()),
+                MacCheck::Invalid
+            );
+        }
+        // A line written without tokens has no caller field at all.
+        let (_, plain) = sealed();
+        assert!(!std::str::from_utf8(&plain).unwrap().contains("caller"));
+        assert_eq!(
+            Record::parse(&plain[..plain.len() - 1]).unwrap().caller,
+            None
+        );
+    }
+
+    #[test]
     fn a_line_without_trailing_signature_is_rejected() {
         assert_eq!(Record::parse(b"{\"seq\":1}"), Err(LineError::NoSignature));
         assert_eq!(Record::parse(b""), Err(LineError::NoSignature));
@@ -500,7 +551,7 @@ mod tests {
         fn any_strings_round_trip(t in "\\PC{0,40}", lead in proptest::option::of("\\PC{0,20}"), v in "\\PC{0,40}") {
             let mut details = Map::new();
             details.insert(v.clone(), Value::String(v));
-            let ev = NewEvent { event_type: t, actor: "a".into(), lead_id: lead, workflow: None, details, idempotency_key: None };
+            let ev = NewEvent { event_type: t, actor: "a".into(), caller: None, lead_id: lead, workflow: None, details, idempotency_key: None };
             let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
             let body = &line[..line.len() - 1];
             let parsed = Record::parse(body).unwrap();

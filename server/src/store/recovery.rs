@@ -493,6 +493,7 @@ mod tests {
                 let ev = NewEvent {
                     event_type: "crm_create".into(),
                     actor: "a".into(),
+                    caller: None,
                     lead_id: None,
                     workflow: None,
                     details: Default::default(),

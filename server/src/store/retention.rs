@@ -88,6 +88,7 @@ pub(super) async fn apply(store: &Store, max_age: Duration) -> Result<Option<Pur
         .append(vec![NewEvent {
             event_type: PURGE_EVENT_TYPE.to_owned(),
             actor: "auditlog".to_owned(),
+            caller: None,
             lead_id: None,
             workflow: None,
             details,

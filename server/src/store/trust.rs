@@ -195,6 +195,7 @@ mod tests {
                 let ev = NewEvent {
                     event_type: "crm_update".into(),
                     actor: "a".into(),
+                    caller: None,
                     lead_id: Some(format!("L{seq}")),
                     workflow: None,
                     details: Default::default(),

@@ -323,7 +323,7 @@ fn save_position(path: &std::path::Path, seq: u64) -> std::io::Result<()> {
 
 /// The JSON body: the Standard Webhooks envelope around the event.
 pub(crate) fn payload(record: &Record) -> Value {
-    json!({
+    let mut body = json!({
         "type": "auditlog.event",
         "timestamp": format_timestamp(record.timestamp),
         "data": {
@@ -339,5 +339,10 @@ pub(crate) fn payload(record: &Record) -> Value {
             "prev": record.prev,
             "signature": record.signature,
         }
-    })
+    });
+    // Only events written under a token have a caller.
+    if let (Some(caller), Some(data)) = (&record.caller, body["data"].as_object_mut()) {
+        data.insert("caller".to_owned(), Value::String(caller.clone()));
+    }
+    body
 }

@@ -86,6 +86,7 @@ pub(crate) async fn run(client: &Client, args: ErrorsArgs, json: bool) -> Result
         for e in &page.events {
             let tb = format::detail_str(e, "traceback");
             if !tb.is_empty() {
+                let tb = format::printable(&tb, true);
                 writeln!(out, "\n--- seq {} traceback ---\n{tb}", e.seq)?;
             }
         }

@@ -2,6 +2,11 @@
 //! so any number of events exports in constant memory. With `--output`, the
 //! file is written under a temporary name and renamed when complete, so an
 //! interrupted export never leaves a file that looks whole.
+//!
+//! A CSV cell that a spreadsheet would read as a formula (starting with `=`,
+//! `+`, `-`, `@`, a tab or a carriage return) is written with a `'` in
+//! front, as OWASP's advice on CSV injection says, so opening an export
+//! never runs what a caller logged. JSON exports are left exact.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -39,12 +44,13 @@ pub(crate) struct ExportArgs {
     from_seq: u64,
 }
 
-const CSV_HEADER: [&str; 12] = [
+const CSV_HEADER: [&str; 13] = [
     "seq",
     "id",
     "timestamp",
     "event_type",
     "actor",
+    "caller",
     "lead_id",
     "workflow",
     "details",
@@ -215,6 +221,7 @@ impl Sink {
                     &time,
                     &event.event_type,
                     &event.actor,
+                    &event.caller,
                     &event.lead_id,
                     &event.workflow,
                     &details,
@@ -227,7 +234,11 @@ impl Sink {
                 if let Some(f) = &fields {
                     row.push(f);
                 }
-                w.write_record(row).map_err(csv_err)?;
+                for cell in row {
+                    w.write_field(inert_cell(cell).as_bytes())
+                        .map_err(csv_err)?;
+                }
+                w.write_record(None::<&[u8]>).map_err(csv_err)?;
             }
             Sink::Json(out) => {
                 out.write_all(if first { b"\n" } else { b",\n" })?;
@@ -255,10 +266,42 @@ impl Sink {
     }
 }
 
+/// A CSV cell a spreadsheet shows as text: one that would start a formula
+/// gets a `'` in front.
+fn inert_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{cell}"))
+    } else {
+        std::borrow::Cow::Borrowed(cell)
+    }
+}
+
 fn csv_err(e: csv::Error) -> CliError {
     CliError::Io(e.to_string())
 }
 
 fn json_err(e: serde_json::Error) -> CliError {
     CliError::Io(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_made_inert() {
+        for (cell, shown) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1", "'+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("LEAD-1", "LEAD-1"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(inert_cell(cell), shown, "{cell:?}");
+        }
+    }
 }

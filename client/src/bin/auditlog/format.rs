@@ -1,5 +1,10 @@
 //! How the CLI shows things: events and reports as JSON, aligned tables,
 //! timestamps, and the times it accepts.
+//!
+//! Text from the log reaches a terminal only through [`printable`]: every
+//! table cell and every line of `tail` has its control and bidirectional
+//! formatting characters escaped, so no field can forge a row, move the
+//! cursor or reorder what is shown.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -100,6 +105,7 @@ pub(crate) fn event_json(e: &pb::Event) -> Value {
         "timestamp": timestamp_text(e.timestamp.as_ref()),
         "event_type": e.event_type,
         "actor": e.actor,
+        "caller": opt(&e.caller),
         "lead_id": opt(&e.lead_id),
         "workflow": opt(&e.workflow),
         "details": details_json(e),
@@ -173,7 +179,31 @@ pub(crate) fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
     })
 }
 
-/// A plain-text table with aligned columns.
+/// `text` with every character a terminal would act on instead of showing
+/// escaped as Rust writes it (`\n`, `\u{1b}`): control characters (C0, DEL,
+/// C1) and the bidirectional and zero-width formatting characters. With
+/// `keep_lines`, newlines and tabs stay (a traceback keeps its layout).
+pub(crate) fn printable(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t')))
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A plain-text table with aligned columns; cells are shown through
+/// [`printable`].
 pub(crate) struct Table {
     headers: Vec<&'static str>,
     rows: Vec<Vec<String>>,
@@ -188,7 +218,14 @@ impl Table {
     }
 
     pub(crate) fn row(&mut self, row: Vec<String>) {
-        self.rows.push(row);
+        self.rows.push(
+            row.into_iter()
+                .map(|cell| match printable(&cell, false) {
+                    std::borrow::Cow::Borrowed(_) => cell,
+                    std::borrow::Cow::Owned(escaped) => escaped,
+                })
+                .collect(),
+        );
     }
 
     pub(crate) fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
@@ -257,6 +294,24 @@ mod tests {
         for bad in ["2026-13-01", "2026-02-30", "28/11/2026", "yesterday", ""] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn unprintable_text_is_escaped() {
+        assert_eq!(printable("LEAD-1 Zoë", false), "LEAD-1 Zoë");
+        assert_eq!(
+            printable("a\nb\r\u{1b}[2J\0\u{9b}\u{202e}", false),
+            "a\\nb\\r\\u{1b}[2J\\u{0}\\u{9b}\\u{202e}"
+        );
+        assert_eq!(
+            printable("line 1\n\tline 2\u{7}", true),
+            "line 1\n\tline 2\\u{7}"
+        );
+        let mut t = Table::new(vec!["A", "B"]);
+        t.row(vec!["x\ny".into(), "z".into()]);
+        let mut out = Vec::new();
+        t.print(&mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "A     B\nx\\ny  z\n");
     }
 
     #[test]

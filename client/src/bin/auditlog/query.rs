@@ -109,9 +109,14 @@ pub(crate) fn events_json(page: &pb::QueryResponse) -> serde_json::Value {
     })
 }
 
-/// Prints events as a table.
+/// Prints events as a table; the CALLER column (the token that wrote each
+/// event) appears when any event has one, i.e. when the server has tokens.
 fn print_events(events: &[pb::Event], verbose: bool) -> Result<(), CliError> {
     let mut headers = vec!["TIME", "SEQ", "TYPE", "LEAD", "WORKFLOW", "ACTOR"];
+    let callers = events.iter().any(|e| !e.caller.is_empty());
+    if callers {
+        headers.push("CALLER");
+    }
     if verbose {
         headers.push("DETAILS");
     }
@@ -125,6 +130,9 @@ fn print_events(events: &[pb::Event], verbose: bool) -> Result<(), CliError> {
             e.workflow.clone(),
             e.actor.clone(),
         ];
+        if callers {
+            row.push(e.caller.clone());
+        }
         if verbose {
             row.push(format::details_text(e));
         }

@@ -8,7 +8,7 @@ use futures::StreamExt as _;
 
 use crate::CliError;
 use crate::cli::FilterArgs;
-use crate::format::{self, event_json, timestamp_text};
+use crate::format::{self, event_json, printable, timestamp_text};
 
 pub(crate) async fn run(
     client: &Client,
@@ -42,14 +42,18 @@ pub(crate) async fn run(
                 "{}  {:>6}  {:<18} lead={} workflow={} actor={}",
                 timestamp_text(event.timestamp.as_ref()),
                 event.seq,
-                event.event_type,
-                event.lead_id,
-                event.workflow,
-                event.actor
+                printable(&event.event_type, false),
+                printable(&event.lead_id, false),
+                printable(&event.workflow, false),
+                printable(&event.actor, false),
             );
+            if !event.caller.is_empty() {
+                line.push_str(" caller=");
+                line.push_str(&printable(&event.caller, false));
+            }
             if verbose {
                 line.push_str("  ");
-                line.push_str(&format::details_text(&event));
+                line.push_str(&printable(&format::details_text(&event), false));
             }
             writeln!(out, "{line}")?;
         }

@@ -37,6 +37,7 @@ async fn build() -> tempfile::TempDir {
             .map(|i| NewEvent {
                 event_type: "email_sent".into(),
                 actor: "test".into(),
+                caller: None,
                 lead_id: Some(format!("L{}", i % 9)),
                 workflow: None,
                 details: Default::default(),
@@ -107,6 +108,7 @@ async fn check_recovers(dir: &Path) {
     let receipt = store.append(vec![NewEvent {
         event_type: "after".into(),
         actor: "test".into(),
+        caller: None,
         lead_id: None,
         workflow: None,
         details: Default::default(),
@@ -374,6 +376,7 @@ fn one_event(n: u64) -> Vec<NewEvent> {
     vec![NewEvent {
         event_type: "email_sent".into(),
         actor: "test".into(),
+        caller: None,
         lead_id: Some(format!("L{}", n % 9)),
         workflow: None,
         details: Default::default(),

@@ -17,6 +17,7 @@ fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
             let ev = NewEvent {
                 event_type: if seq % 5 == 0 { "error" } else { "email_sent" }.into(),
                 actor: "a".into(),
+                caller: None,
                 lead_id: Some(format!("L{}", seq % 7)),
                 workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
                 details,

@@ -31,6 +31,7 @@ async fn append(store: &Store, from: u64, to: u64, rotate_at: Option<u64>) {
         let event = NewEvent {
             event_type: "email_sent".into(),
             actor: "test".into(),
+            caller: None,
             lead_id: None,
             workflow: None,
             details,

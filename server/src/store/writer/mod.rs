@@ -537,6 +537,7 @@ mod tests {
         NewEvent {
             event_type: "email_sent".into(),
             actor: "test".into(),
+            caller: None,
             lead_id: None,
             workflow: None,
             details: Default::default(),

@@ -1,0 +1,347 @@
+//! What callers send wrong, through a real server on 127.0.0.1: requests
+//! that do not decode, nest too deep or are too large (sent as raw bytes
+//! with a codec of the test's own), plain HTTP/1.1 on the gRPC port,
+//! control characters in short fields, formula cells in CSV exports and
+//! escapes in CLI tables, and an inverted time range.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use auditlog_client::{NewEvent, pb};
+use common::TestServer;
+use prost::Message as _;
+use prost::bytes::{Buf as _, BufMut as _};
+use prost_types::{Struct, Value, value::Kind};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::{Code, Request, Status};
+
+// ---------------------------------------------------------------------------
+// Raw requests
+
+/// A codec that sends the test's bytes as they are and reads answers as
+/// bytes, so a request can be anything.
+#[derive(Debug, Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n).to_vec()))
+    }
+}
+
+/// Sends `bytes` as the request message of AuditService method `rpc`.
+async fn send_raw(server: &TestServer, rpc: &str, bytes: Vec<u8>) -> Result<Vec<u8>, Status> {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let path = PathAndQuery::try_from(format!("/auditlog.v1.AuditService/{rpc}")).unwrap();
+    grpc.unary(Request::new(bytes), path, Raw)
+        .await
+        .map(|r| r.into_inner())
+}
+
+fn log_request(actor: &str, details: Option<Struct>) -> Vec<u8> {
+    pb::LogRequest {
+        event: Some(pb::EventInput {
+            event_type: "lead_ingested".into(),
+            actor: actor.into(),
+            details,
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec()
+}
+
+/// `details` nesting `depth` objects: `{"k":{"k":...{"k":1}}}`.
+fn nested(depth: usize) -> Struct {
+    let mut inner = Struct {
+        fields: BTreeMap::from([(
+            "k".to_owned(),
+            Value {
+                kind: Some(Kind::NumberValue(1.0)),
+            },
+        )]),
+    };
+    for _ in 1..depth {
+        inner = Struct {
+            fields: BTreeMap::from([(
+                "k".to_owned(),
+                Value {
+                    kind: Some(Kind::StructValue(inner)),
+                },
+            )]),
+        };
+    }
+    inner
+}
+
+/// The status of `result`, failing the test on success.
+fn refused<T: std::fmt::Debug>(what: &str, result: Result<T, Status>) -> Status {
+    match result {
+        Ok(v) => panic!("{what}: accepted ({v:?})"),
+        Err(status) => status,
+    }
+}
+
+#[tokio::test]
+async fn requests_that_do_not_decode_are_invalid_arguments_that_say_why() {
+    let server = TestServer::start().await;
+
+    // A string that is not UTF-8: encode a valid request, then swap the
+    // actor's bytes for invalid ones of the same length.
+    let mut bytes = log_request("ZZZZ", None);
+    let at = bytes.windows(4).position(|w| w == b"ZZZZ").unwrap();
+    bytes[at..at + 4].copy_from_slice(&[0xff, 0xfe, 0xc0, 0x80]);
+    let status = refused("non-UTF-8 actor", send_raw(&server, "Log", bytes).await);
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("EventInput.actor") && status.message().contains("UTF-8"),
+        "{status:?}"
+    );
+
+    // A truncated message.
+    let mut bytes = log_request("crm-sync", None);
+    bytes.truncate(bytes.len() - 3);
+    let status = refused("truncated", send_raw(&server, "Log", bytes).await);
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not a valid protobuf message"),
+        "{status:?}"
+    );
+
+    // Bytes that are no message at all, on a streaming method too.
+    let status = refused(
+        "garbage",
+        send_raw(&server, "GetStats", vec![0xff; 16]).await,
+    );
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // The server still serves.
+    server.client().await.stats(None).await.unwrap();
+}
+
+#[tokio::test]
+async fn details_nest_to_the_documented_depth_and_deeper_is_refused_by_name() {
+    const DEPTH: usize = 33; // docs/limits.md
+    let server = TestServer::start().await;
+    let deepest = log_request("a", Some(nested(DEPTH)));
+    send_raw(&server, "Log", deepest).await.unwrap();
+    let status = refused(
+        "one level deeper",
+        send_raw(&server, "Log", log_request("a", Some(nested(DEPTH + 1)))).await,
+    );
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("details may nest at most 33 levels"),
+        "{status:?}"
+    );
+    assert!(status.message().len() < 400, "{status:?}");
+}
+
+#[tokio::test]
+async fn an_oversized_request_is_resource_exhausted() {
+    let server = TestServer::start().await;
+    let text = "x".repeat(5 << 20);
+    let details = Struct {
+        fields: BTreeMap::from([(
+            "blob".to_owned(),
+            Value {
+                kind: Some(Kind::StringValue(text)),
+            },
+        )]),
+    };
+    let status = refused(
+        "5 MiB request",
+        send_raw(&server, "Log", log_request("a", Some(details))).await,
+    );
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 on the gRPC port
+
+#[tokio::test]
+async fn plain_http_gets_an_http1_answer_saying_this_is_a_grpc_port() {
+    let server = TestServer::start().await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl/8\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // The server closes the connection after answering.
+    tokio::time::timeout(common::DEADLINE, tcp.read_to_end(&mut answer))
+        .await
+        .expect("the server kept the connection open")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 426 "), "{text:?}");
+    assert!(
+        text.to_ascii_lowercase().contains("upgrade: h2c"),
+        "{text:?}"
+    );
+    assert!(text.contains("This is a gRPC port"), "{text:?}");
+
+    // gRPC on the same port is unaffected.
+    server.client().await.stats(None).await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// Control characters and what the CLI shows
+
+#[tokio::test]
+async fn control_characters_in_short_fields_are_refused_naming_the_field() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for (event, field) in [
+        (
+            NewEvent::new("lead_ingested").actor("crm\nFORGED"),
+            "event.actor",
+        ),
+        (
+            NewEvent::new("lead_ingested").lead("L-1\r"),
+            "event.lead_id",
+        ),
+        (
+            NewEvent::new("lead_ingested").workflow("a\u{1b}[2J"),
+            "event.workflow",
+        ),
+        (NewEvent::new("lead_ingested").lead("L\0"), "event.lead_id"),
+        (
+            NewEvent::new("lead_ingested").idempotency_key("k\u{9b}"),
+            "event.idempotency_key",
+        ),
+    ] {
+        let err = client.log(event).await.unwrap_err();
+        assert_eq!(err.code(), Some(Code::InvalidArgument), "{field}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(field) && text.contains("control character"),
+            "{text}"
+        );
+    }
+    let err = client
+        .log_batch([
+            NewEvent::new("lead_ingested"),
+            NewEvent::new("lead_ingested").actor("a\tb"),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("events[1].actor"), "{err}");
+    // Nothing was written; text with accents and spaces still is.
+    client
+        .log(
+            NewEvent::new("lead_ingested")
+                .actor("Zoë O'Brien")
+                .lead("LEAD 1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(client.stats(None).await.unwrap().total_events, 1);
+}
+
+#[tokio::test]
+async fn cli_tables_escape_what_a_terminal_would_act_on() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // Details may hold any text; the errors table shows error_message.
+    let forged = "boom\n2026-01-01T00:00:00.000000Z  999  FORGED\u{1b}[2J\u{202e}";
+    client
+        .log(NewEvent::error("timeout", forged).lead("LEAD-1"))
+        .await
+        .unwrap();
+    for args in [&["errors"][..], &["query", "--verbose"][..]] {
+        let (code, out, err) = common::cli(&server.url, args).await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{202e}'),
+            "{args:?}: raw escapes in {out:?}"
+        );
+        assert_eq!(out.lines().count(), 2, "{args:?}: a forged row in {out:?}");
+        assert!(out.contains(r"boom\n2026"), "{args:?}: {out:?}");
+    }
+}
+
+#[tokio::test]
+async fn csv_exports_neutralise_formula_cells() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client
+        .log(
+            NewEvent::new("lead_ingested")
+                .actor("=HYPERLINK(\"http://evil\",\"x\")")
+                .lead("@SUM(A1:A9)")
+                .workflow("+1-1"),
+        )
+        .await
+        .unwrap();
+    let (code, out, err) = common::cli(&server.url, &["export", "--format", "csv"]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let row = reader.records().next().unwrap().unwrap();
+    let cell = |name: &str| &row[headers.iter().position(|h| h == name).unwrap()];
+    assert_eq!(cell("actor"), "'=HYPERLINK(\"http://evil\",\"x\")");
+    assert_eq!(cell("lead_id"), "'@SUM(A1:A9)");
+    assert_eq!(cell("workflow"), "'+1-1");
+    assert_eq!(cell("event_type"), "lead_ingested");
+    // JSON stays exact.
+    let (_, out, _) = common::cli(&server.url, &["export", "--format", "jsonl"]).await;
+    assert!(out.contains(r#""actor":"=HYPERLINK"#), "{out}");
+}
+
+// ---------------------------------------------------------------------------
+// Ranges
+
+#[tokio::test]
+async fn performance_stats_refuse_an_inverted_range() {
+    let server = TestServer::start().await;
+    let at = |seconds| Some(prost_types::Timestamp { seconds, nanos: 0 });
+    let err = server
+        .client()
+        .await
+        .performance_stats_with(pb::GetPerformanceStatsRequest {
+            operation: String::new(),
+            since: at(2_000_000_000),
+            until: at(1_000_000_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    assert!(err.to_string().contains("until"), "{err}");
+}
