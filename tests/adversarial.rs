@@ -12,6 +12,11 @@
 //!   `max_connections` are closed at once, the rest after
 //!   `handshake_timeout_secs`; a client already connected is served
 //!   meanwhile, and a new one afterwards.
+//! - Hostile strings: control characters in the short fields are refused
+//!   naming the field; escape sequences and line breaks hidden in `details`,
+//!   and a spreadsheet formula as the actor, reach `auditlog errors`, `query`
+//!   and a CSV export inert: no escape byte on the terminal, no forged row,
+//!   no live formula. An honest caller's events show as they were logged.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -23,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use auditlog_client::{Client, NewEvent};
 use bytes::Bytes;
-use common::{ServerProcess, wait_until};
+use common::{ServerProcess, cli, wait_until};
 use futures::FutureExt as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
@@ -193,4 +198,73 @@ async fn idle_connections_are_closed_and_the_others_served() {
     let fresh = Client::connect(&server.url).await.unwrap();
     fresh.log(event(2)).await.unwrap();
     client.log(event(3)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_strings_are_refused_or_shown_inert() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+
+    // Control characters in the short fields: refused, naming the field.
+    for (field, event) in [
+        ("actor", NewEvent::new("lead_created").actor("ops\nFORGED")),
+        (
+            "lead_id",
+            NewEvent::new("lead_created").lead("L-1\u{1b}[2J"),
+        ),
+        (
+            "workflow",
+            NewEvent::new("lead_created").workflow("sales\u{85}"),
+        ),
+    ] {
+        let error = client.log(event).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            Some(tonic::Code::InvalidArgument),
+            "{field}: {error}"
+        );
+        assert!(error.to_string().contains(field), "{field}: {error}");
+    }
+
+    // What details may hold, and a formula as the actor: logged, and shown
+    // inert. An honest event beside them.
+    let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[31mred\nFORGED-ROW\u{202e}";
+    client
+        .log(
+            NewEvent::new("error")
+                .actor("=HYPERLINK(\"http://x\",\"ok\")")
+                .detail("error_type", hostile)
+                .detail("error_message", hostile),
+        )
+        .await
+        .unwrap();
+    client
+        .log(NewEvent::lead_ingested("LEAD-HONEST", "webform"))
+        .await
+        .unwrap();
+
+    for args in [&["errors"][..], &["query"][..], &["query", "--verbose"][..]] {
+        let (code, out, err) = cli(&server.url, args).await;
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            !out.contains('\u{1b}') && !out.contains('\u{7}') && !out.contains('\u{202e}'),
+            "{args:?} printed a raw control character: {out:?}"
+        );
+        assert!(
+            !out.lines().any(|l| l.starts_with("FORGED-ROW")),
+            "{args:?} printed a forged row: {out}"
+        );
+    }
+    let (_, out, _) = cli(&server.url, &["query"]).await;
+    assert!(out.contains("LEAD-HONEST"), "{out}");
+
+    let (code, csv, err) = cli(&server.url, &["export", "--format", "csv"]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let actors: Vec<String> = reader.records().map(|r| r.unwrap()[4].to_owned()).collect();
+    assert!(
+        actors.contains(&"'=HYPERLINK(\"http://x\",\"ok\")".to_owned()),
+        "{actors:?}"
+    );
 }
