@@ -13,7 +13,8 @@
 //!   keeps the slot.
 //! - Verifications run one at a time, at nice 19, with at most
 //!   `max_queued_verifications` waiting; one more is refused with
-//!   RESOURCE_EXHAUSTED at once.
+//!   RESOURCE_EXHAUSTED at once. The alerts' scheduled verification takes
+//!   its turn with them, at the same priority, and is never refused.
 //! - Bad limits in the config file stop the `auditlog-server` binary with an
 //!   error naming the token and the key.
 
@@ -421,4 +422,43 @@ async fn verifications_run_one_at_a_time_at_low_priority_and_a_crowd_is_refused(
     assert!(first.await.unwrap().unwrap().ok);
     assert!(waiting.await.unwrap().unwrap().ok);
     assert!(client.verify().await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_verification_takes_its_turn_with_the_calls() {
+    let server = TestServer::start_with(|c| c.alerts.verify_interval_secs = 1).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    client.log(event(0)).await.unwrap();
+    let hold = server.data_dir.join("HOLD_VERIFICATION");
+    std::fs::write(&hold, b"").unwrap();
+    // The scheduled verification comes within a second and is held, at the
+    // lowest priority.
+    let tid = one_held(&server.data_dir).await;
+    assert_eq!(
+        nice_of(tid),
+        19,
+        "the scheduled verification runs at nice 19"
+    );
+    // A call now waits for its turn instead of running beside it: for as
+    // long as the hold lasts, no second verification is held.
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.verify().await }
+    });
+    let dir = &server.data_dir;
+    let two_held = wait_until("two verifications to be held at once", || async move {
+        match held_verifications(dir).len() {
+            2.. => Ok(()),
+            n => Err(format!("{n} held")),
+        }
+    });
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), two_held)
+            .await
+            .is_err(),
+        "a call ran beside the scheduled verification"
+    );
+    assert!(!call.is_finished(), "the call did not wait for its turn");
+    std::fs::remove_file(&hold).unwrap();
+    assert!(call.await.unwrap().unwrap().ok);
 }

@@ -133,11 +133,9 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let svc = AuditSvc::new(
-        Arc::clone(&cell),
-        cancel.clone(),
-        config.max_queued_verifications,
-    );
+    // VerifyIntegrity calls and the scheduled verification take turns.
+    let verifications = store::Verifications::new(config.max_queued_verifications);
+    let svc = AuditSvc::new(Arc::clone(&cell), cancel.clone(), verifications.clone());
     let admin = AdminSvc::new(svc.clone(), config.retention());
     let addr = listener.local_addr().ok();
 
@@ -202,12 +200,16 @@ pub async fn run(
                 Arc::clone(&store),
                 cancel.clone(),
             ));
-            let alerts = Alerts::start(alerts_config, Arc::clone(&store), cancel.clone()).map_err(
-                |reason| config::ConfigError::Invalid {
-                    key: "alerts",
-                    reason,
-                },
-            )?;
+            let alerts = Alerts::start(
+                alerts_config,
+                Arc::clone(&store),
+                verifications,
+                cancel.clone(),
+            )
+            .map_err(|reason| config::ConfigError::Invalid {
+                key: "alerts",
+                reason,
+            })?;
             let webhooks = Webhooks::start(
                 webhooks_config,
                 webhook_keys,

@@ -35,7 +35,7 @@ pub use config::{AlertsConfig, RuleConfig};
 pub(crate) use rules::RuleStatus;
 
 use crate::clock::now_micros;
-use crate::store::{Record, Store, StoreError};
+use crate::store::{Record, Store, StoreError, Verifications};
 use channels::Channel;
 use rules::RuleState;
 
@@ -66,9 +66,10 @@ pub(super) const MESSAGES: usize = 5;
 impl Alerts {
     /// Builds the channels and starts the rule watcher, the sender and the
     /// scheduled verification. `config` was validated at start.
-    pub fn start(
+    pub(crate) fn start(
         config: AlertsConfig,
         store: Arc<Store>,
+        verifications: Verifications,
         cancel: CancellationToken,
     ) -> Result<Alerts, String> {
         let mut channels = Vec::new();
@@ -119,7 +120,11 @@ impl Alerts {
         tokio::spawn(alerts.clone().watch(store.subscribe(), cancel.clone()));
         if config.verify_interval_secs > 0 {
             let every = Duration::from_secs(config.verify_interval_secs);
-            tokio::spawn(alerts.clone().verify_loop(store, every, cancel));
+            tokio::spawn(
+                alerts
+                    .clone()
+                    .verify_loop(store, verifications, every, cancel),
+            );
         }
         Ok(alerts)
     }
@@ -308,7 +313,16 @@ impl Alerts {
         fired
     }
 
-    async fn verify_loop(self, store: Arc<Store>, every: Duration, cancel: CancellationToken) {
+    /// Verifies the whole log every `every`, in turn with VerifyIntegrity
+    /// calls (one at a time, at the lowest CPU priority), and alerts on
+    /// problems.
+    async fn verify_loop(
+        self,
+        store: Arc<Store>,
+        verifications: Verifications,
+        every: Duration,
+        cancel: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(every);
         // The first tick is immediate; verification at start is recovery's
         // business, so wait one period.
@@ -318,10 +332,9 @@ impl Alerts {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let s = Arc::clone(&store);
-            let report = tokio::task::spawn_blocking(move || s.verify(0, 0, &[])).await;
+            let report = verifications.verify_scheduled(Arc::clone(&store)).await;
             match report {
-                Ok(Ok(report)) if !report.findings.is_empty() => {
+                Ok(report) if !report.findings.is_empty() => {
                     if self.cooled_down(&self.inner.last_integrity) {
                         self.raise(Alert {
                             kind: AlertKind::Integrity,
@@ -339,9 +352,8 @@ impl Alerts {
                         });
                     }
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "scheduled verification failed"),
-                Err(e) => tracing::error!(error = %e, "scheduled verification task failed"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "scheduled verification failed"),
             }
         }
     }

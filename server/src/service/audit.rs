@@ -116,7 +116,8 @@ impl AuditService for AuditSvc {
         let report = self
             .verifications
             .verify(store, req.from_seq, req.to_seq, checkpoints, tree)
-            .await?;
+            .await
+            .map_err(status_of)?;
         Ok(Response::new(edge::verify_pb(report, started.elapsed())))
     }
 

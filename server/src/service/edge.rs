@@ -30,7 +30,7 @@ use crate::webhooks::{EndpointStatus, NoSecret};
 /// Maps a store error to the status a caller sees.
 pub(crate) fn status_of(e: StoreError) -> Status {
     let code = match &e {
-        StoreError::DiskFull(_) => Code::ResourceExhausted,
+        StoreError::DiskFull(_) | StoreError::VerificationBusy { .. } => Code::ResourceExhausted,
         StoreError::Write(_)
         | StoreError::Poisoned(_)
         | StoreError::SealBroken(_)
@@ -69,15 +69,6 @@ pub(super) fn shutting_down() -> Status {
 /// UNAVAILABLE while the log is being recovered at start.
 pub(super) fn recovering() -> Status {
     Status::unavailable("the server is still recovering its log; retry shortly")
-}
-
-/// RESOURCE_EXHAUSTED for a VerifyIntegrity while one runs and
-/// `max_queued` more wait for it.
-pub(super) fn verification_busy(max_queued: usize) -> Status {
-    Status::resource_exhausted(format!(
-        "a verification is running and {max_queued} more are waiting for it \
-         (max_queued_verifications); retry once it has finished"
-    ))
 }
 
 /// FAILED_PRECONDITION for ApplyRetention on a server that keeps everything.

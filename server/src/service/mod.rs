@@ -5,8 +5,7 @@
 //! - `audit.rs`, `admin.rs`: the handlers of each service;
 //! - `validate.rs`: the limits on events and the translation of requests
 //!   into the store's terms; `query.rs`: Query planning; `page_token.rs`:
-//!   the opaque page token; `verification.rs`: VerifyIntegrity one at a
-//!   time, at low priority;
+//!   the opaque page token;
 //! - `proofs.rs`: the checkpoint and proof RPCs over the store's Merkle
 //!   tree and the signed checkpoints;
 //! - `edge.rs`: the only builder of `Status` and protobuf values, with the
@@ -20,7 +19,6 @@ mod page_token;
 mod proofs;
 mod query;
 mod validate;
-mod verification;
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,7 +27,7 @@ use tonic::Status;
 
 use crate::Running;
 use crate::performance::Measurements;
-use crate::store::{self, Filter, NewEvent, Store};
+use crate::store::{self, Filter, NewEvent, Store, Verifications};
 
 pub(crate) use admin::AdminSvc;
 pub(crate) use edge::status_of;
@@ -47,21 +45,21 @@ pub(crate) struct AuditSvc {
     /// Fires on shutdown so open follow streams end themselves.
     shutdown: CancellationToken,
     /// VerifyIntegrity's turns.
-    verifications: verification::Verifications,
+    verifications: Verifications,
 }
 
 impl AuditSvc {
-    /// `max_queued_verifications` VerifyIntegrity calls may wait while one
-    /// runs.
+    /// VerifyIntegrity takes its turn in `verifications`, with the
+    /// scheduled verification.
     pub(crate) fn new(
         running: Arc<OnceLock<Running>>,
         shutdown: CancellationToken,
-        max_queued_verifications: usize,
+        verifications: Verifications,
     ) -> AuditSvc {
         AuditSvc {
             running,
             shutdown,
-            verifications: verification::Verifications::new(max_queued_verifications),
+            verifications,
         }
     }
 

@@ -68,6 +68,11 @@ pub enum StoreError {
          <data_dir>/hmac.key) and start again"
     )]
     WrongKey { key_id: String, checked: usize },
+    #[error(
+        "a verification is running and {max_queued} more are waiting for it \
+         (max_queued_verifications); retry once it has finished"
+    )]
+    VerificationBusy { max_queued: usize },
 }
 
 impl StoreError {

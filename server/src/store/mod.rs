@@ -50,6 +50,7 @@ mod shared;
 mod syncer;
 pub(crate) mod tree;
 mod trust;
+mod turns;
 mod verify;
 mod writer;
 
@@ -71,6 +72,7 @@ pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 pub(crate) use shared::{Committed, LOG_FILE, QUARANTINE_FILE};
 pub(crate) use trust::{check_before_start, holds_log};
+pub(crate) use turns::Verifications;
 pub(crate) use verify::Checkpoint;
 // Reached only by `crate::fuzzing`.
 pub(crate) use recovery::recover_summary;

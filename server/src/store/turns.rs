@@ -1,10 +1,12 @@
-//! VerifyIntegrity calls, one at a time and behind the writes.
+//! Verifications, one at a time and behind the writes: VerifyIntegrity
+//! calls and the scheduled verification of the alerts alike.
 //!
 //! A verification reads and hashes the whole range it checks; several at once
 //! compete with the writer for the disk and the CPU (8 in parallel on 273 k
 //! events once raised Log's median tenfold). So one runs at a time, up to
-//! `max_queued_verifications` wait for it, and one more is refused at once
-//! with RESOURCE_EXHAUSTED. Each runs on a thread of its own at the lowest
+//! `max_queued_verifications` calls wait for it, and one more is refused at
+//! once (`StoreError::VerificationBusy`, RESOURCE_EXHAUSTED); the scheduled
+//! verification waits for its turn without counting against that queue. Each runs on a thread of its own at the lowest
 //! CPU priority (nice 19, that thread only), like the sealer: a priority once
 //! lowered cannot be raised again without privileges, so a thread shared
 //! with other work could not be used.
@@ -15,10 +17,8 @@
 use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
 
-use super::edge::{self, status_of};
-use crate::store::{Checkpoint, Report, Store};
+use super::{Checkpoint, Report, Store, StoreError};
 
 /// The latest signed checkpoint's size and root, and the file it is in.
 type TreeHead = (u64, auditlog_proof::Hash, &'static str);
@@ -53,19 +53,41 @@ impl Verifications {
         to_seq: u64,
         checkpoints: Vec<Checkpoint>,
         tree: Option<Option<TreeHead>>,
-    ) -> Result<Report, Status> {
+    ) -> Result<Report, StoreError> {
         let admitted = Arc::clone(&self.admitted)
             .try_acquire_owned()
-            .map_err(|_| edge::verification_busy(self.max_queued))?;
+            .map_err(|_| StoreError::VerificationBusy {
+                max_queued: self.max_queued,
+            })?;
+        self.run(Some(admitted), store, from_seq, to_seq, checkpoints, tree)
+            .await
+    }
+
+    /// Verifies the whole log of `store` once it is its turn, however many
+    /// calls wait: the scheduled verification, which must not be refused.
+    pub(crate) async fn verify_scheduled(&self, store: Arc<Store>) -> Result<Report, StoreError> {
+        self.run(None, store, 0, 0, Vec::new(), None).await
+    }
+
+    async fn run(
+        &self,
+        admitted: Option<OwnedSemaphorePermit>,
+        store: Arc<Store>,
+        from_seq: u64,
+        to_seq: u64,
+        checkpoints: Vec<Checkpoint>,
+        tree: Option<Option<TreeHead>>,
+    ) -> Result<Report, StoreError> {
         let running = Arc::clone(&self.running)
             .acquire_owned()
             .await
-            .map_err(|_| edge::shutting_down())?;
+            .map_err(|_| StoreError::Closed)?;
         let (answer, report) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("verify".into())
             .spawn(move || {
-                let turn: (OwnedSemaphorePermit, OwnedSemaphorePermit) = (admitted, running);
+                let turn: (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit) =
+                    (admitted, running);
                 lower_priority();
                 #[cfg(feature = "fault-injection")]
                 hold_if_asked(store.dir());
@@ -82,11 +104,16 @@ impl Verifications {
                 drop(turn);
                 let _ = answer.send(report);
             })
-            .map_err(|e| edge::internal(&format!("cannot start a verification thread: {e}")))?;
-        report
-            .await
-            .map_err(|_| edge::internal("the verification thread ended without a report"))?
-            .map_err(status_of)
+            .map_err(|e| {
+                StoreError::Read(std::io::Error::other(format!(
+                    "cannot start a verification thread: {e}"
+                )))
+            })?;
+        report.await.map_err(|_| {
+            StoreError::Read(std::io::Error::other(
+                "the verification thread ended without a report",
+            ))
+        })?
     }
 }
 
