@@ -269,7 +269,7 @@ const CALLERS: [(&str, Option<&str>); 7] = [
 
 /// Every RPC and what each caller of [`CALLERS`] gets, in that order.
 #[rustfmt::skip]
-const MATRIX: [(&str, [Outcome; 7]); 16] = [
+const MATRIX: [(&str, [Outcome; 7]); 19] = [
     //                                 writer  reader  auditor admin  w+r     none    unknown
     ("AuditService/Log",              [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/LogBatch",         [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
@@ -280,6 +280,9 @@ const MATRIX: [(&str, [Outcome; 7]); 16] = [
     ("AuditService/TrackPerformance", [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/GetPerformanceStats", [DENIED, OK,  DENIED, OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/ExportSubject",    [DENIED, DENIED, OK,     OK,    DENIED, UNAUTH, UNAUTH]),
+    ("AuditService/GetCheckpoint",    [DENIED, OK,     OK,     OK,    OK,     UNAUTH, UNAUTH]),
+    ("AuditService/GetInclusionProof", [DENIED, OK,    OK,     OK,    OK,     UNAUTH, UNAUTH]),
+    ("AuditService/GetConsistencyProof", [DENIED, OK,  OK,     OK,    OK,     UNAUTH, UNAUTH]),
     ("AdminService/Rotate",           [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/ApplyRetention",   [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/TestAlerts",       [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
@@ -364,6 +367,18 @@ async fn call(ch: &Channel, rpc: &str, authorization: Option<String>) -> Result<
             };
             audit.track_performance(authed(m, t)).await.map(|_| ())
         }
+        "AuditService/GetCheckpoint" => {
+            let m = pb::GetCheckpointRequest::default();
+            audit.get_checkpoint(authed(m, t)).await.map(|_| ())
+        }
+        "AuditService/GetInclusionProof" => {
+            let m = pb::GetInclusionProofRequest::default();
+            audit.get_inclusion_proof(authed(m, t)).await.map(|_| ())
+        }
+        "AuditService/GetConsistencyProof" => {
+            let m = pb::GetConsistencyProofRequest::default();
+            audit.get_consistency_proof(authed(m, t)).await.map(|_| ())
+        }
         "AuditService/GetPerformanceStats" => {
             let m = pb::GetPerformanceStatsRequest::default();
             audit.get_performance_stats(authed(m, t)).await.map(|_| ())
@@ -421,8 +436,9 @@ async fn every_caller_gets_exactly_the_rpcs_of_its_roles() {
     );
 
     // Retention 0 (off): ApplyRetention answers FAILED_PRECONDITION, and
-    // GetWebhookSecret NOT_FOUND (no webhook), and MailReport INVALID_ARGUMENT
-    // (an empty request), which still count as allowed.
+    // GetWebhookSecret NOT_FOUND (no webhook), MailReport and the proof RPCs
+    // INVALID_ARGUMENT or FAILED_PRECONDITION (empty requests), which still
+    // count as allowed.
     let server = Server::start(
         |c| {
             c.tokens = token_configs();
