@@ -27,6 +27,7 @@ mod hub;
 mod keys;
 mod limits;
 mod lock;
+mod metrics;
 mod performance;
 mod redaction;
 mod service;
@@ -80,6 +81,11 @@ pub enum ServerError {
     Lock(#[from] lock::LockError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot serve metrics on {addr} (metrics_listen): {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Serves the audit log on `listener` until `shutdown` completes.
@@ -103,6 +109,20 @@ pub async fn run(
     // before any is built, so no dependency can pick another and make the
     // first handshake fail. An error means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = config.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::MetricsListen { addr, source })?;
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            Arc::clone(&cell),
+            cancel.clone(),
+        ));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_serving(&health, false).await;
@@ -137,6 +157,7 @@ pub async fn run(
     let compliance_config = config.compliance.clone();
     let performance = Performance::new(config.performance.clone());
     let opening = {
+        let metrics = Arc::clone(&metrics);
         let performance = Arc::clone(&performance);
         let cell = Arc::clone(&cell);
         let health = health.clone();
@@ -157,7 +178,9 @@ pub async fn run(
                         reason: e.to_string(),
                     }
                 })?;
-                let store = Store::open(store_config, keyring)?;
+                let store = metrics::recovering(&metrics, &dir.clone(), || {
+                    Store::open_with(store_config, keyring, Arc::clone(&metrics))
+                })?;
                 let rebuilt = rebuilding.rebuild(&store)?;
                 tracing::debug!(events = rebuilt, "performance windows rebuilt from the log");
                 Ok::<_, ServerError>((store, compliance, webhooks_config, webhook_keys))
@@ -243,6 +266,7 @@ pub async fn run(
     // the peer's delayed ACK: tens of milliseconds per call.
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = builder
+        .layer(metrics::RpcLayer::new(&metrics))
         .layer(limits::ShedLayer::new(config.max_in_flight))
         .layer(auth::AuthLayer::new(&config.tokens))
         .layer(limits::RateLayer::new(&config.tokens))

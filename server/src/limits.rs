@@ -58,6 +58,7 @@ impl Admit for ShedLayer {
     /// Held until the handler has answered (for a stream: until it has
     /// started).
     type Pass = OwnedSemaphorePermit;
+    const NAME: &'static str = "shed";
 
     fn admit<B>(
         &self,
@@ -200,6 +201,7 @@ impl<S> tower::Layer<S> for RateLayer {
 
 impl Admit for RateLayer {
     type Pass = ();
+    const NAME: &'static str = "rate_limit";
 
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Option<()>, tonic::Status> {
         self.check(req.uri().path(), req.extensions().get::<Caller>())

@@ -25,6 +25,7 @@ use super::record::Record;
 use super::refusals::Refusals;
 use super::segment::SegmentFile;
 use crate::keys::Keyring;
+use crate::metrics::Metrics;
 
 /// The active segment's name in the data directory.
 pub(crate) const LOG_FILE: &str = "audit.log";
@@ -75,6 +76,8 @@ pub(super) struct Shared {
     pub(super) active_len: AtomicU64,
     /// The highest seq in the index, kept by the syncer.
     pub(super) indexed_seq: AtomicU64,
+    /// The server's metrics; the syncer counts commits and times fsyncs.
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Shared {

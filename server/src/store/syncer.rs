@@ -109,6 +109,10 @@ impl Syncer {
             }
         }
         self.shared.active_len.store(end, Ordering::Release);
+        for g in groups.iter().filter(|g| !g.records.is_empty()) {
+            let bytes = g.positions.iter().map(|&(_, len)| u64::from(len)).sum();
+            self.shared.metrics.store.committed(g.records.len(), bytes);
+        }
         let mut published = Vec::new();
         let mut replies = Vec::new();
         for g in groups {
@@ -147,7 +151,13 @@ impl Syncer {
                 continue;
             }
             last = Some(&g.file);
-            if let Err(e) = self.sync(&g.file) {
+            let started = std::time::Instant::now();
+            let synced = self.sync(&g.file);
+            self.shared
+                .metrics
+                .store
+                .synced(started.elapsed().as_secs_f64());
+            if let Err(e) = synced {
                 let reason = format!("fdatasync of the log failed: {e}");
                 self.shared.poison(reason.clone());
                 return Err(StoreError::Poisoned(reason));
