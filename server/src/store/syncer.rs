@@ -110,7 +110,11 @@ impl Syncer {
         }
         self.shared.active_len.store(end, Ordering::Release);
         for g in groups.iter().filter(|g| !g.records.is_empty()) {
-            let bytes = g.positions.iter().map(|&(_, len)| u64::from(len)).sum();
+            // The group is one contiguous write ending at `end`.
+            let bytes = g
+                .positions
+                .first()
+                .map_or(0, |&(at, _)| g.end.saturating_sub(at));
             self.shared.metrics.store.committed(g.records.len(), bytes);
         }
         let mut published = Vec::new();
