@@ -230,6 +230,7 @@ async fn promtool_accepts_the_exposition() {
 #[tokio::test]
 async fn calls_refusals_and_findings_move_the_figures() {
     const TOKEN: &str = "metrics-test-token-0123456789";
+    const SLOW: &str = "metrics-test-slow-token-0123456789";
     let metrics = format!("127.0.0.1:{}", closed_port());
     let addr: std::net::SocketAddr = metrics.parse().unwrap();
     let server = TestServer::start_with(|c| {
@@ -241,6 +242,14 @@ async fn calls_refusals_and_findings_move_the_figures() {
             rate_per_sec: None,
             burst: None,
         }];
+        // One call, then one an hour.
+        c.tokens.push(TokenConfig {
+            name: "slow".into(),
+            sha256: hex::encode(sha2::Sha256::digest(SLOW)),
+            roles: vec![Role::Writer],
+            rate_per_sec: Some(1.0 / 3600.0),
+            burst: Some(1),
+        });
     })
     .await;
     let options = Options {
@@ -259,13 +268,30 @@ async fn calls_refusals_and_findings_move_the_figures() {
         .log(NewEvent::lead_ingested("LEAD-X", "webform"))
         .await
         .unwrap_err();
+    let slow = Options {
+        token: Some(SLOW.into()),
+        ..Options::default()
+    };
+    let slow = Client::connect_with(&server.url, slow).await.unwrap();
+    slow.log(NewEvent::lead_ingested("LEAD-4", "webform"))
+        .await
+        .unwrap();
+    slow.log(NewEvent::lead_ingested("LEAD-Y", "webform"))
+        .await
+        .unwrap_err();
 
     let text = scrape(&metrics).await;
     let of = |series: &str| sample(&text, series);
     assert_eq!(
         of("auditlog_rpc_calls_total{method=\"Log\",code=\"OK\"}"),
-        Some(3.0)
+        Some(4.0)
     );
+    assert_eq!(
+        of("auditlog_rpc_calls_total{method=\"Log\",code=\"RESOURCE_EXHAUSTED\"}"),
+        Some(1.0)
+    );
+    assert_eq!(of("auditlog_calls_rate_limited_total"), Some(1.0));
+    assert_eq!(of("auditlog_calls_shed_total"), Some(0.0));
     assert_eq!(
         of("auditlog_rpc_calls_total{method=\"Log\",code=\"UNAUTHENTICATED\"}"),
         Some(1.0)
@@ -274,13 +300,13 @@ async fn calls_refusals_and_findings_move_the_figures() {
         of("auditlog_calls_refused_by_auth_total{reason=\"UNAUTHENTICATED\"}"),
         Some(1.0)
     );
-    assert_eq!(of("auditlog_events_appended_total"), Some(3.0));
+    assert_eq!(of("auditlog_events_appended_total"), Some(4.0));
     let log_len = std::fs::metadata(server.log_path()).unwrap().len();
     assert_eq!(of("auditlog_written_bytes_total"), Some(log_len as f64));
-    assert_eq!(of("auditlog_head_seq"), Some(3.0));
+    assert_eq!(of("auditlog_head_seq"), Some(4.0));
     assert_eq!(
         of("auditlog_rpc_duration_seconds_count{method=\"Log\"}"),
-        Some(4.0)
+        Some(6.0)
     );
     assert_eq!(of("auditlog_calls_in_flight"), Some(0.0));
     assert_eq!(
@@ -294,7 +320,7 @@ async fn calls_refusals_and_findings_move_the_figures() {
     assert_eq!(sample(&text, "auditlog_verifications_total"), Some(1.0));
     assert_eq!(
         sample(&text, "auditlog_verification_events_checked_total"),
-        Some(3.0)
+        Some(4.0)
     );
     assert!(sample(&text, "auditlog_last_clean_verification_timestamp_seconds").unwrap() > 0.0);
 
