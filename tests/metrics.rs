@@ -18,7 +18,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use auditlog_client::{Client, NewEvent, Options};
+use auditlog_client::{Client, NewEvent, Options, Query};
 use auditlog_server::config::{HookConfig, Role, Start, TokenConfig, WebhookConfig};
 use common::endpoints::closed_port;
 use common::{ServerProcess, TestServer, edit_line, tamper, wait_until, wait_until_within};
@@ -354,6 +354,28 @@ async fn the_listener_answers_only_get_metrics() {
         text.contains("# TYPE auditlog_events_appended_total counter\n"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_follow_stream_is_open_while_it_runs() {
+    let metrics = format!("127.0.0.1:{}", closed_port());
+    let addr: std::net::SocketAddr = metrics.parse().unwrap();
+    let server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let client = server.client().await;
+    let open = |want: f64| {
+        let metrics = &metrics;
+        async move {
+            let text = scrape(metrics).await;
+            match sample(&text, "auditlog_open_streams") {
+                Some(n) if n == want => Ok(()),
+                other => Err(format!("auditlog_open_streams = {other:?}")),
+            }
+        }
+    };
+    let stream = client.stream(Query::new(), 1, true).await.unwrap();
+    wait_until("the follow stream to count as open", || open(1.0)).await;
+    drop(stream);
+    wait_until("the closed stream to count no more", || open(0.0)).await;
 }
 
 /// Every `auditlog_` metric an expression names, with a histogram's
