@@ -2,8 +2,12 @@
 //! systemd unit passes `systemd-analyze verify` (with `ExecStart` pointed at
 //! the binary this workspace builds) and keeps its sandboxing.
 //!
+//! The Prometheus alerting rules (`deploy/prometheus/alerts.yml`) pass
+//! `promtool check rules`.
+//!
 //! Without `systemd-analyze` the check prints why it did not run, unless
-//! `REQUIRE_SYSTEMD=1` (CI), where that is a failure. The Dockerfile is not
+//! `REQUIRE_SYSTEMD=1` (CI), where that is a failure; likewise without
+//! `promtool`, unless `REQUIRE_PROMETHEUS=1`. The Dockerfile is not
 //! built here: no Docker engine runs on the test machines.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
@@ -81,4 +85,31 @@ fn the_systemd_unit_verifies_and_is_sandboxed() {
         .filter(|l| l.contains("auditlog.service"))
         .collect();
     assert!(own.is_empty(), "systemd-analyze verify warned: {stderr}");
+}
+
+const PROMTOOL: &str = "/usr/bin/promtool";
+
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
+    assert!(rules.exists(), "{} is missing", rules.display());
+    if !Path::new(PROMTOOL).exists() {
+        assert!(
+            std::env::var_os("REQUIRE_PROMETHEUS").is_none(),
+            "REQUIRE_PROMETHEUS is set but {PROMTOOL} is missing"
+        );
+        eprintln!("skipped: {PROMTOOL} is not installed (apt-get install prometheus)");
+        return;
+    }
+    let out = Command::new(PROMTOOL)
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -320,6 +320,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 
 impl Admit for AuthLayer {
     type Pass = ();
+    const NAME: &'static str = "auth";
 
     /// Checks the bearer token and leaves the [`Caller`] on the request.
     fn admit<B>(&self, req: &mut http::Request<B>) -> Result<Option<()>, tonic::Status> {

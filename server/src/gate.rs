@@ -12,6 +12,10 @@ pub(crate) trait Admit: Clone {
     /// What a check keeps while the call it let through runs.
     type Pass: Send + 'static;
 
+    /// The name a call this check answers itself is counted under
+    /// ([`RefusedBy`], read by the metrics layer).
+    const NAME: &'static str = "check";
+
     /// `Ok` passes the request on (perhaps with extensions added), with a
     /// pass to hold until it is answered or none; `Err` answers the call
     /// with that status.
@@ -22,7 +26,16 @@ pub(crate) trait Admit: Clone {
     fn answered(pass: Self::Pass) {
         drop(pass);
     }
+
+    /// As [`Admit::answered`], for a check that reads the response's head.
+    fn answered_with(pass: Self::Pass, _response: &http::Response<tonic::body::Body>) {
+        Self::answered(pass);
+    }
 }
+
+/// Left on a response a check gave itself: which check refused the call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RefusedBy(pub(crate) &'static str);
 
 /// The service a check's layer wraps around the router.
 #[derive(Debug, Clone)]
@@ -67,11 +80,18 @@ where
                 let answer = self.inner.call(req);
                 Right(Box::pin(async move {
                     let response = answer.await;
-                    A::answered(pass);
+                    match &response {
+                        Ok(r) => A::answered_with(pass, r),
+                        Err(_) => A::answered(pass),
+                    }
                     response
                 }))
             }
-            Err(status) => Left(Right(std::future::ready(Ok(status.into_http())))),
+            Err(status) => {
+                let mut response = status.into_http();
+                response.extensions_mut().insert(RefusedBy(A::NAME));
+                Left(Right(std::future::ready(Ok(response))))
+            }
         }
     }
 }

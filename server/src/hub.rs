@@ -41,6 +41,7 @@ pub(crate) async fn run(
         from_seq,
         follow,
     } = sub;
+    let _open = store.metrics().live.open();
     let mut live = store.subscribe();
     let head = store.head();
     let mut next = from_seq.max(1);
@@ -79,6 +80,7 @@ pub(crate) async fn run(
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, next, "subscriber lagged; reading from the file");
+                store.metrics().live.lagged();
                 let head = store.head();
                 if !catch_up(&store, &filter, &mut next, head, &out).await {
                     return;

@@ -29,6 +29,7 @@ mod keys;
 mod limits;
 mod listener;
 mod lock;
+mod metrics;
 mod performance;
 mod redaction;
 mod service;
@@ -85,6 +86,11 @@ pub enum ServerError {
     Lock(#[from] lock::LockError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot serve metrics on {addr} (metrics_listen): {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Serves the audit log on `listener` until `shutdown` completes.
@@ -120,6 +126,20 @@ pub async fn run(
     // before any is built, so no dependency can pick another and make the
     // first handshake fail. An error means one is installed already.
     let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    if let Some(addr) = config.metrics_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::MetricsListen { addr, source })?;
+        tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
+        tokio::spawn(metrics::serve(
+            listener,
+            Arc::clone(&metrics),
+            Arc::clone(&cell),
+            cancel.clone(),
+        ));
+    }
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_serving(&health, false).await;
@@ -157,6 +177,7 @@ pub async fn run(
     let compliance_config = config.compliance.clone();
     let performance = Performance::new(config.performance.clone());
     let opening = {
+        let metrics = Arc::clone(&metrics);
         let performance = Arc::clone(&performance);
         let cell = Arc::clone(&cell);
         let health = health.clone();
@@ -178,7 +199,9 @@ pub async fn run(
                 })?;
                 let checkpoints =
                     Checkpoints::load(&origin, checkpoint_key.as_deref(), &store_config.data_dir)?;
-                let store = Store::open(store_config, keyring)?;
+                let store = metrics::recovering(&metrics, &dir.clone(), || {
+                    Store::open_with(store_config, keyring, Arc::clone(&metrics))
+                })?;
                 let rebuilt = rebuilding.rebuild(&store)?;
                 tracing::debug!(events = rebuilt, "performance windows rebuilt from the log");
                 Ok::<_, ServerError>((
@@ -287,6 +310,7 @@ pub async fn run(
         Duration::from_secs(config.keepalive_secs),
     );
     let serve = builder
+        .layer(metrics::RpcLayer::new(&metrics))
         .layer(wire::WireLayer)
         .layer(limits::ShedLayer::new(
             config.max_in_flight,

@@ -202,6 +202,7 @@ impl Admit for RateLayer {
     /// The token's slot, held until the handler has answered (for a stream:
     /// until it has started).
     type Pass = OwnedSemaphorePermit;
+    const NAME: &'static str = "rate_limit";
 
     fn admit<B>(
         &self,

@@ -31,6 +31,10 @@ struct Args {
     /// line [env: AUDITLOG_LOG_FORMAT] [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, IP:PORT or
+    /// HOST:PORT [env: AUDITLOG_METRICS_LISTEN] [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
     /// Print the effective configuration as TOML (secrets left out) and
     /// exit.
     #[arg(long)]
@@ -51,6 +55,7 @@ fn main() -> std::process::ExitCode {
         listen: args.listen,
         data_dir: args.data_dir,
         log_format: args.log_format,
+        metrics_listen: args.metrics_listen,
     };
     let config = match Config::load(args.config.as_deref(), overrides) {
         Ok(config) => config,

@@ -148,6 +148,12 @@ pub struct Config {
     /// shipper. Default `text`. Which lines are written is `RUST_LOG`'s
     /// (default `info`).
     pub log_format: LogFormat,
+    /// Where Prometheus metrics are served (`GET /metrics`), `IP:PORT` or
+    /// `HOST:PORT`, resolved as `listen` is. Default: none, no metrics
+    /// listener. The endpoint has no authentication: keep it on loopback or
+    /// a network only the scraper reaches.
+    #[serde(deserialize_with = "metrics_addr")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The format of the server's own log.
@@ -210,6 +216,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             checkpoint_origin: None,
             checkpoint_key_file: None,
+            metrics_listen: None,
         }
     }
 }
@@ -224,6 +231,9 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    /// `IP:PORT` or `HOST:PORT`, resolved as the `metrics_listen` key is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 /// Why the configuration could not be loaded.
@@ -249,6 +259,13 @@ pub enum ConfigError {
 fn listen_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
     resolve_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// Reads `metrics_listen` as `listen` is read; absent is no listener.
+fn metrics_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| resolve_listen(&t).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// `IP:PORT` as it is; `HOST:PORT` resolved to the host's first IPv4

@@ -429,3 +429,34 @@ fn connection_and_call_limits_load_and_zero_is_refused_by_name() {
         );
     }
 }
+
+#[test]
+fn metrics_listen_is_off_by_default_and_set_from_any_layer() {
+    assert_eq!(Config::default().metrics_listen, None);
+    let file = "metrics_listen = \"localhost:9100\"\n";
+    let c = load(Some(file), &[], Overrides::default()).unwrap();
+    assert_eq!(c.metrics_listen.unwrap().to_string(), "127.0.0.1:9100");
+    let c = load(
+        Some(file),
+        &[("METRICS_LISTEN", "127.0.0.1:9101")],
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.metrics_listen.unwrap().port(), 9101);
+    let flag = Overrides {
+        metrics_listen: Some("127.0.0.1:9102".into()),
+        ..Overrides::default()
+    };
+    let c = load(Some(file), &[("METRICS_LISTEN", "127.0.0.1:9101")], flag).unwrap();
+    assert_eq!(c.metrics_listen.unwrap().port(), 9102);
+    let err = load(
+        Some("metrics_listen = \"nowhere\"\n"),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("metrics_listen") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+}

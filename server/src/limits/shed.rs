@@ -130,7 +130,14 @@ where
             };
             let permit = match layer.admit() {
                 Ok(permit) => permit,
-                Err(status) => return Ok(status.into_http()),
+                Err(status) => {
+                    // Counted by the metrics layer as shed.
+                    let mut response = status.into_http();
+                    response
+                        .extensions_mut()
+                        .insert(crate::gate::RefusedBy("shed"));
+                    return Ok(response);
+                }
             };
             // Held until the handler has answered (for a stream: until it
             // has started).

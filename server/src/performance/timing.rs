@@ -66,7 +66,7 @@ impl Admit for TimingLayer {
 /// The method name of an auditlog RPC path, e.g. `Log` for
 /// `/auditlog.v1.AuditService/Log`; `None` for health, reflection and
 /// unknown paths (which must not grow the table).
-fn rpc_name(path: &str) -> Option<&'static str> {
+pub(crate) fn rpc_name(path: &str) -> Option<&'static str> {
     const RPCS: &[&str] = &[
         "Log",
         "LogBatch",

@@ -79,6 +79,7 @@ pub(crate) use recovery::recover_summary;
 pub(crate) use verify::{check_gzip_bytes, check_log_bytes};
 
 use crate::keys::Keyring;
+use crate::metrics::Metrics;
 use cache::ChunkCache;
 use read::Readers;
 use refusals::Refusals;
@@ -155,6 +156,15 @@ impl Store {
     /// segments and the active file, rebuilds the index, starts the writer
     /// and the sealer (which finishes any rotation a crash interrupted).
     pub fn open(config: StoreConfig, keyring: Keyring) -> Result<Store, StoreError> {
+        Store::open_with(config, keyring, Arc::new(Metrics::new()))
+    }
+
+    /// [`Store::open`], counting into `metrics`.
+    pub(crate) fn open_with(
+        config: StoreConfig,
+        keyring: Keyring,
+        metrics: Arc<Metrics>,
+    ) -> Result<Store, StoreError> {
         let dir = config.data_dir.clone();
         let open_err = |source| StoreError::Open {
             path: dir.display().to_string(),
@@ -182,6 +192,7 @@ impl Store {
             indexed_seq: AtomicU64::new(indexed_seq),
             head: Mutex::new(head::Head::default()),
             tree: tree::Tree::new(),
+            metrics,
         });
         trust::check_key(&shared, recovered.manifest_authentic)?;
         let last = shared.index().last().copied();
@@ -385,7 +396,15 @@ impl Store {
         to_seq: u64,
         checkpoints: &[Checkpoint],
     ) -> Result<Report, StoreError> {
-        verify::verify(&self.shared, from_seq, to_seq, checkpoints)
+        let report = verify::verify(&self.shared, from_seq, to_seq, checkpoints)?;
+        let whole = from_seq <= 1 && to_seq == 0;
+        self.shared.metrics.integrity.verified(&report, whole);
+        Ok(report)
+    }
+
+    /// The server's metrics.
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
     }
 
     /// Purges every sealed segment whose newest event is older than `max_age`

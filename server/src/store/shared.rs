@@ -26,6 +26,7 @@ use super::record::Record;
 use super::refusals::Refusals;
 use super::segment::SegmentFile;
 use crate::keys::Keyring;
+use crate::metrics::Metrics;
 
 /// The active segment's name in the data directory.
 pub(crate) const LOG_FILE: &str = "audit.log";
@@ -80,6 +81,8 @@ pub(super) struct Shared {
     pub(super) head: Mutex<Head>,
     /// The Merkle tree over the log, which the syncer wakes.
     pub(super) tree: super::tree::Tree,
+    /// The server's metrics; the syncer counts commits and times fsyncs.
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Shared {

@@ -109,6 +109,14 @@ impl Syncer {
             }
         }
         self.shared.active_len.store(end, Ordering::Release);
+        for g in groups.iter().filter(|g| !g.records.is_empty()) {
+            // The group is one contiguous write ending at `end`.
+            let bytes = g
+                .positions
+                .first()
+                .map_or(0, |&(at, _)| g.end.saturating_sub(at));
+            self.shared.metrics.store.committed(g.records.len(), bytes);
+        }
         let mut published = Vec::new();
         let mut replies = Vec::new();
         for g in groups {
@@ -148,7 +156,13 @@ impl Syncer {
                 continue;
             }
             last = Some(&g.file);
-            if let Err(e) = self.sync(&g.file) {
+            let started = std::time::Instant::now();
+            let synced = self.sync(&g.file);
+            self.shared
+                .metrics
+                .store
+                .synced(started.elapsed().as_secs_f64());
+            if let Err(e) = synced {
                 let reason = format!("fdatasync of the log failed: {e}");
                 self.shared.poison(reason.clone());
                 return Err(StoreError::Poisoned(reason));
