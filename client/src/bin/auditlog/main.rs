@@ -29,6 +29,7 @@ mod query;
 mod report;
 mod stats;
 mod tail;
+mod witness;
 
 use std::process::ExitCode;
 
