@@ -4,6 +4,8 @@
 //!
 //! - [`merkle`]: RFC 6962 tree hashing, inclusion and consistency proofs and
 //!   their verification (RFC 9162 §2.1.3.2, §2.1.4.2).
+//! - [`bundle`]: self-verifying bundles of records with their proofs,
+//!   checked offline (docs/bundle-format.md).
 //! - [`note`]: C2SP tlog-checkpoint bodies and C2SP signed notes with
 //!   Ed25519: signing, verifier keys, verification.
 //!
@@ -12,9 +14,11 @@
 //! and its leaf index is its seq minus one (seqs start at 1 and have no
 //! gaps). See docs/proofs.md.
 
+pub mod bundle;
 pub mod merkle;
 pub mod note;
 
+pub use bundle::{Bundle, BundleError, BundleRecord, BundleReport, RecordProblem};
 pub use merkle::{
     Hash, MemoryTree, Nodes, ProofError, RootBuilder, consistency_proof, empty_root,
     inclusion_proof, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion,

@@ -31,9 +31,10 @@ if command -v flock >/dev/null; then
 fi
 
 # --- the server ---------------------------------------------------------------
-step "building auditlog-server"
-cargo build --quiet -p auditlog-server
+step "building auditlog-server and the auditlog CLI"
+cargo build --quiet -p auditlog-server -p auditlog-client --bins
 server_bin="$target_dir/debug/auditlog-server"
+cli_bin="$target_dir/debug/auditlog"
 
 # --- Python -------------------------------------------------------------------
 venv="$work/venv"
@@ -148,8 +149,10 @@ run "Webhooks verified in Python (test_webhooks.py)" "$py" "$here/test_webhooks.
 # The verifier key as an operator hands it out, from the data directory.
 verifier_key="$("$server_bin" --config "$tmp/server.toml" --data-dir "$tmp/data" \
   --print-verifier-key 2>/dev/null)"
-run "Checkpoints and proofs verified in Python (test_proofs.py)" "$py" "$here/test_proofs.py" \
-  --target "$addr" --data-dir "$tmp/data" --verifier-key "$verifier_key"
+# A bundle of everything logged so far, for the Python bundle verifier.
+"$cli_bin" --server "$addr" bundle export --since 2000-01-01 --output "$tmp/all.bundle.json" >/dev/null
+run "Checkpoints, proofs and a bundle verified in Python (test_proofs.py)" "$py" "$here/test_proofs.py" \
+  --target "$addr" --data-dir "$tmp/data" --verifier-key "$verifier_key" --bundle "$tmp/all.bundle.json"
 
 # --- stop the server: SIGTERM must end it with exit code 0 --------------------
 step "stopping the server (SIGTERM)"

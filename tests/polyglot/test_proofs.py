@@ -14,6 +14,11 @@ from the lines of DIR/audit.log (and from the lines the proofs carry),
 recomputes the root, and checks an inclusion proof for every record and a
 consistency proof from an earlier checkpoint. Changed proofs, notes and
 keys must all be refused.
+
+With --bundle FILE (written by `auditlog bundle export`), it also checks
+that bundle offline with a verifier written from docs/bundle-format.md
+alone, and that a changed line, a dropped record and another key are each
+refused.
 """
 
 import argparse
@@ -165,6 +170,59 @@ def parse_checkpoint(text):
     return origin, size, root
 
 
+# --- docs/bundle-format.md ------------------------------------------------------
+
+
+def verify_bundle(bundle, vkey):
+    """Steps 1 to 5 of docs/bundle-format.md; returns the number of records,
+    or raises Refused naming the first record that fails."""
+    fields = {"format", "selection", "verifier_key", "checkpoint", "seqs", "records"}
+    if set(bundle) - fields or bundle.get("format") != "auditlog-bundle/1":
+        raise Refused("not an auditlog-bundle/1")
+    origin, size, root = parse_checkpoint(open_note(bundle["checkpoint"], vkey))
+    if origin != vkey.split("+")[0]:
+        raise Refused("the checkpoint of another log")
+    seen = set()
+    for record in bundle["records"]:
+        seq = record["seq"]
+        if seq in seen or not 1 <= seq <= size or record["leaf_index"] != seq - 1:
+            raise Refused(f"seq {seq}: twice, beyond the checkpoint or a wrong leaf index")
+        seen.add(seq)
+        proof = [base64.b64decode(h, validate=True) for h in record["proof"]]
+        if any(len(h) != 32 for h in proof):
+            raise Refused(f"seq {seq}: a proof hash is not 32 bytes")
+        leaf = leaf_hash(record["line"].encode("utf-8"))
+        try:
+            verify_inclusion(seq - 1, size, leaf, proof, root)
+        except Refused:
+            if base64.b64encode(leaf).decode() != record["leaf_hash"]:
+                raise Refused(f"seq {seq}: the line was changed") from None
+            raise Refused(f"seq {seq}: the inclusion proof is wrong") from None
+    if "seqs" in bundle:
+        listed = set(bundle["seqs"])
+        if listed != seen:
+            raise Refused(f"seqs {sorted(listed ^ seen)}: listed without a record, or not listed")
+    return len(seen)
+
+
+def check_bundle(path, vkey):
+    with open(path, encoding="utf-8") as f:
+        bundle = json.load(f)
+    n = verify_bundle(bundle, vkey)
+    assert n > 0, "an empty bundle proves nothing"
+    changed = json.loads(json.dumps(bundle))
+    changed["records"][0]["line"] = changed["records"][0]["line"].replace('"seq"', '"seq" ', 1)
+    assert refused(verify_bundle, changed, vkey)
+    dropped = json.loads(json.dumps(bundle))
+    dropped["records"].pop()
+    assert refused(verify_bundle, dropped, vkey)
+    origin = vkey.split("+")[0]
+    typed = b"\x01" + Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    other_id = hashlib.sha256(origin.encode() + b"\n" + typed).digest()[:4].hex()
+    assert refused(verify_bundle, bundle, origin + "+" + other_id + "+" + base64.b64encode(typed).decode())
+    return n
+
+
 def refused(fn, *args):
     try:
         fn(*args)
@@ -178,6 +236,7 @@ def main():
     p.add_argument("--target", required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--verifier-key", required=True)
+    p.add_argument("--bundle", help="a bundle from `auditlog bundle export` to check offline")
     args = p.parse_args()
     vkey = args.verifier_key.strip()
     import grpc
@@ -253,6 +312,9 @@ def main():
             assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
 
     print(f"test_proofs: checkpoint of {size} records and every proof verified in Python")
+    if args.bundle:
+        n = check_bundle(args.bundle, vkey)
+        print(f"test_proofs: a bundle of {n} records verified offline in Python")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ use auditlog_client::Query;
 use clap::{Args, Parser, Subcommand};
 
 use crate::format::parse_time;
-use crate::{CliError, bench, errors, export, health, proofs, report, stats};
+use crate::{CliError, bench, bundle, errors, export, health, proofs, report, stats};
 
 /// Record, query, stream and verify events in an auditlog server.
 ///
@@ -238,6 +238,13 @@ pub(crate) enum Command {
         after_help = "Examples:\n  auditlog proof inclusion 42 --key \"$(cat log.vkey)\"\n  auditlog proof consistency kept.note --key \"$(cat log.vkey)\""
     )]
     Proof(proofs::ProofCommand),
+    /// Self-verifying bundles: records with a signed checkpoint and their
+    /// inclusion proofs in one file, checked offline.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  auditlog bundle export --lead LEAD-001 --output lead.bundle.json\n  auditlog bundle verify lead.bundle.json --key \"$(cat log.vkey)\""
+    )]
+    Bundle(bundle::BundleCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ macro_rules! say {
 
 mod admin;
 mod bench;
+mod bundle;
 mod cli;
 mod errors;
 mod export;
@@ -29,6 +30,7 @@ mod query;
 mod report;
 mod stats;
 mod tail;
+mod witness;
 
 use std::process::ExitCode;
 
@@ -96,6 +98,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Health(args) => health::run(&server, &options, args, json).await,
         Command::Report(args) => report::run(&server, options, args, json).await,
+        // Offline: no server.
+        Command::Bundle(bundle::BundleCommand::Verify { file, key }) => {
+            bundle::verify(&file, key.as_deref(), json)
+        }
         command => {
             let client = Client::connect_with(&server, options).await?;
             dispatch(&client, command, json).await
@@ -139,6 +145,11 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         Command::Subject(SubjectCommand::Export(args)) => export::subject(client, args).await,
         Command::Checkpoint(args) => proofs::checkpoint(client, args, json).await,
         Command::Proof(command) => proofs::run(client, command, json).await,
-        Command::Health(_) | Command::Report(_) => unreachable!("handled before connecting"),
+        Command::Bundle(bundle::BundleCommand::Export(args)) => {
+            bundle::export(client, args, json).await
+        }
+        Command::Health(_) | Command::Report(_) | Command::Bundle(_) => {
+            unreachable!("handled before connecting")
+        }
     }
 }

@@ -21,12 +21,26 @@ pub(crate) struct KeyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct CheckpointArgs {
+    #[command(subcommand)]
+    pub(crate) watch: Option<CheckpointCommand>,
     #[command(flatten)]
     key: KeyArgs,
     /// Have the server sign the tree as it is now first.
     #[arg(long)]
     fresh: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CheckpointCommand {
+    /// A witness: fetch the latest checkpoint every --interval, check its
+    /// signature and that it extends the one kept in --state, keep it;
+    /// exits 1 on a bad signature, another log, a rollback or a fork.
+    #[command(
+        after_help = "Examples:\n  auditlog checkpoint watch --key \"$(cat log.vkey)\" --state kept.note\n  auditlog checkpoint watch --key \"$(cat log.vkey)\" --state kept.note --once   # from cron"
+    )]
+    Watch(crate::witness::WatchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +98,7 @@ fn checkpoint_json(c: &VerifiedCheckpoint, key: &VerifierKey, trusted: bool) -> 
     })
 }
 
-fn hex(h: &Hash) -> String {
+pub(crate) fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -93,6 +107,9 @@ pub(crate) async fn checkpoint(
     args: CheckpointArgs,
     json: bool,
 ) -> Result<(), CliError> {
+    if let Some(CheckpointCommand::Watch(watch)) = args.watch {
+        return crate::witness::watch(client, watch, json).await;
+    }
     let (key, trusted) = key_of(client, &args.key).await?;
     let verified = client.verified_checkpoint(&key, args.fresh).await?;
     if json {

@@ -1,0 +1,224 @@
+//! `auditlog checkpoint watch`: a witness a customer runs on a machine of
+//! their own. Each round it fetches the log's latest checkpoint, checks its
+//! signature against the verifier key the customer was given (which also
+//! names the log: a checkpoint of another log is refused), and checks that
+//! it extends the checkpoint kept in the state file: the same root at the
+//! same size, or a consistency proof from the kept size to the new one.
+//! Then it keeps the newer one.
+//!
+//! The state file holds the kept signed note, nothing else (so `auditlog
+//! proof consistency FILE` reads it too). It is replaced whole: written to a
+//! temporary file beside it, synced, renamed over it and the directory
+//! synced, so a crash leaves the old or the new checkpoint, never half of
+//! one. The first round with no state file keeps whatever the key verifies
+//! (trust on first use). A smaller tree (a rollback), another root at the
+//! same size or a bigger tree that does not extend the kept one (a fork)
+//! ends the witness with exit 1 and one line naming both checkpoints; the
+//! kept checkpoint is left as it was, as the evidence.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use auditlog_client::proof::{Checkpoint, Hash, VerifierKey, verify_consistency};
+use auditlog_client::{Client, VerifiedCheckpoint};
+use clap::Args;
+
+use crate::CliError;
+use crate::proofs::hex;
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// The log's verifier key (NAME+KEYID+KEY), from a channel you trust.
+    #[arg(long, env = "AUDITLOG_VERIFIER_KEY", value_name = "VERIFIER_KEY")]
+    key: String,
+    /// The file that keeps the newest checkpoint accepted (a signed note).
+    #[arg(long, value_name = "FILE")]
+    state: PathBuf,
+    /// How often to fetch the latest checkpoint: 10s, 1m, ...
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    interval: String,
+    /// Check once and exit (0 when the log only grew), for cron and tests.
+    #[arg(long)]
+    once: bool,
+}
+
+/// What one round found, when the log is fine.
+enum Round {
+    /// The first checkpoint, kept on trust.
+    First(Checkpoint),
+    /// A bigger tree that extends the kept one.
+    Grew { from: u64, to: Checkpoint },
+    /// The same checkpoint as the kept one.
+    Unchanged(Checkpoint),
+}
+
+pub(crate) async fn watch(client: &Client, args: WatchArgs, json: bool) -> Result<(), CliError> {
+    let key = VerifierKey::parse(&args.key).map_err(|e| CliError::Usage(format!("--key: {e}")))?;
+    let interval = humantime::parse_duration(&args.interval)
+        .map_err(|e| CliError::Usage(format!("--interval {:?}: {e}", args.interval)))?;
+    if interval < Duration::from_millis(100) {
+        return Err(CliError::Usage("--interval must be at least 100ms".into()));
+    }
+    loop {
+        match round(client, &key, &args.state).await {
+            Ok(found) => report(&found, args.once, json)?,
+            // The server being away is no finding: retry, unless once.
+            Err(CliError::Client(e)) if !args.once => {
+                eprintln!("auditlog: checkpoint watch: {e} (retrying)");
+            }
+            Err(e) => return Err(e),
+        }
+        if args.once {
+            return Ok(());
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// One fetch and check; keeps the new checkpoint when it is fine.
+async fn round(client: &Client, key: &VerifierKey, state: &Path) -> Result<Round, CliError> {
+    let response = client.checkpoint(false).await?;
+    let note = response
+        .checkpoint
+        .map(|c| c.note)
+        .ok_or_else(|| CliError::Failed("the server sent no checkpoint".into()))?;
+    let new = key
+        .open_checkpoint(&note)
+        .map_err(|e| CliError::Failed(format!("refused the log's latest checkpoint: {e}")))?;
+    let fresh = VerifiedCheckpoint {
+        checkpoint: new,
+        note,
+    };
+    let Some(kept) = read_kept(key, state)? else {
+        keep(state, &fresh.note)?;
+        return Ok(Round::First(fresh.checkpoint));
+    };
+    let (old, new) = (&kept, &fresh.checkpoint);
+    let both = || {
+        format!(
+            "kept size {} root {}, now size {} root {}",
+            old.size,
+            hex(&old.root),
+            new.size,
+            hex(&new.root)
+        )
+    };
+    if new.size < old.size {
+        return Err(CliError::Failed(format!(
+            "ROLLBACK: the log's tree shrank from {} to {} records ({}): it was rolled back",
+            old.size,
+            new.size,
+            both()
+        )));
+    }
+    if new.size == old.size {
+        if new.root != old.root {
+            return Err(CliError::Failed(format!(
+                "FORK: the log has another root at the same size ({}): it was rewritten",
+                both()
+            )));
+        }
+        return Ok(Round::Unchanged(fresh.checkpoint));
+    }
+    let proof = client.consistency_proof(old.size, new.size).await?;
+    let hashes = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into())
+        .collect::<Result<Vec<Hash>, _>>()
+        .map_err(|_| CliError::Failed("a consistency proof hash is not 32 bytes".into()))?;
+    verify_consistency(old.size, new.size, &old.root, &new.root, &hashes).map_err(|e| {
+        CliError::Failed(format!(
+            "FORK: the log's new checkpoint does not extend the kept one ({}): {e}",
+            both()
+        ))
+    })?;
+    let from = old.size;
+    keep(state, &fresh.note)?;
+    Ok(Round::Grew {
+        from,
+        to: fresh.checkpoint,
+    })
+}
+
+fn report(found: &Round, once: bool, json: bool) -> Result<(), CliError> {
+    let (what, c, from) = match found {
+        Round::First(c) => ("first", c, None),
+        Round::Grew { from, to } => ("grew", to, Some(*from)),
+        // One line per new checkpoint; an unchanged log is news only to a
+        // single check.
+        Round::Unchanged(_) if !once => return Ok(()),
+        Round::Unchanged(c) => ("unchanged", c, Some(c.size)),
+    };
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({
+                "accepted": what,
+                "origin": c.origin,
+                "tree_size": c.size,
+                "root_hash": hex(&c.root),
+                "previous_size": from,
+            })
+        );
+    } else {
+        let how = match (what, from) {
+            ("first", _) => "first checkpoint, kept on trust".to_owned(),
+            ("unchanged", _) => "unchanged".to_owned(),
+            (_, Some(from)) => format!("extends the kept size {from}"),
+            _ => String::new(),
+        };
+        say!(
+            "OK: {} at tree size {} root {}: {how}",
+            c.origin,
+            c.size,
+            hex(&c.root)
+        );
+    }
+    Ok(())
+}
+
+/// The kept checkpoint, checked with the key; none when there is no file.
+fn read_kept(key: &VerifierKey, state: &Path) -> Result<Option<Checkpoint>, CliError> {
+    let text = match std::fs::read_to_string(state) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(CliError::Io(format!(
+                "cannot read {}: {e}",
+                state.display()
+            )));
+        }
+    };
+    key.open_checkpoint(&text).map(Some).map_err(|e| {
+        CliError::Failed(format!(
+            "the checkpoint kept in {} is not this log's: {e} (another --key, or another file?)",
+            state.display()
+        ))
+    })
+}
+
+/// Replaces the state file whole: temp file, sync, rename, sync the dir.
+fn keep(state: &Path, note: &str) -> Result<(), CliError> {
+    let io = |e: std::io::Error| CliError::Io(format!("cannot keep {}: {e}", state.display()));
+    let dir = match state.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut name = state.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let temp = dir.join(name);
+    let mut file = std::fs::File::create(&temp).map_err(io)?;
+    file.write_all(note.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&temp, state).map_err(io)?;
+    std::fs::File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
+}

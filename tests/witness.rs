@@ -1,0 +1,222 @@
+//! `auditlog checkpoint watch`, the witness, through the CLI binary against
+//! real servers: a log that grows is accepted round after round; a server
+//! restarted on an older copy of its data directory (a rollback), a
+//! checkpoint signed by another log's key, and a log that diverged from the
+//! kept checkpoint (a fork, at the same size and at a bigger one) each end
+//! the witness with exit 1 and one line that names them.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::path::Path;
+
+use auditlog_client::proof::VerifierKey;
+use auditlog_client::{Client, NewEvent};
+use common::{TestServer, cli, wait_until};
+
+async fn log_n(client: &Client, tag: &str, from: u64, to: u64) {
+    for n in from..=to {
+        client
+            .log(NewEvent::lead_ingested(format!("{tag}-{n}"), "webform"))
+            .await
+            .unwrap();
+    }
+}
+
+/// The verifier key of the server on `dir`, as `--print-verifier-key`
+/// prints it.
+fn key_text(dir: &Path) -> String {
+    auditlog_server::verifier_key(&auditlog_server::Config {
+        data_dir: dir.to_path_buf(),
+        ..auditlog_server::Config::default()
+    })
+    .unwrap()
+}
+
+/// Waits until the server's latest checkpoint holds `size` records.
+async fn signed_at(client: &Client, key: &str, size: u64) {
+    let key = VerifierKey::parse(key).unwrap();
+    wait_until(&format!("a checkpoint of {size} records"), || async {
+        match client.verified_checkpoint(&key, true).await {
+            Ok(c) if c.checkpoint.size == size => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// One round of the witness: exit code, stdout, stderr.
+async fn witness(url: &str, key: &str, state: &Path, json: bool) -> (i32, String, String) {
+    let state = state.to_str().unwrap();
+    let mut args = vec![
+        "checkpoint",
+        "watch",
+        "--key",
+        key,
+        "--state",
+        state,
+        "--once",
+    ];
+    if json {
+        args.push("--json");
+    }
+    cli(url, &args).await
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_growing_log_is_accepted_round_after_round() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let key = key_text(&server.data_dir);
+    let state_dir = tempfile::tempdir().unwrap();
+    let state = state_dir.path().join("kept.note");
+
+    log_n(&client, "LEAD", 1, 3).await;
+    signed_at(&client, &key, 3).await;
+    let (code, out, err) = witness(&server.url, &key, &state, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("tree size 3") && out.contains("first"),
+        "{out}"
+    );
+
+    let mut last = 3;
+    for (round, size) in [(1, 5), (2, 9), (3, 10)] {
+        log_n(&client, "LEAD", last + 1, size).await;
+        last = size;
+        signed_at(&client, &key, size).await;
+        let (code, out, err) = witness(&server.url, &key, &state, round == 2).await;
+        assert_eq!(code, 0, "round {round}: {out}{err}");
+        if round == 2 {
+            let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+            assert_eq!(json["accepted"], "grew", "{out}");
+            assert_eq!(json["tree_size"], size, "{out}");
+        } else {
+            assert!(out.contains(&format!("tree size {size}")), "{out}");
+            assert!(out.contains("extends the kept size"), "{out}");
+        }
+        // The state file is the kept signed note, readable by the key.
+        let kept = std::fs::read_to_string(&state).unwrap();
+        let c = VerifierKey::parse(&key)
+            .unwrap()
+            .open_checkpoint(&kept)
+            .unwrap();
+        assert_eq!(c.size, size);
+    }
+    let (code, out, err) = witness(&server.url, &key, &state, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("unchanged"), "{out}");
+}
+
+#[tokio::test]
+async fn a_rollback_and_a_fork_end_the_witness() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let key = key_text(&server.data_dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("kept.note");
+    let older = scratch.path().join("older");
+
+    log_n(&client, "LEAD", 1, 3).await;
+    signed_at(&client, &key, 3).await;
+    // A copy of the data directory taken while the server is stopped.
+    let server = server
+        .restart_after(|dir| copy_dir(dir, &older), |_| {})
+        .await;
+    let client = server.client().await;
+    log_n(&client, "LEAD", 4, 6).await;
+    signed_at(&client, &key, 6).await;
+    let (code, out, err) = witness(&server.url, &key, &state, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("tree size 6"), "{out}");
+    drop(client);
+    let mut server = server;
+    server.stop().await;
+
+    // The server restarted on the older copy: the tree shrank.
+    let rolled_back = TestServer::start_in(&older, |_| {}).await;
+    let client = rolled_back.client().await;
+    signed_at(&client, &key, 3).await;
+    let (code, out, err) = witness(&rolled_back.url, &key, &state, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ROLLBACK") && err.contains("shrank from 6 to 3"),
+        "{err}"
+    );
+    let kept = std::fs::read_to_string(&state).unwrap();
+    assert!(kept.contains("\n6\n"), "the evidence stays kept: {kept}");
+
+    // Other events written after the common prefix: the same size with
+    // another root, then a bigger tree that does not extend the kept one.
+    log_n(&client, "OTHER", 4, 6).await;
+    signed_at(&client, &key, 6).await;
+    let (code, out, err) = witness(&rolled_back.url, &key, &state, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("FORK") && err.contains("same size"), "{err}");
+    assert!(
+        err.contains("kept size 6") && err.contains("now size 6"),
+        "{err}"
+    );
+    log_n(&client, "OTHER", 7, 8).await;
+    signed_at(&client, &key, 8).await;
+    let (code, out, err) = witness(&rolled_back.url, &key, &state, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("FORK") && err.contains("does not extend"),
+        "{err}"
+    );
+    assert!(
+        err.contains("kept size 6") && err.contains("now size 8"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_signed_by_another_logs_key_is_refused() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    log_n(&client, "LEAD", 1, 2).await;
+    signed_at(&client, &key_text(&server.data_dir), 2).await;
+    let other = TestServer::start().await;
+    let other_key = key_text(&other.data_dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("kept.note");
+
+    let (code, out, err) = witness(&server.url, &other_key, &state, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no signature by key"), "{err}");
+    assert!(!state.exists(), "nothing refused is kept");
+
+    // A log under another origin, checked with our key's name.
+    let renamed =
+        TestServer::start_with(|c| c.checkpoint_origin = Some("auditlog/elsewhere".into())).await;
+    let renamed_client = renamed.client().await;
+    log_n(&renamed_client, "LEAD", 1, 1).await;
+    let renamed_key = auditlog_server::verifier_key(&auditlog_server::Config {
+        data_dir: renamed.data_dir.clone(),
+        checkpoint_origin: Some("auditlog/elsewhere".into()),
+        ..auditlog_server::Config::default()
+    })
+    .unwrap();
+    signed_at(&renamed_client, &renamed_key, 1).await;
+    let (code, out, err) = witness(&renamed.url, &other_key, &state, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("refused the log's latest checkpoint"), "{err}");
+}
