@@ -116,6 +116,17 @@ struct Email {
     to: Vec<Mailbox>,
 }
 
+impl Email {
+    /// A message from the sender to every recipient, to finish.
+    fn message(&self) -> lettre::message::MessageBuilder {
+        self.to
+            .iter()
+            .fold(Message::builder().from(self.from.clone()), |m, t| {
+                m.to(t.clone())
+            })
+    }
+}
+
 enum Kind {
     Email(Box<Email>),
     Slack(String),
@@ -263,23 +274,16 @@ impl Channel {
         let Kind::Email(email) = &self.kind else {
             return None;
         };
-        let Email {
-            transport,
-            from,
-            to,
-        } = &**email;
-        let mut message = Message::builder().from(from.clone());
-        for t in to {
-            message = message.to(t.clone());
-        }
-        let sent = match message
+        let sent = match email
+            .message()
             .subject(subject)
             .multipart(MultiPart::alternative_plain_html(text, html))
         {
-            Ok(message) => transport
+            Ok(message) => email
+                .transport
                 .send(message)
                 .await
-                .map(|_| to.len())
+                .map(|_| email.to.len())
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -299,22 +303,15 @@ impl Channel {
         let text = alert.text();
         match &self.kind {
             Kind::Email(email) => {
-                let Email {
-                    transport,
-                    from,
-                    to,
-                } = &**email;
-                let mut message = Message::builder().from(from.clone());
-                for t in to {
-                    message = message.to(t.clone());
-                }
-                let email = message
+                let message = email
+                    .message()
                     .subject(alert.subject())
                     .header(ContentType::TEXT_PLAIN)
                     .body(text)
                     .map_err(|e| e.to_string())?;
-                transport
-                    .send(email)
+                email
+                    .transport
+                    .send(message)
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())

@@ -239,6 +239,17 @@ impl Shared {
     /// The records at `metas`, in order, on this thread. Each compressed
     /// chunk is inflated once, only as far as the last record read from it.
     pub(super) fn read_records<T: Decoded>(&self, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
+        self.map_lines(metas, parse_at)
+    }
+
+    /// `f` of each line at `metas` (without its newline), in order, on this
+    /// thread. Each compressed chunk is inflated once, only as far as the
+    /// last record read from it.
+    pub(super) fn map_lines<R>(
+        &self,
+        metas: &[Meta],
+        mut f: impl FnMut(&[u8], &Meta) -> Result<R, StoreError>,
+    ) -> Result<Vec<R>, StoreError> {
         let located = metas
             .iter()
             .map(|m| self.locate(m))
@@ -258,7 +269,7 @@ impl Shared {
                     .get(&(meta.segment, chunk_reach(meta).0))
                     .copied()
                     .unwrap_or(0);
-                self.parse_in(segment, meta, need)
+                self.with_line(segment, meta, need, |line| f(line, meta))
             })
             .collect()
     }

@@ -18,7 +18,6 @@
 //! the cause. So is a record whose line fails its MAC check: no checkpoint
 //! is ever signed over a line the server did not write.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -27,9 +26,7 @@ use auditlog_proof::{Hash, leaf_hash};
 use super::levels::Levels;
 use crate::store::error::StoreError;
 use crate::store::index::Meta;
-use crate::store::read::chunk_reach;
 use crate::store::record::{MacCheck, RecordHead};
-use crate::store::segment::SegmentFile;
 use crate::store::shared::Shared;
 use crate::store::{Filter, Order};
 
@@ -206,40 +203,19 @@ pub(in crate::store) fn leaf_hashes(
     metas: &[Meta],
     strict: bool,
 ) -> Result<Vec<Hash>, StoreError> {
-    let located = metas
-        .iter()
-        .map(|m| shared.locate(m))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut reach: HashMap<(u32, u32), usize> = HashMap::new();
-    for (segment, meta) in &located {
-        if let SegmentFile::Gzip { .. } = **segment {
-            let (chunk, end) = chunk_reach(meta);
-            let r = reach.entry((meta.segment, chunk)).or_default();
-            *r = (*r).max(end);
+    shared.map_lines(metas, |line, meta| {
+        if !strict {
+            return Ok(leaf_hash(line));
         }
-    }
-    located
-        .iter()
-        .map(|(segment, meta)| {
-            let need = reach
-                .get(&(meta.segment, chunk_reach(meta).0))
-                .copied()
-                .unwrap_or(0);
-            shared.with_line(segment, meta, need, |line| {
-                if !strict {
-                    return Ok(leaf_hash(line));
-                }
-                let head = RecordHead::peek(line).filter(|h| h.seq == meta.seq);
-                match head.map(|h| h.check_mac(line, &shared.keyring)) {
-                    Some(MacCheck::Valid) => Ok(leaf_hash(line)),
-                    _ => Err(StoreError::Corrupt {
-                        seq: meta.seq,
-                        reason: "its line is not the record the server wrote (wrong seq or \
-                                 MAC); run VerifyIntegrity to locate the damage"
-                            .into(),
-                    }),
-                }
-            })
-        })
-        .collect()
+        let head = RecordHead::peek(line).filter(|h| h.seq == meta.seq);
+        match head.map(|h| h.check_mac(line, &shared.keyring)) {
+            Some(MacCheck::Valid) => Ok(leaf_hash(line)),
+            _ => Err(StoreError::Corrupt {
+                seq: meta.seq,
+                reason: "its line is not the record the server wrote (wrong seq or MAC); run \
+                         VerifyIntegrity to locate the damage"
+                    .into(),
+            }),
+        }
+    })
 }
