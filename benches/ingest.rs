@@ -70,7 +70,6 @@ use std::time::{Duration, Instant};
 use auditlog_proto::v1 as pb;
 use pb::audit_service_client::AuditServiceClient;
 use pb::audit_service_server::{AuditService, AuditServiceServer};
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
@@ -79,6 +78,9 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
+
+#[path = "common/events.rs"]
+mod events;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -627,59 +629,10 @@ impl Requests {
     }
 }
 
-/// The `n`th event of the pool: what a lead-processing pipeline would log.
+/// The `n`th event of the pool, three per lead (`common/events.rs`, the
+/// events the peers bench sends too).
 fn event(n: usize) -> pb::EventInput {
-    const TYPES: [&str; 6] = [
-        "lead_ingested",
-        "lead_qualified",
-        "lead_routed",
-        "crm_create",
-        "email_sent",
-        "crm_update",
-    ];
-    const SOURCES: [&str; 4] = ["webform", "partner_api", "csv_import", "chat"];
-    const WORKFLOWS: [&str; 3] = ["sales", "onboarding", "renewals"];
-    const REGIONS: [&str; 3] = ["emea", "amer", "apac"];
-    let event_type = TYPES[n % TYPES.len()];
-    let lead = n / 3;
-    let details = match event_type {
-        "lead_ingested" => json!({
-            "source": SOURCES[n % SOURCES.len()],
-            "campaign": format!("spring-{}", n % 12),
-            "utm_medium": "cpc",
-            "score": (n * 37) % 100,
-        }),
-        "lead_qualified" | "lead_routed" => json!({
-            "score": (n * 37) % 100,
-            "owner": format!("rep-{}", n % 25),
-            "region": REGIONS[n % REGIONS.len()],
-        }),
-        "email_sent" => json!({
-            "template": "welcome_v3",
-            "to_domain": "example.com",
-            "message_id": format!("<{n:08x}@mail.example.com>"),
-            "attempt": 1,
-        }),
-        _ => json!({
-            "crm": "hubspot",
-            "record_id": format!("{}", 9_000_000 + lead),
-            "fields": ["stage", "owner", "amount"],
-            "stage": "qualified",
-            "amount": 1200.5,
-        }),
-    };
-    let details = match details {
-        serde_json::Value::Object(map) => Some(auditlog_proto::json::json_to_struct(&map)),
-        _ => None,
-    };
-    pb::EventInput {
-        event_type: event_type.to_owned(),
-        actor: "lead-pipeline".to_owned(),
-        lead_id: format!("LEAD-{lead:06}"),
-        workflow: WORKFLOWS[n % WORKFLOWS.len()].to_owned(),
-        details,
-        idempotency_key: String::new(),
-    }
+    events::event(n, n / 3).to_pb()
 }
 
 // ---------------------------------------------------------------------------
