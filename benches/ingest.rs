@@ -21,9 +21,15 @@
 //!   round by round (ABC, CBA) to cancel drift;
 //! - prints events/s, per-call p50/p95/p99 latency, the group commits
 //!   (fdatasyncs) per second that served the calls, the CPU this process
-//!   used per event and the CPU other processes used meanwhile (a noisy
-//!   neighbour shows), and the ratios to the empty service, then checks the
-//!   targets;
+//!   used per event, split into the server side's and the client's (by
+//!   thread, from `/proc/self/task`), and the CPU other processes used
+//!   meanwhile (a noisy neighbour shows), and the ratios to the empty
+//!   service, then checks the targets;
+//! - runs `LogBatch` 100 x8 against the real server alone and with 10 live
+//!   followers (`StreamEvents` from the head, `follow`), alternating, and
+//!   reports the writers' throughput both ways and whether every follower
+//!   kept up (every event, in order) with its largest lag
+//!   (`ingest/follow.rs`);
 //! - waits before each round until the process is idle, so background work a
 //!   round leaves behind (compressing a sealed segment) is not charged to the
 //!   next one;
@@ -46,7 +52,7 @@
 //! - `AUDITLOG_BENCH_CHANNELS`: HTTP/2 connections the in-flight calls share
 //!   round-robin (4);
 //! - `AUDITLOG_BENCH_SCENARIOS`: a comma-separated subset of `log1`, `log16`,
-//!   `log64`, `batch4`, `batch8` (all);
+//!   `log64`, `batch4`, `batch8`, `follow` (all);
 //! - `AUDITLOG_BENCH_FLOOR_FSYNC`: `0` makes the floor service skip its
 //!   `fdatasync` (it still writes and answers from its thread), to separate
 //!   the cost of answering from another thread from that of waiting for the
@@ -79,8 +85,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/events.rs"]
 mod events;
+#[path = "ingest/follow.rs"]
+mod follow;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -111,7 +121,7 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let client = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-client")
+        .thread_name(cpu::CLIENT_THREAD)
         .enable_all()
         .build()?;
     client.block_on(bench(settings, servers.handle()))?;
@@ -126,6 +136,8 @@ struct Settings {
     warmup: Duration,
     channels: usize,
     scenarios: Vec<Scenario>,
+    /// Whether to run the followers scenario (`follow`).
+    follow: bool,
     parent_dir: std::path::PathBuf,
     /// Whether the floor service `fdatasync`s (it always writes).
     floor_fsync: bool,
@@ -150,19 +162,24 @@ impl Settings {
             // and the real server as much or more (BENCHMARKS.md).
             Err(_) => 4,
         };
-        let scenarios = match std::env::var("AUDITLOG_BENCH_SCENARIOS") {
-            Ok(list) => list
-                .split(',')
-                .map(|name| {
-                    Scenario::ALL
-                        .into_iter()
-                        .find(|s| s.key == name.trim())
-                        .ok_or_else(|| {
-                            format!("unknown scenario {name:?} in AUDITLOG_BENCH_SCENARIOS")
-                        })
-                })
-                .collect::<Result<_, _>>()?,
-            Err(_) => Scenario::ALL.to_vec(),
+        let (scenarios, follow) = match std::env::var("AUDITLOG_BENCH_SCENARIOS") {
+            Ok(list) => {
+                let names: Vec<&str> = list.split(',').map(str::trim).collect();
+                let scenarios = names
+                    .iter()
+                    .filter(|name| **name != "follow")
+                    .map(|name| {
+                        Scenario::ALL
+                            .into_iter()
+                            .find(|s| s.key == *name)
+                            .ok_or_else(|| {
+                                format!("unknown scenario {name:?} in AUDITLOG_BENCH_SCENARIOS")
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                (scenarios, names.contains(&"follow"))
+            }
+            Err(_) => (Scenario::ALL.to_vec(), true),
         };
         let parent_dir = std::env::var_os("AUDITLOG_BENCH_DIR")
             .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
@@ -185,6 +202,7 @@ impl Settings {
             warmup: secs("AUDITLOG_BENCH_WARMUP_SECS", 0.5)?,
             channels,
             scenarios,
+            follow,
             parent_dir,
             floor_fsync,
         })
@@ -305,7 +323,17 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
         });
     }
 
+    let followed = if settings.follow {
+        eprintln!("running LogBatch 100, 8 in flight, with and without 10 followers ...");
+        Some(follow::run(&under_test[0].url, &channels[0], &requests, &settings).await?)
+    } else {
+        None
+    };
+
     print_table(&rows);
+    if let Some(report) = followed {
+        report.print();
+    }
     if !settings.floor_fsync {
         println!("floor: ran WITHOUT its fdatasync (AUDITLOG_BENCH_FLOOR_FSYNC=0)");
     }
@@ -676,6 +704,7 @@ impl Measurement {
         } else {
             self.cpu.zip(other.cpu).map(|(a, b)| CpuUse {
                 own: a.own + b.own,
+                client: a.client + b.client,
                 others: a.others + b.others,
             })
         };
@@ -894,6 +923,9 @@ fn fsync_probe(dir: &Path, bytes: usize, duration: Duration) -> std::io::Result<
 #[derive(Clone, Copy, Default)]
 struct CpuUse {
     own: f64,
+    /// Of `own`, what the client runtime's threads (and the main thread)
+    /// used; the rest is the servers'.
+    client: f64,
     others: f64,
 }
 
@@ -901,6 +933,7 @@ struct CpuUse {
 struct CpuSample {
     machine: u64,
     own: u64,
+    client: u64,
 }
 
 /// `/proc` counts in USER_HZ ticks, 100 per second on Linux.
@@ -919,11 +952,13 @@ impl CpuSample {
         // user nice system idle iowait irq softirq steal: busy is all but
         // idle and iowait.
         let machine = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
-        let own_stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command name: state is field 3, utime 14, stime 15.
-        let fields: Vec<&str> = own_stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let own = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        Some(CpuSample { machine, own })
+        let own = cpu::stat_ticks("/proc/self/stat")?.1;
+        let client = cpu::client_ticks()?;
+        Some(CpuSample {
+            machine,
+            own,
+            client,
+        })
     }
 
     fn since(&self, before: &CpuSample) -> CpuUse {
@@ -931,6 +966,7 @@ impl CpuSample {
         let machine = self.machine.saturating_sub(before.machine) as f64 / TICKS_PER_SEC;
         CpuUse {
             own,
+            client: self.client.saturating_sub(before.client) as f64 / TICKS_PER_SEC,
             others: (machine - own).max(0.0),
         }
     }
@@ -976,7 +1012,7 @@ struct Row {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:<26} {:<11} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>6} {:>8} {:>6}",
+        "{:<26} {:<11} {:>9} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>6}",
         "scenario",
         "server",
         "events/s",
@@ -988,9 +1024,11 @@ fn print_table(rows: &[Row]) {
         "ev/commit",
         "cores",
         "cpu us/ev",
+        "srv us/ev",
+        "cli us/ev",
         "others"
     );
-    println!("{}", "-".repeat(127));
+    println!("{}", "-".repeat(145));
     for row in rows {
         let servers = [
             ("auditlog", &row.ours, row.scenario.label),
@@ -1007,16 +1045,22 @@ fn print_table(rows: &[Row]) {
             } else {
                 ("-".to_owned(), "-".to_owned())
             };
-            let (cores, per_event, others) = match m.cpu {
+            let per_event = |cpu: f64| format!("{:.1}", cpu * 1e6 / m.events.max(1) as f64);
+            let (cores, total, server, client, others) = match m.cpu {
                 Some(cpu) => (
                     format!("{:.2}", cpu.own / secs),
-                    format!("{:.1}", cpu.own * 1e6 / m.events.max(1) as f64),
+                    per_event(cpu.own),
+                    per_event((cpu.own - cpu.client).max(0.0)),
+                    per_event(cpu.client),
                     format!("{:.2}", cpu.others / secs),
                 ),
-                None => ("?".to_owned(), "?".to_owned(), "?".to_owned()),
+                None => {
+                    let unknown = || "?".to_owned();
+                    (unknown(), unknown(), unknown(), unknown(), unknown())
+                }
             };
             println!(
-                "{:<26} {:<11} {:>9.0} {:>8.0} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>6} {:>8} {:>6}",
+                "{:<26} {:<11} {:>9.0} {:>8.0} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>6}",
                 label,
                 name,
                 m.events_per_sec(),
@@ -1027,7 +1071,9 @@ fn print_table(rows: &[Row]) {
                 commits,
                 per_commit,
                 cores,
-                per_event,
+                total,
+                server,
+                client,
                 others,
             );
             if m.settle > Duration::from_secs(1) {
@@ -1073,7 +1119,9 @@ fn print_table(rows: &[Row]) {
     println!("ratios: events/s higher is better; latencies lower is better");
     println!("commits/s, ev/commit: group commits (one fdatasync each) that served the calls");
     println!("cores: CPU this process used (client + all servers + their threads), in cores");
-    println!("cpu us/ev: that CPU time per event; others: cores used by other processes");
+    println!("cpu us/ev: that CPU time per event, split into the server side's (srv: every");
+    println!("  thread but the client runtime's and the main thread) and the client's (cli);");
+    println!("others: cores used by other processes");
 }
 
 fn print_targets(rows: &[Row]) {

@@ -64,6 +64,8 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+#[path = "common/cpu.rs"]
+mod cpu;
 #[path = "common/events.rs"]
 mod events;
 #[path = "peers/load.rs"]
@@ -102,7 +104,7 @@ fn main() -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     let client = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(load::CLIENT_THREAD)
+        .thread_name(cpu::CLIENT_THREAD)
         .enable_all()
         .build()?;
     client.block_on(bench(settings, servers.handle()))
@@ -343,7 +345,9 @@ async fn histories(
             .collect();
         for (system, history) in systems.iter().zip(out.iter_mut()) {
             let Some(history) = history else { continue };
-            load::settle(system).await;
+            // After the load, the background work it leaves (auditlog
+            // compressing sealed segments, autovacuum) may take a while.
+            load::settle(system, Duration::from_secs(600)).await;
             for lead in &list {
                 let began = Instant::now();
                 let events = system.history(lead).await?.unwrap_or(0);

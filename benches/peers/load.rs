@@ -6,10 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use crate::{BoxError, System};
-
-/// The name of the client runtime's threads: their CPU is the client's.
-pub(crate) const CLIENT_THREAD: &str = "bench-client";
+use crate::{BoxError, System, cpu};
 
 /// One load shape: single events or batches, with so many callers.
 #[derive(Clone, Copy)]
@@ -129,7 +126,7 @@ pub(crate) async fn measure(
     warmup: Duration,
     window: Duration,
 ) -> Result<Measurement, BoxError> {
-    settle(system).await;
+    settle(system, Duration::from_secs(30)).await;
     let start = Instant::now() + warmup;
     let end = start + window;
     let callers: Vec<JoinHandle<Caller>> = (0..shape.in_flight)
@@ -224,16 +221,8 @@ impl CpuSample {
             .collect();
         // Busy is all but idle and iowait.
         let machine = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
-        let process = stat_ticks("/proc/self/stat")?.1;
-        let mut client = 0;
-        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-            let path = task.path().join("stat");
-            if let Some((name, t)) = stat_ticks(&path.to_string_lossy())
-                && name.starts_with(CLIENT_THREAD)
-            {
-                client += t;
-            }
-        }
+        let process = cpu::stat_ticks("/proc/self/stat")?.1;
+        let client = cpu::client_ticks()?;
         Some(CpuSample {
             machine,
             process,
@@ -257,17 +246,6 @@ impl CpuSample {
             others: (machine - process - external).max(0.0),
         }
     }
-}
-
-/// The command name and utime + stime (in ticks) of a `/proc/.../stat` file.
-pub(crate) fn stat_ticks(path: &str) -> Option<(String, u64)> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let (head, rest) = stat.rsplit_once(')')?;
-    let name = head.split_once('(')?.1.to_owned();
-    // Fields after the name: state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some((name, ticks))
 }
 
 /// The CPU ticks of process `pid` and of its live children, with what its
@@ -317,13 +295,13 @@ pub(crate) fn process_tree_ticks(pid: u32) -> u64 {
 }
 
 /// Waits until the system under test is idle (its server under 10% of a core
-/// over 200 ms, at most 30 s), so what an earlier round left behind (a sealed
-/// segment's compression, a checkpoint) is not charged to this one.
-pub(crate) async fn settle(system: &System) {
+/// over 200 ms, at most `limit`), so what an earlier round left behind (a
+/// sealed segment's compression, a checkpoint) is not charged to this one.
+pub(crate) async fn settle(system: &System, limit: Duration) {
     const STEP: Duration = Duration::from_millis(200);
     let began = Instant::now();
     let mut last = CpuSample::take(system);
-    while began.elapsed() < Duration::from_secs(30) {
+    while began.elapsed() < limit {
         tokio::time::sleep(STEP).await;
         let now = CpuSample::take(system);
         let busy = match (&now, &last) {

@@ -97,8 +97,8 @@ impl Ours {
         let leads = rows.div_ceil(EVENTS_PER_LEAD);
         let calls = futures::stream::iter((0..rows).step_by(FILL_BATCH))
             .map(|first| {
-                let mut client =
-                    AuditServiceClient::new(self.channels[first % CONNECTIONS].clone());
+                let channel = &self.channels[(first / FILL_BATCH) % CONNECTIONS];
+                let mut client = AuditServiceClient::new(channel.clone());
                 let events = (first..rows.min(first + FILL_BATCH))
                     .map(|n| events::event(n, history_lead(n, leads)).to_pb())
                     .collect();

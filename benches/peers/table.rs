@@ -101,6 +101,22 @@ pub(crate) fn print_results(
             );
         }
     }
+    let per_history: Vec<String> = names
+        .iter()
+        .zip(histories)
+        .filter_map(|(name, h)| {
+            h.as_ref().map(|h| {
+                format!(
+                    "{name} {:.1} events in {} queries",
+                    h.mean_events(),
+                    h.latencies.len()
+                )
+            })
+        })
+        .collect();
+    if !per_history.is_empty() {
+        println!("lead histories read: {}", per_history.join("; "));
+    }
     println!();
     println!("events/s: higher is better, ours/peer above 1 is auditlog ahead;");
     println!("ms: lower is better, ours/peer below 1 is auditlog ahead.");
