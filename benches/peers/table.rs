@@ -139,15 +139,15 @@ pub(crate) fn print_results(
             let label = if i == 0 { shape.label } else { "" };
             let secs = m.window.as_secs_f64();
             let (server, client, others) = match m.cpu {
-                Some(cpu) => {
-                    let per = |s: f64| format!("{:.1}", s * 1e6 / m.events.max(1) as f64);
+                Some(cpu) if m.events > 0 => {
+                    let per = |s: f64| format!("{:.1}", s * 1e6 / m.events as f64);
                     (
                         per(cpu.server),
                         per(cpu.client),
                         format!("{:.2}", cpu.others / secs),
                     )
                 }
-                None => ("?".to_owned(), "?".to_owned(), "?".to_owned()),
+                _ => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
             };
             println!(
                 "{:<24} {:<9} {:>9.0} {:>7.3} {:>7.3} {:>7.3} {:>9} {:>9} {:>6}",
@@ -161,6 +161,12 @@ pub(crate) fn print_results(
                 client,
                 others,
             );
+            if m.calls == 0 && m.errors == 0 {
+                println!(
+                    "{:<24} {:<9} no call completed inside the window (each took longer)",
+                    "", ""
+                );
+            }
             if m.errors > 0 {
                 println!(
                     "{:<24} {:<9} {} failed calls, last: {}",
