@@ -41,6 +41,9 @@ pub(super) struct Written {
     pub(super) segment: u32,
     pub(super) records: Vec<Record>,
     pub(super) positions: Vec<(u64, u32)>,
+    /// The records' lines as written, each ending in a newline: handed to
+    /// the tree's builder once durable, so it need not read them back.
+    pub(super) lines: Vec<u8>,
     pub(super) staged: Vec<Staged>,
 }
 
@@ -119,7 +122,11 @@ impl Syncer {
         }
         let mut published = Vec::new();
         let mut replies = Vec::new();
+        let mut fed = Vec::with_capacity(groups.len());
         for g in groups {
+            if let Some(first) = g.records.first() {
+                fed.push((first.seq, g.lines));
+            }
             // Usually one group: its records are published without a copy.
             if published.is_empty() {
                 published = g.records;
@@ -130,7 +137,9 @@ impl Syncer {
         }
         if let Some(r) = published.last() {
             self.shared.indexed_seq.store(r.seq, Ordering::Release);
-            self.shared.tree.notify();
+        }
+        for (first, lines) in fed {
+            self.shared.tree.feed(first, lines);
         }
         if !published.is_empty() {
             // No subscriber is not an error.

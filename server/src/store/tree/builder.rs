@@ -2,6 +2,12 @@
 //! checks them against the log, and then appends every record the syncer
 //! has made durable and indexed, reading its line back from the log.
 //!
+//! While running, the syncer hands it each durable group's lines as the
+//! writer wrote them (`Tree::feed`), which it hashes without reading them
+//! back; whatever the hand-over misses (the records recovered at start, or
+//! groups dropped while it was far behind) is read back from the log, each
+//! line checked to be the record expected and to pass its MAC.
+//!
 //! Start-up rules, in order:
 //! 1. A torn hash at the end of a level file is cut (`levels`).
 //! 2. A tree with more leaves than the log has records (a copy of the data
@@ -120,6 +126,7 @@ enum Stuck {
 
 fn catch_up(shared: &Shared) -> Result<(), Stuck> {
     let tree = &shared.tree;
+    append_fed(shared)?;
     loop {
         let size = tree.size();
         let head = shared.indexed_seq.load(Ordering::Acquire);
@@ -156,18 +163,56 @@ fn catch_up(shared: &Shared) -> Result<(), Stuck> {
                 _ => Stuck::Passing(why),
             }
         })?;
-        let mut guard = tree.levels.write().unwrap_or_else(|e| e.into_inner());
-        let Some(levels) = guard.as_mut() else {
-            return Err(Stuck::Lasting("the tree's files are not open".into()));
-        };
-        let added = hashes.len() as u64;
-        if let Err(e) = levels.append(hashes) {
-            // Cut back whatever part was written; the next turn retries.
-            let _ = levels.truncate(size).and_then(|()| levels.repair());
-            return Err(Stuck::Passing(format!("appending to the tree failed: {e}")));
-        }
-        tree.size.store(size + added, Ordering::Release);
+        append(tree, size, hashes)?;
     }
+}
+
+/// Appends the groups the syncer handed over, as far as they continue the
+/// tree without a gap; the rest is left to the read-back in `catch_up`.
+fn append_fed(shared: &Shared) -> Result<(), Stuck> {
+    let tree = &shared.tree;
+    for (first, lines) in tree.take_fed().groups {
+        let size = tree.size();
+        if first != size + 1 {
+            if first <= size {
+                continue; // Already read back from the log.
+            }
+            // A gap (groups recovered at start, or dropped): read back.
+            return Ok(());
+        }
+        let mut hashes = Vec::with_capacity(lines.len() / 256);
+        for (line, seq) in lines
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .zip(first..)
+        {
+            // The writer's own bytes; a seq that does not follow is a bug,
+            // and the log is read back instead.
+            if RecordHead::peek(line).is_none_or(|h| h.seq != seq) {
+                debug_assert!(false, "a fed group's seq {seq} does not follow");
+                return Ok(());
+            }
+            hashes.push(leaf_hash(line));
+        }
+        append(tree, size, hashes)?;
+    }
+    Ok(())
+}
+
+/// Appends `hashes` after the tree's first `size` leaves.
+fn append(tree: &super::Tree, size: u64, hashes: Vec<Hash>) -> Result<(), Stuck> {
+    let mut guard = tree.levels.write().unwrap_or_else(|e| e.into_inner());
+    let Some(levels) = guard.as_mut() else {
+        return Err(Stuck::Lasting("the tree's files are not open".into()));
+    };
+    let added = hashes.len() as u64;
+    if let Err(e) = levels.append(hashes) {
+        // Cut back whatever part was written; the next turn retries.
+        let _ = levels.truncate(size).and_then(|()| levels.repair());
+        return Err(Stuck::Passing(format!("appending to the tree failed: {e}")));
+    }
+    tree.size.store(size + added, Ordering::Release);
+    Ok(())
 }
 
 /// The stored line of `seq` (without its newline), checked as

@@ -431,6 +431,7 @@ impl Writer {
                     segment: self.segment,
                     records,
                     positions,
+                    lines: buf,
                     staged,
                 };
                 if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
