@@ -124,8 +124,8 @@ impl Syncer {
         let mut replies = Vec::new();
         let mut fed = Vec::with_capacity(groups.len());
         for g in groups {
-            if let Some(first) = g.records.first() {
-                fed.push((first.seq, g.lines));
+            if let (Some(first), Some(last)) = (g.records.first(), g.records.last()) {
+                fed.push((first.seq, last.seq, g.lines));
             }
             // Usually one group: its records are published without a copy.
             if published.is_empty() {
@@ -135,11 +135,13 @@ impl Syncer {
             }
             replies.extend(g.staged);
         }
+        // Handed to the tree before the seqs are published, so the builder
+        // never reads back a group it is about to be given.
+        for (first, last, lines) in fed {
+            self.shared.tree.feed(first, last, lines);
+        }
         if let Some(r) = published.last() {
             self.shared.indexed_seq.store(r.seq, Ordering::Release);
-        }
-        for (first, lines) in fed {
-            self.shared.tree.feed(first, lines);
         }
         if !published.is_empty() {
             // No subscriber is not an error.

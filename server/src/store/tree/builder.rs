@@ -24,6 +24,7 @@
 //! the cause. So is a record whose line fails its MAC check: no checkpoint
 //! is ever signed over a line the server did not write.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -124,8 +125,6 @@ fn open(shared: &Shared) -> Result<Levels, StoreError> {
     Ok(levels)
 }
 
-/// Appends every indexed record after the tree's last leaf; the reason
-/// when the tree cannot grow.
 /// Why the tree could not grow: until someone acts, or for now.
 enum Stuck {
     Lasting(String),
@@ -134,18 +133,79 @@ enum Stuck {
 
 fn catch_up(shared: &Shared) -> Result<(), Stuck> {
     let tree = &shared.tree;
-    append_fed(shared)?;
+    let fed = tree.take_fed();
+    let appended = append_fed(shared, fed.groups);
+    if appended.is_err() {
+        tree.lost_fed();
+    }
+    appended?;
+    // What the hand-over did not bring: the records recovered at start
+    // (never handed over) and dropped groups. The syncer hands a group over
+    // before it publishes its seq, so a live group is never read back here.
+    let head = shared.indexed_seq.load(Ordering::Acquire);
+    if fed.dropped || fed.through < head {
+        let read = read_back(shared, head);
+        if read.is_err() {
+            tree.lost_fed();
+        }
+        read?;
+    }
+    Ok(())
+}
+
+/// Appends the groups the syncer handed over; a gap before one (records
+/// recovered at start) is read back from the log first.
+fn append_fed(shared: &Shared, groups: VecDeque<(u64, Vec<u8>)>) -> Result<(), Stuck> {
+    let tree = &shared.tree;
+    for (first, lines) in groups {
+        if first <= tree.size() {
+            continue; // Already read back from the log.
+        }
+        if first > tree.size() + 1 {
+            read_back(shared, first - 1)?;
+        }
+        let size = tree.size();
+        let mut hashes = Vec::with_capacity(lines.len() / 256);
+        for (line, seq) in lines
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .zip(first..)
+        {
+            // The writer's own bytes; a seq that does not follow is a bug,
+            // and the log is read back instead.
+            if RecordHead::peek(line).is_none_or(|h| h.seq != seq) {
+                debug_assert!(false, "a fed group's seq {seq} does not follow");
+                return Err(Stuck::Passing(format!(
+                    "a group handed over does not hold seq {seq} where expected; reading the log back"
+                )));
+            }
+            hashes.push(leaf_hash(line));
+        }
+        // The syncer publishes the group's seqs right after handing it
+        // over; the tree never holds a seq before the log shows it.
+        let last = size + hashes.len() as u64;
+        while shared.indexed_seq.load(Ordering::Acquire) < last {
+            std::thread::yield_now();
+        }
+        append(tree, size, hashes)?;
+    }
+    Ok(())
+}
+
+/// Appends every indexed record after the tree's last leaf up to `upto`,
+/// read back from the log and checked.
+fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
+    let tree = &shared.tree;
     loop {
         let size = tree.size();
-        let head = shared.indexed_seq.load(Ordering::Acquire);
-        if size >= head {
+        if size >= upto {
             return Ok(());
         }
         let (mut metas, _) = shared.select_page(
             &Filter::default(),
             Order::OldestFirst,
             Some(size),
-            head,
+            upto,
             BATCH,
         );
         // Only the records that continue the tree without a gap.
@@ -173,38 +233,6 @@ fn catch_up(shared: &Shared) -> Result<(), Stuck> {
         })?;
         append(tree, size, hashes)?;
     }
-}
-
-/// Appends the groups the syncer handed over, as far as they continue the
-/// tree without a gap; the rest is left to the read-back in `catch_up`.
-fn append_fed(shared: &Shared) -> Result<(), Stuck> {
-    let tree = &shared.tree;
-    for (first, lines) in tree.take_fed().groups {
-        let size = tree.size();
-        if first != size + 1 {
-            if first <= size {
-                continue; // Already read back from the log.
-            }
-            // A gap (groups recovered at start, or dropped): read back.
-            return Ok(());
-        }
-        let mut hashes = Vec::with_capacity(lines.len() / 256);
-        for (line, seq) in lines
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .zip(first..)
-        {
-            // The writer's own bytes; a seq that does not follow is a bug,
-            // and the log is read back instead.
-            if RecordHead::peek(line).is_none_or(|h| h.seq != seq) {
-                debug_assert!(false, "a fed group's seq {seq} does not follow");
-                return Ok(());
-            }
-            hashes.push(leaf_hash(line));
-        }
-        append(tree, size, hashes)?;
-    }
-    Ok(())
 }
 
 /// Appends `hashes` after the tree's first `size` leaves.

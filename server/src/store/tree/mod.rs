@@ -72,16 +72,23 @@ pub(crate) struct Tree {
 struct Wake {
     woken: bool,
     fed: Fed,
+    /// The last seq ever handed over, dropped or not.
+    through: u64,
 }
 
 /// Durable groups handed over by the syncer, so the builder hashes the lines
 /// the writer wrote instead of reading them back from the log.
 #[derive(Default)]
-struct Fed {
+pub(super) struct Fed {
     /// Each group's first seq and its lines (each ending in a newline), in
     /// seq order.
-    groups: VecDeque<(u64, Vec<u8>)>,
+    pub(super) groups: VecDeque<(u64, Vec<u8>)>,
     bytes: usize,
+    /// Groups were dropped (or taken and not appended): the builder reads
+    /// the log back to find them.
+    pub(super) dropped: bool,
+    /// The last seq handed over when this was taken.
+    pub(super) through: u64,
 }
 
 /// The most bytes the hand-over queue holds; past it, groups are dropped and
@@ -187,11 +194,14 @@ impl Tree {
     /// Hands the builder a durable, indexed group: its first seq and its
     /// lines as written. Dropped (and read back later) past
     /// [`MAX_FED_BYTES`] waiting.
-    pub(super) fn feed(&self, first: u64, lines: Vec<u8>) {
+    pub(super) fn feed(&self, first: u64, last: u64, lines: Vec<u8>) {
         let Ok(mut w) = self.wake.lock() else { return };
+        w.through = w.through.max(last);
         if w.fed.bytes + lines.len() > MAX_FED_BYTES {
-            // The builder finds the gap and reads the log back.
-            w.fed = Fed::default();
+            w.fed = Fed {
+                dropped: true,
+                ..Fed::default()
+            };
         } else {
             w.fed.bytes += lines.len();
             w.fed.groups.push_back((first, lines));
@@ -204,8 +214,22 @@ impl Tree {
     fn take_fed(&self) -> Fed {
         self.wake
             .lock()
-            .map(|mut w| std::mem::take(&mut w.fed))
+            .map(|mut w| {
+                let through = w.through;
+                Fed {
+                    through,
+                    ..std::mem::take(&mut w.fed)
+                }
+            })
             .unwrap_or_default()
+    }
+
+    /// Makes the builder's next turn read the log back: groups it took were
+    /// not appended.
+    fn lost_fed(&self) {
+        if let Ok(mut w) = self.wake.lock() {
+            w.fed.dropped = true;
+        }
     }
 
     /// Ends the builder (shutdown).
