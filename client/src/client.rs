@@ -150,6 +150,7 @@ impl Client {
             filter: query.request.filter,
             from_seq,
             follow,
+            min_seq: query.request.min_seq,
         };
         let stream = self
             .inner

@@ -19,7 +19,6 @@ use super::shared::Shared;
 use super::signer::ChainHead;
 use super::{Receipt, Store, writer};
 
-#[allow(dead_code, reason = "cluster mode (issue 16) calls these")]
 impl Store {
     /// Appends a group of lines signed elsewhere (each ending in `\n`, byte
     /// for byte as the leader signed them) once each line's MAC, seq
@@ -28,6 +27,7 @@ impl Store {
     /// group. Lines at or below the head are compared with the stored line
     /// and skipped (refused if different). Returns the head after. Only a
     /// store opened with `replica` applies.
+    #[allow(dead_code, reason = "cluster mode (issue 16) calls it")]
     pub(crate) async fn apply(&self, lines: Vec<u8>) -> Result<u64, StoreError> {
         if self
             .shared
@@ -67,12 +67,14 @@ impl Store {
     /// The last committed record's seq, signature and timestamp (after a
     /// purge of everything, the last purged one's, timestamp 0); `None` for
     /// an empty log. Blocking (reads the last record).
+    #[allow(dead_code, reason = "cluster mode (issue 16) calls it")]
     pub(crate) fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
         self.shared.chain_head()
     }
 
     /// The receipt of the event first written with `key`, if the index has
     /// one (marked `duplicate`): what a repeated key is answered. Blocking.
+    #[allow(dead_code, reason = "cluster mode (issue 16) calls it")]
     pub(crate) fn idempotent_receipt(&self, key: &str) -> Result<Option<Receipt>, StoreError> {
         self.shared.idempotent_receipt(key)
     }
