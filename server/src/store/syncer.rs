@@ -142,6 +142,7 @@ impl Syncer {
         }
         if let Some(r) = published.last() {
             self.shared.indexed_seq.store(r.seq, Ordering::Release);
+            self.shared.committed.send_replace(r.seq);
         }
         if !published.is_empty() {
             // No subscriber is not an error.
