@@ -78,6 +78,9 @@ pub(super) enum Command {
 pub(super) struct Append {
     pub events: Vec<NewEvent>,
     pub reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+    /// The caller's span, the parent of its group's (`spans.rs`); none with
+    /// tracing off.
+    pub trace: tracing::Span,
 }
 
 /// The active segment as the writer holds it.
@@ -314,6 +317,7 @@ impl Writer {
             return;
         }
         self.prune_pending();
+        let span = super::spans::commit(&group);
         let timestamp = now_micros().max(self.last_timestamp);
         let mut buf = Vec::with_capacity(group.len() * 512);
         let mut records = Vec::with_capacity(group.len());
@@ -326,10 +330,19 @@ impl Writer {
         let mut prev = self.prev.clone();
         let mut deferred = Vec::new();
 
-        'requests: for Append { events, reply } in group {
+        'requests: for Append {
+            events,
+            reply,
+            trace,
+        } in group
+        {
             if buf.len() > MAX_GROUP_BYTES {
                 // Past the size cap: leave the rest to the next turn.
-                deferred.push(Append { events, reply });
+                deferred.push(Append {
+                    events,
+                    reply,
+                    trace,
+                });
                 continue;
             }
             let mut receipts = Vec::with_capacity(events.len());
@@ -432,6 +445,7 @@ impl Writer {
                     records,
                     positions,
                     staged,
+                    span,
                 };
                 if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
                     self.syncer.send(ToSyncer::Group(written))
