@@ -3,6 +3,8 @@
 //! `opentelemetry-proto`'s types), continuing the caller's W3C
 //! `traceparent`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
 mod common;
 
 use std::path::{Path, PathBuf};
