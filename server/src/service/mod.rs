@@ -108,6 +108,7 @@ impl AuditSvc {
         for event in &mut events {
             running.compliance.apply(event);
         }
+        crate::telemetry::stamp_trace_ids(&mut events);
         let measured = Measurements::of(&events);
         match running.store.append(events).await {
             Ok(receipts) => {

@@ -49,6 +49,7 @@ mod sealer;
 pub(crate) mod segment;
 mod shared;
 pub(crate) mod signer;
+mod spans;
 mod syncer;
 pub(crate) mod tree;
 mod trust;
@@ -306,7 +307,12 @@ impl Store {
         }
         let (reply, answer) = oneshot::channel();
         self.sender()?
-            .send(writer::Command::Append(writer::Append { events, reply }))
+            .send(writer::Command::Append(writer::Append {
+                events,
+                reply,
+                // The caller's span, if tracing made one (no allocation).
+                trace: tracing::Span::current(),
+            }))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?

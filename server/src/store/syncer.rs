@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::error::StoreError;
 use super::record::Record;
 use super::shared::{Poison, Shared};
+use super::spans;
 use super::{Durability, Receipt};
 
 /// How many written groups may wait for the syncer before the writer waits.
@@ -45,6 +46,8 @@ pub(super) struct Written {
     /// the tree's builder once durable, so it need not read them back.
     pub(super) lines: Vec<u8>,
     pub(super) staged: Vec<Staged>,
+    /// The group's `commit` span (`spans.rs`), ended once it is indexed.
+    pub(super) span: tracing::Span,
 }
 
 /// A request's outcome while its group is being built.
@@ -92,7 +95,12 @@ impl Syncer {
         let synced = if self.shared.poisoned.load(Ordering::Acquire) {
             Err(self.shared.poison_error())
         } else {
-            self.sync_all(&groups).and_then(|()| self.in_place(&groups))
+            let span = match self.durability {
+                Durability::Fsync => spans::fsync(&groups),
+                Durability::OsBuffered => tracing::Span::none(),
+            };
+            span.in_scope(|| self.sync_all(&groups))
+                .and_then(|()| self.in_place(&groups))
         };
         if let Err(e) = synced {
             for s in groups.into_iter().flat_map(|g| g.staged) {

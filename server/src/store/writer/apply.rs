@@ -95,6 +95,8 @@ impl Writer {
             records: checked.records,
             positions,
             staged: vec![Staged { reply, receipts }],
+            // Applied groups come from the stream, not from a caller here.
+            span: tracing::Span::none(),
         };
         if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
             self.syncer.send(ToSyncer::Group(written))

@@ -84,6 +84,9 @@ pub(super) enum Command {
 pub(super) struct Append {
     pub events: Vec<NewEvent>,
     pub reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
+    /// The caller's span, the parent of its group's (`spans.rs`); none with
+    /// tracing off.
+    pub trace: tracing::Span,
 }
 
 /// The active segment as the writer holds it.
@@ -308,6 +311,7 @@ impl Writer {
             return;
         }
         self.prune_pending();
+        let span = super::spans::commit(&group);
         // Back to here if the write fails: nothing of the group is kept.
         let mark = self.signer.mark();
         let timestamp = self.signer.stamp();
@@ -320,10 +324,19 @@ impl Writer {
         let mut new_keys: HashMap<String, Receipt> = HashMap::new();
         let mut deferred = Vec::new();
 
-        'requests: for Append { events, reply } in group {
+        'requests: for Append {
+            events,
+            reply,
+            trace,
+        } in group
+        {
             if buf.len() > MAX_GROUP_BYTES {
                 // Past the size cap: leave the rest to the next turn.
-                deferred.push(Append { events, reply });
+                deferred.push(Append {
+                    events,
+                    reply,
+                    trace,
+                });
                 continue;
             }
             let mut receipts = Vec::with_capacity(events.len());
@@ -410,6 +423,7 @@ impl Writer {
                     positions,
                     lines: buf,
                     staged,
+                    span,
                 };
                 if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
                     self.syncer.send(ToSyncer::Group(written))
