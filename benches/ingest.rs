@@ -58,7 +58,11 @@
 //!   the cost of answering from another thread from that of waiting for the
 //!   disk (1);
 //! - `AUDITLOG_BENCH_DIR`: where the temp data dir is created (the system
-//!   temp dir).
+//!   temp dir);
+//! - `AUDITLOG_BENCH_VARIANTS`: variants of the real server measured in the
+//!   same rounds and printed beside it, a comma-separated list of `metrics`
+//!   (a metrics listener) and `tracing` (OTLP export); see
+//!   `ingest/variants.rs` (none).
 //!
 //! Client and servers run in this one process, on two tokio runtimes (one for
 //! the servers, one for the client, each with a worker per core), so they
@@ -94,11 +98,14 @@ mod load;
 mod machine;
 #[path = "ingest/output.rs"]
 mod output;
+#[path = "ingest/variants.rs"]
+mod variants;
 
 use floor::{EmptyService, GroupCommit};
 use load::{Measurement, measure};
 use machine::{CpuSample, CpuUse, fsync_probe, settle};
 use output::{Row, ms, print_table, print_targets};
+use variants::Variant;
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -149,6 +156,8 @@ struct Settings {
     parent_dir: std::path::PathBuf,
     /// Whether the floor service `fdatasync`s (it always writes).
     floor_fsync: bool,
+    /// Variants of the real server measured beside it.
+    variants: Vec<Variant>,
 }
 
 impl Settings {
@@ -213,6 +222,7 @@ impl Settings {
             follow,
             parent_dir,
             floor_fsync,
+            variants: Variant::from_env()?,
         })
     }
 }
@@ -289,15 +299,21 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     }
     println!();
 
-    // In the order of a row: ours, the floor, the empty service.
-    let under_test = [
-        Server::auditlog(servers, &data.path().join("auditlog")).await?,
+    let (otlp, telemetry) = variants::start_tracing(&settings.variants, servers).await?;
+    // In the order of a row: ours, the floor, the empty service, then the
+    // variants of ours.
+    let mut under_test = vec![
+        Server::auditlog(servers, &data.path().join("auditlog"), None, &otlp).await?,
         Server::empty(
             servers,
             Some((data.path().join("floor"), settings.floor_fsync)),
         )?,
         Server::empty(servers, None)?,
     ];
+    for (i, variant) in settings.variants.iter().enumerate() {
+        let dir = data.path().join(format!("variant-{i}"));
+        under_test.push(Server::auditlog(servers, &dir, Some(*variant), &otlp).await?);
+    }
     let mut channels = Vec::new();
     for server in &under_test {
         channels.push(connect(&server.url, settings.channels).await?);
@@ -309,9 +325,9 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
         eprintln!("running {} ...", scenario.label);
         // The order reverses every round (ours, floor, empty, then empty,
         // floor, ours, ...), so slow drift of a noisy machine favours none.
-        let mut row: [Measurement; 3] = Default::default();
+        let mut row: Vec<Measurement> = under_test.iter().map(|_| Default::default()).collect();
         for round in 0..settings.rounds {
-            let mut order = [0, 1, 2];
+            let mut order: Vec<usize> = (0..row.len()).collect();
             if round % 2 == 1 {
                 order.reverse();
             }
@@ -319,15 +335,17 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
                 row[i].absorb(measure(&channels[i], scenario, &requests, &settings).await?);
             }
         }
-        let [ours, floor, empty] = row.map(|mut m| {
+        let mut row = row.into_iter().map(|mut m| {
             m.latencies.sort_unstable();
             m
         });
+        let mut next = || row.next().unwrap_or_default();
         rows.push(Row {
             scenario: *scenario,
-            ours,
-            floor,
-            empty,
+            ours: next(),
+            floor: next(),
+            empty: next(),
+            variants: row.collect(),
         });
     }
 
@@ -346,9 +364,13 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
         println!("floor: ran WITHOUT its fdatasync (AUDITLOG_BENCH_FLOOR_FSYNC=0)");
     }
     print_targets(&rows);
+    variants::print(&rows, &settings.variants);
 
     for server in under_test {
         server.stop().await?;
+    }
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
     }
     println!();
     println!(
@@ -369,11 +391,20 @@ struct Server {
 }
 
 impl Server {
-    /// The real server, default config, data in `dir`; returns once it serves.
-    async fn auditlog(runtime: &Handle, dir: &Path) -> Result<Server, BoxError> {
-        let config = auditlog_server::Config {
-            data_dir: dir.to_path_buf(),
-            ..auditlog_server::Config::default()
+    /// The real server, default config or `variant`'s, data in `dir`
+    /// (`otlp`: the trace sink's URL); returns once it serves.
+    async fn auditlog(
+        runtime: &Handle,
+        dir: &Path,
+        variant: Option<Variant>,
+        otlp: &str,
+    ) -> Result<Server, BoxError> {
+        let config = match variant {
+            Some(variant) => variant.config(dir, otlp),
+            None => auditlog_server::Config {
+                data_dir: dir.to_path_buf(),
+                ..auditlog_server::Config::default()
+            },
         };
         let (listener, url) = bind()?;
         let (stop, stopped) = oneshot::channel::<()>();

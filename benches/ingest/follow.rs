@@ -134,6 +134,7 @@ fn follow(
             filter: None,
             from_seq: head + 1,
             follow: true,
+            ..Default::default()
         };
         let mut stream = match client.stream_events(request).await {
             Ok(response) => response.into_inner(),

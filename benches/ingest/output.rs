@@ -16,6 +16,8 @@ pub(crate) struct Row {
     pub(crate) ours: Measurement,
     pub(crate) floor: Measurement,
     pub(crate) empty: Measurement,
+    /// One per variant, in `Settings::variants`' order.
+    pub(crate) variants: Vec<Measurement>,
 }
 
 pub(crate) fn print_table(rows: &[Row]) {

@@ -34,6 +34,7 @@ mod performance;
 mod redaction;
 mod service;
 mod store;
+pub mod telemetry;
 mod webhooks;
 mod wire;
 
@@ -167,6 +168,7 @@ pub async fn run(
         max_segment_bytes: config.max_segment_bytes(),
         max_segment_age: config.max_segment_age(),
         lead_copies: config.lead_copies,
+        replica: false,
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
@@ -310,7 +312,13 @@ pub async fn run(
         Duration::from_secs(config.keepalive_secs),
     );
     let serve = builder
-        .layer(metrics::RpcLayer::new(&metrics))
+        .layer(telemetry::TraceLayer::new(config.tracing.on()))
+        // Without a listener nobody reads the call metrics: the layer then
+        // passes calls straight through (`metrics/rpc.rs`).
+        .layer(metrics::RpcLayer::new(
+            &metrics,
+            config.metrics_listen.is_some(),
+        ))
         .layer(wire::WireLayer)
         .layer(limits::ShedLayer::new(
             config.max_in_flight,

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use auditlog_server::config::{Config, LogFormat, Overrides};
+use auditlog_server::config::{Config, LogFormat, Overrides, TracingOverrides};
+use auditlog_server::telemetry::Telemetry;
 use clap::Parser;
 
 /// The auditlog server: a tamper-evident audit log over gRPC.
@@ -35,6 +36,11 @@ struct Args {
     /// HOST:PORT [env: AUDITLOG_METRICS_LISTEN] [default: off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<String>,
+    /// Export OpenTelemetry traces to this OTLP/gRPC endpoint, e.g.
+    /// http://127.0.0.1:4317 [env: AUDITLOG_TRACING__OTLP_ENDPOINT]
+    /// [default: off].
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// Print the effective configuration as TOML (secrets left out) and
     /// exit.
     #[arg(long)]
@@ -56,6 +62,9 @@ fn main() -> std::process::ExitCode {
         data_dir: args.data_dir,
         log_format: args.log_format,
         metrics_listen: args.metrics_listen,
+        tracing: args.otlp_endpoint.map(|url| TracingOverrides {
+            otlp_endpoint: Some(url),
+        }),
     };
     let config = match Config::load(args.config.as_deref(), overrides) {
         Ok(config) => config,
@@ -79,7 +88,6 @@ fn main() -> std::process::ExitCode {
             Err(e) => fail(&anyhow::Error::new(e)),
         };
     }
-    init_logging(config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -90,7 +98,17 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // The exporter's channel to the collector runs on the server's runtime.
+    let telemetry = match runtime.block_on(async { Telemetry::start(&config.tracing) }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => return fail(&anyhow::Error::new(e)),
+    };
+    init_logging(config.log_format, telemetry.as_ref());
     let served = runtime.block_on(serve(config));
+    // The last spans go out while the runtime still runs.
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     // Every acknowledged event is synced and the store is closed. Blocking
     // work may still run: a verification of a large log that was in flight
     // when the grace ran out, which only reads. Dropping the runtime would
@@ -104,23 +122,29 @@ fn main() -> std::process::ExitCode {
 }
 
 /// Logs go to stderr, like every diagnostic of the server: text with colour
-/// only on a terminal, or JSON lines.
-fn init_logging(format: LogFormat) {
+/// only on a terminal, or JSON lines. `RUST_LOG` filters the log alone: with
+/// tracing on, the exporter gets the server's spans whatever it says.
+fn init_logging(format: LogFormat, telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter);
-    match format {
-        LogFormat::Text => builder
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
+        LogFormat::Text => log
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        LogFormat::Json => builder
+            .boxed(),
+        LogFormat::Json => log
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(telemetry.map(Telemetry::layer))
+        .with(log.with_filter(filter))
+        .init();
 }
 
 /// Prints `e` as one line, with those of its causes it does not already

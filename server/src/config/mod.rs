@@ -25,6 +25,7 @@ pub use crate::compliance::ComplianceConfig;
 pub use crate::keys::Secret;
 pub use crate::performance::{DegradationConfig, PerformanceConfig};
 pub use crate::store::Durability;
+pub use crate::telemetry::TracingConfig;
 pub use crate::webhooks::{Start, WebhookConfig};
 
 /// Client-side variables (the CLI's) that may be set in the same shell and
@@ -154,6 +155,9 @@ pub struct Config {
     /// a network only the scraper reaches.
     #[serde(deserialize_with = "metrics_addr")]
     pub metrics_listen: Option<SocketAddr>,
+    /// OpenTelemetry traces (`[tracing]`: `otlp_endpoint`, `sample_ratio`,
+    /// `service_name`). Default: off.
+    pub tracing: TracingConfig,
 }
 
 /// The format of the server's own log.
@@ -217,6 +221,7 @@ impl Default for Config {
             checkpoint_origin: None,
             checkpoint_key_file: None,
             metrics_listen: None,
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -234,6 +239,16 @@ pub struct Overrides {
     /// `IP:PORT` or `HOST:PORT`, resolved as the `metrics_listen` key is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<String>,
+    /// Keys of the `[tracing]` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingOverrides>,
+}
+
+/// Flags that set keys of the `[tracing]` section.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TracingOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// Why the configuration could not be loaded.
@@ -393,6 +408,7 @@ impl Config {
         self.compliance
             .validate(self.hmac_key.as_ref())
             .and_then(|()| self.performance.validate())
+            .and_then(|()| self.tracing.validate())
             .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         let id_ok = !self.hmac_key_id.is_empty()
             && self.hmac_key_id.len() <= 32

@@ -460,3 +460,53 @@ fn metrics_listen_is_off_by_default_and_set_from_any_layer() {
         "{err}"
     );
 }
+
+#[test]
+fn tracing_is_off_by_default_and_set_from_any_layer_with_its_keys_checked() {
+    assert!(!Config::default().tracing.on());
+    let file = "[tracing]\notlp_endpoint = \"http://collector:4317\"\nsample_ratio = 0.25\n";
+    let c = load(Some(file), &[], Overrides::default()).unwrap();
+    assert_eq!(
+        c.tracing.otlp_endpoint.as_deref(),
+        Some("http://collector:4317")
+    );
+    assert_eq!(c.tracing.sample_ratio, 0.25);
+    assert_eq!(c.tracing.service_name, "auditlog");
+    let env = [("TRACING__OTLP_ENDPOINT", "http://from-env:4317")];
+    let c = load(Some(file), &env, Overrides::default()).unwrap();
+    assert_eq!(
+        c.tracing.otlp_endpoint.as_deref(),
+        Some("http://from-env:4317")
+    );
+    let flag = Overrides {
+        tracing: Some(TracingOverrides {
+            otlp_endpoint: Some("https://from-flag:4317".into()),
+        }),
+        ..Overrides::default()
+    };
+    let c = load(Some(file), &env, flag).unwrap();
+    assert_eq!(
+        c.tracing.otlp_endpoint.as_deref(),
+        Some("https://from-flag:4317")
+    );
+    // The flag sets one key of the section and leaves the others.
+    assert_eq!(c.tracing.sample_ratio, 0.25);
+    for (bad, key) in [
+        (
+            "otlp_endpoint = \"collector:4317\"",
+            "tracing.otlp_endpoint",
+        ),
+        ("sample_ratio = 1.5", "tracing.sample_ratio"),
+        ("service_name = \" \"", "tracing.service_name"),
+    ] {
+        let err = load(
+            Some(&format!("[tracing]\n{bad}\n")),
+            &[],
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+    let printed = c.to_toml().unwrap();
+    assert!(printed.contains("[tracing]"), "{printed}");
+}

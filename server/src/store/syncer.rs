@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::error::StoreError;
 use super::record::Record;
 use super::shared::{Poison, Shared};
+use super::spans;
 use super::{Durability, Receipt};
 
 /// How many written groups may wait for the syncer before the writer waits.
@@ -41,7 +42,12 @@ pub(super) struct Written {
     pub(super) segment: u32,
     pub(super) records: Vec<Record>,
     pub(super) positions: Vec<(u64, u32)>,
+    /// The records' lines as written, each ending in a newline: handed to
+    /// the tree's builder once durable, so it need not read them back.
+    pub(super) lines: Vec<u8>,
     pub(super) staged: Vec<Staged>,
+    /// The group's `commit` span (`spans.rs`), ended once it is indexed.
+    pub(super) span: tracing::Span,
 }
 
 /// A request's outcome while its group is being built.
@@ -89,7 +95,12 @@ impl Syncer {
         let synced = if self.shared.poisoned.load(Ordering::Acquire) {
             Err(self.shared.poison_error())
         } else {
-            self.sync_all(&groups).and_then(|()| self.in_place(&groups))
+            let span = match self.durability {
+                Durability::Fsync => spans::fsync(&groups),
+                Durability::OsBuffered => tracing::Span::none(),
+            };
+            span.in_scope(|| self.sync_all(&groups))
+                .and_then(|()| self.in_place(&groups))
         };
         if let Err(e) = synced {
             for s in groups.into_iter().flat_map(|g| g.staged) {
@@ -119,7 +130,11 @@ impl Syncer {
         }
         let mut published = Vec::new();
         let mut replies = Vec::new();
+        let mut fed = Vec::with_capacity(groups.len());
         for g in groups {
+            if let (Some(first), Some(last)) = (g.records.first(), g.records.last()) {
+                fed.push((first.seq, last.seq, g.lines));
+            }
             // Usually one group: its records are published without a copy.
             if published.is_empty() {
                 published = g.records;
@@ -128,9 +143,14 @@ impl Syncer {
             }
             replies.extend(g.staged);
         }
+        // Handed to the tree before the seqs are published, so the builder
+        // never reads back a group it is about to be given.
+        for (first, last, lines) in fed {
+            self.shared.tree.feed(first, last, lines);
+        }
         if let Some(r) = published.last() {
             self.shared.indexed_seq.store(r.seq, Ordering::Release);
-            self.shared.tree.notify();
+            self.shared.committed.send_replace(r.seq);
         }
         if !published.is_empty() {
             // No subscriber is not an error.

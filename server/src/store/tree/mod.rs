@@ -8,9 +8,11 @@
 //! start at 1 and have no gaps), so a tree of size `n` holds seqs `1..=n`.
 //!
 //! Invariants: a leaf enters the tree only after its record is durable and
-//! indexed, and after its line was read back from the log and passed its MAC
-//! check; the writer never waits for the tree (the syncer only wakes the
-//! builder); [`Tree::size`] is published only once every level holds the
+//! indexed. Its line is either the one the writer wrote, handed over in
+//! memory by the syncer with the group ([`Tree::feed`]), or read back from
+//! the log and checked to pass its MAC (at start, and whenever the hand-over
+//! queue was dropped); the writer never waits for the tree (the syncer only
+//! queues the group's bytes, already built, and wakes the builder); [`Tree::size`] is published only once every level holds the
 //! subtrees it completes, so a reader never reads a node that is not
 //! written; retention purges records, never the tree, so proofs for later
 //! records go on working.
@@ -19,6 +21,7 @@ mod builder;
 mod check;
 mod levels;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Duration;
@@ -58,10 +61,44 @@ pub(crate) struct Tree {
     size: AtomicU64,
     /// Why the tree stopped growing, when it did.
     trouble: Mutex<Option<String>>,
-    wake: Mutex<bool>,
+    wake: Mutex<Wake>,
     woken: Condvar,
     stop: AtomicBool,
 }
+
+/// What wakes the builder: a flag, and the groups handed over since it last
+/// looked.
+#[derive(Default)]
+struct Wake {
+    woken: bool,
+    fed: Fed,
+    /// The last seq ever handed over, dropped or not.
+    through: u64,
+}
+
+/// Durable groups handed over by the syncer, so the builder hashes the lines
+/// the writer wrote instead of reading them back from the log.
+#[derive(Default)]
+pub(super) struct Fed {
+    /// Each group's first seq and its lines (each ending in a newline), in
+    /// seq order.
+    pub(super) groups: VecDeque<(u64, Vec<u8>)>,
+    bytes: usize,
+    /// Groups were dropped (or taken and not appended): the builder reads
+    /// the log back to find them.
+    pub(super) dropped: bool,
+    /// The last seq handed over when this was taken.
+    pub(super) through: u64,
+}
+
+/// The most bytes the hand-over queue holds; past it, groups are dropped and
+/// read back from the log instead, so a builder that falls behind (a slow
+/// disk under the level files) never makes the server hold the log twice.
+#[cfg(not(test))]
+const MAX_FED_BYTES: usize = 64 << 20;
+/// Small in tests, so a batch overflows it and both ways in are exercised.
+#[cfg(test)]
+const MAX_FED_BYTES: usize = 16 << 10;
 
 /// The level files as a source of complete subtrees.
 struct Reader<'a>(&'a Levels);
@@ -79,7 +116,7 @@ impl Tree {
             levels: RwLock::new(None),
             size: AtomicU64::new(0),
             trouble: Mutex::new(None),
-            wake: Mutex::new(false),
+            wake: Mutex::new(Wake::default()),
             woken: Condvar::new(),
             stop: AtomicBool::new(false),
         }
@@ -149,8 +186,49 @@ impl Tree {
     /// Wakes the builder: more records are durable and indexed.
     pub(super) fn notify(&self) {
         if let Ok(mut w) = self.wake.lock() {
-            *w = true;
+            w.woken = true;
             self.woken.notify_one();
+        }
+    }
+
+    /// Hands the builder a durable, indexed group: its first seq and its
+    /// lines as written. Dropped (and read back later) past
+    /// [`MAX_FED_BYTES`] waiting.
+    pub(super) fn feed(&self, first: u64, last: u64, lines: Vec<u8>) {
+        let Ok(mut w) = self.wake.lock() else { return };
+        w.through = w.through.max(last);
+        if w.fed.bytes + lines.len() > MAX_FED_BYTES {
+            w.fed = Fed {
+                dropped: true,
+                ..Fed::default()
+            };
+        } else {
+            w.fed.bytes += lines.len();
+            w.fed.groups.push_back((first, lines));
+        }
+        w.woken = true;
+        self.woken.notify_one();
+    }
+
+    /// The groups handed over since the last take.
+    fn take_fed(&self) -> Fed {
+        self.wake
+            .lock()
+            .map(|mut w| {
+                let through = w.through;
+                Fed {
+                    through,
+                    ..std::mem::take(&mut w.fed)
+                }
+            })
+            .unwrap_or_default()
+    }
+
+    /// Makes the builder's next turn read the log back: groups it took were
+    /// not appended.
+    fn lost_fed(&self) {
+        if let Ok(mut w) = self.wake.lock() {
+            w.fed.dropped = true;
         }
     }
 
@@ -169,13 +247,13 @@ impl Tree {
         let Ok(mut w) = self.wake.lock() else {
             return;
         };
-        if !*w && !self.stopped() {
+        if !w.woken && !self.stopped() {
             w = match self.woken.wait_timeout(w, at_most) {
                 Ok((w, _)) => w,
                 Err(e) => e.into_inner().0,
             };
         }
-        *w = false;
+        w.woken = false;
     }
 
     fn set_trouble(&self, why: Option<String>) {
