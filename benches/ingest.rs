@@ -502,6 +502,7 @@ impl AuditService for EmptyService {
         self.commit(1).await?;
         Ok(Response::new(pb::LogResponse {
             receipt: Some(pb::Receipt::default()),
+            ..Default::default()
         }))
     }
 
@@ -513,6 +514,7 @@ impl AuditService for EmptyService {
         self.commit(n).await?;
         Ok(Response::new(pb::LogBatchResponse {
             receipts: vec![pb::Receipt::default(); n],
+            ..Default::default()
         }))
     }
 
@@ -616,12 +618,16 @@ impl Requests {
             .iter()
             .map(|e| pb::LogRequest {
                 event: Some(e.clone()),
+                with_proof: false,
             })
             .collect();
         let batches = events
             .chunks(BATCH_SIZE)
             .filter(|c| c.len() == BATCH_SIZE)
-            .map(|c| pb::LogBatchRequest { events: c.to_vec() })
+            .map(|c| pb::LogBatchRequest {
+                events: c.to_vec(),
+                with_proof: false,
+            })
             .collect();
         Requests { logs, batches }
     }

@@ -8,8 +8,10 @@ use futures::stream::BoxStream;
 use tonic::transport::{Channel, Endpoint};
 
 mod proofs;
+mod receipts;
 
 pub use proofs::{ProvenRecord, VerifiedCheckpoint};
+pub use receipts::{ProvenReceipts, ReceiptsProof, check_receipt_proofs};
 
 use crate::error::source_chain;
 use crate::{Credentials, Error, NewEvent, Options, Query, pb};
@@ -89,6 +91,7 @@ impl Client {
     pub async fn log(&self, event: NewEvent) -> Result<pb::Receipt, Error> {
         let request = pb::LogRequest {
             event: Some(event.into_input()?),
+            with_proof: false,
         };
         let response = self.inner.clone().log(request).await?.into_inner();
         response
@@ -108,7 +111,10 @@ impl Client {
         let response = self
             .inner
             .clone()
-            .log_batch(pb::LogBatchRequest { events })
+            .log_batch(pb::LogBatchRequest {
+                events,
+                with_proof: false,
+            })
             .await?;
         Ok(response.into_inner().receipts)
     }

@@ -25,7 +25,10 @@ mod query;
 
 pub use auditlog_proof as proof;
 pub use auditlog_proto::v1 as pb;
-pub use client::{Client, EventStream, ProvenRecord, VerifiedCheckpoint};
+pub use client::{
+    Client, EventStream, ProvenReceipts, ProvenRecord, ReceiptsProof, VerifiedCheckpoint,
+    check_receipt_proofs,
+};
 pub use error::Error;
 pub use event::NewEvent;
 pub use options::{Credentials, Options};

@@ -170,6 +170,7 @@ pub async fn run(
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
+    let publish_config = config.checkpoints.clone();
     let retention = config.retention();
     let check_every = Duration::from_secs(config.retention_check_secs);
     let alerts_config = config.alerts.clone();
@@ -221,6 +222,11 @@ pub async fn run(
             tokio::spawn(checkpoint::run(
                 Arc::clone(&checkpoints),
                 Arc::clone(&store),
+                cancel.clone(),
+            ));
+            tokio::spawn(checkpoint::publish(
+                publish_config,
+                Arc::clone(&checkpoints),
                 cancel.clone(),
             ));
             let alerts = Alerts::start(
