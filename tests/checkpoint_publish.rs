@@ -1,6 +1,7 @@
 //! Signed checkpoints pushed out (`[checkpoints]`): on the interval, when
 //! a newer checkpoint was signed, its note replaces the configured file
-//! whole and is appended to the history file; each note found there
+//! whole and is appended to the history file, and goes to the alert
+//! channels opted in (a mail to the SMTP sink); each note found there
 //! verifies with the verifier key `--print-verifier-key` gives, and the
 //! last one covers what was logged.
 
@@ -10,6 +11,8 @@ mod common;
 
 use auditlog_client::NewEvent;
 use auditlog_client::proof::VerifierKey;
+use auditlog_server::config::{EmailConfig, Security};
+use common::endpoints::SmtpServer;
 use common::{TestServer, wait_until};
 
 #[tokio::test]
@@ -68,6 +71,56 @@ async fn the_signed_checkpoint_reaches_the_file_and_the_history() {
 }
 
 #[tokio::test]
+async fn the_signed_checkpoint_is_mailed_to_an_opted_in_alert_channel() {
+    let smtp = SmtpServer::start().await;
+    let port = smtp.port;
+    let server = TestServer::start_with(move |c| {
+        c.checkpoints.publish_interval_secs = 1;
+        c.checkpoints.alert_channels = vec!["email".into()];
+        c.alerts.email = Some(EmailConfig {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            security: Security::None,
+            username: None,
+            password: None,
+            password_file: None,
+            from: "auditlog@example.com".into(),
+            to: vec!["ops@example.com".into()],
+        });
+    })
+    .await;
+    let key = VerifierKey::parse(
+        &auditlog_server::verifier_key(&auditlog_server::Config {
+            data_dir: server.data_dir.clone(),
+            ..auditlog_server::Config::default()
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let client = server.client().await;
+    client
+        .log(NewEvent::lead_ingested("L-1", "webform"))
+        .await
+        .unwrap();
+    let mails = smtp.wait_for(1).await;
+    let mail = &mails[0];
+    assert!(
+        mail.header("Subject").contains("checkpoint: tree size 1"),
+        "{mail:?}"
+    );
+    // The note, from its origin line to its signature line, verbatim.
+    let body = mail.body().replace("\r\n", "\n");
+    let start = body
+        .find(&format!("{}\n", key.name))
+        .expect("the note's origin line");
+    let note = &body[start..];
+    let end = note.find("\n\u{2014} ").unwrap();
+    let sig_end = note[end + 1..].find('\n').unwrap() + end + 2;
+    let c = key.open_checkpoint(&note[..sig_end]).unwrap();
+    assert_eq!(c.size, 1);
+}
+
+#[tokio::test]
 async fn a_zero_interval_is_refused_naming_the_key() {
     let config = auditlog_server::Config {
         checkpoints: auditlog_server::config::CheckpointsConfig {
@@ -78,4 +131,16 @@ async fn a_zero_interval_is_refused_naming_the_key() {
     };
     let e = config.validate().unwrap_err().to_string();
     assert!(e.contains("checkpoints.publish_interval_secs"), "{e}");
+    let config = auditlog_server::Config {
+        checkpoints: auditlog_server::config::CheckpointsConfig {
+            alert_channels: vec!["pager".into()],
+            ..Default::default()
+        },
+        ..auditlog_server::Config::default()
+    };
+    let e = config.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("checkpoints.alert_channels") && e.contains("pager"),
+        "{e}"
+    );
 }

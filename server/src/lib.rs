@@ -224,11 +224,6 @@ pub async fn run(
                 Arc::clone(&store),
                 cancel.clone(),
             ));
-            tokio::spawn(checkpoint::publish(
-                publish_config,
-                Arc::clone(&checkpoints),
-                cancel.clone(),
-            ));
             let alerts = Alerts::start(
                 alerts_config,
                 Arc::clone(&store),
@@ -246,6 +241,12 @@ pub async fn run(
                 store.dir(),
                 cancel.clone(),
             );
+            tokio::spawn(checkpoint::publish(
+                publish_config,
+                Arc::clone(&checkpoints),
+                alerts.clone(),
+                cancel.clone(),
+            ));
             performance.set_alerts(alerts.clone());
             let _ = cell.set(Running {
                 store: Arc::clone(&store),

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::Checkpoints;
+use crate::alerts::{Alert, AlertKind, Alerts};
 
 /// How often a failing push is logged again, with the count.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -36,6 +37,10 @@ pub struct CheckpointsConfig {
     /// A file each pushed note is appended to, followed by an empty line,
     /// keeping every checkpoint pushed. Default: none.
     pub history_file: Option<PathBuf>,
+    /// The alert channels (`[alerts]`) each pushed checkpoint is also sent
+    /// to, a short message with the note: any of `email`, `slack`,
+    /// `discord`, `webhook`. Default: none.
+    pub alert_channels: Vec<String>,
 }
 
 impl Default for CheckpointsConfig {
@@ -44,6 +49,7 @@ impl Default for CheckpointsConfig {
             publish_interval_secs: 60,
             file: None,
             history_file: None,
+            alert_channels: Vec::new(),
         }
     }
 }
@@ -65,11 +71,21 @@ impl CheckpointsConfig {
                 return Some((key, "must name a file, not a directory".into()));
             }
         }
+        if let Some(bad) = self
+            .alert_channels
+            .iter()
+            .find(|c| !["email", "slack", "discord", "webhook"].contains(&c.as_str()))
+        {
+            return Some((
+                "checkpoints.alert_channels",
+                format!("{bad:?} is not an alert channel: use email, slack, discord or webhook"),
+            ));
+        }
         None
     }
 
     fn publishes(&self) -> bool {
-        self.file.is_some() || self.history_file.is_some()
+        self.file.is_some() || self.history_file.is_some() || !self.alert_channels.is_empty()
     }
 }
 
@@ -115,6 +131,7 @@ impl Failures {
 pub(crate) async fn run(
     config: CheckpointsConfig,
     checkpoints: Arc<Checkpoints>,
+    alerts: Alerts,
     cancel: CancellationToken,
 ) {
     if !config.publishes() {
@@ -141,6 +158,22 @@ pub(crate) async fn run(
         let Some(latest) = checkpoints.latest().filter(|l| l.size > pushed) else {
             continue;
         };
+        if !config.alert_channels.is_empty() {
+            // Queued, never waited for: the alerts' sender retries and
+            // counts what it drops.
+            alerts.raise_to(
+                Alert {
+                    kind: AlertKind::Checkpoint,
+                    rule: "checkpoint".into(),
+                    count: latest.size,
+                    window_secs: 0,
+                    workflow: None,
+                    messages: vec![latest.note.clone()],
+                    at: crate::clock::now_micros(),
+                },
+                &config.alert_channels,
+            );
+        }
         let c = Arc::clone(&config);
         let note = latest.note;
         match tokio::task::spawn_blocking(move || push(&c, &note)).await {
