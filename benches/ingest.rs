@@ -512,12 +512,16 @@ impl Requests {
             .iter()
             .map(|e| pb::LogRequest {
                 event: Some(e.clone()),
+                with_proof: false,
             })
             .collect();
         let batches = events
             .chunks(BATCH_SIZE)
             .filter(|c| c.len() == BATCH_SIZE)
-            .map(|c| pb::LogBatchRequest { events: c.to_vec() })
+            .map(|c| pb::LogBatchRequest {
+                events: c.to_vec(),
+                with_proof: false,
+            })
             .collect();
         Requests { logs, batches }
     }

@@ -81,6 +81,7 @@ fn log_request(actor: &str, details: Option<Struct>) -> Vec<u8> {
             details,
             ..Default::default()
         }),
+        with_proof: false,
     }
     .encode_to_vec()
 }

@@ -439,6 +439,7 @@ async fn actor_defaults_to_system_and_absent_fields_stay_empty() {
             event_type: "workflow_stopped".into(),
             ..Default::default()
         }),
+        with_proof: false,
     };
     client.raw().log(raw).await.unwrap();
     let events = client.query_all(Query::new().oldest_first()).await.unwrap();

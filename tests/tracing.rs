@@ -162,6 +162,7 @@ impl Traced {
                 details: Some(auditlog_proto::json::json_to_struct(&details)),
                 ..Default::default()
             }),
+            with_proof: false,
         });
         let metadata = request.metadata_mut();
         metadata.insert(

@@ -66,12 +66,16 @@ fn log(event: NewEvent) -> Call {
 }
 
 fn log_input(event: pb::EventInput) -> Call {
-    Call::Log(pb::LogRequest { event: Some(event) })
+    Call::Log(pb::LogRequest {
+        event: Some(event),
+        with_proof: false,
+    })
 }
 
 fn batch(events: impl IntoIterator<Item = NewEvent>) -> Call {
     Call::Batch(pb::LogBatchRequest {
         events: events.into_iter().map(input).collect(),
+        with_proof: false,
     })
 }
 
@@ -230,7 +234,10 @@ async fn invalid_events_are_refused_naming_the_field() {
     let cases: Vec<(&str, Call, &[&str])> = vec![
         (
             "no event",
-            Call::Log(pb::LogRequest { event: None }),
+            Call::Log(pb::LogRequest {
+                event: None,
+                with_proof: false,
+            }),
             &["event"],
         ),
         (

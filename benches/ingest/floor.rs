@@ -98,6 +98,7 @@ impl AuditService for EmptyService {
         self.commit(1).await?;
         Ok(Response::new(pb::LogResponse {
             receipt: Some(pb::Receipt::default()),
+            ..Default::default()
         }))
     }
 
@@ -109,6 +110,7 @@ impl AuditService for EmptyService {
         self.commit(n).await?;
         Ok(Response::new(pb::LogBatchResponse {
             receipts: vec![pb::Receipt::default(); n],
+            ..Default::default()
         }))
     }
 

@@ -58,11 +58,15 @@ impl Ours {
             .iter()
             .map(|e| pb::LogRequest {
                 event: Some(e.clone()),
+                with_proof: false,
             })
             .collect();
         let batches = events
             .chunks_exact(BATCH_SIZE)
-            .map(|c| pb::LogBatchRequest { events: c.to_vec() })
+            .map(|c| pb::LogBatchRequest {
+                events: c.to_vec(),
+                with_proof: false,
+            })
             .collect();
         Ok(Ours {
             channels,
@@ -102,7 +106,14 @@ impl Ours {
                 let events = (first..rows.min(first + FILL_BATCH))
                     .map(|n| events::event(n, history_lead(n, leads)).to_pb())
                     .collect();
-                async move { client.log_batch(pb::LogBatchRequest { events }).await }
+                async move {
+                    client
+                        .log_batch(pb::LogBatchRequest {
+                            events,
+                            with_proof: false,
+                        })
+                        .await
+                }
             })
             .buffer_unordered(4);
         futures::pin_mut!(calls);

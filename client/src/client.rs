@@ -13,9 +13,11 @@ use tonic::transport::Channel;
 
 mod nodes;
 mod proofs;
+mod receipts;
 
 pub use nodes::{Builder, Retry};
 pub use proofs::{ProvenRecord, VerifiedCheckpoint};
+pub use receipts::{ProvenReceipts, ReceiptsProof, check_receipt_proofs};
 
 use crate::{Credentials, Error, NewEvent, Options, Query, pb};
 use nodes::{Node, Nodes};
@@ -88,6 +90,7 @@ impl Client {
     pub async fn log(&self, event: NewEvent) -> Result<pb::Receipt, Error> {
         let request = pb::LogRequest {
             event: Some(event.into_input()?),
+            with_proof: false,
         };
         let keyed = request
             .event
@@ -116,7 +119,10 @@ impl Client {
             .map(NewEvent::into_input)
             .collect::<Result<Vec<_>, _>>()?;
         let keyed = events.iter().all(|e| !e.idempotency_key.is_empty());
-        let request = pb::LogBatchRequest { events };
+        let request = pb::LogBatchRequest {
+            events,
+            with_proof: false,
+        };
         let response = self
             .call(keyed, |mut c| {
                 let request = request.clone();

@@ -25,7 +25,10 @@ mod query;
 
 pub use auditlog_proof as proof;
 pub use auditlog_proto::v1 as pb;
-pub use client::{Builder, Client, EventStream, ProvenRecord, Retry, VerifiedCheckpoint};
+pub use client::{
+    Builder, Client, EventStream, ProvenReceipts, ProvenRecord, ReceiptsProof, Retry,
+    VerifiedCheckpoint, check_receipt_proofs,
+};
 pub use error::Error;
 pub use event::NewEvent;
 pub use options::{Credentials, Options};

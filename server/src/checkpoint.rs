@@ -17,6 +17,8 @@
 //! server never signs two views of its log that a witness would see as a
 //! fork. Key rotation is not supported yet: one key per data directory.
 
+mod publish;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +29,9 @@ use tokio_util::sync::CancellationToken;
 use crate::keys::{KeyError, load_or_generate};
 use crate::store::Store;
 use crate::store::tree::{Tree, TreeError};
+
+pub use publish::CheckpointsConfig;
+pub(crate) use publish::run as publish;
 
 /// The generated signing key's file in the data directory.
 pub(crate) const KEY_FILE: &str = "checkpoint.key";
@@ -50,6 +55,9 @@ pub struct Checkpoints {
     origin: String,
     note_path: PathBuf,
     latest: Mutex<Option<Signed>>,
+    /// The latest checkpoint's tree size, for callers waiting for one that
+    /// covers their receipt.
+    signed_size: tokio::sync::watch::Sender<u64>,
 }
 
 /// The default origin: `auditlog/<host name>`.
@@ -106,11 +114,13 @@ impl Checkpoints {
                 }
             }
         });
+        let size = latest.as_ref().map_or(0, |l| l.size);
         Ok(Checkpoints {
             signer,
             origin: origin.to_owned(),
             note_path,
             latest: Mutex::new(latest),
+            signed_size: tokio::sync::watch::Sender::new(size),
         })
     }
 
@@ -126,6 +136,17 @@ impl Checkpoints {
     /// The latest signed checkpoint, if any was ever signed.
     pub(crate) fn latest(&self) -> Option<Signed> {
         self.latest.lock().ok().and_then(|l| l.clone())
+    }
+
+    /// The first checkpoint whose tree holds `seq`, waiting at most
+    /// `within` for it to be signed; `None` when none did in time.
+    pub(crate) async fn covering(&self, seq: u64, within: Duration) -> Option<Signed> {
+        let mut sizes = self.signed_size.subscribe();
+        let covered = tokio::time::timeout(within, sizes.wait_for(|size| *size >= seq)).await;
+        match covered {
+            Ok(Ok(_)) => self.latest().filter(|l| l.size >= seq),
+            _ => None,
+        }
     }
 
     /// Signs the tree as it is now if it is larger than the latest
@@ -160,6 +181,7 @@ impl Checkpoints {
         }
         let signed = Signed { size, root, note };
         *latest = Some(signed.clone());
+        self.signed_size.send_replace(size);
         Ok(Some(signed))
     }
 }

@@ -172,6 +172,7 @@ pub async fn run(
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
+    let publish_config = config.checkpoints.clone();
     let retention = config.retention();
     let check_every = Duration::from_secs(config.retention_check_secs);
     let alerts_config = config.alerts.clone();
@@ -242,6 +243,12 @@ pub async fn run(
                 store.dir(),
                 cancel.clone(),
             );
+            tokio::spawn(checkpoint::publish(
+                publish_config,
+                Arc::clone(&checkpoints),
+                alerts.clone(),
+                cancel.clone(),
+            ));
             performance.set_alerts(alerts.clone());
             let _ = cell.set(Running {
                 store: Arc::clone(&store),

@@ -305,6 +305,27 @@ def main():
                 wrong = mth(leaves[: first - 1]) if first > 1 else b"\x00" * 32
                 assert refused(verify_consistency, first, size, wrong, root, list(proof.hashes))
 
+        # Receipts with proofs: LogBatch with with_proof answers with one
+        # checkpoint and a proof per event, checked here from the specs.
+        batch = stub.LogBatch(
+            pb.LogBatchRequest(
+                events=[pb.EventInput(event_type="proof_probe", lead_id=f"R-{i}") for i in range(3)],
+                with_proof=True,
+            ),
+            timeout=10,
+        )
+        assert batch.HasField("proofs"), batch.proof_unavailable
+        _, psize, proot = parse_checkpoint(open_note(batch.proofs.checkpoint.note, vkey))
+        assert len(batch.proofs.proofs) == len(batch.receipts)
+        for receipt, proof in zip(batch.receipts, batch.proofs.proofs):
+            record = json.loads(proof.line)
+            assert (proof.seq, record["seq"], record["signature"]) == (receipt.seq, receipt.seq, receipt.signature)
+            assert receipt.seq <= psize
+            verify_inclusion(receipt.seq - 1, psize, leaf_hash(proof.line), list(proof.hashes), proot)
+            changed = proof.line.replace(b"R-", b"X-")
+            assert refused(verify_inclusion, receipt.seq - 1, psize, leaf_hash(changed), list(proof.hashes), proot)
+        print(f"test_proofs: {len(batch.receipts)} receipts with proofs verified in Python")
+
         try:
             stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=size + 100, tree_size=size), timeout=10)
             raise SystemExit("a seq beyond the tree was proved")

@@ -16,6 +16,9 @@ pub enum AlertKind {
     /// An operation's recent p95 rose well above its longer-run p95.
     Performance,
     Test,
+    /// The latest signed checkpoint, pushed out (`[checkpoints]`): `count`
+    /// is its tree size, `messages` its signed note.
+    Checkpoint,
 }
 
 /// One alert, as every channel renders it.
@@ -54,6 +57,9 @@ impl Alert {
             AlertKind::StoreFailure => "[auditlog] store: writes are failing".to_owned(),
             AlertKind::Performance => format!("[auditlog] performance: {} is slower", self.rule),
             AlertKind::Test => "[auditlog] test alert".to_owned(),
+            AlertKind::Checkpoint => {
+                format!("[auditlog] checkpoint: tree size {}", self.count)
+            }
         }
     }
 
@@ -91,9 +97,21 @@ impl Alert {
                 "This is a test alert sent by `auditlog alerts test`; this channel works."
                     .to_owned()
             }
+            AlertKind::Checkpoint => {
+                "The audit log's latest signed checkpoint, below. Keep it: a later checkpoint \
+                 that does not extend it shows a rollback or a fork (`auditlog proof \
+                 consistency`)."
+                    .to_owned()
+            }
         };
         text.push_str(&what);
-        if !self.messages.is_empty() {
+        if self.kind == AlertKind::Checkpoint {
+            // The note verbatim: its signature covers every byte.
+            for m in &self.messages {
+                text.push_str("\n\n");
+                text.push_str(m);
+            }
+        } else if !self.messages.is_empty() {
             text.push_str("\n\nLatest:\n");
             for m in &self.messages {
                 text.push_str("- ");

@@ -46,7 +46,8 @@ pub struct Alerts {
 }
 
 struct Inner {
-    queue: mpsc::Sender<Alert>,
+    /// Each alert, with the only channels it goes to (`None`: all).
+    queue: mpsc::Sender<(Alert, Option<Vec<String>>)>,
     channels: Vec<Channel>,
     http: reqwest::Client,
     rules: Mutex<Vec<RuleState>>,
@@ -131,11 +132,29 @@ impl Alerts {
 
     /// Queues an alert for sending; never waits.
     pub fn raise(&self, alert: Alert) {
+        self.queue(alert, None);
+    }
+
+    /// Queues an alert for the channels named in `only` (`email`, `slack`,
+    /// `discord`, `webhook`) that are configured; never waits.
+    pub(crate) fn raise_to(&self, alert: Alert, only: &[String]) {
+        if !self
+            .inner
+            .channels
+            .iter()
+            .any(|c| only.iter().any(|o| o == c.name))
+        {
+            return;
+        }
+        self.queue(alert, Some(only.to_vec()));
+    }
+
+    fn queue(&self, alert: Alert, only: Option<Vec<String>>) {
         if self.inner.channels.is_empty() {
             tracing::warn!(rule = %alert.rule, "alert raised, but no alert channel is configured: {}", alert.subject());
             return;
         }
-        if self.inner.queue.try_send(alert).is_err() {
+        if self.inner.queue.try_send((alert, only)).is_err() {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!("alert queue full; an alert was dropped");
         }
@@ -254,9 +273,13 @@ impl Alerts {
         true
     }
 
-    async fn send_loop(self, mut rx: mpsc::Receiver<Alert>, cancel: CancellationToken) {
+    async fn send_loop(
+        self,
+        mut rx: mpsc::Receiver<(Alert, Option<Vec<String>>)>,
+        cancel: CancellationToken,
+    ) {
         loop {
-            let alert = tokio::select! {
+            let (alert, only) = tokio::select! {
                 _ = cancel.cancelled() => return,
                 a = rx.recv() => match a { Some(a) => a, None => return },
             };
@@ -264,6 +287,7 @@ impl Alerts {
                 .inner
                 .channels
                 .iter()
+                .filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|n| n == c.name)))
                 .map(|c| c.send(&self.inner.http, &alert, true));
             futures::future::join_all(sends).await;
         }

@@ -21,6 +21,7 @@ use crate::redaction::{self, PathIs};
 // builds one in code (an embedding program, the tests).
 pub use crate::alerts::{AlertsConfig, EmailConfig, HookConfig, RuleConfig, Security};
 pub use crate::auth::{Role, TokenConfig};
+pub use crate::checkpoint::CheckpointsConfig;
 pub use crate::compliance::ComplianceConfig;
 pub use crate::keys::Secret;
 pub use crate::performance::{DegradationConfig, PerformanceConfig};
@@ -144,6 +145,9 @@ pub struct Config {
     /// as 64 hex characters), generated there if missing. Default:
     /// `<data_dir>/checkpoint.key`, generated on first start.
     pub checkpoint_key_file: Option<PathBuf>,
+    /// Where signed checkpoints are pushed out (`[checkpoints]`): a file,
+    /// a history file, on an interval. Default: nowhere.
+    pub checkpoints: CheckpointsConfig,
     /// How the server's own log (stderr) is written: `text`, one readable
     /// line per event, or `json`, one JSON object per line for a log
     /// shipper. Default `text`. Which lines are written is `RUST_LOG`'s
@@ -220,6 +224,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             checkpoint_origin: None,
             checkpoint_key_file: None,
+            checkpoints: CheckpointsConfig::default(),
             metrics_listen: None,
             tracing: TracingConfig::default(),
         }
@@ -435,6 +440,9 @@ impl Config {
                      (e.g. auditlog/example.com)"
                 ),
             });
+        }
+        if let Some((key, reason)) = self.checkpoints.problem() {
+            return Err(ConfigError::Invalid { key, reason });
         }
         if !(self.max_file_size_mb > 0.0 && self.max_file_size_mb.is_finite()) {
             return Err(ConfigError::Invalid {

@@ -131,9 +131,11 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     };
     let log_req = pb::LogRequest {
         event: Some(event.clone()),
+        with_proof: false,
     };
     let batch = pb::LogBatchRequest {
         events: vec![event.clone(), event],
+        with_proof: false,
     };
     let query = pb::QueryRequest {
         filter: Some(pb::EventFilter {

@@ -18,6 +18,7 @@ use super::AuditSvc;
 use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
 use super::page_token::PageToken;
+use super::proofs::proof_wait;
 use super::query::{QueryPlan, plan_query};
 use super::validate::{self, validate_batch, validate_log};
 use crate::auth::Caller;
@@ -32,9 +33,18 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, St
 impl AuditService for AuditSvc {
     async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
         let caller = req.extensions().get::<Caller>().cloned();
-        let event = validate_log(req.into_inner(), caller.as_ref())?;
+        let wait = proof_wait(req.metadata());
+        let req = req.into_inner();
+        let with_proof = req.with_proof;
+        let event = validate_log(req, caller.as_ref())?;
         let mut receipts = self.append(vec![event]).await?;
-        Ok(Response::new(edge::log_pb(receipts.pop())))
+        let proofs = if with_proof {
+            let seqs = receipts.iter().map(|r| r.seq).collect();
+            Some(self.receipt_proofs(seqs, wait).await)
+        } else {
+            None
+        };
+        Ok(Response::new(edge::log_pb(receipts.pop(), proofs)))
     }
 
     async fn log_batch(
@@ -42,9 +52,17 @@ impl AuditService for AuditSvc {
         req: Request<pb::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
         let caller = req.extensions().get::<Caller>().cloned();
-        let events = validate_batch(req.into_inner().events, caller.as_ref())?;
+        let wait = proof_wait(req.metadata());
+        let req = req.into_inner();
+        let events = validate_batch(req.events, caller.as_ref())?;
         let receipts = self.append(events).await?;
-        Ok(Response::new(edge::log_batch_pb(receipts)))
+        let proofs = if req.with_proof {
+            let seqs = receipts.iter().map(|r| r.seq).collect();
+            Some(self.receipt_proofs(seqs, wait).await)
+        } else {
+            None
+        };
+        Ok(Response::new(edge::log_batch_pb(receipts, proofs)))
     }
 
     async fn query(

@@ -12,6 +12,7 @@ mod proofs;
 pub(crate) use proofs::tree_status;
 pub(super) use proofs::{
     beyond_head, checkpoint_pb, consistency_pb, inclusion_pb, no_checkpoint, not_covered,
+    receipt_proofs_pb,
 };
 
 use auditlog_proto::json::StructFromJson;
@@ -160,15 +161,35 @@ pub(super) fn receipt_pb(r: store::Receipt) -> pb::Receipt {
     }
 }
 
-pub(super) fn log_pb(receipt: Option<store::Receipt>) -> pb::LogResponse {
+/// The proofs asked for with receipts: none asked, the proofs, or why not.
+pub(super) type AskedProofs = Option<Result<pb::ReceiptProofs, String>>;
+
+pub(super) fn log_pb(receipt: Option<store::Receipt>, proofs: AskedProofs) -> pb::LogResponse {
+    let (proof, proof_unavailable) = split_proofs(proofs);
     pb::LogResponse {
         receipt: receipt.map(receipt_pb),
+        proof,
+        proof_unavailable,
     }
 }
 
-pub(super) fn log_batch_pb(receipts: Vec<store::Receipt>) -> pb::LogBatchResponse {
+pub(super) fn log_batch_pb(
+    receipts: Vec<store::Receipt>,
+    proofs: AskedProofs,
+) -> pb::LogBatchResponse {
+    let (proofs, proof_unavailable) = split_proofs(proofs);
     pb::LogBatchResponse {
         receipts: receipts.into_iter().map(receipt_pb).collect(),
+        proofs,
+        proof_unavailable,
+    }
+}
+
+fn split_proofs(proofs: AskedProofs) -> (Option<pb::ReceiptProofs>, String) {
+    match proofs {
+        None => (None, String::new()),
+        Some(Ok(p)) => (Some(p), String::new()),
+        Some(Err(why)) => (None, why),
     }
 }
 

@@ -2,17 +2,119 @@
 //! record, a consistency proof between two tree sizes. A size of 0 means
 //! the latest signed checkpoint's, so a proof asked for without one is
 //! always against a root the caller can get signed.
+//!
+//! Also the proofs a `Log`/`LogBatch` caller asks for with its receipts
+//! (`with_proof`): the handler waits, after the write is acknowledged and
+//! off the write path, for the first checkpoint whose tree holds every
+//! receipt, at most the call's deadline less a margin (else
+//! [`DEFAULT_PROOF_WAIT`]). The receipts are never withheld: without a
+//! checkpoint in time, the answer says why instead of carrying proofs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use auditlog_proof::Hash;
 use auditlog_proto::v1 as pb;
 use tonic::Status;
+use tonic::metadata::MetadataMap;
 
 use super::AuditSvc;
 use super::edge::{self, blocking, tree_status};
 use crate::checkpoint::Signed;
 
+/// How long a receipt's proof is waited for when the call has no deadline.
+pub(super) const DEFAULT_PROOF_WAIT: Duration = Duration::from_secs(5);
+/// The longest wait for a receipt's proof, whatever the deadline.
+const MAX_PROOF_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a call may wait for its receipts' proofs: its deadline
+/// (`grpc-timeout`) less a tenth (at least 50 ms) so the answer still
+/// arrives in time, else [`DEFAULT_PROOF_WAIT`].
+pub(super) fn proof_wait(metadata: &MetadataMap) -> Duration {
+    let Some(deadline) = metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+    else {
+        return DEFAULT_PROOF_WAIT;
+    };
+    let margin = (deadline / 10).max(Duration::from_millis(50));
+    deadline.saturating_sub(margin).min(MAX_PROOF_WAIT)
+}
+
+/// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    let split = text.len().checked_sub(1)?;
+    let (digits, unit) = (text.get(..split)?, text.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// One receipt's proof: its seq, the proof's hashes, its stored line.
+pub(super) type ReceiptProof = (u64, Vec<Hash>, Option<Vec<u8>>);
+
 impl AuditSvc {
+    /// The first checkpoint covering `seqs` and each one's inclusion proof
+    /// in it, waiting at most `wait`; why not, as text for the caller, when
+    /// there is none in time or the tree cannot prove them.
+    pub(super) async fn receipt_proofs(
+        &self,
+        seqs: Vec<u64>,
+        wait: Duration,
+    ) -> Result<pb::ReceiptProofs, String> {
+        let running = self.running().map_err(|s| s.message().to_owned())?;
+        let (checkpoints, store) = (Arc::clone(&running.checkpoints), Arc::clone(&running.store));
+        let last = seqs.iter().copied().max().unwrap_or(0);
+        let signed = tokio::select! {
+            signed = checkpoints.covering(last, wait) => signed,
+            () = self.shutdown.cancelled() => None,
+        };
+        let Some(signed) = signed else {
+            let latest = checkpoints.latest().map_or(0, |l| l.size);
+            let trouble = store
+                .tree()
+                .trouble()
+                .map(|t| format!("; the Merkle tree is stuck: {t}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "no signed checkpoint covered seq {last} within {} ms (the latest covers seqs 1 to \
+                 {latest}){trouble}; the events are written: ask GetInclusionProof for their seqs \
+                 later",
+                wait.as_millis()
+            ));
+        };
+        let size = signed.size;
+        let proved = blocking("receipt proofs", move || {
+            let tree = store.tree();
+            seqs.into_iter()
+                .map(|seq| {
+                    let proof = tree.inclusion(seq, size).map_err(tree_status)?;
+                    let line = store.stored_line(seq).map_err(edge::status_of)?;
+                    Ok((seq, proof, line))
+                })
+                .collect::<Result<Vec<ReceiptProof>, Status>>()
+        })
+        .await
+        .map_err(|s| s.message().to_owned())?;
+        Ok(edge::receipt_proofs_pb(
+            signed,
+            checkpoints.origin(),
+            checkpoints.verifier_key(),
+            proved,
+        ))
+    }
+
     /// The latest checkpoint, or `None` when none was ever signed.
     fn latest_checkpoint(&self) -> Result<Option<Signed>, Status> {
         Ok(self.running()?.checkpoints.latest())
@@ -117,5 +219,27 @@ impl AuditSvc {
             Ok(edge::consistency_pb(first, second, proof))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_is_the_deadline_less_a_margin() {
+        let wait = |v: &str| {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", v.parse().unwrap());
+            proof_wait(&m)
+        };
+        assert_eq!(wait("10S"), Duration::from_secs(9));
+        assert_eq!(wait("200m"), Duration::from_millis(150));
+        assert_eq!(wait("20m"), Duration::ZERO);
+        assert_eq!(wait("2H"), MAX_PROOF_WAIT);
+        assert_eq!(wait("123456789S"), DEFAULT_PROOF_WAIT);
+        assert_eq!(wait("5x"), DEFAULT_PROOF_WAIT);
+        assert_eq!(wait("S"), DEFAULT_PROOF_WAIT);
+        assert_eq!(proof_wait(&MetadataMap::new()), DEFAULT_PROOF_WAIT);
     }
 }

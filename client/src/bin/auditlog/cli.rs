@@ -303,6 +303,21 @@ pub(crate) struct LogArgs {
     /// Write the event once per key; repeats return the first receipt.
     #[arg(long)]
     pub(crate) idempotency_key: Option<String>,
+    /// Wait for a signed checkpoint covering the event and its inclusion
+    /// proof, check both and print them; exits 1 when they do not verify
+    /// or none came in time (the event is written all the same).
+    #[arg(long)]
+    pub(crate) proof: bool,
+    /// With --proof: the log's verifier key (NAME+KEYID+KEY); without it,
+    /// the key the server sends is used, which proves nothing about that
+    /// server.
+    #[arg(
+        long,
+        env = "AUDITLOG_VERIFIER_KEY",
+        value_name = "VERIFIER_KEY",
+        requires = "proof"
+    )]
+    pub(crate) key: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! `auditlog log`: appends one event and prints its receipt.
 
-use auditlog_client::{Client, NewEvent, pb};
+use auditlog_client::proof::VerifierKey;
+use auditlog_client::{Client, NewEvent, ProvenReceipts, pb};
 
 use crate::CliError;
 use crate::cli::LogArgs;
@@ -40,8 +41,69 @@ pub(crate) async fn run(client: &Client, args: LogArgs, json: bool) -> Result<()
             );
         }
     }
+    if args.proof {
+        let key = args
+            .key
+            .as_deref()
+            .map(VerifierKey::parse)
+            .transpose()
+            .map_err(|e| CliError::Usage(format!("--key: {e}")))?;
+        let proven = client.log_with_proof(event, key.as_ref()).await?;
+        return print_proven(proven, key.is_some(), json);
+    }
     let receipt = client.log(event).await?;
     print_receipt(&receipt, json)
+}
+
+/// A receipt and its checked proof; an error after the receipt when the
+/// proof did not come or does not verify.
+fn print_proven(proven: ProvenReceipts, trusted: bool, json: bool) -> Result<(), CliError> {
+    let Some(receipt) = proven.receipts.first() else {
+        return Err(CliError::Failed("the server sent no receipt".into()));
+    };
+    let seq = receipt.seq;
+    let proof = match proven.proof {
+        Ok(p) => p,
+        Err(e) => {
+            print_receipt(receipt, json)?;
+            return Err(CliError::Failed(format!(
+                "seq {seq} is written, but its proof did not check out: {e}"
+            )));
+        }
+    };
+    let c = &proof.checkpoint.checkpoint;
+    let hashes = proof.proof_lens.first().copied().unwrap_or(0);
+    let untrusted = if trusted {
+        ""
+    } else {
+        " (checked with the key the server sent: pass --key to check against a key you trust)"
+    };
+    if json {
+        let mut out = receipt_json(receipt);
+        out["proof"] = serde_json::json!({
+            "origin": c.origin,
+            "tree_size": c.size,
+            "root_hash": crate::proofs::hex(&c.root),
+            "note": proof.checkpoint.note,
+            "signed_by": proof.signed_by,
+            "proof_hashes": hashes,
+            "key_given": trusted,
+            "verified": true,
+        });
+        say!("{out}");
+        return Ok(());
+    }
+    print_receipt(receipt, false)?;
+    say!(
+        "OK: seq {seq} is in {} under the checkpoint of tree size {} signed by {} (root {}, {hashes} \
+         proof hashes){untrusted}",
+        c.origin,
+        c.size,
+        proof.signed_by,
+        crate::proofs::hex(&c.root),
+    );
+    say!("{}", proof.checkpoint.note.trim_end());
+    Ok(())
 }
 
 /// The `--details` flag's JSON object.

@@ -62,6 +62,28 @@ pub(in crate::service) fn checkpoint_pb(
     }
 }
 
+/// A checkpoint and the proofs of receipts in it, for Log and LogBatch.
+pub(in crate::service) fn receipt_proofs_pb(
+    signed: Signed,
+    origin: &str,
+    verifier_key: String,
+    proved: Vec<crate::service::proofs::ReceiptProof>,
+) -> pb::ReceiptProofs {
+    let checkpoint = checkpoint_pb(signed, origin, verifier_key);
+    pb::ReceiptProofs {
+        checkpoint: checkpoint.checkpoint,
+        verifier_key: checkpoint.verifier_key,
+        proofs: proved
+            .into_iter()
+            .map(|(seq, hashes, line)| pb::InclusionProof {
+                seq,
+                hashes: hashes.into_iter().map(|h| h.to_vec()).collect(),
+                line: line.unwrap_or_default(),
+            })
+            .collect(),
+    }
+}
+
 pub(in crate::service) fn inclusion_pb(
     seq: u64,
     size: u64,

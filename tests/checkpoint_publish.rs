@@ -1,0 +1,146 @@
+//! Signed checkpoints pushed out (`[checkpoints]`): on the interval, when
+//! a newer checkpoint was signed, its note replaces the configured file
+//! whole and is appended to the history file, and goes to the alert
+//! channels opted in (a mail to the SMTP sink); each note found there
+//! verifies with the verifier key `--print-verifier-key` gives, and the
+//! last one covers what was logged.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use auditlog_client::NewEvent;
+use auditlog_client::proof::VerifierKey;
+use auditlog_server::config::{EmailConfig, Security};
+use common::endpoints::SmtpServer;
+use common::{TestServer, wait_until};
+
+#[tokio::test]
+async fn the_signed_checkpoint_reaches_the_file_and_the_history() {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("auditlog.checkpoint");
+    let history = out.path().join("checkpoints.history");
+    let (f, h) = (file.clone(), history.clone());
+    let server = TestServer::start_with(move |c| {
+        c.checkpoints.publish_interval_secs = 1;
+        c.checkpoints.file = Some(f);
+        c.checkpoints.history_file = Some(h);
+    })
+    .await;
+    let key = VerifierKey::parse(
+        &auditlog_server::verifier_key(&auditlog_server::Config {
+            data_dir: server.data_dir.clone(),
+            ..auditlog_server::Config::default()
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let client = server.client().await;
+    for n in 1..=3 {
+        client
+            .log(NewEvent::lead_ingested(format!("L-{n}"), "webform"))
+            .await
+            .unwrap();
+    }
+    let pushed = wait_until("a checkpoint of 3 records in the file", || async {
+        let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
+        let c = key.open_checkpoint(&text).map_err(|e| e.to_string())?;
+        if c.size == 3 {
+            Ok(c)
+        } else {
+            Err(format!("size {}", c.size))
+        }
+    })
+    .await;
+    let served = client.verified_checkpoint(&key, false).await.unwrap();
+    assert!(served.checkpoint.size >= 3);
+
+    // Each note (body, an empty line, one signature line) is followed by
+    // an empty line.
+    let text = std::fs::read_to_string(&history).unwrap();
+    let parts: Vec<&str> = text.split("\n\n").collect();
+    assert_eq!(parts.last(), Some(&""), "{text}");
+    let mut last = 0;
+    for pair in parts[..parts.len() - 1].chunks(2) {
+        let note = format!("{}\n\n{}\n", pair[0], pair[1]);
+        let c = key.open_checkpoint(&note).unwrap();
+        assert!(c.size > last, "the history only grows: {text}");
+        last = c.size;
+    }
+    assert_eq!(last, pushed.size, "{text}");
+}
+
+#[tokio::test]
+async fn the_signed_checkpoint_is_mailed_to_an_opted_in_alert_channel() {
+    let smtp = SmtpServer::start().await;
+    let port = smtp.port;
+    let server = TestServer::start_with(move |c| {
+        c.checkpoints.publish_interval_secs = 1;
+        c.checkpoints.alert_channels = vec!["email".into()];
+        c.alerts.email = Some(EmailConfig {
+            host: "127.0.0.1".into(),
+            port: Some(port),
+            security: Security::None,
+            username: None,
+            password: None,
+            password_file: None,
+            from: "auditlog@example.com".into(),
+            to: vec!["ops@example.com".into()],
+        });
+    })
+    .await;
+    let key = VerifierKey::parse(
+        &auditlog_server::verifier_key(&auditlog_server::Config {
+            data_dir: server.data_dir.clone(),
+            ..auditlog_server::Config::default()
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let client = server.client().await;
+    client
+        .log(NewEvent::lead_ingested("L-1", "webform"))
+        .await
+        .unwrap();
+    let mails = smtp.wait_for(1).await;
+    let mail = &mails[0];
+    assert!(
+        mail.header("Subject").contains("checkpoint: tree size 1"),
+        "{mail:?}"
+    );
+    // The note, from its origin line to its signature line, verbatim.
+    let body = mail.body().replace("\r\n", "\n");
+    let start = body
+        .find(&format!("{}\n", key.name))
+        .expect("the note's origin line");
+    let note = &body[start..];
+    let end = note.find("\n\u{2014} ").unwrap();
+    let sig_end = note[end + 1..].find('\n').unwrap() + end + 2;
+    let c = key.open_checkpoint(&note[..sig_end]).unwrap();
+    assert_eq!(c.size, 1);
+}
+
+#[tokio::test]
+async fn a_zero_interval_is_refused_naming_the_key() {
+    let config = auditlog_server::Config {
+        checkpoints: auditlog_server::config::CheckpointsConfig {
+            publish_interval_secs: 0,
+            ..Default::default()
+        },
+        ..auditlog_server::Config::default()
+    };
+    let e = config.validate().unwrap_err().to_string();
+    assert!(e.contains("checkpoints.publish_interval_secs"), "{e}");
+    let config = auditlog_server::Config {
+        checkpoints: auditlog_server::config::CheckpointsConfig {
+            alert_channels: vec!["pager".into()],
+            ..Default::default()
+        },
+        ..auditlog_server::Config::default()
+    };
+    let e = config.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("checkpoints.alert_channels") && e.contains("pager"),
+        "{e}"
+    );
+}
