@@ -18,6 +18,7 @@ mod auth;
 pub mod bench;
 mod checkpoint;
 mod clock;
+mod cluster;
 mod compliance;
 pub mod config;
 mod durable;
@@ -86,6 +87,8 @@ pub enum ServerError {
     Lock(#[from] lock::LockError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("cannot serve metrics on {addr} (metrics_listen): {source}")]
     MetricsListen {
         addr: std::net::SocketAddr,
@@ -121,6 +124,10 @@ pub async fn run(
         .await??
     };
     let cancel = CancellationToken::new();
+    let cluster = match config.cluster.clone() {
+        Some(c) => Some(cluster::Node::start(c, cancel.clone()).await?),
+        None => None,
+    };
     let cell: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
     // One crypto provider for every TLS client (webhooks, alerts), installed
     // before any is built, so no dependency can pick another and make the
@@ -260,6 +267,7 @@ pub async fn run(
             set_serving(&health, true).await;
             tokio::spawn(watch_store(
                 Arc::clone(&store),
+                cluster,
                 health.clone(),
                 cancel.clone(),
             ));
@@ -416,11 +424,13 @@ const WRITE_HEALTH_EVERY: Duration = Duration::from_millis(250);
 
 /// Keeps the health of `auditlog.v1.AuditService` in step with the write
 /// path: NOT_SERVING while the store cannot write (it refuses writes until
-/// a restart, or found the disk full and no space came back), SERVING again
+/// a restart, or found the disk full and no space came back) or, in cluster
+/// mode, while the node cannot reach NATS or its stream, SERVING again
 /// once it can, so load balancers stop sending writes here meanwhile. The
 /// server-wide `""` stays SERVING: reads are still served.
 async fn watch_store(
     store: Arc<Store>,
+    cluster: Option<cluster::Node>,
     health: tonic_health::server::HealthReporter,
     cancel: CancellationToken,
 ) {
@@ -431,7 +441,9 @@ async fn watch_store(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let refusal = store.write_refusal();
+        let refusal = store
+            .write_refusal()
+            .or_else(|| cluster.as_ref().and_then(cluster::Node::refusal));
         if refusal.is_some() == refusing || cancel.is_cancelled() {
             continue;
         }

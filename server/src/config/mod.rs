@@ -21,6 +21,7 @@ use crate::redaction::{self, PathIs};
 // builds one in code (an embedding program, the tests).
 pub use crate::alerts::{AlertsConfig, EmailConfig, HookConfig, RuleConfig, Security};
 pub use crate::auth::{Role, TokenConfig};
+pub use crate::cluster::ClusterConfig;
 pub use crate::compliance::ComplianceConfig;
 pub use crate::keys::Secret;
 pub use crate::performance::{DegradationConfig, PerformanceConfig};
@@ -154,6 +155,9 @@ pub struct Config {
     /// a network only the scraper reaches.
     #[serde(deserialize_with = "metrics_addr")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Cluster mode on NATS JetStream (`[cluster]`, see docs/cluster.md).
+    /// Default: none, a single node with its own log.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The format of the server's own log.
@@ -217,6 +221,7 @@ impl Default for Config {
             checkpoint_origin: None,
             checkpoint_key_file: None,
             metrics_listen: None,
+            cluster: None,
         }
     }
 }
@@ -517,6 +522,11 @@ impl Config {
                 key: "data_dir",
                 reason: "must not be empty".into(),
             });
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .validate()
+                .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         }
         Ok(())
     }
