@@ -451,9 +451,11 @@ async fn watch_store(
         match refusal {
             Some(reason) => tracing::error!(
                 error = %reason,
-                "the store cannot write: health of {AUDIT_SERVICE} is NOT_SERVING"
+                "this node cannot take writes: health of {AUDIT_SERVICE} is NOT_SERVING"
             ),
-            None => tracing::info!("the store writes again: health of {AUDIT_SERVICE} is SERVING"),
+            None => {
+                tracing::info!("this node takes writes again: health of {AUDIT_SERVICE} is SERVING")
+            }
         }
         health
             .set_service_status(AUDIT_SERVICE, status_of(!refusing))

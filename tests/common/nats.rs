@@ -137,13 +137,12 @@ impl NatsCluster {
         signal(child.id(), name);
     }
 
-    /// Starts server `i` again on its store directory (after [`kill9`]).
-    ///
-    /// [`kill9`]: NatsCluster::kill9
-    pub(crate) async fn restart(&mut self, i: usize) {
+    /// Starts server `i` again on its store directory (killing it first if
+    /// it runs); [`NatsCluster::wait_ready`] waits until JetStream answers
+    /// (with a quorum of servers up).
+    pub(crate) fn restart(&mut self, i: usize) {
         self.kill9(i);
         self.spawn(i);
-        self.wait_ready().await;
     }
 
     /// Where the servers keep their stores and logs.

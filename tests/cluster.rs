@@ -1,0 +1,227 @@
+//! Cluster mode on NATS JetStream (issue 16): three `auditlog-server`
+//! processes, each with a config file naming a real three-server NATS
+//! cluster on loopback (`common::NatsCluster`). Skipped without a
+//! `nats-server` binary, unless `REQUIRE_NATS=1` (as `.ci/run` sets).
+//!
+//! What is here: the stream and the lease bucket set up as the docs say,
+//! one leader elected, a killed or paused leader replaced, health following
+//! NATS, a bad `[cluster]` section refused at start.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::endpoints::closed_port;
+use common::{NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, workspace_bin};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
+
+/// One auditlog node: its process, its directory and its advertised URL.
+struct Node {
+    process: ServerProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn url(&self) -> &str {
+        &self.process.url
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url().to_owned())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// The `[cluster]` section of node `name` listening on `port`.
+fn cluster_toml(nats: &NatsCluster, name: &str, port: u16) -> String {
+    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[cluster]\nnats_urls = [{}]\nnode_name = \"{name}\"\n\
+         advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\n",
+        urls.join(", ")
+    )
+}
+
+async fn start_node(nats: &NatsCluster, name: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let config = dir.path().join("auditlog.toml");
+    std::fs::write(&config, cluster_toml(nats, name, port)).unwrap();
+    let data = dir.path().join("data");
+    let process =
+        ServerProcess::spawn_at(port, &data, ["--config".as_ref(), config.as_os_str()], &[]).await;
+    Node { process, _dir: dir }
+}
+
+async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(start_node(nats, &format!("node{i}")).await);
+    }
+    nodes
+}
+
+/// The lease as the bucket holds it: (node, advertise, term).
+async fn lease(js: &jetstream::Context) -> Result<(String, String, u64), String> {
+    let kv = js
+        .get_key_value("AUDITLOG_leader")
+        .await
+        .map_err(|e| e.to_string())?;
+    let entry = kv
+        .get("leader")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no leader")?;
+    let v: serde_json::Value = serde_json::from_slice(&entry).map_err(|e| e.to_string())?;
+    match (
+        v["node"].as_str(),
+        v["advertise"].as_str(),
+        v["term"].as_u64(),
+    ) {
+        (Some(n), Some(a), Some(t)) if t > 0 => Ok((n.to_owned(), a.to_owned(), t)),
+        _ => Err(format!("lease {v}")),
+    }
+}
+
+/// Waits until the lease is held by a node other than `not`, with a term
+/// above `after`.
+async fn new_leader(js: &jetstream::Context, not: &str, after: u64) -> (String, String, u64) {
+    wait_until("another node to take the lease", || async {
+        match lease(js).await? {
+            (node, advertise, term) if node != not && term > after => Ok((node, advertise, term)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+fn index_of(nodes: &[Node], advertise: &str) -> usize {
+    nodes
+        .iter()
+        .position(|n| n.url() == advertise)
+        .unwrap_or_else(|| panic!("the lease names {advertise}, no node of this test"))
+}
+
+#[tokio::test]
+async fn nodes_set_up_the_stream_and_elect_one_leader() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    for node in &nodes {
+        wait_for_health(&node.channel().await, AUDIT_SERVICE, ServingStatus::Serving).await;
+    }
+    let js = jetstream::new(nats.client().await);
+    let (name, advertise, _) = wait_until("a leader", || lease(&js)).await;
+    assert_eq!(format!("node{}", index_of(&nodes, &advertise)), name);
+
+    let mut stream = js.get_stream("AUDITLOG").await.unwrap();
+    let config = &stream.info().await.unwrap().config;
+    assert_eq!(config.subjects, vec!["AUDITLOG.log".to_owned()]);
+    assert_eq!(config.num_replicas, 3);
+    assert_eq!(config.storage, jetstream::stream::StorageType::File);
+    assert_eq!(config.discard, jetstream::stream::DiscardPolicy::Old);
+    assert!(config.deny_delete && !config.deny_purge && config.allow_direct);
+    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+    assert_eq!(config.max_age, Duration::ZERO);
+    let bucket = js.get_key_value("AUDITLOG_leader").await.unwrap();
+    let status = bucket.status().await.unwrap();
+    assert_eq!(status.history(), 1);
+    assert_eq!(status.max_age(), Duration::from_secs(1));
+    assert_eq!(status.info.config.num_replicas, 3);
+}
+
+#[tokio::test]
+async fn a_killed_or_paused_leader_is_replaced_and_a_resumed_one_does_not_take_back_the_lease() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let (first, advertise, term) = wait_until("a leader", || lease(&js)).await;
+    let killed = index_of(&nodes, &advertise);
+    nodes[killed].process.kill9();
+
+    let (second, advertise, term2) = new_leader(&js, &first, term).await;
+    let paused = index_of(&nodes, &advertise);
+    nodes[paused].process.signal("STOP");
+    let (third, _, term3) = new_leader(&js, &second, term2).await;
+    nodes[paused].process.signal("CONT");
+    // Once resumed, its next renewal is refused (the revision moved on): it
+    // steps down instead of writing the lease back.
+    let resumed = auditlog_client::Client::connect(nodes[paused].url())
+        .await
+        .unwrap();
+    resumed.stats(None).await.unwrap();
+    wait_for_health(
+        &nodes[paused].channel().await,
+        AUDIT_SERVICE,
+        ServingStatus::Serving,
+    )
+    .await;
+    let (holder, _, term_now) = lease(&js).await.unwrap();
+    assert_eq!(
+        (holder, term_now),
+        (third, term3),
+        "the resumed node took the lease back"
+    );
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_nats_is_unreachable() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 1).await;
+    let channel = nodes[0].channel().await;
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::Serving).await;
+    for i in 0..3 {
+        nats.kill9(i);
+    }
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
+    // Reads are still served from the replica.
+    wait_for_health(&channel, "", ServingStatus::Serving).await;
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    nats.wait_ready().await;
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::Serving).await;
+}
+
+#[tokio::test]
+async fn a_cluster_section_without_advertise_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditlog.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]\n",
+    )
+    .unwrap();
+    let run = start_to_end(dir.path(), &config).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("cluster.advertise"), "{run:?}");
+    assert!(!run.stderr.contains("serving"), "announced first: {run:?}");
+}
+
+async fn start_to_end(dir: &Path, config: &Path) -> common::Finished {
+    let args = vec![
+        "--listen".to_owned(),
+        format!("127.0.0.1:{}", closed_port()),
+        "--data-dir".to_owned(),
+        dir.join("data").display().to_string(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ];
+    let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), common::TEST_KEY.to_owned())];
+    let bin = workspace_bin("auditlog-server", "auditlog-server");
+    run_to_end(bin, args, env, Duration::from_secs(30)).await
+}
