@@ -171,6 +171,7 @@ async fn second_signal_exits_at_once(second: &str) {
             filter: None,
             from_seq: 1,
             follow: false,
+            min_seq: 0,
         })
         .await
         .unwrap()

@@ -93,6 +93,7 @@ fn query(limit: u32, filter: pb::EventFilter, page_token: &str) -> Call {
         limit,
         oldest_first: false,
         page_token: page_token.into(),
+        min_seq: 0,
     })
 }
 
@@ -101,6 +102,7 @@ fn stream(filter: pb::EventFilter) -> Call {
         filter: Some(filter),
         from_seq: 1,
         follow: false,
+        min_seq: 0,
     })
 }
 

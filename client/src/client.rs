@@ -1,18 +1,24 @@
-//! [`Client`]: one connection to a server, with one method per RPC of the
-//! AuditService and the AdminService.
+//! [`Client`]: a connection to a server, or to the nodes of a cluster
+//! (`nodes.rs`: which node a call goes to, and which calls are repeated
+//! after UNAVAILABLE), with one method per RPC of the AuditService and the
+//! AdminService.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+mod nodes;
 mod proofs;
 
+pub use nodes::{Builder, Retry};
 pub use proofs::{ProvenRecord, VerifiedCheckpoint};
 
-use crate::error::source_chain;
 use crate::{Credentials, Error, NewEvent, Options, Query, pb};
+use nodes::{Node, Nodes};
 use pb::admin_service_client::AdminServiceClient;
 use pb::audit_service_client::AuditServiceClient;
 
@@ -22,12 +28,12 @@ pub type EventStream = BoxStream<'static, Result<pb::Event, Error>>;
 /// The generated clients, with credentials.
 type Channeled = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
 
-/// A connection to an auditlog server. Cheap to clone; clones share the
-/// connection.
+/// A connection to an auditlog server, or to several nodes of a cluster
+/// ([`Client::builder`]). Cheap to clone; clones share the connections.
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: AuditServiceClient<Channeled>,
-    admin: AdminServiceClient<Channeled>,
+    nodes: Arc<Nodes>,
+    retry: Retry,
 }
 
 impl Client {
@@ -39,64 +45,68 @@ impl Client {
 
     /// Connects with a token and TLS settings.
     pub async fn connect_with(url: impl Into<String>, options: Options) -> Result<Client, Error> {
-        let url = url.into();
-        let invalid = |reason: String| Error::InvalidUrl {
-            url: url.clone(),
-            reason,
-        };
-        let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| invalid(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
-        if url.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(options.tls())
-                .map_err(|e| invalid(source_chain(&e)))?;
-        }
-        let channel = endpoint.connect().await.map_err(|e| Error::Connect {
-            url: url.clone(),
-            reason: source_chain(&e),
-        })?;
-        let token = match options.token {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| invalid("the token holds characters a header cannot".into()))?,
-            ),
-            None => None,
-        };
-        Ok(Client::from_channel_with(channel, Credentials { token }))
+        Client::builder().node(url).options(options).connect().await
+    }
+
+    /// A client over several nodes (any of which takes any call), with
+    /// its retry settings.
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 
     /// Wraps an existing channel (for custom settings).
     pub fn from_channel(channel: Channel) -> Client {
-        Client::from_channel_with(channel, Credentials::default())
+        Client {
+            nodes: Arc::new(Nodes {
+                list: vec![Node::new(String::new(), channel, Credentials::default())],
+                current: AtomicUsize::new(0),
+            }),
+            retry: Retry::default(),
+        }
     }
 
-    fn from_channel_with(channel: Channel, credentials: Credentials) -> Client {
-        Client {
-            inner: AuditServiceClient::with_interceptor(channel.clone(), credentials.clone()),
-            admin: AdminServiceClient::with_interceptor(channel, credentials),
-        }
+    /// The address calls go to now (empty for [`Client::from_channel`]).
+    pub fn current_node(&self) -> &str {
+        &self.nodes.current().1.url
+    }
+
+    fn audit(&self) -> AuditServiceClient<Channeled> {
+        self.nodes.current().1.audit.clone()
+    }
+
+    fn admin(&self) -> AdminServiceClient<Channeled> {
+        self.nodes.current().1.admin.clone()
     }
 
     /// The generated client, for calls this wrapper does not cover.
     pub fn raw(&self) -> AuditServiceClient<Channeled> {
-        self.inner.clone()
+        self.audit()
     }
 
-    /// Appends one event; returns its receipt once it is durable.
+    /// Appends one event; returns its receipt once it is durable. With an
+    /// idempotency key, an UNAVAILABLE answer is retried ([`Retry`]).
     pub async fn log(&self, event: NewEvent) -> Result<pb::Receipt, Error> {
         let request = pb::LogRequest {
             event: Some(event.into_input()?),
         };
-        let response = self.inner.clone().log(request).await?.into_inner();
+        let keyed = request
+            .event
+            .as_ref()
+            .is_some_and(|e| !e.idempotency_key.is_empty());
+        let response = self
+            .call(keyed, |mut c| {
+                let request = request.clone();
+                async move { c.log(request).await }
+            })
+            .await?;
         response
             .receipt
             .ok_or_else(|| Error::Rpc(tonic::Status::internal("the server sent no receipt")))
     }
 
-    /// Appends `events` atomically; one receipt each, in order.
+    /// Appends `events` atomically; one receipt each, in order. When every
+    /// event has an idempotency key, an UNAVAILABLE answer is retried
+    /// ([`Retry`]).
     pub async fn log_batch(
         &self,
         events: impl IntoIterator<Item = NewEvent>,
@@ -105,17 +115,24 @@ impl Client {
             .into_iter()
             .map(NewEvent::into_input)
             .collect::<Result<Vec<_>, _>>()?;
+        let keyed = events.iter().all(|e| !e.idempotency_key.is_empty());
+        let request = pb::LogBatchRequest { events };
         let response = self
-            .inner
-            .clone()
-            .log_batch(pb::LogBatchRequest { events })
+            .call(keyed, |mut c| {
+                let request = request.clone();
+                async move { c.log_batch(request).await }
+            })
             .await?;
-        Ok(response.into_inner().receipts)
+        Ok(response.receipts)
     }
 
     /// One page of events matching `query`.
     pub async fn query(&self, query: Query) -> Result<pb::QueryResponse, Error> {
-        Ok(self.inner.clone().query(query.request).await?.into_inner())
+        self.call(true, |mut c| {
+            let request = query.request.clone();
+            async move { c.query(request).await }
+        })
+        .await
     }
 
     /// Every event matching `query`, following page tokens to the end.
@@ -150,13 +167,9 @@ impl Client {
             filter: query.request.filter,
             from_seq,
             follow,
+            min_seq: query.request.min_seq,
         };
-        let stream = self
-            .inner
-            .clone()
-            .stream_events(request)
-            .await?
-            .into_inner();
+        let stream = self.audit().stream_events(request).await?.into_inner();
         Ok(stream
             .filter_map(|item| {
                 std::future::ready(match item {
@@ -178,20 +191,14 @@ impl Client {
         &self,
         request: pb::VerifyIntegrityRequest,
     ) -> Result<pb::VerifyIntegrityResponse, Error> {
-        Ok(self
-            .inner
-            .clone()
-            .verify_integrity(request)
-            .await?
-            .into_inner())
+        Ok(self.audit().verify_integrity(request).await?.into_inner())
     }
 
     /// Seals the active segment now and has it compressed; with `wait`,
     /// answers once the compressed segment is in the manifest.
     pub async fn rotate(&self, wait: bool) -> Result<pb::RotateResponse, Error> {
         Ok(self
-            .admin
-            .clone()
+            .admin()
             .rotate(pb::RotateRequest { wait })
             .await?
             .into_inner())
@@ -201,8 +208,7 @@ impl Client {
     /// period (the purge is itself logged).
     pub async fn apply_retention(&self) -> Result<pb::ApplyRetentionResponse, Error> {
         Ok(self
-            .admin
-            .clone()
+            .admin()
             .apply_retention(pb::ApplyRetentionRequest {})
             .await?
             .into_inner())
@@ -211,8 +217,7 @@ impl Client {
     /// Sends a test alert to every configured channel; one result each.
     pub async fn test_alerts(&self) -> Result<Vec<pb::ChannelResult>, Error> {
         Ok(self
-            .admin
-            .clone()
+            .admin()
             .test_alerts(pb::TestAlertsRequest {})
             .await?
             .into_inner()
@@ -222,8 +227,7 @@ impl Client {
     /// Alert channels' and rules' counters.
     pub async fn alert_status(&self) -> Result<pb::GetAlertStatusResponse, Error> {
         Ok(self
-            .admin
-            .clone()
+            .admin()
             .get_alert_status(pb::GetAlertStatusRequest {})
             .await?
             .into_inner())
@@ -232,8 +236,7 @@ impl Client {
     /// Each outgoing webhook endpoint's delivery state.
     pub async fn webhook_status(&self) -> Result<Vec<pb::WebhookStatus>, Error> {
         Ok(self
-            .admin
-            .clone()
+            .admin()
             .get_webhook_status(pb::GetWebhookStatusRequest {})
             .await?
             .into_inner()
@@ -244,8 +247,7 @@ impl Client {
     /// (one configured without a secret), to set its receiver up with.
     pub async fn webhook_secret(&self, name: &str) -> Result<String, Error> {
         Ok(self
-            .admin
-            .clone()
+            .admin()
             .get_webhook_secret(pb::GetWebhookSecretRequest {
                 name: name.to_owned(),
             })
@@ -264,8 +266,7 @@ impl Client {
         text: String,
     ) -> Result<u32, Error> {
         Ok(self
-            .admin
-            .clone()
+            .admin()
             .mail_report(pb::MailReportRequest {
                 subject: subject.to_owned(),
                 html,
@@ -291,7 +292,11 @@ impl Client {
         &self,
         request: pb::GetStatsRequest,
     ) -> Result<pb::GetStatsResponse, Error> {
-        Ok(self.inner.clone().get_stats(request).await?.into_inner())
+        self.call(true, |mut c| {
+            let request = request.clone();
+            async move { c.get_stats(request).await }
+        })
+        .await
     }
 
     /// Records how long `operation` took; logged as a `performance` event.
@@ -315,8 +320,7 @@ impl Client {
         &self,
         request: pb::TrackPerformanceRequest,
     ) -> Result<pb::Receipt, Error> {
-        self.inner
-            .clone()
+        self.audit()
             .track_performance(request)
             .await?
             .into_inner()
@@ -343,8 +347,7 @@ impl Client {
         request: pb::GetPerformanceStatsRequest,
     ) -> Result<pb::GetPerformanceStatsResponse, Error> {
         Ok(self
-            .inner
-            .clone()
+            .audit()
             .get_performance_stats(request)
             .await?
             .into_inner())
@@ -357,8 +360,7 @@ impl Client {
         identifier: &str,
     ) -> Result<BoxStream<'static, Result<pb::ExportSubjectResponse, Error>>, Error> {
         let stream = self
-            .inner
-            .clone()
+            .audit()
             .export_subject(pb::ExportSubjectRequest {
                 identifier: identifier.to_owned(),
             })

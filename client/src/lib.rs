@@ -25,7 +25,7 @@ mod query;
 
 pub use auditlog_proof as proof;
 pub use auditlog_proto::v1 as pb;
-pub use client::{Client, EventStream, ProvenRecord, VerifiedCheckpoint};
+pub use client::{Builder, Client, EventStream, ProvenRecord, Retry, VerifiedCheckpoint};
 pub use error::Error;
 pub use event::NewEvent;
 pub use options::{Credentials, Options};

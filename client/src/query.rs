@@ -68,6 +68,14 @@ impl Query {
         self
     }
 
+    /// Read only once the server holds `seq` (a receipt's seq), waiting for
+    /// it within the call's deadline: in cluster mode, a node's replica
+    /// may not have the write another node acknowledged yet.
+    pub fn min_seq(mut self, seq: u64) -> Query {
+        self.request.min_seq = seq;
+        self
+    }
+
     /// Continue after a previous page.
     pub fn page_token(mut self, token: impl Into<String>) -> Query {
         self.request.page_token = token.into();

@@ -174,6 +174,7 @@ pub async fn run(
         max_segment_bytes: config.max_segment_bytes(),
         max_segment_age: config.max_segment_age(),
         lead_copies: config.lead_copies,
+        replica: false,
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();

@@ -4,7 +4,8 @@
 //! `common::endpoints`):
 //!
 //! - `server.rs`: [`TestServer`], the server in this process (clean stop,
-//!   restart on the same directory), and [`TEST_KEY`].
+//!   restart on the same directory, or on the same port too), and
+//!   [`TEST_KEY`].
 //! - `process.rs`: [`ServerProcess`], the `auditlog-server` binary as a
 //!   child, for SIGKILL, signals and config files.
 //! - `runs.rs`: building the workspace's binaries and running the CLI to its

@@ -53,8 +53,14 @@ impl TestServer {
             ..Config::default()
         };
         adjust(&mut config);
-        let protected = !config.tokens.is_empty();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestServer::start_on(listener, config).await
+    }
+
+    /// Starts a server with `config` on `listener`.
+    async fn start_on(listener: tokio::net::TcpListener, config: Config) -> TestServer {
+        let dir = config.data_dir.clone();
+        let protected = !config.tokens.is_empty();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(auditlog_server::run(config, listener, async move {
@@ -63,7 +69,7 @@ impl TestServer {
         let server = TestServer {
             url: format!("http://{addr}"),
             addr,
-            data_dir: dir.to_path_buf(),
+            data_dir: dir,
             _temp: None,
             stop: Some(stop),
             task: Some(task),
@@ -136,6 +142,20 @@ impl TestServer {
         let temp = self._temp.take();
         let mut next = TestServer::start_in(&self.data_dir, adjust).await;
         next._temp = temp;
+        next
+    }
+
+    /// Stops the server and starts a new one on the same directory and
+    /// the same port, so clients that knew the old one reach the new one.
+    pub(crate) async fn restart_on_same_port(mut self) -> TestServer {
+        self.stop().await;
+        let config = Config {
+            data_dir: self.data_dir.clone(),
+            ..Config::default()
+        };
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        let mut next = TestServer::start_on(listener, config).await;
+        next._temp = self._temp.take();
         next
     }
 

@@ -36,8 +36,7 @@ impl Client {
     /// `fresh`, the server signs the tree as it is now first.
     pub async fn checkpoint(&self, fresh: bool) -> Result<pb::GetCheckpointResponse, Error> {
         Ok(self
-            .inner
-            .clone()
+            .audit()
             .get_checkpoint(pb::GetCheckpointRequest { fresh })
             .await?
             .into_inner())
@@ -51,8 +50,7 @@ impl Client {
         tree_size: u64,
     ) -> Result<pb::GetInclusionProofResponse, Error> {
         Ok(self
-            .inner
-            .clone()
+            .audit()
             .get_inclusion_proof(pb::GetInclusionProofRequest { seq, tree_size })
             .await?
             .into_inner())
@@ -66,8 +64,7 @@ impl Client {
         second: u64,
     ) -> Result<pb::GetConsistencyProofResponse, Error> {
         Ok(self
-            .inner
-            .clone()
+            .audit()
             .get_consistency_proof(pb::GetConsistencyProofRequest {
                 first_size: first,
                 second_size: second,

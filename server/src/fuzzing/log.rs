@@ -170,6 +170,7 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         max_segment_bytes: u64::MAX,
         max_segment_age: None,
         lead_copies: true,
+        replica: false,
     };
     let store = store::Store::open(config, keys.clone())
         .unwrap_or_else(|e| panic!("the store does not open on a recovered log: {e}"));

@@ -152,6 +152,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         limit: 50,
         oldest_first: true,
         page_token: PageToken::encode(7, 1),
+        min_seq: 0,
     };
     seeds.push((
         "validation",

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
+use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
 use super::page_token::PageToken;
 use super::query::{QueryPlan, plan_query};
@@ -50,6 +51,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
+        let (min_seq, until) = (req.get_ref().min_seq, wait_until(req.metadata()));
         let QueryPlan {
             filter,
             order,
@@ -57,7 +59,7 @@ impl AuditService for AuditSvc {
             cursor,
             fingerprint,
         } = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
-        let store = self.store()?;
+        let store = self.store_holding(min_seq, until).await?;
         let page: Page<StructFromJson> = blocking("query", move || {
             store
                 .page(&filter, order, cursor, u64::MAX, limit)
@@ -77,13 +79,14 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let until = wait_until(req.metadata());
         let req = req.into_inner();
         let sub = hub::Subscription {
             filter: self.lead_filter(validate::filter_of(req.filter)?)?,
             from_seq: req.from_seq,
             follow: req.follow,
         };
-        let store = self.store()?;
+        let store = self.store_holding(req.min_seq, until).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         tokio::spawn(hub::run(store, sub, self.shutdown.clone(), tx));
         let stream =
@@ -125,10 +128,11 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let until = wait_until(req.metadata());
         let req = req.into_inner();
         let query = validate::stats_query_of(&req)?;
         let error_types = req.error_types;
-        let store = self.store()?;
+        let store = self.store_holding(req.min_seq, until).await?;
         let (stats, errors_by_type) = blocking("stats", move || {
             let stats = store.stats(&query).map_err(|e| {
                 edge::invalid(

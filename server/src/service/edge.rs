@@ -34,7 +34,9 @@ pub(crate) fn status_of(e: StoreError) -> Status {
         StoreError::Write(_)
         | StoreError::Poisoned(_)
         | StoreError::SealBroken(_)
-        | StoreError::Closed => Code::Unavailable,
+        | StoreError::Closed
+        | StoreError::Behind { .. } => Code::Unavailable,
+        StoreError::WrongRole(_) | StoreError::Refused { .. } => Code::FailedPrecondition,
         // Retrying is no use until someone restores the file or restarts.
         StoreError::ActiveFileGone(_) => Code::FailedPrecondition,
         StoreError::Corrupt { .. } | StoreError::SegmentDamaged { .. } => Code::DataLoss,

@@ -14,6 +14,7 @@
 
 mod admin;
 mod audit;
+mod deadline;
 mod edge;
 mod page_token;
 mod proofs;
@@ -81,6 +82,21 @@ impl AuditSvc {
 
     fn store(&self) -> Result<Arc<Store>, Status> {
         self.running().map(|r| Arc::clone(&r.store))
+    }
+
+    /// The store once it holds `min_seq` (0: at once), waiting until
+    /// `until` (`deadline::wait_until`, from the call's deadline); past it,
+    /// UNAVAILABLE saying how far this node has got.
+    async fn store_holding(
+        &self,
+        min_seq: u64,
+        until: tokio::time::Instant,
+    ) -> Result<Arc<Store>, Status> {
+        let store = self.store()?;
+        if min_seq > 0 {
+            store.wait_for(min_seq, until).await.map_err(status_of)?;
+        }
+        Ok(store)
     }
 
     /// Appends: compliance mode pseudonymises each event first;

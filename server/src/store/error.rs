@@ -34,6 +34,15 @@ pub enum StoreError {
     SealBroken(String),
     #[error("the store is shutting down")]
     Closed,
+    #[error("{0}")]
+    WrongRole(&'static str),
+    #[error("the group was refused at seq {seq}: {reason}; nothing of it was written")]
+    Refused { seq: u64, reason: String },
+    #[error(
+        "this node's replica holds seqs up to {head}, not yet seq {wanted} (min_seq); it is \
+         catching up: retry, or read from another node"
+    )]
+    Behind { head: u64, wanted: u64 },
     #[error("cannot open the data directory {path}: {source}")]
     Open {
         path: String,
@@ -102,6 +111,10 @@ impl StoreError {
             },
             StoreError::Read(src) => StoreError::Read(io(src)),
             StoreError::Corrupt { seq, reason } => StoreError::Corrupt {
+                seq: *seq,
+                reason: reason.clone(),
+            },
+            StoreError::Refused { seq, reason } => StoreError::Refused {
                 seq: *seq,
                 reason: reason.clone(),
             },

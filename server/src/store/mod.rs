@@ -43,10 +43,12 @@ mod read;
 pub(crate) mod record;
 mod recovery;
 mod refusals;
+mod replica;
 mod retention;
 mod sealer;
 pub(crate) mod segment;
 mod shared;
+pub(crate) mod signer;
 mod syncer;
 pub(crate) mod tree;
 mod trust;
@@ -61,7 +63,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 pub(crate) use chain::{FindingKind, Report};
 pub(crate) use error::StoreError;
@@ -71,6 +73,11 @@ pub(crate) use record::{Details, NewEvent, Record};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 pub(crate) use shared::{Committed, LOG_FILE, QUARANTINE_FILE};
+#[allow(
+    unused_imports,
+    reason = "the cluster's leader signs with these (issue 16)"
+)]
+pub(crate) use signer::{ChainHead, Signer};
 pub(crate) use trust::{check_before_start, holds_log};
 pub(crate) use turns::Verifications;
 pub(crate) use verify::Checkpoint;
@@ -111,6 +118,9 @@ pub struct StoreConfig {
     pub max_segment_age: Option<std::time::Duration>,
     /// Write a lead copy (`leads.rs`) beside each compressed segment.
     pub lead_copies: bool,
+    /// A cluster node's replica: it appends only groups signed by the
+    /// leader ([`Store::apply`]), and [`Store::append`] is refused.
+    pub replica: bool,
 }
 
 /// What the server returns for a durably written event.
@@ -137,6 +147,8 @@ pub struct Store {
     head_wake: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     tree: Mutex<Option<JoinHandle<()>>>,
     readers: Readers,
+    /// Opened as a replica (`StoreConfig::replica`).
+    replica: bool,
 }
 
 /// How many committed groups a slow subscriber may fall behind before it
@@ -190,6 +202,7 @@ impl Store {
             lead_copies: config.lead_copies,
             active_len: AtomicU64::new(recovered.len),
             indexed_seq: AtomicU64::new(indexed_seq),
+            committed: watch::Sender::new(indexed_seq),
             head: Mutex::new(head::Head::default()),
             tree: tree::Tree::new(),
             metrics,
@@ -243,6 +256,7 @@ impl Store {
             jobs,
             to_syncer,
             Arc::clone(&shared),
+            config.replica,
         );
         let handle = std::thread::Builder::new()
             .name("auditlog-writer".into())
@@ -258,6 +272,7 @@ impl Store {
             head_wake: Mutex::new(Some(head_wake)),
             tree: Mutex::new(Some(tree)),
             readers: Readers::start(),
+            replica: config.replica,
         })
     }
 
@@ -280,6 +295,12 @@ impl Store {
     }
 
     async fn append_once(&self, events: Vec<NewEvent>) -> Result<Vec<Receipt>, StoreError> {
+        if self.replica {
+            return Err(StoreError::WrongRole(
+                "this node's store is a replica of the cluster's stream and signs nothing \
+                 itself; send writes to the cluster leader",
+            ));
+        }
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(self.shared.poison_error());
         }

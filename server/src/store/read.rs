@@ -523,6 +523,7 @@ mod tests {
             max_segment_bytes: u64::MAX,
             max_segment_age: None,
             lead_copies: true,
+            replica: false,
         };
         let store = Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap();
         for seq in 1..=n {

@@ -77,6 +77,8 @@ pub(super) struct Shared {
     pub(super) active_len: AtomicU64,
     /// The highest seq in the index, kept by the syncer.
     pub(super) indexed_seq: AtomicU64,
+    /// The same, watched: what `Store::wait_for` waits on.
+    pub(super) committed: tokio::sync::watch::Sender<u64>,
     /// The head as last persisted (`head`), with the cuts found at start.
     pub(super) head: Mutex<Head>,
     /// The Merkle tree over the log, which the syncer wakes.

@@ -130,6 +130,7 @@ impl Syncer {
         }
         if let Some(r) = published.last() {
             self.shared.indexed_seq.store(r.seq, Ordering::Release);
+            self.shared.committed.send_replace(r.seq);
             self.shared.tree.notify();
         }
         if !published.is_empty() {

@@ -23,6 +23,7 @@ fn open_with(dir: &Path, lead_copies: bool) -> Store {
         max_segment_bytes: u64::MAX,
         max_segment_age: None,
         lead_copies,
+        replica: false,
     };
     Store::open(config, keyring()).unwrap()
 }

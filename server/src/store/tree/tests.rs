@@ -19,6 +19,7 @@ fn open(dir: &Path) -> Store {
         max_segment_bytes: u64::MAX,
         max_segment_age: None,
         lead_copies: false,
+        replica: false,
     };
     Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap()
 }

@@ -55,17 +55,23 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Receipt;
 use super::error::StoreError;
-use super::record::{GENESIS, NewEvent, Record};
+use super::record::NewEvent;
 use super::sealer::{Job, Sealed};
 use super::shared::Shared;
+use super::signer::{Signer, receipt_of};
 use super::syncer::{Staged, ToSyncer, Written};
-use crate::clock::now_micros;
 
+mod apply;
 mod rotation;
+
+pub(super) use apply::Apply;
 
 /// What the writer is asked to do.
 pub(super) enum Command {
     Append(Append),
+    /// Append a group signed elsewhere (a replica's `Store::apply`).
+    #[allow(dead_code, reason = "cluster mode (issue 16) applies")]
+    Apply(Apply),
     /// Seal the active segment now; with `wait`, answer once it is
     /// compressed.
     Rotate {
@@ -132,12 +138,11 @@ pub(super) struct Writer {
     /// Idempotency keys written in groups the syncer has not indexed yet: a
     /// repeat must find them although the index does not have them yet.
     pending_keys: HashMap<String, Receipt>,
-    next_seq: u64,
-    prev: String,
-    last_timestamp: i64,
-    /// Randomness for event ids: a user-space CSPRNG seeded once, rather
-    /// than a getrandom syscall per event.
-    rng: rand::rngs::StdRng,
+    /// Where the chain stands: what the next record continues.
+    signer: Signer,
+    /// A replica appends only groups signed elsewhere (`apply`), never its
+    /// own.
+    replica: bool,
 }
 
 impl Writer {
@@ -148,30 +153,16 @@ impl Writer {
         sealer: std::sync::mpsc::Sender<Job>,
         syncer: SyncSender<ToSyncer>,
         shared: Arc<Shared>,
+        replica: bool,
     ) -> Writer {
-        let last = shared.index().last().copied();
-        let (next_seq, prev, last_timestamp) = match last {
-            Some(m) => {
-                let prev = shared
-                    .read_record(&m)
-                    .map(|r| r.signature)
-                    .unwrap_or_else(|_| GENESIS.to_owned());
-                (m.seq + 1, prev, m.timestamp)
-            }
-            // After a purge of everything sealed, the chain continues from
-            // the last purged record.
-            None => {
-                let purged = shared.manifest.lock().ok().and_then(|m| m.purged.clone());
-                match purged {
-                    Some(p) => (p.through_seq + 1, p.last_signature, 0),
-                    None => (1, GENESIS.to_owned(), 0),
-                }
-            }
-        };
-        // After a cut found at start (`head`), seqs go on after the last
-        // one acknowledged, so none is given twice.
-        let acknowledged = shared.head.lock().map_or(0, |h| h.seq);
-        let next_seq = next_seq.max(acknowledged.saturating_add(1));
+        let mut signer = Signer::after(&shared.keyring, shared.chain_head_or_genesis());
+        // After a cut found at start (`head`), a writer's seqs go on after
+        // the last one acknowledged, so none is given twice. A replica
+        // continues its own file: the stream gives it what it lacks.
+        if !replica {
+            let acknowledged = shared.head.lock().map_or(0, |h| h.seq);
+            signer.skip_to(acknowledged.saturating_add(1));
+        }
         // After a restart the active segment's age is that of its first
         // record, not of this start.
         let segment_first_timestamp = match active.first_seq {
@@ -191,10 +182,8 @@ impl Writer {
             syncer,
             shared,
             pending_keys: HashMap::new(),
-            next_seq,
-            prev,
-            last_timestamp,
-            rng: rand::SeedableRng::from_os_rng(),
+            signer,
+            replica,
         }
     }
 
@@ -227,6 +216,7 @@ impl Writer {
                 Received::Closed => break,
             };
             let mut group = Vec::new();
+            let mut applies = Vec::new();
             let mut rotations = Vec::new();
             let mut events = 0;
             let mut next = Some(first);
@@ -236,6 +226,7 @@ impl Writer {
                         events += a.events.len();
                         group.push(a);
                     }
+                    Command::Apply(a) => applies.push(a),
                     Command::Rotate { wait, reply } => rotations.push((wait, reply)),
                 }
                 if events < MAX_GROUP_EVENTS {
@@ -244,6 +235,9 @@ impl Writer {
             }
             if !group.is_empty() {
                 self.commit(group);
+            }
+            for a in applies {
+                self.apply(a);
             }
             self.seal_if_full();
             for (wait, reply) in rotations {
@@ -314,7 +308,9 @@ impl Writer {
             return;
         }
         self.prune_pending();
-        let timestamp = now_micros().max(self.last_timestamp);
+        // Back to here if the write fails: nothing of the group is kept.
+        let mark = self.signer.mark();
+        let timestamp = self.signer.stamp();
         let mut buf = Vec::with_capacity(group.len() * 512);
         let mut records = Vec::with_capacity(group.len());
         let mut positions = Vec::with_capacity(group.len());
@@ -322,8 +318,6 @@ impl Writer {
         // Keys first written in this group, so a repeat inside it is also a
         // duplicate.
         let mut new_keys: HashMap<String, Receipt> = HashMap::new();
-        let mut seq = self.next_seq;
-        let mut prev = self.prev.clone();
         let mut deferred = Vec::new();
 
         'requests: for Append { events, reply } in group {
@@ -366,22 +360,10 @@ impl Writer {
             let batch = u32::try_from(fresh.len()).ok().filter(|&n| n > 1);
             for (n, (i, event)) in fresh.into_iter().enumerate() {
                 let key = event.idempotency_key.clone();
-                let (record, line) = Record::seal(
-                    event,
-                    seq,
-                    event_id(timestamp, &mut self.rng),
-                    timestamp,
-                    if n == 0 { batch } else { None },
-                    &prev,
-                    &self.shared.keyring,
-                );
-                let receipt = Receipt {
-                    seq,
-                    id: record.id.clone(),
-                    timestamp,
-                    signature: record.signature.clone(),
-                    duplicate: false,
-                };
+                let (record, line) =
+                    self.signer
+                        .sign(event, timestamp, if n == 0 { batch } else { None });
+                let receipt = receipt_of(&record);
                 if let Some(key) = key {
                     new_keys.insert(
                         key,
@@ -394,9 +376,7 @@ impl Writer {
                 receipts[i] = Some(receipt);
                 positions.push((self.len + buf.len() as u64, line.len() as u32));
                 buf.extend_from_slice(&line);
-                prev.clone_from(&record.signature);
                 records.push(record);
-                seq += 1;
             }
             for (i, first) in repeats {
                 receipts[i] = receipts[first].clone().map(|r| Receipt {
@@ -419,9 +399,6 @@ impl Writer {
                     self.segment_first = first.seq;
                     self.segment_first_timestamp = Some(first.timestamp);
                 }
-                self.next_seq = seq;
-                self.prev = prev;
-                self.last_timestamp = timestamp;
                 self.pending_keys.extend(new_keys);
                 // Sent even when nothing was written: a duplicate may point
                 // at an event still being synced, and is answered after it.
@@ -443,6 +420,7 @@ impl Writer {
             }
             Err(e) => {
                 // Nothing of this group was kept: seq and prev stay as they were.
+                self.signer.reset(mark);
                 for s in staged {
                     let _ = s.reply.send(Err(e.duplicate()));
                 }
@@ -463,24 +441,7 @@ impl Writer {
         if let Some(r) = new_keys.get(key).or_else(|| self.pending_keys.get(key)) {
             return Ok(Some(r.clone()));
         }
-        let meta = {
-            let index = self.shared.index.read().unwrap_or_else(|e| e.into_inner());
-            match index
-                .idempotent_seq(key)
-                .and_then(|s| index.get(s).copied())
-            {
-                Some(m) => m,
-                None => return Ok(None),
-            }
-        };
-        let record = self.shared.read_record(&meta)?;
-        Ok(Some(Receipt {
-            seq: record.seq,
-            id: record.id,
-            timestamp: record.timestamp,
-            signature: record.signature,
-            duplicate: true,
-        }))
+        self.shared.idempotent_receipt(key)
     }
 
     /// Writes `buf` at the end of the log (not yet durable: the syncer does
@@ -507,16 +468,6 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-/// A UUIDv7 for an event accepted at `timestamp` (µs since the epoch).
-fn event_id(timestamp: i64, rng: &mut rand::rngs::StdRng) -> String {
-    let mut random = [0u8; 10];
-    rand::RngCore::fill_bytes(rng, &mut random);
-    let millis = u64::try_from(timestamp / 1000).unwrap_or(0);
-    uuid::Builder::from_unix_timestamp_millis(millis, &random)
-        .into_uuid()
-        .to_string()
 }
 
 fn is_disk_full(e: &std::io::Error) -> bool {
@@ -559,6 +510,7 @@ mod tests {
                     max_segment_bytes: u64::MAX,
                     max_segment_age: None,
                     lead_copies: true,
+                    replica: false,
                 },
                 Keyring::new("k1", vec![7; 32]),
             )

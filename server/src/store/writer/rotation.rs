@@ -165,7 +165,7 @@ impl Writer {
             }
             return Err(err);
         }
-        let (first_seq, last_seq) = (self.segment_first, self.next_seq - 1);
+        let (first_seq, last_seq) = (self.segment_first, self.signer.next_seq() - 1);
         let dir = self.shared.dir.clone();
         let (plain_name, new) = match sealer::seal(&dir) {
             Ok(sealed) => sealed,

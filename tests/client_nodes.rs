@@ -1,0 +1,108 @@
+//! The Rust client over several nodes: a node that is down is passed over
+//! for the next, and a write with an idempotency key that meets UNAVAILABLE
+//! is retried until it is stored, exactly once.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::time::Duration;
+
+use auditlog_client::{Client, NewEvent, Query, Retry};
+use common::{TestServer, wait_until};
+
+#[tokio::test]
+async fn a_node_that_is_down_is_passed_over_for_the_next() {
+    let mut gone = TestServer::start().await;
+    let gone_url = gone.url.clone();
+    gone.stop().await;
+    let (a, b) = (TestServer::start().await, TestServer::start().await);
+
+    // Down at connect: the client connects to the next address.
+    let client = Client::builder()
+        .nodes([gone_url.as_str(), a.url.as_str()])
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.current_node(), a.url);
+    client.log(NewEvent::new("email_sent")).await.unwrap();
+
+    // Down between calls: a keyed write goes on to the next node.
+    let mut a = a;
+    let client = Client::builder()
+        .nodes([a.url.as_str(), b.url.as_str()])
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        client.log(NewEvent::new("email_sent")).await.unwrap().seq,
+        2
+    );
+    a.stop().await;
+    let receipt = client
+        .log(NewEvent::new("email_sent").idempotency_key("after-a"))
+        .await
+        .unwrap();
+    assert_eq!(client.current_node(), b.url);
+    assert_eq!(receipt.seq, 1);
+    let on_b = b.client().await.query_all(Query::new()).await.unwrap();
+    assert_eq!(on_b.len(), 1);
+    assert_eq!(on_b[0].idempotency_key, "after-a");
+    // Reads follow.
+    assert_eq!(client.stats(None).await.unwrap().total_events, 1);
+}
+
+#[tokio::test]
+async fn a_keyed_write_that_met_unavailable_is_retried_and_stored_once() {
+    let server = TestServer::start().await;
+    let client = Client::builder()
+        .node(&server.url)
+        .retry(Retry {
+            attempts: 200,
+            first_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_millis(200),
+        })
+        .connect()
+        .await
+        .unwrap();
+    // The next fsync fails: the write is not acknowledged and the store
+    // answers UNAVAILABLE until a restart.
+    let trigger = server.data_dir.join("FAIL_NEXT_FSYNC");
+    std::fs::write(&trigger, b"").unwrap();
+    let write = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .log(NewEvent::new("email_sent").idempotency_key("order-1"))
+                .await
+        })
+    };
+    wait_until("the injected fsync failure", || {
+        let fired = !trigger.exists();
+        async move { fired.then_some(()).ok_or("not yet".to_owned()) }
+    })
+    .await;
+    let stats = Client::connect(&server.url).await.unwrap();
+    wait_until("writes refused", || {
+        let stats = stats.clone();
+        async move {
+            let refused = stats
+                .log(NewEvent::new("probe"))
+                .await
+                .is_err_and(|e| e.code() == Some(tonic::Code::Unavailable));
+            refused.then_some(()).ok_or("still writing".to_owned())
+        }
+    })
+    .await;
+    let server = server.restart_on_same_port().await;
+
+    let receipt = write.await.unwrap().unwrap();
+    let events = server.client().await.query_all(Query::new()).await.unwrap();
+    let keyed: Vec<_> = events
+        .iter()
+        .filter(|e| e.idempotency_key == "order-1")
+        .collect();
+    assert_eq!(keyed.len(), 1, "{events:?}");
+    assert_eq!(keyed[0].seq, receipt.seq);
+    assert_eq!(keyed[0].signature, receipt.signature);
+}
