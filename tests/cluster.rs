@@ -3,8 +3,10 @@
 //! cluster on loopback (`common::NatsCluster`). Skipped without a
 //! `nats-server` binary, unless `REQUIRE_NATS=1` (as `.ci/run` sets).
 //!
-//! What is here: the stream and the lease bucket set up as the docs say,
-//! one leader elected, a killed or paused leader replaced, health following
+//! What is here: writes through the leader read back from every node (and
+//! streamed live from a follower), the same head after a restart of
+//! everything, the stream and the lease bucket set up as the docs say, one
+//! leader elected, a killed or paused leader replaced, health following
 //! NATS, a bad `[cluster]` section refused at start.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
@@ -24,10 +26,21 @@ const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
 /// One auditlog node: its process, its directory and its advertised URL.
 struct Node {
     process: ServerProcess,
-    _dir: tempfile::TempDir,
+    port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl Node {
+    async fn client(&self) -> auditlog_client::Client {
+        auditlog_client::Client::connect(self.url()).await.unwrap()
+    }
+
+    /// Kills the node (SIGKILL) and starts it again on its directory and port.
+    async fn restart(&mut self) {
+        self.process.kill9();
+        self.process = spawn(self.port, self.dir.path()).await;
+    }
+
     fn url(&self) -> &str {
         &self.process.url
     }
@@ -56,10 +69,20 @@ async fn start_node(nats: &NatsCluster, name: &str) -> Node {
     let port = closed_port();
     let config = dir.path().join("auditlog.toml");
     std::fs::write(&config, cluster_toml(nats, name, port)).unwrap();
-    let data = dir.path().join("data");
-    let process =
-        ServerProcess::spawn_at(port, &data, ["--config".as_ref(), config.as_os_str()], &[]).await;
-    Node { process, _dir: dir }
+    let process = spawn(port, dir.path()).await;
+    Node { process, port, dir }
+}
+
+/// The node in `dir` (`auditlog.toml`, `data/`) on `port`.
+async fn spawn(port: u16, dir: &Path) -> ServerProcess {
+    let config = dir.join("auditlog.toml");
+    ServerProcess::spawn_at(
+        port,
+        &dir.join("data"),
+        ["--config".as_ref(), config.as_os_str()],
+        &[],
+    )
+    .await
 }
 
 async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
@@ -224,4 +247,105 @@ async fn start_to_end(dir: &Path, config: &Path) -> common::Finished {
     let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), common::TEST_KEY.to_owned())];
     let bin = workspace_bin("auditlog-server", "auditlog-server");
     run_to_end(bin, args, env, Duration::from_secs(30)).await
+}
+
+/// The node holding the lease, once one does.
+async fn leader<'a>(js: &jetstream::Context, nodes: &'a [Node]) -> &'a Node {
+    let (_, advertise, _) = wait_until("a leader", || lease(js)).await;
+    &nodes[index_of(nodes, &advertise)]
+}
+
+/// Waits until every node's replica has `head` events.
+async fn wait_all_at(nodes: &[Node], head: u64) {
+    for node in nodes {
+        let client = node.client().await;
+        wait_until(&format!("{} to hold {head} events", node.url()), || async {
+            match client.stats(None).await {
+                Ok(s) if s.head_seq == head => Ok(()),
+                other => Err(format!("{:?}", other.map(|s| s.head_seq))),
+            }
+        })
+        .await;
+    }
+}
+
+fn event(i: usize) -> auditlog_client::NewEvent {
+    auditlog_client::NewEvent::new("crm_update")
+        .actor("system")
+        .lead(format!("L{i}"))
+        .idempotency_key(format!("k{i}"))
+}
+
+#[tokio::test]
+async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() {
+    use futures::StreamExt as _;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_node = leader(&js, &nodes).await;
+    let leader = leader_node.client().await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(leader.log(event(i)).await.unwrap());
+    }
+    acked.extend(leader.log_batch((10..15).map(event)).await.unwrap());
+    // A retry with the same key is the original receipt.
+    let again = leader.log(event(3)).await.unwrap();
+    assert_eq!(
+        (again.seq, &again.signature),
+        (acked[3].seq, &acked[3].signature)
+    );
+
+    wait_all_at(&nodes, 15).await;
+    let follower = nodes.iter().find(|n| n.url() != leader_node.url()).unwrap();
+    let mut live = follower
+        .client()
+        .await
+        .stream(auditlog_client::Query::new(), 1, true)
+        .await
+        .unwrap();
+    for i in 15..18 {
+        acked.push(leader.log(event(i)).await.unwrap());
+    }
+    for seq in 1..=18 {
+        let got = live.next().await.unwrap().unwrap();
+        assert_eq!(got.seq, seq);
+    }
+    wait_all_at(&nodes, 18).await;
+    for node in &nodes {
+        common::assert_whole(&node.client().await, &acked).await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_of_everything_every_node_has_the_same_head() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_client = leader(&js, &nodes).await.client().await;
+    let acked = leader_client.log_batch((0..20).map(event)).await.unwrap();
+    wait_all_at(&nodes, 20).await;
+
+    for node in &mut nodes {
+        node.process.kill9();
+    }
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    nats.wait_ready().await;
+    for node in &mut nodes {
+        node.restart().await;
+    }
+    let js = jetstream::new(nats.client().await);
+    let leader_client = leader(&js, &nodes).await.client().await;
+    let more = leader_client.log(event(20)).await.unwrap();
+    assert_eq!(more.seq, 21);
+    wait_all_at(&nodes, 21).await;
+    for node in &nodes {
+        common::assert_whole(&node.client().await, &acked).await;
+    }
 }

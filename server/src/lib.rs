@@ -68,6 +68,8 @@ pub struct Running {
     pub compliance: Arc<Compliance>,
     pub performance: Arc<Performance>,
     pub checkpoints: Arc<Checkpoints>,
+    /// In cluster mode: the link to the stream, which takes the writes.
+    pub(crate) cluster: Option<cluster::Node>,
 }
 
 /// Why the server stopped with an error.
@@ -125,7 +127,7 @@ pub async fn run(
     };
     let cancel = CancellationToken::new();
     let cluster = match config.cluster.clone() {
-        Some(c) => Some(cluster::Node::start(c, cancel.clone()).await?),
+        Some(c) => Some(cluster::Node::start(c, keyring.clone(), cancel.clone()).await?),
         None => None,
     };
     let cell: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
@@ -174,7 +176,9 @@ pub async fn run(
         max_segment_bytes: config.max_segment_bytes(),
         max_segment_age: config.max_segment_age(),
         lead_copies: config.lead_copies,
-        replica: false,
+        // In cluster mode the store appends only what the leader signed and
+        // published (cluster/), never from its own writer.
+        replica: config.cluster.is_some(),
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
@@ -249,7 +253,11 @@ pub async fn run(
                 cancel.clone(),
             );
             performance.set_alerts(alerts.clone());
+            if let Some(node) = &cluster {
+                node.attach(Arc::clone(&store), cancel.clone());
+            }
             let _ = cell.set(Running {
+                cluster: cluster.clone(),
                 store: Arc::clone(&store),
                 alerts,
                 webhooks,

@@ -58,6 +58,7 @@ impl Publisher {
     }
 
     /// The stream sequence of the last message published or known.
+    #[cfg(test)]
     pub(crate) fn last(&self) -> u64 {
         self.last
     }

@@ -7,6 +7,9 @@
 //!   stream's tail.
 //! - `lease.rs`: acquiring, renewing and losing the leader lease.
 //! - `leader.rs`: the fenced publish of signed groups.
+//! - `write.rs`: the leader's write path (sign, publish, wait for the
+//!   replica), taking over from the stream's tail.
+//! - `follower.rs`: every node applying the stream to its store.
 //!
 //! [`Node`] is the handle `run` keeps: it connects in the background
 //! (health says NOT_SERVING until the stream and the bucket are set up and
@@ -17,11 +20,13 @@
 //! chain from the same record.
 
 mod config;
-#[allow(dead_code)] // The write path of cluster mode publishes through it.
+mod follower;
 mod leader;
 mod lease;
 mod stream;
+mod write;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,9 +35,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ClusterConfig;
-#[allow(unused_imports)] // Called by the write path of cluster mode.
-pub(crate) use leader::Publisher;
 pub(crate) use lease::Role;
+
+use crate::keys::Keyring;
+use crate::store::{Store, StoreError};
 
 /// What went wrong talking to NATS.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +53,18 @@ pub enum ClusterError {
     #[error("NATS: {0}")]
     Nats(String),
     /// Another leader appended: this one must step down.
-    #[error("leader changed: {0}")]
+    #[error("leader changed, retry: {0}")]
     Deposed(String),
+    /// This node does not lead (and does not forward yet).
+    #[error("{0}")]
+    NotLeader(String),
+    /// The local replica refused or could not wait.
+    #[error(transparent)]
+    Store(StoreError),
 }
+
+/// How often the replica's lag behind the stream is looked at.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// How long to wait before setting up the stream again after a failure.
 const SETUP_RETRY: Duration = Duration::from_secs(1);
@@ -63,6 +78,17 @@ pub(crate) struct Node {
     /// bucket are not set up; `None` once they are.
     setup: Arc<Mutex<Option<String>>>,
     role: watch::Receiver<Role>,
+    /// True once the stream and the lease bucket are set up.
+    ready: watch::Receiver<bool>,
+    keyring: Keyring,
+    /// The leader's signer and publisher, while it leads.
+    leading: Arc<tokio::sync::Mutex<Option<write::Leading>>>,
+    /// The stream sequence of the last message the replica applied.
+    applied: Arc<AtomicU64>,
+    /// Events the replica is behind the stream's tail, last time looked.
+    behind: Arc<AtomicU64>,
+    /// Why the replica stopped following the stream, if it did.
+    failed: Arc<Mutex<Option<String>>>,
 }
 
 impl Node {
@@ -71,6 +97,7 @@ impl Node {
     /// the stream and running the lease until `cancel`.
     pub(crate) async fn start(
         config: ClusterConfig,
+        keyring: Keyring,
         cancel: CancellationToken,
     ) -> Result<Node, ClusterError> {
         let node = config.node();
@@ -111,19 +138,79 @@ impl Node {
             .await
             .map_err(|e| ClusterError::Nats(format!("connecting: {e}")))?;
         let (role_tx, role) = watch::channel(Role::Unknown);
+        let (ready_tx, ready) = watch::channel(false);
         let node = Node {
             config: Arc::new(config),
             client,
             setup: Arc::new(Mutex::new(Some("connecting to NATS".into()))),
             role,
+            ready,
+            keyring,
+            leading: Arc::new(tokio::sync::Mutex::new(None)),
+            applied: Arc::new(AtomicU64::new(0)),
+            behind: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(Mutex::new(None)),
         };
-        tokio::spawn(node.clone().set_up_and_lead(role_tx, cancel));
+        tokio::spawn(node.clone().set_up_and_lead(role_tx, ready_tx, cancel));
         Ok(node)
+    }
+
+    /// Starts applying the stream to `store` (once the stream is set up)
+    /// and watching how far behind it is.
+    pub(crate) fn attach(&self, store: Arc<Store>, cancel: CancellationToken) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ready = node.ready.clone();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = ready.wait_for(|&r| r) => if r.is_err() { return },
+            }
+            let js = async_nats::jetstream::new(node.client.clone());
+            let failed = Arc::clone(&node.failed);
+            tokio::spawn(follower::run(
+                js.clone(),
+                Arc::clone(&node.config),
+                Arc::clone(&store),
+                Arc::clone(&node.applied),
+                move |why| *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why),
+                cancel.clone(),
+            ));
+            node.watch_lag(js, store, cancel).await;
+        });
+    }
+
+    /// Every second: how many events the replica is behind the stream.
+    async fn watch_lag(
+        &self,
+        js: async_nats::jetstream::Context,
+        store: Arc<Store>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(LAG_EVERY);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(stream) = js.get_stream(&self.config.stream).await else {
+                continue;
+            };
+            if let Ok(tail) = stream::tail(&stream, &self.config.subject()).await {
+                let last = tail.map_or(0, |t| t.last_record);
+                self.behind
+                    .store(last.saturating_sub(store.head()), Ordering::Release);
+            }
+        }
     }
 
     /// Sets up the stream and the bucket (retrying until it works or
     /// shutdown), then runs the lease.
-    async fn set_up_and_lead(self, role: watch::Sender<Role>, cancel: CancellationToken) {
+    async fn set_up_and_lead(
+        self,
+        role: watch::Sender<Role>,
+        ready: watch::Sender<bool>,
+        cancel: CancellationToken,
+    ) {
         let js = async_nats::jetstream::new(self.client.clone());
         let mut logged = None;
         let bucket = loop {
@@ -146,6 +233,7 @@ impl Node {
             }
         };
         self.set_setup(None);
+        ready.send_replace(true);
         tracing::info!(
             stream = %self.config.stream,
             node = %self.config.node(),
@@ -176,10 +264,11 @@ impl Node {
         self.setup.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// What the lease says this node is.
-    #[allow(dead_code)] // Read by the write path of cluster mode.
-    pub(crate) fn role(&self) -> watch::Receiver<Role> {
-        self.role.clone()
+    /// Whether the lease says this node leads: alerts, webhooks and
+    /// checkpoint signing run only there.
+    #[allow(dead_code, reason = "the leader-only tasks ask it")]
+    pub(crate) fn leads(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader { .. })
     }
 }
 

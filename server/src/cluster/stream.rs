@@ -20,13 +20,15 @@ use super::{ClusterConfig, ClusterError};
 pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// The last message of the stream: where the chain continues.
-#[allow(dead_code)] // Read by a leader taking over.
 #[derive(Debug, Clone)]
 pub(crate) struct Tail {
     /// The stream sequence of the message: the next publish expects it.
     pub(crate) stream_seq: u64,
     /// The message: a group of record lines, each ending in `\n`.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) lines: bytes::Bytes,
+    /// The seq of its last record (its `Auditlog-Seq` header).
+    pub(crate) last_record: u64,
 }
 
 /// The stream's configuration as this node would create it.
@@ -144,16 +146,29 @@ pub(crate) async fn ensure_lease_bucket(
 }
 
 /// The stream's last message, `None` while it is empty.
-#[allow(dead_code)] // Read by a leader taking over.
 pub(crate) async fn tail(
     stream: &stream::Stream,
     subject: &str,
 ) -> Result<Option<Tail>, ClusterError> {
     match stream.get_last_raw_message_by_subject(subject).await {
-        Ok(message) => Ok(Some(Tail {
-            stream_seq: message.sequence,
-            lines: message.payload,
-        })),
+        Ok(message) => {
+            let last_record = message
+                .headers
+                .get(super::leader::SEQ_HEADER)
+                .and_then(|v| v.as_str().rsplit('-').next()?.parse().ok())
+                .ok_or_else(|| {
+                    ClusterError::Nats(format!(
+                        "stream message {} has no {} header: it was not written by auditlog",
+                        message.sequence,
+                        super::leader::SEQ_HEADER
+                    ))
+                })?;
+            Ok(Some(Tail {
+                stream_seq: message.sequence,
+                lines: message.payload,
+                last_record,
+            }))
+        }
         Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
         Err(e) => Err(ClusterError::Nats(format!(
             "reading the tail of the stream: {e}"

@@ -109,6 +109,14 @@ impl AuditSvc {
             running.compliance.apply(event);
         }
         let measured = Measurements::of(&events);
+        if let Some(cluster) = &running.cluster {
+            let receipts = cluster
+                .append(&running.store, events)
+                .await
+                .map_err(edge::cluster_status)?;
+            measured.written(&running.performance, &receipts);
+            return Ok(receipts);
+        }
         match running.store.append(events).await {
             Ok(receipts) => {
                 measured.written(&running.performance, &receipts);
