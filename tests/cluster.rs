@@ -349,3 +349,78 @@ async fn after_a_restart_of_everything_every_node_has_the_same_head() {
         common::assert_whole(&node.client().await, &acked).await;
     }
 }
+
+#[tokio::test]
+async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_resume() {
+    const WRITERS: usize = 16;
+    const EACH: usize = 12;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_at = index_of(&nodes, leader(&js, &nodes).await.url());
+    // Every node's address, and retries long enough to outlast a takeover.
+    let client = auditlog_client::Client::builder()
+        .nodes(nodes.iter().map(|n| n.url().to_owned()))
+        .retry(auditlog_client::Retry {
+            attempts: 60,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (client, acked) = (client.clone(), std::sync::Arc::clone(&acked));
+        writers.push(tokio::spawn(async move {
+            for i in 0..EACH {
+                // The caller retries with the same key whatever went wrong
+                // (the client itself retries UNAVAILABLE, but a call cut
+                // by the leader's death comes back as a transport error).
+                let receipt = wait_until("a write to be acknowledged", || async {
+                    client
+                        .log(event(w * EACH + i))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+                acked.lock().unwrap().push(receipt);
+            }
+        }));
+    }
+    wait_until("some writes before the kill", || async {
+        let n = acked.lock().unwrap().len();
+        if n >= WRITERS * 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} acked"))
+        }
+    })
+    .await;
+    nodes[leader_at].process.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), WRITERS * EACH);
+    let survivors: Vec<Node> = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| (i != leader_at).then_some(n))
+        .collect();
+    let head = WRITERS * EACH;
+    wait_all_at(&survivors, head as u64).await;
+    let mut heads = Vec::new();
+    for node in &survivors {
+        let events = common::assert_whole(&node.client().await, &acked).await;
+        let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), head, "an event was written twice");
+        heads.push(node.client().await.verify().await.unwrap().head_signature);
+    }
+    assert_eq!(heads[0], heads[1]);
+}
