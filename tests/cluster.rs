@@ -371,26 +371,7 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_re
         .connect()
         .await
         .unwrap();
-    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let (client, acked) = (client.clone(), std::sync::Arc::clone(&acked));
-        writers.push(tokio::spawn(async move {
-            for i in 0..EACH {
-                // The caller retries with the same key whatever went wrong
-                // (the client itself retries UNAVAILABLE, but a call cut
-                // by the leader's death comes back as a transport error).
-                let receipt = wait_until("a write to be acknowledged", || async {
-                    client
-                        .log(event(w * EACH + i))
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-                .await;
-                acked.lock().unwrap().push(receipt);
-            }
-        }));
-    }
+    let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
     wait_until("some writes before the kill", || async {
         let n = acked.lock().unwrap().len();
         if n >= WRITERS * 2 {
@@ -423,4 +404,107 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_re
         heads.push(node.client().await.verify().await.unwrap().head_signature);
     }
     assert_eq!(heads[0], heads[1]);
+}
+
+type Acked = std::sync::Arc<std::sync::Mutex<Vec<auditlog_client::pb::Receipt>>>;
+
+/// `writers` tasks each writing `each` events with their own idempotency
+/// keys (from `first`), retrying each until it is acknowledged; the
+/// receipts collect in the returned list as they come.
+fn spawn_writers(
+    client: &auditlog_client::Client,
+    writers: usize,
+    each: usize,
+    first: usize,
+) -> (Acked, Vec<tokio::task::JoinHandle<()>>) {
+    let acked = Acked::default();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (client, acked) = (client.clone(), std::sync::Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                // The caller retries with the same key whatever went wrong
+                // (the client itself retries UNAVAILABLE, but a call cut
+                // by the leader's death comes back as a transport error).
+                let receipt = wait_until("a write to be acknowledged", || async {
+                    client
+                        .log(event(first + w * each + i))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+                acked.lock().unwrap().push(receipt);
+            }
+        }));
+    }
+    (acked, tasks)
+}
+
+#[tokio::test]
+async fn killing_one_nats_server_under_load_loses_nothing_and_it_catches_up() {
+    const WRITERS: usize = 16;
+    const EACH: usize = 10;
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    leader(&js, &nodes).await;
+    let client = auditlog_client::Client::builder()
+        .nodes(nodes.iter().map(|n| n.url().to_owned()))
+        .connect()
+        .await
+        .unwrap();
+    let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
+    wait_until("some writes before the kill", || async {
+        let n = acked.lock().unwrap().len();
+        if n >= WRITERS * 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} acked"))
+        }
+    })
+    .await;
+    nats.kill9(1);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let head = (WRITERS * EACH) as u64;
+    wait_all_at(&nodes, head).await;
+    nats.restart(1);
+    nats.wait_ready().await;
+    // The restarted server catches up: the stream's leader reports every
+    // replica current, the restarted one included, at the same last message.
+    let alone = async_nats::connect(nats.urls()[1].as_str()).await.unwrap();
+    let alone = jetstream::new(alone);
+    let want = js
+        .get_stream("AUDITLOG")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    wait_until("the restarted NATS server to hold the stream", || async {
+        let stream = alone
+            .get_stream("AUDITLOG")
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.get_info().await.map_err(|e| e.to_string())?;
+        let last = info.state.last_sequence;
+        let current = info.cluster.as_ref().is_some_and(|c| {
+            c.replicas.len() == 2 && c.replicas.iter().all(|r| r.current && !r.offline)
+        });
+        if last == want && current {
+            Ok(())
+        } else {
+            Err(format!("last {last}, replicas current {current}"))
+        }
+    })
+    .await;
+    let acked = acked.lock().unwrap().clone();
+    for node in &nodes {
+        common::assert_whole(&node.client().await, &acked).await;
+    }
 }

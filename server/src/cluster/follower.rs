@@ -25,6 +25,9 @@ use crate::store::Store;
 /// The file keeping the last stream message applied.
 const POS_FILE: &str = "cluster.pos";
 
+/// How long the consumer may deliver nothing before it is created again.
+const QUIET_RESTART: Duration = Duration::from_secs(3);
+
 /// How often `cluster.pos` is rewritten while messages arrive.
 const POS_EVERY: Duration = Duration::from_secs(1);
 
@@ -97,7 +100,16 @@ async fn follow(
         .map_err(|e| nats(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
     let mut saved = Instant::now();
-    while let Some(message) = messages.next().await {
+    loop {
+        // An ordered consumer whose NATS server died can stall without an
+        // error: after a quiet spell it is created again from the position
+        // applied, which costs one request when nothing is being written.
+        let Ok(next) = tokio::time::timeout(QUIET_RESTART, messages.next()).await else {
+            return Ok(());
+        };
+        let Some(message) = next else {
+            return Ok(());
+        };
         let message = message.map_err(|e| nats(&e))?;
         let seq = message.info().map_err(|e| nats(&e))?.stream_sequence;
         store
@@ -110,7 +122,6 @@ async fn follow(
             saved = Instant::now();
         }
     }
-    Ok(())
 }
 
 fn read_pos(path: &Path) -> u64 {
