@@ -18,6 +18,7 @@ mod auth;
 pub mod bench;
 mod checkpoint;
 mod clock;
+mod cluster;
 mod compliance;
 pub mod config;
 mod durable;
@@ -68,6 +69,8 @@ pub struct Running {
     pub compliance: Arc<Compliance>,
     pub performance: Arc<Performance>,
     pub checkpoints: Arc<Checkpoints>,
+    /// In cluster mode: the link to the stream, which takes the writes.
+    pub(crate) cluster: Option<cluster::Node>,
 }
 
 /// Why the server stopped with an error.
@@ -87,6 +90,8 @@ pub enum ServerError {
     Lock(#[from] lock::LockError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("cannot serve metrics on {addr} (metrics_listen): {source}")]
     MetricsListen {
         addr: std::net::SocketAddr,
@@ -122,6 +127,10 @@ pub async fn run(
         .await??
     };
     let cancel = CancellationToken::new();
+    let cluster = match config.cluster.clone() {
+        Some(c) => Some(cluster::Node::start(c, keyring.clone(), cancel.clone()).await?),
+        None => None,
+    };
     let cell: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());
     // One crypto provider for every TLS client (webhooks, alerts), installed
     // before any is built, so no dependency can pick another and make the
@@ -168,7 +177,9 @@ pub async fn run(
         max_segment_bytes: config.max_segment_bytes(),
         max_segment_age: config.max_segment_age(),
         lead_copies: config.lead_copies,
-        replica: false,
+        // In cluster mode the store appends only what the leader signed and
+        // published (cluster/), never from its own writer.
+        replica: config.cluster.is_some(),
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
@@ -250,7 +261,11 @@ pub async fn run(
                 cancel.clone(),
             ));
             performance.set_alerts(alerts.clone());
+            if let Some(node) = &cluster {
+                node.attach(Arc::clone(&store), cancel.clone());
+            }
             let _ = cell.set(Running {
+                cluster: cluster.clone(),
                 store: Arc::clone(&store),
                 alerts,
                 webhooks,
@@ -269,6 +284,7 @@ pub async fn run(
             set_serving(&health, true).await;
             tokio::spawn(watch_store(
                 Arc::clone(&store),
+                cluster,
                 health.clone(),
                 cancel.clone(),
             ));
@@ -431,11 +447,13 @@ const WRITE_HEALTH_EVERY: Duration = Duration::from_millis(250);
 
 /// Keeps the health of `auditlog.v1.AuditService` in step with the write
 /// path: NOT_SERVING while the store cannot write (it refuses writes until
-/// a restart, or found the disk full and no space came back), SERVING again
+/// a restart, or found the disk full and no space came back) or, in cluster
+/// mode, while the node cannot reach NATS or its stream, SERVING again
 /// once it can, so load balancers stop sending writes here meanwhile. The
 /// server-wide `""` stays SERVING: reads are still served.
 async fn watch_store(
     store: Arc<Store>,
+    cluster: Option<cluster::Node>,
     health: tonic_health::server::HealthReporter,
     cancel: CancellationToken,
 ) {
@@ -446,7 +464,9 @@ async fn watch_store(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let refusal = store.write_refusal();
+        let refusal = store
+            .write_refusal()
+            .or_else(|| cluster.as_ref().and_then(cluster::Node::refusal));
         if refusal.is_some() == refusing || cancel.is_cancelled() {
             continue;
         }
@@ -454,9 +474,11 @@ async fn watch_store(
         match refusal {
             Some(reason) => tracing::error!(
                 error = %reason,
-                "the store cannot write: health of {AUDIT_SERVICE} is NOT_SERVING"
+                "this node cannot take writes: health of {AUDIT_SERVICE} is NOT_SERVING"
             ),
-            None => tracing::info!("the store writes again: health of {AUDIT_SERVICE} is SERVING"),
+            None => {
+                tracing::info!("this node takes writes again: health of {AUDIT_SERVICE} is SERVING")
+            }
         }
         health
             .set_service_status(AUDIT_SERVICE, status_of(!refusing))

@@ -15,6 +15,8 @@
 //! - `checks.rs`: what the log holds through the API ([`assert_whole`]).
 //! - `disk.rs`: the files behind the server's back: reading, tampering,
 //!   forging and re-signing record lines, listing segments.
+//! - `nats.rs`: [`NatsCluster`], real `nats-server` processes with JetStream
+//!   for the cluster-mode tests (`nats_bin.rs`: where the binary is).
 //! - `wait.rs`: [`wait_until`], polling with a deadline.
 //! - `endpoints/`: the SMTP sink and the HTTP receiver the server sends to.
 
@@ -25,6 +27,8 @@ mod checks;
 mod disk;
 pub(crate) mod endpoints;
 mod health_reflection;
+mod nats;
+mod nats_bin;
 mod process;
 mod runs;
 mod server;
@@ -39,6 +43,7 @@ pub(crate) use disk::{
 pub(crate) use health_reflection::{
     health, health_of, reflection_v1_services, reflection_v1alpha_file, serving, wait_for_health,
 };
+pub(crate) use nats::{NatsCluster, nats_server_bin};
 pub(crate) use process::ServerProcess;
 pub(crate) use runs::{
     Finished, cli, cli_bin, piped_command, read_all, run_to_end, wait_or_kill, workspace_bin,

@@ -41,8 +41,18 @@ impl ServerProcess {
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         env: &[(&str, &str)],
     ) -> ServerProcess {
+        ServerProcess::spawn_at(closed_port(), dir, args, env).await
+    }
+
+    /// [`ServerProcess::spawn_args`] on `port`, for a config that must know
+    /// the address beforehand (a cluster node's `advertise`).
+    pub(crate) async fn spawn_at(
+        port: u16,
+        dir: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let bin = workspace_bin("auditlog-server", "auditlog-server");
-        let port = closed_port();
         let child = Command::new(bin)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))

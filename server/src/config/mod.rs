@@ -22,6 +22,7 @@ use crate::redaction::{self, PathIs};
 pub use crate::alerts::{AlertsConfig, EmailConfig, HookConfig, RuleConfig, Security};
 pub use crate::auth::{Role, TokenConfig};
 pub use crate::checkpoint::CheckpointsConfig;
+pub use crate::cluster::ClusterConfig;
 pub use crate::compliance::ComplianceConfig;
 pub use crate::keys::Secret;
 pub use crate::performance::{DegradationConfig, PerformanceConfig};
@@ -162,6 +163,9 @@ pub struct Config {
     /// OpenTelemetry traces (`[tracing]`: `otlp_endpoint`, `sample_ratio`,
     /// `service_name`). Default: off.
     pub tracing: TracingConfig,
+    /// Cluster mode on NATS JetStream (`[cluster]`, see docs/cluster.md).
+    /// Default: none, a single node with its own log.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The format of the server's own log.
@@ -227,6 +231,7 @@ impl Default for Config {
             checkpoints: CheckpointsConfig::default(),
             metrics_listen: None,
             tracing: TracingConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -541,6 +546,11 @@ impl Config {
                 key: "data_dir",
                 reason: "must not be empty".into(),
             });
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .validate()
+                .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         }
         Ok(())
     }

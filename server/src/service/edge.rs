@@ -22,11 +22,21 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt as _};
 
 use crate::alerts::{ChannelStatus, RuleStatus};
+use crate::cluster::ClusterError;
 use crate::keys::Secret;
 use crate::performance::{OperationStats, Source};
 use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
 use crate::store::{FindingKind, Report};
 use crate::webhooks::{EndpointStatus, NoSecret};
+
+/// Maps a cluster-mode write error to the status a caller sees: all but
+/// the store's own are worth retrying (on this or another node).
+pub(crate) fn cluster_status(e: ClusterError) -> Status {
+    match e {
+        ClusterError::Store(e) => status_of(e),
+        e => Status::unavailable(e.to_string()),
+    }
+}
 
 /// Maps a store error to the status a caller sees.
 pub(crate) fn status_of(e: StoreError) -> Status {

@@ -110,6 +110,14 @@ impl AuditSvc {
         }
         crate::telemetry::stamp_trace_ids(&mut events);
         let measured = Measurements::of(&events);
+        if let Some(cluster) = &running.cluster {
+            let receipts = cluster
+                .append(&running.store, events)
+                .await
+                .map_err(edge::cluster_status)?;
+            measured.written(&running.performance, &receipts);
+            return Ok(receipts);
+        }
         match running.store.append(events).await {
             Ok(receipts) => {
                 measured.written(&running.performance, &receipts);

@@ -1,0 +1,226 @@
+//! The leader's publish: a signed group goes to the stream fenced on the
+//! stream's last sequence, so that a deposed, paused or partitioned leader
+//! can never append after another took over.
+//!
+//! Every message carries `Nats-Expected-Last-Sequence`: the stream sequence
+//! of the last message this leader knows (the tail it read on taking over,
+//! then each of its own acknowledged publishes). JetStream refuses the
+//! message if anything else was appended since: the leader has been
+//! replaced, and steps down. A publish whose acknowledgement was lost is
+//! retried with the same `Nats-Msg-Id` (the group's first seq) and the same
+//! expected sequence: JetStream answers the retry of a stored message as a
+//! duplicate, with its original sequence, and stores nothing twice.
+//!
+//! A group is split at line boundaries into messages of at most
+//! [`MAX_MESSAGE`] bytes (JetStream's default `max_payload` is 1 MiB, and
+//! the headers count too). Each message is a whole number of records, in
+//! order; `Auditlog-Seq: <first>-<last>` names them.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::context::{Context, PublishErrorKind};
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+
+use super::ClusterError;
+
+/// The most record bytes in one message: 1 MiB less room for the headers.
+pub(crate) const MAX_MESSAGE: usize = 1024 * 1024 - 4096;
+
+/// The header naming the record seqs a message holds.
+pub(crate) const SEQ_HEADER: &str = "Auditlog-Seq";
+
+/// How often a publish whose outcome is unknown (a timeout, a dropped
+/// connection) is retried before the group fails.
+const ATTEMPTS: u32 = 3;
+
+/// Publishes groups for the leader of one term.
+pub(crate) struct Publisher {
+    js: Context,
+    stream: String,
+    subject: String,
+    /// The stream sequence of the last message in the stream as this leader
+    /// knows it: the next publish expects exactly it.
+    last: u64,
+}
+
+impl Publisher {
+    /// A publisher to `stream`'s `subject` continuing after the stream
+    /// message `last` (0: the stream is empty).
+    pub(crate) fn after(js: Context, stream: String, subject: String, last: u64) -> Publisher {
+        Publisher {
+            js,
+            stream,
+            subject,
+            last,
+        }
+    }
+
+    /// The stream sequence of the last message published or known.
+    #[cfg(test)]
+    pub(crate) fn last(&self) -> u64 {
+        self.last
+    }
+
+    /// Publishes the record lines `lines` (seqs `first..=last`, each line
+    /// ending in `\n`), split as needed; `Ok` once every part is stored on
+    /// a quorum. [`ClusterError::Deposed`] means another leader appended:
+    /// nothing of this group is in the stream and this node must step down.
+    pub(crate) async fn publish(
+        &mut self,
+        lines: &[u8],
+        first: u64,
+        last: u64,
+    ) -> Result<(), ClusterError> {
+        let parts = split(lines, first, MAX_MESSAGE)?;
+        if parts.last().map(|p| p.2) != Some(last) {
+            return Err(ClusterError::Nats(format!(
+                "a group said to hold records {first}-{last} has {} lines",
+                lines.split_inclusive(|&b| b == b'\n').count()
+            )));
+        }
+        for (part, from, to) in parts {
+            self.publish_one(part, from, to).await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_one(&mut self, part: Bytes, from: u64, to: u64) -> Result<(), ClusterError> {
+        let message_payload = part.clone();
+        let mut headers = HeaderMap::new();
+        headers.insert(SEQ_HEADER, format!("{from}-{to}").as_str());
+        let message = PublishMessage::build()
+            .payload(part)
+            .headers(headers)
+            .message_id(from.to_string())
+            .expected_last_sequence(self.last);
+        let mut last_error = String::new();
+        for attempt in 1..=ATTEMPTS {
+            let outcome = match self
+                .js
+                .send_publish(self.subject.clone(), message.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(ack) if ack.sequence == self.last + 1 => {
+                    self.last = ack.sequence;
+                    return Ok(());
+                }
+                Ok(ack) => {
+                    // A duplicate acknowledged at another sequence: the
+                    // stream does not hold what this leader believes.
+                    return Err(ClusterError::Deposed(format!(
+                        "the stream acknowledged records {from}-{to} at message {}, \
+                         expected {}",
+                        ack.sequence,
+                        self.last + 1
+                    )));
+                }
+                Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => {
+                    // JetStream checks the expected sequence before the
+                    // message id: a retry of a message stored by an earlier
+                    // attempt lands here. It is ours if the next message is
+                    // byte for byte this one.
+                    if self.next_is(&message_payload).await? {
+                        self.last += 1;
+                        return Ok(());
+                    }
+                    return Err(ClusterError::Deposed(format!(
+                        "another leader appended after stream message {}",
+                        self.last
+                    )));
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
+                    ) && attempt < ATTEMPTS =>
+                {
+                    last_error = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    last_error = e.to_string();
+                    break;
+                }
+            }
+        }
+        Err(ClusterError::Nats(format!(
+            "publishing records {from}-{to}: {last_error}"
+        )))
+    }
+}
+
+impl Publisher {
+    /// Whether the stream's message after [`Publisher::last`] holds exactly
+    /// `payload`.
+    async fn next_is(&self, payload: &Bytes) -> Result<bool, ClusterError> {
+        let read = async {
+            let stream = self.js.get_stream_no_info(&self.stream).await?;
+            let message = stream.get_raw_message(self.last + 1).await?;
+            Ok::<_, async_nats::Error>(message.payload == *payload)
+        };
+        read.await.map_err(|e| {
+            ClusterError::Nats(format!(
+                "reading stream message {} after a refused publish: {e}",
+                self.last + 1
+            ))
+        })
+    }
+}
+
+/// Splits `lines` (records `first..`) into parts of at most `max` bytes at
+/// line ends, each with the seqs it holds. A single line over `max` is an
+/// error: no record is that large (events are capped far below).
+fn split(lines: &[u8], first: u64, max: usize) -> Result<Vec<(Bytes, u64, u64)>, ClusterError> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut seq = first;
+    while start < lines.len() {
+        let mut end = start;
+        let mut count = 0;
+        for line in lines[start..].split_inclusive(|&b| b == b'\n') {
+            if end + line.len() - start > max {
+                break;
+            }
+            end += line.len();
+            count += 1;
+        }
+        if count == 0 {
+            return Err(ClusterError::Nats(format!(
+                "record {seq} is larger than a message may be ({max} bytes)"
+            )));
+        }
+        parts.push((
+            Bytes::copy_from_slice(&lines[start..end]),
+            seq,
+            seq + count - 1,
+        ));
+        seq += count;
+        start = end;
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_split_at_line_ends_with_their_seqs() {
+        let lines = b"aaaa\nbbbb\ncc\ndddddd\n";
+        let parts = split(lines, 7, 10).unwrap();
+        let got: Vec<_> = parts.iter().map(|(b, f, l)| (&b[..], *f, *l)).collect();
+        assert_eq!(
+            got,
+            vec![(&b"aaaa\nbbbb\n"[..], 7, 8), (&b"cc\ndddddd\n"[..], 9, 10)]
+        );
+        assert_eq!(split(lines, 1, 9).unwrap().len(), 3);
+        assert_eq!(split(lines, 1, 1 << 20).unwrap().len(), 1);
+        assert!(split(b"0123456789ab\n", 1, 10).is_err());
+    }
+}

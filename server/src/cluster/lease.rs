@@ -1,0 +1,188 @@
+//! The leader lease: one key, `leader`, in the bucket `<stream>_leader`,
+//! whose entries live `lease_ttl_ms` (the bucket's `max_age`, history 1).
+//!
+//! - Acquire: `create` succeeds only while no live entry exists; the node
+//!   then rewrites its value with `term` = the revision `create` got, so
+//!   terms grow with every change of leader and say which one is newer.
+//! - Renew every quarter of the TTL with `update(.., last_revision)`: it
+//!   succeeds only if nobody wrote the key since. Any failure (another
+//!   revision, a timeout, NATS gone) is a step down at once: the lease may
+//!   already belong to someone else. A step down is published before the
+//!   next renewal is attempted, so the signer stops first.
+//! - Followers read the key every quarter of the TTL to learn where to
+//!   forward writes, and try `create` when it is absent.
+//!
+//! The lease only elects; what keeps a deposed leader from appending is the
+//! fenced publish (`leader.rs`): a lease can be believed a moment too long,
+//! an expected last sequence cannot.
+
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// The key holding the lease.
+pub(crate) const KEY: &str = "leader";
+
+/// The lease's value, JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Holder {
+    pub(crate) node: String,
+    /// The gRPC address followers forward writes to.
+    pub(crate) advertise: String,
+    /// The revision at which this holder created the lease (0 for the
+    /// moment between `create` and the first rewrite).
+    pub(crate) term: u64,
+}
+
+/// What this node is, as the lease says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// Not yet known (starting, or NATS unreachable).
+    Unknown,
+    /// Another node leads (or nobody, for the moment).
+    Follower { leader: Option<Holder> },
+    /// This node holds the lease of `term`.
+    Leader { term: u64 },
+}
+
+/// The lease as one node holds or watches it.
+pub(crate) struct Lease {
+    store: kv::Store,
+    me: Holder,
+    ttl: Duration,
+    /// The revision of our last successful write, while we hold it.
+    revision: Option<u64>,
+}
+
+impl Lease {
+    pub(crate) fn new(store: kv::Store, node: String, advertise: String, ttl: Duration) -> Lease {
+        Lease {
+            store,
+            me: Holder {
+                node,
+                advertise,
+                term: 0,
+            },
+            ttl,
+            revision: None,
+        }
+    }
+
+    /// How often the lease is renewed or looked at.
+    pub(crate) fn period(&self) -> Duration {
+        self.ttl / 4
+    }
+
+    /// One round: renews a held lease, else reads it and takes it when
+    /// nobody holds it. Errors (NATS unreachable) give up the lease.
+    pub(crate) async fn round(&mut self) -> Role {
+        // A round that cannot finish within a period counts as failed: the
+        // next one must start on time, and a leader that cannot renew must
+        // not go on believing it leads.
+        match tokio::time::timeout(self.period(), self.try_round()).await {
+            Ok(Ok(role)) => role,
+            Ok(Err(e)) => {
+                self.give_up(&e);
+                Role::Unknown
+            }
+            Err(_) => {
+                self.give_up("no answer from NATS within a quarter of the lease");
+                Role::Unknown
+            }
+        }
+    }
+
+    fn give_up(&mut self, why: &str) {
+        if self.revision.take().is_some() {
+            tracing::warn!(node = %self.me.node, term = self.me.term, why, "leader lease lost: stepping down");
+        }
+    }
+
+    async fn try_round(&mut self) -> Result<Role, String> {
+        if let Some(revision) = self.revision {
+            return match self.store.update(KEY, self.value()?, revision).await {
+                Ok(next) => {
+                    self.revision = Some(next);
+                    Ok(Role::Leader { term: self.me.term })
+                }
+                Err(e) => {
+                    self.give_up(&format!("renewal refused: {e}"));
+                    self.read().await
+                }
+            };
+        }
+        let current = self.read().await?;
+        if current != (Role::Follower { leader: None }) {
+            return Ok(current);
+        }
+        self.me.term = 0;
+        let created = match self.store.create(KEY, self.value()?).await {
+            Ok(revision) => revision,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => return self.read().await,
+            Err(e) => return Err(format!("taking the lease: {e}")),
+        };
+        self.me.term = created;
+        let revision = self
+            .store
+            .update(KEY, self.value()?, created)
+            .await
+            .map_err(|e| format!("writing the term into the lease: {e}"))?;
+        self.revision = Some(revision);
+        tracing::info!(node = %self.me.node, term = created, "leader lease taken");
+        Ok(Role::Leader { term: created })
+    }
+
+    /// Who holds the lease, as the bucket says now.
+    async fn read(&self) -> Result<Role, String> {
+        let entry = self
+            .store
+            .entry(KEY)
+            .await
+            .map_err(|e| format!("reading the lease: {e}"))?;
+        let holder = entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice::<Holder>(&e.value).ok());
+        Ok(Role::Follower { leader: holder })
+    }
+
+    fn value(&self) -> Result<bytes::Bytes, String> {
+        serde_json::to_vec(&self.me)
+            .map(bytes::Bytes::from)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Gives the lease back on shutdown, so another node takes over without
+    /// waiting for it to expire. Only our own revision is deleted.
+    pub(crate) async fn release(&mut self) {
+        if let Some(revision) = self.revision.take() {
+            let _ = tokio::time::timeout(
+                self.period(),
+                self.store.delete_expect_revision(KEY, Some(revision)),
+            )
+            .await;
+        }
+    }
+}
+
+/// Runs the lease rounds until shutdown, publishing the role after each.
+pub(crate) async fn run(mut lease: Lease, role: watch::Sender<Role>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(lease.period());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let now = lease.round().await;
+        role.send_if_modified(|old| {
+            let changed = *old != now;
+            *old = now;
+            changed
+        });
+    }
+    role.send_replace(Role::Unknown);
+    lease.release().await;
+}

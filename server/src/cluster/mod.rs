@@ -1,0 +1,276 @@
+//! Cluster mode on NATS JetStream (`[cluster]`, docs/cluster.md): the
+//! stream is the source of truth, one node at a time (the holder of the
+//! leader lease) signs and publishes, and every node keeps its own replica.
+//!
+//! - `config.rs`: the `[cluster]` section and its validation.
+//! - `stream.rs`: the stream and the lease bucket (created or checked), the
+//!   stream's tail.
+//! - `lease.rs`: acquiring, renewing and losing the leader lease.
+//! - `leader.rs`: the fenced publish of signed groups.
+//! - `write.rs`: the leader's write path (sign, publish, wait for the
+//!   replica), taking over from the stream's tail.
+//! - `follower.rs`: every node applying the stream to its store.
+//!
+//! [`Node`] is the handle `run` keeps: it connects in the background
+//! (health says NOT_SERVING until the stream and the bucket are set up and
+//! while NATS is unreachable) and runs the lease rounds until shutdown.
+//!
+//! Invariant: a node appends to the stream only through a `Publisher`
+//! fenced on the stream's last sequence, so no two nodes ever extend the
+//! chain from the same record.
+
+mod config;
+mod follower;
+mod leader;
+mod lease;
+mod stream;
+mod write;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ClusterConfig;
+pub(crate) use lease::Role;
+
+use crate::keys::Keyring;
+use crate::store::{Store, StoreError};
+
+/// What went wrong talking to NATS.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A config file named in `[cluster]` cannot be used.
+    #[error("configuration key {key}: {reason}")]
+    Config { key: &'static str, reason: String },
+    /// The stream or the lease bucket cannot be created or is unfit.
+    #[error("cluster setup: {0}")]
+    Setup(String),
+    /// NATS refused or did not answer.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// Another leader appended: this one must step down.
+    #[error("leader changed, retry: {0}")]
+    Deposed(String),
+    /// This node does not lead (and does not forward yet).
+    #[error("{0}")]
+    NotLeader(String),
+    /// The local replica refused or could not wait.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+/// How often the replica's lag behind the stream is looked at.
+const LAG_EVERY: Duration = Duration::from_secs(1);
+
+/// How long to wait before setting up the stream again after a failure.
+const SETUP_RETRY: Duration = Duration::from_secs(1);
+
+/// This node's link to the cluster.
+#[derive(Clone)]
+pub(crate) struct Node {
+    config: Arc<ClusterConfig>,
+    client: async_nats::Client,
+    /// Why the node cannot take writes yet, while the stream and the lease
+    /// bucket are not set up; `None` once they are.
+    setup: Arc<Mutex<Option<String>>>,
+    role: watch::Receiver<Role>,
+    /// True once the stream and the lease bucket are set up.
+    ready: watch::Receiver<bool>,
+    keyring: Keyring,
+    /// The leader's signer and publisher, while it leads.
+    leading: Arc<tokio::sync::Mutex<Option<write::Leading>>>,
+    /// The stream sequence of the last message the replica applied.
+    applied: Arc<AtomicU64>,
+    /// Events the replica is behind the stream's tail, last time looked.
+    behind: Arc<AtomicU64>,
+    /// Why the replica stopped following the stream, if it did.
+    failed: Arc<Mutex<Option<String>>>,
+}
+
+impl Node {
+    /// Connects to NATS (in the background: an unreachable NATS does not
+    /// stop the server, it keeps health NOT_SERVING) and starts setting up
+    /// the stream and running the lease until `cancel`.
+    pub(crate) async fn start(
+        config: ClusterConfig,
+        keyring: Keyring,
+        cancel: CancellationToken,
+    ) -> Result<Node, ClusterError> {
+        let node = config.node();
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("auditlog {node}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(config.lease_ttl());
+        if let Some(creds) = &config.nats_creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(|e| ClusterError::Config {
+                    key: "cluster.nats_creds",
+                    reason: format!("cannot read {}: {e}", creds.display()),
+                })?;
+        }
+        if let Some(ca) = &config.nats_tls_ca {
+            if let Err(e) = std::fs::metadata(ca) {
+                return Err(ClusterError::Config {
+                    key: "cluster.nats_tls_ca",
+                    reason: format!("cannot read {}: {e}", ca.display()),
+                });
+            }
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        let addrs = config
+            .nats_urls
+            .iter()
+            .map(|u| u.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClusterError::Config {
+                key: "cluster.nats_urls",
+                reason: e.to_string(),
+            })?;
+        let client = options
+            .connect(addrs)
+            .await
+            .map_err(|e| ClusterError::Nats(format!("connecting: {e}")))?;
+        let (role_tx, role) = watch::channel(Role::Unknown);
+        let (ready_tx, ready) = watch::channel(false);
+        let node = Node {
+            config: Arc::new(config),
+            client,
+            setup: Arc::new(Mutex::new(Some("connecting to NATS".into()))),
+            role,
+            ready,
+            keyring,
+            leading: Arc::new(tokio::sync::Mutex::new(None)),
+            applied: Arc::new(AtomicU64::new(0)),
+            behind: Arc::new(AtomicU64::new(0)),
+            failed: Arc::new(Mutex::new(None)),
+        };
+        tokio::spawn(node.clone().set_up_and_lead(role_tx, ready_tx, cancel));
+        Ok(node)
+    }
+
+    /// Starts applying the stream to `store` (once the stream is set up)
+    /// and watching how far behind it is.
+    pub(crate) fn attach(&self, store: Arc<Store>, cancel: CancellationToken) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let mut ready = node.ready.clone();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = ready.wait_for(|&r| r) => if r.is_err() { return },
+            }
+            let js = async_nats::jetstream::new(node.client.clone());
+            let failed = Arc::clone(&node.failed);
+            tokio::spawn(follower::run(
+                js.clone(),
+                Arc::clone(&node.config),
+                Arc::clone(&store),
+                Arc::clone(&node.applied),
+                move |why| *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why),
+                cancel.clone(),
+            ));
+            node.watch_lag(js, store, cancel).await;
+        });
+    }
+
+    /// Every second: how many events the replica is behind the stream.
+    async fn watch_lag(
+        &self,
+        js: async_nats::jetstream::Context,
+        store: Arc<Store>,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(LAG_EVERY);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Ok(stream) = js.get_stream(&self.config.stream).await else {
+                continue;
+            };
+            if let Ok(tail) = stream::tail(&stream, &self.config.subject()).await {
+                let last = tail.map_or(0, |t| t.last_record);
+                self.behind
+                    .store(last.saturating_sub(store.head()), Ordering::Release);
+            }
+        }
+    }
+
+    /// Sets up the stream and the bucket (retrying until it works or
+    /// shutdown), then runs the lease.
+    async fn set_up_and_lead(
+        self,
+        role: watch::Sender<Role>,
+        ready: watch::Sender<bool>,
+        cancel: CancellationToken,
+    ) {
+        let js = async_nats::jetstream::new(self.client.clone());
+        let mut logged = None;
+        let bucket = loop {
+            let attempt = async {
+                stream::ensure_stream(&js, &self.config).await?;
+                stream::ensure_lease_bucket(&js, &self.config).await
+            };
+            let error = match attempt.await {
+                Ok(bucket) => break bucket,
+                Err(e) => e.to_string(),
+            };
+            if logged.as_ref() != Some(&error) {
+                tracing::error!(error = %error, "cluster mode cannot start yet; retrying");
+                logged = Some(error.clone());
+            }
+            self.set_setup(Some(error));
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(SETUP_RETRY) => {}
+            }
+        };
+        self.set_setup(None);
+        ready.send_replace(true);
+        tracing::info!(
+            stream = %self.config.stream,
+            node = %self.config.node(),
+            "cluster stream and lease bucket ready"
+        );
+        let lease = lease::Lease::new(
+            bucket,
+            self.config.node(),
+            self.config.advertise.clone(),
+            self.config.lease_ttl(),
+        );
+        lease::run(lease, role, cancel).await;
+    }
+
+    fn set_setup(&self, why: Option<String>) {
+        *self.setup.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    /// Why this node cannot take writes now (NATS unreachable, the stream
+    /// not set up), or `None`.
+    pub(crate) fn refusal(&self) -> Option<String> {
+        if self.client.connection_state() != State::Connected {
+            return Some(format!(
+                "cannot reach NATS at {}",
+                self.config.nats_urls.join(", ")
+            ));
+        }
+        self.setup.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether the lease says this node leads: alerts, webhooks and
+    /// checkpoint signing run only there.
+    #[allow(dead_code, reason = "the leader-only tasks ask it")]
+    pub(crate) fn leads(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,177 @@
+//! The JetStream side of the log: the stream (the source of truth in cluster
+//! mode) and the key-value bucket of the leader lease, created when missing
+//! and checked when present, and the stream's tail, where a new leader
+//! continues the chain.
+//!
+//! The stream keeps everything (no age, size or count limit, so `discard`
+//! never drops a message), on file storage, in `replicas` copies; a message
+//! cannot be deleted one by one (`deny_delete`), while purges stay allowed
+//! for retention. Publish retries within two minutes are recognised by
+//! their `Nats-Msg-Id` (the group's first seq) and stored once.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+
+use super::{ClusterConfig, ClusterError};
+
+/// How long JetStream remembers a `Nats-Msg-Id`, so a publish retried after
+/// a lost acknowledgement is stored once.
+pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The last message of the stream: where the chain continues.
+#[derive(Debug, Clone)]
+pub(crate) struct Tail {
+    /// The stream sequence of the message: the next publish expects it.
+    pub(crate) stream_seq: u64,
+    /// The message: a group of record lines, each ending in `\n`.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) lines: bytes::Bytes,
+    /// The seq of its last record (its `Auditlog-Seq` header).
+    pub(crate) last_record: u64,
+}
+
+/// The stream's configuration as this node would create it.
+pub(crate) fn stream_config(config: &ClusterConfig) -> stream::Config {
+    stream::Config {
+        name: config.stream.clone(),
+        description: Some("auditlog: signed record lines, one group commit per message".into()),
+        subjects: vec![config.subject()],
+        storage: stream::StorageType::File,
+        num_replicas: config.replicas,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::Old,
+        duplicate_window: DUPLICATE_WINDOW,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// Creates the stream, or checks that the one there is fit to hold the log.
+pub(crate) async fn ensure_stream(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<stream::Stream, ClusterError> {
+    let want = stream_config(config);
+    let mut found = js
+        .get_or_create_stream(want.clone())
+        .await
+        .map_err(|e| ClusterError::Setup(format!("stream {}: {e}", config.stream)))?;
+    let have = &found
+        .info()
+        .await
+        .map_err(|e| ClusterError::Setup(format!("stream {}: {e}", config.stream)))?
+        .config;
+    let mut wrong = Vec::new();
+    if have.subjects != want.subjects {
+        wrong.push(format!(
+            "subjects {:?}, not {:?}",
+            have.subjects, want.subjects
+        ));
+    }
+    if have.num_replicas != want.num_replicas {
+        wrong.push(format!(
+            "{} replicas, not the {} of cluster.replicas",
+            have.num_replicas, want.num_replicas
+        ));
+    }
+    if have.storage != stream::StorageType::File {
+        wrong.push("memory storage, not file".into());
+    }
+    if !have.deny_delete {
+        wrong.push("deny_delete off".into());
+    }
+    if have.max_age != Duration::ZERO || have.max_messages > 0 || have.max_bytes > 0 {
+        wrong.push("limits that drop old messages (max_age, max_msgs or max_bytes)".into());
+    }
+    if have.duplicate_window < DUPLICATE_WINDOW {
+        wrong.push(format!(
+            "a duplicate window of {:?}, under {DUPLICATE_WINDOW:?}",
+            have.duplicate_window
+        ));
+    }
+    if wrong.is_empty() {
+        Ok(found)
+    } else {
+        Err(ClusterError::Setup(format!(
+            "stream {} exists with {}; fix it with `nats stream edit` or name another stream \
+             in cluster.stream",
+            config.stream,
+            wrong.join(", ")
+        )))
+    }
+}
+
+/// Creates the lease bucket, or opens the one there when its entries live
+/// as long as `lease_ttl_ms` says.
+pub(crate) async fn ensure_lease_bucket(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<kv::Store, ClusterError> {
+    let bucket = config.lease_bucket();
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: bucket.clone(),
+            description: "auditlog: the leader lease".into(),
+            history: 1,
+            max_age: config.lease_ttl(),
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await;
+    let store = match created {
+        Ok(store) => return Ok(store),
+        Err(create) => js.get_key_value(&bucket).await.map_err(|get| {
+            ClusterError::Setup(format!(
+                "lease bucket {bucket}: cannot create it ({create}) nor open it ({get})"
+            ))
+        })?,
+    };
+    let age = store
+        .status()
+        .await
+        .map_err(|e| ClusterError::Setup(format!("lease bucket {bucket}: {e}")))?
+        .max_age();
+    if age != config.lease_ttl() {
+        return Err(ClusterError::Setup(format!(
+            "lease bucket {bucket} keeps entries {age:?}, but cluster.lease_ttl_ms says {:?}; \
+             give every node the same lease_ttl_ms",
+            config.lease_ttl()
+        )));
+    }
+    Ok(store)
+}
+
+/// The stream's last message, `None` while it is empty.
+pub(crate) async fn tail(
+    stream: &stream::Stream,
+    subject: &str,
+) -> Result<Option<Tail>, ClusterError> {
+    match stream.get_last_raw_message_by_subject(subject).await {
+        Ok(message) => {
+            let last_record = message
+                .headers
+                .get(super::leader::SEQ_HEADER)
+                .and_then(|v| v.as_str().rsplit('-').next()?.parse().ok())
+                .ok_or_else(|| {
+                    ClusterError::Nats(format!(
+                        "stream message {} has no {} header: it was not written by auditlog",
+                        message.sequence,
+                        super::leader::SEQ_HEADER
+                    ))
+                })?;
+            Ok(Some(Tail {
+                stream_seq: message.sequence,
+                lines: message.payload,
+                last_record,
+            }))
+        }
+        Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(ClusterError::Nats(format!(
+            "reading the tail of the stream: {e}"
+        ))),
+    }
+}

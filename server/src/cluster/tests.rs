@@ -1,0 +1,195 @@
+//! The lease and the fenced publish against a real single `nats-server`
+//! with JetStream (skipped without the binary, unless `REQUIRE_NATS=1`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::leader::Publisher;
+use super::lease::{Lease, Role};
+use super::{ClusterConfig, ClusterError, stream};
+
+#[path = "../../../tests/common/nats_bin.rs"]
+mod nats_bin;
+
+/// A `nats-server -js` on a free port, killed on drop.
+struct Nats {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn nats() -> Option<Nats> {
+    let bin = nats_bin::nats_server_bin()?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let nats = Nats {
+        child,
+        url,
+        _dir: dir,
+    };
+    for _ in 0..400 {
+        if let Ok(client) = async_nats::connect(&nats.url).await
+            && async_nats::jetstream::new(client)
+                .query_account()
+                .await
+                .is_ok()
+        {
+            return Some(nats);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("nats-server at {} did not start", nats.url);
+}
+
+fn config(nats: &Nats) -> ClusterConfig {
+    ClusterConfig {
+        nats_urls: vec![nats.url.clone()],
+        replicas: 1,
+        advertise: "http://127.0.0.1:1".into(),
+        lease_ttl_ms: 400,
+        ..ClusterConfig::default()
+    }
+}
+
+async fn context(nats: &Nats) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap())
+}
+
+#[tokio::test]
+async fn one_lease_holder_at_a_time_and_a_lost_lease_is_noticed() {
+    let Some(nats) = nats().await else { return };
+    let config = config(&nats);
+    let js = context(&nats).await;
+    let bucket = stream::ensure_lease_bucket(&js, &config).await.unwrap();
+    let mut a = Lease::new(
+        bucket.clone(),
+        "a".into(),
+        "http://a:1".into(),
+        config.lease_ttl(),
+    );
+    let mut b = Lease::new(
+        bucket.clone(),
+        "b".into(),
+        "http://b:1".into(),
+        config.lease_ttl(),
+    );
+
+    let Role::Leader { term } = a.round().await else {
+        panic!("the first node did not take the free lease")
+    };
+    match b.round().await {
+        Role::Follower { leader: Some(h) } => {
+            assert_eq!((h.node.as_str(), h.term), ("a", term));
+            assert_eq!(h.advertise, "http://a:1");
+        }
+        other => panic!("b sees {other:?}"),
+    }
+    assert_eq!(a.round().await, Role::Leader { term }, "renewal");
+
+    // a stops renewing (paused): its entry expires, b takes over with a
+    // higher term, and a's next renewal fails: it steps down.
+    let b_term = loop {
+        if let Role::Leader { term } = b.round().await {
+            break term;
+        }
+        tokio::time::sleep(b.period()).await;
+    };
+    assert!(b_term > term);
+    match a.round().await {
+        Role::Follower { leader: Some(h) } => assert_eq!(h.node, "b"),
+        other => panic!("a, deposed, sees {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_append() {
+    let Some(nats) = nats().await else { return };
+    let config = config(&nats);
+    let js = context(&nats).await;
+    let stream = stream::ensure_stream(&js, &config).await.unwrap();
+    assert!(
+        stream::tail(&stream, &config.subject())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let mut old = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 0);
+    old.publish(b"r1\nr2\n", 1, 2).await.unwrap();
+    assert_eq!(old.last(), 1);
+
+    // A new leader reads the tail and continues; the old one, which still
+    // believes stream message 1 is the last, is refused.
+    let tail = stream::tail(&stream, &config.subject())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((tail.stream_seq, &tail.lines[..]), (1, &b"r1\nr2\n"[..]));
+    let mut new = Publisher::after(
+        js.clone(),
+        config.stream.clone(),
+        config.subject(),
+        tail.stream_seq,
+    );
+    new.publish(b"r3\n", 3, 3).await.unwrap();
+    match old.publish(b"x3\n", 3, 3).await {
+        Err(ClusterError::Deposed(_)) => {}
+        other => panic!("the deposed leader's publish gave {other:?}"),
+    }
+    let tail = stream::tail(&stream, &config.subject())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((tail.stream_seq, &tail.lines[..]), (2, &b"r3\n"[..]));
+
+    // The same group again from a leader that had not seen its
+    // acknowledgement (a retry after a lost ack) is recognised as stored,
+    // not appended twice.
+    let mut retry = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 1);
+    retry.publish(b"r3\n", 3, 3).await.unwrap();
+    assert_eq!(retry.last(), 2);
+    let info = js
+        .get_stream(&config.stream)
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.state.messages, 2);
+}
+
+#[tokio::test]
+async fn an_existing_stream_unfit_for_the_log_is_refused() {
+    let Some(nats) = nats().await else { return };
+    let config = config(&nats);
+    let js = context(&nats).await;
+    let mut unfit = stream::stream_config(&config);
+    unfit.deny_delete = false;
+    unfit.max_age = Duration::from_secs(3600);
+    js.create_stream(unfit).await.unwrap();
+    let error = stream::ensure_stream(&js, &config)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("deny_delete off"), "{error}");
+    assert!(error.contains("max_age"), "{error}");
+}

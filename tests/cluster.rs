@@ -1,0 +1,510 @@
+//! Cluster mode on NATS JetStream (issue 16): three `auditlog-server`
+//! processes, each with a config file naming a real three-server NATS
+//! cluster on loopback (`common::NatsCluster`). Skipped without a
+//! `nats-server` binary, unless `REQUIRE_NATS=1` (as `.ci/run` sets).
+//!
+//! What is here: writes through the leader read back from every node (and
+//! streamed live from a follower), the same head after a restart of
+//! everything, the stream and the lease bucket set up as the docs say, one
+//! leader elected, a killed or paused leader replaced, health following
+//! NATS, a bad `[cluster]` section refused at start.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use common::endpoints::closed_port;
+use common::{NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, workspace_bin};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
+
+/// One auditlog node: its process, its directory and its advertised URL.
+struct Node {
+    process: ServerProcess,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Node {
+    async fn client(&self) -> auditlog_client::Client {
+        auditlog_client::Client::connect(self.url()).await.unwrap()
+    }
+
+    /// Kills the node (SIGKILL) and starts it again on its directory and port.
+    async fn restart(&mut self) {
+        self.process.kill9();
+        self.process = spawn(self.port, self.dir.path()).await;
+    }
+
+    fn url(&self) -> &str {
+        &self.process.url
+    }
+
+    async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url().to_owned())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+/// The `[cluster]` section of node `name` listening on `port`.
+fn cluster_toml(nats: &NatsCluster, name: &str, port: u16) -> String {
+    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
+    format!(
+        "[cluster]\nnats_urls = [{}]\nnode_name = \"{name}\"\n\
+         advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\n",
+        urls.join(", ")
+    )
+}
+
+async fn start_node(nats: &NatsCluster, name: &str) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let port = closed_port();
+    let config = dir.path().join("auditlog.toml");
+    std::fs::write(&config, cluster_toml(nats, name, port)).unwrap();
+    let process = spawn(port, dir.path()).await;
+    Node { process, port, dir }
+}
+
+/// The node in `dir` (`auditlog.toml`, `data/`) on `port`.
+async fn spawn(port: u16, dir: &Path) -> ServerProcess {
+    let config = dir.join("auditlog.toml");
+    ServerProcess::spawn_at(
+        port,
+        &dir.join("data"),
+        ["--config".as_ref(), config.as_os_str()],
+        &[],
+    )
+    .await
+}
+
+async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        nodes.push(start_node(nats, &format!("node{i}")).await);
+    }
+    nodes
+}
+
+/// The lease as the bucket holds it: (node, advertise, term).
+async fn lease(js: &jetstream::Context) -> Result<(String, String, u64), String> {
+    let kv = js
+        .get_key_value("AUDITLOG_leader")
+        .await
+        .map_err(|e| e.to_string())?;
+    let entry = kv
+        .get("leader")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("no leader")?;
+    let v: serde_json::Value = serde_json::from_slice(&entry).map_err(|e| e.to_string())?;
+    match (
+        v["node"].as_str(),
+        v["advertise"].as_str(),
+        v["term"].as_u64(),
+    ) {
+        (Some(n), Some(a), Some(t)) if t > 0 => Ok((n.to_owned(), a.to_owned(), t)),
+        _ => Err(format!("lease {v}")),
+    }
+}
+
+/// Waits until the lease is held by a node other than `not`, with a term
+/// above `after`.
+async fn new_leader(js: &jetstream::Context, not: &str, after: u64) -> (String, String, u64) {
+    wait_until("another node to take the lease", || async {
+        match lease(js).await? {
+            (node, advertise, term) if node != not && term > after => Ok((node, advertise, term)),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+fn index_of(nodes: &[Node], advertise: &str) -> usize {
+    nodes
+        .iter()
+        .position(|n| n.url() == advertise)
+        .unwrap_or_else(|| panic!("the lease names {advertise}, no node of this test"))
+}
+
+#[tokio::test]
+async fn nodes_set_up_the_stream_and_elect_one_leader() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    for node in &nodes {
+        wait_for_health(&node.channel().await, AUDIT_SERVICE, ServingStatus::Serving).await;
+    }
+    let js = jetstream::new(nats.client().await);
+    let (name, advertise, _) = wait_until("a leader", || lease(&js)).await;
+    assert_eq!(format!("node{}", index_of(&nodes, &advertise)), name);
+
+    let mut stream = js.get_stream("AUDITLOG").await.unwrap();
+    let config = &stream.info().await.unwrap().config;
+    assert_eq!(config.subjects, vec!["AUDITLOG.log".to_owned()]);
+    assert_eq!(config.num_replicas, 3);
+    assert_eq!(config.storage, jetstream::stream::StorageType::File);
+    assert_eq!(config.discard, jetstream::stream::DiscardPolicy::Old);
+    assert!(config.deny_delete && !config.deny_purge && config.allow_direct);
+    assert_eq!(config.duplicate_window, Duration::from_secs(120));
+    assert_eq!(config.max_age, Duration::ZERO);
+    let bucket = js.get_key_value("AUDITLOG_leader").await.unwrap();
+    let status = bucket.status().await.unwrap();
+    assert_eq!(status.history(), 1);
+    assert_eq!(status.max_age(), Duration::from_secs(1));
+    assert_eq!(status.info.config.num_replicas, 3);
+}
+
+#[tokio::test]
+async fn a_killed_or_paused_leader_is_replaced_and_a_resumed_one_does_not_take_back_the_lease() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let (first, advertise, term) = wait_until("a leader", || lease(&js)).await;
+    let killed = index_of(&nodes, &advertise);
+    nodes[killed].process.kill9();
+
+    let (second, advertise, term2) = new_leader(&js, &first, term).await;
+    let paused = index_of(&nodes, &advertise);
+    nodes[paused].process.signal("STOP");
+    let (third, _, term3) = new_leader(&js, &second, term2).await;
+    nodes[paused].process.signal("CONT");
+    // Once resumed, its next renewal is refused (the revision moved on): it
+    // steps down instead of writing the lease back.
+    let resumed = auditlog_client::Client::connect(nodes[paused].url())
+        .await
+        .unwrap();
+    resumed.stats(None).await.unwrap();
+    wait_for_health(
+        &nodes[paused].channel().await,
+        AUDIT_SERVICE,
+        ServingStatus::Serving,
+    )
+    .await;
+    let (holder, _, term_now) = lease(&js).await.unwrap();
+    assert_eq!(
+        (holder, term_now),
+        (third, term3),
+        "the resumed node took the lease back"
+    );
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_nats_is_unreachable() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 1).await;
+    let channel = nodes[0].channel().await;
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::Serving).await;
+    for i in 0..3 {
+        nats.kill9(i);
+    }
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
+    // Reads are still served from the replica.
+    wait_for_health(&channel, "", ServingStatus::Serving).await;
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    nats.wait_ready().await;
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::Serving).await;
+}
+
+#[tokio::test]
+async fn a_cluster_section_without_advertise_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("auditlog.toml");
+    std::fs::write(
+        &config,
+        "[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]\n",
+    )
+    .unwrap();
+    let run = start_to_end(dir.path(), &config).await;
+    assert_ne!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("cluster.advertise"), "{run:?}");
+    assert!(!run.stderr.contains("serving"), "announced first: {run:?}");
+}
+
+async fn start_to_end(dir: &Path, config: &Path) -> common::Finished {
+    let args = vec![
+        "--listen".to_owned(),
+        format!("127.0.0.1:{}", closed_port()),
+        "--data-dir".to_owned(),
+        dir.join("data").display().to_string(),
+        "--config".to_owned(),
+        config.display().to_string(),
+    ];
+    let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), common::TEST_KEY.to_owned())];
+    let bin = workspace_bin("auditlog-server", "auditlog-server");
+    run_to_end(bin, args, env, Duration::from_secs(30)).await
+}
+
+/// The node holding the lease, once one does.
+async fn leader<'a>(js: &jetstream::Context, nodes: &'a [Node]) -> &'a Node {
+    let (_, advertise, _) = wait_until("a leader", || lease(js)).await;
+    &nodes[index_of(nodes, &advertise)]
+}
+
+/// Waits until every node's replica has `head` events.
+async fn wait_all_at(nodes: &[Node], head: u64) {
+    for node in nodes {
+        let client = node.client().await;
+        wait_until(&format!("{} to hold {head} events", node.url()), || async {
+            match client.stats(None).await {
+                Ok(s) if s.head_seq == head => Ok(()),
+                other => Err(format!("{:?}", other.map(|s| s.head_seq))),
+            }
+        })
+        .await;
+    }
+}
+
+fn event(i: usize) -> auditlog_client::NewEvent {
+    auditlog_client::NewEvent::new("crm_update")
+        .actor("system")
+        .lead(format!("L{i}"))
+        .idempotency_key(format!("k{i}"))
+}
+
+#[tokio::test]
+async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() {
+    use futures::StreamExt as _;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_node = leader(&js, &nodes).await;
+    let leader = leader_node.client().await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(leader.log(event(i)).await.unwrap());
+    }
+    acked.extend(leader.log_batch((10..15).map(event)).await.unwrap());
+    // A retry with the same key is the original receipt.
+    let again = leader.log(event(3)).await.unwrap();
+    assert_eq!(
+        (again.seq, &again.signature),
+        (acked[3].seq, &acked[3].signature)
+    );
+
+    wait_all_at(&nodes, 15).await;
+    let follower = nodes.iter().find(|n| n.url() != leader_node.url()).unwrap();
+    let mut live = follower
+        .client()
+        .await
+        .stream(auditlog_client::Query::new(), 1, true)
+        .await
+        .unwrap();
+    for i in 15..18 {
+        acked.push(leader.log(event(i)).await.unwrap());
+    }
+    for seq in 1..=18 {
+        let got = live.next().await.unwrap().unwrap();
+        assert_eq!(got.seq, seq);
+    }
+    wait_all_at(&nodes, 18).await;
+    for node in &nodes {
+        common::assert_whole(&node.client().await, &acked).await;
+    }
+}
+
+#[tokio::test]
+async fn after_a_restart_of_everything_every_node_has_the_same_head() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_client = leader(&js, &nodes).await.client().await;
+    let acked = leader_client.log_batch((0..20).map(event)).await.unwrap();
+    wait_all_at(&nodes, 20).await;
+
+    for node in &mut nodes {
+        node.process.kill9();
+    }
+    for i in 0..3 {
+        nats.restart(i);
+    }
+    nats.wait_ready().await;
+    for node in &mut nodes {
+        node.restart().await;
+    }
+    let js = jetstream::new(nats.client().await);
+    let leader_client = leader(&js, &nodes).await.client().await;
+    let more = leader_client.log(event(20)).await.unwrap();
+    assert_eq!(more.seq, 21);
+    wait_all_at(&nodes, 21).await;
+    for node in &nodes {
+        common::assert_whole(&node.client().await, &acked).await;
+    }
+}
+
+#[tokio::test]
+async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_resume() {
+    const WRITERS: usize = 16;
+    const EACH: usize = 12;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_at = index_of(&nodes, leader(&js, &nodes).await.url());
+    // Every node's address, and retries long enough to outlast a takeover.
+    let client = auditlog_client::Client::builder()
+        .nodes(nodes.iter().map(|n| n.url().to_owned()))
+        .retry(auditlog_client::Retry {
+            attempts: 60,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
+    wait_until("some writes before the kill", || async {
+        let n = acked.lock().unwrap().len();
+        if n >= WRITERS * 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} acked"))
+        }
+    })
+    .await;
+    nodes[leader_at].process.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert_eq!(acked.len(), WRITERS * EACH);
+    let survivors: Vec<Node> = nodes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, n)| (i != leader_at).then_some(n))
+        .collect();
+    let head = WRITERS * EACH;
+    wait_all_at(&survivors, head as u64).await;
+    let mut heads = Vec::new();
+    for node in &survivors {
+        let events = common::assert_whole(&node.client().await, &acked).await;
+        let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), head, "an event was written twice");
+        heads.push(node.client().await.verify().await.unwrap().head_signature);
+    }
+    assert_eq!(heads[0], heads[1]);
+}
+
+type Acked = std::sync::Arc<std::sync::Mutex<Vec<auditlog_client::pb::Receipt>>>;
+
+/// `writers` tasks each writing `each` events with their own idempotency
+/// keys (from `first`), retrying each until it is acknowledged; the
+/// receipts collect in the returned list as they come.
+fn spawn_writers(
+    client: &auditlog_client::Client,
+    writers: usize,
+    each: usize,
+    first: usize,
+) -> (Acked, Vec<tokio::task::JoinHandle<()>>) {
+    let acked = Acked::default();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (client, acked) = (client.clone(), std::sync::Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..each {
+                // The caller retries with the same key whatever went wrong
+                // (the client itself retries UNAVAILABLE, but a call cut
+                // by the leader's death comes back as a transport error).
+                let receipt = wait_until("a write to be acknowledged", || async {
+                    client
+                        .log(event(first + w * each + i))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await;
+                acked.lock().unwrap().push(receipt);
+            }
+        }));
+    }
+    (acked, tasks)
+}
+
+#[tokio::test]
+async fn killing_one_nats_server_under_load_loses_nothing_and_it_catches_up() {
+    const WRITERS: usize = 16;
+    const EACH: usize = 10;
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    leader(&js, &nodes).await;
+    let client = auditlog_client::Client::builder()
+        .nodes(nodes.iter().map(|n| n.url().to_owned()))
+        .connect()
+        .await
+        .unwrap();
+    let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
+    wait_until("some writes before the kill", || async {
+        let n = acked.lock().unwrap().len();
+        if n >= WRITERS * 2 {
+            Ok(())
+        } else {
+            Err(format!("{n} acked"))
+        }
+    })
+    .await;
+    nats.kill9(1);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let head = (WRITERS * EACH) as u64;
+    wait_all_at(&nodes, head).await;
+    nats.restart(1);
+    nats.wait_ready().await;
+    // The restarted server catches up: the stream's leader reports every
+    // replica current, the restarted one included, at the same last message.
+    let alone = async_nats::connect(nats.urls()[1].as_str()).await.unwrap();
+    let alone = jetstream::new(alone);
+    let want = js
+        .get_stream("AUDITLOG")
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    wait_until("the restarted NATS server to hold the stream", || async {
+        let stream = alone
+            .get_stream("AUDITLOG")
+            .await
+            .map_err(|e| e.to_string())?;
+        let info = stream.get_info().await.map_err(|e| e.to_string())?;
+        let last = info.state.last_sequence;
+        let current = info.cluster.as_ref().is_some_and(|c| {
+            c.replicas.len() == 2 && c.replicas.iter().all(|r| r.current && !r.offline)
+        });
+        if last == want && current {
+            Ok(())
+        } else {
+            Err(format!("last {last}, replicas current {current}"))
+        }
+    })
+    .await;
+    let acked = acked.lock().unwrap().clone();
+    for node in &nodes {
+        common::assert_whole(&node.client().await, &acked).await;
+    }
+}

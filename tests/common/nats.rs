@@ -1,0 +1,174 @@
+//! [`NatsCluster`]: real `nats-server` processes with JetStream on loopback,
+//! each with its own store directory in a temp dir, joined by routes into
+//! one cluster, for the cluster-mode tests. One server can be killed with
+//! SIGKILL, paused (SIGSTOP) and resumed, or restarted on its directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use super::endpoints::closed_port;
+use super::wait::wait_until;
+
+pub(crate) use super::nats_bin::nats_server_bin;
+
+/// A JetStream cluster of `nats-server` processes.
+pub(crate) struct NatsCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    servers: Vec<NatsServer>,
+}
+
+struct NatsServer {
+    config: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    /// Starts `n` servers and waits until JetStream answers on every one;
+    /// `None` (the test skips) when there is no `nats-server` binary.
+    pub(crate) async fn start(n: usize) -> Option<NatsCluster> {
+        let bin = nats_server_bin()?;
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (closed_port(), closed_port())).collect();
+        let mut servers = Vec::new();
+        for (i, (port, route_port)) in ports.iter().enumerate() {
+            let routes: Vec<String> = ports
+                .iter()
+                .filter(|(_, r)| r != route_port)
+                .map(|(_, r)| format!("\"nats-route://127.0.0.1:{r}\""))
+                .collect();
+            let store = dir.path().join(format!("n{i}"));
+            let config = dir.path().join(format!("n{i}.conf"));
+            // A single server runs JetStream without a cluster block.
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{\n  name: auditlog-test\n  listen: 127.0.0.1:{route_port}\n  \
+                     routes: [{}]\n}}\n",
+                    routes.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{port}\n\
+                     jetstream {{\n  store_dir: \"{}\"\n}}\n{cluster}",
+                    store.display()
+                ),
+            )
+            .unwrap();
+            servers.push(NatsServer {
+                config,
+                port: *port,
+                child: None,
+            });
+        }
+        let mut cluster = NatsCluster { bin, dir, servers };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_ready().await;
+        Some(cluster)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let server = &mut self.servers[i];
+        let log = std::fs::File::create(self.dir.path().join(format!("n{i}.log"))).unwrap();
+        server.child = Some(
+            Command::new(&self.bin)
+                .arg("-c")
+                .arg(&server.config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// Waits until every running server answers a JetStream request (the
+    /// cluster has elected its meta leader).
+    pub(crate) async fn wait_ready(&self) {
+        for server in self.servers.iter().filter(|s| s.child.is_some()) {
+            let url = format!("nats://127.0.0.1:{}", server.port);
+            wait_until(&format!("JetStream on {url}"), || {
+                let url = url.clone();
+                async move {
+                    let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
+                    async_nats::jetstream::new(client)
+                        .query_account()
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+            })
+            .await;
+        }
+    }
+
+    /// The client URLs of all servers, running or not.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// A client connected to any running server.
+    pub(crate) async fn client(&self) -> async_nats::Client {
+        let addrs: Vec<async_nats::ServerAddr> =
+            self.urls().iter().map(|u| u.parse().unwrap()).collect();
+        async_nats::connect(addrs).await.unwrap()
+    }
+
+    /// SIGKILL server `i`: no chance to flush.
+    pub(crate) fn kill9(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOP (`"STOP"`) or SIGCONT (`"CONT"`) to server `i`.
+    pub(crate) fn signal(&self, i: usize, name: &str) {
+        let child = self.servers[i].child.as_ref().expect("server is running");
+        signal(child.id(), name);
+    }
+
+    /// Starts server `i` again on its store directory (killing it first if
+    /// it runs); [`NatsCluster::wait_ready`] waits until JetStream answers
+    /// (with a quorum of servers up).
+    pub(crate) fn restart(&mut self, i: usize) {
+        self.kill9(i);
+        self.spawn(i);
+    }
+
+    /// Where the servers keep their stores and logs.
+    pub(crate) fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            if let Some(child) = &self.servers[i].child {
+                // A paused server would not die of SIGKILL until resumed.
+                signal(child.id(), "CONT");
+            }
+            self.kill9(i);
+        }
+    }
+}
+
+/// Sends the signal `name` to `pid` with kill(1).
+pub(crate) fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid} failed");
+}
