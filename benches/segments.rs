@@ -710,7 +710,7 @@ struct Layout {
     segments: Vec<SegmentFiles>,
     gz_bytes: u64,
     idx_bytes: u64,
-    /// The lead copies (`.leads.gz` and `.leads.idx`).
+    /// The lead copies (`.leads.zst` and `.leads.idx`).
     copy_bytes: u64,
     plain_bytes: u64,
     records: u64,
@@ -743,7 +743,7 @@ impl Layout {
             let index = SegmentIndex::decode(&idx_bytes)?;
             layout.gz_bytes += std::fs::metadata(&gz)?.len();
             layout.idx_bytes += idx_bytes.len() as u64;
-            for copy in [format!("{stem}.leads.gz"), format!("{stem}.leads.idx")] {
+            for copy in [format!("{stem}.leads.zst"), format!("{stem}.leads.idx")] {
                 layout.copy_bytes += std::fs::metadata(dir.join(copy)).map_or(0, |m| m.len());
             }
             layout.plain_bytes += index.chunks.iter().map(|c| u64::from(c.plain)).sum::<u64>();

@@ -990,7 +990,7 @@ async fn retention_purges_old_segments_and_logs_the_purge() {
         .iter()
         .flat_map(|gz| {
             let stem = gz.strip_suffix(".log.gz").unwrap();
-            [format!("{stem}.leads.gz"), format!("{stem}.leads.idx")]
+            [format!("{stem}.leads.zst"), format!("{stem}.leads.idx")]
         })
         .collect();
     let before = files(&dir);

@@ -6,19 +6,27 @@
 //! routed, mailed and followed up over weeks), so in the segment file, which
 //! keeps seq order, each of them sits in a different gzip member: a history
 //! of 200 events inflated about 200 members. The copy holds the same lines,
-//! byte for byte, ordered by lead and then by seq, in gzip members of about
+//! byte for byte, ordered by lead and then by seq, in zstd frames of about
 //! [`CHUNK_BYTES`] that never split a lead (a lead with more lines than that
-//! gets a member of its own):
+//! gets a frame of its own):
 //!
-//! - `audit.<UTC time>.leads.gz`: the members; `zcat` reads it as JSON Lines;
+//! - `audit.<UTC time>.leads.zst`: the frames, one after another; `zstdcat`
+//!   reads it as JSON Lines;
 //! - `audit.<UTC time>.leads.idx`, little-endian:
 //!
 //! ```text
-//! "ALLEAD01"
+//! "ALLEAD02"
 //! u32 n_chunks, then n_chunks × (u64 offset, u32 compressed, u32 plain)
 //! u32 n_leads,  then n_leads  × (u32 len, lead bytes, u32 chunk,
 //!                                u32 offset in the chunk, u32 bytes)
 //! ```
+//!
+//! The segment stays gzip (the format users read with `zcat`), but the copy
+//! is zstd: it is written for every event in the background, and zstd at
+//! level [`ZSTD_LEVEL`] costs far less CPU than deflate, and decompresses
+//! faster, for about the same size (figures in BENCHMARKS.md). Frames carry
+//! their content size but no checksum: nothing read from the copy is used
+//! before its MAC is checked.
 //!
 //! The copy is derived data, written with the segment during compression
 //! (step 2 of a rotation) and deleted with it. It is not in the manifest, and
@@ -28,7 +36,14 @@
 //! version or with `lead_copies` off, or whose copy was damaged) is read the
 //! usual way, and the sealer writes its copy from the segment at the next
 //! start.
+//!
+//! Older versions wrote the copy as gzip members (`.leads.gz`, with a
+//! `.leads.idx` starting `"ALLEAD01"`). The index keeps its name, so the
+//! magic tells the formats apart: an `ALLEAD01` index is refused (the copy
+//! counts as missing and is rewritten at start), and recovery deletes every
+//! `.leads.gz` and every `.leads.idx` without its `.leads.zst`.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -37,10 +52,19 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::segment::idx::{Cursor, SegmentError, SegmentIndex};
-use super::segment::members::{CHUNK_BYTES, Chunk, Member};
+use super::segment::members::{CHUNK_BYTES, Chunk};
 use crate::durable::{self, Staged};
 
-const MAGIC: &[u8; 8] = b"ALLEAD01";
+const MAGIC: &[u8; 8] = b"ALLEAD02";
+/// The index of an older version's gzip copy.
+const OLD_MAGIC: &[u8; 8] = b"ALLEAD01";
+/// The data file of an older version's copy, deleted at start.
+const OLD_DATA: &str = ".leads.gz";
+
+/// The zstd level of lead copies: level 1, the fastest of the regular
+/// levels; higher levels cost more CPU per event for a few percent of a file
+/// that is derived data (figures in BENCHMARKS.md).
+const ZSTD_LEVEL: i32 = 1;
 
 /// Where one lead's lines are in the copy: `bytes` bytes from `offset` of
 /// member `chunk`, in seq order.
@@ -59,7 +83,7 @@ pub(crate) struct LeadCopy {
     pub spans: HashMap<Box<str>, Span>,
 }
 
-/// The copy's file names (`.leads.gz`, `.leads.idx`) for a segment, from its
+/// The copy's file names (`.leads.zst`, `.leads.idx`) for a segment, from its
 /// plain or compressed name.
 pub(crate) fn names(segment: &str) -> (String, String) {
     let stem = segment
@@ -67,22 +91,39 @@ pub(crate) fn names(segment: &str) -> (String, String) {
         .unwrap_or(segment)
         .strip_suffix(".log")
         .unwrap_or(segment);
-    (format!("{stem}.leads.gz"), format!("{stem}.leads.idx"))
+    (format!("{stem}.leads.zst"), format!("{stem}.leads.idx"))
 }
 
-/// Whether `name` is a lead copy file.
+/// Whether `name` is a lead copy file, of this format or an older one.
 pub(crate) fn is_copy_file(name: &str) -> bool {
-    name.starts_with("audit.") && (name.ends_with(".leads.gz") || name.ends_with(".leads.idx"))
+    name.starts_with("audit.")
+        && [".leads.zst", ".leads.idx", OLD_DATA]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+}
+
+/// Whether the copy file `name` is of no use as it is: an older version's
+/// gzip data, or an index without its `.leads.zst` (an older version's, or
+/// half of an interrupted copy). Recovery deletes these; the copy is then
+/// missing and written again at start.
+pub(crate) fn is_stale(dir: &Path, name: &str) -> bool {
+    if name.ends_with(OLD_DATA) {
+        return true;
+    }
+    match name.strip_suffix(".idx") {
+        Some(stem) => !dir.join(format!("{stem}.zst")).exists(),
+        None => false,
+    }
 }
 
 /// Writes the lead copy of the plain sealed file `plain`, whose index is
-/// `index`, to `gz` and `idx`, both staged (written and fsynced under their
+/// `index`, to `zst` and `idx`, both staged (written and fsynced under their
 /// `.tmp` names, see `crate::durable`) for the caller to publish. Checks
 /// `stop` between leads.
 pub(crate) fn write(
     plain: &Path,
     index: &SegmentIndex,
-    gz: &Path,
+    zst: &Path,
     idx: &Path,
     stop: &AtomicBool,
 ) -> Result<Vec<Staged>, SegmentError> {
@@ -97,9 +138,9 @@ pub(crate) fn write(
     // Stable: each lead's rows stay in seq order.
     rows.sort_by_key(|r| r.lead);
 
-    let (gz, (chunks, spans)) = durable::stage(gz, |file| {
+    let (zst, (chunks, spans)) = durable::stage(zst, |file| {
         let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut member = Member::new();
+        let mut frames = Frames::new()?;
         let mut chunks = Vec::new();
         let mut spans = Vec::new();
         let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
@@ -109,7 +150,7 @@ pub(crate) fn write(
             }
             let bytes: usize = group.iter().map(|r| r.len as usize).sum();
             if !buf.is_empty() && buf.len() + bytes > CHUNK_BYTES {
-                chunks.push(member.write(&mut out, None, &buf)?);
+                chunks.push(frames.write(&mut out, &buf)?);
                 buf.clear();
             }
             let start = buf.len();
@@ -135,24 +176,95 @@ pub(crate) fn write(
             ));
         }
         if !buf.is_empty() {
-            chunks.push(member.write(&mut out, None, &buf)?);
+            chunks.push(frames.write(&mut out, &buf)?);
         }
         out.flush()?;
         Ok((chunks, spans))
     })?;
     let encoded = encode(&chunks, &spans);
     let (idx, ()) = durable::stage(idx, |f| f.write_all(&encoded))?;
-    Ok(vec![gz, idx])
+    Ok(vec![zst, idx])
+}
+
+/// Writes zstd frames one after another, reusing one compression context.
+struct Frames {
+    zstd: zstd::bulk::Compressor<'static>,
+    buf: Vec<u8>,
+    /// The bytes written so far: where the next frame starts.
+    end: u64,
+}
+
+impl Frames {
+    fn new() -> std::io::Result<Frames> {
+        Ok(Frames {
+            zstd: zstd::bulk::Compressor::new(ZSTD_LEVEL)?,
+            buf: Vec::new(),
+            end: 0,
+        })
+    }
+
+    /// Writes `plain` as the next frame to `out`, and returns where it is.
+    fn write(&mut self, out: &mut impl std::io::Write, plain: &[u8]) -> std::io::Result<Chunk> {
+        self.buf.clear();
+        self.buf
+            .reserve(zstd::zstd_safe::compress_bound(plain.len()));
+        self.zstd.compress_to_buffer(plain, &mut self.buf)?;
+        out.write_all(&self.buf)?;
+        let chunk = Chunk {
+            offset: self.end,
+            compressed: self.buf.len() as u32,
+            plain: plain.len() as u32,
+        };
+        self.end += self.buf.len() as u64;
+        Ok(chunk)
+    }
+}
+
+/// Reads and decompresses the frame `chunk` of a lead copy, checking that it
+/// holds exactly the bytes its index says.
+pub(crate) fn read_frame(file: &File, chunk: &Chunk) -> std::io::Result<Vec<u8>> {
+    let bad = |what: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("lead copy frame at offset {}: {what}", chunk.offset),
+        )
+    };
+    let mut compressed = vec![0u8; chunk.compressed as usize];
+    file.read_exact_at(&mut compressed, chunk.offset)?;
+    let whole = chunk.plain as usize;
+    let mut plain = Vec::with_capacity(whole);
+    UNZSTD
+        .with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let unzstd = match &mut *slot {
+                Some(d) => d,
+                None => slot.insert(zstd::bulk::Decompressor::new()?),
+            };
+            unzstd.decompress_to_buffer(&compressed, &mut plain)
+        })
+        .map_err(|e| bad(format!("not a valid zstd frame ({e})")))?;
+    if plain.len() != whole {
+        return Err(bad(format!(
+            "holds {} bytes, the index says {whole}",
+            plain.len()
+        )));
+    }
+    Ok(plain)
+}
+
+thread_local! {
+    /// One zstd decompression context per reading thread.
+    static UNZSTD: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
 /// Opens the lead copy of the segment `segment` in `dir`; `None` if it has
 /// none or it cannot be used (said in the log).
 pub(crate) fn open(dir: &Path, segment: &str) -> Option<LeadCopy> {
-    let (gz, idx) = names(segment);
+    let (zst, idx) = names(segment);
     let opened = std::fs::read(dir.join(&idx)).and_then(|bytes| {
         let (chunks, spans) = decode(&bytes).map_err(std::io::Error::other)?;
         Ok(LeadCopy {
-            file: File::open(dir.join(&gz))?,
+            file: File::open(dir.join(&zst))?,
             chunks,
             spans,
         })
@@ -192,7 +304,13 @@ pub(crate) type Decoded = (Vec<Chunk>, HashMap<Box<str>, Span>);
 pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded, SegmentError> {
     let bad = |what: &str| SegmentError::BadIndex(format!("lead copy index: {what}"));
     let mut c = Cursor::new(bytes);
-    if c.take(8)? != MAGIC {
+    let magic = c.take(8)?;
+    if magic == OLD_MAGIC {
+        return Err(bad(
+            "an older version's format; the copy is written again at start",
+        ));
+    }
+    if magic != MAGIC {
         return Err(bad("not a lead copy index"));
     }
     let n = c.u32()? as usize;
@@ -231,12 +349,13 @@ mod tests {
     #[test]
     fn names_follow_the_segment() {
         let want = (
-            "audit.20260101T000000.000000Z.leads.gz".to_owned(),
+            "audit.20260101T000000.000000Z.leads.zst".to_owned(),
             "audit.20260101T000000.000000Z.leads.idx".to_owned(),
         );
         assert_eq!(names("audit.20260101T000000.000000Z.log"), want);
         assert_eq!(names("audit.20260101T000000.000000Z.log.gz"), want);
         assert!(is_copy_file(&want.0) && is_copy_file(&want.1));
+        assert!(is_copy_file("audit.20260101T000000.000000Z.leads.gz"));
         assert!(!is_copy_file("audit.20260101T000000.000000Z.log.gz"));
     }
 
@@ -283,6 +402,14 @@ mod tests {
         let mut outside = spans.clone();
         outside[1].1.bytes = 181;
         assert!(decode(&encode(&chunks, &outside)).is_err());
+        let mut older = bytes.clone();
+        older[..8].copy_from_slice(OLD_MAGIC);
+        assert!(
+            decode(&older)
+                .unwrap_err()
+                .to_string()
+                .contains("older version")
+        );
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(&longer).is_err());

@@ -348,7 +348,7 @@ impl Shared {
         Ok(rows.into_iter().flatten().collect())
     }
 
-    /// The inflated member of `copy` holding a lead's lines, at `span`, and
+    /// The decompressed frame of `copy` holding a lead's lines, at `span`, and
     /// where they are in it.
     fn lead_lines(
         &self,
@@ -359,16 +359,16 @@ impl Shared {
         let start = span.offset as usize;
         let end = start + span.bytes as usize;
         // Cached beside the segment's own chunks, under a key they never use.
-        let chunk = self.chunk(
-            segment | LEAD_COPY,
-            span.chunk,
-            &copy.file,
-            &copy.chunks,
-            end,
-        )?;
+        let chunk = self.cached((segment | LEAD_COPY, span.chunk), end, || {
+            let frame = copy
+                .chunks
+                .get(span.chunk as usize)
+                .ok_or_else(|| std::io::Error::other("chunk out of range"))?;
+            leads::read_frame(&copy.file, frame)
+        })?;
         if chunk.len() < end {
             return Err(StoreError::Read(std::io::Error::other(
-                "the lead copy's member is shorter than its index says",
+                "the lead copy's frame is shorter than its index says",
             )));
         }
         Ok((chunk, start..end))
@@ -447,14 +447,26 @@ impl Shared {
         chunks: &[Chunk],
         need: usize,
     ) -> Result<Arc<Vec<u8>>, StoreError> {
-        let key = (segment, chunk_no);
+        self.cached((segment, chunk_no), need, || {
+            let chunk = chunks
+                .get(chunk_no as usize)
+                .ok_or_else(|| std::io::Error::other("chunk out of range"))?;
+            read_chunk_prefix(file, chunk, need)
+        })
+    }
+
+    /// The decompressed chunk `key`, at least its first `need` bytes, from
+    /// the cache or from `read`.
+    fn cached(
+        &self,
+        key: (u32, u32),
+        need: usize,
+        read: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    ) -> Result<Arc<Vec<u8>>, StoreError> {
         if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(key, need)) {
             return Ok(hit);
         }
-        let chunk = chunks
-            .get(chunk_no as usize)
-            .ok_or_else(|| StoreError::Read(std::io::Error::other("chunk out of range")))?;
-        let plain = Arc::new(read_chunk_prefix(file, chunk, need).map_err(StoreError::Read)?);
+        let plain = Arc::new(read().map_err(StoreError::Read)?);
         if let Ok(mut cache) = self.cache.lock() {
             cache.put(key, Arc::clone(&plain));
         }

@@ -138,14 +138,15 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
     }
     // Lead copies of segments the manifest does not hold: left by a crash
     // during retention, or by one before a compression is recorded (which is
-    // redone, copy included).
+    // redone, copy included); and older versions' copies (see `leads`),
+    // written again in this format by the sealer.
     let recorded: HashSet<String> = manifest
         .segments
         .iter()
         .flat_map(|s| <[String; 2]>::from(leads::names(&s.file)))
         .collect();
     for copy in names.iter().filter(|n| leads::is_copy_file(n)) {
-        if !recorded.contains(copy) {
+        if !recorded.contains(copy) || leads::is_stale(dir, copy) {
             std::fs::remove_file(dir.join(copy)).map_err(io)?;
         }
     }

@@ -9,7 +9,7 @@
 //!    a failed second rename is undone, so a seal that fails leaves
 //!    `audit.log` where it was, and the writer writes on into it.
 //! 2. **Compress** (sealer, [`compress`]): write `<name>.log.gz.tmp` and
-//!    `<name>.idx.tmp`, and the segment's lead copy (`<name>.leads.gz.tmp`,
+//!    `<name>.idx.tmp`, and the segment's lead copy (`<name>.leads.zst.tmp`,
 //!    `<name>.leads.idx.tmp`, see `leads`), fsync them, rename all to their
 //!    final names, fsync the directory.
 //! 3. **Record** (sealer, [`record`]): add the segment to the manifest
@@ -192,7 +192,7 @@ pub(super) fn compress(
     lead_copy: bool,
 ) -> Result<(segment::SealedInfo, SegmentIndex), segment::SegmentError> {
     let (gz, idx) = names(plain);
-    let (leads_gz, leads_idx) = leads::names(plain);
+    let (leads_zst, leads_idx) = leads::names(plain);
     let Compressed {
         info,
         index,
@@ -202,7 +202,7 @@ pub(super) fn compress(
         staged.extend(leads::write(
             &dir.join(plain),
             &index,
-            &dir.join(leads_gz),
+            &dir.join(leads_zst),
             &dir.join(leads_idx),
             stop,
         )?);
@@ -411,9 +411,9 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
     let dir = &shared.dir;
     let (_, idx) = names(gz.strip_suffix(".gz").unwrap_or(gz));
     let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
-    let (copy_gz, copy_idx) = leads::names(gz);
+    let (copy_zst, copy_idx) = leads::names(gz);
     // The segment's lines, as the plain file they were compressed from.
-    let source = durable::tmp_path(&dir.join(format!("{copy_gz}.lines")));
+    let source = durable::tmp_path(&dir.join(format!("{copy_zst}.lines")));
     let written = (|| {
         let mut lines = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
         let mut out = BufWriter::new(File::create(&source)?);
@@ -423,7 +423,7 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
         leads::write(
             &source,
             &index,
-            &dir.join(copy_gz),
+            &dir.join(copy_zst),
             &dir.join(copy_idx),
             &shared.stop,
         )

@@ -269,8 +269,8 @@ async fn a_lead_history_is_read_from_the_lead_copy() {
     let (dir, plain, _) = rotated(true).await;
     delete(dir.path(), &plain).unwrap();
     let (gz, _) = names(&plain);
-    let (copy_gz, copy_idx) = leads::names(&plain);
-    assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
+    let (copy_zst, copy_idx) = leads::names(&plain);
+    assert!(dir.path().join(&copy_zst).exists() && dir.path().join(&copy_idx).exists());
     // Spoil the segment itself, keeping its length: only reads that do
     // not touch it still work.
     let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
@@ -281,6 +281,16 @@ async fn a_lead_history_is_read_from_the_lead_copy() {
     want.reverse();
     assert_eq!(history.iter().map(|r| r.seq).collect::<Vec<_>>(), want);
     assert!(history.iter().all(|r| r.lead_id.as_deref() == Some("L3")));
+    // The copy reads as `zstdcat` reads it: every line, grouped by lead.
+    let copy = std::fs::read(dir.path().join(&copy_zst)).unwrap();
+    let lines = zstd::decode_all(&copy[..]).unwrap();
+    assert_eq!(
+        lines
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64,
+        N
+    );
     let whole = store.page::<Map<String, Value>>(
         &Filter::default(),
         Order::OldestFirst,
@@ -309,7 +319,7 @@ async fn without_a_lead_copy_a_history_reads_the_segment() {
 async fn a_segment_without_a_lead_copy_gets_one_at_start() {
     let (dir, plain, _) = rotated(false).await;
     delete(dir.path(), &plain).unwrap();
-    let (copy_gz, copy_idx) = leads::names(&plain);
+    let (copy_zst, copy_idx) = leads::names(&plain);
     let store = open(dir.path());
     for _ in 0..400 {
         if dir.path().join(&copy_idx).exists() {
@@ -317,7 +327,7 @@ async fn a_segment_without_a_lead_copy_gets_one_at_start() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert!(dir.path().join(&copy_gz).exists() && dir.path().join(&copy_idx).exists());
+    assert!(dir.path().join(&copy_zst).exists() && dir.path().join(&copy_idx).exists());
     store.shutdown();
     assert!(!files(dir.path()).iter().any(|n| n.ends_with(".tmp")));
     // The copy is whole: with the segment spoiled, histories still read.
@@ -339,10 +349,10 @@ async fn a_forged_lead_copy_is_not_served() {
     let text = std::fs::read_to_string(dir.path().join(&plain)).unwrap();
     let forged = dir.path().join("forged.txt");
     std::fs::write(&forged, text.replace("email_sent", "email_sEnt")).unwrap();
-    let (copy_gz, copy_idx) = leads::names(&plain);
+    let (copy_zst, copy_idx) = leads::names(&plain);
     let stop = AtomicBool::new(false);
-    let (to_gz, to_idx) = (dir.path().join(copy_gz), dir.path().join(copy_idx));
-    durable::publish(leads::write(&forged, &index, &to_gz, &to_idx, &stop).unwrap()).unwrap();
+    let (to_zst, to_idx) = (dir.path().join(copy_zst), dir.path().join(copy_idx));
+    durable::publish(leads::write(&forged, &index, &to_zst, &to_idx, &stop).unwrap()).unwrap();
     std::fs::remove_file(&forged).unwrap();
     delete(dir.path(), &plain).unwrap();
     let store = open(dir.path());
@@ -370,6 +380,64 @@ async fn lead_copies_without_a_recorded_segment_are_removed() {
         "{names:?}"
     );
     assert!(names.contains(&leads::names(&plain).0), "{names:?}");
+    store.shutdown();
+}
+
+#[tokio::test]
+async fn an_older_versions_gzip_copy_is_replaced_at_start() {
+    let (dir, plain, _) = rotated(true).await;
+    delete(dir.path(), &plain).unwrap();
+    let (gz, _) = names(&plain);
+    let (copy_zst, copy_idx) = leads::names(&plain);
+    // What an older version left: gzip data and an "ALLEAD01" index.
+    let stem = copy_zst.strip_suffix(".zst").unwrap();
+    let old_gz = format!("{stem}.gz");
+    std::fs::copy(dir.path().join(&gz), dir.path().join(&old_gz)).unwrap();
+    std::fs::remove_file(dir.path().join(&copy_zst)).unwrap();
+    let mut old_idx = std::fs::read(dir.path().join(&copy_idx)).unwrap();
+    old_idx[..8].copy_from_slice(b"ALLEAD01");
+    std::fs::write(dir.path().join(&copy_idx), &old_idx).unwrap();
+
+    let store = open(dir.path());
+    let names = files(dir.path());
+    assert!(!names.contains(&old_gz), "{names:?}");
+    for _ in 0..400 {
+        if dir.path().join(&copy_zst).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    store.shutdown();
+    let names = files(dir.path());
+    assert!(
+        names.contains(&copy_zst) && !names.contains(&old_gz),
+        "{names:?}"
+    );
+    let idx = std::fs::read(dir.path().join(&copy_idx)).unwrap();
+    assert_eq!(&idx[..8], b"ALLEAD02");
+    // The new copy serves histories: with the segment spoiled, they read.
+    let len = std::fs::metadata(dir.path().join(&gz)).unwrap().len();
+    std::fs::write(dir.path().join(&gz), vec![0u8; len as usize]).unwrap();
+    let store = open(dir.path());
+    let history = lead_history(&store, "L7", Order::OldestFirst);
+    let seqs: Vec<u64> = history.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, expected_seqs(7));
+    store.shutdown();
+}
+
+#[tokio::test]
+async fn an_index_without_its_copy_is_removed() {
+    let (dir, plain, _) = rotated(true).await;
+    delete(dir.path(), &plain).unwrap();
+    let (copy_zst, copy_idx) = leads::names(&plain);
+    std::fs::remove_file(dir.path().join(&copy_zst)).unwrap();
+    let store = open_with(dir.path(), false);
+    let names = files(dir.path());
+    assert!(!names.contains(&copy_idx), "{names:?}");
+    assert_eq!(
+        lead_history(&store, "L1", Order::OldestFirst).len(),
+        expected_seqs(1).len()
+    );
     store.shutdown();
 }
 
