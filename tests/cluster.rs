@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::endpoints::closed_port;
 use common::{NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, workspace_bin};
+use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
@@ -64,11 +65,11 @@ fn cluster_toml(nats: &NatsCluster, name: &str, port: u16) -> String {
     )
 }
 
-async fn start_node(nats: &NatsCluster, name: &str) -> Node {
+async fn start_node(nats: &NatsCluster, name: &str, extra: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port();
     let config = dir.path().join("auditlog.toml");
-    std::fs::write(&config, cluster_toml(nats, name, port)).unwrap();
+    std::fs::write(&config, cluster_toml(nats, name, port) + extra).unwrap();
     let process = spawn(port, dir.path()).await;
     Node { process, port, dir }
 }
@@ -86,9 +87,14 @@ async fn spawn(port: u16, dir: &Path) -> ServerProcess {
 }
 
 async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
+    start_nodes_with(nats, n, "").await
+}
+
+/// `n` nodes, each config ending with `extra`.
+async fn start_nodes_with(nats: &NatsCluster, n: usize, extra: &str) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 0..n {
-        nodes.push(start_node(nats, &format!("node{i}")).await);
+        nodes.push(start_node(nats, &format!("node{i}"), extra).await);
     }
     nodes
 }
@@ -316,6 +322,63 @@ async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() 
     wait_all_at(&nodes, 18).await;
     for node in &nodes {
         common::assert_whole(&node.client().await, &acked).await;
+    }
+}
+
+/// A token every node knows (same config everywhere): name and secret.
+const TOKEN: (&str, &str) = ("svc-crm", "crm-cluster-7f3a9e-secret");
+
+#[tokio::test]
+async fn a_write_through_a_follower_reaches_the_leader_as_its_caller_and_is_read_there_at_once() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let tokens = format!(
+        "[[tokens]]\nname = {:?}\nsha256 = {:?}\nroles = [\"admin\"]\n",
+        TOKEN.0,
+        hex::encode(sha2::Sha256::digest(TOKEN.1.as_bytes()))
+    );
+    let nodes = start_nodes_with(&nats, 3, &tokens).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_node = leader(&js, &nodes).await;
+    let follower = nodes.iter().find(|n| n.url() != leader_node.url()).unwrap();
+    // Only the follower: without forwarding it answers UNAVAILABLE, and
+    // the client has nowhere else to go.
+    let client = auditlog_client::Client::builder()
+        .node(follower.url())
+        .options(auditlog_client::Options {
+            token: Some(TOKEN.1.into()),
+            ..auditlog_client::Options::default()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut acked = vec![client.log(event(0)).await.unwrap()];
+    acked.extend(client.log_batch((1..4).map(event)).await.unwrap());
+    // Read back from the follower at once: no min_seq, no waiting.
+    let events = client
+        .query_all(auditlog_client::Query::new())
+        .await
+        .unwrap();
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    // The leader checked the caller's own token and recorded its name.
+    assert!(events.iter().all(|e| e.caller == TOKEN.0), "{events:?}");
+    // A retried key through the follower is the original receipt.
+    let again = client.log(event(2)).await.unwrap();
+    assert_eq!((again.seq, again.duplicate), (acked[2].seq, true));
+    for node in &nodes {
+        let reader = auditlog_client::Client::builder()
+            .node(node.url())
+            .options(auditlog_client::Options {
+                token: Some(TOKEN.1.into()),
+                ..auditlog_client::Options::default()
+            })
+            .connect()
+            .await
+            .unwrap();
+        common::assert_whole(&reader, &acked).await;
     }
 }
 
