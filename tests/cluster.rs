@@ -469,6 +469,80 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_re
     assert_eq!(heads[0], heads[1]);
 }
 
+#[tokio::test]
+#[ignore = "fails today: the resumed old leader's replica stays a few events behind \
+            (82 or 83 of 85 after 20 s); its catching up after SIGCONT needs a fix"]
+async fn a_paused_leader_resumed_after_a_takeover_appends_nothing_and_catches_up() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 10;
+    const AFTER: usize = 5;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let (old, _, term) = wait_until("a leader", || lease(&js)).await;
+    let paused = nodes
+        .iter()
+        .position(|n| n.url() == lease_url(&nodes, &old))
+        .unwrap();
+    let client = auditlog_client::Client::builder()
+        .nodes(nodes.iter().map(|n| n.url().to_owned()))
+        .retry(auditlog_client::Retry {
+            attempts: 60,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
+    wait_until("some writes before the pause", || async {
+        let n = acked.lock().unwrap().len();
+        if n >= WRITERS {
+            Ok(())
+        } else {
+            Err(format!("{n} acked"))
+        }
+    })
+    .await;
+    nodes[paused].process.signal("STOP");
+    let (new, advertise, new_term) = new_leader(&js, &old, term).await;
+    // Writes the paused leader knows nothing of.
+    let leader_now = nodes[index_of(&nodes, &advertise)].client().await;
+    let mut after = Vec::new();
+    for i in 0..AFTER {
+        after.push(leader_now.log(event(10_000 + i)).await.unwrap());
+    }
+    nodes[paused].process.signal("CONT");
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut acked = acked.lock().unwrap().clone();
+    acked.extend(after);
+    let head = WRITERS * EACH + AFTER;
+    assert_eq!(acked.len(), head);
+    // It stepped down: the lease stays with the new leader.
+    assert_eq!(lease(&js).await.unwrap(), (new, advertise, new_term));
+    wait_all_at(&nodes, head as u64).await;
+    let mut heads = Vec::new();
+    for node in &nodes {
+        let events = common::assert_whole(&node.client().await, &acked).await;
+        let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), head, "an event was written twice");
+        heads.push(node.client().await.verify().await.unwrap().head_signature);
+    }
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}
+
+/// The URL of the node named `name` (`node<i>`).
+fn lease_url<'a>(nodes: &'a [Node], name: &str) -> &'a str {
+    let i: usize = name.trim_start_matches("node").parse().unwrap();
+    nodes[i].url()
+}
+
 type Acked = std::sync::Arc<std::sync::Mutex<Vec<auditlog_client::pb::Receipt>>>;
 
 /// `writers` tasks each writing `each` events with their own idempotency
