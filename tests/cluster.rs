@@ -455,18 +455,24 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_re
         .enumerate()
         .filter_map(|(i, n)| (i != leader_at).then_some(n))
         .collect();
-    let head = WRITERS * EACH;
-    wait_all_at(&survivors, head as u64).await;
+    assert_same_whole_log(&survivors, &acked).await;
+}
+
+/// Every node holds exactly the `acked` events, once each, verifies, and
+/// reports the same head signature.
+async fn assert_same_whole_log(nodes: &[Node], acked: &[auditlog_client::pb::Receipt]) {
+    let head = acked.len();
+    wait_all_at(nodes, head as u64).await;
     let mut heads = Vec::new();
-    for node in &survivors {
-        let events = common::assert_whole(&node.client().await, &acked).await;
+    for node in nodes {
+        let events = common::assert_whole(&node.client().await, acked).await;
         let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), head, "an event was written twice");
         heads.push(node.client().await.verify().await.unwrap().head_signature);
     }
-    assert_eq!(heads[0], heads[1]);
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
 }
 
 #[tokio::test]
@@ -481,11 +487,8 @@ async fn a_paused_leader_resumed_after_a_takeover_appends_nothing_and_catches_up
     };
     let nodes = start_nodes(&nats, 3).await;
     let js = jetstream::new(nats.client().await);
-    let (old, _, term) = wait_until("a leader", || lease(&js)).await;
-    let paused = nodes
-        .iter()
-        .position(|n| n.url() == lease_url(&nodes, &old))
-        .unwrap();
+    let (old, old_at, term) = wait_until("a leader", || lease(&js)).await;
+    let paused = index_of(&nodes, &old_at);
     let client = auditlog_client::Client::builder()
         .nodes(nodes.iter().map(|n| n.url().to_owned()))
         .retry(auditlog_client::Retry {
@@ -520,27 +523,10 @@ async fn a_paused_leader_resumed_after_a_takeover_appends_nothing_and_catches_up
     }
     let mut acked = acked.lock().unwrap().clone();
     acked.extend(after);
-    let head = WRITERS * EACH + AFTER;
-    assert_eq!(acked.len(), head);
+    assert_eq!(acked.len(), WRITERS * EACH + AFTER);
     // It stepped down: the lease stays with the new leader.
     assert_eq!(lease(&js).await.unwrap(), (new, advertise, new_term));
-    wait_all_at(&nodes, head as u64).await;
-    let mut heads = Vec::new();
-    for node in &nodes {
-        let events = common::assert_whole(&node.client().await, &acked).await;
-        let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        assert_eq!(keys.len(), head, "an event was written twice");
-        heads.push(node.client().await.verify().await.unwrap().head_signature);
-    }
-    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
-}
-
-/// The URL of the node named `name` (`node<i>`).
-fn lease_url<'a>(nodes: &'a [Node], name: &str) -> &'a str {
-    let i: usize = name.trim_start_matches("node").parse().unwrap();
-    nodes[i].url()
+    assert_same_whole_log(&nodes, &acked).await;
 }
 
 type Acked = std::sync::Arc<std::sync::Mutex<Vec<auditlog_client::pb::Receipt>>>;
