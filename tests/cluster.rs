@@ -19,6 +19,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use common::endpoints::closed_port;
 use common::{NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, workspace_bin};
+use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
@@ -64,11 +65,11 @@ fn cluster_toml(nats: &NatsCluster, name: &str, port: u16) -> String {
     )
 }
 
-async fn start_node(nats: &NatsCluster, name: &str) -> Node {
+async fn start_node(nats: &NatsCluster, name: &str, extra: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port();
     let config = dir.path().join("auditlog.toml");
-    std::fs::write(&config, cluster_toml(nats, name, port)).unwrap();
+    std::fs::write(&config, cluster_toml(nats, name, port) + extra).unwrap();
     let process = spawn(port, dir.path()).await;
     Node { process, port, dir }
 }
@@ -86,9 +87,14 @@ async fn spawn(port: u16, dir: &Path) -> ServerProcess {
 }
 
 async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
+    start_nodes_with(nats, n, "").await
+}
+
+/// `n` nodes, each config ending with `extra`.
+async fn start_nodes_with(nats: &NatsCluster, n: usize, extra: &str) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 0..n {
-        nodes.push(start_node(nats, &format!("node{i}")).await);
+        nodes.push(start_node(nats, &format!("node{i}"), extra).await);
     }
     nodes
 }
@@ -319,6 +325,63 @@ async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() 
     }
 }
 
+/// A token every node knows (same config everywhere): name and secret.
+const TOKEN: (&str, &str) = ("svc-crm", "crm-cluster-7f3a9e-secret");
+
+#[tokio::test]
+async fn a_write_through_a_follower_reaches_the_leader_as_its_caller_and_is_read_there_at_once() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let tokens = format!(
+        "[[tokens]]\nname = {:?}\nsha256 = {:?}\nroles = [\"admin\"]\n",
+        TOKEN.0,
+        hex::encode(sha2::Sha256::digest(TOKEN.1.as_bytes()))
+    );
+    let nodes = start_nodes_with(&nats, 3, &tokens).await;
+    let js = jetstream::new(nats.client().await);
+    let leader_node = leader(&js, &nodes).await;
+    let follower = nodes.iter().find(|n| n.url() != leader_node.url()).unwrap();
+    // Only the follower: without forwarding it answers UNAVAILABLE, and
+    // the client has nowhere else to go.
+    let client = auditlog_client::Client::builder()
+        .node(follower.url())
+        .options(auditlog_client::Options {
+            token: Some(TOKEN.1.into()),
+            ..auditlog_client::Options::default()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let mut acked = vec![client.log(event(0)).await.unwrap()];
+    acked.extend(client.log_batch((1..4).map(event)).await.unwrap());
+    // Read back from the follower at once: no min_seq, no waiting.
+    let events = client
+        .query_all(auditlog_client::Query::new())
+        .await
+        .unwrap();
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    // The leader checked the caller's own token and recorded its name.
+    assert!(events.iter().all(|e| e.caller == TOKEN.0), "{events:?}");
+    // A retried key through the follower is the original receipt.
+    let again = client.log(event(2)).await.unwrap();
+    assert_eq!((again.seq, again.duplicate), (acked[2].seq, true));
+    for node in &nodes {
+        let reader = auditlog_client::Client::builder()
+            .node(node.url())
+            .options(auditlog_client::Options {
+                token: Some(TOKEN.1.into()),
+                ..auditlog_client::Options::default()
+            })
+            .connect()
+            .await
+            .unwrap();
+        common::assert_whole(&reader, &acked).await;
+    }
+}
+
 #[tokio::test]
 async fn after_a_restart_of_everything_every_node_has_the_same_head() {
     let Some(mut nats) = NatsCluster::start(3).await else {
@@ -392,18 +455,78 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_re
         .enumerate()
         .filter_map(|(i, n)| (i != leader_at).then_some(n))
         .collect();
-    let head = WRITERS * EACH;
-    wait_all_at(&survivors, head as u64).await;
+    assert_same_whole_log(&survivors, &acked).await;
+}
+
+/// Every node holds exactly the `acked` events, once each, verifies, and
+/// reports the same head signature.
+async fn assert_same_whole_log(nodes: &[Node], acked: &[auditlog_client::pb::Receipt]) {
+    let head = acked.len();
+    wait_all_at(nodes, head as u64).await;
     let mut heads = Vec::new();
-    for node in &survivors {
-        let events = common::assert_whole(&node.client().await, &acked).await;
+    for node in nodes {
+        let events = common::assert_whole(&node.client().await, acked).await;
         let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), head, "an event was written twice");
         heads.push(node.client().await.verify().await.unwrap().head_signature);
     }
-    assert_eq!(heads[0], heads[1]);
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}
+
+#[tokio::test]
+#[ignore = "fails today: the resumed old leader's replica stays a few events behind \
+            (82 or 83 of 85 after 20 s); its catching up after SIGCONT needs a fix"]
+async fn a_paused_leader_resumed_after_a_takeover_appends_nothing_and_catches_up() {
+    const WRITERS: usize = 8;
+    const EACH: usize = 10;
+    const AFTER: usize = 5;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let (old, old_at, term) = wait_until("a leader", || lease(&js)).await;
+    let paused = index_of(&nodes, &old_at);
+    let client = auditlog_client::Client::builder()
+        .nodes(nodes.iter().map(|n| n.url().to_owned()))
+        .retry(auditlog_client::Retry {
+            attempts: 60,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        })
+        .connect()
+        .await
+        .unwrap();
+    let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
+    wait_until("some writes before the pause", || async {
+        let n = acked.lock().unwrap().len();
+        if n >= WRITERS {
+            Ok(())
+        } else {
+            Err(format!("{n} acked"))
+        }
+    })
+    .await;
+    nodes[paused].process.signal("STOP");
+    let (new, advertise, new_term) = new_leader(&js, &old, term).await;
+    // Writes the paused leader knows nothing of.
+    let leader_now = nodes[index_of(&nodes, &advertise)].client().await;
+    let mut after = Vec::new();
+    for i in 0..AFTER {
+        after.push(leader_now.log(event(10_000 + i)).await.unwrap());
+    }
+    nodes[paused].process.signal("CONT");
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut acked = acked.lock().unwrap().clone();
+    acked.extend(after);
+    assert_eq!(acked.len(), WRITERS * EACH + AFTER);
+    // It stepped down: the lease stays with the new leader.
+    assert_eq!(lease(&js).await.unwrap(), (new, advertise, new_term));
+    assert_same_whole_log(&nodes, &acked).await;
 }
 
 type Acked = std::sync::Arc<std::sync::Mutex<Vec<auditlog_client::pb::Receipt>>>;

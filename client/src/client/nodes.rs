@@ -13,6 +13,11 @@
 //! [`Retry::max_backoff`], for at most [`Retry::attempts`] tries in all. A
 //! write without keys is never repeated: its UNAVAILABLE goes back to the
 //! caller, who cannot know whether it was stored.
+//!
+//! A connection cut in the middle of a call (a node killed while it
+//! answered) comes back from tonic as UNKNOWN carrying the transport's
+//! error; it is treated as UNAVAILABLE. An UNKNOWN the server itself sent
+//! carries no such error and goes back to the caller.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -227,7 +232,7 @@ impl Client {
                 Ok(response) => return Ok(response.into_inner()),
                 Err(status) => status,
             };
-            if status.code() != tonic::Code::Unavailable {
+            if !worth_another_node(&status) {
                 return Err(status.into());
             }
             self.nodes.failed(i);
@@ -241,5 +246,36 @@ impl Client {
                 backoff = backoff.saturating_mul(2).min(self.retry.max_backoff);
             }
         }
+    }
+}
+
+/// Whether `status` says the node could not be reached or answer: the
+/// server's UNAVAILABLE, or an UNKNOWN that tonic made from a transport
+/// error (it has a source; a status read off the wire has none).
+fn worth_another_node(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable => true,
+        tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worth_another_node;
+
+    #[test]
+    fn a_connection_cut_mid_call_is_worth_another_node_a_server_unknown_is_not() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let cut = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(cut.code(), tonic::Code::Unknown);
+        assert!(worth_another_node(&cut));
+        assert!(worth_another_node(&tonic::Status::unavailable(
+            "leader changed"
+        )));
+        assert!(!worth_another_node(&tonic::Status::unknown(
+            "from the server"
+        )));
+        assert!(!worth_another_node(&tonic::Status::invalid_argument("bad")));
     }
 }

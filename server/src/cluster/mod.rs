@@ -10,6 +10,7 @@
 //! - `write.rs`: the leader's write path (sign, publish, wait for the
 //!   replica), taking over from the stream's tail.
 //! - `follower.rs`: every node applying the stream to its store.
+//! - `forward.rs`: a follower forwarding writes to the leader.
 //!
 //! [`Node`] is the handle `run` keeps: it connects in the background
 //! (health says NOT_SERVING until the stream and the bucket are set up and
@@ -21,6 +22,7 @@
 
 mod config;
 mod follower;
+mod forward;
 mod leader;
 mod lease;
 mod stream;
@@ -55,9 +57,15 @@ pub enum ClusterError {
     /// Another leader appended: this one must step down.
     #[error("leader changed, retry: {0}")]
     Deposed(String),
-    /// This node does not lead (and does not forward yet).
+    /// This node does not lead and has no leader to forward to.
     #[error("{0}")]
     NotLeader(String),
+    /// The leader cannot be reached to forward a write to.
+    #[error("{0}")]
+    Forward(String),
+    /// The leader refused a forwarded write: its answer, as it gave it.
+    #[error("the leader refused: {}", .0.message())]
+    Leader(Box<tonic::Status>),
     /// The local replica refused or could not wait.
     #[error(transparent)]
     Store(StoreError),
@@ -89,6 +97,8 @@ pub(crate) struct Node {
     behind: Arc<AtomicU64>,
     /// Why the replica stopped following the stream, if it did.
     failed: Arc<Mutex<Option<String>>>,
+    /// Where a follower forwards writes.
+    to_leader: Arc<forward::LeaderChannel>,
 }
 
 impl Node {
@@ -150,6 +160,7 @@ impl Node {
             applied: Arc::new(AtomicU64::new(0)),
             behind: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(Mutex::new(None)),
+            to_leader: Arc::default(),
         };
         tokio::spawn(node.clone().set_up_and_lead(role_tx, ready_tx, cancel));
         Ok(node)

@@ -18,15 +18,19 @@ const MARGIN: Duration = Duration::from_millis(100);
 /// When a read's wait for `min_seq` ends.
 pub(super) fn wait_until(metadata: &MetadataMap) -> Instant {
     let now = Instant::now();
-    let timeout = metadata
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_timeout);
-    let wait = match timeout {
+    let wait = match call_timeout(metadata) {
         Some(t) => t.saturating_sub(MARGIN.min(t / 10)).min(MAX_WAIT),
         None => MAX_WAIT,
     };
     now + wait
+}
+
+/// The call's own deadline (its `grpc-timeout` header), if it has one.
+pub(super) fn call_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_timeout)
 }
 
 /// A `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).

@@ -34,6 +34,7 @@ use crate::webhooks::{EndpointStatus, NoSecret};
 pub(crate) fn cluster_status(e: ClusterError) -> Status {
     match e {
         ClusterError::Store(e) => status_of(e),
+        ClusterError::Leader(status) => *status,
         e => Status::unavailable(e.to_string()),
     }
 }

@@ -6,6 +6,8 @@
 //! - `validate.rs`: the limits on events and the translation of requests
 //!   into the store's terms; `query.rs`: Query planning; `page_token.rs`:
 //!   the opaque page token;
+//! - `forward.rs`: cluster mode, a follower handing Log/LogBatch to the
+//!   leader and answering once its own replica holds the receipt;
 //! - `proofs.rs`: the checkpoint and proof RPCs over the store's Merkle
 //!   tree and the signed checkpoints;
 //! - `edge.rs`: the only builder of `Status` and protobuf values, with the
@@ -16,6 +18,7 @@ mod admin;
 mod audit;
 mod deadline;
 mod edge;
+mod forward;
 mod page_token;
 mod proofs;
 mod query;
