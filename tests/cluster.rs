@@ -18,9 +18,16 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use common::endpoints::closed_port;
-use common::{NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, workspace_bin};
+use common::{
+    NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, wait_until_within,
+    workspace_bin,
+};
 use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;
+
+/// How long a writer retries one write while a NATS server or the leader
+/// is being replaced.
+const WRITE_RETRY: Duration = Duration::from_secs(60);
 
 const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
 
@@ -549,13 +556,17 @@ fn spawn_writers(
                 // The caller retries with the same key whatever went wrong
                 // (the client itself retries UNAVAILABLE, but a call cut
                 // by the leader's death comes back as a transport error).
-                let receipt = wait_until("a write to be acknowledged", || async {
-                    client
-                        .log(event(first + w * each + i))
-                        .await
-                        .map_err(|e| e.to_string())
-                })
-                .await;
+                // Losing a NATS server or the leader stalls writes for a
+                // while (a new stream or lease leader); what is asserted is
+                // that nothing acknowledged is lost, so the wait is long.
+                let receipt =
+                    wait_until_within(WRITE_RETRY, "a write to be acknowledged", || async {
+                        client
+                            .log(event(first + w * each + i))
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                    .await;
                 acked.lock().unwrap().push(receipt);
             }
         }));

@@ -16,7 +16,15 @@ pub(crate) struct NatsCluster {
     bin: PathBuf,
     dir: tempfile::TempDir,
     servers: Vec<NatsServer>,
+    /// Held while the cluster lives (dropped last): the tests that run
+    /// NATS clusters take turns, since three NATS servers and three nodes
+    /// each would otherwise share two cores with every other such test and
+    /// time out for want of CPU, not for a fault.
+    _turn: tokio::sync::SemaphorePermit<'static>,
 }
+
+/// One NATS cluster at a time in a test binary.
+static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 struct NatsServer {
     config: PathBuf,
@@ -29,6 +37,10 @@ impl NatsCluster {
     /// `None` (the test skips) when there is no `nats-server` binary.
     pub(crate) async fn start(n: usize) -> Option<NatsCluster> {
         let bin = nats_server_bin()?;
+        let turn = TURN
+            .acquire()
+            .await
+            .expect("the turn semaphore is never closed");
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (closed_port(), closed_port())).collect();
         let mut servers = Vec::new();
@@ -65,7 +77,12 @@ impl NatsCluster {
                 child: None,
             });
         }
-        let mut cluster = NatsCluster { bin, dir, servers };
+        let mut cluster = NatsCluster {
+            bin,
+            dir,
+            servers,
+            _turn: turn,
+        };
         for i in 0..n {
             cluster.spawn(i);
         }
