@@ -92,10 +92,7 @@ impl Client {
             event: Some(event.into_input()?),
             with_proof: false,
         };
-        let keyed = request
-            .event
-            .as_ref()
-            .is_some_and(|e| !e.idempotency_key.is_empty());
+        let keyed = keyed_log(&request);
         let response = self
             .call(keyed, |mut c| {
                 let request = request.clone();
@@ -118,13 +115,12 @@ impl Client {
             .into_iter()
             .map(NewEvent::into_input)
             .collect::<Result<Vec<_>, _>>()?;
-        let keyed = events.iter().all(|e| !e.idempotency_key.is_empty());
         let request = pb::LogBatchRequest {
             events,
             with_proof: false,
         };
         let response = self
-            .call(keyed, |mut c| {
+            .call(keyed_batch(&request), |mut c| {
                 let request = request.clone();
                 async move { c.log_batch(request).await }
             })
@@ -374,4 +370,17 @@ impl Client {
             .into_inner();
         Ok(stream.map(|item| item.map_err(Error::Rpc)).boxed())
     }
+}
+
+/// Whether a `Log` may be repeated: its event carries an idempotency key.
+fn keyed_log(request: &pb::LogRequest) -> bool {
+    request
+        .event
+        .as_ref()
+        .is_some_and(|e| !e.idempotency_key.is_empty())
+}
+
+/// Whether a `LogBatch` may be repeated: every event carries a key.
+fn keyed_batch(request: &pb::LogBatchRequest) -> bool {
+    request.events.iter().all(|e| !e.idempotency_key.is_empty())
 }

@@ -6,8 +6,8 @@
 
 use auditlog_proof::{Hash, VerifierKey, leaf_hash, verify_inclusion};
 
-use super::Client;
 use super::proofs::VerifiedCheckpoint;
+use super::{Client, keyed_batch, keyed_log};
 use crate::{Error, NewEvent, pb};
 
 /// Receipts and the outcome of checking their proofs.
@@ -48,10 +48,7 @@ impl Client {
             event: Some(event.into_input()?),
             with_proof: true,
         };
-        let keyed = request
-            .event
-            .as_ref()
-            .is_some_and(|e| !e.idempotency_key.is_empty());
+        let keyed = keyed_log(&request);
         let response = self
             .call(keyed, |mut c| {
                 let request = request.clone();
@@ -82,7 +79,7 @@ impl Client {
             events,
             with_proof: true,
         };
-        let keyed = request.events.iter().all(|e| !e.idempotency_key.is_empty());
+        let keyed = keyed_batch(&request);
         let response = self
             .call(keyed, |mut c| {
                 let request = request.clone();
