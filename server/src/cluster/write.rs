@@ -8,7 +8,18 @@
 //! its replica holds it (so the idempotency index is complete) and continues
 //! the chain from the replica's head. Any failed publish drops that state:
 //! the next write takes over again from the stream, whatever happened.
+//!
+//! Idempotency across the gap between publish and apply: a group can be in
+//! the stream (acknowledged by the quorum) while this node's replica has not
+//! applied it yet, and the caller may have been told UNAVAILABLE (its wait
+//! for the replica ran out, or the publish's acknowledgement was slow). Its
+//! retry must get the original receipt, so the leader remembers the keys it
+//! published in its term until its replica holds them; a key is looked up in
+//! the replica's index and then there. A new term starts only once the
+//! replica holds the whole stream, so nothing published before it is
+//! missed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +38,17 @@ pub(crate) struct Leading {
     term: u64,
     signer: Signer,
     publisher: Publisher,
+    /// Receipts of keyed events published in this term that the replica
+    /// may not hold yet, by idempotency key.
+    published: HashMap<String, Receipt>,
+}
+
+impl Leading {
+    /// Forgets the published keys the replica now holds (at or below
+    /// `head`).
+    fn forget_applied(&mut self, head: u64) {
+        self.published.retain(|_, r| r.seq > head);
+    }
 }
 
 impl Node {
@@ -49,34 +71,43 @@ impl Node {
             _ => return Err(ClusterError::NotLeader("no leader is elected yet".into())),
         };
         let mut leading = self.leading.lock().await;
-        let deadline = Instant::now() + APPLY_WAIT;
         if leading.as_ref().map(|l| l.term) != Some(term) {
             *leading = None;
+            let deadline = Instant::now() + APPLY_WAIT;
             *leading = Some(self.take_over(term, store, deadline).await?);
-        }
-        if let Some(receipts) = already_written(store, &events)? {
-            return Ok(receipts);
         }
         let Some(state) = leading.as_mut() else {
             return Err(ClusterError::NotLeader("leader changed, retry".into()));
         };
+        state.forget_applied(store.head());
+        if let Some(receipts) = already_written(store, &state.published, &events)? {
+            drop(leading);
+            let last = receipts.iter().map(|r| r.seq).max().unwrap_or(0);
+            wait_applied(store, last).await?;
+            return Ok(receipts);
+        }
+        let keys: Vec<Option<String>> = events.iter().map(|e| e.idempotency_key.clone()).collect();
         let (lines, receipts) = state.signer.sign_group(events);
         let (Some(first), Some(last)) = (receipts.first(), receipts.last()) else {
             return Ok(receipts);
         };
         let (first, last) = (first.seq, last.seq);
         if let Err(e) = state.publisher.publish(&lines, first, last).await {
+            // Whether the group is in the stream is unknown: the next write
+            // takes over from the stream's tail, which tells.
             *leading = None;
             if matches!(e, ClusterError::Deposed(_)) {
                 tracing::warn!(error = %e, "stepping down: another leader appended");
             }
             return Err(e);
         }
+        for (receipt, key) in receipts.iter().zip(&keys) {
+            if let Some(key) = key {
+                state.published.insert(key.clone(), receipt.clone());
+            }
+        }
         drop(leading);
-        store
-            .wait_for(last, deadline)
-            .await
-            .map_err(ClusterError::Store)?;
+        wait_applied(store, last).await?;
         Ok(receipts)
     }
 
@@ -119,6 +150,7 @@ impl Node {
         Ok(Leading {
             term,
             signer: Signer::after(&self.keyring, head),
+            published: HashMap::new(),
             publisher: Publisher::after(
                 js,
                 self.config.stream.clone(),
@@ -129,11 +161,22 @@ impl Node {
     }
 }
 
+/// Waits (at most [`APPLY_WAIT`]) until this node's replica holds `seq`,
+/// so that a read on this node right after the answer sees the write.
+async fn wait_applied(store: &Store, seq: u64) -> Result<(), ClusterError> {
+    store
+        .wait_for(seq, Instant::now() + APPLY_WAIT)
+        .await
+        .map_err(ClusterError::Store)
+}
+
 /// The receipts of a group whose every event carries an idempotency key
-/// already in the log (a retry, perhaps after a failover); `None` when any
-/// is new.
+/// already written (a retry, perhaps after a failover or after an answer
+/// that never reached the caller): found in the replica's index or among
+/// the keys `published` in this term. `None` when any is new.
 fn already_written(
     store: &Store,
+    published: &HashMap<String, Receipt>,
     events: &[NewEvent],
 ) -> Result<Option<Vec<Receipt>>, ClusterError> {
     let mut receipts = Vec::with_capacity(events.len());
@@ -141,7 +184,11 @@ fn already_written(
         let Some(key) = &event.idempotency_key else {
             return Ok(None);
         };
-        match store.idempotent_receipt(key).map_err(ClusterError::Store)? {
+        let found = match store.idempotent_receipt(key).map_err(ClusterError::Store)? {
+            Some(receipt) => Some(receipt),
+            None => published.get(key).cloned(),
+        };
+        match found {
             Some(mut receipt) => {
                 receipt.duplicate = true;
                 receipts.push(receipt);
