@@ -24,7 +24,7 @@ use crate::store::Receipt;
 use crate::store::error::StoreError;
 use crate::store::record::{MAX_SEQ, MacCheck, Record};
 use crate::store::signer::receipt_of;
-use crate::store::syncer::{Staged, ToSyncer, Written};
+use crate::store::syncer::{Staged, Written};
 use crate::store::tree;
 
 /// A group of signed lines for a replica to append.
@@ -98,13 +98,7 @@ impl Writer {
             // Applied groups come from the stream, not from a caller here.
             span: tracing::Span::none(),
         };
-        if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
-            self.syncer.send(ToSyncer::Group(written))
-        {
-            for s in w.staged {
-                let _ = s.reply.send(Err(StoreError::Closed));
-            }
-        }
+        self.syncer.group(written, self.alone);
         self.seal_if_full();
     }
 
