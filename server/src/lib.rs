@@ -412,6 +412,7 @@ pub fn rotate_checkpoint_key(config: &Config) -> Result<checkpoint::Rotated, Ser
         &config.checkpoint_origin(),
         config.checkpoint_key_file.as_deref(),
         &config.data_dir,
+        store::holds_log(&config.data_dir)?,
     )?)
 }
 

@@ -2,8 +2,10 @@
 //! --rotate-checkpoint-key`, run while the server is stopped: it takes the
 //! data directory's lock).
 //!
-//! A rotation signs a handover: the latest checkpoint (the empty tree when
-//! none was ever signed) as one note carrying two signatures, by the old
+//! A rotation signs a handover: the latest checkpoint (the empty tree for a
+//! directory without a log; a log without a checkpoint is refused, since a
+//! handover of the empty tree would look like a rollback to a witness) as
+//! one note carrying two signatures, by the old
 //! key and by the new one. A witness that trusts the old key checks both
 //! and from then on trusts the new one (docs/proofs.md). The old public key
 //! is kept in `<data_dir>/checkpoint.retired.json`, oldest first, with the
@@ -92,6 +94,12 @@ pub enum CheckpointKeyError {
     BadList { path: String, reason: String },
     #[error("checkpoint_origin: {0}")]
     Origin(auditlog_proof::NoteError),
+    #[error(
+        "{path} is missing or not signed by the current key, but the directory holds a log: a \
+         handover of the empty tree would look like a rollback to witnesses; start the server \
+         once so that it signs a checkpoint of the log, stop it, then rotate"
+    )]
+    NoCheckpoint { path: String },
 }
 
 /// The signing key's file: `key_file`, else `<data_dir>/checkpoint.key`.
@@ -180,11 +188,13 @@ pub(crate) fn finish_pending(
 }
 
 /// Rotates the signing key: the steps of the module doc. The caller holds
-/// the data directory's lock.
+/// the data directory's lock; `holds_log` says whether the directory holds
+/// a log (then a latest checkpoint is required for the handover).
 pub(crate) fn rotate(
     origin: &str,
     key_file: Option<&Path>,
     data_dir: &Path,
+    holds_log: bool,
 ) -> Result<Rotated, CheckpointKeyError> {
     let key_path = key_path(key_file, data_dir);
     finish_pending(origin, &key_path, data_dir)?;
@@ -195,16 +205,25 @@ pub(crate) fn rotate(
     }
     let old = read_signer(origin, &key_path)?;
     let old_key = VerifierKey::parse(&old.verifier_key()).map_err(CheckpointKeyError::Origin)?;
-    // The latest checkpoint the old key signed, else the empty tree, which
-    // every later tree extends.
-    let latest = std::fs::read_to_string(data_dir.join(NOTE_FILE))
+    // The latest checkpoint the old key signed, else (for a directory
+    // without a log) the empty tree, which every later tree extends.
+    let note_path = data_dir.join(NOTE_FILE);
+    let latest = match std::fs::read_to_string(&note_path)
         .ok()
         .and_then(|note| old_key.open_checkpoint(&note).ok())
-        .unwrap_or_else(|| Checkpoint {
+    {
+        Some(latest) => latest,
+        None if holds_log => {
+            return Err(CheckpointKeyError::NoCheckpoint {
+                path: note_path.display().to_string(),
+            });
+        }
+        None => Checkpoint {
             origin: origin.to_owned(),
             size: 0,
             root: empty_root(),
-        });
+        },
+    };
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
     let new = NoteSigner::new(origin, &seed).map_err(CheckpointKeyError::Origin)?;
@@ -240,13 +259,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let origin = "auditlog/test";
         assert!(matches!(
-            rotate(origin, None, dir.path()),
+            rotate(origin, None, dir.path(), false),
             Err(CheckpointKeyError::NoKey { .. })
         ));
         let first = super::super::Checkpoints::load(origin, None, dir.path()).unwrap();
-        let one = rotate(origin, None, dir.path()).unwrap();
+        assert!(matches!(
+            rotate(origin, None, dir.path(), true),
+            Err(CheckpointKeyError::NoCheckpoint { .. })
+        ));
+        let one = rotate(origin, None, dir.path(), false).unwrap();
         assert_eq!(one.old_key, first.verifier_key());
-        let two = rotate(origin, None, dir.path()).unwrap();
+        let two = rotate(origin, None, dir.path(), false).unwrap();
         assert_eq!(two.old_key, one.new_key);
         let retired = load_retired(dir.path()).unwrap();
         assert_eq!(retired.len(), 2);
@@ -276,7 +299,7 @@ mod tests {
         assert!(!next_path(&key_path).exists());
         // Steps 1 and 2 (the key file not yet replaced): the next start
         // finishes the rotation.
-        let rotated = rotate(origin, None, dir.path()).unwrap();
+        let rotated = rotate(origin, None, dir.path(), false).unwrap();
         let seed = std::fs::read_to_string(&key_path).unwrap();
         std::fs::write(&key_path, hex::encode([9u8; 32])).unwrap();
         std::fs::write(next_path(&key_path), seed).unwrap();
