@@ -23,7 +23,7 @@ pub use merkle::{
     Hash, MemoryTree, Nodes, ProofError, RootBuilder, consistency_proof, empty_root,
     inclusion_proof, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion,
 };
-pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey};
+pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey, note_signers};
 
 /// The leaf index of the record with seq `seq` (seqs start at 1).
 pub fn leaf_index(seq: u64) -> Option<u64> {

@@ -140,6 +140,7 @@ impl AuditSvc {
             signed,
             checkpoints.origin(),
             checkpoints.verifier_key(),
+            checkpoints.retired(),
         ))
     }
 
