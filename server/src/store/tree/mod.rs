@@ -5,7 +5,11 @@
 //!
 //! The leaves are the records in seq order: the leaf of the record with seq
 //! `s` is its stored line without the newline, at leaf index `s - 1` (seqs
-//! start at 1 and have no gaps), so a tree of size `n` holds seqs `1..=n`.
+//! start at 1), so a tree of size `n` holds seqs `1..=n`. A seq of a cut
+//! (acknowledged, then found missing at a start; VerifyIntegrity reports
+//! it) keeps the leaf the tree held for it, else has the gap leaf
+//! (`builder`, `auditlog_proof::gap`), so the tree, and proofs of the
+//! records after it, go on across the cut.
 //!
 //! Invariants: a leaf enters the tree only after its record is durable and
 //! indexed. Its line is either the one the writer wrote, handed over in
