@@ -156,18 +156,18 @@ enum Stuck {
 
 fn catch_up(shared: &Shared) -> Result<(), Stuck> {
     let tree = &shared.tree;
-    let fed = tree.take_fed();
+    let fed = tree.take_fed(&shared.indexed_seq);
     let appended = append_fed(shared, fed.groups);
     if appended.is_err() {
         tree.lost_fed();
     }
     appended?;
     // What the hand-over did not bring: the records recovered at start
-    // (never handed over) and dropped groups. The syncer hands a group over
-    // before it publishes its seq, so a live group is never read back here.
-    let head = shared.indexed_seq.load(Ordering::Acquire);
-    if fed.dropped || fed.through < head {
-        let read = read_back(shared, head);
+    // (never handed over) and dropped groups. The head was read with the
+    // groups, under the lock the syncer publishes under, so a group handed
+    // over since is taken next turn and never read back here.
+    if fed.dropped || fed.through < fed.head {
+        let read = read_back(shared, fed.head);
         if read.is_err() {
             tree.lost_fed();
         }
@@ -204,12 +204,9 @@ fn append_fed(shared: &Shared, groups: VecDeque<(u64, Vec<u8>)>) -> Result<(), S
             }
             hashes.push(leaf_hash(line));
         }
-        // The syncer publishes the group's seqs right after handing it
-        // over; the tree never holds a seq before the log shows it.
-        let last = size + hashes.len() as u64;
-        while shared.indexed_seq.load(Ordering::Acquire) < last {
-            std::thread::yield_now();
-        }
+        // The group's seqs were published as it was handed over
+        // (`Tree::feed`): the tree never holds a seq before the log shows it.
+        debug_assert!(shared.indexed_seq.load(Ordering::Acquire) >= size + hashes.len() as u64);
         append(tree, size, hashes)?;
     }
     Ok(())
