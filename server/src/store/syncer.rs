@@ -204,14 +204,18 @@ impl Syncer {
             }
             replies.extend(g.staged);
         }
-        // Handed to the tree before the seqs are published, so the builder
-        // never reads back a group it is about to be given.
-        for (first, last, lines) in fed {
-            self.shared.tree.feed(first, last, lines);
-        }
-        if let Some(r) = published.last() {
-            self.shared.indexed_seq.store(r.seq, Ordering::Release);
-            self.shared.committed.send_replace(r.seq);
+        // Handed to the tree and published under one lock: the builder never
+        // takes a group whose seqs are not published yet (so it never waits
+        // for them), nor sees a seq published whose group is still to come
+        // (so it never reads a live group back from the log).
+        let last = published.last().map(|r| r.seq);
+        self.shared.tree.feed(fed, || {
+            if let Some(seq) = last {
+                self.shared.indexed_seq.store(seq, Ordering::Release);
+            }
+        });
+        if let Some(seq) = last {
+            self.shared.committed.send_replace(seq);
         }
         if !published.is_empty() {
             // No subscriber is not an error.
