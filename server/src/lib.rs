@@ -416,6 +416,13 @@ pub fn rotate_checkpoint_key(config: &Config) -> Result<checkpoint::Rotated, Ser
     )?)
 }
 
+/// `auditlog-server --cluster-import`: publishes the log in the data
+/// directory into the empty stream of `config.cluster` (`cluster/import.rs`);
+/// what was imported, as one line.
+pub async fn cluster_import(config: Config) -> Result<String, ServerError> {
+    Ok(cluster::import(config).await?.to_string())
+}
+
 /// The server's TLS settings from its files.
 fn tls_config(tls: &config::TlsConfig) -> Result<tonic::transport::ServerTlsConfig, ServerError> {
     let read = |key: &'static str, path: &std::path::Path| {

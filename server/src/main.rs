@@ -55,6 +55,12 @@ struct Args {
     /// and exit.
     #[arg(long, conflicts_with = "print_verifier_key")]
     rotate_checkpoint_key: bool,
+    /// Publish the data directory's log (a single node's, verified clean)
+    /// into the empty stream of the cluster the `[cluster]` section names,
+    /// then exit; run it with a node's configuration, before any node
+    /// starts (docs/cluster.md).
+    #[arg(long)]
+    cluster_import: bool,
 }
 
 /// How long the exit waits for blocking work still running once the server
@@ -117,6 +123,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if args.cluster_import {
+        init_logging(config.log_format, None);
+        return match runtime.block_on(auditlog_server::cluster_import(config)) {
+            Ok(imported) => {
+                println!("{imported}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail(&anyhow::Error::new(e)),
+        };
+    }
     // The exporter's channel to the collector runs on the server's runtime.
     let telemetry = match runtime.block_on(async { Telemetry::start(&config.tracing) }) {
         Ok(telemetry) => telemetry,

@@ -133,6 +133,17 @@ impl NatsCluster {
             .collect()
     }
 
+    /// The `[cluster]` section of an auditlog node named `name` advertised
+    /// on `port`, naming these servers, with a 1 s lease.
+    pub(crate) fn node_toml(&self, name: &str, port: u16) -> String {
+        let urls: Vec<String> = self.urls().iter().map(|u| format!("{u:?}")).collect();
+        format!(
+            "[cluster]\nnats_urls = [{}]\nnode_name = \"{name}\"\n\
+             advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\n",
+            urls.join(", ")
+        )
+    }
+
     /// A client connected to any running server.
     pub(crate) async fn client(&self) -> async_nats::Client {
         let addrs: Vec<async_nats::ServerAddr> =

@@ -7,9 +7,19 @@
 //! then each of its own acknowledged publishes). JetStream refuses the
 //! message if anything else was appended since: the leader has been
 //! replaced, and steps down. A publish whose acknowledgement was lost is
-//! retried with the same `Nats-Msg-Id` (the group's first seq) and the same
-//! expected sequence: JetStream answers the retry of a stored message as a
-//! duplicate, with its original sequence, and stores nothing twice.
+//! retried with the same `Nats-Msg-Id` and the same expected sequence:
+//! JetStream answers the retry of a stored message as a duplicate, with its
+//! original sequence, and stores nothing twice.
+//!
+//! The `Nats-Msg-Id` names the content, not only the seqs:
+//! `<first>-<last>-<signature of the last record>`. A clustered JetStream
+//! checks the id before the expected sequence, so an id made of seqs alone
+//! let a leader paused past its lease publish seqs its successor had
+//! already published, be answered "duplicate" at exactly the stream
+//! sequence it expected, and acknowledge records that were never stored.
+//! The last record's MAC covers its `prev`, so the signature names every
+//! record before it too; and a duplicate answer is believed only once the
+//! stored message is read back byte for byte equal to this one.
 //!
 //! A group is split at line boundaries into messages of at most
 //! [`MAX_MESSAGE`] bytes (JetStream's default `max_payload` is 1 MiB, and
@@ -24,6 +34,7 @@ use async_nats::jetstream::message::PublishMessage;
 use bytes::Bytes;
 
 use super::ClusterError;
+use crate::store::record::RecordHead;
 
 /// The most record bytes in one message: 1 MiB less room for the headers.
 pub(crate) const MAX_MESSAGE: usize = 1024 * 1024 - 4096;
@@ -93,7 +104,7 @@ impl Publisher {
         let message = PublishMessage::build()
             .payload(part)
             .headers(headers)
-            .message_id(from.to_string())
+            .message_id(message_id(&message_payload, from, to)?)
             .expected_last_sequence(self.last);
         let mut last_error = String::new();
         for attempt in 1..=ATTEMPTS {
@@ -107,6 +118,15 @@ impl Publisher {
             };
             match outcome {
                 Ok(ack) if ack.sequence == self.last + 1 => {
+                    // A duplicate is an earlier attempt of this very message
+                    // only if the stream holds these bytes there.
+                    if ack.duplicate && !self.next_is(&message_payload).await? {
+                        return Err(ClusterError::Deposed(format!(
+                            "the stream answered records {from}-{to} as a duplicate of \
+                             message {}, which holds other records",
+                            ack.sequence
+                        )));
+                    }
                     self.last = ack.sequence;
                     return Ok(());
                 }
@@ -173,6 +193,19 @@ impl Publisher {
     }
 }
 
+/// The `Nats-Msg-Id` of the message holding records `from..=to`: their
+/// seqs and the signature of the last one, whose MAC covers every record
+/// before it through `prev`. Two leaders signing the same seqs never give
+/// the same id, and a retry of the same bytes always does.
+fn message_id(part: &[u8], from: u64, to: u64) -> Result<String, ClusterError> {
+    let last = part
+        .strip_suffix(b"\n")
+        .and_then(|p| p.rsplit(|&b| b == b'\n').next())
+        .and_then(RecordHead::peek)
+        .ok_or_else(|| ClusterError::Nats(format!("record {to} is not a signed record line")))?;
+    Ok(format!("{from}-{to}-{}", last.signature))
+}
+
 /// Splits `lines` (records `first..`) into parts of at most `max` bytes at
 /// line ends, each with the seqs it holds. A single line over `max` is an
 /// error: no record is that large (events are capped far below).
@@ -222,5 +255,25 @@ mod tests {
         assert_eq!(split(lines, 1, 9).unwrap().len(), 3);
         assert_eq!(split(lines, 1, 1 << 20).unwrap().len(), 1);
         assert!(split(b"0123456789ab\n", 1, 10).is_err());
+    }
+
+    /// A line with the layout `RecordHead::peek` reads, signed `sig`.
+    fn line(seq: u64, sig: char) -> String {
+        format!(
+            "{{\"seq\":{seq},\"key_id\":\"k1\",\"prev\":\"{}\",\"signature\":\"{}\"}}\n",
+            "0".repeat(64),
+            sig.to_string().repeat(64)
+        )
+    }
+
+    #[test]
+    fn message_ids_name_the_content_not_only_the_seqs() {
+        let ours = format!("{}{}", line(7, 'a'), line(8, 'b'));
+        let theirs = format!("{}{}", line(7, 'c'), line(8, 'd'));
+        let id = message_id(ours.as_bytes(), 7, 8).unwrap();
+        assert_eq!(id, format!("7-8-{}", "b".repeat(64)));
+        assert_eq!(message_id(ours.as_bytes(), 7, 8).unwrap(), id);
+        assert_ne!(message_id(theirs.as_bytes(), 7, 8).unwrap(), id);
+        assert!(message_id(b"not a record\n", 7, 7).is_err());
     }
 }

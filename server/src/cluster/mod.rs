@@ -11,6 +11,8 @@
 //!   replica), taking over from the stream's tail.
 //! - `follower.rs`: every node applying the stream to its store.
 //! - `forward.rs`: a follower forwarding writes to the leader.
+//! - `import.rs`: `--cluster-import`, a single node's log published into
+//!   an empty stream.
 //!
 //! [`Node`] is the handle `run` keeps: it connects in the background
 //! (health says NOT_SERVING until the stream and the bucket are set up and
@@ -23,6 +25,7 @@
 mod config;
 mod follower;
 mod forward;
+mod import;
 mod leader;
 mod lease;
 mod stream;
@@ -37,6 +40,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ClusterConfig;
+pub(crate) use import::import;
 pub(crate) use lease::Role;
 
 use crate::keys::Keyring;
@@ -69,6 +73,10 @@ pub enum ClusterError {
     /// The local replica refused or could not wait.
     #[error(transparent)]
     Store(StoreError),
+    /// `--cluster-import` refused or failed; nothing after the reason was
+    /// published.
+    #[error("cluster import: {0}")]
+    Import(String),
 }
 
 /// How often the replica's lag behind the stream is looked at.
@@ -110,43 +118,7 @@ impl Node {
         keyring: Keyring,
         cancel: CancellationToken,
     ) -> Result<Node, ClusterError> {
-        let node = config.node();
-        let mut options = async_nats::ConnectOptions::new()
-            .name(format!("auditlog {node}"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(config.lease_ttl());
-        if let Some(creds) = &config.nats_creds {
-            options = options
-                .credentials_file(creds)
-                .await
-                .map_err(|e| ClusterError::Config {
-                    key: "cluster.nats_creds",
-                    reason: format!("cannot read {}: {e}", creds.display()),
-                })?;
-        }
-        if let Some(ca) = &config.nats_tls_ca {
-            if let Err(e) = std::fs::metadata(ca) {
-                return Err(ClusterError::Config {
-                    key: "cluster.nats_tls_ca",
-                    reason: format!("cannot read {}: {e}", ca.display()),
-                });
-            }
-            options = options.add_root_certificates(ca.clone()).require_tls(true);
-        }
-        let addrs = config
-            .nats_urls
-            .iter()
-            .map(|u| u.parse::<async_nats::ServerAddr>())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ClusterError::Config {
-                key: "cluster.nats_urls",
-                reason: e.to_string(),
-            })?;
-        let client = options
-            .connect(addrs)
-            .await
-            .map_err(|e| ClusterError::Nats(format!("connecting: {e}")))?;
+        let client = connect(&config, &config.node()).await?;
         let (role_tx, role) = watch::channel(Role::Unknown);
         let (ready_tx, ready) = watch::channel(false);
         let node = Node {
@@ -281,6 +253,47 @@ impl Node {
     pub(crate) fn leads(&self) -> bool {
         matches!(*self.role.borrow(), Role::Leader { .. })
     }
+}
+
+/// A NATS client for `config`, named `auditlog <name>`; it keeps trying
+/// to connect (and reconnect) in the background.
+async fn connect(config: &ClusterConfig, name: &str) -> Result<async_nats::Client, ClusterError> {
+    let mut options = async_nats::ConnectOptions::new()
+        .name(format!("auditlog {name}"))
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(config.lease_ttl());
+    if let Some(creds) = &config.nats_creds {
+        options = options
+            .credentials_file(creds)
+            .await
+            .map_err(|e| ClusterError::Config {
+                key: "cluster.nats_creds",
+                reason: format!("cannot read {}: {e}", creds.display()),
+            })?;
+    }
+    if let Some(ca) = &config.nats_tls_ca {
+        if let Err(e) = std::fs::metadata(ca) {
+            return Err(ClusterError::Config {
+                key: "cluster.nats_tls_ca",
+                reason: format!("cannot read {}: {e}", ca.display()),
+            });
+        }
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    let addrs = config
+        .nats_urls
+        .iter()
+        .map(|u| u.parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ClusterError::Config {
+            key: "cluster.nats_urls",
+            reason: e.to_string(),
+        })?;
+    options
+        .connect(addrs)
+        .await
+        .map_err(|e| ClusterError::Nats(format!("connecting: {e}")))
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@
 //! never drops a message), on file storage, in `replicas` copies; a message
 //! cannot be deleted one by one (`deny_delete`), while purges stay allowed
 //! for retention. Publish retries within two minutes are recognised by
-//! their `Nats-Msg-Id` (the group's first seq) and stored once.
+//! their `Nats-Msg-Id` (seqs and last signature, `leader.rs`) and stored
+//! once.
 
 use std::time::Duration;
 
