@@ -17,10 +17,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use common::cluster::{
+    Node, index_of, leader, lease, new_leader, start_nodes, start_nodes_with, wait_all_at,
+};
 use common::endpoints::closed_port;
 use common::{
-    NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, wait_until_within,
-    workspace_bin,
+    NatsCluster, run_to_end, wait_for_health, wait_until, wait_until_within, workspace_bin,
 };
 use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -30,112 +32,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 const WRITE_RETRY: Duration = Duration::from_secs(60);
 
 const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
-
-/// One auditlog node: its process, its directory and its advertised URL.
-struct Node {
-    process: ServerProcess,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn client(&self) -> auditlog_client::Client {
-        auditlog_client::Client::connect(self.url()).await.unwrap()
-    }
-
-    /// Kills the node (SIGKILL) and starts it again on its directory and port.
-    async fn restart(&mut self) {
-        self.process.kill9();
-        self.process = spawn(self.port, self.dir.path()).await;
-    }
-
-    fn url(&self) -> &str {
-        &self.process.url
-    }
-
-    async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Endpoint::from_shared(self.url().to_owned())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-}
-
-async fn start_node(nats: &NatsCluster, name: &str, extra: &str) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let port = closed_port();
-    let config = dir.path().join("auditlog.toml");
-    std::fs::write(&config, nats.node_toml(name, port) + extra).unwrap();
-    let process = spawn(port, dir.path()).await;
-    Node { process, port, dir }
-}
-
-/// The node in `dir` (`auditlog.toml`, `data/`) on `port`.
-async fn spawn(port: u16, dir: &Path) -> ServerProcess {
-    let config = dir.join("auditlog.toml");
-    ServerProcess::spawn_at(
-        port,
-        &dir.join("data"),
-        ["--config".as_ref(), config.as_os_str()],
-        &[],
-    )
-    .await
-}
-
-async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
-    start_nodes_with(nats, n, "").await
-}
-
-/// `n` nodes, each config ending with `extra`.
-async fn start_nodes_with(nats: &NatsCluster, n: usize, extra: &str) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        nodes.push(start_node(nats, &format!("node{i}"), extra).await);
-    }
-    nodes
-}
-
-/// The lease as the bucket holds it: (node, advertise, term).
-async fn lease(js: &jetstream::Context) -> Result<(String, String, u64), String> {
-    let kv = js
-        .get_key_value("AUDITLOG_leader")
-        .await
-        .map_err(|e| e.to_string())?;
-    let entry = kv
-        .get("leader")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no leader")?;
-    let v: serde_json::Value = serde_json::from_slice(&entry).map_err(|e| e.to_string())?;
-    match (
-        v["node"].as_str(),
-        v["advertise"].as_str(),
-        v["term"].as_u64(),
-    ) {
-        (Some(n), Some(a), Some(t)) if t > 0 => Ok((n.to_owned(), a.to_owned(), t)),
-        _ => Err(format!("lease {v}")),
-    }
-}
-
-/// Waits until the lease is held by a node other than `not`, with a term
-/// above `after`.
-async fn new_leader(js: &jetstream::Context, not: &str, after: u64) -> (String, String, u64) {
-    wait_until("another node to take the lease", || async {
-        match lease(js).await? {
-            (node, advertise, term) if node != not && term > after => Ok((node, advertise, term)),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-}
-
-fn index_of(nodes: &[Node], advertise: &str) -> usize {
-    nodes
-        .iter()
-        .position(|n| n.url() == advertise)
-        .unwrap_or_else(|| panic!("the lease names {advertise}, no node of this test"))
-}
 
 #[tokio::test]
 async fn nodes_set_up_the_stream_and_elect_one_leader() {
@@ -250,26 +146,6 @@ async fn start_to_end(dir: &Path, config: &Path) -> common::Finished {
     let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), common::TEST_KEY.to_owned())];
     let bin = workspace_bin("auditlog-server", "auditlog-server");
     run_to_end(bin, args, env, Duration::from_secs(30)).await
-}
-
-/// The node holding the lease, once one does.
-async fn leader<'a>(js: &jetstream::Context, nodes: &'a [Node]) -> &'a Node {
-    let (_, advertise, _) = wait_until("a leader", || lease(js)).await;
-    &nodes[index_of(nodes, &advertise)]
-}
-
-/// Waits until every node's replica has `head` events.
-async fn wait_all_at(nodes: &[Node], head: u64) {
-    for node in nodes {
-        let client = node.client().await;
-        wait_until(&format!("{} to hold {head} events", node.url()), || async {
-            match client.stats(None).await {
-                Ok(s) if s.head_seq == head => Ok(()),
-                other => Err(format!("{:?}", other.map(|s| s.head_seq))),
-            }
-        })
-        .await;
-    }
 }
 
 fn event(i: usize) -> auditlog_client::NewEvent {

@@ -22,6 +22,7 @@ mod cluster;
 mod compliance;
 pub mod config;
 mod durable;
+mod duty;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;
@@ -240,10 +241,16 @@ pub async fn run(
                 Arc::clone(&store),
                 cancel.clone(),
             ));
+            // Who sends what must go out once per deployment: this node,
+            // or in a cluster the leader (`duty.rs`).
+            let duty = cluster
+                .as_ref()
+                .map_or_else(duty::Duty::always, cluster::Node::duty);
             let alerts = Alerts::start(
                 alerts_config,
                 Arc::clone(&store),
                 verifications,
+                duty.clone(),
                 cancel.clone(),
             )
             .map_err(|reason| config::ConfigError::Invalid {
@@ -255,12 +262,14 @@ pub async fn run(
                 webhook_keys,
                 Arc::clone(&store),
                 (&checkpoints, &publish_config.webhooks),
+                duty.clone(),
                 cancel.clone(),
             );
             tokio::spawn(checkpoint::publish(
                 publish_config,
                 Arc::clone(&checkpoints),
                 alerts.clone(),
+                duty,
                 cancel.clone(),
             ));
             performance.set_alerts(alerts.clone());

@@ -16,7 +16,9 @@
 //! - `disk.rs`: the files behind the server's back: reading, tampering,
 //!   forging and re-signing record lines, listing segments.
 //! - `nats.rs`: [`NatsCluster`], real `nats-server` processes with JetStream
-//!   for the cluster-mode tests (`nats_bin.rs`: where the binary is).
+//!   for the cluster-mode tests (`nats_bin.rs`: where the binary is);
+//!   `cluster.rs` (as `common::cluster`): auditlog nodes on it, and who
+//!   holds the lease.
 //! - `wait.rs`: [`wait_until`], polling with a deadline.
 //! - `endpoints/`: the SMTP sink and the HTTP receiver the server sends to.
 
@@ -24,6 +26,7 @@
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 mod checks;
+pub(crate) mod cluster;
 mod disk;
 pub(crate) mod endpoints;
 mod health_reflection;

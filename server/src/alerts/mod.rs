@@ -9,6 +9,15 @@
 //!   the store failing to write (full disk, I/O error), each with the same
 //!   cooldown logic.
 //!
+//! Who sends (cluster mode, `crate::duty`): every node counts every rule
+//! over its own replica, the same events with the same timestamps, so each
+//! node's windows and cooldowns agree; only the node on duty (the leader)
+//! sends a threshold alert, the others count it as fired and drop it. A
+//! node that takes over therefore keeps the cooldown of the alert the last
+//! leader sent. Integrity, store and performance alerts are about the node
+//! itself (its replica failed verification, its disk failed, the calls it
+//! timed slowed down) and every node sends its own.
+//!
 //! Nothing here is on the write path: rules read the writer's broadcast of
 //! committed events (never blocking it), and alerts go through a bounded
 //! queue to a sender task that retries with backoff. A full queue drops the
@@ -35,6 +44,7 @@ pub use config::{AlertsConfig, RuleConfig};
 pub(crate) use rules::RuleStatus;
 
 use crate::clock::now_micros;
+use crate::duty::Duty;
 use crate::store::{Record, Store, StoreError, Verifications};
 use channels::Channel;
 use rules::RuleState;
@@ -57,6 +67,8 @@ struct Inner {
     last_store: Mutex<Option<Instant>>,
     dropped: AtomicU64,
     missed_events: AtomicU64,
+    /// Threshold alerts are sent only while on duty.
+    duty: Duty,
 }
 
 /// How many alerts may wait for the sender.
@@ -71,6 +83,7 @@ impl Alerts {
         config: AlertsConfig,
         store: Arc<Store>,
         verifications: Verifications,
+        duty: Duty,
         cancel: CancellationToken,
     ) -> Result<Alerts, String> {
         let mut channels = Vec::new();
@@ -115,6 +128,7 @@ impl Alerts {
                 last_store: Mutex::new(None),
                 dropped: AtomicU64::new(0),
                 missed_events: AtomicU64::new(0),
+                duty,
             }),
         };
         tokio::spawn(alerts.clone().send_loop(rx, cancel.clone()));
@@ -305,7 +319,14 @@ impl Alerts {
             };
             match group {
                 Ok(records) => {
-                    for alert in self.evaluate(&records) {
+                    let fired = self.evaluate(&records);
+                    if !self.inner.duty.is_on() {
+                        for alert in &fired {
+                            tracing::debug!(rule = %alert.rule, "threshold reached; the leader sends the alert");
+                        }
+                        continue;
+                    }
+                    for alert in fired {
                         self.raise(alert);
                     }
                 }

@@ -6,6 +6,12 @@
 //! announced to the `[[webhooks]]` endpoints named in `webhooks`, whose
 //! own tasks POST it (`crate::webhooks`).
 //!
+//! In cluster mode only the node on duty (the leader, `crate::duty`)
+//! pushes: it starts when the node takes the lease and stops when it loses
+//! it. A new leader pushes the latest checkpoint it signed at its first
+//! round unless its own `file` holds that note already, so a checkpoint may
+//! be pushed twice across a failover, never skipped for good.
+//!
 //! Invariants: this task only reads the latest signed checkpoint; nothing
 //! on the write path or the signing path waits for it. A failed push is
 //! counted, logged once when it starts failing, then as a summary at most
@@ -22,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Checkpoints;
 use crate::alerts::{Alert, AlertKind, Alerts};
+use crate::duty::Duty;
 
 /// How often a failing push is logged again, with the count.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
@@ -148,17 +155,37 @@ impl Failures {
 }
 
 /// Pushes the latest signed checkpoint out every interval, when a newer
-/// one was signed, until shutdown.
+/// one was signed, while `duty` is on, until shutdown.
 pub(crate) async fn run(
     config: CheckpointsConfig,
     checkpoints: Arc<Checkpoints>,
     alerts: Alerts,
+    mut duty: Duty,
     cancel: CancellationToken,
 ) {
     if !config.publishes() {
         return;
     }
     let config = Arc::new(config);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            on = duty.on() => if on.is_none() { return },
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = duty.off() => tracing::info!("checkpoint pushing stopped: this node no longer leads"),
+            _ = push_while_on(&config, &checkpoints, &alerts) => {}
+        }
+    }
+}
+
+/// One turn on duty: pushes each newer checkpoint, every interval.
+async fn push_while_on(
+    config: &Arc<CheckpointsConfig>,
+    checkpoints: &Checkpoints,
+    alerts: &Alerts,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(config.publish_interval_secs));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // A note already in `file` is not pushed again after a restart.
@@ -172,10 +199,7 @@ pub(crate) async fn run(
         .map_or(0, |l| l.size);
     let mut failures = Failures::default();
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+        tick.tick().await;
         let Some(latest) = checkpoints.latest() else {
             continue;
         };
@@ -201,7 +225,7 @@ pub(crate) async fn run(
                 &config.alert_channels,
             );
         }
-        let c = Arc::clone(&config);
+        let c = Arc::clone(config);
         let note = latest.note;
         match tokio::task::spawn_blocking(move || push(&c, &note)).await {
             Ok(Ok(())) => {

@@ -154,6 +154,12 @@ impl ClusterConfig {
         format!("{}_leader", self.stream)
     }
 
+    /// The key-value bucket holding where each webhook endpoint's delivery
+    /// stands, so a new leader resumes it.
+    pub(crate) fn cursor_bucket(&self) -> String {
+        format!("{}_cursors", self.stream)
+    }
+
     /// This node's name: `node_name`, else the host name.
     pub(crate) fn node(&self) -> String {
         self.node_name.clone().unwrap_or_else(|| {

@@ -16,7 +16,10 @@
 //!
 //! [`Node`] is the handle `run` keeps: it connects in the background
 //! (health says NOT_SERVING until the stream and the bucket are set up and
-//! while NATS is unreachable) and runs the lease rounds until shutdown.
+//! while NATS is unreachable) and runs the lease rounds until shutdown. Its
+//! [`Node::duty`] is on while the lease says this node leads: webhooks,
+//! threshold alerts and pushing checkpoints out run only then
+//! (`crate::duty`), with the bucket of delivery positions.
 //!
 //! Invariant: a node appends to the stream only through a `Publisher`
 //! fenced on the stream's last sequence, so no two nodes ever extend the
@@ -36,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
+use async_nats::jetstream::kv;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +47,7 @@ pub use config::ClusterConfig;
 pub(crate) use import::import;
 pub(crate) use lease::Role;
 
+use crate::duty::{Duty, OnDuty};
 use crate::keys::Keyring;
 use crate::store::{Store, StoreError};
 
@@ -94,6 +99,8 @@ pub(crate) struct Node {
     /// bucket are not set up; `None` once they are.
     setup: Arc<Mutex<Option<String>>>,
     role: watch::Receiver<Role>,
+    /// On while this node leads, with the bucket of delivery positions.
+    duty: watch::Receiver<Option<OnDuty>>,
     /// True once the stream and the lease bucket are set up.
     ready: watch::Receiver<bool>,
     keyring: Keyring,
@@ -121,11 +128,13 @@ impl Node {
         let client = connect(&config, &config.node()).await?;
         let (role_tx, role) = watch::channel(Role::Unknown);
         let (ready_tx, ready) = watch::channel(false);
+        let (duty_tx, duty) = watch::channel(None);
         let node = Node {
             config: Arc::new(config),
             client,
             setup: Arc::new(Mutex::new(Some("connecting to NATS".into()))),
             role,
+            duty,
             ready,
             keyring,
             leading: Arc::new(tokio::sync::Mutex::new(None)),
@@ -134,7 +143,10 @@ impl Node {
             failed: Arc::new(Mutex::new(None)),
             to_leader: Arc::default(),
         };
-        tokio::spawn(node.clone().set_up_and_lead(role_tx, ready_tx, cancel));
+        tokio::spawn(
+            node.clone()
+                .set_up_and_lead(role_tx, ready_tx, duty_tx, cancel),
+        );
         Ok(node)
     }
 
@@ -186,23 +198,26 @@ impl Node {
         }
     }
 
-    /// Sets up the stream and the bucket (retrying until it works or
-    /// shutdown), then runs the lease.
+    /// Sets up the stream and the buckets (retrying until it works or
+    /// shutdown), then runs the lease, keeping `duty` on while it leads.
     async fn set_up_and_lead(
         self,
         role: watch::Sender<Role>,
         ready: watch::Sender<bool>,
+        duty: watch::Sender<Option<OnDuty>>,
         cancel: CancellationToken,
     ) {
         let js = async_nats::jetstream::new(self.client.clone());
         let mut logged = None;
-        let bucket = loop {
+        let (bucket, cursors) = loop {
             let attempt = async {
                 stream::ensure_stream(&js, &self.config).await?;
-                stream::ensure_lease_bucket(&js, &self.config).await
+                let lease = stream::ensure_lease_bucket(&js, &self.config).await?;
+                let cursors = stream::ensure_cursor_bucket(&js, &self.config).await?;
+                Ok::<_, ClusterError>((lease, cursors))
             };
             let error = match attempt.await {
-                Ok(bucket) => break bucket,
+                Ok(buckets) => break buckets,
                 Err(e) => e.to_string(),
             };
             if logged.as_ref() != Some(&error) {
@@ -228,7 +243,13 @@ impl Node {
             self.config.advertise.clone(),
             self.config.lease_ttl(),
         );
+        tokio::spawn(keep_duty(self.role.clone(), cursors, duty));
         lease::run(lease, role, cancel).await;
+    }
+
+    /// Whether this node is on duty: on while it holds the lease.
+    pub(crate) fn duty(&self) -> Duty {
+        Duty::following(self.duty.clone())
     }
 
     fn set_setup(&self, why: Option<String>) {
@@ -294,6 +315,31 @@ async fn connect(config: &ClusterConfig, name: &str) -> Result<async_nats::Clien
         .connect(addrs)
         .await
         .map_err(|e| ClusterError::Nats(format!("connecting: {e}")))
+}
+
+/// Keeps `duty` on while `role` says this node leads, off otherwise, until
+/// the lease stops (shutdown).
+async fn keep_duty(
+    mut role: watch::Receiver<Role>,
+    cursors: kv::Store,
+    duty: watch::Sender<Option<OnDuty>>,
+) {
+    loop {
+        let leads = matches!(*role.borrow_and_update(), Role::Leader { .. });
+        duty.send_if_modified(|on| {
+            if on.is_some() == leads {
+                return false;
+            }
+            *on = leads.then(|| OnDuty {
+                cursors: Some(cursors.clone()),
+            });
+            true
+        });
+        if role.changed().await.is_err() {
+            duty.send_replace(None);
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

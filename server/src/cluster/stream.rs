@@ -1,7 +1,7 @@
 //! The JetStream side of the log: the stream (the source of truth in cluster
-//! mode) and the key-value bucket of the leader lease, created when missing
-//! and checked when present, and the stream's tail, where a new leader
-//! continues the chain.
+//! mode), the key-value bucket of the leader lease and the one of delivery
+//! positions, created when missing and checked when present, and the
+//! stream's tail, where a new leader continues the chain.
 //!
 //! The stream keeps everything (no age, size or count limit, so `discard`
 //! never drops a message), on file storage, in `replicas` copies; a message
@@ -144,6 +144,34 @@ pub(crate) async fn ensure_lease_bucket(
         )));
     }
     Ok(store)
+}
+
+/// Creates the bucket of delivery positions (`<stream>_cursors`: one key
+/// per webhook endpoint, kept like the stream: file storage, `replicas`
+/// copies, no expiry), or opens the one there.
+pub(crate) async fn ensure_cursor_bucket(
+    js: &jetstream::Context,
+    config: &ClusterConfig,
+) -> Result<kv::Store, ClusterError> {
+    let bucket = config.cursor_bucket();
+    let created = js
+        .create_key_value(kv::Config {
+            bucket: bucket.clone(),
+            description: "auditlog: where each webhook endpoint's delivery stands".into(),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await;
+    match created {
+        Ok(store) => Ok(store),
+        Err(create) => js.get_key_value(&bucket).await.map_err(|get| {
+            ClusterError::Setup(format!(
+                "cursor bucket {bucket}: cannot create it ({create}) nor open it ({get})"
+            ))
+        }),
+    }
 }
 
 /// The stream's last message, `None` while it is empty.

@@ -552,6 +552,23 @@ impl Config {
             cluster
                 .validate()
                 .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+            // Whichever node leads signs the deliveries; a secret the server
+            // generates would differ from node to node.
+            if let Some(w) = self
+                .webhooks
+                .iter()
+                .find(|w| w.secret.is_none() && w.secret_file.is_none())
+            {
+                return Err(ConfigError::Invalid {
+                    key: "webhooks",
+                    reason: format!(
+                        "webhook {}: in cluster mode set secret or secret_file, the same on \
+                         every node; a generated secret differs from node to node, and the \
+                         receiver could not verify what the next leader delivers",
+                        w.name
+                    ),
+                });
+            }
         }
         Ok(())
     }

@@ -194,6 +194,31 @@ fn webhook_urls_are_redacted_in_debug() {
 }
 
 #[test]
+fn in_cluster_mode_every_webhook_needs_a_configured_secret() {
+    let cluster = "[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]\n\
+                   advertise = \"http://127.0.0.1:50051\"\n";
+    let hook = "[[webhooks]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/hook\"\n";
+    let err = load(
+        Some(&format!("{hook}\n{cluster}")),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("webhook crm") && err.contains("secret_file"),
+        "{err}"
+    );
+    let secret = "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
+    let ok = load(
+        Some(&format!("{hook}{secret}\n{cluster}")),
+        &[],
+        Overrides::default(),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    assert!(load(Some(hook), &[], Overrides::default()).is_ok());
+}
+
+#[test]
 fn short_keys_and_bad_ids_are_rejected() {
     let err = load(Some("hmac_key = \"short\"\n"), &[], Overrides::default()).unwrap_err();
     assert!(

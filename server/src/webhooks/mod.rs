@@ -14,6 +14,15 @@
 //! whose delivery was cut short by a crash is sent again, with the same
 //! `webhook-id` (the event's id) and `seq`, which receivers can deduplicate.
 //!
+//! In cluster mode only the node on duty (the leader, `crate::duty`)
+//! delivers: each endpoint's task starts delivering when the node takes the
+//! lease and stops when it loses it. The position is then also kept in the
+//! cluster (`cursor.rs`): written at most every second while delivering and
+//! once at the step down; a node taking over resumes after the cluster's
+//! position, or after its own file's when the cluster has none yet. Across a
+//! failover a receiver gets every event at least once; what the old leader
+//! delivered after its last saved position comes again.
+//!
 //! Signing: `webhook-signature: v1,<base64 HMAC-SHA256(secret,
 //! "<webhook-id>.<webhook-timestamp>.<body>")>` with the secret given as
 //! `whsec_<base64>`. An endpoint configured without a secret (a URL alone,
@@ -41,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::Checkpoints;
 use crate::clock::{format_timestamp, now_micros};
 use crate::durable;
+use crate::duty::{Duty, OnDuty};
 use crate::hub::{self, Subscription};
 use crate::keys::Secret;
 use crate::redaction::{self, PathIs};
@@ -48,6 +58,7 @@ use crate::store::{Filter, Record, Store};
 
 mod checkpoints;
 mod config;
+mod cursor;
 mod signing;
 
 pub(crate) use config::WebhookConfigError;
@@ -85,14 +96,17 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts one delivery task per endpoint, signing with `keys` (from
-    /// [`signing_keys`], one per endpoint, in order), and one more for each
-    /// endpoint named in `checkpoints.1`, which POSTs the checkpoints
-    /// `checkpoints.0` announces.
+    /// [`signing_keys`], one per endpoint, in order), delivering while
+    /// `duty` is on, and one more for each endpoint named in
+    /// `checkpoints.1`, which POSTs the checkpoints `checkpoints.0`
+    /// announces (only the node on duty pushes checkpoints, so only it
+    /// announces them).
     pub(crate) fn start(
         configs: Vec<WebhookConfig>,
         keys: Vec<SigningKey>,
         store: Arc<Store>,
         checkpoints: (&Arc<Checkpoints>, &[String]),
+        duty: Duty,
         cancel: CancellationToken,
     ) -> Webhooks {
         let dir = store.dir().join("webhooks");
@@ -120,7 +134,7 @@ impl Webhooks {
                     cancel.clone(),
                 ));
             }
-            tokio::spawn(endpoint.run(Arc::clone(&store), cancel.clone()));
+            tokio::spawn(endpoint.run(Arc::clone(&store), duty.clone(), cancel.clone()));
         }
         webhooks
     }
@@ -152,6 +166,14 @@ struct Endpoint {
     status: Arc<Mutex<EndpointStatus>>,
 }
 
+/// Why an endpoint's delivery stopped.
+enum Stopped {
+    /// Shutdown, or this node went off duty.
+    Cancelled,
+    /// The log cannot be read, or the position neither: not until restart.
+    Broken,
+}
+
 impl Endpoint {
     fn http_client(&self) -> reqwest::Result<reqwest::Client> {
         reqwest::Client::builder()
@@ -160,7 +182,8 @@ impl Endpoint {
             .build()
     }
 
-    async fn run(self: Arc<Self>, store: Arc<Store>, cancel: CancellationToken) {
+    /// Delivers during each of this node's turns on duty, until shutdown.
+    async fn run(self: Arc<Self>, store: Arc<Store>, mut duty: Duty, cancel: CancellationToken) {
         let name = self.config.name.clone();
         let client = match self.http_client() {
             Ok(c) => c,
@@ -169,12 +192,51 @@ impl Endpoint {
                 return;
             }
         };
-        let delivered = match self.load_position(&store) {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::error!(webhook = %name, error = %e, "cannot read or write the delivery position; not delivering");
+        loop {
+            let on = tokio::select! {
+                _ = cancel.cancelled() => return,
+                on = duty.on() => match on {
+                    Some(on) => on,
+                    None => return,
+                },
+            };
+            let turn = cancel.child_token();
+            let stopped = tokio::select! {
+                s = self.deliver_turn(&client, &store, &on, &turn) => s,
+                _ = duty.off() => Stopped::Cancelled,
+            };
+            turn.cancel();
+            if let Some(cursors) = &on.cursors {
+                // The step down: the cluster learns how far this node got.
+                let seq = self.status.lock().map_or(0, |s| s.delivered_seq);
+                if let Err(e) = cursor::advance(cursors, &name, seq).await {
+                    tracing::warn!(webhook = %name, error = %e, "could not save the delivery position in the cluster on stepping down");
+                }
+                tracing::info!(webhook = %name, delivered_seq = seq, "webhook delivery stopped: this node no longer leads");
+            }
+            if matches!(stopped, Stopped::Broken) {
                 return;
             }
+        }
+    }
+
+    /// One turn on duty: from the position to the live tail, until `turn`
+    /// is cancelled or delivery cannot go on.
+    async fn deliver_turn(
+        &self,
+        client: &reqwest::Client,
+        store: &Arc<Store>,
+        on: &OnDuty,
+        turn: &CancellationToken,
+    ) -> Stopped {
+        let name = &self.config.name;
+        let delivered = match self.start_position(store, on, turn).await {
+            Some(Ok(seq)) => seq,
+            Some(Err(e)) => {
+                tracing::error!(webhook = %name, error = %e, "cannot read or write the delivery position; not delivering");
+                return Stopped::Broken;
+            }
+            None => return Stopped::Cancelled,
         };
         self.update(|s| s.delivered_seq = delivered);
         // Unfiltered: events this endpoint skips must still advance its
@@ -186,15 +248,32 @@ impl Endpoint {
             from_seq: delivered + 1,
             follow: true,
         };
-        tokio::spawn(hub::run(Arc::clone(&store), sub, cancel.clone(), tx));
+        tokio::spawn(hub::run(Arc::clone(store), sub, turn.clone(), tx));
         tracing::info!(webhook = %name, from_seq = delivered + 1, "webhook delivery started");
-        while let Some(item) = rx.recv().await {
-            let record = match item {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(webhook = %name, error = %e, "reading the log for delivery failed; delivery stops until restart");
-                    return;
+        let mut shared = delivered;
+        let mut save = tokio::time::interval(cursor::SAVE_EVERY);
+        save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let item = tokio::select! {
+                item = rx.recv() => item,
+                _ = save.tick(), if on.cursors.is_some() => {
+                    let seq = self.status.lock().map_or(shared, |s| s.delivered_seq);
+                    if let (Some(cursors), true) = (&on.cursors, seq > shared) {
+                        match cursor::advance(cursors, name, seq).await {
+                            Ok(()) => shared = seq,
+                            Err(e) => tracing::warn!(webhook = %name, error = %e, "could not save the delivery position in the cluster"),
+                        }
+                    }
+                    continue;
                 }
+            };
+            let record = match item {
+                Some(Ok(r)) => r,
+                Some(Err(e)) => {
+                    tracing::error!(webhook = %name, error = %e, "reading the log for delivery failed; delivery stops until restart");
+                    return Stopped::Broken;
+                }
+                None => return Stopped::Cancelled,
             };
             let wanted = (self.config.event_types.is_empty()
                 || self.config.event_types.contains(&record.event_type))
@@ -203,8 +282,8 @@ impl Endpoint {
                         .workflow
                         .as_ref()
                         .is_some_and(|w| self.config.workflows.contains(w)));
-            if wanted && !self.deliver(&client, &record, &cancel).await {
-                return;
+            if wanted && !self.deliver(client, &record, turn).await {
+                return Stopped::Cancelled;
             }
             // A skipped event is saved only when no more are queued, so a
             // run of skipped events costs one write, not one each.
@@ -214,6 +293,49 @@ impl Endpoint {
                 tracing::warn!(webhook = %name, error = %e, "could not save the delivery position");
             }
             self.update(|s| s.delivered_seq = record.seq);
+        }
+    }
+
+    /// Where this turn starts: the cluster's position if it holds one, else
+    /// this node's own (written to the cluster at once, so the next leader
+    /// starts there too). `None` when `turn` ended first.
+    async fn start_position(
+        &self,
+        store: &Store,
+        on: &OnDuty,
+        turn: &CancellationToken,
+    ) -> Option<std::io::Result<u64>> {
+        let Some(cursors) = &on.cursors else {
+            return Some(self.load_position(store));
+        };
+        let name = &self.config.name;
+        loop {
+            let held = async {
+                let seq = match cursor::load(cursors, name).await? {
+                    Some(seq) => seq,
+                    None => {
+                        let own = self.load_position(store).map_err(|e| e.to_string())?;
+                        cursor::advance(cursors, name, own).await?;
+                        own
+                    }
+                };
+                self.save_position_async(seq)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(seq)
+            };
+            match held.await {
+                Ok(seq) => return Some(Ok(seq)),
+                // Without the cluster's position this node could skip or
+                // repeat what another delivered: wait for NATS instead.
+                Err(e) => {
+                    tracing::warn!(webhook = %name, error = %e, "cannot read the delivery position from the cluster; retrying")
+                }
+            }
+            tokio::select! {
+                _ = turn.cancelled() => return None,
+                _ = tokio::time::sleep(cursor::SAVE_EVERY) => {}
+            }
         }
     }
 
