@@ -84,6 +84,8 @@ use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint};
 
+#[path = "common/calls.rs"]
+mod calls;
 #[path = "common/cpu.rs"]
 mod cpu;
 #[path = "common/events.rs"]
@@ -277,6 +279,7 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
         settings.channels,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
+    println!("CPU: {}", cpu::model());
     println!("data dir: {}", data.path().display());
     println!();
 

@@ -1,11 +1,24 @@
-//! CPU time from /proc (Linux), split between the benchmark's client and
-//! the rest of the process (the servers under test and their threads).
+//! The machine's CPU model, and CPU time from /proc (Linux), split between
+//! the benchmark's client and the rest of the process (the servers under
+//! test and their threads).
 //!
-//! Included by the ingest and peers benchmarks with
+//! Included by the ingest, peers and cluster benchmarks with
 //! `#[path = "common/cpu.rs"]`.
 
 /// The name of the client runtime's threads.
 pub(crate) const CLIENT_THREAD: &str = "bench-client";
+
+/// The CPU model `/proc/cpuinfo` names, for the header of a run.
+pub(crate) fn model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
 
 /// The command name and utime + stime (in ticks) of a `/proc/.../stat` file.
 pub(crate) fn stat_ticks(path: &str) -> Option<(String, u64)> {

@@ -8,14 +8,7 @@ use crate::Settings;
 use crate::load::{History, Measurement, Shape};
 
 pub(crate) fn print_header(settings: &Settings, data: &Path) {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
+    let cpu = crate::cpu::model();
     println!("auditlog peers benchmark");
     println!(
         "CPU: {cpu}, {} core(s); {} round(s) of {} s measured after {} s warm-up per \

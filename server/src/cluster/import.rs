@@ -231,7 +231,8 @@ async fn publish(cluster: &ClusterConfig, store: &Arc<Store>) -> Result<u64, Clu
                 tokio::task::spawn_blocking(move || next_message(&reading, from, head))
                     .await
                     .map_err(|e| refuse(format!("reading the log: {e}")))??;
-            publisher.publish(&lines, from, last).await.map_err(|e| {
+            // One message already: `next_message` ends it where a batch ends.
+            publisher.publish(&lines, from, last, &[]).await.map_err(|e| {
                 refuse(format!(
                     "publishing records {from}-{last} failed ({e}); records 1-{} are in stream \
                      {}: remove it and import again",

@@ -21,10 +21,12 @@
 //! record before it too; and a duplicate answer is believed only once the
 //! stored message is read back byte for byte equal to this one.
 //!
-//! A group is split at line boundaries into messages of at most
-//! [`MAX_MESSAGE`] bytes (JetStream's default `max_payload` is 1 MiB, and
-//! the headers count too). Each message is a whole number of records, in
-//! order; `Auditlog-Seq: <first>-<last>` names them.
+//! A group is split into messages of at most [`MAX_MESSAGE`] bytes
+//! (JetStream's default `max_payload` is 1 MiB, and the headers count too),
+//! only where a caller's batch ends: a replica refuses a message that ends
+//! inside a batch, and each batch fits one message (`gather.rs` sees to
+//! it). Each message is a whole number of records, in order;
+//! `Auditlog-Seq: <first>-<last>` names them.
 
 use std::time::Duration;
 
@@ -75,16 +77,17 @@ impl Publisher {
     }
 
     /// Publishes the record lines `lines` (seqs `first..=last`, each line
-    /// ending in `\n`), split as needed; `Ok` once every part is stored on
-    /// a quorum. [`ClusterError::Deposed`] means another leader appended:
+    /// ending in `\n`), split as needed at the `batch_ends` (byte offsets
+    /// in `lines`); `Ok` once every part is stored on a quorum. [`ClusterError::Deposed`] means another leader appended:
     /// nothing of this group is in the stream and this node must step down.
     pub(crate) async fn publish(
         &mut self,
         lines: &[u8],
         first: u64,
         last: u64,
+        batch_ends: &[usize],
     ) -> Result<(), ClusterError> {
-        let parts = split(lines, first, MAX_MESSAGE)?;
+        let parts = split(lines, first, MAX_MESSAGE, batch_ends)?;
         if parts.last().map(|p| p.2) != Some(last) {
             return Err(ClusterError::Nats(format!(
                 "a group said to hold records {first}-{last} has {} lines",
@@ -206,28 +209,43 @@ fn message_id(part: &[u8], from: u64, to: u64) -> Result<String, ClusterError> {
     Ok(format!("{from}-{to}-{}", last.signature))
 }
 
-/// Splits `lines` (records `first..`) into parts of at most `max` bytes at
-/// line ends, each with the seqs it holds. A single line over `max` is an
-/// error: no record is that large (events are capped far below).
-fn split(lines: &[u8], first: u64, max: usize) -> Result<Vec<(Bytes, u64, u64)>, ClusterError> {
+/// Splits `lines` (records `first..`) into parts of at most `max` bytes,
+/// each ending at one of `ends` (byte offsets; the end of `lines` always
+/// is one), with the seqs each holds. A stretch between two ends longer
+/// than `max` is an error: `gather.rs` refuses such a batch before it is
+/// signed.
+fn split(
+    lines: &[u8],
+    first: u64,
+    max: usize,
+    ends: &[usize],
+) -> Result<Vec<(Bytes, u64, u64)>, ClusterError> {
+    let mut ends: Vec<usize> = ends
+        .iter()
+        .copied()
+        .filter(|&e| e > 0 && e < lines.len())
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    if !lines.is_empty() {
+        ends.push(lines.len());
+    }
     let mut parts = Vec::new();
     let mut start = 0;
     let mut seq = first;
+    let mut next = ends.iter().copied().peekable();
     while start < lines.len() {
         let mut end = start;
-        let mut count = 0;
-        for line in lines[start..].split_inclusive(|&b| b == b'\n') {
-            if end + line.len() - start > max {
-                break;
-            }
-            end += line.len();
-            count += 1;
+        while let Some(e) = next.next_if(|&e| e - start <= max) {
+            end = e;
         }
-        if count == 0 {
+        if end == start {
             return Err(ClusterError::Nats(format!(
-                "record {seq} is larger than a message may be ({max} bytes)"
+                "the batch starting at record {seq} is larger than a message may be \
+                 ({max} bytes)"
             )));
         }
+        let count = lines[start..end].iter().filter(|&&b| b == b'\n').count() as u64;
         parts.push((
             Bytes::copy_from_slice(&lines[start..end]),
             seq,
@@ -244,17 +262,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn groups_split_at_line_ends_with_their_seqs() {
+    fn groups_split_only_at_batch_ends_with_their_seqs() {
         let lines = b"aaaa\nbbbb\ncc\ndddddd\n";
-        let parts = split(lines, 7, 10).unwrap();
+        let every_line = [5, 10, 13, 20];
+        let parts = split(lines, 7, 10, &every_line).unwrap();
         let got: Vec<_> = parts.iter().map(|(b, f, l)| (&b[..], *f, *l)).collect();
         assert_eq!(
             got,
             vec![(&b"aaaa\nbbbb\n"[..], 7, 8), (&b"cc\ndddddd\n"[..], 9, 10)]
         );
-        assert_eq!(split(lines, 1, 9).unwrap().len(), 3);
-        assert_eq!(split(lines, 1, 1 << 20).unwrap().len(), 1);
-        assert!(split(b"0123456789ab\n", 1, 10).is_err());
+        assert_eq!(split(lines, 1, 9, &every_line).unwrap().len(), 3);
+        assert_eq!(split(lines, 1, 1 << 20, &every_line).unwrap().len(), 1);
+        // Batches of records 1-2 and 3-4: never cut inside either.
+        let parts = split(lines, 1, 12, &[10]).unwrap();
+        let got: Vec<_> = parts.iter().map(|(_, f, l)| (*f, *l)).collect();
+        assert_eq!(got, vec![(1, 2), (3, 4)]);
+        assert!(split(lines, 1, 9, &[10]).is_err(), "a batch over the limit");
+        assert!(split(b"0123456789ab\n", 1, 10, &[]).is_err());
     }
 
     /// A line with the layout `RecordHead::peek` reads, signed `sig`.

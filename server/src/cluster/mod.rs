@@ -7,8 +7,11 @@
 //!   stream's tail.
 //! - `lease.rs`: acquiring, renewing and losing the leader lease.
 //! - `leader.rs`: the fenced publish of signed groups.
-//! - `write.rs`: the leader's write path (sign, publish, wait for the
-//!   replica), taking over from the stream's tail.
+//! - `write.rs`: the leader's write path (gather, sign, publish, wait for
+//!   the replica), taking over from the stream's tail.
+//! - `gather.rs`: the group commit: the callers waiting for the next
+//!   publish, and one group signed from them, an idempotency key written
+//!   once.
 //! - `follower.rs`: every node applying the stream to its store.
 //! - `forward.rs`: a follower forwarding writes to the leader.
 //! - `import.rs`: `--cluster-import`, a single node's log published into
@@ -29,6 +32,7 @@ mod config;
 mod follower;
 mod forward;
 mod import;
+mod gather;
 mod leader;
 mod lease;
 mod stream;
@@ -82,6 +86,27 @@ pub enum ClusterError {
     /// published.
     #[error("cluster import: {0}")]
     Import(String),
+    /// The write's group failed, or the leader stopped before answering:
+    /// whether it was written is unknown (a keyed retry finds out).
+    #[error("{0}")]
+    Unavailable(String),
+    /// A batch too large to publish as one message.
+    #[error("{0}")]
+    TooLarge(String),
+}
+
+impl ClusterError {
+    /// The same failure for each caller of a group that failed with it:
+    /// its reason, with the kind that decides the caller's status
+    /// (UNAVAILABLE, but for a too large batch).
+    pub(crate) fn for_each_caller(&self) -> ClusterError {
+        match self {
+            ClusterError::Deposed(m) => ClusterError::Deposed(m.clone()),
+            ClusterError::NotLeader(m) => ClusterError::NotLeader(m.clone()),
+            ClusterError::TooLarge(m) => ClusterError::TooLarge(m.clone()),
+            e => ClusterError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 /// How often the replica's lag behind the stream is looked at.
@@ -106,6 +131,8 @@ pub(crate) struct Node {
     keyring: Keyring,
     /// The leader's signer and publisher, while it leads.
     leading: Arc<tokio::sync::Mutex<Option<write::Leading>>>,
+    /// The appends waiting for the leader's next publish.
+    queue: Arc<gather::Queue>,
     /// The stream sequence of the last message the replica applied.
     applied: Arc<AtomicU64>,
     /// Events the replica is behind the stream's tail, last time looked.
@@ -138,6 +165,7 @@ impl Node {
             ready,
             keyring,
             leading: Arc::new(tokio::sync::Mutex::new(None)),
+            queue: Arc::default(),
             applied: Arc::new(AtomicU64::new(0)),
             behind: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(Mutex::new(None)),

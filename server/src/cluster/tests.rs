@@ -134,7 +134,7 @@ async fn a_deposed_leader_cannot_append() {
     );
 
     let mut old = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 0);
-    old.publish(b"r1\nr2\n", 1, 2).await.unwrap();
+    old.publish(b"r1\nr2\n", 1, 2, &[]).await.unwrap();
     assert_eq!(old.last(), 1);
 
     // A new leader reads the tail and continues; the old one, which still
@@ -150,8 +150,8 @@ async fn a_deposed_leader_cannot_append() {
         config.subject(),
         tail.stream_seq,
     );
-    new.publish(b"r3\n", 3, 3).await.unwrap();
-    match old.publish(b"x3\n", 3, 3).await {
+    new.publish(b"r3\n", 3, 3, &[]).await.unwrap();
+    match old.publish(b"x3\n", 3, 3, &[]).await {
         Err(ClusterError::Deposed(_)) => {}
         other => panic!("the deposed leader's publish gave {other:?}"),
     }
@@ -165,7 +165,7 @@ async fn a_deposed_leader_cannot_append() {
     // acknowledgement (a retry after a lost ack) is recognised as stored,
     // not appended twice.
     let mut retry = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 1);
-    retry.publish(b"r3\n", 3, 3).await.unwrap();
+    retry.publish(b"r3\n", 3, 3, &[]).await.unwrap();
     assert_eq!(retry.last(), 2);
     let info = js
         .get_stream(&config.stream)

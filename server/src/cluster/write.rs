@@ -1,13 +1,24 @@
-//! The leader's write path: sign a group, publish it fenced, answer once
-//! the node's own replica applied it (acknowledged means replicated, and a
-//! read on this node right after sees it).
+//! The leader's write path: gather the callers waiting into one group, sign
+//! it, publish it fenced, answer each caller once the node's own replica
+//! applied its events (acknowledged means replicated, and a read on this
+//! node right after sees it).
+//!
+//! Group commit (`gather.rs`): a caller queues its events; if no round of
+//! publishes is running it starts one, a task of its own that no caller's
+//! cancellation stops. The round takes everyone waiting as one group, signs
+//! and publishes it, hands the answers to a task that waits for the
+//! replica, and takes the next group, until nobody waits. So one publish
+//! is in flight at a time, and every append that arrives meanwhile goes
+//! into the next one. A failed publish fails every caller of its group
+//! with UNAVAILABLE (whether it reached the stream is unknown: a retry with
+//! the same idempotency key finds out).
 //!
 //! Groups are signed and published one at a time, under one lock: the
 //! signer's chain and the publisher's expected sequence move together. On
 //! taking over (a new term), the leader reads the stream's tail, waits until
 //! its replica holds it (so the idempotency index is complete) and continues
 //! the chain from the replica's head. Any failed publish drops that state:
-//! the next write takes over again from the stream, whatever happened.
+//! the next group takes over again from the stream, whatever happened.
 //!
 //! Idempotency across the gap between publish and apply: a group can be in
 //! the stream (acknowledged by the quorum) while this node's replica has not
@@ -15,16 +26,18 @@
 //! for the replica ran out, or the publish's acknowledgement was slow). Its
 //! retry must get the original receipt, so the leader remembers the keys it
 //! published in its term until its replica holds them; a key is looked up in
-//! the replica's index and then there. A new term starts only once the
-//! replica holds the whole stream, so nothing published before it is
-//! missed.
+//! the replica's index and then there (and, inside a group, among the keys
+//! the group itself writes first). A new term starts only once the replica
+//! holds the whole stream, so nothing published before it is missed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::gather::{self, Reply, Waiting};
 use super::leader::Publisher;
 use super::{ClusterError, Node, Role, stream};
 use crate::store::{NewEvent, Receipt, Signer, Store};
@@ -33,7 +46,7 @@ use crate::store::{NewEvent, Receipt, Signer, Store};
 /// group to be applied).
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
-/// What the leader keeps between writes of one term.
+/// What the leader keeps between groups of one term.
 pub(crate) struct Leading {
     term: u64,
     signer: Signer,
@@ -52,63 +65,97 @@ impl Leading {
 }
 
 impl Node {
-    /// Appends `events` through the cluster: on the leader, signed,
-    /// published and applied; elsewhere refused with where the leader is.
+    /// Appends `events` through the cluster: on the leader, gathered with
+    /// the other callers waiting into one signed group, published and
+    /// applied; elsewhere refused with where the leader is.
     pub(crate) async fn append(
         &self,
         store: &Arc<Store>,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Receipt>, ClusterError> {
-        let role = self.role.borrow().clone();
-        let term = match role {
-            Role::Leader { term } => term,
-            Role::Follower { leader: Some(h) } => {
-                return Err(ClusterError::NotLeader(format!(
-                    "this node follows; the leader is {} at {}",
-                    h.node, h.advertise
-                )));
-            }
-            _ => return Err(ClusterError::NotLeader("no leader is elected yet".into())),
-        };
+        self.leader_term()?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        if self.queue.push(Waiting { events, reply }) {
+            tokio::spawn(self.clone().publish_rounds(Arc::clone(store)));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(ClusterError::Unavailable(
+                "the leader stopped before this write was answered; whether it was written is                  unknown: retry it with its idempotency key"
+                    .into(),
+            ))
+        })
+    }
+
+    /// The term this node leads in, or why it does not.
+    fn leader_term(&self) -> Result<u64, ClusterError> {
+        match &*self.role.borrow() {
+            Role::Leader { term } => Ok(*term),
+            Role::Follower { leader: Some(h) } => Err(ClusterError::NotLeader(format!(
+                "this node follows; the leader is {} at {}",
+                h.node, h.advertise
+            ))),
+            _ => Err(ClusterError::NotLeader("no leader is elected yet".into())),
+        }
+    }
+
+    /// Publishes groups until nobody waits.
+    async fn publish_rounds(self, store: Arc<Store>) {
+        while let Some(callers) = self.queue.take() {
+            self.publish_group(&store, callers).await;
+        }
+    }
+
+    /// Signs and publishes one group; its callers are answered once the
+    /// replica holds their events (by a task of its own, so the next group
+    /// is published meanwhile), or at once with why it failed.
+    async fn publish_group(&self, store: &Arc<Store>, callers: Vec<Waiting>) {
         let mut leading = self.leading.lock().await;
-        if leading.as_ref().map(|l| l.term) != Some(term) {
-            *leading = None;
-            let deadline = Instant::now() + APPLY_WAIT;
-            *leading = Some(self.take_over(term, store, deadline).await?);
+        let ready = async {
+            let term = self.leader_term()?;
+            if leading.as_ref().map(|l| l.term) != Some(term) {
+                *leading = None;
+                let deadline = Instant::now() + APPLY_WAIT;
+                *leading = Some(self.take_over(term, store, deadline).await?);
+            }
+            Ok::<_, ClusterError>(())
+        };
+        if let Err(e) = ready.await {
+            fail_all(callers.into_iter().map(|w| w.reply), &e);
+            return;
         }
         let Some(state) = leading.as_mut() else {
-            return Err(ClusterError::NotLeader("leader changed, retry".into()));
+            return;
         };
         state.forget_applied(store.head());
-        if let Some(receipts) = already_written(store, &state.published, &events)? {
-            drop(leading);
-            let last = receipts.iter().map(|r| r.seq).max().unwrap_or(0);
-            wait_applied(store, last).await?;
-            return Ok(receipts);
-        }
-        let keys: Vec<Option<String>> = events.iter().map(|e| e.idempotency_key.clone()).collect();
-        let (lines, receipts) = state.signer.sign_group(events);
-        let (Some(first), Some(last)) = (receipts.first(), receipts.last()) else {
-            return Ok(receipts);
-        };
-        let (first, last) = (first.seq, last.seq);
-        if let Err(e) = state.publisher.publish(&lines, first, last).await {
-            // Whether the group is in the stream is unknown: the next write
-            // takes over from the stream's tail, which tells.
-            *leading = None;
-            if matches!(e, ClusterError::Deposed(_)) {
-                tracing::warn!(error = %e, "stepping down: another leader appended");
+        let published = &state.published;
+        let group = gather::gather(&mut state.signer, callers, |key| {
+            match store.idempotent_receipt(key)? {
+                Some(r) => Ok(Some(r)),
+                None => Ok(published.get(key).cloned()),
             }
-            return Err(e);
-        }
-        for (receipt, key) in receipts.iter().zip(&keys) {
-            if let Some(key) = key {
-                state.published.insert(key.clone(), receipt.clone());
+        });
+        if let Some((first, last)) = group.seqs {
+            let sent = state
+                .publisher
+                .publish(&group.lines, first, last, &group.batch_ends)
+                .await;
+            if let Err(e) = sent {
+                // Whether the group is in the stream is unknown: the next
+                // group takes over from the stream's tail, which tells.
+                *leading = None;
+                if matches!(e, ClusterError::Deposed(_)) {
+                    tracing::warn!(error = %e, "stepping down: another leader appended");
+                }
+                fail_all(group.answers.into_iter().map(|(reply, _)| reply), &e);
+                return;
             }
+            state.published.extend(group.new_keys);
         }
         drop(leading);
-        wait_applied(store, last).await?;
-        Ok(receipts)
+        tokio::spawn(answer_when_applied(Arc::clone(store), group.answers));
     }
 
     async fn take_over(
@@ -161,40 +208,23 @@ impl Node {
     }
 }
 
-/// Waits (at most [`APPLY_WAIT`]) until this node's replica holds `seq`,
-/// so that a read on this node right after the answer sees the write.
-async fn wait_applied(store: &Store, seq: u64) -> Result<(), ClusterError> {
-    store
-        .wait_for(seq, Instant::now() + APPLY_WAIT)
-        .await
-        .map_err(ClusterError::Store)
+/// Answers each caller once this node's replica holds its last event (at
+/// most [`APPLY_WAIT`] each), so that a read on this node right after the
+/// answer sees the write.
+async fn answer_when_applied(store: Arc<Store>, answers: Vec<(Reply, Vec<Receipt>)>) {
+    for (reply, receipts) in answers {
+        let last = receipts.iter().map(|r| r.seq).max().unwrap_or(0);
+        let applied = store
+            .wait_for(last, Instant::now() + APPLY_WAIT)
+            .await
+            .map_err(ClusterError::Store);
+        let _ = reply.send(applied.map(|()| receipts));
+    }
 }
 
-/// The receipts of a group whose every event carries an idempotency key
-/// already written (a retry, perhaps after a failover or after an answer
-/// that never reached the caller): found in the replica's index or among
-/// the keys `published` in this term. `None` when any is new.
-fn already_written(
-    store: &Store,
-    published: &HashMap<String, Receipt>,
-    events: &[NewEvent],
-) -> Result<Option<Vec<Receipt>>, ClusterError> {
-    let mut receipts = Vec::with_capacity(events.len());
-    for event in events {
-        let Some(key) = &event.idempotency_key else {
-            return Ok(None);
-        };
-        let found = match store.idempotent_receipt(key).map_err(ClusterError::Store)? {
-            Some(receipt) => Some(receipt),
-            None => published.get(key).cloned(),
-        };
-        match found {
-            Some(mut receipt) => {
-                receipt.duplicate = true;
-                receipts.push(receipt);
-            }
-            None => return Ok(None),
-        }
+/// Fails every caller of a group with `e`'s reason.
+fn fail_all(replies: impl Iterator<Item = Reply>, e: &ClusterError) {
+    for reply in replies {
+        let _ = reply.send(Err(e.for_each_caller()));
     }
-    Ok(Some(receipts))
 }

@@ -35,6 +35,7 @@ pub(crate) fn cluster_status(e: ClusterError) -> Status {
     match e {
         ClusterError::Store(e) => status_of(e),
         ClusterError::Leader(status) => *status,
+        ClusterError::TooLarge(m) => Status::invalid_argument(m),
         e => Status::unavailable(e.to_string()),
     }
 }

@@ -36,7 +36,7 @@ pub(crate) struct Signer {
 
 /// A signer's position, to go back to when a group was not kept.
 #[derive(Debug, Clone)]
-pub(super) struct Mark {
+pub(crate) struct Mark {
     next_seq: u64,
     prev: String,
     last_timestamp: i64,
@@ -59,13 +59,24 @@ impl Signer {
         }
     }
 
-    /// Signs a group: the lines (each ending in `\n`, ready to append) and
-    /// one receipt per event. The group is one batch: a group of more than
-    /// one event carries `batch` on its first record, so recovery cuts it
-    /// whole if a crash leaves it half written.
-    #[allow(dead_code, reason = "the cluster's leader signs with it (issue 16)")]
+    /// Signs a group as one batch (see [`Signer::sign_batch`]).
+    #[cfg(test)]
     pub(crate) fn sign_group(&mut self, events: Vec<NewEvent>) -> (Vec<u8>, Vec<Receipt>) {
         let timestamp = self.stamp();
+        self.sign_batch(events, timestamp)
+    }
+
+    /// Signs one caller's batch at `timestamp` (the group's, from
+    /// [`Signer::stamp`]): the lines (each ending in `\n`, ready to append)
+    /// and one receipt per event. A batch of more than one event carries
+    /// `batch` on its first record, so recovery (and a replica) takes it
+    /// whole or not at all. A cluster leader signs a gathered group as one
+    /// batch per caller, all with one timestamp.
+    pub(crate) fn sign_batch(
+        &mut self,
+        events: Vec<NewEvent>,
+        timestamp: i64,
+    ) -> (Vec<u8>, Vec<Receipt>) {
         let batch = u32::try_from(events.len()).ok().filter(|&n| n > 1);
         let mut lines = Vec::with_capacity(events.len() * 512);
         let mut receipts = Vec::with_capacity(events.len());
@@ -79,7 +90,7 @@ impl Signer {
 
     /// The timestamp of a new group: now, or the last one given if the
     /// clock stepped back.
-    pub(super) fn stamp(&mut self) -> i64 {
+    pub(crate) fn stamp(&mut self) -> i64 {
         let timestamp = now_micros().max(self.last_timestamp);
         self.last_timestamp = timestamp;
         timestamp
@@ -139,7 +150,7 @@ impl Signer {
     }
 
     /// Where the chain stands now.
-    pub(super) fn mark(&self) -> Mark {
+    pub(crate) fn mark(&self) -> Mark {
         Mark {
             next_seq: self.next_seq,
             prev: self.prev.clone(),
@@ -148,7 +159,7 @@ impl Signer {
     }
 
     /// Back to `mark`: what was signed since was not kept.
-    pub(super) fn reset(&mut self, mark: Mark) {
+    pub(crate) fn reset(&mut self, mark: Mark) {
         self.next_seq = mark.next_seq;
         self.prev = mark.prev;
         self.last_timestamp = mark.last_timestamp;
@@ -235,6 +246,32 @@ mod tests {
         let first = Record::parse(lines.split(|&b| b == b'\n').next().unwrap()).unwrap();
         assert_eq!(first.batch, Some(3));
         assert_eq!(first.caller.as_deref(), Some("crm"));
+    }
+
+    #[test]
+    fn batches_signed_at_one_timestamp_are_one_chain_each_batch_marked() {
+        let mut signer = Signer::after(&keyring(), None);
+        let timestamp = signer.stamp();
+        let mut lines = Vec::new();
+        let mut seqs = Vec::new();
+        for batch in [
+            (0..3).map(event).collect(),
+            vec![event(3)],
+            vec![event(4), event(5)],
+        ] {
+            let (l, receipts) = signer.sign_batch(batch, timestamp);
+            lines.extend(l);
+            assert!(receipts.iter().all(|r| r.timestamp == timestamp));
+            seqs.push(receipts.iter().map(|r| r.seq).collect::<Vec<_>>());
+        }
+        assert_eq!(seqs, [vec![1, 2, 3], vec![4], vec![5, 6]]);
+        assert!(findings(&lines, 1, GENESIS).is_empty());
+        let batches: Vec<Option<u32>> = lines
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| Record::parse(l).unwrap().batch)
+            .collect();
+        assert_eq!(batches, [Some(3), None, None, None, Some(2), None]);
     }
 
     #[test]
