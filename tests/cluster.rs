@@ -17,10 +17,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use common::cluster::{Node, start_nodes, start_nodes_with};
 use common::endpoints::closed_port;
 use common::{
-    NatsCluster, ServerProcess, run_to_end, wait_for_health, wait_until, wait_until_within,
-    workspace_bin,
+    NatsCluster, run_to_end, wait_for_health, wait_until, wait_until_within, workspace_bin,
 };
 use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -30,81 +30,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 const WRITE_RETRY: Duration = Duration::from_secs(60);
 
 const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
-
-/// One auditlog node: its process, its directory and its advertised URL.
-struct Node {
-    process: ServerProcess,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Node {
-    async fn client(&self) -> auditlog_client::Client {
-        auditlog_client::Client::connect(self.url()).await.unwrap()
-    }
-
-    /// Kills the node (SIGKILL) and starts it again on its directory and port.
-    async fn restart(&mut self) {
-        self.process.kill9();
-        self.process = spawn(self.port, self.dir.path()).await;
-    }
-
-    fn url(&self) -> &str {
-        &self.process.url
-    }
-
-    async fn channel(&self) -> tonic::transport::Channel {
-        tonic::transport::Endpoint::from_shared(self.url().to_owned())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-}
-
-/// The `[cluster]` section of node `name` listening on `port`.
-fn cluster_toml(nats: &NatsCluster, name: &str, port: u16) -> String {
-    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
-    format!(
-        "[cluster]\nnats_urls = [{}]\nnode_name = \"{name}\"\n\
-         advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\n",
-        urls.join(", ")
-    )
-}
-
-async fn start_node(nats: &NatsCluster, name: &str, extra: &str) -> Node {
-    let dir = tempfile::tempdir().unwrap();
-    let port = closed_port();
-    let config = dir.path().join("auditlog.toml");
-    std::fs::write(&config, cluster_toml(nats, name, port) + extra).unwrap();
-    let process = spawn(port, dir.path()).await;
-    Node { process, port, dir }
-}
-
-/// The node in `dir` (`auditlog.toml`, `data/`) on `port`.
-async fn spawn(port: u16, dir: &Path) -> ServerProcess {
-    let config = dir.join("auditlog.toml");
-    ServerProcess::spawn_at(
-        port,
-        &dir.join("data"),
-        ["--config".as_ref(), config.as_os_str()],
-        &[],
-    )
-    .await
-}
-
-async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
-    start_nodes_with(nats, n, "").await
-}
-
-/// `n` nodes, each config ending with `extra`.
-async fn start_nodes_with(nats: &NatsCluster, n: usize, extra: &str) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for i in 0..n {
-        nodes.push(start_node(nats, &format!("node{i}"), extra).await);
-    }
-    nodes
-}
 
 /// The lease as the bucket holds it: (node, advertise, term).
 async fn lease(js: &jetstream::Context) -> Result<(String, String, u64), String> {

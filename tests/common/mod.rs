@@ -17,6 +17,7 @@
 //!   forging and re-signing record lines, listing segments.
 //! - `nats.rs`: [`NatsCluster`], real `nats-server` processes with JetStream
 //!   for the cluster-mode tests (`nats_bin.rs`: where the binary is).
+//! - `cluster.rs`: cluster nodes over a [`NatsCluster`] (`common::cluster`).
 //! - `wait.rs`: [`wait_until`], polling with a deadline.
 //! - `endpoints/`: the SMTP sink and the HTTP receiver the server sends to.
 
@@ -24,6 +25,7 @@
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 mod checks;
+pub(crate) mod cluster;
 mod disk;
 pub(crate) mod endpoints;
 mod health_reflection;

@@ -11,6 +11,8 @@
 //!   replica), taking over from the stream's tail.
 //! - `follower.rs`: every node applying the stream to its store.
 //! - `forward.rs`: a follower forwarding writes to the leader.
+//! - `retention.rs`: retention decided by the leader, and the stream's
+//!   storage reclaimed after a purge.
 //!
 //! [`Node`] is the handle `run` keeps: it connects in the background
 //! (health says NOT_SERVING until the stream and the bucket are set up and
@@ -25,6 +27,7 @@ mod follower;
 mod forward;
 mod leader;
 mod lease;
+mod retention;
 mod stream;
 mod write;
 
@@ -69,6 +72,10 @@ pub enum ClusterError {
     /// The local replica refused or could not wait.
     #[error(transparent)]
     Store(StoreError),
+    /// The stream no longer holds records this replica needs (retention
+    /// purged them): the node must be seeded from another node.
+    #[error("{0}")]
+    PurgedPast(String),
 }
 
 /// How often the replica's lag behind the stream is looked at.
@@ -264,13 +271,21 @@ impl Node {
     }
 
     /// Why this node cannot take writes now (NATS unreachable, the stream
-    /// not set up), or `None`.
+    /// not set up, its replica stopped following the stream), or `None`.
     pub(crate) fn refusal(&self) -> Option<String> {
         if self.client.connection_state() != State::Connected {
             return Some(format!(
                 "cannot reach NATS at {}",
                 self.config.nats_urls.join(", ")
             ));
+        }
+        if let Some(why) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(why);
         }
         self.setup.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
