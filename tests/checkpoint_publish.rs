@@ -3,7 +3,9 @@
 //! whole and is appended to the history file, and goes to the alert
 //! channels opted in (a mail to the SMTP sink); each note found there
 //! verifies with the verifier key `--print-verifier-key` gives, and the
-//! last one covers what was logged.
+//! last one covers what was logged. A webhook endpoint that takes
+//! checkpoints gets them POSTed (retried, the latest superseding an older
+//! one not yet delivered), signed like its events.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -11,9 +13,12 @@ mod common;
 
 use auditlog_client::NewEvent;
 use auditlog_client::proof::VerifierKey;
-use auditlog_server::config::{EmailConfig, Security};
-use common::endpoints::SmtpServer;
+use auditlog_server::config::{EmailConfig, Secret, Security, Start, WebhookConfig};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::endpoints::{HttpEndpoint, Request, SmtpServer};
 use common::{TestServer, wait_until};
+use hmac::Mac as _;
 
 #[tokio::test]
 async fn the_signed_checkpoint_reaches_the_file_and_the_history() {
@@ -141,6 +146,146 @@ async fn a_zero_interval_is_refused_naming_the_key() {
     let e = config.validate().unwrap_err().to_string();
     assert!(
         e.contains("checkpoints.alert_channels") && e.contains("pager"),
+        "{e}"
+    );
+}
+
+/// The signing secret the webhook endpoint is given.
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// The checkpoint messages among `requests`, with their tree sizes.
+fn checkpoint_messages(requests: &[Request]) -> Vec<(u64, &Request)> {
+    requests
+        .iter()
+        .filter(|r| r.json["type"] == "auditlog.checkpoint")
+        .map(|r| (r.json["data"]["tree_size"].as_u64().unwrap(), r))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_signed_checkpoint_is_posted_to_a_webhook_and_the_latest_supersedes() {
+    let hook = HttpEndpoint::start().await;
+    // Down at first: the checkpoint is retried, and replaced by a newer
+    // one while it is.
+    hook.answer(503);
+    let url = hook.url("/hook");
+    let server = TestServer::start_with(move |c| {
+        c.checkpoints.publish_interval_secs = 1;
+        c.checkpoints.webhooks = vec!["crm".into()];
+        c.webhooks = vec![WebhookConfig {
+            name: "crm".into(),
+            url,
+            event_types: vec![],
+            workflows: vec![],
+            bearer_token: None,
+            secret: Some(Secret::from(SECRET)),
+            secret_file: None,
+            start: Start::Beginning,
+            timeout_secs: 5,
+            max_backoff_secs: 1,
+        }];
+    })
+    .await;
+    let client = server.client().await;
+    let key = VerifierKey::parse(
+        &auditlog_server::verifier_key(&auditlog_server::Config {
+            data_dir: server.data_dir.clone(),
+            ..auditlog_server::Config::default()
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    client
+        .log(NewEvent::lead_ingested("L-1", "webform"))
+        .await
+        .unwrap();
+    wait_until("the checkpoint of 1 record tried", || async {
+        let requests = hook.requests();
+        match checkpoint_messages(&requests).first() {
+            Some((1, _)) => Ok(()),
+            other => Err(format!("{:?}", other.map(|o| o.0))),
+        }
+    })
+    .await;
+    for n in 2..=3 {
+        client
+            .log(NewEvent::lead_ingested(format!("L-{n}"), "webform"))
+            .await
+            .unwrap();
+    }
+    wait_until("the checkpoint of 3 records tried", || async {
+        let requests = hook.requests();
+        let sizes: Vec<u64> = checkpoint_messages(&requests).iter().map(|m| m.0).collect();
+        if sizes.contains(&3) {
+            Ok(())
+        } else {
+            Err(format!("{sizes:?}"))
+        }
+    })
+    .await;
+    hook.answer(200);
+    let accepted = wait_until("the checkpoint of 3 records delivered", || async {
+        let accepted = hook.accepted();
+        let events = accepted
+            .iter()
+            .filter(|r| r.json["type"] == "auditlog.event")
+            .count();
+        if checkpoint_messages(&accepted).is_empty() || events < 3 {
+            Err(format!("{events} events, {accepted:?}"))
+        } else {
+            Ok(accepted)
+        }
+    })
+    .await;
+    // Only the latest was delivered: the older one was dropped for it.
+    let delivered = checkpoint_messages(&accepted);
+    assert!(
+        delivered.iter().all(|(size, _)| *size == 3),
+        "{delivered:?}"
+    );
+    let (_, message) = delivered[0];
+    let note = message.json["data"]["note"].as_str().unwrap();
+    let checkpoint = key.open_checkpoint(note).unwrap();
+    assert_eq!(checkpoint.size, 3);
+    assert_eq!(message.json["data"]["origin"], key.name.as_str());
+    assert_eq!(
+        message.json["data"]["root_hash"],
+        BASE64.encode(checkpoint.root).as_str()
+    );
+    // Signed like the events, as message `checkpoint-<size>`.
+    let id = &message.headers["webhook-id"];
+    assert_eq!(id, "checkpoint-3");
+    let timestamp = &message.headers["webhook-timestamp"];
+    let secret = BASE64
+        .decode(SECRET.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(&message.body);
+    let expected = format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()));
+    assert_eq!(message.headers["webhook-signature"], expected);
+    let position = server.data_dir.join("webhooks").join("crm.checkpoint");
+    wait_until("the checkpoint position saved", || async {
+        match std::fs::read_to_string(&position) {
+            Ok(text) if text.trim() == "3" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_webhook_must_name_an_endpoint() {
+    let config = auditlog_server::Config {
+        checkpoints: auditlog_server::config::CheckpointsConfig {
+            webhooks: vec!["nowhere".into()],
+            ..Default::default()
+        },
+        ..auditlog_server::Config::default()
+    };
+    let e = config.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("checkpoints.webhooks") && e.contains("nowhere"),
         "{e}"
     );
 }

@@ -8,7 +8,9 @@
 //! of the file's lines; every record's inclusion proof verifies; a
 //! consistency proof between two checkpoints verifies; a wrong key, another
 //! log's checkpoint, a changed proof are refused; the statuses of bad
-//! requests; the kept checkpoint and the tree across a restart; the CLI.
+//! requests; the kept checkpoint and the tree across a restart; the CLI;
+//! proofs across seqs cut from the log (the tree's kept leaves, or the
+//! documented gap leaf).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -20,8 +22,8 @@ use auditlog_client::proof::{
 };
 use auditlog_client::{Client, NewEvent, VerifiedCheckpoint};
 use common::{
-    TEST_KEY, TestServer, cli, edit_line, read_lines, resign, tamper, wait_until, with_test_key,
-    workspace_bin,
+    TEST_KEY, TestServer, cli, edit_line, problems, read_lines, resign, tamper, wait_until,
+    with_test_key, workspace_bin,
 };
 use tonic::Code;
 
@@ -275,6 +277,101 @@ async fn the_cli_checks_checkpoints_and_proofs_against_the_key() {
     assert_ne!(code, 0, "{out}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("no signature by key"), "{err}");
+}
+
+/// Verifies the consistency proof the server gives between two checkpoints.
+async fn assert_consistent(client: &Client, old: &VerifiedCheckpoint, new: &VerifiedCheckpoint) {
+    let (first, second) = (old.checkpoint.size, new.checkpoint.size);
+    let proof = client.consistency_proof(first, second).await.unwrap();
+    let hashes: Vec<Hash> = proof
+        .hashes
+        .iter()
+        .map(|h| h.as_slice().try_into().unwrap())
+        .collect();
+    verify_consistency(
+        first,
+        second,
+        &old.checkpoint.root,
+        &new.checkpoint.root,
+        &hashes,
+    )
+    .unwrap();
+}
+
+/// Records acknowledged and then cut from the log's end while the server
+/// was down: the writer goes on after the last acknowledged seq, leaving a
+/// gap. Proofs go on across it: the records after it are proved, the
+/// checkpoint signed before the cut is extended consistently (the tree keeps
+/// its leaves of the cut seqs, whose lines are gone), and VerifyIntegrity
+/// reports the cut. Rebuilt without those leaves, the tree holds the gap
+/// leaf of each cut seq, SHA-256(0x00 ‖ "auditlog gap at seq N") as
+/// docs/proofs.md gives it, and its proof carries the gap line.
+#[tokio::test]
+async fn proofs_go_on_across_seqs_cut_from_the_log() {
+    let server = TestServer::start_with(with_test_key).await;
+    let client = server.client().await;
+    let key = trusted_key(&server.data_dir);
+    log_n(&client, 1, 5).await;
+    let before = checkpoint_of(&client, &key, 5).await;
+    let cut = |dir: &std::path::Path| tamper(&dir.join("audit.log"), |lines| lines.truncate(3));
+    let server = server.restart_after(cut, with_test_key).await;
+    let client = server.client().await;
+    log_n(&client, 6, 7).await;
+    let after = checkpoint_of(&client, &key, 7).await;
+    assert_consistent(&client, &before, &after).await;
+    let lines = read_lines(&server.log_path());
+    assert_eq!(lines.len(), 5, "seqs 1 to 3, then 6 and 7");
+    for (seq, line) in [(6, &lines[3]), (7, &lines[4])] {
+        let proven = client.prove_inclusion(seq, &key).await.unwrap();
+        assert_eq!(proven.line, line.as_bytes());
+    }
+    let cut_seq = client.prove_inclusion(4, &key).await.unwrap();
+    assert!(cut_seq.line.is_empty(), "{:?}", cut_seq.line);
+    let truncated = (ProblemKind::Truncated, 4, 0);
+    assert!(problems(&client.verify().await.unwrap()).contains(&truncated));
+
+    // The tree rebuilt from the log: gap leaves where the cut records' were,
+    // so it no longer extends the checkpoint signed over them, which shows.
+    let rebuild = |dir: &std::path::Path| std::fs::remove_dir_all(dir.join("tree")).unwrap();
+    let server = server.restart_after(rebuild, with_test_key).await;
+    let client = server.client().await;
+    wait_until(
+        "the rebuilt tree found at odds with the checkpoint",
+        || async {
+            let found = problems(&client.verify().await.unwrap());
+            let mismatch = (ProblemKind::TreeMismatch, 7, 0);
+            match found.contains(&truncated) && found.contains(&mismatch) {
+                true => Ok(()),
+                false => Err(format!("{found:?}")),
+            }
+        },
+    )
+    .await;
+
+    // With no checkpoint kept either, the rebuilt tree is signed.
+    let forget = |dir: &std::path::Path| std::fs::remove_file(dir.join("checkpoint.note")).unwrap();
+    let server = server.restart_after(forget, with_test_key).await;
+    let client = server.client().await;
+    let rebuilt = checkpoint_of(&client, &key, 7).await;
+    let leaf = |line: &str| leaf_hash(line.as_bytes());
+    let leaves = [
+        leaf(&lines[0]),
+        leaf(&lines[1]),
+        leaf(&lines[2]),
+        leaf("auditlog gap at seq 4"),
+        leaf("auditlog gap at seq 5"),
+        leaf(&lines[3]),
+        leaf(&lines[4]),
+    ];
+    assert_eq!(rebuilt.checkpoint.root, root_of(&leaves));
+    let gap = client.prove_inclusion(5, &key).await.unwrap();
+    assert_eq!(gap.line, b"auditlog gap at seq 5");
+    client.prove_inclusion(6, &key).await.unwrap();
+    assert!(problems(&client.verify().await.unwrap()).contains(&truncated));
+    let (code, out, err) = cli(&server.url, &["proof", "inclusion", "4"]).await;
+    assert_ne!(code, 0, "{out}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("seq 4 is not in"), "{err}");
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{Checkpoint, Hash, NoteError, VerifierKey, leaf_hash, verify_inclusion};
+use crate::{Checkpoint, Hash, NoteError, VerifierKey, gap_seq, leaf_hash, verify_inclusion};
 
 /// The `format` of the bundles this module writes and reads.
 pub const FORMAT: &str = "auditlog-bundle/1";
@@ -207,6 +207,13 @@ fn check_record(record: &BundleRecord, checkpoint: &Checkpoint) -> Result<(), St
     }
     let leaf = leaf_hash(record.line.as_bytes());
     if verify_inclusion(record.seq - 1, size, &leaf, &proof, &checkpoint.root).is_ok() {
+        if gap_seq(record.line.as_bytes()).is_some() {
+            return Err(
+                "is not a record: its line is a gap line, the log's mark that it holds no record \
+                 at this seq (cut; docs/proofs.md)"
+                    .into(),
+            );
+        }
         return Ok(());
     }
     if b64.encode(leaf) != record.leaf_hash {

@@ -8,22 +8,27 @@
 //!   checked offline (docs/bundle-format.md).
 //! - [`note`]: C2SP tlog-checkpoint bodies and C2SP signed notes with
 //!   Ed25519: signing, verifier keys, verification.
+//! - [`gap`]: the leaf of a seq the log does not hold.
 //!
 //! The tree is over auditlog's records in seq order: the leaf of a record is
 //! its stored line exactly as it is in the log file, without the newline,
-//! and its leaf index is its seq minus one (seqs start at 1 and have no
-//! gaps). See docs/proofs.md.
+//! and its leaf index is its seq minus one (seqs start at 1). A seq the log
+//! will never hold (cut: VerifyIntegrity reports it) keeps the leaf the tree
+//! had for it, else has the gap leaf ([`gap`]). See
+//! docs/proofs.md.
 
 pub mod bundle;
+pub mod gap;
 pub mod merkle;
 pub mod note;
 
 pub use bundle::{Bundle, BundleError, BundleRecord, BundleReport, RecordProblem};
+pub use gap::{gap_leaf, gap_line, gap_seq};
 pub use merkle::{
     Hash, MemoryTree, Nodes, ProofError, RootBuilder, consistency_proof, empty_root,
     inclusion_proof, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion,
 };
-pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey};
+pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey, note_signers};
 
 /// The leaf index of the record with seq `seq` (seqs start at 1).
 pub fn leaf_index(seq: u64) -> Option<u64> {

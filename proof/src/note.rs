@@ -164,6 +164,62 @@ impl NoteSigner {
     pub fn sign_checkpoint(&self, checkpoint: &Checkpoint) -> String {
         self.sign(&checkpoint.body())
     }
+
+    /// `note` with this key's signature added after the ones it has: a
+    /// note co-signed by several keys (a key rotation's handover, signed by
+    /// the old key and the new one).
+    pub fn cosign(&self, note: &str) -> Result<String, NoteError> {
+        let (text, sigs) = split_note(note)?;
+        let signature = self.key.sign(text.as_bytes());
+        let mut blob = self.id.to_be_bytes().to_vec();
+        blob.extend_from_slice(&signature.to_bytes());
+        Ok(format!(
+            "{text}\n{sigs}{SIG_PREFIX}{} {}\n",
+            self.name,
+            STANDARD.encode(blob)
+        ))
+    }
+}
+
+/// A note's text (ending in a newline) and its signature lines (each
+/// ending in a newline).
+fn split_note(note: &str) -> Result<(&str, &str), NoteError> {
+    let split = note
+        .rfind("\n\n")
+        .ok_or(NoteError::Malformed("no empty line before the signatures"))?;
+    let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
+    if !sigs.ends_with('\n') {
+        return Err(NoteError::Malformed(
+            "the last signature line does not end in a newline",
+        ));
+    }
+    Ok((text, sigs))
+}
+
+/// The key name and key id of each signature line of `note`, in order: who
+/// signed it, as the note claims (nothing is verified).
+pub fn note_signers(note: &str) -> Result<Vec<(String, u32)>, NoteError> {
+    let (_, sigs) = split_note(note)?;
+    sigs.lines()
+        .map(|line| {
+            let (name, blob) = line
+                .strip_prefix(SIG_PREFIX)
+                .and_then(|rest| rest.split_once(' '))
+                .ok_or(NoteError::Malformed(
+                    "a signature line is not '— NAME SIGNATURE'",
+                ))?;
+            let blob = STANDARD
+                .decode(blob)
+                .map_err(|_| NoteError::Malformed("a signature is not base64"))?;
+            let id: [u8; 4] =
+                blob.get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or(NoteError::Malformed(
+                        "a signature is shorter than its key id",
+                    ))?;
+            Ok((name.to_owned(), u32::from_be_bytes(id)))
+        })
+        .collect()
 }
 
 /// A verifier key as printed by the server.
@@ -172,6 +228,21 @@ pub struct VerifierKey {
     pub name: String,
     pub id: u32,
     key: VerifyingKey,
+}
+
+impl std::fmt::Display for VerifierKey {
+    /// The key as the server prints it, `name+keyid+base64(0x01 ‖ key)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut typed = vec![ALG_ED25519];
+        typed.extend_from_slice(self.key.as_bytes());
+        write!(
+            f,
+            "{}+{:08x}+{}",
+            self.name,
+            self.id,
+            STANDARD.encode(typed)
+        )
+    }
 }
 
 impl VerifierKey {
@@ -216,15 +287,7 @@ impl VerifierKey {
 
     /// Checks `note`'s signature by this key and returns its text.
     pub fn open<'n>(&self, note: &'n str) -> Result<&'n str, NoteError> {
-        let split = note
-            .rfind("\n\n")
-            .ok_or(NoteError::Malformed("no empty line before the signatures"))?;
-        let (text, sigs) = (&note[..split + 1], &note[split + 2..]);
-        if !sigs.ends_with('\n') {
-            return Err(NoteError::Malformed(
-                "the last signature line does not end in a newline",
-            ));
-        }
+        let (text, sigs) = split_note(note)?;
         let mut found = false;
         for line in sigs.lines() {
             let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
@@ -323,6 +386,35 @@ mod tests {
         assert_eq!(key.id, 0xc74f20a3);
         assert_eq!(key.open(&note).unwrap(), TEXT);
         let changed = note.replace("cryptography", "cryptographY");
+        assert!(matches!(
+            key.open(&changed),
+            Err(NoteError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn a_cosigned_note_opens_with_each_key_and_names_its_signers() {
+        let old = NoteSigner::new("auditlog/test", &[1; 32]).unwrap();
+        let new = NoteSigner::new("auditlog/test", &[2; 32]).unwrap();
+        let checkpoint = Checkpoint {
+            origin: "auditlog/test".into(),
+            size: 3,
+            root: [5; 32],
+        };
+        let note = new.cosign(&old.sign_checkpoint(&checkpoint)).unwrap();
+        for signer in [&old, &new] {
+            let key = VerifierKey::parse(&signer.verifier_key()).unwrap();
+            assert_eq!(key.to_string(), signer.verifier_key());
+            assert_eq!(key.open_checkpoint(&note).unwrap(), checkpoint);
+        }
+        let ids: Vec<u32> = note_signers(&note)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.1)
+            .collect();
+        assert_eq!(ids, [old.id, new.id]);
+        let changed = note.replace("\n3\n", "\n4\n");
+        let key = VerifierKey::parse(&new.verifier_key()).unwrap();
         assert!(matches!(
             key.open(&changed),
             Err(NoteError::BadSignature { .. })

@@ -15,9 +15,16 @@
 //! a checkpoint is only ever signed for a tree that extends the latest one
 //! (its root at the latest one's size is the latest one's root), so the
 //! server never signs two views of its log that a witness would see as a
-//! fork. Key rotation is not supported yet: one key per data directory.
+//! fork.
+//!
+//! The key can be rotated while the server is stopped (`rotation.rs`): the
+//! retired keys and their handovers are loaded here and served with the
+//! latest checkpoint. Each checkpoint pushed out (`publish.rs`) is also
+//! announced on a watch, which the webhook endpoints that take checkpoints
+//! read (`crate::webhooks`), so only the latest one ever waits there.
 
 mod publish;
+mod rotation;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,6 +39,9 @@ use crate::store::tree::{Tree, TreeError};
 
 pub use publish::CheckpointsConfig;
 pub(crate) use publish::run as publish;
+pub(crate) use rotation::CheckpointKeyError;
+pub use rotation::Rotated;
+pub(crate) use rotation::{RetiredKey, rotate};
 
 /// The generated signing key's file in the data directory.
 pub(crate) const KEY_FILE: &str = "checkpoint.key";
@@ -58,6 +68,10 @@ pub struct Checkpoints {
     /// The latest checkpoint's tree size, for callers waiting for one that
     /// covers their receipt.
     signed_size: tokio::sync::watch::Sender<u64>,
+    /// The keys signing before this one, oldest first.
+    retired: Vec<RetiredKey>,
+    /// The latest checkpoint pushed out, for the webhooks taking them.
+    published: tokio::sync::watch::Sender<Option<Signed>>,
 }
 
 /// The default origin: `auditlog/<host name>`.
@@ -73,7 +87,7 @@ pub(crate) fn default_origin() -> String {
 /// The signing key: `key_file` or `<data_dir>/checkpoint.key`, generated
 /// when it does not exist.
 fn load_seed(key_file: Option<&Path>, data_dir: &Path) -> Result<[u8; 32], KeyError> {
-    let path = key_file.map_or_else(|| data_dir.join(KEY_FILE), Path::to_path_buf);
+    let path = rotation::key_path(key_file, data_dir);
     let hex_text = load_or_generate(&path, "checkpoint signing")?;
     let mut seed = [0u8; 32];
     hex::decode_to_slice(&hex_text, &mut seed).map_err(|_| KeyError::Read {
@@ -92,13 +106,20 @@ impl Checkpoints {
         origin: &str,
         key_file: Option<&Path>,
         data_dir: &Path,
-    ) -> Result<Checkpoints, KeyError> {
+    ) -> Result<Checkpoints, CheckpointKeyError> {
+        rotation::finish_pending(origin, &rotation::key_path(key_file, data_dir), data_dir)?;
         let seed = load_seed(key_file, data_dir)?;
         let bad_origin = |e: auditlog_proof::NoteError| KeyError::Read {
             path: "checkpoint_origin".into(),
             source: std::io::Error::other(e.to_string()),
         };
         let signer = NoteSigner::new(origin, &seed).map_err(bad_origin)?;
+        let retired = rotation::load_retired(data_dir)?;
+        if let Some(last) = retired.last()
+            && last.successor != signer.verifier_key()
+        {
+            tracing::warn!(retired = %data_dir.join(rotation::RETIRED_FILE).display(), "the checkpoint signing key is not the one the last rotation handed over to: witnesses will refuse its checkpoints; rotate with auditlog-server --rotate-checkpoint-key instead of replacing the key file");
+        }
         let verifier = VerifierKey::parse(&signer.verifier_key()).map_err(bad_origin)?;
         let note_path = data_dir.join(NOTE_FILE);
         let latest = std::fs::read_to_string(&note_path).ok().and_then(|note| {
@@ -121,7 +142,31 @@ impl Checkpoints {
             note_path,
             latest: Mutex::new(latest),
             signed_size: tokio::sync::watch::Sender::new(size),
+            retired,
+            published: tokio::sync::watch::Sender::new(None),
         })
+    }
+
+    /// The keys the log signed with before this one, oldest first.
+    pub(crate) fn retired(&self) -> &[RetiredKey] {
+        &self.retired
+    }
+
+    /// Announces `signed` as pushed out, when it is newer than the last
+    /// one announced.
+    pub(crate) fn announce(&self, signed: &Signed) {
+        self.published.send_if_modified(|last| {
+            let newer = last.as_ref().is_none_or(|l| signed.size > l.size);
+            if newer {
+                *last = Some(signed.clone());
+            }
+            newer
+        });
+    }
+
+    /// The latest checkpoint pushed out, as it changes.
+    pub(crate) fn published(&self) -> tokio::sync::watch::Receiver<Option<Signed>> {
+        self.published.subscribe()
     }
 
     /// The verifier key, `name+keyid+base64(0x01 ‖ key)`.

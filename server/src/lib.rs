@@ -49,6 +49,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+pub use checkpoint::Rotated;
 pub use config::Config;
 
 use alerts::Alerts;
@@ -88,6 +89,8 @@ pub enum ServerError {
     Key(#[from] keys::KeyError),
     #[error(transparent)]
     Lock(#[from] lock::LockError),
+    #[error(transparent)]
+    CheckpointKey(#[from] checkpoint::CheckpointKeyError),
     #[error("recovery task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
     #[error(transparent)]
@@ -251,7 +254,7 @@ pub async fn run(
                 webhooks_config,
                 webhook_keys,
                 Arc::clone(&store),
-                store.dir(),
+                (&checkpoints, &publish_config.webhooks),
                 cancel.clone(),
             );
             tokio::spawn(checkpoint::publish(
@@ -398,6 +401,20 @@ pub fn verifier_key(config: &Config) -> Result<String, ServerError> {
         &config.data_dir,
     )?;
     Ok(checkpoints.verifier_key())
+}
+
+/// Rotates the checkpoint signing key of `config`'s data directory
+/// (`auditlog-server --rotate-checkpoint-key`): refused while a server
+/// holds the directory. The handover, the retired key and its steps are in
+/// `checkpoint/rotation.rs`.
+pub fn rotate_checkpoint_key(config: &Config) -> Result<checkpoint::Rotated, ServerError> {
+    let _lock = lock::DirLock::acquire(&config.data_dir)?;
+    Ok(checkpoint::rotate(
+        &config.checkpoint_origin(),
+        config.checkpoint_key_file.as_deref(),
+        &config.data_dir,
+        store::holds_log(&config.data_dir)?,
+    )?)
 }
 
 /// The server's TLS settings from its files.

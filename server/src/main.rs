@@ -49,6 +49,12 @@ struct Args {
     /// signing key into the data directory if there is none) and exit.
     #[arg(long)]
     print_verifier_key: bool,
+    /// Rotate the checkpoint signing key, with the server stopped: sign a
+    /// handover checkpoint with the old key and a new one, keep the old
+    /// verifier key in <data_dir>/checkpoint.retired.json, print both keys
+    /// and exit.
+    #[arg(long, conflicts_with = "print_verifier_key")]
+    rotate_checkpoint_key: bool,
 }
 
 /// How long the exit waits for blocking work still running once the server
@@ -83,6 +89,19 @@ fn main() -> std::process::ExitCode {
         return match auditlog_server::verifier_key(&config) {
             Ok(key) => {
                 println!("{key}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => fail(&anyhow::Error::new(e)),
+        };
+    }
+    if args.rotate_checkpoint_key {
+        return match auditlog_server::rotate_checkpoint_key(&config) {
+            Ok(rotated) => {
+                println!(
+                    "rotated the checkpoint signing key; the handover at tree size {} is signed \
+                     by both keys\nnew verifier key: {}\nretired verifier key: {}",
+                    rotated.handover_size, rotated.new_key, rotated.old_key
+                );
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => fail(&anyhow::Error::new(e)),

@@ -70,6 +70,31 @@ def mth(leaves):
     return node_hash(mth(leaves[:k]), mth(leaves[k:]))
 
 
+# --- docs/proofs.md, "Gaps" ------------------------------------------------------
+
+GAP_PREFIX = b"auditlog gap at seq "
+
+
+def gap_line(seq):
+    """The leaf bytes of a seq the log does not hold (when the tree held no
+    record's leaf for it)."""
+    return GAP_PREFIX + str(seq).encode("ascii")
+
+
+def is_gap_line(line):
+    digits = line[len(GAP_PREFIX):]
+    return (
+        line.startswith(GAP_PREFIX)
+        and digits.isdigit()
+        and digits == str(int(digits)).encode("ascii")
+    )
+
+
+# The vector docs/proofs.md gives, computed here from the text alone.
+assert leaf_hash(gap_line(4)).hex() == "b6ca8a4815b0f7481a7f3a022b58852b0275860ab9bb443121aba407851c09b2"
+assert is_gap_line(gap_line(4)) and not is_gap_line(b"auditlog gap at seq 04")
+
+
 # --- RFC 9162 §2.1.3.2 and §2.1.4.2 ---------------------------------------------
 
 
@@ -198,6 +223,8 @@ def verify_bundle(bundle, vkey):
             if base64.b64encode(leaf).decode() != record["leaf_hash"]:
                 raise Refused(f"seq {seq}: the line was changed") from None
             raise Refused(f"seq {seq}: the inclusion proof is wrong") from None
+        if is_gap_line(record["line"].encode("utf-8")):
+            raise Refused(f"seq {seq}: a gap line, not a record")
     if "seqs" in bundle:
         listed = set(bundle["seqs"])
         if listed != seen:
@@ -278,13 +305,15 @@ def main():
         with open(os.path.join(args.data_dir, "audit.log"), "rb") as f:
             file_lines = [line for line in f.read().split(b"\n") if line]
         by_seq = {json.loads(line)["seq"]: line for line in file_lines}
-        assert all(s in by_seq for s in range(1, size + 1)), "audit.log lacks records (rotated?)"
-        leaves = [leaf_hash(by_seq[s]) for s in range(1, size + 1)]
+        # A seq the log does not hold has the gap leaf (or the leaf the tree
+        # kept, which this file-based check cannot recompute).
+        assert max(by_seq) >= size, "audit.log lacks records (rotated?)"
+        leaves = [leaf_hash(by_seq.get(s, gap_line(s))) for s in range(1, size + 1)]
         assert mth(leaves) == root, "the root of the file's lines is not the checkpoint's"
 
         for seq in range(1, size + 1):
             proof = stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq, tree_size=size), timeout=10)
-            assert proof.line == by_seq[seq], f"seq {seq}: the proof's line is not the file's"
+            assert proof.line == by_seq.get(seq, gap_line(seq)), f"seq {seq}: the proof's line is not the file's"
             assert proof.leaf_hash == leaves[seq - 1]
             assert proof.leaf_index == seq - 1
             path = list(proof.hashes)

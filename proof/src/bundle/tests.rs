@@ -7,7 +7,11 @@ use crate::{MemoryTree, NoteSigner, inclusion_proof};
 
 const ORIGIN: &str = "auditlog/test";
 
+/// The log's line at `seq`; seq 11 was cut, and the tree holds its gap leaf.
 fn line(seq: u64) -> String {
+    if seq == 11 {
+        return String::from_utf8(crate::gap_line(seq)).unwrap();
+    }
     format!(r#"{{"seq":{seq},"event_type":"lead_ingested","lead_id":"LEAD-{seq}"}}"#)
 }
 
@@ -132,4 +136,12 @@ fn another_key_or_another_log_is_refused() {
     let err = Bundle::parse(json.to_string().as_bytes()).unwrap_err();
     assert!(matches!(err, BundleError::Format(_)), "{err}");
     assert!(matches!(Bundle::parse(b"{}"), Err(BundleError::Json(_))));
+}
+
+#[test]
+fn a_gap_line_is_never_a_record_though_its_proof_holds() {
+    let (b, key) = bundle(&[10, 11, 12]);
+    let found = problem(&b, &key);
+    assert!(found.starts_with("seq 11: "), "{found}");
+    assert!(found.contains("gap line"), "{found}");
 }

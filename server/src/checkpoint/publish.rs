@@ -2,7 +2,9 @@
 //! back (`[checkpoints]`): every `publish_interval_secs`, when a newer
 //! checkpoint was signed since the last push, its note replaces `file`
 //! whole (`durable`: a crash leaves the old note or the new one) and is
-//! appended to `history_file`, followed by an empty line.
+//! appended to `history_file`, followed by an empty line. It is also
+//! announced to the `[[webhooks]]` endpoints named in `webhooks`, whose
+//! own tasks POST it (`crate::webhooks`).
 //!
 //! Invariants: this task only reads the latest signed checkpoint; nothing
 //! on the write path or the signing path waits for it. A failed push is
@@ -41,6 +43,10 @@ pub struct CheckpointsConfig {
     /// to, a short message with the note: any of `email`, `slack`,
     /// `discord`, `webhook`. Default: none.
     pub alert_channels: Vec<String>,
+    /// The `[[webhooks]]` endpoints, by name, each pushed checkpoint is
+    /// also POSTed to, as a message of type `auditlog.checkpoint`
+    /// (docs/integrations.md). Default: none.
+    pub webhooks: Vec<String>,
 }
 
 impl Default for CheckpointsConfig {
@@ -50,13 +56,25 @@ impl Default for CheckpointsConfig {
             file: None,
             history_file: None,
             alert_channels: Vec::new(),
+            webhooks: Vec::new(),
         }
     }
 }
 
 impl CheckpointsConfig {
-    /// The key at fault and why, if any.
-    pub(crate) fn problem(&self) -> Option<(&'static str, String)> {
+    /// The key at fault and why, if any; `endpoints` are the configured
+    /// webhooks' names.
+    pub(crate) fn problem(&self, endpoints: &[&str]) -> Option<(&'static str, String)> {
+        if let Some(bad) = self
+            .webhooks
+            .iter()
+            .find(|w| !endpoints.contains(&w.as_str()))
+        {
+            return Some((
+                "checkpoints.webhooks",
+                format!("{bad:?} is not the name of a [[webhooks]] endpoint"),
+            ));
+        }
         if self.publish_interval_secs == 0 {
             return Some((
                 "checkpoints.publish_interval_secs",
@@ -85,7 +103,10 @@ impl CheckpointsConfig {
     }
 
     fn publishes(&self) -> bool {
-        self.file.is_some() || self.history_file.is_some() || !self.alert_channels.is_empty()
+        self.file.is_some()
+            || self.history_file.is_some()
+            || !self.alert_channels.is_empty()
+            || !self.webhooks.is_empty()
     }
 }
 
@@ -155,9 +176,15 @@ pub(crate) async fn run(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(latest) = checkpoints.latest().filter(|l| l.size > pushed) else {
+        let Some(latest) = checkpoints.latest() else {
             continue;
         };
+        // Every round, also after a restart: an endpoint that has not got
+        // the latest yet gets it without waiting for a newer one.
+        checkpoints.announce(&latest);
+        if latest.size <= pushed {
+            continue;
+        }
         if !config.alert_channels.is_empty() {
             // Queued, never waited for: the alerts' sender retries and
             // counts what it drops.

@@ -446,7 +446,8 @@ impl Config {
                 ),
             });
         }
-        if let Some((key, reason)) = self.checkpoints.problem() {
+        let endpoints: Vec<&str> = self.webhooks.iter().map(|w| w.name.as_str()).collect();
+        if let Some((key, reason)) = self.checkpoints.problem(&endpoints) {
             return Err(ConfigError::Invalid { key, reason });
         }
         if !(self.max_file_size_mb > 0.0 && self.max_file_size_mb.is_finite()) {

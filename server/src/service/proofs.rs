@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use auditlog_proof::Hash;
+use auditlog_proof::{Hash, gap_leaf, gap_line};
 use auditlog_proto::v1 as pb;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
@@ -140,6 +140,7 @@ impl AuditSvc {
             signed,
             checkpoints.origin(),
             checkpoints.verifier_key(),
+            checkpoints.retired(),
         ))
     }
 
@@ -182,7 +183,12 @@ impl AuditSvc {
             let proof = tree.inclusion(seq, size).map_err(tree_status)?;
             let root = tree.root(size).map_err(tree_status)?;
             let leaf = tree.leaf(seq).map_err(tree_status)?;
-            let line = store.stored_line(seq).map_err(edge::status_of)?;
+            // A seq the log will never hold: its gap line when the tree
+            // holds the gap leaf, so the proof shows the record is missing.
+            let line = store
+                .stored_line(seq)
+                .map_err(edge::status_of)?
+                .or_else(|| (leaf == gap_leaf(seq)).then(|| gap_line(seq)));
             Ok(edge::inclusion_pb(seq, size, proof, root, leaf, line))
         })
         .await

@@ -186,7 +186,12 @@ fn check_event(
             Default::default()
         }
     };
-    let size = json_len(&details);
+    // The exact size costs a serialization; a cheap bound settles all but
+    // details near the limit.
+    let size = match json_bound(&details) {
+        bound if bound <= MAX_DETAILS_BYTES => bound,
+        _ => json_len(&details),
+    };
     if size > MAX_DETAILS_BYTES {
         violate(
             "details",
@@ -331,6 +336,32 @@ pub(super) fn non_empty(s: String) -> Option<String> {
 }
 
 /// The length of `value` as JSON, counted without building the text.
+/// An upper bound on the length of `value` as JSON, without serializing it:
+/// every string byte counted as the 6 of its longest escape (`\u00XX`),
+/// every number as the longest a number prints (24 bytes).
+fn json_bound(value: &serde_json::Map<String, serde_json::Value>) -> usize {
+    fn string(s: &str) -> usize {
+        2 + 6 * s.len()
+    }
+    fn of(value: &serde_json::Value) -> usize {
+        use serde_json::Value;
+        match value {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 24,
+            Value::String(s) => string(s),
+            Value::Array(items) => 2 + items.iter().map(|v| of(v) + 1).sum::<usize>(),
+            Value::Object(map) => object(map),
+        }
+    }
+    fn object(map: &serde_json::Map<String, serde_json::Value>) -> usize {
+        2 + map
+            .iter()
+            .map(|(k, v)| string(k) + 1 + of(v) + 1)
+            .sum::<usize>()
+    }
+    object(value)
+}
+
 fn json_len(value: &serde_json::Map<String, serde_json::Value>) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
@@ -370,6 +401,25 @@ fn is_snake_case(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cheap_bound_is_never_below_the_exact_json_length() {
+        let serde_json::Value::Object(map) = serde_json::json!({
+            "": "",
+            "esc\u{1}\"\\\n": "\u{0}\u{1f}\u{7f}é\"\\",
+            "n": [-1.7976931348623157e308, 5e-324, -9223372036854775808i64, 18446744073709551615u64],
+            "deep": {"a": [null, true, false, [], {}], "b": {"c": [0.1, -0.0]}},
+        }) else {
+            unreachable!()
+        };
+        assert!(json_bound(&map) >= json_len(&map));
+        for (k, v) in &map {
+            let mut one = serde_json::Map::new();
+            one.insert(k.clone(), v.clone());
+            assert!(json_bound(&one) >= json_len(&one), "{k:?}: {v}");
+        }
+        assert!(json_bound(&serde_json::Map::new()) >= 2);
+    }
 
     #[test]
     fn snake_case_rule() {

@@ -239,8 +239,8 @@ impl Store {
             .name("auditlog-sealer".into())
             .spawn(move || sealer::run(&sealer_shared, &job_rx))
             .map_err(open_err)?;
-        let (to_syncer, syncer_rx) = std::sync::mpsc::sync_channel(syncer::SYNC_QUEUE);
-        let syncer = syncer::Syncer::new(Arc::clone(&shared), config.durability);
+        let (to_syncer, syncer, syncer_rx) =
+            syncer::ToSync::new(Arc::clone(&shared), config.durability);
         let syncer = std::thread::Builder::new()
             .name("auditlog-syncer".into())
             .spawn(move || syncer.run(&syncer_rx))

@@ -4,6 +4,12 @@
 //! subscribers and answers their callers, group by group in seq order;
 //! meanwhile the writer builds and writes the next group.
 //!
+//! A lone group is completed on the writer's thread ([`ToSync::group`]):
+//! when the syncer holds nothing and no request is waiting behind the group,
+//! there is nothing to overlap its sync with, and handing it over would
+//! only add a thread wake to the caller's wait. Under load every group goes
+//! through the syncer as before, so the pipeline is unchanged.
+//!
 //! Invariant: nothing is indexed, published or acknowledged before its
 //! `fdatasync` returned (under the default durability) and the file it
 //! went to was found still at `audit.log` (same device and inode, not
@@ -12,8 +18,8 @@
 
 use std::fs::File;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SendError, SyncSender};
 
 use tokio::sync::oneshot;
 
@@ -24,7 +30,7 @@ use super::spans;
 use super::{Durability, Receipt};
 
 /// How many written groups may wait for the syncer before the writer waits.
-pub(super) const SYNC_QUEUE: usize = 2;
+const SYNC_QUEUE: usize = 2;
 
 /// What the writer hands the syncer.
 pub(super) enum ToSyncer {
@@ -58,16 +64,67 @@ pub(super) struct Staged {
 
 /// The syncer: makes written groups durable, then indexes, publishes and
 /// acknowledges them, in the order they were written.
+#[derive(Clone)]
 pub(super) struct Syncer {
     shared: Arc<Shared>,
     durability: Durability,
+    /// Groups handed to the syncer thread and not yet completed.
+    in_hand: Arc<AtomicUsize>,
+}
+
+/// The writer's end of the syncer.
+pub(super) struct ToSync {
+    tx: SyncSender<ToSyncer>,
+    /// The same syncer, for a lone group completed on the writer's thread.
+    inline: Syncer,
+}
+
+impl ToSync {
+    /// A syncer for `shared` and the writer's end of it; the syncer thread
+    /// serves `rx`.
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        durability: Durability,
+    ) -> (ToSync, Syncer, Receiver<ToSyncer>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(SYNC_QUEUE);
+        let syncer = Syncer {
+            shared,
+            durability,
+            in_hand: Arc::new(AtomicUsize::new(0)),
+        };
+        let inline = syncer.clone();
+        (ToSync { tx, inline }, syncer, rx)
+    }
+
+    /// Has `written` made durable, indexed, published and answered after
+    /// every group before it. `alone`: no request is waiting behind it; if
+    /// the syncer thread holds nothing either, that is done here and now
+    /// (in order: everything handed over before is complete).
+    pub(super) fn group(&self, written: Written, alone: bool) {
+        if alone && self.inline.in_hand.load(Ordering::Acquire) == 0 {
+            self.inline.complete(vec![written]);
+            return;
+        }
+        self.inline.in_hand.fetch_add(1, Ordering::AcqRel);
+        if let Err(SendError(ToSyncer::Group(w))) = self.tx.send(ToSyncer::Group(written)) {
+            self.inline.in_hand.fetch_sub(1, Ordering::AcqRel);
+            for s in w.staged {
+                let _ = s.reply.send(Err(StoreError::Closed));
+            }
+        }
+    }
+
+    /// Waits until every group handed over is durable and acknowledged.
+    pub(super) fn flush(&self) {
+        let (ack, done) = std::sync::mpsc::channel();
+        if self.tx.send(ToSyncer::Flush(ack)).is_ok() {
+            // An error means the syncer is gone, so nothing is pending.
+            let _ = done.recv();
+        }
+    }
 }
 
 impl Syncer {
-    pub(super) fn new(shared: Arc<Shared>, durability: Durability) -> Syncer {
-        Syncer { shared, durability }
-    }
-
     /// Serves the writer until it hangs up.
     pub(super) fn run(self, rx: &Receiver<ToSyncer>) {
         while let Ok(first) = rx.recv() {
@@ -81,8 +138,12 @@ impl Syncer {
                 }
                 next = rx.try_recv().ok();
             }
-            if !groups.is_empty() {
+            let count = groups.len();
+            if count > 0 {
                 self.complete(groups);
+                // Only now: a writer that sees nothing in hand may complete
+                // a group itself, after everything handed over.
+                self.in_hand.fetch_sub(count, Ordering::AcqRel);
             }
             for ack in flushes {
                 let _ = ack.send(());
@@ -143,14 +204,18 @@ impl Syncer {
             }
             replies.extend(g.staged);
         }
-        // Handed to the tree before the seqs are published, so the builder
-        // never reads back a group it is about to be given.
-        for (first, last, lines) in fed {
-            self.shared.tree.feed(first, last, lines);
-        }
-        if let Some(r) = published.last() {
-            self.shared.indexed_seq.store(r.seq, Ordering::Release);
-            self.shared.committed.send_replace(r.seq);
+        // Handed to the tree and published under one lock: the builder never
+        // takes a group whose seqs are not published yet (so it never waits
+        // for them), nor sees a seq published whose group is still to come
+        // (so it never reads a live group back from the log).
+        let last = published.last().map(|r| r.seq);
+        self.shared.tree.feed(fed, || {
+            if let Some(seq) = last {
+                self.shared.indexed_seq.store(seq, Ordering::Release);
+            }
+        });
+        if let Some(seq) = last {
+            self.shared.committed.send_replace(seq);
         }
         if !published.is_empty() {
             // No subscriber is not an error.

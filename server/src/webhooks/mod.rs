@@ -23,10 +23,14 @@
 //! and read back on every later start, so the receiver's copy stays valid.
 //! GetWebhookSecret (admin) shows it; a configured secret is never shown.
 //!
+//! An endpoint named in `[checkpoints] webhooks` also gets each signed
+//! checkpoint pushed out, from a second task with its own position
+//! (`checkpoints.rs`).
+//!
 //! The URL may carry a credential (user info, a token in the query string):
 //! statuses, log lines and `Debug` show it through `crate::redaction`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,6 +38,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoint::Checkpoints;
 use crate::clock::{format_timestamp, now_micros};
 use crate::durable;
 use crate::hub::{self, Subscription};
@@ -41,6 +46,7 @@ use crate::keys::Secret;
 use crate::redaction::{self, PathIs};
 use crate::store::{Filter, Record, Store};
 
+mod checkpoints;
 mod config;
 mod signing;
 
@@ -79,15 +85,17 @@ pub struct Webhooks {
 
 impl Webhooks {
     /// Starts one delivery task per endpoint, signing with `keys` (from
-    /// [`signing_keys`], one per endpoint, in order).
+    /// [`signing_keys`], one per endpoint, in order), and one more for each
+    /// endpoint named in `checkpoints.1`, which POSTs the checkpoints
+    /// `checkpoints.0` announces.
     pub(crate) fn start(
         configs: Vec<WebhookConfig>,
         keys: Vec<SigningKey>,
         store: Arc<Store>,
-        data_dir: &Path,
+        checkpoints: (&Arc<Checkpoints>, &[String]),
         cancel: CancellationToken,
     ) -> Webhooks {
-        let dir = data_dir.join("webhooks");
+        let dir = store.dir().join("webhooks");
         let mut webhooks = Webhooks::default();
         for (config, SigningKey { key, generated }) in configs.into_iter().zip(keys) {
             let status = Arc::new(Mutex::new(EndpointStatus {
@@ -98,12 +106,20 @@ impl Webhooks {
             }));
             webhooks.endpoints.push(Arc::clone(&status));
             webhooks.secrets.push((config.name.clone(), generated));
-            let endpoint = Endpoint {
+            let endpoint = Arc::new(Endpoint {
                 position: dir.join(format!("{}.pos", config.name)),
                 config,
                 key,
                 status,
-            };
+            });
+            if checkpoints.1.contains(&endpoint.config.name) {
+                tokio::spawn(checkpoints::run(
+                    Arc::clone(&endpoint),
+                    Arc::clone(checkpoints.0),
+                    dir.join(format!("{}.checkpoint", endpoint.config.name)),
+                    cancel.clone(),
+                ));
+            }
             tokio::spawn(endpoint.run(Arc::clone(&store), cancel.clone()));
         }
         webhooks
@@ -137,13 +153,16 @@ struct Endpoint {
 }
 
 impl Endpoint {
-    async fn run(self, store: Arc<Store>, cancel: CancellationToken) {
-        let name = self.config.name.clone();
-        let client = match reqwest::Client::builder()
+    fn http_client(&self) -> reqwest::Result<reqwest::Client> {
+        reqwest::Client::builder()
             .timeout(Duration::from_secs(self.config.timeout_secs))
             .user_agent(concat!("auditlog/", env!("CARGO_PKG_VERSION")))
             .build()
-        {
+    }
+
+    async fn run(self: Arc<Self>, store: Arc<Store>, cancel: CancellationToken) {
+        let name = self.config.name.clone();
+        let client = match self.http_client() {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(webhook = %name, error = %e, "cannot build the HTTP client");
@@ -210,7 +229,7 @@ impl Endpoint {
         let mut backoff = Duration::from_millis(500);
         let max = Duration::from_secs(self.config.max_backoff_secs.max(1));
         loop {
-            let result = self.post(client, record, &body).await;
+            let result = self.post(client, &record.id, &body).await;
             match result {
                 Ok(()) => {
                     self.update(|s| {
@@ -239,18 +258,14 @@ impl Endpoint {
         }
     }
 
-    async fn post(
-        &self,
-        client: &reqwest::Client,
-        record: &Record,
-        body: &str,
-    ) -> Result<(), String> {
+    /// One signed POST of `body` as message `id`.
+    async fn post(&self, client: &reqwest::Client, id: &str, body: &str) -> Result<(), String> {
         let timestamp = (now_micros() / 1_000_000).to_string();
-        let signature = sign(&self.key, &record.id, &timestamp, body);
+        let signature = sign(&self.key, id, &timestamp, body);
         let mut request = client
             .post(&self.config.url)
             .header("content-type", "application/json")
-            .header("webhook-id", &record.id)
+            .header("webhook-id", id)
             .header("webhook-timestamp", &timestamp)
             .header("webhook-signature", signature)
             .body(body.to_owned());

@@ -4,7 +4,7 @@
 //! one, the server's own key is used and the output says that this proves
 //! nothing about a server that is not trusted.
 
-use auditlog_client::proof::{Hash, VerifierKey, verify_consistency};
+use auditlog_client::proof::{Hash, VerifierKey, gap_seq, verify_consistency};
 use auditlog_client::{Client, VerifiedCheckpoint};
 use clap::{Args, Subcommand};
 
@@ -144,6 +144,16 @@ pub(crate) async fn run(
             let (key, trusted) = key_of(client, &key).await?;
             let proven = client.prove_inclusion(seq, &key).await?;
             let c = &proven.checkpoint.checkpoint;
+            if gap_seq(&proven.line) == Some(seq) {
+                return Err(CliError::Failed(format!(
+                    "seq {seq} is not in {}: the signed checkpoint of tree size {} holds the gap \
+                     leaf for it (\"{}\"): its record was cut from the log; `auditlog integrity` \
+                     says where",
+                    c.origin,
+                    c.size,
+                    String::from_utf8_lossy(&proven.line)
+                )));
+            }
             if json {
                 let mut out = checkpoint_json(&proven.checkpoint, &key, trusted);
                 out["seq"] = seq.into();
@@ -161,7 +171,10 @@ pub(crate) async fn run(
                     untrusted_note(trusted)
                 );
                 if proven.line.is_empty() {
-                    say!("(the record itself was purged by retention; its leaf hash is proved)");
+                    say!(
+                        "(the record is no longer in the log: purged by retention, or cut, which \
+                         `auditlog integrity` reports; its leaf hash is proved)"
+                    );
                 } else {
                     say!("{}", String::from_utf8_lossy(&proven.line));
                 }

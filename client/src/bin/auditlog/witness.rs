@@ -15,12 +15,20 @@
 //! same size or a bigger tree that does not extend the kept one (a fork)
 //! ends the witness with exit 1 and one line naming both checkpoints; the
 //! kept checkpoint is left as it was, as the evidence.
+//!
+//! A checkpoint signed by a key the witness does not trust is taken only
+//! across a key rotation it can check (`follow.rs`): a handover the server
+//! shows, co-signed by a trusted key and the new one, that extends the
+//! kept checkpoint. `--key` may also be given several times (a new key got
+//! from the operator directly). Otherwise the witness exits 1.
+
+mod follow;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use auditlog_client::proof::{Checkpoint, Hash, VerifierKey, verify_consistency};
+use auditlog_client::proof::{Checkpoint, Hash, NoteError, VerifierKey, verify_consistency};
 use auditlog_client::{Client, VerifiedCheckpoint};
 use clap::Args;
 
@@ -29,9 +37,15 @@ use crate::proofs::hex;
 
 #[derive(Debug, Args)]
 pub(crate) struct WatchArgs {
-    /// The log's verifier key (NAME+KEYID+KEY), from a channel you trust.
-    #[arg(long, env = "AUDITLOG_VERIFIER_KEY", value_name = "VERIFIER_KEY")]
-    key: String,
+    /// The log's verifier key (NAME+KEYID+KEY), from a channel you trust;
+    /// give it again for each further key you trust (after a rotation).
+    #[arg(
+        long = "key",
+        env = "AUDITLOG_VERIFIER_KEY",
+        value_name = "VERIFIER_KEY",
+        required = true
+    )]
+    keys: Vec<String>,
     /// The file that keeps the newest checkpoint accepted (a signed note).
     #[arg(long, value_name = "FILE")]
     state: PathBuf,
@@ -54,14 +68,20 @@ enum Round {
 }
 
 pub(crate) async fn watch(client: &Client, args: WatchArgs, json: bool) -> Result<(), CliError> {
-    let key = VerifierKey::parse(&args.key).map_err(|e| CliError::Usage(format!("--key: {e}")))?;
+    let keys = args
+        .keys
+        .iter()
+        .map(|k| VerifierKey::parse(k))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CliError::Usage(format!("--key: {e}")))?;
+    let mut trust = follow::Trust::load(keys, &args.state)?;
     let interval = humantime::parse_duration(&args.interval)
         .map_err(|e| CliError::Usage(format!("--interval {:?}: {e}", args.interval)))?;
     if interval < Duration::from_millis(100) {
         return Err(CliError::Usage("--interval must be at least 100ms".into()));
     }
     loop {
-        match round(client, &key, &args.state).await {
+        match round(client, &mut trust, &args.state, json).await {
             Ok(found) => report(&found, args.once, json)?,
             // The server being away is no finding: retry, unless once.
             Err(CliError::Client(e)) if !args.once => {
@@ -80,24 +100,53 @@ pub(crate) async fn watch(client: &Client, args: WatchArgs, json: bool) -> Resul
 }
 
 /// One fetch and check; keeps the new checkpoint when it is fine.
-async fn round(client: &Client, key: &VerifierKey, state: &Path) -> Result<Round, CliError> {
+async fn round(
+    client: &Client,
+    trust: &mut follow::Trust,
+    state: &Path,
+    json: bool,
+) -> Result<Round, CliError> {
     let response = client.checkpoint(false).await?;
     let note = response
         .checkpoint
-        .map(|c| c.note)
+        .as_ref()
+        .map(|c| c.note.clone())
         .ok_or_else(|| CliError::Failed("the server sent no checkpoint".into()))?;
-    let new = key
-        .open_checkpoint(&note)
-        .map_err(|e| CliError::Failed(format!("refused the log's latest checkpoint: {e}")))?;
+    let refused =
+        |e: NoteError| CliError::Failed(format!("refused the log's latest checkpoint: {e}"));
+    let new = match trust.open(&note) {
+        Ok(new) => new,
+        Err(e @ NoteError::NoSignature { .. }) => {
+            if !follow::rotations(client, trust, &response, state, json).await? {
+                return Err(follow::unknown_key(e, &note));
+            }
+            trust.open(&note).map_err(refused)?
+        }
+        Err(e) => return Err(refused(e)),
+    };
     let fresh = VerifiedCheckpoint {
         checkpoint: new,
         note,
     };
-    let Some(kept) = read_kept(key, state)? else {
+    let Some(kept) = read_kept(trust, state)? else {
         keep(state, &fresh.note)?;
         return Ok(Round::First(fresh.checkpoint));
     };
-    let (old, new) = (&kept, &fresh.checkpoint);
+    if !extends(client, &kept, &fresh.checkpoint).await? {
+        return Ok(Round::Unchanged(fresh.checkpoint));
+    }
+    let from = kept.size;
+    keep(state, &fresh.note)?;
+    Ok(Round::Grew {
+        from,
+        to: fresh.checkpoint,
+    })
+}
+
+/// Checks that `new` extends `old`: true when it is bigger (its
+/// consistency proof checked), false when it is the same checkpoint; an
+/// error naming both on a rollback or a fork.
+async fn extends(client: &Client, old: &Checkpoint, new: &Checkpoint) -> Result<bool, CliError> {
     let both = || {
         format!(
             "kept size {} root {}, now size {} root {}",
@@ -122,7 +171,11 @@ async fn round(client: &Client, key: &VerifierKey, state: &Path) -> Result<Round
                 both()
             )));
         }
-        return Ok(Round::Unchanged(fresh.checkpoint));
+        return Ok(false);
+    }
+    // The empty tree is a prefix of every tree.
+    if old.size == 0 {
+        return Ok(true);
     }
     let proof = client.consistency_proof(old.size, new.size).await?;
     let hashes = proof
@@ -137,12 +190,7 @@ async fn round(client: &Client, key: &VerifierKey, state: &Path) -> Result<Round
             both()
         ))
     })?;
-    let from = old.size;
-    keep(state, &fresh.note)?;
-    Ok(Round::Grew {
-        from,
-        to: fresh.checkpoint,
-    })
+    Ok(true)
 }
 
 fn report(found: &Round, once: bool, json: bool) -> Result<(), CliError> {
@@ -182,8 +230,9 @@ fn report(found: &Round, once: bool, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The kept checkpoint, checked with the key; none when there is no file.
-fn read_kept(key: &VerifierKey, state: &Path) -> Result<Option<Checkpoint>, CliError> {
+/// The kept checkpoint, checked with the trusted keys; none when there is
+/// no file.
+fn read_kept(trust: &follow::Trust, state: &Path) -> Result<Option<Checkpoint>, CliError> {
     let text = match std::fs::read_to_string(state) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -194,7 +243,7 @@ fn read_kept(key: &VerifierKey, state: &Path) -> Result<Option<Checkpoint>, CliE
             )));
         }
     };
-    key.open_checkpoint(&text).map(Some).map_err(|e| {
+    trust.open(&text).map(Some).map_err(|e| {
         CliError::Failed(format!(
             "the checkpoint kept in {} is not this log's: {e} (another --key, or another file?)",
             state.display()

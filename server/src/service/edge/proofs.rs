@@ -5,7 +5,7 @@ use auditlog_proof::Hash;
 use auditlog_proto::v1 as pb;
 use tonic::Status;
 
-use crate::checkpoint::Signed;
+use crate::checkpoint::{RetiredKey, Signed};
 use crate::store::tree::TreeError;
 
 /// The one mapping from tree errors to statuses.
@@ -50,6 +50,7 @@ pub(in crate::service) fn checkpoint_pb(
     signed: Signed,
     origin: &str,
     verifier_key: String,
+    retired: &[RetiredKey],
 ) -> pb::GetCheckpointResponse {
     pb::GetCheckpointResponse {
         checkpoint: Some(pb::SignedCheckpoint {
@@ -59,6 +60,16 @@ pub(in crate::service) fn checkpoint_pb(
             root_hash: signed.root.to_vec(),
         }),
         verifier_key,
+        retired_keys: retired
+            .iter()
+            .map(|r| pb::RetiredCheckpointKey {
+                verifier_key: r.verifier_key.clone(),
+                from_size: r.from_size,
+                to_size: r.to_size,
+                handover_note: r.handover.clone(),
+                successor_key: r.successor.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -69,7 +80,7 @@ pub(in crate::service) fn receipt_proofs_pb(
     verifier_key: String,
     proved: Vec<crate::service::proofs::ReceiptProof>,
 ) -> pb::ReceiptProofs {
-    let checkpoint = checkpoint_pb(signed, origin, verifier_key);
+    let checkpoint = checkpoint_pb(signed, origin, verifier_key, &[]);
     pb::ReceiptProofs {
         checkpoint: checkpoint.checkpoint,
         verifier_key: checkpoint.verifier_key,

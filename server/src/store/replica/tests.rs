@@ -1,6 +1,6 @@
 //! A replica fed the groups of a writer store: byte-identical records, a
-//! clean verification, restarts; and every group that does not continue
-//! its chain refused whole.
+//! clean verification and the same Merkle tree, restarts; and every group
+//! that does not continue its chain refused whole.
 
 use std::path::Path;
 
@@ -108,6 +108,21 @@ async fn a_replica_fed_a_writers_groups_holds_the_same_records_and_verifies() {
     }
     let head = replica.chain_head().unwrap().unwrap();
     assert_eq!(Some(head), source.chain_head().unwrap());
+    // The applied groups' own bytes (a re-delivered prefix dropped) build
+    // the source's tree.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while replica.tree().size() < 61 || source.tree().size() < 61 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            replica.tree().trouble()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        replica.tree().root(61).unwrap(),
+        source.tree().root(61).unwrap()
+    );
     assert_eq!(
         replica.idempotent_receipt("key-6").unwrap(),
         source.idempotent_receipt("key-6").unwrap()

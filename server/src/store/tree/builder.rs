@@ -12,11 +12,25 @@
 //! 1. A torn hash at the end of a level file is cut (`levels`).
 //! 2. A tree with more leaves than the log has records (a copy of the data
 //!    directory with a newer tree, or records lost under `os_buffered`
-//!    durability) is cut back to the log's head.
+//!    durability) is cut back to the log's head, or to the last seq the
+//!    server acknowledged (`head`) when that is further: the writer goes on
+//!    after it, so the leaves up to it are of seqs cut from the log for
+//!    good, and they stay, so that the checkpoints signed over them stay
+//!    consistent with every later one.
 //! 3. The last [`CHECKED_LEAVES`] leaves still in the log are recomputed
 //!    from their lines; the tree is cut back to the first that disagrees.
 //! 4. Every level above is brought in line with the one below (`levels`).
 //! 5. The records after the tree's last leaf are appended from the log.
+//!
+//! Gaps: the seqs of a cut (`head`: acknowledged records a start found
+//! missing from the log's end; the writer went on after them) will never be
+//! in the log, and VerifyIntegrity reports them at every run. The tree
+//! keeps its leaf index at seq - 1 across them: such a seq keeps the leaf
+//! the tree held for it (rule 2), else gets the gap leaf
+//! (`auditlog_proof::gap`), which proves to anyone that the signed tree
+//! holds no record there. A seq missing for another reason (removed from
+//! inside the log, a segment missing) stops the tree before it, as a
+//! damaged record does: it may come back, and a leaf once signed cannot.
 //!
 //! A tree that is missing leaves the log no longer has (the tree directory
 //! deleted after retention purged a prefix) cannot be rebuilt: the builder
@@ -28,7 +42,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use auditlog_proof::{Hash, leaf_hash};
+use auditlog_proof::{Hash, gap_leaf, leaf_hash};
 
 use super::levels::Levels;
 use crate::store::error::StoreError;
@@ -89,7 +103,9 @@ pub(in crate::store) fn run(shared: &Shared) {
 fn open(shared: &Shared) -> Result<Levels, StoreError> {
     let io = StoreError::Read;
     let mut levels = Levels::open(&shared.dir.join("tree")).map_err(io)?;
-    let head = shared.indexed_seq.load(Ordering::Acquire);
+    let indexed = shared.indexed_seq.load(Ordering::Acquire);
+    let acknowledged = shared.head.lock().map_or(0, |h| h.seq);
+    let head = indexed.max(acknowledged);
     if levels.leaves() > head {
         tracing::warn!(
             tree = levels.leaves(),
@@ -97,6 +113,13 @@ fn open(shared: &Shared) -> Result<Levels, StoreError> {
             "the Merkle tree is ahead of the log; cutting it back"
         );
         levels.truncate(head).map_err(io)?;
+    }
+    if levels.leaves() > indexed {
+        tracing::warn!(
+            from = indexed + 1,
+            to = levels.leaves(),
+            "the Merkle tree keeps its leaves of acknowledged seqs cut from the log"
+        );
     }
     let n = levels.leaves();
     let from = n.saturating_sub(CHECKED_LEAVES);
@@ -133,18 +156,18 @@ enum Stuck {
 
 fn catch_up(shared: &Shared) -> Result<(), Stuck> {
     let tree = &shared.tree;
-    let fed = tree.take_fed();
+    let fed = tree.take_fed(&shared.indexed_seq);
     let appended = append_fed(shared, fed.groups);
     if appended.is_err() {
         tree.lost_fed();
     }
     appended?;
     // What the hand-over did not bring: the records recovered at start
-    // (never handed over) and dropped groups. The syncer hands a group over
-    // before it publishes its seq, so a live group is never read back here.
-    let head = shared.indexed_seq.load(Ordering::Acquire);
-    if fed.dropped || fed.through < head {
-        let read = read_back(shared, head);
+    // (never handed over) and dropped groups. The head was read with the
+    // groups, under the lock the syncer publishes under, so a group handed
+    // over since is taken next turn and never read back here.
+    if fed.dropped || fed.through < fed.head {
+        let read = read_back(shared, fed.head);
         if read.is_err() {
             tree.lost_fed();
         }
@@ -181,12 +204,9 @@ fn append_fed(shared: &Shared, groups: VecDeque<(u64, Vec<u8>)>) -> Result<(), S
             }
             hashes.push(leaf_hash(line));
         }
-        // The syncer publishes the group's seqs right after handing it
-        // over; the tree never holds a seq before the log shows it.
-        let last = size + hashes.len() as u64;
-        while shared.indexed_seq.load(Ordering::Acquire) < last {
-            std::thread::yield_now();
-        }
+        // The group's seqs were published as it was handed over
+        // (`Tree::feed`): the tree never holds a seq before the log shows it.
+        debug_assert!(shared.indexed_seq.load(Ordering::Acquire) >= size + hashes.len() as u64);
         append(tree, size, hashes)?;
     }
     Ok(())
@@ -208,6 +228,13 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
             upto,
             BATCH,
         );
+        // Every seq up to `upto` that the index lacks is a gap: the index
+        // already holds everything up to there that the log ever will.
+        let next = metas.first().map_or(upto + 1, |m| m.seq);
+        if next > size + 1 {
+            append(tree, size, gap_leaves(shared, size, next - 1)?)?;
+            continue;
+        }
         // Only the records that continue the tree without a gap.
         let contiguous = metas
             .iter()
@@ -215,14 +242,6 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
             .take_while(|(m, seq)| m.seq == *seq)
             .count();
         metas.truncate(contiguous);
-        if metas.is_empty() {
-            return Err(Stuck::Lasting(format!(
-                "seq {} is not in the log (purged by retention before the tree held it, or \
-                 damaged), so the tree cannot go past {size}; run VerifyIntegrity, and restore \
-                 the data directory's tree/ from a backup if it was deleted",
-                size + 1
-            )));
-        }
         let hashes = leaf_hashes(shared, &metas, true).map_err(|e| {
             let why =
                 format!("{e}; the tree stays at {size} records until the record reads back whole");
@@ -233,6 +252,56 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
         })?;
         append(tree, size, hashes)?;
     }
+}
+
+/// The gap leaves of the seqs after `size` up to `last` (at most
+/// [`BATCH`] of them), which the index lacks. Only a cut (`head`) is a gap:
+/// its seqs were acknowledged, and the writer went on after them, so the log
+/// will never hold them. A purged seq is none: its record was in the log,
+/// and only a tree that held it has its leaf. Nor is a seq missing for any
+/// other reason (lines removed from inside the log, a segment missing): it
+/// may come back (a file restored), and a gap leaf, once signed, could not
+/// be taken back.
+fn gap_leaves(shared: &Shared, size: u64, last: u64) -> Result<Vec<Hash>, Stuck> {
+    let first = size + 1;
+    if first <= purged_through(shared) {
+        return Err(Stuck::Lasting(format!(
+            "seq {first} was purged by retention before the tree held it, so the tree cannot go \
+             past {size}; restore the data directory's tree/ from a backup if it was deleted"
+        )));
+    }
+    let Some(cut_last) = cut_through(shared, first) else {
+        return Err(Stuck::Lasting(format!(
+            "seq {first} is not in the log (damaged, or removed from inside it), so the tree \
+             cannot go past {size}; run VerifyIntegrity to locate it, and restore the file that \
+             held it"
+        )));
+    };
+    let last = last.min(cut_last).min(size + BATCH as u64);
+    tracing::warn!(
+        first,
+        last,
+        "seqs cut from the log get the Merkle tree's gap leaf; VerifyIntegrity reports the cut"
+    );
+    Ok((first..=last).map(gap_leaf).collect())
+}
+
+/// The last seq of the cut that holds `seq` (`head`: acknowledged seqs a
+/// start found missing from the log), if one does.
+pub(super) fn cut_through(shared: &Shared, seq: u64) -> Option<u64> {
+    let head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
+    head.cuts
+        .iter()
+        .find(|c| (c.first..=c.last).contains(&seq))
+        .map(|c| c.last)
+}
+
+/// The last seq retention purged (0: none).
+pub(super) fn purged_through(shared: &Shared) -> u64 {
+    shared
+        .manifest
+        .lock()
+        .map_or(0, |m| m.purged.as_ref().map_or(0, |p| p.through_seq))
 }
 
 /// Appends `hashes` after the tree's first `size` leaves.

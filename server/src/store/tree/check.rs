@@ -2,20 +2,23 @@
 //! recomputed from every line in the log (lines hashed as they are, valid
 //! MAC or not; the chain check reports those) and compared with the tree's
 //! files and with the latest signed checkpoint. A purged prefix is taken
-//! from the tree's leaves, the only copy left of it.
+//! from the tree's leaves, the only copy left of it, and so is a seq missing
+//! from the log (which the chain check reports), or, for a cut's seq the
+//! tree does not hold, its gap leaf.
 //!
 //! The HMAC chain cannot tell a rewrite by someone holding the key; a
 //! checkpoint signed before the rewrite does, which is what this reports.
-//! VerifyIntegrity runs it over a whole log whose chain checked out clean:
-//! where the chain already locates damage, the report is not clean anyway.
+//! VerifyIntegrity runs it over a whole log whose chain checked out clean
+//! but for missing seqs (a cut, a gap): where the chain already locates
+//! damage in a record, the report is not clean anyway.
 //! Nothing here is an `Err` but a failure to read the index: a line that
 //! cannot be read is a finding.
 
 use std::sync::atomic::Ordering;
 
-use auditlog_proof::{Hash, RootBuilder};
+use auditlog_proof::{Hash, RootBuilder, gap_leaf};
 
-use super::builder::leaf_hashes;
+use super::builder::{cut_through, leaf_hashes, purged_through};
 use crate::store::chain::{Finding, FindingKind};
 use crate::store::error::StoreError;
 use crate::store::shared::Shared;
@@ -52,7 +55,10 @@ pub(in crate::store) fn check(
             ),
         ));
     }
-    let head = shared.indexed_seq.load(Ordering::Acquire);
+    // Seqs cut from the log up to the acknowledged head are reported as
+    // cuts; the tree still holds them.
+    let acknowledged = shared.head.lock().map_or(0, |h| h.seq);
+    let head = shared.indexed_seq.load(Ordering::Acquire).max(acknowledged);
     if let Some((size, _, file)) = latest
         && size > head
     {
@@ -80,11 +86,7 @@ pub(in crate::store) fn check(
         }
     };
     // The purged prefix: only the tree has it.
-    let first = shared
-        .index()
-        .select(&Filter::default(), Order::OldestFirst, None, u64::MAX, 1);
-    let first = first.first().map_or(head + 1, |m| m.seq);
-    for seq in 1..first.min(upto + 1) {
+    for seq in 1..=purged_through(shared).min(upto) {
         match tree.leaf(seq) {
             Ok(leaf) => roots.push(leaf),
             Err(e) => {
@@ -110,23 +112,41 @@ pub(in crate::store) fn check(
             upto,
             BATCH,
         );
+        // Missing seqs (the chain check reports them): the leaf the tree
+        // holds, else a cut's gap leaf, as the builder appends them.
+        let next = metas.first().map_or(upto + 1, |m| m.seq);
+        if next > after + 1 {
+            for seq in after + 1..next.min(after + 1 + BATCH as u64) {
+                let leaf = if seq <= tree_size {
+                    tree.leaf(seq).map_err(|e| e.to_string())
+                } else if cut_through(shared, seq).is_some() {
+                    Ok(gap_leaf(seq))
+                } else {
+                    Err("not a cut the server recorded".into())
+                };
+                match leaf {
+                    Ok(leaf) => roots.push(leaf),
+                    Err(why) => {
+                        findings.push(finding(
+                            seq,
+                            "tree",
+                            format!(
+                                "seq {seq} is missing from the log and the tree holds no leaf \
+                                 for it ({why}), so the tree cannot be recomputed past {after}"
+                            ),
+                        ));
+                        return Ok(findings);
+                    }
+                }
+                note(&roots);
+            }
+            continue;
+        }
         let contiguous = metas
             .iter()
             .zip(after + 1..)
             .take_while(|(m, seq)| m.seq == *seq)
             .count();
-        if contiguous == 0 {
-            // A gap: the chain check reports it; nothing more to recompute.
-            findings.push(finding(
-                after + 1,
-                "tree",
-                format!(
-                    "seq {} is missing from the log, so the tree cannot be recomputed past {after}",
-                    after + 1
-                ),
-            ));
-            return Ok(findings);
-        }
         let leaves = match leaf_hashes(shared, &metas[..contiguous], false) {
             Ok(leaves) => leaves,
             Err(e) => {

@@ -5,14 +5,22 @@
 //!
 //! The leaves are the records in seq order: the leaf of the record with seq
 //! `s` is its stored line without the newline, at leaf index `s - 1` (seqs
-//! start at 1 and have no gaps), so a tree of size `n` holds seqs `1..=n`.
+//! start at 1), so a tree of size `n` holds seqs `1..=n`. A seq of a cut
+//! (acknowledged, then found missing at a start; VerifyIntegrity reports
+//! it) keeps the leaf the tree held for it, else has the gap leaf
+//! (`builder`, `auditlog_proof::gap`), so the tree, and proofs of the
+//! records after it, go on across the cut.
 //!
 //! Invariants: a leaf enters the tree only after its record is durable and
 //! indexed. Its line is either the one the writer wrote, handed over in
 //! memory by the syncer with the group ([`Tree::feed`]), or read back from
 //! the log and checked to pass its MAC (at start, and whenever the hand-over
 //! queue was dropped); the writer never waits for the tree (the syncer only
-//! queues the group's bytes, already built, and wakes the builder); [`Tree::size`] is published only once every level holds the
+//! queues the group's bytes, already built, moved and not copied, and wakes
+//! the builder); the syncer publishes a group's seqs under the same lock as
+//! it hands the group over ([`Tree::feed`]), so the builder neither waits
+//! for a seq it was handed nor reads back one it is about to be handed;
+//! [`Tree::size`] is published only once every level holds the
 //! subtrees it completes, so a reader never reads a node that is not
 //! written; retention purges records, never the tree, so proofs for later
 //! records go on working.
@@ -89,6 +97,9 @@ pub(super) struct Fed {
     pub(super) dropped: bool,
     /// The last seq handed over when this was taken.
     pub(super) through: u64,
+    /// The last seq indexed when this was taken: every seq up to it was
+    /// either handed over by then or is to be read back.
+    pub(super) head: u64,
 }
 
 /// The most bytes the hand-over queue holds; past it, groups are dropped and
@@ -191,37 +202,39 @@ impl Tree {
         }
     }
 
-    /// Hands the builder a durable, indexed group: its first seq and its
-    /// lines as written. Dropped (and read back later) past
+    /// Hands the builder durable, indexed groups (each its first and last
+    /// seq and its lines as written), then runs `publish`, which makes their
+    /// seqs visible (`indexed_seq`), under the same lock the builder takes
+    /// them with. A group is dropped (and read back later) past
     /// [`MAX_FED_BYTES`] waiting.
-    pub(super) fn feed(&self, first: u64, last: u64, lines: Vec<u8>) {
-        let Ok(mut w) = self.wake.lock() else { return };
-        w.through = w.through.max(last);
-        if w.fed.bytes + lines.len() > MAX_FED_BYTES {
-            w.fed = Fed {
-                dropped: true,
-                ..Fed::default()
-            };
-        } else {
-            w.fed.bytes += lines.len();
-            w.fed.groups.push_back((first, lines));
+    pub(super) fn feed(&self, groups: Vec<(u64, u64, Vec<u8>)>, publish: impl FnOnce()) {
+        let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        for (first, last, lines) in groups {
+            w.through = w.through.max(last);
+            if w.fed.bytes + lines.len() > MAX_FED_BYTES {
+                w.fed = Fed {
+                    dropped: true,
+                    ..Fed::default()
+                };
+            } else {
+                w.fed.bytes += lines.len();
+                w.fed.groups.push_back((first, lines));
+            }
         }
+        publish();
         w.woken = true;
         self.woken.notify_one();
     }
 
-    /// The groups handed over since the last take.
-    fn take_fed(&self) -> Fed {
-        self.wake
-            .lock()
-            .map(|mut w| {
-                let through = w.through;
-                Fed {
-                    through,
-                    ..std::mem::take(&mut w.fed)
-                }
-            })
-            .unwrap_or_default()
+    /// The groups handed over since the last take, with the last seq
+    /// handed over and the last one published (`indexed`) at the take.
+    fn take_fed(&self, indexed: &AtomicU64) -> Fed {
+        let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        Fed {
+            through: w.through,
+            head: indexed.load(Ordering::Acquire),
+            ..std::mem::take(&mut w.fed)
+        }
     }
 
     /// Makes the builder's next turn read the log back: groups it took were

@@ -1,12 +1,12 @@
 //! The tree against the log's files read independently: across rotation
-//! and compression, after a restart, and after the tree's files were
-//! deleted, torn or changed.
+//! and compression, after a restart, after the tree's files were deleted,
+//! torn or changed, and across seqs cut from the log.
 
 use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use auditlog_proof::{Hash, leaf_hash, root_of, verify_consistency, verify_inclusion};
+use auditlog_proof::{Hash, gap_leaf, leaf_hash, root_of, verify_consistency, verify_inclusion};
 use serde_json::json;
 
 use crate::keys::Keyring;
@@ -215,4 +215,77 @@ async fn handed_over_and_read_back_groups_build_the_same_tree() {
         assert_eq!(store.tree().leaf(seq).unwrap(), leaves[seq as usize - 1]);
     }
     assert_eq!(store.tree().root(210).unwrap(), root_of(&leaves));
+}
+
+/// Keeps the first `keep` lines of the data directory's `audit.log`, as a
+/// cut made while the server was down.
+fn cut_log(dir: &Path, keep: usize) {
+    let path = dir.join("audit.log");
+    let bytes = std::fs::read(&path).unwrap();
+    let end = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(keep - 1)
+        .map_or(bytes.len(), |(i, _)| i + 1);
+    std::fs::write(&path, &bytes[..end]).unwrap();
+}
+
+/// Acknowledged records cut from the log's end while the server was down:
+/// the writer goes on after the last seq acknowledged, and the tree goes on
+/// across the gap with the leaves it held for the cut seqs (so what was
+/// signed before stays consistent), or with gap leaves when rebuilt.
+#[tokio::test]
+async fn the_tree_goes_on_across_seqs_cut_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, 1, 5, None).await;
+    wait_for(&store, 5).await;
+    let before = leaves_from_files(dir.path());
+    drop(store);
+    cut_log(dir.path(), 3);
+    let store = open(dir.path());
+    append(&store, 6, 7, None).await;
+    wait_for(&store, 7).await;
+    let after = leaves_from_files(dir.path());
+    assert_eq!(after.len(), 5, "seqs 1 to 3, then 6 and 7");
+    let mut leaves: Vec<Hash> = before.iter().chain(&after[3..]).copied().collect();
+    let tree = store.tree();
+    for seq in 1..=7 {
+        assert_eq!(
+            tree.leaf(seq).unwrap(),
+            leaves[seq as usize - 1],
+            "seq {seq}"
+        );
+    }
+    let (old, root) = (root_of(&before), root_of(&leaves));
+    assert_eq!(tree.root(5).unwrap(), old);
+    verify_consistency(5, 7, &old, &root, &tree.consistency(5, 7).unwrap()).unwrap();
+    for seq in [3, 4, 6, 7] {
+        let proof = tree.inclusion(seq, 7).unwrap();
+        verify_inclusion(seq - 1, 7, &leaves[seq as usize - 1], &proof, &root).unwrap();
+    }
+    assert_eq!(store.stored_line(4).unwrap(), None);
+    let findings = store.check_tree(Some((5, old, "checkpoint.note"))).unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    drop(store);
+
+    // Rebuilt from the log: the cut seqs get gap leaves.
+    std::fs::remove_dir_all(dir.path().join("tree")).unwrap();
+    let store = open(dir.path());
+    wait_for(&store, 7).await;
+    leaves[3] = gap_leaf(4);
+    leaves[4] = gap_leaf(5);
+    let root = root_of(&leaves);
+    assert_eq!(store.tree().root(7).unwrap(), root);
+    let proof = store.tree().inclusion(5, 7).unwrap();
+    verify_inclusion(4, 7, &gap_leaf(5), &proof, &root).unwrap();
+    // The tree checked against the log recomputes the gap leaves; a
+    // checkpoint signed before over the cut records no longer matches.
+    let findings = store
+        .check_tree(Some((7, root, "checkpoint.note")))
+        .unwrap();
+    assert!(findings.is_empty(), "{findings:?}");
+    let findings = store.check_tree(Some((5, old, "checkpoint.note"))).unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
 }

@@ -24,7 +24,7 @@ use crate::store::Receipt;
 use crate::store::error::StoreError;
 use crate::store::record::{MAX_SEQ, MacCheck, Record};
 use crate::store::signer::receipt_of;
-use crate::store::syncer::{Staged, ToSyncer, Written};
+use crate::store::syncer::{Staged, Written};
 use crate::store::tree;
 
 /// A group of signed lines for a replica to append.
@@ -33,12 +33,13 @@ pub(in crate::store) struct Apply {
     pub(in crate::store) reply: oneshot::Sender<Result<Vec<Receipt>, StoreError>>,
 }
 
-/// A group that passed every check: the bytes to append (the lines the log
-/// did not have yet) and their records.
-struct Checked<'a> {
-    fresh: &'a [u8],
+/// A group that passed every check: where the bytes to append (the lines
+/// the log did not have yet) start in it, and their records.
+struct Checked {
+    fresh_from: usize,
     records: Vec<Record>,
-    /// Each new line's offset in `fresh` and its length with the newline.
+    /// Each new line's offset among the fresh bytes and its length with the
+    /// newline.
     spans: Vec<(u64, u32)>,
 }
 
@@ -64,7 +65,11 @@ impl Writer {
                 return;
             }
         };
-        if let Err(e) = self.write(checked.fresh) {
+        // The group's own buffer goes on to the syncer and the tree: only a
+        // re-delivered prefix is dropped, never a copy made.
+        let mut fresh = lines;
+        fresh.drain(..checked.fresh_from);
+        if let Err(e) = self.write(&fresh) {
             let _ = reply.send(Err(e));
             return;
         }
@@ -73,7 +78,7 @@ impl Writer {
             .iter()
             .map(|&(at, len)| (self.len + at, len - 1))
             .collect();
-        self.len += checked.fresh.len() as u64;
+        self.len += fresh.len() as u64;
         if let Some(last) = checked.records.last() {
             self.signer
                 .follow(last.seq, &last.signature, last.timestamp);
@@ -91,25 +96,19 @@ impl Writer {
             file: Arc::clone(&self.file),
             end: self.len,
             segment: self.segment,
-            lines: checked.fresh.to_vec(),
+            lines: fresh,
             records: checked.records,
             positions,
             staged: vec![Staged { reply, receipts }],
             // Applied groups come from the stream, not from a caller here.
             span: tracing::Span::none(),
         };
-        if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
-            self.syncer.send(ToSyncer::Group(written))
-        {
-            for s in w.staged {
-                let _ = s.reply.send(Err(StoreError::Closed));
-            }
-        }
+        self.syncer.group(written, self.alone);
         self.seal_if_full();
     }
 
     /// Every check of the module doc over `lines`, writing nothing.
-    fn check_group<'a>(&mut self, lines: &'a [u8]) -> Result<Checked<'a>, StoreError> {
+    fn check_group(&mut self, lines: &[u8]) -> Result<Checked, StoreError> {
         let next = self.signer.next_seq();
         let refuse = |seq: u64, reason: String| StoreError::Refused { seq, reason };
         if !lines.ends_with(b"\n") {
@@ -219,7 +218,7 @@ impl Writer {
             ));
         }
         Ok(Checked {
-            fresh: &lines[fresh_from..],
+            fresh_from,
             records,
             spans,
         })

@@ -48,7 +48,6 @@ use std::fs::File;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -59,7 +58,7 @@ use super::record::NewEvent;
 use super::sealer::{Job, Sealed};
 use super::shared::Shared;
 use super::signer::{Signer, receipt_of};
-use super::syncer::{Staged, ToSyncer, Written};
+use super::syncer::{Staged, ToSync, Written};
 
 mod apply;
 mod rotation;
@@ -136,7 +135,10 @@ pub(super) struct Writer {
     /// After a failed seal (by size or by age), not before this.
     seal_retry_at: Option<Instant>,
     sealer: std::sync::mpsc::Sender<Job>,
-    syncer: SyncSender<ToSyncer>,
+    syncer: ToSync,
+    /// No request was waiting when the group being committed was taken:
+    /// the syncer may complete it on this thread (`ToSync::group`).
+    alone: bool,
     shared: Arc<Shared>,
     /// Idempotency keys written in groups the syncer has not indexed yet: a
     /// repeat must find them although the index does not have them yet.
@@ -154,7 +156,7 @@ impl Writer {
         max_segment_bytes: u64,
         max_segment_age: Option<Duration>,
         sealer: std::sync::mpsc::Sender<Job>,
-        syncer: SyncSender<ToSyncer>,
+        syncer: ToSync,
         shared: Arc<Shared>,
         replica: bool,
     ) -> Writer {
@@ -183,6 +185,7 @@ impl Writer {
             seal_retry_at: None,
             sealer,
             syncer,
+            alone: false,
             shared,
             pending_keys: HashMap::new(),
             signer,
@@ -236,10 +239,15 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
+            // Only the turn's last group can be alone; a rotation waits.
+            let nothing_after = rx.is_empty() && rotations.is_empty();
+            self.alone = nothing_after && applies.is_empty();
             if !group.is_empty() {
                 self.commit(group);
             }
-            for a in applies {
+            let last = applies.len();
+            for (i, a) in applies.into_iter().enumerate() {
+                self.alone = nothing_after && i + 1 == last;
                 self.apply(a);
             }
             self.seal_if_full();
@@ -286,11 +294,7 @@ impl Writer {
 
     /// Waits until every group written is durable and acknowledged.
     fn flush(&mut self) {
-        let (ack, done) = std::sync::mpsc::channel();
-        if self.syncer.send(ToSyncer::Flush(ack)).is_ok() {
-            // An error means the syncer is gone, so nothing is pending.
-            let _ = done.recv();
-        }
+        self.syncer.flush();
         self.prune_pending();
     }
 
@@ -425,13 +429,8 @@ impl Writer {
                     staged,
                     span,
                 };
-                if let Err(std::sync::mpsc::SendError(ToSyncer::Group(w))) =
-                    self.syncer.send(ToSyncer::Group(written))
-                {
-                    for s in w.staged {
-                        let _ = s.reply.send(Err(StoreError::Closed));
-                    }
-                }
+                self.syncer
+                    .group(written, self.alone && deferred.is_empty());
             }
             Err(e) => {
                 // Nothing of this group was kept: seq and prev stay as they were.
