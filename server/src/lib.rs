@@ -288,6 +288,7 @@ pub async fn run(
             if let Some(max_age) = retention {
                 tokio::spawn(retention_task(
                     Arc::clone(&store),
+                    cluster.clone(),
                     max_age,
                     check_every,
                     cancel.clone(),
@@ -519,9 +520,12 @@ async fn watch_store(
     }
 }
 
-/// Applies retention at start and then every `every`, until shutdown.
+/// Applies retention at start and then every `every`, until shutdown. In
+/// cluster mode only the leader purges (`cluster/retention.rs`); the other
+/// nodes apply its purge event from the stream.
 async fn retention_task(
     store: Arc<Store>,
+    cluster: Option<cluster::Node>,
     max_age: Duration,
     every: Duration,
     cancel: CancellationToken,
@@ -532,7 +536,18 @@ async fn retention_task(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = store.apply_retention(max_age).await {
+        let failed = match &cluster {
+            None => store
+                .apply_retention(max_age)
+                .await
+                .err()
+                .map(|e| e.to_string()),
+            Some(node) => match node.apply_retention(&store, max_age).await {
+                Ok(_) | Err(cluster::ClusterError::NotLeader(_)) => None,
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(e) = failed {
             tracing::error!(error = %e, "retention failed; retrying at the next check");
         }
     }

@@ -42,18 +42,23 @@ impl Node {
     }
 }
 
-
-pub(crate) async fn start_node(nats: &NatsCluster, name: &str, extra: &str) -> Node {
+/// Node `name`, its config the top-level keys `top`, then its `[cluster]`
+/// section, then `extra`.
+pub(crate) async fn start_node(nats: &NatsCluster, name: &str, top: &str, extra: &str) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port();
     let config = dir.path().join("auditlog.toml");
-    std::fs::write(&config, nats.node_toml(name, port) + extra).unwrap();
+    std::fs::write(
+        &config,
+        format!("{top}{}{extra}", nats.node_toml(name, port)),
+    )
+    .unwrap();
     let process = spawn(port, dir.path()).await;
     Node { process, port, dir }
 }
 
 /// The node in `dir` (`auditlog.toml`, `data/`) on `port`.
-async fn spawn(port: u16, dir: &Path) -> ServerProcess {
+pub(crate) async fn spawn(port: u16, dir: &Path) -> ServerProcess {
     let config = dir.join("auditlog.toml");
     ServerProcess::spawn_at(
         port,
@@ -70,9 +75,20 @@ pub(crate) async fn start_nodes(nats: &NatsCluster, n: usize) -> Vec<Node> {
 
 /// `n` nodes, each config ending with `extra`.
 pub(crate) async fn start_nodes_with(nats: &NatsCluster, n: usize, extra: &str) -> Vec<Node> {
+    start_nodes_around(nats, n, "", extra).await
+}
+
+/// `n` nodes, each config starting with the top-level keys `top` and
+/// ending with `extra`.
+pub(crate) async fn start_nodes_around(
+    nats: &NatsCluster,
+    n: usize,
+    top: &str,
+    extra: &str,
+) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 0..n {
-        nodes.push(start_node(nats, &format!("node{i}"), extra).await);
+        nodes.push(start_node(nats, &format!("node{i}"), top, extra).await);
     }
     nodes
 }

@@ -51,6 +51,11 @@ pub(crate) async fn run(
             outcome = follow(&js, &config, &store, &applied, &pos_path) => outcome,
         };
         match outcome {
+            Err(ClusterError::PurgedPast(reason)) => {
+                tracing::error!(error = %reason, "replica stopped");
+                failed(reason);
+                return;
+            }
             Err(ClusterError::Store(e)) => {
                 let reason = format!(
                     "the replica refused stream message {}: {e}; it no longer follows the \
@@ -83,6 +88,7 @@ async fn follow(
     let nats = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("following the stream: {e}"));
     let stream = js.get_stream(&config.stream).await.map_err(|e| nats(&e))?;
     let after = applied.load(Ordering::Acquire);
+    check_not_purged_past(&stream, after, store.head()).await?;
     let deliver_policy = if after == 0 {
         DeliverPolicy::All
     } else {
@@ -122,6 +128,37 @@ async fn follow(
             saved = Instant::now();
         }
     }
+}
+
+/// Refuses to follow a stream whose retention purge took messages this
+/// replica never applied: the first message left would start after the
+/// replica's `head`, and applying it would leave a gap. Messages purged
+/// that the replica holds anyway (`cluster.pos` is written lazily) are
+/// fine: the first one left is compared and skipped as usual.
+async fn check_not_purged_past(
+    stream: &async_nats::jetstream::stream::Stream,
+    after: u64,
+    head: u64,
+) -> Result<(), ClusterError> {
+    let first = stream.cached_info().state.first_sequence;
+    if first <= after + 1 {
+        return Ok(());
+    }
+    let message = stream.get_raw_message(first).await.map_err(|e| {
+        ClusterError::Nats(format!("reading the stream's first message {first}: {e}"))
+    })?;
+    let Some((first_record, _)) = super::retention::records_of(&message) else {
+        return Ok(());
+    };
+    if first_record <= head + 1 {
+        return Ok(());
+    }
+    Err(ClusterError::PurgedPast(format!(
+        "the stream now starts at seq {first_record} (retention purged the messages before \
+         stream message {first}), but this replica holds only up to seq {head}: the records \
+         in between are gone from the stream; seed this node's data directory from another \
+         node's (docs/cluster.md, \"A node that was down too long\")"
+    )))
 }
 
 fn read_pos(path: &Path) -> u64 {

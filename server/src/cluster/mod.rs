@@ -16,6 +16,8 @@
 //! - `forward.rs`: a follower forwarding writes to the leader.
 //! - `import.rs`: `--cluster-import`, a single node's log published into
 //!   an empty stream.
+//! - `retention.rs`: retention decided by the leader, and the stream's
+//!   storage reclaimed after a purge.
 //!
 //! [`Node`] is the handle `run` keeps: it connects in the background
 //! (health says NOT_SERVING until the stream and the bucket are set up and
@@ -35,6 +37,7 @@ mod import;
 mod gather;
 mod leader;
 mod lease;
+mod retention;
 mod stream;
 mod write;
 
@@ -93,6 +96,10 @@ pub enum ClusterError {
     /// A batch too large to publish as one message.
     #[error("{0}")]
     TooLarge(String),
+    /// The stream no longer holds records this replica needs (retention
+    /// purged them): the node must be seeded from another node.
+    #[error("{0}")]
+    PurgedPast(String),
 }
 
 impl ClusterError {
@@ -285,13 +292,21 @@ impl Node {
     }
 
     /// Why this node cannot take writes now (NATS unreachable, the stream
-    /// not set up), or `None`.
+    /// not set up, its replica stopped following the stream), or `None`.
     pub(crate) fn refusal(&self) -> Option<String> {
         if self.client.connection_state() != State::Connected {
             return Some(format!(
                 "cannot reach NATS at {}",
                 self.config.nats_urls.join(", ")
             ));
+        }
+        if let Some(why) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(why);
         }
         self.setup.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

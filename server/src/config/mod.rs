@@ -569,6 +569,19 @@ impl Config {
                     ),
                 });
             }
+            // Whichever node leads pseudonymises, and any node matches a
+            // data subject: a key generated into each data directory would
+            // give one person a token per node.
+            let c = &self.compliance;
+            if c.enabled && c.pseudonym_key.is_none() && c.pseudonym_key_file.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "compliance.pseudonym_key",
+                    reason: "in cluster mode every node must pseudonymise with the same key: set \
+                             compliance.pseudonym_key or pseudonym_key_file to one key shared \
+                             by every node"
+                        .into(),
+                });
+            }
         }
         Ok(())
     }

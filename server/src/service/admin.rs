@@ -44,8 +44,19 @@ impl AdminService for AdminSvc {
         let Some(max_age) = self.retention else {
             return Err(edge::retention_off());
         };
-        let store = self.audit.store()?;
-        let purge = store.apply_retention(max_age).await.map_err(status_of)?;
+        let running = self.audit.running()?;
+        let purge = match &running.cluster {
+            // Only the leader decides; a follower answers where it is.
+            Some(node) => node
+                .apply_retention(&running.store, max_age)
+                .await
+                .map_err(edge::cluster_status)?,
+            None => running
+                .store
+                .apply_retention(max_age)
+                .await
+                .map_err(status_of)?,
+        };
         Ok(Response::new(edge::retention_pb(purge)))
     }
 

@@ -237,6 +237,11 @@ impl Index {
         });
     }
 
+    /// The first indexed record.
+    pub(crate) fn first(&self) -> Option<&Meta> {
+        self.metas.first()
+    }
+
     /// The last indexed record.
     pub(crate) fn last(&self) -> Option<&Meta> {
         self.metas.last()

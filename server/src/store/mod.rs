@@ -209,6 +209,12 @@ impl Store {
             metrics,
         });
         trust::check_key(&shared, recovered.manifest_authentic)?;
+        if config.replica {
+            // A purge event applied before a crash cut its deletes short.
+            if let Err(e) = retention::settle(&shared) {
+                tracing::error!(error = %e, "finishing the last retention purge failed; retried at the next purge event");
+            }
+        }
         let last = shared.index().last().copied();
         let last = last.map(|m| {
             let signature = shared.read_record(&m).map(|r| r.signature);

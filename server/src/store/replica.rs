@@ -10,6 +10,8 @@
 //! and nothing of it is written. Applied groups go through the same write,
 //! `fdatasync`, index, broadcast and tree as the local writer's.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -17,7 +19,7 @@ use super::error::StoreError;
 use super::record::GENESIS;
 use super::shared::Shared;
 use super::signer::ChainHead;
-use super::{Receipt, Store, writer};
+use super::{Receipt, Store, retention, writer};
 
 impl Store {
     /// Appends a group of lines signed elsewhere (each ending in `\n`, byte
@@ -37,11 +39,26 @@ impl Store {
             return Err(self.shared.poison_error());
         }
         let (reply, answer) = oneshot::channel();
+        let purge = retention::may_hold_purge(&lines);
         self.sender()?
             .send(writer::Command::Apply(writer::Apply { lines, reply }))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)??;
+        if purge {
+            // The leader's purge event is durable and indexed here: delete
+            // what it covers. A failure leaves the files for the next purge
+            // event or the next start, which settle again.
+            let shared = Arc::clone(&self.shared);
+            let settled = tokio::task::spawn_blocking(move || retention::settle(&shared)).await;
+            match settled {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "applying a retention purge failed; retried at the next purge event or start")
+                }
+                Err(e) => tracing::error!(error = %e, "the retention purge task failed"),
+            }
+        }
         Ok(self.head())
     }
 

@@ -28,7 +28,7 @@ use super::error::StoreError;
 use super::head::HEAD_FILE;
 use super::manifest::{MANIFEST_FILE, SegmentEntry};
 use super::record::GENESIS;
-use super::retention::purge_point;
+use super::retention::verify_start;
 use super::shared::{LOG_FILE, Shared};
 use crate::keys::Keyring;
 use snapshot::{Item, snapshot};
@@ -62,7 +62,7 @@ pub(super) fn verify(
         .iter()
         .map(|c| (c.seq, c.signature.clone()))
         .collect();
-    let (start_seq, start_prev) = purge_point(shared)?.unwrap_or((1, GENESIS.to_owned()));
+    let (start_seq, start_prev) = verify_start(shared)?.unwrap_or((1, GENESIS.to_owned()));
     let snapshot = snapshot(&shared.dir, &shared.keyring)?;
 
     // Drop what a purge removed; skip (without reading) compressed segments

@@ -266,3 +266,67 @@ async fn wait_for_wakes_on_the_commit_or_says_how_far_behind() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_applies_a_purge_by_its_seq_range_whatever_its_own_segments() {
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    // The leader seals after 4 and 8 and purges both segments (1..=8); its
+    // purge event is seq 11.
+    let leader = open(wdir.path(), false, u64::MAX);
+    for n in 1..=10 {
+        leader.append(vec![event(n)]).await.unwrap();
+        if n == 4 || n == 8 {
+            leader.rotate(true).await.unwrap();
+        }
+    }
+    let groups: Vec<Vec<u8>> = (1..=10).map(|n| group(&leader, n, n)).collect();
+    let purge = leader
+        .apply_retention(std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((purge.through_seq, purge.event_seq), (8, 11));
+
+    // The replica sealed after 6 only: its first segment ends before the
+    // purge point, its active file straddles it.
+    let replica = open(rdir.path(), true, u64::MAX);
+    for (n, lines) in (1..=10).zip(groups) {
+        replica.apply(lines).await.unwrap();
+        if n == 6 {
+            replica.rotate(true).await.unwrap();
+        }
+    }
+    assert_eq!(replica.apply(group(&leader, 11, 11)).await.unwrap(), 11);
+    let served = |store: &Store| -> Vec<u64> {
+        (1..=11)
+            .filter(|&s| store.stored_line(s).unwrap().is_some())
+            .collect()
+    };
+    assert_eq!(served(&replica), vec![9, 10, 11]);
+    let gz = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                let name = e.as_ref().unwrap().file_name();
+                name.to_string_lossy().ends_with(".log.gz")
+            })
+            .count()
+    };
+    assert_eq!(gz(rdir.path()), 0, "the replica's segment 1..=6 is deleted");
+    // Verification checks what the replica still holds, 7..=11, from where
+    // its own files start.
+    let check = |store: &Store| {
+        let report = store.verify(0, 0, &[]).unwrap();
+        assert!(report.findings.is_empty(), "{:?}", report.findings);
+        assert_eq!(report.events_checked, 5);
+    };
+    check(&replica);
+    assert_eq!(replica.chain_head().unwrap(), leader.chain_head().unwrap());
+    // A re-delivered purge event changes nothing; a restart keeps it all.
+    replica.apply(group(&leader, 11, 11)).await.unwrap();
+    replica.shutdown();
+    drop(replica);
+    let replica = open(rdir.path(), true, u64::MAX);
+    assert_eq!(served(&replica), vec![9, 10, 11]);
+    check(&replica);
+}
