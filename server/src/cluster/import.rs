@@ -169,70 +169,71 @@ async fn publish(cluster: &ClusterConfig, store: &Arc<Store>) -> Result<u64, Clu
     let (role_tx, mut role) = watch::channel(Role::Unknown);
     let cancel = CancellationToken::new();
     let leasing = tokio::spawn(lease::run(lease, role_tx, cancel.clone()));
-    let published = async {
-        let taken = tokio::time::timeout(LEASE_WAIT, role.wait_for(|r| *r != Role::Unknown))
-            .await
-            .ok()
-            .and_then(|r| r.ok().map(|r| r.clone()));
-        match taken {
-            Some(Role::Leader { .. }) => {}
-            Some(Role::Follower {
-                leader: Some(holder),
-            }) => {
-                return Err(refuse(format!(
-                    "node {} ({}) holds the leader lease of stream {}: a cluster runs on it; \
+    let published =
+        async {
+            let taken = tokio::time::timeout(LEASE_WAIT, role.wait_for(|r| *r != Role::Unknown))
+                .await
+                .ok()
+                .and_then(|r| r.ok().map(|r| r.clone()));
+            match taken {
+                Some(Role::Leader { .. }) => {}
+                Some(Role::Follower {
+                    leader: Some(holder),
+                }) => {
+                    return Err(refuse(format!(
+                        "node {} ({}) holds the leader lease of stream {}: a cluster runs on it; \
                      stop every node, or import into a new stream (cluster.stream)",
-                    holder.node, holder.advertise, cluster.stream
-                )));
-            }
-            _ => {
-                return Err(refuse(format!(
-                    "cannot take the leader lease of stream {} within {LEASE_WAIT:?}: is NATS \
+                        holder.node, holder.advertise, cluster.stream
+                    )));
+                }
+                _ => {
+                    return Err(refuse(format!(
+                        "cannot take the leader lease of stream {} within {LEASE_WAIT:?}: is NATS \
                      at {} reachable?",
-                    cluster.stream,
-                    cluster.nats_urls.join(", ")
-                )));
+                        cluster.stream,
+                        cluster.nats_urls.join(", ")
+                    )));
+                }
             }
-        }
-        let state = stream
-            .info()
-            .await
-            .map_err(|e| ClusterError::Nats(format!("reading stream {}: {e}", cluster.stream)))?
-            .state
-            .clone();
-        if state.messages > 0 {
-            return Err(refuse(format!(
-                "stream {} already holds {} messages: an import only fills an empty stream; \
+            let state = stream
+                .info()
+                .await
+                .map_err(|e| ClusterError::Nats(format!("reading stream {}: {e}", cluster.stream)))?
+                .state
+                .clone();
+            if state.messages > 0 {
+                return Err(refuse(format!(
+                    "stream {} already holds {} messages: an import only fills an empty stream; \
                  name a new one in cluster.stream, or remove this one (nats stream rm {}) if \
                  nothing in it is needed",
-                cluster.stream, state.messages, cluster.stream
-            )));
-        }
-        let mut publisher = Publisher::after(
-            js.clone(),
-            cluster.stream.clone(),
-            cluster.subject(),
-            state.last_sequence,
-        );
-        let head = store.head();
-        let mut from = 1;
-        let mut messages = 0;
-        while from <= head {
-            if !matches!(*role.borrow(), Role::Leader { .. }) {
-                return Err(refuse(format!(
-                    "the leader lease was lost after records 1-{}; remove stream {} and import \
-                     again",
-                    from - 1,
-                    cluster.stream
+                    cluster.stream, state.messages, cluster.stream
                 )));
             }
-            let reading = Arc::clone(store);
-            let (lines, last) =
-                tokio::task::spawn_blocking(move || next_message(&reading, from, head))
-                    .await
-                    .map_err(|e| refuse(format!("reading the log: {e}")))??;
-            // One message already: `next_message` ends it where a batch ends.
-            publisher.publish(&lines, from, last, &[]).await.map_err(|e| {
+            let mut publisher = Publisher::after(
+                js.clone(),
+                cluster.stream.clone(),
+                cluster.subject(),
+                state.last_sequence,
+            );
+            let head = store.head();
+            let mut from = 1;
+            let mut messages = 0;
+            while from <= head {
+                if !matches!(*role.borrow(), Role::Leader { .. }) {
+                    return Err(refuse(format!(
+                        "the leader lease was lost after records 1-{}; remove stream {} and import \
+                     again",
+                        from - 1,
+                        cluster.stream
+                    )));
+                }
+                let reading = Arc::clone(store);
+                let (lines, last) =
+                    tokio::task::spawn_blocking(move || next_message(&reading, from, head))
+                        .await
+                        .map_err(|e| refuse(format!("reading the log: {e}")))??;
+                // One message already: `next_message` ends it where a batch ends.
+                publisher.publish(&lines, from, last, &[]).await.map_err(|e| {
                 refuse(format!(
                     "publishing records {from}-{last} failed ({e}); records 1-{} are in stream \
                      {}: remove it and import again",
@@ -240,12 +241,12 @@ async fn publish(cluster: &ClusterConfig, store: &Arc<Store>) -> Result<u64, Clu
                     cluster.stream
                 ))
             })?;
-            messages += 1;
-            from = last + 1;
+                messages += 1;
+                from = last + 1;
+            }
+            Ok(messages)
         }
-        Ok(messages)
-    }
-    .await;
+        .await;
     cancel.cancel();
     let _ = leasing.await;
     published

@@ -33,8 +33,8 @@
 mod config;
 mod follower;
 mod forward;
-mod import;
 mod gather;
+mod import;
 mod leader;
 mod lease;
 mod retention;
@@ -307,6 +307,14 @@ impl Node {
             .clone()
         {
             return Some(why);
+        }
+        let behind = self.behind.load(Ordering::Acquire);
+        if behind > self.config.max_replica_lag {
+            return Some(format!(
+                "this node's replica is {behind} events behind the stream (more than \
+                 cluster.max_replica_lag = {}); it is catching up",
+                self.config.max_replica_lag
+            ));
         }
         self.setup.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
