@@ -133,8 +133,15 @@ async fn a_deposed_leader_cannot_append() {
             .is_none()
     );
 
+    // Lines shaped like records: a message's id names its last signature.
+    let (r12, r3, x3) = (
+        format!("{}{}", line(1, 'a'), line(2, 'b')),
+        line(3, 'c'),
+        line(3, 'd'),
+    );
+    let (r12, r3, x3) = (r12.as_bytes(), r3.as_bytes(), x3.as_bytes());
     let mut old = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 0);
-    old.publish(b"r1\nr2\n", 1, 2, &[]).await.unwrap();
+    old.publish(r12, 1, 2, &[]).await.unwrap();
     assert_eq!(old.last(), 1);
 
     // A new leader reads the tail and continues; the old one, which still
@@ -143,15 +150,15 @@ async fn a_deposed_leader_cannot_append() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((tail.stream_seq, &tail.lines[..]), (1, &b"r1\nr2\n"[..]));
+    assert_eq!((tail.stream_seq, &tail.lines[..]), (1, r12));
     let mut new = Publisher::after(
         js.clone(),
         config.stream.clone(),
         config.subject(),
         tail.stream_seq,
     );
-    new.publish(b"r3\n", 3, 3, &[]).await.unwrap();
-    match old.publish(b"x3\n", 3, 3, &[]).await {
+    new.publish(r3, 3, 3, &[]).await.unwrap();
+    match old.publish(x3, 3, 3, &[]).await {
         Err(ClusterError::Deposed(_)) => {}
         other => panic!("the deposed leader's publish gave {other:?}"),
     }
@@ -159,13 +166,13 @@ async fn a_deposed_leader_cannot_append() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((tail.stream_seq, &tail.lines[..]), (2, &b"r3\n"[..]));
+    assert_eq!((tail.stream_seq, &tail.lines[..]), (2, r3));
 
     // The same group again from a leader that had not seen its
     // acknowledgement (a retry after a lost ack) is recognised as stored,
     // not appended twice.
     let mut retry = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 1);
-    retry.publish(b"r3\n", 3, 3, &[]).await.unwrap();
+    retry.publish(r3, 3, 3, &[]).await.unwrap();
     assert_eq!(retry.last(), 2);
     let info = js
         .get_stream(&config.stream)
@@ -175,6 +182,15 @@ async fn a_deposed_leader_cannot_append() {
         .await
         .unwrap();
     assert_eq!(info.state.messages, 2);
+}
+
+/// A line with the fields `RecordHead::peek` reads, signed `sig`.
+fn line(seq: u64, sig: char) -> String {
+    format!(
+        "{{\"seq\":{seq},\"key_id\":\"k1\",\"prev\":\"{}\",\"signature\":\"{}\"}}\n",
+        "0".repeat(64),
+        sig.to_string().repeat(64)
+    )
 }
 
 #[tokio::test]
