@@ -1,6 +1,7 @@
 //! The `auditlog-server` binary as an operator runs it: configuration errors
-//! name the offending key; `--listen` takes a host name. (SIGTERM under load, and a second signal, are
-//! `shutdown.rs`.)
+//! name the offending key; `--listen` takes a host name; the binary the
+//! tests spawn is built like their own server, fault injection included.
+//! (SIGTERM under load, and a second signal, are `shutdown.rs`.)
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -88,6 +89,23 @@ async fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
     // The OS releases the lock of a process that died: no stale lock.
     first.kill9();
     let _second = ServerProcess::spawn(&data).await;
+}
+
+/// `common::workspace_bin` builds the binaries with the features the test
+/// build resolved, so the spawned server has the `fault-injection` hooks
+/// (a dev-dependency feature): a file `FAIL_NEXT_FSYNC` fails the next
+/// fdatasync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_spawned_binary_has_the_test_builds_fault_injection() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    let event = || auditlog_client::NewEvent::new("lead_created");
+    client.log(event()).await.unwrap();
+    std::fs::write(dir.path().join("FAIL_NEXT_FSYNC"), b"").unwrap();
+    let e = client.log(event()).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+    assert!(e.to_string().contains("fsync"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,24 +9,65 @@ use std::time::Duration;
 
 /// The path of a workspace binary. The workspace's binaries are built (or
 /// found up to date) once per test process, so a test never runs a stale
-/// binary, also when run alone (`cargo test --test cli` does not build the
-/// other packages' binaries by itself).
+/// binary, also when run alone: `cargo test --test cli` builds no binary of
+/// the packages that own them (`auditlog-server`, `auditlog-client`), and
+/// cargo sets `CARGO_BIN_EXE_*` only for a package's own binaries, which
+/// the package owning `tests/` has none of.
+///
+/// The nested build must ask for what the test build compiled, else each
+/// rebuilds what the other built and every run recompiles half the tree
+/// (minutes on two cores); see [`nested_build`].
 pub(crate) fn workspace_bin(_package: &str, name: &str) -> PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     // Test binaries live in target/<profile>/deps; binaries one level up.
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
     BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "-q", "--workspace", "--bins"]);
-        if dir.file_name().is_some_and(|n| n == "release") {
-            build.arg("--release");
-        }
-        let status = build.status().unwrap();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let status = nested_build(release).status().unwrap();
         assert!(status.success(), "building the workspace binaries failed");
     });
     dir.join(name)
+}
+
+/// `cargo build --workspace --bins --examples`, quiet, in the environment
+/// cargo would have without this test process:
+/// - `--examples` makes cargo resolve features with the dev-dependencies,
+///   as `cargo test` does, so the server binary has `fault-injection` (a
+///   dev-dependency feature) and every library the binaries link is the
+///   test build's own, not a second copy with other features. (The one
+///   example is built by `cargo test` anyway.)
+/// - The variables cargo sets for the running test (`CARGO_MANIFEST_DIR`,
+///   `CARGO_PKG_*`, `OUT_DIR`, ...) are removed: build scripts that watch
+///   them (ring's does) would otherwise rerun, and with them every crate
+///   above, here and again in the next `cargo test`.
+fn nested_build(release: bool) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-q", "--workspace", "--bins", "--examples"]);
+    if release {
+        build.arg("--release");
+    }
+    for (key, _) in std::env::vars_os() {
+        if set_by_cargo_for_the_test(&key.to_string_lossy()) {
+            build.env_remove(key);
+        }
+    }
+    build
+}
+
+/// Whether `key` is one of the variables cargo sets for a crate it runs
+/// (rather than one that configures cargo, such as `CARGO_TARGET_DIR`).
+fn set_by_cargo_for_the_test(key: &str) -> bool {
+    const EXACT: [&str; 5] = [
+        "OUT_DIR",
+        "CARGO_CRATE_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+    ];
+    const PREFIXES: [&str; 3] = ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_BIN_"];
+    EXACT.contains(&key) || PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 /// The `auditlog` CLI binary (built if missing, as [`workspace_bin`] does).
