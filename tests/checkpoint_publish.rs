@@ -11,12 +11,13 @@
 
 mod common;
 
-use auditlog_client::NewEvent;
-use auditlog_client::proof::VerifierKey;
-use auditlog_server::config::{EmailConfig, Secret, Security, Start, WebhookConfig};
+use auditlog_server::config::{
+    CheckpointsConfig, EmailConfig, Secret, Security, Start, WebhookConfig,
+};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use common::endpoints::{HttpEndpoint, Request, SmtpServer};
+use common::witness::{log_leads, trusted_key};
 use common::{TestServer, wait_until};
 use hmac::Mac as _;
 
@@ -32,21 +33,9 @@ async fn the_signed_checkpoint_reaches_the_file_and_the_history() {
         c.checkpoints.history_file = Some(h);
     })
     .await;
-    let key = VerifierKey::parse(
-        &auditlog_server::verifier_key(&auditlog_server::Config {
-            data_dir: server.data_dir.clone(),
-            ..auditlog_server::Config::default()
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let key = trusted_key(&server.data_dir);
     let client = server.client().await;
-    for n in 1..=3 {
-        client
-            .log(NewEvent::lead_ingested(format!("L-{n}"), "webform"))
-            .await
-            .unwrap();
-    }
+    log_leads(&client, "L", 1, 3).await;
     let pushed = wait_until("a checkpoint of 3 records in the file", || async {
         let text = std::fs::read_to_string(&file).map_err(|e| e.to_string())?;
         let c = key.open_checkpoint(&text).map_err(|e| e.to_string())?;
@@ -94,19 +83,9 @@ async fn the_signed_checkpoint_is_mailed_to_an_opted_in_alert_channel() {
         });
     })
     .await;
-    let key = VerifierKey::parse(
-        &auditlog_server::verifier_key(&auditlog_server::Config {
-            data_dir: server.data_dir.clone(),
-            ..auditlog_server::Config::default()
-        })
-        .unwrap(),
-    )
-    .unwrap();
+    let key = trusted_key(&server.data_dir);
     let client = server.client().await;
-    client
-        .log(NewEvent::lead_ingested("L-1", "webform"))
-        .await
-        .unwrap();
+    log_leads(&client, "L", 1, 1).await;
     let mails = smtp.wait_for(1).await;
     let mail = &mails[0];
     assert!(
@@ -125,25 +104,26 @@ async fn the_signed_checkpoint_is_mailed_to_an_opted_in_alert_channel() {
     assert_eq!(c.size, 1);
 }
 
+/// What validating a configuration with `checkpoints` says.
+fn refusal(checkpoints: CheckpointsConfig) -> String {
+    let config = auditlog_server::Config {
+        checkpoints,
+        ..auditlog_server::Config::default()
+    };
+    config.validate().unwrap_err().to_string()
+}
+
 #[tokio::test]
 async fn a_zero_interval_is_refused_naming_the_key() {
-    let config = auditlog_server::Config {
-        checkpoints: auditlog_server::config::CheckpointsConfig {
-            publish_interval_secs: 0,
-            ..Default::default()
-        },
-        ..auditlog_server::Config::default()
-    };
-    let e = config.validate().unwrap_err().to_string();
+    let e = refusal(CheckpointsConfig {
+        publish_interval_secs: 0,
+        ..Default::default()
+    });
     assert!(e.contains("checkpoints.publish_interval_secs"), "{e}");
-    let config = auditlog_server::Config {
-        checkpoints: auditlog_server::config::CheckpointsConfig {
-            alert_channels: vec!["pager".into()],
-            ..Default::default()
-        },
-        ..auditlog_server::Config::default()
-    };
-    let e = config.validate().unwrap_err().to_string();
+    let e = refusal(CheckpointsConfig {
+        alert_channels: vec!["pager".into()],
+        ..Default::default()
+    });
     assert!(
         e.contains("checkpoints.alert_channels") && e.contains("pager"),
         "{e}"
@@ -187,18 +167,8 @@ async fn the_signed_checkpoint_is_posted_to_a_webhook_and_the_latest_supersedes(
     })
     .await;
     let client = server.client().await;
-    let key = VerifierKey::parse(
-        &auditlog_server::verifier_key(&auditlog_server::Config {
-            data_dir: server.data_dir.clone(),
-            ..auditlog_server::Config::default()
-        })
-        .unwrap(),
-    )
-    .unwrap();
-    client
-        .log(NewEvent::lead_ingested("L-1", "webform"))
-        .await
-        .unwrap();
+    let key = trusted_key(&server.data_dir);
+    log_leads(&client, "L", 1, 1).await;
     wait_until("the checkpoint of 1 record tried", || async {
         let requests = hook.requests();
         match checkpoint_messages(&requests).first() {
@@ -207,12 +177,7 @@ async fn the_signed_checkpoint_is_posted_to_a_webhook_and_the_latest_supersedes(
         }
     })
     .await;
-    for n in 2..=3 {
-        client
-            .log(NewEvent::lead_ingested(format!("L-{n}"), "webform"))
-            .await
-            .unwrap();
-    }
+    log_leads(&client, "L", 2, 3).await;
     wait_until("the checkpoint of 3 records tried", || async {
         let requests = hook.requests();
         let sizes: Vec<u64> = checkpoint_messages(&requests).iter().map(|m| m.0).collect();
@@ -276,14 +241,10 @@ async fn the_signed_checkpoint_is_posted_to_a_webhook_and_the_latest_supersedes(
 
 #[tokio::test]
 async fn a_checkpoint_webhook_must_name_an_endpoint() {
-    let config = auditlog_server::Config {
-        checkpoints: auditlog_server::config::CheckpointsConfig {
-            webhooks: vec!["nowhere".into()],
-            ..Default::default()
-        },
-        ..auditlog_server::Config::default()
-    };
-    let e = config.validate().unwrap_err().to_string();
+    let e = refusal(CheckpointsConfig {
+        webhooks: vec!["nowhere".into()],
+        ..Default::default()
+    });
     assert!(
         e.contains("checkpoints.webhooks") && e.contains("nowhere"),
         "{e}"

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use common::cluster::{
-    Node, index_of, leader, lease, new_leader, start_nodes, start_nodes_with, wait_all_at,
+    Acked, Node, assert_same_whole_log, failover_client, index_of, leader, lease, new_leader,
+    start_nodes, start_nodes_with, wait_acked, wait_all_at,
 };
 use common::endpoints::closed_port;
 use common::{
@@ -296,27 +297,9 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_re
     let mut nodes = start_nodes(&nats, 3).await;
     let js = jetstream::new(nats.client().await);
     let leader_at = index_of(&nodes, leader(&js, &nodes).await.url());
-    // Every node's address, and retries long enough to outlast a takeover.
-    let client = auditlog_client::Client::builder()
-        .nodes(nodes.iter().map(|n| n.url().to_owned()))
-        .retry(auditlog_client::Retry {
-            attempts: 60,
-            first_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(500),
-        })
-        .connect()
-        .await
-        .unwrap();
+    let client = failover_client(&nodes).await;
     let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
-    wait_until("some writes before the kill", || async {
-        let n = acked.lock().unwrap().len();
-        if n >= WRITERS * 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} acked"))
-        }
-    })
-    .await;
+    wait_acked(&acked, WRITERS * 2, "some writes before the kill").await;
     nodes[leader_at].process.kill9();
     for writer in writers {
         writer.await.unwrap();
@@ -331,27 +314,6 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_event_and_writes_re
     assert_same_whole_log(&survivors, &acked).await;
 }
 
-/// Every node holds exactly the `acked` events, once each, verifies, and
-/// reports the same head signature.
-async fn assert_same_whole_log(nodes: &[Node], acked: &[auditlog_client::pb::Receipt]) {
-    let head = acked.len();
-    // A deposed leader that acknowledged what its successor had stored
-    // under the same seqs would show here first.
-    let seqs: std::collections::BTreeSet<u64> = acked.iter().map(|r| r.seq).collect();
-    assert_eq!(seqs.len(), head, "two acknowledged writes got the same seq");
-    wait_all_at(nodes, head as u64).await;
-    let mut heads = Vec::new();
-    for node in nodes {
-        let events = common::assert_whole(&node.client().await, acked).await;
-        let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        assert_eq!(keys.len(), head, "an event was written twice");
-        heads.push(node.client().await.verify().await.unwrap().head_signature);
-    }
-    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
-}
-
 #[tokio::test]
 async fn a_paused_leader_resumed_after_a_takeover_appends_nothing_and_catches_up() {
     const WRITERS: usize = 8;
@@ -364,26 +326,9 @@ async fn a_paused_leader_resumed_after_a_takeover_appends_nothing_and_catches_up
     let js = jetstream::new(nats.client().await);
     let (old, old_at, term) = wait_until("a leader", || lease(&js)).await;
     let paused = index_of(&nodes, &old_at);
-    let client = auditlog_client::Client::builder()
-        .nodes(nodes.iter().map(|n| n.url().to_owned()))
-        .retry(auditlog_client::Retry {
-            attempts: 60,
-            first_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(500),
-        })
-        .connect()
-        .await
-        .unwrap();
+    let client = failover_client(&nodes).await;
     let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
-    wait_until("some writes before the pause", || async {
-        let n = acked.lock().unwrap().len();
-        if n >= WRITERS {
-            Ok(())
-        } else {
-            Err(format!("{n} acked"))
-        }
-    })
-    .await;
+    wait_acked(&acked, WRITERS, "some writes before the pause").await;
     nodes[paused].process.signal("STOP");
     let (new, advertise, new_term) = new_leader(&js, &old, term).await;
     // Writes the paused leader knows nothing of.
@@ -403,8 +348,6 @@ async fn a_paused_leader_resumed_after_a_takeover_appends_nothing_and_catches_up
     assert_eq!(lease(&js).await.unwrap(), (new, advertise, new_term));
     assert_same_whole_log(&nodes, &acked).await;
 }
-
-type Acked = std::sync::Arc<std::sync::Mutex<Vec<auditlog_client::pb::Receipt>>>;
 
 /// `writers` tasks each writing `each` events with their own idempotency
 /// keys (from `first`), retrying each until it is acknowledged; the
@@ -458,15 +401,7 @@ async fn killing_one_nats_server_under_load_loses_nothing_and_it_catches_up() {
         .await
         .unwrap();
     let (acked, writers) = spawn_writers(&client, WRITERS, EACH, 0);
-    wait_until("some writes before the kill", || async {
-        let n = acked.lock().unwrap().len();
-        if n >= WRITERS * 2 {
-            Ok(())
-        } else {
-            Err(format!("{n} acked"))
-        }
-    })
-    .await;
+    wait_acked(&acked, WRITERS * 2, "some writes before the kill").await;
     nats.kill9(1);
     for writer in writers {
         writer.await.unwrap();

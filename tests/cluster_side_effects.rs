@@ -14,12 +14,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use auditlog_client::pb;
-use common::cluster::{Node, index_of, lease, new_leader, start_nodes_with, wait_all_at};
+use common::cluster::{
+    Acked, Node, failover_client, index_of, lease, new_leader, start_nodes_with, wait_acked,
+    wait_all_at,
+};
 use common::endpoints::HttpEndpoint;
 use common::{NatsCluster, keyed, wait_until, wait_until_within};
 
@@ -122,17 +125,8 @@ async fn webhooks_go_out_once_from_the_leader_and_at_least_once_across_its_death
     .await;
 
     // Keyed writers through any node; the leader dies under them.
-    let client = auditlog_client::Client::builder()
-        .nodes(nodes.iter().map(|n| n.url().to_owned()))
-        .retry(auditlog_client::Retry {
-            attempts: 60,
-            first_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_millis(500),
-        })
-        .connect()
-        .await
-        .unwrap();
-    let more = Arc::new(Mutex::new(Vec::new()));
+    let client = failover_client(&nodes).await;
+    let more = Acked::default();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let (client, more) = (client.clone(), Arc::clone(&more));
@@ -150,13 +144,7 @@ async fn webhooks_go_out_once_from_the_leader_and_at_least_once_across_its_death
             }
         }));
     }
-    wait_until("some writes before the kill", || async {
-        match more.lock().unwrap().len() {
-            n if n >= WRITERS * 2 => Ok(()),
-            n => Err(format!("{n} acked")),
-        }
-    })
-    .await;
+    wait_acked(&more, WRITERS * 2, "some writes before the kill").await;
     nodes[leader_at].process.kill9();
     let (_, advertise, _) = new_leader(&js, &first_leader, term).await;
     let new_at = index_of(&nodes, &advertise);

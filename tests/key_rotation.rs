@@ -14,38 +14,8 @@ mod common;
 use std::path::Path;
 
 use auditlog_client::proof::VerifierKey;
-use auditlog_client::{Client, NewEvent};
-use common::{TestServer, cli, piped_command, wait_until, workspace_bin};
-
-async fn log_n(client: &Client, from: u64, to: u64) {
-    for n in from..=to {
-        client
-            .log(NewEvent::lead_ingested(format!("LEAD-{n}"), "webform"))
-            .await
-            .unwrap();
-    }
-}
-
-fn key_text(dir: &Path) -> String {
-    auditlog_server::verifier_key(&auditlog_server::Config {
-        data_dir: dir.to_path_buf(),
-        ..auditlog_server::Config::default()
-    })
-    .unwrap()
-}
-
-/// Waits until the server's latest checkpoint, checked with `key`, holds
-/// `size` records.
-async fn signed_at(client: &Client, key: &str, size: u64) {
-    let key = VerifierKey::parse(key).unwrap();
-    wait_until(&format!("a checkpoint of {size} records"), || async {
-        match client.verified_checkpoint(&key, true).await {
-            Ok(c) if c.checkpoint.size == size => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-}
+use common::witness::{log_leads, signed_at, verifier_key, witness_round};
+use common::{TestServer, cli, piped_command, workspace_bin};
 
 /// `auditlog-server --rotate-checkpoint-key --data-dir DIR`: exit code,
 /// stdout, stderr. It only takes the directory's lock and rewrites key
@@ -64,28 +34,18 @@ fn rotate(dir: &Path) -> (i32, String, String) {
     )
 }
 
-/// One round of the witness with each of `keys`.
-async fn witness(url: &str, keys: &[&str], state: &Path) -> (i32, String, String) {
-    let mut args = vec!["checkpoint", "watch", "--state", state.to_str().unwrap()];
-    for key in keys {
-        args.extend(["--key", key]);
-    }
-    args.push("--once");
-    cli(url, &args).await
-}
-
 #[tokio::test]
 async fn the_witness_follows_a_rotation_and_old_bundles_still_verify() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let old_key = key_text(&server.data_dir);
+    let old_key = verifier_key(&server.data_dir);
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("kept.note");
     let bundle = scratch.path().join("before.bundle.json");
 
-    log_n(&client, 1, 3).await;
+    log_leads(&client, "LEAD", 1, 3).await;
     signed_at(&client, &old_key, 3).await;
-    let (code, out, err) = witness(&server.url, &[&old_key], &state).await;
+    let (code, out, err) = witness_round(&server.url, &[&old_key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = cli(
         &server.url,
@@ -113,7 +73,7 @@ async fn the_witness_follows_a_rotation_and_old_bundles_still_verify() {
         .await;
     let (code, out, err) = rotated;
     assert_eq!(code, 0, "{out}{err}");
-    let new_key = key_text(&server.data_dir);
+    let new_key = verifier_key(&server.data_dir);
     assert_ne!(new_key, old_key);
     assert!(
         out.contains("tree size 3")
@@ -141,9 +101,9 @@ async fn the_witness_follows_a_rotation_and_old_bundles_still_verify() {
     }
 
     // The witness trusts the old key only, and follows.
-    log_n(&client, 4, 5).await;
+    log_leads(&client, "LEAD", 4, 5).await;
     signed_at(&client, &new_key, 5).await;
-    let (code, out, err) = witness(&server.url, &[&old_key], &state).await;
+    let (code, out, err) = witness_round(&server.url, &[&old_key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("followed the key rotation at tree size 3") && out.contains("tree size 5"),
@@ -156,9 +116,9 @@ async fn the_witness_follows_a_rotation_and_old_bundles_still_verify() {
         .unwrap();
     assert_eq!(c.size, 5);
     // A later run, still given the old key only, trusts the followed one.
-    log_n(&client, 6, 6).await;
+    log_leads(&client, "LEAD", 6, 6).await;
     signed_at(&client, &new_key, 6).await;
-    let (code, out, err) = witness(&server.url, &[&old_key], &state).await;
+    let (code, out, err) = witness_round(&server.url, &[&old_key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("tree size 6") && out.contains("extends"),
@@ -184,12 +144,12 @@ async fn the_witness_follows_a_rotation_and_old_bundles_still_verify() {
 async fn a_checkpoint_under_an_unknown_key_without_handover_is_refused() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let old_key = key_text(&server.data_dir);
+    let old_key = verifier_key(&server.data_dir);
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("kept.note");
-    log_n(&client, 1, 2).await;
+    log_leads(&client, "LEAD", 1, 2).await;
     signed_at(&client, &old_key, 2).await;
-    let (code, out, err) = witness(&server.url, &[&old_key], &state).await;
+    let (code, out, err) = witness_round(&server.url, &[&old_key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
 
     // The key replaced by hand: no handover.
@@ -204,10 +164,10 @@ async fn a_checkpoint_under_an_unknown_key_without_handover_is_refused() {
         )
         .await;
     let client = server.client().await;
-    let new_key = key_text(&server.data_dir);
-    log_n(&client, 3, 3).await;
+    let new_key = verifier_key(&server.data_dir);
+    log_leads(&client, "LEAD", 3, 3).await;
     signed_at(&client, &new_key, 3).await;
-    let (code, out, err) = witness(&server.url, &[&old_key], &state).await;
+    let (code, out, err) = witness_round(&server.url, &[&old_key], &state, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
@@ -218,7 +178,7 @@ async fn a_checkpoint_under_an_unknown_key_without_handover_is_refused() {
     assert!(kept.contains("\n2\n"), "nothing refused is kept: {kept}");
 
     // Given the new key explicitly, the witness takes it: the log only grew.
-    let (code, out, err) = witness(&server.url, &[&old_key, &new_key], &state).await;
+    let (code, out, err) = witness_round(&server.url, &[&old_key, &new_key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("tree size 3"), "{out}");
 }

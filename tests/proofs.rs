@@ -18,62 +18,26 @@ mod common;
 
 use auditlog_client::pb::ProblemKind;
 use auditlog_client::proof::{
-    Hash, NoteError, VerifierKey, leaf_hash, root_of, verify_consistency, verify_inclusion,
+    NoteError, VerifierKey, leaf_hash, root_of, verify_consistency, verify_inclusion,
 };
-use auditlog_client::{Client, NewEvent, VerifiedCheckpoint};
+use auditlog_client::{Client, VerifiedCheckpoint};
+use common::witness::{
+    checkpoint_of, file_leaves, log_leads, other_logs_key, proof_hashes, trusted_key, verifier_key,
+};
 use common::{
     TEST_KEY, TestServer, cli, edit_line, problems, read_lines, resign, tamper, wait_until,
     with_test_key, workspace_bin,
 };
 use tonic::Code;
 
-async fn log_n(client: &Client, from: u64, to: u64) {
-    for n in from..=to {
-        client
-            .log(NewEvent::lead_ingested(format!("LEAD-{n}"), "webform"))
-            .await
-            .unwrap();
-    }
-}
-
-/// The verifier key of the server on `dir`, as `--print-verifier-key`
-/// prints it.
-fn trusted_key(dir: &std::path::Path) -> VerifierKey {
-    let config = auditlog_server::Config {
-        data_dir: dir.to_path_buf(),
-        ..auditlog_server::Config::default()
-    };
-    VerifierKey::parse(&auditlog_server::verifier_key(&config).unwrap()).unwrap()
-}
-
-/// A checkpoint, checked with `key`, once one covers `size` records.
-async fn checkpoint_of(client: &Client, key: &VerifierKey, size: u64) -> VerifiedCheckpoint {
-    wait_until(&format!("a checkpoint of {size} records"), || async {
-        let c = client.verified_checkpoint(key, true).await;
-        match c {
-            Ok(c) if c.checkpoint.size == size => Ok(c),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await
-}
-
-/// The leaf hashes of the lines in `audit.log`, computed here.
-fn file_leaves(server: &TestServer) -> Vec<Hash> {
-    read_lines(&server.log_path())
-        .iter()
-        .map(|l| leaf_hash(l.as_bytes()))
-        .collect()
-}
-
 #[tokio::test]
 async fn records_are_proved_with_the_verifier_key_alone() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let key = trusted_key(&server.data_dir);
-    log_n(&client, 1, 10).await;
+    log_leads(&client, "LEAD", 1, 10).await;
     let old = checkpoint_of(&client, &key, 10).await;
-    log_n(&client, 11, 23).await;
+    log_leads(&client, "LEAD", 11, 23).await;
     let new = checkpoint_of(&client, &key, 23).await;
 
     let leaves = file_leaves(&server);
@@ -86,11 +50,7 @@ async fn records_are_proved_with_the_verifier_key_alone() {
         let proven = client.prove_inclusion(seq, &key).await.unwrap();
         assert_eq!(leaf_hash(&proven.line), leaves[seq as usize - 1]);
         let proof = client.inclusion_proof(seq, 23).await.unwrap();
-        let hashes: Vec<Hash> = proof
-            .hashes
-            .iter()
-            .map(|h| h.as_slice().try_into().unwrap())
-            .collect();
+        let hashes = proof_hashes(&proof.hashes);
         verify_inclusion(
             seq - 1,
             23,
@@ -106,11 +66,7 @@ async fn records_are_proved_with_the_verifier_key_alone() {
 
     let proof = client.consistency_proof(10, 0).await.unwrap();
     assert_eq!(proof.second_size, 23);
-    let hashes: Vec<Hash> = proof
-        .hashes
-        .iter()
-        .map(|h| h.as_slice().try_into().unwrap())
-        .collect();
+    let hashes = proof_hashes(&proof.hashes);
     verify_consistency(10, 23, &old.checkpoint.root, &new.checkpoint.root, &hashes).unwrap();
     let mut bad = hashes.clone();
     bad[0][0] ^= 1;
@@ -121,7 +77,7 @@ async fn records_are_proved_with_the_verifier_key_alone() {
 async fn a_wrong_key_or_another_logs_checkpoint_is_refused() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    log_n(&client, 1, 3).await;
+    log_leads(&client, "LEAD", 1, 3).await;
     let key = trusted_key(&server.data_dir);
     checkpoint_of(&client, &key, 3).await;
 
@@ -140,7 +96,7 @@ async fn a_wrong_key_or_another_logs_checkpoint_is_refused() {
     let renamed =
         TestServer::start_with(|c| c.checkpoint_origin = Some("auditlog/elsewhere".into())).await;
     let renamed_client = renamed.client().await;
-    log_n(&renamed_client, 1, 1).await;
+    log_leads(&renamed_client, "LEAD", 1, 1).await;
     let note = wait_until("the renamed log's first checkpoint", || async {
         renamed_client
             .checkpoint(true)
@@ -161,7 +117,7 @@ async fn bad_requests_get_statuses_that_say_what_to_fix() {
     let client = server.client().await;
     let err = client.checkpoint(false).await.unwrap_err();
     assert_eq!(err.code(), Some(Code::FailedPrecondition), "{err}");
-    log_n(&client, 1, 5).await;
+    log_leads(&client, "LEAD", 1, 5).await;
     let key = trusted_key(&server.data_dir);
     checkpoint_of(&client, &key, 5).await;
 
@@ -187,25 +143,21 @@ async fn the_checkpoint_and_tree_survive_a_restart_and_rotation() {
     let server = TestServer::start().await;
     let client = server.client().await;
     let key = trusted_key(&server.data_dir);
-    log_n(&client, 1, 7).await;
+    log_leads(&client, "LEAD", 1, 7).await;
     client.rotate(true).await.unwrap();
-    log_n(&client, 8, 9).await;
+    log_leads(&client, "LEAD", 8, 9).await;
     let before = checkpoint_of(&client, &key, 9).await;
     let server = server.restart(|_| {}).await;
     let client = server.client().await;
     let kept = client.verified_checkpoint(&key, false).await.unwrap();
     assert_eq!(kept, before);
-    log_n(&client, 10, 12).await;
+    log_leads(&client, "LEAD", 10, 12).await;
     let after = checkpoint_of(&client, &key, 12).await;
     for seq in [1, 7, 8, 12] {
         client.prove_inclusion(seq, &key).await.unwrap();
     }
     let proof = client.consistency_proof(9, 12).await.unwrap();
-    let hashes: Vec<Hash> = proof
-        .hashes
-        .iter()
-        .map(|h| h.as_slice().try_into().unwrap())
-        .collect();
+    let hashes = proof_hashes(&proof.hashes);
     verify_consistency(
         9,
         12,
@@ -220,14 +172,10 @@ async fn the_checkpoint_and_tree_survive_a_restart_and_rotation() {
 async fn the_cli_checks_checkpoints_and_proofs_against_the_key() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    log_n(&client, 1, 4).await;
+    log_leads(&client, "LEAD", 1, 4).await;
     let key = trusted_key(&server.data_dir);
     checkpoint_of(&client, &key, 4).await;
-    let key_text = auditlog_server::verifier_key(&auditlog_server::Config {
-        data_dir: server.data_dir.clone(),
-        ..auditlog_server::Config::default()
-    })
-    .unwrap();
+    let key_text = verifier_key(&server.data_dir);
 
     let (code, out, err) = cli(&server.url, &["checkpoint", "--key", &key_text]).await;
     assert_eq!(code, 0, "{out}{err}");
@@ -248,7 +196,7 @@ async fn the_cli_checks_checkpoints_and_proofs_against_the_key() {
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     let old = server.data_dir.join("old.note");
     std::fs::write(&old, json["note"].as_str().unwrap()).unwrap();
-    log_n(&client, 5, 6).await;
+    log_leads(&client, "LEAD", 5, 6).await;
     checkpoint_of(&client, &key, 6).await;
     let old_path = old.to_str().unwrap();
     let (code, out, err) = cli(
@@ -263,12 +211,7 @@ async fn the_cli_checks_checkpoints_and_proofs_against_the_key() {
     );
 
     // A key of another log: one line, exit non-zero.
-    let other = TestServer::start().await;
-    let other_key = auditlog_server::verifier_key(&auditlog_server::Config {
-        data_dir: other.data_dir.clone(),
-        ..auditlog_server::Config::default()
-    })
-    .unwrap();
+    let other_key = other_logs_key().await;
     let (code, out, err) = cli(
         &server.url,
         &["proof", "inclusion", "3", "--key", &other_key],
@@ -283,11 +226,7 @@ async fn the_cli_checks_checkpoints_and_proofs_against_the_key() {
 async fn assert_consistent(client: &Client, old: &VerifiedCheckpoint, new: &VerifiedCheckpoint) {
     let (first, second) = (old.checkpoint.size, new.checkpoint.size);
     let proof = client.consistency_proof(first, second).await.unwrap();
-    let hashes: Vec<Hash> = proof
-        .hashes
-        .iter()
-        .map(|h| h.as_slice().try_into().unwrap())
-        .collect();
+    let hashes = proof_hashes(&proof.hashes);
     verify_consistency(
         first,
         second,
@@ -311,12 +250,12 @@ async fn proofs_go_on_across_seqs_cut_from_the_log() {
     let server = TestServer::start_with(with_test_key).await;
     let client = server.client().await;
     let key = trusted_key(&server.data_dir);
-    log_n(&client, 1, 5).await;
+    log_leads(&client, "LEAD", 1, 5).await;
     let before = checkpoint_of(&client, &key, 5).await;
     let cut = |dir: &std::path::Path| tamper(&dir.join("audit.log"), |lines| lines.truncate(3));
     let server = server.restart_after(cut, with_test_key).await;
     let client = server.client().await;
-    log_n(&client, 6, 7).await;
+    log_leads(&client, "LEAD", 6, 7).await;
     let after = checkpoint_of(&client, &key, 7).await;
     assert_consistent(&client, &before, &after).await;
     let lines = read_lines(&server.log_path());
@@ -378,7 +317,7 @@ async fn proofs_go_on_across_seqs_cut_from_the_log() {
 async fn verification_finds_a_rewrite_the_hmac_key_holder_made_after_a_checkpoint() {
     let server = TestServer::start_with(with_test_key).await;
     let client = server.client().await;
-    log_n(&client, 1, 5).await;
+    log_leads(&client, "LEAD", 1, 5).await;
     let key = trusted_key(&server.data_dir);
     checkpoint_of(&client, &key, 5).await;
     let report = client.verify().await.unwrap();
@@ -434,7 +373,7 @@ async fn readers_and_auditors_may_ask_for_proofs_and_writers_may_not() {
         Client::connect_with(server.url.clone(), options)
     };
     let writer = as_token(tokens[0].1).await.unwrap();
-    log_n(&writer, 1, 2).await;
+    log_leads(&writer, "LEAD", 1, 2).await;
     for (_, secret, role) in tokens {
         let client = as_token(secret).await.unwrap();
         let got = wait_until("a checkpoint or a refusal", || async {
@@ -496,7 +435,7 @@ async fn the_server_binary_prints_the_verifier_key_the_server_signs_with() {
     })
     .await;
     let client = server.client().await;
-    log_n(&client, 1, 2).await;
+    log_leads(&client, "LEAD", 1, 2).await;
     let checkpoint = checkpoint_of(&client, &key, 2).await;
     assert!(checkpoint.note.starts_with("auditlog/test-log\n2\n"));
 }

@@ -13,26 +13,10 @@
 
 mod common;
 
-use auditlog_client::proof::{Hash, VerifierKey, leaf_hash, root_of, verify_inclusion};
+use auditlog_client::proof::{VerifierKey, leaf_hash, root_of, verify_inclusion};
 use auditlog_client::{NewEvent, check_receipt_proofs, pb};
+use common::witness::{file_leaves, other_logs_key, proof_hashes, trusted_key, verifier_key};
 use common::{TestServer, cli, read_lines};
-
-/// The verifier key of the server on `dir`, as `--print-verifier-key`
-/// prints it.
-fn trusted_key(dir: &std::path::Path) -> VerifierKey {
-    let config = auditlog_server::Config {
-        data_dir: dir.to_path_buf(),
-        ..auditlog_server::Config::default()
-    };
-    VerifierKey::parse(&auditlog_server::verifier_key(&config).unwrap()).unwrap()
-}
-
-fn file_leaves(server: &TestServer) -> Vec<Hash> {
-    read_lines(&server.log_path())
-        .iter()
-        .map(|l| leaf_hash(l.as_bytes()))
-        .collect()
-}
 
 fn event(n: u64) -> NewEvent {
     NewEvent::lead_ingested(format!("LEAD-{n}"), "webform")
@@ -123,7 +107,7 @@ async fn a_changed_proof_line_or_key_is_refused_naming_the_seq() {
         .open_checkpoint(&proofs.checkpoint.as_ref().unwrap().note)
         .unwrap();
     for p in &proofs.proofs {
-        let hashes: Vec<Hash> = p.hashes.iter().map(|h| h[..].try_into().unwrap()).collect();
+        let hashes = proof_hashes(&p.hashes);
         verify_inclusion(p.seq - 1, c.size, &leaf_hash(&p.line), &hashes, &c.root).unwrap();
     }
 
@@ -155,11 +139,7 @@ async fn a_changed_proof_line_or_key_is_refused_naming_the_seq() {
 #[tokio::test]
 async fn the_cli_logs_with_proof_and_checks_it() {
     let server = TestServer::start().await;
-    let key = auditlog_server::verifier_key(&auditlog_server::Config {
-        data_dir: server.data_dir.clone(),
-        ..auditlog_server::Config::default()
-    })
-    .unwrap();
+    let key = verifier_key(&server.data_dir);
     let (code, out, err) = cli(
         &server.url,
         &[
@@ -191,12 +171,7 @@ async fn the_cli_logs_with_proof_and_checks_it() {
     assert_eq!(json["proof"]["verified"], true);
     assert!(json["proof"]["tree_size"].as_u64().unwrap() >= 2);
 
-    let other = TestServer::start().await;
-    let other_key = auditlog_server::verifier_key(&auditlog_server::Config {
-        data_dir: other.data_dir.clone(),
-        ..auditlog_server::Config::default()
-    })
-    .unwrap();
+    let other_key = other_logs_key().await;
     let (code, out, err) = cli(
         &server.url,
         &["log", "lead_ingested", "--proof", "--key", &other_key],

@@ -12,57 +12,8 @@ mod common;
 use std::path::Path;
 
 use auditlog_client::proof::VerifierKey;
-use auditlog_client::{Client, NewEvent};
-use common::{TestServer, cli, wait_until};
-
-async fn log_n(client: &Client, tag: &str, from: u64, to: u64) {
-    for n in from..=to {
-        client
-            .log(NewEvent::lead_ingested(format!("{tag}-{n}"), "webform"))
-            .await
-            .unwrap();
-    }
-}
-
-/// The verifier key of the server on `dir`, as `--print-verifier-key`
-/// prints it.
-fn key_text(dir: &Path) -> String {
-    auditlog_server::verifier_key(&auditlog_server::Config {
-        data_dir: dir.to_path_buf(),
-        ..auditlog_server::Config::default()
-    })
-    .unwrap()
-}
-
-/// Waits until the server's latest checkpoint holds `size` records.
-async fn signed_at(client: &Client, key: &str, size: u64) {
-    let key = VerifierKey::parse(key).unwrap();
-    wait_until(&format!("a checkpoint of {size} records"), || async {
-        match client.verified_checkpoint(&key, true).await {
-            Ok(c) if c.checkpoint.size == size => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
-}
-
-/// One round of the witness: exit code, stdout, stderr.
-async fn witness(url: &str, key: &str, state: &Path, json: bool) -> (i32, String, String) {
-    let state = state.to_str().unwrap();
-    let mut args = vec![
-        "checkpoint",
-        "watch",
-        "--key",
-        key,
-        "--state",
-        state,
-        "--once",
-    ];
-    if json {
-        args.push("--json");
-    }
-    cli(url, &args).await
-}
+use common::TestServer;
+use common::witness::{log_leads, other_logs_key, signed_at, verifier_key, witness_round};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -81,13 +32,13 @@ fn copy_dir(from: &Path, to: &Path) {
 async fn a_growing_log_is_accepted_round_after_round() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let key = key_text(&server.data_dir);
+    let key = verifier_key(&server.data_dir);
     let state_dir = tempfile::tempdir().unwrap();
     let state = state_dir.path().join("kept.note");
 
-    log_n(&client, "LEAD", 1, 3).await;
+    log_leads(&client, "LEAD", 1, 3).await;
     signed_at(&client, &key, 3).await;
-    let (code, out, err) = witness(&server.url, &key, &state, false).await;
+    let (code, out, err) = witness_round(&server.url, &[&key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(
         out.contains("tree size 3") && out.contains("first"),
@@ -96,10 +47,10 @@ async fn a_growing_log_is_accepted_round_after_round() {
 
     let mut last = 3;
     for (round, size) in [(1, 5), (2, 9), (3, 10)] {
-        log_n(&client, "LEAD", last + 1, size).await;
+        log_leads(&client, "LEAD", last + 1, size).await;
         last = size;
         signed_at(&client, &key, size).await;
-        let (code, out, err) = witness(&server.url, &key, &state, round == 2).await;
+        let (code, out, err) = witness_round(&server.url, &[&key], &state, round == 2).await;
         assert_eq!(code, 0, "round {round}: {out}{err}");
         if round == 2 {
             let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
@@ -117,7 +68,7 @@ async fn a_growing_log_is_accepted_round_after_round() {
             .unwrap();
         assert_eq!(c.size, size);
     }
-    let (code, out, err) = witness(&server.url, &key, &state, false).await;
+    let (code, out, err) = witness_round(&server.url, &[&key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("unchanged"), "{out}");
 }
@@ -126,21 +77,21 @@ async fn a_growing_log_is_accepted_round_after_round() {
 async fn a_rollback_and_a_fork_end_the_witness() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    let key = key_text(&server.data_dir);
+    let key = verifier_key(&server.data_dir);
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("kept.note");
     let older = scratch.path().join("older");
 
-    log_n(&client, "LEAD", 1, 3).await;
+    log_leads(&client, "LEAD", 1, 3).await;
     signed_at(&client, &key, 3).await;
     // A copy of the data directory taken while the server is stopped.
     let server = server
         .restart_after(|dir| copy_dir(dir, &older), |_| {})
         .await;
     let client = server.client().await;
-    log_n(&client, "LEAD", 4, 6).await;
+    log_leads(&client, "LEAD", 4, 6).await;
     signed_at(&client, &key, 6).await;
-    let (code, out, err) = witness(&server.url, &key, &state, false).await;
+    let (code, out, err) = witness_round(&server.url, &[&key], &state, false).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("tree size 6"), "{out}");
     drop(client);
@@ -151,7 +102,7 @@ async fn a_rollback_and_a_fork_end_the_witness() {
     let rolled_back = TestServer::start_in(&older, |_| {}).await;
     let client = rolled_back.client().await;
     signed_at(&client, &key, 3).await;
-    let (code, out, err) = witness(&rolled_back.url, &key, &state, false).await;
+    let (code, out, err) = witness_round(&rolled_back.url, &[&key], &state, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
@@ -163,18 +114,18 @@ async fn a_rollback_and_a_fork_end_the_witness() {
 
     // Other events written after the common prefix: the same size with
     // another root, then a bigger tree that does not extend the kept one.
-    log_n(&client, "OTHER", 4, 6).await;
+    log_leads(&client, "OTHER", 4, 6).await;
     signed_at(&client, &key, 6).await;
-    let (code, out, err) = witness(&rolled_back.url, &key, &state, false).await;
+    let (code, out, err) = witness_round(&rolled_back.url, &[&key], &state, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("FORK") && err.contains("same size"), "{err}");
     assert!(
         err.contains("kept size 6") && err.contains("now size 6"),
         "{err}"
     );
-    log_n(&client, "OTHER", 7, 8).await;
+    log_leads(&client, "OTHER", 7, 8).await;
     signed_at(&client, &key, 8).await;
-    let (code, out, err) = witness(&rolled_back.url, &key, &state, false).await;
+    let (code, out, err) = witness_round(&rolled_back.url, &[&key], &state, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
@@ -191,14 +142,13 @@ async fn a_rollback_and_a_fork_end_the_witness() {
 async fn a_checkpoint_signed_by_another_logs_key_is_refused() {
     let server = TestServer::start().await;
     let client = server.client().await;
-    log_n(&client, "LEAD", 1, 2).await;
-    signed_at(&client, &key_text(&server.data_dir), 2).await;
-    let other = TestServer::start().await;
-    let other_key = key_text(&other.data_dir);
+    log_leads(&client, "LEAD", 1, 2).await;
+    signed_at(&client, &verifier_key(&server.data_dir), 2).await;
+    let other_key = other_logs_key().await;
     let scratch = tempfile::tempdir().unwrap();
     let state = scratch.path().join("kept.note");
 
-    let (code, out, err) = witness(&server.url, &other_key, &state, false).await;
+    let (code, out, err) = witness_round(&server.url, &[&other_key], &state, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("no signature by key"), "{err}");
@@ -208,7 +158,7 @@ async fn a_checkpoint_signed_by_another_logs_key_is_refused() {
     let renamed =
         TestServer::start_with(|c| c.checkpoint_origin = Some("auditlog/elsewhere".into())).await;
     let renamed_client = renamed.client().await;
-    log_n(&renamed_client, "LEAD", 1, 1).await;
+    log_leads(&renamed_client, "LEAD", 1, 1).await;
     let renamed_key = auditlog_server::verifier_key(&auditlog_server::Config {
         data_dir: renamed.data_dir.clone(),
         checkpoint_origin: Some("auditlog/elsewhere".into()),
@@ -216,7 +166,7 @@ async fn a_checkpoint_signed_by_another_logs_key_is_refused() {
     })
     .unwrap();
     signed_at(&renamed_client, &renamed_key, 1).await;
-    let (code, out, err) = witness(&renamed.url, &other_key, &state, false).await;
+    let (code, out, err) = witness_round(&renamed.url, &[&other_key], &state, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("refused the log's latest checkpoint"), "{err}");
 }

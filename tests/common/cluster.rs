@@ -1,12 +1,17 @@
 //! A cluster of `auditlog-server` processes for the cluster-mode tests:
 //! [`Node`]s, each with a config file naming a [`super::NatsCluster`]
-//! (`[cluster]`, `lease_ttl_ms = 1000`) plus whatever a test adds, and who
-//! holds the leader lease, as the bucket says.
+//! (`[cluster]`, `lease_ttl_ms = 1000`) plus whatever a test adds; a
+//! client that outlasts a takeover and the check that every node holds the
+//! same whole log; and who holds the leader lease, as the bucket says.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_nats::jetstream;
+use auditlog_client::pb;
 
+use super::checks::assert_whole;
 use super::endpoints::closed_port;
 use super::wait::wait_until;
 use super::{NatsCluster, ServerProcess};
@@ -91,6 +96,56 @@ pub(crate) async fn start_nodes_around(
         nodes.push(start_node(nats, &format!("node{i}"), top, extra).await);
     }
     nodes
+}
+
+/// Receipts that concurrent writers collect as they come.
+pub(crate) type Acked = Arc<Mutex<Vec<pb::Receipt>>>;
+
+/// A client over every node's address, with retries long enough to outlast
+/// a takeover.
+pub(crate) async fn failover_client(nodes: &[Node]) -> auditlog_client::Client {
+    auditlog_client::Client::builder()
+        .nodes(nodes.iter().map(|n| n.url().to_owned()))
+        .retry(auditlog_client::Retry {
+            attempts: 60,
+            first_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_millis(500),
+        })
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Waits until the writers have collected at least `n` receipts in `acked`.
+pub(crate) async fn wait_acked(acked: &Acked, n: usize, what: &str) {
+    wait_until(what, || async {
+        match acked.lock().unwrap().len() {
+            have if have >= n => Ok(()),
+            have => Err(format!("{have} acked")),
+        }
+    })
+    .await;
+}
+
+/// Every node holds exactly the `acked` events, once each, verifies, and
+/// reports the same head signature.
+pub(crate) async fn assert_same_whole_log(nodes: &[Node], acked: &[pb::Receipt]) {
+    let head = acked.len();
+    // A deposed leader that acknowledged what its successor had stored
+    // under the same seqs would show here first.
+    let seqs: std::collections::BTreeSet<u64> = acked.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs.len(), head, "two acknowledged writes got the same seq");
+    wait_all_at(nodes, head as u64).await;
+    let mut heads = Vec::new();
+    for node in nodes {
+        let events = assert_whole(&node.client().await, acked).await;
+        let mut keys: Vec<&str> = events.iter().map(|e| e.idempotency_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), head, "an event was written twice");
+        heads.push(node.client().await.verify().await.unwrap().head_signature);
+    }
+    assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
 }
 
 /// The lease as the bucket holds it: (node, advertise, term).

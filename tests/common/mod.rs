@@ -20,6 +20,9 @@
 //!   `cluster.rs` (as `common::cluster`): auditlog nodes on it, and who
 //!   holds the lease.
 //! - `wait.rs`: [`wait_until`], polling with a deadline.
+//! - `witness.rs` (as `common::witness`): what a verifier outside the
+//!   server holds: verifier keys, checkpoints, proof hashes, and a round of
+//!   the witness (`auditlog checkpoint watch`).
 //! - `endpoints/`: the SMTP sink and the HTTP receiver the server sends to.
 
 // Each test binary compiles this whole module and uses a part of it.
@@ -36,6 +39,7 @@ mod process;
 mod runs;
 mod server;
 mod wait;
+pub(crate) mod witness;
 mod writers;
 
 pub(crate) use checks::{all_events, assert_whole, problems, seqs};
