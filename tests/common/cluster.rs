@@ -8,6 +8,7 @@ use std::path::Path;
 use async_nats::jetstream;
 
 use super::endpoints::closed_port;
+pub(crate) use super::lease::lease;
 use super::wait::wait_until;
 use super::{NatsCluster, ServerProcess};
 
@@ -91,28 +92,6 @@ pub(crate) async fn start_nodes_around(
         nodes.push(start_node(nats, &format!("node{i}"), top, extra).await);
     }
     nodes
-}
-
-/// The lease as the bucket holds it: (node, advertise, term).
-pub(crate) async fn lease(js: &jetstream::Context) -> Result<(String, String, u64), String> {
-    let kv = js
-        .get_key_value("AUDITLOG_leader")
-        .await
-        .map_err(|e| e.to_string())?;
-    let entry = kv
-        .get("leader")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no leader")?;
-    let v: serde_json::Value = serde_json::from_slice(&entry).map_err(|e| e.to_string())?;
-    match (
-        v["node"].as_str(),
-        v["advertise"].as_str(),
-        v["term"].as_u64(),
-    ) {
-        (Some(n), Some(a), Some(t)) if t > 0 => Ok((n.to_owned(), a.to_owned(), t)),
-        _ => Err(format!("lease {v}")),
-    }
 }
 
 /// Waits until the lease is held by a node other than `not`, with a term
