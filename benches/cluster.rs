@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditlog_proto::v1 as pb;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 #[allow(dead_code)] // some of what a caller saw is for the ingest bench
 #[path = "common/calls.rs"]
@@ -58,12 +58,16 @@ mod calls;
 #[allow(dead_code)] // the CPU-time readers are for the other benches
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/events.rs"]
 mod events;
 #[path = "cluster/failover.rs"]
 mod failover;
 #[path = "cluster/lag.rs"]
 mod lag;
+#[path = "../tests/common/lease.rs"]
+mod lease;
 #[allow(dead_code, clippy::unwrap_used)] // shared with the tests, which use all of it
 #[path = "../tests/common/nats.rs"]
 mod nats;
@@ -87,7 +91,7 @@ mod endpoints {
     }
 }
 
-use calls::{TaskResult, drive};
+use calls::{Requests, TaskResult, drive, percentile};
 use nodes::Node;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -123,31 +127,14 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Settings, BoxError> {
-        let secs = |name: &str, default: f64| -> Result<Duration, BoxError> {
-            match std::env::var(name) {
-                Ok(v) => Ok(Duration::try_from_secs_f64(v.trim().parse()?)
-                    .map_err(|e| format!("{name}={v}: {e}"))?),
-                Err(_) => Ok(Duration::from_secs_f64(default)),
-            }
-        };
-        let count = |name: &str, default: usize| -> Result<usize, BoxError> {
-            match std::env::var(name) {
-                Ok(v) => Ok(v
-                    .trim()
-                    .parse::<usize>()
-                    .map_err(|e| format!("{name}={v}: {e}"))?),
-                Err(_) => Ok(default),
-            }
-        };
-        let rounds = u32::try_from(count("AUDITLOG_BENCH_ROUNDS", 2)?.max(1))?;
+        let rounds = env::var("AUDITLOG_BENCH_ROUNDS", 2u32)?.max(1);
         Ok(Settings {
-            measure: secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
+            measure: env::secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
             rounds,
-            warmup: secs("AUDITLOG_BENCH_WARMUP_SECS", 0.5)?,
-            lag: secs("AUDITLOG_BENCH_LAG_SECS", 5.0)?,
-            failovers: count("AUDITLOG_BENCH_FAILOVERS", 5)?,
-            parent_dir: std::env::var_os("AUDITLOG_BENCH_DIR")
-                .map_or_else(std::env::temp_dir, std::path::PathBuf::from),
+            warmup: env::secs("AUDITLOG_BENCH_WARMUP_SECS", 0.5)?,
+            lag: env::secs("AUDITLOG_BENCH_LAG_SECS", 5.0)?,
+            failovers: env::var("AUDITLOG_BENCH_FAILOVERS", 5)?,
+            parent_dir: env::parent_dir(),
         })
     }
 }
@@ -174,35 +161,6 @@ const SCENARIOS: [Scenario; 2] = [
     },
 ];
 
-/// The requests, built once, the same for both systems.
-struct Requests {
-    logs: Vec<pb::LogRequest>,
-    batches: Vec<pb::LogBatchRequest>,
-}
-
-impl Requests {
-    fn build() -> Requests {
-        let events: Vec<pb::EventInput> = (0..EVENT_POOL)
-            .map(|n| events::event(n, n / 3).to_pb())
-            .collect();
-        let logs = events
-            .iter()
-            .map(|e| pb::LogRequest {
-                event: Some(e.clone()),
-                with_proof: false,
-            })
-            .collect();
-        let batches = events
-            .chunks_exact(BATCH_SIZE)
-            .map(|c| pb::LogBatchRequest {
-                events: c.to_vec(),
-                with_proof: false,
-            })
-            .collect();
-        Requests { logs, batches }
-    }
-}
-
 /// What one scenario measured against one system, over its rounds.
 #[derive(Default)]
 struct Figures {
@@ -219,7 +177,7 @@ impl Figures {
     }
 
     fn ms(&self, p: f64) -> f64 {
-        lag::percentile(&self.latencies, p).as_secs_f64() * 1000.0
+        percentile(&self.latencies, p).as_secs_f64() * 1000.0
     }
 }
 
@@ -263,10 +221,13 @@ async fn bench(settings: Settings) -> Result<(), BoxError> {
     let js = async_nats::jetstream::new(nats.client().await);
     let leader = wait_for_writes(&js, &members).await?;
 
-    let requests = Arc::new(Requests::build());
+    let events: Vec<pb::EventInput> = (0..EVENT_POOL)
+        .map(|n| events::event(n, n / 3).to_pb())
+        .collect();
+    let requests = Arc::new(Requests::build(&events, BATCH_SIZE));
     let targets = [
-        connect(&single.url).await?,
-        connect(&members[leader].url).await?,
+        calls::connect(&single.url, CHANNELS).await?,
+        calls::connect(&members[leader].url, CHANNELS).await?,
     ];
     let mut rows = Vec::new();
     for scenario in &SCENARIOS {
@@ -365,16 +326,6 @@ async fn wait_for_writes(
     }
 }
 
-/// [`CHANNELS`] HTTP/2 connections to `url`.
-async fn connect(url: &str) -> Result<Vec<Channel>, BoxError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?;
-    let mut channels = Vec::with_capacity(CHANNELS);
-    for _ in 0..CHANNELS {
-        channels.push(endpoint.connect().await?);
-    }
-    Ok(channels)
-}
-
 /// One round of `scenario` against the system behind `channels`: warm-up,
 /// then the measured window (a call counts when it completes inside it).
 async fn measure(
@@ -458,15 +409,15 @@ fn print_lag(lags: &[lag::Lag], ingested: u64, window: Duration) {
         window.as_secs_f64(),
     );
     for l in lags {
-        let ms = |p: f64| lag::percentile(&l.times, p).as_secs_f64() * 1000.0;
+        let ms = |p: f64| percentile(&l.times, p).as_secs_f64() * 1000.0;
         let max_ms = l.times.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         println!(
             "  {}: {} samples; events behind p50 {} p99 {} max {}; ms behind p50 {:.0} p99 {:.0} \
              max {:.0}",
             l.node,
             l.events.len(),
-            lag::percentile(&l.events, 50.0),
-            lag::percentile(&l.events, 99.0),
+            percentile(&l.events, 50.0),
+            percentile(&l.events, 99.0),
             l.events.last().copied().unwrap_or(0),
             ms(50.0),
             ms(99.0),

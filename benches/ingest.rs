@@ -74,20 +74,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use auditlog_proto::v1 as pb;
-use pb::audit_service_client::AuditServiceClient;
 use pb::audit_service_server::AuditServiceServer;
-use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Channel, Endpoint};
 
 #[path = "common/calls.rs"]
 mod calls;
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/events.rs"]
 mod events;
 #[path = "ingest/floor.rs"]
@@ -100,13 +97,17 @@ mod load;
 mod machine;
 #[path = "ingest/output.rs"]
 mod output;
+#[path = "common/server.rs"]
+mod server;
 #[path = "ingest/variants.rs"]
 mod variants;
 
+use calls::Requests;
 use floor::{EmptyService, GroupCommit};
 use load::{Measurement, measure};
 use machine::{CpuSample, CpuUse, fsync_probe, settle};
 use output::{Row, ms, print_table, print_targets};
+use server::Served;
 use variants::Variant;
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -129,18 +130,9 @@ const TARGET_LOG1_P50: Duration = Duration::from_micros(500);
 
 fn main() -> Result<(), BoxError> {
     let settings = Settings::from_env()?;
-    // Servers and client get a runtime each (both with one worker per core),
-    // as two processes on this machine would: a call always crosses threads,
-    // as it does in production, and never runs client and server on one
-    // worker by chance, which makes the figures far more repeatable.
-    let servers = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-server")
-        .enable_all()
-        .build()?;
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(cpu::CLIENT_THREAD)
-        .enable_all()
-        .build()?;
+    // Servers and client get a runtime each, as two processes on this
+    // machine would (`common/server.rs`).
+    let (servers, client) = server::runtimes()?;
     client.block_on(bench(settings, servers.handle()))?;
     Ok(())
 }
@@ -164,23 +156,10 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Settings, BoxError> {
-        let secs = |name: &str, default: f64| -> Result<Duration, BoxError> {
-            match std::env::var(name) {
-                Ok(v) => Ok(Duration::try_from_secs_f64(v.trim().parse()?)
-                    .map_err(|e| format!("{name}={v}: {e}"))?),
-                Err(_) => Ok(Duration::from_secs_f64(default)),
-            }
-        };
-        let rounds = match std::env::var("AUDITLOG_BENCH_ROUNDS") {
-            Ok(v) => v.trim().parse::<u32>()?.max(1),
-            Err(_) => 2,
-        };
-        let channels = match std::env::var("AUDITLOG_BENCH_CHANNELS") {
-            Ok(v) => v.trim().parse::<usize>()?.max(1),
-            // Four connections gave the empty service clearly more than one
-            // and the real server as much or more (BENCHMARKS.md).
-            Err(_) => 4,
-        };
+        let rounds = env::var("AUDITLOG_BENCH_ROUNDS", 2u32)?.max(1);
+        // Four connections gave the empty service clearly more than one and
+        // the real server as much or more (BENCHMARKS.md).
+        let channels = env::var("AUDITLOG_BENCH_CHANNELS", 4usize)?.max(1);
         let (scenarios, follow) = match std::env::var("AUDITLOG_BENCH_SCENARIOS") {
             Ok(list) => {
                 let names: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -200,8 +179,6 @@ impl Settings {
             }
             Err(_) => (Scenario::ALL.to_vec(), true),
         };
-        let parent_dir = std::env::var_os("AUDITLOG_BENCH_DIR")
-            .map_or_else(std::env::temp_dir, std::path::PathBuf::from);
         let floor_fsync = match std::env::var("AUDITLOG_BENCH_FLOOR_FSYNC") {
             Ok(v) => match v.trim() {
                 "1" | "true" => true,
@@ -216,13 +193,13 @@ impl Settings {
             Err(_) => true,
         };
         Ok(Settings {
-            measure: secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
+            measure: env::secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
             rounds,
-            warmup: secs("AUDITLOG_BENCH_WARMUP_SECS", 0.5)?,
+            warmup: env::secs("AUDITLOG_BENCH_WARMUP_SECS", 0.5)?,
             channels,
             scenarios,
             follow,
-            parent_dir,
+            parent_dir: env::parent_dir(),
             floor_fsync,
             variants: Variant::from_env()?,
         })
@@ -306,22 +283,23 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     // In the order of a row: ours, the floor, the empty service, then the
     // variants of ours.
     let mut under_test = vec![
-        Server::auditlog(servers, &data.path().join("auditlog"), None, &otlp).await?,
-        Server::empty(
+        start_ours(servers, &data.path().join("auditlog"), None, &otlp).await?,
+        start_empty(
             servers,
             Some((data.path().join("floor"), settings.floor_fsync)),
         )?,
-        Server::empty(servers, None)?,
+        start_empty(servers, None)?,
     ];
     for (i, variant) in settings.variants.iter().enumerate() {
         let dir = data.path().join(format!("variant-{i}"));
-        under_test.push(Server::auditlog(servers, &dir, Some(*variant), &otlp).await?);
+        under_test.push(start_ours(servers, &dir, Some(*variant), &otlp).await?);
     }
     let mut channels = Vec::new();
     for server in &under_test {
-        channels.push(connect(&server.url, settings.channels).await?);
+        channels.push(calls::connect(&server.url, settings.channels).await?);
     }
-    let requests = Arc::new(Requests::build());
+    let events: Vec<pb::EventInput> = (0..EVENT_POOL).map(event).collect();
+    let requests = Arc::new(Requests::build(&events, BATCH_SIZE));
 
     let mut rows = Vec::new();
     for scenario in &settings.scenarios {
@@ -386,149 +364,52 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
 // ---------------------------------------------------------------------------
 // The two servers.
 
-/// A server running on the servers' runtime.
-struct Server {
-    url: String,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), BoxError>>,
+/// The real server, default config or `variant`'s, data in `dir` (`otlp`:
+/// the trace sink's URL); returns once it serves.
+async fn start_ours(
+    runtime: &Handle,
+    dir: &Path,
+    variant: Option<Variant>,
+    otlp: &str,
+) -> Result<Served, BoxError> {
+    let config = match variant {
+        Some(variant) => variant.config(dir, otlp),
+        None => auditlog_server::Config {
+            data_dir: dir.to_path_buf(),
+            ..auditlog_server::Config::default()
+        },
+    };
+    Ok(Served::auditlog(runtime, config).await?.0)
 }
 
-impl Server {
-    /// The real server, default config or `variant`'s, data in `dir`
-    /// (`otlp`: the trace sink's URL); returns once it serves.
-    async fn auditlog(
-        runtime: &Handle,
-        dir: &Path,
-        variant: Option<Variant>,
-        otlp: &str,
-    ) -> Result<Server, BoxError> {
-        let config = match variant {
-            Some(variant) => variant.config(dir, otlp),
-            None => auditlog_server::Config {
-                data_dir: dir.to_path_buf(),
-                ..auditlog_server::Config::default()
-            },
-        };
-        let (listener, url) = bind()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = runtime.spawn(async move {
-            let shutdown = async move {
+/// The empty baseline service; with a `floor` dir, the floor service (see
+/// [`EmptyService`]) with its file there, and whether it syncs.
+fn start_empty(runtime: &Handle, floor: Option<(PathBuf, bool)>) -> Result<Served, BoxError> {
+    let service = EmptyService {
+        commits: floor
+            .map(|(dir, fsync)| GroupCommit::start(&dir, fsync))
+            .transpose()?,
+    };
+    Served::spawn(runtime, |listener, stopped| async move {
+        // TCP_NODELAY on every accepted socket, as `auditlog_server::run`
+        // does and as tonic's own `Server::serve` does by default.
+        let incoming = TcpListenerStream::new(listener).map(|accepted| {
+            let stream = accepted?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(stream)
+        });
+        tonic::transport::Server::builder()
+            .add_service(AuditServiceServer::new(service))
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stopped.await;
-            };
-            let listener = TcpListener::from_std(listener)?;
-            auditlog_server::run(config, listener, shutdown)
-                .await
-                .map_err(BoxError::from)
-        });
-        wait_until_serving(&url).await?;
-        Ok(Server { url, stop, task })
-    }
-
-    /// The empty baseline service; with a `floor` dir, the floor service
-    /// (see [`EmptyService`]) with its file there, and whether it syncs.
-    fn empty(runtime: &Handle, floor: Option<(PathBuf, bool)>) -> Result<Server, BoxError> {
-        let service = EmptyService {
-            commits: floor
-                .map(|(dir, fsync)| GroupCommit::start(&dir, fsync))
-                .transpose()?,
-        };
-        let (listener, url) = bind()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = runtime.spawn(async move {
-            // TCP_NODELAY on every accepted socket, as `auditlog_server::run`
-            // does and as tonic's own `Server::serve` does by default.
-            let incoming =
-                TcpListenerStream::new(TcpListener::from_std(listener)?).map(|accepted| {
-                    let stream = accepted?;
-                    stream.set_nodelay(true)?;
-                    Ok::<_, std::io::Error>(stream)
-                });
-            tonic::transport::Server::builder()
-                .add_service(AuditServiceServer::new(service))
-                .serve_with_incoming_shutdown(incoming, async move {
-                    let _ = stopped.await;
-                })
-                .await
-                .map_err(BoxError::from)
-        });
-        Ok(Server { url, stop, task })
-    }
-
-    async fn stop(self) -> Result<(), BoxError> {
-        let _ = self.stop.send(());
-        self.task.await?
-    }
-}
-
-/// A listener on 127.0.0.1 port 0, ready to hand to any runtime, and its URL.
-fn bind() -> Result<(std::net::TcpListener, String), BoxError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    listener.set_nonblocking(true)?;
-    let url = format!("http://{}", listener.local_addr()?);
-    Ok((listener, url))
-}
-
-/// Waits until the real server has recovered its (empty) log and answers.
-async fn wait_until_serving(url: &str) -> Result<(), BoxError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = match AuditServiceClient::connect(url.to_owned()).await {
-            Ok(mut client) => client
-                .get_stats(pb::GetStatsRequest::default())
-                .await
-                .map(drop)
-                .map_err(BoxError::from),
-            Err(e) => Err(e.into()),
-        };
-        match answer {
-            Ok(()) => return Ok(()),
-            Err(e) if Instant::now() > deadline => {
-                return Err(format!("the server at {url} did not start serving: {e}").into());
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// `n` HTTP/2 connections to `url`, each established before measuring.
-async fn connect(url: &str, n: usize) -> Result<Vec<Channel>, BoxError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())?;
-    let mut channels = Vec::with_capacity(n);
-    for _ in 0..n {
-        channels.push(endpoint.connect().await?);
-    }
-    Ok(channels)
+            })
+            .await
+            .map_err(BoxError::from)
+    })
 }
 
 // ---------------------------------------------------------------------------
-// The requests: realistic events, built once, the same for both servers.
-
-struct Requests {
-    logs: Vec<pb::LogRequest>,
-    batches: Vec<pb::LogBatchRequest>,
-}
-
-impl Requests {
-    fn build() -> Requests {
-        let events: Vec<pb::EventInput> = (0..EVENT_POOL).map(event).collect();
-        let logs = events
-            .iter()
-            .map(|e| pb::LogRequest {
-                event: Some(e.clone()),
-                with_proof: false,
-            })
-            .collect();
-        let batches = events
-            .chunks(BATCH_SIZE)
-            .filter(|c| c.len() == BATCH_SIZE)
-            .map(|c| pb::LogBatchRequest {
-                events: c.to_vec(),
-                with_proof: false,
-            })
-            .collect();
-        Requests { logs, batches }
-    }
-}
+// The requests: realistic events, built once, the same for every server.
 
 /// The `n`th event of the pool, three per lead (`common/events.rs`, the
 /// events the peers bench sends too).

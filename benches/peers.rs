@@ -64,8 +64,13 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+#[allow(dead_code)] // the callers' loop is the ingest and cluster benches'
+#[path = "common/calls.rs"]
+mod calls;
 #[path = "common/cpu.rs"]
 mod cpu;
+#[path = "common/env.rs"]
+mod env;
 #[path = "common/events.rs"]
 mod events;
 #[path = "peers/load.rs"]
@@ -76,6 +81,8 @@ mod nats;
 mod ours;
 #[path = "peers/postgres.rs"]
 mod postgres;
+#[path = "common/server.rs"]
+mod server;
 #[path = "peers/table.rs"]
 mod table;
 
@@ -99,14 +106,7 @@ fn main() -> Result<(), BoxError> {
     let settings = Settings::from_env()?;
     // auditlog's server and the clients get a runtime each, as in the ingest
     // bench; the peers' servers are processes of their own.
-    let servers = tokio::runtime::Builder::new_multi_thread()
-        .thread_name("bench-server")
-        .enable_all()
-        .build()?;
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(cpu::CLIENT_THREAD)
-        .enable_all()
-        .build()?;
+    let (servers, client) = server::runtimes()?;
     client.block_on(bench(settings, servers.handle()))
 }
 
@@ -123,22 +123,7 @@ pub(crate) struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Settings, BoxError> {
-        fn var<T: std::str::FromStr>(name: &str, default: T) -> Result<T, BoxError>
-        where
-            T::Err: std::fmt::Display,
-        {
-            match std::env::var(name) {
-                Ok(v) => v
-                    .trim()
-                    .parse()
-                    .map_err(|e| format!("{name}={v}: {e}").into()),
-                Err(_) => Ok(default),
-            }
-        }
-        let secs = |name: &str, default: f64| -> Result<Duration, BoxError> {
-            let v: f64 = var(name, default)?;
-            Duration::try_from_secs_f64(v).map_err(|e| format!("{name}={v}: {e}").into())
-        };
+        use env::{secs, var};
         let systems: Vec<String> = var(
             "AUDITLOG_PEERS_SYSTEMS",
             "auditlog,postgres,nats".to_owned(),
@@ -162,8 +147,7 @@ impl Settings {
             rows: var("AUDITLOG_PEERS_ROWS", 1_000_000usize)?.max(1),
             queries: var("AUDITLOG_PEERS_QUERIES", 100usize)?.max(1),
             systems,
-            parent_dir: std::env::var_os("AUDITLOG_BENCH_DIR")
-                .map_or_else(std::env::temp_dir, std::path::PathBuf::from),
+            parent_dir: env::parent_dir(),
         })
     }
 

@@ -78,12 +78,3 @@ pub(crate) async fn sample(
     }
     Ok(lags)
 }
-
-/// Nearest rank of sorted values.
-pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
-    if sorted.is_empty() {
-        return T::default();
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}

@@ -14,13 +14,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::BoxError;
 use crate::endpoints::closed_port;
+use crate::lease::lease;
 
 /// The HMAC key every server signs with (the cluster's nodes must share it).
 const HMAC_KEY: &str = "bench-key-0123456789abcdef0123456789";
-
-/// The lease bucket and its one key, as `cluster/stream.rs` names them for
-/// the default stream `AUDITLOG`.
-const LEASE_BUCKET: &str = "AUDITLOG_leader";
 
 /// One `auditlog-server` process (or its place while it is killed).
 pub(crate) struct Node {
@@ -193,20 +190,8 @@ pub(crate) async fn head(channel: &Channel) -> Result<u64, tonic::Status> {
 
 /// The node holding the leader lease, by name, and its term.
 pub(crate) async fn leader(js: &async_nats::jetstream::Context) -> Result<(String, u64), String> {
-    let kv = js
-        .get_key_value(LEASE_BUCKET)
-        .await
-        .map_err(|e| e.to_string())?;
-    let entry = kv
-        .get("leader")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no leader yet")?;
-    let lease: serde_json::Value = serde_json::from_slice(&entry).map_err(|e| e.to_string())?;
-    match (lease["node"].as_str(), lease["term"].as_u64()) {
-        (Some(node), Some(term)) if term > 0 => Ok((node.to_owned(), term)),
-        _ => Err(format!("lease {lease}")),
-    }
+    let (node, _, term) = lease(js).await?;
+    Ok((node, term))
 }
 
 /// The release `auditlog-server` beside this bench's executable, built

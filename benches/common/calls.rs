@@ -1,8 +1,10 @@
 //! Keeping calls in flight against one server for a measured window: the
-//! requests a benchmark sends (`Log`, `LogBatch`), the loop one caller runs
-//! ([`drive`]) and what it saw ([`TaskResult`]).
+//! connections ([`connect`]), the requests a benchmark sends (`Log`,
+//! `LogBatch`, built once: [`Requests`]), the loop one caller runs
+//! ([`drive`]), what it saw ([`TaskResult`]) and the percentiles of what
+//! all saw ([`percentile`]).
 //!
-//! Included by the ingest and cluster benchmarks with
+//! Included by the ingest, peers and cluster benchmarks with
 //! `#[path = "common/calls.rs"]`.
 
 use std::future::Future;
@@ -11,7 +13,54 @@ use std::time::{Duration, Instant};
 use auditlog_proto::v1 as pb;
 use pb::audit_service_client::AuditServiceClient;
 use tonic::Status;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
+
+/// The requests of a run, built once from its events, the same for every
+/// system: one `Log` per event, and `LogBatch`es of `batch` events (a
+/// shorter tail is left out).
+pub(crate) struct Requests {
+    pub(crate) logs: Vec<pb::LogRequest>,
+    pub(crate) batches: Vec<pb::LogBatchRequest>,
+}
+
+impl Requests {
+    pub(crate) fn build(events: &[pb::EventInput], batch: usize) -> Requests {
+        let logs = events
+            .iter()
+            .map(|e| pb::LogRequest {
+                event: Some(e.clone()),
+                with_proof: false,
+            })
+            .collect();
+        let batches = events
+            .chunks_exact(batch)
+            .map(|c| pb::LogBatchRequest {
+                events: c.to_vec(),
+                with_proof: false,
+            })
+            .collect();
+        Requests { logs, batches }
+    }
+}
+
+/// `n` HTTP/2 connections to `url`, each established before measuring.
+pub(crate) async fn connect(url: &str, n: usize) -> Result<Vec<Channel>, tonic::transport::Error> {
+    let endpoint = Endpoint::from_shared(url.to_owned())?;
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(endpoint.connect().await?);
+    }
+    Ok(channels)
+}
+
+/// Nearest rank `p` (in percent) of `sorted`; the default when empty.
+pub(crate) fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
 
 /// What one task saw in the measured window.
 #[derive(Default)]

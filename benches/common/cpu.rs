@@ -1,9 +1,15 @@
-//! The machine's CPU model, and CPU time from /proc (Linux), split between
-//! the benchmark's client and the rest of the process (the servers under
-//! test and their threads).
+//! The machine's CPU model, and CPU time from /proc (Linux): the machine's,
+//! and this process's split between the benchmark's client and the rest
+//! (the servers under test and their threads); waiting until a server is
+//! idle ([`settle`]).
 //!
 //! Included by the ingest, peers and cluster benchmarks with
 //! `#[path = "common/cpu.rs"]`.
+
+use std::time::{Duration, Instant};
+
+/// `/proc` counts in USER_HZ ticks, 100 per second on Linux.
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// The name of the client runtime's threads.
 pub(crate) const CLIENT_THREAD: &str = "bench-client";
@@ -45,4 +51,47 @@ pub(crate) fn client_ticks() -> Option<u64> {
         }
     }
     Some(client)
+}
+
+/// Busy ticks of the whole machine so far, from `/proc/stat`.
+pub(crate) fn machine_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle
+    // and iowait.
+    Some(ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?)
+}
+
+/// Waits until what is measured is idle: `busy` seconds between two
+/// samples `take`n 200 ms apart under 10% of a core, at most `limit`; how
+/// long that took. A round can leave background work behind (the server
+/// compressing a segment it just sealed, a checkpoint), which would
+/// otherwise be charged to the next round, often another system's.
+pub(crate) async fn settle<S>(
+    limit: Duration,
+    take: impl Fn() -> Option<S>,
+    busy: impl Fn(&S, &S) -> f64,
+) -> Duration {
+    const STEP: Duration = Duration::from_millis(200);
+    let began = Instant::now();
+    let mut last = take();
+    while began.elapsed() < limit {
+        tokio::time::sleep(STEP).await;
+        let now = take();
+        let seconds = match (&now, &last) {
+            (Some(now), Some(last)) => busy(now, last),
+            _ => break,
+        };
+        if seconds < 0.1 * STEP.as_secs_f64() {
+            break;
+        }
+        last = now;
+    }
+    began.elapsed()
 }

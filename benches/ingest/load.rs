@@ -9,8 +9,8 @@ use auditlog_proto::v1::audit_service_client::AuditServiceClient;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::calls::{TaskResult, drive};
-use crate::{BoxError, CpuSample, CpuUse, Requests, Scenario, Settings, settle};
+use crate::calls::{Requests, TaskResult, drive, percentile};
+use crate::{BoxError, CpuSample, CpuUse, Scenario, Settings, settle};
 
 /// What one scenario measured against one server.
 #[derive(Default)]
@@ -67,12 +67,7 @@ impl Measurement {
     }
 
     pub(crate) fn percentile(&self, p: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        // Nearest rank.
-        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
-        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+        percentile(&self.latencies, p)
     }
 }
 

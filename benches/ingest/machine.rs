@@ -63,22 +63,9 @@ pub(crate) struct CpuSample {
     pub(crate) client: u64,
 }
 
-/// `/proc` counts in USER_HZ ticks, 100 per second on Linux.
-pub(crate) const TICKS_PER_SEC: f64 = 100.0;
-
 impl CpuSample {
     pub(crate) fn take() -> Option<CpuSample> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let ticks: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .map(|t| t.parse().unwrap_or(0))
-            .collect();
-        // user nice system idle iowait irq softirq steal: busy is all but
-        // idle and iowait.
-        let machine = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+        let machine = cpu::machine_ticks()?;
         let own = cpu::stat_ticks("/proc/self/stat")?.1;
         let client = cpu::client_ticks()?;
         Some(CpuSample {
@@ -89,35 +76,21 @@ impl CpuSample {
     }
 
     pub(crate) fn since(&self, before: &CpuSample) -> CpuUse {
-        let own = self.own.saturating_sub(before.own) as f64 / TICKS_PER_SEC;
-        let machine = self.machine.saturating_sub(before.machine) as f64 / TICKS_PER_SEC;
+        let own = self.own.saturating_sub(before.own) as f64 / cpu::TICKS_PER_SEC;
+        let machine = self.machine.saturating_sub(before.machine) as f64 / cpu::TICKS_PER_SEC;
         CpuUse {
             own,
-            client: self.client.saturating_sub(before.client) as f64 / TICKS_PER_SEC,
+            client: self.client.saturating_sub(before.client) as f64 / cpu::TICKS_PER_SEC,
             others: (machine - own).max(0.0),
         }
     }
 }
 
 /// Waits until this process is idle (under 10% of a core over 200 ms, at
-/// most 30 s) and says how long that took. A round can leave background work
-/// behind (the server compressing a segment it just sealed), which would
-/// otherwise be charged to the next round, often the other server's.
+/// most 30 s) and says how long that took ([`cpu::settle`]).
 pub(crate) async fn settle() -> Duration {
-    const STEP: Duration = Duration::from_millis(200);
-    let began = Instant::now();
-    let mut last = CpuSample::take();
-    while began.elapsed() < Duration::from_secs(30) {
-        tokio::time::sleep(STEP).await;
-        let now = CpuSample::take();
-        let busy = match (&now, &last) {
-            (Some(now), Some(last)) => now.since(last).own,
-            _ => return began.elapsed(),
-        };
-        if busy < 0.1 * STEP.as_secs_f64() {
-            break;
-        }
-        last = now;
-    }
-    began.elapsed()
+    cpu::settle(Duration::from_secs(30), CpuSample::take, |now, last| {
+        now.since(last).own
+    })
+    .await
 }

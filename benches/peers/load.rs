@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
+use crate::calls::percentile;
 use crate::{BoxError, System, cpu};
 
 /// One load shape: single events or batches, with so many callers.
@@ -97,15 +98,6 @@ impl Measurement {
     pub(crate) fn percentile(&self, p: f64) -> Duration {
         percentile(&self.latencies, p)
     }
-}
-
-/// Nearest rank of sorted latencies.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// What one caller saw in the measured window.
@@ -206,21 +198,9 @@ struct CpuSample {
     external: Option<u64>,
 }
 
-/// `/proc` counts in USER_HZ ticks, 100 per second on Linux.
-const TICKS_PER_SEC: f64 = 100.0;
-
 impl CpuSample {
     fn take(system: &System) -> Option<CpuSample> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let ticks: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .map(|t| t.parse().unwrap_or(0))
-            .collect();
-        // Busy is all but idle and iowait.
-        let machine = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+        let machine = cpu::machine_ticks()?;
         let process = cpu::stat_ticks("/proc/self/stat")?.1;
         let client = cpu::client_ticks()?;
         Some(CpuSample {
@@ -232,7 +212,7 @@ impl CpuSample {
     }
 
     fn since(&self, before: &CpuSample) -> CpuUse {
-        let secs = |a: u64, b: u64| a.saturating_sub(b) as f64 / TICKS_PER_SEC;
+        let secs = |a: u64, b: u64| a.saturating_sub(b) as f64 / cpu::TICKS_PER_SEC;
         let process = secs(self.process, before.process);
         let client = secs(self.client, before.client);
         let machine = secs(self.machine, before.machine);
@@ -298,19 +278,6 @@ pub(crate) fn process_tree_ticks(pid: u32) -> u64 {
 /// over 200 ms, at most `limit`), so what an earlier round left behind (a
 /// sealed segment's compression, a checkpoint) is not charged to this one.
 pub(crate) async fn settle(system: &System, limit: Duration) {
-    const STEP: Duration = Duration::from_millis(200);
-    let began = Instant::now();
-    let mut last = CpuSample::take(system);
-    while began.elapsed() < limit {
-        tokio::time::sleep(STEP).await;
-        let now = CpuSample::take(system);
-        let busy = match (&now, &last) {
-            (Some(now), Some(last)) => now.since(last).server,
-            _ => return,
-        };
-        if busy < 0.1 * STEP.as_secs_f64() {
-            return;
-        }
-        last = now;
-    }
+    let take = || CpuSample::take(system);
+    cpu::settle(limit, take, |now, last| now.since(last).server).await;
 }

@@ -2,29 +2,25 @@
 //! driven by the generated tonic client as the ingest bench drives it.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use auditlog_proto::v1 as pb;
 use futures::StreamExt as _;
 use pb::audit_service_client::AuditServiceClient;
-use tokio::net::TcpListener;
 use tokio::runtime::Handle;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::calls::{self, Requests};
+use crate::server::Served;
 use crate::{BATCH_SIZE, BoxError, CONNECTIONS, EVENTS_PER_LEAD, events, history_lead, pool};
 
 /// Events per `LogBatch` call while loading the history fill.
 const FILL_BATCH: usize = 1000;
 
 pub(crate) struct Ours {
+    server: Served,
     channels: Vec<Channel>,
     history: auditlog_client::Client,
-    logs: Vec<pb::LogRequest>,
-    batches: Vec<pb::LogBatchRequest>,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), BoxError>>,
+    requests: Requests,
 }
 
 impl Ours {
@@ -35,53 +31,21 @@ impl Ours {
             data_dir: dir.to_path_buf(),
             ..auditlog_server::Config::default()
         };
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        listener.set_nonblocking(true)?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = runtime.spawn(async move {
-            let listener = TcpListener::from_std(listener)?;
-            auditlog_server::run(config, listener, async move {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(BoxError::from)
-        });
-        let history = wait_until_serving(&url).await?;
-        let endpoint = Endpoint::from_shared(url)?;
-        let mut channels = Vec::with_capacity(CONNECTIONS);
-        for _ in 0..CONNECTIONS {
-            channels.push(endpoint.connect().await?);
-        }
+        let (server, history) = Served::auditlog(runtime, config).await?;
+        let channels = calls::connect(&server.url, CONNECTIONS).await?;
         let events: Vec<pb::EventInput> = pool().iter().map(events::Event::to_pb).collect();
-        let logs = events
-            .iter()
-            .map(|e| pb::LogRequest {
-                event: Some(e.clone()),
-                with_proof: false,
-            })
-            .collect();
-        let batches = events
-            .chunks_exact(BATCH_SIZE)
-            .map(|c| pb::LogBatchRequest {
-                events: c.to_vec(),
-                with_proof: false,
-            })
-            .collect();
         Ok(Ours {
+            server,
             channels,
             history,
-            logs,
-            batches,
-            stop,
-            task,
+            requests: Requests::build(&events, BATCH_SIZE),
         })
     }
 
     pub(crate) async fn send(&self, worker: usize, i: usize, batch: bool) -> Result<u64, BoxError> {
         let mut client = AuditServiceClient::new(self.channels[worker % CONNECTIONS].clone());
         if batch {
-            let request = self.batches[i % self.batches.len()].clone();
+            let request = self.requests.batches[i % self.requests.batches.len()].clone();
             let n = request.events.len();
             let receipts = client.log_batch(request).await?.into_inner().receipts;
             if receipts.len() != n {
@@ -89,7 +53,7 @@ impl Ours {
             }
             Ok(n as u64)
         } else {
-            let request = self.logs[i % self.logs.len()].clone();
+            let request = self.requests.logs[i % self.requests.logs.len()].clone();
             client.log(request).await?;
             Ok(1)
         }
@@ -131,29 +95,6 @@ impl Ours {
     }
 
     pub(crate) async fn stop(self) -> Result<(), BoxError> {
-        let _ = self.stop.send(());
-        self.task.await?
-    }
-}
-
-/// Waits until the server has recovered its (empty) log and answers.
-async fn wait_until_serving(url: &str) -> Result<auditlog_client::Client, BoxError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = match auditlog_client::Client::connect(url.to_owned()).await {
-            Ok(client) => client
-                .stats(None)
-                .await
-                .map(|_| client)
-                .map_err(BoxError::from),
-            Err(e) => Err(e.into()),
-        };
-        match answer {
-            Ok(client) => return Ok(client),
-            Err(e) if Instant::now() > deadline => {
-                return Err(format!("the server at {url} did not start serving: {e}").into());
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
+        self.server.stop().await
     }
 }

@@ -88,20 +88,7 @@ impl Client {
     /// Appends one event; returns its receipt once it is durable. With an
     /// idempotency key, an UNAVAILABLE answer is retried ([`Retry`]).
     pub async fn log(&self, event: NewEvent) -> Result<pb::Receipt, Error> {
-        let request = pb::LogRequest {
-            event: Some(event.into_input()?),
-            with_proof: false,
-        };
-        let keyed = keyed_log(&request);
-        let response = self
-            .call(keyed, |mut c| {
-                let request = request.clone();
-                async move { c.log(request).await }
-            })
-            .await?;
-        response
-            .receipt
-            .ok_or_else(|| Error::Rpc(tonic::Status::internal("the server sent no receipt")))
+        Ok(self.send_log(event, false).await?.0)
     }
 
     /// Appends `events` atomically; one receipt each, in order. When every
@@ -111,21 +98,50 @@ impl Client {
         &self,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<Vec<pb::Receipt>, Error> {
+        Ok(self.send_batch(events, false).await?.receipts)
+    }
+
+    /// One `Log` call, repeated after UNAVAILABLE when the event is keyed:
+    /// the receipt, taken out of the response, and the rest of it.
+    async fn send_log(
+        &self,
+        event: NewEvent,
+        with_proof: bool,
+    ) -> Result<(pb::Receipt, pb::LogResponse), Error> {
+        let request = pb::LogRequest {
+            event: Some(event.into_input()?),
+            with_proof,
+        };
+        let mut response = self
+            .call(keyed_log(&request), |mut c| {
+                let request = request.clone();
+                async move { c.log(request).await }
+            })
+            .await?;
+        let receipt = response
+            .receipt
+            .take()
+            .ok_or_else(|| Error::Rpc(tonic::Status::internal("the server sent no receipt")))?;
+        Ok((receipt, response))
+    }
+
+    /// One `LogBatch` call, repeated after UNAVAILABLE when every event is
+    /// keyed.
+    async fn send_batch(
+        &self,
+        events: impl IntoIterator<Item = NewEvent>,
+        with_proof: bool,
+    ) -> Result<pb::LogBatchResponse, Error> {
         let events = events
             .into_iter()
             .map(NewEvent::into_input)
             .collect::<Result<Vec<_>, _>>()?;
-        let request = pb::LogBatchRequest {
-            events,
-            with_proof: false,
-        };
-        let response = self
-            .call(keyed_batch(&request), |mut c| {
-                let request = request.clone();
-                async move { c.log_batch(request).await }
-            })
-            .await?;
-        Ok(response.receipts)
+        let request = pb::LogBatchRequest { events, with_proof };
+        self.call(keyed_batch(&request), |mut c| {
+            let request = request.clone();
+            async move { c.log_batch(request).await }
+        })
+        .await
     }
 
     /// One page of events matching `query`.

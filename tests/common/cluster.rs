@@ -13,6 +13,7 @@ use auditlog_client::pb;
 
 use super::checks::assert_whole;
 use super::endpoints::closed_port;
+pub(crate) use super::lease::lease;
 use super::wait::wait_until;
 use super::{NatsCluster, ServerProcess};
 
@@ -146,28 +147,6 @@ pub(crate) async fn assert_same_whole_log(nodes: &[Node], acked: &[pb::Receipt])
         heads.push(node.client().await.verify().await.unwrap().head_signature);
     }
     assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
-}
-
-/// The lease as the bucket holds it: (node, advertise, term).
-pub(crate) async fn lease(js: &jetstream::Context) -> Result<(String, String, u64), String> {
-    let kv = js
-        .get_key_value("AUDITLOG_leader")
-        .await
-        .map_err(|e| e.to_string())?;
-    let entry = kv
-        .get("leader")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("no leader")?;
-    let v: serde_json::Value = serde_json::from_slice(&entry).map_err(|e| e.to_string())?;
-    match (
-        v["node"].as_str(),
-        v["advertise"].as_str(),
-        v["term"].as_u64(),
-    ) {
-        (Some(n), Some(a), Some(t)) if t > 0 => Ok((n.to_owned(), a.to_owned(), t)),
-        _ => Err(format!("lease {v}")),
-    }
 }
 
 /// Waits until the lease is held by a node other than `not`, with a term

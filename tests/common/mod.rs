@@ -18,7 +18,7 @@
 //! - `nats.rs`: [`NatsCluster`], real `nats-server` processes with JetStream
 //!   for the cluster-mode tests (`nats_bin.rs`: where the binary is);
 //!   `cluster.rs` (as `common::cluster`): auditlog nodes on it, and who
-//!   holds the lease.
+//!   holds the lease (`lease.rs`, shared with the cluster bench).
 //! - `wait.rs`: [`wait_until`], polling with a deadline.
 //! - `witness.rs` (as `common::witness`): what a verifier outside the
 //!   server holds: verifier keys, checkpoints, proof hashes, and a round of
@@ -33,6 +33,7 @@ pub(crate) mod cluster;
 mod disk;
 pub(crate) mod endpoints;
 mod health_reflection;
+mod lease;
 mod nats;
 mod nats_bin;
 mod process;

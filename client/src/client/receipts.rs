@@ -6,8 +6,8 @@
 
 use auditlog_proof::{Hash, VerifierKey, leaf_hash, verify_inclusion};
 
+use super::Client;
 use super::proofs::VerifiedCheckpoint;
-use super::{Client, keyed_batch, keyed_log};
 use crate::{Error, NewEvent, pb};
 
 /// Receipts and the outcome of checking their proofs.
@@ -44,20 +44,7 @@ impl Client {
         event: NewEvent,
         key: Option<&VerifierKey>,
     ) -> Result<ProvenReceipts, Error> {
-        let request = pb::LogRequest {
-            event: Some(event.into_input()?),
-            with_proof: true,
-        };
-        let keyed = keyed_log(&request);
-        let response = self
-            .call(keyed, |mut c| {
-                let request = request.clone();
-                async move { c.log(request).await }
-            })
-            .await?;
-        let receipt = response
-            .receipt
-            .ok_or_else(|| Error::Rpc(tonic::Status::internal("the server sent no receipt")))?;
+        let (receipt, response) = self.send_log(event, true).await?;
         let receipts = vec![receipt];
         let proof =
             check_receipt_proofs(&receipts, response.proof, response.proof_unavailable, key);
@@ -71,21 +58,7 @@ impl Client {
         events: impl IntoIterator<Item = NewEvent>,
         key: Option<&VerifierKey>,
     ) -> Result<ProvenReceipts, Error> {
-        let events = events
-            .into_iter()
-            .map(NewEvent::into_input)
-            .collect::<Result<Vec<_>, _>>()?;
-        let request = pb::LogBatchRequest {
-            events,
-            with_proof: true,
-        };
-        let keyed = keyed_batch(&request);
-        let response = self
-            .call(keyed, |mut c| {
-                let request = request.clone();
-                async move { c.log_batch(request).await }
-            })
-            .await?;
+        let response = self.send_batch(events, true).await?;
         let proof = check_receipt_proofs(
             &response.receipts,
             response.proofs,

@@ -18,7 +18,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -26,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Endpoint, save_position};
+use super::{Endpoint, Message, save_position};
 use crate::checkpoint::{Checkpoints, Signed};
 use crate::clock::{format_timestamp, now_micros};
 
@@ -107,8 +106,8 @@ pub(super) async fn run(
     }
 }
 
-/// POSTs `signed`, retrying with exponential backoff until it is accepted,
-/// a newer checkpoint is announced, or shutdown.
+/// POSTs `signed`, retrying until it is accepted, a newer checkpoint is
+/// announced, or shutdown.
 async fn deliver(
     endpoint: &Endpoint,
     client: &reqwest::Client,
@@ -119,38 +118,30 @@ async fn deliver(
 ) -> Outcome {
     let body = payload(origin, signed).to_string();
     let id = format!("checkpoint-{}", signed.size);
-    let mut backoff = Duration::from_millis(500);
-    let max = Duration::from_secs(endpoint.config.max_backoff_secs.max(1));
-    loop {
-        match endpoint.post(client, &id, &body).await {
-            Ok(()) => {
-                endpoint.update(|s| s.consecutive_failures = 0);
-                return Outcome::Delivered;
-            }
-            Err(error) => {
-                tracing::warn!(webhook = %endpoint.config.name, tree_size = signed.size, %error, retry_in = ?backoff, "checkpoint delivery failed");
-                endpoint.update(|s| {
-                    s.failures += 1;
-                    s.consecutive_failures += 1;
-                    s.last_error = error;
-                    s.last_error_at = now_micros();
-                });
-            }
-        }
-        let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
-        tokio::select! {
-            _ = cancel.cancelled() => return Outcome::Shutdown,
-            () = tokio::time::sleep(backoff + jitter) => {}
-            changed = published.changed() => {
-                if changed.is_err() {
-                    return Outcome::Shutdown;
-                }
-                if published.borrow().as_ref().is_some_and(|l| l.size > signed.size) {
-                    return Outcome::Superseded;
+    let stop = async {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return Outcome::Shutdown,
+                changed = published.changed() => {
+                    if changed.is_err() {
+                        return Outcome::Shutdown;
+                    }
+                    if published.borrow().as_ref().is_some_and(|l| l.size > signed.size) {
+                        return Outcome::Superseded;
+                    }
                 }
             }
         }
-        backoff = (backoff * 2).min(max);
+    };
+    let message = Message::Checkpoint {
+        tree_size: signed.size,
+    };
+    match endpoint
+        .deliver_with_retry(client, message, &id, &body, stop)
+        .await
+    {
+        Ok(()) => Outcome::Delivered,
+        Err(stopped) => stopped,
     }
 }
 

@@ -166,6 +166,14 @@ struct Endpoint {
     status: Arc<Mutex<EndpointStatus>>,
 }
 
+/// What a delivery carries, for its log lines and counters (only events
+/// count as `delivered`).
+#[derive(Clone, Copy)]
+enum Message {
+    Event { seq: u64 },
+    Checkpoint { tree_size: u64 },
+}
+
 /// Why an endpoint's delivery stopped.
 enum Stopped {
     /// Shutdown, or this node went off duty.
@@ -339,8 +347,8 @@ impl Endpoint {
         }
     }
 
-    /// Delivers one event, retrying with exponential backoff until it is
-    /// accepted. False when shutdown interrupted it.
+    /// Delivers one event, retrying until it is accepted. False when
+    /// shutdown interrupted it.
     async fn deliver(
         &self,
         client: &reqwest::Client,
@@ -348,20 +356,48 @@ impl Endpoint {
         cancel: &CancellationToken,
     ) -> bool {
         let body = payload(record).to_string();
+        let event = Message::Event { seq: record.seq };
+        self.deliver_with_retry(client, event, &record.id, &body, cancel.cancelled())
+            .await
+            .is_ok()
+    }
+
+    /// POSTs `body` as message `id`, retrying with exponential backoff
+    /// until it is accepted, and keeps the endpoint's status. `Err` with
+    /// what `stop` gave when it completed first: it is polled only between
+    /// attempts, so a POST under way is never cut short.
+    async fn deliver_with_retry<T>(
+        &self,
+        client: &reqwest::Client,
+        message: Message,
+        id: &str,
+        body: &str,
+        stop: impl Future<Output = T>,
+    ) -> Result<(), T> {
+        let mut stop = std::pin::pin!(stop);
         let mut backoff = Duration::from_millis(500);
         let max = Duration::from_secs(self.config.max_backoff_secs.max(1));
         loop {
-            let result = self.post(client, &record.id, &body).await;
-            match result {
+            match self.post(client, id, body).await {
                 Ok(()) => {
                     self.update(|s| {
-                        s.delivered += 1;
+                        if let Message::Event { .. } = message {
+                            s.delivered += 1;
+                        }
                         s.consecutive_failures = 0;
                     });
-                    return true;
+                    return Ok(());
                 }
                 Err(error) => {
-                    tracing::warn!(webhook = %self.config.name, seq = record.seq, %error, retry_in = ?backoff, "webhook delivery failed");
+                    let name = &self.config.name;
+                    match message {
+                        Message::Event { seq } => {
+                            tracing::warn!(webhook = %name, seq, %error, retry_in = ?backoff, "webhook delivery failed");
+                        }
+                        Message::Checkpoint { tree_size } => {
+                            tracing::warn!(webhook = %name, tree_size, %error, retry_in = ?backoff, "checkpoint delivery failed");
+                        }
+                    }
                     self.update(|s| {
                         s.failures += 1;
                         s.consecutive_failures += 1;
@@ -373,8 +409,8 @@ impl Endpoint {
             // Up to a quarter more, so many endpoints do not retry in step.
             let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
             tokio::select! {
-                _ = cancel.cancelled() => return false,
-                _ = tokio::time::sleep(backoff + jitter) => {}
+                stopped = &mut stop => return Err(stopped),
+                () = tokio::time::sleep(backoff + jitter) => {}
             }
             backoff = (backoff * 2).min(max);
         }
