@@ -28,8 +28,9 @@ async fn node(nats: &NatsCluster, i: usize, dir: &Path) -> ServerProcess {
     std::fs::write(
         &config,
         format!(
-            "[cluster]\nnats_urls = [{}]\nnode_name = \"node{i}\"\n\
+            "{}[cluster]\nnats_urls = [{}]\nnode_name = \"node{i}\"\n\
              advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\n",
+            nats.checkpoint_toml(),
             urls.join(", ")
         ),
     )

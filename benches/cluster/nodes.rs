@@ -30,6 +30,9 @@ pub(crate) struct Node {
     child: Option<Child>,
 }
 
+/// The cluster nodes' shared checkpoint signing key.
+const CHECKPOINT_KEY: &str = "5a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
 impl Node {
     /// A single-node server with the default configuration, data in `dir`.
     pub(crate) async fn single(dir: &Path) -> Result<Node, BoxError> {
@@ -48,10 +51,15 @@ impl Node {
         let port = closed_port();
         let urls: Vec<String> = nats_urls.iter().map(|u| format!("{u:?}")).collect();
         let config = dir.join("auditlog.toml");
+        // The cluster's one checkpoint key: the same bytes in every node's
+        // directory.
+        let key = dir.join("checkpoint.key");
+        std::fs::write(&key, CHECKPOINT_KEY)?;
         std::fs::write(
             &config,
             format!(
-                "[cluster]\nnats_urls = [{}]\nnode_name = \"node{i}\"\n\
+                "checkpoint_key_file = {key:?}\ncheckpoint_origin = \"auditlog/bench\"\n\
+                 [cluster]\nnats_urls = [{}]\nnode_name = \"node{i}\"\n\
                  advertise = \"http://127.0.0.1:{port}\"\n",
                 urls.join(", ")
             ),

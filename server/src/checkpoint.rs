@@ -6,7 +6,12 @@
 //! The signing key is 32 random bytes generated once into
 //! `<data_dir>/checkpoint.key` (64 hex characters, mode 0600), or the file
 //! `checkpoint_key_file` names. Its name is the log's origin,
-//! `checkpoint_origin`, by default `auditlog/<host name>`. The latest
+//! `checkpoint_origin`, by default `auditlog/<host name>`. A cluster has
+//! one checkpoint identity: every node signs with the one key in
+//! `checkpoint_key_file` under the one `checkpoint_origin` (both required,
+//! the key never generated: [`require_shared_key`]), so nodes at the same
+//! tree size sign byte-identical checkpoints (Ed25519 is deterministic)
+//! and a witness may follow any node. The latest
 //! checkpoint is kept in `<data_dir>/checkpoint.note`, replaced whole, so a
 //! restart serves it again and verification can check it against the log.
 //!
@@ -82,6 +87,19 @@ pub(crate) fn default_origin() -> String {
         .filter(|h| !h.is_empty() && !h.contains(|c: char| c.is_whitespace() || c == '+'))
         .unwrap_or_else(|| "localhost".into());
     format!("auditlog/{host}")
+}
+
+/// In cluster mode: the shared key file `key_file` must exist and hold a
+/// key; it is never generated, since a key generated on one node would give
+/// the cluster a second checkpoint identity.
+pub(crate) fn require_shared_key(key_file: &Path) -> Result<(), CheckpointKeyError> {
+    if !key_file.exists() {
+        return Err(CheckpointKeyError::NoSharedKey {
+            path: key_file.display().to_string(),
+        });
+    }
+    load_seed(Some(key_file), Path::new("."))?;
+    Ok(())
 }
 
 /// The signing key: `key_file` or `<data_dir>/checkpoint.key`, generated

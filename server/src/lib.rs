@@ -123,9 +123,13 @@ pub async fn run(
     let keyring = {
         let dir = config.data_dir.clone();
         let key_id = config.hmac_key_id.clone();
+        let shared_checkpoint_key = shared_checkpoint_key(&config);
         tokio::task::spawn_blocking(move || {
             let keyring = Keyring::load(&key_id, key.as_deref(), &dir, store::holds_log(&dir)?)?;
             store::check_before_start(&dir, &keyring)?;
+            if let Some(path) = &shared_checkpoint_key {
+                checkpoint::require_shared_key(path)?;
+            }
             Ok::<_, ServerError>(keyring)
         })
         .await??
@@ -187,6 +191,7 @@ pub async fn run(
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
+    let shared_checkpoint_key = shared_checkpoint_key(&config);
     let publish_config = config.checkpoints.clone();
     let retention = config.retention();
     let check_every = Duration::from_secs(config.retention_check_secs);
@@ -215,6 +220,9 @@ pub async fn run(
                         reason: e.to_string(),
                     }
                 })?;
+                if let Some(path) = &shared_checkpoint_key {
+                    checkpoint::require_shared_key(path)?;
+                }
                 let checkpoints =
                     Checkpoints::load(&origin, checkpoint_key.as_deref(), &store_config.data_dir)?;
                 let store = metrics::recovering(&metrics, &dir.clone(), || {
@@ -404,6 +412,9 @@ pub fn verifier_key(config: &Config) -> Result<String, ServerError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
+    if let Some(path) = shared_checkpoint_key(config) {
+        checkpoint::require_shared_key(&path)?;
+    }
     let checkpoints = Checkpoints::load(
         &config.checkpoint_origin(),
         config.checkpoint_key_file.as_deref(),
@@ -412,11 +423,24 @@ pub fn verifier_key(config: &Config) -> Result<String, ServerError> {
     Ok(checkpoints.verifier_key())
 }
 
+/// In cluster mode, the checkpoint key file every node shares (required by
+/// `Config::validate`); `None` for a single node, whose key may be
+/// generated.
+fn shared_checkpoint_key(config: &Config) -> Option<std::path::PathBuf> {
+    config
+        .cluster
+        .as_ref()
+        .and(config.checkpoint_key_file.clone())
+}
+
 /// Rotates the checkpoint signing key of `config`'s data directory
 /// (`auditlog-server --rotate-checkpoint-key`): refused while a server
 /// holds the directory. The handover, the retired key and its steps are in
 /// `checkpoint/rotation.rs`.
 pub fn rotate_checkpoint_key(config: &Config) -> Result<checkpoint::Rotated, ServerError> {
+    if config.cluster.is_some() {
+        return Err(checkpoint::CheckpointKeyError::Clustered.into());
+    }
     let _lock = lock::DirLock::acquire(&config.data_dir)?;
     Ok(checkpoint::rotate(
         &config.checkpoint_origin(),

@@ -23,6 +23,13 @@ pub(crate) struct NatsCluster {
     _turn: tokio::sync::SemaphorePermit<'static>,
 }
 
+/// The auditlog nodes' shared checkpoint signing key, in the cluster's
+/// directory under [`CHECKPOINT_KEY_FILE`].
+const CHECKPOINT_KEY: &str = "6b3d0e1f2a4c5b6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9012a3b4c5d6";
+const CHECKPOINT_KEY_FILE: &str = "checkpoint.key";
+/// The auditlog nodes' one checkpoint origin.
+pub(crate) const CHECKPOINT_ORIGIN: &str = "auditlog/test-cluster";
+
 /// One NATS cluster at a time in a test binary.
 static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
@@ -42,6 +49,7 @@ impl NatsCluster {
             .await
             .expect("the turn semaphore is never closed");
         let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CHECKPOINT_KEY_FILE), CHECKPOINT_KEY).unwrap();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (closed_port(), closed_port())).collect();
         let mut servers = Vec::new();
         for (i, (port, route_port)) in ports.iter().enumerate() {
@@ -133,13 +141,29 @@ impl NatsCluster {
             .collect()
     }
 
-    /// The `[cluster]` section of an auditlog node named `name` advertised
-    /// on `port`, naming these servers, with a 1 s lease.
+    /// The top-level keys of the cluster's one checkpoint identity: the
+    /// shared key file (in this cluster's directory) and the origin.
+    pub(crate) fn checkpoint_toml(&self) -> String {
+        format!(
+            "checkpoint_key_file = {:?}\ncheckpoint_origin = \"{CHECKPOINT_ORIGIN}\"\n",
+            self.checkpoint_key_file()
+        )
+    }
+
+    /// The checkpoint key file every node of this cluster shares.
+    pub(crate) fn checkpoint_key_file(&self) -> PathBuf {
+        self.dir.path().join(CHECKPOINT_KEY_FILE)
+    }
+
+    /// The cluster's shared checkpoint keys ([`NatsCluster::checkpoint_toml`])
+    /// and the `[cluster]` section of an auditlog node named `name`
+    /// advertised on `port`, naming these servers, with a 1 s lease.
     pub(crate) fn node_toml(&self, name: &str, port: u16) -> String {
         let urls: Vec<String> = self.urls().iter().map(|u| format!("{u:?}")).collect();
         format!(
-            "[cluster]\nnats_urls = [{}]\nnode_name = \"{name}\"\n\
+            "{}[cluster]\nnats_urls = [{}]\nnode_name = \"{name}\"\n\
              advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\n",
+            self.checkpoint_toml(),
             urls.join(", ")
         )
     }

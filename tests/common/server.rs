@@ -58,7 +58,7 @@ impl TestServer {
     }
 
     /// Starts a server with `config` on `listener`.
-    async fn start_on(listener: tokio::net::TcpListener, config: Config) -> TestServer {
+    pub(crate) async fn start_on(listener: tokio::net::TcpListener, config: Config) -> TestServer {
         let dir = config.data_dir.clone();
         let protected = !config.tokens.is_empty();
         let addr = listener.local_addr().unwrap();

@@ -92,6 +92,23 @@ pub enum CheckpointKeyError {
          witnesses follow key rotations through it"
     )]
     BadList { path: String, reason: String },
+    #[error(
+        "{path} does not exist: in cluster mode every node signs checkpoints with one shared \
+         key, which the server never generates; make it once with `openssl rand -hex 32 > \
+         {path} && chmod 600 {path}` (or copy a single node's <data_dir>/checkpoint.key to keep \
+         its witnesses) and put the same file at checkpoint_key_file on every node"
+    )]
+    NoSharedKey { path: String },
+    #[error(
+        "--rotate-checkpoint-key is refused in cluster mode: every node signs with the shared \
+         key, and a rotation on one node would leave the others signing with the old one, which \
+         witnesses then refuse; stop every node once they report the same head, run \
+         --rotate-checkpoint-key on one of them with the same data_dir, checkpoint_key_file and \
+         checkpoint_origin but without the [cluster] section, copy the new key file and that \
+         node's checkpoint.retired.json and checkpoint.note to every other node, then start \
+         them (docs/cluster.md, \"Rotating the checkpoint key\")"
+    )]
+    Clustered,
     #[error("checkpoint_origin: {0}")]
     Origin(auditlog_proof::NoteError),
     #[error(

@@ -118,6 +118,8 @@ async fn follow(
         };
         let message = message.map_err(|e| nats(&e))?;
         let seq = message.info().map_err(|e| nats(&e))?.stream_sequence;
+        #[cfg(feature = "fault-injection")]
+        hold_if_asked(store.dir()).await;
         store
             .apply(message.payload.to_vec())
             .await
@@ -159,6 +161,16 @@ async fn check_not_purged_past(
          in between are gone from the stream; seed this node's data directory from another \
          node's (docs/cluster.md, \"A node that was down too long\")"
     )))
+}
+
+/// A test hook: while `<data_dir>/HOLD_APPLY` exists, the replica applies
+/// nothing more, so a test can make it fall behind the stream for real.
+#[cfg(feature = "fault-injection")]
+async fn hold_if_asked(dir: &Path) {
+    let hold = dir.join("HOLD_APPLY");
+    while hold.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn read_pos(path: &Path) -> u64 {

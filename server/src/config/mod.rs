@@ -140,11 +140,14 @@ pub struct Config {
     /// window size, server RPC timing, degradation alerts.
     pub performance: PerformanceConfig,
     /// The origin line of the signed checkpoints, also the name of their
-    /// signing key: no spaces or `+`. Default `auditlog/<host name>`.
+    /// signing key: no spaces or `+`. Default `auditlog/<host name>`;
+    /// required in cluster mode, one name for the whole cluster.
     pub checkpoint_origin: Option<String>,
     /// A file holding the checkpoint signing key (an Ed25519 private key
     /// as 64 hex characters), generated there if missing. Default:
-    /// `<data_dir>/checkpoint.key`, generated on first start.
+    /// `<data_dir>/checkpoint.key`, generated on first start. Required in
+    /// cluster mode, where the file must exist (it is never generated) and
+    /// hold the one key every node shares.
     pub checkpoint_key_file: Option<PathBuf>,
     /// Where signed checkpoints are pushed out (`[checkpoints]`): a file,
     /// a history file, on an interval. Default: nowhere.
@@ -579,6 +582,31 @@ impl Config {
                     reason: "in cluster mode every node must pseudonymise with the same key: set \
                              compliance.pseudonym_key or pseudonym_key_file to one key shared \
                              by every node"
+                        .into(),
+                });
+            }
+            // Whichever node a witness asks signs the checkpoint: one key
+            // and one origin for the cluster, so the nodes' checkpoints of
+            // one tree size are the same bytes (checkpoint.rs).
+            if self.checkpoint_key_file.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "checkpoint_key_file",
+                    reason: "in cluster mode every node signs checkpoints with one shared key: \
+                             make it once with `openssl rand -hex 32 > checkpoint.key && chmod \
+                             600 checkpoint.key`, copy that file to every node and set \
+                             checkpoint_key_file to it; a key generated into each data \
+                             directory would give the cluster one identity per node, and a \
+                             witness could follow only one node"
+                        .into(),
+                });
+            }
+            if self.checkpoint_origin.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "checkpoint_origin",
+                    reason: "in cluster mode set checkpoint_origin to one name for the whole \
+                             cluster, the same on every node (e.g. auditlog/audit.example.com); \
+                             the default names this host, so each node would sign under its \
+                             own name"
                         .into(),
                 });
             }

@@ -210,12 +210,45 @@ fn in_cluster_mode_every_webhook_needs_a_configured_secret() {
     );
     let secret = "secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n";
     let ok = load(
-        Some(&format!("{hook}{secret}\n{cluster}")),
+        Some(&format!("{SHARED_CHECKPOINT_KEY}{hook}{secret}\n{cluster}")),
         &[],
         Overrides::default(),
     );
     assert!(ok.is_ok(), "{ok:?}");
     assert!(load(Some(hook), &[], Overrides::default()).is_ok());
+}
+
+/// The top-level keys a cluster node needs for its one checkpoint identity.
+const SHARED_CHECKPOINT_KEY: &str = "checkpoint_key_file = \"/etc/auditlog/checkpoint.key\"\ncheckpoint_origin = \"auditlog/test\"\n";
+
+#[test]
+fn in_cluster_mode_the_checkpoint_key_file_and_origin_are_required() {
+    let cluster = "[cluster]\nnats_urls = [\"nats://127.0.0.1:4222\"]\n\
+                   advertise = \"http://127.0.0.1:50051\"\n";
+    let err = load(Some(cluster), &[], Overrides::default()).unwrap_err();
+    assert!(
+        err.contains("checkpoint_key_file") && err.contains("openssl rand -hex 32"),
+        "{err}"
+    );
+    let key_only = "checkpoint_key_file = \"/etc/auditlog/checkpoint.key\"\n";
+    let err = load(
+        Some(&format!("{key_only}{cluster}")),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("checkpoint_origin") && err.contains("names this host"),
+        "{err}"
+    );
+    let ok = load(
+        Some(&format!("{SHARED_CHECKPOINT_KEY}{cluster}")),
+        &[],
+        Overrides::default(),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    // A single node keeps its defaults: a generated key, the host's name.
+    assert!(load(Some(""), &[], Overrides::default()).is_ok());
 }
 
 #[test]
