@@ -136,7 +136,9 @@ pub async fn run(
     };
     let cancel = CancellationToken::new();
     let cluster = match config.cluster.clone() {
-        Some(c) => Some(cluster::Node::start(c, keyring.clone(), cancel.clone()).await?),
+        Some(c) => Some(
+            cluster::Node::start(c, config.tls.as_ref(), keyring.clone(), cancel.clone()).await?,
+        ),
         None => None,
     };
     let cell: Arc<OnceLock<Running>> = Arc::new(OnceLock::new());

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::keys::Secret;
+
 /// The `[cluster]` section. Every field documents its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -39,6 +41,33 @@ pub struct ClusterConfig {
     /// A CA certificate (PEM) to verify the NATS servers' TLS with; set, the
     /// connection requires TLS. Default: none (the system roots for `tls://`).
     pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) this node presents to NATS servers that
+    /// verify clients (`tls { verify: true }`), with `nats_tls_key`; set,
+    /// the connection requires TLS. Default: none.
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `nats_tls_cert`. Default: none.
+    pub nats_tls_key: Option<PathBuf>,
+    /// A NATS user name, with `nats_password`. Default: none.
+    pub nats_user: Option<String>,
+    /// The password of `nats_user`. Default: none.
+    pub nats_password: Option<Secret>,
+    /// A NATS authentication token. Default: none.
+    pub nats_token: Option<Secret>,
+    /// A file holding this node's NKey seed (`SU...`), for a NATS user
+    /// known by its public NKey. Default: none.
+    pub nats_nkey_file: Option<PathBuf>,
+    /// The CA certificate (PEM) the nodes' gRPC certificates chain to: a
+    /// follower forwarding a write to an `https://` leader trusts only
+    /// this CA. Default: none (the public web roots).
+    pub peer_ca_file: Option<PathBuf>,
+    /// The client certificate (PEM) a follower presents when it forwards a
+    /// write, for nodes that require one (`tls.client_ca_file`), with
+    /// `peer_key_file`. Default: `tls.cert_file` when `[tls]` is set (so it
+    /// must then allow client authentication), else none.
+    pub peer_cert_file: Option<PathBuf>,
+    /// The private key (PEM) of `peer_cert_file`. Default: `tls.key_file`
+    /// when `[tls]` is set, else none.
+    pub peer_key_file: Option<PathBuf>,
 }
 
 impl Default for ClusterConfig {
@@ -53,6 +82,15 @@ impl Default for ClusterConfig {
             max_replica_lag: 10_000,
             nats_creds: None,
             nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_user: None,
+            nats_password: None,
+            nats_token: None,
+            nats_nkey_file: None,
+            peer_ca_file: None,
+            peer_cert_file: None,
+            peer_key_file: None,
         }
     }
 }
@@ -133,12 +171,57 @@ impl ClusterConfig {
                 ),
             ));
         }
+        self.validate_secrets()?;
         if self.max_replica_lag == 0 {
             return Err((
                 "cluster.max_replica_lag",
                 "0 would report every node unhealthy between a write and its replication; \
                  use at least 1 (default 10000)"
                     .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The keys that come in pairs, and the NATS credentials, of which at
+    /// most one kind may be set.
+    fn validate_secrets(&self) -> Result<(), (&'static str, String)> {
+        let pairs = [
+            (
+                ("cluster.nats_tls_cert", self.nats_tls_cert.is_some()),
+                ("cluster.nats_tls_key", self.nats_tls_key.is_some()),
+            ),
+            (
+                ("cluster.nats_user", self.nats_user.is_some()),
+                ("cluster.nats_password", self.nats_password.is_some()),
+            ),
+            (
+                ("cluster.peer_cert_file", self.peer_cert_file.is_some()),
+                ("cluster.peer_key_file", self.peer_key_file.is_some()),
+            ),
+        ];
+        for ((a, a_set), (b, b_set)) in pairs {
+            if a_set != b_set {
+                let (set, missing) = if a_set { (a, b) } else { (b, a) };
+                return Err((
+                    missing,
+                    format!("{set} is set: set {missing} too, or neither"),
+                ));
+            }
+        }
+        let credentials: Vec<&str> = [
+            ("cluster.nats_creds", self.nats_creds.is_some()),
+            ("cluster.nats_nkey_file", self.nats_nkey_file.is_some()),
+            ("cluster.nats_token", self.nats_token.is_some()),
+            ("cluster.nats_user", self.nats_user.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect();
+        if let [first, second, ..] = credentials[..] {
+            return Err((
+                second,
+                format!("{first} is set too: NATS takes one kind of credentials; keep one"),
             ));
         }
         Ok(())
@@ -226,7 +309,7 @@ mod tests {
     #[test]
     fn each_bad_key_is_named() {
         type Spoil = fn(&mut ClusterConfig);
-        let cases: [(&str, Spoil); 8] = [
+        let cases: [(&str, Spoil); 12] = [
             ("cluster.nats_urls", |c| c.nats_urls.clear()),
             ("cluster.nats_urls", |c| {
                 c.nats_urls = vec!["nats://a b".into()]
@@ -239,6 +322,17 @@ mod tests {
                 c.advertise = "10.0.0.5:50051".into()
             }),
             ("cluster.lease_ttl_ms", |c| c.lease_ttl_ms = 50),
+            ("cluster.nats_tls_key", |c| {
+                c.nats_tls_cert = Some("client.pem".into())
+            }),
+            ("cluster.nats_user", |c| c.nats_password = Some("pw".into())),
+            ("cluster.peer_cert_file", |c| {
+                c.peer_key_file = Some("node.key".into())
+            }),
+            ("cluster.nats_token", |c| {
+                c.nats_nkey_file = Some("seed".into());
+                c.nats_token = Some("t".into());
+            }),
         ];
         for (key, spoil) in cases {
             let mut config = valid();

@@ -156,9 +156,11 @@ impl Node {
     /// the stream and running the lease until `cancel`.
     pub(crate) async fn start(
         config: ClusterConfig,
+        tls: Option<&crate::config::TlsConfig>,
         keyring: Keyring,
         cancel: CancellationToken,
     ) -> Result<Node, ClusterError> {
+        let to_leader = Arc::new(forward::LeaderChannel::new(&config, tls)?);
         let client = connect(&config, &config.node()).await?;
         let (role_tx, role) = watch::channel(Role::Unknown);
         let (ready_tx, ready) = watch::channel(false);
@@ -176,7 +178,7 @@ impl Node {
             applied: Arc::new(AtomicU64::new(0)),
             behind: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(Mutex::new(None)),
-            to_leader: Arc::default(),
+            to_leader,
         };
         tokio::spawn(
             node.clone()
@@ -345,13 +347,40 @@ async fn connect(config: &ClusterConfig, name: &str) -> Result<async_nats::Clien
             })?;
     }
     if let Some(ca) = &config.nats_tls_ca {
-        if let Err(e) = std::fs::metadata(ca) {
+        readable("cluster.nats_tls_ca", ca)?;
+        options = options.add_root_certificates(ca.clone()).require_tls(true);
+    }
+    if let (Some(cert), Some(key)) = (&config.nats_tls_cert, &config.nats_tls_key) {
+        readable("cluster.nats_tls_cert", cert)?;
+        readable("cluster.nats_tls_key", key)?;
+        options = options
+            .add_client_certificate(cert.clone(), key.clone())
+            .require_tls(true);
+    }
+    if let (Some(user), Some(password)) = (&config.nats_user, &config.nats_password) {
+        options = options.user_and_password(user.clone(), password.expose().to_owned());
+    }
+    if let Some(token) = &config.nats_token {
+        options = options.token(token.expose().to_owned());
+    }
+    if let Some(seed) = &config.nats_nkey_file {
+        let text = std::fs::read_to_string(seed).map_err(|e| ClusterError::Config {
+            key: "cluster.nats_nkey_file",
+            reason: format!("cannot read {}: {e}", seed.display()),
+        })?;
+        let seed_line = text.trim();
+        // A user's seed is base32 starting `SU`; anything else would only
+        // fail later, at each connection attempt, out of sight.
+        if !seed_line.starts_with("SU") || seed_line.contains(char::is_whitespace) {
             return Err(ClusterError::Config {
-                key: "cluster.nats_tls_ca",
-                reason: format!("cannot read {}: {e}", ca.display()),
+                key: "cluster.nats_nkey_file",
+                reason: format!(
+                    "{} holds no NKey seed; write the user's seed (SU...) alone in it",
+                    seed.display()
+                ),
             });
         }
-        options = options.add_root_certificates(ca.clone()).require_tls(true);
+        options = options.nkey(seed_line.to_owned());
     }
     let addrs = config
         .nats_urls
@@ -366,6 +395,16 @@ async fn connect(config: &ClusterConfig, name: &str) -> Result<async_nats::Clien
         .connect(addrs)
         .await
         .map_err(|e| ClusterError::Nats(format!("connecting: {e}")))
+}
+
+/// `Ok` if the file `path` named by `key` can be read.
+fn readable(key: &'static str, path: &std::path::Path) -> Result<(), ClusterError> {
+    std::fs::File::open(path)
+        .map(drop)
+        .map_err(|e| ClusterError::Config {
+            key,
+            reason: format!("cannot read {}: {e}", path.display()),
+        })
 }
 
 /// Keeps `duty` on while `role` says this node leads, off otherwise, until

@@ -32,6 +32,18 @@ impl Config {
             "compliance.pseudonym_key".into(),
             shown.compliance.pseudonym_key.take().is_some(),
         );
+        if let Some(cluster) = &mut shown.cluster {
+            hide(
+                &mut hidden,
+                "cluster.nats_password".into(),
+                cluster.nats_password.take().is_some(),
+            );
+            hide(
+                &mut hidden,
+                "cluster.nats_token".into(),
+                cluster.nats_token.take().is_some(),
+            );
+        }
         if let Some(email) = &mut shown.alerts.email {
             hide(
                 &mut hidden,

@@ -568,3 +568,20 @@ fn tracing_is_off_by_default_and_set_from_any_layer_with_its_keys_checked() {
     let printed = c.to_toml().unwrap();
     assert!(printed.contains("[tracing]"), "{printed}");
 }
+
+#[test]
+fn printed_config_leaves_out_the_nats_password() {
+    let config = load(
+        Some(
+            "[cluster]\nnats_urls = [\"tls://10.0.0.1:4222\"]\n\
+             advertise = \"https://10.0.0.5:50051\"\n\
+             nats_user = \"auditlog\"\nnats_password = \"NATSSECRET\"\n",
+        ),
+        &[],
+        Overrides::default(),
+    )
+    .unwrap();
+    let printed = config.to_toml().unwrap();
+    assert!(!printed.contains("NATSSECRET"), "{printed}");
+    assert!(printed.contains("#   cluster.nats_password\n"), "{printed}");
+}
