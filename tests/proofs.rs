@@ -514,10 +514,10 @@ async fn only_a_benchmark_can_switch_the_tree_off() {
     let client = server.client().await;
     log_n(&client, 1, 5).await;
     assert_eq!(client.lead_history("LEAD-3").await.unwrap().len(), 1);
-    let refused = client.checkpoint(true).await.unwrap_err();
+    let refused = client.inclusion_proof(3, 5).await.unwrap_err();
     assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
     assert!(refused.to_string().contains("switched off"), "{refused}");
-    assert!(client.checkpoint(false).await.is_err());
+    assert!(client.checkpoint(true).await.is_err());
     assert!(!server.data_dir.join("tree").exists());
 
     let dir = tempfile::tempdir().unwrap();
