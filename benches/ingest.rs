@@ -62,7 +62,11 @@
 //! - `AUDITLOG_BENCH_VARIANTS`: variants of the real server measured in the
 //!   same rounds and printed beside it, a comma-separated list of `metrics`
 //!   (a metrics listener) and `tracing` (OTLP export); see
-//!   `ingest/variants.rs` (none).
+//!   `ingest/variants.rs` (none);
+//! - `AUDITLOG_BENCH_ONLY`: a comma-separated subset of the servers to
+//!   measure, `default`, `floor`, `empty` and the variants' names (all). The
+//!   others are started but get no calls (their rows show 0), so a run under
+//!   `valgrind --tool=callgrind` counts one server's instructions only.
 //!
 //! Client and servers run in this one process, on two tokio runtimes (one for
 //! the servers, one for the client, each with a worker per core), so they
@@ -152,6 +156,8 @@ struct Settings {
     floor_fsync: bool,
     /// Variants of the real server measured beside it.
     variants: Vec<Variant>,
+    /// The servers to measure, by name (`None`: all).
+    only: Option<Vec<String>>,
 }
 
 impl Settings {
@@ -202,6 +208,12 @@ impl Settings {
             parent_dir: env::parent_dir(),
             floor_fsync,
             variants: Variant::from_env()?,
+            only: std::env::var("AUDITLOG_BENCH_ONLY").ok().map(|list| {
+                list.split(',')
+                    .map(|name| name.trim().to_owned())
+                    .filter(|name| !name.is_empty())
+                    .collect()
+            }),
         })
     }
 }
@@ -300,6 +312,25 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     }
     let events: Vec<pb::EventInput> = (0..EVENT_POOL).map(event).collect();
     let requests = Arc::new(Requests::build(&events, BATCH_SIZE));
+    let names: Vec<&str> = ["default", "floor", "empty"]
+        .into_iter()
+        .chain(settings.variants.iter().map(|v| v.key()))
+        .collect();
+    if let Some(only) = &settings.only
+        && let Some(unknown) = only.iter().find(|name| !names.contains(&name.as_str()))
+    {
+        return Err(format!(
+            "unknown server {unknown:?} in AUDITLOG_BENCH_ONLY: use {}",
+            names.join(", ")
+        )
+        .into());
+    }
+    let measured = |i: usize| {
+        settings
+            .only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|name| name == names[i]))
+    };
 
     let mut rows = Vec::new();
     for scenario in &settings.scenarios {
@@ -312,7 +343,7 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
             if round % 2 == 1 {
                 order.reverse();
             }
-            for i in order {
+            for i in order.into_iter().filter(|&i| measured(i)) {
                 row[i].absorb(measure(&channels[i], scenario, &requests, &settings).await?);
             }
         }

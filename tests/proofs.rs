@@ -10,7 +10,8 @@
 //! log's checkpoint, a changed proof are refused; the statuses of bad
 //! requests; the kept checkpoint and the tree across a restart; the CLI;
 //! proofs across seqs cut from the log (the tree's kept leaves, or the
-//! documented gap leaf).
+//! documented gap leaf); the benchmarks' server without a tree, which only
+//! code can start.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -438,4 +439,31 @@ async fn the_server_binary_prints_the_verifier_key_the_server_signs_with() {
     log_leads(&client, "LEAD", 1, 2).await;
     let checkpoint = checkpoint_of(&client, &key, 2).await;
     assert!(checkpoint.note.starts_with("auditlog/test-log\n2\n"));
+}
+
+/// The ingest bench's `notree` server (`auditlog_server::bench::Switches`)
+/// writes and reads its log but builds no tree and signs no checkpoint,
+/// and says so; no configuration file can switch the tree off.
+#[tokio::test]
+async fn only_a_benchmark_can_switch_the_tree_off() {
+    let server = TestServer::start_with(|c| {
+        c.bench = auditlog_server::bench::Switches::without_tree();
+    })
+    .await;
+    let client = server.client().await;
+    log_n(&client, 1, 5).await;
+    assert_eq!(client.lead_history("LEAD-3").await.unwrap().len(), 1);
+    let refused = client.inclusion_proof(3, 5).await.unwrap_err();
+    assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
+    assert!(refused.to_string().contains("switched off"), "{refused}");
+    assert!(client.checkpoint(true).await.is_err());
+    assert!(!server.data_dir.join("tree").exists());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("auditlog.toml");
+    std::fs::write(&file, "[bench]\ntree = false\n").unwrap();
+    let refused =
+        auditlog_server::Config::load(Some(&file), auditlog_server::config::Overrides::default())
+            .unwrap_err();
+    assert!(refused.to_string().contains("bench"), "{refused}");
 }

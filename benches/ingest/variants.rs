@@ -6,7 +6,10 @@
 //! - `metrics`: with a metrics listener, so every call is counted and timed
 //!   (without one the RPC metrics layer lets calls straight through);
 //! - `tracing`: with traces exported over OTLP/gRPC (`sample_ratio` 1) to a
-//!   sink in this process that decodes each export and drops it.
+//!   sink in this process that decodes each export and drops it;
+//! - `notree`: without the Merkle tree's builder and the checkpoint signer
+//!   (`auditlog_server::bench::Switches`, which no configuration can set),
+//!   so the default row less this one is what the tree costs.
 
 use std::path::Path;
 
@@ -25,6 +28,7 @@ use super::{BoxError, Measurement, Row};
 pub(crate) enum Variant {
     Metrics,
     Tracing,
+    NoTree,
 }
 
 impl Variant {
@@ -32,11 +36,21 @@ impl Variant {
         match self {
             Variant::Metrics => "+metrics",
             Variant::Tracing => "+tracing",
+            Variant::NoTree => "-tree",
         }
     }
 
-    /// `AUDITLOG_BENCH_VARIANTS`: a comma-separated list of `metrics` and
-    /// `tracing` (none).
+    /// Its name in `AUDITLOG_BENCH_VARIANTS` and `AUDITLOG_BENCH_ONLY`.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Variant::Metrics => "metrics",
+            Variant::Tracing => "tracing",
+            Variant::NoTree => "notree",
+        }
+    }
+
+    /// `AUDITLOG_BENCH_VARIANTS`: a comma-separated list of `metrics`,
+    /// `tracing` and `notree` (none).
     pub(crate) fn from_env() -> Result<Vec<Variant>, BoxError> {
         let Ok(list) = std::env::var("AUDITLOG_BENCH_VARIANTS") else {
             return Ok(Vec::new());
@@ -46,8 +60,9 @@ impl Variant {
             .map(|name| match name.trim() {
                 "metrics" => Ok(Variant::Metrics),
                 "tracing" => Ok(Variant::Tracing),
+                "notree" => Ok(Variant::NoTree),
                 other => Err(format!(
-                    "unknown variant {other:?} in AUDITLOG_BENCH_VARIANTS: use metrics, tracing"
+                    "unknown variant {other:?} in AUDITLOG_BENCH_VARIANTS: use metrics, tracing, notree"
                 )
                 .into()),
             })
@@ -64,6 +79,7 @@ impl Variant {
         match self {
             Variant::Metrics => config.metrics_listen = Some(([127, 0, 0, 1], 0).into()),
             Variant::Tracing => config.tracing.otlp_endpoint = Some(otlp.to_owned()),
+            Variant::NoTree => config.bench = auditlog_server::bench::Switches::without_tree(),
         }
         config
     }
@@ -154,4 +170,5 @@ pub(crate) fn print(rows: &[Row], variants: &[Variant]) {
     }
     println!("default: metrics off (no listener), tracing off");
     println!("+metrics: metrics_listen set; +tracing: spans exported over OTLP/gRPC, all sampled");
+    println!("-tree: no Merkle tree builder, no checkpoint signer (bench only)");
 }

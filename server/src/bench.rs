@@ -6,9 +6,37 @@
 //!
 //! Invariant: nothing here is used by the server itself; it only names
 //! what the store already does, so a bench figure measures the code that
-//! runs.
+//! runs. The one exception is [`Switches`], which `benches/ingest.rs` sets
+//! on a [`crate::Config`] to measure what a part of the server costs by
+//! running without it; no config file, flag or environment variable can set
+//! it.
 
 pub use crate::keys::Keyring;
 pub use crate::store::record::{MacCheck, Record, RecordHead};
 pub use crate::store::segment::SegmentIndex;
 pub use crate::store::segment::members::{CHUNK_BYTES, Chunk, read_chunk};
+
+/// Parts of the server a benchmark may switch off to measure their cost
+/// (`Config::bench`); all on by default. A server with one off is not a
+/// server to run: it is only ever built by a benchmark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switches {
+    /// The Merkle tree's builder and the checkpoint signer.
+    pub(crate) tree: bool,
+}
+
+impl Default for Switches {
+    fn default() -> Switches {
+        Switches { tree: true }
+    }
+}
+
+impl Switches {
+    /// No Merkle tree builder and no checkpoint signer: the log is written
+    /// and published as usual, but no leaf is hashed, no tree file written
+    /// and no checkpoint signed (the proof RPCs answer that the tree is
+    /// unavailable).
+    pub fn without_tree() -> Switches {
+        Switches { tree: false }
+    }
+}

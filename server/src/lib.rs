@@ -194,6 +194,8 @@ pub async fn run(
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
     let shared_checkpoint_key = shared_checkpoint_key(&config);
+    // Off only in a benchmark measuring the tree's cost (`bench::Switches`).
+    let tree = config.bench.tree;
     let publish_config = config.checkpoints.clone();
     let retention = config.retention();
     let check_every = Duration::from_secs(config.retention_check_secs);
@@ -228,7 +230,7 @@ pub async fn run(
                 let checkpoints =
                     Checkpoints::load(&origin, checkpoint_key.as_deref(), &store_config.data_dir)?;
                 let store = metrics::recovering(&metrics, &dir.clone(), || {
-                    Store::open_with(store_config, keyring, Arc::clone(&metrics))
+                    Store::open_with(store_config, keyring, Arc::clone(&metrics), tree)
                 })?;
                 let rebuilt = rebuilding.rebuild(&store)?;
                 tracing::debug!(events = rebuilt, "performance windows rebuilt from the log");
@@ -246,11 +248,13 @@ pub async fn run(
             tracing::info!(head = store.head(), dir = %store.dir().display(), "log recovered");
             let store = Arc::new(store);
             let checkpoints = Arc::new(checkpoints);
-            tokio::spawn(checkpoint::run(
-                Arc::clone(&checkpoints),
-                Arc::clone(&store),
-                cancel.clone(),
-            ));
+            if tree {
+                tokio::spawn(checkpoint::run(
+                    Arc::clone(&checkpoints),
+                    Arc::clone(&store),
+                    cancel.clone(),
+                ));
+            }
             // Who sends what must go out once per deployment: this node,
             // or in a cluster the leader (`duty.rs`).
             let duty = cluster

@@ -169,6 +169,11 @@ pub struct Config {
     /// Cluster mode on NATS JetStream (`[cluster]`, see docs/cluster.md).
     /// Default: none, a single node with its own log.
     pub cluster: Option<ClusterConfig>,
+    /// Parts a benchmark switches off (`auditlog_server::bench`); not a
+    /// configuration key: no file, flag or variable sets it.
+    #[doc(hidden)]
+    #[serde(skip)]
+    pub bench: crate::bench::Switches,
 }
 
 /// The format of the server's own log.
@@ -235,6 +240,7 @@ impl Default for Config {
             metrics_listen: None,
             tracing: TracingConfig::default(),
             cluster: None,
+            bench: crate::bench::Switches::default(),
         }
     }
 }

@@ -26,6 +26,7 @@ use prometheus_client::registry::Registry;
 
 pub(crate) use http::serve;
 pub(crate) use rpc::RpcLayer;
+use rpc::RpcMetrics;
 
 use crate::store::{FindingKind, Report};
 
@@ -46,12 +47,6 @@ pub(crate) struct Metrics {
     pub(crate) integrity: IntegrityMetrics,
     pub(crate) limits: LimitMetrics,
     pub(crate) recovery: RecoveryMetrics,
-}
-
-/// Calls per RPC.
-pub(crate) struct RpcMetrics {
-    calls: Family<Labels, Counter>,
-    duration: HistogramFamily,
 }
 
 /// The write path.
@@ -94,29 +89,11 @@ pub(crate) struct RecoveryMetrics {
 /// Held while a live subscription runs: counts it as open.
 pub(crate) struct OpenStream<'a>(&'a Gauge);
 
-fn rpc_seconds() -> Histogram {
-    // 100 µs to about 13 s.
-    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
-}
-
 impl Metrics {
     /// Every family, registered.
     pub(crate) fn new() -> Metrics {
         let mut r = Registry::default();
-        let rpc = RpcMetrics {
-            calls: Family::default(),
-            duration: Family::new_with_constructor(rpc_seconds as fn() -> Histogram),
-        };
-        r.register(
-            "auditlog_rpc_calls",
-            "AuditService and AdminService calls answered, by method and gRPC status code",
-            rpc.calls.clone(),
-        );
-        r.register(
-            "auditlog_rpc_duration_seconds",
-            "Time from request to response headers (a stream: until it starts), by method",
-            rpc.duration.clone(),
-        );
+        let rpc = RpcMetrics::new(&mut r);
         let store = StoreMetrics {
             events: Counter::default(),
             commits: Counter::default(),
@@ -272,18 +249,6 @@ impl Default for Metrics {
     }
 }
 
-impl RpcMetrics {
-    /// One call answered with `code` after `seconds`.
-    pub(crate) fn answered(&self, method: &'static str, code: &'static str, seconds: f64) {
-        self.calls
-            .get_or_create(&[("method", method), ("code", code)])
-            .inc();
-        self.duration
-            .get_or_create(&[("method", method)])
-            .observe(seconds);
-    }
-}
-
 impl StoreMetrics {
     /// One group commit of `events` events and `bytes` bytes, durable and
     /// acknowledged.
@@ -436,7 +401,7 @@ mod tests {
     fn counters_are_exposed_with_total_and_build_info() {
         let m = Metrics::new();
         m.store.committed(3, 120);
-        m.rpc.answered("Log", "OK", 0.01);
+        m.rpc.answered(0, 0, 0.01);
         let text = scrape::encode(&m, None);
         assert!(
             text.contains("auditlog_events_appended_total 3\n"),

@@ -33,7 +33,7 @@ use crate::store::{Filter, Order, Record, Store};
 
 pub use config::{DegradationConfig, PerformanceConfig};
 use percentiles::{p95, summarize};
-pub(crate) use timing::{TimingLayer, rpc_name};
+pub(crate) use timing::{RPCS, TimingLayer, rpc_index, rpc_name};
 use tracked::measurement;
 pub(crate) use tracked::{Measurements, check_duration, check_operation, stats_from_log};
 

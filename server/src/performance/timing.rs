@@ -67,26 +67,33 @@ impl Admit for TimingLayer {
 /// `/auditlog.v1.AuditService/Log`; `None` for health, reflection and
 /// unknown paths (which must not grow the table).
 pub(crate) fn rpc_name(path: &str) -> Option<&'static str> {
-    const RPCS: &[&str] = &[
-        "Log",
-        "LogBatch",
-        "Query",
-        "StreamEvents",
-        "VerifyIntegrity",
-        "GetStats",
-        "TrackPerformance",
-        "GetPerformanceStats",
-        "ExportSubject",
-        "Rotate",
-        "ApplyRetention",
-        "TestAlerts",
-        "GetAlertStatus",
-        "GetWebhookStatus",
-    ];
+    rpc_index(path).and_then(|i| RPCS.get(i).copied())
+}
+
+/// The methods [`rpc_name`] knows, each at its index ([`rpc_index`]).
+pub(crate) const RPCS: [&str; 14] = [
+    "Log",
+    "LogBatch",
+    "Query",
+    "StreamEvents",
+    "VerifyIntegrity",
+    "GetStats",
+    "TrackPerformance",
+    "GetPerformanceStats",
+    "ExportSubject",
+    "Rotate",
+    "ApplyRetention",
+    "TestAlerts",
+    "GetAlertStatus",
+    "GetWebhookStatus",
+];
+
+/// As [`rpc_name`], the method's index in [`RPCS`].
+pub(crate) fn rpc_index(path: &str) -> Option<usize> {
     let method = path
         .strip_prefix("/auditlog.v1.AuditService/")
         .or_else(|| path.strip_prefix("/auditlog.v1.AdminService/"))?;
-    RPCS.iter().copied().find(|r| *r == method)
+    RPCS.iter().position(|r| *r == method)
 }
 
 #[cfg(test)]

@@ -169,14 +169,16 @@ impl Store {
     /// segments and the active file, rebuilds the index, starts the writer
     /// and the sealer (which finishes any rotation a crash interrupted).
     pub fn open(config: StoreConfig, keyring: Keyring) -> Result<Store, StoreError> {
-        Store::open_with(config, keyring, Arc::new(Metrics::new()))
+        Store::open_with(config, keyring, Arc::new(Metrics::new()), true)
     }
 
-    /// [`Store::open`], counting into `metrics`.
+    /// [`Store::open`], counting into `metrics`; without a Merkle tree
+    /// builder unless `tree` (off only in a benchmark: `bench::Switches`).
     pub(crate) fn open_with(
         config: StoreConfig,
         keyring: Keyring,
         metrics: Arc<Metrics>,
+        tree: bool,
     ) -> Result<Store, StoreError> {
         let dir = config.data_dir.clone();
         let open_err = |source| StoreError::Open {
@@ -245,11 +247,17 @@ impl Store {
             .name("auditlog-syncer".into())
             .spawn(move || syncer.run(&syncer_rx))
             .map_err(open_err)?;
-        let tree_shared = Arc::clone(&shared);
-        let tree = std::thread::Builder::new()
-            .name("auditlog-tree".into())
-            .spawn(move || tree::run(&tree_shared))
-            .map_err(open_err)?;
+        let tree = if tree {
+            let tree_shared = Arc::clone(&shared);
+            let builder = std::thread::Builder::new()
+                .name("auditlog-tree".into())
+                .spawn(move || tree::run(&tree_shared))
+                .map_err(open_err)?;
+            Some(builder)
+        } else {
+            shared.tree.switch_off();
+            None
+        };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let state = writer::Writer::new(
             writer::Active {
@@ -277,7 +285,7 @@ impl Store {
             sealer: Mutex::new(Some(sealer)),
             head: Mutex::new(Some(head_thread)),
             head_wake: Mutex::new(Some(head_wake)),
-            tree: Mutex::new(Some(tree)),
+            tree: Mutex::new(tree),
             readers: Readers::start(),
             replica: config.replica,
         })

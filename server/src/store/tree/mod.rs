@@ -208,6 +208,11 @@ impl Tree {
     /// them with. A group is dropped (and read back later) past
     /// [`MAX_FED_BYTES`] waiting.
     pub(super) fn feed(&self, groups: Vec<(u64, u64, Vec<u8>)>, publish: impl FnOnce()) {
+        if self.stopped() {
+            // No builder takes them (shut down, or switched off).
+            publish();
+            return;
+        }
         let mut w = self.wake.lock().unwrap_or_else(|e| e.into_inner());
         for (first, last, lines) in groups {
             w.through = w.through.max(last);
@@ -243,6 +248,13 @@ impl Tree {
         if let Ok(mut w) = self.wake.lock() {
             w.fed.dropped = true;
         }
+    }
+
+    /// A store without a builder (a benchmark's, `bench::Switches`): the
+    /// tree stays empty and says why.
+    pub(super) fn switch_off(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.set_trouble(Some("it is switched off (a benchmark's server)".to_owned()));
     }
 
     /// Ends the builder (shutdown).
