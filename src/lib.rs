@@ -47,7 +47,7 @@ pub mod json {
     /// [`struct_to_json`] taking the `Struct`: its keys and strings move into
     /// the JSON object instead of being copied (the server's ingest path).
     pub fn struct_into_json(s: Struct) -> Result<Map<String, Json>, NotJson> {
-        let mut map = Map::new();
+        let mut map = Map::with_capacity(s.fields.len());
         for (k, v) in s.fields {
             match value_into_json(v) {
                 Ok(v) => {

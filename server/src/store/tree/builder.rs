@@ -196,7 +196,7 @@ fn append_fed(shared: &Shared, groups: VecDeque<(u64, Vec<u8>)>) -> Result<(), S
         {
             // The writer's own bytes; a seq that does not follow is a bug,
             // and the log is read back instead.
-            if RecordHead::peek(line).is_none_or(|h| h.seq != seq) {
+            if RecordHead::peek_seq(line) != Some(seq) {
                 debug_assert!(false, "a fed group's seq {seq} does not follow");
                 return Err(Stuck::Passing(format!(
                     "a group handed over does not hold seq {seq} where expected; reading the log back"

@@ -181,8 +181,8 @@ impl Levels {
             if self.frontier.len() <= level {
                 self.frontier.resize(level + 1, None);
             }
-            let bytes: Vec<u8> = new.iter().flatten().copied().collect();
-            self.files[level].write_all_at(&bytes, count * 32)?;
+            let bytes = new.as_flattened();
+            self.files[level].write_all_at(bytes, count * 32)?;
             self.counts[level] = count + new.len() as u64;
             let mut parents = Vec::with_capacity(new.len() / 2 + 1);
             let mut left = self.frontier[level].take();
