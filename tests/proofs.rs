@@ -451,7 +451,7 @@ async fn only_a_benchmark_can_switch_the_tree_off() {
     })
     .await;
     let client = server.client().await;
-    log_n(&client, 1, 5).await;
+    log_leads(&client, "LEAD", 1, 5).await;
     assert_eq!(client.lead_history("LEAD-3").await.unwrap().len(), 1);
     let refused = client.inclusion_proof(3, 5).await.unwrap_err();
     assert_eq!(refused.code(), Some(Code::FailedPrecondition), "{refused}");
