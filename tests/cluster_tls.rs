@@ -164,10 +164,11 @@ impl TlsNode {
             String::new()
         };
         let config = format!(
-            "[cluster]\nnats_urls = [{}]\nnode_name = {name:?}\nadvertise = {url:?}\n\
+            "{}[cluster]\nnats_urls = [{}]\nnode_name = {name:?}\nadvertise = {url:?}\n\
              lease_ttl_ms = 1000\nreplicas = {replicas}\n{peer}\n\
              [tls]\ncert_file = {:?}\nkey_file = {:?}\n{client_ca}\n\
              [[tokens]]\nname = {TOKEN_NAME:?}\nsha256 = {:?}\nroles = [\"writer\", \"reader\"]\n",
+            nats.checkpoint_toml(),
             urls.join(", "),
             pki.path("node.pem"),
             pki.path("node.key"),
@@ -390,10 +391,14 @@ async fn a_node_reaches_a_nats_requiring_client_certificates_and_a_password() {
     let nats = SecuredNats::start(&bin, &pki, "auditlog", "nats-pw-3f9c1e");
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port();
+    // A cluster node signs checkpoints only with a shared key it is given.
+    let key = dir.path().join("checkpoint.key");
+    std::fs::write(&key, "5a".repeat(32)).unwrap();
     std::fs::write(
         dir.path().join("auditlog.toml"),
         format!(
-            "[cluster]\nnats_urls = [{:?}]\nnode_name = \"solo\"\n\
+            "checkpoint_key_file = {key:?}\ncheckpoint_origin = \"auditlog.test/tls\"\n\
+             [cluster]\nnats_urls = [{:?}]\nnode_name = \"solo\"\n\
              advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\nreplicas = 1\n\
              nats_tls_ca = {:?}\nnats_tls_cert = {:?}\nnats_tls_key = {:?}\n\
              nats_user = \"auditlog\"\nnats_password = \"nats-pw-3f9c1e\"\n",
