@@ -573,7 +573,9 @@ fn tracing_is_off_by_default_and_set_from_any_layer_with_its_keys_checked() {
 fn printed_config_leaves_out_the_nats_password() {
     let config = load(
         Some(
-            "[cluster]\nnats_urls = [\"tls://10.0.0.1:4222\"]\n\
+            "checkpoint_key_file = \"/etc/auditlog/checkpoint.key\"\n\
+             checkpoint_origin = \"example.com/audit\"\n\
+             [cluster]\nnats_urls = [\"tls://10.0.0.1:4222\"]\n\
              advertise = \"https://10.0.0.5:50051\"\n\
              nats_user = \"auditlog\"\nnats_password = \"NATSSECRET\"\n",
         ),
