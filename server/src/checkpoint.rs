@@ -91,21 +91,25 @@ pub(crate) fn default_origin() -> String {
 
 /// In cluster mode: the shared key file `key_file` must exist and hold a
 /// key; it is never generated, since a key generated on one node would give
-/// the cluster a second checkpoint identity.
+/// the cluster a second checkpoint identity. Checked before a node starts;
+/// [`Checkpoints::load`] refuses the same later.
 pub(crate) fn require_shared_key(key_file: &Path) -> Result<(), CheckpointKeyError> {
-    if !key_file.exists() {
-        return Err(CheckpointKeyError::NoSharedKey {
-            path: key_file.display().to_string(),
-        });
-    }
-    load_seed(Some(key_file), Path::new("."))?;
-    Ok(())
+    load_seed(Some(key_file), Path::new("."), false).map(drop)
 }
 
 /// The signing key: `key_file` or `<data_dir>/checkpoint.key`, generated
-/// when it does not exist.
-fn load_seed(key_file: Option<&Path>, data_dir: &Path) -> Result<[u8; 32], KeyError> {
+/// when it does not exist if `generate` (not for a cluster's shared key).
+fn load_seed(
+    key_file: Option<&Path>,
+    data_dir: &Path,
+    generate: bool,
+) -> Result<[u8; 32], CheckpointKeyError> {
     let path = rotation::key_path(key_file, data_dir);
+    if !generate && !path.exists() {
+        return Err(CheckpointKeyError::NoSharedKey {
+            path: path.display().to_string(),
+        });
+    }
     let hex_text = load_or_generate(&path, "checkpoint signing")?;
     let mut seed = [0u8; 32];
     hex::decode_to_slice(&hex_text, &mut seed).map_err(|_| KeyError::Read {
@@ -118,15 +122,16 @@ fn load_seed(key_file: Option<&Path>, data_dir: &Path) -> Result<[u8; 32], KeyEr
 }
 
 impl Checkpoints {
-    /// Loads (or generates) the signing key and the latest checkpoint kept
-    /// in `data_dir`.
+    /// Loads (or, if `generate`, generates) the signing key and the latest
+    /// checkpoint kept in `data_dir`.
     pub(crate) fn load(
         origin: &str,
         key_file: Option<&Path>,
         data_dir: &Path,
+        generate: bool,
     ) -> Result<Checkpoints, CheckpointKeyError> {
         rotation::finish_pending(origin, &rotation::key_path(key_file, data_dir), data_dir)?;
-        let seed = load_seed(key_file, data_dir)?;
+        let seed = load_seed(key_file, data_dir, generate)?;
         let bad_origin = |e: auditlog_proof::NoteError| KeyError::Read {
             path: "checkpoint_origin".into(),
             source: std::io::Error::other(e.to_string()),
@@ -289,12 +294,12 @@ mod tests {
     #[test]
     fn the_key_is_generated_once_and_the_kept_checkpoint_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Checkpoints::load("auditlog/test", None, dir.path()).unwrap();
-        let b = Checkpoints::load("auditlog/test", None, dir.path()).unwrap();
+        let a = Checkpoints::load("auditlog/test", None, dir.path(), true).unwrap();
+        let b = Checkpoints::load("auditlog/test", None, dir.path(), true).unwrap();
         assert_eq!(a.verifier_key(), b.verifier_key());
         assert!(a.verifier_key().starts_with("auditlog/test+"));
-        let other = Checkpoints::load("auditlog/other", None, dir.path()).unwrap();
+        let other = Checkpoints::load("auditlog/other", None, dir.path(), true).unwrap();
         assert_ne!(a.verifier_key(), other.verifier_key());
-        assert!(Checkpoints::load("bad name", None, dir.path()).is_err());
+        assert!(Checkpoints::load("bad name", None, dir.path(), true).is_err());
     }
 }

@@ -193,7 +193,8 @@ pub async fn run(
     };
     let origin = config.checkpoint_origin();
     let checkpoint_key = config.checkpoint_key_file.clone();
-    let shared_checkpoint_key = shared_checkpoint_key(&config);
+    // A cluster's checkpoint key is shared, never generated.
+    let clustered = config.cluster.is_some();
     // Off only in a benchmark measuring the tree's cost (`bench::Switches`).
     let tree = config.bench.tree;
     let publish_config = config.checkpoints.clone();
@@ -224,11 +225,12 @@ pub async fn run(
                         reason: e.to_string(),
                     }
                 })?;
-                if let Some(path) = &shared_checkpoint_key {
-                    checkpoint::require_shared_key(path)?;
-                }
-                let checkpoints =
-                    Checkpoints::load(&origin, checkpoint_key.as_deref(), &store_config.data_dir)?;
+                let checkpoints = Checkpoints::load(
+                    &origin,
+                    checkpoint_key.as_deref(),
+                    &store_config.data_dir,
+                    !clustered,
+                )?;
                 let store = metrics::recovering(&metrics, &dir.clone(), || {
                     Store::open_with(store_config, keyring, Arc::clone(&metrics), tree)
                 })?;
@@ -418,13 +420,11 @@ pub fn verifier_key(config: &Config) -> Result<String, ServerError> {
         path: config.data_dir.display().to_string(),
         source,
     })?;
-    if let Some(path) = shared_checkpoint_key(config) {
-        checkpoint::require_shared_key(&path)?;
-    }
     let checkpoints = Checkpoints::load(
         &config.checkpoint_origin(),
         config.checkpoint_key_file.as_deref(),
         &config.data_dir,
+        config.cluster.is_none(),
     )?;
     Ok(checkpoints.verifier_key())
 }

@@ -279,7 +279,7 @@ mod tests {
             rotate(origin, None, dir.path(), false),
             Err(CheckpointKeyError::NoKey { .. })
         ));
-        let first = super::super::Checkpoints::load(origin, None, dir.path()).unwrap();
+        let first = super::super::Checkpoints::load(origin, None, dir.path(), true).unwrap();
         assert!(matches!(
             rotate(origin, None, dir.path(), true),
             Err(CheckpointKeyError::NoCheckpoint { .. })
@@ -296,7 +296,7 @@ mod tests {
                 assert_eq!(key.open_checkpoint(&r.handover).unwrap().size, 0);
             }
         }
-        let now = super::super::Checkpoints::load(origin, None, dir.path()).unwrap();
+        let now = super::super::Checkpoints::load(origin, None, dir.path(), true).unwrap();
         assert_eq!(now.verifier_key(), two.new_key);
         assert_eq!(now.retired(), &retired[..]);
     }
@@ -305,13 +305,13 @@ mod tests {
     fn a_rotation_cut_short_is_undone_before_its_handover_and_finished_after() {
         let dir = tempfile::tempdir().unwrap();
         let origin = "auditlog/test";
-        let old = super::super::Checkpoints::load(origin, None, dir.path())
+        let old = super::super::Checkpoints::load(origin, None, dir.path(), true)
             .unwrap()
             .verifier_key();
         let key_path = key_path(None, dir.path());
         // Step 1 only: the new key is dropped.
         write_key(&next_path(&key_path), &[3; 32]).unwrap();
-        let loaded = super::super::Checkpoints::load(origin, None, dir.path()).unwrap();
+        let loaded = super::super::Checkpoints::load(origin, None, dir.path(), true).unwrap();
         assert_eq!(loaded.verifier_key(), old);
         assert!(!next_path(&key_path).exists());
         // Steps 1 and 2 (the key file not yet replaced): the next start
@@ -320,7 +320,7 @@ mod tests {
         let seed = std::fs::read_to_string(&key_path).unwrap();
         std::fs::write(&key_path, hex::encode([9u8; 32])).unwrap();
         std::fs::write(next_path(&key_path), seed).unwrap();
-        let loaded = super::super::Checkpoints::load(origin, None, dir.path()).unwrap();
+        let loaded = super::super::Checkpoints::load(origin, None, dir.path(), true).unwrap();
         assert_eq!(loaded.verifier_key(), rotated.new_key);
     }
 }
