@@ -342,6 +342,51 @@ async fn calls_refusals_and_findings_move_the_figures() {
     );
 }
 
+/// The proof and admin calls are counted and timed like the rest: each
+/// shows in the RPC metrics and among the server's own timings.
+#[tokio::test]
+async fn every_rpc_is_counted_and_timed() {
+    let metrics = format!("127.0.0.1:{}", closed_port());
+    let addr: std::net::SocketAddr = metrics.parse().unwrap();
+    let server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let client = server.client().await;
+    client
+        .log(NewEvent::lead_ingested("LEAD-1", "webform"))
+        .await
+        .unwrap();
+    // Whether they succeed does not matter (the tree may not hold the
+    // event yet): a refused call counts too.
+    let _ = client.checkpoint(true).await;
+    let _ = client.inclusion_proof(1, 0).await;
+    let _ = client.consistency_proof(1, 1).await;
+    client.webhook_secret("nowhere").await.unwrap_err();
+    client
+        .mail_report("report", "<p>1</p>".into(), "1".into())
+        .await
+        .unwrap_err();
+
+    const CALLED: [&str; 5] = [
+        "GetCheckpoint",
+        "GetInclusionProof",
+        "GetConsistencyProof",
+        "GetWebhookSecret",
+        "MailReport",
+    ];
+    let text = scrape(&metrics).await;
+    for method in CALLED {
+        let series = format!("auditlog_rpc_duration_seconds_count{{method=\"{method}\"}}");
+        assert_eq!(sample(&text, &series), Some(1.0), "{series} in {text}");
+    }
+    let stats = client.performance_stats(None).await.unwrap();
+    for method in CALLED {
+        let timed = stats.operations.iter().find(|o| {
+            o.operation == method
+                && o.source == auditlog_proto::v1::PerformanceSource::Server as i32
+        });
+        assert_eq!(timed.map(|o| o.count), Some(1), "{method} in {stats:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_listener_answers_only_get_metrics() {
     let metrics = format!("127.0.0.1:{}", closed_port());
