@@ -19,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, Options, Query};
+use auditlog_server::Config;
 use auditlog_server::config::{HookConfig, Role, Start, TokenConfig, WebhookConfig};
 use common::endpoints::closed_port;
 use common::{ServerProcess, TestServer, edit_line, tamper, wait_until, wait_until_within};
@@ -86,6 +87,19 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.parse().unwrap())
+}
+
+/// A server with `adjust`ed config and its metrics listener on a free
+/// port; and that listener's address.
+async fn metered(adjust: impl FnOnce(&mut Config)) -> (TestServer, String) {
+    let metrics = format!("127.0.0.1:{}", closed_port());
+    let addr: std::net::SocketAddr = metrics.parse().unwrap();
+    let server = TestServer::start_with(|c| {
+        c.metrics_listen = Some(addr);
+        adjust(c);
+    })
+    .await;
+    (server, metrics)
 }
 
 /// A Prometheus server scraping `target` every second, killed on drop.
@@ -195,9 +209,7 @@ async fn promtool_accepts_the_exposition() {
     if !have(PROMTOOL) {
         return;
     }
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let (server, metrics) = metered(|_| {}).await;
     let client = server.client().await;
     client
         .log(NewEvent::lead_ingested("LEAD-1", "webform"))
@@ -231,10 +243,7 @@ async fn promtool_accepts_the_exposition() {
 async fn calls_refusals_and_findings_move_the_figures() {
     const TOKEN: &str = "metrics-test-token-0123456789";
     const SLOW: &str = "metrics-test-slow-token-0123456789";
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let server = TestServer::start_with(|c| {
-        c.metrics_listen = Some(addr);
+    let (server, metrics) = metered(|c| {
         c.tokens = vec![TokenConfig {
             name: "ops".into(),
             sha256: hex::encode(sha2::Sha256::digest(TOKEN)),
@@ -346,9 +355,7 @@ async fn calls_refusals_and_findings_move_the_figures() {
 /// shows in the RPC metrics and among the server's own timings.
 #[tokio::test]
 async fn every_rpc_is_counted_and_timed() {
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let (server, metrics) = metered(|_| {}).await;
     let client = server.client().await;
     client
         .log(NewEvent::lead_ingested("LEAD-1", "webform"))
@@ -389,9 +396,7 @@ async fn every_rpc_is_counted_and_timed() {
 
 #[tokio::test]
 async fn the_listener_answers_only_get_metrics() {
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let _server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let (_server, metrics) = metered(|_| {}).await;
     let (status, _) = get(&metrics, "/").await.unwrap();
     assert_eq!(status, 404);
     let (status, _) = get(&metrics, "/metrics/x").await.unwrap();
@@ -405,9 +410,7 @@ async fn the_listener_answers_only_get_metrics() {
 
 #[tokio::test]
 async fn a_follow_stream_is_open_while_it_runs() {
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let (server, metrics) = metered(|_| {}).await;
     let client = server.client().await;
     let open = |want: f64| {
         let metrics = &metrics;
@@ -458,13 +461,10 @@ async fn the_dashboard_and_alert_rules_name_only_metrics_that_exist() {
     let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
     let exprs = format!("{}\n{rules}", exprs.join("\n"));
 
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
     // A webhook endpoint and an alert channel, so their families have
     // samples: neither is there to answer.
     let nowhere = format!("http://127.0.0.1:{}/hook", closed_port());
-    let server = TestServer::start_with(|c| {
-        c.metrics_listen = Some(addr);
+    let (server, metrics) = metered(|c| {
         c.alerts.webhook = Some(HookConfig {
             url: nowhere.as_str().into(),
         });
