@@ -129,8 +129,8 @@ fn authed<T>(message: T, header: Option<&str>) -> Request<T> {
 
 // ---------------------------------------------------------------------------
 // An in-process server on 127.0.0.1:0 whose readiness is checked through
-// health, which needs no token (common::TestServer checks with an
-// unauthenticated plaintext GetStats, which a protected server refuses).
+// health over TLS when it serves TLS (common::TestServer checks over
+// plaintext only).
 
 struct Server {
     addr: SocketAddr,
