@@ -3,7 +3,13 @@
 //! as configuration), the git revision `auditlog_build_info` reports:
 //! `git rev-parse --short HEAD`, or `unknown` where git or the repository is
 //! missing (a source tarball, a container build without `.git`).
+//!
+//! The script reruns only when that revision can have changed: when this
+//! worktree's `HEAD` moves, or the one branch it points at does. Watching
+//! every branch (all of `refs/heads`) would rebuild the crate on every
+//! commit anywhere in the repository, from any of its worktrees.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
@@ -12,20 +18,42 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_owned());
     println!("cargo:rustc-env=BUILD_GIT_REVISION={revision}");
     println!("cargo:rerun-if-changed=build.rs");
-    // A new commit changes HEAD or the ref it points at (a worktree has its
-    // own HEAD and shares the refs); without git the script runs once.
-    let dirs = [
-        git(&["rev-parse", "--git-dir"]),
-        git(&["rev-parse", "--git-common-dir"]),
-    ];
-    for dir in dirs.into_iter().flatten() {
-        for name in ["HEAD", "refs/heads", "packed-refs"] {
-            let path = std::path::Path::new(&dir).join(name);
-            if path.exists() {
-                println!("cargo:rerun-if-changed={}", path.display());
-            }
-        }
+    // Without git the script runs once.
+    for path in watched() {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
+}
+
+/// The files whose change can move `HEAD`'s revision: this worktree's
+/// `HEAD` (its own, in a linked worktree), and, when it names a branch,
+/// that branch's ref file and `packed-refs` (where `git pack-refs` moves
+/// it) in the repository's common directory. Only files that exist are
+/// named, since cargo reruns a script on every build for a missing one.
+fn watched() -> Vec<PathBuf> {
+    let Some(git_dir) = git(&["rev-parse", "--git-dir"]).map(PathBuf::from) else {
+        return Vec::new();
+    };
+    let mut paths = vec![git_dir.join("HEAD")];
+    // A detached HEAD holds the revision itself: HEAD is all there is.
+    if let (Some(branch), Some(common)) = (
+        git(&["symbolic-ref", "-q", "HEAD"]),
+        git(&["rev-parse", "--git-common-dir"]).map(PathBuf::from),
+    ) {
+        let loose = common.join(&branch);
+        if loose.exists() {
+            paths.push(loose);
+        } else if let Some(dir) = loose.ancestors().skip(1).find(|d| d.exists()) {
+            // Packed only (or not born yet): the next commit writes the
+            // loose file, so the nearest folder on its way is watched until
+            // it exists.
+            paths.push(dir.to_path_buf());
+        }
+        paths.push(common.join("packed-refs"));
+        // A repository with the reftable backend keeps every ref there.
+        paths.push(common.join("reftable"));
+    }
+    paths.retain(|p| Path::exists(p));
+    paths
 }
 
 /// What `git ARGS` prints, trimmed; `None` if it fails or prints nothing.

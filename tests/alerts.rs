@@ -21,8 +21,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, pb};
-use auditlog_server::config::{EmailConfig, HookConfig, RuleConfig, Security};
-use common::endpoints::{HttpEndpoint, Mail, SmtpServer, closed_port};
+use auditlog_server::config::{EmailConfig, HookConfig, RuleConfig};
+use common::endpoints::{HttpEndpoint, Mail, SmtpServer, closed_port, email_config};
 use common::{TestServer, cli, wait_until};
 use serde_json::Value;
 
@@ -30,16 +30,7 @@ const FROM: &str = "auditlog@example.com";
 const TO: [&str; 2] = ["ops@example.com", "oncall@example.net"];
 
 fn email(port: u16) -> EmailConfig {
-    EmailConfig {
-        host: "127.0.0.1".into(),
-        port: Some(port),
-        security: Security::None,
-        username: None,
-        password: None,
-        password_file: None,
-        from: FROM.into(),
-        to: TO.iter().map(|t| (*t).to_owned()).collect(),
-    }
+    email_config(port, &TO)
 }
 
 fn hook(url: &str) -> Option<HookConfig> {

@@ -9,12 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 
 use auditlog_client::{Client, NewEvent, Options, Query};
 use auditlog_server::config::{Role, TokenConfig};
-use common::{TestServer, workspace_bin};
+use common::{ServerProcess, TestServer};
 use sha2::Digest as _;
 use tonic::Code;
 
@@ -188,72 +187,30 @@ async fn a_token_logs_only_as_the_actors_it_is_allowed() {
 }
 
 /// The server binary with `[[tokens]]`, its stderr in a file.
-struct Spawned {
-    child: Child,
-    url: String,
-    stderr: PathBuf,
-}
-
-impl Spawned {
-    async fn start(dir: &Path) -> Spawned {
-        let config = dir.join("server.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[[tokens]]\nname = {:?}\nsha256 = {:?}\nroles = [\"writer\"]\n",
-                WRITER.0,
-                hex::encode(sha2::Sha256::digest(WRITER.1.as_bytes()))
-            ),
-        )
-        .unwrap();
-        let port = common::endpoints::closed_port();
-        let stderr = dir.join("server.stderr");
-        let child = Command::new(workspace_bin("auditlog-server", "auditlog-server"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(&config)
-            .env("AUDITLOG_HMAC_KEY", common::TEST_KEY)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let probe = url.clone();
-        common::wait_until("the server to serve", || {
-            let url = probe.clone();
-            async move {
-                if common::serving(&url).await {
-                    Ok(())
-                } else {
-                    Err("not serving".to_owned())
-                }
-            }
-        })
-        .await;
-        Spawned { child, url, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-}
-
-impl Drop for Spawned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+async fn spawn_with_tokens(dir: &Path) -> ServerProcess {
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[tokens]]\nname = {:?}\nsha256 = {:?}\nroles = [\"writer\"]\n",
+            WRITER.0,
+            hex::encode(sha2::Sha256::digest(WRITER.1.as_bytes()))
+        ),
+    )
+    .unwrap();
+    ServerProcess::spawn_logging(
+        &dir.join("data"),
+        ["--config".as_ref(), config.as_os_str()],
+        &[],
+        dir.join("server.stderr"),
+    )
+    .await
 }
 
 #[tokio::test]
 async fn refused_calls_are_logged_once_with_peer_method_and_reason_never_the_token() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Spawned::start(dir.path()).await;
+    let server = spawn_with_tokens(dir.path()).await;
     const WRONG: &str = "wrong-4e8a1c-token-never-logged";
     let options = Options {
         token: Some(WRONG.into()),

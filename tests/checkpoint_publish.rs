@@ -11,12 +11,10 @@
 
 mod common;
 
-use auditlog_server::config::{
-    CheckpointsConfig, EmailConfig, Secret, Security, Start, WebhookConfig,
-};
+use auditlog_server::config::{CheckpointsConfig, Secret, WebhookConfig};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::endpoints::{HttpEndpoint, Request, SmtpServer};
+use common::endpoints::{HttpEndpoint, Request, SmtpServer, email_config, webhook_config};
 use common::witness::{log_leads, trusted_key};
 use common::{TestServer, wait_until};
 use hmac::Mac as _;
@@ -71,16 +69,7 @@ async fn the_signed_checkpoint_is_mailed_to_an_opted_in_alert_channel() {
     let server = TestServer::start_with(move |c| {
         c.checkpoints.publish_interval_secs = 1;
         c.checkpoints.alert_channels = vec!["email".into()];
-        c.alerts.email = Some(EmailConfig {
-            host: "127.0.0.1".into(),
-            port: Some(port),
-            security: Security::None,
-            username: None,
-            password: None,
-            password_file: None,
-            from: "auditlog@example.com".into(),
-            to: vec!["ops@example.com".into()],
-        });
+        c.alerts.email = Some(email_config(port, &["ops@example.com"]));
     })
     .await;
     let key = trusted_key(&server.data_dir);
@@ -153,16 +142,8 @@ async fn the_signed_checkpoint_is_posted_to_a_webhook_and_the_latest_supersedes(
         c.checkpoints.publish_interval_secs = 1;
         c.checkpoints.webhooks = vec!["crm".into()];
         c.webhooks = vec![WebhookConfig {
-            name: "crm".into(),
-            url,
-            event_types: vec![],
-            workflows: vec![],
-            bearer_token: None,
             secret: Some(Secret::from(SECRET)),
-            secret_file: None,
-            start: Start::Beginning,
-            timeout_secs: 5,
-            max_backoff_secs: 1,
+            ..webhook_config("crm", url)
         }];
     })
     .await;

@@ -218,15 +218,7 @@ async fn a_write_through_a_follower_reaches_the_leader_as_its_caller_and_is_read
     let follower = nodes.iter().find(|n| n.url() != leader_node.url()).unwrap();
     // Only the follower: without forwarding it answers UNAVAILABLE, and
     // the client has nowhere else to go.
-    let client = auditlog_client::Client::builder()
-        .node(follower.url())
-        .options(auditlog_client::Options {
-            token: Some(TOKEN.1.into()),
-            ..auditlog_client::Options::default()
-        })
-        .connect()
-        .await
-        .unwrap();
+    let client = with_token(follower.url()).await;
     let mut acked = vec![client.log(event(0)).await.unwrap()];
     acked.extend(client.log_batch((1..4).map(event)).await.unwrap());
     // Read back from the follower at once: no min_seq, no waiting.
@@ -243,17 +235,20 @@ async fn a_write_through_a_follower_reaches_the_leader_as_its_caller_and_is_read
     let again = client.log(event(2)).await.unwrap();
     assert_eq!((again.seq, again.duplicate), (acked[2].seq, true));
     for node in &nodes {
-        let reader = auditlog_client::Client::builder()
-            .node(node.url())
-            .options(auditlog_client::Options {
-                token: Some(TOKEN.1.into()),
-                ..auditlog_client::Options::default()
-            })
-            .connect()
-            .await
-            .unwrap();
+        let reader = with_token(node.url()).await;
         common::assert_whole(&reader, &acked).await;
     }
+}
+
+/// A client of the node at `url` alone, sending [`TOKEN`].
+async fn with_token(url: &str) -> auditlog_client::Client {
+    let options = auditlog_client::Options {
+        token: Some(TOKEN.1.into()),
+        ..auditlog_client::Options::default()
+    };
+    auditlog_client::Client::connect_with(url, options)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

@@ -9,40 +9,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use auditlog_client::pb::Receipt;
-use common::endpoints::closed_port;
-use common::{NatsCluster, ServerProcess, wait_until};
+use common::cluster::start_nodes;
+use common::{NatsCluster, wait_until};
 
 /// Concurrent callers.
 const CALLERS: usize = 64;
 /// Calls per caller.
 const CALLS: usize = 12;
-
-/// Node `i` of the cluster on `nats`, in `dir`.
-async fn node(nats: &NatsCluster, i: usize, dir: &Path) -> ServerProcess {
-    let port = closed_port();
-    let urls: Vec<String> = nats.urls().iter().map(|u| format!("{u:?}")).collect();
-    let config = dir.join("auditlog.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "{}[cluster]\nnats_urls = [{}]\nnode_name = \"node{i}\"\n\
-             advertise = \"http://127.0.0.1:{port}\"\nlease_ttl_ms = 1000\n",
-            nats.checkpoint_toml(),
-            urls.join(", ")
-        ),
-    )
-    .unwrap();
-    ServerProcess::spawn_at(
-        port,
-        &dir.join("data"),
-        ["--config".as_ref(), config.as_os_str()],
-        &[],
-    )
-    .await
-}
 
 /// The keys of caller `c`'s call `n`: keys shared with the callers next to
 /// it (written by several at once), and every fourth call a batch that
@@ -66,13 +41,9 @@ async fn concurrent_keyed_writers_share_publishes_and_each_key_is_one_event() {
     let Some(nats) = NatsCluster::start(3).await else {
         return;
     };
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes = Vec::new();
-    for (i, dir) in dirs.iter().enumerate() {
-        nodes.push(node(&nats, i, dir.path()).await);
-    }
+    let nodes = start_nodes(&nats, 3).await;
     // Any node takes writes once a leader is elected.
-    let first = auditlog_client::Client::connect(&nodes[0].url)
+    let first = auditlog_client::Client::connect(nodes[0].url())
         .await
         .unwrap();
     wait_until("a first write", || async {
@@ -84,7 +55,7 @@ async fn concurrent_keyed_writers_share_publishes_and_each_key_is_one_event() {
 
     let mut tasks = Vec::new();
     for c in 0..CALLERS {
-        let url = nodes[c % nodes.len()].url.clone();
+        let url = nodes[c % nodes.len()].url().to_owned();
         tasks.push(tokio::spawn(async move {
             let client = auditlog_client::Client::connect(&url).await.unwrap();
             let mut got = Vec::new();
@@ -119,7 +90,7 @@ async fn concurrent_keyed_writers_share_publishes_and_each_key_is_one_event() {
 
     // Every node holds exactly one event per key, each at its receipt.
     for node in &nodes {
-        let client = auditlog_client::Client::connect(&node.url).await.unwrap();
+        let client = auditlog_client::Client::connect(node.url()).await.unwrap();
         wait_until("the replica to hold every event", || async {
             let head = client
                 .stats(None)

@@ -19,16 +19,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
 use auditlog_client::{NewEvent, Query, pb};
-use common::cluster::{Node, spawn, start_nodes_around};
+use common::cluster::{Node, spawn, start_nodes_around, wait_all_at};
 use common::endpoints::closed_port;
 use common::{
-    DEADLINE, NatsCluster, files, run_to_end, wait_for_health, wait_until, wait_until_within,
-    workspace_bin,
+    DEADLINE, NatsCluster, copy_dir, files, run_to_end, wait_for_health, wait_until,
+    wait_until_within, workspace_bin,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -58,20 +57,6 @@ fn event(i: u64) -> NewEvent {
         .idempotency_key(format!("k{i}"))
 }
 
-/// Waits until every node in `nodes` has `head` events.
-async fn wait_all_at(nodes: &[&Node], head: u64) {
-    for node in nodes {
-        let client = node.client().await;
-        wait_until(&format!("{} to hold {head} events", node.url()), || async {
-            match client.stats(None).await {
-                Ok(s) if s.head_seq == head => Ok(()),
-                other => Err(format!("{:?}", other.map(|s| s.head_seq))),
-            }
-        })
-        .await;
-    }
-}
-
 /// Writes the old batch (1..=5) through `via`, seals it on each of
 /// `nodes`, then writes 6..=8 one by one: three more stream messages.
 async fn write_old_then_new(via: &Node, nodes: &[&Node]) {
@@ -83,7 +68,7 @@ async fn write_old_then_new(via: &Node, nodes: &[&Node]) {
             .map_err(|e| e.to_string())
     })
     .await;
-    wait_all_at(nodes, OLD).await;
+    wait_all_at(nodes.iter().copied(), OLD).await;
     for node in nodes {
         let sealed = node.client().await.rotate(true).await.unwrap();
         assert!(sealed.rotated, "{}: {sealed:?}", node.url());
@@ -91,7 +76,7 @@ async fn write_old_then_new(via: &Node, nodes: &[&Node]) {
     for i in OLD + 1..=OLD + 3 {
         client.log(event(i)).await.unwrap();
     }
-    wait_all_at(nodes, OLD + 3).await;
+    wait_all_at(nodes.iter().copied(), OLD + 3).await;
 }
 
 /// Asks every node for ApplyRetention until one (the leader) purges;
@@ -249,7 +234,7 @@ async fn a_node_down_while_the_stream_was_purged_past_it_says_so_and_serves_once
     .await;
     let mut heads = Vec::new();
     for node in &nodes {
-        wait_all_at(&[node], OLD + 4).await;
+        wait_all_at([node], OLD + 4).await;
         heads.push(assert_purged(node).await);
     }
     assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
@@ -266,20 +251,6 @@ async fn follower_of(nodes: &[Node]) -> Option<usize> {
         }
     }
     None
-}
-
-/// Copies the directory `from` to `to`, which must not exist.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
 
 #[tokio::test]

@@ -9,7 +9,6 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::Read as _;
 use std::path::Path;
-use std::process::Command;
 
 use auditlog_client::{Client, NewEvent, Query, pb};
 use auditlog_server::Config;
@@ -296,25 +295,13 @@ async fn a_subject_export_finds_exactly_that_subjects_events() {
     assert!(export(&client, "nobody@example.com").await.is_empty());
 
     // The CLI: CSV with one row per event and where the subject appears.
-    let bin = common::workspace_bin("auditlog-client", "auditlog");
-    let out = Command::new(&bin)
-        .args([
-            "--server",
-            &server.url,
-            "subject",
-            "export",
-            "+15550109999",
-            "--format",
-            "csv",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut reader = csv::Reader::from_reader(&out.stdout[..]);
+    let (code, out, err) = common::cli(
+        &server.url,
+        &["subject", "export", "+15550109999", "--format", "csv"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let mut reader = csv::Reader::from_reader(out.as_bytes());
     let headers = reader.headers().unwrap().clone();
     assert_eq!(headers.get(0), Some("seq"));
     assert_eq!(headers.iter().next_back(), Some("matched_fields"));
@@ -335,23 +322,18 @@ async fn a_subject_export_finds_exactly_that_subjects_events() {
     // JSON to a file.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("jane.json");
-    let out = Command::new(&bin)
-        .args([
-            "--server",
-            &server.url,
+    let (code, _, err) = common::cli(
+        &server.url,
+        &[
             "subject",
             "export",
             "Jane Doe",
             "--output",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+            file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
     let exported: Vec<Value> = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     let seqs: BTreeSet<u64> = exported
         .iter()
@@ -361,12 +343,8 @@ async fn a_subject_export_finds_exactly_that_subjects_events() {
     // An empty identifier is refused with the field named.
     let err = client.export_subject("  ").await.err().unwrap();
     assert_eq!(err.code(), Some(tonic::Code::InvalidArgument));
-    let out = Command::new(&bin)
-        .args(["--server", &server.url, "subject", "export", ""])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, _, stderr) = common::cli(&server.url, &["subject", "export", ""]).await;
+    assert_eq!(code, 1);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("identifier"), "{stderr}");
 }

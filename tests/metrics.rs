@@ -19,8 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, Options, Query};
-use auditlog_server::config::{HookConfig, Role, Start, TokenConfig, WebhookConfig};
-use common::endpoints::closed_port;
+use auditlog_server::Config;
+use auditlog_server::config::{HookConfig, Role, TokenConfig};
+use common::endpoints::{closed_port, webhook_config};
 use common::{ServerProcess, TestServer, edit_line, tamper, wait_until, wait_until_within};
 use sha2::Digest as _;
 
@@ -86,6 +87,19 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.parse().unwrap())
+}
+
+/// A server with `adjust`ed config and its metrics listener on a free
+/// port; and that listener's address.
+async fn metered(adjust: impl FnOnce(&mut Config)) -> (TestServer, String) {
+    let metrics = format!("127.0.0.1:{}", closed_port());
+    let addr: std::net::SocketAddr = metrics.parse().unwrap();
+    let server = TestServer::start_with(|c| {
+        c.metrics_listen = Some(addr);
+        adjust(c);
+    })
+    .await;
+    (server, metrics)
 }
 
 /// A Prometheus server scraping `target` every second, killed on drop.
@@ -195,9 +209,7 @@ async fn promtool_accepts_the_exposition() {
     if !have(PROMTOOL) {
         return;
     }
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let (server, metrics) = metered(|_| {}).await;
     let client = server.client().await;
     client
         .log(NewEvent::lead_ingested("LEAD-1", "webform"))
@@ -231,10 +243,7 @@ async fn promtool_accepts_the_exposition() {
 async fn calls_refusals_and_findings_move_the_figures() {
     const TOKEN: &str = "metrics-test-token-0123456789";
     const SLOW: &str = "metrics-test-slow-token-0123456789";
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let server = TestServer::start_with(|c| {
-        c.metrics_listen = Some(addr);
+    let (server, metrics) = metered(|c| {
         c.tokens = vec![TokenConfig {
             name: "ops".into(),
             sha256: hex::encode(sha2::Sha256::digest(TOKEN)),
@@ -342,11 +351,48 @@ async fn calls_refusals_and_findings_move_the_figures() {
     );
 }
 
+/// The proof and admin calls are counted and timed like the rest: each
+/// shows in the RPC metrics and among the server's own timings.
+#[tokio::test]
+async fn every_rpc_is_counted_and_timed() {
+    let (server, metrics) = metered(|_| {}).await;
+    let client = server.client().await;
+    // Whether they succeed does not matter (the log is empty): a refused
+    // call counts too.
+    let _ = client.checkpoint(true).await;
+    let _ = client.inclusion_proof(1, 0).await;
+    let _ = client.consistency_proof(1, 1).await;
+    client.webhook_secret("nowhere").await.unwrap_err();
+    client
+        .mail_report("report", "<p>1</p>".into(), "1".into())
+        .await
+        .unwrap_err();
+
+    const CALLED: [&str; 5] = [
+        "GetCheckpoint",
+        "GetInclusionProof",
+        "GetConsistencyProof",
+        "GetWebhookSecret",
+        "MailReport",
+    ];
+    let text = scrape(&metrics).await;
+    for method in CALLED {
+        let series = format!("auditlog_rpc_duration_seconds_count{{method=\"{method}\"}}");
+        assert_eq!(sample(&text, &series), Some(1.0), "{series} in {text}");
+    }
+    let stats = client.performance_stats(None).await.unwrap();
+    for method in CALLED {
+        let timed = stats.operations.iter().find(|o| {
+            o.operation == method
+                && o.source == auditlog_proto::v1::PerformanceSource::Server as i32
+        });
+        assert_eq!(timed.map(|o| o.count), Some(1), "{method} in {stats:?}");
+    }
+}
+
 #[tokio::test]
 async fn the_listener_answers_only_get_metrics() {
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let _server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let (_server, metrics) = metered(|_| {}).await;
     let (status, _) = get(&metrics, "/").await.unwrap();
     assert_eq!(status, 404);
     let (status, _) = get(&metrics, "/metrics/x").await.unwrap();
@@ -360,9 +406,7 @@ async fn the_listener_answers_only_get_metrics() {
 
 #[tokio::test]
 async fn a_follow_stream_is_open_while_it_runs() {
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
-    let server = TestServer::start_with(|c| c.metrics_listen = Some(addr)).await;
+    let (server, metrics) = metered(|_| {}).await;
     let client = server.client().await;
     let open = |want: f64| {
         let metrics = &metrics;
@@ -413,28 +457,14 @@ async fn the_dashboard_and_alert_rules_name_only_metrics_that_exist() {
     let rules = std::fs::read_to_string(root.join("deploy/prometheus/alerts.yml")).unwrap();
     let exprs = format!("{}\n{rules}", exprs.join("\n"));
 
-    let metrics = format!("127.0.0.1:{}", closed_port());
-    let addr: std::net::SocketAddr = metrics.parse().unwrap();
     // A webhook endpoint and an alert channel, so their families have
     // samples: neither is there to answer.
     let nowhere = format!("http://127.0.0.1:{}/hook", closed_port());
-    let server = TestServer::start_with(|c| {
-        c.metrics_listen = Some(addr);
+    let (server, metrics) = metered(|c| {
         c.alerts.webhook = Some(HookConfig {
             url: nowhere.as_str().into(),
         });
-        c.webhooks = vec![WebhookConfig {
-            name: "crm".into(),
-            url: nowhere.clone(),
-            event_types: vec![],
-            workflows: vec![],
-            bearer_token: None,
-            secret: None,
-            secret_file: None,
-            start: Start::Beginning,
-            timeout_secs: 5,
-            max_backoff_secs: 1,
-        }];
+        c.webhooks = vec![webhook_config("crm", nowhere.clone())];
     })
     .await;
     let client = server.client().await;

@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, Query, pb};
@@ -165,23 +164,9 @@ async fn percentiles_are_exact_over_the_window_and_survive_a_restart() {
     assert_matches_reference(&all.operations[0], &crm);
 
     // The CLI's table and JSON.
-    let bin = common::workspace_bin("auditlog-client", "auditlog");
-    let out = Command::new(&bin)
-        .args([
-            "--server",
-            &server.url,
-            "performance",
-            "--operation",
-            "lead_scoring",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let (code, text, err) =
+        common::cli(&server.url, &["performance", "--operation", "lead_scoring"]).await;
+    assert_eq!(code, 0, "{err}");
     let row = text
         .lines()
         .find(|l| l.starts_with("lead_scoring"))
@@ -191,11 +176,8 @@ async fn percentiles_are_exact_over_the_window_and_survive_a_restart() {
         row.contains("tracked") && row.contains(" 37 ") && row.contains(&p95),
         "{text}"
     );
-    let out = Command::new(&bin)
-        .args(["--server", &server.url, "performance", "--json"])
-        .output()
-        .unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, out, _) = common::cli(&server.url, &["performance", "--json"]).await;
+    let json: Value = serde_json::from_str(&out).unwrap();
     let ops = json["operations"].as_array().unwrap();
     let crm_json = ops
         .iter()

@@ -1362,21 +1362,14 @@ async fn bad_arguments_are_clear_errors() {
 /// server without an email channel refuses in one line.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_is_mailed_through_the_alert_smtp_settings() {
-    use auditlog_server::config::{EmailConfig, Security};
-    use common::endpoints::SmtpServer;
+    use common::endpoints::{SmtpServer, email_config};
 
     let smtp = SmtpServer::start().await;
     let server = TestServer::start_with(|c| {
-        c.alerts.email = Some(EmailConfig {
-            host: "127.0.0.1".into(),
-            port: Some(smtp.port),
-            security: Security::None,
-            username: None,
-            password: None,
-            password_file: None,
-            from: "auditlog@example.com".into(),
-            to: vec!["ops@example.com".into(), "sales@example.net".into()],
-        });
+        c.alerts.email = Some(email_config(
+            smtp.port,
+            &["ops@example.com", "sales@example.net"],
+        ));
     })
     .await;
     let client = server.client().await;

@@ -25,17 +25,12 @@ use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, Options, Query, pb};
 use auditlog_server::Config;
-use auditlog_server::config::TlsConfig;
 use auditlog_server::config::{Role, TokenConfig};
-use common::{TEST_KEY, workspace_bin};
+use common::{Pki, TEST_KEY, workspace_bin};
 use pb::admin_service_client::AdminServiceClient;
 use pb::audit_service_client::AuditServiceClient;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use sha2::Digest as _;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -134,8 +129,8 @@ fn authed<T>(message: T, header: Option<&str>) -> Request<T> {
 
 // ---------------------------------------------------------------------------
 // An in-process server on 127.0.0.1:0 whose readiness is checked through
-// health, which needs no token (common::TestServer checks with an
-// unauthenticated plaintext GetStats, which a protected server refuses).
+// health over TLS when it serves TLS (common::TestServer checks over
+// plaintext only).
 
 struct Server {
     addr: SocketAddr,
@@ -651,124 +646,6 @@ async fn refusals_say_what_to_do_and_never_contain_the_token() {
 
 // ---------------------------------------------------------------------------
 // TLS
-
-/// Certificates minted for one test, as PEM strings and files in a temp dir:
-/// a CA, a server certificate for localhost and 127.0.0.1, a client
-/// certificate, and another CA with a client certificate of its own.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: String,
-    other_ca: String,
-    server: (String, String),
-    client: (String, String),
-    other_client: (String, String),
-}
-
-fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(params, key))
-}
-
-/// (certificate, key) PEM for `names`, signed by `ca`.
-fn new_leaf(
-    ca: &Issuer<'static, KeyPair>,
-    names: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    params.distinguished_name.push(DnType::CommonName, names[0]);
-    params.use_authority_key_identifier_extension = true;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, ca).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let (ca, issuer) = new_ca("auditlog test CA");
-        let (other_ca, other_issuer) = new_ca("someone else's CA");
-        let server = new_leaf(
-            &issuer,
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let client = new_leaf(
-            &issuer,
-            &["writer.clients.test"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        let other_client = new_leaf(
-            &other_issuer,
-            &["intruder.clients.test"],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
-        let dir = tempfile::tempdir().unwrap();
-        for (file, pem) in [
-            ("ca.pem", &ca),
-            ("other-ca.pem", &other_ca),
-            ("server.pem", &server.0),
-            ("server.key", &server.1),
-            ("client.pem", &client.0),
-            ("client.key", &client.1),
-        ] {
-            std::fs::write(dir.path().join(file), pem).unwrap();
-        }
-        Pki {
-            dir,
-            ca,
-            other_ca,
-            server,
-            client,
-            other_client,
-        }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    /// The server's `[tls]`, with mutual TLS when `mutual`.
-    fn server_tls(&self, mutual: bool) -> TlsConfig {
-        TlsConfig {
-            cert_file: self.path("server.pem"),
-            key_file: self.path("server.key"),
-            client_ca_file: mutual.then(|| self.path("ca.pem")),
-        }
-    }
-
-    /// A TLS client setting trusting our CA, for "localhost", presenting
-    /// `identity` if given.
-    fn client_tls(&self, identity: Option<&(String, String)>) -> ClientTlsConfig {
-        let mut tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .domain_name("localhost");
-        if let Some((cert, key)) = identity {
-            tls = tls.identity(Identity::from_pem(cert, key));
-        }
-        tls
-    }
-
-    /// Client options trusting `ca`, presenting `identity` if given.
-    fn options(&self, ca: &str, identity: Option<&(String, String)>) -> Options {
-        Options {
-            ca_cert_pem: Some(ca.as_bytes().to_vec()),
-            identity_pem: identity.map(|(c, k)| (c.clone().into_bytes(), k.clone().into_bytes())),
-            ..Options::default()
-        }
-    }
-}
 
 /// Connects to `url` with `options` and asks for stats; the error text on
 /// failure. Never hangs.

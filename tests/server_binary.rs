@@ -126,6 +126,7 @@ async fn listen_takes_a_host_name() {
         child,
         url: format!("http://127.0.0.1:{port}"),
         data_dir: dir.path().to_path_buf(),
+        stderr_file: None,
     };
     // localhost is served on its IPv4 address.
     let url = format!("http://127.0.0.1:{port}");
@@ -150,37 +151,14 @@ async fn listen_takes_a_host_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().unwrap();
-    let port = closed_port();
-    let stderr_path = dir.path().join("stderr");
-    let child = Command::new(workspace_bin("auditlog-server", "auditlog-server"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .env("AUDITLOG_HMAC_KEY", TEST_KEY)
-        .env("RUST_LOG", "info")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut server = ServerProcess {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        data_dir: dir.path().join("data"),
-    };
-    let url = server.url.clone();
-    let url = &url;
-    let client = wait_until("the server to serve", || async move {
-        let client = Client::connect(url).await.map_err(|e| e.to_string())?;
-        client.stats(None).await.map_err(|e| e.to_string())?;
-        Ok(client)
-    })
+    let mut server = ServerProcess::spawn_logging(
+        &dir.path().join("data"),
+        ["--log-format", "json"],
+        &[("RUST_LOG", "info")],
+        dir.path().join("stderr"),
+    )
     .await;
+    let client = Client::connect(&server.url).await.unwrap();
     client
         .log(auditlog_client::NewEvent::new("lead_created"))
         .await
@@ -193,7 +171,7 @@ async fn json_logs_are_one_object_per_line() {
             .success()
     );
 
-    let text = std::fs::read_to_string(&stderr_path).unwrap();
+    let text = server.stderr();
     assert!(!text.is_empty(), "nothing was logged");
     let mut messages = Vec::new();
     for line in text.lines() {

@@ -7,8 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use auditlog_client::pb;
@@ -23,7 +22,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use pb::audit_service_client::AuditServiceClient;
 use sha2::Digest as _;
 
-use common::wait_until;
+use common::{ServerProcess, wait_until};
 
 /// The caller's trace and its span, as its `traceparent` names them.
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -92,9 +91,7 @@ impl Receiver {
 /// The server binary with a token, JSON logs, and traces exported to
 /// `otlp`; its stderr in a file.
 struct Traced {
-    child: Child,
-    url: String,
-    stderr: PathBuf,
+    process: ServerProcess,
 }
 
 impl Traced {
@@ -111,38 +108,15 @@ impl Traced {
             ),
         )
         .unwrap();
-        let port = common::endpoints::closed_port();
-        let stderr = dir.join("server.stderr");
-        let child = Command::new(common::workspace_bin("auditlog-server", "auditlog-server"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--config")
-            .arg(&config)
-            .env("AUDITLOG_HMAC_KEY", common::TEST_KEY)
-            .env("RUST_LOG", rust_log)
+        let process = ServerProcess::spawn_logging(
+            &dir.join("data"),
+            ["--config".as_ref(), config.as_os_str()],
             // Export each batch after 50 ms rather than 5 s.
-            .env("OTEL_BSP_SCHEDULE_DELAY", "50")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let probe = url.clone();
-        wait_until("the server to serve", || {
-            let url = probe.clone();
-            async move {
-                if common::serving(&url).await {
-                    Ok(())
-                } else {
-                    Err("not serving".to_owned())
-                }
-            }
-        })
+            &[("RUST_LOG", rust_log), ("OTEL_BSP_SCHEDULE_DELAY", "50")],
+            dir.join("server.stderr"),
+        )
         .await;
-        Traced { child, url, stderr }
+        Traced { process }
     }
 
     /// Logs `details` with the caller's `traceparent`, and the token if
@@ -152,7 +126,9 @@ impl Traced {
         details: serde_json::Value,
         authorized: bool,
     ) -> Result<pb::LogResponse, tonic::Status> {
-        let mut client = AuditServiceClient::connect(self.url.clone()).await.unwrap();
+        let mut client = AuditServiceClient::connect(self.process.url.clone())
+            .await
+            .unwrap();
         let serde_json::Value::Object(details) = details else {
             panic!("details must be an object")
         };
@@ -174,13 +150,6 @@ impl Traced {
             metadata.insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
         }
         client.log(request).await.map(tonic::Response::into_inner)
-    }
-}
-
-impl Drop for Traced {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -248,7 +217,7 @@ async fn the_trace_detail_key_records_the_trace_id_in_the_event() {
         token: Some(TOKEN.into()),
         ..auditlog_client::Options::default()
     };
-    let client = auditlog_client::Client::connect_with(&server.url, options)
+    let client = auditlog_client::Client::connect_with(&server.process.url, options)
         .await
         .unwrap();
     let events = common::all_events(&client).await;
@@ -274,7 +243,7 @@ async fn json_log_lines_inside_a_call_carry_its_trace_id() {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 
     let line = wait_until("the refusal's log line", || async {
-        let text = std::fs::read_to_string(&server.stderr).unwrap_or_default();
+        let text = server.process.stderr();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|l| {

@@ -28,7 +28,7 @@ use auditlog_server::config::Secret;
 use auditlog_server::config::{Start, WebhookConfig};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::endpoints::{Check, HttpEndpoint, Request, closed_port};
+use common::endpoints::{Check, HttpEndpoint, Request, closed_port, webhook_config};
 use common::{ServerProcess, TEST_KEY, TestServer, cli, wait_until, wait_until_within};
 use hmac::Mac as _;
 use serde_json::Value;
@@ -42,16 +42,10 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 fn config(name: &str, url: String, start: Start) -> WebhookConfig {
     WebhookConfig {
-        name: name.into(),
-        url,
-        event_types: vec![],
-        workflows: vec![],
         bearer_token: Some(Secret::from(TOKEN)),
         secret: Some(Secret::from(SECRET)),
-        secret_file: None,
         start,
-        timeout_secs: 5,
-        max_backoff_secs: 1,
+        ..webhook_config(name, url)
     }
 }
 

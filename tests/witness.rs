@@ -9,24 +9,9 @@
 
 mod common;
 
-use std::path::Path;
-
 use auditlog_client::proof::VerifierKey;
-use common::TestServer;
 use common::witness::{log_leads, other_logs_key, signed_at, verifier_key, witness_round};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use common::{TestServer, copy_dir};
 
 #[tokio::test]
 async fn a_growing_log_is_accepted_round_after_round() {

@@ -179,7 +179,7 @@ pub(crate) async fn leader<'a>(js: &jetstream::Context, nodes: &'a [Node]) -> &'
 }
 
 /// Waits until every node's replica has `head` events.
-pub(crate) async fn wait_all_at(nodes: &[Node], head: u64) {
+pub(crate) async fn wait_all_at<'a>(nodes: impl IntoIterator<Item = &'a Node>, head: u64) {
     for node in nodes {
         let client = node.client().await;
         wait_until(&format!("{} to hold {head} events", node.url()), || async {

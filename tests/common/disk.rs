@@ -107,3 +107,18 @@ pub(crate) fn plain_sealed(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with("audit.") && n.ends_with(".log") && n != "audit.log")
         .collect()
 }
+
+/// Copies the directory `from` to `to`, which must not exist: a data
+/// directory kept as it was, to start a server on later.
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -7,7 +7,8 @@
 //!   restart on the same directory, or on the same port too), and
 //!   [`TEST_KEY`].
 //! - `process.rs`: [`ServerProcess`], the `auditlog-server` binary as a
-//!   child, for SIGKILL, signals and config files.
+//!   child, for SIGKILL, signals, config files (TLS too) and its stderr.
+//! - `pki.rs`: [`Pki`], a CA and certificates minted for one test.
 //! - `runs.rs`: building the workspace's binaries and running the CLI to its
 //!   end ([`run_to_end`], [`cli`]).
 //! - `health_reflection.rs`: the health service and server reflection.
@@ -36,6 +37,7 @@ mod health_reflection;
 mod lease;
 mod nats;
 mod nats_bin;
+mod pki;
 mod process;
 mod runs;
 mod server;
@@ -45,13 +47,14 @@ mod writers;
 
 pub(crate) use checks::{all_events, assert_whole, problems, seqs};
 pub(crate) use disk::{
-    edit_line, field, files, hmac_hex, plain_sealed, read_lines, record_line, resign, signed,
-    tamper, unsigned_part, with_signature,
+    copy_dir, edit_line, field, files, hmac_hex, plain_sealed, read_lines, record_line, resign,
+    signed, tamper, unsigned_part, with_signature,
 };
 pub(crate) use health_reflection::{
     health, health_of, reflection_v1_services, reflection_v1alpha_file, serving, wait_for_health,
 };
 pub(crate) use nats::{NatsCluster, nats_server_bin};
+pub(crate) use pki::Pki;
 pub(crate) use process::ServerProcess;
 pub(crate) use runs::{
     Finished, cli, cli_bin, piped_command, read_all, run_to_end, wait_or_kill, workspace_bin,

@@ -1,15 +1,19 @@
 //! [`ServerProcess`]: the built `auditlog-server` binary as a child process
 //! on a free port. Use it instead of `TestServer` when the test needs a real
-//! process: SIGKILL, signals, exit codes, a config file.
+//! process: SIGKILL, signals, exit codes, a config file, its stderr, TLS
+//! from a config file.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use auditlog_client::Client;
+use auditlog_client::Options;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::endpoints::closed_port;
+use super::health_reflection::health_of;
 use super::runs::workspace_bin;
 use super::server::TEST_KEY;
 use super::wait::wait_until;
@@ -19,6 +23,8 @@ pub(crate) struct ServerProcess {
     pub child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// The file the server's stderr goes to, if not the test's.
+    pub stderr_file: Option<PathBuf>,
 }
 
 impl ServerProcess {
@@ -52,7 +58,51 @@ impl ServerProcess {
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         env: &[(&str, &str)],
     ) -> ServerProcess {
+        ServerProcess::start(port, dir, args, env, None, None).await
+    }
+
+    /// [`ServerProcess::spawn_at`] for a server whose config has `[tls]`:
+    /// its URL is `https://`, and it counts as serving once its health
+    /// answers over TLS with `client`'s CA (and client certificate, for a
+    /// server requiring one).
+    pub(crate) async fn spawn_tls(
+        port: u16,
+        dir: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: &[(&str, &str)],
+        client: &Options,
+    ) -> ServerProcess {
+        ServerProcess::start(port, dir, args, env, Some(client), None).await
+    }
+
+    /// [`ServerProcess::spawn_args`] with the server's stderr in the file
+    /// `stderr` ([`ServerProcess::stderr`] reads it) rather than the test's.
+    pub(crate) async fn spawn_logging(
+        dir: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: &[(&str, &str)],
+        stderr: PathBuf,
+    ) -> ServerProcess {
+        ServerProcess::start(closed_port(), dir, args, env, None, Some(stderr)).await
+    }
+
+    /// Starts the binary and waits until its health says SERVING, which it
+    /// does once calls are served. Health needs no token, so the wait
+    /// neither makes a call a test counts (a span, a metric, a refusal in
+    /// the log) nor depends on the server's tokens.
+    async fn start(
+        port: u16,
+        dir: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        env: &[(&str, &str)],
+        tls: Option<&Options>,
+        stderr: Option<PathBuf>,
+    ) -> ServerProcess {
         let bin = workspace_bin("auditlog-server", "auditlog-server");
+        let err = match &stderr {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
         let child = Command::new(bin)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -64,27 +114,34 @@ impl ServerProcess {
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(err)
             .spawn()
             .unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let process = ServerProcess {
             child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("{scheme}://127.0.0.1:{port}"),
             data_dir: dir.to_path_buf(),
+            stderr_file: stderr,
         };
         let url = &process.url;
         wait_until("auditlog-server to serve", || async move {
-            match Client::connect(url).await {
-                // A server with tokens refusing this tokenless call serves.
-                Ok(c) => match c.stats(None).await {
-                    Err(e) if e.code() == Some(tonic::Code::Unauthenticated) => Ok(()),
-                    r => r.map(|_| ()).map_err(|e| e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
+            match health_over(url, tls).await {
+                Ok(ServingStatus::Serving) => Ok(()),
+                other => Err(format!("{other:?}")),
             }
         })
         .await;
         process
+    }
+
+    /// What the server wrote to stderr, if it was started with
+    /// [`ServerProcess::spawn_logging`]; else nothing.
+    pub(crate) fn stderr(&self) -> String {
+        self.stderr_file
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no chance to flush or clean up.
@@ -130,4 +187,28 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The health of the server at `url`, reached over TLS as `tls` says (the
+/// CA it trusts, the client certificate it presents, the name it expects)
+/// when given.
+async fn health_over(url: &str, tls: Option<&Options>) -> Result<ServingStatus, String> {
+    let mut endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| e.to_string())?;
+    if let Some(options) = tls {
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &options.ca_cert_pem {
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &options.identity_pem {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &options.domain {
+            config = config.domain_name(domain.clone());
+        }
+        endpoint = endpoint.tls_config(config).map_err(|e| e.to_string())?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    health_of(&channel, "")
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }

@@ -20,6 +20,19 @@ pub(super) fn p95(samples: &mut [f64]) -> Option<f64> {
     Some(*samples.select_nth_unstable_by(k, f64::total_cmp).1)
 }
 
+/// Whether `holds` is true of the p95 of `samples`, for a `holds` that,
+/// once false for a value, is false for every larger one (a bound from
+/// above). Then it is true of the p95 exactly when it is true of more
+/// samples than the p95's rank, so one pass of comparisons answers, with
+/// no copy and no reordering, at a fraction of a selection's cost.
+pub(super) fn p95_satisfies(samples: &[f64], holds: impl Fn(f64) -> bool) -> bool {
+    if samples.is_empty() {
+        return false;
+    }
+    let k = nearest_rank(95.0, samples.len());
+    samples.iter().filter(|&&s| holds(s)).count() > k
+}
+
 /// Exact figures over `samples` (sorted in place); `None` when empty.
 pub(crate) fn summarize(samples: &mut [f64]) -> Option<Summary> {
     if samples.is_empty() {

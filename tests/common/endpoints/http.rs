@@ -12,6 +12,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use auditlog_server::config::{Start, WebhookConfig};
+
 use crate::common::wait::wait_until;
 
 /// One HTTP request as received.
@@ -301,5 +303,23 @@ fn dechunk(buf: &[u8]) -> Option<(Vec<u8>, usize)> {
         }
         body.extend_from_slice(&buf[at..at + size]);
         at += size + 2;
+    }
+}
+
+/// Webhook endpoint `name` at `url`, delivering from the log's start, with
+/// no filter, token or secret, a 5 s timeout and at most 1 s between
+/// retries; a test sets what it checks on top.
+pub(crate) fn webhook_config(name: &str, url: String) -> WebhookConfig {
+    WebhookConfig {
+        name: name.into(),
+        url,
+        event_types: vec![],
+        workflows: vec![],
+        bearer_token: None,
+        secret: None,
+        secret_file: None,
+        start: Start::Beginning,
+        timeout_secs: 5,
+        max_backoff_secs: 1,
     }
 }

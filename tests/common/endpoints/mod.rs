@@ -7,8 +7,8 @@
 mod http;
 mod smtp;
 
-pub(crate) use http::{Check, HttpEndpoint, Request};
-pub(crate) use smtp::{Mail, SmtpServer};
+pub(crate) use http::{Check, HttpEndpoint, Request, webhook_config};
+pub(crate) use smtp::{Mail, SmtpServer, email_config};
 
 /// A port nothing listens on: bound, noted, released.
 pub(crate) fn closed_port() -> u16 {

@@ -9,6 +9,8 @@ use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
+use auditlog_server::config::{EmailConfig, Security};
+
 use crate::common::wait::wait_until;
 
 /// One message as the SMTP server received it.
@@ -236,5 +238,20 @@ async fn smtp_session(socket: TcpStream, store: Arc<Mutex<Vec<Mail>>>) {
         if write.write_all(reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// Alert email through the SMTP server on 127.0.0.1:`port` (plain, no
+/// login), from `auditlog@example.com` to `to`.
+pub(crate) fn email_config(port: u16, to: &[&str]) -> EmailConfig {
+    EmailConfig {
+        host: "127.0.0.1".into(),
+        port: Some(port),
+        security: Security::None,
+        username: None,
+        password: None,
+        password_file: None,
+        from: "auditlog@example.com".into(),
+        to: to.iter().map(|t| (*t).to_owned()).collect(),
     }
 }
