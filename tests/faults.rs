@@ -1,4 +1,5 @@
-//! Faults from below: a full disk. The data directory is put on a small
+//! Faults from below: a full disk (also one too full for the zeros the
+//! writer keeps ahead of the log). The data directory is put on a small
 //! tmpfs (mounting needs root, which CI has; elsewhere the test says why it
 //! does not run and passes nothing off as tested).
 
@@ -10,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use auditlog_client::{NewEvent, Query};
-use common::{TestServer, health_of, plain_sealed, wait_for_health};
+use common::{TestServer, assert_whole, health_of, plain_sealed, wait_for_health};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The name health reports writes under.
@@ -126,6 +127,62 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     assert_eq!(report.events_checked, head + 1);
     drop(client);
     // Stopped before the tmpfs goes, so nothing holds it busy.
+    server.stop().await;
+}
+
+/// The writer keeps a MiB of zeros ahead of the log's end; on a disk too
+/// full for the next MiB, the log is written on without them while records
+/// fit (past where the zeros ran out), then writes are refused as a full
+/// disk: nothing refused is acknowledged, nothing acknowledged is lost, and
+/// the stopped server's log holds no zero byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_too_full_for_the_zeros_ahead_writes_on_until_full_and_loses_nothing() {
+    let Some(fs) = Tmpfs::mount_or_skip(
+        "1600k",
+        "a_disk_too_full_for_the_zeros_ahead_writes_on_until_full_and_loses_nothing",
+    ) else {
+        return;
+    };
+    // Freed before the restart, which needs some space of its own.
+    let filler = fs.path.join("filler");
+    std::fs::write(&filler, vec![0u8; 128 * 1024]).unwrap();
+    let data = fs.path.join("data");
+    let mut server = TestServer::start_in(&data, |_| {}).await;
+    let client = server.client().await;
+    let mut acked = Vec::new();
+    let error = loop {
+        match client.log(event(acked.len() as u64)).await {
+            Ok(r) => acked.push(r),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 100_000, "the disk never filled up");
+    };
+    assert_eq!(
+        error.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{error}"
+    );
+    assert!(error.to_string().contains("disk"), "{error}");
+    let e = client.log(event(9999)).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
+    drop(client);
+    server.stop().await;
+
+    let log = std::fs::read(data.join("audit.log")).unwrap();
+    assert!(!log.contains(&0), "the stopped server's log holds zeros");
+    // The first MiB of zeros fitted; the next did not, from half way on.
+    assert!(
+        log.len() > 1 << 20,
+        "writes stopped at {} bytes, where the zeros ran out",
+        log.len()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let server = TestServer::start_in(&data, |_| {}).await;
+    let client = server.client().await;
+    let events = assert_whole(&client, &acked).await;
+    assert_eq!(events.len(), acked.len(), "a refused write is in the log");
+    drop(client);
+    let mut server = server;
     server.stop().await;
 }
 

@@ -228,6 +228,24 @@ async fn a_deleted_record_is_located_at_the_seq_after_it() {
     }
 }
 
+/// Zero bytes are the space the writer keeps past the log's end
+/// (docs/log-format.md); inside the log they are damage like any other,
+/// found at their line, and verification reads on past them.
+#[tokio::test]
+async fn a_record_zeroed_inside_the_log_is_malformed_at_its_line() {
+    let log = Logged::new().await;
+    for seq in [1, 12] {
+        let found = log
+            .problems_after(|lines| lines[at(seq)] = "\0".repeat(lines[at(seq)].len()))
+            .await;
+        // No seq can be read from the line: it is the one expected there
+        // (none before the first record). The record after it cannot be
+        // chained to it, so it shows there too, but nowhere else.
+        let expected = if seq == 1 { 0 } else { seq };
+        assert_located(&found, &[(Malformed, expected, seq)], seq..=seq + 1);
+    }
+}
+
 #[tokio::test]
 async fn an_inserted_copy_is_located_at_the_insertion_point() {
     let log = Logged::new().await;

@@ -9,6 +9,9 @@
 //!   it (the files are edited while the server is stopped).
 //! - An idempotency key returns the original receipt after a clean restart
 //!   and after SIGKILL.
+//! - The zeros the writer keeps ahead of the log's end: after SIGKILL
+//!   mid-ingest no zero byte reaches a reader, and a write torn into them
+//!   (even one with a later block past a stretch of zeros) is quarantined.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -21,7 +24,7 @@ use auditlog_client::pb;
 use auditlog_client::{Client, NewEvent};
 use common::{
     ServerProcess, TEST_KEY, TestServer, Writers, all_events, assert_whole, field, keyed,
-    read_lines, record_line, send, with_test_key,
+    log_bytes, read_lines, record_line, send, with_test_key,
 };
 
 const LOG: &str = "audit.log";
@@ -156,7 +159,7 @@ async fn a_torn_last_line_is_quarantined_and_the_chain_continues() {
     let server = TestServer::start_with(with_test_key).await;
     let receipts = log_singles(&server.client().await, 5).await;
     let log = server.log_path();
-    let before = std::fs::read(&log).unwrap();
+    let before = log_bytes(&log);
     // The first half of what would have been seq 6.
     let head = read_lines(&log).pop().unwrap();
     let next = record_line(
@@ -242,7 +245,7 @@ async fn a_complete_last_record_is_kept_though_never_acknowledged() {
         TEST_KEY.as_bytes(),
     );
     let line = format!("{last}\n");
-    let mut expected = std::fs::read(&log).unwrap();
+    let mut expected = log_bytes(&log);
     expected.extend_from_slice(line.as_bytes());
 
     let server = server
@@ -303,4 +306,106 @@ async fn an_idempotency_key_returns_the_original_receipt_after_kill_9() {
     let server = ServerProcess::spawn(dir.path()).await;
     let client = Client::connect(&server.url).await.unwrap();
     assert_repeat_is_original(&client, "mail-1", &first, total).await;
+}
+
+// ---------------------------------------------------------------------------
+// The zeros kept ahead of the log's end (docs/log-format.md)
+
+/// Whether any event as served holds a zero byte.
+fn any_zero_byte(events: &[pb::Event]) -> bool {
+    events.iter().any(|e| format!("{e:?}").contains("\\0"))
+}
+
+/// kill -9 mid-ingest leaves the zeros the writer keeps ahead of the log on
+/// disk past its last record; after the restart every acknowledged event is
+/// there, verification is clean, and no zero byte reaches a reader: not the
+/// API, not the quarantine, not the log's lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_mid_ingest_leaves_zeros_ahead_that_no_reader_sees() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::spawn(dir.path()).await;
+    let names = [("single".to_owned(), 1), ("batch".to_owned(), 3)];
+    let writers = Writers::start(&server.url, names).await;
+    writers.wait_for(300).await;
+    server.kill9();
+    let (mut acked, pending) = writers.finish().await;
+    let crashed = std::fs::read(dir.path().join(LOG)).unwrap();
+    let end = crashed.iter().position(|&b| b == 0);
+    assert!(
+        end.is_some_and(|end| crashed.len() - end >= 64 << 10),
+        "no zeros ahead of the log's end after the crash"
+    );
+
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    for keys in pending {
+        acked.extend(send(&client, &keys).await.unwrap());
+    }
+    let events = assert_whole(&client, &acked).await;
+    assert!(!any_zero_byte(&events), "a zero byte reached StreamEvents");
+    let page = client
+        .query(auditlog_client::Query::new().limit(1000))
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), events.len().min(1000));
+    assert!(!any_zero_byte(&page.events), "a zero byte reached Query");
+    let quarantined = std::fs::read(dir.path().join(QUARANTINE)).unwrap_or_default();
+    assert!(!quarantined.contains(&0), "a zero byte was quarantined");
+    // The live file: records up to its first zero byte, then only zeros.
+    let live = std::fs::read(dir.path().join(LOG)).unwrap();
+    let end = live.iter().position(|&b| b == 0).unwrap_or(live.len());
+    assert!(live[end..].iter().all(|&b| b == 0), "bytes after the zeros");
+    let lines = live[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    assert_eq!(lines.count(), events.len());
+}
+
+/// A crash tore a write into the zeros, and a later block of the same write
+/// reached the disk past a stretch of them: neither was acknowledged, so
+/// both are quarantined (without zeros) and the chain goes on from the last
+/// synced record.
+#[tokio::test]
+async fn a_torn_write_into_the_zeros_is_quarantined_and_the_chain_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::spawn(dir.path()).await;
+    let receipts = log_singles(&Client::connect(&server.url).await.unwrap(), 5).await;
+    server.kill9();
+    let log = dir.path().join(LOG);
+    let crashed = std::fs::read(&log).unwrap();
+    let end = crashed
+        .iter()
+        .position(|&b| b == 0)
+        .expect("zeros ahead of the log");
+    let kept = crashed[..end].to_vec();
+    let head = String::from_utf8(kept.clone()).unwrap();
+    let head = head.lines().last().unwrap();
+    let next = record_line(
+        6,
+        &field(head, "timestamp"),
+        &field(head, "signature"),
+        TEST_KEY.as_bytes(),
+    );
+    let torn = &next.as_bytes()[..next.len() / 2];
+    let later = format!("{next}\n");
+    {
+        use std::os::unix::fs::FileExt as _;
+        let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
+        file.write_all_at(torn, end as u64).unwrap();
+        file.write_all_at(later.as_bytes(), end as u64 + 8192)
+            .unwrap();
+    }
+
+    let server = ServerProcess::spawn(dir.path()).await;
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        kept,
+        "the synced records stay"
+    );
+    let quarantined = std::fs::read(dir.path().join(QUARANTINE)).unwrap();
+    assert_eq!(
+        String::from_utf8(quarantined).unwrap(),
+        format!("{}\n{later}", String::from_utf8_lossy(torn))
+    );
+    let client = Client::connect(&server.url).await.unwrap();
+    assert_whole(&client, &receipts).await;
+    assert_chain_continues(&client, &receipts[4]).await;
 }

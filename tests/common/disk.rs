@@ -5,9 +5,21 @@
 
 use std::path::Path;
 
-/// The lines of a log file, without their newlines.
+/// The bytes of a log file up to its first zero byte: a running server's
+/// `audit.log` ends with zeros written ahead of its last record
+/// (docs/log-format.md), which a reader drops.
+pub(crate) fn log_bytes(path: &Path) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    if let Some(zero) = bytes.iter().position(|&b| b == 0) {
+        bytes.truncate(zero);
+    }
+    bytes
+}
+
+/// The lines of a log file, without their newlines (up to its first zero
+/// byte, see [`log_bytes`]).
 pub(crate) fn read_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
+    String::from_utf8(log_bytes(path))
         .unwrap()
         .lines()
         .map(str::to_owned)

@@ -47,8 +47,8 @@ mod writers;
 
 pub(crate) use checks::{all_events, assert_whole, problems, seqs};
 pub(crate) use disk::{
-    copy_dir, edit_line, field, files, hmac_hex, plain_sealed, read_lines, record_line, resign,
-    signed, tamper, unsigned_part, with_signature,
+    copy_dir, edit_line, field, files, hmac_hex, log_bytes, plain_sealed, read_lines, record_line,
+    resign, signed, tamper, unsigned_part, with_signature,
 };
 pub(crate) use health_reflection::{
     health, health_of, reflection_v1_services, reflection_v1alpha_file, serving, wait_for_health,

@@ -26,6 +26,14 @@
 //!    which would hide them. Such a record is left in place for verification
 //!    to report.
 //!
+//! 5. The log ends at the line that holds its first zero byte. The writer
+//!    keeps zeros written ahead of the log's end (`writer/space.rs`) and a
+//!    record never holds one, so the first zero is where the last sync left
+//!    the log: what lies past it was written after that sync (in any order:
+//!    the file's size no longer orders a crash's writes) and was never
+//!    acknowledged. It is quarantined like a torn write, without the zeros:
+//!    each stretch of other bytes between them as a line of its own.
+//!
 //! Only the end of the log is ever cut, and only what no caller was told was
 //! written: the writer acknowledges a batch after all of it is durable.
 
@@ -50,7 +58,7 @@ use crate::keys::Keyring;
 
 /// The store as recovery found (and finished) it.
 pub(super) struct Recovered {
-    /// The active segment, opened for appending.
+    /// The active segment, opened for writing in place (`writer/space.rs`).
     pub file: File,
     /// Its length after any cut.
     pub len: u64,
@@ -347,7 +355,7 @@ fn scan(
 
 /// Recovers the active file (creating it if there is none): indexes its
 /// records as segment `segment`, and cuts and quarantines an unacknowledged
-/// tail. Returns the file, opened for appending, and its kept length.
+/// tail. Returns the file, opened for writing, and its kept length.
 fn recover_active(
     dir: &Path,
     index: &mut Index,
@@ -361,10 +369,13 @@ fn recover_active(
         source,
     };
     let existed = path.exists();
+    // Not `append`: the writer writes in place (`writer/space.rs`). Not
+    // truncated: the log is what this function reads.
     let mut file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create(true)
+        .truncate(false)
         .open(&path)
         .map_err(io)?;
     if !existed {
@@ -381,7 +392,8 @@ fn recover_active(
     loop {
         line.clear();
         let n = reader.read_until(b'\n', &mut line).map_err(io)?;
-        if n == 0 || line.last() != Some(&b'\n') {
+        // The log ends at its first zero byte (rule 5).
+        if n == 0 || line.last() != Some(&b'\n') || line.contains(&0) {
             break;
         }
         let len = n as u64;
@@ -458,13 +470,15 @@ fn quarantine(file: &mut File, dir: &Path, keep: u64, total: u64) -> std::io::Re
     let mut cut = Vec::with_capacity((total - keep) as usize);
     file.seek(SeekFrom::Start(keep))?;
     std::io::Read::read_to_end(file, &mut cut)?;
+    let cut = without_zeros(&cut);
+    if cut.is_empty() {
+        file.set_len(keep)?;
+        return file.sync_all();
+    }
     let qpath = dir.join(QUARANTINE_FILE);
     let existed = qpath.exists();
     let mut q = OpenOptions::new().append(true).create(true).open(&qpath)?;
     q.write_all(&cut)?;
-    if cut.last() != Some(&b'\n') {
-        q.write_all(b"\n")?;
-    }
     q.sync_all()?;
     if !existed {
         sync_dir(dir)?;
@@ -472,12 +486,27 @@ fn quarantine(file: &mut File, dir: &Path, keep: u64, total: u64) -> std::io::Re
     file.set_len(keep)?;
     file.sync_all()?;
     tracing::warn!(
-        bytes = total - keep,
+        bytes = cut.len(),
         offset = keep,
         quarantine = %qpath.display(),
         "cut an unacknowledged tail from the log"
     );
     Ok(())
+}
+
+/// What of a cut tail is quarantined (rule 5): the zeros written ahead are
+/// space, not content, so each piece between them becomes a line of its own
+/// (a crash can leave writes past a stretch of zeros), and every piece ends
+/// with a newline.
+fn without_zeros(cut: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(cut.len());
+    for piece in cut.split(|&b| b == 0).filter(|p| !p.is_empty()) {
+        out.extend_from_slice(piece);
+        if piece.last() != Some(&b'\n') {
+            out.push(b'\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -536,6 +565,23 @@ mod tests {
         assert_eq!(r.index.last().map(|m| m.seq), Some(4));
         let q = std::fs::read(dir.path().join(QUARANTINE_FILE)).unwrap();
         assert_eq!(&q[..30], &ls[4][..30]);
+    }
+
+    #[test]
+    fn the_log_ends_at_its_first_zero_and_no_zero_is_quarantined() {
+        let ls = lines(5, None);
+        let (kept, zeros) = (ls[..3].concat(), vec![0u8; 4096]);
+        let (dir, _) = scenario(&[kept.as_slice(), &zeros].concat());
+        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), kept);
+        assert!(!dir.path().join(QUARANTINE_FILE).exists());
+        // A torn write into the zeros, and a later block that reached the
+        // disk before the one between.
+        let torn = [&kept, &ls[3][..20], &zeros, &ls[4], &zeros].concat();
+        let (dir, r) = scenario(&torn);
+        assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), kept);
+        assert_eq!(r.index.last().map(|m| m.seq), Some(3));
+        let q = std::fs::read(dir.path().join(QUARANTINE_FILE)).unwrap();
+        assert_eq!(q, [&ls[3][..20], b"\n", &ls[4]].concat());
     }
 
     #[test]

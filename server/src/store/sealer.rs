@@ -167,9 +167,11 @@ fn prepare(next: &Path) -> std::io::Result<NewActive> {
     if let Some(dir) = next.parent() {
         injected_io(dir, "create")?;
     }
+    // Not `append`: the writer writes in place, into zeros it wrote ahead
+    // (`writer/space.rs`).
     let file = OpenOptions::new()
         .read(true)
-        .append(true)
+        .write(true)
         .create_new(true)
         .open(next)?;
     let reader = file.try_clone()?;

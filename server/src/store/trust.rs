@@ -33,8 +33,8 @@ const KEY_WITNESSES: usize = 8;
 /// How much of the end of the active file the check before recovery reads.
 const TAIL_BYTES: u64 = 256 << 10;
 
-/// Whether `dir` already holds a log: records in the active file, a
-/// manifest, a persisted head, or a sealed segment.
+/// Whether `dir` already holds a log: anything but zeros in the active
+/// file, a manifest, a persisted head, or a sealed segment.
 pub(crate) fn holds_log(dir: &Path) -> Result<bool, StoreError> {
     let io = |source| StoreError::Open {
         path: dir.display().to_string(),
@@ -50,7 +50,13 @@ pub(crate) fn holds_log(dir: &Path) -> Result<bool, StoreError> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let found = match name {
-            LOG_FILE => entry.metadata().map_err(io)?.len() > 0,
+            // Zeros alone are the space the writer keeps ahead, left by a
+            // crash before the first record was synced: no log.
+            LOG_FILE => {
+                let file = std::fs::File::open(entry.path()).map_err(io)?;
+                let len = file.metadata().map_err(io)?.len();
+                end_of_content(&file, len).map_err(io)? > 0
+            }
             MANIFEST_FILE | HEAD_FILE => true,
             _ => name.starts_with("audit.") && (name.ends_with(".log") || name.ends_with(".gz")),
         };
@@ -131,10 +137,20 @@ fn check_key_in_active_file(
         return Ok(());
     }
     let len = file.metadata().map_err(io)?.len();
-    let from = len.saturating_sub(TAIL_BYTES);
+    // A crash leaves the zeros the writer keeps ahead of the log (up to a
+    // MiB, `writer/space.rs`) at the file's end: the records end before them.
+    let end = end_of_content(&file, len).map_err(io)?;
+    let from = end.saturating_sub(TAIL_BYTES);
     file.seek(SeekFrom::Start(from)).map_err(io)?;
     let mut tail = Vec::new();
-    file.read_to_end(&mut tail).map_err(io)?;
+    (&mut file)
+        .take(end - from)
+        .read_to_end(&mut tail)
+        .map_err(io)?;
+    // The log ends at its first zero byte (recovery's rule 5).
+    if let Some(zero) = tail.iter().position(|&b| b == 0) {
+        tail.truncate(zero);
+    }
     let mut pieces: Vec<&[u8]> = tail.split(|&b| b == b'\n').collect();
     // What follows the last newline is torn (or empty); what precedes the
     // first one may be the end of a line begun before the tail.
@@ -149,6 +165,24 @@ fn check_key_in_active_file(
         .map(|l| l.to_vec())
         .collect();
     wrong_key(&lines, keyring, manifest_authentic)
+}
+
+/// Where the last byte that is not zero in the first `len` bytes of `file`
+/// ends, read backwards a block at a time.
+fn end_of_content(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt as _;
+    let mut block = vec![0u8; 64 << 10];
+    let mut end = len;
+    while end > 0 {
+        let from = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - from) as usize];
+        file.read_exact_at(chunk, from)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(from + i as u64 + 1);
+        }
+        end = from;
+    }
+    Ok(0)
 }
 
 /// The rule: `lines` are the newest records, newest first. A wrong or
@@ -216,6 +250,15 @@ mod tests {
         let mut lines = log(&right, 12);
         std::fs::write(dir.path().join(LOG_FILE), lines.concat()).unwrap();
         assert!(check_before_start(dir.path(), &right).is_ok());
+        let refused = check_before_start(dir.path(), &wrong);
+        assert!(
+            matches!(refused, Err(StoreError::WrongKey { checked: 8, .. })),
+            "{refused:?}"
+        );
+        // After a crash the file ends with the zeros the writer keeps ahead.
+        let zeros = vec![0u8; (1 << 20) + 4096];
+        let crashed = [lines.concat().as_bytes(), &zeros].concat();
+        std::fs::write(dir.path().join(LOG_FILE), crashed).unwrap();
         let refused = check_before_start(dir.path(), &wrong);
         assert!(
             matches!(refused, Err(StoreError::WrongKey { checked: 8, .. })),

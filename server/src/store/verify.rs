@@ -317,8 +317,8 @@ fn check(
         }
         Item::Plain { name, file } => {
             v.segment_read();
-            // Past the committed end of the active file, an incomplete line
-            // is a write in progress, not damage.
+            // Past the committed end of the active file are writes in
+            // progress and zeros, not records.
             let live_end = (name == LOG_FILE).then_some(active_end);
             let reader = BufReader::with_capacity(1 << 20, file);
             let last = read_lines(&mut v, name, reader, live_end).last;
@@ -366,9 +366,17 @@ fn read_lines(
             }
         }
         line_no += 1;
+        let start = pos - line.len() as u64;
+        // Past the committed end of the active file are writes in progress,
+        // then the zeros the writer keeps ahead (`writer/space.rs`): a line
+        // there that holds a zero, or is incomplete, ends the records. Zeros
+        // anywhere else are damage, reported like any other.
+        let past_end = live_end.is_some_and(|end| start >= end);
+        if past_end && line.contains(&0) {
+            return out;
+        }
         if line.last() != Some(&b'\n') {
-            let start = pos - line.len() as u64;
-            if live_end.is_none_or(|end| start < end) {
+            if !past_end {
                 v.torn_tail(file, line_no, line.len());
             }
             return out;

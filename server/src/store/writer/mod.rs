@@ -2,7 +2,8 @@
 //!
 //! It runs on its own thread, fed by a bounded channel. Each turn it takes
 //! every request waiting (group commit), assigns seqs, timestamps, `prev` and
-//! signatures, and writes the whole group with one `write`. It then hands the
+//! signatures, and writes the whole group with one `pwrite` into the zeros
+//! kept ahead of the log's end (`space.rs`). It then hands the
 //! group to the syncer thread and goes on with the next one: the syncer makes
 //! every group written so far durable with one `fdatasync`, then updates the
 //! index, publishes to subscribers and answers the callers, group by group in
@@ -45,7 +46,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -62,6 +62,7 @@ use super::syncer::{Staged, ToSync, Written};
 
 mod apply;
 mod rotation;
+mod space;
 
 pub(super) use apply::Apply;
 
@@ -122,6 +123,8 @@ pub(super) struct Writer {
     file: Arc<File>,
     /// The length of the written part of the file (durable, or being synced).
     len: u64,
+    /// The zeros written past `len` (`space.rs`).
+    ahead: space::Ahead,
     segment: u32,
     /// The seq of the active segment's first record; 0 while it is empty.
     segment_first: u64,
@@ -177,6 +180,7 @@ impl Writer {
         Writer {
             file: Arc::new(active.file),
             len: active.len,
+            ahead: space::Ahead::at(active.len),
             segment: active.segment,
             segment_first: active.first_seq,
             segment_first_timestamp,
@@ -258,10 +262,12 @@ impl Writer {
         self.flush();
         // Under `Fsync` every group is already synced; under `OsBuffered`
         // this makes a clean stop durable.
-        if !self.shared.poisoned.load(Ordering::Acquire)
-            && let Err(e) = self.file.sync_data()
-        {
-            tracing::error!(error = %e, "final sync of the log failed");
+        if !self.shared.poisoned.load(Ordering::Acquire) {
+            if let Err(e) = self.file.sync_data() {
+                tracing::error!(error = %e, "final sync of the log failed");
+            } else if let Err(e) = self.trim() {
+                tracing::warn!(error = %e, "could not cut the zeros past the log's end at stop");
+            }
         }
     }
 
@@ -464,7 +470,7 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = (&*self.file).write_all(buf) {
+        if let Err(e) = self.write_at_end(buf) {
             let err = if is_disk_full(&e) {
                 StoreError::DiskFull(e)
             } else {
@@ -472,10 +478,11 @@ impl Writer {
             };
             // Cut off whatever part of the group reached the file, so the log
             // stays valid for the next write.
-            if let Err(cut) = self.file.set_len(self.len) {
-                self.shared.poison(format!(
+            match self.file.set_len(self.len) {
+                Ok(()) => self.ahead = space::Ahead::at(self.len),
+                Err(cut) => self.shared.poison(format!(
                     "a write failed ({err}) and cutting it back failed too ({cut})"
-                ));
+                )),
             }
             // Logged, rate limited, where the refusal is counted (`refusals`).
             return Err(err);

@@ -49,6 +49,7 @@ impl Writer {
             } => {
                 self.file = Arc::new(active.file);
                 self.len = 0;
+                self.ahead = super::space::Ahead::at(0);
                 self.shared.active_len.store(0, Ordering::Release);
                 self.segment = self.shared.add_segment(SegmentFile::Plain {
                     name: LOG_FILE.to_owned(),
@@ -165,6 +166,18 @@ impl Writer {
             }
             return Err(err);
         }
+        // The sealed file ends with its last record: the zeros ahead of it
+        // go first, durably, so the sealer and a restart read only records.
+        if let Err(e) = self.trim() {
+            self.shared.poison(format!(
+                "cutting the zeros past the log's end before sealing failed: {e}"
+            ));
+            let err = self.shared.poison_error();
+            if let Some(done) = done {
+                let _ = done.send(Err(err.duplicate()));
+            }
+            return Err(err);
+        }
         let (first_seq, last_seq) = (self.segment_first, self.signer.next_seq() - 1);
         let dir = self.shared.dir.clone();
         let (plain_name, new) = match sealer::seal(&dir) {
@@ -194,6 +207,7 @@ impl Writer {
         };
         self.file = Arc::new(file);
         self.len = 0;
+        self.ahead = super::space::Ahead::at(0);
         self.shared.active_len.store(0, Ordering::Release);
         self.segment = segment;
         self.segment_first = 0;
