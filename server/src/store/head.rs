@@ -11,8 +11,8 @@
 //!
 //! When it is written: at start, when it is absent, behind the log, or a
 //! start found something; then by the head thread, at most once every
-//! [`EVERY`], with the newest group the syncer published (that is, made
-//! durable and acknowledged), and once more at shutdown. Never on the write
+//! [`EVERY`], with the newest record the syncer indexed (that is, made
+//! durable; it is acknowledged at once), and once more at shutdown. Never on the write
 //! path: a group commit does not wait for it.
 //!
 //! What a start does with it: when the log ends before `seq` (its tail was
@@ -35,10 +35,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast::{self, error::TryRecvError};
 
 use super::record::MAX_SEQ;
-use super::shared::{Committed, Shared};
+use super::shared::Shared;
 use crate::durable;
 use crate::keys::Keyring;
 
@@ -185,46 +184,54 @@ pub(super) fn at_start(
     Ok(head)
 }
 
-/// The head thread: every [`EVERY`] at most, the newest group published
-/// since the last write becomes the head; once `wake` is closed (shutdown,
+/// The head thread: every [`EVERY`] at most, the newest durable record (the
+/// last in the index, which the syncer fills only after `fdatasync`) becomes
+/// the head if it is past the one written; once `wake` is closed (shutdown,
 /// after the syncer has published its last group), a last write, then it
 /// returns.
-pub(super) fn run(
-    shared: &Shared,
-    mut groups: broadcast::Receiver<Committed>,
-    wake: &Receiver<()>,
-) {
+///
+/// It reads that record back rather than subscribing to the published
+/// groups: a subscriber that looks once a second keeps every group of that
+/// second alive in the hub's ring (each record with its `details`), so a
+/// second of ingest stayed on the heap and was freed in one burst on this
+/// thread, which cost the batch path as much CPU as the HMAC chain (profile
+/// in docs/benchmarks.md). One read per second costs nothing next to it.
+pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
+    // What the file holds already (`at_start` wrote it). A start that found
+    // a cut holds a head past the last record present: it is only ever
+    // replaced by a later seq.
+    let mut written = shared.head.lock().unwrap_or_else(|e| e.into_inner()).seq;
     let mut failing = false;
     loop {
         let stopping = matches!(
             wake.recv_timeout(EVERY),
             Err(RecvTimeoutError::Disconnected)
         );
-        let mut newest = None;
-        loop {
-            match groups.try_recv() {
-                Ok(group) => newest = group.last().map(|r| (r.seq, r.signature.clone())),
-                Err(TryRecvError::Lagged(_)) => {}
-                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
+        let newest = shared.chain_head();
+        let stored = match newest {
+            Ok(Some(newest)) if newest.seq > written => {
+                let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
+                head.seq = newest.seq;
+                head.signature = newest.signature;
+                head.store(&shared.dir, &shared.keyring)
+                    .map(|()| written = newest.seq)
+                    .map_err(|e| e.to_string())
             }
-        }
-        if let Some((seq, signature)) = newest {
-            let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
-            head.seq = seq;
-            head.signature = signature;
-            match head.store(&shared.dir, &shared.keyring) {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("{HEAD_FILE} is written again");
-                }
-                Ok(()) => {}
-                // One line per run of failures; the next group retries.
-                Err(e) if !failing => {
-                    failing = true;
-                    tracing::warn!(error = %e, "cannot write {HEAD_FILE}; retrying with the next events");
-                }
-                Err(_) => {}
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("{HEAD_FILE} is written again");
             }
+            Ok(()) => {}
+            // One line per run of failures; the next tick retries.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "cannot write {HEAD_FILE}; retrying with the next events");
+            }
+            Err(_) => {}
         }
         if stopping {
             return;
@@ -274,5 +281,47 @@ mod tests {
                 .unwrap()
                 .edited
         );
+    }
+
+    /// A published group is freed as soon as the subscribers that exist have
+    /// read it: the head thread holds no subscription of its own (which kept
+    /// up to a second of groups alive), and still writes the newest head.
+    #[tokio::test]
+    async fn groups_are_not_held_for_the_head_and_the_head_follows() {
+        use crate::store::{Durability, NewEvent, Store, StoreConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            data_dir: dir.path().to_path_buf(),
+            durability: Durability::Fsync,
+            max_segment_bytes: u64::MAX,
+            max_segment_age: None,
+            lead_copies: true,
+            replica: false,
+        };
+        let store = Store::open(config, keys()).unwrap();
+        let mut groups = store.subscribe();
+        let events = (0..10)
+            .map(|i| NewEvent {
+                event_type: "email_sent".into(),
+                actor: "test".into(),
+                caller: None,
+                lead_id: Some(format!("L{i}")),
+                workflow: None,
+                details: Default::default(),
+                idempotency_key: None,
+            })
+            .collect();
+        store.append(events).await.unwrap();
+        let group = groups.recv().await.unwrap();
+        let last = group.last().map(|r| (r.seq, r.signature.clone())).unwrap();
+        let weak = std::sync::Arc::downgrade(&group);
+        drop(group);
+        assert!(
+            weak.upgrade().is_none(),
+            "a group every subscriber has read is still held"
+        );
+        store.shutdown();
+        let head = Head::load(dir.path(), &keys()).unwrap().unwrap();
+        assert_eq!((head.seq, head.signature), last);
     }
 }

@@ -226,10 +226,9 @@ impl Store {
         *shared.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         let (head_wake, head_rx) = std::sync::mpsc::channel();
         let head_shared = Arc::clone(&shared);
-        let groups = shared.hub.subscribe();
         let head_thread = std::thread::Builder::new()
             .name("auditlog-head".into())
-            .spawn(move || head::run(&head_shared, groups, &head_rx))
+            .spawn(move || head::run(&head_shared, &head_rx))
             .map_err(open_err)?;
         let (jobs, job_rx) = std::sync::mpsc::channel();
         for pending in recovered.pending {

@@ -217,13 +217,18 @@ impl Syncer {
         if let Some(seq) = last {
             self.shared.committed.send_replace(seq);
         }
-        if !published.is_empty() {
-            // No subscriber is not an error.
-            let _ = self.shared.hub.send(Arc::new(published));
-        }
+        // No subscriber is not an error: the group comes back, and is freed
+        // only once every caller has its answer (freeing a group's records
+        // is not free, and no caller should wait for it).
+        let unsent = if published.is_empty() {
+            None
+        } else {
+            self.shared.hub.send(Arc::new(published)).err()
+        };
         for s in replies {
             let _ = s.reply.send(Ok(s.receipts));
         }
+        drop(unsent);
     }
 
     /// Makes every group durable per policy. A failure poisons the store:
