@@ -125,6 +125,12 @@ impl Head {
     }
 }
 
+/// The last seq the head file in `dir` says was acknowledged; 0 when there
+/// is none or it cannot be trusted (no evidence either way).
+pub(super) fn acknowledged(dir: &Path, keyring: &Keyring) -> u64 {
+    Head::load(dir, keyring).ok().flatten().map_or(0, |h| h.seq)
+}
+
 /// Compares the head file with the log recovery found, whose newest record
 /// is `last` (seq and signature): records a cut or an edited file, rewrites
 /// the file when it is absent, behind or has news, and returns the head the
