@@ -24,7 +24,7 @@ use auditlog_client::pb;
 use auditlog_client::{Client, NewEvent};
 use common::{
     ServerProcess, TEST_KEY, TestServer, Writers, all_events, assert_whole, field, keyed,
-    log_bytes, read_lines, record_line, send, with_test_key,
+    log_bytes, problems, read_lines, record_line, send, with_test_key,
 };
 
 const LOG: &str = "audit.log";
@@ -408,4 +408,55 @@ async fn a_torn_write_into_the_zeros_is_quarantined_and_the_chain_continues() {
     let client = Client::connect(&server.url).await.unwrap();
     assert_whole(&client, &receipts).await;
     assert_chain_continues(&client, &receipts[4]).await;
+}
+
+#[tokio::test]
+async fn a_zeroed_record_inside_the_log_is_damage_and_the_records_after_it_stay() {
+    let server = TestServer::start().await;
+    let receipts = log_singles(&server.client().await, 5).await;
+    // Stopped cleanly, the head file names seq 5. Then a block of the log
+    // reads back as zeros (record 3), with zeros ahead as a crash leaves
+    // them: those zeros are damage, not the log's end.
+    let server = server
+        .restart_after(
+            |dir| {
+                let log = dir.join(LOG);
+                let mut bytes = std::fs::read(&log).unwrap();
+                let lines: Vec<usize> = bytes
+                    .split_inclusive(|&b| b == b'\n')
+                    .map(<[u8]>::len)
+                    .collect();
+                let start: usize = lines[..2].iter().sum();
+                bytes[start..start + lines[2]].fill(0);
+                bytes.extend_from_slice(&[0; 4096]);
+                std::fs::write(&log, bytes).unwrap();
+            },
+            |_| {},
+        )
+        .await;
+    assert!(
+        !server.data_dir.join(QUARANTINE).exists(),
+        "acknowledged records were quarantined"
+    );
+    let client = server.client().await;
+    let seqs: Vec<u64> = all_events(&client).await.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 4, 5], "the records after the zeros are served");
+    let next = client
+        .log(NewEvent::workflow_started("after"))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 6);
+    assert_eq!(
+        all_events(&client).await.last().unwrap().prev,
+        receipts[4].signature
+    );
+    let report = client.verify().await.unwrap();
+    // The record after it cannot be chained to the unreadable one, so it
+    // may show too, on the same line (the zeros swallowed its newline).
+    let found = problems(&report);
+    assert!(
+        found.contains(&(pb::ProblemKind::Malformed, 3, 3)) && found.iter().all(|p| p.2 == 3),
+        "the zeroed record is reported at its line, and only there: {:?}",
+        report.problems
+    );
 }

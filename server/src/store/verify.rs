@@ -375,6 +375,17 @@ fn read_lines(
         if past_end && line.contains(&0) {
             return out;
         }
+        // Zeros inside the log (a zeroed block) swallow the newline of the
+        // record they damaged: they are one damaged line, and what follows
+        // them on the same line is a record read on its own.
+        if !past_end
+            && let Some(z) = line.iter().rposition(|&b| b == 0)
+            && z + 1 < line.len()
+        {
+            out.count += 1;
+            v.check_line(file, line_no, &line[..=z]);
+            line.drain(..=z);
+        }
         if line.last() != Some(&b'\n') {
             if !past_end {
                 v.torn_tail(file, line_no, line.len());
