@@ -83,8 +83,10 @@ pub(in crate::store) fn run(shared: &Shared) {
         }
     }
     tracing::debug!(size = tree.size(), "Merkle tree opened");
+    // The leaf hashes of a turn, in a buffer kept from turn to turn.
+    let mut hashes = Vec::new();
     while !tree.stopped() {
-        match catch_up(shared) {
+        match catch_up(shared, &mut hashes) {
             Ok(()) if tree.trouble().is_some() => tree.set_trouble(None),
             Ok(()) => {}
             Err(Stuck::Lasting(why)) => tree.set_trouble(Some(why)),
@@ -159,12 +161,12 @@ enum Stuck {
 /// One turn: hashes every group handed over since the last and appends
 /// them with one write per level file, then reads back from the log what
 /// the hand-over missed.
-fn catch_up(shared: &Shared) -> Result<(), Stuck> {
+fn catch_up(shared: &Shared, hashes: &mut Vec<Hash>) -> Result<(), Stuck> {
     let tree = &shared.tree;
     let fed = tree.take_fed(&shared.indexed_seq);
-    let mut hashes = Vec::new();
-    let turn = hash_fed(shared, &mut hashes, fed.groups).and_then(|()| {
-        append_hashed(tree, &mut hashes)?;
+    hashes.clear();
+    let turn = hash_fed(shared, hashes, fed.groups).and_then(|()| {
+        append_hashed(tree, hashes)?;
         // What the hand-over did not bring: the records recovered at start
         // (never handed over) and dropped groups. The head was read with the
         // groups, under the lock the syncer publishes under, so a group
@@ -225,7 +227,9 @@ fn append_hashed(tree: &super::Tree, hashes: &mut Vec<Hash>) -> Result<(), Stuck
     if hashes.is_empty() {
         return Ok(());
     }
-    append(tree, tree.size(), std::mem::take(hashes))
+    let appended = append(tree, tree.size(), hashes);
+    hashes.clear();
+    appended
 }
 
 /// The lines of a handed-over group, without their newlines.
@@ -260,7 +264,7 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
         // already holds everything up to there that the log ever will.
         let next = metas.first().map_or(upto + 1, |m| m.seq);
         if next > size + 1 {
-            append(tree, size, gap_leaves(shared, size, next - 1)?)?;
+            append(tree, size, &gap_leaves(shared, size, next - 1)?)?;
             continue;
         }
         // Only the records that continue the tree without a gap.
@@ -278,7 +282,7 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
                 _ => Stuck::Passing(why),
             }
         })?;
-        append(tree, size, hashes)?;
+        append(tree, size, &hashes)?;
     }
 }
 
@@ -333,7 +337,7 @@ pub(super) fn purged_through(shared: &Shared) -> u64 {
 }
 
 /// Appends `hashes` after the tree's first `size` leaves.
-fn append(tree: &super::Tree, size: u64, hashes: Vec<Hash>) -> Result<(), Stuck> {
+fn append(tree: &super::Tree, size: u64, hashes: &[Hash]) -> Result<(), Stuck> {
     let mut guard = tree.levels.write().unwrap_or_else(|e| e.into_inner());
     let Some(levels) = guard.as_mut() else {
         return Err(Stuck::Lasting("the tree's files are not open".into()));
