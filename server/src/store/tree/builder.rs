@@ -60,11 +60,13 @@ const BATCH: usize = 4096;
 /// a failed read this often.
 const IDLE: Duration = Duration::from_secs(1);
 /// How long the builder lets groups gather after it is woken, so that under
-/// load it takes many group commits per turn (one write per level file for
-/// all of them, and no wake per `fdatasync`: the syncer only wakes a builder
-/// that waits). Checkpoints are signed every 500 ms, so this delays no proof
-/// anyone can ask for.
-const GATHER: Duration = Duration::from_millis(20);
+/// load it takes many group commits per turn: a turn's fixed cost (a wake,
+/// a write per level file) was most of the tree's cost per event at a few
+/// thousand events a second with 20 ms (docs/benchmarks.md). The syncer only
+/// wakes a builder that waits, so there is no wake per `fdatasync` either.
+/// Checkpoints are signed every 500 ms, so a receipt is still covered by one
+/// within a second.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// The builder thread's body: runs until the store shuts down.
 pub(in crate::store) fn run(shared: &Shared) {
