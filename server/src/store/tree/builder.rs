@@ -4,7 +4,8 @@
 //!
 //! While running, the syncer hands it each durable group's lines as the
 //! writer wrote them (`Tree::feed`), which it hashes without reading them
-//! back; whatever the hand-over misses (the records recovered at start, or
+//! back, a turn's groups together, and appends with one write per level
+//! file per turn (groups gather for [`GATHER`] after a wake); whatever the hand-over misses (the records recovered at start, or
 //! groups dropped while it was far behind) is read back from the log, each
 //! line checked to be the record expected and to pass its MAC.
 //!
@@ -59,10 +60,13 @@ const BATCH: usize = 4096;
 /// a failed read this often.
 const IDLE: Duration = Duration::from_secs(1);
 /// How long the builder lets groups gather after it is woken, so that under
-/// load it takes many group commits per turn (one write per level file for
-/// all of them) rather than waking once per `fdatasync`. Checkpoints are
-/// signed every 500 ms, so this delays no proof anyone can ask for.
-const GATHER: Duration = Duration::from_millis(20);
+/// load it takes many group commits per turn: a turn's fixed cost (a wake,
+/// a write per level file) was most of the tree's cost per event at a few
+/// thousand events a second with 20 ms (docs/benchmarks.md). The syncer only
+/// wakes a builder that waits, so there is no wake per `fdatasync` either.
+/// Checkpoints are signed every 500 ms, so a receipt is still covered by one
+/// within a second.
+const GATHER: Duration = Duration::from_millis(100);
 
 /// The builder thread's body: runs until the store shuts down.
 pub(in crate::store) fn run(shared: &Shared) {
@@ -81,8 +85,10 @@ pub(in crate::store) fn run(shared: &Shared) {
         }
     }
     tracing::debug!(size = tree.size(), "Merkle tree opened");
+    // The leaf hashes of a turn, in a buffer kept from turn to turn.
+    let mut hashes = Vec::new();
     while !tree.stopped() {
-        match catch_up(shared) {
+        match catch_up(shared, &mut hashes) {
             Ok(()) if tree.trouble().is_some() => tree.set_trouble(None),
             Ok(()) => {}
             Err(Stuck::Lasting(why)) => tree.set_trouble(Some(why)),
@@ -154,46 +160,51 @@ enum Stuck {
     Passing(String),
 }
 
-fn catch_up(shared: &Shared) -> Result<(), Stuck> {
+/// One turn: hashes every group handed over since the last and appends
+/// them with one write per level file, then reads back from the log what
+/// the hand-over missed.
+fn catch_up(shared: &Shared, hashes: &mut Vec<Hash>) -> Result<(), Stuck> {
     let tree = &shared.tree;
     let fed = tree.take_fed(&shared.indexed_seq);
-    let appended = append_fed(shared, fed.groups);
-    if appended.is_err() {
+    hashes.clear();
+    let turn = hash_fed(shared, hashes, fed.groups).and_then(|()| {
+        append_hashed(tree, hashes)?;
+        // What the hand-over did not bring: the records recovered at start
+        // (never handed over) and dropped groups. The head was read with the
+        // groups, under the lock the syncer publishes under, so a group
+        // handed over since is taken next turn and never read back here.
+        if fed.dropped || fed.through < fed.head {
+            read_back(shared, fed.head)?;
+        }
+        Ok(())
+    });
+    if turn.is_err() {
+        // Whatever was taken and not appended is read back from the log.
         tree.lost_fed();
     }
-    appended?;
-    // What the hand-over did not bring: the records recovered at start
-    // (never handed over) and dropped groups. The head was read with the
-    // groups, under the lock the syncer publishes under, so a group handed
-    // over since is taken next turn and never read back here.
-    if fed.dropped || fed.through < fed.head {
-        let read = read_back(shared, fed.head);
-        if read.is_err() {
-            tree.lost_fed();
-        }
-        read?;
-    }
-    Ok(())
+    turn
 }
 
-/// Appends the groups the syncer handed over; a gap before one (records
-/// recovered at start) is read back from the log first.
-fn append_fed(shared: &Shared, groups: VecDeque<(u64, Vec<u8>)>) -> Result<(), Stuck> {
+/// Hashes the lines of the groups the syncer handed over into `hashes`,
+/// which continue the tree's last leaf; a gap before a group (records
+/// recovered at start) is read back from the log first, after appending
+/// the hashes so far.
+fn hash_fed(
+    shared: &Shared,
+    hashes: &mut Vec<Hash>,
+    groups: VecDeque<(u64, Vec<u8>)>,
+) -> Result<(), Stuck> {
     let tree = &shared.tree;
     for (first, lines) in groups {
-        if first <= tree.size() {
+        let next = tree.size() + hashes.len() as u64 + 1;
+        if first < next {
             continue; // Already read back from the log.
         }
-        if first > tree.size() + 1 {
+        if first > next {
+            append_hashed(tree, hashes)?;
             read_back(shared, first - 1)?;
         }
-        let size = tree.size();
-        let mut hashes = Vec::with_capacity(lines.len() / 256);
-        for (line, seq) in lines
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .zip(first..)
-        {
+        for (line, seq) in lines_of(&lines).zip(first..) {
             // The writer's own bytes; a seq that does not follow is a bug,
             // and the log is read back instead.
             if RecordHead::peek_seq(line) != Some(seq) {
@@ -206,10 +217,33 @@ fn append_fed(shared: &Shared, groups: VecDeque<(u64, Vec<u8>)>) -> Result<(), S
         }
         // The group's seqs were published as it was handed over
         // (`Tree::feed`): the tree never holds a seq before the log shows it.
-        debug_assert!(shared.indexed_seq.load(Ordering::Acquire) >= size + hashes.len() as u64);
-        append(tree, size, hashes)?;
+        debug_assert!(
+            shared.indexed_seq.load(Ordering::Acquire) >= tree.size() + hashes.len() as u64
+        );
     }
     Ok(())
+}
+
+/// Appends `hashes` (leaf hashes continuing the tree) and empties it.
+fn append_hashed(tree: &super::Tree, hashes: &mut Vec<Hash>) -> Result<(), Stuck> {
+    if hashes.is_empty() {
+        return Ok(());
+    }
+    let appended = append(tree, tree.size(), hashes);
+    hashes.clear();
+    appended
+}
+
+/// The lines of a handed-over group, without their newlines.
+fn lines_of(lines: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    memchr::memchr_iter(b'\n', lines)
+        .chain(std::iter::once(lines.len()))
+        .filter_map(move |end| {
+            let line = lines.get(at..end)?;
+            at = end + 1;
+            (!line.is_empty()).then_some(line)
+        })
 }
 
 /// Appends every indexed record after the tree's last leaf up to `upto`,
@@ -232,7 +266,7 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
         // already holds everything up to there that the log ever will.
         let next = metas.first().map_or(upto + 1, |m| m.seq);
         if next > size + 1 {
-            append(tree, size, gap_leaves(shared, size, next - 1)?)?;
+            append(tree, size, &gap_leaves(shared, size, next - 1)?)?;
             continue;
         }
         // Only the records that continue the tree without a gap.
@@ -250,7 +284,7 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
                 _ => Stuck::Passing(why),
             }
         })?;
-        append(tree, size, hashes)?;
+        append(tree, size, &hashes)?;
     }
 }
 
@@ -305,7 +339,7 @@ pub(super) fn purged_through(shared: &Shared) -> u64 {
 }
 
 /// Appends `hashes` after the tree's first `size` leaves.
-fn append(tree: &super::Tree, size: u64, hashes: Vec<Hash>) -> Result<(), Stuck> {
+fn append(tree: &super::Tree, size: u64, hashes: &[Hash]) -> Result<(), Stuck> {
     let mut guard = tree.levels.write().unwrap_or_else(|e| e.into_inner());
     let Some(levels) = guard.as_mut() else {
         return Err(Stuck::Lasting("the tree's files are not open".into()));
@@ -368,4 +402,24 @@ pub(in crate::store) fn leaf_hashes(
             }),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines_of;
+
+    fn split(bytes: &[u8]) -> Vec<&[u8]> {
+        lines_of(bytes).collect()
+    }
+
+    #[test]
+    fn a_groups_lines_are_split_at_newlines_without_empty_ones() {
+        assert_eq!(
+            split(b"{\"seq\":1}\n{\"seq\":2}\n"),
+            [b"{\"seq\":1}", b"{\"seq\":2}"]
+        );
+        assert_eq!(split(b"a\n\nb"), [b"a".as_slice(), b"b"]);
+        assert!(split(b"\n").is_empty());
+        assert!(split(b"").is_empty());
+    }
 }

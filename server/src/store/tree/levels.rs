@@ -33,6 +33,9 @@ pub(super) struct Levels {
     /// The last entry of each level whose count is odd: the left half of
     /// the next pair.
     frontier: Vec<Option<Hash>>,
+    /// Two buffers an append reuses for a level's new entries and their
+    /// parents, so the builder allocates nothing per turn.
+    scratch: (Vec<Hash>, Vec<Hash>),
 }
 
 impl Levels {
@@ -44,6 +47,7 @@ impl Levels {
             files: Vec::new(),
             counts: Vec::new(),
             frontier: Vec::new(),
+            scratch: (Vec::new(), Vec::new()),
         };
         for k in 0..MAX_LEVELS {
             let path = levels.path(k);
@@ -170,8 +174,21 @@ impl Levels {
 
     /// Appends `leaves` (leaf hashes) and every subtree they complete, with
     /// one write per level.
-    pub(super) fn append(&mut self, leaves: Vec<Hash>) -> std::io::Result<()> {
-        let mut new = leaves;
+    pub(super) fn append(&mut self, leaves: &[Hash]) -> std::io::Result<()> {
+        let (mut new, mut parents) = std::mem::take(&mut self.scratch);
+        new.clear();
+        new.extend_from_slice(leaves);
+        let appended = self.append_levels(&mut new, &mut parents);
+        self.scratch = (new, parents);
+        appended
+    }
+
+    /// Appends `new` to level 0, their parents to level 1, and so on up.
+    fn append_levels(
+        &mut self,
+        new: &mut Vec<Hash>,
+        parents: &mut Vec<Hash>,
+    ) -> std::io::Result<()> {
         let mut level = 0;
         while !new.is_empty() {
             let count = {
@@ -181,19 +198,18 @@ impl Levels {
             if self.frontier.len() <= level {
                 self.frontier.resize(level + 1, None);
             }
-            let bytes = new.as_flattened();
-            self.files[level].write_all_at(bytes, count * 32)?;
+            self.files[level].write_all_at(new.as_flattened(), count * 32)?;
             self.counts[level] = count + new.len() as u64;
-            let mut parents = Vec::with_capacity(new.len() / 2 + 1);
+            parents.clear();
             let mut left = self.frontier[level].take();
-            for hash in new {
+            for hash in new.iter() {
                 match left.take() {
-                    Some(l) => parents.push(node_hash(&l, &hash)),
-                    None => left = Some(hash),
+                    Some(l) => parents.push(node_hash(&l, hash)),
+                    None => left = Some(*hash),
                 }
             }
             self.frontier[level] = left;
-            new = parents;
+            std::mem::swap(new, parents);
             level += 1;
         }
         Ok(())
@@ -234,14 +250,16 @@ mod tests {
         levels.repair().unwrap();
         let mut n = 0;
         for batch in [1u64, 2, 3, 1, 8, 5, 13, 1, 1, 30] {
-            levels.append((n..n + batch).map(leaf).collect()).unwrap();
+            levels
+                .append(&(n..n + batch).map(leaf).collect::<Vec<_>>())
+                .unwrap();
             n += batch;
             check(&levels, n);
         }
         drop(levels);
         let mut levels = Levels::open(dir.path()).unwrap();
         levels.repair().unwrap();
-        levels.append(vec![leaf(n)]).unwrap();
+        levels.append(&[leaf(n)]).unwrap();
         check(&levels, n + 1);
     }
 
@@ -250,7 +268,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut levels = Levels::open(dir.path()).unwrap();
         levels.repair().unwrap();
-        levels.append((0..37).map(leaf).collect()).unwrap();
+        levels
+            .append(&(0..37).map(leaf).collect::<Vec<_>>())
+            .unwrap();
         drop(levels);
         // A torn hash on the leaves, a missing upper level, a wrong node.
         let level0 = dir.path().join("level-00");
@@ -268,7 +288,9 @@ mod tests {
         levels.truncate(20).unwrap();
         levels.repair().unwrap();
         check(&levels, 20);
-        levels.append((20..40).map(leaf).collect()).unwrap();
+        levels
+            .append(&(20..40).map(leaf).collect::<Vec<_>>())
+            .unwrap();
         check(&levels, 40);
     }
 }

@@ -17,7 +17,7 @@
 //! the log and checked to pass its MAC (at start, and whenever the hand-over
 //! queue was dropped); the writer never waits for the tree (the syncer only
 //! queues the group's bytes, already built, moved and not copied, and wakes
-//! the builder); the syncer publishes a group's seqs under the same lock as
+//! the builder only if it is waiting); the syncer publishes a group's seqs under the same lock as
 //! it hands the group over ([`Tree::feed`]), so the builder neither waits
 //! for a seq it was handed nor reads back one it is about to be handed;
 //! [`Tree::size`] is published only once every level holds the
@@ -79,6 +79,9 @@ pub(crate) struct Tree {
 #[derive(Default)]
 struct Wake {
     woken: bool,
+    /// The builder is waiting on the condvar: only then does a hand-over
+    /// wake it (a futex call), never while it is still at work.
+    waiting: bool,
     fed: Fed,
     /// The last seq ever handed over, dropped or not.
     through: u64,
@@ -228,7 +231,9 @@ impl Tree {
         }
         publish();
         w.woken = true;
-        self.woken.notify_one();
+        if w.waiting {
+            self.woken.notify_one();
+        }
     }
 
     /// The groups handed over since the last take, with the last seq
@@ -273,10 +278,12 @@ impl Tree {
             return;
         };
         if !w.woken && !self.stopped() {
+            w.waiting = true;
             w = match self.woken.wait_timeout(w, at_most) {
                 Ok((w, _)) => w,
                 Err(e) => e.into_inner().0,
             };
+            w.waiting = false;
         }
         w.woken = false;
     }
