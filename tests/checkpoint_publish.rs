@@ -48,18 +48,35 @@ async fn the_signed_checkpoint_reaches_the_file_and_the_history() {
     assert!(served.checkpoint.size >= 3);
 
     // Each note (body, an empty line, one signature line) is followed by
-    // an empty line.
-    let text = std::fs::read_to_string(&history).unwrap();
-    let parts: Vec<&str> = text.split("\n\n").collect();
-    assert_eq!(parts.last(), Some(&""), "{text}");
-    let mut last = 0;
-    for pair in parts[..parts.len() - 1].chunks(2) {
-        let note = format!("{}\n\n{}\n", pair[0], pair[1]);
-        let c = key.open_checkpoint(&note).unwrap();
-        assert!(c.size > last, "the history only grows: {text}");
-        last = c.size;
-    }
-    assert_eq!(last, pushed.size, "{text}");
+    // an empty line. The history is appended after the file is replaced,
+    // so it is waited for.
+    let history_sizes = || {
+        let text = std::fs::read_to_string(&history).unwrap_or_default();
+        let parts: Vec<&str> = text.split("\n\n").collect();
+        if parts.last() != Some(&"") {
+            return Vec::new(); // a note being appended: read again
+        }
+        parts[..parts.len() - 1]
+            .chunks(2)
+            .map(|pair| {
+                let note = format!("{}\n\n{}\n", pair[0], pair[1]);
+                key.open_checkpoint(&note).unwrap().size
+            })
+            .collect::<Vec<u64>>()
+    };
+    let sizes = wait_until("the history to end with the pushed checkpoint", || async {
+        let sizes = history_sizes();
+        if sizes.last() == Some(&pushed.size) {
+            Ok(sizes)
+        } else {
+            Err(format!("sizes {sizes:?}"))
+        }
+    })
+    .await;
+    assert!(
+        sizes.windows(2).all(|w| w[0] < w[1]),
+        "the history only grows: {sizes:?}"
+    );
 }
 
 #[tokio::test]
