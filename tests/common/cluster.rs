@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use auditlog_client::pb;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use super::checks::assert_whole;
 use super::endpoints::closed_port;
+use super::health_reflection::wait_for_health;
 pub(crate) use super::lease::lease;
 use super::wait::wait_until;
 use super::{NatsCluster, ServerProcess};
@@ -95,6 +97,18 @@ pub(crate) async fn start_nodes_around(
     let mut nodes = Vec::new();
     for i in 0..n {
         nodes.push(start_node(nats, &format!("node{i}"), top, extra).await);
+    }
+    // A node answers health as soon as it serves calls; a write needs a
+    // leader elected and every node reaching NATS as well.
+    let js = jetstream::new(nats.client().await);
+    wait_until("a leader", || lease(&js)).await;
+    for node in &nodes {
+        wait_for_health(
+            &node.channel().await,
+            "auditlog.v1.AuditService",
+            ServingStatus::Serving,
+        )
+        .await;
     }
     nodes
 }
