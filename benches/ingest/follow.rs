@@ -5,6 +5,11 @@
 //! both ways and whether every follower kept up: received every event written
 //! while it followed, in seq order with no gap, and how far behind the
 //! writer's timestamp it ever was.
+//!
+//! A follower decodes only each event's seq and timestamp (prost skips the
+//! rest without building it): the followers share the machine with the
+//! server, and decoding every `details` ten times over would measure the
+//! bench's own clients rather than what following costs the server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +19,7 @@ use auditlog_proto::v1 as pb;
 use pb::audit_service_client::AuditServiceClient;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::client::Grpc;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{BATCH_SIZE, BoxError, Measurement, Requests, Scenario, Settings, measure};
@@ -29,6 +35,22 @@ const SHAPE: Scenario = Scenario {
     events_per_call: BATCH_SIZE,
     in_flight: 8,
 };
+
+/// A `StreamEventsResponse` as a follower reads it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Followed {
+    #[prost(message, optional, tag = "1")]
+    event: Option<EventHead>,
+}
+
+/// The fields of an `Event` a follower checks.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EventHead {
+    #[prost(uint64, tag = "1")]
+    seq: u64,
+    #[prost(message, optional, tag = "3")]
+    timestamp: Option<prost_types::Timestamp>,
+}
 
 /// What one follower saw.
 #[derive(Default)]
@@ -83,7 +105,7 @@ pub(crate) async fn run(
             let mut progress = Vec::with_capacity(FOLLOWERS);
             for _ in 0..FOLLOWERS {
                 let last = Arc::new(AtomicU64::new(head));
-                let client = AuditServiceClient::new(endpoint.connect().await?);
+                let client = Grpc::new(endpoint.connect().await?);
                 tasks.push(follow(client, head, Arc::clone(&last), stopped.clone()));
                 progress.push(last);
             }
@@ -123,7 +145,7 @@ async fn head_seq(client: &mut AuditServiceClient<Channel>) -> Result<u64, BoxEr
 
 /// One follower: every event after `head`, live, until `stop`.
 fn follow(
-    mut client: AuditServiceClient<Channel>,
+    mut client: Grpc<Channel>,
     head: u64,
     last: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
@@ -136,7 +158,17 @@ fn follow(
             follow: true,
             ..Default::default()
         };
-        let mut stream = match client.stream_events(request).await {
+        let path = http::uri::PathAndQuery::from_static("/auditlog.v1.AuditService/StreamEvents");
+        let codec = tonic_prost::ProstCodec::<pb::StreamEventsRequest, Followed>::default();
+        let response = match client.ready().await {
+            Ok(()) => {
+                client
+                    .server_streaming(tonic::Request::new(request), path, codec)
+                    .await
+            }
+            Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+        };
+        let mut stream = match response {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 seen.error = Some(status.message().to_owned());
@@ -197,6 +229,26 @@ impl FollowReport {
             ms(self.followed.percentile(99.0)),
             followed / alone.max(1e-9)
         );
+        // On a machine of few cores the followers' clients take CPU from
+        // the server: what following costs the server is its own CPU per
+        // event written, alone and followed.
+        let per_event = |m: &Measurement| {
+            m.cpu.map(|cpu| {
+                let per = |secs: f64| secs * 1e6 / m.events.max(1) as f64;
+                (per((cpu.own - cpu.client).max(0.0)), per(cpu.client))
+            })
+        };
+        if let (Some((srv_alone, cli_alone)), Some((srv_followed, cli_followed))) =
+            (per_event(&self.alone), per_event(&self.followed))
+        {
+            println!(
+                "  server CPU per event written: {srv_alone:.1} us alone, {srv_followed:.1} us \
+                 followed ({:+.1} us, {:.2} of alone); clients' (writers, followers): \
+                 {cli_alone:.1} / {cli_followed:.1} us",
+                srv_followed - srv_alone,
+                srv_followed / srv_alone.max(1e-9)
+            );
+        }
         let kept_up = self
             .followers
             .iter()

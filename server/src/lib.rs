@@ -45,7 +45,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use auditlog_proto::v1::admin_service_server::AdminServiceServer;
-use auditlog_proto::v1::audit_service_server::AuditServiceServer;
+use service::api::audit_service_server::AuditServiceServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;

@@ -8,18 +8,20 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use auditlog_proto::json::StructFromJson;
-use auditlog_proto::v1::{self as pb, audit_service_server::AuditService};
+use auditlog_proto::v1 as pb;
 use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
+use super::api::audit_service_server::AuditService;
 use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
 use super::page_token::PageToken;
 use super::proofs::proof_wait;
 use super::query::{QueryPlan, plan_query};
+use super::stream::Encoded;
 use super::validate::{self, validate_batch, validate_log};
 use crate::auth::Caller;
 use crate::compliance::Subject;
@@ -27,7 +29,7 @@ use crate::hub;
 use crate::performance;
 use crate::store::{Filter, Order, Page, Record, StatsQuery, Store, StoreError};
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<pb::StreamEventsResponse, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AuditService for AuditSvc {
@@ -111,10 +113,8 @@ impl AuditService for AuditSvc {
             follow: req.follow,
         };
         let store = self.store_holding(req.min_seq, until).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        tokio::spawn(hub::run(store, sub, self.shutdown.clone(), tx));
-        let stream =
-            ReceiverStream::new(rx).map(|item| item.map(edge::stream_item_pb).map_err(status_of));
+        let events = hub::spawn::<Encoded>(store, sub, self.shutdown.clone());
+        let stream = events.into_stream().map(|item| item.map_err(status_of));
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -221,18 +221,12 @@ impl AuditService for AuditSvc {
         validate::check_identifier(&identifier)?;
         let running = self.running()?;
         let subject = Subject::new(&identifier, &running.compliance);
-        let (tx, mut rx) = tokio::sync::mpsc::channel(256);
         let sub = hub::Subscription {
             filter: Filter::default(),
             from_seq: 1,
             follow: false,
         };
-        tokio::spawn(hub::run(
-            Arc::clone(&running.store),
-            sub,
-            self.shutdown.clone(),
-            tx,
-        ));
+        let mut rx = hub::spawn::<Record>(Arc::clone(&running.store), sub, self.shutdown.clone());
         let (out, out_rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             while let Some(item) = rx.recv().await {

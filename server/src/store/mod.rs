@@ -73,6 +73,8 @@ pub(crate) use read::Page;
 pub(crate) use record::{Details, NewEvent, Record};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
+#[cfg(test)]
+pub(crate) use shared::Group;
 pub(crate) use shared::{Committed, LOG_FILE, QUARANTINE_FILE};
 #[allow(
     unused_imports,
@@ -403,7 +405,7 @@ impl Store {
     }
 
     /// A receiver of every group committed from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Committed> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Committed> {
         self.shared.hub.subscribe()
     }
 

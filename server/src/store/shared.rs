@@ -13,8 +13,9 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
+use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::cache::ChunkCache;
@@ -33,8 +34,47 @@ pub(crate) const LOG_FILE: &str = "audit.log";
 /// Where recovery moves bytes it cuts from the end of the log.
 pub(crate) const QUARANTINE_FILE: &str = "audit.log.quarantine";
 
-/// One group of records the writer committed, in seq order.
-pub(crate) type Committed = Arc<Vec<Record>>;
+/// One group of records the writer committed, in seq order, as published
+/// to live readers.
+pub(crate) type Committed = Arc<Group>;
+
+/// A committed group: its records (it derefs to them), and a slot per
+/// record for its encoding on the wire as a live reader sends it, made by
+/// the first reader that sends the record and shared by every other, so
+/// ten followers cost one encoding, not ten.
+/// The slots are made by the first reader that asks, so a log nobody
+/// follows pays nothing for them.
+pub(crate) struct Group {
+    records: Vec<Record>,
+    wire: OnceLock<Box<[OnceLock<Bytes>]>>,
+}
+
+impl Group {
+    pub(crate) fn new(records: Vec<Record>) -> Group {
+        Group {
+            records,
+            wire: OnceLock::new(),
+        }
+    }
+
+    /// Record `i`'s encoding, made by `encode` if no reader made it yet.
+    /// Every reader of a group must encode alike (there is one encoding
+    /// per record: the StreamEvents message).
+    pub(crate) fn wire(&self, i: usize, encode: impl FnOnce(&Record) -> Bytes) -> Bytes {
+        let slots = self
+            .wire
+            .get_or_init(|| self.records.iter().map(|_| OnceLock::new()).collect());
+        slots[i].get_or_init(|| encode(&self.records[i])).clone()
+    }
+}
+
+impl std::ops::Deref for Group {
+    type Target = [Record];
+
+    fn deref(&self) -> &[Record] {
+        &self.records
+    }
+}
 
 /// Why the store refuses every write until a restart.
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::record::Record;
-use super::shared::{Poison, Shared};
+use super::shared::{Group, Poison, Shared};
 use super::spans;
 use super::{Durability, Receipt};
 
@@ -223,7 +223,7 @@ impl Syncer {
         let unsent = if published.is_empty() {
             None
         } else {
-            self.shared.hub.send(Arc::new(published)).err()
+            self.shared.hub.send(Arc::new(Group::new(published))).err()
         };
         for s in replies {
             let _ = s.reply.send(Ok(s.receipts));

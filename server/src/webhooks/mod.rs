@@ -44,7 +44,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::checkpoint::Checkpoints;
@@ -250,13 +249,12 @@ impl Endpoint {
         // Unfiltered: events this endpoint skips must still advance its
         // position, or it would be reported behind for ever.
         let filter = Filter::default();
-        let (tx, mut rx) = mpsc::channel(64);
         let sub = Subscription {
             filter,
             from_seq: delivered + 1,
             follow: true,
         };
-        tokio::spawn(hub::run(Arc::clone(store), sub, turn.clone(), tx));
+        let mut rx = hub::spawn::<Record>(Arc::clone(store), sub, turn.clone());
         tracing::info!(webhook = %name, from_seq = delivered + 1, "webhook delivery started");
         let mut shared = delivered;
         let mut save = tokio::time::interval(cursor::SAVE_EVERY);

@@ -325,9 +325,12 @@ impl Writer {
         // Back to here if the write fails: nothing of the group is kept.
         let mark = self.signer.mark();
         let timestamp = self.signer.stamp();
-        let mut buf = Vec::with_capacity(group.len() * 512);
-        let mut records = Vec::with_capacity(group.len());
-        let mut positions = Vec::with_capacity(group.len());
+        // Sized for the group's events (a line is some 500 bytes), so a
+        // batch's lines are not copied again and again as the buffer grows.
+        let events = group.iter().map(|a| a.events.len()).sum::<usize>();
+        let mut buf = Vec::with_capacity(events * 512);
+        let mut records = Vec::with_capacity(events);
+        let mut positions = Vec::with_capacity(events);
         let mut staged = Vec::with_capacity(group.len());
         // Keys first written in this group, so a repeat inside it is also a
         // duplicate.
