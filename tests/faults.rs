@@ -10,7 +10,8 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use auditlog_client::{NewEvent, Query};
+use auditlog_client::pb::Receipt;
+use auditlog_client::{Client, NewEvent, Query};
 use common::{TestServer, assert_whole, health_of, plain_sealed, wait_for_health};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -63,6 +64,26 @@ fn event(i: u64) -> NewEvent {
         .detail("padding", "x".repeat(200))
 }
 
+/// Logs events until the server refuses one as a full disk
+/// (RESOURCE_EXHAUSTED, saying so); the receipts of those it acknowledged.
+async fn fill_until_refused(client: &Client) -> Vec<Receipt> {
+    let mut acked = Vec::new();
+    let error = loop {
+        match client.log(event(acked.len() as u64)).await {
+            Ok(r) => acked.push(r),
+            Err(e) => break e,
+        }
+        assert!(acked.len() < 100_000, "the disk never filled up");
+    };
+    assert_eq!(
+        error.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{error}"
+    );
+    assert!(error.to_string().contains("disk"), "{error}");
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     let Some(fs) = Tmpfs::mount_or_skip(
@@ -78,21 +99,7 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     let mut server = TestServer::start_in(&data, |_| {}).await;
     let client = server.client().await;
 
-    // Fill the disk.
-    let mut acked = Vec::new();
-    let error = loop {
-        match client.log(event(acked.len() as u64)).await {
-            Ok(r) => acked.push(r),
-            Err(e) => break e,
-        }
-        assert!(acked.len() < 100_000, "the disk never filled up");
-    };
-    assert_eq!(
-        error.code(),
-        Some(tonic::Code::ResourceExhausted),
-        "{error}"
-    );
-    assert!(error.to_string().contains("disk"), "{error}");
+    let acked = fill_until_refused(&client).await;
     let head = acked.len() as u64;
     assert!(head > 100, "only {head} events fit");
 
@@ -149,20 +156,7 @@ async fn a_disk_too_full_for_the_zeros_ahead_writes_on_until_full_and_loses_noth
     let data = fs.path.join("data");
     let mut server = TestServer::start_in(&data, |_| {}).await;
     let client = server.client().await;
-    let mut acked = Vec::new();
-    let error = loop {
-        match client.log(event(acked.len() as u64)).await {
-            Ok(r) => acked.push(r),
-            Err(e) => break e,
-        }
-        assert!(acked.len() < 100_000, "the disk never filled up");
-    };
-    assert_eq!(
-        error.code(),
-        Some(tonic::Code::ResourceExhausted),
-        "{error}"
-    );
-    assert!(error.to_string().contains("disk"), "{error}");
+    let acked = fill_until_refused(&client).await;
     let e = client.log(event(9999)).await.unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::ResourceExhausted), "{e}");
     drop(client);

@@ -215,16 +215,9 @@ mod tests {
     use crate::keys::Keyring;
 
     fn event(key: Option<&str>, detail: usize) -> NewEvent {
-        let mut details = serde_json::Map::new();
-        details.insert("pad".into(), "x".repeat(detail).into());
         NewEvent {
-            event_type: "email_sent".into(),
-            actor: "test".into(),
-            caller: None,
-            lead_id: None,
-            workflow: None,
-            details,
             idempotency_key: key.map(str::to_owned),
+            ..NewEvent::for_test(None, serde_json::json!({"pad": "x".repeat(detail)}))
         }
     }
 

@@ -294,28 +294,12 @@ mod tests {
     /// up to a second of groups alive), and still writes the newest head.
     #[tokio::test]
     async fn groups_are_not_held_for_the_head_and_the_head_follows() {
-        use crate::store::{Durability, NewEvent, Store, StoreConfig};
+        use crate::store::{NewEvent, Store, StoreConfig};
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            durability: Durability::Fsync,
-            max_segment_bytes: u64::MAX,
-            max_segment_age: None,
-            lead_copies: true,
-            replica: false,
-        };
-        let store = Store::open(config, keys()).unwrap();
+        let store = Store::open(StoreConfig::for_test(dir.path(), true), keys()).unwrap();
         let mut groups = store.subscribe();
         let events = (0..10)
-            .map(|i| NewEvent {
-                event_type: "email_sent".into(),
-                actor: "test".into(),
-                caller: None,
-                lead_id: Some(format!("L{i}")),
-                workflow: None,
-                details: Default::default(),
-                idempotency_key: None,
-            })
+            .map(|i| NewEvent::for_test(Some(format!("L{i}")), serde_json::json!({})))
             .collect();
         store.append(events).await.unwrap();
         let group = groups.recv().await.unwrap();

@@ -126,6 +126,22 @@ pub struct StoreConfig {
     pub replica: bool,
 }
 
+#[cfg(test)]
+impl StoreConfig {
+    /// The store of a unit test: in `dir`, synced before every answer,
+    /// sealed only on request, never a replica.
+    pub(crate) fn for_test(dir: &std::path::Path, lead_copies: bool) -> StoreConfig {
+        StoreConfig {
+            data_dir: dir.to_path_buf(),
+            durability: Durability::Fsync,
+            max_segment_bytes: u64::MAX,
+            max_segment_age: None,
+            lead_copies,
+            replica: false,
+        }
+    }
+}
+
 /// What the server returns for a durably written event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {

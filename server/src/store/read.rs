@@ -522,35 +522,18 @@ mod tests {
     use serde_json::{Value, json};
 
     use crate::keys::Keyring;
-    use crate::store::{Durability, Filter, NewEvent, Order, Page, Record, Store, StoreConfig};
+    use crate::store::{Filter, NewEvent, Order, Page, Record, Store, StoreConfig};
 
     /// A store of `n` events, lead `L<seq % 3>`, rotated after the first half
     /// so that reads cross a compressed segment (and its lead copy) and the
     /// active file.
     async fn store(n: u64) -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig {
-            data_dir: dir.path().to_path_buf(),
-            durability: Durability::Fsync,
-            max_segment_bytes: u64::MAX,
-            max_segment_age: None,
-            lead_copies: true,
-            replica: false,
-        };
+        let config = StoreConfig::for_test(dir.path(), true);
         let store = Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap();
         for seq in 1..=n {
-            let Value::Object(details) = json!({"n": seq, "tags": ["a", seq]}) else {
-                unreachable!()
-            };
-            let event = NewEvent {
-                event_type: "email_sent".into(),
-                actor: "test".into(),
-                caller: None,
-                lead_id: Some(format!("L{}", seq % 3)),
-                workflow: None,
-                details,
-                idempotency_key: None,
-            };
+            let details = json!({"n": seq, "tags": ["a", seq]});
+            let event = NewEvent::for_test(Some(format!("L{}", seq % 3)), details);
             store.append(vec![event]).await.unwrap();
             if seq == n / 2 {
                 store.rotate(true).await.unwrap();

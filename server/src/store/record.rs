@@ -63,6 +63,26 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
 }
 
+#[cfg(test)]
+impl NewEvent {
+    /// An `email_sent` event of a unit test, by actor `test`, with
+    /// `details` (a JSON object) and `lead_id`, nothing else set.
+    pub(crate) fn for_test(lead_id: Option<String>, details: Value) -> NewEvent {
+        let Value::Object(details) = details else {
+            panic!("details are a JSON object, not {details}")
+        };
+        NewEvent {
+            event_type: "email_sent".into(),
+            actor: "test".into(),
+            caller: None,
+            lead_id,
+            workflow: None,
+            details,
+            idempotency_key: None,
+        }
+    }
+}
+
 /// A stored event, decoded from its line, with `details` as `D`: a JSON
 /// object by default, or any form a reader decodes it into straight from
 /// the line (the service's protobuf `Struct`). This struct is the one

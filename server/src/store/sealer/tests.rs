@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::keys::Keyring;
 use crate::store::manifest::Manifest;
-use crate::store::{Durability, Filter, NewEvent, Order, Record, Store, StoreConfig};
+use crate::store::{Filter, NewEvent, Order, Record, Store, StoreConfig};
 use serde_json::{Map, Value};
 
 const N: u64 = 300;
@@ -17,15 +17,7 @@ fn open(dir: &Path) -> Store {
 }
 
 fn open_with(dir: &Path, lead_copies: bool) -> Store {
-    let config = StoreConfig {
-        data_dir: dir.to_path_buf(),
-        durability: Durability::Fsync,
-        max_segment_bytes: u64::MAX,
-        max_segment_age: None,
-        lead_copies,
-        replica: false,
-    };
-    Store::open(config, keyring()).unwrap()
+    Store::open(StoreConfig::for_test(dir, lead_copies), keyring()).unwrap()
 }
 
 /// A store holding `N` events in `audit.log`, closed.

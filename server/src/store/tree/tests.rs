@@ -10,34 +10,19 @@ use auditlog_proof::{Hash, gap_leaf, leaf_hash, root_of, verify_consistency, ver
 use serde_json::json;
 
 use crate::keys::Keyring;
-use crate::store::{Durability, NewEvent, Store, StoreConfig};
+use crate::store::{NewEvent, Store, StoreConfig};
 
 fn open(dir: &Path) -> Store {
-    let config = StoreConfig {
-        data_dir: dir.to_path_buf(),
-        durability: Durability::Fsync,
-        max_segment_bytes: u64::MAX,
-        max_segment_age: None,
-        lead_copies: false,
-        replica: false,
-    };
-    Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap()
+    Store::open(
+        StoreConfig::for_test(dir, false),
+        Keyring::new("k1", vec![7; 32]),
+    )
+    .unwrap()
 }
 
 async fn append(store: &Store, from: u64, to: u64, rotate_at: Option<u64>) {
     for n in from..=to {
-        let serde_json::Value::Object(details) = json!({"n": n}) else {
-            unreachable!()
-        };
-        let event = NewEvent {
-            event_type: "email_sent".into(),
-            actor: "test".into(),
-            caller: None,
-            lead_id: None,
-            workflow: None,
-            details,
-            idempotency_key: None,
-        };
+        let event = NewEvent::for_test(None, json!({"n": n}));
         store.append(vec![event]).await.unwrap();
         if Some(n) == rotate_at {
             store.rotate(true).await.unwrap();
@@ -197,18 +182,10 @@ async fn handed_over_and_read_back_groups_build_the_same_tree() {
     // One group of 200 records, larger than the queue holds in tests.
     let batch = (0..200)
         .map(|n| {
-            let serde_json::Value::Object(details) = json!({"n": n, "pad": "x".repeat(100)}) else {
-                unreachable!()
-            };
-            NewEvent {
-                event_type: "email_sent".into(),
-                actor: "test".into(),
-                caller: None,
-                lead_id: Some(format!("L{n}")),
-                workflow: None,
-                details,
-                idempotency_key: None,
-            }
+            NewEvent::for_test(
+                Some(format!("L{n}")),
+                json!({"n": n, "pad": "x".repeat(100)}),
+            )
         })
         .collect();
     store.append(batch).await.unwrap();
@@ -230,20 +207,8 @@ async fn handed_over_and_read_back_groups_build_the_same_tree() {
 async fn groups_handed_over_and_dropped_among_many_callers_build_the_tree_of_the_files() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(open(dir.path()));
-    let event = |n: usize, pad: usize| {
-        let serde_json::Value::Object(details) = json!({"n": n, "pad": "x".repeat(pad)}) else {
-            unreachable!()
-        };
-        NewEvent {
-            event_type: "email_sent".into(),
-            actor: "test".into(),
-            caller: None,
-            lead_id: None,
-            workflow: None,
-            details,
-            idempotency_key: None,
-        }
-    };
+    let event =
+        |n: usize, pad: usize| NewEvent::for_test(None, json!({"n": n, "pad": "x".repeat(pad)}));
     let mut callers = Vec::new();
     for caller in 0..8 {
         let store = std::sync::Arc::clone(&store);

@@ -506,17 +506,12 @@ mod tests {
     use serde_json::{Map, Value};
 
     use crate::keys::Keyring;
-    use crate::store::{Durability, Filter, NewEvent, Order, Store, StoreConfig};
+    use crate::store::{Filter, NewEvent, Order, Store, StoreConfig};
 
     fn event(key: Option<String>) -> NewEvent {
         NewEvent {
-            event_type: "email_sent".into(),
-            actor: "test".into(),
-            caller: None,
-            lead_id: None,
-            workflow: None,
-            details: Default::default(),
             idempotency_key: key,
+            ..NewEvent::for_test(None, serde_json::json!({}))
         }
     }
 
@@ -528,14 +523,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(
             Store::open(
-                StoreConfig {
-                    data_dir: dir.path().to_path_buf(),
-                    durability: Durability::Fsync,
-                    max_segment_bytes: u64::MAX,
-                    max_segment_age: None,
-                    lead_copies: true,
-                    replica: false,
-                },
+                StoreConfig::for_test(dir.path(), true),
                 Keyring::new("k1", vec![7; 32]),
             )
             .unwrap(),
