@@ -24,7 +24,7 @@
 //!   used per event, split into the server side's and the client's (by
 //!   thread, from `/proc/self/task`), and the CPU other processes used
 //!   meanwhile (a noisy neighbour shows), and the ratios to the empty
-//!   service, then checks the targets;
+//!   service and the floor, then checks the targets (ratios to the floor);
 //! - runs `LogBatch` 100 x8 against the real server alone and with 10 live
 //!   followers (`StreamEvents` from the head, `follow`), alternating, and
 //!   reports the writers' throughput both ways and whether every follower
@@ -127,10 +127,12 @@ const FLOOR_FILE_BYTES: usize = 50 * 1024 * 1024;
 /// Distinct pre-built events the requests cycle through.
 const EVENT_POOL: usize = 4096;
 
-/// The targets the issue asks for, checked at the end.
-const TARGET_LOG64_RATIO: f64 = 0.7;
-const TARGET_BATCH_RATIO: f64 = 0.5;
-const TARGET_LOG1_P50: Duration = Duration::from_micros(500);
+/// The targets issue 20 asks for, ratios to the durable floor measured in
+/// the same run, checked at the end: events/s of `Log` x64 and of the
+/// batches, and the single caller's p50 as a multiple of the floor's.
+const TARGET_LOG64_RATIO: f64 = 0.9;
+const TARGET_BATCH_RATIO: f64 = 0.8;
+const TARGET_LOG1_P50_RATIO: f64 = 1.1;
 
 fn main() -> Result<(), BoxError> {
     let settings = Settings::from_env()?;
