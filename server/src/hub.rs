@@ -111,6 +111,13 @@ impl<F: Send + 'static> Receiver<F> {
 }
 
 /// Sends the events of `sub` into `tx`, see [`spawn`].
+///
+/// A subscription holds the writer's broadcast only while its reader keeps
+/// up: the history is read before it subscribes, and when its reader stops
+/// taking chunks it lets go of the broadcast, waits, and reads what it
+/// missed from the file once the reader takes again. So a reader that
+/// never reads pins no more than its own channel, however much is written
+/// meanwhile (the broadcast keeps a group until every receiver has seen it).
 async fn run<F: Form>(
     store: Arc<Store>,
     sub: Subscription,
@@ -123,53 +130,68 @@ async fn run<F: Form>(
         follow,
     } = sub;
     let _open = store.metrics().live.open();
-    let mut live = store.subscribe();
-    let head = store.head();
     let mut next = from_seq.max(1);
     let out = Out {
         tx: &tx,
         cancel: &cancel,
     };
-    if !catch_up(&store, &filter, &mut next, head, &out).await || !follow {
+    if !catch_up(&store, &filter, &mut next, store.head(), &out).await || !follow {
         return;
     }
     loop {
-        let received = tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tx.closed() => return,
-            r = live.recv() => r,
-        };
-        match received {
-            Ok(group) => {
-                let (Some(first), Some(last)) = (group.first(), group.last()) else {
-                    continue;
-                };
-                if last.seq < next {
-                    continue;
+        // Subscribed before the head is read: every group committed after
+        // that read arrives live, and what came before is read from the file.
+        let mut live = store.subscribe();
+        if !catch_up(&store, &filter, &mut next, store.head(), &out).await {
+            return;
+        }
+        loop {
+            let received = tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tx.closed() => return,
+                r = live.recv() => r,
+            };
+            let group = match received {
+                Ok(group) => group,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, next, "subscriber lagged; reading from the file");
+                    store.metrics().live.lagged();
+                    break;
                 }
-                if first.seq > next
-                    && !catch_up(&store, &filter, &mut next, first.seq - 1, &out).await
-                {
-                    return;
-                }
-                let chunk: Vec<F> = (0..group.len())
-                    .filter(|&i| group[i].seq >= next && filter.matches(&group[i]))
-                    .map(|i| F::live(&group, i))
-                    .collect();
-                if !chunk.is_empty() && !out.send(Ok(chunk)).await {
-                    return;
-                }
-                next = last.seq + 1;
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let (Some(first), Some(last)) = (group.first(), group.last()) else {
+                continue;
+            };
+            if last.seq < next {
+                continue;
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::debug!(missed, next, "subscriber lagged; reading from the file");
-                store.metrics().live.lagged();
-                let head = store.head();
-                if !catch_up(&store, &filter, &mut next, head, &out).await {
-                    return;
+            if first.seq > next && !catch_up(&store, &filter, &mut next, first.seq - 1, &out).await
+            {
+                return;
+            }
+            let chunk: Vec<F> = (0..group.len())
+                .filter(|&i| group[i].seq >= next && filter.matches(&group[i]))
+                .map(|i| F::live(&group, i))
+                .collect();
+            next = last.seq + 1;
+            if chunk.is_empty() {
+                continue;
+            }
+            match tx.try_send(Ok(chunk)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                Err(mpsc::error::TrySendError::Full(chunk)) => {
+                    // The reader is behind: stop holding live groups for it.
+                    tracing::debug!(next, "subscriber's reader is behind; leaving the broadcast");
+                    store.metrics().live.lagged();
+                    drop((live, group));
+                    if !out.send(chunk).await {
+                        return;
+                    }
+                    break;
                 }
             }
-            Err(broadcast::error::RecvError::Closed) => return,
         }
     }
 }
@@ -251,4 +273,55 @@ async fn catch_up<F: Form>(
     }
     *next = (*next).max(until + 1);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::keys::Keyring;
+    use crate::store::{NewEvent, StoreConfig};
+
+    /// A follower whose reader takes nothing lets go of the broadcast, so
+    /// the writer's groups are freed while it waits, and once it reads it
+    /// still gets every event, in order, from the file.
+    #[tokio::test]
+    async fn a_reader_that_takes_nothing_pins_no_group_and_misses_nothing() {
+        const GROUPS: u64 = 40;
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::for_test(dir.path(), false);
+        let store = Arc::new(Store::open(config, Keyring::new("k1", vec![5; 32])).unwrap());
+        let sub = Subscription {
+            filter: Filter::default(),
+            from_seq: 1,
+            follow: true,
+        };
+        let mut events = spawn::<Record>(Arc::clone(&store), sub, CancellationToken::new());
+        for n in 0..GROUPS {
+            let group = (0..3)
+                .map(|i| NewEvent::for_test(None, serde_json::json!({"n": n, "i": i})))
+                .collect();
+            store.append(group).await.unwrap();
+        }
+        // More groups than the reader's channel holds: the subscription
+        // must have left the broadcast, which then keeps nothing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.live_backlog() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} groups kept for a reader that takes nothing",
+                store.live_backlog()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for seq in 1..=GROUPS * 3 {
+            let record = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                .await
+                .expect("the subscription stalled")
+                .expect("the subscription ended")
+                .unwrap();
+            assert_eq!(record.seq, seq);
+        }
+    }
 }

@@ -425,6 +425,13 @@ impl Store {
         self.shared.hub.subscribe()
     }
 
+    /// How many published groups some receiver has not seen yet (and so
+    /// are kept in memory).
+    #[cfg(test)]
+    pub(crate) fn live_backlog(&self) -> usize {
+        self.shared.hub.len()
+    }
+
     /// Whether the store refuses writes after an fsync failure.
     pub fn is_poisoned(&self) -> bool {
         self.shared.poisoned.load(Ordering::Acquire)
