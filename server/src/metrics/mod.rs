@@ -139,7 +139,7 @@ impl Metrics {
         );
         r.register(
             "auditlog_subscribers_lagged",
-            "Times a live subscriber fell behind the writer and read from the file instead",
+            "Times a live subscriber fell behind (the broadcast overflowed, or its reader stopped taking events) and read from the file instead",
             live.lagged.clone(),
         );
         let integrity = IntegrityMetrics {
