@@ -1,12 +1,15 @@
 //! Live fan-out for StreamEvents: history from the file, then committed
 //! groups as the writer publishes them, with no gap and no duplicate.
 //!
-//! How a subscription stays exact: it subscribes to the writer's broadcast
-//! *before* reading history up to the head it sees, so every group committed
-//! after that read is in the broadcast; it tracks the next seq it owes and
-//! skips what it already sent. A subscriber that falls behind (its consumer
-//! is slow, the broadcast overflows) never slows the writer: it is told it
-//! lagged and reads the missed range from the file before rejoining live.
+//! How a subscription stays exact: each time it joins the writer's
+//! broadcast it subscribes *before* reading from the file up to the head it
+//! sees, so every group committed after that read is in the broadcast; it
+//! tracks the next seq it owes and skips what it already sent. A
+//! subscriber that falls behind never slows the writer, nor keeps the
+//! writer's groups alive: when the broadcast overflows, or its reader stops
+//! taking chunks, it leaves the broadcast and joins it again as above,
+//! reading the missed range from the file. The history before the first
+//! join is read unsubscribed, so a long history read pins nothing either.
 //!
 //! A subscription hands its reader chunks, not events: a live group's
 //! matching events, or a page read from the file, in one message each, so
