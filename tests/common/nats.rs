@@ -42,6 +42,10 @@ struct NatsServer {
 impl NatsCluster {
     /// Starts `n` servers and waits until JetStream answers on every one;
     /// `None` (the test skips) when there is no `nats-server` binary.
+    ///
+    /// The ports are picked free, but another process may take one before
+    /// a server binds it; a server that cannot bind exits at once, and the
+    /// cluster is then started again on other ports (three tries).
     pub(crate) async fn start(n: usize) -> Option<NatsCluster> {
         let bin = nats_server_bin()?;
         let turn = TURN
@@ -50,16 +54,49 @@ impl NatsCluster {
             .expect("the turn semaphore is never closed");
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(CHECKPOINT_KEY_FILE), CHECKPOINT_KEY).unwrap();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (closed_port(), closed_port())).collect();
-        let mut servers = Vec::new();
+        let mut cluster = NatsCluster {
+            bin,
+            dir,
+            servers: Vec::new(),
+            _turn: turn,
+        };
+        for attempt in 1..=3 {
+            cluster.configure(n);
+            for i in 0..n {
+                cluster.spawn(i);
+            }
+            if cluster.listening().await || attempt == 3 {
+                break;
+            }
+            for i in 0..n {
+                cluster.kill9(i);
+            }
+        }
+        cluster.wait_ready().await;
+        Some(cluster)
+    }
+
+    /// Picks `n` servers' ports (all distinct) and writes their configs,
+    /// each with an empty store directory.
+    fn configure(&mut self, n: usize) {
+        let mut picked: Vec<u16> = Vec::new();
+        while picked.len() < 2 * n {
+            let port = closed_port();
+            if !picked.contains(&port) {
+                picked.push(port);
+            }
+        }
+        let ports: Vec<(u16, u16)> = picked.chunks(2).map(|p| (p[0], p[1])).collect();
+        self.servers.clear();
         for (i, (port, route_port)) in ports.iter().enumerate() {
             let routes: Vec<String> = ports
                 .iter()
                 .filter(|(_, r)| r != route_port)
                 .map(|(_, r)| format!("\"nats-route://127.0.0.1:{r}\""))
                 .collect();
-            let store = dir.path().join(format!("n{i}"));
-            let config = dir.path().join(format!("n{i}.conf"));
+            let store = self.dir.path().join(format!("n{i}"));
+            let _ = std::fs::remove_dir_all(&store);
+            let config = self.dir.path().join(format!("n{i}.conf"));
             // A single server runs JetStream without a cluster block.
             let cluster = if n > 1 {
                 format!(
@@ -79,23 +116,42 @@ impl NatsCluster {
                 ),
             )
             .unwrap();
-            servers.push(NatsServer {
+            self.servers.push(NatsServer {
                 config,
                 port: *port,
                 child: None,
             });
         }
-        let mut cluster = NatsCluster {
-            bin,
-            dir,
-            servers,
-            _turn: turn,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
+    }
+
+    /// Whether every server started listening on its client port and is
+    /// still running; false as soon as one has exited (it could not bind a
+    /// port), or after 10 s.
+    async fn listening(&mut self) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for server in &mut self.servers {
+            loop {
+                let addr = ("127.0.0.1", server.port);
+                if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                    break;
+                }
+                let exited = server
+                    .child
+                    .as_mut()
+                    .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+                if exited || std::time::Instant::now() > deadline {
+                    return false;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
         }
-        cluster.wait_ready().await;
-        Some(cluster)
+        // A route port that could not be bound ends the server just after.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        self.servers.iter_mut().all(|s| {
+            s.child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        })
     }
 
     fn spawn(&mut self, i: usize) {
