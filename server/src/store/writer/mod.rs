@@ -327,10 +327,10 @@ impl Writer {
         let timestamp = self.signer.stamp();
         // Sized for the group's events (a line is some 500 bytes), so a
         // batch's lines are not copied again and again as the buffer grows.
-        let events = group.iter().map(|a| a.events.len()).sum::<usize>();
-        let mut buf = Vec::with_capacity(events * 512);
-        let mut records = Vec::with_capacity(events);
-        let mut positions = Vec::with_capacity(events);
+        let event_count = group.iter().map(|a| a.events.len()).sum::<usize>();
+        let mut buf = Vec::with_capacity(event_count * 512);
+        let mut records = Vec::with_capacity(event_count);
+        let mut positions = Vec::with_capacity(event_count);
         let mut staged = Vec::with_capacity(group.len());
         // Keys first written in this group, so a repeat inside it is also a
         // duplicate.
