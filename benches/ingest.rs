@@ -61,8 +61,9 @@
 //!   temp dir);
 //! - `AUDITLOG_BENCH_VARIANTS`: variants of the real server measured in the
 //!   same rounds and printed beside it, a comma-separated list of `metrics`
-//!   (a metrics listener) and `tracing` (OTLP export); see
-//!   `ingest/variants.rs` (none);
+//!   (a metrics listener), `tracing` (OTLP export), `notree` (no Merkle
+//!   tree) and `noseal` (no segment sealed); see `ingest/variants.rs`
+//!   (none);
 //! - `AUDITLOG_BENCH_ONLY`: a comma-separated subset of the servers to
 //!   measure, `default`, `floor`, `empty` and the variants' names (all). The
 //!   others are started but get no calls (their rows show 0), so a run under

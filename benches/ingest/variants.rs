@@ -9,7 +9,10 @@
 //!   sink in this process that decodes each export and drops it;
 //! - `notree`: without the Merkle tree's builder and the checkpoint signer
 //!   (`auditlog_server::bench::Switches`, which no configuration can set),
-//!   so the default row less this one is what the tree costs.
+//!   so the default row less this one is what the tree costs;
+//! - `noseal`: segments of 1 TB, so no segment is sealed (compressed, its
+//!   lead copy written) during a run: the default row less this one is what
+//!   sealing costs while ingest runs.
 
 use std::path::Path;
 
@@ -29,6 +32,7 @@ pub(crate) enum Variant {
     Metrics,
     Tracing,
     NoTree,
+    NoSeal,
 }
 
 impl Variant {
@@ -37,6 +41,7 @@ impl Variant {
             Variant::Metrics => "+metrics",
             Variant::Tracing => "+tracing",
             Variant::NoTree => "-tree",
+            Variant::NoSeal => "-seal",
         }
     }
 
@@ -46,6 +51,7 @@ impl Variant {
             Variant::Metrics => "metrics",
             Variant::Tracing => "tracing",
             Variant::NoTree => "notree",
+            Variant::NoSeal => "noseal",
         }
     }
 
@@ -61,8 +67,9 @@ impl Variant {
                 "metrics" => Ok(Variant::Metrics),
                 "tracing" => Ok(Variant::Tracing),
                 "notree" => Ok(Variant::NoTree),
+                "noseal" => Ok(Variant::NoSeal),
                 other => Err(format!(
-                    "unknown variant {other:?} in AUDITLOG_BENCH_VARIANTS: use metrics, tracing, notree"
+                    "unknown variant {other:?} in AUDITLOG_BENCH_VARIANTS: use metrics, tracing, notree, noseal"
                 )
                 .into()),
             })
@@ -80,6 +87,7 @@ impl Variant {
             Variant::Metrics => config.metrics_listen = Some(([127, 0, 0, 1], 0).into()),
             Variant::Tracing => config.tracing.otlp_endpoint = Some(otlp.to_owned()),
             Variant::NoTree => config.bench = auditlog_server::bench::Switches::without_tree(),
+            Variant::NoSeal => config.max_file_size_mb = 1_000_000.0,
         }
         config
     }
@@ -171,4 +179,5 @@ pub(crate) fn print(rows: &[Row], variants: &[Variant]) {
     println!("default: metrics off (no listener), tracing off");
     println!("+metrics: metrics_listen set; +tracing: spans exported over OTLP/gRPC, all sampled");
     println!("-tree: no Merkle tree builder, no checkpoint signer (bench only)");
+    println!("-seal: no segment sealed during the run (1 TB segments)");
 }

@@ -1,5 +1,4 @@
-//! Gzip members: how a sealed segment and its lead copy are compressed and
-//! read back.
+//! Gzip members: how a sealed segment is compressed and read back.
 //!
 //! A compressed file is a multi-member gzip file: lines grouped into chunks
 //! of about [`CHUNK_BYTES`] (whole lines only), each compressed as its own
@@ -17,16 +16,16 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt as _;
 
 use flate2::read::GzDecoder;
-use flate2::{Compress, Compression, Crc, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Crc, Decompress, FlushDecompress, Status};
 use sha2::{Digest as _, Sha256};
 
-/// Plain bytes per gzip member: small enough that reading one record
-/// decompresses little, large enough to compress well and inflate fast. A
-/// lead's history touches one member per record (a lead's events are spread
-/// over the log), while verification inflates every member: larger members
-/// make histories slower, smaller ones compress worse and slow verification
-/// down without making histories faster. The measured trade-off of 4, 8 and
-/// 16 KiB is in BENCHMARKS.md.
+/// Plain bytes per gzip member (and per lead copy frame): small enough that
+/// reading one record decompresses little, large enough to compress well
+/// and inflate fast. A query reading records by position touches one member
+/// per record, while verification inflates every member: larger members
+/// make such reads slower, smaller ones compress worse and slow verification
+/// down. The trade-off of 4, 8 and 16 KiB was measured for lead histories
+/// before they had lead copies (benches/journal/2026-11-28.md).
 pub const CHUNK_BYTES: usize = 8 * 1024;
 
 /// One gzip member of a sealed segment.
@@ -40,31 +39,34 @@ pub struct Chunk {
     pub plain: u32,
 }
 
-/// The deflate level of sealed segments and lead copies: level 2 costs
-/// about 1% of disk against level 3 for markedly less CPU in background work
-/// every event pays for twice, while level 1 compresses much worse (the
-/// figures per level are in BENCHMARKS.md).
-const DEFLATE_LEVEL: u32 = 2;
-
-/// Writes gzip members one after another, reusing one deflate state (a
-/// fresh encoder per member would allocate and clear its tables every few
-/// KiB).
-pub(crate) struct Member {
-    deflate: Compress,
-    buf: Vec<u8>,
-    /// The bytes written so far: where the next member starts.
-    end: u64,
-}
+/// The deflate level of sealed segments, in libdeflate's scale: its level
+/// 1 stores about what zlib-rs's level 2 (the level before 2026-12-04)
+/// stored, for about a third less CPU, in background work every event pays
+/// for. The figures per level and library are in
+/// benches/journal/2026-12-04.md.
+const DEFLATE_LEVEL: i32 = 1;
 
 /// The fixed header of every member written: gzip, deflate, no flags, no
 /// time, fastest-compression hint absent, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
+/// Writes gzip members one after another, reusing one compressor (its
+/// tables are allocated once, not every few KiB).
+pub(crate) struct Member {
+    deflate: libdeflater::Compressor,
+    /// The member being written: header, deflate data, CRC-32 and length.
+    buf: Vec<u8>,
+    /// The bytes written so far: where the next member starts.
+    end: u64,
+}
+
 impl Member {
     pub(crate) fn new() -> Member {
+        let level = libdeflater::CompressionLvl::new(DEFLATE_LEVEL)
+            .unwrap_or(libdeflater::CompressionLvl::fastest());
         Member {
-            deflate: Compress::new(Compression::new(DEFLATE_LEVEL), false),
-            buf: Vec::with_capacity(CHUNK_BYTES * 2),
+            deflate: libdeflater::Compressor::new(level),
+            buf: Vec::new(),
             end: 0,
         }
     }
@@ -82,37 +84,31 @@ impl Member {
         hasher: Option<&mut Sha256>,
         plain: &[u8],
     ) -> std::io::Result<Chunk> {
-        self.deflate.reset();
-        self.buf.clear();
-        self.buf.extend_from_slice(&GZIP_HEADER);
-        loop {
-            let consumed = self.deflate.total_in() as usize;
-            if self.buf.capacity() - self.buf.len() < 64 {
-                self.buf.reserve(plain.len() / 2 + 64);
-            }
-            let status = self
-                .deflate
-                .compress_vec(&plain[consumed..], &mut self.buf, FlushCompress::Finish)
-                .map_err(std::io::Error::other)?;
-            if status == Status::StreamEnd {
-                break;
-            }
+        let header = GZIP_HEADER.len();
+        let bound = self.deflate.deflate_compress_bound(plain.len());
+        if self.buf.len() < header + bound + 8 {
+            self.buf.resize(header + bound + 8, 0);
         }
-        let mut crc = Crc::new();
-        crc.update(plain);
-        self.buf.extend_from_slice(&crc.sum().to_le_bytes());
-        self.buf
-            .extend_from_slice(&(plain.len() as u32).to_le_bytes());
-        out.write_all(&self.buf)?;
+        self.buf[..header].copy_from_slice(&GZIP_HEADER);
+        let deflated = self
+            .deflate
+            .deflate_compress(plain, &mut self.buf[header..header + bound])
+            .map_err(std::io::Error::other)?;
+        let trailer = header + deflated;
+        self.buf[trailer..trailer + 4].copy_from_slice(&libdeflater::crc32(plain).to_le_bytes());
+        // ISIZE: the length modulo 2^32 (a chunk is a few KiB).
+        self.buf[trailer + 4..trailer + 8].copy_from_slice(&(plain.len() as u32).to_le_bytes());
+        let member = &self.buf[..trailer + 8];
+        out.write_all(member)?;
         if let Some(hasher) = hasher {
-            hasher.update(&self.buf);
+            hasher.update(member);
         }
         let chunk = Chunk {
             offset: self.end,
-            compressed: self.buf.len() as u32,
+            compressed: member.len() as u32,
             plain: plain.len() as u32,
         };
-        self.end += self.buf.len() as u64;
+        self.end += member.len() as u64;
         Ok(chunk)
     }
 }
