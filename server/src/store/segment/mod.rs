@@ -142,17 +142,24 @@ impl SealedInfo {
         self.last_seq = r.seq;
         self.last_timestamp = r.timestamp;
         r.signature.as_ref().clone_into(&mut self.last_signature);
-        *self
-            .event_types
-            .entry(r.event_type.to_string())
-            .or_default() += 1;
+        count(&mut self.event_types, &r.event_type);
         if let Some(w) = r.workflow.as_deref() {
-            *self.workflows.entry(w.to_owned()).or_default() += 1;
+            count(&mut self.workflows, w);
         }
         if let Some(l) = r.lead_id.as_deref()
             && !leads.contains(l)
         {
             leads.insert(l.to_owned());
+        }
+    }
+}
+
+/// Adds one to `name`'s count, allocating its key only the first time.
+fn count(counts: &mut BTreeMap<String, u64>, name: &str) {
+    match counts.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(name.to_owned(), 1);
         }
     }
 }
