@@ -58,31 +58,58 @@ impl TestServer {
     }
 
     /// Starts a server with `config` on `listener`.
+    ///
+    /// A server that stops before it serves fails the test with its error.
+    /// One refused because its directory is locked is started again (up to
+    /// 2 s): a process this test binary spawns (the CLI) holds a copy of
+    /// every descriptor between its fork and its exec, the previous server's
+    /// lock among them, which outlives that server for a moment.
     pub(crate) async fn start_on(listener: tokio::net::TcpListener, config: Config) -> TestServer {
         let dir = config.data_dir.clone();
         let protected = !config.tokens.is_empty();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(auditlog_server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let server = TestServer {
-            url: format!("http://{addr}"),
-            addr,
-            data_dir: dir,
-            _temp: None,
-            stop: Some(stop),
-            task: Some(task),
-        };
-        server.wait_ready(protected).await;
-        server
+        let mut listener = Some(listener);
+        for attempt in 0.. {
+            let listener = match listener.take() {
+                Some(listener) => listener,
+                None => tokio::net::TcpListener::bind(addr).await.unwrap(),
+            };
+            let (stop, stopped) = oneshot::channel::<()>();
+            let task = tokio::spawn(auditlog_server::run(config.clone(), listener, async move {
+                let _ = stopped.await;
+            }));
+            let mut server = TestServer {
+                url: format!("http://{addr}"),
+                addr,
+                data_dir: dir.clone(),
+                _temp: None,
+                stop: Some(stop),
+                task: Some(task),
+            };
+            match server.wait_ready(protected).await {
+                Ok(()) => return server,
+                Err(auditlog_server::ServerError::Lock(_)) if attempt < 40 => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("server at {} stopped before serving: {e}", server.url),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
-    /// Waits until the log is recovered and calls are served. A server with
-    /// tokens refuses an anonymous GetStats, so there health, which needs no
-    /// token and turns SERVING at the same moment, tells.
-    async fn wait_ready(&self, protected: bool) {
+    /// Waits until the log is recovered and calls are served, or returns
+    /// the error the server stopped with. A server with tokens refuses an
+    /// anonymous GetStats, so there health, which needs no token and turns
+    /// SERVING at the same moment, tells.
+    async fn wait_ready(&mut self, protected: bool) -> Result<(), auditlog_server::ServerError> {
         for _ in 0..200 {
+            if let Some(task) = self.task.take_if(|task| task.is_finished()) {
+                task.await.unwrap()?;
+                panic!(
+                    "server at {} stopped before serving, without an error",
+                    self.url
+                );
+            }
             if let Ok(client) = Client::connect(&self.url).await {
                 let ready = if protected {
                     serving(&self.url).await
@@ -90,7 +117,7 @@ impl TestServer {
                     client.stats(None).await.is_ok()
                 };
                 if ready {
-                    return;
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -11,7 +11,6 @@ use auditlog_proto::json::StructFromJson;
 use auditlog_proto::v1 as pb;
 use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
@@ -226,26 +225,16 @@ impl AuditService for AuditSvc {
             from_seq: 1,
             follow: false,
         };
-        let mut rx = hub::spawn::<Record>(Arc::clone(&running.store), sub, self.shutdown.clone());
-        let (out, out_rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move {
-            while let Some(item) = rx.recv().await {
-                let message = match item {
-                    Ok(record) => {
-                        let matched_fields = subject.matches(&record);
-                        if matched_fields.is_empty() {
-                            continue;
-                        }
-                        Ok(edge::export_item_pb(record, matched_fields))
-                    }
-                    Err(e) => Err(status_of(e)),
-                };
-                if out.send(message).await.is_err() {
-                    return;
-                }
+        let records = hub::spawn::<Record>(Arc::clone(&running.store), sub, self.shutdown.clone());
+        let items = records.into_stream().filter_map(move |item| match item {
+            Ok(record) => {
+                let matched_fields = subject.matches(&record);
+                (!matched_fields.is_empty())
+                    .then(|| Ok(edge::export_item_pb(record, matched_fields)))
             }
+            Err(e) => Some(Err(status_of(e))),
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+        Ok(Response::new(Box::pin(items)))
     }
 
     async fn get_checkpoint(
