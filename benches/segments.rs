@@ -86,7 +86,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long rotation and compression of the last segment may take.
 const SEAL_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bumped when the generated log changes, so stale cached logs are rebuilt.
-const DATA_VERSION: u32 = 3;
+const DATA_VERSION: u32 = 4;
 /// The key id the server signs with by default.
 const KEY_ID: &str = "k1";
 
