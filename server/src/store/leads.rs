@@ -46,7 +46,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write as _};
+use std::io::{BufWriter, Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -247,24 +247,12 @@ impl<'a> Lines<'a> {
     /// Reads the window from `pos`: `WINDOW` bytes, or `len` if longer, or
     /// up to the end of the file.
     fn fill(&mut self, pos: u64, len: usize) -> std::io::Result<()> {
-        self.window.resize(Self::WINDOW.max(len), 0);
-        let mut filled = 0;
-        while filled < self.window.len() {
-            match self
-                .file
-                .read_at(&mut self.window[filled..], pos + filled as u64)
-            {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.window.clear();
-                    return Err(e);
-                }
-            }
-        }
-        self.window.truncate(filled);
+        let mut file = self.file;
+        file.seek(SeekFrom::Start(pos))?;
+        self.window.clear();
         self.at = pos;
+        file.take(Self::WINDOW.max(len) as u64)
+            .read_to_end(&mut self.window)?;
         Ok(())
     }
 }

@@ -39,13 +39,6 @@ pub struct Chunk {
     pub plain: u32,
 }
 
-/// The deflate level of sealed segments, in libdeflate's scale: its level
-/// 1 stores about what zlib-rs's level 2 (the level before 2026-12-04)
-/// stored, for about a third less CPU, in background work every event pays
-/// for. The figures per level and library are in
-/// benches/journal/2026-12-04.md.
-const DEFLATE_LEVEL: i32 = 1;
-
 /// The fixed header of every member written: gzip, deflate, no flags, no
 /// time, fastest-compression hint absent, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
@@ -62,10 +55,13 @@ pub(crate) struct Member {
 
 impl Member {
     pub(crate) fn new() -> Member {
-        let level = libdeflater::CompressionLvl::new(DEFLATE_LEVEL)
-            .unwrap_or(libdeflater::CompressionLvl::fastest());
         Member {
-            deflate: libdeflater::Compressor::new(level),
+            // libdeflate's level 1, its fastest: it stores about what
+            // zlib-rs's level 2 (the level before 2026-12-04) stored, for
+            // about a third less CPU, in background work every event pays
+            // for (figures per level and library in
+            // benches/journal/2026-12-04.md).
+            deflate: libdeflater::Compressor::new(libdeflater::CompressionLvl::fastest()),
             buf: Vec::new(),
             end: 0,
         }
