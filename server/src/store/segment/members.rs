@@ -43,6 +43,19 @@ pub struct Chunk {
 /// time, fastest-compression hint absent, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 
+/// libdeflate's level 1: it stores about what zlib-rs's level 2 (the level
+/// before 2026-12-04) stored, for about a third less CPU, in background work
+/// every event pays for (figures per level and library in
+/// benches/journal/2026-12-04.md). Not `CompressionLvl::fastest()`: that is
+/// level 0, which stores the bytes uncompressed (as `45595ee` did for a
+/// day; the segment tests now check the ratio).
+const DEFLATE_LEVEL: libdeflater::CompressionLvl = match libdeflater::CompressionLvl::new(1) {
+    Ok(level) => level,
+    // Evaluated at compile time: a level libdeflate did not take would stop
+    // the build, not a server.
+    Err(_) => panic!("libdeflate has no compression level 1"),
+};
+
 /// Writes gzip members one after another, reusing one compressor (its
 /// tables are allocated once, not every few KiB).
 pub(crate) struct Member {
@@ -56,12 +69,7 @@ pub(crate) struct Member {
 impl Member {
     pub(crate) fn new() -> Member {
         Member {
-            // libdeflate's level 1, its fastest: it stores about what
-            // zlib-rs's level 2 (the level before 2026-12-04) stored, for
-            // about a third less CPU, in background work every event pays
-            // for (figures per level and library in
-            // benches/journal/2026-12-04.md).
-            deflate: libdeflater::Compressor::new(libdeflater::CompressionLvl::fastest()),
+            deflate: libdeflater::Compressor::new(DEFLATE_LEVEL),
             buf: Vec::new(),
             end: 0,
         }
