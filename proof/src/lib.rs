@@ -25,7 +25,7 @@ pub mod note;
 pub use bundle::{Bundle, BundleError, BundleRecord, BundleReport, RecordProblem};
 pub use gap::{gap_leaf, gap_line, gap_seq};
 pub use merkle::{
-    Hash, MemoryTree, Nodes, ProofError, RootBuilder, consistency_proof, empty_root,
+    CompactRange, Hash, MemoryTree, Nodes, ProofError, consistency_proof, empty_root,
     inclusion_proof, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion,
 };
 pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey, note_signers};

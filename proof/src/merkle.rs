@@ -306,46 +306,93 @@ pub fn verify_consistency(
     Ok(())
 }
 
-/// The root of a stream of leaves, kept in O(log n) memory: the roots of
-/// the complete subtrees the leaves so far split into, largest first.
-#[derive(Debug, Clone, Default)]
-pub struct RootBuilder {
-    /// (height, hash) of each complete subtree, heights decreasing.
-    peaks: Vec<(u32, Hash)>,
-    size: u64,
+/// Leaves `[begin, end)` of a tree, kept in O(log n) memory as the hashes of
+/// the complete subtrees they split into (the largest such subtrees, left to
+/// right): the "compact range" of transparency-dev's tlog code. Leaves are
+/// pushed one at a time, and ranges that meet are joined, so the parts of a
+/// long stream of leaves can be hashed apart (on several threads) and then
+/// put together. A range from leaf 0 has the tree's root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactRange {
+    begin: u64,
+    end: u64,
+    /// (level, hash) of each complete subtree, left to right.
+    nodes: Vec<(u32, Hash)>,
 }
 
-impl RootBuilder {
-    /// Adds the next leaf hash.
-    pub fn push(&mut self, leaf: Hash) {
-        let (mut height, mut hash) = (0, leaf);
-        while let Some(&(h, left)) = self.peaks.last() {
-            if h != height {
-                break;
-            }
-            self.peaks.pop();
-            hash = node_hash(&left, &hash);
-            height += 1;
+impl CompactRange {
+    /// The empty range at leaf `begin`.
+    pub fn new(begin: u64) -> CompactRange {
+        CompactRange {
+            begin,
+            end: begin,
+            nodes: Vec::new(),
         }
-        self.peaks.push((height, hash));
-        self.size += 1;
     }
 
-    /// The number of leaves pushed.
-    pub fn size(&self) -> u64 {
-        self.size
+    /// The first leaf in the range.
+    pub fn begin(&self) -> u64 {
+        self.begin
     }
 
-    /// The root of the leaves pushed so far.
-    pub fn root(&self) -> Hash {
-        let mut peaks = self.peaks.iter().rev();
-        let Some(&(_, mut root)) = peaks.next() else {
-            return empty_root();
+    /// The leaf after the last one in the range: where the next one goes.
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+
+    /// Adds the leaf hash at index [`end`](Self::end).
+    pub fn push(&mut self, leaf: Hash) {
+        self.push_node(0, leaf);
+    }
+
+    /// Adds the complete subtree of `2^level` leaves starting at `end`,
+    /// joining it with its left sibling while the range holds that whole.
+    fn push_node(&mut self, mut level: u32, mut hash: Hash) {
+        let mut index = self.end >> level;
+        self.end += 1 << level;
+        // A right child (odd index) whose sibling is in the range: that
+        // sibling is the last node, at the same level (the range is made of
+        // the largest subtrees, and the parent was not in it yet).
+        while index % 2 == 1 {
+            match self.nodes.last() {
+                Some(&(l, left)) if l == level => {
+                    self.nodes.pop();
+                    hash = node_hash(&left, &hash);
+                    level += 1;
+                    index /= 2;
+                }
+                _ => break,
+            }
+        }
+        self.nodes.push((level, hash));
+    }
+
+    /// Appends `other`, which must begin where this range ends; `Err` with
+    /// `other` given back when it does not.
+    pub fn append(&mut self, other: CompactRange) -> Result<(), CompactRange> {
+        if other.begin != self.end {
+            return Err(other);
+        }
+        for (level, hash) in other.nodes {
+            self.push_node(level, hash);
+        }
+        Ok(())
+    }
+
+    /// The root of the tree of leaves `[0, end)`: `None` for a range that
+    /// does not begin at leaf 0.
+    pub fn root(&self) -> Option<Hash> {
+        if self.begin != 0 {
+            return None;
+        }
+        let mut nodes = self.nodes.iter().rev();
+        let Some(&(_, mut root)) = nodes.next() else {
+            return Some(empty_root());
         };
-        for (_, left) in peaks {
+        for (_, left) in nodes {
             root = node_hash(left, &root);
         }
-        root
+        Some(root)
     }
 }
 

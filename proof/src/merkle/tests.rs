@@ -70,13 +70,58 @@ fn roots_match_the_reference() {
 #[test]
 fn the_streaming_root_is_the_rfc_root_at_every_size() {
     let (_, leaves) = synthetic(70);
-    let mut builder = RootBuilder::default();
-    assert_eq!(builder.root(), empty_root());
+    let mut range = CompactRange::new(0);
+    assert_eq!(range.root(), Some(empty_root()));
     for (n, leaf) in leaves.iter().enumerate() {
-        builder.push(*leaf);
-        assert_eq!(builder.size(), n as u64 + 1);
-        assert_eq!(builder.root(), root_of(&leaves[..=n]), "size {}", n + 1);
+        range.push(*leaf);
+        assert_eq!(range.end(), n as u64 + 1);
+        assert_eq!(range.root(), Some(root_of(&leaves[..=n])), "size {}", n + 1);
     }
+}
+
+/// Leaves `[begin, end)` pushed into a range of their own.
+fn range_of(leaves: &[Hash], begin: usize, end: usize) -> CompactRange {
+    let mut range = CompactRange::new(begin as u64);
+    for leaf in &leaves[begin..end] {
+        range.push(*leaf);
+    }
+    range
+}
+
+#[test]
+fn ranges_hashed_apart_and_joined_give_the_rfc_root() {
+    let (_, leaves) = synthetic(24);
+    // Every tree size, cut into three parts at every pair of points.
+    for n in 0..=leaves.len() {
+        for a in 0..=n {
+            for b in a..=n {
+                let mut joined = range_of(&leaves, 0, a);
+                joined.append(range_of(&leaves, a, b)).unwrap();
+                joined.append(range_of(&leaves, b, n)).unwrap();
+                assert_eq!(
+                    joined,
+                    range_of(&leaves, 0, n),
+                    "{n} leaves cut at {a}, {b}"
+                );
+                assert_eq!(joined.root(), Some(root_of(&leaves[..n])));
+            }
+        }
+    }
+    // A middle part is joined from its own parts the same way.
+    let mut middle = range_of(&leaves, 5, 11);
+    middle.append(range_of(&leaves, 11, 23)).unwrap();
+    assert_eq!(middle, range_of(&leaves, 5, 23));
+}
+
+#[test]
+fn only_ranges_that_meet_are_joined_and_only_one_from_zero_has_a_root() {
+    let (_, leaves) = synthetic(10);
+    let mut first = range_of(&leaves, 0, 4);
+    let gap = range_of(&leaves, 5, 10);
+    assert_eq!(first.append(gap.clone()), Err(gap.clone()));
+    assert_eq!(first, range_of(&leaves, 0, 4));
+    assert_eq!(gap.root(), None);
+    assert_eq!(range_of(&leaves, 4, 10).append(first.clone()), Err(first));
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{Checkpoint, FindingKind, Report, Store, StoreError};
+use super::{Checkpoint, Report, Store, StoreError};
 
 /// The latest signed checkpoint's size and root, and the file it is in.
 type TreeHead = (u64, auditlog_proof::Hash, &'static str);
@@ -91,16 +91,7 @@ impl Verifications {
                 lower_priority();
                 #[cfg(feature = "fault-injection")]
                 hold_if_asked(store.dir());
-                let report = store
-                    .verify(from_seq, to_seq, &checkpoints)
-                    .and_then(|mut report| {
-                        if let Some(latest) = tree
-                            && cuts_only(&store, &report)
-                        {
-                            report.findings.extend(store.check_tree(latest)?);
-                        }
-                        Ok(report)
-                    });
+                let report = store.verify_with_tree(from_seq, to_seq, &checkpoints, tree);
                 drop(turn);
                 let _ = answer.send(report);
             })
@@ -115,25 +106,6 @@ impl Verifications {
             ))
         })?
     }
-}
-
-/// Whether the report finds nothing but the cuts a start found (`head`):
-/// the tree goes on across them (its leaves of the cut seqs, or gap leaves),
-/// so it and the latest checkpoint are still checked, and a rewrite after a
-/// cut still shows.
-fn cuts_only(store: &Store, report: &Report) -> bool {
-    let cuts = store
-        .shared
-        .head
-        .lock()
-        .map(|h| h.cuts.clone())
-        .unwrap_or_default();
-    report.findings.iter().all(|f| match f.kind {
-        FindingKind::Truncated => cuts.iter().any(|c| c.first == f.seq),
-        // The first record after the cut, which follows the last before it.
-        FindingKind::SeqGap => cuts.iter().any(|c| c.last.checked_add(1) == Some(f.seq)),
-        _ => false,
-    })
 }
 
 /// Nice 19 for the calling thread only.

@@ -30,6 +30,7 @@ use super::manifest::{MANIFEST_FILE, SegmentEntry};
 use super::record::GENESIS;
 use super::retention::verify_start;
 use super::shared::{LOG_FILE, Shared};
+use super::tree::Leaves;
 use crate::keys::Keyring;
 use snapshot::{Item, snapshot};
 
@@ -47,14 +48,19 @@ struct Checked {
     last: Option<(u64, String)>,
     /// Set for a missing segment: the manifest's word for where it ended.
     skip_to: Option<(u64, String)>,
+    /// The Merkle leaves of its lines, when asked for.
+    leaves: Option<Leaves>,
 }
 
+/// With `leaves` (empty, from a [`super::tree::Plan`]), also hashes every
+/// line read as a Merkle leaf, for the tree check, and returns them.
 pub(super) fn verify(
     shared: &Shared,
     from_seq: u64,
     to_seq: u64,
     checkpoints: &[Checkpoint],
-) -> Result<Report, StoreError> {
+    mut leaves: Option<Leaves>,
+) -> Result<(Report, Option<Leaves>), StoreError> {
     let started = Instant::now();
     let head = shared.index().last().map_or(0, |m| m.seq);
     let range = from_seq..=if to_seq == 0 { u64::MAX } else { to_seq };
@@ -89,7 +95,14 @@ pub(super) fn verify(
         .collect();
 
     let active_end = shared.active_len.load(Ordering::Acquire);
-    let checked = check_all(&items, active_end, &shared.keyring, &wanted, &range);
+    let checked = check_all(
+        &items,
+        active_end,
+        &shared.keyring,
+        &wanted,
+        &range,
+        leaves.as_ref(),
+    );
 
     let mut total = Report::default();
     let mut expected = (start_seq, start_prev);
@@ -100,6 +113,9 @@ pub(super) fn verify(
             stitch(&mut total, item.name(), &expected, *seq, prev);
         }
         total.absorb(c.report);
+        if let (Some(all), Some(part)) = (&mut leaves, c.leaves) {
+            all.extend(part);
+        }
         if let Some(skip) = c.skip_to {
             expected = skip;
         } else if let Some((seq, sig)) = c.last {
@@ -144,7 +160,7 @@ pub(super) fn verify(
         ms = started.elapsed().as_millis() as u64,
         "verified"
     );
-    Ok(total)
+    Ok((total, leaves))
 }
 
 /// Reports what a start found against the persisted head: each cut of
@@ -239,6 +255,7 @@ fn check_all(
     keyring: &Keyring,
     wanted: &HashMap<u64, String>,
     range: &std::ops::RangeInclusive<u64>,
+    leaves: Option<&Leaves>,
 ) -> Vec<Checked> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
@@ -255,7 +272,8 @@ fn check_all(
                         let Some(item) = items.get(i) else {
                             return done;
                         };
-                        done.push((i, check(item, active_end, keyring, wanted, range)));
+                        let leaves = leaves.map(Leaves::part);
+                        done.push((i, check(item, active_end, keyring, wanted, range, leaves)));
                     }
                 })
             })
@@ -276,6 +294,7 @@ fn check_all(
                 report: Report::default(),
                 last: None,
                 skip_to: None,
+                leaves: None,
             })
         })
         .collect()
@@ -287,6 +306,7 @@ fn check(
     keyring: &Keyring,
     wanted: &HashMap<u64, String>,
     range: &std::ops::RangeInclusive<u64>,
+    mut leaves: Option<Leaves>,
 ) -> Checked {
     let mut v = Verifier::unanchored(keyring, wanted).with_range(range.clone());
     match item {
@@ -294,6 +314,7 @@ fn check(
             report: Report::default(),
             last: None,
             skip_to: Some(after(entry)),
+            leaves: None,
         },
         Item::Missing { entry } => {
             v.problem(
@@ -313,6 +334,7 @@ fn check(
                 report,
                 last: None,
                 skip_to: Some(after(entry)),
+                leaves: None,
             }
         }
         Item::Plain { name, file } => {
@@ -321,14 +343,15 @@ fn check(
             // progress and zeros, not records.
             let live_end = (name == LOG_FILE).then_some(active_end);
             let reader = BufReader::with_capacity(1 << 20, file);
-            let last = read_lines(&mut v, name, reader, live_end).last;
+            let last = read_lines(&mut v, name, reader, live_end, leaves.as_mut()).last;
             Checked {
                 report: v.finish(),
                 last,
                 skip_to: None,
+                leaves,
             }
         }
-        Item::Gzip { entry, file } => check_gzip(v, entry, file),
+        Item::Gzip { entry, file } => check_gzip(v, entry, file, leaves),
     }
 }
 
@@ -339,13 +362,14 @@ struct Lines {
     error: Option<std::io::Error>,
 }
 
-/// Feeds every line of `reader` to the verifier. A torn last line is
-/// reported; a read error is returned for the caller to report.
+/// Feeds every line of `reader` to the verifier (and to `leaves`). A torn
+/// last line is reported; a read error is returned for the caller to report.
 fn read_lines(
     v: &mut Verifier<'_>,
     file: &str,
     mut reader: impl BufRead,
     live_end: Option<u64>,
+    mut leaves: Option<&mut Leaves>,
 ) -> Lines {
     let mut out = Lines {
         last: None,
@@ -394,10 +418,13 @@ fn read_lines(
         }
         line.pop();
         out.count += 1;
-        if let Some(seq) = v.check_line(file, line_no, &line)
-            && let Some(head) = super::record::RecordHead::peek(&line)
-        {
-            out.last = Some((seq, head.signature.to_owned()));
+        if let Some(seq) = v.check_line(file, line_no, &line) {
+            if let Some(leaves) = leaves.as_deref_mut() {
+                leaves.line(seq, &line);
+            }
+            if let Some(head) = super::record::RecordHead::peek(&line) {
+                out.last = Some((seq, head.signature.to_owned()));
+            }
         }
     }
 }
@@ -408,7 +435,7 @@ pub(crate) fn check_log_bytes(bytes: &[u8], keyring: &Keyring) -> Report {
     let none = HashMap::new();
     let mut v = Verifier::new(keyring, &none, 1, GENESIS);
     v.segment_read();
-    read_lines(&mut v, LOG_FILE, bytes, None);
+    read_lines(&mut v, LOG_FILE, bytes, None, None);
     v.finish()
 }
 
@@ -416,10 +443,15 @@ pub(crate) fn check_log_bytes(bytes: &[u8], keyring: &Keyring) -> Report {
 /// fuzzing entry point.
 pub(crate) fn check_gzip_bytes(bytes: &[u8], entry: &SegmentEntry, keyring: &Keyring) -> Report {
     let none = HashMap::new();
-    check_gzip(Verifier::unanchored(keyring, &none), entry, bytes).report
+    check_gzip(Verifier::unanchored(keyring, &none), entry, bytes, None).report
 }
 
-fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Checked {
+fn check_gzip(
+    mut v: Verifier<'_>,
+    entry: &SegmentEntry,
+    file: impl Read,
+    mut leaves: Option<Leaves>,
+) -> Checked {
     v.segment_read();
     let name = &entry.file;
     let mut hashing = Hashing {
@@ -432,6 +464,7 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Che
         name,
         BufReader::with_capacity(1 << 20, decoder),
         None,
+        leaves.as_mut(),
     );
     if let Some(e) = &lines.error {
         v.problem(
@@ -490,6 +523,7 @@ fn check_gzip(mut v: Verifier<'_>, entry: &SegmentEntry, file: impl Read) -> Che
         report,
         last: lines.last,
         skip_to: Some(after(entry)),
+        leaves,
     }
 }
 

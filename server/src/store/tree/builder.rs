@@ -136,7 +136,7 @@ fn open(shared: &Shared) -> Result<Levels, StoreError> {
         n,
         CHECKED_LEAVES as usize,
     );
-    let hashes = leaf_hashes(shared, &metas, true);
+    let hashes = leaf_hashes(shared, &metas);
     // A record that cannot be read is left to catch_up to report.
     if let Ok(hashes) = hashes {
         for (meta, hash) in metas.iter().zip(hashes) {
@@ -276,7 +276,7 @@ fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
             .take_while(|(m, seq)| m.seq == *seq)
             .count();
         metas.truncate(contiguous);
-        let hashes = leaf_hashes(shared, &metas, true).map_err(|e| {
+        let hashes = leaf_hashes(shared, &metas).map_err(|e| {
             let why =
                 format!("{e}; the tree stays at {size} records until the record reads back whole");
             match e {
@@ -379,18 +379,11 @@ pub(in crate::store) fn stored_line(
 }
 
 /// The leaf hashes of the records at `metas`, read back from the log, each
-/// line checked to be the record expected and to pass its MAC check when
-/// `strict` (verification hashes lines as they are). Each compressed chunk
-/// is inflated once, as far as the last record read from it.
-pub(in crate::store) fn leaf_hashes(
-    shared: &Shared,
-    metas: &[Meta],
-    strict: bool,
-) -> Result<Vec<Hash>, StoreError> {
+/// line checked to be the record expected and to pass its MAC check. Each
+/// compressed chunk is inflated once, as far as the last record read from
+/// it.
+fn leaf_hashes(shared: &Shared, metas: &[Meta]) -> Result<Vec<Hash>, StoreError> {
     shared.map_lines(metas, |line, meta| {
-        if !strict {
-            return Ok(leaf_hash(line));
-        }
         let head = RecordHead::peek(line).filter(|h| h.seq == meta.seq);
         match head.map(|h| h.check_mac(line, &shared.keyring)) {
             Some(MacCheck::Valid) => Ok(leaf_hash(line)),

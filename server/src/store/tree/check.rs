@@ -11,21 +11,20 @@
 //! VerifyIntegrity runs it over a whole log whose chain checked out clean
 //! but for missing seqs (a cut, a gap): where the chain already locates
 //! damage in a record, the report is not clean anyway.
-//! Nothing here is an `Err` but a failure to read the index: a line that
-//! cannot be read is a finding.
+//!
+//! The log is read once: the chain check's workers hash each line as a
+//! leaf while they hold it ([`Leaves`]), each part of the log into compact
+//! ranges of its own, joined here in seq order. What is compared (the
+//! sizes, the head) is fixed before the log is read ([`Plan`]). Nothing here
+//! is an error: what cannot be recomputed is a finding.
 
 use std::sync::atomic::Ordering;
 
-use auditlog_proof::{Hash, RootBuilder, gap_leaf};
+use auditlog_proof::{CompactRange, Hash, gap_leaf, leaf_hash};
 
-use super::builder::{cut_through, leaf_hashes, purged_through};
+use super::builder::{cut_through, purged_through};
 use crate::store::chain::{Finding, FindingKind};
-use crate::store::error::StoreError;
 use crate::store::shared::Shared;
-use crate::store::{Filter, Order};
-
-/// Records read per batch.
-const BATCH: usize = 4096;
 
 fn finding(seq: u64, file: &str, message: String) -> Finding {
     Finding {
@@ -37,30 +36,224 @@ fn finding(seq: u64, file: &str, message: String) -> Finding {
     }
 }
 
-/// What disagrees among the log, the tree and the latest signed checkpoint
-/// (`latest`: its tree size and root, and the file it is kept in).
-pub(in crate::store) fn check(
-    shared: &Shared,
-    latest: Option<(u64, Hash, &str)>,
-) -> Result<Vec<Finding>, StoreError> {
+/// What the check compares, fixed before the log is read: the tree and the
+/// log go on growing while it is.
+#[derive(Debug, Clone)]
+pub(in crate::store) struct Plan {
+    /// The latest signed checkpoint: its tree size and root, and the file
+    /// it is kept in.
+    latest: Option<(u64, Hash, String)>,
+    tree_size: u64,
+    /// The last seq the log must hold (acknowledged or indexed).
+    head: u64,
+    /// The last seq retention purged: only the tree has those.
+    purged: u64,
+    trouble: Option<String>,
+}
+
+impl Plan {
+    pub(in crate::store) fn new(shared: &Shared, latest: Option<(u64, Hash, &str)>) -> Plan {
+        // Seqs cut from the log up to the acknowledged head are reported as
+        // cuts; the tree still holds them.
+        let acknowledged = shared.head.lock().map_or(0, |h| h.seq);
+        Plan {
+            latest: latest.map(|(size, root, file)| (size, root, file.to_owned())),
+            tree_size: shared.tree.size(),
+            head: shared.indexed_seq.load(Ordering::Acquire).max(acknowledged),
+            purged: purged_through(shared),
+            trouble: shared.tree.trouble(),
+        }
+    }
+
+    fn latest_size(&self) -> u64 {
+        self.latest.as_ref().map_or(0, |l| l.0)
+    }
+
+    /// The last seq the recomputed tree reaches.
+    fn upto(&self) -> u64 {
+        self.latest_size().max(self.tree_size).min(self.head)
+    }
+
+    /// Where the leaves of the lines read go: the chain's workers fill one
+    /// each.
+    pub(in crate::store) fn leaves(&self) -> Leaves {
+        Leaves {
+            upto: self.upto(),
+            sizes: [self.tree_size, self.latest_size()],
+            runs: Vec::new(),
+        }
+    }
+}
+
+/// The leaves of the log's lines as verification reads them (in file order,
+/// on several threads), so the tree is recomputed without reading the log a
+/// second time: runs of consecutive seqs, each a compact range (O(log n)
+/// hashes, whatever its length) with its prefixes that end at a tree size
+/// the check needs the root of.
+#[derive(Debug, Default)]
+pub(in crate::store) struct Leaves {
+    /// Seqs past it are not wanted.
+    upto: u64,
+    /// The tree sizes whose roots are compared (the tree's, the latest
+    /// checkpoint's).
+    sizes: [u64; 2],
+    runs: Vec<Run>,
+}
+
+#[derive(Debug)]
+struct Run {
+    leaves: CompactRange,
+    prefixes: Vec<CompactRange>,
+}
+
+impl Leaves {
+    /// The leaves of this part of the log, to be read after `self`'s.
+    pub(in crate::store) fn part(&self) -> Leaves {
+        Leaves {
+            upto: self.upto,
+            sizes: self.sizes,
+            runs: Vec::new(),
+        }
+    }
+
+    /// Takes `line`, the line of `seq` as stored (valid MAC or not: the
+    /// chain check reports those), as the next leaf.
+    pub(in crate::store) fn line(&mut self, seq: u64, line: &[u8]) {
+        let Some(index) = seq.checked_sub(1).filter(|_| seq <= self.upto) else {
+            return;
+        };
+        if self.runs.last().is_none_or(|r| r.leaves.end() != index) {
+            self.runs.push(Run {
+                leaves: CompactRange::new(index),
+                prefixes: Vec::new(),
+            });
+        }
+        if let Some(run) = self.runs.last_mut() {
+            run.leaves.push(leaf_hash(line));
+            if self.sizes.contains(&run.leaves.end()) {
+                run.prefixes.push(run.leaves.clone());
+            }
+        }
+    }
+
+    /// Adds the leaves of the part of the log read after these.
+    pub(in crate::store) fn extend(&mut self, later: Leaves) {
+        self.runs.extend(later.runs);
+    }
+}
+
+/// The roots recomputed at the sizes compared.
+#[derive(Default)]
+struct Found {
+    tree_root: Option<Hash>,
+    latest_root: Option<Hash>,
+}
+
+impl Found {
+    fn note(&mut self, plan: &Plan, range: &CompactRange) {
+        if range.end() == plan.tree_size {
+            self.tree_root = range.root();
+        }
+        if plan.latest.is_some() && range.end() == plan.latest_size() {
+            self.latest_root = range.root();
+        }
+    }
+}
+
+/// The tree recomputed leaf by leaf, and its roots at the sizes compared.
+struct Roots<'a> {
+    plan: &'a Plan,
+    tree: CompactRange,
+    found: Found,
+}
+
+impl Roots<'_> {
+    /// The leaves of seqs missing from the log, up to `through`: purged ones
+    /// and those the chain check reports missing have the leaf the tree
+    /// holds, a cut's seq the tree does not hold has its gap leaf, as the
+    /// builder appends them.
+    fn fill(&mut self, shared: &Shared, through: u64) -> Result<(), Finding> {
+        while self.tree.end() < through {
+            let seq = self.tree.end() + 1;
+            let leaf = if seq <= self.plan.tree_size || seq <= self.plan.purged {
+                shared.tree.leaf(seq).map_err(|e| e.to_string())
+            } else if cut_through(shared, seq).is_some() {
+                Ok(gap_leaf(seq))
+            } else {
+                Err("not a cut the server recorded".into())
+            };
+            match leaf {
+                Ok(leaf) => self.tree.push(leaf),
+                Err(why) if seq <= self.plan.purged => {
+                    return Err(finding(
+                        seq,
+                        "tree",
+                        format!(
+                            "seq {seq} was purged and the tree does not hold its hash ({why}); \
+                             the tree's root cannot be recomputed"
+                        ),
+                    ));
+                }
+                Err(why) => {
+                    return Err(finding(
+                        seq,
+                        "tree",
+                        format!(
+                            "seq {seq} is missing from the log and the tree holds no leaf for it \
+                             ({why}), so the tree cannot be recomputed past {}",
+                            seq - 1
+                        ),
+                    ));
+                }
+            }
+            self.found.note(self.plan, &self.tree);
+        }
+        Ok(())
+    }
+
+    /// Appends a run of leaves read from the log.
+    fn append(&mut self, run: Run) -> Result<(), Finding> {
+        let seq = run.leaves.begin() + 1;
+        for prefix in run.prefixes {
+            let mut upto = self.tree.clone();
+            if upto.append(prefix).is_ok() {
+                self.found.note(self.plan, &upto);
+            }
+        }
+        self.tree.append(run.leaves).map_err(|_| {
+            finding(
+                seq,
+                "tree",
+                format!(
+                    "the log holds seq {seq} again after seq {}: the tree cannot be recomputed",
+                    self.tree.end()
+                ),
+            )
+        })?;
+        self.found.note(self.plan, &self.tree);
+        Ok(())
+    }
+}
+
+/// What disagrees among the log (its `leaves`, as verification read them),
+/// the tree and the latest signed checkpoint, as `plan` found them before
+/// the log was read.
+pub(in crate::store) fn check(shared: &Shared, plan: &Plan, leaves: Leaves) -> Vec<Finding> {
     let tree = &shared.tree;
     let mut findings = Vec::new();
-    if let Some(why) = tree.trouble() {
+    if let Some(why) = &plan.trouble {
         findings.push(finding(
-            tree.size() + 1,
+            plan.tree_size + 1,
             "tree",
             format!(
                 "the Merkle tree stopped growing at {} records: {why}",
-                tree.size()
+                plan.tree_size
             ),
         ));
     }
-    // Seqs cut from the log up to the acknowledged head are reported as
-    // cuts; the tree still holds them.
-    let acknowledged = shared.head.lock().map_or(0, |h| h.seq);
-    let head = shared.indexed_seq.load(Ordering::Acquire).max(acknowledged);
-    if let Some((size, _, file)) = latest
-        && size > head
+    let head = plan.head;
+    if let Some((size, _, file)) = &plan.latest
+        && *size > head
     {
         findings.push(finding(
             head + 1,
@@ -72,97 +265,32 @@ pub(in crate::store) fn check(
             ),
         ));
     }
-    let tree_size = tree.size();
-    let upto = latest.map_or(0, |l| l.0).max(tree_size).min(head);
-    let mut roots = RootBuilder::default();
-    let mut tree_root = None;
-    let mut latest_root = None;
-    let mut note = |roots: &RootBuilder| {
-        if roots.size() == tree_size {
-            tree_root = Some(roots.root());
-        }
-        if latest.is_some_and(|l| l.0 == roots.size()) {
-            latest_root = Some(roots.root());
-        }
+    let tree_size = plan.tree_size;
+    let mut roots = Roots {
+        plan,
+        tree: CompactRange::new(0),
+        found: Found::default(),
     };
-    // The purged prefix: only the tree has it.
-    for seq in 1..=purged_through(shared).min(upto) {
-        match tree.leaf(seq) {
-            Ok(leaf) => roots.push(leaf),
-            Err(e) => {
-                findings.push(finding(
-                    seq,
-                    "tree",
-                    format!(
-                        "seq {seq} was purged and the tree does not hold its hash ({e}); the \
-                         tree's root cannot be recomputed"
-                    ),
-                ));
-                return Ok(findings);
-            }
-        }
-        note(&roots);
+    let recomputed = leaves
+        .runs
+        .into_iter()
+        .try_for_each(|run| {
+            roots.fill(shared, run.leaves.begin())?;
+            roots.append(run)
+        })
+        .and_then(|()| roots.fill(shared, plan.upto()));
+    if let Err(f) = recomputed {
+        findings.push(f);
+        return findings;
     }
-    while roots.size() < upto {
-        let after = roots.size();
-        let (metas, _) = shared.select_page(
-            &Filter::default(),
-            Order::OldestFirst,
-            Some(after),
-            upto,
-            BATCH,
-        );
-        // Missing seqs (the chain check reports them): the leaf the tree
-        // holds, else a cut's gap leaf, as the builder appends them.
-        let next = metas.first().map_or(upto + 1, |m| m.seq);
-        if next > after + 1 {
-            for seq in after + 1..next.min(after + 1 + BATCH as u64) {
-                let leaf = if seq <= tree_size {
-                    tree.leaf(seq).map_err(|e| e.to_string())
-                } else if cut_through(shared, seq).is_some() {
-                    Ok(gap_leaf(seq))
-                } else {
-                    Err("not a cut the server recorded".into())
-                };
-                match leaf {
-                    Ok(leaf) => roots.push(leaf),
-                    Err(why) => {
-                        findings.push(finding(
-                            seq,
-                            "tree",
-                            format!(
-                                "seq {seq} is missing from the log and the tree holds no leaf \
-                                 for it ({why}), so the tree cannot be recomputed past {after}"
-                            ),
-                        ));
-                        return Ok(findings);
-                    }
-                }
-                note(&roots);
-            }
-            continue;
-        }
-        let contiguous = metas
-            .iter()
-            .zip(after + 1..)
-            .take_while(|(m, seq)| m.seq == *seq)
-            .count();
-        let leaves = match leaf_hashes(shared, &metas[..contiguous], false) {
-            Ok(leaves) => leaves,
-            Err(e) => {
-                findings.push(finding(
-                    after + 1,
-                    "tree",
-                    format!("the tree cannot be recomputed past {after}: {e}"),
-                ));
-                return Ok(findings);
-            }
-        };
-        for leaf in leaves {
-            roots.push(leaf);
-            note(&roots);
-        }
-    }
+    let Found {
+        tree_root,
+        latest_root,
+    } = roots.found;
+    let latest = plan
+        .latest
+        .as_ref()
+        .map(|(size, root, file)| (*size, *root, file.as_str()));
     // A tree that still agrees with the signed checkpoint was built from the
     // log as it was: the log changed since, which the checkpoint's finding
     // below says. Otherwise the tree's files themselves were changed.
@@ -195,5 +323,5 @@ pub(in crate::store) fn check(
             ),
         ));
     }
-    Ok(findings)
+    findings
 }

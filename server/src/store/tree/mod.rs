@@ -37,7 +37,7 @@ use std::time::Duration;
 use auditlog_proof::{Hash, Nodes};
 
 pub(super) use builder::{run, stored_line};
-pub(super) use check::check;
+pub(super) use check::{Leaves, Plan, check};
 use levels::Levels;
 
 /// Why the tree cannot answer.

@@ -101,10 +101,25 @@ async fn the_tree_is_the_rfc_tree_of_the_stored_lines_across_rotation_and_restar
 
     // A restart keeps the tree and goes on from it.
     let store = open(dir.path());
-    append(&store, 41, 45, None).await;
+    append(&store, 41, 45, Some(43)).await;
     wait_for(&store, 45).await;
     let leaves = leaves_from_files(dir.path());
     assert_eq!(store.tree().root(45).unwrap(), root_of(&leaves));
+    // Checked against the log (three files, read on as many threads as
+    // there are cores), a checkpoint of any size matches its root, and a
+    // root one leaf short of it does not.
+    for size in 1..=45 {
+        let right = root_of(&leaves[..size]);
+        let findings = store
+            .check_tree(Some((size as u64, right, "checkpoint.note")))
+            .unwrap();
+        assert!(findings.is_empty(), "size {size}: {findings:?}");
+        let wrong = root_of(&leaves[..size - 1]);
+        let findings = store
+            .check_tree(Some((size as u64, wrong, "checkpoint.note")))
+            .unwrap();
+        assert_eq!(findings.len(), 1, "size {size}: {findings:?}");
+    }
     drop(store);
 
     // Deleted: rebuilt from the log.
