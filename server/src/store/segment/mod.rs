@@ -31,7 +31,7 @@ use sha2::{Digest as _, Sha256};
 
 pub(crate) use idx::SegmentError;
 pub use idx::SegmentIndex;
-pub(crate) use members::{Chunk, Members, read_chunk_prefix};
+pub(crate) use members::{Chunk, Inflated, Members, read_chunk_prefix};
 
 use super::leads::LeadCopy;
 use super::record::IndexFields;

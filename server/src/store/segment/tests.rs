@@ -250,3 +250,52 @@ pub(super) fn sha256_file(path: &Path) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
 }
+
+/// Inflated whole by the chunk table, a segment reads as `zcat` reads it;
+/// a table that does not describe the file (a member moved, a length
+/// changed, bytes after the last member, a flipped byte) is an error.
+#[test]
+fn members_inflated_by_their_table_read_like_zcat_or_fail() {
+    let Fixture {
+        dir: _dir,
+        gz,
+        lines,
+        index,
+        ..
+    } = compressed(400);
+    let bytes = std::fs::read(&gz).unwrap();
+    let chunks = &index.chunks;
+    let inflate = |bytes: &[u8], chunks: &[Chunk]| {
+        let mut out = Vec::new();
+        Inflated::new(bytes, chunks)
+            .read_to_end(&mut out)
+            .map(|_| out)
+    };
+    assert_eq!(inflate(&bytes, chunks).unwrap(), lines.concat());
+    // Line by line, as verification reads it.
+    let mut reader = Inflated::new(bytes.as_slice(), chunks);
+    let mut line = Vec::new();
+    for want in &lines {
+        line.clear();
+        std::io::BufRead::read_until(&mut reader, b'\n', &mut line).unwrap();
+        assert_eq!(&line, want);
+    }
+
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(inflate(&trailing, chunks).is_err());
+    let mut flipped = bytes.clone();
+    flipped[chunks[1].offset as usize + 20] ^= 0x08;
+    assert!(inflate(&flipped, chunks).is_err());
+    let shorter: Vec<Chunk> = chunks[..chunks.len() - 1].to_vec();
+    assert!(inflate(&bytes, &shorter).is_err());
+    let mut moved = chunks.clone();
+    moved[1].offset += 1;
+    assert!(inflate(&bytes, &moved).is_err());
+    let mut longer = chunks.clone();
+    longer[0].plain += 1;
+    assert!(inflate(&bytes, &longer).is_err());
+    let mut shorter_plain = chunks.clone();
+    shorter_plain[0].plain -= 1;
+    assert!(inflate(&bytes, &shorter_plain).is_err());
+}
