@@ -60,7 +60,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use auditlog_client::{Client, NewEvent, Query};
+use auditlog_client::{Client, NewEvent, Query, Retry};
 use auditlog_server::Config;
 use auditlog_server::bench::{
     CHUNK_BYTES, Chunk, Keyring, MacCheck, Record, RecordHead, SegmentIndex, read_chunk,
@@ -1081,7 +1081,13 @@ async fn wait_ready(
             return Err(format!("{url} did not answer GetStats within {READY_TIMEOUT:?}").into());
         }
         if client.is_none() {
-            client = Client::connect(url).await.ok();
+            // No retries in the client: its backoff (100, 200, 400 ms ...)
+            // would round the figure up to its next try.
+            let once = Retry {
+                attempts: 1,
+                ..Retry::default()
+            };
+            client = Client::builder().node(url).retry(once).connect().await.ok();
         }
         if let Some(c) = &client {
             match c.stats(None).await {
