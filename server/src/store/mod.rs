@@ -36,6 +36,7 @@ mod cache;
 pub(crate) mod chain;
 mod error;
 mod head;
+mod priority;
 pub(crate) mod index;
 pub(crate) mod leads;
 pub(crate) mod manifest;

@@ -264,17 +264,6 @@ pub(super) fn delete(dir: &Path, plain: &str) -> std::io::Result<()> {
     }
 }
 
-/// Compression is background work: at the lowest scheduling priority (nice
-/// 19, this thread only) it runs on CPU that ingest and queries leave idle,
-/// and under a burst it waits rather than slowing writers. A sealed segment
-/// not yet compressed is read like any other meanwhile.
-fn lower_priority() {
-    let this_thread = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(this_thread), 19) {
-        tracing::debug!(error = %e, "could not lower the sealer's priority");
-    }
-}
-
 /// How long the sealer first waits before it tries a failed segment again
 /// (unless a new job comes first); the wait doubles while retries keep
 /// failing, up to [`MAX_RETRY_AFTER`].
@@ -297,7 +286,11 @@ struct Attempt {
 /// wait runs out, so space comes back once the cause is gone, without a
 /// restart.
 pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
-    lower_priority();
+    // Compression is background work: it runs on CPU that ingest and
+    // queries leave idle, and under a burst it waits rather than slowing
+    // writers. A sealed segment not yet compressed is read like any other
+    // meanwhile.
+    super::priority::background("sealer");
     backfill_lead_copies(shared);
     let mut failed: Vec<Attempt> = Vec::new();
     let mut retry_after = RETRY_AFTER;

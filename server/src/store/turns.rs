@@ -88,7 +88,7 @@ impl Verifications {
             .spawn(move || {
                 let turn: (Option<OwnedSemaphorePermit>, OwnedSemaphorePermit) =
                     (admitted, running);
-                lower_priority();
+                super::priority::background("verify");
                 #[cfg(feature = "fault-injection")]
                 hold_if_asked(store.dir());
                 let report = store.verify_with_tree(from_seq, to_seq, &checkpoints, tree);
@@ -105,14 +105,6 @@ impl Verifications {
                 "the verification thread ended without a report",
             ))
         })?
-    }
-}
-
-/// Nice 19 for the calling thread only.
-fn lower_priority() {
-    let this_thread = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(this_thread), 19) {
-        tracing::debug!(error = %e, "could not lower the verification's priority");
     }
 }
 
