@@ -38,6 +38,11 @@ pub fn record(line: &[u8]) {
         assert_eq!(record.timestamp, fields.timestamp, "index timestamp");
         assert_eq!(record.event_type, fields.event_type, "index event_type");
     }
+    // The sealer's layout reading never gives other fields than a JSON
+    // parse that accepts the line.
+    if let (Some(read), Some(parsed)) = (IndexFields::read(line), IndexFields::parse(line)) {
+        assert_eq!(read, parsed, "the layout reads other fields than JSON");
+    }
     let none = HashMap::new();
     let mut verifier = Verifier::new(&keys, &none, 1, GENESIS);
     let seq = verifier.check_line(LOG_FILE, 1, line);

@@ -33,6 +33,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+mod layout;
+
 /// `prev` of the very first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -171,7 +173,7 @@ pub(crate) struct IndexFields<'a> {
 }
 
 impl<'a> IndexFields<'a> {
-    /// Reads the indexed fields of one line (without its newline).
+    /// Reads the indexed fields of one line (without its newline) as JSON.
     pub(crate) fn parse(line: &'a [u8]) -> Option<IndexFields<'a>> {
         serde_json::from_slice(line).ok()
     }

@@ -96,7 +96,7 @@ pub(crate) fn compress(
                 // bytes anyway so verification sees exactly what was there.
                 line.push(b'\n');
             }
-            if let Some(record) = IndexFields::parse(&line[..line.len() - 1]) {
+            if let Some(record) = IndexFields::read(&line[..line.len() - 1]) {
                 let chunk_no = builder.index.chunks.len() as u32;
                 builder.row(&record, chunk_no, chunk.len() as u32, line.len() as u32);
                 info.note(&record, &mut leads);
