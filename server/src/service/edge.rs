@@ -221,7 +221,7 @@ pub(super) fn query_pb<D: DetailsPb>(
     }
 }
 
-pub(super) fn stream_item_pb(record: Record) -> pb::StreamEventsResponse {
+pub(super) fn stream_item_pb<D: DetailsPb>(record: Record<D>) -> pb::StreamEventsResponse {
     pb::StreamEventsResponse {
         event: Some(event_pb(record)),
     }
@@ -268,6 +268,12 @@ pub(super) trait DetailsPb {
 impl DetailsPb for serde_json::Map<String, serde_json::Value> {
     fn into_struct(self) -> prost_types::Struct {
         auditlog_proto::json::json_to_struct(&self)
+    }
+}
+
+impl DetailsPb for &serde_json::Map<String, serde_json::Value> {
+    fn into_struct(self) -> prost_types::Struct {
+        auditlog_proto::json::json_to_struct(self)
     }
 }
 

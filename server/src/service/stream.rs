@@ -19,14 +19,16 @@ use crate::store::{Committed, Record};
 pub(crate) struct Encoded(Bytes);
 
 impl Encoded {
-    fn of(record: Record) -> Encoded {
+    fn of<D: edge::DetailsPb>(record: Record<D>) -> Encoded {
         Encoded(edge::stream_item_pb(record).encode_to_vec().into())
     }
 }
 
 impl Form for Encoded {
     fn live(group: &Committed, i: usize) -> Encoded {
-        Encoded(group.wire(i, |record| Encoded::of(record.clone()).0))
+        // The group keeps its records: their details are converted from
+        // where they are, not from a deep copy.
+        Encoded(group.wire(i, |record| Encoded::of(record.borrowing_details()).0))
     }
 
     fn read(record: Record) -> Encoded {
@@ -69,7 +71,7 @@ mod tests {
     #[test]
     fn an_encoded_event_decodes_as_the_message_it_stands_for() {
         let record: Record = serde_json::from_str(
-            r#"{"seq":7,"id":"e-7","timestamp":"2026-12-04T10:00:00.000000Z","event_type":"lead.created","actor":"crm","caller":null,"lead_id":"L-1","workflow":null,"details":{"score":3,"tags":["a"]},"key_id":"k1","prev":"00","signature":"ff"}"#,
+            r#"{"seq":7,"id":"e-7","timestamp":"2026-12-04T10:00:00.000000Z","event_type":"lead.created","actor":"crm","caller":"svc","lead_id":"L-1","workflow":"w","details":{"score":3,"tags":["a"]},"idempotency_key":"k-7","key_id":"k1","prev":"00","signature":"ff"}"#,
         )
         .unwrap();
         let expected = edge::stream_item_pb(record.clone());

@@ -273,6 +273,28 @@ impl<D> Record<D> {
     pub fn check_mac(&self, line: &[u8], keyring: &Keyring) -> MacCheck {
         check_mac(line, &self.key_id, &self.signature, keyring)
     }
+
+    /// A copy whose `details` borrow this record's: for a reader that turns
+    /// them into another form (the stream's protobuf) straight from the
+    /// record a live group keeps, without a deep copy of them first.
+    pub fn borrowing_details(&self) -> Record<&D> {
+        Record {
+            seq: self.seq,
+            id: self.id.clone(),
+            timestamp: self.timestamp,
+            event_type: self.event_type.clone(),
+            actor: self.actor.clone(),
+            caller: self.caller.clone(),
+            lead_id: self.lead_id.clone(),
+            workflow: self.workflow.clone(),
+            details: &self.details,
+            idempotency_key: self.idempotency_key.clone(),
+            batch: self.batch,
+            key_id: self.key_id.clone(),
+            prev: self.prev.clone(),
+            signature: self.signature.clone(),
+        }
+    }
 }
 
 /// The fields verification needs, read by their fixed positions (`seq`
