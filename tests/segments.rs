@@ -949,6 +949,31 @@ async fn a_truncated_segment_is_unreadable() {
     );
 }
 
+/// A change that leaves every line readable (a member header's time field,
+/// which no reader uses) is still a changed file: reported as modified, and
+/// nothing else.
+#[tokio::test]
+async fn a_segment_changed_where_no_line_is_is_still_modified() {
+    let s = Segmented::new().await;
+    let seg = &s.segments[1];
+    let path = s.path(&seg.file);
+    let lines = zcat(&path);
+    let mut bytes = std::fs::read(&path).unwrap();
+    // The server writes every member with this header (no time, no name).
+    let header = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let second = bytes[1..]
+        .windows(header.len())
+        .position(|w| w == header)
+        .expect("a second gzip member")
+        + 1;
+    bytes[second + 4] = 1;
+    std::fs::write(&path, &bytes).unwrap();
+    assert_eq!(zcat(&path), lines, "the same lines, in a changed file");
+
+    let found = s.problems().await;
+    assert_eq!(found, vec![(SegmentModified, seg.file.clone(), seg.first)]);
+}
+
 #[tokio::test]
 async fn an_unlisted_segment_file_is_reported() {
     let s = Segmented::new().await;
