@@ -21,7 +21,7 @@
 pub(crate) mod idx;
 pub(crate) mod members;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -81,7 +81,6 @@ pub(crate) fn compress(
         let mut hasher = Sha256::new();
         let mut builder = IndexBuilder::default();
         let mut info = SealedInfo::default();
-        let mut leads = HashSet::new();
         let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
         let mut line = Vec::with_capacity(4096);
         let mut member = Member::new();
@@ -99,7 +98,7 @@ pub(crate) fn compress(
             if let Some(record) = IndexFields::read(&line[..line.len() - 1]) {
                 let chunk_no = builder.index.chunks.len() as u32;
                 builder.row(&record, chunk_no, chunk.len() as u32, line.len() as u32);
-                info.note(&record, &mut leads);
+                info.note(&record);
             }
             chunk.extend_from_slice(&line);
             if chunk.len() >= CHUNK_BYTES {
@@ -118,7 +117,7 @@ pub(crate) fn compress(
         out.flush()?;
         info.sha256 = hex::encode(hasher.finalize());
         info.bytes = member.end();
-        info.leads = leads.len() as u64;
+        info.count(&builder.index);
         Ok((info, builder.index))
     })?;
     let encoded = index.encode();
@@ -132,7 +131,7 @@ pub(crate) fn compress(
 }
 
 impl SealedInfo {
-    fn note(&mut self, r: &IndexFields<'_>, leads: &mut HashSet<String>) {
+    fn note(&mut self, r: &IndexFields<'_>) {
         if self.events == 0 {
             self.first_seq = r.seq;
             self.first_timestamp = r.timestamp;
@@ -142,25 +141,41 @@ impl SealedInfo {
         self.last_seq = r.seq;
         self.last_timestamp = r.timestamp;
         r.signature.as_ref().clone_into(&mut self.last_signature);
-        count(&mut self.event_types, &r.event_type);
-        if let Some(w) = r.workflow.as_deref() {
-            count(&mut self.workflows, w);
-        }
-        if let Some(l) = r.lead_id.as_deref()
-            && !leads.contains(l)
-        {
-            leads.insert(l.to_owned());
-        }
     }
-}
 
-/// Adds one to `name`'s count, allocating its key only the first time.
-fn count(counts: &mut BTreeMap<String, u64>, name: &str) {
-    match counts.get_mut(name) {
-        Some(n) => *n += 1,
-        None => {
-            counts.insert(name.to_owned(), 1);
+    /// Counts the event types, workflows and distinct leads of `index`'s
+    /// rows by their interned ids (each string once, not once per record).
+    fn count(&mut self, index: &SegmentIndex) {
+        let n = index.strings.len();
+        let (mut types, mut workflows, mut leads) = (vec![0u64; n], vec![0u64; n], vec![false; n]);
+        for row in &index.rows {
+            if let Some(c) = types.get_mut(row.event_type as usize) {
+                *c += 1;
+            }
+            if let Some(c) = (row.workflow as usize)
+                .checked_sub(1)
+                .and_then(|i| workflows.get_mut(i))
+            {
+                *c += 1;
+            }
+            if let Some(seen) = (row.lead as usize)
+                .checked_sub(1)
+                .and_then(|i| leads.get_mut(i))
+            {
+                *seen = true;
+            }
         }
+        let named = |counts: Vec<u64>| -> BTreeMap<String, u64> {
+            counts
+                .into_iter()
+                .zip(&index.strings)
+                .filter(|(c, _)| *c > 0)
+                .map(|(c, name)| (name.clone(), c))
+                .collect()
+        };
+        self.event_types = named(types);
+        self.workflows = named(workflows);
+        self.leads = leads.iter().filter(|&&seen| seen).count() as u64;
     }
 }
 

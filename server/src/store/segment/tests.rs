@@ -82,6 +82,10 @@ fn compressed_segment_keeps_every_byte_and_indexes_every_record() {
     assert_eq!((info.first_seq, info.last_seq, info.events), (1, 500, 500));
     assert_eq!(info.first_prev, GENESIS);
     assert_eq!(info.event_types["error"], 100);
+    assert_eq!(info.event_types["email_sent"], 400);
+    assert_eq!(info.event_types.len(), 2);
+    assert_eq!(info.workflows["sales"], 250);
+    assert_eq!(info.workflows.len(), 1);
     assert_eq!(info.leads, 7);
     assert_eq!(info.sha256, sha256_file(&gz).unwrap());
 
