@@ -239,8 +239,14 @@ impl<'k> Verifier<'k> {
     }
 
     /// Checks one line (without its newline) at 1-based `line_no` of `file`.
-    /// Returns the record's seq when it could be read.
-    pub(crate) fn check_line(&mut self, file: &str, line_no: u64, line: &[u8]) -> Option<u64> {
+    /// Returns the record's head (seq, key, `prev`, signature) when it could
+    /// be read.
+    pub(crate) fn check_line<'l>(
+        &mut self,
+        file: &str,
+        line_no: u64,
+        line: &'l [u8],
+    ) -> Option<RecordHead<'l>> {
         let Some(head) = RecordHead::peek(line) else {
             let what = match Record::parse(line) {
                 Err(LineError::NoSignature) => "has no trailing signature field".to_owned(),
@@ -377,7 +383,7 @@ impl<'k> Verifier<'k> {
         self.expected = self.expected.max(seq.saturating_add(1));
         self.prev.clear();
         self.prev.push_str(head.signature);
-        Some(seq)
+        Some(head)
     }
 
     /// Reports a problem that is not about one line (an unreadable file),

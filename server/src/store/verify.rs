@@ -331,7 +331,6 @@ fn check_all(items: &[Item], cx: Context<'_>, leaves: Option<&Leaves>) -> Vec<Ch
 
 fn check(item: &Item, cx: Context<'_>, mut leaves: Option<Leaves>) -> Checked {
     let fresh = || Verifier::unanchored(cx.keyring, cx.wanted).with_range(cx.range.clone());
-    let mut v = fresh();
     match item {
         Item::Skip { entry } => Checked {
             report: Report::default(),
@@ -340,6 +339,7 @@ fn check(item: &Item, cx: Context<'_>, mut leaves: Option<Leaves>) -> Checked {
             leaves: None,
         },
         Item::Missing { entry } => {
+            let mut v = fresh();
             v.problem(
                 FindingKind::SegmentMissing,
                 &entry.file,
@@ -361,6 +361,7 @@ fn check(item: &Item, cx: Context<'_>, mut leaves: Option<Leaves>) -> Checked {
             }
         }
         Item::Plain { name, file } => {
+            let mut v = fresh();
             v.segment_read();
             // Past the committed end of the active file are writes in
             // progress and zeros, not records.
@@ -447,12 +448,17 @@ fn read_lines(
         }
         line.pop();
         out.count += 1;
-        if let Some(seq) = v.check_line(file, line_no, &line) {
+        if let Some(head) = v.check_line(file, line_no, &line) {
             if let Some(leaves) = leaves.as_deref_mut() {
-                leaves.line(seq, &line);
+                leaves.line(head.seq, &line);
             }
-            if let Some(head) = super::record::RecordHead::peek(&line) {
-                out.last = Some((seq, head.signature.to_owned()));
+            // One buffer for the last signature, not a string per line.
+            match &mut out.last {
+                Some((seq, signature)) => {
+                    *seq = head.seq;
+                    head.signature.clone_into(signature);
+                }
+                None => out.last = Some((head.seq, head.signature.to_owned())),
             }
         }
     }
