@@ -1,9 +1,17 @@
 //! Generates the server side of `AuditService` over the messages the
-//! `auditlog-proto` crate generates, but for one: `StreamEventsResponse` is
-//! the server's own type (`crate::service::stream::Encoded`), an event
-//! already encoded, so a group of live events is encoded once for every
-//! follower instead of once per follower. Clients and every other message
-//! are the `auditlog-proto` crate's; the bytes on the wire are the same.
+//! `auditlog-proto` crate generates, but for a few:
+//!
+//! - `StreamEventsResponse` is the server's own type
+//!   (`crate::service::stream::Encoded`), an event already encoded, so a
+//!   group of live events is encoded once for every follower instead of once
+//!   per follower;
+//! - `LogRequest`, `LogBatchRequest` and `EventInput` are generated here
+//!   again, with `google.protobuf.Struct` as the server's own decoder
+//!   (`crate::service::details::WireDetails`), so each event's `details`
+//!   decode straight into the JSON text its line holds.
+//!
+//! Clients and every other message are the `auditlog-proto` crate's; the
+//! bytes on the wire are the same.
 //!
 //! Sets `BUILD_GIT_REVISION` (not `AUDITLOG_`-prefixed: `cargo test` and
 //! `cargo run` also put it in the environment, where the server would read it
@@ -33,6 +41,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The requests that carry events: generated here so that their `details`
+/// decode straight into JSON text (`crate::service::details`).
+const OWN_MESSAGES: [&str; 3] = ["LogRequest", "LogBatchRequest", "EventInput"];
+
 fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
     let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
     println!("cargo:rerun-if-changed={}", proto.display());
@@ -40,15 +52,32 @@ fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
     for file in &mut fds.file {
         file.service.retain(|s| s.name() == "AuditService");
     }
-    tonic_prost_build::configure()
+    let mut config = tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
         .extern_path(
             ".auditlog.v1.StreamEventsResponse",
             "crate::service::stream::Encoded",
         )
-        .extern_path(".auditlog.v1", "::auditlog_proto::v1")
-        .compile_fds(fds)?;
+        .extern_path(
+            ".google.protobuf.Struct",
+            "crate::service::details::WireDetails",
+        );
+    // Every other message and enum is the auditlog-proto crate's; only
+    // those named here are generated again, here, with `details` as
+    // `WireDetails`.
+    for file in &fds.file {
+        let names = file.message_type.iter().map(|m| m.name());
+        for name in names.chain(file.enum_type.iter().map(|e| e.name())) {
+            if !OWN_MESSAGES.contains(&name) && name != "StreamEventsResponse" {
+                config = config.extern_path(
+                    format!(".auditlog.v1.{name}"),
+                    format!("::auditlog_proto::v1::{name}"),
+                );
+            }
+        }
+    }
+    config.compile_fds(fds)?;
     Ok(())
 }
 

@@ -61,7 +61,7 @@ pub mod json {
 
     impl NotJson {
         /// This error, found in the value under `key` of an object.
-        fn under_key(mut self, key: &str) -> NotJson {
+        pub fn under_key(mut self, key: &str) -> NotJson {
             self.path = match self.path.chars().next() {
                 None => key.to_owned(),
                 Some('[') => format!("{key}{}", self.path),
@@ -71,7 +71,7 @@ pub mod json {
         }
 
         /// This error, found in item `i` of a list.
-        fn under_item(mut self, i: usize) -> NotJson {
+        pub fn under_item(mut self, i: usize) -> NotJson {
             self.path = match self.path.chars().next() {
                 None | Some('[') => format!("[{i}]{}", self.path),
                 Some(_) => format!("[{i}].{}", self.path),

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::keys::{KeyError, MIN_KEY_LEN, Secret, load_or_generate};
-use crate::store::{NewEvent, Record};
+use crate::store::{Details, NewEvent, Record};
 
 /// The prefix of every pseudonym token.
 pub(crate) const TOKEN_PREFIX: &str = "pii:hmac:";
@@ -261,7 +261,9 @@ impl Compliance {
         {
             *lead = self.token(lead);
         }
-        self.walk(&mut event.details);
+        let mut details = event.details.to_map();
+        self.walk(&mut details);
+        event.details = Details::from_map(&details);
     }
 
     /// The lead id a query should look for: the token when every event's
@@ -334,7 +336,7 @@ impl Subject {
             found.push("lead_id".to_owned());
         }
         let mut path = String::from("details");
-        for (key, value) in &record.details {
+        for (key, value) in &record.details.to_map() {
             self.find(key, value, &mut path, &mut found);
         }
         found
@@ -411,7 +413,7 @@ mod tests {
             caller: None,
             lead_id: Some("jane@example.com".into()),
             workflow: workflow.map(String::from),
-            details: details.as_object().unwrap().clone(),
+            details: details.as_object().unwrap().clone().into(),
             idempotency_key: None,
         }
     }
@@ -430,7 +432,7 @@ mod tests {
             None,
         );
         c.apply(&mut e);
-        let d = Value::Object(e.details.clone());
+        let d = Value::Object(e.details.to_map());
         let jane = c.token("jane@example.com");
         assert_eq!(d["Email"], json!(jane));
         assert_eq!(d["source"], "web");
@@ -456,7 +458,7 @@ mod tests {
         });
         let mut other = event(json!({"email": "a@b.c"}), Some("us"));
         c.apply(&mut other);
-        assert_eq!(other.details["email"], "a@b.c");
+        assert_eq!(other.details.to_map()["email"], "a@b.c");
         assert_eq!(other.lead_id.as_deref(), Some("jane@example.com"));
         let mut eu = event(json!({"email": "a@b.c"}), Some("eu"));
         c.apply(&mut eu);
@@ -510,7 +512,7 @@ mod tests {
         let c = Compliance::load(&ComplianceConfig::default(), dir.path()).unwrap();
         let mut e = event(json!({"email": "a@b.c"}), None);
         c.apply(&mut e);
-        assert_eq!(e.details["email"], "a@b.c");
+        assert_eq!(e.details.to_map()["email"], "a@b.c");
         assert!(!dir.path().join(KEY_FILE).exists());
     }
 

@@ -100,7 +100,8 @@ impl RuleState {
 /// What an event says went wrong: `error_type: error_message` when it has
 /// them, else its type.
 fn message_of(record: &Record) -> String {
-    let field = |k: &str| record.details.get(k).and_then(Value::as_str);
+    let details = record.details.to_map();
+    let field = |k: &str| details.get(k).and_then(Value::as_str);
     let text = match (
         field("error_type"),
         field("error_message").or(field("message")),
@@ -135,7 +136,7 @@ mod tests {
             caller: None,
             lead_id: None,
             workflow: workflow.map(Into::into),
-            details,
+            details: details.into(),
             idempotency_key: None,
             batch: None,
             key_id: String::new(),

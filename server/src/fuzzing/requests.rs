@@ -6,7 +6,7 @@ use prost::Message as _;
 use tonic::Code;
 
 use super::sample::keyring;
-use crate::service::{self, MAX_BATCH, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, PageToken};
+use crate::service::{self, MAX_BATCH, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, PageToken, api};
 use crate::store::Order;
 use crate::store::record::{GENESIS, MacCheck, NewEvent, Record, RecordHead};
 
@@ -28,6 +28,49 @@ pub fn page_token(data: &[u8]) {
     }
 }
 
+/// The server's own decoding of events (`details` straight into JSON
+/// text) against prost's generic one: both decode or neither does, and each
+/// event's details are the text the generic path wrote (the JSON object
+/// `struct_into_json` gives, serialized), or refused at the same path.
+fn same_decoding<E: std::fmt::Debug>(
+    ours: Result<Vec<&api::EventInput>, &E>,
+    generic: Result<Vec<&pb::EventInput>, &prost::DecodeError>,
+) {
+    let (ours, generic) = match (ours, generic) {
+        (Ok(ours), Ok(generic)) => (ours, generic),
+        (Err(_), Err(_)) => return,
+        (ours, generic) => panic!("the decodings disagree: ours {ours:?}, prost's {generic:?}"),
+    };
+    assert_eq!(ours.len(), generic.len());
+    for (o, g) in ours.into_iter().zip(generic) {
+        assert_eq!(
+            (
+                &o.event_type,
+                &o.actor,
+                &o.lead_id,
+                &o.workflow,
+                &o.idempotency_key
+            ),
+            (
+                &g.event_type,
+                &g.actor,
+                &g.lead_id,
+                &g.workflow,
+                &g.idempotency_key
+            )
+        );
+        let text = o
+            .details
+            .clone()
+            .map(|d| d.into_details().map(|d| d.as_str().to_owned()));
+        let expected = g.details.clone().map(|s| {
+            auditlog_proto::json::struct_into_json(s)
+                .map(|m| serde_json::to_string(&m).unwrap_or_default())
+        });
+        assert_eq!(text, expected, "the details' JSON differs");
+    }
+}
+
 /// `validation`: a request decoded from the bytes after the first, which
 /// chooses its kind (Log, LogBatch or Query), through the handler's checks.
 ///
@@ -41,7 +84,13 @@ pub fn validation(data: &[u8]) {
     };
     match kind % 3 {
         0 => {
-            let Ok(req) = pb::LogRequest::decode(bytes) else {
+            let ours = api::LogRequest::decode(bytes);
+            let generic = pb::LogRequest::decode(bytes);
+            same_decoding(
+                ours.as_ref().map(|r| r.event.iter().collect()),
+                generic.as_ref().map(|r| r.event.iter().collect()),
+            );
+            let Ok(req) = ours else {
                 return;
             };
             match service::validate_log(req, None) {
@@ -50,7 +99,13 @@ pub fn validation(data: &[u8]) {
             }
         }
         1 => {
-            let Ok(req) = pb::LogBatchRequest::decode(bytes) else {
+            let ours = api::LogBatchRequest::decode(bytes);
+            let generic = pb::LogBatchRequest::decode(bytes);
+            same_decoding(
+                ours.as_ref().map(|r| r.events.iter().collect()),
+                generic.as_ref().map(|r| r.events.iter().collect()),
+            );
+            let Ok(req) = ours else {
                 return;
             };
             match service::validate_batch(req.events, None) {

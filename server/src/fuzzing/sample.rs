@@ -30,7 +30,7 @@ pub fn sample_log(n: u64, batch: Option<(u64, u32)>) -> Vec<u8> {
             caller: None,
             lead_id: Some(format!("LEAD-{seq:03}")),
             workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
-            details,
+            details: details.into(),
             idempotency_key: None,
         };
         let size = batch.filter(|b| b.0 == seq).map(|b| b.1);

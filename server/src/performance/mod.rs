@@ -162,7 +162,7 @@ impl Performance {
     /// Adds the measurement a `performance` event carries, if it carries one.
     pub fn record_event(&self, record: &Record) {
         if let Some((op, ms)) = measurement(record) {
-            self.record(Source::Tracked, op, ms);
+            self.record(Source::Tracked, &op, ms);
         }
     }
 

@@ -12,13 +12,14 @@ use super::{EVENT_TYPE, OperationStats, Performance, Source, summarize};
 use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
 
 /// The operation and duration a `performance` event carries.
-pub(crate) fn measurement(record: &Record) -> Option<(&str, f64)> {
+pub(crate) fn measurement(record: &Record) -> Option<(String, f64)> {
     if record.event_type != EVENT_TYPE {
         return None;
     }
-    let op = record.details.get("operation")?.as_str()?;
-    let ms = duration_ms(&record.details)?;
-    (ms.is_finite() && ms >= 0.0 && !op.is_empty()).then_some((op, ms))
+    let details = record.details.to_map();
+    let op = details.get("operation")?.as_str()?;
+    let ms = duration_ms(&details)?;
+    (ms.is_finite() && ms >= 0.0 && !op.is_empty()).then(|| (op.to_owned(), ms))
 }
 
 /// The duration `details` give, in milliseconds: `duration_ms`, or else
@@ -125,8 +126,9 @@ impl Measurements {
         if event.event_type != EVENT_TYPE {
             return None;
         }
-        let op = event.details.get("operation")?.as_str()?;
-        let ms = duration_ms(&event.details)?;
+        let details = event.details.to_map();
+        let op = details.get("operation")?.as_str()?;
+        let ms = duration_ms(&details)?;
         (ms.is_finite() && ms >= 0.0 && check_operation(op).is_ok()).then(|| (op.to_owned(), ms))
     }
 }

@@ -14,7 +14,7 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
-use super::api::audit_service_server::AuditService;
+use super::api::{self, audit_service_server::AuditService};
 use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
 use super::page_token::PageToken;
@@ -32,7 +32,10 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AuditService for AuditSvc {
-    async fn log(&self, req: Request<pb::LogRequest>) -> Result<Response<pb::LogResponse>, Status> {
+    async fn log(
+        &self,
+        req: Request<api::LogRequest>,
+    ) -> Result<Response<pb::LogResponse>, Status> {
         if let Some(answer) = self.forward_log(&req).await? {
             return Ok(Response::new(answer));
         }
@@ -53,7 +56,7 @@ impl AuditService for AuditSvc {
 
     async fn log_batch(
         &self,
-        req: Request<pb::LogBatchRequest>,
+        req: Request<api::LogBatchRequest>,
     ) -> Result<Response<pb::LogBatchResponse>, Status> {
         if let Some(answer) = self.forward_log_batch(&req).await? {
             return Ok(Response::new(answer));
@@ -292,10 +295,10 @@ fn count_error_types(
                 let kind = record
                     .details
                     .get("error_type")
-                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.as_str().map(str::to_owned))
                     .filter(|s| !s.is_empty())
-                    .unwrap_or("unknown");
-                *counts.entry(kind.to_owned()).or_default() += 1;
+                    .unwrap_or_else(|| "unknown".to_owned());
+                *counts.entry(kind).or_default() += 1;
             }
             ControlFlow::Continue(())
         },

@@ -25,7 +25,7 @@ use crate::alerts::{ChannelStatus, RuleStatus};
 use crate::cluster::ClusterError;
 use crate::keys::Secret;
 use crate::performance::{OperationStats, Source};
-use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
+use crate::store::{self, Details, Purge, Record, Sealed, Stats, StoreError};
 use crate::store::{FindingKind, Report};
 use crate::webhooks::{EndpointStatus, NoSecret};
 
@@ -274,6 +274,20 @@ impl DetailsPb for serde_json::Map<String, serde_json::Value> {
 impl DetailsPb for &serde_json::Map<String, serde_json::Value> {
     fn into_struct(self) -> prost_types::Struct {
         auditlog_proto::json::json_to_struct(self)
+    }
+}
+
+impl DetailsPb for &Details {
+    fn into_struct(self) -> prost_types::Struct {
+        // The text is a JSON object by construction.
+        serde_json::from_str::<StructFromJson>(self.as_str())
+            .map_or_else(|_| Default::default(), |s| s.0)
+    }
+}
+
+impl DetailsPb for Details {
+    fn into_struct(self) -> prost_types::Struct {
+        (&self).into_struct()
     }
 }
 

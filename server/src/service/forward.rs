@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use auditlog_proto::v1 as pb;
 use tokio::time::Instant;
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
 use super::AuditSvc;
+use super::api;
 use super::deadline::call_timeout;
 use super::edge;
 
@@ -22,10 +24,18 @@ impl AuditSvc {
     /// replica holds it; `None` to write here.
     pub(super) async fn forward_log(
         &self,
-        req: &Request<pb::LogRequest>,
+        req: &Request<api::LogRequest>,
     ) -> Result<Option<pb::LogResponse>, Status> {
+        let message = || pb::LogRequest {
+            event: req.get_ref().event.as_ref().map(event_pb),
+            with_proof: req.get_ref().with_proof,
+        };
         let Some((answer, until)) = self
-            .forward(req, |mut c, r| async move { c.log(r).await })
+            .forward(
+                req.metadata(),
+                message,
+                |mut c, r| async move { c.log(r).await },
+            )
             .await?
         else {
             return Ok(None);
@@ -39,10 +49,16 @@ impl AuditSvc {
     /// replica holds all of it; `None` to write here.
     pub(super) async fn forward_log_batch(
         &self,
-        req: &Request<pb::LogBatchRequest>,
+        req: &Request<api::LogBatchRequest>,
     ) -> Result<Option<pb::LogBatchResponse>, Status> {
+        let message = || pb::LogBatchRequest {
+            events: req.get_ref().events.iter().map(event_pb).collect(),
+            with_proof: req.get_ref().with_proof,
+        };
         let Some((answer, until)) = self
-            .forward(req, |mut c, r| async move { c.log_batch(r).await })
+            .forward(req.metadata(), message, |mut c, r| async move {
+                c.log_batch(r).await
+            })
             .await?
         else {
             return Ok(None);
@@ -52,15 +68,16 @@ impl AuditSvc {
         Ok(Some(answer))
     }
 
-    /// Forwards `req` if this node follows a known leader: the answer and
-    /// when waiting for the replica must end.
+    /// Forwards the request `message` makes, sent with `metadata`, if this
+    /// node follows a known leader: the answer and when waiting for the
+    /// replica must end.
     async fn forward<Req, Resp, F, Fut>(
         &self,
-        req: &Request<Req>,
+        metadata: &MetadataMap,
+        message: impl FnOnce() -> Req,
         call: F,
     ) -> Result<Option<(Resp, Instant)>, Status>
     where
-        Req: Clone,
         F: FnOnce(
             pb::audit_service_client::AuditServiceClient<tonic::transport::Channel>,
             Request<Req>,
@@ -71,21 +88,28 @@ impl AuditSvc {
         let Some(cluster) = &running.cluster else {
             return Ok(None);
         };
-        let Some(leader) = cluster.forward_to(req.metadata()) else {
+        let Some(leader) = cluster.forward_to(metadata) else {
             return Ok(None);
         };
-        let timeout = call_timeout(req.metadata()).unwrap_or(FORWARD_WAIT);
+        let timeout = call_timeout(metadata).unwrap_or(FORWARD_WAIT);
         let until = Instant::now() + timeout.saturating_sub(timeout / 10);
         let answer = cluster
-            .forward(
-                &leader,
-                req.get_ref().clone(),
-                req.metadata(),
-                timeout,
-                call,
-            )
+            .forward(&leader, message(), metadata, timeout, call)
             .await
             .map_err(edge::cluster_status)?;
         Ok(Some((answer, until)))
+    }
+}
+
+/// An event as the leader's API takes it: the same fields, `details` as
+/// the `Struct` they were decoded from (keys in order, repeats merged).
+fn event_pb(event: &api::EventInput) -> pb::EventInput {
+    pb::EventInput {
+        event_type: event.event_type.clone(),
+        actor: event.actor.clone(),
+        lead_id: event.lead_id.clone(),
+        workflow: event.workflow.clone(),
+        details: event.details.as_ref().map(|d| d.to_struct()),
+        idempotency_key: event.idempotency_key.clone(),
     }
 }

@@ -20,6 +20,7 @@
 mod admin;
 mod audit;
 mod deadline;
+mod details;
 mod edge;
 mod forward;
 mod page_token;
@@ -168,14 +169,14 @@ mod tests {
             caller: Some("pipeline".into()),
             lead_id: Some("LEAD-7".into()),
             workflow: Some("nurture".into()),
-            details,
+            details: details.into(),
             idempotency_key: Some("idem-1".into()),
         };
         let bare = NewEvent {
             caller: None,
             lead_id: None,
             workflow: None,
-            details: serde_json::Map::new(),
+            details: Default::default(),
             idempotency_key: None,
             ..with_all.clone()
         };
@@ -205,7 +206,7 @@ mod tests {
             caller: None,
             lead_id: None,
             workflow: None,
-            details: serde_json::Map::new(),
+            details: Default::default(),
             idempotency_key: None,
         };
         let (_, line) = Record::seal(event, 1, "i".into(), 0, None, "p", &keyring);

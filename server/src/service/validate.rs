@@ -6,11 +6,12 @@
 //! violation of every event (`events[3].event_type ...`), so a caller fixes
 //! everything in one round.
 
-use auditlog_proto::json::struct_into_json;
 use auditlog_proto::v1 as pb;
 use tonic::Status;
 use tonic_types::ErrorDetails;
 
+use super::api;
+use super::details::WireDetails;
 use super::edge::{self, check_violations, invalid, micros_of};
 use crate::auth::Caller;
 use crate::performance;
@@ -27,7 +28,7 @@ pub(crate) const MAX_FIELD_LEN: usize = 256;
 
 /// Checks a Log request made by `caller` (`None` when auth is off).
 pub(crate) fn validate_log(
-    req: pb::LogRequest,
+    req: api::LogRequest,
     caller: Option<&Caller>,
 ) -> Result<NewEvent, Status> {
     let input = req.event.ok_or_else(|| invalid("event", "is required"))?;
@@ -37,7 +38,7 @@ pub(crate) fn validate_log(
 /// Checks a LogBatch request's events: all of them are valid or none is
 /// written, and every violation of every event is reported.
 pub(crate) fn validate_batch(
-    inputs: Vec<pb::EventInput>,
+    inputs: Vec<api::EventInput>,
     caller: Option<&Caller>,
 ) -> Result<Vec<NewEvent>, Status> {
     if inputs.is_empty() {
@@ -95,7 +96,13 @@ pub(super) fn validate_track(
             .fields
             .insert(key.to_owned(), prost_types::Value { kind: Some(value) });
     }
-    let input = pb::EventInput {
+    let details = WireDetails::of_struct(&details).map_err(|e| {
+        invalid(
+            "details",
+            &format!("does not decode as a google.protobuf.Struct: {e}"),
+        )
+    })?;
+    let input = api::EventInput {
         event_type: performance::EVENT_TYPE.to_owned(),
         actor: req.actor,
         lead_id: req.lead_id,
@@ -108,7 +115,7 @@ pub(super) fn validate_track(
 
 /// Checks one event; `path` names it in violations (`event`, `request`).
 fn validate_event(
-    input: pb::EventInput,
+    input: api::EventInput,
     path: &str,
     caller: Option<&Caller>,
 ) -> Result<NewEvent, Status> {
@@ -137,7 +144,7 @@ fn check_actor(event: &NewEvent, path: &str, caller: Option<&Caller>) -> Result<
 /// `path` gives it (built only when there is one: `events[3]`); the event
 /// once it has none.
 fn check_event(
-    mut input: pb::EventInput,
+    mut input: api::EventInput,
     path: &dyn Fn() -> String,
     caller: Option<&Caller>,
     violations: &mut ErrorDetails,
@@ -179,19 +186,19 @@ fn check_event(
             violate(field, reason);
         }
     }
-    let details = match input.details.take().map(struct_into_json).transpose() {
+    let details = match input
+        .details
+        .take()
+        .map(WireDetails::into_details)
+        .transpose()
+    {
         Ok(d) => d.unwrap_or_default(),
         Err(e) => {
             violate(&format!("details.{}", e.path), e.reason.to_owned());
             Default::default()
         }
     };
-    // The exact size costs a serialization; a cheap bound settles all but
-    // details near the limit.
-    let size = match json_bound(&details) {
-        bound if bound <= MAX_DETAILS_BYTES => bound,
-        _ => json_len(&details),
-    };
+    let size = details.len();
     if size > MAX_DETAILS_BYTES {
         violate(
             "details",
@@ -335,50 +342,6 @@ pub(super) fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// The length of `value` as JSON, counted without building the text.
-/// An upper bound on the length of `value` as JSON, without serializing it:
-/// every string byte counted as the 6 of its longest escape (`\u00XX`),
-/// every number as the longest a number prints (24 bytes).
-fn json_bound(value: &serde_json::Map<String, serde_json::Value>) -> usize {
-    fn string(s: &str) -> usize {
-        2 + 6 * s.len()
-    }
-    fn of(value: &serde_json::Value) -> usize {
-        use serde_json::Value;
-        match value {
-            Value::Null | Value::Bool(_) => 5,
-            Value::Number(_) => 24,
-            Value::String(s) => string(s),
-            Value::Array(items) => 2 + items.iter().map(|v| of(v) + 1).sum::<usize>(),
-            Value::Object(map) => object(map),
-        }
-    }
-    fn object(map: &serde_json::Map<String, serde_json::Value>) -> usize {
-        2 + map
-            .iter()
-            .map(|(k, v)| string(k) + 1 + of(v) + 1)
-            .sum::<usize>()
-    }
-    object(value)
-}
-
-fn json_len(value: &serde_json::Map<String, serde_json::Value>) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing a JSON map into a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
-
 /// Why `value` is refused if it holds a control character (C0, DEL or
 /// C1: `\n`, `\r`, `\0`, ESC, ...), which would let a short field forge a
 /// row or pass a terminal escape to whoever reads it; `None` if it holds
@@ -401,25 +364,6 @@ fn is_snake_case(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cheap_bound_is_never_below_the_exact_json_length() {
-        let serde_json::Value::Object(map) = serde_json::json!({
-            "": "",
-            "esc\u{1}\"\\\n": "\u{0}\u{1f}\u{7f}é\"\\",
-            "n": [-1.7976931348623157e308, 5e-324, -9223372036854775808i64, 18446744073709551615u64],
-            "deep": {"a": [null, true, false, [], {}], "b": {"c": [0.1, -0.0]}},
-        }) else {
-            unreachable!()
-        };
-        assert!(json_bound(&map) >= json_len(&map));
-        for (k, v) in &map {
-            let mut one = serde_json::Map::new();
-            one.insert(k.clone(), v.clone());
-            assert!(json_bound(&one) >= json_len(&one), "{k:?}: {v}");
-        }
-        assert!(json_bound(&serde_json::Map::new()) >= 2);
-    }
 
     #[test]
     fn snake_case_rule() {

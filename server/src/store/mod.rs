@@ -71,7 +71,7 @@ pub(crate) use chain::{FindingKind, Report};
 pub(crate) use error::StoreError;
 pub(crate) use index::{Filter, Order, Stats, StatsQuery, TooManyBuckets};
 pub(crate) use read::Page;
-pub(crate) use record::{Details, NewEvent, Record};
+pub(crate) use record::{Details, DetailsForm, NewEvent, Record};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 #[cfg(test)]
@@ -374,7 +374,7 @@ impl Store {
     /// each sealed segment's lead copy is read where it has one, which
     /// inflates a few KiB per segment instead of one member per record; a
     /// large page is split over a few reader threads.
-    pub fn page<D: Details>(
+    pub fn page<D: DetailsForm>(
         &self,
         filter: &Filter,
         order: Order,
@@ -395,7 +395,7 @@ impl Store {
     /// [`Store::page`]) and never above `max_seq`, read as [`Store::page`]
     /// reads them, a page of [`SCAN_PAGE`] at a time, each page handed to
     /// `each` until it breaks or none is left. Blocking.
-    pub fn scan<D: Details>(
+    pub fn scan<D: DetailsForm>(
         &self,
         filter: &Filter,
         order: Order,

@@ -19,12 +19,10 @@ use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use serde_json::{Map, Value};
-
 use super::error::StoreError;
 use super::index::{Filter, Meta, Order};
 use super::leads;
-use super::record::{Decoded, Details, MacCheck, Record, RecordHead, parse_row};
+use super::record::{Decoded, Details, DetailsForm, MacCheck, Record, RecordHead, parse_row};
 use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
 use super::shared::Shared;
 
@@ -38,7 +36,7 @@ const MAX_READ_THREADS: usize = 4;
 
 /// One page of the records a filter selects, read, with `details` as `D`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page<D = Map<String, Value>> {
+pub struct Page<D = Details> {
     /// The records, in the order asked for.
     pub records: Vec<Record<D>>,
     /// The cursor of the next page (the seq of the last record here) when
@@ -193,7 +191,7 @@ impl Shared {
     }
 
     /// `Store::page` on this thread.
-    pub(super) fn page<D: Details>(
+    pub(super) fn page<D: DetailsForm>(
         &self,
         filter: &Filter,
         order: Order,
@@ -619,7 +617,10 @@ mod tests {
         assert_eq!(plain.records.len(), 12);
         for (p, c) in plain.records.iter().zip(&counted.records) {
             assert_eq!(c.details.n, p.seq);
-            assert_eq!(Value::Array(c.details.tags.clone()), p.details["tags"]);
+            assert_eq!(
+                Value::Array(c.details.tags.clone()),
+                p.details.to_map()["tags"]
+            );
             assert_eq!(
                 (&c.id, c.timestamp, &c.lead_id, &c.prev, &c.signature),
                 (&p.id, p.timestamp, &p.lead_id, &p.prev, &p.signature)

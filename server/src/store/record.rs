@@ -27,13 +27,18 @@
 
 use std::io::Write as _;
 
+#[cfg(test)]
+use serde_json::{Map, Value};
+
 use crate::clock::format_timestamp;
 use crate::keys::Keyring;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 
+mod details;
 mod layout;
+
+pub(crate) use details::Details;
 
 /// `prev` of the very first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -61,7 +66,7 @@ pub struct NewEvent {
     pub caller: Option<String>,
     pub lead_id: Option<String>,
     pub workflow: Option<String>,
-    pub details: Map<String, Value>,
+    pub details: Details,
     pub idempotency_key: Option<String>,
 }
 
@@ -79,7 +84,7 @@ impl NewEvent {
             caller: None,
             lead_id,
             workflow: None,
-            details,
+            details: details.into(),
             idempotency_key: None,
         }
     }
@@ -91,7 +96,7 @@ impl NewEvent {
 /// definition of the fields a line has, for the writer and every reader.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Record<D = Map<String, Value>> {
+pub struct Record<D = Details> {
     pub seq: u64,
     pub id: String,
     #[serde(with = "timestamp_format")]
@@ -114,9 +119,9 @@ pub struct Record<D = Map<String, Value>> {
 
 /// A form of `details` a stored line can be decoded into: a JSON object,
 /// or a reader's own type (the service decodes it into protobuf).
-pub trait Details: DeserializeOwned + Send + 'static {}
+pub trait DetailsForm: DeserializeOwned + Send + 'static {}
 
-impl<D: DeserializeOwned + Send + 'static> Details for D {}
+impl<D: DeserializeOwned + Send + 'static> DetailsForm for D {}
 
 /// What the read path decodes a line into; it checks the seq and the
 /// signature of what it decoded against what it expected.
@@ -125,7 +130,7 @@ pub(crate) trait Decoded: DeserializeOwned + Send + 'static {
     fn signature(&self) -> &str;
 }
 
-impl<D: Details> Decoded for Record<D> {
+impl<D: DetailsForm> Decoded for Record<D> {
     fn seq(&self) -> u64 {
         self.seq
     }
@@ -210,7 +215,7 @@ impl Record {
         prev: &str,
         keyring: &Keyring,
     ) -> (Record, Vec<u8>) {
-        let mut line = Vec::with_capacity(256 + event.details.len() * 32);
+        let mut line = Vec::with_capacity(320 + event.details.len());
         line.extend_from_slice(b"{\"seq\":");
         let _ = write!(line, "{seq}");
         push_field(&mut line, "id", &id);
@@ -223,7 +228,7 @@ impl Record {
         push_opt_field(&mut line, "lead_id", event.lead_id.as_deref());
         push_opt_field(&mut line, "workflow", event.workflow.as_deref());
         line.extend_from_slice(b",\"details\":");
-        push_json(&mut line, &event.details);
+        line.extend_from_slice(event.details.as_str().as_bytes());
         if let Some(key) = &event.idempotency_key {
             push_field(&mut line, "idempotency_key", key);
         }
@@ -470,7 +475,7 @@ mod tests {
             caller: None,
             lead_id: Some("LEAD-001".into()),
             workflow: None,
-            details,
+            details: details.into(),
             idempotency_key: Some("k-1".into()),
         }
     }
@@ -597,7 +602,10 @@ mod tests {
         // returned another number than Log was given.
         let mut details = Map::new();
         details.insert("x".into(), json!(6.057227193438319e-269));
-        let ev = NewEvent { details, ..event() };
+        let ev = NewEvent {
+            details: details.into(),
+            ..event()
+        };
         let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
         let parsed = Record::parse(&line[..line.len() - 1]).unwrap();
         assert_eq!(parsed.details, record.details);
@@ -608,7 +616,7 @@ mod tests {
         fn any_finite_number_reads_back_exactly(x in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
             let mut details = Map::new();
             details.insert("x".into(), json!(x));
-            let ev = NewEvent { details, ..event() };
+            let ev = NewEvent { details: details.into(), ..event() };
             let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
             let parsed = Record::parse(&line[..line.len() - 1]).unwrap();
             prop_assert_eq!(parsed.details, record.details);
@@ -653,7 +661,7 @@ mod tests {
         fn any_strings_round_trip(t in "\\PC{0,40}", lead in proptest::option::of("\\PC{0,20}"), v in "\\PC{0,40}") {
             let mut details = Map::new();
             details.insert(v.clone(), Value::String(v));
-            let ev = NewEvent { event_type: t, actor: "a".into(), caller: None, lead_id: lead, workflow: None, details, idempotency_key: None };
+            let ev = NewEvent { event_type: t, actor: "a".into(), caller: None, lead_id: lead, workflow: None, details: details.into(), idempotency_key: None };
             let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
             let body = &line[..line.len() - 1];
             let parsed = Record::parse(body).unwrap();

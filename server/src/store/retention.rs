@@ -33,7 +33,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::Store;
 use super::error::StoreError;
@@ -106,7 +106,7 @@ pub(super) fn due(
         caller: None,
         lead_id: None,
         workflow: None,
-        details,
+        details: details.into(),
         idempotency_key: Some(format!("{PURGE_EVENT_TYPE}.{}", purge.through_seq)),
     };
     Ok(Some((purge, event)))
@@ -284,10 +284,11 @@ pub(super) fn purge_point(shared: &Shared) -> Result<Option<(u64, String)>, Stor
     let Some(record) = newest.records.into_iter().next() else {
         return Ok(None);
     };
-    let field = |map: &Map<String, Value>, key: &str| map.get(key).cloned();
-    let through = field(&record.details, "through_seq").and_then(|v| v.as_u64());
-    let signature =
-        field(&record.details, "last_signature").and_then(|v| v.as_str().map(str::to_owned));
+    let details = record.details.to_map();
+    let through = details.get("through_seq").and_then(Value::as_u64);
+    let signature = details
+        .get("last_signature")
+        .and_then(|v| v.as_str().map(str::to_owned));
     match (through, signature) {
         (Some(t), Some(s)) => Ok(Some((t.saturating_add(1), s))),
         _ => Err(StoreError::Corrupt {

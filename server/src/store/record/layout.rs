@@ -228,7 +228,7 @@ mod tests {
                 caller,
                 lead_id,
                 workflow,
-                details,
+                details: details.into(),
                 idempotency_key: key,
             };
             let (_, line) = Record::seal(event, seq, "id".into(), 1_700_000_000_000_000, batch, GENESIS, &keyring());

@@ -35,7 +35,7 @@ fn event(n: u64) -> NewEvent {
         caller: Some("crm-sync".into()),
         lead_id: Some(format!("L{}", n % 5)),
         workflow: None,
-        details,
+        details: details.into(),
         idempotency_key: n.is_multiple_of(3).then(|| format!("key-{n}")),
     }
 }

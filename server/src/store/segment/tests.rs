@@ -20,7 +20,7 @@ fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
                 caller: None,
                 lead_id: Some(format!("L{}", seq % 7)),
                 workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
-                details,
+                details: details.into(),
                 idempotency_key: (seq == 3).then(|| "key3".to_owned()),
             };
             let (r, line) =

@@ -1,0 +1,491 @@
+//! `details` decoded from the wire straight into the JSON text the record's
+//! line holds.
+//!
+//! `details` travel as a `google.protobuf.Struct`. Decoded the generic way,
+//! each event's details became a tree of protobuf values (a map node, a
+//! string and a boxed value per field), then a second tree of JSON values,
+//! then text, and both trees were freed on other threads: about a
+//! microsecond per event, the most of any step between the socket and the
+//! writer. The server's own generated request types (`server/build.rs`)
+//! take [`WireDetails`] where the `Struct` would be. It keeps every string's
+//! bytes in one buffer and the structure as a small tree of ranges, and
+//! [`WireDetails::into_details`] writes the text once.
+//!
+//! The text is exactly what the generic path wrote: keys in byte order, a
+//! repeated key's last value, strings escaped as serde_json escapes them,
+//! numbers without a fraction within ±2^53 as integers, NaN and infinities
+//! refused with the path of the first one. Protobuf's merge rules hold too
+//! (a repeated `details` field or a repeated value merges, a oneof's last
+//! member wins), and the nesting limit is prost's own, since every level is
+//! entered through `prost::encoding::message::merge`.
+
+use std::ops::Range;
+
+use auditlog_proto::json::NotJson;
+use bytes::{Buf, BufMut};
+use prost::encoding::{self, DecodeContext, WireType};
+use prost::{DecodeError, Message};
+use prost_types::value::Kind as PbKind;
+
+use crate::store::Details;
+
+/// A `google.protobuf.Struct` as the ingest path decodes it.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct WireDetails {
+    text: Text,
+    /// The object's fields in wire order, repeats included.
+    fields: Vec<Field>,
+}
+
+/// Where decoded strings go.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Text {
+    /// Every key's and string's bytes (checked UTF-8), back to back.
+    bytes: Vec<u8>,
+    /// A string that prost's decoder reads (see `merge_string`).
+    scratch: String,
+}
+
+/// A key (its bytes' place) and its value.
+type Field = (Range<usize>, Value);
+
+/// A decoded value; strings are places in [`Text::bytes`].
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(Range<usize>),
+    Object(Vec<Field>),
+    List(Vec<Value>),
+}
+
+impl WireDetails {
+    /// The object's JSON text, or where it holds a number JSON cannot.
+    pub(crate) fn into_details(mut self) -> Result<Details, NotJson> {
+        let mut out = Vec::with_capacity(self.text.bytes.len() + 16 * self.fields.len() + 2);
+        write_object(&self.text.bytes, &mut self.fields, &mut out)?;
+        // Escaped UTF-8 and JSON punctuation: always UTF-8.
+        let text = String::from_utf8(out).unwrap_or_else(|_| "{}".to_owned());
+        Ok(Details::from_object_text(text))
+    }
+
+    /// The same object as a protobuf `Struct` (what a cluster follower
+    /// forwards to its leader).
+    pub(crate) fn to_struct(&self) -> prost_types::Struct {
+        struct_of(&self.text.bytes, &self.fields)
+    }
+
+    /// Decodes a `Struct`'s encoding; for details that arrive as a `Struct`
+    /// (TrackPerformance's).
+    pub(crate) fn of_struct(s: &prost_types::Struct) -> Result<WireDetails, DecodeError> {
+        WireDetails::decode(s.encode_to_vec().as_slice())
+    }
+}
+
+impl Message for WireDetails {
+    fn encode_raw(&self, buf: &mut impl BufMut) {
+        self.to_struct().encode_raw(buf);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        if self.fields.capacity() == 0 {
+            self.fields.reserve(8);
+            self.text.bytes.reserve(256);
+        }
+        merge_struct_field(&mut self.text, &mut self.fields, tag, wire_type, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.to_struct().encoded_len()
+    }
+
+    fn clear(&mut self) {
+        self.text.bytes.clear();
+        self.fields.clear();
+    }
+}
+
+/// A field of a `Struct`: a map entry (field 1) is added to `fields`.
+fn merge_struct_field(
+    text: &mut Text,
+    fields: &mut Vec<Field>,
+    tag: u32,
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<(), DecodeError> {
+    match tag {
+        1 => merge_field_entry(text, fields, wire_type, buf, ctx).map_err(|mut e| {
+            e.push("Struct", "fields");
+            e
+        }),
+        _ => encoding::skip_field(wire_type, tag, buf, ctx),
+    }
+}
+
+/// One map entry of a `Struct` (key 1, value 2), added to `fields`.
+fn merge_field_entry(
+    text: &mut Text,
+    fields: &mut Vec<Field>,
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<(), DecodeError> {
+    let mut entry = EntryDecoder {
+        text,
+        key: 0..0,
+        value: Value::Null,
+    };
+    encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
+    fields.push((entry.key, entry.value));
+    Ok(())
+}
+
+/// The decoders of the levels inside a `Struct`. They only decode: the
+/// server never sends them.
+macro_rules! decode_only {
+    ($name:ident, $merge:item) => {
+        impl Message for $name<'_> {
+            fn encode_raw(&self, _: &mut impl BufMut) {}
+
+            $merge
+
+            fn encoded_len(&self) -> usize {
+                0
+            }
+
+            fn clear(&mut self) {}
+        }
+    };
+}
+
+/// A `Struct`'s map entry.
+struct EntryDecoder<'a> {
+    text: &'a mut Text,
+    key: Range<usize>,
+    value: Value,
+}
+
+decode_only!(
+    EntryDecoder,
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => {
+                self.key = self.text.merge_string(wire_type, buf, ctx)?;
+                Ok(())
+            }
+            2 => {
+                let mut value = ValueDecoder {
+                    text: self.text,
+                    value: &mut self.value,
+                };
+                encoding::message::merge(wire_type, &mut value, buf, ctx)
+            }
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+);
+
+/// A `google.protobuf.Value`: the last member of its `kind` wins, and a
+/// repeated struct or list member merges into the one before.
+struct ValueDecoder<'a> {
+    text: &'a mut Text,
+    value: &'a mut Value,
+}
+
+decode_only!(
+    ValueDecoder,
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        let merged = match tag {
+            1 => encoding::int32::merge(wire_type, &mut 0, buf, ctx)
+                .map(|()| *self.value = Value::Null),
+            2 => {
+                let mut n = 0.0;
+                encoding::double::merge(wire_type, &mut n, buf, ctx)
+                    .map(|()| *self.value = Value::Number(n))
+            }
+            3 => self
+                .text
+                .merge_string(wire_type, buf, ctx)
+                .map(|s| *self.value = Value::String(s)),
+            4 => {
+                let mut b = false;
+                encoding::bool::merge(wire_type, &mut b, buf, ctx)
+                    .map(|()| *self.value = Value::Bool(b))
+            }
+            5 => {
+                if !matches!(self.value, Value::Object(_)) {
+                    *self.value = Value::Object(Vec::new());
+                }
+                let Value::Object(fields) = &mut *self.value else {
+                    unreachable!("set just above")
+                };
+                let mut object = ObjectDecoder {
+                    text: self.text,
+                    fields,
+                };
+                encoding::message::merge(wire_type, &mut object, buf, ctx)
+            }
+            6 => {
+                if !matches!(self.value, Value::List(_)) {
+                    *self.value = Value::List(Vec::new());
+                }
+                let Value::List(items) = &mut *self.value else {
+                    unreachable!("set just above")
+                };
+                let mut list = ListDecoder {
+                    text: self.text,
+                    items,
+                };
+                encoding::message::merge(wire_type, &mut list, buf, ctx)
+            }
+            _ => return encoding::skip_field(wire_type, tag, buf, ctx),
+        };
+        merged.map_err(|mut e| {
+            e.push("Value", "kind");
+            e
+        })
+    }
+);
+
+/// A `Struct` nested in a value.
+struct ObjectDecoder<'a> {
+    text: &'a mut Text,
+    fields: &'a mut Vec<Field>,
+}
+
+decode_only!(
+    ObjectDecoder,
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        merge_struct_field(self.text, self.fields, tag, wire_type, buf, ctx)
+    }
+);
+
+/// A `ListValue`.
+struct ListDecoder<'a> {
+    text: &'a mut Text,
+    items: &'a mut Vec<Value>,
+}
+
+decode_only!(
+    ListDecoder,
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<(), DecodeError> {
+        match tag {
+            1 => {
+                let mut item = Value::Null;
+                let mut value = ValueDecoder {
+                    text: self.text,
+                    value: &mut item,
+                };
+                encoding::message::merge(wire_type, &mut value, buf, ctx).map_err(|mut e| {
+                    e.push("ListValue", "values");
+                    e
+                })?;
+                self.items.push(item);
+                Ok(())
+            }
+            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+        }
+    }
+);
+
+impl Text {
+    /// Decodes a string and appends it to `bytes`: its place there.
+    fn merge_string(
+        &mut self,
+        wire_type: WireType,
+        buf: &mut impl Buf,
+        ctx: DecodeContext,
+    ) -> Result<Range<usize>, DecodeError> {
+        // Most strings lie whole in the buffer's current chunk: checked
+        // there and copied once. Anything else (a string across chunks, a
+        // bad length, bytes that are not UTF-8) goes through prost's own
+        // decoder, which also says what is wrong.
+        if wire_type == WireType::LengthDelimited {
+            let mut chunk = buf.chunk();
+            if let Ok(len) = encoding::decode_varint(&mut chunk)
+                && let Some(s) = usize::try_from(len).ok().and_then(|n| chunk.get(..n))
+                && std::str::from_utf8(s).is_ok()
+            {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(s);
+                let taken = buf.chunk().len() - chunk.len() + s.len();
+                buf.advance(taken);
+                return Ok(start..self.bytes.len());
+            }
+        }
+        encoding::string::merge(wire_type, &mut self.scratch, buf, ctx)?;
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(self.scratch.as_bytes());
+        Ok(start..self.bytes.len())
+    }
+}
+
+/// Writes an object: keys in byte order, a repeated key's last value.
+fn write_object(bytes: &[u8], fields: &mut [Field], out: &mut Vec<u8>) -> Result<(), NotJson> {
+    let key = |f: &Field| &bytes[f.0.clone()];
+    if !fields.is_sorted_by(|a, b| key(a) < key(b)) {
+        // Stable: of equal keys, the last received stays last.
+        fields.sort_by(|a, b| key(a).cmp(key(b)));
+    }
+    out.push(b'{');
+    let mut first = true;
+    for i in 0..fields.len() {
+        let k = &bytes[fields[i].0.clone()];
+        if fields.get(i + 1).is_some_and(|next| key(next) == k) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_string(k, out);
+        out.push(b':');
+        write_value(bytes, &mut fields[i].1, out)
+            .map_err(|e| e.under_key(&String::from_utf8_lossy(k)))?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// Writes one value.
+fn write_value(bytes: &[u8], value: &mut Value, out: &mut Vec<u8>) -> Result<(), NotJson> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => write_number(*n, out)?,
+        Value::String(s) => write_string(&bytes[s.clone()], out),
+        Value::Object(fields) => write_object(bytes, fields, out)?,
+        Value::List(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter_mut().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(bytes, item, out).map_err(|e| e.under_item(i))?;
+            }
+            out.push(b']');
+        }
+    }
+    Ok(())
+}
+
+/// A number as the JSON path wrote it: within ±2^53 and without a fraction
+/// as an integer (`7`, not `7.0`), otherwise as serde_json writes a float.
+fn write_number(n: f64, out: &mut Vec<u8>) -> Result<(), NotJson> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if !n.is_finite() {
+        return Err(NotJson {
+            path: String::new(),
+            reason: "NaN and infinity cannot be stored as JSON",
+        });
+    }
+    // Writing a number into a Vec cannot fail.
+    let _ = if n.fract() == 0.0 && n.abs() <= EXACT {
+        serde_json::to_writer(out, &(n as i64))
+    } else {
+        serde_json::to_writer(out, &n)
+    };
+    Ok(())
+}
+
+/// A string as serde_json escapes it: `"` and `\` with a backslash, the
+/// control characters below U+0020 as `\b \t \n \f \r` or `\u00xx`, every
+/// other character as it is.
+fn write_string(s: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(&[
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+    out.push(b'"');
+}
+
+fn struct_of(bytes: &[u8], fields: &[Field]) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: fields
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&bytes[k.clone()]).into_owned(),
+                    value_of(bytes, v),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn value_of(bytes: &[u8], value: &Value) -> prost_types::Value {
+    let kind = match value {
+        Value::Null => PbKind::NullValue(0),
+        Value::Bool(b) => PbKind::BoolValue(*b),
+        Value::Number(n) => PbKind::NumberValue(*n),
+        Value::String(s) => {
+            PbKind::StringValue(String::from_utf8_lossy(&bytes[s.clone()]).into_owned())
+        }
+        Value::Object(fields) => PbKind::StructValue(struct_of(bytes, fields)),
+        Value::List(items) => PbKind::ListValue(prost_types::ListValue {
+            values: items.iter().map(|v| value_of(bytes, v)).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests;
