@@ -13,6 +13,16 @@ use time::format_description::well_known::Rfc3339;
 /// The last result is kept per thread: the writer stamps a whole group with
 /// one timestamp and formats it once.
 pub(crate) fn format_timestamp(micros: i64) -> String {
+    with_timestamp(micros, str::to_owned)
+}
+
+/// Appends `micros` formatted as [`format_timestamp`] does, without a
+/// string of its own.
+pub(crate) fn push_timestamp(micros: i64, out: &mut Vec<u8>) {
+    with_timestamp(micros, |s| out.extend_from_slice(s.as_bytes()));
+}
+
+fn with_timestamp<T>(micros: i64, f: impl FnOnce(&str) -> T) -> T {
     thread_local! {
         static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
     }
@@ -21,7 +31,7 @@ pub(crate) fn format_timestamp(micros: i64) -> String {
         if last.0 != micros {
             *last = (micros, format_timestamp_uncached(micros));
         }
-        last.1.clone()
+        f(&last.1)
     })
 }
 

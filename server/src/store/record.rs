@@ -30,7 +30,7 @@ use std::io::Write as _;
 #[cfg(test)]
 use serde_json::{Map, Value};
 
-use crate::clock::format_timestamp;
+use crate::clock::push_timestamp;
 use crate::keys::Keyring;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -216,39 +216,60 @@ impl Record {
         keyring: &Keyring,
     ) -> (Record, Vec<u8>) {
         let mut line = Vec::with_capacity(320 + event.details.len());
+        let record = Record::seal_into(event, seq, id, timestamp, batch, prev, keyring, &mut line);
+        (record, line)
+    }
+
+    /// [`Record::seal`] appending the line to `out` (the writer's group
+    /// buffer), with no buffer of its own.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn seal_into(
+        event: NewEvent,
+        seq: u64,
+        id: String,
+        timestamp: i64,
+        batch: Option<u32>,
+        prev: &str,
+        keyring: &Keyring,
+        out: &mut Vec<u8>,
+    ) -> Record {
+        let start = out.len();
+        let line = out;
         line.extend_from_slice(b"{\"seq\":");
         let _ = write!(line, "{seq}");
-        push_field(&mut line, "id", &id);
-        push_field(&mut line, "timestamp", &format_timestamp(timestamp));
-        push_field(&mut line, "event_type", &event.event_type);
-        push_field(&mut line, "actor", &event.actor);
+        push_field(line, "id", &id);
+        // Digits, dashes, colons and a dot: nothing to escape.
+        line.extend_from_slice(b",\"timestamp\":\"");
+        push_timestamp(timestamp, line);
+        line.push(b'"');
+        push_field(line, "event_type", &event.event_type);
+        push_field(line, "actor", &event.actor);
         if let Some(caller) = &event.caller {
-            push_field(&mut line, "caller", caller);
+            push_field(line, "caller", caller);
         }
-        push_opt_field(&mut line, "lead_id", event.lead_id.as_deref());
-        push_opt_field(&mut line, "workflow", event.workflow.as_deref());
+        push_opt_field(line, "lead_id", event.lead_id.as_deref());
+        push_opt_field(line, "workflow", event.workflow.as_deref());
         line.extend_from_slice(b",\"details\":");
         line.extend_from_slice(event.details.as_str().as_bytes());
         if let Some(key) = &event.idempotency_key {
-            push_field(&mut line, "idempotency_key", key);
+            push_field(line, "idempotency_key", key);
         }
         if let Some(n) = batch {
-            line.extend_from_slice(b",\"batch\":");
-            line.extend_from_slice(n.to_string().as_bytes());
+            let _ = write!(line, ",\"batch\":{n}");
         }
         let (key_id, key) = keyring.active();
-        push_field(&mut line, "key_id", key_id);
-        push_field(&mut line, "prev", prev);
+        push_field(line, "key_id", key_id);
+        push_field(line, "prev", prev);
         // Hex into a fixed buffer: `hex::encode` builds its String a char
         // at a time, which cost more than the rest of the line's fields.
         let mut hex_sig = [0u8; 64];
-        let _ = hex::encode_to_slice(key.sign(&line), &mut hex_sig);
+        let _ = hex::encode_to_slice(key.sign(&line[start..]), &mut hex_sig);
         line.extend_from_slice(SIG_HEAD);
         line.extend_from_slice(&hex_sig);
         let signature = String::from_utf8_lossy(&hex_sig).into_owned();
         line.extend_from_slice(SIG_TAIL);
         line.push(b'\n');
-        let record = Record {
+        Record {
             seq,
             id,
             timestamp,
@@ -263,8 +284,7 @@ impl Record {
             key_id: key_id.to_owned(),
             prev: prev.to_owned(),
             signature,
-        };
-        (record, line)
+        }
     }
 
     /// Decodes one line (without its trailing newline).

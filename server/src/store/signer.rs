@@ -81,8 +81,8 @@ impl Signer {
         let mut lines = Vec::with_capacity(events.len() * 512);
         let mut receipts = Vec::with_capacity(events.len());
         for (n, event) in events.into_iter().enumerate() {
-            let (record, line) = self.sign(event, timestamp, if n == 0 { batch } else { None });
-            lines.extend_from_slice(&line);
+            let batch = if n == 0 { batch } else { None };
+            let record = self.sign_into(event, timestamp, batch, &mut lines);
             receipts.push(receipt_of(&record));
         }
         (lines, receipts)
@@ -98,14 +98,16 @@ impl Signer {
 
     /// Signs one event at the next seq, with `batch` when it opens a
     /// multi-event batch, and moves the chain on.
-    pub(super) fn sign(
+    /// The line (ending in `\n`) is appended to `lines`.
+    pub(super) fn sign_into(
         &mut self,
         event: NewEvent,
         timestamp: i64,
         batch: Option<u32>,
-    ) -> (Record, Vec<u8>) {
+        lines: &mut Vec<u8>,
+    ) -> Record {
         let id = event_id(timestamp, &mut self.rng);
-        let (record, line) = Record::seal(
+        let record = Record::seal_into(
             event,
             self.next_seq,
             id,
@@ -113,11 +115,12 @@ impl Signer {
             batch,
             &self.prev,
             &self.keyring,
+            lines,
         );
         self.next_seq += 1;
         self.prev.clone_from(&record.signature);
         self.last_timestamp = self.last_timestamp.max(timestamp);
-        (record, line)
+        record
     }
 
     /// Moves the chain on past a record signed elsewhere (a replica's

@@ -386,9 +386,13 @@ impl Writer {
             let batch = u32::try_from(fresh.len()).ok().filter(|&n| n > 1);
             for (n, (i, event)) in fresh.into_iter().enumerate() {
                 let key = event.idempotency_key.clone();
-                let (record, line) =
-                    self.signer
-                        .sign(event, timestamp, if n == 0 { batch } else { None });
+                let start = buf.len();
+                let record = self.signer.sign_into(
+                    event,
+                    timestamp,
+                    if n == 0 { batch } else { None },
+                    &mut buf,
+                );
                 let receipt = receipt_of(&record);
                 if let Some(key) = key {
                     new_keys.insert(
@@ -400,8 +404,7 @@ impl Writer {
                     );
                 }
                 receipts[i] = Some(receipt);
-                positions.push((self.len + buf.len() as u64, line.len() as u32));
-                buf.extend_from_slice(&line);
+                positions.push((self.len + start as u64, (buf.len() - start) as u32));
                 records.push(record);
             }
             for (i, first) in repeats {
