@@ -26,6 +26,7 @@ use bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 use prost_types::value::Kind as PbKind;
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::store::Details;
 
@@ -76,6 +77,22 @@ impl WireDetails {
         struct_of(&self.text.bytes, &self.fields)
     }
 
+    /// Reads a JSON object's text (a record's details) into the same tree,
+    /// so it can be encoded as a `Struct` without building one: a live
+    /// event's details on its way to followers. `None` if the text is not
+    /// a JSON object.
+    pub(crate) fn from_json(json: &str) -> Option<WireDetails> {
+        let mut text = Text::default();
+        text.bytes.reserve(json.len());
+        let mut de = serde_json::Deserializer::from_str(json);
+        let value = JsonSeed { text: &mut text }.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        match value {
+            Value::Object(fields) => Some(WireDetails { text, fields }),
+            _ => None,
+        }
+    }
+
     /// Decodes a `Struct`'s encoding; for details that arrive as a `Struct`
     /// (TrackPerformance's).
     pub(crate) fn of_struct(s: &prost_types::Struct) -> Result<WireDetails, DecodeError> {
@@ -84,8 +101,10 @@ impl WireDetails {
 }
 
 impl Message for WireDetails {
+    /// The `Struct`'s encoding, written from the tree: entries in the order
+    /// held (a JSON object's: unique keys).
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        self.to_struct().encode_raw(buf);
+        encode_fields(&self.text.bytes, &self.fields, buf);
     }
 
     fn merge_field(
@@ -103,7 +122,7 @@ impl Message for WireDetails {
     }
 
     fn encoded_len(&self) -> usize {
-        self.to_struct().encoded_len()
+        fields_len(&self.text.bytes, &self.fields)
     }
 
     fn clear(&mut self) {
@@ -455,6 +474,171 @@ fn write_string(s: &[u8], out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&s[start..]);
     out.push(b'"');
+}
+
+/// A JSON value read into the tree (`WireDetails::from_json`).
+struct JsonSeed<'a> {
+    text: &'a mut Text,
+}
+
+impl Text {
+    fn push(&mut self, s: &str) -> Range<usize> {
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(s.as_bytes());
+        start..self.bytes.len()
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for JsonSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    // As `StructFromJson` reads them: `Struct` numbers are doubles.
+    #[allow(clippy::cast_precision_loss)]
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n as f64))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Number(n))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(self.text.push(s)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(JsonSeed {
+            text: &mut *self.text,
+        })? {
+            items.push(item);
+        }
+        Ok(Value::List(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut fields = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let key = self.text.push(&key);
+            let value = map.next_value_seed(JsonSeed {
+                text: &mut *self.text,
+            })?;
+            fields.push((key, value));
+        }
+        Ok(Value::Object(fields))
+    }
+}
+
+/// The encoded length of a `Struct` holding `fields`.
+fn fields_len(bytes: &[u8], fields: &[Field]) -> usize {
+    fields
+        .iter()
+        .map(|f| {
+            let n = entry_len(bytes, f);
+            1 + encoding::encoded_len_varint(n as u64) + n
+        })
+        .sum()
+}
+
+/// A map entry's length: its key (left out when empty, as prost does)
+/// and its value.
+fn entry_len(bytes: &[u8], (key, value): &Field) -> usize {
+    let k = key.len();
+    let key_len = if k == 0 {
+        0
+    } else {
+        1 + encoding::encoded_len_varint(k as u64) + k
+    };
+    let v = value_len(bytes, value);
+    key_len + 1 + encoding::encoded_len_varint(v as u64) + v
+}
+
+/// A `google.protobuf.Value`'s length.
+fn value_len(bytes: &[u8], value: &Value) -> usize {
+    let delimited = |n: usize| 1 + encoding::encoded_len_varint(n as u64) + n;
+    match value {
+        Value::Null | Value::Bool(_) => 2,
+        Value::Number(_) => 9,
+        Value::String(s) => delimited(s.len()),
+        Value::Object(fields) => delimited(fields_len(bytes, fields)),
+        Value::List(items) => delimited(items.iter().map(|v| delimited(value_len(bytes, v))).sum()),
+    }
+}
+
+fn encode_fields(bytes: &[u8], fields: &[Field], buf: &mut impl BufMut) {
+    for field in fields {
+        encoding::encode_key(1, WireType::LengthDelimited, buf);
+        encoding::encode_varint(entry_len(bytes, field) as u64, buf);
+        let (key, value) = field;
+        if !key.is_empty() {
+            encoding::encode_key(1, WireType::LengthDelimited, buf);
+            encoding::encode_varint(key.len() as u64, buf);
+            buf.put_slice(&bytes[key.clone()]);
+        }
+        encoding::encode_key(2, WireType::LengthDelimited, buf);
+        encoding::encode_varint(value_len(bytes, value) as u64, buf);
+        encode_value(bytes, value, buf);
+    }
+}
+
+/// A `google.protobuf.Value`'s fields (its `kind`).
+fn encode_value(bytes: &[u8], value: &Value, buf: &mut impl BufMut) {
+    match value {
+        Value::Null => encoding::int32::encode(1, &0, buf),
+        Value::Number(n) => encoding::double::encode(2, n, buf),
+        Value::String(s) => {
+            encoding::encode_key(3, WireType::LengthDelimited, buf);
+            encoding::encode_varint(s.len() as u64, buf);
+            buf.put_slice(&bytes[s.clone()]);
+        }
+        Value::Bool(b) => encoding::bool::encode(4, b, buf),
+        Value::Object(fields) => {
+            encoding::encode_key(5, WireType::LengthDelimited, buf);
+            encoding::encode_varint(fields_len(bytes, fields) as u64, buf);
+            encode_fields(bytes, fields, buf);
+        }
+        Value::List(items) => {
+            encoding::encode_key(6, WireType::LengthDelimited, buf);
+            let len = items
+                .iter()
+                .map(|v| {
+                    let n = value_len(bytes, v);
+                    1 + encoding::encoded_len_varint(n as u64) + n
+                })
+                .sum::<usize>();
+            encoding::encode_varint(len as u64, buf);
+            for item in items {
+                encoding::encode_key(1, WireType::LengthDelimited, buf);
+                encoding::encode_varint(value_len(bytes, item) as u64, buf);
+                encode_value(bytes, item, buf);
+            }
+        }
+    }
 }
 
 fn struct_of(bytes: &[u8], fields: &[Field]) -> prost_types::Struct {

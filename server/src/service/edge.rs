@@ -249,7 +249,7 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
         caller: r.caller.unwrap_or_default(),
         lead_id: r.lead_id.unwrap_or_default(),
         workflow: r.workflow.unwrap_or_default(),
-        details: Some(r.details.into_struct()),
+        details: r.details.into_struct(),
         idempotency_key: r.idempotency_key.unwrap_or_default(),
         key_id: r.key_id,
         prev: r.prev,
@@ -257,43 +257,46 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
     }
 }
 
-/// A form of `details` that becomes a `google.protobuf.Struct`: the JSON
+/// A form of `details` that becomes a `google.protobuf.Struct` (or none,
+/// for an answer that writes them itself: `stream::live_bytes`): the JSON
 /// object of a record the writer built, or a Struct decoded straight from
 /// the stored line (what a Query page is read as, with no JSON tree in
 /// between).
 pub(super) trait DetailsPb {
-    fn into_struct(self) -> prost_types::Struct;
+    fn into_struct(self) -> Option<prost_types::Struct>;
 }
 
 impl DetailsPb for serde_json::Map<String, serde_json::Value> {
-    fn into_struct(self) -> prost_types::Struct {
-        auditlog_proto::json::json_to_struct(&self)
+    fn into_struct(self) -> Option<prost_types::Struct> {
+        Some(auditlog_proto::json::json_to_struct(&self))
     }
 }
 
 impl DetailsPb for &serde_json::Map<String, serde_json::Value> {
-    fn into_struct(self) -> prost_types::Struct {
-        auditlog_proto::json::json_to_struct(self)
+    fn into_struct(self) -> Option<prost_types::Struct> {
+        Some(auditlog_proto::json::json_to_struct(self))
     }
 }
 
 impl DetailsPb for &Details {
-    fn into_struct(self) -> prost_types::Struct {
+    fn into_struct(self) -> Option<prost_types::Struct> {
         // The text is a JSON object by construction.
-        serde_json::from_str::<StructFromJson>(self.as_str())
-            .map_or_else(|_| Default::default(), |s| s.0)
+        Some(
+            serde_json::from_str::<StructFromJson>(self.as_str())
+                .map_or_else(|_| Default::default(), |s| s.0),
+        )
     }
 }
 
 impl DetailsPb for Details {
-    fn into_struct(self) -> prost_types::Struct {
+    fn into_struct(self) -> Option<prost_types::Struct> {
         (&self).into_struct()
     }
 }
 
 impl DetailsPb for StructFromJson {
-    fn into_struct(self) -> prost_types::Struct {
-        self.0
+    fn into_struct(self) -> Option<prost_types::Struct> {
+        Some(self.0)
     }
 }
 

@@ -303,6 +303,11 @@ impl<D> Record<D> {
     /// them into another form (the stream's protobuf) straight from the
     /// record a live group keeps, without a deep copy of them first.
     pub fn borrowing_details(&self) -> Record<&D> {
+        self.with_details(&self.details)
+    }
+
+    /// A copy of this record with `details` in their place.
+    pub fn with_details<E>(&self, details: E) -> Record<E> {
         Record {
             seq: self.seq,
             id: self.id.clone(),
@@ -312,7 +317,7 @@ impl<D> Record<D> {
             caller: self.caller.clone(),
             lead_id: self.lead_id.clone(),
             workflow: self.workflow.clone(),
-            details: &self.details,
+            details,
             idempotency_key: self.idempotency_key.clone(),
             batch: self.batch,
             key_id: self.key_id.clone(),

@@ -92,6 +92,22 @@ fn tree() -> impl Strategy<Value = Value> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
+    /// A record's details text, read back into the tree and encoded from
+    /// it, is the `Struct` a reader of the text would build.
+    #[test]
+    fn details_text_encodes_as_the_struct_it_reads_as(
+        fields in prop::collection::btree_map(text(), tree(), 0..8),
+    ) {
+        let bytes = Struct { fields }.encode_to_vec();
+        if let Some(Ok(text)) = ours(&bytes) {
+            let tree = WireDetails::from_json(&text).unwrap();
+            let direct = tree.encode_to_vec();
+            prop_assert_eq!(direct.len(), tree.encoded_len());
+            let read: auditlog_proto::json::StructFromJson = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(Struct::decode(direct.as_slice()).unwrap(), read.0);
+        }
+    }
+
     #[test]
     fn a_struct_becomes_the_text_the_generic_path_wrote(
         fields in prop::collection::btree_map(text(), tree(), 0..8),
@@ -130,6 +146,14 @@ proptest! {
         let cut = bytes.len() / 2;
         prop_assert_eq!(ours(&bytes[..cut]), generic(&bytes[..cut]));
     }
+}
+
+#[test]
+fn only_an_object_reads_from_json() {
+    for text in ["[]", "1", "\"x\"", "null", "{", "{} x", ""] {
+        assert!(WireDetails::from_json(text).is_none(), "{text}");
+    }
+    assert!(WireDetails::from_json(" {} ").is_some());
 }
 
 #[test]
