@@ -262,8 +262,9 @@ impl Compliance {
             *lead = self.token(lead);
         }
         let mut details = event.details.to_map();
-        self.walk(&mut details);
-        event.details = Details::from_map(&details);
+        if self.walk(&mut details) {
+            event.details = Details::from_map(&details);
+        }
     }
 
     /// The lead id a query should look for: the token when every event's
@@ -280,17 +281,20 @@ impl Compliance {
         }
     }
 
-    fn walk(&self, map: &mut Map<String, Value>) {
+    /// Whether it found a PII field (and so may have changed `map`).
+    fn walk(&self, map: &mut Map<String, Value>) -> bool {
+        let mut found = false;
         for (key, value) in map.iter_mut() {
             if self.fields.iter().any(|f| f.eq_ignore_ascii_case(key)) {
                 self.replace_all(value);
+                found = true;
             } else {
                 match value {
-                    Value::Object(inner) => self.walk(inner),
+                    Value::Object(inner) => found |= self.walk(inner),
                     Value::Array(items) => {
                         for item in items {
                             if let Value::Object(inner) = item {
-                                self.walk(inner);
+                                found |= self.walk(inner);
                             }
                         }
                     }
@@ -298,6 +302,7 @@ impl Compliance {
                 }
             }
         }
+        found
     }
 
     /// Tokenises every string and number in `value` (all of it is PII).

@@ -25,7 +25,6 @@ use auditlog_proto::json::NotJson;
 use bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
-use prost_types::value::Kind as PbKind;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::store::Details;
@@ -72,9 +71,10 @@ impl WireDetails {
     }
 
     /// The same object as a protobuf `Struct` (what a cluster follower
-    /// forwards to its leader).
+    /// forwards to its leader): its own encoding, decoded the generic way.
     pub(crate) fn to_struct(&self) -> prost_types::Struct {
-        struct_of(&self.text.bytes, &self.fields)
+        // Bytes this type just encoded always decode.
+        prost_types::Struct::decode(self.encode_to_vec().as_slice()).unwrap_or_default()
     }
 
     /// Reads a JSON object's text (a record's details) into the same tree,
@@ -554,54 +554,58 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
     }
 }
 
+/// The length of a length-delimited field holding `n` bytes, with its key.
+fn delimited(n: usize) -> usize {
+    1 + encoding::encoded_len_varint(n as u64) + n
+}
+
+/// A length-delimited field's key and length.
+fn put_delimited(tag: u32, len: usize, buf: &mut impl BufMut) {
+    encoding::encode_key(tag, WireType::LengthDelimited, buf);
+    encoding::encode_varint(len as u64, buf);
+}
+
 /// The encoded length of a `Struct` holding `fields`.
 fn fields_len(bytes: &[u8], fields: &[Field]) -> usize {
-    fields
-        .iter()
-        .map(|f| {
-            let n = entry_len(bytes, f);
-            1 + encoding::encoded_len_varint(n as u64) + n
-        })
-        .sum()
+    fields.iter().map(|f| delimited(entry_len(bytes, f))).sum()
 }
 
 /// A map entry's length: its key (left out when empty, as prost does)
 /// and its value.
 fn entry_len(bytes: &[u8], (key, value): &Field) -> usize {
-    let k = key.len();
-    let key_len = if k == 0 {
+    let key_len = if key.is_empty() {
         0
     } else {
-        1 + encoding::encoded_len_varint(k as u64) + k
+        delimited(key.len())
     };
-    let v = value_len(bytes, value);
-    key_len + 1 + encoding::encoded_len_varint(v as u64) + v
+    key_len + delimited(value_len(bytes, value))
+}
+
+/// A `ListValue`'s length.
+fn list_len(bytes: &[u8], items: &[Value]) -> usize {
+    items.iter().map(|v| delimited(value_len(bytes, v))).sum()
 }
 
 /// A `google.protobuf.Value`'s length.
 fn value_len(bytes: &[u8], value: &Value) -> usize {
-    let delimited = |n: usize| 1 + encoding::encoded_len_varint(n as u64) + n;
     match value {
         Value::Null | Value::Bool(_) => 2,
         Value::Number(_) => 9,
         Value::String(s) => delimited(s.len()),
         Value::Object(fields) => delimited(fields_len(bytes, fields)),
-        Value::List(items) => delimited(items.iter().map(|v| delimited(value_len(bytes, v))).sum()),
+        Value::List(items) => delimited(list_len(bytes, items)),
     }
 }
 
 fn encode_fields(bytes: &[u8], fields: &[Field], buf: &mut impl BufMut) {
     for field in fields {
-        encoding::encode_key(1, WireType::LengthDelimited, buf);
-        encoding::encode_varint(entry_len(bytes, field) as u64, buf);
+        put_delimited(1, entry_len(bytes, field), buf);
         let (key, value) = field;
         if !key.is_empty() {
-            encoding::encode_key(1, WireType::LengthDelimited, buf);
-            encoding::encode_varint(key.len() as u64, buf);
+            put_delimited(1, key.len(), buf);
             buf.put_slice(&bytes[key.clone()]);
         }
-        encoding::encode_key(2, WireType::LengthDelimited, buf);
-        encoding::encode_varint(value_len(bytes, value) as u64, buf);
+        put_delimited(2, value_len(bytes, value), buf);
         encode_value(bytes, value, buf);
     }
 }
@@ -612,63 +616,22 @@ fn encode_value(bytes: &[u8], value: &Value, buf: &mut impl BufMut) {
         Value::Null => encoding::int32::encode(1, &0, buf),
         Value::Number(n) => encoding::double::encode(2, n, buf),
         Value::String(s) => {
-            encoding::encode_key(3, WireType::LengthDelimited, buf);
-            encoding::encode_varint(s.len() as u64, buf);
+            put_delimited(3, s.len(), buf);
             buf.put_slice(&bytes[s.clone()]);
         }
         Value::Bool(b) => encoding::bool::encode(4, b, buf),
         Value::Object(fields) => {
-            encoding::encode_key(5, WireType::LengthDelimited, buf);
-            encoding::encode_varint(fields_len(bytes, fields) as u64, buf);
+            put_delimited(5, fields_len(bytes, fields), buf);
             encode_fields(bytes, fields, buf);
         }
         Value::List(items) => {
-            encoding::encode_key(6, WireType::LengthDelimited, buf);
-            let len = items
-                .iter()
-                .map(|v| {
-                    let n = value_len(bytes, v);
-                    1 + encoding::encoded_len_varint(n as u64) + n
-                })
-                .sum::<usize>();
-            encoding::encode_varint(len as u64, buf);
+            put_delimited(6, list_len(bytes, items), buf);
             for item in items {
-                encoding::encode_key(1, WireType::LengthDelimited, buf);
-                encoding::encode_varint(value_len(bytes, item) as u64, buf);
+                put_delimited(1, value_len(bytes, item), buf);
                 encode_value(bytes, item, buf);
             }
         }
     }
-}
-
-fn struct_of(bytes: &[u8], fields: &[Field]) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: fields
-            .iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(&bytes[k.clone()]).into_owned(),
-                    value_of(bytes, v),
-                )
-            })
-            .collect(),
-    }
-}
-
-fn value_of(bytes: &[u8], value: &Value) -> prost_types::Value {
-    let kind = match value {
-        Value::Null => PbKind::NullValue(0),
-        Value::Bool(b) => PbKind::BoolValue(*b),
-        Value::Number(n) => PbKind::NumberValue(*n),
-        Value::String(s) => {
-            PbKind::StringValue(String::from_utf8_lossy(&bytes[s.clone()]).into_owned())
-        }
-        Value::Object(fields) => PbKind::StructValue(struct_of(bytes, fields)),
-        Value::List(items) => PbKind::ListValue(prost_types::ListValue {
-            values: items.iter().map(|v| value_of(bytes, v)).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
 }
 
 #[cfg(test)]

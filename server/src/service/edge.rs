@@ -258,24 +258,12 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
 }
 
 /// A form of `details` that becomes a `google.protobuf.Struct` (or none,
-/// for an answer that writes them itself: `stream::live_bytes`): the JSON
-/// object of a record the writer built, or a Struct decoded straight from
-/// the stored line (what a Query page is read as, with no JSON tree in
+/// for an answer that writes them itself: `stream::live_bytes`): a
+/// record's JSON text (`Details`), or a Struct decoded straight from the
+/// stored line (what a Query page is read as, with no JSON tree in
 /// between).
 pub(super) trait DetailsPb {
     fn into_struct(self) -> Option<prost_types::Struct>;
-}
-
-impl DetailsPb for serde_json::Map<String, serde_json::Value> {
-    fn into_struct(self) -> Option<prost_types::Struct> {
-        Some(auditlog_proto::json::json_to_struct(&self))
-    }
-}
-
-impl DetailsPb for &serde_json::Map<String, serde_json::Value> {
-    fn into_struct(self) -> Option<prost_types::Struct> {
-        Some(auditlog_proto::json::json_to_struct(self))
-    }
 }
 
 impl DetailsPb for &Details {

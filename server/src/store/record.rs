@@ -299,14 +299,9 @@ impl<D> Record<D> {
         check_mac(line, &self.key_id, &self.signature, keyring)
     }
 
-    /// A copy whose `details` borrow this record's: for a reader that turns
-    /// them into another form (the stream's protobuf) straight from the
-    /// record a live group keeps, without a deep copy of them first.
-    pub fn borrowing_details(&self) -> Record<&D> {
-        self.with_details(&self.details)
-    }
-
-    /// A copy of this record with `details` in their place.
+    /// A copy of this record with `details` in their place: a reader that
+    /// writes details another way (the stream's live bytes) builds the
+    /// rest of its answer from it, without a deep copy of the record's own.
     pub fn with_details<E>(&self, details: E) -> Record<E> {
         Record {
             seq: self.seq,
