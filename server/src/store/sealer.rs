@@ -199,10 +199,12 @@ pub(super) fn compress(
         info,
         index,
         mut staged,
+        plain: whole,
     } = segment::compress(&dir.join(plain), &dir.join(gz), &dir.join(idx), stop)?;
     if lead_copy {
         staged.extend(leads::write(
             &dir.join(plain),
+            whole.as_deref(),
             &index,
             &dir.join(leads_zst),
             &dir.join(leads_idx),
@@ -417,6 +419,7 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
         drop(out);
         leads::write(
             &source,
+            None,
             &index,
             &dir.join(copy_zst),
             &dir.join(copy_idx),

@@ -23,7 +23,7 @@ pub(crate) mod members;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufWriter, Read as _, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -63,62 +63,104 @@ pub(crate) struct Compressed {
     pub info: SealedInfo,
     pub index: SegmentIndex,
     pub staged: Vec<Staged>,
+    /// The plain segment's bytes, when it was read whole (at most
+    /// [`SLAB`]): what its lead copy is built from.
+    pub plain: Option<Vec<u8>>,
 }
+
+/// How much of a plain segment compression holds at a time. A segment no
+/// larger (the default is 50 MB) is read whole, with one `read`, and its
+/// lead copy is built from the same bytes ([`Compressed::plain`]) instead of
+/// read again line by line; a larger one is read in slabs of this size.
+const SLAB: usize = 64 << 20;
 
 /// Compresses the sealed plain segment `plain` into `gz` and its index into
 /// `idx`, keeping every byte of every line. Both are staged (written and
 /// fsynced under their `.tmp` names) for the caller to publish. Checks
-/// `stop` between chunks.
+/// `stop` between members.
 pub(crate) fn compress(
     plain: &Path,
     gz: &Path,
     idx: &Path,
     stop: &AtomicBool,
 ) -> Result<Compressed, SegmentError> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(plain)?);
-    let (gz, (mut info, index)) = durable::stage(gz, |file| {
+    compress_in_slabs(plain, gz, idx, stop, SLAB)
+}
+
+/// [`compress`], reading at most `slab` bytes at a time.
+fn compress_in_slabs(
+    plain: &Path,
+    gz: &Path,
+    idx: &Path,
+    stop: &AtomicBool,
+    slab: usize,
+) -> Result<Compressed, SegmentError> {
+    let mut source = File::open(plain)?;
+    let size = source.metadata()?.len();
+    let (gz, (mut info, index, whole)) = durable::stage(gz, |file| {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut hasher = Sha256::new();
         let mut builder = IndexBuilder::default();
         let mut info = SealedInfo::default();
-        let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
-        let mut line = Vec::with_capacity(4096);
         let mut member = Member::new();
+        // `buf[chunk..next]` is the chunk being gathered, whole lines;
+        // `buf[next..]` is not yet looked at.
+        let mut buf = Vec::new();
+        let (mut chunk, mut next) = (0, 0);
+        let mut eof = false;
+        // Whether `buf` still holds the file from its first byte.
+        let mut whole = true;
         loop {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line)?;
-            if n == 0 {
-                break;
-            }
-            if line.last() != Some(&b'\n') {
+            let Some(end) = memchr::memchr(b'\n', &buf[next..]).map(|i| next + i + 1) else {
+                if !eof {
+                    // Keep the chunk being gathered, read the next slab.
+                    if chunk > 0 {
+                        buf.drain(..chunk);
+                        next -= chunk;
+                        chunk = 0;
+                        whole = false;
+                    }
+                    eof = fill(&mut source, &mut buf, size, slab)?;
+                    continue;
+                }
+                if next == buf.len() {
+                    break;
+                }
                 // A sealed segment always ends with a whole line; keep stray
                 // bytes anyway so verification sees exactly what was there.
-                line.push(b'\n');
-            }
-            if let Some(record) = IndexFields::read(&line[..line.len() - 1]) {
+                buf.push(b'\n');
+                continue;
+            };
+            let line = &buf[next..end - 1];
+            if let Some(record) = IndexFields::read(line) {
                 let chunk_no = builder.index.chunks.len() as u32;
-                builder.row(&record, chunk_no, chunk.len() as u32, line.len() as u32);
+                builder.row(
+                    &record,
+                    chunk_no,
+                    (next - chunk) as u32,
+                    (end - next) as u32,
+                );
                 info.note(&record);
             }
-            chunk.extend_from_slice(&line);
-            if chunk.len() >= CHUNK_BYTES {
+            next = end;
+            if next - chunk >= CHUNK_BYTES {
                 if stop.load(Ordering::Relaxed) {
                     return Err(SegmentError::Stopped);
                 }
-                let written = member.write(&mut out, Some(&mut hasher), &chunk)?;
+                let written = member.write(&mut out, Some(&mut hasher), &buf[chunk..next])?;
                 builder.index.chunks.push(written);
-                chunk.clear();
+                chunk = next;
             }
         }
-        if !chunk.is_empty() {
-            let written = member.write(&mut out, Some(&mut hasher), &chunk)?;
+        if chunk < buf.len() {
+            let written = member.write(&mut out, Some(&mut hasher), &buf[chunk..])?;
             builder.index.chunks.push(written);
         }
         out.flush()?;
         info.sha256 = hex::encode(hasher.finalize());
         info.bytes = member.end();
         info.count(&builder.index);
-        Ok((info, builder.index))
+        Ok((info, builder.index, whole.then_some(buf)))
     })?;
     let encoded = index.encode();
     info.index_sha256 = hex::encode(Sha256::digest(&encoded));
@@ -127,7 +169,19 @@ pub(crate) fn compress(
         info,
         index,
         staged: vec![gz, idx],
+        plain: whole,
     })
+}
+
+/// Appends the next `slab` bytes of `source` to `buf`, room reserved by the
+/// file's `size` so that a segment read whole is not copied as `buf`
+/// grows; returns whether the file's end was reached.
+fn fill(source: &mut File, buf: &mut Vec<u8>, size: u64, slab: usize) -> std::io::Result<bool> {
+    let want = usize::try_from(size).unwrap_or(slab).min(slab);
+    // One more for the newline a torn last line gets.
+    buf.reserve(want + 1);
+    let got = source.take(slab as u64).read_to_end(buf)?;
+    Ok(got < slab)
 }
 
 impl SealedInfo {

@@ -56,6 +56,7 @@ fn compressed(n: u64) -> Fixture {
         info,
         index,
         staged,
+        ..
     } = compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
     durable::publish(staged).unwrap();
     Fixture {
@@ -114,6 +115,66 @@ fn compressed_segment_keeps_every_byte_and_indexes_every_record() {
         assert_eq!(line, lines[(row.seq - 1) as usize].as_slice());
     }
     assert_eq!(index.opt(index.rows[2].idempotency_key), Some("key3"));
+}
+
+/// Read in slabs of any size, a segment compresses to the same bytes, index
+/// and facts as read whole, a torn last line included; the plain bytes are
+/// handed on only when read whole, and then are the file's (with the torn
+/// line's newline), and the lead copy built from them is the one built by
+/// reading the file.
+#[test]
+fn slabs_of_any_size_compress_alike_and_feed_the_same_lead_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("s.log");
+    let lines = write_plain(&plain, 300);
+    let mut bytes = lines.concat();
+    // A torn tail: half a line without its newline.
+    bytes.extend_from_slice(&lines[0][..40]);
+    std::fs::write(&plain, &bytes).unwrap();
+    let stop = AtomicBool::new(false);
+    let run = |slab: usize, tag: &str| {
+        let (gz, idx) = (
+            dir.path().join(format!("{tag}.gz")),
+            dir.path().join(format!("{tag}.idx")),
+        );
+        let c = compress_in_slabs(&plain, &gz, &idx, &stop, slab).unwrap();
+        durable::publish(c.staged).unwrap();
+        (std::fs::read(&gz).unwrap(), c.index, c.info, c.plain)
+    };
+    let (gz, index, info, whole) = run(SLAB, "whole");
+    let mut with_newline = bytes.clone();
+    with_newline.push(b'\n');
+    assert_eq!(whole.as_deref(), Some(with_newline.as_slice()));
+    assert_eq!(info.events, 300);
+    for slab in [
+        1,
+        100,
+        4096,
+        8 * 1024 + 1,
+        50_000,
+        bytes.len(),
+        bytes.len() + 1,
+    ] {
+        let (g, i, f, p) = run(slab, &format!("slab{slab}"));
+        assert!(g == gz, "slab {slab}: other gzip bytes");
+        assert_eq!(i, index, "slab {slab}");
+        assert_eq!(f.sha256, info.sha256, "slab {slab}");
+        assert_eq!((f.events, f.last_seq), (info.events, info.last_seq));
+        // Whole only when one slab held the file.
+        assert_eq!(p.is_some(), slab > bytes.len(), "slab {slab}");
+    }
+    let copy = |whole: Option<&[u8]>, tag: &str| {
+        let (zst, idx) = (
+            dir.path().join(format!("{tag}.zst")),
+            dir.path().join(format!("{tag}.lidx")),
+        );
+        durable::publish(
+            crate::store::leads::write(&plain, whole, &index, &zst, &idx, &stop).unwrap(),
+        )
+        .unwrap();
+        (std::fs::read(zst).unwrap(), std::fs::read(idx).unwrap())
+    };
+    assert!(copy(whole.as_deref(), "mem") == copy(None, "file"));
 }
 
 /// Every row read through a prefix just long enough for it, through the
