@@ -70,7 +70,10 @@ pub struct Config {
     /// seconds. Default 10.
     pub shutdown_grace_secs: u64,
     /// Seal the active segment and start a new one once it passes this size,
-    /// in MiB (fractions allowed). Default 50.
+    /// in MiB (fractions allowed). Default 50. The sealer holds a sealed
+    /// segment of up to 64 MiB in memory while it compresses it (larger ones
+    /// in 64 MiB slabs), so this is also the server's transient memory for
+    /// sealing.
     pub max_file_size_mb: f64,
     /// Seal the active segment once its first record is this many seconds
     /// old, even if nothing more is written; 0 seals by size only. Retention
