@@ -266,7 +266,8 @@ impl Record {
         let _ = hex::encode_to_slice(key.sign(&line[start..]), &mut hex_sig);
         line.extend_from_slice(SIG_HEAD);
         line.extend_from_slice(&hex_sig);
-        let signature = String::from_utf8_lossy(&hex_sig).into_owned();
+        // Hex digits are ASCII: never the lossy path's replacement.
+        let signature = std::str::from_utf8(&hex_sig).unwrap_or_default().to_owned();
         line.extend_from_slice(SIG_TAIL);
         line.push(b'\n');
         Record {

@@ -185,9 +185,11 @@ fn event_id(timestamp: i64, rng: &mut rand::rngs::StdRng) -> String {
     let mut random = [0u8; 10];
     rand::RngCore::fill_bytes(rng, &mut random);
     let millis = u64::try_from(timestamp / 1000).unwrap_or(0);
-    uuid::Builder::from_unix_timestamp_millis(millis, &random)
-        .into_uuid()
-        .to_string()
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+    // Into a fixed buffer, then one allocation of the exact size:
+    // `to_string` grows its String as it formats.
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid.hyphenated().encode_lower(&mut text).to_owned()
 }
 
 #[cfg(test)]
