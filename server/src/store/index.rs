@@ -72,16 +72,30 @@ pub(crate) struct Meta {
 struct Interner {
     ids: HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
+    /// The id given out last. Records in a row often share a field (one
+    /// actor, one workflow, several events about one lead), and comparing
+    /// with the last string costs less than hashing it: interning was a
+    /// tenth of the writer's time in `LogBatch` x8 (2026-12-05).
+    last: Option<u32>,
 }
 
 impl Interner {
     fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.ids.get(s) {
+        if let Some(id) = self.last
+            && self.names.get(id as usize).is_some_and(|name| **name == *s)
+        {
             return id;
         }
-        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.names.push(s.into());
-        self.ids.insert(s.into(), id);
+        let id = match self.ids.get(s) {
+            Some(&id) => id,
+            None => {
+                let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+                self.names.push(s.into());
+                self.ids.insert(s.into(), id);
+                id
+            }
+        };
+        self.last = Some(id);
         id
     }
 
@@ -410,6 +424,19 @@ impl Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interner_gives_each_string_one_id_whatever_came_just_before() {
+        let mut interner = Interner::default();
+        let ids: Vec<u32> = ["a", "a", "b", "a", "", "c", "b", "b", ""]
+            .iter()
+            .map(|s| interner.intern(s))
+            .collect();
+        assert_eq!(ids, [0, 0, 1, 0, 2, 3, 1, 1, 2]);
+        assert_eq!(interner.get("c"), Some(3));
+        assert_eq!(interner.get("d"), None);
+        assert_eq!((interner.name(0), interner.name(3)), ("a", "c"));
+    }
 
     fn record(seq: u64, ty: &str, lead: Option<&str>, wf: Option<&str>, ts: i64) -> Record {
         Record {

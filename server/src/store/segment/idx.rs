@@ -83,6 +83,9 @@ impl Chunk {
 pub(crate) struct IndexBuilder {
     pub index: SegmentIndex,
     ids: HashMap<String, u32>,
+    /// The id each field (type, actor, lead, workflow) got last: rows in a
+    /// row often share one, and a comparison costs less than a hash.
+    last: [Option<u32>; 4],
 }
 
 impl IndexBuilder {
@@ -96,18 +99,38 @@ impl IndexBuilder {
         id
     }
 
+    /// [`Self::string`] for field `field` of [`Self::last`].
+    fn field(&mut self, field: usize, s: &str) -> u32 {
+        if let Some(id) = self.last[field]
+            && self
+                .index
+                .strings
+                .get(id as usize)
+                .is_some_and(|last| last == s)
+        {
+            return id;
+        }
+        let id = self.string(s);
+        self.last[field] = Some(id);
+        id
+    }
+
     fn opt(&mut self, s: Option<&str>) -> u32 {
         s.map_or(0, |s| self.string(s) + 1)
+    }
+
+    fn opt_field(&mut self, field: usize, s: Option<&str>) -> u32 {
+        s.map_or(0, |s| self.field(field, s) + 1)
     }
 
     pub(crate) fn row(&mut self, r: &IndexFields<'_>, chunk: u32, offset: u32, len: u32) {
         let row = Row {
             seq: r.seq,
             timestamp: r.timestamp,
-            event_type: self.string(&r.event_type),
-            actor: self.string(&r.actor),
-            lead: self.opt(r.lead_id.as_deref()),
-            workflow: self.opt(r.workflow.as_deref()),
+            event_type: self.field(0, &r.event_type),
+            actor: self.field(1, &r.actor),
+            lead: self.opt_field(2, r.lead_id.as_deref()),
+            workflow: self.opt_field(3, r.workflow.as_deref()),
             idempotency_key: self.opt(r.idempotency_key.as_deref()),
             chunk,
             offset,
