@@ -150,10 +150,15 @@ fn merge_struct_field(
 }
 
 /// One map entry of a `Struct` (key 1, value 2), added to `fields`.
+///
+/// Whatever its wire type says: prost's map decoding (`btree_map::merge`,
+/// what every generated map field uses) reads an entry's length without
+/// looking at it, so a `Struct` whose entry is marked a varint decodes
+/// there, and must decode alike here (found by `any_bytes_decode_alike`).
 fn merge_field_entry(
     text: &mut Text,
     fields: &mut Vec<Field>,
-    wire_type: WireType,
+    _wire_type: WireType,
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
@@ -162,7 +167,7 @@ fn merge_field_entry(
         key: 0..0,
         value: Value::Null,
     };
-    encoding::message::merge(wire_type, &mut entry, buf, ctx)?;
+    encoding::message::merge(WireType::LengthDelimited, &mut entry, buf, ctx)?;
     fields.push((entry.key, entry.value));
     Ok(())
 }

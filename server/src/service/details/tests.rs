@@ -259,3 +259,19 @@ fn the_struct_given_back_holds_what_was_decoded() {
     // NaN is not equal to itself: compare the encodings.
     assert_eq!(back.encode_to_vec(), s.encode_to_vec());
 }
+
+/// prost reads a `Struct`'s map entry whatever wire type its key says (its
+/// map decoding never looks), so the server's decoder does too: the same
+/// bytes never get two answers.
+#[test]
+fn a_map_entry_marked_with_another_wire_type_reads_as_prost_reads_it() {
+    let good = entry("k", &value(Kind::StringValue("v".into())));
+    assert_eq!(good[0], 0x0a, "field 1, length-delimited");
+    for key in [0x08, 0x0d, 0x09] {
+        let mut bytes = good.clone();
+        bytes[0] = key;
+        let expected = Some(Ok(r#"{"k":"v"}"#.to_owned()));
+        assert_eq!(generic(&bytes), expected, "{key:#x}");
+        assert_eq!(ours(&bytes), expected, "{key:#x}");
+    }
+}
