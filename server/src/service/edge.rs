@@ -249,7 +249,7 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
         caller: r.caller.unwrap_or_default(),
         lead_id: r.lead_id.unwrap_or_default(),
         workflow: r.workflow.unwrap_or_default(),
-        details: r.details.into_struct(),
+        details: Some(r.details.into_struct()),
         idempotency_key: r.idempotency_key.unwrap_or_default(),
         key_id: r.key_id,
         prev: r.prev,
@@ -257,34 +257,31 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
     }
 }
 
-/// A form of `details` that becomes a `google.protobuf.Struct` (or none,
-/// for an answer that writes them itself: `stream::live_bytes`): a
+/// A form of `details` that becomes a `google.protobuf.Struct`: a
 /// record's JSON text (`Details`), or a Struct decoded straight from the
 /// stored line (what a Query page is read as, with no JSON tree in
 /// between).
 pub(super) trait DetailsPb {
-    fn into_struct(self) -> Option<prost_types::Struct>;
+    fn into_struct(self) -> prost_types::Struct;
 }
 
 impl DetailsPb for &Details {
-    fn into_struct(self) -> Option<prost_types::Struct> {
+    fn into_struct(self) -> prost_types::Struct {
         // The text is a JSON object by construction.
-        Some(
-            serde_json::from_str::<StructFromJson>(self.as_str())
-                .map_or_else(|_| Default::default(), |s| s.0),
-        )
+        serde_json::from_str::<StructFromJson>(self.as_str())
+            .map_or_else(|_| Default::default(), |s| s.0)
     }
 }
 
 impl DetailsPb for Details {
-    fn into_struct(self) -> Option<prost_types::Struct> {
+    fn into_struct(self) -> prost_types::Struct {
         (&self).into_struct()
     }
 }
 
 impl DetailsPb for StructFromJson {
-    fn into_struct(self) -> Option<prost_types::Struct> {
-        Some(self.0)
+    fn into_struct(self) -> prost_types::Struct {
+        self.0
     }
 }
 
