@@ -69,6 +69,13 @@ impl Measurement {
     pub(crate) fn percentile(&self, p: f64) -> Duration {
         percentile(&self.latencies, p)
     }
+
+    /// The server side's CPU per event, in µs (every thread but the
+    /// client runtime's and the main thread); `None` where it is unknown.
+    pub(crate) fn server_us_per_event(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        Some((cpu.own - cpu.client).max(0.0) * 1e6 / self.events.max(1) as f64)
+    }
 }
 
 /// Runs `scenario` against the server behind `channels`: warm-up, then the
