@@ -178,8 +178,15 @@ fn compress_in_slabs(
 /// grows; returns whether the file's end was reached.
 fn fill(source: &mut File, buf: &mut Vec<u8>, size: u64, slab: usize) -> std::io::Result<bool> {
     let want = usize::try_from(size).unwrap_or(slab).min(slab);
-    // One more for the newline a torn last line gets.
-    buf.reserve(want + 1);
+    // One more for the newline a torn last line gets. Memory that cannot be
+    // had fails this step (the sealer tries it again later) rather than
+    // the process.
+    buf.try_reserve(want + 1).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("no memory for {} bytes of the segment: {e}", want + 1),
+        )
+    })?;
     let got = source.take(slab as u64).read_to_end(buf)?;
     Ok(got < slab)
 }
