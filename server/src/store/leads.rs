@@ -117,21 +117,35 @@ pub(crate) fn is_stale(dir: &Path, name: &str) -> bool {
     }
 }
 
-/// Writes the lead copy of the plain sealed file `plain`, whose index is
+/// Where a lead copy's lines come from: a plain segment, as a file or as
+/// all of its bytes.
+pub(crate) enum Source<'a> {
+    /// The plain sealed file, read as the copy needs its lines.
+    File(&'a Path),
+    /// The plain segment's bytes, all of them (compression read them
+    /// whole): the lines are copied from there, nothing is read.
+    Bytes(&'a [u8]),
+}
+
+/// Writes the lead copy of the plain segment `plain`, whose index is
 /// `index`, to `zst` and `idx`, both staged (written and fsynced under their
 /// `.tmp` names, see `crate::durable`) for the caller to publish. Checks
-/// `stop` between leads. `whole`: the file's bytes, when the caller has
-/// them all (compression read them): the lines are then copied from there,
-/// not read from the file.
+/// `stop` between leads.
 pub(crate) fn write(
-    plain: &Path,
-    whole: Option<&[u8]>,
+    plain: Source<'_>,
     index: &SegmentIndex,
     zst: &Path,
     idx: &Path,
     stop: &AtomicBool,
 ) -> Result<Vec<Staged>, SegmentError> {
-    let source = File::open(plain)?;
+    let file;
+    let mut lines = match plain {
+        Source::File(path) => {
+            file = File::open(path)?;
+            Lines::new(&file)
+        }
+        Source::Bytes(bytes) => Lines::whole(bytes),
+    };
     let mut starts = Vec::with_capacity(index.chunks.len());
     let mut at = 0u64;
     for c in &index.chunks {
@@ -142,10 +156,6 @@ pub(crate) fn write(
     // Stable: each lead's rows stay in seq order.
     rows.sort_by_key(|r| r.lead);
 
-    let mut lines = match whole {
-        Some(bytes) => Lines::whole(&source, bytes),
-        None => Lines::new(&source),
-    };
     let (zst, (chunks, spans)) = durable::stage(zst, |file| {
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let mut frames = Frames::new()?;
@@ -208,7 +218,8 @@ pub(crate) fn write(
 /// the window serves only each lead's first line, and every other line
 /// took a `pread` of its own (a fifth of the sealer's CPU, 2026-12-05).
 struct Lines<'a> {
-    file: &'a File,
+    /// `None` when `window` is all of the segment.
+    file: Option<&'a File>,
     window: Cow<'a, [u8]>,
     /// Where `window` starts in the file.
     at: u64,
@@ -220,17 +231,17 @@ impl<'a> Lines<'a> {
 
     fn new(file: &'a File) -> Lines<'a> {
         Lines {
-            file,
+            file: Some(file),
             window: Cow::Owned(Vec::new()),
             at: 0,
         }
     }
 
-    /// Lines served from `bytes`, all of `file` (or, if the index points
-    /// past them, from the file).
-    fn whole(file: &'a File, bytes: &'a [u8]) -> Lines<'a> {
+    /// Lines served from `bytes`, all of a segment; a line past them is an
+    /// error (the index does not fit the bytes).
+    fn whole(bytes: &'a [u8]) -> Lines<'a> {
         Lines {
-            file,
+            file: None,
             window: Cow::Borrowed(bytes),
             at: 0,
         }
@@ -249,8 +260,17 @@ impl<'a> Lines<'a> {
             out.extend_from_slice(bytes);
             return Ok(());
         }
-        if first && pos >= self.at && matches!(self.window, Cow::Owned(_)) {
-            self.fill(pos, len)?;
+        let Some(file) = self.file else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "a line at {pos} of {len} bytes is past the segment's {} bytes",
+                    self.window.len()
+                ),
+            ));
+        };
+        if first && pos >= self.at {
+            self.fill(file, pos, len)?;
             if let Some(bytes) = self.in_window(pos, len) {
                 out.extend_from_slice(bytes);
                 return Ok(());
@@ -258,7 +278,7 @@ impl<'a> Lines<'a> {
         }
         let end = out.len() + len;
         out.resize(end, 0);
-        self.file.read_exact_at(&mut out[end - len..], pos)
+        file.read_exact_at(&mut out[end - len..], pos)
     }
 
     fn in_window(&self, pos: u64, len: usize) -> Option<&[u8]> {
@@ -268,8 +288,7 @@ impl<'a> Lines<'a> {
 
     /// Reads the window from `pos`: `WINDOW` bytes, or `len` if longer, or
     /// up to the end of the file.
-    fn fill(&mut self, pos: u64, len: usize) -> std::io::Result<()> {
-        let mut file = self.file;
+    fn fill(&mut self, mut file: &File, pos: u64, len: usize) -> std::io::Result<()> {
         file.seek(SeekFrom::Start(pos))?;
         let window = self.window.to_mut();
         window.clear();

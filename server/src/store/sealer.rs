@@ -27,7 +27,7 @@
 //! while the server runs is tried again from that step ([`run`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Write as _};
+use std::io::{BufReader, BufWriter, Read as _, Write as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -202,9 +202,13 @@ pub(super) fn compress(
         plain: whole,
     } = segment::compress(&dir.join(plain), &dir.join(gz), &dir.join(idx), stop)?;
     if lead_copy {
+        let path = dir.join(plain);
+        let source = match &whole {
+            Some(bytes) => leads::Source::Bytes(bytes),
+            None => leads::Source::File(&path),
+        };
         staged.extend(leads::write(
-            &dir.join(plain),
-            whole.as_deref(),
+            source,
             &index,
             &dir.join(leads_zst),
             &dir.join(leads_idx),
@@ -409,24 +413,47 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
     let (_, idx) = names(gz.strip_suffix(".gz").unwrap_or(gz));
     let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
     let (copy_zst, copy_idx) = leads::names(gz);
-    // The segment's lines, as the plain file they were compressed from.
-    let source = durable::tmp_path(&dir.join(format!("{copy_zst}.lines")));
-    let written = (|| {
-        let mut lines = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
-        let mut out = BufWriter::new(File::create(&source)?);
-        std::io::copy(&mut lines, &mut out)?;
-        out.flush()?;
-        drop(out);
+    let (to_zst, to_idx) = (dir.join(copy_zst), dir.join(copy_idx));
+    let members = || -> std::io::Result<_> {
+        Ok(segment::Members::new(BufReader::new(File::open(
+            dir.join(gz),
+        )?)))
+    };
+    let plain: u64 = index.chunks.iter().map(|c| u64::from(c.plain)).sum();
+    let written = if plain <= segment::WHOLE_MAX as u64 {
+        // The segment's lines in memory, as compression holds them.
+        let mut bytes = Vec::new();
+        bytes
+            .try_reserve(plain as usize)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::OutOfMemory, e.to_string()))?;
+        members()?.read_to_end(&mut bytes)?;
         leads::write(
-            &source,
-            None,
+            leads::Source::Bytes(&bytes),
             &index,
-            &dir.join(copy_zst),
-            &dir.join(copy_idx),
+            &to_zst,
+            &to_idx,
             &shared.stop,
         )
-    })();
-    let _ = std::fs::remove_file(&source);
+    } else {
+        // Larger than compression would hold: the lines as the plain file
+        // they were compressed from.
+        let source = durable::tmp_path(&to_zst.with_extension("zst.lines"));
+        let written = (|| {
+            let mut out = BufWriter::new(File::create(&source)?);
+            std::io::copy(&mut members()?, &mut out)?;
+            out.flush()?;
+            drop(out);
+            leads::write(
+                leads::Source::File(&source),
+                &index,
+                &to_zst,
+                &to_idx,
+                &shared.stop,
+            )
+        })();
+        let _ = std::fs::remove_file(&source);
+        written
+    };
     durable::publish(written?)?;
     let copy = leads::open(dir, gz)
         .ok_or_else(|| std::io::Error::other("the copy just written does not open"))?;

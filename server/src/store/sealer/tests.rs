@@ -344,8 +344,17 @@ async fn a_forged_lead_copy_is_not_served() {
     let (copy_zst, copy_idx) = leads::names(&plain);
     let stop = AtomicBool::new(false);
     let (to_zst, to_idx) = (dir.path().join(copy_zst), dir.path().join(copy_idx));
-    durable::publish(leads::write(&forged, None, &index, &to_zst, &to_idx, &stop).unwrap())
-        .unwrap();
+    durable::publish(
+        leads::write(
+            leads::Source::File(&forged),
+            &index,
+            &to_zst,
+            &to_idx,
+            &stop,
+        )
+        .unwrap(),
+    )
+    .unwrap();
     std::fs::remove_file(&forged).unwrap();
     delete(dir.path(), &plain).unwrap();
     let store = open(dir.path());

@@ -64,7 +64,7 @@ pub(crate) struct Compressed {
     pub index: SegmentIndex,
     pub staged: Vec<Staged>,
     /// The plain segment's bytes, when it was read whole (at most
-    /// [`SLAB`]): what its lead copy is built from.
+    /// [`WHOLE_MAX`]): what its lead copy is built from.
     pub plain: Option<Vec<u8>>,
 }
 
@@ -72,7 +72,7 @@ pub(crate) struct Compressed {
 /// larger (the default is 50 MB) is read whole, with one `read`, and its
 /// lead copy is built from the same bytes ([`Compressed::plain`]) instead of
 /// read again line by line; a larger one is read in slabs of this size.
-const SLAB: usize = 64 << 20;
+pub(crate) const WHOLE_MAX: usize = 64 << 20;
 
 /// Compresses the sealed plain segment `plain` into `gz` and its index into
 /// `idx`, keeping every byte of every line. Both are staged (written and
@@ -84,7 +84,7 @@ pub(crate) fn compress(
     idx: &Path,
     stop: &AtomicBool,
 ) -> Result<Compressed, SegmentError> {
-    compress_in_slabs(plain, gz, idx, stop, SLAB)
+    compress_in_slabs(plain, gz, idx, stop, WHOLE_MAX)
 }
 
 /// [`compress`], reading at most `slab` bytes at a time.

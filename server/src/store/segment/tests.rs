@@ -141,7 +141,7 @@ fn slabs_of_any_size_compress_alike_and_feed_the_same_lead_copy() {
         durable::publish(c.staged).unwrap();
         (std::fs::read(&gz).unwrap(), c.index, c.info, c.plain)
     };
-    let (gz, index, info, whole) = run(SLAB, "whole");
+    let (gz, index, info, whole) = run(WHOLE_MAX, "whole");
     let mut with_newline = bytes.clone();
     with_newline.push(b'\n');
     assert_eq!(whole.as_deref(), Some(with_newline.as_slice()));
@@ -163,18 +163,28 @@ fn slabs_of_any_size_compress_alike_and_feed_the_same_lead_copy() {
         // Whole only when one slab held the file.
         assert_eq!(p.is_some(), slab > bytes.len(), "slab {slab}");
     }
-    let copy = |whole: Option<&[u8]>, tag: &str| {
+    let copy = |source: crate::store::leads::Source<'_>, tag: &str| {
         let (zst, idx) = (
             dir.path().join(format!("{tag}.zst")),
             dir.path().join(format!("{tag}.lidx")),
         );
-        durable::publish(
-            crate::store::leads::write(&plain, whole, &index, &zst, &idx, &stop).unwrap(),
-        )
-        .unwrap();
+        durable::publish(crate::store::leads::write(source, &index, &zst, &idx, &stop).unwrap())
+            .unwrap();
         (std::fs::read(zst).unwrap(), std::fs::read(idx).unwrap())
     };
-    assert!(copy(whole.as_deref(), "mem") == copy(None, "file"));
+    let whole = whole.unwrap();
+    let from_memory = copy(crate::store::leads::Source::Bytes(&whole), "mem");
+    assert!(from_memory == copy(crate::store::leads::Source::File(&plain), "file"));
+    // Bytes that stop short of the index's rows are an error, not a copy.
+    let zst = dir.path().join("short.zst");
+    let short = crate::store::leads::write(
+        crate::store::leads::Source::Bytes(&whole[..whole.len() / 2]),
+        &index,
+        &zst,
+        &dir.path().join("short.lidx"),
+        &stop,
+    );
+    assert!(short.is_err());
 }
 
 /// Every row read through a prefix just long enough for it, through the
