@@ -175,11 +175,17 @@ fn merge_field_entry(
 /// The decoders of the levels inside a `Struct`. They only decode: the
 /// server never sends them.
 macro_rules! decode_only {
-    ($name:ident, $merge:item) => {
+    ($name:ident, |$this:ident, $tag:ident, $wire_type:ident, $buf:ident, $ctx:ident| $merge:block) => {
         impl Message for $name<'_> {
             fn encode_raw(&self, _: &mut impl BufMut) {}
 
-            $merge
+            fn merge_field(
+                &mut $this,
+                $tag: u32,
+                $wire_type: WireType,
+                $buf: &mut impl Buf,
+                $ctx: DecodeContext,
+            ) -> Result<(), DecodeError> $merge
 
             fn encoded_len(&self) -> usize {
                 0
@@ -197,31 +203,22 @@ struct EntryDecoder<'a> {
     value: Value,
 }
 
-decode_only!(
-    EntryDecoder,
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        match tag {
-            1 => {
-                self.key = self.text.merge_string(wire_type, buf, ctx)?;
-                Ok(())
-            }
-            2 => {
-                let mut value = ValueDecoder {
-                    text: self.text,
-                    value: &mut self.value,
-                };
-                encoding::message::merge(wire_type, &mut value, buf, ctx)
-            }
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+decode_only!(EntryDecoder, |self, tag, wire_type, buf, ctx| {
+    match tag {
+        1 => {
+            self.key = self.text.merge_string(wire_type, buf, ctx)?;
+            Ok(())
         }
+        2 => {
+            let mut value = ValueDecoder {
+                text: self.text,
+                value: &mut self.value,
+            };
+            encoding::message::merge(wire_type, &mut value, buf, ctx)
+        }
+        _ => encoding::skip_field(wire_type, tag, buf, ctx),
     }
-);
+});
 
 /// A `google.protobuf.Value`: the last member of its `kind` wins, and a
 /// repeated struct or list member merges into the one before.
@@ -230,66 +227,60 @@ struct ValueDecoder<'a> {
     value: &'a mut Value,
 }
 
-decode_only!(
-    ValueDecoder,
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        let merged = match tag {
-            1 => encoding::int32::merge(wire_type, &mut 0, buf, ctx)
-                .map(|()| *self.value = Value::Null),
-            2 => {
-                let mut n = 0.0;
-                encoding::double::merge(wire_type, &mut n, buf, ctx)
-                    .map(|()| *self.value = Value::Number(n))
-            }
-            3 => self
-                .text
-                .merge_string(wire_type, buf, ctx)
-                .map(|s| *self.value = Value::String(s)),
-            4 => {
-                let mut b = false;
-                encoding::bool::merge(wire_type, &mut b, buf, ctx)
-                    .map(|()| *self.value = Value::Bool(b))
-            }
-            5 => {
-                if !matches!(self.value, Value::Object(_)) {
-                    *self.value = Value::Object(Vec::new());
-                }
-                let Value::Object(fields) = &mut *self.value else {
-                    unreachable!("set just above")
-                };
-                let mut object = ObjectDecoder {
-                    text: self.text,
-                    fields,
-                };
-                encoding::message::merge(wire_type, &mut object, buf, ctx)
-            }
-            6 => {
-                if !matches!(self.value, Value::List(_)) {
-                    *self.value = Value::List(Vec::new());
-                }
-                let Value::List(items) = &mut *self.value else {
-                    unreachable!("set just above")
-                };
-                let mut list = ListDecoder {
-                    text: self.text,
-                    items,
-                };
-                encoding::message::merge(wire_type, &mut list, buf, ctx)
-            }
-            _ => return encoding::skip_field(wire_type, tag, buf, ctx),
-        };
-        merged.map_err(|mut e| {
-            e.push("Value", "kind");
-            e
-        })
-    }
-);
+decode_only!(ValueDecoder, |self, tag, wire_type, buf, ctx| {
+    let merged = match tag {
+        1 => {
+            encoding::int32::merge(wire_type, &mut 0, buf, ctx).map(|()| *self.value = Value::Null)
+        }
+        2 => {
+            let mut n = 0.0;
+            encoding::double::merge(wire_type, &mut n, buf, ctx)
+                .map(|()| *self.value = Value::Number(n))
+        }
+        3 => self
+            .text
+            .merge_string(wire_type, buf, ctx)
+            .map(|s| *self.value = Value::String(s)),
+        4 => {
+            let mut b = false;
+            encoding::bool::merge(wire_type, &mut b, buf, ctx)
+                .map(|()| *self.value = Value::Bool(b))
+        }
+        // A oneof set again merges into what it holds when it is the same
+        // kind (as prost does), else starts afresh.
+        5 => {
+            let mut fields = match std::mem::replace(self.value, Value::Null) {
+                Value::Object(fields) => fields,
+                _ => Vec::new(),
+            };
+            let mut object = ObjectDecoder {
+                text: self.text,
+                fields: &mut fields,
+            };
+            let merged = encoding::message::merge(wire_type, &mut object, buf, ctx);
+            *self.value = Value::Object(fields);
+            merged
+        }
+        6 => {
+            let mut items = match std::mem::replace(self.value, Value::Null) {
+                Value::List(items) => items,
+                _ => Vec::new(),
+            };
+            let mut list = ListDecoder {
+                text: self.text,
+                items: &mut items,
+            };
+            let merged = encoding::message::merge(wire_type, &mut list, buf, ctx);
+            *self.value = Value::List(items);
+            merged
+        }
+        _ => return encoding::skip_field(wire_type, tag, buf, ctx),
+    };
+    merged.map_err(|mut e| {
+        e.push("Value", "kind");
+        e
+    })
+});
 
 /// A `Struct` nested in a value.
 struct ObjectDecoder<'a> {
@@ -297,18 +288,9 @@ struct ObjectDecoder<'a> {
     fields: &'a mut Vec<Field>,
 }
 
-decode_only!(
-    ObjectDecoder,
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        merge_struct_field(self.text, self.fields, tag, wire_type, buf, ctx)
-    }
-);
+decode_only!(ObjectDecoder, |self, tag, wire_type, buf, ctx| {
+    merge_struct_field(self.text, self.fields, tag, wire_type, buf, ctx)
+});
 
 /// A `ListValue`.
 struct ListDecoder<'a> {
@@ -316,33 +298,24 @@ struct ListDecoder<'a> {
     items: &'a mut Vec<Value>,
 }
 
-decode_only!(
-    ListDecoder,
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), DecodeError> {
-        match tag {
-            1 => {
-                let mut item = Value::Null;
-                let mut value = ValueDecoder {
-                    text: self.text,
-                    value: &mut item,
-                };
-                encoding::message::merge(wire_type, &mut value, buf, ctx).map_err(|mut e| {
-                    e.push("ListValue", "values");
-                    e
-                })?;
-                self.items.push(item);
-                Ok(())
-            }
-            _ => encoding::skip_field(wire_type, tag, buf, ctx),
+decode_only!(ListDecoder, |self, tag, wire_type, buf, ctx| {
+    match tag {
+        1 => {
+            let mut item = Value::Null;
+            let mut value = ValueDecoder {
+                text: self.text,
+                value: &mut item,
+            };
+            encoding::message::merge(wire_type, &mut value, buf, ctx).map_err(|mut e| {
+                e.push("ListValue", "values");
+                e
+            })?;
+            self.items.push(item);
+            Ok(())
         }
+        _ => encoding::skip_field(wire_type, tag, buf, ctx),
     }
-);
+});
 
 impl Text {
     /// Decodes a string and appends it to `bytes`: its place there.

@@ -43,7 +43,6 @@
 //! counts as missing and is rewritten at start), and recovery deletes every
 //! `.leads.gz` and every `.leads.idx` without its `.leads.zst`.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fs::File;
@@ -213,16 +212,20 @@ pub(crate) fn write(
 /// A line outside the window is read on its own. The order only decides
 /// how many reads there are, never what is read.
 ///
-/// Given the whole file's bytes ([`Lines::whole`]), the window is all of
-/// it, and nothing is read: a lead's lines are spread over the segment, so
-/// the window serves only each lead's first line, and every other line
-/// took a `pread` of its own (a fifth of the sealer's CPU, 2026-12-05).
-struct Lines<'a> {
-    /// `None` when `window` is all of the segment.
-    file: Option<&'a File>,
-    window: Cow<'a, [u8]>,
-    /// Where `window` starts in the file.
-    at: u64,
+/// Given the whole file's bytes ([`Lines::Whole`]), nothing is read: a
+/// lead's lines are spread over the segment, so the window serves only each
+/// lead's first line, and every other line took a `pread` of its own (a
+/// fifth of the sealer's CPU, 2026-12-05).
+enum Lines<'a> {
+    /// The whole file's bytes: every line is copied from them.
+    Whole(&'a [u8]),
+    /// The file, read through a window.
+    Window {
+        file: &'a File,
+        window: Vec<u8>,
+        /// Where `window` starts in the file.
+        at: u64,
+    },
 }
 
 impl<'a> Lines<'a> {
@@ -230,9 +233,9 @@ impl<'a> Lines<'a> {
     const WINDOW: usize = 256 * 1024;
 
     fn new(file: &'a File) -> Lines<'a> {
-        Lines {
-            file: Some(file),
-            window: Cow::Owned(Vec::new()),
+        Lines::Window {
+            file,
+            window: Vec::new(),
             at: 0,
         }
     }
@@ -240,11 +243,7 @@ impl<'a> Lines<'a> {
     /// Lines served from `bytes`, all of a segment; a line past them is an
     /// error (the index does not fit the bytes).
     fn whole(bytes: &'a [u8]) -> Lines<'a> {
-        Lines {
-            file: None,
-            window: Cow::Borrowed(bytes),
-            at: 0,
-        }
+        Lines::Whole(bytes)
     }
 
     /// Appends the `len` bytes at `pos` to `out`. `first`: the line is its
@@ -256,22 +255,37 @@ impl<'a> Lines<'a> {
         first: bool,
         out: &mut Vec<u8>,
     ) -> std::io::Result<()> {
-        if let Some(bytes) = self.in_window(pos, len) {
+        let (file, window, at) = match self {
+            Lines::Whole(bytes) => {
+                let line = slice(bytes, 0, pos, len).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!(
+                            "a line at {pos} of {len} bytes is past the segment's {} bytes",
+                            bytes.len()
+                        ),
+                    )
+                })?;
+                out.extend_from_slice(line);
+                return Ok(());
+            }
+            Lines::Window { file, window, at } => (*file, window, at),
+        };
+        if let Some(bytes) = slice(window, *at, pos, len) {
             out.extend_from_slice(bytes);
             return Ok(());
         }
-        let Some(file) = self.file else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "a line at {pos} of {len} bytes is past the segment's {} bytes",
-                    self.window.len()
-                ),
-            ));
-        };
-        if first && pos >= self.at {
-            self.fill(file, pos, len)?;
-            if let Some(bytes) = self.in_window(pos, len) {
+        if first && pos >= *at {
+            // Read the window from `pos`: `WINDOW` bytes, or `len` if
+            // longer, or up to the end of the file.
+            let mut reader = file;
+            reader.seek(SeekFrom::Start(pos))?;
+            window.clear();
+            *at = pos;
+            reader
+                .take(Self::WINDOW.max(len) as u64)
+                .read_to_end(window)?;
+            if let Some(bytes) = slice(window, *at, pos, len) {
                 out.extend_from_slice(bytes);
                 return Ok(());
             }
@@ -280,23 +294,13 @@ impl<'a> Lines<'a> {
         out.resize(end, 0);
         file.read_exact_at(&mut out[end - len..], pos)
     }
+}
 
-    fn in_window(&self, pos: u64, len: usize) -> Option<&[u8]> {
-        let from = usize::try_from(pos.checked_sub(self.at)?).ok()?;
-        self.window.get(from..from.checked_add(len)?)
-    }
-
-    /// Reads the window from `pos`: `WINDOW` bytes, or `len` if longer, or
-    /// up to the end of the file.
-    fn fill(&mut self, mut file: &File, pos: u64, len: usize) -> std::io::Result<()> {
-        file.seek(SeekFrom::Start(pos))?;
-        let window = self.window.to_mut();
-        window.clear();
-        self.at = pos;
-        file.take(Self::WINDOW.max(len) as u64)
-            .read_to_end(window)?;
-        Ok(())
-    }
+/// The `len` bytes at file position `pos` of `bytes`, which start at
+/// position `at`, if they hold all of them.
+fn slice(bytes: &[u8], at: u64, pos: u64, len: usize) -> Option<&[u8]> {
+    let from = usize::try_from(pos.checked_sub(at)?).ok()?;
+    bytes.get(from..from.checked_add(len)?)
 }
 
 /// Writes zstd frames one after another, reusing one compression context.

@@ -215,6 +215,8 @@ pub(super) fn compress(
             stop,
         )?);
     }
+    // A segment's worth of memory, not held while the files are published.
+    drop(whole);
     durable::publish(staged)?;
     Ok((info, index))
 }
@@ -414,42 +416,25 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
     let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
     let (copy_zst, copy_idx) = leads::names(gz);
     let (to_zst, to_idx) = (dir.join(copy_zst), dir.join(copy_idx));
-    let members = || -> std::io::Result<_> {
-        Ok(segment::Members::new(BufReader::new(File::open(
-            dir.join(gz),
-        )?)))
-    };
+    let write = |source| leads::write(source, &index, &to_zst, &to_idx, &shared.stop);
+    let mut members = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
     let plain: u64 = index.chunks.iter().map(|c| u64::from(c.plain)).sum();
     let written = if plain <= segment::WHOLE_MAX as u64 {
         // The segment's lines in memory, as compression holds them.
         let mut bytes = Vec::new();
-        bytes
-            .try_reserve(plain as usize)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::OutOfMemory, e.to_string()))?;
-        members()?.read_to_end(&mut bytes)?;
-        leads::write(
-            leads::Source::Bytes(&bytes),
-            &index,
-            &to_zst,
-            &to_idx,
-            &shared.stop,
-        )
+        segment::reserve(&mut bytes, plain as usize)?;
+        members.read_to_end(&mut bytes)?;
+        write(leads::Source::Bytes(&bytes))
     } else {
         // Larger than compression would hold: the lines as the plain file
         // they were compressed from.
         let source = durable::tmp_path(&to_zst.with_extension("zst.lines"));
         let written = (|| {
             let mut out = BufWriter::new(File::create(&source)?);
-            std::io::copy(&mut members()?, &mut out)?;
+            std::io::copy(&mut members, &mut out)?;
             out.flush()?;
             drop(out);
-            leads::write(
-                leads::Source::File(&source),
-                &index,
-                &to_zst,
-                &to_idx,
-                &shared.stop,
-            )
+            write(leads::Source::File(&source))
         })();
         let _ = std::fs::remove_file(&source);
         written

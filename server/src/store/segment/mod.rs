@@ -173,20 +173,25 @@ fn compress_in_slabs(
     })
 }
 
+/// Reserves room for `n` more bytes of a segment in `buf`. Memory that
+/// cannot be had fails the sealer's step (which it tries again later)
+/// rather than the process.
+pub(crate) fn reserve(buf: &mut Vec<u8>, n: usize) -> std::io::Result<()> {
+    buf.try_reserve(n).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::OutOfMemory,
+            format!("no memory for {n} bytes of the segment: {e}"),
+        )
+    })
+}
+
 /// Appends the next `slab` bytes of `source` to `buf`, room reserved by the
 /// file's `size` so that a segment read whole is not copied as `buf`
 /// grows; returns whether the file's end was reached.
 fn fill(source: &mut File, buf: &mut Vec<u8>, size: u64, slab: usize) -> std::io::Result<bool> {
     let want = usize::try_from(size).unwrap_or(slab).min(slab);
-    // One more for the newline a torn last line gets. Memory that cannot be
-    // had fails this step (the sealer tries it again later) rather than
-    // the process.
-    buf.try_reserve(want + 1).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::OutOfMemory,
-            format!("no memory for {} bytes of the segment: {e}", want + 1),
-        )
-    })?;
+    // One more for the newline a torn last line gets.
+    reserve(buf, want + 1)?;
     let got = source.take(slab as u64).read_to_end(buf)?;
     Ok(got < slab)
 }
