@@ -5,6 +5,9 @@
 //!   (`crate::service::stream::Encoded`), an event already encoded, so a
 //!   group of live events is encoded once for every follower instead of once
 //!   per follower;
+//! - `QueryResponse` is too (`crate::service::query::EncodedPage`): a page's
+//!   events are encoded from the stored records' own strings, with no
+//!   `pb::Event` and no `Struct` of maps in between;
 //! - `LogRequest`, `LogBatchRequest` and `EventInput` are generated here
 //!   again, with `google.protobuf.Struct` as the server's own decoder
 //!   (`crate::service::details::WireDetails`), so each event's `details`
@@ -45,6 +48,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// decode straight into JSON text (`crate::service::details`).
 const OWN_MESSAGES: [&str; 3] = ["LogRequest", "LogBatchRequest", "EventInput"];
 
+/// The answers the server encodes itself (`extern_path` below).
+const ENCODED: [&str; 2] = ["StreamEventsResponse", "QueryResponse"];
+
 fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
     let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
     println!("cargo:rerun-if-changed={}", proto.display());
@@ -60,6 +66,10 @@ fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
             "crate::service::stream::Encoded",
         )
         .extern_path(
+            ".auditlog.v1.QueryResponse",
+            "crate::service::query::EncodedPage",
+        )
+        .extern_path(
             ".google.protobuf.Struct",
             "crate::service::details::WireDetails",
         );
@@ -69,7 +79,7 @@ fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
     for file in &fds.file {
         let names = file.message_type.iter().map(|m| m.name());
         for name in names.chain(file.enum_type.iter().map(|e| e.name())) {
-            if !OWN_MESSAGES.contains(&name) && name != "StreamEventsResponse" {
+            if !OWN_MESSAGES.contains(&name) && !ENCODED.contains(&name) {
                 config = config.extern_path(
                     format!(".auditlog.v1.{name}"),
                     format!("::auditlog_proto::v1::{name}"),

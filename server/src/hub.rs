@@ -21,7 +21,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Committed, Filter, Order, Page, Record, Store, StoreError};
+use crate::store::{Committed, Decoded, Filter, Order, Page, Record, Store, StoreError};
 
 /// How many records one history read takes from the file.
 const PAGE: usize = 256;
@@ -47,13 +47,17 @@ pub(crate) struct Subscription {
 /// form that caches (the wire encoding every follower sends alike) is made
 /// once for all subscribers.
 pub(crate) trait Form: Send + 'static {
+    /// What a line read from the file is decoded into.
+    type Row: Decoded;
     /// Record `i` of a group the writer published.
     fn live(group: &Committed, i: usize) -> Self;
-    /// A record read from the file.
-    fn read(record: Record) -> Self;
+    /// A line read from the file.
+    fn read(row: Self::Row) -> Self;
 }
 
 impl Form for Record {
+    type Row = Record;
+
     fn live(group: &Committed, i: usize) -> Record {
         group[i].clone()
     }
@@ -235,7 +239,7 @@ async fn catch_up<F: Form>(
         let Page {
             records,
             next: more,
-        }: Page = match page {
+        }: Page<F::Row> = match page {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
                 // Everything before a damaged segment is sent before the

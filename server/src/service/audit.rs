@@ -7,7 +7,6 @@ use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use auditlog_proto::json::StructFromJson;
 use auditlog_proto::v1 as pb;
 use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
@@ -17,9 +16,10 @@ use super::AuditSvc;
 use super::api::{self, audit_service_server::AuditService};
 use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
+use super::event_bytes::EventBytes;
 use super::page_token::PageToken;
 use super::proofs::proof_wait;
-use super::query::{QueryPlan, plan_query};
+use super::query::{EncodedPage, QueryPlan, plan_query};
 use super::stream::Encoded;
 use super::validate::{self, validate_batch, validate_log};
 use crate::auth::Caller;
@@ -75,10 +75,7 @@ impl AuditService for AuditSvc {
         Ok(Response::new(edge::log_batch_pb(receipts, proofs)))
     }
 
-    async fn query(
-        &self,
-        req: Request<pb::QueryRequest>,
-    ) -> Result<Response<pb::QueryResponse>, Status> {
+    async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<EncodedPage>, Status> {
         let (min_seq, until) = (req.get_ref().min_seq, wait_until(req.metadata()));
         let QueryPlan {
             filter,
@@ -88,17 +85,21 @@ impl AuditService for AuditSvc {
             fingerprint,
         } = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
         let store = self.store_holding(min_seq, until).await?;
-        let page: Page<StructFromJson> = blocking("query", move || {
-            store
+        let page = blocking("query", move || {
+            let page: Page<EventBytes> = store
                 .page(&filter, order, cursor, u64::MAX, limit)
-                .map_err(status_of)
+                .map_err(status_of)?;
+            let next_page_token = page
+                .next
+                .map(|seq| PageToken::encode(seq, fingerprint))
+                .unwrap_or_default();
+            Ok(EncodedPage {
+                events: page.records,
+                next_page_token,
+            })
         })
         .await?;
-        let next_page_token = page
-            .next
-            .map(|seq| PageToken::encode(seq, fingerprint))
-            .unwrap_or_default();
-        Ok(Response::new(edge::query_pb(page.records, next_page_token)))
+        Ok(Response::new(page))
     }
 
     type StreamEventsStream = EventStream;

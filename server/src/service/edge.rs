@@ -211,22 +211,6 @@ pub(super) fn track_pb(receipt: Option<store::Receipt>) -> pb::TrackPerformanceR
     }
 }
 
-pub(super) fn query_pb<D: DetailsPb>(
-    records: Vec<Record<D>>,
-    next_page_token: String,
-) -> pb::QueryResponse {
-    pb::QueryResponse {
-        events: records.into_iter().map(event_pb).collect(),
-        next_page_token,
-    }
-}
-
-pub(super) fn stream_item_pb<D: DetailsPb>(record: Record<D>) -> pb::StreamEventsResponse {
-    pb::StreamEventsResponse {
-        event: Some(event_pb(record)),
-    }
-}
-
 pub(super) fn export_item_pb(
     record: Record,
     matched_fields: Vec<String>,
@@ -258,9 +242,8 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
 }
 
 /// A form of `details` that becomes a `google.protobuf.Struct`: a
-/// record's JSON text (`Details`), or a Struct decoded straight from the
-/// stored line (what a Query page is read as, with no JSON tree in
-/// between).
+/// record's JSON text (`Details`), owned or borrowed. (Streams and Query
+/// pages encode theirs without a `Struct`: `event_bytes`.)
 pub(super) trait DetailsPb {
     fn into_struct(self) -> prost_types::Struct;
 }
@@ -276,12 +259,6 @@ impl DetailsPb for &Details {
 impl DetailsPb for Details {
     fn into_struct(self) -> prost_types::Struct {
         (&self).into_struct()
-    }
-}
-
-impl DetailsPb for StructFromJson {
-    fn into_struct(self) -> prost_types::Struct {
-        self.0
     }
 }
 

@@ -71,7 +71,7 @@ pub(crate) use chain::{FindingKind, Report};
 pub(crate) use error::StoreError;
 pub(crate) use index::{Filter, Order, Stats, StatsQuery, TooManyBuckets};
 pub(crate) use read::Page;
-pub(crate) use record::{Details, DetailsForm, NewEvent, Record};
+pub(crate) use record::{Decoded, Details, DetailsForm, NewEvent, Record};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 #[cfg(test)]
@@ -369,19 +369,20 @@ impl Store {
 
     /// One page of the records matching `filter`, in `order`, after
     /// `cursor` (a seq: records after it oldest first, before it newest
-    /// first), never above `max_seq`, at most `limit`, with `details` decoded
-    /// as `D` straight from each line. Blocking. When `filter` names a lead,
-    /// each sealed segment's lead copy is read where it has one, which
-    /// inflates a few KiB per segment instead of one member per record; a
-    /// large page is split over a few reader threads.
-    pub fn page<D: DetailsForm>(
+    /// first), never above `max_seq`, at most `limit`, each decoded as `T`
+    /// straight from its line (a [`Record`], or a reader's own form).
+    /// Blocking. When `filter` names a lead, each sealed segment's lead copy
+    /// is read where it has one, which inflates a few KiB per segment instead
+    /// of one member per record; a large page is split over a few reader
+    /// threads.
+    pub fn page<T: Decoded>(
         &self,
         filter: &Filter,
         order: Order,
         cursor: Option<u64>,
         max_seq: u64,
         limit: usize,
-    ) -> Result<Page<D>, StoreError> {
+    ) -> Result<Page<T>, StoreError> {
         let (metas, next) = self
             .shared
             .select_page(filter, order, cursor, max_seq, limit);

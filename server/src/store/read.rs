@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use super::error::StoreError;
 use super::index::{Filter, Meta, Order};
 use super::leads;
-use super::record::{Decoded, Details, DetailsForm, MacCheck, Record, RecordHead, parse_row};
+use super::record::{Decoded, MacCheck, Record, RecordHead};
 use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
 use super::shared::Shared;
 
@@ -36,9 +36,9 @@ const MAX_READ_THREADS: usize = 4;
 
 /// One page of the records a filter selects, read, with `details` as `D`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Page<D = Details> {
+pub struct Page<T = Record> {
     /// The records, in the order asked for.
-    pub records: Vec<Record<D>>,
+    pub records: Vec<T>,
     /// The cursor of the next page (the seq of the last record here) when
     /// more records match; `None` when this page is the last.
     pub next: Option<u64>,
@@ -191,14 +191,14 @@ impl Shared {
     }
 
     /// `Store::page` on this thread.
-    pub(super) fn page<D: DetailsForm>(
+    pub(super) fn page<T: Decoded>(
         &self,
         filter: &Filter,
         order: Order,
         cursor: Option<u64>,
         max_seq: u64,
         limit: usize,
-    ) -> Result<Page<D>, StoreError> {
+    ) -> Result<Page<T>, StoreError> {
         let (metas, next) = self.select_page(filter, order, cursor, max_seq, limit);
         let records = self.read_part(filter.lead_id.as_deref(), &metas)?;
         Ok(Page { records, next })
@@ -312,15 +312,19 @@ impl Shared {
                     continue;
                 }
             };
-            let by_seq: HashMap<u64, (RecordHead<'_>, &[u8])> = chunk[range]
+            // In seq order, as the copy is written; a line a damaged copy
+            // holds out of order is not found, and is read from the segment.
+            let lines: Vec<(RecordHead<'_>, &[u8])> = chunk[range]
                 .split(|b| *b == b'\n')
-                .filter_map(|line| RecordHead::peek(line).map(|head| (head.seq, (head, line))))
+                .filter_map(|line| RecordHead::peek(line).map(|head| (head, line)))
                 .collect();
             let mut failed = Vec::new();
             for i in positions {
                 let meta = &located[i].1;
-                let checked = by_seq
-                    .get(&meta.seq)
+                let checked = lines
+                    .binary_search_by_key(&meta.seq, |(head, _)| head.seq)
+                    .ok()
+                    .map(|k| &lines[k])
                     .filter(|(head, line)| head.check_mac(line, &self.keyring) == MacCheck::Valid);
                 match checked.map(|(_, line)| parse_at::<T>(line, meta)) {
                     Some(Ok(row)) => rows[i] = Some(row),
@@ -495,7 +499,7 @@ pub(super) fn chunk_reach(meta: &Meta) -> (u32, usize) {
 
 /// Decodes the line read for `meta` and checks it is the record expected.
 fn parse_at<T: Decoded>(line: &[u8], meta: &Meta) -> Result<T, StoreError> {
-    let record: T = parse_row(line).map_err(|e| StoreError::Corrupt {
+    let record = T::from_line(line).map_err(|e| StoreError::Corrupt {
         seq: meta.seq,
         reason: format!("{e}; run VerifyIntegrity to locate the damage"),
     })?;
@@ -611,7 +615,7 @@ mod tests {
         let plain: Page = store
             .page(&filter, Order::OldestFirst, None, u64::MAX, 100)
             .unwrap();
-        let counted: Page<Counted> = store
+        let counted: Page<Record<Counted>> = store
             .page(&filter, Order::OldestFirst, None, u64::MAX, 100)
             .unwrap();
         assert_eq!(plain.records.len(), 12);

@@ -25,6 +25,7 @@
 //! - `seq` starts at 1 and never exceeds [`MAX_SEQ`] (2^63 - 1).
 //! - Timestamps are UTC with microseconds and never decrease along `seq`.
 
+use std::borrow::Cow;
 use std::io::Write as _;
 
 #[cfg(test)]
@@ -123,25 +124,46 @@ pub trait DetailsForm: DeserializeOwned + Send + 'static {}
 
 impl<D: DeserializeOwned + Send + 'static> DetailsForm for D {}
 
-/// What the read path decodes a line into; it checks the seq and the
-/// signature of what it decoded against what it expected.
-pub(crate) trait Decoded: DeserializeOwned + Send + 'static {
+/// What the read path decodes a line into: a [`Record`], or a reader's own
+/// form of it (the service encodes a Query page's events straight from the
+/// line). The read path checks the seq of what it decoded against the seq it
+/// expected.
+pub trait Decoded: Send + 'static + Sized {
+    /// Decodes one line (without its trailing newline).
+    fn from_line(line: &[u8]) -> Result<Self, LineError>;
     fn seq(&self) -> u64;
-    fn signature(&self) -> &str;
 }
 
 impl<D: DetailsForm> Decoded for Record<D> {
+    fn from_line(line: &[u8]) -> Result<Self, LineError> {
+        parse_row(line)
+    }
+
     fn seq(&self) -> u64 {
         self.seq
     }
+}
 
+/// A decoded line's signature field, which [`parse_row`] checks against
+/// the trailing one.
+pub(crate) trait Signed {
+    fn signature(&self) -> &str;
+}
+
+impl<D> Signed for Record<D> {
+    fn signature(&self) -> &str {
+        &self.signature
+    }
+}
+
+impl Signed for RecordRef<'_> {
     fn signature(&self) -> &str {
         &self.signature
     }
 }
 
 /// Decodes one line (without its trailing newline) into `T`.
-pub(crate) fn parse_row<T: Decoded>(line: &[u8]) -> Result<T, LineError> {
+pub(crate) fn parse_row<'a, T: Deserialize<'a> + Signed>(line: &'a [u8]) -> Result<T, LineError> {
     let hex_sig = signature_of(line).ok_or(LineError::NoSignature)?;
     let row: T = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
     // The parsed signature must be the trailing one the MAC check reads,
@@ -150,6 +172,52 @@ pub(crate) fn parse_row<T: Decoded>(line: &[u8]) -> Result<T, LineError> {
         return Err(LineError::SignatureMismatch);
     }
     Ok(row)
+}
+
+/// A line's fields as [`Record`] has them, borrowed from the line where
+/// they hold no escape: for readers that only re-encode a record (the
+/// service's Query pages), with no allocation per field. It refuses what
+/// `Record` refuses (a test holds the two alike).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordRef<'a> {
+    pub seq: u64,
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    #[serde(with = "timestamp_format")]
+    pub timestamp: i64,
+    #[serde(borrow)]
+    pub event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    pub actor: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub caller: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub lead_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub workflow: Option<Cow<'a, str>>,
+    #[serde(borrow, deserialize_with = "object_text")]
+    pub details: &'a str,
+    #[serde(borrow, default)]
+    pub idempotency_key: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub batch: Option<u32>,
+    #[serde(borrow)]
+    pub key_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub prev: Cow<'a, str>,
+    #[serde(borrow)]
+    pub signature: Cow<'a, str>,
+}
+
+/// `details`' text as the line holds it, refused unless an object (as
+/// [`Details`] refuses it).
+fn object_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'de str, D::Error> {
+    let raw = <&serde_json::value::RawValue>::deserialize(d)?;
+    if !raw.get().starts_with('{') {
+        return Err(serde::de::Error::custom("details is not a JSON object"));
+    }
+    Ok(raw.get())
 }
 
 /// The fields an index needs, parsed without building `details`: what the
@@ -687,7 +755,56 @@ mod tests {
             let body = &line[..line.len() - 1];
             let parsed = Record::parse(body).unwrap();
             prop_assert_eq!(parsed.check_mac(body, &keyring()), MacCheck::Valid);
+            let borrowed: RecordRef<'_> = parse_row(body).unwrap();
+            prop_assert_eq!(owned(&borrowed), parsed.clone());
             prop_assert_eq!(parsed, record);
+        }
+    }
+
+    /// A borrowed record as the owned one it reads as.
+    fn owned(r: &RecordRef<'_>) -> Record {
+        let text = |s: &Cow<'_, str>| s.to_string();
+        let opt = |s: &Option<Cow<'_, str>>| s.as_ref().map(text);
+        Record {
+            seq: r.seq,
+            id: text(&r.id),
+            timestamp: r.timestamp,
+            event_type: text(&r.event_type),
+            actor: text(&r.actor),
+            caller: opt(&r.caller),
+            lead_id: opt(&r.lead_id),
+            workflow: opt(&r.workflow),
+            details: serde_json::from_str(r.details).unwrap(),
+            idempotency_key: opt(&r.idempotency_key),
+            batch: r.batch,
+            key_id: text(&r.key_id),
+            prev: text(&r.prev),
+            signature: text(&r.signature),
+        }
+    }
+
+    #[test]
+    fn a_borrowed_record_reads_and_refuses_as_a_record_does() {
+        let (record, line) = sealed();
+        let text = std::str::from_utf8(&line[..line.len() - 1]).unwrap();
+        let borrowed: RecordRef<'_> = parse_row(text.as_bytes()).unwrap();
+        assert_eq!(owned(&borrowed), record);
+        // Strings without escapes are borrowed from the line.
+        assert!(matches!(borrowed.event_type, Cow::Borrowed(_)));
+        let broken = [
+            text.replacen("\"actor\"", "\"extra\":1,\"actor\"", 1),
+            text.replacen("\"actor\":\"system\",", "", 1),
+            text.replacen("2026-02-04T20:30:45.123456Z", "yesterday", 1),
+            text.replacen("\"details\":{", "\"details\":[{", 1)
+                .replacen("}},", "}}],", 1),
+            text.replacen("\"key_id\"", "\"signature\":\"ab\",\"key_id\"", 1),
+            text.replacen("\"seq\":42", "\"seq\":-1", 1),
+        ];
+        for line in broken {
+            assert_ne!(line, text);
+            let record = parse_row::<Record>(line.as_bytes());
+            let borrowed = parse_row::<RecordRef<'_>>(line.as_bytes());
+            assert!(record.is_err() && borrowed.is_err(), "{line}");
         }
     }
 }

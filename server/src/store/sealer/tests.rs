@@ -60,7 +60,7 @@ async fn check_recovers(dir: &Path) {
     let store = open(dir);
     assert_eq!(store.head(), N);
     let records = store
-        .page::<Map<String, Value>>(
+        .page::<Record<Map<String, Value>>>(
             &Filter::default(),
             Order::OldestFirst,
             None,
@@ -283,7 +283,7 @@ async fn a_lead_history_is_read_from_the_lead_copy() {
             .count() as u64,
         N
     );
-    let whole = store.page::<Map<String, Value>>(
+    let whole = store.page::<Record<Map<String, Value>>>(
         &Filter::default(),
         Order::OldestFirst,
         None,
@@ -457,7 +457,7 @@ fn one_event(n: u64) -> Vec<NewEvent> {
 
 /// Every seq of the store, read back.
 fn all_seqs(store: &Store) -> Vec<u64> {
-    let page = store.page::<Map<String, Value>>(
+    let page = store.page::<Record<Map<String, Value>>>(
         &Filter::default(),
         Order::OldestFirst,
         None,

@@ -563,7 +563,7 @@ mod tests {
         let total = CALLERS * KEYS + KEYS;
         assert_eq!(store.head(), total as u64);
         let keyed = store
-            .page::<Map<String, Value>>(
+            .page::<crate::store::Record<Map<String, Value>>>(
                 &Filter::default(),
                 Order::OldestFirst,
                 None,
