@@ -165,7 +165,9 @@ impl Signed for RecordRef<'_> {
 /// Decodes one line (without its trailing newline) into `T`.
 pub(crate) fn parse_row<'a, T: Deserialize<'a> + Signed>(line: &'a [u8]) -> Result<T, LineError> {
     let hex_sig = signature_of(line).ok_or(LineError::NoSignature)?;
-    let row: T = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+    // One UTF-8 check of the whole line, not one per string field.
+    let text = std::str::from_utf8(line).map_err(|e| LineError::Json(e.to_string()))?;
+    let row: T = serde_json::from_str(text).map_err(|e| LineError::Json(e.to_string()))?;
     // The parsed signature must be the trailing one the MAC check reads,
     // or a line with two signature fields could show one and check another.
     if row.signature().as_bytes() != hex_sig {
