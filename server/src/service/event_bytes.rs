@@ -13,6 +13,58 @@ use super::edge;
 use crate::store::Record;
 use crate::store::record::{Decoded, LineError, RecordRef, parse_row};
 
+/// `Message` for an answer the server only sends (`Encoded`,
+/// `EncodedPage`): `encode_raw` and `encoded_len` as given, and a message
+/// decoded into one (never, on the server) skips every field.
+macro_rules! encode_only {
+    ($name:ty, |$this:ident, $buf:ident| $encode:block, |$this_len:ident| $len:block) => {
+        impl prost::Message for $name {
+            fn encode_raw(&$this, $buf: &mut impl bytes::BufMut) $encode
+
+            fn merge_field(
+                &mut self,
+                tag: u32,
+                wire_type: prost::encoding::WireType,
+                buf: &mut impl bytes::Buf,
+                ctx: prost::encoding::DecodeContext,
+            ) -> Result<(), prost::DecodeError> {
+                prost::encoding::skip_field(wire_type, tag, buf, ctx)
+            }
+
+            fn encoded_len(&$this_len) -> usize $len
+
+            fn clear(&mut self) {
+                *self = Self::default();
+            }
+        }
+    };
+}
+pub(super) use encode_only;
+
+/// The fields of a record (`Record` or `RecordRef`, which name them alike)
+/// as an [`EventView`], with `details` as the text `$details` gives.
+macro_rules! view_of {
+    ($r:ident, $details:expr) => {
+        EventView {
+            seq: $r.seq,
+            id: &$r.id,
+            timestamp: $r.timestamp,
+            details: $details,
+            strings: [
+                (4, &$r.event_type),
+                (5, &$r.actor),
+                (6, $r.lead_id.as_deref().unwrap_or("")),
+                (7, $r.workflow.as_deref().unwrap_or("")),
+                (9, $r.idempotency_key.as_deref().unwrap_or("")),
+                (10, &$r.key_id),
+                (11, &$r.prev),
+                (12, &$r.signature),
+                (13, $r.caller.as_deref().unwrap_or("")),
+            ],
+        }
+    };
+}
+
 /// The field both `StreamEventsResponse` and `QueryResponse` carry their
 /// events in (`event`, `events`).
 pub(super) const EVENT_FIELD: u32 = 1;
@@ -57,45 +109,11 @@ pub(super) struct EventView<'a> {
 
 impl<'a> EventView<'a> {
     pub(super) fn of(r: &'a Record) -> EventView<'a> {
-        let opt = |s: &'a Option<String>| s.as_deref().unwrap_or("");
-        EventView {
-            seq: r.seq,
-            id: &r.id,
-            timestamp: r.timestamp,
-            details: r.details.as_str(),
-            strings: [
-                (4, &r.event_type),
-                (5, &r.actor),
-                (6, opt(&r.lead_id)),
-                (7, opt(&r.workflow)),
-                (9, opt(&r.idempotency_key)),
-                (10, &r.key_id),
-                (11, &r.prev),
-                (12, &r.signature),
-                (13, opt(&r.caller)),
-            ],
-        }
+        view_of!(r, r.details.as_str())
     }
 
     fn of_ref(r: &'a RecordRef<'a>) -> EventView<'a> {
-        let opt = |s: &'a Option<std::borrow::Cow<'a, str>>| s.as_deref().unwrap_or("");
-        EventView {
-            seq: r.seq,
-            id: &r.id,
-            timestamp: r.timestamp,
-            details: r.details,
-            strings: [
-                (4, &r.event_type),
-                (5, &r.actor),
-                (6, opt(&r.lead_id)),
-                (7, opt(&r.workflow)),
-                (9, opt(&r.idempotency_key)),
-                (10, &r.key_id),
-                (11, &r.prev),
-                (12, &r.signature),
-                (13, opt(&r.caller)),
-            ],
-        }
+        view_of!(r, r.details)
     }
 
     /// The encoded length of every field but `details`.

@@ -2,13 +2,10 @@
 //! and where its page token resumes; and the page as it is sent.
 
 use auditlog_proto::v1 as pb;
-use bytes::{Buf, BufMut};
-use prost::Message;
-use prost::encoding::{DecodeContext, WireType};
 use tonic::Status;
 
 use super::edge::invalid;
-use super::event_bytes::{self, EventBytes};
+use super::event_bytes::{self, EventBytes, encode_only};
 use super::page_token::PageToken;
 use super::validate::filter_of;
 use crate::store::{Filter, Order};
@@ -80,38 +77,24 @@ pub(crate) struct EncodedPage {
 /// `QueryResponse.next_page_token`'s field number.
 const PAGE_TOKEN: u32 = 2;
 
-impl Message for EncodedPage {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
+encode_only!(
+    EncodedPage,
+    |self, buf| {
         for event in &self.events {
             buf.put_slice(&event.bytes);
         }
         event_bytes::put_string(PAGE_TOKEN, &self.next_page_token, buf);
-    }
-
-    /// Never called (the server only sends these); the fields of a message
-    /// decoded into one are skipped.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
+    },
+    |self| {
         self.events.iter().map(|e| e.bytes.len()).sum::<usize>()
             + event_bytes::string_len(PAGE_TOKEN, &self.next_page_token)
     }
-
-    fn clear(&mut self) {
-        *self = EncodedPage::default();
-    }
-}
+);
 
 #[cfg(test)]
 mod tests {
+    use prost::Message as _;
+
     use super::*;
     use crate::service::edge;
     use crate::store::{Decoded, Record};

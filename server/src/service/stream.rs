@@ -6,11 +6,9 @@
 //! The generated `AuditService` (build.rs) takes [`Encoded`] where the
 //! message would be; a client cannot tell the difference.
 
-use bytes::{Buf, BufMut, Bytes};
-use prost::Message;
-use prost::encoding::{DecodeContext, WireType};
+use bytes::Bytes;
 
-use super::event_bytes::{self, EVENT_FIELD, EventBytes, EventView};
+use super::event_bytes::{self, EVENT_FIELD, EventBytes, EventView, encode_only};
 use crate::hub::Form;
 use crate::store::{Committed, Record};
 
@@ -31,31 +29,13 @@ impl Form for Encoded {
     }
 }
 
-impl Message for Encoded {
-    fn encode_raw(&self, buf: &mut impl BufMut) {
+encode_only!(
+    Encoded,
+    |self, buf| {
         buf.put_slice(&self.0);
-    }
-
-    /// Never called (the server only sends these); the fields of a message
-    /// decoded into one are skipped.
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: WireType,
-        buf: &mut impl Buf,
-        ctx: DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0 = Bytes::new();
-    }
-}
+    },
+    |self| { self.0.len() }
+);
 
 /// A live record's answer: the event encoded from the record's own strings
 /// (`event_bytes`).
@@ -68,6 +48,7 @@ fn live_bytes(record: &Record) -> Bytes {
 #[cfg(test)]
 mod tests {
     use auditlog_proto::v1 as pb;
+    use prost::Message as _;
 
     use super::*;
     use crate::service::edge;
