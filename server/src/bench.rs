@@ -1,7 +1,7 @@
 //! The test surface of `benches/segments.rs`: exactly the pieces of the
 //! store its cost model measures one by one on the segment files (inflate a
-//! member, check a MAC, parse a record), re-exported so the store's modules
-//! stay private. Not part of the API, and hidden from the docs, as
+//! member, check a MAC, parse a record, answer a line as a Query page
+//! does), re-exported so the store's modules stay private. Not part of the API, and hidden from the docs, as
 //! `fuzzing` is.
 //!
 //! Invariant: nothing here is used by the server itself; it only names
@@ -12,9 +12,19 @@
 //! it.
 
 pub use crate::keys::Keyring;
-pub use crate::store::record::{MacCheck, Record, RecordHead};
+pub use crate::store::record::{MacCheck, RecordHead};
 pub use crate::store::segment::SegmentIndex;
 pub use crate::store::segment::members::{CHUNK_BYTES, Chunk, read_chunk};
+
+/// What a Query page does with each line once its MAC is checked: decode it
+/// and encode the protobuf `Event` it answers with. The encoded length, or
+/// why the line is not a record.
+pub fn answer_line(line: &[u8]) -> Result<usize, String> {
+    use crate::store::record::Decoded as _;
+    crate::service::EventBytes::from_line(line)
+        .map(|event| event.len())
+        .map_err(|e| e.to_string())
+}
 
 /// Parts of the server a benchmark may switch off to measure their cost
 /// (`Config::bench`); all on by default. A server with one off is not a

@@ -42,14 +42,13 @@ macro_rules! encode_only {
 pub(super) use encode_only;
 
 /// The fields of a record (`Record` or `RecordRef`, which name them alike)
-/// as an [`EventView`], with `details` as the text `$details` gives.
+/// but `details`, as an [`EventView`].
 macro_rules! view_of {
-    ($r:ident, $details:expr) => {
+    ($r:ident) => {
         EventView {
             seq: $r.seq,
             id: &$r.id,
             timestamp: $r.timestamp,
-            details: $details,
             strings: [
                 (4, &$r.event_type),
                 (5, &$r.actor),
@@ -79,11 +78,28 @@ pub(crate) struct EventBytes {
     pub(super) bytes: Vec<u8>,
 }
 
+impl EventBytes {
+    /// The encoded length.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
 impl Decoded for EventBytes {
     fn from_line(line: &[u8]) -> Result<EventBytes, LineError> {
         let record: RecordRef<'_> = parse_row(line)?;
+        // A page never answers with details other than the line's: what
+        // cannot be encoded is an error, as a line that cannot be parsed is.
+        let details = WireDetails::from_json(record.details).ok_or_else(|| {
+            LineError::Json("details cannot be encoded as a google.protobuf.Struct".into())
+        })?;
         let mut bytes = Vec::new();
-        put_event(EVENT_FIELD, &EventView::of_ref(&record), &mut bytes);
+        put_event(
+            EVENT_FIELD,
+            &EventView::of_ref(&record),
+            &details,
+            &mut bytes,
+        );
         Ok(EventBytes {
             seq: record.seq,
             bytes,
@@ -95,13 +111,12 @@ impl Decoded for EventBytes {
     }
 }
 
-/// A record's fields as `pb::Event` has them, borrowed: from a live
-/// [`Record`] or from a line ([`RecordRef`]).
+/// A record's fields but `details` as `pb::Event` has them, borrowed: from a
+/// live [`Record`] or from a line ([`RecordRef`]).
 pub(super) struct EventView<'a> {
     seq: u64,
     id: &'a str,
     timestamp: i64,
-    details: &'a str,
     /// The string fields after the timestamp, with their field numbers,
     /// the mapping of `edge::event_pb` (absent optional fields are empty).
     strings: [(u32, &'a str); 9],
@@ -109,11 +124,11 @@ pub(super) struct EventView<'a> {
 
 impl<'a> EventView<'a> {
     pub(super) fn of(r: &'a Record) -> EventView<'a> {
-        view_of!(r, r.details.as_str())
+        view_of!(r)
     }
 
     fn of_ref(r: &'a RecordRef<'a>) -> EventView<'a> {
-        view_of!(r, r.details)
+        view_of!(r)
     }
 
     /// The encoded length of every field but `details`.
@@ -146,12 +161,10 @@ impl<'a> EventView<'a> {
     }
 }
 
-/// Encodes `event` as `pb::Event` field `tag` of the message being built
-/// in `buf`, growing `buf` once by the exact length.
-pub(super) fn put_event(tag: u32, event: &EventView<'_>, buf: &mut Vec<u8>) {
-    // Details are a JSON object by construction; one that is not reads as
-    // an empty object, as `edge::event_pb` reads it.
-    let details = WireDetails::from_json(event.details).unwrap_or_default();
+/// Encodes `event`, with `details` read from its text, as `pb::Event`
+/// field `tag` of the message being built in `buf`, growing `buf` once by
+/// the exact length.
+pub(super) fn put_event(tag: u32, event: &EventView<'_>, details: &WireDetails, buf: &mut Vec<u8>) {
     let timestamp = edge::timestamp_pb(event.timestamp);
     let details_len = details.encoded_len();
     let event_len = event.fields_len(&timestamp)

@@ -49,6 +49,7 @@ use crate::store::{self, Filter, NewEvent, Store, Verifications};
 
 pub(crate) use admin::AdminSvc;
 pub(crate) use edge::status_of;
+pub(crate) use event_bytes::EventBytes;
 pub(crate) use page_token::PageToken;
 pub(crate) use query::MAX_QUERY_LIMIT;
 pub(crate) use query::plan_query;

@@ -132,4 +132,14 @@ mod tests {
             assert_eq!(pb::QueryResponse::decode(&wire[..]).unwrap(), expected);
         }
     }
+
+    /// A line whose details cannot become a `Struct` (a number past what a
+    /// double holds) is an error for the page, never an event with other
+    /// details than its line's.
+    #[test]
+    fn details_that_cannot_be_encoded_refuse_the_line() {
+        let line = event_bytes::sample_lines()[0].replacen(r#""score":3"#, r#""score":1e400"#, 1);
+        assert!(line.contains("1e400"));
+        assert!(EventBytes::from_line(line.as_bytes()).is_err());
+    }
 }

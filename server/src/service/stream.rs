@@ -8,6 +8,7 @@
 
 use bytes::Bytes;
 
+use super::details::WireDetails;
 use super::event_bytes::{self, EVENT_FIELD, EventBytes, EventView, encode_only};
 use crate::hub::Form;
 use crate::store::{Committed, Record};
@@ -41,7 +42,11 @@ encode_only!(
 /// (`event_bytes`).
 fn live_bytes(record: &Record) -> Bytes {
     let mut buf = Vec::new();
-    event_bytes::put_event(EVENT_FIELD, &EventView::of(record), &mut buf);
+    // A live record's details are the text the ingest path wrote from a
+    // `Struct` it decoded (`WireDetails`), so they read back; were they not,
+    // the event goes with empty details, as `edge::event_pb` reads them.
+    let details = WireDetails::from_json(record.details.as_str()).unwrap_or_default();
+    event_bytes::put_event(EVENT_FIELD, &EventView::of(record), &details, &mut buf);
     buf.into()
 }
 
