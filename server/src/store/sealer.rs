@@ -42,7 +42,7 @@ use super::manifest::SegmentEntry;
 use super::segment::{self, Compressed, SegmentFile, SegmentIndex};
 use super::shared::{LOG_FILE, Shared};
 use crate::clock::{format_timestamp, now_micros};
-use crate::durable::{self, sync_dir};
+use crate::durable::{self, Staged, sync_dir};
 
 /// A sealed segment, as reported to whoever asked for the rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -412,33 +412,7 @@ fn backfill_lead_copies(shared: &Shared) {
 /// its `.gz` and `.idx`, and gives it to readers.
 fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment::SegmentError> {
     let dir = &shared.dir;
-    let (_, idx) = names(gz.strip_suffix(".gz").unwrap_or(gz));
-    let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
-    let (copy_zst, copy_idx) = leads::names(gz);
-    let (to_zst, to_idx) = (dir.join(copy_zst), dir.join(copy_idx));
-    let write = |source| leads::write(source, &index, &to_zst, &to_idx, &shared.stop);
-    let mut members = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
-    let plain: u64 = index.chunks.iter().map(|c| u64::from(c.plain)).sum();
-    let written = if plain <= segment::WHOLE_MAX as u64 {
-        // The segment's lines in memory, as compression holds them.
-        let mut bytes = Vec::new();
-        segment::reserve(&mut bytes, plain as usize)?;
-        members.read_to_end(&mut bytes)?;
-        write(leads::Source::Bytes(&bytes))
-    } else {
-        // Larger than compression would hold: the lines as the plain file
-        // they were compressed from.
-        let source = durable::tmp_path(&to_zst.with_extension("zst.lines"));
-        let written = (|| {
-            let mut out = BufWriter::new(File::create(&source)?);
-            std::io::copy(&mut members, &mut out)?;
-            out.flush()?;
-            drop(out);
-            write(leads::Source::File(&source))
-        })();
-        let _ = std::fs::remove_file(&source);
-        written
-    };
+    let written = stage_lead_copy(dir, gz, &shared.stop, segment::WHOLE_MAX as u64);
     durable::publish(written?)?;
     let copy = leads::open(dir, gz)
         .ok_or_else(|| std::io::Error::other("the copy just written does not open"))?;
@@ -457,6 +431,45 @@ fn backfill_lead_copy(shared: &Shared, id: u32, gz: &str) -> Result<(), segment:
         });
     }
     Ok(())
+}
+
+/// The lead copy of the compressed segment `gz`, written from its `.gz` and
+/// `.idx` and staged: read into memory when its lines take at most
+/// `whole_max` bytes (as compression holds a segment), else inflated into a
+/// temp file of plain lines beside it, removed after.
+fn stage_lead_copy(
+    dir: &Path,
+    gz: &str,
+    stop: &AtomicBool,
+    whole_max: u64,
+) -> Result<Vec<Staged>, segment::SegmentError> {
+    let (_, idx) = names(gz.strip_suffix(".gz").unwrap_or(gz));
+    let index = SegmentIndex::decode(&std::fs::read(dir.join(&idx))?)?;
+    let (copy_zst, copy_idx) = leads::names(gz);
+    let (to_zst, to_idx) = (dir.join(copy_zst), dir.join(copy_idx));
+    let write = |source| leads::write(source, &index, &to_zst, &to_idx, stop);
+    let mut members = segment::Members::new(BufReader::new(File::open(dir.join(gz))?));
+    let plain: u64 = index.chunks.iter().map(|c| u64::from(c.plain)).sum();
+    if plain <= whole_max {
+        // The segment's lines in memory, as compression holds them.
+        let mut bytes = Vec::new();
+        segment::reserve(&mut bytes, plain as usize)?;
+        members.read_to_end(&mut bytes)?;
+        write(leads::Source::Bytes(&bytes))
+    } else {
+        // Larger than compression would hold: the lines as the plain file
+        // they were compressed from.
+        let source = durable::tmp_path(&to_zst.with_extension("zst.lines"));
+        let written = (|| {
+            let mut out = BufWriter::new(File::create(&source)?);
+            std::io::copy(&mut members, &mut out)?;
+            out.flush()?;
+            drop(out);
+            write(leads::Source::File(&source))
+        })();
+        let _ = std::fs::remove_file(&source);
+        written
+    }
 }
 
 /// Steps 2 to 4 for one segment, from where `attempt` left off. Steps 2

@@ -543,3 +543,36 @@ async fn a_damaged_index_file_is_rebuilt_from_the_segment() {
     // Rebuilt byte for byte.
     assert_eq!(std::fs::read(dir.path().join(&idx)).unwrap(), original);
 }
+
+/// A copy written at start (for a segment sealed without one) is the
+/// same, byte for byte, whether the segment's lines are read into memory
+/// or, past the size compression holds whole, inflated into a temp file
+/// first; and it is the copy compression writes. The temp file is gone.
+#[tokio::test]
+async fn a_copy_written_at_start_is_the_same_from_memory_or_a_temp_file() {
+    let (dir, plain, _) = rotated(true).await;
+    delete(dir.path(), &plain).unwrap();
+    let (gz, _) = names(&plain);
+    let (copy_zst, copy_idx) = leads::names(&plain);
+    let read = || {
+        (
+            std::fs::read(dir.path().join(&copy_zst)).unwrap(),
+            std::fs::read(dir.path().join(&copy_idx)).unwrap(),
+        )
+    };
+    let sealed = read();
+    let stop = AtomicBool::new(false);
+    for whole_max in [u64::MAX, 0] {
+        std::fs::remove_file(dir.path().join(&copy_zst)).unwrap();
+        std::fs::remove_file(dir.path().join(&copy_idx)).unwrap();
+        durable::publish(stage_lead_copy(dir.path(), &gz, &stop, whole_max).unwrap()).unwrap();
+        assert!(read() == sealed, "whole_max {whole_max}");
+        let names = files(dir.path());
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.ends_with(".lines") || n.ends_with(".tmp")),
+            "{names:?}"
+        );
+    }
+}
