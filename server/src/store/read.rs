@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use super::error::StoreError;
 use super::index::{Filter, Meta, Order};
 use super::leads;
-use super::record::{Decoded, MacCheck, Record, RecordHead};
+use super::record::{Decoded, MacCheck, Record, RecordHead, lines_of};
 use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
 use super::shared::Shared;
 
@@ -314,8 +314,7 @@ impl Shared {
             };
             // In seq order, as the copy is written; a line a damaged copy
             // holds out of order is not found, and is read from the segment.
-            let lines: Vec<(RecordHead<'_>, &[u8])> = chunk[range]
-                .split(|b| *b == b'\n')
+            let lines: Vec<(RecordHead<'_>, &[u8])> = lines_of(&chunk[range])
                 .filter_map(|line| RecordHead::peek(line).map(|head| (head, line)))
                 .collect();
             let mut failed = Vec::new();

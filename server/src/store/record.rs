@@ -162,6 +162,19 @@ impl Signed for RecordRef<'_> {
     }
 }
 
+/// The lines of `bytes` (a group, a frame), without their newlines and
+/// but empty ones, found with `memchr` rather than a byte at a time.
+pub(crate) fn lines_of(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    memchr::memchr_iter(b'\n', bytes)
+        .chain(std::iter::once(bytes.len()))
+        .filter_map(move |end| {
+            let line = bytes.get(at..end)?;
+            at = end + 1;
+            (!line.is_empty()).then_some(line)
+        })
+}
+
 /// Decodes one line (without its trailing newline) into `T`.
 pub(crate) fn parse_row<'a, T: Deserialize<'a> + Signed>(line: &'a [u8]) -> Result<T, LineError> {
     let hex_sig = signature_of(line).ok_or(LineError::NoSignature)?;
@@ -808,5 +821,17 @@ mod tests {
             let borrowed = parse_row::<RecordRef<'_>>(line.as_bytes());
             assert!(record.is_err() && borrowed.is_err(), "{line}");
         }
+    }
+
+    #[test]
+    fn lines_are_split_at_newlines_without_empty_ones() {
+        let split = |bytes: &'static [u8]| lines_of(bytes).collect::<Vec<_>>();
+        assert_eq!(
+            split(b"{\"seq\":1}\n{\"seq\":2}\n"),
+            [b"{\"seq\":1}", b"{\"seq\":2}"]
+        );
+        assert_eq!(split(b"a\n\nb"), [b"a".as_slice(), b"b"]);
+        assert!(split(b"\n").is_empty());
+        assert!(split(b"").is_empty());
     }
 }

@@ -48,7 +48,7 @@ use auditlog_proof::{Hash, gap_leaf, leaf_hash};
 use super::levels::Levels;
 use crate::store::error::StoreError;
 use crate::store::index::Meta;
-use crate::store::record::{MacCheck, RecordHead};
+use crate::store::record::{MacCheck, RecordHead, lines_of};
 use crate::store::shared::Shared;
 use crate::store::{Filter, Order};
 
@@ -234,18 +234,6 @@ fn append_hashed(tree: &super::Tree, hashes: &mut Vec<Hash>) -> Result<(), Stuck
     appended
 }
 
-/// The lines of a handed-over group, without their newlines.
-fn lines_of(lines: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut at = 0;
-    memchr::memchr_iter(b'\n', lines)
-        .chain(std::iter::once(lines.len()))
-        .filter_map(move |end| {
-            let line = lines.get(at..end)?;
-            at = end + 1;
-            (!line.is_empty()).then_some(line)
-        })
-}
-
 /// Appends every indexed record after the tree's last leaf up to `upto`,
 /// read back from the log and checked.
 fn read_back(shared: &Shared, upto: u64) -> Result<(), Stuck> {
@@ -395,24 +383,4 @@ fn leaf_hashes(shared: &Shared, metas: &[Meta]) -> Result<Vec<Hash>, StoreError>
             }),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lines_of;
-
-    fn split(bytes: &[u8]) -> Vec<&[u8]> {
-        lines_of(bytes).collect()
-    }
-
-    #[test]
-    fn a_groups_lines_are_split_at_newlines_without_empty_ones() {
-        assert_eq!(
-            split(b"{\"seq\":1}\n{\"seq\":2}\n"),
-            [b"{\"seq\":1}", b"{\"seq\":2}"]
-        );
-        assert_eq!(split(b"a\n\nb"), [b"a".as_slice(), b"b"]);
-        assert!(split(b"\n").is_empty());
-        assert!(split(b"").is_empty());
-    }
 }
