@@ -25,7 +25,7 @@ use crate::alerts::{ChannelStatus, RuleStatus};
 use crate::cluster::ClusterError;
 use crate::keys::Secret;
 use crate::performance::{OperationStats, Source};
-use crate::store::{self, Details, Purge, Record, Sealed, Stats, StoreError};
+use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
 use crate::store::{FindingKind, Report};
 use crate::webhooks::{EndpointStatus, NoSecret};
 
@@ -221,9 +221,12 @@ pub(super) fn export_item_pb(
     }
 }
 
-/// A record as the protobuf event every reader gets, whichever form its
-/// `details` were decoded into.
-pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
+/// A record as the protobuf event (ExportSubject's; streams and Query pages
+/// encode theirs without a `Struct`: `event_bytes`).
+pub(super) fn event_pb(r: Record) -> pb::Event {
+    // The text is a JSON object by construction.
+    let details = serde_json::from_str::<StructFromJson>(r.details.as_str())
+        .map_or_else(|_| Default::default(), |s| s.0);
     pb::Event {
         seq: r.seq,
         id: r.id,
@@ -233,32 +236,11 @@ pub(super) fn event_pb<D: DetailsPb>(r: Record<D>) -> pb::Event {
         caller: r.caller.unwrap_or_default(),
         lead_id: r.lead_id.unwrap_or_default(),
         workflow: r.workflow.unwrap_or_default(),
-        details: Some(r.details.into_struct()),
+        details: Some(details),
         idempotency_key: r.idempotency_key.unwrap_or_default(),
         key_id: r.key_id,
         prev: r.prev,
         signature: r.signature,
-    }
-}
-
-/// A form of `details` that becomes a `google.protobuf.Struct`: a
-/// record's JSON text (`Details`), owned or borrowed. (Streams and Query
-/// pages encode theirs without a `Struct`: `event_bytes`.)
-pub(super) trait DetailsPb {
-    fn into_struct(self) -> prost_types::Struct;
-}
-
-impl DetailsPb for &Details {
-    fn into_struct(self) -> prost_types::Struct {
-        // The text is a JSON object by construction.
-        serde_json::from_str::<StructFromJson>(self.as_str())
-            .map_or_else(|_| Default::default(), |s| s.0)
-    }
-}
-
-impl DetailsPb for Details {
-    fn into_struct(self) -> prost_types::Struct {
-        (&self).into_struct()
     }
 }
 
