@@ -1,6 +1,6 @@
 //! Faults on the write path while the server runs: a seal that fails part
-//! way, the active file deleted under the server, and what health says
-//! meanwhile. Faults are injected through files in the data directory (the
+//! way, the active file deleted or cut under the server, and what health
+//! says meanwhile. Faults are injected through files in the data directory (the
 //! `fault-injection` feature, on for tests) or made for real.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
@@ -8,8 +8,9 @@
 mod common;
 
 use auditlog_client::NewEvent;
+use auditlog_client::pb::ProblemKind;
 use common::{
-    TestServer, assert_whole, field, health_of, plain_sealed, read_lines, wait_for_health,
+    TestServer, assert_whole, field, health_of, plain_sealed, problems, read_lines, wait_for_health,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -117,4 +118,65 @@ async fn a_deleted_active_file_is_noticed_by_an_idle_server() {
     wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
     let e = client.log(event(1)).await.unwrap_err();
     assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+}
+
+/// `audit.log` cut short under a running server (`truncate`): nothing more
+/// is acknowledged, health of writes says so, and after a clean stop the
+/// next start reports every acknowledged seq the cut took and hands none of
+/// them out again. Before, the head file was written from the log's last
+/// record, which could no longer be read, so the start found nothing
+/// missing, verification said OK and new events got seqs 1, 2, ... again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_cut_under_the_server_is_refused_and_reported_after_a_restart() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for i in 0..10 {
+        client.log(event(i)).await.unwrap();
+    }
+    let channel = server.channel().await;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(server.log_path())
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    // Noticed by the idle writer, before anyone writes.
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
+    let e = client.log(event(10)).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains("audit.log was cut"), "{e}");
+
+    let server = server.restart(|_| {}).await;
+    let client = server.client().await;
+    let report = client.verify().await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(
+        problems(&report).contains(&(ProblemKind::Truncated, 1, 0)),
+        "{report:?}"
+    );
+    assert_eq!(client.log(event(11)).await.unwrap().seq, 11);
+}
+
+/// Cut and then written again before the idle writer looked: the write
+/// lands past a hole where the cut records were, and is not acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_a_cut_lands_past_a_hole_and_is_refused() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // Enough bytes that the cut frees whole blocks (a hole is block-sized).
+    for i in 0..100 {
+        client.log(event(i)).await.unwrap();
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(server.log_path())
+        .unwrap();
+    file.set_len(0).unwrap();
+    // The writer's zeros ahead went with the cut: refill the file to well
+    // past the log's end, as if nothing happened but for a hole at its
+    // start, so only the hole tells.
+    file.set_len(4 << 20).unwrap();
+    let e = client.log(event(100)).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+    assert!(e.to_string().contains("audit.log was cut"), "{e}");
 }

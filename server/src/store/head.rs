@@ -12,7 +12,9 @@
 //! When it is written: at start, when it is absent, behind the log, or a
 //! start found something; then by the head thread, at most once every
 //! [`EVERY`], with the newest record the syncer indexed (that is, made
-//! durable; it is acknowledged at once), and once more at shutdown. Never on the write
+//! durable; it is acknowledged at once), from the seq and signature the
+//! syncer keeps in memory (never read back from the log, which may be
+//! damaged), and once more at shutdown. Never on the write
 //! path: a group commit does not wait for it.
 //!
 //! What a start does with it: when the log ends before `seq` (its tail was
@@ -190,18 +192,24 @@ pub(super) fn at_start(
     Ok(head)
 }
 
-/// The head thread: every [`EVERY`] at most, the newest durable record (the
-/// last in the index, which the syncer fills only after `fdatasync`) becomes
-/// the head if it is past the one written; once `wake` is closed (shutdown,
-/// after the syncer has published its last group), a last write, then it
-/// returns.
+/// The head thread: every [`EVERY`] at most, the newest durable record
+/// (which the syncer notes once a group's `fdatasync` succeeded, as it
+/// indexes it) becomes the head if it is past the one written; once `wake`
+/// is closed (shutdown, after the syncer has published its last group), a
+/// last write, then it returns.
 ///
-/// It reads that record back rather than subscribing to the published
-/// groups: a subscriber that looks once a second keeps every group of that
-/// second alive in the hub's ring (each record with its `details`), so a
-/// second of ingest stayed on the heap and was freed in one burst on this
-/// thread, which cost the batch path as much CPU as the HMAC chain (profile
-/// in docs/benchmarks.md). One read per second costs nothing next to it.
+/// It takes that record's seq and signature from memory
+/// (`Shared::durable_head`), neither reading the record back from the log
+/// nor subscribing to the published groups:
+/// - a read fails once the log is damaged under the server (`audit.log`
+///   truncated, say), and the head then stayed where it was: the next start
+///   found nothing missing, called the log clean and gave the cut seqs to
+///   new events (found by probing the server, 2026-12-05);
+/// - a subscriber that looks once a second keeps every group of that second
+///   alive in the hub's ring (each record with its `details`), so a second
+///   of ingest stayed on the heap and was freed in one burst on this
+///   thread, which cost the batch path as much CPU as the HMAC chain
+///   (profile in docs/benchmarks.md).
 pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
     // What the file holds already (`at_start` wrote it). A start that found
     // a cut holds a head past the last record present: it is only ever
@@ -213,9 +221,13 @@ pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
             wake.recv_timeout(EVERY),
             Err(RecvTimeoutError::Disconnected)
         );
-        let newest = shared.chain_head();
+        let newest = shared
+            .durable_head
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let stored = match newest {
-            Ok(Some(newest)) if newest.seq > written => {
+            Some(newest) if newest.seq > written => {
                 let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
                 head.seq = newest.seq;
                 head.signature = newest.signature;
@@ -223,8 +235,7 @@ pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
                     .map(|()| written = newest.seq)
                     .map_err(|e| e.to_string())
             }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
+            _ => Ok(()),
         };
         match stored {
             Ok(()) if failing => {

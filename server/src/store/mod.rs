@@ -226,6 +226,7 @@ impl Store {
             indexed_seq: AtomicU64::new(indexed_seq),
             committed: watch::Sender::new(indexed_seq),
             head: Mutex::new(head::Head::default()),
+            durable_head: Mutex::new(None),
             tree: tree::Tree::new(),
             metrics,
         });

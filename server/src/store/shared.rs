@@ -87,6 +87,13 @@ pub(super) enum Poison {
     SealBroken(String),
 }
 
+/// The newest durable record's seq and signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct DurableHead {
+    pub(super) seq: u64,
+    pub(super) signature: String,
+}
+
 /// State the writer, the sealer and the readers share.
 pub(super) struct Shared {
     pub(super) dir: PathBuf,
@@ -121,6 +128,12 @@ pub(super) struct Shared {
     pub(super) committed: tokio::sync::watch::Sender<u64>,
     /// The head as last persisted (`head`), with the cuts found at start.
     pub(super) head: Mutex<Head>,
+    /// The seq and signature of the newest durable record, kept by the
+    /// syncer as it indexes each group: what the head thread persists. Held
+    /// here rather than read back from the log, so a log damaged under the
+    /// server still has its acknowledged head recorded, and the next start
+    /// reports the damage as a cut instead of handing its seqs out again.
+    pub(super) durable_head: Mutex<Option<DurableHead>>,
     /// The Merkle tree over the log, which the syncer wakes.
     pub(super) tree: super::tree::Tree,
     /// The server's metrics; the syncer counts commits and times fsyncs.
@@ -175,14 +188,38 @@ impl Shared {
     }
 
     /// Whether `file`, the writer's active file, is still the file at
-    /// `audit.log`: same device and inode, and not unlinked. An `Err` says
-    /// what became of it.
-    pub(super) fn check_in_place(&self, file: &File) -> Result<(), String> {
+    /// `audit.log`: same device and inode, not unlinked, and whole up to
+    /// `end`, where the server has written it. An `Err` says what became of
+    /// it.
+    ///
+    /// Whole: no shorter than `end`, and without a hole before it. A file
+    /// cut under the server (`truncate`) and then written again at the
+    /// writer's offset grows back to its length, with a hole where the cut
+    /// records were; the file never has a hole of its own, since the space
+    /// ahead of the log is written zeros (`writer/space.rs`). A file system
+    /// that cannot tell holes answers as if there were none, and only the
+    /// length is checked there.
+    pub(super) fn check_in_place(&self, file: &File, end: u64) -> Result<(), String> {
         let open = file
             .metadata()
             .map_err(|e| format!("the open active file cannot be examined ({e})"))?;
         if open.nlink() == 0 {
             return Err(format!("{LOG_FILE} was deleted"));
+        }
+        if open.len() < end {
+            return Err(format!(
+                "{LOG_FILE} was cut to {} bytes, short of the {end} the server had written",
+                open.len()
+            ));
+        }
+        // Positional reads and writes only: the file's offset is free to move.
+        if let Ok(hole) = rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0))
+            && hole < end
+        {
+            return Err(format!(
+                "{LOG_FILE} was cut at byte {hole} and written after the cut: the records \
+                 the server wrote from there to byte {end} are gone"
+            ));
         }
         match std::fs::metadata(self.dir.join(LOG_FILE)) {
             Ok(on_disk) if (on_disk.dev(), on_disk.ino()) == (open.dev(), open.ino()) => Ok(()),

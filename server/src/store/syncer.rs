@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::record::Record;
-use super::shared::{Group, Poison, Shared};
+use super::shared::{DurableHead, Group, Poison, Shared};
 use super::spans;
 use super::{Durability, Receipt};
 
@@ -208,6 +208,26 @@ impl Syncer {
         // takes a group whose seqs are not published yet (so it never waits
         // for them), nor sees a seq published whose group is still to come
         // (so it never reads a live group back from the log).
+        if let Some(newest) = published.last() {
+            // Reused, not reallocated: this runs once per group commit.
+            let mut head = self
+                .shared
+                .durable_head
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match &mut *head {
+                Some(head) => {
+                    head.seq = newest.seq;
+                    head.signature.clone_from(&newest.signature);
+                }
+                None => {
+                    *head = Some(DurableHead {
+                        seq: newest.seq,
+                        signature: newest.signature.clone(),
+                    })
+                }
+            }
+        }
         let last = published.last().map(|r| r.seq);
         self.shared.tree.feed(fed, || {
             if let Some(seq) = last {
@@ -261,17 +281,20 @@ impl Syncer {
         Ok(())
     }
 
-    /// Whether the file the groups went to is still `audit.log`: what is
-    /// written to a file deleted or replaced under the server is not on
-    /// disk, and is never acknowledged. A file gone poisons the store.
+    /// Whether the file the groups went to is still `audit.log`, whole: what
+    /// is written to a file deleted, replaced or cut under the server is not
+    /// on disk as the log, and is never acknowledged. A file gone poisons
+    /// the store.
     fn in_place(&self, groups: &[Written]) -> Result<(), StoreError> {
         let Some(last) = groups.iter().rev().find(|g| !g.records.is_empty()) else {
             return Ok(());
         };
-        self.shared.check_in_place(&last.file).map_err(|reason| {
-            self.shared.poison_with(Poison::FileGone(reason));
-            self.shared.poison_error()
-        })
+        self.shared
+            .check_in_place(&last.file, last.end)
+            .map_err(|reason| {
+                self.shared.poison_with(Poison::FileGone(reason));
+                self.shared.poison_error()
+            })
     }
 
     fn sync(&self, file: &File) -> std::io::Result<()> {

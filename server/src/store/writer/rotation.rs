@@ -117,12 +117,13 @@ impl Writer {
         }
     }
 
-    /// Poisons the store if its file is no longer `audit.log`.
+    /// Poisons the store if its file is no longer `audit.log`, whole up to
+    /// where the writer has written.
     pub(super) fn check_in_place(&self) {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return;
         }
-        if let Err(reason) = self.shared.check_in_place(&self.file) {
+        if let Err(reason) = self.shared.check_in_place(&self.file, self.len) {
             self.shared.poison_with(Poison::FileGone(reason));
         }
     }
