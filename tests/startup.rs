@@ -6,7 +6,8 @@
 //!   verifies, every event stays visible, and verification reports the
 //!   forged record;
 //! - a missing `hmac.key` beside an existing log refuses the start, naming
-//!   the file, and a replaced key (every MAC fails, the chain holds) is
+//!   the file (one deleted while the server runs is written again from
+//!   memory), and a replaced key (every MAC fails, the chain holds) is
 //!   refused at start and reported as a wrong key, not as tampering;
 //! - a pretty-printed `manifest.json` is read and verified over its content,
 //!   and a manifest that cannot be read refuses the start before the server
@@ -149,6 +150,37 @@ async fn a_missing_key_file_refuses_the_start() {
     let run = start_to_end(&server.data_dir, &[]).await;
     assert_refused(&run, &[KEY_FILE, "restore"]);
     assert!(!key.exists(), "a new key was generated");
+}
+
+/// The generated `hmac.key` deleted while the server runs: nothing else
+/// would notice (the key is in memory), and the next start would refuse
+/// the log, so the server writes the file again, the same key with the same
+/// mode, and the next start reads it and verifies the log.
+#[tokio::test]
+async fn a_key_file_deleted_while_the_server_runs_is_written_again() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    let server = TestServer::start().await;
+    log_n(&server.client().await, 3).await;
+    let key = server.data_dir.join(KEY_FILE);
+    let before = std::fs::read(&key).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !key.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{KEY_FILE} was not written again within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(std::fs::read(&key).unwrap(), before);
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+
+    let server = server.restart(|_| {}).await;
+    let client = server.client().await;
+    assert!(client.verify().await.unwrap().ok);
+    assert_eq!(log_n(&client, 1).await, vec![4]);
 }
 
 #[tokio::test]

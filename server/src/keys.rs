@@ -20,11 +20,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
 
 use crate::durable::sync_dir;
 
@@ -168,31 +170,13 @@ pub(crate) fn load_or_generate_with(
     generate: impl FnOnce() -> Vec<u8>,
 ) -> Result<Vec<u8>, KeyError> {
     match std::fs::read(path) {
-        Ok(mut bytes) => {
-            while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                bytes.pop();
-            }
-            Ok(bytes)
-        }
+        Ok(bytes) => Ok(trimmed(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = generate();
-            let create = |e| KeyError::Create {
+            create_key_file(path, &key).map_err(|e| KeyError::Create {
                 path: path.display().to_string(),
                 source: e,
-            };
-            // create_new: two servers starting on one directory never
-            // overwrite each other's key.
-            let mut file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(create)?;
-            file.write_all(&key).map_err(create)?;
-            file.sync_all().map_err(create)?;
-            if let Some(dir) = path.parent() {
-                sync_dir(dir).map_err(create)?;
-            }
+            })?;
             tracing::info!(path = %path.display(), "generated a new {what} key");
             Ok(key)
         }
@@ -201,6 +185,148 @@ pub(crate) fn load_or_generate_with(
             source: e,
         }),
     }
+}
+
+/// The generated key file (`<data_dir>/hmac.key`) as the server read it at
+/// start, kept in place while the server runs: the key is in memory, but
+/// the next start reads the file, and a log beside a missing key file is
+/// refused (its records could no longer be checked). Nothing else would
+/// notice the file going: writes, health and verification all use the key
+/// in memory (found by probing the server, 2026-12-05).
+pub(crate) struct KeyFile {
+    path: PathBuf,
+    key: Vec<u8>,
+    /// What the last look found, so a state is logged once, not every time.
+    last: Look,
+}
+
+/// What one look at the key file found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Look {
+    InPlace,
+    /// Deleted, and written again from memory.
+    Restored,
+    /// It holds another key.
+    Replaced,
+    /// It cannot be read or written again; the reason.
+    Failed(String),
+}
+
+impl KeyFile {
+    /// How often the file is looked at.
+    pub(crate) const EVERY: Duration = Duration::from_secs(1);
+
+    /// The key file in `data_dir` as it is now, when the key comes from it
+    /// (none is `configured`) and it can be read.
+    pub(crate) fn of(data_dir: &Path, configured: bool) -> Option<KeyFile> {
+        if configured {
+            return None;
+        }
+        let path = data_dir.join(KEY_FILE);
+        let key = trimmed(std::fs::read(&path).ok()?);
+        Some(KeyFile {
+            path,
+            key,
+            last: Look::InPlace,
+        })
+    }
+
+    /// Looks at the file every [`Self::EVERY`] until `cancel` fires.
+    pub(crate) async fn watch(mut self, cancel: CancellationToken) {
+        let mut every = tokio::time::interval(Self::EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            self = match tokio::task::spawn_blocking(move || {
+                self.look();
+                self
+            })
+            .await
+            {
+                Ok(file) => file,
+                Err(_) => return,
+            };
+        }
+    }
+
+    /// Looks at the file once: a missing file is written again (mode 0600,
+    /// durably); one that holds another key, or cannot be read, is logged.
+    /// Each state is logged when it begins. Blocking.
+    pub(crate) fn look(&mut self) {
+        let now = match std::fs::read(&self.path) {
+            Ok(bytes) => {
+                if trimmed(bytes) == self.key {
+                    Look::InPlace
+                } else {
+                    Look::Replaced
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match create_key_file(&self.path, &self.key) {
+                    Ok(()) => Look::Restored,
+                    Err(e) => {
+                        Look::Failed(format!("it was deleted and cannot be written again: {e}"))
+                    }
+                }
+            }
+            Err(e) => Look::Failed(format!("it cannot be read: {e}")),
+        };
+        let path = self.path.display();
+        if now == Look::Restored {
+            tracing::warn!(
+                path = %path,
+                "the HMAC key file was deleted while the server ran; written again from the key in memory, as the next start needs it"
+            );
+            self.last = Look::InPlace;
+            return;
+        }
+        if now == self.last {
+            return;
+        }
+        match &now {
+            Look::InPlace | Look::Restored => {
+                tracing::info!(path = %path, "the HMAC key file holds the server's key again");
+            }
+            Look::Replaced => tracing::error!(
+                path = %path,
+                "the HMAC key file no longer holds the key this server signs with; the next start would refuse the log as signed with another key: put the original file back"
+            ),
+            Look::Failed(why) => tracing::error!(
+                path = %path,
+                reason = %why,
+                "the HMAC key file is not in place; the next start refuses the log without it: restore it (the server still holds the key)"
+            ),
+        }
+        self.last = now;
+    }
+}
+
+/// `bytes` without trailing whitespace: the key a key file holds.
+fn trimmed(mut bytes: Vec<u8>) -> Vec<u8> {
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    bytes
+}
+
+/// Creates the key file at `path` holding `key`, mode 0600, durably. Never
+/// overwrites: two servers starting on one directory never replace each
+/// other's key.
+fn create_key_file(path: &Path, key: &[u8]) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(key)?;
+    file.sync_all()?;
+    if let Some(dir) = path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// A secret string: deserialised like a string, never shown by `Debug`.

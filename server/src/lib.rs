@@ -56,7 +56,7 @@ pub use config::Config;
 use alerts::Alerts;
 use checkpoint::Checkpoints;
 use compliance::Compliance;
-use keys::Keyring;
+use keys::{KeyFile, Keyring};
 use performance::Performance;
 use service::{AdminSvc, AuditSvc};
 use store::{Store, StoreConfig};
@@ -120,7 +120,7 @@ pub async fn run(
     let _lock = lock::DirLock::acquire(&config.data_dir)?;
     // What can be known about the data directory without recovering it is
     // checked before anything is announced: the key, and the manifest.
-    let keyring = {
+    let (keyring, key_file) = {
         let dir = config.data_dir.clone();
         let key_id = config.hmac_key_id.clone();
         let shared_checkpoint_key = shared_checkpoint_key(&config);
@@ -130,11 +130,16 @@ pub async fn run(
             if let Some(path) = &shared_checkpoint_key {
                 checkpoint::require_shared_key(path)?;
             }
-            Ok::<_, ServerError>(keyring)
+            Ok::<_, ServerError>((keyring, KeyFile::of(&dir, key.is_some())))
         })
         .await??
     };
     let cancel = CancellationToken::new();
+    // Stopped with the server, and whenever `run` returns early: the watch
+    // never outlives the server, which could write a key file after it.
+    let key_watch_stop = cancel.child_token();
+    let key_watch = key_file.map(|file| tokio::spawn(file.watch(key_watch_stop.clone())));
+    let _key_watch_stop = key_watch_stop.clone().drop_guard();
     let cluster = match config.cluster.clone() {
         Some(c) => Some(
             cluster::Node::start(c, config.tls.as_ref(), keyring.clone(), cancel.clone()).await?,
@@ -407,6 +412,10 @@ pub async fn run(
 
     if let Some(store) = cell.get().map(|r| Arc::clone(&r.store)) {
         tokio::task::spawn_blocking(move || store.shutdown()).await?;
+    }
+    key_watch_stop.cancel();
+    if let Some(watch) = key_watch {
+        let _ = watch.await;
     }
     tracing::info!("stopped");
     served
