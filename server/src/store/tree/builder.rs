@@ -41,7 +41,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use auditlog_proof::{Hash, gap_leaf, leaf_hash};
 
@@ -68,6 +68,9 @@ const IDLE: Duration = Duration::from_secs(1);
 /// within a second.
 const GATHER: Duration = Duration::from_millis(100);
 
+/// How often a tree that stays behind the log says so again.
+const BEHIND_REPEAT: Duration = Duration::from_secs(60);
+
 /// The builder thread's body: runs until the store shuts down.
 pub(in crate::store) fn run(shared: &Shared) {
     let tree = &shared.tree;
@@ -87,15 +90,27 @@ pub(in crate::store) fn run(shared: &Shared) {
     tracing::debug!(size = tree.size(), "Merkle tree opened");
     // The leaf hashes of a turn, in a buffer kept from turn to turn.
     let mut hashes = Vec::new();
+    // When the last "behind" line was logged, while the tree is behind.
+    let mut behind: Option<Instant> = None;
     while !tree.stopped() {
         match catch_up(shared, &mut hashes) {
-            Ok(()) if tree.trouble().is_some() => tree.set_trouble(None),
-            Ok(()) => {}
+            Ok(()) => {
+                if tree.trouble().is_some() {
+                    tree.set_trouble(None);
+                }
+                if behind.take().is_some() {
+                    tracing::info!(size = tree.size(), "the Merkle tree caught up with the log");
+                }
+            }
             Err(Stuck::Lasting(why)) => tree.set_trouble(Some(why)),
             // A full disk, say: the next turn retries, and the tree only
-            // lags (no checkpoint is signed past it meanwhile).
+            // lags (no checkpoint is signed past it meanwhile). Said when
+            // it starts and then once a minute, not at every turn.
             Err(Stuck::Passing(why)) => {
-                tracing::warn!(reason = %why, "the Merkle tree is behind the log; retrying");
+                if behind.is_none_or(|at| at.elapsed() >= BEHIND_REPEAT) {
+                    tracing::warn!(reason = %why, "the Merkle tree is behind the log; retrying");
+                    behind = Some(Instant::now());
+                }
             }
         }
         tree.wait(IDLE);
