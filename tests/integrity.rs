@@ -6,8 +6,8 @@
 //! `VerifyIntegrity` reports by kind, seq and line. Lines are 1-based and, in
 //! the untouched log, line `n` holds seq `n`.
 //!
-//! Covered: a clean log; a modified record (bad signature) or a corrupted one
-//! (malformed); deleted, inserted, forged and swapped lines; a cut tail;
+//! Covered: a clean log; a modified record (bad signature, and refused by
+//! queries rather than served) or a corrupted one (malformed); deleted, inserted, forged and swapped lines; a cut tail;
 //! checkpoints (kept receipts); range verification; the HMAC rule itself,
 //! rewrites without and with the key; the generated key surviving a restart;
 //! and what a different key id does to old records (a different key under
@@ -21,7 +21,7 @@ use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt as _;
 
 use auditlog_client::pb::{self, ProblemKind};
-use auditlog_client::{Client, NewEvent};
+use auditlog_client::{Client, NewEvent, Query};
 use common::{
     TEST_KEY, TestServer, all_events, edit_line, field, hmac_hex, problems, read_lines,
     record_line, resign, tamper, unsigned_part, with_signature, with_test_key,
@@ -187,6 +187,33 @@ async fn a_modified_record_is_a_bad_signature_at_its_seq_and_line() {
             .await;
         assert_eq!(found, vec![(BadSignature, seq, seq)], "modified seq {seq}");
     }
+}
+
+/// A record edited on disk is never answered as if the server wrote it:
+/// Query and a lead's history refuse it with DATA_LOSS naming its seq (the
+/// records before it in the same page are not served in its place either),
+/// and a query that does not reach it still answers.
+#[tokio::test]
+async fn a_modified_record_is_refused_by_queries_not_served() {
+    let log = Logged::new().await;
+    let seq = 3;
+    tamper(&log.server.log_path(), |lines| {
+        lines[at(seq)] = modified(&lines[at(seq)]);
+    });
+    let lead = format!("LEAD-{seq:03}");
+    for query in [Query::new().lead(&lead), Query::new().limit(50)] {
+        let e = log.client.query(query).await.unwrap_err();
+        assert_eq!(e.code(), Some(tonic::Code::DataLoss), "{e}");
+        let message = e.to_string();
+        assert!(
+            message.contains(&format!("seq {seq}")) && message.contains("MAC"),
+            "{message}"
+        );
+    }
+    let e = log.client.lead_history(&lead).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::DataLoss), "{e}");
+    let other = log.client.query(Query::new().lead("LEAD-005")).await;
+    assert!(other.is_ok_and(|page| !page.events.is_empty()));
 }
 
 #[tokio::test]

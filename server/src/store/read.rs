@@ -7,11 +7,12 @@
 //!
 //! Invariants: every line read is checked to be the record the index
 //! expects (its seq) before it is returned, and a mismatch is an error
-//! naming VerifyIntegrity, never another record; a compressed segment that
-//! cannot be inflated is an error naming the segment and its seqs, so a
-//! reader can go on after it; nothing read from a lead
-//! copy is served before its MAC and seq are checked, and whatever the copy
-//! lacks or gets wrong is read from the segment itself.
+//! naming VerifyIntegrity, never another record; every line a page serves
+//! has its MAC checked first, so a record changed on disk is an error, never
+//! an answer; a compressed segment that cannot be inflated is an error
+//! naming the segment and its seqs, so a reader can go on after it; nothing
+//! read from a lead copy is served before its MAC and seq are checked, and
+//! whatever the copy lacks or gets wrong is read from the segment itself.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,6 +26,7 @@ use super::leads;
 use super::record::{Decoded, MacCheck, Record, RecordHead, lines_of};
 use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
 use super::shared::Shared;
+use crate::keys::Keyring;
 
 /// Marks a lead copy's members in the chunk cache (segment ids stay far below).
 const LEAD_COPY: u32 = 1 << 31;
@@ -234,10 +236,14 @@ impl Shared {
             })
     }
 
-    /// The records at `metas`, in order, on this thread. Each compressed
-    /// chunk is inflated once, only as far as the last record read from it.
+    /// The records at `metas`, in order, on this thread, each once its MAC
+    /// is checked: what a page serves. Each compressed chunk is inflated
+    /// once, only as far as the last record read from it.
     pub(super) fn read_records<T: Decoded>(&self, metas: &[Meta]) -> Result<Vec<T>, StoreError> {
-        self.map_lines(metas, parse_at)
+        self.map_lines(metas, |line, meta| {
+            check_signed(line, meta, &self.keyring)?;
+            parse_at(line, meta)
+        })
     }
 
     /// `f` of each line at `metas` (without its newline), in order, on this
@@ -494,6 +500,28 @@ pub(super) fn chunk_reach(meta: &Meta) -> (u32, usize) {
     let chunk = (meta.offset >> 32) as u32;
     let inner = (meta.offset & 0xffff_ffff) as usize;
     (chunk, inner + meta.len as usize)
+}
+
+/// Whether the line read for `meta` is one the server signed: a line
+/// changed on disk is an error naming its seq, never served as the record.
+/// (Until 2026-12-05 only lead copies were checked, and a record edited in
+/// `audit.log` was answered as it read; found by probing the server.)
+fn check_signed(line: &[u8], meta: &Meta, keyring: &Keyring) -> Result<(), StoreError> {
+    let reason = match RecordHead::peek(line).map(|head| (head.check_mac(line, keyring), head)) {
+        Some((MacCheck::Valid, _)) => return Ok(()),
+        Some((MacCheck::UnknownKey, head)) => format!(
+            "it is signed with key {:?}, which this server does not hold, so it cannot be \
+             checked; configure that key, or run VerifyIntegrity",
+            head.key_id
+        ),
+        Some((MacCheck::Invalid, _)) | None => "it fails its MAC check: the file was changed \
+             outside the server; run VerifyIntegrity to locate the damage"
+            .to_owned(),
+    };
+    Err(StoreError::Corrupt {
+        seq: meta.seq,
+        reason,
+    })
 }
 
 /// Decodes the line read for `meta` and checks it is the record expected.
