@@ -257,3 +257,55 @@ async fn query_pages_by_itself_up_to_the_limit() {
     assert_eq!(rows[2499][1], "2500");
     assert!(!out.stderr.contains("--page-token"), "{}", out.stderr);
 }
+
+/// Events too large for 100 of them to fit one gRPC message (4 MiB): the
+/// server sends shorter pages and `query --limit 100` and `history` follow
+/// their tokens to every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_and_history_of_large_events_print_them_all() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let mut logged = Vec::new();
+    for part in 0..10u64 {
+        let events = (0..10).map(|i| {
+            NewEvent::new("big")
+                .lead("BIG")
+                .detail("i", part * 10 + i)
+                .detail("blob", "x".repeat(60 * 1024))
+        });
+        let receipts = client.log_batch(events).await.unwrap();
+        logged.extend(receipts.iter().map(|r| r.seq));
+    }
+    let newest_first: Vec<u64> = logged.iter().rev().copied().collect();
+
+    let page = auditlog(
+        &server,
+        &["--json", "query", "--type", "big", "--limit", "100"],
+    )
+    .await
+    .json();
+    assert_eq!(seqs(&page["events"]), newest_first);
+    assert_eq!(page["next_page_token"], "");
+    let out = auditlog(
+        &server,
+        &["--json", "query", "--limit", "100", "--oldest-first"],
+    )
+    .await;
+    assert_eq!(query_seqs(&out), logged);
+    // Fewer than are logged: the token continues after the last one shown.
+    let page = auditlog(&server, &["--json", "query", "--limit", "70"])
+        .await
+        .json();
+    assert_eq!(seqs(&page["events"]), newest_first[..70]);
+    let token = page["next_page_token"].as_str().unwrap();
+    let rest = auditlog(&server, &["--json", "query", "--page-token", token]).await;
+    assert_eq!(query_seqs(&rest), newest_first[70..]);
+
+    let history = auditlog(&server, &["--json", "history", "BIG"])
+        .await
+        .json();
+    assert_eq!(seqs(&history["events"]), logged);
+    assert_eq!(history["next_page_token"], "");
+    let out = auditlog(&server, &["history", "BIG"]).await;
+    assert_eq!(table_rows(out.ok()).len(), 100, "{}", out.stderr);
+}

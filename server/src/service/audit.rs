@@ -17,7 +17,6 @@ use super::api::{self, audit_service_server::AuditService};
 use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
 use super::event_bytes::EventBytes;
-use super::page_token::PageToken;
 use super::proofs::proof_wait;
 use super::query::{EncodedPage, QueryPlan, plan_query};
 use super::stream::Encoded;
@@ -89,14 +88,7 @@ impl AuditService for AuditSvc {
             let page: Page<EventBytes> = store
                 .page(&filter, order, cursor, u64::MAX, limit)
                 .map_err(status_of)?;
-            let next_page_token = page
-                .next
-                .map(|seq| PageToken::encode(seq, fingerprint))
-                .unwrap_or_default();
-            Ok(EncodedPage {
-                events: page.records,
-                next_page_token,
-            })
+            Ok(EncodedPage::of(page, fingerprint))
         })
         .await?;
         Ok(Response::new(page))
