@@ -210,6 +210,26 @@ async fn the_cli_checks_checkpoints_and_proofs_against_the_key() {
         out.contains("extends the kept checkpoint of size 4"),
         "{out}"
     );
+    // Kept with `jq -r .note`, which adds a newline after the note's own:
+    // read all the same from a file.
+    let padded = server.data_dir.join("padded.note");
+    std::fs::write(&padded, format!("{}\n", json["note"].as_str().unwrap())).unwrap();
+    let (code, out, err) = cli(
+        &server.url,
+        &[
+            "proof",
+            "consistency",
+            padded.to_str().unwrap(),
+            "--key",
+            &key_text,
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("extends the kept checkpoint of size 4"),
+        "{out}"
+    );
 
     // A key of another log: one line, exit non-zero.
     let other_key = other_logs_key().await;

@@ -3,7 +3,9 @@
 //! restarted on an older copy of its data directory (a rollback), a
 //! checkpoint signed by another log's key, and a log that diverged from the
 //! kept checkpoint (a fork, at the same size and at a bigger one) each end
-//! the witness with exit 1 and one line that names them.
+//! the witness with exit 1 and one line that names them. A state file kept
+//! by hand with an extra newline is read; one that holds no note is named
+//! malformed, not another log's.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -11,7 +13,7 @@ mod common;
 
 use auditlog_client::proof::VerifierKey;
 use common::witness::{log_leads, other_logs_key, signed_at, verifier_key, witness_round};
-use common::{TestServer, copy_dir};
+use common::{TestServer, cli, copy_dir};
 
 #[tokio::test]
 async fn a_growing_log_is_accepted_round_after_round() {
@@ -154,4 +156,44 @@ async fn a_checkpoint_signed_by_another_logs_key_is_refused() {
     let (code, out, err) = witness_round(&renamed.url, &[&other_key], &state, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("refused the log's latest checkpoint"), "{err}");
+}
+
+#[tokio::test]
+async fn a_hand_kept_state_file_is_read_and_a_malformed_one_is_named_so() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let key = verifier_key(&server.data_dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let state = scratch.path().join("kept.note");
+
+    log_leads(&client, "LEAD", 1, 2).await;
+    signed_at(&client, &key, 2).await;
+    // Kept as `auditlog checkpoint --json | jq -r .note > kept.note` does:
+    // the note, then one newline more.
+    let (code, out, err) = cli(&server.url, &["checkpoint", "--json"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let note = json["note"].as_str().unwrap().to_owned();
+    std::fs::write(&state, format!("{note}\n")).unwrap();
+    log_leads(&client, "LEAD", 3, 4).await;
+    signed_at(&client, &key, 4).await;
+    let (code, out, err) = witness_round(&server.url, &[&key], &state, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("extends the kept size 2"), "{out}");
+    // Kept back exactly as the server signed it.
+    let kept = std::fs::read_to_string(&state).unwrap();
+    assert!(kept.ends_with('\n') && !kept.ends_with("\n\n"), "{kept:?}");
+    assert!(kept.contains("\n4\n"), "{kept}");
+
+    // Not a note at all: malformed, with what to do, not a fork alarm.
+    for junk in [&b"not a note\n"[..], &b""[..], &[0xff, 0xfe, b'\n'][..]] {
+        std::fs::write(&state, junk).unwrap();
+        let (code, out, err) = witness_round(&server.url, &[&key], &state, false).await;
+        assert_eq!(code, 1, "{out}{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("is malformed"), "{err}");
+        assert!(err.contains("move it aside"), "{err}");
+        assert!(!err.contains("not this log's"), "{err}");
+        assert_eq!(std::fs::read(&state).unwrap(), junk, "left as it was");
+    }
 }

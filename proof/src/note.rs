@@ -183,7 +183,26 @@ impl NoteSigner {
 
 /// A note's text (ending in a newline) and its signature lines (each
 /// ending in a newline).
+///
+/// This is the strict reading of the C2SP signed-note format, for notes as
+/// they come over the wire: the note ends with its last signature line's
+/// newline, nothing after it. A caller reading a note a person kept in a
+/// file (where a shell or an editor may add a newline) trims that first
+/// (the CLI does).
 fn split_note(note: &str) -> Result<(&str, &str), NoteError> {
+    if note.ends_with("\n\n") {
+        // Without this, the last empty line would be taken for the one
+        // before the signatures, and the note refused for a signature line
+        // missing its newline: the opposite of what is wrong.
+        return Err(NoteError::Malformed(
+            if note.trim_end_matches('\n').contains("\n\n") {
+                "it ends with blank lines after its last signature line (a signed note ends with \
+                 that line's newline)"
+            } else {
+                "no signature lines after the empty line"
+            },
+        ));
+    }
     let split = note
         .rfind("\n\n")
         .ok_or(NoteError::Malformed("no empty line before the signatures"))?;
@@ -419,6 +438,35 @@ mod tests {
             key.open(&changed),
             Err(NoteError::BadSignature { .. })
         ));
+    }
+
+    #[test]
+    fn a_note_with_blank_lines_after_its_signatures_is_refused_saying_so() {
+        let key = VerifierKey::parse(VKEY).unwrap();
+        let note = peter().sign(TEXT);
+        for extra in ["\n", "\n\n"] {
+            let padded = format!("{note}{extra}");
+            let err = key.open(&padded).unwrap_err();
+            assert_eq!(
+                err,
+                NoteError::Malformed(
+                    "it ends with blank lines after its last signature line (a signed note ends \
+                     with that line's newline)"
+                ),
+                "{padded:?}"
+            );
+            assert!(note_signers(&padded).is_err());
+        }
+        let unsigned = format!("{TEXT}\n");
+        assert_eq!(
+            key.open(&unsigned).unwrap_err(),
+            NoteError::Malformed("no signature lines after the empty line")
+        );
+        let cut = note.strip_suffix('\n').unwrap();
+        assert_eq!(
+            key.open(cut).unwrap_err(),
+            NoteError::Malformed("the last signature line does not end in a newline")
+        );
     }
 
     #[test]

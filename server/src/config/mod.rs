@@ -30,9 +30,19 @@ pub use crate::store::Durability;
 pub use crate::telemetry::TracingConfig;
 pub use crate::webhooks::{Start, WebhookConfig};
 
-/// Client-side variables (the CLI's) that may be set in the same shell and
-/// are not server configuration.
-const CLIENT_VARS: &[&str] = &["server", "token", "ca_cert", "client_cert", "client_key"];
+/// Client-side variables (the CLI's, `AUDITLOG_` left off, in lower case)
+/// that may be set in the same shell and are not server configuration:
+/// every `AUDITLOG_*` variable the `auditlog` CLI reads (a unit test checks
+/// the list against the CLI's sources, so a variable it adds is not taken
+/// for an unknown key here).
+const CLIENT_VARS: &[&str] = &[
+    "server",
+    "token",
+    "ca_cert",
+    "client_cert",
+    "client_key",
+    "verifier_key",
+];
 
 /// The longest `max_segment_age_secs` accepted: 100 years, far past any
 /// retention, and small enough that the age in microseconds cannot

@@ -72,6 +72,57 @@ fn unknown_keys_are_rejected_by_name() {
     assert!(err.contains("data_dirr"), "{err}");
 }
 
+/// Every `AUDITLOG_*` name quoted in the `auditlog` CLI's sources (the
+/// client crate's `src/`, its binary included: a clap `env = "..."` or an
+/// `env::var("...")`), found by reading them.
+fn cli_variables() -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for (at, _) in text.match_indices("\"AUDITLOG_") {
+                    let name: String = text[at + 1..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                        .collect();
+                    out.insert(name);
+                }
+            }
+        }
+    }
+    let client = Path::new(env!("CARGO_MANIFEST_DIR")).join("../client/src");
+    let mut out = std::collections::BTreeSet::new();
+    walk(&client, &mut out);
+    out
+}
+
+#[test]
+fn every_variable_the_cli_reads_is_tolerated_and_not_taken_for_server_config() {
+    let vars = cli_variables();
+    // The scan found the CLI's sources.
+    assert!(
+        vars.contains("AUDITLOG_SERVER") && vars.contains("AUDITLOG_VERIFIER_KEY"),
+        "{vars:?}"
+    );
+    for var in &vars {
+        let name = var.strip_prefix("AUDITLOG_").unwrap().to_ascii_lowercase();
+        assert!(
+            CLIENT_VARS.contains(&name.as_str()),
+            "the CLI reads {var}: add \"{name}\" to config::CLIENT_VARS"
+        );
+        let c = load(
+            None,
+            &[(&var["AUDITLOG_".len()..], "x")],
+            Overrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("{var}=x: {e}"));
+        assert_eq!(c, Config::default(), "{var}");
+    }
+}
+
 #[test]
 fn the_old_loggers_alert_keys_name_their_new_place() {
     for (toml, old, new) in [

@@ -2,7 +2,9 @@
 //! it: the call's own deadline (its `grpc-timeout` header), never more than
 //! [`MAX_WAIT`]. The wait ends a little before the deadline, so the caller
 //! gets the answer that says how far behind the node is rather than the
-//! transport's bare timeout.
+//! transport's bare timeout: in a cluster UNAVAILABLE (the replica is
+//! catching up), on a single node OUT_OF_RANGE naming the head (a seq it
+//! never acknowledged; `edge::min_seq_status`).
 
 use std::time::Duration;
 

@@ -63,6 +63,23 @@ pub(crate) fn status_of(e: StoreError) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// The status of a read whose `min_seq` this node did not hold by the end
+/// of its wait. In a cluster, [`StoreError::Behind`]'s UNAVAILABLE: the
+/// replica is catching up and another node may hold the seq. On a single
+/// node there is no replica to catch up and no other node: every seq it
+/// acknowledged is in its log, so a seq past the head is one it never
+/// gave, and retrying cannot help. OUT_OF_RANGE says so and names the
+/// head, which a client does not retry.
+pub(super) fn min_seq_status(e: StoreError, single_node: bool) -> Status {
+    match e {
+        StoreError::Behind { head, wanted } if single_node => Status::out_of_range(format!(
+            "min_seq {wanted} is past this log's head {head}: no event with that seq has been \
+             acknowledged here; pass a seq from a receipt this server gave"
+        )),
+        e => status_of(e),
+    }
+}
+
 /// Runs blocking work (reading or verifying the log) off the async
 /// runtime. A task that panicked answers INTERNAL naming `what` it was.
 pub(super) async fn blocking<T: Send + 'static>(
@@ -474,5 +491,31 @@ pub(super) fn mail_report_pb(
             "no email channel is configured: set [alerts.email] (host, from, to) in the server \
              config to mail reports",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_min_seq_past_the_head_is_out_of_range_on_a_single_node_only() {
+        let behind = || StoreError::Behind {
+            head: 1016,
+            wanted: 1_000_000_000,
+        };
+        let single = min_seq_status(behind(), true);
+        assert_eq!(single.code(), Code::OutOfRange, "{single:?}");
+        assert!(
+            single
+                .message()
+                .starts_with("min_seq 1000000000 is past this log's head 1016: "),
+            "{single:?}"
+        );
+        let follower = min_seq_status(behind(), false);
+        assert_eq!(follower.code(), Code::Unavailable, "{follower:?}");
+        assert!(follower.message().contains("catching up"), "{follower:?}");
+        let closed = min_seq_status(StoreError::Closed, true);
+        assert_eq!(closed.code(), Code::Unavailable, "{closed:?}");
     }
 }

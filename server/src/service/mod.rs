@@ -104,15 +104,22 @@ impl AuditSvc {
 
     /// The store once it holds `min_seq` (0: at once), waiting until
     /// `until` (`deadline::wait_until`, from the call's deadline); past it,
-    /// UNAVAILABLE saying how far this node has got.
+    /// in a cluster UNAVAILABLE saying how far this node's replica has got,
+    /// on a single node OUT_OF_RANGE naming the head
+    /// ([`edge::min_seq_status`]).
     async fn store_holding(
         &self,
         min_seq: u64,
         until: tokio::time::Instant,
     ) -> Result<Arc<Store>, Status> {
-        let store = self.store()?;
+        let running = self.running()?;
+        let store = Arc::clone(&running.store);
         if min_seq > 0 {
-            store.wait_for(min_seq, until).await.map_err(status_of)?;
+            let single_node = running.cluster.is_none();
+            store
+                .wait_for(min_seq, until)
+                .await
+                .map_err(|e| edge::min_seq_status(e, single_node))?;
         }
         Ok(store)
     }

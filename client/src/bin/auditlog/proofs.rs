@@ -58,7 +58,7 @@ pub(crate) enum ProofCommand {
     /// proof to the latest one, checked here; exits 1 when it does not
     /// verify (the log was rolled back or rewritten).
     #[command(
-        after_help = "Example:\n  auditlog checkpoint --json | jq -r .note > old.note   # some time earlier\n  auditlog proof consistency old.note --key \"$(cat log.vkey)\""
+        after_help = "Example:\n  auditlog checkpoint --json | jq -j .note > old.note   # some time earlier\n  auditlog proof consistency old.note --key \"$(cat log.vkey)\""
     )]
     Consistency {
         /// A signed checkpoint kept earlier (the note's text).
@@ -96,6 +96,21 @@ fn checkpoint_json(c: &VerifiedCheckpoint, key: &VerifierKey, trusted: bool) -> 
         "key_given": trusted,
         "verified": true,
     })
+}
+
+/// A signed note a person kept in a file, as the note's parser takes it:
+/// whatever whitespace follows its last signature line (the newline
+/// `jq -r` adds, or an editor's) is cut back to that line's own newline.
+///
+/// The leniency is here, where the CLI reads a file, and not in
+/// `auditlog_proof`'s parser: that one reads notes as they come over the
+/// wire and stays as strict as the C2SP format. Only the end of the file
+/// is touched, after the last signature line: the signatures cover the
+/// text above the empty line, so nothing they vouch for changes.
+pub(crate) fn kept_note(text: &str) -> String {
+    let mut note = text.trim_end().to_owned();
+    note.push('\n');
+    note
 }
 
 pub(crate) fn hex(h: &Hash) -> String {
@@ -184,6 +199,7 @@ pub(crate) async fn run(
         ProofCommand::Consistency { old, key } => {
             let (key, trusted) = key_of(client, &key).await?;
             let text = std::fs::read_to_string(&old)
+                .map(|text| kept_note(&text))
                 .map_err(|e| CliError::Io(format!("cannot read {}: {e}", old.display())))?;
             let old_checkpoint = key
                 .open_checkpoint(&text)

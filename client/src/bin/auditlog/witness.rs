@@ -33,7 +33,7 @@ use auditlog_client::{Client, VerifiedCheckpoint};
 use clap::Args;
 
 use crate::CliError;
-use crate::proofs::hex;
+use crate::proofs::{hex, kept_note};
 
 #[derive(Debug, Args)]
 pub(crate) struct WatchArgs {
@@ -231,11 +231,27 @@ fn report(found: &Round, once: bool, json: bool) -> Result<(), CliError> {
 }
 
 /// The kept checkpoint, checked with the trusted keys; none when there is
-/// no file.
+/// no file. Whitespace after the note's last line is ignored (a note kept
+/// by hand with `jq -r` ends in an extra newline; `keep` writes it back
+/// exact). A file that holds no signed checkpoint at all is named as
+/// malformed, not as another log's: only a note that parses and is not
+/// signed by a trusted key, or is of another origin, is that.
 fn read_kept(trust: &follow::Trust, state: &Path) -> Result<Option<Checkpoint>, CliError> {
+    let malformed = |why: &dyn std::fmt::Display| {
+        CliError::Failed(format!(
+            "the state file {} is malformed: {why}; it should hold one signed checkpoint note, as \
+             this witness keeps it: move it aside to start again from the log's latest checkpoint \
+             (kept on trust, as on a first run), or put back a note you kept (written exactly: \
+             `auditlog checkpoint --json | jq -j .note > FILE`)",
+            state.display()
+        ))
+    };
     let text = match std::fs::read_to_string(state) {
-        Ok(text) => text,
+        Ok(text) => kept_note(&text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(malformed(&"it is not UTF-8 text"));
+        }
         Err(e) => {
             return Err(CliError::Io(format!(
                 "cannot read {}: {e}",
@@ -243,11 +259,16 @@ fn read_kept(trust: &follow::Trust, state: &Path) -> Result<Option<Checkpoint>, 
             )));
         }
     };
-    trust.open(&text).map(Some).map_err(|e| {
-        CliError::Failed(format!(
+    trust.open(&text).map(Some).map_err(|e| match e {
+        NoteError::Malformed(_) | NoteError::BadCheckpoint(_) | NoteError::BadKey(_) => {
+            malformed(&e)
+        }
+        NoteError::NoSignature { .. }
+        | NoteError::BadSignature { .. }
+        | NoteError::WrongOrigin { .. } => CliError::Failed(format!(
             "the checkpoint kept in {} is not this log's: {e} (another --key, or another file?)",
             state.display()
-        ))
+        )),
     })
 }
 
