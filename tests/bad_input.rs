@@ -1,8 +1,9 @@
 //! What callers send wrong, through a real server on 127.0.0.1: requests
 //! that do not decode, nest too deep or are too large (sent as raw bytes
-//! with a codec of the test's own), plain HTTP/1.1 on the gRPC port,
-//! control characters in short fields, formula cells in CSV exports and
-//! escapes in CLI tables, and an inverted time range.
+//! with a codec of the test's own), HTTP/2 requests that are not gRPC as
+//! the server reads it (sent with `h2` as they are), plain HTTP/1.1 on the
+//! gRPC port, control characters in short fields, formula cells in CSV
+//! exports and escapes in CLI tables, and an inverted time range.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -14,7 +15,7 @@ use auditlog_client::{NewEvent, pb};
 use common::TestServer;
 use prost::Message as _;
 use prost::bytes::{Buf as _, BufMut as _};
-use prost_types::{Struct, Value, value::Kind};
+use prost_types::{ListValue, Struct, Value, value::Kind};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::http::uri::PathAndQuery;
@@ -88,25 +89,30 @@ fn log_request(actor: &str, details: Option<Struct>) -> Vec<u8> {
 
 /// `details` nesting `depth` objects: `{"k":{"k":...{"k":1}}}`.
 fn nested(depth: usize) -> Struct {
-    let mut inner = Struct {
-        fields: BTreeMap::from([(
-            "k".to_owned(),
-            Value {
-                kind: Some(Kind::NumberValue(1.0)),
-            },
-        )]),
+    nested_as(depth, |_| false)
+}
+
+/// `details` nesting `depth` levels, the top one an object and level `l`
+/// (from 2) a list where `list_at(l)`: `{"k":[{"k":[1]}]}` is 4.
+fn nested_as(depth: usize, list_at: impl Fn(usize) -> bool) -> Struct {
+    let mut value = Value {
+        kind: Some(Kind::NumberValue(1.0)),
     };
-    for _ in 1..depth {
-        inner = Struct {
-            fields: BTreeMap::from([(
-                "k".to_owned(),
-                Value {
-                    kind: Some(Kind::StructValue(inner)),
-                },
-            )]),
+    for level in (2..=depth).rev() {
+        let kind = if list_at(level) {
+            Kind::ListValue(ListValue {
+                values: vec![value],
+            })
+        } else {
+            Kind::StructValue(Struct {
+                fields: BTreeMap::from([("k".to_owned(), value)]),
+            })
         };
+        value = Value { kind: Some(kind) };
     }
-    inner
+    Struct {
+        fields: BTreeMap::from([("k".to_owned(), value)]),
+    }
 }
 
 /// The status of `result`, failing the test on success.
@@ -174,6 +180,41 @@ async fn details_nest_to_the_documented_depth_and_deeper_is_refused_by_name() {
     assert!(status.message().len() < 400, "{status:?}");
 }
 
+/// A list is a level like an object (docs/limits.md): lists alone, or mixed
+/// with objects, nest 33 levels and are refused at the 34th as objects are,
+/// though protobuf's own limit would let lists alone reach 49.
+#[tokio::test]
+async fn lists_count_toward_the_depth_as_objects_do() {
+    const DEPTH: usize = 33; // docs/limits.md
+    let server = TestServer::start().await;
+    /// A shape of nesting: its name, and which levels are lists.
+    type Shape = (&'static str, fn(usize) -> bool);
+    const SHAPES: [Shape; 3] = [
+        ("lists", |_| true),
+        ("lists in objects", |level| level % 2 == 0),
+        ("objects in lists", |level| level % 2 == 1),
+    ];
+    for (shape, list_at) in SHAPES {
+        let deepest = log_request("a", Some(nested_as(DEPTH, list_at)));
+        send_raw(&server, "Log", deepest).await.unwrap();
+        let deeper = log_request("a", Some(nested_as(DEPTH + 1, list_at)));
+        let status = refused(shape, send_raw(&server, "Log", deeper).await);
+        assert_eq!(status.code(), Code::InvalidArgument, "{shape}: {status:?}");
+        assert!(
+            status
+                .message()
+                .contains("details may nest at most 33 levels"),
+            "{shape}: {status:?}"
+        );
+        assert!(status.message().len() < 400, "{shape}: {status:?}");
+    }
+    // Far deeper than protobuf's limit: the same refusal.
+    let deepest = log_request("a", Some(nested_as(120, |_| true)));
+    let status = refused("120 lists", send_raw(&server, "Log", deepest).await);
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("at most 33 levels"), "{status:?}");
+}
+
 #[tokio::test]
 async fn an_oversized_request_is_resource_exhausted() {
     let server = TestServer::start().await;
@@ -192,6 +233,231 @@ async fn an_oversized_request_is_resource_exhausted() {
     );
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("larger than"), "{status:?}");
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/2 requests that are not gRPC as the server reads it
+
+/// A gRPC request's headers.
+const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc"), ("te", "trailers")];
+
+/// Sends one HTTP/2 request exactly as given (`method` on `path`, `headers`,
+/// then `body` in one DATA frame unless it is empty) on a connection of its
+/// own, and returns the gRPC status it is answered with: from the headers of
+/// a trailers-only answer, else from the trailers.
+async fn raw_http2(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Status {
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", server.addr));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (response, mut send) = client
+        .send_request(request.body(()).unwrap(), body.is_empty())
+        .unwrap();
+    if !body.is_empty() {
+        send.send_data(bytes::Bytes::copy_from_slice(body), true)
+            .unwrap();
+    }
+    let response = tokio::time::timeout(common::DEADLINE, response)
+        .await
+        .expect("no answer")
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK, "{response:?}");
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.unwrap().expect("no trailers");
+    Status::from_header_map(&trailers).expect("no grpc-status")
+}
+
+/// A gRPC message: the 5-byte prefix (`flag`, then `len` big-endian), then
+/// `payload`.
+fn framed(flag: u8, len: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![flag];
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// What a probe found answered INTERNAL, or UNIMPLEMENTED without a word,
+/// is a caller's mistake answered INVALID_ARGUMENT (or UNIMPLEMENTED for a
+/// method that is not there) saying what was wrong and what to send
+/// (docs/limits.md).
+#[tokio::test]
+async fn framing_mistakes_are_invalid_arguments_that_say_what_to_send() {
+    let server = TestServer::start().await;
+    let log = "/auditlog.v1.AuditService/Log";
+    let message = log_request("crm-sync", None);
+    let len = u32::try_from(message.len()).unwrap();
+    let json: &[(&str, &str)] = &[("content-type", "application/json")];
+    let none: &[(&str, &str)] = &[("te", "trailers")];
+    /// What is sent (the case's name, method, path, headers, body), and
+    /// the answer's code and words.
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Vec<u8>,
+        Code,
+        &'a [&'a str],
+    );
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "a prefix announcing more than the body holds",
+            "POST",
+            log,
+            GRPC,
+            framed(0, len + 100, &message),
+            Code::InvalidArgument,
+            &["ends inside a gRPC message", "5-byte prefix"],
+        ),
+        (
+            "a body shorter than a prefix",
+            "POST",
+            log,
+            GRPC,
+            vec![0, 0, 0],
+            Code::InvalidArgument,
+            &["ends inside a gRPC message"],
+        ),
+        (
+            "an empty body",
+            "POST",
+            log,
+            GRPC,
+            Vec::new(),
+            Code::InvalidArgument,
+            &["no request message was sent", "exactly one"],
+        ),
+        (
+            "a GET",
+            "GET",
+            log,
+            none,
+            Vec::new(),
+            Code::InvalidArgument,
+            &["POST", "not GET"],
+        ),
+        (
+            "the compressed flag without grpc-encoding",
+            "POST",
+            log,
+            GRPC,
+            framed(1, len, &message),
+            Code::InvalidArgument,
+            &["marked compressed", "grpc-encoding", "identity"],
+        ),
+        (
+            "a flag that is neither 0 nor 1",
+            "POST",
+            log,
+            GRPC,
+            framed(7, len, &message),
+            Code::InvalidArgument,
+            &["flag", "7"],
+        ),
+        (
+            "JSON",
+            "POST",
+            log,
+            json,
+            br#"{"event":{"event_type":"x"}}"#.to_vec(),
+            Code::InvalidArgument,
+            &[
+                "content-type must be application/grpc",
+                "application/grpc+proto",
+                "application/json",
+            ],
+        ),
+        (
+            "no content-type",
+            "POST",
+            log,
+            none,
+            framed(0, len, &message),
+            Code::InvalidArgument,
+            &["content-type must be application/grpc"],
+        ),
+        (
+            // As gRPC says: UNIMPLEMENTED, naming what the server accepts.
+            "a compression the server does not take",
+            "POST",
+            log,
+            &[
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+                ("grpc-encoding", "gzip"),
+            ],
+            framed(1, len, &message),
+            Code::Unimplemented,
+            &["gzip"],
+        ),
+        (
+            "a method the service does not have",
+            "POST",
+            "/auditlog.v1.AuditService/Nope",
+            GRPC,
+            framed(0, len, &message),
+            Code::Unimplemented,
+            &[
+                "no method /auditlog.v1.AuditService/Nope here",
+                "auditlog.v1.AuditService and auditlog.v1.AdminService",
+                "reflection",
+            ],
+        ),
+        (
+            "a path that is no method",
+            "POST",
+            "/foo",
+            GRPC,
+            framed(0, len, &message),
+            Code::Unimplemented,
+            &["no method /foo here", "reflection"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, method, path, headers, body, code, says) in cases {
+        let status = raw_http2(&server, method, path, headers, &body).await;
+        if status.code() != code
+            || !says.iter().all(|said| status.message().contains(said))
+            || status.message().len() >= 400
+        {
+            wrong.push(format!(
+                "{what}: {:?} {:?}",
+                status.code(),
+                status.message()
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "answered wrong:\n{}", wrong.join("\n"));
+
+    // The same message, framed right, is written, as application/grpc+proto
+    // too.
+    for content_type in ["application/grpc", "application/grpc+proto"] {
+        let headers = [("content-type", content_type), ("te", "trailers")];
+        let status = raw_http2(&server, "POST", log, &headers, &framed(0, len, &message)).await;
+        assert_eq!(status.code(), Code::Ok, "{content_type}: {status:?}");
+    }
+    server.client().await.stats(None).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------

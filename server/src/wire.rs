@@ -6,32 +6,74 @@
 //!   is a gRPC port, instead of HTTP/2 bytes it cannot read. The server
 //!   accepts HTTP/1 connections only to say so: no HTTP/1 request reaches
 //!   the token check or a service.
+//! - **An HTTP/2 request that is not a gRPC call** (not a POST, or a
+//!   `content-type` other than `application/grpc`) is answered
+//!   `INVALID_ARGUMENT` saying so, before anything reads its body: the
+//!   transport would read a JSON body as gRPC messages and say `INTERNAL`.
 //! - **A request that does not decode** (a string that is not UTF-8, a
 //!   truncated message, messages nested deeper than the decoder allows) is
 //!   answered `INVALID_ARGUMENT` saying what was wrong, where the codec says
-//!   `INTERNAL`, which would page someone for a caller's mistake.
+//!   `INTERNAL`, which would page someone for a caller's mistake. So is a
+//!   request whose gRPC framing is wrong: a body that ends inside a message
+//!   (its 5-byte prefix announces more than follows), no message at all, or
+//!   a message marked compressed (without `grpc-encoding`, or with a flag
+//!   other than 0 or 1).
 //! - **A request over the size limit** is answered `RESOURCE_EXHAUSTED`, as
 //!   gRPC's conventions say, where the transport says `OUT_OF_RANGE`.
+//! - **A method that is not there** stays `UNIMPLEMENTED`, but says which
+//!   path was asked for and which services are, where the router says
+//!   nothing.
 //!
-//! Both statuses come from the transport before any handler runs, as a
+//! These statuses come from the transport before any handler runs, as a
 //! trailers-only response, so rewriting the response's headers is enough.
-//! The decoder refuses messages nested more than 100 deep (prost's limit);
-//! in `details` every level of JSON object or list costs three of those
-//! (Struct, map entry, Value), so `details` may nest [`MAX_DETAILS_DEPTH`]
-//! levels, and deeper is refused by name.
+//! They are recognised by code and by the transport's exact words (its
+//! undecodable and too-large messages by their prefix), so a status a
+//! handler makes is never rewritten: a handler's UNIMPLEMENTED always says
+//! something, and none uses the transport's words.
+//!
+//! `details` may nest [`MAX_DETAILS_DEPTH`] levels of objects and lists,
+//! and deeper is refused by name. Their decoder counts the levels
+//! (`service/details.rs`, saying [`DETAILS_TOO_DEEP`]); the protobuf decoder
+//! also refuses messages nested more than 100 deep (prost's limit), where a
+//! level of objects costs three (Struct, map entry, Value), so it stops
+//! objects at the same depth, and is named alike.
 
 use std::task::{Context, Poll};
 
 use tonic::{Code, Status};
 
-/// How deep `details` may nest JSON objects and lists (`{"a":{"b":1}}` is
-/// 2): 100 levels of messages, three per level, less the request's own.
+/// How deep `details` may nest JSON objects and lists, in any mix
+/// (`{"a":{"b":1}}` is 2, and so is `{"a":[1]}`), counted by the `details`
+/// decoder: where prost's 100 levels of messages stop objects, at three
+/// messages a level, less the request's own.
 pub(crate) const MAX_DETAILS_DEPTH: usize = 33;
+
+/// What the `details` decoder says of details nested deeper than
+/// [`MAX_DETAILS_DEPTH`] (`service/details.rs`), after the field path.
+pub(crate) const DETAILS_TOO_DEEP: &str = "details nest objects and lists more than 33 levels deep";
 
 /// What tonic's prost codec says of a message it cannot decode (INTERNAL).
 const UNDECODABLE: &str = "failed to decode Protobuf message: ";
 /// What tonic says of a message over the size limit (OUT_OF_RANGE).
 const TOO_LARGE: &str = "Error, decoded message length too large: ";
+/// What tonic's decoder says of a body that ends inside a message, its
+/// 5-byte prefix or the bytes the prefix announces (INTERNAL).
+const ENDS_EARLY: &str = "Unexpected EOF decoding stream.";
+/// What tonic says of a unary or server-streaming call whose body holds no
+/// message (INTERNAL).
+const NO_MESSAGE: &str = "Missing request message.";
+/// What tonic's decoder says of a message whose compressed flag is set when
+/// the call named no `grpc-encoding` (INTERNAL).
+const COMPRESSED_UNNAMED: &str =
+    "protocol error: received message with compressed-flag but no grpc-encoding was specified";
+/// What tonic's decoder says of a compressed flag other than 0 and 1, before
+/// the flag (INTERNAL).
+const BAD_FLAG: &str = "protocol error: received message with invalid compression flag: ";
+
+/// How a request's body is framed, said in every refusal about it.
+const FRAMING: &str = "a gRPC message is a 5-byte prefix (a flag byte, 0 for uncompressed, then \
+                       the message's length as a 4-byte big-endian number) followed by that \
+                       many bytes of protobuf";
 
 /// The layer, outermost over the router.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,11 +119,16 @@ where
                     .is_some();
             return Box::pin(std::future::ready(Ok(not_http1(tls))));
         }
+        if let Some(refusal) = not_grpc(&req) {
+            return Box::pin(std::future::ready(Ok(refusal.into_http())));
+        }
+        // Only to name a method that is not there; a clone of shared bytes.
+        let uri = req.uri().clone();
         let answer = self.inner.call(req);
         Box::pin(async move {
             let mut response = answer.await?;
             if let Some(status) = Status::from_header_map(response.headers())
-                && let Some(better) = rewrite(&status)
+                && let Some(better) = rewrite(&status, uri.path())
             {
                 // A status always fits in headers; if not, keep tonic's own.
                 let _ = better.add_header(response.headers_mut());
@@ -116,20 +163,103 @@ fn not_http1(tls: bool) -> http::Response<tonic::body::Body> {
     response
 }
 
+/// The refusal of an HTTP/2 request that is not a gRPC call as this server
+/// reads one: a POST whose `content-type` is `application/grpc` or
+/// `application/grpc+proto` (parameters after `;` aside, case aside).
+/// Health checks and reflection are gRPC calls too.
+fn not_grpc<B>(req: &http::Request<B>) -> Option<Status> {
+    if req.method() != http::Method::POST {
+        return Some(Status::invalid_argument(format!(
+            "a gRPC call is an HTTP/2 POST with content-type application/grpc, not {}: use a \
+             gRPC client, the auditlog CLI or grpcurl",
+            req.method()
+        )));
+    }
+    let content_type = req.headers().get(http::header::CONTENT_TYPE);
+    match content_type.map(media_type) {
+        Some(m)
+            if m.eq_ignore_ascii_case(b"application/grpc")
+                || m.eq_ignore_ascii_case(b"application/grpc+proto") =>
+        {
+            None
+        }
+        found => {
+            let found = match found {
+                None => "and the request has none".to_owned(),
+                // Quoted and escaped; a long one is cut.
+                Some(m) => format!("not {:?}", String::from_utf8_lossy(&m[..m.len().min(64)])),
+            };
+            Some(Status::invalid_argument(format!(
+                "content-type must be application/grpc (or application/grpc+proto), {found}: \
+                 this port speaks gRPC with protobuf messages only; use a gRPC client, the \
+                 auditlog CLI or grpcurl"
+            )))
+        }
+    }
+}
+
+/// A `content-type`'s media type: what comes before its parameters.
+fn media_type(value: &http::HeaderValue) -> &[u8] {
+    let bytes = value.as_bytes();
+    bytes
+        .split(|&c| c == b';')
+        .next()
+        .unwrap_or(bytes)
+        .trim_ascii()
+}
+
 /// The status a caller should get instead of `status`, when the transport
-/// made it about the request's bytes.
-fn rewrite(status: &Status) -> Option<Status> {
+/// made it about the request's bytes or path (`path`).
+fn rewrite(status: &Status, path: &str) -> Option<Status> {
     let message = status.message();
     match status.code() {
-        Code::Internal => {
-            let reason = message.strip_prefix(UNDECODABLE)?;
-            Some(Status::invalid_argument(undecodable(reason)))
-        }
+        Code::Internal => Some(Status::invalid_argument(match message {
+            ENDS_EARLY => format!(
+                "the request body ends inside a gRPC message: its 5-byte prefix announces \
+                 more bytes than follow it, or the body stops inside the prefix; {FRAMING}. \
+                 Send the whole message, with its own length in the prefix"
+            ),
+            NO_MESSAGE => format!(
+                "no request message was sent: a unary call carries exactly one (as do \
+                 StreamEvents and the other server-streaming calls); {FRAMING}, even for an \
+                 empty request (5 zero bytes)"
+            ),
+            COMPRESSED_UNNAMED => format!(
+                "the message is marked compressed (its flag byte is 1) but no grpc-encoding \
+                 header names how; this server accepts identity (uncompressed) messages: \
+                 send the flag byte 0 and the message as it is; {FRAMING}"
+            ),
+            _ => match message.strip_prefix(BAD_FLAG) {
+                Some(rest) => {
+                    let flag = rest.split(' ').next().unwrap_or_default();
+                    format!(
+                        "the request's body is not framed as gRPC messages: a message's flag \
+                         byte must be 0 (uncompressed) or 1 (compressed), not {flag}; \
+                         {FRAMING}"
+                    )
+                }
+                None => undecodable(message.strip_prefix(UNDECODABLE)?),
+            },
+        })),
         Code::OutOfRange => {
             let size = message.strip_prefix(TOO_LARGE)?;
             Some(Status::resource_exhausted(format!(
                 "the request is too large ({size}); send less per call, e.g. split a LogBatch \
                  or shrink details"
+            )))
+        }
+        // The router's and a generated service's answer to a path they do
+        // not serve; a handler's UNIMPLEMENTED says why.
+        Code::Unimplemented if message.is_empty() => {
+            // The caller's path, cut short if it is long.
+            let path = path
+                .char_indices()
+                .nth(200)
+                .map_or(path, |(at, _)| &path[..at]);
+            Some(Status::unimplemented(format!(
+                "no method {path} here: this server offers auditlog.v1.AuditService and \
+                 auditlog.v1.AdminService (list them with server reflection), called as \
+                 /<service>/<method>, e.g. /auditlog.v1.AuditService/Log"
             )))
         }
         _ => None,
@@ -139,7 +269,7 @@ fn rewrite(status: &Status) -> Option<Status> {
 /// What to tell a caller whose message did not decode; `reason` is the
 /// decoder's (the field path, then what was wrong).
 fn undecodable(reason: &str) -> String {
-    if reason.ends_with("recursion limit reached") {
+    if reason.ends_with("recursion limit reached") || reason.ends_with(DETAILS_TOO_DEEP) {
         // The decoder's path names every level; the limit says enough.
         return format!(
             "the request nests messages deeper than the server decodes (100 levels): details \
@@ -159,34 +289,130 @@ fn undecodable(reason: &str) -> String {
 mod tests {
     use super::*;
 
+    const LOG: &str = "/auditlog.v1.AuditService/Log";
+
     #[test]
     fn only_the_transports_statuses_are_rewritten() {
         let bad_utf8 = Status::internal(format!(
             "{UNDECODABLE}EventInput.actor: invalid string value: data is not UTF-8 encoded"
         ));
-        let fixed = rewrite(&bad_utf8).unwrap();
+        let fixed = rewrite(&bad_utf8, LOG).unwrap();
         assert_eq!(fixed.code(), Code::InvalidArgument);
         assert!(fixed.message().contains("EventInput.actor"), "{fixed:?}");
         assert!(fixed.message().contains("UTF-8"), "{fixed:?}");
 
-        let deep = Status::internal(format!("{UNDECODABLE}Value.kind: recursion limit reached"));
-        let fixed = rewrite(&deep).unwrap();
-        assert_eq!(fixed.code(), Code::InvalidArgument);
-        assert!(fixed.message().contains("at most 33 levels"), "{fixed:?}");
+        for deep in [
+            format!("{UNDECODABLE}Value.kind: recursion limit reached"),
+            format!("{UNDECODABLE}Struct.fields: Value.kind: {DETAILS_TOO_DEEP}"),
+        ] {
+            let fixed = rewrite(&Status::internal(deep), LOG).unwrap();
+            assert_eq!(fixed.code(), Code::InvalidArgument);
+            assert!(fixed.message().contains("at most 33 levels"), "{fixed:?}");
+        }
 
         let big = Status::out_of_range(format!(
             "{TOO_LARGE}found 5000000 bytes, the limit is: 4194304 bytes"
         ));
-        let fixed = rewrite(&big).unwrap();
+        let fixed = rewrite(&big, LOG).unwrap();
         assert_eq!(fixed.code(), Code::ResourceExhausted);
         assert!(fixed.message().contains("5000000"), "{fixed:?}");
 
+        for (transport, says) in [
+            (ENDS_EARLY, "ends inside a gRPC message"),
+            (NO_MESSAGE, "no request message was sent"),
+            (COMPRESSED_UNNAMED, "no grpc-encoding header names how"),
+            (
+                "protocol error: received message with invalid compression flag: 123 (valid \
+                 flags are 0 and 1), while sending request",
+                "or 1 (compressed), not 123;",
+            ),
+        ] {
+            let fixed = rewrite(&Status::internal(transport), LOG).unwrap();
+            assert_eq!(fixed.code(), Code::InvalidArgument, "{fixed:?}");
+            assert!(fixed.message().contains(says), "{fixed:?}");
+            assert!(fixed.message().contains("5-byte prefix"), "{fixed:?}");
+            assert!(fixed.message().len() < 400, "{fixed:?}");
+        }
+
+        let fixed = rewrite(&Status::unimplemented(""), "/auditlog.v1.AuditService/Nope").unwrap();
+        assert_eq!(fixed.code(), Code::Unimplemented);
+        assert!(
+            fixed
+                .message()
+                .starts_with("no method /auditlog.v1.AuditService/Nope here"),
+            "{fixed:?}"
+        );
+
+        let long = format!("/{}", "x".repeat(10_000));
+        let fixed = rewrite(&Status::unimplemented(""), &long).unwrap();
+        assert!(fixed.message().len() < 400, "{fixed:?}");
+
+        // A handler's own statuses, however close to the transport's.
         for own in [
             Status::internal("verification task failed"),
             Status::out_of_range("something else"),
             Status::invalid_argument(UNDECODABLE),
+            Status::invalid_argument(ENDS_EARLY),
+            Status::unavailable(NO_MESSAGE),
+            Status::internal(format!("{NO_MESSAGE} ")),
+            Status::internal(format!("the leader said: {ENDS_EARLY}")),
+            Status::unimplemented("GetWebhookSecret needs a webhook"),
+            Status::invalid_argument(""),
         ] {
-            assert!(rewrite(&own).is_none(), "{own:?}");
+            assert!(rewrite(&own, LOG).is_none(), "{own:?}");
+        }
+    }
+
+    #[test]
+    fn the_depth_refusal_names_the_limit() {
+        assert!(
+            DETAILS_TOO_DEEP.contains(&format!(" {MAX_DETAILS_DEPTH} ")),
+            "{DETAILS_TOO_DEEP}"
+        );
+    }
+
+    #[test]
+    fn only_grpc_posts_pass() {
+        let request = |method: &str, content_type: Option<&str>| {
+            let mut r = http::Request::builder().method(method).uri(LOG);
+            if let Some(c) = content_type {
+                r = r.header(http::header::CONTENT_TYPE, c);
+            }
+            r.body(()).unwrap()
+        };
+        for passes in [
+            "application/grpc",
+            "application/grpc+proto",
+            "Application/GRPC",
+            "application/grpc; charset=utf-8",
+        ] {
+            assert!(
+                not_grpc(&request("POST", Some(passes))).is_none(),
+                "{passes}"
+            );
+        }
+        for (method, content_type, says) in [
+            (
+                "GET",
+                Some("application/grpc"),
+                "POST with content-type application/grpc, not GET",
+            ),
+            ("POST", None, "and the request has none"),
+            ("POST", Some("application/json"), "not \"application/json\""),
+            (
+                "POST",
+                Some("application/grpc+json"),
+                "not \"application/grpc+json\"",
+            ),
+            (
+                "POST",
+                Some("application/grpc-web"),
+                "not \"application/grpc-web\"",
+            ),
+        ] {
+            let refused = not_grpc(&request(method, content_type)).unwrap();
+            assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+            assert!(refused.message().contains(says), "{refused:?}");
         }
     }
 }

@@ -16,8 +16,15 @@
 //! numbers without a fraction within ±2^53 as integers, NaN and infinities
 //! refused with the path of the first one. Protobuf's merge rules hold too
 //! (a repeated `details` field or a repeated value merges, a oneof's last
-//! member wins), and the nesting limit is prost's own, since every level is
+//! member wins), and so does prost's nesting limit, since every level is
 //! entered through `prost::encoding::message::merge`.
+//!
+//! Nesting is limited here too, by levels of JSON: details may nest
+//! [`MAX_DETAILS_DEPTH`] levels of objects and lists, in any mix (the top
+//! object is the first), and the next level is refused with
+//! [`DETAILS_TOO_DEEP`], which `wire.rs` turns into the caller's answer.
+//! prost's limit alone (100 messages) stops objects there, at three
+//! messages a level, but lets lists, at two, reach 49.
 
 use std::ops::Range;
 
@@ -28,6 +35,7 @@ use prost::{DecodeError, Message};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
 use crate::store::Details;
+use crate::wire::{DETAILS_TOO_DEEP, MAX_DETAILS_DEPTH};
 
 /// A `google.protobuf.Struct` as the ingest path decodes it.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -118,7 +126,15 @@ impl Message for WireDetails {
             self.fields.reserve(8);
             self.text.bytes.reserve(256);
         }
-        merge_struct_field(&mut self.text, &mut self.fields, tag, wire_type, buf, ctx)
+        merge_struct_field(
+            &mut self.text,
+            &mut self.fields,
+            1,
+            tag,
+            wire_type,
+            buf,
+            ctx,
+        )
     }
 
     fn encoded_len(&self) -> usize {
@@ -131,17 +147,19 @@ impl Message for WireDetails {
     }
 }
 
-/// A field of a `Struct`: a map entry (field 1) is added to `fields`.
+/// A field of a `Struct` at level `depth` (the top one is 1): a map entry
+/// (field 1) is added to `fields`.
 fn merge_struct_field(
     text: &mut Text,
     fields: &mut Vec<Field>,
+    depth: usize,
     tag: u32,
     wire_type: WireType,
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
     match tag {
-        1 => merge_field_entry(text, fields, wire_type, buf, ctx).map_err(|mut e| {
+        1 => merge_field_entry(text, fields, depth, wire_type, buf, ctx).map_err(|mut e| {
             e.push("Struct", "fields");
             e
         }),
@@ -158,12 +176,14 @@ fn merge_struct_field(
 fn merge_field_entry(
     text: &mut Text,
     fields: &mut Vec<Field>,
+    depth: usize,
     _wire_type: WireType,
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
     let mut entry = EntryDecoder {
         text,
+        depth,
         key: 0..0,
         value: Value::Null,
     };
@@ -196,9 +216,10 @@ macro_rules! decode_only {
     };
 }
 
-/// A `Struct`'s map entry.
+/// A `Struct`'s map entry, in an object at level `depth`.
 struct EntryDecoder<'a> {
     text: &'a mut Text,
+    depth: usize,
     key: Range<usize>,
     value: Value,
 }
@@ -212,6 +233,7 @@ decode_only!(EntryDecoder, |self, tag, wire_type, buf, ctx| {
         2 => {
             let mut value = ValueDecoder {
                 text: self.text,
+                depth: self.depth,
                 value: &mut self.value,
             };
             encoding::message::merge(wire_type, &mut value, buf, ctx)
@@ -220,11 +242,24 @@ decode_only!(EntryDecoder, |self, tag, wire_type, buf, ctx| {
     }
 });
 
-/// A `google.protobuf.Value`: the last member of its `kind` wins, and a
-/// repeated struct or list member merges into the one before.
+/// A `google.protobuf.Value` held by an object or list at level `depth`
+/// (an object or list it holds is at `depth + 1`): the last member of its
+/// `kind` wins, and a repeated struct or list member merges into the one
+/// before.
 struct ValueDecoder<'a> {
     text: &'a mut Text,
+    depth: usize,
     value: &'a mut Value,
+}
+
+/// The refusal of an object or list nested deeper than
+/// [`MAX_DETAILS_DEPTH`]: the decoder's path to it, then
+/// [`DETAILS_TOO_DEEP`].
+#[cold]
+fn too_deep() -> DecodeError {
+    // prost offers no other way to say why a message does not decode.
+    #[allow(deprecated)]
+    DecodeError::new(DETAILS_TOO_DEEP)
 }
 
 decode_only!(ValueDecoder, |self, tag, wire_type, buf, ctx| {
@@ -246,6 +281,7 @@ decode_only!(ValueDecoder, |self, tag, wire_type, buf, ctx| {
             encoding::bool::merge(wire_type, &mut b, buf, ctx)
                 .map(|()| *self.value = Value::Bool(b))
         }
+        5 | 6 if self.depth >= MAX_DETAILS_DEPTH => Err(too_deep()),
         // A oneof set again merges into what it holds when it is the same
         // kind (as prost does), else starts afresh.
         5 => {
@@ -255,6 +291,7 @@ decode_only!(ValueDecoder, |self, tag, wire_type, buf, ctx| {
             };
             let mut object = ObjectDecoder {
                 text: self.text,
+                depth: self.depth + 1,
                 fields: &mut fields,
             };
             let merged = encoding::message::merge(wire_type, &mut object, buf, ctx);
@@ -268,6 +305,7 @@ decode_only!(ValueDecoder, |self, tag, wire_type, buf, ctx| {
             };
             let mut list = ListDecoder {
                 text: self.text,
+                depth: self.depth + 1,
                 items: &mut items,
             };
             let merged = encoding::message::merge(wire_type, &mut list, buf, ctx);
@@ -282,19 +320,21 @@ decode_only!(ValueDecoder, |self, tag, wire_type, buf, ctx| {
     })
 });
 
-/// A `Struct` nested in a value.
+/// A `Struct` nested in a value, at level `depth`.
 struct ObjectDecoder<'a> {
     text: &'a mut Text,
+    depth: usize,
     fields: &'a mut Vec<Field>,
 }
 
 decode_only!(ObjectDecoder, |self, tag, wire_type, buf, ctx| {
-    merge_struct_field(self.text, self.fields, tag, wire_type, buf, ctx)
+    merge_struct_field(self.text, self.fields, self.depth, tag, wire_type, buf, ctx)
 });
 
-/// A `ListValue`.
+/// A `ListValue`, at level `depth`.
 struct ListDecoder<'a> {
     text: &'a mut Text,
+    depth: usize,
     items: &'a mut Vec<Value>,
 }
 
@@ -304,6 +344,7 @@ decode_only!(ListDecoder, |self, tag, wire_type, buf, ctx| {
             let mut item = Value::Null;
             let mut value = ValueDecoder {
                 text: self.text,
+                depth: self.depth,
                 value: &mut item,
             };
             encoding::message::merge(wire_type, &mut value, buf, ctx).map_err(|mut e| {

@@ -10,6 +10,7 @@ use prost_types::value::Kind;
 use prost_types::{ListValue, Struct, Value};
 
 use super::WireDetails;
+use crate::wire::{DETAILS_TOO_DEEP, MAX_DETAILS_DEPTH};
 
 /// What the generic path makes of `bytes`, a `Struct`'s encoding: `None` if
 /// they do not decode.
@@ -210,22 +211,86 @@ fn a_refusal_names_the_first_bad_number_in_key_order() {
     assert_eq!(ours(&bytes), Some(Ok(r#"{"a":null,"z":false}"#.to_owned())));
 }
 
-#[test]
-fn nesting_is_limited_where_prost_limits_it() {
-    for depth in [30, 40, 60, 120] {
-        let mut v = value(Kind::NullValue(0));
-        for _ in 0..depth {
-            v = value(Kind::StructValue(Struct {
+/// The encoding of details `depth` levels deep, the top one an object and
+/// level `l` (from 2) a list where `list_at(l)`, the deepest holding `leaf`:
+/// `{"a":[{"a":[null]}]}` is 4.
+fn nested(depth: usize, list_at: impl Fn(usize) -> bool, leaf: Value) -> Vec<u8> {
+    let mut v = leaf;
+    for level in (2..=depth).rev() {
+        v = if list_at(level) {
+            value(Kind::ListValue(ListValue { values: vec![v] }))
+        } else {
+            value(Kind::StructValue(Struct {
                 fields: [("a".to_owned(), v)].into(),
-            }));
-        }
-        let Some(Kind::StructValue(s)) = v.kind else {
-            unreachable!()
+            }))
         };
-        let bytes = s.encode_to_vec();
-        assert_eq!(ours(&bytes).is_some(), generic(&bytes).is_some(), "{depth}");
+    }
+    Struct {
+        fields: [("a".to_owned(), v)].into(),
+    }
+    .encode_to_vec()
+}
+
+/// Objects deeper than the limit are refused as prost refuses them.
+#[test]
+fn deep_objects_are_refused_as_prost_refuses_them() {
+    for depth in [30, 33, 34, 40, 60, 120] {
+        let bytes = nested(depth, |_| false, value(Kind::NullValue(0)));
+        assert_eq!(
+            ours(&bytes).is_some(),
+            depth <= MAX_DETAILS_DEPTH,
+            "{depth}"
+        );
         assert_eq!(ours(&bytes), generic(&bytes), "{depth}");
     }
+}
+
+/// Lists are levels like objects, alone or mixed with objects: 33 are
+/// decoded, the 34th is refused by name (prost alone would take lists to
+/// 49 levels, each costing two messages where an object costs three).
+#[test]
+fn lists_and_objects_nest_to_the_same_depth() {
+    /// A shape of nesting: its name, and which levels are lists.
+    type Shape = (&'static str, fn(usize) -> bool);
+    const SHAPES: [Shape; 4] = [
+        ("objects", |_| false),
+        ("lists", |_| true),
+        ("lists in objects", |level| level % 2 == 0),
+        ("objects in lists", |level| level % 2 == 1),
+    ];
+    let leaf = || value(Kind::NumberValue(1.0));
+    for (shape, list_at) in SHAPES {
+        let deepest = nested(MAX_DETAILS_DEPTH, list_at, leaf());
+        assert_eq!(ours(&deepest), generic(&deepest), "{shape}");
+        assert!(matches!(ours(&deepest), Some(Ok(_))), "{shape}");
+        for depth in [MAX_DETAILS_DEPTH + 1, 49, 50, 120] {
+            let deeper = nested(depth, list_at, leaf());
+            let refused = WireDetails::decode(deeper.as_slice()).unwrap_err();
+            assert!(
+                refused.to_string().ends_with(DETAILS_TOO_DEEP),
+                "{shape} {depth}: {refused}"
+            );
+        }
+        // An empty object or list is a level too.
+        for empty in [
+            value(Kind::ListValue(ListValue::default())),
+            value(Kind::StructValue(Struct::default())),
+        ] {
+            let at_the_limit = nested(MAX_DETAILS_DEPTH - 1, list_at, empty.clone());
+            assert!(matches!(ours(&at_the_limit), Some(Ok(_))), "{shape}");
+            let past = nested(MAX_DETAILS_DEPTH, list_at, empty);
+            assert_eq!(ours(&past), None, "{shape}");
+        }
+    }
+    // A repeated list member merges into the one before at the same level.
+    let mut v = value(Kind::ListValue(ListValue::default())).encode_to_vec();
+    v.extend(v.clone());
+    let mut entry_bytes = field(1, b"a");
+    entry_bytes.extend(field(2, &v));
+    assert_eq!(
+        ours(&field(1, &entry_bytes)),
+        Some(Ok(r#"{"a":[]}"#.to_owned()))
+    );
 }
 
 #[test]
