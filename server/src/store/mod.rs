@@ -370,9 +370,10 @@ impl Store {
 
     /// One page of the records matching `filter`, in `order`, after
     /// `cursor` (a seq: records after it oldest first, before it newest
-    /// first), never above `max_seq`, at most `limit`, each decoded as `T`
-    /// straight from its line (a [`Record`], or a reader's own form).
-    /// Blocking. When `filter` names a lead, each sealed segment's lead copy
+    /// first), never above `max_seq`, at most `limit` and at most
+    /// `read::PAGE_LINE_BYTES` of stored lines (always one record), each
+    /// decoded as `T` straight from its line (a [`Record`], or a reader's
+    /// own form); `next` is set whenever the page was cut short. Blocking. When `filter` names a lead, each sealed segment's lead copy
     /// is read where it has one, which inflates a few KiB per segment instead
     /// of one member per record; a large page is split over a few reader
     /// threads.
@@ -386,7 +387,7 @@ impl Store {
     ) -> Result<Page<T>, StoreError> {
         let (metas, next) = self
             .shared
-            .select_page(filter, order, cursor, max_seq, limit);
+            .select_served(filter, order, cursor, max_seq, limit);
         let records = self
             .readers
             .read(&self.shared, filter.lead_id.as_deref(), &metas)?;

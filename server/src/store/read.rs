@@ -28,6 +28,15 @@ use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
 use super::shared::Shared;
 use crate::keys::Keyring;
 
+/// The most bytes of stored lines one page reads (and always its first
+/// record): what a page holds in memory, decoded, is of that order,
+/// whatever its `limit`. A page of 1,000 events of 64 KiB of details each
+/// was 64 MB of lines, several times that once decoded and encoded, for a
+/// Query answer of which at most 3 MiB is sent (`service::query`), and a
+/// stream's catch-up buffers up to 8 pages for a slow reader (`hub`). Small
+/// events never reach it: 3 MiB is some 7,000 records of 450 bytes.
+pub(crate) const PAGE_LINE_BYTES: u64 = 3 << 20;
+
 /// Marks a lead copy's members in the chunk cache (segment ids stay far below).
 const LEAD_COPY: u32 = 1 << 31;
 
@@ -192,6 +201,35 @@ impl Shared {
         (metas, next)
     }
 
+    /// [`Self::select_page`] for a page that is read and served: it ends
+    /// before the record that would take its stored lines past
+    /// [`PAGE_LINE_BYTES`] (keeping at least one), and its cursor then
+    /// continues after its last record, as one cut by `limit` does.
+    pub(super) fn select_served(
+        &self,
+        filter: &Filter,
+        order: Order,
+        cursor: Option<u64>,
+        max_seq: u64,
+        limit: usize,
+    ) -> (Vec<Meta>, Option<u64>) {
+        let (mut metas, mut next) = self.select_page(filter, order, cursor, max_seq, limit);
+        let mut bytes = 0u64;
+        let fit = metas
+            .iter()
+            .take_while(|m| {
+                bytes += u64::from(m.len);
+                bytes <= PAGE_LINE_BYTES
+            })
+            .count()
+            .max(1);
+        if fit < metas.len() {
+            metas.truncate(fit);
+            next = metas.last().map(|m| m.seq);
+        }
+        (metas, next)
+    }
+
     /// `Store::page` on this thread.
     pub(super) fn page<T: Decoded>(
         &self,
@@ -201,7 +239,7 @@ impl Shared {
         max_seq: u64,
         limit: usize,
     ) -> Result<Page<T>, StoreError> {
-        let (metas, next) = self.select_page(filter, order, cursor, max_seq, limit);
+        let (metas, next) = self.select_served(filter, order, cursor, max_seq, limit);
         let records = self.read_part(filter.lead_id.as_deref(), &metas)?;
         Ok(Page { records, next })
     }
@@ -625,6 +663,63 @@ mod tests {
             (seqs(&last.records), last.next),
             ((34..=40).collect(), None)
         );
+        store.shutdown();
+    }
+
+    /// Records of 150 KiB: a page stops before [`super::PAGE_LINE_BYTES`] of
+    /// lines, whatever its `limit`, and its cursor chains to the next as a
+    /// page cut by `limit` does, in both orders and through lead copies.
+    #[tokio::test]
+    async fn a_page_of_large_records_stops_at_its_byte_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::for_test(dir.path(), true);
+        let store = Store::open(config, Keyring::new("k1", vec![7; 32])).unwrap();
+        let n = 60;
+        for seq in 1..=n {
+            let details = json!({"n": seq, "blob": "x".repeat(150 << 10)});
+            let event = NewEvent::for_test(Some(format!("L{}", seq % 2)), details);
+            store.append(vec![event]).await.unwrap();
+            if seq == n / 2 {
+                store.rotate(true).await.unwrap();
+            }
+        }
+        let most = (super::PAGE_LINE_BYTES / (150 << 10)) as usize;
+        for (filter, want) in [
+            (Filter::default(), (1..=n).collect::<Vec<u64>>()),
+            (
+                Filter {
+                    lead_id: Some("L1".into()),
+                    ..Filter::default()
+                },
+                (1..=n).filter(|s| s % 2 == 1).collect(),
+            ),
+        ] {
+            for order in [Order::OldestFirst, Order::NewestFirst] {
+                let mut got = Vec::new();
+                let mut cursor = None;
+                let mut pages = 0;
+                loop {
+                    let page: Page = store.page(&filter, order, cursor, u64::MAX, 1000).unwrap();
+                    assert!(
+                        (1..=most).contains(&page.records.len()),
+                        "{}",
+                        page.records.len()
+                    );
+                    pages += 1;
+                    got.extend(seqs(&page.records));
+                    match page.next {
+                        Some(next) => cursor = Some(next),
+                        None => break,
+                    }
+                }
+                assert!(pages > 1, "{filter:?} {order:?}");
+                let mut want = want.clone();
+                if order == Order::NewestFirst {
+                    want.reverse();
+                }
+                assert_eq!(got, want, "{filter:?} {order:?}");
+            }
+        }
         store.shutdown();
     }
 
