@@ -7,6 +7,10 @@ pub enum Error {
     /// The URL is not a valid `http://host:port` or `https://host:port`.
     #[error("invalid server URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The bearer token cannot be sent in an HTTP header; says which
+    /// character is the problem, never the token.
+    #[error("invalid token: {reason}")]
+    InvalidToken { reason: String },
     /// No connection could be made.
     #[error("cannot connect to the auditlog server at {url}: {reason}")]
     Connect { url: String, reason: String },

@@ -2,6 +2,14 @@
 //! TLS settings) and the [`Credentials`] interceptor that sends the token
 //! with every call.
 
+use tonic::metadata::{Ascii, MetadataValue};
+
+use crate::Error;
+
+/// What a token may hold, after what it held that it may not.
+const TOKEN_CHARACTERS: &str = "which an HTTP header cannot carry: a token may hold printable \
+     characters, spaces and tabs, but no other control characters";
+
 /// How to reach a server beyond its URL: a bearer token, and TLS settings
 /// for `https://` URLs.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +28,46 @@ pub struct Options {
 }
 
 impl Options {
+    /// Checks what can be checked before connecting: that the token can be
+    /// sent in an HTTP header ([`Error::InvalidToken`] says which character
+    /// cannot, never the token).
+    pub fn check(&self) -> Result<(), Error> {
+        self.bearer().map(|_| ())
+    }
+
+    /// The `authorization` value for the token, `Bearer <token>`, without
+    /// the whitespace around the token (the server ignores it too, and a
+    /// token read from a file often ends in a newline).
+    pub(crate) fn bearer(&self) -> Result<Option<MetadataValue<Ascii>>, Error> {
+        let Some(token) = &self.token else {
+            return Ok(None);
+        };
+        let space = |c: char| c.is_ascii_whitespace();
+        let trimmed = token.trim_matches(space);
+        let lead = token.len() - token.trim_start_matches(space).len();
+        if let Some((i, c)) = trimmed
+            .char_indices()
+            .find(|&(_, c)| c.is_control() && c != '\t')
+        {
+            let position = token[..lead + i].chars().count() + 1;
+            let what = match c {
+                '\n' => "a newline".to_owned(),
+                '\r' => "a carriage return".to_owned(),
+                '\0' => "a NUL".to_owned(),
+                c => format!("a control character (U+{:04X})", u32::from(c)),
+            };
+            return Err(Error::InvalidToken {
+                reason: format!("its character {position} is {what}, {TOKEN_CHARACTERS}"),
+            });
+        }
+        format!("Bearer {trimmed}")
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::InvalidToken {
+                reason: format!("it holds a character {TOKEN_CHARACTERS}"),
+            })
+    }
+
     /// The TLS settings for an `https://` endpoint.
     pub fn tls(&self) -> tonic::transport::ClientTlsConfig {
         let mut tls = tonic::transport::ClientTlsConfig::new();
@@ -40,7 +88,7 @@ impl Options {
 /// Adds the bearer token to every call.
 #[derive(Debug, Clone, Default)]
 pub struct Credentials {
-    pub(crate) token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    pub(crate) token: Option<MetadataValue<Ascii>>,
 }
 
 impl tonic::service::Interceptor for Credentials {
@@ -49,5 +97,57 @@ impl tonic::service::Interceptor for Credentials {
             req.metadata_mut().insert("authorization", token.clone());
         }
         Ok(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bearer(token: &str) -> Result<Option<MetadataValue<Ascii>>, Error> {
+        Options {
+            token: Some(token.to_owned()),
+            ..Options::default()
+        }
+        .bearer()
+    }
+
+    #[test]
+    fn a_token_that_a_header_cannot_carry_is_named_by_its_character_never_shown() {
+        for (token, said) in [
+            ("bad\ntoken", "its character 4 is a newline"),
+            (" ab\rc", "its character 4 is a carriage return"),
+            ("x\u{7}", "its character 2 is a control character (U+0007)"),
+            (
+                "x\u{7f}y",
+                "its character 2 is a control character (U+007F)",
+            ),
+            (
+                "\u{e9}\u{85}",
+                "its character 2 is a control character (U+0085)",
+            ),
+        ] {
+            let e = bearer(token).unwrap_err().to_string();
+            assert!(e.starts_with("invalid token: "), "{e}");
+            assert!(e.contains(said), "{token:?}: {e}");
+            assert!(e.contains("printable characters, spaces and tabs"), "{e}");
+            assert!(
+                !e.contains("URL") && !e.contains("bad") && !e.contains(token),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_is_sent_without_the_whitespace_around_it() {
+        for token in ["s3cret", "s3cret\n", "  s3cret\r\n", "\ts3cret "] {
+            let value = bearer(token).unwrap().unwrap();
+            assert_eq!(value.to_str().unwrap(), "Bearer s3cret", "{token:?}");
+        }
+        assert_eq!(
+            bearer("a b\tc").unwrap().unwrap().to_str().unwrap(),
+            "Bearer a b\tc"
+        );
+        assert!(Options::default().bearer().unwrap().is_none());
     }
 }

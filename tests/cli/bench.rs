@@ -73,3 +73,31 @@ async fn bench_reports_rates_and_ordered_percentiles() {
     // What bench wrote is a valid log like any other.
     assert!(client.verify().await.unwrap().ok);
 }
+
+/// A benchmark of no time at all is refused in one line; one too short to
+/// make a call reports 0/s: never NaN or inf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_never_reports_nan_or_infinity() {
+    let server = TestServer::start().await;
+    for duration in ["0s", "0ms"] {
+        let out = auditlog(&server, &["bench", "--duration", duration]).await;
+        let line = out.one_line_error();
+        assert!(
+            line.contains("--duration") && line.contains("more than 0"),
+            "{out:?}"
+        );
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+    let args = ["bench", "--duration", "1ns", "--warmup", "0s"];
+    let text = auditlog(&server, &args).await;
+    let json_args = [&["--json"][..], &args].concat();
+    let json = auditlog(&server, &json_args).await;
+    for out in [&text, &json] {
+        let all = out.ok().to_lowercase();
+        assert!(!all.contains("nan") && !all.contains("inf"), "{out:?}");
+    }
+    let report = json.json();
+    for key in ["events_per_sec", "calls_per_sec"] {
+        assert!(report[key].as_f64().is_some_and(f64::is_finite), "{report}");
+    }
+}

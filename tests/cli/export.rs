@@ -274,3 +274,55 @@ async fn export_applies_type_workflow_and_from_seq_filters() {
     assert_eq!(out.ok().lines().count(), 1, "{out:?}");
     assert!(out.stdout.starts_with("seq,id,timestamp,"), "{out:?}");
 }
+
+/// An export that fails before its first event leaves standard output
+/// empty: no `[` or CSV header for a reader to take for the start of an
+/// export, only the error line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_fails_before_its_first_event_prints_nothing() {
+    let server = TestServer::start().await;
+    server
+        .client()
+        .await
+        .log(NewEvent::new("lead_created").lead("LEAD-1"))
+        .await
+        .unwrap();
+    // The server refuses an empty identifier and a range that ends before
+    // it starts, after the output is opened.
+    let backwards = ["--since", "2026-01-02", "--until", "2026-01-01"];
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["subject", "export", ""],
+        vec!["subject", "export", "", "--format", "csv"],
+        vec!["subject", "export", "", "--format", "jsonl"],
+        [&["export", "--format", "json"][..], &backwards].concat(),
+        [&["export", "--format", "csv"][..], &backwards].concat(),
+        [&["export", "--format", "jsonl"][..], &backwards].concat(),
+    ];
+    let runs = cases.iter().map(|args| auditlog(&server, args));
+    let mut failures = Vec::new();
+    for (args, out) in cases.iter().zip(futures::future::join_all(runs).await) {
+        let ok = out.code == 1
+            && out.stdout.is_empty()
+            && out.stderr.lines().count() == 1
+            && out.stderr.contains("INVALID_ARGUMENT")
+            && !has_panic_text(&out);
+        if !ok {
+            failures.push(format!(
+                "auditlog {args:?} should fail with one line and no output: {out:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // An export with no events is still a whole document.
+    let out = auditlog(&server, &["subject", "export", "NOBODY"]).await;
+    assert_eq!(serde_json::from_str::<Value>(out.ok()).unwrap(), json!([]));
+    let out = auditlog(&server, &["subject", "export", "LEAD-1", "--format", "csv"]).await;
+    let text = out.ok();
+    assert!(text.starts_with("seq,id,timestamp,"), "{out:?}");
+    assert!(
+        text.lines().next().unwrap().ends_with(",matched_fields"),
+        "{out:?}"
+    );
+    assert_eq!(text.lines().count(), 2, "{out:?}");
+}

@@ -116,3 +116,22 @@ async fn integrity_is_ok_on_a_clean_log_and_locates_tampering() {
         assert!(!p["message"].as_str().unwrap().is_empty(), "{report}");
     }
 }
+
+/// An empty log verifies, and the line says so instead of ending in a
+/// blank signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn integrity_of_an_empty_log_says_it_is_empty() {
+    let server = TestServer::start().await;
+    let out = auditlog(&server, &["integrity"]).await;
+    let text = out.ok();
+    assert!(text.starts_with("OK: 0 events"), "{out:?}");
+    assert!(
+        text.trim_end().ends_with("head seq 0 (empty log)"),
+        "{out:?}"
+    );
+    assert!(!text.contains("signature"), "{out:?}");
+    assert!(!text.contains("NaN") && !text.contains("inf"), "{out:?}");
+    let report = auditlog(&server, &["--json", "integrity"]).await.json();
+    assert_eq!(report["head_seq"], 0, "{report}");
+    assert_eq!(report["head_signature"], "", "{report}");
+}

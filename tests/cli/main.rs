@@ -11,8 +11,11 @@
 //! without panics; a reader that closes the pipe early (`| head`); the
 //! documented `--limit` range and paging past 1,000 events; `stats` and
 //! `errors` filters and timelines; `AUDITLOG_SERVER` and a `--server`
-//! without a scheme; times without a zone; and `--help` with an example
-//! for every subcommand the top-level help lists.
+//! without a scheme; times without a zone; usage errors and a token that
+//! cannot be sent on one line; exports that fail before their first event
+//! printing nothing; no NaN, inf or 300-digit number in `bench`,
+//! `integrity` or `performance`; and `--help` with an example for every
+//! subcommand the top-level help lists.
 //!
 //! Every run of the binary has a generous deadline, so a hang fails the test
 //! instead of blocking it. This file holds how the binary is run and the
@@ -30,6 +33,7 @@ mod health;
 mod history;
 mod integrity;
 mod log;
+mod performance;
 mod query;
 mod stats;
 mod tail;

@@ -98,18 +98,9 @@ impl Builder {
                 reason: "no server address given".into(),
             });
         }
-        let token = match &self.options.token {
-            Some(t) => Some(
-                format!("Bearer {t}")
-                    .parse()
-                    .map_err(|_| Error::InvalidUrl {
-                        url: self.urls.join(", "),
-                        reason: "the token holds characters a header cannot".into(),
-                    })?,
-            ),
-            None => None,
+        let credentials = Credentials {
+            token: self.options.bearer()?,
         };
-        let credentials = Credentials { token };
         let endpoints = self
             .urls
             .iter()

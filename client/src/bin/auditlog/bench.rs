@@ -16,8 +16,8 @@ pub(crate) struct BenchArgs {
     /// Calls in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// How long to measure.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// How long to measure (more than 0).
+    #[arg(long, default_value = "10s", value_parser = measured_duration)]
     duration: Duration,
     /// Events per call: 1 uses Log, more uses LogBatch.
     #[arg(long, default_value_t = 1)]
@@ -28,6 +28,22 @@ pub(crate) struct BenchArgs {
     /// The event type to write.
     #[arg(long, default_value = "bench_event")]
     event_type: String,
+}
+
+/// `--duration`: a rate over no time at all is no figure.
+fn measured_duration(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("a benchmark must last more than 0 (e.g. 10s)".into());
+    }
+    Ok(d)
+}
+
+/// `n` a second over `secs`; 0 when there was no time to count over, so no
+/// figure is ever NaN or infinite.
+fn per_sec(n: u64, secs: f64) -> f64 {
+    let rate = n as f64 / secs;
+    if rate.is_finite() { rate } else { 0.0 }
 }
 
 /// What one task measured.
@@ -51,8 +67,11 @@ pub(crate) async fn run(client: &Client, args: BenchArgs, json: bool) -> Result<
             args.concurrency, args.batch, args.duration, args.warmup
         );
     }
-    let start = Instant::now() + args.warmup;
-    let end = start + args.duration;
+    let too_long = || CliError::Usage("--warmup and --duration are too long".into());
+    let start = Instant::now()
+        .checked_add(args.warmup)
+        .ok_or_else(too_long)?;
+    let end = start.checked_add(args.duration).ok_or_else(too_long)?;
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|task| {
             let client = client.clone();
@@ -160,17 +179,17 @@ fn report(args: &BenchArgs, mut total: TaskResult, json: bool) -> Result<(), Cli
                 "calls": calls,
                 "events": total.events,
                 "errors": total.errors,
-                "events_per_sec": total.events as f64 / secs,
-                "calls_per_sec": calls as f64 / secs,
+                "events_per_sec": per_sec(total.events, secs),
+                "calls_per_sec": per_sec(calls, secs),
                 "latency_ms": { "p50": ms(p50), "p95": ms(p95), "p99": ms(p99), "max": ms(max) },
             })
         );
     } else {
-        say!("calls:      {calls} ({:.0}/s)", calls as f64 / secs);
+        say!("calls:      {calls} ({:.0}/s)", per_sec(calls, secs));
         say!(
             "events:     {} ({:.0}/s)",
             total.events,
-            total.events as f64 / secs
+            per_sec(total.events, secs)
         );
         say!("errors:     {}", total.errors);
         say!(
@@ -207,5 +226,20 @@ mod tests {
         assert_eq!(percentile(&sorted, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&sorted[..1], 99.0), Duration::from_millis(1));
         assert_eq!(percentile(&[], 50.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn no_rate_is_nan_or_infinite() {
+        assert_eq!(per_sec(10, 2.0), 5.0);
+        assert_eq!(per_sec(0, 0.0), 0.0);
+        assert_eq!(per_sec(5, 0.0), 0.0);
+    }
+
+    #[test]
+    fn a_duration_of_0_is_refused() {
+        assert!(measured_duration("0s").unwrap_err().contains("more than 0"));
+        assert!(measured_duration("0ms").is_err());
+        assert_eq!(measured_duration("1ms"), Ok(Duration::from_millis(1)));
+        assert!(measured_duration("soon").is_err());
     }
 }

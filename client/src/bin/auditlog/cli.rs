@@ -77,7 +77,7 @@ impl Cli {
             std::fs::read(path)
                 .map_err(|e| CliError::Usage(format!("{flag} {}: {e}", path.display())))
         };
-        Ok(auditlog_client::Options {
+        let options = auditlog_client::Options {
             token: self.token.clone(),
             ca_cert_pem: self
                 .ca_cert
@@ -89,7 +89,14 @@ impl Cli {
                 _ => None,
             },
             domain: None,
-        })
+        };
+        options.check().map_err(|e| match e {
+            auditlog_client::Error::InvalidToken { reason } => {
+                CliError::Usage(format!("--token (or AUDITLOG_TOKEN): {reason}"))
+            }
+            other => CliError::Client(other),
+        })?;
+        Ok(options)
     }
 }
 
@@ -438,7 +445,12 @@ pub(crate) struct QueryArgs {
     pub(crate) filter: FilterArgs,
     /// At most this many events (at least 1); more than 1,000 are fetched
     /// a page of 1,000 at a time.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        default_value_t = 50,
+        value_parser = clap::value_parser!(u32).range(1..),
+        allow_negative_numbers = true
+    )]
     pub(crate) limit: u32,
     /// Oldest first instead of newest first.
     #[arg(long)]

@@ -17,7 +17,12 @@ use crate::query::{events_json, fetch};
 pub(crate) struct ErrorsArgs {
     /// How many (at least 1); more than 1,000 are fetched a page of 1,000
     /// at a time.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(
+        long,
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u32).range(1..),
+        allow_negative_numbers = true
+    )]
     limit: u32,
     /// Only this error type, the event's `details.error_type` (repeatable:
     /// any of them).

@@ -67,7 +67,7 @@ pub(crate) async fn run(client: &Client, args: ExportArgs) -> Result<(), CliErro
     let progress = progress::bar(head.saturating_sub(from - 1), "exporting");
 
     let (out, partial) = open_output(args.output.as_deref())?;
-    let mut sink = Sink::begin(args.format, out, false)?;
+    let mut sink = Sink::new(args.format, out, false);
     let mut stream = client.stream(query, from, false).await?;
     let mut count = 0u64;
     while let Some(event) = stream.next().await {
@@ -98,7 +98,7 @@ pub(crate) struct SubjectArgs {
 /// fields where the subject appears.
 pub(crate) async fn subject(client: &Client, args: SubjectArgs) -> Result<(), CliError> {
     let (out, partial) = open_output(args.output.as_deref())?;
-    let mut sink = Sink::begin(args.format, out, true)?;
+    let mut sink = Sink::new(args.format, out, true);
     let mut stream = client.export_subject(&args.identifier).await?;
     let progress = progress::counter("exporting");
     let mut count = 0u64;
@@ -172,8 +172,20 @@ fn complete(partial: Option<Partial>, path: Option<&Path>, count: u64) -> Result
 
 type Out = BufWriter<Box<dyn Write>>;
 
-/// Where events go, in the chosen format.
-enum Sink {
+/// Where events go, in the chosen format. Nothing is written before the
+/// first event (or the end of an export with none): an export that fails
+/// before then leaves standard output empty, not a `[` or a CSV header.
+struct Sink {
+    format: Format,
+    /// Each row also says where the subject was found.
+    matched: bool,
+    /// The output until something is written to it.
+    idle: Option<Out>,
+    started: Option<Started>,
+}
+
+/// The output once the format's header (`[`, the CSV header row) is written.
+enum Started {
     Csv(Box<csv::Writer<Out>>),
     Json(Out),
     Jsonl(Out),
@@ -181,23 +193,38 @@ enum Sink {
 
 impl Sink {
     /// With `matched`, each row also says where the subject was found.
-    fn begin(format: Format, mut out: Out, matched: bool) -> Result<Sink, CliError> {
-        Ok(match format {
-            Format::Csv => {
-                let mut w = csv::Writer::from_writer(out);
-                let mut header = CSV_HEADER.to_vec();
-                if matched {
-                    header.push("matched_fields");
+    fn new(format: Format, out: Out, matched: bool) -> Sink {
+        Sink {
+            format,
+            matched,
+            idle: Some(out),
+            started: None,
+        }
+    }
+
+    /// The output, its header written first if it was idle.
+    fn started(&mut self) -> Result<&mut Started, CliError> {
+        if let Some(mut out) = self.idle.take() {
+            self.started = Some(match self.format {
+                Format::Csv => {
+                    let mut w = csv::Writer::from_writer(out);
+                    let mut header = CSV_HEADER.to_vec();
+                    if self.matched {
+                        header.push("matched_fields");
+                    }
+                    w.write_record(header).map_err(csv_err)?;
+                    Started::Csv(Box::new(w))
                 }
-                w.write_record(header).map_err(csv_err)?;
-                Sink::Csv(Box::new(w))
-            }
-            Format::Json => {
-                out.write_all(b"[")?;
-                Sink::Json(out)
-            }
-            Format::Jsonl => Sink::Jsonl(out),
-        })
+                Format::Json => {
+                    out.write_all(b"[")?;
+                    Started::Json(out)
+                }
+                Format::Jsonl => Started::Jsonl(out),
+            });
+        }
+        self.started
+            .as_mut()
+            .ok_or_else(|| CliError::Io("the export's output failed earlier".into()))
     }
 
     fn write(
@@ -210,8 +237,8 @@ impl Sink {
         if let Some(fields) = matched {
             json["matched_fields"] = serde_json::json!(fields);
         }
-        match self {
-            Sink::Csv(w) => {
+        match self.started()? {
+            Started::Csv(w) => {
                 let details = json["details"].to_string();
                 let seq = event.seq.to_string();
                 let time = timestamp_text(event.timestamp.as_ref());
@@ -240,11 +267,11 @@ impl Sink {
                 }
                 w.write_record(None::<&[u8]>).map_err(csv_err)?;
             }
-            Sink::Json(out) => {
+            Started::Json(out) => {
                 out.write_all(if first { b"\n" } else { b",\n" })?;
                 serde_json::to_writer(&mut *out, &json).map_err(json_err)?;
             }
-            Sink::Jsonl(out) => {
+            Started::Jsonl(out) => {
                 serde_json::to_writer(&mut *out, &json).map_err(json_err)?;
                 out.write_all(b"\n")?;
             }
@@ -252,14 +279,18 @@ impl Sink {
         Ok(())
     }
 
-    fn finish(self, empty: bool) -> Result<(), CliError> {
-        let mut out = match self {
-            Sink::Csv(w) => w.into_inner().map_err(|e| CliError::Io(e.to_string()))?,
-            Sink::Json(mut out) => {
+    /// Ends the output: an export without events is still a whole file
+    /// (`[]`, or the CSV header alone).
+    fn finish(mut self, empty: bool) -> Result<(), CliError> {
+        self.started()?;
+        let mut out = match self.started {
+            Some(Started::Csv(w)) => w.into_inner().map_err(|e| CliError::Io(e.to_string()))?,
+            Some(Started::Json(mut out)) => {
                 out.write_all(if empty { b"]\n" } else { b"\n]\n" })?;
                 out
             }
-            Sink::Jsonl(out) => out,
+            Some(Started::Jsonl(out)) => out,
+            None => return Ok(()),
         };
         out.flush()?;
         Ok(())

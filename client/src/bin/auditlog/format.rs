@@ -90,6 +90,20 @@ pub(crate) fn detail_str(e: &pb::Event, key: &str) -> String {
     }
 }
 
+/// Milliseconds for a table (`12.35`): two decimals, in scientific
+/// notation (`1.000e300`) from a billion up (11 days; the server takes
+/// tracked durations up to a day, but a `performance` event logged with
+/// `Log` carries what it was given), `n/a` when not a number.
+pub(crate) fn millis_text(ms: f64) -> String {
+    if !ms.is_finite() {
+        "n/a".to_owned()
+    } else if ms.abs() >= 1e9 {
+        format!("{ms:.3e}")
+    } else {
+        format!("{ms:.2}")
+    }
+}
+
 /// An event as a JSON object, fields in the log's order.
 pub(crate) fn event_json(e: &pb::Event) -> Value {
     let opt = |s: &str| {
@@ -312,6 +326,18 @@ mod tests {
         let mut out = Vec::new();
         t.print(&mut out).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "A     B\nx\\ny  z\n");
+    }
+
+    #[test]
+    fn milliseconds_stay_short() {
+        assert_eq!(millis_text(0.0), "0.00");
+        assert_eq!(millis_text(12.345), "12.35");
+        assert_eq!(millis_text(86_400_000.0), "86400000.00");
+        assert_eq!(millis_text(1e9), "1.000e9");
+        assert_eq!(millis_text(1e300), "1.000e300");
+        assert_eq!(millis_text(f64::MAX), "1.798e308");
+        assert_eq!(millis_text(f64::NAN), "n/a");
+        assert_eq!(millis_text(f64::INFINITY), "n/a");
     }
 
     #[test]

@@ -41,16 +41,7 @@ pub(crate) async fn run(
     if json {
         say!("{}", format::report_json(&report));
     } else if report.ok {
-        say!(
-            "OK: {} events in {} segment file(s) verified in {} ms ({:.0} events/s); head seq {} \
-             signature {}",
-            report.events_checked,
-            report.segments_checked,
-            report.elapsed_ms,
-            report.events_per_second,
-            report.head_seq,
-            report.head_signature
-        );
+        say!("{}", ok_line(&report));
     } else {
         say!(
             "FAILED: {} problem(s) in {} events checked",
@@ -74,5 +65,56 @@ pub(crate) async fn run(
             "integrity check failed: {} problem(s) found",
             report.problems.len()
         )))
+    }
+}
+
+/// The line for a clean report: what was verified, how fast, and the head
+/// it ends at (an empty log has none to name).
+fn ok_line(report: &pb::VerifyIntegrityResponse) -> String {
+    let rate = if report.events_checked > 0 && report.events_per_second.is_finite() {
+        format!(" ({:.0} events/s)", report.events_per_second)
+    } else {
+        String::new()
+    };
+    let head = match (report.head_seq, report.head_signature.as_str()) {
+        (0, "") => "head seq 0 (empty log)".to_owned(),
+        (seq, "") => format!("head seq {seq}"),
+        (seq, signature) => format!("head seq {seq} signature {signature}"),
+    };
+    format!(
+        "OK: {} events in {} segment file(s) verified in {} ms{rate}; {head}",
+        report.events_checked, report.segments_checked, report.elapsed_ms,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clean_report_names_its_head_or_says_the_log_is_empty() {
+        let mut report = pb::VerifyIntegrityResponse {
+            ok: true,
+            events_checked: 5,
+            segments_checked: 1,
+            elapsed_ms: 2,
+            events_per_second: 2500.0,
+            head_seq: 5,
+            head_signature: "ab12".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            ok_line(&report),
+            "OK: 5 events in 1 segment file(s) verified in 2 ms (2500 events/s); head seq 5 \
+             signature ab12"
+        );
+        report.events_checked = 0;
+        report.events_per_second = f64::NAN;
+        report.head_seq = 0;
+        report.head_signature.clear();
+        assert_eq!(
+            ok_line(&report),
+            "OK: 0 events in 1 segment file(s) verified in 2 ms; head seq 0 (empty log)"
+        );
     }
 }

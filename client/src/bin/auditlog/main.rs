@@ -32,10 +32,11 @@ mod stats;
 mod tail;
 mod witness;
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use auditlog_client::Client;
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 
 use cli::{AlertsCommand, Cli, Command, SubjectCommand, WebhooksCommand};
 
@@ -66,17 +67,25 @@ impl From<std::io::Error> for CliError {
 async fn main() -> ExitCode {
     // The one TLS crypto provider, installed before any connection.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cli = match Cli::try_parse() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
-        // Help and version go to stdout and succeed; a usage error exits 1,
+        // Help and version go to stdout and succeed.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        // `auditlog` alone, or a group without its subcommand (`auditlog
+        // subject`): its help, on stderr.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::FAILURE;
+        }
+        // A usage error is one line, like every other error, and exits 1,
         // as grpc_health_probe does for bad arguments.
         Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            };
+            eprintln!("auditlog: {}", usage_error(&e, &args));
+            return ExitCode::FAILURE;
         }
     };
     match run(cli).await {
@@ -89,6 +98,62 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A usage error from the argument parser on one line: clap's message with
+/// its context (the values possible, the arguments missing) and any tip,
+/// then the help to read. clap's own form takes several lines, and its
+/// usage line lists the flags given (`--server <SERVER>`) as if they were
+/// required.
+fn usage_error(e: &clap::Error, args: &[OsString]) -> String {
+    let rendered = e.render().to_string();
+    let mut line = String::new();
+    for part in rendered
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+    {
+        let part = part.strip_prefix("error: ").unwrap_or(part);
+        if !line.is_empty() {
+            line.push_str(if part.starts_with("tip:") { "; " } else { " " });
+        }
+        line.push_str(part);
+    }
+    let line = line.strip_suffix(':').unwrap_or(&line);
+    format!("{line}; see '{} --help'", command_path(args))
+}
+
+/// The (sub)command `args` name, as far as they name one: `auditlog
+/// subject export` for `auditlog --json subject export ''`.
+fn command_path(args: &[OsString]) -> String {
+    let mut command = Cli::command();
+    command.build();
+    let mut path = vec![command.get_name().to_owned()];
+    let mut args = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if arg == "--" || arg == "help" {
+            break;
+        }
+        if let Some(flag) = arg.strip_prefix("--") {
+            let takes_value = command
+                .get_arguments()
+                .any(|a| a.get_long() == Some(flag) && a.get_action().takes_values());
+            if takes_value {
+                args.next();
+            }
+            continue;
+        }
+        if arg.starts_with('-') {
+            continue;
+        }
+        let Some(sub) = command.find_subcommand(arg.as_ref()).cloned() else {
+            break;
+        };
+        path.push(sub.get_name().to_owned());
+        command = sub;
+    }
+    path.join(" ")
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {

@@ -6,7 +6,7 @@ use auditlog_client::{Client, pb};
 
 use crate::CliError;
 use crate::cli::TrackArgs;
-use crate::format::{Table, parse_time};
+use crate::format::{Table, millis_text, parse_time};
 use crate::log::{details_of, print_receipt};
 
 /// `auditlog track OPERATION DURATION`: TrackPerformance, and its receipt.
@@ -110,7 +110,7 @@ pub(crate) async fn run(
         }
         return Ok(());
     }
-    let ms = |v: f64| format!("{v:.2}");
+    let ms = millis_text;
     let mut table = Table::new(vec![
         "OPERATION",
         "SOURCE",

@@ -107,10 +107,14 @@ pub(crate) fn percent(p: Option<f64>) -> String {
     }
 }
 
-/// A duration in milliseconds, with as many decimals as are useful.
+/// A duration in milliseconds, with as many decimals as are useful; from a
+/// billion seconds up (a `performance` event can carry any number), in
+/// scientific notation.
 pub(crate) fn millis(v: f64) -> String {
     if !v.is_finite() {
         "n/a".to_owned()
+    } else if v >= 1e12 {
+        format!("{:.2e} s", v / 1000.0)
     } else if v >= 10_000.0 {
         format!("{:.1} s", v / 1000.0)
     } else if v >= 100.0 {
@@ -261,6 +265,8 @@ mod tests {
         assert_eq!(millis(1234.0), "1234 ms");
         assert_eq!(millis(12_345.0), "12.3 s");
         assert_eq!(millis(f64::NAN), "n/a");
+        assert_eq!(millis(86_400_000.0), "86400.0 s");
+        assert_eq!(millis(1e300), "1.00e297 s");
         assert_eq!(truncate("abcdef", 3), "abc…");
         assert_eq!(truncate("ééé", 3), "ééé");
     }
