@@ -235,6 +235,76 @@ async fn an_oversized_request_is_resource_exhausted() {
     assert!(status.message().contains("larger than"), "{status:?}");
 }
 
+/// A request over 4 MiB is refused naming the limit as the docs do (not
+/// 4194309, the limit plus the frame prefix) with advice for the method
+/// called: before, every method was told to send fewer events per LogBatch,
+/// a VerifyIntegrity with 100,000 checkpoints too.
+#[tokio::test]
+async fn an_oversized_request_is_told_what_to_send_for_its_method() {
+    let server = TestServer::start().await;
+    let event = |actor: String| pb::EventInput {
+        event_type: "lead_ingested".into(),
+        actor,
+        ..Default::default()
+    };
+    let ten_mb = || "x".repeat(10_000_000);
+    let checkpoints = (1..=100_000)
+        .map(|seq| pb::Checkpoint {
+            seq,
+            signature: "0".repeat(64),
+        })
+        .collect();
+    for (rpc, request, advice) in [
+        (
+            "Log",
+            log_request(&ten_mb(), None),
+            "its details at most 64 KiB as JSON",
+        ),
+        (
+            "LogBatch",
+            pb::LogBatchRequest {
+                events: (0..20).map(|_| event("y".repeat(300_000))).collect(),
+                with_proof: false,
+            }
+            .encode_to_vec(),
+            "send fewer events per LogBatch",
+        ),
+        (
+            "VerifyIntegrity",
+            pb::VerifyIntegrityRequest {
+                from_seq: 0,
+                to_seq: 0,
+                checkpoints,
+            }
+            .encode_to_vec(),
+            "send fewer checkpoints per call",
+        ),
+        (
+            "GetStats",
+            pb::GetStatsRequest {
+                workflow: ten_mb(),
+                ..Default::default()
+            }
+            .encode_to_vec(),
+            "no request of this method needs that much",
+        ),
+    ] {
+        assert!(request.len() > 4 << 20, "{rpc}: {}", request.len());
+        let status = refused(rpc, send_raw(&server, rpc, request).await);
+        assert_eq!(status.code(), Code::ResourceExhausted, "{rpc}: {status:?}");
+        let message = status.message();
+        assert!(
+            message.starts_with("the request message is larger than 4 MiB (4,194,304 bytes)"),
+            "{rpc}: {message}"
+        );
+        assert!(message.contains(advice), "{rpc}: {message}");
+        assert!(!message.contains("4194309"), "{rpc}: {message}");
+        if rpc != "LogBatch" {
+            assert!(!message.contains("LogBatch"), "{rpc}: {message}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // HTTP/2 requests that are not gRPC as the server reads it
 
@@ -540,6 +610,160 @@ async fn control_characters_in_short_fields_are_refused_naming_the_field() {
         .await
         .unwrap();
     assert_eq!(client.stats(None).await.unwrap().total_events, 1);
+}
+
+/// A filter value no event could hold, by the rules events are checked
+/// with, is INVALID_ARGUMENT naming the field and the rule, for Query,
+/// StreamEvents and GetStats alike (as ExportSubject refuses such an
+/// identifier). Before, `event_types=["Bad Type\n"]`, `lead_id="\x1b"` and
+/// a 10,000-character `lead_id` were accepted and answered nothing, as an
+/// empty log would. Every value an event can hold still matches it.
+#[tokio::test]
+async fn filter_values_no_event_could_hold_are_refused_naming_the_field() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let longest = "L".repeat(256);
+    client
+        .log(
+            NewEvent::new("lead_ingested")
+                .lead(&longest)
+                .actor("Zoë O'Brien")
+                .workflow("wf 1"),
+        )
+        .await
+        .unwrap();
+    let mut audit = pb::audit_service_client::AuditServiceClient::new(server.channel().await);
+    let filter = |f: pb::EventFilter| Some(f);
+    let bad = [
+        (
+            pb::EventFilter {
+                event_types: vec!["lead_ingested".into(), "Bad Type\n".into()],
+                ..Default::default()
+            },
+            "filter.event_types[1] \"Bad Type\\n\" is not lower_snake_case",
+        ),
+        (
+            pb::EventFilter {
+                lead_id: "\x1b".into(),
+                ..Default::default()
+            },
+            "filter.lead_id holds the control character U+001B",
+        ),
+        (
+            pb::EventFilter {
+                lead_id: "x".repeat(10_000),
+                ..Default::default()
+            },
+            "filter.lead_id is 10000 characters; an event's lead_id is at most 256",
+        ),
+        (
+            pb::EventFilter {
+                actor: "crm\nFORGED".into(),
+                ..Default::default()
+            },
+            "filter.actor holds the control character U+000A",
+        ),
+        (
+            pb::EventFilter {
+                workflow: "w".repeat(257),
+                ..Default::default()
+            },
+            "filter.workflow is 257 characters",
+        ),
+    ];
+    for (f, says) in bad {
+        let query = audit
+            .query(pb::QueryRequest {
+                filter: filter(f.clone()),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ());
+        let stream = audit
+            .stream_events(pb::StreamEventsRequest {
+                filter: filter(f),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ());
+        for (rpc, answer) in [("Query", query), ("StreamEvents", stream)] {
+            let status = refused(rpc, answer);
+            assert_eq!(status.code(), Code::InvalidArgument, "{rpc}: {status:?}");
+            assert!(
+                status.message().contains(says)
+                    && status.message().ends_with("so no event could match"),
+                "{rpc}: {says}\n{}",
+                status.message()
+            );
+        }
+    }
+    for (event_types, workflow, says) in [
+        (
+            vec!["Bad Type\n".to_owned()],
+            "",
+            "event_types[0] \"Bad Type\\n\"",
+        ),
+        (
+            vec![],
+            "\x1b",
+            "workflow holds the control character U+001B",
+        ),
+    ] {
+        let status = refused(
+            "GetStats",
+            audit
+                .get_stats(pb::GetStatsRequest {
+                    event_types,
+                    workflow: workflow.into(),
+                    ..Default::default()
+                })
+                .await,
+        );
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(says), "{status:?}");
+    }
+
+    // What an event can hold is still asked for, and found.
+    let can = pb::EventFilter {
+        event_types: vec![
+            "lead_ingested".into(),
+            "auditlog.purge".into(),
+            String::new(),
+        ],
+        lead_id: longest.clone(),
+        actor: "Zoë O'Brien".into(),
+        workflow: "wf 1".into(),
+        ..Default::default()
+    };
+    let page = audit
+        .query(pb::QueryRequest {
+            filter: filter(can.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.events.len(), 1);
+    assert_eq!(page.events[0].lead_id, longest);
+    let mut stream = audit
+        .stream_events(pb::StreamEventsRequest {
+            filter: filter(can),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.message().await.unwrap().is_some());
+    let stats = audit
+        .get_stats(pb::GetStatsRequest {
+            event_types: vec!["lead_ingested".into(), "auditlog.purge".into()],
+            workflow: "wf 1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.total_events, 1);
 }
 
 #[tokio::test]

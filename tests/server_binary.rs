@@ -57,6 +57,124 @@ fn configuration_errors_name_the_key_and_where_it_came_from() {
     assert!(!dir.path().join("data").exists());
 }
 
+/// A value that does not read is refused on one line naming the key as the
+/// TOML file spells it and where it came from. Before, `--listen nonsense`
+/// ended `for key "default.listen" in server/src/config/mod.rs:396:20
+/// auditlog_server::config::Overrides`: figment's profile, a source
+/// location and a Rust type name.
+#[test]
+fn unreadable_values_are_one_line_naming_the_key_and_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("types.toml"), "max_in_flight = \"many\"\n").unwrap();
+    std::fs::write(dir.path().join("syntax.toml"), "listen = \n").unwrap();
+    for (args, env, expected) in [
+        (
+            &["--listen", "nonsense"][..],
+            &[][..],
+            "auditlog-server: configuration key listen (from the --listen flag): \"nonsense\" \
+             is not an address",
+        ),
+        (
+            &["--metrics-listen", "nonsense"][..],
+            &[][..],
+            "auditlog-server: configuration key metrics_listen (from the --metrics-listen \
+             flag): \"nonsense\" is not an address",
+        ),
+        (
+            &[][..],
+            &[("AUDITLOG_LISTEN", "nonsense")][..],
+            "auditlog-server: configuration key listen (from AUDITLOG_LISTEN): \"nonsense\" is \
+             not an address",
+        ),
+        (
+            &[][..],
+            &[("AUDITLOG_ALERTS__EMAIL__PORT", "smtp")][..],
+            "auditlog-server: configuration key alerts.email.port (from \
+             AUDITLOG_ALERTS__EMAIL__PORT): invalid type: found string \"smtp\", expected a \
+             whole number from 0 to 65535",
+        ),
+        (
+            &["--config", "types.toml"][..],
+            &[][..],
+            "auditlog-server: configuration key max_in_flight (in types.toml): invalid type: \
+             found string \"many\", expected a whole number, 0 or more",
+        ),
+        (
+            &["--config", "syntax.toml"][..],
+            &[][..],
+            "auditlog-server: configuration (in syntax.toml): TOML parse error at line 1, \
+             column 10: ",
+        ),
+    ] {
+        let (code, err) = run_server(args, env, dir.path());
+        assert_eq!(code, 1, "{args:?} {env:?}: {err}");
+        assert!(err.starts_with(expected), "{expected}\n{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        for leak in [
+            "default.",
+            ".rs:",
+            "auditlog_server::",
+            "environment variable(s)",
+        ] {
+            assert!(!err.contains(leak), "{leak} in {err}");
+        }
+    }
+    assert!(!dir.path().join("data").exists());
+}
+
+/// A data directory that is a file, or under one, is refused saying so.
+/// Before: `cannot lock data directory /etc/passwd (LOCK): File exists (os
+/// error 17)`, and `Not a directory` under it without saying which path.
+#[test]
+fn a_data_directory_that_is_a_file_is_named_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("passwd");
+    std::fs::write(&file, "root:x:0:0\n").unwrap();
+    let under = file.join("data");
+    for (path, args, says) in [
+        (
+            &file,
+            &[][..],
+            format!("{} is not a directory (it is a file)", file.display()),
+        ),
+        (
+            &under,
+            &[][..],
+            format!(
+                "{} cannot be created: {} is not a directory (it is a file)",
+                under.display(),
+                file.display()
+            ),
+        ),
+        (
+            &file,
+            &["--print-verifier-key"][..],
+            format!("{} is not a directory (it is a file)", file.display()),
+        ),
+    ] {
+        let mut all = vec![
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path.to_str().unwrap(),
+        ];
+        all.extend(args);
+        let (code, err) = run_server(&all, &[("AUDITLOG_HMAC_KEY", TEST_KEY)], dir.path());
+        assert_ne!(code, 0, "{all:?}: {err}");
+        let refusal: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("data directory"))
+            .collect();
+        assert_eq!(refusal.len(), 1, "{err}");
+        assert!(
+            refusal[0].contains(&says) && refusal[0].contains("set data_dir (--data-dir"),
+            "{all:?}: {err}"
+        );
+        assert!(!err.contains("os error"), "{err}");
+    }
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "root:x:0:0\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_server_on_a_data_directory_in_use_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();

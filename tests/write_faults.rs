@@ -120,6 +120,79 @@ async fn a_deleted_active_file_is_noticed_by_an_idle_server() {
     assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
 }
 
+/// `audit.log` moved away under a running server: VerifyIntegrity answers
+/// a report, not an error. The sealed segment is checked as usual, and one
+/// problem names the missing file, the acknowledged seqs that went with it
+/// and what to do. Before, the call failed `INTERNAL: reading the log
+/// failed: No such file or directory (os error 2)`. Put back and
+/// restarted, the log is whole and clean; moved away when it holds no event
+/// (right after a seal), the file alone is named, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_with_audit_log_moved_away_names_it_in_a_report() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        acked.push(client.log(event(i)).await.unwrap());
+    }
+    assert!(client.rotate(true).await.unwrap().rotated);
+    for i in 5..8 {
+        acked.push(client.log(event(i)).await.unwrap());
+    }
+    // Outside the names the server gives its files.
+    let moved = server.data_dir.join("moved-away.log");
+    std::fs::rename(server.log_path(), &moved).unwrap();
+
+    let report = client.verify().await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert_eq!(
+        problems(&report),
+        [(ProblemKind::Truncated, 6, 0)],
+        "{report:?}"
+    );
+    let problem = &report.problems[0];
+    assert_eq!(problem.file, "audit.log");
+    for says in [
+        "audit.log is missing from the data directory",
+        "seqs 6..=8, which the server acknowledged",
+        "restore it",
+        "restart the server",
+    ] {
+        assert!(
+            problem.message.contains(says),
+            "{says}: {}",
+            problem.message
+        );
+    }
+    assert_eq!((report.events_checked, report.head_seq), (5, 5));
+
+    let server = server
+        .restart_after(
+            |dir| std::fs::rename(dir.join("moved-away.log"), dir.join("audit.log")).unwrap(),
+            |_| {},
+        )
+        .await;
+    let client = server.client().await;
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_whole(&client, &acked).await;
+
+    // Nothing in it: only the file is missing.
+    assert!(client.rotate(true).await.unwrap().rotated);
+    std::fs::rename(server.log_path(), &moved).unwrap();
+    let report = client.verify().await.unwrap();
+    assert_eq!(
+        problems(&report),
+        [(ProblemKind::SegmentMissing, 0, 0)],
+        "{report:?}"
+    );
+    assert!(
+        report.problems[0].message.contains("none is lost"),
+        "{report:?}"
+    );
+    assert_eq!(report.head_seq, 8);
+}
+
 /// `audit.log` cut short under a running server (`truncate`): nothing more
 /// is acknowledged, health of writes says so, and after a clean stop the
 /// next start reports every acknowledged seq the cut took and hands none of

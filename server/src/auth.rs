@@ -78,6 +78,21 @@ impl TokenConfig {
         if self.name.is_empty() {
             return Err(format!("tokens[{index}].name is required"));
         }
+        // The name is the actor of the token's events that name none, so it
+        // keeps to an actor's rules (and a filter on it, which refuses what
+        // no event's actor could be, finds them).
+        let chars = self.name.chars().count();
+        if chars > 256 || self.name.chars().any(char::is_control) {
+            return Err(format!(
+                "tokens[{index}].name {}: a token's name is the actor of its events that name \
+                 none, so it is 1 to 256 characters without control characters",
+                if chars > 256 {
+                    format!("is {chars} characters")
+                } else {
+                    format!("{:?} holds a control character", self.name)
+                }
+            ));
+        }
         if all.iter().filter(|t| t.name == self.name).count() > 1 {
             return Err(format!("{at}: the name is used by another token"));
         }
@@ -442,6 +457,23 @@ mod tests {
             ..good.clone()
         };
         assert!(listed.validate(0, &[]).is_ok());
+        // The name becomes an event's actor: an actor's rules.
+        for (name, says) in [
+            ("n".repeat(257), "is 257 characters"),
+            ("crm\nsync".to_owned(), "holds a control character"),
+        ] {
+            let bad = TokenConfig {
+                name,
+                ..good.clone()
+            };
+            let err = bad.validate(0, &[]).unwrap_err();
+            assert!(err.contains(says) && err.contains("1 to 256"), "{err}");
+        }
+        let longest = TokenConfig {
+            name: "n".repeat(256),
+            ..good.clone()
+        };
+        assert!(longest.validate(0, &[]).is_ok());
     }
 
     #[test]

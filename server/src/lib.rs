@@ -425,10 +425,7 @@ pub async fn run(
 /// (`auditlog-server --print-verifier-key`); generates the signing key into
 /// the data directory when there is none yet.
 pub fn verifier_key(config: &Config) -> Result<String, ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| store::StoreError::Open {
-        path: config.data_dir.display().to_string(),
-        source,
-    })?;
+    lock::create_data_dir(&config.data_dir)?;
     let checkpoints = Checkpoints::load(
         &config.checkpoint_origin(),
         config.checkpoint_key_file.as_deref(),

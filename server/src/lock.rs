@@ -29,11 +29,68 @@ pub enum LockError {
          server, or give this one another --data-dir"
     )]
     InUse { dir: PathBuf, holder: String },
+    /// The path, or a path it is under, is a file (or anything else but a
+    /// directory): mkdir's own words for it are "File exists" or "Not a
+    /// directory", which leave the operator guessing which path is meant.
+    #[error("{}", not_a_directory(.dir, .found, *.is_file))]
+    NotADirectory {
+        dir: PathBuf,
+        found: PathBuf,
+        is_file: bool,
+    },
+    #[error("cannot create data directory {dir}: {source}")]
+    Create {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot lock data directory {dir} ({LOCK_FILE}): {source}")]
     Io {
         dir: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Says that `dir` cannot be the data directory because `found` (itself,
+/// or a path it is under) is not a directory.
+fn not_a_directory(dir: &Path, found: &Path, is_file: bool) -> String {
+    let what = if is_file { " (it is a file)" } else { "" };
+    let fault = if dir == found {
+        format!("is not a directory{what}")
+    } else {
+        format!(
+            "cannot be created: {} is not a directory{what}",
+            found.display()
+        )
+    };
+    format!(
+        "data directory {} {fault}; set data_dir (--data-dir, AUDITLOG_DATA_DIR) to a \
+         directory, which is created if missing",
+        dir.display()
+    )
+}
+
+/// Creates the data directory `dir` if it is missing; refuses a path that
+/// is, or is under, something other than a directory, naming it.
+pub(crate) fn create_data_dir(dir: &Path) -> Result<(), LockError> {
+    std::fs::create_dir_all(dir).map_err(|source| {
+        // The nearest of `dir` and its parents that is there decides: if it
+        // is not a directory, that is the fault, whatever mkdir said.
+        let found = dir
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .find_map(|p| std::fs::metadata(p).ok().map(|m| (p, m)));
+        match found {
+            Some((found, meta)) if !meta.is_dir() => LockError::NotADirectory {
+                dir: dir.to_owned(),
+                found: found.to_owned(),
+                is_file: meta.is_file(),
+            },
+            _ => LockError::Create {
+                dir: dir.to_owned(),
+                source,
+            },
+        }
+    })
 }
 
 impl DirLock {
@@ -43,7 +100,7 @@ impl DirLock {
             dir: dir.to_owned(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(io)?;
+        create_data_dir(dir)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -91,5 +148,35 @@ mod tests {
         );
         drop(first);
         DirLock::acquire(dir.path()).unwrap();
+    }
+
+    /// A data directory that is a file, or under one, is named as such;
+    /// before, mkdir's words were passed on: "File exists (os error 17)"
+    /// for the file itself and "Not a directory" under it.
+    #[test]
+    fn a_data_directory_that_is_a_file_or_under_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("passwd");
+        std::fs::write(&file, "root:x:0:0\n").unwrap();
+        let err = DirLock::acquire(&file).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "data directory {} is not a directory (it is a file); set data_dir \
+                 (--data-dir, AUDITLOG_DATA_DIR) to a directory, which is created if missing",
+                file.display()
+            )
+        );
+        let under = file.join("data");
+        let err = DirLock::acquire(&under).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "data directory {} cannot be created: {} is not a directory (it is a file);",
+                under.display(),
+                file.display()
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("os error"), "{err}");
     }
 }

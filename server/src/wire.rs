@@ -52,6 +52,45 @@ pub(crate) const MAX_DETAILS_DEPTH: usize = 33;
 /// [`MAX_DETAILS_DEPTH`] (`service/details.rs`), after the field path.
 pub(crate) const DETAILS_TOO_DEEP: &str = "details nest objects and lists more than 33 levels deep";
 
+/// The largest request message the server reads: tonic's default decoding
+/// limit, 4 MiB (the gRPC body is 5 bytes more, its frame prefix).
+pub(crate) const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// What a caller whose request message is over [`MAX_MESSAGE_BYTES`] is
+/// told: the limit as the docs say it, then what to send instead for the
+/// method at `path` (its advice fits the method: fewer events per LogBatch
+/// means nothing to a caller of VerifyIntegrity). `found` is the message's
+/// size when it is known.
+pub(crate) fn too_large(path: &str, found: Option<u64>) -> String {
+    let size = match found {
+        Some(n) => format!("is {n} bytes, more than"),
+        None => "is larger than".to_owned(),
+    };
+    let method = path.rsplit('/').next().unwrap_or_default();
+    let advice = match method {
+        "LogBatch" => {
+            "send fewer events per LogBatch: split the batch so that each call's events, \
+             details included, fit in 4 MiB"
+        }
+        "Log" | "TrackPerformance" => {
+            "one event is far smaller: its short fields (actor, lead_id, workflow, \
+             idempotency_key) are at most 256 characters and its details at most 64 KiB as \
+             JSON; keep large content elsewhere and put a reference to it in details"
+        }
+        "VerifyIntegrity" => {
+            "send fewer checkpoints per call: split them over several VerifyIntegrity calls"
+        }
+        "MailReport" => {
+            "a report's html is at most 3 MiB and its text 64 KiB: mail a shorter period"
+        }
+        _ => "no request of this method needs that much: check what is being sent",
+    };
+    format!(
+        "the request message {size} 4 MiB (4,194,304 bytes), the most the server reads; \
+         {advice}"
+    )
+}
+
 /// What tonic's prost codec says of a message it cannot decode (INTERNAL).
 const UNDECODABLE: &str = "failed to decode Protobuf message: ";
 /// What tonic says of a message over the size limit (OUT_OF_RANGE).
@@ -242,11 +281,12 @@ fn rewrite(status: &Status, path: &str) -> Option<Status> {
             },
         })),
         Code::OutOfRange => {
+            // "found 5000000 bytes, the limit is: 4194304 bytes"
             let size = message.strip_prefix(TOO_LARGE)?;
-            Some(Status::resource_exhausted(format!(
-                "the request is too large ({size}); send less per call, e.g. split a LogBatch \
-                 or shrink details"
-            )))
+            let found = size
+                .strip_prefix("found ")
+                .and_then(|rest| rest.split(' ').next()?.parse().ok());
+            Some(Status::resource_exhausted(too_large(path, found)))
         }
         // The router's and a generated service's answer to a path they do
         // not serve; a handler's UNIMPLEMENTED says why.
@@ -315,7 +355,16 @@ mod tests {
         ));
         let fixed = rewrite(&big, LOG).unwrap();
         assert_eq!(fixed.code(), Code::ResourceExhausted);
-        assert!(fixed.message().contains("5000000"), "{fixed:?}");
+        assert!(
+            fixed
+                .message()
+                .starts_with("the request message is 5000000 bytes, more than 4 MiB"),
+            "{fixed:?}"
+        );
+        assert!(
+            fixed.message().contains("details at most 64 KiB"),
+            "{fixed:?}"
+        );
 
         for (transport, says) in [
             (ENDS_EARLY, "ends inside a gRPC message"),

@@ -72,6 +72,144 @@ fn unknown_keys_are_rejected_by_name() {
     assert!(err.contains("data_dirr"), "{err}");
 }
 
+/// A value that does not read is refused on one line naming the key as the
+/// TOML file spells it and where the value came from (the flag, the
+/// variable, the file), without figment's profile (`default.`), the source
+/// location where a provider was added, or a Rust type name. Before, a bad
+/// `--listen` ended `for key "default.listen" in
+/// server/src/config/mod.rs:396:20 auditlog_server::config::Overrides`.
+#[test]
+fn unreadable_values_name_the_key_and_where_it_came_from_on_one_line() {
+    let flag = |listen: Option<&str>, metrics: Option<&str>| Overrides {
+        listen: listen.map(str::to_owned),
+        metrics_listen: metrics.map(str::to_owned),
+        ..Overrides::default()
+    };
+    /// The TOML file, the variables (`AUDITLOG_` left off), the flags and
+    /// how the refusal starts.
+    type Case<'a> = (
+        Option<&'a str>,
+        &'a [(&'a str, &'a str)],
+        Overrides,
+        &'a str,
+    );
+    let cases: &[Case<'_>] = &[
+        (
+            None,
+            &[],
+            flag(Some("nonsense"), None),
+            "configuration key listen (from the --listen flag): \"nonsense\" is not an address",
+        ),
+        (
+            None,
+            &[],
+            flag(None, Some("nonsense")),
+            "configuration key metrics_listen (from the --metrics-listen flag): \"nonsense\"",
+        ),
+        (
+            None,
+            &[("LISTEN", "nonsense")],
+            Overrides::default(),
+            "configuration key listen (from AUDITLOG_LISTEN): \"nonsense\" is not an address",
+        ),
+        (
+            None,
+            &[("MAX_IN_FLIGHT", "many")],
+            Overrides::default(),
+            "configuration key max_in_flight (from AUDITLOG_MAX_IN_FLIGHT): invalid type: found \
+             string \"many\", expected a whole number, 0 or more",
+        ),
+        (
+            None,
+            &[("ALERTS__EMAIL__PORT", "smtp")],
+            Overrides::default(),
+            "configuration key alerts.email.port (from AUDITLOG_ALERTS__EMAIL__PORT): invalid \
+             type: found string \"smtp\", expected a whole number from 0 to 65535",
+        ),
+        (
+            None,
+            &[("DATA_DIRR", "x")],
+            Overrides::default(),
+            "configuration key data_dirr (from AUDITLOG_DATA_DIRR): unknown key `data_dirr`; \
+             the keys here are `listen`, `data_dir`,",
+        ),
+        (
+            Some("listen = 5\n"),
+            &[],
+            Overrides::default(),
+            "configuration key listen (in auditlog.toml): invalid type: found signed int `5`, \
+             expected a string",
+        ),
+        (
+            Some("retention_days = \"forever\"\n"),
+            &[],
+            Overrides::default(),
+            "configuration key retention_days (in auditlog.toml): invalid type: found string \
+             \"forever\", expected a number",
+        ),
+        (
+            Some("[alerts]\nemail = 3\n"),
+            &[],
+            Overrides::default(),
+            "configuration key alerts.email (in auditlog.toml): invalid type: found signed int \
+             `3`, expected a table",
+        ),
+        (
+            Some("[alerts]\ncooldown_sec = 3\n"),
+            &[],
+            Overrides::default(),
+            "configuration key alerts.cooldown_sec (in auditlog.toml): unknown key \
+             `cooldown_sec`; the keys here are `rules`,",
+        ),
+        (
+            None,
+            &[("DURABILITY", "maybe")],
+            Overrides::default(),
+            "configuration key durability (from AUDITLOG_DURABILITY): unknown value `maybe`; \
+             use `fsync` or `os_buffered`",
+        ),
+        (
+            Some("[[tokens]]\nname = \"a\"\n"),
+            &[],
+            Overrides::default(),
+            "configuration key tokens[0].sha256 (in auditlog.toml): is missing; it is required",
+        ),
+        (
+            Some("webhooks = 5\n"),
+            &[],
+            Overrides::default(),
+            "configuration key webhooks (in auditlog.toml): invalid type: found signed int `5`, \
+             expected a list",
+        ),
+        (
+            Some("[tls]\ncert_file = \"a.pem\"\n"),
+            &[],
+            Overrides::default(),
+            "configuration key tls.key_file (in auditlog.toml): is missing; it is required",
+        ),
+        (
+            Some("listen = \n"),
+            &[],
+            Overrides::default(),
+            "configuration (in auditlog.toml): TOML parse error at line 1, column 10: ",
+        ),
+    ];
+    for (toml, env, overrides, expected) in cases {
+        let err = load(*toml, env, overrides.clone()).unwrap_err();
+        assert!(err.starts_with(expected), "{expected}\n{err}");
+        assert!(!err.contains('\n'), "{err}");
+        for leak in [
+            "default.",
+            ".rs:",
+            "auditlog_server::",
+            "environment variable(s)",
+            "TOML file",
+        ] {
+            assert!(!err.contains(leak), "{leak} in {err}");
+        }
+    }
+}
+
 /// Every `AUDITLOG_*` name quoted in the `auditlog` CLI's sources (the
 /// client crate's `src/`, its binary included: a clap `env = "..."` or an
 /// `env::var("...")`), found by reading them.

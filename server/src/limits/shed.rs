@@ -37,9 +37,10 @@ use tonic::body::Body;
 use super::is_exempt;
 
 /// The largest request body read: one message of tonic's default decoding
-/// limit (4 MiB) and its 5-byte gRPC frame header. A larger message would be
-/// refused by the decoder anyway; here it is refused before it is buffered.
-pub(crate) const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024 + 5;
+/// limit ([`crate::wire::MAX_MESSAGE_BYTES`], 4 MiB) and its 5-byte gRPC
+/// frame header. A larger message would be refused by the decoder anyway;
+/// here it is refused before it is buffered.
+pub(crate) const MAX_REQUEST_BYTES: usize = crate::wire::MAX_MESSAGE_BYTES + 5;
 
 /// The in-flight cap, as a tower layer over the whole router.
 #[derive(Debug, Clone)]
@@ -124,7 +125,8 @@ where
         futures::future::Either::Right(Box::pin(async move {
             let (parts, body) = req.into_parts();
             let budget = Arc::clone(&layer.buffered);
-            let (body, bytes) = match read_whole(body, layer.read_timeout, budget).await {
+            let path = parts.uri.path();
+            let (body, bytes) = match read_whole(body, path, layer.read_timeout, budget).await {
                 Ok(read) => read,
                 Err(status) => return Ok(status.into_http()),
             };
@@ -149,9 +151,11 @@ where
 }
 
 /// Reads a request body to its end within `limit`, and gives it back as a
-/// body that is all there, with its bytes' share of `budget`.
+/// body that is all there, with its bytes' share of `budget`; `path` (the
+/// method's) only says what to send instead of a body that is too large.
 async fn read_whole(
     mut body: Body,
+    path: &str,
     limit: Duration,
     budget: Arc<Semaphore>,
 ) -> Result<(Body, Option<OwnedSemaphorePermit>), tonic::Status> {
@@ -166,9 +170,9 @@ async fn read_whole(
             match frame.into_data() {
                 Ok(chunk) => {
                     if data.len() + chunk.len() > MAX_REQUEST_BYTES {
-                        return Err(tonic::Status::resource_exhausted(format!(
-                            "the request is larger than {MAX_REQUEST_BYTES} bytes, the most a \
-                             message may be; send fewer events per LogBatch"
+                        // The body is the message and its 5-byte prefix.
+                        return Err(tonic::Status::resource_exhausted(crate::wire::too_large(
+                            path, None,
                         )));
                     }
                     let share = u32::try_from(chunk.len())

@@ -219,8 +219,9 @@ fn check_event(
     })
 }
 
-/// Checks a GetStats request's range and buckets.
+/// Checks a GetStats request's range, buckets and filter values.
 pub(super) fn stats_query_of(req: &pb::GetStatsRequest) -> Result<StatsQuery, Status> {
+    check_filter_values("", &req.event_types, &[("workflow", &req.workflow)])?;
     let (since, until) = range_of(req.since.as_ref(), req.until.as_ref(), "")?;
     Ok(StatsQuery {
         workflow: non_empty(req.workflow.clone()),
@@ -266,7 +267,6 @@ pub(super) fn check_identifier(identifier: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// The filter of a Query or StreamEvents request.
 /// The largest page MailReport mails, and its plain-text alternative.
 const MAX_MAIL_HTML: usize = 3 << 20;
 const MAX_MAIL_TEXT: usize = 64 << 10;
@@ -296,8 +296,19 @@ pub(super) fn check_mail(req: &pb::MailReportRequest) -> Result<(), Status> {
     Ok(())
 }
 
+/// The filter of a Query or StreamEvents request, its values checked as
+/// [`check_filter_values`] does.
 pub(super) fn filter_of(f: Option<pb::EventFilter>) -> Result<Filter, Status> {
     let f = f.unwrap_or_default();
+    check_filter_values(
+        "filter.",
+        &f.event_types,
+        &[
+            ("lead_id", &f.lead_id),
+            ("workflow", &f.workflow),
+            ("actor", &f.actor),
+        ],
+    )?;
     let (since, until) = range_of(f.since.as_ref(), f.until.as_ref(), "filter.")?;
     Ok(Filter {
         event_types: f
@@ -311,6 +322,68 @@ pub(super) fn filter_of(f: Option<pb::EventFilter>) -> Result<Filter, Status> {
         since,
         until,
     })
+}
+
+/// The event types the server writes itself, outside the callers' rule
+/// (lower_snake_case): the retention purge (`store/retention.rs`
+/// `PURGE_EVENT_TYPE`; `tests/segment_age.rs` queries it by type).
+/// `performance`, TrackPerformance's type, keeps the rule.
+const SERVER_EVENT_TYPES: &[&str] = &["auditlog.purge"];
+
+/// Refuses a filter's values that no event could hold, by the rules every
+/// event is checked with ([`check_event`]): an event type that is not
+/// lower_snake_case (nor one the server writes) or longer than
+/// [`MAX_EVENT_TYPE_LEN`], a short field (`fields`: name and value) longer
+/// than [`MAX_FIELD_LEN`] characters or holding a control character. Such a
+/// filter could only ever match nothing, which looks like an empty log;
+/// INVALID_ARGUMENT names each field (`{prefix}event_types[1]`) and the
+/// rule. Empty values mean "any" and pass.
+fn check_filter_values(
+    prefix: &str,
+    event_types: &[String],
+    fields: &[(&str, &String)],
+) -> Result<(), Status> {
+    let mut violations = ErrorDetails::new();
+    for (i, t) in event_types.iter().enumerate() {
+        let reason = if t.is_empty() || SERVER_EVENT_TYPES.contains(&t.as_str()) {
+            continue;
+        } else if t.chars().count() > MAX_EVENT_TYPE_LEN {
+            format!(
+                "is {} characters; an event type is at most {MAX_EVENT_TYPE_LEN}",
+                t.chars().count()
+            )
+        } else if !is_snake_case(t) {
+            format!(
+                "{t:?} is not lower_snake_case (a-z first, then a-z, 0-9 or _), as every event \
+                 type is"
+            )
+        } else {
+            continue;
+        };
+        violations.add_bad_request_violation(
+            format!("{prefix}event_types[{i}]"),
+            format!("{reason}, so no event could match"),
+        );
+    }
+    for (field, value) in fields {
+        let count = value.chars().count();
+        let reason = if count > MAX_FIELD_LEN {
+            format!("is {count} characters; an event's {field} is at most {MAX_FIELD_LEN}")
+        } else if let Some((at, c)) = first_control(value) {
+            format!(
+                "holds the control character U+{:04X} at character {at}; no event's {field} \
+                 holds control characters (newlines, tabs, escapes, NUL)",
+                u32::from(c)
+            )
+        } else {
+            continue;
+        };
+        violations.add_bad_request_violation(
+            format!("{prefix}{field}"),
+            format!("{reason}, so no event could match"),
+        );
+    }
+    check_violations(violations, "")
 }
 
 /// A `since <= time < until` range in microseconds; the fields are named
@@ -347,12 +420,17 @@ pub(super) fn non_empty(s: String) -> Option<String> {
 /// row or pass a terminal escape to whoever reads it; `None` if it holds
 /// none. Details may hold any text: they are JSON, escaped wherever shown.
 pub(super) fn control_in(value: &str) -> Option<String> {
-    let (at, c) = value.chars().enumerate().find(|(_, c)| c.is_control())?;
+    let (at, c) = first_control(value)?;
     Some(format!(
         "holds the control character U+{:04X} at character {at}; control characters \
          (newlines, tabs, escapes, NUL) are not allowed in short fields, put such text in details",
         u32::from(c)
     ))
+}
+
+/// The first control character in `value` and its place, in characters.
+fn first_control(value: &str) -> Option<(usize, char)> {
+    value.chars().enumerate().find(|(_, c)| c.is_control())
 }
 
 fn is_snake_case(s: &str) -> bool {
@@ -373,6 +451,70 @@ mod tests {
         for bad in ["", "Error", "1abc", "_x", "a-b", "a b", "é"] {
             assert!(!is_snake_case(bad), "{bad}");
         }
+    }
+
+    /// What an event could hold passes a filter; what none could is
+    /// refused naming the field and the rule, every violation at once.
+    #[test]
+    fn filter_values_no_event_could_hold_are_refused() {
+        let filter = |f: pb::EventFilter| filter_of(Some(f));
+        let longest = "é".repeat(MAX_FIELD_LEN);
+        let ok = filter(pb::EventFilter {
+            event_types: vec![
+                String::new(),
+                "lead_ingested".into(),
+                "performance".into(),
+                "auditlog.purge".into(),
+                "a".repeat(MAX_EVENT_TYPE_LEN),
+            ],
+            lead_id: longest.clone(),
+            workflow: "wf 1\u{a0}".into(),
+            actor: "Zoë O'Brien".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.event_types.len(), 4);
+        assert_eq!(ok.lead_id, Some(longest));
+
+        let status = filter(pb::EventFilter {
+            event_types: vec!["lead_ingested".into(), "Bad Type\n".into(), "t".repeat(65)],
+            lead_id: "\u{1b}".into(),
+            workflow: "w".repeat(10_000),
+            actor: "a\nb".into(),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        let message = status.message();
+        for says in [
+            "filter.event_types[1] \"Bad Type\\n\" is not lower_snake_case",
+            "filter.event_types[2] is 65 characters; an event type is at most 64",
+            "filter.lead_id holds the control character U+001B at character 0",
+            "filter.workflow is 10000 characters; an event's workflow is at most 256",
+            "filter.actor holds the control character U+000A at character 1",
+        ] {
+            assert!(message.contains(says), "{says}\n{message}");
+        }
+        assert!(!message.contains("lead_ingested"), "{message}");
+
+        let stats = |event_types: Vec<String>, workflow: &str| {
+            stats_query_of(&pb::GetStatsRequest {
+                event_types,
+                workflow: workflow.into(),
+                ..Default::default()
+            })
+        };
+        assert!(stats(vec!["error".into(), "auditlog.purge".into()], "wf 1").is_ok());
+        let status = stats(vec!["Error".into()], "w\u{7f}").unwrap_err();
+        assert!(
+            status
+                .message()
+                .contains("event_types[0] \"Error\" is not lower_snake_case")
+                && status
+                    .message()
+                    .contains("workflow holds the control character U+007F"),
+            "{status:?}"
+        );
     }
 
     #[test]

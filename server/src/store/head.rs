@@ -167,8 +167,8 @@ pub(super) fn at_start(
             first = cut.first,
             last = cut.last,
             "the log ends at seq {end} but the server acknowledged events up to seq {}: they were \
-             cut while the server was down; VerifyIntegrity reports it, and new events go on \
-             after seq {}",
+             cut while the server was down, or under it; VerifyIntegrity reports it, and new \
+             events go on after seq {}",
             head.seq,
             head.seq
         );

@@ -148,7 +148,9 @@ pub(super) fn verify(
     // The range must reach as far as the acknowledged head allows; a range
     // that starts past the head asks about nothing yet.
     let required = head.min(*range.end());
-    if required >= from_seq.max(1) {
+    if snapshot.active_missing {
+        report_active_missing(&mut total, from_seq.max(1), required);
+    } else if required >= from_seq.max(1) {
         total.check_truncation(required, LOG_FILE);
     }
     report_head(shared, &mut total, &range, start_seq);
@@ -186,6 +188,46 @@ pub(super) fn verify(
     Ok((total, leaves))
 }
 
+/// Reports `audit.log` missing from the data directory while the server
+/// runs (moved or deleted under it; the store refuses writes once it
+/// notices): the acknowledged seqs from `from_seq` up to `required` that it
+/// held are missing (TRUNCATED, as a start reports the same file deleted
+/// while the server was down), or, when it held none of them, the file
+/// alone (SEGMENT_MISSING). The rest of the log has been checked as usual.
+fn report_active_missing(total: &mut Report, from_seq: u64, required: u64) {
+    let todo = "restore it (put the file back as <data_dir>/audit.log) and restart the server, \
+                then verify again";
+    let first = (total.head_seq + 1).max(from_seq);
+    let (kind, seq, message) = if first <= required {
+        (
+            FindingKind::Truncated,
+            first,
+            format!(
+                "{LOG_FILE} is missing from the data directory: it was moved or deleted while \
+                 the server ran, and with it seqs {first}..={required}, which the server \
+                 acknowledged; {todo}"
+            ),
+        )
+    } else {
+        (
+            FindingKind::SegmentMissing,
+            0,
+            format!(
+                "{LOG_FILE} is missing from the data directory: it was moved or deleted while \
+                 the server ran (it held no acknowledged event of the range checked, so none \
+                 is lost, but nothing can be written until it is back); {todo}"
+            ),
+        )
+    };
+    total.findings.push(Finding {
+        kind,
+        seq,
+        line: 0,
+        file: LOG_FILE.to_owned(),
+        message,
+    });
+}
+
 /// Reports what a start found against the persisted head: each cut of
 /// acknowledged seqs (in `range`, and not purged since), and a head file
 /// changed outside the server.
@@ -207,8 +249,8 @@ fn report_head(
             file: LOG_FILE.to_owned(),
             message: format!(
                 "seqs {}..={} were acknowledged but missing from the log when the server \
-                 started: they were cut (or {LOG_FILE} deleted) while it was down; later events \
-                 go on after seq {}",
+                 started: they were cut (or {LOG_FILE} deleted) while it was down, or under it; \
+                 later events go on after seq {}",
                 cut.first, cut.last, cut.last
             ),
         });
