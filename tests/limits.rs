@@ -300,10 +300,10 @@ fn bad_rate_limits_are_refused_naming_the_token_and_the_key() {
     }
     // Values of the wrong type, and unknown keys, named by their place.
     for (extra, key) in [
-        ("rate_per_sec = 5\nburst = -1", "tokens.0.burst"),
-        ("rate_per_sec = 5\nburst = 2.5", "tokens.0.burst"),
-        ("rate_per_sec = \"fast\"", "tokens.0.rate_per_sec"),
-        ("rate = 5", "tokens.0.rate\""),
+        ("rate_per_sec = 5\nburst = -1", "key tokens[0].burst "),
+        ("rate_per_sec = 5\nburst = 2.5", "key tokens[0].burst "),
+        ("rate_per_sec = \"fast\"", "key tokens[0].rate_per_sec "),
+        ("rate = 5", "key tokens[0].rate "),
     ] {
         let (code, out) = check_config(&token_toml(extra));
         assert_eq!(code, Some(1), "{extra}: {out}");
