@@ -405,6 +405,50 @@ async fn the_listener_answers_only_get_metrics() {
     );
 }
 
+/// The metrics port has no token check, so it bounds its connections: past
+/// a few, one more is closed at once (before, 20,000 held-open connections
+/// used every descriptor the process had, and the gRPC port stopped
+/// accepting); once they close, scrapes work again, and gRPC calls never
+/// stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_open_metrics_connections_are_capped_and_grpc_goes_on() {
+    let (server, metrics) = metered(|_| {}).await;
+    let client = server.client().await;
+    let target = metrics.clone();
+    let (held, closed) = tokio::task::spawn_blocking(move || {
+        let held: Vec<TcpStream> = (0..64)
+            .map(|_| TcpStream::connect(&target).unwrap())
+            .collect();
+        // One closed by the server reads end-of-file at once; one it keeps
+        // times out.
+        let closed = held
+            .iter()
+            .filter(|c| {
+                let mut c: &TcpStream = c;
+                c.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                matches!(c.read(&mut [0u8; 1]), Ok(0))
+            })
+            .count();
+        (held, closed)
+    })
+    .await
+    .unwrap();
+    assert!(
+        (32..64).contains(&closed),
+        "{closed} of 64 held-open connections were closed"
+    );
+    client.log(NewEvent::new("still_writing")).await.unwrap();
+    drop(held);
+    wait_until("a scrape is answered again", || async {
+        match get(&metrics, "/metrics").await {
+            Ok((200, _)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_follow_stream_is_open_while_it_runs() {
     let (server, metrics) = metered(|_| {}).await;
