@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use auditlog_client::{Client, NewEvent, pb};
 use auditlog_server::config::{EmailConfig, HookConfig, RuleConfig};
 use common::endpoints::{HttpEndpoint, Mail, SmtpServer, closed_port, email_config};
-use common::{TestServer, cli, wait_until};
+use common::{TestServer, cli, wait_until, wait_until_within};
 use serde_json::Value;
 
 const FROM: &str = "auditlog@example.com";
@@ -430,12 +430,24 @@ async fn one_firing_reaches_slack_discord_and_the_json_webhook_in_their_shapes()
     let discord = one(&discord, "/api/webhooks/1/abc");
     let webhook = one(&webhook, "/alerts");
 
-    // Slack: exactly {"text": ...}; Discord: exactly {"content": ...}.
-    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    // Slack: exactly {"text": ...}; Discord: {"content": ...} with no
+    // mention allowed, the same text as one code block.
+    let keys = |v: &Value| {
+        let mut keys = v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        keys.sort();
+        keys
+    };
     assert_eq!(keys(&slack), ["text"], "{slack}");
-    assert_eq!(keys(&discord), ["content"], "{discord}");
+    assert_eq!(keys(&discord), ["allowed_mentions", "content"], "{discord}");
+    assert_eq!(
+        discord["allowed_mentions"],
+        serde_json::json!({ "parse": [] })
+    );
     let text = slack["text"].as_str().unwrap();
-    assert_eq!(discord["content"].as_str().unwrap(), text);
+    assert_eq!(
+        discord["content"].as_str().unwrap(),
+        format!("```\n{}\n```", text.trim_end())
+    );
     assert!(text.chars().count() <= 2000, "too long for Discord");
     for needle in ["crm-errors", "7", "crm"] {
         assert!(text.contains(needle), "{needle:?} not in {text}");
@@ -605,12 +617,23 @@ async fn unreachable_channels_never_fail_log_and_are_counted_as_failed() {
     }
     assert_eq!(client.stats(None).await.unwrap().head_seq, 200);
 
-    // Sending is retried with backoff, then counted as failed.
-    let status = status_when(&client, "both channels to count a failure", |s| {
-        channel(s, "email").failed >= 1
-            && channel(s, "slack").failed >= 1
-            && rule_status(s, "errors").in_window == 100
-    })
+    // Sending is retried with backoff for up to 30 s, then counted as
+    // failed.
+    let status = wait_until_within(
+        Duration::from_secs(60),
+        "both channels to count a failure",
+        || async {
+            let s = client.alert_status().await.unwrap();
+            if channel(&s, "email").failed >= 1
+                && channel(&s, "slack").failed >= 1
+                && rule_status(&s, "errors").in_window == 100
+            {
+                Ok(s)
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
     .await;
     for name in ["email", "slack"] {
         let c = channel(&status, name);
@@ -892,4 +915,269 @@ async fn a_scheduled_verification_that_finds_tampering_alerts() {
         alert["messages"][0].as_str().unwrap().contains("seq 3"),
         "{alert}"
     );
+}
+
+/// An SMTP server that accepts connections and never says a word (no
+/// greeting): the relay that hangs. Returns its port; the connections stay
+/// open as long as the test runs.
+async fn silent_smtp() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    port
+}
+
+/// An HTTP server answering every request `302 Found` to `location`.
+async fn redirecting(location: String) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let location = location.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                // Read the head and a body of Content-Length bytes.
+                loop {
+                    let Ok(n) = socket.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse::<usize>().ok())?
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= end + 4 + length {
+                            break;
+                        }
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\
+                     Connection: close\r\n\r\n"
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_smtp_server_never_delays_slack_and_its_timeout_is_visible() {
+    let smtp = silent_smtp().await;
+    let slack = HttpEndpoint::start().await;
+    let server = TestServer::start_with(|c| {
+        // Every error fires: each one is a fresh alert to both channels.
+        c.alerts.rules = Some(vec![rule("each", &["error"], 1, 60, 0, None)]);
+        c.alerts.email = Some(email(smtp));
+        c.alerts.slack = hook(&slack.url("/slack"));
+    })
+    .await;
+    let client = server.client().await;
+
+    // The first alert, then a second one while the mail still hangs: both
+    // reach Slack at once, neither waits for the mail relay.
+    log_errors(&client, "stall", 0, 1, "").await;
+    wait_until_within(
+        Duration::from_secs(5),
+        "the first alert on Slack",
+        || async {
+            let n = slack.accepted().len();
+            if n >= 1 { Ok(()) } else { Err(format!("{n}")) }
+        },
+    )
+    .await;
+    let second = Instant::now();
+    log_errors(&client, "stall", 1, 1, "").await;
+    wait_until_within(
+        Duration::from_secs(5),
+        "the second alert on Slack",
+        || async {
+            let n = slack.accepted().len();
+            if n >= 2 { Ok(()) } else { Err(format!("{n}")) }
+        },
+    )
+    .await;
+    assert!(second.elapsed() < Duration::from_secs(5));
+
+    // The hanging mail ends at the SMTP timeout (10 s), and the status
+    // says why, well before any retry window is over.
+    let status = wait_until_within(
+        Duration::from_secs(16),
+        "the email channel to report its timeout",
+        || async {
+            let status = client.alert_status().await.unwrap();
+            let email = channel(&status, "email");
+            if email.last_error.contains("timed out") {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+    assert_eq!(channel(&status, "email").sent, 0, "{status:?}");
+    assert_eq!(channel(&status, "slack").sent, 2, "{status:?}");
+
+    // `TestAlerts` answers each channel's own result within the timeout.
+    let started = Instant::now();
+    let results = tokio::time::timeout(Duration::from_secs(20), client.test_alerts())
+        .await
+        .expect("TestAlerts waited for the silent relay")
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let result = |name: &str| results.iter().find(|r| r.channel == name).unwrap();
+    assert!(result("slack").ok, "{results:?}");
+    assert!(
+        !result("email").ok && result("email").error.contains("timed out"),
+        "{results:?}"
+    );
+    // A given-up send counts as failed.
+    let status = wait_until_within(
+        Duration::from_secs(60),
+        "the email channel to count a failure",
+        || async {
+            let status = client.alert_status().await.unwrap();
+            if channel(&status, "email").failed >= 1 {
+                Ok(status)
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        channel(&status, "email").last_error.contains("timed out"),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_alerts_escape_links_and_mentions_from_event_text() {
+    let slack = HttpEndpoint::start().await;
+    let discord = HttpEndpoint::start().await;
+    let server = TestServer::start_with(|c| {
+        c.alerts.rules = Some(vec![rule("inject", &["error"], 1, 60, 300, None)]);
+        c.alerts.slack = hook(&slack.url("/slack"));
+        c.alerts.discord = hook(&discord.url("/discord"));
+    })
+    .await;
+    let client = server.client().await;
+    let hostile = "<!channel> please <https://evil.example/reset|re-authenticate here> \
+                   @everyone <@123> [click](https://evil.example) ``` & done";
+    client
+        .log(NewEvent::error("Timeout", hostile))
+        .await
+        .unwrap();
+
+    let slack = slack.wait_for(1).await[0].json.clone();
+    let text = slack["text"].as_str().unwrap();
+    for live in ["<!channel>", "<https://", "<@123>", " & "] {
+        assert!(!text.contains(live), "{live:?} live in Slack text {text}");
+    }
+    for escaped in [
+        "&lt;!channel&gt;",
+        "&lt;https://evil.example/reset|re-authenticate here&gt;",
+        "&amp; done",
+    ] {
+        assert!(
+            text.contains(escaped),
+            "{escaped:?} not in Slack text {text}"
+        );
+    }
+
+    let discord = discord.wait_for(1).await[0].json.clone();
+    assert_eq!(
+        discord["allowed_mentions"],
+        serde_json::json!({ "parse": [] }),
+        "{discord}"
+    );
+    let content = discord["content"].as_str().unwrap();
+    assert!(content.chars().count() <= 2000);
+    // The whole text in one code block: no mention, Markdown or link is
+    // rendered inside it, and nothing in the text can close it early.
+    let inner = content
+        .strip_prefix("```\n")
+        .and_then(|c| c.strip_suffix("\n```"))
+        .unwrap_or_else(|| panic!("not one code block: {content}"));
+    assert!(!inner.contains("``"), "{inner}");
+    assert!(
+        inner.contains("@everyone") && inner.contains("[click]"),
+        "{inner}"
+    );
+    assert!(inner.contains("[auditlog] inject"), "{inner}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_channel_that_answers_503_for_two_seconds_still_gets_the_alert() {
+    let slack = HttpEndpoint::start().await;
+    slack.answer(503);
+    let server = TestServer::start_with(|c| {
+        c.alerts.rules = Some(vec![rule("blip", &["error"], 1, 60, 300, None)]);
+        c.alerts.slack = hook(&slack.url("/slack"));
+    })
+    .await;
+    let client = server.client().await;
+    log_errors(&client, "blip", 0, 1, "").await;
+    wait_until("a first attempt", || async {
+        if slack.attempts() >= 1 {
+            Ok(())
+        } else {
+            Err("none".into())
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    slack.answer(200);
+    slack.wait_for(1).await;
+    let status = status_when(&client, "slack to count it sent", |s| {
+        channel(s, "slack").sent == 1
+    })
+    .await;
+    assert_eq!(channel(&status, "slack").failed, 0, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_alert_receiver_is_a_failure_and_is_not_followed() {
+    let target = HttpEndpoint::start().await;
+    let redirect = redirecting(target.url("/internal")).await;
+    let server = TestServer::start_with(|c| {
+        c.alerts.rules = Some(vec![rule("moved", &["error"], 1, 60, 300, None)]);
+        c.alerts.webhook = hook(&format!("http://127.0.0.1:{redirect}/hook"));
+    })
+    .await;
+    let client = server.client().await;
+    log_errors(&client, "moved", 0, 1, "").await;
+    let status = status_when(&client, "the webhook to count a failure", |s| {
+        channel(s, "webhook").failed >= 1 || channel(s, "webhook").sent >= 1
+    })
+    .await;
+    let webhook = channel(&status, "webhook");
+    assert_eq!((webhook.sent, webhook.failed), (0, 1), "{status:?}");
+    assert!(webhook.last_error.contains("redirect"), "{status:?}");
+    assert!(webhook.last_error.contains("final"), "{status:?}");
+    assert_eq!(target.attempts(), 0, "the redirect was followed");
+    // `TestAlerts` says the same.
+    let results = client.test_alerts().await.unwrap();
+    assert!(
+        !results[0].ok && results[0].error.contains("redirect"),
+        "{results:?}"
+    );
+    assert_eq!(target.attempts(), 0, "the redirect was followed");
 }

@@ -20,8 +20,10 @@
 //!
 //! Nothing here is on the write path: rules read the writer's broadcast of
 //! committed events (never blocking it), and alerts go through a bounded
-//! queue to a sender task that retries with backoff. A full queue drops the
-//! alert and counts it; an unreachable channel never slows a `Log` call.
+//! queue per channel to that channel's own sender task, which retries with
+//! backoff (every attempt under a deadline, `channels.rs`). A full queue
+//! drops the alert for that channel and counts it; an unreachable or
+//! hanging channel never slows a `Log` call, nor another channel.
 
 mod alert;
 mod channels;
@@ -56,9 +58,8 @@ pub struct Alerts {
 }
 
 struct Inner {
-    /// Each alert, with the only channels it goes to (`None`: all).
-    queue: mpsc::Sender<(Alert, Option<Vec<String>>)>,
-    channels: Vec<Channel>,
+    /// Each channel with the queue of its own sender task.
+    channels: Vec<(Arc<Channel>, mpsc::Sender<Arc<Alert>>)>,
     http: reqwest::Client,
     rules: Mutex<Vec<RuleState>>,
     /// The cooldown of integrity and store alerts, and when each last fired.
@@ -71,7 +72,7 @@ struct Inner {
     duty: Duty,
 }
 
-/// How many alerts may wait for the sender.
+/// How many alerts may wait for one channel's sender.
 const QUEUE: usize = 64;
 /// How many messages an alert carries.
 pub(super) const MESSAGES: usize = 5;
@@ -88,6 +89,9 @@ impl Alerts {
     ) -> Result<Alerts, String> {
         let mut channels = Vec::new();
         if let Some(email) = &config.email {
+            if let Some(warning) = email.clear_text_password_warning() {
+                tracing::warn!("{warning}");
+            }
             channels.push(email.build()?);
         }
         if let Some(h) = &config.slack {
@@ -99,10 +103,7 @@ impl Alerts {
         if let Some(h) = &config.webhook {
             channels.push(Channel::webhook(h));
         }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = channels::http_client()?;
         let rules = config
             .rules
             .clone()
@@ -116,11 +117,16 @@ impl Alerts {
                 last_fired_at: 0,
             })
             .collect();
-        let (queue, rx) = mpsc::channel(QUEUE);
+        let mut queued = Vec::new();
+        let mut receivers = Vec::new();
+        for channel in channels {
+            let (queue, rx) = mpsc::channel(QUEUE);
+            queued.push((Arc::new(channel), queue));
+            receivers.push(rx);
+        }
         let alerts = Alerts {
             inner: Arc::new(Inner {
-                queue,
-                channels,
+                channels: queued,
                 http,
                 rules: Mutex::new(rules),
                 integrity_cooldown: Duration::from_secs(config.integrity_cooldown_secs),
@@ -131,7 +137,14 @@ impl Alerts {
                 duty,
             }),
         };
-        tokio::spawn(alerts.clone().send_loop(rx, cancel.clone()));
+        for ((channel, _), rx) in alerts.inner.channels.iter().zip(receivers) {
+            tokio::spawn(send_loop(
+                Arc::clone(channel),
+                alerts.inner.http.clone(),
+                rx,
+                cancel.clone(),
+            ));
+        }
         tokio::spawn(alerts.clone().watch(store.subscribe(), cancel.clone()));
         if config.verify_interval_secs > 0 {
             let every = Duration::from_secs(config.verify_interval_secs);
@@ -156,7 +169,7 @@ impl Alerts {
             .inner
             .channels
             .iter()
-            .any(|c| only.iter().any(|o| o == c.name))
+            .any(|(c, _)| only.iter().any(|o| o == c.name))
         {
             return;
         }
@@ -168,9 +181,18 @@ impl Alerts {
             tracing::warn!(rule = %alert.rule, "alert raised, but no alert channel is configured: {}", alert.subject());
             return;
         }
-        if self.inner.queue.try_send((alert, only)).is_err() {
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("alert queue full; an alert was dropped");
+        let alert = Arc::new(alert);
+        for (channel, queue) in &self.inner.channels {
+            if only
+                .as_ref()
+                .is_some_and(|o| !o.iter().any(|n| n == channel.name))
+            {
+                continue;
+            }
+            if queue.try_send(Arc::clone(&alert)).is_err() {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(channel = channel.name, rule = %alert.rule, "alert queue full; an alert was dropped");
+            }
         }
     }
 
@@ -200,8 +222,9 @@ impl Alerts {
         }
     }
 
-    /// Sends a test alert to every channel now, once each, and reports what
-    /// happened per channel.
+    /// Sends a test alert to every channel now, once each, all at once, and
+    /// reports what happened per channel: each within its channel's
+    /// deadline, so a hanging channel cannot hold back the others' results.
     pub async fn test(&self) -> Vec<(String, Result<(), String>)> {
         let alert = Alert {
             kind: AlertKind::Test,
@@ -212,7 +235,7 @@ impl Alerts {
             messages: vec![],
             at: now_micros(),
         };
-        let sends = self.inner.channels.iter().map(|c| {
+        let sends = self.inner.channels.iter().map(|(c, _)| {
             let alert = &alert;
             async move {
                 (
@@ -233,7 +256,11 @@ impl Alerts {
         html: String,
         text: String,
     ) -> Option<Result<usize, String>> {
-        let email = self.inner.channels.iter().find(|c| c.name == "email")?;
+        let (email, _) = self
+            .inner
+            .channels
+            .iter()
+            .find(|(c, _)| c.name == "email")?;
         let sent = email.mail_page(subject, html, text).await?;
         if let Err(e) = &sent {
             tracing::warn!(channel = "email", error = %e, "mailing a report failed");
@@ -248,7 +275,7 @@ impl Alerts {
             .inner
             .channels
             .iter()
-            .map(|c| c.status.lock().map(|s| s.clone()).unwrap_or_default())
+            .map(|(c, _)| c.status.lock().map(|s| s.clone()).unwrap_or_default())
             .collect();
         let now = now_micros();
         let rules = self
@@ -285,26 +312,6 @@ impl Alerts {
         }
         *last = Some(now);
         true
-    }
-
-    async fn send_loop(
-        self,
-        mut rx: mpsc::Receiver<(Alert, Option<Vec<String>>)>,
-        cancel: CancellationToken,
-    ) {
-        loop {
-            let (alert, only) = tokio::select! {
-                _ = cancel.cancelled() => return,
-                a = rx.recv() => match a { Some(a) => a, None => return },
-            };
-            let sends = self
-                .inner
-                .channels
-                .iter()
-                .filter(|c| only.as_ref().is_none_or(|o| o.iter().any(|n| n == c.name)))
-                .map(|c| c.send(&self.inner.http, &alert, true));
-            futures::future::join_all(sends).await;
-        }
     }
 
     async fn watch(
@@ -400,6 +407,26 @@ impl Alerts {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "scheduled verification failed"),
             }
+        }
+    }
+}
+
+/// One channel's sender: its alerts in turn, each retried until sent or
+/// given up, whatever the other channels are doing.
+async fn send_loop(
+    channel: Arc<Channel>,
+    http: reqwest::Client,
+    mut rx: mpsc::Receiver<Arc<Alert>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let alert = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = rx.recv() => match a { Some(a) => a, None => return },
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = channel.send(&http, &alert, true) => {}
         }
     }
 }
