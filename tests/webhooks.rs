@@ -884,3 +884,246 @@ async fn a_malformed_secret_stops_the_server_with_words() {
         assert!(out.stderr.contains(word), "{word:?} not in: {}", out.stderr);
     }
 }
+
+/// What a [`Redirector`] answers: a redirect status with a Location, or 200.
+struct Redirect {
+    status: u16,
+    location: String,
+}
+
+/// Each request a [`Redirector`] got: its method and `data.seq`.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<u64>)>>>;
+
+/// A receiver answering every request with a redirect (or 200 once told),
+/// recording each request's method and `data.seq`.
+struct Redirector {
+    port: u16,
+    answer: std::sync::Arc<std::sync::Mutex<Redirect>>,
+    requests: Seen,
+}
+
+impl Redirector {
+    async fn start() -> Redirector {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(Redirect {
+            status: 200,
+            location: String::new(),
+        }));
+        let requests: Seen = Seen::default();
+        let (a, r) = (answer.clone(), requests.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (a, r) = (a.clone(), r.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 16 * 1024];
+                    // One request per connection: the head, then the body.
+                    let (head_end, length) = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .map_or(0, |v| v.trim().parse().unwrap());
+                            break (end + 4, length);
+                        }
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buf.len() < head_end + length {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let method = String::from_utf8_lossy(&buf[..head_end])
+                        .split(' ')
+                        .next()
+                        .unwrap()
+                        .to_owned();
+                    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length])
+                        .unwrap_or(Value::Null);
+                    r.lock()
+                        .unwrap()
+                        .push((method, body["data"]["seq"].as_u64()));
+                    let reply = {
+                        let a = a.lock().unwrap();
+                        format!(
+                            "HTTP/1.1 {} Status\r\nlocation: {}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                            a.status, a.location
+                        )
+                    };
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Redirector {
+            port,
+            answer,
+            requests,
+        }
+    }
+
+    fn answer(&self, status: u16, location: &str) {
+        *self.answer.lock().unwrap() = Redirect {
+            status,
+            location: location.to_owned(),
+        };
+    }
+
+    fn requests(&self) -> Vec<(String, Option<u64>)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_is_never_followed_but_retried_as_a_failure() {
+    // Where the redirects point: it must never hear from the server.
+    let elsewhere = HttpEndpoint::start().await;
+    let hook = Redirector::start().await;
+    let server = TestServer::start_with(|c| {
+        c.webhooks = vec![config(
+            "hook",
+            format!("http://127.0.0.1:{}/hook", hook.port),
+            Start::Beginning,
+        )];
+    })
+    .await;
+    let client = server.client().await;
+    let mut failures = 0;
+    for (i, status) in [301u16, 302, 307, 308].into_iter().enumerate() {
+        let (absolute, relative) = (elsewhere.url(&format!("/moved{status}")), "/here");
+        // An absolute Location to another host, then a relative one.
+        for (j, location) in [absolute.as_str(), relative].into_iter().enumerate() {
+            hook.answer(status, location);
+            let seq = log_n(&client, 1, &format!("redirect-{status}-{j}")).await[0];
+            let shown = if j == 0 {
+                absolute.clone()
+            } else {
+                format!("http://127.0.0.1:{}/here", hook.port)
+            };
+            let s = status_when(&client, "hook", &format!("HTTP {status} failing"), |s| {
+                s.failures >= failures + 2 && s.consecutive_failures >= 2
+            })
+            .await;
+            assert_eq!(s.delivered_seq, seq - 1, "{s:?}");
+            assert_eq!(s.behind, 1, "{s:?}");
+            for word in [
+                &format!("HTTP {status}"),
+                "redirect",
+                shown.as_str(),
+                "the configured url must be the final one",
+            ] {
+                assert!(s.last_error.contains(word), "{word:?} not in {s:?}");
+            }
+            // Neither followed (nothing elsewhere, no GET to itself) nor
+            // counted as delivered: only POSTs of this event, retried.
+            assert!(
+                elsewhere.requests().is_empty(),
+                "{:?}",
+                elsewhere.requests()
+            );
+            let got = hook.requests();
+            assert!(
+                got.iter().all(|(m, _)| m == "POST"),
+                "redirect followed: {got:?}"
+            );
+            let tried = got.iter().filter(|(_, s)| *s == Some(seq)).count();
+            assert!(tried >= 2, "{got:?}");
+            // Once it answers 200 the event is delivered.
+            hook.answer(200, "");
+            let s = status_when(&client, "hook", "delivered after 200", |s| {
+                s.delivered_seq == seq && s.consecutive_failures == 0
+            })
+            .await;
+            assert_eq!(s.delivered, (2 * i + j + 1) as u64, "{s:?}");
+            failures = s.failures;
+        }
+    }
+    assert!(
+        elsewhere.requests().is_empty(),
+        "{:?}",
+        elsewhere.requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_purged_before_delivery_are_reported_skipped() {
+    let hook = receiver().await;
+    let retained = |c: &mut auditlog_server::Config| {
+        c.max_file_size_mb = 0.01;
+        c.retention_days = 2.0 / 86_400.0;
+        c.retention_check_secs = 86_400;
+    };
+    let server = TestServer::start_with(retained).await;
+    let client = server.client().await;
+    log_n(&client, 300, "old").await;
+    client.rotate(true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    log_n(&client, 1, "new").await;
+    let through = wait_until("a purge", || {
+        let client = &client;
+        async move {
+            let purge = client.apply_retention().await.map_err(|e| e.to_string())?;
+            if purge.through_seq > 0 {
+                Ok(purge.through_seq)
+            } else {
+                Err(format!("{purge:?}"))
+            }
+        }
+    })
+    .await;
+    // An endpoint whose position (0) lies before the oldest event kept.
+    let server = server
+        .restart(|c| {
+            retained(c);
+            c.webhooks = vec![config("hook", hook.url("/hook"), Start::Beginning)];
+        })
+        .await;
+    let client = server.client().await;
+    let head = client
+        .log(NewEvent::lead_ingested("after", "web"))
+        .await
+        .unwrap()
+        .seq;
+    let s = status_when(&client, "hook", "caught up", |s| s.delivered_seq == head).await;
+    let words = format!("events 1..={through} ({through}) were purged by retention");
+    assert!(s.last_error.contains(&words), "{words:?} not in {s:?}");
+    assert!(s.last_error_at.is_some(), "{s:?}");
+    assert_eq!((s.behind, s.failures), (0, 0), "{s:?}");
+    let got = hook.accepted();
+    assert_eq!(got.first().map(seq_of), Some(through + 1));
+    assert!(hook.rejected().is_empty(), "{:?}", hook.rejected());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_timeout_stops_the_server_with_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("auditlog.toml");
+    std::fs::write(
+        &config_file,
+        "[[webhooks]]\nname = \"z\"\nurl = \"http://127.0.0.1:9/zero\"\ntimeout_secs = 0\n",
+    )
+    .unwrap();
+    let args = [
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--data-dir".to_owned(),
+        dir.path().join("data").display().to_string(),
+        "--config".to_owned(),
+        config_file.display().to_string(),
+    ];
+    let bin = common::workspace_bin("auditlog-server", "auditlog-server");
+    let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), TEST_KEY.to_owned())];
+    let out = common::run_to_end(bin, args.to_vec(), env, Duration::from_secs(60)).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    let err = out.stderr.trim();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for word in ["webhooks[0] (z)", "timeout_secs", "1 or more"] {
+        assert!(err.contains(word), "{word:?} not in: {err}");
+    }
+}

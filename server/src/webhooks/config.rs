@@ -41,7 +41,7 @@ pub struct WebhookConfig {
     /// first start on) or `beginning` (the whole log).
     #[serde(default)]
     pub start: Start,
-    /// Per-request timeout in seconds. Default 10.
+    /// Per-request timeout in seconds, 1 or more. Default 10.
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
     /// The longest wait between retries, in seconds. Default 60.
@@ -132,6 +132,11 @@ impl WebhookConfig {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(fail("url must be http:// or https://".into()));
         }
+        if self.timeout_secs == 0 {
+            return Err(fail(
+                "timeout_secs must be 1 or more (seconds): 0 would cut every delivery short".into(),
+            ));
+        }
         let (secret, from) = match (&self.secret, &self.secret_file) {
             (Some(s), None) => (s.expose().to_owned(), "secret".to_owned()),
             (None, Some(path)) => {
@@ -179,6 +184,15 @@ mod tests {
             ..base.clone()
         };
         assert!(bad_url.validate(0, &[]).is_err());
+        let no_time = WebhookConfig {
+            timeout_secs: 0,
+            ..base.clone()
+        };
+        let err = no_time.validate(3, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("webhooks[3] (crm)") && err.contains("timeout_secs must be 1 or more"),
+            "{err}"
+        );
         let twice = [base.clone(), base.clone()];
         assert!(
             base.validate(0, &twice)

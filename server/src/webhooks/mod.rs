@@ -82,6 +82,9 @@ pub struct EndpointStatus {
     pub last_error_at: i64,
     /// True when it signs with a secret the server generated.
     pub secret_generated: bool,
+    /// Events retention purged before they could be delivered (skipped,
+    /// each run logged once and noted in `last_error`).
+    pub skipped: u64,
 }
 
 /// The running webhooks, for status.
@@ -185,6 +188,11 @@ impl Endpoint {
     fn http_client(&self) -> reqwest::Result<reqwest::Client> {
         reqwest::Client::builder()
             .timeout(Duration::from_secs(self.config.timeout_secs))
+            // A redirect is never followed: a 301/302 would turn the POST
+            // into a body-less GET counted as delivered, and a 307/308
+            // would send the signed event wherever the answer names. It is
+            // a failed delivery instead (`post`), retried like a 5xx.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("auditlog/", env!("CARGO_PKG_VERSION")))
             .build()
     }
@@ -257,6 +265,9 @@ impl Endpoint {
         let mut rx = hub::spawn::<Record>(Arc::clone(store), sub, turn.clone());
         tracing::info!(webhook = %name, from_seq = delivered + 1, "webhook delivery started");
         let mut shared = delivered;
+        // The seq the subscription owes next: it is unfiltered, so a record
+        // past it means the events between were purged before delivery.
+        let mut next = delivered + 1;
         let mut save = tokio::time::interval(cursor::SAVE_EVERY);
         save.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -281,6 +292,10 @@ impl Endpoint {
                 }
                 None => return Stopped::Cancelled,
             };
+            if record.seq > next {
+                self.skipped_purged(next, record.seq - 1);
+            }
+            next = next.max(record.seq + 1);
             let wanted = (self.config.event_types.is_empty()
                 || self.config.event_types.contains(&record.event_type))
                 && (self.config.workflows.is_empty()
@@ -436,9 +451,33 @@ impl Endpoint {
         let status = response.status();
         if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            Err(redirect_error(&self.config.url, status, &response))
         } else {
             Err(format!("the endpoint answered HTTP {status}"))
         }
+    }
+
+    /// Events `first..=last` were purged by retention before this endpoint
+    /// got them: said once, counted, and left in the status' `last_error`.
+    fn skipped_purged(&self, first: u64, last: u64) {
+        let count = last - first + 1;
+        let name = &self.config.name;
+        tracing::warn!(
+            webhook = %name,
+            first_seq = first,
+            last_seq = last,
+            count,
+            "events were purged by retention before they could be delivered; skipping them"
+        );
+        self.update(|s| {
+            s.skipped += count;
+            s.last_error = format!(
+                "events {first}..={last} ({count}) were purged by retention before delivery \
+                 and skipped"
+            );
+            s.last_error_at = now_micros();
+        });
     }
 
     fn update(&self, f: impl FnOnce(&mut EndpointStatus)) {
@@ -481,6 +520,26 @@ impl Endpoint {
             .await
             .map_err(std::io::Error::other)?
     }
+}
+
+/// Why a 3xx answer is a failed delivery, naming where it pointed (resolved
+/// against the configured URL `url`, and redacted like it).
+fn redirect_error(url: &str, status: reqwest::StatusCode, response: &reqwest::Response) -> String {
+    let to = match response.headers().get(reqwest::header::LOCATION) {
+        None => "no Location".to_owned(),
+        Some(location) => match location
+            .to_str()
+            .ok()
+            .and_then(|l| reqwest::Url::parse(url).ok()?.join(l).ok())
+        {
+            Some(target) => redaction::url(target.as_str(), PathIs::Shown),
+            None => "an unreadable Location".to_owned(),
+        },
+    };
+    format!(
+        "the endpoint answered HTTP {status}, a redirect to {to}: redirects are not followed, \
+         so the configured url must be the final one"
+    )
 }
 
 /// Replaces the position file at `path` with `seq`, durably: a crash leaves
