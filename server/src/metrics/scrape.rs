@@ -110,10 +110,12 @@ fn register_running(r: &mut Registry, running: &Running) {
     let delivered: Family<Named, Counter> = Family::default();
     let failures: Family<Named, Counter> = Family::default();
     let lag: Family<Named, Gauge> = Family::default();
+    let skipped: Family<Named, Counter> = Family::default();
     for endpoint in running.webhooks.status() {
         let label = [("endpoint", endpoint.name)];
         delivered.get_or_create(&label).inc_by(endpoint.delivered);
         failures.get_or_create(&label).inc_by(endpoint.failures);
+        skipped.get_or_create(&label).inc_by(endpoint.skipped);
         lag.get_or_create(&label)
             .set(i64::try_from(head.saturating_sub(endpoint.delivered_seq)).unwrap_or(i64::MAX));
     }
@@ -131,6 +133,11 @@ fn register_running(r: &mut Registry, running: &Running) {
         "auditlog_webhook_lag_events",
         "The head seq minus the last seq delivered, by webhook endpoint",
         lag,
+    );
+    r.register(
+        "auditlog_webhook_skipped",
+        "Events retention purged before they could be delivered, by webhook endpoint",
+        skipped,
     );
 
     let (channels, rules, dropped, _missed) = running.alerts.status();

@@ -444,6 +444,7 @@ pub(super) fn webhook_status_pb(
                 last_error: w.last_error,
                 last_error_at: (w.last_error_at > 0).then(|| timestamp_pb(w.last_error_at)),
                 secret_generated: w.secret_generated,
+                skipped: w.skipped,
             })
             .collect(),
     }

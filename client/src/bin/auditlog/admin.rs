@@ -136,7 +136,7 @@ pub(crate) async fn webhooks_status(client: &Client, json: bool) -> Result<(), C
                     "consecutive_failures": w.consecutive_failures, "behind": w.behind,
                     "last_error": w.last_error,
                     "last_error_at": w.last_error_at.as_ref().map(|t| timestamp_text(Some(t))),
-                    "secret_generated": w.secret_generated,
+                    "secret_generated": w.secret_generated, "skipped": w.skipped,
                 })
             })
             .collect();
