@@ -48,6 +48,15 @@ impl Item {
     }
 }
 
+/// How many times the directory is looked at before its snapshot is taken
+/// as it is, and the pause between two looks: a start that finishes the
+/// compression of several sealed segments changes it every few
+/// milliseconds, and five looks in a row once all saw a change (a sealed
+/// plain file listed, then compressed and deleted before it was opened:
+/// VerifyIntegrity answered INTERNAL, 2026-12-05).
+const ATTEMPTS: u32 = 40;
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(25);
+
 /// Opens every file of the log, in order. Retries when a rotation changed
 /// the directory while it looked, so the snapshot is consistent.
 pub(super) fn snapshot(dir: &Path, keyring: &Keyring) -> Result<Snapshot, StoreError> {
@@ -55,32 +64,45 @@ pub(super) fn snapshot(dir: &Path, keyring: &Keyring) -> Result<Snapshot, StoreE
     loop {
         attempts += 1;
         let (before, listed) = (load(dir, keyring), list(dir)?);
-        let items = open_items(dir, &before.0, &listed);
+        let (items, vanished) = match open_items(dir, &before.0, &listed) {
+            Ok((items, vanished)) => (Ok(items), vanished),
+            Err(e) => (Err(e), false),
+        };
         let (after, relisted) = (load(dir, keyring), list(dir)?);
-        if (before.0 == after.0 && listed == relisted) || attempts >= 5 {
-            let recorded: Vec<&str> = before.0.segments.iter().map(|s| s.file.as_str()).collect();
-            let unlisted = listed
-                .iter()
-                .filter(|n| n.ends_with(".log.gz") && !recorded.contains(&n.as_str()))
-                // Compressed but not yet recorded: the sealer is between
-                // steps 2 and 3; its plain file is still there and checked.
-                .filter(|n| {
-                    let plain = n.trim_end_matches(".gz");
-                    !listed.iter().any(|l| l == plain)
-                })
-                .cloned()
-                .collect();
-            let items = items?;
-            let active_missing = !items
-                .iter()
-                .any(|i| matches!(i, Item::Plain { name, .. } if name == LOG_FILE));
-            return Ok(Snapshot {
-                authentic: before.1,
-                items,
-                unlisted,
-                active_missing,
-            });
+        let consistent = before.0 == after.0 && listed == relisted && !vanished;
+        if !consistent && attempts < ATTEMPTS {
+            std::thread::sleep(SETTLE);
+            continue;
         }
+        let recorded: Vec<&str> = before.0.segments.iter().map(|s| s.file.as_str()).collect();
+        let unlisted = listed
+            .iter()
+            .filter(|n| n.ends_with(".log.gz") && !recorded.contains(&n.as_str()))
+            // Compressed but not yet recorded: the sealer is between
+            // steps 2 and 3; its plain file is still there and checked.
+            .filter(|n| {
+                let plain = n.trim_end_matches(".gz");
+                !listed.iter().any(|l| l == plain)
+            })
+            .cloned()
+            .collect();
+        let items = items?;
+        if vanished {
+            // Checking without that file would report its records missing.
+            return Err(StoreError::Read(std::io::Error::other(format!(
+                "sealed segments were compressed away while verification opened the log's \
+                 files, {ATTEMPTS} times in a row; run it again once compression has caught up"
+            ))));
+        }
+        let active_missing = !items
+            .iter()
+            .any(|i| matches!(i, Item::Plain { name, .. } if name == LOG_FILE));
+        return Ok(Snapshot {
+            authentic: before.1,
+            items,
+            unlisted,
+            active_missing,
+        });
     }
 }
 
@@ -105,8 +127,16 @@ fn list(dir: &Path) -> Result<Vec<String>, StoreError> {
     Ok(names)
 }
 
-fn open_items(dir: &Path, manifest: &Manifest, listed: &[String]) -> Result<Vec<Item>, StoreError> {
+/// The items of the files `manifest` and `listed` name, and whether a
+/// sealed plain file listed was gone when it was opened (compressed and
+/// deleted meanwhile: the directory is looked at again).
+fn open_items(
+    dir: &Path,
+    manifest: &Manifest,
+    listed: &[String],
+) -> Result<(Vec<Item>, bool), StoreError> {
     let mut items = Vec::new();
+    let mut vanished = false;
     for entry in &manifest.segments {
         items.push(match File::open(dir.join(&entry.file)) {
             Ok(file) => Item::Gzip {
@@ -122,11 +152,14 @@ fn open_items(dir: &Path, manifest: &Manifest, listed: &[String]) -> Result<Vec<
     for name in listed {
         let sealed_plain = name != LOG_FILE && name.ends_with(".log");
         if sealed_plain && !recorded.contains(&names(name).0.as_str()) {
-            let file = File::open(dir.join(name)).map_err(StoreError::Read)?;
-            items.push(Item::Plain {
-                name: name.clone(),
-                file,
-            });
+            match File::open(dir.join(name)) {
+                Ok(file) => items.push(Item::Plain {
+                    name: name.clone(),
+                    file,
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => vanished = true,
+                Err(e) => return Err(StoreError::Read(e)),
+            }
         }
     }
     match File::open(dir.join(LOG_FILE)) {
@@ -138,5 +171,5 @@ fn open_items(dir: &Path, manifest: &Manifest, listed: &[String]) -> Result<Vec<
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(StoreError::Read(e)),
     }
-    Ok(items)
+    Ok((items, vanished))
 }
