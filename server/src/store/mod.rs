@@ -16,7 +16,8 @@
 //!   a start found (`head`).
 //! - `tree/`: the Merkle tree over the log, derived from it (`tree`).
 //!
-//! Invariants: only the writer thread appends, and only to `audit.log`; a
+//! Invariants: only the writer appends (its thread, or a caller alone
+//! holding its lock: `writer`), and only to `audit.log`; a
 //! record enters the index, reaches subscribers and is acknowledged only
 //! after it is durable (under the default [`Durability::Fsync`]); a failed
 //! write leaves the file as it was before the write; the chain runs on
@@ -159,6 +160,9 @@ pub struct Store {
     shared: Arc<Shared>,
     /// Taken on shutdown, which ends the writer once it has drained.
     sender: Mutex<Option<mpsc::Sender<writer::Command>>>,
+    /// The writer's state: its thread's, and a lone caller's
+    /// (`Writer::commit_alone`).
+    writing: Arc<Mutex<Option<writer::Writer>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     syncer: Mutex<Option<JoinHandle<()>>>,
     sealer: Mutex<Option<JoinHandle<()>>>,
@@ -278,7 +282,7 @@ impl Store {
             None
         };
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let state = writer::Writer::new(
+        let writing = Arc::new(Mutex::new(Some(writer::Writer::new(
             writer::Active {
                 file: recovered.file,
                 len: recovered.len,
@@ -291,14 +295,16 @@ impl Store {
             to_syncer,
             Arc::clone(&shared),
             config.replica,
-        );
+        ))));
+        let state = Arc::clone(&writing);
         let handle = std::thread::Builder::new()
             .name("auditlog-writer".into())
-            .spawn(move || state.run(rx))
+            .spawn(move || writer::Writer::run(&state, rx))
             .map_err(open_err)?;
         Ok(Store {
             shared,
             sender: Mutex::new(Some(tx)),
+            writing,
             writer: Mutex::new(Some(handle)),
             syncer: Mutex::new(Some(syncer)),
             sealer: Mutex::new(Some(sealer)),
@@ -339,16 +345,53 @@ impl Store {
             return Err(self.shared.poison_error());
         }
         let (reply, answer) = oneshot::channel();
-        self.sender()?
-            .send(writer::Command::Append(writer::Append {
-                events,
-                reply,
-                // The caller's span, if tracing made one (no allocation).
-                trace: tracing::Span::current(),
-            }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        let sender = self.sender()?;
+        let append = writer::Append {
+            events,
+            reply,
+            // The caller's span, if tracing made one (no allocation).
+            trace: tracing::Span::current(),
+        };
+        if let Err(append) = self.commit_here(&sender, append) {
+            sender
+                .send(writer::Command::Append(append))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+        }
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits `append` on this thread when the writer has nothing else to
+    /// do (`Writer::commit_alone`); `Err` gives it back to be queued. Only
+    /// on a runtime with another worker to serve other calls meanwhile: this
+    /// one is held for the commit's `fdatasync`, as the writer thread would
+    /// be.
+    fn commit_here(
+        &self,
+        sender: &mpsc::Sender<writer::Command>,
+        append: writer::Append,
+    ) -> Result<(), writer::Append> {
+        let queued = sender.capacity() < sender.max_capacity();
+        let spare_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.metrics().num_workers() > 1);
+        if queued || !spare_worker {
+            return Err(append);
+        }
+        let full = {
+            let Ok(mut writer) = self.writing.try_lock() else {
+                return Err(append);
+            };
+            match writer.as_mut() {
+                Some(writer) => writer.commit_alone(append)?,
+                // The writer thread has stopped.
+                None => return Err(append),
+            }
+        };
+        if full {
+            // A full queue means the writer thread has a turn coming anyway.
+            let _ = sender.try_send(writer::Command::Turn);
+        }
+        Ok(())
     }
 
     /// Seals the active segment now (if it holds anything) and has it

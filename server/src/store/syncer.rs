@@ -114,6 +114,11 @@ impl ToSync {
         }
     }
 
+    /// Whether the syncer thread holds a group not yet completed.
+    pub(super) fn busy(&self) -> bool {
+        self.inline.in_hand.load(Ordering::Acquire) > 0
+    }
+
     /// Waits until every group handed over is durable and acknowledged.
     pub(super) fn flush(&self) {
         let (ack, done) = std::sync::mpsc::channel();
