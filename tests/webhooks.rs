@@ -575,6 +575,56 @@ async fn an_outage_is_made_up_in_order_without_duplicates() {
     assert!(stdout.contains("hook") && stdout.contains("30"), "{stdout}");
 }
 
+/// `410 Gone` is the receiver's word that it wants no more (Standard
+/// Webhooks): delivery pauses, without retries, until a restart; ingest goes
+/// on; and since the position stays, the restarted server delivers every
+/// event from there, none skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_answering_410_gone_pauses_delivery_until_a_restart_and_misses_nothing() {
+    let hook = receiver().await;
+    let url = hook.url("/hook");
+    let endpoint = move |c: &mut auditlog_server::Config| {
+        c.webhooks = vec![config("hook", url.clone(), Start::Beginning)];
+    };
+    let server = TestServer::start_with(endpoint.clone()).await;
+    let client = server.client().await;
+    let mut seqs = log_n(&client, 3, "before").await;
+    delivered(&hook, &seqs).await;
+
+    hook.answer(410);
+    seqs.extend(log_n(&client, 3, "gone").await);
+    let s = status_when(&client, "hook", "paused on 410", |s| s.paused).await;
+    assert!(s.last_error.contains("410"), "{s:?}");
+    assert!(
+        s.last_error.contains("paused until the server restarts"),
+        "{s:?}"
+    );
+    assert_eq!((s.delivered_seq, s.failures), (3, 1), "{s:?}");
+    // A retry would come within 0.5 to 0.63 s: none does.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(hook.attempts(), 4, "{:?}", hook.requests());
+    // Writes never wait for a webhook.
+    seqs.extend(log_n(&client, 2, "while-paused").await);
+    let s = status_of(&client, "hook").await;
+    assert_eq!((s.delivered_seq, s.behind, s.paused), (3, 5, true), "{s:?}");
+    let shown = cli_status(&server.url, "hook").await;
+    assert_eq!(shown["paused"], true, "{shown}");
+    let (code, stdout, stderr) = cli(&server.url, &["webhooks", "status"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("hook answered 410 Gone"), "{stdout}");
+
+    // The receiver is back; so is delivery, after a restart, from seq 4.
+    hook.answer(200);
+    let server = server.restart(endpoint).await;
+    let client = server.client().await;
+    let got = delivered(&hook, &seqs).await;
+    assert_eq!(assert_complete_in_order(&got, &seqs), 0, "accepted twice");
+    assert_chained(&got);
+    assert!(hook.rejected().is_empty(), "{:?}", hook.rejected());
+    let s = status_when(&client, "hook", "caught up", |s| s.behind == 0).await;
+    assert_eq!((s.delivered_seq, s.paused), (8, false), "{s:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_resumes_where_it_stopped_after_a_restart() {
     let hook = receiver().await;

@@ -44,6 +44,16 @@ impl Options {
         };
         let space = |c: char| c.is_ascii_whitespace();
         let trimmed = token.trim_matches(space);
+        if trimmed.is_empty() {
+            // `Bearer ` alone: a server with tokens refuses it as if none
+            // were sent, which hides the cause (an unset variable in
+            // `AUDITLOG_TOKEN=$VAR`, an empty token file).
+            return Err(Error::InvalidToken {
+                reason: "it is empty (or only whitespace): give the token, or none at all for a \
+                         server without tokens"
+                    .to_owned(),
+            });
+        }
         let lead = token.len() - token.trim_start_matches(space).len();
         if let Some((i, c)) = trimmed
             .char_indices()
@@ -110,6 +120,22 @@ mod tests {
             ..Options::default()
         }
         .bearer()
+    }
+
+    #[test]
+    fn an_empty_token_is_refused_rather_than_sent_as_a_bare_bearer() {
+        for token in ["", " ", "\n", " \t\r\n"] {
+            let e = bearer(token).unwrap_err().to_string();
+            assert!(
+                e.starts_with("invalid token: it is empty"),
+                "{token:?}: {e}"
+            );
+        }
+        assert!(
+            Options::default().bearer().unwrap().is_none(),
+            "no token sends none"
+        );
+        assert_eq!(bearer(" t\n").unwrap().unwrap(), "Bearer t");
     }
 
     #[test]

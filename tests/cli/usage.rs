@@ -368,3 +368,28 @@ async fn a_token_a_header_cannot_carry_is_blamed_not_the_url() {
         assert!(!line.contains("bad") && !line.contains("secret"), "{out:?}");
     }
 }
+
+/// An empty token (an unset variable in `AUDITLOG_TOKEN=$VAR`, an empty
+/// token file) is refused before connecting, naming the flag, rather than
+/// sent as a bare `Bearer ` that a server with tokens refuses as missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_token_is_refused_naming_the_flag() {
+    let args = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let flag = run_cli(
+        args(&["--server", DEAD_URL, "--token", "", "stats"]),
+        Vec::new(),
+    );
+    let env = run_cli(
+        args(&["--server", DEAD_URL, "health"]),
+        vec![("AUDITLOG_TOKEN".to_owned(), " \n".to_owned())],
+    );
+    let (flag, env) = tokio::join!(flag, env);
+    for out in [&flag, &env] {
+        let line = out.one_line_error();
+        assert!(
+            line.contains("--token") && line.contains("empty"),
+            "{out:?}"
+        );
+        assert!(!line.contains("127.0.0.1"), "{out:?}");
+    }
+}

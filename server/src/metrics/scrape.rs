@@ -111,8 +111,10 @@ fn register_running(r: &mut Registry, running: &Running) {
     let failures: Family<Named, Counter> = Family::default();
     let lag: Family<Named, Gauge> = Family::default();
     let skipped: Family<Named, Counter> = Family::default();
+    let paused: Family<Named, Gauge> = Family::default();
     for endpoint in running.webhooks.status() {
         let label = [("endpoint", endpoint.name)];
+        paused.get_or_create(&label).set(i64::from(endpoint.paused));
         delivered.get_or_create(&label).inc_by(endpoint.delivered);
         failures.get_or_create(&label).inc_by(endpoint.failures);
         skipped.get_or_create(&label).inc_by(endpoint.skipped);
@@ -138,6 +140,11 @@ fn register_running(r: &mut Registry, running: &Running) {
         "auditlog_webhook_skipped",
         "Events retention purged before they could be delivered, by webhook endpoint",
         skipped,
+    );
+    r.register(
+        "auditlog_webhook_paused",
+        "1 while delivery to the endpoint is paused because it answered 410 Gone (until restart)",
+        paused,
     );
 
     let (channels, rules, dropped, _missed) = running.alerts.status();

@@ -445,6 +445,7 @@ pub(super) fn webhook_status_pb(
                 last_error_at: (w.last_error_at > 0).then(|| timestamp_pb(w.last_error_at)),
                 secret_generated: w.secret_generated,
                 skipped: w.skipped,
+                paused: w.paused,
             })
             .collect(),
     }

@@ -25,7 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Endpoint, Message, save_position};
+use super::{Endpoint, Message, Undelivered, save_position};
 use crate::checkpoint::{Checkpoints, Signed};
 use crate::clock::{format_timestamp, now_micros};
 
@@ -35,6 +35,9 @@ enum Outcome {
     /// A newer checkpoint was pushed while this one was retried.
     Superseded,
     Shutdown,
+    /// The endpoint answered `410 Gone` (to this task or the events'):
+    /// paused until restart.
+    Gone,
 }
 
 /// Delivers each checkpoint announced by `checkpoints` to `endpoint`,
@@ -95,7 +98,7 @@ pub(super) async fn run(
                     }
                 }
                 Outcome::Superseded => {}
-                Outcome::Shutdown => return,
+                Outcome::Shutdown | Outcome::Gone => return,
             }
             continue;
         }
@@ -141,7 +144,8 @@ async fn deliver(
         .await
     {
         Ok(()) => Outcome::Delivered,
-        Err(stopped) => stopped,
+        Err(Undelivered::Stopped(stopped)) => stopped,
+        Err(Undelivered::Gone) => Outcome::Gone,
     }
 }
 

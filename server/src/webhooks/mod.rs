@@ -36,6 +36,15 @@
 //! checkpoint pushed out, from a second task with its own position
 //! (`checkpoints.rs`).
 //!
+//! An endpoint that answers `410 Gone` says, as the Standard Webhooks
+//! specification has it, that it wants no more: delivery to it (events and
+//! checkpoints) pauses until the server restarts, and its status says so.
+//! Nothing is skipped: its position stays where it was, and after a restart
+//! delivery resumes from there, so a receiver that comes back (or a URL
+//! answered 410 by mistake) still gets every event. Every other failure,
+//! 4xx included, is retried: a misconfigured receiver fixed later misses
+//! nothing.
+//!
 //! The URL may carry a credential (user info, a token in the query string):
 //! statuses, log lines and `Debug` show it through `crate::redaction`.
 
@@ -85,6 +94,9 @@ pub struct EndpointStatus {
     /// Events retention purged before they could be delivered (skipped,
     /// each run logged once and noted in `last_error`).
     pub skipped: u64,
+    /// The endpoint answered `410 Gone`: delivery to it is paused until
+    /// the server restarts (nothing is skipped).
+    pub paused: bool,
 }
 
 /// The running webhooks, for status.
@@ -182,6 +194,25 @@ enum Stopped {
     Cancelled,
     /// The log cannot be read, or the position neither: not until restart.
     Broken,
+    /// The endpoint answered `410 Gone`: not until restart.
+    Gone,
+}
+
+/// Why a message was not delivered.
+enum Undelivered<T> {
+    /// What the caller's `stop` gave.
+    Stopped(T),
+    /// The endpoint answered `410 Gone`, now or to the other task (events,
+    /// checkpoints) delivering to it.
+    Gone,
+}
+
+/// A failed POST.
+enum Refused {
+    /// Retried after a backoff.
+    Retry(String),
+    /// `410 Gone`: the endpoint wants no more.
+    Gone(String),
 }
 
 impl Endpoint {
@@ -229,7 +260,7 @@ impl Endpoint {
                 }
                 tracing::info!(webhook = %name, delivered_seq = seq, "webhook delivery stopped: this node no longer leads");
             }
-            if matches!(stopped, Stopped::Broken) {
+            if matches!(stopped, Stopped::Broken | Stopped::Gone) {
                 return;
             }
         }
@@ -303,8 +334,8 @@ impl Endpoint {
                         .workflow
                         .as_ref()
                         .is_some_and(|w| self.config.workflows.contains(w)));
-            if wanted && !self.deliver(client, &record, turn).await {
-                return Stopped::Cancelled;
+            if wanted && let Err(stopped) = self.deliver(client, &record, turn).await {
+                return stopped;
             }
             // A skipped event is saved only when no more are queued, so a
             // run of skipped events costs one write, not one each.
@@ -360,25 +391,29 @@ impl Endpoint {
         }
     }
 
-    /// Delivers one event, retrying until it is accepted. False when
-    /// shutdown interrupted it.
+    /// Delivers one event, retrying until it is accepted; `Err` when
+    /// shutdown interrupted it or the endpoint is gone.
     async fn deliver(
         &self,
         client: &reqwest::Client,
         record: &Record,
         cancel: &CancellationToken,
-    ) -> bool {
+    ) -> Result<(), Stopped> {
         let body = payload(record).to_string();
         let event = Message::Event { seq: record.seq };
         self.deliver_with_retry(client, event, &record.id, &body, cancel.cancelled())
             .await
-            .is_ok()
+            .map_err(|undelivered| match undelivered {
+                Undelivered::Stopped(()) => Stopped::Cancelled,
+                Undelivered::Gone => Stopped::Gone,
+            })
     }
 
     /// POSTs `body` as message `id`, retrying with exponential backoff
     /// until it is accepted, and keeps the endpoint's status. `Err` with
-    /// what `stop` gave when it completed first: it is polled only between
-    /// attempts, so a POST under way is never cut short.
+    /// what `stop` gave when it completed first (it is polled only between
+    /// attempts, so a POST under way is never cut short), or when the
+    /// endpoint answered `410 Gone`.
     async fn deliver_with_retry<T>(
         &self,
         client: &reqwest::Client,
@@ -386,11 +421,14 @@ impl Endpoint {
         id: &str,
         body: &str,
         stop: impl Future<Output = T>,
-    ) -> Result<(), T> {
+    ) -> Result<(), Undelivered<T>> {
         let mut stop = std::pin::pin!(stop);
         let mut backoff = Duration::from_millis(500);
         let max = Duration::from_secs(self.config.max_backoff_secs.max(1));
         loop {
+            if self.status.lock().is_ok_and(|s| s.paused) {
+                return Err(Undelivered::Gone);
+            }
             match self.post(client, id, body).await {
                 Ok(()) => {
                     self.update(|s| {
@@ -401,7 +439,27 @@ impl Endpoint {
                     });
                     return Ok(());
                 }
-                Err(error) => {
+                Err(Refused::Gone(error)) => {
+                    tracing::error!(
+                        webhook = %self.config.name,
+                        %error,
+                        "the webhook endpoint answered 410 Gone: delivery to it is paused until \
+                         the server restarts, and resumes from its position then (nothing is \
+                         skipped); remove the endpoint from [[webhooks]] if it is gone for good"
+                    );
+                    self.update(|s| {
+                        s.failures += 1;
+                        s.consecutive_failures += 1;
+                        s.paused = true;
+                        s.last_error = format!(
+                            "{error}: delivery is paused until the server restarts (nothing is \
+                             skipped)"
+                        );
+                        s.last_error_at = now_micros();
+                    });
+                    return Err(Undelivered::Gone);
+                }
+                Err(Refused::Retry(error)) => {
                     let name = &self.config.name;
                     match message {
                         Message::Event { seq } => {
@@ -422,7 +480,7 @@ impl Endpoint {
             // Up to a quarter more, so many endpoints do not retry in step.
             let jitter = backoff.mul_f64(rand::random::<f64>() * 0.25);
             tokio::select! {
-                stopped = &mut stop => return Err(stopped),
+                stopped = &mut stop => return Err(Undelivered::Stopped(stopped)),
                 () = tokio::time::sleep(backoff + jitter) => {}
             }
             backoff = (backoff * 2).min(max);
@@ -430,7 +488,7 @@ impl Endpoint {
     }
 
     /// One signed POST of `body` as message `id`.
-    async fn post(&self, client: &reqwest::Client, id: &str, body: &str) -> Result<(), String> {
+    async fn post(&self, client: &reqwest::Client, id: &str, body: &str) -> Result<(), Refused> {
         let timestamp = (now_micros() / 1_000_000).to_string();
         let signature = sign(&self.key, id, &timestamp, body);
         let mut request = client
@@ -444,17 +502,26 @@ impl Endpoint {
             request = request.bearer_auth(token.expose());
         }
         // reqwest's error names the URL, which may hold a credential.
-        let response = request
-            .send()
-            .await
-            .map_err(|e| redaction::send_error(e, &self.config.url, PathIs::Shown))?;
+        let response = request.send().await.map_err(|e| {
+            Refused::Retry(redaction::send_error(e, &self.config.url, PathIs::Shown))
+        })?;
         let status = response.status();
         if status.is_success() {
             Ok(())
         } else if status.is_redirection() {
-            Err(redirect_error(&self.config.url, status, &response))
+            Err(Refused::Retry(redirect_error(
+                &self.config.url,
+                status,
+                &response,
+            )))
+        } else if status == reqwest::StatusCode::GONE {
+            Err(Refused::Gone(format!(
+                "the endpoint answered HTTP {status}"
+            )))
         } else {
-            Err(format!("the endpoint answered HTTP {status}"))
+            Err(Refused::Retry(format!(
+                "the endpoint answered HTTP {status}"
+            )))
         }
     }
 

@@ -137,6 +137,7 @@ pub(crate) async fn webhooks_status(client: &Client, json: bool) -> Result<(), C
                     "last_error": w.last_error,
                     "last_error_at": w.last_error_at.as_ref().map(|t| timestamp_text(Some(t))),
                     "secret_generated": w.secret_generated, "skipped": w.skipped,
+                    "paused": w.paused,
                 })
             })
             .collect();
@@ -175,6 +176,13 @@ pub(crate) async fn webhooks_status(client: &Client, json: bool) -> Result<(), C
         ]);
     }
     table.print(&mut std::io::stdout().lock())?;
+    for w in endpoints.iter().filter(|w| w.paused) {
+        say!(
+            "{} answered 410 Gone: delivery to it is paused until the server restarts \
+             (nothing is skipped)",
+            w.name
+        );
+    }
     for w in endpoints.iter().filter(|w| w.secret_generated) {
         say!(
             "{} signs with a generated secret: `auditlog webhooks secret {}` shows it",
