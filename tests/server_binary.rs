@@ -429,3 +429,24 @@ fn smtp_to_is_one_address_or_a_list_and_a_password_needs_a_username() {
     );
     assert_eq!(code, 0, "{err}");
 }
+
+/// A start that fails on a metrics port already taken says which, and
+/// leaves nothing behind: no data directory, so no generated HMAC key that
+/// the next start (given the intended key) would find and refuse.
+#[test]
+fn a_metrics_port_in_use_fails_the_start_before_the_data_directory_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, err) = run_server(
+        &["--listen", "127.0.0.1:0", "--metrics-listen", &addr],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("metrics_listen") && err.contains(&addr),
+        "{err}"
+    );
+    assert!(!dir.path().join("data").exists(), "{err}");
+}

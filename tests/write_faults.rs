@@ -106,6 +106,64 @@ async fn a_deleted_active_file_stops_acknowledgements_and_health_of_writes() {
     assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
 }
 
+/// The head file (the last acknowledged seq, kept outside the log) is what
+/// lets a start tell a cut of the log's tail; while it cannot be written
+/// (here a directory sits where its temporary file goes, which no
+/// permission check, root's included, lets a file replace), nothing more
+/// is acknowledged and health of writes is off. Once it can, writes resume
+/// by themselves, with no seq skipped, and the head catches up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_file_that_cannot_be_written_stops_writes_until_it_can() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for i in 0..3 {
+        client.log(event(i)).await.unwrap();
+    }
+    let head = server.data_dir.join("head");
+    let head_says = |seq: u64| {
+        let head = head.clone();
+        move || {
+            let head = head.clone();
+            async move {
+                let text = std::fs::read_to_string(&head).map_err(|e| e.to_string())?;
+                if text.contains(&format!("\"seq\":{seq},")) {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            }
+        }
+    };
+    common::wait_until("the head at seq 3", head_says(3)).await;
+    let blocker = server.data_dir.join("head.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+    // Acknowledged before the head thread's next try finds it stuck.
+    client.log(event(3)).await.unwrap();
+
+    let channel = server.channel().await;
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
+    let e = client.log(event(4)).await.unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+    assert!(
+        e.to_string().contains("head file cannot be written") && e.to_string().contains("resume"),
+        "{e}"
+    );
+    assert_eq!(
+        health_of(&channel, "").await.unwrap(),
+        ServingStatus::Serving,
+        "reads go on"
+    );
+    assert_eq!(client.stats(None).await.unwrap().head_seq, 4);
+
+    std::fs::remove_dir(&blocker).unwrap();
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::Serving).await;
+    let receipt = client.log(event(5)).await.unwrap();
+    assert_eq!(receipt.seq, 5, "no seq skipped or given twice");
+    common::wait_until("the head at seq 5", head_says(5)).await;
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}
+
 /// Deleted under an idle server: health of writes says so before anyone
 /// writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,6 +115,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let key = config.hmac_key_bytes()?;
+    // Before anything is written: a start that fails on a port taken must
+    // leave no data directory, and no generated key, behind.
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::MetricsListen { addr, source })?,
+        ),
+        None => None,
+    };
     // Before anything in the data directory is read or written; held until
     // this function returns (or the process ends).
     let _lock = lock::DirLock::acquire(&config.data_dir)?;
@@ -153,10 +163,7 @@ pub async fn run(
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     let metrics = Arc::new(metrics::Metrics::new());
-    if let Some(addr) = config.metrics_listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::MetricsListen { addr, source })?;
+    if let Some(listener) = metrics_listener {
         tracing::info!(addr = ?listener.local_addr().ok(), "serving metrics at /metrics");
         tokio::spawn(metrics::serve(
             listener,

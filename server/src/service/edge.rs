@@ -47,6 +47,7 @@ pub(crate) fn status_of(e: StoreError) -> Status {
         StoreError::Write(_)
         | StoreError::Poisoned(_)
         | StoreError::SealBroken(_)
+        | StoreError::HeadUnwritable(_)
         | StoreError::Closed
         | StoreError::Behind { .. } => Code::Unavailable,
         StoreError::WrongRole(_) | StoreError::Refused { .. } => Code::FailedPrecondition,

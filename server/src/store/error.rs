@@ -32,6 +32,13 @@ pub enum StoreError {
          disk"
     )]
     SealBroken(String),
+    #[error(
+        "writes are refused while the head file cannot be written ({0}): it records the last \
+         acknowledged seq outside the log, so that a start can tell a cut of the log's tail, \
+         and nothing more is acknowledged without it; make the data directory writable again \
+         (space, permissions, the disk) and writes resume within a second"
+    )]
+    HeadUnwritable(String),
     #[error("the store is shutting down")]
     Closed,
     #[error("{0}")]
@@ -95,6 +102,7 @@ impl StoreError {
             StoreError::Poisoned(r) => StoreError::Poisoned(r.clone()),
             StoreError::ActiveFileGone(r) => StoreError::ActiveFileGone(r.clone()),
             StoreError::SealBroken(r) => StoreError::SealBroken(r.clone()),
+            StoreError::HeadUnwritable(r) => StoreError::HeadUnwritable(r.clone()),
             StoreError::Rotate(r) => StoreError::Rotate(r.clone()),
             StoreError::SegmentDamaged {
                 file,

@@ -31,8 +31,14 @@
 //! head file itself is deleted or replaced by an older signed copy, the
 //! events after the head that copy holds. Only a receipt kept by the caller
 //! (a checkpoint) proves more.
+//!
+//! To keep that bound, appends are refused while the head cannot be
+//! written (`Shared::head_stall`, which `Store::append` and the health of
+//! writes read): the thread tries again every [`EVERY`] and lifts the
+//! refusal once a write succeeds.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
@@ -226,8 +232,10 @@ pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        // While failing, the same head is tried again each tick: appends
+        // are refused meanwhile, so no newer one comes.
         let stored = match newest {
-            Some(newest) if newest.seq > written => {
+            Some(newest) if newest.seq > written || failing => {
                 let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
                 head.seq = newest.seq;
                 head.signature = newest.signature;
@@ -240,15 +248,21 @@ pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
         match stored {
             Ok(()) if failing => {
                 failing = false;
-                tracing::info!("{HEAD_FILE} is written again");
+                shared.head_stalled.store(false, Ordering::Release);
+                tracing::info!("{HEAD_FILE} is written again: appends are taken again");
             }
             Ok(()) => {}
             // One line per run of failures; the next tick retries.
-            Err(e) if !failing => {
-                failing = true;
-                tracing::warn!(error = %e, "cannot write {HEAD_FILE}; retrying with the next events");
+            Err(e) => {
+                if let Ok(mut reason) = shared.head_unwritten.lock() {
+                    reason.clone_from(&e);
+                }
+                shared.head_stalled.store(true, Ordering::Release);
+                if !failing {
+                    failing = true;
+                    tracing::error!(error = %e, "cannot write {HEAD_FILE}: appends are refused until it can be written again (retried every second)");
+                }
             }
-            Err(_) => {}
         }
         if stopping {
             return;

@@ -231,6 +231,8 @@ impl Store {
             committed: watch::Sender::new(indexed_seq),
             head: Mutex::new(head::Head::default()),
             durable_head: Mutex::new(None),
+            head_stalled: AtomicBool::new(false),
+            head_unwritten: Mutex::new(String::new()),
             tree: tree::Tree::new(),
             metrics,
         });
@@ -343,6 +345,9 @@ impl Store {
         }
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(self.shared.poison_error());
+        }
+        if let Some(stalled) = self.shared.head_stall() {
+            return Err(stalled);
         }
         let (reply, answer) = oneshot::channel();
         let sender = self.sender()?;
@@ -492,6 +497,9 @@ impl Store {
     pub fn write_refusal(&self) -> Option<String> {
         if self.is_poisoned() {
             return Some(self.shared.poison_error().to_string());
+        }
+        if let Some(stalled) = self.shared.head_stall() {
+            return Some(stalled.to_string());
         }
         let full = self.shared.refusals.disk_full()?;
         match rustix::fs::statvfs(&self.shared.dir) {

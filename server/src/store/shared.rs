@@ -134,6 +134,10 @@ pub(super) struct Shared {
     /// server still has its acknowledged head recorded, and the next start
     /// reports the damage as a cut instead of handing its seqs out again.
     pub(super) durable_head: Mutex<Option<DurableHead>>,
+    /// Set while the head thread cannot write the head file: appends are
+    /// refused until it can again (`head`). `head_unwritten` says why.
+    pub(super) head_stalled: AtomicBool,
+    pub(super) head_unwritten: Mutex<String>,
     /// The Merkle tree over the log, which the syncer wakes.
     pub(super) tree: super::tree::Tree,
     /// The server's metrics; the syncer counts commits and times fsyncs.
@@ -175,6 +179,20 @@ impl Shared {
         }
         self.poisoned.store(true, Ordering::Release);
         tracing::error!(error = %self.poison_error(), "the store stopped accepting writes");
+    }
+
+    /// Why appends are refused while the head file cannot be written, if
+    /// it cannot.
+    pub(super) fn head_stall(&self) -> Option<StoreError> {
+        if !self.head_stalled.load(Ordering::Acquire) {
+            return None;
+        }
+        let reason = self
+            .head_unwritten
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default();
+        Some(StoreError::HeadUnwritable(reason))
     }
 
     pub(super) fn poison_error(&self) -> StoreError {
