@@ -380,6 +380,14 @@ async fn lead_history_is_the_whole_timeline_oldest_first_across_pages() {
     let other = client.lead_history("LEAD-OTHER").await.unwrap();
     assert_eq!(other.len(), 500);
     assert!(client.lead_history("LEAD-NONE").await.unwrap().is_empty());
+    // An empty id would be no filter at all: every event, not a history.
+    for empty in ["", "  "] {
+        let e = client.lead_history(empty).await.unwrap_err();
+        assert!(
+            matches!(e, auditlog_client::Error::EmptyLeadId),
+            "{empty:?}: {e}"
+        );
+    }
 }
 
 /// The most bytes a gRPC client receives in one message by default (tonic,

@@ -166,8 +166,13 @@ impl Client {
         }
     }
 
-    /// A lead's full timeline, oldest first.
+    /// A lead's full timeline, oldest first. An empty `lead_id` is
+    /// [`Error::EmptyLeadId`]: as a filter it would match every event, and
+    /// this would page through the whole log.
     pub async fn lead_history(&self, lead_id: &str) -> Result<Vec<pb::Event>, Error> {
+        if lead_id.trim().is_empty() {
+            return Err(Error::EmptyLeadId);
+        }
         self.query_all(Query::new().lead(lead_id).oldest_first().limit(1000))
             .await
     }

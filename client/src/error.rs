@@ -20,6 +20,13 @@ pub enum Error {
     /// `details` was not a JSON object.
     #[error("details must be a JSON object, not {0}")]
     DetailsNotObject(&'static str),
+    /// A lead's history was asked for with an empty lead id, which as a
+    /// filter would match every event.
+    #[error(
+        "the lead id is empty: give the lead whose history you want (an empty one would match \
+         every event in the log)"
+    )]
+    EmptyLeadId,
     /// A checkpoint or a proof did not verify; says which and why.
     #[error("{0}")]
     Proof(String),

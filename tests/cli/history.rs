@@ -83,3 +83,30 @@ async fn history_shows_one_lead_oldest_first() {
         .json();
     assert_eq!(empty, json!({ "events": [], "next_page_token": "" }));
 }
+
+/// An empty lead id is refused: as a filter it matches every event, and
+/// `history ""` printed the whole log as one lead's history (found by
+/// probing the CLI, 2026-12-05). `export --lead ""` goes the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_lead_id_is_refused_not_read_as_every_event() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for lead in ["LEAD-1", "LEAD-2"] {
+        client
+            .log(NewEvent::new("lead_ingested").lead(lead))
+            .await
+            .unwrap();
+    }
+    for args in [
+        &["history", ""][..],
+        &["--json", "history", " "][..],
+        &["export", "--lead", "", "--format", "json"][..],
+        &["query", "--workflow", "  "][..],
+        &["bundle", "export", "--lead", ""][..],
+    ] {
+        let out = auditlog(&server, args).await;
+        let line = out.one_line_error();
+        assert!(line.contains("empty"), "{args:?}: {out:?}");
+        assert!(!out.stdout.contains("LEAD-1"), "{args:?}: {out:?}");
+    }
+}

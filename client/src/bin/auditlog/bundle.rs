@@ -46,7 +46,11 @@ pub(crate) enum BundleCommand {
 #[command(group(clap::ArgGroup::new("selection").required(true).multiple(true).args(["lead", "subject", "since", "until", "last"])))]
 pub(crate) struct ExportArgs {
     /// A lead's whole history.
-    #[arg(long, conflicts_with_all = ["subject", "since", "until", "last"])]
+    #[arg(
+        long,
+        conflicts_with_all = ["subject", "since", "until", "last"],
+        value_parser = crate::cli::filter_value
+    )]
     lead: Option<String>,
     /// Every event about a data subject (auditor).
     #[arg(long, conflicts_with_all = ["since", "until", "last"])]

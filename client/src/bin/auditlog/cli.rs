@@ -116,6 +116,7 @@ pub(crate) enum Command {
     #[command(after_help = "Example:\n  auditlog history LEAD-001")]
     History {
         /// The lead id.
+        #[arg(value_parser = lead_id)]
         lead: String,
         /// Show each event's details.
         #[arg(long, short)]
@@ -347,20 +348,43 @@ pub(crate) struct TrackArgs {
     pub(crate) details: Option<String>,
 }
 
+/// A filter's value, refused when empty: the server reads an empty filter
+/// as none, so `--lead "$LEAD"` with `LEAD` unset would select every event.
+pub(crate) fn filter_value(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err(
+            "it is empty, and an empty filter would match every event; leave the flag out \
+             to select all"
+                .to_owned(),
+        )
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
+/// `history`'s lead id, refused when empty (it would match every event).
+fn lead_id(value: &str) -> Result<String, String> {
+    if value.trim().is_empty() {
+        Err("it is empty: give the lead whose history you want".to_owned())
+    } else {
+        Ok(value.to_owned())
+    }
+}
+
 /// The filters shared by query, export and tail.
 #[derive(Debug, Args, Clone, Default)]
 pub(crate) struct FilterArgs {
     /// Only this event type (repeatable: any of them).
-    #[arg(long = "type", value_name = "TYPE")]
+    #[arg(long = "type", value_name = "TYPE", value_parser = filter_value)]
     types: Vec<String>,
     /// Only this lead.
-    #[arg(long)]
+    #[arg(long, value_parser = filter_value)]
     lead: Option<String>,
     /// Only this workflow.
-    #[arg(long)]
+    #[arg(long, value_parser = filter_value)]
     workflow: Option<String>,
     /// Only this actor.
-    #[arg(long)]
+    #[arg(long, value_parser = filter_value)]
     actor: Option<String>,
     #[command(flatten)]
     range: RangeArgs,
