@@ -205,7 +205,7 @@ pub(crate) enum Command {
     )]
     Performance {
         /// Only this operation.
-        #[arg(long)]
+        #[arg(long, value_parser = filter_value)]
         operation: Option<String>,
         /// From the log's performance events at or after this time, instead
         /// of the recent windows (RFC 3339, or YYYY-MM-DD[THH:MM:SS] read as
