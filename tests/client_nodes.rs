@@ -106,3 +106,60 @@ async fn a_keyed_write_that_met_unavailable_is_retried_and_stored_once() {
     assert_eq!(keyed[0].seq, receipt.seq);
     assert_eq!(keyed[0].signature, receipt.signature);
 }
+
+/// A node that takes the connection and never speaks HTTP/2 (a hung
+/// process, a TLS port reached over `http://`) fails each call UNAVAILABLE
+/// once no answer has begun within the client's bound, instead of holding
+/// it for ever; a read then goes on to the next node.
+#[tokio::test]
+async fn a_node_that_never_answers_fails_the_call_in_time_and_reads_move_on() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut socket, _) = silent.accept().await.unwrap();
+            // Read whatever comes, answer nothing.
+            held.push(tokio::spawn(async move {
+                let mut sink = tokio::io::sink();
+                let _ = tokio::io::copy(&mut socket, &mut sink).await;
+            }));
+        }
+    });
+    let client = Client::builder()
+        .node(silent_url.as_str())
+        .answer_within(Duration::from_secs(1))
+        .retry(Retry {
+            attempts: 1,
+            ..Retry::default()
+        })
+        .connect()
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(30), client.stats(None))
+        .await
+        .expect("the call waited past its bound")
+        .unwrap_err();
+    assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+    assert!(e.to_string().contains("no answer within 1 s"), "{e}");
+
+    let server = TestServer::start().await;
+    server
+        .client()
+        .await
+        .log(NewEvent::new("email_sent"))
+        .await
+        .unwrap();
+    let client = Client::builder()
+        .nodes([silent_url.as_str(), server.url.as_str()])
+        .answer_within(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(30), client.stats(None))
+        .await
+        .expect("the read waited past its bound")
+        .unwrap();
+    assert_eq!(stats.total_events, 1);
+    assert_eq!(client.current_node(), server.url);
+}

@@ -11,6 +11,7 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use tonic::transport::Channel;
 
+mod deadline;
 mod nodes;
 mod proofs;
 mod receipts;
@@ -28,7 +29,7 @@ use pb::audit_service_client::AuditServiceClient;
 pub type EventStream = BoxStream<'static, Result<pb::Event, Error>>;
 
 /// The generated clients, with credentials.
-type Channeled = tonic::service::interceptor::InterceptedService<Channel, Credentials>;
+type Channeled = tonic::service::interceptor::InterceptedService<deadline::Answered, Credentials>;
 
 /// A connection to an auditlog server, or to several nodes of a cluster
 /// ([`Client::builder`]). Cheap to clone; clones share the connections.
@@ -60,7 +61,12 @@ impl Client {
     pub fn from_channel(channel: Channel) -> Client {
         Client {
             nodes: Arc::new(Nodes {
-                list: vec![Node::new(String::new(), channel, Credentials::default())],
+                list: vec![Node::new(
+                    String::new(),
+                    channel,
+                    Credentials::default(),
+                    deadline::DEFAULT,
+                )],
                 current: AtomicUsize::new(0),
             }),
             retry: Retry::default(),

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Channeled, Client};
+use super::{Channeled, Client, deadline};
 use crate::error::source_chain;
 use crate::{Credentials, Error, Options};
 use auditlog_proto::v1::admin_service_client::AdminServiceClient;
@@ -56,11 +56,23 @@ impl Default for Retry {
 
 /// Builds a [`Client`] over one or several node addresses
 /// ([`Client::builder`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Builder {
     urls: Vec<String>,
     options: Options,
     retry: Retry,
+    answer_within: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Builder {
+        Builder {
+            urls: Vec::new(),
+            options: Options::default(),
+            retry: Retry::default(),
+            answer_within: deadline::DEFAULT,
+        }
+    }
 }
 
 impl Builder {
@@ -86,6 +98,15 @@ impl Builder {
     /// How calls safe to repeat are repeated ([`Retry`]).
     pub fn retry(mut self, retry: Retry) -> Builder {
         self.retry = retry;
+        self
+    }
+
+    /// How long a call waits for the server's answer to begin before it
+    /// fails UNAVAILABLE (default 60 s): all of a unary call, the start of
+    /// a stream. VerifyIntegrity, which reads the whole log first, is not
+    /// bounded.
+    pub fn answer_within(mut self, limit: Duration) -> Builder {
+        self.answer_within = limit;
         self
     }
 
@@ -133,7 +154,12 @@ impl Builder {
                     Some(c) => c,
                     None => endpoint.connect_lazy(),
                 };
-                Node::new(url.clone(), channel, credentials.clone())
+                Node::new(
+                    url.clone(),
+                    channel,
+                    credentials.clone(),
+                    self.answer_within,
+                )
             })
             .collect();
         Ok(Client {
@@ -173,7 +199,13 @@ pub(super) struct Node {
 }
 
 impl Node {
-    pub(super) fn new(url: String, channel: Channel, credentials: Credentials) -> Node {
+    pub(super) fn new(
+        url: String,
+        channel: Channel,
+        credentials: Credentials,
+        answer_within: Duration,
+    ) -> Node {
+        let channel = deadline::Answered::new(channel, answer_within);
         Node {
             url,
             audit: AuditServiceClient::with_interceptor(channel.clone(), credentials.clone()),

@@ -1,0 +1,81 @@
+//! [`Answered`]: a bound on how long a call waits for the server's answer
+//! to begin, so that no call waits for ever.
+//!
+//! Why: a plain `http://` URL pointed at a TLS port gets its connection
+//! closed before the server's HTTP/2 SETTINGS, and now and then the
+//! pending call under tonic's channel was left with no connection, no
+//! timer and nothing to wake it: `auditlog stats` sat there for minutes
+//! (CI, 2026-12-05; the same class as bun issue 35023 for node:http2). The
+//! bound is on the response future, which completes with the answer's
+//! headers: the whole of a unary call, the start of a stream (a
+//! subscription then runs as long as it likes). VerifyIntegrity is left
+//! unbounded: it reads the whole log before it answers; so is a call that
+//! carries a deadline of its own (`grpc-timeout`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::transport::Channel;
+
+/// How long a call waits for its answer to begin, unless it is exempt.
+pub(super) const DEFAULT: Duration = Duration::from_secs(60);
+
+/// Methods that may take longer than any fixed bound before they answer.
+const UNBOUNDED: &[&str] = &["/auditlog.v1.AuditService/VerifyIntegrity"];
+
+/// A [`Channel`] whose calls fail UNAVAILABLE when no answer has begun
+/// within `limit`.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    inner: Channel,
+    limit: Duration,
+}
+
+impl Answered {
+    pub(super) fn new(inner: Channel, limit: Duration) -> Answered {
+        Answered { inner, limit }
+    }
+}
+
+type Boxed<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Service<http::Request<Body>> for Answered {
+    type Response = http::Response<Body>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Boxed<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // A call with a deadline of its own (`grpc-timeout`, which also
+        // tells the server how long it may wait for proofs) keeps it.
+        let bounded = !UNBOUNDED.contains(&request.uri().path())
+            && !request.headers().contains_key("grpc-timeout");
+        let limit = self.limit;
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answered: Result<Self::Response, Self::Error> = if bounded {
+                match tokio::time::timeout(limit, answer).await {
+                    Ok(answer) => answer.map_err(Into::into),
+                    // A status, so tonic hands it on as it is (UNAVAILABLE:
+                    // another node may answer).
+                    Err(_) => Err(Box::new(tonic::Status::unavailable(format!(
+                        "no answer within {} s: the connection may have closed before the \
+                         server spoke HTTP/2 (an http:// URL for a TLS port?), or the server \
+                         is stuck",
+                        limit.as_secs()
+                    )))),
+                }
+            } else {
+                answer.await.map_err(Into::into)
+            };
+            answered
+        })
+    }
+}
