@@ -429,8 +429,15 @@ pub(super) fn control_in(value: &str) -> Option<String> {
 }
 
 /// The first control character in `value` and its place, in characters.
+/// The first control character in `value` and its place, counted from 1
+/// as a reader counts (the CLI's token check and webhook secrets count
+/// the same way).
 fn first_control(value: &str) -> Option<(usize, char)> {
-    value.chars().enumerate().find(|(_, c)| c.is_control())
+    value
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control())
+        .map(|(i, c)| (i + 1, c))
 }
 
 fn is_snake_case(s: &str) -> bool {
@@ -489,9 +496,9 @@ mod tests {
         for says in [
             "filter.event_types[1] \"Bad Type\\n\" is not lower_snake_case",
             "filter.event_types[2] is 65 characters; an event type is at most 64",
-            "filter.lead_id holds the control character U+001B at character 0",
+            "filter.lead_id holds the control character U+001B at character 1",
             "filter.workflow is 10000 characters; an event's workflow is at most 256",
-            "filter.actor holds the control character U+000A at character 1",
+            "filter.actor holds the control character U+000A at character 2",
         ] {
             assert!(message.contains(says), "{says}\n{message}");
         }
@@ -523,12 +530,12 @@ mod tests {
             assert_eq!(control_in(ok), None, "{ok:?}");
         }
         for (bad, code, at) in [
-            ("a\nb", "U+000A", 1),
-            ("\r", "U+000D", 0),
-            ("x\0", "U+0000", 1),
-            ("ab\u{1b}[2J", "U+001B", 2),
-            ("\u{7f}", "U+007F", 0),
-            ("é\u{9b}", "U+009B", 1),
+            ("a\nb", "U+000A", 2),
+            ("\r", "U+000D", 1),
+            ("x\0", "U+0000", 2),
+            ("ab\u{1b}[2J", "U+001B", 3),
+            ("\u{7f}", "U+007F", 1),
+            ("é\u{9b}", "U+009B", 2),
         ] {
             let reason = control_in(bad).unwrap();
             assert!(reason.contains(code), "{bad:?}: {reason}");
