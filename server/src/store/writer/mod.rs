@@ -283,6 +283,9 @@ impl Writer {
 
     /// One turn: `first` and every request waiting behind it.
     fn turn(&mut self, first: Command, rx: &mut mpsc::Receiver<Command>) {
+        // A caller's own commit may have filled the segment
+        // (`commit_alone`): it is sealed before anything more goes in.
+        self.seal_if_full();
         let mut group = Vec::new();
         let mut applies = Vec::new();
         let mut rotations = Vec::new();
@@ -334,7 +337,14 @@ impl Writer {
     /// group had one caller (under 2 % of calls) cost a fifth of the commits
     /// a second. The average of callers per group tells the two apart.
     pub(super) fn commit_alone(&mut self, append: Append) -> Result<bool, Append> {
-        if self.replica || self.syncer.busy() || !self.callers.one_at_a_time() {
+        // A full segment is left for the writer thread to seal first (the
+        // caller who filled it sent it a `Turn`): a segment never grows a
+        // group past its size limit.
+        if self.replica
+            || self.syncer.busy()
+            || !self.callers.one_at_a_time()
+            || self.len >= self.max_segment_bytes
+        {
             return Err(append);
         }
         // Nothing in the syncer's hands and nothing behind it: the syncer's
