@@ -351,21 +351,21 @@ pub(crate) struct TrackArgs {
 /// A filter's value, refused when empty: the server reads an empty filter
 /// as none, so `--lead "$LEAD"` with `LEAD` unset would select every event.
 pub(crate) fn filter_value(value: &str) -> Result<String, String> {
-    if value.trim().is_empty() {
-        Err(
-            "it is empty, and an empty filter would match every event; leave the flag out \
-             to select all"
-                .to_owned(),
-        )
-    } else {
-        Ok(value.to_owned())
-    }
+    non_empty(
+        value,
+        "it is empty, and an empty filter would match every event; leave the flag out to \
+         select all",
+    )
 }
 
 /// `history`'s lead id, refused when empty (it would match every event).
 fn lead_id(value: &str) -> Result<String, String> {
+    non_empty(value, "it is empty: give the lead whose history you want")
+}
+
+fn non_empty(value: &str, why: &str) -> Result<String, String> {
     if value.trim().is_empty() {
-        Err("it is empty: give the lead whose history you want".to_owned())
+        Err(why.to_owned())
     } else {
         Ok(value.to_owned())
     }
