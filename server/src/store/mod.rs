@@ -177,7 +177,7 @@ pub struct Store {
 
 /// How many committed groups a slow subscriber may fall behind before it
 /// reads from the file instead.
-const HUB_CAPACITY: usize = 1024;
+pub(crate) const HUB_CAPACITY: usize = 1024;
 /// How many append requests may wait for the writer.
 const QUEUE_DEPTH: usize = 4096;
 /// Free bytes on the data directory's disk after which a store that found

@@ -171,8 +171,11 @@ impl Telemetry {
 /// trace id (see the module doc). Looks at nothing else, and costs one
 /// substring search per event; only details that hold the key are parsed.
 pub(crate) fn stamp_trace_ids(events: &mut [NewEvent]) {
+    // Built once: building a searcher costs more than one short search.
+    static KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(TRACE_KEY));
     let asked = |e: &NewEvent| {
-        memchr::memmem::find(e.details.as_str().as_bytes(), TRACE_KEY.as_bytes()).is_some()
+        KEY.find(e.details.as_str().as_bytes()).is_some()
             && e.details.get(TRACE_KEY) == Some(serde_json::Value::Bool(true))
     };
     if !events.iter().any(asked) {
