@@ -32,6 +32,8 @@ pub(crate) struct Writers {
     tasks: Vec<tokio::task::JoinHandle<Written>>,
     /// Events acknowledged so far, by all writers.
     count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Set once the server is stopped: no writer starts another call.
+    stopped: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// One writer's part: what it got acknowledged, and the keys of the call it
@@ -50,13 +52,32 @@ impl Writers {
     ) -> Writers {
         use std::sync::atomic::Ordering;
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stopped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for (name, size) in writers {
-            let client = Client::connect(url).await.unwrap();
+            // A call is never repeated by the client: after the server is
+            // killed its port is free, and a repeat could reach whatever
+            // takes it next. The test retries what was in flight. And a
+            // call that hangs (nothing has answered it in 10 s) counts as
+            // in flight at the stop, well inside `finish`'s 20 s.
+            let client = Client::builder()
+                .node(url)
+                .retry(auditlog_client::Retry {
+                    attempts: 1,
+                    ..Default::default()
+                })
+                .answer_within(Duration::from_secs(10))
+                .connect()
+                .await
+                .unwrap();
             let count = std::sync::Arc::clone(&count);
+            let stopped = std::sync::Arc::clone(&stopped);
             tasks.push(tokio::spawn(async move {
                 let mut written = Written::default();
                 for call in 0.. {
+                    if stopped.load(Ordering::Relaxed) {
+                        break;
+                    }
                     let keys: Vec<String> =
                         (0..size).map(|k| format!("{name}-{call}-{k}")).collect();
                     match send(&client, &keys).await {
@@ -73,7 +94,11 @@ impl Writers {
                 written
             }));
         }
-        Writers { tasks, count }
+        Writers {
+            tasks,
+            count,
+            stopped,
+        }
     }
 
     /// Waits until `n` events are acknowledged in all, failing the test
@@ -90,6 +115,8 @@ impl Writers {
     /// each call that was in flight (to retry with [`send`]). Fails the test
     /// when a writer is still going 20 s later.
     pub(crate) async fn finish(self) -> (Vec<auditlog_client::pb::Receipt>, Vec<Vec<String>>) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut acked = Vec::new();
         let mut pending = Vec::new();
         for task in self.tasks {
@@ -98,7 +125,10 @@ impl Writers {
                 .expect("a writer kept going after the server stopped")
                 .unwrap();
             acked.extend(written.acked);
-            pending.push(written.pending);
+            // A writer that saw `stopped` between calls had none in flight.
+            if !written.pending.is_empty() {
+                pending.push(written.pending);
+            }
         }
         (acked, pending)
     }
