@@ -271,31 +271,42 @@ impl Identity {
         .union(rustix::fs::StatxFlags::SIZE);
 
     fn of_file(file: &File) -> std::io::Result<Identity> {
-        match rustix::fs::statx(file, "", rustix::fs::AtFlags::EMPTY_PATH, Self::WANTED) {
-            Ok(x) => Ok(Identity::from_statx(&x)),
-            Err(rustix::io::Errno::NOSYS) => Ok(Identity::from_metadata(&file.metadata()?)),
+        let flags = rustix::fs::AtFlags::EMPTY_PATH;
+        match rustix::fs::statx(file, "", flags, Self::WANTED).map(Identity::from_statx) {
+            Ok(Some(identity)) => Ok(identity),
+            Ok(None) | Err(rustix::io::Errno::NOSYS) => {
+                Ok(Identity::from_metadata(&file.metadata()?))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
     fn of_path(path: &std::path::Path) -> std::io::Result<Identity> {
         let flags = rustix::fs::AtFlags::empty();
-        match rustix::fs::statx(rustix::fs::CWD, path, flags, Self::WANTED) {
-            Ok(x) => Ok(Identity::from_statx(&x)),
-            Err(rustix::io::Errno::NOSYS) => Ok(Identity::from_metadata(&std::fs::metadata(path)?)),
+        match rustix::fs::statx(rustix::fs::CWD, path, flags, Self::WANTED)
+            .map(Identity::from_statx)
+        {
+            Ok(Some(identity)) => Ok(identity),
+            Ok(None) | Err(rustix::io::Errno::NOSYS) => {
+                Ok(Identity::from_metadata(&std::fs::metadata(path)?))
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn from_statx(x: &rustix::fs::Statx) -> Identity {
-        Identity {
+    /// `None` when the file system did not fill in all it was asked for
+    /// (then a zero link count would read as a deleted file).
+    fn from_statx(x: rustix::fs::Statx) -> Option<Identity> {
+        let filled = rustix::fs::StatxFlags::from_bits_retain(x.stx_mask);
+        filled.contains(Self::WANTED).then(|| Identity {
             inode: (x.stx_dev_major, x.stx_dev_minor, x.stx_ino),
             nlink: u64::from(x.stx_nlink),
             len: x.stx_size,
-        }
+        })
     }
 
-    /// Where `statx` is missing (Linux before 4.11): the times are read too.
+    /// Where `statx` is missing (Linux before 4.11) or did not fill in what
+    /// was asked: `fstat`, which reads the times too.
     fn from_metadata(m: &std::fs::Metadata) -> Identity {
         let dev = m.dev();
         Identity {
