@@ -106,6 +106,38 @@ async fn a_deleted_active_file_stops_acknowledgements_and_health_of_writes() {
     assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
 }
 
+/// `audit.log` moved away, or moved away with a copy put in its place: the
+/// server's open file is no longer the log (what it wrote next would be in a
+/// file nobody reads as `audit.log`, or in the copy's place behind its
+/// back), so the next write is refused, saying which. Checked after every
+/// sync by inode and link count (`statx`, no timestamps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_moved_away_or_replaced_under_the_server_is_refused_naming_which() {
+    for (replace, says) in [
+        (false, "audit.log was moved away"),
+        (true, "audit.log was replaced by another file"),
+    ] {
+        let server = TestServer::start().await;
+        let client = server.client().await;
+        for i in 0..3 {
+            client.log(event(i)).await.unwrap();
+        }
+        let moved = server.data_dir.join("moved-away.log");
+        std::fs::rename(server.log_path(), &moved).unwrap();
+        if replace {
+            std::fs::copy(&moved, server.log_path()).unwrap();
+        }
+        // The first write after the move lands in the moved file and is
+        // refused at its sync; every one after it is refused at once.
+        for i in 3..5 {
+            let e = client.log(event(i)).await.unwrap_err();
+            assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
+            assert!(e.to_string().contains(says), "{says}: {e}");
+        }
+        assert_eq!(client.stats(None).await.unwrap().head_seq, 3);
+    }
+}
+
 /// The head file (the last acknowledged seq, kept outside the log) is what
 /// lets a start tell a cut of the log's tail; while it cannot be written
 /// (here a directory sits where its temporary file goes, which no
