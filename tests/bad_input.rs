@@ -580,6 +580,10 @@ async fn control_characters_in_short_fields_are_refused_naming_the_field() {
         ),
         (NewEvent::new("lead_ingested").lead("L\0"), "event.lead_id"),
         (
+            NewEvent::new("lead_ingested").actor("crm\u{7f}"),
+            "event.actor",
+        ),
+        (
             NewEvent::new("lead_ingested").idempotency_key("k\u{9b}"),
             "event.idempotency_key",
         ),
