@@ -52,7 +52,11 @@ const OWN_MESSAGES: [&str; 3] = ["LogRequest", "LogBatchRequest", "EventInput"];
 const ENCODED: [&str; 2] = ["StreamEventsResponse", "QueryResponse"];
 
 fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    // Read when the script runs, not when it is built: cargo reuses one
+    // build of this script for every checkout sharing a target directory,
+    // and a path fixed at its build would be another checkout's.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").ok_or("CARGO_MANIFEST_DIR is not set")?;
+    let proto = Path::new(&manifest).join("../proto");
     println!("cargo:rerun-if-changed={}", proto.display());
     let mut fds = protox::compile(["auditlog/v1/audit.proto"], [&proto])?;
     for file in &mut fds.file {
