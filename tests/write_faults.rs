@@ -106,16 +106,29 @@ async fn a_deleted_active_file_stops_acknowledgements_and_health_of_writes() {
     assert_eq!(e.code(), Some(tonic::Code::FailedPrecondition), "{e}");
 }
 
-/// `audit.log` moved away, or moved away with a copy put in its place: the
-/// server's open file is no longer the log (what it wrote next would be in a
-/// file nobody reads as `audit.log`, or in the copy's place behind its
-/// back), so the next write is refused, saying which. Checked after every
-/// sync by inode and link count (`statx`, no timestamps).
+/// `audit.log` moved away, moved away with a copy put in its place, or
+/// replaced by a copy renamed over it: the server's open file is no longer
+/// the log (what it wrote next would be in a file nobody reads as
+/// `audit.log`, or in the copy's place behind its back), so the next write
+/// is refused, saying which. Checked after every sync by inode and link
+/// count (`statx`, no timestamps).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_moved_away_or_replaced_under_the_server_is_refused_naming_which() {
-    for (replace, says) in [
-        (false, "audit.log was moved away"),
-        (true, "audit.log was replaced by another file"),
+    enum Change {
+        MoveAway,
+        MoveAwayAndCopyBack,
+        RenameACopyOver,
+    }
+    for (change, says) in [
+        (Change::MoveAway, "audit.log was moved away"),
+        (
+            Change::MoveAwayAndCopyBack,
+            "audit.log was replaced by another file",
+        ),
+        (
+            Change::RenameACopyOver,
+            "audit.log was replaced by another file",
+        ),
     ] {
         let server = TestServer::start().await;
         let client = server.client().await;
@@ -123,9 +136,16 @@ async fn a_log_moved_away_or_replaced_under_the_server_is_refused_naming_which()
             client.log(event(i)).await.unwrap();
         }
         let moved = server.data_dir.join("moved-away.log");
-        std::fs::rename(server.log_path(), &moved).unwrap();
-        if replace {
-            std::fs::copy(&moved, server.log_path()).unwrap();
+        match change {
+            Change::MoveAway => std::fs::rename(server.log_path(), &moved).unwrap(),
+            Change::MoveAwayAndCopyBack => {
+                std::fs::rename(server.log_path(), &moved).unwrap();
+                std::fs::copy(&moved, server.log_path()).unwrap();
+            }
+            Change::RenameACopyOver => {
+                std::fs::copy(server.log_path(), &moved).unwrap();
+                std::fs::rename(&moved, server.log_path()).unwrap();
+            }
         }
         // The first write after the move lands in the moved file and is
         // refused at its sync; every one after it is refused at once.

@@ -221,7 +221,11 @@ impl Shared {
         let open = Identity::of_file(file)
             .map_err(|e| format!("the open active file cannot be examined ({e})"))?;
         if open.nlink == 0 {
-            return Err(format!("{LOG_FILE} was deleted"));
+            // Another file renamed over it unlinks it too.
+            return Err(match Identity::of_path(&self.dir.join(LOG_FILE)) {
+                Ok(_) => format!("{LOG_FILE} was replaced by another file"),
+                Err(_) => format!("{LOG_FILE} was deleted"),
+            });
         }
         if open.len < end {
             return Err(format!(
