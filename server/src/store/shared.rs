@@ -278,10 +278,7 @@ impl Identity {
         let flags = rustix::fs::AtFlags::EMPTY_PATH;
         match rustix::fs::statx(file, "", flags, Self::WANTED).map(Identity::from_statx) {
             Ok(Some(identity)) => Ok(identity),
-            Ok(None) | Err(rustix::io::Errno::NOSYS) => {
-                Ok(Identity::from_metadata(&file.metadata()?))
-            }
-            Err(e) => Err(e.into()),
+            _ => Ok(Identity::from_metadata(&file.metadata()?)),
         }
     }
 
@@ -291,10 +288,7 @@ impl Identity {
             .map(Identity::from_statx)
         {
             Ok(Some(identity)) => Ok(identity),
-            Ok(None) | Err(rustix::io::Errno::NOSYS) => {
-                Ok(Identity::from_metadata(&std::fs::metadata(path)?))
-            }
-            Err(e) => Err(e.into()),
+            _ => Ok(Identity::from_metadata(&std::fs::metadata(path)?)),
         }
     }
 
@@ -309,8 +303,10 @@ impl Identity {
         })
     }
 
-    /// Where `statx` is missing (Linux before 4.11) or did not fill in what
-    /// was asked: `fstat`, which reads the times too.
+    /// Where `statx` failed (missing before Linux 4.11, refused by an old
+    /// container's seccomp filter) or did not fill in what was asked: the
+    /// standard library's stat, which reads the times too and whose error,
+    /// if it fails as well, is the one reported.
     fn from_metadata(m: &std::fs::Metadata) -> Identity {
         let dev = m.dev();
         Identity {
