@@ -220,9 +220,10 @@ impl Shared {
     pub(super) fn check_in_place(&self, file: &File, end: u64) -> Result<(), String> {
         let open = Identity::of_file(file)
             .map_err(|e| format!("the open active file cannot be examined ({e})"))?;
+        let named = self.dir.join(LOG_FILE);
         if open.nlink == 0 {
             // Another file renamed over it unlinks it too.
-            return Err(match Identity::of_path(&self.dir.join(LOG_FILE)) {
+            return Err(match Identity::of_path(&named) {
                 Ok(_) => format!("{LOG_FILE} was replaced by another file"),
                 Err(_) => format!("{LOG_FILE} was deleted"),
             });
@@ -242,7 +243,7 @@ impl Shared {
                  the server wrote from there to byte {end} are gone"
             ));
         }
-        match Identity::of_path(&self.dir.join(LOG_FILE)) {
+        match Identity::of_path(&named) {
             Ok(on_disk) if on_disk.inode == open.inode => Ok(()),
             Ok(_) => Err(format!("{LOG_FILE} was replaced by another file")),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
