@@ -196,7 +196,14 @@ async fn crash_during_compression() {
 async fn crash_after_compression_before_the_manifest() {
     let dir = build().await;
     let (plain, _) = seal(dir.path()).unwrap();
-    compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
+    compress(
+        dir.path(),
+        &plain,
+        &AtomicBool::new(false),
+        true,
+        &mut Vec::new(),
+    )
+    .unwrap();
     check_recovers(dir.path()).await;
 }
 
@@ -204,7 +211,14 @@ async fn crash_after_compression_before_the_manifest() {
 async fn crash_during_the_manifest_write() {
     let dir = build().await;
     let (plain, _) = seal(dir.path()).unwrap();
-    compress(dir.path(), &plain, &AtomicBool::new(false), true).unwrap();
+    compress(
+        dir.path(),
+        &plain,
+        &AtomicBool::new(false),
+        true,
+        &mut Vec::new(),
+    )
+    .unwrap();
     std::fs::write(
         dir.path().join("manifest.json.tmp"),
         b"{\"version\":1,\"segm",
@@ -232,7 +246,7 @@ async fn rotated(lead_copy: bool) -> (tempfile::TempDir, String, SegmentIndex) {
     let dir = build().await;
     let (plain, _) = seal(dir.path()).unwrap();
     let stop = AtomicBool::new(false);
-    let (info, index) = compress(dir.path(), &plain, &stop, lead_copy).unwrap();
+    let (info, index) = compress(dir.path(), &plain, &stop, lead_copy, &mut Vec::new()).unwrap();
     record_in_manifest(dir.path(), &plain, &info);
     (dir, plain, index)
 }

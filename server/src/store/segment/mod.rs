@@ -77,14 +77,17 @@ pub(crate) const WHOLE_MAX: usize = 64 << 20;
 /// Compresses the sealed plain segment `plain` into `gz` and its index into
 /// `idx`, keeping every byte of every line. Both are staged (written and
 /// fsynced under their `.tmp` names) for the caller to publish. Checks
-/// `stop` between members.
+/// `stop` between members. `buf` is memory to read the segment into (its
+/// bytes are discarded): a sealer that passes the buffer of its last
+/// segment back in skips faulting in a segment's worth of fresh pages.
 pub(crate) fn compress(
     plain: &Path,
     gz: &Path,
     idx: &Path,
     stop: &AtomicBool,
+    buf: Vec<u8>,
 ) -> Result<Compressed, SegmentError> {
-    compress_in_slabs(plain, gz, idx, stop, WHOLE_MAX)
+    compress_in_slabs(plain, gz, idx, stop, WHOLE_MAX, buf)
 }
 
 /// [`compress`], reading at most `slab` bytes at a time.
@@ -94,7 +97,9 @@ fn compress_in_slabs(
     idx: &Path,
     stop: &AtomicBool,
     slab: usize,
+    mut buf: Vec<u8>,
 ) -> Result<Compressed, SegmentError> {
+    buf.clear();
     let mut source = File::open(plain)?;
     let size = source.metadata()?.len();
     let (gz, (mut info, index, whole)) = durable::stage(gz, |file| {
@@ -105,7 +110,7 @@ fn compress_in_slabs(
         let mut member = Member::new();
         // `buf[chunk..next]` is the chunk being gathered, whole lines;
         // `buf[next..]` is not yet looked at.
-        let mut buf = Vec::new();
+        let mut buf = buf;
         let (mut chunk, mut next) = (0, 0);
         let mut eof = false;
         // Whether `buf` still holds the file from its first byte.

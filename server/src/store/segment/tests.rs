@@ -57,7 +57,7 @@ fn compressed(n: u64) -> Fixture {
         index,
         staged,
         ..
-    } = compress(&plain, &gz, &idx, &AtomicBool::new(false)).unwrap();
+    } = compress(&plain, &gz, &idx, &AtomicBool::new(false), Vec::new()).unwrap();
     durable::publish(staged).unwrap();
     Fixture {
         dir,
@@ -117,6 +117,37 @@ fn compressed_segment_keeps_every_byte_and_indexes_every_record() {
     assert_eq!(index.opt(index.rows[2].idempotency_key), Some("key3"));
 }
 
+/// The sealer hands each segment's buffer back for the next: nothing of a
+/// larger segment read before is left in a smaller one's gzip, index or
+/// bytes.
+#[test]
+fn a_buffer_handed_back_holds_nothing_of_the_segment_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let stop = AtomicBool::new(false);
+    let run = |n: u64, tag: &str, buf: Vec<u8>| {
+        let plain = dir.path().join(format!("{tag}.log"));
+        let lines = write_plain(&plain, n);
+        let gz = dir.path().join(format!("{tag}.log.gz"));
+        let idx = dir.path().join(format!("{tag}.idx"));
+        let c = compress(&plain, &gz, &idx, &stop, buf).unwrap();
+        durable::publish(c.staged).unwrap();
+        let mut all = Vec::new();
+        flate2::read::MultiGzDecoder::new(File::open(&gz).unwrap())
+            .read_to_end(&mut all)
+            .unwrap();
+        assert_eq!(all, lines.concat(), "{tag}");
+        assert_eq!(c.index.rows.len() as u64, n, "{tag}");
+        assert_eq!(c.info.events, n, "{tag}");
+        assert_eq!(c.plain.as_deref(), Some(all.as_slice()), "{tag}");
+        c.plain.unwrap()
+    };
+    let big = run(500, "big", Vec::new());
+    let capacity = big.capacity();
+    let small = run(40, "small", big);
+    // The same memory, not a new allocation.
+    assert_eq!(small.capacity(), capacity);
+}
+
 /// Read in slabs of any size, a segment compresses to the same bytes, index
 /// and facts as read whole, a torn last line included; the plain bytes are
 /// handed on only when read whole, and then are the file's (with the torn
@@ -137,7 +168,7 @@ fn slabs_of_any_size_compress_alike_and_feed_the_same_lead_copy() {
             dir.path().join(format!("{tag}.gz")),
             dir.path().join(format!("{tag}.idx")),
         );
-        let c = compress_in_slabs(&plain, &gz, &idx, &stop, slab).unwrap();
+        let c = compress_in_slabs(&plain, &gz, &idx, &stop, slab, Vec::new()).unwrap();
         durable::publish(c.staged).unwrap();
         (std::fs::read(&gz).unwrap(), c.index, c.info, c.plain)
     };
