@@ -122,19 +122,26 @@ pub(crate) struct Index {
     actors: Interner,
     leads: Interner,
     workflows: Interner,
-    by_type: Vec<Vec<u64>>,
-    by_lead: Vec<Vec<u64>>,
-    by_workflow: Vec<Vec<u64>>,
+    /// Posting lists, one per interned id: the positions in `metas` of
+    /// that value's records, ascending. Positions rather than seqs: half the
+    /// memory (a tenth of the index's, 2026-12-06), and an entry is the
+    /// record's place, found without a search. A purge shifts them down.
+    by_type: Vec<Vec<u32>>,
+    by_lead: Vec<Vec<u32>>,
+    by_workflow: Vec<Vec<u32>>,
+    /// Set once a record's position did not fit a posting (over 4 billion
+    /// records in memory): queries then scan `metas` instead.
+    unposted: bool,
     idempotency: HashMap<String, u64>,
 }
 
-/// Posting lists grow with ids; this adds `seq` to list `id`.
-fn post(lists: &mut Vec<Vec<u64>>, id: u32, seq: u64) {
+/// Posting lists grow with ids; this adds `position` to list `id`.
+fn post(lists: &mut Vec<Vec<u32>>, id: u32, position: u32) {
     let id = id as usize;
     if lists.len() <= id {
         lists.resize_with(id + 1, Vec::new);
     }
-    lists[id].push(seq);
+    lists[id].push(position);
 }
 
 impl Index {
@@ -186,14 +193,24 @@ impl Index {
     pub(crate) fn purge_through(&mut self, seq: u64) {
         let cut = self.metas.partition_point(|m| m.seq <= seq);
         self.metas.drain(..cut);
+        // Positions below `cut` are gone, and the rest move down by it.
+        let shift = u32::try_from(cut).ok();
         for list in self
             .by_type
             .iter_mut()
             .chain(self.by_lead.iter_mut())
             .chain(self.by_workflow.iter_mut())
         {
-            let cut = list.partition_point(|&s| s <= seq);
-            list.drain(..cut);
+            let Some(shift) = shift else {
+                // Every posted position is below a cut past any u32.
+                list.clear();
+                continue;
+            };
+            let gone = list.partition_point(|&p| p < shift);
+            list.drain(..gone);
+            for p in list.iter_mut() {
+                *p -= shift;
+            }
         }
         self.idempotency.retain(|_, s| *s > seq);
     }
@@ -210,13 +227,21 @@ impl Index {
         if seq > MAX_SEQ || self.metas.last().is_some_and(|m| m.seq >= seq) {
             return;
         }
+        // Where the record goes in `metas`, if a posting can hold it.
+        let position = u32::try_from(self.metas.len()).ok();
+        self.unposted |= position.is_none();
+        let post = |lists: &mut Vec<Vec<u32>>, id: u32| {
+            if let Some(p) = position {
+                post(lists, id, p);
+            }
+        };
         let event_type = self.types.intern(fields.event_type);
-        post(&mut self.by_type, event_type, seq);
+        post(&mut self.by_type, event_type);
         let actor = self.actors.intern(fields.actor);
         let lead = match fields.lead {
             Some(l) => {
                 let id = self.leads.intern(l);
-                post(&mut self.by_lead, id, seq);
+                post(&mut self.by_lead, id);
                 id + 1
             }
             None => 0,
@@ -224,7 +249,7 @@ impl Index {
         let workflow = match fields.workflow {
             Some(w) => {
                 let id = self.workflows.intern(w);
-                post(&mut self.by_workflow, id, seq);
+                post(&mut self.by_workflow, id);
                 id + 1
             }
             None => 0,
@@ -320,20 +345,17 @@ impl Index {
         if lo >= hi {
             return Vec::new();
         }
-        let (lo_seq, hi_seq) = (self.metas[lo].seq, self.metas[hi - 1].seq);
         let matches = |m: &&Meta| resolved.matches(m);
         let mut out = Vec::with_capacity(limit.min(1024));
         match self.postings(&resolved) {
             // Walk the shortest posting list that applies, within the window.
             Some(list) => {
-                let start = list.partition_point(|&s| s < lo_seq);
-                let end = list.partition_point(|&s| s <= hi_seq);
-                let seqs = &list[start..end];
-                let pick = |s: &u64| self.get(*s).filter(matches).copied();
+                let positions = &list[within(list, lo, hi)];
+                let pick = |&p: &u32| self.metas.get(p as usize).filter(matches).copied();
                 match order {
-                    Order::OldestFirst => out.extend(seqs.iter().filter_map(pick).take(limit)),
+                    Order::OldestFirst => out.extend(positions.iter().filter_map(pick).take(limit)),
                     Order::NewestFirst => {
-                        out.extend(seqs.iter().rev().filter_map(pick).take(limit))
+                        out.extend(positions.iter().rev().filter_map(pick).take(limit))
                     }
                 }
             }
@@ -375,23 +397,37 @@ impl Index {
         })
     }
 
-    /// The shortest posting list among the filter's fields, if any has one.
-    fn postings(&self, r: &Resolved) -> Option<&[u64]> {
-        fn list(lists: &[Vec<u64>], id: u32) -> &[u64] {
-            lists.get(id as usize).map_or(&[], |l| l.as_slice())
+    /// The shortest posting list among the filter's fields, if any has one
+    /// (none once a record was left unposted).
+    fn postings(&self, r: &Resolved) -> Option<&[u32]> {
+        if self.unposted {
+            return None;
         }
-        let mut candidates: Vec<&[u64]> = Vec::new();
+        let mut candidates: Vec<&[u32]> = Vec::new();
         if let Some(lead) = r.lead {
-            candidates.push(list(&self.by_lead, lead - 1));
+            candidates.push(Self::list(&self.by_lead, lead - 1));
         }
         if let Some(wf) = r.workflow {
-            candidates.push(list(&self.by_workflow, wf - 1));
+            candidates.push(Self::list(&self.by_workflow, wf - 1));
         }
         if let [t] = r.types[..] {
-            candidates.push(list(&self.by_type, t));
+            candidates.push(Self::list(&self.by_type, t));
         }
         candidates.into_iter().min_by_key(|l| l.len())
     }
+
+    /// The posting list of `id` in `lists` (empty if it has none).
+    fn list(lists: &[Vec<u32>], id: u32) -> &[u32] {
+        lists.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The part of a posting list that falls in the positions `lo..hi` (none
+/// when `lo >= hi`).
+fn within(list: &[u32], lo: usize, hi: usize) -> std::ops::Range<usize> {
+    let below = |bound: usize| list.partition_point(|&p| (p as usize) < bound);
+    let end = below(hi);
+    below(lo).min(end)..end
 }
 
 /// The string fields of one record, borrowed from wherever they were read.
@@ -648,6 +684,113 @@ mod tests {
         assert_eq!(idx.last().map(|m| m.seq), Some(100));
         assert_eq!(idx.idempotent_seq("key42"), Some(42));
         assert_eq!(idx.get(77).map(|m| m.offset), Some(7700));
+    }
+
+    /// Posting lists hold positions in `metas`, which every purge shifts:
+    /// whatever was purged, skipped (a gap in seqs) or appended since, a
+    /// query through any list finds what a scan of the records finds.
+    #[test]
+    fn postings_find_what_a_scan_finds_across_purges_gaps_and_appends() {
+        // (seq, type, lead, workflow, timestamp) of every record indexed.
+        type Row = (u64, &'static str, String, Option<&'static str>, i64);
+        let mut model: Vec<Row> = Vec::new();
+        let mut idx = Index::default();
+        let add = |idx: &mut Index, model: &mut Vec<Row>, seqs: std::ops::RangeInclusive<u64>| {
+            for seq in seqs {
+                let ty = ["error", "email_sent", "lead_ingested"][(seq % 3) as usize];
+                let lead = format!("L{}", seq % 5);
+                let wf = (seq % 4 != 0).then_some(["sales", "support"][(seq % 2) as usize]);
+                idx.add(
+                    &record(seq, ty, Some(&lead), wf, seq as i64 * 10),
+                    0,
+                    seq,
+                    1,
+                );
+                model.push((seq, ty, lead, wf, seq as i64 * 10));
+            }
+        };
+        let check = |idx: &Index, model: &[Row]| {
+            for (field, value) in [
+                ("type", "error"),
+                ("type", "lead_ingested"),
+                ("lead", "L2"),
+                ("lead", "L0"),
+                ("workflow", "sales"),
+                ("workflow", "support"),
+            ] {
+                let mut f = Filter::default();
+                match field {
+                    "type" => f.event_types = vec![value.into()],
+                    "lead" => f.lead_id = Some(value.into()),
+                    _ => f.workflow = Some(value.into()),
+                }
+                let want: Vec<u64> = model
+                    .iter()
+                    .filter(|r| match field {
+                        "type" => r.1 == value,
+                        "lead" => r.2 == value,
+                        _ => r.3 == Some(value),
+                    })
+                    .map(|r| r.0)
+                    .collect();
+                let got = seqs(&idx.select(&f, Order::OldestFirst, None, u64::MAX, 10_000));
+                assert_eq!(got, want, "{field} {value}");
+                let mut newest = want.clone();
+                newest.reverse();
+                let got = seqs(&idx.select(&f, Order::NewestFirst, None, u64::MAX, 10_000));
+                assert_eq!(got, newest, "{field} {value}, newest first");
+                // A time window in the middle, and a cursor.
+                let (since, until) = (model[model.len() / 3].4, model[model.len() / 2].4);
+                f.since = Some(since);
+                f.until = Some(until);
+                let windowed: Vec<u64> = model
+                    .iter()
+                    .filter(|r| r.4 >= since && r.4 < until && want.contains(&r.0))
+                    .map(|r| r.0)
+                    .collect();
+                let got = seqs(&idx.select(&f, Order::OldestFirst, None, u64::MAX, 10_000));
+                assert_eq!(got, windowed, "{field} {value} in [{since}, {until})");
+                if field == "workflow" {
+                    let stats = |since, until| {
+                        idx.stats(&StatsQuery {
+                            workflow: Some(value.into()),
+                            since,
+                            until,
+                            ..StatsQuery::default()
+                        })
+                        .unwrap()
+                        .total_events
+                    };
+                    assert_eq!(stats(None, None), want.len() as u64, "stats {value}");
+                    assert_eq!(stats(Some(since), Some(until)), windowed.len() as u64);
+                    // A range that ends before it starts holds nothing.
+                    assert_eq!(stats(Some(until), Some(since)), 0);
+                }
+            }
+        };
+        add(&mut idx, &mut model, 1..=60);
+        check(&idx, &model);
+        idx.purge_through(17);
+        model.retain(|r| r.0 > 17);
+        check(&idx, &model);
+        // A gap (seqs 71 to 79 never indexed), then more, then a purge into
+        // the gap and one past everything.
+        add(&mut idx, &mut model, 70..=70);
+        add(&mut idx, &mut model, 80..=140);
+        check(&idx, &model);
+        idx.purge_through(75);
+        model.retain(|r| r.0 > 75);
+        check(&idx, &model);
+        add(&mut idx, &mut model, 141..=150);
+        check(&idx, &model);
+        idx.purge_through(1_000);
+        model.clear();
+        assert!(
+            idx.select(&Filter::default(), Order::OldestFirst, None, u64::MAX, 10)
+                .is_empty()
+        );
+        add(&mut idx, &mut model, 1_001..=1_030);
+        check(&idx, &model);
     }
 
     #[test]

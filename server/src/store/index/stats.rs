@@ -81,17 +81,12 @@ impl Index {
             None => Box::new(window.iter()),
             Some(w) => match self.workflows.get(w) {
                 None => Box::new(std::iter::empty()),
-                Some(id) => {
-                    let list = self.by_workflow.get(id as usize).map_or(&[][..], |l| l);
-                    let (from, to) = match (window.first(), window.last()) {
-                        (Some(f), Some(l)) => (
-                            list.partition_point(|&s| s < f.seq),
-                            list.partition_point(|&s| s <= l.seq),
-                        ),
-                        _ => (0, 0),
-                    };
-                    Box::new(list[from..to].iter().filter_map(|&s| self.get(s)))
+                Some(id) if !self.unposted => {
+                    let list = Self::list(&self.by_workflow, id);
+                    let positions = &list[super::within(list, lo, hi)];
+                    Box::new(positions.iter().filter_map(|&p| self.metas.get(p as usize)))
                 }
+                Some(id) => Box::new(window.iter().filter(move |m| m.workflow == id + 1)),
             },
         };
         // The wanted types as interned ids; a name never interned matches
