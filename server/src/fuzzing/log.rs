@@ -292,7 +292,7 @@ pub fn lead_index(data: &[u8]) {
     let Ok((chunks, spans)) = store::leads::decode(data) else {
         return;
     };
-    for (lead, span) in &spans {
+    for (lead, span) in spans.iter() {
         let chunk = chunks
             .get(span.chunk as usize)
             .unwrap_or_else(|| panic!("{lead:?} names chunk {} of {}", span.chunk, chunks.len()));
@@ -301,8 +301,7 @@ pub fn lead_index(data: &[u8]) {
             "{lead:?}'s span runs past its chunk"
         );
     }
-    let listed: Vec<(&str, store::leads::Span)> =
-        spans.iter().map(|(l, s)| (l.as_ref(), *s)).collect();
+    let listed: Vec<(&str, store::leads::Span)> = spans.iter().collect();
     let again = store::leads::decode(&store::leads::encode(&chunks, &listed))
         .unwrap_or_else(|e| panic!("an index written back does not decode: {e}"));
     assert_eq!(again, (chunks, spans), "the index changed on the way");

@@ -339,7 +339,7 @@ impl Shared {
             else {
                 continue;
             };
-            let Some(&span) = copy.spans.get(lead) else {
+            let Some(span) = copy.spans.get(lead) else {
                 continue;
             };
             match by_segment.last_mut() {
