@@ -60,12 +60,24 @@ pub(crate) struct Meta {
     /// Which segment holds the record (an id of the store's segment table).
     pub segment: u32,
     pub timestamp: i64,
+}
+
+/// A record as the index keeps it: [`Meta`] without its seq, which follows
+/// from its position (`Index::runs`). 40 bytes, one per retained record.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    offset: u64,
+    timestamp: i64,
+    len: u32,
+    segment: u32,
     event_type: u32,
     actor: u32,
     /// 0 means none; otherwise the interned id + 1.
     lead: u32,
     workflow: u32,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 40);
 
 /// Strings seen in one field, each given a small id.
 #[derive(Debug, Default)]
@@ -117,7 +129,13 @@ pub enum Order {
 
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    metas: Vec<Meta>,
+    /// Every retained record, in seq order.
+    metas: Vec<Entry>,
+    /// Where runs of consecutive seqs start: (position in `metas`, its
+    /// seq), ascending in both. The first starts at position 0 whenever
+    /// `metas` is not empty; a seq skipped (a cut, a missing segment)
+    /// starts another. An undamaged log is one run.
+    runs: Vec<(usize, u64)>,
     types: Interner,
     actors: Interner,
     leads: Interner,
@@ -191,7 +209,17 @@ impl Index {
 
     /// Forgets every record up to and including `seq` (a retention purge).
     pub(crate) fn purge_through(&mut self, seq: u64) {
-        let cut = self.metas.partition_point(|m| m.seq <= seq);
+        let cut = self.through(seq);
+        if cut == 0 {
+            return;
+        }
+        // The runs from `cut` on, moved down by it.
+        let first = (cut < self.metas.len()).then(|| (0, self.seq_at(cut)));
+        let later = self.runs.partition_point(|&(p, _)| p <= cut);
+        self.runs = first
+            .into_iter()
+            .chain(self.runs[later..].iter().map(|&(p, s)| (p - cut, s)))
+            .collect();
         self.metas.drain(..cut);
         // Positions below `cut` are gone, and the rest move down by it.
         let shift = u32::try_from(cut).ok();
@@ -224,8 +252,12 @@ impl Index {
         offset: u64,
         len: u32,
     ) {
-        if seq > MAX_SEQ || self.metas.last().is_some_and(|m| m.seq >= seq) {
+        let last = self.last().map(|m| m.seq);
+        if seq > MAX_SEQ || last.is_some_and(|l| l >= seq) {
             return;
+        }
+        if last.is_none_or(|l| l + 1 != seq) {
+            self.runs.push((self.metas.len(), seq));
         }
         // Where the record goes in `metas`, if a posting can hold it.
         let position = u32::try_from(self.metas.len()).ok();
@@ -263,8 +295,7 @@ impl Index {
             .metas
             .last()
             .map_or(timestamp, |m| m.timestamp.max(timestamp));
-        self.metas.push(Meta {
-            seq,
+        self.metas.push(Entry {
             offset,
             len,
             segment,
@@ -277,13 +308,49 @@ impl Index {
     }
 
     /// The first indexed record.
-    pub(crate) fn first(&self) -> Option<&Meta> {
-        self.metas.first()
+    pub(crate) fn first(&self) -> Option<Meta> {
+        self.meta(0)
     }
 
     /// The last indexed record.
-    pub(crate) fn last(&self) -> Option<&Meta> {
-        self.metas.last()
+    pub(crate) fn last(&self) -> Option<Meta> {
+        self.meta(self.metas.len().checked_sub(1)?)
+    }
+
+    /// The record at `position` in `metas`, with its seq.
+    fn meta(&self, position: usize) -> Option<Meta> {
+        let e = self.metas.get(position)?;
+        Some(Meta {
+            seq: self.seq_at(position),
+            offset: e.offset,
+            len: e.len,
+            segment: e.segment,
+            timestamp: e.timestamp,
+        })
+    }
+
+    /// The seq of the record at `position` (which must be in `metas`).
+    fn seq_at(&self, position: usize) -> u64 {
+        let run = self.runs.partition_point(|&(p, _)| p <= position);
+        match run.checked_sub(1).and_then(|r| self.runs.get(r)) {
+            Some(&(start, seq)) => seq + (position - start) as u64,
+            None => 0,
+        }
+    }
+
+    /// How many records have a seq up to and including `seq`.
+    fn through(&self, seq: u64) -> usize {
+        match self.position(seq) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+
+    /// How many records have a seq below `seq`.
+    fn below(&self, seq: u64) -> usize {
+        match self.position(seq) {
+            Ok(i) | Err(i) => i,
+        }
     }
 
     /// The seq written with idempotency key `key`.
@@ -291,22 +358,24 @@ impl Index {
         self.idempotency.get(key).copied()
     }
 
-    /// The position of the record with `seq`.
-    pub(crate) fn get(&self, seq: u64) -> Option<&Meta> {
-        self.position(seq).ok().map(|i| &self.metas[i])
+    /// The record with `seq`.
+    pub(crate) fn get(&self, seq: u64) -> Option<Meta> {
+        self.meta(self.position(seq).ok()?)
     }
 
-    /// Index into `metas` of `seq`, or where it would be.
+    /// Index into `metas` of `seq`, or where it would be (as a binary
+    /// search answers): found in its run of consecutive seqs, one search
+    /// among the runs (an undamaged log has one).
     fn position(&self, seq: u64) -> Result<usize, usize> {
-        // Fast path: seqs are contiguous in an undamaged log.
-        if let Some(first) = self.metas.first()
-            && seq >= first.seq
-            && let Some(m) = self.metas.get((seq - first.seq) as usize)
-            && m.seq == seq
-        {
-            return Ok((seq - first.seq) as usize);
+        let run = self.runs.partition_point(|&(_, s)| s <= seq);
+        let Some(&(start, first)) = run.checked_sub(1).and_then(|r| self.runs.get(r)) else {
+            return Err(0);
+        };
+        let end = self.runs.get(run).map_or(self.metas.len(), |&(p, _)| p);
+        match usize::try_from(seq - first) {
+            Ok(n) if n < end - start => Ok(start + n),
+            _ => Err(end),
         }
-        self.metas.binary_search_by_key(&seq, |m| m.seq)
     }
 
     /// Up to `limit` records matching `filter` with seq strictly after
@@ -332,42 +401,40 @@ impl Index {
             .map_or(self.metas.len(), |t| {
                 self.metas.partition_point(|m| m.timestamp < t)
             })
-            .min(self.metas.partition_point(|m| m.seq <= max_seq));
+            .min(self.through(max_seq));
         match (order, cursor) {
             (Order::OldestFirst, Some(after)) => {
-                lo = lo.max(self.metas.partition_point(|m| m.seq <= after));
+                lo = lo.max(self.through(after));
             }
             (Order::NewestFirst, Some(before)) => {
-                hi = hi.min(self.metas.partition_point(|m| m.seq < before));
+                hi = hi.min(self.below(before));
             }
             _ => {}
         }
         if lo >= hi {
             return Vec::new();
         }
-        let matches = |m: &&Meta| resolved.matches(m);
+        let pick = |p: usize| {
+            self.metas
+                .get(p)
+                .filter(|e| resolved.matches(e))
+                .and_then(|_| self.meta(p))
+        };
         let mut out = Vec::with_capacity(limit.min(1024));
         match self.postings(&resolved) {
             // Walk the shortest posting list that applies, within the window.
             Some(list) => {
-                let positions = &list[within(list, lo, hi)];
-                let pick = |&p: &u32| self.metas.get(p as usize).filter(matches).copied();
+                let positions = list[within(list, lo, hi)].iter().map(|&p| p as usize);
                 match order {
-                    Order::OldestFirst => out.extend(positions.iter().filter_map(pick).take(limit)),
-                    Order::NewestFirst => {
-                        out.extend(positions.iter().rev().filter_map(pick).take(limit))
-                    }
+                    Order::OldestFirst => out.extend(positions.filter_map(pick).take(limit)),
+                    Order::NewestFirst => out.extend(positions.rev().filter_map(pick).take(limit)),
                 }
             }
             None => {
-                let window = &self.metas[lo..hi];
+                let window = lo..hi;
                 match order {
-                    Order::OldestFirst => {
-                        out.extend(window.iter().filter(matches).take(limit).copied())
-                    }
-                    Order::NewestFirst => {
-                        out.extend(window.iter().rev().filter(matches).take(limit).copied())
-                    }
+                    Order::OldestFirst => out.extend(window.filter_map(pick).take(limit)),
+                    Order::NewestFirst => out.extend(window.rev().filter_map(pick).take(limit)),
                 }
             }
         }
@@ -449,7 +516,7 @@ struct Resolved {
 }
 
 impl Resolved {
-    fn matches(&self, m: &Meta) -> bool {
+    fn matches(&self, m: &Entry) -> bool {
         (self.types.is_empty() || self.types.contains(&m.event_type))
             && self.lead.is_none_or(|l| m.lead == l)
             && self.workflow.is_none_or(|w| m.workflow == w)
@@ -793,11 +860,65 @@ mod tests {
         check(&idx, &model);
     }
 
+    /// A seq is not stored but follows from the record's position and the
+    /// runs of consecutive seqs: every seq present is found with its own
+    /// record, every seq in a gap is not, and cursors and `max_seq` falling
+    /// in a gap cut where a binary search over seqs would.
+    #[test]
+    fn seqs_follow_positions_across_gaps_and_purges() {
+        let mut idx = Index::default();
+        let mut present: Vec<u64> = (1..=10).chain([15, 16]).chain(20..=25).collect();
+        for &seq in &present {
+            idx.add(
+                &record(seq, "email_sent", None, None, seq as i64),
+                0,
+                seq * 100,
+                1,
+            );
+        }
+        // Another record at an old seq, and one past MAX_SEQ, change nothing.
+        idx.add(&record(16, "error", None, None, 99), 0, 0, 1);
+        idx.add(&record(MAX_SEQ + 1, "error", None, None, 99), 0, 0, 1);
+        let all = Filter::default();
+        let check = |idx: &Index, present: &[u64]| {
+            for seq in 0..30 {
+                let got = idx.get(seq).map(|m| (m.seq, m.offset));
+                let want = present.contains(&seq).then_some((seq, seq * 100));
+                assert_eq!(got, want, "seq {seq}");
+            }
+            assert_eq!(idx.first().map(|m| m.seq), present.first().copied());
+            assert_eq!(idx.last().map(|m| m.seq), present.last().copied());
+            for cut in 0..30 {
+                let after: Vec<u64> = present.iter().copied().filter(|&s| s > cut).collect();
+                let got = seqs(&idx.select(&all, Order::OldestFirst, Some(cut), u64::MAX, 100));
+                assert_eq!(got, after, "after {cut}");
+                let before: Vec<u64> = present.iter().rev().copied().filter(|&s| s < cut).collect();
+                let got = seqs(&idx.select(&all, Order::NewestFirst, Some(cut), u64::MAX, 100));
+                assert_eq!(got, before, "before {cut}");
+                let upto: Vec<u64> = present.iter().copied().filter(|&s| s <= cut).collect();
+                let got = seqs(&idx.select(&all, Order::OldestFirst, None, cut, 100));
+                assert_eq!(got, upto, "max_seq {cut}");
+            }
+        };
+        check(&idx, &present);
+        for through in [0, 3, 12, 15, 19, 24, 25] {
+            idx.purge_through(through);
+            present.retain(|&s| s > through);
+            check(&idx, &present);
+        }
+        // After everything was purged, the next record starts a run anew.
+        idx.add(&record(40, "email_sent", None, None, 40), 0, 4000, 1);
+        idx.add(&record(41, "email_sent", None, None, 41), 0, 4100, 1);
+        check(&idx, &[40, 41]);
+        assert_eq!(idx.get(41).map(|m| m.offset), Some(4100));
+        assert_eq!(idx.get(39).map(|m| m.seq), None);
+    }
+
     #[test]
     fn purge_forgets_the_prefix_everywhere() {
         let mut idx = index();
         idx.purge_through(60);
-        assert_eq!(idx.metas.first().map(|m| m.seq), Some(61));
+        assert_eq!(idx.first().map(|m| m.seq), Some(61));
         let f = Filter {
             lead_id: Some("L3".into()),
             ..Filter::default()

@@ -243,7 +243,7 @@ impl Store {
                 tracing::error!(error = %e, "finishing the last retention purge failed; retried at the next purge event");
             }
         }
-        let last = shared.index().last().copied();
+        let last = shared.index().last();
         let last = last.map(|m| {
             let signature = shared.read_record(&m).map(|r| r.signature);
             (m.seq, signature.unwrap_or_default())

@@ -263,7 +263,7 @@ impl Shared {
         if let Some(seg) = self.segments().get(&meta.segment) {
             return Ok((Arc::clone(seg), *meta));
         }
-        let current = self.index().get(meta.seq).copied();
+        let current = self.index().get(meta.seq);
         current
             .and_then(|m| self.segments().get(&m.segment).map(|s| (Arc::clone(s), m)))
             .ok_or_else(|| {

@@ -100,7 +100,7 @@ impl Store {
 impl Shared {
     /// See [`Store::chain_head`].
     pub(super) fn chain_head(&self) -> Result<Option<ChainHead>, StoreError> {
-        let last = self.index().last().copied();
+        let last = self.index().last();
         if let Some(m) = last {
             let record = self.read_record(&m)?;
             return Ok(Some(ChainHead {
@@ -127,7 +127,7 @@ impl Shared {
             Ok(head) => head,
             Err(e) => {
                 tracing::error!(error = %e, "the last record cannot be read; the chain goes on from 64 zeros");
-                let last = self.index().last().copied()?;
+                let last = self.index().last()?;
                 Some(ChainHead {
                     seq: last.seq,
                     signature: GENESIS.to_owned(),
@@ -141,10 +141,7 @@ impl Shared {
     pub(super) fn idempotent_receipt(&self, key: &str) -> Result<Option<Receipt>, StoreError> {
         let meta = {
             let index = self.index();
-            match index
-                .idempotent_seq(key)
-                .and_then(|s| index.get(s).copied())
-            {
+            match index.idempotent_seq(key).and_then(|s| index.get(s)) {
                 Some(m) => m,
                 None => return Ok(None),
             }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::{Index, Interner, Meta};
+use super::{Entry, Index, Interner};
 
 /// Aggregates over the index for GetStats.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub struct TooManyBuckets(pub i64);
 impl Index {
     /// Aggregates over the records `q` selects.
     pub(crate) fn stats(&self, q: &StatsQuery) -> Result<Stats, TooManyBuckets> {
-        let head_seq = self.metas.last().map_or(0, |m| m.seq);
+        let head_seq = self.last().map_or(0, |m| m.seq);
         let mut stats = Stats {
             head_seq,
             ..Stats::default()
@@ -77,7 +77,7 @@ impl Index {
             self.metas.partition_point(|m| m.timestamp < t)
         });
         let window = self.metas.get(lo..hi).unwrap_or(&[]);
-        let metas: Box<dyn Iterator<Item = &Meta>> = match q.workflow.as_deref() {
+        let metas: Box<dyn Iterator<Item = &Entry>> = match q.workflow.as_deref() {
             None => Box::new(window.iter()),
             Some(w) => match self.workflows.get(w) {
                 None => Box::new(std::iter::empty()),

@@ -363,7 +363,7 @@ pub(in crate::store) fn stored_line(
     shared: &Shared,
     seq: u64,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    let Some(meta) = shared.index().get(seq).copied() else {
+    let Some(meta) = shared.index().get(seq) else {
         return Ok(None);
     };
     let (segment, meta) = shared.locate(&meta)?;
