@@ -147,6 +147,11 @@ impl Shared {
             }
         };
         let record = self.read_record(&meta)?;
+        // The index finds keys by hash: another key with the same hash is
+        // not this one.
+        if record.idempotency_key.as_deref() != Some(key) {
+            return Ok(None);
+        }
         Ok(Some(Receipt {
             seq: record.seq,
             id: record.id,

@@ -431,6 +431,43 @@ mod tests {
         }
     }
 
+    /// The index finds idempotency keys by a 64-bit hash: a key whose hash
+    /// another key has is a new event, not the other's duplicate, and each
+    /// key repeated still finds its own first event. Every key hashes alike
+    /// here.
+    #[tokio::test]
+    async fn a_key_whose_hash_another_key_has_is_not_its_duplicate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            StoreConfig::for_test(dir.path(), true),
+            Keyring::new("k1", vec![7; 32]),
+        )
+        .unwrap();
+        store.shared.index.write().unwrap().hash_keys_alike();
+        let mut first = Vec::new();
+        for key in ["a", "b", "c"] {
+            let r = store.append(vec![event(Some(key.into()))]).await.unwrap();
+            assert!(!r[0].duplicate, "{key} is new");
+            first.push(r[0].clone());
+        }
+        assert_eq!(first.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        for (key, want) in ["c", "a", "b"]
+            .iter()
+            .zip([&first[2], &first[0], &first[1]])
+        {
+            let r = store
+                .append(vec![event(Some((*key).into()))])
+                .await
+                .unwrap();
+            assert!(r[0].duplicate, "{key} again");
+            assert_eq!(
+                (r[0].seq, &r[0].signature),
+                (want.seq, &want.signature),
+                "{key}"
+            );
+        }
+    }
+
     /// With groups written while earlier ones are still being synced, a
     /// repeated key must still find its first event (not yet in the index)
     /// and be answered only once that event is durable.
