@@ -196,14 +196,7 @@ async fn crash_during_compression() {
 async fn crash_after_compression_before_the_manifest() {
     let dir = build().await;
     let (plain, _) = seal(dir.path()).unwrap();
-    compress(
-        dir.path(),
-        &plain,
-        &AtomicBool::new(false),
-        true,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    compressed(dir.path(), &plain, true);
     check_recovers(dir.path()).await;
 }
 
@@ -211,14 +204,7 @@ async fn crash_after_compression_before_the_manifest() {
 async fn crash_during_the_manifest_write() {
     let dir = build().await;
     let (plain, _) = seal(dir.path()).unwrap();
-    compress(
-        dir.path(),
-        &plain,
-        &AtomicBool::new(false),
-        true,
-        &mut Vec::new(),
-    )
-    .unwrap();
+    compressed(dir.path(), &plain, true);
     std::fs::write(
         dir.path().join("manifest.json.tmp"),
         b"{\"version\":1,\"segm",
@@ -240,13 +226,24 @@ async fn a_completed_rotation_reopens_as_it_is() {
     check_recovers(dir.path()).await;
 }
 
+/// Step 2 on `plain`, never stopped, reading it into fresh memory.
+fn compressed(dir: &Path, plain: &str, lead_copy: bool) -> (segment::SealedInfo, SegmentIndex) {
+    compress(
+        dir,
+        plain,
+        &AtomicBool::new(false),
+        lead_copy,
+        &mut Vec::new(),
+    )
+    .unwrap()
+}
+
 /// A rotation done by hand up to the manifest (steps 1 to 3, the plain
 /// file still there); returns the plain name and the segment's index.
 async fn rotated(lead_copy: bool) -> (tempfile::TempDir, String, SegmentIndex) {
     let dir = build().await;
     let (plain, _) = seal(dir.path()).unwrap();
-    let stop = AtomicBool::new(false);
-    let (info, index) = compress(dir.path(), &plain, &stop, lead_copy, &mut Vec::new()).unwrap();
+    let (info, index) = compressed(dir.path(), &plain, lead_copy);
     record_in_manifest(dir.path(), &plain, &info);
     (dir, plain, index)
 }
