@@ -99,9 +99,9 @@ impl Index {
         });
         let metas = metas.filter(|m| wanted.as_ref().is_none_or(|w| w.contains(&m.event_type)));
         let error_type = self.types.get("error");
-        let mut per_type = vec![0u64; self.types.names.len()];
-        let mut per_workflow = vec![0u64; self.workflows.names.len()];
-        let mut seen_leads = vec![false; self.leads.names.len()];
+        let mut per_type = vec![0u64; self.types.len()];
+        let mut per_workflow = vec![0u64; self.workflows.len()];
+        let mut seen_leads = vec![false; self.leads.len()];
         let mut type_leads: Vec<u64> = Vec::new();
         let mut buckets: std::collections::BTreeMap<i64, (u64, u64)> = Default::default();
         for m in metas {
