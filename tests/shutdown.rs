@@ -172,6 +172,7 @@ async fn second_signal_exits_at_once(second: &str) {
             from_seq: 1,
             follow: false,
             min_seq: 0,
+            stored_lines: false,
         })
         .await
         .unwrap()

@@ -105,8 +105,7 @@ fn stream(filter: pb::EventFilter) -> Call {
     Call::Stream(pb::StreamEventsRequest {
         filter: Some(filter),
         from_seq: 1,
-        follow: false,
-        min_seq: 0,
+        ..Default::default()
     })
 }
 

@@ -26,7 +26,7 @@ mod query;
 pub use auditlog_proof as proof;
 pub use auditlog_proto::v1 as pb;
 pub use client::{
-    Builder, Client, EventStream, ProvenReceipts, ProvenRecord, ReceiptsProof, Retry,
+    Builder, Client, EventStream, LineStream, ProvenReceipts, ProvenRecord, ReceiptsProof, Retry,
     VerifiedCheckpoint, check_receipt_proofs,
 };
 pub use error::Error;

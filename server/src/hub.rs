@@ -11,6 +11,10 @@
 //! reading the missed range from the file. The history before the first
 //! join is read unsubscribed, so a long history read pins nothing either.
 //!
+//! A form may not be had from a live group (a group whose lines do not hold
+//! its records gives no stored line): the subscription then reads that
+//! group's range from the file, as it would after falling behind.
+//!
 //! A subscription hands its reader chunks, not events: a live group's
 //! matching events, or a page read from the file, in one message each, so
 //! a follower costs one channel hand-over per group rather than one per
@@ -18,6 +22,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -46,11 +51,12 @@ pub(crate) struct Subscription {
 /// reader turns it into. A live record's form is asked of its group, so a
 /// form that caches (the wire encoding every follower sends alike) is made
 /// once for all subscribers.
-pub(crate) trait Form: Send + 'static {
+pub(crate) trait Form: Send + Sized + 'static {
     /// What a line read from the file is decoded into.
     type Row: Decoded;
-    /// Record `i` of a group the writer published.
-    fn live(group: &Committed, i: usize) -> Self;
+    /// Record `i` of a group the writer published; `None` when the group
+    /// cannot give it (the subscription then reads the group from the log).
+    fn live(group: &Committed, i: usize) -> Option<Self>;
     /// A line read from the file.
     fn read(row: Self::Row) -> Self;
 }
@@ -58,8 +64,8 @@ pub(crate) trait Form: Send + 'static {
 impl Form for Record {
     type Row = Record;
 
-    fn live(group: &Committed, i: usize) -> Record {
-        group[i].clone()
+    fn live(group: &Committed, i: usize) -> Option<Record> {
+        Some(group[i].clone())
     }
 
     fn read(record: Record) -> Record {
@@ -114,6 +120,18 @@ impl<F: Send + 'static> Receiver<F> {
         futures::stream::unfold(self, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         })
+    }
+
+    /// The events as a stream of the chunks they came in: a live group's
+    /// matching events, or a page read from the file (never empty).
+    pub(crate) fn into_chunks(
+        mut self,
+    ) -> impl futures::Stream<Item = Result<Vec<F>, StoreError>> + Send {
+        let pending: Vec<F> = std::mem::take(&mut self.pending).collect();
+        let first = (!pending.is_empty()).then_some(Ok(pending));
+        futures::stream::iter(first).chain(futures::stream::unfold(self.rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        }))
     }
 }
 
@@ -177,10 +195,18 @@ async fn run<F: Form>(
             {
                 return;
             }
-            let chunk: Vec<F> = (0..group.len())
+            let chunk: Option<Vec<F>> = (0..group.len())
                 .filter(|&i| group[i].seq >= next && filter.matches(&group[i]))
                 .map(|i| F::live(&group, i))
                 .collect();
+            let Some(chunk) = chunk else {
+                // The group cannot give this form: it is indexed (published
+                // after), so the log gives it instead.
+                if !catch_up(&store, &filter, &mut next, last.seq, &out).await {
+                    return;
+                }
+                continue;
+            };
             next = last.seq + 1;
             if chunk.is_empty() {
                 continue;
@@ -289,6 +315,52 @@ mod tests {
     use super::*;
     use crate::keys::Keyring;
     use crate::store::{NewEvent, StoreConfig};
+
+    /// A form no live group gives (as a group whose lines do not match
+    /// its records gives no stored line): read from the log instead.
+    struct FromLog(u64);
+
+    impl Form for FromLog {
+        type Row = Record;
+
+        fn live(_: &Committed, _: usize) -> Option<FromLog> {
+            None
+        }
+
+        fn read(record: Record) -> FromLog {
+            FromLog(record.seq)
+        }
+    }
+
+    /// A live group that cannot give a follower's form is read from the
+    /// log: every event still arrives, once, in order.
+    #[tokio::test]
+    async fn a_group_that_cannot_give_the_form_is_read_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig::for_test(dir.path(), false);
+        let store = Arc::new(Store::open(config, Keyring::new("k1", vec![5; 32])).unwrap());
+        let sub = Subscription {
+            filter: Filter::default(),
+            from_seq: 1,
+            follow: true,
+        };
+        let mut events = spawn::<FromLog>(Arc::clone(&store), sub, CancellationToken::new());
+        for n in 0..5 {
+            let group = (0..3)
+                .map(|i| NewEvent::for_test(None, serde_json::json!({"n": n, "i": i})))
+                .collect();
+            store.append(group).await.unwrap();
+            // Live, not only history: each group after the follower joined.
+            for seq in n * 3 + 1..=n * 3 + 3 {
+                let got = tokio::time::timeout(Duration::from_secs(10), events.recv())
+                    .await
+                    .expect("the subscription stalled")
+                    .expect("the subscription ended")
+                    .unwrap();
+                assert_eq!(got.0, seq);
+            }
+        }
+    }
 
     /// A follower whose reader takes nothing lets go of the broadcast, so
     /// the writer's groups are freed while it waits, and once it reads it

@@ -19,7 +19,7 @@ use super::edge::{self, blocking, status_of};
 use super::event_bytes::EventBytes;
 use super::proofs::proof_wait;
 use super::query::{EncodedPage, QueryPlan, plan_query};
-use super::stream::Encoded;
+use super::stream::{self, Encoded};
 use super::validate::{self, validate_batch, validate_log};
 use crate::auth::Caller;
 use crate::compliance::Subject;
@@ -108,9 +108,14 @@ impl AuditService for AuditSvc {
             follow: req.follow,
         };
         let store = self.store_holding(req.min_seq, until).await?;
-        let events = hub::spawn::<Encoded>(store, sub, self.shutdown.clone());
-        let stream = events.into_stream().map(|item| item.map_err(status_of));
-        Ok(Response::new(Box::pin(stream)))
+        let stream: EventStream = if req.stored_lines {
+            let lines = hub::spawn::<stream::Line>(store, sub, self.shutdown.clone());
+            Box::pin(stream::lines(lines).map(|item| item.map_err(status_of)))
+        } else {
+            let events = hub::spawn::<Encoded>(store, sub, self.shutdown.clone());
+            Box::pin(events.into_stream().map(|item| item.map_err(status_of)))
+        };
+        Ok(Response::new(stream))
     }
 
     async fn verify_integrity(

@@ -5,38 +5,151 @@
 //! are; history read from the file is encoded by the one stream reading it.
 //! The generated `AuditService` (build.rs) takes [`Encoded`] where the
 //! message would be; a client cannot tell the difference.
+//!
+//! With `stored_lines` a message carries the records themselves, several at
+//! a time ([`lines`]): a live record's line is a slice of the buffer the
+//! writer wrote (no encoding at all), a record read from the file the line
+//! read, checked as the event form checks it.
 
 use bytes::Bytes;
+use futures::{Stream, StreamExt as _};
+use prost::encoding::{self, WireType};
 
 use super::details::WireDetails;
 use super::event_bytes::{self, EVENT_FIELD, EventBytes, EventView, encode_only};
-use crate::hub::Form;
-use crate::store::{Committed, Record};
+use crate::hub::{Form, Receiver};
+use crate::store::record::{Decoded, LineError, RecordHead, RecordRef, parse_row};
+use crate::store::{Committed, Record, StoreError};
 
-/// A `StreamEventsResponse`, already encoded.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Encoded(Bytes);
+/// A `StreamEventsResponse`, already encoded: one event, or stored lines.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Encoded {
+    /// `event`, encoded whole (field and length included).
+    Event(Bytes),
+    /// `lines`, each a stored line without its newline.
+    Lines(Vec<Bytes>),
+}
+
+impl Default for Encoded {
+    fn default() -> Encoded {
+        Encoded::Event(Bytes::new())
+    }
+}
 
 impl Form for Encoded {
-    fn live(group: &Committed, i: usize) -> Encoded {
-        Encoded(group.wire(i, live_bytes))
+    fn live(group: &Committed, i: usize) -> Option<Encoded> {
+        Some(Encoded::Event(group.wire(i, live_bytes)))
     }
 
     type Row = EventBytes;
 
     /// Encoded straight from the line, as a Query page's events are.
     fn read(row: EventBytes) -> Encoded {
-        Encoded(row.bytes.into())
+        Encoded::Event(row.bytes.into())
     }
 }
+
+/// `StreamEventsResponse.lines`' field number.
+const LINES_FIELD: u32 = 2;
+
+/// How many bytes of lines one message holds at most (but always one
+/// line): well under the 4 MiB clients take by default, and large enough
+/// that a live group is one message.
+pub(crate) const LINES_BYTES: usize = 1 << 20;
 
 encode_only!(
     Encoded,
     |self, buf| {
-        buf.put_slice(&self.0);
+        match self {
+            Encoded::Event(bytes) => buf.put_slice(bytes),
+            Encoded::Lines(lines) => {
+                for line in lines {
+                    encoding::encode_key(LINES_FIELD, WireType::LengthDelimited, buf);
+                    encoding::encode_varint(line.len() as u64, buf);
+                    buf.put_slice(line);
+                }
+            }
+        }
     },
-    |self| { self.0.len() }
+    |self| {
+        match self {
+            Encoded::Event(bytes) => bytes.len(),
+            Encoded::Lines(lines) => lines.iter().map(|l| line_len(l.len())).sum(),
+        }
+    }
 );
+
+/// The encoded length of one entry of `lines` holding `n` bytes.
+fn line_len(n: usize) -> usize {
+    encoding::key_len(LINES_FIELD) + encoding::encoded_len_varint(n as u64) + n
+}
+
+/// A record as a stored line, without its newline.
+#[derive(Debug, Clone)]
+pub(crate) struct Line(Bytes);
+
+impl Form for Line {
+    /// The writer's own bytes; `None` (read from the log instead) only if
+    /// the group's lines do not match its records.
+    fn live(group: &Committed, i: usize) -> Option<Line> {
+        group.line(i).map(Line)
+    }
+
+    type Row = Line;
+
+    fn read(row: Line) -> Line {
+        row
+    }
+}
+
+impl Decoded for Line {
+    /// The line as read, once it passes the checks a line sent as an event
+    /// passes (a record's fields, its signature where the MAC check reads
+    /// it), so both forms of a stream hold the same records.
+    fn from_line(line: &[u8]) -> Result<Line, LineError> {
+        parse_row::<RecordRef<'_>>(line)?;
+        Ok(Line(Bytes::copy_from_slice(line)))
+    }
+
+    fn seq(&self) -> u64 {
+        // Parsed above, so the layout holds.
+        RecordHead::peek_seq(&self.0).unwrap_or(0)
+    }
+}
+
+/// A subscription's stored lines as messages: each chunk it gives (a live
+/// group, a page from the file) in as few messages as [`LINES_BYTES`]
+/// allows.
+pub(crate) fn lines(rx: Receiver<Line>) -> impl Stream<Item = Result<Encoded, StoreError>> + Send {
+    rx.into_chunks().flat_map(|chunk| {
+        let messages: Vec<Result<Encoded, StoreError>> = match chunk {
+            Ok(chunk) => messages_of(chunk).into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures::stream::iter(messages)
+    })
+}
+
+/// `chunk`'s lines in messages of at most [`LINES_BYTES`] encoded, each
+/// holding at least one line.
+fn messages_of(chunk: Vec<Line>) -> Vec<Encoded> {
+    let mut messages = Vec::new();
+    let mut lines = Vec::new();
+    let mut bytes = 0;
+    for Line(line) in chunk {
+        let n = line_len(line.len());
+        if !lines.is_empty() && bytes + n > LINES_BYTES {
+            messages.push(Encoded::Lines(std::mem::take(&mut lines)));
+            bytes = 0;
+        }
+        bytes += n;
+        lines.push(line);
+    }
+    if !lines.is_empty() {
+        messages.push(Encoded::Lines(lines));
+    }
+    messages
+}
 
 /// A live record's answer: the event encoded from the record's own strings
 /// (`event_bytes`).
@@ -57,7 +170,7 @@ mod tests {
 
     use super::*;
     use crate::service::edge;
-    use crate::store::Decoded;
+    use crate::store::Group;
 
     #[test]
     fn an_encoded_event_decodes_as_the_message_it_stands_for() {
@@ -66,26 +179,117 @@ mod tests {
         }
     }
 
+    /// A group of `lines` as the syncer publishes it: the records, and the
+    /// lines in one buffer, each with its newline.
+    fn group_of(lines: &[String]) -> Committed {
+        let records = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let written: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        std::sync::Arc::new(Group::new(records, vec![Bytes::from(written)]))
+    }
+
+    fn decode(message: &Encoded) -> pb::StreamEventsResponse {
+        let mut wire = Vec::new();
+        message.encode(&mut wire).unwrap();
+        assert_eq!(wire.len(), message.encoded_len());
+        pb::StreamEventsResponse::decode(&wire[..]).unwrap()
+    }
+
     /// The live bytes of the record `line` decode as the message the
     /// generic path builds, and are encoded once for every follower.
     fn check(line: &str) {
         let record: Record = serde_json::from_str(line).unwrap();
         let expected = pb::StreamEventsResponse {
             event: Some(edge::event_pb(record.clone())),
+            lines: Vec::new(),
         };
         let read = Encoded::read(EventBytes::from_line(line.as_bytes()).unwrap());
-        let group: Committed = std::sync::Arc::new(crate::store::Group::new(vec![record]));
-        let sent = Encoded::live(&group, 0);
+        let group = group_of(&[line.to_owned()]);
+        let sent = Encoded::live(&group, 0).unwrap();
         // History read from the log is encoded alike.
         assert_eq!(read, sent, "{line}");
         // The second follower gets the same bytes, not a second encoding.
-        assert_eq!(Encoded::live(&group, 0).0.as_ptr(), sent.0.as_ptr());
-        let mut wire = Vec::new();
-        sent.encode(&mut wire).unwrap();
+        let (Encoded::Event(first), Some(Encoded::Event(second))) =
+            (&sent, Encoded::live(&group, 0))
+        else {
+            panic!("an event's form is not Encoded::Event");
+        };
+        assert_eq!(first.as_ptr(), second.as_ptr());
+        assert_eq!(decode(&sent), expected, "{line}");
+    }
+
+    /// Stored lines, live or read, are the bytes written, and a chunk's
+    /// messages hold them all, in order, none over the bound but for a
+    /// single line.
+    #[test]
+    fn stored_lines_are_sent_as_written_in_bounded_messages() {
+        let samples = event_bytes::sample_lines();
+        let group = group_of(&samples);
+        let live: Vec<Line> = (0..samples.len())
+            .map(|i| Line::live(&group, i).unwrap())
+            .collect();
+        for (line, sample) in live.iter().zip(&samples) {
+            assert_eq!(&line.0[..], sample.as_bytes());
+            let read = Line::from_line(sample.as_bytes()).unwrap();
+            assert_eq!(read.0, line.0);
+            assert_eq!(read.seq(), RecordHead::peek_seq(sample.as_bytes()).unwrap());
+        }
+        // A live line is a slice of the writer's buffer, not a copy.
         assert_eq!(
-            pb::StreamEventsResponse::decode(&wire[..]).unwrap(),
-            expected,
-            "{line}"
+            Line::live(&group, 1).unwrap().0.as_ptr(),
+            live[1].0.as_ptr()
         );
+
+        // Enough lines for several messages, one of them alone over the bound.
+        let big = Bytes::from(vec![b'x'; LINES_BYTES + 10]);
+        let mut chunk: Vec<Line> = Vec::new();
+        for n in 0..6000 {
+            chunk.push(live[n % live.len()].clone());
+            if n == 2500 {
+                chunk.push(Line(big.clone()));
+            }
+        }
+        let expected: Vec<Vec<u8>> = chunk.iter().map(|l| l.0.to_vec()).collect();
+        let messages = messages_of(chunk);
+        assert!(messages.len() >= 3, "{} messages", messages.len());
+        let mut got = Vec::new();
+        for message in &messages {
+            let decoded = decode(message);
+            assert!(decoded.event.is_none());
+            assert!(!decoded.lines.is_empty());
+            assert!(
+                message.encoded_len() <= LINES_BYTES || decoded.lines.len() == 1,
+                "a message of {} bytes holds {} lines",
+                message.encoded_len(),
+                decoded.lines.len()
+            );
+            got.extend(decoded.lines);
+        }
+        assert_eq!(got, expected);
+    }
+
+    /// A group whose lines do not hold its records gives no line, so the
+    /// subscription reads the group from the log instead.
+    #[test]
+    fn a_group_whose_lines_do_not_match_its_records_gives_none() {
+        let samples = event_bytes::sample_lines();
+        let records: Vec<Record> = samples[..2]
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for written in [
+            // One line short.
+            format!("{}\n", samples[0]),
+            // The lines of other records.
+            format!("{}\n{}\n", samples[2], samples[3]),
+            // No newline after the last.
+            format!("{}\n{}", samples[0], samples[1]),
+        ] {
+            let group = Group::new(records.clone(), vec![Bytes::from(written)]);
+            let group: Committed = std::sync::Arc::new(group);
+            assert!(Line::live(&group, 0).is_none());
+        }
     }
 }

@@ -38,21 +38,32 @@ pub(crate) const QUARANTINE_FILE: &str = "audit.log.quarantine";
 /// to live readers.
 pub(crate) type Committed = Arc<Group>;
 
-/// A committed group: its records (it derefs to them), and a slot per
-/// record for its encoding on the wire as a live reader sends it, made by
-/// the first reader that sends the record and shared by every other, so
-/// ten followers cost one encoding, not ten.
-/// The slots are made by the first reader that asks, so a log nobody
-/// follows pays nothing for them.
+/// A committed group: its records (it derefs to them), their lines as the
+/// writer wrote them, and a slot per record for its encoding on the wire as
+/// a live reader sends it, made by the first reader that sends the record
+/// and shared by every other, so ten followers cost one encoding, not ten.
+/// The slots, and each record's place in the lines, are made by the first
+/// reader that asks, so a log nobody follows pays nothing for them.
 pub(crate) struct Group {
     records: Vec<Record>,
+    /// The records' lines, each ending in a newline, in the records' order:
+    /// the buffers the writer wrote (one per group it committed, usually one),
+    /// shared with the tree's builder, not copied.
+    lines: Vec<Bytes>,
+    /// Record `i`'s line, without its newline, sliced from `lines`; `None`
+    /// when `lines` does not hold the records (never expected: a reader then
+    /// reads the group from the log).
+    line_at: OnceLock<Option<Box<[Bytes]>>>,
     wire: OnceLock<Box<[OnceLock<Bytes>]>>,
 }
 
 impl Group {
-    pub(crate) fn new(records: Vec<Record>) -> Group {
+    /// `records` and their `lines`, as [`Group`] keeps them.
+    pub(crate) fn new(records: Vec<Record>, lines: Vec<Bytes>) -> Group {
         Group {
             records,
+            lines,
+            line_at: OnceLock::new(),
             wire: OnceLock::new(),
         }
     }
@@ -65,6 +76,40 @@ impl Group {
             .wire
             .get_or_init(|| self.records.iter().map(|_| OnceLock::new()).collect());
         slots[i].get_or_init(|| encode(&self.records[i])).clone()
+    }
+
+    /// Record `i`'s line exactly as written, without its newline (no copy:
+    /// a slice of the writer's buffer). `None` if the group's lines do not
+    /// hold its records one for one, seq for seq.
+    pub(crate) fn line(&self, i: usize) -> Option<Bytes> {
+        let lines = self.line_at.get_or_init(|| {
+            let mut at = Vec::with_capacity(self.records.len());
+            for buf in &self.lines {
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', buf) {
+                    at.push(buf.slice(start..end));
+                    start = end + 1;
+                }
+                if start != buf.len() {
+                    return None;
+                }
+            }
+            let held = at.len() == self.records.len()
+                && at
+                    .iter()
+                    .zip(&self.records)
+                    .all(|(line, r)| super::record::RecordHead::peek_seq(line) == Some(r.seq));
+            if !held {
+                tracing::error!(
+                    lines = at.len(),
+                    records = self.records.len(),
+                    "a published group's lines do not hold its records; its stored-line readers \
+                     read it from the log"
+                );
+            }
+            held.then(|| at.into_boxed_slice())
+        });
+        lines.as_ref().map(|l| l[i].clone())
     }
 }
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SendError, SyncSender};
 
+use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::error::StoreError;
@@ -195,11 +196,16 @@ impl Syncer {
             self.shared.metrics.store.committed(g.records.len(), bytes);
         }
         let mut published = Vec::new();
+        let mut lines = Vec::with_capacity(groups.len());
         let mut replies = Vec::new();
         let mut fed = Vec::with_capacity(groups.len());
         for g in groups {
             if let (Some(first), Some(last)) = (g.records.first(), g.records.last()) {
-                fed.push((first.seq, last.seq, g.lines));
+                // One buffer, two owners: the tree hashes it, live readers
+                // of stored lines send it.
+                let written = Bytes::from(g.lines);
+                fed.push((first.seq, last.seq, written.clone()));
+                lines.push(written);
             }
             // Usually one group: its records are published without a copy.
             if published.is_empty() {
@@ -248,7 +254,10 @@ impl Syncer {
         let unsent = if published.is_empty() {
             None
         } else {
-            self.shared.hub.send(Arc::new(Group::new(published))).err()
+            self.shared
+                .hub
+                .send(Arc::new(Group::new(published, lines)))
+                .err()
         };
         for s in replies {
             let _ = s.reply.send(Ok(s.receipts));

@@ -154,7 +154,9 @@ pub(crate) enum Command {
     )]
     Export(export::ExportArgs),
     /// Follow live events until Ctrl-C.
-    #[command(after_help = "Examples:\n  auditlog tail\n  auditlog tail --type error --from-seq 1")]
+    #[command(
+        after_help = "Examples:\n  auditlog tail\n  auditlog tail --type error --from-seq 1\n  auditlog tail --stored --from-seq 1 > mirror.jsonl   # the records as the log holds them"
+    )]
     Tail {
         #[command(flatten)]
         filter: FilterArgs,
@@ -162,8 +164,13 @@ pub(crate) enum Command {
         #[arg(long)]
         from_seq: Option<u64>,
         /// Show each event's details.
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with = "stored")]
         verbose: bool,
+        /// Print each record exactly as the log stores it, one JSON line
+        /// each (signed, and the Merkle tree's leaf): for a mirror or a
+        /// pipe into other tools.
+        #[arg(long)]
+        stored: bool,
     },
     /// Seal the active segment now and compress it (admin).
     #[command(

@@ -191,7 +191,17 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
             filter,
             from_seq,
             verbose,
-        } => tail::run(client, &filter, from_seq, verbose, json).await,
+            stored,
+        } => {
+            let shape = if stored {
+                tail::Shape::Stored
+            } else if json {
+                tail::Shape::Json
+            } else {
+                tail::Shape::Text { verbose }
+            };
+            tail::run(client, &filter, from_seq, shape).await
+        }
         Command::Bench(args) => bench::run(client, args, json).await,
         Command::Rotate { wait } => admin::rotate(client, wait, json).await,
         Command::Alerts(AlertsCommand::Test) => admin::alerts_test(client, json).await,

@@ -3,60 +3,85 @@
 
 use std::io::Write as _;
 
-use auditlog_client::Client;
+use auditlog_client::{Client, Error};
 use futures::StreamExt as _;
+use futures::stream::BoxStream;
 
 use crate::CliError;
 use crate::cli::FilterArgs;
 use crate::format::{self, event_json, printable, timestamp_text};
 
+/// How `tail` prints each event.
+pub(crate) enum Shape {
+    /// One line of the main fields, with `details` when verbose.
+    Text { verbose: bool },
+    /// The event as a JSON object (`--json`).
+    Json,
+    /// The record exactly as stored (`--stored`).
+    Stored,
+}
+
 pub(crate) async fn run(
     client: &Client,
     filter: &FilterArgs,
     from_seq: Option<u64>,
-    verbose: bool,
-    json: bool,
+    shape: Shape,
 ) -> Result<(), CliError> {
     let from = match from_seq {
         Some(s) => s,
         None => client.stats(None).await?.head_seq + 1,
     };
-    let mut stream = client.stream(filter.query()?, from, true).await?;
-    if !json {
+    let query = filter.query()?;
+    if !matches!(shape, Shape::Json) {
         eprintln!("following events from seq {from} (Ctrl-C to stop)");
     }
+    // Each event as the bytes of its output line, without the newline.
+    let mut stream: BoxStream<'static, Result<Vec<u8>, Error>> = match shape {
+        Shape::Stored => client.stream_lines(query, from, true).await?,
+        Shape::Json => client
+            .stream(query, from, true)
+            .await?
+            .map(|e| e.map(|e| event_json(&e).to_string().into_bytes()))
+            .boxed(),
+        Shape::Text { verbose } => client
+            .stream(query, from, true)
+            .await?
+            .map(move |e| e.map(|e| text_line(&e, verbose).into_bytes()))
+            .boxed(),
+    };
     let mut out = std::io::stdout().lock();
     loop {
         let next = tokio::select! {
             _ = tokio::signal::ctrl_c() => return Ok(()),
             next = stream.next() => next,
         };
-        let event = match next {
-            Some(e) => e?,
+        let line = match next {
+            Some(line) => line?,
             None => return Err(CliError::Failed("the server ended the stream".into())),
         };
-        if json {
-            writeln!(out, "{}", event_json(&event))?;
-        } else {
-            let mut line = format!(
-                "{}  {:>6}  {:<18} lead={} workflow={} actor={}",
-                timestamp_text(event.timestamp.as_ref()),
-                event.seq,
-                printable(&event.event_type, false),
-                printable(&event.lead_id, false),
-                printable(&event.workflow, false),
-                printable(&event.actor, false),
-            );
-            if !event.caller.is_empty() {
-                line.push_str(" caller=");
-                line.push_str(&printable(&event.caller, false));
-            }
-            if verbose {
-                line.push_str("  ");
-                line.push_str(&printable(&format::details_text(&event), false));
-            }
-            writeln!(out, "{line}")?;
-        }
+        out.write_all(&line)?;
+        out.write_all(b"\n")?;
         out.flush()?;
     }
+}
+
+fn text_line(event: &auditlog_client::pb::Event, verbose: bool) -> String {
+    let mut line = format!(
+        "{}  {:>6}  {:<18} lead={} workflow={} actor={}",
+        timestamp_text(event.timestamp.as_ref()),
+        event.seq,
+        printable(&event.event_type, false),
+        printable(&event.lead_id, false),
+        printable(&event.workflow, false),
+        printable(&event.actor, false),
+    );
+    if !event.caller.is_empty() {
+        line.push_str(" caller=");
+        line.push_str(&printable(&event.caller, false));
+    }
+    if verbose {
+        line.push_str("  ");
+        line.push_str(&printable(&format::details_text(event), false));
+    }
+    line
 }

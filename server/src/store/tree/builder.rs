@@ -207,7 +207,7 @@ fn catch_up(shared: &Shared, hashes: &mut Vec<Hash>) -> Result<(), Stuck> {
 fn hash_fed(
     shared: &Shared,
     hashes: &mut Vec<Hash>,
-    groups: VecDeque<(u64, Vec<u8>)>,
+    groups: VecDeque<(u64, bytes::Bytes)>,
 ) -> Result<(), Stuck> {
     let tree = &shared.tree;
     for (first, lines) in groups {

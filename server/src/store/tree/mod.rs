@@ -35,6 +35,7 @@ use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use auditlog_proof::{Hash, Nodes};
+use bytes::Bytes;
 
 pub(super) use builder::{run, stored_line};
 pub(super) use check::{Leaves, Plan, check};
@@ -93,7 +94,7 @@ struct Wake {
 pub(super) struct Fed {
     /// Each group's first seq and its lines (each ending in a newline), in
     /// seq order.
-    pub(super) groups: VecDeque<(u64, Vec<u8>)>,
+    pub(super) groups: VecDeque<(u64, Bytes)>,
     bytes: usize,
     /// Groups were dropped (or taken and not appended): the builder reads
     /// the log back to find them.
@@ -210,7 +211,7 @@ impl Tree {
     /// seqs visible (`indexed_seq`), under the same lock the builder takes
     /// them with. A group is dropped (and read back later) past
     /// [`MAX_FED_BYTES`] waiting.
-    pub(super) fn feed(&self, groups: Vec<(u64, u64, Vec<u8>)>, publish: impl FnOnce()) {
+    pub(super) fn feed(&self, groups: Vec<(u64, u64, Bytes)>, publish: impl FnOnce()) {
         if self.stopped() {
             // No builder takes them (shut down, or switched off).
             publish();
