@@ -11,7 +11,8 @@ KEY is what `auditlog-server --print-verifier-key` printed for the server's
 data directory DIR. The test logs a few events, fetches a signed
 checkpoint, verifies its signature with KEY, recomputes every leaf hash
 from the lines of DIR/audit.log (and from the lines the proofs carry),
-recomputes the root, and checks an inclusion proof for every record and a
+recomputes the root (and again from the records as StreamEvents sends them
+with `stored_lines`), and checks an inclusion proof for every record and a
 consistency proof from an earlier checkpoint. Changed proofs, notes and
 keys must all be refused.
 
@@ -313,6 +314,19 @@ def main():
         assert max(by_seq) >= size, "audit.log lacks records (rotated?)"
         leaves = [leaf_hash(by_seq.get(s, gap_line(s))) for s in range(1, size + 1)]
         assert mth(leaves) == root, "the root of the file's lines is not the checkpoint's"
+
+        # The same leaves over the network: the records as stored
+        # (StreamEvents with stored_lines), as a mirror without the files
+        # has them, make the signed root too.
+        streamed = []
+        for resp in stub.StreamEvents(pb.StreamEventsRequest(from_seq=1, stored_lines=True), timeout=10):
+            assert not resp.HasField("event"), "a stored-lines message carries an event"
+            assert resp.lines, "a stored-lines message without lines"
+            streamed.extend(resp.lines)
+        assert [json.loads(line)["seq"] for line in streamed] == list(range(1, len(streamed) + 1))
+        assert len(streamed) >= size
+        assert streamed == file_lines[: len(streamed)], "the streamed lines are not the file's"
+        assert mth([leaf_hash(line) for line in streamed[:size]]) == root, "the streamed lines' root"
 
         for seq in range(1, size + 1):
             proof = stub.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq, tree_size=size), timeout=10)
