@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher as _, BuildHasherDefault};
 
+mod postings;
 mod stats;
+
+use postings::Postings;
 
 use super::record::{MAX_SEQ, Record};
 use super::segment::SegmentIndex;
@@ -209,9 +212,10 @@ pub(crate) struct Index {
     /// that value's records, ascending. Positions rather than seqs: half the
     /// memory (a tenth of the index's, 2026-12-06), and an entry is the
     /// record's place, found without a search. A purge shifts them down.
-    by_type: Vec<Vec<u32>>,
-    by_lead: Vec<Vec<u32>>,
-    by_workflow: Vec<Vec<u32>>,
+    /// Short lists take no allocation (`postings.rs`).
+    by_type: Vec<Postings>,
+    by_lead: Vec<Postings>,
+    by_workflow: Vec<Postings>,
     /// Set once a record's position did not fit a posting (over 4 billion
     /// records in memory): queries then scan `metas` instead.
     unposted: bool,
@@ -254,10 +258,10 @@ impl KeyHash {
 }
 
 /// Posting lists grow with ids; this adds `position` to list `id`.
-fn post(lists: &mut Vec<Vec<u32>>, id: u32, position: u32) {
+fn post(lists: &mut Vec<Postings>, id: u32, position: u32) {
     let id = id as usize;
     if lists.len() <= id {
-        lists.resize_with(id + 1, Vec::new);
+        lists.resize_with(id + 1, Postings::default);
     }
     lists[id].push(position);
 }
@@ -334,11 +338,7 @@ impl Index {
                 list.clear();
                 continue;
             };
-            let gone = list.partition_point(|&p| p < shift);
-            list.drain(..gone);
-            for p in list.iter_mut() {
-                *p -= shift;
-            }
+            list.shift_down(shift);
         }
         self.keys.retain(|_, s| *s > seq);
         self.colliding_keys.retain(|_, s| *s > seq);
@@ -363,7 +363,7 @@ impl Index {
         // Where the record goes in `metas`, if a posting can hold it.
         let position = u32::try_from(self.metas.len()).ok();
         self.unposted |= position.is_none();
-        let post = |lists: &mut Vec<Vec<u32>>, id: u32| {
+        let post = |lists: &mut Vec<Postings>, id: u32| {
             if let Some(p) = position {
                 post(lists, id, p);
             }
@@ -605,8 +605,8 @@ impl Index {
     }
 
     /// The posting list of `id` in `lists` (empty if it has none).
-    fn list(lists: &[Vec<u32>], id: u32) -> &[u32] {
-        lists.get(id as usize).map_or(&[], Vec::as_slice)
+    fn list(lists: &[Postings], id: u32) -> &[u32] {
+        lists.get(id as usize).map_or(&[], Postings::as_slice)
     }
 }
 
