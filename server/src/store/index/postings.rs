@@ -39,7 +39,9 @@ impl Postings {
                 *len += 1;
             }
             Postings::Inline { items, .. } => {
-                let mut list = Vec::with_capacity(2 * INLINE);
+                // Then doubling, as a `Vec` grown from empty would be
+                // (4, 8, 16, ...): a long list's spare room is as before.
+                let mut list = Vec::with_capacity(INLINE + 1);
                 list.extend_from_slice(items);
                 list.push(position);
                 *self = Postings::Heap(list);
