@@ -11,7 +11,7 @@
 //! writer wrote (no encoding at all), a record read from the file the line
 //! read, checked as the event form checks it.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
 use prost::encoding::{self, WireType};
 
@@ -99,6 +99,25 @@ impl Form for Line {
 
     fn read(row: Line) -> Line {
         row
+    }
+
+    /// Lines that are under half of their group's bytes (a narrow filter)
+    /// are copied out, so a chunk waiting for a slow reader does not keep
+    /// the whole group's buffer.
+    fn keep(chunk: Vec<Line>, group: &Committed) -> Vec<Line> {
+        let sent: usize = chunk.iter().map(|l| l.0.len()).sum();
+        if sent * 2 >= group.lines_len() {
+            return chunk;
+        }
+        let mut copy = BytesMut::with_capacity(sent);
+        for Line(line) in &chunk {
+            copy.extend_from_slice(line);
+        }
+        let mut copy = copy.freeze();
+        chunk
+            .into_iter()
+            .map(|Line(line)| Line(copy.split_to(line.len())))
+            .collect()
     }
 }
 
@@ -236,11 +255,29 @@ mod tests {
             assert_eq!(read.0, line.0);
             assert_eq!(read.seq(), RecordHead::peek_seq(sample.as_bytes()).unwrap());
         }
-        // A live line is a slice of the writer's buffer, not a copy.
+        // A live line is a slice of the writer's buffer, not a copy, and a
+        // chunk of most of the group keeps it so.
         assert_eq!(
             Line::live(&group, 1).unwrap().0.as_ptr(),
             live[1].0.as_ptr()
         );
+        let kept = Line::keep(live.clone(), &group);
+        assert!(
+            kept.iter()
+                .zip(&live)
+                .all(|(k, l)| k.0.as_ptr() == l.0.as_ptr())
+        );
+        // A chunk of a small part of it is copied out, the same bytes.
+        let few = vec![live[0].clone(), live[2].clone()];
+        let kept = Line::keep(few.clone(), &group);
+        for (k, l) in kept.iter().zip(&few) {
+            assert_eq!(k.0, l.0);
+            assert_ne!(
+                k.0.as_ptr(),
+                l.0.as_ptr(),
+                "a narrow chunk still pins its group"
+            );
+        }
 
         // Enough lines for several messages, one of them alone over the bound.
         let big = Bytes::from(vec![b'x'; LINES_BYTES + 10]);

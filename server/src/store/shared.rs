@@ -78,6 +78,11 @@ impl Group {
         slots[i].get_or_init(|| encode(&self.records[i])).clone()
     }
 
+    /// The bytes of the group's lines, newlines included.
+    pub(crate) fn lines_len(&self) -> usize {
+        self.lines.iter().map(Bytes::len).sum()
+    }
+
     /// Record `i`'s line exactly as written, without its newline (no copy:
     /// a slice of the writer's buffer). `None` if the group's lines do not
     /// hold its records one for one, seq for seq.
