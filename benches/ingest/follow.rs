@@ -207,12 +207,9 @@ fn follow(
         };
         match form {
             Form::Events => {
-                let mut stream = match open::<Followed>(&mut client, request).await {
-                    Ok(stream) => stream,
-                    Err(status) => {
-                        seen.error = Some(status.message().to_owned());
-                        return seen;
-                    }
+                let Some(mut stream) = open::<Followed>(&mut client, request, &mut seen).await
+                else {
+                    return seen;
                 };
                 while let Some(message) = next(&mut stream, &mut stop, &mut seen).await {
                     let event = message.event.unwrap_or_default();
@@ -226,12 +223,9 @@ fn follow(
                 }
             }
             Form::Lines => {
-                let mut stream = match open::<FollowedLines>(&mut client, request).await {
-                    Ok(stream) => stream,
-                    Err(status) => {
-                        seen.error = Some(status.message().to_owned());
-                        return seen;
-                    }
+                let Some(mut stream) = open::<FollowedLines>(&mut client, request, &mut seen).await
+                else {
+                    return seen;
                 };
                 while let Some(message) = next(&mut stream, &mut stop, &mut seen).await {
                     for line in &message.lines {
@@ -257,21 +251,30 @@ fn saw(seq: u64, expected: &mut u64, seen: &mut Seen) {
     seen.received += 1;
 }
 
-/// Opens the follower's stream, decoding each message as `M`.
+/// Opens the follower's stream, decoding each message as `M`; `None` (the
+/// failure noted in `seen`) if it cannot.
 async fn open<M: prost::Message + Default + Send + 'static>(
     client: &mut Grpc<Channel>,
     request: pb::StreamEventsRequest,
-) -> Result<tonic::Streaming<M>, tonic::Status> {
+    seen: &mut Seen,
+) -> Option<tonic::Streaming<M>> {
     let path = http::uri::PathAndQuery::from_static("/auditlog.v1.AuditService/StreamEvents");
     let codec = tonic_prost::ProstCodec::<pb::StreamEventsRequest, M>::default();
-    client
-        .ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    Ok(client
-        .server_streaming(tonic::Request::new(request), path, codec)
-        .await?
-        .into_inner())
+    let opened = match client.ready().await {
+        Ok(()) => {
+            client
+                .server_streaming(tonic::Request::new(request), path, codec)
+                .await
+        }
+        Err(e) => Err(tonic::Status::unavailable(e.to_string())),
+    };
+    match opened {
+        Ok(response) => Some(response.into_inner()),
+        Err(status) => {
+            seen.error = Some(status.message().to_owned());
+            None
+        }
+    }
 }
 
 /// The next message, or `None` once stopped, ended or failed (the failure

@@ -28,6 +28,22 @@ use pb::audit_service_client::AuditServiceClient;
 /// The events of [`Client::stream`], in seq order.
 pub type EventStream = BoxStream<'static, Result<pb::Event, Error>>;
 
+/// StreamEvents' request for `query`'s filter from `from_seq`.
+fn stream_request(
+    query: Query,
+    from_seq: u64,
+    follow: bool,
+    stored_lines: bool,
+) -> pb::StreamEventsRequest {
+    pb::StreamEventsRequest {
+        filter: query.request.filter,
+        from_seq,
+        follow,
+        min_seq: query.request.min_seq,
+        stored_lines,
+    }
+}
+
 /// A stream of stored records ([`Client::stream_lines`]): each the JSON line
 /// exactly as the log holds it, without its newline.
 pub type LineStream = BoxStream<'static, Result<Vec<u8>, Error>>;
@@ -196,13 +212,7 @@ impl Client {
         from_seq: u64,
         follow: bool,
     ) -> Result<EventStream, Error> {
-        let request = pb::StreamEventsRequest {
-            filter: query.request.filter,
-            from_seq,
-            follow,
-            min_seq: query.request.min_seq,
-            stored_lines: false,
-        };
+        let request = stream_request(query, from_seq, follow, false);
         let stream = self.audit().stream_events(request).await?.into_inner();
         Ok(stream
             .filter_map(|item| {
@@ -227,13 +237,7 @@ impl Client {
         from_seq: u64,
         follow: bool,
     ) -> Result<LineStream, Error> {
-        let request = pb::StreamEventsRequest {
-            filter: query.request.filter,
-            from_seq,
-            follow,
-            min_seq: query.request.min_seq,
-            stored_lines: true,
-        };
+        let request = stream_request(query, from_seq, follow, true);
         let stream = self.audit().stream_events(request).await?.into_inner();
         Ok(stream
             .flat_map(|item| {

@@ -326,6 +326,19 @@ mod tests {
     use crate::keys::Keyring;
     use crate::store::{NewEvent, StoreConfig};
 
+    /// A store in `dir`, and a subscription to all of it from the start,
+    /// live.
+    fn store_and_follow(dir: &std::path::Path) -> (Arc<Store>, Subscription) {
+        let config = StoreConfig::for_test(dir, false);
+        let store = Arc::new(Store::open(config, Keyring::new("k1", vec![5; 32])).unwrap());
+        let sub = Subscription {
+            filter: Filter::default(),
+            from_seq: 1,
+            follow: true,
+        };
+        (store, sub)
+    }
+
     /// A form no live group gives (as a group whose lines do not match
     /// its records gives no stored line): read from the log instead.
     struct FromLog(u64);
@@ -347,13 +360,7 @@ mod tests {
     #[tokio::test]
     async fn a_group_that_cannot_give_the_form_is_read_from_the_log() {
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig::for_test(dir.path(), false);
-        let store = Arc::new(Store::open(config, Keyring::new("k1", vec![5; 32])).unwrap());
-        let sub = Subscription {
-            filter: Filter::default(),
-            from_seq: 1,
-            follow: true,
-        };
+        let (store, sub) = store_and_follow(dir.path());
         let mut events = spawn::<FromLog>(Arc::clone(&store), sub, CancellationToken::new());
         for n in 0..5 {
             let group = (0..3)
@@ -379,13 +386,7 @@ mod tests {
     async fn a_reader_that_takes_nothing_pins_no_group_and_misses_nothing() {
         const GROUPS: u64 = 40;
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig::for_test(dir.path(), false);
-        let store = Arc::new(Store::open(config, Keyring::new("k1", vec![5; 32])).unwrap());
-        let sub = Subscription {
-            filter: Filter::default(),
-            from_seq: 1,
-            follow: true,
-        };
+        let (store, sub) = store_and_follow(dir.path());
         let mut events = spawn::<Record>(Arc::clone(&store), sub, CancellationToken::new());
         for n in 0..GROUPS {
             let group = (0..3)
