@@ -57,6 +57,12 @@
 //!   `fdatasync` (it still writes and answers from its thread), to separate
 //!   the cost of answering from another thread from that of waiting for the
 //!   disk (1);
+//! - `AUDITLOG_BENCH_FLOOR_IN_PLACE`: `0` makes the floor service append
+//!   its bytes, as it did until 2026-12-06, instead of writing them in
+//!   place into zeros kept 1 MiB ahead of its file's end as the real server
+//!   does (`store/writer/space.rs`): an appending floor's `fdatasync`s also
+//!   commit the file's new size, which made it slower than the server it
+//!   was the floor of (1);
 //! - `AUDITLOG_BENCH_DIR`: where the temp data dir is created (the system
 //!   temp dir);
 //! - `AUDITLOG_BENCH_VARIANTS`: variants of the real server measured in the
@@ -157,6 +163,8 @@ struct Settings {
     parent_dir: std::path::PathBuf,
     /// Whether the floor service `fdatasync`s (it always writes).
     floor_fsync: bool,
+    /// Whether the floor writes in place into zeros ahead (`AUDITLOG_BENCH_FLOOR_IN_PLACE`).
+    floor_in_place: bool,
     /// Variants of the real server measured beside it.
     variants: Vec<Variant>,
     /// The servers to measure, by name (`None`: all).
@@ -201,6 +209,7 @@ impl Settings {
             },
             Err(_) => true,
         };
+        let floor_in_place = env::var("AUDITLOG_BENCH_FLOOR_IN_PLACE", 1u8)? == 1;
         Ok(Settings {
             measure: env::secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
             rounds,
@@ -210,6 +219,7 @@ impl Settings {
             follow,
             parent_dir: env::parent_dir(),
             floor_fsync,
+            floor_in_place,
             variants: Variant::from_env()?,
             only: std::env::var("AUDITLOG_BENCH_ONLY").ok().map(|list| {
                 list.split(',')
@@ -301,7 +311,11 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
         start_ours(servers, &data.path().join("auditlog"), None, &otlp).await?,
         start_empty(
             servers,
-            Some((data.path().join("floor"), settings.floor_fsync)),
+            Some(Floor {
+                dir: data.path().join("floor"),
+                fsync: settings.floor_fsync,
+                in_place: settings.floor_in_place,
+            }),
         )?,
         start_empty(servers, None)?,
     ];
@@ -378,6 +392,12 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     if !settings.floor_fsync {
         println!("floor: ran WITHOUT its fdatasync (AUDITLOG_BENCH_FLOOR_FSYNC=0)");
     }
+    if !settings.floor_in_place {
+        println!(
+            "floor: APPENDED to its file, each sync committing a new size \
+             (AUDITLOG_BENCH_FLOOR_IN_PLACE=0)"
+        );
+    }
     print_targets(&rows);
     variants::print(&rows, &settings.variants);
 
@@ -416,12 +436,19 @@ async fn start_ours(
     Ok(Served::auditlog(runtime, config).await?.0)
 }
 
-/// The empty baseline service; with a `floor` dir, the floor service (see
-/// [`EmptyService`]) with its file there, and whether it syncs.
-fn start_empty(runtime: &Handle, floor: Option<(PathBuf, bool)>) -> Result<Served, BoxError> {
+/// How the floor service writes (see [`EmptyService`]).
+struct Floor {
+    /// Where its file is.
+    dir: PathBuf,
+    fsync: bool,
+    in_place: bool,
+}
+
+/// The empty baseline service; with a `floor`, the floor service.
+fn start_empty(runtime: &Handle, floor: Option<Floor>) -> Result<Served, BoxError> {
     let service = EmptyService {
         commits: floor
-            .map(|(dir, fsync)| GroupCommit::start(&dir, fsync))
+            .map(|f| GroupCommit::start(&f.dir, f.fsync, f.in_place))
             .transpose()?,
     };
     Served::spawn(runtime, |listener, stopped| async move {
