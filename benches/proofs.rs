@@ -41,6 +41,8 @@ fn var(name: &str, default: u64) -> Result<u64, BoxError> {
 }
 
 fn main() -> Result<(), BoxError> {
+    // The bench build has the test hooks (a dev-dependency's feature).
+    auditlog_server::bench::without_fault_hooks();
     let events = var("AUDITLOG_BENCH_EVENTS", 1_000_000)?.max(2);
     let proofs = var("AUDITLOG_BENCH_PROOFS", 2000)?.max(1) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -98,6 +98,8 @@ const TARGET_STARTUP: Duration = Duration::from_secs(2);
 const TARGET_RSS_BYTES: u64 = 150_000_000;
 
 fn main() -> Result<(), BoxError> {
+    // The bench build has the test hooks (a dev-dependency's feature).
+    auditlog_server::bench::without_fault_hooks();
     let settings = Settings::from_env()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -51,6 +51,8 @@ impl Served {
         runtime: &Handle,
         config: auditlog_server::Config,
     ) -> Result<(Served, auditlog_client::Client), BoxError> {
+        // The bench build has the test hooks (a dev-dependency's feature).
+        auditlog_server::bench::without_fault_hooks();
         let served = Served::spawn(runtime, |listener, stopped| async move {
             let shutdown = async move {
                 let _ = stopped.await;

@@ -6,10 +6,11 @@
 //!
 //! Invariant: nothing here is used by the server itself; it only names
 //! what the store already does, so a bench figure measures the code that
-//! runs. The one exception is [`Switches`], which `benches/ingest.rs` sets
+//! runs. The exceptions are [`Switches`], which `benches/ingest.rs` sets
 //! on a [`crate::Config`] to measure what a part of the server costs by
-//! running without it; no config file, flag or environment variable can set
-//! it.
+//! running without it, and [`without_fault_hooks`], which the benches call
+//! so that a test build's hooks cost nothing; no config file, flag or
+//! environment variable can set either.
 
 pub use crate::keys::Keyring;
 pub use crate::store::record::{MacCheck, RecordHead};
@@ -24,6 +25,16 @@ pub fn answer_line(line: &[u8]) -> Result<usize, String> {
     crate::service::EventBytes::from_line(line)
         .map(|event| event.len())
         .map_err(|e| e.to_string())
+}
+
+/// Switches the fault-injection hooks off for this process, in the builds
+/// that have them (tests and `fault-injection`, which the benches get as a
+/// dev-dependency's feature): a benchmark measures the server, not a
+/// system call per `fdatasync` looking for a trigger file. A no-op in other
+/// builds.
+pub fn without_fault_hooks() {
+    #[cfg(any(test, feature = "fault-injection"))]
+    crate::faults::switch_off();
 }
 
 /// Parts of the server a benchmark may switch off to measure their cost

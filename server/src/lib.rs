@@ -23,6 +23,8 @@ mod compliance;
 pub mod config;
 mod durable;
 mod duty;
+#[cfg(any(test, feature = "fault-injection"))]
+mod faults;
 #[doc(hidden)]
 pub mod fuzzing;
 mod gate;

@@ -314,8 +314,9 @@ impl Syncer {
     fn sync(&self, file: &File) -> std::io::Result<()> {
         #[cfg(feature = "fault-injection")]
         {
-            let trigger = self.shared.dir.join("FAIL_NEXT_FSYNC");
-            if std::fs::remove_file(&trigger).is_ok() {
+            if crate::faults::hooks_on()
+                && std::fs::remove_file(self.shared.dir.join("FAIL_NEXT_FSYNC")).is_ok()
+            {
                 return Err(std::io::Error::other(
                     "injected fsync failure (fault-injection)",
                 ));
