@@ -186,6 +186,14 @@ async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() 
         .stream(auditlog_client::Query::new(), 1, true)
         .await
         .unwrap();
+    // And as stored lines: the replica's live groups give the leader's
+    // bytes, not a copy rebuilt from the records.
+    let mut lines = follower
+        .client()
+        .await
+        .stream_lines(auditlog_client::Query::new(), 1, true)
+        .await
+        .unwrap();
     for i in 15..18 {
         acked.push(leader.log(event(i)).await.unwrap());
     }
@@ -193,6 +201,22 @@ async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() 
         let got = live.next().await.unwrap().unwrap();
         assert_eq!(got.seq, seq);
     }
+    let mut followed = Vec::new();
+    for _ in 1..=18 {
+        followed.push(lines.next().await.unwrap().unwrap());
+    }
+    let stored: Vec<Vec<u8>> = leader
+        .stream_lines(auditlog_client::Query::new(), 1, false)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(
+        followed,
+        stored[..18],
+        "a follower's stored lines are not the leader's"
+    );
     wait_all_at(&nodes, 18).await;
     for node in &nodes {
         common::assert_whole(&node.client().await, &acked).await;
