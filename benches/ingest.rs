@@ -196,20 +196,8 @@ impl Settings {
             }
             Err(_) => (Scenario::ALL.to_vec(), true),
         };
-        let floor_fsync = match std::env::var("AUDITLOG_BENCH_FLOOR_FSYNC") {
-            Ok(v) => match v.trim() {
-                "1" | "true" => true,
-                "0" | "false" => false,
-                other => {
-                    return Err(format!(
-                        "AUDITLOG_BENCH_FLOOR_FSYNC={other:?}: use 1 (the default) or 0"
-                    )
-                    .into());
-                }
-            },
-            Err(_) => true,
-        };
-        let floor_in_place = env::var("AUDITLOG_BENCH_FLOOR_IN_PLACE", 1u8)? == 1;
+        let floor_fsync = on_unless_zero("AUDITLOG_BENCH_FLOOR_FSYNC")?;
+        let floor_in_place = on_unless_zero("AUDITLOG_BENCH_FLOOR_IN_PLACE")?;
         Ok(Settings {
             measure: env::secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
             rounds,
@@ -434,6 +422,19 @@ async fn start_ours(
         },
     };
     Ok(Served::auditlog(runtime, config).await?.0)
+}
+
+/// A switch that is on unless `name` says `0` (or `false`); anything but
+/// those and `1` (`true`) is an error naming it.
+fn on_unless_zero(name: &str) -> Result<bool, BoxError> {
+    match std::env::var(name) {
+        Err(_) => Ok(true),
+        Ok(v) => match v.trim() {
+            "1" | "true" => Ok(true),
+            "0" | "false" => Ok(false),
+            other => Err(format!("{name}={other:?}: use 1 (the default) or 0").into()),
+        },
+    }
 }
 
 /// How the floor service writes (see [`EmptyService`]).

@@ -51,6 +51,10 @@ impl EmptyService {
 /// `writer/space.rs` keeps 1 MiB).
 const AHEAD: usize = 1 << 20;
 
+/// The zeros written at a time, from one buffer (as the server's writer
+/// does), not a fresh allocation per top-up.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 /// The floor's group commit: one thread writes the bytes of every call
 /// waiting, `fdatasync`s once and answers them all, as the real server's
 /// writer does, without building any record.
@@ -102,7 +106,12 @@ impl GroupCommit {
                 let end = written + len;
                 if zeros < end + AHEAD / 2 {
                     let want = end + AHEAD;
-                    file.write_all_at(&vec![0; want - zeros.max(end)], zeros.max(end) as u64)?;
+                    let mut at = zeros.max(end);
+                    while at < want {
+                        let n = (want - at).min(ZEROS.len());
+                        file.write_all_at(&ZEROS[..n], at as u64)?;
+                        at += n;
+                    }
                     zeros = want;
                 }
             } else {

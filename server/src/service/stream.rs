@@ -9,7 +9,7 @@
 //! With `stored_lines` a message carries the records themselves, several at
 //! a time ([`lines`]): a live record's line is a slice of the buffer the
 //! writer wrote (no encoding at all), a record read from the file the line
-//! read, checked as the event form checks it.
+//! read, whose MAC the read path checked as it does for the event form.
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt as _};
@@ -18,7 +18,7 @@ use prost::encoding::{self, WireType};
 use super::details::WireDetails;
 use super::event_bytes::{self, EVENT_FIELD, EventBytes, EventView, encode_only};
 use crate::hub::{Form, Receiver};
-use crate::store::record::{Decoded, LineError, RecordHead, RecordRef, parse_row};
+use crate::store::record::{Decoded, LineError, RecordHead};
 use crate::store::{Committed, Record, StoreError};
 
 /// A `StreamEventsResponse`, already encoded: one event, or stored lines.
@@ -122,16 +122,18 @@ impl Form for Line {
 }
 
 impl Decoded for Line {
-    /// The line as read, once it passes the checks a line sent as an event
-    /// passes (a record's fields, its signature where the MAC check reads
-    /// it), so both forms of a stream hold the same records.
+    /// The line as read. The read path hands over only a line whose MAC it
+    /// checked (`read::check_signed`, or the lead copy's check), so it is a
+    /// record the server wrote: nothing is parsed again, only its head is
+    /// read for its seq.
     fn from_line(line: &[u8]) -> Result<Line, LineError> {
-        parse_row::<RecordRef<'_>>(line)?;
+        RecordHead::peek_seq(line)
+            .ok_or_else(|| LineError::Json("the line does not start with a seq".into()))?;
         Ok(Line(Bytes::copy_from_slice(line)))
     }
 
     fn seq(&self) -> u64 {
-        // Parsed above, so the layout holds.
+        // Read in `from_line`, so the head holds one.
         RecordHead::peek_seq(&self.0).unwrap_or(0)
     }
 }
