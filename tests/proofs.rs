@@ -23,7 +23,8 @@ use auditlog_client::proof::{
 };
 use auditlog_client::{Client, VerifiedCheckpoint};
 use common::witness::{
-    checkpoint_of, file_leaves, log_leads, other_logs_key, proof_hashes, trusted_key, verifier_key,
+    checkpoint_of, file_leaves, log_leads, mirror_round, other_logs_key, proof_hashes, trusted_key,
+    verifier_key,
 };
 use common::{
     TEST_KEY, TestServer, cli, edit_line, problems, read_lines, resign, tamper, wait_until,
@@ -273,12 +274,34 @@ async fn proofs_go_on_across_seqs_cut_from_the_log() {
     let key = trusted_key(&server.data_dir);
     log_leads(&client, "LEAD", 1, 5).await;
     let before = checkpoint_of(&client, &key, 5).await;
+    // A mirror (`checkpoint watch --mirror`) taken before the cut.
+    let text_key = verifier_key(&server.data_dir);
+    let scratch = tempfile::tempdir().unwrap();
+    let mirror = |name: &str| {
+        let at = |ext: &str| scratch.path().join(format!("{name}.{ext}"));
+        (at("note"), at("jsonl"))
+    };
+    let (kept, early) = mirror("early");
+    let (code, out, err) = mirror_round(&server.url, &text_key, &kept, &early, false).await;
+    assert_eq!(code, 0, "{out}{err}");
     let cut = |dir: &std::path::Path| tamper(&dir.join("audit.log"), |lines| lines.truncate(3));
     let server = server.restart_after(cut, with_test_key).await;
     let client = server.client().await;
     log_leads(&client, "LEAD", 6, 7).await;
     let after = checkpoint_of(&client, &key, 7).await;
     assert_consistent(&client, &before, &after).await;
+    // The early mirror goes on, and keeps the cut records; a mirror begun
+    // now cannot rebuild the tree without them, and says which are missing.
+    let (code, out, err) = mirror_round(&server.url, &text_key, &kept, &early, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read_to_string(&early).unwrap().lines().count(), 7);
+    let (late_state, late) = mirror("late");
+    let (code, out, err) = mirror_round(&server.url, &text_key, &late_state, &late, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("MISMATCH") && err.contains("2 seqs in 4 to 5 were not sent"),
+        "{err}"
+    );
     let lines = read_lines(&server.log_path());
     assert_eq!(lines.len(), 5, "seqs 1 to 3, then 6 and 7");
     for (seq, line) in [(6, &lines[3]), (7, &lines[4])] {
@@ -324,6 +347,11 @@ async fn proofs_go_on_across_seqs_cut_from_the_log() {
         leaf(&lines[4]),
     ];
     assert_eq!(rebuilt.checkpoint.root, root_of(&leaves));
+    // Gap leaves, which a mirror counts for the seqs it is not sent.
+    let (state, file) = mirror("rebuilt");
+    let (code, out, err) = mirror_round(&server.url, &text_key, &state, &file, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 5);
     let gap = client.prove_inclusion(5, &key).await.unwrap();
     assert_eq!(gap.line, b"auditlog gap at seq 5");
     client.prove_inclusion(6, &key).await.unwrap();

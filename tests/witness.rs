@@ -5,15 +5,30 @@
 //! kept checkpoint (a fork, at the same size and at a bigger one) each end
 //! the witness with exit 1 and one line that names them. A state file kept
 //! by hand with an extra newline is read; one that holds no note is named
-//! malformed, not another log's.
+//! malformed, not another log's. With `--mirror` the witness keeps the
+//! log's records too, each round's checked against its checkpoint: the
+//! mirror is the server's records byte for byte (sealed ones too); a mirror
+//! changed on disk, and a record the server serves other than as it was
+//! signed (rewritten with the HMAC key), each end the witness with exit 1
+//! and keep nothing new; a round cut short is fetched again at the next,
+//! and a file that is not a mirror, or that another witness holds, is
+//! left alone.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
 mod common;
 
+use std::path::Path;
+
+use auditlog_client::Query;
 use auditlog_client::proof::VerifierKey;
-use common::witness::{log_leads, other_logs_key, signed_at, verifier_key, witness_round};
-use common::{TestServer, cli, copy_dir};
+use common::witness::{
+    log_leads, mirror_round, other_logs_key, signed_at, verifier_key, witness_round,
+};
+use common::{
+    TEST_KEY, TestServer, cli, copy_dir, edit_line, read_lines, resign, tamper, with_test_key,
+};
+use futures::StreamExt as _;
 
 #[tokio::test]
 async fn a_growing_log_is_accepted_round_after_round() {
@@ -196,4 +211,181 @@ async fn a_hand_kept_state_file_is_read_and_a_malformed_one_is_named_so() {
         assert!(!err.contains("not this log's"), "{err}");
         assert_eq!(std::fs::read(&state).unwrap(), junk, "left as it was");
     }
+}
+
+/// The server's records as stored, sealed segments and all.
+async fn stored_records(client: &auditlog_client::Client) -> String {
+    let lines: Vec<Vec<u8>> = client
+        .stream_lines(Query::new(), 1, false)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    lines
+        .iter()
+        .map(|l| format!("{}\n", String::from_utf8_lossy(l)))
+        .collect()
+}
+
+/// A server with records 1 to `records` signed, and a witness that has
+/// mirrored them (one round, checked to pass).
+struct Mirrored {
+    server: TestServer,
+    client: auditlog_client::Client,
+    key: String,
+    scratch: tempfile::TempDir,
+    state: std::path::PathBuf,
+    mirror: std::path::PathBuf,
+}
+
+impl Mirrored {
+    async fn start(configure: fn(&mut auditlog_server::Config), records: u64) -> Mirrored {
+        let server = TestServer::start_with(configure).await;
+        let client = server.client().await;
+        let key = verifier_key(&server.data_dir);
+        let scratch = tempfile::tempdir().unwrap();
+        let state = scratch.path().join("kept.note");
+        let mirror = scratch.path().join("mirror.jsonl");
+        log_leads(&client, "LEAD", 1, records).await;
+        signed_at(&client, &key, records).await;
+        let m = Mirrored {
+            server,
+            client,
+            key,
+            scratch,
+            state,
+            mirror,
+        };
+        let (code, out, err) = m.round(&m.state, &m.mirror, false).await;
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(
+            out.contains(&format!("seqs 1 to {records} checked and mirrored")),
+            "{out}"
+        );
+        m
+    }
+
+    /// One round of the witness keeping `state` and `mirror`.
+    async fn round(&self, state: &Path, mirror: &Path, json: bool) -> (i32, String, String) {
+        mirror_round(&self.server.url, &self.key, state, mirror, json).await
+    }
+}
+
+#[tokio::test]
+async fn a_mirror_holds_the_logs_records_checked_round_after_round() {
+    let m = Mirrored::start(|_| {}, 5).await;
+    let file: String = read_lines(&m.server.log_path())
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(std::fs::read_to_string(&m.mirror).unwrap(), file);
+
+    // The first records sealed into a gzip segment, more written after.
+    m.client.rotate(true).await.unwrap();
+    log_leads(&m.client, "LEAD", 6, 9).await;
+    signed_at(&m.client, &m.key, 9).await;
+    let (code, out, err) = m.round(&m.state, &m.mirror, true).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(json["accepted"], "grew", "{out}");
+    assert_eq!(json["mirrored"]["from_seq"], 6, "{out}");
+    assert_eq!(json["mirrored"]["to_seq"], 9, "{out}");
+    let stored = stored_records(&m.client).await;
+    assert_eq!(stored.lines().count(), 9);
+    assert_eq!(std::fs::read_to_string(&m.mirror).unwrap(), stored);
+
+    // Nothing new: nothing fetched. A new mirror beside a kept checkpoint
+    // catches up to it.
+    let (code, out, err) = m.round(&m.state, &m.mirror, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("unchanged") && !out.contains("mirrored"),
+        "{out}"
+    );
+    let second = m.scratch.path().join("second.jsonl");
+    let (code, out, err) = m.round(&m.state, &second, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("unchanged; seqs 1 to 9 checked"), "{out}");
+    assert_eq!(std::fs::read_to_string(&second).unwrap(), stored);
+}
+
+#[tokio::test]
+async fn a_changed_mirror_and_a_record_served_other_than_signed_end_the_mirror() {
+    let m = Mirrored::start(with_test_key, 5).await;
+    let kept = std::fs::read(&m.mirror).unwrap();
+
+    // A byte of the mirror changed: named, and the file left as it is.
+    let changed = String::from_utf8(kept.clone())
+        .unwrap()
+        .replacen("LEAD-2", "LEAD-7", 1);
+    std::fs::write(&m.mirror, &changed).unwrap();
+    let (code, out, err) = m.round(&m.state, &m.mirror, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("was changed since it was written"), "{err}");
+    assert_eq!(std::fs::read_to_string(&m.mirror).unwrap(), changed);
+    std::fs::write(&m.mirror, &kept).unwrap();
+
+    // The last record rewritten and signed again with the HMAC key after
+    // the checkpoint signed it: its chain checks out, but a new mirror
+    // finds it is not what the checkpoint signed, and keeps nothing.
+    tamper(&m.server.log_path(), |lines| {
+        let last = lines.last_mut().unwrap();
+        *last = resign(&edit_line(last, "LEAD-5", "LEAD-9"), TEST_KEY.as_bytes());
+    });
+    let fresh_state = m.scratch.path().join("fresh.note");
+    let fresh = m.scratch.path().join("fresh.jsonl");
+    let (code, out, err) = m.round(&fresh_state, &fresh, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("MISMATCH") && err.contains("seqs 1 to 5"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&fresh).unwrap(), b"", "nothing kept");
+    assert!(!fresh_state.exists(), "no checkpoint kept");
+
+    // The mirror taken before holds the record as it was signed.
+    let (code, out, err) = m.round(&m.state, &m.mirror, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let evidence = std::fs::read_to_string(&m.mirror).unwrap();
+    assert!(evidence.lines().last().unwrap().contains("LEAD-5"));
+    assert!(stored_records(&m.client).await.contains("LEAD-9"));
+}
+
+#[tokio::test]
+async fn a_round_cut_short_is_fetched_again_and_other_files_are_left_alone() {
+    let m = Mirrored::start(|_| {}, 3).await;
+    let kept = std::fs::read_to_string(&m.mirror).unwrap();
+
+    // What a round cut short leaves: records past the kept checkpoint, the
+    // last one half written. They are cut, fetched and checked again.
+    log_leads(&m.client, "LEAD", 4, 6).await;
+    let more = stored_records(&m.client).await;
+    let (_, after) = more.split_at(kept.len());
+    std::fs::write(&m.mirror, format!("{kept}{}", &after[..after.len() - 9])).unwrap();
+    signed_at(&m.client, &m.key, 6).await;
+    let (code, out, err) = m.round(&m.state, &m.mirror, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("cut") && err.contains("after seq 3"), "{err}");
+    assert!(out.contains("seqs 4 to 6 checked"), "{out}");
+    assert_eq!(std::fs::read_to_string(&m.mirror).unwrap(), more);
+
+    // One witness to a mirror.
+    let held = std::fs::File::open(&m.mirror).unwrap();
+    held.lock().unwrap();
+    let (code, out, err) = m.round(&m.state, &m.mirror, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("in use by another witness"), "{err}");
+    drop(held);
+
+    // A file that holds something else is not a mirror to cut.
+    let notes = m.scratch.path().join("notes.txt");
+    std::fs::write(&notes, "my notes\n").unwrap();
+    let other_state = m.scratch.path().join("other.note");
+    let (code, out, err) = m.round(&other_state, &notes, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("is not a mirror"), "{err}");
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
 }

@@ -103,3 +103,29 @@ pub(crate) async fn witness_round(
     }
     cli(url, &args).await
 }
+
+/// [`witness_round`] keeping the log itself in `mirror` too
+/// (`--mirror`), trusting `key`, printing JSON when `json`.
+pub(crate) async fn mirror_round(
+    url: &str,
+    key: &str,
+    state: &Path,
+    mirror: &Path,
+    json: bool,
+) -> (i32, String, String) {
+    let mut args = vec![
+        "checkpoint",
+        "watch",
+        "--key",
+        key,
+        "--state",
+        state.to_str().unwrap(),
+        "--mirror",
+        mirror.to_str().unwrap(),
+        "--once",
+    ];
+    if json {
+        args.push("--json");
+    }
+    cli(url, &args).await
+}

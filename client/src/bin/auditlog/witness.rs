@@ -21,8 +21,13 @@
 //! shows, co-signed by a trusted key and the new one, that extends the
 //! kept checkpoint. `--key` may also be given several times (a new key got
 //! from the operator directly). Otherwise the witness exits 1.
+//!
+//! With `--mirror FILE` it keeps the log's records too (`mirror.rs`): each
+//! round brings FILE up to the accepted checkpoint, the records checked to
+//! make its root, before the checkpoint is kept.
 
 mod follow;
+mod mirror;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,6 +39,7 @@ use clap::Args;
 
 use crate::CliError;
 use crate::proofs::{hex, kept_note};
+use mirror::{Mirror, Mirrored};
 
 #[derive(Debug, Args)]
 pub(crate) struct WatchArgs {
@@ -55,6 +61,11 @@ pub(crate) struct WatchArgs {
     /// Check once and exit (0 when the log only grew), for cron and tests.
     #[arg(long)]
     once: bool,
+    /// Also keep the log itself in FILE (JSON Lines, each record as
+    /// stored), each round's new records checked against the checkpoint
+    /// before they are kept.
+    #[arg(long, value_name = "FILE")]
+    mirror: Option<PathBuf>,
 }
 
 /// What one round found, when the log is fine.
@@ -65,6 +76,15 @@ enum Round {
     Grew { from: u64, to: Checkpoint },
     /// The same checkpoint as the kept one.
     Unchanged(Checkpoint),
+}
+
+impl Round {
+    /// The checkpoint the round accepted.
+    fn checkpoint(&self) -> &Checkpoint {
+        match self {
+            Round::First(c) | Round::Grew { to: c, .. } | Round::Unchanged(c) => c,
+        }
+    }
 }
 
 pub(crate) async fn watch(client: &Client, args: WatchArgs, json: bool) -> Result<(), CliError> {
@@ -80,9 +100,19 @@ pub(crate) async fn watch(client: &Client, args: WatchArgs, json: bool) -> Resul
     if interval < Duration::from_millis(100) {
         return Err(CliError::Usage("--interval must be at least 100ms".into()));
     }
+    let mut mirror = match &args.mirror {
+        Some(path) => Some(Mirror::open(
+            path,
+            read_kept(&trust, &args.state)?.as_ref(),
+        )?),
+        None => None,
+    };
     loop {
-        match round(client, &mut trust, &args.state, json).await {
-            Ok(found) => report(&found, args.once, json)?,
+        match round(client, &mut trust, &args.state, mirror.as_mut(), json).await {
+            Ok((found, mirrored)) => {
+                let mirrored = args.mirror.as_deref().zip(mirrored);
+                report(&found, mirrored, args.once, json)?;
+            }
             // The server being away is no finding: retry, unless once.
             Err(CliError::Client(e)) if !args.once => {
                 eprintln!("auditlog: checkpoint watch: {e} (retrying)");
@@ -99,13 +129,15 @@ pub(crate) async fn watch(client: &Client, args: WatchArgs, json: bool) -> Resul
     }
 }
 
-/// One fetch and check; keeps the new checkpoint when it is fine.
+/// One fetch and check; brings the mirror up to the new checkpoint, and
+/// keeps the checkpoint, when it is fine.
 async fn round(
     client: &Client,
     trust: &mut follow::Trust,
     state: &Path,
+    mirror: Option<&mut Mirror>,
     json: bool,
-) -> Result<Round, CliError> {
+) -> Result<(Round, Option<Mirrored>), CliError> {
     let response = client.checkpoint(false).await?;
     let note = response
         .checkpoint
@@ -128,19 +160,24 @@ async fn round(
         checkpoint: new,
         note,
     };
-    let Some(kept) = read_kept(trust, state)? else {
-        keep(state, &fresh.note)?;
-        return Ok(Round::First(fresh.checkpoint));
+    let found = match read_kept(trust, state)? {
+        None => Round::First(fresh.checkpoint),
+        Some(kept) if extends(client, &kept, &fresh.checkpoint).await? => Round::Grew {
+            from: kept.size,
+            to: fresh.checkpoint,
+        },
+        Some(_) => Round::Unchanged(fresh.checkpoint),
     };
-    if !extends(client, &kept, &fresh.checkpoint).await? {
-        return Ok(Round::Unchanged(fresh.checkpoint));
+    // The mirror first: a checkpoint is kept only once the records it
+    // signed are (a mirror behind an unchanged one catches up too).
+    let mirrored = match mirror {
+        Some(mirror) => mirror.extend(client, found.checkpoint()).await?,
+        None => None,
+    };
+    if !matches!(found, Round::Unchanged(_)) {
+        keep(state, &fresh.note)?;
     }
-    let from = kept.size;
-    keep(state, &fresh.note)?;
-    Ok(Round::Grew {
-        from,
-        to: fresh.checkpoint,
-    })
+    Ok((found, mirrored))
 }
 
 /// Checks that `new` extends `old`: true when it is bigger (its
@@ -193,13 +230,18 @@ async fn extends(client: &Client, old: &Checkpoint, new: &Checkpoint) -> Result<
     Ok(true)
 }
 
-fn report(found: &Round, once: bool, json: bool) -> Result<(), CliError> {
+fn report(
+    found: &Round,
+    mirrored: Option<(&Path, Mirrored)>,
+    once: bool,
+    json: bool,
+) -> Result<(), CliError> {
     let (what, c, from) = match found {
         Round::First(c) => ("first", c, None),
         Round::Grew { from, to } => ("grew", to, Some(*from)),
-        // One line per new checkpoint; an unchanged log is news only to a
-        // single check.
-        Round::Unchanged(_) if !once => return Ok(()),
+        // One line per new checkpoint (or new records mirrored); an
+        // unchanged log is news only to a single check.
+        Round::Unchanged(_) if !once && mirrored.is_none() => return Ok(()),
         Round::Unchanged(c) => ("unchanged", c, Some(c.size)),
     };
     if json {
@@ -211,6 +253,11 @@ fn report(found: &Round, once: bool, json: bool) -> Result<(), CliError> {
                 "tree_size": c.size,
                 "root_hash": hex(&c.root),
                 "previous_size": from,
+                "mirrored": mirrored.map(|(file, m)| serde_json::json!({
+                    "file": file.display().to_string(),
+                    "from_seq": m.from,
+                    "to_seq": m.to,
+                })),
             })
         );
     } else {
@@ -220,8 +267,17 @@ fn report(found: &Round, once: bool, json: bool) -> Result<(), CliError> {
             (_, Some(from)) => format!("extends the kept size {from}"),
             _ => String::new(),
         };
+        let mirrored = match mirrored {
+            Some((file, m)) => format!(
+                "; seqs {} to {} checked and mirrored into {}",
+                m.from,
+                m.to,
+                file.display()
+            ),
+            None => String::new(),
+        };
         say!(
-            "OK: {} at tree size {} root {}: {how}",
+            "OK: {} at tree size {} root {}: {how}{mirrored}",
             c.origin,
             c.size,
             hex(&c.root)

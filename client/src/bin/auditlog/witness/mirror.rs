@@ -1,0 +1,384 @@
+//! `checkpoint watch --mirror FILE`: the witness keeps the log itself, not
+//! only its checkpoints. Each round, once the new checkpoint is accepted,
+//! it fetches the records it does not hold yet as stored (StreamEvents with
+//! `stored_lines`, up to the checkpoint's size), checks that the leaf
+//! hashes of all the records it holds make that checkpoint's root, and only
+//! then appends them to FILE (JSON Lines, each record byte for byte as the
+//! server stores it) and syncs it, before the checkpoint is kept.
+//!
+//! So FILE always holds the records of a checkpoint the verifier key
+//! signed, checked without trusting the server for anything: a server that
+//! serves records other than those its checkpoints signed (a record
+//! rewritten after it was signed, even with the HMAC key) is caught by the
+//! first mirror that fetches them (MISMATCH), and one that rewrites what a
+//! mirror already holds is caught by the witness's consistency check, with
+//! the original records kept in FILE as the evidence.
+//!
+//! A seq the server does not send (cut from the log, or purged by
+//! retention) counts as its gap leaf (`auditlog_proof::gap`): right for a
+//! record cut before any checkpoint signed it, a MISMATCH naming the
+//! missing seqs otherwise (a mirror must be started while the log still
+//! holds its records).
+//!
+//! At start, FILE is read back and checked against the kept checkpoint:
+//! its first records must make the kept root (else it was changed since
+//! it was written, and the witness stops), and records after the kept size
+//! (a round cut short before its checkpoint was kept) are cut, to be
+//! fetched and checked again. A file that holds anything but stored records
+//! is refused untouched, and one another witness holds (an `flock`) too.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+
+use auditlog_client::proof::{Checkpoint, CompactRange, Hash, gap_leaf, leaf_hash};
+use auditlog_client::{Client, Query};
+use futures::StreamExt as _;
+
+use crate::CliError;
+use crate::proofs::hex;
+
+/// Bytes of records gathered before each write to the file.
+const WRITE_BYTES: usize = 1 << 20;
+
+/// The mirror file and the tree of the records it holds.
+pub(crate) struct Mirror {
+    path: PathBuf,
+    file: File,
+    /// The leaves of seqs 1 to `tree.end()`: every record the file holds,
+    /// and the gap leaf of each seq it skips.
+    tree: CompactRange,
+    /// The length of the file: where the next record goes.
+    len: u64,
+}
+
+/// Seqs `from` to `to` (inclusive), mirrored by one round.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mirrored {
+    pub from: u64,
+    pub to: u64,
+}
+
+impl Mirror {
+    /// Opens `path` (created when missing), checks it against the kept
+    /// checkpoint (none on a first run) and cuts what follows the kept size.
+    pub(crate) fn open(path: &Path, kept: Option<&Checkpoint>) -> Result<Mirror, CliError> {
+        let io = |e: std::io::Error| CliError::Io(format!("mirror {}: {e}", path.display()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        // Two witnesses appending to one mirror would interleave their
+        // records; the lock goes with the process.
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => CliError::Failed(format!(
+                    "the mirror {} is in use by another witness; give each its own file",
+                    path.display()
+                )),
+                std::fs::TryLockError::Error(e) => io(e),
+            });
+        }
+        let kept_size = kept.map_or(0, |c| c.size);
+        let mut tree = CompactRange::new(0);
+        let mut len = 0u64;
+        let mut reader = BufReader::new(&file);
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        while tree.end() < kept_size {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                // The end, or half a line from a write cut short: the
+                // records from here on are fetched again.
+                break;
+            }
+            number += 1;
+            let record = &line[..line.len() - 1];
+            let seq = seq_of(record)
+                .filter(|&seq| seq > tree.end())
+                .ok_or_else(|| not_a_mirror(path, number, tree.end()))?;
+            if seq > kept_size {
+                break;
+            }
+            push_gaps(&mut tree, seq);
+            tree.push(leaf_hash(record));
+            len += n as u64;
+        }
+        if number == 0 && !starts_like_a_record(&file).map_err(io)? {
+            return Err(not_a_mirror(path, 1, 0));
+        }
+        if let Some(kept) = kept.filter(|k| tree.end() == k.size) {
+            let root = tree.root().unwrap_or_default();
+            if root != kept.root {
+                return Err(CliError::Failed(format!(
+                    "the mirror {} was changed since it was written: its {} records make root \
+                     {}, not the kept checkpoint's {}; move it aside to fetch the log again",
+                    path.display(),
+                    kept.size,
+                    hex(&root),
+                    hex(&kept.root)
+                )));
+            }
+        }
+        let total = file.metadata().map_err(io)?.len();
+        if total > len {
+            file.set_len(len).map_err(io)?;
+            file.sync_data().map_err(io)?;
+            eprintln!(
+                "auditlog: mirror {}: cut {} bytes after seq {} (not covered by the kept \
+                 checkpoint); they are fetched and checked again",
+                path.display(),
+                total - len,
+                tree.end()
+            );
+        }
+        Ok(Mirror {
+            path: path.to_path_buf(),
+            file,
+            tree,
+            len,
+        })
+    }
+
+    /// Brings the mirror to `to`: fetches the records after the last one
+    /// it holds up to `to.size`, checks the whole makes `to.root`, then
+    /// appends them and syncs. Nothing is kept when they do not.
+    pub(crate) async fn extend(
+        &mut self,
+        client: &Client,
+        to: &Checkpoint,
+    ) -> Result<Option<Mirrored>, CliError> {
+        let from = self.tree.end() + 1;
+        if to.size < from {
+            return Ok(None);
+        }
+        let fetched = match self.fetch(client, to).await {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                self.cut_back()?;
+                return Err(e);
+            }
+        };
+        let root = fetched.tree.root().unwrap_or_default();
+        if root != to.root {
+            self.cut_back()?;
+            return Err(CliError::Failed(format!(
+                "MISMATCH: the records the server sent for seqs {from} to {} do not make its \
+                 signed checkpoint's root (size {}, root {}; the records give {}){}: it serves \
+                 records other than those it signed",
+                to.size,
+                to.size,
+                hex(&to.root),
+                hex(&root),
+                fetched.missing
+            )));
+        }
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.tree = fetched.tree;
+        self.len += fetched.bytes;
+        Ok(Some(Mirrored { from, to: to.size }))
+    }
+
+    /// Reads the records after the mirror's last up to `to.size` from the
+    /// server and writes them after the file's checked part, unsynced.
+    async fn fetch(&self, client: &Client, to: &Checkpoint) -> Result<Fetched, CliError> {
+        let mut tree = self.tree.clone();
+        let mut missing = Missing::default();
+        let mut buf = Vec::with_capacity(WRITE_BYTES + (64 << 10));
+        let mut bytes = 0u64;
+        let mut lines = client
+            .stream_lines(Query::new(), tree.end() + 1, false)
+            .await?;
+        while tree.end() < to.size {
+            let Some(line) = lines.next().await else {
+                break;
+            };
+            let line = line?;
+            let seq = seq_of(&line).ok_or_else(|| {
+                CliError::Failed(format!(
+                    "the server sent a line that is not a stored record after seq {}",
+                    tree.end()
+                ))
+            })?;
+            if seq <= tree.end() {
+                return Err(CliError::Failed(format!(
+                    "the server sent seq {seq} after seq {}: out of order",
+                    tree.end()
+                )));
+            }
+            if seq > to.size {
+                break;
+            }
+            missing.note(tree.end() + 1, seq);
+            push_gaps(&mut tree, seq);
+            tree.push(leaf_hash(&line));
+            buf.extend_from_slice(&line);
+            buf.push(b'\n');
+            if buf.len() >= WRITE_BYTES {
+                self.write_at(&buf, self.len + bytes)?;
+                bytes += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        drop(lines);
+        self.write_at(&buf, self.len + bytes)?;
+        bytes += buf.len() as u64;
+        missing.note(tree.end() + 1, to.size + 1);
+        push_gaps(&mut tree, to.size + 1);
+        Ok(Fetched {
+            tree,
+            bytes,
+            missing,
+        })
+    }
+
+    fn write_at(&self, buf: &[u8], at: u64) -> Result<(), CliError> {
+        use std::os::unix::fs::FileExt as _;
+        self.file.write_all_at(buf, at).map_err(|e| self.io(e))
+    }
+
+    fn io(&self, e: std::io::Error) -> CliError {
+        CliError::Io(format!("mirror {}: {e}", self.path.display()))
+    }
+
+    /// Cuts what a failed round appended.
+    fn cut_back(&self) -> Result<(), CliError> {
+        self.file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| self.io(e))
+    }
+}
+
+/// The seq of a stored record: its line starts `{"seq":N,`.
+fn seq_of(line: &[u8]) -> Option<u64> {
+    let rest = line.strip_prefix(b"{\"seq\":")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b',') {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// Pushes the gap leaf of every seq between the tree's end and `seq`.
+fn push_gaps(tree: &mut CompactRange, seq: u64) {
+    while tree.end() + 1 < seq {
+        let gap: Hash = gap_leaf(tree.end() + 1);
+        tree.push(gap);
+    }
+}
+
+/// Whether the file is empty or starts as a stored record does: a mirror
+/// never cuts a file that is something else.
+fn starts_like_a_record(file: &File) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt as _;
+    let mut head = [0u8; 7];
+    let n = file.read_at(&mut head, 0)?;
+    Ok(n == 0 || head[..n] == b"{\"seq\":"[..n])
+}
+
+fn not_a_mirror(path: &Path, line: u64, after: u64) -> CliError {
+    CliError::Failed(format!(
+        "{} is not a mirror this witness wrote: line {line} is not a stored record after seq \
+         {after}; give --mirror a new file, or the one it wrote",
+        path.display()
+    ))
+}
+
+/// The seqs a round counted as gap leaves because the server did not
+/// send them.
+#[derive(Debug, Default)]
+struct Missing {
+    count: u64,
+    first: u64,
+    last: u64,
+}
+
+impl Missing {
+    /// Notes the seqs from `from` to before `until`.
+    fn note(&mut self, from: u64, until: u64) {
+        if until <= from {
+            return;
+        }
+        if self.count == 0 {
+            self.first = from;
+        }
+        self.count += until - from;
+        self.last = until - 1;
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.count == 0 {
+            return Ok(());
+        }
+        write!(
+            f,
+            "; {} seqs in {} to {} were not sent (cut from the log or purged by retention) \
+             and count as gap leaves",
+            self.count, self.first, self.last
+        )
+    }
+}
+
+/// What [`Mirror::fetch`] wrote.
+struct Fetched {
+    tree: CompactRange,
+    bytes: u64,
+    missing: Missing,
+}
+
+#[cfg(test)]
+mod tests {
+    use auditlog_client::proof::{gap_line, root_of};
+
+    use super::*;
+
+    #[test]
+    fn a_records_seq_is_read_from_its_head_and_nothing_else_has_one() {
+        assert_eq!(seq_of(br#"{"seq":1,"id":"x"}"#), Some(1));
+        assert_eq!(seq_of(br#"{"seq":18446744073709551615,"#), Some(u64::MAX));
+        for line in [
+            &br#"{"seq":,"id":"x"}"#[..],
+            br#"{"seq":12"#,
+            br#"{"seq":1x,"#,
+            br#"{"seq":18446744073709551616,"#,
+            br#"{ "seq":1,"#,
+            b"auditlog gap at seq 4",
+            b"",
+        ] {
+            assert_eq!(seq_of(line), None, "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn skipped_seqs_count_as_their_gap_leaves() {
+        let mut tree = CompactRange::new(0);
+        let mut missing = Missing::default();
+        for seq in [1, 4, 5] {
+            missing.note(tree.end() + 1, seq);
+            push_gaps(&mut tree, seq);
+            tree.push(leaf_hash(format!("record {seq}").as_bytes()));
+        }
+        missing.note(tree.end() + 1, 8);
+        push_gaps(&mut tree, 8);
+        let leaves: Vec<Hash> = (1..=7u64)
+            .map(|seq| match seq {
+                1 | 4 | 5 => leaf_hash(format!("record {seq}").as_bytes()),
+                _ => leaf_hash(&gap_line(seq)),
+            })
+            .collect();
+        assert_eq!(tree.root(), Some(root_of(&leaves)));
+        assert_eq!(
+            missing.to_string(),
+            "; 4 seqs in 2 to 7 were not sent (cut from the log or purged by retention) and \
+             count as gap leaves"
+        );
+        assert_eq!(Missing::default().to_string(), "");
+    }
+}
