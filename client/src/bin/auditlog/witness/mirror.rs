@@ -38,6 +38,14 @@ use futures::StreamExt as _;
 use crate::CliError;
 use crate::proofs::hex;
 
+/// The most seqs one round counts as gap leaves (see [`Missing::note`]).
+/// Seqs cut from a log are the few a crash took from its end.
+const MAX_MISSING: u64 = 1 << 20;
+
+/// How long a round waits for the server's next message of records
+/// before it counts the stream as lost.
+const STALLED_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Bytes of records gathered before each write to the file.
 const WRITE_BYTES: usize = 1 << 20;
 
@@ -194,7 +202,19 @@ impl Mirror {
             .stream_lines(Query::new(), tree.end() + 1, false)
             .await?;
         while tree.end() < to.size {
-            let Some(line) = lines.next().await else {
+            let next = tokio::time::timeout(STALLED_AFTER, lines.next()).await;
+            let Ok(next) = next else {
+                // As a lost connection: the next round tries again.
+                return Err(
+                    auditlog_client::Error::Rpc(tonic::Status::deadline_exceeded(format!(
+                        "the server sent no record for {} s after seq {}",
+                        STALLED_AFTER.as_secs(),
+                        tree.end()
+                    )))
+                    .into(),
+                );
+            };
+            let Some(line) = next else {
                 break;
             };
             let line = line?;
@@ -213,7 +233,7 @@ impl Mirror {
             if seq > to.size {
                 break;
             }
-            missing.note(tree.end() + 1, seq);
+            missing.note(tree.end() + 1, seq)?;
             push_gaps(&mut tree, seq);
             tree.push(leaf_hash(&line));
             buf.extend_from_slice(&line);
@@ -227,7 +247,7 @@ impl Mirror {
         drop(lines);
         self.write_at(&buf, self.len + bytes)?;
         bytes += buf.len() as u64;
-        missing.note(tree.end() + 1, to.size + 1);
+        missing.note(tree.end() + 1, to.size + 1)?;
         push_gaps(&mut tree, to.size + 1);
         Ok(Fetched {
             tree,
@@ -299,16 +319,29 @@ struct Missing {
 }
 
 impl Missing {
-    /// Notes the seqs from `from` to before `until`.
-    fn note(&mut self, from: u64, until: u64) {
+    /// Notes the seqs from `from` to before `until`; refuses more than
+    /// [`MAX_MISSING`] in a round, so a checkpoint of an absurd size (it is
+    /// signed by the operator the witness does not trust) cannot keep the
+    /// mirror hashing gap leaves for ever.
+    fn note(&mut self, from: u64, until: u64) -> Result<(), CliError> {
         if until <= from {
-            return;
+            return Ok(());
         }
         if self.count == 0 {
             self.first = from;
         }
-        self.count += until - from;
+        self.count = self.count.saturating_add(until - from);
         self.last = until - 1;
+        if self.count > MAX_MISSING {
+            return Err(CliError::Failed(format!(
+                "the server did not send {} records from seq {} to {}: a mirror counts a seq \
+                 the log does not hold as its gap leaf, but not over {MAX_MISSING} in a round; \
+                 records were purged by retention before this mirror began, or the server does \
+                 not serve what its checkpoint signed",
+                self.count, self.first, self.last
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -361,11 +394,11 @@ mod tests {
         let mut tree = CompactRange::new(0);
         let mut missing = Missing::default();
         for seq in [1, 4, 5] {
-            missing.note(tree.end() + 1, seq);
+            missing.note(tree.end() + 1, seq).unwrap();
             push_gaps(&mut tree, seq);
             tree.push(leaf_hash(format!("record {seq}").as_bytes()));
         }
-        missing.note(tree.end() + 1, 8);
+        missing.note(tree.end() + 1, 8).unwrap();
         push_gaps(&mut tree, 8);
         let leaves: Vec<Hash> = (1..=7u64)
             .map(|seq| match seq {
@@ -380,5 +413,23 @@ mod tests {
              count as gap leaves"
         );
         assert_eq!(Missing::default().to_string(), "");
+    }
+
+    #[test]
+    fn a_round_counts_no_more_than_its_share_of_gaps() {
+        let mut missing = Missing::default();
+        missing.note(1, MAX_MISSING + 1).unwrap();
+        let Err(CliError::Failed(e)) = missing.note(MAX_MISSING + 2, MAX_MISSING + 3) else {
+            panic!("one more gap than a round counts was taken");
+        };
+        assert!(
+            e.contains(&format!(
+                "did not send {} records from seq 1 to",
+                MAX_MISSING + 1
+            )),
+            "{e}"
+        );
+        let mut absurd = Missing::default();
+        assert!(absurd.note(2, u64::MAX).is_err());
     }
 }
