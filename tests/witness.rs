@@ -327,6 +327,19 @@ async fn a_changed_mirror_and_a_record_served_other_than_signed_end_the_mirror()
     assert_eq!(std::fs::read_to_string(&m.mirror).unwrap(), changed);
     std::fs::write(&m.mirror, &kept).unwrap();
 
+    // A mirror behind the kept checkpoint cannot be checked at start: a
+    // changed record in it shows at the round, which names it as a cause.
+    let behind = m.scratch.path().join("behind.jsonl");
+    let first_three: String = changed.lines().take(3).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&behind, &first_three).unwrap();
+    let (code, out, err) = m.round(&m.state, &behind, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("MISMATCH") && err.contains("the 3 records the mirror held, not yet checked"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&behind).unwrap(), first_three);
+
     // The last record rewritten and signed again with the HMAC key after
     // the checkpoint signed it: its chain checks out, but a new mirror
     // finds it is not what the checkpoint signed, and keeps nothing.

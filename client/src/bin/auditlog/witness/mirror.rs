@@ -58,6 +58,10 @@ pub(crate) struct Mirror {
     tree: CompactRange,
     /// The length of the file: where the next record goes.
     len: u64,
+    /// Whether the records the file holds were checked against a signed
+    /// root (at start, or by a round); not when it began behind the kept
+    /// checkpoint.
+    checked: bool,
 }
 
 /// Seqs `from` to `to` (inclusive), mirrored by one round.
@@ -119,7 +123,8 @@ impl Mirror {
         if number == 0 && !starts_like_a_record(&file).map_err(io)? {
             return Err(not_a_mirror(path, 1, 0));
         }
-        if let Some(kept) = kept.filter(|k| tree.end() == k.size) {
+        let checked = tree.end() == kept_size;
+        if let Some(kept) = kept.filter(|_| checked) {
             let root = tree.root().unwrap_or_default();
             if root != kept.root {
                 return Err(CliError::Failed(format!(
@@ -149,6 +154,7 @@ impl Mirror {
             file,
             tree,
             len,
+            checked,
         })
     }
 
@@ -174,10 +180,20 @@ impl Mirror {
         let root = fetched.tree.root().unwrap_or_default();
         if root != to.root {
             self.cut_back()?;
+            // Records the file held unchecked (it began behind the kept
+            // checkpoint) share the blame.
+            let unchecked = match self.checked || from == 1 {
+                true => String::new(),
+                false => format!(
+                    " (or the {} records the mirror held, not yet checked against a checkpoint, \
+                     were changed)",
+                    from - 1
+                ),
+            };
             return Err(CliError::Failed(format!(
                 "MISMATCH: the records the server sent for seqs {from} to {} do not make its \
                  signed checkpoint's root (size {}, root {}; the records give {}){}: it serves \
-                 records other than those it signed",
+                 records other than those it signed{unchecked}",
                 to.size,
                 to.size,
                 hex(&to.root),
@@ -188,6 +204,7 @@ impl Mirror {
         self.file.sync_data().map_err(|e| self.io(e))?;
         self.tree = fetched.tree;
         self.len += fetched.bytes;
+        self.checked = true;
         Ok(Some(Mirrored { from, to: to.size }))
     }
 
