@@ -17,6 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream;
+use auditlog_client::pb;
 use common::cluster::{
     Acked, Node, assert_same_whole_log, failover_client, index_of, leader, lease, new_leader,
     start_nodes, start_nodes_with, wait_acked, wait_all_at,
@@ -258,6 +259,33 @@ async fn a_write_through_a_follower_reaches_the_leader_as_its_caller_and_is_read
     // A retried key through the follower is the original receipt.
     let again = client.log(event(2)).await.unwrap();
     assert_eq!((again.seq, again.duplicate), (acked[2].seq, true));
+    // Details sent as JSON text reach the leader as the object they hold.
+    let text = r#"{"b": 2, "a": [1, "x"], "b": 3}"#;
+    let receipt = client
+        .raw()
+        .log(pb::LogRequest {
+            event: Some(pb::EventInput {
+                event_type: "crm_update".into(),
+                details_json: text.into(),
+                ..Default::default()
+            }),
+            with_proof: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .receipt
+        .unwrap();
+    acked.push(receipt.clone());
+    let page = client
+        .query(auditlog_client::Query::new().event_type("crm_update"))
+        .await
+        .unwrap();
+    let details = page.events[0].details.as_ref().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(auditlog_proto::json::struct_to_json(details).unwrap()),
+        serde_json::json!({"a": [1, "x"], "b": 3})
+    );
     for node in &nodes {
         let reader = with_token(node.url()).await;
         common::assert_whole(&reader, &acked).await;

@@ -573,8 +573,36 @@ async fn details_come_back_as_given() {
         ])
         .await
         .unwrap();
+    // The same through a client that sends details as JSON text.
+    let as_json = Client::builder()
+        .node(server.url.clone())
+        .details_as_json(true)
+        .connect()
+        .await
+        .unwrap();
+    let single_json = as_json
+        .log(NewEvent::new("crm_update").details(details.clone()))
+        .await
+        .unwrap();
+    let batched_json = as_json
+        .log_batch(vec![
+            NewEvent::new("crm_update").details(details.clone());
+            2
+        ])
+        .await
+        .unwrap();
     let events = client.query_all(Query::new().oldest_first()).await.unwrap();
-    assert_eq!(seqs(&events), [single.seq, batched[0].seq, batched[1].seq]);
+    assert_eq!(
+        seqs(&events),
+        [
+            single.seq,
+            batched[0].seq,
+            batched[1].seq,
+            single_json.seq,
+            batched_json[0].seq,
+            batched_json[1].seq
+        ]
+    );
     for event in &events {
         let back = auditlog_proto::json::struct_to_json(event.details.as_ref().unwrap()).unwrap();
         assert_eq!(
@@ -583,6 +611,85 @@ async fn details_come_back_as_given() {
             "seq {}",
             event.seq
         );
+    }
+    let lines = stored_lines(&client).await;
+    let stored: Vec<String> = lines.iter().map(|l| stored_details(l)).collect();
+    assert!(stored.iter().all(|d| *d == stored[0]), "{stored:#?}");
+}
+
+/// Every record as stored.
+async fn stored_lines(client: &Client) -> Vec<Vec<u8>> {
+    use futures::StreamExt as _;
+    client
+        .stream_lines(Query::new(), 1, false)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await
+}
+
+/// The `details` text of a stored line, byte for byte.
+fn stored_details(line: &[u8]) -> String {
+    let line = std::str::from_utf8(line).unwrap();
+    let rest = &line[line.find(r#","details":"#).unwrap() + 11..];
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
+    values.next().unwrap().unwrap();
+    rest[..values.byte_offset()].to_owned()
+}
+
+#[tokio::test]
+async fn details_sent_as_json_text_are_stored_as_the_same_struct_would_be() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // Spaces, keys out of order, a repeated key (its last value counts),
+    // escapes, an integer beyond 2^53 (a double, as in a Struct), exponents.
+    let text = r#" {
+        "z": {"list": [1, "two", 3.25, false, null, {"k": "v"}], "empty": {}},
+        "a": "first", "a": "last",
+        "escaped": "caf\u00e9 \/ \"q\" \\ \n\t \ud83d\ude80",
+        "beyond_2_53": 9007199254740993,
+        "exponent": 1E2, "negative": -2.5e-7, "zero": -0, "empty_list": []
+    } "#;
+    let meant: serde_json::Value = serde_json::from_str(text).unwrap();
+    client
+        .log(NewEvent::new("crm_update").details(meant.clone()))
+        .await
+        .unwrap();
+    let json_input = pb::EventInput {
+        event_type: "crm_update".into(),
+        details_json: text.into(),
+        ..Default::default()
+    };
+    let mut raw = client.raw();
+    raw.log(pb::LogRequest {
+        event: Some(json_input.clone()),
+        with_proof: false,
+    })
+    .await
+    .unwrap();
+    raw.log_batch(pb::LogBatchRequest {
+        events: vec![json_input.clone(), json_input],
+        with_proof: false,
+    })
+    .await
+    .unwrap();
+
+    let lines = stored_lines(&client).await;
+    assert_eq!(lines.len(), 4);
+    let stored: Vec<String> = lines.iter().map(|l| stored_details(l)).collect();
+    assert!(
+        stored.iter().all(|d| *d == stored[0]),
+        "the Struct's stored details, then the texts': {stored:#?}"
+    );
+    assert!(
+        stored[0].starts_with(r#"{"a":"last","beyond_2_53":9007199254740992,"#),
+        "{}",
+        stored[0]
+    );
+    let events = client.query_all(Query::new().oldest_first()).await.unwrap();
+    for event in &events[1..] {
+        assert_eq!(event.details, events[0].details, "seq {}", event.seq);
     }
 }
 

@@ -1,7 +1,9 @@
 //! Invalid input is refused with INVALID_ARGUMENT, naming the offending
 //! field in a `google.rpc.BadRequest` violation and in the status message;
 //! a refused call writes nothing; values at the limits are accepted; and the
-//! server keeps serving after every refusal.
+//! server keeps serving after every refusal. `details_json` (details as JSON
+//! text) is refused unless it is one JSON object within the limits
+//! `details` has, and never beside `details`.
 //!
 //! The cases are tables of raw requests (built with the client's `NewEvent`
 //! where it can express them, by hand where it cannot, e.g. a missing event or
@@ -151,6 +153,20 @@ fn with_number(value: f64) -> pb::EventInput {
             },
         );
     event
+}
+
+/// A valid event with `text` as its `details_json` (and no `details`).
+fn with_json(text: &str) -> pb::EventInput {
+    pb::EventInput {
+        details: None,
+        details_json: text.to_owned(),
+        ..input(valid())
+    }
+}
+
+/// `text` nested in `levels` lists: `[[…text…]]`.
+fn nested(levels: usize, text: &str) -> String {
+    format!("{}{text}{}", "[".repeat(levels), "]".repeat(levels))
 }
 
 /// The head of the log.
@@ -324,6 +340,46 @@ async fn invalid_events_are_refused_naming_the_field() {
 }
 
 #[tokio::test]
+async fn details_json_that_is_not_a_json_object_is_refused_naming_it() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    client.log(valid()).await.unwrap();
+    let both = pb::EventInput {
+        details_json: r#"{"a":1}"#.into(),
+        ..input(valid())
+    };
+    let too_big = serde_json::to_string(&details_of_size(64 * 1024 + 1)).unwrap();
+    // The top object is the first level of 33.
+    let too_deep = format!("{{\"a\":{}}}", nested(33, "1"));
+    let field: &[&str] = &["event.details_json"];
+    let mut cases: Vec<(&str, Call, &[&str])> = [
+        ("not JSON", "{\"a\":"),
+        ("an object and more", "{} {}"),
+        ("a list", "[1,2]"),
+        ("a string", "\"text\""),
+        ("null", "null"),
+        ("a number", "3"),
+        ("a number JSON cannot hold as a double", r#"{"n":1e400}"#),
+        ("a lone surrogate", r#"{"s":"\ud800"}"#),
+        ("nested 34 levels", &too_deep),
+        ("one byte over 64 KiB stored", &too_big),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name, log_input(with_json(text)), field))
+    .collect();
+    cases.push(("beside details", log_input(both), field));
+    cases.push((
+        "in a batch, naming the event",
+        Call::Batch(pb::LogBatchRequest {
+            events: vec![input(valid()), with_json("[]")],
+            with_proof: false,
+        }),
+        &["events[1].details_json"],
+    ));
+    check_all_invalid(&client, cases).await;
+}
+
+#[tokio::test]
 async fn invalid_batches_are_refused_naming_each_bad_event() {
     let server = TestServer::start().await;
     let client = server.client().await;
@@ -442,6 +498,19 @@ async fn values_at_the_limits_are_accepted() {
         (
             "details of exactly 64 KiB",
             log(valid().details(details_of_size(64 * 1024))),
+            1,
+        ),
+        (
+            "details_json of exactly 64 KiB stored, with spaces around",
+            log_input(with_json(&format!(
+                "  {}\n",
+                serde_json::to_string(&details_of_size(64 * 1024)).unwrap()
+            ))),
+            1,
+        ),
+        (
+            "details_json nested 33 levels",
+            log_input(with_json(&format!("{{\"a\":{}}}", nested(32, "1")))),
             1,
         ),
         ("a batch of 1,000", batch_with(1000, &[], valid), 1000),

@@ -80,6 +80,7 @@ impl Event {
             workflow: self.workflow.to_owned(),
             details: Some(auditlog_proto::json::json_to_struct(&self.details)),
             idempotency_key: String::new(),
+            details_json: String::new(),
         }
     }
 }

@@ -57,6 +57,9 @@ type Channeled = tonic::service::interceptor::InterceptedService<deadline::Answe
 pub struct Client {
     nodes: Arc<Nodes>,
     retry: Retry,
+    /// Whether events go with their details as JSON text
+    /// ([`Builder::details_as_json`]).
+    details_json: bool,
 }
 
 impl Client {
@@ -90,6 +93,7 @@ impl Client {
                 current: AtomicUsize::new(0),
             }),
             retry: Retry::default(),
+            details_json: false,
         }
     }
 
@@ -135,7 +139,7 @@ impl Client {
         with_proof: bool,
     ) -> Result<(pb::Receipt, pb::LogResponse), Error> {
         let request = pb::LogRequest {
-            event: Some(event.into_input()?),
+            event: Some(event.into_input_as(self.details_json)?),
             with_proof,
         };
         let mut response = self
@@ -160,7 +164,7 @@ impl Client {
     ) -> Result<pb::LogBatchResponse, Error> {
         let events = events
             .into_iter()
-            .map(NewEvent::into_input)
+            .map(|e| e.into_input_as(self.details_json))
             .collect::<Result<Vec<_>, _>>()?;
         let request = pb::LogBatchRequest { events, with_proof };
         self.call(keyed_batch(&request), |mut c| {

@@ -83,23 +83,46 @@ impl NewEvent {
         &self.event_type
     }
 
-    /// The request message for this event.
+    /// The request message for this event, its details as a `Struct`.
     pub fn into_input(self) -> Result<pb::EventInput, Error> {
-        let details = match &self.details {
-            Value::Object(map) => auditlog_proto::json::json_to_struct(map),
-            Value::Null => Default::default(),
+        self.into_input_as(false)
+    }
+
+    /// The request message for this event, its details as JSON text
+    /// (`details_json`): cheaper to build and send than a `Struct`, and
+    /// stored the same. A server older than that field ignores it and
+    /// stores `{}`.
+    pub fn into_json_input(self) -> Result<pb::EventInput, Error> {
+        self.into_input_as(true)
+    }
+
+    /// [`NewEvent::into_input`], or with `json` [`NewEvent::into_json_input`].
+    pub(crate) fn into_input_as(self, json: bool) -> Result<pb::EventInput, Error> {
+        let map = match &self.details {
+            Value::Object(map) => Some(map),
+            Value::Null => None,
             Value::Bool(_) => return Err(Error::DetailsNotObject("a boolean")),
             Value::Number(_) => return Err(Error::DetailsNotObject("a number")),
             Value::String(_) => return Err(Error::DetailsNotObject("a string")),
             Value::Array(_) => return Err(Error::DetailsNotObject("an array")),
+        };
+        let (details, details_json) = match (map, json) {
+            // A map of JSON values always serializes.
+            (Some(map), true) => (None, serde_json::to_string(map).unwrap_or_default()),
+            (Some(map), false) => (
+                Some(auditlog_proto::json::json_to_struct(map)),
+                String::new(),
+            ),
+            (None, _) => (Some(Default::default()), String::new()),
         };
         Ok(pb::EventInput {
             event_type: self.event_type,
             actor: self.actor,
             lead_id: self.lead_id,
             workflow: self.workflow,
-            details: Some(details),
+            details,
             idempotency_key: self.idempotency_key,
+            details_json,
         })
     }
 
@@ -234,10 +257,30 @@ mod tests {
 
     #[test]
     fn details_must_be_an_object() {
-        let err = NewEvent::new("x")
-            .details(json!([1]))
-            .into_input()
-            .unwrap_err();
-        assert!(matches!(err, Error::DetailsNotObject("an array")));
+        for json in [false, true] {
+            let err = NewEvent::new("x")
+                .details(json!([1]))
+                .into_input_as(json)
+                .unwrap_err();
+            assert!(matches!(err, Error::DetailsNotObject("an array")));
+        }
+    }
+
+    #[test]
+    fn details_go_as_json_text_in_place_of_the_struct() {
+        let input = NewEvent::lead_ingested("L1", "webform")
+            .detail("score", 87)
+            .into_json_input()
+            .unwrap();
+        assert_eq!(input.details, None);
+        let sent: Value = serde_json::from_str(&input.details_json).unwrap();
+        assert_eq!(sent, json!({"source": "webform", "score": 87}));
+        assert!(
+            NewEvent::new("x")
+                .into_input()
+                .unwrap()
+                .details_json
+                .is_empty()
+        );
     }
 }

@@ -218,6 +218,24 @@ class AuditLogFromPython(unittest.TestCase):
         self.assertEqual((r.seq, r.id, r.signature), (self.receipts[0].seq, self.receipts[0].id, self.receipts[0].signature),
                          "repeated idempotency_key returned a different receipt")
 
+    def test_details_as_json_text(self):
+        # What a Python service has at hand: a dict, sent as json.dumps text
+        # (no Struct built), read back as the same details a Struct gives.
+        lead = f"LEAD-py-json-{RUN}"
+        ev = pb.EventInput(event_type="crm_update", actor=ACTOR, lead_id=lead, details_json=json.dumps(DETAILS))
+        receipt = self.stub.Log(pb.LogRequest(event=ev), timeout=TIMEOUT).receipt
+        resp = self.stub.Query(
+            pb.QueryRequest(filter=pb.EventFilter(lead_id=lead), limit=10, min_seq=receipt.seq), timeout=TIMEOUT
+        )
+        self.assertEqual([e.seq for e in resp.events], [receipt.seq])
+        self.assertEqual(to_dict(resp.events[0].details), to_dict(struct(DETAILS)))
+        # Not both at once: INVALID_ARGUMENT naming details_json.
+        both = pb.EventInput(event_type="crm_update", details=struct({"a": 1}), details_json='{"a": 1}')
+        with self.assertRaises(grpc.RpcError) as caught:
+            self.stub.Log(pb.LogRequest(event=both), timeout=TIMEOUT)
+        self.assertEqual(caught.exception.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("details_json", caught.exception.details())
+
     # -- reads ----------------------------------------------------------------
 
     def assert_event_matches(self, ev, inp, receipt):

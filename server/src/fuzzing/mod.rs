@@ -128,6 +128,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         workflow: "sales".into(),
         details: Some(details),
         idempotency_key: "key-1".into(),
+        details_json: String::new(),
     };
     let log_req = pb::LogRequest {
         event: Some(event.clone()),

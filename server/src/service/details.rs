@@ -89,15 +89,46 @@ impl WireDetails {
     /// so it can be encoded as a `Struct` without building one: a live
     /// event's details on its way to followers. `None` if the text is not
     /// a JSON object.
+    ///
+    /// No nesting limit but serde_json's own: a stored text was checked
+    /// when it was written, by the rules of its day.
     pub(crate) fn from_json(json: &str) -> Option<WireDetails> {
+        WireDetails::of_json(json, usize::MAX).ok()
+    }
+
+    /// Reads a caller's `details_json`: a JSON object's text, read as its
+    /// `Struct` would be (numbers as doubles, a repeated key's last value
+    /// written) and nested at most [`MAX_DETAILS_DEPTH`] levels; else what
+    /// is wrong with it, and where.
+    pub(crate) fn of_json_text(json: &str) -> Result<WireDetails, String> {
+        WireDetails::of_json(json, MAX_DETAILS_DEPTH)
+    }
+
+    fn of_json(json: &str, max_depth: usize) -> Result<WireDetails, String> {
         let mut text = Text::default();
         text.bytes.reserve(json.len());
         let mut de = serde_json::Deserializer::from_str(json);
-        let value = JsonSeed { text: &mut text }.deserialize(&mut de).ok()?;
-        de.end().ok()?;
+        let value = JsonSeed {
+            text: &mut text,
+            depth: 0,
+            max_depth,
+        }
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| format!("is not JSON text: {e}"))?;
         match value {
-            Value::Object(fields) => Some(WireDetails { text, fields }),
-            _ => None,
+            Value::Object(fields) => Ok(WireDetails { text, fields }),
+            other => Err(format!(
+                "is JSON {}, not an object",
+                match other {
+                    Value::Null => "null",
+                    Value::Bool(_) => "a boolean",
+                    Value::Number(_) => "a number",
+                    Value::String(_) => "a string",
+                    Value::List(_) => "a list",
+                    Value::Object(_) => "an object",
+                }
+            )),
         }
     }
 
@@ -498,6 +529,10 @@ fn write_string(s: &[u8], out: &mut Vec<u8>) {
 /// A JSON value read into the tree (`WireDetails::from_json`).
 struct JsonSeed<'a> {
     text: &'a mut Text,
+    /// The levels of objects and lists around the value.
+    depth: usize,
+    /// The most levels allowed.
+    max_depth: usize,
 }
 
 impl Text {
@@ -505,6 +540,18 @@ impl Text {
         let start = self.bytes.len();
         self.bytes.extend_from_slice(s.as_bytes());
         start..self.bytes.len()
+    }
+}
+
+impl JsonSeed<'_> {
+    /// The depth of the object or list this value is; refused past
+    /// `max_depth` (for a caller's text [`MAX_DETAILS_DEPTH`], as a
+    /// `Struct` nested as deep is).
+    fn nested<E: serde::de::Error>(&self) -> Result<usize, E> {
+        match self.depth < self.max_depth {
+            true => Ok(self.depth + 1),
+            false => Err(E::custom(DETAILS_TOO_DEEP)),
+        }
     }
 }
 
@@ -551,9 +598,12 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let depth = self.nested::<A::Error>()?;
         let mut items = Vec::new();
         while let Some(item) = seq.next_element_seed(JsonSeed {
             text: &mut *self.text,
+            depth,
+            max_depth: self.max_depth,
         })? {
             items.push(item);
         }
@@ -561,11 +611,14 @@ impl<'de> Visitor<'de> for JsonSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let depth = self.nested::<A::Error>()?;
         let mut fields = Vec::new();
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             let key = self.text.push(&key);
             let value = map.next_value_seed(JsonSeed {
                 text: &mut *self.text,
+                depth,
+                max_depth: self.max_depth,
             })?;
             fields.push((key, value));
         }

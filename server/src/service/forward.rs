@@ -13,6 +13,7 @@ use tonic::{Request, Status};
 use super::AuditSvc;
 use super::api;
 use super::deadline::call_timeout;
+use super::details::WireDetails;
 use super::edge;
 
 /// How long a forwarded write without a deadline may take, the leader's
@@ -103,13 +104,28 @@ impl AuditSvc {
 
 /// An event as the leader's API takes it: the same fields, `details` as
 /// the `Struct` they were decoded from (keys in order, repeats merged).
+/// `details_json` goes as a `Struct` too, so a leader of any version
+/// stores it; text that does not read (or sent beside `details`) goes as
+/// it came, for the leader to refuse.
 fn event_pb(event: &api::EventInput) -> pb::EventInput {
+    let json = match (&event.details, event.details_json.is_empty()) {
+        (None, false) => WireDetails::of_json_text(&event.details_json).ok(),
+        _ => None,
+    };
+    let (details, details_json) = match json {
+        Some(wire) => (Some(wire.to_struct()), String::new()),
+        None => (
+            event.details.as_ref().map(WireDetails::to_struct),
+            event.details_json.clone(),
+        ),
+    };
     pb::EventInput {
         event_type: event.event_type.clone(),
         actor: event.actor.clone(),
         lead_id: event.lead_id.clone(),
         workflow: event.workflow.clone(),
-        details: event.details.as_ref().map(|d| d.to_struct()),
+        details,
         idempotency_key: event.idempotency_key.clone(),
+        details_json,
     }
 }

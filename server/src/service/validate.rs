@@ -112,6 +112,7 @@ pub(super) fn validate_track(
         workflow: req.workflow,
         details: Some(details),
         idempotency_key: req.idempotency_key,
+        details_json: String::new(),
     };
     validate_event(input, "request", caller)
 }
@@ -190,22 +191,41 @@ fn check_event(
             violate(field, reason);
         }
     }
-    let details = match input
-        .details
-        .take()
-        .map(WireDetails::into_details)
-        .transpose()
-    {
+    // Where the details came from, to name in a violation.
+    let field = match input.details_json.is_empty() {
+        true => "details",
+        false => "details_json",
+    };
+    let wire = match (input.details.take(), input.details_json.is_empty()) {
+        (wire, true) => wire,
+        (None, false) => match WireDetails::of_json_text(&input.details_json) {
+            Ok(wire) => Some(wire),
+            Err(reason) => {
+                violate("details_json", reason);
+                None
+            }
+        },
+        (Some(_), false) => {
+            violate(
+                "details_json",
+                "is set beside details: send the details once, as a Struct in details or as \
+                 JSON text in details_json"
+                    .into(),
+            );
+            None
+        }
+    };
+    let details = match wire.map(WireDetails::into_details).transpose() {
         Ok(d) => d.unwrap_or_default(),
         Err(e) => {
-            violate(&format!("details.{}", e.path), e.reason.to_owned());
+            violate(&format!("{field}.{}", e.path), e.reason.to_owned());
             Default::default()
         }
     };
     let size = details.len();
     if size > MAX_DETAILS_BYTES {
         violate(
-            "details",
+            field,
             format!("is {size} bytes as JSON; at most {MAX_DETAILS_BYTES}"),
         );
     }
