@@ -55,6 +55,10 @@
 //! - `AUDITLOG_PEERS_QUERIES`: lead-history queries per round and system (100);
 //! - `AUDITLOG_PEERS_SYSTEMS`: a comma-separated subset of `auditlog`,
 //!   `postgres`, `nats` (all);
+//! - `AUDITLOG_PEERS_DETAILS`: how auditlog's requests carry the events'
+//!   details: `json` (`details_json`, the JSON text, as the PostgreSQL and
+//!   JetStream clients send them: the default) or `struct` (a
+//!   `google.protobuf.Struct`, as before 2026-12-06);
 //! - `AUDITLOG_BENCH_DIR`: where the temp data dirs are created (the system
 //!   temp dir).
 
@@ -119,6 +123,8 @@ pub(crate) struct Settings {
     queries: usize,
     systems: Vec<String>,
     parent_dir: std::path::PathBuf,
+    /// Whether auditlog's requests carry details as JSON text.
+    details_json: bool,
 }
 
 impl Settings {
@@ -140,6 +146,13 @@ impl Settings {
             )
             .into());
         }
+        let details_json = match var("AUDITLOG_PEERS_DETAILS", "json".to_owned())?.as_str() {
+            "json" => true,
+            "struct" => false,
+            other => {
+                return Err(format!("AUDITLOG_PEERS_DETAILS={other:?}: use json or struct").into());
+            }
+        };
         Ok(Settings {
             measure: secs("AUDITLOG_PEERS_SECS", 10.0)?,
             rounds: var("AUDITLOG_PEERS_ROUNDS", 2u32)?.max(1),
@@ -148,6 +161,7 @@ impl Settings {
             queries: var("AUDITLOG_PEERS_QUERIES", 100usize)?.max(1),
             systems,
             parent_dir: env::parent_dir(),
+            details_json,
         })
     }
 
@@ -241,7 +255,15 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
 
     let mut systems: Vec<Arc<System>> = Vec::new();
     if settings.wants("auditlog") {
-        let ours = ours::Ours::start(servers, &data.path().join("auditlog")).await?;
+        let dir = data.path().join("auditlog");
+        let ours = ours::Ours::start(servers, &dir, settings.details_json).await?;
+        println!(
+            "auditlog's details: {}",
+            match settings.details_json {
+                true => "JSON text (details_json), as the peers get them",
+                false => "a google.protobuf.Struct (AUDITLOG_PEERS_DETAILS=struct)",
+            }
+        );
         systems.push(Arc::new(System::Ours(Box::new(ours))));
     }
     if settings.wants("postgres") {

@@ -71,16 +71,32 @@ pub(crate) fn event(n: usize, lead: usize) -> Event {
 }
 
 impl Event {
-    /// The event as auditlog's API takes it.
+    /// The event as auditlog's API takes it, details as a `Struct`.
     pub(crate) fn to_pb(&self) -> pb::EventInput {
+        self.to_pb_as(false)
+    }
+
+    /// [`Event::to_pb`], or with `json` the details as JSON text
+    /// (`details_json`).
+    pub(crate) fn to_pb_as(&self, json: bool) -> pb::EventInput {
+        let (details, details_json) = match json {
+            true => (
+                None,
+                serde_json::to_string(&self.details).unwrap_or_default(),
+            ),
+            false => (
+                Some(auditlog_proto::json::json_to_struct(&self.details)),
+                String::new(),
+            ),
+        };
         pb::EventInput {
             event_type: self.event_type.to_owned(),
             actor: self.actor.to_owned(),
             lead_id: self.lead_id.clone(),
             workflow: self.workflow.to_owned(),
-            details: Some(auditlog_proto::json::json_to_struct(&self.details)),
+            details,
             idempotency_key: String::new(),
-            details_json: String::new(),
+            details_json,
         }
     }
 }

@@ -25,15 +25,20 @@ pub(crate) struct Ours {
 
 impl Ours {
     /// The real server with the default config and its data in `dir`, on the
-    /// `runtime`; returns once it answers.
-    pub(crate) async fn start(runtime: &Handle, dir: &Path) -> Result<Ours, BoxError> {
+    /// `runtime`; returns once it answers. With `details_json` the requests
+    /// carry each event's details as JSON text rather than a `Struct`.
+    pub(crate) async fn start(
+        runtime: &Handle,
+        dir: &Path,
+        details_json: bool,
+    ) -> Result<Ours, BoxError> {
         let config = auditlog_server::Config {
             data_dir: dir.to_path_buf(),
             ..auditlog_server::Config::default()
         };
         let (server, history) = Served::auditlog(runtime, config).await?;
         let channels = calls::connect(&server.url, CONNECTIONS).await?;
-        let events: Vec<pb::EventInput> = pool().iter().map(events::Event::to_pb).collect();
+        let events: Vec<pb::EventInput> = pool().iter().map(|e| e.to_pb_as(details_json)).collect();
         Ok(Ours {
             server,
             channels,
