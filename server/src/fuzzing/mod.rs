@@ -172,6 +172,25 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "query",
         [&[2u8][..], &query.encode_to_vec()].concat(),
     ));
+    let json_event = pb::EventInput {
+        event_type: "crm_update".into(),
+        details: None,
+        details_json: r#" {"b": true, "a": {"x": null, "n": 3}, "b": [2, 2.5, "\u00e9"]} "#.into(),
+        ..Default::default()
+    };
+    seeds.push((
+        "validation",
+        "log_json",
+        [
+            &[0u8][..],
+            &pb::LogRequest {
+                event: Some(json_event),
+                with_proof: false,
+            }
+            .encode_to_vec(),
+        ]
+        .concat(),
+    ));
     seeds
 }
 

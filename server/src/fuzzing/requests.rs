@@ -6,6 +6,7 @@ use prost::Message as _;
 use tonic::Code;
 
 use super::sample::keyring;
+use crate::service::WireDetails;
 use crate::service::{self, MAX_BATCH, MAX_DETAILS_BYTES, MAX_QUERY_LIMIT, PageToken, api};
 use crate::store::Order;
 use crate::store::record::{GENESIS, MacCheck, NewEvent, Record, RecordHead};
@@ -63,16 +64,19 @@ fn same_decoding<E: std::fmt::Debug>(
                 &o.actor,
                 &o.lead_id,
                 &o.workflow,
-                &o.idempotency_key
+                &o.idempotency_key,
+                &o.details_json
             ),
             (
                 &g.event_type,
                 &g.actor,
                 &g.lead_id,
                 &g.workflow,
-                &g.idempotency_key
+                &g.idempotency_key,
+                &g.details_json
             )
         );
+        same_json_text(&o.details_json);
         let text = o
             .details
             .clone()
@@ -82,6 +86,29 @@ fn same_decoding<E: std::fmt::Debug>(
                 .map(|m| serde_json::to_string(&m).unwrap_or_default())
         });
         assert_eq!(text, expected, "the details' JSON differs");
+    }
+}
+
+/// Details sent as JSON text write what the same object sent as a `Struct`
+/// writes (serde_json's reading of the text, made a `Struct` the generic
+/// way), or are refused; ours refuses more only past MAX_DETAILS_DEPTH
+/// levels (serde_json's own limit is 128).
+fn same_json_text(json: &str) {
+    if json.is_empty() {
+        return;
+    }
+    let ours = WireDetails::of_json_text(json)
+        .map_err(|e| e.contains(DETAILS_TOO_DEEP))
+        .map(|w| w.into_details().map(|d| d.as_str().to_owned()).ok());
+    let generic = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(json)
+        .ok()
+        .and_then(|m| {
+            auditlog_proto::json::struct_into_json(auditlog_proto::json::json_to_struct(&m)).ok()
+        })
+        .map(|m| serde_json::to_string(&m).unwrap_or_default());
+    match ours {
+        Ok(text) => assert_eq!(text, generic, "details_json {json:?}"),
+        Err(too_deep) => assert!(too_deep || generic.is_none(), "refused: {json:?}"),
     }
 }
 

@@ -48,6 +48,7 @@ use crate::performance::Measurements;
 use crate::store::{self, Filter, NewEvent, Store, Verifications};
 
 pub(crate) use admin::AdminSvc;
+pub(crate) use details::WireDetails;
 pub(crate) use edge::status_of;
 pub(crate) use event_bytes::EventBytes;
 pub(crate) use page_token::PageToken;
