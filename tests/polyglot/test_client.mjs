@@ -148,6 +148,17 @@ test('Log an event with details, then Query it back by lead', async () => {
   assert.deepEqual(fromStruct(ev.details), DETAILS, 'details round-trip');
 });
 
+test('details sent as JSON text (details_json) come back as the same details', async () => {
+  // No Struct to build: the object's JSON.stringify text.
+  const lead = `LEAD-node-json-${RUN}`;
+  const { receipt } = await call('Log', {
+    event: { event_type: 'crm_update', lead_id: lead, details_json: JSON.stringify(DETAILS) },
+  });
+  const { events } = await call('Query', { filter: { lead_id: lead } });
+  assert.deepEqual(events.map((e) => e.seq), [receipt.seq]);
+  assert.deepEqual(fromStruct(events[0].details), DETAILS, 'details round-trip');
+});
+
 test('LogBatch, then StreamEvents without follow ends at the head', async () => {
   const { receipts } = await call('LogBatch', {
     events: ['lead_qualified', 'lead_routed'].map((event_type) => ({ event_type, lead_id: LEAD, workflow: WORKFLOW })),
