@@ -110,8 +110,9 @@ impl Mirror {
             }
             number += 1;
             let record = &line[..line.len() - 1];
+            // A round never writes a record after more gaps than it counts.
             let seq = seq_of(record)
-                .filter(|&seq| seq > tree.end())
+                .filter(|&seq| seq > tree.end() && seq - tree.end() <= MAX_MISSING)
                 .ok_or_else(|| not_a_mirror(path, number, tree.end()))?;
             if seq > kept_size {
                 break;
@@ -235,12 +236,15 @@ impl Mirror {
                 break;
             };
             let line = line?;
-            let seq = seq_of(&line).ok_or_else(|| {
-                CliError::Failed(format!(
-                    "the server sent a line that is not a stored record after seq {}",
-                    tree.end()
-                ))
-            })?;
+            // A newline inside would split the record in FILE.
+            let seq = seq_of(&line)
+                .filter(|_| !line.contains(&b'\n'))
+                .ok_or_else(|| {
+                    CliError::Failed(format!(
+                        "the server sent a line that is not a stored record after seq {}",
+                        tree.end()
+                    ))
+                })?;
             if seq <= tree.end() {
                 return Err(CliError::Failed(format!(
                     "the server sent seq {seq} after seq {}: out of order",
