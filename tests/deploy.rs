@@ -1,6 +1,7 @@
 //! The deployment files in `deploy/` as an operator's tools read them: the
-//! systemd unit passes `systemd-analyze verify` (with `ExecStart` pointed at
-//! the binary this workspace builds) and keeps its sandboxing.
+//! systemd units (the server's and the witness's) pass `systemd-analyze
+//! verify` (with `ExecStart` pointed at the binary this workspace builds)
+//! and keep their sandboxing.
 //!
 //! The Prometheus alerting rules (`deploy/prometheus/alerts.yml`) pass
 //! `promtool check rules`.
@@ -21,39 +22,59 @@ use common::workspace_bin;
 
 const SYSTEMD_ANALYZE: &str = "/usr/bin/systemd-analyze";
 
-/// Where the unit expects the binary.
-const INSTALLED: &str = "/usr/local/bin/auditlog-server";
+/// The directives that keep a service to its state directory and the
+/// network, each as both units must set it.
+const SANDBOX: [&str; 11] = [
+    "DynamicUser=yes",
+    "NoNewPrivileges=yes",
+    "ProtectSystem=strict",
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "PrivateDevices=yes",
+    "CapabilityBoundingSet=",
+    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+    "SystemCallFilter=@system-service",
+    "MemoryDenyWriteExecute=yes",
+    "UMask=0077",
+];
 
-fn unit_text() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/auditlog.service"))
-        .unwrap()
+#[test]
+fn the_servers_systemd_unit_verifies_and_is_sandboxed() {
+    check_unit(
+        "auditlog.service",
+        &["StateDirectory=auditlog"],
+        ("/usr/local/bin/auditlog-server", "auditlog-server"),
+    );
 }
 
 #[test]
-fn the_systemd_unit_verifies_and_is_sandboxed() {
-    let unit = unit_text();
-    // The directives that keep the server to its state directory and the
-    // network, each as the unit must set it.
-    for line in [
-        "DynamicUser=yes",
-        "StateDirectory=auditlog",
-        "NoNewPrivileges=yes",
-        "ProtectSystem=strict",
-        "ProtectHome=yes",
-        "PrivateTmp=yes",
-        "PrivateDevices=yes",
-        "CapabilityBoundingSet=",
-        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
-        "SystemCallFilter=@system-service",
-        "MemoryDenyWriteExecute=yes",
-        "UMask=0077",
-    ] {
+fn the_witnesss_systemd_unit_verifies_and_is_sandboxed() {
+    check_unit(
+        "auditlog-witness.service",
+        // Never restarted after a finding (exit 1): its files are the evidence.
+        &["StateDirectory=auditlog-witness", "Restart=on-abnormal"],
+        ("/usr/local/bin/auditlog", "auditlog"),
+    );
+}
+
+/// Checks `deploy/<name>`: every [`SANDBOX`] line and each of `lines`,
+/// `ExecStart` running `installed.0` (the workspace's binary `installed.1`),
+/// and `systemd-analyze verify` passing with no warning about it.
+fn check_unit(name: &str, lines: &[&str], installed: (&str, &str)) {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy")
+            .join(name),
+    )
+    .unwrap();
+    for line in SANDBOX.iter().chain(lines) {
         assert!(
-            unit.lines().any(|l| l.trim() == line),
-            "deploy/auditlog.service lacks {line:?}"
+            unit.lines().any(|l| l.trim() == *line),
+            "deploy/{name} lacks {line:?}"
         );
     }
-    assert!(unit.contains(&format!("ExecStart={INSTALLED} ")), "{unit}");
+    let (path, binary) = installed;
+    assert!(unit.contains(&format!("ExecStart={path} ")), "{unit}");
 
     if !Path::new(SYSTEMD_ANALYZE).exists() {
         assert!(
@@ -64,26 +85,23 @@ fn the_systemd_unit_verifies_and_is_sandboxed() {
         return;
     }
     // verify checks that ExecStart's binary exists and is executable.
-    let server = workspace_bin("auditlog-server", "auditlog-server");
+    let built = workspace_bin("", binary);
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("auditlog.service");
-    std::fs::write(&path, unit.replace(INSTALLED, server.to_str().unwrap())).unwrap();
+    let copy = dir.path().join(name);
+    std::fs::write(&copy, unit.replace(path, built.to_str().unwrap())).unwrap();
     let out = Command::new(SYSTEMD_ANALYZE)
         .arg("verify")
-        .arg(&path)
+        .arg(&copy)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "systemd-analyze verify failed: {stderr}"
+        "systemd-analyze verify {name} failed: {stderr}"
     );
     // A directive it does not know, or a value it cannot parse, is a warning
     // on stderr with a zero exit: none is allowed.
-    let own: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.contains("auditlog.service"))
-        .collect();
+    let own: Vec<&str> = stderr.lines().filter(|l| l.contains(name)).collect();
     assert!(own.is_empty(), "systemd-analyze verify warned: {stderr}");
 }
 
