@@ -16,7 +16,7 @@ mod common;
 use auditlog_client::proof::{VerifierKey, leaf_hash, root_of, verify_inclusion};
 use auditlog_client::{NewEvent, check_receipt_proofs, pb};
 use common::witness::{file_leaves, other_logs_key, proof_hashes, trusted_key, verifier_key};
-use common::{TestServer, cli, read_lines};
+use common::{TestServer, cli, cli_bin, read_lines};
 
 fn event(n: u64) -> NewEvent {
     NewEvent::lead_ingested(format!("LEAD-{n}"), "webform")
@@ -183,4 +183,49 @@ async fn the_cli_logs_with_proof_and_checks_it() {
         err.contains("seq 3 is written, but its proof did not check out"),
         "{err}"
     );
+}
+
+/// `auditlog --server URL ARGS` with AUDITLOG_VERIFIER_KEY set to `key`:
+/// exit code, stdout, stderr.
+async fn cli_with_key_in_env(url: &str, key: &str, args: &[&str]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(cli_bin());
+    command
+        .arg("--server")
+        .arg(url)
+        .args(args)
+        .env("AUDITLOG_VERIFIER_KEY", key);
+    let out = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A verifier key in the environment (as a witness's unit sets it) is the
+/// key `log --proof` checks with, and a plain `log` does not ask for
+/// `--proof` because of it.
+#[tokio::test]
+async fn the_verifier_key_in_the_environment_serves_log_proof_and_leaves_log_alone() {
+    let server = TestServer::start().await;
+    let key = verifier_key(&server.data_dir);
+    let (code, out, err) = cli_with_key_in_env(&server.url, &key, &["log", "lead_ingested"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("seq 1 "), "{out}");
+    let (code, out, err) =
+        cli_with_key_in_env(&server.url, &key, &["log", "lead_ingested", "--proof"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("OK: seq 2 is in"), "{out}");
+    assert!(!out.contains("key the server sent"), "{out}");
+    let other_key = other_logs_key().await;
+    let (code, out, err) = cli_with_key_in_env(
+        &server.url,
+        &other_key,
+        &["log", "lead_ingested", "--proof"],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("did not check out"), "{err}");
 }

@@ -323,15 +323,12 @@ pub(crate) struct LogArgs {
     /// or none came in time (the event is written all the same).
     #[arg(long)]
     pub(crate) proof: bool,
-    /// With --proof: the log's verifier key (NAME+KEYID+KEY); without it,
-    /// the key the server sends is used, which proves nothing about that
-    /// server.
-    #[arg(
-        long,
-        env = "AUDITLOG_VERIFIER_KEY",
-        value_name = "VERIFIER_KEY",
-        requires = "proof"
-    )]
+    /// With --proof: the log's verifier key (NAME+KEYID+KEY), else
+    /// AUDITLOG_VERIFIER_KEY's; without either, the key the server sends
+    /// is used, which proves nothing about that server.
+    // Not `env = ...`: a key in the environment (set for the other
+    // commands) must not make a plain `log` ask for --proof.
+    #[arg(long, value_name = "VERIFIER_KEY", requires = "proof")]
     pub(crate) key: Option<String>,
 }
 

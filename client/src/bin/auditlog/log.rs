@@ -44,6 +44,9 @@ pub(crate) async fn run(client: &Client, args: LogArgs, json: bool) -> Result<()
     if args.proof {
         let key = args
             .key
+            .or_else(|| std::env::var("AUDITLOG_VERIFIER_KEY").ok())
+            .filter(|k| !k.is_empty());
+        let key = key
             .as_deref()
             .map(VerifierKey::parse)
             .transpose()
