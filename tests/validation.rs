@@ -351,6 +351,9 @@ async fn details_json_that_is_not_a_json_object_is_refused_naming_it() {
     let too_big = serde_json::to_string(&details_of_size(64 * 1024 + 1)).unwrap();
     // The top object is the first level of 33.
     let too_deep = format!("{{\"a\":{}}}", nested(33, "1"));
+    // Far deeper than any stack would take, were levels read by recursion
+    // before being counted.
+    let abyss = format!("{{\"a\":{}}}", nested(100_000, "1"));
     let field: &[&str] = &["event.details_json"];
     let mut cases: Vec<(&str, Call, &[&str])> = [
         ("not JSON", "{\"a\":"),
@@ -362,6 +365,7 @@ async fn details_json_that_is_not_a_json_object_is_refused_naming_it() {
         ("a number JSON cannot hold as a double", r#"{"n":1e400}"#),
         ("a lone surrogate", r#"{"s":"\ud800"}"#),
         ("nested 34 levels", &too_deep),
+        ("nested 100,001 levels", &abyss),
         ("one byte over 64 KiB stored", &too_big),
     ]
     .into_iter()
