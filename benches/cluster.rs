@@ -222,7 +222,7 @@ async fn bench(settings: Settings) -> Result<(), BoxError> {
     let leader = wait_for_writes(&js, &members).await?;
 
     let events: Vec<pb::EventInput> = (0..EVENT_POOL)
-        .map(|n| events::event(n, n / 3).to_pb())
+        .map(|n| events::event(n, n / 3).to_pb_as(false))
         .collect();
     let requests = Arc::new(Requests::build(&events, BATCH_SIZE));
     let targets = [
@@ -310,7 +310,7 @@ async fn wait_for_writes(
                     .await?;
             let written = client
                 .log(pb::LogRequest {
-                    event: Some(events::event(0, 0).to_pb()),
+                    event: Some(events::event(0, 0).to_pb_as(false)),
                     with_proof: false,
                 })
                 .await;

@@ -63,6 +63,9 @@
 //!   does (`store/writer/space.rs`): an appending floor's `fdatasync`s also
 //!   commit the file's new size, which made it slower than the server it
 //!   was the floor of (1);
+//! - `AUDITLOG_BENCH_DETAILS`: `struct` (the default) or `json`: how the
+//!   requests (the same for every server) carry each event's details, as a
+//!   `google.protobuf.Struct` or as JSON text (`details_json`);
 //! - `AUDITLOG_BENCH_DIR`: where the temp data dir is created (the system
 //!   temp dir);
 //! - `AUDITLOG_BENCH_VARIANTS`: variants of the real server measured in the
@@ -169,6 +172,8 @@ struct Settings {
     variants: Vec<Variant>,
     /// The servers to measure, by name (`None`: all).
     only: Option<Vec<String>>,
+    /// Whether the requests carry details as JSON text (`AUDITLOG_BENCH_DETAILS`).
+    details_json: bool,
 }
 
 impl Settings {
@@ -198,6 +203,13 @@ impl Settings {
         };
         let floor_fsync = on_unless_zero("AUDITLOG_BENCH_FLOOR_FSYNC")?;
         let floor_in_place = on_unless_zero("AUDITLOG_BENCH_FLOOR_IN_PLACE")?;
+        let details_json = match env::var("AUDITLOG_BENCH_DETAILS", "struct".to_owned())?.as_str() {
+            "struct" => false,
+            "json" => true,
+            other => {
+                return Err(format!("AUDITLOG_BENCH_DETAILS={other:?}: use struct or json").into());
+            }
+        };
         Ok(Settings {
             measure: env::secs("AUDITLOG_BENCH_SECS", 5.0)? / rounds,
             rounds,
@@ -215,6 +227,7 @@ impl Settings {
                     .filter(|name| !name.is_empty())
                     .collect()
             }),
+            details_json,
         })
     }
 }
@@ -315,7 +328,9 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     for server in &under_test {
         channels.push(calls::connect(&server.url, settings.channels).await?);
     }
-    let events: Vec<pb::EventInput> = (0..EVENT_POOL).map(event).collect();
+    let events: Vec<pb::EventInput> = (0..EVENT_POOL)
+        .map(|n| event(n, settings.details_json))
+        .collect();
     let requests = Arc::new(Requests::build(&events, BATCH_SIZE));
     let names: Vec<&str> = ["default", "floor", "empty"]
         .into_iter()
@@ -475,6 +490,6 @@ fn start_empty(runtime: &Handle, floor: Option<Floor>) -> Result<Served, BoxErro
 
 /// The `n`th event of the pool, three per lead (`common/events.rs`, the
 /// events the peers bench sends too).
-fn event(n: usize) -> pb::EventInput {
-    events::event(n, n / 3).to_pb()
+fn event(n: usize, details_json: bool) -> pb::EventInput {
+    events::event(n, n / 3).to_pb_as(details_json)
 }

@@ -71,13 +71,8 @@ pub(crate) fn event(n: usize, lead: usize) -> Event {
 }
 
 impl Event {
-    /// The event as auditlog's API takes it, details as a `Struct`.
-    pub(crate) fn to_pb(&self) -> pb::EventInput {
-        self.to_pb_as(false)
-    }
-
-    /// [`Event::to_pb`], or with `json` the details as JSON text
-    /// (`details_json`).
+    /// The event as auditlog's API takes it: details as a `Struct`, or with
+    /// `json` as JSON text (`details_json`).
     pub(crate) fn to_pb_as(&self, json: bool) -> pb::EventInput {
         let (details, details_json) = match json {
             true => (

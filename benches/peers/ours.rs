@@ -73,7 +73,7 @@ impl Ours {
                 let channel = &self.channels[(first / FILL_BATCH) % CONNECTIONS];
                 let mut client = AuditServiceClient::new(channel.clone());
                 let events = (first..rows.min(first + FILL_BATCH))
-                    .map(|n| events::event(n, history_lead(n, leads)).to_pb())
+                    .map(|n| events::event(n, history_lead(n, leads)).to_pb_as(false))
                     .collect();
                 async move {
                     client
