@@ -402,3 +402,67 @@ async fn a_round_cut_short_is_fetched_again_and_other_files_are_left_alone() {
     assert!(err.contains("is not a mirror"), "{err}");
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes\n");
 }
+
+#[tokio::test]
+async fn a_mirror_and_its_kept_note_are_checked_offline() {
+    let m = Mirrored::start(|_| {}, 4).await;
+    let kept = std::fs::read_to_string(&m.mirror).unwrap();
+    // No server: a closed port, never dialled.
+    let offline = |file: &Path, key: &str, json: bool| {
+        let args: Vec<String> = [
+            json.then_some("--json"),
+            Some("bundle"),
+            Some("verify-mirror"),
+            file.to_str(),
+            Some("--note"),
+            m.state.to_str(),
+            Some("--key"),
+            Some(key),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::to_owned)
+        .collect();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            cli("http://127.0.0.1:1", &args).await
+        }
+    };
+    let (code, out, err) = offline(&m.mirror, &m.key, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("holds the 4 records of") && out.contains("tree size 4"),
+        "{out}"
+    );
+    let (code, out, err) = offline(&m.mirror, &m.key, true).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (json["verified"].as_bool(), json["tree_size"].as_u64()),
+        (Some(true), Some(4))
+    );
+
+    let copy = m.scratch.path().join("copy.jsonl");
+    let failures = [
+        (
+            "a changed record",
+            kept.replacen("LEAD-3", "LEAD-8", 1),
+            "not the records it signed",
+        ),
+        (
+            "a record short",
+            kept.lines().take(3).map(|l| format!("{l}\n")).collect(),
+            "up to seq 3 only",
+        ),
+    ];
+    for (what, text, says) in failures {
+        std::fs::write(&copy, text).unwrap();
+        let (code, out, err) = offline(&copy, &m.key, false).await;
+        assert_eq!(code, 1, "{what}: {out}{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(err.contains(says), "{what}: {err}");
+    }
+    let (code, out, err) = offline(&m.mirror, &other_logs_key().await, false).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("kept.note"), "{err}");
+}

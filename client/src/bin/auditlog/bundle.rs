@@ -40,6 +40,39 @@ pub(crate) enum BundleCommand {
         #[arg(long, env = "AUDITLOG_VERIFIER_KEY", value_name = "VERIFIER_KEY")]
         key: Option<String>,
     },
+    /// Check a witness's mirror (`checkpoint watch --mirror`) offline: its
+    /// records are exactly those a signed checkpoint (the witness's kept
+    /// note) commits to; exits 1 when they are not.
+    #[command(
+        after_help = "Example:\n  auditlog bundle verify-mirror log.jsonl --note kept.note --key \"$(cat log.vkey)\""
+    )]
+    VerifyMirror {
+        /// The mirror file (JSON Lines, the records as stored).
+        file: PathBuf,
+        /// A signed checkpoint note, such as the witness's `--state` file.
+        #[arg(long, value_name = "FILE")]
+        note: PathBuf,
+        /// The log's verifier key, from a channel you trust.
+        #[arg(long, env = "AUDITLOG_VERIFIER_KEY", value_name = "VERIFIER_KEY")]
+        key: String,
+    },
+}
+
+/// `bundle verify-mirror`: the note checked with `key`, then the mirror
+/// against it, with no server.
+pub(crate) fn verify_mirror(
+    file: &std::path::Path,
+    note: &std::path::Path,
+    key: &str,
+    json: bool,
+) -> Result<(), CliError> {
+    let key = VerifierKey::parse(key).map_err(|e| CliError::Usage(format!("--key: {e}")))?;
+    let text = std::fs::read_to_string(note)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", note.display())))?;
+    let checkpoint = key
+        .open_checkpoint(&crate::proofs::kept_note(&text))
+        .map_err(|e| CliError::Failed(format!("{}: {e}", note.display())))?;
+    crate::witness::mirror::check_offline(file, &checkpoint, json)
 }
 
 #[derive(Debug, Args)]

@@ -167,6 +167,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bundle(bundle::BundleCommand::Verify { file, key }) => {
             bundle::verify(&file, key.as_deref(), json)
         }
+        Command::Bundle(bundle::BundleCommand::VerifyMirror { file, note, key }) => {
+            bundle::verify_mirror(&file, &note, &key, json)
+        }
         command => {
             let client = Client::connect_with(&server, options).await?;
             dispatch(&client, command, json).await

@@ -27,7 +27,7 @@
 //! make its root, before the checkpoint is kept.
 
 mod follow;
-mod mirror;
+pub(crate) mod mirror;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

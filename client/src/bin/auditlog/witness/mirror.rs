@@ -95,35 +95,7 @@ impl Mirror {
             });
         }
         let kept_size = kept.map_or(0, |c| c.size);
-        let mut tree = CompactRange::new(0);
-        let mut len = 0u64;
-        let mut reader = BufReader::new(&file);
-        let mut line = Vec::new();
-        let mut number = 0u64;
-        while tree.end() < kept_size {
-            line.clear();
-            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
-            if n == 0 || line.last() != Some(&b'\n') {
-                // The end, or half a line from a write cut short: the
-                // records from here on are fetched again.
-                break;
-            }
-            number += 1;
-            let record = &line[..line.len() - 1];
-            // A round never writes a record after more gaps than it counts.
-            let seq = seq_of(record)
-                .filter(|&seq| seq > tree.end() && seq - tree.end() <= MAX_MISSING)
-                .ok_or_else(|| not_a_mirror(path, number, tree.end()))?;
-            if seq > kept_size {
-                break;
-            }
-            push_gaps(&mut tree, seq);
-            tree.push(leaf_hash(record));
-            len += n as u64;
-        }
-        if number == 0 && !starts_like_a_record(&file).map_err(io)? {
-            return Err(not_a_mirror(path, 1, 0));
-        }
+        let Prefix { tree, len } = read_prefix(&file, path, kept_size)?;
         let checked = tree.end() == kept_size;
         if let Some(kept) = kept.filter(|_| checked) {
             let root = tree.root().unwrap_or_default();
@@ -295,6 +267,119 @@ impl Mirror {
     }
 }
 
+/// The records at the head of a mirror file, up to seq `upto`.
+struct Prefix {
+    /// Their leaves (and gap leaves), from seq 1.
+    tree: CompactRange,
+    /// Their bytes.
+    len: u64,
+}
+
+/// Reads `file` from its start while its records are at most `upto`,
+/// checking each is a stored record after the one before; stops at the
+/// end, at half a line (a write cut short) or at a later record. A file
+/// that holds anything else is not a mirror's, and is refused.
+fn read_prefix(file: &File, path: &Path, upto: u64) -> Result<Prefix, CliError> {
+    let io = |e: std::io::Error| CliError::Io(format!("mirror {}: {e}", path.display()));
+    let mut tree = CompactRange::new(0);
+    let mut len = 0u64;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut number = 0u64;
+    while tree.end() < upto {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        number += 1;
+        let record = &line[..line.len() - 1];
+        // A round never writes a record after more gaps than it counts.
+        let seq = seq_of(record)
+            .filter(|&seq| seq > tree.end() && seq - tree.end() <= MAX_MISSING)
+            .ok_or_else(|| not_a_mirror(path, number, tree.end()))?;
+        if seq > upto {
+            break;
+        }
+        push_gaps(&mut tree, seq);
+        tree.push(leaf_hash(record));
+        len += n as u64;
+    }
+    if number == 0 {
+        use std::os::unix::fs::FileExt as _;
+        // Empty, or starting as a stored record does (half of one).
+        let mut head = [0u8; 7];
+        let n = file.read_at(&mut head, 0).map_err(io)?;
+        if n > 0 && head[..n] != b"{\"seq\":"[..n] {
+            return Err(not_a_mirror(path, 1, 0));
+        }
+    }
+    Ok(Prefix { tree, len })
+}
+
+/// `auditlog bundle verify-mirror`: checks, with no server, that the
+/// records in the mirror `path` are exactly those `checkpoint` signed (its
+/// first `size` records make its root); prints what it found.
+pub(crate) fn check_offline(
+    path: &Path,
+    checkpoint: &Checkpoint,
+    json: bool,
+) -> Result<(), CliError> {
+    let file = File::open(path)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let Prefix { tree, len } = read_prefix(&file, path, checkpoint.size)?;
+    if tree.end() < checkpoint.size {
+        return Err(CliError::Failed(format!(
+            "{} holds records up to seq {} only; the checkpoint covers {}",
+            path.display(),
+            tree.end(),
+            checkpoint.size
+        )));
+    }
+    let root = tree.root().unwrap_or_default();
+    if root != checkpoint.root {
+        return Err(CliError::Failed(format!(
+            "{}: its first {} records make root {}, not the checkpoint's {}: they are not the \
+             records it signed",
+            path.display(),
+            checkpoint.size,
+            hex(&root),
+            hex(&checkpoint.root)
+        )));
+    }
+    let after = file
+        .metadata()
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?
+        .len()
+        - len;
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({
+                "verified": true,
+                "origin": checkpoint.origin,
+                "tree_size": checkpoint.size,
+                "root_hash": hex(&checkpoint.root),
+                "bytes_after": after,
+            })
+        );
+    } else {
+        let rest = match after {
+            0 => String::new(),
+            n => format!(" ({n} bytes after them are not covered by this checkpoint)"),
+        };
+        say!(
+            "OK: {} holds the {} records of {}'s checkpoint at tree size {} root {}{rest}",
+            path.display(),
+            checkpoint.size,
+            checkpoint.origin,
+            checkpoint.size,
+            hex(&checkpoint.root)
+        );
+    }
+    Ok(())
+}
+
 /// The seq of a stored record: its line starts `{"seq":N,`.
 fn seq_of(line: &[u8]) -> Option<u64> {
     let rest = line.strip_prefix(b"{\"seq\":")?;
@@ -311,15 +396,6 @@ fn push_gaps(tree: &mut CompactRange, seq: u64) {
         let gap: Hash = gap_leaf(tree.end() + 1);
         tree.push(gap);
     }
-}
-
-/// Whether the file is empty or starts as a stored record does: a mirror
-/// never cuts a file that is something else.
-fn starts_like_a_record(file: &File) -> std::io::Result<bool> {
-    use std::os::unix::fs::FileExt as _;
-    let mut head = [0u8; 7];
-    let n = file.read_at(&mut head, 0)?;
-    Ok(n == 0 || head[..n] == b"{\"seq\":"[..n])
 }
 
 fn not_a_mirror(path: &Path, line: u64, after: u64) -> CliError {
