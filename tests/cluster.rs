@@ -206,13 +206,7 @@ async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() 
     for _ in 1..=18 {
         followed.push(lines.next().await.unwrap().unwrap());
     }
-    let stored: Vec<Vec<u8>> = leader
-        .stream_lines(auditlog_client::Query::new(), 1, false)
-        .await
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-        .await;
+    let stored = common::all_stored_lines(&leader).await;
     assert_eq!(
         followed,
         stored[..18],

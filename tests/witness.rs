@@ -20,15 +20,14 @@ mod common;
 
 use std::path::Path;
 
-use auditlog_client::Query;
 use auditlog_client::proof::VerifierKey;
 use common::witness::{
     log_leads, mirror_round, other_logs_key, signed_at, verifier_key, witness_round,
 };
 use common::{
-    TEST_KEY, TestServer, cli, copy_dir, edit_line, read_lines, resign, tamper, with_test_key,
+    TEST_KEY, TestServer, all_stored_lines, cli, copy_dir, edit_line, read_lines, resign, tamper,
+    with_test_key,
 };
-use futures::StreamExt as _;
 
 #[tokio::test]
 async fn a_growing_log_is_accepted_round_after_round() {
@@ -213,16 +212,11 @@ async fn a_hand_kept_state_file_is_read_and_a_malformed_one_is_named_so() {
     }
 }
 
-/// The server's records as stored, sealed segments and all.
+/// The server's records as stored, sealed segments and all, as a mirror
+/// file holds them.
 async fn stored_records(client: &auditlog_client::Client) -> String {
-    let lines: Vec<Vec<u8>> = client
-        .stream_lines(Query::new(), 1, false)
+    all_stored_lines(client)
         .await
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-        .await;
-    lines
         .iter()
         .map(|l| format!("{}\n", String::from_utf8_lossy(l)))
         .collect()

@@ -16,6 +16,17 @@ pub(crate) async fn all_events(client: &Client) -> Vec<auditlog_client::pb::Even
     stream.map(|e| e.unwrap()).collect().await
 }
 
+/// Every record in the log as stored (StreamEvents with `stored_lines`,
+/// from seq 1, without `follow`), each line without its newline.
+pub(crate) async fn all_stored_lines(client: &Client) -> Vec<Vec<u8>> {
+    use futures::StreamExt as _;
+    let stream = client
+        .stream_lines(auditlog_client::Query::new(), 1, false)
+        .await
+        .unwrap();
+    stream.map(Result::unwrap).collect().await
+}
+
 /// Asserts the log is whole: seqs 1..=head without a gap, every receipt in
 /// `acked` at its seq with its id and signature, verification clean, and the
 /// statistics agreeing. Returns the events.

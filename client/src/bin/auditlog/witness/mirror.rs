@@ -75,7 +75,7 @@ impl Mirror {
     /// Opens `path` (created when missing), checks it against the kept
     /// checkpoint (none on a first run) and cuts what follows the kept size.
     pub(crate) fn open(path: &Path, kept: Option<&Checkpoint>) -> Result<Mirror, CliError> {
-        let io = |e: std::io::Error| CliError::Io(format!("mirror {}: {e}", path.display()));
+        let io = io_error(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -255,7 +255,7 @@ impl Mirror {
     }
 
     fn io(&self, e: std::io::Error) -> CliError {
-        CliError::Io(format!("mirror {}: {e}", self.path.display()))
+        io_error(&self.path)(e)
     }
 
     /// Cuts what a failed round appended.
@@ -280,7 +280,7 @@ struct Prefix {
 /// end, at half a line (a write cut short) or at a later record. A file
 /// that holds anything else is not a mirror's, and is refused.
 fn read_prefix(file: &File, path: &Path, upto: u64) -> Result<Prefix, CliError> {
-    let io = |e: std::io::Error| CliError::Io(format!("mirror {}: {e}", path.display()));
+    let io = io_error(path);
     let mut tree = CompactRange::new(0);
     let mut len = 0u64;
     let mut reader = BufReader::new(file);
@@ -325,8 +325,8 @@ pub(crate) fn check_offline(
     checkpoint: &Checkpoint,
     json: bool,
 ) -> Result<(), CliError> {
-    let file = File::open(path)
-        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?;
+    let io = io_error(path);
+    let file = File::open(path).map_err(io)?;
     let Prefix { tree, len } = read_prefix(&file, path, checkpoint.size)?;
     if tree.end() < checkpoint.size {
         return Err(CliError::Failed(format!(
@@ -347,11 +347,7 @@ pub(crate) fn check_offline(
             hex(&checkpoint.root)
         )));
     }
-    let after = file
-        .metadata()
-        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?
-        .len()
-        - len;
+    let after = file.metadata().map_err(io)?.len() - len;
     if json {
         say!(
             "{}",
@@ -378,6 +374,11 @@ pub(crate) fn check_offline(
         );
     }
     Ok(())
+}
+
+/// How an I/O failure on the mirror `path` is told.
+fn io_error(path: &Path) -> impl Fn(std::io::Error) -> CliError + Copy + '_ {
+    move |e| CliError::Io(format!("mirror {}: {e}", path.display()))
 }
 
 /// The seq of a stored record: its line starts `{"seq":N,`.

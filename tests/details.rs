@@ -1,0 +1,129 @@
+//! Event details through the real client and back: every kind of JSON
+//! value comes back as given, whether the details went as a
+//! `google.protobuf.Struct` or as JSON text (`details_json`), and both ways
+//! store the same line, byte for byte.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use auditlog_client::{Client, NewEvent, Query, pb};
+use common::{TestServer, all_stored_lines, seqs};
+use serde_json::json;
+
+#[tokio::test]
+async fn details_come_back_as_given() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let details = json!({
+        "nested": {"deeper": {"list": [1, "two", 3.25, false, null, {"k": "v"}]}},
+        "empty_object": {},
+        "empty_list": [],
+        "unicode": "héllo wörld — 日本語 🚀",
+        "quotes": "she said \"hi\", 'bye' and \\ once",
+        "newlines": "line 1\nline 2\r\n\ttabbed",
+        "control": "\u{0001}\u{001f}",
+        "yes": true,
+        "no": false,
+        "nothing": null,
+        "integer": 42,
+        "negative": -17,
+        "largest_exact": 9_007_199_254_740_991_i64,
+        "float": 0.1,
+        "negative_float": -2.5e-7,
+        "huge": 1.5e300,
+    });
+    // Each way once and in a batch of two: as a Struct (the default), then
+    // through a client that sends details as JSON text.
+    let as_json = Client::builder()
+        .node(server.url.clone())
+        .details_as_json(true)
+        .connect()
+        .await
+        .unwrap();
+    let event = || NewEvent::new("crm_update").details(details.clone());
+    let mut written = Vec::new();
+    for c in [&client, &as_json] {
+        written.push(c.log(event()).await.unwrap().seq);
+        let batch = c.log_batch(vec![event(), event()]).await.unwrap();
+        written.extend(batch.iter().map(|r| r.seq));
+    }
+    let events = client.query_all(Query::new().oldest_first()).await.unwrap();
+    assert_eq!(seqs(&events), written);
+    for event in &events {
+        let back = auditlog_proto::json::struct_to_json(event.details.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            serde_json::Value::Object(back),
+            details,
+            "seq {}",
+            event.seq
+        );
+    }
+    let lines = all_stored_lines(&client).await;
+    let stored: Vec<String> = lines.iter().map(|l| stored_details(l)).collect();
+    assert!(stored.iter().all(|d| *d == stored[0]), "{stored:#?}");
+}
+
+/// The `details` text of a stored line, byte for byte.
+fn stored_details(line: &[u8]) -> String {
+    let line = std::str::from_utf8(line).unwrap();
+    let rest = &line[line.find(r#","details":"#).unwrap() + 11..];
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<serde::de::IgnoredAny>();
+    values.next().unwrap().unwrap();
+    rest[..values.byte_offset()].to_owned()
+}
+
+#[tokio::test]
+async fn details_sent_as_json_text_are_stored_as_the_same_struct_would_be() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // Spaces, keys out of order, a repeated key (its last value counts),
+    // escapes, an integer beyond 2^53 (a double, as in a Struct), exponents.
+    let text = r#" {
+        "z": {"list": [1, "two", 3.25, false, null, {"k": "v"}], "empty": {}},
+        "a": "first", "a": "last",
+        "escaped": "caf\u00e9 \/ \"q\" \\ \n\t \ud83d\ude80",
+        "beyond_2_53": 9007199254740993,
+        "exponent": 1E2, "negative": -2.5e-7, "zero": -0, "empty_list": []
+    } "#;
+    let meant: serde_json::Value = serde_json::from_str(text).unwrap();
+    client
+        .log(NewEvent::new("crm_update").details(meant.clone()))
+        .await
+        .unwrap();
+    let json_input = pb::EventInput {
+        event_type: "crm_update".into(),
+        details_json: text.into(),
+        ..Default::default()
+    };
+    let mut raw = client.raw();
+    raw.log(pb::LogRequest {
+        event: Some(json_input.clone()),
+        with_proof: false,
+    })
+    .await
+    .unwrap();
+    raw.log_batch(pb::LogBatchRequest {
+        events: vec![json_input.clone(), json_input],
+        with_proof: false,
+    })
+    .await
+    .unwrap();
+
+    let lines = all_stored_lines(&client).await;
+    assert_eq!(lines.len(), 4);
+    let stored: Vec<String> = lines.iter().map(|l| stored_details(l)).collect();
+    assert!(
+        stored.iter().all(|d| *d == stored[0]),
+        "the Struct's stored details, then the texts': {stored:#?}"
+    );
+    assert!(
+        stored[0].starts_with(r#"{"a":"last","beyond_2_53":9007199254740992,"#),
+        "{}",
+        stored[0]
+    );
+    let events = client.query_all(Query::new().oldest_first()).await.unwrap();
+    for event in &events[1..] {
+        assert_eq!(event.details, events[0].details, "seq {}", event.seq);
+    }
+}
