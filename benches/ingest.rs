@@ -66,6 +66,10 @@
 //! - `AUDITLOG_BENCH_DETAILS`: `struct` (the default) or `json`: how the
 //!   requests (the same for every server) carry each event's details, as a
 //!   `google.protobuf.Struct` or as JSON text (`details_json`);
+//! - `AUDITLOG_BENCH_CLIENT_RUNTIME`: `multi` (the default: one worker per
+//!   core) or `current`: the runtime the bench's clients run on; with
+//!   `current` every call is made from the one thread that drives the
+//!   bench, which shortens a single caller's wait (see docs/benchmarks.md);
 //! - `AUDITLOG_BENCH_DIR`: where the temp data dir is created (the system
 //!   temp dir);
 //! - `AUDITLOG_BENCH_VARIANTS`: variants of the real server measured in the
@@ -148,7 +152,7 @@ fn main() -> Result<(), BoxError> {
     let settings = Settings::from_env()?;
     // Servers and client get a runtime each, as two processes on this
     // machine would (`common/server.rs`).
-    let (servers, client) = server::runtimes()?;
+    let (servers, client) = server::runtimes(settings.client_current_thread)?;
     client.block_on(bench(settings, servers.handle()))?;
     Ok(())
 }
@@ -174,6 +178,8 @@ struct Settings {
     only: Option<Vec<String>>,
     /// Whether the requests carry details as JSON text (`AUDITLOG_BENCH_DETAILS`).
     details_json: bool,
+    /// Whether the clients run on a current-thread runtime.
+    client_current_thread: bool,
 }
 
 impl Settings {
@@ -228,6 +234,7 @@ impl Settings {
                     .collect()
             }),
             details_json,
+            client_current_thread: server::current_thread_client("AUDITLOG_BENCH_CLIENT_RUNTIME")?,
         })
     }
 }
@@ -275,11 +282,16 @@ async fn bench(settings: Settings, servers: &Handle) -> Result<(), BoxError> {
     let started = Instant::now();
     println!(
         "auditlog ingest benchmark: per scenario and server {} round(s) of {} s measured \
-         after {} s warm-up, {} HTTP/2 channel(s), {} CPU(s)",
+         after {} s warm-up, {} HTTP/2 channel(s), a {} client runtime, {} CPU(s)",
         settings.rounds,
         settings.measure.as_secs_f64(),
         settings.warmup.as_secs_f64(),
         settings.channels,
+        if settings.client_current_thread {
+            "current-thread"
+        } else {
+            "multi-thread"
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
     println!("CPU: {}", cpu::model());

@@ -57,8 +57,14 @@
 //!   `postgres`, `nats` (all);
 //! - `AUDITLOG_PEERS_DETAILS`: how auditlog's requests carry the events'
 //!   details: `json` (`details_json`, the JSON text, as the PostgreSQL and
-//!   JetStream clients send them: the default) or `struct` (a
-//!   `google.protobuf.Struct`, as before 2026-12-06);
+//!   JetStream clients send them: the default; lead histories then ask for
+//!   `details_as_json` and parse the text, as the PostgreSQL client does its
+//!   rows') or `struct` (a `google.protobuf.Struct` both ways, as before
+//!   2026-12-06);
+//! - `AUDITLOG_PEERS_CLIENT_RUNTIME`: `multi` (the default: one worker per
+//!   core) or `current`: the tokio runtime every system's client runs on;
+//!   with `current` all calls are made from the thread that drives the
+//!   bench;
 //! - `AUDITLOG_BENCH_DIR`: where the temp data dirs are created (the system
 //!   temp dir).
 
@@ -110,7 +116,7 @@ fn main() -> Result<(), BoxError> {
     let settings = Settings::from_env()?;
     // auditlog's server and the clients get a runtime each, as in the ingest
     // bench; the peers' servers are processes of their own.
-    let (servers, client) = server::runtimes()?;
+    let (servers, client) = server::runtimes(settings.client_current_thread)?;
     client.block_on(bench(settings, servers.handle()))
 }
 
@@ -125,6 +131,8 @@ pub(crate) struct Settings {
     parent_dir: std::path::PathBuf,
     /// Whether auditlog's requests carry details as JSON text.
     details_json: bool,
+    /// Whether every client runs on a current-thread runtime.
+    client_current_thread: bool,
 }
 
 impl Settings {
@@ -162,6 +170,7 @@ impl Settings {
             systems,
             parent_dir: env::parent_dir(),
             details_json,
+            client_current_thread: server::current_thread_client("AUDITLOG_PEERS_CLIENT_RUNTIME")?,
         })
     }
 

@@ -127,3 +127,64 @@ async fn details_sent_as_json_text_are_stored_as_the_same_struct_would_be() {
         assert_eq!(event.details, events[0].details, "seq {}", event.seq);
     }
 }
+
+/// `details_as_json` answers each event's details as the stored text, the
+/// same values the `Struct` form holds, through every page of a query and a
+/// lead's history; without it nothing changes.
+#[tokio::test]
+async fn details_read_as_json_are_the_stored_text() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let kinds = [
+        json!({"score": 3, "tags": ["a", "b"], "ok": true, "none": null}),
+        json!({}),
+        json!({"esc": "q\"b\\n\nt\tu\u{0001} é 😀", "deep": {"a": [[], {}, -2.5e-7, 1.5e300]}}),
+    ];
+    for n in 0..9 {
+        client
+            .log(NewEvent::lead_ingested("L-7", "web").details(kinds[n % 3].clone()))
+            .await
+            .unwrap();
+    }
+    let lines = all_stored_lines(&client).await;
+    let as_struct = client
+        .query_all(Query::new().oldest_first().limit(2))
+        .await
+        .unwrap();
+    let as_json = client
+        .query_all(Query::new().oldest_first().limit(2).details_as_json())
+        .await
+        .unwrap();
+    assert_eq!(seqs(&as_json), seqs(&as_struct));
+    assert_eq!(as_json.len(), 9);
+    for ((json_event, struct_event), line) in as_json.iter().zip(&as_struct).zip(&lines) {
+        assert_eq!(json_event.details, None, "seq {}", json_event.seq);
+        assert_eq!(json_event.details_json, stored_details(line));
+        let value: serde_json::Value = serde_json::from_str(&json_event.details_json).unwrap();
+        assert_eq!(value, kinds[(json_event.seq as usize - 1) % 3]);
+        let back =
+            auditlog_proto::json::struct_to_json(struct_event.details.as_ref().unwrap()).unwrap();
+        assert_eq!(value, serde_json::Value::Object(back));
+        assert_eq!(struct_event.details_json, "");
+        // Every other field as the Struct form has it.
+        assert_eq!(
+            pb::Event {
+                details: struct_event.details.clone(),
+                details_json: String::new(),
+                ..json_event.clone()
+            },
+            *struct_event
+        );
+    }
+    // A lead's history, newest first, the same way.
+    let history = client
+        .query_all(Query::new().lead("L-7").details_as_json())
+        .await
+        .unwrap();
+    assert_eq!(seqs(&history), (1..=9).rev().collect::<Vec<u64>>());
+    assert!(
+        history
+            .iter()
+            .all(|e| e.details.is_none() && e.details_json.starts_with('{'))
+    );
+}

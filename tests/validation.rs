@@ -99,7 +99,7 @@ fn query(limit: u32, filter: pb::EventFilter, page_token: &str) -> Call {
         limit,
         oldest_first: false,
         page_token: page_token.into(),
-        min_seq: 0,
+        ..Default::default()
     })
 }
 

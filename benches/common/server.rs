@@ -71,20 +71,37 @@ impl Served {
     }
 }
 
-/// The servers' runtime and the client's, each with one worker per core:
-/// a call always crosses threads, as it does in production, and never runs
-/// client and server on one worker by chance, which makes the figures far
-/// more repeatable.
-pub(crate) fn runtimes() -> std::io::Result<(Runtime, Runtime)> {
+/// The servers' runtime and the client's. The servers get one worker per
+/// core; so does the client by default (`current_thread` false): a call
+/// always crosses threads, as it does in production, and never runs client
+/// and server on one worker by chance, which makes the figures far more
+/// repeatable. With `current_thread` every client task runs on the thread
+/// that drives the bench, as in a program whose callers share one thread.
+pub(crate) fn runtimes(current_thread: bool) -> std::io::Result<(Runtime, Runtime)> {
     let servers = tokio::runtime::Builder::new_multi_thread()
         .thread_name("bench-server")
         .enable_all()
         .build()?;
-    let client = tokio::runtime::Builder::new_multi_thread()
+    let mut client = if current_thread {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let client = client
         .thread_name(cpu::CLIENT_THREAD)
         .enable_all()
         .build()?;
     Ok((servers, client))
+}
+
+/// Whether the client runtime named by `name` (`multi`, the default, or
+/// `current`) is tokio's current-thread one.
+pub(crate) fn current_thread_client(name: &str) -> Result<bool, String> {
+    match crate::env::var(name, "multi".to_owned())?.as_str() {
+        "multi" => Ok(false),
+        "current" => Ok(true),
+        other => Err(format!("{name}={other:?}: use multi or current")),
+    }
 }
 
 /// Waits (at most 30 s) until the server at `url` has recovered its log

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use auditlog_client::Query;
 use auditlog_proto::v1 as pb;
 use futures::StreamExt as _;
 use pb::audit_service_client::AuditServiceClient;
@@ -21,12 +22,15 @@ pub(crate) struct Ours {
     channels: Vec<Channel>,
     history: auditlog_client::Client,
     requests: Requests,
+    /// Whether details travel as JSON text, both ways.
+    details_json: bool,
 }
 
 impl Ours {
     /// The real server with the default config and its data in `dir`, on the
     /// `runtime`; returns once it answers. With `details_json` the requests
-    /// carry each event's details as JSON text rather than a `Struct`.
+    /// carry each event's details as JSON text rather than a `Struct`, and
+    /// lead histories ask for them so.
     pub(crate) async fn start(
         runtime: &Handle,
         dir: &Path,
@@ -44,6 +48,7 @@ impl Ours {
             channels,
             history,
             requests: Requests::build(&events, BATCH_SIZE),
+            details_json,
         })
     }
 
@@ -95,7 +100,20 @@ impl Ours {
     /// A lead's whole history through the client library (every page of
     /// 1,000, oldest first), as `auditlog history` reads it.
     pub(crate) async fn history(&self, lead: &str) -> Result<usize, BoxError> {
-        let events = self.history.lead_history(lead).await?;
+        if !self.details_json {
+            return Ok(self.history.lead_history(lead).await?.len());
+        }
+        // As the PostgreSQL client reads its rows: the details parsed from
+        // their JSON text.
+        let query = Query::new()
+            .lead(lead)
+            .oldest_first()
+            .limit(1000)
+            .details_as_json();
+        let events = self.history.query_all(query).await?;
+        for event in &events {
+            let _: serde_json::Value = serde_json::from_str(&event.details_json)?;
+        }
         Ok(events.len())
     }
 

@@ -20,6 +20,14 @@ pub(crate) fn print_header(settings: &Settings, data: &Path) {
         settings.rows,
         settings.queries,
     );
+    println!(
+        "every system's client on a {} runtime",
+        if settings.client_current_thread {
+            "current-thread"
+        } else {
+            "multi-thread"
+        }
+    );
     println!("data dirs: {}", data.display());
 }
 

@@ -157,6 +157,10 @@ test('details sent as JSON text (details_json) come back as the same details', a
   const { events } = await call('Query', { filter: { lead_id: lead } });
   assert.deepEqual(events.map((e) => e.seq), [receipt.seq]);
   assert.deepEqual(fromStruct(events[0].details), DETAILS, 'details round-trip');
+  // Read back as JSON text too: one JSON.parse, no Struct to convert.
+  const asJson = await call('Query', { filter: { lead_id: lead }, details_as_json: true });
+  assert.equal(asJson.events[0].details, null, 'details_as_json answered a Struct too');
+  assert.deepEqual(JSON.parse(asJson.events[0].details_json), DETAILS, 'details_json round-trip');
 });
 
 test('LogBatch, then StreamEvents without follow ends at the head', async () => {

@@ -229,6 +229,12 @@ class AuditLogFromPython(unittest.TestCase):
         )
         self.assertEqual([e.seq for e in resp.events], [receipt.seq])
         self.assertEqual(to_dict(resp.events[0].details), to_dict(struct(DETAILS)))
+        # Read back as JSON text too: one json.loads, no Struct to convert.
+        resp = self.stub.Query(
+            pb.QueryRequest(filter=pb.EventFilter(lead_id=lead), limit=10, details_as_json=True), timeout=TIMEOUT
+        )
+        self.assertFalse(resp.events[0].HasField("details"), "details_as_json answered a Struct too")
+        self.assertEqual(json.loads(resp.events[0].details_json), DETAILS)
         # Not both at once: INVALID_ARGUMENT naming details_json.
         both = pb.EventInput(event_type="crm_update", details=struct({"a": 1}), details_json='{"a": 1}')
         with self.assertRaises(grpc.RpcError) as caught:

@@ -156,6 +156,7 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         oldest_first: true,
         page_token: PageToken::encode(7, 1),
         min_seq: 0,
+        details_as_json: false,
     };
     seeds.push((
         "validation",

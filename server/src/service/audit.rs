@@ -16,7 +16,7 @@ use super::AuditSvc;
 use super::api::{self, audit_service_server::AuditService};
 use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
-use super::event_bytes::EventBytes;
+use super::event_bytes::{EventBytes, EventJsonBytes};
 use super::proofs::proof_wait;
 use super::query::{EncodedPage, QueryPlan, plan_query};
 use super::stream::{self, Encoded};
@@ -82,12 +82,23 @@ impl AuditService for AuditSvc {
             limit,
             cursor,
             fingerprint,
+            details_json,
         } = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
         let store = self.store_holding(min_seq, until).await?;
         let page = blocking("query", move || {
-            let page: Page<EventBytes> = store
-                .page(&filter, order, cursor, u64::MAX, limit)
-                .map_err(status_of)?;
+            let page: Page<EventBytes> = if details_json {
+                let page: Page<EventJsonBytes> = store
+                    .page(&filter, order, cursor, u64::MAX, limit)
+                    .map_err(status_of)?;
+                Page {
+                    records: page.records.into_iter().map(|e| e.0).collect(),
+                    next: page.next,
+                }
+            } else {
+                store
+                    .page(&filter, order, cursor, u64::MAX, limit)
+                    .map_err(status_of)?
+            };
             Ok(EncodedPage::of(page, fingerprint))
         })
         .await?;

@@ -259,6 +259,7 @@ pub(super) fn event_pb(r: Record) -> pb::Event {
         key_id: r.key_id,
         prev: r.prev,
         signature: r.signature,
+        details_json: String::new(),
     }
 }
 

@@ -111,6 +111,39 @@ impl Decoded for EventBytes {
     }
 }
 
+/// An [`EventBytes`] whose details are the stored JSON text, as
+/// `Event.details_json` (`QueryRequest.details_as_json`): the line's own
+/// bytes, neither parsed nor re-encoded.
+#[derive(Debug)]
+pub(crate) struct EventJsonBytes(pub(crate) EventBytes);
+
+impl Decoded for EventJsonBytes {
+    fn from_line(line: &[u8]) -> Result<EventJsonBytes, LineError> {
+        let record: RecordRef<'_> = parse_row(line)?;
+        let event = EventView::of_ref(&record);
+        let timestamp = edge::timestamp_pb(event.timestamp);
+        let event_len =
+            event.fields_len(&timestamp) + string_len(EVENT_DETAILS_JSON, record.details);
+        let mut bytes = Vec::with_capacity(
+            encoding::key_len(EVENT_FIELD)
+                + encoding::encoded_len_varint(event_len as u64)
+                + event_len,
+        );
+        encoding::encode_key(EVENT_FIELD, WireType::LengthDelimited, &mut bytes);
+        encoding::encode_varint(event_len as u64, &mut bytes);
+        event.encode_fields(&timestamp, &mut bytes);
+        put_string(EVENT_DETAILS_JSON, record.details, &mut bytes);
+        Ok(EventJsonBytes(EventBytes {
+            seq: record.seq,
+            bytes,
+        }))
+    }
+
+    fn seq(&self) -> u64 {
+        self.0.seq
+    }
+}
+
 /// A record's fields but `details` as `pb::Event` has them, borrowed: from a
 /// live [`Record`] or from a line ([`RecordRef`]).
 pub(super) struct EventView<'a> {
@@ -203,6 +236,8 @@ pub(super) fn put_string(tag: u32, s: &str, buf: &mut impl BufMut) {
 
 /// `Event.details`' field number.
 const EVENT_DETAILS: u32 = 8;
+/// `Event.details_json`'s field number.
+const EVENT_DETAILS_JSON: u32 = 14;
 
 /// Stored lines that cover what the encoding must get right: every field
 /// set, optional fields absent or empty, escapes in every string field, a

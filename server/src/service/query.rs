@@ -43,6 +43,8 @@ pub(crate) struct QueryPlan {
     pub cursor: Option<u64>,
     /// Binds the next page token to this filter and order.
     pub fingerprint: u64,
+    /// Answer details as the stored JSON text (`Event.details_json`).
+    pub details_json: bool,
 }
 
 /// Checks a Query request. `lead_filter` maps the filter before the page
@@ -79,6 +81,7 @@ pub(crate) fn plan_query(
         limit,
         cursor,
         fingerprint,
+        details_json: req.details_as_json,
     })
 }
 
@@ -149,6 +152,7 @@ mod tests {
 
     use super::*;
     use crate::service::edge;
+    use crate::service::event_bytes::EventJsonBytes;
     use crate::store::{Decoded, Record};
 
     /// A page sent as `EncodedPage` decodes as the `QueryResponse` prost
@@ -182,6 +186,38 @@ mod tests {
             let wire = page.encode_to_vec();
             assert_eq!(wire.len(), page.encoded_len());
             assert_eq!(pb::QueryResponse::decode(&wire[..]).unwrap(), expected);
+        }
+    }
+
+    /// With `details_as_json` each event decodes as the same `pb::Event`
+    /// but for its details: `details` unset, and `details_json` the stored
+    /// line's details text byte for byte (escapes, numbers a double cannot
+    /// hold, and key order as written).
+    #[test]
+    fn details_as_json_answer_the_stored_text() {
+        for line in event_bytes::sample_lines() {
+            let record: Record = serde_json::from_str(&line).unwrap();
+            let stored = crate::store::record::parse_row::<crate::store::record::RecordRef<'_>>(
+                line.as_bytes(),
+            )
+            .unwrap()
+            .details
+            .to_owned();
+            assert!(line.contains(&format!(r#""details":{stored},"#)), "{line}");
+            let expected = pb::Event {
+                details: None,
+                details_json: stored,
+                ..edge::event_pb(record)
+            };
+            let event = EventJsonBytes::from_line(line.as_bytes()).unwrap();
+            let page = EncodedPage {
+                events: vec![event.0],
+                next_page_token: String::new(),
+            };
+            let wire = page.encode_to_vec();
+            assert_eq!(wire.len(), page.encoded_len());
+            let decoded = pb::QueryResponse::decode(&wire[..]).unwrap();
+            assert_eq!(decoded.events, vec![expected]);
         }
     }
 

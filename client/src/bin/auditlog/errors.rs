@@ -39,7 +39,7 @@ pub(crate) struct ErrorsArgs {
 }
 
 pub(crate) async fn run(client: &Client, args: ErrorsArgs, json: bool) -> Result<(), CliError> {
-    let mut q = Query::new().event_type("error");
+    let mut q = Query::new().event_type("error").details_as_json();
     if let Some(w) = &args.workflow {
         q = q.workflow(w);
     }

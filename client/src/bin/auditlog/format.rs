@@ -73,8 +73,15 @@ pub(crate) fn details_text(e: &pb::Event) -> String {
     details_json(e).to_string()
 }
 
-/// The event's details as a JSON object (empty when there are none).
+/// The event's details as a JSON object (empty when there are none): from
+/// the stored text when the server answered it (`details_json`, which the
+/// CLI's queries ask for), else from the `Struct` (a server older than that
+/// field). Text that is not JSON, which no server sends, shows as a string.
 pub(crate) fn details_json(e: &pb::Event) -> Value {
+    if !e.details_json.is_empty() {
+        return serde_json::from_str(&e.details_json)
+            .unwrap_or_else(|_| Value::String(e.details_json.clone()));
+    }
     e.details
         .as_ref()
         .and_then(|d| auditlog_proto::json::struct_to_json(d).ok())
@@ -275,6 +282,32 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The CLI asks for details as JSON text; a server older than that
+    /// answers with a `Struct`: both read as the same object.
+    #[test]
+    fn details_read_the_same_from_text_or_struct() {
+        let details = json!({"source": "web", "score": 87, "tags": ["a"], "x": {"y": null}});
+        let Value::Object(map) = &details else { unreachable!() };
+        let as_struct = pb::Event {
+            details: Some(auditlog_proto::json::json_to_struct(map)),
+            ..Default::default()
+        };
+        let as_text = pb::Event {
+            details_json: details.to_string(),
+            ..Default::default()
+        };
+        assert_eq!(details_json(&as_struct), details);
+        assert_eq!(details_json(&as_text), details);
+        assert_eq!(detail_str(&as_text, "source"), "web");
+        assert_eq!(details_json(&pb::Event::default()), json!({}));
+        // Text no server sends shows as it came, not as empty details.
+        let broken = pb::Event {
+            details_json: "{not json".into(),
+            ..Default::default()
+        };
+        assert_eq!(details_json(&broken), json!("{not json"));
+    }
 
     #[test]
     fn times_parse_as_rfc3339_or_dates() {

@@ -15,7 +15,7 @@ use crate::format::{self, Table, event_json, timestamp_text};
 const PAGE: u32 = 1000;
 
 pub(crate) async fn run(client: &Client, args: QueryArgs, json: bool) -> Result<(), CliError> {
-    let mut q = args.filter.query()?;
+    let mut q = args.filter.query()?.details_as_json();
     if args.oldest_first {
         q = q.oldest_first();
     }
@@ -84,7 +84,19 @@ pub(crate) async fn history(
     verbose: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    let events = client.lead_history(lead).await?;
+    // `Client::lead_history`, but with details as JSON text.
+    if lead.trim().is_empty() {
+        return Err(auditlog_client::Error::EmptyLeadId.into());
+    }
+    let events = client
+        .query_all(
+            Query::new()
+                .lead(lead)
+                .oldest_first()
+                .limit(PAGE)
+                .details_as_json(),
+        )
+        .await?;
     if json {
         let page = pb::QueryResponse {
             events,

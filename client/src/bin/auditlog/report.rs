@@ -185,7 +185,7 @@ async fn fetch(
         until: end,
         ..pb::GetPerformanceStatsRequest::default()
     });
-    let in_period = Query::new().since(since).until(until);
+    let in_period = Query::new().since(since).until(until).details_as_json();
     let errors = client.query(in_period.clone().event_type("error").limit(LATEST_ERRORS));
     let recent = recent_events(client, in_period);
     let (stats, performance, errors, recent) =
