@@ -188,3 +188,49 @@ async fn details_read_as_json_are_the_stored_text() {
             .all(|e| e.details.is_none() && e.details_json.starts_with('{'))
     );
 }
+
+/// A stream with `details_as_json` sends the stored text too: the history
+/// read from the log, then live events as the writer publishes them (the
+/// encoding every live follower of that form shares), while a follower of
+/// the same events without the flag still gets a `Struct`.
+#[tokio::test]
+async fn details_streamed_as_json_are_the_stored_text() {
+    use futures::StreamExt as _;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let details = json!({"score": 3, "esc": "q\"b\n é", "deep": {"a": [[], {}, -2.5e-7]}});
+    let event = || NewEvent::lead_ingested("L-9", "web").details(details.clone());
+    client.log(event()).await.unwrap();
+    client.log(event()).await.unwrap();
+    let mut as_json = client
+        .stream(Query::new().details_as_json(), 1, true)
+        .await
+        .unwrap();
+    let mut as_struct = client.stream(Query::new(), 1, true).await.unwrap();
+    // Two from the log, then three live (one alone, two in a batch).
+    let mut got = Vec::new();
+    for n in 0..5 {
+        if n == 2 {
+            client.log(event()).await.unwrap();
+            client.log_batch(vec![event(), event()]).await.unwrap();
+        }
+        let json_event = as_json.next().await.unwrap().unwrap();
+        let struct_event = as_struct.next().await.unwrap().unwrap();
+        assert_eq!(json_event.seq, n + 1);
+        assert_eq!(json_event.details, None, "seq {}", json_event.seq);
+        let value: serde_json::Value = serde_json::from_str(&json_event.details_json).unwrap();
+        assert_eq!(value, details);
+        assert_eq!(
+            pb::Event {
+                details: struct_event.details.clone(),
+                details_json: String::new(),
+                ..json_event.clone()
+            },
+            struct_event
+        );
+        got.push(json_event.details_json);
+    }
+    let lines = all_stored_lines(&client).await;
+    let stored: Vec<String> = lines.iter().map(|l| stored_details(l)).collect();
+    assert_eq!(got, stored);
+}

@@ -170,9 +170,7 @@ async fn second_signal_exits_at_once(second: &str) {
         .stream_events(pb::StreamEventsRequest {
             filter: None,
             from_seq: 1,
-            follow: false,
-            min_seq: 0,
-            stored_lines: false,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -41,6 +41,7 @@ fn stream_request(
         follow,
         min_seq: query.request.min_seq,
         stored_lines,
+        details_as_json: query.request.details_as_json,
     }
 }
 

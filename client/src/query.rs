@@ -77,8 +77,9 @@ impl Query {
     }
 
     /// Answer each event's details as the stored JSON text
-    /// (`Event::details_json`) instead of a `Struct` (`Event::details`):
-    /// the same values, cheaper for both ends.
+    /// (`Event::details_json`) instead of a `Struct` (`Event::details`), in
+    /// a query's pages and in [`Client::stream`](crate::Client::stream)'s
+    /// events: the same values, cheaper for both ends.
     /// A server older than the field answers with `details`, so read
     /// whichever is set. A lead's history this way:
     /// `query_all(Query::new().lead(id).oldest_first().details_as_json())`.

@@ -19,7 +19,7 @@ use super::edge::{self, blocking, status_of};
 use super::event_bytes::{EventBytes, EventJsonBytes};
 use super::proofs::proof_wait;
 use super::query::{EncodedPage, QueryPlan, plan_query};
-use super::stream::{self, Encoded};
+use super::stream::{self, Encoded, EncodedJson};
 use super::validate::{self, validate_batch, validate_log};
 use crate::auth::Caller;
 use crate::compliance::Subject;
@@ -122,6 +122,13 @@ impl AuditService for AuditSvc {
         let stream: EventStream = if req.stored_lines {
             let lines = hub::spawn::<stream::Line>(store, sub, self.shutdown.clone());
             Box::pin(stream::lines(lines).map(|item| item.map_err(status_of)))
+        } else if req.details_as_json {
+            let events = hub::spawn::<EncodedJson>(store, sub, self.shutdown.clone());
+            Box::pin(
+                events
+                    .into_stream()
+                    .map(|item| item.map(|e| e.0).map_err(status_of)),
+            )
         } else {
             let events = hub::spawn::<Encoded>(store, sub, self.shutdown.clone());
             Box::pin(events.into_stream().map(|item| item.map_err(status_of)))

@@ -112,7 +112,7 @@ impl Decoded for EventBytes {
 }
 
 /// An [`EventBytes`] whose details are the stored JSON text, as
-/// `Event.details_json` (`QueryRequest.details_as_json`): the line's own
+/// `Event.details_json` (a Query's or stream's `details_as_json`): the line's own
 /// bytes, neither parsed nor re-encoded.
 #[derive(Debug)]
 pub(crate) struct EventJsonBytes(pub(crate) EventBytes);
@@ -120,22 +120,9 @@ pub(crate) struct EventJsonBytes(pub(crate) EventBytes);
 impl Decoded for EventJsonBytes {
     fn from_line(line: &[u8]) -> Result<EventJsonBytes, LineError> {
         let record: RecordRef<'_> = parse_row(line)?;
-        let event = EventView::of_ref(&record);
-        let timestamp = edge::timestamp_pb(event.timestamp);
-        let event_len =
-            event.fields_len(&timestamp) + string_len(EVENT_DETAILS_JSON, record.details);
-        let mut bytes = Vec::with_capacity(
-            encoding::key_len(EVENT_FIELD)
-                + encoding::encoded_len_varint(event_len as u64)
-                + event_len,
-        );
-        encoding::encode_key(EVENT_FIELD, WireType::LengthDelimited, &mut bytes);
-        encoding::encode_varint(event_len as u64, &mut bytes);
-        event.encode_fields(&timestamp, &mut bytes);
-        put_string(EVENT_DETAILS_JSON, record.details, &mut bytes);
         Ok(EventJsonBytes(EventBytes {
             seq: record.seq,
-            bytes,
+            bytes: event_json(&EventView::of_ref(&record), record.details),
         }))
     }
 
@@ -214,6 +201,22 @@ pub(super) fn put_event(tag: u32, event: &EventView<'_>, details: &WireDetails, 
     encoding::encode_key(EVENT_DETAILS, WireType::LengthDelimited, buf);
     encoding::encode_varint(details_len as u64, buf);
     details.encode_raw(buf);
+}
+
+/// `event` with `details`, its JSON text, as `Event.details_json`: a whole
+/// `StreamEventsResponse`, or one of a `QueryResponse`'s events (field
+/// [`EVENT_FIELD`]).
+pub(super) fn event_json(event: &EventView<'_>, details: &str) -> Vec<u8> {
+    let timestamp = edge::timestamp_pb(event.timestamp);
+    let event_len = event.fields_len(&timestamp) + string_len(EVENT_DETAILS_JSON, details);
+    let mut bytes = Vec::with_capacity(
+        encoding::key_len(EVENT_FIELD) + encoding::encoded_len_varint(event_len as u64) + event_len,
+    );
+    encoding::encode_key(EVENT_FIELD, WireType::LengthDelimited, &mut bytes);
+    encoding::encode_varint(event_len as u64, &mut bytes);
+    event.encode_fields(&timestamp, &mut bytes);
+    put_string(EVENT_DETAILS_JSON, details, &mut bytes);
+    bytes
 }
 
 /// The encoded length of string field `tag` holding `s` (none if empty).

@@ -16,7 +16,7 @@ use futures::{Stream, StreamExt as _};
 use prost::encoding::{self, WireType};
 
 use super::details::WireDetails;
-use super::event_bytes::{self, EVENT_FIELD, EventBytes, EventView, encode_only};
+use super::event_bytes::{self, EVENT_FIELD, EventBytes, EventJsonBytes, EventView, encode_only};
 use crate::hub::{Form, Receiver};
 use crate::store::record::{Decoded, LineError, RecordHead};
 use crate::store::{Committed, Record, StoreError};
@@ -46,6 +46,26 @@ impl Form for Encoded {
     /// Encoded straight from the line, as a Query page's events are.
     fn read(row: EventBytes) -> Encoded {
         Encoded::Event(row.bytes.into())
+    }
+}
+
+/// [`Encoded`] events with their details as JSON text
+/// (`StreamEventsRequest.details_as_json`), read and shared as they are.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodedJson(pub(crate) Encoded);
+
+impl Form for EncodedJson {
+    fn live(group: &Committed, i: usize) -> Option<EncodedJson> {
+        let bytes = group.wire_json(i, |record| {
+            event_bytes::event_json(&EventView::of(record), record.details.as_str()).into()
+        });
+        Some(EncodedJson(Encoded::Event(bytes)))
+    }
+
+    type Row = EventJsonBytes;
+
+    fn read(row: EventJsonBytes) -> EncodedJson {
+        EncodedJson(Encoded::Event(row.0.bytes.into()))
     }
 }
 

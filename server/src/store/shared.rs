@@ -55,6 +55,8 @@ pub(crate) struct Group {
     /// reads the group from the log).
     line_at: OnceLock<Option<Box<[Bytes]>>>,
     wire: OnceLock<Box<[OnceLock<Bytes>]>>,
+    /// The same, for live readers that asked for details as JSON text.
+    wire_json: OnceLock<Box<[OnceLock<Bytes>]>>,
 }
 
 impl Group {
@@ -65,16 +67,30 @@ impl Group {
             lines,
             line_at: OnceLock::new(),
             wire: OnceLock::new(),
+            wire_json: OnceLock::new(),
         }
     }
 
     /// Record `i`'s encoding, made by `encode` if no reader made it yet.
     /// Every reader of a group must encode alike (there is one encoding
-    /// per record: the StreamEvents message).
+    /// per record and form: the StreamEvents message).
     pub(crate) fn wire(&self, i: usize, encode: impl FnOnce(&Record) -> Bytes) -> Bytes {
-        let slots = self
-            .wire
-            .get_or_init(|| self.records.iter().map(|_| OnceLock::new()).collect());
+        self.shared(&self.wire, i, encode)
+    }
+
+    /// [`Group::wire`] with the details as JSON text (`details_as_json`):
+    /// the other encoding a live reader may send, shared alike.
+    pub(crate) fn wire_json(&self, i: usize, encode: impl FnOnce(&Record) -> Bytes) -> Bytes {
+        self.shared(&self.wire_json, i, encode)
+    }
+
+    fn shared(
+        &self,
+        slots: &OnceLock<Box<[OnceLock<Bytes>]>>,
+        i: usize,
+        encode: impl FnOnce(&Record) -> Bytes,
+    ) -> Bytes {
+        let slots = slots.get_or_init(|| self.records.iter().map(|_| OnceLock::new()).collect());
         slots[i].get_or_init(|| encode(&self.records[i])).clone()
     }
 

@@ -61,7 +61,7 @@ const CSV_HEADER: [&str; 13] = [
 ];
 
 pub(crate) async fn run(client: &Client, args: ExportArgs) -> Result<(), CliError> {
-    let query = args.filter.query()?;
+    let query = args.filter.query()?.details_as_json();
     let head = client.stats(None).await?.head_seq;
     let from = args.from_seq.max(1);
     let progress = progress::bar(head.saturating_sub(from - 1), "exporting");

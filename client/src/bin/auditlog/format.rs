@@ -288,7 +288,9 @@ mod tests {
     #[test]
     fn details_read_the_same_from_text_or_struct() {
         let details = json!({"source": "web", "score": 87, "tags": ["a"], "x": {"y": null}});
-        let Value::Object(map) = &details else { unreachable!() };
+        let Value::Object(map) = &details else {
+            unreachable!()
+        };
         let as_struct = pb::Event {
             details: Some(auditlog_proto::json::json_to_struct(map)),
             ..Default::default()

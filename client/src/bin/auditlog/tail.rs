@@ -31,7 +31,7 @@ pub(crate) async fn run(
         Some(s) => s,
         None => client.stats(None).await?.head_seq + 1,
     };
-    let query = filter.query()?;
+    let query = filter.query()?.details_as_json();
     if !matches!(shape, Shape::Json) {
         eprintln!("following events from seq {from} (Ctrl-C to stop)");
     }
