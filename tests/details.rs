@@ -165,6 +165,11 @@ async fn details_read_as_json_are_the_stored_text() {
         let back =
             auditlog_proto::json::struct_to_json(struct_event.details.as_ref().unwrap()).unwrap();
         assert_eq!(value, serde_json::Value::Object(back));
+        // What the client reads from either form.
+        assert_eq!(
+            auditlog_client::details_of(json_event).unwrap(),
+            auditlog_client::details_of(struct_event).unwrap()
+        );
         assert_eq!(struct_event.details_json, "");
         // Every other field as the Struct form has it.
         assert_eq!(

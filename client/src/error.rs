@@ -27,6 +27,9 @@ pub enum Error {
          every event in the log)"
     )]
     EmptyLeadId,
+    /// An event's details that are not a JSON object ([`crate::details_of`]).
+    #[error("event seq {seq} came with details that are not a JSON object: {reason}")]
+    BadDetails { seq: u64, reason: String },
     /// A checkpoint or a proof did not verify; says which and why.
     #[error("{0}")]
     Proof(String),

@@ -101,10 +101,7 @@ impl NewEvent {
         let map = match &self.details {
             Value::Object(map) => Some(map),
             Value::Null => None,
-            Value::Bool(_) => return Err(Error::DetailsNotObject("a boolean")),
-            Value::Number(_) => return Err(Error::DetailsNotObject("a number")),
-            Value::String(_) => return Err(Error::DetailsNotObject("a string")),
-            Value::Array(_) => return Err(Error::DetailsNotObject("an array")),
+            other => return Err(Error::DetailsNotObject(kind(other))),
         };
         let (details, details_json) = match (map, json) {
             // A map of JSON values always serializes.
@@ -232,9 +229,76 @@ impl NewEvent {
     }
 }
 
+/// An event's details as a JSON object, from whichever form the server
+/// answered: the stored text in `details_json` (asked for with
+/// [`Query::details_as_json`](crate::Query::details_as_json)), or the
+/// `Struct` in `details` (the default, and what a server older than
+/// `details_json` answers). No details is an empty object.
+/// [`Error::BadDetails`] when neither is a JSON object (a `Struct` holding
+/// NaN or an infinity, text that is not an object), which no auditlog
+/// server sends.
+pub fn details_of(event: &pb::Event) -> Result<Map<String, Value>, Error> {
+    let bad = |reason: String| Error::BadDetails {
+        seq: event.seq,
+        reason,
+    };
+    if !event.details_json.is_empty() {
+        return match serde_json::from_str(&event.details_json) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(other) => Err(bad(format!("details_json holds {}", kind(&other)))),
+            Err(e) => Err(bad(format!("details_json is not JSON: {e}"))),
+        };
+    }
+    match &event.details {
+        Some(details) => auditlog_proto::json::struct_to_json(details)
+            .map_err(|e| bad(format!("details at {:?}: {}", e.path, e.reason))),
+        None => Ok(Map::new()),
+    }
+}
+
+/// What kind of JSON value `value` is, for an error message.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn details_read_from_either_form() {
+        let details = json!({"source": "web", "score": 87, "tags": ["a"], "x": {"y": null}});
+        let Value::Object(map) = details.clone() else {
+            unreachable!()
+        };
+        let as_struct = pb::Event {
+            details: Some(auditlog_proto::json::json_to_struct(&map)),
+            ..Default::default()
+        };
+        let as_text = pb::Event {
+            details_json: details.to_string(),
+            ..Default::default()
+        };
+        assert_eq!(details_of(&as_struct).unwrap(), map);
+        assert_eq!(details_of(&as_text).unwrap(), map);
+        assert_eq!(details_of(&pb::Event::default()).unwrap(), Map::new());
+        for (text, says) in [("[1]", "an array"), ("{not json", "not JSON")] {
+            let event = pb::Event {
+                seq: 7,
+                details_json: text.into(),
+                ..Default::default()
+            };
+            let err = details_of(&event).unwrap_err().to_string();
+            assert!(err.contains("seq 7") && err.contains(says), "{err}");
+        }
+    }
 
     #[test]
     fn typed_constructors_fill_type_lead_and_details() {

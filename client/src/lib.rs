@@ -30,6 +30,6 @@ pub use client::{
     VerifiedCheckpoint, check_receipt_proofs,
 };
 pub use error::Error;
-pub use event::NewEvent;
+pub use event::{NewEvent, details_of};
 pub use options::{Credentials, Options};
 pub use query::Query;

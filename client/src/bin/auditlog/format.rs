@@ -73,19 +73,17 @@ pub(crate) fn details_text(e: &pb::Event) -> String {
     details_json(e).to_string()
 }
 
-/// The event's details as a JSON object (empty when there are none): from
+/// The event's details as a JSON object (empty when there are none), from
 /// the stored text when the server answered it (`details_json`, which the
-/// CLI's queries ask for), else from the `Struct` (a server older than that
-/// field). Text that is not JSON, which no server sends, shows as a string.
+/// CLI's queries ask for) or from the `Struct` (a server older than that
+/// field): `auditlog_client::details_of`. Text that is not a JSON object,
+/// which no server sends, shows as it came rather than as empty details.
 pub(crate) fn details_json(e: &pb::Event) -> Value {
-    if !e.details_json.is_empty() {
-        return serde_json::from_str(&e.details_json)
-            .unwrap_or_else(|_| Value::String(e.details_json.clone()));
+    match auditlog_client::details_of(e) {
+        Ok(map) => Value::Object(map),
+        Err(_) if !e.details_json.is_empty() => Value::String(e.details_json.clone()),
+        Err(_) => Value::Object(Default::default()),
     }
-    e.details
-        .as_ref()
-        .and_then(|d| auditlog_proto::json::struct_to_json(d).ok())
-        .map_or(Value::Object(Default::default()), Value::Object)
 }
 
 /// One string field of the details, empty when absent.
