@@ -3,7 +3,6 @@
 
 use std::path::Path;
 
-use auditlog_client::Query;
 use auditlog_proto::v1 as pb;
 use futures::StreamExt as _;
 use pb::audit_service_client::AuditServiceClient;
@@ -105,12 +104,7 @@ impl Ours {
         }
         // As the PostgreSQL client reads its rows: the details parsed from
         // their JSON text.
-        let query = Query::new()
-            .lead(lead)
-            .oldest_first()
-            .limit(1000)
-            .details_as_json();
-        let events = self.history.query_all(query).await?;
+        let events = self.history.lead_history_as_json(lead).await?;
         for event in &events {
             let _: serde_json::Value = serde_json::from_str(&event.details_json)?;
         }

@@ -201,10 +201,13 @@ impl Client {
     /// [`Error::EmptyLeadId`]: as a filter it would match every event, and
     /// this would page through the whole log.
     pub async fn lead_history(&self, lead_id: &str) -> Result<Vec<pb::Event>, Error> {
-        if lead_id.trim().is_empty() {
-            return Err(Error::EmptyLeadId);
-        }
-        self.query_all(Query::new().lead(lead_id).oldest_first().limit(1000))
+        self.query_all(Query::lead_history(lead_id)?).await
+    }
+
+    /// [`Client::lead_history`] with each event's details as JSON text
+    /// ([`Query::details_as_json`]; read them with [`crate::details_of`]).
+    pub async fn lead_history_as_json(&self, lead_id: &str) -> Result<Vec<pb::Event>, Error> {
+        self.query_all(Query::lead_history(lead_id)?.details_as_json())
             .await
     }
 

@@ -1,7 +1,7 @@
 //! [`Query`]: the filter and page request of Query and StreamEvents, built
 //! one condition at a time.
 
-use crate::pb;
+use crate::{Error, pb};
 
 /// A filter and page request for [`Client::query`](crate::Client::query); the same filter serves
 /// [`Client::stream`](crate::Client::stream).
@@ -14,6 +14,16 @@ impl Query {
     /// Every event, newest first, 100 per page.
     pub fn new() -> Query {
         Query::default()
+    }
+
+    /// A lead's whole timeline, oldest first, 1,000 per page. An empty
+    /// `lead_id` is [`Error::EmptyLeadId`]: as a filter it would match every
+    /// event.
+    pub(crate) fn lead_history(lead_id: &str) -> Result<Query, Error> {
+        if lead_id.trim().is_empty() {
+            return Err(Error::EmptyLeadId);
+        }
+        Ok(Query::new().lead(lead_id).oldest_first().limit(1000))
     }
 
     fn filter(&mut self) -> &mut pb::EventFilter {
@@ -82,7 +92,7 @@ impl Query {
     /// events: the same values, cheaper for both ends.
     /// A server older than the field answers with `details`, so read
     /// whichever is set. A lead's history this way:
-    /// `query_all(Query::new().lead(id).oldest_first().details_as_json())`.
+    /// [`Client::lead_history_as_json`](crate::Client::lead_history_as_json).
     pub fn details_as_json(mut self) -> Query {
         self.request.details_as_json = true;
         self

@@ -18,14 +18,14 @@ use super::deadline::wait_until;
 use super::edge::{self, blocking, status_of};
 use super::event_bytes::{EventBytes, EventJsonBytes};
 use super::proofs::proof_wait;
-use super::query::{EncodedPage, QueryPlan, plan_query};
+use super::query::{EncodedPage, page_of, plan_query};
 use super::stream::{self, Encoded, EncodedJson};
 use super::validate::{self, validate_batch, validate_log};
 use crate::auth::Caller;
 use crate::compliance::Subject;
 use crate::hub;
 use crate::performance;
-use crate::store::{Filter, Order, Page, Record, StatsQuery, Store, StoreError};
+use crate::store::{Filter, Order, Record, StatsQuery, Store, StoreError};
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
@@ -76,30 +76,14 @@ impl AuditService for AuditSvc {
 
     async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<EncodedPage>, Status> {
         let (min_seq, until) = (req.get_ref().min_seq, wait_until(req.metadata()));
-        let QueryPlan {
-            filter,
-            order,
-            limit,
-            cursor,
-            fingerprint,
-            details_json,
-        } = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
+        let plan = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
         let store = self.store_holding(min_seq, until).await?;
         let page = blocking("query", move || {
-            let page: Page<EventBytes> = if details_json {
-                let page: Page<EventJsonBytes> = store
-                    .page(&filter, order, cursor, u64::MAX, limit)
-                    .map_err(status_of)?;
-                Page {
-                    records: page.records.into_iter().map(|e| e.0).collect(),
-                    next: page.next,
-                }
+            if plan.details_json {
+                page_of::<EventJsonBytes>(&store, &plan)
             } else {
-                store
-                    .page(&filter, order, cursor, u64::MAX, limit)
-                    .map_err(status_of)?
-            };
-            Ok(EncodedPage::of(page, fingerprint))
+                page_of::<EventBytes>(&store, &plan)
+            }
         })
         .await?;
         Ok(Response::new(page))

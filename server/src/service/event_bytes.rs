@@ -117,6 +117,12 @@ impl Decoded for EventBytes {
 #[derive(Debug)]
 pub(crate) struct EventJsonBytes(pub(crate) EventBytes);
 
+impl From<EventJsonBytes> for EventBytes {
+    fn from(event: EventJsonBytes) -> EventBytes {
+        event.0
+    }
+}
+
 impl Decoded for EventJsonBytes {
     fn from_line(line: &[u8]) -> Result<EventJsonBytes, LineError> {
         let record: RecordRef<'_> = parse_row(line)?;

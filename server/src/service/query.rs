@@ -4,11 +4,11 @@
 use auditlog_proto::v1 as pb;
 use tonic::Status;
 
-use super::edge::invalid;
+use super::edge::{invalid, status_of};
 use super::event_bytes::{self, EventBytes, encode_only};
 use super::page_token::PageToken;
 use super::validate::filter_of;
-use crate::store::{Decoded as _, Filter, Order, Page};
+use crate::store::{Decoded, Filter, Order, Page, Store};
 
 /// The most events one Query page returns.
 pub(crate) const MAX_QUERY_LIMIT: u32 = 1000;
@@ -85,6 +85,19 @@ pub(crate) fn plan_query(
     })
 }
 
+/// The page `plan` asks for, read from `store` with each event encoded as
+/// `T`: [`EventBytes`] (details as a `Struct`) or
+/// [`EventJsonBytes`](super::event_bytes::EventJsonBytes) (as JSON text).
+pub(super) fn page_of<T: Decoded + Into<EventBytes>>(
+    store: &Store,
+    plan: &QueryPlan,
+) -> Result<EncodedPage, Status> {
+    let page: Page<T> = store
+        .page(&plan.filter, plan.order, plan.cursor, u64::MAX, plan.limit)
+        .map_err(status_of)?;
+    Ok(EncodedPage::of(page, plan.fingerprint))
+}
+
 /// A `QueryResponse`, its events already encoded (`event_bytes`) on the
 /// thread that read them. The generated `AuditService` (build.rs) takes it
 /// where the message would be; a client cannot tell the difference.
@@ -102,11 +115,9 @@ impl EncodedPage {
     /// of the last record, as `Store::page` gives it), so following the
     /// tokens returns every event once, in order. The records read past
     /// the cut are dropped (read again by the next page).
-    pub(super) fn of(page: Page<EventBytes>, fingerprint: u64) -> EncodedPage {
-        let Page {
-            records: mut events,
-            mut next,
-        } = page;
+    pub(super) fn of<T: Into<EventBytes>>(page: Page<T>, fingerprint: u64) -> EncodedPage {
+        let Page { records, mut next } = page;
+        let mut events: Vec<EventBytes> = records.into_iter().map(Into::into).collect();
         let mut bytes = 0;
         let fit = events
             .iter()
@@ -287,7 +298,7 @@ mod tests {
         }
         let empty = EncodedPage::of(
             Page {
-                records: Vec::new(),
+                records: Vec::<EventBytes>::new(),
                 next: None,
             },
             9,

@@ -84,19 +84,7 @@ pub(crate) async fn history(
     verbose: bool,
     json: bool,
 ) -> Result<(), CliError> {
-    // `Client::lead_history`, but with details as JSON text.
-    if lead.trim().is_empty() {
-        return Err(auditlog_client::Error::EmptyLeadId.into());
-    }
-    let events = client
-        .query_all(
-            Query::new()
-                .lead(lead)
-                .oldest_first()
-                .limit(PAGE)
-                .details_as_json(),
-        )
-        .await?;
+    let events = client.lead_history_as_json(lead).await?;
     if json {
         let page = pb::QueryResponse {
             events,
