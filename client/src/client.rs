@@ -12,10 +12,12 @@ use futures::stream::BoxStream;
 use tonic::transport::Channel;
 
 mod deadline;
+mod follow;
 mod nodes;
 mod proofs;
 mod receipts;
 
+pub use follow::{FollowStream, Followed};
 pub use nodes::{Builder, Retry};
 pub use proofs::{ProvenRecord, VerifiedCheckpoint};
 pub use receipts::{ProvenReceipts, ReceiptsProof, check_receipt_proofs};
@@ -43,6 +45,30 @@ fn stream_request(
         stored_lines,
         details_as_json: query.request.details_as_json,
     }
+}
+
+/// A StreamEvents answer's events.
+fn events_of(stream: tonic::Streaming<pb::StreamEventsResponse>) -> EventStream {
+    stream
+        .filter_map(|item| {
+            std::future::ready(match item {
+                Ok(msg) => msg.event.map(Ok),
+                Err(status) => Some(Err(Error::Rpc(status))),
+            })
+        })
+        .boxed()
+}
+
+/// A StreamEvents answer's stored lines, several to a message.
+fn lines_of(stream: tonic::Streaming<pb::StreamEventsResponse>) -> LineStream {
+    stream
+        .flat_map(|item| {
+            futures::stream::iter(match item {
+                Ok(msg) => msg.lines.into_iter().map(Ok).collect(),
+                Err(status) => vec![Err(Error::Rpc(status))],
+            })
+        })
+        .boxed()
 }
 
 /// A stream of stored records ([`Client::stream_lines`]): each the JSON line
@@ -222,14 +248,7 @@ impl Client {
     ) -> Result<EventStream, Error> {
         let request = stream_request(query, from_seq, follow, false);
         let stream = self.audit().stream_events(request).await?.into_inner();
-        Ok(stream
-            .filter_map(|item| {
-                std::future::ready(match item {
-                    Ok(msg) => msg.event.map(Ok),
-                    Err(status) => Some(Err(Error::Rpc(status))),
-                })
-            })
-            .boxed())
+        Ok(events_of(stream))
     }
 
     /// [`Client::stream`], with each record as stored: the JSON line exactly
@@ -247,14 +266,7 @@ impl Client {
     ) -> Result<LineStream, Error> {
         let request = stream_request(query, from_seq, follow, true);
         let stream = self.audit().stream_events(request).await?.into_inner();
-        Ok(stream
-            .flat_map(|item| {
-                futures::stream::iter(match item {
-                    Ok(msg) => msg.lines.into_iter().map(Ok).collect(),
-                    Err(status) => vec![Err(Error::Rpc(status))],
-                })
-            })
-            .boxed())
+        Ok(lines_of(stream))
     }
 
     /// Verifies the whole log.

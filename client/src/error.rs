@@ -30,6 +30,14 @@ pub enum Error {
     /// An event's details that are not a JSON object ([`crate::details_of`]).
     #[error("event seq {seq} came with details that are not a JSON object: {reason}")]
     BadDetails { seq: u64, reason: String },
+    /// A followed stream, opened again after a loss, is not on the log it
+    /// followed ([`Client::follow`](crate::Client::follow)): the node lacks
+    /// the last record shown, or holds another there.
+    #[error(
+        "the log at {node} is not the one being followed: {reason}; not resuming over a \
+         different or rewritten log"
+    )]
+    NotTheSameLog { node: String, reason: String },
     /// A checkpoint or a proof did not verify; says which and why.
     #[error("{0}")]
     Proof(String),

@@ -7,7 +7,8 @@
 //! `track`);
 //! filters, ordering and pagination; exports of 10,000 events checked line
 //! by line against the log on disk; tampering found by `integrity`; `tail`
-//! ending on Ctrl-C and when the server stops; exit codes; one-line errors
+//! ending on Ctrl-C and when the server stops, and with `--reconnect` going
+//! on through a restart and stopping at another log; exit codes; one-line errors
 //! without panics; a reader that closes the pipe early (`| head`); the
 //! documented `--limit` range and paging past 1,000 events; `stats` and
 //! `errors` filters and timelines; `AUDITLOG_SERVER` and a `--server`

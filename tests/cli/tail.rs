@@ -1,5 +1,6 @@
 //! `tail`: following new events, replaying from a seq, filtering, and
-//! ending on Ctrl-C, with the server, or when its reader goes away.
+//! ending on Ctrl-C, with the server, or when its reader goes away; with
+//! `--reconnect`, going on through a restart and stopping at another log.
 
 use super::*;
 use std::collections::BTreeMap;
@@ -373,4 +374,75 @@ async fn a_reader_that_goes_away_is_not_an_error() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_reconnect_goes_on_through_a_restart_and_stops_at_another_log() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for i in 1..=2 {
+        client
+            .log(NewEvent::new("crm_update").lead(format!("R-{i}")))
+            .await
+            .unwrap();
+    }
+    let mut tail = Running::spawn(
+        &server,
+        &["--json", "tail", "--reconnect", "--from-seq", "1"],
+    );
+    let seq_of = |line: String| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        v["seq"].as_u64().unwrap()
+    };
+    assert_eq!(seq_of(tail.next_line().await), 1);
+    assert_eq!(seq_of(tail.next_line().await), 2);
+
+    // The same log back on the same port: told on stderr, and the events
+    // go on from seq 3, none shown twice.
+    let mut server = server.restart_on_same_port().await;
+    let client = server.client().await;
+    client
+        .log(NewEvent::new("crm_update").lead("R-3"))
+        .await
+        .unwrap();
+    assert_eq!(seq_of(tail.next_line().await), 3);
+    let lost = tail.next_err_line().await;
+    assert!(lost.starts_with("auditlog: lost the stream ("), "{lost:?}");
+    let resumed = tail.next_err_line().await;
+    assert!(
+        resumed.starts_with("auditlog: resumed on http://") && resumed.ends_with("after seq 2"),
+        "{resumed:?}"
+    );
+
+    // Another log on that port: tail stops with one line saying so.
+    let addr = server.addr;
+    server.stop().await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let config = auditlog_server::config::Config {
+        data_dir: other_dir.path().to_owned(),
+        ..Default::default()
+    };
+    let other = TestServer::start_on(listener, config).await;
+    let other_client = other.client().await;
+    for i in 1..=4 {
+        other_client
+            .log(NewEvent::new("crm_update").lead(format!("Z-{i}")))
+            .await
+            .unwrap();
+    }
+    assert_ne!(tail.exit_code().await, 0);
+    let mut last = tail.next_err_line().await;
+    while last.starts_with("auditlog: lost the stream") {
+        last = tail.next_err_line().await;
+    }
+    assert!(
+        last.starts_with("auditlog: the log at http://")
+            && last.contains("not the one being followed"),
+        "{last:?}"
+    );
+    assert!(
+        tail.try_line(Duration::from_millis(200)).await.is_none(),
+        "no Z event shown"
+    );
 }

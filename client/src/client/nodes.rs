@@ -185,6 +185,12 @@ impl Builder {
     }
 }
 
+/// How often an open connection is pinged (HTTP/2 PING, only while a
+/// call is open), and how long an answer may take before the connection
+/// counts as lost.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The endpoint of `url`, with TLS for `https://`.
 fn endpoint(url: &str, options: &Options) -> Result<Endpoint, Error> {
     let invalid = |reason: String| Error::InvalidUrl {
@@ -194,7 +200,12 @@ fn endpoint(url: &str, options: &Options) -> Result<Endpoint, Error> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| invalid(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
+        .tcp_nodelay(true)
+        // A long stream to a machine that vanished without a reset (power
+        // lost, a partition) fails after these instead of waiting for ever,
+        // so a follow moves on to another node.
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
     if url.starts_with("https://") {
         endpoint = endpoint
             .tls_config(options.tls())
@@ -243,7 +254,7 @@ impl Nodes {
 
     /// Node `i` answered UNAVAILABLE: calls go to the next one, unless
     /// another call already moved on.
-    fn failed(&self, i: usize) {
+    pub(super) fn failed(&self, i: usize) {
         let next = (i + 1) % self.list.len();
         let _ = self
             .current
@@ -288,7 +299,7 @@ impl Client {
 /// Whether `status` says the node could not be reached or answer: the
 /// server's UNAVAILABLE, or an UNKNOWN that tonic made from a transport
 /// error (it has a source; a status read off the wire has none).
-fn worth_another_node(status: &tonic::Status) -> bool {
+pub(super) fn worth_another_node(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable => true,
         tonic::Code::Unknown => std::error::Error::source(status).is_some(),

@@ -155,7 +155,7 @@ pub(crate) enum Command {
     Export(export::ExportArgs),
     /// Follow live events until Ctrl-C.
     #[command(
-        after_help = "Examples:\n  auditlog tail\n  auditlog tail --type error --from-seq 1\n  auditlog tail --stored --from-seq 1 > mirror.jsonl   # the records as the log holds them"
+        after_help = "Examples:\n  auditlog tail\n  auditlog tail --type error --from-seq 1\n  auditlog tail --stored --from-seq 1 > mirror.jsonl   # the records as the log holds them\n  auditlog tail --reconnect   # through server restarts, nothing missed or shown twice"
     )]
     Tail {
         #[command(flatten)]
@@ -171,6 +171,12 @@ pub(crate) enum Command {
         /// pipe into other tools.
         #[arg(long)]
         stored: bool,
+        /// Keep following when the connection is lost or the server
+        /// restarts: reconnect (waits doubling up to 2 s) and resume after
+        /// the last event shown, checked to be the same log. Without it a
+        /// lost server ends tail with an error.
+        #[arg(long)]
+        reconnect: bool,
     },
     /// Seal the active segment now and compress it (admin).
     #[command(

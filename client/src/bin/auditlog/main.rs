@@ -195,6 +195,7 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
             from_seq,
             verbose,
             stored,
+            reconnect,
         } => {
             let shape = if stored {
                 tail::Shape::Stored
@@ -203,7 +204,7 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
             } else {
                 tail::Shape::Text { verbose }
             };
-            tail::run(client, &filter, from_seq, shape).await
+            tail::run(client, &filter, from_seq, shape, reconnect).await
         }
         Command::Bench(args) => bench::run(client, args, json).await,
         Command::Rotate { wait } => admin::rotate(client, wait, json).await,

@@ -1,9 +1,10 @@
 //! `auditlog tail`: follows live events (after any history from
-//! `--from-seq`) until Ctrl-C or until the server ends the stream.
+//! `--from-seq`) until Ctrl-C or until the server ends the stream; with
+//! `--reconnect`, across lost connections and server restarts.
 
 use std::io::Write as _;
 
-use auditlog_client::{Client, Error};
+use auditlog_client::{Client, Error, Followed, Query};
 use futures::StreamExt as _;
 use futures::stream::BoxStream;
 
@@ -26,6 +27,7 @@ pub(crate) async fn run(
     filter: &FilterArgs,
     from_seq: Option<u64>,
     shape: Shape,
+    reconnect: bool,
 ) -> Result<(), CliError> {
     let from = match from_seq {
         Some(s) => s,
@@ -35,19 +37,10 @@ pub(crate) async fn run(
     if !matches!(shape, Shape::Json) {
         eprintln!("following events from seq {from} (Ctrl-C to stop)");
     }
-    // Each event as the bytes of its output line, without the newline.
-    let mut stream: BoxStream<'static, Result<Vec<u8>, Error>> = match shape {
-        Shape::Stored => client.stream_lines(query, from, true).await?,
-        Shape::Json => client
-            .stream(query, from, true)
-            .await?
-            .map(|e| e.map(|e| event_json(&e).to_string().into_bytes()))
-            .boxed(),
-        Shape::Text { verbose } => client
-            .stream(query, from, true)
-            .await?
-            .map(move |e| e.map(|e| text_line(&e, verbose).into_bytes()))
-            .boxed(),
+    let mut stream = if reconnect {
+        followed(client, query, from, shape)
+    } else {
+        streamed(client, query, from, shape).await?
     };
     let mut out = std::io::stdout().lock();
     loop {
@@ -62,6 +55,74 @@ pub(crate) async fn run(
         out.write_all(&line)?;
         out.write_all(b"\n")?;
         out.flush()?;
+    }
+}
+
+/// Each event as the bytes of its output line, without the newline.
+type Lines = BoxStream<'static, Result<Vec<u8>, Error>>;
+
+/// One stream: it ends when the server ends it or the connection is lost.
+async fn streamed(client: &Client, query: Query, from: u64, shape: Shape) -> Result<Lines, Error> {
+    Ok(match shape {
+        Shape::Stored => client.stream_lines(query, from, true).await?,
+        Shape::Json => client
+            .stream(query, from, true)
+            .await?
+            .map(|e| e.map(|e| event_json(&e).to_string().into_bytes()))
+            .boxed(),
+        Shape::Text { verbose } => client
+            .stream(query, from, true)
+            .await?
+            .map(move |e| e.map(|e| text_line(&e, verbose).into_bytes()))
+            .boxed(),
+    })
+}
+
+/// A follow across lost connections (`--reconnect`): losses and
+/// resumptions are told on stderr, one line each (the first loss of an
+/// outage only, not every retry).
+fn followed(client: &Client, query: Query, from: u64, shape: Shape) -> Lines {
+    fn told<T: 'static>(
+        stream: auditlog_client::FollowStream<T>,
+        line: impl Fn(T) -> Vec<u8> + Send + 'static,
+    ) -> Lines {
+        let mut out_of_touch = false;
+        stream
+            .filter_map(move |item| {
+                let line = match item {
+                    Err(e) => Some(Err(e)),
+                    Ok(Followed::Item(t)) => Some(Ok(line(t))),
+                    Ok(Followed::Lost { error, retry_in }) => {
+                        if !std::mem::replace(&mut out_of_touch, true) {
+                            eprintln!(
+                                "auditlog: lost the stream ({}); reconnecting (first try in {} ms)",
+                                printable(&error.to_string(), false),
+                                retry_in.as_millis()
+                            );
+                        }
+                        None
+                    }
+                    Ok(Followed::Resumed { node, seq }) => {
+                        out_of_touch = false;
+                        eprintln!(
+                            "auditlog: resumed on {} after seq {seq}",
+                            printable(&node, false)
+                        );
+                        None
+                    }
+                };
+                std::future::ready(line)
+            })
+            .boxed()
+    }
+    match shape {
+        Shape::Stored => told(client.follow_lines(query, from), |l| l),
+        Shape::Json => told(client.follow(query, from), |e| {
+            event_json(&e).to_string().into_bytes()
+        }),
+        Shape::Text { verbose } => told(client.follow(query, from), move |e| {
+            text_line(&e, verbose).into_bytes()
+        }),
     }
 }
 

@@ -32,7 +32,7 @@ use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 
 use auditlog_client::proof::{Checkpoint, CompactRange, Hash, gap_leaf, leaf_hash};
-use auditlog_client::{Client, Query};
+use auditlog_client::{Client, Query, stored_seq};
 use futures::StreamExt as _;
 
 use crate::CliError;
@@ -209,7 +209,7 @@ impl Mirror {
             };
             let line = line?;
             // A newline inside would split the record in FILE.
-            let seq = seq_of(&line)
+            let seq = stored_seq(&line)
                 .filter(|_| !line.contains(&b'\n'))
                 .ok_or_else(|| {
                     CliError::Failed(format!(
@@ -295,7 +295,7 @@ fn read_prefix(file: &File, path: &Path, upto: u64) -> Result<Prefix, CliError> 
         number += 1;
         let record = &line[..line.len() - 1];
         // A round never writes a record after more gaps than it counts.
-        let seq = seq_of(record)
+        let seq = stored_seq(record)
             .filter(|&seq| seq > tree.end() && seq - tree.end() <= MAX_MISSING)
             .ok_or_else(|| not_a_mirror(path, number, tree.end()))?;
         if seq > upto {
@@ -381,16 +381,6 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> CliError + Copy + '_ {
     move |e| CliError::Io(format!("mirror {}: {e}", path.display()))
 }
 
-/// The seq of a stored record: its line starts `{"seq":N,`.
-fn seq_of(line: &[u8]) -> Option<u64> {
-    let rest = line.strip_prefix(b"{\"seq\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || rest.get(digits) != Some(&b',') {
-        return None;
-    }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
-}
-
 /// Pushes the gap leaf of every seq between the tree's end and `seq`.
 fn push_gaps(tree: &mut CompactRange, seq: u64) {
     while tree.end() + 1 < seq {
@@ -469,23 +459,6 @@ mod tests {
     use auditlog_client::proof::{gap_line, root_of};
 
     use super::*;
-
-    #[test]
-    fn a_records_seq_is_read_from_its_head_and_nothing_else_has_one() {
-        assert_eq!(seq_of(br#"{"seq":1,"id":"x"}"#), Some(1));
-        assert_eq!(seq_of(br#"{"seq":18446744073709551615,"#), Some(u64::MAX));
-        for line in [
-            &br#"{"seq":,"id":"x"}"#[..],
-            br#"{"seq":12"#,
-            br#"{"seq":1x,"#,
-            br#"{"seq":18446744073709551616,"#,
-            br#"{ "seq":1,"#,
-            b"auditlog gap at seq 4",
-            b"",
-        ] {
-            assert_eq!(seq_of(line), None, "{}", String::from_utf8_lossy(line));
-        }
-    }
 
     #[test]
     fn skipped_seqs_count_as_their_gap_leaves() {
