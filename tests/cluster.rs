@@ -6,8 +6,9 @@
 //! What is here: writes through the leader read back from every node (and
 //! streamed live from a follower), the same head after a restart of
 //! everything, the stream and the lease bucket set up as the docs say, one
-//! leader elected, a killed or paused leader replaced, health following
-//! NATS, a bad `[cluster]` section refused at start.
+//! leader elected, a killed or paused leader replaced, a follow going on
+//! from another node when its node is killed, health following NATS, a bad
+//! `[cluster]` section refused at start.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -424,6 +425,75 @@ fn spawn_writers(
         }));
     }
     (acked, tasks)
+}
+
+/// A follow (`Client::follow` over every node) whose node is killed under
+/// load goes on from another node: every event exactly once, in seq order,
+/// as a survivor holds them.
+#[tokio::test]
+async fn a_follow_whose_node_is_killed_goes_on_from_another_node_missing_nothing() {
+    use auditlog_client::Followed;
+    use futures::StreamExt as _;
+    const WRITERS: usize = 4;
+    const EACH: usize = 10;
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    // The follow has a client of its own: the writers' moving on to another
+    // node is not what moves it.
+    let client = failover_client(&nodes).await;
+    let mut follow = client.follow(auditlog_client::Query::new(), 1);
+    let (acked, writers) = spawn_writers(&failover_client(&nodes).await, WRITERS, EACH, 0);
+    let (mut seen, mut told) = (Vec::new(), Vec::new());
+    let mut next = async || {
+        tokio::time::timeout(WRITE_RETRY, follow.next())
+            .await
+            .expect("the follow yielded nothing in time")
+            .expect("a follow ends only with an error")
+            .unwrap()
+    };
+    while seen.len() < 5 {
+        match next().await {
+            Followed::Item(e) => seen.push(e.seq),
+            other => panic!("nothing was lost yet: {other:?}"),
+        }
+    }
+    let killed = client.current_node().to_owned();
+    let at = nodes.iter().position(|n| n.url() == killed).unwrap();
+    nodes[at].process.kill9();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let last = acked.lock().unwrap().iter().map(|r| r.seq).max().unwrap();
+    let deadline = std::time::Instant::now() + WRITE_RETRY;
+    while seen.last() != Some(&last) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the follow got to seq {:?} of {last}, resumed on {told:?}",
+            seen.last()
+        );
+        match next().await {
+            Followed::Item(e) => seen.push(e.seq),
+            Followed::Resumed { node, .. } => told.push(node),
+            Followed::Lost { .. } => {}
+        }
+    }
+    assert!(!told.is_empty(), "the follow never said it resumed");
+    assert!(told.iter().all(|n| *n != killed), "{told:?} resumed on the dead node");
+    let survivors: Vec<&Node> = nodes.iter().filter(|n| n.url() != killed).collect();
+    wait_all_at(survivors.iter().copied(), last).await;
+    let held: Vec<u64> = survivors[0]
+        .client()
+        .await
+        .stream(auditlog_client::Query::new(), 1, false)
+        .await
+        .unwrap()
+        .map(|e| e.unwrap().seq)
+        .collect()
+        .await;
+    assert_eq!(seen, held, "the follow's seqs are not the log's");
+    assert_eq!(held.len(), WRITERS * EACH);
 }
 
 #[tokio::test]
