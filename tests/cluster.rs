@@ -480,7 +480,10 @@ async fn a_follow_whose_node_is_killed_goes_on_from_another_node_missing_nothing
         }
     }
     assert!(!told.is_empty(), "the follow never said it resumed");
-    assert!(told.iter().all(|n| *n != killed), "{told:?} resumed on the dead node");
+    assert!(
+        told.iter().all(|n| *n != killed),
+        "{told:?} resumed on the dead node"
+    );
     let survivors: Vec<&Node> = nodes.iter().filter(|n| n.url() != killed).collect();
     wait_all_at(survivors.iter().copied(), last).await;
     let held: Vec<u64> = survivors[0]

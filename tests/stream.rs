@@ -314,3 +314,71 @@ async fn follow_streams_end_when_the_server_stops() {
         );
     }
 }
+
+/// A record whose MAC fails (one digit changed in the log file while the
+/// server was stopped): a stream sends every event before it, then
+/// DATA_LOSS naming its seq and where to read on, and reading on from there
+/// gets the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_record_ends_a_stream_after_every_event_before_it() {
+    const DAMAGED: u64 = 600;
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for _ in 0..7 {
+        log_samples(&client, 100).await;
+    }
+    let server = server
+        .restart_after(
+            |dir| {
+                let path = dir.join("audit.log");
+                let text = std::fs::read_to_string(&path).unwrap();
+                let head = format!("{{\"seq\":{DAMAGED},");
+                let at = text.find(&head).unwrap();
+                let digit = at + text[at..].find("\"i\":").unwrap() + 4;
+                let mut bytes = text.into_bytes();
+                bytes[digit] = if bytes[digit] == b'1' { b'2' } else { b'1' };
+                std::fs::write(&path, bytes).unwrap();
+            },
+            |_| {},
+        )
+        .await;
+    let client = server.client().await;
+    let mut stream = client.stream(Query::new(), 1, false).await.unwrap();
+    let mut sent = Vec::new();
+    let error = loop {
+        match timeout(PATIENCE, stream.next())
+            .await
+            .expect("the stream stalled")
+        {
+            Some(Ok(event)) => sent.push(event.seq),
+            Some(Err(e)) => break e,
+            None => panic!(
+                "the stream ended without an error after {} events",
+                sent.len()
+            ),
+        }
+    };
+    assert_eq!(
+        sent,
+        (1..DAMAGED).collect::<Vec<_>>(),
+        "every event before it"
+    );
+    assert_eq!(error.code(), Some(tonic::Code::DataLoss), "{error}");
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!("damaged at seq {DAMAGED}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("from seq {}", DAMAGED + 1)),
+        "{text}"
+    );
+    let rest = drain(
+        client
+            .stream(Query::new(), DAMAGED + 1, false)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seqs(&rest), (DAMAGED + 1..=700).collect::<Vec<_>>());
+}

@@ -23,19 +23,85 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Committed, Decoded, Filter, Order, Page, Record, Store, StoreError};
 
 /// How many records one history read takes from the file.
 const PAGE: usize = 256;
+/// The most bytes of stored lines one history read takes (always one
+/// record): large events make small pages, so a subscription whose reader
+/// stops holds at most [`CHUNKS`] of these, not [`CHUNKS`] pages of 3 MiB.
+const PAGE_BYTES: u64 = 256 << 10;
 /// How many chunks wait for a slow reader before its subscription waits
 /// (and, live, falls behind the broadcast and reads from the file).
 const CHUNKS: usize = 8;
+/// The most bytes of chunks all subscriptions together hold for their
+/// readers: past it, a subscription waits for readers to take theirs
+/// (live, it leaves the broadcast and reads from the file later), so many
+/// streams whose readers never read cannot exhaust the server's memory.
+pub(crate) const BUDGET_BYTES: usize = 256 << 20;
 
-/// What a subscription sends: some events, or the error that ends it.
-type Chunk<F> = Result<Vec<F>, StoreError>;
+/// What a subscription sends: some events, or the error that ends it;
+/// events hold their part of the [`Budget`] until their reader takes them.
+type Chunk<F> = (Result<Vec<F>, StoreError>, Option<OwnedSemaphorePermit>);
+
+/// The bytes of chunks waiting for readers, across subscriptions, as KiB
+/// permits ([`BUDGET_BYTES`] for the server's streams).
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    permits: Arc<Semaphore>,
+    total: u32,
+}
+
+impl Budget {
+    pub(crate) fn new(bytes: usize) -> Budget {
+        let total = u32::try_from((bytes >> 10).max(1)).unwrap_or(u32::MAX >> 3);
+        Budget {
+            permits: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// The one budget of every subscription in this process.
+    fn shared() -> Budget {
+        static SHARED: std::sync::OnceLock<Budget> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| Budget::new(BUDGET_BYTES)).clone()
+    }
+
+    /// The permits `bytes` take: one per KiB begun, never more than the
+    /// whole budget (so a chunk larger than it still goes, alone).
+    fn permits_for(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024).max(1))
+            .unwrap_or(u32::MAX)
+            .min(self.total)
+    }
+
+    /// The bytes lent to chunks now, to the KiB.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> usize {
+        (self.total as usize - self.permits.available_permits()) << 10
+    }
+
+    /// `bytes` worth of permits, waiting until readers give enough back (`None`
+    /// only if the semaphore were closed, which it never is).
+    async fn lend(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = self.permits_for(bytes);
+        Arc::clone(&self.permits).acquire_many_owned(n).await.ok()
+    }
+
+    /// Permits for `chunk` if they are there now.
+    fn try_lend<F: Form>(&self, chunk: &[F]) -> Option<OwnedSemaphorePermit> {
+        let n = self.permits_for(bytes_of(chunk));
+        Arc::clone(&self.permits).try_acquire_many_owned(n).ok()
+    }
+}
+
+/// The bytes a chunk holds, as its form tells them.
+fn bytes_of<F: Form>(chunk: &[F]) -> usize {
+    chunk.iter().map(F::bytes).sum()
+}
 
 /// What one subscription asks for.
 #[derive(Debug, Clone)]
@@ -59,6 +125,8 @@ pub(crate) trait Form: Send + Sized + 'static {
     fn live(group: &Committed, i: usize) -> Option<Self>;
     /// A line read from the file.
     fn read(row: Self::Row) -> Self;
+    /// About how many bytes of memory this holds, for the [`Budget`].
+    fn bytes(&self) -> usize;
     /// What a subscription keeps of `chunk`, made of `group`'s records,
     /// while its reader has not taken it: by default the chunk as it is.
     /// A form that borrows the group's memory copies out a chunk that holds
@@ -80,6 +148,11 @@ impl Form for Record {
     fn read(record: Record) -> Record {
         record
     }
+
+    fn bytes(&self) -> usize {
+        // The details and the strings beside them, and their headers.
+        self.details.as_str().len() + 512
+    }
 }
 
 /// Starts a subscription to `sub`, which runs until the history is done
@@ -90,11 +163,22 @@ pub(crate) fn spawn<F: Form>(
     sub: Subscription,
     cancel: CancellationToken,
 ) -> Receiver<F> {
+    spawn_within(store, sub, cancel, Budget::shared())
+}
+
+/// [`spawn`], its chunks lent bytes from `budget`.
+pub(crate) fn spawn_within<F: Form>(
+    store: Arc<Store>,
+    sub: Subscription,
+    cancel: CancellationToken,
+    budget: Budget,
+) -> Receiver<F> {
     let (tx, rx) = mpsc::channel(CHUNKS);
-    tokio::spawn(run(store, sub, cancel, tx));
+    tokio::spawn(run(store, sub, cancel, tx, budget));
     Receiver {
         rx,
         pending: Vec::new().into_iter(),
+        _lent: None,
     }
 }
 
@@ -103,6 +187,8 @@ pub(crate) fn spawn<F: Form>(
 pub(crate) struct Receiver<F> {
     rx: mpsc::Receiver<Chunk<F>>,
     pending: std::vec::IntoIter<F>,
+    /// What `pending` was lent, given back with the next chunk.
+    _lent: Option<OwnedSemaphorePermit>,
 }
 
 impl<F: Send + 'static> Receiver<F> {
@@ -112,7 +198,9 @@ impl<F: Send + 'static> Receiver<F> {
             if let Some(item) = self.pending.next() {
                 return Some(Ok(item));
             }
-            match self.rx.recv().await? {
+            let (chunk, lent) = self.rx.recv().await?;
+            self._lent = lent;
+            match chunk {
                 Ok(chunk) => self.pending = chunk.into_iter(),
                 Err(e) => return Some(Err(e)),
             }
@@ -138,8 +226,9 @@ impl<F: Send + 'static> Receiver<F> {
     ) -> impl futures::Stream<Item = Result<Vec<F>, StoreError>> + Send {
         let pending: Vec<F> = std::mem::take(&mut self.pending).collect();
         let first = (!pending.is_empty()).then_some(Ok(pending));
+        // A chunk's permits go back as it is handed on.
         futures::stream::iter(first).chain(futures::stream::unfold(self.rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk, rx))
+            rx.recv().await.map(|(chunk, _lent)| (chunk, rx))
         }))
     }
 }
@@ -157,6 +246,7 @@ async fn run<F: Form>(
     sub: Subscription,
     cancel: CancellationToken,
     tx: mpsc::Sender<Chunk<F>>,
+    budget: Budget,
 ) {
     let Subscription {
         filter,
@@ -168,6 +258,7 @@ async fn run<F: Form>(
     let out = Out {
         tx: &tx,
         cancel: &cancel,
+        budget: &budget,
     };
     if !catch_up(&store, &filter, &mut next, store.head(), &out).await || !follow {
         return;
@@ -221,10 +312,21 @@ async fn run<F: Form>(
                 continue;
             }
             let chunk = F::keep(chunk, &group);
-            match tx.try_send(Ok(chunk)) {
+            let Some(lent) = budget.try_lend(&chunk) else {
+                // Readers hold the whole budget: wait for it off the
+                // broadcast, as for a reader that is behind.
+                tracing::debug!(next, "stream budget spent; leaving the broadcast");
+                store.metrics().live.lagged();
+                drop((live, group));
+                if !out.send(Ok(chunk)).await {
+                    return;
+                }
+                break;
+            };
+            match tx.try_send((Ok(chunk), Some(lent))) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
-                Err(mpsc::error::TrySendError::Full(chunk)) => {
+                Err(mpsc::error::TrySendError::Full((chunk, _))) => {
                     // The reader is behind: stop holding live groups for it.
                     tracing::debug!(next, "subscriber's reader is behind; leaving the broadcast");
                     store.metrics().live.lagged();
@@ -243,14 +345,37 @@ async fn run<F: Form>(
 struct Out<'a, F> {
     tx: &'a mpsc::Sender<Chunk<F>>,
     cancel: &'a CancellationToken,
+    budget: &'a Budget,
 }
 
-impl<F> Out<'_, F> {
-    /// Sends one chunk; false when the stream should end.
-    async fn send(&self, item: Chunk<F>) -> bool {
+impl<F: Form> Out<'_, F> {
+    /// Sends one chunk, once the budget lends it its bytes; false when the
+    /// stream should end. A chunk for a reader that has taken everything
+    /// goes at once, lent or not: readers who read always get on, however
+    /// many streams that do not read hold the budget (which bounds the
+    /// memory at the budget plus a chunk per stream).
+    async fn send(&self, item: Result<Vec<F>, StoreError>) -> bool {
+        let lent = match &item {
+            Ok(chunk) if self.tx.capacity() == self.tx.max_capacity() => {
+                self.budget.try_lend(chunk)
+            }
+            Ok(chunk) => {
+                let bytes = bytes_of(chunk);
+                let lent = tokio::select! {
+                    _ = self.cancel.cancelled() => return false,
+                    _ = self.tx.closed() => return false,
+                    lent = self.budget.lend(bytes) => lent,
+                };
+                match lent {
+                    Some(lent) => Some(lent),
+                    None => return false,
+                }
+            }
+            Err(_) => None,
+        };
         tokio::select! {
             _ = self.cancel.cancelled() => false,
-            sent = self.tx.send(item) => sent.is_ok(),
+            sent = self.tx.send((item, lent)) => sent.is_ok(),
         }
     }
 }
@@ -269,7 +394,7 @@ async fn catch_up<F: Form>(
         let reader = Arc::clone(store);
         let f = filter.clone();
         let page = tokio::task::spawn_blocking(move || {
-            reader.page(&f, Order::OldestFirst, cursor, until, PAGE)
+            reader.page_within(&f, Order::OldestFirst, cursor, until, PAGE, PAGE_BYTES)
         })
         .await;
         let Page {
@@ -278,12 +403,17 @@ async fn catch_up<F: Form>(
         }: Page<F::Row> = match page {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
-                // Everything before a damaged segment is sent before the
-                // error, so an export holds all it could read, and the error
-                // says where to read on.
-                if let StoreError::SegmentDamaged { first_seq, .. } = &e
-                    && *first_seq > *next
-                    && !Box::pin(catch_up(store, filter, next, first_seq - 1, out)).await
+                // Everything before a damaged segment or record is sent
+                // before the error, so an export holds all it could read,
+                // and the error says where to read on.
+                let damaged = match &e {
+                    StoreError::SegmentDamaged { first_seq, .. } => Some(*first_seq),
+                    StoreError::Corrupt { seq, .. } => Some(*seq),
+                    _ => None,
+                };
+                if let Some(at) = damaged
+                    && at > *next
+                    && !Box::pin(catch_up(store, filter, next, at - 1, out)).await
                 {
                     return false;
                 }
@@ -353,6 +483,10 @@ mod tests {
         fn read(record: Record) -> FromLog {
             FromLog(record.seq)
         }
+
+        fn bytes(&self) -> usize {
+            8
+        }
     }
 
     /// A live group that cannot give a follower's form is read from the
@@ -376,6 +510,66 @@ mod tests {
                     .unwrap();
                 assert_eq!(got.0, seq);
             }
+        }
+    }
+
+    /// Subscriptions whose readers take nothing wait once they hold the
+    /// budget, and give it back when they go; a reader that reads gets
+    /// every event meanwhile.
+    #[tokio::test]
+    async fn readers_that_take_nothing_hold_the_budget_and_a_reader_that_reads_gets_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, sub) = store_and_follow(dir.path());
+        for n in 0..20 {
+            let group = (0..10)
+                .map(|i| {
+                    let pad = "x".repeat(8000);
+                    NewEvent::for_test(None, serde_json::json!({"n": n, "i": i, "pad": pad}))
+                })
+                .collect();
+            store.append(group).await.unwrap();
+        }
+        let budget = Budget::new(256 << 10);
+        let stalled: Vec<Receiver<Record>> = (0..5)
+            .map(|_| {
+                let cancel = CancellationToken::new();
+                spawn_within(Arc::clone(&store), sub.clone(), cancel, budget.clone())
+            })
+            .collect();
+        // They fill the budget (8.5 KiB a record, a few records a chunk)
+        // and wait: far less than the 8 pages each would hold without it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while budget.held_bytes() < 200 << 10 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} bytes lent",
+                budget.held_bytes()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut reader = spawn_within::<Record>(
+            Arc::clone(&store),
+            sub.clone(),
+            CancellationToken::new(),
+            budget.clone(),
+        );
+        for seq in 1..=200 {
+            let record = tokio::time::timeout(Duration::from_secs(10), reader.recv())
+                .await
+                .expect("a reader that reads was held up by those that do not")
+                .expect("the subscription ended")
+                .unwrap();
+            assert_eq!(record.seq, seq);
+        }
+        drop((stalled, reader));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while budget.held_bytes() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{} bytes still lent after every reader went",
+                budget.held_bytes()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -47,6 +47,13 @@ impl Form for Encoded {
     fn read(row: EventBytes) -> Encoded {
         Encoded::Event(row.bytes.into())
     }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Encoded::Event(bytes) => bytes.len(),
+            Encoded::Lines(lines) => lines.iter().map(Bytes::len).sum(),
+        }
+    }
 }
 
 /// [`Encoded`] events with their details as JSON text
@@ -66,6 +73,10 @@ impl Form for EncodedJson {
 
     fn read(row: EventJsonBytes) -> EncodedJson {
         EncodedJson(Encoded::Event(row.0.bytes.into()))
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.bytes()
     }
 }
 
@@ -119,6 +130,10 @@ impl Form for Line {
 
     fn read(row: Line) -> Line {
         row
+    }
+
+    fn bytes(&self) -> usize {
+        self.0.len()
     }
 
     /// Lines that are under half of their group's bytes (a narrow filter)

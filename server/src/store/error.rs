@@ -57,7 +57,11 @@ pub enum StoreError {
     },
     #[error("reading the log failed: {0}")]
     Read(std::io::Error),
-    #[error("the log is damaged at seq {seq}: {reason}")]
+    #[error(
+        "the log is damaged at seq {seq}: {reason}; run VerifyIntegrity to locate the damage, and \
+         read on after it from seq {}",
+        .seq.saturating_add(1)
+    )]
     Corrupt { seq: u64, reason: String },
     #[error(
         "the sealed segment {file}, which holds seqs {first_seq} to {last_seq}, cannot be read \

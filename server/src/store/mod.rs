@@ -433,9 +433,23 @@ impl Store {
         max_seq: u64,
         limit: usize,
     ) -> Result<Page<T>, StoreError> {
+        self.page_within(filter, order, cursor, max_seq, limit, read::PAGE_LINE_BYTES)
+    }
+
+    /// [`Store::page`] with at most `max_bytes` of stored lines (always one
+    /// record) instead of `read::PAGE_LINE_BYTES`.
+    pub fn page_within<T: Decoded>(
+        &self,
+        filter: &Filter,
+        order: Order,
+        cursor: Option<u64>,
+        max_seq: u64,
+        limit: usize,
+        max_bytes: u64,
+    ) -> Result<Page<T>, StoreError> {
         let (metas, next) = self
             .shared
-            .select_served(filter, order, cursor, max_seq, limit);
+            .select_served(filter, order, cursor, max_seq, limit, max_bytes);
         let records = self
             .readers
             .read(&self.shared, filter.lead_id.as_deref(), &metas)?;

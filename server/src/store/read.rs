@@ -203,7 +203,7 @@ impl Shared {
 
     /// [`Self::select_page`] for a page that is read and served: it ends
     /// before the record that would take its stored lines past
-    /// [`PAGE_LINE_BYTES`] (keeping at least one), and its cursor then
+    /// `max_bytes` (keeping at least one), and its cursor then
     /// continues after its last record, as one cut by `limit` does.
     pub(super) fn select_served(
         &self,
@@ -212,6 +212,7 @@ impl Shared {
         cursor: Option<u64>,
         max_seq: u64,
         limit: usize,
+        max_bytes: u64,
     ) -> (Vec<Meta>, Option<u64>) {
         let (mut metas, mut next) = self.select_page(filter, order, cursor, max_seq, limit);
         let mut bytes = 0u64;
@@ -219,7 +220,7 @@ impl Shared {
             .iter()
             .take_while(|m| {
                 bytes += u64::from(m.len);
-                bytes <= PAGE_LINE_BYTES
+                bytes <= max_bytes
             })
             .count()
             .max(1);
@@ -239,7 +240,8 @@ impl Shared {
         max_seq: u64,
         limit: usize,
     ) -> Result<Page<T>, StoreError> {
-        let (metas, next) = self.select_served(filter, order, cursor, max_seq, limit);
+        let (metas, next) =
+            self.select_served(filter, order, cursor, max_seq, limit, PAGE_LINE_BYTES);
         let records = self.read_part(filter.lead_id.as_deref(), &metas)?;
         Ok(Page { records, next })
     }
