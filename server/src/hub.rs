@@ -33,7 +33,7 @@ const PAGE: usize = 256;
 /// The most bytes of stored lines one history read takes (always one
 /// record): large events make small pages, so a subscription whose reader
 /// stops holds at most [`CHUNKS`] of these, not [`CHUNKS`] pages of 3 MiB.
-const PAGE_BYTES: u64 = 256 << 10;
+const PAGE_BYTES: u64 = 128 << 10;
 /// How many chunks wait for a slow reader before its subscription waits
 /// (and, live, falls behind the broadcast and reads from the file).
 const CHUNKS: usize = 8;
