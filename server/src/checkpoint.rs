@@ -14,6 +14,10 @@
 //! and a witness may follow any node. The latest
 //! checkpoint is kept in `<data_dir>/checkpoint.note`, replaced whole, so a
 //! restart serves it again and verification can check it against the log.
+//! A start whose key is not the identity the kept checkpoints were signed
+//! with (the key file missing, replaced, or under another origin), or whose
+//! kept note does not verify, is refused (`identity.rs`), before the server
+//! announces anything.
 //!
 //! Invariants: a checkpoint is signed off the request path (a task, at most
 //! every [`EVERY`] while the tree grows) or on demand, never by the writer;
@@ -28,6 +32,7 @@
 //! announced on a watch, which the webhook endpoints that take checkpoints
 //! read (`crate::webhooks`), so only the latest one ever waits there.
 
+mod identity;
 mod publish;
 mod rotation;
 
@@ -35,13 +40,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use auditlog_proof::{Checkpoint, Hash, NoteSigner, VerifierKey};
+use auditlog_proof::{Checkpoint, Hash, NoteSigner};
 use tokio_util::sync::CancellationToken;
 
 use crate::keys::{KeyError, load_or_generate};
 use crate::store::Store;
 use crate::store::tree::{Tree, TreeError};
 
+pub(crate) use identity::IdentityError;
 pub use publish::CheckpointsConfig;
 pub(crate) use publish::run as publish;
 pub(crate) use rotation::CheckpointKeyError;
@@ -123,14 +129,21 @@ fn load_seed(
 
 impl Checkpoints {
     /// Loads (or, if `generate`, generates) the signing key and the latest
-    /// checkpoint kept in `data_dir`.
+    /// checkpoint kept in `data_dir`. Refused when the key is not the
+    /// identity the log's checkpoints were signed with (`identity.rs`): a
+    /// missing key for a log signed before, a kept checkpoint that does not
+    /// verify with it.
     pub(crate) fn load(
         origin: &str,
         key_file: Option<&Path>,
         data_dir: &Path,
         generate: bool,
     ) -> Result<Checkpoints, CheckpointKeyError> {
-        rotation::finish_pending(origin, &rotation::key_path(key_file, data_dir), data_dir)?;
+        let key_path = rotation::key_path(key_file, data_dir);
+        rotation::finish_pending(origin, &key_path, data_dir)?;
+        if generate && !key_path.exists() {
+            identity::refuse_new_key(&key_path, data_dir)?;
+        }
         let seed = load_seed(key_file, data_dir, generate)?;
         let bad_origin = |e: auditlog_proof::NoteError| KeyError::Read {
             path: "checkpoint_origin".into(),
@@ -143,21 +156,14 @@ impl Checkpoints {
         {
             tracing::warn!(retired = %data_dir.join(rotation::RETIRED_FILE).display(), "the checkpoint signing key is not the one the last rotation handed over to: witnesses will refuse its checkpoints; rotate with auditlog-server --rotate-checkpoint-key instead of replacing the key file");
         }
-        let verifier = VerifierKey::parse(&signer.verifier_key()).map_err(bad_origin)?;
         let note_path = data_dir.join(NOTE_FILE);
-        let latest = std::fs::read_to_string(&note_path).ok().and_then(|note| {
-            match verifier.open_checkpoint(&note) {
-                Ok(c) => Some(Signed {
-                    size: c.size,
-                    root: c.root,
-                    note,
-                }),
-                Err(e) => {
-                    tracing::warn!(path = %note_path.display(), error = %e, "the kept checkpoint does not verify with this key; ignoring it");
-                    None
-                }
-            }
-        });
+        let latest = identity::kept_checkpoint(&signer, &seed, &key_path, data_dir)?.map(
+            |(checkpoint, note)| Signed {
+                size: checkpoint.size,
+                root: checkpoint.root,
+                note,
+            },
+        );
         let size = latest.as_ref().map_or(0, |l| l.size);
         Ok(Checkpoints {
             signer,

@@ -132,17 +132,24 @@ pub async fn run(
     let _lock = lock::DirLock::acquire(&config.data_dir)?;
     // What can be known about the data directory without recovering it is
     // checked before anything is announced: the key, and the manifest.
-    let (keyring, key_file) = {
+    // So is the checkpoint signing key: the identity the log's checkpoints
+    // were signed with (a cluster's is shared, never generated).
+    let (keyring, key_file, checkpoints) = {
         let dir = config.data_dir.clone();
         let key_id = config.hmac_key_id.clone();
         let shared_checkpoint_key = shared_checkpoint_key(&config);
+        let origin = config.checkpoint_origin();
+        let checkpoint_key = config.checkpoint_key_file.clone();
+        let clustered = config.cluster.is_some();
         tokio::task::spawn_blocking(move || {
             let keyring = Keyring::load(&key_id, key.as_deref(), &dir, store::holds_log(&dir)?)?;
             store::check_before_start(&dir, &keyring)?;
             if let Some(path) = &shared_checkpoint_key {
                 checkpoint::require_shared_key(path)?;
             }
-            Ok::<_, ServerError>((keyring, KeyFile::of(&dir, key.is_some())))
+            let checkpoints =
+                Checkpoints::load(&origin, checkpoint_key.as_deref(), &dir, !clustered)?;
+            Ok::<_, ServerError>((keyring, KeyFile::of(&dir, key.is_some()), checkpoints))
         })
         .await??
     };
@@ -205,10 +212,6 @@ pub async fn run(
         // published (cluster/), never from its own writer.
         replica: config.cluster.is_some(),
     };
-    let origin = config.checkpoint_origin();
-    let checkpoint_key = config.checkpoint_key_file.clone();
-    // A cluster's checkpoint key is shared, never generated.
-    let clustered = config.cluster.is_some();
     // Off only in a benchmark measuring the tree's cost (`bench::Switches`).
     let tree = config.bench.tree;
     let publish_config = config.checkpoints.clone();
@@ -239,12 +242,6 @@ pub async fn run(
                         reason: e.to_string(),
                     }
                 })?;
-                let checkpoints = Checkpoints::load(
-                    &origin,
-                    checkpoint_key.as_deref(),
-                    &store_config.data_dir,
-                    !clustered,
-                )?;
                 let store = metrics::recovering(&metrics, &dir.clone(), || {
                     Store::open_with(store_config, keyring, Arc::clone(&metrics), tree)
                 })?;

@@ -4,8 +4,9 @@
 //!
 //! A rotation signs a handover: the latest checkpoint (the empty tree for a
 //! directory without a log; a log without a checkpoint is refused, since a
-//! handover of the empty tree would look like a rollback to a witness) as
-//! one note carrying two signatures, by the old
+//! handover of the empty tree would look like a rollback to a witness, and
+//! so are a missing key and a kept checkpoint the key does not verify, as
+//! at start: `identity.rs`) as one note carrying two signatures, by the old
 //! key and by the new one. A witness that trusts the old key checks both
 //! and from then on trusts the new one (docs/proofs.md). The old public key
 //! is kept in `<data_dir>/checkpoint.retired.json`, oldest first, with the
@@ -30,7 +31,7 @@ use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use auditlog_proof::{Checkpoint, NoteSigner, VerifierKey, empty_root};
+use auditlog_proof::{Checkpoint, NoteSigner, empty_root};
 use serde::{Deserialize, Serialize};
 
 use super::{KEY_FILE, NOTE_FILE};
@@ -72,6 +73,8 @@ pub struct Rotated {
 pub enum CheckpointKeyError {
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Identity(#[from] super::IdentityError),
     #[error(
         "there is no checkpoint signing key at {path} to rotate: the server generates one on its \
          first start"
@@ -112,9 +115,9 @@ pub enum CheckpointKeyError {
     #[error("checkpoint_origin: {0}")]
     Origin(auditlog_proof::NoteError),
     #[error(
-        "{path} is missing or not signed by the current key, but the directory holds a log: a \
-         handover of the empty tree would look like a rollback to witnesses; start the server \
-         once so that it signs a checkpoint of the log, stop it, then rotate"
+        "{path} is missing, but the directory holds a log: a handover of the empty tree would \
+         look like a rollback to witnesses; start the server once so that it signs a \
+         checkpoint of the log, stop it, then rotate"
     )]
     NoCheckpoint { path: String },
 }
@@ -150,14 +153,15 @@ pub(crate) fn load_retired(data_dir: &Path) -> Result<Vec<RetiredKey>, Checkpoin
     })
 }
 
-/// A signer from the key file at `path`.
-fn read_signer(origin: &str, path: &Path) -> Result<NoteSigner, CheckpointKeyError> {
+/// A signer from the key file at `path`, and its seed.
+fn read_signer(origin: &str, path: &Path) -> Result<(NoteSigner, [u8; 32]), CheckpointKeyError> {
     let text = std::fs::read_to_string(path).map_err(io(path))?;
     let mut seed = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut seed).map_err(|_| CheckpointKeyError::BadKey {
         path: path.display().to_string(),
     })?;
-    NoteSigner::new(origin, &seed).map_err(CheckpointKeyError::Origin)
+    let signer = NoteSigner::new(origin, &seed).map_err(CheckpointKeyError::Origin)?;
+    Ok((signer, seed))
 }
 
 fn write_key(path: &Path, seed: &[u8; 32]) -> std::io::Result<()> {
@@ -187,7 +191,7 @@ pub(crate) fn finish_pending(
     if !next.exists() {
         return Ok(());
     }
-    let signer = read_signer(origin, &next)?;
+    let (signer, _) = read_signer(origin, &next)?;
     let retired = load_retired(data_dir)?;
     let Some(last) = retired
         .last()
@@ -216,20 +220,20 @@ pub(crate) fn rotate(
     let key_path = key_path(key_file, data_dir);
     finish_pending(origin, &key_path, data_dir)?;
     if !key_path.exists() {
+        // Without the old key there is no handover to sign: say so, and
+        // what can be done, when the log was signed before.
+        super::identity::refuse_new_key(&key_path, data_dir)?;
         return Err(CheckpointKeyError::NoKey {
             path: key_path.display().to_string(),
         });
     }
-    let old = read_signer(origin, &key_path)?;
-    let old_key = VerifierKey::parse(&old.verifier_key()).map_err(CheckpointKeyError::Origin)?;
-    // The latest checkpoint the old key signed, else (for a directory
-    // without a log) the empty tree, which every later tree extends.
+    let (old, seed) = read_signer(origin, &key_path)?;
+    // The latest checkpoint the old key signed (a kept note it does not
+    // verify is refused as at start), else (for a directory without a log)
+    // the empty tree, which every later tree extends.
     let note_path = data_dir.join(NOTE_FILE);
-    let latest = match std::fs::read_to_string(&note_path)
-        .ok()
-        .and_then(|note| old_key.open_checkpoint(&note).ok())
-    {
-        Some(latest) => latest,
+    let latest = match super::identity::kept_checkpoint(&old, &seed, &key_path, data_dir)? {
+        Some((latest, _)) => latest,
         None if holds_log => {
             return Err(CheckpointKeyError::NoCheckpoint {
                 path: note_path.display().to_string(),
@@ -270,6 +274,7 @@ pub(crate) fn rotate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use auditlog_proof::VerifierKey;
 
     #[test]
     fn a_rotation_keeps_the_old_key_and_a_handover_both_keys_verify() {

@@ -139,6 +139,27 @@ pub(super) fn acknowledged(dir: &Path, keyring: &Keyring) -> u64 {
     Head::load(dir, keyring).ok().flatten().map_or(0, |h| h.seq)
 }
 
+/// Whether the head file in `dir` says that every seq before `seq` was cut
+/// (acknowledged, then found missing by a start): a log whose first record
+/// is `seq` then began there for a reason the head records. False when
+/// there is no head, or none to trust.
+pub(super) fn cut_before(dir: &Path, keyring: &Keyring, seq: u64) -> bool {
+    let Ok(Some(head)) = Head::load(dir, keyring) else {
+        return false;
+    };
+    let mut cuts = head.cuts;
+    cuts.sort_by_key(|c| c.first);
+    // The seqs 1..=covered all lie in cuts.
+    let mut covered = 0u64;
+    for cut in cuts {
+        if cut.first > covered.saturating_add(1) {
+            break;
+        }
+        covered = covered.max(cut.last);
+    }
+    covered.saturating_add(1) >= seq
+}
+
 /// Compares the head file with the log recovery found, whose newest record
 /// is `last` (seq and signature): records a cut or an edited file, rewrites
 /// the file when it is absent, behind or has news, and returns the head the

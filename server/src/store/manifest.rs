@@ -102,6 +102,13 @@ pub enum ManifestError {
          server does not start without it: restore it from a backup"
     )]
     Invalid(String),
+    #[error(
+        "{MANIFEST_FILE} is missing, but the data directory shows a log that had one: {0}. It \
+         lists the compressed segments and what retention purged; without it the server would \
+         serve only the seqs in plain files, as if the others had never been written, so it \
+         does not start: restore {MANIFEST_FILE} from a backup of the data directory"
+    )]
+    Missing(String),
 }
 
 impl SegmentEntry {
@@ -160,7 +167,8 @@ impl SegmentEntry {
 }
 
 impl Manifest {
-    /// Reads the manifest in `dir`; an absent one is empty (and authentic).
+    /// Reads the manifest in `dir`; an absent one is empty (and authentic):
+    /// whether it may be absent is `trust`'s to say at start.
     pub(crate) fn load(dir: &Path, keyring: &Keyring) -> Result<Loaded, ManifestError> {
         let bytes = match std::fs::read(dir.join(MANIFEST_FILE)) {
             Ok(b) => b,

@@ -1,8 +1,10 @@
 //! What the store believes about a data directory at start, before and just
 //! after recovery: whether it holds a log at all (so a missing key file is
 //! refused rather than regenerated, in `keys`), whether its manifest can be
-//! read (checked before the server announces anything), and whether the
-//! loaded key is the one the log was written with.
+//! read, or, when there is none, whether the directory shows a log that had
+//! one (`lost_manifest`; both checked before the server announces
+//! anything), and whether the loaded key is the one the log was written
+//! with.
 //!
 //! The key check reads the newest records (at most [`KEY_WITNESSES`]): when
 //! every one of them fails its MAC while their `prev` links hold, and the
@@ -16,6 +18,8 @@
 //! on the end of the active file, so the common case is refused before the
 //! server announces anything, and after recovery on the newest records the
 //! index holds, which may be in a sealed segment.
+
+mod lost_manifest;
 
 use std::io::{BufRead as _, Read as _, Seek as _, SeekFrom};
 use std::path::Path;
@@ -69,11 +73,13 @@ pub(crate) fn holds_log(dir: &Path) -> Result<bool, StoreError> {
 
 /// The checks made before the server announces that it serves: the
 /// manifest must be readable (its MAC is left to verification), since
-/// recovery cannot go on without it, and the newest records of the active
-/// file must not show a wrong key.
+/// recovery cannot go on without it; a missing one must not be missing
+/// from a log that had one; and the newest records of the active file must
+/// not show a wrong key.
 pub(crate) fn check_before_start(dir: &Path, keyring: &Keyring) -> Result<(), StoreError> {
     let loaded = Manifest::load(dir, keyring)?;
-    check_key_in_active_file(dir, keyring, loaded.authentic)
+    check_key_in_active_file(dir, keyring, loaded.authentic)?;
+    lost_manifest::refuse_if_lost(dir, keyring)
 }
 
 /// Refuses a key that is not the one the log was written with, from the
