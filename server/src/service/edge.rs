@@ -7,6 +7,7 @@
 //! instead of writing statuses or messages of their own.
 
 use std::collections::HashMap;
+use std::io::ErrorKind;
 
 mod proofs;
 pub(crate) use proofs::tree_status;
@@ -53,7 +54,17 @@ pub(crate) fn status_of(e: StoreError) -> Status {
         StoreError::WrongRole(_) | StoreError::Refused { .. } => Code::FailedPrecondition,
         // Retrying is no use until someone restores the file or restarts.
         StoreError::ActiveFileGone(_) => Code::FailedPrecondition,
-        StoreError::Corrupt { .. } | StoreError::SegmentDamaged { .. } => Code::DataLoss,
+        StoreError::Corrupt { .. }
+        | StoreError::SegmentDamaged { .. }
+        | StoreError::DataDirGone { .. } => Code::DataLoss,
+        // A file shorter than what was read from it, or gone: records lost,
+        // not a fault of the server's (the store names the file where it
+        // knows it: `SegmentDamaged`).
+        StoreError::Read(e)
+            if matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::NotFound) =>
+        {
+            Code::DataLoss
+        }
         StoreError::Read(_)
         | StoreError::Open { .. }
         | StoreError::Key(_)

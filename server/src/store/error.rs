@@ -7,6 +7,7 @@
 //! never one of them.
 
 use super::manifest;
+use super::shared::LOG_FILE;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -63,10 +64,16 @@ pub enum StoreError {
         .seq.saturating_add(1)
     )]
     Corrupt { seq: u64, reason: String },
+    /// A file of the log that cannot be read where the index says its
+    /// records are: a compressed segment that does not inflate, or a plain
+    /// file (the active one, or a sealed one not yet compressed) that ends
+    /// before them. `first_seq..=last_seq` are the seqs it holds that cannot
+    /// be read, and `resume_from` the first seq after the file.
     #[error(
-        "the sealed segment {file}, which holds seqs {first_seq} to {last_seq}, cannot be read \
+        "the {} {file}, which holds seqs {first_seq} to {last_seq}, cannot be read \
          ({reason}); run VerifyIntegrity to locate the damage, and read on after it from seq \
-         {resume_from}"
+         {resume_from}",
+        if file == LOG_FILE { "active file" } else { "sealed segment" }
     )]
     SegmentDamaged {
         file: String,
@@ -88,6 +95,13 @@ pub enum StoreError {
          <data_dir>/hmac.key) and start again"
     )]
     WrongKey { key_id: String, checked: usize },
+    #[error(
+        "the data directory {dir:?} is gone ({source}): it was deleted or moved while the server \
+         ran, and with it every file of the log, so nothing can be verified, and nothing more \
+         is acknowledged; put the directory back (from a backup if it was deleted), restart \
+         the server and run VerifyIntegrity again"
+    )]
+    DataDirGone { dir: String, source: std::io::Error },
     #[error(
         "a verification is running and {max_queued} more are waiting for it \
          (max_queued_verifications); retry once it has finished"

@@ -484,6 +484,27 @@ impl Index {
         self.meta(self.position(seq).ok()?)
     }
 
+    /// For the record `seq` in a plain segment (whose records lie in the
+    /// file in seq order): the first and last seq of the records of that
+    /// segment that end past byte `len`, the ones a file `len` bytes long
+    /// no longer holds; `None` when none does (or `seq` is not indexed).
+    /// Linear in the segment's records: only a failed read asks.
+    pub(crate) fn past_end(&self, seq: u64, len: u64) -> Option<(u64, u64)> {
+        let at = self.position(seq).ok()?;
+        let segment = self.metas[at].segment;
+        let start = self.metas[..at]
+            .iter()
+            .rposition(|e| e.segment != segment)
+            .map_or(0, |p| p + 1);
+        let end = self.metas[at..]
+            .iter()
+            .position(|e| e.segment != segment)
+            .map_or(self.metas.len(), |p| at + p);
+        let held = self.metas[start..end]
+            .partition_point(|e| e.offset.saturating_add(u64::from(e.len)) <= len);
+        (start + held < end).then(|| (self.seq_at(start + held), self.seq_at(end - 1)))
+    }
+
     /// Index into `metas` of `seq`, or where it would be (as a binary
     /// search answers): found in its run of consecutive seqs, one search
     /// among the runs (an undamaged log has one).

@@ -552,7 +552,8 @@ impl Store {
             to_seq,
             checkpoints,
             plan.as_ref().map(tree::Plan::leaves),
-        )?;
+        )
+        .map_err(|e| self.unverifiable(e))?;
         if let (Some(plan), Some(leaves)) = (plan, leaves)
             && self.cuts_only(&report)
         {
@@ -562,6 +563,28 @@ impl Store {
         let whole = from_seq <= 1 && to_seq == 0;
         self.shared.metrics.integrity.verified(&report, whole);
         Ok(report)
+    }
+
+    /// Why verification could not run, said plainly where the cause is the
+    /// data directory itself gone (deleted or moved under the server):
+    /// verification lists it first, and that failed as "No such file or
+    /// directory", INTERNAL, until 2026-12-06 (found by an outside attack).
+    /// Anything else is as it came.
+    fn unverifiable(&self, e: StoreError) -> StoreError {
+        let dir = &self.shared.dir;
+        match e {
+            StoreError::Read(source)
+                if source.kind() == std::io::ErrorKind::NotFound
+                    && std::fs::symlink_metadata(dir)
+                        .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) =>
+            {
+                StoreError::DataDirGone {
+                    dir: dir.display().to_string(),
+                    source,
+                }
+            }
+            e => e,
+        }
     }
 
     /// Whether the report finds nothing but the cuts a start found: the

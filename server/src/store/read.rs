@@ -9,8 +9,9 @@
 //! expects (its seq) before it is returned, and a mismatch is an error
 //! naming VerifyIntegrity, never another record; every line a page serves
 //! has its MAC checked first, so a record changed on disk is an error, never
-//! an answer; a compressed segment that cannot be inflated is an error
-//! naming the segment and its seqs, so a reader can go on after it; nothing
+//! an answer; a compressed segment that cannot be inflated, or a plain file
+//! that ends before records the index places in it, is an error naming the
+//! file and its seqs, so a reader can go on after it; nothing
 //! read from a lead copy is served before its MAC and seq are checked, and
 //! whatever the copy lacks or gets wrong is read from the segment itself.
 
@@ -25,7 +26,7 @@ use super::index::{Filter, Meta, Order};
 use super::leads;
 use super::record::{Decoded, MacCheck, Record, RecordHead, lines_of};
 use super::segment::{Chunk, SegmentFile, read_chunk_prefix};
-use super::shared::Shared;
+use super::shared::{Shared, file_len};
 use crate::keys::Keyring;
 
 /// The most bytes of stored lines one page reads (and always its first
@@ -444,10 +445,10 @@ impl Shared {
         let strip =
             |line: &[u8]| -> Result<R, StoreError> { f(line.strip_suffix(b"\n").unwrap_or(line)) };
         match segment {
-            SegmentFile::Plain { file, .. } => {
+            SegmentFile::Plain { name, file } => {
                 let mut buf = vec![0u8; meta.len as usize];
                 file.read_exact_at(&mut buf, meta.offset)
-                    .map_err(StoreError::Read)?;
+                    .map_err(|e| self.short(name, file, meta, e))?;
                 strip(&buf)
             }
             SegmentFile::Gzip {
@@ -481,6 +482,42 @@ impl Shared {
             last_seq,
             resume_from: last_seq.saturating_add(1),
             reason: reason.to_string(),
+        }
+    }
+
+    /// The error for a plain file `name` (the active file, or a sealed one
+    /// not yet compressed) whose read of `meta` failed with `e`. A file that
+    /// ends before the record, or is gone, lost records: like a damaged
+    /// segment, the error names it, the seqs it no longer holds and where to
+    /// read on, so a reader can go on up to them (DATA_LOSS). Any other
+    /// failure (EIO) is no proof of damage and stays a read error. (Until
+    /// 2026-12-06 a cut `audit.log` failed every read through it with
+    /// "failed to fill whole buffer", INTERNAL, even a stream's events in
+    /// the intact segments before it; found by an outside attack.)
+    fn short(&self, name: &str, file: &File, meta: &Meta, e: std::io::Error) -> StoreError {
+        use std::io::ErrorKind::{NotFound, UnexpectedEof};
+        if !matches!(e.kind(), UnexpectedEof | NotFound) {
+            return StoreError::Read(e);
+        }
+        let len = file_len(file).ok();
+        let lost = len.and_then(|len| self.index().past_end(meta.seq, len));
+        let (first_seq, last_seq) = lost.unwrap_or((meta.seq, meta.seq));
+        let reason = match len {
+            Some(len) if e.kind() == UnexpectedEof => format!(
+                "it is {len} bytes long, and the index places seq {first_seq} past that: the \
+                 file was cut outside the server; restore it if a copy exists, and restart \
+                 the server"
+            ),
+            _ => format!(
+                "{e}: the file is gone; restore it if a copy exists, and restart the server"
+            ),
+        };
+        StoreError::SegmentDamaged {
+            file: name.to_owned(),
+            first_seq,
+            last_seq,
+            resume_from: last_seq.saturating_add(1),
+            reason,
         }
     }
 

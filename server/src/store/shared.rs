@@ -320,6 +320,12 @@ impl Shared {
     }
 }
 
+/// The length of `file`, read as [`Identity`] reads it: without its
+/// timestamps, so a later write to it stays as cheap as before.
+pub(super) fn file_len(file: &File) -> std::io::Result<u64> {
+    Identity::of_file(file).map(|identity| identity.len)
+}
+
 /// What [`Shared::check_in_place`] reads of a file after every sync, and
 /// nothing more: no timestamps. Since Linux 6.13 a stat that reads a file's
 /// times makes its next write take a fine-grained timestamp (multigrain

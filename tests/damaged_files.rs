@@ -1,0 +1,115 @@
+//! Files of the log damaged while the server runs, and what callers are
+//! told: a read through `audit.log` cut short is DATA_LOSS naming the file,
+//! the seqs it lost and where to read on, after everything before them;
+//! verification with the data directory gone says so. Each case was found
+//! by an outside attack (2026-12-06).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use auditlog_client::{Client, NewEvent, Query, pb};
+use common::{TestServer, read_lines, seqs};
+use futures::StreamExt as _;
+use tonic::Code;
+
+fn event(i: u64) -> NewEvent {
+    NewEvent::email_sent(format!("LEAD-{i}"), "someone@example.com", "hello")
+}
+
+/// What a StreamEvents export from `from_seq` gave before it ended: the
+/// events, and the status it ended with, if any.
+async fn export(client: &Client, from_seq: u64) -> (Vec<pb::Event>, Option<tonic::Status>) {
+    let mut stream = client.stream(Query::new(), from_seq, false).await.unwrap();
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(e) => events.push(e),
+            Err(auditlog_client::Error::Rpc(status)) => return (events, Some(status)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (events, None)
+}
+
+/// `audit.log` cut inside a record under the running server: a read that
+/// reaches the records it lost is DATA_LOSS naming the file, those seqs
+/// and where to read on, and an export first sends every event before them
+/// (the sealed segment's and the active file's that are whole). Before, each
+/// such read was INTERNAL "failed to fill whole buffer", with no event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_through_a_log_cut_under_the_server_is_data_loss_after_what_came_before() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for i in 0..10 {
+        client.log(event(i)).await.unwrap();
+    }
+    let sealed = client.rotate(true).await.unwrap();
+    assert_eq!((sealed.first_seq, sealed.last_seq), (1, 10));
+    for i in 10..15 {
+        client.log(event(i)).await.unwrap();
+    }
+    // Seqs 11 and 12 stay whole; the cut is inside seq 13's line.
+    let lines = read_lines(&server.log_path());
+    let cut = lines[..2].iter().map(|l| l.len() as u64 + 1).sum::<u64>() + 10;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(server.log_path())
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+
+    let named = |message: &str| {
+        assert!(
+            message.contains("active file audit.log")
+                && message.contains("seqs 13 to 15")
+                && message.contains("from seq 16")
+                && message.contains(&format!("{cut} bytes long")),
+            "{message}"
+        );
+    };
+    let e = client
+        .query(Query::new().oldest_first().limit(100))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(Code::DataLoss), "{e}");
+    named(&e.to_string());
+
+    let (before, status) = export(&client, 1).await;
+    assert_eq!(seqs(&before), (1..=12).collect::<Vec<_>>());
+    let status = status.expect("the export ended without an error");
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    named(status.message());
+
+    // A lead's history in the lost records fails the same way; one in the
+    // sealed segment, or in the whole part of the active file, reads.
+    let e = client.lead_history("LEAD-13").await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::DataLoss), "{e}");
+    assert_eq!(seqs(&client.lead_history("LEAD-3").await.unwrap()), [4]);
+    assert_eq!(seqs(&client.lead_history("LEAD-11").await.unwrap()), [12]);
+}
+
+/// The data directory deleted under the running server: VerifyIntegrity
+/// cannot list it, and says that it is gone and what to do, as DATA_LOSS.
+/// Before, it answered INTERNAL "No such file or directory".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_with_the_data_directory_gone_is_data_loss_naming_it() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path().join("data");
+    let server = TestServer::start_in(&dir, |_| {}).await;
+    let client = server.client().await;
+    for i in 0..5 {
+        client.log(event(i)).await.unwrap();
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let e = client.verify().await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::DataLoss), "{e}");
+    let message = e.to_string();
+    assert!(
+        message.contains(&dir.display().to_string())
+            && message.contains("is gone")
+            && message.contains("put the directory back"),
+        "{message}"
+    );
+    drop(server);
+}
