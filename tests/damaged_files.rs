@@ -1,15 +1,16 @@
 //! Files of the log damaged while the server runs, and what callers are
 //! told: a read through `audit.log` cut short is DATA_LOSS naming the file,
 //! the seqs it lost and where to read on, after everything before them;
-//! verification with the data directory gone says so. Each case was found
-//! by an outside attack (2026-12-06).
+//! verification with the data directory gone says so; and VerifyIntegrity
+//! past the head is OUT_OF_RANGE naming it. Each case was found by an
+//! outside attack (2026-12-06).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
 mod common;
 
 use auditlog_client::{Client, NewEvent, Query, pb};
-use common::{TestServer, read_lines, seqs};
+use common::{TestServer, problems, read_lines, seqs};
 use futures::StreamExt as _;
 use tonic::Code;
 
@@ -30,6 +31,14 @@ async fn export(client: &Client, from_seq: u64) -> (Vec<pb::Event>, Option<tonic
         }
     }
     (events, None)
+}
+
+fn range(from_seq: u64, to_seq: u64) -> pb::VerifyIntegrityRequest {
+    pb::VerifyIntegrityRequest {
+        from_seq,
+        to_seq,
+        checkpoints: Vec::new(),
+    }
 }
 
 /// `audit.log` cut inside a record under the running server: a read that
@@ -112,4 +121,52 @@ async fn verification_with_the_data_directory_gone_is_data_loss_naming_it() {
         "{message}"
     );
     drop(server);
+}
+
+/// A range starting past the head asks about seqs never acknowledged:
+/// OUT_OF_RANGE naming the head, as a Query's `min_seq` past it. From the
+/// seq after the head is taken and checks nothing: a caller verifying a
+/// log as it grows asks from after the last seq it verified. Before, every
+/// start past the head answered `ok` with 0 events checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_from_past_the_head_is_out_of_range_naming_it() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for i in 0..5 {
+        client.log(event(i)).await.unwrap();
+    }
+    let report = client.verify_with(range(6, 0)).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events_checked, 0);
+    for request in [range(7, 0), range(7, 9), range(u64::MAX, 0)] {
+        let e = client.verify_with(request).await.unwrap_err();
+        assert_eq!(e.code(), Some(Code::OutOfRange), "{e}");
+        assert!(e.to_string().contains("past this log's head 5"), "{e}");
+    }
+}
+
+/// The head is the last seq acknowledged, not the last still in the log:
+/// seqs a start found cut are in range, and reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_of_seqs_a_start_found_cut_reports_them() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    for i in 0..10 {
+        client.log(event(i)).await.unwrap();
+    }
+    let server = server
+        .restart_after(
+            |dir| common::tamper(&dir.join("audit.log"), |lines| lines.truncate(7)),
+            |_| {},
+        )
+        .await;
+    let client = server.client().await;
+    let report = client.verify_with(range(9, 0)).await.unwrap();
+    assert!(
+        problems(&report).contains(&(pb::ProblemKind::Truncated, 8, 0)),
+        "{report:?}"
+    );
+    let e = client.verify_with(range(12, 0)).await.unwrap_err();
+    assert_eq!(e.code(), Some(Code::OutOfRange), "{e}");
+    assert!(e.to_string().contains("past this log's head 10"), "{e}");
 }

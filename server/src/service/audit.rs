@@ -134,8 +134,14 @@ impl AuditService for AuditSvc {
                 signature: c.signature,
             })
             .collect();
-        let store = self.store()?;
-        let latest = self.running()?.checkpoints.latest();
+        let running = self.running()?;
+        let store = Arc::clone(&running.store);
+        validate::check_verify_start(
+            req.from_seq,
+            store.acknowledged_head(),
+            running.cluster.is_none(),
+        )?;
+        let latest = running.checkpoints.latest();
         let whole = req.from_seq <= 1 && req.to_seq == 0;
         let started = std::time::Instant::now();
         // The tree and the checkpoint are checked on a whole log whose chain

@@ -92,6 +92,27 @@ pub(super) fn min_seq_status(e: StoreError, single_node: bool) -> Status {
     }
 }
 
+/// The status of a VerifyIntegrity whose `from_seq` is past the log's
+/// acknowledged `head` plus one (`validate::check_verify_start`). On a
+/// single node no event with such a seq was ever acknowledged, and a clean
+/// report that checked nothing would read as a verified range: OUT_OF_RANGE
+/// names the head, as a Query's `min_seq` past it does. In a cluster this
+/// node's replica may only be behind: UNAVAILABLE, retried.
+pub(super) fn verify_past_head(from_seq: u64, head: u64, single_node: bool) -> Status {
+    if single_node {
+        Status::out_of_range(format!(
+            "from_seq {from_seq} is past this log's head {head}: no event with that seq has \
+             been acknowledged here, so there is nothing to verify; pass a from_seq up to \
+             the head (0 for the whole log)"
+        ))
+    } else {
+        Status::unavailable(format!(
+            "from_seq {from_seq} is past this node's head {head}: its replica is catching up; \
+             retry, or verify on another node"
+        ))
+    }
+}
+
 /// Runs blocking work (reading or verifying the log) off the async
 /// runtime. A task that panicked answers INTERNAL naming `what` it was.
 pub(super) async fn blocking<T: Send + 'static>(

@@ -271,6 +271,22 @@ pub(super) fn check_verify(req: &pb::VerifyIntegrityRequest) -> Result<(), Statu
     Ok(())
 }
 
+/// Checks a VerifyIntegrity request's `from_seq` against the log's
+/// acknowledged `head`: past `head + 1` it asks about seqs never
+/// acknowledged (`edge::verify_past_head`). `head + 1` itself is taken, and
+/// checks nothing: a caller that verifies the log as it grows asks from
+/// after the last seq it verified, which on an up-to-date log is that.
+pub(super) fn check_verify_start(
+    from_seq: u64,
+    head: u64,
+    single_node: bool,
+) -> Result<(), Status> {
+    if from_seq > head.saturating_add(1) {
+        return Err(edge::verify_past_head(from_seq, head, single_node));
+    }
+    Ok(())
+}
+
 /// Checks an ExportSubject request's identifier.
 pub(super) fn check_identifier(identifier: &str) -> Result<(), Status> {
     if identifier.trim().is_empty() {

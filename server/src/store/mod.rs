@@ -416,6 +416,18 @@ impl Store {
         self.shared.index().last().map_or(0, |m| m.seq)
     }
 
+    /// The highest seq this log has acknowledged: the committed head, or
+    /// past it the head a start found cut from the log (kept in the head
+    /// file), whose seqs verification still reports.
+    pub(crate) fn acknowledged_head(&self) -> u64 {
+        let kept = self
+            .shared
+            .head
+            .lock()
+            .map_or(0, |h| h.cuts.iter().map(|c| c.last).fold(h.seq, u64::max));
+        self.head().max(kept)
+    }
+
     /// One page of the records matching `filter`, in `order`, after
     /// `cursor` (a seq: records after it oldest first, before it newest
     /// first), never above `max_seq`, at most `limit` and at most
