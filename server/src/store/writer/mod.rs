@@ -389,12 +389,18 @@ impl Writer {
         if buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.write_at_end(buf) {
-            let err = if is_disk_full(&e) {
+        let err_of = |e: std::io::Error| {
+            if is_disk_full(&e) {
                 StoreError::DiskFull(e)
             } else {
                 StoreError::Write(e)
-            };
+            }
+        };
+        // Nothing is written yet: on failure there is nothing to cut (and
+        // what someone else wrote is left in place, not cut unkept).
+        self.keep_foreign_ahead(buf.len()).map_err(err_of)?;
+        if let Err(e) = self.write_at_end(buf) {
+            let err = err_of(e);
             // Cut off whatever part of the group reached the file, so the log
             // stays valid for the next write.
             match self.file.set_len(self.len) {
