@@ -342,12 +342,28 @@ impl CompactRange {
 
     /// Adds the leaf hash at index [`end`](Self::end).
     pub fn push(&mut self, leaf: Hash) {
-        self.push_node(0, leaf);
+        self.push_node(0, leaf, &mut |_, _, _| {});
+    }
+
+    /// [`push`](Self::push), calling `joined(level, index, hash)` for each
+    /// complete subtree the leaf completes, bottom up: the node of `2^level`
+    /// leaves from leaf `index << level`, as [`Nodes`] names it (level 1 and
+    /// up). Pushed and appended with [`append_seen`](Self::append_seen),
+    /// however the leaves were split into ranges, every complete subtree of
+    /// the leaves is hashed, and seen, exactly once: a caller can check a
+    /// stored tree's nodes against them with no hashing of its own.
+    pub fn push_seen(&mut self, leaf: Hash, joined: &mut impl FnMut(u32, u64, &Hash)) {
+        self.push_node(0, leaf, joined);
     }
 
     /// Adds the complete subtree of `2^level` leaves starting at `end`,
     /// joining it with its left sibling while the range holds that whole.
-    fn push_node(&mut self, mut level: u32, mut hash: Hash) {
+    fn push_node(
+        &mut self,
+        mut level: u32,
+        mut hash: Hash,
+        joined: &mut impl FnMut(u32, u64, &Hash),
+    ) {
         let mut index = self.end >> level;
         self.end += 1 << level;
         // A right child (odd index) whose sibling is in the range: that
@@ -360,6 +376,7 @@ impl CompactRange {
                     hash = node_hash(&left, &hash);
                     level += 1;
                     index /= 2;
+                    joined(level, index, &hash);
                 }
                 _ => break,
             }
@@ -370,11 +387,22 @@ impl CompactRange {
     /// Appends `other`, which must begin where this range ends; `Err` with
     /// `other` given back when it does not.
     pub fn append(&mut self, other: CompactRange) -> Result<(), CompactRange> {
+        self.append_seen(other, &mut |_, _, _| {})
+    }
+
+    /// [`append`](Self::append), calling `joined` for each complete subtree
+    /// the two ranges complete together, as [`push_seen`](Self::push_seen)
+    /// does.
+    pub fn append_seen(
+        &mut self,
+        other: CompactRange,
+        joined: &mut impl FnMut(u32, u64, &Hash),
+    ) -> Result<(), CompactRange> {
         if other.begin != self.end {
             return Err(other);
         }
         for (level, hash) in other.nodes {
-            self.push_node(level, hash);
+            self.push_node(level, hash, joined);
         }
         Ok(())
     }

@@ -113,6 +113,52 @@ fn ranges_hashed_apart_and_joined_give_the_rfc_root() {
     assert_eq!(middle, range_of(&leaves, 5, 23));
 }
 
+/// Every complete subtree of `n` leaves, as (level, index, hash).
+fn every_node(tree: &MemoryTree, n: u64) -> Vec<(u32, u64, Hash)> {
+    let mut all = Vec::new();
+    for level in 1..64u32 {
+        for index in 0..n >> level {
+            let hash = match tree.node(level, index) {
+                Ok(hash) => hash,
+                Err(never) => match never {},
+            };
+            all.push((level, index, hash));
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn ranges_pushed_and_joined_see_every_complete_subtree_once() {
+    let (tree, leaves) = synthetic(40);
+    for n in [0, 1, 2, 7, 16, 33, 40] {
+        let want = every_node(&tree, n as u64);
+        // One range, and three parts joined, at every pair of points.
+        for a in 0..=n {
+            for b in a..=n {
+                let mut seen = Vec::new();
+                let mut see = |level, index, hash: &Hash| seen.push((level, index, *hash));
+                let mut parts = [0..a, a..b, b..n].map(|r| {
+                    let mut range = CompactRange::new(r.start as u64);
+                    for leaf in &leaves[r] {
+                        range.push_seen(*leaf, &mut see);
+                    }
+                    range
+                });
+                let mut joined = CompactRange::new(0);
+                for part in &mut parts {
+                    let part = std::mem::take(part);
+                    joined.append_seen(part, &mut see).unwrap();
+                }
+                assert_eq!(joined.root(), Some(root_of(&leaves[..n])));
+                seen.sort();
+                assert_eq!(seen, want, "{n} leaves cut at {a}, {b}");
+            }
+        }
+    }
+}
+
 #[test]
 fn only_ranges_that_meet_are_joined_and_only_one_from_zero_has_a_root() {
     let (_, leaves) = synthetic(10);

@@ -94,14 +94,15 @@ impl AuditSvc {
                 wait.as_millis()
             ));
         };
-        let size = signed.size;
+        let (size, root) = (signed.size, signed.root);
         let proved = blocking("receipt proofs", move || {
-            let tree = store.tree();
             seqs.into_iter()
                 .map(|seq| {
-                    let proof = tree.inclusion(seq, size).map_err(tree_status)?;
                     let line = store.stored_line(seq).map_err(edge::status_of)?;
-                    Ok((seq, proof, line))
+                    let proved = store
+                        .checked_inclusion(seq, size, line.as_deref(), Some((size, root)))
+                        .map_err(tree_status)?;
+                    Ok((seq, proved.proof, line))
                 })
                 .collect::<Result<Vec<ReceiptProof>, Status>>()
         })
@@ -156,13 +157,15 @@ impl AuditSvc {
             ));
         }
         let store = self.store()?;
+        let latest = self.latest_checkpoint()?;
+        let signed = latest.as_ref().map(|l| (l.size, l.root));
         let size = match req.tree_size {
             0 => {
                 let head = store.head();
                 if seq > head {
                     return Err(edge::beyond_head(seq, head));
                 }
-                let latest = self.latest_checkpoint()?.ok_or_else(edge::no_checkpoint)?;
+                let latest = latest.ok_or_else(edge::no_checkpoint)?;
                 if seq > latest.size {
                     return Err(edge::not_covered(seq, latest.size));
                 }
@@ -179,17 +182,24 @@ impl AuditSvc {
             size => size,
         };
         blocking("inclusion proof", move || {
-            let tree = store.tree();
-            let proof = tree.inclusion(seq, size).map_err(tree_status)?;
-            let root = tree.root(size).map_err(tree_status)?;
-            let leaf = tree.leaf(seq).map_err(tree_status)?;
+            let line = store.stored_line(seq).map_err(edge::status_of)?;
+            // Checked against the signed root before it is served: a proof
+            // the tree's files do not vouch for is refused (DATA_LOSS).
+            let proved = store
+                .checked_inclusion(seq, size, line.as_deref(), signed)
+                .map_err(tree_status)?;
             // A seq the log will never hold: its gap line when the tree
             // holds the gap leaf, so the proof shows the record is missing.
-            let line = store
-                .stored_line(seq)
-                .map_err(edge::status_of)?
-                .or_else(|| (leaf == gap_leaf(seq)).then(|| gap_line(seq)));
-            Ok(edge::inclusion_pb(seq, size, proof, root, leaf, line))
+            let leaf = proved.leaf;
+            let line = line.or_else(|| (leaf == gap_leaf(seq)).then(|| gap_line(seq)));
+            Ok(edge::inclusion_pb(
+                seq,
+                size,
+                proved.proof,
+                proved.root,
+                leaf,
+                line,
+            ))
         })
         .await
     }
@@ -199,12 +209,10 @@ impl AuditSvc {
         req: pb::GetConsistencyProofRequest,
     ) -> Result<pb::GetConsistencyProofResponse, Status> {
         let store = self.store()?;
+        let latest = self.latest_checkpoint()?;
+        let signed = latest.as_ref().map(|l| (l.size, l.root));
         let second = match req.second_size {
-            0 => {
-                self.latest_checkpoint()?
-                    .ok_or_else(edge::no_checkpoint)?
-                    .size
-            }
+            0 => latest.ok_or_else(edge::no_checkpoint)?.size,
             size => size,
         };
         let first = req.first_size;
@@ -219,8 +227,7 @@ impl AuditSvc {
         }
         blocking("consistency proof", move || {
             let proof = store
-                .tree()
-                .consistency(first, second)
+                .checked_consistency(first, second, signed)
                 .map_err(tree_status)?;
             Ok(edge::consistency_pb(first, second, proof))
         })

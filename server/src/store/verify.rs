@@ -343,8 +343,11 @@ fn check_all(items: &[Item], cx: Context<'_>, leaves: Option<&Leaves>) -> Vec<Ch
                         let Some(item) = items.get(i) else {
                             return done;
                         };
-                        let leaves = leaves.map(Leaves::part);
-                        done.push((i, check(item, cx, leaves)));
+                        let mut checked = check(item, cx, leaves.map(Leaves::part));
+                        if let Some(leaves) = &mut checked.leaves {
+                            leaves.read();
+                        }
+                        done.push((i, checked));
                     }
                 })
             })

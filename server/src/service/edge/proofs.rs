@@ -20,6 +20,8 @@ pub(crate) fn tree_status(e: TreeError) -> Status {
             tracing::error!(error = %message, "reading the Merkle tree failed");
             Status::internal(message)
         }
+        // Logged where it is found (`store::tree::vouch`).
+        TreeError::Damaged(_) => Status::data_loss(message),
     }
 }
 

@@ -12,14 +12,28 @@
 //! but for missing seqs (a cut, a gap): where the chain already locates
 //! damage in a record, the report is not clean anyway.
 //!
+//! The tree's files are compared too, hash by hash: every leaf with the
+//! hash of its line, every node above with the hash the recomputation
+//! makes of the same leaves. A root is read from a few nodes (and a proof
+//! from a few more), so a changed hash elsewhere leaves the roots as they
+//! were and breaks only the proofs that read it; this finds it, and names
+//! the first seq where the tree and the records part ([`Damage`]).
+//!
 //! The log is read once: the chain check's workers hash each line as a
 //! leaf while they hold it ([`Leaves`]), each part of the log into compact
-//! ranges of its own, joined here in seq order. What is compared (the
-//! sizes, the head) is fixed before the log is read ([`Plan`]). Nothing here
+//! ranges of its own, joined here in seq order. The nodes are compared as
+//! the compact ranges make them, with no hashing of their own (the level
+//! files read in order, a window at a time: 32 bytes a leaf, about as much
+//! again for the levels above). What is compared (the sizes, the head, the
+//! tree's files) is fixed before the log is read ([`Plan`]). Nothing here
 //! is an error: what cannot be recomputed is a finding.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use auditlog_proof::merkle::root_from_inclusion;
 use auditlog_proof::{CompactRange, Hash, gap_leaf, leaf_hash};
 
 use super::builder::{cut_through, purged_through};
@@ -49,6 +63,9 @@ pub(in crate::store) struct Plan {
     /// The last seq retention purged: only the tree has those.
     purged: u64,
     trouble: Option<String>,
+    /// The tree's level files as the server has them open (`None`: not
+    /// open yet), to compare hash by hash.
+    files: Option<Result<Arc<Vec<File>>, String>>,
 }
 
 impl Plan {
@@ -62,6 +79,18 @@ impl Plan {
             head: shared.indexed_seq.load(Ordering::Acquire).max(acknowledged),
             purged: purged_through(shared),
             trouble: shared.tree.trouble(),
+            files: shared
+                .tree
+                .handles()
+                .map(|h| h.map(Arc::new).map_err(|e| e.to_string())),
+        }
+    }
+
+    /// The tree's files to compare, read through windows of their own.
+    fn stored(&self) -> Option<Stored> {
+        match &self.files {
+            Some(Ok(files)) => Some(Stored::new(Arc::clone(files), self.tree_size)),
+            _ => None,
         }
     }
 
@@ -81,8 +110,130 @@ impl Plan {
             upto: self.upto(),
             sizes: [self.tree_size, self.latest_size()],
             runs: Vec::new(),
+            stored: self.stored(),
+            damage: None,
         }
     }
+}
+
+/// The tree's level files as the check reads them: each level through a
+/// window of consecutive entries, refilled a chunk at a time (the log is
+/// read in seq order, and so is each level).
+#[derive(Debug)]
+struct Stored {
+    files: Arc<Vec<File>>,
+    /// The tree's size at the plan: level `k` holds `size >> k` entries,
+    /// which do not change while the tree grows.
+    size: u64,
+    windows: Vec<Window>,
+}
+
+/// Consecutive entries of one level, from `first`.
+#[derive(Debug, Default)]
+struct Window {
+    first: u64,
+    hashes: Vec<Hash>,
+}
+
+/// Entries a window reads at once (32 KiB).
+const WINDOW: u64 = 1024;
+
+impl Stored {
+    fn new(files: Arc<Vec<File>>, size: u64) -> Stored {
+        Stored {
+            files,
+            size,
+            windows: Vec::new(),
+        }
+    }
+
+    /// The same files, with windows of its own.
+    fn fresh(&self) -> Stored {
+        Stored::new(Arc::clone(&self.files), self.size)
+    }
+
+    /// Entry `index` of `level`, or `None` when the tree did not hold it at
+    /// the plan.
+    fn get(&mut self, level: u32, index: u64) -> Option<std::io::Result<Hash>> {
+        if level >= 64 || index >= self.size >> level {
+            return None;
+        }
+        let k = level as usize;
+        if self.windows.len() <= k {
+            self.windows.resize_with(k + 1, Window::default);
+        }
+        let window = &mut self.windows[k];
+        let offset = index.wrapping_sub(window.first);
+        if offset >= window.hashes.len() as u64 {
+            let Some(file) = self.files.get(k) else {
+                return Some(Err(std::io::Error::other(format!(
+                    "tree/level-{level:02} is missing"
+                ))));
+            };
+            let count = WINDOW.min((self.size >> level) - index) as usize;
+            window.first = index;
+            window.hashes.resize(count, [0; 32]);
+            if file
+                .read_exact_at(window.hashes.as_flattened_mut(), index * 32)
+                .is_err()
+            {
+                // The file ends, or fails, within the window: this entry
+                // alone, so the error names the first one missing.
+                window.hashes.truncate(1);
+                if let Err(e) = file.read_exact_at(window.hashes.as_flattened_mut(), index * 32) {
+                    window.hashes.clear();
+                    return Some(Err(e));
+                }
+            }
+            return Some(Ok(window.hashes[0]));
+        }
+        Some(Ok(window.hashes[offset as usize]))
+    }
+}
+
+/// The first place where the tree's files and the records part: the
+/// entry `index` of level `level`, the hash of seqs
+/// `(index << level) + 1 ..= (index + 1) << level`. The first in seq order
+/// whose own hash differs: the nodes above a changed hash differ too, and
+/// are not it.
+#[derive(Debug, Clone)]
+struct Damage {
+    level: u32,
+    index: u64,
+    /// The entry could not be read: why.
+    unreadable: Option<String>,
+}
+
+impl Damage {
+    /// The leaf index of its first leaf.
+    fn begin(&self) -> u64 {
+        self.index << self.level
+    }
+
+    fn seqs(&self) -> (u64, u64) {
+        (self.begin() + 1, (self.index + 1) << self.level)
+    }
+}
+
+/// Compares the tree's entry `index` of `level` with `hash`, recomputed
+/// from the log, unless it lies after the first damage found (it can then
+/// only be that damage seen from above, or a later one).
+fn compare(stored: &mut Stored, damage: &mut Option<Damage>, level: u32, index: u64, hash: &Hash) {
+    let after = |d: &Damage| (index + 1) << level > d.begin();
+    if damage.as_ref().is_some_and(after) {
+        return;
+    }
+    let unreadable = match stored.get(level, index) {
+        None => return,
+        Some(Ok(held)) if held == *hash => return,
+        Some(Ok(_)) => None,
+        Some(Err(e)) => Some(e.to_string()),
+    };
+    *damage = Some(Damage {
+        level,
+        index,
+        unreadable,
+    });
 }
 
 /// The leaves of the log's lines as verification reads them (in file order,
@@ -98,6 +249,11 @@ pub(in crate::store) struct Leaves {
     /// checkpoint's).
     sizes: [u64; 2],
     runs: Vec<Run>,
+    /// The tree's files, compared with each leaf and node made; dropped
+    /// once this part is read ([`Leaves::read`]).
+    stored: Option<Stored>,
+    /// The first place this part found them differ.
+    damage: Option<Damage>,
 }
 
 #[derive(Debug)]
@@ -113,11 +269,14 @@ impl Leaves {
             upto: self.upto,
             sizes: self.sizes,
             runs: Vec::new(),
+            stored: self.stored.as_ref().map(Stored::fresh),
+            damage: None,
         }
     }
 
     /// Takes `line`, the line of `seq` as stored (valid MAC or not: the
-    /// chain check reports those), as the next leaf.
+    /// chain check reports those), as the next leaf, and compares it, and
+    /// every node it completes, with the tree's files.
     pub(in crate::store) fn line(&mut self, seq: u64, line: &[u8]) {
         let Some(index) = seq.checked_sub(1).filter(|_| seq <= self.upto) else {
             return;
@@ -128,17 +287,43 @@ impl Leaves {
                 prefixes: Vec::new(),
             });
         }
-        if let Some(run) = self.runs.last_mut() {
-            run.leaves.push(leaf_hash(line));
-            if self.sizes.contains(&run.leaves.end()) {
+        let Leaves {
+            runs,
+            stored,
+            damage,
+            sizes,
+            ..
+        } = self;
+        if let Some(run) = runs.last_mut() {
+            let leaf = leaf_hash(line);
+            match stored {
+                Some(stored) => {
+                    compare(stored, damage, 0, index, &leaf);
+                    run.leaves.push_seen(leaf, &mut |level, index, node| {
+                        compare(stored, damage, level, index, node);
+                    });
+                }
+                None => run.leaves.push(leaf),
+            }
+            if sizes.contains(&run.leaves.end()) {
                 run.prefixes.push(run.leaves.clone());
             }
         }
     }
 
+    /// This part of the log is read: lets go of its windows on the tree's
+    /// files (what it found is kept).
+    pub(in crate::store) fn read(&mut self) {
+        self.stored = None;
+    }
+
     /// Adds the leaves of the part of the log read after these.
     pub(in crate::store) fn extend(&mut self, later: Leaves) {
         self.runs.extend(later.runs);
+        self.damage = match (self.damage.take(), later.damage) {
+            (Some(a), Some(b)) => Some(if b.begin() < a.begin() { b } else { a }),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -160,11 +345,36 @@ impl Found {
     }
 }
 
-/// The tree recomputed leaf by leaf, and its roots at the sizes compared.
+/// The tree recomputed leaf by leaf, and its roots at the sizes compared;
+/// the nodes made joining the parts (and over the seqs the log lacks)
+/// compared with the tree's files, as the parts compared theirs.
 struct Roots<'a> {
     plan: &'a Plan,
     tree: CompactRange,
     found: Found,
+    stored: Option<Stored>,
+    /// The first place the tree's files and the records part, the parts'
+    /// included.
+    damage: Option<Damage>,
+}
+
+impl Roots<'_> {
+    /// Pushes `leaf` (taken from the tree, or a gap leaf), comparing the
+    /// nodes it completes.
+    fn push(&mut self, leaf: Hash) {
+        let Roots {
+            tree,
+            stored,
+            damage,
+            ..
+        } = self;
+        match stored {
+            Some(stored) => tree.push_seen(leaf, &mut |level, index, node| {
+                compare(stored, damage, level, index, node);
+            }),
+            None => tree.push(leaf),
+        }
+    }
 }
 
 impl Roots<'_> {
@@ -183,7 +393,7 @@ impl Roots<'_> {
                 Err("not a cut the server recorded".into())
             };
             match leaf {
-                Ok(leaf) => self.tree.push(leaf),
+                Ok(leaf) => self.push(leaf),
                 Err(why) if seq <= self.plan.purged => {
                     return Err(finding(
                         seq,
@@ -220,7 +430,19 @@ impl Roots<'_> {
                 self.found.note(self.plan, &upto);
             }
         }
-        self.tree.append(run.leaves).map_err(|_| {
+        let Roots {
+            tree,
+            stored,
+            damage,
+            ..
+        } = self;
+        let appended = match stored {
+            Some(stored) => tree.append_seen(run.leaves, &mut |level, index, node| {
+                compare(stored, damage, level, index, node);
+            }),
+            None => tree.append(run.leaves),
+        };
+        appended.map_err(|_| {
             finding(
                 seq,
                 "tree",
@@ -265,20 +487,46 @@ pub(in crate::store) fn check(shared: &Shared, plan: &Plan, leaves: Leaves) -> V
             ),
         ));
     }
+    if let Some(Err(why)) = &plan.files {
+        findings.push(finding(
+            1,
+            "tree",
+            format!(
+                "the Merkle tree's files cannot be read to compare them with the log ({why}); {}",
+                rebuild_advice(shared, 1)
+            ),
+        ));
+    }
     let tree_size = plan.tree_size;
+    let Leaves { runs, damage, .. } = leaves;
     let mut roots = Roots {
         plan,
         tree: CompactRange::new(0),
         found: Found::default(),
+        stored: plan.stored(),
+        damage,
     };
-    let recomputed = leaves
-        .runs
+    let recomputed = runs
         .into_iter()
         .try_for_each(|run| {
             roots.fill(shared, run.leaves.begin())?;
             roots.append(run)
         })
         .and_then(|()| roots.fill(shared, plan.upto()));
+    // The first place the tree's files and the records part, and what it
+    // says: the tree's files changed, or the record did.
+    let mut changed_record = None;
+    let mut tree_damaged = false;
+    if let Some(damage) = &roots.damage {
+        match judge(shared, plan, damage) {
+            Judged::Tree(f) => {
+                tree_damaged = true;
+                findings.push(f);
+            }
+            Judged::Record(f) => findings.push(f),
+            Judged::Signed(seq) => changed_record = Some(seq),
+        }
+    }
     if let Err(f) = recomputed {
         findings.push(f);
         return findings;
@@ -293,11 +541,13 @@ pub(in crate::store) fn check(shared: &Shared, plan: &Plan, leaves: Leaves) -> V
         .map(|(size, root, file)| (*size, *root, file.as_str()));
     // A tree that still agrees with the signed checkpoint was built from the
     // log as it was: the log changed since, which the checkpoint's finding
-    // below says. Otherwise the tree's files themselves were changed.
+    // below says. Otherwise the tree's files themselves were changed (found
+    // above hash by hash, when their handles could be had).
     let tree_signed = latest.is_some_and(|(size, root, _)| tree.root(size).ok() == Some(root));
     if let Some(recomputed) = tree_root
         && tree_size > 0
         && !tree_signed
+        && !tree_damaged
         && tree.root(tree_size).ok() != Some(recomputed)
     {
         findings.push(finding(
@@ -305,23 +555,185 @@ pub(in crate::store) fn check(shared: &Shared, plan: &Plan, leaves: Leaves) -> V
             "tree",
             format!(
                 "the Merkle tree's files disagree with the log's first {tree_size} records: they \
-                 were changed; stop the server and delete the data directory's tree/ to rebuild \
-                 it"
+                 were changed; {}",
+                rebuild_advice(shared, 1)
             ),
         ));
     }
     if let (Some((size, root, file)), Some(recomputed)) = (latest, latest_root)
         && root != recomputed
     {
+        let first = changed_record
+            .take()
+            .map(|seq| format!("; the first record that is not the one signed is seq {seq}"))
+            .unwrap_or_default();
         findings.push(finding(
             size,
             file,
             format!(
                 "the log's first {size} records no longer hash to the root of the latest signed \
                  checkpoint (tree size {size}): records were changed, inserted or removed after \
-                 it was signed, even if their HMAC signatures check out"
+                 it was signed, even if their HMAC signatures check out{first}"
+            ),
+        ));
+    }
+    if let (Some(seq), Some((size, _, file))) = (changed_record, latest) {
+        findings.push(finding(
+            seq,
+            file,
+            format!(
+                "seq {seq} is not the record the latest signed checkpoint (tree size {size}) \
+                 holds, which the Merkle tree still has: it was changed after it was signed, \
+                 even if its HMAC signature checks out"
             ),
         ));
     }
     findings
+}
+
+/// What the first place the tree's files and the records part says.
+enum Judged {
+    /// The tree's files were changed or damaged there.
+    Tree(Finding),
+    /// A record no longer hashes to the leaf the tree took for it, which
+    /// the hashes above it were made from, past the latest signed
+    /// checkpoint.
+    Record(Finding),
+    /// The same for a record the latest signed checkpoint covers: the
+    /// tree's leaf is the one signed; the checkpoint's finding says it.
+    Signed(u64),
+}
+
+fn judge(shared: &Shared, plan: &Plan, damage: &Damage) -> Judged {
+    let (first, last) = damage.seqs();
+    let file = format!("tree/level-{:02}", damage.level);
+    let index = damage.index;
+    let refused = "so the proofs that read it do not verify (the server refuses them with \
+                   DATA_LOSS)";
+    if let Some(why) = &damage.unreadable {
+        return Judged::Tree(finding(
+            first,
+            &file,
+            format!(
+                "entry {index} of {file} (the hash of seqs {first} to {last}) cannot be read \
+                 ({why}): the tree's files were cut or damaged, {refused}; {}",
+                rebuild_advice(shared, first)
+            ),
+        ));
+    }
+    if damage.level > 0 {
+        // Below it, the leaves of seqs the log no longer holds are the
+        // tree's own: whether one of them or it changed cannot be told.
+        let purged = purged_through(shared).min(last);
+        let cut = shared.head.lock().ok().and_then(|h| {
+            h.cuts
+                .iter()
+                .find(|c| c.first <= last && c.last >= first)
+                .map(|c| (c.first.max(first), c.last.min(last)))
+        });
+        let unheld = match cut {
+            _ if purged >= first => Some((first, purged, "purged by retention")),
+            Some((from, to)) => Some((from, to, "cut from it")),
+            None => None,
+        };
+        let message = match unheld {
+            None => format!(
+                "the Merkle tree's hash of seqs {first} to {last} (entry {index} of {file}) is \
+                 not the hash of those records, though the tree's hashes below it are: {file} \
+                 was changed or damaged there, {refused}; {}",
+                rebuild_advice(shared, first)
+            ),
+            Some((from, to, why)) => format!(
+                "the Merkle tree's hash of seqs {first} to {last} (entry {index} of {file}) is \
+                 not the hash of the tree's hashes below it, which alone hold seqs {from} to \
+                 {to} (the log no longer does: {why}): it or one of them was changed or \
+                 damaged, {refused}; {}",
+                rebuild_advice(shared, first)
+            ),
+        };
+        return Judged::Tree(finding(first, &file, message));
+    }
+    // A leaf: either it or the record changed. The hashes above it were
+    // made from the leaf the tree took: when they lead from the leaf it
+    // holds to the latest signed root (past the signed size, to the tree's
+    // own root), that leaf is the one taken, and the record changed since.
+    let seq = first;
+    let tree = &shared.tree;
+    let leads = |size: u64, root: Option<Hash>| {
+        let held = tree.leaf(seq)?;
+        let proof = tree.inclusion(seq, size)?;
+        let root = match root {
+            Some(root) => root,
+            None => tree.root(size)?,
+        };
+        Ok::<_, super::TreeError>(
+            root_from_inclusion(seq - 1, size, &held, &proof).is_ok_and(|r| r == root),
+        )
+    };
+    let signed = plan
+        .latest
+        .as_ref()
+        .filter(|(size, _, _)| seq <= *size)
+        .map(|(size, root, _)| (*size, *root));
+    let taken = match signed {
+        Some((size, root)) => leads(size, Some(root)),
+        None => leads(plan.tree_size, None),
+    };
+    match (taken.unwrap_or(false), signed) {
+        (true, Some(_)) => Judged::Signed(seq),
+        (true, None) => Judged::Record(finding(
+            seq,
+            "tree",
+            format!(
+                "seq {seq} no longer hashes to the leaf the Merkle tree took for it, from which \
+                 the tree's hashes above it were made: the record was rewritten after it was \
+                 written (its HMAC signature checks out, so by someone holding the key), and no \
+                 signed checkpoint covers it yet"
+            ),
+        )),
+        (false, _) => Judged::Tree(finding(
+            seq,
+            &file,
+            format!(
+                "the Merkle tree's hash of seq {seq} (entry {index} of {file}) is not the hash of \
+                 its record, and the tree's hashes above it were not made from it either: {file} \
+                 was changed or damaged there, {refused}; {}",
+                rebuild_advice(shared, seq)
+            ),
+        )),
+    }
+}
+
+/// What rebuilds the tree's files from `seq` on, as the log now stands:
+/// they are derived from the records, but only the tree still has the
+/// hashes of purged seqs and of a cut's.
+pub(super) fn rebuild_advice(shared: &Shared, seq: u64) -> String {
+    let restore = "restore <data_dir>/tree/ from a backup (a restart does not repair it)";
+    let purged = purged_through(shared);
+    if seq <= purged {
+        return format!(
+            "retention purged seqs 1 to {purged}, whose hashes only the tree has, so it cannot \
+             be rebuilt from the log: {restore}"
+        );
+    }
+    let cut = shared.head.lock().ok().and_then(|h| {
+        h.cuts
+            .iter()
+            .find(|c| c.last >= seq)
+            .map(|c| (c.first, c.last))
+    });
+    if let Some((first, last)) = cut {
+        return format!(
+            "the log no longer holds seqs {first} to {last} (a cut), so a tree rebuilt from it \
+             would have gap leaves there and no longer match the checkpoints signed over them: \
+             {restore}"
+        );
+    }
+    format!(
+        "the tree is derived from the records: to rebuild it from seq {seq} on, stop the server, \
+         cut the tree back to the seqs before it (`truncate -s {} <data_dir>/tree/level-00`) and \
+         start it, which cuts the levels above to match and takes seq {seq} onwards from the log \
+         again (a restart alone does not: it checks only the tree's last 256 leaves)",
+        (seq - 1) * 32
+    )
 }

@@ -86,6 +86,13 @@ impl Levels {
         Ok(hash)
     }
 
+    /// Another handle on each level file, for a reader of its own (the
+    /// check VerifyIntegrity runs), which reads with `pread` and so shares
+    /// no position with these.
+    pub(super) fn handles(&self) -> std::io::Result<Vec<File>> {
+        self.files.iter().map(File::try_clone).collect()
+    }
+
     fn file(&mut self, level: usize) -> std::io::Result<&File> {
         while self.files.len() <= level {
             let path = self.path(self.files.len());

@@ -28,6 +28,7 @@
 mod builder;
 mod check;
 mod levels;
+mod vouch;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -60,6 +61,10 @@ pub(crate) enum TreeError {
     Order { first: u64, second: u64 },
     #[error("reading the Merkle tree failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A proof built from the tree's files does not verify against the
+    /// signed root: it is not served (`vouch`).
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// The tree's handle, shared by its builder and the readers of proofs.
@@ -166,6 +171,13 @@ impl Tree {
         f(Reader(levels))
     }
 
+    /// Handles on the level files as they are open (`None` before the
+    /// builder has opened them), for a reader of its own.
+    fn handles(&self) -> Option<std::io::Result<Vec<std::fs::File>>> {
+        let guard = self.levels.read().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().map(Levels::handles)
+    }
+
     /// The root hash of the tree of the first `size` records.
     pub(crate) fn root(&self, size: u64) -> Result<Hash, TreeError> {
         self.with(size, |r| Ok(auditlog_proof::merkle::root(&r, size)?))
@@ -187,7 +199,9 @@ impl Tree {
         })
     }
 
-    /// The consistency proof between the trees of `first` and `second`.
+    /// The consistency proof between the trees of `first` and `second`
+    /// (unchecked: the server serves `Store::checked_consistency`).
+    #[cfg(test)]
     pub(crate) fn consistency(&self, first: u64, second: u64) -> Result<Vec<Hash>, TreeError> {
         if first > second {
             return Err(TreeError::Order { first, second });

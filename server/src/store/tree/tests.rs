@@ -10,7 +10,7 @@ use auditlog_proof::{Hash, gap_leaf, leaf_hash, root_of, verify_consistency, ver
 use serde_json::json;
 
 use crate::keys::Keyring;
-use crate::store::{NewEvent, Store, StoreConfig};
+use crate::store::{FindingKind, NewEvent, Store, StoreConfig};
 
 fn open(dir: &Path) -> Store {
     Store::open(
@@ -184,6 +184,20 @@ async fn a_purged_prefix_keeps_its_hashes_and_proofs_after_it_still_work() {
         .check_tree(Some((12, root_of(&leaves[..11]), "checkpoint.note")))
         .unwrap();
     assert_eq!(findings.len(), 1, "{findings:?}");
+    // A purged seq's leaf changed: only the tree holds it, so the node
+    // above it is found at odds with it, and the tree cannot be rebuilt
+    // (the root recomputed with that leaf is not the signed one either).
+    flip(dir.path(), 0, 2);
+    let findings = store
+        .check_tree(Some((12, root_of(&leaves[..12]), "checkpoint.note")))
+        .unwrap();
+    assert_eq!(findings.len(), 2, "{findings:?}");
+    let f = &findings[0];
+    assert_eq!((f.seq, f.file.as_str()), (3, "tree/level-01"), "{f:?}");
+    assert!(
+        f.message.contains("alone hold seqs 3 to 4") && f.message.contains("from a backup"),
+        "{f:?}"
+    );
 }
 
 /// Groups handed over in memory and groups read back from the log (a batch
@@ -330,4 +344,64 @@ async fn the_tree_goes_on_across_seqs_cut_from_the_log() {
     assert!(findings.is_empty(), "{findings:?}");
     let findings = store.check_tree(Some((5, old, "checkpoint.note"))).unwrap();
     assert_eq!(findings.len(), 1, "{findings:?}");
+}
+
+/// Flips a byte of entry `index` of the tree's level file `level`.
+fn flip(dir: &Path, level: u32, index: u64) {
+    use std::os::unix::fs::FileExt as _;
+    let path = dir.join(format!("tree/level-{level:02}"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, index * 32 + 5).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], index * 32 + 5)
+        .unwrap();
+}
+
+/// Every hash in the tree's files changed in turn, the log in three files
+/// (read apart, their compact ranges joined): the check finds each, at the
+/// first seq it covers and in its level file, and nothing else; the tree's
+/// roots, read from a few of them, would miss most.
+#[tokio::test]
+async fn every_changed_hash_of_the_tree_is_found_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    append(&store, 1, 6, Some(6)).await;
+    append(&store, 7, 13, Some(13)).await;
+    append(&store, 14, 21, None).await;
+    wait_for(&store, 21).await;
+    let leaves = leaves_from_files(dir.path());
+    let signed = Some((21, root_of(&leaves), "checkpoint.note"));
+    assert!(store.check_tree(signed).unwrap().is_empty());
+    for level in 0..5u32 {
+        for index in 0..21u64 >> level {
+            flip(dir.path(), level, index);
+            let found: Vec<_> = store
+                .check_tree(signed)
+                .unwrap()
+                .into_iter()
+                .map(|f| (f.kind, f.seq, f.file))
+                .collect();
+            let file = format!("tree/level-{level:02}");
+            let want = (FindingKind::TreeMismatch, (index << level) + 1, file);
+            assert_eq!(found, [want], "level {level} entry {index}");
+            flip(dir.path(), level, index);
+        }
+    }
+    assert!(store.check_tree(signed).unwrap().is_empty());
+    // The leaves' file cut short under the server: found where it ends.
+    let level0 = dir.path().join("tree/level-00");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(level0)
+        .unwrap();
+    file.set_len(10 * 32).unwrap();
+    let findings = store.check_tree(signed).unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let f = &findings[0];
+    assert_eq!((f.seq, f.file.as_str()), (11, "tree/level-00"), "{f:?}");
+    assert!(f.message.contains("cannot be read"), "{f:?}");
 }
