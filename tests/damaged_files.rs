@@ -16,8 +16,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use auditlog_client::{Client, NewEvent, Query, pb};
-use common::{ServerProcess, TestServer, all_events, log_bytes, problems, read_lines, seqs};
-use futures::StreamExt as _;
+use common::{
+    ServerProcess, TestServer, all_events, export_from, log_bytes, problems, read_lines, seqs,
+};
 use tonic::Code;
 
 /// The line someone else appends to `audit.log` in these tests.
@@ -25,21 +26,6 @@ const FOREIGN: &[u8] = b"{\"seq\":99,\"garbage\":1}";
 
 fn event(i: u64) -> NewEvent {
     NewEvent::email_sent(format!("LEAD-{i}"), "someone@example.com", "hello")
-}
-
-/// What a StreamEvents export from `from_seq` gave before it ended: the
-/// events, and the status it ended with, if any.
-async fn export(client: &Client, from_seq: u64) -> (Vec<pb::Event>, Option<tonic::Status>) {
-    let mut stream = client.stream(Query::new(), from_seq, false).await.unwrap();
-    let mut events = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(e) => events.push(e),
-            Err(auditlog_client::Error::Rpc(status)) => return (events, Some(status)),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    (events, None)
 }
 
 /// Appends `bytes` to the file at `path`, as `>>` in a shell does.
@@ -99,7 +85,7 @@ async fn a_read_through_a_log_cut_under_the_server_is_data_loss_after_what_came_
     assert_eq!(e.code(), Some(Code::DataLoss), "{e}");
     named(&e.to_string());
 
-    let (before, status) = export(&client, 1).await;
+    let (before, status) = export_from(&client, 1).await;
     assert_eq!(seqs(&before), (1..=12).collect::<Vec<_>>());
     let status = status.expect("the export ended without an error");
     assert_eq!(status.code(), Code::DataLoss, "{status:?}");

@@ -6,24 +6,8 @@
 
 mod common;
 
-use auditlog_client::{Client, NewEvent, Query, pb};
-use common::{TestServer, seqs};
-use futures::StreamExt as _;
-
-/// What a StreamEvents export from `from_seq` gave before it ended: the
-/// events, and the status it ended with, if any.
-async fn export(client: &Client, from_seq: u64) -> (Vec<pb::Event>, Option<tonic::Status>) {
-    let mut stream = client.stream(Query::new(), from_seq, false).await.unwrap();
-    let mut events = Vec::new();
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(e) => events.push(e),
-            Err(auditlog_client::Error::Rpc(status)) => return (events, Some(status)),
-            Err(e) => panic!("{e}"),
-        }
-    }
-    (events, None)
-}
+use auditlog_client::{NewEvent, Query};
+use common::{TestServer, export_from, seqs};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_segment_is_data_loss_named_and_can_be_read_around() {
@@ -48,7 +32,7 @@ async fn a_damaged_segment_is_data_loss_named_and_can_be_read_around() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
 
-    let (before, status) = export(&client, 1).await;
+    let (before, status) = export_from(&client, 1).await;
     assert_eq!(seqs(&before), (1..=10).collect::<Vec<_>>());
     let status = status.expect("the export ended without an error");
     assert_eq!(status.code(), tonic::Code::DataLoss, "{status:?}");
@@ -66,7 +50,7 @@ async fn a_damaged_segment_is_data_loss_named_and_can_be_read_around() {
     assert_eq!(e.code(), Some(tonic::Code::DataLoss), "{e}");
 
     // Around it: everything after, from the seq the message gave.
-    let (after, status) = export(&client, 21).await;
+    let (after, status) = export_from(&client, 21).await;
     assert!(status.is_none(), "{status:?}");
     assert_eq!(seqs(&after), (21..=35).collect::<Vec<_>>());
 }

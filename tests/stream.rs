@@ -343,28 +343,14 @@ async fn a_damaged_record_ends_a_stream_after_every_event_before_it() {
         )
         .await;
     let client = server.client().await;
-    let mut stream = client.stream(Query::new(), 1, false).await.unwrap();
-    let mut sent = Vec::new();
-    let error = loop {
-        match timeout(PATIENCE, stream.next())
-            .await
-            .expect("the stream stalled")
-        {
-            Some(Ok(event)) => sent.push(event.seq),
-            Some(Err(e)) => break e,
-            None => panic!(
-                "the stream ended without an error after {} events",
-                sent.len()
-            ),
-        }
-    };
-    assert_eq!(
-        sent,
-        (1..DAMAGED).collect::<Vec<_>>(),
-        "every event before it"
-    );
-    assert_eq!(error.code(), Some(tonic::Code::DataLoss), "{error}");
-    let text = error.to_string();
+    let (sent, error) = timeout(PATIENCE, common::export_from(&client, 1))
+        .await
+        .expect("the stream stalled");
+    let error = error.expect("the stream ended without an error");
+    let before: Vec<u64> = (1..DAMAGED).collect();
+    assert_eq!(seqs(&sent), before, "every event before it");
+    assert_eq!(error.code(), tonic::Code::DataLoss, "{error:?}");
+    let text = error.message().to_owned();
     assert!(
         text.contains(&format!("damaged at seq {DAMAGED}")),
         "{text}"

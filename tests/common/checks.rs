@@ -16,6 +16,28 @@ pub(crate) async fn all_events(client: &Client) -> Vec<auditlog_client::pb::Even
     stream.map(|e| e.unwrap()).collect().await
 }
 
+/// What a StreamEvents export from `from_seq` (without `follow`) gave
+/// before it ended: the events, and the status it ended with, if any.
+pub(crate) async fn export_from(
+    client: &Client,
+    from_seq: u64,
+) -> (Vec<auditlog_client::pb::Event>, Option<tonic::Status>) {
+    use futures::StreamExt as _;
+    let mut stream = client
+        .stream(auditlog_client::Query::new(), from_seq, false)
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(e) => events.push(e),
+            Err(auditlog_client::Error::Rpc(status)) => return (events, Some(status)),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (events, None)
+}
+
 /// Every record in the log as stored (StreamEvents with `stored_lines`,
 /// from seq 1, without `follow`), each line without its newline.
 pub(crate) async fn all_stored_lines(client: &Client) -> Vec<Vec<u8>> {

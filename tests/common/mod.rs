@@ -45,7 +45,7 @@ mod wait;
 pub(crate) mod witness;
 mod writers;
 
-pub(crate) use checks::{all_events, all_stored_lines, assert_whole, problems, seqs};
+pub(crate) use checks::{all_events, all_stored_lines, assert_whole, export_from, problems, seqs};
 pub(crate) use disk::{
     copy_dir, edit_line, field, files, hmac_hex, log_bytes, plain_sealed, read_lines, record_line,
     resign, signed, tamper, unsigned_part, with_signature,
