@@ -17,7 +17,9 @@
 //!   request whose gRPC framing is wrong: a body that ends inside a message
 //!   (its 5-byte prefix announces more than follows), no message at all, or
 //!   a message marked compressed (without `grpc-encoding`, or with a flag
-//!   other than 0 or 1).
+//!   other than 0 or 1), and a second message after the first (every
+//!   method but reflection's takes exactly one; tonic would drop it unseen:
+//!   `one_message.rs`).
 //! - **A request over the size limit** is answered `RESOURCE_EXHAUSTED`, as
 //!   gRPC's conventions say, where the transport says `OUT_OF_RANGE`.
 //! - **A method that is not there** stays `UNIMPLEMENTED`, but says which
@@ -41,6 +43,8 @@
 use std::task::{Context, Poll};
 
 use tonic::{Code, Status};
+
+mod one_message;
 
 /// How deep `details` may nest JSON objects and lists, in any mix
 /// (`{"a":{"b":1}}` is 2, and so is `{"a":[1]}`), counted by the `details`
@@ -134,9 +138,12 @@ impl<S> tower::Layer<S> for WireLayer {
 
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
-impl<S, B> tower::Service<http::Request<B>> for Wire<S>
+impl<S> tower::Service<http::Request<tonic::body::Body>> for Wire<S>
 where
-    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+        >,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
 {
@@ -148,7 +155,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         if req.version() < http::Version::HTTP_2 {
             let tls =
                 req.extensions()
@@ -163,6 +170,12 @@ where
         }
         // Only to name a method that is not there; a clone of shared bytes.
         let uri = req.uri().clone();
+        // Reflection's one stream takes many requests; every other method one.
+        let req = if uri.path().starts_with("/grpc.reflection.") {
+            req
+        } else {
+            req.map(|body| tonic::body::Body::new(one_message::OneMessage::new(body)))
+        };
         let answer = self.inner.call(req);
         Box::pin(async move {
             let mut response = answer.await?;

@@ -109,6 +109,15 @@ async fn framing_mistakes_are_invalid_arguments_that_say_what_to_send() {
             &["ends inside a gRPC message"],
         ),
         (
+            "two messages in one body",
+            "POST",
+            log,
+            GRPC,
+            [framed(0, len, &message), framed(0, len, &message)].concat(),
+            Code::InvalidArgument,
+            &["more than one gRPC message", "exactly one"],
+        ),
+        (
             "an empty body",
             "POST",
             log,

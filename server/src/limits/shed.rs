@@ -165,6 +165,11 @@ async fn read_whole(
         let mut trailers = None;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
+                // A refusal of the body itself (a second message,
+                // `wire::one_message`) is the caller's mistake, said as it is.
+                if e.code() == tonic::Code::InvalidArgument {
+                    return e;
+                }
                 tonic::Status::cancelled(format!("the request was not received whole: {e}"))
             })?;
             match frame.into_data() {
