@@ -74,12 +74,10 @@ impl Record for Vec<u8> {
     }
 }
 
-/// How a follow opens one stream: the events, or the stored lines.
-type Open<T> = fn(&Client, pb::StreamEventsRequest) -> OpenFuture<T>;
-type OpenFuture<T> = futures::future::BoxFuture<
-    'static,
-    Result<(usize, BoxStream<'static, Result<T, Error>>), Error>,
->;
+/// How a follow reads one stream's answer: as events, or as stored lines
+/// (`events_of`, `lines_of`).
+type Decode<T> =
+    fn(tonic::Streaming<pb::StreamEventsResponse>) -> BoxStream<'static, Result<T, Error>>;
 
 struct State<T> {
     client: Client,
@@ -88,7 +86,9 @@ struct State<T> {
     from_seq: u64,
     /// The last record yielded: its seq and signature.
     last: Option<(u64, String)>,
-    open: Open<T>,
+    /// Whether it asks for stored lines, and how it reads them.
+    stored_lines: bool,
+    decode: Decode<T>,
     /// The open stream and the node it is on.
     stream: Option<(usize, BoxStream<'static, Result<T, Error>>)>,
     /// Whether the open stream's first record must be `last` again.
@@ -105,28 +105,12 @@ impl Client {
     /// server restarts (see [`Followed`] and the module doc). Drop the stream
     /// to stop.
     pub fn follow(&self, query: Query, from_seq: u64) -> FollowStream<pb::Event> {
-        fn open(client: &Client, request: pb::StreamEventsRequest) -> OpenFuture<pb::Event> {
-            let (i, node) = client.nodes.current();
-            let mut audit = node.audit.clone();
-            Box::pin(async move {
-                let stream = audit.stream_events(request).await?.into_inner();
-                Ok((i, super::events_of(stream)))
-            })
-        }
-        self.follow_with(query, from_seq, false, open)
+        self.follow_with(query, from_seq, false, super::events_of)
     }
 
     /// [`Client::follow`] with each record as stored ([`Client::stream_lines`]).
     pub fn follow_lines(&self, query: Query, from_seq: u64) -> FollowStream<Vec<u8>> {
-        fn open(client: &Client, request: pb::StreamEventsRequest) -> OpenFuture<Vec<u8>> {
-            let (i, node) = client.nodes.current();
-            let mut audit = node.audit.clone();
-            Box::pin(async move {
-                let stream = audit.stream_events(request).await?.into_inner();
-                Ok((i, super::lines_of(stream)))
-            })
-        }
-        self.follow_with(query, from_seq, true, open)
+        self.follow_with(query, from_seq, true, super::lines_of)
     }
 
     fn follow_with<T: Record>(
@@ -134,14 +118,15 @@ impl Client {
         query: Query,
         from_seq: u64,
         stored_lines: bool,
-        open: Open<T>,
+        decode: Decode<T>,
     ) -> FollowStream<T> {
         let state = State {
             client: self.clone(),
             query,
             from_seq,
             last: None,
-            open,
+            stored_lines,
+            decode,
             stream: None,
             checking: false,
             wait: None,
@@ -152,7 +137,7 @@ impl Client {
             if state.ended {
                 return None;
             }
-            let next = state.next(stored_lines).await;
+            let next = state.next().await;
             if next.is_err() {
                 state.ended = true;
             }
@@ -164,28 +149,30 @@ impl Client {
 
 impl<T: Record> State<T> {
     /// The next thing to yield; an error ends the follow.
-    async fn next(&mut self, stored_lines: bool) -> Result<Followed<T>, Error> {
+    async fn next(&mut self) -> Result<Followed<T>, Error> {
         loop {
             let Some((node, stream)) = &mut self.stream else {
                 if let Some(wait) = self.wait.take() {
                     tokio::time::sleep(wait).await;
                 }
-                match (self.open)(&self.client, self.request(stored_lines)).await {
-                    Ok(opened) => {
-                        self.stream = Some(opened);
+                let (node, at) = self.client.nodes.current();
+                let mut audit = at.audit.clone();
+                match audit.stream_events(self.request()).await {
+                    Ok(answer) => {
+                        self.stream = Some((node, (self.decode)(answer.into_inner())));
                         self.checking = self.last.is_some();
                         continue;
                     }
-                    Err(error) => return self.lost(None, error),
+                    Err(status) => return self.lost(node, status.into()),
                 }
             };
             let node = *node;
             let record = match stream.next().await {
                 Some(Ok(record)) => record,
-                Some(Err(error)) => return self.lost(Some(node), error),
+                Some(Err(error)) => return self.lost(node, error),
                 None => {
                     let ended = tonic::Status::unavailable("the server ended the stream");
-                    return self.lost(Some(node), ended.into());
+                    return self.lost(node, ended.into());
                 }
             };
             if std::mem::take(&mut self.checking)
@@ -239,7 +226,7 @@ impl<T: Record> State<T> {
 
     /// The next stream's request: from the start, or at the last record
     /// yielded, which the node must hold (`min_seq`).
-    fn request(&self, stored_lines: bool) -> pb::StreamEventsRequest {
+    fn request(&self) -> pb::StreamEventsRequest {
         let mut query = self.query.clone();
         let from = match &self.last {
             Some((seq, _)) => {
@@ -248,12 +235,12 @@ impl<T: Record> State<T> {
             }
             None => self.from_seq,
         };
-        stream_request(query, from, true, stored_lines)
+        stream_request(query, from, true, self.stored_lines)
     }
 
-    /// The stream on `node` (if one was open) was lost with `error`: worth
-    /// another stream, or the end of the follow.
-    fn lost(&mut self, node: Option<usize>, error: Error) -> Result<Followed<T>, Error> {
+    /// The stream on `node` was lost (or could not be opened) with `error`:
+    /// worth another stream, or the end of the follow.
+    fn lost(&mut self, node: usize, error: Error) -> Result<Followed<T>, Error> {
         self.stream = None;
         let status = match &error {
             Error::Rpc(status) => status,
@@ -271,12 +258,7 @@ impl<T: Record> State<T> {
         {
             return Err(error);
         }
-        if let Some(node) = node {
-            self.client.nodes.failed(node);
-        } else {
-            let (node, _) = self.client.nodes.current();
-            self.client.nodes.failed(node);
-        }
+        self.client.nodes.failed(node);
         let retry_in = self.backoff;
         self.wait = Some(retry_in);
         self.backoff = self

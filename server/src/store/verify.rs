@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 
+mod handle;
 mod snapshot;
 
 use super::chain::{Finding, FindingKind, Report, Verifier};
