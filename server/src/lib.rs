@@ -130,6 +130,9 @@ pub async fn run(
     // Before anything in the data directory is read or written; held until
     // this function returns (or the process ends).
     let _lock = lock::DirLock::acquire(&config.data_dir)?;
+    if let Some(warning) = lock::open_to_others(&config.data_dir) {
+        tracing::warn!("{warning}");
+    }
     // What can be known about the data directory without recovering it is
     // checked before anything is announced: the key, and the manifest.
     // So is the checkpoint signing key: the identity the log's checkpoints

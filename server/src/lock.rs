@@ -72,7 +72,7 @@ fn not_a_directory(dir: &Path, found: &Path, is_file: bool) -> String {
 /// Creates the data directory `dir` if it is missing; refuses a path that
 /// is, or is under, something other than a directory, naming it.
 pub(crate) fn create_data_dir(dir: &Path) -> Result<(), LockError> {
-    std::fs::create_dir_all(dir).map_err(|source| {
+    make_private_dir(dir).map_err(|source| {
         // The nearest of `dir` and its parents that is there decides: if it
         // is not a directory, that is the fault, whatever mkdir said.
         let found = dir
@@ -90,6 +90,40 @@ pub(crate) fn create_data_dir(dir: &Path) -> Result<(), LockError> {
                 source,
             },
         }
+    })
+}
+
+/// Creates `dir` readable by its owner alone (mode 0700, as `mkdir -p -m
+/// 700` does: missing parents get the usual mode). The log holds what
+/// callers record about people; another local user has no business
+/// reading it. An existing directory is left as it is.
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        made => made,
+    }
+}
+
+/// A warning when other local users can read or enter the data directory
+/// `dir` (its mode lets group or others in): what they could read and the
+/// one command that closes it. `None` when it is the owner's alone.
+pub(crate) fn open_to_others(dir: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(dir).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "data directory {} has mode {mode:04o}: other local users can read the log and \
+             what it records; `chmod 700 {}` closes it (new data directories are made 0700)",
+            dir.display(),
+            dir.display()
+        )
     })
 }
 

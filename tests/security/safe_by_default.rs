@@ -1,5 +1,6 @@
 //! Safe by default: the server binary refuses a network address without
-//! both TLS and tokens unless `allow_insecure` is set, and warns when it is.
+//! both TLS and tokens unless `allow_insecure` is set, and warns when it is;
+//! the data directory it makes is its owner's alone.
 
 use std::net::SocketAddr;
 
@@ -141,4 +142,50 @@ async fn tls_and_tokens_serve_a_network_address_without_a_warning() {
         !logs.contains("allow_insecure"),
         "a server with TLS and tokens warned about allow_insecure:\n{logs}"
     );
+}
+
+/// The log holds what callers record about people: a data directory the
+/// server makes is its owner's alone, whatever the umask; one that other
+/// users can enter is served, with a warning saying how to close it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_directory_is_private_and_an_open_one_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("var/audit");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let start = || {
+        let port = free_port("127.0.0.1");
+        let listen = format!("127.0.0.1:{port}");
+        let server = Spawned::start(
+            work.path(),
+            &["--listen", &listen, "--data-dir", "var/audit"],
+            &[],
+        );
+        (
+            server,
+            format!("127.0.0.1:{port}").parse::<SocketAddr>().unwrap(),
+        )
+    };
+
+    let (mut server, addr) = start();
+    server.wait_serving(addr, None).await;
+    server.kill();
+    assert_eq!(mode(&data), 0o700, "the data directory the server made");
+    let logs = format!("{}{}", server.stdout(), server.stderr());
+    assert!(
+        !logs.contains("chmod"),
+        "a private directory was warned about:\n{logs}"
+    );
+
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (mut server, addr) = start();
+    server.wait_serving(addr, None).await;
+    server.kill();
+    let logs = format!("{}{}", server.stdout(), server.stderr());
+    assert!(
+        logs.contains("has mode 0755: other local users can read the log")
+            && logs.contains("chmod 700 var/audit"),
+        "no warning naming the open mode and the chmod that closes it:\n{logs}"
+    );
+    assert_eq!(mode(&data), 0o755, "an existing directory is left as it is");
 }
