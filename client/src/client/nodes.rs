@@ -103,9 +103,9 @@ impl Builder {
         self
     }
 
-    /// How long a call waits for the server's answer to begin before it
-    /// fails UNAVAILABLE (default 60 s): all of a unary call, the start of
-    /// a stream. VerifyIntegrity, which reads the whole log first, is not
+    /// How long a call waits for the server's answer before it fails
+    /// UNAVAILABLE (default 60 s): all of a unary call (its headers,
+    /// message and trailers), the start of a stream. VerifyIntegrity, which reads the whole log first, is not
     /// bounded.
     pub fn answer_within(mut self, limit: Duration) -> Builder {
         self.answer_within = limit;
