@@ -227,7 +227,8 @@ pub fn verify_inclusion(
 /// How many hashes the inclusion proof of `index` in `size` has.
 fn inclusion_len(index: u64, size: u64) -> usize {
     let inner = 64 - (index ^ (size - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    // `inner` is 64 for a size past 2^63: nothing is left above it.
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 

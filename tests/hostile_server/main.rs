@@ -25,6 +25,7 @@
 mod common;
 
 mod fake;
+mod proofs;
 mod transport;
 
 use std::time::Duration;

@@ -323,3 +323,23 @@ fn every_consistency_proof_of_small_trees_verifies_and_a_changed_one_does_not() 
     assert!(verify_consistency(5, 4, &roots[5], &roots[4], &[]).is_err());
     assert!(verify_consistency(4, 4, &roots[4], &roots[5], &[]).is_err());
 }
+
+#[test]
+fn proofs_in_trees_past_2_to_the_63_are_checked_without_overflow() {
+    let leaf = leaf_hash(b"");
+    for (index, size) in [
+        (1, u64::MAX),
+        (u64::MAX - 1, u64::MAX),
+        (1 << 63, (1 << 63) + 1),
+    ] {
+        let err = verify_inclusion(index, size, &leaf, &[leaf; 3], &leaf).unwrap_err();
+        let ProofError::WrongLength { got: 3, want } = err else {
+            panic!("{index} in {size}: {err:?}");
+        };
+        assert!((1..=64).contains(&want), "{index} in {size}: {want}");
+    }
+    // The longest proof there is: 64 hashes, in a tree of u64::MAX leaves.
+    assert_eq!(inclusion_len(1, u64::MAX), 64);
+    let err = verify_consistency(3, u64::MAX, &leaf, &leaf, &[leaf; 2]).unwrap_err();
+    assert!(matches!(err, ProofError::Mismatch(_)), "{err:?}");
+}
