@@ -27,6 +27,7 @@ mod common;
 mod fake;
 mod proofs;
 mod transport;
+mod witness;
 
 use std::time::Duration;
 

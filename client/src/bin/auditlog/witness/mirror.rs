@@ -240,8 +240,11 @@ impl Mirror {
         drop(lines);
         self.write_at(&buf, self.len + bytes)?;
         bytes += buf.len() as u64;
-        missing.note(tree.end() + 1, to.size + 1)?;
-        push_gaps(&mut tree, to.size + 1);
+        // Saturating: a checkpoint of u64::MAX records is refused there
+        // (too many seqs not sent), not overflowed.
+        let after = to.size.saturating_add(1);
+        missing.note(tree.end() + 1, after)?;
+        push_gaps(&mut tree, after);
         Ok(Fetched {
             tree,
             bytes,
