@@ -256,6 +256,81 @@ pub fn details_of(event: &pb::Event) -> Result<Map<String, Value>, Error> {
     }
 }
 
+impl NewEvent {
+    /// The first field the stored record `record` (a proved line, as JSON)
+    /// does not hold as this event sent it; none when it is this event's
+    /// record. A `duplicate` receipt of a keyed event is the first record
+    /// written with the key, whatever else it holds: then only the key is
+    /// compared. Fields the server fills in are compared only when sent:
+    /// `actor` (the token's name or "system" without one), and a `_trace`
+    /// detail sent as `true` (the trace id in its place).
+    pub(crate) fn differs_from(&self, record: &Value, duplicate: bool) -> Option<&'static str> {
+        // A field the server writes as null when it is empty.
+        let text = |field: &str| match record.get(field) {
+            None | Some(Value::Null) => Some(""),
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => None,
+        };
+        if text("idempotency_key") != Some(self.idempotency_key.as_str()) {
+            return Some("idempotency_key");
+        }
+        if duplicate && !self.idempotency_key.is_empty() {
+            return None;
+        }
+        let sent = [
+            ("event_type", &self.event_type),
+            ("lead_id", &self.lead_id),
+            ("workflow", &self.workflow),
+        ];
+        for (field, value) in sent {
+            if text(field) != Some(value.as_str()) {
+                return Some(field);
+            }
+        }
+        if !self.actor.is_empty() && text("actor") != Some(self.actor.as_str()) {
+            return Some("actor");
+        }
+        let empty = Map::new();
+        let details = match &self.details {
+            Value::Object(map) => map,
+            _ => &empty,
+        };
+        let stored = match record.get("details") {
+            Some(Value::Object(map)) => map,
+            None | Some(Value::Null) => &empty,
+            Some(_) => return Some("details"),
+        };
+        let traced = |k: &str, v: &Value| {
+            k == "_trace" && details.get(k) == Some(&Value::Bool(true)) && v.is_string()
+        };
+        let same = details.len() == stored.len()
+            && stored.iter().all(|(k, v)| {
+                details
+                    .get(k)
+                    .is_some_and(|sent| same_json(sent, v) || traced(k, v))
+            });
+        (!same).then_some("details")
+    }
+}
+
+/// Whether two JSON values are the same, numbers by value: details sent as
+/// a `Struct` travel as doubles, and the server stores a whole one as an
+/// integer.
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// What kind of JSON value `value` is, for an error message.
 fn kind(value: &Value) -> &'static str {
     match value {

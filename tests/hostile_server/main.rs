@@ -26,6 +26,7 @@ mod common;
 
 mod fake;
 mod proofs;
+mod receipts;
 mod transport;
 mod witness;
 

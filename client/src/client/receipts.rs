@@ -44,10 +44,12 @@ impl Client {
         event: NewEvent,
         key: Option<&VerifierKey>,
     ) -> Result<ProvenReceipts, Error> {
+        let sent = [event.clone()];
         let (receipt, response) = self.send_log(event, true).await?;
         let receipts = vec![receipt];
         let proof =
-            check_receipt_proofs(&receipts, response.proof, response.proof_unavailable, key);
+            check_receipt_proofs(&receipts, response.proof, response.proof_unavailable, key)
+                .and_then(|proof| of_events_sent(proof, &receipts, &sent));
         Ok(ProvenReceipts { receipts, proof })
     }
 
@@ -58,13 +60,15 @@ impl Client {
         events: impl IntoIterator<Item = NewEvent>,
         key: Option<&VerifierKey>,
     ) -> Result<ProvenReceipts, Error> {
-        let response = self.send_batch(events, true).await?;
+        let sent: Vec<NewEvent> = events.into_iter().collect();
+        let response = self.send_batch(sent.iter().cloned(), true).await?;
         let proof = check_receipt_proofs(
             &response.receipts,
             response.proofs,
             response.proof_unavailable,
             key,
-        );
+        )
+        .and_then(|proof| of_events_sent(proof, &response.receipts, &sent));
         Ok(ProvenReceipts {
             receipts: response.receipts,
             proof,
@@ -112,6 +116,18 @@ pub fn check_receipt_proofs(
         )));
     }
     let size = checkpoint.size;
+    // Two events are two records, unless the second repeats the first's
+    // idempotency key (then its receipt is a duplicate).
+    let mut written = std::collections::BTreeSet::new();
+    for receipt in receipts.iter().filter(|r| !r.duplicate) {
+        if !written.insert(receipt.seq) {
+            return Err(fail(format!(
+                "seq {} is proved for two events of the batch, neither a duplicate: one of them \
+                 was not written",
+                receipt.seq
+            )));
+        }
+    }
     let mut lines = Vec::with_capacity(receipts.len());
     let mut proof_lens = Vec::with_capacity(receipts.len());
     for (receipt, proof) in receipts.iter().zip(proofs.proofs) {
@@ -150,6 +166,34 @@ pub fn check_receipt_proofs(
         lines,
         proof_lens,
     })
+}
+
+/// The proved lines are the records of the events sent, one each: a
+/// server that dropped an event and answered with another record's receipt
+/// and proof (which verify) is refused, naming the field that differs.
+fn of_events_sent(
+    proof: ReceiptsProof,
+    receipts: &[pb::Receipt],
+    sent: &[NewEvent],
+) -> Result<ReceiptsProof, Error> {
+    if receipts.len() != sent.len() {
+        return Err(Error::Proof(format!(
+            "the server sent {} receipts for {} events",
+            receipts.len(),
+            sent.len()
+        )));
+    }
+    for ((line, receipt), event) in proof.lines.iter().zip(receipts).zip(sent) {
+        let record: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+        if let Some(field) = event.differs_from(&record, receipt.duplicate) {
+            return Err(Error::Proof(format!(
+                "seq {}: the proved line is not the event sent (its {field} differs): the \
+                 server answered with the receipt and proof of another record",
+                receipt.seq
+            )));
+        }
+    }
+    Ok(proof)
 }
 
 /// The stored line is the record the receipt is for: same seq, id and
