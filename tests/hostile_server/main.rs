@@ -24,6 +24,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod escapes;
 mod fake;
 mod proofs;
 mod receipts;

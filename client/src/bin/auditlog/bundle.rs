@@ -290,7 +290,7 @@ pub(crate) fn verify(
              {}{complete}",
             report.verified,
             c.origin,
-            bundle.selection,
+            crate::format::printable(&bundle.selection, false),
             c.size
         );
     }

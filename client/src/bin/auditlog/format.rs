@@ -4,7 +4,9 @@
 //! Text from the log reaches a terminal only through [`printable`]: every
 //! table cell and every line of `tail` has its control and bidirectional
 //! formatting characters escaped, so no field can forge a row, move the
-//! cursor or reorder what is shown.
+//! cursor or reorder what is shown. Everything else printed goes through
+//! `say!` ([`terminal_safe`]) or, for errors, [`printable`] too: a
+//! hostile server's origins, notes, lines and messages included.
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -203,10 +205,7 @@ pub(crate) fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
 /// C1) and the bidirectional and zero-width formatting characters. With
 /// `keep_lines`, newlines and tabs stay (a traceback keeps its layout).
 pub(crate) fn printable(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, str> {
-    let unsafe_char = |c: char| {
-        (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t')))
-            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
-    };
+    let unsafe_char = |c: char| unsafe_char(c) && !(keep_lines && matches!(c, '\n' | '\t'));
     if !text.chars().any(unsafe_char) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -214,6 +213,34 @@ pub(crate) fn printable(text: &str, keep_lines: bool) -> std::borrow::Cow<'_, st
     for c in text.chars() {
         if unsafe_char(c) {
             out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Whether a terminal acts on `c` instead of showing it: a control
+/// character (C0, DEL, C1), or a bidirectional or zero-width formatting one.
+fn unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// What `say!` prints: `text` with each character a terminal would act on,
+/// but newlines and tabs, written `\uXXXX` (all are in the BMP). Such a
+/// character can only be inside a string in the JSON the CLI prints, where
+/// `\uXXXX` is its escape: JSON output reads back the same, and a hostile
+/// server's origin, note, line or message cannot drive the terminal.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| unsafe_char(c) && !matches!(c, '\n' | '\t');
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_char(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
         } else {
             out.push(c);
         }
@@ -341,6 +368,18 @@ mod tests {
         for bad in ["2026-13-01", "2026-02-30", "28/11/2026", "yesterday", ""] {
             assert_eq!(parse_date(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn terminal_safe_text_is_json_that_reads_back_the_same() {
+        let hostile = "a\u{1b}[2J\u{9b}31m\u{7f}\u{202e}\u{feff}\n\tb";
+        let json = serde_json::json!({ "origin": hostile }).to_string();
+        let shown = terminal_safe(&json);
+        assert!(!shown.chars().any(unsafe_char), "{shown}");
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back["origin"], hostile);
+        assert_eq!(terminal_safe("OK: Zoë\n\t1"), "OK: Zoë\n\t1");
+        assert_eq!(terminal_safe("x\u{1b}]0;t\u{7}"), "x\\u001b]0;t\\u0007");
     }
 
     #[test]

@@ -6,10 +6,13 @@
 
 /// `println!` that returns an error instead of panicking when stdout is
 /// gone (`auditlog query | head`); `main` treats a broken pipe as success.
+/// What a terminal would act on is escaped (`format::terminal_safe`):
+/// much of what is printed comes from the server.
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*)?;
+        let text = format!($($arg)*);
+        writeln!(std::io::stdout().lock(), "{}", crate::format::terminal_safe(&text))?;
     }};
 }
 
@@ -93,8 +96,9 @@ async fn main() -> ExitCode {
         Err(CliError::Exit(code)) => ExitCode::from(code),
         // A closed pipe (`auditlog query | head`) is not an error.
         Err(CliError::Io(msg)) if msg.contains("Broken pipe") => ExitCode::SUCCESS,
+        // One line, whatever the server put in its message.
         Err(e) => {
-            eprintln!("auditlog: {e}");
+            eprintln!("auditlog: {}", format::printable(&e.to_string(), false));
             ExitCode::FAILURE
         }
     }

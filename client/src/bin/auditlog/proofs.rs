@@ -191,7 +191,9 @@ pub(crate) async fn run(
                          `auditlog integrity` reports; its leaf hash is proved)"
                     );
                 } else {
-                    say!("{}", String::from_utf8_lossy(&proven.line));
+                    // One line, as stored: a newline in it is shown escaped.
+                    let line = String::from_utf8_lossy(&proven.line);
+                    say!("{}", crate::format::printable(&line, false));
                 }
             }
             Ok(())

@@ -115,6 +115,7 @@ pub(crate) async fn watch(client: &Client, args: WatchArgs, json: bool) -> Resul
             }
             // The server being away is no finding: retry, unless once.
             Err(CliError::Client(e)) if !args.once => {
+                let e = crate::format::printable(&e.to_string(), false).into_owned();
                 eprintln!("auditlog: checkpoint watch: {e} (retrying)");
             }
             Err(e) => return Err(e),
