@@ -16,6 +16,8 @@
 //!   sign.
 //! - `receipts.rs`: receipts with proofs of a record other than the event
 //!   sent.
+//! - `follow.rs`: `Client::follow` resumed on a stream that replays
+//!   records it showed.
 //! - `escapes.rs`: terminal escapes in origins, signer names, lines and
 //!   error messages the server sends.
 
@@ -26,6 +28,7 @@ mod common;
 
 mod escapes;
 mod fake;
+mod follow;
 mod proofs;
 mod receipts;
 mod transport;

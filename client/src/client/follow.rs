@@ -184,6 +184,15 @@ impl<T: Record> State<T> {
                 }
                 return resumed;
             }
+            // Each record once, in seq order, whatever a server sends.
+            if let (Some(seq), Some((last, _))) = (record.seq(), &self.last)
+                && seq <= *last
+            {
+                return Err(self.not_the_same(format!(
+                    "it sent seq {seq} after seq {last}, which this follow showed: records \
+                     come once each, in seq order"
+                )));
+            }
             if let (Some(seq), Some(signature)) = (record.seq(), record.signature()) {
                 self.last = Some((seq, signature.to_owned()));
             }
