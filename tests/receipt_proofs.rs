@@ -229,3 +229,37 @@ async fn the_verifier_key_in_the_environment_serves_log_proof_and_leaves_log_alo
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("did not check out"), "{err}");
 }
+
+/// Compliance mode stores PII as keyed tokens: a proved line holds the
+/// lead id's and the emails' pseudonyms, not the values sent, and is still
+/// the caller's own record. Without the pseudonymisation key the client
+/// cannot recompute a token, so a token stands for whatever was sent there;
+/// every field compliance mode leaves alone is still compared.
+#[tokio::test]
+async fn with_compliance_mode_the_proved_line_holds_pseudonyms_and_is_accepted() {
+    let server = TestServer::start_with(|c| {
+        c.compliance.enabled = true;
+        c.compliance.lead_id = true;
+    })
+    .await;
+    let client = server.client().await;
+    let key = trusted_key(&server.data_dir);
+    let jane = || {
+        NewEvent::lead_ingested("jane.doe@example.com", "webform").details(serde_json::json!({
+            "source": "webform",
+            "contact": {"email": "Jane.Doe@Example.com", "phone": "+1 555 010 9999"},
+        }))
+    };
+    let one = client.log_with_proof(jane(), Some(&key)).await.unwrap();
+    let proof = one.proof.unwrap();
+    let line = String::from_utf8(proof.lines[0].clone()).unwrap();
+    assert!(
+        line.contains("pii:hmac:") && !line.contains("jane.doe@example.com"),
+        "the stored line holds pseudonyms: {line}"
+    );
+    let batch = client
+        .log_batch_with_proof([jane(), jane().detail("step", 2)], Some(&key))
+        .await
+        .unwrap();
+    assert_eq!(batch.proof.unwrap().lines.len(), 2);
+}
