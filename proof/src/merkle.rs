@@ -244,6 +244,14 @@ pub fn verify_consistency(
     if first > second {
         return Err(ProofError::SizesOutOfOrder { first, second });
     }
+    // RFC 6962's root of no leaves is SHA-256 of nothing: a "tree of size
+    // 0" with another root commits to nothing and would seem to be extended
+    // by any tree at all.
+    if first == 0 && *first_root != empty_root() {
+        return Err(ProofError::Mismatch(
+            "a tree of size 0 whose root is not the empty tree's (SHA-256 of nothing)",
+        ));
+    }
     if first == second || first == 0 {
         if !proof.is_empty() {
             return Err(ProofError::WrongLength {

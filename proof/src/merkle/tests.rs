@@ -322,6 +322,11 @@ fn every_consistency_proof_of_small_trees_verifies_and_a_changed_one_does_not() 
     }
     assert!(verify_consistency(5, 4, &roots[5], &roots[4], &[]).is_err());
     assert!(verify_consistency(4, 4, &roots[4], &roots[5], &[]).is_err());
+    // The empty tree has one root: another one "of size 0" is extended by
+    // nothing, not by every tree.
+    assert_eq!(roots[0], empty_root());
+    assert!(verify_consistency(0, 7, &roots[3], &roots[7], &[]).is_err());
+    assert!(verify_consistency(0, 0, &roots[3], &roots[3], &[]).is_err());
 }
 
 #[test]
