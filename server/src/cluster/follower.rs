@@ -9,6 +9,16 @@
 //! after a crash the consumer starts at or before the first message not yet
 //! in the store, never after it; what is re-delivered is compared and
 //! skipped.
+//!
+//! Anyone allowed to publish to the stream's subject can put a message
+//! there that no leader wrote: bytes that are not record lines, an
+//! `Auditlog-Seq` header that does not name the records, or records whose
+//! MAC does not verify with the cluster's key. Such a message is skipped
+//! (logged as an error naming it), never applied and never a reason to stop
+//! following: a leader signs on after it (`write.rs`), and the log goes on.
+//! A message that is a leader's group but does not continue this replica's
+//! chain is divergence, and stops the replica as before. A replay of real
+//! groups is compared with the stored lines and changes nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,7 +30,9 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClusterConfig, ClusterError};
-use crate::store::Store;
+use crate::keys::Keyring;
+use crate::store::record::{MacCheck, Record};
+use crate::store::{Store, StoreError};
 
 /// The file keeping the last stream message applied.
 const POS_FILE: &str = "cluster.pos";
@@ -38,6 +50,7 @@ pub(crate) async fn run(
     js: async_nats::jetstream::Context,
     config: Arc<ClusterConfig>,
     store: Arc<Store>,
+    keyring: Keyring,
     applied: Arc<AtomicU64>,
     failed: impl Fn(String) + Send,
     cancel: CancellationToken,
@@ -48,7 +61,7 @@ pub(crate) async fn run(
     loop {
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            outcome = follow(&js, &config, &store, &applied, &pos_path) => outcome,
+            outcome = follow(&js, &config, &store, &keyring, &applied, &pos_path) => outcome,
         };
         match outcome {
             Err(ClusterError::PurgedPast(reason)) => {
@@ -82,6 +95,7 @@ async fn follow(
     js: &async_nats::jetstream::Context,
     config: &ClusterConfig,
     store: &Store,
+    keyring: &Keyring,
     applied: &AtomicU64,
     pos_path: &Path,
 ) -> Result<(), ClusterError> {
@@ -120,16 +134,84 @@ async fn follow(
         let seq = message.info().map_err(|e| nats(&e))?.stream_sequence;
         #[cfg(feature = "fault-injection")]
         hold_if_asked(store.dir()).await;
-        store
-            .apply(message.payload.to_vec())
-            .await
-            .map_err(ClusterError::Store)?;
+        match store.apply(message.payload.to_vec()).await {
+            Ok(_) => {}
+            Err(e @ StoreError::Refused { .. }) => {
+                let Some(why) = foreign(&message, keyring, store.head()) else {
+                    return Err(ClusterError::Store(e));
+                };
+                tracing::error!(
+                    stream_seq = seq,
+                    why,
+                    "skipped stream message {seq}: no auditlog leader wrote it (someone with \
+                     NATS access published to the stream's subject); the log goes on without it"
+                );
+            }
+            Err(e) => return Err(ClusterError::Store(e)),
+        }
         applied.store(seq, Ordering::Release);
         if saved.elapsed() >= POS_EVERY {
             write_pos(pos_path, seq);
             saved = Instant::now();
         }
     }
+}
+
+/// Why `message`, which the replica refused, is no group an auditlog leader
+/// published; `None` when it could be one (the replica and the stream
+/// diverged). A leader's message is whole record lines, in seq order, named
+/// by its `Auditlog-Seq` header, each signed with the cluster's key. A MAC
+/// that does not verify counts only once the replica holds records (whose
+/// MACs verified with this node's key): on an empty replica it more likely
+/// means this node was given the wrong key, which must stop it, loudly.
+fn foreign(
+    message: &async_nats::jetstream::Message,
+    keyring: &Keyring,
+    head: u64,
+) -> Option<String> {
+    let header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(super::leader::SEQ_HEADER))
+        .and_then(|v| {
+            let (first, last) = v.as_str().split_once('-')?;
+            Some((first.parse::<u64>().ok()?, last.parse::<u64>().ok()?))
+        });
+    let Some((first, last)) = header else {
+        return Some(format!(
+            "it has no {} header naming its records",
+            super::leader::SEQ_HEADER
+        ));
+    };
+    let Some(lines) = message.payload.strip_suffix(b"\n") else {
+        return Some("it does not end with a newline: it is not record lines".into());
+    };
+    let mut seq = first;
+    for line in lines.split(|&b| b == b'\n') {
+        let Ok(record) = Record::parse(line) else {
+            return Some(format!("the line for seq {seq} is not a record"));
+        };
+        if record.seq != seq {
+            return Some(format!(
+                "its header names records {first}-{last}, but it holds seq {} there",
+                record.seq
+            ));
+        }
+        if head > 0 && record.check_mac(line, keyring) == MacCheck::Invalid {
+            return Some(format!(
+                "the MAC of its record {seq} does not verify with key {:?}: it was not signed \
+                 with the cluster's key",
+                record.key_id
+            ));
+        }
+        seq = seq.saturating_add(1);
+    }
+    (seq - 1 != last).then(|| {
+        format!(
+            "its header names records {first}-{last}, but it holds {first}-{}",
+            seq - 1
+        )
+    })
 }
 
 /// Refuses to follow a stream whose retention purge took messages this

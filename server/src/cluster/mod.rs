@@ -46,7 +46,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::kv;
+use async_nats::jetstream::context::GetStreamErrorKind;
+use async_nats::jetstream::{ErrorCode, kv};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -96,6 +97,11 @@ pub enum ClusterError {
     /// A batch too large to publish as one message.
     #[error("{0}")]
     TooLarge(String),
+    /// The stream cannot be vouched for (gone, shorter than the replica,
+    /// or configured to drop messages): no write until an operator fixes
+    /// it.
+    #[error("{0}")]
+    Unfit(String),
     /// The stream no longer holds records this replica needs (retention
     /// purged them): the node must be seeded from another node.
     #[error("{0}")]
@@ -105,12 +111,13 @@ pub enum ClusterError {
 impl ClusterError {
     /// The same failure for each caller of a group that failed with it:
     /// its reason, with the kind that decides the caller's status
-    /// (UNAVAILABLE, but for a too large batch).
+    /// (UNAVAILABLE, but for a too large batch and an unfit stream).
     pub(crate) fn for_each_caller(&self) -> ClusterError {
         match self {
             ClusterError::Deposed(m) => ClusterError::Deposed(m.clone()),
             ClusterError::NotLeader(m) => ClusterError::NotLeader(m.clone()),
             ClusterError::TooLarge(m) => ClusterError::TooLarge(m.clone()),
+            ClusterError::Unfit(m) => ClusterError::Unfit(m.clone()),
             e => ClusterError::Unavailable(e.to_string()),
         }
     }
@@ -140,12 +147,16 @@ pub(crate) struct Node {
     leading: Arc<tokio::sync::Mutex<Option<write::Leading>>>,
     /// The appends waiting for the leader's next publish.
     queue: Arc<gather::Queue>,
-    /// The stream sequence of the last message the replica applied.
+    /// The stream sequence of the last message the replica applied (or
+    /// skipped as foreign: `follower.rs`).
     applied: Arc<AtomicU64>,
     /// Events the replica is behind the stream's tail, last time looked.
     behind: Arc<AtomicU64>,
     /// Why the replica stopped following the stream, if it did.
     failed: Arc<Mutex<Option<String>>>,
+    /// What is wrong with the stream, as last looked (`watch_lag`): gone,
+    /// shorter than the replica, or configured to drop messages.
+    stream_fault: Arc<Mutex<Option<String>>>,
     /// Where a follower forwards writes.
     to_leader: Arc<forward::LeaderChannel>,
 }
@@ -178,6 +189,7 @@ impl Node {
             applied: Arc::new(AtomicU64::new(0)),
             behind: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(Mutex::new(None)),
+            stream_fault: Arc::new(Mutex::new(None)),
             to_leader,
         };
         tokio::spawn(
@@ -203,6 +215,7 @@ impl Node {
                 js.clone(),
                 Arc::clone(&node.config),
                 Arc::clone(&store),
+                node.keyring.clone(),
                 Arc::clone(&node.applied),
                 move |why| *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why),
                 cancel.clone(),
@@ -211,7 +224,9 @@ impl Node {
         });
     }
 
-    /// Every second: how many events the replica is behind the stream.
+    /// Every second: how many events the replica is behind the stream, and
+    /// whether the stream is still one to vouch for (there, fit to keep
+    /// the log, holding every message the replica took in).
     async fn watch_lag(
         &self,
         js: async_nats::jetstream::Context,
@@ -224,15 +239,55 @@ impl Node {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let Ok(stream) = js.get_stream(&self.config.stream).await else {
-                continue;
+            let stream = match js.get_stream(&self.config.stream).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // Unreachable NATS is said by the connection's state.
+                    if let GetStreamErrorKind::JetStream(e) = e.kind()
+                        && e.error_code() == ErrorCode::STREAM_NOT_FOUND
+                    {
+                        self.set_stream_fault(Some(format!(
+                            "stream {} does not exist (it was deleted, or NATS lost its \
+                             store); no node signs until it is restored (docs/cluster.md, \
+                             \"A stream that lost messages\")",
+                            self.config.stream
+                        )));
+                    }
+                    continue;
+                }
             };
-            if let Ok(tail) = stream::tail(&stream, &self.config.subject()).await {
+            let info = stream.cached_info();
+            let last = info.state.last_sequence;
+            let applied = self.applied.load(Ordering::Acquire);
+            self.set_stream_fault(if last < applied {
+                Some(stream::lost(&self.config.stream, last, applied))
+            } else {
+                stream::unfit(&info.config, &self.config)
+            });
+            if applied >= last {
+                // Every message taken in: whatever the last one's header
+                // claims (someone else's message may name any seqs).
+                self.behind.store(0, Ordering::Release);
+            } else if let Ok(tail) = stream::tail(&stream, &self.config.subject()).await {
                 let last = tail.map_or(0, |t| t.last_record);
                 self.behind
                     .store(last.saturating_sub(store.head()), Ordering::Release);
             }
         }
+    }
+
+    /// Records what is wrong with the stream (logged once when it starts),
+    /// or that nothing is.
+    fn set_stream_fault(&self, why: Option<String>) {
+        let mut fault = self.stream_fault.lock().unwrap_or_else(|p| p.into_inner());
+        if *fault != why {
+            match &why {
+                Some(why) => tracing::error!(error = %why, "the stream cannot be vouched for"),
+                None if fault.is_some() => tracing::info!("the stream is fit again"),
+                None => {}
+            }
+        }
+        *fault = why;
     }
 
     /// Sets up the stream and the buckets (retrying until it works or
@@ -289,6 +344,14 @@ impl Node {
         Duty::following(self.duty.clone())
     }
 
+    /// What is wrong with the stream, if anything (`watch_lag`).
+    fn stream_fault(&self) -> Option<String> {
+        self.stream_fault
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn set_setup(&self, why: Option<String>) {
         *self.setup.lock().unwrap_or_else(|p| p.into_inner()) = why;
     }
@@ -308,6 +371,9 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
         {
+            return Some(why);
+        }
+        if let Some(why) = self.stream_fault() {
             return Some(why);
         }
         let behind = self.behind.load(Ordering::Acquire);

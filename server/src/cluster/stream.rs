@@ -23,7 +23,8 @@ pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// The last message of the stream: where the chain continues.
 #[derive(Debug, Clone)]
 pub(crate) struct Tail {
-    /// The stream sequence of the message: the next publish expects it.
+    /// The stream sequence of the message.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) stream_seq: u64,
     /// The message: a group of record lines, each ending in `\n`.
     #[cfg_attr(not(test), allow(dead_code))]
@@ -55,9 +56,8 @@ pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     config: &ClusterConfig,
 ) -> Result<stream::Stream, ClusterError> {
-    let want = stream_config(config);
     let mut found = js
-        .get_or_create_stream(want.clone())
+        .get_or_create_stream(stream_config(config))
         .await
         .map_err(|e| ClusterError::Setup(format!("stream {}: {e}", config.stream)))?;
     let have = &found
@@ -65,6 +65,19 @@ pub(crate) async fn ensure_stream(
         .await
         .map_err(|e| ClusterError::Setup(format!("stream {}: {e}", config.stream)))?
         .config;
+    match unfit(have, config) {
+        None => Ok(found),
+        Some(why) => Err(ClusterError::Setup(why)),
+    }
+}
+
+/// Why the stream configured `have` cannot hold the log (it could drop or
+/// delete messages, or is not the stream `config` names), or `None`. Asked
+/// at setup and again every second while the node runs (`Node::watch_lag`),
+/// since anyone with NATS access can edit the stream under a running
+/// cluster.
+pub(crate) fn unfit(have: &stream::Config, config: &ClusterConfig) -> Option<String> {
+    let want = stream_config(config);
     let mut wrong = Vec::new();
     if have.subjects != want.subjects {
         wrong.push(format!(
@@ -93,16 +106,14 @@ pub(crate) async fn ensure_stream(
             have.duplicate_window
         ));
     }
-    if wrong.is_empty() {
-        Ok(found)
-    } else {
-        Err(ClusterError::Setup(format!(
+    (!wrong.is_empty()).then(|| {
+        format!(
             "stream {} exists with {}; fix it with `nats stream edit` or name another stream \
              in cluster.stream",
             config.stream,
             wrong.join(", ")
-        )))
-    }
+        )
+    })
 }
 
 /// Creates the lease bucket, or opens the one there when its entries live
@@ -172,6 +183,18 @@ pub(crate) async fn ensure_cursor_bucket(
             ))
         }),
     }
+}
+
+/// Why a node refuses a stream that ends at message `last` when its replica
+/// took in messages up to `applied`, further: the stream lost messages the
+/// replica holds (deleted and created again, or NATS lost its store).
+pub(crate) fn lost(stream: &str, last: u64, applied: u64) -> String {
+    format!(
+        "stream {stream} ends at message {last}, but this node's replica took in messages up \
+         to {applied}: the stream lost messages this replica holds (it was deleted and \
+         created again, or NATS lost its store); no node signs on top of it. Restore the \
+         stream (docs/cluster.md, \"A stream that lost messages\")"
+    )
 }
 
 /// The stream's last message, `None` while it is empty.

@@ -32,6 +32,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -45,6 +46,9 @@ use crate::store::{NewEvent, Receipt, Signer, Store};
 /// How long a write may wait for the replica (on takeover, and for its own
 /// group to be applied).
 const APPLY_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a new leader looks whether its replica took in the stream.
+const CONSUMED_POLL: Duration = Duration::from_millis(25);
 
 /// What the leader keeps between groups of one term.
 pub(crate) struct Leading {
@@ -74,6 +78,9 @@ impl Node {
         events: Vec<NewEvent>,
     ) -> Result<Vec<Receipt>, ClusterError> {
         self.leader_term()?;
+        if let Some(why) = self.stream_fault() {
+            return Err(ClusterError::Unfit(why));
+        }
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -165,29 +172,9 @@ impl Node {
         deadline: Instant,
     ) -> Result<Leading, ClusterError> {
         let js = async_nats::jetstream::new(self.client.clone());
-        let stream = js
-            .get_stream(&self.config.stream)
-            .await
-            .map_err(|e| ClusterError::Nats(format!("opening the stream: {e}")))?;
-        let tail = stream::tail(&stream, &self.config.subject()).await?;
-        let (stream_seq, last_record) = match &tail {
-            Some(t) => (t.stream_seq, t.last_record),
-            None => (0, 0),
-        };
-        if last_record > 0 {
-            store
-                .wait_for(last_record, deadline)
-                .await
-                .map_err(ClusterError::Store)?;
-        }
+        let stream_seq = self.wait_consumed(&js, deadline).await?;
         let head = store.chain_head().map_err(ClusterError::Store)?;
         let head_seq = head.as_ref().map_or(0, |h| h.seq);
-        if head_seq != last_record {
-            return Err(ClusterError::Nats(format!(
-                "this node's replica ends at seq {head_seq} but the stream at {last_record}; \
-                 not signing on"
-            )));
-        }
         tracing::info!(
             term,
             head = head_seq,
@@ -205,6 +192,57 @@ impl Node {
                 stream_seq,
             ),
         })
+    }
+}
+
+impl Node {
+    /// Waits until this node's replica has taken in every message of the
+    /// stream (applied it, or skipped it as no leader's: `follower.rs`), and
+    /// returns the stream's last sequence, which the next publish expects.
+    /// The chain goes on from the replica's head, whatever the last
+    /// message's header claims: a message someone else published at the
+    /// tail (garbage, a forgery, a replay) neither stops the leader nor
+    /// moves where it signs on.
+    async fn wait_consumed(
+        &self,
+        js: &async_nats::jetstream::Context,
+        deadline: Instant,
+    ) -> Result<u64, ClusterError> {
+        loop {
+            if let Some(why) = self
+                .failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return Err(ClusterError::Unavailable(format!(
+                    "this node cannot lead: {why}"
+                )));
+            }
+            let stream = js
+                .get_stream(&self.config.stream)
+                .await
+                .map_err(|e| ClusterError::Nats(format!("opening the stream: {e}")))?;
+            let last = stream.cached_info().state.last_sequence;
+            let applied = self.applied.load(Ordering::Acquire);
+            if applied == last {
+                return Ok(last);
+            }
+            if applied > last {
+                return Err(ClusterError::Unfit(stream::lost(
+                    &self.config.stream,
+                    last,
+                    applied,
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::Unavailable(format!(
+                    "this node's replica has taken in stream messages up to {applied} of \
+                     {last}; not signing on until it holds them all: retry"
+                )));
+            }
+            tokio::time::sleep(CONSUMED_POLL).await;
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub(crate) fn cluster_status(e: ClusterError) -> Status {
         ClusterError::Store(e) => status_of(e),
         ClusterError::Leader(status) => *status,
         ClusterError::TooLarge(m) => Status::invalid_argument(m),
+        ClusterError::Unfit(m) => Status::failed_precondition(m),
         e => Status::unavailable(e.to_string()),
     }
 }

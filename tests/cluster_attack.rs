@@ -1,0 +1,260 @@
+//! Cluster mode attacked from outside, as someone with NATS access (or a
+//! faulty NATS) would: messages no leader wrote published to the stream's
+//! subject, and the stream edited, emptied or deleted under running nodes.
+//! A real three-server NATS cluster on loopback (`common::NatsCluster`),
+//! skipped without a `nats-server` binary unless `REQUIRE_NATS=1`.
+//!
+//! What is here: foreign messages (garbage, a forged record, a replay) are
+//! skipped by every replica and the leader signs on after them, writes
+//! going on; a stream that lost what the replicas hold, or that was edited
+//! to drop messages, turns health NOT_SERVING and writes FAILED_PRECONDITION
+//! saying so, and nobody signs on top of it.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+mod common;
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream;
+use auditlog_client::pb;
+use common::cluster::{Node, assert_same_whole_log, failover_client, leader, start_nodes};
+use common::endpoints::closed_port;
+use common::{NatsCluster, health_of, run_to_end, wait_for_health, wait_until, workspace_bin};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
+const SUBJECT: &str = "AUDITLOG.log";
+
+fn event(i: usize) -> auditlog_client::NewEvent {
+    auditlog_client::NewEvent::new("crm_update")
+        .actor("system")
+        .lead(format!("L{i}"))
+        .idempotency_key(format!("k{i}"))
+}
+
+/// Publishes `payload` to the stream's subject as an outsider: no fence,
+/// no message id, the headers given.
+async fn publish(js: &jetstream::Context, headers: &[(&str, &str)], payload: Vec<u8>) {
+    let mut map = HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, *value);
+    }
+    js.publish_with_headers(SUBJECT, map, payload.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
+/// Waits until every node reports `want` for the audit service.
+async fn wait_all_health(nodes: &[Node], want: ServingStatus) {
+    for node in nodes {
+        wait_for_health(&node.channel().await, AUDIT_SERVICE, want).await;
+    }
+}
+
+#[tokio::test]
+async fn messages_no_leader_wrote_are_skipped_and_writes_go_on_after_them() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let client = leader(&js, &nodes).await.client().await;
+    let mut acked: Vec<pb::Receipt> = Vec::new();
+    for i in 0..3 {
+        acked.push(client.log(event(i)).await.unwrap());
+    }
+    let stream = js.get_stream("AUDITLOG").await.unwrap();
+    let first = stream.get_raw_message(1).await.unwrap();
+    let third = stream.get_raw_message(3).await.unwrap();
+
+    // Bytes that are not records, with and without the header.
+    publish(&js, &[], b"garbage".to_vec()).await;
+    publish(&js, &[("Auditlog-Seq", "4-4")], b"{\"seq\":4}\n".to_vec()).await;
+    // A record 4 that looks right but whose MAC does not verify (record 3
+    // renumbered), and the same under a header naming other seqs.
+    let forged = String::from_utf8(third.payload.to_vec()).unwrap().replacen(
+        "{\"seq\":3,",
+        "{\"seq\":4,",
+        1,
+    );
+    publish(&js, &[("Auditlog-Seq", "4-4")], forged.clone().into()).await;
+    publish(&js, &[("Auditlog-Seq", "9-9")], forged.into()).await;
+    // A replay of a real group, outside JetStream's duplicate window (no
+    // message id): the same bytes the replicas hold at seq 1.
+    publish(&js, &[("Auditlog-Seq", "1-1")], first.payload.to_vec()).await;
+
+    // The leader's fenced publish finds the stream moved on, and signs on
+    // after the foreign messages; every write is answered.
+    let writer = failover_client(&nodes).await;
+    for i in 3..6 {
+        let receipt = tokio::time::timeout(Duration::from_secs(20), writer.log(event(i)))
+            .await
+            .expect("a write after foreign messages was not answered")
+            .unwrap();
+        assert_eq!(receipt.seq, i as u64 + 1);
+        acked.push(receipt);
+    }
+    wait_all_health(&nodes, ServingStatus::Serving).await;
+    assert_same_whole_log(&nodes, &acked).await;
+
+    // A restarted node takes the stream in again past the same messages,
+    // from its position or (without one) from the start.
+    nodes[0].restart().await;
+    nodes[1].process.kill9();
+    let _ = std::fs::remove_file(nodes[1].dir.path().join("data/cluster.pos"));
+    nodes[1].restart().await;
+    acked.push(writer.log(event(6)).await.unwrap());
+    wait_all_health(&nodes, ServingStatus::Serving).await;
+    assert_same_whole_log(&nodes, &acked).await;
+}
+
+/// The status a write gets while the stream is unfit: FAILED_PRECONDITION
+/// (no retry helps until an operator acts) naming what is wrong.
+async fn assert_write_refused(client: &auditlog_client::Client, i: usize, saying: &str) {
+    let refused = wait_until("the write to be refused", || async {
+        match client.log(event(i)).await {
+            Err(auditlog_client::Error::Rpc(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                Ok(s)
+            }
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert!(refused.message().contains(saying), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_stream_edited_to_drop_messages_is_not_vouched_for_until_it_is_fixed() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let client = leader(&js, &nodes).await.client().await;
+    let mut acked = vec![client.log(event(0)).await.unwrap()];
+
+    // Someone with NATS access caps the stream: old messages would go.
+    let mut stream = js.get_stream("AUDITLOG").await.unwrap();
+    let fit = stream.info().await.unwrap().config.clone();
+    let capped = jetstream::stream::Config {
+        max_messages: 1000,
+        ..fit.clone()
+    };
+    js.update_stream(&capped).await.unwrap();
+    wait_all_health(&nodes, ServingStatus::NotServing).await;
+    assert_write_refused(&client, 1, "max_msgs").await;
+    // Reads go on from the replicas.
+    for node in &nodes {
+        assert_eq!(node.client().await.stats(None).await.unwrap().head_seq, 1);
+    }
+
+    js.update_stream(&fit).await.unwrap();
+    wait_all_health(&nodes, ServingStatus::Serving).await;
+    acked.push(client.log(event(1)).await.unwrap());
+    assert_same_whole_log(&nodes, &acked).await;
+}
+
+#[tokio::test]
+async fn a_stream_deleted_or_recreated_empty_under_the_nodes_is_not_signed_on() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let client = leader(&js, &nodes).await.client().await;
+    let acked = client.log_batch((0..5).map(event)).await.unwrap();
+    // Past the position file's once-a-second write.
+    for i in 5..8 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        client.log(event(i)).await.unwrap();
+    }
+    let mut stream = js.get_stream("AUDITLOG").await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+
+    js.delete_stream("AUDITLOG").await.unwrap();
+    wait_all_health(&nodes, ServingStatus::NotServing).await;
+    assert_write_refused(&client, 8, "does not exist").await;
+
+    // Created again, empty: what every replica holds is gone from it, and
+    // no node signs a log on top of nothing.
+    js.create_stream(config).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_write_refused(&client, 8, "lost messages").await;
+    for node in &nodes {
+        let status = health_of(&node.channel().await, AUDIT_SERVICE).await;
+        assert_eq!(status.unwrap(), ServingStatus::NotServing, "{}", node.url());
+        let verified = node.client().await.verify().await.unwrap();
+        assert!(verified.ok && verified.head_seq == 8, "{verified:?}");
+    }
+    // A restart tells the same.
+    nodes[0].restart().await;
+    wait_for_health(
+        &nodes[0].channel().await,
+        AUDIT_SERVICE,
+        ServingStatus::NotServing,
+    )
+    .await;
+    let stream = js.get_stream("AUDITLOG").await.unwrap();
+    assert_eq!(stream.cached_info().state.messages, 0, "a node signed on");
+
+    // Restored as docs/cluster.md says: every node stopped, one node's log
+    // imported into the empty stream, the position files removed.
+    for node in &mut nodes {
+        node.process.kill9();
+    }
+    let data = nodes[1].dir.path().join("data");
+    let imported = wait_until("the import to find no lease held", || async {
+        let run = import(&nats, &data).await;
+        if run.code == 0 {
+            Ok(run)
+        } else {
+            Err(format!("{run:?}"))
+        }
+    })
+    .await;
+    assert!(
+        imported.stdout.contains("imported records 1-8"),
+        "{imported:?}"
+    );
+    for node in &mut nodes {
+        let _ = std::fs::remove_file(node.dir.path().join("data/cluster.pos"));
+        node.restart().await;
+    }
+    wait_all_health(&nodes, ServingStatus::Serving).await;
+    let mut acked = acked;
+    acked.extend(
+        common::all_events(&client)
+            .await
+            .iter()
+            .skip(5)
+            .map(|e| pb::Receipt {
+                seq: e.seq,
+                id: e.id.clone(),
+                timestamp: e.timestamp,
+                signature: e.signature.clone(),
+                duplicate: false,
+            }),
+    );
+    acked.push(failover_client(&nodes).await.log(event(8)).await.unwrap());
+    assert_same_whole_log(&nodes, &acked).await;
+}
+
+/// `auditlog-server --cluster-import` of the stopped node's `data_dir`.
+async fn import(nats: &NatsCluster, data_dir: &std::path::Path) -> common::Finished {
+    let config = data_dir.with_extension("import.toml");
+    std::fs::write(&config, nats.node_toml("importer", closed_port())).unwrap();
+    let args = vec![
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--cluster-import".to_owned(),
+    ];
+    let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), common::TEST_KEY.to_owned())];
+    let bin = workspace_bin("auditlog-server", "auditlog-server");
+    run_to_end(bin, args, env, Duration::from_secs(30)).await
+}
