@@ -211,13 +211,40 @@ impl Client {
     }
 
     /// Every event matching `query`, following page tokens to the end.
+    ///
+    /// Each page must move on from the last: a page that is not the last
+    /// holds at least one event, and every event comes after the one
+    /// before it in the query's order. A server whose pages repeat or go
+    /// back (broken, or hostile, paging for ever) is
+    /// [`Error::Protocol`], not a loop.
     pub async fn query_all(&self, mut query: Query) -> Result<Vec<pb::Event>, Error> {
-        let mut events = Vec::new();
+        let oldest_first = query.request.oldest_first;
+        let mut events: Vec<pb::Event> = Vec::new();
         loop {
             let page = self.query(query.clone()).await?;
-            events.extend(page.events);
+            let empty = page.events.is_empty();
+            for event in page.events {
+                let last = events.last().map(|e| e.seq);
+                let on = last.is_none_or(|l| (event.seq > l) == oldest_first && event.seq != l);
+                if !on {
+                    let order = if oldest_first { "after" } else { "before" };
+                    return Err(Error::Protocol(format!(
+                        "seq {} came after seq {} in a query whose events each come {order} the                          one before",
+                        event.seq,
+                        last.unwrap_or_default()
+                    )));
+                }
+                events.push(event);
+            }
             if page.next_page_token.is_empty() {
                 return Ok(events);
+            }
+            if empty {
+                return Err(Error::Protocol(
+                    "a page with no events and a next page token (a page that is not the last \
+                     holds at least one event)"
+                        .into(),
+                ));
             }
             query.request.page_token = page.next_page_token;
         }

@@ -41,6 +41,10 @@ pub enum Error {
     /// A checkpoint or a proof did not verify; says which and why.
     #[error("{0}")]
     Proof(String),
+    /// The server's answers break the API's own rules (pages that do not
+    /// move on, say): a server that is broken or hostile. Says what.
+    #[error("the server's answer breaks the API: {0}")]
+    Protocol(String),
 }
 
 impl Error {

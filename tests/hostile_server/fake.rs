@@ -128,6 +128,8 @@ pub(crate) struct Scene {
     pub consistency: Option<pb::GetConsistencyProofResponse>,
     pub log: Option<pb::LogResponse>,
     pub batch: Option<pb::LogBatchResponse>,
+    /// Every Query call's answer, the same each time.
+    pub query: Option<pb::QueryResponse>,
     /// Each StreamEvents call takes the next: its messages, then the end.
     pub streams: VecDeque<Vec<pb::StreamEventsResponse>>,
     pub fail: Option<Status>,
@@ -166,7 +168,7 @@ impl AuditService for Fake {
         &self,
         _: Request<pb::QueryRequest>,
     ) -> Result<Response<pb::QueryResponse>, Status> {
-        self.answer(|_| None)
+        self.answer(|s| s.query.clone())
     }
     type StreamEventsStream = Stream<pb::StreamEventsResponse>;
     async fn stream_events(

@@ -20,6 +20,8 @@
 //!   records it showed.
 //! - `escapes.rs`: terminal escapes in origins, signer names, lines and
 //!   error messages the server sends.
+//! - `paging.rs`: query pages that never end (the same page again and
+//!   again, empty pages with a next token).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -29,6 +31,7 @@ mod common;
 mod escapes;
 mod fake;
 mod follow;
+mod paging;
 mod proofs;
 mod receipts;
 mod transport;
