@@ -19,9 +19,12 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use auditlog_client::pb;
-use common::cluster::{Node, assert_same_whole_log, failover_client, leader, start_nodes};
+use common::cluster::{Node, assert_same_whole_log, failover_client, leader, lease, start_nodes};
 use common::endpoints::closed_port;
-use common::{NatsCluster, health_of, run_to_end, wait_for_health, wait_until, workspace_bin};
+use common::{
+    NatsCluster, health_of, run_to_end, wait_for_health, wait_until, wait_until_within,
+    workspace_bin,
+};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
@@ -257,4 +260,90 @@ async fn import(nats: &NatsCluster, data_dir: &std::path::Path) -> common::Finis
     let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), common::TEST_KEY.to_owned())];
     let bin = workspace_bin("auditlog-server", "auditlog-server");
     run_to_end(bin, args, env, Duration::from_secs(30)).await
+}
+
+#[tokio::test]
+async fn a_deleted_lease_bucket_is_created_again_and_a_leader_elected() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let mut acked = vec![
+        leader(&js, &nodes)
+            .await
+            .client()
+            .await
+            .log(event(0))
+            .await
+            .unwrap(),
+    ];
+
+    js.delete_key_value("AUDITLOG_leader").await.unwrap();
+    js.delete_key_value("AUDITLOG_cursors").await.unwrap();
+    // Without the bucket no node could take the lease: once the leader
+    // found its renewal refused, every write would be refused, "no
+    // leader", for good.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let writer = failover_client(&nodes).await;
+    let receipt = tokio::time::timeout(Duration::from_secs(20), writer.log(event(1)))
+        .await
+        .expect("no write answered after the lease bucket was deleted")
+        .unwrap();
+    acked.push(receipt);
+    wait_until("the buckets to be there again", || async {
+        js.get_key_value("AUDITLOG_cursors")
+            .await
+            .map_err(|e| e.to_string())?;
+        lease(&js).await
+    })
+    .await;
+    wait_all_health(&nodes, ServingStatus::Serving).await;
+    assert_same_whole_log(&nodes, &acked).await;
+}
+
+#[tokio::test]
+async fn health_is_not_serving_while_every_nats_server_is_paused() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let mut acked = vec![
+        leader(&js, &nodes)
+            .await
+            .client()
+            .await
+            .log(event(0))
+            .await
+            .unwrap(),
+    ];
+
+    // Paused, NATS keeps its connections open: a node is not told it is
+    // gone, yet nothing it asks is answered.
+    for i in 0..3 {
+        nats.signal(i, "STOP");
+    }
+    for node in &nodes {
+        let channel = node.channel().await;
+        wait_until_within(Duration::from_secs(5), "health NOT_SERVING", || async {
+            match health_of(&channel, AUDIT_SERVICE).await {
+                Ok(ServingStatus::NotServing) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        let refused = node.client().await.log(event(1)).await.unwrap_err();
+        let auditlog_client::Error::Rpc(status) = refused else {
+            panic!("{refused:?}");
+        };
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("NATS"), "{status:?}");
+    }
+    for i in 0..3 {
+        nats.signal(i, "CONT");
+    }
+    wait_all_health(&nodes, ServingStatus::Serving).await;
+    acked.push(failover_client(&nodes).await.log(event(1)).await.unwrap());
+    assert_same_whole_log(&nodes, &acked).await;
 }

@@ -43,7 +43,7 @@ mod write;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::jetstream::context::GetStreamErrorKind;
@@ -159,6 +159,9 @@ pub(crate) struct Node {
     stream_fault: Arc<Mutex<Option<String>>>,
     /// Where a follower forwards writes.
     to_leader: Arc<forward::LeaderChannel>,
+    /// Since when the lease rounds have not known who leads (NATS gave no
+    /// answer), while they do not.
+    unknown_since: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Node {
@@ -191,6 +194,7 @@ impl Node {
             failed: Arc::new(Mutex::new(None)),
             stream_fault: Arc::new(Mutex::new(None)),
             to_leader,
+            unknown_since: Arc::new(Mutex::new(Some(Instant::now()))),
         };
         tokio::spawn(
             node.clone()
@@ -239,6 +243,7 @@ impl Node {
                 _ = cancel.cancelled() => return,
                 _ = tick.tick() => {}
             }
+            self.keep_buckets(&js).await;
             let stream = match js.get_stream(&self.config.stream).await {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -272,6 +277,41 @@ impl Node {
                 let last = tail.map_or(0, |t| t.last_record);
                 self.behind
                     .store(last.saturating_sub(store.head()), Ordering::Release);
+            }
+        }
+    }
+
+    /// Creates the lease bucket and the bucket of delivery positions again
+    /// if someone deleted them: without the lease bucket no node could ever
+    /// be elected again. Both only coordinate (who leads, where webhooks
+    /// stand: a new leader then resumes from its own position files), so
+    /// an empty one is safe; the log itself is in the stream.
+    async fn keep_buckets(&self, js: &async_nats::jetstream::Context) {
+        for bucket in [self.config.lease_bucket(), self.config.cursor_bucket()] {
+            let Err(e) = js.get_stream(format!("KV_{bucket}")).await else {
+                continue;
+            };
+            let GetStreamErrorKind::JetStream(e) = e.kind() else {
+                continue;
+            };
+            if e.error_code() != ErrorCode::STREAM_NOT_FOUND {
+                continue;
+            }
+            tracing::error!(
+                bucket,
+                "the bucket was deleted under the cluster; creating it again"
+            );
+            let created = if bucket == self.config.lease_bucket() {
+                stream::ensure_lease_bucket(js, &self.config)
+                    .await
+                    .map(drop)
+            } else {
+                stream::ensure_cursor_bucket(js, &self.config)
+                    .await
+                    .map(drop)
+            };
+            if let Err(e) = created {
+                tracing::error!(bucket, error = %e, "cannot create the bucket again");
             }
         }
     }
@@ -336,6 +376,10 @@ impl Node {
             self.config.lease_ttl(),
         );
         tokio::spawn(keep_duty(self.role.clone(), cursors, duty));
+        tokio::spawn(track_unknown(
+            self.role.clone(),
+            Arc::clone(&self.unknown_since),
+        ));
         lease::run(lease, role, cancel).await;
     }
 
@@ -363,6 +407,21 @@ impl Node {
             return Some(format!(
                 "cannot reach NATS at {}",
                 self.config.nats_urls.join(", ")
+            ));
+        }
+        let unknown = *self.unknown_since.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(since) = unknown.filter(|s| s.elapsed() >= self.config.lease_ttl())
+            && self
+                .setup
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        {
+            return Some(format!(
+                "NATS has not answered this node's lease rounds for {} ms (NATS paused, \
+                 partitioned or overloaded, or the lease bucket {} gone): no leader is known",
+                since.elapsed().as_millis(),
+                self.config.lease_bucket()
             ));
         }
         if let Some(why) = self
@@ -471,6 +530,26 @@ fn readable(key: &'static str, path: &std::path::Path) -> Result<(), ClusterErro
             key,
             reason: format!("cannot read {}: {e}", path.display()),
         })
+}
+
+/// Keeps `since` at the moment `role` became [`Role::Unknown`] (a lease
+/// round NATS did not answer), `None` while the role is known, until the
+/// lease stops (shutdown).
+async fn track_unknown(mut role: watch::Receiver<Role>, since: Arc<Mutex<Option<Instant>>>) {
+    loop {
+        let unknown = *role.borrow_and_update() == Role::Unknown;
+        {
+            let mut since = since.lock().unwrap_or_else(|p| p.into_inner());
+            match (unknown, since.is_some()) {
+                (true, false) => *since = Some(Instant::now()),
+                (false, true) => *since = None,
+                _ => {}
+            }
+        }
+        if role.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Keeps `duty` on while `role` says this node leads, off otherwise, until

@@ -104,7 +104,14 @@ impl Node {
                 "this node follows; the leader is {} at {}",
                 h.node, h.advertise
             ))),
-            _ => Err(ClusterError::NotLeader("no leader is elected yet".into())),
+            Role::Follower { leader: None } => {
+                Err(ClusterError::NotLeader("no leader is elected yet".into()))
+            }
+            Role::Unknown => Err(ClusterError::NotLeader(
+                "no leader is known: NATS did not answer this node's last lease round (NATS \
+                 unreachable, paused or partitioned, or the lease bucket gone)"
+                    .into(),
+            )),
         }
     }
 
