@@ -347,3 +347,97 @@ async fn health_is_not_serving_while_every_nats_server_is_paused() {
     acked.push(failover_client(&nodes).await.log(event(1)).await.unwrap());
     assert_same_whole_log(&nodes, &acked).await;
 }
+
+#[tokio::test]
+async fn writes_while_nats_stalls_again_and_again_are_answered_in_time_and_none_is_lost() {
+    const DEADLINE: Duration = Duration::from_secs(3);
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let _ = leader(&js, &nodes).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        // Each call once, to the next node along, with a deadline.
+        let client = auditlog_client::Client::builder()
+            .nodes(nodes.iter().map(|n| n.url().to_owned()))
+            .retry(auditlog_client::Retry {
+                attempts: 1,
+                ..Default::default()
+            })
+            .answer_within(DEADLINE)
+            .connect()
+            .await
+            .unwrap();
+        let stop = std::sync::Arc::clone(&stop);
+        writers.push(tokio::spawn(async move {
+            let mut calls = Vec::new();
+            for i in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let started = std::time::Instant::now();
+                let answer = client.log(event(w * 100_000 + i)).await;
+                if answer.is_err() {
+                    // As a caller would, before trying again (counted in
+                    // the call's time).
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                calls.push((w * 100_000 + i, started.elapsed(), answer));
+            }
+            calls
+        }));
+    }
+    // NATS stalls a second at a time: longer than a lease round may take,
+    // so the leader steps down each time.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for i in 0..3 {
+            nats.signal(i, "STOP");
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        for i in 0..3 {
+            nats.signal(i, "CONT");
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut calls = Vec::new();
+    for writer in writers {
+        calls.extend(writer.await.unwrap());
+    }
+
+    let retry = failover_client(&nodes).await;
+    let mut acked = Vec::new();
+    for (i, took, answer) in calls {
+        assert!(
+            took < DEADLINE + Duration::from_secs(1),
+            "{i} took {took:?}"
+        );
+        // A refusal says what is wrong; no node sends a write to itself
+        // as if it were another's leader, nor is said unreachable when it
+        // answered.
+        if let Err(auditlog_client::Error::Rpc(status)) = &answer {
+            let message = status.message();
+            for node in 0..3 {
+                assert!(
+                    message.matches(&format!("node{node} at")).count() < 2,
+                    "{status:?}"
+                );
+            }
+            assert!(
+                !(message.contains("cannot reach") && message.contains("this node")),
+                "{status:?}"
+            );
+        }
+        // A refused write, asked again with its key, is written now, or
+        // found written once.
+        match answer {
+            Ok(receipt) => acked.push(receipt),
+            Err(_) => acked.push(retry.log(event(i)).await.unwrap()),
+        }
+    }
+    assert_same_whole_log(&nodes, &acked).await;
+}

@@ -128,7 +128,10 @@ impl Node {
             return None;
         }
         match &*self.role.borrow() {
-            Role::Follower { leader: Some(h) } => Some(h.clone()),
+            // Its own lease, lapsed (a renewal NATS did not answer in
+            // time) and not yet expired: the write path says so, rather
+            // than this node forwarding the call to itself.
+            Role::Follower { leader: Some(h) } if h.node != self.config.node() => Some(h.clone()),
             _ => None,
         }
     }
@@ -172,6 +175,16 @@ impl Node {
             // Unknown is how a connection cut mid-call (the leader killed)
             // comes back; Unavailable, a leader not listening or one
             // refusing for now: either way worth a retry.
+            // The leader's own answer (no transport error under it): it was
+            // reached, and cannot take the write now.
+            Err(s) if s.code() == Code::Unavailable && std::error::Error::source(&s).is_none() => {
+                Err(ClusterError::Forward(format!(
+                    "the leader {} at {} cannot take the write now: {}; retry",
+                    leader.node,
+                    leader.advertise,
+                    s.message()
+                )))
+            }
             Err(s) if matches!(s.code(), Code::Unavailable | Code::Unknown) => {
                 Err(unreachable(why_unreachable(&s)))
             }

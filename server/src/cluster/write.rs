@@ -100,6 +100,14 @@ impl Node {
     fn leader_term(&self) -> Result<u64, ClusterError> {
         match &*self.role.borrow() {
             Role::Leader { term } => Ok(*term),
+            Role::Follower { leader: Some(h) } if h.node == self.config.node() => {
+                Err(ClusterError::NotLeader(format!(
+                    "this node's own leader lease lapsed (NATS did not answer its renewal in \
+                     time) and has not expired yet; a leader is elected again within \
+                     cluster.lease_ttl_ms ({} ms): retry",
+                    self.config.lease_ttl().as_millis()
+                )))
+            }
             Role::Follower { leader: Some(h) } => Err(ClusterError::NotLeader(format!(
                 "this node follows; the leader is {} at {}",
                 h.node, h.advertise
