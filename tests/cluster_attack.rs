@@ -19,7 +19,10 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream;
 use auditlog_client::pb;
-use common::cluster::{Node, assert_same_whole_log, failover_client, leader, lease, start_nodes};
+use common::cluster::{
+    Node, assert_same_whole_log, failover_client, leader, lease, start_nodes, start_nodes_around,
+    wait_all_at,
+};
 use common::endpoints::closed_port;
 use common::{
     NatsCluster, health_of, run_to_end, wait_for_health, wait_until, wait_until_within,
@@ -440,4 +443,62 @@ async fn writes_while_nats_stalls_again_and_again_are_answered_in_time_and_none_
         }
     }
     assert_same_whole_log(&nodes, &acked).await;
+}
+
+#[tokio::test]
+async fn a_replayed_message_does_not_make_retention_purge_records_it_keeps_from_the_stream() {
+    const RETENTION: Duration = Duration::from_secs(2);
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    // Retention checked at start only (then asked for), segments sealed
+    // on request.
+    let retained = format!(
+        "retention_days = {}\nretention_check_secs = 86400\nmax_segment_age_secs = 0\n",
+        RETENTION.as_secs_f64() / 86_400.0
+    );
+    let mut nodes = start_nodes_around(&nats, 3, &retained, "").await;
+    let js = jetstream::new(nats.client().await);
+    let leader_url = leader(&js, &nodes).await.url().to_owned();
+    let client = auditlog_client::Client::connect(&leader_url).await.unwrap();
+    client.log_batch((1..=5).map(event)).await.unwrap();
+    wait_all_at(&nodes, 5).await;
+    for node in &nodes {
+        assert!(node.client().await.rotate(true).await.unwrap().rotated);
+    }
+    // A node goes down holding 1..=5, all that retention will purge.
+    let down = nodes.iter().position(|n| n.url() != leader_url).unwrap();
+    nodes[down].process.kill9();
+    client.log(event(6)).await.unwrap();
+    // Stream message 1 again, after record 6's message.
+    let stream = js.get_stream("AUDITLOG").await.unwrap();
+    let first = stream.get_raw_message(1).await.unwrap();
+    publish(&js, &[("Auditlog-Seq", "1-5")], first.payload.to_vec()).await;
+    client.log(event(7)).await.unwrap();
+    client.log(event(8)).await.unwrap();
+
+    let purge = wait_until_within(RETENTION * 10, "the leader to purge 1..=5", || async {
+        match client.apply_retention().await {
+            Ok(p) if p.through_seq > 0 => Ok(p),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(purge.through_seq, 5);
+    // The stream keeps every message from record 6's on.
+    let mut stream = js.get_stream("AUDITLOG").await.unwrap();
+    let first_left = stream.info().await.unwrap().state.first_sequence;
+    let message = stream.get_raw_message(first_left).await.unwrap();
+    assert_eq!(
+        message.headers.get("Auditlog-Seq").unwrap().as_str(),
+        "6-6",
+        "the stream lost records retention keeps"
+    );
+    // So the node that was down catches up from the stream.
+    let node = &mut nodes[down];
+    node.process = common::cluster::spawn(node.port, node.dir.path()).await;
+    wait_for_health(&node.channel().await, AUDIT_SERVICE, ServingStatus::Serving).await;
+    wait_all_at(&nodes, 9).await;
+    let verified = nodes[down].client().await.verify().await.unwrap();
+    assert!(verified.ok, "{verified:?}");
 }

@@ -164,20 +164,12 @@ async fn follow(
 /// that does not verify counts only once the replica holds records (whose
 /// MACs verified with this node's key): on an empty replica it more likely
 /// means this node was given the wrong key, which must stop it, loudly.
-fn foreign(
+pub(super) fn foreign(
     message: &async_nats::jetstream::Message,
     keyring: &Keyring,
     head: u64,
 ) -> Option<String> {
-    let header = message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(super::leader::SEQ_HEADER))
-        .and_then(|v| {
-            let (first, last) = v.as_str().split_once('-')?;
-            Some((first.parse::<u64>().ok()?, last.parse::<u64>().ok()?))
-        });
-    let Some((first, last)) = header else {
+    let Some((first, last)) = super::retention::seqs_of(message.headers.as_ref()) else {
         return Some(format!(
             "it has no {} header naming its records",
             super::leader::SEQ_HEADER

@@ -10,8 +10,9 @@
 //!    and deletes its own segments up to the event's `through_seq`
 //!    (`store/retention.rs` `settle`).
 //! 3. The leader then purges the stream below the first message holding a
-//!    record after `through_seq`: what is left starts with records still
-//!    kept, the purge event among them. It runs again at every round from
+//!    record after `through_seq` (read in order along the chain, never
+//!    trusting a header alone: `first_kept`): what is left starts with
+//!    records still kept, the purge event among them. It runs again at every round from
 //!    the newest purge event in the log, so a stream purge that failed is
 //!    done at the next one.
 //!
@@ -24,10 +25,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::{self, message::StreamMessage, stream};
+use futures::StreamExt as _;
 
 use super::leader::SEQ_HEADER;
 use super::{ClusterError, Node};
+use crate::keys::Keyring;
 use crate::store::{Purge, Store};
 
 impl Node {
@@ -102,9 +106,15 @@ impl Node {
             .await
             .map_err(|e| nats(&e))?;
         let state = stream.info().await.map_err(|e| nats(&e))?.state.clone();
-        let keep = first_kept(&stream, state.first_sequence, state.last_sequence, through)
-            .await
-            .map_err(|e| nats(&e))?;
+        let keep = first_kept(
+            &stream,
+            self.config.subject(),
+            &self.keyring,
+            (state.first_sequence, state.last_sequence),
+            through,
+        )
+        .await
+        .map_err(|e| nats(&e))?;
         let Some(keep) = keep.filter(|&k| k > state.first_sequence) else {
             return Ok(0);
         };
@@ -124,48 +134,85 @@ impl Node {
     }
 }
 
-/// The first stream message in `first..=last` whose last record is after
-/// `through` (records grow with stream sequence: a binary search), `None`
-/// when none is.
+/// How long the scan for the first message kept may wait for the next one.
+const SCAN_WAIT: Duration = Duration::from_secs(10);
+
+/// The first stream message in `first..=last` of the log's own chain whose
+/// last record is after `through`, `None` when none is.
+///
+/// Read in order, not by a binary search over the messages' headers:
+/// anyone allowed to publish to the subject can put a message anywhere
+/// whose header names any seqs, and a search that lands on one (a replay of
+/// old records, say) would purge messages holding records retention keeps.
+/// A message counts only if an auditlog leader wrote it (`follower.rs`)
+/// and it continues the chain from the one before: its first record right
+/// after that one's last. Each message is read here once, in the round
+/// that purges it (the first one kept ends the scan).
 async fn first_kept(
     stream: &stream::Stream,
-    first: u64,
-    last: u64,
+    subject: String,
+    keyring: &Keyring,
+    (first, last): (u64, u64),
     through: u64,
 ) -> Result<Option<u64>, String> {
-    if last < first || last_record(stream, last).await? <= through {
+    if last < first {
         return Ok(None);
     }
-    if last_record(stream, first).await? > through {
-        return Ok(Some(first));
-    }
-    let (mut low, mut high) = (first, last);
-    while low < high {
-        let mid = low + (high - low) / 2;
-        if last_record(stream, mid).await? > through {
-            high = mid;
-        } else {
-            low = mid + 1;
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: subject,
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: first,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("reading the stream from message {first}: {e}"))?;
+    let mut messages = consumer
+        .messages()
+        .await
+        .map_err(|e| format!("reading the stream from message {first}: {e}"))?;
+    let mut next_record = None;
+    loop {
+        let message = match tokio::time::timeout(SCAN_WAIT, messages.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(Some(Err(e))) => return Err(format!("reading the stream: {e}")),
+            Ok(None) | Err(_) => {
+                return Err(format!("the stream gave no message after {next_record:?}"));
+            }
+        };
+        let seq = message
+            .info()
+            .map_err(|e| format!("reading the stream: {e}"))?
+            .stream_sequence;
+        if seq > last {
+            return Ok(None);
+        }
+        let records = super::follower::foreign(&message, keyring, 1)
+            .is_none()
+            .then(|| seqs_of(message.headers.as_ref()))
+            .flatten();
+        if let Some((from, to)) = records
+            && next_record.is_none_or(|n| n == from)
+        {
+            if to > through {
+                return Ok(Some(seq));
+            }
+            next_record = Some(to + 1);
+        }
+        if seq == last {
+            return Ok(None);
         }
     }
-    Ok(Some(low))
 }
 
-/// The last record seq a stream message holds, from its
-/// `Auditlog-Seq: <first>-<last>` header.
-async fn last_record(stream: &stream::Stream, seq: u64) -> Result<u64, String> {
-    let message = stream
-        .get_raw_message(seq)
-        .await
-        .map_err(|e| format!("reading stream message {seq}: {e}"))?;
-    records_of(&message)
-        .map(|(_, last)| last)
-        .ok_or_else(|| format!("stream message {seq} has no {SEQ_HEADER} header"))
+/// The record seqs `(first, last)` an `Auditlog-Seq` header names.
+pub(super) fn seqs_of(headers: Option<&async_nats::HeaderMap>) -> Option<(u64, u64)> {
+    let (first, last) = headers?.get(SEQ_HEADER)?.as_str().split_once('-')?;
+    Some((first.parse().ok()?, last.parse().ok()?))
 }
 
 /// The record seqs `(first, last)` a stream message holds.
 pub(super) fn records_of(message: &StreamMessage) -> Option<(u64, u64)> {
-    let value = message.headers.get(SEQ_HEADER)?;
-    let (first, last) = value.as_str().split_once('-')?;
-    Some((first.parse().ok()?, last.parse().ok()?))
+    seqs_of(Some(&message.headers))
 }
