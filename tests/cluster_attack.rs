@@ -162,6 +162,16 @@ async fn a_stream_edited_to_drop_messages_is_not_vouched_for_until_it_is_fixed()
     wait_all_health(&nodes, ServingStatus::Serving).await;
     acked.push(client.log(event(1)).await.unwrap());
     assert_same_whole_log(&nodes, &acked).await;
+
+    // Sealed, for good: it takes no write any more, which health says.
+    let sealed = jetstream::stream::Config {
+        sealed: true,
+        ..fit
+    };
+    js.update_stream(&sealed).await.unwrap();
+    wait_all_health(&nodes, ServingStatus::NotServing).await;
+    assert_write_refused(&client, 2, "sealed").await;
+    assert_same_whole_log(&nodes, &acked).await;
 }
 
 #[tokio::test]

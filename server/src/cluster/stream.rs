@@ -97,6 +97,13 @@ pub(crate) fn unfit(have: &stream::Config, config: &ClusterConfig) -> Option<Str
     if !have.deny_delete {
         wrong.push("deny_delete off".into());
     }
+    if have.sealed {
+        wrong.push(
+            "the stream sealed (it takes no message any more, and cannot be unsealed: \
+             only another stream takes writes)"
+                .into(),
+        );
+    }
     if have.max_age != Duration::ZERO || have.max_messages > 0 || have.max_bytes > 0 {
         wrong.push("limits that drop old messages (max_age, max_msgs or max_bytes)".into());
     }
