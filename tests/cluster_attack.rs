@@ -512,3 +512,60 @@ async fn a_replayed_message_does_not_make_retention_purge_records_it_keeps_from_
     let verified = nodes[down].client().await.verify().await.unwrap();
     assert!(verified.ok, "{verified:?}");
 }
+
+#[tokio::test]
+async fn a_lease_written_by_someone_else_draws_no_forwarded_write() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let nodes = start_nodes(&nats, 3).await;
+    let js = jetstream::new(nats.client().await);
+    let mut acked = vec![
+        leader(&js, &nodes)
+            .await
+            .client()
+            .await
+            .log(event(0))
+            .await
+            .unwrap(),
+    ];
+    // Where the forged lease sends the followers: a listener that counts
+    // who connects (a forwarded write carries the caller's token).
+    let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let trap_url = format!("http://{}", trap.local_addr().unwrap());
+    let drawn = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = std::sync::Arc::clone(&drawn);
+    let trapping = tokio::spawn(async move {
+        while let Ok((_connection, _)) = trap.accept().await {
+            counting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    let bucket = js.get_key_value("AUDITLOG_leader").await.unwrap();
+    let forged = format!(r#"{{"node":"node9","advertise":"{trap_url}","term":99}}"#);
+    for round in 0..8 {
+        bucket.put("leader", forged.clone().into()).await.unwrap();
+        for node in &nodes {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(300),
+                node.client().await.log(event(1000 + round)),
+            )
+            .await;
+        }
+    }
+    trapping.abort();
+    assert_eq!(
+        drawn.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a write went to the forged leader"
+    );
+    // Once the forged entry expires, a node takes the lease again.
+    let writer = failover_client(&nodes).await;
+    acked.push(writer.log(event(1)).await.unwrap());
+    for round in 0..8 {
+        // Whether each write of the forged rounds was written is unknown:
+        // asked again with its key, it is.
+        acked.push(writer.log(event(1000 + round)).await.unwrap());
+    }
+    wait_all_health(&nodes, ServingStatus::Serving).await;
+    assert_same_whole_log(&nodes, &acked).await;
+}

@@ -87,11 +87,13 @@ pub(crate) async fn import(config: Config) -> Result<Imported, ClusterError> {
                 config.data_dir.join(KEY_FILE).display()
             ),
         })?;
+    // The lease's value is signed with the cluster's key, as a node's is.
+    let keyring = Keyring::new(&config.hmac_key_id, key.clone());
     let (lock, store, head_signature) = tokio::task::spawn_blocking(move || open(&config, key))
         .await
         .map_err(|e| refuse(format!("opening the log: {e}")))??;
     let store = Arc::new(store);
-    let published = publish(&cluster, &store).await;
+    let published = publish(&cluster, &store, keyring).await;
     let closing = Arc::clone(&store);
     let _ = tokio::task::spawn_blocking(move || closing.shutdown()).await;
     drop(lock);
@@ -159,13 +161,22 @@ fn open(config: &Config, key: Vec<u8>) -> Result<(DirLock, Store, String), Clust
 
 /// Takes the lease, checks the stream is empty, publishes every record and
 /// gives the lease back: how many messages it took.
-async fn publish(cluster: &ClusterConfig, store: &Arc<Store>) -> Result<u64, ClusterError> {
+async fn publish(
+    cluster: &ClusterConfig,
+    store: &Arc<Store>,
+    keyring: Keyring,
+) -> Result<u64, ClusterError> {
     let node = format!("{} (import)", cluster.node());
     let client = super::connect(cluster, &node).await?;
     let js = async_nats::jetstream::new(client);
     let mut stream = stream::ensure_stream(&js, cluster).await?;
     let bucket = stream::ensure_lease_bucket(&js, cluster).await?;
-    let lease = Lease::new(bucket, node, cluster.advertise.clone(), cluster.lease_ttl());
+    let lease = Lease::new(
+        bucket,
+        (node, cluster.advertise.clone()),
+        keyring,
+        cluster.lease_ttl(),
+    );
     let (role_tx, mut role) = watch::channel(Role::Unknown);
     let cancel = CancellationToken::new();
     let leasing = tokio::spawn(lease::run(lease, role_tx, cancel.clone()));

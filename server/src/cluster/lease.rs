@@ -15,11 +15,20 @@
 //! The lease only elects; what keeps a deposed leader from appending is the
 //! fenced publish (`leader.rs`): a lease can be believed a moment too long,
 //! an expected last sequence cannot.
+//!
+//! The value carries a MAC with the cluster's HMAC key (`mac`), over the
+//! holder's name, address and term. Followers send writes, with the
+//! caller's `authorization`, to the address the lease names: a value
+//! someone else wrote into the bucket (anyone with NATS access to it) could
+//! otherwise draw every forwarded write and its token to an address of
+//! theirs. A value whose MAC does not verify names no leader.
 
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
+
+use crate::keys::Keyring;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +44,40 @@ pub(crate) struct Holder {
     /// The revision at which this holder created the lease (0 for the
     /// moment between `create` and the first rewrite).
     pub(crate) term: u64,
+    /// The key id and hex MAC of [`Holder::signed`] under the cluster's
+    /// HMAC key, `<key id>:<hex>`.
+    #[serde(default)]
+    pub(crate) mac: String,
+}
+
+impl Holder {
+    /// The bytes the MAC covers (no record line starts this way).
+    fn signed(&self) -> String {
+        format!(
+            "auditlog lease\n{}\n{}\n{}",
+            self.node, self.advertise, self.term
+        )
+    }
+
+    /// This holder with its MAC under `keyring`'s active key.
+    fn sealed(&self, keyring: &Keyring) -> Holder {
+        let (id, key) = keyring.active();
+        Holder {
+            mac: format!("{id}:{}", hex::encode(key.sign(self.signed().as_bytes()))),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the MAC verifies with a key of `keyring`.
+    fn vouched(&self, keyring: &Keyring) -> bool {
+        let Some((id, mac)) = self.mac.split_once(':') else {
+            return false;
+        };
+        let (Some(key), Ok(mac)) = (keyring.get(id), hex::decode(mac)) else {
+            return false;
+        };
+        key.verify(self.signed().as_bytes(), &mac)
+    }
 }
 
 /// What this node is, as the lease says.
@@ -52,20 +95,32 @@ pub(crate) enum Role {
 pub(crate) struct Lease {
     store: kv::Store,
     me: Holder,
+    keyring: Keyring,
+    /// The last holder without the cluster's MAC warned about, so that a
+    /// value someone else keeps writing is logged once.
+    warned: Option<Holder>,
     ttl: Duration,
     /// The revision of our last successful write, while we hold it.
     revision: Option<u64>,
 }
 
 impl Lease {
-    pub(crate) fn new(store: kv::Store, node: String, advertise: String, ttl: Duration) -> Lease {
+    pub(crate) fn new(
+        store: kv::Store,
+        (node, advertise): (String, String),
+        keyring: Keyring,
+        ttl: Duration,
+    ) -> Lease {
         Lease {
             store,
             me: Holder {
                 node,
                 advertise,
                 term: 0,
+                mac: String::new(),
             },
+            keyring,
+            warned: None,
             ttl,
             revision: None,
         }
@@ -136,7 +191,7 @@ impl Lease {
     }
 
     /// Who holds the lease, as the bucket says now.
-    async fn read(&self) -> Result<Role, String> {
+    async fn read(&mut self) -> Result<Role, String> {
         let entry = self
             .store
             .entry(KEY)
@@ -145,11 +200,23 @@ impl Lease {
         let holder = entry
             .filter(|e| e.operation == kv::Operation::Put)
             .and_then(|e| serde_json::from_slice::<Holder>(&e.value).ok());
+        if let Some(h) = holder.as_ref().filter(|h| !h.vouched(&self.keyring)) {
+            if self.warned.as_ref() != Some(h) {
+                tracing::warn!(
+                    node = %h.node,
+                    advertise = %h.advertise,
+                    "the leader lease names a holder without this cluster's MAC (someone else \
+                     wrote the lease bucket): no write is sent there"
+                );
+                self.warned = Some(h.clone());
+            }
+            return Ok(Role::Follower { leader: None });
+        }
         Ok(Role::Follower { leader: holder })
     }
 
     fn value(&self) -> Result<bytes::Bytes, String> {
-        serde_json::to_vec(&self.me)
+        serde_json::to_vec(&self.me.sealed(&self.keyring))
             .map(bytes::Bytes::from)
             .map_err(|e| e.to_string())
     }

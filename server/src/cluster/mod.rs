@@ -371,8 +371,8 @@ impl Node {
         );
         let lease = lease::Lease::new(
             bucket,
-            self.config.node(),
-            self.config.advertise.clone(),
+            (self.config.node(), self.config.advertise.clone()),
+            self.keyring.clone(),
             self.config.lease_ttl(),
         );
         tokio::spawn(keep_duty(self.role.clone(), cursors, duty));

@@ -198,7 +198,7 @@ async fn first_kept(
             if to > through {
                 return Ok(Some(seq));
             }
-            next_record = Some(to + 1);
+            next_record = Some(to.saturating_add(1));
         }
         if seq == last {
             return Ok(None);

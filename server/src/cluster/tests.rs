@@ -82,14 +82,14 @@ async fn one_lease_holder_at_a_time_and_a_lost_lease_is_noticed() {
     let bucket = stream::ensure_lease_bucket(&js, &config).await.unwrap();
     let mut a = Lease::new(
         bucket.clone(),
-        "a".into(),
-        "http://a:1".into(),
+        ("a".into(), "http://a:1".into()),
+        crate::keys::Keyring::new("k1", vec![7; 32]),
         config.lease_ttl(),
     );
     let mut b = Lease::new(
         bucket.clone(),
-        "b".into(),
-        "http://b:1".into(),
+        ("b".into(), "http://b:1".into()),
+        crate::keys::Keyring::new("k1", vec![7; 32]),
         config.lease_ttl(),
     );
 
