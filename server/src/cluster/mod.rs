@@ -264,8 +264,13 @@ impl Node {
             let info = stream.cached_info();
             let last = info.state.last_sequence;
             let applied = self.applied.load(Ordering::Acquire);
-            self.set_stream_fault(if last < applied {
-                Some(stream::lost(&self.config.stream, last, applied))
+            self.set_stream_fault(if stream::lost_by(last, applied, store.head()) {
+                Some(stream::lost(
+                    &self.config.stream,
+                    last,
+                    applied,
+                    store.head(),
+                ))
             } else {
                 stream::unfit(&info.config, &self.config)
             });

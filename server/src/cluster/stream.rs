@@ -192,15 +192,25 @@ pub(crate) async fn ensure_cursor_bucket(
     }
 }
 
+/// Whether a stream ending at message `last` lost messages a replica holds
+/// that took in messages up to `applied` and holds records up to `head`:
+/// it ends before them, or is empty while the replica holds records (its
+/// `cluster.pos`, written lazily, may be missing or behind; retention never
+/// empties the stream).
+pub(crate) fn lost_by(last: u64, applied: u64, head: u64) -> bool {
+    last < applied || (last == 0 && head > 0)
+}
+
 /// Why a node refuses a stream that ends at message `last` when its replica
 /// took in messages up to `applied`, further: the stream lost messages the
 /// replica holds (deleted and created again, or NATS lost its store).
-pub(crate) fn lost(stream: &str, last: u64, applied: u64) -> String {
+pub(crate) fn lost(stream: &str, last: u64, applied: u64, head: u64) -> String {
     format!(
-        "stream {stream} ends at message {last}, but this node's replica took in messages up \
-         to {applied}: the stream lost messages this replica holds (it was deleted and \
-         created again, or NATS lost its store); no node signs on top of it. Restore the \
-         stream (docs/cluster.md, \"A stream that lost messages\")"
+        "stream {stream} ends at message {last}, but this node's replica holds records up to \
+         seq {head}, taken in from stream messages up to {applied}: the stream lost messages \
+         this replica holds (it was deleted and created again, or NATS lost its store); no \
+         node signs on top of it. Restore the stream (docs/cluster.md, \"A stream that lost \
+         messages\")"
     )
 }
 

@@ -187,7 +187,7 @@ impl Node {
         deadline: Instant,
     ) -> Result<Leading, ClusterError> {
         let js = async_nats::jetstream::new(self.client.clone());
-        let stream_seq = self.wait_consumed(&js, deadline).await?;
+        let stream_seq = self.wait_consumed(&js, store, deadline).await?;
         let head = store.chain_head().map_err(ClusterError::Store)?;
         let head_seq = head.as_ref().map_or(0, |h| h.seq);
         tracing::info!(
@@ -221,6 +221,7 @@ impl Node {
     async fn wait_consumed(
         &self,
         js: &async_nats::jetstream::Context,
+        store: &Store,
         deadline: Instant,
     ) -> Result<u64, ClusterError> {
         loop {
@@ -243,11 +244,12 @@ impl Node {
             if applied == last {
                 return Ok(last);
             }
-            if applied > last {
+            if stream::lost_by(last, applied, store.head()) {
                 return Err(ClusterError::Unfit(stream::lost(
                     &self.config.stream,
                     last,
                     applied,
+                    store.head(),
                 )));
             }
             if Instant::now() >= deadline {
