@@ -20,13 +20,13 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use auditlog_client::pb;
 use common::cluster::{
-    Node, assert_same_whole_log, failover_client, leader, lease, start_nodes, start_nodes_around,
-    wait_all_at,
+    Node, assert_same_whole_log, failover_client, leader, lease, start_metered_nodes, start_nodes,
+    start_nodes_around, wait_all_at,
 };
 use common::endpoints::closed_port;
 use common::{
-    NatsCluster, health_of, run_to_end, wait_for_health, wait_until, wait_until_within,
-    workspace_bin,
+    NatsCluster, deploy_exprs, health_of, is_exposed, metric_names, run_to_end, wait_for_health,
+    wait_until, wait_until_within, workspace_bin,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -54,6 +54,36 @@ async fn publish(js: &jetstream::Context, headers: &[(&str, &str)], payload: Vec
         .unwrap();
 }
 
+/// A node's Prometheus exposition (`GET /metrics` over HTTP/1.0: neither
+/// chunked nor kept alive).
+async fn scrape(addr: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let ask = format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream
+        .write_all(ask.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .await
+        .map_err(|e| e.to_string())?;
+    match answer.split_once("\r\n\r\n") {
+        Some((head, body)) if head.split(' ').nth(1) == Some("200") => Ok(body.to_owned()),
+        _ => Err(format!("not a 200 answer: {answer:?}")),
+    }
+}
+
+/// The value of the unlabelled sample `name` in `text`, if it is there.
+fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+}
+
 /// Waits until every node reports `want` for the audit service.
 async fn wait_all_health(nodes: &[Node], want: ServingStatus) {
     for node in nodes {
@@ -66,7 +96,8 @@ async fn messages_no_leader_wrote_are_skipped_and_writes_go_on_after_them() {
     let Some(nats) = NatsCluster::start(3).await else {
         return;
     };
-    let mut nodes = start_nodes(&nats, 3).await;
+    let (mut nodes, metrics): (Vec<Node>, Vec<String>) =
+        start_metered_nodes(&nats, 3).await.into_iter().unzip();
     let js = jetstream::new(nats.client().await);
     let client = leader(&js, &nodes).await.client().await;
     let mut acked: Vec<pb::Receipt> = Vec::new();
@@ -106,6 +137,39 @@ async fn messages_no_leader_wrote_are_skipped_and_writes_go_on_after_them() {
     }
     wait_all_health(&nodes, ServingStatus::Serving).await;
     assert_same_whole_log(&nodes, &acked).await;
+
+    // What an operator's Prometheus sees: every node skipped the four
+    // messages that are no leader's (the replay changed nothing), took the
+    // stream in to its last message (3 groups, 5 foreign, 3 groups), and
+    // takes writes; one of them leads.
+    let mut leaders = 0;
+    for addr in &metrics {
+        let text = wait_until("the replica at the stream's end", || async {
+            let text = scrape(addr).await?;
+            match sample(&text, "auditlog_cluster_applied_stream_seq") {
+                Some(11) => Ok(text),
+                other => Err(format!("applied {other:?}")),
+            }
+        })
+        .await;
+        let skipped = sample(&text, "auditlog_cluster_foreign_messages_skipped_total");
+        assert_eq!(skipped, Some(4), "{addr}: {text}");
+        assert_eq!(sample(&text, "auditlog_cluster_ready"), Some(1), "{text}");
+        assert_eq!(
+            sample(&text, "auditlog_cluster_replica_lag_events"),
+            Some(0)
+        );
+        leaders += sample(&text, "auditlog_cluster_leader").unwrap();
+    }
+    assert_eq!(leaders, 1, "one node leads");
+    // Every cluster metric deploy/'s dashboard and alert rules name is one
+    // a cluster node exposes.
+    let exposed = metric_names(&scrape(&metrics[0]).await.unwrap());
+    for name in metric_names(&deploy_exprs()) {
+        if name.starts_with("auditlog_cluster_") {
+            assert!(is_exposed(&exposed, &name), "{name} is not exposed");
+        }
+    }
 
     // A restarted node takes the stream in again past the same messages,
     // from its position or (without one) from the start.

@@ -98,19 +98,41 @@ pub(crate) async fn start_nodes_around(
     for i in 0..n {
         nodes.push(start_node(nats, &format!("node{i}"), top, extra).await);
     }
-    // A node answers health as soon as it serves calls; a write needs a
-    // leader elected and every node reaching NATS as well.
+    wait_ready(nats, &nodes).await;
+    nodes
+}
+
+/// `n` nodes, each serving Prometheus metrics on a port of its own; with
+/// each node, the address of its metrics.
+pub(crate) async fn start_metered_nodes(nats: &NatsCluster, n: usize) -> Vec<(Node, String)> {
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let metrics = format!("127.0.0.1:{}", closed_port());
+        let top = format!("metrics_listen = \"{metrics}\"\n");
+        nodes.push((
+            start_node(nats, &format!("node{i}"), &top, "").await,
+            metrics,
+        ));
+    }
+    let just: Vec<&Node> = nodes.iter().map(|(node, _)| node).collect();
+    wait_ready(nats, &just).await;
+    nodes
+}
+
+/// Waits until a leader is elected and every one of `nodes` takes writes:
+/// a node answers health as soon as it serves calls, and a write needs a
+/// leader and every node reaching NATS as well.
+async fn wait_ready(nats: &NatsCluster, nodes: &[impl std::borrow::Borrow<Node>]) {
     let js = jetstream::new(nats.client().await);
     wait_until("a leader", || lease(&js)).await;
-    for node in &nodes {
+    for node in nodes {
         wait_for_health(
-            &node.channel().await,
+            &node.borrow().channel().await,
             "auditlog.v1.AuditService",
             ServingStatus::Serving,
         )
         .await;
     }
-    nodes
 }
 
 /// Receipts that concurrent writers collect as they come.

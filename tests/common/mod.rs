@@ -25,12 +25,14 @@
 //!   server holds: verifier keys, checkpoints, proof hashes, and a round of
 //!   the witness (`auditlog checkpoint watch`).
 //! - `endpoints/`: the SMTP sink and the HTTP receiver the server sends to.
+//! - `deploy.rs`: the metrics `deploy/`'s dashboard and alert rules name.
 
 // Each test binary compiles this whole module and uses a part of it.
 #![allow(dead_code, unused_imports, clippy::unwrap_used)]
 
 mod checks;
 pub(crate) mod cluster;
+mod deploy;
 mod disk;
 pub(crate) mod endpoints;
 mod health_reflection;
@@ -46,6 +48,7 @@ pub(crate) mod witness;
 mod writers;
 
 pub(crate) use checks::{all_events, all_stored_lines, assert_whole, export_from, problems, seqs};
+pub(crate) use deploy::{deploy_exprs, is_exposed, metric_names};
 pub(crate) use disk::{
     copy_dir, edit_line, field, files, hmac_hex, log_bytes, plain_sealed, read_lines, record_line,
     resign, signed, tamper, unsigned_part, with_signature,

@@ -43,6 +43,16 @@ const QUIET_RESTART: Duration = Duration::from_secs(3);
 /// How often `cluster.pos` is rewritten while messages arrive.
 const POS_EVERY: Duration = Duration::from_secs(1);
 
+/// How far the replica has taken the stream in, read by the lag watch and
+/// the metrics.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    /// The stream sequence of the last message applied (or skipped).
+    pub(crate) applied: AtomicU64,
+    /// Messages skipped since start because no leader wrote them.
+    pub(crate) skipped: AtomicU64,
+}
+
 /// Applies the stream to `store` until shutdown or a group the store
 /// refuses (a replica that diverged is reported, not served silently:
 /// `failed` gets the reason, and health says NOT_SERVING).
@@ -51,17 +61,17 @@ pub(crate) async fn run(
     config: Arc<ClusterConfig>,
     store: Arc<Store>,
     keyring: Keyring,
-    applied: Arc<AtomicU64>,
+    progress: Arc<Progress>,
     failed: impl Fn(String) + Send,
     cancel: CancellationToken,
 ) {
     let pos_path = store.dir().join(POS_FILE);
     let start = read_pos(&pos_path);
-    applied.store(start, Ordering::Release);
+    progress.applied.store(start, Ordering::Release);
     loop {
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            outcome = follow(&js, &config, &store, &keyring, &applied, &pos_path) => outcome,
+            outcome = follow(&js, &config, &store, &keyring, &progress, &pos_path) => outcome,
         };
         match outcome {
             Err(ClusterError::PurgedPast(reason)) => {
@@ -73,7 +83,7 @@ pub(crate) async fn run(
                 let reason = format!(
                     "the replica refused stream message {}: {e}; it no longer follows the \
                      stream",
-                    applied.load(Ordering::Acquire) + 1
+                    progress.applied.load(Ordering::Acquire) + 1
                 );
                 tracing::error!(error = %reason, "replica stopped");
                 failed(reason);
@@ -96,12 +106,12 @@ async fn follow(
     config: &ClusterConfig,
     store: &Store,
     keyring: &Keyring,
-    applied: &AtomicU64,
+    progress: &Progress,
     pos_path: &Path,
 ) -> Result<(), ClusterError> {
     let nats = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("following the stream: {e}"));
     let stream = js.get_stream(&config.stream).await.map_err(|e| nats(&e))?;
-    let after = applied.load(Ordering::Acquire);
+    let after = progress.applied.load(Ordering::Acquire);
     check_not_purged_past(&stream, after, store.head()).await?;
     let deliver_policy = if after == 0 {
         DeliverPolicy::All
@@ -146,10 +156,11 @@ async fn follow(
                     "skipped stream message {seq}: no auditlog leader wrote it (someone with \
                      NATS access published to the stream's subject); the log goes on without it"
                 );
+                progress.skipped.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => return Err(ClusterError::Store(e)),
         }
-        applied.store(seq, Ordering::Release);
+        progress.applied.store(seq, Ordering::Release);
         if saved.elapsed() >= POS_EVERY {
             write_pos(pos_path, seq);
             saved = Instant::now();

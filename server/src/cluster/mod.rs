@@ -148,8 +148,8 @@ pub(crate) struct Node {
     /// The appends waiting for the leader's next publish.
     queue: Arc<gather::Queue>,
     /// The stream sequence of the last message the replica applied (or
-    /// skipped as foreign: `follower.rs`).
-    applied: Arc<AtomicU64>,
+    /// skipped as foreign), and how many it skipped: `follower.rs`.
+    progress: Arc<follower::Progress>,
     /// Events the replica is behind the stream's tail, last time looked.
     behind: Arc<AtomicU64>,
     /// Why the replica stopped following the stream, if it did.
@@ -189,7 +189,7 @@ impl Node {
             keyring,
             leading: Arc::new(tokio::sync::Mutex::new(None)),
             queue: Arc::default(),
-            applied: Arc::new(AtomicU64::new(0)),
+            progress: Arc::default(),
             behind: Arc::new(AtomicU64::new(0)),
             failed: Arc::new(Mutex::new(None)),
             stream_fault: Arc::new(Mutex::new(None)),
@@ -220,7 +220,7 @@ impl Node {
                 Arc::clone(&node.config),
                 Arc::clone(&store),
                 node.keyring.clone(),
-                Arc::clone(&node.applied),
+                Arc::clone(&node.progress),
                 move |why| *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(why),
                 cancel.clone(),
             ));
@@ -263,7 +263,7 @@ impl Node {
             };
             let info = stream.cached_info();
             let last = info.state.last_sequence;
-            let applied = self.applied.load(Ordering::Acquire);
+            let applied = self.progress.applied.load(Ordering::Acquire);
             self.set_stream_fault(if stream::lost_by(last, applied, store.head()) {
                 Some(stream::lost(
                     &self.config.stream,
@@ -453,10 +453,36 @@ impl Node {
 
     /// Whether the lease says this node leads: alerts, webhooks and
     /// checkpoint signing run only there.
-    #[allow(dead_code, reason = "the leader-only tasks ask it")]
     pub(crate) fn leads(&self) -> bool {
         matches!(*self.role.borrow(), Role::Leader { .. })
     }
+
+    /// What the metrics show of this node, read at each scrape.
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            leads: self.leads(),
+            applied: self.progress.applied.load(Ordering::Acquire),
+            behind: self.behind.load(Ordering::Acquire),
+            skipped: self.progress.skipped.load(Ordering::Relaxed),
+            vouched: self.refusal().is_none(),
+        }
+    }
+}
+
+/// A node's part in the cluster, as the metrics show it ([`Node::status`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Status {
+    /// The lease says this node leads.
+    pub(crate) leads: bool,
+    /// The stream sequence of the last message the replica took in.
+    pub(crate) applied: u64,
+    /// Events the replica was behind the stream's tail, last looked.
+    pub(crate) behind: u64,
+    /// Stream messages skipped since start because no leader wrote them.
+    pub(crate) skipped: u64,
+    /// The node takes writes: NATS reached, the stream fit, the replica
+    /// following and within `max_replica_lag` ([`Node::refusal`]).
+    pub(crate) vouched: bool,
 }
 
 /// A NATS client for `config`, named `auditlog <name>`; it keeps trying

@@ -240,7 +240,7 @@ impl Node {
                 .await
                 .map_err(|e| ClusterError::Nats(format!("opening the stream: {e}")))?;
             let last = stream.cached_info().state.last_sequence;
-            let applied = self.applied.load(Ordering::Acquire);
+            let applied = self.progress.applied.load(Ordering::Acquire);
             if applied == last {
                 return Ok(last);
             }

@@ -107,6 +107,10 @@ fn register_running(r: &mut Registry, running: &Running) {
         gauge(files.backlog),
     );
 
+    if let Some(node) = &running.cluster {
+        register_cluster(r, node.status());
+    }
+
     let delivered: Family<Named, Counter> = Family::default();
     let failures: Family<Named, Counter> = Family::default();
     let lag: Family<Named, Gauge> = Family::default();
@@ -178,6 +182,40 @@ fn register_running(r: &mut Registry, running: &Running) {
         "auditlog_alerts_dropped",
         "Alerts dropped because the send queue was full",
         dropped_alerts,
+    );
+}
+
+/// A cluster node's part, only in cluster mode.
+fn register_cluster(r: &mut Registry, node: crate::cluster::Status) {
+    r.register(
+        "auditlog_cluster_leader",
+        "1 while the leader lease says this node leads (it signs and publishes every write)",
+        gauge(u64::from(node.leads)),
+    );
+    r.register(
+        "auditlog_cluster_ready",
+        "1 while this node takes writes: NATS reached, the stream fit and holding what the \
+         replica took in, the replica following within max_replica_lag (the health of \
+         auditlog.v1.AuditService)",
+        gauge(u64::from(node.vouched)),
+    );
+    r.register(
+        "auditlog_cluster_applied_stream_seq",
+        "The stream sequence of the last message this node's replica took in",
+        gauge(node.applied),
+    );
+    r.register(
+        "auditlog_cluster_replica_lag_events",
+        "Events this node's replica was behind the stream's last message, looked at every second",
+        gauge(node.behind),
+    );
+    let skipped = Counter::<u64>::default();
+    skipped.inc_by(node.skipped);
+    r.register(
+        "auditlog_cluster_foreign_messages_skipped",
+        "Stream messages skipped since start because no auditlog leader wrote them (someone \
+         else published to the stream's subject)",
+        skipped,
     );
 }
 
