@@ -314,8 +314,12 @@ impl Channel {
             if !retries || failure.permanent {
                 break failure.error;
             }
-            let pause = failure.retry_after.unwrap_or(backoff);
-            if started.elapsed() + pause > RETRY_WINDOW {
+            // A `Retry-After` never shortens the backoff (`0` would make
+            // this a request loop for the whole window), and one past the
+            // window gives up now (never added to a time: u64::MAX seconds
+            // overflows a `Duration` sum, a panic ending this sender).
+            let pause = failure.retry_after.map_or(backoff, |r| r.max(backoff));
+            if pause > RETRY_WINDOW.saturating_sub(started.elapsed()) {
                 break failure.error;
             }
             tokio::time::sleep(pause).await;
