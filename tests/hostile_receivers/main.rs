@@ -3,8 +3,8 @@
 //! no answer kills a channel's sender, makes it spin, or makes the server
 //! take in more than a bounded amount of what the receiver sends.
 //!
-//! One file per receiver: HTTP alert channels (`alert_http.rs`). Each
-//! builds its hostile receiver from a raw tokio
+//! One file per receiver: HTTP alert channels (`alert_http.rs`), SMTP
+//! relays (`smtp.rs`). Each builds its hostile receiver from a raw tokio
 //! `TcpListener` (`raw.rs`).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
@@ -14,3 +14,4 @@ mod common;
 
 mod alert_http;
 mod raw;
+mod smtp;

@@ -23,13 +23,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lettre::Message;
 use lettre::message::{Mailbox, MultiPart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport as _, Message, Tokio1Executor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Alert;
+use super::smtp::{Relay, SmtpError};
 use crate::keys::Secret;
 use crate::redaction::{self, PathIs};
 
@@ -124,7 +125,7 @@ pub(super) struct Channel {
 }
 
 struct Email {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    relay: Relay,
     from: Mailbox,
     to: Vec<Mailbox>,
 }
@@ -220,20 +221,16 @@ impl EmailConfig {
             .iter()
             .map(|t| t.parse().map_err(|e| format!("alerts.email.to {t:?}: {e}")))
             .collect::<Result<Vec<Mailbox>, _>>()?;
-        let builder = match self.security {
-            Security::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&self.host),
-            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&self.host),
-            Security::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-                &self.host,
-            )),
+        if self.security != Security::None {
+            // What the TLS set-up will need, checked now.
+            lettre::transport::smtp::client::TlsParameters::new(self.host.clone())
+                .map_err(|e| format!("alerts.email.host {:?}: {e}", self.host))?;
         }
-        .map_err(|e| format!("alerts.email.host {:?}: {e}", self.host))?;
         let port = self.port.unwrap_or(match self.security {
             Security::Starttls => 587,
             Security::Tls => 465,
             Security::None => 25,
         });
-        let mut builder = builder.port(port).timeout(Some(SMTP_TIMEOUT));
         let password = match (&self.password, &self.password_file) {
             (Some(p), _) => Some(p.expose().to_owned()),
             (None, Some(path)) => Some(
@@ -244,14 +241,19 @@ impl EmailConfig {
             ),
             (None, None) => None,
         };
-        if let Some(user) = &self.username {
-            builder =
-                builder.credentials(Credentials::new(user.clone(), password.unwrap_or_default()));
-        }
+        let credentials = self
+            .username
+            .as_ref()
+            .map(|user| Credentials::new(user.clone(), password.unwrap_or_default()));
         Ok(Channel::new(
             "email",
             Kind::Email(Box::new(Email {
-                transport: builder.build(),
+                relay: Relay {
+                    host: self.host.clone(),
+                    port,
+                    security: self.security,
+                    credentials,
+                },
                 from,
                 to,
             })),
@@ -400,13 +402,16 @@ impl Channel {
 impl Email {
     /// Sends `message`, the whole conversation within [`SMTP_TIMEOUT`].
     async fn send(&self, message: Message) -> Result<(), Failure> {
-        match tokio::time::timeout(SMTP_TIMEOUT, self.transport.send(message)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Failure {
+        let email = message.formatted();
+        let sent = self.relay.send(message.envelope(), &email);
+        match tokio::time::timeout(SMTP_TIMEOUT, sent).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(SmtpError::Smtp(e))) => Err(Failure {
                 error: e.to_string(),
                 permanent: e.is_permanent(),
                 retry_after: None,
             }),
+            Ok(Err(SmtpError::Connect(e))) => Err(Failure::transient(e)),
             Err(_) => Err(Failure::transient(format!(
                 "timed out: the SMTP server did not finish within {} s (connected, but no \
                  greeting or no answer)",

@@ -29,6 +29,7 @@ mod alert;
 mod channels;
 mod config;
 mod rules;
+mod smtp;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};

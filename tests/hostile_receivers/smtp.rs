@@ -1,0 +1,182 @@
+//! SMTP relays gone wrong: one whose greeting never ends (a line without
+//! end, as fast as it can send), and one that offers no STARTTLS when the
+//! channel requires it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+
+use auditlog_server::config::{EmailConfig, Security};
+
+use crate::common::TestServer;
+use crate::common::endpoints::email_config;
+
+/// What the test lets the endless relay send at most, per connection.
+const CAP: u64 = 256 << 20;
+
+/// A relay that greets with `220 ` and then never ends the line. Returns
+/// its port and the bytes it got written, per connection.
+async fn endless_greeting() -> (u16, Arc<Mutex<Vec<u64>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let all = Arc::clone(&written);
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let index = {
+                let mut w = all.lock().unwrap();
+                w.push(0);
+                w.len() - 1
+            };
+            let all = Arc::clone(&all);
+            tokio::spawn(async move {
+                let chunk = vec![b'a'; 64 << 10];
+                let mut sent = 0u64;
+                if socket.write_all(b"220 ").await.is_err() {
+                    return;
+                }
+                while sent < CAP {
+                    if socket.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    sent += chunk.len() as u64;
+                    all.lock().unwrap()[index] = sent;
+                }
+                // Holds the connection: the sender must give up itself.
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            });
+        }
+    });
+    (port, written)
+}
+
+fn every_error_mails(c: &mut auditlog_server::Config, email: EmailConfig) {
+    c.alerts.rules = Some(vec![auditlog_server::config::RuleConfig {
+        name: "each".into(),
+        event_types: vec!["error".into()],
+        threshold: 1,
+        window_secs: 60,
+        workflow: None,
+        cooldown_secs: 0,
+    }]);
+    c.alerts.email = Some(email);
+}
+
+/// A greeting line without end: the sender stops reading after a bounded
+/// amount and the attempt fails at once, saying so. Lettre checks a
+/// response line's length only once the line has ended, so it read (and
+/// kept in memory) everything the relay sent for the whole 10 s deadline:
+/// gigabytes from a relay on a fast link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greeting_without_end_is_cut_off_not_read_into_memory() {
+    let (port, written) = endless_greeting().await;
+    let server =
+        TestServer::start_with(|c| every_error_mails(c, email_config(port, &["ops@example.com"])))
+            .await;
+    let client = server.client().await;
+
+    let results = tokio::time::timeout(Duration::from_secs(20), client.test_alerts())
+        .await
+        .unwrap()
+        .unwrap();
+    let email = results.iter().find(|r| r.channel == "email").unwrap();
+    assert!(!email.ok, "{results:?}");
+    let sent = written.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    // What the relay got into the socket: what the sender read, plus what
+    // the kernel's buffers hold (a few MiB at most).
+    assert!(
+        sent[0] < 32 << 20,
+        "the sender took {} bytes of one greeting line ({})",
+        sent[0],
+        email.error
+    );
+    assert!(
+        email.error.contains("too long") || email.error.contains("more than"),
+        "{}",
+        email.error
+    );
+}
+
+/// A relay in clear text that offers AUTH and no STARTTLS; records every
+/// line it hears. Returns its port and what it heard.
+async fn clear_text_relay() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heard = Arc::new(Mutex::new(Vec::<String>::new()));
+    let h = Arc::clone(&heard);
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).split(b'\n');
+                let _ = write.write_all(b"220 relay ready\r\n").await;
+                h.lock().unwrap().push("<connected>".into());
+                while let Ok(Some(line)) = lines.next_segment().await {
+                    let line = String::from_utf8_lossy(&line).to_string();
+                    h.lock().unwrap().push(line.clone());
+                    let upper = line.to_ascii_uppercase();
+                    let answer: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-relay\r\n250 AUTH PLAIN LOGIN\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        b"221 bye\r\n"
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    let _ = write.write_all(answer).await;
+                }
+            });
+        }
+    });
+    (port, heard)
+}
+
+/// A relay in clear text where the channel requires TLS: `starttls` (a
+/// relay, or someone in between, offering no STARTTLS: a downgrade) and
+/// `tls` (implicit TLS, the relay answering in clear). The login and the
+/// message are never sent in clear text, and the failure says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_in_clear_text_gets_neither_password_nor_mail_when_tls_is_required() {
+    for (security, why) in [
+        (Security::Starttls, "starttls"),
+        (Security::Tls, "connection error"),
+    ] {
+        let (port, heard) = clear_text_relay().await;
+        let mut email = email_config(port, &["ops@example.com"]);
+        email.security = security;
+        email.username = Some("auditlog".into());
+        email.password = Some("hunter2-smtp-password".into());
+        let mut server = TestServer::start_with(|c| every_error_mails(c, email)).await;
+        let client = server.client().await;
+
+        let results = client.test_alerts().await.unwrap();
+        let result = results.iter().find(|r| r.channel == "email").unwrap();
+        assert!(!result.ok, "{security:?}: {results:?}");
+        assert!(
+            result.error.to_ascii_lowercase().contains(why),
+            "{security:?}: {}",
+            result.error
+        );
+        assert!(!result.error.contains("hunter2"), "{}", result.error);
+        let heard = heard.lock().unwrap().clone();
+        assert_eq!(
+            heard.first().map(String::as_str),
+            Some("<connected>"),
+            "{security:?}"
+        );
+        for line in &heard {
+            let upper = line.to_ascii_uppercase();
+            assert!(
+                !["AUTH", "MAIL", "RCPT", "DATA"]
+                    .iter()
+                    .any(|c| upper.starts_with(c))
+                    && !line.contains("hunter2")
+                    && !line.contains("AHUAcA"),
+                "{security:?}: the relay heard {line:?} without TLS: {heard:?}"
+            );
+        }
+        server.stop().await;
+    }
+}
