@@ -112,8 +112,8 @@ async fn clear_text_relay() -> (u16, Arc<Mutex<Vec<String>>>) {
             tokio::spawn(async move {
                 let (read, mut write) = socket.into_split();
                 let mut lines = BufReader::new(read).split(b'\n');
-                let _ = write.write_all(b"220 relay ready\r\n").await;
                 h.lock().unwrap().push("<connected>".into());
+                let _ = write.write_all(b"220 relay ready\r\n").await;
                 while let Ok(Some(line)) = lines.next_segment().await {
                     let line = String::from_utf8_lossy(&line).to_string();
                     h.lock().unwrap().push(line.clone());
@@ -160,12 +160,18 @@ async fn a_relay_in_clear_text_gets_neither_password_nor_mail_when_tls_is_requir
             result.error
         );
         assert!(!result.error.contains("hunter2"), "{}", result.error);
+        // The relay's task may not have run yet when the sender gave up.
+        crate::common::wait_until_within(
+            Duration::from_secs(5),
+            "the relay to be reached",
+            || async {
+                let n = heard.lock().unwrap().len();
+                if n >= 1 { Ok(()) } else { Err(format!("{n}")) }
+            },
+        )
+        .await;
         let heard = heard.lock().unwrap().clone();
-        assert_eq!(
-            heard.first().map(String::as_str),
-            Some("<connected>"),
-            "{security:?}"
-        );
+        assert_eq!(heard.first().map(String::as_str), Some("<connected>"));
         for line in &heard {
             let upper = line.to_ascii_uppercase();
             assert!(
@@ -178,5 +184,61 @@ async fn a_relay_in_clear_text_gets_neither_password_nor_mail_when_tls_is_requir
             );
         }
         server.stop().await;
+    }
+}
+
+/// A relay whose refusal is 100 lines of terminal escapes (`ESC[2J`, a
+/// window title, bidi overrides): what reaches `TestAlerts` and
+/// `GetAlertStatus` holds no control character, and is short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relays_refusal_reaches_the_status_without_control_characters() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).split(b'\n');
+                let _ = write.write_all(b"220 relay ready\r\n").await;
+                while let Ok(Some(line)) = lines.next_segment().await {
+                    let answer = if line.to_ascii_uppercase().starts_with(b"EHLO") {
+                        b"250 relay\r\n".to_vec()
+                    } else {
+                        let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}\u{202e}txt.exe ";
+                        let mut a = String::new();
+                        for _ in 0..99 {
+                            a.push_str(&format!("550-{}\r\n", evil.repeat(9)));
+                        }
+                        a.push_str("550 no\r\n");
+                        a.into_bytes()
+                    };
+                    let _ = write.write_all(&answer).await;
+                }
+            });
+        }
+    });
+    let server = TestServer::start_with(|c| {
+        every_error_mails(c, email_config(port, &["ops@example.com"]));
+    })
+    .await;
+    let client = server.client().await;
+    let results = client.test_alerts().await.unwrap();
+    let result = results.iter().find(|r| r.channel == "email").unwrap();
+    assert!(!result.ok, "{results:?}");
+    let status = client.alert_status().await.unwrap();
+    let email = status
+        .channels
+        .iter()
+        .find(|c| c.channel == "email")
+        .unwrap();
+    for error in [&result.error, &email.last_error] {
+        assert!(error.contains("550"), "{error}");
+        assert!(
+            !error
+                .chars()
+                .any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)),
+            "{error:?}"
+        );
+        assert!(error.len() <= 2048, "{} bytes: {error:?}", error.len());
     }
 }

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::Alert;
-use super::smtp::{Relay, SmtpError};
+use super::smtp::{Relay, SmtpError, relay_said};
 use crate::keys::Secret;
 use crate::redaction::{self, PathIs};
 
@@ -407,7 +407,8 @@ impl Email {
         match tokio::time::timeout(SMTP_TIMEOUT, sent).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(SmtpError::Smtp(e))) => Err(Failure {
-                error: e.to_string(),
+                // It quotes the relay, whatever the relay sent.
+                error: relay_said(&e.to_string()),
                 permanent: e.is_permanent(),
                 retry_after: None,
             }),

@@ -205,3 +205,26 @@ impl AsyncTokioStream for Encrypted {
         self.0.peer_addr()
     }
 }
+
+/// The most of a relay's words kept in an error: lettre takes answers of
+/// up to 100,000 bytes, a status or log line needs far less.
+const SAID_MAX: usize = 500;
+
+/// `error` (which quotes the relay's answer) fit for a status, a log line
+/// and a terminal: control characters and bidi overrides written as
+/// `\u{..}`, cut after [`SAID_MAX`] characters.
+pub(super) fn relay_said(error: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in error.chars().enumerate() {
+        if n == SAID_MAX {
+            out.push_str(" […]");
+            break;
+        }
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.push_str(&c.escape_unicode().to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
