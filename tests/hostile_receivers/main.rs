@@ -1,11 +1,13 @@
-//! The server's receivers turned hostile or broken: alert channels and
-//! relays that answer in ways a careless sender trips over. What must hold:
-//! no answer kills a channel's sender, makes it spin, or makes the server
-//! take in more than a bounded amount of what the receiver sends.
+//! The server's receivers turned hostile or broken. What must hold: no
+//! answer kills a channel's sender, makes it spin, makes the server take in
+//! more than a bounded amount of what the receiver sends, or puts control
+//! characters in a status; no receiver slows ingest or stops the shutdown.
 //!
 //! One file per receiver: HTTP alert channels (`alert_http.rs`), SMTP
-//! relays (`smtp.rs`). Each builds its hostile receiver from a raw tokio
-//! `TcpListener` (`raw.rs`).
+//! relays (`smtp.rs`), webhook endpoints under load (`webhooks.rs`), an
+//! OTLP collector that never answers (`otlp.rs`). Each builds its hostile
+//! receiver from a raw tokio `TcpListener` (`raw.rs` for scripted HTTP
+//! answers).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -13,5 +15,7 @@
 mod common;
 
 mod alert_http;
+mod otlp;
 mod raw;
 mod smtp;
+mod webhooks;
