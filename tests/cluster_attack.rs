@@ -347,15 +347,8 @@ async fn a_deleted_lease_bucket_is_created_again_and_a_leader_elected() {
     };
     let nodes = start_nodes(&nats, 3).await;
     let js = jetstream::new(nats.client().await);
-    let mut acked = vec![
-        leader(&js, &nodes)
-            .await
-            .client()
-            .await
-            .log(event(0))
-            .await
-            .unwrap(),
-    ];
+    let client = leader(&js, &nodes).await.client().await;
+    let mut acked = vec![client.log(event(0)).await.unwrap()];
 
     js.delete_key_value("AUDITLOG_leader").await.unwrap();
     js.delete_key_value("AUDITLOG_cursors").await.unwrap();
@@ -387,15 +380,8 @@ async fn health_is_not_serving_while_every_nats_server_is_paused() {
     };
     let nodes = start_nodes(&nats, 3).await;
     let js = jetstream::new(nats.client().await);
-    let mut acked = vec![
-        leader(&js, &nodes)
-            .await
-            .client()
-            .await
-            .log(event(0))
-            .await
-            .unwrap(),
-    ];
+    let client = leader(&js, &nodes).await.client().await;
+    let mut acked = vec![client.log(event(0)).await.unwrap()];
 
     // Paused, NATS keeps its connections open: a node is not told it is
     // gone, yet nothing it asks is answered.
@@ -585,15 +571,8 @@ async fn a_lease_written_by_someone_else_draws_no_forwarded_write() {
     };
     let nodes = start_nodes(&nats, 3).await;
     let js = jetstream::new(nats.client().await);
-    let mut acked = vec![
-        leader(&js, &nodes)
-            .await
-            .client()
-            .await
-            .log(event(0))
-            .await
-            .unwrap(),
-    ];
+    let client = leader(&js, &nodes).await.client().await;
+    let mut acked = vec![client.log(event(0)).await.unwrap()];
     // Where the forged lease sends the followers: a listener that counts
     // who connects (a forwarded write carries the caller's token).
     let trap = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
