@@ -20,13 +20,12 @@ use async_nats::HeaderMap;
 use async_nats::jetstream;
 use auditlog_client::pb;
 use common::cluster::{
-    Node, assert_same_whole_log, failover_client, leader, lease, start_metered_nodes, start_nodes,
-    start_nodes_around, wait_all_at,
+    Node, assert_same_whole_log, failover_client, import, leader, lease, start_metered_nodes,
+    start_nodes, start_nodes_around, wait_all_at,
 };
-use common::endpoints::closed_port;
 use common::{
-    NatsCluster, deploy_exprs, health_of, is_exposed, metric_names, run_to_end, wait_for_health,
-    wait_until, wait_until_within, workspace_bin,
+    NatsCluster, deploy_exprs, health_of, is_exposed, metric_names, wait_for_health, wait_until,
+    wait_until_within,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -289,7 +288,7 @@ async fn a_stream_deleted_or_recreated_empty_under_the_nodes_is_not_signed_on() 
     }
     let data = nodes[1].dir.path().join("data");
     let imported = wait_until("the import to find no lease held", || async {
-        let run = import(&nats, &data).await;
+        let run = import(&nats, &data, common::TEST_KEY).await;
         if run.code == 0 {
             Ok(run)
         } else {
@@ -322,22 +321,6 @@ async fn a_stream_deleted_or_recreated_empty_under_the_nodes_is_not_signed_on() 
     );
     acked.push(failover_client(&nodes).await.log(event(8)).await.unwrap());
     assert_same_whole_log(&nodes, &acked).await;
-}
-
-/// `auditlog-server --cluster-import` of the stopped node's `data_dir`.
-async fn import(nats: &NatsCluster, data_dir: &std::path::Path) -> common::Finished {
-    let config = data_dir.with_extension("import.toml");
-    std::fs::write(&config, nats.node_toml("importer", closed_port())).unwrap();
-    let args = vec![
-        "--data-dir".to_owned(),
-        data_dir.display().to_string(),
-        "--config".to_owned(),
-        config.display().to_string(),
-        "--cluster-import".to_owned(),
-    ];
-    let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), common::TEST_KEY.to_owned())];
-    let bin = workspace_bin("auditlog-server", "auditlog-server");
-    run_to_end(bin, args, env, Duration::from_secs(30)).await
 }
 
 #[tokio::test]

@@ -10,32 +10,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::Duration;
-
 use async_nats::jetstream;
+use common::cluster::{IMPORT_LIMIT, import};
 use common::endpoints::closed_port;
-use common::{NatsCluster, ServerProcess, run_to_end, wait_until, workspace_bin};
-
-/// How long one import may run.
-const IMPORT_LIMIT: Duration = Duration::from_secs(60);
-
-/// `auditlog-server --cluster-import` on `data_dir` with a node's config,
-/// signing key `key`.
-async fn import(nats: &NatsCluster, data_dir: &Path, key: &str) -> common::Finished {
-    let config = data_dir.with_extension("import.toml");
-    std::fs::write(&config, nats.node_toml("importer", closed_port())).unwrap();
-    let args = vec![
-        "--data-dir".to_owned(),
-        data_dir.display().to_string(),
-        "--config".to_owned(),
-        config.display().to_string(),
-        "--cluster-import".to_owned(),
-    ];
-    let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), key.to_owned())];
-    let bin = workspace_bin("auditlog-server", "auditlog-server");
-    run_to_end(bin, args, env, IMPORT_LIMIT).await
-}
+use common::{NatsCluster, ServerProcess, wait_until};
 
 /// Messages in the stream `AUDITLOG` (0 when it does not exist yet).
 async fn messages(js: &jetstream::Context) -> u64 {

@@ -9,7 +9,7 @@ use auditlog_client::NewEvent;
 use serde_json::Value;
 
 use crate::checks::{channel, rule_status, status_when};
-use crate::common::endpoints::{HttpEndpoint, closed_port};
+use crate::common::endpoints::{HttpEndpoint, closed_port, read_http_request, silent_port};
 use crate::common::{TestServer, cli, wait_until, wait_until_within};
 use crate::setup::{email, error_text, hook, log_errors, rule};
 
@@ -97,55 +97,17 @@ async fn unreachable_channels_never_fail_log_and_are_counted_as_failed() {
     assert_eq!(receipts.len(), 50);
 }
 
-/// An SMTP server that accepts connections and never says a word (no
-/// greeting): the relay that hangs. Returns its port; the connections stay
-/// open as long as the test runs.
-async fn silent_smtp() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    port
-}
-
 /// An HTTP server answering every request `302 Found` to `location`.
 async fn redirecting(location: String) -> u16 {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::AsyncWriteExt as _;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             let location = location.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                // Read the head and a body of Content-Length bytes.
-                loop {
-                    let Ok(n) = socket.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let length = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        if got.len() >= end + 4 + length {
-                            break;
-                        }
-                    }
+                if !read_http_request(&mut socket).await {
+                    return;
                 }
                 let answer = format!(
                     "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\
@@ -160,7 +122,7 @@ async fn redirecting(location: String) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_smtp_server_never_delays_slack_and_its_timeout_is_visible() {
-    let smtp = silent_smtp().await;
+    let smtp = silent_port().await;
     let slack = HttpEndpoint::start().await;
     let server = TestServer::start_with(|c| {
         // Every error fires: each one is a fresh alert to both channels.

@@ -227,3 +227,23 @@ pub(crate) async fn wait_all_at<'a>(nodes: impl IntoIterator<Item = &'a Node>, h
         .await;
     }
 }
+
+/// How long one `--cluster-import` may run.
+pub(crate) const IMPORT_LIMIT: Duration = Duration::from_secs(60);
+
+/// `auditlog-server --cluster-import` on `data_dir` with a node's config,
+/// HMAC key `key`.
+pub(crate) async fn import(nats: &NatsCluster, data_dir: &Path, key: &str) -> super::Finished {
+    let config = data_dir.with_extension("import.toml");
+    std::fs::write(&config, nats.node_toml("importer", closed_port())).unwrap();
+    let args = vec![
+        "--data-dir".to_owned(),
+        data_dir.display().to_string(),
+        "--config".to_owned(),
+        config.display().to_string(),
+        "--cluster-import".to_owned(),
+    ];
+    let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), key.to_owned())];
+    let bin = super::workspace_bin("auditlog-server", "auditlog-server");
+    super::run_to_end(bin, args, env, IMPORT_LIMIT).await
+}

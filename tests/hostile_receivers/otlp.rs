@@ -7,23 +7,11 @@ use std::time::{Duration, Instant};
 use auditlog_client::NewEvent;
 
 use crate::common::ServerProcess;
-
-/// Accepts connections and holds them, saying nothing. Returns its port.
-async fn silent_collector() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            held.push(socket);
-        }
-    });
-    port
-}
+use crate::common::endpoints::silent_port;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_collector_neither_holds_calls_nor_the_shutdown() {
-    let port = silent_collector().await;
+    let port = silent_port().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("server.toml");
     std::fs::write(

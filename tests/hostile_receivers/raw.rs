@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::common::endpoints::read_http_request;
 
 /// A receiver on 127.0.0.1 answering request number `n` (from 0) with the
 /// raw bytes `answer(n)`, then closing the connection.
@@ -23,7 +25,7 @@ impl RawHttp {
             while let Ok((mut socket, _)) = listener.accept().await {
                 let (answer, counted) = (Arc::clone(&answer), Arc::clone(&counted));
                 tokio::spawn(async move {
-                    if read_request(&mut socket).await {
+                    if read_http_request(&mut socket).await {
                         let n = counted.fetch_add(1, Ordering::SeqCst);
                         let _ = socket.write_all(answer(n).as_bytes()).await;
                     }
@@ -40,36 +42,6 @@ impl RawHttp {
     /// Requests read whole so far.
     pub(crate) fn attempts(&self) -> u64 {
         self.attempts.load(Ordering::SeqCst)
-    }
-}
-
-/// Reads one request's head and its `Content-Length` body; false when the
-/// connection ended first.
-async fn read_request(socket: &mut tokio::net::TcpStream) -> bool {
-    let mut buf = vec![0u8; 65536];
-    let mut got = Vec::new();
-    loop {
-        let Ok(n) = socket.read(&mut buf).await else {
-            return false;
-        };
-        if n == 0 {
-            return false;
-        }
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got).to_string();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let length = text[..end]
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if got.len() >= end + 4 + length {
-                return true;
-            }
-        }
     }
 }
 
