@@ -8,14 +8,7 @@ use crate::common::{TestServer, wait_until_within};
 use crate::raw::{RawHttp, answer};
 
 fn every_error_alerts(c: &mut auditlog_server::Config, slack: &RawHttp) {
-    c.alerts.rules = Some(vec![auditlog_server::config::RuleConfig {
-        name: "each".into(),
-        event_types: vec!["error".into()],
-        threshold: 1,
-        window_secs: 60,
-        workflow: None,
-        cooldown_secs: 0,
-    }]);
+    crate::alert_on_every_error(c);
     c.alerts.slack = Some(auditlog_server::config::HookConfig {
         url: slack.url("/services/T0/B0/secret").as_str().into(),
     });

@@ -19,3 +19,16 @@ mod otlp;
 mod raw;
 mod smtp;
 mod webhooks;
+
+/// One alert rule that fires on every `error` event, no cooldown: each
+/// error is a fresh alert to every channel configured.
+pub(crate) fn alert_on_every_error(c: &mut auditlog_server::Config) {
+    c.alerts.rules = Some(vec![auditlog_server::config::RuleConfig {
+        name: "each".into(),
+        event_types: vec!["error".into()],
+        threshold: 1,
+        window_secs: 60,
+        workflow: None,
+        cooldown_secs: 0,
+    }]);
+}

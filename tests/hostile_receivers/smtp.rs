@@ -52,14 +52,7 @@ async fn endless_greeting() -> (u16, Arc<Mutex<Vec<u64>>>) {
 }
 
 fn every_error_mails(c: &mut auditlog_server::Config, email: EmailConfig) {
-    c.alerts.rules = Some(vec![auditlog_server::config::RuleConfig {
-        name: "each".into(),
-        event_types: vec!["error".into()],
-        threshold: 1,
-        window_secs: 60,
-        workflow: None,
-        cooldown_secs: 0,
-    }]);
+    crate::alert_on_every_error(c);
     c.alerts.email = Some(email);
 }
 
