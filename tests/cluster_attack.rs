@@ -392,8 +392,9 @@ async fn health_is_not_serving_while_every_nats_server_is_paused() {
     }
     wait_all_health(&nodes, ServingStatus::Serving).await;
     // The lease rounds answer again before JetStream has settled: the
-    // first publish can outlast the call's deadline (CANCELLED, seen in
-    // CI). The event carries an idempotency key, so trying again is safe.
+    // first publish can outlast the call's deadline (DEADLINE_EXCEEDED;
+    // seen in CI). The event carries an idempotency key, so trying again is
+    // safe.
     let writer = failover_client(&nodes).await;
     let receipt = wait_until("a write acknowledged once NATS is back", || async {
         writer.log(event(1)).await.map_err(|e| e.to_string())

@@ -15,6 +15,11 @@
 //!   `max_queued_verifications` waiting; one more is refused with
 //!   RESOURCE_EXHAUSTED at once. The alerts' scheduled verification takes
 //!   its turn with them, at the same priority, and is never refused.
+//! - A call past its deadline is answered DEADLINE_EXCEEDED, naming whose
+//!   limit passed: the server's `handler_timeout_secs` (through the client),
+//!   or the caller's shorter `grpc-timeout` (sent by a raw HTTP/2 client,
+//!   since a client library also enforces its deadline itself and would
+//!   answer first); the server then serves on.
 //! - Bad limits in the config file stop the `auditlog-server` binary with an
 //!   error naming the token and the key.
 
@@ -372,6 +377,72 @@ async fn a_token_at_its_in_flight_cap_is_refused_and_another_is_served() {
     std::fs::remove_file(&hold).unwrap();
     assert!(verifying.await.unwrap().unwrap().ok);
     busy.log(event(3)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_its_deadline_is_answered_deadline_exceeded_naming_whose() {
+    let server = TestServer::start_with(|c| c.handler_timeout_secs = 2).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    client.log(event(0)).await.unwrap();
+    let hold = server.data_dir.join("HOLD_VERIFICATION");
+    std::fs::write(&hold, b"").unwrap();
+
+    let refused = status(client.verify().await.unwrap_err());
+    assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
+    for words in ["2 s (handler_timeout_secs)", "idempotency_key"] {
+        assert!(refused.message().contains(words), "{}", refused.message());
+    }
+
+    let refused = raw_call_with_deadline(server.addr, "VerifyIntegrity", "300m").await;
+    assert_eq!(refused.code(), tonic::Code::DeadlineExceeded, "{refused:?}");
+    assert!(
+        refused.message().contains("the caller's deadline (300 ms)"),
+        "{}",
+        refused.message()
+    );
+
+    std::fs::remove_file(&hold).unwrap();
+    assert!(client.verify().await.unwrap().ok);
+}
+
+/// The status a call of the empty request to `method` is answered with,
+/// sent over HTTP/2 with `grpc-timeout: timeout` and nothing else watching
+/// the time.
+async fn raw_call_with_deadline(
+    addr: std::net::SocketAddr,
+    method: &str,
+    timeout: &str,
+) -> tonic::Status {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut h2 = h2.ready().await.unwrap();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/auditlog.v1.AuditService/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", timeout)
+        .body(())
+        .unwrap();
+    let (response, mut body) = h2.send_request(request, false).unwrap();
+    // An empty message: not compressed, zero bytes long.
+    body.send_data(bytes::Bytes::from_static(&[0; 5]), true)
+        .unwrap();
+    let response = response.await.unwrap();
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut answer = response.into_body();
+    while let Some(chunk) = answer.data().await {
+        chunk.unwrap();
+    }
+    let trailers = answer
+        .trailers()
+        .await
+        .unwrap()
+        .expect("a status in trailers");
+    tonic::Status::from_header_map(&trailers).expect("a gRPC status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

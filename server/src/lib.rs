@@ -358,7 +358,6 @@ pub async fn run(
         .max_concurrent_streams(Some(config.max_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(config.keepalive_secs)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .timeout(Duration::from_secs(config.handler_timeout_secs))
         // HTTP/1 only to answer it with a readable refusal (`wire.rs`).
         .accept_http1(true);
     if let Some(tls) = &config.tls {
@@ -385,6 +384,11 @@ pub async fn run(
             &metrics,
             config.metrics_listen.is_some(),
         ))
+        // Inside the trace and metrics layers, so both see the
+        // DEADLINE_EXCEEDED it answers.
+        .layer(limits::DeadlineLayer::new(Duration::from_secs(
+            config.handler_timeout_secs,
+        )))
         .layer(wire::WireLayer)
         .layer(limits::ShedLayer::new(
             config.max_in_flight,

@@ -18,9 +18,10 @@
 //! operations: tokens never wait for each other.
 //!
 //! The other limits are the transport's, set in `lib.rs` from the config:
-//! concurrent streams per connection, HTTP/2 keepalive (dead peers are
-//! reaped), and a timeout for unary handlers; and the connections'
-//! (`listener.rs`): how many, and how soon each must start talking.
+//! concurrent streams per connection and HTTP/2 keepalive (dead peers are
+//! reaped); the calls' deadline ([`DeadlineLayer`], in `limits/deadline.rs`);
+//! and the connections' (`listener.rs`): how many, and how soon each must
+//! start talking.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,8 +33,10 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use crate::auth::{Caller, TokenConfig};
 use crate::gate::{Admit, Gate};
 
+mod deadline;
 mod shed;
 
+pub(crate) use deadline::{DeadlineLayer, parse_grpc_timeout};
 pub(crate) use shed::ShedLayer;
 
 /// Health and reflection: never shed, never rate limited.

@@ -126,8 +126,9 @@ pub struct Config {
     /// HTTP/2 keepalive ping interval in seconds; a peer that does not answer
     /// within 20 s more is dropped. Default 30.
     pub keepalive_secs: u64,
-    /// How long a call may take before it is cancelled with DEADLINE_EXCEEDED
-    /// (a stream: until it starts). Default 60.
+    /// How long a call may take before it is answered DEADLINE_EXCEEDED (a
+    /// stream: until it starts answering); a caller's shorter `grpc-timeout`
+    /// wins. Default 60.
     pub handler_timeout_secs: u64,
     /// How long a call's request message may take to arrive after its
     /// headers before the call is answered DEADLINE_EXCEEDED. A call holds no

@@ -31,40 +31,5 @@ pub(super) fn wait_until(metadata: &MetadataMap) -> Instant {
 pub(super) fn call_timeout(metadata: &MetadataMap) -> Option<Duration> {
     metadata
         .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_timeout)
-}
-
-/// A `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
-fn parse_timeout(value: &str) -> Option<Duration> {
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.checked_mul(3600)?),
-        "M" => Duration::from_secs(n.checked_mul(60)?),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse_by_unit_and_bad_ones_are_ignored() {
-        assert_eq!(parse_timeout("2S"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_timeout("1500m"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_timeout("7u"), Some(Duration::from_micros(7)));
-        for bad in ["", "S", "12", "123456789S", "1x", "-1S", "1.5S"] {
-            assert_eq!(parse_timeout(bad), None, "{bad}");
-        }
-    }
+        .and_then(|v| crate::limits::parse_grpc_timeout(v.as_bytes()))
 }
