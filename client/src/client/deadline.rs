@@ -136,3 +136,37 @@ impl http_body::Body for Whole {
         self.body.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{STREAMS, UNBOUNDED};
+
+    /// The lists name methods by path, so a streaming method added to the
+    /// proto and missing here would have its stream cut at the bound.
+    #[test]
+    fn the_lists_match_the_proto() {
+        use prost::Message as _;
+        let set = prost_types::FileDescriptorSet::decode(auditlog_proto::FILE_DESCRIPTOR_SET)
+            .expect("the embedded descriptor set decodes");
+        let mut methods = Vec::new();
+        let mut streams = Vec::new();
+        for file in set.file.iter().filter(|f| f.package() == "auditlog.v1") {
+            for service in &file.service {
+                for method in &service.method {
+                    let path = format!("/auditlog.v1.{}/{}", service.name(), method.name());
+                    if method.server_streaming() {
+                        streams.push(path.clone());
+                    }
+                    methods.push(path);
+                }
+            }
+        }
+        let mut listed: Vec<String> = STREAMS.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        streams.sort();
+        assert_eq!(listed, streams, "STREAMS must name every streaming method");
+        for path in UNBOUNDED {
+            assert!(methods.iter().any(|m| m == path), "{path} is no method");
+        }
+    }
+}
