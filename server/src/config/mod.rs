@@ -49,6 +49,10 @@ const CLIENT_VARS: &[&str] = &[
 /// retention, and small enough that the age in microseconds cannot
 /// overflow.
 const MAX_SEGMENT_AGE_SECS: u64 = 100 * 366 * 86_400;
+/// The longest `retention_days` accepted: the same 100 years (a larger one
+/// overflowed the retention period's `Duration` and stopped the server
+/// with a panic).
+const MAX_RETENTION_DAYS: f64 = 100.0 * 366.0;
 
 /// The server configuration. Every field documents its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -496,43 +500,68 @@ impl Config {
                 ),
             });
         }
-        if !(self.retention_days >= 0.0 && self.retention_days.is_finite()) {
+        if !(self.retention_days >= 0.0 && self.retention_days <= MAX_RETENTION_DAYS) {
             return Err(ConfigError::Invalid {
                 key: "retention_days",
                 reason: format!(
-                    "is {}; it must be 0 (keep everything) or a positive number of days",
+                    "is {}; it must be 0 (keep everything) or a positive number of days up \
+                     to {MAX_RETENTION_DAYS} (100 years)",
                     self.retention_days
                 ),
             });
         }
-        for (key, value) in [
-            ("max_in_flight", self.max_in_flight as u64),
+        // Counts and seconds past these once stopped the server with a
+        // panic (a semaphore's permit limit, an `Instant` overflowed).
+        const MAX_COUNT: u64 = 1 << 20;
+        const MAX_SECS: u64 = MAX_SEGMENT_AGE_SECS;
+        for (key, value, max) in [
+            ("max_in_flight", self.max_in_flight as u64, MAX_COUNT),
             (
                 "max_streams_per_connection",
                 u64::from(self.max_streams_per_connection),
+                MAX_COUNT,
             ),
-            ("keepalive_secs", self.keepalive_secs),
-            ("handler_timeout_secs", self.handler_timeout_secs),
-            ("request_read_timeout_secs", self.request_read_timeout_secs),
-            ("handshake_timeout_secs", self.handshake_timeout_secs),
-            ("max_connections", self.max_connections as u64),
+            ("keepalive_secs", self.keepalive_secs, MAX_SECS),
+            ("handler_timeout_secs", self.handler_timeout_secs, MAX_SECS),
+            (
+                "request_read_timeout_secs",
+                self.request_read_timeout_secs,
+                MAX_SECS,
+            ),
+            (
+                "handshake_timeout_secs",
+                self.handshake_timeout_secs,
+                MAX_SECS,
+            ),
+            ("max_connections", self.max_connections as u64, MAX_COUNT),
             (
                 "max_in_flight_per_token",
                 self.max_in_flight_per_token as u64,
+                MAX_COUNT,
             ),
+            ("retention_check_secs", self.retention_check_secs, MAX_SECS),
         ] {
-            if value == 0 {
+            if value == 0 || value > max {
                 return Err(ConfigError::Invalid {
                     key,
-                    reason: "must be at least 1".into(),
+                    reason: format!("is {value}; it must be from 1 to {max}"),
                 });
             }
         }
-        if self.retention_check_secs == 0 {
-            return Err(ConfigError::Invalid {
-                key: "retention_check_secs",
-                reason: "must be at least 1".into(),
-            });
+        for (key, value, max) in [
+            ("shutdown_grace_secs", self.shutdown_grace_secs, MAX_SECS),
+            (
+                "max_queued_verifications",
+                self.max_queued_verifications as u64,
+                MAX_COUNT,
+            ),
+        ] {
+            if value > max {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("is {value}; it must be from 0 to {max}"),
+                });
+            }
         }
         self.alerts
             .validate()

@@ -264,6 +264,56 @@ fn segment_age_defaults_to_a_day_and_0_turns_it_off() {
 }
 
 #[test]
+fn retention_takes_fractions_of_days_up_to_100_years() {
+    let c = load(None, &[("RETENTION_DAYS", "0.5")], Overrides::default()).unwrap();
+    assert_eq!(c.retention(), Some(std::time::Duration::from_secs(43_200)));
+    let c = load(None, &[("RETENTION_DAYS", "36600")], Overrides::default()).unwrap();
+    assert!(c.retention().is_some());
+    // 1.8e19 days once passed and then overflowed the period's Duration.
+    for bad in ["-1", "36601", "18446744073709551615", "inf", "NaN"] {
+        let err = load(None, &[("RETENTION_DAYS", bad)], Overrides::default()).unwrap_err();
+        assert!(
+            err.to_lowercase().contains("retention_days"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+/// Values past these bounds once passed and then stopped the server with a
+/// panic (a semaphore's permit limit, an `Instant` overflowed).
+#[test]
+fn counts_and_seconds_are_bounded_and_refused_past_it_naming_the_key() {
+    for key in [
+        "MAX_IN_FLIGHT",
+        "MAX_CONNECTIONS",
+        "MAX_IN_FLIGHT_PER_TOKEN",
+        "MAX_QUEUED_VERIFICATIONS",
+        "MAX_STREAMS_PER_CONNECTION",
+        "KEEPALIVE_SECS",
+        "HANDLER_TIMEOUT_SECS",
+        "REQUEST_READ_TIMEOUT_SECS",
+        "HANDSHAKE_TIMEOUT_SECS",
+        "SHUTDOWN_GRACE_SECS",
+        "RETENTION_CHECK_SECS",
+    ] {
+        let max = if key.ends_with("_SECS") {
+            "3162240000"
+        } else {
+            "1048576"
+        };
+        load(None, &[(key, max)], Overrides::default()).unwrap();
+        let past = if key.ends_with("_SECS") {
+            "3162240001"
+        } else {
+            "1048577"
+        };
+        let err = load(None, &[(key, past)], Overrides::default()).unwrap_err();
+        assert!(err.contains(&key.to_lowercase()), "{key}: {err}");
+        assert!(err.contains(&format!("to {max}")), "{key}: {err}");
+    }
+}
+
+#[test]
 fn secrets_are_redacted_in_debug() {
     let c = Config {
         hmac_key: Some(Secret::from("super secret key material 0123456789")),
@@ -437,7 +487,7 @@ fn connection_and_call_limits_load_and_zero_is_refused_by_name() {
     ] {
         let err = load(Some(&format!("{key} = 0\n")), &[], Overrides::default()).unwrap_err();
         assert!(
-            err.contains(key) && err.contains("at least 1"),
+            err.contains(key) && err.contains("must be from 1 to"),
             "{key}: {err}"
         );
     }

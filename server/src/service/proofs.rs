@@ -31,34 +31,11 @@ const MAX_PROOF_WAIT: Duration = Duration::from_secs(60);
 /// (`grpc-timeout`) less a tenth (at least 50 ms) so the answer still
 /// arrives in time, else [`DEFAULT_PROOF_WAIT`].
 pub(super) fn proof_wait(metadata: &MetadataMap) -> Duration {
-    let Some(deadline) = metadata
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_grpc_timeout)
-    else {
+    let Some(deadline) = super::deadline::call_timeout(metadata) else {
         return DEFAULT_PROOF_WAIT;
     };
     let margin = (deadline / 10).max(Duration::from_millis(50));
     deadline.saturating_sub(margin).min(MAX_PROOF_WAIT)
-}
-
-/// A `grpc-timeout` value: at most 8 digits and a unit (H, M, S, m, u, n).
-fn parse_grpc_timeout(text: &str) -> Option<Duration> {
-    let split = text.len().checked_sub(1)?;
-    let (digits, unit) = (text.get(..split)?, text.get(split..)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
 }
 
 /// One receipt's proof: its seq, the proof's hashes, its stored line.
