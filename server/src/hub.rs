@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{Committed, Decoded, Filter, Order, Page, Record, Store, StoreError};
@@ -91,9 +91,9 @@ impl Budget {
         Arc::clone(&self.permits).acquire_many_owned(n).await.ok()
     }
 
-    /// Permits for `chunk` if they are there now.
-    fn try_lend<F: Form>(&self, chunk: &[F]) -> Option<OwnedSemaphorePermit> {
-        let n = self.permits_for(bytes_of(chunk));
+    /// Permits for `bytes` if they are there now.
+    fn try_lend(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let n = self.permits_for(bytes);
         Arc::clone(&self.permits).try_acquire_many_owned(n).ok()
     }
 }
@@ -174,9 +174,11 @@ pub(crate) fn spawn_within<F: Form>(
     budget: Budget,
 ) -> Receiver<F> {
     let (tx, rx) = mpsc::channel(CHUNKS);
-    tokio::spawn(run(store, sub, cancel, tx, budget));
+    let taken = Arc::new(Notify::new());
+    tokio::spawn(run(store, sub, cancel, tx, budget, Arc::clone(&taken)));
     Receiver {
         rx,
+        taken,
         pending: Vec::new().into_iter(),
         _lent: None,
     }
@@ -186,6 +188,9 @@ pub(crate) fn spawn_within<F: Form>(
 /// once it ended (after an error, if one ended it).
 pub(crate) struct Receiver<F> {
     rx: mpsc::Receiver<Chunk<F>>,
+    /// Told each time a chunk is taken, so a subscription waiting for the
+    /// budget sees its reader has taken everything.
+    taken: Arc<Notify>,
     pending: std::vec::IntoIter<F>,
     /// What `pending` was lent, given back with the next chunk.
     _lent: Option<OwnedSemaphorePermit>,
@@ -199,6 +204,7 @@ impl<F: Send + 'static> Receiver<F> {
                 return Some(Ok(item));
             }
             let (chunk, lent) = self.rx.recv().await?;
+            self.taken.notify_one();
             self._lent = lent;
             match chunk {
                 Ok(chunk) => self.pending = chunk.into_iter(),
@@ -227,9 +233,12 @@ impl<F: Send + 'static> Receiver<F> {
         let pending: Vec<F> = std::mem::take(&mut self.pending).collect();
         let first = (!pending.is_empty()).then_some(Ok(pending));
         // A chunk's permits go back as it is handed on.
-        futures::stream::iter(first).chain(futures::stream::unfold(self.rx, |mut rx| async move {
-            rx.recv().await.map(|(chunk, _lent)| (chunk, rx))
-        }))
+        let rest = futures::stream::unfold((self.rx, self.taken), |(mut rx, taken)| async move {
+            let (chunk, _lent) = rx.recv().await?;
+            taken.notify_one();
+            Some((chunk, (rx, taken)))
+        });
+        futures::stream::iter(first).chain(rest)
     }
 }
 
@@ -247,6 +256,7 @@ async fn run<F: Form>(
     cancel: CancellationToken,
     tx: mpsc::Sender<Chunk<F>>,
     budget: Budget,
+    taken: Arc<Notify>,
 ) {
     let Subscription {
         filter,
@@ -259,6 +269,7 @@ async fn run<F: Form>(
         tx: &tx,
         cancel: &cancel,
         budget: &budget,
+        taken: &taken,
     };
     if !catch_up(&store, &filter, &mut next, store.head(), &out).await || !follow {
         return;
@@ -312,7 +323,7 @@ async fn run<F: Form>(
                 continue;
             }
             let chunk = F::keep(chunk, &group);
-            let Some(lent) = budget.try_lend(&chunk) else {
+            let Some(lent) = budget.try_lend(bytes_of(&chunk)) else {
                 // Readers hold the whole budget: wait for it off the
                 // broadcast, as for a reader that is behind.
                 tracing::debug!(next, "stream budget spent; leaving the broadcast");
@@ -346,29 +357,35 @@ struct Out<'a, F> {
     tx: &'a mpsc::Sender<Chunk<F>>,
     cancel: &'a CancellationToken,
     budget: &'a Budget,
+    taken: &'a Notify,
 }
 
 impl<F: Form> Out<'_, F> {
     /// Sends one chunk, once the budget lends it its bytes; false when the
     /// stream should end. A chunk for a reader that has taken everything
-    /// goes at once, lent or not: readers who read always get on, however
-    /// many streams that do not read hold the budget (which bounds the
-    /// memory at the budget plus a chunk per stream).
+    /// goes at once, lent or not, also when the reader takes its last chunk
+    /// while this one waits for the budget: readers who read always get on,
+    /// however many streams that do not read hold the budget (which bounds
+    /// the memory at the budget plus a chunk per stream). Before that last
+    /// case was seen to, a reader a little slower than its subscription
+    /// waited as long as the streams that did not read.
     async fn send(&self, item: Result<Vec<F>, StoreError>) -> bool {
         let lent = match &item {
-            Ok(chunk) if self.tx.capacity() == self.tx.max_capacity() => {
-                self.budget.try_lend(chunk)
-            }
             Ok(chunk) => {
                 let bytes = bytes_of(chunk);
-                let lent = tokio::select! {
-                    _ = self.cancel.cancelled() => return false,
-                    _ = self.tx.closed() => return false,
-                    lent = self.budget.lend(bytes) => lent,
-                };
-                match lent {
-                    Some(lent) => Some(lent),
-                    None => return false,
+                loop {
+                    if self.tx.capacity() == self.tx.max_capacity() {
+                        break self.budget.try_lend(bytes);
+                    }
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return false,
+                        _ = self.tx.closed() => return false,
+                        lent = self.budget.lend(bytes) => match lent {
+                            Some(lent) => break Some(lent),
+                            None => return false,
+                        },
+                        () = self.taken.notified() => {}
+                    }
                 }
             }
             Err(_) => None,
@@ -553,6 +570,10 @@ mod tests {
             CancellationToken::new(),
             budget.clone(),
         );
+        // A reader a little slower than its subscription: the second chunk
+        // finds the first still there and waits for the budget; it must go
+        // once the reader has taken the first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         for seq in 1..=200 {
             let record = tokio::time::timeout(Duration::from_secs(10), reader.recv())
                 .await
