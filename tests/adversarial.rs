@@ -17,6 +17,11 @@
 //!   and a spreadsheet formula as the actor, reach `auditlog errors`, `query`
 //!   and a CSV export inert: no escape byte on the terminal, no forged row,
 //!   no live formula. An honest caller's events show as they were logged.
+//! - Answers not read: a caller whose HTTP/2 window is 0 asks for page
+//!   after page of large events. Once its connection holds 16 MiB of
+//!   answers it has not read, the rest are refused RESOURCE_EXHAUSTED,
+//!   naming the cap, instead of waiting in the server's memory; a caller on
+//!   another connection reads the same page.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -267,4 +272,80 @@ async fn hostile_strings_are_refused_or_shown_inert() {
         actors.contains(&"'=HYPERLINK(\"http://x\",\"ok\")".to_owned()),
         "{actors:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    // Pages of 50 events of 50 KB: about 2.5 MB each.
+    let pad = "x".repeat(50_000);
+    for batch in 0..2 {
+        let events: Vec<NewEvent> = (0..25)
+            .map(|i| event(batch * 25 + i).details(serde_json::json!({ "pad": pad })))
+            .collect();
+        client.log_batch(events).await.unwrap();
+    }
+    let query = auditlog_proto::v1::QueryRequest {
+        limit: 50,
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let mut message = vec![0];
+    message.extend_from_slice(&u32::try_from(query.len()).unwrap().to_be_bytes());
+    message.extend_from_slice(&query);
+    let message = Bytes::from(message);
+
+    let addr = addr_of(&server);
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (h2, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (mut waiting, mut refused) = (Vec::new(), None);
+    for _ in 0..12 {
+        let mut h2 = h2.clone().ready().await.unwrap();
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/auditlog.v1.AuditService/Query"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut body) = h2.send_request(request, false).unwrap();
+        body.send_data(message.clone(), true).unwrap();
+        let response = response.await.unwrap();
+        match tonic::Status::from_header_map(response.headers()) {
+            Some(status) => refused = Some(status),
+            // The answer waits for a window that never opens.
+            None => waiting.push(response),
+        }
+    }
+    let refused = refused.expect("every answer was let wait unread");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::ResourceExhausted,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("this connection has")
+            && refused.message().contains("at most 16 MiB"),
+        "{}",
+        refused.message()
+    );
+    // 16 MiB holds six of these pages, and a seventh goes only alone.
+    assert!(
+        (1..=6).contains(&waiting.len()),
+        "{} answers left waiting",
+        waiting.len()
+    );
+    let page = client
+        .query(auditlog_client::Query::new().limit(50))
+        .await
+        .unwrap();
+    assert_eq!(page.events.len(), 50);
 }

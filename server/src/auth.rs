@@ -293,7 +293,7 @@ impl AuthLayer {
 }
 
 /// The caller's address, over plain TCP or TLS.
-fn peer_of<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
+pub(crate) fn peer_of<B>(req: &http::Request<B>) -> Option<std::net::SocketAddr> {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let ext = req.extensions();
     ext.get::<TcpConnectInfo>()

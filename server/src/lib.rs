@@ -394,6 +394,7 @@ pub async fn run(
             config.max_in_flight,
             Duration::from_secs(config.request_read_timeout_secs),
         ))
+        .layer(limits::AnswersLayer::new())
         .layer(auth::AuthLayer::new(&config.tokens))
         .layer(limits::RateLayer::new(
             &config.tokens,

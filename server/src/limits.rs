@@ -33,9 +33,11 @@ use tonic_types::{ErrorDetails, StatusExt as _};
 use crate::auth::{Caller, TokenConfig};
 use crate::gate::{Admit, Gate};
 
+mod answers;
 mod deadline;
 mod shed;
 
+pub(crate) use answers::AnswersLayer;
 pub(crate) use deadline::{DeadlineLayer, parse_grpc_timeout};
 pub(crate) use shed::ShedLayer;
 
