@@ -22,6 +22,10 @@
 //!   answers it has not read, the rest are refused RESOURCE_EXHAUSTED,
 //!   naming the cap, instead of waiting in the server's memory; a caller on
 //!   another connection reads the same page.
+//! - Many large reads at once: 160 `Query` calls for pages of about 2.5 MB
+//!   at once are all answered, and the server's peak memory stays far
+//!   below what building every page at once would take (each call read on
+//!   its own thread before: 250 took the server to 430 MB).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -348,4 +352,40 @@ async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
         .await
         .unwrap();
     assert_eq!(page.events.len(), 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_large_reads_at_once_are_answered_within_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::spawn(dir.path()).await;
+    let client = Client::connect(&server.url).await.unwrap();
+    let pad = "x".repeat(50_000);
+    for batch in 0..2 {
+        let events: Vec<NewEvent> = (0..25)
+            .map(|i| event(batch * 25 + i).details(serde_json::json!({ "pad": pad })))
+            .collect();
+        client.log_batch(events).await.unwrap();
+    }
+    let before = server.memory_kib("VmHWM");
+    let reads: Vec<_> = (0..160)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .query(auditlog_client::Query::new().limit(50))
+                    .await
+                    .map(|page| page.events.len())
+            })
+        })
+        .collect();
+    for read in reads {
+        assert_eq!(read.await.unwrap().unwrap(), 50);
+    }
+    let peak = server.memory_kib("VmHWM");
+    println!("peak RSS {before} KiB before the reads, {peak} KiB after");
+    // 160 pages of 2.5 MB built at once would take 400 MB and more.
+    assert!(
+        peak < before + 150 * 1024,
+        "the reads took the server from {before} to {peak} KiB"
+    );
 }

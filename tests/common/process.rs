@@ -144,6 +144,17 @@ impl ServerProcess {
             .unwrap_or_default()
     }
 
+    /// A memory figure of the process from `/proc/PID/status`, in KiB:
+    /// `VmRSS` (now) or `VmHWM` (its peak so far).
+    pub(crate) fn memory_kib(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
+    }
+
     /// SIGKILL: no chance to flush or clean up.
     pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
