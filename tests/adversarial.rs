@@ -282,13 +282,11 @@ async fn hostile_strings_are_refused_or_shown_inert() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
-    use prost::Message as _;
-    let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::spawn(dir.path()).await;
+/// A server on `dir` holding 50 events of 50 KB (a page of all of them is
+/// about 2.5 MB), and a client of it.
+async fn large_events(dir: &std::path::Path) -> (ServerProcess, Client) {
+    let server = ServerProcess::spawn(dir).await;
     let client = Client::connect(&server.url).await.unwrap();
-    // Pages of 50 events of 50 KB: about 2.5 MB each.
     let pad = "x".repeat(50_000);
     for batch in 0..2 {
         let events: Vec<NewEvent> = (0..25)
@@ -296,6 +294,14 @@ async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
             .collect();
         client.log_batch(events).await.unwrap();
     }
+    (server, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = large_events(dir.path()).await;
     let query = auditlog_proto::v1::QueryRequest {
         limit: 50,
         ..Default::default()
@@ -361,15 +367,7 @@ async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_large_reads_at_once_are_answered_within_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::spawn(dir.path()).await;
-    let client = Client::connect(&server.url).await.unwrap();
-    let pad = "x".repeat(50_000);
-    for batch in 0..2 {
-        let events: Vec<NewEvent> = (0..25)
-            .map(|i| event(batch * 25 + i).details(serde_json::json!({ "pad": pad })))
-            .collect();
-        client.log_batch(events).await.unwrap();
-    }
+    let (server, client) = large_events(dir.path()).await;
     let before = server.memory_kib("VmHWM");
     let reads: Vec<_> = (0..160)
         .map(|_| {

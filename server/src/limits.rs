@@ -41,6 +41,9 @@ pub(crate) use answers::AnswersLayer;
 pub(crate) use deadline::{DeadlineLayer, parse_grpc_timeout};
 pub(crate) use shed::ShedLayer;
 
+/// The future of a layer's call that has work of its own to do.
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 /// Health and reflection: never shed, never rate limited.
 fn is_exempt(path: &str) -> bool {
     path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.")

@@ -36,7 +36,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 
-use super::is_exempt;
+use super::{BoxFuture, is_exempt};
 
 /// The bytes of answers one connection may leave unread.
 pub(crate) const CONNECTION_BYTES: usize = 16 << 20;
@@ -197,8 +197,6 @@ pub(crate) struct Answers<S> {
     inner: S,
     layer: AnswersLayer,
 }
-
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S> tower::Service<http::Request<Body>> for Answers<S>
 where

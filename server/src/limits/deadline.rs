@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use tonic::body::Body;
 
+use super::BoxFuture;
+
 /// The deadline layer, over the whole router.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DeadlineLayer {
@@ -47,8 +49,6 @@ pub(crate) struct Deadline<S> {
     inner: S,
     layer: DeadlineLayer,
 }
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S> tower::Service<http::Request<Body>> for Deadline<S>
 where

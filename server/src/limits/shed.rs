@@ -36,7 +36,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::body::Body;
 
-use super::is_exempt;
+use super::{BoxFuture, is_exempt};
 
 /// The largest request body read: one message of tonic's default decoding
 /// limit ([`crate::wire::MAX_MESSAGE_BYTES`], 4 MiB) and its 5-byte gRPC
@@ -102,8 +102,6 @@ pub(crate) struct Shed<S> {
     inner: S,
     layer: ShedLayer,
 }
-
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 
 impl<S> tower::Service<http::Request<Body>> for Shed<S>
 where
