@@ -17,8 +17,10 @@
 //! once the caller has read about all of it, so the bytes are held until
 //! then.) An answer that does not fit is dropped and the call answered
 //! RESOURCE_EXHAUSTED, saying whose budget is spent. A connection holding
-//! no unread answer always gets its next one, however large: callers that
-//! read their answers are never refused for the size of one.
+//! no unread answer always gets its next one past its own budget, however
+//! large, and past the server's if it is small: callers that read their
+//! answers are never refused for the size of one, and get their receipts
+//! while others hold the server's budget.
 //!
 //! Streams (`StreamEvents`, `ExportSubject`) are bounded by the
 //! subscriptions' own budget (`hub.rs`); health and reflection pass as they
@@ -42,6 +44,9 @@ use super::{BoxFuture, is_exempt};
 pub(crate) const CONNECTION_BYTES: usize = 16 << 20;
 /// The bytes of answers all connections together may leave unread.
 pub(crate) const SERVER_BYTES: usize = 256 << 20;
+/// An answer this small goes to a connection holding no unread answer even
+/// when the server's budget is spent.
+const SMALL_ANSWER_BYTES: usize = 64 << 10;
 
 /// The methods that answer with a stream.
 const STREAMS: &[&str] = &[
@@ -90,7 +95,7 @@ impl AnswersLayer {
 struct Held {
     books: Arc<Books>,
     peer: Option<SocketAddr>,
-    permits: Option<(OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)>,
+    permits: Option<(Option<OwnedSemaphorePermit>, Option<OwnedSemaphorePermit>)>,
 }
 
 impl Drop for Held {
@@ -118,7 +123,14 @@ impl Books {
     /// Takes `bytes` for an answer to `peer`, or says why not.
     fn admit(self: &Arc<Books>, peer: Option<SocketAddr>, bytes: usize) -> Result<Held, String> {
         let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let connection = match peer {
+        // Dropped on refusal too, so the connection's entry goes when it
+        // holds nothing.
+        let mut held = Held {
+            books: Arc::clone(self),
+            peer,
+            permits: None,
+        };
+        let (connection, holds_none) = match peer {
             Some(peer) => {
                 let budget = Arc::clone(
                     lock(&self.connections)
@@ -128,55 +140,40 @@ impl Books {
                 let holds_none = budget.available_permits() == self.connection_kib as usize;
                 // A connection that has read everything gets one answer of
                 // any size.
-                let want = if holds_none {
-                    kib.min(self.connection_kib)
-                } else {
-                    kib
+                let want = match holds_none {
+                    true => kib.min(self.connection_kib),
+                    false => kib,
                 };
-                let taken = Arc::clone(&budget).try_acquire_many_owned(want).ok();
                 let unread_mib = (self.connection_kib as usize - budget.available_permits()) >> 10;
-                drop(budget);
-                // Dropped on refusal too, so the entry goes when it holds
-                // nothing.
-                let held = Held {
-                    books: Arc::clone(self),
-                    peer: Some(peer),
-                    permits: None,
+                let Ok(permit) = budget.try_acquire_many_owned(want) else {
+                    return Err(format!(
+                        "this connection has {unread_mib} MiB of answers it has not read (at \
+                         most {} MiB); read them before calling again",
+                        self.connection_kib >> 10
+                    ));
                 };
-                match taken {
-                    Some(permit) => Some((permit, held)),
-                    None => {
-                        drop(held);
-                        return Err(format!(
-                            "this connection has {unread_mib} MiB of answers it has not read \
-                             (at most {} MiB); read them before calling again",
-                            self.connection_kib >> 10
-                        ));
-                    }
-                }
+                (Some(permit), holds_none)
             }
-            None => None,
+            None => (None, false),
         };
-        let server = Arc::clone(&self.server)
-            .try_acquire_many_owned(kib.min(self.server_kib))
-            .map_err(|_| {
-                format!(
+        let server = match Arc::clone(&self.server).try_acquire_many_owned(kib.min(self.server_kib))
+        {
+            Ok(permit) => Some(permit),
+            // A small answer to a connection that has read everything goes
+            // all the same: receipts and short pages are never refused for
+            // what other connections leave unread (at most a small answer
+            // more a connection).
+            Err(_) if holds_none && bytes <= SMALL_ANSWER_BYTES => None,
+            Err(_) => {
+                return Err(format!(
                     "the server holds {} MiB of answers its callers have not read; retry with \
                      backoff",
                     self.server_kib >> 10
-                )
-            })?;
-        Ok(match connection {
-            Some((permit, mut held)) => {
-                held.permits = Some((server, Some(permit)));
-                held
+                ));
             }
-            None => Held {
-                books: Arc::clone(self),
-                peer: None,
-                permits: Some((server, None)),
-            },
-        })
+        };
+        held.permits = Some((server, connection));
+        Ok(held)
     }
 }
 
@@ -307,8 +304,14 @@ mod tests {
         let held: Vec<Held> = (1..=4)
             .map(|p| books.admit(peer(p), 2 << 10).unwrap())
             .collect();
-        let refused = books.admit(peer(9), 1).unwrap_err();
+        let refused = books.admit(peer(9), 65 << 10).unwrap_err();
         assert!(refused.contains("the server holds"), "{refused}");
+        // A receipt still goes to a connection that has read everything,
+        // once.
+        let receipt = books.admit(peer(9), 200).unwrap();
+        let refused = books.admit(peer(9), 200).unwrap_err();
+        assert!(refused.contains("the server holds"), "{refused}");
+        drop(receipt);
         assert!(
             !lock(&books.connections).contains_key(&peer(9).unwrap()),
             "a refused connection left its entry"
