@@ -40,6 +40,11 @@ pub(crate) use tracked::{Measurements, check_duration, check_operation, stats_fr
 /// The event type performance measurements are logged as.
 pub(crate) const EVENT_TYPE: &str = "performance";
 
+/// The most operations each source keeps a window for. Operation names come
+/// from callers: without a bound, a writer logging `performance` events
+/// with a new name each held a new window each in memory, for ever.
+const MAX_OPERATIONS: usize = 10_000;
+
 /// Where a measurement comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
@@ -80,6 +85,9 @@ pub struct Performance {
     windows: Mutex<[HashMap<String, Window>; 2]>,
     /// Set once alerting runs (after recovery).
     alerts: OnceLock<Alerts>,
+    /// When an operation past [`MAX_OPERATIONS`] was last reported in the
+    /// server's log (at most once a minute).
+    untracked_said: Mutex<Option<Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +104,7 @@ impl Performance {
             config,
             windows: Mutex::new([HashMap::new(), HashMap::new()]),
             alerts: OnceLock::new(),
+            untracked_said: Mutex::new(None),
         })
     }
 
@@ -132,9 +141,10 @@ impl Performance {
                 return None;
             };
             let by_op = &mut windows[source as usize];
-            let w = match by_op.get_mut(operation) {
-                Some(w) => w,
-                None => by_op.entry(operation.to_owned()).or_default(),
+            let Some(w) = window_of(by_op, operation) else {
+                drop(windows);
+                self.untracked(operation);
+                return None;
             };
             if w.samples.len() == self.config.window {
                 w.samples.pop_front();
@@ -190,7 +200,9 @@ impl Performance {
         let read = newest_first.len() as u64;
         if let Ok(mut windows) = self.windows.lock() {
             for (op, ms) in newest_first.into_iter().rev() {
-                let w = windows[Source::Tracked as usize].entry(op).or_default();
+                let Some(w) = window_of(&mut windows[Source::Tracked as usize], &op) else {
+                    continue;
+                };
                 if w.samples.len() == self.config.window {
                     w.samples.pop_front();
                 }
@@ -293,9 +305,57 @@ impl Performance {
     }
 }
 
+/// The window of `operation`, made if there is room for one more.
+fn window_of<'a>(
+    by_op: &'a mut HashMap<String, Window>,
+    operation: &str,
+) -> Option<&'a mut Window> {
+    if !by_op.contains_key(operation) {
+        if by_op.len() >= MAX_OPERATIONS {
+            return None;
+        }
+        by_op.insert(operation.to_owned(), Window::default());
+    }
+    by_op.get_mut(operation)
+}
+
+impl Performance {
+    /// Says, at most once a minute, that measurements of a new operation
+    /// are not kept.
+    fn untracked(&self, operation: &str) {
+        let Ok(mut said) = self.untracked_said.lock() else {
+            return;
+        };
+        if said.is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        *said = Some(Instant::now());
+        tracing::warn!(
+            operation = ?operation.chars().take(128).collect::<String>(),
+            max = MAX_OPERATIONS,
+            "performance: already tracking the most operations; measurements of new ones are \
+             logged but not kept in the windows (GetPerformanceStats with a time range reads them \
+             from the log)"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_past_the_cap_are_not_kept() {
+        let perf = Performance::new(PerformanceConfig::default());
+        for i in 0..MAX_OPERATIONS + 5 {
+            perf.record(Source::Tracked, &format!("op{i}"), 1.0);
+        }
+        perf.record(Source::Tracked, "op0", 2.0);
+        let windows = perf.windows.lock().unwrap();
+        assert_eq!(windows[Source::Tracked as usize].len(), MAX_OPERATIONS);
+        assert_eq!(windows[Source::Tracked as usize]["op0"].samples.len(), 2);
+        assert!(!windows[Source::Tracked as usize].contains_key("op10004"));
+    }
 
     /// The reference: sort, then index by nearest rank, written out plainly.
     fn reference(samples: &[f64], p: f64) -> f64 {

@@ -11,6 +11,9 @@
 use super::{EVENT_TYPE, OperationStats, Performance, Source, summarize};
 use crate::store::{Filter, NewEvent, Order, Receipt, Record, Store};
 
+/// The longest operation name.
+const MAX_OPERATION_LEN: usize = 128;
+
 /// The operation and duration a `performance` event carries.
 pub(crate) fn measurement(record: &Record) -> Option<(String, f64)> {
     if record.event_type != EVENT_TYPE {
@@ -19,7 +22,10 @@ pub(crate) fn measurement(record: &Record) -> Option<(String, f64)> {
     let details = record.details.to_map();
     let op = details.get("operation")?.as_str()?;
     let ms = duration_ms(&details)?;
-    (ms.is_finite() && ms >= 0.0 && !op.is_empty()).then(|| (op.to_owned(), ms))
+    // A name longer than TrackPerformance accepts is no operation: kept, it
+    // would hold up to 64 KiB a window.
+    let named = !op.is_empty() && op.len() <= MAX_OPERATION_LEN;
+    (ms.is_finite() && ms >= 0.0 && named).then(|| (op.to_owned(), ms))
 }
 
 /// The duration `details` give, in milliseconds: `duration_ms`, or else
@@ -75,8 +81,11 @@ pub(crate) fn check_operation(op: &str) -> Result<(), String> {
     if op.is_empty() {
         return Err("is required, e.g. crm.create_record".into());
     }
-    if op.len() > 128 {
-        return Err(format!("is {} characters; at most 128", op.len()));
+    if op.len() > MAX_OPERATION_LEN {
+        return Err(format!(
+            "is {} characters; at most {MAX_OPERATION_LEN}",
+            op.len()
+        ));
     }
     if let Some(c) = op
         .chars()
