@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use auditlog_client::{Client, NewEvent};
 use bytes::Bytes;
-use common::{ServerProcess, cli, wait_until};
+use common::{ServerProcess, cli, grpc_frame, raw_call, wait_until};
 use futures::FutureExt as _;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
@@ -71,13 +71,7 @@ async fn hanging_calls(addr: SocketAddr, calls: usize) -> Vec<HangingCall> {
     let mut started = Vec::new();
     for _ in 0..calls {
         let mut client = client.clone().ready().await.unwrap();
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{addr}/auditlog.v1.AuditService/Log"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
+        let request = raw_call(addr, "Log").body(()).unwrap();
         let (response, body) = client.send_request(request, false).unwrap();
         started.push(HangingCall {
             response,
@@ -302,15 +296,13 @@ async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
     use prost::Message as _;
     let dir = tempfile::tempdir().unwrap();
     let (server, client) = large_events(dir.path()).await;
-    let query = auditlog_proto::v1::QueryRequest {
-        limit: 50,
-        ..Default::default()
-    }
-    .encode_to_vec();
-    let mut message = vec![0];
-    message.extend_from_slice(&u32::try_from(query.len()).unwrap().to_be_bytes());
-    message.extend_from_slice(&query);
-    let message = Bytes::from(message);
+    let message = grpc_frame(
+        &auditlog_proto::v1::QueryRequest {
+            limit: 50,
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
 
     let addr = addr_of(&server);
     let tcp = TcpStream::connect(addr).await.unwrap();
@@ -323,13 +315,7 @@ async fn answers_a_caller_does_not_read_are_bounded_per_connection() {
     let (mut waiting, mut refused) = (Vec::new(), None);
     for _ in 0..12 {
         let mut h2 = h2.clone().ready().await.unwrap();
-        let request = http::Request::builder()
-            .method("POST")
-            .uri(format!("http://{addr}/auditlog.v1.AuditService/Query"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
+        let request = raw_call(addr, "Query").body(()).unwrap();
         let (response, mut body) = h2.send_request(request, false).unwrap();
         body.send_data(message.clone(), true).unwrap();
         let response = response.await.unwrap();

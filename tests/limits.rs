@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use auditlog_client::{Client, NewEvent, Options};
 use auditlog_server::config::{Role, TokenConfig};
-use common::{TestServer, health, wait_until, workspace_bin};
+use common::{TestServer, grpc_frame, health, raw_call, wait_until, workspace_bin};
 use sha2::Digest as _;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_types::StatusExt as _;
@@ -417,18 +417,12 @@ async fn raw_call_with_deadline(
     let (h2, connection) = h2::client::handshake(tcp).await.unwrap();
     tokio::spawn(connection);
     let mut h2 = h2.ready().await.unwrap();
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://{addr}/auditlog.v1.AuditService/{method}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
+    let request = raw_call(addr, method)
         .header("grpc-timeout", timeout)
         .body(())
         .unwrap();
     let (response, mut body) = h2.send_request(request, false).unwrap();
-    // An empty message: not compressed, zero bytes long.
-    body.send_data(bytes::Bytes::from_static(&[0; 5]), true)
-        .unwrap();
+    body.send_data(grpc_frame(&[]), true).unwrap();
     let response = response.await.unwrap();
     if let Some(status) = tonic::Status::from_header_map(response.headers()) {
         return status;

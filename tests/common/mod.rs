@@ -58,7 +58,7 @@ pub(crate) use health_reflection::{
 };
 pub(crate) use nats::{NatsCluster, nats_server_bin};
 pub(crate) use pki::Pki;
-pub(crate) use process::ServerProcess;
+pub(crate) use process::{ServerProcess, grpc_frame, raw_call};
 pub(crate) use runs::{
     Finished, cli, cli_bin, piped_command, read_all, run_to_end, wait_or_kill, workspace_bin,
 };

@@ -223,3 +223,24 @@ async fn health_over(url: &str, tls: Option<&Options>) -> Result<ServingStatus, 
         .await
         .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
 }
+
+/// The request of a call to AuditService `method` on `addr`, for a raw
+/// HTTP/2 client (`h2`), which sees the server's answer as it is, with no
+/// client library between watching deadlines or windows. Add headers, then
+/// `.body(())`.
+pub(crate) fn raw_call(addr: std::net::SocketAddr, method: &str) -> http::request::Builder {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/auditlog.v1.AuditService/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+}
+
+/// `message` (an encoded protobuf) as one gRPC frame: not compressed, its
+/// length, then its bytes.
+pub(crate) fn grpc_frame(message: &[u8]) -> bytes::Bytes {
+    let mut frame = vec![0];
+    frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
+    frame.extend_from_slice(message);
+    frame.into()
+}

@@ -42,15 +42,6 @@ where
     port
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// 1,000 events from 4 callers; the time taken.
 async fn load(url: &str) -> Duration {
     let started = Instant::now();
@@ -168,10 +159,9 @@ async fn hostile_endpoints_under_load_hold_up_neither_ingest_nor_memory() {
         dir.path().join("server.stderr"),
     )
     .await;
-    let pid = server.child.id();
-    let before = rss_kib(pid);
+    let before = server.memory_kib("VmRSS");
     let hostile = load(&server.url).await;
-    let peak = std::sync::atomic::AtomicU64::new(rss_kib(pid));
+    let peak = std::sync::atomic::AtomicU64::new(server.memory_kib("VmRSS"));
     println!(
         "1,000 events from 4 callers: {plain:?} without webhooks, {hostile:?} with {} hostile \
          endpoints",
@@ -182,7 +172,10 @@ async fn hostile_endpoints_under_load_hold_up_neither_ingest_nor_memory() {
         Duration::from_secs(30),
         "the endpoints answering 200 to have every event",
         || async {
-            peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::SeqCst);
+            peak.fetch_max(
+                server.memory_kib("VmRSS"),
+                std::sync::atomic::Ordering::SeqCst,
+            );
             let s = client.webhook_status().await.unwrap();
             let done = ["endless-body"]
                 .iter()
@@ -192,7 +185,10 @@ async fn hostile_endpoints_under_load_hold_up_neither_ingest_nor_memory() {
     )
     .await;
     for _ in 0..10 {
-        peak.fetch_max(rss_kib(pid), std::sync::atomic::Ordering::SeqCst);
+        peak.fetch_max(
+            server.memory_kib("VmRSS"),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let peak = peak.into_inner();
