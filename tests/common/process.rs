@@ -5,8 +5,8 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use auditlog_client::Options;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
@@ -16,7 +16,7 @@ use super::endpoints::closed_port;
 use super::health_reflection::health_of;
 use super::runs::workspace_bin;
 use super::server::TEST_KEY;
-use super::wait::wait_until;
+use super::wait::DEADLINE;
 
 /// The `auditlog-server` binary running as a child process.
 pub(crate) struct ServerProcess {
@@ -47,7 +47,7 @@ impl ServerProcess {
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         env: &[(&str, &str)],
     ) -> ServerProcess {
-        ServerProcess::spawn_at(closed_port(), dir, args, env).await
+        ServerProcess::start(None, dir, args, env, None, None).await
     }
 
     /// [`ServerProcess::spawn_args`] on `port`, for a config that must know
@@ -58,7 +58,7 @@ impl ServerProcess {
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         env: &[(&str, &str)],
     ) -> ServerProcess {
-        ServerProcess::start(port, dir, args, env, None, None).await
+        ServerProcess::start(Some(port), dir, args, env, None, None).await
     }
 
     /// [`ServerProcess::spawn_at`] for a server whose config has `[tls]`:
@@ -72,7 +72,7 @@ impl ServerProcess {
         env: &[(&str, &str)],
         client: &Options,
     ) -> ServerProcess {
-        ServerProcess::start(port, dir, args, env, Some(client), None).await
+        ServerProcess::start(Some(port), dir, args, env, Some(client), None).await
     }
 
     /// [`ServerProcess::spawn_args`] with the server's stderr in the file
@@ -83,56 +83,87 @@ impl ServerProcess {
         env: &[(&str, &str)],
         stderr: PathBuf,
     ) -> ServerProcess {
-        ServerProcess::start(closed_port(), dir, args, env, None, Some(stderr)).await
+        ServerProcess::start(None, dir, args, env, None, Some(stderr)).await
     }
 
     /// Starts the binary and waits until its health says SERVING, which it
     /// does once calls are served. Health needs no token, so the wait
     /// neither makes a call a test counts (a span, a metric, a refusal in
     /// the log) nor depends on the server's tokens.
+    ///
+    /// A free port is only free until someone takes it: another test's
+    /// server may bind the one picked here before the child does. So the
+    /// wait accepts an answer only from a listener the child itself holds,
+    /// and a child that exits while starting on a port it did not choose
+    /// (`port` is None) is started again on another.
     async fn start(
-        port: u16,
+        given: Option<u16>,
         dir: &Path,
         args: impl IntoIterator<Item = impl AsRef<OsStr>>,
         env: &[(&str, &str)],
         tls: Option<&Options>,
         stderr: Option<PathBuf>,
     ) -> ServerProcess {
-        let bin = workspace_bin("auditlog-server", "auditlog-server");
-        let err = match &stderr {
-            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
-            None => Stdio::inherit(),
-        };
-        let child = Command::new(bin)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir)
-            .args(args)
-            .env("AUDITLOG_HMAC_KEY", TEST_KEY)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let process = ServerProcess {
-            child,
-            url: format!("{scheme}://127.0.0.1:{port}"),
-            data_dir: dir.to_path_buf(),
-            stderr_file: stderr,
-        };
-        let url = &process.url;
-        wait_until("auditlog-server to serve", || async move {
-            match health_over(url, tls).await {
-                Ok(ServingStatus::Serving) => Ok(()),
-                other => Err(format!("{other:?}")),
+        let args: Vec<_> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        for _ in 0..5 {
+            let port = given.unwrap_or_else(closed_port);
+            let bin = workspace_bin("auditlog-server", "auditlog-server");
+            let err = match &stderr {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::inherit(),
+            };
+            let child = Command::new(bin)
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(dir)
+                .args(&args)
+                .env("AUDITLOG_HMAC_KEY", TEST_KEY)
+                .env("RUST_LOG", "warn")
+                .envs(env.iter().copied())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(err)
+                .spawn()
+                .unwrap();
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let mut process = ServerProcess {
+                child,
+                url: format!("{scheme}://127.0.0.1:{port}"),
+                data_dir: dir.to_path_buf(),
+                stderr_file: stderr.clone(),
+            };
+            match process.serving(port, tls).await {
+                Ok(()) => return process,
+                // Someone else listens there: it was taken, not refused.
+                Err(status) if given.is_none() && !listeners(port).is_empty() => {
+                    eprintln!("auditlog-server exited ({status}): port {port} was taken; another");
+                }
+                Err(status) => panic!("auditlog-server exited while starting: {status}"),
             }
-        })
-        .await;
-        process
+        }
+        panic!("auditlog-server found no free port in 5 tries")
+    }
+
+    /// Waits until the child serves on `port`, or returns how it exited.
+    async fn serving(&mut self, port: u16, tls: Option<&Options>) -> Result<(), ExitStatus> {
+        let deadline = Instant::now() + DEADLINE;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                return Err(status);
+            }
+            if listens(self.child.id(), port) {
+                match health_over(&self.url, tls).await {
+                    Ok(ServingStatus::Serving) => return Ok(()),
+                    other => last = format!("{other:?}"),
+                }
+            } else {
+                last = format!("not listening on {port} yet");
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("waited {DEADLINE:?} for auditlog-server to serve in vain; last seen: {last}")
     }
 
     /// What the server wrote to stderr, if it was started with
@@ -198,6 +229,41 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The inodes of the TCP sockets listening on 127.0.0.1:`port` (or any
+/// address), from `/proc/net/tcp`.
+fn listeners(port: u16) -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let ends = [
+        format!("0100007F:{port:04X}"),
+        format!("00000000:{port:04X}"),
+    ];
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local address, state (0A: LISTEN), inode
+            let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+            (ends.contains(&local.to_string()) && *state == "0A").then(|| inode.to_string())
+        })
+        .collect()
+}
+
+/// Whether process `pid` holds the socket listening on `port`.
+fn listens(pid: u32, port: u16) -> bool {
+    let sockets: Vec<String> = listeners(port)
+        .iter()
+        .map(|inode| format!("socket:[{inode}]"))
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| sockets.iter().any(|s| target.as_os_str() == s.as_str()))
+    })
 }
 
 /// The health of the server at `url`, reached over TLS as `tls` says (the
