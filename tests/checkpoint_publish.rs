@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use auditlog_server::config::{CheckpointsConfig, Secret, WebhookConfig};
 use base64::Engine as _;

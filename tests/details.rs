@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use auditlog_client::{Client, NewEvent, Query, pb};
 use common::{TestServer, all_stored_lines, seqs};

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -5,7 +5,7 @@
 //! target's properties. A missing directory fails: a target must not go
 //! silently untested.
 //!
-//! `AUDITLOG_WRITE_SEEDS=1 cargo test --test fuzz_regressions` rewrites the
+//! `AUDITLOG_WRITE_SEEDS=1 cargo test --test suite fuzz_regressions::` rewrites the
 //! seeds from `fuzzing::seeds()` (after a change of the record format, say).
 
 use std::path::{Path, PathBuf};

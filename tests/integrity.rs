@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use std::ops::RangeInclusive;
 use std::os::unix::fs::PermissionsExt as _;

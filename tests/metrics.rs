@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use auditlog_client::pb::ProblemKind;
 use auditlog_client::proof::{

@@ -11,7 +11,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use auditlog_client::proof::{VerifierKey, leaf_hash, root_of, verify_inclusion};
 use auditlog_client::{NewEvent, check_receipt_proofs, pb};

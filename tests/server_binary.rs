@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
@@ -243,7 +243,6 @@ async fn listen_takes_a_host_name() {
     let _server = ServerProcess {
         child,
         url: format!("http://127.0.0.1:{port}"),
-        data_dir: dir.path().to_path_buf(),
         stderr_file: None,
     };
     // localhost is served on its IPv4 address.

@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -15,7 +15,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;

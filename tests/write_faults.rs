@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-mod common;
+use crate::common;
 
 use auditlog_client::NewEvent;
 use auditlog_client::pb::ProblemKind;

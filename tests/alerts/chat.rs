@@ -4,10 +4,12 @@
 use auditlog_client::NewEvent;
 use serde_json::Value;
 
-use crate::checks::{assert_latest_messages, assert_no_links, channel, rule_status, status_when};
+use crate::alerts::checks::{
+    assert_latest_messages, assert_no_links, channel, rule_status, status_when,
+};
+use crate::alerts::setup::{error_text, hook, log_errors, rule};
 use crate::common::TestServer;
 use crate::common::endpoints::HttpEndpoint;
-use crate::setup::{error_text, hook, log_errors, rule};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_firing_reaches_slack_discord_and_the_json_webhook_in_their_shapes() {

@@ -4,9 +4,9 @@
 
 use auditlog_client::{Client, pb};
 
+use crate::alerts::setup::{FROM, TO};
 use crate::common::endpoints::Mail;
 use crate::common::wait_until;
-use crate::setup::{FROM, TO};
 
 pub(crate) fn channel(status: &pb::GetAlertStatusResponse, name: &str) -> pb::AlertChannelStatus {
     status

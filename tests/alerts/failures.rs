@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use auditlog_client::NewEvent;
 use serde_json::Value;
 
-use crate::checks::{channel, rule_status, status_when};
+use crate::alerts::checks::{channel, rule_status, status_when};
+use crate::alerts::setup::{email, error_text, hook, log_errors, rule};
 use crate::common::endpoints::{HttpEndpoint, closed_port, read_http_request, silent_port};
 use crate::common::{TestServer, cli, wait_until, wait_until_within};
-use crate::setup::{email, error_text, hook, log_errors, rule};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_channels_never_fail_log_and_are_counted_as_failed() {

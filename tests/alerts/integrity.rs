@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use auditlog_client::NewEvent;
 
-use crate::checks::{assert_addressed_to_everyone, assert_no_links, channel, status_when};
+use crate::alerts::checks::{assert_addressed_to_everyone, assert_no_links, channel, status_when};
+use crate::alerts::setup::{email, hook};
 use crate::common::TestServer;
 use crate::common::endpoints::{HttpEndpoint, SmtpServer};
-use crate::setup::{email, hook};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_fails_to_write_raises_one_alert_per_cooldown() {

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::checks::{
+use crate::alerts::checks::{
     assert_addressed_to_everyone, assert_no_links, channel, rule_status, status_when,
 };
+use crate::alerts::setup::{email, hook, log_errors, rule};
 use crate::common::endpoints::{HttpEndpoint, SmtpServer, closed_port};
 use crate::common::{TestServer, cli};
-use crate::setup::{email, hook, log_errors, rule};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_test_alert_reports_each_channel_through_the_rpc_and_the_cli() {

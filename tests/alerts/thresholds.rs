@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use auditlog_client::NewEvent;
 
-use crate::checks::{
+use crate::alerts::checks::{
     assert_addressed_to_everyone, assert_latest_messages, assert_no_links, channel, rule_status,
     status_when,
 };
+use crate::alerts::setup::{email, error_text, hook, log_errors, rule};
 use crate::common::TestServer;
 use crate::common::endpoints::{HttpEndpoint, SmtpServer};
-use crate::setup::{email, error_text, hook, log_errors, rule};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_alert_is_mailed_once_per_cooldown_to_every_recipient() {

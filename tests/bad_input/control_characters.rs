@@ -4,8 +4,8 @@
 use auditlog_client::{NewEvent, pb};
 use tonic::Code;
 
+use crate::bad_input::raw::refused;
 use crate::common::TestServer;
-use crate::raw::refused;
 
 #[tokio::test]
 async fn control_characters_in_short_fields_are_refused_naming_the_field() {

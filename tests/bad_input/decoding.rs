@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use prost_types::{ListValue, Struct, Value, value::Kind};
 use tonic::Code;
 
+use crate::bad_input::raw::{log_request, refused, send_raw};
 use crate::common::TestServer;
-use crate::raw::{log_request, refused, send_raw};
 
 /// `details` nesting `depth` objects: `{"k":{"k":...{"k":1}}}`.
 fn nested(depth: usize) -> Struct {

@@ -4,8 +4,8 @@
 
 use tonic::{Code, Status};
 
+use crate::bad_input::raw::log_request;
 use crate::common::{self, TestServer};
-use crate::raw::log_request;
 
 /// A gRPC request's headers.
 const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc"), ("te", "trailers")];

@@ -8,8 +8,8 @@ use prost::Message as _;
 use prost_types::{Struct, Value, value::Kind};
 use tonic::Code;
 
+use crate::bad_input::raw::{log_request, refused, send_raw};
 use crate::common::TestServer;
-use crate::raw::{log_request, refused, send_raw};
 
 #[tokio::test]
 async fn an_oversized_request_is_resource_exhausted() {

@@ -27,8 +27,8 @@
 //! - `endpoints/`: the SMTP sink and the HTTP receiver the server sends to.
 //! - `deploy.rs`: the metrics `deploy/`'s dashboard and alert rules name.
 
-// Each test binary compiles this whole module and uses a part of it.
-#![allow(dead_code, unused_imports, clippy::unwrap_used)]
+// The benches include parts of it (`#[path]`), which use a part of those.
+#![allow(clippy::unwrap_used)]
 
 mod checks;
 pub(crate) mod cluster;
@@ -54,7 +54,7 @@ pub(crate) use disk::{
     resign, signed, tamper, unsigned_part, with_signature,
 };
 pub(crate) use health_reflection::{
-    health, health_of, reflection_v1_services, reflection_v1alpha_file, serving, wait_for_health,
+    health, health_of, reflection_v1_services, reflection_v1alpha_file, wait_for_health,
 };
 pub(crate) use nats::{NatsCluster, nats_server_bin};
 pub(crate) use pki::Pki;

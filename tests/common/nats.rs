@@ -30,7 +30,7 @@ const CHECKPOINT_KEY_FILE: &str = "checkpoint.key";
 /// The auditlog nodes' one checkpoint origin.
 pub(crate) const CHECKPOINT_ORIGIN: &str = "auditlog/test-cluster";
 
-/// One NATS cluster at a time in a test binary.
+/// One NATS cluster at a time in the test process.
 static TURN: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 struct NatsServer {
@@ -253,7 +253,9 @@ impl NatsCluster {
         self.spawn(i);
     }
 
-    /// Where the servers keep their stores and logs.
+    /// Where the servers keep their stores and logs (the cluster bench
+    /// prints it; no test needs it).
+    #[allow(dead_code)]
     pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }

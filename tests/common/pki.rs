@@ -30,7 +30,6 @@ pub(crate) struct Pki {
     pub(crate) other_ca: String,
     /// (certificate, key) PEM, as each of the pairs below.
     pub(crate) server: (String, String),
-    pub(crate) node: (String, String),
     pub(crate) client: (String, String),
     pub(crate) other_client: (String, String),
 }
@@ -62,7 +61,6 @@ impl Pki {
             ca,
             other_ca,
             server,
-            node,
             client,
             other_client,
         }

@@ -22,7 +22,6 @@ use super::wait::DEADLINE;
 pub(crate) struct ServerProcess {
     pub child: Child,
     pub url: String,
-    pub data_dir: PathBuf,
     /// The file the server's stderr goes to, if not the test's.
     pub stderr_file: Option<PathBuf>,
 }
@@ -130,7 +129,6 @@ impl ServerProcess {
             let mut process = ServerProcess {
                 child,
                 url: format!("{scheme}://127.0.0.1:{port}"),
-                data_dir: dir.to_path_buf(),
                 stderr_file: stderr.clone(),
             };
             match process.serving(port, tls).await {

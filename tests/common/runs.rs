@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// The path of a workspace binary. The workspace's binaries are built (or
 /// found up to date) once per test process, so a test never runs a stale
-/// binary, also when run alone: `cargo test --test cli` builds no binary of
+/// binary, also when run alone: `cargo test --test suite cli::` builds no binary of
 /// the packages that own them (`auditlog-server`, `auditlog-client`), and
 /// cargo sets `CARGO_BIN_EXE_*` only for a package's own binaries, which
 /// the package owning `tests/` has none of.

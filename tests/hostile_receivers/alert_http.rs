@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use crate::common::{TestServer, wait_until_within};
-use crate::raw::{RawHttp, answer};
+use crate::hostile_receivers::raw::{RawHttp, answer};
 
 fn every_error_alerts(c: &mut auditlog_server::Config, slack: &RawHttp) {
-    crate::alert_on_every_error(c);
+    crate::hostile_receivers::alert_on_every_error(c);
     c.alerts.slack = Some(auditlog_server::config::HookConfig {
         url: slack.url("/services/T0/B0/secret").as_str().into(),
     });

@@ -52,7 +52,7 @@ async fn endless_greeting() -> (u16, Arc<Mutex<Vec<u64>>>) {
 }
 
 fn every_error_mails(c: &mut auditlog_server::Config, email: EmailConfig) {
-    crate::alert_on_every_error(c);
+    crate::hostile_receivers::alert_on_every_error(c);
     c.alerts.email = Some(email);
 }
 

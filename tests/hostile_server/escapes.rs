@@ -7,8 +7,8 @@
 use auditlog_client::proof::{Bundle, BundleRecord, Checkpoint, NoteSigner, VerifierKey};
 use tonic::Status;
 
-use crate::auditlog;
-use crate::fake::{FakeServer, Forged, Scene};
+use crate::hostile_server::auditlog;
+use crate::hostile_server::fake::{FakeServer, Forged, Scene};
 
 /// What a hostile string holds: CSI clear screen, an OSC title, a C1 CSI,
 /// a right-to-left override.
@@ -33,7 +33,7 @@ async fn hostile_strings_from_the_server_are_escaped_on_stdout_and_stderr() {
     let note = stranger.cosign(&log.note(3)).unwrap();
     let lines: Vec<Vec<u8>> = (1..=3)
         .map(|seq| {
-            let mut line = crate::fake::record(seq, &format!("L-{seq}"));
+            let mut line = crate::hostile_server::fake::record(seq, &format!("L-{seq}"));
             if seq == 2 {
                 line = String::from_utf8(line)
                     .unwrap()

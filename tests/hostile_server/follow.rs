@@ -6,7 +6,7 @@
 use auditlog_client::{Client, Followed, Query, pb};
 use futures::StreamExt as _;
 
-use crate::fake::{FakeServer, Scene};
+use crate::hostile_server::fake::{FakeServer, Scene};
 
 fn event(seq: u64) -> pb::StreamEventsResponse {
     pb::StreamEventsResponse {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use auditlog_client::{Client, Error, Query, pb};
 
-use crate::fake::{FakeServer, Scene};
+use crate::hostile_server::fake::{FakeServer, Scene};
 
 fn page(seqs: &[u64], token: &str) -> pb::QueryResponse {
     pb::QueryResponse {

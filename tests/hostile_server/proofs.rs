@@ -4,8 +4,8 @@
 
 use auditlog_client::proof::{Checkpoint, NoteSigner};
 
-use crate::fake::{FakeServer, Forged, ORIGIN, Scene};
-use crate::{auditlog, refused};
+use crate::hostile_server::fake::{FakeServer, Forged, ORIGIN, Scene};
+use crate::hostile_server::{auditlog, refused};
 
 /// A fake serving `log`'s checkpoint at `size`.
 async fn serving(log: &Forged, size: u64) -> FakeServer {
@@ -89,7 +89,7 @@ async fn inclusion_proofs_that_do_not_lead_to_the_signed_root_are_refused() {
     let mut other_leaf = log.inclusion(4, 7);
     other_leaf.seq = 3;
     let mut changed_line = good.clone();
-    changed_line.line = crate::fake::record(3, "L-forged");
+    changed_line.line = crate::hostile_server::fake::record(3, "L-forged");
     let mut purged_wrong_leaf = good.clone();
     purged_wrong_leaf.line.clear();
     purged_wrong_leaf.leaf_hash = vec![7; 32];
@@ -159,7 +159,7 @@ async fn consistency_with_a_kept_checkpoint_is_proved_or_refused() {
 
     // A log rewritten after seq 5: its proof cannot lead from the kept root.
     let mut lines = log.lines.clone();
-    lines[1] = crate::fake::record(2, "L-rewritten");
+    lines[1] = crate::hostile_server::fake::record(2, "L-rewritten");
     let fork = Forged::of(1, lines);
     let mut extra = fork.consistency(5, 8);
     extra.hashes.push(vec![1; 32]);

@@ -6,7 +6,7 @@
 use auditlog_client::proof::VerifierKey;
 use auditlog_client::{Client, NewEvent, pb};
 
-use crate::fake::{FakeServer, Forged, Scene};
+use crate::hostile_server::fake::{FakeServer, Forged, Scene};
 
 /// A stored line of an event of type `kind` about `lead`, with the
 /// idempotency key `key` when one is given.

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use auditlog_client::Client;
 
-use crate::fake::{Raw, raw_server};
-use crate::{auditlog, refused};
+use crate::hostile_server::fake::{Raw, raw_server};
+use crate::hostile_server::{auditlog, refused};
 
 #[tokio::test]
 async fn a_unary_answer_whose_message_never_comes_fails_within_the_bound() {

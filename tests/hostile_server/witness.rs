@@ -6,8 +6,8 @@
 use auditlog_client::pb;
 use auditlog_client::proof::Checkpoint;
 
-use crate::fake::{FakeServer, Forged, ORIGIN, Scene};
-use crate::{auditlog, refused};
+use crate::hostile_server::fake::{FakeServer, Forged, ORIGIN, Scene};
+use crate::hostile_server::{auditlog, refused};
 
 /// One StreamEvents answer: `lines` in one message.
 fn stream_of(lines: &[Vec<u8>]) -> Vec<pb::StreamEventsResponse> {
@@ -43,7 +43,7 @@ async fn a_signed_rollback_or_fork_ends_the_witness_and_keeps_the_evidence() {
     let kept = std::fs::read_to_string(state).unwrap();
 
     let mut lines = log.lines.clone();
-    lines[5] = crate::fake::record(6, "L-forged");
+    lines[5] = crate::hostile_server::fake::record(6, "L-forged");
     let fork = Forged::of(1, lines);
     for (answer, want) in [
         (log.checkpoint(4), "ROLLBACK"),
@@ -62,7 +62,7 @@ async fn a_signed_rollback_or_fork_ends_the_witness_and_keeps_the_evidence() {
     // A bigger tree whose proof does not hold, or that the server will not
     // prove at all.
     let mut longer = fork.lines.clone();
-    longer.push(crate::fake::record(7, "L-7"));
+    longer.push(crate::hostile_server::fake::record(7, "L-7"));
     let fork = Forged::of(1, longer);
     server.script(|s| {
         s.checkpoint = Some(fork.checkpoint(7));
@@ -100,7 +100,7 @@ async fn a_mirror_takes_only_records_that_make_the_signed_root_whatever_the_size
     ];
     // Records other than those signed.
     let mut lines = log.lines.clone();
-    lines[1] = crate::fake::record(2, "L-forged");
+    lines[1] = crate::hostile_server::fake::record(2, "L-forged");
     let server = FakeServer::start(Scene {
         checkpoint: Some(log.checkpoint(3)),
         streams: [stream_of(&lines)].into(),

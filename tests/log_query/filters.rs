@@ -4,7 +4,7 @@
 use auditlog_client::Query;
 
 use crate::common::{TestServer, seqs};
-use crate::model::{Logged, expected, log_samples, micros, time_of};
+use crate::log_query::model::{Logged, expected, log_samples, micros, time_of};
 
 #[tokio::test]
 async fn filters_select_exactly_the_matching_events_in_both_orders() {

@@ -4,7 +4,7 @@
 use auditlog_client::{NewEvent, Query, pb};
 
 use crate::common::{TestServer, seqs};
-use crate::model::assert_chained;
+use crate::log_query::model::assert_chained;
 
 #[tokio::test]
 async fn a_repeated_idempotency_key_returns_the_original_receipt() {

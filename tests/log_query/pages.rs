@@ -5,7 +5,7 @@
 use auditlog_client::{Client, NewEvent, Query};
 
 use crate::common::{TestServer, seqs};
-use crate::model::{assert_invalid_argument, expected, log_samples};
+use crate::log_query::model::{assert_invalid_argument, expected, log_samples};
 
 /// Reads `query` page by page, checking the token rules: every page but the
 /// last is full and has a token, the last has none. Returns the pages' seqs.

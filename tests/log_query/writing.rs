@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use auditlog_client::{NewEvent, Query, pb};
 
 use crate::common::{TestServer, seqs};
-use crate::model::{assert_chained, assert_invalid_argument, log_samples, micros, sample};
+use crate::log_query::model::{
+    assert_chained, assert_invalid_argument, log_samples, micros, sample,
+};
 
 #[tokio::test]
 async fn actor_defaults_to_system_and_absent_fields_stay_empty() {

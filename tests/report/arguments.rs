@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use time::OffsetDateTime;
 
-use crate::DEAD_URL;
 use crate::common::TestServer;
-use crate::expected::iso_date;
-use crate::running::auditlog;
+use crate::report::DEAD_URL;
+use crate::report::expected::iso_date;
+use crate::report::running::auditlog;
 
 /// Without a date the report is today's (UTC); `--json` prints the path and
 /// the period; an empty period is a valid page.

@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::CHROMIUM;
 use crate::common::{TestServer, with_test_key};
-use crate::dom::{Metrics, elements};
-use crate::expected::{
+use crate::report::CHROMIUM;
+use crate::report::dom::{Metrics, elements};
+use crate::report::expected::{
     Logged, Span, check_figures, check_report, check_safe_and_self_contained, day_and_week,
 };
-use crate::past_week::{past_week, write_log};
-use crate::running::{auditlog, report};
+use crate::report::past_week::{past_week, write_log};
+use crate::report::running::{auditlog, report};
 
 /// The figures of `file` as written (no browser needed: the report's own
 /// markup parses like the serialised DOM), checked against `logged`.

@@ -7,9 +7,11 @@ use std::path::Path;
 use auditlog_client::{Client, NewEvent, pb};
 use time::OffsetDateTime;
 
-use crate::dom::{Metrics, elements};
-use crate::running::{rendered_dom, screenshot};
-use crate::{HOSTILE_ACTOR, HOSTILE_ERROR_TYPE, HOSTILE_LEAD, HOSTILE_MESSAGE, HOSTILE_WORKFLOW};
+use crate::report::dom::{Metrics, elements};
+use crate::report::running::{rendered_dom, screenshot};
+use crate::report::{
+    HOSTILE_ACTOR, HOSTILE_ERROR_TYPE, HOSTILE_LEAD, HOSTILE_MESSAGE, HOSTILE_WORKFLOW,
+};
 
 /// One event as the test logged it, with the time the server gave it.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@ use auditlog_client::NewEvent;
 use time::OffsetDateTime;
 
 use crate::common::{self, TestServer};
-use crate::running::auditlog;
+use crate::report::running::auditlog;
 
 /// `report --mail`: each report also goes, as the HTML part of one mail,
 /// to the alert email recipients through the server's SMTP settings; a

@@ -6,9 +6,9 @@ use std::path::Path;
 use time::OffsetDateTime;
 
 use crate::common::{TEST_KEY, TestServer, hmac_hex, signed, with_test_key};
-use crate::dom::{Metrics, elements};
-use crate::expected::{Logged, check_report, day_and_week, stamp};
-use crate::running::{chromium, report};
+use crate::report::dom::{Metrics, elements};
+use crate::report::expected::{Logged, check_report, day_and_week, stamp};
+use crate::report::running::{chromium, report};
 
 /// An event of the past week's log.
 pub(crate) struct Past {

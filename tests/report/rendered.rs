@@ -2,9 +2,11 @@
 //! rendered by Chromium, show exactly its figures, hostile strings as text.
 
 use crate::common::TestServer;
-use crate::dom::{Metrics, elements};
-use crate::expected::{check_hostile_strings_are_text, check_report, day_and_week, iso_date, seed};
-use crate::running::{chromium, report};
+use crate::report::dom::{Metrics, elements};
+use crate::report::expected::{
+    check_hostile_strings_are_text, check_report, day_and_week, iso_date, seed,
+};
+use crate::report::running::{chromium, report};
 
 /// The daily and the weekly report of a log seeded now, rendered by
 /// Chromium, show exactly the figures of the log.

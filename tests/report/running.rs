@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::common::{cli_bin, run_to_end};
-use crate::{CHROMIUM, RUN_DEADLINE};
+use crate::report::{CHROMIUM, RUN_DEADLINE};
 
 use crate::common::Finished as Output;
 

@@ -9,9 +9,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::common;
-use crate::roles::call;
-use crate::server::{Server, channel, health, within};
-use crate::tokens::{
+use crate::security::roles::call;
+use crate::security::server::{Server, channel, health, within};
+use crate::security::tokens::{
     ADMIN, ALL_TOKENS, AUDITOR, PIPELINE, READER, UNKNOWN_SECRET, WRITER, authed, sha256_hex,
 };
 

@@ -10,7 +10,7 @@ use tonic::transport::ClientTlsConfig;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::workspace_bin;
-use crate::server::{channel, health};
+use crate::security::server::{channel, health};
 
 /// The `auditlog-server` binary as a child, its stdout and stderr in files;
 /// killed when dropped.

@@ -3,9 +3,9 @@
 
 use std::net::SocketAddr;
 
-use crate::binaries::{Spawned, cli, free_port};
 use crate::common::{Pki, TEST_KEY};
-use crate::tokens::{ADMIN, ALL_TOKENS, READER, UNKNOWN_SECRET, WRITER, tokens_toml};
+use crate::security::binaries::{Spawned, cli, free_port};
+use crate::security::tokens::{ADMIN, ALL_TOKENS, READER, UNKNOWN_SECRET, WRITER, tokens_toml};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_reaches_a_tls_server_with_a_token_and_no_token_is_ever_logged() {

@@ -7,8 +7,8 @@ use pb::audit_service_client::AuditServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::server::{Server, channel, within};
-use crate::tokens::{
+use crate::security::server::{Server, channel, within};
+use crate::security::tokens::{
     ADMIN, AUDITOR, PIPELINE, READER, UNKNOWN_SECRET, WRITER, authed, token_configs,
 };
 

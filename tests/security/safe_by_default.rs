@@ -6,11 +6,11 @@ use std::net::SocketAddr;
 
 use tonic::Code;
 
-use crate::binaries::{Spawned, free_port};
 use crate::common::Pki;
-use crate::roles::call;
-use crate::server::channel;
-use crate::tokens::{READER, tokens_toml};
+use crate::security::binaries::{Spawned, free_port};
+use crate::security::roles::call;
+use crate::security::server::channel;
+use crate::security::tokens::{READER, tokens_toml};
 
 /// How a server is told to bind a network address: a label, flags,
 /// environment, and a config file's text.

@@ -12,7 +12,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::common::{self, TEST_KEY};
-use crate::tokens::token_configs;
+use crate::security::tokens::token_configs;
 
 pub(crate) struct Server {
     pub(crate) addr: SocketAddr,

@@ -4,7 +4,7 @@
 use auditlog_client::{Client, NewEvent, Options, pb};
 
 use crate::common::Pki;
-use crate::server::{Server, within};
+use crate::security::server::{Server, within};
 
 /// Connects to `url` with `options` and asks for stats; the error text on
 /// failure. Never hangs.

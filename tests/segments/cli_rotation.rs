@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::common::{TestServer, cli_bin, files, plain_sealed, run_to_end};
-use crate::data_dir::{gz_files, manifest};
-use crate::writing::{plan, write};
+use crate::segments::data_dir::{gz_files, manifest};
+use crate::segments::writing::{plan, write};
 
 /// Runs `auditlog --server <url> ARGS` in a blocking task (the server runs in
 /// this process), asserts it succeeded, and returns its stdout.

@@ -10,8 +10,8 @@ use serde_json::Value;
 use tokio::time::timeout;
 
 use crate::common::{all_events, seqs};
-use crate::writing::varied;
-use crate::{GENESIS, PATIENCE, WORKFLOWS};
+use crate::segments::writing::varied;
+use crate::segments::{GENESIS, PATIENCE, WORKFLOWS};
 
 /// What the same inputs in the same order give on any server: everything but
 /// the id, timestamp, prev and signature.

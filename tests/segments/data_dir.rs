@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::PATIENCE;
 use crate::common::{files, plain_sealed};
+use crate::segments::PATIENCE;
 
 /// The compressed segments in `dir`, in name (= seq) order.
 pub(crate) fn gz_files(dir: &Path) -> Vec<String> {

@@ -9,9 +9,9 @@ use std::time::Duration;
 use auditlog_client::{Client, pb};
 
 use crate::common::{ServerProcess, assert_whole, files};
-use crate::data_dir::{gz_files, manifest, wait_compressed};
-use crate::writing::varied;
-use crate::{PATIENCE, TINY_MB};
+use crate::segments::data_dir::{gz_files, manifest, wait_compressed};
+use crate::segments::writing::varied;
+use crate::segments::{PATIENCE, TINY_MB};
 
 /// The server binary on `dir` with tiny segments.
 async fn spawn_tiny(dir: &Path) -> ServerProcess {

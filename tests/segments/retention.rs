@@ -9,10 +9,10 @@ use auditlog_server::Config;
 use serde_json::json;
 
 use crate::common::{TestServer, all_events, files, seqs};
-use crate::compare::{logged, same, streamed};
-use crate::data_dir::{gz_files, idx_of, manifest, wait_compressed};
-use crate::tampering::located;
-use crate::writing::{plan, varied, write};
+use crate::segments::compare::{logged, same, streamed};
+use crate::segments::data_dir::{gz_files, idx_of, manifest, wait_compressed};
+use crate::segments::tampering::located;
+use crate::segments::writing::{plan, varied, write};
 
 /// The retention period of [`retained`].
 const RETENTION: Duration = Duration::from_secs(2);

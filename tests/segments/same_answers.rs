@@ -4,10 +4,10 @@
 use auditlog_client::Query;
 
 use crate::common::{TestServer, all_events, plain_sealed, seqs};
-use crate::compare::{Same, assert_same, assert_same_answers, logged, next_n, same};
-use crate::data_dir::{gz_files, manifest, wait_compressed};
-use crate::tiny;
-use crate::writing::{plan, write};
+use crate::segments::compare::{Same, assert_same, assert_same_answers, logged, next_n, same};
+use crate::segments::data_dir::{gz_files, manifest, wait_compressed};
+use crate::segments::tiny;
+use crate::segments::writing::{plan, write};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_segmented_log_answers_like_a_single_file() {

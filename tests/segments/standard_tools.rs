@@ -3,12 +3,12 @@
 
 use serde_json::Value;
 
-use crate::GENESIS;
 use crate::common::{self, TestServer};
-use crate::compare::logged;
-use crate::data_dir::{gz_files, manifest, wait_compressed, zcat};
-use crate::tiny;
-use crate::writing::{plan, write};
+use crate::segments::GENESIS;
+use crate::segments::compare::logged;
+use crate::segments::data_dir::{gz_files, manifest, wait_compressed, zcat};
+use crate::segments::tiny;
+use crate::segments::writing::{plan, write};
 
 #[tokio::test]
 async fn segments_decompress_with_zcat_to_one_chained_log() {

@@ -9,8 +9,8 @@ use auditlog_client::pb::{self, ProblemKind};
 use serde_json::Value;
 
 use crate::common::{TestServer, all_events};
-use crate::data_dir::{Entry, gzip, idx_of, manifest, wait_compressed, zcat};
-use crate::writing::write;
+use crate::segments::data_dir::{Entry, gzip, idx_of, manifest, wait_compressed, zcat};
+use crate::segments::writing::write;
 
 use ProblemKind::{
     BadSignature, ChainBreak, ManifestModified, SegmentMissing, SegmentModified, SegmentUnlisted,

@@ -6,7 +6,7 @@ use std::ops::Range;
 use auditlog_client::{Client, NewEvent, pb};
 use serde_json::json;
 
-use crate::{ACTORS, TYPES, WORKFLOWS};
+use crate::segments::{ACTORS, TYPES, WORKFLOWS};
 
 /// Event `i`: a type among eight (about one in eight an `error`), one of 50
 /// leads (none for every 11th), one of three workflows or none, an actor, and

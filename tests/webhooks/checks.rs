@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::endpoints::{HttpEndpoint, Request};
 use crate::common::{self, TEST_KEY, cli, wait_until};
-use crate::receiver::seq_of;
+use crate::webhooks::receiver::seq_of;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 

@@ -8,10 +8,10 @@ use auditlog_server::config::Start;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 
-use crate::checks::{assert_complete_in_order, delivered, log_n, status_of};
 use crate::common::endpoints::{Check, HttpEndpoint, Request, closed_port};
 use crate::common::{self, TEST_KEY, TestServer, cli};
-use crate::receiver::{SECRET, config, verify};
+use crate::webhooks::checks::{assert_complete_in_order, delivered, log_n, status_of};
+use crate::webhooks::receiver::{SECRET, config, verify};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_url_alone_signs_with_a_generated_secret_kept_across_restarts() {

@@ -7,12 +7,12 @@ use std::collections::HashSet;
 use auditlog_client::NewEvent;
 use auditlog_server::config::Start;
 
-use crate::checks::{
-    assert_as_stored, assert_chained, assert_complete_in_order, delivered, log_n, status_when,
-};
 use crate::common::endpoints::HttpEndpoint;
 use crate::common::{self, TestServer};
-use crate::receiver::{OTHER_SECRET, SECRET, TOKEN, config, receiver, seq_of, verifier};
+use crate::webhooks::checks::{
+    assert_as_stored, assert_chained, assert_complete_in_order, delivered, log_n, status_when,
+};
+use crate::webhooks::receiver::{OTHER_SECRET, SECRET, TOKEN, config, receiver, seq_of, verifier};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_arrives_in_seq_order_signed_chained_and_as_stored() {

@@ -8,12 +8,12 @@ use std::time::Duration;
 use auditlog_client::NewEvent;
 use auditlog_server::config::Start;
 
-use crate::checks::{
-    assert_chained, assert_complete_in_order, cli_status, delivered, log_n, status_of, status_when,
-};
 use crate::common::endpoints::closed_port;
 use crate::common::{TestServer, cli};
-use crate::receiver::{config, receiver, seq_of};
+use crate::webhooks::checks::{
+    assert_chained, assert_complete_in_order, cli_status, delivered, log_n, status_of, status_when,
+};
+use crate::webhooks::receiver::{config, receiver, seq_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_made_up_in_order_without_duplicates() {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use auditlog_client::NewEvent;
 use auditlog_server::config::Start;
 
-use crate::checks::{assert_complete_in_order, delivered, log_n, status_of};
 use crate::common::{TestServer, wait_until_within};
-use crate::receiver::{config, receiver};
+use crate::webhooks::checks::{assert_complete_in_order, delivered, log_n, status_of};
+use crate::webhooks::receiver::{config, receiver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_deliver_only_matching_events() {

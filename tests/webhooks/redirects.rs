@@ -5,10 +5,10 @@
 use auditlog_server::config::Start;
 use serde_json::Value;
 
-use crate::checks::{log_n, status_when};
 use crate::common::TestServer;
 use crate::common::endpoints::HttpEndpoint;
-use crate::receiver::config;
+use crate::webhooks::checks::{log_n, status_when};
+use crate::webhooks::receiver::config;
 
 /// What a [`Redirector`] answers: a redirect status with a Location, or 200.
 struct Redirect {

@@ -8,12 +8,12 @@ use std::time::Duration;
 use auditlog_client::{Client, NewEvent};
 use auditlog_server::config::Start;
 
-use crate::checks::{
+use crate::common::{ServerProcess, TEST_KEY, TestServer, wait_until};
+use crate::webhooks::checks::{
     assert_as_stored, assert_chained, assert_complete_in_order, delivered, log_n, status_of,
     status_when,
 };
-use crate::common::{ServerProcess, TEST_KEY, TestServer, wait_until};
-use crate::receiver::{SECRET, TOKEN, config, receiver, seq_of};
+use crate::webhooks::receiver::{SECRET, TOKEN, config, receiver, seq_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery_resumes_where_it_stopped_after_a_restart() {

@@ -11,9 +11,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod alert_http;
 mod otlp;
 mod raw;

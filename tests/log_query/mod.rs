@@ -16,9 +16,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod filters;
 mod idempotency;
 mod large_events;

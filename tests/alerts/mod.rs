@@ -26,9 +26,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod chat;
 mod checks;
 mod failures;

@@ -37,9 +37,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod cli_rotation;
 mod compare;
 mod data_dir;

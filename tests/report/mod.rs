@@ -22,9 +22,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod arguments;
 mod dom;
 mod every_kind;

@@ -15,9 +15,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod cli_output;
 mod control_characters;
 mod decoding;

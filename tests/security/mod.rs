@@ -23,9 +23,6 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod access;
 mod binaries;
 mod cli_over_tls;

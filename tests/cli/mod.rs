@@ -25,8 +25,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
-#[path = "../common/mod.rs"]
-mod common;
+use crate::common;
 
 mod bench;
 mod export;
