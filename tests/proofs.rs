@@ -75,6 +75,23 @@ async fn records_are_proved_with_the_verifier_key_alone() {
     assert!(verify_consistency(10, 23, &old.checkpoint.root, &new.checkpoint.root, &bad).is_err());
 }
 
+/// A fresh checkpoint asked for right after a write covers it: the tree
+/// follows the log about 100 ms behind, and the server waits for it
+/// instead of answering with the checkpoint before (or, on a new log, with
+/// none), which broke `auditlog bundle export` right after the first events.
+#[tokio::test]
+async fn a_fresh_checkpoint_covers_what_was_just_written() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let key = trusted_key(&server.data_dir);
+    for round in 1..=3u64 {
+        log_leads(&client, "LEAD", round * 10 - 9, round * 10).await;
+        let fresh = client.verified_checkpoint(&key, true).await.unwrap();
+        assert_eq!(fresh.checkpoint.size, round * 10, "round {round}");
+        assert_eq!(fresh.checkpoint.root, root_of(&file_leaves(&server)));
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_key_or_another_logs_checkpoint_is_refused() {
     let server = TestServer::start().await;

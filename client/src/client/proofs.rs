@@ -33,7 +33,9 @@ pub struct ProvenRecord {
 
 impl Client {
     /// The latest signed checkpoint and the server's verifier key; with
-    /// `fresh`, the server signs the tree as it is now first.
+    /// `fresh`, one covering every record written before the call (the
+    /// server waits for its tree to reach them, within the call's deadline
+    /// or 5 s, and signs it).
     pub async fn checkpoint(&self, fresh: bool) -> Result<pb::GetCheckpointResponse, Error> {
         Ok(self
             .audit()

@@ -250,7 +250,8 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
-        self.get_checkpoint_impl(req.into_inner())
+        let wait = proof_wait(req.metadata());
+        self.get_checkpoint_impl(req.into_inner(), wait)
             .await
             .map(Response::new)
     }

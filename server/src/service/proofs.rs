@@ -98,14 +98,25 @@ impl AuditSvc {
         Ok(self.running()?.checkpoints.latest())
     }
 
+    /// With `fresh`, the checkpoint covers every record written before the
+    /// call: the tree follows the log a moment behind (it gathers group
+    /// commits for 100 ms), so the call first waits, at most `wait`, for
+    /// the tree to reach the head it saw, then signs what the tree holds.
+    /// Without the wait a caller that had just written got the previous
+    /// checkpoint, or none at all on a new log.
     pub(super) async fn get_checkpoint_impl(
         &self,
         req: pb::GetCheckpointRequest,
+        wait: Duration,
     ) -> Result<pb::GetCheckpointResponse, Status> {
         let running = self.running()?;
         let checkpoints = Arc::clone(&running.checkpoints);
         let signed = if req.fresh {
             let (c, store) = (Arc::clone(&checkpoints), Arc::clone(&running.store));
+            tokio::select! {
+                () = tree_reaches(&store, store.head(), wait) => {}
+                () = self.shutdown.cancelled() => {}
+            }
             blocking("checkpoint", move || {
                 c.sign(store.tree()).map_err(tree_status)
             })
@@ -209,6 +220,19 @@ impl AuditSvc {
             Ok(edge::consistency_pb(first, second, proof))
         })
         .await
+    }
+}
+
+/// Returns once the tree holds `head` records, it is stuck, or `wait` has
+/// passed, whichever comes first. Polls: the tree has no waiters of its
+/// own, and a fresh checkpoint is asked for rarely (a bundle, a witness).
+async fn tree_reaches(store: &crate::store::Store, head: u64, wait: Duration) {
+    let until = tokio::time::Instant::now() + wait;
+    while store.tree().size() < head
+        && store.tree().trouble().is_none()
+        && tokio::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
