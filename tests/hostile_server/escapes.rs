@@ -4,11 +4,13 @@
 //! bidirectional override must not be printed raw by the CLI, on stdout or
 //! on stderr, with `--key` or without.
 
+use auditlog_client::pb;
 use auditlog_client::proof::{Bundle, BundleRecord, Checkpoint, NoteSigner, VerifierKey};
 use tonic::Status;
 
-use crate::hostile_server::auditlog;
+use crate::common::{cli_bin, run_to_end};
 use crate::hostile_server::fake::{FakeServer, Forged, Scene};
+use crate::hostile_server::{RUN_DEADLINE, auditlog};
 
 /// What a hostile string holds: CSI clear screen, an OSC title, a C1 CSI,
 /// a right-to-left override.
@@ -150,4 +152,46 @@ async fn a_bundles_selection_and_origin_are_escaped() {
     let run = auditlog("http://127.0.0.1:1", &["bundle", "verify", file, &key]).await;
     assert_eq!(run.code, 1, "{run:?}");
     assert_shown_safely("bundle verify --key", &run.stderr);
+}
+
+/// `tail --stored` writes each line exactly as the server sent it into a
+/// pipe or a file (a mirror keeps the bytes the tree hashed), but on a
+/// terminal (here a pseudo-terminal from `script`) shows it through the
+/// same escaping as every other line: a hostile server's line, or a real
+/// record's C1 and bidirectional characters, which JSON leaves raw, cannot
+/// drive it.
+#[tokio::test]
+async fn tail_stored_is_exact_in_a_pipe_and_escaped_on_a_terminal() {
+    let line = String::from_utf8(crate::hostile_server::fake::record(1, "L-1"))
+        .unwrap()
+        .replace("webform", &format!("web{NASTY}form"));
+    let stream = vec![pb::StreamEventsResponse {
+        event: None,
+        lines: vec![line.clone().into_bytes()],
+    }];
+    let server = FakeServer::start(Scene {
+        streams: [stream.clone(), stream].into(),
+        ..Scene::default()
+    })
+    .await;
+    let tail = ["tail", "--stored", "--from-seq", "1"];
+
+    let piped = auditlog(&server.url, &tail).await;
+    assert_eq!(piped.stdout, format!("{line}\n"), "{piped:?}");
+
+    let command = format!(
+        "{} --server {} {}",
+        cli_bin().display(),
+        server.url,
+        tail.join(" ")
+    );
+    let args = ["-qec", &command, "/dev/null"].map(str::to_owned).to_vec();
+    let shown = run_to_end("script".into(), args, Vec::new(), RUN_DEADLINE).await;
+    // The terminal ends lines with CR LF; stdout and stderr both reach it.
+    let screen = shown.stdout.replace("\r\n", "\n");
+    assert!(
+        screen.contains(r"web\u001b[2J\u001b]0;owned\u0007\u009b31m\u202eform"),
+        "{shown:?}"
+    );
+    assert_shown_safely("tail --stored on a terminal", &screen);
 }

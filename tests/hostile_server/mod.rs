@@ -41,7 +41,7 @@ use std::time::Duration;
 use common::{Finished, cli_bin, run_to_end};
 
 /// Longer than any run may take: a run past it is a hang, and fails.
-const RUN_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const RUN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// `auditlog --server URL ARGS`, to its end.
 pub(crate) async fn auditlog(url: &str, args: &[&str]) -> Finished {

@@ -2,7 +2,7 @@
 //! `--from-seq`) until Ctrl-C or until the server ends the stream; with
 //! `--reconnect`, across lost connections and server restarts.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
 use auditlog_client::{Client, Error, Followed, Query};
 use futures::StreamExt as _;
@@ -10,7 +10,7 @@ use futures::stream::BoxStream;
 
 use crate::CliError;
 use crate::cli::FilterArgs;
-use crate::format::{self, event_json, printable, timestamp_text};
+use crate::format::{self, event_json, printable, terminal_safe, timestamp_text};
 
 /// How `tail` prints each event.
 pub(crate) enum Shape {
@@ -34,6 +34,11 @@ pub(crate) async fn run(
         None => client.stats(None).await?.head_seq + 1,
     };
     let query = filter.query()?.details_as_json();
+    // Stored lines go out byte for byte into a file or a pipe (a mirror, a
+    // verifier); on a terminal, a line a hostile server made (or a record's
+    // C1 or bidirectional characters, which JSON leaves unescaped) is shown
+    // through `terminal_safe`, as every other line the CLI prints.
+    let raw = matches!(shape, Shape::Stored) && !std::io::stdout().is_terminal();
     if !matches!(shape, Shape::Json) {
         eprintln!("following events from seq {from} (Ctrl-C to stop)");
     }
@@ -52,7 +57,11 @@ pub(crate) async fn run(
             Some(line) => line?,
             None => return Err(CliError::Failed("the server ended the stream".into())),
         };
-        out.write_all(&line)?;
+        if raw {
+            out.write_all(&line)?;
+        } else {
+            out.write_all(terminal_safe(&String::from_utf8_lossy(&line)).as_bytes())?;
+        }
         out.write_all(b"\n")?;
         out.flush()?;
     }
