@@ -193,6 +193,56 @@ async fn a_disk_too_full_for_the_zeros_ahead_writes_on_until_full_and_loses_noth
     server.stop().await;
 }
 
+/// The log writes into zeros it allocated ahead, so on a disk that fills
+/// up beside it the first file to find no space is the head file (written
+/// beside the log once a second): writes are then refused as a full disk,
+/// RESOURCE_EXHAUSTED, as when the log itself finds none (it was
+/// UNAVAILABLE, "the head file cannot be written", which CI met once when
+/// the timing went that way), and resume once space is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_filled_beside_the_log_refuses_writes_as_a_full_disk() {
+    let Some(fs) = Tmpfs::mount_or_skip(
+        "4m",
+        "a_disk_filled_beside_the_log_refuses_writes_as_a_full_disk",
+    ) else {
+        return;
+    };
+    let data = fs.path.join("data");
+    let mut server = TestServer::start_in(&data, |_| {}).await;
+    let client = server.client().await;
+    client.log(event(0)).await.unwrap();
+    // Everything left taken by another file.
+    let filler = fs.path.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut file, &[0u8; 4096]).is_ok() {}
+    drop(file);
+
+    let mut acked = 1u64;
+    let refused = loop {
+        match client.log(event(acked)).await {
+            Ok(_) => acked += 1,
+            Err(e) => break e,
+        }
+        assert!(acked < 2_000, "writes went on with the disk full");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    };
+    assert_eq!(
+        refused.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("disk"), "{refused}");
+    let channel = server.channel().await;
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::NotServing).await;
+
+    std::fs::remove_file(&filler).unwrap();
+    wait_for_health(&channel, AUDIT_SERVICE, ServingStatus::Serving).await;
+    let receipt = client.log(event(9999)).await.unwrap();
+    assert_eq!(receipt.seq, acked + 1);
+    drop(client);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_fsync_stops_writes_turns_write_health_off_and_a_restart_recovers() {
     let server = TestServer::start().await;

@@ -148,3 +148,10 @@ impl StoreError {
         }
     }
 }
+
+/// Whether `e` means the file system is out of space (or of the user's
+/// quota).
+pub(super) fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+}

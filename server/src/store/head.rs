@@ -262,7 +262,7 @@ pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
                 head.signature = newest.signature;
                 head.store(&shared.dir, &shared.keyring)
                     .map(|()| written = newest.seq)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| (e.to_string(), super::error::is_disk_full(&e)))
             }
             _ => Ok(()),
         };
@@ -278,6 +278,7 @@ pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
                 if let Ok(mut reason) = shared.head_unwritten.lock() {
                     reason.clone_from(&e);
                 }
+                let e = e.0;
                 shared.head_stalled.store(true, Ordering::Release);
                 if !failing {
                     failing = true;

@@ -232,7 +232,7 @@ impl Store {
             head: Mutex::new(head::Head::default()),
             durable_head: Mutex::new(None),
             head_stalled: AtomicBool::new(false),
-            head_unwritten: Mutex::new(String::new()),
+            head_unwritten: Mutex::new((String::new(), false)),
             tree: tree::Tree::new(),
             metrics,
         });

@@ -201,9 +201,10 @@ pub(super) struct Shared {
     /// reports the damage as a cut instead of handing its seqs out again.
     pub(super) durable_head: Mutex<Option<DurableHead>>,
     /// Set while the head thread cannot write the head file: appends are
-    /// refused until it can again (`head`). `head_unwritten` says why.
+    /// refused until it can again (`head`). `head_unwritten` says why, and
+    /// whether it was for want of space.
     pub(super) head_stalled: AtomicBool,
-    pub(super) head_unwritten: Mutex<String>,
+    pub(super) head_unwritten: Mutex<(String, bool)>,
     /// The Merkle tree over the log, which the syncer wakes.
     pub(super) tree: super::tree::Tree,
     /// The server's metrics; the syncer counts commits and times fsyncs.
@@ -248,17 +249,26 @@ impl Shared {
     }
 
     /// Why appends are refused while the head file cannot be written, if
-    /// it cannot.
+    /// it cannot: a full disk is `DiskFull`, as when the log itself cannot
+    /// be written for want of space (which of the two a full disk refuses
+    /// first is a matter of timing; the caller is told the same either way).
     pub(super) fn head_stall(&self) -> Option<StoreError> {
         if !self.head_stalled.load(Ordering::Acquire) {
             return None;
         }
-        let reason = self
+        let (reason, disk_full) = self
             .head_unwritten
             .lock()
             .map(|r| r.clone())
             .unwrap_or_default();
-        Some(StoreError::HeadUnwritable(reason))
+        Some(if disk_full {
+            StoreError::DiskFull(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!("writing {}: {reason}", super::head::HEAD_FILE),
+            ))
+        } else {
+            StoreError::HeadUnwritable(reason)
+        })
     }
 
     pub(super) fn poison_error(&self) -> StoreError {

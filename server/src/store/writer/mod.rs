@@ -66,7 +66,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use super::Receipt;
-use super::error::StoreError;
+use super::error::{StoreError, is_disk_full};
 use super::record::NewEvent;
 use super::sealer::{Job, Sealed};
 use super::shared::Shared;
@@ -414,11 +414,6 @@ impl Writer {
         }
         Ok(())
     }
-}
-
-fn is_disk_full(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        || e.kind() == std::io::ErrorKind::StorageFull
 }
 
 #[cfg(test)]
