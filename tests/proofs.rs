@@ -92,6 +92,33 @@ async fn a_fresh_checkpoint_covers_what_was_just_written() {
     }
 }
 
+/// The proof of a record just written, asked for against the latest
+/// checkpoint (`tree_size` 0), waits for the first checkpoint covering it
+/// (within the deadline, as a receipt's proof does) instead of refusing
+/// with "not covered yet, retry".
+#[tokio::test]
+async fn the_proof_of_a_record_just_written_waits_for_its_checkpoint() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    let key = trusted_key(&server.data_dir);
+    for seq in 1..=3u64 {
+        log_leads(&client, "LEAD", seq, seq).await;
+        let proof = client.inclusion_proof(seq, 0).await.unwrap();
+        assert_eq!((proof.seq, proof.tree_size), (seq, seq));
+        let checkpoint = checkpoint_of(&client, &key, seq).await;
+        let hashes = proof_hashes(&proof.hashes);
+        let leaves = file_leaves(&server);
+        verify_inclusion(
+            seq - 1,
+            seq,
+            &leaves[seq as usize - 1],
+            &hashes,
+            &checkpoint.checkpoint.root,
+        )
+        .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_wrong_key_or_another_logs_checkpoint_is_refused() {
     let server = TestServer::start().await;

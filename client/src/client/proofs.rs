@@ -45,7 +45,8 @@ impl Client {
     }
 
     /// The inclusion proof of `seq` in the tree of `tree_size` (0: the
-    /// latest signed checkpoint's size).
+    /// latest signed checkpoint's size; the server waits for the first
+    /// checkpoint covering a seq written so recently that none does yet).
     pub async fn inclusion_proof(
         &self,
         seq: u64,

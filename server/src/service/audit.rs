@@ -260,7 +260,8 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetInclusionProofRequest>,
     ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
-        self.get_inclusion_proof_impl(req.into_inner())
+        let wait = proof_wait(req.metadata());
+        self.get_inclusion_proof_impl(req.into_inner(), wait)
             .await
             .map(Response::new)
     }

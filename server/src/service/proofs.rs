@@ -133,9 +133,16 @@ impl AuditSvc {
         ))
     }
 
+    /// With `tree_size` 0 (the latest checkpoint), a seq in the log that
+    /// no checkpoint covers yet waits, at most `wait`, for the first one
+    /// that does, as a receipt's proof does: checkpoints follow the log by
+    /// up to about 600 ms (the tree's gather, the signer's 500 ms tick), and
+    /// a caller asking for the proof of what it has just written should get
+    /// it, not an error telling it to retry.
     pub(super) async fn get_inclusion_proof_impl(
         &self,
         req: pb::GetInclusionProofRequest,
+        wait: Duration,
     ) -> Result<pb::GetInclusionProofResponse, Status> {
         let seq = req.seq;
         if seq == 0 {
@@ -145,7 +152,15 @@ impl AuditSvc {
             ));
         }
         let store = self.store()?;
-        let latest = self.latest_checkpoint()?;
+        let mut latest = self.latest_checkpoint()?;
+        if req.tree_size == 0 && seq <= store.head() && latest.as_ref().is_none_or(|l| seq > l.size)
+        {
+            let checkpoints = Arc::clone(&self.running()?.checkpoints);
+            tokio::select! {
+                covering = checkpoints.covering(seq, wait) => latest = covering.or(latest),
+                () = self.shutdown.cancelled() => {}
+            }
+        }
         let signed = latest.as_ref().map(|l| (l.size, l.root));
         let size = match req.tree_size {
             0 => {

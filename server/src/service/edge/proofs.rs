@@ -33,11 +33,13 @@ pub(in crate::service) fn no_checkpoint() -> Status {
     )
 }
 
-/// `seq` is in the log but no signed checkpoint covers it yet.
+/// `seq` is in the log but no signed checkpoint covers it yet, even after
+/// the call waited for one.
 pub(in crate::service) fn not_covered(seq: u64, size: u64) -> Status {
     Status::failed_precondition(format!(
-        "seq {seq} is not covered by the latest signed checkpoint (tree size {size}) yet; retry \
-         in a second, or ask GetCheckpoint with fresh set first"
+        "seq {seq} is not covered by the latest signed checkpoint (tree size {size}) yet, after \
+         waiting for one: the Merkle tree is behind the log (the server's log says why); retry \
+         later, with a longer deadline"
     ))
 }
 
