@@ -263,3 +263,27 @@ async fn with_compliance_mode_the_proved_line_holds_pseudonyms_and_is_accepted()
         .unwrap();
     assert_eq!(batch.proof.unwrap().lines.len(), 2);
 }
+
+/// A server limit (`handler_timeout_secs`) sooner than the proof wait
+/// still answers a `Log` asked with proof within that limit: the receipt,
+/// and why the proof is missing. Before, the wait followed the caller's
+/// longer deadline past the server's limit, and the answer was
+/// DEADLINE_EXCEEDED, which tells the caller the write may have failed.
+#[tokio::test]
+async fn a_proof_later_than_the_servers_limit_still_answers_the_receipt() {
+    // No tree, so no checkpoint ever comes.
+    let server = TestServer::start_with(|c| {
+        c.handler_timeout_secs = 1;
+        c.bench = auditlog_server::bench::Switches::without_tree();
+    })
+    .await;
+    let client = server.client().await;
+    let proven = client
+        .log_with_proof(NewEvent::lead_ingested("LEAD-1", "webform"), None)
+        .await
+        .unwrap();
+    assert_eq!(proven.receipts.len(), 1);
+    assert_eq!(proven.receipts[0].seq, 1);
+    let why = proven.proof.unwrap_err().to_string();
+    assert!(why.contains("no signed checkpoint covered seq 1"), "{why}");
+}

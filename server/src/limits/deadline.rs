@@ -12,6 +12,12 @@
 //! As with tonic's, the bound covers a call until its answer starts: a
 //! unary call's whole answer, a stream's headers (a stream then runs as
 //! long as its caller reads it).
+//!
+//! The handlers that wait inside a call (a receipt's proof, a fresh
+//! checkpoint, an inclusion proof, `min_seq`) find the limit that applies
+//! in the request's extensions ([`CallLimit`]), so they answer within it
+//! rather than wait past it into DEADLINE_EXCEEDED (a receipt whose proof
+//! was late read as a write that may have failed).
 
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,6 +25,12 @@ use std::time::Duration;
 use tonic::body::Body;
 
 use super::BoxFuture;
+
+/// The limit a call runs under, the sooner of the caller's deadline and the
+/// server's `handler_timeout_secs`, put in the request's extensions (which
+/// no caller can set) for the handlers that wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallLimit(pub(crate) Duration);
 
 /// The deadline layer, over the whole router.
 #[derive(Debug, Clone, Copy)]
@@ -64,7 +76,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let callers = req
             .headers()
             .get("grpc-timeout")
@@ -74,6 +86,7 @@ where
             Some(d) if d < server => (d, Whose::Caller(d)),
             _ => (server, Whose::Server(server)),
         };
+        req.extensions_mut().insert(CallLimit(limit));
         let answer = self.inner.call(req);
         Box::pin(async move {
             match tokio::time::timeout(limit, answer).await {

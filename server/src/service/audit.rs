@@ -39,7 +39,7 @@ impl AuditService for AuditSvc {
             return Ok(Response::new(answer));
         }
         let caller = req.extensions().get::<Caller>().cloned();
-        let wait = proof_wait(req.metadata());
+        let wait = proof_wait(&req);
         let req = req.into_inner();
         let with_proof = req.with_proof;
         let event = validate_log(req, caller.as_ref())?;
@@ -61,7 +61,7 @@ impl AuditService for AuditSvc {
             return Ok(Response::new(answer));
         }
         let caller = req.extensions().get::<Caller>().cloned();
-        let wait = proof_wait(req.metadata());
+        let wait = proof_wait(&req);
         let req = req.into_inner();
         let events = validate_batch(req.events, caller.as_ref())?;
         let receipts = self.append(events).await?;
@@ -75,7 +75,7 @@ impl AuditService for AuditSvc {
     }
 
     async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<EncodedPage>, Status> {
-        let (min_seq, until) = (req.get_ref().min_seq, wait_until(req.metadata()));
+        let (min_seq, until) = (req.get_ref().min_seq, wait_until(&req));
         let plan = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
         let store = self.store_holding(min_seq, until).await?;
         let page = blocking("query", move || {
@@ -95,7 +95,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let until = wait_until(req.metadata());
+        let until = wait_until(&req);
         let req = req.into_inner();
         let sub = hub::Subscription {
             filter: self.lead_filter(validate::filter_of(req.filter)?)?,
@@ -160,7 +160,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        let until = wait_until(req.metadata());
+        let until = wait_until(&req);
         let req = req.into_inner();
         let query = validate::stats_query_of(&req)?;
         let error_types = req.error_types;
@@ -250,7 +250,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
-        let wait = proof_wait(req.metadata());
+        let wait = proof_wait(&req);
         self.get_checkpoint_impl(req.into_inner(), wait)
             .await
             .map(Response::new)
@@ -260,7 +260,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetInclusionProofRequest>,
     ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
-        let wait = proof_wait(req.metadata());
+        let wait = proof_wait(&req);
         self.get_inclusion_proof_impl(req.into_inner(), wait)
             .await
             .map(Response::new)

@@ -17,14 +17,25 @@ pub(super) const MAX_WAIT: Duration = Duration::from_secs(5);
 /// The part of the call's time left for answering once the wait ends.
 const MARGIN: Duration = Duration::from_millis(100);
 
-/// When a read's wait for `min_seq` ends.
-pub(super) fn wait_until(metadata: &MetadataMap) -> Instant {
+/// When a read's wait for `min_seq` ends: within the call's deadline, and
+/// within the limit it runs under ([`call_limit`]).
+pub(super) fn wait_until<T>(req: &tonic::Request<T>) -> Instant {
     let now = Instant::now();
-    let wait = match call_timeout(metadata) {
-        Some(t) => t.saturating_sub(MARGIN.min(t / 10)).min(MAX_WAIT),
+    let less_margin = |t: Duration| t.saturating_sub(MARGIN.min(t / 10));
+    let wait = match call_timeout(req.metadata()) {
+        Some(t) => less_margin(t).min(MAX_WAIT),
         None => MAX_WAIT,
     };
-    now + wait
+    now + call_limit(req).map_or(wait, |limit| wait.min(less_margin(limit)))
+}
+
+/// The limit the call runs under, which the deadline layer puts in the
+/// request's extensions (`limits::CallLimit`): the sooner of the caller's
+/// deadline and the server's `handler_timeout_secs`.
+pub(super) fn call_limit<T>(req: &tonic::Request<T>) -> Option<Duration> {
+    req.extensions()
+        .get::<crate::limits::CallLimit>()
+        .map(|limit| limit.0)
 }
 
 /// The call's own deadline (its `grpc-timeout` header), if it has one.

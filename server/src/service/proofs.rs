@@ -27,15 +27,22 @@ pub(super) const DEFAULT_PROOF_WAIT: Duration = Duration::from_secs(5);
 /// The longest wait for a receipt's proof, whatever the deadline.
 const MAX_PROOF_WAIT: Duration = Duration::from_secs(60);
 
-/// How long a call may wait for its receipts' proofs: its deadline
-/// (`grpc-timeout`) less a tenth (at least 50 ms) so the answer still
-/// arrives in time, else [`DEFAULT_PROOF_WAIT`].
-pub(super) fn proof_wait(metadata: &MetadataMap) -> Duration {
-    let Some(deadline) = super::deadline::call_timeout(metadata) else {
-        return DEFAULT_PROOF_WAIT;
+/// How long a call may wait for its receipts' proofs (or a checkpoint):
+/// its deadline (`grpc-timeout`) less a tenth (at least 50 ms) so the
+/// answer still arrives in time, else [`DEFAULT_PROOF_WAIT`]; and never
+/// past the limit the call runs under (the server's `handler_timeout_secs`
+/// may be the sooner) less the same margin.
+pub(super) fn proof_wait<T>(req: &tonic::Request<T>) -> Duration {
+    proof_wait_of(req.metadata(), super::deadline::call_limit(req))
+}
+
+fn proof_wait_of(metadata: &MetadataMap, limit: Option<Duration>) -> Duration {
+    let less_margin = |d: Duration| d.saturating_sub((d / 10).max(Duration::from_millis(50)));
+    let wait = match super::deadline::call_timeout(metadata) {
+        Some(deadline) => less_margin(deadline).min(MAX_PROOF_WAIT),
+        None => DEFAULT_PROOF_WAIT,
     };
-    let margin = (deadline / 10).max(Duration::from_millis(50));
-    deadline.saturating_sub(margin).min(MAX_PROOF_WAIT)
+    limit.map_or(wait, |limit| wait.min(less_margin(limit)))
 }
 
 /// One receipt's proof: its seq, the proof's hashes, its stored line.
@@ -260,7 +267,7 @@ mod tests {
         let wait = |v: &str| {
             let mut m = MetadataMap::new();
             m.insert("grpc-timeout", v.parse().unwrap());
-            proof_wait(&m)
+            proof_wait_of(&m, None)
         };
         assert_eq!(wait("10S"), Duration::from_secs(9));
         assert_eq!(wait("200m"), Duration::from_millis(150));
@@ -269,6 +276,19 @@ mod tests {
         assert_eq!(wait("123456789S"), DEFAULT_PROOF_WAIT);
         assert_eq!(wait("5x"), DEFAULT_PROOF_WAIT);
         assert_eq!(wait("S"), DEFAULT_PROOF_WAIT);
-        assert_eq!(proof_wait(&MetadataMap::new()), DEFAULT_PROOF_WAIT);
+        assert_eq!(proof_wait_of(&MetadataMap::new(), None), DEFAULT_PROOF_WAIT);
+        // The server's limit, when sooner, bounds the wait too.
+        let limit = Some(Duration::from_secs(1));
+        assert_eq!(
+            proof_wait_of(&MetadataMap::new(), limit),
+            Duration::from_millis(900)
+        );
+        let mut m = MetadataMap::new();
+        m.insert("grpc-timeout", "10S".parse().unwrap());
+        assert_eq!(proof_wait_of(&m, limit), Duration::from_millis(900));
+        assert_eq!(
+            proof_wait_of(&m, Some(Duration::from_secs(60))),
+            Duration::from_secs(9)
+        );
     }
 }
