@@ -87,9 +87,15 @@ where
             _ => (server, Whose::Server(server)),
         };
         req.extensions_mut().insert(CallLimit(limit));
+        // Timed from here, not from the first poll: tonic's own timeout
+        // (outside this layer, still reading the caller's `grpc-timeout`)
+        // starts its clock just after this returns, so this one never ends
+        // later and answers DEADLINE_EXCEEDED before tonic's could answer
+        // CANCELLED; from the first poll it could land a timer tick later.
+        let deadline = tokio::time::Instant::now() + limit;
         let answer = self.inner.call(req);
         Box::pin(async move {
-            match tokio::time::timeout(limit, answer).await {
+            match tokio::time::timeout_at(deadline, answer).await {
                 Ok(answer) => answer,
                 Err(_) => Ok(tonic::Status::deadline_exceeded(whose.message()).into_http()),
             }
