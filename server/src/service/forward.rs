@@ -12,7 +12,7 @@ use tonic::{Request, Status};
 
 use super::AuditSvc;
 use super::api;
-use super::deadline::call_timeout;
+use super::deadline::{call_limit, call_timeout};
 use super::details::WireDetails;
 use super::edge;
 
@@ -34,6 +34,7 @@ impl AuditSvc {
         let Some((answer, until)) = self
             .forward(
                 req.metadata(),
+                call_limit(req),
                 message,
                 |mut c, r| async move { c.log(r).await },
             )
@@ -57,9 +58,12 @@ impl AuditSvc {
             with_proof: req.get_ref().with_proof,
         };
         let Some((answer, until)) = self
-            .forward(req.metadata(), message, |mut c, r| async move {
-                c.log_batch(r).await
-            })
+            .forward(
+                req.metadata(),
+                call_limit(req),
+                message,
+                |mut c, r| async move { c.log_batch(r).await },
+            )
             .await?
         else {
             return Ok(None);
@@ -71,10 +75,13 @@ impl AuditSvc {
 
     /// Forwards the request `message` makes, sent with `metadata`, if this
     /// node follows a known leader: the answer and when waiting for the
-    /// replica must end.
+    /// replica must end, within the caller's deadline (or [`FORWARD_WAIT`])
+    /// and the limit the call runs under (`limit`, the server's
+    /// `handler_timeout_secs` when sooner), so the answer goes in time.
     async fn forward<Req, Resp, F, Fut>(
         &self,
         metadata: &MetadataMap,
+        limit: Option<Duration>,
         message: impl FnOnce() -> Req,
         call: F,
     ) -> Result<Option<(Resp, Instant)>, Status>
@@ -93,6 +100,7 @@ impl AuditSvc {
             return Ok(None);
         };
         let timeout = call_timeout(metadata).unwrap_or(FORWARD_WAIT);
+        let timeout = limit.map_or(timeout, |limit| timeout.min(limit));
         let until = Instant::now() + timeout.saturating_sub(timeout / 10);
         let answer = cluster
             .forward(&leader, message(), metadata, timeout, call)
