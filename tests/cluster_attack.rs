@@ -40,17 +40,35 @@ fn event(i: usize) -> auditlog_client::NewEvent {
 }
 
 /// Publishes `payload` to the stream's subject as an outsider: no fence,
-/// no message id, the headers given.
+/// no message id, the headers given. Sent again while no stream answers
+/// (JetStream's "no responders" while its stream elects a leader, which a
+/// busy machine meets now and then): nothing was stored then.
 async fn publish(js: &jetstream::Context, headers: &[(&str, &str)], payload: Vec<u8>) {
+    use jetstream::context::PublishErrorKind;
     let mut map = HeaderMap::new();
     for (name, value) in headers {
         map.insert(*name, *value);
     }
-    js.publish_with_headers(SUBJECT, map, payload.into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ack = js
+            .publish_with_headers(SUBJECT, map.clone(), payload.clone().into())
+            .await
+            .unwrap()
+            .await;
+        match ack {
+            Err(e)
+                if e.kind() == PublishErrorKind::StreamNotFound
+                    && tokio::time::Instant::now() < give_up =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            ack => {
+                ack.unwrap();
+                return;
+            }
+        }
+    }
 }
 
 /// A node's Prometheus exposition (`GET /metrics` over HTTP/1.0: neither

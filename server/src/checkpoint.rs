@@ -212,11 +212,11 @@ impl Checkpoints {
         self.latest.lock().ok().and_then(|l| l.clone())
     }
 
-    /// The first checkpoint whose tree holds `seq`, waiting at most
-    /// `within` for it to be signed; `None` when none did in time.
-    pub(crate) async fn covering(&self, seq: u64, within: Duration) -> Option<Signed> {
+    /// The first checkpoint whose tree holds `seq`, waiting until `until`
+    /// at most for it to be signed; `None` when none was in time.
+    pub(crate) async fn covering(&self, seq: u64, until: tokio::time::Instant) -> Option<Signed> {
         let mut sizes = self.signed_size.subscribe();
-        let covered = tokio::time::timeout(within, sizes.wait_for(|size| *size >= seq)).await;
+        let covered = tokio::time::timeout_at(until, sizes.wait_for(|size| *size >= seq)).await;
         match covered {
             Ok(Ok(_)) => self.latest().filter(|l| l.size >= seq),
             _ => None,

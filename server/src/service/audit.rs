@@ -14,10 +14,9 @@ use tonic::{Request, Response, Status};
 
 use super::AuditSvc;
 use super::api::{self, audit_service_server::AuditService};
-use super::deadline::wait_until;
+use super::deadline::{self, wait_until};
 use super::edge::{self, blocking, status_of};
 use super::event_bytes::{EventBytes, EventJsonBytes};
-use super::proofs::proof_wait;
 use super::query::{EncodedPage, page_of, plan_query};
 use super::stream::{self, Encoded, EncodedJson};
 use super::validate::{self, validate_batch, validate_log};
@@ -39,14 +38,14 @@ impl AuditService for AuditSvc {
             return Ok(Response::new(answer));
         }
         let caller = req.extensions().get::<Caller>().cloned();
-        let wait = proof_wait(&req);
+        let until = wait_until(&req, deadline::PROOF);
         let req = req.into_inner();
         let with_proof = req.with_proof;
         let event = validate_log(req, caller.as_ref())?;
         let mut receipts = self.append(vec![event]).await?;
         let proofs = if with_proof {
             let seqs = receipts.iter().map(|r| r.seq).collect();
-            Some(self.receipt_proofs(seqs, wait).await)
+            Some(self.receipt_proofs(seqs, until).await)
         } else {
             None
         };
@@ -61,13 +60,13 @@ impl AuditService for AuditSvc {
             return Ok(Response::new(answer));
         }
         let caller = req.extensions().get::<Caller>().cloned();
-        let wait = proof_wait(&req);
+        let until = wait_until(&req, deadline::PROOF);
         let req = req.into_inner();
         let events = validate_batch(req.events, caller.as_ref())?;
         let receipts = self.append(events).await?;
         let proofs = if req.with_proof {
             let seqs = receipts.iter().map(|r| r.seq).collect();
-            Some(self.receipt_proofs(seqs, wait).await)
+            Some(self.receipt_proofs(seqs, until).await)
         } else {
             None
         };
@@ -75,7 +74,7 @@ impl AuditService for AuditSvc {
     }
 
     async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<EncodedPage>, Status> {
-        let (min_seq, until) = (req.get_ref().min_seq, wait_until(&req));
+        let (min_seq, until) = (req.get_ref().min_seq, wait_until(&req, deadline::MIN_SEQ));
         let plan = plan_query(req.into_inner(), |f| self.lead_filter(f))?;
         let store = self.store_holding(min_seq, until).await?;
         let page = blocking("query", move || {
@@ -95,7 +94,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let until = wait_until(&req);
+        let until = wait_until(&req, deadline::MIN_SEQ);
         let req = req.into_inner();
         let sub = hub::Subscription {
             filter: self.lead_filter(validate::filter_of(req.filter)?)?,
@@ -160,7 +159,7 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        let until = wait_until(&req);
+        let until = wait_until(&req, deadline::MIN_SEQ);
         let req = req.into_inner();
         let query = validate::stats_query_of(&req)?;
         let error_types = req.error_types;
@@ -250,8 +249,8 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetCheckpointRequest>,
     ) -> Result<Response<pb::GetCheckpointResponse>, Status> {
-        let wait = proof_wait(&req);
-        self.get_checkpoint_impl(req.into_inner(), wait)
+        let until = wait_until(&req, deadline::PROOF);
+        self.get_checkpoint_impl(req.into_inner(), until)
             .await
             .map(Response::new)
     }
@@ -260,8 +259,8 @@ impl AuditService for AuditSvc {
         &self,
         req: Request<pb::GetInclusionProofRequest>,
     ) -> Result<Response<pb::GetInclusionProofResponse>, Status> {
-        let wait = proof_wait(&req);
-        self.get_inclusion_proof_impl(req.into_inner(), wait)
+        let until = wait_until(&req, deadline::PROOF);
+        self.get_inclusion_proof_impl(req.into_inner(), until)
             .await
             .map(Response::new)
     }

@@ -12,13 +12,9 @@ use tonic::{Request, Status};
 
 use super::AuditSvc;
 use super::api;
-use super::deadline::{call_limit, call_timeout};
+use super::deadline::{self, call_limit, call_timeout};
 use super::details::WireDetails;
 use super::edge;
-
-/// How long a forwarded write without a deadline may take, the leader's
-/// answer and this replica's catching up together.
-const FORWARD_WAIT: Duration = Duration::from_secs(10);
 
 impl AuditSvc {
     /// The leader's answer to a Log reaching a follower, once this
@@ -75,9 +71,10 @@ impl AuditSvc {
 
     /// Forwards the request `message` makes, sent with `metadata`, if this
     /// node follows a known leader: the answer and when waiting for the
-    /// replica must end, within the caller's deadline (or [`FORWARD_WAIT`])
-    /// and the limit the call runs under (`limit`, the server's
-    /// `handler_timeout_secs` when sooner), so the answer goes in time.
+    /// replica must end: shortly before the call's deadline or the limit
+    /// it runs under (`limit`; `deadline::FORWARD`), so the answer goes in
+    /// time. The leader is given the whole of the call's time, as a write
+    /// here would be.
     async fn forward<Req, Resp, F, Fut>(
         &self,
         metadata: &MetadataMap,
@@ -99,9 +96,10 @@ impl AuditSvc {
         let Some(leader) = cluster.forward_to(metadata) else {
             return Ok(None);
         };
-        let timeout = call_timeout(metadata).unwrap_or(FORWARD_WAIT);
-        let timeout = limit.map_or(timeout, |limit| timeout.min(limit));
-        let until = Instant::now() + timeout.saturating_sub(timeout / 10);
+        let until = Instant::now() + deadline::wait_of(metadata, limit, deadline::FORWARD);
+        let timeout = limit
+            .or_else(|| call_timeout(metadata))
+            .unwrap_or(deadline::FORWARD.without_deadline);
         let answer = cluster
             .forward(&leader, message(), metadata, timeout, call)
             .await

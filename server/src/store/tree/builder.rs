@@ -76,7 +76,7 @@ pub(in crate::store) fn run(shared: &Shared) {
     let tree = &shared.tree;
     match open(shared) {
         Ok(levels) => {
-            tree.size.store(levels.leaves(), Ordering::Release);
+            tree.publish_size(levels.leaves());
             *tree.levels.write().unwrap_or_else(|e| e.into_inner()) = Some(levels);
         }
         Err(e) => {
@@ -353,7 +353,7 @@ fn append(tree: &super::Tree, size: u64, hashes: &[Hash]) -> Result<(), Stuck> {
         let _ = levels.truncate(size).and_then(|()| levels.repair());
         return Err(Stuck::Passing(format!("appending to the tree failed: {e}")));
     }
-    tree.size.store(size + added, Ordering::Release);
+    tree.publish_size(size + added);
     Ok(())
 }
 

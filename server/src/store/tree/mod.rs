@@ -73,6 +73,9 @@ pub(crate) struct Tree {
     levels: RwLock<Option<Levels>>,
     /// Leaves in the tree, published after every level is written.
     size: AtomicU64,
+    /// The same, for those who wait for the tree to grow (a fresh
+    /// checkpoint), also woken when it stops ([`Tree::reaches`]).
+    grown: tokio::sync::watch::Sender<u64>,
     /// Why the tree stopped growing, when it did.
     trouble: Mutex<Option<String>>,
     wake: Mutex<Wake>,
@@ -135,6 +138,7 @@ impl Tree {
         Tree {
             levels: RwLock::new(None),
             size: AtomicU64::new(0),
+            grown: tokio::sync::watch::Sender::new(0),
             trouble: Mutex::new(None),
             wake: Mutex::new(Wake::default()),
             woken: Condvar::new(),
@@ -145,6 +149,21 @@ impl Tree {
     /// The number of records in the tree: seqs `1..=size`.
     pub(crate) fn size(&self) -> u64 {
         self.size.load(Ordering::Acquire)
+    }
+
+    /// Returns once the tree holds `size` leaves, or is stuck.
+    pub(crate) async fn reaches(&self, size: u64) {
+        let mut grown = self.grown.subscribe();
+        // The sender lives as long as `self`: this ends only as described.
+        let _ = grown
+            .wait_for(|&leaves| leaves >= size || self.trouble().is_some())
+            .await;
+    }
+
+    /// Publishes the number of leaves, once every level holds them.
+    fn publish_size(&self, leaves: u64) {
+        self.size.store(leaves, Ordering::Release);
+        self.grown.send_replace(leaves);
     }
 
     /// Why the tree stopped growing, if it did.
@@ -307,8 +326,13 @@ impl Tree {
         if let Some(why) = &why {
             tracing::error!(reason = %why, "the Merkle tree stopped growing");
         }
+        let stuck = why.is_some();
         if let Ok(mut t) = self.trouble.lock() {
             *t = why;
+        }
+        if stuck {
+            // Those waiting for the tree to grow stop waiting.
+            self.grown.send_modify(|_| ());
         }
     }
 }

@@ -405,3 +405,31 @@ async fn every_changed_hash_of_the_tree_is_found_where_it_is() {
     assert_eq!((f.seq, f.file.as_str()), (11, "tree/level-00"), "{f:?}");
     assert!(f.message.contains("cannot be read"), "{f:?}");
 }
+
+#[tokio::test]
+async fn a_wait_for_the_tree_ends_once_it_holds_the_size_or_stops() {
+    use std::sync::Arc;
+    let tree = Arc::new(super::Tree::new());
+    let wait = |size: u64| {
+        let tree = Arc::clone(&tree);
+        tokio::spawn(async move { tree.reaches(size).await })
+    };
+    let waiting = wait(3);
+    tree.publish_size(2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished(), "ended with the tree at 2 of 3");
+    tree.publish_size(3);
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("still waiting with the tree at 3")
+        .unwrap();
+    // A tree that stops growing ends the wait: it will not get there.
+    let waiting = wait(10);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!waiting.is_finished());
+    tree.set_trouble(Some("the level files cannot be written".into()));
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("still waiting on a stuck tree")
+        .unwrap();
+}
