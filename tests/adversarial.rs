@@ -30,6 +30,11 @@
 //!   four connections. Once the requests being read hold 64 MiB the rest
 //!   are refused RESOURCE_EXHAUSTED at once ("buffering"), and the server's
 //!   peak memory stays bounded (200 took it to 821 MB before).
+//! - Streams reset as soon as opened (HTTP/2 "rapid reset"): tens of
+//!   thousands of Log calls on one connection, each cancelled right after
+//!   its headers. An ordinary caller is served all along, nothing is
+//!   written for a call whose message never came, the server's memory
+//!   stays bounded, and it still takes writes afterwards.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -427,4 +432,87 @@ async fn many_large_writes_at_once_are_bounded() {
         peak < before + 500 * 1024,
         "the writes took the server from {before} to {peak} KiB"
     );
+}
+
+/// Opens `streams` Log calls over raw HTTP/2 connections, each reset
+/// (RST_STREAM, CANCEL) right after its headers, as fast as a connection
+/// takes them: the "rapid reset" flood. When the server closes a
+/// connection, the flood goes on over a new one. Returns how many
+/// connections the server closed.
+async fn reset_flood(addr: SocketAddr, streams: usize) -> usize {
+    let mut sent = 0;
+    let mut closed = 0;
+    while sent < streams {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        while sent < streams {
+            let Ok(mut client) = client.clone().ready().await else {
+                break;
+            };
+            let request = raw_call(addr, "Log").body(()).unwrap();
+            let Ok((_response, mut body)) = client.send_request(request, false) else {
+                break;
+            };
+            body.send_reset(h2::Reason::CANCEL);
+            sent += 1;
+            if sent % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        closed += usize::from(sent < streams);
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_reset_as_soon_as_opened_write_nothing_and_leave_the_others_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let data = dir.path().join("data");
+    let no_args: [&str; 0] = [];
+    let server = ServerProcess::spawn_logging(&data, no_args, &[], log).await;
+    let addr = addr_of(&server);
+    let client = Client::connect(&server.url).await.unwrap();
+    client.log(event(0)).await.unwrap();
+    let before = server.memory_kib("VmHWM");
+    let lines_before = server.stderr().lines().count();
+
+    let floods: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(reset_flood(addr, 20_000)))
+        .collect();
+    // An ordinary caller, all through the flood.
+    let mut written = 1;
+    while written < 4 || floods.iter().any(|f| !f.is_finished()) {
+        client
+            .log(event(written))
+            .await
+            .expect("an ordinary Log is served during a flood of reset streams");
+        written += 1;
+    }
+    for flood in floods {
+        let closed = flood.await.unwrap();
+        println!("40,000 streams opened and reset; the server closed {closed} connections");
+    }
+    let peak = server.memory_kib("VmHWM");
+    println!("peak RSS {before} KiB before the flood, {peak} KiB after");
+    assert!(
+        peak < before + 100 * 1024,
+        "the flood took the server from {before} to {peak} KiB"
+    );
+    // Not one event from a call whose message never came; and writes go on.
+    let last = client.log(event(written)).await.unwrap();
+    assert_eq!(
+        last.seq,
+        written as u64 + 1,
+        "seqs were taken by calls that sent no message"
+    );
+    let stats = client.stats(None).await.unwrap();
+    assert_eq!(stats.total_events, written as u64 + 1);
+    // The flood does not write the server's log a line per connection.
+    let stderr = server.stderr();
+    let lines: Vec<&str> = stderr.lines().skip(lines_before).collect();
+    assert!(lines.len() < 5, "the flood was logged: {lines:#?}");
 }

@@ -156,6 +156,27 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// What is logged: `RUST_LOG` (`info` without it, or when it does not
+/// read), but the HTTP/2 library's warnings only from `error` up unless
+/// `RUST_LOG` names `h2` itself. Those warnings are about a peer's conduct
+/// and come when the peer chooses: one per connection the library closes
+/// for resetting too many streams (the "rapid reset" flood), so an attacker
+/// who reconnects would write a line per connection (about 150 a second in
+/// `tests/adversarial.rs`), for something the library has dealt with.
+fn log_filter(rust_log: Option<String>) -> tracing_subscriber::EnvFilter {
+    let spec = rust_log.unwrap_or_else(|| "info".into());
+    let names_h2 = spec
+        .split(',')
+        .any(|directive| directive.trim().starts_with("h2"));
+    let spec = if names_h2 {
+        spec
+    } else {
+        format!("{spec},h2=error")
+    };
+    tracing_subscriber::EnvFilter::try_new(spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=error"))
+}
+
 /// Logs go to stderr, like every diagnostic of the server: text with colour
 /// only on a terminal, or JSON lines. `RUST_LOG` filters the log alone: with
 /// tracing on, the exporter gets the server's spans whatever it says.
@@ -163,8 +184,7 @@ fn init_logging(format: LogFormat, telemetry: Option<&Telemetry>) {
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = log_filter(std::env::var("RUST_LOG").ok());
     let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let log = match format {
         LogFormat::Text => log
@@ -235,4 +255,30 @@ async fn shutdown_signal() {
         eprintln!("auditlog-server: second signal ({name}), exiting now");
         std::process::exit(status);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_http2_librarys_warnings_are_kept_out_unless_rust_log_names_it() {
+        for (rust_log, shown) in [
+            (None, "info,h2=error"),
+            (Some("warn"), "warn,h2=error"),
+            (
+                Some("auditlog_server=debug"),
+                "auditlog_server=debug,h2=error",
+            ),
+            (Some("info,h2=debug"), "info,h2=debug"),
+            (Some("not a filter=[="), "info,h2=error"),
+        ] {
+            let filter = log_filter(rust_log.map(str::to_owned)).to_string();
+            let mut got: Vec<&str> = filter.split(',').collect();
+            let mut want: Vec<&str> = shown.split(',').collect();
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want, "RUST_LOG={rust_log:?}");
+        }
+    }
 }
