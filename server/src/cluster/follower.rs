@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
@@ -111,7 +112,11 @@ async fn follow(
 ) -> Result<(), ClusterError> {
     let nats = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("following the stream: {e}"));
     let stream = js.get_stream(&config.stream).await.map_err(|e| nats(&e))?;
-    let after = progress.applied.load(Ordering::Acquire);
+    let applied = progress.applied.load(Ordering::Acquire);
+    let after = taken_in(&stream, applied, store.chain_seq()).await?;
+    if after != applied {
+        progress.applied.store(after, Ordering::Release);
+    }
     check_not_purged_past(&stream, after, store.head()).await?;
     let deliver_policy = if after == 0 {
         DeliverPolicy::All
@@ -215,6 +220,78 @@ pub(super) fn foreign(
             seq - 1
         )
     })
+}
+
+/// The last stream message the replica holds whole, at or before
+/// `applied`: `applied` itself, unless that message holds records past the
+/// chain's end `chain` (the log lost records it had applied, cut while the
+/// node was down: `store::head::at_start`). Then the latest message that
+/// ends at or before `chain`, found by halving between the stream's first
+/// message and `applied`, so the follower takes the lost records in again.
+/// A message that names no records (one no leader wrote, or gone) counts
+/// as past `chain`: starting earlier only re-delivers what the store
+/// compares and skips.
+async fn taken_in(
+    stream: &async_nats::jetstream::stream::Stream,
+    applied: u64,
+    chain: u64,
+) -> Result<u64, ClusterError> {
+    let records = |seq: u64| async move {
+        match stream.get_raw_message(seq).await {
+            Ok(message) => Ok(super::retention::records_of(&message)),
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(ClusterError::Nats(format!(
+                "reading stream message {seq} to find where the replica stands: {e}"
+            ))),
+        }
+    };
+    let past_chain = |records: Option<(u64, u64)>| records.is_none_or(|(_, last)| last > chain);
+    if applied == 0
+        || records(applied)
+            .await?
+            .is_none_or(|(_, last)| last <= chain)
+    {
+        return Ok(applied);
+    }
+    // The answer is in [lo - 1, hi]: lo - 1 ends at or before the chain
+    // (or is before the stream), hi + 1 does not.
+    let (mut lo, mut hi) = (
+        stream.cached_info().state.first_sequence.max(1),
+        applied - 1,
+    );
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        if past_chain(records(mid).await?) {
+            hi = mid - 1;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    let from = lo - 1;
+    // The next message must continue the chain: if retention purged the
+    // lost records from the stream too, they exist nowhere any more.
+    if let Some((first, _)) = records(lo).await?
+        && first > chain + 1
+    {
+        return Err(ClusterError::PurgedPast(format!(
+            "this replica's log ends at seq {chain}, before records it had applied (cut while \
+             the node was down), and the stream no longer holds seqs {} to {}: seed this \
+             node's data directory from another node's (docs/cluster.md, \"A node that was \
+             down too long\")",
+            chain + 1,
+            first - 1
+        )));
+    }
+    tracing::warn!(
+        chain,
+        applied,
+        from = from + 1,
+        "this replica holds records up to seq {chain} but had applied stream messages up to \
+         {applied}: its log lost records while the node was down; taking the stream in again \
+         from message {}",
+        from + 1
+    );
+    Ok(from)
 }
 
 /// Refuses to follow a stream whose retention purge took messages this

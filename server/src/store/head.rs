@@ -164,10 +164,19 @@ pub(super) fn cut_before(dir: &Path, keyring: &Keyring, seq: u64) -> bool {
 /// is `last` (seq and signature): records a cut or an edited file, rewrites
 /// the file when it is absent, behind or has news, and returns the head the
 /// store goes on from.
+///
+/// A cluster node's `replica` records no cut: the records its log lost are
+/// in the stream, which the follower takes in again from the first one
+/// missing (`cluster/follower.rs`), byte for byte and checked as any
+/// applied group. The head keeps the seq it had, so until they are back
+/// verification reports them missing (`verify.rs`) and reads wait for
+/// them; if the stream no longer holds them, the follower stops and says
+/// to seed the node.
 pub(super) fn at_start(
     dir: &Path,
     keyring: &Keyring,
     last: Option<(u64, String)>,
+    replica: bool,
 ) -> std::io::Result<Head> {
     let end = last.as_ref().map_or(0, |l| l.0);
     let (mut head, mut dirty) = match Head::load(dir, keyring) {
@@ -185,7 +194,16 @@ pub(super) fn at_start(
             (head, true)
         }
     };
-    if end < head.seq {
+    if replica && end < head.seq {
+        tracing::error!(
+            first = end + 1,
+            last = head.seq,
+            "the log ends at seq {end} but this replica had applied records up to seq {}: they \
+             were cut while the server was down, or under it; they are taken in again from the \
+             stream",
+            head.seq
+        );
+    } else if end < head.seq {
         let cut = Cut {
             first: end + 1,
             last: head.seq,
@@ -304,33 +322,49 @@ mod tests {
     fn a_cut_is_recorded_once_and_kept() {
         let dir = tempfile::tempdir().unwrap();
         let k = keys();
-        let head = at_start(dir.path(), &k, Some((10, "s10".into()))).unwrap();
+        let head = at_start(dir.path(), &k, Some((10, "s10".into())), false).unwrap();
         assert_eq!((head.seq, head.cuts.len()), (10, 0));
         // The tail was cut to seq 7 while the server was down.
-        let head = at_start(dir.path(), &k, Some((7, "s7".into()))).unwrap();
+        let head = at_start(dir.path(), &k, Some((7, "s7".into())), false).unwrap();
         assert_eq!(head.cuts, vec![Cut { first: 8, last: 10 }]);
         // Restarted again without writes, then cut further.
-        let head = at_start(dir.path(), &k, Some((7, "s7".into()))).unwrap();
+        let head = at_start(dir.path(), &k, Some((7, "s7".into())), false).unwrap();
         assert_eq!(head.cuts, vec![Cut { first: 8, last: 10 }]);
-        let head = at_start(dir.path(), &k, Some((5, "s5".into()))).unwrap();
+        let head = at_start(dir.path(), &k, Some((5, "s5".into())), false).unwrap();
         assert_eq!(head.cuts, vec![Cut { first: 6, last: 10 }]);
         // Writes went on after seq 10: the cut stays.
-        let head = at_start(dir.path(), &k, Some((12, "s12".into()))).unwrap();
+        let head = at_start(dir.path(), &k, Some((12, "s12".into())), false).unwrap();
         assert_eq!((head.seq, head.cuts.len()), (12, 1));
+    }
+
+    #[test]
+    fn a_replica_records_no_cut_and_keeps_its_head_until_the_records_are_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = keys();
+        at_start(dir.path(), &k, Some((10, "s10".into())), true).unwrap();
+        // Cut to seq 7 while down: the head stays at 10, with no cut.
+        let head = at_start(dir.path(), &k, Some((7, "s7".into())), true).unwrap();
+        assert_eq!((head.seq, head.signature.as_str()), (10, "s10"));
+        assert!(head.cuts.is_empty());
+        let head = at_start(dir.path(), &k, Some((7, "s7".into())), true).unwrap();
+        assert_eq!((head.seq, head.cuts.len()), (10, 0));
+        // Taken in again from the stream, and past.
+        let head = at_start(dir.path(), &k, Some((12, "s12".into())), true).unwrap();
+        assert_eq!((head.seq, head.cuts.len()), (12, 0));
     }
 
     #[test]
     fn an_edited_head_is_noted_for_good() {
         let dir = tempfile::tempdir().unwrap();
         let k = keys();
-        at_start(dir.path(), &k, Some((10, "s10".into()))).unwrap();
+        at_start(dir.path(), &k, Some((10, "s10".into())), false).unwrap();
         let path = dir.path().join(HEAD_FILE);
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::write(&path, text.replace("\"seq\":10", "\"seq\":3")).unwrap();
-        let head = at_start(dir.path(), &k, Some((10, "s10".into()))).unwrap();
+        let head = at_start(dir.path(), &k, Some((10, "s10".into())), false).unwrap();
         assert!(head.edited);
         assert!(
-            at_start(dir.path(), &k, Some((10, "s10".into())))
+            at_start(dir.path(), &k, Some((10, "s10".into())), false)
                 .unwrap()
                 .edited
         );

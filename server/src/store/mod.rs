@@ -248,7 +248,7 @@ impl Store {
             let signature = shared.read_record(&m).map(|r| r.signature);
             (m.seq, signature.unwrap_or_default())
         });
-        let head = head::at_start(&dir, &shared.keyring, last).map_err(open_err)?;
+        let head = head::at_start(&dir, &shared.keyring, last, config.replica).map_err(open_err)?;
         *shared.head.lock().unwrap_or_else(|e| e.into_inner()) = head;
         let (head_wake, head_rx) = std::sync::mpsc::channel();
         let head_shared = Arc::clone(&shared);

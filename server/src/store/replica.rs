@@ -89,6 +89,21 @@ impl Store {
         self.shared.chain_head()
     }
 
+    /// The seq the chain ends at (0 for an empty log): the last record's,
+    /// or after a purge of everything the last purged one's. Unlike
+    /// [`Store::acknowledged_head`], never past what the log holds: a
+    /// replica's next group must start after it. Reads no record.
+    pub(crate) fn chain_seq(&self) -> u64 {
+        if let Some(last) = self.shared.index().last() {
+            return last.seq;
+        }
+        let manifest = self.shared.manifest.lock();
+        manifest
+            .ok()
+            .and_then(|m| m.purged.as_ref().map(|p| p.through_seq))
+            .unwrap_or(0)
+    }
+
     /// The receipt of the event first written with `key`, if the index has
     /// one (marked `duplicate`): what a repeated key is answered. Blocking.
     #[allow(dead_code, reason = "cluster mode (issue 16) calls it")]

@@ -256,6 +256,27 @@ fn report_head(
             ),
         });
     }
+    // Acknowledged seqs past the chain's end that no cut names: a
+    // replica's records lost while its node was down, which it is taking
+    // in again from the stream (`head::at_start`); until they are back
+    // the log is not whole.
+    let chain = shared.chain_head().ok().flatten().map_or(0, |h| h.seq);
+    let named = |seq: u64| head.cuts.iter().any(|c| c.first <= seq && seq <= c.last);
+    if head.seq > chain && !named(chain + 1) && range.contains(&(chain + 1)) {
+        total.findings.push(Finding {
+            kind: FindingKind::Truncated,
+            seq: chain + 1,
+            line: 0,
+            file: LOG_FILE.to_owned(),
+            message: format!(
+                "seqs {}..={} were applied here but are missing from the log: it was cut while \
+                 the node was down, or under it; this replica takes them in again from the \
+                 stream (if the stream no longer holds them, seed the node: docs/cluster.md)",
+                chain + 1,
+                head.seq
+            ),
+        });
+    }
     if head.edited {
         total.findings.push(Finding {
             kind: FindingKind::HeadModified,
