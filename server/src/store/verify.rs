@@ -33,12 +33,12 @@ use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 
+mod findings;
 mod handle;
 mod snapshot;
 
 use super::chain::{Finding, FindingKind, Report, Verifier};
 use super::error::StoreError;
-use super::head::HEAD_FILE;
 use super::manifest::{MANIFEST_FILE, SegmentEntry};
 use super::record::GENESIS;
 use super::retention::verify_start;
@@ -46,6 +46,7 @@ use super::segment::{Chunk, Inflated, Members, SegmentFile};
 use super::shared::{LOG_FILE, Shared};
 use super::tree::Leaves;
 use crate::keys::Keyring;
+use findings::{report_active_missing, report_head};
 use snapshot::{Item, snapshot};
 
 /// A receipt a caller kept, to be checked against the log.
@@ -187,109 +188,6 @@ pub(super) fn verify(
         "verified"
     );
     Ok((total, leaves))
-}
-
-/// Reports `audit.log` missing from the data directory while the server
-/// runs (moved or deleted under it; the store refuses writes once it
-/// notices): the acknowledged seqs from `from_seq` up to `required` that it
-/// held are missing (TRUNCATED, as a start reports the same file deleted
-/// while the server was down), or, when it held none of them, the file
-/// alone (SEGMENT_MISSING). The rest of the log has been checked as usual.
-fn report_active_missing(total: &mut Report, from_seq: u64, required: u64) {
-    let todo = "restore it (put the file back as <data_dir>/audit.log) and restart the server, \
-                then verify again";
-    let first = (total.head_seq + 1).max(from_seq);
-    let (kind, seq, message) = if first <= required {
-        (
-            FindingKind::Truncated,
-            first,
-            format!(
-                "{LOG_FILE} is missing from the data directory: it was moved or deleted while \
-                 the server ran, and with it seqs {first}..={required}, which the server \
-                 acknowledged; {todo}"
-            ),
-        )
-    } else {
-        (
-            FindingKind::SegmentMissing,
-            0,
-            format!(
-                "{LOG_FILE} is missing from the data directory: it was moved or deleted while \
-                 the server ran (it held no acknowledged event of the range checked, so none \
-                 is lost, but nothing can be written until it is back); {todo}"
-            ),
-        )
-    };
-    total.findings.push(Finding {
-        kind,
-        seq,
-        line: 0,
-        file: LOG_FILE.to_owned(),
-        message,
-    });
-}
-
-/// Reports what a start found against the persisted head: each cut of
-/// acknowledged seqs (in `range`, and not purged since), and a head file
-/// changed outside the server.
-fn report_head(
-    shared: &Shared,
-    total: &mut Report,
-    range: &std::ops::RangeInclusive<u64>,
-    start_seq: u64,
-) {
-    let head = shared.head.lock().map(|h| h.clone()).unwrap_or_default();
-    for cut in &head.cuts {
-        if cut.last < start_seq || cut.first > *range.end() || cut.last < *range.start() {
-            continue;
-        }
-        total.findings.push(Finding {
-            kind: FindingKind::Truncated,
-            seq: cut.first,
-            line: 0,
-            file: LOG_FILE.to_owned(),
-            message: format!(
-                "seqs {}..={} were acknowledged but missing from the log when the server \
-                 started: they were cut (or {LOG_FILE} deleted) while it was down, or under it; \
-                 later events go on after seq {}",
-                cut.first, cut.last, cut.last
-            ),
-        });
-    }
-    // Acknowledged seqs past the chain's end that no cut names: a
-    // replica's records lost while its node was down, which it is taking
-    // in again from the stream (`head::at_start`); until they are back
-    // the log is not whole.
-    let chain = shared.chain_head().ok().flatten().map_or(0, |h| h.seq);
-    let named = |seq: u64| head.cuts.iter().any(|c| c.first <= seq && seq <= c.last);
-    if head.seq > chain && !named(chain + 1) && range.contains(&(chain + 1)) {
-        total.findings.push(Finding {
-            kind: FindingKind::Truncated,
-            seq: chain + 1,
-            line: 0,
-            file: LOG_FILE.to_owned(),
-            message: format!(
-                "seqs {}..={} were applied here but are missing from the log: it was cut while \
-                 the node was down, or under it; this replica takes them in again from the \
-                 stream (if the stream no longer holds them, seed the node: docs/cluster.md)",
-                chain + 1,
-                head.seq
-            ),
-        });
-    }
-    if head.edited {
-        total.findings.push(Finding {
-            kind: FindingKind::HeadModified,
-            seq: 0,
-            line: 0,
-            file: HEAD_FILE.to_owned(),
-            message: format!(
-                "{HEAD_FILE} (the last acknowledged seq, kept outside the log) was changed or \
-                 damaged outside the server when it started: a cut of the log's tail made while \
-                 it was down cannot be ruled out"
-            ),
-        });
-    }
 }
 
 /// Reports where a segment does not follow on from the one before it.
