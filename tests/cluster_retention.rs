@@ -12,6 +12,9 @@
 //! - a node that was down while the stream was purged past what it holds
 //!   says so in its health instead of serving a log with a hole, and serves
 //!   the whole log again once seeded from another node's data directory;
+//! - a node whose log lost records while it was down, records the stream
+//!   no longer holds either, says so (verification, health, its log naming
+//!   the seqs and the seeding) instead of following with a hole;
 //! - compliance mode in a cluster without a shared pseudonym key is refused
 //!   at start.
 
@@ -23,7 +26,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use auditlog_client::{NewEvent, Query, pb};
-use common::cluster::{Node, spawn, start_nodes_around, wait_all_at};
+use common::cluster::{Node, spawn, spawn_logging, start_nodes_around, wait_all_at};
 use common::endpoints::closed_port;
 use common::{
     DEADLINE, NatsCluster, copy_dir, files, run_to_end, wait_for_health, wait_until,
@@ -238,6 +241,97 @@ async fn a_node_down_while_the_stream_was_purged_past_it_says_so_and_serves_once
         heads.push(assert_purged(node).await);
     }
     assert!(heads.iter().all(|h| *h == heads[0]), "{heads:?}");
+}
+
+#[tokio::test]
+async fn a_node_that_lost_records_the_stream_no_longer_holds_says_so_and_stops() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes_around(&nats, 3, &retained(), "").await;
+    for node in &nodes {
+        wait_for_health(&node.channel().await, AUDIT_SERVICE, ServingStatus::Serving).await;
+    }
+    let down = follower_of(&nodes).await.expect("a node follows");
+    {
+        let up: Vec<&Node> = (0..3).filter(|&i| i != down).map(|i| &nodes[i]).collect();
+        // 1..=5, a stream message each (a batch cut in the middle would be
+        // cut whole by recovery, as never acknowledged), sealed everywhere
+        // but on `down`, whose position then moves past them (written at
+        // most once a second).
+        let client = up[0].client().await;
+        for i in 1..=OLD {
+            client.log(event(i)).await.unwrap();
+        }
+        wait_all_at(&nodes, OLD).await;
+        for node in &up {
+            assert!(node.client().await.rotate(true).await.unwrap().rotated);
+        }
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        for i in OLD + 1..=OLD + 3 {
+            client.log(event(i)).await.unwrap();
+        }
+        wait_all_at(&nodes, OLD + 3).await;
+    }
+    nodes[down].process.signal("TERM");
+    nodes[down]
+        .process
+        .wait_exit_within(Duration::from_secs(30))
+        .await;
+    let data = nodes[down].dir.path().join("data");
+    let pos = std::fs::read_to_string(data.join("cluster.pos")).unwrap();
+    assert!(
+        pos.trim().parse::<u64>().unwrap() > 1,
+        "cluster.pos is {pos}"
+    );
+    // While it is down its log loses 4..=8, and retention purges 1..=5
+    // from the other nodes and from the stream.
+    let log = data.join("audit.log");
+    let bytes = std::fs::read(&log).unwrap();
+    let keep: usize = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .take(3)
+        .map(<[u8]>::len)
+        .sum();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(keep as u64)
+        .unwrap();
+    {
+        let up: Vec<&Node> = (0..3).filter(|&i| i != down).map(|i| &nodes[i]).collect();
+        purge_on_leader(&up).await;
+    }
+
+    let node = &mut nodes[down];
+    let stderr = node.dir.path().join("server.log");
+    node.process = spawn_logging(node.port, node.dir.path(), stderr).await;
+    wait_for_health(
+        &node.channel().await,
+        AUDIT_SERVICE,
+        ServingStatus::NotServing,
+    )
+    .await;
+    let said = wait_until("the node to say why it stopped", || async {
+        let log = node.process.stderr();
+        let line = log.lines().find(|l| l.contains("replica stopped"));
+        line.map(str::to_owned).ok_or(log)
+    })
+    .await;
+    assert!(
+        said.contains("no longer holds seqs 4 to 5") && said.contains("seed this node"),
+        "{said}"
+    );
+    let report = node.client().await.verify().await.unwrap();
+    assert!(!report.ok, "{report:?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.kind() == pb::ProblemKind::Truncated && p.seq == 4),
+        "{report:?}"
+    );
 }
 
 /// The index among `nodes` of one that follows (its ApplyRetention names

@@ -4,7 +4,7 @@
 //! client that outlasts a takeover and the check that every node holds the
 //! same whole log; and who holds the leader lease, as the bucket says.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,6 +73,18 @@ pub(crate) async fn spawn(port: u16, dir: &Path) -> ServerProcess {
         &dir.join("data"),
         ["--config".as_ref(), config.as_os_str()],
         &[],
+    )
+    .await
+}
+
+/// [`spawn`], the server's stderr written to `stderr`.
+pub(crate) async fn spawn_logging(port: u16, dir: &Path, stderr: PathBuf) -> ServerProcess {
+    let config = dir.join("auditlog.toml");
+    ServerProcess::spawn_at_logging(
+        port,
+        &dir.join("data"),
+        ["--config".as_ref(), config.as_os_str()],
+        stderr,
     )
     .await
 }

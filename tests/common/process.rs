@@ -60,6 +60,17 @@ impl ServerProcess {
         ServerProcess::start(Some(port), dir, args, env, None, None).await
     }
 
+    /// [`ServerProcess::spawn_at`], its stderr written to `stderr`
+    /// ([`ServerProcess::stderr`] reads it).
+    pub(crate) async fn spawn_at_logging(
+        port: u16,
+        dir: &Path,
+        args: impl IntoIterator<Item = impl AsRef<OsStr>>,
+        stderr: PathBuf,
+    ) -> ServerProcess {
+        ServerProcess::start(Some(port), dir, args, &[], None, Some(stderr)).await
+    }
+
     /// [`ServerProcess::spawn_at`] for a server whose config has `[tls]`:
     /// its URL is `https://`, and it counts as serving once its health
     /// answers over TLS with `client`'s CA (and client certificate, for a

@@ -113,7 +113,13 @@ async fn follow(
     let nats = |e: &dyn std::fmt::Display| ClusterError::Nats(format!("following the stream: {e}"));
     let stream = js.get_stream(&config.stream).await.map_err(|e| nats(&e))?;
     let applied = progress.applied.load(Ordering::Acquire);
-    let after = taken_in(&stream, applied, store.chain_seq()).await?;
+    let chain = store.chain_seq();
+    let lost = store.acknowledged_head() > chain;
+    let after = if lost {
+        taken_in(&stream, applied, chain).await?
+    } else {
+        applied
+    };
     if after != applied {
         progress.applied.store(after, Ordering::Release);
     }
@@ -222,15 +228,17 @@ pub(super) fn foreign(
     })
 }
 
-/// The last stream message the replica holds whole, at or before
-/// `applied`: `applied` itself, unless that message holds records past the
-/// chain's end `chain` (the log lost records it had applied, cut while the
-/// node was down: `store::head::at_start`). Then the latest message that
-/// ends at or before `chain`, found by halving between the stream's first
-/// message and `applied`, so the follower takes the lost records in again.
-/// A message that names no records (one no leader wrote, or gone) counts
-/// as past `chain`: starting earlier only re-delivers what the store
-/// compares and skips.
+/// Where to follow from when the store lost records it had applied (its
+/// chain ends at `chain`, before the head it acknowledged: its log was cut
+/// while the node was down, `store::head::at_start`): the latest message at
+/// or before `applied` that ends at or before `chain`, found by halving
+/// between the stream's first message and `applied`, so the follower takes
+/// the lost records in again. `applied` itself when its message ends
+/// there already. A message that names no records (one no leader wrote, or
+/// gone) counts as past `chain`: starting earlier only re-delivers what the
+/// store compares and skips. When the next message does not continue the
+/// chain, retention purged the lost records from the stream too: they
+/// exist nowhere any more, and the replica stops, saying to seed the node.
 async fn taken_in(
     stream: &async_nats::jetstream::stream::Stream,
     applied: u64,
@@ -246,19 +254,9 @@ async fn taken_in(
         }
     };
     let past_chain = |records: Option<(u64, u64)>| records.is_none_or(|(_, last)| last > chain);
-    if applied == 0
-        || records(applied)
-            .await?
-            .is_none_or(|(_, last)| last <= chain)
-    {
-        return Ok(applied);
-    }
     // The answer is in [lo - 1, hi]: lo - 1 ends at or before the chain
     // (or is before the stream), hi + 1 does not.
-    let (mut lo, mut hi) = (
-        stream.cached_info().state.first_sequence.max(1),
-        applied - 1,
-    );
+    let (mut lo, mut hi) = (stream.cached_info().state.first_sequence.max(1), applied);
     while lo <= hi {
         let mid = lo + (hi - lo) / 2;
         if past_chain(records(mid).await?) {
@@ -268,8 +266,6 @@ async fn taken_in(
         }
     }
     let from = lo - 1;
-    // The next message must continue the chain: if retention purged the
-    // lost records from the stream too, they exist nowhere any more.
     if let Some((first, _)) = records(lo).await?
         && first > chain + 1
     {
@@ -281,6 +277,9 @@ async fn taken_in(
             chain + 1,
             first - 1
         )));
+    }
+    if from == applied {
+        return Ok(applied);
     }
     tracing::warn!(
         chain,
