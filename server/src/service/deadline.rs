@@ -39,10 +39,12 @@ pub(super) const PROOF: Patience = Patience {
     most: Duration::from_secs(60),
 };
 
-/// A write forwarded to the leader, and this replica catching up to it.
+/// A write forwarded to the leader, and this replica catching up to it
+/// (the leader's answer is given the whole of the call's time; this bounds
+/// the wait for the replica after it).
 pub(super) const FORWARD: Patience = Patience {
     without_deadline: Duration::from_secs(10),
-    most: Duration::MAX,
+    most: Duration::from_secs(600),
 };
 
 /// The part of the time left for answering once a wait ends: a tenth of
@@ -104,6 +106,11 @@ mod tests {
         assert_eq!(wait("20m"), Duration::ZERO);
         assert_eq!(wait("2H"), PROOF.most);
         assert_eq!(wait_of(&with_timeout("2H"), None, MIN_SEQ), MIN_SEQ.most);
+        // The longest deadline a header can say stays an instant away.
+        for p in [MIN_SEQ, PROOF, FORWARD] {
+            let wait = wait_of(&with_timeout("99999999H"), None, p);
+            assert!(Instant::now().checked_add(wait).is_some() && wait <= p.most);
+        }
     }
 
     #[test]
