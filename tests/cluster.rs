@@ -21,8 +21,8 @@ use std::time::Duration;
 use async_nats::jetstream;
 use auditlog_client::pb;
 use common::cluster::{
-    Acked, Node, assert_same_whole_log, failover_client, index_of, leader, lease, new_leader,
-    start_nodes, start_nodes_with, wait_acked, wait_all_at,
+    Acked, Node, assert_same_whole_log, cut_log, failover_client, index_of, leader, lease,
+    new_leader, start_nodes, start_nodes_with, stop_cleanly, wait_acked, wait_all_at,
 };
 use common::endpoints::closed_port;
 use common::{
@@ -582,32 +582,14 @@ async fn a_replica_cut_short_while_its_node_was_down_takes_what_it_lost_from_the
     wait_all_at(&nodes, 13).await;
     let down = nodes.iter().position(|n| n.url() != leader_url).unwrap();
     let node = &mut nodes[down];
-    node.process.signal("TERM");
-    node.process.wait_exit_within(Duration::from_secs(30)).await;
-    let data = node.dir.path().join("data");
-    let pos: u64 = std::fs::read_to_string(data.join("cluster.pos"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pos = stop_cleanly(node).await;
     assert!(
         pos > 7,
         "cluster.pos is {pos}: the test needs it past the cut"
     );
     // While it is down, its log loses its last six records.
-    let log = data.join("audit.log");
-    let bytes = std::fs::read(&log).unwrap();
-    let keep: usize = bytes
-        .split_inclusive(|&b| b == b'\n')
-        .take(7)
-        .map(<[u8]>::len)
-        .sum();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&log)
-        .unwrap()
-        .set_len(keep as u64)
-        .unwrap();
+    cut_log(node, 7);
+    let data = node.dir.path().join("data");
     acked.push(client.log(event(13)).await.unwrap());
     // Held from applying at first: until the records are back, its
     // verification says they are missing.

@@ -77,6 +77,39 @@ pub(crate) async fn spawn(port: u16, dir: &Path) -> ServerProcess {
     .await
 }
 
+/// Stops `node` cleanly (SIGTERM) and returns the last stream message its
+/// replica saved as applied (`cluster.pos`, written at most once a second).
+pub(crate) async fn stop_cleanly(node: &mut Node) -> u64 {
+    node.process.signal("TERM");
+    node.process
+        .wait_exit_within(std::time::Duration::from_secs(30))
+        .await;
+    let pos = node.dir.path().join("data/cluster.pos");
+    std::fs::read_to_string(&pos)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Cuts a stopped node's `audit.log` to its first `records` lines, as a disk
+/// that lost the file's tail would.
+pub(crate) fn cut_log(node: &Node, records: usize) {
+    let log = node.dir.path().join("data/audit.log");
+    let bytes = std::fs::read(&log).unwrap();
+    let keep: usize = bytes
+        .split_inclusive(|&b| b == b'\n')
+        .take(records)
+        .map(<[u8]>::len)
+        .sum();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .unwrap()
+        .set_len(keep as u64)
+        .unwrap();
+}
+
 /// [`spawn`], the server's stderr written to `stderr`.
 pub(crate) async fn spawn_logging(port: u16, dir: &Path, stderr: PathBuf) -> ServerProcess {
     let config = dir.join("auditlog.toml");
