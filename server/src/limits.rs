@@ -38,7 +38,7 @@ mod deadline;
 mod shed;
 
 pub(crate) use answers::AnswersLayer;
-pub(crate) use deadline::{CallLimit, DeadlineLayer, parse_grpc_timeout};
+pub(crate) use deadline::{CallLimit, DeadlineLayer};
 pub(crate) use shed::ShedLayer;
 
 /// The future of a layer's call that has work of its own to do.

@@ -26,11 +26,19 @@ use tonic::body::Body;
 
 use super::BoxFuture;
 
-/// The limit a call runs under, the sooner of the caller's deadline and the
-/// server's `handler_timeout_secs`, put in the request's extensions (which
-/// no caller can set) for the handlers that wait.
+/// The limit a call runs under, put in the request's extensions (which no
+/// caller can set) for the handlers that wait: the one reading of the
+/// call's deadline, so no handler parses `grpc-timeout` again.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct CallLimit(pub(crate) Duration);
+pub(crate) struct CallLimit {
+    /// When this layer took the call.
+    pub(crate) started: tokio::time::Instant,
+    /// How long it may run: the sooner of the caller's deadline and the
+    /// server's `handler_timeout_secs`.
+    pub(crate) limit: Duration,
+    /// Whether the caller gave a deadline (one that reads) at all.
+    pub(crate) callers_deadline: bool,
+}
 
 /// The deadline layer, over the whole router.
 #[derive(Debug, Clone, Copy)]
@@ -86,13 +94,18 @@ where
             Some(d) if d < server => (d, Whose::Caller(d)),
             _ => (server, Whose::Server(server)),
         };
-        req.extensions_mut().insert(CallLimit(limit));
         // Timed from here, not from the first poll: tonic's own timeout
         // (outside this layer, still reading the caller's `grpc-timeout`)
         // starts its clock just after this returns, so this one never ends
         // later and answers DEADLINE_EXCEEDED before tonic's could answer
         // CANCELLED; from the first poll it could land a timer tick later.
-        let deadline = tokio::time::Instant::now() + limit;
+        let started = tokio::time::Instant::now();
+        req.extensions_mut().insert(CallLimit {
+            started,
+            limit,
+            callers_deadline: callers.is_some(),
+        });
+        let deadline = started + limit;
         let answer = self.inner.call(req);
         Box::pin(async move {
             match tokio::time::timeout_at(deadline, answer).await {

@@ -1,19 +1,20 @@
 //! How long a handler may wait inside a call before it answers with what it
 //! has: for a read's `min_seq` to be held here, for a receipt's proof or a
 //! fresh checkpoint, for a forwarded write's leader and replica. Every
-//! such wait ends at one instant, from when the call began: the sooner of
-//! the caller's deadline (its `grpc-timeout` header) and the limit the call
-//! runs under ([`call_limit`], the server's `handler_timeout_secs` when
-//! sooner), less a margin for the answer; without a deadline, a default;
-//! never past a cap. So the caller gets the answer that says why (the node
-//! is behind, the proof is late) instead of the transport's bare timeout,
-//! or DEADLINE_EXCEEDED's "a write may still have been applied" for a
-//! write that was.
+//! such wait ends at one instant, counted from when the call began: the
+//! limit it runs under (`limits::CallLimit`, which the deadline layer puts
+//! in the request: the sooner of the caller's deadline and the server's
+//! `handler_timeout_secs`), less a margin for the answer; never past a cap,
+//! nor, when the caller gave no deadline, past a default. So the caller
+//! gets the answer that says why (the node is behind, the proof is late)
+//! instead of the transport's bare timeout, or DEADLINE_EXCEEDED's "a
+//! write may still have been applied" for a write that was.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::metadata::MetadataMap;
+
+use crate::limits::CallLimit;
 
 /// How long one kind of wait may take.
 #[derive(Debug, Clone, Copy)]
@@ -51,94 +52,109 @@ pub(super) const FORWARD: Patience = Patience {
 /// it, within these bounds.
 const MARGIN: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
+/// The limit `req` runs under; `None` only for a call that did not pass the
+/// deadline layer (none does in the server).
+pub(super) fn call_limit<T>(req: &tonic::Request<T>) -> Option<CallLimit> {
+    req.extensions().get::<CallLimit>().copied()
+}
+
 /// When a wait of this kind inside `req` must end.
 pub(super) fn wait_until<T>(req: &tonic::Request<T>, patience: Patience) -> Instant {
-    Instant::now() + wait_of(req.metadata(), call_limit(req), patience)
+    until(call_limit(req), patience)
 }
 
-/// How long a wait may take in a call with `metadata` running under `limit`.
-pub(super) fn wait_of(metadata: &MetadataMap, limit: Option<Duration>, p: Patience) -> Duration {
-    let less_margin = |t: Duration| t.saturating_sub((t / 10).clamp(MARGIN.0, MARGIN.1));
-    let wait = call_timeout(metadata).map_or(p.without_deadline, |t| less_margin(t).min(p.most));
-    limit.map_or(wait, |limit| wait.min(less_margin(limit)))
+/// When a wait of this kind must end in a call running under `limit`.
+pub(super) fn until(limit: Option<CallLimit>, patience: Patience) -> Instant {
+    match limit {
+        Some(limit) => limit.started + wait_of(limit, patience),
+        None => Instant::now() + patience.without_deadline,
+    }
 }
 
-/// The limit the call runs under, which the deadline layer puts in the
-/// request's extensions (`limits::CallLimit`): the sooner of the caller's
-/// deadline and the server's `handler_timeout_secs`.
-pub(super) fn call_limit<T>(req: &tonic::Request<T>) -> Option<Duration> {
-    req.extensions()
-        .get::<crate::limits::CallLimit>()
-        .map(|limit| limit.0)
+/// How long, from its start, a wait may take in a call running under
+/// `limit`.
+fn wait_of(limit: CallLimit, p: Patience) -> Duration {
+    let wait = limit
+        .limit
+        .saturating_sub((limit.limit / 10).clamp(MARGIN.0, MARGIN.1));
+    wait.min(if limit.callers_deadline {
+        p.most
+    } else {
+        p.without_deadline
+    })
 }
 
-/// The call's own deadline (its `grpc-timeout` header), if it has one.
-pub(super) fn call_timeout(metadata: &MetadataMap) -> Option<Duration> {
-    metadata
-        .get("grpc-timeout")
-        .and_then(|v| crate::limits::parse_grpc_timeout(v.as_bytes()))
+/// What is left of the call's time (to give a forwarded call); without a
+/// limit, `otherwise`.
+pub(super) fn time_left(limit: Option<CallLimit>, otherwise: Duration) -> Duration {
+    limit.map_or(otherwise, |l| {
+        (l.started + l.limit).saturating_duration_since(Instant::now())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn with_timeout(v: &str) -> MetadataMap {
-        let mut m = MetadataMap::new();
-        m.insert("grpc-timeout", v.parse().unwrap());
-        m
+    /// A call that may run `limit`, with a deadline of the caller's or not.
+    fn call(limit: Duration, callers_deadline: bool) -> CallLimit {
+        CallLimit {
+            started: Instant::now(),
+            limit,
+            callers_deadline,
+        }
     }
 
     #[test]
     fn a_wait_ends_a_tenth_before_the_deadline_within_bounds() {
-        let wait = |v: &str| wait_of(&with_timeout(v), None, PROOF);
-        assert_eq!(wait("10S"), Duration::from_secs(9));
+        let wait = |limit: Duration| wait_of(call(limit, true), PROOF);
+        assert_eq!(wait(Duration::from_secs(10)), Duration::from_secs(9));
         assert_eq!(
-            wait("30S"),
+            wait(Duration::from_secs(30)),
             Duration::from_secs(29),
             "the margin is at most 1 s"
         );
         assert_eq!(
-            wait("200m"),
+            wait(Duration::from_millis(200)),
             Duration::from_millis(150),
             "and at least 50 ms"
         );
-        assert_eq!(wait("20m"), Duration::ZERO);
-        assert_eq!(wait("2H"), PROOF.most);
-        assert_eq!(wait_of(&with_timeout("2H"), None, MIN_SEQ), MIN_SEQ.most);
-        // The longest deadline a header can say stays an instant away.
+        assert_eq!(wait(Duration::from_millis(20)), Duration::ZERO);
+        let hours = Duration::from_secs(2 * 3600);
+        assert_eq!(wait(hours), PROOF.most);
+        assert_eq!(wait_of(call(hours, true), MIN_SEQ), MIN_SEQ.most);
+        // The longest limit a call can have stays an instant away.
         for p in [MIN_SEQ, PROOF, FORWARD] {
-            let wait = wait_of(&with_timeout("99999999H"), None, p);
-            assert!(Instant::now().checked_add(wait).is_some() && wait <= p.most);
+            let limit = call(Duration::from_secs(99_999_999 * 3600), true);
+            let wait = wait_of(limit, p);
+            assert!(limit.started.checked_add(wait).is_some() && wait <= p.most);
         }
     }
 
     #[test]
-    fn without_a_deadline_that_reads_the_wait_is_the_default() {
-        for bad in ["123456789S", "5x", "S"] {
-            let m = with_timeout(bad);
-            assert_eq!(wait_of(&m, None, PROOF), PROOF.without_deadline, "{bad}");
-        }
-        let none = MetadataMap::new();
-        assert_eq!(wait_of(&none, None, FORWARD), FORWARD.without_deadline);
-        assert_eq!(wait_of(&none, None, MIN_SEQ), MIN_SEQ.without_deadline);
+    fn without_a_callers_deadline_the_wait_is_the_default() {
+        // The server's limit alone (a header that does not read counts as
+        // none: `limits::parse_grpc_timeout`).
+        let server = call(Duration::from_secs(60), false);
+        assert_eq!(wait_of(server, PROOF), PROOF.without_deadline);
+        assert_eq!(wait_of(server, FORWARD), FORWARD.without_deadline);
+        assert_eq!(wait_of(server, MIN_SEQ), MIN_SEQ.without_deadline);
     }
 
     #[test]
     fn the_limit_the_call_runs_under_bounds_every_wait() {
-        let limit = Some(Duration::from_secs(1));
-        let none = MetadataMap::new();
+        let second = Duration::from_secs(1);
         for p in [MIN_SEQ, PROOF, FORWARD] {
-            assert_eq!(wait_of(&none, limit, p), Duration::from_millis(900));
-            assert_eq!(
-                wait_of(&with_timeout("10S"), limit, p),
-                Duration::from_millis(900)
-            );
+            // The server's 1 s, the caller with no deadline or a later one.
+            assert_eq!(wait_of(call(second, false), p), Duration::from_millis(900));
+            assert_eq!(wait_of(call(second, true), p), Duration::from_millis(900));
         }
-        let far = Some(Duration::from_secs(60));
+        // The caller's 10 s under the server's 60 s.
+        let ten = call(Duration::from_secs(10), true);
+        assert_eq!(wait_of(ten, PROOF), Duration::from_secs(9));
         assert_eq!(
-            wait_of(&with_timeout("10S"), far, PROOF),
-            Duration::from_secs(9)
+            until(Some(ten), PROOF),
+            ten.started + Duration::from_secs(9)
         );
     }
 }

@@ -3,8 +3,6 @@
 //! holds the last receipt, so a read on the node the caller asked sees the
 //! write at once.
 
-use std::time::Duration;
-
 use auditlog_proto::v1 as pb;
 use tokio::time::Instant;
 use tonic::metadata::MetadataMap;
@@ -12,9 +10,10 @@ use tonic::{Request, Status};
 
 use super::AuditSvc;
 use super::api;
-use super::deadline::{self, call_limit, call_timeout};
+use super::deadline::{self, call_limit};
 use super::details::WireDetails;
 use super::edge;
+use crate::limits::CallLimit;
 
 impl AuditSvc {
     /// The leader's answer to a Log reaching a follower, once this
@@ -78,7 +77,7 @@ impl AuditSvc {
     async fn forward<Req, Resp, F, Fut>(
         &self,
         metadata: &MetadataMap,
-        limit: Option<Duration>,
+        limit: Option<CallLimit>,
         message: impl FnOnce() -> Req,
         call: F,
     ) -> Result<Option<(Resp, Instant)>, Status>
@@ -96,10 +95,8 @@ impl AuditSvc {
         let Some(leader) = cluster.forward_to(metadata) else {
             return Ok(None);
         };
-        let until = Instant::now() + deadline::wait_of(metadata, limit, deadline::FORWARD);
-        let timeout = limit
-            .or_else(|| call_timeout(metadata))
-            .unwrap_or(deadline::FORWARD.without_deadline);
+        let until = deadline::until(limit, deadline::FORWARD);
+        let timeout = deadline::time_left(limit, deadline::FORWARD.without_deadline);
         let answer = cluster
             .forward(&leader, message(), metadata, timeout, call)
             .await

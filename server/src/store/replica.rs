@@ -94,14 +94,7 @@ impl Store {
     /// [`Store::acknowledged_head`], never past what the log holds: a
     /// replica's next group must start after it. Reads no record.
     pub(crate) fn chain_seq(&self) -> u64 {
-        if let Some(last) = self.shared.index().last() {
-            return last.seq;
-        }
-        let manifest = self.shared.manifest.lock();
-        manifest
-            .ok()
-            .and_then(|m| m.purged.as_ref().map(|p| p.through_seq))
-            .unwrap_or(0)
+        self.shared.chain_seq()
     }
 
     /// The receipt of the event first written with `key`, if the index has
@@ -132,6 +125,18 @@ impl Shared {
             signature: p.last_signature,
             timestamp: 0,
         }))
+    }
+
+    /// See [`Store::chain_seq`].
+    pub(super) fn chain_seq(&self) -> u64 {
+        if let Some(last) = self.index().last() {
+            return last.seq;
+        }
+        let manifest = self.manifest.lock();
+        manifest
+            .ok()
+            .and_then(|m| m.purged.as_ref().map(|p| p.through_seq))
+            .unwrap_or(0)
     }
 
     /// The chain head for the writer at start: a last record that cannot be

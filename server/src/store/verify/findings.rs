@@ -78,7 +78,7 @@ pub(super) fn report_head(
     // replica's records lost while its node was down, which it is taking
     // in again from the stream (`head::at_start`); until they are back
     // the log is not whole.
-    let chain = shared.chain_head().ok().flatten().map_or(0, |h| h.seq);
+    let chain = shared.chain_seq();
     let named = |seq: u64| head.cuts.iter().any(|c| c.first <= seq && seq <= c.last);
     if head.seq > chain && !named(chain + 1) && range.contains(&(chain + 1)) {
         total.findings.push(Finding {
