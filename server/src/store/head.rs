@@ -169,7 +169,7 @@ pub(super) fn cut_before(dir: &Path, keyring: &Keyring, seq: u64) -> bool {
 /// in the stream, which the follower takes in again from the first one
 /// missing (`cluster/follower.rs`), byte for byte and checked as any
 /// applied group. The head keeps the seq it had, so until they are back
-/// verification reports them missing (`verify.rs`) and reads wait for
+/// verification reports them missing (`verify/findings.rs`) and reads wait for
 /// them; if the stream no longer holds them, the follower stops and says
 /// to seed the node.
 pub(super) fn at_start(
