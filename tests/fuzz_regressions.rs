@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use auditlog_server::fuzzing;
 
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 10] = [
     "record",
     "verify",
     "recovery",
@@ -20,6 +20,9 @@ const TARGETS: [&str; 7] = [
     "lead_index",
     "page_token",
     "validation",
+    "merkle",
+    "note",
+    "bundle",
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -59,6 +62,9 @@ fn run(target: &str, data: &[u8]) {
         "lead_index" => fuzzing::lead_index(data),
         "page_token" => fuzzing::page_token(data),
         "validation" => fuzzing::validation(data),
+        "merkle" => fuzzing::merkle(data),
+        "note" => fuzzing::note(data),
+        "bundle" => fuzzing::bundle(data),
         other => panic!("no fuzz target {other}"),
     }
 }

@@ -8,10 +8,13 @@
 //! only reaches into them through `pub(crate)` hooks. One file per floor:
 //! `log` for what is read from the data directory (a record line, a log or
 //! segment file, recovery, the manifest, a lead copy's index), `requests`
-//! for what callers send (validation, page tokens), `sample` the key and
-//! the sample log they share; this module holds the seeds.
+//! for what callers send (validation, page tokens), `proofs` for what an
+//! auditor's verifier reads from a server or a file it does not trust
+//! (proofs, signed notes, bundles), `sample` the key and the sample log
+//! they share; this module holds the seeds.
 
 mod log;
+mod proofs;
 mod requests;
 mod sample;
 
@@ -19,6 +22,7 @@ use auditlog_proto::v1 as pb;
 use prost::Message as _;
 
 pub use log::{lead_index, manifest, record, recovery, verify};
+pub use proofs::{bundle, merkle, note};
 pub use requests::{page_token, validation};
 pub use sample::{KEY, KEY_ID, keyring, sample_log};
 
@@ -192,7 +196,29 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ]
         .concat(),
     ));
+    // The proof targets read their input as choices (sizes, indexes,
+    // edits), so any bytes are a case; these start from a few of each kind.
+    seeds.push(("merkle", "each_kind", b"\x00\x40\x00\x01\x00\x20\x00\x03\x02\x00\x05\x11\x01\x00\x30\x00\x07\x05\x00\x01\x00\x02\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x00\x20".to_vec()));
+    seeds.push(("note", "checkpoint", signed_note_seed()));
+    seeds.push((
+        "bundle",
+        "three_of_five",
+        b"\x00\x04\x00\x01\x00\x01\x00\x00\x00\x02\x02".to_vec(),
+    ));
     seeds
+}
+
+/// A signed checkpoint note as the server writes one: read as text by the
+/// `note` target, and its bytes are also the choices of its edits.
+fn signed_note_seed() -> Vec<u8> {
+    let checkpoint = auditlog_proof::Checkpoint {
+        origin: "fuzz.example/log".to_owned(),
+        size: 5,
+        root: auditlog_proof::empty_root(),
+    };
+    auditlog_proof::NoteSigner::new("fuzz.example/log", &[7; 32])
+        .map(|s| s.sign_checkpoint(&checkpoint).into_bytes())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
