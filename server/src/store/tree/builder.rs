@@ -114,9 +114,7 @@ pub(in crate::store) fn run(shared: &Shared) {
             }
         }
         tree.wait(IDLE);
-        if !tree.stopped() {
-            std::thread::sleep(GATHER);
-        }
+        tree.gather(GATHER);
     }
 }
 

@@ -33,7 +33,7 @@ mod vouch;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use auditlog_proof::{Hash, Nodes};
 use bytes::Bytes;
@@ -304,6 +304,26 @@ impl Tree {
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+
+    /// Lets groups gather for `span` after a wake (`builder::GATHER`): a
+    /// hand-over meanwhile does not wake the builder (it is not `waiting`),
+    /// but a stop does, so a shutdown does not wait the span out.
+    fn gather(&self, span: Duration) {
+        let until = Instant::now() + span;
+        let Ok(mut w) = self.wake.lock() else {
+            return;
+        };
+        while !self.stopped() {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            w = match self.woken.wait_timeout(w, left) {
+                Ok((w, _)) => w,
+                Err(e) => e.into_inner().0,
+            };
+        }
     }
 
     /// Waits until woken, stopped, or `at_most` has passed.
