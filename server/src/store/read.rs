@@ -581,6 +581,8 @@ pub(super) fn chunk_reach(meta: &Meta) -> (u32, usize) {
 
 /// Whether the line read for `meta` is one the server signed: a line
 /// changed on disk is an error naming its seq, never served as the record.
+/// The reasons here say what is wrong; [`StoreError::Corrupt`] adds what to
+/// do (run VerifyIntegrity, read on after the seq).
 /// (Until 2026-12-05 only lead copies were checked, and a record edited in
 /// `audit.log` was answered as it read; found by probing the server.)
 fn check_signed(line: &[u8], meta: &Meta, keyring: &Keyring) -> Result<(), StoreError> {
@@ -588,12 +590,12 @@ fn check_signed(line: &[u8], meta: &Meta, keyring: &Keyring) -> Result<(), Store
         Some((MacCheck::Valid, _)) => return Ok(()),
         Some((MacCheck::UnknownKey, head)) => format!(
             "it is signed with key {:?}, which this server does not hold, so it cannot be \
-             checked; configure that key, or run VerifyIntegrity",
+             checked; configure that key",
             head.key_id
         ),
-        Some((MacCheck::Invalid, _)) | None => "it fails its MAC check: the file was changed \
-             outside the server; run VerifyIntegrity to locate the damage"
-            .to_owned(),
+        Some((MacCheck::Invalid, _)) | None => {
+            "it fails its MAC check: the file was changed outside the server".to_owned()
+        }
     };
     Err(StoreError::Corrupt {
         seq: meta.seq,
@@ -605,14 +607,14 @@ fn check_signed(line: &[u8], meta: &Meta, keyring: &Keyring) -> Result<(), Store
 fn parse_at<T: Decoded>(line: &[u8], meta: &Meta) -> Result<T, StoreError> {
     let record = T::from_line(line).map_err(|e| StoreError::Corrupt {
         seq: meta.seq,
-        reason: format!("{e}; run VerifyIntegrity to locate the damage"),
+        reason: e.to_string(),
     })?;
     if record.seq() != meta.seq {
         return Err(StoreError::Corrupt {
             seq: meta.seq,
             reason: format!(
-                "the record at its position has seq {}; the file was changed outside the \
-                 server, run VerifyIntegrity",
+                "the record at its position has seq {}: the file was changed outside the \
+                 server",
                 record.seq()
             ),
         });

@@ -206,3 +206,25 @@ async fn a_scan_stops_where_the_caller_or_max_seq_says() {
     assert_eq!(pages, 1);
     store.shutdown();
 }
+
+/// A record changed on disk is refused by seq, saying what is wrong and
+/// what to do once (the reason says what, the error adds what to do).
+#[tokio::test]
+async fn a_record_changed_on_disk_is_refused_saying_so_once() {
+    let (dir, store) = store(4).await;
+    let path = dir.path().join(crate::store::LOG_FILE);
+    let log = std::fs::read(&path).unwrap();
+    let changed: Vec<u8> = String::from_utf8(log)
+        .unwrap()
+        .replacen("{\"n\":4,", "{\"n\":5,", 1)
+        .into_bytes();
+    std::fs::write(&path, &changed).unwrap();
+    let read: Result<Page, _> =
+        store.page(&Filter::default(), Order::NewestFirst, None, u64::MAX, 1);
+    let err = read.map(|_| ()).unwrap_err().to_string();
+    assert!(
+        err.contains("damaged at seq 4: it fails its MAC check"),
+        "{err}"
+    );
+    assert_eq!(err.matches("VerifyIntegrity").count(), 1, "{err}");
+}

@@ -371,9 +371,7 @@ pub(in crate::store) fn stored_line(
             Some(MacCheck::Valid) => Ok(Some(line.to_vec())),
             _ => Err(StoreError::Corrupt {
                 seq,
-                reason: "its line is not the record the server wrote (wrong seq or MAC); run \
-                         VerifyIntegrity to locate the damage"
-                    .into(),
+                reason: "its line is not the record the server wrote (wrong seq or MAC)".into(),
             }),
         }
     })
@@ -390,9 +388,7 @@ fn leaf_hashes(shared: &Shared, metas: &[Meta]) -> Result<Vec<Hash>, StoreError>
             Some(MacCheck::Valid) => Ok(leaf_hash(line)),
             _ => Err(StoreError::Corrupt {
                 seq: meta.seq,
-                reason: "its line is not the record the server wrote (wrong seq or MAC); run \
-                         VerifyIntegrity to locate the damage"
-                    .into(),
+                reason: "its line is not the record the server wrote (wrong seq or MAC)".into(),
             }),
         }
     })
