@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use auditlog_server::fuzzing;
 
-const TARGETS: [&str; 10] = [
+const TARGETS: [&str; 11] = [
     "record",
     "verify",
     "recovery",
@@ -23,6 +23,7 @@ const TARGETS: [&str; 10] = [
     "merkle",
     "note",
     "bundle",
+    "apply",
 ];
 
 fn fuzz_dir() -> PathBuf {
@@ -65,6 +66,10 @@ fn run(target: &str, data: &[u8]) {
         "merkle" => fuzzing::merkle(data),
         "note" => fuzzing::note(data),
         "bundle" => fuzzing::bundle(data),
+        "apply" => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            fuzzing::apply(dir.path(), data);
+        }
         other => panic!("no fuzz target {other}"),
     }
 }

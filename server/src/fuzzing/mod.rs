@@ -10,13 +10,15 @@
 //! segment file, recovery, the manifest, a lead copy's index), `requests`
 //! for what callers send (validation, page tokens), `proofs` for what an
 //! auditor's verifier reads from a server or a file it does not trust
-//! (proofs, signed notes, bundles), `sample` the key and the sample log
-//! they share; this module holds the seeds.
+//! (proofs, signed notes, bundles), `stream` for what a cluster node's
+//! replica appends from the replicated stream, `sample` the key, the sample
+//! log and the helpers they share; this module holds the seeds.
 
 mod log;
 mod proofs;
 mod requests;
 mod sample;
+mod stream;
 
 use auditlog_proto::v1 as pb;
 use prost::Message as _;
@@ -25,6 +27,7 @@ pub use log::{lead_index, manifest, record, recovery, verify};
 pub use proofs::{bundle, merkle, note};
 pub use requests::{page_token, validation};
 pub use sample::{KEY, KEY_ID, keyring, sample_log};
+pub use stream::apply;
 
 use crate::service::PageToken;
 use crate::store::manifest::{Manifest, SegmentEntry};
@@ -200,6 +203,14 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     // edits), so any bytes are a case; these start from a few of each kind.
     seeds.push(("merkle", "each_kind", b"\x00\x40\x00\x01\x00\x20\x00\x03\x02\x00\x05\x11\x01\x00\x30\x00\x07\x05\x00\x01\x00\x02\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff\xff\xff\xff\xff\xff\x00\x20".to_vec()));
     seeds.push(("note", "checkpoint", signed_note_seed()));
+    // Three groups of the replica's chain, each `from, length - 1, edit`
+    // and three bytes for the edit: seqs 1 to 3, a torn line refused,
+    // then 2 to 9, its first two re-delivered.
+    seeds.push((
+        "apply",
+        "deliveries",
+        vec![0, 2, 0, 0, 0, 0, 3, 2, 6, 1, 0, 40, 1, 7, 0, 0, 0, 0],
+    ));
     seeds.push((
         "bundle",
         "three_of_five",

@@ -2,6 +2,8 @@
 //! log signed with it, and the check that a line is one the server could
 //! have written.
 
+use std::path::Path;
+
 use crate::keys::Keyring;
 use crate::store::record::{GENESIS, MacCheck, NewEvent, Record};
 
@@ -55,4 +57,32 @@ pub fn sample_log(n: u64, batch: Option<(u64, u32)>) -> Vec<u8> {
 pub(super) fn is_valid(line: &[u8], keys: &Keyring) -> Option<Record> {
     let record = Record::parse(line).ok()?;
     (record.check_mac(line, keys) == MacCheck::Valid).then_some(record)
+}
+
+/// The runtime the targets that open a store call it on: one, built once.
+pub(super) fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("no tokio runtime: {e}"))
+    })
+}
+
+/// Removes every file in `dir`, and the directories a store makes there
+/// (its Merkle tree's).
+pub(super) fn clear(dir: &Path) {
+    let entries =
+        std::fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            panic!("cannot remove {}: {e}", path.display());
+        }
+    }
 }
