@@ -99,8 +99,13 @@ pub fn merkle(data: &[u8]) {
                 if let Err(e) = verify_inclusion(index, size, &leaf, &proof, root) {
                     panic!("the proof of {index} in {size} made by the tree fails: {e}");
                 }
-                let (index, leaf, proof) =
-                    changed_inclusion(&mut input, (index, leaf, proof), &leaves, &any_hashes, n);
+                let (index, leaf, proof) = changed(
+                    &mut input,
+                    (index, leaf, proof),
+                    n + 2,
+                    &leaves,
+                    &any_hashes,
+                );
                 if verify_inclusion(index, size, &leaf, &proof, root).is_ok() {
                     assert!(
                         index < size && leaves[index as usize] == leaf,
@@ -118,12 +123,12 @@ pub fn merkle(data: &[u8]) {
                 if let Err(e) = verify_consistency(first, second, &r1, &r2, &proof) {
                     panic!("the proof of {first} to {second} made by the tree fails: {e}");
                 }
-                let (first, r1, proof) = changed_consistency(
+                let (first, r1, proof) = changed(
                     &mut input,
                     (first, r1, proof),
-                    &roots,
+                    second + 1,
+                    &roots[..=second as usize],
                     &any_hashes,
-                    second,
                 );
                 if verify_consistency(first, second, &r1, &r2, &proof).is_ok() {
                     assert!(
@@ -151,36 +156,23 @@ pub fn merkle(data: &[u8]) {
     }
 }
 
-/// One change to an inclusion claim, as the input says.
-fn changed_inclusion(
+/// One change to a claim (a number, a hash, a proof), as the input says:
+/// the number to one below `number_below`, the hash to one of `choices`, or
+/// the proof as [`change_proof`] does. An inclusion claim is (index, leaf,
+/// proof), a consistency claim (old size, old root, proof).
+fn changed(
     input: &mut Input<'_>,
-    (mut index, mut leaf, mut proof): (u64, Hash, Vec<Hash>),
-    leaves: &[Hash],
+    (mut number, mut hash, mut proof): (u64, Hash, Vec<Hash>),
+    number_below: u64,
+    choices: &[Hash],
     hashes: &[Hash],
-    n: u64,
 ) -> (u64, Hash, Vec<Hash>) {
     match input.byte() % 6 {
-        0 => index = input.below(n + 2),
-        1 => leaf = leaves[input.below(n) as usize],
+        0 => number = input.below(number_below),
+        1 => hash = choices[input.below(choices.len() as u64) as usize],
         kind => change_proof(input, kind, &mut proof, hashes),
     }
-    (index, leaf, proof)
-}
-
-/// One change to a consistency claim, as the input says.
-fn changed_consistency(
-    input: &mut Input<'_>,
-    (mut first, mut root, mut proof): (u64, Hash, Vec<Hash>),
-    roots: &[Hash],
-    hashes: &[Hash],
-    second: u64,
-) -> (u64, Hash, Vec<Hash>) {
-    match input.byte() % 6 {
-        0 => first = input.below(second + 1),
-        1 => root = roots[input.below(second + 1) as usize],
-        kind => change_proof(input, kind, &mut proof, hashes),
-    }
-    (first, root, proof)
+    (number, hash, proof)
 }
 
 /// Changes a proof as the input says, by `kind`: a hash's bit flipped (2),
@@ -327,14 +319,15 @@ pub fn bundle(data: &[u8]) {
     let mut input = Input(data);
     let n = 1 + input.below(9);
     let lines = bundle_lines(n);
+    let leaves: Vec<Hash> = lines.iter().map(|l| leaf_hash(l.as_bytes())).collect();
     let mut tree = MemoryTree::default();
-    for line in &lines {
-        tree.push(leaf_hash(line.as_bytes()));
+    for leaf in &leaves {
+        tree.push(*leaf);
     }
     let checkpoint = Checkpoint {
         origin: ORIGIN.to_owned(),
         size: n,
-        root: root_of(&tree_leaves(&lines)),
+        root: root_of(&leaves),
     };
     let chosen: BTreeSet<u64> = (1..=n).filter(|_| input.byte() % 2 == 0).collect();
     let mut records = Vec::new();
@@ -342,13 +335,8 @@ pub fn bundle(data: &[u8]) {
         let Ok(Ok(proof)) = inclusion_proof(&tree, seq - 1, n) else {
             panic!("no inclusion proof of {seq} in {n}");
         };
-        let line = lines[seq as usize - 1].clone();
-        records.push(BundleRecord::new(
-            seq,
-            line.clone(),
-            &leaf_hash(line.as_bytes()),
-            &proof,
-        ));
+        let i = seq as usize - 1;
+        records.push(BundleRecord::new(seq, lines[i].clone(), &leaves[i], &proof));
     }
     let honest = Bundle {
         format: auditlog_proof::bundle::FORMAT.to_owned(),
@@ -398,10 +386,6 @@ pub fn bundle(data: &[u8]) {
         let held: BTreeSet<u64> = read.records.iter().map(|r| r.seq).collect();
         assert_eq!(held, chosen, "a clean bundle lacks a listed record");
     }
-}
-
-fn tree_leaves(lines: &[String]) -> Vec<Hash> {
-    lines.iter().map(|l| leaf_hash(l.as_bytes())).collect()
 }
 
 /// One edit of a bundle, as the input says.
