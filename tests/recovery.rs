@@ -12,6 +12,8 @@
 //! - The zeros the writer keeps ahead of the log's end: after SIGKILL
 //!   mid-ingest no zero byte reaches a reader, and a write torn into them
 //!   (even one with a later block past a stretch of zeros) is quarantined.
+//! - A forged copy of a record edited into the log is reported on its own
+//!   lines; the server's next record, chained to the line before it, is not.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -458,5 +460,38 @@ async fn a_zeroed_record_inside_the_log_is_damage_and_the_records_after_it_stay(
         found.contains(&(pb::ProblemKind::Malformed, 3, 3)) && found.iter().all(|p| p.2 == 3),
         "the zeroed record is reported at its line, and only there: {:?}",
         report.problems
+    );
+}
+
+#[tokio::test]
+async fn a_forged_copy_of_a_record_is_reported_where_it_is_and_not_at_the_next_record() {
+    let server = TestServer::start().await;
+    log_singles(&server.client().await, 3).await;
+    // A copy of seq 3 put before it, carrying seq 2's signature (so its
+    // MAC fails): recovery indexes the first copy of a seq.
+    let server = server
+        .restart_after(
+            |dir| {
+                common::tamper(&dir.join(LOG), |lines| {
+                    let signature = field(&lines[1], "signature");
+                    let forged =
+                        common::edit_line(&lines[2], &field(&lines[2], "signature"), &signature);
+                    lines.insert(2, forged);
+                });
+            },
+            |_| {},
+        )
+        .await;
+    let client = server.client().await;
+    let next = client
+        .log(NewEvent::workflow_started("after"))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 4);
+    let found = problems(&client.verify().await.unwrap());
+    assert!(
+        !found.is_empty() && found.iter().all(|&(_, seq, line)| seq == 3 && line <= 4),
+        "the copy is reported on its lines, and the server's own record (seq 4, \
+         line 5) is not: {found:?}"
     );
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::sample::{clear, is_valid, keyring, runtime};
 use crate::keys::Keyring;
-use crate::store::chain::Verifier;
+use crate::store::chain::{FindingKind, Verifier};
 use crate::store::manifest::{Manifest, SegmentEntry};
 use crate::store::record::{GENESIS, IndexFields, MacCheck, NewEvent, Record, RecordHead};
 use crate::store::{self, LOG_FILE, Order, QUARANTINE_FILE};
@@ -109,7 +109,8 @@ pub fn verify(data: &[u8]) {
 /// and announcing more records than follow) and what follows the log's
 /// first zero byte (the cut then starts at the line that holds it). The
 /// store then opens without cutting more, and appends a valid record after
-/// what it kept, with the seq after the last one indexed and chained to it.
+/// what it kept, with the seq after the last one indexed, that verification
+/// finds chained to the line before it.
 pub fn recovery(dir: &Path, data: &[u8]) {
     let keys = keyring();
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap_or_default();
@@ -195,8 +196,27 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         lead_copies: true,
         replica: false,
     };
-    let store = store::Store::open(config, keys.clone())
-        .unwrap_or_else(|e| panic!("the store does not open on a recovered log: {e}"));
+    let store = match store::Store::open(config, keys.clone()) {
+        Ok(store) => store,
+        // The server signs nothing under a key that the newest records
+        // and the oldest all fail while their chain holds (`trust.rs`): a
+        // log whose every record was changed looks the same. Each record
+        // it counts must fail its MAC.
+        Err(store::StoreError::WrongKey { checked, .. }) => {
+            let log = std::fs::read(dir.join(LOG_FILE)).unwrap_or_default();
+            let failing = log
+                .split(|&b| b == b'\n')
+                .filter_map(|line| Some((RecordHead::peek(line)?, line)))
+                .filter(|(head, line)| head.check_mac(line, &keys) == MacCheck::Invalid)
+                .count();
+            assert!(
+                checked >= 1 && failing >= checked,
+                "refused as a wrong key for {checked} records, {failing} failing"
+            );
+            return;
+        }
+        Err(e) => panic!("the store does not open on a recovered log: {e}"),
+    };
     let head = store.head();
     assert_eq!(
         last.unwrap_or(0),
@@ -210,24 +230,17 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         u64::MAX,
         1,
     );
-    let prev = match newest {
-        Ok(page) => page
-            .records
-            .last()
-            .map_or(GENESIS.to_owned(), |r| r.signature.clone()),
+    match newest {
+        Ok(page) => assert_eq!(
+            page.records.last().map_or(0, |r| r.seq),
+            head,
+            "the newest record served is not the last indexed"
+        ),
         // A last record changed on disk (its MAC fails) is kept by recovery
-        // for verification to report, and a read of it is refused; the
-        // chain goes on from the signature its line carries.
-        Err(store::StoreError::Corrupt { seq, .. }) if seq == head => {
-            let log = std::fs::read(dir.join(LOG_FILE)).unwrap_or_default();
-            log.split(|&b| b == b'\n')
-                .filter_map(|line| Record::parse(line).ok())
-                .rfind(|r| r.seq == head)
-                .map(|r| r.signature)
-                .unwrap_or_else(|| panic!("seq {head} is indexed but not in the log"))
-        }
+        // for verification to report, and a read of it is refused.
+        Err(store::StoreError::Corrupt { seq, .. }) if seq == head => {}
         Err(e) => panic!("the last indexed record cannot be read: {e}"),
-    };
+    }
     let before = std::fs::read(dir.join(LOG_FILE)).unwrap_or_default();
     let event = NewEvent {
         event_type: "error".into(),
@@ -249,10 +262,18 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         .strip_prefix(before.as_slice())
         .and_then(|l| l.strip_suffix(b"\n"))
         .unwrap_or_else(|| panic!("the append is not one line after the log"));
-    let record = is_valid(line, &keys).unwrap_or_else(|| panic!("the appended record is invalid"));
-    assert_eq!(
-        record.prev, prev,
-        "the appended record chains to the last one"
+    is_valid(line, &keys).unwrap_or_else(|| panic!("the appended record is invalid"));
+    // Verification chains line by line: whatever damage the log holds is
+    // reported where it is, and the server's own record adds no break.
+    let appended = after.iter().filter(|&&b| b == b'\n').count() as u64;
+    let report = store::check_log_bytes(&after, &keys);
+    let broken = report
+        .findings
+        .iter()
+        .find(|f| f.kind == FindingKind::ChainBreak && f.line == appended);
+    assert!(
+        broken.is_none(),
+        "the appended record breaks the chain: {broken:?}"
     );
 }
 

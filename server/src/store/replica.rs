@@ -16,7 +16,6 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::error::StoreError;
-use super::record::GENESIS;
 use super::shared::Shared;
 use super::signer::ChainHead;
 use super::{Receipt, Store, retention, writer};
@@ -137,24 +136,6 @@ impl Shared {
             .ok()
             .and_then(|m| m.purged.as_ref().map(|p| p.through_seq))
             .unwrap_or(0)
-    }
-
-    /// The chain head for the writer at start: a last record that cannot be
-    /// read gives `prev` 64 zeros, which verification then reports as a
-    /// broken chain rather than the store refusing to start.
-    pub(super) fn chain_head_or_genesis(&self) -> Option<ChainHead> {
-        match self.chain_head() {
-            Ok(head) => head,
-            Err(e) => {
-                tracing::error!(error = %e, "the last record cannot be read; the chain goes on from 64 zeros");
-                let last = self.index().last()?;
-                Some(ChainHead {
-                    seq: last.seq,
-                    signature: GENESIS.to_owned(),
-                    timestamp: last.timestamp,
-                })
-            }
-        }
     }
 
     /// See [`Store::idempotent_receipt`].

@@ -350,6 +350,26 @@ fn check(item: &Item, cx: Context<'_>, mut leaves: Option<Leaves>) -> Checked {
     }
 }
 
+/// The `signature` of the last line of `file`'s bytes `from..end` (`from`
+/// a line's start) that reads as a record, lines read as verification reads
+/// them: the `prev` verification expects of a record written after them.
+/// `None` when no line there reads as one.
+pub(super) fn last_signature(
+    file: &File,
+    from: u64,
+    end: u64,
+    keyring: &Keyring,
+) -> std::io::Result<Option<String>> {
+    let none = HashMap::new();
+    let mut v = Verifier::unanchored(keyring, &none);
+    let reader = BufReader::new(At { file, pos: from }.take(end.saturating_sub(from)));
+    let lines = read_lines(&mut v, LOG_FILE, reader, None, None);
+    match lines.error {
+        Some(e) => Err(e),
+        None => Ok(lines.last.map(|(_, signature)| signature)),
+    }
+}
+
 /// What reading a file's lines found.
 struct Lines {
     last: Option<(u64, String)>,

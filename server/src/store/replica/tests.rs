@@ -330,3 +330,28 @@ async fn a_replica_applies_a_purge_by_its_seq_range_whatever_its_own_segments() 
     assert_eq!(served(&replica), vec![9, 10, 11]);
     check(&replica);
 }
+
+/// A replica's chain is the leader's: after a restart on a file with a line
+/// it did not index at the end (a changed copy of its last record), it goes
+/// on from its last indexed record and takes the leader's next group, where
+/// a writer would continue the line verification reads last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_on_a_changed_line_takes_the_leaders_next_group() {
+    let (wdir, rdir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let source = writer(wdir.path(), 7).await;
+    let replica = open(rdir.path(), true, u64::MAX);
+    replica.apply(group(&source, 1, 4)).await.unwrap();
+    replica.shutdown();
+    let path = rdir.path().join("audit.log");
+    let mut log = std::fs::read(&path).unwrap();
+    log.truncate(log.iter().rposition(|&b| b == b'\n').unwrap() + 1);
+    let last = group(&source, 4, 4);
+    // Seq 4 again with another signature (its MAC then fails).
+    let sig = last.len() - 3 - 64;
+    let changed = [&last[..sig], &[b'a'; 64][..], &last[sig + 64..]].concat();
+    log.extend_from_slice(&changed);
+    std::fs::write(&path, &log).unwrap();
+    let replica = open(rdir.path(), true, u64::MAX);
+    assert_eq!(replica.apply(group(&source, 5, 7)).await.unwrap(), 7);
+    replica.shutdown();
+}

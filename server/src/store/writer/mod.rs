@@ -67,11 +67,12 @@ use tokio::sync::oneshot;
 
 use super::Receipt;
 use super::error::{StoreError, is_disk_full};
-use super::record::NewEvent;
+use super::record::{GENESIS, NewEvent};
 use super::sealer::{Job, Sealed};
 use super::shared::Shared;
-use super::signer::{Signer, receipt_of};
+use super::signer::{ChainHead, Signer, receipt_of};
 use super::syncer::{Staged, ToSync, Written};
+use super::verify::last_signature;
 
 mod apply;
 mod rotation;
@@ -175,7 +176,7 @@ impl Writer {
         shared: Arc<Shared>,
         replica: bool,
     ) -> Writer {
-        let mut signer = Signer::after(&shared.keyring, shared.chain_head_or_genesis());
+        let mut signer = Signer::after(&shared.keyring, start_head(&shared, &active, replica));
         // After a cut found at start (`head`), a writer's seqs go on after
         // the last one acknowledged, so none is given twice. A replica
         // continues its own file: the stream gives it what it lacks.
@@ -416,6 +417,67 @@ impl Writer {
     }
 }
 
+/// The chain head the writer starts after. Its seq and timestamp are the
+/// last indexed record's (after a purge of everything, the last purged
+/// seq's). Its signature is the one verification expects the next record's
+/// `prev` to equal, verification chaining line by line: that of the active
+/// file's last line that reads as a record. It is the last indexed record's
+/// line unless recovery kept lines it did not index (a seq repeated or out
+/// of order, a damaged line): the damage of a log changed under the server
+/// is then reported where it is, and the server's next record does not
+/// break the chain once more. With no such line in the active file, the
+/// chain goes on from the record before it. A replica goes on from its last
+/// indexed record alone: its records are the leader's, and the leader's
+/// next one continues that record, whatever else the file holds. An end of
+/// the log that cannot be read gives 64 zeros, which verification reports
+/// as a break, rather than the store refusing to start.
+fn start_head(shared: &Shared, active: &Active, replica: bool) -> Option<ChainHead> {
+    let last = shared.index().last();
+    let seq = shared.chain_seq();
+    let head = |signature| {
+        Some(ChainHead {
+            seq,
+            signature,
+            timestamp: last.map_or(0, |m| m.timestamp),
+        })
+    };
+    let unreadable = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "the end of the log cannot be read; the chain goes on from 64 zeros");
+        head(GENESIS.to_owned())
+    };
+    let prior = if replica {
+        last
+    } else {
+        // The last indexed record's line usually ends the file and reads
+        // as a record: it alone is read then.
+        let from = last
+            .filter(|m| m.segment == active.segment)
+            .map_or(0, |m| m.offset);
+        let read = |from| last_signature(&active.file, from, active.len, &shared.keyring);
+        let tail = match read(from) {
+            Ok(None) if from > 0 => read(0),
+            found => found,
+        };
+        match tail {
+            Ok(Some(signature)) => return head(signature),
+            Ok(None) => shared.index().last_outside(active.segment),
+            Err(e) => return unreadable(&e),
+        }
+    };
+    if let Some(meta) = prior {
+        return match shared.read_record(&meta) {
+            Ok(record) => head(record.signature),
+            Err(e) => unreadable(&e),
+        };
+    }
+    let purged = shared.manifest.lock().ok().and_then(|m| m.purged.clone());
+    match purged {
+        Some(p) => head(p.last_signature),
+        None if seq == 0 => None,
+        None => head(GENESIS.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -529,5 +591,59 @@ mod tests {
         assert_eq!(keyed, KEYS);
         let report = store.verify(0, 0, &[]).unwrap();
         assert!(report.findings.is_empty(), "{:?}", report.findings);
+    }
+
+    /// A log changed under the server (a line damaged, a seq repeated):
+    /// verification after a restart and a new record reports the damage
+    /// where it is, and the server's own record adds no finding. The
+    /// writer once chained to the first copy of a repeated seq, or to a
+    /// damaged line verification cannot read as a record.
+    #[tokio::test]
+    async fn the_first_record_after_a_changed_log_chains_to_the_line_before_it() {
+        let keys = Keyring::new("k1", vec![7; 32]);
+        // A changed copy of seq 3 before it (its MAC fails, its signature
+        // field seq 2's); seq 3's `prev` made unreadable.
+        let repeated = |lines: &[&str]| {
+            let changed = lines[2].replace(
+                &lines[2][lines[2].len() - 66..lines[2].len() - 2],
+                &lines[1][lines[1].len() - 66..lines[1].len() - 2],
+            );
+            [lines[0], lines[1], &changed, lines[2]].join("\n")
+        };
+        let unreadable = |lines: &[&str]| {
+            [
+                lines[0],
+                lines[1],
+                &lines[2].replacen("\"prev\":\"", "\"prev\":\":", 1),
+            ]
+            .join("\n")
+        };
+        for (change, damaged) in [
+            (&repeated as &dyn Fn(&[&str]) -> String, 3),
+            (&unreadable, 3),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let config = || StoreConfig::for_test(dir.path(), true);
+            let store = Store::open(config(), keys.clone()).unwrap();
+            for _ in 0..3 {
+                store.append(vec![event(None)]).await.unwrap();
+            }
+            store.shutdown();
+            let path = dir.path().join(crate::store::LOG_FILE);
+            let log = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = log.lines().collect();
+            std::fs::write(&path, change(&lines) + "\n").unwrap();
+            let store = Store::open(config(), keys.clone()).unwrap();
+            let seq = store.append(vec![event(None)]).await.unwrap()[0].seq;
+            assert_eq!(seq, 4);
+            let report = store.verify(0, 0, &[]).unwrap();
+            assert!(
+                report.findings.iter().any(|f| f.line == damaged),
+                "{:?}",
+                report.findings
+            );
+            let ours: Vec<_> = report.findings.iter().filter(|f| f.seq == seq).collect();
+            assert!(ours.is_empty(), "the server's own record: {ours:?}");
+        }
     }
 }
