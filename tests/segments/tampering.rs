@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::common::{TestServer, all_events};
 use crate::segments::data_dir::{Entry, gzip, idx_of, manifest, wait_compressed, zcat};
-use crate::segments::writing::write;
+use crate::segments::writing::{varied, write};
 
 use ProblemKind::{
     BadSignature, ChainBreak, ManifestModified, SegmentMissing, SegmentModified, SegmentUnlisted,
@@ -300,4 +300,50 @@ async fn an_unlisted_segment_file_is_reported() {
         s.problems().await,
         vec![(SegmentUnlisted, extra.to_owned(), 0)]
     );
+}
+
+/// The live log empty after a rotation, the newest compressed segment is
+/// deleted, or rewritten with its last record's signature changed, while
+/// the server is stopped: the next record continues the chain from the
+/// segment's manifest entry (what verification joins it to), so the
+/// segment is reported and the server's own record is not.
+#[tokio::test]
+async fn the_record_after_a_deleted_or_rewritten_newest_segment_is_not_reported() {
+    for delete in [true, false] {
+        let server = TestServer::start().await;
+        let client = server.client().await;
+        write(&client, &[1..11, 11..21]).await;
+        let file = client.rotate(true).await.unwrap().file;
+        wait_compressed(&server.data_dir).await;
+        let server = server
+            .restart_after(
+                |dir| {
+                    let path = dir.join(&file);
+                    if delete {
+                        std::fs::remove_file(path).unwrap();
+                    } else {
+                        let text = zcat(&path);
+                        let at = text.trim_end().len() - 2 - 64;
+                        let changed = format!("{}{}\"}}\n", &text[..at], "f".repeat(64));
+                        std::fs::write(path, gzip(&changed)).unwrap();
+                    }
+                },
+                |_| {},
+            )
+            .await;
+        let client = server.client().await;
+        let next = client.log(varied(21)).await.unwrap();
+        assert_eq!(next.seq, 21);
+        let found = located(&client.verify().await.unwrap());
+        let kind = if delete {
+            SegmentMissing
+        } else {
+            SegmentModified
+        };
+        assert_has(&found, kind, &file, 1);
+        assert!(
+            found.iter().all(|&(_, _, seq)| seq < next.seq),
+            "the server's own record is reported: {found:?}"
+        );
+    }
 }

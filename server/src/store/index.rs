@@ -432,12 +432,6 @@ impl Index {
         self.meta(self.metas.len().checked_sub(1)?)
     }
 
-    /// The last indexed record not in `segment`. Linear in the records
-    /// after it: for the writer's start, when `segment` is the active one.
-    pub(crate) fn last_outside(&self, segment: u32) -> Option<Meta> {
-        self.meta(self.metas.iter().rposition(|e| e.segment != segment)?)
-    }
-
     /// The record at `position` in `metas`, with its seq.
     fn meta(&self, position: usize) -> Option<Meta> {
         let e = self.metas.get(position)?;

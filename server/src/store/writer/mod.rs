@@ -67,16 +67,16 @@ use tokio::sync::oneshot;
 
 use super::Receipt;
 use super::error::{StoreError, is_disk_full};
-use super::record::{GENESIS, NewEvent};
+use super::record::NewEvent;
 use super::sealer::{Job, Sealed};
 use super::shared::Shared;
-use super::signer::{ChainHead, Signer, receipt_of};
+use super::signer::{Signer, receipt_of};
 use super::syncer::{Staged, ToSync, Written};
-use super::verify::last_signature;
 
 mod apply;
 mod rotation;
 mod space;
+mod start;
 mod turns;
 
 pub(super) use apply::Apply;
@@ -176,7 +176,7 @@ impl Writer {
         shared: Arc<Shared>,
         replica: bool,
     ) -> Writer {
-        let mut signer = Signer::after(&shared.keyring, start_head(&shared, &active, replica));
+        let mut signer = Signer::after(&shared.keyring, start::head(&shared, &active, replica));
         // After a cut found at start (`head`), a writer's seqs go on after
         // the last one acknowledged, so none is given twice. A replica
         // continues its own file: the stream gives it what it lacks.
@@ -414,67 +414,6 @@ impl Writer {
             return Err(err);
         }
         Ok(())
-    }
-}
-
-/// The chain head the writer starts after. Its seq and timestamp are the
-/// last indexed record's (after a purge of everything, the last purged
-/// seq's). Its signature is the one verification expects the next record's
-/// `prev` to equal, verification chaining line by line: that of the active
-/// file's last line that reads as a record. It is the last indexed record's
-/// line unless recovery kept lines it did not index (a seq repeated or out
-/// of order, a damaged line): the damage of a log changed under the server
-/// is then reported where it is, and the server's next record does not
-/// break the chain once more. With no such line in the active file, the
-/// chain goes on from the record before it. A replica goes on from its last
-/// indexed record alone: its records are the leader's, and the leader's
-/// next one continues that record, whatever else the file holds. An end of
-/// the log that cannot be read gives 64 zeros, which verification reports
-/// as a break, rather than the store refusing to start.
-fn start_head(shared: &Shared, active: &Active, replica: bool) -> Option<ChainHead> {
-    let last = shared.index().last();
-    let seq = shared.chain_seq();
-    let head = |signature| {
-        Some(ChainHead {
-            seq,
-            signature,
-            timestamp: last.map_or(0, |m| m.timestamp),
-        })
-    };
-    let unreadable = |e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "the end of the log cannot be read; the chain goes on from 64 zeros");
-        head(GENESIS.to_owned())
-    };
-    let prior = if replica {
-        last
-    } else {
-        // The last indexed record's line usually ends the file and reads
-        // as a record: it alone is read then.
-        let from = last
-            .filter(|m| m.segment == active.segment)
-            .map_or(0, |m| m.offset);
-        let read = |from| last_signature(&active.file, from, active.len, &shared.keyring);
-        let tail = match read(from) {
-            Ok(None) if from > 0 => read(0),
-            found => found,
-        };
-        match tail {
-            Ok(Some(signature)) => return head(signature),
-            Ok(None) => shared.index().last_outside(active.segment),
-            Err(e) => return unreadable(&e),
-        }
-    };
-    if let Some(meta) = prior {
-        return match shared.read_record(&meta) {
-            Ok(record) => head(record.signature),
-            Err(e) => unreadable(&e),
-        };
-    }
-    let purged = shared.manifest.lock().ok().and_then(|m| m.purged.clone());
-    match purged {
-        Some(p) => head(p.last_signature),
-        None if seq == 0 => None,
-        None => head(GENESIS.to_owned()),
     }
 }
 
