@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-180}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(record verify recovery manifest lead_index page_token validation merkle note bundle apply)
+    targets=(record verify recovery manifest lead_index page_token validation merkle note bundle mirror apply)
 fi
 status=0
 for target in "${targets[@]}"; do

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use auditlog_server::fuzzing;
 
-const TARGETS: [&str; 11] = [
+const TARGETS: [&str; 12] = [
     "record",
     "verify",
     "recovery",
@@ -23,6 +23,7 @@ const TARGETS: [&str; 11] = [
     "merkle",
     "note",
     "bundle",
+    "mirror",
     "apply",
 ];
 
@@ -66,6 +67,7 @@ fn run(target: &str, data: &[u8]) {
         "merkle" => fuzzing::merkle(data),
         "note" => fuzzing::note(data),
         "bundle" => fuzzing::bundle(data),
+        "mirror" => fuzzing::mirror(data),
         "apply" => {
             let dir = tempfile::tempdir().expect("temporary directory");
             fuzzing::apply(dir.path(), data);

@@ -34,39 +34,4 @@ pub use event::{NewEvent, details_of};
 pub use options::{Credentials, Options};
 pub use query::Query;
 
-/// The seq of a stored record's line (`{"seq":N,...`), as
-/// [`Client::stream_lines`] yields it; `None` for a line that does not
-/// start like a record.
-pub fn stored_seq(line: &[u8]) -> Option<u64> {
-    let rest = line.strip_prefix(b"{\"seq\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || rest.get(digits) != Some(&b',') {
-        return None;
-    }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stored_seq;
-
-    #[test]
-    fn a_records_seq_is_read_from_its_head_and_nothing_else_has_one() {
-        assert_eq!(stored_seq(br#"{"seq":1,"id":"x"}"#), Some(1));
-        assert_eq!(
-            stored_seq(br#"{"seq":18446744073709551615,"#),
-            Some(u64::MAX)
-        );
-        for line in [
-            &br#"{"seq":,"id":"x"}"#[..],
-            br#"{"seq":12"#,
-            br#"{"seq":1x,"#,
-            br#"{"seq":18446744073709551616,"#,
-            br#"{ "seq":1,"#,
-            b"auditlog gap at seq 4",
-            b"",
-        ] {
-            assert_eq!(stored_seq(line), None, "{}", String::from_utf8_lossy(line));
-        }
-    }
-}
+pub use auditlog_proof::stored_seq;

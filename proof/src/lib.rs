@@ -9,6 +9,8 @@
 //! - [`note`]: C2SP tlog-checkpoint bodies and C2SP signed notes with
 //!   Ed25519: signing, verifier keys, verification.
 //! - [`gap`]: the leaf of a seq the log does not hold.
+//! - [`mirror`]: a witness's copy of the log, checked against a signed
+//!   checkpoint.
 //!
 //! The tree is over auditlog's records in seq order: the leaf of a record is
 //! its stored line exactly as it is in the log file, without the newline,
@@ -20,6 +22,7 @@
 pub mod bundle;
 pub mod gap;
 pub mod merkle;
+pub mod mirror;
 pub mod note;
 
 pub use bundle::{Bundle, BundleError, BundleRecord, BundleReport, RecordProblem};
@@ -28,6 +31,7 @@ pub use merkle::{
     CompactRange, Hash, MemoryTree, Nodes, ProofError, consistency_proof, empty_root,
     inclusion_proof, leaf_hash, node_hash, root_of, verify_consistency, verify_inclusion,
 };
+pub use mirror::{MirrorError, stored_seq};
 pub use note::{Checkpoint, NoteError, NoteSigner, VerifierKey, note_signers};
 
 /// The leaf index of the record with seq `seq` (seqs start at 1).

@@ -10,7 +10,7 @@
 //! segment file, recovery, the manifest, a lead copy's index), `requests`
 //! for what callers send (validation, page tokens), `proofs` for what an
 //! auditor's verifier reads from a server or a file it does not trust
-//! (proofs, signed notes, bundles), `stream` for what a cluster node's
+//! (proofs, signed notes, bundles, a witness's mirror), `stream` for what a cluster node's
 //! replica appends from the replicated stream, `sample` the key, the sample
 //! log and the helpers they share; this module holds the seeds.
 
@@ -24,7 +24,7 @@ use auditlog_proto::v1 as pb;
 use prost::Message as _;
 
 pub use log::{lead_index, manifest, record, recovery, verify};
-pub use proofs::{bundle, merkle, note};
+pub use proofs::{bundle, merkle, mirror, note};
 pub use requests::{page_token, validation};
 pub use sample::{KEY, KEY_ID, keyring, sample_log};
 pub use stream::apply;
@@ -215,6 +215,12 @@ pub fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "bundle",
         "three_of_five",
         b"\x00\x04\x00\x01\x00\x01\x00\x00\x00\x02\x02".to_vec(),
+    ));
+    // A log of seven with seq 3 cut, a checkpoint of five, one line doubled.
+    seeds.push((
+        "mirror",
+        "seven_one_cut",
+        b"\x00\x06\x01\x01\x00\x01\x01\x01\x01\x00\x05\x00\x00\x00\x02\x02\x01".to_vec(),
     ));
     seeds
 }

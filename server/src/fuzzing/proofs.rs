@@ -19,8 +19,8 @@ use base64::engine::general_purpose::STANDARD;
 
 use auditlog_proof::{
     Bundle, BundleRecord, Checkpoint, CompactRange, Hash, MemoryTree, NoteSigner, VerifierKey,
-    consistency_proof, empty_root, inclusion_proof, leaf_hash, note_signers, root_of,
-    verify_consistency, verify_inclusion,
+    consistency_proof, empty_root, gap_leaf, inclusion_proof, leaf_hash, mirror, note_signers,
+    root_of, verify_consistency, verify_inclusion,
 };
 
 /// The input read a field at a time; past its end every field reads 0, so
@@ -426,6 +426,102 @@ fn edit(input: &mut Input<'_>, bundle: &mut Bundle, lines: &[String]) {
             let j = pick(input, records.len());
             let line = records[j].line.clone();
             records[j].line = std::mem::replace(&mut records[i].line, line);
+        }
+    }
+}
+
+/// `mirror`: a witness's mirror of a small log, some of whose seqs were
+/// cut (gap leaves in its tree, no line in the mirror), checked offline
+/// against a checkpoint of the log after it was edited as the input says
+/// (a byte of a line changed, a line dropped, doubled, swapped, a cut
+/// seq's line or other bytes put in, the file cut short); and the input
+/// itself read as a mirror.
+///
+/// Properties: the honest mirror verifies, its checked part ending after
+/// the checkpoint's last record; an edited mirror verifies only if its
+/// checked part is, byte for byte, the log's records up to the
+/// checkpoint's size (a cut seq's line not among them); nothing panics.
+pub fn mirror(data: &[u8]) {
+    let mut input = Input(data);
+    let n = 1 + input.below(12);
+    let cut: BTreeSet<u64> = (1..=n).filter(|_| input.byte() % 5 == 0).collect();
+    let lines = bundle_lines(n);
+    let leaves: Vec<Hash> = (1..=n)
+        .map(|seq| match cut.contains(&seq) {
+            true => gap_leaf(seq),
+            false => leaf_hash(lines[seq as usize - 1].as_bytes()),
+        })
+        .collect();
+    let size = input.below(n + 1);
+    let checkpoint = Checkpoint {
+        origin: ORIGIN.to_owned(),
+        size,
+        root: root_of(&leaves[..size as usize]),
+    };
+    let _ = mirror::verify(data, &checkpoint);
+
+    let held = |upto: u64| -> Vec<u8> {
+        (1..=upto)
+            .filter(|seq| !cut.contains(seq))
+            .flat_map(|seq| format!("{}\n", lines[seq as usize - 1]).into_bytes())
+            .collect()
+    };
+    let honest = held(n);
+    match mirror::verify(&honest[..], &checkpoint) {
+        Ok(prefix) => assert_eq!(prefix.len, held(size).len() as u64, "the checked part"),
+        Err(e) => panic!("an honest mirror does not verify: {e}"),
+    }
+
+    let mut file: Vec<Vec<u8>> = honest
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    for _ in 0..1 + input.below(3) {
+        edit_mirror(&mut input, &mut file, &lines);
+    }
+    let mut bytes = file.concat();
+    if input.byte() % 4 == 0 {
+        bytes.truncate(input.below(bytes.len() as u64 + 1) as usize);
+    }
+    if let Ok(prefix) = mirror::verify(&bytes[..], &checkpoint) {
+        let checked = bytes.get(..prefix.len as usize);
+        assert_eq!(
+            checked,
+            Some(&held(size)[..]),
+            "a mirror verifies whose records up to seq {size} are not the log's"
+        );
+    }
+}
+
+/// One edit of a mirror's lines (each with its newline), as the input says.
+fn edit_mirror(input: &mut Input<'_>, file: &mut Vec<Vec<u8>>, lines: &[String]) {
+    let pick = |input: &mut Input<'_>, len: usize| input.below(len as u64) as usize;
+    let at = pick(input, file.len() + 1);
+    match input.byte() % 6 {
+        0 if at < file.len() => {
+            let line = &mut file[at];
+            let i = pick(input, line.len());
+            line[i] = input.byte();
+        }
+        1 if at < file.len() => {
+            file.remove(at);
+        }
+        2 if at < file.len() => {
+            let copy = file[at].clone();
+            file.insert(at, copy);
+        }
+        3 if at < file.len() => {
+            let other = pick(input, file.len());
+            file.swap(at, other);
+        }
+        4 => {
+            let line = &lines[pick(input, lines.len())];
+            file.insert(at, format!("{line}\n").into_bytes());
+        }
+        _ => {
+            let len = pick(input, 16);
+            let junk = (0..len).map(|_| input.byte()).collect();
+            file.insert(at, junk);
         }
     }
 }

@@ -28,19 +28,16 @@
 //! is refused untouched, and one another witness holds (an `flock`) too.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead as _, BufReader};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use auditlog_client::proof::{Checkpoint, CompactRange, Hash, gap_leaf, leaf_hash};
+use auditlog_client::proof::mirror::{self, MAX_MISSING, MirrorError, Prefix, push_gaps};
+use auditlog_client::proof::{Checkpoint, CompactRange, leaf_hash};
 use auditlog_client::{Client, Query, stored_seq};
 use futures::StreamExt as _;
 
 use crate::CliError;
 use crate::proofs::hex;
-
-/// The most seqs one round counts as gap leaves (see [`Missing::note`]).
-/// Seqs cut from a log are the few a crash took from its end.
-const MAX_MISSING: u64 = 1 << 20;
 
 /// How long a round waits for the server's next message of records
 /// before it counts the stream as lost.
@@ -95,7 +92,8 @@ impl Mirror {
             });
         }
         let kept_size = kept.map_or(0, |c| c.size);
-        let Prefix { tree, len } = read_prefix(&file, path, kept_size)?;
+        let Prefix { tree, len } =
+            mirror::read_prefix(BufReader::new(&file), kept_size).map_err(refused(path))?;
         let checked = tree.end() == kept_size;
         if let Some(kept) = kept.filter(|_| checked) {
             let root = tree.root().unwrap_or_default();
@@ -270,56 +268,6 @@ impl Mirror {
     }
 }
 
-/// The records at the head of a mirror file, up to seq `upto`.
-struct Prefix {
-    /// Their leaves (and gap leaves), from seq 1.
-    tree: CompactRange,
-    /// Their bytes.
-    len: u64,
-}
-
-/// Reads `file` from its start while its records are at most `upto`,
-/// checking each is a stored record after the one before; stops at the
-/// end, at half a line (a write cut short) or at a later record. A file
-/// that holds anything else is not a mirror's, and is refused.
-fn read_prefix(file: &File, path: &Path, upto: u64) -> Result<Prefix, CliError> {
-    let io = io_error(path);
-    let mut tree = CompactRange::new(0);
-    let mut len = 0u64;
-    let mut reader = BufReader::new(file);
-    let mut line = Vec::new();
-    let mut number = 0u64;
-    while tree.end() < upto {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io)?;
-        if n == 0 || line.last() != Some(&b'\n') {
-            break;
-        }
-        number += 1;
-        let record = &line[..line.len() - 1];
-        // A round never writes a record after more gaps than it counts.
-        let seq = stored_seq(record)
-            .filter(|&seq| seq > tree.end() && seq - tree.end() <= MAX_MISSING)
-            .ok_or_else(|| not_a_mirror(path, number, tree.end()))?;
-        if seq > upto {
-            break;
-        }
-        push_gaps(&mut tree, seq);
-        tree.push(leaf_hash(record));
-        len += n as u64;
-    }
-    if number == 0 {
-        use std::os::unix::fs::FileExt as _;
-        // Empty, or starting as a stored record does (half of one).
-        let mut head = [0u8; 7];
-        let n = file.read_at(&mut head, 0).map_err(io)?;
-        if n > 0 && head[..n] != b"{\"seq\":"[..n] {
-            return Err(not_a_mirror(path, 1, 0));
-        }
-    }
-    Ok(Prefix { tree, len })
-}
-
 /// `auditlog bundle verify-mirror`: checks, with no server, that the
 /// records in the mirror `path` are exactly those `checkpoint` signed (its
 /// first `size` records make its root); prints what it found.
@@ -330,26 +278,25 @@ pub(crate) fn check_offline(
 ) -> Result<(), CliError> {
     let io = io_error(path);
     let file = File::open(path).map_err(io)?;
-    let Prefix { tree, len } = read_prefix(&file, path, checkpoint.size)?;
-    if tree.end() < checkpoint.size {
-        return Err(CliError::Failed(format!(
-            "{} holds records up to seq {} only; the checkpoint covers {}",
-            path.display(),
-            tree.end(),
-            checkpoint.size
-        )));
-    }
-    let root = tree.root().unwrap_or_default();
-    if root != checkpoint.root {
-        return Err(CliError::Failed(format!(
-            "{}: its first {} records make root {}, not the checkpoint's {}: they are not the \
-             records it signed",
-            path.display(),
-            checkpoint.size,
-            hex(&root),
-            hex(&checkpoint.root)
-        )));
-    }
+    let len = match mirror::verify(BufReader::new(&file), checkpoint) {
+        Ok(prefix) => prefix.len,
+        Err(MirrorError::Short { holds, size }) => {
+            return Err(CliError::Failed(format!(
+                "{} holds records up to seq {holds} only; the checkpoint covers {size}",
+                path.display()
+            )));
+        }
+        Err(MirrorError::Mismatch { size, root }) => {
+            return Err(CliError::Failed(format!(
+                "{}: its first {size} records make root {}, not the checkpoint's {}: they are \
+                 not the records it signed",
+                path.display(),
+                hex(&root),
+                hex(&checkpoint.root)
+            )));
+        }
+        Err(e) => return Err(refused(path)(e)),
+    };
     let after = file.metadata().map_err(io)?.len() - len;
     if json {
         say!(
@@ -384,11 +331,12 @@ fn io_error(path: &Path) -> impl Fn(std::io::Error) -> CliError + Copy + '_ {
     move |e| CliError::Io(format!("mirror {}: {e}", path.display()))
 }
 
-/// Pushes the gap leaf of every seq between the tree's end and `seq`.
-fn push_gaps(tree: &mut CompactRange, seq: u64) {
-    while tree.end() + 1 < seq {
-        let gap: Hash = gap_leaf(tree.end() + 1);
-        tree.push(gap);
+/// How a mirror file that cannot be read as one is told.
+fn refused(path: &Path) -> impl Fn(MirrorError) -> CliError + '_ {
+    move |e| match e {
+        MirrorError::Io(e) => io_error(path)(e),
+        MirrorError::NotAMirror { line, after } => not_a_mirror(path, line, after),
+        other => CliError::Failed(format!("mirror {}: {other}", path.display())),
     }
 }
 
@@ -459,7 +407,7 @@ struct Fetched {
 
 #[cfg(test)]
 mod tests {
-    use auditlog_client::proof::{gap_line, root_of};
+    use auditlog_client::proof::{Hash, gap_line, root_of};
 
     use super::*;
 
