@@ -501,7 +501,11 @@ fn edit_mirror(input: &mut Input<'_>, file: &mut Vec<Vec<u8>>, lines: &[String])
         0 if at < file.len() => {
             let line = &mut file[at];
             let i = pick(input, line.len());
-            line[i] = input.byte();
+            let byte = input.byte();
+            // A line put in empty has no byte to change.
+            if let Some(b) = line.get_mut(i) {
+                *b = byte;
+            }
         }
         1 if at < file.len() => {
             file.remove(at);
