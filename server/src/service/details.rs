@@ -200,20 +200,21 @@ fn merge_struct_field(
     }
 }
 
-/// One map entry of a `Struct` (key 1, value 2), added to `fields`.
-///
-/// Whatever its wire type says: prost's map decoding (`btree_map::merge`,
-/// what every generated map field uses) reads an entry's length without
-/// looking at it, so a `Struct` whose entry is marked a varint decodes
-/// there, and must decode alike here (found by `any_bytes_decode_alike`).
+/// One map entry of a `Struct` (key 1, value 2), added to `fields`; an
+/// entry not marked length-delimited is refused, as protobuf and prost's
+/// generated map fields refuse it. (Until prost 0.14.6 those read the
+/// entry's length whatever its wire type said, and this decoder did the
+/// same to decode alike: `any_bytes_decode_alike`, and the `validation`
+/// fuzz target, which found the change.)
 fn merge_field_entry(
     text: &mut Text,
     fields: &mut Vec<Field>,
     depth: usize,
-    _wire_type: WireType,
+    wire_type: WireType,
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
+    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
     let mut entry = EntryDecoder {
         text,
         depth,
