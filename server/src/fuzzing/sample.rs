@@ -1,6 +1,7 @@
 //! What every target shares: the key they sign and check with, a sample
-//! log signed with it, and the check that a line is one the server could
-//! have written.
+//! log signed with it, the check that a line is one the server could have
+//! written, and for the targets that open a store, its async runtime and
+//! the emptying of their scratch directory.
 
 use std::path::Path;
 
