@@ -557,10 +557,7 @@ mod tests {
             ]
             .join("\n")
         };
-        for (change, damaged) in [
-            (&repeated as &dyn Fn(&[&str]) -> String, 3),
-            (&unreadable, 3),
-        ] {
+        for change in [&repeated as &dyn Fn(&[&str]) -> String, &unreadable] {
             let dir = tempfile::tempdir().unwrap();
             let config = || StoreConfig::for_test(dir.path(), true);
             let store = Store::open(config(), keys.clone()).unwrap();
@@ -576,8 +573,9 @@ mod tests {
             let seq = store.append(vec![event(None)]).await.unwrap()[0].seq;
             assert_eq!(seq, 4);
             let report = store.verify(0, 0, &[]).unwrap();
+            // The damage is on line 3 in both.
             assert!(
-                report.findings.iter().any(|f| f.line == damaged),
+                report.findings.iter().any(|f| f.line == 3),
                 "{:?}",
                 report.findings
             );
