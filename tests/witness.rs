@@ -448,6 +448,11 @@ async fn a_mirror_and_its_kept_note_are_checked_offline() {
             kept.lines().take(3).map(|l| format!("{l}\n")).collect(),
             "up to seq 3 only",
         ),
+        (
+            "not a mirror",
+            "my notes\n".to_owned(),
+            "is not a witness's mirror: line 1 is not a stored record after seq 0",
+        ),
     ];
     for (what, text, says) in failures {
         std::fs::write(&copy, text).unwrap();

@@ -295,6 +295,14 @@ pub(crate) fn check_offline(
                 hex(&checkpoint.root)
             )));
         }
+        // Not `refused`: its advice is for a witness's `--mirror`.
+        Err(MirrorError::NotAMirror { line, after }) => {
+            return Err(CliError::Failed(format!(
+                "{} is not a witness's mirror: line {line} is not a stored record after seq \
+                 {after}",
+                path.display()
+            )));
+        }
         Err(e) => return Err(refused(path)(e)),
     };
     let after = file.metadata().map_err(io)?.len() - len;
