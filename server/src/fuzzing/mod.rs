@@ -10,9 +10,10 @@
 //! segment file, recovery, the manifest, a lead copy's index), `requests`
 //! for what callers send (validation, page tokens), `proofs` for what an
 //! auditor's verifier reads from a server or a file it does not trust
-//! (proofs, signed notes, bundles, a witness's mirror), `stream` for what a cluster node's
-//! replica appends from the replicated stream, `sample` the key, the sample
-//! log and the helpers they share; this module holds the seeds.
+//! (proofs, signed notes, bundles, a witness's mirror), `stream` for what a
+//! cluster node's replica appends from the replicated stream, `sample` the
+//! key, the sample log and the helpers they share; this module holds the
+//! seeds.
 
 mod log;
 mod proofs;

@@ -467,8 +467,9 @@ pub fn mirror(data: &[u8]) {
             .collect()
     };
     let honest = held(n);
+    let covered = held(size);
     match mirror::verify(&honest[..], &checkpoint) {
-        Ok(prefix) => assert_eq!(prefix.len, held(size).len() as u64, "the checked part"),
+        Ok(prefix) => assert_eq!(prefix.len, covered.len() as u64, "the checked part"),
         Err(e) => panic!("an honest mirror does not verify: {e}"),
     }
 
@@ -487,7 +488,7 @@ pub fn mirror(data: &[u8]) {
         let checked = bytes.get(..prefix.len as usize);
         assert_eq!(
             checked,
-            Some(&held(size)[..]),
+            Some(&covered[..]),
             "a mirror verifies whose records up to seq {size} are not the log's"
         );
     }

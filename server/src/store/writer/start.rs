@@ -98,24 +98,22 @@ fn chain_end(
 /// The newest sealed segment not compressed yet (a crash came between its
 /// seal and its compression), as verification orders them: by name.
 fn newest_uncompressed(shared: &Shared) -> Option<File> {
-    let recorded: Vec<String> = shared
-        .manifest
-        .lock()
-        .map(|m| m.segments.iter().map(|e| e.file.clone()).collect())
-        .unwrap_or_default();
-    let segments = shared.segments();
-    segments
+    let plain: Vec<(String, File)> = shared
+        .segments()
         .values()
         .filter_map(|segment| match &**segment {
-            SegmentFile::Plain { name, file }
-                if name != LOG_FILE && !recorded.contains(&names(name).0) =>
-            {
-                Some((name, file))
+            SegmentFile::Plain { name, file } if name != LOG_FILE => {
+                Some((name.clone(), file.try_clone().ok()?))
             }
             _ => None,
         })
-        .max_by_key(|(name, _)| *name)
-        .and_then(|(_, file)| file.try_clone().ok())
+        .collect();
+    let manifest = shared.manifest.lock().ok()?;
+    plain
+        .into_iter()
+        .filter(|(name, _)| manifest.entry(&names(name).0).is_none())
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, file)| file)
 }
 
 /// The signature the last purge of everything left the chain at.

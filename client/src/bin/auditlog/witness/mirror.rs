@@ -303,7 +303,7 @@ pub(crate) fn check_offline(
                 path.display()
             )));
         }
-        Err(e) => return Err(refused(path)(e)),
+        Err(MirrorError::Io(e)) => return Err(io(e)),
     };
     let after = file.metadata().map_err(io)?.len() - len;
     if json {
