@@ -10,9 +10,10 @@
 
 use crate::common;
 
+use std::time::Duration;
+
 use async_nats::jetstream;
-use common::cluster::{IMPORT_LIMIT, import};
-use common::endpoints::closed_port;
+use common::cluster::{self, IMPORT_LIMIT, import};
 use common::{NatsCluster, ServerProcess, wait_until};
 
 /// Messages in the stream `AUDITLOG` (0 when it does not exist yet).
@@ -33,6 +34,21 @@ fn event(i: usize, bytes: usize) -> auditlog_client::NewEvent {
         .detail("note", "x".repeat(bytes))
 }
 
+/// `count` batches of 100 events of 4 KiB each, the first event `first`.
+async fn batches(
+    client: &auditlog_client::Client,
+    first: usize,
+    count: usize,
+) -> Vec<auditlog_client::pb::Receipt> {
+    let mut acked = Vec::new();
+    for b in 0..count {
+        let from = first + b * 100;
+        let events = (from..from + 100).map(|i| event(i, 4096));
+        acked.extend(client.log_batch(events).await.unwrap());
+    }
+    acked
+}
+
 #[tokio::test]
 async fn a_single_node_log_imported_into_an_empty_stream_is_every_nodes_log() {
     let Some(nats) = NatsCluster::start(3).await else {
@@ -46,17 +62,9 @@ async fn a_single_node_log_imported_into_an_empty_stream_is_every_nodes_log() {
     for i in 0..5 {
         acked.push(client.log(event(i, 10)).await.unwrap());
     }
-    // Four batches of 100 events of 4 KiB: about 1.6 MiB, so the import
-    // needs more than one message, each ending where a batch ends.
-    for b in 0..4 {
-        let from = 5 + b * 100;
-        acked.extend(
-            client
-                .log_batch((from..from + 100).map(|i| event(i, 4096)))
-                .await
-                .unwrap(),
-        );
-    }
+    // About 1.6 MiB, so the import needs more than one message, each ending
+    // where a batch ends.
+    acked.extend(batches(&client, 5, 4).await);
     acked.push(client.log(event(405, 10)).await.unwrap());
     let head_signature = client.verify().await.unwrap().head_signature;
     server.signal("TERM");
@@ -81,15 +89,12 @@ async fn a_single_node_log_imported_into_an_empty_stream_is_every_nodes_log() {
     assert!(again.stderr.contains("empty stream"), "{again:?}");
     assert_eq!(messages(&js).await, published);
 
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        nodes.push(start_node(&nats, &format!("node{i}")).await);
-    }
+    // Started as every cluster test starts its nodes: once a leader holds
+    // the lease and every node says SERVING (its replica caught up).
+    let nodes = cluster::start_nodes(&nats, 3).await;
     let head = acked.len() as u64;
-    for (_, process) in &nodes {
-        let client = auditlog_client::Client::connect(&process.url)
-            .await
-            .unwrap();
+    for node in &nodes {
+        let client = node.client().await;
         wait_until("the node to apply the imported log", || async {
             match client.stats(None).await {
                 Ok(s) if s.head_seq == head => Ok(()),
@@ -102,11 +107,7 @@ async fn a_single_node_log_imported_into_an_empty_stream_is_every_nodes_log() {
         assert_eq!(report.head_signature, head_signature);
     }
     // The chain goes on from the imported head.
-    let any = auditlog_client::Client::builder()
-        .nodes(nodes.iter().map(|(_, p)| p.url.clone()))
-        .connect()
-        .await
-        .unwrap();
+    let any = cluster::failover_client(&nodes).await;
     let next = wait_until("a write after the import", || async {
         any.log(event(406, 10)).await.map_err(|e| e.to_string())
     })
@@ -114,18 +115,72 @@ async fn a_single_node_log_imported_into_an_empty_stream_is_every_nodes_log() {
     assert_eq!(next.seq, head + 1);
 }
 
-/// A node on a fresh directory, named `name`, with its directory.
-async fn start_node(nats: &NatsCluster, name: &str) -> (tempfile::TempDir, ServerProcess) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = closed_port();
-    let config = dir.path().join("auditlog.toml");
-    std::fs::write(&config, nats.node_toml(name, port)).unwrap();
-    let process = ServerProcess::spawn_at(
-        port,
-        &dir.path().join("data"),
-        ["--config".as_ref(), config.as_os_str()],
-        &[],
-    )
+/// NATS in trouble during an import is waited out, not a failed import
+/// with half a log in the stream: JetStream without its quorum when the
+/// import starts (two of three servers down: it cannot create the stream
+/// yet), and every server paused between two messages for longer than the
+/// lease, so the import's lease lapses and expires. The stream ends up the
+/// whole log all the same.
+#[tokio::test]
+async fn an_import_waits_out_nats_without_a_quorum_and_its_lease_lapsing() {
+    let Some(mut nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let single = tempfile::tempdir().unwrap();
+    let data = single.path().join("data");
+    let mut server = ServerProcess::spawn(&data).await;
+    let client = auditlog_client::Client::connect(&server.url).await.unwrap();
+    // About 1.2 MiB: two messages at least.
+    let acked = batches(&client, 0, 3).await;
+    let head_signature = client.verify().await.unwrap().head_signature;
+    server.signal("TERM");
+    assert!(server.wait_exit_within(IMPORT_LIMIT).await.success());
+
+    // The import holds after each message while this file exists.
+    let hold = data.join("HOLD_IMPORT");
+    std::fs::write(&hold, "").unwrap();
+    nats.kill9(1);
+    nats.kill9(2);
+    let importing = tokio::spawn(import(&nats, &data, common::TEST_KEY));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!importing.is_finished(), "{:?}", importing.await);
+    nats.restart(1);
+    nats.restart(2);
+    let js = jetstream::new(nats.client().await);
+    wait_until("the import's first message", || async {
+        match messages(&js).await {
+            0 if importing.is_finished() => panic!("the import ended before its first message"),
+            0 => Err("no message".to_owned()),
+            _ => Ok(()),
+        }
+    })
     .await;
-    (dir, process)
+    for i in 0..3 {
+        nats.signal(i, "STOP");
+    }
+    // The lease is 1 s (`NatsCluster::node_toml`).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for i in 0..3 {
+        nats.signal(i, "CONT");
+    }
+    std::fs::remove_file(&hold).unwrap();
+    let done = importing.await.unwrap();
+    assert_eq!(done.code, 0, "{done:?}");
+    assert!(done.stdout.contains(&head_signature), "{done:?}");
+
+    let nodes = cluster::start_nodes(&nats, 1).await;
+    let client = nodes[0].client().await;
+    let head = acked.len() as u64;
+    wait_until("the node to apply the imported log", || async {
+        match client.stats(None).await {
+            Ok(s) if s.head_seq == head => Ok(()),
+            other => Err(format!("{:?}", other.map(|s| s.head_seq))),
+        }
+    })
+    .await;
+    common::assert_whole(&client, &acked).await;
+    assert_eq!(
+        client.verify().await.unwrap().head_signature,
+        head_signature
+    );
 }

@@ -277,8 +277,13 @@ pub(crate) async fn wait_all_at<'a>(nodes: impl IntoIterator<Item = &'a Node>, h
 pub(crate) const IMPORT_LIMIT: Duration = Duration::from_secs(60);
 
 /// `auditlog-server --cluster-import` on `data_dir` with a node's config,
-/// HMAC key `key`.
-pub(crate) async fn import(nats: &NatsCluster, data_dir: &Path, key: &str) -> super::Finished {
+/// HMAC key `key`; the run borrows nothing, so a test may stop and start
+/// NATS servers while it runs.
+pub(crate) fn import(
+    nats: &NatsCluster,
+    data_dir: &Path,
+    key: &str,
+) -> impl Future<Output = super::Finished> + 'static {
     let config = data_dir.with_extension("import.toml");
     std::fs::write(&config, nats.node_toml("importer", closed_port())).unwrap();
     let args = vec![
@@ -290,5 +295,5 @@ pub(crate) async fn import(nats: &NatsCluster, data_dir: &Path, key: &str) -> su
     ];
     let env = vec![("AUDITLOG_HMAC_KEY".to_owned(), key.to_owned())];
     let bin = super::workspace_bin("auditlog-server", "auditlog-server");
-    super::run_to_end(bin, args, env, IMPORT_LIMIT).await
+    super::run_to_end(bin, args, env, IMPORT_LIMIT)
 }

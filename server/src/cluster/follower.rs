@@ -153,8 +153,9 @@ async fn follow(
         };
         let message = message.map_err(|e| nats(&e))?;
         let seq = message.info().map_err(|e| nats(&e))?.stream_sequence;
+        // A test makes the replica fall behind the stream for real.
         #[cfg(feature = "fault-injection")]
-        hold_if_asked(store.dir()).await;
+        crate::faults::hold_while(store.dir(), "HOLD_APPLY").await;
         match store.apply(message.payload.to_vec()).await {
             Ok(_) => {}
             Err(e @ StoreError::Refused { .. }) => {
@@ -322,16 +323,6 @@ async fn check_not_purged_past(
          in between are gone from the stream; seed this node's data directory from another \
          node's (docs/cluster.md, \"A node that was down too long\")"
     )))
-}
-
-/// A test hook: while `<data_dir>/HOLD_APPLY` exists, the replica applies
-/// nothing more, so a test can make it fall behind the stream for real.
-#[cfg(feature = "fault-injection")]
-async fn hold_if_asked(dir: &Path) {
-    let hold = dir.join("HOLD_APPLY");
-    while crate::faults::hooks_on() && hold.exists() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn read_pos(path: &Path) -> u64 {

@@ -15,11 +15,17 @@
 //!    beginning retention purged cannot seed them), no finding at all.
 //! 3. The stream is created (or checked) as a node would, and the leader
 //!    lease taken as `<node> (import)`: a node holding it means a cluster
-//!    runs on that stream. The stream must hold no message.
+//!    runs on that stream. The stream must hold no message. A NATS cluster
+//!    that cannot take the setup yet (JetStream without its leaders, just
+//!    after a start or while a quorum is down) is asked again for up to
+//!    [`SETUP_WAIT`].
 //! 4. The lines go out in messages of whole batches, at most
 //!    [`MAX_MESSAGE`] bytes each, every one fenced on the stream's last
 //!    sequence like a leader's (`leader.rs`), so nothing else can
-//!    interleave; each is acknowledged by a quorum before the next.
+//!    interleave; each is acknowledged by a quorum before the next. The
+//!    lease only keeps nodes from leading meanwhile: when it lapses (NATS
+//!    did not answer a renewal within a quarter of `lease_ttl_ms`) the
+//!    import waits to take it back, and stops only if a node took it.
 //! 5. The lease is given back.
 //!
 //! A failure part-way leaves whole messages, a prefix of the log, in the
@@ -27,7 +33,7 @@
 //! removed (`nats stream rm`) before it is run again (docs/cluster.md).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::IgnoredAny;
 use tokio::sync::watch;
@@ -35,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::leader::{MAX_MESSAGE, Publisher};
 use super::lease::{self, Lease, Role};
-use super::{ClusterConfig, ClusterError, stream};
+use super::{ClusterConfig, ClusterError, SETUP_RETRY, stream};
 use crate::config::Config;
 use crate::keys::{KEY_FILE, Keyring};
 use crate::lock::DirLock;
@@ -61,8 +67,13 @@ impl std::fmt::Display for Imported {
     }
 }
 
-/// How long taking the lease may wait for NATS to answer.
+/// How long taking the lease, or taking it back after a lapse, may wait
+/// for NATS to answer.
 const LEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the setup (the stream, the lease bucket) is asked again while
+/// NATS cannot take it yet.
+const SETUP_WAIT: Duration = Duration::from_secs(30);
 
 /// Publishes the log in `config.data_dir` into the empty stream of
 /// `config.cluster` (see the module doc).
@@ -169,11 +180,10 @@ async fn publish(
     let node = format!("{} (import)", cluster.node());
     let client = super::connect(cluster, &node).await?;
     let js = async_nats::jetstream::new(client);
-    let mut stream = stream::ensure_stream(&js, cluster).await?;
-    let bucket = stream::ensure_lease_bucket(&js, cluster).await?;
+    let (mut stream, bucket) = set_up(&js, cluster).await?;
     let lease = Lease::new(
         bucket,
-        (node, cluster.advertise.clone()),
+        (node.clone(), cluster.advertise.clone()),
         keyring,
         cluster.lease_ttl(),
     );
@@ -230,14 +240,7 @@ async fn publish(
             let mut from = 1;
             let mut messages = 0;
             while from <= head {
-                if !matches!(*role.borrow(), Role::Leader { .. }) {
-                    return Err(refuse(format!(
-                        "the leader lease was lost after records 1-{}; remove stream {} and import \
-                     again",
-                        from - 1,
-                        cluster.stream
-                    )));
-                }
+                hold_lease(&mut role, &node, cluster, from - 1).await?;
                 let reading = Arc::clone(store);
                 let (lines, last) =
                     tokio::task::spawn_blocking(move || next_message(&reading, from, head))
@@ -254,6 +257,8 @@ async fn publish(
             })?;
                 messages += 1;
                 from = last + 1;
+                #[cfg(feature = "fault-injection")]
+                crate::faults::hold_while(store.dir(), "HOLD_IMPORT").await;
             }
             Ok(messages)
         }
@@ -261,6 +266,78 @@ async fn publish(
     cancel.cancel();
     let _ = leasing.await;
     published
+}
+
+/// The stream and the lease bucket, asked again while NATS cannot take
+/// them yet (for up to [`SETUP_WAIT`]); a stream unfit to hold the log is
+/// refused at once.
+async fn set_up(
+    js: &async_nats::jetstream::Context,
+    cluster: &ClusterConfig,
+) -> Result<
+    (
+        async_nats::jetstream::stream::Stream,
+        async_nats::jetstream::kv::Store,
+    ),
+    ClusterError,
+> {
+    let deadline = Instant::now() + SETUP_WAIT;
+    let mut said = None;
+    loop {
+        let attempt = async {
+            let stream = stream::ensure_stream(js, cluster).await?;
+            Ok((stream, stream::ensure_lease_bucket(js, cluster).await?))
+        };
+        let error = match attempt.await {
+            Ok(set) => return Ok(set),
+            Err(e @ ClusterError::Unfit(_)) => return Err(e),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        if said.as_ref() != Some(&error) {
+            tracing::warn!(error = %error, "NATS cannot take the import's setup yet; retrying");
+            said = Some(error);
+        }
+        tokio::time::sleep(SETUP_RETRY).await;
+    }
+}
+
+/// Returns once the import holds the leader lease, waiting for it to be
+/// taken back after a lapse (the import's own value names it as holder
+/// until it expires, within `lease_ttl_ms`). Refused when a node holds it
+/// instead, or when it is not back within [`LEASE_WAIT`]. `done` is the
+/// last record published.
+async fn hold_lease(
+    role: &mut watch::Receiver<Role>,
+    me: &str,
+    cluster: &ClusterConfig,
+    done: u64,
+) -> Result<(), ClusterError> {
+    let taken_by_other = |r: &Role| matches!(r, Role::Follower { leader: Some(h) } if h.node != me);
+    let settled = tokio::time::timeout(
+        LEASE_WAIT,
+        role.wait_for(|r| matches!(r, Role::Leader { .. }) || taken_by_other(r)),
+    )
+    .await;
+    let taken = match settled {
+        Ok(Ok(r)) => match &*r {
+            Role::Follower { leader: Some(h) } => format!(
+                "node {} ({}) took the leader lease after records 1-{done}: a node runs on \
+                 stream {}",
+                h.node, h.advertise, cluster.stream
+            ),
+            _ => return Ok(()),
+        },
+        _ => format!(
+            "the leader lease lapsed after records 1-{done} and NATS did not give it back \
+             within {LEASE_WAIT:?}"
+        ),
+    };
+    Err(refuse(format!(
+        "{taken}; records 1-{done} are in stream {}: stop every node, remove the stream (nats \
+         stream rm {}) and import again",
+        cluster.stream, cluster.stream
+    )))
 }
 
 /// The lines of records `from..` for one message: as many whole batches as

@@ -127,7 +127,7 @@ impl ClusterError {
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// How long to wait before setting up the stream again after a failure.
-const SETUP_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const SETUP_RETRY: Duration = Duration::from_secs(1);
 
 /// This node's link to the cluster.
 #[derive(Clone)]

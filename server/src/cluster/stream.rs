@@ -67,7 +67,8 @@ pub(crate) async fn ensure_stream(
         .config;
     match unfit(have, config) {
         None => Ok(found),
-        Some(why) => Err(ClusterError::Setup(why)),
+        // Not NATS being slow: an operator must fix it, asking again won't.
+        Some(why) => Err(ClusterError::Unfit(why)),
     }
 }
 
