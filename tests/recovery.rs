@@ -463,24 +463,15 @@ async fn a_zeroed_record_inside_the_log_is_damage_and_the_records_after_it_stay(
     );
 }
 
-#[tokio::test]
-async fn a_forged_copy_of_a_record_is_reported_where_it_is_and_not_at_the_next_record() {
+/// Three records, the active file edited by `edit` with the server down,
+/// then the server's own seq 4: what verification then finds.
+async fn findings_after_a_change_and_a_record(
+    edit: impl FnOnce(&mut Vec<String>),
+) -> Vec<(pb::ProblemKind, u64, u64)> {
     let server = TestServer::start().await;
     log_singles(&server.client().await, 3).await;
-    // A copy of seq 3 put before it, carrying seq 2's signature (so its
-    // MAC fails): recovery indexes the first copy of a seq.
     let server = server
-        .restart_after(
-            |dir| {
-                common::tamper(&dir.join(LOG), |lines| {
-                    let signature = field(&lines[1], "signature");
-                    let forged =
-                        common::edit_line(&lines[2], &field(&lines[2], "signature"), &signature);
-                    lines.insert(2, forged);
-                });
-            },
-            |_| {},
-        )
+        .restart_after(|dir| common::tamper(&dir.join(LOG), edit), |_| {})
         .await;
     let client = server.client().await;
     let next = client
@@ -488,10 +479,31 @@ async fn a_forged_copy_of_a_record_is_reported_where_it_is_and_not_at_the_next_r
         .await
         .unwrap();
     assert_eq!(next.seq, 4);
-    let found = problems(&client.verify().await.unwrap());
+    problems(&client.verify().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_forged_copy_of_a_record_is_reported_where_it_is_and_not_at_the_next_record() {
+    // A copy of seq 3 put before it, carrying seq 2's signature (so its
+    // MAC fails): recovery indexes the first copy of a seq.
+    let found = findings_after_a_change_and_a_record(|lines| {
+        let signature = field(&lines[1], "signature");
+        let forged = common::edit_line(&lines[2], &field(&lines[2], "signature"), &signature);
+        lines.insert(2, forged);
+    })
+    .await;
     assert!(
         !found.is_empty() && found.iter().all(|&(_, seq, line)| seq == 3 && line <= 4),
         "the copy is reported on its lines, and the server's own record (seq 4, \
          line 5) is not: {found:?}"
     );
+}
+
+#[tokio::test]
+async fn a_line_that_is_no_record_is_reported_alone_and_not_the_servers_next_record() {
+    // A whole line after the last record that reads as no record at all.
+    let found = findings_after_a_change_and_a_record(|lines| lines.push("{\"seq\":".into())).await;
+    // The line is where seq 4 was expected; the server's seq 4 (line 5)
+    // follows it unreported, whether the line took a record's place or not.
+    assert_eq!(found, vec![(pb::ProblemKind::Malformed, 4, 4)]);
 }

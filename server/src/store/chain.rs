@@ -182,6 +182,9 @@ pub(crate) struct Verifier<'k> {
     range: std::ops::RangeInclusive<u64>,
     /// True until the first record when no starting point was given.
     unanchored: bool,
+    /// The seq expected at the first of the unreadable lines read since the
+    /// last record, if any ([`Verifier::check_line`]).
+    unread_from: Option<u64>,
     report: Report,
 }
 
@@ -202,6 +205,7 @@ impl<'k> Verifier<'k> {
             expected: first_seq,
             range: 0..=u64::MAX,
             unanchored: false,
+            unread_from: None,
             report: Report::default(),
         }
     }
@@ -267,8 +271,14 @@ impl<'k> Verifier<'k> {
                      {expected} was expected here"
                 ),
             );
-            // Keep expecting the seq after this one so a single damaged line
-            // is not also reported as a gap in the next record.
+            // Whether this line took a record's place or was put in between
+            // two, the next record tells: see below. Only for a line reported:
+            // outside the range asked about, the record after it is checked
+            // as ever, so that a range still says whether its first record
+            // chains to the one before.
+            if self.range.contains(&expected) {
+                self.unread_from.get_or_insert(expected);
+            }
             self.expected = self.expected.saturating_add(1);
             return None;
         };
@@ -277,6 +287,20 @@ impl<'k> Verifier<'k> {
             self.unanchored = false;
             self.expected = seq;
             head.prev.clone_into(&mut self.prev);
+            self.unread_from = None;
+        }
+        // After unreadable lines (each reported), the next record may carry
+        // any seq from the one expected at the first of them (the lines were
+        // put in: its `prev` must name the record before them) to the one
+        // after the last (each took a record's place: its `prev` names a
+        // record nobody can read, so it is not checked). Either way the lines
+        // are the finding, not this record.
+        let mut check_prev = true;
+        if let Some(from) = self.unread_from.take()
+            && (from..=self.expected).contains(&seq)
+        {
+            self.expected = seq;
+            check_prev = seq == from;
         }
         let mac = head.check_mac(line, self.keyring);
         match mac {
@@ -347,7 +371,7 @@ impl<'k> Verifier<'k> {
                 ),
             );
         }
-        if head.prev != self.prev {
+        if check_prev && head.prev != self.prev {
             self.find(
                 FindingKind::ChainBreak,
                 seq,
@@ -584,14 +608,63 @@ mod tests {
     }
 
     #[test]
-    fn garbage_line_is_malformed_and_does_not_cascade() {
+    fn a_garbage_line_in_a_records_place_is_the_one_finding() {
         let mut lines = log(5);
         lines[2] = b"{not json".to_vec();
-        // The next record's prev names the damaged record's signature, which
-        // could not be read, so the chain check fails there too.
+        assert_eq!(check(&lines, 5), vec![(Malformed, 3, 3)]);
+    }
+
+    #[test]
+    fn a_range_after_a_garbage_line_still_says_its_first_record_does_not_chain() {
+        let mut lines = log(5);
+        lines[2] = b"{not json".to_vec();
+        let keys = keyring();
+        let none = HashMap::new();
+        let mut v = Verifier::new(&keys, &none, 1, GENESIS).with_range(4..=5);
+        for (i, line) in lines.iter().enumerate() {
+            v.check_line("audit.log", i as u64 + 1, line);
+        }
+        let found: Vec<_> = v
+            .finish()
+            .findings
+            .iter()
+            .map(|f| (f.kind, f.seq))
+            .collect();
+        assert_eq!(found, vec![(ChainBreak, 4)]);
+    }
+
+    #[test]
+    fn a_garbage_line_put_in_between_two_records_is_the_one_finding() {
+        let mut lines = log(5);
+        lines.insert(2, b"{not json".to_vec());
+        assert_eq!(check(&lines, 5), vec![(Malformed, 3, 3)]);
+        // Two records after it deleted: one more than it could stand for.
+        lines.remove(3);
+        lines.remove(3);
         assert_eq!(
             check(&lines, 5),
-            vec![(Malformed, 3, 3), (ChainBreak, 4, 4)]
+            vec![(Malformed, 3, 3), (SeqGap, 5, 4), (ChainBreak, 5, 4)]
+        );
+    }
+
+    #[test]
+    fn garbage_lines_in_place_of_and_beside_records_are_the_findings() {
+        let mut lines = log(6);
+        lines[2] = b"{not json".to_vec();
+        lines.insert(3, b"garbage".to_vec());
+        // Lines 3 and 4 are garbage, line 5 is seq 4: no more than the lines.
+        assert_eq!(check(&lines, 6), vec![(Malformed, 3, 3), (Malformed, 4, 4)]);
+        // More records deleted after them than they stand for: a gap.
+        lines.remove(4);
+        lines.remove(4);
+        assert_eq!(
+            check(&lines, 6),
+            vec![
+                (Malformed, 3, 3),
+                (Malformed, 4, 4),
+                (SeqGap, 6, 5),
+                (ChainBreak, 6, 5)
+            ]
         );
     }
 }
