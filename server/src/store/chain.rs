@@ -615,6 +615,32 @@ mod tests {
     }
 
     #[test]
+    fn garbage_lines_anywhere_in_place_of_or_before_records_are_exactly_the_findings() {
+        let records = log(5);
+        // Each record kept (0), its place taken by a garbage line (1), or a
+        // garbage line put before it (2): every one of the 243 ways.
+        for choice in 0..3u32.pow(5) {
+            let (mut lines, mut garbage, mut left) = (Vec::new(), Vec::new(), choice);
+            for record in &records {
+                let what = left % 3;
+                left /= 3;
+                if what != 0 {
+                    lines.push(b"{not a record".to_vec());
+                    garbage.push((Malformed, lines.len() as u64));
+                }
+                if what != 1 {
+                    lines.push(record.clone());
+                }
+            }
+            let found: Vec<_> = check(&lines, 0)
+                .into_iter()
+                .map(|(kind, _, line)| (kind, line))
+                .collect();
+            assert_eq!(found, garbage, "choice {choice}");
+        }
+    }
+
+    #[test]
     fn a_range_after_a_garbage_line_still_says_its_first_record_does_not_chain() {
         let mut lines = log(5);
         lines[2] = b"{not json".to_vec();
