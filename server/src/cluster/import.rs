@@ -35,6 +35,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
 use serde::de::IgnoredAny;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -179,7 +180,7 @@ async fn publish(
 ) -> Result<u64, ClusterError> {
     let node = format!("{} (import)", cluster.node());
     let client = super::connect(cluster, &node).await?;
-    let js = async_nats::jetstream::new(client);
+    let js = jetstream::new(client);
     let (mut stream, bucket) = set_up(&js, cluster).await?;
     let lease = Lease::new(
         bucket,
@@ -272,15 +273,9 @@ async fn publish(
 /// them yet (for up to [`SETUP_WAIT`]); a stream unfit to hold the log is
 /// refused at once.
 async fn set_up(
-    js: &async_nats::jetstream::Context,
+    js: &jetstream::Context,
     cluster: &ClusterConfig,
-) -> Result<
-    (
-        async_nats::jetstream::stream::Stream,
-        async_nats::jetstream::kv::Store,
-    ),
-    ClusterError,
-> {
+) -> Result<(jetstream::stream::Stream, jetstream::kv::Store), ClusterError> {
     let deadline = Instant::now() + SETUP_WAIT;
     let mut said = None;
     loop {
@@ -319,25 +314,26 @@ async fn hold_lease(
         role.wait_for(|r| matches!(r, Role::Leader { .. }) || taken_by_other(r)),
     )
     .await;
+    let stream = &cluster.stream;
     let taken = match settled {
         Ok(Ok(r)) => match &*r {
             Role::Follower { leader: Some(h) } => format!(
-                "node {} ({}) took the leader lease after records 1-{done}: a node runs on \
-                 stream {}",
-                h.node, h.advertise, cluster.stream
+                "node {} ({}) took the leader lease: a node runs on stream {stream}",
+                h.node, h.advertise
             ),
             _ => return Ok(()),
         },
-        _ => format!(
-            "the leader lease lapsed after records 1-{done} and NATS did not give it back \
-             within {LEASE_WAIT:?}"
-        ),
+        _ => format!("the leader lease lapsed and NATS did not give it back within {LEASE_WAIT:?}"),
     };
-    Err(refuse(format!(
-        "{taken}; records 1-{done} are in stream {}: stop every node, remove the stream (nats \
-         stream rm {}) and import again",
-        cluster.stream, cluster.stream
-    )))
+    let left = if done == 0 {
+        "nothing was published yet".to_owned()
+    } else {
+        format!(
+            "records 1-{done} are in stream {stream}: stop every node, remove the stream (nats \
+             stream rm {stream}) and import again"
+        )
+    };
+    Err(refuse(format!("{taken}; {left}")))
 }
 
 /// The lines of records `from..` for one message: as many whole batches as
