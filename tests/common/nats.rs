@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use super::endpoints::closed_port;
 use super::wait::wait_until;
@@ -178,11 +179,14 @@ impl NatsCluster {
                 let url = url.clone();
                 async move {
                     let client = async_nats::connect(&url).await.map_err(|e| e.to_string())?;
-                    async_nats::jetstream::new(client)
-                        .query_account()
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    // A request sent before JetStream is up goes unanswered
+                    // until the client's 10 s timeout: ask again sooner.
+                    let js = async_nats::jetstream::new(client);
+                    match tokio::time::timeout(Duration::from_millis(250), js.query_account()).await
+                    {
+                        Ok(answer) => answer.map(|_| ()).map_err(|e| e.to_string()),
+                        Err(_) => Err("no answer within 250 ms".to_owned()),
+                    }
                 }
             })
             .await;

@@ -28,7 +28,7 @@
 //! it). Each message is a whole number of records, in order;
 //! `Auditlog-Seq: <first>-<last>` names them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::context::{Context, PublishErrorKind};
@@ -47,6 +47,15 @@ pub(crate) const SEQ_HEADER: &str = "Auditlog-Seq";
 /// How often a publish whose outcome is unknown (a timeout, a dropped
 /// connection) is retried before the group fails.
 const ATTEMPTS: u32 = 3;
+
+/// How long a publish that no JetStream server took (NATS answered "no
+/// responders": the stream's subject not known yet where this node is
+/// connected, just after the stream was created or its leader moved) is
+/// tried again. Nothing was stored, so trying again is safe.
+const UNHEARD_WAIT: Duration = Duration::from_secs(2);
+
+/// The pause between two tries of a publish nobody took.
+const UNHEARD_RETRY: Duration = Duration::from_millis(50);
 
 /// Publishes groups for the leader of one term.
 pub(crate) struct Publisher {
@@ -109,8 +118,9 @@ impl Publisher {
             .headers(headers)
             .message_id(message_id(&message_payload, from, to)?)
             .expected_last_sequence(self.last);
-        let mut last_error = String::new();
-        for attempt in 1..=ATTEMPTS {
+        let unheard_until = Instant::now() + UNHEARD_WAIT;
+        let mut attempt = 0;
+        let last_error = loop {
             let outcome = match self
                 .js
                 .send_publish(self.subject.clone(), message.clone())
@@ -158,20 +168,23 @@ impl Publisher {
                     )));
                 }
                 Err(e)
+                    if e.kind() == PublishErrorKind::StreamNotFound
+                        && Instant::now() < unheard_until =>
+                {
+                    tokio::time::sleep(UNHEARD_RETRY).await;
+                }
+                Err(e)
                     if matches!(
                         e.kind(),
                         PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe
-                    ) && attempt < ATTEMPTS =>
+                    ) && attempt + 1 < ATTEMPTS =>
                 {
-                    last_error = e.to_string();
+                    attempt += 1;
                     tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
                 }
-                Err(e) => {
-                    last_error = e.to_string();
-                    break;
-                }
+                Err(e) => break e.to_string(),
             }
-        }
+        };
         Err(ClusterError::Nats(format!(
             "publishing records {from}-{to}: {last_error}"
         )))

@@ -209,3 +209,30 @@ async fn an_existing_stream_unfit_for_the_log_is_refused() {
     assert!(error.contains("deny_delete off"), "{error}");
     assert!(error.contains("max_age"), "{error}");
 }
+
+/// A publish that no JetStream server takes (no responders: the stream's
+/// subject is not known yet where the leader is connected) stored nothing,
+/// and is tried again until the stream takes it; one that nobody takes for
+/// longer fails the group, saying so.
+#[tokio::test]
+async fn a_publish_nobody_takes_yet_is_tried_again_until_the_stream_takes_it() {
+    let Some(nats) = nats().await else { return };
+    let config = config(&nats);
+    let js = context(&nats).await;
+    let record = line(1, 'a');
+    let mut alone = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 0);
+    let error = alone
+        .publish(record.as_bytes(), 1, 1, &[])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no stream found"), "{error}");
+
+    let mut publisher = Publisher::after(js.clone(), config.stream.clone(), config.subject(), 0);
+    let (published, ()) = tokio::join!(publisher.publish(record.as_bytes(), 1, 1, &[]), async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stream::ensure_stream(&js, &config).await.unwrap();
+    });
+    published.unwrap();
+    assert_eq!(publisher.last(), 1);
+}
