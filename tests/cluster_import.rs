@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use common::cluster::{self, IMPORT_LIMIT, import};
-use common::{NatsCluster, ServerProcess, wait_until};
+use common::{NatsCluster, ServerProcess, wait_until, wait_until_within};
 
 /// Messages in the stream `AUDITLOG` (0 when it does not exist yet).
 async fn messages(js: &jetstream::Context) -> u64 {
@@ -147,7 +147,9 @@ async fn an_import_waits_out_nats_without_a_quorum_and_its_lease_lapsing() {
     nats.restart(1);
     nats.restart(2);
     let js = jetstream::new(nats.client().await);
-    wait_until("the import's first message", || async {
+    // Its first request went unanswered for the client's 10 s timeout
+    // before it asks again.
+    wait_until_within(IMPORT_LIMIT, "the import's first message", || async {
         match messages(&js).await {
             0 if importing.is_finished() => panic!("the import ended before its first message"),
             0 => Err("no message".to_owned()),
