@@ -92,20 +92,10 @@ async fn a_single_node_log_imported_into_an_empty_stream_is_every_nodes_log() {
     // Started as every cluster test starts its nodes: once a leader holds
     // the lease and every node says SERVING (its replica caught up).
     let nodes = cluster::start_nodes(&nats, 3).await;
+    cluster::assert_same_whole_log(&nodes, &acked).await;
+    let report = nodes[0].client().await.verify().await.unwrap();
+    assert_eq!(report.head_signature, head_signature);
     let head = acked.len() as u64;
-    for node in &nodes {
-        let client = node.client().await;
-        wait_until("the node to apply the imported log", || async {
-            match client.stats(None).await {
-                Ok(s) if s.head_seq == head => Ok(()),
-                other => Err(format!("{:?}", other.map(|s| s.head_seq))),
-            }
-        })
-        .await;
-        common::assert_whole(&client, &acked).await;
-        let report = client.verify().await.unwrap();
-        assert_eq!(report.head_signature, head_signature);
-    }
     // The chain goes on from the imported head.
     let any = cluster::failover_client(&nodes).await;
     let next = wait_until("a write after the import", || async {
@@ -171,18 +161,7 @@ async fn an_import_waits_out_nats_without_a_quorum_and_its_lease_lapsing() {
     assert!(done.stdout.contains(&head_signature), "{done:?}");
 
     let nodes = cluster::start_nodes(&nats, 1).await;
-    let client = nodes[0].client().await;
-    let head = acked.len() as u64;
-    wait_until("the node to apply the imported log", || async {
-        match client.stats(None).await {
-            Ok(s) if s.head_seq == head => Ok(()),
-            other => Err(format!("{:?}", other.map(|s| s.head_seq))),
-        }
-    })
-    .await;
-    common::assert_whole(&client, &acked).await;
-    assert_eq!(
-        client.verify().await.unwrap().head_signature,
-        head_signature
-    );
+    cluster::assert_same_whole_log(&nodes, &acked).await;
+    let report = nodes[0].client().await.verify().await.unwrap();
+    assert_eq!(report.head_signature, head_signature);
 }

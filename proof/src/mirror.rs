@@ -55,13 +55,9 @@ pub enum MirrorError {
     /// The mirror's records up to the checkpoint's size make another root.
     #[error(
         "its first {size} records make root {}, not the checkpoint's",
-        hex(root)
+        hex::encode(root)
     )]
     Mismatch { size: u64, root: Hash },
-}
-
-fn hex(hash: &Hash) -> String {
-    hash.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Pushes the gap leaf of every seq between the tree's end and `seq`.

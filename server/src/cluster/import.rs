@@ -308,10 +308,13 @@ async fn hold_lease(
     cluster: &ClusterConfig,
     done: u64,
 ) -> Result<(), ClusterError> {
-    let taken_by_other = |r: &Role| matches!(r, Role::Follower { leader: Some(h) } if h.node != me);
     let settled = tokio::time::timeout(
         LEASE_WAIT,
-        role.wait_for(|r| matches!(r, Role::Leader { .. }) || taken_by_other(r)),
+        role.wait_for(|r| match r {
+            Role::Leader { .. } => true,
+            Role::Follower { leader: Some(h) } => h.node != me,
+            _ => false,
+        }),
     )
     .await;
     let stream = &cluster.stream;

@@ -2,6 +2,7 @@
 //! the `prev` verification will expect of the next record.
 
 use std::fs::File;
+use std::sync::Arc;
 
 use super::Active;
 use crate::store::index::Meta;
@@ -98,22 +99,21 @@ fn chain_end(
 /// The newest sealed segment not compressed yet (a crash came between its
 /// seal and its compression), as verification orders them: by name.
 fn newest_uncompressed(shared: &Shared) -> Option<File> {
-    let plain: Vec<(String, File)> = shared
-        .segments()
-        .values()
+    // Out of the segments' lock before the manifest's is taken.
+    let segments: Vec<Arc<SegmentFile>> = shared.segments().values().cloned().collect();
+    let manifest = shared.manifest.lock().ok()?;
+    let newest = segments
+        .iter()
         .filter_map(|segment| match &**segment {
-            SegmentFile::Plain { name, file } if name != LOG_FILE => {
-                Some((name.clone(), file.try_clone().ok()?))
+            SegmentFile::Plain { name, file }
+                if name != LOG_FILE && manifest.entry(&names(name).0).is_none() =>
+            {
+                Some((name, file))
             }
             _ => None,
         })
-        .collect();
-    let manifest = shared.manifest.lock().ok()?;
-    plain
-        .into_iter()
-        .filter(|(name, _)| manifest.entry(&names(name).0).is_none())
-        .max_by(|a, b| a.0.cmp(&b.0))
-        .map(|(_, file)| file)
+        .max_by_key(|(name, _)| *name)?;
+    newest.1.try_clone().ok()
 }
 
 /// The signature the last purge of everything left the chain at.
