@@ -11,7 +11,8 @@
 //! - `LogRequest`, `LogBatchRequest` and `EventInput` are generated here
 //!   again, with `google.protobuf.Struct` as the server's own decoder
 //!   (`crate::service::details::WireDetails`), so each event's `details`
-//!   decode straight into the JSON text its line holds.
+//!   decode straight into the JSON text its line holds;
+//! - requests are decoded from one slice (`crate::service::codec`).
 //!
 //! Clients and every other message are the `auditlog-proto` crate's; the
 //! bytes on the wire are the same.
@@ -65,6 +66,7 @@ fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
+        .codec_path("crate::service::codec::SliceCodec")
         .extern_path(
             ".auditlog.v1.StreamEventsResponse",
             "crate::service::stream::Encoded",

@@ -10,6 +10,8 @@
 //!   leader and answering once its own replica holds the receipt;
 //! - `proofs.rs`: the checkpoint and proof RPCs over the store's Merkle
 //!   tree and the signed checkpoints;
+//! - `codec.rs`: the generated service's codec, prost's with requests
+//!   decoded from one slice;
 //! - `stream.rs`: StreamEvents' answers, each live event encoded once for
 //!   every follower, through the `AuditService` that build.rs generates
 //!   ([`api`]);
@@ -19,6 +21,7 @@
 
 mod admin;
 mod audit;
+mod codec;
 mod deadline;
 mod details;
 mod edge;
