@@ -13,7 +13,9 @@
 //!   mid-ingest no zero byte reaches a reader, and a write torn into them
 //!   (even one with a later block past a stretch of zeros) is quarantined.
 //! - A forged copy of a record edited into the log is reported on its own
-//!   lines; the server's next record, chained to the line before it, is not.
+//!   lines; the server's next record, chained to the line before it, is not;
+//!   likewise after a line that reads as no record, in the active file or at
+//!   the end of a sealed segment still waiting for its compression.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -506,4 +508,50 @@ async fn a_line_that_is_no_record_is_reported_alone_and_not_the_servers_next_rec
     // The line is where seq 4 was expected; the server's seq 4 (line 5)
     // follows it unreported, whether the line took a record's place or not.
     assert_eq!(found, vec![(pb::ProblemKind::Malformed, 4, 4)]);
+}
+
+#[tokio::test]
+async fn after_a_seal_the_chain_goes_on_from_the_sealed_files_last_record_past_a_bad_line() {
+    // Seqs 1-3 sealed into a segment that stays plain (its compression
+    // fails), a line that reads as no record put at its end while the
+    // server is down, and `audit.log` empty: the server's next record
+    // chains to the last record of that segment, as verification joins the
+    // files, so the line is the only finding.
+    let server = TestServer::start().await;
+    let hold = server.data_dir.join("FAIL_SEALING");
+    std::fs::write(&hold, "compress").unwrap();
+    let client = server.client().await;
+    log_singles(&client, 3).await;
+    // Without waiting for the compression, which fails.
+    client.rotate(false).await.unwrap();
+    let server = server
+        .restart_after(
+            |dir| {
+                let sealed = common::plain_sealed(dir);
+                assert_eq!(sealed.len(), 1, "one sealed plain segment: {sealed:?}");
+                assert_eq!(std::fs::metadata(dir.join(LOG)).unwrap().len(), 0);
+                common::tamper(&dir.join(&sealed[0]), |lines| {
+                    lines.push("{\"seq\":".into())
+                });
+            },
+            |_| {},
+        )
+        .await;
+    let client = server.client().await;
+    let next = client
+        .log(NewEvent::workflow_started("after"))
+        .await
+        .unwrap();
+    assert_eq!(next.seq, 4);
+    assert_eq!(
+        common::plain_sealed(&server.data_dir).len(),
+        1,
+        "the segment is still plain"
+    );
+    // The bad line is line 4 of the sealed file; seq 4 is the first line of
+    // `audit.log` and chains to seq 3.
+    assert_eq!(
+        problems(&client.verify().await.unwrap()),
+        vec![(pb::ProblemKind::Malformed, 4, 4)]
+    );
 }
