@@ -12,7 +12,9 @@
 //! signed (rewritten with the HMAC key), each end the witness with exit 1
 //! and keep nothing new; a round cut short is fetched again at the next,
 //! and a file that is not a mirror, or that another witness holds, is
-//! left alone.
+//! left alone. A server restored from a mirror and the two key files
+//! (docs/operations.md, backups) serves the log, verifies clean, and the
+//! witness goes on with its note and mirror.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -464,4 +466,45 @@ async fn a_mirror_and_its_kept_note_are_checked_offline() {
     let (code, out, err) = offline(&m.mirror, &other_logs_key().await, false).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("kept.note"), "{err}");
+}
+
+#[tokio::test]
+async fn a_server_restored_from_a_mirror_serves_the_log_and_the_witness_goes_on() {
+    // Records 1-4 sealed into a compressed segment, 5-7 in `audit.log`,
+    // all mirrored; then the machine is lost but for the mirror and the
+    // two keys, kept apart from it.
+    let mut m = Mirrored::start(|_| {}, 4).await;
+    m.client.rotate(true).await.unwrap();
+    log_leads(&m.client, "LEAD", 5, 7).await;
+    signed_at(&m.client, &m.key, 7).await;
+    let (code, out, err) = m.round(&m.state, &m.mirror, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let kept_records = std::fs::read_to_string(&m.mirror).unwrap();
+    drop(m.client);
+    m.server.stop().await;
+
+    // A fresh data directory: the mirror as `audit.log`, beside the keys.
+    let restored = tempfile::tempdir().unwrap();
+    for key in ["hmac.key", "checkpoint.key"] {
+        std::fs::copy(m.server.data_dir.join(key), restored.path().join(key)).unwrap();
+    }
+    std::fs::copy(&m.mirror, restored.path().join("audit.log")).unwrap();
+    let server = TestServer::start_in(restored.path(), |_| {}).await;
+    let client = server.client().await;
+    assert_eq!(stored_records(&client).await, kept_records);
+    let report = client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(verifier_key(restored.path()), m.key, "the same log's key");
+
+    // The witness, with the note and mirror it kept, takes the restored
+    // server's checkpoints as the same log's, growing.
+    log_leads(&client, "LEAD", 8, 8).await;
+    signed_at(&client, &m.key, 8).await;
+    let (code, out, err) = mirror_round(&server.url, &m.key, &m.state, &m.mirror, false).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("seqs 8 to 8 checked and mirrored"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(&m.mirror).unwrap(),
+        stored_records(&client).await
+    );
 }
