@@ -465,15 +465,38 @@ async fn a_zeroed_record_inside_the_log_is_damage_and_the_records_after_it_stay(
     );
 }
 
-/// Three records, the active file edited by `edit` with the server down,
-/// then the server's own seq 4: what verification then finds.
+/// Three records, the file holding them edited by `edit` with the server
+/// down, then the server's own seq 4: what verification then finds. The
+/// file is `audit.log`, or with `sealed` the segment the records were
+/// sealed into, left plain by a failing compression (`audit.log` is then
+/// empty, and the server's record chains to that segment's last record).
 async fn findings_after_a_change_and_a_record(
+    sealed: bool,
     edit: impl FnOnce(&mut Vec<String>),
 ) -> Vec<(pb::ProblemKind, u64, u64)> {
     let server = TestServer::start().await;
-    log_singles(&server.client().await, 3).await;
+    let client = server.client().await;
+    log_singles(&client, 3).await;
+    if sealed {
+        std::fs::write(server.data_dir.join("FAIL_SEALING"), "compress").unwrap();
+        // Without waiting for the compression, which fails.
+        client.rotate(false).await.unwrap();
+    }
     let server = server
-        .restart_after(|dir| common::tamper(&dir.join(LOG), edit), |_| {})
+        .restart_after(
+            |dir| {
+                let file = if sealed {
+                    let plain = common::plain_sealed(dir);
+                    assert_eq!(plain.len(), 1, "one sealed plain segment: {plain:?}");
+                    assert_eq!(std::fs::metadata(dir.join(LOG)).unwrap().len(), 0);
+                    dir.join(&plain[0])
+                } else {
+                    dir.join(LOG)
+                };
+                common::tamper(&file, edit);
+            },
+            |_| {},
+        )
         .await;
     let client = server.client().await;
     let next = client
@@ -481,6 +504,10 @@ async fn findings_after_a_change_and_a_record(
         .await
         .unwrap();
     assert_eq!(next.seq, 4);
+    if sealed {
+        let plain = common::plain_sealed(&server.data_dir);
+        assert_eq!(plain.len(), 1, "the segment is still plain: {plain:?}");
+    }
     problems(&client.verify().await.unwrap())
 }
 
@@ -488,7 +515,7 @@ async fn findings_after_a_change_and_a_record(
 async fn a_forged_copy_of_a_record_is_reported_where_it_is_and_not_at_the_next_record() {
     // A copy of seq 3 put before it, carrying seq 2's signature (so its
     // MAC fails): recovery indexes the first copy of a seq.
-    let found = findings_after_a_change_and_a_record(|lines| {
+    let found = findings_after_a_change_and_a_record(false, |lines| {
         let signature = field(&lines[1], "signature");
         let forged = common::edit_line(&lines[2], &field(&lines[2], "signature"), &signature);
         lines.insert(2, forged);
@@ -504,7 +531,8 @@ async fn a_forged_copy_of_a_record_is_reported_where_it_is_and_not_at_the_next_r
 #[tokio::test]
 async fn a_line_that_is_no_record_is_reported_alone_and_not_the_servers_next_record() {
     // A whole line after the last record that reads as no record at all.
-    let found = findings_after_a_change_and_a_record(|lines| lines.push("{\"seq\":".into())).await;
+    let found =
+        findings_after_a_change_and_a_record(false, |lines| lines.push("{\"seq\":".into())).await;
     // The line is where seq 4 was expected; the server's seq 4 (line 5)
     // follows it unreported, whether the line took a record's place or not.
     assert_eq!(found, vec![(pb::ProblemKind::Malformed, 4, 4)]);
@@ -512,46 +540,11 @@ async fn a_line_that_is_no_record_is_reported_alone_and_not_the_servers_next_rec
 
 #[tokio::test]
 async fn after_a_seal_the_chain_goes_on_from_the_sealed_files_last_record_past_a_bad_line() {
-    // Seqs 1-3 sealed into a segment that stays plain (its compression
-    // fails), a line that reads as no record put at its end while the
-    // server is down, and `audit.log` empty: the server's next record
-    // chains to the last record of that segment, as verification joins the
-    // files, so the line is the only finding.
-    let server = TestServer::start().await;
-    let hold = server.data_dir.join("FAIL_SEALING");
-    std::fs::write(&hold, "compress").unwrap();
-    let client = server.client().await;
-    log_singles(&client, 3).await;
-    // Without waiting for the compression, which fails.
-    client.rotate(false).await.unwrap();
-    let server = server
-        .restart_after(
-            |dir| {
-                let sealed = common::plain_sealed(dir);
-                assert_eq!(sealed.len(), 1, "one sealed plain segment: {sealed:?}");
-                assert_eq!(std::fs::metadata(dir.join(LOG)).unwrap().len(), 0);
-                common::tamper(&dir.join(&sealed[0]), |lines| {
-                    lines.push("{\"seq\":".into())
-                });
-            },
-            |_| {},
-        )
-        .await;
-    let client = server.client().await;
-    let next = client
-        .log(NewEvent::workflow_started("after"))
-        .await
-        .unwrap();
-    assert_eq!(next.seq, 4);
-    assert_eq!(
-        common::plain_sealed(&server.data_dir).len(),
-        1,
-        "the segment is still plain"
-    );
-    // The bad line is line 4 of the sealed file; seq 4 is the first line of
-    // `audit.log` and chains to seq 3.
-    assert_eq!(
-        problems(&client.verify().await.unwrap()),
-        vec![(pb::ProblemKind::Malformed, 4, 4)]
-    );
+    // A line that reads as no record put at the end of the sealed segment
+    // while the server is down, `audit.log` empty: the server's next
+    // record chains to the segment's last record, as verification joins
+    // the files, so the line (line 4 of the segment) is the only finding.
+    let found =
+        findings_after_a_change_and_a_record(true, |lines| lines.push("{\"seq\":".into())).await;
+    assert_eq!(found, vec![(pb::ProblemKind::Malformed, 4, 4)]);
 }
