@@ -14,6 +14,7 @@ mod common;
 
 mod adversarial;
 mod alerts;
+mod backup;
 mod bad_input;
 mod bundles;
 mod callers;

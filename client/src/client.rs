@@ -320,6 +320,17 @@ impl Client {
             .into_inner())
     }
 
+    /// A backup of the server's log, as it streams it: each file as a
+    /// `file` message, then its bytes, then `done` (`auditlog backup DIR`
+    /// writes one into a directory).
+    pub async fn backup(&self) -> Result<tonic::Streaming<pb::BackupResponse>, Error> {
+        Ok(self
+            .admin()
+            .backup(pb::BackupRequest {})
+            .await?
+            .into_inner())
+    }
+
     /// Runs retention now: purges the segments older than the retention
     /// period (the purge is itself logged).
     pub async fn apply_retention(&self) -> Result<pb::ApplyRetentionResponse, Error> {

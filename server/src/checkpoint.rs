@@ -58,6 +58,9 @@ pub(crate) use rotation::{RetiredKey, rotate};
 pub(crate) const KEY_FILE: &str = "checkpoint.key";
 /// The latest signed checkpoint's file in the data directory.
 pub(crate) const NOTE_FILE: &str = "checkpoint.note";
+/// The files the checkpoints keep in the data directory beside the key: the
+/// latest signed checkpoint and the retired keys (what a backup copies).
+pub(crate) const KEPT_FILES: [&str; 2] = [NOTE_FILE, rotation::RETIRED_FILE];
 /// How often the tree is looked at for a new checkpoint.
 pub(crate) const EVERY: Duration = Duration::from_millis(500);
 

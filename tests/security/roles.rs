@@ -39,7 +39,7 @@ const CALLERS: [(&str, Option<&str>); 7] = [
 
 /// Every RPC and what each caller of [`CALLERS`] gets, in that order.
 #[rustfmt::skip]
-const MATRIX: [(&str, [Outcome; 7]); 19] = [
+const MATRIX: [(&str, [Outcome; 7]); 20] = [
     //                                 writer  reader  auditor admin  w+r     none    unknown
     ("AuditService/Log",              [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
     ("AuditService/LogBatch",         [OK,     DENIED, DENIED, OK,    OK,     UNAUTH, UNAUTH]),
@@ -60,6 +60,7 @@ const MATRIX: [(&str, [Outcome; 7]); 19] = [
     ("AdminService/GetWebhookStatus", [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/GetWebhookSecret", [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
     ("AdminService/MailReport",       [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
+    ("AdminService/Backup",           [DENIED, DENIED, DENIED, OK,    DENIED, UNAUTH, UNAUTH]),
 ];
 
 /// `Service/Method` of every RPC in the `auditlog.v1` package, from the
@@ -193,6 +194,11 @@ pub(crate) async fn call(
         "AdminService/MailReport" => {
             let m = pb::MailReportRequest::default();
             admin.mail_report(authed(m, t)).await.map(|_| ())
+        }
+        "AdminService/Backup" => {
+            let m = pb::BackupRequest {};
+            let mut stream = admin.backup(authed(m, t)).await?.into_inner();
+            stream.message().await.map(|_| ())
         }
         other => panic!("the test cannot call {other}: add it to `call`"),
     }

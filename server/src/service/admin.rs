@@ -1,6 +1,7 @@
 //! The AdminService handlers: rotation and retention on demand, the state
 //! of the alert channels and webhook endpoints, the webhook secrets the
-//! server generated, and reports mailed through the alert email channel.
+//! server generated, reports mailed through the alert email channel, and
+//! backups (`backup.rs`).
 
 use auditlog_proto::v1::admin_service_server::AdminService;
 use auditlog_proto::v1::{self as pb};
@@ -15,16 +16,37 @@ pub(crate) struct AdminSvc {
     audit: AuditSvc,
     /// The retention period; `None` keeps everything.
     retention: Option<std::time::Duration>,
+    /// The backup that runs.
+    backups: super::backup::OneAtATime,
 }
 
 impl AdminSvc {
     pub(crate) fn new(audit: AuditSvc, retention: Option<std::time::Duration>) -> AdminSvc {
-        AdminSvc { audit, retention }
+        AdminSvc {
+            audit,
+            retention,
+            backups: super::backup::OneAtATime::default(),
+        }
     }
 }
 
 #[tonic::async_trait]
 impl AdminService for AdminSvc {
+    type BackupStream = super::backup::BackupStream;
+
+    async fn backup(
+        &self,
+        _req: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let running = self.audit.running()?;
+        if running.cluster.is_some() {
+            return Err(edge::backup_in_cluster());
+        }
+        let stream =
+            super::backup::start(std::sync::Arc::clone(&running.store), &self.backups).await?;
+        Ok(Response::new(stream))
+    }
+
     async fn rotate(
         &self,
         req: Request<pb::RotateRequest>,

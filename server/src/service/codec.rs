@@ -72,9 +72,7 @@ impl<U: Message + Default> Decoder for SliceDecoder<U> {
         } else {
             U::decode(buf.copy_to_bytes(len).as_ref())
         };
-        decoded
-            .map(Some)
-            .map_err(|e| Status::internal(e.to_string()))
+        decoded.map(Some).map_err(|e| super::edge::undecodable(&e))
     }
 
     fn buffer_settings(&self) -> BufferSettings {

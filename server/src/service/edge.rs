@@ -164,6 +164,64 @@ pub(super) fn retention_off() -> Status {
     )
 }
 
+/// A request that does not decode, in tonic's words (INTERNAL "failed to
+/// decode Protobuf message: ..."), which `wire.rs` rewrites for the caller.
+pub(super) fn undecodable(e: &prost::DecodeError) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// A Backup stream's message announcing the next file.
+pub(super) fn backup_file_pb(path: String, size: u64) -> pb::BackupResponse {
+    let file = pb::BackupFile { path, size };
+    pb::BackupResponse {
+        part: Some(pb::backup_response::Part::File(file)),
+    }
+}
+
+/// A Backup stream's message with the next bytes of the current file.
+pub(super) fn backup_data_pb(bytes: Vec<u8>) -> pb::BackupResponse {
+    pb::BackupResponse {
+        part: Some(pb::backup_response::Part::Data(bytes)),
+    }
+}
+
+/// A Backup stream's last message.
+pub(super) fn backup_done_pb(files: u64, bytes: u64, head_seq: u64) -> pb::BackupResponse {
+    let done = pb::BackupDone {
+        files,
+        bytes,
+        head_seq,
+    };
+    pb::BackupResponse {
+        part: Some(pb::backup_response::Part::Done(done)),
+    }
+}
+
+/// FAILED_PRECONDITION for Backup in cluster mode.
+pub(super) fn backup_in_cluster() -> Status {
+    Status::failed_precondition(
+        "Backup copies a single node's data directory; in cluster mode the log is the \
+         replicated JetStream stream, and each node's directory a replica of it: back up the \
+         stream with NATS's own tools (nats stream backup), or a node's directory with that \
+         node stopped",
+    )
+}
+
+/// RESOURCE_EXHAUSTED for a Backup while another runs.
+pub(super) fn backup_running() -> Status {
+    Status::resource_exhausted(
+        "a backup is already running (one at a time): wait for it to finish and ask again",
+    )
+}
+
+/// The status that ends a backup whose file could not be read whole.
+pub(super) fn backup_read_failed(path: &str, why: &str) -> Status {
+    Status::internal(format!(
+        "the backup stopped: {path} could not be read ({why}); what was sent is not a whole \
+         backup: run it again"
+    ))
+}
+
 /// INTERNAL for a state the code rules out: `what` says which.
 pub(super) fn internal(what: &str) -> Status {
     Status::internal(what.to_owned())

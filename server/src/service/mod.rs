@@ -10,6 +10,7 @@
 //!   leader and answering once its own replica holds the receipt;
 //! - `proofs.rs`: the checkpoint and proof RPCs over the store's Merkle
 //!   tree and the signed checkpoints;
+//! - `backup.rs`: AdminService's Backup, the store's backup files streamed;
 //! - `codec.rs`: the generated service's codec, prost's with requests
 //!   decoded from one slice;
 //! - `stream.rs`: StreamEvents' answers, each live event encoded once for
@@ -21,6 +22,7 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod codec;
 mod deadline;
 mod details;

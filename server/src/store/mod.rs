@@ -33,6 +33,7 @@
 //! the manifest, recovery, retention, and verification (`verify` walks the
 //! files, `chain` the lines; `verify/handle.rs` is this handle's calls).
 
+mod backup;
 mod cache;
 pub(crate) mod chain;
 mod error;
@@ -68,6 +69,7 @@ use std::thread::JoinHandle;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
+pub(crate) use backup::{BackupPlan, Content};
 pub(crate) use chain::{FindingKind, Report};
 pub(crate) use error::StoreError;
 pub(crate) use index::{Filter, Order, Stats, StatsQuery, TooManyBuckets};

@@ -35,7 +35,7 @@ use sha2::{Digest as _, Sha256};
 
 mod findings;
 mod handle;
-mod snapshot;
+pub(super) mod snapshot;
 
 use super::chain::{Finding, FindingKind, Report, Verifier};
 use super::error::StoreError;

@@ -108,6 +108,21 @@ pub struct Webhooks {
     secrets: Vec<(String, Option<Secret>)>,
 }
 
+/// The endpoints' saved positions in the data directory (what a backup
+/// copies), as paths in it: `webhooks/<name>.pos`.
+pub(crate) fn position_files(data_dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("webhooks")) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".pos") && !name.starts_with('.'))
+        .map(|name| format!("webhooks/{name}"))
+        .collect();
+    paths.sort();
+    paths
+}
+
 impl Webhooks {
     /// Starts one delivery task per endpoint, signing with `keys` (from
     /// [`signing_keys`], one per endpoint, in order), delivering while

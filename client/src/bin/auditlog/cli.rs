@@ -187,6 +187,17 @@ pub(crate) enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Copy the log's files into a new directory while the server runs: a consistent backup (admin).
+    #[command(
+        after_help = "Every event acknowledged before the call is in the copy. No key is copied: \
+                      put hmac.key and checkpoint.key (and pseudonym.key, webhooks/<name>.secret \
+                      where used) beside the files to restore, then start a server on the \
+                      directory.\n\nExamples:\n  auditlog backup /backups/auditlog-2026-12-07"
+    )]
+    Backup {
+        /// The directory to write the backup into: new, or empty.
+        dir: std::path::PathBuf,
+    },
     /// Alerts: send a test alert to every channel, or show counters (admin).
     #[command(
         subcommand,

@@ -15,7 +15,7 @@ use crate::store::sealer::names;
 use crate::store::shared::LOG_FILE;
 
 /// One file to check, opened at snapshot time.
-pub(super) enum Item {
+pub(in crate::store) enum Item {
     /// A compressed segment the manifest lists.
     Gzip { entry: SegmentEntry, file: File },
     /// Listed in the manifest but not on disk.
@@ -28,9 +28,9 @@ pub(super) enum Item {
 }
 
 /// The directory as verification sees it.
-pub(super) struct Snapshot {
+pub(in crate::store) struct Snapshot {
     pub(super) authentic: bool,
-    pub(super) items: Vec<Item>,
+    pub(in crate::store) items: Vec<Item>,
     pub(super) unlisted: Vec<String>,
     /// `audit.log` is not there: moved or deleted under the server (a
     /// seal's rename changes the listing, which takes the snapshot again).
@@ -59,7 +59,7 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// Opens every file of the log, in order. Retries when a rotation changed
 /// the directory while it looked, so the snapshot is consistent.
-pub(super) fn snapshot(dir: &Path, keyring: &Keyring) -> Result<Snapshot, StoreError> {
+pub(in crate::store) fn snapshot(dir: &Path, keyring: &Keyring) -> Result<Snapshot, StoreError> {
     let mut attempts = 0;
     loop {
         attempts += 1;

@@ -1,0 +1,203 @@
+//! `auditlog backup DIR`: writes the server's Backup stream into a new
+//! directory, each file synced, then the directory.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use auditlog_client::{Client, pb};
+use pb::backup_response::Part;
+
+use crate::CliError;
+
+/// The file being written and how many bytes it still awaits.
+struct Open {
+    path: PathBuf,
+    file: File,
+    left: u64,
+}
+
+pub(crate) async fn run(client: &Client, dir: &Path, json: bool) -> Result<(), CliError> {
+    create(dir)?;
+    let mut stream = client.backup().await?;
+    let mut open: Option<Open> = None;
+    let mut written = 0u64;
+    let mut done = None;
+    while let Some(message) = stream
+        .message()
+        .await
+        .map_err(auditlog_client::Error::from)?
+    {
+        match message.part {
+            Some(Part::File(f)) => {
+                finish(open.take())?;
+                let path = dir.join(relative(&f.path)?);
+                if let Some(parent) = path.parent().filter(|p| *p != dir) {
+                    make_dir(parent)?;
+                }
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .map_err(|e| CliError::Io(format!("cannot create {}: {e}", path.display())))?;
+                written += 1;
+                open = Some(Open {
+                    path,
+                    file,
+                    left: f.size,
+                });
+            }
+            Some(Part::Data(bytes)) => {
+                let Some(o) = open.as_mut() else {
+                    return Err(broken("bytes before any file"));
+                };
+                if bytes.len() as u64 > o.left {
+                    return Err(broken(&format!("more bytes than {} has", o.path.display())));
+                }
+                o.file
+                    .write_all(&bytes)
+                    .map_err(|e| CliError::Io(format!("cannot write {}: {e}", o.path.display())))?;
+                o.left -= bytes.len() as u64;
+            }
+            Some(Part::Done(d)) => {
+                finish(open.take())?;
+                done = Some(d);
+                break;
+            }
+            None => return Err(broken("an empty message")),
+        }
+    }
+    let Some(done) = done else {
+        return Err(broken("it ended before its last message"));
+    };
+    if done.files != written {
+        return Err(broken(&format!(
+            "{written} files came, its last message says {}",
+            done.files
+        )));
+    }
+    sync_dir(dir)?;
+    if dir.join("webhooks").is_dir() {
+        sync_dir(&dir.join("webhooks"))?;
+    }
+    if json {
+        say!(
+            "{}",
+            serde_json::json!({"dir": dir.display().to_string(), "files": done.files, "bytes": done.bytes, "head_seq": done.head_seq})
+        );
+    } else {
+        say!(
+            "backed up {} files ({} bytes) into {}: every event up to seq {} is in it. To \
+             restore, put the keys beside them (hmac.key, checkpoint.key, and pseudonym.key and \
+             webhooks/<name>.secret where used) and start a server on that directory",
+            done.files,
+            done.bytes,
+            dir.display(),
+            done.head_seq
+        );
+    }
+    Ok(())
+}
+
+/// DIR, made 0700; one that exists must be empty.
+fn create(dir: &Path) -> Result<(), CliError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(CliError::Usage(format!(
+                    "{} is not empty: give a new directory (or an empty one) for the backup",
+                    dir.display()
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => make_dir(dir),
+        Err(e) => Err(CliError::Io(format!("cannot read {}: {e}", dir.display()))),
+    }
+}
+
+fn make_dir(dir: &Path) -> Result<(), CliError> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| CliError::Io(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// A path the server sent, if it is one a data directory holds: a file
+/// name, or `webhooks/` and a file name; never absolute, `..` or hidden.
+fn relative(path: &str) -> Result<&Path, CliError> {
+    let name = path.strip_prefix("webhooks/").unwrap_or(path);
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-+".contains(&b));
+    if plain {
+        Ok(Path::new(path))
+    } else {
+        Err(broken(&format!("a file named {path:?}")))
+    }
+}
+
+/// Syncs a finished file, which must have had all its bytes.
+fn finish(open: Option<Open>) -> Result<(), CliError> {
+    let Some(o) = open else { return Ok(()) };
+    if o.left > 0 {
+        return Err(broken(&format!(
+            "{} is {} bytes short",
+            o.path.display(),
+            o.left
+        )));
+    }
+    o.file
+        .sync_all()
+        .map_err(|e| CliError::Io(format!("cannot sync {}: {e}", o.path.display())))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CliError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| CliError::Io(format!("cannot sync {}: {e}", dir.display())))
+}
+
+/// The stream was not a whole backup.
+fn broken(what: &str) -> CliError {
+    CliError::Failed(format!(
+        "the backup stream is broken ({what}); what was written is not a whole backup: delete \
+         it and run the backup again"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative;
+
+    #[test]
+    fn only_paths_a_data_directory_holds_are_written() {
+        for ok in [
+            "audit.log",
+            "manifest.json",
+            "head",
+            "webhooks/crm-sync.pos",
+        ] {
+            assert!(relative(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../outside",
+            "webhooks/../../outside",
+            "a/b",
+            ".hidden",
+            "webhooks/",
+            "webhooks/.pos",
+            "tree/level-00",
+            "name\0",
+        ] {
+            assert!(relative(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The files of a backup (`AdminService.Backup`): the log as it is at one
+//! moment, taken while the server runs.
+//!
+//! The log's files come from verification's snapshot (`verify/snapshot.rs`):
+//! the manifest and every file of the log, opened at one moment, taken again
+//! if a rotation or a purge changed the directory meanwhile; an opened file
+//! stays readable whatever is renamed or deleted after. Each compressed
+//! segment brings its `.idx` and its lead copy (derived: a start rebuilds
+//! whichever is missing). The small files that only move forward with the
+//! log (`head`, and what the caller names: the latest checkpoint, webhook
+//! positions) are read *before* the snapshot, so none of them is ahead of
+//! the log in the backup: a server started on it finds what a crash at that
+//! moment would have left, and every event acknowledged before the call is
+//! in it. A plain file is taken up to its last byte of data, without the
+//! zeros kept ahead of the active file's end (which a seal cuts, perhaps
+//! while the backup reads it). No key is part of it.
+
+use std::fs::File;
+use std::path::Path;
+
+use super::Store;
+use super::error::StoreError;
+use super::head::HEAD_FILE;
+use super::manifest::MANIFEST_FILE;
+use super::verify::snapshot::{Item, snapshot};
+
+/// One file of a backup, by its path in the data directory.
+pub(crate) struct BackupFile {
+    pub(crate) path: String,
+    pub(crate) content: Content,
+}
+
+/// What a backup file holds.
+pub(crate) enum Content {
+    /// Read whole when the backup was planned.
+    Bytes(Vec<u8>),
+    /// The first `len` bytes of an opened file.
+    File { file: File, len: u64 },
+}
+
+impl Content {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Content::Bytes(bytes) => bytes.len() as u64,
+            Content::File { len, .. } => *len,
+        }
+    }
+}
+
+/// The files of a backup and the head it holds.
+pub(crate) struct BackupPlan {
+    pub(crate) files: Vec<BackupFile>,
+    /// The committed head when the plan was made: every event up to it is
+    /// in the files.
+    pub(crate) head_seq: u64,
+}
+
+/// How many times the manifest may change while the log's files are opened
+/// before the backup gives up (each change is a rotation or a purge), and
+/// the pause before the next look (as verification's snapshot).
+const ATTEMPTS: u32 = 40;
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(25);
+
+impl Store {
+    /// Plans a backup (blocking: run it off the async threads). `first`
+    /// names small files of the data directory read before the log's own,
+    /// as `head` is; those missing are left out.
+    pub(crate) fn backup_plan(&self, first: &[String]) -> Result<BackupPlan, StoreError> {
+        let dir = &self.shared.dir;
+        let head_seq = self.head();
+        let mut files = Vec::new();
+        for path in std::iter::once(HEAD_FILE.to_owned()).chain(first.iter().cloned()) {
+            if let Some(bytes) = read_if_there(&dir.join(&path))? {
+                files.push(BackupFile {
+                    path,
+                    content: Content::Bytes(bytes),
+                });
+            }
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let before = read_if_there(&dir.join(MANIFEST_FILE))?;
+            let log = log_files(dir, &self.shared.keyring)?;
+            let after = read_if_there(&dir.join(MANIFEST_FILE))?;
+            if before == after {
+                if let Some(bytes) = before {
+                    files.push(BackupFile {
+                        path: MANIFEST_FILE.to_owned(),
+                        content: Content::Bytes(bytes),
+                    });
+                }
+                files.extend(log);
+                return Ok(BackupPlan { files, head_seq });
+            }
+            if attempts >= ATTEMPTS {
+                return Err(StoreError::Read(std::io::Error::other(format!(
+                    "the manifest changed while the log's files were opened, {ATTEMPTS} times \
+                     in a row (rotations or purges); run the backup again"
+                ))));
+            }
+            std::thread::sleep(SETTLE);
+        }
+    }
+}
+
+/// The log's files as the snapshot opened them, each compressed segment
+/// with its index and lead copy where they are.
+fn log_files(dir: &Path, keyring: &crate::keys::Keyring) -> Result<Vec<BackupFile>, StoreError> {
+    let opened = |path: String, file: File| -> Result<BackupFile, StoreError> {
+        let len = file.metadata().map_err(StoreError::Read)?.len();
+        Ok(BackupFile {
+            path,
+            content: Content::File { file, len },
+        })
+    };
+    let mut files = Vec::new();
+    for item in snapshot(dir, keyring)?.items {
+        match item {
+            Item::Gzip { entry, file } => {
+                let (leads, leads_index) = super::leads::names(&entry.file);
+                files.push(opened(entry.file, file)?);
+                for derived in [entry.index, leads, leads_index] {
+                    match File::open(dir.join(&derived)) {
+                        Ok(file) => files.push(opened(derived, file)?),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::Read(e)),
+                    }
+                }
+            }
+            Item::Plain { name, file } => {
+                // Up to its last byte of data: the zeros kept ahead of the
+                // active file's end are cut when it is sealed, maybe while
+                // the backup reads it.
+                let len = data_len(&file).map_err(StoreError::Read)?;
+                files.push(BackupFile {
+                    path: name,
+                    content: Content::File { file, len },
+                });
+            }
+            // Missing from the data directory itself: a server started on
+            // the backup reports it, as this one does.
+            Item::Missing { .. } | Item::Skip { .. } => {}
+        }
+    }
+    Ok(files)
+}
+
+/// Where the file's data ends: after its last byte that is not zero.
+fn data_len(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt as _;
+    const BLOCK: u64 = 64 * 1024;
+    let mut end = file.metadata()?.len();
+    let mut block = vec![0u8; BLOCK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let chunk = &mut block[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(last) = chunk.iter().rposition(|&b| b != 0) {
+            return Ok(start + last as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+fn read_if_there(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Read(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::data_len;
+
+    #[test]
+    fn a_files_data_ends_at_its_last_byte_that_is_not_zero() {
+        let cases: [(Vec<u8>, u64); 5] = [
+            (Vec::new(), 0),
+            (vec![0; 200_000], 0),
+            (b"{\"seq\":1}\n".to_vec(), 10),
+            ([b"{\"seq\":1}\n".as_slice(), &[0; 1 << 20]].concat(), 10),
+            // Data past the first 64 KiB block read from the end.
+            ([vec![b'x'; 70_000], vec![0; 65_536]].concat(), 70_000),
+        ];
+        for (bytes, want) in cases {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(&bytes).unwrap();
+            assert_eq!(data_len(&file).unwrap(), want, "{} bytes", bytes.len());
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! `auditlog backup DIR` against a server taking writes and sealing
+//! segments meanwhile: the copy holds every event acknowledged before the
+//! call, byte for byte, and a server started on it with the two keys beside
+//! it verifies clean and signs checkpoints as the same log. An existing
+//! directory that is not empty is refused before anything is asked of the
+//! server. One backup runs at a time, and a caller that leaves frees it.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
+
+use crate::common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use auditlog_client::NewEvent;
+use common::witness::verifier_key;
+use common::{TestServer, all_stored_lines, cli};
+
+#[tokio::test]
+async fn a_backup_taken_under_load_holds_every_acknowledged_event_and_restores() {
+    // Small segments: several seals while the backup opens the files.
+    let server = TestServer::start_with(|c| c.max_file_size_mb = 0.1).await;
+    let client = server.client().await;
+    let batch = |n: u64| (0..20).map(move |i| NewEvent::lead_ingested(format!("L-{n}-{i}"), "web"));
+    client.log_batch(batch(0)).await.unwrap();
+    client.rotate(true).await.unwrap();
+
+    // Two writers until told to stop; the highest seq acknowledged so far.
+    let acknowledged = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..2 {
+        let (client, acknowledged, stop) = (
+            server.client().await,
+            Arc::clone(&acknowledged),
+            Arc::clone(&stop),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut n = 1 + w * 100_000;
+            while !stop.load(Ordering::Relaxed) {
+                let receipts = client.log_batch(batch(n)).await.unwrap();
+                acknowledged.fetch_max(receipts.last().unwrap().seq, Ordering::Relaxed);
+                n += 1;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = acknowledged.load(Ordering::Relaxed);
+    let scratch = tempfile::tempdir().unwrap();
+    let copy = scratch.path().join("copy");
+    let (code, out, err) = cli(&server.url, &["--json", "backup", copy.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let done: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let head_seq = done["head_seq"].as_u64().unwrap();
+    assert!(
+        head_seq >= before,
+        "the backup's head {head_seq} is behind {before}: {out}"
+    );
+    let sealed = std::fs::read_dir(&copy)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log.gz")
+        })
+        .count();
+    assert!(sealed >= 2, "{sealed} compressed segments in the copy");
+    for key in ["hmac.key", "checkpoint.key"] {
+        assert!(!copy.join(key).exists(), "{key} was copied");
+        std::fs::copy(server.data_dir.join(key), copy.join(key)).unwrap();
+    }
+
+    let original = all_stored_lines(&client).await;
+    let restored = TestServer::start_in(&copy, |c| c.max_file_size_mb = 0.1).await;
+    let restored_client = restored.client().await;
+    let report = restored_client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    let lines = all_stored_lines(&restored_client).await;
+    let held = usize::try_from(head_seq).unwrap();
+    assert!(
+        lines.len() >= held,
+        "{} records, the backup's head is {head_seq}",
+        lines.len()
+    );
+    assert!(
+        lines[..held] == original[..held],
+        "the copy's records 1..={head_seq} are not the log's"
+    );
+    assert_eq!(verifier_key(&copy), verifier_key(&server.data_dir));
+}
+
+#[tokio::test]
+async fn a_backup_into_a_directory_that_holds_files_is_refused() {
+    let server = TestServer::start().await;
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::write(scratch.path().join("notes.txt"), "mine").unwrap();
+    let (code, out, err) = cli(&server.url, &["backup", scratch.path().to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("is not empty"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(scratch.path().join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
+
+#[tokio::test]
+async fn one_backup_runs_at_a_time_and_a_caller_that_leaves_frees_it() {
+    let server = TestServer::start().await;
+    let client = server.client().await;
+    // A log of some 24 MB, far more than the stream's buffer and HTTP/2's
+    // windows hold while its caller does not read.
+    let big = "x".repeat(60_000);
+    for n in 0..8 {
+        let events = (0..50).map(|i| {
+            NewEvent::lead_ingested(format!("L-{n}-{i}"), "web").detail("note", big.as_str())
+        });
+        client.log_batch(events).await.unwrap();
+    }
+    let mut first = client.backup().await.unwrap();
+    first.message().await.unwrap().unwrap();
+    let second = client.backup().await.unwrap_err();
+    let auditlog_client::Error::Rpc(status) = second else {
+        panic!("{second}")
+    };
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("already running"), "{status:?}");
+
+    drop(first);
+    common::wait_until("the backup freed by its caller leaving", || async {
+        match client.backup().await {
+            Ok(mut stream) => {
+                while let Some(m) = stream.message().await.map_err(|e| format!("{e}"))? {
+                    if matches!(
+                        m.part,
+                        Some(auditlog_client::pb::backup_response::Part::Done(_))
+                    ) {
+                        return Ok(());
+                    }
+                }
+                Err("the stream ended without done".to_owned())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+}
