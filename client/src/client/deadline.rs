@@ -35,6 +35,7 @@ const UNBOUNDED: &[&str] = &["/auditlog.v1.AuditService/VerifyIntegrity"];
 const STREAMS: &[&str] = &[
     "/auditlog.v1.AuditService/StreamEvents",
     "/auditlog.v1.AuditService/ExportSubject",
+    "/auditlog.v1.AdminService/Backup",
 ];
 
 /// A [`Channel`] whose calls fail UNAVAILABLE when no answer has begun
