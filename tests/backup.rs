@@ -45,7 +45,25 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_event_and_restores()
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let compressed = |dir: &std::path::Path| {
+        let names = std::fs::read_dir(dir).unwrap();
+        names
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".log.gz")
+            })
+            .count()
+    };
+    common::wait_until("segments sealed under the writers", || async {
+        match compressed(&server.data_dir) {
+            n if n >= 3 => Ok(()),
+            n => Err(format!("{n} compressed segments")),
+        }
+    })
+    .await;
     let before = acknowledged.load(Ordering::Relaxed);
     let scratch = tempfile::tempdir().unwrap();
     let copy = scratch.path().join("copy");
@@ -62,17 +80,8 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_event_and_restores()
         head_seq >= before,
         "the backup's head {head_seq} is behind {before}: {out}"
     );
-    let sealed = std::fs::read_dir(&copy)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log.gz")
-        })
-        .count();
-    assert!(sealed >= 2, "{sealed} compressed segments in the copy");
+    let sealed = compressed(&copy);
+    assert!(sealed >= 3, "{sealed} compressed segments in the copy");
     for key in ["hmac.key", "checkpoint.key"] {
         assert!(!copy.join(key).exists(), "{key} was copied");
         std::fs::copy(server.data_dir.join(key), copy.join(key)).unwrap();
