@@ -1,6 +1,7 @@
 //! The hostile operator's tools: a log forged in memory and signed with a
-//! real Ed25519 key ([`Forged`]), a fake AuditService that answers whatever
-//! a test scripts ([`Scene`], [`FakeServer`]), and a raw HTTP/2 server that
+//! real Ed25519 key ([`Forged`]), a fake AuditService (and AdminService's
+//! Backup) that answers whatever a test scripts ([`Scene`],
+//! [`FakeServer`]), and a raw HTTP/2 server that
 //! misbehaves below gRPC ([`raw_server`]): headers and then nothing, or a
 //! message that declares 4 GiB.
 
@@ -8,6 +9,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use auditlog_client::pb;
+use auditlog_client::pb::admin_service_server::{AdminService, AdminServiceServer};
 use auditlog_client::pb::audit_service_server::{AuditService, AuditServiceServer};
 use auditlog_client::proof::{
     Checkpoint, Hash, MemoryTree, NoteSigner, consistency_proof, inclusion_proof, leaf_hash, merkle,
@@ -132,6 +134,8 @@ pub(crate) struct Scene {
     pub query: Option<pb::QueryResponse>,
     /// Each StreamEvents call takes the next: its messages, then the end.
     pub streams: VecDeque<Vec<pb::StreamEventsResponse>>,
+    /// Every Backup call's messages, then the end.
+    pub backup: Option<Vec<pb::BackupResponse>>,
     pub fail: Option<Status>,
 }
 
@@ -230,6 +234,66 @@ impl AuditService for Fake {
     }
 }
 
+/// AdminService: Backup as scripted, every other call UNIMPLEMENTED.
+struct FakeAdmin(Shared);
+
+#[tonic::async_trait]
+impl AdminService for FakeAdmin {
+    async fn rotate(
+        &self,
+        _: Request<pb::RotateRequest>,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn apply_retention(
+        &self,
+        _: Request<pb::ApplyRetentionRequest>,
+    ) -> Result<Response<pb::ApplyRetentionResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn test_alerts(
+        &self,
+        _: Request<pb::TestAlertsRequest>,
+    ) -> Result<Response<pb::TestAlertsResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn get_alert_status(
+        &self,
+        _: Request<pb::GetAlertStatusRequest>,
+    ) -> Result<Response<pb::GetAlertStatusResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn get_webhook_status(
+        &self,
+        _: Request<pb::GetWebhookStatusRequest>,
+    ) -> Result<Response<pb::GetWebhookStatusResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn get_webhook_secret(
+        &self,
+        _: Request<pb::GetWebhookSecretRequest>,
+    ) -> Result<Response<pb::GetWebhookSecretResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    async fn mail_report(
+        &self,
+        _: Request<pb::MailReportRequest>,
+    ) -> Result<Response<pb::MailReportResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+    type BackupStream = Stream<pb::BackupResponse>;
+    async fn backup(
+        &self,
+        _: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let messages = self.0.lock().unwrap().backup.clone();
+        let messages = messages.ok_or_else(|| Status::unimplemented("not scripted"))?;
+        Ok(Response::new(Box::pin(futures::stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
+    }
+}
+
 /// The fake AuditService on 127.0.0.1, serving until dropped.
 pub(crate) struct FakeServer {
     pub url: String,
@@ -243,10 +307,12 @@ impl FakeServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let scene = Arc::new(Mutex::new(scene));
         let service = AuditServiceServer::new(Fake(scene.clone()));
+        let admin = AdminServiceServer::new(FakeAdmin(scene.clone()));
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(service)
+                .add_service(admin)
                 .serve_with_incoming(incoming)
                 .await;
         });

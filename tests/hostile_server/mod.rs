@@ -22,11 +22,14 @@
 //!   error messages the server sends.
 //! - `paging.rs`: query pages that never end (the same page again and
 //!   again, empty pages with a next token).
+//! - `backup.rs`: `auditlog backup` fed paths outside its directory, more
+//!   bytes than a file declared, and a stream that ends early.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
 use crate::common;
 
+mod backup;
 mod escapes;
 mod fake;
 mod follow;

@@ -1,0 +1,97 @@
+//! `auditlog backup DIR` against a server that sends what it likes: a path
+//! outside DIR, more bytes than a file declared, a stream that ends before
+//! its last message or says another count. Each is refused with exit 1 and
+//! one line, and nothing is written outside DIR.
+
+use auditlog_client::pb;
+use pb::backup_response::Part;
+
+use crate::hostile_server::fake::{FakeServer, Scene};
+use crate::hostile_server::{auditlog, refused};
+
+fn file(path: &str, size: u64) -> pb::BackupResponse {
+    let file = pb::BackupFile {
+        path: path.to_owned(),
+        size,
+    };
+    pb::BackupResponse {
+        part: Some(Part::File(file)),
+    }
+}
+
+fn data(bytes: &[u8]) -> pb::BackupResponse {
+    pb::BackupResponse {
+        part: Some(Part::Data(bytes.to_vec())),
+    }
+}
+
+fn done(files: u64, bytes: u64) -> pb::BackupResponse {
+    let done = pb::BackupDone {
+        files,
+        bytes,
+        head_seq: 1,
+    };
+    pb::BackupResponse {
+        part: Some(Part::Done(done)),
+    }
+}
+
+#[tokio::test]
+async fn a_backup_stream_that_is_not_a_data_directory_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "a path out of the directory",
+            vec![file("../outside", 3), data(b"abc"), done(1, 3)],
+            "a file named \"../outside\"",
+        ),
+        (
+            "an absolute path",
+            vec![
+                file(&scratch.path().join("abs").display().to_string(), 3),
+                data(b"abc"),
+                done(1, 3),
+            ],
+            "a file named",
+        ),
+        (
+            "more bytes than declared",
+            vec![file("audit.log", 2), data(b"abc"), done(1, 2)],
+            "more bytes than",
+        ),
+        (
+            "a file cut short",
+            vec![file("audit.log", 5), data(b"abc"), done(1, 5)],
+            "is 2 bytes short",
+        ),
+        (
+            "no last message",
+            vec![file("audit.log", 3), data(b"abc")],
+            "ended before its last message",
+        ),
+        (
+            "another count of files",
+            vec![file("audit.log", 3), data(b"abc"), done(2, 3)],
+            "1 files came, its last message says 2",
+        ),
+    ];
+    for (n, (what, messages, says)) in cases.into_iter().enumerate() {
+        let server = FakeServer::start(Scene {
+            backup: Some(messages),
+            ..Scene::default()
+        })
+        .await;
+        let dir = scratch.path().join(format!("copy-{n}"));
+        let run = auditlog(&server.url, &["backup", dir.to_str().unwrap()]).await;
+        refused(&run, says);
+        let outside: Vec<String> = std::fs::read_dir(scratch.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with("copy-"))
+            .collect();
+        assert!(
+            outside.is_empty(),
+            "{what}: written outside DIR: {outside:?}"
+        );
+    }
+}
