@@ -49,9 +49,8 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_event_and_restores()
     // lowest CPU priority, it falls behind on a busy machine).
     // A segment being compressed has both files for a moment: one name each.
     let sealed = |dir: &std::path::Path| -> std::collections::BTreeSet<String> {
-        let names = std::fs::read_dir(dir).unwrap();
+        let names = common::files(dir).into_iter();
         names
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n != "audit.log" && (n.ends_with(".log.gz") || n.ends_with(".log")))
             .map(|n| n.trim_end_matches(".gz").to_owned())
             .collect()

@@ -20,7 +20,7 @@ use super::edge;
 use crate::store::{BackupPlan, Content, Store};
 
 /// The most bytes a `data` message carries.
-pub(super) const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 1 << 20;
 
 /// How long a backup waits for its caller to take the next message.
 const STALLED: Duration = Duration::from_secs(60);

@@ -10,9 +10,9 @@
 //! by a twentieth (callgrind and the ingest bench, 2026-12-07, issue 20).
 //! tonic keeps a whole message in that buffer before it decodes it, so the
 //! view is one slice: decoded as a `&[u8]`, every step is inlined pointer
-//! arithmetic. Should a message ever span more than one chunk, it is copied
-//! out first (never the case with tonic 0.14, whose buffer is one
-//! `BytesMut`).
+//! arithmetic. Should a message ever span more than one chunk, it is decoded
+//! through the view as before (never the case with tonic 0.14, whose buffer
+//! is one `BytesMut`).
 //!
 //! Decoding errors are reported as prost's, in tonic's words (INTERNAL
 //! "failed to decode Protobuf message: ..."), which `wire.rs` rewrites
@@ -70,7 +70,7 @@ impl<U: Message + Default> Decoder for SliceDecoder<U> {
             buf.advance(len);
             decoded
         } else {
-            U::decode(buf.copy_to_bytes(len).as_ref())
+            U::decode(buf)
         };
         decoded.map(Some).map_err(|e| super::edge::undecodable(&e))
     }

@@ -22,6 +22,7 @@ use super::Store;
 use super::error::StoreError;
 use super::head::HEAD_FILE;
 use super::manifest::MANIFEST_FILE;
+use super::trust::end_of_content;
 use super::verify::snapshot::{Item, snapshot};
 
 /// One file of a backup, by its path in the data directory.
@@ -132,7 +133,10 @@ fn log_files(dir: &Path, keyring: &crate::keys::Keyring) -> Result<Vec<BackupFil
                 // Up to its last byte of data: the zeros kept ahead of the
                 // active file's end are cut when it is sealed, maybe while
                 // the backup reads it.
-                let len = data_len(&file).map_err(StoreError::Read)?;
+                let len = file
+                    .metadata()
+                    .and_then(|m| end_of_content(&file, m.len()))
+                    .map_err(StoreError::Read)?;
                 files.push(BackupFile {
                     path: name,
                     content: Content::File { file, len },
@@ -146,52 +150,10 @@ fn log_files(dir: &Path, keyring: &crate::keys::Keyring) -> Result<Vec<BackupFil
     Ok(files)
 }
 
-/// Where the file's data ends: after its last byte that is not zero.
-fn data_len(file: &File) -> std::io::Result<u64> {
-    use std::os::unix::fs::FileExt as _;
-    const BLOCK: u64 = 64 * 1024;
-    let mut end = file.metadata()?.len();
-    let mut block = vec![0u8; BLOCK as usize];
-    while end > 0 {
-        let start = end.saturating_sub(BLOCK);
-        let chunk = &mut block[..(end - start) as usize];
-        file.read_exact_at(chunk, start)?;
-        if let Some(last) = chunk.iter().rposition(|&b| b != 0) {
-            return Ok(start + last as u64 + 1);
-        }
-        end = start;
-    }
-    Ok(0)
-}
-
 fn read_if_there(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(bytes)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::Read(e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-
-    use super::data_len;
-
-    #[test]
-    fn a_files_data_ends_at_its_last_byte_that_is_not_zero() {
-        let cases: [(Vec<u8>, u64); 5] = [
-            (Vec::new(), 0),
-            (vec![0; 200_000], 0),
-            (b"{\"seq\":1}\n".to_vec(), 10),
-            ([b"{\"seq\":1}\n".as_slice(), &[0; 1 << 20]].concat(), 10),
-            // Data past the first 64 KiB block read from the end.
-            ([vec![b'x'; 70_000], vec![0; 65_536]].concat(), 70_000),
-        ];
-        for (bytes, want) in cases {
-            let mut file = tempfile::tempfile().unwrap();
-            file.write_all(&bytes).unwrap();
-            assert_eq!(data_len(&file).unwrap(), want, "{} bytes", bytes.len());
-        }
     }
 }

@@ -174,8 +174,9 @@ fn check_key_in_active_file(
 }
 
 /// Where the last byte that is not zero in the first `len` bytes of `file`
-/// ends, read backwards a block at a time.
-fn end_of_content(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
+/// ends, read backwards a block at a time (also where a backup takes a plain
+/// file up to: `backup.rs`).
+pub(super) fn end_of_content(file: &std::fs::File, len: u64) -> std::io::Result<u64> {
     use std::os::unix::fs::FileExt as _;
     let mut block = vec![0u8; 64 << 10];
     let mut end = len;
@@ -225,6 +226,29 @@ fn wrong_key(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_files_content_ends_at_its_last_byte_that_is_not_zero() {
+        use std::io::Write as _;
+        let cases: [(Vec<u8>, u64); 5] = [
+            (Vec::new(), 0),
+            (vec![0; 200_000], 0),
+            (b"{\"seq\":1}\n".to_vec(), 10),
+            ([b"{\"seq\":1}\n".as_slice(), &[0; 1 << 20]].concat(), 10),
+            // Content before the last 64 KiB block read from the end.
+            ([vec![b'x'; 70_000], vec![0; 65_536]].concat(), 70_000),
+        ];
+        for (bytes, want) in cases {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(&bytes).unwrap();
+            let len = bytes.len() as u64;
+            assert_eq!(
+                super::end_of_content(&file, len).unwrap(),
+                want,
+                "{len} bytes"
+            );
+        }
+    }
+
     use super::*;
     use crate::store::record::{GENESIS, NewEvent, Record};
 

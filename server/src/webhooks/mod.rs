@@ -108,16 +108,20 @@ pub struct Webhooks {
     secrets: Vec<(String, Option<Secret>)>,
 }
 
+/// The endpoints' directory in the data directory: their positions and
+/// generated secrets.
+pub(crate) const DIR: &str = "webhooks";
+
 /// The endpoints' saved positions in the data directory (what a backup
 /// copies), as paths in it: `webhooks/<name>.pos`.
 pub(crate) fn position_files(data_dir: &std::path::Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(data_dir.join("webhooks")) else {
+    let Ok(entries) = std::fs::read_dir(data_dir.join(DIR)) else {
         return Vec::new();
     };
     let mut paths: Vec<String> = entries
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|name| name.ends_with(".pos") && !name.starts_with('.'))
-        .map(|name| format!("webhooks/{name}"))
+        .map(|name| format!("{DIR}/{name}"))
         .collect();
     paths.sort();
     paths
@@ -138,7 +142,7 @@ impl Webhooks {
         duty: Duty,
         cancel: CancellationToken,
     ) -> Webhooks {
-        let dir = store.dir().join("webhooks");
+        let dir = store.dir().join(DIR);
         let mut webhooks = Webhooks::default();
         for (config, SigningKey { key, generated }) in configs.into_iter().zip(keys) {
             let status = Arc::new(Mutex::new(EndpointStatus {

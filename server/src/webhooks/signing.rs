@@ -90,7 +90,7 @@ pub(crate) fn signing_keys(
     configs: &[WebhookConfig],
     data_dir: &Path,
 ) -> Result<Vec<SigningKey>, WebhookConfigError> {
-    let dir = data_dir.join("webhooks");
+    let dir = data_dir.join(super::DIR);
     let mut keys = Vec::with_capacity(configs.len());
     for (index, config) in configs.iter().enumerate() {
         let fail = |reason: String| WebhookConfigError {
