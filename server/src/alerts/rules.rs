@@ -129,7 +129,7 @@ mod tests {
         details.insert("error_message".into(), format!("attempt {seq}").into());
         Record {
             seq,
-            id: String::new(),
+            id: crate::store::Short::new(),
             timestamp: ts_secs * 1_000_000,
             event_type: "error".into(),
             actor: "a".into(),
@@ -139,9 +139,9 @@ mod tests {
             details: details.into(),
             idempotency_key: None,
             batch: None,
-            key_id: String::new(),
-            prev: String::new(),
-            signature: String::new(),
+            key_id: crate::store::Short::new(),
+            prev: crate::store::Short::new(),
+            signature: crate::store::Short::new(),
         }
     }
 

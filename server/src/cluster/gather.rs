@@ -234,9 +234,9 @@ mod tests {
     fn receipt(seq: u64) -> Receipt {
         Receipt {
             seq,
-            id: format!("id-{seq}"),
+            id: format!("id-{seq}").into(),
             timestamp: 1,
-            signature: format!("sig-{seq}"),
+            signature: format!("sig-{seq}").into(),
             duplicate: false,
         }
     }

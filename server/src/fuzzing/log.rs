@@ -90,7 +90,7 @@ pub fn verify(data: &[u8]) {
             n += 1;
             assert_eq!(record.seq, n, "seqs verified clean out of order");
             assert_eq!(record.prev, prev, "a broken chain verified clean");
-            prev = record.signature;
+            prev = record.signature.into_string();
         }
         assert_eq!(report.events_checked, n);
         assert_eq!(report.head_seq, n);

@@ -41,13 +41,13 @@ pub fn sample_log(n: u64, batch: Option<(u64, u32)>) -> Vec<u8> {
         let (record, line) = Record::seal(
             event,
             seq,
-            format!("id-{seq}"),
+            format!("id-{seq}").into(),
             timestamp,
             size,
             &prev,
             &keys,
         );
-        prev = record.signature;
+        prev = record.signature.into_string();
         log.extend_from_slice(&line);
     }
     log

@@ -295,9 +295,9 @@ pub(super) fn timestamp_pb(micros: i64) -> Timestamp {
 pub(super) fn receipt_pb(r: store::Receipt) -> pb::Receipt {
     pb::Receipt {
         seq: r.seq,
-        id: r.id,
+        id: r.id.into_string(),
         timestamp: Some(timestamp_pb(r.timestamp)),
-        signature: r.signature,
+        signature: r.signature.into_string(),
         duplicate: r.duplicate,
     }
 }
@@ -358,7 +358,7 @@ pub(super) fn event_pb(r: Record) -> pb::Event {
         .map_or_else(|_| Default::default(), |s| s.0);
     pb::Event {
         seq: r.seq,
-        id: r.id,
+        id: r.id.into_string(),
         timestamp: Some(timestamp_pb(r.timestamp)),
         event_type: r.event_type,
         actor: r.actor,
@@ -367,9 +367,9 @@ pub(super) fn event_pb(r: Record) -> pb::Event {
         workflow: r.workflow.unwrap_or_default(),
         details: Some(details),
         idempotency_key: r.idempotency_key.unwrap_or_default(),
-        key_id: r.key_id,
-        prev: r.prev,
-        signature: r.signature,
+        key_id: r.key_id.into_string(),
+        prev: r.prev.into_string(),
+        signature: r.signature.into_string(),
         details_json: String::new(),
     }
 }

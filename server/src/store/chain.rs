@@ -473,9 +473,16 @@ mod tests {
                     details: Default::default(),
                     idempotency_key: None,
                 };
-                let (rec, mut line) =
-                    Record::seal(ev, seq, format!("id{seq}"), seq as i64, None, &prev, &keys);
-                prev = rec.signature;
+                let (rec, mut line) = Record::seal(
+                    ev,
+                    seq,
+                    format!("id{seq}").into(),
+                    seq as i64,
+                    None,
+                    &prev,
+                    &keys,
+                );
+                prev = rec.signature.into_string();
                 line.pop();
                 line
             })

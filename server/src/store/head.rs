@@ -277,7 +277,7 @@ pub(super) fn run(shared: &Shared, wake: &Receiver<()>) {
             Some(newest) if newest.seq > written || failing => {
                 let mut head = shared.head.lock().unwrap_or_else(|e| e.into_inner());
                 head.seq = newest.seq;
-                head.signature = newest.signature;
+                head.signature = newest.signature.into_string();
                 head.store(&shared.dir, &shared.keyring)
                     .map(|()| written = newest.seq)
                     .map_err(|e| (e.to_string(), super::error::is_disk_full(&e)))
@@ -384,7 +384,10 @@ mod tests {
             .collect();
         store.append(events).await.unwrap();
         let group = groups.recv().await.unwrap();
-        let last = group.last().map(|r| (r.seq, r.signature.clone())).unwrap();
+        let last = group
+            .last()
+            .map(|r| (r.seq, r.signature.to_string()))
+            .unwrap();
         let weak = std::sync::Arc::downgrade(&group);
         drop(group);
         assert!(

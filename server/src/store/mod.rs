@@ -74,7 +74,7 @@ pub(crate) use chain::{FindingKind, Report};
 pub(crate) use error::StoreError;
 pub(crate) use index::{Filter, Order, Stats, StatsQuery, TooManyBuckets};
 pub(crate) use read::Page;
-pub(crate) use record::{Decoded, Details, DetailsForm, NewEvent, Record};
+pub(crate) use record::{Decoded, Details, DetailsForm, NewEvent, Record, Short};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 #[cfg(test)]
@@ -150,9 +150,9 @@ impl StoreConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub seq: u64,
-    pub id: String,
+    pub id: Short,
     pub timestamp: i64,
-    pub signature: String,
+    pub signature: Short,
     /// True when an idempotency key matched an earlier event.
     pub duplicate: bool,
 }
@@ -248,7 +248,7 @@ impl Store {
         let last = shared.index().last();
         let last = last.map(|m| {
             let signature = shared.read_record(&m).map(|r| r.signature);
-            (m.seq, signature.unwrap_or_default())
+            (m.seq, signature.map(Short::into_string).unwrap_or_default())
         });
         let head = head::at_start(&dir, &shared.keyring, last, config.replica).map_err(open_err)?;
         *shared.head.lock().unwrap_or_else(|e| e.into_inner()) = head;

@@ -37,11 +37,13 @@ use serde::Deserialize;
 mod decode;
 mod details;
 mod layout;
+mod short;
 
 pub(crate) use decode::{
     Decoded, DetailsForm, IndexFields, LineError, RecordRef, lines_of, parse_row,
 };
 pub(crate) use details::Details;
+pub(crate) use short::Short;
 
 /// `prev` of the very first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -101,7 +103,7 @@ impl NewEvent {
 #[serde(deny_unknown_fields)]
 pub struct Record<D = Details> {
     pub seq: u64,
-    pub id: String,
+    pub id: Short,
     #[serde(with = "timestamp_format")]
     pub timestamp: i64,
     pub event_type: String,
@@ -115,9 +117,9 @@ pub struct Record<D = Details> {
     pub idempotency_key: Option<String>,
     #[serde(default)]
     pub batch: Option<u32>,
-    pub key_id: String,
-    pub prev: String,
-    pub signature: String,
+    pub key_id: Short,
+    pub prev: Short,
+    pub signature: Short,
 }
 
 /// Whether a record's MAC matches its bytes.
@@ -134,7 +136,7 @@ impl Record {
     pub fn seal(
         event: NewEvent,
         seq: u64,
-        id: String,
+        id: Short,
         timestamp: i64,
         batch: Option<u32>,
         prev: &str,
@@ -151,7 +153,7 @@ impl Record {
     pub(crate) fn seal_into(
         event: NewEvent,
         seq: u64,
-        id: String,
+        id: Short,
         timestamp: i64,
         batch: Option<u32>,
         prev: &str,
@@ -192,7 +194,7 @@ impl Record {
         line.extend_from_slice(SIG_HEAD);
         line.extend_from_slice(&hex_sig);
         // Hex digits are ASCII: never the lossy path's replacement.
-        let signature = std::str::from_utf8(&hex_sig).unwrap_or_default().to_owned();
+        let signature = Short::from(std::str::from_utf8(&hex_sig).unwrap_or_default());
         line.extend_from_slice(SIG_TAIL);
         line.push(b'\n');
         Record {
@@ -207,8 +209,8 @@ impl Record {
             details: event.details,
             idempotency_key: event.idempotency_key,
             batch,
-            key_id: key_id.to_owned(),
-            prev: prev.to_owned(),
+            key_id: Short::from(key_id),
+            prev: Short::from(prev),
             signature,
         }
     }
@@ -487,7 +489,10 @@ mod tests {
             hmac::Hmac::<sha2::Sha256>::new_from_slice(b"0123456789abcdef0123456789abcdef")
                 .unwrap();
         mac.update(unsigned.as_bytes());
-        assert_eq!(hex::encode(mac.finalize().into_bytes()), record.signature);
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            record.signature.as_str()
+        );
     }
 
     #[test]
@@ -508,7 +513,7 @@ mod tests {
         assert_eq!(head.seq, 42);
         assert_eq!(head.key_id, "k1");
         assert_eq!(head.prev, GENESIS);
-        assert_eq!(head.signature, record.signature);
+        assert_eq!(head.signature, record.signature.as_str());
         assert_eq!(head.check_mac(body, &keyring()), MacCheck::Valid);
         assert_eq!(RecordHead::peek(b"{\"seq\":x}"), None);
         assert_eq!(RecordHead::peek(&body[1..]), None);

@@ -112,7 +112,7 @@ impl Shared {
             let record = self.read_record(&m)?;
             return Ok(Some(ChainHead {
                 seq: m.seq,
-                signature: record.signature,
+                signature: record.signature.into_string(),
                 timestamp: m.timestamp,
             }));
         }

@@ -23,7 +23,7 @@ use super::error::StoreError;
 use super::head::Head;
 use super::index::Index;
 use super::manifest::Manifest;
-use super::record::Record;
+use super::record::{Record, Short};
 use super::refusals::Refusals;
 use super::segment::SegmentFile;
 use crate::keys::Keyring;
@@ -157,7 +157,7 @@ pub(super) enum Poison {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct DurableHead {
     pub(super) seq: u64,
-    pub(super) signature: String,
+    pub(super) signature: Short,
 }
 
 /// State the writer, the sealer and the readers share.

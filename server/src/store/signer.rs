@@ -10,7 +10,7 @@
 //! last one given (the clock may step back; the log's time may not).
 
 use super::Receipt;
-use super::record::{GENESIS, NewEvent, Record};
+use super::record::{GENESIS, NewEvent, Record, Short};
 use crate::clock::now_micros;
 use crate::keys::Keyring;
 
@@ -27,7 +27,7 @@ pub(crate) struct ChainHead {
 pub(crate) struct Signer {
     keyring: Keyring,
     next_seq: u64,
-    prev: String,
+    prev: Short,
     last_timestamp: i64,
     /// Randomness for event ids: a user-space CSPRNG seeded once, rather
     /// than a getrandom syscall per event.
@@ -38,7 +38,7 @@ pub(crate) struct Signer {
 #[derive(Debug, Clone)]
 pub(crate) struct Mark {
     next_seq: u64,
-    prev: String,
+    prev: Short,
     last_timestamp: i64,
 }
 
@@ -47,8 +47,12 @@ impl Signer {
     /// empty log), signing with the keyring's active key.
     pub(crate) fn after(keyring: &Keyring, last: Option<ChainHead>) -> Signer {
         let (next_seq, prev, last_timestamp) = match last {
-            Some(h) => (h.seq.saturating_add(1), h.signature, h.timestamp),
-            None => (1, GENESIS.to_owned(), 0),
+            Some(h) => (
+                h.seq.saturating_add(1),
+                Short::from(h.signature),
+                h.timestamp,
+            ),
+            None => (1, Short::from(GENESIS), 0),
         };
         Signer {
             keyring: keyring.clone(),
@@ -127,7 +131,7 @@ impl Signer {
     /// applied line), already checked to continue it.
     pub(super) fn follow(&mut self, seq: u64, signature: &str, timestamp: i64) {
         self.next_seq = seq.saturating_add(1);
-        signature.clone_into(&mut self.prev);
+        self.prev = Short::from(signature);
         self.last_timestamp = self.last_timestamp.max(timestamp);
     }
 
@@ -181,15 +185,14 @@ pub(super) fn receipt_of(record: &Record) -> Receipt {
 }
 
 /// A UUIDv7 for an event accepted at `timestamp` (µs since the epoch).
-fn event_id(timestamp: i64, rng: &mut rand::rngs::StdRng) -> String {
+fn event_id(timestamp: i64, rng: &mut rand::rngs::StdRng) -> Short {
     let mut random = [0u8; 10];
     rand::RngCore::fill_bytes(rng, &mut random);
     let millis = u64::try_from(timestamp / 1000).unwrap_or(0);
     let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
-    // Into a fixed buffer, then one allocation of the exact size:
-    // `to_string` grows its String as it formats.
+    // Into a fixed buffer, then inline: no allocation.
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid.hyphenated().encode_lower(&mut text).to_owned()
+    Short::from(&*uuid.hyphenated().encode_lower(&mut text))
 }
 
 #[cfg(test)]
@@ -286,7 +289,7 @@ mod tests {
         let last = receipts.last().unwrap();
         let head = ChainHead {
             seq: last.seq,
-            signature: last.signature.clone(),
+            signature: last.signature.to_string(),
             timestamp: last.timestamp,
         };
         let mut next = Signer::after(&keyring(), Some(head));

@@ -265,8 +265,9 @@ mod tests {
                     details: Default::default(),
                     idempotency_key: None,
                 };
-                let (r, line) = Record::seal(ev, seq, format!("i{seq}"), 1, None, &prev, keys);
-                prev = r.signature;
+                let (r, line) =
+                    Record::seal(ev, seq, format!("i{seq}").into(), 1, None, &prev, keys);
+                prev = r.signature.into_string();
                 String::from_utf8(line).unwrap()
             })
             .collect()

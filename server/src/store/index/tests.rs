@@ -35,7 +35,7 @@ fn an_interner_gives_each_string_one_id_whatever_came_just_before() {
 fn record(seq: u64, ty: &str, lead: Option<&str>, wf: Option<&str>, ts: i64) -> Record {
     Record {
         seq,
-        id: String::new(),
+        id: crate::store::Short::new(),
         timestamp: ts,
         event_type: ty.into(),
         actor: if seq.is_multiple_of(2) { "even" } else { "odd" }.into(),
@@ -45,9 +45,9 @@ fn record(seq: u64, ty: &str, lead: Option<&str>, wf: Option<&str>, ts: i64) -> 
         details: Default::default(),
         idempotency_key: Some(format!("key{seq}")),
         batch: None,
-        key_id: String::new(),
-        prev: String::new(),
-        signature: String::new(),
+        key_id: crate::store::Short::new(),
+        prev: crate::store::Short::new(),
+        signature: crate::store::Short::new(),
     }
 }
 

@@ -179,10 +179,11 @@ pub(super) mod tests {
     /// A borrowed record as the owned one it reads as.
     pub(in crate::store::record) fn owned(r: &RecordRef<'_>) -> Record {
         let text = |s: &Cow<'_, str>| s.to_string();
+        let short = |s: &Cow<'_, str>| super::super::Short::from(&**s);
         let opt = |s: &Option<Cow<'_, str>>| s.as_ref().map(text);
         Record {
             seq: r.seq,
-            id: text(&r.id),
+            id: short(&r.id),
             timestamp: r.timestamp,
             event_type: text(&r.event_type),
             actor: text(&r.actor),
@@ -192,9 +193,9 @@ pub(super) mod tests {
             details: serde_json::from_str(r.details).unwrap(),
             idempotency_key: opt(&r.idempotency_key),
             batch: r.batch,
-            key_id: text(&r.key_id),
-            prev: text(&r.prev),
-            signature: text(&r.signature),
+            key_id: short(&r.key_id),
+            prev: short(&r.prev),
+            signature: short(&r.signature),
         }
     }
 

@@ -20,7 +20,7 @@ fn lines(n: u64, batch_at: Option<(u64, u32)>) -> Vec<Vec<u8>> {
             };
             let batch = batch_at.filter(|b| b.0 == seq).map(|b| b.1);
             let (r, line) = Record::seal(ev, seq, "i".into(), 1, batch, &prev, &keys);
-            prev = r.signature;
+            prev = r.signature.into_string();
             line
         })
         .collect()
@@ -87,7 +87,13 @@ fn zeros_before_an_acknowledged_record_are_damage_not_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let keys = Keyring::new("k1", vec![1; 32]);
     let last = Record::parse(&ls[4][..ls[4].len() - 1]).unwrap();
-    crate::store::head::at_start(dir.path(), &keys, Some((5, last.signature)), false).unwrap();
+    crate::store::head::at_start(
+        dir.path(),
+        &keys,
+        Some((5, last.signature.into_string())),
+        false,
+    )
+    .unwrap();
     std::fs::write(dir.path().join(LOG_FILE), [log.as_slice(), &ahead].concat()).unwrap();
     let r = recover(dir.path(), &keys).unwrap();
     assert_eq!(std::fs::read(dir.path().join(LOG_FILE)).unwrap(), log);

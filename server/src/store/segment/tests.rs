@@ -23,9 +23,16 @@ fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
                 details: details.into(),
                 idempotency_key: (seq == 3).then(|| "key3".to_owned()),
             };
-            let (r, line) =
-                Record::seal(ev, seq, format!("id{seq}"), seq as i64, None, &prev, &keys);
-            prev = r.signature;
+            let (r, line) = Record::seal(
+                ev,
+                seq,
+                format!("id{seq}").into(),
+                seq as i64,
+                None,
+                &prev,
+                &keys,
+            );
+            prev = r.signature.into_string();
             line
         })
         .collect();

@@ -22,7 +22,7 @@ use tokio::sync::oneshot;
 use super::Writer;
 use crate::store::Receipt;
 use crate::store::error::StoreError;
-use crate::store::record::{MAX_SEQ, MacCheck, Record};
+use crate::store::record::{MAX_SEQ, MacCheck, Record, Short};
 use crate::store::signer::receipt_of;
 use crate::store::syncer::{Staged, Written};
 use crate::store::tree;
@@ -121,7 +121,7 @@ impl Writer {
         let mut records = Vec::new();
         let mut spans = Vec::new();
         let mut expected: Option<u64> = None;
-        let mut prev = self.signer.prev().to_owned();
+        let mut prev = Short::from(self.signer.prev());
         let mut last_timestamp = self.signer.last_timestamp();
         let mut at = 0usize;
         // The last seq of the batch the newest record belongs to.
@@ -201,7 +201,7 @@ impl Writer {
                 batch_end = seq.saturating_add(u64::from(n).saturating_sub(1));
             }
             fresh_from = fresh_from.min(start);
-            prev.clone_from(&record.signature);
+            prev = record.signature.clone();
             last_timestamp = record.timestamp;
             spans.push(((start - fresh_from) as u64, (line.len() + 1) as u32));
             records.push(record);

@@ -505,8 +505,8 @@ mod tests {
             for (key, r) in task.await.unwrap() {
                 let first = by_key
                     .entry(key.clone())
-                    .or_insert((r.seq, r.signature.clone()));
-                assert_eq!(*first, (r.seq, r.signature.clone()), "{key}");
+                    .or_insert((r.seq, r.signature.to_string()));
+                assert_eq!(*first, (r.seq, r.signature.to_string()), "{key}");
                 // Answered only once durable, so it is already in the index.
                 assert!(store.head() >= r.seq);
             }

@@ -41,7 +41,7 @@ pub(super) fn head(shared: &Shared, active: &Active, replica: bool) -> Option<Ch
     let end = match (replica, last) {
         (true, Some(meta)) => shared
             .read_record(&meta)
-            .map(|record| Some(record.signature))
+            .map(|record| Some(record.signature.into_string()))
             .map_err(|e| e.to_string()),
         (true, None) => Ok(purged(shared)),
         (false, _) => chain_end(shared, active, last).map_err(|e| e.to_string()),
