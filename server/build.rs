@@ -45,9 +45,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// The requests that carry events: generated here so that their `details`
-/// decode straight into JSON text (`crate::service::details`).
-const OWN_MESSAGES: [&str; 3] = ["LogRequest", "LogBatchRequest", "EventInput"];
+/// The requests that carry events: generated here so that their events are
+/// the server's own `EventInput` (below).
+const OWN_MESSAGES: [&str; 2] = ["LogRequest", "LogBatchRequest"];
+
+/// The event itself, written by hand (`crate::service::event_input`): its
+/// short strings decode inline and its `details` straight into JSON text
+/// (`crate::service::details`).
+const EVENT_INPUT: &str = "EventInput";
 
 /// The answers the server encodes itself (`extern_path` below).
 const ENCODED: [&str; 2] = ["StreamEventsResponse", "QueryResponse"];
@@ -78,14 +83,18 @@ fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(
             ".google.protobuf.Struct",
             "crate::service::details::WireDetails",
+        )
+        .extern_path(
+            format!(".auditlog.v1.{EVENT_INPUT}"),
+            "crate::service::event_input::EventInput",
         );
     // Every other message and enum is the auditlog-proto crate's; only
-    // those named here are generated again, here, with `details` as
-    // `WireDetails`.
+    // those named here are generated again, here, with their events as the
+    // server's own `EventInput`.
     for file in &fds.file {
         let names = file.message_type.iter().map(|m| m.name());
         for name in names.chain(file.enum_type.iter().map(|e| e.name())) {
-            if !OWN_MESSAGES.contains(&name) && !ENCODED.contains(&name) {
+            if !OWN_MESSAGES.contains(&name) && !ENCODED.contains(&name) && name != EVENT_INPUT {
                 config = config.extern_path(
                     format!(".auditlog.v1.{name}"),
                     format!("::auditlog_proto::v1::{name}"),

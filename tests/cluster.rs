@@ -9,7 +9,8 @@
 //! leader elected, a killed or paused leader replaced, a follow going on
 //! from another node when its node is killed, health following NATS, a bad
 //! `[cluster]` section refused at start, a replica cut short while its node
-//! was down taking what it lost in again from the stream.
+//! was down taking what it lost in again from the stream, Backup refused on
+//! any node.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -217,6 +218,16 @@ async fn writes_through_the_leader_are_read_from_every_node_and_streamed_live() 
     wait_all_at(&nodes, 18).await;
     for node in &nodes {
         common::assert_whole(&node.client().await, &acked).await;
+    }
+    // A node's directory is a replica of the stream: Backup is refused, and
+    // says what to back up instead.
+    for node in [leader_node, follower] {
+        match node.client().await.backup().await {
+            Err(auditlog_client::Error::Rpc(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                assert!(s.message().contains("nats stream backup"), "{s:?}");
+            }
+            other => panic!("Backup in cluster mode was not refused: {other:?}"),
+        }
     }
 }
 

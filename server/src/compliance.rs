@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 
 use crate::keys::{KeyError, MIN_KEY_LEN, Secret, load_or_generate};
-use crate::store::{Details, NewEvent, Record};
+use crate::store::{Details, Name, NewEvent, Record};
 
 /// The prefix of every pseudonym token.
 pub(crate) const TOKEN_PREFIX: &str = "pii:hmac:";
@@ -251,7 +251,7 @@ impl Compliance {
             && !event
                 .workflow
                 .as_ref()
-                .is_some_and(|w| self.workflows.contains(w))
+                .is_some_and(|w| self.workflows.iter().any(|x| *x == **w))
         {
             return;
         }
@@ -259,7 +259,7 @@ impl Compliance {
             && let Some(lead) = &mut event.lead_id
             && !lead.starts_with(TOKEN_PREFIX)
         {
-            *lead = self.token(lead);
+            *lead = Name::from(self.token(lead));
         }
         let mut details = event.details.to_map();
         if self.walk(&mut details) {
@@ -417,7 +417,7 @@ mod tests {
             actor: "system".into(),
             caller: None,
             lead_id: Some("jane@example.com".into()),
-            workflow: workflow.map(String::from),
+            workflow: workflow.map(Name::from),
             details: details.as_object().unwrap().clone().into(),
             idempotency_key: None,
         }
@@ -467,7 +467,10 @@ mod tests {
         assert_eq!(other.lead_id.as_deref(), Some("jane@example.com"));
         let mut eu = event(json!({"email": "a@b.c"}), Some("eu"));
         c.apply(&mut eu);
-        assert_eq!(eu.lead_id, Some(c.token("jane@example.com")));
+        assert_eq!(
+            eu.lead_id.as_deref(),
+            Some(c.token("jane@example.com").as_str())
+        );
         // Applying twice changes nothing more.
         let once = eu.clone();
         c.apply(&mut eu);

@@ -48,10 +48,10 @@ impl RuleState {
     /// threshold is reached outside the cooldown.
     pub(super) fn count(&mut self, record: &Record) -> Option<Alert> {
         let c = &self.config;
-        let matches = c.event_types.contains(&record.event_type)
+        let matches = c.event_types.iter().any(|t| *t == *record.event_type)
             && c.workflow
                 .as_ref()
-                .is_none_or(|w| record.workflow.as_ref() == Some(w));
+                .is_none_or(|w| record.workflow.as_deref() == Some(w.as_str()));
         if !matches {
             return None;
         }
@@ -109,7 +109,7 @@ fn message_of(record: &Record) -> String {
         (Some(t), Some(m)) => format!("{t}: {m}"),
         (None, Some(m)) => m.to_owned(),
         (Some(t), None) => t.to_owned(),
-        (None, None) => record.event_type.clone(),
+        (None, None) => record.event_type.to_string(),
     };
     let lead = record
         .lead_id

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use super::ClusterError;
 use super::leader::MAX_MESSAGE;
-use crate::store::{NewEvent, Receipt, Signer, StoreError};
+use crate::store::{Name, NewEvent, Receipt, Signer, StoreError};
 
 /// The most events one group takes (it always takes at least one caller,
 /// whose batch is never split).
@@ -166,7 +166,7 @@ pub(super) fn gather(
         }
         let mut events: Vec<Option<NewEvent>> = events.into_iter().map(Some).collect();
         let new_events: Vec<NewEvent> = fresh.iter().filter_map(|&i| events[i].take()).collect();
-        let keys: Vec<Option<String>> = new_events
+        let keys: Vec<Option<Name>> = new_events
             .iter()
             .map(|e| e.idempotency_key.clone())
             .collect();
@@ -183,7 +183,7 @@ pub(super) fn gather(
         }
         for (key, receipt) in keys.into_iter().zip(&signed) {
             if let Some(key) = key {
-                group.new_keys.insert(key, receipt.clone());
+                group.new_keys.insert(key.into_string(), receipt.clone());
             }
         }
         if let (Some(first), Some(last)) = (signed.first(), signed.last()) {
@@ -216,7 +216,7 @@ mod tests {
 
     fn event(key: Option<&str>, detail: usize) -> NewEvent {
         NewEvent {
-            idempotency_key: key.map(str::to_owned),
+            idempotency_key: key.map(Name::from),
             ..NewEvent::for_test(None, serde_json::json!({"pad": "x".repeat(detail)}))
         }
     }

@@ -36,7 +36,7 @@ pub fn record(line: &[u8]) {
     if let (Ok(record), Some(fields)) = (&parsed, IndexFields::parse(line)) {
         assert_eq!(record.seq, fields.seq, "index seq");
         assert_eq!(record.timestamp, fields.timestamp, "index timestamp");
-        assert_eq!(record.event_type, fields.event_type, "index event_type");
+        assert_eq!(*record.event_type, *fields.event_type, "index event_type");
     }
     // The sealer's layout reading never gives other fields than a JSON
     // parse that accepts the line.

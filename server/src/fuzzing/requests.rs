@@ -60,20 +60,20 @@ fn same_decoding<E: std::fmt::Debug>(
     for (o, g) in ours.into_iter().zip(generic) {
         assert_eq!(
             (
-                &o.event_type,
-                &o.actor,
-                &o.lead_id,
-                &o.workflow,
-                &o.idempotency_key,
-                &o.details_json
+                o.event_type.as_str(),
+                o.actor.as_str(),
+                o.lead_id.as_str(),
+                o.workflow.as_str(),
+                o.idempotency_key.as_str(),
+                o.details_json.as_str()
             ),
             (
-                &g.event_type,
-                &g.actor,
-                &g.lead_id,
-                &g.workflow,
-                &g.idempotency_key,
-                &g.details_json
+                g.event_type.as_str(),
+                g.actor.as_str(),
+                g.lead_id.as_str(),
+                g.workflow.as_str(),
+                g.idempotency_key.as_str(),
+                g.details_json.as_str()
             )
         );
         same_json_text(&o.details_json);

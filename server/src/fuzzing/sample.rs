@@ -31,8 +31,8 @@ pub fn sample_log(n: u64, batch: Option<(u64, u32)>) -> Vec<u8> {
             event_type: "lead_ingested".into(),
             actor: "system".into(),
             caller: None,
-            lead_id: Some(format!("LEAD-{seq:03}")),
-            workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
+            lead_id: Some(format!("LEAD-{seq:03}").into()),
+            workflow: (seq % 2 == 0).then(|| "sales".into()),
             details: details.into(),
             idempotency_key: None,
         };

@@ -26,7 +26,7 @@ use crate::alerts::{ChannelStatus, RuleStatus};
 use crate::cluster::ClusterError;
 use crate::keys::Secret;
 use crate::performance::{OperationStats, Source};
-use crate::store::{self, Purge, Record, Sealed, Stats, StoreError};
+use crate::store::{self, Name, Purge, Record, Sealed, Stats, StoreError};
 use crate::store::{FindingKind, Report};
 use crate::webhooks::{EndpointStatus, NoSecret};
 
@@ -360,13 +360,13 @@ pub(super) fn event_pb(r: Record) -> pb::Event {
         seq: r.seq,
         id: r.id.into_string(),
         timestamp: Some(timestamp_pb(r.timestamp)),
-        event_type: r.event_type,
-        actor: r.actor,
-        caller: r.caller.unwrap_or_default(),
-        lead_id: r.lead_id.unwrap_or_default(),
-        workflow: r.workflow.unwrap_or_default(),
+        event_type: r.event_type.into_string(),
+        actor: r.actor.into_string(),
+        caller: r.caller.map(Name::into_string).unwrap_or_default(),
+        lead_id: r.lead_id.map(Name::into_string).unwrap_or_default(),
+        workflow: r.workflow.map(Name::into_string).unwrap_or_default(),
         details: Some(details),
-        idempotency_key: r.idempotency_key.unwrap_or_default(),
+        idempotency_key: r.idempotency_key.map(Name::into_string).unwrap_or_default(),
         key_id: r.key_id.into_string(),
         prev: r.prev.into_string(),
         signature: r.signature.into_string(),

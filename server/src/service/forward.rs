@@ -123,12 +123,12 @@ fn event_pb(event: &api::EventInput) -> pb::EventInput {
         ),
     };
     pb::EventInput {
-        event_type: event.event_type.clone(),
-        actor: event.actor.clone(),
-        lead_id: event.lead_id.clone(),
-        workflow: event.workflow.clone(),
+        event_type: event.event_type.to_string(),
+        actor: event.actor.to_string(),
+        lead_id: event.lead_id.to_string(),
+        workflow: event.workflow.to_string(),
         details,
-        idempotency_key: event.idempotency_key.clone(),
+        idempotency_key: event.idempotency_key.to_string(),
         details_json,
     }
 }

@@ -28,6 +28,7 @@ mod deadline;
 mod details;
 mod edge;
 mod event_bytes;
+mod event_input;
 mod forward;
 mod page_token;
 mod proofs;
@@ -41,6 +42,7 @@ mod validate;
 pub(crate) mod api {
     #![allow(clippy::all, missing_docs, unreachable_pub)]
     tonic::include_proto!("auditlog.v1");
+    pub(crate) use crate::service::event_input::EventInput;
 }
 
 use std::sync::{Arc, OnceLock};

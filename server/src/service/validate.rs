@@ -15,7 +15,7 @@ use super::details::WireDetails;
 use super::edge::{self, check_violations, invalid, micros_of};
 use crate::auth::Caller;
 use crate::performance;
-use crate::store::{Filter, NewEvent, StatsQuery};
+use crate::store::{Filter, Name, NewEvent, StatsQuery};
 
 /// The most events one LogBatch may carry.
 pub(crate) const MAX_BATCH: usize = 1000;
@@ -106,12 +106,12 @@ pub(super) fn validate_track(
         )
     })?;
     let input = api::EventInput {
-        event_type: performance::EVENT_TYPE.to_owned(),
-        actor: req.actor,
-        lead_id: req.lead_id,
-        workflow: req.workflow,
+        event_type: performance::EVENT_TYPE.into(),
+        actor: req.actor.into(),
+        lead_id: req.lead_id.into(),
+        workflow: req.workflow.into(),
         details: Some(details),
-        idempotency_key: req.idempotency_key,
+        idempotency_key: req.idempotency_key.into(),
         details_json: String::new(),
     };
     validate_event(input, "request", caller)
@@ -233,13 +233,13 @@ fn check_event(
         event_type: input.event_type,
         // Without a name the event is the token's own, or the system's
         // when auth is off.
-        actor: non_empty(input.actor)
-            .unwrap_or_else(|| caller.map_or_else(|| "system".to_owned(), |c| c.name.clone())),
-        caller: caller.map(|c| c.name.clone()),
-        lead_id: non_empty(input.lead_id),
-        workflow: non_empty(input.workflow),
+        actor: some(input.actor)
+            .unwrap_or_else(|| Name::from(caller.map_or("system", |c| c.name.as_str()))),
+        caller: caller.map(|c| Name::from(c.name.as_str())),
+        lead_id: some(input.lead_id),
+        workflow: some(input.workflow),
         details,
-        idempotency_key: non_empty(input.idempotency_key),
+        idempotency_key: some(input.idempotency_key),
     })
 }
 
@@ -452,6 +452,11 @@ pub(super) fn range_of(
 
 /// `None` for the empty string protobuf sends for an unset field.
 pub(super) fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// [`non_empty`] for a [`Name`].
+fn some(s: Name) -> Option<Name> {
     (!s.is_empty()).then_some(s)
 }
 

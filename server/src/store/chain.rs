@@ -468,7 +468,7 @@ mod tests {
                     event_type: "email_sent".into(),
                     actor: "system".into(),
                     caller: None,
-                    lead_id: Some(format!("L{seq}")),
+                    lead_id: Some(format!("L{seq}").into()),
                     workflow: None,
                     details: Default::default(),
                     idempotency_key: None,

@@ -38,16 +38,16 @@ pub struct Filter {
 impl Filter {
     /// Whether `record` passes the filter.
     pub fn matches(&self, record: &Record) -> bool {
-        (self.event_types.is_empty() || self.event_types.contains(&record.event_type))
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| *t == *record.event_type))
             && self
                 .lead_id
                 .as_ref()
-                .is_none_or(|l| record.lead_id.as_ref() == Some(l))
+                .is_none_or(|l| record.lead_id.as_deref() == Some(l.as_str()))
             && self
                 .workflow
                 .as_ref()
-                .is_none_or(|w| record.workflow.as_ref() == Some(w))
-            && self.actor.as_ref().is_none_or(|a| &record.actor == a)
+                .is_none_or(|w| record.workflow.as_deref() == Some(w.as_str()))
+            && self.actor.as_ref().is_none_or(|a| record.actor == *a)
             && self.since.is_none_or(|t| record.timestamp >= t)
             && self.until.is_none_or(|t| record.timestamp < t)
     }

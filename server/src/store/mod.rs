@@ -74,7 +74,7 @@ pub(crate) use chain::{FindingKind, Report};
 pub(crate) use error::StoreError;
 pub(crate) use index::{Filter, Order, Stats, StatsQuery, TooManyBuckets};
 pub(crate) use read::Page;
-pub(crate) use record::{Decoded, Details, DetailsForm, NewEvent, Record, Short};
+pub(crate) use record::{Decoded, Details, DetailsForm, Name, NewEvent, Record, Short};
 pub(crate) use retention::Purge;
 pub(crate) use sealer::Sealed;
 #[cfg(test)]

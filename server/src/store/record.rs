@@ -43,7 +43,7 @@ pub(crate) use decode::{
     Decoded, DetailsForm, IndexFields, LineError, RecordRef, lines_of, parse_row,
 };
 pub(crate) use details::Details;
-pub(crate) use short::Short;
+pub(crate) use short::{Name, Short};
 
 /// `prev` of the very first record.
 pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -65,14 +65,14 @@ const SIG_SUFFIX_LEN: usize = SIG_HEAD.len() + 64 + SIG_TAIL.len();
 /// An event as a caller gives it, validated by the service layer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
-    pub event_type: String,
-    pub actor: String,
+    pub event_type: Name,
+    pub actor: Name,
     /// The authenticated token's name; `None` when auth is off.
-    pub caller: Option<String>,
-    pub lead_id: Option<String>,
-    pub workflow: Option<String>,
+    pub caller: Option<Name>,
+    pub lead_id: Option<Name>,
+    pub workflow: Option<Name>,
     pub details: Details,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<Name>,
 }
 
 #[cfg(test)]
@@ -87,7 +87,7 @@ impl NewEvent {
             event_type: "email_sent".into(),
             actor: "test".into(),
             caller: None,
-            lead_id,
+            lead_id: lead_id.map(Name::from),
             workflow: None,
             details: details.into(),
             idempotency_key: None,
@@ -106,15 +106,15 @@ pub struct Record<D = Details> {
     pub id: Short,
     #[serde(with = "timestamp_format")]
     pub timestamp: i64,
-    pub event_type: String,
-    pub actor: String,
+    pub event_type: Name,
+    pub actor: Name,
     #[serde(default)]
-    pub caller: Option<String>,
-    pub lead_id: Option<String>,
-    pub workflow: Option<String>,
+    pub caller: Option<Name>,
+    pub lead_id: Option<Name>,
+    pub workflow: Option<Name>,
     pub details: D,
     #[serde(default)]
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<Name>,
     #[serde(default)]
     pub batch: Option<u32>,
     pub key_id: Short,
@@ -628,7 +628,7 @@ mod tests {
         fn any_strings_round_trip(t in "\\PC{0,40}", lead in proptest::option::of("\\PC{0,20}"), v in "\\PC{0,40}") {
             let mut details = Map::new();
             details.insert(v.clone(), Value::String(v));
-            let ev = NewEvent { event_type: t, actor: "a".into(), caller: None, lead_id: lead, workflow: None, details: details.into(), idempotency_key: None };
+            let ev = NewEvent { event_type: t.into(), actor: "a".into(), caller: None, lead_id: lead.map(Name::from), workflow: None, details: details.into(), idempotency_key: None };
             let (record, line) = Record::seal(ev, 1, "i".into(), 5, None, GENESIS, &keyring());
             let body = &line[..line.len() - 1];
             let parsed = Record::parse(body).unwrap();

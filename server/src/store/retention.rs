@@ -101,13 +101,13 @@ pub(super) fn due(
         unreachable!("json! of an object literal is an object")
     };
     let event = NewEvent {
-        event_type: PURGE_EVENT_TYPE.to_owned(),
-        actor: "auditlog".to_owned(),
+        event_type: PURGE_EVENT_TYPE.into(),
+        actor: "auditlog".into(),
         caller: None,
         lead_id: None,
         workflow: None,
         details: details.into(),
-        idempotency_key: Some(format!("{PURGE_EVENT_TYPE}.{}", purge.through_seq)),
+        idempotency_key: Some(format!("{PURGE_EVENT_TYPE}.{}", purge.through_seq).into()),
     };
     Ok(Some((purge, event)))
 }

@@ -209,7 +209,7 @@ mod tests {
     fn event(n: usize) -> NewEvent {
         NewEvent {
             event_type: "email_sent".into(),
-            actor: format!("a{n}"),
+            actor: format!("a{n}").into(),
             caller: Some("crm".into()),
             lead_id: None,
             workflow: None,

@@ -260,7 +260,7 @@ mod tests {
                     event_type: "crm_update".into(),
                     actor: "a".into(),
                     caller: None,
-                    lead_id: Some(format!("L{seq}")),
+                    lead_id: Some(format!("L{seq}").into()),
                     workflow: None,
                     details: Default::default(),
                     idempotency_key: None,

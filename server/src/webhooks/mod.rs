@@ -347,12 +347,16 @@ impl Endpoint {
             }
             next = next.max(record.seq + 1);
             let wanted = (self.config.event_types.is_empty()
-                || self.config.event_types.contains(&record.event_type))
+                || self
+                    .config
+                    .event_types
+                    .iter()
+                    .any(|t| *t == *record.event_type))
                 && (self.config.workflows.is_empty()
                     || record
                         .workflow
                         .as_ref()
-                        .is_some_and(|w| self.config.workflows.contains(w)));
+                        .is_some_and(|w| self.config.workflows.iter().any(|x| *x == **w)));
             if wanted && let Err(stopped) = self.deliver(client, &record, turn).await {
                 return stopped;
             }
@@ -658,7 +662,7 @@ pub(crate) fn payload(record: &Record) -> Value {
     });
     // Only events written under a token have a caller.
     if let (Some(caller), Some(data)) = (&record.caller, body["data"].as_object_mut()) {
-        data.insert("caller".to_owned(), Value::String(caller.clone()));
+        data.insert("caller".to_owned(), Value::String(caller.to_string()));
     }
     body
 }

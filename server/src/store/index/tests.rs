@@ -43,7 +43,7 @@ fn record(seq: u64, ty: &str, lead: Option<&str>, wf: Option<&str>, ts: i64) -> 
         lead_id: lead.map(Into::into),
         workflow: wf.map(Into::into),
         details: Default::default(),
-        idempotency_key: Some(format!("key{seq}")),
+        idempotency_key: Some(format!("key{seq}").into()),
         batch: None,
         key_id: crate::store::Short::new(),
         prev: crate::store::Short::new(),

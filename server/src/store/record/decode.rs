@@ -178,15 +178,15 @@ pub(super) mod tests {
 
     /// A borrowed record as the owned one it reads as.
     pub(in crate::store::record) fn owned(r: &RecordRef<'_>) -> Record {
-        let text = |s: &Cow<'_, str>| s.to_string();
         let short = |s: &Cow<'_, str>| super::super::Short::from(&**s);
-        let opt = |s: &Option<Cow<'_, str>>| s.as_ref().map(text);
+        let name = |s: &Cow<'_, str>| super::super::Name::from(&**s);
+        let opt = |s: &Option<Cow<'_, str>>| s.as_ref().map(name);
         Record {
             seq: r.seq,
             id: short(&r.id),
             timestamp: r.timestamp,
-            event_type: text(&r.event_type),
-            actor: text(&r.actor),
+            event_type: name(&r.event_type),
+            actor: name(&r.actor),
             caller: opt(&r.caller),
             lead_id: opt(&r.lead_id),
             workflow: opt(&r.workflow),

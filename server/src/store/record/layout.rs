@@ -223,13 +223,13 @@ mod tests {
             let mut details = Map::new();
             details.insert(detail.clone(), json!({"v": detail, "n": [1, 2.5, null]}));
             let event = NewEvent {
-                event_type,
-                actor,
-                caller,
-                lead_id,
-                workflow,
+                event_type: event_type.into(),
+                actor: actor.into(),
+                caller: caller.map(crate::store::Name::from),
+                lead_id: lead_id.map(crate::store::Name::from),
+                workflow: workflow.map(crate::store::Name::from),
                 details: details.into(),
-                idempotency_key: key,
+                idempotency_key: key.map(crate::store::Name::from),
             };
             let (_, line) = Record::seal(event, seq, "id".into(), 1_700_000_000_000_000, batch, GENESIS, &keyring());
             let line = &line[..line.len() - 1];

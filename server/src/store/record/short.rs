@@ -14,6 +14,15 @@ use std::ops::Deref;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use smallstr::SmallString;
 
+/// A record's names: its event type, actor, caller, lead, workflow and
+/// idempotency key, as the caller gave them. Up to 24 bytes inline, in the
+/// 24 bytes a `String` takes (most are shorter: `crm_update`,
+/// `LEAD-00123`), longer on the heap. Decoded straight from the request
+/// (`service/event_input.rs`), so a typical event's names cost no
+/// allocation; a `Short` (80 bytes) each made records larger and the
+/// batch path slower (2026-12-07).
+pub(crate) type Name = compact_str::CompactString;
+
 /// Up to 64 bytes of text inline, longer on the heap.
 #[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Short(SmallString<[u8; 64]>);

@@ -33,10 +33,10 @@ fn event(n: u64) -> NewEvent {
         event_type: "email_sent".into(),
         actor: "test".into(),
         caller: Some("crm-sync".into()),
-        lead_id: Some(format!("L{}", n % 5)),
+        lead_id: Some(format!("L{}", n % 5).into()),
         workflow: None,
         details: details.into(),
-        idempotency_key: n.is_multiple_of(3).then(|| format!("key-{n}")),
+        idempotency_key: n.is_multiple_of(3).then(|| format!("key-{n}").into()),
     }
 }
 

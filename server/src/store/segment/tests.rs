@@ -18,10 +18,10 @@ fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
                 event_type: if seq % 5 == 0 { "error" } else { "email_sent" }.into(),
                 actor: "a".into(),
                 caller: None,
-                lead_id: Some(format!("L{}", seq % 7)),
-                workflow: (seq % 2 == 0).then(|| "sales".to_owned()),
+                lead_id: Some(format!("L{}", seq % 7).into()),
+                workflow: (seq % 2 == 0).then(|| "sales".into()),
                 details: details.into(),
-                idempotency_key: (seq == 3).then(|| "key3".to_owned()),
+                idempotency_key: (seq == 3).then(|| "key3".into()),
             };
             let (r, line) = Record::seal(
                 ev,

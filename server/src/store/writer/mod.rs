@@ -67,7 +67,7 @@ use tokio::sync::oneshot;
 
 use super::Receipt;
 use super::error::{StoreError, is_disk_full};
-use super::record::NewEvent;
+use super::record::{Name, NewEvent};
 use super::sealer::{Job, Sealed};
 use super::shared::Shared;
 use super::signer::{Signer, receipt_of};
@@ -273,7 +273,7 @@ impl Writer {
             // A key repeated within this request: (position, position of its
             // first use), answered once the first is sealed.
             let mut repeats = Vec::new();
-            let mut keys_here: HashMap<String, usize> = HashMap::new();
+            let mut keys_here: HashMap<Name, usize> = HashMap::new();
             for (i, event) in events.into_iter().enumerate() {
                 if let Some(key) = &event.idempotency_key
                     && let Some(&first) = keys_here.get(key)
@@ -310,7 +310,7 @@ impl Writer {
                 let receipt = receipt_of(&record);
                 if let Some(key) = key {
                     new_keys.insert(
-                        key,
+                        key.into_string(),
                         Receipt {
                             duplicate: true,
                             ..receipt.clone()
@@ -428,7 +428,7 @@ mod tests {
 
     fn event(key: Option<String>) -> NewEvent {
         NewEvent {
-            idempotency_key: key,
+            idempotency_key: key.map(crate::store::Name::from),
             ..NewEvent::for_test(None, serde_json::json!({}))
         }
     }
