@@ -1,14 +1,16 @@
 //! `EventInput` as the server decodes it: the proto's message (a caller's
 //! event in `Log` and `LogBatch`), with its short strings decoded straight
-//! into [`Short`]s and `details` into [`WireDetails`].
+//! into [`Name`]s and `details` into [`WireDetails`].
 //!
 //! prost's generated type decodes each string into a `String` of its own:
 //! four allocations a typical event (type, actor, lead, workflow), carried
-//! into the record and freed with it on another thread. Decoded inline they
-//! cost a copy of their bytes; a string longer than 64 bytes (an actor, lead,
-//! workflow or key may have up to 256 characters) goes to the heap as
-//! before. `server/build.rs` points the generated `LogRequest` and
-//! `LogBatchRequest` here.
+//! into the record and freed with it, on another thread. A `Name` holds up
+//! to 24 bytes inline in the 24 a `String` takes, so most cost a copy of
+//! their bytes and nothing else; a longer one (an actor, lead, workflow or
+//! key may have up to 256 characters) goes to the heap as before. A 64-byte
+//! inline string here made records three times larger and the batch path
+//! slower (journal 2026-12-07, §10). `server/build.rs` points the generated
+//! `LogRequest` and `LogBatchRequest` here.
 //!
 //! Decoding follows prost's rules for a proto3 message: a field given twice
 //! keeps its last value (`details` merges), unknown fields are skipped, and a
@@ -35,7 +37,7 @@ pub(crate) struct EventInput {
     pub(crate) details_json: String,
 }
 
-/// The strings' tags and names, as the proto numbers them.
+/// The fields' tags, as the proto numbers them.
 const EVENT_TYPE: u32 = 1;
 const ACTOR: u32 = 2;
 const LEAD_ID: u32 = 3;
@@ -45,8 +47,8 @@ const IDEMPOTENCY_KEY: u32 = 6;
 const DETAILS_JSON: u32 = 7;
 
 impl EventInput {
-    /// The short string fields, in tag order.
-    fn shorts(&self) -> [(u32, &Name); 5] {
+    /// The name fields, in tag order.
+    fn names(&self) -> [(u32, &Name); 5] {
         [
             (EVENT_TYPE, &self.event_type),
             (ACTOR, &self.actor),
@@ -61,7 +63,7 @@ impl Message for EventInput {
     fn encode_raw(&self, buf: &mut impl BufMut) {
         // In tag order, as prost encodes: `details` (5) between the
         // workflow (4) and the idempotency key (6).
-        for (tag, value) in self.shorts() {
+        for (tag, value) in self.names() {
             if tag == IDEMPOTENCY_KEY
                 && let Some(details) = &self.details
             {
@@ -107,15 +109,15 @@ impl Message for EventInput {
             }
             _ => return encoding::skip_field(wire_type, tag, buf, ctx),
         };
-        merge_short(field, wire_type, buf, ctx).map_err(|mut e| {
+        merge_name(field, wire_type, buf, ctx).map_err(|mut e| {
             e.push("EventInput", name);
             e
         })
     }
 
     fn encoded_len(&self) -> usize {
-        let shorts: usize = self
-            .shorts()
+        let names: usize = self
+            .names()
             .iter()
             .filter(|(_, value)| !value.is_empty())
             .map(|(tag, value)| {
@@ -132,7 +134,7 @@ impl Message for EventInput {
             true => 0,
             false => encoding::string::encoded_len(DETAILS_JSON, &self.details_json),
         };
-        shorts + details + json
+        names + details + json
     }
 
     fn clear(&mut self) {
@@ -145,7 +147,7 @@ impl Message for EventInput {
 /// slice decoder) is checked and copied there; anything else (a string
 /// across chunks, a bad length, bytes that are not UTF-8) goes through
 /// prost's own decoder, which says what is wrong.
-fn merge_short(
+fn merge_name(
     field: &mut Name,
     wire_type: WireType,
     buf: &mut impl Buf,

@@ -1,12 +1,15 @@
-//! [`Short`]: a record's short strings (its id, key id, `prev` and
-//! signature) held inline.
+//! A record's strings held inline: [`Short`] for the ones the writer gives
+//! it (its id, key id, `prev` and signature), [`Name`] for the ones the
+//! caller gave (event type, actor, caller, lead, workflow, idempotency key).
 //!
 //! The writer allocated four strings for every record it signed and two more
 //! for its receipt, each freed later on another thread (the syncer, the
 //! service's workers): glibc's allocator was a fifth of the writer's CPU
 //! (issue 20). A UUID is 36 bytes and a MAC in hex 64, so these fit in 64
 //! bytes inline; a longer one (a long configured key id, a damaged line read
-//! back) goes to the heap and reads the same.
+//! back) goes to the heap and reads the same. The caller's strings are
+//! mostly shorter than 24 bytes and there are six of them: [`Name`] keeps
+//! them in a `String`'s 24 bytes.
 
 use std::fmt;
 use std::ops::Deref;
