@@ -23,7 +23,8 @@ use auditlog_server::config::ClusterConfig;
 use common::cluster::{leader, start_nodes, wait_all_at};
 use common::endpoints::closed_port;
 use common::{
-    NatsCluster, TEST_KEY, TestServer, cli, run_to_end, wait_for_health, wait_until, workspace_bin,
+    NatsCluster, TEST_KEY, TestServer, cli, run_to_end, wait_for_health, wait_until,
+    wait_until_within, workspace_bin,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -32,12 +33,21 @@ const AUDIT_SERVICE: &str = "auditlog.v1.AuditService";
 /// The origin `NatsCluster::checkpoint_toml` configures.
 const ORIGIN: &str = "auditlog/test-cluster";
 
+/// How long a write is retried while the cluster has no known leader.
+const WRITE_RETRY: Duration = Duration::from_secs(60);
+
+/// Writes events `from..=to`, each retried as a caller would while the
+/// cluster answers UNAVAILABLE: under a loaded CI machine a node can miss a
+/// lease round ("no leader is known", 2026-12-07), which is not what these
+/// tests are about. Each event has a key, so a retry never writes twice.
 async fn log_n(client: &Client, from: u64, to: u64) {
     for n in from..=to {
-        client
-            .log(NewEvent::lead_ingested(format!("LEAD-{n}"), "webform"))
-            .await
-            .unwrap();
+        let event = NewEvent::lead_ingested(format!("LEAD-{n}"), "webform")
+            .idempotency_key(format!("checkpoint-test-{n}"));
+        wait_until_within(WRITE_RETRY, "a write to be acknowledged", || async {
+            client.log(event.clone()).await.map_err(|e| e.to_string())
+        })
+        .await;
     }
 }
 
