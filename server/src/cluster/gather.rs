@@ -63,7 +63,7 @@ pub(super) struct Group {
     /// of the group was already written.
     pub(super) seqs: Option<(u64, u64)>,
     /// The keys first written by this group, with their receipts.
-    pub(super) new_keys: HashMap<String, Receipt>,
+    pub(super) new_keys: HashMap<Name, Receipt>,
     /// Each caller and its receipts, in the order of its events.
     pub(super) answers: Vec<(Reply, Vec<Receipt>)>,
 }
@@ -183,7 +183,7 @@ pub(super) fn gather(
         }
         for (key, receipt) in keys.into_iter().zip(&signed) {
             if let Some(key) = key {
-                group.new_keys.insert(key.into_string(), receipt.clone());
+                group.new_keys.insert(key, receipt.clone());
             }
         }
         if let (Some(first), Some(last)) = (signed.first(), signed.last()) {
@@ -285,7 +285,7 @@ mod tests {
         );
         assert_eq!(group.batch_ends.len(), 2);
         assert_eq!(group.batch_ends[1], group.lines.len());
-        let mut keys: Vec<&str> = group.new_keys.keys().map(String::as_str).collect();
+        let mut keys: Vec<&str> = group.new_keys.keys().map(Name::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["a", "b"], "the refused caller's keys are not taken");
         assert!(matches!(

@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use super::gather::{self, Reply, Waiting};
 use super::leader::Publisher;
 use super::{ClusterError, Node, Role, stream};
-use crate::store::{NewEvent, Receipt, Signer, Store};
+use crate::store::{Name, NewEvent, Receipt, Signer, Store};
 
 /// How long a write may wait for the replica (on takeover, and for its own
 /// group to be applied).
@@ -57,7 +57,7 @@ pub(crate) struct Leading {
     publisher: Publisher,
     /// Receipts of keyed events published in this term that the replica
     /// may not hold yet, by idempotency key.
-    published: HashMap<String, Receipt>,
+    published: HashMap<Name, Receipt>,
 }
 
 impl Leading {

@@ -400,28 +400,42 @@ impl Text {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<Range<usize>, DecodeError> {
-        // Most strings lie whole in the buffer's current chunk: checked
-        // there and copied once. Anything else (a string across chunks, a
-        // bad length, bytes that are not UTF-8) goes through prost's own
-        // decoder, which also says what is wrong.
-        if wire_type == WireType::LengthDelimited {
-            let mut chunk = buf.chunk();
-            if let Ok(len) = encoding::decode_varint(&mut chunk)
-                && let Some(s) = usize::try_from(len).ok().and_then(|n| chunk.get(..n))
-                && std::str::from_utf8(s).is_ok()
-            {
-                let start = self.bytes.len();
-                self.bytes.extend_from_slice(s);
-                let taken = buf.chunk().len() - chunk.len() + s.len();
-                buf.advance(taken);
-                return Ok(start..self.bytes.len());
-            }
+        let bytes = &mut self.bytes;
+        if let Some(place) = take_whole_str(wire_type, buf, |s| {
+            let start = bytes.len();
+            bytes.extend_from_slice(s.as_bytes());
+            start..bytes.len()
+        }) {
+            return Ok(place);
         }
         encoding::string::merge(wire_type, &mut self.scratch, buf, ctx)?;
         let start = self.bytes.len();
         self.bytes.extend_from_slice(self.scratch.as_bytes());
         Ok(start..self.bytes.len())
     }
+}
+
+/// Takes a string field that lies whole in the buffer's current chunk
+/// (always, from the server's slice decoder): `take` gets it, checked as
+/// UTF-8 and not copied, and the buffer moves past it. `None`, the buffer
+/// untouched, for anything else (a string across chunks, a bad length,
+/// bytes that are not UTF-8), which the caller sends through prost's own
+/// decoder, which also says what is wrong.
+pub(super) fn take_whole_str<T>(
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    take: impl FnOnce(&str) -> T,
+) -> Option<T> {
+    if wire_type != WireType::LengthDelimited {
+        return None;
+    }
+    let mut chunk = buf.chunk();
+    let len = usize::try_from(encoding::decode_varint(&mut chunk).ok()?).ok()?;
+    let text = std::str::from_utf8(chunk.get(..len)?).ok()?;
+    let taken = buf.chunk().len() - chunk.len() + len;
+    let value = take(text);
+    buf.advance(taken);
+    Some(value)
 }
 
 /// The length of a length-delimited field holding `n` bytes, with its key.

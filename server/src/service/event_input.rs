@@ -22,7 +22,7 @@ use bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
 
-use super::details::WireDetails;
+use super::details::{WireDetails, take_whole_str};
 use crate::store::Name;
 
 /// An event as a caller gives it (`auditlog.v1.EventInput`).
@@ -142,28 +142,17 @@ impl Message for EventInput {
     }
 }
 
-/// Decodes a string field into `field`, replacing what it held. A string
-/// that lies whole in the buffer's current chunk (always, from the server's
-/// slice decoder) is checked and copied there; anything else (a string
-/// across chunks, a bad length, bytes that are not UTF-8) goes through
-/// prost's own decoder, which says what is wrong.
+/// Decodes a string field into `field`, replacing what it held: from the
+/// buffer's chunk when it lies there whole, else through prost's decoder.
 fn merge_name(
     field: &mut Name,
     wire_type: WireType,
     buf: &mut impl Buf,
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
-    if wire_type == WireType::LengthDelimited {
-        let mut chunk = buf.chunk();
-        if let Ok(len) = encoding::decode_varint(&mut chunk)
-            && let Some(bytes) = usize::try_from(len).ok().and_then(|n| chunk.get(..n))
-            && let Ok(text) = std::str::from_utf8(bytes)
-        {
-            *field = Name::from(text);
-            let taken = buf.chunk().len() - chunk.len() + bytes.len();
-            buf.advance(taken);
-            return Ok(());
-        }
+    if let Some(name) = take_whole_str(wire_type, buf, |s| Name::from(s)) {
+        *field = name;
+        return Ok(());
     }
     let mut text = String::new();
     encoding::string::merge(wire_type, &mut text, buf, ctx)?;

@@ -153,7 +153,7 @@ pub(super) struct Writer {
     shared: Arc<Shared>,
     /// Idempotency keys written in groups the syncer has not indexed yet: a
     /// repeat must find them although the index does not have them yet.
-    pending_keys: HashMap<String, Receipt>,
+    pending_keys: HashMap<Name, Receipt>,
     /// Where the chain stands: what the next record continues.
     signer: Signer,
     /// A replica appends only groups signed elsewhere (`apply`), never its
@@ -248,7 +248,7 @@ impl Writer {
         let mut staged = Vec::with_capacity(group.len());
         // Keys first written in this group, so a repeat inside it is also a
         // duplicate.
-        let mut new_keys: HashMap<String, Receipt> = HashMap::new();
+        let mut new_keys: HashMap<Name, Receipt> = HashMap::new();
         let mut deferred = Vec::new();
 
         'requests: for Append {
@@ -310,7 +310,7 @@ impl Writer {
                 let receipt = receipt_of(&record);
                 if let Some(key) = key {
                     new_keys.insert(
-                        key.into_string(),
+                        key,
                         Receipt {
                             duplicate: true,
                             ..receipt.clone()
@@ -375,7 +375,7 @@ impl Writer {
     fn duplicate_of(
         &self,
         key: Option<&str>,
-        new_keys: &HashMap<String, Receipt>,
+        new_keys: &HashMap<Name, Receipt>,
     ) -> Result<Option<Receipt>, StoreError> {
         let Some(key) = key else { return Ok(None) };
         if let Some(r) = new_keys.get(key).or_else(|| self.pending_keys.get(key)) {
