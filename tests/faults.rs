@@ -12,7 +12,9 @@ use std::process::Command;
 
 use auditlog_client::pb::Receipt;
 use auditlog_client::{Client, NewEvent, Query};
-use common::{TestServer, assert_whole, health_of, plain_sealed, wait_for_health};
+use common::{
+    TestServer, assert_whole, health_of, plain_sealed, wait_for_health, wait_until_within,
+};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// The name health reports writes under.
@@ -339,8 +341,17 @@ async fn a_compression_a_full_disk_stopped_finishes_once_space_is_back() {
     );
 
     // Space comes back; the next rotation first finishes the one that failed.
+    // If the head file could not be written while the disk was full, writes
+    // are refused (RESOURCE_EXHAUSTED, nothing written) until the head
+    // thread's next tick writes it: the server recovers by itself, within
+    // about a second, and a caller retries.
     std::fs::remove_file(&filler).unwrap();
-    client.log(event(300)).await.unwrap();
+    wait_until_within(
+        std::time::Duration::from_secs(10),
+        "writes to be taken again",
+        || async { client.log(event(300)).await.map_err(|e| e.to_string()) },
+    )
+    .await;
     client.rotate(true).await.unwrap();
     assert!(plain_sealed(&data).is_empty(), "{:?}", plain_sealed(&data));
     let report = client.verify().await.unwrap();
