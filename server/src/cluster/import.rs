@@ -24,7 +24,7 @@
 //!    sequence like a leader's (`leader.rs`), so nothing else can
 //!    interleave; each is acknowledged by a quorum before the next. The
 //!    lease only keeps nodes from leading meanwhile: when it lapses (NATS
-//!    did not answer a renewal within a quarter of `lease_ttl_ms`) the
+//!    answered no renewal for three quarters of `lease_ttl_ms`) the
 //!    import waits to take it back, and stops only if a node took it.
 //! 5. The lease is given back.
 //!

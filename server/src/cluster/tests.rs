@@ -120,6 +120,111 @@ async fn one_lease_holder_at_a_time_and_a_lost_lease_is_noticed() {
     }
 }
 
+/// Two nodes' leases on one bucket, keyed alike.
+fn two_leases(bucket: &async_nats::jetstream::kv::Store, ttl: Duration) -> (Lease, Lease) {
+    let lease = |name: &str| {
+        Lease::new(
+            bucket.clone(),
+            (name.into(), format!("http://{name}:1")),
+            crate::keys::Keyring::new("k1", vec![7; 32]),
+            ttl,
+        )
+    };
+    (lease("a"), lease("b"))
+}
+
+/// A renewal NATS stored but whose answer never came leaves the key a
+/// revision ahead of what the leader knows: its next renewal is refused
+/// for the revision, and the leader, finding its own name and term there,
+/// renews from that revision instead of stepping down.
+#[tokio::test]
+async fn a_renewal_stored_but_answered_too_late_does_not_depose_the_leader() {
+    let Some(nats) = nats().await else { return };
+    let config = config(&nats);
+    let js = context(&nats).await;
+    let bucket = stream::ensure_lease_bucket(&js, &config).await.unwrap();
+    let (mut a, mut b) = two_leases(&bucket, config.lease_ttl());
+    let Role::Leader { term } = a.round().await else {
+        panic!("a did not take the free lease")
+    };
+
+    // What a's renewal writes (the same holder, term and MAC), stored
+    // without a hearing of it.
+    let entry = bucket.entry(super::lease::KEY).await.unwrap().unwrap();
+    bucket
+        .update(super::lease::KEY, entry.value.clone(), entry.revision)
+        .await
+        .unwrap();
+    assert_eq!(a.round().await, Role::Leader { term }, "taken back");
+    assert_eq!(a.round().await, Role::Leader { term }, "renewed after");
+    match b.round().await {
+        Role::Follower { leader: Some(h) } => assert_eq!((h.node.as_str(), h.term), ("a", term)),
+        other => panic!("b sees {other:?}"),
+    }
+}
+
+/// While NATS answers nothing (paused), a leader keeps leading for three
+/// quarters of the TTL from its last renewal's start, never longer, and a
+/// follower keeps the leader it read; then both know no leader.
+#[tokio::test]
+async fn rounds_nats_does_not_answer_keep_the_last_answer_for_a_bounded_time() {
+    let Some(nats) = nats().await else { return };
+    let config = ClusterConfig {
+        lease_ttl_ms: 2000,
+        ..config(&nats)
+    };
+    let js = context(&nats).await;
+    let bucket = stream::ensure_lease_bucket(&js, &config).await.unwrap();
+    let (mut a, mut b) = two_leases(&bucket, config.lease_ttl());
+    let Role::Leader { term } = a.round().await else {
+        panic!("a did not take the free lease")
+    };
+    assert!(matches!(
+        b.round().await,
+        Role::Follower { leader: Some(_) }
+    ));
+    let renewed = std::time::Instant::now();
+    assert_eq!(a.round().await, Role::Leader { term });
+
+    let signal = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &nats.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    assert_eq!(
+        a.round().await,
+        Role::Leader { term },
+        "one unanswered round"
+    );
+    match b.round().await {
+        Role::Follower { leader: Some(h) } => assert_eq!(h.node, "a"),
+        other => panic!("b, unanswered, sees {other:?}"),
+    }
+    let stepped_down = loop {
+        match a.round().await {
+            Role::Leader { .. } => {}
+            Role::Unknown => break renewed.elapsed(),
+            other => panic!("a, unanswered, sees {other:?}"),
+        }
+    };
+    let lease = config.lease_ttl();
+    assert!(
+        stepped_down >= lease * 3 / 4,
+        "a stepped down after {stepped_down:?}, before its lease could lapse"
+    );
+    loop {
+        match b.round().await {
+            Role::Follower { leader: Some(_) } => {}
+            Role::Unknown => break,
+            other => panic!("b, unanswered, sees {other:?}"),
+        }
+    }
+    signal("-CONT");
+}
+
 #[tokio::test]
 async fn a_deposed_leader_cannot_append() {
     let Some(nats) = nats().await else { return };

@@ -102,9 +102,9 @@ impl Node {
             Role::Leader { term } => Ok(*term),
             Role::Follower { leader: Some(h) } if h.node == self.config.node() => {
                 Err(ClusterError::NotLeader(format!(
-                    "this node's own leader lease lapsed (NATS did not answer its renewal in \
-                     time) and has not expired yet; a leader is elected again within \
-                     cluster.lease_ttl_ms ({} ms): retry",
+                    "the leader lease still names this node in a term it no longer holds (it \
+                     restarted, or NATS did not answer its renewals in time); a leader is \
+                     elected again within cluster.lease_ttl_ms ({} ms): retry",
                     self.config.lease_ttl().as_millis()
                 )))
             }
