@@ -86,6 +86,33 @@ async fn fill_until_refused(client: &Client) -> Vec<Receipt> {
     acked
 }
 
+/// Logs `event` (which carries an idempotency key) once the server takes
+/// writes again after space was freed. If the head file could not be
+/// written while the disk was full, writes are refused as a full disk
+/// (RESOURCE_EXHAUSTED, "nothing was written") until the head thread's next
+/// tick, at most a second away, writes it (`store/head.rs`): the server
+/// recovers by itself and a caller retries. Only that refusal is retried;
+/// CI at e4f1faf failed when a head tick fell inside the full-disk window.
+async fn log_once_space_is_back(client: &Client, event: NewEvent) -> Receipt {
+    wait_until_within(
+        std::time::Duration::from_secs(10),
+        "writes to be taken again",
+        || async {
+            match client.log(event.clone()).await {
+                Ok(receipt) => Ok(receipt),
+                Err(e)
+                    if e.code() == Some(tonic::Code::ResourceExhausted)
+                        && e.to_string().contains("nothing was written") =>
+                {
+                    Err(e.to_string())
+                }
+                Err(e) => panic!("a write once space was back failed: {e}"),
+            }
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_loses_nothing_and_recovers_by_itself() {
     let Some(fs) = Tmpfs::mount_or_skip(
@@ -341,17 +368,9 @@ async fn a_compression_a_full_disk_stopped_finishes_once_space_is_back() {
     );
 
     // Space comes back; the next rotation first finishes the one that failed.
-    // If the head file could not be written while the disk was full, writes
-    // are refused (RESOURCE_EXHAUSTED, nothing written) until the head
-    // thread's next tick writes it: the server recovers by itself, within
-    // about a second, and a caller retries.
     std::fs::remove_file(&filler).unwrap();
-    wait_until_within(
-        std::time::Duration::from_secs(10),
-        "writes to be taken again",
-        || async { client.log(event(300)).await.map_err(|e| e.to_string()) },
-    )
-    .await;
+    let receipt = log_once_space_is_back(&client, event(300).idempotency_key("after-space")).await;
+    assert_eq!(receipt.seq, 301);
     client.rotate(true).await.unwrap();
     assert!(plain_sealed(&data).is_empty(), "{:?}", plain_sealed(&data));
     let report = client.verify().await.unwrap();
