@@ -8,6 +8,9 @@
 //! - `QueryResponse` is too (`crate::service::query::EncodedPage`): a page's
 //!   events are encoded from the stored records' own strings, with no
 //!   `pb::Event` and no `Struct` of maps in between;
+//! - `LogResponse` and `LogBatchResponse` are too
+//!   (`crate::service::receipt_bytes`): receipts encoded from the store's
+//!   own, with no `pb::Receipt` of copies;
 //! - `LogRequest`, `LogBatchRequest` and `EventInput` are generated here
 //!   again, with `google.protobuf.Struct` as the server's own decoder
 //!   (`crate::service::details::WireDetails`), so each event's `details`
@@ -55,7 +58,12 @@ const OWN_MESSAGES: [&str; 2] = ["LogRequest", "LogBatchRequest"];
 const EVENT_INPUT: &str = "EventInput";
 
 /// The answers the server encodes itself (`extern_path` below).
-const ENCODED: [&str; 2] = ["StreamEventsResponse", "QueryResponse"];
+const ENCODED: [&str; 4] = [
+    "StreamEventsResponse",
+    "QueryResponse",
+    "LogResponse",
+    "LogBatchResponse",
+];
 
 fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
     // Read when the script runs, not when it is built: cargo reuses one
@@ -79,6 +87,14 @@ fn generate_audit_service() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(
             ".auditlog.v1.QueryResponse",
             "crate::service::query::EncodedPage",
+        )
+        .extern_path(
+            ".auditlog.v1.LogResponse",
+            "crate::service::receipt_bytes::LogAnswer",
+        )
+        .extern_path(
+            ".auditlog.v1.LogBatchResponse",
+            "crate::service::receipt_bytes::LogBatchAnswer",
         )
         .extern_path(
             ".google.protobuf.Struct",

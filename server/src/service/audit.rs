@@ -18,6 +18,7 @@ use super::deadline::{self, wait_until};
 use super::edge::{self, blocking, status_of};
 use super::event_bytes::{EventBytes, EventJsonBytes};
 use super::query::{EncodedPage, page_of, plan_query};
+use super::receipt_bytes::{LogAnswer, LogBatchAnswer};
 use super::stream::{self, Encoded, EncodedJson};
 use super::validate::{self, validate_batch, validate_log};
 use crate::auth::Caller;
@@ -30,12 +31,9 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AuditService for AuditSvc {
-    async fn log(
-        &self,
-        req: Request<api::LogRequest>,
-    ) -> Result<Response<pb::LogResponse>, Status> {
+    async fn log(&self, req: Request<api::LogRequest>) -> Result<Response<LogAnswer>, Status> {
         if let Some(answer) = self.forward_log(&req).await? {
-            return Ok(Response::new(answer));
+            return Ok(Response::new(LogAnswer::Forwarded(answer)));
         }
         let caller = req.extensions().get::<Caller>().cloned();
         let until = wait_until(&req, deadline::PROOF);
@@ -49,15 +47,18 @@ impl AuditService for AuditSvc {
         } else {
             None
         };
-        Ok(Response::new(edge::log_pb(receipts.pop(), proofs)))
+        Ok(Response::new(LogAnswer::Written {
+            receipt: receipts.pop(),
+            proofs,
+        }))
     }
 
     async fn log_batch(
         &self,
         req: Request<api::LogBatchRequest>,
-    ) -> Result<Response<pb::LogBatchResponse>, Status> {
+    ) -> Result<Response<LogBatchAnswer>, Status> {
         if let Some(answer) = self.forward_log_batch(&req).await? {
-            return Ok(Response::new(answer));
+            return Ok(Response::new(LogBatchAnswer::Forwarded(answer)));
         }
         let caller = req.extensions().get::<Caller>().cloned();
         let until = wait_until(&req, deadline::PROOF);
@@ -70,7 +71,7 @@ impl AuditService for AuditSvc {
         } else {
             None
         };
-        Ok(Response::new(edge::log_batch_pb(receipts, proofs)))
+        Ok(Response::new(LogBatchAnswer::Written { receipts, proofs }))
     }
 
     async fn query(&self, req: Request<pb::QueryRequest>) -> Result<Response<EncodedPage>, Status> {

@@ -305,35 +305,6 @@ pub(super) fn receipt_pb(r: store::Receipt) -> pb::Receipt {
 /// The proofs asked for with receipts: none asked, the proofs, or why not.
 pub(super) type AskedProofs = Option<Result<pb::ReceiptProofs, String>>;
 
-pub(super) fn log_pb(receipt: Option<store::Receipt>, proofs: AskedProofs) -> pb::LogResponse {
-    let (proof, proof_unavailable) = split_proofs(proofs);
-    pb::LogResponse {
-        receipt: receipt.map(receipt_pb),
-        proof,
-        proof_unavailable,
-    }
-}
-
-pub(super) fn log_batch_pb(
-    receipts: Vec<store::Receipt>,
-    proofs: AskedProofs,
-) -> pb::LogBatchResponse {
-    let (proofs, proof_unavailable) = split_proofs(proofs);
-    pb::LogBatchResponse {
-        receipts: receipts.into_iter().map(receipt_pb).collect(),
-        proofs,
-        proof_unavailable,
-    }
-}
-
-fn split_proofs(proofs: AskedProofs) -> (Option<pb::ReceiptProofs>, String) {
-    match proofs {
-        None => (None, String::new()),
-        Some(Ok(p)) => (Some(p), String::new()),
-        Some(Err(why)) => (None, why),
-    }
-}
-
 pub(super) fn track_pb(receipt: Option<store::Receipt>) -> pb::TrackPerformanceResponse {
     pb::TrackPerformanceResponse {
         receipt: receipt.map(receipt_pb),

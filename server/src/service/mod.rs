@@ -33,6 +33,7 @@ mod forward;
 mod page_token;
 mod proofs;
 mod query;
+mod receipt_bytes;
 mod stream;
 mod validate;
 
