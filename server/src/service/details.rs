@@ -11,6 +11,10 @@
 //! bytes in one buffer and the structure as a small tree of ranges, and
 //! [`WireDetails::into_details`] writes the text once.
 //!
+//! Details in the shape most encoders write (keys in order, each value one
+//! member) skip the tree: [`WireDetails::take_written`] writes their text in
+//! one pass over their bytes (`direct.rs`), or leaves them to the tree.
+//!
 //! The text is exactly what the generic path wrote: keys in byte order, a
 //! repeated key's last value, strings escaped as serde_json escapes them,
 //! numbers without a fraction within ±2^53 as integers, NaN and infinities
@@ -45,6 +49,9 @@ pub(crate) struct WireDetails {
     text: Text,
     /// The object's fields in wire order, repeats included.
     fields: Vec<Field>,
+    /// The object's JSON text, when it was written straight from its
+    /// encoding ([`WireDetails::take_written`]); the tree is empty then.
+    written: Option<String>,
 }
 
 /// Where decoded strings go.
@@ -71,8 +78,45 @@ enum Value {
 }
 
 impl WireDetails {
+    /// Takes a `Struct` field from the buffer's current chunk and writes
+    /// its JSON text at once, with no tree, when its encoding is in the
+    /// shape `direct.rs` writes (the buffer moving past it); `None`, the
+    /// buffer untouched, for anything else, which the caller decodes into
+    /// the tree (`merge`). A request's details, in the common case, cost
+    /// one pass and one allocation this way.
+    pub(crate) fn take_written(wire_type: WireType, buf: &mut impl Buf) -> Option<WireDetails> {
+        if wire_type != WireType::LengthDelimited {
+            return None;
+        }
+        let mut chunk = buf.chunk();
+        let len = usize::try_from(encoding::decode_varint(&mut chunk).ok()?).ok()?;
+        let json = direct::json_of_struct(chunk.get(..len)?)?;
+        let taken = buf.chunk().len() - chunk.len() + len;
+        buf.advance(taken);
+        Some(WireDetails {
+            written: Some(json),
+            ..WireDetails::default()
+        })
+    }
+
+    /// The same object as a tree: a written one read back from its text
+    /// (where the tree is needed: merging another `details` field into it,
+    /// encoding it).
+    fn tree(&self) -> std::borrow::Cow<'_, WireDetails> {
+        match &self.written {
+            None => std::borrow::Cow::Borrowed(self),
+            Some(json) => std::borrow::Cow::Owned(
+                // Text written from a `Struct` reads back as that object.
+                WireDetails::from_json(json).unwrap_or_default(),
+            ),
+        }
+    }
+
     /// The object's JSON text, or where it holds a number JSON cannot.
     pub(crate) fn into_details(mut self) -> Result<Details, NotJson> {
+        if let Some(json) = self.written {
+            return Ok(Details::from_object_text(json));
+        }
         let mut out = Vec::with_capacity(self.text.bytes.len() + 16 * self.fields.len() + 2);
         write_object(&self.text.bytes, &mut self.fields, &mut out)?;
         // Escaped UTF-8 and JSON punctuation: always UTF-8.
@@ -119,7 +163,11 @@ impl WireDetails {
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| format!("is not JSON text: {e}"))?;
         match value {
-            Value::Object(fields) => Ok(WireDetails { text, fields }),
+            Value::Object(fields) => Ok(WireDetails {
+                text,
+                fields,
+                written: None,
+            }),
             other => Err(format!(
                 "is JSON {}, not an object",
                 match other {
@@ -145,7 +193,8 @@ impl Message for WireDetails {
     /// The `Struct`'s encoding, written from the tree: entries in the order
     /// held (a JSON object's: unique keys).
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        encode_fields(&self.text.bytes, &self.fields, buf);
+        let tree = self.tree();
+        encode_fields(&tree.text.bytes, &tree.fields, buf);
     }
 
     fn merge_field(
@@ -155,6 +204,9 @@ impl Message for WireDetails {
         buf: &mut impl Buf,
         ctx: DecodeContext,
     ) -> Result<(), DecodeError> {
+        if self.written.is_some() {
+            *self = self.tree().into_owned();
+        }
         if self.fields.capacity() == 0 {
             self.fields.reserve(8);
             self.text.bytes.reserve(256);
@@ -171,12 +223,14 @@ impl Message for WireDetails {
     }
 
     fn encoded_len(&self) -> usize {
-        fields_len(&self.text.bytes, &self.fields)
+        let tree = self.tree();
+        fields_len(&tree.text.bytes, &tree.fields)
     }
 
     fn clear(&mut self) {
         self.text.bytes.clear();
         self.fields.clear();
+        self.written = None;
     }
 }
 
@@ -518,6 +572,7 @@ fn encode_value(bytes: &[u8], value: &Value, buf: &mut impl BufMut) {
     }
 }
 
+mod direct;
 mod json;
 #[cfg(test)]
 mod tests;

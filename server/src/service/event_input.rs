@@ -94,6 +94,12 @@ impl Message for EventInput {
             WORKFLOW => (&mut self.workflow, "workflow"),
             IDEMPOTENCY_KEY => (&mut self.idempotency_key, "idempotency_key"),
             DETAILS => {
+                if self.details.is_none()
+                    && let Some(written) = WireDetails::take_written(wire_type, buf)
+                {
+                    self.details = Some(written);
+                    return Ok(());
+                }
                 let details = self.details.get_or_insert_with(WireDetails::default);
                 return encoding::message::merge(wire_type, details, buf, ctx).map_err(|mut e| {
                     e.push("EventInput", "details");

@@ -67,7 +67,7 @@ fn write_value(bytes: &[u8], value: &mut Value, out: &mut Vec<u8>) -> Result<(),
 
 /// A number as the JSON path wrote it: within ±2^53 and without a fraction
 /// as an integer (`7`, not `7.0`), otherwise as serde_json writes a float.
-fn write_number(n: f64, out: &mut Vec<u8>) -> Result<(), NotJson> {
+pub(super) fn write_number(n: f64, out: &mut Vec<u8>) -> Result<(), NotJson> {
     const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
     if !n.is_finite() {
         return Err(NotJson {
@@ -87,7 +87,7 @@ fn write_number(n: f64, out: &mut Vec<u8>) -> Result<(), NotJson> {
 /// A string as serde_json escapes it: `"` and `\` with a backslash, the
 /// control characters below U+0020 as `\b \t \n \f \r` or `\u00xx`, every
 /// other character as it is.
-fn write_string(s: &[u8], out: &mut Vec<u8>) {
+pub(super) fn write_string(s: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let mut start = 0;
