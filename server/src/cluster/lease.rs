@@ -16,7 +16,7 @@
 //!   the TTL after the start of its last renewal NATS took (the entry lives
 //!   a full TTL from a moment later than that), then steps down. A step
 //!   down is published before the next renewal is attempted, so the signer
-//!   stops first. Until 2026-12-08 any failed round was a step down: one
+//!   stops first. Until 2026-12-07 any failed round was a step down: one
 //!   renewal slower than a quarter of the TTL on a loaded machine made a
 //!   healthy leader refuse writes until its own entry expired and a leader
 //!   was elected again.

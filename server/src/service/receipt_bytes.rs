@@ -79,16 +79,42 @@ fn receipt_len(receipt: &Receipt, timestamp: &prost_types::Timestamp) -> usize {
         }
 }
 
-/// `receipt` as message field `tag`, with its key and length.
+/// The most bytes a receipt is written through a buffer on the stack: one
+/// of the server's takes about 130.
+const STACK: usize = 256;
+
+/// `receipt` as message field `tag`, with its key and length. Written on
+/// the stack first and put in one piece when it fits: the answer's buffer
+/// checks its capacity on every byte it is given: put field by field, a
+/// receipt cost 1,700 instructions, 2.3 times as many (callgrind,
+/// `LogBatch` x8, 2026-12-07).
 fn put_receipt(tag: u32, receipt: &Receipt, buf: &mut impl BufMut) {
     let timestamp = edge::timestamp_pb(receipt.timestamp);
+    let len = receipt_len(receipt, &timestamp);
+    let whole = encoding::key_len(tag) + encoding::encoded_len_varint(len as u64) + len;
+    if whole <= STACK {
+        let mut scratch = [0u8; STACK];
+        write_receipt(tag, receipt, &timestamp, len, &mut &mut scratch[..]);
+        buf.put_slice(&scratch[..whole]);
+    } else {
+        write_receipt(tag, receipt, &timestamp, len, buf);
+    }
+}
+
+fn write_receipt(
+    tag: u32,
+    receipt: &Receipt,
+    timestamp: &prost_types::Timestamp,
+    len: usize,
+    buf: &mut impl BufMut,
+) {
     encoding::encode_key(tag, WireType::LengthDelimited, buf);
-    encoding::encode_varint(receipt_len(receipt, &timestamp) as u64, buf);
+    encoding::encode_varint(len as u64, buf);
     if receipt.seq != 0 {
         encoding::uint64::encode(SEQ, &receipt.seq, buf);
     }
     put_string(ID, &receipt.id, buf);
-    encoding::message::encode(TIMESTAMP, &timestamp, buf);
+    encoding::message::encode(TIMESTAMP, timestamp, buf);
     put_string(SIGNATURE, &receipt.signature, buf);
     if receipt.duplicate {
         encoding::bool::encode(DUPLICATE, &true, buf);
@@ -232,7 +258,8 @@ mod tests {
     }
 
     /// Every case of the answer: receipts of every kind (a duplicate, the
-    /// epoch, a time before it, the largest seq), with no proofs asked,
+    /// epoch, a time before it, the largest seq, one larger than the stack
+    /// buffer it is written through), with no proofs asked,
     /// the proofs, and why they are missing.
     fn cases() -> Vec<(Vec<Receipt>, AskedProofs)> {
         let receipts = vec![
@@ -240,6 +267,10 @@ mod tests {
             receipt(2, 0, true),
             receipt(3, -1_500_001, false),
             receipt(u64::MAX >> 1, i64::MAX / 2, true),
+            Receipt {
+                id: Short::from("i".repeat(STACK).as_str()),
+                ..receipt(5, 1, false)
+            },
         ];
         vec![
             (receipts.clone(), None),
