@@ -89,6 +89,19 @@ pub(super) fn write_number(n: f64, out: &mut Vec<u8>) -> Result<(), NotJson> {
 /// other character as it is.
 pub(super) fn write_string(s: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Most strings need no escape: one check over all of it (no early
+    // exit, so it vectorises, as the record's own fields are checked) and
+    // one copy.
+    let plain = s
+        .iter()
+        .fold(true, |ok, &b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s);
+        out.push(b'"');
+        return;
+    }
     out.push(b'"');
     let mut start = 0;
     for (i, &b) in s.iter().enumerate() {
