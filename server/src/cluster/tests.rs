@@ -74,28 +74,39 @@ async fn context(nats: &Nats) -> async_nats::jetstream::Context {
     async_nats::jetstream::new(async_nats::connect(&nats.url).await.unwrap())
 }
 
+/// Two nodes' leases, `a` and `b`, on the lease bucket `config` names,
+/// keyed alike, once `a` took the free lease: the bucket, both, and `a`'s
+/// term.
+async fn a_leads(
+    nats: &Nats,
+    config: &ClusterConfig,
+) -> (async_nats::jetstream::kv::Store, Lease, Lease, u64) {
+    let js = context(nats).await;
+    let bucket = stream::ensure_lease_bucket(&js, config).await.unwrap();
+    let (mut a, b) = two_leases(&bucket, config.lease_ttl());
+    let Role::Leader { term } = a.round().await else {
+        panic!("a did not take the free lease")
+    };
+    (bucket, a, b, term)
+}
+
+/// Two nodes' leases on one bucket, keyed alike.
+fn two_leases(bucket: &async_nats::jetstream::kv::Store, ttl: Duration) -> (Lease, Lease) {
+    let lease = |name: &str| {
+        Lease::new(
+            bucket.clone(),
+            (name.into(), format!("http://{name}:1")),
+            crate::keys::Keyring::new("k1", vec![7; 32]),
+            ttl,
+        )
+    };
+    (lease("a"), lease("b"))
+}
+
 #[tokio::test]
 async fn one_lease_holder_at_a_time_and_a_lost_lease_is_noticed() {
     let Some(nats) = nats().await else { return };
-    let config = config(&nats);
-    let js = context(&nats).await;
-    let bucket = stream::ensure_lease_bucket(&js, &config).await.unwrap();
-    let mut a = Lease::new(
-        bucket.clone(),
-        ("a".into(), "http://a:1".into()),
-        crate::keys::Keyring::new("k1", vec![7; 32]),
-        config.lease_ttl(),
-    );
-    let mut b = Lease::new(
-        bucket.clone(),
-        ("b".into(), "http://b:1".into()),
-        crate::keys::Keyring::new("k1", vec![7; 32]),
-        config.lease_ttl(),
-    );
-
-    let Role::Leader { term } = a.round().await else {
-        panic!("the first node did not take the free lease")
-    };
+    let (_, mut a, mut b, term) = a_leads(&nats, &config(&nats)).await;
     match b.round().await {
         Role::Follower { leader: Some(h) } => {
             assert_eq!((h.node.as_str(), h.term), ("a", term));
@@ -120,19 +131,6 @@ async fn one_lease_holder_at_a_time_and_a_lost_lease_is_noticed() {
     }
 }
 
-/// Two nodes' leases on one bucket, keyed alike.
-fn two_leases(bucket: &async_nats::jetstream::kv::Store, ttl: Duration) -> (Lease, Lease) {
-    let lease = |name: &str| {
-        Lease::new(
-            bucket.clone(),
-            (name.into(), format!("http://{name}:1")),
-            crate::keys::Keyring::new("k1", vec![7; 32]),
-            ttl,
-        )
-    };
-    (lease("a"), lease("b"))
-}
-
 /// A renewal NATS stored but whose answer never came leaves the key a
 /// revision ahead of what the leader knows: its next renewal is refused
 /// for the revision, and the leader, finding its own name and term there,
@@ -140,13 +138,7 @@ fn two_leases(bucket: &async_nats::jetstream::kv::Store, ttl: Duration) -> (Leas
 #[tokio::test]
 async fn a_renewal_stored_but_answered_too_late_does_not_depose_the_leader() {
     let Some(nats) = nats().await else { return };
-    let config = config(&nats);
-    let js = context(&nats).await;
-    let bucket = stream::ensure_lease_bucket(&js, &config).await.unwrap();
-    let (mut a, mut b) = two_leases(&bucket, config.lease_ttl());
-    let Role::Leader { term } = a.round().await else {
-        panic!("a did not take the free lease")
-    };
+    let (bucket, mut a, mut b, term) = a_leads(&nats, &config(&nats)).await;
 
     // What a's renewal writes (the same holder, term and MAC), stored
     // without a hearing of it.
@@ -173,12 +165,7 @@ async fn rounds_nats_does_not_answer_keep_the_last_answer_for_a_bounded_time() {
         lease_ttl_ms: 2000,
         ..config(&nats)
     };
-    let js = context(&nats).await;
-    let bucket = stream::ensure_lease_bucket(&js, &config).await.unwrap();
-    let (mut a, mut b) = two_leases(&bucket, config.lease_ttl());
-    let Role::Leader { term } = a.round().await else {
-        panic!("a did not take the free lease")
-    };
+    let (_, mut a, mut b, term) = a_leads(&nats, &config).await;
     assert!(matches!(
         b.round().await,
         Role::Follower { leader: Some(_) }

@@ -145,27 +145,36 @@ fn proofs_len(proofs: &AskedProofs) -> usize {
     }
 }
 
+/// An answer of ours: each receipt as field [`RECEIPTS`], then the proofs.
+fn put_written<'a>(
+    receipts: impl Iterator<Item = &'a Receipt>,
+    proofs: &AskedProofs,
+    buf: &mut impl BufMut,
+) {
+    for r in receipts {
+        put_receipt(RECEIPTS, r, buf);
+    }
+    put_proofs(proofs, buf);
+}
+
+fn written_len<'a>(receipts: impl Iterator<Item = &'a Receipt>, proofs: &AskedProofs) -> usize {
+    receipts
+        .map(|r| receipt_field_len(RECEIPTS, r))
+        .sum::<usize>()
+        + proofs_len(proofs)
+}
+
 encode_only!(
     LogAnswer,
     |self, buf| {
         match self {
-            LogAnswer::Written { receipt, proofs } => {
-                if let Some(r) = receipt {
-                    put_receipt(RECEIPTS, r, buf);
-                }
-                put_proofs(proofs, buf);
-            }
+            LogAnswer::Written { receipt, proofs } => put_written(receipt.iter(), proofs, buf),
             LogAnswer::Forwarded(answer) => prost::Message::encode_raw(answer, buf),
         }
     },
     |self| {
         match self {
-            LogAnswer::Written { receipt, proofs } => {
-                receipt
-                    .as_ref()
-                    .map_or(0, |r| receipt_field_len(RECEIPTS, r))
-                    + proofs_len(proofs)
-            }
+            LogAnswer::Written { receipt, proofs } => written_len(receipt.iter(), proofs),
             LogAnswer::Forwarded(answer) => prost::Message::encoded_len(answer),
         }
     }
@@ -176,23 +185,14 @@ encode_only!(
     |self, buf| {
         match self {
             LogBatchAnswer::Written { receipts, proofs } => {
-                for r in receipts {
-                    put_receipt(RECEIPTS, r, buf);
-                }
-                put_proofs(proofs, buf);
+                put_written(receipts.iter(), proofs, buf)
             }
             LogBatchAnswer::Forwarded(answer) => prost::Message::encode_raw(answer, buf),
         }
     },
     |self| {
         match self {
-            LogBatchAnswer::Written { receipts, proofs } => {
-                receipts
-                    .iter()
-                    .map(|r| receipt_field_len(RECEIPTS, r))
-                    .sum::<usize>()
-                    + proofs_len(proofs)
-            }
+            LogBatchAnswer::Written { receipts, proofs } => written_len(receipts.iter(), proofs),
             LogBatchAnswer::Forwarded(answer) => prost::Message::encoded_len(answer),
         }
     }

@@ -95,6 +95,28 @@ impl NewEvent {
     }
 }
 
+/// A unit test's log: `n` records from seq 1, each sealed with `keys` on
+/// the one before (the first on [`GENESIS`]), the event of each seq from
+/// `event`, with id `id<seq>` and `seq` microseconds as its time. Their
+/// lines, each ending in `\n`.
+#[cfg(test)]
+pub(crate) fn chained_lines(
+    n: u64,
+    keys: &Keyring,
+    mut event: impl FnMut(u64) -> NewEvent,
+) -> Vec<Vec<u8>> {
+    let mut prev = GENESIS.to_owned();
+    (1..=n)
+        .map(|seq| {
+            let id = Short::from(format!("id{seq}").as_str());
+            let stamp = i64::try_from(seq).unwrap_or(i64::MAX);
+            let (record, line) = Record::seal(event(seq), seq, id, stamp, None, &prev, keys);
+            prev = record.signature.into_string();
+            line
+        })
+        .collect()
+}
+
 /// A stored event, decoded from its line, with `details` as `D`: a JSON
 /// object by default, or any form a reader decodes it into straight from
 /// the line (the service's protobuf `Struct`). This struct is the one

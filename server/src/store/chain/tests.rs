@@ -1,5 +1,5 @@
 use super::*;
-use crate::store::record::{GENESIS, NewEvent};
+use crate::store::record::{GENESIS, NewEvent, chained_lines};
 
 fn keyring() -> Keyring {
     Keyring::new("k1", vec![7u8; 32])
@@ -7,33 +7,20 @@ fn keyring() -> Keyring {
 
 /// Seals `n` chained records and returns their lines without newlines.
 fn log(n: u64) -> Vec<Vec<u8>> {
-    let keys = keyring();
-    let mut prev = GENESIS.to_owned();
-    (1..=n)
-        .map(|seq| {
-            let ev = NewEvent {
-                event_type: "email_sent".into(),
-                actor: "system".into(),
-                caller: None,
-                lead_id: Some(format!("L{seq}").into()),
-                workflow: None,
-                details: Default::default(),
-                idempotency_key: None,
-            };
-            let (rec, mut line) = Record::seal(
-                ev,
-                seq,
-                format!("id{seq}").into(),
-                seq as i64,
-                None,
-                &prev,
-                &keys,
-            );
-            prev = rec.signature.into_string();
-            line.pop();
-            line
-        })
-        .collect()
+    let event = |seq| NewEvent {
+        event_type: "email_sent".into(),
+        actor: "system".into(),
+        caller: None,
+        lead_id: Some(format!("L{seq}").into()),
+        workflow: None,
+        details: Default::default(),
+        idempotency_key: None,
+    };
+    let mut lines = chained_lines(n, &keyring(), event);
+    for line in &mut lines {
+        line.pop();
+    }
+    lines
 }
 
 /// Verifies `lines` with the server having acknowledged `head`, and

@@ -5,37 +5,23 @@ use flate2::Compression;
 use super::members::read_chunk;
 use super::*;
 use crate::keys::Keyring;
-use crate::store::record::{GENESIS, NewEvent, Record};
+use crate::store::record::{GENESIS, NewEvent, chained_lines};
 
 fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
-    let keys = Keyring::new("k1", vec![3; 32]);
-    let mut prev = GENESIS.to_owned();
-    let lines: Vec<Vec<u8>> = (1..=n)
-        .map(|seq| {
-            let mut details = serde_json::Map::new();
-            details.insert("n".into(), seq.into());
-            let ev = NewEvent {
-                event_type: if seq % 5 == 0 { "error" } else { "email_sent" }.into(),
-                actor: "a".into(),
-                caller: None,
-                lead_id: Some(format!("L{}", seq % 7).into()),
-                workflow: (seq % 2 == 0).then(|| "sales".into()),
-                details: details.into(),
-                idempotency_key: (seq == 3).then(|| "key3".into()),
-            };
-            let (r, line) = Record::seal(
-                ev,
-                seq,
-                format!("id{seq}").into(),
-                seq as i64,
-                None,
-                &prev,
-                &keys,
-            );
-            prev = r.signature.into_string();
-            line
-        })
-        .collect();
+    let event = |seq: u64| {
+        let mut details = serde_json::Map::new();
+        details.insert("n".into(), seq.into());
+        NewEvent {
+            event_type: if seq.is_multiple_of(5) { "error" } else { "email_sent" }.into(),
+            actor: "a".into(),
+            caller: None,
+            lead_id: Some(format!("L{}", seq % 7).into()),
+            workflow: seq.is_multiple_of(2).then(|| "sales".into()),
+            details: details.into(),
+            idempotency_key: (seq == 3).then(|| "key3".into()),
+        }
+    };
+    let lines = chained_lines(n, &Keyring::new("k1", vec![3; 32]), event);
     std::fs::write(path, lines.concat()).unwrap();
     lines
 }
