@@ -12,7 +12,12 @@ fn write_plain(path: &Path, n: u64) -> Vec<Vec<u8>> {
         let mut details = serde_json::Map::new();
         details.insert("n".into(), seq.into());
         NewEvent {
-            event_type: if seq.is_multiple_of(5) { "error" } else { "email_sent" }.into(),
+            event_type: if seq.is_multiple_of(5) {
+                "error"
+            } else {
+                "email_sent"
+            }
+            .into(),
             actor: "a".into(),
             caller: None,
             lead_id: Some(format!("L{}", seq % 7).into()),
