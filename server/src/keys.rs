@@ -16,7 +16,6 @@
 //! Invariant: no key or secret reaches a log line or a `Debug` output: [`Key`]
 //! and [`Secret`] print as redacted.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -69,12 +68,14 @@ impl Key {
     }
 }
 
-/// The keys records can be signed with, by `key_id`, and the one new records
-/// are signed with.
+/// The key records are signed and checked with, and its `key_id`. One key:
+/// a record under another id is one this log cannot vouch for. (It was a
+/// map of one key, looked up by a hash of the id for every record written
+/// and every record verified.)
 #[derive(Debug, Clone)]
 pub struct Keyring {
     active: String,
-    keys: HashMap<String, Key>,
+    key: Key,
 }
 
 /// Why the key could not be loaded.
@@ -106,11 +107,9 @@ pub enum KeyError {
 impl Keyring {
     /// A keyring holding one key, which is the active one.
     pub fn new(key_id: &str, key: Vec<u8>) -> Keyring {
-        let mut keys = HashMap::new();
-        keys.insert(key_id.to_owned(), Key::new(&key));
         Keyring {
             active: key_id.to_owned(),
-            keys,
+            key: Key::new(&key),
         }
     }
 
@@ -141,13 +140,12 @@ impl Keyring {
 
     /// The id and key new records are signed with.
     pub fn active(&self) -> (&str, &Key) {
-        let key = &self.keys[&self.active];
-        (&self.active, key)
+        (&self.active, &self.key)
     }
 
     /// The key named `key_id`.
     pub fn get(&self, key_id: &str) -> Option<&Key> {
-        self.keys.get(key_id)
+        (key_id == self.active).then_some(&self.key)
     }
 }
 
