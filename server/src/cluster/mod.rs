@@ -244,6 +244,13 @@ impl Node {
                 _ = tick.tick() => {}
             }
             self.keep_buckets(&js).await;
+            // Read before the stream's state is asked for: the replica may
+            // take in messages while the answer is on its way, and a
+            // position read after it could be past the last message it
+            // names, which would read as a stream that lost messages (CI
+            // at 289cc0b refused writes so, with messages flowing).
+            let applied = self.progress.applied.load(Ordering::Acquire);
+            let head = store.head();
             let stream = match js.get_stream(&self.config.stream).await {
                 Ok(stream) => stream,
                 Err(e) => {
@@ -263,14 +270,8 @@ impl Node {
             };
             let info = stream.cached_info();
             let last = info.state.last_sequence;
-            let applied = self.progress.applied.load(Ordering::Acquire);
-            self.set_stream_fault(if stream::lost_by(last, applied, store.head()) {
-                Some(stream::lost(
-                    &self.config.stream,
-                    last,
-                    applied,
-                    store.head(),
-                ))
+            self.set_stream_fault(if stream::lost_by(last, applied, head) {
+                Some(stream::lost(&self.config.stream, last, applied, head))
             } else {
                 stream::unfit(&info.config, &self.config)
             });

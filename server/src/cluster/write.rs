@@ -235,21 +235,25 @@ impl Node {
                     "this node cannot lead: {why}"
                 )));
             }
+            // Read before the stream's state (as `watch_lag` does): a
+            // message taken in while the answer is on its way must not
+            // read as one the stream lost.
+            let applied = self.progress.applied.load(Ordering::Acquire);
+            let head = store.head();
             let stream = js
                 .get_stream(&self.config.stream)
                 .await
                 .map_err(|e| ClusterError::Nats(format!("opening the stream: {e}")))?;
             let last = stream.cached_info().state.last_sequence;
-            let applied = self.progress.applied.load(Ordering::Acquire);
             if applied == last {
                 return Ok(last);
             }
-            if stream::lost_by(last, applied, store.head()) {
+            if stream::lost_by(last, applied, head) {
                 return Err(ClusterError::Unfit(stream::lost(
                     &self.config.stream,
                     last,
                     applied,
-                    store.head(),
+                    head,
                 )));
             }
             if Instant::now() >= deadline {
