@@ -161,11 +161,16 @@ async fn messages_no_leader_wrote_are_skipped_and_writes_go_on_after_them() {
     // takes writes; one of them leads.
     let mut leaders = 0;
     for addr in &metrics {
-        let text = wait_until("the replica at the stream's end", || async {
+        // The lag is read once a second: it shows 0 from the first reading
+        // after the replica reached the end.
+        let text = wait_until("the replica at the stream's end, its lag read", || async {
             let text = scrape(addr).await?;
-            match sample(&text, "auditlog_cluster_applied_stream_seq") {
-                Some(11) => Ok(text),
-                other => Err(format!("applied {other:?}")),
+            match (
+                sample(&text, "auditlog_cluster_applied_stream_seq"),
+                sample(&text, "auditlog_cluster_replica_lag_events"),
+            ) {
+                (Some(11), Some(0)) => Ok(text),
+                other => Err(format!("applied, lag {other:?}")),
             }
         })
         .await;

@@ -275,7 +275,9 @@ impl Node {
             } else {
                 stream::unfit(&info.config, &self.config)
             });
-            if applied >= last {
+            // How far behind, with the position as it is now (the one read
+            // before only judges loss).
+            if self.progress.applied.load(Ordering::Acquire) >= last {
                 // Every message taken in: whatever the last one's header
                 // claims (someone else's message may name any seqs).
                 self.behind.store(0, Ordering::Release);
