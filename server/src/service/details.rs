@@ -85,14 +85,7 @@ impl WireDetails {
     /// the tree (`merge`). A request's details, in the common case, cost
     /// one pass and one allocation this way.
     pub(crate) fn take_written(wire_type: WireType, buf: &mut impl Buf) -> Option<WireDetails> {
-        if wire_type != WireType::LengthDelimited {
-            return None;
-        }
-        let mut chunk = buf.chunk();
-        let len = usize::try_from(encoding::decode_varint(&mut chunk).ok()?).ok()?;
-        let json = direct::json_of_struct(chunk.get(..len)?)?;
-        let taken = buf.chunk().len() - chunk.len() + len;
-        buf.advance(taken);
+        let json = take_whole(wire_type, buf, direct::json_of_struct)?;
         Some(WireDetails {
             written: Some(json),
             ..WireDetails::default()
@@ -480,14 +473,26 @@ pub(super) fn take_whole_str<T>(
     buf: &mut impl Buf,
     take: impl FnOnce(&str) -> T,
 ) -> Option<T> {
+    take_whole(wire_type, buf, |bytes| {
+        std::str::from_utf8(bytes).ok().map(take)
+    })
+}
+
+/// Takes a length-delimited field that lies whole in the buffer's current
+/// chunk when `take` makes something of its bytes (not copied), moving the
+/// buffer past it; `None`, the buffer untouched, otherwise.
+fn take_whole<T>(
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    take: impl FnOnce(&[u8]) -> Option<T>,
+) -> Option<T> {
     if wire_type != WireType::LengthDelimited {
         return None;
     }
     let mut chunk = buf.chunk();
     let len = usize::try_from(encoding::decode_varint(&mut chunk).ok()?).ok()?;
-    let text = std::str::from_utf8(chunk.get(..len)?).ok()?;
+    let value = take(chunk.get(..len)?)?;
     let taken = buf.chunk().len() - chunk.len() + len;
-    let value = take(text);
     buf.advance(taken);
     Some(value)
 }
