@@ -21,8 +21,15 @@
 //!                                u32 offset in the chunk, u32 bytes)
 //! ```
 //!
+//! Only leads whose lines in the segment lie in more than one gzip member
+//! are copied. A lead whose lines all lie in one member (events that came
+//! together, a lead seen once) is read from that member, one inflate of
+//! about [`CHUNK_BYTES`], which is what its frame of the copy would cost:
+//! copying it would compress its lines a second time and gain no read.
+//! Until 2026-12-07 every lead was copied.
+//!
 //! The segment stays gzip (the format users read with `zcat`), but the copy
-//! is zstd: it is written for every event in the background, and zstd at
+//! is zstd: it is written in the background for every line it holds, and zstd at
 //! level [`ZSTD_LEVEL`] costs far less CPU than deflate, and decompresses
 //! faster, for about the same size (figures in BENCHMARKS.md). Frames carry
 //! their content size but no checksum: nothing read from the copy is used
@@ -50,7 +57,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::segment::idx::{Cursor, SegmentError, SegmentIndex};
+use super::segment::idx::{Cursor, Row, SegmentError, SegmentIndex};
 use super::segment::members::{CHUNK_BYTES, Chunk};
 use crate::durable::{self, Staged};
 
@@ -230,6 +237,12 @@ pub(crate) fn write(
             if stop.load(Ordering::Relaxed) {
                 return Err(SegmentError::Stopped);
             }
+            // Read from the segment, such a lead costs one member inflated,
+            // as from the copy one frame: copying it would only compress
+            // its lines twice.
+            if in_one_member(group) {
+                continue;
+            }
             let bytes: usize = group.iter().map(|r| r.len as usize).sum();
             if !buf.is_empty() && buf.len() + bytes > CHUNK_BYTES {
                 chunks.push(frames.write(&mut out, &buf)?);
@@ -264,6 +277,13 @@ pub(crate) fn write(
     let encoded = encode(&chunks, &spans);
     let (idx, ()) = durable::stage(idx, |f| f.write_all(&encoded))?;
     Ok(vec![zst, idx])
+}
+
+/// Whether a lead's rows all name one gzip member of the segment: then the
+/// copy leaves the lead out (module doc).
+fn in_one_member(rows: &[&Row]) -> bool {
+    rows.split_first()
+        .is_some_and(|(first, rest)| rest.iter().all(|r| r.chunk == first.chunk))
 }
 
 /// The plain segment's lines, read for the copy in lead order.

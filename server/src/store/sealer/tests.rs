@@ -344,6 +344,69 @@ async fn a_segment_without_a_lead_copy_gets_one_at_start() {
     store.shutdown();
 }
 
+/// An event of `lead`, as `build` writes them.
+fn event_of(lead: &str) -> NewEvent {
+    NewEvent {
+        event_type: "email_sent".into(),
+        actor: "test".into(),
+        caller: None,
+        lead_id: Some(lead.into()),
+        workflow: None,
+        details: Default::default(),
+        idempotency_key: None,
+    }
+}
+
+#[tokio::test]
+async fn the_lead_copy_holds_only_leads_spread_over_members() {
+    let dir = build().await;
+    let store = open(dir.path());
+    // Events of one lead that came together, and a lead seen once, after
+    // the nine leads `build` spreads over the segment.
+    let together = store.append(vec![event_of("TOGETHER"); 3]).await.unwrap();
+    let once = store.append(vec![event_of("ONCE")]).await.unwrap();
+    store.shutdown();
+    let (plain, _) = seal(dir.path()).unwrap();
+    let (info, index) = compressed(dir.path(), &plain, true);
+    record_in_manifest(dir.path(), &plain, &info);
+    delete(dir.path(), &plain).unwrap();
+    let (gz, _) = names(&plain);
+    let copy = leads::open(dir.path(), &gz).expect("the segment has a lead copy");
+    let mut members: std::collections::BTreeMap<&str, Vec<u32>> = Default::default();
+    for row in &index.rows {
+        let lead = index.opt(row.lead).expect("every event names a lead");
+        members.entry(lead).or_default().push(row.chunk);
+    }
+    for (lead, chunks) in &members {
+        let spread = chunks.iter().any(|&c| c != chunks[0]);
+        assert_eq!(
+            copy.spans.get(lead).is_some(),
+            spread,
+            "{lead} is in members {chunks:?}"
+        );
+    }
+    assert!(
+        copy.spans.get("ONCE").is_none(),
+        "a lead seen once is not copied"
+    );
+    assert!(copy.spans.get("L0").is_some(), "a spread lead is copied");
+    // Each history is whole, whichever way it is read.
+    let store = open(dir.path());
+    let seqs = |lead| -> Vec<u64> {
+        lead_history(&store, lead, Order::OldestFirst)
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    };
+    assert_eq!(seqs("ONCE"), vec![once[0].seq]);
+    assert_eq!(
+        seqs("TOGETHER"),
+        together.iter().map(|r| r.seq).collect::<Vec<_>>()
+    );
+    assert_eq!(seqs("L5"), expected_seqs(5));
+    store.shutdown();
+}
+
 #[tokio::test]
 async fn a_forged_lead_copy_is_not_served() {
     let (dir, plain, index) = rotated(true).await;
