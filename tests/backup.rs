@@ -4,6 +4,8 @@
 //! it verifies clean and signs checkpoints as the same log. An existing
 //! directory that is not empty is refused before anything is asked of the
 //! server. One backup runs at a time, and a caller that leaves frees it.
+//! A backup taken `--from` an earlier one links the sealed segments the
+//! log still has, unchanged, from there, and restores as a whole one.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -159,6 +161,161 @@ async fn one_backup_runs_at_a_time_and_a_caller_that_leaves_frees_it() {
                 Err("the stream ended without done".to_owned())
             }
             Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
+}
+
+/// `auditlog backup --from EARLIER DIR`: the sealed segments the earlier
+/// backup holds and the log still has are not sent again but hard-linked
+/// from it; a file there that no longer matches its manifest is sent whole;
+/// and the new directory restores on its own.
+#[tokio::test]
+async fn a_backup_from_an_earlier_one_takes_its_unchanged_segments_from_there() {
+    let server = TestServer::start_with(|c| c.max_file_size_mb = 0.05).await;
+    let client = server.client().await;
+    let batch = |n: u64| (0..40).map(move |i| NewEvent::lead_ingested(format!("L-{n}-{i}"), "web"));
+    for n in 0..12 {
+        client.log_batch(batch(n)).await.unwrap();
+    }
+    sealed_and_compressed(&client, &server.data_dir).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let (first, second) = (scratch.path().join("first"), scratch.path().join("second"));
+    let (code, out, err) = cli(&server.url, &["--json", "backup", first.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let whole: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(whole["held_files"], 0, "{out}");
+    let segments: Vec<String> = common::files(&first)
+        .into_iter()
+        .filter(|n| n.ends_with(".log.gz"))
+        .collect();
+    assert!(segments.len() >= 2, "{segments:?}");
+    // The earlier backup's first segment damaged since: it must be sent.
+    let damaged = first.join(&segments[0]);
+    let len = std::fs::metadata(&damaged).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&damaged)
+        .unwrap()
+        .set_len(len - 1)
+        .unwrap();
+
+    for n in 12..16 {
+        client.log_batch(batch(n)).await.unwrap();
+    }
+    sealed_and_compressed(&client, &server.data_dir).await;
+    let (code, out, err) = cli(
+        &server.url,
+        &[
+            "--json",
+            "backup",
+            "--from",
+            first.to_str().unwrap(),
+            second.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let done: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let inode = |path: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(path).unwrap().ino()
+    };
+    for name in &segments[1..] {
+        assert_eq!(
+            inode(&first.join(name)),
+            inode(&second.join(name)),
+            "{name} was not taken from the earlier backup"
+        );
+    }
+    assert_ne!(inode(&damaged), inode(&second.join(&segments[0])));
+    let newer: Vec<String> = common::files(&second)
+        .into_iter()
+        .filter(|n| n.ends_with(".log.gz") && !segments.contains(n))
+        .collect();
+    assert!(
+        !newer.is_empty(),
+        "no segment sealed after the first backup"
+    );
+    let held = done["held_files"].as_u64().unwrap();
+    assert!(held >= segments.len() as u64 - 1, "{out}");
+    let on_disk: u64 = common::files(&second)
+        .iter()
+        .map(|n| std::fs::metadata(second.join(n)).unwrap().len())
+        .sum();
+    assert_eq!(
+        done["bytes"].as_u64().unwrap() + done["held_bytes"].as_u64().unwrap(),
+        on_disk,
+        "{out}"
+    );
+
+    for key in ["hmac.key", "checkpoint.key"] {
+        std::fs::copy(server.data_dir.join(key), second.join(key)).unwrap();
+    }
+    let original = all_stored_lines(&client).await;
+    let restored = TestServer::start_in(&second, |c| c.max_file_size_mb = 0.05).await;
+    let restored_client = restored.client().await;
+    let report = restored_client.verify().await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    let head_seq = usize::try_from(done["head_seq"].as_u64().unwrap()).unwrap();
+    let lines = all_stored_lines(&restored_client).await;
+    assert_eq!(lines[..head_seq], original[..head_seq]);
+}
+
+/// Only what the manifest vouches for is held: a segment named with another
+/// SHA-256, or a file of no sealed segment, is sent whole.
+#[tokio::test]
+async fn a_held_file_named_with_another_hash_is_sent_whole() {
+    let server = TestServer::start_with(|c| c.max_file_size_mb = 0.05).await;
+    let client = server.client().await;
+    for n in 0..2 {
+        let events = (0..40).map(move |i| NewEvent::lead_ingested(format!("L-{n}-{i}"), "web"));
+        client.log_batch(events).await.unwrap();
+        sealed_and_compressed(&client, &server.data_dir).await;
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(server.data_dir.join("manifest.json")).unwrap())
+            .unwrap();
+    let segments = manifest["segments"].as_array().unwrap();
+    assert!(segments.len() >= 2, "{manifest}");
+    let named = |i: usize, sha256: &str| auditlog_client::pb::HeldFile {
+        path: segments[i]["file"].as_str().unwrap().to_owned(),
+        sha256: sha256.to_owned(),
+        size: segments[i]["bytes"].as_u64().unwrap(),
+    };
+    let held = vec![
+        named(0, segments[0]["sha256"].as_str().unwrap()),
+        named(1, &"0".repeat(64)),
+        auditlog_client::pb::HeldFile {
+            path: "audit.log".to_owned(),
+            sha256: String::new(),
+            size: 0,
+        },
+    ];
+    let mut stream = client.backup_holding(held).await.unwrap();
+    let mut marked = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        if let Some(auditlog_client::pb::backup_response::Part::File(f)) = m.part
+            && f.held
+        {
+            marked.push(f.path);
+        }
+    }
+    assert_eq!(
+        marked,
+        vec![segments[0]["file"].as_str().unwrap().to_owned()]
+    );
+}
+
+/// Seals the active file and waits until every sealed segment is
+/// compressed (a `rotate` that finds the active file empty, because the
+/// last write filled a segment, returns before that one's compression ends).
+async fn sealed_and_compressed(client: &auditlog_client::Client, dir: &std::path::Path) {
+    client.rotate(true).await.unwrap();
+    common::wait_until("every sealed segment compressed", || async {
+        match common::plain_sealed(dir) {
+            plain if plain.is_empty() => Ok(()),
+            plain => Err(format!("{plain:?}")),
         }
     })
     .await;

@@ -324,9 +324,20 @@ impl Client {
     /// `file` message, then its bytes, then `done` (`auditlog backup DIR`
     /// writes one into a directory).
     pub async fn backup(&self) -> Result<tonic::Streaming<pb::BackupResponse>, Error> {
+        self.backup_holding(Vec::new()).await
+    }
+
+    /// [`Client::backup`] by a caller that holds `held` from an earlier
+    /// backup: those of them the log still has, unchanged, come as `file`
+    /// messages marked `held`, without their bytes (`auditlog backup DIR
+    /// --from EARLIER`).
+    pub async fn backup_holding(
+        &self,
+        held: Vec<pb::HeldFile>,
+    ) -> Result<tonic::Streaming<pb::BackupResponse>, Error> {
         Ok(self
             .admin()
-            .backup(pb::BackupRequest {})
+            .backup(pb::BackupRequest { held })
             .await?
             .into_inner())
     }

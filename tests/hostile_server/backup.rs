@@ -1,7 +1,8 @@
 //! `auditlog backup DIR` against a server that sends what it likes: a path
 //! outside DIR, more bytes than a file declared, a stream that ends before
-//! its last message or says another count. Each is refused with exit 1 and
-//! one line, and nothing is written outside DIR.
+//! its last message or says another count, a file marked held that the
+//! caller named no earlier backup for. Each is refused with exit 1 and one
+//! line, and nothing is written outside DIR.
 
 use auditlog_client::pb;
 use pb::backup_response::Part;
@@ -13,6 +14,7 @@ fn file(path: &str, size: u64) -> pb::BackupResponse {
     let file = pb::BackupFile {
         path: path.to_owned(),
         size,
+        ..Default::default()
     };
     pb::BackupResponse {
         part: Some(Part::File(file)),
@@ -30,6 +32,7 @@ fn done(files: u64, bytes: u64) -> pb::BackupResponse {
         files,
         bytes,
         head_seq: 1,
+        ..Default::default()
     };
     pb::BackupResponse {
         part: Some(Part::Done(done)),
@@ -73,6 +76,20 @@ async fn a_backup_stream_that_is_not_a_data_directory_is_refused() {
             "another count of files",
             vec![file("audit.log", 3), data(b"abc"), done(2, 3)],
             "1 files came, its last message says 2",
+        ),
+        (
+            "a file held, unasked",
+            vec![
+                pb::BackupResponse {
+                    part: Some(Part::File(pb::BackupFile {
+                        path: "audit.20261207T000000.000000Z.log.gz".to_owned(),
+                        size: 3,
+                        held: true,
+                    })),
+                },
+                done(1, 0),
+            ],
+            "came as held, unasked",
         ),
     ];
     for (n, (what, messages, says)) in cases.into_iter().enumerate() {

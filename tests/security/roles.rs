@@ -196,7 +196,7 @@ pub(crate) async fn call(
             admin.mail_report(authed(m, t)).await.map(|_| ())
         }
         "AdminService/Backup" => {
-            let m = pb::BackupRequest {};
+            let m = pb::BackupRequest::default();
             let mut stream = admin.backup(authed(m, t)).await?.into_inner();
             stream.message().await.map(|_| ())
         }

@@ -36,14 +36,27 @@ impl AdminService for AdminSvc {
 
     async fn backup(
         &self,
-        _req: Request<pb::BackupRequest>,
+        req: Request<pb::BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         let running = self.audit.running()?;
         if running.cluster.is_some() {
             return Err(edge::backup_in_cluster());
         }
+        let held = req.into_inner().held;
+        if held.len() > super::backup::MAX_HELD {
+            return Err(edge::invalid(
+                "held",
+                &format!(
+                    "{} files named; at most {}: name the sealed segments of one earlier backup",
+                    held.len(),
+                    super::backup::MAX_HELD
+                ),
+            ));
+        }
+        let held = crate::store::Held::new(held.into_iter().map(|h| (h.path, h.sha256, h.size)));
         let stream =
-            super::backup::start(std::sync::Arc::clone(&running.store), &self.backups).await?;
+            super::backup::start(std::sync::Arc::clone(&running.store), &self.backups, held)
+                .await?;
         Ok(Response::new(stream))
     }
 

@@ -6,7 +6,9 @@
 //! backup runs at a time, and a caller that takes nothing for [`STALLED`]
 //! ends its backup: a connection kept open without reading would otherwise
 //! hold the thread and the files (and their disk space, once retention
-//! deletes them) for as long as it stays.
+//! deletes them) for as long as it stays. A file the caller holds from an
+//! earlier backup ([`Held`]) comes as its `file` message alone, marked
+//! `held`.
 
 use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
@@ -17,10 +19,13 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::edge;
-use crate::store::{BackupPlan, Content, Store};
+use crate::store::{BackupPlan, Content, Held, Store};
 
 /// The most bytes a `data` message carries.
 const CHUNK: usize = 1 << 20;
+
+/// The most files a caller may say it holds.
+pub(super) const MAX_HELD: usize = 100_000;
 
 /// How long a backup waits for its caller to take the next message.
 const STALLED: Duration = Duration::from_secs(60);
@@ -39,8 +44,13 @@ impl Default for OneAtATime {
 pub(super) type BackupStream =
     tokio_stream::wrappers::ReceiverStream<Result<pb::BackupResponse, Status>>;
 
-/// Plans the backup, then streams it from a blocking thread.
-pub(super) async fn start(store: Arc<Store>, one: &OneAtATime) -> Result<BackupStream, Status> {
+/// Plans the backup, then streams it from a blocking thread; what the caller
+/// `held` is not sent.
+pub(super) async fn start(
+    store: Arc<Store>,
+    one: &OneAtATime,
+    held: Held,
+) -> Result<BackupStream, Status> {
     let running = Arc::clone(&one.0)
         .try_acquire_owned()
         .map_err(|_| edge::backup_running())?;
@@ -51,7 +61,7 @@ pub(super) async fn start(store: Arc<Store>, one: &OneAtATime) -> Result<BackupS
             .map(|&f| f.to_owned())
             .collect();
         first.extend(crate::webhooks::position_files(&dir));
-        store.backup_plan(&first).map_err(edge::status_of)
+        store.backup_plan(&first, &held).map_err(edge::status_of)
     })
     .await?;
     let (tx, rx) = mpsc::channel(4);
@@ -73,15 +83,21 @@ fn send(
     plan: BackupPlan,
     give: impl Fn(Result<pb::BackupResponse, Status>) -> bool,
 ) -> Result<(), Status> {
-    let mut bytes = 0;
+    let (mut bytes, mut held_files, mut held_bytes) = (0, 0, 0);
     let files = plan.files.len() as u64;
     for file in plan.files {
         let size = file.content.len();
-        let header = edge::backup_file_pb(file.path.clone(), size);
+        let held = matches!(file.content, Content::Held { .. });
+        let header = edge::backup_file_pb(file.path.clone(), size, held);
         if !give(Ok(header)) {
             return Ok(());
         }
         match file.content {
+            Content::Held { .. } => {
+                held_files += 1;
+                held_bytes += size;
+                continue;
+            }
             Content::Bytes(content) => {
                 for chunk in content.chunks(CHUNK) {
                     if !give(Ok(edge::backup_data_pb(chunk.to_vec()))) {
@@ -115,6 +131,12 @@ fn send(
         }
         bytes += size;
     }
-    give(Ok(edge::backup_done_pb(files, bytes, plan.head_seq)));
+    give(Ok(edge::backup_done_pb(pb::BackupDone {
+        files,
+        bytes,
+        head_seq: plan.head_seq,
+        held_files,
+        held_bytes,
+    })));
     Ok(())
 }

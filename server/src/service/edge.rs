@@ -171,8 +171,8 @@ pub(super) fn undecodable(e: &prost::DecodeError) -> Status {
 }
 
 /// A Backup stream's message announcing the next file.
-pub(super) fn backup_file_pb(path: String, size: u64) -> pb::BackupResponse {
-    let file = pb::BackupFile { path, size };
+pub(super) fn backup_file_pb(path: String, size: u64, held: bool) -> pb::BackupResponse {
+    let file = pb::BackupFile { path, size, held };
     pb::BackupResponse {
         part: Some(pb::backup_response::Part::File(file)),
     }
@@ -186,12 +186,7 @@ pub(super) fn backup_data_pb(bytes: Vec<u8>) -> pb::BackupResponse {
 }
 
 /// A Backup stream's last message.
-pub(super) fn backup_done_pb(files: u64, bytes: u64, head_seq: u64) -> pb::BackupResponse {
-    let done = pb::BackupDone {
-        files,
-        bytes,
-        head_seq,
-    };
+pub(super) fn backup_done_pb(done: pb::BackupDone) -> pb::BackupResponse {
     pb::BackupResponse {
         part: Some(pb::backup_response::Part::Done(done)),
     }

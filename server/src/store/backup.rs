@@ -14,7 +14,14 @@
 //! in it. A plain file is taken up to its last byte of data, without the
 //! zeros kept ahead of the active file's end (which a seal cuts, perhaps
 //! while the backup reads it). No key is part of it.
+//!
+//! A caller that kept an earlier backup says which of its files it holds
+//! ([`Held`]); a compressed segment or index it names with the SHA-256 the
+//! manifest records (sealed files never change), and the lead copy of a
+//! segment it holds, named with its size, are not read but marked
+//! [`Content::Held`].
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
@@ -37,14 +44,46 @@ pub(crate) enum Content {
     Bytes(Vec<u8>),
     /// The first `len` bytes of an opened file.
     File { file: File, len: u64 },
+    /// A file of `len` bytes the caller holds already: not sent.
+    Held { len: u64 },
 }
 
 impl Content {
     pub(crate) fn len(&self) -> u64 {
         match self {
             Content::Bytes(bytes) => bytes.len() as u64,
-            Content::File { len, .. } => *len,
+            Content::File { len, .. } | Content::Held { len } => *len,
         }
+    }
+}
+
+/// The files the caller of a backup holds from an earlier one, by path:
+/// the SHA-256 it names for each (segments and their indexes) and its size
+/// (lead copies).
+#[derive(Debug, Default)]
+pub(crate) struct Held(HashMap<String, (String, u64)>);
+
+impl Held {
+    pub(crate) fn new(files: impl IntoIterator<Item = (String, String, u64)>) -> Held {
+        Held(
+            files
+                .into_iter()
+                .map(|(path, sha256, size)| (path, (sha256, size)))
+                .collect(),
+        )
+    }
+
+    /// Whether the caller holds `path` with this SHA-256 (a sealed file the
+    /// manifest records the hash of).
+    fn hashed(&self, path: &str, sha256: &str) -> bool {
+        self.0
+            .get(path)
+            .is_some_and(|(held, _)| !held.is_empty() && held == sha256)
+    }
+
+    /// Whether the caller holds `path` with this size (a lead copy file).
+    fn sized(&self, path: &str, size: u64) -> bool {
+        self.0.get(path).is_some_and(|&(_, held)| held == size)
     }
 }
 
@@ -65,8 +104,13 @@ const SETTLE: std::time::Duration = std::time::Duration::from_millis(25);
 impl Store {
     /// Plans a backup (blocking: run it off the async threads). `first`
     /// names small files of the data directory read before the log's own,
-    /// as `head` is; those missing are left out.
-    pub(crate) fn backup_plan(&self, first: &[String]) -> Result<BackupPlan, StoreError> {
+    /// as `head` is; those missing are left out. What the caller `held`
+    /// already is marked so.
+    pub(crate) fn backup_plan(
+        &self,
+        first: &[String],
+        held: &Held,
+    ) -> Result<BackupPlan, StoreError> {
         let dir = &self.shared.dir;
         let head_seq = self.head();
         let mut files = Vec::new();
@@ -82,7 +126,7 @@ impl Store {
         loop {
             attempts += 1;
             let before = read_if_there(&dir.join(MANIFEST_FILE))?;
-            let log = log_files(dir, &self.shared.keyring)?;
+            let log = log_files(dir, &self.shared.keyring, held)?;
             let after = read_if_there(&dir.join(MANIFEST_FILE))?;
             if before == after {
                 if let Some(bytes) = before {
@@ -106,27 +150,39 @@ impl Store {
 }
 
 /// The log's files as the snapshot opened them, each compressed segment
-/// with its index and lead copy where they are.
-fn log_files(dir: &Path, keyring: &crate::keys::Keyring) -> Result<Vec<BackupFile>, StoreError> {
-    let opened = |path: String, file: File| -> Result<BackupFile, StoreError> {
-        let len = file.metadata().map_err(StoreError::Read)?.len();
-        Ok(BackupFile {
-            path,
-            content: Content::File { file, len },
-        })
-    };
+/// with its index and lead copy where they are; those the caller `held`
+/// are marked so.
+fn log_files(
+    dir: &Path,
+    keyring: &crate::keys::Keyring,
+    held: &Held,
+) -> Result<Vec<BackupFile>, StoreError> {
     let mut files = Vec::new();
     for item in snapshot(dir, keyring)?.items {
         match item {
             Item::Gzip { entry, file } => {
+                let segment_held = held.hashed(&entry.file, &entry.sha256);
+                let len = len_of(&file)?;
+                files.push(backup_file(entry.file.clone(), file, len, segment_held));
                 let (leads, leads_index) = super::leads::names(&entry.file);
-                files.push(opened(entry.file, file)?);
-                for derived in [entry.index, leads, leads_index] {
-                    match File::open(dir.join(&derived)) {
-                        Ok(file) => files.push(opened(derived, file)?),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                for (path, is_copy) in [
+                    (entry.index.clone(), false),
+                    (leads, true),
+                    (leads_index, true),
+                ] {
+                    let file = match File::open(dir.join(&path)) {
+                        Ok(file) => file,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                         Err(e) => return Err(StoreError::Read(e)),
-                    }
+                    };
+                    let len = len_of(&file)?;
+                    let is_held = if is_copy {
+                        // Derived and never trusted: its size will do.
+                        segment_held && held.sized(&path, len)
+                    } else {
+                        held.hashed(&path, &entry.index_sha256)
+                    };
+                    files.push(backup_file(path, file, len, is_held));
                 }
             }
             Item::Plain { name, file } => {
@@ -148,6 +204,21 @@ fn log_files(dir: &Path, keyring: &crate::keys::Keyring) -> Result<Vec<BackupFil
         }
     }
     Ok(files)
+}
+
+fn len_of(file: &File) -> Result<u64, StoreError> {
+    file.metadata().map(|m| m.len()).map_err(StoreError::Read)
+}
+
+/// The backup's entry for `file` at `path`, `len` bytes long: not to be
+/// sent if the caller `held` it.
+fn backup_file(path: String, file: File, len: u64, held: bool) -> BackupFile {
+    let content = if held {
+        Content::Held { len }
+    } else {
+        Content::File { file, len }
+    };
+    BackupFile { path, content }
 }
 
 fn read_if_there(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {

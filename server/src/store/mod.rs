@@ -69,7 +69,7 @@ use std::thread::JoinHandle;
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-pub(crate) use backup::{BackupPlan, Content};
+pub(crate) use backup::{BackupPlan, Content, Held};
 pub(crate) use chain::{FindingKind, Report};
 pub(crate) use error::StoreError;
 pub(crate) use index::{Filter, Order, Stats, StatsQuery, TooManyBuckets};

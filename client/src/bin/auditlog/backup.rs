@@ -1,5 +1,9 @@
 //! `auditlog backup DIR`: writes the server's Backup stream into a new
-//! directory, each file synced, then the directory.
+//! directory, each file synced, then the directory. With `--from EARLIER`
+//! (an earlier backup), the sealed files EARLIER holds are named to the
+//! server, and those it marks `held` (the log still has them, unchanged)
+//! are hard-linked from EARLIER instead of sent (copied where a link
+//! cannot be made, as across file systems).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write as _;
@@ -18,9 +22,15 @@ struct Open {
     left: u64,
 }
 
-pub(crate) async fn run(client: &Client, dir: &Path, json: bool) -> Result<(), CliError> {
+pub(crate) async fn run(
+    client: &Client,
+    dir: &Path,
+    from: Option<&Path>,
+    json: bool,
+) -> Result<(), CliError> {
+    let held = from.map(held_in).transpose()?.unwrap_or_default();
     create(dir)?;
-    let mut stream = client.backup().await?;
+    let mut stream = client.backup_holding(held).await?;
     let mut open: Option<Open> = None;
     let mut written = 0u64;
     let mut done = None;
@@ -35,6 +45,14 @@ pub(crate) async fn run(client: &Client, dir: &Path, json: bool) -> Result<(), C
                 let path = dir.join(relative(&f.path)?);
                 if let Some(parent) = path.parent().filter(|p| *p != dir) {
                     make_dir(parent)?;
+                }
+                if f.held {
+                    let Some(earlier) = from else {
+                        return Err(broken(&format!("{} came as held, unasked", f.path)));
+                    };
+                    take_held(&earlier.join(&f.path), &path, f.size)?;
+                    written += 1;
+                    continue;
                 }
                 let file = OpenOptions::new()
                     .write(true)
@@ -85,13 +103,23 @@ pub(crate) async fn run(client: &Client, dir: &Path, json: bool) -> Result<(), C
     if json {
         say!(
             "{}",
-            serde_json::json!({"dir": dir.display().to_string(), "files": done.files, "bytes": done.bytes, "head_seq": done.head_seq})
+            serde_json::json!({"dir": dir.display().to_string(), "files": done.files, "bytes": done.bytes, "head_seq": done.head_seq, "held_files": done.held_files, "held_bytes": done.held_bytes})
         );
     } else {
+        let held = match from {
+            Some(earlier) if done.held_files > 0 => format!(
+                ", {} more ({} bytes) taken from {}",
+                done.held_files,
+                done.held_bytes,
+                earlier.display()
+            ),
+            _ => String::new(),
+        };
         say!(
-            "backed up {} files ({} bytes) into {}: every event up to seq {} is in it. To \
-             restore, put the keys beside them (hmac.key, checkpoint.key, and pseudonym.key and \
-             webhooks/<name>.secret where used) and start a server on that directory",
+            "backed up {} files ({} bytes sent{held}) into {}: every event up to seq {} is in \
+             it. To restore, put the keys beside them (hmac.key, checkpoint.key, and \
+             pseudonym.key and webhooks/<name>.secret where used) and start a server on that \
+             directory",
             done.files,
             done.bytes,
             dir.display(),
@@ -99,6 +127,88 @@ pub(crate) async fn run(client: &Client, dir: &Path, json: bool) -> Result<(), C
         );
     }
     Ok(())
+}
+
+/// The sealed files the backup `earlier` holds, as its manifest names
+/// them: each compressed segment there at the size the manifest records,
+/// its index, and its lead copy files.
+fn held_in(earlier: &Path) -> Result<Vec<pb::HeldFile>, CliError> {
+    let path = earlier.join("manifest.json");
+    let not_a_backup = |why: String| {
+        CliError::Usage(format!(
+            "{} is not a backup to take files from ({why}): give a directory `auditlog backup` \
+             wrote",
+            earlier.display()
+        ))
+    };
+    let bytes = std::fs::read(&path)
+        .map_err(|e| not_a_backup(format!("cannot read {}: {e}", path.display())))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| not_a_backup(format!("{} is not JSON: {e}", path.display())))?;
+    let size_of = |name: &str| {
+        relative(name).ok()?;
+        let meta = std::fs::metadata(earlier.join(name)).ok()?;
+        meta.is_file().then_some(meta.len())
+    };
+    let held_file = |path: &str, sha256: &str, size| pb::HeldFile {
+        path: path.to_owned(),
+        sha256: sha256.to_owned(),
+        size,
+    };
+    let mut held = Vec::new();
+    for segment in manifest["segments"].as_array().into_iter().flatten() {
+        let text = |field: &str| segment[field].as_str().unwrap_or_default();
+        let (file, bytes) = (text("file"), segment["bytes"].as_u64());
+        if bytes.is_none() || size_of(file) != bytes {
+            continue;
+        }
+        held.push(held_file(file, text("sha256"), bytes.unwrap_or_default()));
+        if let Some(size) = size_of(text("index")) {
+            held.push(held_file(text("index"), text("index_sha256"), size));
+        }
+        let stem = file.trim_end_matches(".log.gz");
+        for copy in [format!("{stem}.leads.zst"), format!("{stem}.leads.idx")] {
+            if let Some(size) = size_of(&copy) {
+                held.push(held_file(&copy, "", size));
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Puts the earlier backup's `source` at `target`: a hard link, or a copy
+/// (synced) where no link can be made. It must still have the `size` the
+/// server's copy has.
+fn take_held(source: &Path, target: &Path, size: u64) -> Result<(), CliError> {
+    let len = std::fs::metadata(source)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", source.display())))?
+        .len();
+    if len != size {
+        return Err(CliError::Failed(format!(
+            "{} is {len} bytes and the server's copy {size}: the earlier backup changed since \
+             it was named; run the backup again, or without --from",
+            source.display()
+        )));
+    }
+    if std::fs::hard_link(source, target).is_ok() {
+        return Ok(());
+    }
+    let copied = File::open(source).and_then(|mut from| {
+        let mut to = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(target)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()
+    });
+    copied.map_err(|e| {
+        CliError::Io(format!(
+            "cannot copy {} to {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    })
 }
 
 /// DIR, made 0700; one that exists must be empty.

@@ -192,11 +192,20 @@ pub(crate) enum Command {
         after_help = "Every event acknowledged before the call is in the copy. No key is copied: \
                       put hmac.key and checkpoint.key (and pseudonym.key, webhooks/<name>.secret \
                       where used) beside the files to restore, then start a server on the \
-                      directory.\n\nExamples:\n  auditlog backup /backups/auditlog-2026-12-07"
+                      directory. With --from, the sealed segments an earlier backup holds and \
+                      the log still has, unchanged, are not sent again: they are hard-linked \
+                      from there (copied if it is on another file system), so the new \
+                      directory is a whole backup that shares those files with the earlier \
+                      one.\n\nExamples:\n  auditlog backup /backups/auditlog-2026-12-07\n  \
+                      auditlog backup --from /backups/auditlog-2026-12-07 \
+                      /backups/auditlog-2026-12-08"
     )]
     Backup {
         /// The directory to write the backup into: new, or empty.
         dir: std::path::PathBuf,
+        /// An earlier backup to take the unchanged sealed segments from.
+        #[arg(long, value_name = "EARLIER")]
+        from: Option<std::path::PathBuf>,
     },
     /// Alerts: send a test alert to every channel, or show counters (admin).
     #[command(

@@ -213,7 +213,7 @@ async fn dispatch(client: &Client, command: Command, json: bool) -> Result<(), C
         }
         Command::Bench(args) => bench::run(client, args, json).await,
         Command::Rotate { wait } => admin::rotate(client, wait, json).await,
-        Command::Backup { dir } => backup::run(client, &dir, json).await,
+        Command::Backup { dir, from } => backup::run(client, &dir, from.as_deref(), json).await,
         Command::Alerts(AlertsCommand::Test) => admin::alerts_test(client, json).await,
         Command::Alerts(AlertsCommand::Status) => admin::alerts_status(client, json).await,
         Command::Webhooks(WebhooksCommand::Status) => admin::webhooks_status(client, json).await,
