@@ -168,8 +168,8 @@ async fn one_backup_runs_at_a_time_and_a_caller_that_leaves_frees_it() {
 
 /// `auditlog backup --from EARLIER DIR`: the sealed segments the earlier
 /// backup holds and the log still has are not sent again but hard-linked
-/// from it; a file there that no longer matches its manifest is sent whole;
-/// and the new directory restores on its own.
+/// from it; a file there changed since is sent whole; and the new
+/// directory restores on its own.
 #[tokio::test]
 async fn a_backup_from_an_earlier_one_takes_its_unchanged_segments_from_there() {
     let server = TestServer::start_with(|c| c.max_file_size_mb = 0.05).await;
@@ -190,15 +190,13 @@ async fn a_backup_from_an_earlier_one_takes_its_unchanged_segments_from_there() 
         .filter(|n| n.ends_with(".log.gz"))
         .collect();
     assert!(segments.len() >= 2, "{segments:?}");
-    // The earlier backup's first segment damaged since: it must be sent.
+    // The earlier backup's first segment damaged since, one byte changed
+    // in place: it must be sent again, not linked.
     let damaged = first.join(&segments[0]);
-    let len = std::fs::metadata(&damaged).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&damaged)
-        .unwrap()
-        .set_len(len - 1)
-        .unwrap();
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&damaged, &bytes).unwrap();
 
     for n in 12..16 {
         client.log_batch(batch(n)).await.unwrap();

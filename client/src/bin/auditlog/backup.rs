@@ -1,9 +1,10 @@
 //! `auditlog backup DIR`: writes the server's Backup stream into a new
 //! directory, each file synced, then the directory. With `--from EARLIER`
 //! (an earlier backup), the sealed files EARLIER holds are named to the
-//! server, and those it marks `held` (the log still has them, unchanged)
-//! are hard-linked from EARLIER instead of sent (copied where a link
-//! cannot be made, as across file systems).
+//! server, each segment and index with its SHA-256 as hashed here, and
+//! those it marks `held` (the log still has them, with that hash in its
+//! manifest) are hard-linked from EARLIER instead of sent (copied where a
+//! link cannot be made, as across file systems).
 
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::Write as _;
@@ -129,51 +130,58 @@ pub(crate) async fn run(
     Ok(())
 }
 
-/// The sealed files the backup `earlier` holds, as its manifest names
-/// them: each compressed segment there at the size the manifest records,
-/// its index, and its lead copy files.
+/// The sealed files the backup `earlier` holds, by what they are now (not
+/// by what its manifest said): each compressed segment and index with its
+/// SHA-256, hashed here, so a file damaged since is not taken but sent
+/// again; each lead copy file with its size.
 fn held_in(earlier: &Path) -> Result<Vec<pb::HeldFile>, CliError> {
-    let path = earlier.join("manifest.json");
-    let not_a_backup = |why: String| {
-        CliError::Usage(format!(
-            "{} is not a backup to take files from ({why}): give a directory `auditlog backup` \
-             wrote",
+    if !earlier.join("manifest.json").is_file() {
+        return Err(CliError::Usage(format!(
+            "{} holds no manifest.json: give a directory `auditlog backup` wrote",
             earlier.display()
-        ))
-    };
-    let bytes = std::fs::read(&path)
-        .map_err(|e| not_a_backup(format!("cannot read {}: {e}", path.display())))?;
-    let manifest: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| not_a_backup(format!("{} is not JSON: {e}", path.display())))?;
-    let size_of = |name: &str| {
-        relative(name).ok()?;
-        let meta = std::fs::metadata(earlier.join(name)).ok()?;
-        meta.is_file().then_some(meta.len())
-    };
-    let held_file = |path: &str, sha256: &str, size| pb::HeldFile {
-        path: path.to_owned(),
-        sha256: sha256.to_owned(),
-        size,
-    };
+        )));
+    }
+    let entries = std::fs::read_dir(earlier)
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", earlier.display())))?;
     let mut held = Vec::new();
-    for segment in manifest["segments"].as_array().into_iter().flatten() {
-        let text = |field: &str| segment[field].as_str().unwrap_or_default();
-        let (file, bytes) = (text("file"), segment["bytes"].as_u64());
-        if bytes.is_none() || size_of(file) != bytes {
+    for entry in entries {
+        let entry =
+            entry.map_err(|e| CliError::Io(format!("cannot read {}: {e}", earlier.display())))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let sealed = name.starts_with("audit.") && relative(&name).is_ok();
+        let copy = name.ends_with(".leads.zst") || name.ends_with(".leads.idx");
+        let hashed = name.ends_with(".log.gz") || (name.ends_with(".idx") && !copy);
+        if !sealed || !(copy || hashed) {
             continue;
         }
-        held.push(held_file(file, text("sha256"), bytes.unwrap_or_default()));
-        if let Some(size) = size_of(text("index")) {
-            held.push(held_file(text("index"), text("index_sha256"), size));
-        }
-        let stem = file.trim_end_matches(".log.gz");
-        for copy in [format!("{stem}.leads.zst"), format!("{stem}.leads.idx")] {
-            if let Some(size) = size_of(&copy) {
-                held.push(held_file(&copy, "", size));
-            }
-        }
+        let path = entry.path();
+        let size = std::fs::metadata(&path)
+            .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?
+            .len();
+        let sha256 = if hashed {
+            sha256_of(&path)?
+        } else {
+            String::new()
+        };
+        held.push(pb::HeldFile {
+            path: name,
+            sha256,
+            size,
+        });
     }
     Ok(held)
+}
+
+/// The SHA-256 of the file at `path`, in hex.
+fn sha256_of(path: &Path) -> Result<String, CliError> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    File::open(path)
+        .and_then(|mut file| std::io::copy(&mut file, &mut hasher))
+        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", path.display())))?;
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Puts the earlier backup's `source` at `target`: a hard link, or a copy
