@@ -178,7 +178,7 @@ async fn a_backup_from_an_earlier_one_takes_its_unchanged_segments_from_there() 
     for n in 0..12 {
         client.log_batch(batch(n)).await.unwrap();
     }
-    sealed_and_compressed(&client, &server.data_dir).await;
+    client.rotate(true).await.unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let (first, second) = (scratch.path().join("first"), scratch.path().join("second"));
     let (code, out, err) = cli(&server.url, &["--json", "backup", first.to_str().unwrap()]).await;
@@ -201,7 +201,7 @@ async fn a_backup_from_an_earlier_one_takes_its_unchanged_segments_from_there() 
     for n in 12..16 {
         client.log_batch(batch(n)).await.unwrap();
     }
-    sealed_and_compressed(&client, &server.data_dir).await;
+    client.rotate(true).await.unwrap();
     let (code, out, err) = cli(
         &server.url,
         &[
@@ -269,7 +269,7 @@ async fn a_held_file_named_with_another_hash_is_sent_whole() {
     for n in 0..2 {
         let events = (0..40).map(move |i| NewEvent::lead_ingested(format!("L-{n}-{i}"), "web"));
         client.log_batch(events).await.unwrap();
-        sealed_and_compressed(&client, &server.data_dir).await;
+        client.rotate(true).await.unwrap();
     }
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(server.data_dir.join("manifest.json")).unwrap())
@@ -303,18 +303,4 @@ async fn a_held_file_named_with_another_hash_is_sent_whole() {
         marked,
         vec![segments[0]["file"].as_str().unwrap().to_owned()]
     );
-}
-
-/// Seals the active file and waits until every sealed segment is
-/// compressed (a `rotate` that finds the active file empty, because the
-/// last write filled a segment, returns before that one's compression ends).
-async fn sealed_and_compressed(client: &auditlog_client::Client, dir: &std::path::Path) {
-    client.rotate(true).await.unwrap();
-    common::wait_until("every sealed segment compressed", || async {
-        match common::plain_sealed(dir) {
-            plain if plain.is_empty() => Ok(()),
-            plain => Err(format!("{plain:?}")),
-        }
-    })
-    .await;
 }

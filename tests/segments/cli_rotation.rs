@@ -1,5 +1,6 @@
 //! Rotation from the CLI: `auditlog rotate --wait` names the new segment,
-//! and says when there is nothing to rotate.
+//! and says when there is nothing to rotate; a rotation that waits with
+//! nothing to seal waits for the segments sealed before it.
 
 use std::time::Duration;
 
@@ -50,4 +51,28 @@ async fn the_cli_rotates_and_says_when_there_is_nothing_to_rotate() {
     let out = auditlog(&server.url, &["--json", "rotate"]).await;
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["rotated"], json!(false), "{v}");
+}
+
+/// A rotation that waits, with nothing to seal, still waits for the segment
+/// a write filled (the writer sealed it as the write ended): once it has
+/// answered, no sealed segment is left uncompressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_that_waits_with_nothing_to_seal_waits_for_the_seals_before_it() {
+    let server = TestServer::start_with(|c| c.max_file_size_mb = 1.0).await;
+    let client = server.client().await;
+    let note = "x".repeat(50_000);
+    // One call of some 1.5 MB: the writer seals the segment it fills.
+    let events = (0..30).map(|i| {
+        auditlog_client::NewEvent::lead_ingested(format!("L-{i}"), "web")
+            .detail("note", note.as_str())
+    });
+    client.log_batch(events).await.unwrap();
+    let answer = client.rotate(true).await.unwrap();
+    assert!(!answer.rotated, "{answer:?}");
+    assert!(
+        plain_sealed(&server.data_dir).is_empty(),
+        "{:?}",
+        files(&server.data_dir)
+    );
+    assert_eq!(gz_files(&server.data_dir).len(), 1);
 }

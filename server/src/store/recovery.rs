@@ -217,7 +217,7 @@ pub(super) fn recover(dir: &Path, keyring: &Keyring) -> Result<Recovered, StoreE
         );
         scan(&file, &mut index, id, start, keyring).map_err(io)?;
         tracing::info!(file = %plain, "a sealed segment was not compressed yet; compressing it");
-        pending.push(Job {
+        pending.push(Job::Seal {
             segment: id,
             plain: plain.clone(),
             done: None,

@@ -54,14 +54,24 @@ pub struct Sealed {
     pub last_seq: u64,
 }
 
-/// A sealed segment waiting for the sealer.
-pub(super) struct Job {
-    /// The segment's id in the segment table (its plain file).
-    pub segment: u32,
-    /// The plain sealed file's name.
-    pub plain: String,
-    /// Answered once the segment is compressed and recorded.
-    pub done: Option<oneshot::Sender<Result<Option<Sealed>, StoreError>>>,
+/// Where a rotation that waits is answered.
+pub(super) type Reply = oneshot::Sender<Result<Option<Sealed>, StoreError>>;
+
+/// What the sealer is sent, and does in the order sent.
+pub(super) enum Job {
+    /// A sealed segment to compress and record.
+    Seal {
+        /// The segment's id in the segment table (its plain file).
+        segment: u32,
+        /// The plain sealed file's name.
+        plain: String,
+        /// Answered once the segment is compressed and recorded.
+        done: Option<Reply>,
+    },
+    /// Answered with `None` once every segment sent before it has been
+    /// tried: a rotation that waits, with nothing to seal, waits for the
+    /// segments sealed before it (one a write filled, say).
+    Barrier(Reply),
 }
 
 /// How step 1 ended when it did not seal.
@@ -359,19 +369,29 @@ pub(super) fn run(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
         } else {
             RETRY_AFTER
         };
-        if let Some(job) = job {
-            let mut attempt = Attempt {
-                segment: job.segment,
-                plain: job.plain,
-                recorded: None,
-            };
-            let result = attempt_steps(shared, &mut attempt, retry_after, &mut scratch);
-            if result.is_err() {
-                failed.push(attempt);
+        match job {
+            Some(Job::Seal {
+                segment,
+                plain,
+                done,
+            }) => {
+                let mut attempt = Attempt {
+                    segment,
+                    plain,
+                    recorded: None,
+                };
+                let result = attempt_steps(shared, &mut attempt, retry_after, &mut scratch);
+                if result.is_err() {
+                    failed.push(attempt);
+                }
+                if let Some(done) = done {
+                    let _ = done.send(result.map(Some));
+                }
             }
-            if let Some(done) = job.done {
-                let _ = done.send(result.map(Some));
+            Some(Job::Barrier(done)) => {
+                let _ = done.send(Ok(None));
             }
+            None => {}
         }
     }
 }

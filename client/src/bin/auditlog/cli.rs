@@ -183,7 +183,8 @@ pub(crate) enum Command {
         after_help = "Examples:\n  auditlog rotate\n  auditlog rotate --wait   # until the .gz is in the manifest"
     )]
     Rotate {
-        /// Wait until the sealed segment is compressed and in the manifest.
+        /// Wait until the sealed segment is compressed and in the manifest
+        /// (with nothing to seal, until those sealed before are).
         #[arg(long)]
         wait: bool,
     },

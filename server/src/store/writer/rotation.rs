@@ -134,7 +134,15 @@ impl Writer {
         reply: oneshot::Sender<Result<Option<Sealed>, StoreError>>,
     ) {
         if self.len == 0 {
-            let _ = reply.send(Ok(None));
+            // Nothing to seal; one that waits still waits for the segments
+            // sealed before (a write that filled one sealed it).
+            if !wait {
+                let _ = reply.send(Ok(None));
+            } else if let Err(unsent) = self.sealer.send(Job::Barrier(reply))
+                && let Job::Barrier(reply) = unsent.0
+            {
+                let _ = reply.send(Ok(None));
+            }
             return;
         }
         if wait {
@@ -201,7 +209,7 @@ impl Writer {
             first_seq,
             last_seq,
         };
-        let job = Job {
+        let job = Job::Seal {
             segment: self.segment,
             plain: plain_name,
             done,
