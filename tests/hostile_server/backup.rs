@@ -112,3 +112,46 @@ async fn a_backup_stream_that_is_not_a_data_directory_is_refused() {
         );
     }
 }
+
+/// With `--from`, a file marked held that the CLI did not name (a server
+/// that would have it link whatever the earlier backup holds) is refused
+/// the same way, and the earlier backup is left as it was.
+#[tokio::test]
+async fn a_held_file_the_cli_did_not_name_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let earlier = scratch.path().join("earlier");
+    std::fs::create_dir(&earlier).unwrap();
+    std::fs::write(earlier.join("manifest.json"), "{}").unwrap();
+    std::fs::write(earlier.join("head"), "mine").unwrap();
+    let server = FakeServer::start(Scene {
+        backup: Some(vec![
+            pb::BackupResponse {
+                part: Some(Part::File(pb::BackupFile {
+                    path: "head".to_owned(),
+                    size: 4,
+                    held: true,
+                })),
+            },
+            done(1, 0),
+        ]),
+        ..Scene::default()
+    })
+    .await;
+    let dir = scratch.path().join("copy");
+    let run = auditlog(
+        &server.url,
+        &[
+            "backup",
+            "--from",
+            earlier.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ],
+    )
+    .await;
+    refused(&run, "came as held, unasked");
+    assert!(!dir.join("head").exists());
+    assert_eq!(
+        std::fs::read_to_string(earlier.join("head")).unwrap(),
+        "mine"
+    );
+}

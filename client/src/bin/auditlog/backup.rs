@@ -30,6 +30,8 @@ pub(crate) async fn run(
     json: bool,
 ) -> Result<(), CliError> {
     let held = from.map(held_in).transpose()?.unwrap_or_default();
+    // Only a file named here may come as held.
+    let named: std::collections::HashSet<String> = held.iter().map(|h| h.path.clone()).collect();
     create(dir)?;
     let mut stream = client.backup_holding(held).await?;
     let mut open: Option<Open> = None;
@@ -48,7 +50,7 @@ pub(crate) async fn run(
                     make_dir(parent)?;
                 }
                 if f.held {
-                    let Some(earlier) = from else {
+                    let Some(earlier) = from.filter(|_| named.contains(&f.path)) else {
                         return Err(broken(&format!("{} came as held, unasked", f.path)));
                     };
                     take_held(&earlier.join(&f.path), &path, f.size)?;
