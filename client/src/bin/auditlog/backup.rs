@@ -137,14 +137,14 @@ pub(crate) async fn run(
 /// SHA-256, hashed here, so a file damaged since is not taken but sent
 /// again; each lead copy file with its size.
 fn held_in(earlier: &Path) -> Result<Vec<pb::HeldFile>, CliError> {
-    if !earlier.join("manifest.json").is_file() {
-        return Err(CliError::Usage(format!(
-            "{} holds no manifest.json: give a directory `auditlog backup` wrote",
+    // A backup of a log with no sealed segment yet holds none of these
+    // (nor a manifest): nothing is named, and everything is sent.
+    let entries = std::fs::read_dir(earlier).map_err(|e| {
+        CliError::Usage(format!(
+            "cannot read {} ({e}): give the directory of an earlier `auditlog backup`",
             earlier.display()
-        )));
-    }
-    let entries = std::fs::read_dir(earlier)
-        .map_err(|e| CliError::Io(format!("cannot read {}: {e}", earlier.display())))?;
+        ))
+    })?;
     let mut held = Vec::new();
     for entry in entries {
         let entry =
