@@ -149,9 +149,14 @@ fn held_in(earlier: &Path) -> Result<Vec<pb::HeldFile>, CliError> {
     for entry in entries {
         let entry =
             entry.map_err(|e| CliError::Io(format!("cannot read {}: {e}", earlier.display())))?;
+        // Regular files only: a link to elsewhere is not the backup's own.
+        let regular = entry.file_type().is_ok_and(|t| t.is_file());
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
+        if !regular {
+            continue;
+        }
         let sealed = name.starts_with("audit.") && relative(&name).is_ok();
         let copy = name.ends_with(".leads.zst") || name.ends_with(".leads.idx");
         let hashed = name.ends_with(".log.gz") || (name.ends_with(".idx") && !copy);
@@ -293,7 +298,50 @@ fn broken(what: &str) -> CliError {
 
 #[cfg(test)]
 mod tests {
-    use super::relative;
+    use super::{held_in, relative};
+
+    /// What an earlier backup is named by: its sealed regular files, each
+    /// segment and index hashed, lead copies by size; not its other files,
+    /// nor a link to elsewhere.
+    #[test]
+    fn an_earlier_backup_names_its_sealed_files_as_they_are() {
+        let dir = std::env::temp_dir().join(format!("auditlog-held-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
+        write("audit.20261207T000000.000000Z.log.gz", b"abc");
+        write("audit.20261207T000000.000000Z.idx", b"");
+        write("audit.20261207T000000.000000Z.leads.zst", b"zz");
+        write("audit.log", b"active");
+        write("manifest.json", b"{}");
+        std::os::unix::fs::symlink(
+            "/etc/hostname",
+            dir.join("audit.20261208T000000.000000Z.log.gz"),
+        )
+        .unwrap();
+        let mut held = held_in(&dir).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        held.sort_by(|a, b| a.path.cmp(&b.path));
+        let named: Vec<(&str, &str, u64)> = held
+            .iter()
+            .map(|h| (h.path.as_str(), h.sha256.as_str(), h.size))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (
+                    "audit.20261207T000000.000000Z.idx",
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                    0
+                ),
+                ("audit.20261207T000000.000000Z.leads.zst", "", 2),
+                (
+                    "audit.20261207T000000.000000Z.log.gz",
+                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+                    3
+                ),
+            ]
+        );
+    }
 
     #[test]
     fn only_paths_a_data_directory_holds_are_written() {
