@@ -11,10 +11,15 @@ use crate::hostile_server::fake::{FakeServer, Scene};
 use crate::hostile_server::{auditlog, refused};
 
 fn file(path: &str, size: u64) -> pb::BackupResponse {
+    file_marked(path, size, false)
+}
+
+/// A `file` message, `held` as given.
+fn file_marked(path: &str, size: u64, held: bool) -> pb::BackupResponse {
     let file = pb::BackupFile {
         path: path.to_owned(),
         size,
-        ..Default::default()
+        held,
     };
     pb::BackupResponse {
         part: Some(Part::File(file)),
@@ -80,13 +85,7 @@ async fn a_backup_stream_that_is_not_a_data_directory_is_refused() {
         (
             "a file held, unasked",
             vec![
-                pb::BackupResponse {
-                    part: Some(Part::File(pb::BackupFile {
-                        path: "audit.20261207T000000.000000Z.log.gz".to_owned(),
-                        size: 3,
-                        held: true,
-                    })),
-                },
+                file_marked("audit.20261207T000000.000000Z.log.gz", 3, true),
                 done(1, 0),
             ],
             "came as held, unasked",
@@ -124,16 +123,7 @@ async fn a_held_file_the_cli_did_not_name_is_refused() {
     std::fs::write(earlier.join("manifest.json"), "{}").unwrap();
     std::fs::write(earlier.join("head"), "mine").unwrap();
     let server = FakeServer::start(Scene {
-        backup: Some(vec![
-            pb::BackupResponse {
-                part: Some(Part::File(pb::BackupFile {
-                    path: "head".to_owned(),
-                    size: 4,
-                    held: true,
-                })),
-            },
-            done(1, 0),
-        ]),
+        backup: Some(vec![file_marked("head", 4, true), done(1, 0)]),
         ..Scene::default()
     })
     .await;

@@ -193,10 +193,7 @@ fn log_files(
                     .metadata()
                     .and_then(|m| end_of_content(&file, m.len()))
                     .map_err(StoreError::Read)?;
-                files.push(BackupFile {
-                    path: name,
-                    content: Content::File { file, len },
-                });
+                files.push(backup_file(name, file, len, false));
             }
             // Missing from the data directory itself: a server started on
             // the backup reports it, as this one does.

@@ -136,11 +136,13 @@ impl Writer {
         if self.len == 0 {
             // Nothing to seal; one that waits still waits for the segments
             // sealed before (a write that filled one sealed it).
-            if !wait {
-                let _ = reply.send(Ok(None));
-            } else if let Err(unsent) = self.sealer.send(Job::Barrier(reply))
-                && let Job::Barrier(reply) = unsent.0
-            {
+            // A sealer gone (the store stopping) has nothing left to wait for.
+            let unsent = if wait {
+                self.sealer.send(Job::Barrier(reply)).err().map(|e| e.0)
+            } else {
+                Some(Job::Barrier(reply))
+            };
+            if let Some(Job::Barrier(reply)) = unsent {
                 let _ = reply.send(Ok(None));
             }
             return;
