@@ -46,6 +46,7 @@ mod limits;
 mod log_query;
 mod metrics;
 mod min_seq;
+mod offline_verify;
 mod performance;
 mod proofs;
 mod receipt_proofs;

@@ -52,7 +52,7 @@ pub use publish::CheckpointsConfig;
 pub(crate) use publish::run as publish;
 pub(crate) use rotation::CheckpointKeyError;
 pub use rotation::Rotated;
-pub(crate) use rotation::{RetiredKey, rotate};
+pub(crate) use rotation::{RetiredKey, key_path, rotate};
 
 /// The generated signing key's file in the data directory.
 pub(crate) const KEY_FILE: &str = "checkpoint.key";

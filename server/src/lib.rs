@@ -34,6 +34,7 @@ mod limits;
 mod listener;
 mod lock;
 mod metrics;
+mod offline;
 mod performance;
 mod redaction;
 mod service;
@@ -54,6 +55,7 @@ use tonic_health::ServingStatus;
 
 pub use checkpoint::Rotated;
 pub use config::Config;
+pub use offline::{Verified, verify};
 
 use alerts::Alerts;
 use checkpoint::Checkpoints;
@@ -103,6 +105,11 @@ pub enum ServerError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "{dir} holds no log (no audit.log with records, manifest.json or segment): nothing to \
+         verify; name the directory with --data-dir"
+    )]
+    NoLog { dir: String },
 }
 
 /// Serves the audit log on `listener` until `shutdown` completes.
@@ -205,16 +212,7 @@ pub async fn run(
 
     // Recover in the background while health (NOT_SERVING) and reflection
     // already answer.
-    let store_config = StoreConfig {
-        data_dir: config.data_dir.clone(),
-        durability: config.durability,
-        max_segment_bytes: config.max_segment_bytes(),
-        max_segment_age: config.max_segment_age(),
-        lead_copies: config.lead_copies,
-        // In cluster mode the store appends only what the leader signed and
-        // published (cluster/), never from its own writer.
-        replica: config.cluster.is_some(),
-    };
+    let store_config = store_config(&config);
     // Off only in a benchmark measuring the tree's cost (`bench::Switches`).
     let tree = config.bench.tree;
     let publish_config = config.checkpoints.clone();
@@ -433,6 +431,20 @@ pub async fn run(
     }
     tracing::info!("stopped");
     served
+}
+
+/// The store's settings in `config`.
+pub(crate) fn store_config(config: &Config) -> StoreConfig {
+    StoreConfig {
+        data_dir: config.data_dir.clone(),
+        durability: config.durability,
+        max_segment_bytes: config.max_segment_bytes(),
+        max_segment_age: config.max_segment_age(),
+        lead_copies: config.lead_copies,
+        // In cluster mode the store appends only what the leader signed and
+        // published (cluster/), never from its own writer.
+        replica: config.cluster.is_some(),
+    }
 }
 
 /// The verifier key of the server's signed checkpoints for `config`

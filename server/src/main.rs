@@ -61,6 +61,12 @@ struct Args {
     /// starts (docs/cluster.md).
     #[arg(long)]
     cluster_import: bool,
+    /// Verify the data directory's log with no server running on it (a
+    /// stopped server's directory, a backup), print the report and exit: 0
+    /// clean, 1 problems found, 2 not verified. It recovers the directory
+    /// as a start does (docs/verifying.md)
+    #[arg(long, conflicts_with_all = ["print_verifier_key", "rotate_checkpoint_key", "cluster_import"])]
+    verify: bool,
 }
 
 /// How long the exit waits for blocking work still running once the server
@@ -111,6 +117,23 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::SUCCESS
             }
             Err(e) => fail(&anyhow::Error::new(e)),
+        };
+    }
+    if args.verify {
+        init_logging(config.log_format, None);
+        return match auditlog_server::verify(&config) {
+            Ok(verified) => {
+                print!("{}", verified.to_text());
+                if verified.ok() {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                fail(&anyhow::Error::new(e));
+                std::process::ExitCode::from(2)
+            }
         };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()

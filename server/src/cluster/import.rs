@@ -134,13 +134,10 @@ fn open(config: &Config, key: Vec<u8>) -> Result<(DirLock, Store, String), Clust
         .map_err(|e| refuse(e.to_string()))?;
     store::check_before_start(dir, &keyring).map_err(store_error)?;
     let store = Store::open(
+        // The single node's log, written by its own writer.
         StoreConfig {
-            data_dir: dir.clone(),
-            durability: config.durability,
-            max_segment_bytes: config.max_segment_bytes(),
-            max_segment_age: config.max_segment_age(),
-            lead_copies: config.lead_copies,
             replica: false,
+            ..crate::store_config(config)
         },
         keyring,
     )

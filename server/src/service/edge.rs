@@ -342,7 +342,7 @@ pub(super) fn event_pb(r: Record) -> pb::Event {
 
 /// A verification report as VerifyIntegrity answers it; `elapsed` is how
 /// long the walk took.
-pub(super) fn verify_pb(
+pub(crate) fn verify_pb(
     report: Report,
     elapsed: std::time::Duration,
 ) -> pb::VerifyIntegrityResponse {

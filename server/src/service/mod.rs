@@ -57,7 +57,7 @@ use crate::store::{self, Filter, NewEvent, Store, Verifications};
 
 pub(crate) use admin::AdminSvc;
 pub(crate) use details::WireDetails;
-pub(crate) use edge::status_of;
+pub(crate) use edge::{status_of, verify_pb};
 pub(crate) use event_bytes::EventBytes;
 pub(crate) use page_token::PageToken;
 pub(crate) use query::MAX_QUERY_LIMIT;
