@@ -124,6 +124,38 @@ async fn a_backup_into_a_directory_that_holds_files_is_refused() {
     );
 }
 
+/// What the CLI can check itself it checks before it connects: with no
+/// server there, the line names the directory, not the connection.
+#[tokio::test]
+async fn local_arguments_are_checked_before_the_server_is_asked() {
+    let url = format!("http://127.0.0.1:{}", common::endpoints::closed_port());
+    let scratch = tempfile::tempdir().unwrap();
+    let new = scratch.path().join("new");
+    let missing = scratch.path().join("missing");
+    let (code, out, err) = cli(
+        &url,
+        &[
+            "backup",
+            "--from",
+            missing.to_str().unwrap(),
+            new.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot read {}", missing.display())),
+        "{err}"
+    );
+    assert!(!new.exists());
+
+    std::fs::write(scratch.path().join("notes.txt"), "mine").unwrap();
+    let (code, out, err) = cli(&url, &["backup", scratch.path().to_str().unwrap()]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("is not empty"), "{err}");
+}
+
 #[tokio::test]
 async fn one_backup_runs_at_a_time_and_a_caller_that_leaves_frees_it() {
     let server = TestServer::start().await;

@@ -29,10 +29,11 @@ pub(crate) async fn run(
     from: Option<&Path>,
     json: bool,
 ) -> Result<(), CliError> {
+    // Before the earlier backup is read whole to hash it.
+    create(dir)?;
     let held = from.map(held_in).transpose()?.unwrap_or_default();
     // Only a file named here may come as held.
     let named: std::collections::HashSet<String> = held.iter().map(|h| h.path.clone()).collect();
-    create(dir)?;
     let mut stream = client.backup_holding(held).await?;
     let mut open: Option<Open> = None;
     let mut written = 0u64;
@@ -139,12 +140,7 @@ pub(crate) async fn run(
 fn held_in(earlier: &Path) -> Result<Vec<pb::HeldFile>, CliError> {
     // A backup of a log with no sealed segment yet holds none of these
     // (nor a manifest): nothing is named, and everything is sent.
-    let entries = std::fs::read_dir(earlier).map_err(|e| {
-        CliError::Usage(format!(
-            "cannot read {} ({e}): give the directory of an earlier `auditlog backup`",
-            earlier.display()
-        ))
-    })?;
+    let entries = std::fs::read_dir(earlier).map_err(|e| unreadable_earlier(earlier, &e))?;
     let mut held = Vec::new();
     for entry in entries {
         let entry =
@@ -227,20 +223,43 @@ fn take_held(source: &Path, target: &Path, size: u64) -> Result<(), CliError> {
 }
 
 /// DIR, made 0700; one that exists must be empty.
-fn create(dir: &Path) -> Result<(), CliError> {
+/// What is checked before the server is asked: `dir` is new or empty,
+/// and `from`, if given, a directory that reads.
+pub(crate) fn check_local(dir: &Path, from: Option<&Path>) -> Result<(), CliError> {
+    is_new(dir)?;
+    if let Some(earlier) = from {
+        std::fs::read_dir(earlier).map_err(|e| unreadable_earlier(earlier, &e))?;
+    }
+    Ok(())
+}
+
+/// Whether `dir` does not exist yet; an error when it holds anything.
+fn is_new(dir: &Path) -> Result<bool, CliError> {
     match std::fs::read_dir(dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                return Err(CliError::Usage(format!(
-                    "{} is not empty: give a new directory (or an empty one) for the backup",
-                    dir.display()
-                )));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => make_dir(dir),
+        Ok(mut entries) => match entries.next() {
+            None => Ok(false),
+            Some(_) => Err(CliError::Usage(format!(
+                "{} is not empty: give a new directory (or an empty one) for the backup",
+                dir.display()
+            ))),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
         Err(e) => Err(CliError::Io(format!("cannot read {}: {e}", dir.display()))),
     }
+}
+
+fn unreadable_earlier(earlier: &Path, e: &std::io::Error) -> CliError {
+    CliError::Usage(format!(
+        "cannot read {} ({e}): give the directory of an earlier `auditlog backup`",
+        earlier.display()
+    ))
+}
+
+fn create(dir: &Path) -> Result<(), CliError> {
+    if is_new(dir)? {
+        make_dir(dir)?;
+    }
+    Ok(())
 }
 
 fn make_dir(dir: &Path) -> Result<(), CliError> {

@@ -176,6 +176,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             bundle::verify_mirror(&file, &note, &key, json)
         }
         command => {
+            if let Command::Backup { dir, from } = &command {
+                backup::check_local(dir, from.as_deref())?;
+            }
             let client = Client::connect_with(&server, options).await?;
             dispatch(&client, command, json).await
         }
