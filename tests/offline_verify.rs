@@ -24,11 +24,17 @@ use common::{
 /// `auditlog-server --verify` on `dir`, with the test key unless
 /// `key` is false: (exit code, stdout, stderr).
 async fn verify(dir: &Path, key: bool) -> (i32, String, String) {
-    let args = vec![
+    verify_with(dir, key, &[]).await
+}
+
+/// [`verify`] with `more` arguments.
+async fn verify_with(dir: &Path, key: bool, more: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
         "--data-dir".to_owned(),
         dir.display().to_string(),
         "--verify".to_owned(),
     ];
+    args.extend(more.iter().map(|a| (*a).to_owned()));
     let env = key
         .then(|| ("AUDITLOG_HMAC_KEY".to_owned(), TEST_KEY.to_owned()))
         .into_iter()
@@ -91,6 +97,23 @@ async fn a_backup_verifies_with_no_server_on_it_and_a_deleted_segment_is_located
     assert!(
         missing.contains("seq 1 ") && missing.contains(&segment),
         "{missing}"
+    );
+
+    // The same as one JSON object, for a script.
+    let (code, out, err) = verify_with(&copy, true, &["--json"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["ok"], false, "{report}");
+    let problem = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "SEGMENT_MISSING")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(
+        (&problem["seq"], &problem["file"]),
+        (&1.into(), &segment.into()),
+        "{report}"
     );
 }
 

@@ -67,6 +67,10 @@ struct Args {
     /// as a start does (docs/verifying.md)
     #[arg(long, conflicts_with_all = ["print_verifier_key", "rotate_checkpoint_key", "cluster_import"])]
     verify: bool,
+    /// With --verify: print the report as one JSON object (the fields
+    /// `auditlog --json integrity` prints, and `checkpoint_unchecked`).
+    #[arg(long, requires = "verify")]
+    json: bool,
 }
 
 /// How long the exit waits for blocking work still running once the server
@@ -123,7 +127,11 @@ fn main() -> std::process::ExitCode {
         init_logging(config.log_format, None);
         return match auditlog_server::verify(&config) {
             Ok(verified) => {
-                print!("{}", verified.to_text());
+                if args.json {
+                    println!("{}", verified.to_json());
+                } else {
+                    print!("{}", verified.to_text());
+                }
                 if verified.ok() {
                     std::process::ExitCode::SUCCESS
                 } else {
