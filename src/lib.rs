@@ -313,3 +313,46 @@ pub mod json {
         }
     }
 }
+
+/// How the tools print a verification report (`auditlog --json integrity`,
+/// `auditlog-server --verify --json`): one JSON shape for both.
+mod report {
+    use serde_json::{Value, json};
+
+    use crate::v1::{ProblemKind, VerifyIntegrityResponse};
+
+    impl ProblemKind {
+        /// The kind's name without its `PROBLEM_KIND_` prefix
+        /// (`BAD_SIGNATURE`); `UNKNOWN` for a value this build does not know.
+        pub fn short_name(kind: i32) -> &'static str {
+            ProblemKind::try_from(kind).map_or("UNKNOWN", |k| {
+                k.as_str_name()
+                    .strip_prefix("PROBLEM_KIND_")
+                    .unwrap_or("UNSPECIFIED")
+            })
+        }
+    }
+
+    impl VerifyIntegrityResponse {
+        /// The report as one JSON object: its fields, each problem's kind by
+        /// [`ProblemKind::short_name`].
+        pub fn to_json(&self) -> Value {
+            json!({
+                "ok": self.ok,
+                "events_checked": self.events_checked,
+                "head_seq": self.head_seq,
+                "head_signature": self.head_signature,
+                "elapsed_ms": self.elapsed_ms,
+                "events_per_second": self.events_per_second,
+                "segments_checked": self.segments_checked,
+                "problems": self.problems.iter().map(|p| json!({
+                    "kind": ProblemKind::short_name(p.kind),
+                    "seq": p.seq,
+                    "line": p.line,
+                    "file": p.file,
+                    "message": p.message,
+                })).collect::<Vec<_>>(),
+            })
+        }
+    }
+}

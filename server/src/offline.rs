@@ -119,7 +119,7 @@ impl Verified {
                 // The message names the file.
                 text.push_str(&format!(
                     "  {:<20} seq {:<8} line {:<8} {}\n",
-                    kind_name(p.kind),
+                    pb::ProblemKind::short_name(p.kind),
                     p.seq,
                     p.line,
                     printable(&p.message)
@@ -133,43 +133,14 @@ impl Verified {
         out
     }
 
-    /// The report as one JSON object, with the fields `auditlog --json
+    /// The report as one JSON object: the fields `auditlog --json
     /// integrity` prints and `checkpoint_unchecked` (why the signed
     /// checkpoint was not checked, or null).
     pub fn to_json(&self) -> serde_json::Value {
-        let r = &self.report;
-        let problems: Vec<serde_json::Value> = r
-            .problems
-            .iter()
-            .map(|p| {
-                serde_json::json!({
-                    "kind": kind_name(p.kind),
-                    "seq": p.seq,
-                    "line": p.line,
-                    "file": p.file,
-                    "message": p.message,
-                })
-            })
-            .collect();
-        serde_json::json!({
-            "ok": r.ok,
-            "events_checked": r.events_checked,
-            "head_seq": r.head_seq,
-            "head_signature": r.head_signature,
-            "elapsed_ms": r.elapsed_ms,
-            "events_per_second": r.events_per_second,
-            "segments_checked": r.segments_checked,
-            "problems": problems,
-            "checkpoint_unchecked": self.checkpoint_unchecked,
-        })
+        let mut json = self.report.to_json();
+        json["checkpoint_unchecked"] = self.checkpoint_unchecked.clone().into();
+        json
     }
-}
-
-/// A problem kind as the API names it, without its `PROBLEM_KIND_` prefix.
-fn kind_name(kind: i32) -> &'static str {
-    pb::ProblemKind::try_from(kind).map_or("UNKNOWN", |k| {
-        k.as_str_name().trim_start_matches("PROBLEM_KIND_")
-    })
 }
 
 /// `text` with control characters and the invisible formatting ones

@@ -169,37 +169,6 @@ pub(crate) fn ranked(map: &std::collections::HashMap<String, u64>) -> Vec<(&str,
     rows
 }
 
-/// A problem kind as the proto names it, without the prefix.
-pub(crate) fn problem_kind_text(kind: i32) -> &'static str {
-    pb::ProblemKind::try_from(kind)
-        .map(|k| {
-            k.as_str_name()
-                .strip_prefix("PROBLEM_KIND_")
-                .unwrap_or("UNSPECIFIED")
-        })
-        .unwrap_or("UNKNOWN")
-}
-
-/// A verification report as JSON.
-pub(crate) fn report_json(r: &pb::VerifyIntegrityResponse) -> Value {
-    json!({
-        "ok": r.ok,
-        "events_checked": r.events_checked,
-        "head_seq": r.head_seq,
-        "head_signature": r.head_signature,
-        "elapsed_ms": r.elapsed_ms,
-        "events_per_second": r.events_per_second,
-        "segments_checked": r.segments_checked,
-        "problems": r.problems.iter().map(|p| json!({
-            "kind": problem_kind_text(p.kind),
-            "seq": p.seq,
-            "line": p.line,
-            "file": p.file,
-            "message": p.message,
-        })).collect::<Vec<_>>(),
-    })
-}
-
 /// `text` with every character a terminal would act on instead of showing
 /// escaped as Rust writes it (`\n`, `\u{1b}`): control characters (C0, DEL,
 /// C1) and the bidirectional and zero-width formatting characters. With

@@ -4,7 +4,7 @@
 
 use auditlog_client::{Client, pb};
 
-use crate::{CliError, format, progress};
+use crate::{CliError, progress};
 
 pub(crate) async fn run(
     client: &Client,
@@ -39,7 +39,7 @@ pub(crate) async fn run(
     progress.finish_and_clear();
     let report = report?;
     if json {
-        say!("{}", format::report_json(&report));
+        say!("{}", report.to_json());
     } else if report.ok {
         say!("{}", ok_line(&report));
     } else {
@@ -51,7 +51,7 @@ pub(crate) async fn run(
         for p in &report.problems {
             say!(
                 "  {:<20} seq {:<8} line {:<8} {}",
-                format::problem_kind_text(p.kind),
+                pb::ProblemKind::short_name(p.kind),
                 p.seq,
                 p.line,
                 p.message
