@@ -13,9 +13,9 @@ use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use auditlog_client::NewEvent;
+use auditlog_client::{Client, NewEvent};
 use common::witness::verifier_key;
 use common::{TestServer, all_stored_lines, cli};
 
@@ -156,12 +156,11 @@ async fn local_arguments_are_checked_before_the_server_is_asked() {
     assert!(err.contains("is not empty"), "{err}");
 }
 
-#[tokio::test]
-async fn one_backup_runs_at_a_time_and_a_caller_that_leaves_frees_it() {
+/// A server holding a log of some 24 MB, far more than a backup stream's
+/// buffer and HTTP/2's windows hold while its caller does not read.
+async fn server_with_large_log() -> (TestServer, Client) {
     let server = TestServer::start().await;
     let client = server.client().await;
-    // A log of some 24 MB, far more than the stream's buffer and HTTP/2's
-    // windows hold while its caller does not read.
     let big = "x".repeat(60_000);
     for n in 0..8 {
         let events = (0..50).map(|i| {
@@ -169,33 +168,69 @@ async fn one_backup_runs_at_a_time_and_a_caller_that_leaves_frees_it() {
         });
         client.log_batch(events).await.unwrap();
     }
-    let mut first = client.backup().await.unwrap();
-    first.message().await.unwrap().unwrap();
+    (server, client)
+}
+
+/// Asserts that a backup is refused because another one runs.
+async fn refused_while_one_runs(client: &Client) {
     let second = client.backup().await.unwrap_err();
     let auditlog_client::Error::Rpc(status) = second else {
         panic!("{second}")
     };
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("already running"), "{status:?}");
+}
+
+/// A whole backup, read to its `done`.
+async fn whole_backup(client: &Client) -> Result<(), String> {
+    let mut stream = client.backup().await.map_err(|e| e.to_string())?;
+    while let Some(m) = stream.message().await.map_err(|e| format!("{e}"))? {
+        if matches!(
+            m.part,
+            Some(auditlog_client::pb::backup_response::Part::Done(_))
+        ) {
+            return Ok(());
+        }
+    }
+    Err("the stream ended without done".to_owned())
+}
+
+#[tokio::test]
+async fn one_backup_runs_at_a_time_and_a_caller_that_leaves_frees_it() {
+    let (_server, client) = server_with_large_log().await;
+    let mut first = client.backup().await.unwrap();
+    first.message().await.unwrap().unwrap();
+    refused_while_one_runs(&client).await;
 
     drop(first);
-    common::wait_until("the backup freed by its caller leaving", || async {
-        match client.backup().await {
-            Ok(mut stream) => {
-                while let Some(m) = stream.message().await.map_err(|e| format!("{e}"))? {
-                    if matches!(
-                        m.part,
-                        Some(auditlog_client::pb::backup_response::Part::Done(_))
-                    ) {
-                        return Ok(());
-                    }
-                }
-                Err("the stream ended without done".to_owned())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+    common::wait_until("the backup freed by its caller leaving", || {
+        whole_backup(&client)
     })
     .await;
+}
+
+/// A caller that stays connected but takes nothing more has its backup
+/// ended after a minute (the server's `STALLED`), which frees the files it
+/// held open and lets the next backup run; until then it is only slow.
+#[tokio::test]
+async fn a_caller_that_stops_reading_has_its_backup_ended_after_a_minute() {
+    let (_server, client) = server_with_large_log().await;
+    let mut first = client.backup().await.unwrap();
+    first.message().await.unwrap().unwrap();
+    let stalled = Instant::now();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    refused_while_one_runs(&client).await;
+
+    common::wait_until_within(Duration::from_secs(120), "the stalled backup ended", || {
+        whole_backup(&client)
+    })
+    .await;
+    assert!(
+        stalled.elapsed() >= Duration::from_secs(55),
+        "the stalled backup ended after {:?}, before its minute",
+        stalled.elapsed()
+    );
+    drop(first);
 }
 
 /// `auditlog backup --from EARLIER DIR`: the sealed segments the earlier
