@@ -10,8 +10,9 @@
 //! queries rather than served) or a corrupted one (malformed); deleted, inserted, forged and swapped lines; a cut tail;
 //! checkpoints (kept receipts); range verification; the HMAC rule itself,
 //! rewrites without and with the key; the generated key surviving a restart;
-//! and what a different key id does to old records (a different key under
-//! the same id is refused at start: `tests/startup.rs`).
+//! and a start under a different key id beside the old records, refused (a
+//! different key under the same id is refused too: `tests/startup.rs`; a
+//! rotation that keeps the old key: `tests/hmac_rotation.rs`).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -30,7 +31,6 @@ use sha2::Digest as _;
 
 use ProblemKind::{
     BadSignature, ChainBreak, CheckpointMismatch, Malformed, SeqGap, SeqOutOfOrder, Truncated,
-    UnknownKey,
 };
 
 /// How many events the sample log holds.
@@ -620,19 +620,26 @@ async fn the_generated_key_and_the_chain_survive_a_restart() {
     );
 }
 
+/// A server that would sign under `k2` beside records of `k1` it holds no
+/// key for is refused, naming `k1`; until 2026-12-08 it started and every
+/// record was UNKNOWN_KEY for good. (Records under a key dropped after
+/// newer ones were written are UNKNOWN_KEY: `hmac_rotation.rs`.)
 #[tokio::test]
-async fn records_of_a_key_id_the_server_does_not_hold_are_unknown_key() {
-    let log = Logged::new().await;
-    let server = log
-        .server
-        .restart(|c| {
-            with_test_key(c);
-            c.hmac_key_id = "k2".into();
-        })
-        .await;
-    let found = problems(&server.client().await.verify().await.unwrap());
-    assert_eq!(
-        found,
-        (1..=N).map(|seq| (UnknownKey, seq, seq)).collect::<Found>()
+async fn a_start_beside_records_of_a_key_id_it_does_not_hold_is_refused_naming_it() {
+    let mut log = Logged::new().await;
+    log.server.stop().await;
+    let mut config = auditlog_server::Config {
+        data_dir: log.server.data_dir.clone(),
+        ..auditlog_server::Config::default()
+    };
+    with_test_key(&mut config);
+    config.hmac_key_id = "k2".into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = auditlog_server::run(config, listener, async {}).await;
+    let err = refused.unwrap_err().to_string();
+    assert!(
+        err.contains("signed with key \"k1\", which this server does not hold")
+            && err.contains("retired_hmac_keys"),
+        "{err}"
     );
 }

@@ -38,6 +38,7 @@ mod faults;
 mod follow;
 mod fuzz_regressions;
 mod health_reflection;
+mod hmac_rotation;
 mod hostile_receivers;
 mod hostile_server;
 mod integrity;

@@ -68,14 +68,18 @@ impl Key {
     }
 }
 
-/// The key records are signed and checked with, and its `key_id`. One key:
-/// a record under another id is one this log cannot vouch for. (It was a
-/// map of one key, looked up by a hash of the id for every record written
-/// and every record verified.)
+/// The key records are signed and checked with, and its `key_id`, and the
+/// retired keys that only check what they signed before a rotation (a
+/// record under any other id is one this log cannot vouch for). The active
+/// key is compared first, so a log that never rotated pays one string
+/// comparison a record, as before there were retired keys. (It was a map
+/// of one key, looked up by a hash of the id for every record written and
+/// every record verified.)
 #[derive(Debug, Clone)]
 pub struct Keyring {
     active: String,
     key: Key,
+    retired: Vec<(String, Key)>,
 }
 
 /// Why the key could not be loaded.
@@ -110,7 +114,19 @@ impl Keyring {
         Keyring {
             active: key_id.to_owned(),
             key: Key::new(&key),
+            retired: Vec::new(),
         }
+    }
+
+    /// This keyring, also checking records signed with `retired` keys
+    /// (`(key_id, key)`; the ids validated as distinct, none the active
+    /// one's, by the configuration).
+    pub fn with_retired(mut self, retired: Vec<(String, Vec<u8>)>) -> Keyring {
+        self.retired = retired
+            .into_iter()
+            .map(|(id, key)| (id, Key::new(&key)))
+            .collect();
+        self
     }
 
     /// Loads the active key: `configured` when given, otherwise the key file in
@@ -143,9 +159,14 @@ impl Keyring {
         (&self.active, &self.key)
     }
 
-    /// The key named `key_id`.
+    /// The key named `key_id`: the active one or a retired one.
     pub fn get(&self, key_id: &str) -> Option<&Key> {
-        (key_id == self.active).then_some(&self.key)
+        if key_id == self.active {
+            return Some(&self.key);
+        }
+        self.retired
+            .iter()
+            .find_map(|(id, key)| (id == key_id).then_some(key))
     }
 }
 

@@ -124,6 +124,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let key = config.hmac_key_bytes()?;
+    let retired = config.retired_hmac_key_bytes()?;
     // Before anything is written: a start that fails on a port taken must
     // leave no data directory, and no generated key, behind.
     let metrics_listener = match config.metrics_listen {
@@ -152,7 +153,8 @@ pub async fn run(
         let checkpoint_key = config.checkpoint_key_file.clone();
         let clustered = config.cluster.is_some();
         tokio::task::spawn_blocking(move || {
-            let keyring = Keyring::load(&key_id, key.as_deref(), &dir, store::holds_log(&dir)?)?;
+            let keyring = Keyring::load(&key_id, key.as_deref(), &dir, store::holds_log(&dir)?)?
+                .with_retired(retired);
             store::check_before_start(&dir, &keyring)?;
             if let Some(path) = &shared_checkpoint_key {
                 checkpoint::require_shared_key(path)?;

@@ -48,8 +48,10 @@ pub fn verify(config: &Config) -> Result<Verified, ServerError> {
         });
     }
     let key = config.hmac_key_bytes()?;
+    let retired = config.retired_hmac_key_bytes()?;
     let _lock = DirLock::acquire(dir)?;
-    let keyring = Keyring::load(&config.hmac_key_id, key.as_deref(), dir, true)?;
+    let keyring =
+        Keyring::load(&config.hmac_key_id, key.as_deref(), dir, true)?.with_retired(retired);
     store::check_before_start(dir, &keyring)?;
     let key_file = config.checkpoint_key_file.as_deref();
     let key_path = checkpoint::key_path(key_file, dir);

@@ -130,8 +130,12 @@ fn open(config: &Config, key: Vec<u8>) -> Result<(DirLock, Store, String), Clust
     if !store::holds_log(dir).map_err(store_error)? {
         return Err(refuse(format!("{} holds no log to import", dir.display())));
     }
-    let keyring = Keyring::load(&config.hmac_key_id, Some(&key), dir, true)
+    let retired = config
+        .retired_hmac_key_bytes()
         .map_err(|e| refuse(e.to_string()))?;
+    let keyring = Keyring::load(&config.hmac_key_id, Some(&key), dir, true)
+        .map_err(|e| refuse(e.to_string()))?
+        .with_retired(retired);
     store::check_before_start(dir, &keyring).map_err(store_error)?;
     let store = Store::open(
         // The single node's log, written by its own writer.

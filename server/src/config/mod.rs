@@ -66,6 +66,10 @@ pub struct Config {
     /// The id recorded in each record's `key_id`, naming the key that signed
     /// it. Default `k1`.
     pub hmac_key_id: String,
+    /// Keys that signed earlier records and now only verify them, after a
+    /// rotation of the HMAC key: each an `id` (the `key_id` those records
+    /// carry) and a `key_file`. Default: none.
+    pub retired_hmac_keys: Vec<RetiredHmacKey>,
     /// When an acknowledged event is on stable storage: `fsync` (default;
     /// `fdatasync` before every acknowledgement, shared by all callers of a
     /// group commit) or `os_buffered` (acknowledged once in the OS page cache;
@@ -219,6 +223,7 @@ impl Default for Config {
             hmac_key: None,
             hmac_key_file: None,
             hmac_key_id: "k1".to_owned(),
+            retired_hmac_keys: Vec::new(),
             durability: Durability::Fsync,
             shutdown_grace_secs: 10,
             max_file_size_mb: 50.0,
@@ -452,6 +457,52 @@ impl Config {
         }
         Ok(Some(bytes))
     }
+
+    /// The retired HMAC keys' ids and bytes, read from their files
+    /// (trailing whitespace ignored, as `hmac_key_file`'s).
+    pub fn retired_hmac_key_bytes(&self) -> Result<Vec<(String, Vec<u8>)>, ConfigError> {
+        self.retired_hmac_keys
+            .iter()
+            .map(|retired| {
+                let mut bytes =
+                    std::fs::read(&retired.key_file).map_err(|e| ConfigError::Invalid {
+                        key: "retired_hmac_keys",
+                        reason: format!(
+                            "cannot read the key file of {:?}, {}: {e}",
+                            retired.id,
+                            retired.key_file.display()
+                        ),
+                    })?;
+                while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                    bytes.pop();
+                }
+                if bytes.len() < crate::keys::MIN_KEY_LEN {
+                    return Err(ConfigError::Invalid {
+                        key: "retired_hmac_keys",
+                        reason: format!(
+                            "the key of {:?} in {} is {} bytes long; an HMAC key is at least {}",
+                            retired.id,
+                            retired.key_file.display(),
+                            bytes.len(),
+                            crate::keys::MIN_KEY_LEN
+                        ),
+                    });
+                }
+                Ok((retired.id.clone(), bytes))
+            })
+            .collect()
+    }
+}
+
+/// An HMAC key that verifies the records it signed before a rotation and
+/// signs nothing more (`[[retired_hmac_keys]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredHmacKey {
+    /// The `key_id` of the records it signed.
+    pub id: String,
+    /// The file holding the key, as `hmac_key_file` does.
+    pub key_file: PathBuf,
 }
 
 mod describe;

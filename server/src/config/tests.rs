@@ -218,6 +218,46 @@ fn short_keys_and_bad_ids_are_rejected() {
 }
 
 #[test]
+fn retired_hmac_keys_are_named_once_and_never_as_the_signing_key() {
+    let retired = |ids: &[&str]| {
+        let entries: String = ids
+            .iter()
+            .map(|id| format!("[[retired_hmac_keys]]\nid = \"{id}\"\nkey_file = \"old.key\"\n"))
+            .collect();
+        load(
+            Some(&format!("hmac_key_id = \"k2\"\n{entries}")),
+            &[],
+            Overrides::default(),
+        )
+    };
+    let c = retired(&["k1", "k0"]).unwrap();
+    assert_eq!(
+        c.retired_hmac_keys,
+        vec![
+            RetiredHmacKey {
+                id: "k1".into(),
+                key_file: "old.key".into()
+            },
+            RetiredHmacKey {
+                id: "k0".into(),
+                key_file: "old.key".into()
+            }
+        ]
+    );
+    for (ids, expected) in [
+        (&["k2"][..], "\"k2\" is hmac_key_id"),
+        (&["k1", "k1"][..], "\"k1\" is named twice"),
+        (&["a b"][..], "\"a b\" is not 1 to 32"),
+    ] {
+        let err = retired(ids).unwrap_err();
+        assert!(
+            err.contains("retired_hmac_keys") && err.contains(expected),
+            "{ids:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn a_network_address_needs_tls_and_tokens_or_an_explicit_opt_in() {
     let err = load(
         Some("listen = \"0.0.0.0:50051\"\n"),

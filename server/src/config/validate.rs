@@ -39,19 +39,33 @@ impl Config {
             .and_then(|()| self.performance.validate())
             .and_then(|()| self.tracing.validate())
             .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
-        let id_ok = !self.hmac_key_id.is_empty()
-            && self.hmac_key_id.len() <= 32
-            && self
-                .hmac_key_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if !id_ok {
+        let bad_id = |id: &str| format!("{id:?} is not 1 to 32 letters, digits, '-' or '_'");
+        if !key_id_ok(&self.hmac_key_id) {
             return Err(ConfigError::Invalid {
                 key: "hmac_key_id",
-                reason: format!(
-                    "{:?} is not 1 to 32 letters, digits, '-' or '_'",
-                    self.hmac_key_id
-                ),
+                reason: bad_id(&self.hmac_key_id),
+            });
+        }
+        for (i, retired) in self.retired_hmac_keys.iter().enumerate() {
+            let reason = if !key_id_ok(&retired.id) {
+                bad_id(&retired.id)
+            } else if retired.id == self.hmac_key_id {
+                format!(
+                    "{:?} is hmac_key_id, the key that signs: a rotation gives the new key a \
+                     new id and keeps the old one here",
+                    retired.id
+                )
+            } else if self.retired_hmac_keys[..i]
+                .iter()
+                .any(|r| r.id == retired.id)
+            {
+                format!("{:?} is named twice", retired.id)
+            } else {
+                continue;
+            };
+            return Err(ConfigError::Invalid {
+                key: "retired_hmac_keys",
+                reason,
             });
         }
         if let Some(origin) = &self.checkpoint_origin
@@ -254,4 +268,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `id` may name an HMAC key: 1 to 32 letters, digits, `-` or `_`.
+fn key_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }

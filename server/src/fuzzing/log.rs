@@ -200,18 +200,22 @@ fn append_after_recovery(dir: &Path, keys: Keyring, last: Option<u64>) {
         Ok(store) => store,
         // The server signs nothing under a key that the newest records
         // and the oldest all fail while their chain holds (`trust.rs`): a
-        // log whose every record was changed looks the same. Each record
-        // it counts must fail its MAC.
-        Err(store::StoreError::WrongKey { checked, .. }) => {
+        // log whose every record was changed looks the same; nor under
+        // one that leaves them signed by a key it does not hold. Each
+        // record it counts must fail its MAC or name such a key.
+        Err(
+            store::StoreError::WrongKey { checked, .. }
+            | store::StoreError::UnheldKey { checked, .. },
+        ) => {
             let log = std::fs::read(dir.join(LOG_FILE)).unwrap_or_default();
             let failing = log
                 .split(|&b| b == b'\n')
                 .filter_map(|line| Some((RecordHead::peek(line)?, line)))
-                .filter(|(head, line)| head.check_mac(line, &keys) == MacCheck::Invalid)
+                .filter(|(head, line)| head.check_mac(line, &keys) != MacCheck::Valid)
                 .count();
             assert!(
                 checked >= 1 && failing >= checked,
-                "refused as a wrong key for {checked} records, {failing} failing"
+                "refused for its key over {checked} records, {failing} failing"
             );
             return;
         }

@@ -70,6 +70,7 @@ pub(crate) fn status_of(e: StoreError) -> Status {
         | StoreError::Open { .. }
         | StoreError::Key(_)
         | StoreError::WrongKey { .. }
+        | StoreError::UnheldKey { .. }
         | StoreError::Rotate(_)
         | StoreError::Manifest(_) => Code::Internal,
     };

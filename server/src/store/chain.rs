@@ -335,7 +335,8 @@ impl<'k> Verifier<'k> {
                 line_no,
                 format!(
                     "seq {seq} (line {line_no} of {file}) is signed with key {:?}, which this \
-                     server does not hold, so it cannot be checked",
+                     server does not hold, so it cannot be checked (a key rotated out is kept \
+                     as a [[retired_hmac_keys]] entry)",
                     head.key_id
                 ),
             ),

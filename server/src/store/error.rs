@@ -92,9 +92,21 @@ pub enum StoreError {
         "the newest {checked} records all fail their MAC under key {key_id:?} while their chain \
          holds: the HMAC key is not the one the log was written with (replaced or wrong); \
          configure the original key (hmac_key_file, hmac_key, AUDITLOG_HMAC_KEY, or \
-         <data_dir>/hmac.key) and start again"
+         <data_dir>/hmac.key) and start again. To rotate the key, give the new one a new \
+         hmac_key_id and keep the old one as a [[retired_hmac_keys]] entry"
     )]
     WrongKey { key_id: String, checked: usize },
+    #[error(
+        "the newest {checked} records are signed with key {key_id:?}, which this server does not \
+         hold (it signs with {active:?} and holds no retired key of that id): after a rotation, \
+         keep the old key as a [[retired_hmac_keys]] entry with id = {key_id:?} and its \
+         key_file, so the records it signed still verify"
+    )]
+    UnheldKey {
+        key_id: String,
+        active: String,
+        checked: usize,
+    },
     #[error(
         "the data directory {dir:?} is gone ({source}): it was deleted or moved while the server \
          ran, and with it every file of the log, so nothing can be verified, and nothing more \

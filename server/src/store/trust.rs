@@ -195,13 +195,16 @@ pub(super) fn end_of_content(file: &std::fs::File, len: u64) -> std::io::Result<
 /// The rule: `lines` are the newest records, newest first. A wrong or
 /// replaced key when every one fails its MAC while each one's signature is
 /// the `prev` of the one after it, and there are two of them, or one and a
-/// manifest that fails its MAC too.
+/// manifest that fails its MAC too. When one of them names a key the
+/// keyring does not hold, that key is missing rather than wrong (a rotation
+/// that dropped the old key instead of keeping it as a retired one).
 fn wrong_key(
     lines: &[Vec<u8>],
     keyring: &Keyring,
     manifest_authentic: bool,
 ) -> Result<(), StoreError> {
     let mut failed = 0usize;
+    let mut unheld: Option<&str> = None;
     // The `prev` of the newer record just read: this one's signature.
     let mut newer_prev: Option<&str> = None;
     for line in lines {
@@ -209,16 +212,28 @@ fn wrong_key(
             return Ok(());
         };
         let linked = newer_prev.is_none_or(|p| p == head.signature);
-        if !linked || head.check_mac(line, keyring) != MacCheck::Invalid {
-            return Ok(());
+        match head.check_mac(line, keyring) {
+            _ if !linked => return Ok(()),
+            MacCheck::Valid => return Ok(()),
+            MacCheck::Invalid => {}
+            MacCheck::UnknownKey => {
+                unheld.get_or_insert(head.key_id);
+            }
         }
         newer_prev = Some(head.prev);
         failed += 1;
     }
     if failed >= 2 || (failed == 1 && !manifest_authentic) {
-        return Err(StoreError::WrongKey {
-            key_id: keyring.active().0.to_owned(),
-            checked: failed,
+        return Err(match unheld {
+            Some(key_id) => StoreError::UnheldKey {
+                key_id: key_id.to_owned(),
+                active: keyring.active().0.to_owned(),
+                checked: failed,
+            },
+            None => StoreError::WrongKey {
+                key_id: keyring.active().0.to_owned(),
+                checked: failed,
+            },
         });
     }
     Ok(())
@@ -301,5 +316,24 @@ mod tests {
         }
         std::fs::write(dir.path().join(LOG_FILE), lines.concat()).unwrap();
         assert!(check_before_start(dir.path(), &right).is_ok());
+    }
+
+    #[test]
+    fn a_rotated_out_key_is_needed_as_a_retired_one() {
+        let old = Keyring::new("k1", vec![1; 32]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_FILE), log(&old, 12).concat()).unwrap();
+        let rotated = Keyring::new("k2", vec![2; 32]);
+        let refused = check_before_start(dir.path(), &rotated);
+        assert!(
+            matches!(
+                &refused,
+                Err(StoreError::UnheldKey { key_id, active, checked: 8 })
+                    if key_id == "k1" && active == "k2"
+            ),
+            "{refused:?}"
+        );
+        let kept = rotated.with_retired(vec![("k1".into(), vec![1; 32])]);
+        assert!(check_before_start(dir.path(), &kept).is_ok());
     }
 }

@@ -159,15 +159,32 @@ pub(super) fn verify(
     total.check_checkpoints(&wanted, LOG_FILE);
     total.check_key(shared.keyring.active().0, LOG_FILE);
     if !snapshot.authentic {
+        let unheld = &snapshot.manifest_key_id;
+        // An unreadable manifest names no key.
+        let (kind, message) = if !unheld.is_empty() && shared.keyring.get(unheld).is_none() {
+            (
+                FindingKind::UnknownKey,
+                format!(
+                    "{MANIFEST_FILE} names key {unheld:?} as its signer, which this server does \
+                     not hold, so it cannot be checked (a key rotated out is kept as a \
+                     [[retired_hmac_keys]] entry; otherwise the file was edited)"
+                ),
+            )
+        } else {
+            (
+                FindingKind::ManifestModified,
+                format!(
+                    "{MANIFEST_FILE} does not match its MAC: it was edited outside the server \
+                     (for example to hide a deleted segment)"
+                ),
+            )
+        };
         total.findings.push(Finding {
-            kind: FindingKind::ManifestModified,
+            kind,
             seq: 0,
             line: 0,
             file: MANIFEST_FILE.to_owned(),
-            message: format!(
-                "{MANIFEST_FILE} does not match its MAC: it was edited outside the server (for \
-                 example to hide a deleted segment)"
-            ),
+            message,
         });
     }
     for name in snapshot.unlisted {

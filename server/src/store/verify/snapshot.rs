@@ -30,6 +30,8 @@ pub(in crate::store) enum Item {
 /// The directory as verification sees it.
 pub(in crate::store) struct Snapshot {
     pub(super) authentic: bool,
+    /// The key the manifest names as its signer.
+    pub(super) manifest_key_id: String,
     pub(in crate::store) items: Vec<Item>,
     pub(super) unlisted: Vec<String>,
     /// `audit.log` is not there: moved or deleted under the server (a
@@ -99,6 +101,7 @@ pub(in crate::store) fn snapshot(dir: &Path, keyring: &Keyring) -> Result<Snapsh
             .any(|i| matches!(i, Item::Plain { name, .. } if name == LOG_FILE));
         return Ok(Snapshot {
             authentic: before.1,
+            manifest_key_id: before.0.key_id.clone(),
             items,
             unlisted,
             active_missing,
