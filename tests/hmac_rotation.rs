@@ -5,7 +5,8 @@
 //! and VerifyIntegrity says so by key; a start whose newest records name a
 //! key it does not hold is refused naming that key, and one whose key was
 //! replaced under the same id is refused as a wrong key, both pointing at
-//! the retired keys.
+//! the retired keys. A record forged with the retired key after the
+//! rotation verifies its MAC and is found all the same (`RETIRED_KEY`).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -17,7 +18,9 @@ use auditlog_client::NewEvent;
 use auditlog_client::pb::ProblemKind;
 use auditlog_server::Config;
 use auditlog_server::config::RetiredHmacKey;
-use common::{DEADLINE, TestServer, all_stored_lines, field, run_to_end, workspace_bin};
+use common::{
+    DEADLINE, TestServer, all_stored_lines, field, record_line, run_to_end, tamper, workspace_bin,
+};
 
 /// Two keys in files of the test's directory: (old, new).
 fn key_files(dir: &Path) -> (PathBuf, PathBuf) {
@@ -153,4 +156,56 @@ async fn a_key_dropped_or_replaced_in_place_is_refused_pointing_at_the_retired_k
     // The key the log was written with: clean.
     let (code, err) = verify_with(&data, &[("AUDITLOG_HMAC_KEY_FILE", &old)]).await;
     assert_eq!(code, 0, "{err}");
+}
+
+/// A retired key still verifies what it signed, so a record written with
+/// it after the rotation (by whoever kept the old key and can write the
+/// data directory) passes its MAC: it is found by where it stands.
+#[tokio::test]
+async fn a_record_forged_with_the_retired_key_after_the_rotation_is_found() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (old, new) = key_files(scratch.path());
+    let data = scratch.path().join("data");
+    let mut server = TestServer::start_in(&data, |c| signing(c, "k1", &old)).await;
+    log_leads(&server.client().await, 1, 10).await;
+    server.stop().await;
+    let rotated = |c: &mut Config| {
+        signing(c, "k2", &new);
+        c.retired_hmac_keys = vec![RetiredHmacKey {
+            id: "k1".into(),
+            key_file: old.clone(),
+        }];
+    };
+    let mut server = TestServer::start_in(&data, rotated).await;
+    let client = server.client().await;
+    log_leads(&client, 11, 20).await;
+    let lines = all_stored_lines(&client).await;
+    let last = std::str::from_utf8(lines.last().unwrap())
+        .unwrap()
+        .to_owned();
+    server.stop().await;
+
+    let old_key = std::fs::read_to_string(&old).unwrap();
+    let forged = record_line(
+        21,
+        &field(&last, "timestamp"),
+        &field(&last, "signature"),
+        old_key.trim().as_bytes(),
+    );
+    tamper(&server.log_path(), |lines| lines.push(forged));
+    let server = TestServer::start_in(&data, rotated).await;
+    let report = server.client().await.verify().await.unwrap();
+    let found: Vec<(ProblemKind, u64)> =
+        report.problems.iter().map(|p| (p.kind(), p.seq)).collect();
+    assert_eq!(
+        found,
+        vec![(ProblemKind::RetiredKey, 21)],
+        "{:?}",
+        report.problems
+    );
+    let message = &report.problems[0].message;
+    assert!(
+        message.contains("signed with retired key \"k1\", after seq 11 was signed with \"k2\""),
+        "{message}"
+    );
 }

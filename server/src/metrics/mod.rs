@@ -352,7 +352,7 @@ pub(crate) fn recovering<T>(
 }
 
 /// Every kind of finding, each a series of `auditlog_verification_problems`.
-const FINDING_KINDS: [FindingKind; 16] = [
+const FINDING_KINDS: [FindingKind; 17] = [
     FindingKind::Malformed,
     FindingKind::BadSignature,
     FindingKind::ChainBreak,
@@ -369,6 +369,7 @@ const FINDING_KINDS: [FindingKind; 16] = [
     FindingKind::WrongKey,
     FindingKind::HeadModified,
     FindingKind::TreeMismatch,
+    FindingKind::RetiredKey,
 ];
 
 /// A finding kind as a label value.
@@ -390,6 +391,7 @@ fn kind_label(kind: FindingKind) -> &'static str {
         FindingKind::WrongKey => "wrong_key",
         FindingKind::HeadModified => "head_modified",
         FindingKind::TreeMismatch => "tree_mismatch",
+        FindingKind::RetiredKey => "retired_key",
     }
 }
 

@@ -387,6 +387,7 @@ fn problem_kind(k: FindingKind) -> pb::ProblemKind {
         FindingKind::WrongKey => pb::ProblemKind::WrongKey,
         FindingKind::HeadModified => pb::ProblemKind::HeadModified,
         FindingKind::TreeMismatch => pb::ProblemKind::TreeMismatch,
+        FindingKind::RetiredKey => pb::ProblemKind::RetiredKey,
     }
 }
 

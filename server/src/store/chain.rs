@@ -35,6 +35,7 @@ pub enum FindingKind {
     WrongKey,
     HeadModified,
     TreeMismatch,
+    RetiredKey,
 }
 
 /// One problem, located.
@@ -60,6 +61,89 @@ pub struct Report {
     pub checkpoints_found: Vec<u64>,
     /// How many segment files were read.
     pub segments_checked: u64,
+    /// Where this stretch's records change key (not merged by `absorb`).
+    pub(crate) keys: KeyOrder,
+}
+
+/// Where one stretch of the log (a segment file) changes key, for the rule
+/// that a retired key signs nothing after the signing key has: only
+/// records whose MAC verifies count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct KeyOrder {
+    /// The seq of the first record under the signing key.
+    pub(crate) first_active: Option<u64>,
+    /// The first record under a retired key, and how many there are.
+    pub(crate) first_retired: Option<Located>,
+    pub(crate) retired: u64,
+    /// The same, counting only those after `first_active`.
+    pub(crate) first_retired_after: Option<Located>,
+    pub(crate) retired_after: u64,
+}
+
+/// A record under a retired key: its seq, line and key id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Located {
+    pub(crate) seq: u64,
+    pub(crate) line: u64,
+    pub(crate) key_id: String,
+}
+
+impl KeyOrder {
+    fn saw(&mut self, seq: u64, line: u64, key_id: &str, active: bool) {
+        if active {
+            self.first_active.get_or_insert(seq);
+            return;
+        }
+        let here = || Located {
+            seq,
+            line,
+            key_id: key_id.to_owned(),
+        };
+        self.retired += 1;
+        self.first_retired.get_or_insert_with(here);
+        if self.first_active.is_some() {
+            self.retired_after += 1;
+            self.first_retired_after.get_or_insert_with(here);
+        }
+    }
+}
+
+/// The rule over the whole log, fed its stretches in seq order: a record
+/// under a retired key after the first under the signing key is a
+/// [`FindingKind::RetiredKey`], one finding per stretch.
+#[derive(Debug, Default)]
+pub(crate) struct KeyRule {
+    /// The first seq signed with the signing key, once seen.
+    first_active: Option<u64>,
+}
+
+impl KeyRule {
+    /// Checks the next stretch, read from `file`.
+    pub(crate) fn next(&mut self, keys: &KeyOrder, file: &str, active: &str) -> Option<Finding> {
+        let (offender, count, since) = match self.first_active {
+            Some(since) => (keys.first_retired.as_ref(), keys.retired, since),
+            None => {
+                let since = keys.first_active?;
+                self.first_active = Some(since);
+                (keys.first_retired_after.as_ref(), keys.retired_after, since)
+            }
+        };
+        let at = offender?;
+        Some(Finding {
+            kind: FindingKind::RetiredKey,
+            seq: at.seq,
+            line: at.line,
+            file: file.to_owned(),
+            message: format!(
+                "seq {} (line {} of {file}) is signed with retired key {:?}, after seq {since} \
+                 was signed with {active:?}, the key that signs now ({count} such record(s) in \
+                 {file}): a retired key signs nothing more, so whoever holds the old key wrote \
+                 it, or {:?} was brought back as the signing key under its old id (give a key \
+                 that comes back a new id)",
+                at.seq, at.line, at.key_id, at.key_id
+            ),
+        })
+    }
 }
 
 impl Report {
@@ -304,7 +388,10 @@ impl<'k> Verifier<'k> {
         }
         let mac = head.check_mac(line, self.keyring);
         match mac {
-            MacCheck::Valid => {}
+            MacCheck::Valid => {
+                let active = head.key_id == self.keyring.active().0;
+                self.report.keys.saw(seq, line_no, head.key_id, active);
+            }
             // The slow, full parse only runs on damage, to say which kind.
             MacCheck::Invalid => match Record::parse(line) {
                 Ok(_) => self.find(

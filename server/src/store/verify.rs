@@ -37,7 +37,7 @@ mod findings;
 mod handle;
 pub(super) mod snapshot;
 
-use super::chain::{Finding, FindingKind, Report, Verifier};
+use super::chain::{Finding, FindingKind, KeyRule, Report, Verifier};
 use super::error::StoreError;
 use super::manifest::{MANIFEST_FILE, SegmentEntry};
 use super::record::GENESIS;
@@ -131,11 +131,17 @@ pub(super) fn verify(
 
     let mut total = Report::default();
     let mut expected = (start_seq, start_prev);
+    let mut keys = KeyRule::default();
     for (item, c) in items.iter().zip(checked) {
         if let Some((seq, prev)) = &c.report.first
             && range.contains(seq)
         {
             stitch(&mut total, item.name(), &expected, *seq, prev);
+        }
+        if let Some(finding) = keys.next(&c.report.keys, item.name(), shared.keyring.active().0)
+            && range.contains(&finding.seq)
+        {
+            total.findings.push(finding);
         }
         total.absorb(c.report);
         if let (Some(all), Some(part)) = (&mut leaves, c.leaves) {

@@ -234,3 +234,43 @@ fn garbage_lines_in_place_of_and_beside_records_are_the_findings() {
         ]
     );
 }
+
+/// Retired-key records, stretch by stretch: none before the signing key's
+/// first record counts, and each stretch after it reports its first.
+#[test]
+fn a_retired_key_after_the_signing_keys_first_record_is_one_finding_a_stretch() {
+    let stretch = |records: &[(u64, bool)]| {
+        let mut keys = KeyOrder::default();
+        for &(seq, active) in records {
+            let id = if active { "k2" } else { "k1" };
+            keys.saw(seq, seq, id, active);
+        }
+        keys
+    };
+    let mut rule = KeyRule::default();
+    // Before the rotation: nothing to say.
+    assert_eq!(
+        rule.next(&stretch(&[(1, false), (2, false)]), "a", "k2"),
+        None
+    );
+    // The rotation at 3, then a record of the old key at 5.
+    let found = rule
+        .next(
+            &stretch(&[(3, true), (4, true), (5, false), (6, true)]),
+            "b",
+            "k2",
+        )
+        .unwrap();
+    assert_eq!(
+        (found.kind, found.seq, found.file.as_str()),
+        (FindingKind::RetiredKey, 5, "b")
+    );
+    assert!(found.message.contains("after seq 3") && found.message.contains("(1 such"));
+    // A later stretch: every old-key record counts, the first named.
+    let found = rule
+        .next(&stretch(&[(7, true), (8, false), (9, false)]), "c", "k2")
+        .unwrap();
+    assert_eq!(found.seq, 8);
+    assert!(found.message.contains("after seq 3") && found.message.contains("(2 such"));
+    assert_eq!(rule.next(&stretch(&[(10, true)]), "d", "k2"), None);
+}
