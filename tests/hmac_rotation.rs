@@ -7,6 +7,8 @@
 //! replaced under the same id is refused as a wrong key, both pointing at
 //! the retired keys. A record forged with the retired key after the
 //! rotation verifies its MAC and is found all the same (`RETIRED_KEY`).
+//! A cluster rotates with its nodes stopped, each node's replica then
+//! holding both keys' records and verifying clean.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on the first unexpected error
 
@@ -18,17 +20,52 @@ use auditlog_client::NewEvent;
 use auditlog_client::pb::ProblemKind;
 use auditlog_server::Config;
 use auditlog_server::config::RetiredHmacKey;
+use common::cluster::{failover_client, start_nodes, wait_all_at};
 use common::{
-    DEADLINE, TestServer, all_stored_lines, field, record_line, run_to_end, tamper, workspace_bin,
+    DEADLINE, NatsCluster, ServerProcess, TEST_KEY, TestServer, all_stored_lines, field,
+    record_line, run_to_end, tamper, workspace_bin,
 };
 
-/// Two keys in files of the test's directory: (old, new).
-fn key_files(dir: &Path) -> (PathBuf, PathBuf) {
-    let old = dir.join("hmac-k1.key");
-    let new = dir.join("hmac-k2.key");
-    std::fs::write(&old, "old key 0123456789abcdef0123456789abcdef\n").unwrap();
-    std::fs::write(&new, "new key 0123456789abcdef0123456789abcdef\n").unwrap();
-    (old, new)
+/// A data directory, and two keys in files beside it: the old one, which
+/// signs under `k1`, and the new one, under `k2`.
+struct Rotation {
+    _scratch: tempfile::TempDir,
+    data: PathBuf,
+    old: PathBuf,
+    new: PathBuf,
+}
+
+impl Rotation {
+    fn new() -> Rotation {
+        let scratch = tempfile::tempdir().unwrap();
+        let old = scratch.path().join("hmac-k1.key");
+        let new = scratch.path().join("hmac-k2.key");
+        std::fs::write(&old, "old key 0123456789abcdef0123456789abcdef\n").unwrap();
+        std::fs::write(&new, "new key 0123456789abcdef0123456789abcdef\n").unwrap();
+        Rotation {
+            data: scratch.path().join("data"),
+            _scratch: scratch,
+            old,
+            new,
+        }
+    }
+
+    /// A server signing with the old key.
+    async fn before(&self) -> TestServer {
+        TestServer::start_in(&self.data, |c| signing(c, "k1", &self.old)).await
+    }
+
+    /// A server signing with the new key, the old one retired.
+    async fn after(&self) -> TestServer {
+        TestServer::start_in(&self.data, |c| {
+            signing(c, "k2", &self.new);
+            c.retired_hmac_keys = vec![RetiredHmacKey {
+                id: "k1".into(),
+                key_file: self.old.clone(),
+            }];
+        })
+        .await
+    }
 }
 
 fn signing(config: &mut Config, id: &str, file: &Path) {
@@ -43,10 +80,8 @@ async fn log_leads(client: &auditlog_client::Client, from: u64, to: u64) {
 
 #[tokio::test]
 async fn a_rotated_key_signs_what_follows_and_the_retired_one_verifies_what_it_signed() {
-    let scratch = tempfile::tempdir().unwrap();
-    let (old, new) = key_files(scratch.path());
-    let data = scratch.path().join("data");
-    let mut server = TestServer::start_in(&data, |c| signing(c, "k1", &old)).await;
+    let keys = Rotation::new();
+    let mut server = keys.before().await;
     let client = server.client().await;
     log_leads(&client, 1, 100).await;
     // A sealed segment and a manifest signed with k1, and records after it.
@@ -54,14 +89,7 @@ async fn a_rotated_key_signs_what_follows_and_the_retired_one_verifies_what_it_s
     log_leads(&client, 101, 150).await;
     server.stop().await;
 
-    let rotated = |c: &mut Config| {
-        signing(c, "k2", &new);
-        c.retired_hmac_keys = vec![RetiredHmacKey {
-            id: "k1".into(),
-            key_file: old.clone(),
-        }];
-    };
-    let mut server = TestServer::start_in(&data, rotated).await;
+    let mut server = keys.after().await;
     let client = server.client().await;
     let report = client.verify().await.unwrap();
     assert!(report.ok, "{:?}", report.problems);
@@ -82,7 +110,7 @@ async fn a_rotated_key_signs_what_follows_and_the_retired_one_verifies_what_it_s
 
     // The retired key dropped: the newest records verify, so the server
     // starts, but what k1 signed can no longer be checked.
-    let server = TestServer::start_in(&data, |c| signing(c, "k2", &new)).await;
+    let server = TestServer::start_in(&keys.data, |c| signing(c, "k2", &keys.new)).await;
     let report = server.client().await.verify().await.unwrap();
     assert!(!report.ok);
     assert_eq!(report.problems.len(), 150, "{:?}", report.problems);
@@ -120,18 +148,17 @@ async fn verify_with(data: &Path, env: &[(&str, &Path)]) -> (i32, String) {
 
 #[tokio::test]
 async fn a_key_dropped_or_replaced_in_place_is_refused_pointing_at_the_retired_keys() {
-    let scratch = tempfile::tempdir().unwrap();
-    let (old, new) = key_files(scratch.path());
-    let data = scratch.path().join("data");
-    let mut server = TestServer::start_in(&data, |c| signing(c, "k1", &old)).await;
+    let keys = Rotation::new();
+    let (data, old, new) = (&keys.data, &keys.old, &keys.new);
+    let mut server = keys.before().await;
     log_leads(&server.client().await, 1, 20).await;
     server.stop().await;
 
     // A new id and key, the old key not kept.
     let (code, err) = verify_with(
-        &data,
+        data,
         &[
-            ("AUDITLOG_HMAC_KEY_FILE", &new),
+            ("AUDITLOG_HMAC_KEY_FILE", new),
             ("AUDITLOG_HMAC_KEY_ID", Path::new("k2")),
         ],
     )
@@ -145,7 +172,7 @@ async fn a_key_dropped_or_replaced_in_place_is_refused_pointing_at_the_retired_k
     );
 
     // The new key under the old id.
-    let (code, err) = verify_with(&data, &[("AUDITLOG_HMAC_KEY_FILE", &new)]).await;
+    let (code, err) = verify_with(data, &[("AUDITLOG_HMAC_KEY_FILE", new)]).await;
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains("fail their MAC under key \"k1\"")
@@ -154,7 +181,7 @@ async fn a_key_dropped_or_replaced_in_place_is_refused_pointing_at_the_retired_k
     );
 
     // The key the log was written with: clean.
-    let (code, err) = verify_with(&data, &[("AUDITLOG_HMAC_KEY_FILE", &old)]).await;
+    let (code, err) = verify_with(data, &[("AUDITLOG_HMAC_KEY_FILE", old)]).await;
     assert_eq!(code, 0, "{err}");
 }
 
@@ -163,20 +190,11 @@ async fn a_key_dropped_or_replaced_in_place_is_refused_pointing_at_the_retired_k
 /// data directory) passes its MAC: it is found by where it stands.
 #[tokio::test]
 async fn a_record_forged_with_the_retired_key_after_the_rotation_is_found() {
-    let scratch = tempfile::tempdir().unwrap();
-    let (old, new) = key_files(scratch.path());
-    let data = scratch.path().join("data");
-    let mut server = TestServer::start_in(&data, |c| signing(c, "k1", &old)).await;
+    let keys = Rotation::new();
+    let mut server = keys.before().await;
     log_leads(&server.client().await, 1, 10).await;
     server.stop().await;
-    let rotated = |c: &mut Config| {
-        signing(c, "k2", &new);
-        c.retired_hmac_keys = vec![RetiredHmacKey {
-            id: "k1".into(),
-            key_file: old.clone(),
-        }];
-    };
-    let mut server = TestServer::start_in(&data, rotated).await;
+    let mut server = keys.after().await;
     let client = server.client().await;
     log_leads(&client, 11, 20).await;
     let lines = all_stored_lines(&client).await;
@@ -185,7 +203,7 @@ async fn a_record_forged_with_the_retired_key_after_the_rotation_is_found() {
         .to_owned();
     server.stop().await;
 
-    let old_key = std::fs::read_to_string(&old).unwrap();
+    let old_key = std::fs::read_to_string(&keys.old).unwrap();
     let forged = record_line(
         21,
         &field(&last, "timestamp"),
@@ -193,7 +211,7 @@ async fn a_record_forged_with_the_retired_key_after_the_rotation_is_found() {
         old_key.trim().as_bytes(),
     );
     tamper(&server.log_path(), |lines| lines.push(forged));
-    let server = TestServer::start_in(&data, rotated).await;
+    let server = keys.after().await;
     let report = server.client().await.verify().await.unwrap();
     let found: Vec<(ProblemKind, u64)> =
         report.problems.iter().map(|p| (p.kind(), p.seq)).collect();
@@ -208,4 +226,63 @@ async fn a_record_forged_with_the_retired_key_after_the_rotation_is_found() {
         message.contains("signed with retired key \"k1\", after seq 11 was signed with \"k2\""),
         "{message}"
     );
+}
+
+/// A cluster rotates as one: every node stopped, each given the new key
+/// under a new id and the old one retired, started again. The replicas
+/// apply the stream's old records under the retired key and the leader's
+/// new ones under the new key; every node verifies the whole log clean.
+/// Skipped without a `nats-server` binary, unless `REQUIRE_NATS=1`.
+#[tokio::test]
+async fn a_cluster_rotates_its_key_with_every_node_stopped() {
+    let Some(nats) = NatsCluster::start(3).await else {
+        return;
+    };
+    let mut nodes = start_nodes(&nats, 3).await;
+    let client = failover_client(&nodes).await;
+    log_leads(&client, 1, 20).await;
+    wait_all_at(&nodes, 20).await;
+    for node in &mut nodes {
+        node.process.signal("TERM");
+        node.process
+            .wait_exit_within(std::time::Duration::from_secs(30))
+            .await;
+    }
+
+    let old_key = nodes[0].dir.path().join("hmac-k1.key");
+    std::fs::write(&old_key, TEST_KEY).unwrap();
+    let new_key = "new cluster key 0123456789abcdef0123456789";
+    for node in &mut nodes {
+        let config = node.dir.path().join("auditlog.toml");
+        let mut toml = std::fs::read_to_string(&config).unwrap();
+        toml.push_str(&format!(
+            "\n[[retired_hmac_keys]]\nid = \"k1\"\nkey_file = {old_key:?}\n"
+        ));
+        std::fs::write(&config, toml).unwrap();
+        node.process = ServerProcess::spawn_at(
+            node.port,
+            &node.dir.path().join("data"),
+            ["--config".as_ref(), config.as_os_str()],
+            &[
+                ("AUDITLOG_HMAC_KEY", new_key),
+                ("AUDITLOG_HMAC_KEY_ID", "k2"),
+            ],
+        )
+        .await;
+    }
+    let client = failover_client(&nodes).await;
+    log_leads(&client, 21, 40).await;
+    wait_all_at(&nodes, 40).await;
+    for node in &nodes {
+        let client = node.client().await;
+        let report = client.verify().await.unwrap();
+        assert!(report.ok, "{}: {:?}", node.url(), report.problems);
+        let key_ids: Vec<String> = all_stored_lines(&client)
+            .await
+            .iter()
+            .map(|line| field(std::str::from_utf8(line).unwrap(), "key_id"))
+            .collect();
+        let expected: Vec<&str> = [["k1"; 20], ["k2"; 20]].concat();
+        assert_eq!(key_ids, expected, "{}", node.url());
+    }
 }
