@@ -64,7 +64,7 @@ struct Args {
     /// Verify the data directory's log with no server running on it (a
     /// stopped server's directory, a backup), print the report and exit: 0
     /// clean, 1 problems found, 2 not verified. It recovers the directory
-    /// as a start does (docs/verifying.md)
+    /// as a start does (docs/verifying.md).
     #[arg(long, conflicts_with_all = ["print_verifier_key", "rotate_checkpoint_key", "cluster_import"])]
     verify: bool,
     /// With --verify: print the report as one JSON object (the fields

@@ -222,7 +222,6 @@ fn take_held(source: &Path, target: &Path, size: u64) -> Result<(), CliError> {
     })
 }
 
-/// DIR, made 0700; one that exists must be empty.
 /// What is checked before the server is asked: `dir` is new or empty,
 /// and `from`, if given, a directory that reads.
 pub(crate) fn check_local(dir: &Path, from: Option<&Path>) -> Result<(), CliError> {
@@ -255,6 +254,7 @@ fn unreadable_earlier(earlier: &Path, e: &std::io::Error) -> CliError {
     ))
 }
 
+/// DIR, made 0700; one that exists must be empty.
 fn create(dir: &Path) -> Result<(), CliError> {
     if is_new(dir)? {
         make_dir(dir)?;
