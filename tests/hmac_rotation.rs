@@ -231,7 +231,9 @@ async fn a_record_forged_with_the_retired_key_after_the_rotation_is_found() {
 /// A cluster rotates as one: every node stopped, each given the new key
 /// under a new id and the old one retired, started again. The replicas
 /// apply the stream's old records under the retired key and the leader's
-/// new ones under the new key; every node verifies the whole log clean.
+/// new ones under the new key; a record published under the old key after
+/// the rotation is skipped as no leader's; every node verifies the whole
+/// log clean.
 /// Skipped without a `nats-server` binary, unless `REQUIRE_NATS=1`.
 #[tokio::test]
 async fn a_cluster_rotates_its_key_with_every_node_stopped() {
@@ -273,6 +275,34 @@ async fn a_cluster_rotates_its_key_with_every_node_stopped() {
     let client = failover_client(&nodes).await;
     log_leads(&client, 21, 40).await;
     wait_all_at(&nodes, 40).await;
+
+    // Someone who can publish to the stream and kept the old key sends a
+    // record 41 under it: its MAC holds, but no leader signs with a
+    // retired key any more, so every replica skips it and the next write
+    // takes seq 41.
+    let lines = all_stored_lines(&client).await;
+    let last = std::str::from_utf8(lines.last().unwrap())
+        .unwrap()
+        .to_owned();
+    let forged = record_line(
+        41,
+        &field(&last, "timestamp"),
+        &field(&last, "signature"),
+        TEST_KEY.as_bytes(),
+    );
+    let js = async_nats::jetstream::new(nats.client().await);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Auditlog-Seq", "41-41");
+    js.publish_with_headers("AUDITLOG.log", headers, format!("{forged}\n").into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The leader's fenced publish finds the stream moved on and answers
+    // UNAVAILABLE; the client repeats a write with an idempotency key.
+    let after = NewEvent::lead_ingested("LEAD-41", "webform").idempotency_key("after-the-forgery");
+    assert_eq!(client.log(after).await.unwrap().seq, 41);
+    wait_all_at(&nodes, 41).await;
     for node in &nodes {
         let client = node.client().await;
         let report = client.verify().await.unwrap();
@@ -282,7 +312,7 @@ async fn a_cluster_rotates_its_key_with_every_node_stopped() {
             .iter()
             .map(|line| field(std::str::from_utf8(line).unwrap(), "key_id"))
             .collect();
-        let expected: Vec<&str> = [["k1"; 20], ["k2"; 20]].concat();
+        let expected: Vec<&str> = [&["k1"; 20][..], &["k2"; 21][..]].concat();
         assert_eq!(key_ids, expected, "{}", node.url());
     }
 }

@@ -12,8 +12,10 @@
 //!
 //! Anyone allowed to publish to the stream's subject can put a message
 //! there that no leader wrote: bytes that are not record lines, an
-//! `Auditlog-Seq` header that does not name the records, or records whose
-//! MAC does not verify with the cluster's key. Such a message is skipped
+//! `Auditlog-Seq` header that does not name the records, records whose
+//! MAC does not verify with the cluster's key, or records under a retired
+//! key after the signing key's (whoever kept the old key after a rotation).
+//! Such a message is skipped
 //! (logged as an error naming it), never applied and never a reason to stop
 //! following: a leader signs on after it (`write.rs`), and the log goes on.
 //! A message that is a leader's group but does not continue this replica's
@@ -33,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 use super::{ClusterConfig, ClusterError};
 use crate::keys::Keyring;
 use crate::store::record::{MacCheck, Record};
+use crate::store::retired_after_signing;
 use crate::store::{Store, StoreError};
 
 /// The file keeping the last stream message applied.
@@ -159,7 +162,8 @@ async fn follow(
         match store.apply(message.payload.to_vec()).await {
             Ok(_) => {}
             Err(e @ StoreError::Refused { .. }) => {
-                let Some(why) = foreign(&message, keyring, store.head()) else {
+                let signed_active = store.signed_active();
+                let Some(why) = foreign(&message, keyring, store.head(), signed_active) else {
                     return Err(ClusterError::Store(e));
                 };
                 tracing::error!(
@@ -187,10 +191,14 @@ async fn follow(
 /// that does not verify counts only once the replica holds records (whose
 /// MACs verified with this node's key): on an empty replica it more likely
 /// means this node was given the wrong key, which must stop it, loudly.
+/// Nor does a leader sign with a retired key: after a record under the
+/// signing key (in the message, or the replica's newest when
+/// `signed_active`), one under a retired key is no leader's.
 pub(super) fn foreign(
     message: &async_nats::jetstream::Message,
     keyring: &Keyring,
     head: u64,
+    mut signed_active: bool,
 ) -> Option<String> {
     let Some((first, last)) = super::retention::seqs_of(message.headers.as_ref()) else {
         return Some(format!(
@@ -212,12 +220,23 @@ pub(super) fn foreign(
                 record.seq
             ));
         }
-        if head > 0 && record.check_mac(line, keyring) == MacCheck::Invalid {
-            return Some(format!(
-                "the MAC of its record {seq} does not verify with key {:?}: it was not signed \
-                 with the cluster's key",
-                record.key_id
-            ));
+        let signing = keyring.active().0;
+        match record.check_mac(line, keyring) {
+            MacCheck::Invalid if head > 0 => {
+                return Some(format!(
+                    "the MAC of its record {seq} does not verify with key {:?}: it was not \
+                     signed with the cluster's key",
+                    record.key_id
+                ));
+            }
+            MacCheck::Valid if record.key_id.as_str() == signing => signed_active = true,
+            MacCheck::Valid if signed_active => {
+                return Some(format!(
+                    "its record {seq}: {}",
+                    retired_after_signing(&record.key_id, signing)
+                ));
+            }
+            _ => {}
         }
         seq = seq.saturating_add(1);
     }

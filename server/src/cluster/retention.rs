@@ -188,7 +188,7 @@ async fn first_kept(
         if seq > last {
             return Ok(None);
         }
-        let records = super::follower::foreign(&message, keyring, 1)
+        let records = super::follower::foreign(&message, keyring, 1, false)
             .is_none()
             .then(|| seqs_of(message.headers.as_ref()))
             .flatten();

@@ -88,6 +88,7 @@ pub(crate) use signer::{ChainHead, Signer};
 pub(crate) use trust::{check_before_start, holds_log};
 pub(crate) use turns::Verifications;
 pub(crate) use verify::Checkpoint;
+pub(crate) use writer::retired_after_signing;
 // Reached only by `crate::fuzzing`.
 pub(crate) use recovery::recover_summary;
 pub(crate) use verify::{check_gzip_bytes, check_log_bytes};
@@ -235,6 +236,7 @@ impl Store {
             durable_head: Mutex::new(None),
             head_stalled: AtomicBool::new(false),
             head_unwritten: Mutex::new((String::new(), false)),
+            signed_active: AtomicBool::new(false),
             tree: tree::Tree::new(),
             metrics,
         });
@@ -247,7 +249,12 @@ impl Store {
         }
         let last = shared.index().last();
         let last = last.map(|m| {
-            let signature = shared.read_record(&m).map(|r| r.signature);
+            let record = shared.read_record(&m);
+            if let Ok(r) = &record {
+                let active = r.key_id.as_str() == shared.keyring.active().0;
+                shared.signed_active.store(active, Ordering::Release);
+            }
+            let signature = record.map(|r| r.signature);
             (m.seq, signature.map(Short::into_string).unwrap_or_default())
         });
         let head = head::at_start(&dir, &shared.keyring, last, config.replica).map_err(open_err)?;
@@ -411,6 +418,12 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Whether the log's newest record is signed with the signing key (a
+    /// replica then takes no record under a retired key).
+    pub(crate) fn signed_active(&self) -> bool {
+        self.shared.signed_active.load(Ordering::Acquire)
     }
 
     /// The highest committed seq (0 for an empty log).

@@ -205,6 +205,10 @@ pub(super) struct Shared {
     /// whether it was for want of space.
     pub(super) head_stalled: AtomicBool,
     pub(super) head_unwritten: Mutex<(String, bool)>,
+    /// Whether the log's newest record is signed with the signing key:
+    /// after such a record a replica takes none under a retired key, which
+    /// no leader signs with any more (`writer/apply.rs`, 2026-12-08).
+    pub(super) signed_active: AtomicBool,
     /// The Merkle tree over the log, which the syncer wakes.
     pub(super) tree: super::tree::Tree,
     /// The server's metrics; the syncer counts commits and times fsyncs.

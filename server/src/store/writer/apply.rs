@@ -7,7 +7,9 @@
 //! the keyring; its seq follows the line before it; a seq the log already
 //! has must be the stored line byte for byte (a re-delivered group), and
 //! is skipped; a new seq must be the next one, its `prev` the last
-//! signature and its timestamp no earlier than the last. The line is kept
+//! signature and its timestamp no earlier than the last; and once the log
+//! holds a record under the signing key, none under a retired key follows
+//! (no leader signs with one any more). The line is kept
 //! exactly as signed, `caller` included. The group must end where a batch
 //! ends (a batch's first record says how many it holds): recovery cuts an
 //! incomplete batch at the end of the log, which would take an applied,
@@ -37,6 +39,8 @@ pub(in crate::store) struct Apply {
 /// the log did not have yet) start in it, and their records.
 struct Checked {
     fresh_from: usize,
+    /// Whether the group's last new record is signed with the signing key.
+    signed_active: bool,
     records: Vec<Record>,
     /// Each new line's offset among the fresh bytes and its length with the
     /// newline.
@@ -79,6 +83,9 @@ impl Writer {
             .map(|&(at, len)| (self.len + at, len - 1))
             .collect();
         self.len += fresh.len() as u64;
+        self.shared
+            .signed_active
+            .store(checked.signed_active, Ordering::Release);
         if let Some(last) = checked.records.last() {
             self.signer
                 .follow(last.seq, &last.signature, last.timestamp);
@@ -123,6 +130,9 @@ impl Writer {
         let mut expected: Option<u64> = None;
         let mut prev = Short::from(self.signer.prev());
         let mut last_timestamp = self.signer.last_timestamp();
+        let shared = Arc::clone(&self.shared);
+        let signing = shared.keyring.active().0;
+        let mut signed_active = self.shared.signed_active.load(Ordering::Acquire);
         let mut at = 0usize;
         // The last seq of the batch the newest record belongs to.
         let mut batch_end = 0u64;
@@ -162,6 +172,10 @@ impl Writer {
                 ));
             }
             match record.check_mac(line, &self.shared.keyring) {
+                MacCheck::Valid if record.key_id.as_str() == signing => signed_active = true,
+                MacCheck::Valid if signed_active => {
+                    return Err(refuse(seq, retired_after_signing(&record.key_id, signing)));
+                }
                 MacCheck::Valid => {}
                 MacCheck::Invalid => {
                     return Err(refuse(
@@ -219,6 +233,7 @@ impl Writer {
         }
         Ok(Checked {
             fresh_from,
+            signed_active,
             records,
             spans,
         })
@@ -242,4 +257,14 @@ impl Writer {
             None => Ok(()),
         }
     }
+}
+
+/// Why a record under retired key `key_id` is refused after a record under
+/// `signing`: no leader signs with a retired key.
+pub(crate) fn retired_after_signing(key_id: &str, signing: &str) -> String {
+    format!(
+        "it is signed with retired key {key_id:?} after records signed with {signing:?}, the \
+         key that signs now: no leader signs with a retired key, so whoever kept the old key \
+         wrote it"
+    )
 }

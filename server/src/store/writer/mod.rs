@@ -80,6 +80,7 @@ mod start;
 mod turns;
 
 pub(super) use apply::Apply;
+pub(crate) use apply::retired_after_signing;
 
 /// What the writer is asked to do.
 pub(super) enum Command {
