@@ -334,6 +334,44 @@ mod report {
     }
 
     impl VerifyIntegrityResponse {
+        /// The report as text, a line each: for a clean report what was
+        /// verified, how fast, and the head it ends at (an empty log has
+        /// none to name); otherwise how many problems, then one line per
+        /// problem (its kind, seq, line and message, which names the file).
+        pub fn text_lines(&self) -> Vec<String> {
+            if self.ok {
+                let rate = if self.events_checked > 0 && self.events_per_second.is_finite() {
+                    format!(" ({:.0} events/s)", self.events_per_second)
+                } else {
+                    String::new()
+                };
+                let head = match (self.head_seq, self.head_signature.as_str()) {
+                    (0, "") => "head seq 0 (empty log)".to_owned(),
+                    (seq, "") => format!("head seq {seq}"),
+                    (seq, signature) => format!("head seq {seq} signature {signature}"),
+                };
+                return vec![format!(
+                    "OK: {} events in {} segment file(s) verified in {} ms{rate}; {head}",
+                    self.events_checked, self.segments_checked, self.elapsed_ms,
+                )];
+            }
+            let mut lines = vec![format!(
+                "FAILED: {} problem(s) in {} events checked",
+                self.problems.len(),
+                self.events_checked
+            )];
+            lines.extend(self.problems.iter().map(|p| {
+                format!(
+                    "  {:<20} seq {:<8} line {:<8} {}",
+                    ProblemKind::short_name(p.kind),
+                    p.seq,
+                    p.line,
+                    p.message
+                )
+            }));
+            lines
+        }
+
         /// The report as one JSON object: its fields, each problem's kind by
         /// [`ProblemKind::short_name`].
         pub fn to_json(&self) -> Value {
@@ -353,6 +391,40 @@ mod report {
                     "message": p.message,
                 })).collect::<Vec<_>>(),
             })
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn a_clean_report_names_its_head_or_says_the_log_is_empty() {
+            let mut report = VerifyIntegrityResponse {
+                ok: true,
+                events_checked: 5,
+                segments_checked: 1,
+                elapsed_ms: 2,
+                events_per_second: 2500.0,
+                head_seq: 5,
+                head_signature: "ab12".into(),
+                ..Default::default()
+            };
+            assert_eq!(
+                report.text_lines(),
+                [
+                    "OK: 5 events in 1 segment file(s) verified in 2 ms (2500 events/s); head seq 5 \
+                  signature ab12"
+                ]
+            );
+            report.events_checked = 0;
+            report.events_per_second = f64::NAN;
+            report.head_seq = 0;
+            report.head_signature.clear();
+            assert_eq!(
+                report.text_lines(),
+                ["OK: 0 events in 1 segment file(s) verified in 2 ms; head seq 0 (empty log)"]
+            );
         }
     }
 }

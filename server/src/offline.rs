@@ -101,34 +101,11 @@ impl Verified {
     /// The report as text: one line for a clean log, or a line and one line
     /// per problem, as `auditlog integrity` prints them.
     pub fn to_text(&self) -> String {
-        let r = &self.report;
-        let mut out = if r.ok {
-            let head = match (r.head_seq, r.head_signature.as_str()) {
-                (0, _) => "head seq 0 (empty log)".to_owned(),
-                (seq, signature) => format!("head seq {seq} signature {signature}"),
-            };
-            format!(
-                "OK: {} events in {} segment file(s) verified in {} ms; {head}\n",
-                r.events_checked, r.segments_checked, r.elapsed_ms
-            )
-        } else {
-            let mut text = format!(
-                "FAILED: {} problem(s) in {} events checked\n",
-                r.problems.len(),
-                r.events_checked
-            );
-            for p in &r.problems {
-                // The message names the file.
-                text.push_str(&format!(
-                    "  {:<20} seq {:<8} line {:<8} {}\n",
-                    pb::ProblemKind::short_name(p.kind),
-                    p.seq,
-                    p.line,
-                    printable(&p.message)
-                ));
-            }
-            text
-        };
+        let mut out = String::new();
+        for line in self.report.text_lines() {
+            out.push_str(&printable(&line));
+            out.push('\n');
+        }
         if let Some(why) = &self.checkpoint_unchecked {
             out.push_str(&format!("note: {}\n", printable(why)));
         }

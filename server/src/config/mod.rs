@@ -448,14 +448,12 @@ impl Config {
         let Some(path) = &self.hmac_key_file else {
             return Ok(None);
         };
-        let mut bytes = std::fs::read(path).map_err(|e| ConfigError::Invalid {
-            key: "hmac_key_file",
-            reason: format!("cannot read {}: {e}", path.display()),
-        })?;
-        while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-            bytes.pop();
-        }
-        Ok(Some(bytes))
+        read_key_file(path)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: "hmac_key_file",
+                reason: format!("cannot read {}: {e}", path.display()),
+            })
     }
 
     /// The retired HMAC keys' ids and bytes, read from their files
@@ -464,18 +462,14 @@ impl Config {
         self.retired_hmac_keys
             .iter()
             .map(|retired| {
-                let mut bytes =
-                    std::fs::read(&retired.key_file).map_err(|e| ConfigError::Invalid {
-                        key: "retired_hmac_keys",
-                        reason: format!(
-                            "cannot read the key file of {:?}, {}: {e}",
-                            retired.id,
-                            retired.key_file.display()
-                        ),
-                    })?;
-                while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
-                    bytes.pop();
-                }
+                let bytes = read_key_file(&retired.key_file).map_err(|e| ConfigError::Invalid {
+                    key: "retired_hmac_keys",
+                    reason: format!(
+                        "cannot read the key file of {:?}, {}: {e}",
+                        retired.id,
+                        retired.key_file.display()
+                    ),
+                })?;
                 if bytes.len() < crate::keys::MIN_KEY_LEN {
                     return Err(ConfigError::Invalid {
                         key: "retired_hmac_keys",
@@ -492,6 +486,15 @@ impl Config {
             })
             .collect()
     }
+}
+
+/// The bytes of an HMAC key file, trailing whitespace left out.
+fn read_key_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = std::fs::read(path)?;
+    while bytes.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        bytes.pop();
+    }
+    Ok(bytes)
 }
 
 /// An HMAC key that verifies the records it signed before a rotation and

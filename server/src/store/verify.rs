@@ -39,14 +39,14 @@ pub(super) mod snapshot;
 
 use super::chain::{Finding, FindingKind, KeyRule, Report, Verifier};
 use super::error::StoreError;
-use super::manifest::{MANIFEST_FILE, SegmentEntry};
+use super::manifest::SegmentEntry;
 use super::record::GENESIS;
 use super::retention::verify_start;
 use super::segment::{Chunk, Inflated, Members, SegmentFile};
 use super::shared::{LOG_FILE, Shared};
 use super::tree::Leaves;
 use crate::keys::Keyring;
-use findings::{report_active_missing, report_head};
+use findings::{report_active_missing, report_directory, report_head};
 use snapshot::{Item, snapshot};
 
 /// A receipt a caller kept, to be checked against the log.
@@ -164,47 +164,12 @@ pub(super) fn verify(
     report_head(shared, &mut total, &range, start_seq);
     total.check_checkpoints(&wanted, LOG_FILE);
     total.check_key(shared.keyring.active().0, LOG_FILE);
-    if !snapshot.authentic {
-        let unheld = &snapshot.manifest_key_id;
-        // An unreadable manifest names no key.
-        let (kind, message) = if !unheld.is_empty() && shared.keyring.get(unheld).is_none() {
-            (
-                FindingKind::UnknownKey,
-                format!(
-                    "{MANIFEST_FILE} names key {unheld:?} as its signer, which this server does \
-                     not hold, so it cannot be checked (a key rotated out is kept as a \
-                     [[retired_hmac_keys]] entry; otherwise the file was edited)"
-                ),
-            )
-        } else {
-            (
-                FindingKind::ManifestModified,
-                format!(
-                    "{MANIFEST_FILE} does not match its MAC: it was edited outside the server \
-                     (for example to hide a deleted segment)"
-                ),
-            )
-        };
-        total.findings.push(Finding {
-            kind,
-            seq: 0,
-            line: 0,
-            file: MANIFEST_FILE.to_owned(),
-            message,
-        });
-    }
-    for name in snapshot.unlisted {
-        total.findings.push(Finding {
-            kind: FindingKind::SegmentUnlisted,
-            seq: 0,
-            line: 0,
-            file: name.clone(),
-            message: format!(
-                "{name} is a segment file the manifest does not list: it was added or \
-                 renamed outside the server, or the manifest lost its entry"
-            ),
-        });
-    }
+    report_directory(
+        &mut total,
+        (snapshot.authentic, &snapshot.manifest_key_id),
+        &snapshot.unlisted,
+        &shared.keyring,
+    );
     tracing::debug!(
         events = total.events_checked,
         ms = started.elapsed().as_millis() as u64,

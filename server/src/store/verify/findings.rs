@@ -1,11 +1,65 @@
 //! Findings that come from what the store knows rather than from reading
-//! the log's lines: `audit.log` gone while the server runs, and what a
-//! start found against the persisted head (cuts, an edited head file, a
-//! replica's records still to be taken in again).
+//! the log's lines: `audit.log` gone while the server runs, what a start
+//! found against the persisted head (cuts, an edited head file, a
+//! replica's records still to be taken in again), and the directory's own
+//! (a manifest that fails its MAC, segment files it does not list).
 
+use crate::keys::Keyring;
 use crate::store::chain::{Finding, FindingKind, Report};
 use crate::store::head::HEAD_FILE;
+use crate::store::manifest::MANIFEST_FILE;
 use crate::store::shared::{LOG_FILE, Shared};
+
+/// Reports a manifest that is not `authentic` (that fails its MAC, or
+/// names as its signer a key `unheld` that `keyring` does not hold), and
+/// the segment files it does not list (`unlisted`).
+pub(super) fn report_directory(
+    total: &mut Report,
+    (authentic, unheld): (bool, &str),
+    unlisted: &[String],
+    keyring: &Keyring,
+) {
+    if !authentic {
+        // An unreadable manifest names no key.
+        let (kind, message) = if !unheld.is_empty() && keyring.get(unheld).is_none() {
+            (
+                FindingKind::UnknownKey,
+                format!(
+                    "{MANIFEST_FILE} names key {unheld:?} as its signer, which this server does \
+                     not hold, so it cannot be checked (a key rotated out is kept as a \
+                     [[retired_hmac_keys]] entry; otherwise the file was edited)"
+                ),
+            )
+        } else {
+            (
+                FindingKind::ManifestModified,
+                format!(
+                    "{MANIFEST_FILE} does not match its MAC: it was edited outside the server \
+                     (for example to hide a deleted segment)"
+                ),
+            )
+        };
+        total.findings.push(Finding {
+            kind,
+            seq: 0,
+            line: 0,
+            file: MANIFEST_FILE.to_owned(),
+            message,
+        });
+    }
+    for name in unlisted {
+        total.findings.push(Finding {
+            kind: FindingKind::SegmentUnlisted,
+            seq: 0,
+            line: 0,
+            file: name.clone(),
+            message: format!(
+                "{name} is a segment file the manifest does not list: it was added or \
+                 renamed outside the server, or the manifest lost its entry"
+            ),
+        });
+    }
+}
 
 /// Reports `audit.log` missing from the data directory while the server
 /// runs (moved or deleted under it; the store refuses writes once it
